@@ -1,0 +1,102 @@
+"""Frame lists and output patterns, the VFX way.
+
+Frame lists (``1-100``, ``1-100x5``, ``1,5,10-20``, ``100-1``, ``-10--1``) are
+parsed by fileseq, the industry's parser, so farmtui reads them exactly as
+other pipeline tools do. Output patterns mark padding with ``#``
+(``renders/shot/frame_####.png``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import PurePosixPath
+
+import fileseq
+
+# A job of more frames than this is almost certainly a typo (1-1000000000).
+MAX_FRAMES = 1_000_000
+
+_PADDING = re.compile(r"#+")
+
+
+class FrameListError(ValueError):
+    """A frame list that cannot be parsed, is empty or is too long."""
+
+
+class OutputPatternError(ValueError):
+    """An output pattern that is malformed or escapes the sync root."""
+
+
+def parse_frames(text: str) -> list[int]:
+    """Frames in the order written, duplicates dropped: ``"1-5x2,10"`` -> ``[1, 3, 5, 10]``."""
+    spec = text.strip().replace(" ", "")
+    if not spec:
+        raise FrameListError("frame list is empty")
+    try:
+        frameset = fileseq.FrameSet(spec)
+    except (fileseq.ParseException, ValueError, TypeError) as exc:
+        raise FrameListError(
+            f"malformed frame list {text!r} (expected e.g. 1-100, 1-100x5, 1,5,10-20, 100-1)"
+        ) from None
+    if len(frameset) > MAX_FRAMES:
+        raise FrameListError(f"frame list {text!r} has {len(frameset)} frames; the limit is {MAX_FRAMES}")
+    frames = [int(f) for f in frameset]
+    if not frames:
+        raise FrameListError(f"frame list {text!r} has no frames")
+    return frames
+
+
+def format_frames(frames: Sequence[int]) -> str:
+    """The compact form of a frame list: ``[1, 2, 3, 7]`` -> ``"1-3,7"``."""
+    if not frames:
+        return ""
+    return str(fileseq.FrameSet(list(frames)).frange)
+
+
+def chunk_frames(frames: Sequence[int], size: int) -> list[list[int]]:
+    """Split frames, in order, into runs of at most ``size``."""
+    if size < 1:
+        raise FrameListError(f"chunk size must be at least 1, not {size}")
+    return [list(frames[i : i + size]) for i in range(0, len(frames), size)]
+
+
+def check_output_pattern(pattern: str) -> PurePosixPath:
+    """The pattern as a relative path inside the sync root, or OutputPatternError."""
+    if not pattern or not pattern.strip():
+        raise OutputPatternError("output pattern is empty")
+    path = PurePosixPath(pattern)
+    if path.is_absolute() or pattern.startswith("~"):
+        raise OutputPatternError(f"output pattern {pattern!r} must be relative to the sync root")
+    if any(part == ".." for part in path.parts):
+        raise OutputPatternError(f"output pattern {pattern!r} escapes the sync root")
+    if "\\" in pattern or "\x00" in pattern:
+        raise OutputPatternError(f"output pattern {pattern!r} has a backslash or NUL")
+    if _PADDING.search(path.name) is None:
+        raise OutputPatternError(
+            f"output pattern {pattern!r} needs '#' padding in its file name (frame_####.png)"
+        )
+    return path
+
+
+def frame_path(pattern: str, frame: int) -> str:
+    """Substitute a frame into the last run of ``#``: ``frame_####.png``, 7 -> ``frame_0007.png``.
+
+    A negative frame's sign takes one place of the padding (``-007``), as
+    Blender writes it.
+    """
+    matches = list(_PADDING.finditer(pattern))
+    if not matches:
+        raise OutputPatternError(f"output pattern {pattern!r} has no '#' padding")
+    last = matches[-1]
+    width = len(last.group())
+    return pattern[: last.start()] + f"{frame:0{width}d}" + pattern[last.end() :]
+
+
+def printf_pattern(pattern: str) -> str:
+    """``frame_####.png`` -> ``frame_%04d.png`` for ffmpeg-style renderers."""
+    matches = list(_PADDING.finditer(pattern))
+    if not matches:
+        return pattern
+    last = matches[-1]
+    return pattern[: last.start()] + f"%0{len(last.group())}d" + pattern[last.end() :]

@@ -1,0 +1,624 @@
+"""Every message and record that crosses a wire or lands on disk.
+
+One tagged union per direction (agent -> leader, leader -> agent,
+console -> leader, leader -> console), each with a module-level typed decoder.
+Records (``JobSpec``, ``JobView`` ...) are shared by the REST API, the
+WebSocket links and the CLI's ``--json`` output, so a script sees the same
+shape everywhere.
+
+Schema evolution: every field added later gets a default, and unknown fields
+are ignored on decode, so an older agent keeps talking to a newer leader.
+The first message on each link carries ``PROTOCOL_VERSION``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, TypeVar
+
+import msgspec
+
+PROTOCOL_VERSION = 1
+
+# A message bigger than this is refused before it is decoded.
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+OnTimeout = Literal["notify", "requeue", "error", "fail", "complete"]
+JobState = Literal["queued", "rendering", "paused", "holding", "done", "failed", "cancelled"]
+ChunkState = Literal[
+    "queued",  # waiting for a slot
+    "assigned",  # dispatched; the agent has it (waiting to start or rendering)
+    "waiting-retry",  # failed, backing off until retry_at
+    "preempted",  # its node vanished; requeued without using a retry (shown until redispatch)
+    "done",
+    "failed",  # out of retries, timed out with on_timeout=fail, or set failed by hand
+    "held",
+    "excluded",
+    "cancelled",
+]
+FrameState = Literal["unassigned", "assigned", "staged", "done", "failed", "held", "excluded"]
+ChunkKind = Literal["render", "pre", "post"]
+Role = Literal["viewer", "user", "admin", "agent"]
+NodeState = Literal["online", "offline", "disabled"]
+Level = Literal["info", "warn", "error"]
+
+# Job actions, as named on the CLI, the REST API and the console link.
+JobAction = Literal[
+    "pause",
+    "resume",
+    "retry-failed",
+    "requeue",
+    "archive",
+    "unarchive",
+    "cancel",
+    "delete",
+    "hold",
+    "unhold",
+    "complete",
+    "review",
+    "unreview",
+    "retry-sync",
+]
+ChunkAction = Literal["retry", "hold", "set-failed", "set-done", "exclude"]
+MoveWhere = Literal["up", "down", "top", "bottom"]
+
+
+class Record(msgspec.Struct, kw_only=True, omit_defaults=False):
+    """Base of plain data records (not tagged)."""
+
+
+class Timeouts(Record, kw_only=True):
+    """Render time management for one job (Deadline's Timeouts page).
+
+    Durations are seconds; ``None`` means no limit.
+    """
+
+    min_render: float | None = None
+    max_render: float | None = None
+    max_start: float | None = None
+    # Apply min/max render time per frame of the chunk rather than per chunk.
+    per_frame: bool = False
+    on_timeout: OnTimeout = "error"
+    # Auto timeout: once auto_min_chunks chunks, or auto_min_percent percent of
+    # the chunks, have completed, max_render becomes mean render time * multiplier.
+    auto: bool = False
+    auto_min_chunks: int | None = None
+    auto_min_percent: float | None = None
+    auto_multiplier: float = 2.0
+    # Timeout for the pre-job and post-job scripts.
+    script_timeout: float | None = None
+
+
+class JobSpec(Record, kw_only=True):
+    """What a submitter asks for: the body of ``POST /api/jobs`` and a job file."""
+
+    name: str = ""
+    frames: str = "1"
+    chunk: int = 1
+    priority: int = 50
+    renderer: str = "generic"
+    scene: str | None = None
+    # Output pattern relative to the sync root, '#' marks padding.
+    output: str | None = None
+    # argv template; tokens {start} {end} {step} {frames} {outdir} {output} {scene}.
+    argv: list[str] = []
+    scout: str | None = None
+    after: list[str] = []
+    # Machine limit: at most this many chunks at once (0 = no limit).
+    max_running: int = 0
+    # Pool: nodes must carry every one of these tags.
+    tags: list[str] = []
+    timeouts: Timeouts = msgspec.field(default_factory=Timeouts)
+    retries: int | None = None
+    retry_delay: float | None = None
+    retry_cap: float | None = None
+    pre_job: list[str] | None = None
+    post_job: list[str] | None = None
+    env: dict[str, str] = {}
+    # Stage output on the node, copy to the sync root when the chunk completes.
+    staging: bool = True
+    webhook: str | None = None
+    owner: str | None = None
+
+
+class JobPatch(Record, kw_only=True):
+    """Settings that can change after submission (``PATCH /api/jobs/{id}``)."""
+
+    name: str | None = None
+    timeouts: Timeouts | None = None
+    retries: int | None = None
+    retry_delay: float | None = None
+    retry_cap: float | None = None
+    max_running: int | None = None
+    tags: list[str] | None = None
+    webhook: str | None = None
+
+
+class JobStats(Record, kw_only=True):
+    frames_total: int = 0
+    frames_done: int = 0
+    frames_failed: int = 0
+    chunks_total: int = 0
+    chunks_done: int = 0
+    chunks_running: int = 0
+    chunks_failed: int = 0
+    mean_render: float | None = None
+    p90_render: float | None = None
+    # Estimated seconds remaining, from completed chunk times and the slots the job can get.
+    etr: float | None = None
+
+
+class JobView(Record, kw_only=True):
+    id: str
+    name: str
+    owner: str
+    state: JobState
+    priority: int
+    # Rank in dispatch order among active jobs (0 = next to dispatch).
+    position: int
+    frames: str
+    chunk: int
+    renderer: str
+    archived: bool = False
+    reviewed: bool = False
+    created: float = 0.0
+    started: float | None = None
+    finished: float | None = None
+    stats: JobStats = msgspec.field(default_factory=JobStats)
+    spec: JobSpec = msgspec.field(default_factory=JobSpec)
+
+
+class AttemptView(Record, kw_only=True):
+    number: int
+    node: str
+    started: float
+    finished: float | None = None
+    # "running", "done", "failed", "timeout", "killed", "lost".
+    outcome: str = "running"
+    exit_status: str | None = None
+    reason: str | None = None
+
+
+class ChunkView(Record, kw_only=True):
+    index: int
+    kind: ChunkKind = "render"
+    frames: list[int] = []
+    state: ChunkState = "queued"
+    node: str | None = None
+    attempt: int = 0
+    # Attempts that counted as errors (farm-caused failures do not).
+    errors: int = 0
+    retry_at: float | None = None
+    started: float | None = None
+    finished: float | None = None
+    attempts: list[AttemptView] = []
+
+
+class JobDetail(Record, kw_only=True):
+    """``GET /api/jobs/{id}`` and ``farm show --json``."""
+
+    job: JobView
+    chunks: list[ChunkView]
+    # Frame number (as a string, JSON keys are strings) -> frame state.
+    frame_states: dict[str, FrameState]
+    # Nodes blocked for this job, with the time the block ends.
+    blocked_nodes: dict[str, float] = {}
+
+
+class ChunkRef(Record, kw_only=True):
+    job_id: str
+    chunk: int
+    attempt: int
+
+
+class NodeView(Record, kw_only=True):
+    name: str
+    state: NodeState
+    slots: int
+    running: list[ChunkRef] = []
+    cpu_count: int = 0
+    memory_total: int = 0
+    cpu_percent: float = 0.0
+    memory_percent: float = 0.0
+    tags: list[str] = []
+    last_seen: float = 0.0
+    version: str = ""
+
+
+class EventView(Record, kw_only=True):
+    """One line of a job's event log, or a farm-wide event."""
+
+    time: float
+    level: Level
+    text: str
+    job_id: str | None = None
+    actor: str | None = None
+
+
+class ApiError(Record, kw_only=True):
+    error: str
+
+
+# --------------------------------------------------------------------------
+# Agent -> leader
+
+
+class AgentMessage(msgspec.Struct, tag_field="type", kw_only=True):
+    # Messages that must not be lost carry a sequence number; the agent keeps
+    # them in its outbox until the leader acknowledges them with ``Ack``.
+    seq: int = 0
+
+
+class AgentHello(AgentMessage, tag="hello", kw_only=True):
+    protocol: int = PROTOCOL_VERSION
+    name: str
+    slots: int
+    cpu_count: int = 0
+    memory_total: int = 0
+    tags: list[str] = []
+    version: str = ""
+    # Chunks this agent is still running (after a reconnect).
+    running: list[ChunkRef] = []
+
+
+class Heartbeat(AgentMessage, tag="heartbeat", kw_only=True):
+    cpu_percent: float = 0.0
+    memory_percent: float = 0.0
+
+
+class ChunkStarted(AgentMessage, tag="chunk_started", kw_only=True):
+    job_id: str
+    chunk: int
+    attempt: int
+    pid: int
+    command: list[str] = []
+
+
+class ChunkOutput(AgentMessage, tag="chunk_output", kw_only=True):
+    """A batch of raw stdout/stderr lines. The first is the renderer's first sign of life."""
+
+    job_id: str
+    chunk: int
+    attempt: int
+    lines: list[str]
+
+
+class ChunkProgress(AgentMessage, tag="chunk_progress", kw_only=True):
+    job_id: str
+    chunk: int
+    attempt: int
+    frame: int | None = None
+    # 0..1 for the chunk as a whole.
+    fraction: float = 0.0
+
+
+class FramesWritten(AgentMessage, tag="frames_written", kw_only=True):
+    """Frames whose files now exist: in staging (staged=True) or in the sync root."""
+
+    job_id: str
+    chunk: int
+    attempt: int
+    frames: list[int]
+    staged: bool
+
+
+class ChunkTimedOut(AgentMessage, tag="chunk_timed_out", kw_only=True):
+    """A timeout fired with on_timeout=notify: the chunk keeps running."""
+
+    job_id: str
+    chunk: int
+    attempt: int
+    kind: Literal["min_render", "max_render", "max_start"]
+    elapsed: float
+
+
+class ChunkFinished(AgentMessage, tag="chunk_finished", kw_only=True):
+    job_id: str
+    chunk: int
+    attempt: int
+    # "done": exit 0 and every expected file present (and copied to the sync root).
+    # "failed": non-zero exit, signal, missing outputs or a copy error.
+    # "timeout": a timeout fired (kind in timeout_kind); the leader applies on_timeout.
+    # "killed": stopped on the leader's request (cancel, kill).
+    outcome: Literal["done", "failed", "timeout", "killed"]
+    exit_status: str | None = None  # "0", "1", "SIGKILL" ...
+    reason: str = ""
+    timeout_kind: Literal["min_render", "max_render", "max_start"] | None = None
+    started: float = 0.0
+    finished: float = 0.0
+    missing: list[int] = []
+
+
+class AgentLog(AgentMessage, tag="agent_log", kw_only=True):
+    """Lines of the agent's own plain-text log, for the console's peer view."""
+
+    lines: list[str]
+
+
+AgentToLeader = (
+    AgentHello
+    | Heartbeat
+    | ChunkStarted
+    | ChunkOutput
+    | ChunkProgress
+    | FramesWritten
+    | ChunkTimedOut
+    | ChunkFinished
+    | AgentLog
+)
+
+
+# --------------------------------------------------------------------------
+# Leader -> agent
+
+
+class LeaderToAgentMessage(msgspec.Struct, tag_field="type", kw_only=True):
+    pass
+
+
+class Welcome(LeaderToAgentMessage, tag="welcome", kw_only=True):
+    protocol: int = PROTOCOL_VERSION
+    node: str
+    heartbeat_interval: float = 2.0
+    # Where the agent may write directly; None when the sync root is not shared
+    # with this node and output must be uploaded over HTTP.
+    sync_root: str | None = None
+    # Chunks from AgentHello.running the leader no longer wants: kill them.
+    stale: list[ChunkRef] = []
+
+
+class ChunkTimeouts(Record, kw_only=True):
+    """Timeouts as the agent enforces them, already resolved for this chunk."""
+
+    min_render: float | None = None
+    max_render: float | None = None
+    max_start: float | None = None
+    on_timeout: OnTimeout = "error"
+
+
+class AssignChunk(LeaderToAgentMessage, tag="assign", kw_only=True):
+    job_id: str
+    chunk: int
+    attempt: int
+    kind: ChunkKind = "render"
+    renderer: str
+    argv: list[str]
+    frames: list[int]
+    # Expected output files, relative to the sync root (empty: none expected).
+    outputs: list[str] = []
+    # Folder for output relative to the sync root ("" when none).
+    outdir: str = ""
+    staging: bool = True
+    env: dict[str, str] = {}
+    timeouts: ChunkTimeouts = msgspec.field(default_factory=ChunkTimeouts)
+    # Chunk log path relative to the sync root.
+    log_path: str = ""
+
+
+class KillChunk(LeaderToAgentMessage, tag="kill", kw_only=True):
+    job_id: str
+    chunk: int
+    attempt: int
+    reason: str = ""
+
+
+class UpdateTimeouts(LeaderToAgentMessage, tag="update_timeouts", kw_only=True):
+    """The auto timeout (or an operator) changed a running chunk's limits."""
+
+    job_id: str
+    chunk: int
+    attempt: int
+    timeouts: ChunkTimeouts
+
+
+class Ack(LeaderToAgentMessage, tag="ack", kw_only=True):
+    """Everything up to and including ``seq`` is committed on the leader."""
+
+    seq: int
+
+
+class Refused(LeaderToAgentMessage, tag="refused", kw_only=True):
+    error: str
+
+
+LeaderToAgent = Welcome | AssignChunk | KillChunk | UpdateTimeouts | Ack | Refused
+
+
+# --------------------------------------------------------------------------
+# Console -> leader
+
+
+class ConsoleMessage(msgspec.Struct, tag_field="type", kw_only=True):
+    # Echoed in the Reply so the console can match answers to requests.
+    request_id: int = 0
+
+
+class ConsoleHello(ConsoleMessage, tag="hello", kw_only=True):
+    protocol: int = PROTOCOL_VERSION
+    include_archived: bool = False
+
+
+class WatchJob(ConsoleMessage, tag="watch_job", kw_only=True):
+    """Stream this job's chunks and frame states (None: stop)."""
+
+    job_id: str | None
+
+
+class RunJobAction(ConsoleMessage, tag="job_action", kw_only=True):
+    action: JobAction
+    job_ids: list[str]
+
+
+class RunChunkAction(ConsoleMessage, tag="chunk_action", kw_only=True):
+    action: ChunkAction
+    job_id: str
+    chunks: list[int]
+
+
+class SetPriority(ConsoleMessage, tag="set_priority", kw_only=True):
+    job_id: str
+    priority: int
+
+
+class MoveJob(ConsoleMessage, tag="move_job", kw_only=True):
+    job_id: str
+    where: MoveWhere | None = None
+    # Drag and drop: land directly before this job (same priority group only).
+    before: str | None = None
+    # ... or at the end of the group when before is None and where is None.
+
+
+class PatchJob(ConsoleMessage, tag="patch_job", kw_only=True):
+    job_id: str
+    patch: JobPatch
+
+
+class SetNodeEnabled(ConsoleMessage, tag="set_node_enabled", kw_only=True):
+    node: str
+    enabled: bool
+
+
+class FetchTaskOutput(ConsoleMessage, tag="fetch_task_output", kw_only=True):
+    """Send the chunk attempt's output, then follow it (follow=False: one-off)."""
+
+    job_id: str
+    chunk: int
+    attempt: int | None = None  # None: the latest
+    follow: bool = True
+
+
+class FetchNodeLog(ConsoleMessage, tag="fetch_node_log", kw_only=True):
+    node: str
+    tail: int = 500
+
+
+class ShowArchived(ConsoleMessage, tag="show_archived", kw_only=True):
+    enabled: bool
+
+
+ConsoleToLeader = (
+    ConsoleHello
+    | WatchJob
+    | RunJobAction
+    | RunChunkAction
+    | SetPriority
+    | MoveJob
+    | PatchJob
+    | SetNodeEnabled
+    | FetchTaskOutput
+    | FetchNodeLog
+    | ShowArchived
+)
+
+
+# --------------------------------------------------------------------------
+# Leader -> console
+
+
+class LeaderToConsoleMessage(msgspec.Struct, tag_field="type", kw_only=True):
+    pass
+
+
+class Snapshot(LeaderToConsoleMessage, tag="snapshot", kw_only=True):
+    """First message after hello: everything, so the console starts consistent."""
+
+    protocol: int = PROTOCOL_VERSION
+    user: str
+    role: Role
+    jobs: list[JobView]
+    nodes: list[NodeView]
+
+
+class JobsChanged(LeaderToConsoleMessage, tag="jobs_changed", kw_only=True):
+    """Jobs whose view changed (state, stats, priority, position ...)."""
+
+    jobs: list[JobView]
+
+
+class JobsRemoved(LeaderToConsoleMessage, tag="jobs_removed", kw_only=True):
+    job_ids: list[str]
+
+
+class NodesChanged(LeaderToConsoleMessage, tag="nodes_changed", kw_only=True):
+    nodes: list[NodeView]
+
+
+class JobWatched(LeaderToConsoleMessage, tag="job_watched", kw_only=True):
+    detail: JobDetail
+
+
+class ChunksChanged(LeaderToConsoleMessage, tag="chunks_changed", kw_only=True):
+    job_id: str
+    chunks: list[ChunkView]
+
+
+class FramesChanged(LeaderToConsoleMessage, tag="frames_changed", kw_only=True):
+    job_id: str
+    frames: list[int]
+    state: FrameState
+
+
+class TaskOutput(LeaderToConsoleMessage, tag="task_output", kw_only=True):
+    job_id: str
+    chunk: int
+    attempt: int
+    lines: list[str]
+    # False: these lines replace what is shown; True: append.
+    append: bool = False
+
+
+class NodeLog(LeaderToConsoleMessage, tag="node_log", kw_only=True):
+    node: str
+    lines: list[str]
+
+
+class Event(LeaderToConsoleMessage, tag="event", kw_only=True):
+    event: EventView
+
+
+class Reply(LeaderToConsoleMessage, tag="reply", kw_only=True):
+    request_id: int
+    ok: bool
+    error: str | None = None
+
+
+LeaderToConsole = (
+    Snapshot
+    | JobsChanged
+    | JobsRemoved
+    | NodesChanged
+    | JobWatched
+    | ChunksChanged
+    | FramesChanged
+    | TaskOutput
+    | NodeLog
+    | Event
+    | Reply
+)
+
+
+agent_to_leader = msgspec.json.Decoder(AgentToLeader)
+leader_to_agent = msgspec.json.Decoder(LeaderToAgent)
+console_to_leader = msgspec.json.Decoder(ConsoleToLeader)
+leader_to_console = msgspec.json.Decoder(LeaderToConsole)
+encoder = msgspec.json.Encoder()
+
+
+def encode(message: msgspec.Struct) -> bytes:
+    return encoder.encode(message)
+
+
+class ProtocolError(ValueError):
+    """A message that is malformed, of an unknown type or too big."""
+
+
+T = TypeVar("T")
+
+
+def decode_checked(decoder: msgspec.json.Decoder[T], data: bytes | str) -> T:
+    """Decode one message, turning every failure into a one-line ProtocolError."""
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise ProtocolError(f"message of {len(data)} bytes is over the {MAX_MESSAGE_BYTES} limit")
+    try:
+        return decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise ProtocolError(f"malformed message: {exc}") from None

@@ -1,0 +1,174 @@
+"""The leader's in-memory picture of the farm: jobs, chunks, attempts, nodes.
+
+These are plain mutable records owned by the scheduler. The store persists
+them; the links never change them directly, only through the scheduler.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import msgspec
+
+from farmtui.protocol import (
+    AssignChunk,
+    ChunkKind,
+    ChunkState,
+    EventView,
+    JobSpec,
+    JobState,
+    Level,
+)
+
+
+@dataclass(slots=True)
+class Attempt:
+    number: int
+    node: str
+    started: float
+    finished: float | None = None
+    # "running", "done", "failed", "timeout", "killed", "lost".
+    outcome: str = "running"
+    exit_status: str | None = None
+    reason: str | None = None
+    # The renderer showed a first sign of life (output, progress or a frame).
+    alive: bool = False
+
+
+@dataclass(slots=True)
+class Chunk:
+    job_id: str
+    index: int
+    frames: list[int]
+    kind: ChunkKind = "render"
+    state: ChunkState = "queued"
+    scout: bool = False
+    node: str | None = None
+    # Number of the latest attempt (0: never dispatched). Attempt numbers only grow.
+    attempt: int = 0
+    # Attempts that counted as errors; farm-caused failures do not count.
+    errors: int = 0
+    retry_at: float | None = None
+    started: float | None = None
+    finished: float | None = None
+    # Duration of the successful attempt, for estimates and the auto timeout.
+    render_time: float | None = None
+    # Frames of the current attempt that exist in staging / in the sync root.
+    staged: set[int] = field(default_factory=set)
+    done: set[int] = field(default_factory=set)
+    attempts: list[Attempt] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Job:
+    id: str
+    spec: JobSpec
+    owner: str
+    state: JobState
+    priority: int
+    # Sort key within the priority group: lower dispatches sooner.
+    queue_key: float
+    created: float
+    archived: bool = False
+    reviewed: bool = False
+    started: float | None = None
+    finished: float | None = None
+    chunks: list[Chunk] = field(default_factory=list)
+    # node name -> time the block ends.
+    blocked: dict[str, float] = field(default_factory=dict)
+    # node name -> errors of this job on that node since its last block.
+    node_errors: dict[str, int] = field(default_factory=dict)
+    # Scout frames rendered and the job has been un-held past them.
+    scout_released: bool = False
+
+
+@dataclass(slots=True)
+class Node:
+    name: str
+    slots: int
+    tags: list[str] = field(default_factory=list)
+    enabled: bool = True
+    online: bool = False
+    cpu_count: int = 0
+    memory_total: int = 0
+    cpu_percent: float = 0.0
+    memory_percent: float = 0.0
+    last_seen: float = 0.0
+    version: str = ""
+    # (job_id, chunk index, attempt) of the chunks it runs now.
+    running: set[tuple[str, int, int]] = field(default_factory=set)
+
+
+class Assignment(msgspec.Struct, kw_only=True, frozen=True):
+    """Send ``message`` to ``node``: the chunk is already marked assigned."""
+
+    node: str
+    message: AssignChunk
+
+
+class Kill(msgspec.Struct, kw_only=True, frozen=True):
+    node: str
+    job_id: str
+    chunk: int
+    attempt: int
+    reason: str
+
+
+class Notification(msgspec.Struct, kw_only=True, frozen=True):
+    """Something the owner should hear about (webhook + event log)."""
+
+    job_id: str
+    # "timeout", "done", "failed", "scout-ready" ...
+    kind: str
+    text: str
+
+
+@dataclass(slots=True)
+class Changes:
+    """What one scheduler call changed, for the I/O layer to persist and announce.
+
+    The leader commits ``jobs``/``chunks``/``nodes``/``removed`` to the store in
+    one transaction, and only then sends ``assignments``, ``kills`` and
+    ``timeout_updates``, writes ``events`` and fans everything out to consoles.
+    """
+
+    jobs: set[str] = field(default_factory=set)
+    chunks: set[tuple[str, int]] = field(default_factory=set)
+    nodes: set[str] = field(default_factory=set)
+    removed: set[str] = field(default_factory=set)
+    assignments: list[Assignment] = field(default_factory=list)
+    kills: list[Kill] = field(default_factory=list)
+    events: list[EventView] = field(default_factory=list)
+    notifications: list[Notification] = field(default_factory=list)
+    # (job_id, frames, new frame state) for the consoles' frame grids.
+    frames: list[tuple[str, list[int], str]] = field(default_factory=list)
+
+    def merge(self, other: Changes) -> Changes:
+        self.jobs |= other.jobs
+        self.chunks |= other.chunks
+        self.nodes |= other.nodes
+        self.removed |= other.removed
+        self.assignments += other.assignments
+        self.kills += other.kills
+        self.events += other.events
+        self.notifications += other.notifications
+        self.frames += other.frames
+        return self
+
+    def event(
+        self, now: float, level: Level, text: str, job_id: str | None, actor: str | None
+    ) -> None:
+        self.events.append(EventView(time=now, level=level, text=text, job_id=job_id, actor=actor))
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.jobs
+            or self.chunks
+            or self.nodes
+            or self.removed
+            or self.assignments
+            or self.kills
+            or self.events
+            or self.notifications
+            or self.frames
+        )

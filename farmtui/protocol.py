@@ -362,6 +362,13 @@ class Welcome(LeaderToAgentMessage, tag="welcome", kw_only=True):
     # Where the agent may write directly; None when the sync root is not shared
     # with this node and output must be uploaded over HTTP.
     sync_root: str | None = None
+    # Contents of <sync_root>/.farmtui-root: an agent that reads the same id there
+    # shares the leader's storage; otherwise it uploads with PUT /api/files/{path}.
+    root_id: str = ""
+    # The leader declares a silent node lost after this many seconds and requeues
+    # its chunks; an agent cut off from the leader for 0.75 * lease kills its own
+    # chunks first, so no chunk ever runs on two nodes.
+    lease: float = 15.0
     # Chunks from AgentHello.running the leader no longer wants: kill them.
     stale: list[ChunkRef] = []
 

@@ -399,6 +399,11 @@ class AssignChunk(LeaderToAgentMessage, tag="assign", kw_only=True):
     timeouts: ChunkTimeouts = msgspec.field(default_factory=ChunkTimeouts)
     # Chunk log path relative to the sync root.
     log_path: str = ""
+    # Output pattern relative to the sync root ('#' padding), for the {output}
+    # token; when empty the agent infers it from outputs[0].
+    output: str = ""
+    # Scene file for the {scene} token.
+    scene: str = ""
 
 
 class KillChunk(LeaderToAgentMessage, tag="kill", kw_only=True):

@@ -18,6 +18,7 @@ from farmtui.protocol import (
     JobSpec,
     JobState,
     Level,
+    UpdateTimeouts,
 )
 
 
@@ -142,6 +143,9 @@ class Changes:
     notifications: list[Notification] = field(default_factory=list)
     # (job_id, frames, new frame state) for the consoles' frame grids.
     frames: list[tuple[str, list[int], str]] = field(default_factory=list)
+    # (node, message): new limits for chunks already running there (the auto
+    # timeout became known while they ran).
+    timeout_updates: list[tuple[str, UpdateTimeouts]] = field(default_factory=list)
 
     def merge(self, other: Changes) -> Changes:
         self.jobs |= other.jobs
@@ -153,6 +157,7 @@ class Changes:
         self.events += other.events
         self.notifications += other.notifications
         self.frames += other.frames
+        self.timeout_updates += other.timeout_updates
         return self
 
     def event(
@@ -171,4 +176,5 @@ class Changes:
             or self.events
             or self.notifications
             or self.frames
+            or self.timeout_updates
         )

@@ -5,11 +5,31 @@ what changed, what to dispatch, what to kill, what to log. It never touches
 a socket, a file or the clock, so it is tested without any of them.
 
 INTERFACE CONTRACT (the leader's I/O layer codes against exactly this).
+
+The rules live in small modules; this class holds the records and routes
+events to them:
+
+- ``submission``: checking a spec, cutting it into chunks (pre, scouts, render, post)
+- ``dispatch_order``: priority then queue order, moves within a group
+- ``job_progress``: which chunks may run, and the job state they imply
+- ``transitions``: state changes that record what they touched
+- ``retries``: backoff and node blocks; ``timeouts``: limits per chunk, auto timeout
+- ``actions``: operator actions; ``estimates`` and ``views``: what consoles show
+
+Choices worth knowing:
+
+- Archived jobs dispatch nothing (chunks already running finish).
+- A job whose ``after`` dependency was deleted no longer waits for it; a failed
+  or cancelled dependency keeps it waiting (state ``queued``).
+- A job is not failed merely because every node is blocked for it: the blocks
+  expire (``tick``) and it renders again.
+- ``node_lost`` also emits kills for the lost node's chunks, in case its link
+  is still half alive: the chunk will run elsewhere, never on two nodes.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
 
 from farmtui.protocol import (
     AgentHello,
@@ -25,28 +45,21 @@ from farmtui.protocol import (
     MoveWhere,
     NodeView,
 )
-from server.model import Changes, Job, Node
+from server import actions, dispatch_order, outcomes, views
+from server.assignments import build_assignment
+from server.frame_states import tracking
+from server.job_progress import PENDING, gate_open, gates
+from server.model import Assignment, Attempt, Changes, Chunk, Job, Node, Notification
+from server.retries import expire_blocks, is_blocked
+from server.scheduler_config import SchedulerConfig, SchedulerError
+from server.submission import build_chunks, validate, validate_patch, with_command
+from server.timeouts import chunk_timeouts
+from server.transitions import (
+    refresh_job,
+    set_chunk_state,
+)
 
-
-class SchedulerError(ValueError):
-    """A request the farm refuses (unknown job, move across groups ...): one-line message."""
-
-
-@dataclass(slots=True)
-class SchedulerConfig:
-    retries: int = 3
-    retry_delay: float = 5.0
-    retry_cap: float = 300.0
-    # A node that fails one job this many times is blocked for it for block_for seconds.
-    block_after: int = 3
-    block_for: float = 600.0
-    # Farm-wide auto timeout (Deadline's "enforce for all jobs").
-    auto_timeout_all: bool = False
-    auto_min_chunks: int | None = 3
-    auto_min_percent: float | None = None
-    auto_multiplier: float = 2.0
-    # Seconds without a heartbeat after which a node is lost.
-    node_timeout: float = 15.0
+__all__ = ["Scheduler", "SchedulerConfig", "SchedulerError"]
 
 
 class Scheduler:
@@ -54,6 +67,8 @@ class Scheduler:
         self.config = config
         self.jobs: dict[str, Job] = {}
         self.nodes: dict[str, Node] = {}
+        # Dispatch ranks of active jobs; None when the order may have changed.
+        self._positions: dict[str, int] | None = None
 
     # --- loading (leader start-up) -------------------------------------------
     def load(self, jobs: list[Job], nodes: list[Node], now: float) -> Changes:
@@ -62,28 +77,175 @@ class Scheduler:
         Chunks that were assigned are requeued without using a retry (the leader
         restarted, the farm's fault) unless their node reconnects reporting them
         running (see ``node_connected``). All nodes start offline.
+
+        Assigned chunks stay assigned for now: their nodes start offline with
+        ``last_seen=now``, so ``tick`` declares them lost (and the chunks
+        preempted) if they do not reconnect within ``node_timeout``.
         """
-        raise NotImplementedError
+        changes = Changes()
+        self.jobs = {job.id: job for job in jobs}
+        self.nodes = {}
+        self._positions = None
+        for node in nodes:
+            node.online = False
+            node.last_seen = now
+            node.running = set()
+            self.nodes[node.name] = node
+        for job in jobs:
+            job.chunks.sort(key=lambda c: c.index)
+            orphaned = False
+            for chunk in job.chunks:
+                if chunk.state != "assigned":
+                    continue
+                owner = self.nodes.get(chunk.node) if chunk.node is not None else None
+                if owner is None:
+                    outcomes.preempt(
+                        job, chunk, self.nodes, changes, now, "lost", "its node is unknown"
+                    )
+                    orphaned = True
+                else:
+                    owner.running.add((job.id, chunk.index, chunk.attempt))
+            if orphaned:
+                refresh_job(job, changes, now)
+        return changes
 
     # --- submission ------------------------------------------------------------
     def submit(self, job_id: str, spec: JobSpec, owner: str, now: float) -> Changes:
-        """Validate and add a job (chunks, scout chunks, pre/post chunks). SchedulerError on bad input."""
-        raise NotImplementedError
+        """Validate and add a job (chunks, scout chunks, pre/post chunks).
+
+        SchedulerError (and no change) on bad input.
+        """
+        frames = validate(job_id, spec, self.jobs)
+        spec = with_command(spec)
+        before = self.positions()
+        job = Job(
+            id=job_id,
+            spec=spec,
+            owner=owner,
+            state="queued",
+            priority=spec.priority,
+            queue_key=dispatch_order.next_key(self.jobs.values()),
+            created=now,
+        )
+        job.chunks = build_chunks(job_id, spec, frames)
+        self.jobs[job_id] = job
+        changes = Changes()
+        changes.jobs.add(job_id)
+        changes.chunks.update((job_id, c.index) for c in job.chunks)
+        renders = sum(1 for c in job.chunks if c.kind == "render")
+        changes.event(
+            now,
+            "info",
+            f"submitted: {len(frames)} frames in {renders} chunks, priority {spec.priority}",
+            job_id,
+            owner,
+        )
+        self._order_changed(changes, before)
+        return changes
 
     # --- nodes -----------------------------------------------------------------
     def node_connected(self, hello: AgentHello, now: float) -> tuple[Changes, list[ChunkRef]]:
-        """A node (re)registered. Returns the chunks it reports running that it must kill."""
-        raise NotImplementedError
+        """A node (re)registered. Returns the chunks it reports running that it must kill.
+
+        A reported chunk is kept when it is assigned to this node with that
+        attempt; chunks assigned to the node that it does not report were lost
+        (preempted, no retry used).
+        """
+        changes = Changes()
+        node = self.nodes.get(hello.name)
+        if node is None:
+            node = Node(name=hello.name, slots=hello.slots)
+            self.nodes[hello.name] = node
+        node.slots = hello.slots
+        node.tags = list(hello.tags)
+        node.cpu_count = hello.cpu_count
+        node.memory_total = hello.memory_total
+        node.version = hello.version
+        node.online = True
+        node.last_seen = now
+        changes.nodes.add(node.name)
+        stale: list[ChunkRef] = []
+        reported: set[tuple[str, int, int]] = set()
+        for ref in hello.running:
+            chunk = self._chunk(ref.job_id, ref.chunk)
+            if (
+                chunk is not None
+                and chunk.state == "assigned"
+                and chunk.node == node.name
+                and chunk.attempt == ref.attempt
+            ):
+                key = (ref.job_id, ref.chunk, ref.attempt)
+                node.running.add(key)
+                reported.add(key)
+            else:
+                stale.append(ref)
+        for job_id, index, _attempt in sorted(node.running - reported):
+            job = self.jobs[job_id]
+            outcomes.preempt(
+                job,
+                job.chunks[index],
+                self.nodes,
+                changes,
+                now,
+                "lost",
+                "node came back without it",
+            )
+            refresh_job(job, changes, now)
+        changes.event(now, "info", f"node {node.name} connected ({node.slots} slots)", None, None)
+        return changes, stale
 
     def node_heartbeat(self, name: str, cpu: float, memory: float, now: float) -> Changes:
-        raise NotImplementedError
+        changes = Changes()
+        node = self.nodes.get(name)
+        if node is None:
+            return changes
+        node.cpu_percent = cpu
+        node.memory_percent = memory
+        node.last_seen = now
+        node.online = True
+        changes.nodes.add(name)
+        return changes
 
     def node_lost(self, name: str, now: float) -> Changes:
-        """Link gone or heartbeats stopped: its chunks become preempted and requeue, no retry used."""
-        raise NotImplementedError
+        """Link gone or heartbeats stopped: its chunks become preempted and requeue.
+
+        No retry is used: the farm lost them, the job did nothing wrong.
+        """
+        changes = Changes()
+        node = self.nodes.get(name)
+        if node is None:
+            return changes
+        node.online = False
+        changes.nodes.add(name)
+        lost = 0
+        for job_id, index, attempt in sorted(node.running):
+            job = self.jobs.get(job_id)
+            if job is None or index >= len(job.chunks):
+                continue
+            chunk = job.chunks[index]
+            if chunk.state != "assigned" or chunk.attempt != attempt or chunk.node != name:
+                continue
+            outcomes.preempt(
+                job, chunk, self.nodes, changes, now, "lost", f"node {name} lost", kill=True
+            )
+            refresh_job(job, changes, now)
+            lost += 1
+        node.running = set()
+        changes.event(now, "warn", f"node {name} lost ({lost} chunks requeued)", None, None)
+        return changes
 
     def set_node_enabled(self, name: str, enabled: bool, actor: str, now: float) -> Changes:
-        raise NotImplementedError
+        """Disabled nodes get no new chunks; what runs there finishes."""
+        node = self.nodes.get(name)
+        if node is None:
+            raise SchedulerError(f"unknown node {name}")
+        changes = Changes()
+        if node.enabled != enabled:
+            node.enabled = enabled
+            changes.nodes.add(name)
+            word = "enabled" if enabled else "disabled"
+            changes.event(now, "info", f"node {name} {word}", None, actor)
+        return changes
 
     # --- dispatch --------------------------------------------------------------
     def dispatch(self, now: float) -> Changes:
@@ -94,15 +256,118 @@ class Scheduler:
         waiting-retry times and pre/post-job chunks. Each assignment bumps the
         chunk's attempt number and records an Attempt.
         """
-        raise NotImplementedError
+        changes = Changes()
+        free = {
+            n.name: n.slots - len(n.running)
+            for n in self.nodes.values()
+            if n.online and n.enabled and n.slots > len(n.running)
+        }
+        for job in dispatch_order.in_dispatch_order(self.jobs.values()):
+            if not free:
+                break
+            if job.state not in ("queued", "rendering") or not self._dependencies_done(job):
+                continue
+            limit = job.spec.max_running
+            running = sum(1 for c in job.chunks if c.state == "assigned")
+            g = gates(job)
+            assigned = False
+            for chunk in job.chunks:
+                if limit and running >= limit:
+                    break
+                if chunk.state not in PENDING or not gate_open(job, g, chunk):
+                    continue
+                if chunk.state == "waiting-retry" and (chunk.retry_at or 0.0) > now:
+                    continue
+                node = self._pick_node(job, free, now)
+                if node is None:
+                    break
+                self._assign(job, chunk, node, changes, now)
+                free[node] -= 1
+                if free[node] == 0:
+                    del free[node]
+                running += 1
+                assigned = True
+            if assigned:
+                refresh_job(job, changes, now)
+        return changes
+
+    def _pick_node(self, job: Job, free: dict[str, int], now: float) -> str | None:
+        """The eligible node with the most free slots (ties: by name)."""
+        tags = set(job.spec.tags)
+        best: str | None = None
+        for name in sorted(free):
+            if not tags.issubset(self.nodes[name].tags) or is_blocked(job, name, now):
+                continue
+            if best is None or free[name] > free[best]:
+                best = name
+        return best
+
+    def _assign(self, job: Job, chunk: Chunk, node: str, changes: Changes, now: float) -> None:
+        chunk.attempt += 1
+        chunk.staged = set()
+        chunk.done = set()
+        set_chunk_state(chunk, "assigned", changes)
+        chunk.node = node
+        chunk.started = now
+        chunk.finished = None
+        chunk.render_time = None
+        chunk.attempts.append(Attempt(number=chunk.attempt, node=node, started=now))
+        self.nodes[node].running.add((job.id, chunk.index, chunk.attempt))
+        changes.nodes.add(node)
+        if job.started is None:
+            job.started = now
+        message = build_assignment(job, chunk, chunk_timeouts(job, chunk, self.config))
+        changes.assignments.append(Assignment(node=node, message=message))
+        changes.event(
+            now, "info", f"chunk {chunk.index} attempt {chunk.attempt} -> {node}", job.id, None
+        )
+
+    def _dependencies_done(self, job: Job) -> bool:
+        return all(self.jobs[dep].state == "done" for dep in job.spec.after if dep in self.jobs)
 
     # --- reports from agents (stale attempts are ignored: return empty Changes) --
-    def chunk_started(self, node: str, job_id: str, chunk: int, attempt: int, now: float) -> Changes:
-        raise NotImplementedError
+    def _chunk(self, job_id: str, index: int) -> Chunk | None:
+        job = self.jobs.get(job_id)
+        if job is None or not 0 <= index < len(job.chunks):
+            return None
+        return job.chunks[index]
+
+    def _live(self, node: str, job_id: str, index: int, attempt: int) -> tuple[Job, Chunk] | None:
+        """The job and chunk a report is about, or None when the report is stale."""
+        chunk = self._chunk(job_id, index)
+        if (
+            chunk is None
+            or chunk.state != "assigned"
+            or chunk.node != node
+            or chunk.attempt != attempt
+        ):
+            return None
+        return self.jobs[job_id], chunk
+
+    def chunk_started(
+        self, node: str, job_id: str, chunk: int, attempt: int, now: float
+    ) -> Changes:
+        changes = Changes()
+        live = self._live(node, job_id, chunk, attempt)
+        if live is None:
+            return changes
+        changes.chunks.add((job_id, chunk))
+        changes.event(
+            now, "info", f"chunk {chunk} attempt {attempt} started on {node}", job_id, None
+        )
+        return changes
 
     def chunk_alive(self, node: str, job_id: str, chunk: int, attempt: int, now: float) -> Changes:
         """First sign of life (output line, progress or a frame)."""
-        raise NotImplementedError
+        changes = Changes()
+        live = self._live(node, job_id, chunk, attempt)
+        if live is None:
+            return changes
+        record = live[1].attempts[-1]
+        if not record.alive:
+            record.alive = True
+            changes.chunks.add((job_id, chunk))
+        return changes
 
     def frames_written(
         self,
@@ -114,31 +379,137 @@ class Scheduler:
         staged: bool,
         now: float,
     ) -> Changes:
-        raise NotImplementedError
+        changes = Changes()
+        live = self._live(node, job_id, chunk, attempt)
+        if live is None:
+            return changes
+        _job, record = live
+        mine = set(frames).intersection(record.frames)
+        with tracking(changes, record):
+            if staged:
+                record.staged |= mine
+            else:
+                record.done |= mine
+        record.attempts[-1].alive = True
+        return changes
 
     def chunk_timed_out(
-        self, node: str, job_id: str, chunk: int, attempt: int, kind: str, elapsed: float, now: float
+        self,
+        node: str,
+        job_id: str,
+        chunk: int,
+        attempt: int,
+        kind: str,
+        elapsed: float,
+        now: float,
     ) -> Changes:
         """on_timeout=notify: the chunk runs on; the owner is told."""
-        raise NotImplementedError
+        changes = Changes()
+        if self._live(node, job_id, chunk, attempt) is None:
+            return changes
+        text = (
+            f"chunk {chunk} attempt {attempt} on {node} passed its {kind.replace('_', ' ')} "
+            f"limit ({elapsed:.0f}s); it keeps running"
+        )
+        changes.event(now, "warn", text, job_id, None)
+        changes.notifications.append(Notification(job_id=job_id, kind="timeout", text=text))
+        return changes
 
     def chunk_finished(self, node: str, report: ChunkFinished, now: float) -> Changes:
         """Success, failure with retry/backoff/blocklist, or the job's on_timeout response."""
-        raise NotImplementedError
+        changes = Changes()
+        live = self._live(node, report.job_id, report.chunk, report.attempt)
+        if live is None:
+            return changes
+        job, chunk = live
+        label = f"chunk {chunk.index} attempt {chunk.attempt} on {node}"
+        nodes, config = self.nodes, self.config
+        if report.outcome == "done":
+            outcomes.succeed(job, chunk, report, "done", nodes, config, changes, now)
+        elif report.outcome == "killed":
+            # Not asked for by the leader (that attempt would be stale): the agent
+            # lost its lease or was stopped. The farm's fault: no retry used.
+            reason = report.reason or "killed on the node"
+            outcomes.preempt(job, chunk, nodes, changes, now, "killed", reason)
+        elif report.outcome == "failed":
+            outcomes.fail(job, chunk, node, report, "failed", False, nodes, config, changes, now)
+        else:
+            response = job.spec.timeouts.on_timeout
+            kind = (report.timeout_kind or "timeout").replace("_", " ")
+            changes.event(
+                now, "warn", f"{label}: {kind} timeout, on timeout: {response}", job.id, None
+            )
+            if response == "requeue":
+                outcomes.requeue_after_timeout(chunk, report, nodes, changes, now)
+            elif response == "complete":
+                outcomes.succeed(job, chunk, report, "timeout", nodes, config, changes, now)
+            else:
+                # "error", and "notify" (the agent should not have stopped it: count an error).
+                fatal = response == "fail"
+                outcomes.fail(
+                    job, chunk, node, report, "timeout", fatal, nodes, config, changes, now
+                )
+        refresh_job(job, changes, now)
+        return changes
 
     # --- operators -------------------------------------------------------------
+    def _jobs_for(self, job_ids: list[str]) -> list[Job]:
+        unknown = [job_id for job_id in job_ids if job_id not in self.jobs]
+        if unknown:
+            raise SchedulerError(f"unknown job {', '.join(unknown)}")
+        return [self.jobs[job_id] for job_id in dict.fromkeys(job_ids)]
+
     def job_action(self, job_ids: list[str], action: JobAction, actor: str, now: float) -> Changes:
-        """Apply one action to every job; SchedulerError (and no change at all) if any id is unknown."""
-        raise NotImplementedError
+        """Apply one action to every job.
+
+        SchedulerError (and no change at all) if any id is unknown.
+        """
+        jobs = self._jobs_for(job_ids)
+        changes = Changes()
+        before = self.positions()
+        for job in jobs:
+            text = actions.job_action(job, action, actor, now, self.nodes, changes)
+            changes.event(now, "info", text, job.id, actor)
+            if action == "delete":
+                del self.jobs[job.id]
+                changes.removed.add(job.id)
+        changes.jobs -= changes.removed
+        changes.chunks = {c for c in changes.chunks if c[0] not in changes.removed}
+        changes.frames = [f for f in changes.frames if f[0] not in changes.removed]
+        if action in ("archive", "unarchive", "delete"):
+            self._order_changed(changes, before)
+        return changes
 
     def chunk_action(
         self, job_id: str, chunks: list[int], action: ChunkAction, actor: str, now: float
     ) -> Changes:
-        raise NotImplementedError
+        job = self._jobs_for([job_id])[0]
+        bad = [i for i in chunks if not 0 <= i < len(job.chunks)]
+        if bad:
+            raise SchedulerError(f"job {job_id} has no chunk {', '.join(map(str, bad))}")
+        changes = Changes()
+        picked = [job.chunks[i] for i in dict.fromkeys(chunks)]
+        text = actions.chunk_action(job, picked, action, actor, now, self.nodes, changes)
+        changes.event(now, "info", text, job_id, actor)
+        return changes
 
     def set_priority(self, job_id: str, priority: int, actor: str, now: float) -> Changes:
         """Join the end of the new group; no requeue."""
-        raise NotImplementedError
+        job = self._jobs_for([job_id])[0]
+        if not 0 <= priority <= 100:
+            raise SchedulerError(f"priority must be 0-100 (lower renders sooner), not {priority}")
+        changes = Changes()
+        if priority == job.priority:
+            return changes
+        before = self.positions()
+        old = job.priority
+        job.priority = priority
+        job.spec = msgspec.structs.replace(job.spec, priority=priority)
+        job.queue_key = dispatch_order.next_key(self.jobs.values())
+        changes.jobs.add(job_id)
+        changes.event(now, "info", f"priority {old} -> {priority}", job_id, actor)
+        self._order_changed(changes, before)
+        return changes
 
     def move(
         self,
@@ -149,29 +520,93 @@ class Scheduler:
         now: float,
     ) -> Changes:
         """Move within the priority group; SchedulerError when it would cross groups."""
-        raise NotImplementedError
+        job = self._jobs_for([job_id])[0]
+        target = self._jobs_for([before])[0] if before is not None else None
+        positions = self.positions()
+        moved = dispatch_order.move(list(self.jobs.values()), job, where, target)
+        changes = Changes()
+        if moved:
+            place = f"before {before}" if before is not None else (where or "bottom")
+            changes.event(
+                now, "info", f"moved {place} in priority group {job.priority}", job_id, actor
+            )
+            changes.jobs.update(j.id for j in moved)
+            self._order_changed(changes, positions)
+        return changes
 
     def patch(self, job_id: str, patch: JobPatch, actor: str, now: float) -> Changes:
-        raise NotImplementedError
+        """Change settings of a submitted job; they apply to chunks dispatched from now on."""
+        job = self._jobs_for([job_id])[0]
+        fields = validate_patch(patch)
+        changes = Changes()
+        if not fields:
+            return changes
+        job.spec = msgspec.structs.replace(job.spec, **fields)
+        changes.jobs.add(job_id)
+        changes.event(now, "info", f"settings changed: {', '.join(sorted(fields))}", job_id, actor)
+        refresh_job(job, changes, now, actor)
+        return changes
 
     # --- time ------------------------------------------------------------------
     def tick(self, now: float) -> Changes:
-        """Periodic: lost nodes, expired blocks, auto timeouts of running chunks."""
-        raise NotImplementedError
+        """Periodic: lost nodes and expired blocks.
+
+        (Auto timeouts reach running chunks from ``chunk_finished``, the moment
+        the sample is big enough; see ``Changes.timeout_updates``.)
+        """
+        changes = Changes()
+        for node in list(self.nodes.values()):
+            silent = now - node.last_seen > self.config.node_timeout
+            if silent and (node.online or node.running):
+                changes.merge(self.node_lost(node.name, now))
+        for job in self.jobs.values():
+            for name in expire_blocks(job, now):
+                changes.jobs.add(job.id)
+                changes.event(now, "info", f"node {name} may render this job again", job.id, None)
+        return changes
 
     # --- views -----------------------------------------------------------------
+    def positions(self) -> dict[str, int]:
+        """Job id -> rank in dispatch order among active jobs (archived jobs absent)."""
+        if self._positions is None:
+            self._positions = dispatch_order.positions(self.jobs.values())
+        return self._positions
+
+    def _order_changed(self, changes: Changes, before: dict[str, int]) -> None:
+        """The order may have changed: every job whose position moved goes into ``changes``."""
+        self._positions = None
+        after = self.positions()
+        for job_id in before.keys() | after.keys():
+            if before.get(job_id) != after.get(job_id) and job_id in self.jobs:
+                changes.jobs.add(job_id)
+
+    def _job(self, job_id: str) -> Job:
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise SchedulerError(f"unknown job {job_id}")
+        return job
+
     def job_view(self, job_id: str) -> JobView:
-        raise NotImplementedError
+        job = self._job(job_id)
+        return views.job_view(job, self.positions().get(job_id, -1), self.nodes.values())
 
     def job_views(self, include_archived: bool) -> list[JobView]:
         """In dispatch order."""
-        raise NotImplementedError
+        positions = self.positions()
+        return [
+            views.job_view(job, positions.get(job.id, -1), self.nodes.values())
+            for job in dispatch_order.in_dispatch_order(self.jobs.values(), include_archived)
+        ]
 
     def chunk_view(self, job_id: str, chunk: int) -> ChunkView:
-        raise NotImplementedError
+        record = self._chunk(job_id, chunk)
+        if record is None:
+            raise SchedulerError(f"job {job_id} has no chunk {chunk}")
+        return views.chunk_view(record)
 
     def job_detail(self, job_id: str) -> JobDetail:
-        raise NotImplementedError
+        job = self._job(job_id)
+        return views.job_detail(job, self.positions().get(job_id, -1), self.nodes.values())
 
     def node_views(self) -> list[NodeView]:
-        raise NotImplementedError
+        return [views.node_view(node) for _, node in sorted(self.nodes.items())]

@@ -1,0 +1,194 @@
+"""What operators do to jobs and chunks (pause, cancel, requeue, exclude ...).
+
+Each function changes one job and records everything in ``Changes``; the
+scheduler checks the ids first, so an action with an unknown id changes
+nothing at all. Kills are emitted for in-flight chunks that must stop now
+(cancel, delete, requeue, complete, and chunk actions on a running chunk);
+pause is gentle and kills nothing.
+"""
+
+from __future__ import annotations
+
+from farmtui.protocol import ChunkAction, JobAction
+from server.job_progress import FINISHED, PENDING, gates
+from server.model import Changes, Chunk, Job, Node
+from server.transitions import (
+    refresh_job,
+    reset_for_rerun,
+    set_chunk_state,
+    set_job_state,
+    take_off_node,
+)
+
+
+def _stop(
+    job: Job, chunk: Chunk, nodes: dict[str, Node], changes: Changes, now: float, reason: str
+) -> None:
+    take_off_node(chunk, nodes, changes, now, "killed", reason, kill=True)
+
+
+def stop_all(job: Job, nodes: dict[str, Node], changes: Changes, now: float, reason: str) -> int:
+    """Kill every in-flight chunk of the job (leaving their states to the caller); how many."""
+    stopped = 0
+    for chunk in job.chunks:
+        if chunk.state == "assigned":
+            _stop(job, chunk, nodes, changes, now, reason)
+            stopped += 1
+    return stopped
+
+
+def _rerun(
+    job: Job, chunk: Chunk, nodes: dict[str, Node], changes: Changes, now: float, why: str
+) -> None:
+    _stop(job, chunk, nodes, changes, now, why)
+    reset_for_rerun(chunk, changes)
+
+
+def _reopen(job: Job, changes: Changes, now: float, actor: str) -> None:
+    """Leave a sticky or final state so the job's chunks decide again."""
+    if job.state in ("cancelled", "done", "failed"):
+        for chunk in job.chunks:
+            if chunk.state == "cancelled":
+                reset_for_rerun(chunk, changes)
+        job.state = "queued"
+        job.finished = None
+    refresh_job(job, changes, now, actor)
+
+
+def _retry_failed(job: Job, changes: Changes) -> int:
+    count = 0
+    for chunk in job.chunks:
+        if chunk.state == "failed":
+            reset_for_rerun(chunk, changes)
+            count += 1
+    return count
+
+
+def job_action(
+    job: Job,
+    action: JobAction,
+    actor: str,
+    now: float,
+    nodes: dict[str, Node],
+    changes: Changes,
+) -> str:
+    """Apply ``action`` to ``job``; the event text describing what happened.
+
+    ``delete`` only kills the job's chunks here: the scheduler drops the record.
+    """
+    why = f"{action} by {actor}"
+    state = job.state
+    if action == "pause":
+        if state in ("queued", "rendering"):
+            set_job_state(job, "paused", changes, now, actor)
+            return "paused: running chunks finish, nothing new starts"
+        return f"pause: no effect (job is {state})"
+    if action == "resume":
+        if state == "paused":
+            job.state = "queued"
+            refresh_job(job, changes, now, actor)
+            return "resumed"
+        if state in ("cancelled", "failed"):
+            count = _retry_failed(job, changes)
+            _reopen(job, changes, now, actor)
+            return f"resumed ({count} failed chunks re-queued)"
+        return f"resume: no effect (job is {state})"
+    if action == "retry-failed":
+        count = _retry_failed(job, changes)
+        _reopen(job, changes, now, actor)
+        return f"retry failed: {count} chunks re-queued"
+    if action == "retry-sync":
+        count = 0
+        for chunk in job.chunks:
+            unsynced = chunk.state == "done" and not set(chunk.frames) <= chunk.done
+            if chunk.state == "failed" or unsynced:
+                reset_for_rerun(chunk, changes)
+                count += 1
+        _reopen(job, changes, now, actor)
+        return f"retry sync: {count} chunks re-queued"
+    if action == "requeue":
+        for chunk in job.chunks:
+            if chunk.state != "excluded":
+                _rerun(job, chunk, nodes, changes, now, why)
+        job.started = None
+        set_job_state(job, "queued", changes, now, actor)
+        refresh_job(job, changes, now, actor)
+        return "re-queued the whole job"
+    if action == "cancel":
+        if state in ("done", "cancelled"):
+            return f"cancel: no effect (job is {state})"
+        killed = stop_all(job, nodes, changes, now, why)
+        for chunk in job.chunks:
+            if chunk.state in PENDING or chunk.state in ("assigned", "held"):
+                set_chunk_state(chunk, "cancelled", changes)
+        set_job_state(job, "cancelled", changes, now, actor)
+        return f"cancelled ({killed} running chunks killed)"
+    if action == "delete":
+        killed = stop_all(job, nodes, changes, now, why)
+        return f"deleted ({killed} running chunks killed)"
+    if action == "hold":
+        if state in ("queued", "rendering", "paused"):
+            set_job_state(job, "holding", changes, now, actor)
+            return "held: nothing new starts until un-held"
+        return f"hold: no effect (job is {state})"
+    if action == "unhold":
+        if state != "holding":
+            return f"unhold: no effect (job is {state})"
+        g = gates(job)
+        if g.has_scouts and g.scouts_done:
+            job.scout_released = True
+        job.state = "queued"
+        refresh_job(job, changes, now, actor)
+        return "un-held"
+    if action == "complete":
+        killed = stop_all(job, nodes, changes, now, why)
+        for chunk in job.chunks:
+            if chunk.state not in FINISHED:
+                set_chunk_state(chunk, "done", changes)
+        set_job_state(job, "done", changes, now, actor)
+        return f"completed by hand ({killed} running chunks killed)"
+    if action in ("archive", "unarchive"):
+        job.archived = action == "archive"
+        changes.jobs.add(job.id)
+        return "archived" if job.archived else "unarchived"
+    if action in ("review", "unreview"):
+        job.reviewed = action == "review"
+        changes.jobs.add(job.id)
+        return "marked reviewed" if job.reviewed else "review mark removed"
+    raise AssertionError(f"unhandled job action {action}")
+
+
+def chunk_action(
+    job: Job,
+    chunks: list[Chunk],
+    action: ChunkAction,
+    actor: str,
+    now: float,
+    nodes: dict[str, Node],
+    changes: Changes,
+) -> str:
+    """Apply ``action`` to some chunks of one job; the event text."""
+    why = f"{action} by {actor}"
+    for chunk in chunks:
+        if action == "retry":
+            _rerun(job, chunk, nodes, changes, now, why)
+        elif action == "hold":
+            if chunk.state in FINISHED:
+                continue
+            _stop(job, chunk, nodes, changes, now, why)
+            set_chunk_state(chunk, "held", changes)
+        elif action == "set-failed":
+            _stop(job, chunk, nodes, changes, now, why)
+            set_chunk_state(chunk, "failed", changes)
+        elif action == "set-done":
+            _stop(job, chunk, nodes, changes, now, why)
+            chunk.render_time = None
+            set_chunk_state(chunk, "done", changes)
+        elif action == "exclude":
+            _stop(job, chunk, nodes, changes, now, why)
+            set_chunk_state(chunk, "excluded", changes)
+    if action == "retry" and job.state in ("cancelled", "done", "failed"):
+        job.state = "queued"
+        job.finished = None
+    refresh_job(job, changes, now, actor)
+    return f"{action} on chunks {', '.join(str(c.index) for c in chunks)}"

@@ -1,0 +1,386 @@
+"""The REST API (docs/architecture.md has the table).
+
+Handlers are thin: authenticate, decode the body with msgspec into the
+protocol's records, call ``operations``, encode the answer. Every error is
+``{"error": "one line"}`` with its status; nothing changes on an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from farmtui.protocol import (
+    ApiError,
+    ChunkAction,
+    JobAction,
+    JobPatch,
+    JobSpec,
+    JobView,
+    MoveWhere,
+    Role,
+)
+from server import operations
+from server.auth import (
+    ADMINS,
+    READERS,
+    SUBMITTERS,
+    UPLOADERS,
+    Principal,
+    authenticate,
+    bearer_token,
+)
+from server.errors import BadRequest, NotFound, TooLarge, Unprocessable
+from server.joblogs import chunk_log_path, events_path
+from server.leader import ROOT_ID_FILE, Leader
+from server.paths import confine
+
+T = TypeVar("T")
+
+# Logs served over HTTP: at most this much from their end.
+MAX_LOG_BYTES = 32 * 1024 * 1024
+ALL_ROLES = frozenset({"viewer", "user", "admin", "agent"})
+
+
+class JobActionBody(msgspec.Struct, kw_only=True):
+    action: JobAction
+    ids: list[str]
+
+
+class JobActionResult(msgspec.Struct, kw_only=True):
+    jobs: list[JobView]
+    removed: list[str]
+
+
+class PriorityBody(msgspec.Struct, kw_only=True):
+    priority: int
+
+
+class MoveBody(msgspec.Struct, kw_only=True):
+    where: MoveWhere | None = None
+    before: str | None = None
+
+
+class ChunkActionBody(msgspec.Struct, kw_only=True):
+    action: ChunkAction
+    chunks: list[int]
+
+
+class TokenBody(msgspec.Struct, kw_only=True):
+    role: Role
+    name: str = ""
+
+
+class TokenResult(msgspec.Struct, kw_only=True):
+    token: str
+    role: Role
+    name: str
+
+
+class WhoAmI(msgspec.Struct, kw_only=True):
+    name: str
+    role: Role
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def json_response(body: Any, status: int = 200) -> Response:
+    return Response(_encoder.encode(body), status_code=status, media_type="application/json")
+
+
+def error_response(status: int, message: str) -> Response:
+    return json_response(ApiError(error=" ".join(message.split())), status)
+
+
+def text_response(text: str | bytes) -> Response:
+    return Response(text, media_type="text/plain; charset=utf-8")
+
+
+def leader_of(request: Request) -> Leader:
+    leader: Leader = request.app.state.leader
+    return leader
+
+
+def who(request: Request, allowed: frozenset[str]) -> Principal:
+    return authenticate(leader_of(request).tokens, bearer_token(request.headers), allowed)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, or 413 as soon as it passes ``limit``."""
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise TooLarge(f"body of {length} bytes is over the {limit} byte limit")
+    parts: list[bytes] = []
+    size = 0
+    async for part in request.stream():
+        size += len(part)
+        if size > limit:
+            raise TooLarge(f"body is over the {limit} byte limit")
+        parts.append(part)
+    return b"".join(parts)
+
+
+async def decode_body(request: Request, kind: type[T]) -> T:
+    body = await read_body(request, leader_of(request).config.max_request_bytes)
+    try:
+        return msgspec.json.decode(body, type=kind)
+    except msgspec.ValidationError as exc:
+        raise Unprocessable(f"invalid {kind.__name__}: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"malformed JSON: {exc}") from None
+
+
+def int_param(request: Request, name: str, default: int | None = None) -> int | None:
+    value = request.query_params.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise BadRequest(f"{name}={value!r} is not a whole number") from None
+
+
+# --- handlers --------------------------------------------------------------------
+
+
+async def healthz(request: Request) -> Response:
+    return json_response({"ok": True})
+
+
+async def whoami(request: Request) -> Response:
+    principal = who(request, ALL_ROLES)
+    return json_response(WhoAmI(name=principal.name, role=principal.role))
+
+
+async def submit_job(request: Request) -> Response:
+    principal = who(request, SUBMITTERS)
+    spec = await decode_body(request, JobSpec)
+    view = operations.submit(leader_of(request), principal, spec)
+    return json_response(view, 201)
+
+
+async def list_jobs(request: Request) -> Response:
+    who(request, READERS)
+    include_archived = request.query_params.get("all", "") not in ("", "0", "false", "no")
+    return json_response(leader_of(request).scheduler.job_views(include_archived))
+
+
+async def show_job(request: Request) -> Response:
+    who(request, READERS)
+    leader = leader_of(request)
+    job_id = request.path_params["job_id"]
+    operations.job_or_404(leader, job_id)
+    return json_response(leader.scheduler.job_detail(job_id))
+
+
+async def patch_job(request: Request) -> Response:
+    principal = who(request, SUBMITTERS)
+    patch = await decode_body(request, JobPatch)
+    return json_response(
+        operations.patch(leader_of(request), principal, request.path_params["job_id"], patch)
+    )
+
+
+async def job_actions(request: Request) -> Response:
+    principal = who(request, SUBMITTERS)
+    body = await decode_body(request, JobActionBody)
+    views, removed = operations.job_action(leader_of(request), principal, body.action, body.ids)
+    return json_response(JobActionResult(jobs=views, removed=removed))
+
+
+async def set_priority(request: Request) -> Response:
+    principal = who(request, SUBMITTERS)
+    body = await decode_body(request, PriorityBody)
+    return json_response(
+        operations.set_priority(
+            leader_of(request), principal, request.path_params["job_id"], body.priority
+        )
+    )
+
+
+async def move_job(request: Request) -> Response:
+    principal = who(request, SUBMITTERS)
+    body = await decode_body(request, MoveBody)
+    if body.where is not None and body.before is not None:
+        raise BadRequest("give either where or before, not both")
+    return json_response(
+        operations.move(
+            leader_of(request), principal, request.path_params["job_id"], body.where, body.before
+        )
+    )
+
+
+async def chunk_actions(request: Request) -> Response:
+    principal = who(request, SUBMITTERS)
+    body = await decode_body(request, ChunkActionBody)
+    return json_response(
+        operations.chunk_action(
+            leader_of(request), principal, request.path_params["job_id"], body.action, body.chunks
+        )
+    )
+
+
+async def job_events(request: Request) -> Response:
+    who(request, READERS)
+    leader = leader_of(request)
+    job_id = request.path_params["job_id"]
+    operations.job_or_404(leader, job_id)
+    return text_response(await _read_log(leader.joblogs.path(events_path(job_id))) or b"")
+
+
+async def chunk_log(request: Request) -> Response:
+    who(request, READERS)
+    leader = leader_of(request)
+    job_id = request.path_params["job_id"]
+    operations.job_or_404(leader, job_id)
+    index = int_param(request, "chunk")
+    if index is None:
+        raise BadRequest("chunk=N is required")
+    chunk = leader.chunk(job_id, index)
+    if chunk is None:
+        raise NotFound(f"job {job_id} has no chunk {index}")
+    attempt = int_param(request, "attempt", chunk.attempt)
+    if not attempt:
+        raise NotFound(f"chunk {index} of job {job_id} has not run yet")
+    data = await _read_log(leader.joblogs.path(chunk_log_path(job_id, index, attempt)))
+    if data is None:
+        raise NotFound(f"no log for chunk {index} attempt {attempt} of job {job_id}")
+    return text_response(data)
+
+
+async def _read_log(path: Path) -> bytes | None:
+    def read() -> bytes | None:
+        try:
+            with open(path, "rb") as handle:
+                size = handle.seek(0, os.SEEK_END)
+                handle.seek(max(0, size - MAX_LOG_BYTES))
+                return handle.read(MAX_LOG_BYTES)
+        except FileNotFoundError:
+            return None
+
+    return await asyncio.to_thread(read)
+
+
+async def list_nodes(request: Request) -> Response:
+    who(request, READERS)
+    return json_response(leader_of(request).scheduler.node_views())
+
+
+async def enable_node(request: Request) -> Response:
+    return await _set_node(request, True)
+
+
+async def disable_node(request: Request) -> Response:
+    return await _set_node(request, False)
+
+
+async def _set_node(request: Request, enabled: bool) -> Response:
+    principal = who(request, READERS)
+    return json_response(
+        operations.set_node_enabled(
+            leader_of(request), principal, request.path_params["name"], enabled
+        )
+    )
+
+
+async def node_log(request: Request) -> Response:
+    who(request, READERS)
+    leader = leader_of(request)
+    name = request.path_params["name"]
+    if name not in leader.scheduler.nodes:
+        raise NotFound(f"unknown node {name}")
+    tail = int_param(request, "tail", 500) or 0
+    lines = leader.nodelogs.tail(name, tail)
+    return text_response("".join(line + "\n" for line in lines))
+
+
+async def create_token(request: Request) -> Response:
+    principal = who(request, ADMINS)
+    body = await decode_body(request, TokenBody)
+    name = body.name or f"{body.role}-{secrets.token_hex(3)}"
+    token = operations.create_token(leader_of(request), principal, body.role, name)
+    return json_response(TokenResult(token=token, role=body.role, name=name), 201)
+
+
+async def upload_file(request: Request) -> Response:
+    """Store a finished file under the sync root: written to a temporary name, then renamed."""
+    who(request, UPLOADERS)
+    leader = leader_of(request)
+    relative = request.path_params["path"]
+    target = confine(leader.root, relative)
+    if target == leader.root or target == leader.root / ROOT_ID_FILE:
+        raise BadRequest(f"path {relative!r} may not be written")
+    limit = leader.config.max_upload_bytes
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise TooLarge(f"file of {length} bytes is over the {limit} byte limit")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadRequest(f"cannot create the folder for {relative!r}: {exc.strerror}") from None
+    upload = Upload(target)
+    size = 0
+    try:
+        async for part in request.stream():
+            size += len(part)
+            if size > limit:
+                raise TooLarge(f"file is over the {limit} byte limit")
+            upload.write(part)
+        upload.commit()
+    except OSError as exc:
+        raise BadRequest(f"cannot write {relative!r}: {exc.strerror}") from None
+    finally:
+        upload.abort()
+    return Response(status_code=204)
+
+
+class Upload:
+    """A file written under a temporary name and renamed into place only when complete."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+        self.temporary = target.parent / f".{target.name}.{secrets.token_hex(4)}.upload"
+        self.handle = open(self.temporary, "wb")  # noqa: SIM115 - closed in commit/abort
+
+    def write(self, data: bytes) -> None:
+        self.handle.write(data)
+
+    def commit(self) -> None:
+        self.handle.close()
+        os.replace(self.temporary, self.target)
+
+    def abort(self) -> None:
+        """Remove the temporary file unless it was committed (harmless after commit)."""
+        self.handle.close()
+        self.temporary.unlink(missing_ok=True)
+
+
+routes = [
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/api/whoami", whoami, methods=["GET"]),
+    Route("/api/jobs", submit_job, methods=["POST"]),
+    Route("/api/jobs", list_jobs, methods=["GET"]),
+    Route("/api/jobs/actions", job_actions, methods=["POST"]),
+    Route("/api/jobs/{job_id}", show_job, methods=["GET"]),
+    Route("/api/jobs/{job_id}", patch_job, methods=["PATCH"]),
+    Route("/api/jobs/{job_id}/priority", set_priority, methods=["POST"]),
+    Route("/api/jobs/{job_id}/move", move_job, methods=["POST"]),
+    Route("/api/jobs/{job_id}/chunks/actions", chunk_actions, methods=["POST"]),
+    Route("/api/jobs/{job_id}/events", job_events, methods=["GET"]),
+    Route("/api/jobs/{job_id}/logs", chunk_log, methods=["GET"]),
+    Route("/api/nodes", list_nodes, methods=["GET"]),
+    Route("/api/nodes/{name}/enable", enable_node, methods=["POST"]),
+    Route("/api/nodes/{name}/disable", disable_node, methods=["POST"]),
+    Route("/api/nodes/{name}/log", node_log, methods=["GET"]),
+    Route("/api/tokens", create_token, methods=["POST"]),
+    Route("/api/files/{path:path}", upload_file, methods=["PUT"]),
+]

@@ -1,0 +1,69 @@
+"""The leader as one Starlette app: REST, ``/ws/agent``, ``/ws/console``, ``/healthz``.
+
+``create_app`` is all a test needs to run a leader in-process; ``server.main``
+serves it with uvicorn (``ws="websockets-sansio"``), one port for everything.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import WebSocketRoute
+
+from server.agent_link import agent_endpoint
+from server.api import error_response, routes
+from server.config import LeaderSettings
+from server.console_link import console_endpoint
+from server.errors import RequestError
+from server.leader import Leader
+
+log = logging.getLogger("farmtui.leader")
+
+
+async def request_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestError)
+    return error_response(exc.status, str(exc))
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return error_response(exc.status_code, exc.detail or "error")
+
+
+async def internal_error(request: Request, exc: Exception) -> Response:
+    log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return error_response(500, f"leader error: {type(exc).__name__}: {exc}")
+
+
+def create_app(settings: LeaderSettings) -> Starlette:
+    """The leader app; the leader itself opens at start-up and closes at shutdown."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        leader = Leader(settings)
+        await leader.start()
+        app.state.leader = leader
+        try:
+            yield
+        finally:
+            await leader.stop()
+
+    return Starlette(
+        routes=[
+            *routes,
+            WebSocketRoute("/ws/agent", agent_endpoint),
+            WebSocketRoute("/ws/console", console_endpoint),
+        ],
+        exception_handlers={
+            RequestError: request_error,
+            HTTPException: http_error,
+            Exception: internal_error,
+        },
+        lifespan=lifespan,
+    )

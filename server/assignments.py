@@ -1,0 +1,62 @@
+"""Building the ``AssignChunk`` message for one attempt of one chunk.
+
+The argv template goes out unexpanded: the agent knows its staging folder and
+fills in ``{start}``, ``{outdir}`` and the other tokens itself. Paths here are
+relative to the sync root.
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+
+from farmtui.frames import frame_path
+from farmtui.protocol import AssignChunk, ChunkTimeouts
+from server.model import Chunk, Job
+
+
+def log_path(job_id: str, index: int, attempt: int) -> str:
+    """Where a chunk attempt's output lands in the sync root."""
+    return f"jobs/{job_id}/chunk-{index:04d}.attempt-{attempt}.log"
+
+
+def expected_outputs(job: Job, chunk: Chunk) -> list[str]:
+    pattern = job.spec.output
+    if pattern is None or chunk.kind != "render":
+        return []
+    return [frame_path(pattern, frame) for frame in chunk.frames]
+
+
+def output_dir(job: Job) -> str:
+    """The output pattern's folder ("" when the job names no output, or it is the root)."""
+    if job.spec.output is None:
+        return ""
+    parent = str(PurePosixPath(job.spec.output).parent)
+    return "" if parent == "." else parent
+
+
+def build_assignment(job: Job, chunk: Chunk, timeouts: ChunkTimeouts) -> AssignChunk:
+    spec = job.spec
+    if chunk.kind == "pre":
+        argv, renderer = list(spec.pre_job or []), "generic"
+    elif chunk.kind == "post":
+        argv, renderer = list(spec.post_job or []), "generic"
+    else:
+        argv, renderer = list(spec.argv), spec.renderer
+    scripted = chunk.kind != "render"
+    return AssignChunk(
+        job_id=job.id,
+        chunk=chunk.index,
+        attempt=chunk.attempt,
+        kind=chunk.kind,
+        renderer=renderer,
+        argv=argv,
+        frames=list(chunk.frames),
+        outputs=expected_outputs(job, chunk),
+        outdir="" if scripted else output_dir(job),
+        staging=False if scripted else spec.staging,
+        env=dict(spec.env),
+        timeouts=timeouts,
+        log_path=log_path(job.id, chunk.index, chunk.attempt),
+        output="" if scripted else (spec.output or ""),
+        scene=spec.scene or "",
+    )

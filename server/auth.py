@@ -1,0 +1,160 @@
+"""Tokens and roles.
+
+A token is a random secret; the store keeps only its SHA-256. Each token has
+a name (the owner of the jobs submitted with it) and a role:
+
+- ``viewer``: read everything;
+- ``user``: submit, and control the jobs it owns;
+- ``admin``: everything (priority, other users' jobs, nodes, tokens);
+- ``agent``: only the agent link and file upload.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import get_args
+
+from starlette.datastructures import Headers, QueryParams
+
+from farmtui.protocol import Role
+from server.errors import BadRequest, Forbidden, Unauthorized
+from server.model import Job
+from server.store import Store
+
+ROLES: tuple[str, ...] = get_args(Role)
+READERS = frozenset({"viewer", "user", "admin"})
+SUBMITTERS = frozenset({"user", "admin"})
+ADMINS = frozenset({"admin"})
+AGENTS = frozenset({"agent", "admin"})
+UPLOADERS = frozenset({"agent", "admin"})
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is asking: the token's name and role."""
+
+    name: str
+    role: Role
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def check_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise BadRequest(f"token name {name!r} must be 1-64 letters, digits, '.', '_', '@' or '-'")
+    return name
+
+
+def check_role(role: str) -> Role:
+    if role not in ROLES:
+        raise BadRequest(f"role {role!r} is not one of {', '.join(ROLES)}")
+    return role  # type: ignore[return-value]
+
+
+class Tokens:
+    """Every token the leader accepts, by hash, kept in memory and in the store."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.by_hash: dict[str, Principal] = {
+            row.hash: Principal(row.name, check_role(row.role)) for row in store.tokens()
+        }
+
+    def create(self, role: str, name: str) -> str:
+        """A new token for ``name`` with ``role``; only its hash is kept."""
+        principal = Principal(check_name(name), check_role(role))
+        token = new_token()
+        self.add(token, principal)
+        return token
+
+    def add(self, token: str, principal: Principal) -> None:
+        token_hash = hash_token(token)
+        self.store.add_token(token_hash, principal.name, principal.role)
+        self.by_hash[token_hash] = principal
+
+    def lookup(self, token: str | None) -> Principal | None:
+        if not token:
+            return None
+        return self.by_hash.get(hash_token(token))
+
+    def ensure_file(self, path: Path, principal: Principal) -> str:
+        """The token in ``path``, made (mode 0600) on first start and known to the store."""
+        if path.exists():
+            token = path.read_text().strip()
+            if token and self.lookup(token) is None:
+                # The database was reset but the file kept: keep the file working.
+                self.add(token, principal)
+            if token:
+                return token
+        token = new_token()
+        self.add(token, principal)
+        write_secret(path, token + "\n")
+        return token
+
+
+def write_secret(path: Path, text: str) -> None:
+    """Write a file only its owner can read, created with that mode (no window where it is 0644)."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def bearer_token(headers: Headers, query: QueryParams | None = None) -> str | None:
+    """The token from ``Authorization: Bearer``, or ``?token=`` where headers cannot be set."""
+    value = headers.get("authorization", "")
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    if query is not None:
+        return query.get("token") or None
+    return None
+
+
+def authenticate(tokens: Tokens, token: str | None, allowed: frozenset[str]) -> Principal:
+    """The principal for ``token`` if its role is in ``allowed``; 401 or 403 otherwise."""
+    if not token:
+        raise Unauthorized("missing token: send Authorization: Bearer <token>")
+    principal = tokens.lookup(token)
+    if principal is None:
+        raise Unauthorized("unknown token")
+    if principal.role not in allowed:
+        raise Forbidden(f"role {principal.role} may not do this")
+    return principal
+
+
+def require_admin(principal: Principal, what: str) -> None:
+    if not principal.is_admin:
+        raise Forbidden(f"only admins may {what}")
+
+
+def require_control(principal: Principal, job: Job) -> None:
+    """Users control their own jobs; admins control every job."""
+    if principal.role == "admin":
+        return
+    if principal.role == "user" and job.owner == principal.name:
+        return
+    if principal.role == "user":
+        raise Forbidden(f"job {job.id} belongs to {job.owner}; users control only their own jobs")
+    raise Forbidden(f"role {principal.role} may not control jobs")

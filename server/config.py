@@ -1,0 +1,143 @@
+"""The leader's settings: ``<data>/leader.toml`` plus where it keeps things.
+
+``LeaderConfig`` is the file (unknown keys are errors, so a typo never passes
+silently); ``LeaderSettings`` is everything ``create_app`` needs, including
+the clock, which tests may replace.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+from server.errors import ConfigError
+from server.scheduler import SchedulerConfig
+
+CONFIG_FILE = "leader.toml"
+
+
+class LeaderConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The contents of ``leader.toml``. Durations are seconds."""
+
+    # Scheduler (see SchedulerConfig).
+    retries: int = 3
+    retry_delay: float = 5.0
+    retry_cap: float = 300.0
+    block_after: int = 3
+    block_for: float = 600.0
+    auto_timeout_all: bool = False
+    auto_min_chunks: int | None = 3
+    auto_min_percent: float | None = None
+    auto_multiplier: float = 2.0
+    node_timeout: float = 15.0
+    # Links.
+    heartbeat_interval: float = 2.0
+    # Notifications go here (and to each job's own webhook).
+    webhook: str | None = None
+    webhook_timeout: float = 5.0
+    # Limits.
+    max_request_bytes: int = 1024 * 1024
+    max_upload_bytes: int = 16 * 1024**3
+    # "normal": a commit survives a leader crash, the last few may be lost on a
+    # power cut (WAL keeps the database consistent). "full": fsync every commit.
+    synchronous: Literal["normal", "full"] = "normal"
+    # How often the leader checks for lost nodes, expired blocks and retries.
+    tick_interval: float = 1.0
+    # At most this many live updates per second per console.
+    console_updates_per_second: float = 20.0
+
+    def scheduler_config(self) -> SchedulerConfig:
+        return SchedulerConfig(
+            retries=self.retries,
+            retry_delay=self.retry_delay,
+            retry_cap=self.retry_cap,
+            block_after=self.block_after,
+            block_for=self.block_for,
+            auto_timeout_all=self.auto_timeout_all,
+            auto_min_chunks=self.auto_min_chunks,
+            auto_min_percent=self.auto_min_percent,
+            auto_multiplier=self.auto_multiplier,
+            node_timeout=self.node_timeout,
+        )
+
+
+def read_config(data: Path) -> LeaderConfig:
+    """``<data>/leader.toml``, or the defaults when there is none."""
+    path = data / CONFIG_FILE
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return LeaderConfig()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        config = msgspec.toml.decode(raw, type=LeaderConfig)
+    except (msgspec.DecodeError, ValueError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    check_config(config, path)
+    return config
+
+
+def check_config(config: LeaderConfig, where: Path | str = CONFIG_FILE) -> None:
+    positive = {
+        "retry_delay": config.retry_delay,
+        "retry_cap": config.retry_cap,
+        "node_timeout": config.node_timeout,
+        "heartbeat_interval": config.heartbeat_interval,
+        "webhook_timeout": config.webhook_timeout,
+        "tick_interval": config.tick_interval,
+        "console_updates_per_second": config.console_updates_per_second,
+        "max_request_bytes": config.max_request_bytes,
+        "max_upload_bytes": config.max_upload_bytes,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{where}: {key} must be positive, not {value}")
+    if config.retries < 0:
+        raise ConfigError(f"{where}: retries must be 0 or more, not {config.retries}")
+    if config.webhook is not None and not config.webhook.startswith(("http://", "https://")):
+        raise ConfigError(f"{where}: webhook must be an http:// or https:// URL")
+
+
+@dataclass(slots=True)
+class LeaderSettings:
+    """Everything the leader app needs to start."""
+
+    data: Path
+    root: Path
+    host: str = "127.0.0.1"
+    port: int = 7878
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    config: LeaderConfig = field(default_factory=LeaderConfig)
+    clock: Callable[[], float] = time.time
+
+    @classmethod
+    def from_data(
+        cls,
+        data: Path,
+        root: Path,
+        host: str = "127.0.0.1",
+        port: int = 7878,
+        tls_cert: Path | None = None,
+        tls_key: Path | None = None,
+    ) -> LeaderSettings:
+        """Settings with ``leader.toml`` read from the data folder."""
+        return cls(
+            data=data,
+            root=root,
+            host=host,
+            port=port,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            config=read_config(data),
+        )
+
+    @property
+    def database(self) -> Path:
+        return self.data / "farm.db"

@@ -1,0 +1,386 @@
+"""``/ws/console``: the operator console's live link.
+
+After ``ConsoleHello`` the console gets a ``Snapshot``, then deltas after every
+commit: changed jobs, removed jobs, changed nodes, and for the job it watches,
+changed chunks and frames. Deltas are merged and sent at most
+``console_updates_per_second`` times a second, and views are built when they
+are sent, so a burst of a thousand chunk events costs one message. A console
+that cannot keep up loses its queued messages and gets a fresh Snapshot
+instead: it never slows the farm.
+
+Requests (actions, priority, moves, patches, nodes) go through the same
+checks as the REST API and are answered with ``Reply``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+
+import msgspec
+from starlette.responses import Response
+from starlette.websockets import WebSocket
+
+from farmtui.protocol import (
+    PROTOCOL_VERSION,
+    ApiError,
+    ChunksChanged,
+    ChunkView,
+    ConsoleHello,
+    ConsoleToLeader,
+    Event,
+    FetchNodeLog,
+    FetchTaskOutput,
+    FramesChanged,
+    FrameState,
+    JobsChanged,
+    JobsRemoved,
+    JobView,
+    JobWatched,
+    MoveJob,
+    NodeLog,
+    NodesChanged,
+    PatchJob,
+    ProtocolError,
+    Reply,
+    RunChunkAction,
+    RunJobAction,
+    SetNodeEnabled,
+    SetPriority,
+    ShowArchived,
+    Snapshot,
+    TaskOutput,
+    WatchJob,
+    console_to_leader,
+    decode_checked,
+    encode,
+)
+from server import operations
+from server.auth import READERS, Principal, bearer_token
+from server.errors import NotFound, RequestError
+from server.joblogs import chunk_log_path
+from server.leader import Leader, OutputKey
+from server.links import close_websocket, receive_data
+from server.model import Changes
+
+log = logging.getLogger("farmtui.leader.consoles")
+
+HELLO_TIMEOUT = 10.0
+# Queued events beyond which a console is resynced instead.
+MAX_QUEUED = 2000
+# Output lines kept per followed chunk between two sends.
+MAX_PENDING_LINES = 5000
+
+
+class ConsoleLink:
+    """One console: what it has not been told yet, and the task that tells it."""
+
+    def __init__(
+        self, leader: Leader, websocket: WebSocket, principal: Principal, include_archived: bool
+    ) -> None:
+        self.leader = leader
+        self.websocket = websocket
+        self.principal = principal
+        self.include_archived = include_archived
+        self.watched: str | None = None
+        self.following: OutputKey | None = None
+        # Pending deltas, merged until the next send.
+        self.jobs: set[str] = set()
+        self.removed: set[str] = set()
+        self.nodes: set[str] = set()
+        self.chunks: set[int] = set()
+        self.frames: dict[int, str] = {}
+        self.output: dict[OutputKey, list[str]] = {}
+        # Events may be dropped (a resync replaces them); answers to requests may not.
+        self.events: deque[Event] = deque()
+        self.answers: deque[msgspec.Struct] = deque()
+        self.replies: deque[Reply] = deque()
+        self.resync = True  # the first send is the Snapshot
+        self.send_watched = False
+        self.wake = asyncio.Event()
+        self.wake.set()
+        self.interval = 1.0 / leader.config.console_updates_per_second
+        self.sent = 0
+        self.resyncs = 0
+        self.task = asyncio.get_running_loop().create_task(self._sender())
+
+    # --- what happened (called on the event loop, never blocks) --------------------
+    def changed(self, changes: Changes) -> None:
+        self.jobs |= changes.jobs
+        self.removed |= changes.removed
+        self.nodes |= changes.nodes
+        watched = self.watched
+        if watched is not None:
+            self.chunks.update(index for job_id, index in changes.chunks if job_id == watched)
+            for job_id, frames, state in changes.frames:
+                if job_id == watched:
+                    for frame in frames:
+                        self.frames[frame] = state
+            if watched in changes.removed:
+                self.watched = None
+                self.chunks.clear()
+                self.frames.clear()
+        if not self.resync:
+            self.events.extend(Event(event=event) for event in changes.events)
+            if len(self.events) > MAX_QUEUED:
+                self._start_resync()
+        self.wake.set()
+
+    def task_output(self, key: OutputKey, lines: list[str]) -> None:
+        pending = self.output.setdefault(key, [])
+        pending.extend(lines)
+        if len(pending) > MAX_PENDING_LINES:
+            del pending[: len(pending) - MAX_PENDING_LINES]
+        self.wake.set()
+
+    def post(self, message: msgspec.Struct) -> None:
+        """Queue the answer to a request (task output, node log)."""
+        self.answers.append(message)
+        self.wake.set()
+
+    def reply(self, request_id: int, error: str | None = None) -> None:
+        self.replies.append(Reply(request_id=request_id, ok=error is None, error=error))
+        self.wake.set()
+
+    def _start_resync(self) -> None:
+        self.resyncs += 1
+        self.resync = True
+        self.events.clear()
+        self.wake.set()
+
+    # --- telling the console ------------------------------------------------------
+    async def _sender(self) -> None:
+        try:
+            while True:
+                await self.wake.wait()
+                self.wake.clear()
+                for message in self._collect():
+                    await self.websocket.send_text(encode(message).decode())
+                    self.sent += 1
+                await asyncio.sleep(self.interval)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a console gone mid-send
+            log.debug("console %s: send failed: %s", self.principal.name, exc)
+
+    def _collect(self) -> list[msgspec.Struct]:
+        """Everything pending, as messages, built from the scheduler's current views."""
+        scheduler = self.leader.scheduler
+        out: list[msgspec.Struct] = []
+        if self.resync:
+            self.resync = False
+            self.jobs.clear()
+            self.removed.clear()
+            self.nodes.clear()
+            out.append(
+                Snapshot(
+                    user=self.principal.name,
+                    role=self.principal.role,
+                    jobs=scheduler.job_views(self.include_archived),
+                    nodes=scheduler.node_views(),
+                )
+            )
+            if self.watched is not None:
+                self.send_watched = True
+        if self.send_watched:
+            self.send_watched = False
+            self.chunks.clear()
+            self.frames.clear()
+            if self.watched is not None and self.watched in scheduler.jobs:
+                out.append(JobWatched(detail=scheduler.job_detail(self.watched)))
+        removed = set(self.removed)
+        changed: list[JobView] = []
+        for job_id in self.jobs - removed:
+            if job_id not in scheduler.jobs:
+                removed.add(job_id)
+                continue
+            view = scheduler.job_view(job_id)
+            if view.archived and not self.include_archived:
+                removed.add(job_id)
+            else:
+                changed.append(view)
+        self.jobs.clear()
+        self.removed.clear()
+        if removed:
+            out.append(JobsRemoved(job_ids=sorted(removed)))
+        if changed:
+            changed.sort(key=lambda view: view.position)
+            out.append(JobsChanged(jobs=changed))
+        if self.nodes:
+            names = self.nodes
+            out.append(NodesChanged(nodes=[v for v in scheduler.node_views() if v.name in names]))
+            self.nodes = set()
+        watched = self.watched
+        if watched is not None and watched in scheduler.jobs:
+            if self.chunks:
+                views: list[ChunkView] = [
+                    scheduler.chunk_view(watched, index) for index in sorted(self.chunks)
+                ]
+                out.append(ChunksChanged(job_id=watched, chunks=views))
+            by_state: dict[str, list[int]] = {}
+            for frame, state in self.frames.items():
+                by_state.setdefault(state, []).append(frame)
+            for state, frames in by_state.items():
+                frame_state: FrameState = state  # type: ignore[assignment]
+                out.append(FramesChanged(job_id=watched, frames=sorted(frames), state=frame_state))
+        self.chunks.clear()
+        self.frames.clear()
+        out.extend(self.events)
+        self.events.clear()
+        out.extend(self.answers)
+        self.answers.clear()
+        for (job_id, chunk, attempt), lines in self.output.items():
+            if lines:
+                out.append(
+                    TaskOutput(
+                        job_id=job_id, chunk=chunk, attempt=attempt, lines=lines, append=True
+                    )
+                )
+        self.output.clear()
+        out.extend(self.replies)
+        self.replies.clear()
+        return out
+
+    async def stop(self) -> None:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+
+    # --- requests -----------------------------------------------------------------
+    def handle(self, message: ConsoleToLeader) -> None:
+        """Serve one request; every request gets a Reply."""
+        try:
+            self._handle(message)
+        except RequestError as exc:
+            self.reply(message.request_id, str(exc))
+        else:
+            self.reply(message.request_id)
+
+    def _handle(self, message: ConsoleToLeader) -> None:
+        leader = self.leader
+        who = self.principal
+        match message:
+            case ConsoleHello(include_archived=include_archived):
+                self.include_archived = include_archived
+                self._start_resync()
+            case ShowArchived(enabled=enabled):
+                self.include_archived = enabled
+                self._start_resync()
+            case WatchJob(job_id=job_id):
+                if job_id is not None:
+                    operations.job_or_404(leader, job_id)
+                self.watched = job_id
+                self.send_watched = job_id is not None
+                self.chunks.clear()
+                self.frames.clear()
+            case RunJobAction(action=action, job_ids=job_ids):
+                operations.job_action(leader, who, action, job_ids)
+            case RunChunkAction(action=action, job_id=job_id, chunks=chunks):
+                operations.chunk_action(leader, who, job_id, action, chunks)
+            case SetPriority(job_id=job_id, priority=priority):
+                operations.set_priority(leader, who, job_id, priority)
+            case MoveJob(job_id=job_id, where=where, before=before):
+                operations.move(leader, who, job_id, where, before)
+            case PatchJob(job_id=job_id, patch=patch):
+                operations.patch(leader, who, job_id, patch)
+            case SetNodeEnabled(node=node, enabled=enabled):
+                operations.set_node_enabled(leader, who, node, enabled)
+            case FetchTaskOutput():
+                self._fetch_output(message)
+            case FetchNodeLog(node=node, tail=tail):
+                if node not in leader.scheduler.nodes:
+                    raise NotFound(f"unknown node {node}")
+                self.post(NodeLog(node=node, lines=leader.nodelogs.tail(node, tail)))
+
+    def _fetch_output(self, request: FetchTaskOutput) -> None:
+        leader = self.leader
+        job_id, index = request.job_id, request.chunk
+        operations.job_or_404(leader, job_id)
+        chunk = leader.chunk(job_id, index)
+        if chunk is None:
+            raise NotFound(f"job {job_id} has no chunk {index}")
+        attempt = chunk.attempt if request.attempt is None else request.attempt
+        if self.following is not None:
+            leader.unfollow(self)
+            self.following = None
+        lines = leader.joblogs.tail(chunk_log_path(job_id, index, attempt)) if attempt else None
+        self.post(
+            TaskOutput(job_id=job_id, chunk=index, attempt=attempt, lines=lines or [], append=False)
+        )
+        if request.follow and attempt:
+            self.following = (job_id, index, attempt)
+            leader.follow(self.following, self)
+
+
+async def console_endpoint(websocket: WebSocket) -> None:
+    """Serve one console connection from hello to close."""
+    leader: Leader = websocket.app.state.leader
+    principal = leader.tokens.lookup(bearer_token(websocket.headers, websocket.query_params))
+    if principal is None or principal.role not in READERS:
+        status, error = (
+            (401, "missing or unknown token")
+            if principal is None
+            else (403, f"role {principal.role} cannot open a console")
+        )
+        await websocket.send_denial_response(
+            Response(
+                msgspec.json.encode(ApiError(error=error)),
+                status_code=status,
+                media_type="application/json",
+            )
+        )
+        return
+    await websocket.accept()
+    try:
+        data = await asyncio.wait_for(receive_data(websocket), HELLO_TIMEOUT)
+    except TimeoutError:
+        await close_websocket(websocket, 1002, "no hello")
+        return
+    if data is None:
+        return
+    try:
+        hello = decode_checked(console_to_leader, data)
+    except ProtocolError as exc:
+        await _refuse(websocket, f"bad hello: {exc}")
+        return
+    if not isinstance(hello, ConsoleHello):
+        await _refuse(websocket, "the first message must be hello")
+        return
+    if hello.protocol != PROTOCOL_VERSION:
+        await _refuse(
+            websocket,
+            f"protocol version {hello.protocol} is not supported; this leader speaks "
+            f"{PROTOCOL_VERSION}",
+        )
+        return
+    link = ConsoleLink(leader, websocket, principal, hello.include_archived)
+    leader.consoles.add(link)
+    log.info("console of %s (%s) connected", principal.name, principal.role)
+    try:
+        while True:
+            data = await receive_data(websocket)
+            if data is None or link.task.done():
+                return
+            try:
+                message = decode_checked(console_to_leader, data)
+            except ProtocolError as exc:
+                log.warning("console %s: ignored a message: %s", principal.name, str(exc)[:300])
+                link.reply(0, str(exc)[:300])
+                continue
+            try:
+                link.handle(message)
+            except Exception as exc:
+                log.exception("console %s: %s failed", principal.name, type(message).__name__)
+                link.reply(message.request_id, f"leader error: {exc}")
+    finally:
+        leader.consoles.discard(link)
+        leader.unfollow(link)
+        await link.stop()
+        log.info("console of %s disconnected", principal.name)
+
+
+async def _refuse(websocket: WebSocket, error: str) -> None:
+    with contextlib.suppress(Exception):  # the peer may be gone already
+        await websocket.send_text(encode(Reply(request_id=0, ok=False, error=error)).decode())
+    await close_websocket(websocket, 1002, error)

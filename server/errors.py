@@ -1,0 +1,69 @@
+"""The leader's exceptions.
+
+Request errors carry the HTTP status the REST API answers with, so the REST
+handlers and the console link (which answers with ``Reply(ok=False)``) share
+one set of checks::
+
+    LeaderError
+    ├── ConfigError           leader.toml unreadable, malformed or with unknown keys
+    ├── StoreError            the database cannot be opened or is newer than this leader
+    └── RequestError          a request the leader refuses; .status, one-line message
+        ├── BadRequest        400: malformed JSON, bad frame list, path escaping the root
+        ├── Unauthorized      401: no token, or a token the leader does not know
+        ├── Forbidden         403: the token's role may not do this
+        ├── NotFound          404: unknown job, node, chunk or log
+        ├── Conflict          409: the farm refuses it in the current state
+        ├── TooLarge          413: the body is over the limit
+        └── Unprocessable     422: well-formed JSON of the wrong shape or types
+"""
+
+from __future__ import annotations
+
+
+class LeaderError(Exception):
+    """Base of every leader error; ``str(exc)`` is one line."""
+
+
+class ConfigError(LeaderError):
+    """``<data>/leader.toml`` cannot be used."""
+
+
+class StoreError(LeaderError):
+    """The SQLite store cannot be opened or migrated."""
+
+
+class RequestError(LeaderError):
+    """A refused request; ``status`` is the HTTP status to answer with."""
+
+    status = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(message.split()) or self.__class__.__name__)
+
+
+class BadRequest(RequestError):
+    status = 400
+
+
+class Unauthorized(RequestError):
+    status = 401
+
+
+class Forbidden(RequestError):
+    status = 403
+
+
+class NotFound(RequestError):
+    status = 404
+
+
+class Conflict(RequestError):
+    status = 409
+
+
+class TooLarge(RequestError):
+    status = 413
+
+
+class Unprocessable(RequestError):
+    status = 422

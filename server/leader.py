@@ -1,0 +1,289 @@
+"""The leader's hub: one scheduler, one store, the links, the logs.
+
+Everything that changes the farm goes through ``Leader.run``: call the
+scheduler, let it dispatch, commit the resulting ``Changes`` to the store in
+one transaction, and only then announce them (assignments and kills to the
+agents, lines to the job logs, fan-out to consoles, webhooks). All of it runs
+on the event loop thread without awaiting in between, so the scheduler never
+sees two events interleave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import msgspec
+
+from farmtui.protocol import EventView, KillChunk, LeaderToAgentMessage, NodeView
+from server.auth import Principal, Tokens
+from server.config import LeaderSettings
+from server.joblogs import JobLogs, chunk_log_path, delete_folder
+from server.model import Attempt, Changes, Chunk, Job
+from server.nodelogs import NodeLogs
+from server.scheduler import Scheduler
+from server.store import Store, find_chunk
+from server.webhooks import WebhookBody, Webhooks
+
+log = logging.getLogger("farmtui.leader")
+
+ROOT_ID_FILE = ".farmtui-root"
+ADMIN_TOKEN_FILE = "admin.token"
+AGENT_TOKEN_FILE = "agent.token"
+
+OutputKey = tuple[str, int, int]
+
+
+class AgentConnection(Protocol):
+    """What the leader needs from an agent link."""
+
+    name: str
+
+    def send(self, message: LeaderToAgentMessage) -> None: ...
+
+
+class ConsoleConnection(Protocol):
+    """What the leader needs from a console link."""
+
+    def changed(self, changes: Changes) -> None: ...
+
+    def task_output(self, key: OutputKey, lines: list[str]) -> None: ...
+
+
+@dataclass(slots=True)
+class Metrics:
+    """Time spent handling events on the event loop (scheduler + commit + announce)."""
+
+    events: int = 0
+    seconds: float = 0.0
+    slowest: float = 0.0
+    commit_seconds: float = 0.0
+
+    def record(self, seconds: float) -> None:
+        self.events += 1
+        self.seconds += seconds
+        self.slowest = max(self.slowest, seconds)
+
+    @property
+    def mean_ms(self) -> float:
+        return 1000 * self.seconds / self.events if self.events else 0.0
+
+
+class Leader:
+    def __init__(self, settings: LeaderSettings) -> None:
+        self.settings = settings
+        self.config = settings.config
+        self.clock = settings.clock
+        settings.data.mkdir(parents=True, exist_ok=True, mode=0o700)
+        settings.root.mkdir(parents=True, exist_ok=True)
+        self.root = settings.root.resolve()
+        self.store = Store(settings.database, self.config.synchronous)
+        self.tokens = Tokens(self.store)
+        self.admin_token = self.tokens.ensure_file(
+            settings.data / ADMIN_TOKEN_FILE, Principal("admin", "admin")
+        )
+        self.agent_token = self.tokens.ensure_file(
+            settings.data / AGENT_TOKEN_FILE, Principal("agent", "agent")
+        )
+        self.root_id = self._root_id()
+        self.scheduler = Scheduler(self.config.scheduler_config())
+        self.joblogs = JobLogs(self.root)
+        self.nodelogs = NodeLogs(self.root)
+        self.webhooks = Webhooks(self.config.webhook, self.config.webhook_timeout)
+        self.agents: dict[str, AgentConnection] = {}
+        self.consoles: set[ConsoleConnection] = set()
+        self.followers: dict[OutputKey, set[ConsoleConnection]] = {}
+        self.metrics = Metrics()
+        self._tick_task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Future[None]] = set()
+        self.started = False
+
+    def _root_id(self) -> str:
+        """The sync root's id: agents that read the same id in the root share our storage."""
+        path = self.root / ROOT_ID_FILE
+        try:
+            root_id = path.read_text().strip()
+        except FileNotFoundError:
+            root_id = ""
+        if not root_id:
+            root_id = self.store.setting("root_id") or secrets.token_hex(16)
+            path.write_text(root_id + "\n")
+        if self.store.setting("root_id") != root_id:
+            self.store.set_setting("root_id", root_id)
+        return root_id
+
+    def now(self) -> float:
+        return self.clock()
+
+    # --- life cycle ---------------------------------------------------------------
+    async def start(self) -> None:
+        """Load the store into the scheduler and start the clock."""
+        jobs, nodes = self.store.load()
+        self.run(lambda now: self.scheduler.load(jobs, nodes, now), dispatch=False)
+        log.info(
+            "leader up: %d jobs, %d nodes, sync root %s (id %s)",
+            len(jobs),
+            len(nodes),
+            self.root,
+            self.root_id,
+        )
+        self._tick_task = asyncio.get_running_loop().create_task(self._tick_loop())
+        self.started = True
+
+    async def stop(self) -> None:
+        if self._tick_task is not None:
+            self._tick_task.cancel()
+            await asyncio.gather(self._tick_task, return_exceptions=True)
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        await self.webhooks.aclose()
+        self.joblogs.close()
+        self.nodelogs.close()
+        self.store.close()
+        log.info(
+            "leader stopped (%d events, mean %.3f ms)", self.metrics.events, self.metrics.mean_ms
+        )
+
+    async def _tick_loop(self) -> None:
+        interval = self.config.tick_interval
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.run(self.scheduler.tick)
+            except Exception:
+                log.exception("tick failed")
+
+    # --- the one way to change the farm ---------------------------------------------
+    def run(self, step: Callable[[float], Changes], *, dispatch: bool = True) -> Changes:
+        """Apply ``step(now)`` (then dispatch), commit, announce. SchedulerError changes nothing."""
+        began = time.perf_counter()
+        now = self.now()
+        changes = step(now)
+        if dispatch:
+            changes.merge(self.scheduler.dispatch(now))
+        self.commit(changes)
+        self.metrics.record(time.perf_counter() - began)
+        return changes
+
+    def commit(self, changes: Changes) -> None:
+        began = time.perf_counter()
+        self.store.save(changes, self.scheduler)
+        self.metrics.commit_seconds += time.perf_counter() - began
+        self.publish(changes)
+
+    def publish(self, changes: Changes) -> None:
+        """Announce committed changes: agents first, then logs, consoles and webhooks."""
+        for assignment in changes.assignments:
+            message = assignment.message
+            if not message.log_path:
+                message = msgspec.structs.replace(
+                    message, log_path=chunk_log_path(message.job_id, message.chunk, message.attempt)
+                )
+            self.send_to_node(assignment.node, message)
+        for kill in changes.kills:
+            self.send_to_node(
+                kill.node,
+                KillChunk(
+                    job_id=kill.job_id, chunk=kill.chunk, attempt=kill.attempt, reason=kill.reason
+                ),
+            )
+        for node, update in changes.timeout_updates:
+            self.send_to_node(node, update)
+        for event in changes.events:
+            self.joblogs.event(event)
+            log.log(
+                logging.WARNING if event.level != "info" else logging.INFO,
+                "%s%s (%s)",
+                f"[{event.job_id}] " if event.job_id else "",
+                event.text,
+                event.actor or "-",
+            )
+        now = self.now()
+        for note in changes.notifications:
+            self.joblogs.event(
+                EventView(
+                    time=now,
+                    level="info",
+                    text=f"notification {note.kind}: {note.text}",
+                    job_id=note.job_id,
+                    actor="leader",
+                )
+            )
+            job = self.scheduler.jobs.get(note.job_id)
+            view = self.scheduler.job_view(note.job_id) if job is not None else None
+            self.webhooks.notify(
+                WebhookBody(job_id=note.job_id, kind=note.kind, text=note.text, job=view),
+                job.spec.webhook if job is not None else None,
+            )
+        for job_id in changes.removed:
+            folder = self.joblogs.forget_job(job_id)
+            for key in [k for k in self.followers if k[0] == job_id]:
+                del self.followers[key]
+            self._in_background(delete_folder, folder)
+        self.joblogs.flush()
+        for console in list(self.consoles):
+            console.changed(changes)
+
+    def _in_background(self, function: Callable[[Path], None], path: Path) -> None:
+        future = asyncio.get_running_loop().run_in_executor(None, function, path)
+        self._background.add(future)
+        future.add_done_callback(self._background.discard)
+
+    def send_to_node(self, node: str, message: LeaderToAgentMessage) -> None:
+        link = self.agents.get(node)
+        if link is None:
+            # The scheduler requeues it when the node reconnects without it or is lost.
+            log.warning("node %s is not connected; %s not sent", node, type(message).__name__)
+            return
+        link.send(message)
+
+    # --- lookups the links need -----------------------------------------------------
+    def chunk(self, job_id: str, index: int) -> Chunk | None:
+        job = self.scheduler.jobs.get(job_id)
+        return None if job is None else find_chunk(job, index)
+
+    def attempt_of(self, node: str, job_id: str, index: int, attempt: int) -> Attempt | None:
+        """The attempt if it is the chunk's latest and runs on ``node``; None for stale reports."""
+        chunk = self.chunk(job_id, index)
+        if chunk is None or chunk.attempt != attempt:
+            return None
+        for record in reversed(chunk.attempts):
+            if record.number == attempt:
+                return record if record.node == node else None
+        return None
+
+    def job(self, job_id: str) -> Job | None:
+        return self.scheduler.jobs.get(job_id)
+
+    def node_view(self, name: str) -> NodeView | None:
+        for view in self.scheduler.node_views():
+            if view.name == name:
+                return view
+        return None
+
+    def new_job_id(self) -> str:
+        while True:
+            job_id = secrets.token_hex(4)
+            if job_id not in self.scheduler.jobs:
+                return job_id
+
+    # --- live output ----------------------------------------------------------------
+    def output(self, key: OutputKey, lines: list[str]) -> None:
+        self.joblogs.chunk_output(*key, lines)
+        for console in self.followers.get(key, ()):
+            console.task_output(key, lines)
+
+    def follow(self, key: OutputKey, console: ConsoleConnection) -> None:
+        self.followers.setdefault(key, set()).add(console)
+
+    def unfollow(self, console: ConsoleConnection) -> None:
+        for key in [k for k, consoles in self.followers.items() if console in consoles]:
+            self.followers[key].discard(console)
+            if not self.followers[key]:
+                del self.followers[key]

@@ -1,0 +1,124 @@
+"""Run the leader: ``run_leader`` for ``farm leader``, ``python -m server.main`` for tests.
+
+One uvicorn server on one port for REST and WebSockets, with the websockets
+library as its WebSocket layer. uvicorn turns SIGTERM/SIGINT into a graceful
+shutdown: it stops accepting, closes the links (agents reconnect to the next
+leader and keep their unacknowledged reports) and runs the app's shutdown,
+which flushes the logs and closes the store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import uvicorn
+from uvicorn.config import LOGGING_CONFIG
+
+from farmtui.protocol import MAX_MESSAGE_BYTES
+from server.app import create_app
+from server.config import LeaderSettings
+from server.errors import LeaderError
+
+log = logging.getLogger("farmtui.leader")
+
+
+def uvicorn_config(settings: LeaderSettings, *, log_config: bool = True) -> uvicorn.Config:
+    return uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        ws="websockets-sansio",
+        # Bigger than a message may be so that decode_checked answers with a clear error;
+        # past this the WebSocket layer closes the link (1009).
+        ws_max_size=2 * MAX_MESSAGE_BYTES,
+        ws_ping_interval=20.0,
+        ws_ping_timeout=20.0,
+        ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
+        ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+        access_log=False,
+        log_level="info",
+        log_config=LOGGING_CONFIG if log_config else None,
+    )
+
+
+def run_leader(
+    data: Path,
+    root: Path,
+    host: str = "127.0.0.1",
+    port: int = 7878,
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
+) -> None:
+    """Serve the leader until SIGTERM/SIGINT. Raises LeaderError on bad settings."""
+    if (tls_cert is None) != (tls_key is None):
+        raise LeaderError("TLS needs both a certificate and a key")
+    settings = LeaderSettings.from_data(data, root, host, port, tls_cert, tls_key)
+    server = uvicorn.Server(uvicorn_config(settings))
+    with _signals_end_quietly():
+        server.run()
+    if not server.started:
+        raise LeaderError(f"the leader could not start on {host}:{port}")
+
+
+@contextmanager
+def _signals_end_quietly() -> Iterator[None]:
+    """Make SIGINT/SIGTERM end ``run_leader`` with a plain return.
+
+    uvicorn shuts down gracefully on those signals and then raises the signal
+    again for the previous handler; a no-op handler there lets ``farm leader``
+    exit 0 after a clean shutdown instead of dying of the signal.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, _ignore) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _ignore(signum: int, frame: object) -> None:
+    log.info("leader shut down on signal %d", signum)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m server.main", description=__doc__)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--root", type=Path, required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=7878)
+    parser.add_argument("--tls-cert", type=Path)
+    parser.add_argument("--tls-key", type=Path)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        run_leader(args.data, args.root, args.host, args.port, args.tls_cert, args.tls_key)
+    except LeaderError as exc:
+        print(f"farm leader: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

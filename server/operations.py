@@ -1,0 +1,161 @@
+"""What a REST request or a console request may do, checked once for both.
+
+Each function checks the principal's rights, validates what the scheduler
+does not (paths, URLs), calls the scheduler through ``Leader.run`` and turns
+refusals into ``RequestError`` with the right status. Nothing changes when
+one is raised.
+"""
+
+from __future__ import annotations
+
+from farmtui.frames import OutputPatternError, check_output_pattern
+from farmtui.protocol import (
+    ChunkAction,
+    JobAction,
+    JobDetail,
+    JobPatch,
+    JobSpec,
+    JobView,
+    MoveWhere,
+    NodeView,
+)
+from server.auth import Principal, require_admin, require_control
+from server.errors import BadRequest, Conflict, Forbidden, NotFound
+from server.leader import Leader
+from server.model import Job
+from server.scheduler import SchedulerError
+
+
+def job_or_404(leader: Leader, job_id: str) -> Job:
+    job = leader.job(job_id)
+    if job is None:
+        raise NotFound(f"unknown job {job_id}")
+    return job
+
+
+def check_webhook(url: str | None) -> None:
+    if url is not None and not url.startswith(("http://", "https://")):
+        raise BadRequest(f"webhook {url!r} must be an http:// or https:// URL")
+
+
+def submit(leader: Leader, principal: Principal, spec: JobSpec) -> JobView:
+    if principal.role not in ("user", "admin"):
+        raise Forbidden(f"role {principal.role} may not submit jobs")
+    owner = spec.owner if (principal.is_admin and spec.owner) else principal.name
+    if spec.output is not None:
+        try:
+            check_output_pattern(spec.output)
+        except OutputPatternError as exc:
+            raise BadRequest(str(exc)) from None
+    check_webhook(spec.webhook)
+    job_id = leader.new_job_id()
+    try:
+        leader.run(lambda now: leader.scheduler.submit(job_id, spec, owner, now))
+    except SchedulerError as exc:
+        raise BadRequest(str(exc)) from None
+    return leader.scheduler.job_view(job_id)
+
+
+def job_action(
+    leader: Leader, principal: Principal, action: JobAction, job_ids: list[str]
+) -> tuple[list[JobView], list[str]]:
+    """Apply ``action`` to every job; all ids are checked before anything changes."""
+    if not job_ids:
+        raise BadRequest("no job ids given")
+    ids = list(dict.fromkeys(job_ids))
+    for job_id in ids:
+        require_control(principal, job_or_404(leader, job_id))
+    try:
+        changes = leader.run(
+            lambda now: leader.scheduler.job_action(ids, action, principal.name, now)
+        )
+    except SchedulerError as exc:
+        raise Conflict(str(exc)) from None
+    removed = [job_id for job_id in ids if job_id in changes.removed or leader.job(job_id) is None]
+    views = [leader.scheduler.job_view(job_id) for job_id in ids if leader.job(job_id) is not None]
+    return views, removed
+
+
+def chunk_action(
+    leader: Leader, principal: Principal, job_id: str, action: ChunkAction, chunks: list[int]
+) -> JobDetail:
+    job = job_or_404(leader, job_id)
+    require_control(principal, job)
+    if not chunks:
+        raise BadRequest("no chunks given")
+    known = {chunk.index for chunk in job.chunks}
+    unknown = [index for index in chunks if index not in known]
+    if unknown:
+        raise NotFound(f"job {job_id} has no chunk {', '.join(map(str, unknown))}")
+    try:
+        leader.run(
+            lambda now: leader.scheduler.chunk_action(job_id, chunks, action, principal.name, now)
+        )
+    except SchedulerError as exc:
+        raise Conflict(str(exc)) from None
+    return leader.scheduler.job_detail(job_id)
+
+
+def set_priority(leader: Leader, principal: Principal, job_id: str, priority: int) -> JobView:
+    require_admin(principal, "change priority")
+    job_or_404(leader, job_id)
+    try:
+        leader.run(lambda now: leader.scheduler.set_priority(job_id, priority, principal.name, now))
+    except SchedulerError as exc:
+        raise BadRequest(str(exc)) from None
+    return leader.scheduler.job_view(job_id)
+
+
+def move(
+    leader: Leader,
+    principal: Principal,
+    job_id: str,
+    where: MoveWhere | None,
+    before: str | None,
+) -> list[JobView]:
+    """Move within the priority group; returns the group in dispatch order."""
+    job = job_or_404(leader, job_id)
+    require_control(principal, job)
+    if before is not None:
+        job_or_404(leader, before)
+    try:
+        leader.run(lambda now: leader.scheduler.move(job_id, where, before, principal.name, now))
+    except SchedulerError as exc:
+        raise Conflict(str(exc)) from None
+    priority = leader.scheduler.jobs[job_id].priority
+    return [
+        view
+        for view in leader.scheduler.job_views(include_archived=False)
+        if view.priority == priority
+    ]
+
+
+def patch(leader: Leader, principal: Principal, job_id: str, changes: JobPatch) -> JobView:
+    require_control(principal, job_or_404(leader, job_id))
+    check_webhook(changes.webhook)
+    try:
+        leader.run(lambda now: leader.scheduler.patch(job_id, changes, principal.name, now))
+    except SchedulerError as exc:
+        raise BadRequest(str(exc)) from None
+    return leader.scheduler.job_view(job_id)
+
+
+def set_node_enabled(leader: Leader, principal: Principal, node: str, enabled: bool) -> NodeView:
+    require_admin(principal, "enable or disable nodes")
+    if node not in leader.scheduler.nodes:
+        raise NotFound(f"unknown node {node}")
+    try:
+        leader.run(
+            lambda now: leader.scheduler.set_node_enabled(node, enabled, principal.name, now)
+        )
+    except SchedulerError as exc:
+        raise Conflict(str(exc)) from None
+    view = leader.node_view(node)
+    if view is None:
+        raise NotFound(f"unknown node {node}")
+    return view
+
+
+def create_token(leader: Leader, principal: Principal, role: str, name: str) -> str:
+    require_admin(principal, "create tokens")
+    return leader.tokens.create(role, name)

@@ -1,0 +1,147 @@
+"""What a finished attempt means for its chunk: success, an error to retry, or the farm's fault.
+
+- Success marks the chunk done and records its render time; the first time
+  the job's auto timeout becomes known, running chunks get their new limit.
+- An error (a failure, or a timeout with on_timeout ``error``/``fail``) counts
+  against the chunk's retries and the node's standing with the job: the chunk
+  backs off exponentially, or fails when out of retries.
+- A preemption (node lost, leader restart, lease lost) requeues the chunk
+  without counting anything.
+"""
+
+from __future__ import annotations
+
+from farmtui.protocol import ChunkFinished, UpdateTimeouts
+from server.model import Changes, Chunk, Job, Node
+from server.retries import note_node_error, retry_policy
+from server.scheduler_config import SchedulerConfig
+from server.timeouts import auto_max_render, chunk_timeouts
+from server.transitions import end_attempt, release, set_chunk_state, take_off_node
+
+
+def succeed(
+    job: Job,
+    chunk: Chunk,
+    report: ChunkFinished,
+    outcome: str,
+    nodes: dict[str, Node],
+    config: SchedulerConfig,
+    changes: Changes,
+    now: float,
+) -> None:
+    """The chunk is done (``outcome`` "timeout" for on_timeout=complete)."""
+    auto_known = auto_max_render(job, chunk, config) is not None
+    attempt = chunk.attempts[-1]
+    if report.started > 0 and report.finished >= report.started:
+        render_time = report.finished - report.started
+    else:
+        render_time = now - attempt.started
+    end_attempt(chunk, now, outcome, report.reason, report.exit_status)
+    release(nodes, chunk, changes)
+    chunk.finished = now
+    set_chunk_state(chunk, "done", changes)
+    chunk.render_time = render_time if chunk.kind == "render" else None
+    changes.event(
+        now,
+        "info",
+        f"chunk {chunk.index} attempt {chunk.attempt} {outcome} in {render_time:.1f}s",
+        job.id,
+        None,
+    )
+    if not auto_known and chunk.kind == "render":
+        push_auto_timeouts(job, config, changes)
+
+
+def push_auto_timeouts(job: Job, config: SchedulerConfig, changes: Changes) -> None:
+    """If the auto timeout is known now, send the new limits to the job's running chunks."""
+    for other in job.chunks:
+        if other.state != "assigned" or other.kind != "render" or other.node is None:
+            continue
+        if auto_max_render(job, other, config) is None:
+            return
+        message = UpdateTimeouts(
+            job_id=job.id,
+            chunk=other.index,
+            attempt=other.attempt,
+            timeouts=chunk_timeouts(job, other, config),
+        )
+        changes.timeout_updates.append((other.node, message))
+
+
+def fail(
+    job: Job,
+    chunk: Chunk,
+    node: str,
+    report: ChunkFinished,
+    outcome: str,
+    fatal: bool,
+    nodes: dict[str, Node],
+    config: SchedulerConfig,
+    changes: Changes,
+    now: float,
+) -> None:
+    """Count an error: back off and retry, or fail the chunk (``fatal``: no retry).
+
+    Also counts against the node: enough errors block it for this job.
+    """
+    reason = report.reason or f"exit status {report.exit_status}"
+    end_attempt(chunk, now, outcome, reason, report.exit_status)
+    take_off_node(chunk, nodes, changes, now, outcome, reason, kill=False)
+    chunk.errors += 1
+    if note_node_error(job, node, config, now):
+        changes.event(
+            now,
+            "warn",
+            f"node {node} blocked for this job for {config.block_for:.0f}s "
+            f"after {config.block_after} errors",
+            job.id,
+            None,
+        )
+    policy = retry_policy(job, config)
+    label = f"chunk {chunk.index} attempt {chunk.attempt} {outcome} on {node}: {reason}"
+    if fatal or chunk.errors > policy.retries:
+        set_chunk_state(chunk, "failed", changes)
+        tail = "no retry" if fatal else f"out of retries ({policy.retries})"
+        changes.event(now, "error", f"{label}; {tail}", job.id, None)
+        return
+    delay = policy.backoff(chunk.errors)
+    set_chunk_state(chunk, "waiting-retry", changes)
+    chunk.retry_at = now + delay
+    changes.event(
+        now,
+        "warn",
+        f"{label}; retry {chunk.errors} of {policy.retries} in {delay:.0f}s",
+        job.id,
+        None,
+    )
+
+
+def preempt(
+    job: Job,
+    chunk: Chunk,
+    nodes: dict[str, Node],
+    changes: Changes,
+    now: float,
+    outcome: str,
+    reason: str,
+    kill: bool = False,
+) -> None:
+    """The farm took the chunk away (node lost, restart): requeue it, no retry used.
+
+    With ``kill`` the node is also told to stop it, in case it is still there.
+    """
+    take_off_node(chunk, nodes, changes, now, outcome, reason, kill=kill)
+    attempt = chunk.attempt
+    set_chunk_state(chunk, "preempted", changes)
+    changes.event(
+        now, "warn", f"chunk {chunk.index} attempt {attempt} preempted: {reason}", job.id, None
+    )
+
+
+def requeue_after_timeout(
+    chunk: Chunk, report: ChunkFinished, nodes: dict[str, Node], changes: Changes, now: float
+) -> None:
+    """on_timeout=requeue: run it again, no error counted."""
+    end_attempt(chunk, now, "timeout", report.reason, report.exit_status)
+    take_off_node(chunk, nodes, changes, now, "timeout", report.reason, kill=False)
+    set_chunk_state(chunk, "queued", changes)

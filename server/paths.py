@@ -1,0 +1,30 @@
+"""Paths taken from requests and jobs, confined to the sync root.
+
+A relative path is accepted only if it stays inside the root: no absolute
+paths, no ``..``, no backslashes or NUL, and, after resolving symlinks, still
+under the root.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+
+from server.errors import BadRequest
+
+
+def confine(root: Path, relative: str) -> Path:
+    """``root / relative`` if it stays inside ``root``; BadRequest otherwise."""
+    if not relative or not relative.strip():
+        raise BadRequest("empty path")
+    if "\x00" in relative or "\\" in relative:
+        raise BadRequest(f"path {relative!r} has a backslash or NUL")
+    pure = PurePosixPath(relative)
+    if pure.is_absolute() or relative.startswith("~"):
+        raise BadRequest(f"path {relative!r} must be relative to the sync root")
+    if any(part == ".." for part in pure.parts):
+        raise BadRequest(f"path {relative!r} escapes the sync root")
+    base = root.resolve()
+    target = (base / pure).resolve()
+    if target != base and base not in target.parents:
+        raise BadRequest(f"path {relative!r} escapes the sync root")
+    return target

@@ -1,0 +1,31 @@
+"""The scheduler's settings and its one refusal type.
+
+They live apart from ``scheduler.py`` so the small rule modules (retries,
+timeouts, actions) can use them without importing the state machine itself;
+``server.scheduler`` re-exports both, which is where callers import them from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class SchedulerError(ValueError):
+    """A request the farm refuses (unknown job, move across groups ...): one-line message."""
+
+
+@dataclass(slots=True)
+class SchedulerConfig:
+    retries: int = 3
+    retry_delay: float = 5.0
+    retry_cap: float = 300.0
+    # A node that fails one job this many times is blocked for it for block_for seconds.
+    block_after: int = 3
+    block_for: float = 600.0
+    # Farm-wide auto timeout (Deadline's "enforce for all jobs").
+    auto_timeout_all: bool = False
+    auto_min_chunks: int | None = 3
+    auto_min_percent: float | None = None
+    auto_multiplier: float = 2.0
+    # Seconds without a heartbeat after which a node is lost.
+    node_timeout: float = 15.0

@@ -255,8 +255,14 @@ def welcome(leader: Leader, name: str, stale: list[ChunkRef]) -> Welcome:
 
 
 def _forget(leader: Leader, link: AgentLink) -> None:
+    """Drop a closed link; unless a newer link replaced it, the node gets no new work."""
     if leader.agents.get(link.name) is link:
         del leader.agents[link.name]
+        name = link.name
+        try:
+            leader.run(lambda now: leader.scheduler.node_disconnected(name, now))
+        except Exception:
+            log.exception("node %s: could not record the disconnect", name)
 
 
 async def refuse(websocket: WebSocket, error: str, code: int) -> None:

@@ -50,7 +50,7 @@ def iso_time(timestamp: float) -> str:
 
 def event_line(event: EventView) -> str:
     text = " ".join(event.text.splitlines())
-    return f"{iso_time(event.time)} {event.level.upper():<5} {event.actor or '-'}: {text}\n"
+    return f"{iso_time(event.time)} {event.level.upper():<5} {event.actor or 'leader'}: {text}\n"
 
 
 class JobLogs:

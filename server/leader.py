@@ -198,11 +198,11 @@ class Leader:
         for event in changes.events:
             self.joblogs.event(event)
             log.log(
-                logging.WARNING if event.level != "info" else logging.INFO,
-                "%s%s (%s)",
+                logging.INFO if event.level == "info" else logging.WARNING,
+                "%s%s%s",
                 f"[{event.job_id}] " if event.job_id else "",
                 event.text,
-                event.actor or "-",
+                f" (by {event.actor})" if event.actor else "",
             )
         now = self.now()
         for note in changes.notifications:

@@ -10,6 +10,7 @@ which flushes the logs and closes the store.
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
 import signal
 import socket
@@ -18,6 +19,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
@@ -47,8 +49,24 @@ def uvicorn_config(settings: LeaderSettings, *, log_config: bool = True) -> uvic
         timeout_graceful_shutdown=5,
         access_log=False,
         log_level="info",
-        log_config=LOGGING_CONFIG if log_config else None,
+        log_config=logging_config() if log_config else None,
     )
+
+
+def logging_config() -> dict[str, Any]:
+    """uvicorn's logging set-up plus the leader's own loggers, with times."""
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["formatters"]["farmtui"] = {
+        "()": "logging.Formatter",
+        "fmt": "%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    }
+    config["handlers"]["farmtui"] = {
+        "formatter": "farmtui",
+        "class": "logging.StreamHandler",
+        "stream": "ext://sys.stderr",
+    }
+    config["loggers"]["farmtui"] = {"handlers": ["farmtui"], "level": "INFO", "propagate": False}
+    return config
 
 
 def run_leader(
@@ -109,9 +127,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tls-cert", type=Path)
     parser.add_argument("--tls-key", type=Path)
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     try:
         run_leader(args.data, args.root, args.host, args.port, args.tls_cert, args.tls_key)
     except LeaderError as exc:

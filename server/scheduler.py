@@ -206,6 +206,22 @@ class Scheduler:
         changes.nodes.add(name)
         return changes
 
+    def node_disconnected(self, name: str, now: float) -> Changes:
+        """Its link closed: dispatch nothing more to it.
+
+        Its chunks keep their lease: the agent may reconnect and report them
+        running. ``tick`` declares the node lost after ``node_timeout`` of
+        silence, and only then are its chunks requeued.
+        """
+        changes = Changes()
+        node = self.nodes.get(name)
+        if node is None or not node.online:
+            return changes
+        node.online = False
+        changes.nodes.add(name)
+        changes.event(now, "warn", f"node {name} disconnected", None, None)
+        return changes
+
     def node_lost(self, name: str, now: float) -> Changes:
         """Link gone or heartbeats stopped: its chunks become preempted and requeue.
 

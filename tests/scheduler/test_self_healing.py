@@ -201,3 +201,19 @@ def test_after_a_restart_chunks_of_unknown_nodes_requeue_at_once() -> None:
     changes = after.load(list(before.scheduler.jobs.values()), [], 2000.0)
     assert [c.state for c in after.job_detail(job).chunks] == ["preempted"]
     assert (job, 0) in changes.chunks
+
+
+def test_a_disconnected_node_gets_no_new_work_but_keeps_its_chunk_for_the_lease(
+    farm: Farm,
+) -> None:
+    job = farm.submit("j", frames="1-2", retries=0)
+    farm.node("n1")
+    farm.dispatch()
+    farm.scheduler.node_disconnected("n1", farm.now)
+    farm.node("n2")
+    # Chunk 0 stays with n1 (it may reconnect reporting it); chunk 1 goes to n2 only.
+    assert [(a.node, a.message.chunk) for a in farm.dispatch().assignments] == [("n2", 1)]
+    assert farm.chunk_states(job) == ["assigned", "assigned"]
+    assert farm.scheduler.node_views()[0].state == "offline"
+    farm.advance(30, silent=("n1",))
+    assert farm.chunk_states(job)[0] == "preempted"

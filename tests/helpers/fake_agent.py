@@ -1,0 +1,103 @@
+"""A scripted agent over a real WebSocket, for leader tests.
+
+It speaks the wire protocol and nothing else: the test decides what it
+reports and when::
+
+    async with FakeAgent.connect(farm.ws_url, farm.agent_token, "node1", slots=1) as agent:
+        assign = await agent.expect(AssignChunk)
+        await agent.send(ChunkStarted(job_id=..., chunk=0, attempt=1, pid=1, seq=1))
+        await agent.expect_ack(1)
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TypeVar
+
+from websockets.asyncio.client import ClientConnection, connect
+
+from farmtui.protocol import (
+    Ack,
+    AgentHello,
+    AgentMessage,
+    ChunkRef,
+    LeaderToAgentMessage,
+    Welcome,
+    encode,
+    leader_to_agent,
+)
+
+M = TypeVar("M", bound=LeaderToAgentMessage)
+
+RECEIVE_TIMEOUT = 10.0
+
+
+class FakeAgent:
+    def __init__(self, ws: ClientConnection, name: str) -> None:
+        self.ws = ws
+        self.name = name
+        self.welcome: Welcome | None = None
+        # Everything received that a test has not asked for yet, in order.
+        self.inbox: list[LeaderToAgentMessage] = []
+        self.seq = 0
+
+    @classmethod
+    @asynccontextmanager
+    async def connect(
+        cls,
+        ws_url: str,
+        token: str,
+        name: str,
+        slots: int = 1,
+        running: list[ChunkRef] | None = None,
+        tags: list[str] | None = None,
+    ) -> AsyncIterator[FakeAgent]:
+        async with connect(
+            f"{ws_url}/ws/agent",
+            additional_headers={"Authorization": f"Bearer {token}"},
+            open_timeout=RECEIVE_TIMEOUT,
+        ) as ws:
+            agent = cls(ws, name)
+            await agent.send(
+                AgentHello(name=name, slots=slots, running=running or [], tags=tags or [])
+            )
+            agent.welcome = await agent.expect(Welcome)
+            yield agent
+
+    def next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    async def send(self, message: AgentMessage) -> None:
+        await self.ws.send(encode(message).decode())
+
+    async def send_raw(self, data: str | bytes) -> None:
+        await self.ws.send(data)
+
+    async def receive(self) -> LeaderToAgentMessage:
+        if self.inbox:
+            return self.inbox.pop(0)
+        data = await self.ws.recv(decode=False)
+        message: LeaderToAgentMessage = leader_to_agent.decode(data)
+        return message
+
+    async def expect(self, kind: type[M]) -> M:
+        """The first message of this type; others received meanwhile stay in the inbox."""
+        for index, message in enumerate(self.inbox):
+            if isinstance(message, kind):
+                return self.inbox.pop(index)  # type: ignore[return-value]
+        async with asyncio.timeout(RECEIVE_TIMEOUT):
+            while True:
+                data = await self.ws.recv(decode=False)
+                message = leader_to_agent.decode(data)
+                if isinstance(message, kind):
+                    return message
+                self.inbox.append(message)
+
+    async def expect_ack(self, seq: int) -> Ack:
+        while True:
+            ack = await self.expect(Ack)
+            if ack.seq >= seq:
+                return ack

@@ -1,0 +1,285 @@
+"""``/ws/agent`` with a scripted agent over a real WebSocket."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import connect
+
+from farmtui.protocol import (
+    MAX_MESSAGE_BYTES,
+    AgentHello,
+    AgentLog,
+    AssignChunk,
+    ChunkFinished,
+    ChunkOutput,
+    ChunkRef,
+    ChunkStarted,
+    FramesWritten,
+    Heartbeat,
+    Refused,
+    encode,
+    leader_to_agent,
+)
+from server.config import LeaderConfig
+from tests.helpers.fake_agent import FakeAgent
+from tests.helpers.leader import InProcessLeader, wait_for
+
+SPEC: dict[str, Any] = {
+    "name": "shot",
+    "frames": "1-2",
+    "chunk": 2,
+    "renderer": "generic",
+    "argv": ["render", "{start}", "{end}"],
+    "output": "renders/shot/f_####.png",
+}
+
+
+async def submit(leader: InProcessLeader, **changes: Any) -> str:
+    async with leader.http() as http:
+        response = await http.post("/api/jobs", json={**SPEC, **changes})
+    assert response.status_code == 201, response.text
+    job_id: str = response.json()["id"]
+    return job_id
+
+
+def chunk_on_disk(leader: InProcessLeader, job_id: str, index: int) -> dict[str, Any]:
+    """The chunk as committed, read with a connection of our own."""
+    db = sqlite3.connect(leader.data / "farm.db")
+    try:
+        row = db.execute(
+            "SELECT data FROM chunks WHERE job_id = ? AND idx = ?", (job_id, index)
+        ).fetchone()
+    finally:
+        db.close()
+    data: dict[str, Any] = json.loads(row[0])
+    return data
+
+
+async def run_chunk(agent: FakeAgent, assign: AssignChunk) -> None:
+    ref = {"job_id": assign.job_id, "chunk": assign.chunk, "attempt": assign.attempt}
+    started = time.time()
+    await agent.send(
+        ChunkStarted(**ref, pid=4242, command=["render", "1", "2"], seq=agent.next_seq())
+    )
+    await agent.send(
+        ChunkOutput(**ref, lines=["Fra:1 rendering", "Fra:2 rendering"], seq=agent.next_seq())
+    )
+    await agent.send(FramesWritten(**ref, frames=[1, 2], staged=False, seq=agent.next_seq()))
+    seq = agent.next_seq()
+    await agent.send(
+        ChunkFinished(
+            **ref, outcome="done", exit_status="0", started=started, finished=time.time(), seq=seq
+        )
+    )
+    await agent.expect_ack(seq)
+
+
+async def test_welcome_assign_report_ack_and_logs(leader: InProcessLeader) -> None:
+    job_id = await submit(leader)
+    async with FakeAgent.connect(leader.ws_url, leader.agent_token, "node1") as agent:
+        welcome = agent.welcome
+        assert welcome is not None
+        assert welcome.node == "node1"
+        assert welcome.sync_root == str(leader.root.resolve())
+        assert welcome.root_id == (leader.root / ".farmtui-root").read_text().strip()
+        assert welcome.lease == leader.leader.config.node_timeout
+        assign = await agent.expect(AssignChunk)
+        assert (assign.job_id, assign.chunk, assign.attempt) == (job_id, 0, 1)
+        assert assign.log_path == f"jobs/{job_id}/chunk-0000.attempt-1.log"
+        assert assign.outputs == ["renders/shot/f_0001.png", "renders/shot/f_0002.png"]
+
+        ref = {"job_id": job_id, "chunk": 0, "attempt": 1}
+        await agent.send(ChunkStarted(**ref, pid=1, command=["render", "1", "2"], seq=1))
+        await agent.expect_ack(1)
+        await agent.send(ChunkOutput(**ref, lines=["Fra:1 rendering", "Fra:2 rendering"], seq=2))
+        await agent.expect_ack(2)
+        await agent.send(FramesWritten(**ref, frames=[1, 2], staged=False, seq=3))
+        await agent.expect_ack(3)
+        assert sorted(chunk_on_disk(leader, job_id, 0)["done"]) == [1, 2]
+        await agent.send(
+            ChunkFinished(
+                **ref,
+                outcome="done",
+                exit_status="0",
+                started=time.time() - 1.5,
+                finished=time.time(),
+                seq=4,
+            )
+        )
+        await agent.expect_ack(4)
+        # Acknowledged only after the commit: another connection sees it at once.
+        assert chunk_on_disk(leader, job_id, 0)["state"] == "done"
+
+    async with leader.http() as http:
+        detail = (await http.get(f"/api/jobs/{job_id}")).json()
+        assert detail["job"]["state"] == "done"
+        assert detail["frame_states"] == {"1": "done", "2": "done"}
+        log = (await http.get(f"/api/jobs/{job_id}/logs", params={"chunk": 0})).text
+        events = (await http.get(f"/api/jobs/{job_id}/events")).text
+
+    on_disk = (leader.root / assign.log_path).read_text()
+    assert on_disk == log
+    lines = log.splitlines()
+    assert lines[0].startswith("# farmtui: job")
+    assert "# node: node1" in lines
+    assert "# command: render 1 2" in lines
+    assert lines.index("Fra:1 rendering") > lines.index("# command: render 1 2")
+    assert lines[-1].startswith("# outcome: done; exit status: 0; duration: 1.5")
+    assert (leader.root / f"jobs/{job_id}/events.log").read_text() == events
+    assert "submitted" in events
+    assert "-> node1" in events
+    assert "started on node1" in events
+
+
+async def test_stale_attempt_reports_are_ignored(leader: InProcessLeader) -> None:
+    job_id = await submit(leader)
+    async with FakeAgent.connect(leader.ws_url, leader.agent_token, "node1") as agent:
+        assign = await agent.expect(AssignChunk)
+        ref = {"job_id": job_id, "chunk": 0, "attempt": assign.attempt + 5}
+        await agent.send(ChunkOutput(**ref, lines=["from the past"], seq=1))
+        await agent.send(ChunkFinished(**ref, outcome="failed", exit_status="1", seq=2))
+        await agent.expect_ack(2)  # acknowledged, so the agent forgets it ...
+        chunk = leader.leader.scheduler.jobs[job_id].chunks[0]
+        assert chunk.state == "assigned"  # ... but nothing changed
+        assert chunk.errors == 0
+        assert chunk_on_disk(leader, job_id, 0)["state"] == "assigned"
+        assert not (leader.root / f"jobs/{job_id}/chunk-0000.attempt-6.log").exists()
+
+
+async def test_malformed_and_oversized_messages_change_nothing(leader: InProcessLeader) -> None:
+    job_id = await submit(leader)
+    async with FakeAgent.connect(leader.ws_url, leader.agent_token, "node1") as agent:
+        await agent.expect(AssignChunk)
+        commits = leader.leader.store.commits
+        before = chunk_on_disk(leader, job_id, 0)
+        await agent.send_raw("{this is not json")
+        await agent.send_raw(json.dumps({"type": "chunk_finished", "job_id": job_id}))
+        await agent.send_raw(json.dumps({"type": "no_such_message"}))
+        oversized = encode(
+            ChunkFinished(
+                job_id=job_id, chunk=0, attempt=1, outcome="done", reason="x" * MAX_MESSAGE_BYTES
+            )
+        )
+        await agent.send_raw(oversized.decode())
+        await agent.send_raw(b"\xff\xfe binary junk")
+        # The link is still up and in order: the next good message is acknowledged.
+        await agent.send(AgentLog(lines=["still here"], seq=7))
+        await agent.expect_ack(7)
+        link = leader.leader.agents["node1"]
+        assert link.ignored == 5
+        assert leader.leader.store.commits == commits
+        assert chunk_on_disk(leader, job_id, 0) == before
+        assert leader.leader.scheduler.jobs[job_id].chunks[0].state == "assigned"
+
+
+async def test_bad_token_and_wrong_protocol_are_refused(leader: InProcessLeader) -> None:
+    for token, hello, expected in [
+        ("wrong", AgentHello(name="n", slots=1), "unauthorized"),
+        (
+            leader.admin_token.replace("a", "b", 1) + "x",
+            AgentHello(name="n", slots=1),
+            "unauthorized",
+        ),
+        (leader.agent_token, AgentHello(name="n", slots=1, protocol=99), "protocol version 99"),
+        (leader.agent_token, AgentHello(name="../evil", slots=1), "bad node name"),
+    ]:
+        async with connect(
+            f"{leader.ws_url}/ws/agent", additional_headers={"Authorization": f"Bearer {token}"}
+        ) as ws:
+            await ws.send(encode(hello).decode())
+            reply = leader_to_agent.decode(await ws.recv(decode=False))
+            assert isinstance(reply, Refused)
+            assert expected in reply.error
+            await ws.wait_closed()
+            assert ws.close_code in (1002, 1008)
+    assert leader.leader.scheduler.nodes == {}
+
+
+async def test_viewer_token_cannot_be_an_agent(leader: InProcessLeader) -> None:
+    viewer = leader.token("viewer", "val")
+    async with connect(
+        f"{leader.ws_url}/ws/agent", additional_headers={"Authorization": f"Bearer {viewer}"}
+    ) as ws:
+        await ws.send(encode(AgentHello(name="n", slots=1)).decode())
+        reply = leader_to_agent.decode(await ws.recv(decode=False))
+    assert isinstance(reply, Refused)
+    assert "forbidden" in reply.error
+
+
+async def test_agent_log_is_kept_and_served(leader: InProcessLeader) -> None:
+    async with FakeAgent.connect(leader.ws_url, leader.agent_token, "node1") as agent:
+        await agent.send(AgentLog(lines=["agent up", "slot 1 idle"], seq=1))
+        await agent.expect_ack(1)
+        async with leader.http() as http:
+            text = (await http.get("/api/nodes/node1/log", params={"tail": 1})).text
+            assert text == "slot 1 idle\n"
+            nodes = (await http.get("/api/nodes")).json()
+    assert (leader.root / "nodes/node1.log").read_text() == "agent up\nslot 1 idle\n"
+    assert [(n["name"], n["state"]) for n in nodes] == [("node1", "online")]
+
+
+async def test_heartbeat_updates_the_node(leader: InProcessLeader) -> None:
+    async with FakeAgent.connect(leader.ws_url, leader.agent_token, "node1") as agent:
+        await agent.send(Heartbeat(cpu_percent=42.0, memory_percent=12.5, seq=1))
+        await agent.expect_ack(1)
+        node = leader.leader.scheduler.nodes["node1"]
+        assert (node.cpu_percent, node.memory_percent) == (42.0, 12.5)
+
+
+async def test_reconnect_within_the_lease_keeps_the_chunk(leader: InProcessLeader) -> None:
+    job_id = await submit(leader)
+    async with FakeAgent.connect(leader.ws_url, leader.agent_token, "node1") as agent:
+        assign = await agent.expect(AssignChunk)
+    # The link is gone but the node is not lost yet.
+    assert leader.leader.scheduler.jobs[job_id].chunks[0].state == "assigned"
+    running = [ChunkRef(job_id=job_id, chunk=0, attempt=assign.attempt)]
+    async with FakeAgent.connect(
+        leader.ws_url, leader.agent_token, "node1", running=running
+    ) as agent:
+        assert agent.welcome is not None
+        assert agent.welcome.stale == []
+        await run_chunk(agent, assign)
+    assert leader.leader.scheduler.jobs[job_id].state == "done"
+
+
+class TestLostNode:
+    @pytest.fixture
+    def leader_config(self) -> LeaderConfig:
+        return LeaderConfig(tick_interval=0.02, node_timeout=0.3)
+
+    async def test_silent_node_is_lost_after_the_timeout(self, leader: InProcessLeader) -> None:
+        job_id = await submit(leader)
+        async with FakeAgent.connect(leader.ws_url, leader.agent_token, "node1") as agent:
+            await agent.expect(AssignChunk)
+        scheduler = leader.leader.scheduler
+        chunk = scheduler.jobs[job_id].chunks[0]
+        # The link closed: no new work for node1, but its chunk keeps the lease ...
+        assert not scheduler.nodes["node1"].online
+        # ... until the node has been silent for node_timeout.
+        await wait_for(lambda: chunk.state in ("preempted", "queued"), 5.0, "node1 lost")
+        async with leader.http() as http:
+            events = (await http.get(f"/api/jobs/{job_id}/events")).text
+        assert "lost" in events
+
+
+async def test_two_chunks_back_to_back_on_two_slots(leader: InProcessLeader) -> None:
+    job_id = await submit(leader, frames="1-8", chunk=2)
+    async with FakeAgent.connect(leader.ws_url, leader.agent_token, "node1", slots=2) as agent:
+        for _ in range(4):
+            assign = await agent.expect(AssignChunk)
+            await run_chunk_frames(agent, assign)
+    assert leader.leader.scheduler.jobs[job_id].state == "done"
+
+
+async def run_chunk_frames(agent: FakeAgent, assign: AssignChunk) -> None:
+    ref = {"job_id": assign.job_id, "chunk": assign.chunk, "attempt": assign.attempt}
+    await agent.send(ChunkStarted(**ref, pid=1, seq=agent.next_seq()))
+    await agent.send(FramesWritten(**ref, frames=assign.frames, staged=False, seq=agent.next_seq()))
+    seq = agent.next_seq()
+    await agent.send(ChunkFinished(**ref, outcome="done", exit_status="0", seq=seq))
+    await agent.expect_ack(seq)

@@ -1,0 +1,199 @@
+"""``/ws/console``: snapshot, live deltas, requests with replies, task output."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidStatus
+
+from farmtui.protocol import (
+    AssignChunk,
+    ChunkOutput,
+    ChunkStarted,
+    ConsoleHello,
+    ConsoleMessage,
+    Event,
+    FetchNodeLog,
+    FetchTaskOutput,
+    JobsChanged,
+    JobsRemoved,
+    JobWatched,
+    LeaderToConsoleMessage,
+    NodeLog,
+    NodesChanged,
+    Reply,
+    RunJobAction,
+    SetPriority,
+    Snapshot,
+    TaskOutput,
+    WatchJob,
+    encode,
+    leader_to_console,
+)
+from tests.helpers.fake_agent import FakeAgent
+from tests.helpers.leader import InProcessLeader
+
+M = TypeVar("M", bound=LeaderToConsoleMessage)
+
+SPEC: dict[str, Any] = {
+    "name": "shot",
+    "frames": "1-4",
+    "chunk": 2,
+    "renderer": "generic",
+    "argv": ["render"],
+}
+
+
+class Console:
+    """A scripted console; messages not asked for yet wait in ``inbox``."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.request_id = 0
+        self.inbox: list[LeaderToConsoleMessage] = []
+
+    async def request(self, message: ConsoleMessage) -> Reply:
+        self.request_id += 1
+        message.request_id = self.request_id
+        await self.ws.send(encode(message).decode())
+        wanted = self.request_id
+        return await self.expect(Reply, lambda m: m.request_id == wanted)
+
+    async def expect(self, kind: type[M], where: Any = None) -> M:
+        def wanted(message: LeaderToConsoleMessage) -> bool:
+            return isinstance(message, kind) and (where is None or where(message))
+
+        for index, message in enumerate(self.inbox):
+            if wanted(message):
+                return self.inbox.pop(index)  # type: ignore[return-value]
+        async with asyncio.timeout(10):
+            while True:
+                message = leader_to_console.decode(await self.ws.recv(decode=False))
+                if wanted(message):
+                    return message  # type: ignore[return-value]
+                self.inbox.append(message)
+
+
+@asynccontextmanager
+async def console(leader: InProcessLeader, token: str | None = None) -> AsyncIterator[Console]:
+    async with connect(
+        f"{leader.ws_url}/ws/console",
+        additional_headers={"Authorization": f"Bearer {token or leader.admin_token}"},
+    ) as ws:
+        await ws.send(encode(ConsoleHello()).decode())
+        yield Console(ws)
+
+
+async def submit(leader: InProcessLeader, **changes: Any) -> str:
+    async with leader.http() as http:
+        response = await http.post("/api/jobs", json={**SPEC, **changes})
+    assert response.status_code == 201, response.text
+    job_id: str = response.json()["id"]
+    return job_id
+
+
+async def test_snapshot_then_live_jobs_changed(leader: InProcessLeader) -> None:
+    first = await submit(leader, name="first")
+    async with console(leader) as c:
+        snapshot = await c.expect(Snapshot)
+        assert (snapshot.user, snapshot.role) == ("admin", "admin")
+        assert [j.id for j in snapshot.jobs] == [first]
+        second = await submit(leader, name="second")
+        changed = await c.expect(JobsChanged, lambda m: any(j.id == second for j in m.jobs))
+        assert changed.jobs[-1].name == "second"
+        event = await c.expect(Event, lambda m: m.event.job_id == second)
+        assert "submitted" in event.event.text
+
+
+async def test_requests_get_replies_with_rest_permissions(leader: InProcessLeader) -> None:
+    job_id = await submit(leader)
+    async with console(leader) as c:
+        await c.expect(Snapshot)
+        reply = await c.request(RunJobAction(action="pause", job_ids=[job_id]))
+        assert reply.ok, reply.error
+        changed = await c.expect(JobsChanged, lambda m: m.jobs[0].state == "paused")
+        assert changed.jobs[0].id == job_id
+        reply = await c.request(RunJobAction(action="pause", job_ids=["nope"]))
+        assert not reply.ok
+        assert reply.error
+        assert "unknown job nope" in reply.error
+        reply = await c.request(RunJobAction(action="delete", job_ids=[job_id]))
+        assert reply.ok
+        removed = await c.expect(JobsRemoved)
+        assert removed.job_ids == [job_id]
+    viewer = leader.token("viewer", "val")
+    alice = leader.token("user", "alice")
+    job_id = await submit(leader)
+    async with console(leader, viewer) as c:
+        snapshot = await c.expect(Snapshot)
+        assert snapshot.role == "viewer"
+        reply = await c.request(RunJobAction(action="cancel", job_ids=[job_id]))
+        assert not reply.ok
+    async with console(leader, alice) as c:
+        await c.expect(Snapshot)
+        reply = await c.request(SetPriority(job_id=job_id, priority=1))
+        assert not reply.ok
+        assert reply.error
+        assert "admin" in reply.error
+    assert leader.leader.scheduler.jobs[job_id].state == "queued"
+    assert leader.leader.scheduler.jobs[job_id].priority == 50
+
+
+async def test_watch_job_and_follow_task_output(leader: InProcessLeader) -> None:
+    job_id = await submit(leader)
+    async with (
+        console(leader) as c,
+        FakeAgent.connect(leader.ws_url, leader.agent_token, "node1") as agent,
+    ):
+        await c.expect(Snapshot)
+        assert (await c.request(WatchJob(job_id=job_id))).ok
+        watched = await c.expect(JobWatched)
+        assert watched.detail.job.id == job_id
+        assign = await agent.expect(AssignChunk)
+        ref = {"job_id": job_id, "chunk": assign.chunk, "attempt": assign.attempt}
+        await agent.send(ChunkStarted(**ref, pid=1, command=["render"], seq=1))
+        await agent.send(ChunkOutput(**ref, lines=["line one"], seq=2))
+        await agent.expect_ack(2)
+        reply = await c.request(FetchTaskOutput(job_id=job_id, chunk=assign.chunk))
+        assert reply.ok
+        first = await c.expect(TaskOutput, lambda m: not m.append)
+        assert first.attempt == assign.attempt
+        assert "line one" in first.lines
+        assert first.lines[0].startswith("# farmtui")
+        await agent.send(ChunkOutput(**ref, lines=["line two", "line three"], seq=3))
+        more = await c.expect(TaskOutput, lambda m: m.append)
+        assert more.lines == ["line two", "line three"]
+        nodes = await c.request(FetchNodeLog(node="node1"))
+        assert nodes.ok
+        assert isinstance(await c.expect(NodeLog), NodeLog)
+
+
+async def test_nodes_changed_when_an_agent_connects(leader: InProcessLeader) -> None:
+    async with console(leader) as c:
+        await c.expect(Snapshot)
+        async with FakeAgent.connect(leader.ws_url, leader.agent_token, "node7"):
+            changed = await c.expect(NodesChanged)
+        assert [n.name for n in changed.nodes] == ["node7"]
+
+
+@pytest.mark.parametrize(("token", "status"), [("wrong", 401), ("agent", 403)])
+async def test_console_handshake_refused(leader: InProcessLeader, token: str, status: int) -> None:
+    value = leader.agent_token if token == "agent" else token
+    with pytest.raises(InvalidStatus) as info:
+        async with connect(
+            f"{leader.ws_url}/ws/console", additional_headers={"Authorization": f"Bearer {value}"}
+        ):
+            pass
+    assert info.value.response.status_code == status
+
+
+async def test_token_in_query_for_clients_without_headers(leader: InProcessLeader) -> None:
+    async with connect(f"{leader.ws_url}/ws/console?token={leader.admin_token}") as ws:
+        await ws.send(encode(ConsoleHello()).decode())
+        message = leader_to_console.decode(await ws.recv(decode=False))
+    assert isinstance(message, Snapshot)

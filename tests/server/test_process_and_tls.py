@@ -1,0 +1,140 @@
+"""The leader as its own process (SIGTERM shuts it down cleanly) and over TLS."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+
+from farmtui.protocol import ConsoleHello, Snapshot, encode, leader_to_console
+from server.main import free_port
+from tests.helpers.fake_agent import FakeAgent
+from tests.helpers.leader import leader_in_process
+
+
+def wait_healthy(url: str, process: subprocess.Popen[bytes], deadline: float = 20.0) -> None:
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        assert process.poll() is None, "the leader exited"
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1.0, verify=False).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.02)  # polling with a deadline, not waiting blindly
+    raise TimeoutError("the leader did not answer /healthz")
+
+
+def test_sigterm_is_a_graceful_shutdown(tmp_path: Path) -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "server.main",
+            "--data",
+            str(tmp_path / "d"),
+            "--root",
+            str(tmp_path / "r"),
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", process)
+        token = (tmp_path / "d/admin.token").read_text().strip()
+        response = httpx.post(
+            f"http://127.0.0.1:{port}/api/jobs",
+            json={"frames": "1-2", "argv": ["x"]},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert response.status_code == 201
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, output.decode()
+    assert b"leader stopped" in output
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs openssl to make a certificate")
+    cert, key = tmp_path / "leader.crt", tmp_path / "leader.key"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+async def test_tls(tmp_path: Path, certificate: tuple[Path, Path]) -> None:
+    cert, key = certificate
+    context = ssl.create_default_context(cafile=str(cert))
+    async with leader_in_process(tmp_path, tls=(cert, key)) as farm:
+        assert farm.url.startswith("https://")
+        async with httpx.AsyncClient(verify=context) as http:
+            response = await http.get(
+                f"{farm.url}/api/whoami", headers={"Authorization": f"Bearer {farm.admin_token}"}
+            )
+        assert response.json()["role"] == "admin"
+        async with connect(
+            f"{farm.ws_url}/ws/console",
+            ssl=context,
+            additional_headers={"Authorization": f"Bearer {farm.admin_token}"},
+        ) as ws:
+            await ws.send(encode(ConsoleHello()).decode())
+            assert isinstance(leader_to_console.decode(await ws.recv(decode=False)), Snapshot)
+
+
+async def test_shutdown_with_links_open_closes_them(tmp_path: Path) -> None:
+    async with leader_in_process(tmp_path) as farm:
+        agent_cm = FakeAgent.connect(farm.ws_url, farm.agent_token, "node1")
+        agent = await agent_cm.__aenter__()
+        console = await connect(
+            f"{farm.ws_url}/ws/console",
+            additional_headers={"Authorization": f"Bearer {farm.admin_token}"},
+        )
+        await console.send(encode(ConsoleHello()).decode())
+        assert isinstance(leader_to_console.decode(await console.recv(decode=False)), Snapshot)
+        began = time.monotonic()
+    # The leader is down: both links were closed as "service restart" (1012).
+    assert time.monotonic() - began < 10.0
+    await agent.ws.wait_closed()
+    await console.wait_closed()
+    assert agent.ws.close_code == 1012
+    assert console.close_code == 1012
+    await agent_cm.__aexit__(None, None, None)

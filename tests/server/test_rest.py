@@ -1,0 +1,331 @@
+"""The REST API on a real uvicorn server, over real HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from server.config import LeaderConfig
+from tests.helpers.leader import InProcessLeader, wait_for
+
+SPEC: dict[str, Any] = {
+    "name": "shot",
+    "frames": "1-4",
+    "chunk": 2,
+    "renderer": "generic",
+    "argv": ["sleep", "0"],
+    "output": "renders/shot/f_####.png",
+}
+
+
+async def submit(http: httpx.AsyncClient, **changes: Any) -> dict[str, Any]:
+    response = await http.post("/api/jobs", json={**SPEC, **changes})
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def one_line_error(response: httpx.Response) -> str:
+    body = response.json()
+    assert set(body) == {"error"}
+    assert "\n" not in body["error"]
+    assert body["error"]
+    message: str = body["error"]
+    return message
+
+
+async def test_healthz_needs_no_token(leader: InProcessLeader) -> None:
+    async with leader.http(None) as http:
+        response = await http.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"ok": True}
+
+
+async def test_submit_list_show(leader: InProcessLeader) -> None:
+    async with leader.http() as http:
+        job = await submit(http)
+        assert job["name"] == "shot"
+        assert job["owner"] == "admin"
+        assert job["state"] == "queued"
+        listed = (await http.get("/api/jobs")).json()
+        assert [j["id"] for j in listed] == [job["id"]]
+        detail = (await http.get(f"/api/jobs/{job['id']}")).json()
+    assert detail["job"]["id"] == job["id"]
+    assert [c["frames"] for c in detail["chunks"]] == [[1, 2], [3, 4]]
+    assert set(detail["frame_states"]) == {"1", "2", "3", "4"}
+    # Persisted before the answer: the store has it.
+    jobs, _ = leader.leader.store.load()
+    assert [j.id for j in jobs] == [job["id"]]
+
+
+async def test_whoami_and_owner_is_token_name(leader: InProcessLeader) -> None:
+    alice = leader.token("user", "alice")
+    async with leader.http(alice) as http:
+        assert (await http.get("/api/whoami")).json() == {"name": "alice", "role": "user"}
+        job = await submit(http, owner="mallory")
+    assert job["owner"] == "alice"
+
+
+async def test_job_actions_and_events_log(leader: InProcessLeader) -> None:
+    async with leader.http() as http:
+        job = await submit(http)
+        response = await http.post(
+            "/api/jobs/actions", json={"action": "pause", "ids": [job["id"]]}
+        )
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["removed"] == []
+        assert body["jobs"][0]["state"] == "paused"
+        events = await http.get(f"/api/jobs/{job['id']}/events")
+        assert events.headers["content-type"].startswith("text/plain")
+        assert "submitted" in events.text
+        assert "admin" in events.text
+        response = await http.post(
+            "/api/jobs/actions", json={"action": "delete", "ids": [job["id"]]}
+        )
+        assert response.json() == {"jobs": [], "removed": [job["id"]]}
+        assert (await http.get(f"/api/jobs/{job['id']}")).status_code == 404
+    jobs, _ = leader.leader.store.load()
+    assert jobs == []
+    folder = leader.root / "jobs" / job["id"]
+    await wait_for(lambda: not folder.exists(), 5.0, "the job's log folder to go")
+
+
+async def test_missing_and_wrong_token_are_401(leader: InProcessLeader) -> None:
+    async with leader.http(None) as http:
+        response = await http.get("/api/jobs")
+        assert response.status_code == 401
+        one_line_error(response)
+    async with leader.http("not-a-token") as http:
+        response = await http.get("/api/jobs")
+        assert response.status_code == 401
+        response = await http.post("/api/jobs", json=SPEC)
+        assert response.status_code == 401
+    assert leader.leader.scheduler.jobs == {}
+
+
+async def test_viewer_reads_but_cannot_act(leader: InProcessLeader) -> None:
+    async with leader.http() as admin:
+        job = await submit(admin)
+    viewer = leader.token("viewer", "val")
+    async with leader.http(viewer) as http:
+        assert (await http.get("/api/jobs")).status_code == 200
+        assert (await http.post("/api/jobs", json=SPEC)).status_code == 403
+        response = await http.post(
+            "/api/jobs/actions", json={"action": "cancel", "ids": [job["id"]]}
+        )
+        assert response.status_code == 403
+        one_line_error(response)
+    assert leader.leader.scheduler.jobs[job["id"]].state == "queued"
+
+
+async def test_user_controls_only_own_jobs_and_not_priority(leader: InProcessLeader) -> None:
+    async with leader.http() as admin:
+        theirs = await submit(admin)
+    alice = leader.token("user", "alice")
+    async with leader.http(alice) as http:
+        mine = await submit(http)
+        response = await http.post(
+            "/api/jobs/actions", json={"action": "pause", "ids": [theirs["id"]]}
+        )
+        assert response.status_code == 403
+        response = await http.post(f"/api/jobs/{mine['id']}/priority", json={"priority": 10})
+        assert response.status_code == 403
+        assert "admin" in one_line_error(response)
+        response = await http.post(
+            "/api/jobs/actions", json={"action": "pause", "ids": [mine["id"]]}
+        )
+        assert response.status_code == 200
+    assert leader.leader.scheduler.jobs[mine["id"]].priority == 50
+    assert leader.leader.scheduler.jobs[theirs["id"]].state == "queued"
+
+
+async def test_admin_priority_and_move(leader: InProcessLeader) -> None:
+    async with leader.http() as http:
+        first = await submit(http, name="first")
+        second = await submit(http, name="second")
+        response = await http.post(f"/api/jobs/{second['id']}/move", json={"where": "top"})
+        assert response.status_code == 200, response.text
+        assert [j["id"] for j in response.json()] == [second["id"], first["id"]]
+        response = await http.post(f"/api/jobs/{first['id']}/priority", json={"priority": 10})
+        assert response.status_code == 200
+        assert response.json()["priority"] == 10
+        # Moving across priority groups is refused and changes nothing.
+        response = await http.post(f"/api/jobs/{second['id']}/move", json={"before": first["id"]})
+        assert response.status_code == 409
+        one_line_error(response)
+        listed = (await http.get("/api/jobs")).json()
+    assert [j["id"] for j in listed] == [first["id"], second["id"]]
+
+
+async def test_malformed_json_is_400(leader: InProcessLeader) -> None:
+    async with leader.http() as http:
+        response = await http.post(
+            "/api/jobs", content=b"{not json", headers={"content-type": "application/json"}
+        )
+        assert response.status_code == 400
+        assert "malformed JSON" in one_line_error(response)
+        response = await http.post("/api/jobs", json={"frames": 12})
+        assert response.status_code == 422
+        one_line_error(response)
+    assert leader.leader.scheduler.jobs == {}
+
+
+async def test_oversized_body_is_413(leader: InProcessLeader) -> None:
+    limit = leader.leader.config.max_request_bytes
+    async with leader.http() as http:
+        response = await http.post("/api/jobs", json={**SPEC, "name": "x" * (limit + 1)})
+        assert response.status_code == 413
+        one_line_error(response)
+    assert leader.leader.scheduler.jobs == {}
+
+
+async def test_unknown_job_is_404(leader: InProcessLeader) -> None:
+    async with leader.http() as http:
+        assert (await http.get("/api/jobs/nope")).status_code == 404
+        response = await http.post("/api/jobs/actions", json={"action": "pause", "ids": ["nope"]})
+        assert response.status_code == 404
+        assert "nope" in one_line_error(response)
+        assert (await http.get("/api/jobs/nope/events")).status_code == 404
+        assert (await http.post("/api/nodes/nope/disable")).status_code == 404
+        assert (await http.get("/api/no/such/route")).status_code == 404
+
+
+async def test_actions_with_one_unknown_id_change_nothing(leader: InProcessLeader) -> None:
+    async with leader.http() as http:
+        job = await submit(http)
+        response = await http.post(
+            "/api/jobs/actions", json={"action": "pause", "ids": [job["id"], "nope"]}
+        )
+    assert response.status_code == 404
+    assert leader.leader.scheduler.jobs[job["id"]].state == "queued"
+
+
+@pytest.mark.parametrize("frames", ["1-", "banana", "1-100000000"])
+async def test_bad_frame_list_is_400_and_nothing_changes(
+    leader: InProcessLeader, frames: str
+) -> None:
+    commits = leader.leader.store.commits
+    async with leader.http() as http:
+        response = await http.post("/api/jobs", json={**SPEC, "frames": frames})
+        assert response.status_code == 400
+        one_line_error(response)
+        assert (await http.get("/api/jobs")).json() == []
+    assert leader.leader.store.commits == commits
+
+
+@pytest.mark.parametrize(
+    "output", ["../escape/f_####.png", "/etc/f_####.png", "a/../../f_####.png"]
+)
+async def test_output_pattern_escaping_the_root_is_refused(
+    leader: InProcessLeader, output: str
+) -> None:
+    async with leader.http() as http:
+        response = await http.post("/api/jobs", json={**SPEC, "output": output})
+    assert response.status_code == 400
+    one_line_error(response)
+    assert leader.leader.scheduler.jobs == {}
+
+
+async def test_chunk_actions_and_patch(leader: InProcessLeader) -> None:
+    async with leader.http() as http:
+        job = await submit(http)
+        response = await http.post(
+            f"/api/jobs/{job['id']}/chunks/actions", json={"action": "hold", "chunks": [1]}
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["chunks"][1]["state"] == "held"
+        response = await http.post(
+            f"/api/jobs/{job['id']}/chunks/actions", json={"action": "hold", "chunks": [7]}
+        )
+        assert response.status_code == 404
+        response = await http.patch(f"/api/jobs/{job['id']}", json={"name": "renamed"})
+        assert response.status_code == 200, response.text
+        assert response.json()["name"] == "renamed"
+
+
+async def test_tokens_admin_only(leader: InProcessLeader) -> None:
+    async with leader.http() as http:
+        response = await http.post("/api/tokens", json={"role": "user", "name": "bob"})
+        assert response.status_code == 201
+        token = response.json()["token"]
+        assert response.json()["name"] == "bob"
+        response = await http.post("/api/tokens", json={"role": "wizard", "name": "x"})
+        assert response.status_code == 422
+    async with leader.http(token) as http:
+        assert (await http.get("/api/whoami")).json() == {"name": "bob", "role": "user"}
+        response = await http.post("/api/tokens", json={"role": "admin", "name": "bob2"})
+        assert response.status_code == 403
+    # Only the hash is stored.
+    rows = leader.leader.store.tokens()
+    assert all(token not in row for row in rows)
+
+
+async def test_agent_token_cannot_use_the_api(leader: InProcessLeader) -> None:
+    async with leader.http(leader.agent_token) as http:
+        assert (await http.get("/api/jobs")).status_code == 403
+        assert (await http.post("/api/jobs", json=SPEC)).status_code == 403
+
+
+async def test_upload_writes_into_the_root(leader: InProcessLeader) -> None:
+    async with leader.http(leader.agent_token) as http:
+        response = await http.put("/api/files/renders/shot/f_0001.png", content=b"PNG data")
+    assert response.status_code == 204, response.text
+    assert (leader.root / "renders/shot/f_0001.png").read_bytes() == b"PNG data"
+    assert not [p for p in (leader.root / "renders/shot").iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize(
+    "path", ["%2E%2E/outside.png", "renders/%2E%2E/%2E%2E/outside.png", "/etc/outside.png"]
+)
+async def test_upload_path_traversal_is_refused(leader: InProcessLeader, path: str) -> None:
+    async with leader.http(leader.agent_token) as http:
+        response = await http.put(f"{leader.url}/api/files/{path}", content=b"x")
+    assert response.status_code == 400, response.text
+    one_line_error(response)
+    assert not (leader.root.parent / "outside.png").exists()
+
+
+async def test_upload_needs_agent_or_admin(leader: InProcessLeader) -> None:
+    viewer = leader.token("viewer", "val")
+    async with leader.http(viewer) as http:
+        response = await http.put("/api/files/renders/x.png", content=b"x")
+    assert response.status_code == 403
+    assert not (leader.root / "renders/x.png").exists()
+
+
+async def test_nodes_and_logs_of_unknown(leader: InProcessLeader) -> None:
+    async with leader.http() as http:
+        assert (await http.get("/api/nodes")).json() == []
+        assert (await http.get("/api/nodes/ghost/log")).status_code == 404
+        job = await submit(http)
+        response = await http.get(f"/api/jobs/{job['id']}/logs", params={"chunk": 0})
+        assert response.status_code == 404
+        response = await http.get(f"/api/jobs/{job['id']}/logs", params={"chunk": "x"})
+        assert response.status_code == 400
+
+
+class TestUploadLimit:
+    @pytest.fixture
+    def leader_config(self) -> LeaderConfig:
+        return LeaderConfig(max_upload_bytes=1000)
+
+    async def test_upload_over_the_limit_is_413(self, leader: InProcessLeader) -> None:
+        async with leader.http(leader.agent_token) as http:
+            response = await http.put("/api/files/renders/big.png", content=b"x" * 1001)
+            assert response.status_code == 413
+            one_line_error(response)
+
+            async def chunks() -> AsyncIterator[bytes]:
+                for _ in range(3):
+                    yield b"x" * 600  # no Content-Length: the limit holds while streaming
+
+            response = await http.put("/api/files/renders/big.png", content=chunks())
+            assert response.status_code == 413
+            response = await http.put("/api/files/renders/ok.png", content=b"x" * 1000)
+            assert response.status_code == 204
+        assert not (leader.root / "renders/big.png").exists()
+        assert [p.name for p in (leader.root / "renders").iterdir()] == ["ok.png"]

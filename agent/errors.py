@@ -1,0 +1,27 @@
+"""Errors of the agent daemon.
+
+::
+
+    AgentError
+    ├── LeaderRefused     the leader said no (wrong token, Refused): stop, do not retry
+    └── ChunkSetupError   a chunk cannot start (bad token, path escaping its root ...)
+        └── PathEscapeError
+"""
+
+from __future__ import annotations
+
+
+class AgentError(Exception):
+    """Base of every error the agent raises on purpose."""
+
+
+class LeaderRefused(AgentError):
+    """The leader refused this agent (HTTP 401/403 or a Refused message)."""
+
+
+class ChunkSetupError(AgentError):
+    """A chunk that cannot be started; the message becomes ChunkFinished.reason."""
+
+
+class PathEscapeError(ChunkSetupError):
+    """An output path from a job that would land outside the sync root or staging folder."""

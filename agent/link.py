@@ -1,0 +1,367 @@
+"""The agent's WebSocket link to the leader: hello, heartbeats, outbox, lease.
+
+The link connects to ``ws(s)://host:port/ws/agent`` with the agent token,
+says ``AgentHello`` and waits for ``Welcome``. It then resends whatever the
+outbox still holds, streams new messages in the order the supervisor made
+them, and hands the leader's commands to the supervisor. A lost connection
+is retried forever with exponential backoff and jitter; a refused token
+(HTTP 401/403 or ``Refused``) stops the agent with a one-line error.
+
+The lease: the leader requeues the chunks of a node it has not heard from
+for ``Welcome.lease`` seconds. An agent that has not heard from the leader
+for ``0.75 * lease`` kills its own chunks first, so no chunk ever runs on two
+nodes at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import ssl
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psutil
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from agent.agent_log import LogStream
+from agent.errors import LeaderRefused
+from agent.outbox import Outbox, is_reliable
+from agent.staging import CopyToSyncRoot, UploadToLeader, sync_root_visible
+from agent.supervisor import Storage, Supervisor
+from farmtui.protocol import (
+    MAX_MESSAGE_BYTES,
+    Ack,
+    AgentHello,
+    AgentLog,
+    AgentToLeader,
+    AssignChunk,
+    Heartbeat,
+    KillChunk,
+    LeaderToAgent,
+    ProtocolError,
+    Refused,
+    UpdateTimeouts,
+    Welcome,
+    decode_checked,
+    encode,
+    leader_to_agent,
+)
+
+log = logging.getLogger("farmtui.agent.link")
+
+BACKOFF_MIN = 0.2
+BACKOFF_MAX = 5.0
+LOG_FLUSH_SECONDS = 1.0
+# Best-effort messages kept while the leader is away; older ones are dropped.
+BEST_EFFORT_LIMIT = 10_000
+
+
+def websocket_url(leader: str) -> str:
+    """``http://host:7878`` -> ``ws://host:7878/ws/agent`` (https -> wss)."""
+    parts = urlsplit(leader if "://" in leader else f"http://{leader}")
+    scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(parts.scheme)
+    if scheme is None or not parts.netloc:
+        raise ValueError(
+            f"leader URL {leader!r} must look like http://host:port or https://host:port"
+        )
+    return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + "/ws/agent", "", ""))
+
+
+def http_url(leader: str) -> str:
+    parts = urlsplit(leader if "://" in leader else f"http://{leader}")
+    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
+    return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
+
+
+class LeaderLink:
+    """Owns the connection to the leader and everything the agent sends on it."""
+
+    def __init__(
+        self,
+        *,
+        leader: str,
+        token: str,
+        name: str,
+        slots: int,
+        tags: list[str],
+        outbox: Outbox,
+        log_stream: LogStream | None = None,
+        version: str = "",
+        ssl_context: ssl.SSLContext | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.leader = http_url(leader)
+        self.url = websocket_url(leader)
+        self.token = token
+        self.name = name
+        self.slots = slots
+        self.tags = tags
+        self.outbox = outbox
+        self.log_stream = log_stream
+        self.version = version
+        self.ssl_context = ssl_context
+        self.clock = clock
+        self.supervisor: Supervisor | None = None
+        self.welcome: Welcome | None = None
+        self.last_contact = clock()
+        self._queue: deque[AgentToLeader] = deque()
+        self._best_effort = 0
+        self._wakeup = asyncio.Event()
+        self._ws: ClientConnection | None = None
+        self._sent_seq = 0
+        self._welcomed = False
+
+    # ------------------------------------------------------------------ sending
+
+    def send(self, message: AgentToLeader) -> None:
+        """Queue a message; reliable ones are numbered and persisted in the outbox first."""
+        if is_reliable(message):
+            self.outbox.add(message)
+        else:
+            self._best_effort += 1
+            if self._best_effort > BEST_EFFORT_LIMIT:
+                self._drop_oldest_best_effort()
+        self._queue.append(message)
+        self._wakeup.set()
+
+    def _drop_oldest_best_effort(self) -> None:
+        for index, queued in enumerate(self._queue):
+            if not is_reliable(queued):
+                del self._queue[index]
+                self._best_effort -= 1
+                return
+
+    async def _send_now(self, ws: ClientConnection, message: AgentToLeader) -> None:
+        await ws.send(encode(message).decode())
+
+    async def _resend_outbox(self, ws: ClientConnection, below: int | None = None) -> None:
+        for message in self.outbox.pending():
+            if message.seq <= self._sent_seq:
+                continue
+            if below is not None and message.seq >= below:
+                break
+            await self._send_now(ws, message)
+            self._sent_seq = message.seq
+
+    async def _sender(self, ws: ClientConnection) -> None:
+        while True:
+            while self._queue:
+                message = self._queue[0]
+                if is_reliable(message):
+                    # Anything the queue lost (or never had: a restart) goes first, in order.
+                    await self._resend_outbox(ws, below=message.seq)
+                    if message.seq > max(self._sent_seq, self.outbox.acked):
+                        await self._send_now(ws, message)
+                        self._sent_seq = message.seq
+                else:
+                    await self._send_now(ws, message)
+                    self._best_effort -= 1
+                self._queue.popleft()
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
+    # ------------------------------------------------------------------ receiving
+
+    def _handle(self, message: LeaderToAgent) -> None:
+        supervisor = self.supervisor
+        assert supervisor is not None
+        match message:
+            case AssignChunk():
+                log.info(
+                    "assigned %s chunk %d attempt %d (frames %s)",
+                    message.job_id,
+                    message.chunk,
+                    message.attempt,
+                    ",".join(map(str, message.frames[:20])),
+                )
+                supervisor.assign(message)
+            case KillChunk(job_id=job, chunk=chunk, attempt=attempt, reason=reason):
+                if not supervisor.kill((job, chunk, attempt), reason or "killed by the leader"):
+                    log.info(
+                        "kill for %s chunk %d attempt %d: not running here", job, chunk, attempt
+                    )
+            case UpdateTimeouts(job_id=job, chunk=chunk, attempt=attempt):
+                supervisor.update_timeouts((job, chunk, attempt), message.timeouts)
+            case Ack(seq=seq):
+                self.outbox.ack(seq)
+            case Refused(error=error):
+                raise LeaderRefused(f"the leader refused this agent: {error}")
+            case Welcome():
+                log.warning("unexpected second Welcome ignored")
+
+    async def _receiver(self, ws: ClientConnection) -> None:
+        async for data in ws:
+            self.last_contact = self.clock()
+            try:
+                message = decode_checked(leader_to_agent, data)
+            except ProtocolError as exc:
+                log.error("ignored a message from the leader: %s", exc)
+                continue
+            self._handle(message)
+
+    # ------------------------------------------------------------------ periodic
+
+    async def _heartbeats(self, ws: ClientConnection, interval: float) -> None:
+        psutil.cpu_percent(interval=None)  # the first reading is meaningless
+        while True:
+            self.send(
+                Heartbeat(
+                    cpu_percent=psutil.cpu_percent(interval=None),
+                    memory_percent=psutil.virtual_memory().percent,
+                )
+            )
+            # A pong proves the leader is there; a callback rather than wait_for,
+            # whose 3.11 version can swallow a cancellation that races the pong.
+            pong = asyncio.ensure_future(await ws.ping())
+            pong.add_done_callback(self._pong)
+            await asyncio.sleep(interval)
+
+    def _pong(self, future: asyncio.Future[float]) -> None:
+        if not future.cancelled() and future.exception() is None:
+            self.last_contact = self.clock()
+
+    async def _log_forwarder(self) -> None:
+        while self.log_stream is not None:
+            if lines := self.log_stream.drain():
+                self.send(AgentLog(lines=lines))
+            await asyncio.sleep(LOG_FLUSH_SECONDS)
+
+    async def lease_watchdog(self, poll: float = 0.1) -> None:
+        """Kill every chunk once the leader has been silent for 0.75 * lease seconds."""
+        while True:
+            await asyncio.sleep(poll)
+            supervisor = self.supervisor
+            if self.welcome is None or supervisor is None:
+                continue
+            silent = self.clock() - self.last_contact
+            limit = 0.75 * self.welcome.lease
+            if silent > limit and supervisor.runs:
+                log.error(
+                    "no word from the leader for %.1f s (lease %.0f s): killing %d chunk(s)",
+                    silent,
+                    self.welcome.lease,
+                    len(supervisor.runs),
+                )
+                for key in list(supervisor.runs):
+                    supervisor.kill(key, f"lost contact with the leader for {silent:.1f} s")
+            if silent > 0.5 * self.welcome.lease and self._ws is not None:
+                log.warning("leader silent for %.1f s: reconnecting", silent)
+                await self._ws.close()
+
+    # ------------------------------------------------------------------ connection
+
+    def _hello(self) -> AgentHello:
+        assert self.supervisor is not None
+        return AgentHello(
+            name=self.name,
+            slots=self.slots,
+            cpu_count=psutil.cpu_count() or 0,
+            memory_total=psutil.virtual_memory().total,
+            tags=self.tags,
+            version=self.version,
+            running=self.supervisor.running(),
+        )
+
+    def _apply_welcome(self, welcome: Welcome) -> None:
+        assert self.supervisor is not None
+        self.welcome = welcome
+        root = sync_root_visible(welcome.sync_root, welcome.root_id)
+        if root is not None:
+            self.supervisor.storage = Storage(sync_root=root, delivery=CopyToSyncRoot(root))
+            log.info("welcomed as %s; writing to the shared sync root %s", welcome.node, root)
+        else:
+            self.supervisor.storage = Storage(
+                sync_root=None, delivery=UploadToLeader(self.leader, self.token)
+            )
+            log.info("welcomed as %s; the sync root is not visible here: uploading", welcome.node)
+        for ref in welcome.stale:
+            self.supervisor.kill(
+                (ref.job_id, ref.chunk, ref.attempt), "the leader no longer wants it"
+            )
+
+    async def _session(self, ws: ClientConnection) -> None:
+        await ws.send(encode(self._hello()).decode())
+        async with asyncio.timeout(30):
+            first = decode_checked(leader_to_agent, await ws.recv())
+        if isinstance(first, Refused):
+            raise LeaderRefused(f"the leader refused this agent: {first.error}")
+        if not isinstance(first, Welcome):
+            raise ProtocolError(f"expected welcome, got {type(first).__name__}")
+        self.last_contact = self.clock()
+        self._apply_welcome(first)
+        self._ws = ws
+        self._sent_seq = 0
+        self._welcomed = True
+        # Unacknowledged messages first, in order; the queue skips what this sent.
+        await self._resend_outbox(ws)
+        tasks = [
+            asyncio.create_task(self._receiver(ws)),
+            asyncio.create_task(self._sender(ws)),
+            asyncio.create_task(self._heartbeats(ws, first.heartbeat_interval)),
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()  # re-raise LeaderRefused, ConnectionClosed ...
+        finally:
+            self._ws = None
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def run(self) -> None:
+        """Stay connected forever; raises LeaderRefused when the leader says no."""
+        backoff = BACKOFF_MIN
+        background = [
+            asyncio.create_task(self.lease_watchdog()),
+            asyncio.create_task(self._log_forwarder()),
+        ]
+        try:
+            while True:
+                self._welcomed = False
+                # Only pass ssl when given: ssl=None would turn TLS off for wss://.
+                options: dict[str, Any] = {}
+                if self.ssl_context is not None:
+                    options["ssl"] = self.ssl_context
+                try:
+                    async with connect(
+                        self.url,
+                        additional_headers={"Authorization": f"Bearer {self.token}"},
+                        open_timeout=10,
+                        ping_interval=None,  # the heartbeat loop pings and tracks pongs itself
+                        max_size=MAX_MESSAGE_BYTES,
+                        proxy=None,
+                        **options,
+                    ) as ws:
+                        log.info("connected to %s", self.url)
+                        await self._session(ws)
+                except InvalidStatus as exc:
+                    status = exc.response.status_code
+                    if status in (401, 403):
+                        raise LeaderRefused(
+                            f"the leader refused the agent token (HTTP {status}) at {self.url}"
+                        ) from None
+                    log.warning("leader answered HTTP %d; retrying", status)
+                except (
+                    OSError,
+                    ConnectionClosed,
+                    InvalidHandshake,
+                    TimeoutError,
+                    ProtocolError,
+                ) as exc:
+                    log.warning("link to %s lost: %s", self.url, exc or type(exc).__name__)
+                if self._welcomed:
+                    backoff = BACKOFF_MIN
+                delay = backoff * random.uniform(0.5, 1.0)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+                await asyncio.sleep(delay)
+        finally:
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)

@@ -1,0 +1,187 @@
+"""The agent daemon's entry point: ``farm agent`` calls :func:`run_agent`.
+
+Wires the pieces: the agent's state folder (its id, log and outbox), the
+supervisor that runs chunks, and the link to the leader. Also runnable as
+``python -m agent.main --leader URL --token T`` for tests and debugging.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import signal
+import socket
+import tempfile
+import uuid
+from pathlib import Path
+
+from agent import agent_log
+from agent.errors import LeaderRefused
+from agent.link import LeaderLink
+from agent.outbox import Outbox
+from agent.process_tree import become_subreaper
+from agent.staging import UploadToLeader
+from agent.supervisor import Storage, Supervisor
+
+log = logging.getLogger("farmtui.agent")
+
+VERSION = "0.1.0"
+
+
+def _folder_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name) or "agent"
+
+
+def default_state_dir(name: str) -> Path:
+    """``$XDG_STATE_HOME/farmtui/agents/<name>`` (``~/.local/state/...`` by default)."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "farmtui" / "agents" / _folder_name(name)
+
+
+def default_staging_dir(name: str) -> Path:
+    return Path(tempfile.gettempdir()) / f"farmtui-{os.getuid()}" / _folder_name(name) / "staging"
+
+
+def agent_id(state_dir: Path) -> str:
+    """A stable id for this agent's state folder, part of every chunk's process marker.
+
+    Stable across restarts, so a restarted agent can find and kill the trees
+    its previous run left behind.
+    """
+    path = state_dir / "agent-id"
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        value = ""
+    if not value:
+        value = uuid.uuid4().hex[:12]
+        state_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(value + "\n", encoding="utf-8")
+    return value
+
+
+class Agent:
+    """One agent daemon: a supervisor and a link sharing one state folder."""
+
+    def __init__(
+        self,
+        leader: str,
+        token: str,
+        *,
+        name: str | None = None,
+        slots: int = 1,
+        staging: Path | None = None,
+        tags: list[str] | None = None,
+        state_dir: Path | None = None,
+        log_to_stderr: bool = True,
+    ) -> None:
+        self.name = name or socket.gethostname()
+        self.state_dir = state_dir or default_state_dir(self.name)
+        self.staging = staging or default_staging_dir(self.name)
+        self.log_stream, self._handlers = agent_log.attach(self.state_dir, to_stderr=log_to_stderr)
+        self.outbox = Outbox(self.state_dir / "outbox.jsonl")
+        self.link = LeaderLink(
+            leader=leader,
+            token=token,
+            name=self.name,
+            slots=slots,
+            tags=tags or [],
+            outbox=self.outbox,
+            log_stream=self.log_stream,
+            version=VERSION,
+        )
+        self.supervisor = Supervisor(
+            self.link,
+            agent_id=agent_id(self.state_dir),
+            staging_root=self.staging,
+            storage=Storage(sync_root=None, delivery=UploadToLeader(self.link.leader, token)),
+        )
+        self.link.supervisor = self.supervisor
+
+    async def run(self) -> None:
+        """Run until cancelled or refused; every chunk is killed on the way out."""
+        log.info(
+            "agent %s starting: leader %s, state %s, staging %s",
+            self.name,
+            self.link.url,
+            self.state_dir,
+            self.staging,
+        )
+        try:
+            leftovers = await self.supervisor.kill_leftovers()
+            if leftovers:
+                log.warning("killed %d chunk(s) left running by a previous agent run", leftovers)
+            await self.link.run()
+        finally:
+            # Renderers run in their own sessions: they would outlive the agent.
+            await asyncio.shield(self.supervisor.kill_all("the agent stopped"))
+            log.info("agent %s stopped", self.name)
+            agent_log.detach(self._handlers)
+
+
+async def _run_until_signal(agent: Agent) -> None:
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    assert task is not None
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    await agent.run()
+
+
+def run_agent(
+    leader: str,
+    token: str,
+    name: str | None = None,
+    slots: int = 1,
+    staging: Path | None = None,
+    tags: list[str] | None = None,
+    *,
+    state_dir: Path | None = None,
+) -> None:
+    """Run an agent until SIGINT/SIGTERM. Blocking.
+
+    ``leader`` is the leader's HTTP URL; ``name`` defaults to the hostname,
+    ``staging`` to a per-agent temporary folder, ``state_dir`` (id, log,
+    outbox) to ``~/.local/state/farmtui/agents/<name>``. A refused token
+    raises ``SystemExit`` with a one-line message (exit status 1).
+    """
+    become_subreaper()
+    agent = Agent(
+        leader, token, name=name, slots=slots, staging=staging, tags=tags, state_dir=state_dir
+    )
+    try:
+        asyncio.run(_run_until_signal(agent))
+    except LeaderRefused as exc:
+        raise SystemExit(f"farm agent: {exc}") from None
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        pass
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m agent.main", description=__doc__)
+    parser.add_argument("--leader", required=True, help="http://host:port of the leader")
+    parser.add_argument("--token", default=os.environ.get("FARM_TOKEN", ""))
+    parser.add_argument("--name")
+    parser.add_argument("--slots", type=int, default=1)
+    parser.add_argument("--staging", type=Path)
+    parser.add_argument("--state", type=Path, help="state folder (id, log, outbox)")
+    parser.add_argument("--tags", default="", help="comma list")
+    args = parser.parse_args(argv)
+    tags = [t for t in args.tags.split(",") if t]
+    run_agent(
+        args.leader,
+        args.token,
+        args.name,
+        args.slots,
+        args.staging,
+        tags,
+        state_dir=args.state,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,209 @@
+"""Where a chunk writes, which files it must leave, and how they reach the sync root.
+
+With staging on, a chunk renders into
+``<staging>/<job>/<chunk>.<attempt>/<outdir>`` and its files are copied to
+the sync root only when the whole chunk has succeeded (each copy goes to a
+temporary name in the destination folder, then ``os.replace``, so a reader
+never sees half a frame). A node that cannot see the sync root uploads with
+``PUT /api/files/{path}`` instead. Paths come from jobs, so each one is
+confined to its root: traversal is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Protocol
+from urllib.parse import quote
+
+import httpx
+
+from agent.errors import PathEscapeError
+from farmtui.frames import frame_path
+
+ROOT_ID_FILE = ".farmtui-root"
+_UPLOAD_BLOCK = 1024 * 1024
+
+
+def check_relative(relative: str, what: str) -> PurePosixPath:
+    """A job's path as a relative path, refusing absolute paths, ``..``, ``~``, NUL, backslash."""
+    rel = PurePosixPath(relative)
+    if (
+        relative.startswith(("/", "~"))
+        or rel.is_absolute()
+        or ".." in rel.parts
+        or "\x00" in relative
+        or "\\" in relative
+    ):
+        raise PathEscapeError(f"{what} {relative!r} escapes its root; refused")
+    return rel
+
+
+def confine(root: Path, relative: str, what: str) -> Path:
+    """``root / relative`` for a job's path, also refusing symlinks that lead out of ``root``."""
+    rel = check_relative(relative, what)
+    path = root.joinpath(*rel.parts) if rel.parts else root
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(path)
+    if real != real_root and not real.startswith(real_root + os.sep):
+        raise PathEscapeError(f"{what} {relative!r} leads outside {root} (symlink?); refused")
+    return path
+
+
+def sync_root_visible(sync_root: str | None, root_id: str) -> Path | None:
+    """The sync root if this node shares the leader's storage, else None (upload instead)."""
+    if not sync_root or not root_id:
+        return None
+    root = Path(sync_root)
+    try:
+        found = (root / ROOT_ID_FILE).read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return root if found == root_id.strip() else None
+
+
+def infer_pattern(output: str, frame: int) -> str | None:
+    """Guess a ``#`` pattern from one expected file name and its frame (7, ``f_0007.png``)."""
+    path = PurePosixPath(output)
+    candidates = [m for m in re.finditer(r"-?\d+", path.name) if int(m.group()) == frame]
+    if not candidates:
+        return None
+    last = candidates[-1]
+    name = path.name[: last.start()] + "#" * len(last.group()) + path.name[last.end() :]
+    return str(path.with_name(name))
+
+
+@dataclass(slots=True)
+class ChunkFiles:
+    """Where one chunk attempt writes and which file each frame must leave.
+
+    ``expected`` maps a frame to (path relative to the sync root, where the
+    renderer writes it: in staging or directly in the sync root).
+    """
+
+    outdir: Path
+    write_root: Path
+    staged: bool
+    expected: dict[int, tuple[str, Path]] = field(default_factory=dict)
+    # Expected files that belong to no frame (pre/post scripts, odd layouts).
+    extra: list[tuple[str, Path]] = field(default_factory=list)
+
+    def present(self, path: Path) -> bool:
+        try:
+            return path.stat().st_size > 0
+        except OSError:
+            return False
+
+    def frames_present(self) -> list[int]:
+        return [frame for frame, (_, path) in self.expected.items() if self.present(path)]
+
+    def missing(self) -> tuple[list[int], list[str]]:
+        """Frames and frame-less files that do not exist or are empty."""
+        frames = [f for f, (_, path) in self.expected.items() if not self.present(path)]
+        others = [rel for rel, path in self.extra if not self.present(path)]
+        return frames, others
+
+    def files(self) -> list[tuple[str, Path]]:
+        return [*self.expected.values(), *self.extra]
+
+
+def plan_files(
+    *,
+    write_root: Path,
+    staged: bool,
+    outdir: str,
+    outputs: Sequence[str],
+    frames: Sequence[int],
+    pattern: str,
+) -> ChunkFiles:
+    """Confine and map a chunk's outdir and expected outputs into ``write_root``."""
+    files = ChunkFiles(
+        outdir=confine(write_root, outdir, "output folder"), write_root=write_root, staged=staged
+    )
+    by_frame: dict[int, str] = {}
+    if pattern and outputs:
+        named = {frame_path(pattern, f): f for f in frames}
+        by_frame = {named[o]: o for o in outputs if o in named}
+    elif len(outputs) == len(frames):
+        by_frame = dict(zip(frames, outputs, strict=True))
+    for rel in outputs:
+        path = confine(write_root, rel, "output file")
+        frame = next((f for f, o in by_frame.items() if o == rel), None)
+        if frame is None:
+            files.extra.append((rel, path))
+        else:
+            files.expected[frame] = (rel, path)
+    return files
+
+
+class Delivery(Protocol):
+    """Puts a finished chunk's staged files where the leader sees them."""
+
+    async def deliver(self, relative: str, source: Path) -> None: ...
+
+
+class CopyToSyncRoot:
+    """Copy into a shared sync root: temporary name in the destination folder, then replace."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _copy(self, relative: str, source: Path) -> None:
+        target = confine(self.root, relative, "output file")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.with_name(f".{target.name}.farmtui-{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            shutil.copyfile(source, temporary)
+            os.replace(temporary, target)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+
+    async def deliver(self, relative: str, source: Path) -> None:
+        await asyncio.to_thread(self._copy, relative, source)
+
+
+class UploadToLeader:
+    """``PUT {leader}/api/files/{relative}`` with the agent token, for nodes without the share."""
+
+    def __init__(
+        self,
+        leader: str,
+        token: str,
+        *,
+        timeout: float = 300.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.leader = leader.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+        self.transport = transport
+
+    async def deliver(self, relative: str, source: Path) -> None:
+        check_relative(relative, "output file")
+
+        async def blocks() -> AsyncIterator[bytes]:
+            with source.open("rb") as file:
+                while block := await asyncio.to_thread(file.read, _UPLOAD_BLOCK):
+                    yield block
+
+        size = await asyncio.to_thread(os.path.getsize, source)
+        async with httpx.AsyncClient(timeout=self.timeout, transport=self.transport) as client:
+            response = await client.put(
+                f"{self.leader}/api/files/{quote(relative)}",
+                content=blocks(),
+                headers={
+                    "Authorization": f"Bearer {self.token}",
+                    "Content-Length": str(size),
+                },
+            )
+        if response.status_code >= 300:
+            raise OSError(
+                f"upload of {relative} refused: HTTP {response.status_code} {response.text[:200]}"
+            )

@@ -1,0 +1,272 @@
+"""Command lines per renderer: argv templates and token expansion.
+
+A job's command is an argv template (never a shell string). The leader and
+the CLI call :func:`build_argv` at submit time to fill an empty argv from the
+renderer's name, scene and output pattern; the agent calls :func:`expand` for
+each chunk, once it knows where the chunk must write (staging or sync root).
+
+Tokens: ``{start}`` ``{end}`` ``{step}`` ``{frames}`` (comma list)
+``{outdir}`` ``{output}`` (``{outdir}`` joined with the pattern's file name,
+``####`` left as written) and ``{scene}``. ``{{`` and ``}}`` stand for literal
+braces; any other ``{name}`` is an error, so a typo never reaches a renderer.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import PurePosixPath
+from typing import overload
+
+from farmtui.frames import printf_pattern
+from farmtui.protocol import JobSpec
+
+TOKENS = frozenset({"start", "end", "step", "frames", "outdir", "output", "scene"})
+
+# Renderers with a command builder; "generic" needs an argv from the submitter.
+RENDERERS = ("blender", "ffmpeg", "demo", "generic", "aerender", "nuke", "houdini", "maya")
+
+_HRENDER = (
+    "import os, runpy, sys; sys.argv[0] = 'hrender.py'; "
+    "runpy.run_path(os.path.join(os.environ['HFS'], 'bin', 'hrender.py'), run_name='__main__')"
+)
+_TOKEN = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_PADDING = re.compile(r"#+")
+
+
+class RendererError(ValueError):
+    """An unknown renderer, a missing scene/output, or an argv with a bad token."""
+
+
+def expand(argv: Sequence[str], tokens: Mapping[str, str]) -> list[str]:
+    """Substitute ``{token}`` in every argument; unknown or unset tokens raise RendererError."""
+
+    def substitute(match: re.Match[str]) -> str:
+        text = match.group(0)
+        if text == "{{":
+            return "{"
+        if text == "}}":
+            return "}"
+        name = match.group(1)
+        if name not in TOKENS:
+            raise RendererError(
+                f"unknown token {{{name}}} in the command; known: "
+                + " ".join(f"{{{t}}}" for t in sorted(TOKENS))
+            )
+        if name not in tokens:
+            raise RendererError(f"token {{{name}}} has no value for this chunk")
+        return tokens[name]
+
+    return [_TOKEN.sub(substitute, arg) for arg in argv]
+
+
+def frame_tokens(frames: Sequence[int]) -> dict[str, str]:
+    """``{start}`` ``{end}`` ``{step}`` ``{frames}`` for a chunk's frames.
+
+    ``step`` is the common difference when the frames are evenly spaced and
+    ascending, else 1 (templates that must render gaps exactly use ``{frames}``).
+    """
+    if not frames:
+        raise RendererError("a chunk has no frames")
+    start, end = frames[0], frames[-1]
+    step = 1
+    if len(frames) > 1:
+        diffs = {b - a for a, b in zip(frames, frames[1:], strict=False)}
+        if len(diffs) == 1 and (only := diffs.pop()) > 0:
+            step = only
+    return {
+        "start": str(min(start, end)),
+        "end": str(max(start, end)),
+        "step": str(step),
+        "frames": ",".join(str(f) for f in frames),
+    }
+
+
+def _split_pattern(pattern: str) -> tuple[str, str, int, str]:
+    """(folder, name before the padding, padding width, name after the padding)."""
+    path = PurePosixPath(pattern)
+    name = path.name
+    matches = list(_PADDING.finditer(name))
+    if not matches:
+        raise RendererError(f"output pattern {pattern!r} needs '#' padding (frame_####.png)")
+    last = matches[-1]
+    folder = "" if str(path.parent) == "." else str(path.parent)
+    return folder, name[: last.start()], len(last.group()), name[last.end() :]
+
+
+def _need(value: str | None, what: str, renderer: str) -> str:
+    if not value:
+        raise RendererError(f"renderer {renderer!r} needs a {what}")
+    return value
+
+
+def _has_flag(extra: Sequence[str], *flags: str) -> bool:
+    return any(arg in flags for arg in extra)
+
+
+@overload
+def build_argv(renderer: JobSpec) -> list[str]: ...
+
+
+@overload
+def build_argv(
+    renderer: str,
+    scene: str | None = None,
+    output_pattern: str | None = None,
+    extra: Sequence[str] = (),
+) -> list[str]: ...
+
+
+def build_argv(
+    renderer: str | JobSpec,
+    scene: str | None = None,
+    output_pattern: str | None = None,
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """The argv template for a renderer, with tokens left for the agent to expand.
+
+    ``build_argv(spec)`` returns ``spec.argv`` when the submitter gave one,
+    else the template for ``spec.renderer``. ``extra`` arguments go where the
+    renderer reads options (before the frame flags for Blender, whose
+    arguments are processed in order).
+    """
+    if isinstance(renderer, JobSpec):
+        spec = renderer
+        if spec.argv:
+            return list(spec.argv)
+        return build_argv(spec.renderer, spec.scene, spec.output, ())
+    extra = list(extra)
+    name = renderer.lower()
+    if name == "generic":
+        if not extra:
+            raise RendererError("renderer 'generic' needs a command: farm submit ... -- ARGV")
+        return extra
+    if name == "demo":
+        return [
+            sys.executable,
+            "-m",
+            "farmtui.demo_render",
+            "--frames",
+            "{frames}",
+            "--output",
+            "{output}",
+            *extra,
+        ]
+    if name == "blender":
+        scene = _need(scene, "scene (.blend)", name)
+        _, head, width, tail = _split_pattern(_need(output_pattern, "output pattern", name))
+        # Blender reads its arguments in order: the scene first, then the output
+        # path, then -f renders exactly the chunk's frames (gaps and order kept).
+        return [
+            "blender",
+            "-b",
+            scene,
+            "-o",
+            "{outdir}/" + head + "#" * width + tail,
+            *extra,
+            "-f",
+            "{frames}",
+        ]
+    if name == "ffmpeg":
+        scene = _need(scene, "input (--scene)", name)
+        _, head, width, tail = _split_pattern(_need(output_pattern, "output pattern", name))
+        out = printf_pattern(head + "#" * width + tail)
+        # Frame N of the job is input frame N (1-based, n+1); -start_number names
+        # the files after the job's frames.
+        select = r"select=between(n+1\,{start}\,{end})*not(mod(n+1-{start}\,{step}))"
+        return [
+            "ffmpeg",
+            "-hide_banner",
+            "-nostdin",
+            "-y",
+            "-i",
+            scene,
+            *extra,
+            "-vf",
+            select,
+            "-fps_mode",
+            "passthrough",
+            "-start_number",
+            "{start}",
+            "{outdir}/" + out,
+        ]
+    if name == "aerender":
+        scene = _need(scene, "project (.aep)", name)
+        _, head, width, tail = _split_pattern(_need(output_pattern, "output pattern", name))
+        comp = [] if _has_flag(extra, "-comp", "-rqindex") else ["-rqindex", "1"]
+        # No -reuse: every chunk's whole tree dies with the chunk.
+        return [
+            "aerender",
+            "-project",
+            scene,
+            *comp,
+            *extra,
+            "-output",
+            "{outdir}/" + head + "[" + "#" * width + "]" + tail,
+            "-s",
+            "{start}",
+            "-e",
+            "{end}",
+            "-i",
+            "{step}",
+            "-v",
+            "ERRORS_AND_PROGRESS",
+            "-close",
+            "DO_NOT_SAVE_CHANGES",
+            "-sound",
+            "OFF",
+        ]
+    if name == "nuke":
+        scene = _need(scene, "script (.nk)", name)
+        # Nuke writes where the script's Write nodes say; pick one with -X in extra.
+        return ["nuke", "-x", "-F", "{start}-{end}x{step}", *extra, scene]
+    if name == "houdini":
+        scene = _need(scene, "scene (.hip)", name)
+        _, head, width, tail = _split_pattern(_need(output_pattern, "output pattern", name))
+        rop = [] if _has_flag(extra, "-d") else ["-d", "/out/mantra1"]
+        # hrender.py ships in $HFS/bin; run it under hython without a shell.
+        return [
+            "hython",
+            "-c",
+            _HRENDER,
+            "-e",
+            "-f",
+            "{start}",
+            "{end}",
+            "-i",
+            "{step}",
+            *rop,
+            *extra,
+            "-o",
+            "{outdir}/" + head + f"$F{width}" + tail,
+            "-v",
+            scene,
+        ]
+    if name == "maya":
+        scene = _need(scene, "scene (.ma/.mb)", name)
+        _, head, width, tail = _split_pattern(_need(output_pattern, "output pattern", name))
+        separator = head[-1] if head and head[-1] in "._" else ""
+        prefix = head[:-1] if separator else head
+        ext = tail.lstrip(".")
+        naming = f"name{separator}#.ext" if ext else f"name{separator}#"
+        return [
+            "Render",
+            "-s",
+            "{start}",
+            "-e",
+            "{end}",
+            "-b",
+            "{step}",
+            "-rd",
+            "{outdir}",
+            "-im",
+            prefix,
+            "-fnc",
+            naming,
+            "-pad",
+            str(width),
+            *extra,
+            scene,
+        ]
+    raise RendererError(f"unknown renderer {renderer!r}; known: {', '.join(RENDERERS)}")

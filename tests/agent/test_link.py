@@ -1,0 +1,367 @@
+"""The agent against a fake leader on loopback that speaks the real protocol."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator, Callable
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psutil
+import pytest
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.http11 import Request, Response
+
+from agent.errors import LeaderRefused
+from agent.main import Agent, run_agent
+from farmtui.protocol import (
+    Ack,
+    AgentHello,
+    AgentLog,
+    AgentToLeader,
+    AssignChunk,
+    ChunkFinished,
+    ChunkRef,
+    ChunkStarted,
+    FramesWritten,
+    Heartbeat,
+    KillChunk,
+    LeaderToAgent,
+    Refused,
+    Welcome,
+    agent_to_leader,
+    encode,
+)
+
+M = TypeVar("M")
+TOKEN = "agent-secret"
+
+
+class FakeLeader:
+    """A websockets server on 127.0.0.1 that welcomes agents, records and acknowledges."""
+
+    def __init__(
+        self,
+        sync_root: Path,
+        *,
+        auto_ack: bool = True,
+        refuse: str | None = None,
+        lease: float = 15.0,
+        stale: list[ChunkRef] | None = None,
+    ) -> None:
+        self.sync_root = sync_root
+        self.auto_ack = auto_ack
+        self.refuse = refuse
+        self.lease = lease
+        self.stale = stale or []
+        self.received: list[AgentToLeader] = []
+        self.hellos: list[AgentHello] = []
+        self.connection: ServerConnection | None = None
+        self.server: Server | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def check_token(self, connection: ServerConnection, request: Request) -> Response | None:
+        if request.path != "/ws/agent":
+            return connection.respond(HTTPStatus.NOT_FOUND, "no such endpoint\n")
+        if request.headers.get("Authorization") != f"Bearer {TOKEN}":
+            return connection.respond(HTTPStatus.UNAUTHORIZED, "wrong token\n")
+        return None
+
+    async def handler(self, connection: ServerConnection) -> None:
+        hello = agent_to_leader.decode(await connection.recv())
+        assert isinstance(hello, AgentHello)
+        self.hellos.append(hello)
+        if self.refuse:
+            await self.send_to(connection, Refused(error=self.refuse))
+            return
+        welcome = Welcome(
+            node=hello.name,
+            heartbeat_interval=0.2,
+            sync_root=str(self.sync_root),
+            root_id="root-123",
+            lease=self.lease,
+            stale=self.stale,
+        )
+        await self.send_to(connection, welcome)
+        self.connection = connection
+        async for data in connection:
+            message = agent_to_leader.decode(data)
+            self.received.append(message)
+            if message.seq and self.auto_ack:
+                await self.send_to(connection, Ack(seq=message.seq))
+
+    async def send_to(self, connection: ServerConnection, message: LeaderToAgent) -> None:
+        await connection.send(encode(message).decode())
+
+    async def send(self, message: LeaderToAgent) -> None:
+        assert self.connection is not None
+        await self.send_to(self.connection, message)
+
+    async def start(self) -> None:
+        self.server = await serve(
+            self.handler, "127.0.0.1", self.port, process_request=self.check_token
+        )
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+        self.connection = None
+
+    def of(self, kind: type[M]) -> list[M]:
+        return [m for m in self.received if isinstance(m, kind)]
+
+    def finished(self) -> list[ChunkFinished]:
+        return self.of(ChunkFinished)
+
+
+def _sync_root(tmp_path: Path) -> Path:
+    root = tmp_path / "sync"
+    root.mkdir(exist_ok=True)
+    (root / ".farmtui-root").write_text("root-123\n")
+    return root
+
+
+@pytest.fixture
+async def leader(tmp_path: Path) -> AsyncIterator[FakeLeader]:
+    fake = FakeLeader(_sync_root(tmp_path))
+    await fake.start()
+    yield fake
+    if fake.server is not None:
+        await fake.stop()
+
+
+AgentStarter = Callable[..., contextlib.AbstractAsyncContextManager[Agent]]
+
+
+@pytest.fixture
+def running_agent(tmp_path: Path) -> AgentStarter:
+    """``async with running_agent(url) as agent``: an agent task, cancelled on exit."""
+
+    @contextlib.asynccontextmanager
+    async def start(url: str, token: str = TOKEN, state: str = "state") -> AsyncIterator[Agent]:
+        agent = Agent(
+            url,
+            token,
+            name="node1",
+            slots=2,
+            tags=["gpu"],
+            staging=tmp_path / "staging",
+            state_dir=tmp_path / state,
+            log_to_stderr=False,
+        )
+        task = asyncio.create_task(agent.run())
+        try:
+            yield agent
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    return start
+
+
+def _assign(frames: list[int], *extra: str, chunk: int = 1) -> AssignChunk:
+    pattern = "renders/frame_####.png"
+    return AssignChunk(
+        job_id="job1",
+        chunk=chunk,
+        attempt=1,
+        renderer="demo",
+        argv=[
+            "python3",
+            "-m",
+            "farmtui.demo_render",
+            "--frames",
+            "{frames}",
+            "--output",
+            "{output}",
+            "--seconds-per-frame",
+            "0.01",
+            *extra,
+        ],
+        frames=frames,
+        outputs=[f"renders/frame_{f:04d}.png" for f in frames],
+        outdir="renders",
+        output=pattern,
+    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+async def test_agent_says_hello_renders_a_chunk_and_reports_with_sequence_numbers(
+    leader: FakeLeader, running_agent: AgentStarter, eventually: Any
+) -> None:
+    async with running_agent(leader.url) as agent:
+        await eventually(lambda: leader.connection, what="the agent to connect")
+        hello = leader.hellos[0]
+        assert (hello.name, hello.slots, hello.tags) == ("node1", 2, ["gpu"])
+        assert hello.cpu_count > 0
+        assert hello.memory_total > 0
+        assert hello.running == []
+
+        await leader.send(_assign([1, 2, 3]))
+        finished = (await eventually(leader.finished, what="ChunkFinished"))[0]
+        assert finished.outcome == "done", finished.reason
+
+        reliable = [m for m in leader.received if m.seq]
+        assert [type(m).__name__ for m in reliable][0] == "ChunkStarted"
+        assert [m.seq for m in reliable] == list(range(1, len(reliable) + 1))
+        copied = [f for m in leader.of(FramesWritten) if not m.staged for f in m.frames]
+        assert sorted(copied) == [1, 2, 3]
+        assert (leader.sync_root / "renders/frame_0003.png").stat().st_size > 0
+        await eventually(lambda: agent.outbox.pending() == [], what="the outbox to drain")
+        await eventually(lambda: leader.of(Heartbeat), what="a heartbeat")
+        logs = await eventually(
+            lambda: [line for m in leader.of(AgentLog) for line in m.lines if "assigned" in line],
+            what="the agent log",
+        )
+        assert "job1 chunk 1 attempt 1" in logs[0]
+    assert (agent.state_dir / "agent.log").read_text().count("assigned job1") == 1
+
+
+async def test_kill_chunk_kills_the_renderer_tree(
+    leader: FakeLeader, running_agent: AgentStarter, eventually: Any
+) -> None:
+    async with running_agent(leader.url):
+        await eventually(lambda: leader.connection, what="the agent to connect")
+        await leader.send(_assign([1], "--hang"))
+        started = (await eventually(lambda: leader.of(ChunkStarted), what="ChunkStarted"))[0]
+        assert _alive(started.pid)
+        await leader.send(KillChunk(job_id="job1", chunk=1, attempt=1, reason="cancelled"))
+        finished = (await eventually(leader.finished, what="ChunkFinished"))[0]
+        assert finished.outcome == "killed"
+        assert finished.reason == "cancelled"
+        assert not _alive(started.pid)
+
+
+def test_a_wrong_token_stops_run_agent_with_a_clear_error(tmp_path: Path) -> None:
+    # run_agent blocks in this thread, as under `farm agent`; the leader runs in another.
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    fake = FakeLeader(_sync_root(tmp_path))
+    asyncio.run_coroutine_threadsafe(fake.start(), loop).result(timeout=10)
+    try:
+        with pytest.raises(SystemExit) as caught:
+            run_agent(
+                fake.url,
+                "wrong",
+                "node1",
+                staging=tmp_path / "staging",
+                state_dir=tmp_path / "state",
+            )
+    finally:
+        asyncio.run_coroutine_threadsafe(fake.stop(), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()
+    assert str(caught.value) == (
+        "farm agent: the leader refused the agent token (HTTP 401) at "
+        f"ws://127.0.0.1:{fake.port}/ws/agent"
+    )
+    assert fake.hellos == []
+
+
+async def test_a_refused_message_stops_the_agent(leader: FakeLeader, tmp_path: Path) -> None:
+    leader.refuse = "node name node1 is taken"
+    agent = Agent(
+        leader.url,
+        TOKEN,
+        name="node1",
+        state_dir=tmp_path / "state",
+        staging=tmp_path / "staging",
+        log_to_stderr=False,
+    )
+    with pytest.raises(LeaderRefused, match="node name node1 is taken"):
+        await asyncio.wait_for(agent.run(), timeout=20)
+    assert len(leader.hellos) == 1, "no retry after a refusal"
+
+
+async def test_reconnect_after_a_leader_restart_resends_what_was_not_acknowledged(
+    leader: FakeLeader, running_agent: AgentStarter, eventually: Any
+) -> None:
+    leader.auto_ack = False
+    async with running_agent(leader.url) as agent:
+        await eventually(lambda: leader.connection, what="the agent to connect")
+        await leader.send(_assign([1, 2]))
+        await eventually(leader.finished, what="ChunkFinished")
+        unacked = [m.seq for m in agent.outbox.pending()]
+        assert unacked, "nothing was acknowledged"
+
+        await leader.stop()
+        leader.received.clear()
+        leader.auto_ack = True
+        await leader.start()
+
+        await eventually(lambda: len(leader.hellos) == 2, what="the reconnect")
+        await eventually(lambda: agent.outbox.pending() == [], what="the resend")
+        assert [m.seq for m in leader.received if m.seq] == unacked
+        assert leader.finished()[0].outcome == "done"
+
+
+async def test_the_outbox_survives_an_agent_restart(
+    leader: FakeLeader, running_agent: AgentStarter, eventually: Any
+) -> None:
+    leader.auto_ack = False
+    async with running_agent(leader.url) as agent:
+        await eventually(lambda: leader.connection, what="the agent to connect")
+        await leader.send(_assign([4]))
+        await eventually(leader.finished, what="ChunkFinished")
+        unacked = [m.seq for m in agent.outbox.pending()]
+
+    leader.received.clear()
+    leader.auto_ack = True
+    async with running_agent(leader.url) as restarted:
+        await eventually(lambda: restarted.outbox.pending() == [], what="the resend")
+        assert [m.seq for m in leader.received if m.seq] == unacked
+        assert leader.finished()[0].outcome == "done"
+
+
+async def test_cut_off_for_three_quarters_of_the_lease_kills_running_chunks(
+    leader: FakeLeader, running_agent: AgentStarter, eventually: Any
+) -> None:
+    leader.lease = 1.0
+    async with running_agent(leader.url):
+        await eventually(lambda: leader.connection, what="the agent to connect")
+        await leader.send(_assign([1], "--hang"))
+        started = (await eventually(lambda: leader.of(ChunkStarted), what="ChunkStarted"))[0]
+        await leader.stop()
+        await eventually(lambda: not _alive(started.pid), what="the lease kill", within=10)
+
+        leader.received.clear()
+        await leader.start()
+        finished = (await eventually(leader.finished, what="the killed report"))[0]
+        assert finished.outcome == "killed"
+        assert finished.reason.startswith("lost contact with the leader")
+
+
+async def test_stale_chunks_in_welcome_are_killed(
+    leader: FakeLeader, running_agent: AgentStarter, eventually: Any
+) -> None:
+    async with running_agent(leader.url):
+        await eventually(lambda: leader.connection, what="the agent to connect")
+        await leader.send(_assign([1], "--hang"))
+        started = (await eventually(lambda: leader.of(ChunkStarted), what="ChunkStarted"))[0]
+
+        await leader.stop()
+        leader.stale = [ChunkRef(job_id="job1", chunk=1, attempt=1)]
+        await leader.start()
+        await eventually(lambda: len(leader.hellos) == 2, what="the reconnect")
+        assert leader.hellos[1].running == [ChunkRef(job_id="job1", chunk=1, attempt=1)]
+        finished = (await eventually(leader.finished, what="ChunkFinished"))[0]
+        assert finished.outcome == "killed"
+        assert not _alive(started.pid)

@@ -1,0 +1,76 @@
+"""The outbox numbers, persists and forgets messages the way the leader acknowledges them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from agent.outbox import Outbox, is_reliable
+from farmtui.protocol import (
+    ChunkFinished,
+    ChunkOutput,
+    ChunkStarted,
+    FramesWritten,
+    Heartbeat,
+)
+
+
+def _started(chunk: int) -> ChunkStarted:
+    return ChunkStarted(job_id="j", chunk=chunk, attempt=1, pid=100 + chunk)
+
+
+def test_messages_are_numbered_in_order(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "outbox.jsonl")
+    seqs = [outbox.add(_started(n)).seq for n in range(3)]
+    assert seqs == [1, 2, 3]
+    assert [m.seq for m in outbox.pending()] == [1, 2, 3]
+
+
+def test_ack_drops_everything_up_to_seq_and_compacts_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.jsonl"
+    outbox = Outbox(path)
+    for n in range(4):
+        outbox.add(_started(n))
+    outbox.ack(2)
+    assert [m.seq for m in outbox.pending()] == [3, 4]
+    assert len(path.read_bytes().splitlines()) == 3  # the acked marker and two messages
+    outbox.ack(1)  # an old ack changes nothing
+    assert [m.seq for m in outbox.pending()] == [3, 4]
+
+
+def test_a_restart_keeps_unacked_messages_and_the_numbering(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.jsonl"
+    first = Outbox(path)
+    first.add(_started(1))
+    first.add(FramesWritten(job_id="j", chunk=1, attempt=1, frames=[1, 2], staged=True))
+    first.add(ChunkFinished(job_id="j", chunk=1, attempt=1, outcome="done", exit_status="0"))
+    first.ack(1)
+
+    second = Outbox(path)
+    pending = second.pending()
+    assert [type(m).__name__ for m in pending] == ["FramesWritten", "ChunkFinished"]
+    assert [m.seq for m in pending] == [2, 3]
+    assert second.add(_started(2)).seq == 4
+    second.ack(4)
+    assert Outbox(path).pending() == []
+    assert Outbox(path).add(_started(3)).seq == 5, "numbers keep growing after a full ack"
+
+
+def test_a_torn_last_line_is_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.jsonl"
+    outbox = Outbox(path)
+    outbox.add(_started(1))
+    with path.open("ab") as file:
+        file.write(b'{"type":"chunk_started","seq":2,"job_')
+    assert [m.seq for m in Outbox(path).pending()] == [1]
+
+
+def test_an_ack_beyond_our_numbers_moves_the_counter(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "outbox.jsonl")
+    outbox.ack(57)
+    assert outbox.add(_started(1)).seq == 58
+
+
+def test_which_messages_are_reliable() -> None:
+    assert is_reliable(_started(1))
+    assert not is_reliable(Heartbeat())
+    assert not is_reliable(ChunkOutput(job_id="j", chunk=1, attempt=1, lines=["x"]))

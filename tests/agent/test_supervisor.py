@@ -1,0 +1,239 @@
+"""The supervisor runs real renderer processes and reports what they did."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from agent.staging import UploadToLeader
+from agent.supervisor import Storage
+from farmtui.protocol import (
+    AssignChunk,
+    ChunkProgress,
+    ChunkStarted,
+    FramesWritten,
+)
+
+Chunk = Callable[..., AssignChunk]
+
+
+def _frames(messages: list[FramesWritten], staged: bool) -> list[int]:
+    return sorted(f for m in messages if m.staged is staged for f in m.frames)
+
+
+async def test_demo_chunk_renders_reports_frames_and_copies_to_the_sync_root(
+    farm: Any, demo_chunk: Chunk
+) -> None:
+    farm.supervisor.assign(demo_chunk([1, 2, 3]))
+    finished = await farm.finish()
+
+    assert finished.outcome == "done", finished.reason
+    assert finished.exit_status == "0"
+    started = farm.recorder.of(ChunkStarted)[0]
+    staged_dir = farm.staging / "job1" / "1.1" / "renders" / "shot"
+    assert f"{staged_dir}/frame_####.png" in started.command
+    assert "1,2,3" in started.command
+    written = farm.recorder.of(FramesWritten)
+    assert _frames(written, staged=True) == [1, 2, 3]
+    assert _frames(written, staged=False) == [1, 2, 3]
+    for frame in (1, 2, 3):
+        data = (farm.sync_root / f"renders/shot/frame_{frame:04d}.png").read_bytes()
+        assert data.startswith(b"\x89PNG")
+    assert not (farm.staging / "job1" / "1.1").exists(), "staging is cleaned after the copy"
+    assert any(p.frame == 3 for p in farm.recorder.of(ChunkProgress))
+    assert "demo: frame 2 (2/3)" in farm.recorder.output()
+    # The copy to the sync root is reported after the staged frames, and before the end.
+    kinds = [type(m).__name__ for m in farm.recorder.messages]
+    assert kinds.index("ChunkFinished") == len(kinds) - 1
+
+
+async def test_exit_zero_without_writing_a_frame_fails_the_chunk(
+    farm: Any, demo_chunk: Chunk
+) -> None:
+    farm.supervisor.assign(demo_chunk([7, 8, 9], extra=["--skip-write", "7,8"]))
+    finished = await farm.finish()
+
+    assert finished.outcome == "failed"
+    assert finished.exit_status == "0"
+    assert finished.reason == "exited 0 but did not write frame(s) 7, 8"
+    assert finished.missing == [7, 8]
+    assert not (farm.sync_root / "renders").exists(), "nothing is copied from a failed chunk"
+
+
+async def test_non_zero_exit_fails_and_nothing_is_copied(farm: Any, demo_chunk: Chunk) -> None:
+    farm.supervisor.assign(demo_chunk([1, 2, 3], extra=["--fail-on", "3"]))
+    finished = await farm.finish()
+
+    assert finished.outcome == "failed"
+    assert finished.exit_status == "1"
+    assert finished.reason == "exited with 1"
+    assert _frames(farm.recorder.of(FramesWritten), staged=True) == [1, 2]
+    assert _frames(farm.recorder.of(FramesWritten), staged=False) == []
+    assert not (farm.sync_root / "renders").exists()
+    assert not (farm.staging / "job1").exists(), "a failed attempt leaves no staging behind"
+
+
+async def test_without_staging_frames_land_in_the_sync_root_as_they_appear(
+    farm: Any, demo_chunk: Chunk
+) -> None:
+    farm.supervisor.assign(demo_chunk([4, 5], staging=False))
+    finished = await farm.finish()
+
+    assert finished.outcome == "done", finished.reason
+    written = farm.recorder.of(FramesWritten)
+    assert _frames(written, staged=False) == [4, 5]
+    assert _frames(written, staged=True) == []
+    started = farm.recorder.of(ChunkStarted)[0]
+    assert f"{farm.sync_root}/renders/shot/frame_####.png" in started.command
+
+
+@pytest.mark.parametrize(
+    ("outputs", "outdir"),
+    [
+        (["../outside/frame_0001.png"], "renders"),
+        (["/etc/frame_0001.png"], "renders"),
+        (["renders/frame_0001.png"], "../../escape"),
+    ],
+)
+async def test_paths_escaping_the_root_are_refused(
+    farm: Any, demo_chunk: Chunk, outputs: list[str], outdir: str
+) -> None:
+    assign = demo_chunk([1])
+    assign.outputs = outputs
+    assign.outdir = outdir
+    farm.supervisor.assign(assign)
+    finished = await farm.finish()
+
+    assert finished.outcome == "failed"
+    assert "refused" in finished.reason
+    assert not farm.recorder.of(ChunkStarted), "nothing was started"
+
+
+async def test_symlink_out_of_the_sync_root_is_refused(
+    farm: Any, demo_chunk: Chunk, tmp_path: Path
+) -> None:
+    (tmp_path / "elsewhere").mkdir()
+    (farm.sync_root / "renders").symlink_to(tmp_path / "elsewhere")
+    farm.supervisor.assign(demo_chunk([1], staging=False))
+    finished = await farm.finish()
+    assert finished.outcome == "failed"
+    assert "outside" in finished.reason
+
+
+async def test_unknown_token_fails_with_a_clear_reason(farm: Any, demo_chunk: Chunk) -> None:
+    farm.supervisor.assign(demo_chunk([1], argv=["echo", "{frame}"]))
+    finished = await farm.finish()
+    assert finished.outcome == "failed"
+    assert "unknown token {frame}" in finished.reason
+
+
+async def test_missing_renderer_fails_with_a_clear_reason(farm: Any, demo_chunk: Chunk) -> None:
+    farm.supervisor.assign(demo_chunk([1], argv=["no-such-renderer-farmtui", "{frames}"]))
+    finished = await farm.finish()
+    assert finished.outcome == "failed"
+    assert finished.reason.startswith("cannot start 'no-such-renderer-farmtui'")
+    assert farm.recorder.of(ChunkStarted)[0].command == ["no-such-renderer-farmtui", "1"]
+
+
+async def test_kill_reports_killed_with_the_signal_name(
+    farm: Any, demo_chunk: Chunk, eventually: Any
+) -> None:
+    run = farm.supervisor.assign(demo_chunk([1], extra=["--hang"]))
+    await eventually(lambda: run.first_output_at is not None, what="the renderer to print")
+    assert farm.supervisor.kill(run.key, "cancelled by alice")
+    finished = await farm.finish()
+    assert finished.outcome == "killed"
+    assert finished.reason == "cancelled by alice"
+    assert finished.exit_status == "SIGTERM"
+
+
+async def test_odd_output_long_lines_binary_and_no_final_newline(
+    farm: Any, demo_chunk: Chunk, python: str
+) -> None:
+    script = (
+        "import sys; w = sys.stdout.buffer.write; "
+        "w(b'x' * 40000 + b'\\n'); w(b'bad \\xff\\xfe bytes\\r\\n'); w(b'progress\\rmore\\n'); "
+        "w(b'no newline at the end')"
+    )
+    farm.supervisor.assign(demo_chunk([1], argv=[python, "-c", script], renderer="generic"))
+    finished = await farm.finish()
+    lines = farm.recorder.output()
+
+    assert finished.outcome == "failed"  # no frame written
+    assert "".join(lines[:3]) == "x" * 40000
+    assert "bad \ufffd\ufffd bytes" in lines
+    assert lines[-3:] == ["progress", "more", "no newline at the end"]
+
+
+async def test_output_is_batched(farm: Any, demo_chunk: Chunk, python: str) -> None:
+    script = "for i in range(1000): print(i)"
+    farm.supervisor.assign(demo_chunk([1], argv=[python, "-c", script], renderer="generic"))
+    await farm.finish()
+    from farmtui.protocol import ChunkOutput
+
+    batches = farm.recorder.of(ChunkOutput)
+    assert farm.recorder.output() == [str(i) for i in range(1000)]
+    assert all(len(b.lines) <= 200 for b in batches)
+    assert len(batches) < 100
+
+
+async def test_env_and_marker_reach_the_renderer(farm: Any, demo_chunk: Chunk, python: str) -> None:
+    script = "import os; print(os.environ['SHOT'], os.environ['FARMTUI_CHUNK'])"
+    assign = demo_chunk([1], argv=[python, "-c", script], renderer="generic")
+    assign.env = {"SHOT": "sh010"}
+    farm.supervisor.assign(assign)
+    await farm.finish()
+    assert f"sh010 job1:1:1:{farm.supervisor.agent_id}" in farm.recorder.output()
+
+
+async def test_upload_when_the_sync_root_is_not_visible(farm: Any, demo_chunk: Chunk) -> None:
+    received: dict[str, bytes] = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.headers["Authorization"] == "Bearer agent-token"
+        received[request.url.path] = request.read()
+        return httpx.Response(204)
+
+    upload = UploadToLeader(
+        "http://leader:7878", "agent-token", transport=httpx.MockTransport(handler)
+    )
+    farm.supervisor.storage = Storage(sync_root=None, delivery=upload)
+    farm.supervisor.assign(demo_chunk([1, 2], staging=False))
+    finished = await farm.finish()
+
+    assert finished.outcome == "done", finished.reason
+    assert sorted(received) == [
+        "/api/files/renders/shot/frame_0001.png",
+        "/api/files/renders/shot/frame_0002.png",
+    ]
+    assert all(body.startswith(b"\x89PNG") for body in received.values())
+    assert _frames(farm.recorder.of(FramesWritten), staged=True) == [1, 2]
+
+
+async def test_a_failed_copy_fails_the_chunk_and_keeps_the_staged_files(
+    farm: Any, demo_chunk: Chunk
+) -> None:
+    class Broken:
+        async def deliver(self, relative: str, source: Path) -> None:
+            raise OSError("disk full")
+
+    farm.supervisor.storage = Storage(sync_root=farm.sync_root, delivery=Broken())
+    farm.supervisor.assign(demo_chunk([1]))
+    finished = await farm.finish()
+    assert finished.outcome == "failed"
+    assert finished.reason == "copy to the sync root failed: disk full"
+    assert (farm.staging / "job1/1.1/renders/shot/frame_0001.png").exists()
+
+
+async def test_output_pattern_is_inferred_when_the_leader_sends_none(
+    farm: Any, demo_chunk: Chunk
+) -> None:
+    assign = demo_chunk([9, 10])
+    assign.output = ""
+    farm.supervisor.assign(assign)
+    finished = await farm.finish()
+    assert finished.outcome == "done", finished.reason

@@ -1,0 +1,185 @@
+"""Argv templates per renderer and token expansion."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from farmtui.protocol import JobSpec
+from farmtui.renderers import RendererError, build_argv, expand, frame_tokens
+
+
+def test_expand_substitutes_every_token_and_keeps_literal_braces() -> None:
+    tokens = {
+        **frame_tokens([5, 6, 7]),
+        "outdir": "/o",
+        "output": "/o/f_####.png",
+        "scene": "a.blend",
+    }
+    argv = [
+        "{scene}",
+        "-s",
+        "{start}",
+        "-e",
+        "{end}",
+        "-j",
+        "{step}",
+        "{frames}",
+        "{output}",
+        "{{x}}",
+    ]
+    assert expand(argv, tokens) == [
+        "a.blend",
+        "-s",
+        "5",
+        "-e",
+        "7",
+        "-j",
+        "1",
+        "5,6,7",
+        "/o/f_####.png",
+        "{x}",
+    ]
+
+
+def test_unknown_tokens_are_errors() -> None:
+    with pytest.raises(RendererError, match=r"unknown token \{frame\}"):
+        expand(["{frame}"], frame_tokens([1]))
+
+
+def test_known_tokens_without_a_value_are_errors() -> None:
+    with pytest.raises(RendererError, match=r"\{scene\} has no value"):
+        expand(["{scene}"], frame_tokens([1]))
+
+
+def test_braces_that_are_not_tokens_pass_through() -> None:
+    assert expand(['{"a": 1}', "{ spaced }", "{}"], {}) == ['{"a": 1}', "{ spaced }", "{}"]
+
+
+@pytest.mark.parametrize(
+    ("frames", "start", "end", "step"),
+    [
+        ([1, 2, 3], "1", "3", "1"),
+        ([1, 6, 11], "1", "11", "5"),
+        ([9, 8, 7], "7", "9", "1"),
+        ([4], "4", "4", "1"),
+        ([-3, -2], "-3", "-2", "1"),
+    ],
+)
+def test_frame_tokens(frames: list[int], start: str, end: str, step: str) -> None:
+    tokens = frame_tokens(frames)
+    assert (tokens["start"], tokens["end"], tokens["step"]) == (start, end, step)
+    assert tokens["frames"] == ",".join(map(str, frames))
+
+
+def test_blender_renders_exactly_the_chunk_frames_into_outdir() -> None:
+    assert build_argv("blender", "shots/a.blend", "renders/a/frame_####.png", ["-E", "CYCLES"]) == [
+        "blender",
+        "-b",
+        "shots/a.blend",
+        "-o",
+        "{outdir}/frame_####.png",
+        "-E",
+        "CYCLES",
+        "-f",
+        "{frames}",
+    ]
+
+
+def test_ffmpeg_uses_printf_padding_and_names_files_after_the_job_frames() -> None:
+    argv = build_argv("ffmpeg", "plate.mov", "renders/plate_####.png", [])
+    assert argv[-1] == "{outdir}/plate_%04d.png"
+    assert argv[argv.index("-start_number") + 1] == "{start}"
+    assert expand(argv, {**frame_tokens([10, 11]), "outdir": "/o"})[argv.index("-vf") + 1] == (
+        r"select=between(n+1\,10\,11)*not(mod(n+1-10\,1))"
+    )
+
+
+def test_demo() -> None:
+    assert build_argv("demo", None, "r/f_####.png", []) == [
+        sys.executable,
+        "-m",
+        "farmtui.demo_render",
+        "--frames",
+        "{frames}",
+        "--output",
+        "{output}",
+    ]
+
+
+def test_generic_needs_an_argv() -> None:
+    with pytest.raises(RendererError, match="needs a command"):
+        build_argv("generic")
+    assert build_argv("generic", None, None, ["render", "{frames}"]) == ["render", "{frames}"]
+
+
+def test_aerender_uses_bracketed_padding_and_no_reuse() -> None:
+    argv = build_argv("aerender", "p.aep", "r/main_####.png", ["-comp", "Main"])
+    assert argv[:5] == ["aerender", "-project", "p.aep", "-comp", "Main"]
+    assert "{outdir}/main_[####].png" in argv
+    assert "-reuse" not in argv
+    assert argv[argv.index("-s") + 1 : argv.index("-s") + 6] == [
+        "{start}",
+        "-e",
+        "{end}",
+        "-i",
+        "{step}",
+    ]
+    assert "-rqindex" in build_argv("aerender", "p.aep", "r/main_####.png")
+
+
+def test_nuke() -> None:
+    assert build_argv("nuke", "comp.nk", "r/c.####.exr", ["-X", "Write1"]) == [
+        "nuke",
+        "-x",
+        "-F",
+        "{start}-{end}x{step}",
+        "-X",
+        "Write1",
+        "comp.nk",
+    ]
+
+
+def test_houdini_runs_hrender_under_hython_with_dollar_f_padding() -> None:
+    argv = build_argv("houdini", "fx.hip", "r/smoke_####.exr")
+    assert argv[:2] == ["hython", "-c"]
+    assert "hrender.py" in argv[2]
+    assert argv[argv.index("-d") + 1] == "/out/mantra1"
+    assert "{outdir}/smoke_$F4.exr" in argv
+    assert argv[-1] == "fx.hip"
+    assert build_argv("houdini", "fx.hip", "r/s_####.exr", ["-d", "/out/karma1"]).count("-d") == 1
+
+
+def test_maya() -> None:
+    argv = build_argv("maya", "light.ma", "r/beauty_####.exr")
+    assert argv[0] == "Render"
+    assert argv[argv.index("-im") + 1] == "beauty"
+    assert argv[argv.index("-fnc") + 1] == "name_#.ext"
+    assert argv[argv.index("-pad") + 1] == "4"
+    assert argv[argv.index("-rd") + 1] == "{outdir}"
+    assert argv[-1] == "light.ma"
+
+
+@pytest.mark.parametrize("renderer", ["blender", "ffmpeg", "aerender", "nuke", "houdini", "maya"])
+def test_scene_is_required(renderer: str) -> None:
+    with pytest.raises(RendererError, match="needs a"):
+        build_argv(renderer, None, "r/f_####.png")
+
+
+def test_unknown_renderer() -> None:
+    with pytest.raises(RendererError, match="unknown renderer 'povray'"):
+        build_argv("povray", "a.pov", "r/f_####.png")
+
+
+def test_build_argv_from_a_job_spec() -> None:
+    spec = JobSpec(renderer="blender", scene="a.blend", output="r/f_####.png")
+    assert build_argv(spec)[:3] == ["blender", "-b", "a.blend"]
+    given = JobSpec(renderer="blender", argv=["blender", "-b", "{scene}"], scene="a.blend")
+    assert build_argv(given) == ["blender", "-b", "{scene}"]
+
+
+def test_every_template_expands_with_chunk_tokens() -> None:
+    tokens = {**frame_tokens([1, 2]), "outdir": "/o", "output": "/o/f_####.png", "scene": "s"}
+    for renderer in ["blender", "ffmpeg", "demo", "aerender", "nuke", "houdini", "maya"]:
+        expand(build_argv(renderer, "scene.file", "r/f_####.png"), tokens)

@@ -1,0 +1,682 @@
+"""``farm``: the one command line of farmtui (see SPEC.md, "The command line contract").
+
+Thin on purpose: argparse here, the work elsewhere. Data commands go through
+``farmtui.client``; ``leader``, ``agent``, ``console`` and ``up`` import their
+packages only when run, so ``farm jobs`` starts fast and never loads textual
+or uvicorn. Every data command takes ``--json`` and then prints one JSON
+document. Errors are one line on stderr; exit 2 for bad input (nothing was
+sent), 1 for a leader that is down or refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, get_args
+
+import msgspec
+
+from farmtui.errors import FarmError, InputError, LeaderError
+from farmtui.protocol import ChunkAction, JobAction, MoveWhere, Role
+
+if TYPE_CHECKING:
+    from farmtui.client import FarmClient
+
+JOB_ACTIONS: tuple[str, ...] = get_args(JobAction)
+CHUNK_ACTIONS: tuple[str, ...] = get_args(ChunkAction)
+MOVES: tuple[str, ...] = get_args(MoveWhere)
+ROLES: tuple[str, ...] = get_args(Role)
+CONFIRM_ACTIONS = frozenset({"cancel", "delete"})
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (exit 2) instead of a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+        raise SystemExit(2)
+
+
+# --- output helpers -----------------------------------------------------------
+
+
+def emit_json(value: object) -> None:
+    """Print one JSON document (msgspec encoding of the protocol records)."""
+    sys.stdout.buffer.write(msgspec.json.encode(value) + b"\n")
+    sys.stdout.flush()
+
+
+def emit(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def connect(args: argparse.Namespace) -> FarmClient:
+    """A client for the leader named by flags, environment or the user config."""
+    from farmtui import config
+    from farmtui.client import FarmClient
+
+    conn = config.resolve(args.leader, args.token, args.token_file)
+    return FarmClient(conn.leader, conn.token)
+
+
+# --- processes: leader, agent, console, up --------------------------------------
+
+
+def cmd_leader(args: argparse.Namespace) -> int:
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise InputError("--tls-cert and --tls-key go together")
+    for flag, value in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):
+        if value and not Path(value).is_file():
+            raise InputError(f"{flag} {value}: no such file")
+    try:
+        from server.errors import LeaderError as LeaderSetupError
+        from server.main import run_leader
+    except ImportError as exc:
+        raise FarmError(f"the leader is not installed here ({exc})") from None
+    try:
+        run_leader(
+            Path(args.data),
+            Path(args.root),
+            host=args.host,
+            port=args.port,
+            tls_cert=Path(args.tls_cert) if args.tls_cert else None,
+            tls_key=Path(args.tls_key) if args.tls_key else None,
+        )
+    except LeaderSetupError as exc:
+        raise FarmError(str(exc)) from None
+    except OSError as exc:
+        raise FarmError(f"the leader stopped: {exc}") from None
+    return 0
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    import os
+
+    from farmtui.config import normalize_url, read_token_file
+
+    leader = args.leader or os.environ.get("FARM_LEADER")
+    if not leader:
+        raise InputError("farm agent needs --leader URL (or FARM_LEADER)")
+    if args.token:
+        token = args.token.strip()
+    elif args.token_file:
+        token = read_token_file(args.token_file)
+    elif os.environ.get("FARM_TOKEN"):
+        token = os.environ["FARM_TOKEN"].strip()
+    else:
+        raise InputError("farm agent needs --token or --token-file (the leader's agent.token)")
+    try:
+        from agent.main import run_agent
+    except ImportError as exc:
+        raise FarmError(f"the agent is not installed here ({exc})") from None
+    run_agent(
+        normalize_url(leader),
+        token,
+        name=args.name,
+        slots=args.slots,
+        staging=Path(args.staging) if args.staging else None,
+        tags=_split_tags(args.tags),
+    )
+    return 0
+
+
+def cmd_console(args: argparse.Namespace) -> int:
+    from farmtui import config
+
+    conn = config.resolve(args.leader, args.token, args.token_file)
+    try:
+        from farmtui.console.app import run_console
+    except ImportError as exc:
+        raise FarmError(f"the console is not available ({exc})") from None
+    run_console(conn.leader, conn.token)
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from farmtui.localfarm import UpOptions, run_up
+
+    if args.agents < 0 or args.slots < 1:
+        raise InputError("--agents must be >= 0 and --slots >= 1")
+    data = Path(args.data)
+    return run_up(
+        UpOptions(
+            data=data,
+            root=Path(args.root) if args.root else data / "root",
+            port=args.port,
+            agents=args.agents,
+            slots=args.slots,
+            demo=args.demo,
+            console=not args.no_console,
+        )
+    )
+
+
+# --- submit ---------------------------------------------------------------------
+
+SUBMIT_VALUE_FLAGS = [
+    ("name", "N", "job name (default: the scene's or command's name)"),
+    ("frames", "LIST", "frame list: 1-100, 1-100x5, 1,5,10-20, 100-1 (default 1)"),
+    ("chunk", "K", "frames per chunk (default 1)"),
+    ("priority", "P", "0-100, lower renders sooner (default 50)"),
+    ("renderer", "NAME", "blender, ffmpeg, nuke, aerender, houdini, maya, demo, generic"),
+    ("scene", "FILE", "scene file for the renderer"),
+    ("output", "PATTERN", "output relative to the sync root, # marks padding"),
+    ("scout", "LIST", "scout frames rendered first; then the job holds"),
+    ("max-running", "N", "at most N chunks at once (0: no limit)"),
+    ("tags", "a,b", "only nodes with all these tags"),
+    ("timeout-min", "D", "minimum render time (catches renderers that quit early)"),
+    ("timeout-max", "D", "maximum render time"),
+    ("timeout-start", "D", "maximum time from dispatch to the renderer's first output"),
+    ("on-timeout", "ACTION", "notify, requeue, error (default), fail or complete"),
+    ("auto-timeout-chunks", "N", "auto timeout after N completed chunks"),
+    ("auto-timeout-percent", "P", "auto timeout after P percent of chunks"),
+    ("auto-timeout-multiplier", "X", "auto timeout = mean render time x X (default 2)"),
+    ("pre-job", "CMD", "command run once before the job"),
+    ("post-job", "CMD", "command run once after the job"),
+    ("script-timeout", "D", "timeout for the pre- and post-job commands"),
+    ("retries", "N", "retries per chunk"),
+    ("retry-delay", "D", "first retry delay (doubles each time)"),
+    ("retry-cap", "D", "longest retry delay"),
+    ("webhook", "URL", "POST job notifications here"),
+]
+SUBMIT_BOOL_FLAGS = [
+    ("per-frame-timeouts", "apply min/max render time per frame rather than per chunk"),
+    ("auto-timeout", "turn the auto timeout on"),
+    ("no-staging", "render straight into the sync root"),
+]
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from farmtui import jobfile
+
+    values: dict[str, Any] = {}
+    if args.jobfile:
+        values = jobfile.load_jobfile(Path(args.jobfile))
+    flags: dict[str, object] = {
+        name: getattr(args, name.replace("-", "_"))
+        for name, *_ in [*SUBMIT_VALUE_FLAGS, *SUBMIT_BOOL_FLAGS]
+    }
+    flags["after"] = args.after
+    flags["env"] = args.env
+    flags["argv"] = args.argv or None
+    given = jobfile.normalize(flags, lambda key: f"--{key.replace('_', '-')}")
+    if "env" in given and "env" in values:
+        given["env"] = {**values["env"], **given["env"]}
+    spec = jobfile.build_spec({**values, **given})
+    with connect(args) as farm:
+        if spec.after:
+            spec.after = farm.resolve_jobs(spec.after)
+        job = farm.submit(spec)
+    if args.json:
+        emit_json(job)
+    else:
+        emit(job.id)
+    return 0
+
+
+# --- reading ----------------------------------------------------------------------
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from farmtui.tables import jobs_table
+
+    with connect(args) as farm:
+        jobs = farm.jobs(include_archived=args.all)
+    if args.json:
+        emit_json(jobs)
+    else:
+        emit(jobs_table(jobs))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from farmtui.tables import detail_text
+
+    with connect(args) as farm:
+        detail = farm.show(farm.resolve_job(args.job))
+    if args.json:
+        emit_json(detail)
+    else:
+        emit(detail_text(detail))
+    return 0
+
+
+def cmd_nodes(args: argparse.Namespace) -> int:
+    from farmtui.tables import nodes_table
+
+    with connect(args) as farm:
+        nodes = farm.nodes()
+    if args.json:
+        emit_json(nodes)
+    else:
+        emit(nodes_table(nodes))
+    return 0
+
+
+def cmd_node(args: argparse.Namespace) -> int:
+    from farmtui.tables import nodes_table
+
+    with connect(args) as farm:
+        if args.verb == "log":
+            text = farm.node_log(args.name, tail=args.tail)
+            if args.json:
+                emit_json({"node": args.name, "log": text})
+            else:
+                sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
+            return 0
+        node = farm.set_node_enabled(args.name, args.verb == "enable")
+    if args.json:
+        emit_json(node)
+    else:
+        emit(nodes_table([node]))
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    with connect(args) as farm:
+        job_id = farm.resolve_job(args.job)
+
+        def fetch() -> str:
+            if args.chunk is None:
+                return farm.events(job_id)
+            return farm.logs(job_id, args.chunk, args.attempt)
+
+        if not args.follow:
+            text = fetch()
+            if args.json:
+                emit_json({"job_id": job_id, "chunk": args.chunk, "log": text})
+            else:
+                sys.stdout.write(text)
+                sys.stdout.flush()
+            return 0
+        return follow_log(farm, job_id, fetch, interval=args.interval)
+
+
+def follow_log(farm: FarmClient, job_id: str, fetch: Callable[[], str], interval: float) -> int:
+    """Print the log, then what is appended to it, until the job finishes (or Ctrl-C)."""
+    from farmtui.client import FINAL_STATES
+    from farmtui.errors import NotFound
+
+    shown = ""
+    while True:
+        # Read the state first so the final fetch below sees everything the job wrote.
+        state = farm.show(job_id).job.state
+        try:
+            text = fetch()
+        except NotFound:
+            text = shown  # the attempt's log does not exist yet
+        if text.startswith(shown):
+            sys.stdout.write(text[len(shown) :])
+        else:  # a new attempt replaced the log: show it whole
+            sys.stdout.write("\n--- log restarted ---\n" + text)
+        sys.stdout.flush()
+        shown = text
+        if state in FINAL_STATES:
+            return 0
+        time.sleep(interval)
+
+
+# --- control ----------------------------------------------------------------------
+
+
+def cmd_action(args: argparse.Namespace) -> int:
+    from farmtui.tables import job_summary
+
+    action = args.command
+    if action in CONFIRM_ACTIONS and not args.yes and not sys.stdin.isatty():
+        # Refuse before touching the leader: a script must say --yes.
+        raise InputError(f"refusing to {action} without --yes: stdin is not a terminal to ask on")
+    with connect(args) as farm:
+        jobs = farm.jobs(include_archived=True)
+        ids = farm.resolve_jobs(args.jobs, jobs)
+        ids = list(dict.fromkeys(ids))
+        if action in CONFIRM_ACTIONS and not args.yes:
+            names = {job.id: job.name for job in jobs}
+            confirm(action, [f"{names.get(i, '?')} ({i})" for i in ids])
+        result = farm.action(action, ids)
+    if args.json:
+        emit_json(result)
+    else:
+        for job in result.jobs:
+            emit(job_summary(job))
+        for removed in result.removed:
+            emit(f"{removed}  deleted")
+    return 0
+
+
+def confirm(action: str, what: Sequence[str]) -> None:
+    """Ask on the terminal; refuse outright when there is no terminal to ask on."""
+    count = f"{len(what)} job{'s' if len(what) != 1 else ''}"
+    listing = ", ".join(what[:5]) + (f" and {len(what) - 5} more" if len(what) > 5 else "")
+    sys.stderr.write(f"{action.capitalize()} {count}: {listing}? [y/N] ")
+    sys.stderr.flush()
+    try:
+        answer = input()
+    except EOFError:
+        answer = ""
+    if answer.strip().lower() not in ("y", "yes"):
+        raise InputError(f"not confirmed; did not {action} anything")
+
+
+def cmd_priority(args: argparse.Namespace) -> int:
+    from farmtui.jobfile import FIELDS
+
+    try:
+        priority = FIELDS["priority"](args.priority)
+    except ValueError as exc:
+        raise InputError(f"priority: {exc}") from None
+    with connect(args) as farm:
+        job = farm.priority(farm.resolve_job(args.job), priority)
+    if args.json:
+        emit_json(job)
+    else:
+        emit(f"{job.id}  {job.name}  priority {job.priority}, position {job.position}")
+    return 0
+
+
+def cmd_move(args: argparse.Namespace) -> int:
+    from farmtui.tables import jobs_table
+
+    with connect(args) as farm:
+        jobs = farm.jobs(include_archived=True)
+        job_id = farm.resolve_job(args.job, jobs)
+        before = farm.resolve_job(args.before, jobs) if args.before else None
+        group = farm.move(job_id, where=None if before else args.where, before=before)
+    if args.json:
+        emit_json(group)
+    else:
+        emit(jobs_table(group))
+    return 0
+
+
+def cmd_chunks(args: argparse.Namespace) -> int:
+    from farmtui.frames import FrameListError, parse_frames
+    from farmtui.tables import chunks_table
+
+    chunks: list[int] = []
+    for item in args.chunks:
+        try:
+            chunks.extend(parse_frames(item))
+        except FrameListError:
+            raise InputError(f"bad chunk number {item!r} (e.g. 3, 1-4, 2,5)") from None
+    with connect(args) as farm:
+        detail = farm.chunk_action(farm.resolve_job(args.job), args.action, chunks)
+    if args.json:
+        emit_json(detail)
+    else:
+        emit(chunks_table([c for c in detail.chunks if c.index in set(chunks)]))
+    return 0
+
+
+SET_DURATIONS = {
+    "timeout-min": "min_render",
+    "timeout-max": "max_render",
+    "timeout-start": "max_start",
+    "script-timeout": "script_timeout",
+}
+
+
+def cmd_set(args: argparse.Namespace) -> int:
+    """Change settings of a submitted job (``PATCH``): merges into its current timeouts."""
+    from farmtui.durations import parse_duration
+    from farmtui.jobfile import FIELDS
+    from farmtui.protocol import JobPatch
+
+    def value(key: str) -> Any:
+        raw = getattr(args, key.replace("-", "_"))
+        if raw is None:
+            return None
+        try:
+            return FIELDS[key](raw)
+        except ValueError as exc:
+            raise InputError(f"--{key}: {exc}") from None
+
+    timeout_changes: dict[str, Any] = {}
+    for key, field in SET_DURATIONS.items():
+        raw = getattr(args, key.replace("-", "_"))
+        if raw is None:
+            continue
+        if raw.strip().lower() in ("none", "off"):
+            timeout_changes[field] = None
+        else:
+            timeout_changes[field] = parse_duration(raw)
+    for key, field in (
+        ("on-timeout", "on_timeout"),
+        ("auto-timeout-chunks", "auto_min_chunks"),
+        ("auto-timeout-percent", "auto_min_percent"),
+        ("auto-timeout-multiplier", "auto_multiplier"),
+    ):
+        if (converted := value(key)) is not None:
+            timeout_changes[field] = converted
+    if args.per_frame_timeouts is not None:
+        timeout_changes["per_frame"] = args.per_frame_timeouts
+    if args.auto_timeout is not None:
+        timeout_changes["auto"] = args.auto_timeout
+    patch = JobPatch(
+        name=value("name"),
+        retries=value("retries"),
+        retry_delay=value("retry-delay"),
+        retry_cap=value("retry-cap"),
+        max_running=value("max-running"),
+        tags=value("tags"),
+        webhook=value("webhook"),
+    )
+    if not timeout_changes and patch == JobPatch():
+        raise InputError("nothing to set: give at least one setting (see `farm set --help`)")
+    with connect(args) as farm:
+        job_id = farm.resolve_job(args.job)
+        if timeout_changes:
+            current = farm.show(job_id).job.spec.timeouts
+            patch.timeouts = msgspec.structs.replace(current, **timeout_changes)
+        job = farm.patch(job_id, patch)
+    if args.json:
+        emit_json(job)
+    else:
+        emit(f"{job.id}  {job.name}  updated")
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    with connect(args) as farm:
+        info = farm.create_token(args.role, args.name or "")
+    if args.json:
+        emit_json(info)
+    else:
+        emit(info.token)
+    return 0
+
+
+def cmd_whoami(args: argparse.Namespace) -> int:
+    with connect(args) as farm:
+        me = farm.whoami()
+        url = farm.leader
+    if args.json:
+        emit_json(me)
+    else:
+        emit(f"{me.name} ({me.role}) on {url}")
+    return 0
+
+
+# --- the parser -------------------------------------------------------------------
+
+
+def _split_tags(text: str | None) -> list[str] | None:
+    if not text:
+        return None
+    return [tag.strip() for tag in text.split(",") if tag.strip()]
+
+
+def _parents() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    conn = argparse.ArgumentParser(add_help=False)
+    group = conn.add_argument_group(
+        "connection (default: FARM_LEADER/FARM_TOKEN, then the config `farm up` wrote)"
+    )
+    group.add_argument("--leader", metavar="URL", help="the leader, e.g. http://127.0.0.1:7878")
+    tokens = group.add_mutually_exclusive_group()
+    tokens.add_argument("--token", metavar="T", help="a user token")
+    tokens.add_argument("--token-file", metavar="F", help="a file holding the token")
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="print one JSON document")
+    return conn, as_json
+
+
+def build_parser() -> Parser:
+    parser = Parser(
+        prog="farm",
+        description="farmtui: a render farm you run from a terminal.",
+        epilog="Priority: lower numbers render sooner (0-100, default 50).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    conn, as_json = _parents()
+    data_cmd = [conn, as_json]
+
+    def add(name: str, handler: Handler, help_text: str, parents: list[Any]) -> Parser:
+        cmd: Parser = sub.add_parser(name, help=help_text, description=help_text, parents=parents)
+        cmd.set_defaults(run=handler)
+        return cmd
+
+    up = add("up", cmd_up, "bring up a local farm: leader, agents, console", [])
+    up.add_argument("--data", default="farm-data", metavar="DIR", help="default ./farm-data")
+    up.add_argument("--root", metavar="DIR", help="sync root (default <data>/root)")
+    up.add_argument("--port", type=int, default=7878, metavar="P")
+    up.add_argument("--agents", type=int, default=2, metavar="N")
+    up.add_argument("--slots", type=int, default=1, metavar="K", help="slots per agent")
+    up.add_argument("--demo", action="store_true", help="submit a few demo jobs")
+    up.add_argument(
+        "--no-console",
+        action="store_true",
+        help="no console: print progress; with --demo, exit when the demo jobs finish",
+    )
+
+    leader = add("leader", cmd_leader, "run the leader in the foreground", [])
+    leader.add_argument("--data", required=True, metavar="DIR", help="database and tokens")
+    leader.add_argument("--root", required=True, metavar="DIR", help="the sync root")
+    leader.add_argument("--host", default="127.0.0.1")
+    leader.add_argument("--port", type=int, default=7878, metavar="P")
+    leader.add_argument("--tls-cert", metavar="F")
+    leader.add_argument("--tls-key", metavar="F")
+
+    agent = add("agent", cmd_agent, "run a render node's agent in the foreground", [])
+    agent.add_argument("--leader", metavar="URL", help="the leader (default FARM_LEADER)")
+    agent_tokens = agent.add_mutually_exclusive_group()
+    agent_tokens.add_argument("--token", metavar="T", help="an agent token")
+    agent_tokens.add_argument("--token-file", metavar="F", help="e.g. <data>/agent.token")
+    agent.add_argument("--name", help="node name (default: the host name)")
+    agent.add_argument("--slots", type=int, default=1, metavar="K", help="concurrent chunks")
+    agent.add_argument("--staging", metavar="DIR", help="local staging folder")
+    agent.add_argument("--tags", metavar="a,b", help="tags jobs can require")
+
+    add("console", cmd_console, "open the operator console", [conn])
+
+    submit = add("submit", cmd_submit, "submit a job (command after --)", data_cmd)
+    submit.add_argument("jobfile", nargs="?", metavar="JOBFILE.toml", help="TOML job file")
+    for name, metavar, help_text in SUBMIT_VALUE_FLAGS:
+        submit.add_argument(f"--{name}", metavar=metavar, help=help_text)
+    for name, help_text in SUBMIT_BOOL_FLAGS:
+        submit.add_argument(f"--{name}", action="store_true", default=None, help=help_text)
+    submit.add_argument("--after", action="append", metavar="JOB", help="wait for JOB (repeat)")
+    submit.add_argument("--env", action="append", metavar="K=V", help="environment (repeat)")
+    submit.set_defaults(argv=[])
+
+    jobs = add("jobs", cmd_jobs, "list jobs in dispatch order", data_cmd)
+    jobs.add_argument("--all", action="store_true", help="include archived jobs")
+
+    show = add("show", cmd_show, "a job, its chunks with attempts, and frame states", data_cmd)
+    show.add_argument("job", metavar="JOB", help="id, unique id prefix, or unique name")
+
+    for action in JOB_ACTIONS:
+        cmd = add(action, cmd_action, f"{action} jobs", data_cmd)
+        cmd.add_argument("jobs", nargs="+", metavar="JOB")
+        cmd.add_argument("--yes", "-y", action="store_true", help="do not ask to confirm")
+
+    priority = add("priority", cmd_priority, "set a job's priority (admin)", data_cmd)
+    priority.add_argument("job", metavar="JOB")
+    priority.add_argument("priority", metavar="P", help="0-100, lower renders sooner")
+
+    move = add("move", cmd_move, "move a job within its priority group", data_cmd)
+    move.add_argument("job", metavar="JOB")
+    move.add_argument("where", choices=MOVES, nargs="?", default="up")
+    move.add_argument("--before", metavar="JOB", help="land right before this job instead")
+
+    chunks = add("chunks", cmd_chunks, "act on chunks of one job", data_cmd)
+    chunks.add_argument("job", metavar="JOB")
+    chunks.add_argument("action", choices=CHUNK_ACTIONS)
+    chunks.add_argument("chunks", nargs="+", metavar="N", help="chunk numbers: 3, 1-4, 2,5")
+
+    setter = add("set", cmd_set, "change a submitted job's settings", data_cmd)
+    setter.add_argument("job", metavar="JOB")
+    setter.add_argument("--name", metavar="N")
+    for key in SET_DURATIONS:
+        setter.add_argument(f"--{key}", metavar="D", help="a duration, or 'none' to clear")
+    setter.add_argument("--on-timeout", metavar="ACTION")
+    setter.add_argument("--per-frame-timeouts", action=argparse.BooleanOptionalAction, default=None)
+    setter.add_argument("--auto-timeout", action=argparse.BooleanOptionalAction, default=None)
+    setter.add_argument("--auto-timeout-chunks", metavar="N")
+    setter.add_argument("--auto-timeout-percent", metavar="P")
+    setter.add_argument("--auto-timeout-multiplier", metavar="X")
+    setter.add_argument("--retries", metavar="N")
+    setter.add_argument("--retry-delay", metavar="D")
+    setter.add_argument("--retry-cap", metavar="D")
+    setter.add_argument("--max-running", metavar="N")
+    setter.add_argument("--tags", metavar="a,b")
+    setter.add_argument("--webhook", metavar="URL")
+
+    add("nodes", cmd_nodes, "list render nodes", data_cmd)
+
+    node = add("node", cmd_node, "enable or disable a node, or read its agent log", data_cmd)
+    node.add_argument("verb", choices=("enable", "disable", "log"))
+    node.add_argument("name", metavar="NAME")
+    node.add_argument("--tail", type=int, default=200, metavar="N", help="lines of log")
+
+    logs = add("logs", cmd_logs, "a job's event log, or a chunk attempt's output", data_cmd)
+    logs.add_argument("job", metavar="JOB")
+    logs.add_argument("--chunk", type=int, metavar="N")
+    logs.add_argument("--attempt", type=int, metavar="A", help="default: the latest")
+    logs.add_argument("--follow", "-f", action="store_true", help="keep printing until done")
+    logs.add_argument("--interval", type=float, default=1.0, help=argparse.SUPPRESS)
+
+    token = add("token", cmd_token, "make a token (admin)", data_cmd)
+    token.add_argument("verb", choices=("create",))
+    token.add_argument("--role", required=True, choices=ROLES)
+    token.add_argument("--name", metavar="NAME", help="who it is for")
+
+    add("whoami", cmd_whoami, "who the token says you are", data_cmd)
+    return parser
+
+
+def split_command_argv(argv: list[str]) -> tuple[list[str], list[str]]:
+    """``farm submit ... -- CMD ARGS`` -> (farm's own arguments, the job's argv)."""
+    if argv[:1] == ["submit"] and "--" in argv:
+        cut = argv.index("--")
+        return argv[:cut], argv[cut + 1 :]
+    return argv, []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``farm`` console script; returns the exit code."""
+    own, command = split_command_argv(list(sys.argv[1:] if argv is None else argv))
+    args = build_parser().parse_args(own)
+    if command:
+        args.argv = command
+    handler: Handler = args.run
+    try:
+        return handler(args)
+    except FarmError as exc:
+        sys.stderr.write(f"farm {args.command}: {exc}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("\n")
+        return 130
+    except BrokenPipeError:
+        # `farm jobs | head`: the reader left; not an error worth a traceback.
+        sys.stderr.close()
+        return 0
+
+
+__all__ = ["LeaderError", "main"]

@@ -1,0 +1,288 @@
+"""A Python client for the leader's REST API, for the ``farm`` CLI and for scripts.
+
+Every method returns the protocol's records (``JobView``, ``JobDetail``,
+``NodeView`` ...) and raises the ``farmtui.errors`` tree on failure, so a
+pipeline tool can write::
+
+    with FarmClient("http://127.0.0.1:7878", token) as farm:
+        job = farm.submit(JobSpec(name="shot", frames="1-10", argv=["sleep", "1"]))
+        farm.action("pause", [job.id])
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import httpx
+import msgspec
+
+from farmtui import errors
+from farmtui.protocol import (
+    ChunkAction,
+    JobAction,
+    JobDetail,
+    JobPatch,
+    JobSpec,
+    JobView,
+    MoveWhere,
+    NodeView,
+    Role,
+)
+
+T = TypeVar("T")
+
+FINAL_STATES = frozenset({"done", "failed", "cancelled"})
+
+
+class ActionResult(msgspec.Struct, kw_only=True):
+    """Answer of ``POST /api/jobs/actions``: the jobs as they are now, and the ids deleted."""
+
+    jobs: list[JobView] = []
+    removed: list[str] = []
+
+
+class TokenInfo(msgspec.Struct, kw_only=True):
+    """A token made by ``POST /api/tokens``; the secret is shown only this once."""
+
+    token: str
+    role: Role
+    name: str = ""
+
+
+class WhoAmI(msgspec.Struct, kw_only=True):
+    name: str
+    role: Role
+
+
+class FarmClient:
+    """Synchronous REST client; one keep-alive connection per instance."""
+
+    def __init__(
+        self,
+        leader: str,
+        token: str,
+        *,
+        timeout: float = 15.0,
+        transport: httpx.BaseTransport | None = None,
+        verify: bool | str = True,
+    ) -> None:
+        self.leader = leader.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.leader,
+            headers={"Authorization": f"Bearer {token}", "User-Agent": "farmtui-client"},
+            timeout=timeout,
+            transport=transport,
+            verify=verify,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> FarmClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # --- plumbing -------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: object = None,
+        content: bytes | None = None,
+        params: dict[str, str | int] | None = None,
+    ) -> httpx.Response:
+        """Send one request; map transport failures and error statuses to FarmErrors."""
+        headers = {}
+        if body is not None:
+            content = msgspec.json.encode(body)
+            headers["Content-Type"] = "application/json"
+        try:
+            response = self._http.request(
+                method, path, content=content, params=params, headers=headers
+            )
+        except httpx.ConnectError as exc:
+            raise errors.LeaderDown(
+                f"cannot reach the leader at {self.leader}: {_connect_reason(exc)}"
+            ) from None
+        except httpx.TimeoutException:
+            raise errors.LeaderDown(
+                f"cannot reach the leader at {self.leader}: no answer in time"
+            ) from None
+        except httpx.TransportError as exc:
+            raise errors.LeaderDown(f"cannot reach the leader at {self.leader}: {exc}") from None
+        if response.status_code >= 400:
+            raise _error_for(response)
+        return response
+
+    def _get(self, path: str, kind: type[T], params: dict[str, str | int] | None = None) -> T:
+        return _decode(self.request("GET", path, params=params), kind)
+
+    def _post(self, path: str, body: object, kind: type[T]) -> T:
+        return _decode(self.request("POST", path, body=body), kind)
+
+    # --- the API --------------------------------------------------------------
+
+    def healthz(self) -> bool:
+        """True when the leader answers ``/healthz`` (no token needed); LeaderDown otherwise."""
+        return self.request("GET", "/healthz").status_code == 200
+
+    def whoami(self) -> WhoAmI:
+        return self._get("/api/whoami", WhoAmI)
+
+    def submit(self, spec: JobSpec) -> JobView:
+        return self._post("/api/jobs", spec, JobView)
+
+    def jobs(self, include_archived: bool = False) -> list[JobView]:
+        """Jobs in dispatch order; archived ones too with ``include_archived``."""
+        params: dict[str, str | int] = {"all": 1} if include_archived else {}
+        return self._get("/api/jobs", list[JobView], params)
+
+    def show(self, job_id: str) -> JobDetail:
+        return self._get(f"/api/jobs/{_seg(job_id)}", JobDetail)
+
+    def patch(self, job_id: str, patch: JobPatch) -> JobView:
+        return _decode(self.request("PATCH", f"/api/jobs/{_seg(job_id)}", body=patch), JobView)
+
+    def action(self, action: JobAction, job_ids: Iterable[str]) -> ActionResult:
+        body = {"action": action, "ids": list(job_ids)}
+        return self._post("/api/jobs/actions", body, ActionResult)
+
+    def priority(self, job_id: str, priority: int) -> JobView:
+        return self._post(f"/api/jobs/{_seg(job_id)}/priority", {"priority": priority}, JobView)
+
+    def move(
+        self, job_id: str, where: MoveWhere | None = None, before: str | None = None
+    ) -> list[JobView]:
+        """Move within the priority group: ``where`` up/down/top/bottom, or ``before`` a job."""
+        body: dict[str, str] = {"before": before} if before else {"where": where or "bottom"}
+        return self._post(f"/api/jobs/{_seg(job_id)}/move", body, list[JobView])
+
+    def chunk_action(self, job_id: str, action: ChunkAction, chunks: Iterable[int]) -> JobDetail:
+        body = {"action": action, "chunks": list(chunks)}
+        return self._post(f"/api/jobs/{_seg(job_id)}/chunks/actions", body, JobDetail)
+
+    def events(self, job_id: str) -> str:
+        """The job's event log (every state change and who caused it) as text."""
+        return self.request("GET", f"/api/jobs/{_seg(job_id)}/events").text
+
+    def logs(self, job_id: str, chunk: int, attempt: int | None = None) -> str:
+        """A chunk attempt's raw output (the latest attempt by default) as text."""
+        params: dict[str, str | int] = {"chunk": chunk}
+        if attempt is not None:
+            params["attempt"] = attempt
+        return self.request("GET", f"/api/jobs/{_seg(job_id)}/logs", params=params).text
+
+    def nodes(self) -> list[NodeView]:
+        return self._get("/api/nodes", list[NodeView])
+
+    def set_node_enabled(self, name: str, enabled: bool) -> NodeView:
+        verb = "enable" if enabled else "disable"
+        return _decode(self.request("POST", f"/api/nodes/{_seg(name)}/{verb}"), NodeView)
+
+    def node_log(self, name: str, tail: int = 500) -> str:
+        return self.request("GET", f"/api/nodes/{_seg(name)}/log", params={"tail": tail}).text
+
+    def create_token(self, role: Role, name: str = "") -> TokenInfo:
+        return self._post("/api/tokens", {"role": role, "name": name}, TokenInfo)
+
+    def upload(self, path: str, data: bytes) -> None:
+        """Put a file into the sync root (agents that cannot see it); ``path`` is relative."""
+        self.request("PUT", "/api/files/" + quote(path.lstrip("/")), content=data)
+
+    # --- helpers for humans and scripts ---------------------------------------
+
+    def resolve_job(self, ref: str, jobs: list[JobView] | None = None) -> str:
+        """The full id of the job ``ref`` names: an id, a unique id prefix, or a unique name."""
+        return self.resolve_jobs([ref], jobs)[0]
+
+    def resolve_jobs(self, refs: Iterable[str], jobs: list[JobView] | None = None) -> list[str]:
+        """Full ids for several refs with one listing of the farm's jobs."""
+        known = self.jobs(include_archived=True) if jobs is None else jobs
+        return [match_job(ref, known) for ref in refs]
+
+    def wait(self, job_id: str, timeout: float | None = None, interval: float = 0.2) -> JobView:
+        """Poll until the job is done, failed or cancelled; TimeoutError after ``timeout`` s."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = self.show(job_id).job
+            if job.state in FINAL_STATES:
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} is still {job.state} after {timeout} s")
+            time.sleep(interval)
+
+
+def match_job(ref: str, jobs: list[JobView]) -> str:
+    """Resolve one ref against a job list: exact id, then unique id prefix, then unique name."""
+    ref = ref.strip()
+    if not ref:
+        raise errors.InputError("empty job id")
+    for job in jobs:
+        if job.id == ref:
+            return job.id
+    by_prefix = [job for job in jobs if job.id.startswith(ref)]
+    if len(by_prefix) == 1:
+        return by_prefix[0].id
+    if len(by_prefix) > 1:
+        shown = ", ".join(job.id for job in by_prefix[:4])
+        raise errors.AmbiguousJob(f"job id prefix {ref!r} matches {len(by_prefix)} jobs: {shown}")
+    by_name = [job for job in jobs if job.name == ref]
+    if len(by_name) == 1:
+        return by_name[0].id
+    if len(by_name) > 1:
+        shown = ", ".join(job.id for job in by_name[:4])
+        raise errors.AmbiguousJob(f"{len(by_name)} jobs are named {ref!r}: {shown}; use an id")
+    raise errors.NotFound(f"no job {ref!r} on the farm", 404)
+
+
+def _seg(value: str) -> str:
+    return quote(value, safe="")
+
+
+def _decode(response: httpx.Response, kind: type[T]) -> T:
+    try:
+        return msgspec.json.decode(response.content, type=kind)
+    except msgspec.DecodeError as exc:
+        raise errors.ServerError(
+            f"the leader sent an answer this client cannot read: {exc}", response.status_code
+        ) from None
+
+
+def _error_for(response: httpx.Response) -> errors.LeaderError:
+    status = response.status_code
+    if status == 401:
+        return errors.AuthError("the leader refused the token", status)
+    message = ""
+    try:
+        payload: Any = json.loads(response.content)
+        if isinstance(payload, dict) and isinstance(payload.get("error"), str):
+            message = payload["error"]
+    except ValueError:
+        message = response.text.strip()
+    message = " ".join(message.split()) or f"HTTP {status} {response.reason_phrase}"
+    if status == 403:
+        message = f"not allowed: {message}"
+    return errors.for_status(status, message)
+
+
+def _connect_reason(exc: httpx.ConnectError) -> str:
+    text = str(exc).lower()
+    if "refused" in text or "errno 111" in text or "connect call failed" in text:
+        return "connection refused"
+    if "name or service" in text or "nodename" in text or "getaddrinfo" in text:
+        return "unknown host"
+    return str(exc) or "connection failed"

@@ -1,0 +1,168 @@
+"""Where a command finds the leader's URL and its token.
+
+Each of the two is looked up on its own, first found wins:
+
+1. the command's flags: ``--leader URL``, ``--token T`` or ``--token-file F``;
+2. the environment: ``FARM_LEADER``, ``FARM_TOKEN`` (or ``FARM_TOKEN_FILE``);
+3. the user config that ``farm up`` writes,
+   ``$XDG_CONFIG_HOME/farmtui/config.toml`` (``~/.config/...`` by default)::
+
+       leader = "http://127.0.0.1:7878"
+       token_file = "/home/me/farm-data/admin.token"
+
+The config file names a token *file* (mode 0600) rather than holding the
+token, so the secret stays in one place the leader wrote.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from farmtui.errors import ConfigError
+
+DEFAULT_PORT = 7878
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """A leader URL and the token to show it, with where each came from."""
+
+    leader: str
+    token: str
+    leader_source: str
+    token_source: str
+
+
+@dataclass(frozen=True, slots=True)
+class UserConfig:
+    """The contents of the user config file (either field may be missing)."""
+
+    leader: str | None = None
+    token_file: Path | None = None
+
+
+def config_path(env: Mapping[str, str] | None = None) -> Path:
+    """The user config file: ``$XDG_CONFIG_HOME/farmtui/config.toml``."""
+    env = os.environ if env is None else env
+    base = env.get("XDG_CONFIG_HOME") or ""
+    root = Path(base) if base else Path(env.get("HOME") or Path.home()) / ".config"
+    return root / "farmtui" / "config.toml"
+
+
+def normalize_url(url: str) -> str:
+    """``127.0.0.1:7878/`` -> ``http://127.0.0.1:7878``; refuse anything but http(s)."""
+    url = url.strip().rstrip("/")
+    if not url:
+        raise ConfigError("the leader URL is empty")
+    if "://" not in url:
+        url = "http://" + url
+    scheme = url.split("://", 1)[0].lower()
+    if scheme not in ("http", "https"):
+        raise ConfigError(f"the leader URL {url!r} must start with http:// or https://")
+    return url
+
+
+def read_token_file(path: str | Path) -> str:
+    """The token in ``path`` (surrounding whitespace dropped), or ConfigError."""
+    try:
+        token = Path(path).expanduser().read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read token file {path}: {exc.strerror or exc}") from None
+    if not token:
+        raise ConfigError(f"token file {path} is empty")
+    return token
+
+
+def load_user_config(env: Mapping[str, str] | None = None) -> UserConfig:
+    """The user config file's contents; an empty UserConfig when there is none."""
+    path = config_path(env)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return UserConfig()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    unknown = sorted(set(data) - {"leader", "token_file"})
+    if unknown:
+        raise ConfigError(f"{path}: unknown key {unknown[0]!r} (known: leader, token_file)")
+    leader = data.get("leader")
+    token_file = data.get("token_file")
+    if leader is not None and not isinstance(leader, str):
+        raise ConfigError(f"{path}: leader must be a string")
+    if token_file is not None and not isinstance(token_file, str):
+        raise ConfigError(f"{path}: token_file must be a string")
+    return UserConfig(leader=leader, token_file=Path(token_file) if token_file else None)
+
+
+def write_user_config(leader: str, token_file: Path, env: Mapping[str, str] | None = None) -> Path:
+    """Write the user config (mode 0600) so later commands find this leader; returns its path."""
+    path = config_path(env)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = (
+        "# Written by `farm up`: where `farm` commands find the leader and the token.\n"
+        f"leader = {_toml_string(normalize_url(leader))}\n"
+        f"token_file = {_toml_string(str(token_file.resolve()))}\n"
+    )
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(text)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+    return path
+
+
+def _toml_string(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def resolve(
+    leader: str | None = None,
+    token: str | None = None,
+    token_file: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Connection:
+    """The leader URL and token, from flags, then the environment, then the user config."""
+    env = os.environ if env is None else env
+    user: UserConfig | None = None
+
+    def user_config() -> UserConfig:
+        nonlocal user
+        if user is None:
+            user = load_user_config(env)
+        return user
+
+    if leader:
+        url, leader_source = leader, "--leader"
+    elif env.get("FARM_LEADER"):
+        url, leader_source = env["FARM_LEADER"], "FARM_LEADER"
+    elif user_config().leader:
+        url, leader_source = user_config().leader or "", str(config_path(env))
+    else:
+        raise ConfigError(
+            "no leader configured: pass --leader URL, set FARM_LEADER, or start one with `farm up`"
+        )
+
+    if token:
+        secret, token_source = token.strip(), "--token"
+    elif token_file:
+        secret, token_source = read_token_file(token_file), token_file
+    elif env.get("FARM_TOKEN"):
+        secret, token_source = env["FARM_TOKEN"].strip(), "FARM_TOKEN"
+    elif env.get("FARM_TOKEN_FILE"):
+        secret, token_source = read_token_file(env["FARM_TOKEN_FILE"]), env["FARM_TOKEN_FILE"]
+    elif (path := user_config().token_file) is not None:
+        secret, token_source = read_token_file(path), str(path)
+    else:
+        raise ConfigError(
+            "no token configured: pass --token or --token-file, set FARM_TOKEN, "
+            "or start a farm with `farm up`"
+        )
+    return Connection(normalize_url(url), secret, leader_source, token_source)

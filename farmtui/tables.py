@@ -1,0 +1,188 @@
+"""Plain-text views of the protocol's records for the ``farm`` command's human output.
+
+ASCII only (progress bars are ``[####......]``) so the output survives any
+terminal, ``less`` and log files. ``--json`` bypasses all of this.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+
+from farmtui.durations import format_duration
+from farmtui.frames import format_frames
+from farmtui.protocol import ChunkView, JobDetail, JobView, NodeView
+
+PRIORITY_HEADER = "PRI(low first)"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> str:
+    """Columns padded to their widest cell; column numbers in ``right`` align right."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
+    lines = []
+    for row in [list(headers), *rows]:
+        cells = [
+            cell.rjust(width) if i in right else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def short_ids(ids: Sequence[str], minimum: int = 8) -> dict[str, str]:
+    """Shortest prefixes (at least ``minimum`` long) that still tell these ids apart."""
+    length = minimum
+    while length < max((len(i) for i in ids), default=0):
+        if len({i[:length] for i in ids}) == len(set(ids)):
+            break
+        length += 1
+    return {i: i[:length] for i in ids}
+
+
+def progress_bar(done: int, total: int, width: int = 10) -> str:
+    fraction = done / total if total else 0.0
+    filled = min(width, int(fraction * width))
+    return f"[{'#' * filled}{'.' * (width - filled)}] {int(fraction * 100):3d}%"
+
+
+def job_state(job: JobView) -> str:
+    flags = [flag for flag, on in (("archived", job.archived), ("reviewed", job.reviewed)) if on]
+    return job.state + (f" ({', '.join(flags)})" if flags else "")
+
+
+def jobs_table(jobs: Sequence[JobView]) -> str:
+    """``farm jobs``: one row per job in dispatch order."""
+    if not jobs:
+        return "no jobs (submit one with `farm submit`, or see archived ones with --all)"
+    ids = short_ids([job.id for job in jobs])
+    rows = [
+        [
+            ids[job.id],
+            str(job.priority),
+            job.name,
+            job.owner,
+            job_state(job),
+            progress_bar(job.stats.frames_done, job.stats.frames_total),
+            f"{job.stats.frames_done}/{job.stats.frames_total}",
+            format_duration(job.stats.etr) if job.state not in ("done", "cancelled") else "-",
+        ]
+        for job in jobs
+    ]
+    headers = ["ID", PRIORITY_HEADER, "NAME", "OWNER", "STATE", "PROGRESS", "FRAMES", "ETR"]
+    return table(headers, rows, right={1, 6, 7})
+
+
+def job_summary(job: JobView) -> str:
+    """One line per changed job after an action: ``<id>  <name>  <state>``."""
+    return f"{job.id}  {job.name}  {job_state(job)}"
+
+
+def detail_text(detail: JobDetail) -> str:
+    """``farm show``: the job, its chunks with their latest attempt, and frames by state."""
+    job = detail.job
+    stats = job.stats
+    lines = [
+        f"job       {job.id}",
+        f"name      {job.name}",
+        f"owner     {job.owner}",
+        f"state     {job_state(job)}",
+        f"priority  {job.priority} (lower renders sooner), position {job.position}",
+        f"renderer  {job.renderer}" + (f"  scene {job.spec.scene}" if job.spec.scene else ""),
+        f"frames    {job.frames} in chunks of {job.chunk}",
+        f"progress  {progress_bar(stats.frames_done, stats.frames_total)}"
+        f"  {stats.frames_done}/{stats.frames_total} frames,"
+        f" {stats.chunks_done}/{stats.chunks_total} chunks done,"
+        f" {stats.chunks_running} running, {stats.chunks_failed} failed",
+        f"times     mean {format_duration(stats.mean_render)},"
+        f" p90 {format_duration(stats.p90_render)}, ETR {format_duration(stats.etr)}",
+    ]
+    if job.spec.output:
+        lines.append(f"output    {job.spec.output}")
+    if job.spec.argv:
+        lines.append(f"argv      {' '.join(job.spec.argv)}")
+    if detail.blocked_nodes:
+        now = time.time()
+        blocked = ", ".join(
+            f"{node} ({format_duration(until - now)} left)"
+            for node, until in sorted(detail.blocked_nodes.items())
+        )
+        lines.append(f"blocked   {blocked}")
+    lines.append("")
+    lines.append(chunks_table(detail.chunks))
+    lines.append("")
+    lines.append(frames_by_state(detail.frame_states))
+    return "\n".join(lines)
+
+
+def chunks_table(chunks: Sequence[ChunkView]) -> str:
+    if not chunks:
+        return "no chunks"
+    rows = []
+    for chunk in chunks:
+        last = chunk.attempts[-1] if chunk.attempts else None
+        if last is None:
+            outcome = "-"
+        else:
+            outcome = last.outcome + (f" ({last.exit_status})" if last.exit_status else "")
+            if last.reason:
+                outcome += f": {last.reason}"
+        took = (
+            format_duration(chunk.finished - chunk.started)
+            if chunk.started is not None and chunk.finished is not None
+            else "-"
+        )
+        frames = format_frames(chunk.frames) or "-"
+        kind = "" if chunk.kind == "render" else f" [{chunk.kind}]"
+        rows.append(
+            [
+                str(chunk.index),
+                frames + kind,
+                chunk.state,
+                chunk.node or "-",
+                str(chunk.attempt),
+                str(chunk.errors),
+                took,
+                outcome,
+            ]
+        )
+    headers = ["CHUNK", "FRAMES", "STATE", "NODE", "ATTEMPT", "ERRORS", "TOOK", "LAST ATTEMPT"]
+    return table(headers, rows, right={0, 4, 5, 6})
+
+
+def frames_by_state(frame_states: Mapping[str, str]) -> str:
+    """``done 1-12  assigned 13-16  unassigned 17-48``: compact, one state after another."""
+    groups: dict[str, list[int]] = {}
+    for frame, state in frame_states.items():
+        try:
+            groups.setdefault(state, []).append(int(frame))
+        except ValueError:
+            continue
+    if not groups:
+        return "frames    -"
+    order = ["done", "staged", "assigned", "unassigned", "failed", "held", "excluded"]
+    states = sorted(groups, key=lambda s: order.index(s) if s in order else len(order))
+    parts = [f"{state} {format_frames(sorted(groups[state]))}" for state in states]
+    return "frames    " + "  ".join(parts)
+
+
+def nodes_table(nodes: Sequence[NodeView]) -> str:
+    if not nodes:
+        return "no nodes (start one with `farm agent --leader URL --token-file F`)"
+    now = time.time()
+    rows = [
+        [
+            node.name,
+            node.state,
+            f"{len(node.running)}/{node.slots}",
+            f"{node.cpu_percent:.0f}%",
+            f"{node.memory_percent:.0f}%",
+            ",".join(node.tags) or "-",
+            f"{format_duration(now - node.last_seen)} ago" if node.last_seen else "never",
+            node.version or "-",
+        ]
+        for node in nodes
+    ]
+    headers = ["NAME", "STATE", "BUSY", "CPU", "MEM", "TAGS", "SEEN", "VERSION"]
+    return table(headers, rows, right={2, 3, 4})

@@ -1,0 +1,195 @@
+"""The command line contract against a real leader subprocess (and agents, for `farm up`).
+
+Skipped until ``server.main`` (and ``agent.main``) exist; see tests/helpers/farm.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from farmtui.localfarm import free_port
+from tests.helpers.farm import AgentFactory, LiveLeader, needs_agent, needs_leader, run_farm
+
+
+def submit_json(leader: LiveLeader, *args: str) -> dict[str, object]:
+    done = leader.cli("submit", "--json", *args)
+    assert done.returncode == 0, done.stderr
+    job: dict[str, object] = json.loads(done.stdout)
+    return job
+
+
+@needs_leader
+def test_the_leader_writes_private_tokens(farm_leader: LiveLeader) -> None:
+    for name in ("admin.token", "agent.token"):
+        path = farm_leader.data / name
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert path.read_text(encoding="utf-8").strip()
+
+
+@needs_leader
+def test_submit_jobs_show(farm_leader: LiveLeader) -> None:
+    job = submit_json(
+        farm_leader, "--name", "live", "--frames", "1-10", "--chunk", "3", "--priority", "20",
+        "--", "sleep", "0",
+    )  # fmt: skip
+    job_id = job["id"]
+    assert isinstance(job_id, str)
+    assert job["name"] == "live"
+
+    done = farm_leader.cli("jobs", "--json")
+    assert done.returncode == 0, done.stderr
+    assert job_id in [listed["id"] for listed in json.loads(done.stdout)]
+
+    done = farm_leader.cli("jobs")
+    assert done.returncode == 0
+    assert "live" in done.stdout
+
+    done = farm_leader.cli("show", job_id, "--json")
+    assert done.returncode == 0, done.stderr
+    detail = json.loads(done.stdout)
+    shown = detail["job"]
+    assert shown["id"] == job_id
+    assert shown["name"] == "live"
+    assert shown["state"] in ("queued", "rendering")
+    assert shown["priority"] == 20
+    assert shown["frames"] == "1-10"
+    assert sorted(detail["frame_states"], key=int) == [str(f) for f in range(1, 11)]
+    assert len(detail["chunks"]) == 4
+    for chunk in detail["chunks"]:
+        assert {"state", "node", "attempts"} <= set(chunk)
+
+    # A unique prefix works as well as the full id.
+    done = farm_leader.cli("show", job_id[:8], "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["job"]["id"] == job_id
+
+
+@needs_leader
+def test_job_file_with_flag_override(farm_leader: LiveLeader, tmp_path: Path) -> None:
+    jobfile = tmp_path / "job.toml"
+    jobfile.write_text(
+        'name = "from-file"\nframes = "1-4"\npriority = 70\nargv = ["sleep", "0"]\n'
+        'timeout-max = "1h"\n',
+        encoding="utf-8",
+    )
+    job = submit_json(farm_leader, str(jobfile), "--priority", "15")
+    assert job["name"] == "from-file"
+    assert job["priority"] == 15
+
+
+@needs_leader
+def test_control_commands(farm_leader: LiveLeader) -> None:
+    job_id = str(submit_json(farm_leader, "--frames", "1-4", "--", "sleep", "0")["id"])
+    done = farm_leader.cli("pause", job_id, "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["jobs"][0]["state"] == "paused"
+    assert farm_leader.cli("resume", job_id).returncode == 0
+    done = farm_leader.cli("set", job_id, "--timeout-max", "2h", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["spec"]["timeouts"]["max_render"] == 7200.0
+    assert farm_leader.cli("priority", job_id, "10").returncode == 0
+    done = farm_leader.cli("delete", job_id, "--yes", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["removed"] == [job_id]
+
+
+@needs_leader
+def test_unknown_job_is_an_error(farm_leader: LiveLeader) -> None:
+    done = farm_leader.cli("show", "no-such-job", "--json")
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr.count("\n") == 1
+    assert "no job 'no-such-job'" in done.stderr
+
+
+@needs_leader
+def test_wrong_token_is_an_error(farm_leader: LiveLeader) -> None:
+    done = farm_leader.cli("jobs", "--json", token="not-a-token")
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr == "farm jobs: the leader refused the token\n"
+
+
+@needs_leader
+def test_token_create_makes_a_working_viewer_token(farm_leader: LiveLeader) -> None:
+    done = farm_leader.cli("token", "create", "--role", "viewer", "--name", "ops", "--json")
+    assert done.returncode == 0, done.stderr
+    viewer = json.loads(done.stdout)["token"]
+    assert farm_leader.cli("jobs", "--json", token=viewer).returncode == 0
+    refused = farm_leader.cli("submit", "--", "true", token=viewer)
+    assert refused.returncode == 1
+    assert refused.stderr.count("\n") == 1
+
+
+@needs_agent
+def test_farm_up_no_console_demo_renders_and_stops_everything(tmp_path: Path) -> None:
+    data = tmp_path / "farm-data"
+    env = dict(os.environ, XDG_CONFIG_HOME=str(tmp_path / "config"))
+    for name in ("FARM_LEADER", "FARM_TOKEN", "FARM_TOKEN_FILE"):
+        env.pop(name, None)
+    port = free_port()
+    command = [sys.executable, "-m", "farmtui", "up", "--data", str(data), "--port", str(port)]
+    command += ["--agents", "2", "--no-console", "--demo"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out, err = process.communicate(timeout=150)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGTERM)  # farm up stops its children on SIGTERM
+        out, err = process.communicate(timeout=30)
+        pytest.fail(f"farm up --demo did not finish:\n{out.decode()}\n{err.decode()}")
+    assert process.returncode == 0, out.decode() + err.decode()
+    frames = sorted((data / "root" / "renders" / "demo-shot-010").glob("frame_*.png"))
+    assert len(frames) == 48
+    assert frames[0].name == "frame_0001.png"
+    config = tmp_path / "config" / "farmtui" / "config.toml"
+    assert stat.S_IMODE(config.stat().st_mode) == 0o600
+    assert f"http://127.0.0.1:{port}" in config.read_text(encoding="utf-8")
+    assert b"stopping agents and leader" in out
+
+
+@needs_agent
+def test_render_follow_logs_and_show_attempts(
+    farm_leader: LiveLeader, farm_agents: AgentFactory
+) -> None:
+    (agent,) = farm_agents(1, slots=2)
+    job = submit_json(
+        farm_leader, "--frames", "1-2", "--chunk", "1", "--no-staging",
+        "--", sys.executable, "-c", "print('hello from frame {start}')",
+    )  # fmt: skip
+    job_id = str(job["id"])
+    done = farm_leader.cli("logs", job_id, "--chunk", "0", "--follow")
+    assert done.returncode == 0, done.stderr
+    assert "hello from frame 1" in done.stdout
+    detail = json.loads(farm_leader.cli("show", job_id, "--json").stdout)
+    assert detail["job"]["state"] == "done"
+    assert set(detail["frame_states"].values()) == {"done"}
+    for chunk in detail["chunks"]:
+        assert chunk["state"] == "done"
+        assert chunk["node"] == agent.name
+        assert [a["outcome"] for a in chunk["attempts"]] == ["done"]
+    events = farm_leader.cli("logs", job_id)
+    assert events.returncode == 0
+    assert events.stdout.strip()
+    nodes = json.loads(farm_leader.cli("nodes", "--json").stdout)
+    assert [n["name"] for n in nodes] == [agent.name]
+
+
+def test_farm_up_refuses_a_busy_port(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        done = run_farm("up", "--data", str(tmp_path / "d"), "--port", str(port), "--no-console")
+    assert done.returncode == 1
+    assert done.stderr.endswith(
+        f"port {port} is busy: another leader may be running (try --port)\n"
+    )

@@ -1,0 +1,146 @@
+"""The `farm` command's contract where no leader is needed, or the leader is down."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from farmtui import cli
+from farmtui.localfarm import free_port
+from tests.cli.fake_leader import was_contacted
+from tests.helpers.farm import run_farm
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--frames", "1-x"], "--frames: malformed frame list '1-x'"),
+        (["--frames", "1-10", "--chunk", "0"], "--chunk: 0 is out of range"),
+        (["--priority", "101"], "--priority: 101 is out of range (0-100)"),
+        (["--timeout-max", "5x"], "--timeout-max: bad duration '5x'"),
+        (["--retry-delay", "-3"], "--retry-delay: bad duration '-3'"),
+        (["--output", "../up/frame_####.png"], "escapes the sync root"),
+        (["--output", "renders/frame.png"], "needs '#' padding"),
+        (["--scout", "1,99", "--frames", "1-10"], "scout frame 99 is not in the frame list"),
+        (["--on-timeout", "panic"], "--on-timeout: 'panic' is not one of"),
+        (["--env", "NOEQUALS"], "--env: 'NOEQUALS' is not K=V"),
+        (["--renderer", "blender", "--output", "r/f_####.png"], "needs a scene"),
+        (["--renderer", "povray"], "unknown renderer 'povray'"),
+    ],
+)
+def test_submit_validates_locally_exits_2_and_sends_nothing(
+    args: list[str],
+    message: str,
+    listening_port: tuple[int, socket.socket],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    port, server = listening_port
+    command = [] if "--renderer" in args else ["--", "true"]
+    argv = ["submit", "--leader", f"http://127.0.0.1:{port}", "--token", "t", *args, *command]
+    code = cli.main(argv)
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert out == ""
+    assert err.count("\n") == 1
+    assert err.startswith("farm submit: ")
+    assert message in err
+    assert not was_contacted(server)
+
+
+def test_a_generic_job_without_a_command_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["submit", "--frames", "1-3", "--leader", "h:1", "--token", "t"]) == 2
+    assert "needs its command after `--`" in capsys.readouterr().err
+
+
+def test_bad_job_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    job = tmp_path / "job.toml"
+    job.write_text('frames = "1-10"\nframe = "3"\n', encoding="utf-8")
+    assert cli.main(["submit", str(job), "--leader", "h:1", "--token", "t", "--", "true"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "frame: unknown key (did you mean 'frames'?)" in err
+
+
+def test_jobs_against_a_leader_that_is_down() -> None:
+    port = free_port()
+    done = run_farm("jobs", "--leader", f"http://127.0.0.1:{port}", "--token", "t")
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr == (
+        f"farm jobs: cannot reach the leader at http://127.0.0.1:{port}: connection refused\n"
+    )
+
+
+def test_jobs_json_against_a_leader_that_is_down_prints_no_json(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    port = free_port()
+    assert cli.main(["jobs", "--json", "--leader", f"127.0.0.1:{port}", "--token", "t"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "connection refused" in err
+
+
+def test_no_leader_configured_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["jobs"]) == 2
+    assert capsys.readouterr().err == (
+        "farm jobs: no leader configured: pass --leader URL, set FARM_LEADER, "
+        "or start one with `farm up`\n"
+    )
+
+
+def test_usage_errors_are_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["move", "abc", "sideways"])
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "invalid choice: 'sideways'" in err
+
+
+def test_priority_is_checked_before_any_request(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["priority", "abc", "200", "--leader", "h:1", "--token", "t"]) == 2
+    assert "priority: 200 is out of range" in capsys.readouterr().err
+
+
+def test_set_needs_something_to_set(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["set", "abc", "--leader", "h:1", "--token", "t"]) == 2
+    assert "nothing to set" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("action", ["cancel", "delete"])
+def test_destructive_actions_refuse_without_a_terminal_or_yes(
+    action: str, listening_port: tuple[int, socket.socket]
+) -> None:
+    port, server = listening_port
+    done = run_farm(action, "abc", "--leader", f"http://127.0.0.1:{port}", "--token", "t", input="")
+    assert done.returncode == 2
+    assert done.stderr == (
+        f"farm {action}: refusing to {action} without --yes: stdin is not a terminal to ask on\n"
+    )
+    assert not was_contacted(server)
+
+
+def test_farm_jobs_does_not_import_textual_or_uvicorn() -> None:
+    code = (
+        "import sys\n"
+        "from farmtui import cli\n"
+        f"cli.main(['jobs', '--leader', 'http://127.0.0.1:{free_port()}', '--token', 't'])\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'textual', 'uvicorn',"
+        " 'starlette', 'server', 'agent'}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "[]"
+
+
+def test_python_dash_m_farmtui_is_the_farm_command() -> None:
+    done = run_farm("--help")
+    assert done.returncode == 0
+    for command in ("up", "leader", "agent", "console", "submit", "jobs", "show", "logs", "token"):
+        assert command in done.stdout

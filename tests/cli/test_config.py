@@ -1,0 +1,128 @@
+"""Where commands find the leader and token: flags > environment > `farm up`'s config."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from farmtui.config import (
+    config_path,
+    load_user_config,
+    normalize_url,
+    resolve,
+    write_user_config,
+)
+from farmtui.errors import ConfigError
+
+
+@pytest.fixture
+def file_token(tmp_path: Path) -> Path:
+    path = tmp_path / "admin.token"
+    path.write_text("from-file\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def user_config(file_token: Path, isolated_config: Path) -> Path:
+    return write_user_config("http://file-leader:7878", file_token)
+
+
+def test_the_config_file_lives_under_xdg_config_home(tmp_path: Path) -> None:
+    assert config_path({"XDG_CONFIG_HOME": str(tmp_path)}) == tmp_path / "farmtui/config.toml"
+    assert config_path({"HOME": "/home/me"}) == Path("/home/me/.config/farmtui/config.toml")
+
+
+def test_farm_up_config_is_private_and_read_back(user_config: Path, file_token: Path) -> None:
+    assert stat.S_IMODE(user_config.stat().st_mode) == 0o600
+    loaded = load_user_config()
+    assert loaded.leader == "http://file-leader:7878"
+    assert loaded.token_file == file_token.resolve()
+
+
+def test_the_config_file_alone_is_enough(user_config: Path) -> None:
+    conn = resolve()
+    assert (conn.leader, conn.token) == ("http://file-leader:7878", "from-file")
+    assert conn.leader_source == str(user_config)
+
+
+def test_environment_beats_the_config_file(
+    user_config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FARM_LEADER", "http://env-leader:1")
+    monkeypatch.setenv("FARM_TOKEN", "from-env")
+    conn = resolve()
+    assert (conn.leader, conn.token) == ("http://env-leader:1", "from-env")
+    assert (conn.leader_source, conn.token_source) == ("FARM_LEADER", "FARM_TOKEN")
+
+
+def test_flags_beat_the_environment(
+    user_config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FARM_LEADER", "http://env-leader:1")
+    monkeypatch.setenv("FARM_TOKEN", "from-env")
+    assert resolve(leader="http://flag:2", token="from-flag").token == "from-flag"
+    assert resolve(leader="http://flag:2").leader == "http://flag:2"
+    flag_file = tmp_path / "flag.token"
+    flag_file.write_text("from-flag-file", encoding="utf-8")
+    assert resolve(token_file=str(flag_file)).token == "from-flag-file"
+
+
+def test_each_setting_falls_back_on_its_own(
+    user_config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FARM_TOKEN", "from-env")
+    conn = resolve(leader="http://flag:2")
+    assert (conn.leader, conn.token) == ("http://flag:2", "from-env")
+    monkeypatch.delenv("FARM_TOKEN")
+    assert resolve(leader="http://flag:2").token == "from-file"
+
+
+def test_token_file_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    token = tmp_path / "t"
+    token.write_text("  spaced  \n", encoding="utf-8")
+    monkeypatch.setenv("FARM_TOKEN_FILE", str(token))
+    assert resolve(leader="x:1").token == "spaced"
+
+
+def test_nothing_configured_says_what_to_do() -> None:
+    with pytest.raises(ConfigError, match="no leader configured: pass --leader URL"):
+        resolve()
+    with pytest.raises(ConfigError, match="no token configured"):
+        resolve(leader="http://127.0.0.1:7878")
+
+
+def test_unreadable_or_empty_token_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read token file"):
+        resolve(leader="h:1", token_file=str(tmp_path / "missing"))
+    (tmp_path / "empty").write_text("", encoding="utf-8")
+    with pytest.raises(ConfigError, match="is empty"):
+        resolve(leader="h:1", token_file=str(tmp_path / "empty"))
+
+
+def test_a_broken_config_file_is_a_clear_error(isolated_config: Path) -> None:
+    isolated_config.parent.mkdir(parents=True)
+    isolated_config.write_text("leader = [", encoding="utf-8")
+    with pytest.raises(ConfigError, match="is not valid TOML"):
+        resolve()
+    isolated_config.write_text('leeder = "x"', encoding="utf-8")
+    with pytest.raises(ConfigError, match="unknown key 'leeder'"):
+        resolve()
+
+
+@pytest.mark.parametrize(
+    ("given", "url"),
+    [
+        ("127.0.0.1:7878", "http://127.0.0.1:7878"),
+        ("http://farm:7878/", "http://farm:7878"),
+        ("https://farm", "https://farm"),
+    ],
+)
+def test_urls_are_normalized(given: str, url: str) -> None:
+    assert normalize_url(given) == url
+
+
+def test_other_schemes_are_refused() -> None:
+    with pytest.raises(ConfigError, match="must start with http"):
+        normalize_url("ftp://farm")

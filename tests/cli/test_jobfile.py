@@ -1,0 +1,159 @@
+"""Job files: the same fields as the submit flags, unknown keys refused, flags win."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from farmtui.errors import InputError, JobFileError
+from farmtui.jobfile import build_spec, load_jobfile, normalize
+
+GOOD = """
+name = "shot-010"
+frames = "1-240"
+chunk = 10
+priority = 30
+renderer = "demo"
+output = "renders/shot010/frame_####.png"
+scout = "1,120,240"
+after = ["abc123"]
+max-running = 4
+tags = "gpu,linux"
+timeout-min = 5
+timeout-max = "1h30m"
+timeout_start = "2m"
+per-frame-timeouts = true
+on-timeout = "requeue"
+auto-timeout-chunks = 3
+auto-timeout-multiplier = 3.0
+pre-job = "python prep.py --fast"
+post-job = ["python", "publish.py"]
+script-timeout = "10m"
+retries = 2
+retry-delay = "30s"
+retry-cap = "10m"
+no-staging = true
+webhook = "https://hooks.example/farm"
+
+[env]
+OCIO = "/studio/ocio/config.ocio"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "job.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_a_good_job_file_becomes_a_job_spec(tmp_path: Path) -> None:
+    spec = build_spec(load_jobfile(write(tmp_path, GOOD)))
+    assert (spec.name, spec.frames, spec.chunk, spec.priority) == ("shot-010", "1-240", 10, 30)
+    assert spec.renderer == "demo"
+    # The demo adapter's command, tokens left for the agent.
+    assert spec.argv[1:] == [
+        "-m", "farmtui.demo_render", "--frames", "{frames}", "--output", "{output}"
+    ]  # fmt: skip
+    assert spec.output == "renders/shot010/frame_####.png"
+    assert spec.scout == "1,120,240"
+    assert spec.after == ["abc123"]
+    assert spec.max_running == 4
+    assert spec.tags == ["gpu", "linux"]
+    t = spec.timeouts
+    assert (t.min_render, t.max_render, t.max_start) == (5.0, 5400.0, 120.0)
+    assert t.per_frame is True
+    assert t.on_timeout == "requeue"
+    assert t.auto is True
+    assert t.auto_min_chunks == 3
+    assert t.auto_multiplier == 3.0
+    assert t.script_timeout == 600.0
+    assert spec.pre_job == ["python", "prep.py", "--fast"]
+    assert spec.post_job == ["python", "publish.py"]
+    assert (spec.retries, spec.retry_delay, spec.retry_cap) == (2, 30.0, 600.0)
+    assert spec.staging is False
+    assert spec.webhook == "https://hooks.example/farm"
+    assert spec.env == {"OCIO": "/studio/ocio/config.ocio"}
+
+
+def test_a_generic_job_file_carries_its_argv(tmp_path: Path) -> None:
+    path = write(tmp_path, 'frames = "1-3"\nargv = ["echo", "{frames}"]\n')
+    spec = build_spec(load_jobfile(path))
+    assert spec.renderer == "generic"
+    assert spec.argv == ["echo", "{frames}"]
+    assert spec.name == "echo"
+
+
+def test_an_unknown_key_is_an_error_with_a_suggestion(tmp_path: Path) -> None:
+    with pytest.raises(JobFileError, match=r"timout-max: unknown key \(did you mean 'timeout-max'"):
+        load_jobfile(write(tmp_path, 'frames = "1-10"\ntimout-max = "1h"\n'))
+
+
+def test_an_unknown_table_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(JobFileError, match="timeouts: unknown key"):
+        load_jobfile(write(tmp_path, "[timeouts]\nmax_render = 10\n"))
+
+
+def test_bad_frames_in_a_job_file(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"job\.toml: frames: malformed frame list '1-x'"):
+        load_jobfile(write(tmp_path, 'frames = "1-x"\n'))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("chunk = 0", "chunk: 0 is out of range"),
+        ("priority = 101", "priority: 101 is out of range"),
+        ('priority = "high"', "priority: 'high' is not a whole number"),
+        ('timeout-max = "soon"', "timeout-max: bad duration 'soon'"),
+        ('on-timeout = "explode"', "on-timeout: 'explode' is not one of"),
+        ('output = "/abs/frame_####.png"', "must be relative to the sync root"),
+        ('output = "renders/frame.png"', "needs '#' padding"),
+        ("per-frame-timeouts = 1", "per-frame-timeouts: must be true or false"),
+        ('argv = "sleep 1"', "argv: must be a list of strings"),
+        ("env = { A = 1 }", "env: bad variable"),
+    ],
+)
+def test_bad_values_name_the_key(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        load_jobfile(write(tmp_path, text + "\n"))
+
+
+def test_not_toml_is_a_job_file_error(tmp_path: Path) -> None:
+    with pytest.raises(JobFileError, match="is not valid TOML"):
+        load_jobfile(write(tmp_path, "frames = 1-10 ["))
+    with pytest.raises(JobFileError, match="cannot read job file"):
+        load_jobfile(tmp_path / "missing.toml")
+
+
+def test_flags_override_file_values(tmp_path: Path) -> None:
+    from_file = load_jobfile(write(tmp_path, GOOD))
+    flags = normalize({"priority": "5", "timeout-max": "2h", "name": None}, lambda k: f"--{k}")
+    spec = build_spec({**from_file, **flags})
+    assert spec.priority == 5
+    assert spec.timeouts.max_render == 7200.0
+    assert spec.name == "shot-010"  # None means "flag not given"
+
+
+def test_a_relative_scene_is_taken_from_the_job_files_folder(tmp_path: Path) -> None:
+    (tmp_path / "shot.blend").write_bytes(b"BLENDER")
+    path = write(tmp_path, 'scene = "shot.blend"\nrenderer = "blender"\n'
+                 'output = "r/f_####.png"\n')  # fmt: skip
+    spec = build_spec(load_jobfile(path))
+    assert spec.scene == str((tmp_path / "shot.blend").resolve())
+    assert spec.name == "shot"
+
+
+def test_cross_field_checks() -> None:
+    with pytest.raises(InputError, match="generic job needs its command"):
+        build_spec({"frames": "1-10"})
+    with pytest.raises(InputError, match="scout frame 50 is not in the frame list"):
+        build_spec({"frames": "1-10", "scout": "1,50", "argv": ["true"]})
+    with pytest.raises(InputError, match="minimum render time is longer"):
+        build_spec({"argv": ["true"], "timeout-min": 60.0, "timeout-max": 10.0})
+    with pytest.raises(InputError, match="needs a scene"):
+        build_spec({"renderer": "blender", "output": "r/f_####.png"})
+    with pytest.raises(InputError, match="unknown renderer"):
+        build_spec({"renderer": "povray"})
+    with pytest.raises(InputError, match=r"unknown token \{frame\}"):
+        build_spec({"argv": ["echo", "{frame}"]})

@@ -1,0 +1,1 @@
+"""Reusable test helpers (process fixtures for a real leader and agents)."""

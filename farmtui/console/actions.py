@@ -1,0 +1,87 @@
+"""Every operator action in one table: its wire name, label, default key and binding id.
+
+The bindings, the action strip, the context menus and the command palette are
+all generated from these tuples, so an action cannot exist in one place and be
+missing from another.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from farmtui.protocol import ChunkAction, JobAction
+
+
+@dataclass(frozen=True)
+class JobActionSpec:
+    """A job action as the console offers it."""
+
+    action: JobAction
+    label: str
+    key: str
+    description: str
+    destructive: bool = False
+
+    @property
+    def binding_id(self) -> str:
+        return f"jobs.{self.action}"
+
+
+@dataclass(frozen=True)
+class ChunkActionSpec:
+    """A chunk action on the watched job's chunk table."""
+
+    action: ChunkAction
+    label: str
+    key: str
+    description: str
+
+    @property
+    def binding_id(self) -> str:
+        return f"chunks.{self.action}"
+
+
+JOB_ACTIONS: tuple[JobActionSpec, ...] = (
+    JobActionSpec("pause", "Pause", "p", "Pause: running chunks finish, nothing new starts"),
+    JobActionSpec("resume", "Resume", "r", "Resume dispatch"),
+    JobActionSpec("retry-failed", "Retry failed", "f", "Re-queue failed chunks"),
+    JobActionSpec("requeue", "Requeue", "q", "Re-queue the whole job, done frames too"),
+    JobActionSpec("archive", "Archive", "a", "Hide from the active list (records kept)"),
+    JobActionSpec(
+        "cancel",
+        "Cancel",
+        "c",
+        "Cancel: kill every in-flight chunk on every node, now",
+        destructive=True,
+    ),
+    JobActionSpec(
+        "delete",
+        "Delete",
+        "delete",
+        "Delete the job, its records and its logs",
+        destructive=True,
+    ),
+    JobActionSpec("hold", "Hold", "h", "Hold: dispatch nothing until un-held"),
+    JobActionSpec("unhold", "Un-hold", "u", "Un-hold (also releases scout holds)"),
+    JobActionSpec("complete", "Complete", "x", "Mark the job done by hand"),
+    JobActionSpec("review", "Reviewed", "v", "Label the job as reviewed"),
+    JobActionSpec("retry-sync", "Retry sync", "y", "Copy staged output again, retry failed"),
+)
+
+JOB_ACTION_BY_NAME: dict[str, JobActionSpec] = {spec.action: spec for spec in JOB_ACTIONS}
+# Context-menu-only extras: undo the flags.
+EXTRA_JOB_ACTIONS: tuple[JobActionSpec, ...] = (
+    JobActionSpec("unarchive", "Unarchive", "", "Bring an archived job back"),
+    JobActionSpec("unreview", "Not reviewed", "", "Remove the reviewed label"),
+)
+for _spec in EXTRA_JOB_ACTIONS:
+    JOB_ACTION_BY_NAME[_spec.action] = _spec
+
+CHUNK_ACTIONS: tuple[ChunkActionSpec, ...] = (
+    ChunkActionSpec("retry", "Retry", "r", "Retry the chunk"),
+    ChunkActionSpec("hold", "Hold", "h", "Hold the chunk"),
+    ChunkActionSpec("set-failed", "Set failed", "F", "Mark the chunk failed"),
+    ChunkActionSpec("set-done", "Set done", "d", "Mark the chunk done"),
+    ChunkActionSpec("exclude", "Exclude", "e", "Exclude: never rendered, kept for audit"),
+)
+CHUNK_ACTION_BY_NAME: dict[str, ChunkActionSpec] = {spec.action: spec for spec in CHUNK_ACTIONS}

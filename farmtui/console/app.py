@@ -1,0 +1,56 @@
+"""The console app: wiring only. The monitor itself is ``screens/main.py``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import ClassVar
+
+from textual.app import App
+from textual.screen import Screen
+
+from farmtui.console.commands import FarmCommands
+from farmtui.console.keymap import load_keymap
+from farmtui.console.link import Backoff
+from farmtui.console.screens.main import MainScreen
+from farmtui.console.state import ConsoleState
+
+
+class FarmConsole(App[None]):
+    """farmtui's operator console; talks to one leader over ``/ws/console``."""
+
+    CSS_PATH = "farm.tcss"
+    TITLE = "farmtui"
+    COMMANDS: ClassVar = App.COMMANDS | {FarmCommands}
+
+    def __init__(
+        self,
+        leader: str,
+        token: str,
+        *,
+        keymap_path: Path | None = None,
+        clock: Callable[[], float] = time.time,
+        backoff: Backoff | None = None,
+    ) -> None:
+        super().__init__()
+        self.leader = leader
+        self.token = token
+        self.keymap_path = keymap_path
+        self.state = ConsoleState(clock=clock)
+        self.backoff = backoff
+
+    def get_default_screen(self) -> Screen[None]:
+        return MainScreen(self.state, self.leader, self.token, backoff=self.backoff)
+
+    def on_mount(self) -> None:
+        keymap, problems = load_keymap(self.keymap_path)
+        if keymap:
+            self.set_keymap(keymap)
+        for problem in problems:
+            self.notify(problem, title="keys.toml", severity="warning", timeout=10)
+
+
+def run_console(leader: str, token: str) -> None:
+    """Run the console full-screen against ``leader`` (``http://host:port``) until quit."""
+    FarmConsole(leader, token).run()

@@ -1,0 +1,89 @@
+"""Small text formatters shared by the console's widgets (durations, clock times, bars)."""
+
+from __future__ import annotations
+
+import time
+
+EMPTY = "—"
+
+
+def duration(seconds: float | None) -> str:
+    """``95`` -> ``1m35s``; ``None`` -> an em dash. Compact enough for a table cell."""
+    if seconds is None or seconds < 0:
+        return EMPTY
+    total = int(round(seconds))
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+def clock(timestamp: float | None) -> str:
+    """A wall-clock time of day in local time, ``HH:MM:SS``."""
+    if timestamp is None:
+        return EMPTY
+    return time.strftime("%H:%M:%S", time.localtime(timestamp))
+
+
+_EIGHTHS = " ▏▎▍▌▋▊▉"
+
+
+def bar(fraction: float, width: int) -> str:
+    """A text progress bar of exactly ``width`` cells, with eighth-cell resolution."""
+    fraction = min(max(fraction, 0.0), 1.0)
+    eighths = int(round(fraction * width * 8))
+    full, part = divmod(eighths, 8)
+    text = "█" * full
+    if full < width:
+        text += _EIGHTHS[part] if part else "░"
+        text += "░" * (width - full - 1)
+    return text
+
+
+def percent(done: int, total: int) -> str:
+    """``3/4`` -> `` 75%``; always four cells."""
+    if total <= 0:
+        return "  0%"
+    return f"{int(100 * done / total):3d}%"
+
+
+_UNITS = {"h": 3600, "m": 60, "s": 1}
+
+
+def parse_duration(text: str) -> float | None:
+    """``90``, ``90s``, ``5m``, ``1h30m`` -> seconds; empty -> None. ValueError otherwise."""
+    text = text.strip().lower()
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    total = 0.0
+    number = ""
+    for char in text:
+        if char.isdigit() or char == ".":
+            number += char
+        elif char in _UNITS and number:
+            total += float(number) * _UNITS[char]
+            number = ""
+        else:
+            raise ValueError(f"not a duration: {text!r} (try 90, 90s, 5m, 1h30m)")
+    if number:
+        raise ValueError(f"not a duration: {text!r} (a number needs a unit after another)")
+    return total
+
+
+def frame_range(frames: list[int]) -> str:
+    """A chunk's frames, compactly: ``1-10``, ``1-19x2``, ``7``, or ``1,4,9`` when irregular."""
+    if not frames:
+        return EMPTY
+    if len(frames) == 1:
+        return str(frames[0])
+    step = frames[1] - frames[0]
+    if step and all(b - a == step for a, b in zip(frames, frames[1:], strict=False)):
+        return f"{frames[0]}-{frames[-1]}" + (f"x{step}" if abs(step) != 1 else "")
+    return ",".join(map(str, frames))

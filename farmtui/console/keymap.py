@@ -1,0 +1,127 @@
+"""Key bindings of the main screen, and the user's remapping of them.
+
+Every binding has an id (``jobs.pause``, ``view.logs`` ...). A user overrides
+keys in ``$XDG_CONFIG_HOME/farmtui/keys.toml`` (``~/.config/farmtui/keys.toml``)::
+
+    [keys]
+    "jobs.pause" = "P"
+    "jobs.move_up" = "ctrl+k,ctrl+up"
+
+and the app hands that table to Textual's ``App.set_keymap``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+
+from textual.binding import Binding, BindingType
+
+from farmtui.console.actions import CHUNK_ACTIONS, JOB_ACTIONS
+
+
+def screen_bindings() -> list[BindingType]:
+    """The main screen's bindings: job actions, moves, views, filter, grouping."""
+    bindings: list[BindingType] = [
+        Binding(
+            spec.key,
+            f"job_action('{spec.action}')",
+            spec.label,
+            id=spec.binding_id,
+            tooltip=spec.description,
+        )
+        for spec in JOB_ACTIONS
+    ]
+    bindings += [
+        Binding(
+            "ctrl+up,left_square_bracket", "move('up')", "Move up", id="jobs.move_up", show=False
+        ),
+        Binding(
+            "ctrl+down,right_square_bracket",
+            "move('down')",
+            "Move down",
+            id="jobs.move_down",
+            show=False,
+        ),
+        Binding(
+            "ctrl+home,left_curly_bracket",
+            "move('top')",
+            "Move to top",
+            id="jobs.move_top",
+            show=False,
+        ),
+        Binding(
+            "ctrl+end,right_curly_bracket",
+            "move('bottom')",
+            "Move to bottom",
+            id="jobs.move_bottom",
+            show=False,
+        ),
+        Binding("slash", "filter", "Filter", id="jobs.filter"),
+        Binding("g", "cycle_group", "Group", id="jobs.group"),
+        Binding("A", "toggle_archived", "Archived", id="jobs.archived"),
+        Binding("e", "edit_settings", "Edit", id="jobs.edit", show=False),
+        Binding("1", "view('jobs')", "Jobs", id="view.jobs", show=False),
+        Binding("2", "view('detail')", "Detail", id="view.detail", show=False),
+        Binding("3", "view('logs')", "Logs", id="view.logs", show=False),
+        Binding("4", "view('nodes')", "Nodes", id="view.nodes", show=False),
+        Binding("escape", "escape", "Back", id="view.back", show=False),
+    ]
+    return bindings
+
+
+def known_binding_ids() -> set[str]:
+    """Every binding id a keys.toml may name."""
+    from farmtui.console.screens.confirm import ConfirmScreen
+    from farmtui.console.screens.context_menu import ContextMenu
+    from farmtui.console.screens.edit_settings import EditSettingsScreen
+    from farmtui.console.widgets.job_detail import JobDetailPanel
+    from farmtui.console.widgets.line_table import LineTable
+    from farmtui.console.widgets.nodes_panel import NodesPanel
+    from farmtui.console.widgets.priority_spinner import PrioritySpinner
+
+    ids = {spec.binding_id for spec in CHUNK_ACTIONS} | {"chunks.output"}
+    for bindings in (
+        screen_bindings(),
+        LineTable.BINDINGS,
+        NodesPanel.BINDINGS,
+        PrioritySpinner.BINDINGS,
+        ConfirmScreen.BINDINGS,
+        ContextMenu.BINDINGS,
+        EditSettingsScreen.BINDINGS,
+        JobDetailPanel.BINDINGS,
+    ):
+        ids |= {b.id for b in bindings if isinstance(b, Binding) and b.id}
+    return ids
+
+
+def config_path() -> Path:
+    """Where keys.toml lives, honouring ``XDG_CONFIG_HOME``."""
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "farmtui" / "keys.toml"
+
+
+def load_keymap(path: Path | None = None) -> tuple[dict[str, str], list[str]]:
+    """Read the user's keymap; returns (binding id -> keys, problems to show the user)."""
+    path = path or config_path()
+    if not path.exists():
+        return {}, []
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        return {}, [f"{path}: {exc}"]
+    table = data.get("keys", data)
+    if not isinstance(table, dict):
+        return {}, [f"{path}: [keys] must be a table of binding id = key"]
+    known = known_binding_ids()
+    keymap: dict[str, str] = {}
+    problems: list[str] = []
+    for binding_id, keys in table.items():
+        if not isinstance(keys, str) or not keys.strip():
+            problems.append(f'{path}: {binding_id} must be a key string like "ctrl+p"')
+        elif binding_id not in known:
+            problems.append(f"{path}: unknown binding id {binding_id!r}")
+        else:
+            keymap[binding_id] = keys.strip()
+    return keymap, problems

@@ -1,0 +1,226 @@
+"""The console's end of ``/ws/console``: one object that owns the WebSocket.
+
+``LeaderLink.run`` is meant to run as a Textual worker. It connects, says
+hello, and turns every frame from the leader into a decoded message in a
+pending list; it posts a single ``LinkBatch`` to the screen whenever that list
+goes from empty to non-empty. At 1,000 frame events a second the screen
+therefore handles one batch per repaint, not one message per event (the idea
+of toolong's ``can_replace``, which ``LinkBatch`` also implements). When the
+leader goes away the link says so with ``LinkStatus`` and reconnects with
+exponential backoff; the leader's first message on the new connection is a
+fresh ``Snapshot``, so the console resyncs completely.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import msgspec
+from textual.message import Message
+from textual.message_pump import MessagePump
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidStatus, WebSocketException
+
+from farmtui.protocol import (
+    MAX_MESSAGE_BYTES,
+    ConsoleHello,
+    ConsoleMessage,
+    LeaderToConsole,
+    ProtocolError,
+    encode,
+    leader_to_console,
+)
+
+LinkState = Literal["connecting", "connected", "lost"]
+
+# The leader is trusted and its snapshot of a big farm is big (10,000 jobs with
+# their specs is about 9 MB), so the console accepts more than the protocol's
+# MAX_MESSAGE_BYTES, which guards the leader against its clients.
+MAX_LEADER_MESSAGE_BYTES = max(64 * 1024 * 1024, MAX_MESSAGE_BYTES)
+
+
+def decode_leader_message(data: bytes | str) -> LeaderToConsole:
+    """Decode one leader message (ProtocolError when malformed or beyond the console's limit)."""
+    if len(data) > MAX_LEADER_MESSAGE_BYTES:
+        raise ProtocolError(f"message of {len(data)} bytes is over the console's limit")
+    try:
+        message: LeaderToConsole = leader_to_console.decode(data)
+        return message
+    except msgspec.DecodeError as exc:
+        raise ProtocolError(f"malformed message: {exc}") from None
+
+
+def console_url(leader: str) -> str:
+    """``http://host:7878`` -> ``ws://host:7878/ws/console`` (https -> wss)."""
+    parts = urlsplit(leader if "://" in leader else f"http://{leader}")
+    scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(parts.scheme, "ws")
+    path = parts.path.rstrip("/")
+    if not path.endswith("/ws/console"):
+        path += "/ws/console"
+    return urlunsplit((scheme, parts.netloc, path, "", ""))
+
+
+class LinkStatus(Message):
+    """The link's state changed (connecting, connected, lost)."""
+
+    def __init__(self, state: LinkState, attempt: int = 0, error: str = "") -> None:
+        super().__init__()
+        self.state = state
+        self.attempt = attempt
+        self.error = error
+
+
+class LinkBatch(Message):
+    """Leader messages are waiting in ``LeaderLink.drain()``."""
+
+    def can_replace(self, message: Message) -> bool:
+        # Two queued batches are one: the handler drains everything pending.
+        return isinstance(message, LinkBatch)
+
+
+class LinkProblem(Message):
+    """A message from the leader could not be decoded (it is skipped)."""
+
+    def __init__(self, error: str) -> None:
+        super().__init__()
+        self.error = error
+
+
+@dataclass
+class Backoff:
+    """Reconnect delays: base * 2**(attempt-1), capped, with a little jitter."""
+
+    base: float = 0.5
+    cap: float = 10.0
+    jitter: float = 0.1
+
+    def delay(self, attempt: int) -> float:
+        raw: float = min(self.cap, self.base * 2.0 ** max(attempt - 1, 0))
+        return raw * (1.0 + random.uniform(-self.jitter, self.jitter))
+
+
+class LeaderLink:
+    """Owns the WebSocket to the leader; see the module docstring."""
+
+    def __init__(
+        self,
+        target: MessagePump,
+        leader: str,
+        token: str,
+        *,
+        hello: Callable[[], ConsoleHello] = ConsoleHello,
+        backoff: Backoff | None = None,
+        open_timeout: float = 5.0,
+    ) -> None:
+        self.target = target
+        self.url = console_url(leader)
+        self.token = token
+        self.hello = hello
+        self.backoff = backoff or Backoff()
+        self.open_timeout = open_timeout
+        self.state: LinkState = "connecting"
+        self.attempt = 0
+        self.error = ""
+        # Wall-clock time the data on screen stopped being live (None while live).
+        self.stale_since: float | None = time.time()
+        self._pending: list[LeaderToConsole] = []
+        self._batch_posted = False
+        self._outbox: asyncio.Queue[ConsoleMessage] | None = None
+        self._next_request = 0
+
+    # -- used by the screen ----------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._outbox is not None
+
+    def send(self, message: ConsoleMessage) -> int | None:
+        """Queue ``message`` with a fresh request id; None when there is no connection."""
+        if self._outbox is None:
+            return None
+        self._next_request += 1
+        message.request_id = self._next_request
+        self._outbox.put_nowait(message)
+        return message.request_id
+
+    def drain(self) -> list[LeaderToConsole]:
+        """Everything received since the last drain, oldest first."""
+        pending, self._pending = self._pending, []
+        self._batch_posted = False
+        return pending
+
+    def mark_live(self) -> None:
+        """The screen holds a fresh snapshot: nothing shown is stale any more."""
+        self.stale_since = None
+
+    # -- the worker ----------------------------------------------------------
+
+    async def run(self) -> None:
+        """Connect, read, reconnect with backoff; forever (until the worker is cancelled)."""
+        while True:
+            self._set_state("connecting")
+            error = "connection closed by the leader"
+            try:
+                async with connect(
+                    self.url,
+                    additional_headers={"Authorization": f"Bearer {self.token}"},
+                    max_size=MAX_LEADER_MESSAGE_BYTES,
+                    open_timeout=self.open_timeout,
+                    ping_interval=5,
+                    ping_timeout=10,
+                ) as ws:
+                    await self._serve(ws)
+            except InvalidStatus as exc:
+                status = exc.response.status_code
+                error = f"HTTP {status}" + (" — token refused" if status in (401, 403) else "")
+            except ConnectionRefusedError:
+                error = "connection refused"
+            except TimeoutError:
+                error = "timed out"
+            except (OSError, WebSocketException) as exc:
+                error = str(exc) or type(exc).__name__
+            self._outbox = None
+            if self.stale_since is None:
+                self.stale_since = time.time()
+            self.attempt += 1
+            self.error = error
+            self._set_state("lost")
+            await asyncio.sleep(self.backoff.delay(self.attempt))
+
+    async def _serve(self, ws: ClientConnection) -> None:
+        outbox: asyncio.Queue[ConsoleMessage] = asyncio.Queue()
+        await ws.send(encode(self.hello()))
+        self._outbox = outbox
+        self.attempt = 0
+        self._set_state("connected")
+        sender = asyncio.create_task(self._send_loop(ws, outbox))
+        try:
+            async for raw in ws:
+                try:
+                    message = decode_leader_message(raw)
+                except ProtocolError as exc:
+                    self.target.post_message(LinkProblem(str(exc)))
+                    continue
+                self._pending.append(message)
+                if not self._batch_posted:
+                    self._batch_posted = True
+                    self.target.post_message(LinkBatch())
+        finally:
+            self._outbox = None
+            sender.cancel()
+
+    @staticmethod
+    async def _send_loop(ws: ClientConnection, outbox: asyncio.Queue[ConsoleMessage]) -> None:
+        while True:
+            message = await outbox.get()
+            await ws.send(encode(message).decode())
+
+    def _set_state(self, state: LinkState) -> None:
+        self.state = state
+        self.target.post_message(LinkStatus(state, self.attempt, self.error))

@@ -1,0 +1,1 @@
+"""The console's screens: the main monitor and its modal dialogs."""

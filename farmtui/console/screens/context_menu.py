@@ -1,0 +1,66 @@
+"""A right-click (or ``m``) menu of actions for one row, opened where the click was.
+
+Returns the chosen action's name, or None when dismissed.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from textual import events
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.geometry import Offset
+from textual.screen import ModalScreen
+from textual.widgets import OptionList
+from textual.widgets.option_list import Option
+
+
+class ContextMenu(ModalScreen[str | None]):
+    """See the module docstring."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "dismiss_menu", "Close", id="menu.close"),
+    ]
+
+    DEFAULT_CSS = """
+    ContextMenu { background: transparent; align: left top; }
+    ContextMenu > OptionList {
+        width: auto; min-width: 20; max-width: 40; height: auto; max-height: 20;
+        border: round $accent; background: $panel;
+    }
+    """
+
+    def __init__(self, title: str, items: list[tuple[str, str]], at: Offset) -> None:
+        """``items`` are (action name, label with key) pairs."""
+        super().__init__()
+        self.menu_title = title
+        self.items = items
+        self.at = at
+
+    def compose(self) -> ComposeResult:
+        menu = OptionList(*(Option(label, id=action) for action, label in self.items))
+        menu.border_title = self.menu_title
+        yield menu
+
+    def on_mount(self) -> None:
+        menu = self.query_one(OptionList)
+        width = max(len(label) for _, label in self.items) + 4 if self.items else 20
+        height = len(self.items) + 2
+        x = max(0, min(self.at.x, self.size.width - width - 1))
+        y = max(0, min(self.at.y, self.size.height - height))
+        menu.styles.offset = (x, y)
+        menu.highlighted = 0
+        menu.focus()
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        event.stop()
+        self.dismiss(event.option.id)
+
+    def on_click(self, event: events.Click) -> None:
+        # A click outside the menu closes it (clicks inside are handled by the list).
+        if event.widget is self:
+            self.dismiss(None)
+
+    def action_dismiss_menu(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,299 @@
+"""The console's model of the farm, kept up to date from the leader's messages.
+
+Pure: no textual, no I/O. ``ConsoleState.apply`` folds one ``LeaderToConsole``
+message into the model and records what it touched in a ``Change``, so the
+widgets repaint only that (one table row, a few grid cells) instead of
+rebuilding.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from farmtui.protocol import (
+    ChunksChanged,
+    ChunkView,
+    Event,
+    EventView,
+    FramesChanged,
+    FrameState,
+    JobDetail,
+    JobsChanged,
+    JobsRemoved,
+    JobState,
+    JobView,
+    JobWatched,
+    LeaderToConsole,
+    NodeLog,
+    NodesChanged,
+    NodeView,
+    Reply,
+    Role,
+    Snapshot,
+    TaskOutput,
+)
+
+# Grid order of frame states; a frame's state is stored as its index here.
+FRAME_STATES: tuple[FrameState, ...] = (
+    "unassigned",
+    "assigned",
+    "staged",
+    "done",
+    "failed",
+    "held",
+    "excluded",
+)
+FRAME_CODE: dict[str, int] = {name: code for code, name in enumerate(FRAME_STATES)}
+
+# Order of the groups when jobs are grouped by state.
+JOB_STATES: tuple[JobState, ...] = (
+    "rendering",
+    "queued",
+    "holding",
+    "paused",
+    "failed",
+    "done",
+    "cancelled",
+)
+
+GroupBy = Literal["none", "priority", "state"]
+GROUP_CYCLE: dict[GroupBy, GroupBy] = {"none": "priority", "priority": "state", "state": "none"}
+
+
+@dataclass(frozen=True)
+class GroupHeader:
+    """A group's title line in the jobs table (not a job)."""
+
+    label: str
+    count: int
+
+
+Row = str | GroupHeader  # a job id, or a group title
+
+
+@dataclass
+class Change:
+    """What a batch of messages changed; widgets refresh only this."""
+
+    resync: bool = False
+    order: bool = False
+    jobs: set[str] = field(default_factory=set)
+    removed: set[str] = field(default_factory=set)
+    nodes: bool = False
+    watched: bool = False
+    watched_job: bool = False
+    chunks: set[int] = field(default_factory=set)
+    new_chunks: bool = False
+    frames: list[int] = field(default_factory=list)
+    task_output: list[TaskOutput] = field(default_factory=list)
+    node_logs: list[NodeLog] = field(default_factory=list)
+    events: list[EventView] = field(default_factory=list)
+    replies: list[Reply] = field(default_factory=list)
+
+
+class WatchedJob:
+    """The job shown in the detail view: its chunks and one state code per frame."""
+
+    def __init__(self, detail: JobDetail) -> None:
+        self.job: JobView = detail.job
+        self.job_id = detail.job.id
+        self.blocked_nodes = dict(detail.blocked_nodes)
+        # Grid order is ascending frame number, whatever order the frame list has.
+        # Built with map/zip/sorted so a 100,000-frame job loads in a few milliseconds.
+        states = detail.frame_states
+        frames = list(map(int, states))
+        codes = bytearray(map(FRAME_CODE.__getitem__, states.values()))
+        ascending = sorted(frames)
+        if frames != ascending:
+            order = sorted(range(len(frames)), key=frames.__getitem__)
+            codes = bytearray(codes[i] for i in order)
+            frames = ascending
+        self.frames: list[int] = frames
+        self.index: dict[int, int] = dict(zip(frames, range(len(frames)), strict=True))
+        self.states = codes
+        self.counts = [codes.count(code) for code in range(len(FRAME_STATES))]
+        self.chunks: dict[int, ChunkView] = {chunk.index: chunk for chunk in detail.chunks}
+        self.chunk_order: list[int] = sorted(self.chunks)
+
+    def set_frames(self, frames: Iterable[int], state: FrameState) -> list[int]:
+        """Set frames to ``state``; return the grid indexes that really changed."""
+        code = FRAME_CODE[state]
+        changed: list[int] = []
+        for frame in frames:
+            i = self.index.get(frame)
+            if i is None:
+                continue
+            old = self.states[i]
+            if old != code:
+                self.counts[old] -= 1
+                self.counts[code] += 1
+                self.states[i] = code
+                changed.append(i)
+        return changed
+
+    def set_chunks(self, chunks: Iterable[ChunkView]) -> tuple[set[int], bool]:
+        """Replace chunk views; return the indexes touched and whether any is new."""
+        touched: set[int] = set()
+        new = False
+        for chunk in chunks:
+            if chunk.index not in self.chunks:
+                new = True
+            self.chunks[chunk.index] = chunk
+            touched.add(chunk.index)
+        if new:
+            self.chunk_order = sorted(self.chunks)
+        return touched, new
+
+    def state_of(self, frame: int) -> FrameState | None:
+        i = self.index.get(frame)
+        return None if i is None else FRAME_STATES[self.states[i]]
+
+
+def dispatch_key(job: JobView) -> tuple[bool, int, int, float, str]:
+    """Sort key of the dispatch order: priority first (lower sooner), then queue position."""
+    return (job.archived, job.priority, job.position, job.created, job.id)
+
+
+class ConsoleState:
+    """Jobs, nodes, the watched job and the monitor log, as the leader last described them."""
+
+    def __init__(self, clock: Callable[[], float] = time.time, max_events: int = 5000) -> None:
+        self.clock = clock
+        self.user = ""
+        self.role: Role = "viewer"
+        self.jobs: dict[str, JobView] = {}
+        self.nodes: dict[str, NodeView] = {}
+        self.watched: WatchedJob | None = None
+        self.events: deque[EventView] = deque(maxlen=max_events)
+        self.synced = False
+        self._order: list[str] | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    # -- reading -----------------------------------------------------------
+
+    def dispatch_order(self) -> list[str]:
+        """Job ids in dispatch order (archived last); cached until the order changes."""
+        if self._order is None:
+            self._order = [job.id for job in sorted(self.jobs.values(), key=dispatch_key)]
+        return self._order
+
+    def rows(
+        self, group_by: GroupBy = "none", text_filter: str = "", include_archived: bool = False
+    ) -> list[Row]:
+        """The jobs table's lines: jobs in dispatch order, filtered, with group titles."""
+        order = self.dispatch_order()
+        if not include_archived:
+            order = [job_id for job_id in order if not self.jobs[job_id].archived]
+        needle = text_filter.strip().lower()
+        if needle:
+            order = [job_id for job_id in order if self._matches(self.jobs[job_id], needle)]
+        if group_by == "none":
+            return list(order)
+        if group_by == "priority":
+            groups: dict[object, list[str]] = {}
+            for job_id in order:
+                groups.setdefault(self.jobs[job_id].priority, []).append(job_id)
+            labels = {key: f"Priority {key}" for key in groups}
+        else:
+            groups = {state: [] for state in JOB_STATES}
+            for job_id in order:
+                groups[self.jobs[job_id].state].append(job_id)
+            groups = {key: ids for key, ids in groups.items() if ids}
+            labels = {key: str(key).capitalize() for key in groups}
+        rows: list[Row] = []
+        for key, ids in groups.items():
+            rows.append(GroupHeader(labels[key], len(ids)))
+            rows.extend(ids)
+        return rows
+
+    @staticmethod
+    def _matches(job: JobView, needle: str) -> bool:
+        return any(
+            needle in text.lower()
+            for text in (job.name, job.owner, job.state, job.id, job.renderer)
+        )
+
+    def neighbours_after(self, job_id: str) -> str | None:
+        """The job right after ``job_id`` in dispatch order, if any."""
+        order = self.dispatch_order()
+        try:
+            i = order.index(job_id)
+        except ValueError:
+            return None
+        return order[i + 1] if i + 1 < len(order) else None
+
+    # -- writing -----------------------------------------------------------
+
+    def apply(self, message: LeaderToConsole, change: Change) -> None:
+        """Fold one leader message into the model, noting what changed in ``change``."""
+        match message:
+            case Snapshot():
+                self.user, self.role = message.user, message.role
+                self.jobs = {job.id: job for job in message.jobs}
+                self.nodes = {node.name: node for node in message.nodes}
+                self._order = None
+                self.synced = True
+                change.resync = True
+                change.order = True
+                change.nodes = True
+                if self.watched is not None and self.watched.job_id in self.jobs:
+                    self.watched.job = self.jobs[self.watched.job_id]
+                    change.watched_job = True
+            case JobsChanged():
+                for job in message.jobs:
+                    old = self.jobs.get(job.id)
+                    if old is None or dispatch_key(old) != dispatch_key(job):
+                        change.order = True
+                        self._order = None
+                    self.jobs[job.id] = job
+                    change.jobs.add(job.id)
+                    if self.watched is not None and self.watched.job_id == job.id:
+                        self.watched.job = job
+                        change.watched_job = True
+            case JobsRemoved():
+                for job_id in message.job_ids:
+                    if self.jobs.pop(job_id, None) is not None:
+                        change.removed.add(job_id)
+                        change.order = True
+                        self._order = None
+            case NodesChanged():
+                for node in message.nodes:
+                    self.nodes[node.name] = node
+                change.nodes = True
+            case JobWatched():
+                self.watched = WatchedJob(message.detail)
+                self.jobs.setdefault(message.detail.job.id, message.detail.job)
+                change.watched = True
+            case ChunksChanged():
+                if self.watched is not None and self.watched.job_id == message.job_id:
+                    touched, new = self.watched.set_chunks(message.chunks)
+                    change.chunks |= touched
+                    change.new_chunks = change.new_chunks or new
+            case FramesChanged():
+                if self.watched is not None and self.watched.job_id == message.job_id:
+                    change.frames.extend(self.watched.set_frames(message.frames, message.state))
+            case TaskOutput():
+                change.task_output.append(message)
+            case NodeLog():
+                change.node_logs.append(message)
+            case Event():
+                self.events.append(message.event)
+                change.events.append(message.event)
+            case Reply():
+                change.replies.append(message)
+
+    def unwatch(self) -> None:
+        self.watched = None
+
+    def log(self, level: Literal["info", "warn", "error"], text: str) -> EventView:
+        """Record one of the console's own events in the monitor log."""
+        event = EventView(time=self.clock(), level=level, text=text, actor="console")
+        self.events.append(event)
+        return event

@@ -1,0 +1,166 @@
+"""The detail view of the watched job: summary, progress, priority, frames, chunks, settings."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical, VerticalScroll
+from textual.widgets import ProgressBar, Static, TabbedContent, TabPane
+
+from farmtui.console import fmt
+from farmtui.console.state import ConsoleState
+from farmtui.console.widgets.chunk_table import ChunkTable
+from farmtui.console.widgets.frame_grid import FrameGrid, FrameLegend
+from farmtui.console.widgets.priority_spinner import PrioritySpinner
+from farmtui.protocol import JobView
+
+
+def settings_text(job: JobView) -> Text:
+    """The job's settings as a two-column list (timeouts, retries, scout, tags, limit)."""
+    spec = job.spec
+    t = spec.timeouts
+    rows = [
+        ("Frames", f"{job.frames}  (chunks of {job.chunk})"),
+        ("Renderer", job.renderer + (f"  scene {spec.scene}" if spec.scene else "")),
+        ("Output", spec.output or fmt.EMPTY),
+        ("Scout frames", spec.scout or fmt.EMPTY),
+        ("Tags (pool)", ", ".join(spec.tags) or fmt.EMPTY),
+        ("Max running", str(spec.max_running) if spec.max_running else "no limit"),
+        ("After", ", ".join(spec.after) or fmt.EMPTY),
+        (
+            "Retries",
+            f"{'leader default' if spec.retries is None else spec.retries}"
+            f"  delay {fmt.duration(spec.retry_delay)} cap {fmt.duration(spec.retry_cap)}",
+        ),
+        ("Min render", fmt.duration(t.min_render)),
+        ("Max render", fmt.duration(t.max_render)),
+        ("Max start", fmt.duration(t.max_start)),
+        ("Per frame", "yes" if t.per_frame else "no"),
+        ("On timeout", t.on_timeout),
+        (
+            "Auto timeout",
+            f"after {t.auto_min_chunks or fmt.EMPTY} chunks / {t.auto_min_percent or fmt.EMPTY}%"
+            f" × {t.auto_multiplier}"
+            if t.auto
+            else "off",
+        ),
+        ("Staging", "on" if spec.staging else "off"),
+    ]
+    text = Text()
+    for label, value in rows:
+        text.append(f"{label:>13}  ", style="bold")
+        text.append(f"{value}\n")
+    text.append("\nPress e to edit timeouts, retries, tags and the machine limit.", style="dim")
+    return text
+
+
+class JobDetailPanel(Vertical):
+    """See the module docstring. ``show`` repaints the summary; grid and chunks update alone."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("t", "next_tab", "Frames/Chunks/Settings", id="detail.next_tab"),
+    ]
+    TABS = ("tab-frames", "tab-chunks", "tab-settings")
+    LEGEND_PERIOD = 0.25
+
+    def __init__(self, state: ConsoleState, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.state = state
+        self._legend_due = False
+
+    def compose(self) -> ComposeResult:
+        yield Static("No job selected — pick one in the jobs table (Enter).", id="detail-title")
+        with Vertical(id="detail-progress-row"):
+            yield ProgressBar(total=1, show_eta=False, id="detail-progress")
+            yield Static("", id="detail-stats")
+        yield PrioritySpinner(id="detail-priority")
+        with TabbedContent(id="detail-tabs"):
+            with TabPane("Frames", id="tab-frames"):
+                grid = FrameGrid(id="frame-grid")
+                yield FrameLegend(grid, id="frame-legend")
+                yield grid
+            with TabPane("Chunks", id="tab-chunks"):
+                yield ChunkTable(self.state, id="chunk-table")
+            with TabPane("Settings", id="tab-settings"), VerticalScroll():
+                yield Static("", id="detail-settings")
+
+    def action_next_tab(self) -> None:
+        """Cycle the inner tabs and focus what is in the new one."""
+        tabs = self.query_one(TabbedContent)
+        tab = self.TABS[(self.TABS.index(tabs.active) + 1) % len(self.TABS)]
+        self.show_tab(tab)
+
+    def show_tab(self, tab: str) -> None:
+        self.query_one(TabbedContent).active = tab
+        focus = {"tab-frames": "#frame-grid", "tab-chunks": "#chunk-table"}.get(tab)
+        if focus is not None:
+            self.query_one(focus).focus()
+
+    @property
+    def grid(self) -> FrameGrid:
+        return self.query_one(FrameGrid)
+
+    @property
+    def chunks(self) -> ChunkTable:
+        return self.query_one(ChunkTable)
+
+    def load(self) -> None:
+        """A new job is watched: reload grid, chunks and summary."""
+        self.grid.load(self.state.watched)
+        self.chunks.show_watched()
+        self.show_job()
+
+    def show_job(self) -> None:
+        """Repaint the summary (state, progress, estimates, priority, settings)."""
+        watched = self.state.watched
+        if watched is None:
+            return
+        job = watched.job
+        title = Text()
+        title.append(job.name, style="bold")
+        title.append(f"  {job.id}  ", style="dim")
+        title.append(job.state, style="bold")
+        if job.reviewed:
+            title.append("  reviewed", style="green")
+        if job.archived:
+            title.append("  archived", style="dim")
+        title.append(f"  owner {job.owner}")
+        self.query_one("#detail-title", Static).update(title)
+        stats = job.stats
+        bar = self.query_one("#detail-progress", ProgressBar)
+        bar.update(total=max(stats.frames_total, 1), progress=stats.frames_done)
+        self.query_one("#detail-stats", Static).update(
+            f"{stats.frames_done}/{stats.frames_total} frames · "
+            f"chunks {stats.chunks_done}/{stats.chunks_total} done, {stats.chunks_running} running"
+            f", {stats.chunks_failed} failed · ETR {fmt.duration(stats.etr)} · "
+            f"mean {fmt.duration(stats.mean_render)} p90 {fmt.duration(stats.p90_render)}"
+        )
+        self.query_one(PrioritySpinner).show(job.priority, self.state.is_admin)
+        self.query_one("#detail-settings", Static).update(settings_text(job))
+        self.query_one(FrameLegend).show(watched)
+
+    def frames_changed(self, indexes: list[int]) -> None:
+        """Repaint changed cells now; recount the legend at most every LEGEND_PERIOD.
+
+        Updating the legend's text costs a layout pass, which at 1,000 frame
+        events a second would cost more than everything else together.
+        """
+        self.grid.refresh_frames(indexes)
+        if not self._legend_due:
+            self._legend_due = True
+            self.set_timer(self.LEGEND_PERIOD, self._show_legend)
+
+    def _show_legend(self) -> None:
+        self._legend_due = False
+        self.query_one(FrameLegend).show(self.state.watched)
+
+    def chunks_changed(self, keys: set[int], new: bool) -> None:
+        table = self.chunks
+        if new:
+            table.show_watched()
+        else:
+            for key in keys:
+                table.refresh_key(str(key))

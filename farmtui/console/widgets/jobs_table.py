@@ -1,0 +1,119 @@
+"""The jobs table: every job in dispatch order, one line each, drawn with the Line API.
+
+The Pri column's header says which way priority runs ("Pri↑": lower number
+renders sooner), because most other farm managers run the higher number first.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from rich.style import Style
+
+from farmtui.console import fmt
+from farmtui.console.state import ConsoleState, GroupHeader
+from farmtui.console.widgets.line_table import Cell, Column, LineTable
+
+PRIORITY_HINT = "Pri↑: lower number renders sooner (0–100, default 50)"
+
+STATE_STYLES: dict[str, Style] = {
+    "queued": Style(),
+    "rendering": Style(color="bright_cyan", bold=True),
+    "paused": Style(color="yellow"),
+    "holding": Style(color="magenta"),
+    "done": Style(color="bright_green"),
+    "failed": Style(color="bright_red", bold=True),
+    "cancelled": Style(dim=True),
+}
+BAR_STYLE = Style(color="green")
+FAILED_BAR_STYLE = Style(color="red")
+DIM = Style(dim=True)
+
+
+class JobsTable(LineTable):
+    """Jobs in dispatch order with live progress; rows keyed by job id."""
+
+    COLUMNS: ClassVar[tuple[Column, ...]] = (
+        Column("handle", "", 1),
+        Column("sel", "", 1),
+        Column("priority", "Pri↑", 4, "right"),
+        Column("name", "Name", 0),
+        Column("owner", "Owner", 8, optional=2),
+        Column("state", "State", 9),
+        Column("progress", "Progress", 12),
+        Column("frames", "Done/Total", 11, "right", optional=1),
+        Column("etr", "ETR", 6, "right"),
+    )
+    DRAGGABLE = True
+
+    def __init__(self, state: ConsoleState, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.state = state
+        self.tooltip = PRIORITY_HINT + "\nDrag the ⠿ handle to reorder within a priority group."
+
+    def row_cells(self, key: str) -> list[Cell]:
+        job = self.state.jobs.get(key)
+        if job is None:
+            return [("", None)] * len(self.COLUMNS)
+        stats = job.stats
+        total = stats.frames_total
+        fraction = stats.frames_done / total if total else 0.0
+        state = job.state + ("·rv" if job.reviewed else "")
+        name = job.name + (" [archived]" if job.archived else "")
+        bar_style = FAILED_BAR_STYLE if stats.frames_failed else BAR_STYLE
+        return [
+            ("", None),
+            ("●" if key in self.selected else " ", None),
+            (str(job.priority), None),
+            (name, DIM if job.archived else None),
+            (job.owner, None),
+            (state, STATE_STYLES.get(job.state)),
+            (fmt.bar(fraction, 8) + fmt.percent(stats.frames_done, total), bar_style),
+            (f"{stats.frames_done}/{total}", None),
+            (fmt.duration(stats.etr) if job.state not in ("done", "cancelled") else "", None),
+        ]
+
+    def drop_preview(self, key: str, gap: int) -> tuple[str, bool]:
+        """Describe where ``key`` lands; refused (red) across priority groups."""
+        verdict = self.check_drop(key, gap)
+        if isinstance(verdict, str):
+            return verdict, False
+        before, _ = verdict
+        job = self.state.jobs[key]
+        where = f"before {self.state.jobs[before].name}" if before else "at the end of its group"
+        return f"move {job.name} {where} (priority {job.priority})", True
+
+    def check_drop(self, key: str, gap: int) -> str | tuple[str | None, bool]:
+        """Where a drop of ``key`` before row ``gap`` lands, or why it is refused.
+
+        Returns ``(before_job_id or None for the end of the group, moved)`` or
+        the refusal text. ``moved`` is False when the drop would not change
+        anything.
+        """
+        job = self.state.jobs.get(key)
+        if job is None:
+            return "job is gone"
+        rows = self.rows
+        after_row = rows[gap - 1] if gap > 0 else None
+        before_row = rows[gap] if gap < len(rows) else None
+        before_id = before_row if isinstance(before_row, str) else None
+        after_id = after_row if isinstance(after_row, str) else None
+        if key in (before_id, after_id):
+            return (None, False)
+        if before_id is not None and self.state.jobs[before_id].priority == job.priority:
+            return (before_id, True)
+        if after_id is not None and self.state.jobs[after_id].priority == job.priority:
+            successor = self.state.neighbours_after(after_id)
+            if successor == key:
+                return (None, False)
+            if successor is not None and self.state.jobs[successor].priority == job.priority:
+                return (successor, True)
+            return (None, True)
+        other = before_id or after_id
+        if other is None and isinstance(before_row, GroupHeader):
+            return f"refused: {job.name} is priority {job.priority}; that is another group"
+        other_pri = self.state.jobs[other].priority if other else "another"
+        return (
+            f"refused: {job.name} is priority {job.priority}, not {other_pri} — "
+            "priority always wins; change the priority instead"
+        )

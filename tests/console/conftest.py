@@ -1,0 +1,73 @@
+"""Shared pieces of the console tests: a running fake leader, the app against it,
+and a polling helper (never sleep to wait for something)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+import textual.constants
+from textual.pilot import Pilot
+from textual.widgets import Input
+
+from farmtui.console.app import FarmConsole
+from farmtui.console.link import Backoff
+from tests.console.fake_leader import T0, TOKEN, FakeLeader
+
+NOW = T0 + 1000.0
+
+
+@pytest.fixture(autouse=True)
+def _calm_terminal(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No cursor blink, no animations, no user keys.toml, UTC clock: stable screens."""
+    monkeypatch.setattr(textual.constants, "TEXTUAL_ANIMATIONS", "none")
+    original = Input.__init__
+
+    def init(self: Input, *args: object, **kwargs: object) -> None:
+        original(self, *args, **kwargs)  # type: ignore[arg-type]
+        self.cursor_blink = False
+
+    monkeypatch.setattr(Input, "__init__", init)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+
+
+@pytest.fixture
+async def leader() -> AsyncIterator[FakeLeader]:
+    fake = FakeLeader()
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+def make_app(leader_url: str, **kwargs: object) -> FarmConsole:
+    """The real console, with a fixed clock and quick reconnects."""
+    kwargs.setdefault("clock", lambda: NOW)
+    kwargs.setdefault("backoff", Backoff(base=0.05, cap=0.2))
+    return FarmConsole(leader_url, TOKEN, **kwargs)  # type: ignore[arg-type]
+
+
+async def wait_for(
+    pilot: Pilot[None], condition: Callable[[], object], within: float = 5.0, what: str = ""
+) -> None:
+    """Poll ``condition`` between pilot pauses until it holds or the deadline passes."""
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or condition}")
+        await pilot.pause(0.02)
+
+
+async def synced(pilot: Pilot[None], app: FarmConsole, watched: str | None = "j1") -> None:
+    """Wait for the first snapshot (and, by default, the first job in the detail view)."""
+    await wait_for(pilot, lambda: app.state.synced, what="snapshot")
+    if watched is not None:
+        await wait_for(
+            pilot,
+            lambda: app.state.watched is not None and app.state.watched.job_id == watched,
+            what=f"{watched} watched",
+        )
+    await pilot.pause()

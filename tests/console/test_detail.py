@@ -1,0 +1,227 @@
+"""The detail view: frame grid colours and live updates, chunk actions, priority, settings."""
+
+from __future__ import annotations
+
+import pytest
+from rich.style import Style
+
+from farmtui.console.screens.context_menu import ContextMenu
+from farmtui.console.screens.edit_settings import EditSettingsScreen
+from farmtui.console.state import FRAME_STATES
+from farmtui.console.widgets.chunk_table import ChunkTable
+from farmtui.console.widgets.frame_grid import GUTTER, FrameGrid
+from farmtui.protocol import PatchJob, RunChunkAction, SetPriority
+from tests.console.conftest import make_app, synced, wait_for
+from tests.console.fake_leader import J1_LAYOUT, FakeLeader
+from tests.console.screen import screen_text
+
+EXPECTED_COLOURS = {
+    "unassigned": "#808080",
+    "assigned": "#3b82f6",
+    "staged": "#15803d",
+    "done": "#4ade80",
+    "failed": "#ef4444",
+}
+
+
+def cell_styles(grid: FrameGrid) -> dict[int, Style]:
+    """Frame number -> the style its cell is drawn with, read from rendered strips."""
+    assert grid.watched is not None
+    columns = grid.columns
+    styles: dict[int, Style] = {}
+    for y in range(grid.size.height):
+        strip = grid.render_line(y)
+        x = 0
+        for segment in strip:
+            for offset in range(len(segment.text)):
+                cell = x + offset
+                if cell >= GUTTER and (cell - GUTTER) % 2 == 0 and segment.text[offset] == "■":
+                    i = (int(grid.scroll_y) + y) * columns + (cell - GUTTER) // 2
+                    styles[grid.watched.frames[i]] = segment.style or Style()
+            x += len(segment.text)
+    return styles
+
+
+async def open_detail(pilot: object, app: object) -> None:
+    await synced(pilot, app)  # type: ignore[arg-type]
+    await pilot.press("enter")  # type: ignore[attr-defined]
+    await pilot.pause()  # type: ignore[attr-defined]
+
+
+async def test_frame_grid_colours_every_state(leader: FakeLeader) -> None:
+    app = make_app(leader.url)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_detail(pilot, app)
+        grid = app.screen.query_one(FrameGrid)
+        styles = cell_styles(grid)
+        assert len(styles) == 100
+        for frames, state in J1_LAYOUT:
+            for frame in frames:
+                style = styles[frame]
+                if state in EXPECTED_COLOURS:
+                    assert style.color is not None
+                    assert style.color.triplet is not None
+                    assert style.color.triplet.hex == EXPECTED_COLOURS[state], (frame, state)
+                else:  # held / excluded are dim
+                    assert style.dim, (frame, state)
+        # One component class per state, and a legend naming each with its count.
+        for state in FRAME_STATES:
+            assert f"frame-grid--{state}" in FrameGrid.COMPONENT_CLASSES
+        text = screen_text(app)
+        assert "done 30" in text
+        assert "failed 5" in text
+        assert "unassigned 45" in text
+
+
+async def test_frames_changed_reaches_the_grid_and_refreshes_only_those_cells(
+    leader: FakeLeader,
+) -> None:
+    app = make_app(leader.url)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_detail(pilot, app)
+        grid = app.screen.query_one(FrameGrid)
+        regions: list[object] = []
+        original = grid.refresh
+
+        def spy(*args: object, **kwargs: object) -> object:
+            regions.extend(args)
+            return original(*args, **kwargs)  # type: ignore[arg-type]
+
+        grid.refresh = spy  # type: ignore[method-assign]
+        await leader.stream_frames("j1", [60, 61, 62], "assigned")
+        await wait_for(pilot, lambda: app.state.watched.state_of(62) == "assigned")  # type: ignore[union-attr]
+        await pilot.pause()
+        assert regions, "the grid repainted nothing"
+        assert all(getattr(r, "height", 99) == 1 for r in regions)
+        assert cell_styles(grid)[61].color.triplet.hex == "#3b82f6"  # type: ignore[union-attr]
+        # The legend's counts follow within its (throttled) period.
+        await wait_for(pilot, lambda: "assigned 8" in screen_text(app))
+
+
+async def test_frame_grid_scrolls_a_big_job(leader: FakeLeader) -> None:
+    import msgspec
+
+    leader.set_job(
+        "j2",
+        frames="1-20000",
+        stats=msgspec.structs.replace(leader.jobs["j2"].stats, frames_total=20000),
+    )
+    app = make_app(leader.url)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await synced(pilot, app)
+        await pilot.press("down", "enter")
+        await wait_for(pilot, lambda: app.state.watched.job_id == "j2")  # type: ignore[union-attr]
+        await pilot.pause()
+        grid = app.screen.query_one(FrameGrid)
+        assert grid.virtual_size.height == -(-20000 // grid.columns)
+        await pilot.press("end")
+        await pilot.pause()
+        assert grid.scroll_y > 0
+        assert "20000" in screen_text(app) or "19" in screen_text(app)
+
+
+@pytest.mark.parametrize(
+    ("key", "action", "frame_state"),
+    [
+        ("r", "retry", "unassigned"),
+        ("h", "hold", "held"),
+        ("F", "set-failed", "failed"),
+        ("d", "set-done", "done"),
+        ("e", "exclude", "excluded"),
+    ],
+)
+async def test_chunk_action_keys(
+    leader: FakeLeader, key: str, action: str, frame_state: str
+) -> None:
+    app = make_app(leader.url)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_detail(pilot, app)
+        await pilot.press("t")  # Chunks tab
+        table = app.screen.query_one(ChunkTable)
+        assert table.has_focus
+        await pilot.press("down", "down", "down", "down", "down")  # chunk 6 (frames 51-60)
+        assert table.cursor_key == "6"
+        await pilot.press(key)
+        await wait_for(pilot, lambda: leader.count(RunChunkAction) == 1)
+        sent = leader.last(RunChunkAction)
+        assert isinstance(sent, RunChunkAction)
+        assert (sent.action, sent.job_id, sent.chunks) == (action, "j1", [6])
+        watched = app.state.watched
+        assert watched is not None
+        await wait_for(pilot, lambda: watched.state_of(55) == frame_state)
+
+
+async def test_chunk_multi_select_and_context_menu(leader: FakeLeader) -> None:
+    app = make_app(leader.url)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_detail(pilot, app)
+        await pilot.press("t", "space", "down", "space")
+        await pilot.press("h")
+        await wait_for(pilot, lambda: leader.count(RunChunkAction) == 1)
+        sent = leader.last(RunChunkAction)
+        assert isinstance(sent, RunChunkAction)
+        assert sent.chunks == [1, 2]
+        await pilot.press("down", "m")
+        await wait_for(pilot, lambda: isinstance(app.screen, ContextMenu))
+        assert "Set failed" in screen_text(app)
+        await pilot.press("down", "down", "down", "down", "enter")  # Exclude
+        await wait_for(pilot, lambda: leader.count(RunChunkAction) == 2)
+        sent = leader.last(RunChunkAction)
+        assert isinstance(sent, RunChunkAction)
+        assert sent.action == "exclude"
+        assert sent.chunks == [3]
+
+
+async def test_priority_spinner_sets_priority(leader: FakeLeader) -> None:
+    app = make_app(leader.url)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_detail(pilot, app)
+        await pilot.click("#priority-later")
+        await wait_for(pilot, lambda: app.state.jobs["j1"].priority == 11)
+        sent = leader.last(SetPriority)
+        assert isinstance(sent, SetPriority)
+        assert (sent.job_id, sent.priority) == ("j1", 11)
+        await pilot.click("#priority-value")
+        await pilot.press("end", "backspace", "backspace", "backspace", "5", "0", "enter")
+        await wait_for(pilot, lambda: app.state.jobs["j1"].priority == 50)
+        # The job joins the end of its new group.
+        assert app.screen.query_one("#jobs").keys[-2:] == ["j1", "j5"]  # type: ignore[attr-defined]
+
+
+async def test_priority_spinner_is_for_admins_only() -> None:
+    leader = FakeLeader(role="user")
+    await leader.start()
+    try:
+        app = make_app(leader.url)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await open_detail(pilot, app)
+            assert app.screen.query_one("#priority-later").disabled
+            assert "admins only" in screen_text(app)
+            assert leader.count(SetPriority) == 0
+    finally:
+        await leader.stop()
+
+
+async def test_edit_settings_sends_patch(leader: FakeLeader) -> None:
+    app = make_app(leader.url)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_detail(pilot, app)
+        await pilot.press("t", "t")  # Settings tab
+        text = screen_text(app)
+        assert "Max render" in text
+        assert "1h00m" in text
+        assert "1,50,100" in text
+        await pilot.press("e")
+        await wait_for(pilot, lambda: isinstance(app.screen, EditSettingsScreen))
+        await pilot.click("#edit-retries")
+        await pilot.press("end", "backspace", "backspace", "backspace", "7")
+        await pilot.click("#edit-max-start")
+        await pilot.press(*"5m")
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: leader.count(PatchJob) == 1)
+        sent = leader.last(PatchJob)
+        assert isinstance(sent, PatchJob)
+        assert sent.patch.retries == 7
+        assert sent.patch.timeouts is not None
+        assert sent.patch.timeouts.max_start == 300
+        await wait_for(pilot, lambda: app.state.jobs["j1"].spec.retries == 7)

@@ -1,0 +1,143 @@
+"""Logs (monitor, peer, task output) and the nodes panel."""
+
+from __future__ import annotations
+
+from textual.widgets import Select
+
+from farmtui.console.widgets.logs_panel import LogsPanel
+from farmtui.console.widgets.nodes_panel import NodesPanel
+from farmtui.protocol import Event, EventView, FetchNodeLog, FetchTaskOutput, SetNodeEnabled
+from tests.console.conftest import make_app, synced, wait_for
+from tests.console.fake_leader import T0, FakeLeader
+from tests.console.screen import screen_text
+
+
+def logs(app: object) -> LogsPanel:
+    return app.screen.query_one(LogsPanel)  # type: ignore[attr-defined, no-any-return]
+
+
+async def test_monitor_log_filters_by_level(leader: FakeLeader) -> None:
+    app = make_app(leader.url)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await synced(pilot, app)
+        for level, text in [
+            ("info", "job j1 started"),
+            ("warn", "node-b is slow"),
+            ("error", "chunk 5 failed"),
+        ]:
+            await leader.broadcast(
+                Event(event=EventView(time=T0, level=level, text=text, job_id="j1"))  # type: ignore[arg-type]
+            )
+        await pilot.press("3")
+        await wait_for(pilot, lambda: any("chunk 5 failed" in x for x in logs(app).monitor_lines()))
+        lines = logs(app).monitor_lines()
+        assert any("job j1 started" in line for line in lines)
+        assert any("synced as alice (admin)" in line for line in lines)
+        level = app.screen.query_one("#logs-level", Select)
+        level.value = "warn"
+        await pilot.pause()
+        lines = logs(app).monitor_lines()
+        assert not any("job j1 started" in line for line in lines)
+        assert any("node-b is slow" in line for line in lines)
+        assert any("chunk 5 failed" in line for line in lines)
+        level.value = "error"
+        await pilot.pause()
+        lines = logs(app).monitor_lines()
+        assert [line for line in lines if "node-b" in line] == []
+        assert any("ERROR" in line and "chunk 5 failed" in line for line in lines)
+
+
+async def test_monitor_level_select_by_keyboard(leader: FakeLeader) -> None:
+    app = make_app(leader.url)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await synced(pilot, app)
+        await pilot.press("3", "tab", "enter", "down", "down", "down", "enter")
+        await wait_for(pilot, lambda: logs(app).level == "error")
+
+
+async def test_peer_log_is_refreshed(leader: FakeLeader, monkeypatch: object) -> None:
+    import pytest
+
+    assert isinstance(monkeypatch, pytest.MonkeyPatch)
+    monkeypatch.setattr(LogsPanel, "PEER_REFRESH", 0.1)
+    app = make_app(leader.url)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await synced(pilot, app)
+        await pilot.press("4")  # nodes: pick node-b, open its log with l
+        await pilot.press("down", "l")
+        await wait_for(pilot, lambda: "node-b: connected to leader" in logs(app).peer_lines())
+        assert logs(app).source == "peer"
+        first = leader.count(FetchNodeLog)
+        leader.node_logs["node-b"].append("node-b: rendering j1 chunk 4")
+        await wait_for(pilot, lambda: leader.count(FetchNodeLog) >= first + 2, what="refresh")
+        await wait_for(pilot, lambda: "node-b: rendering j1 chunk 4" in logs(app).peer_lines())
+        # Appended, not duplicated.
+        assert logs(app).peer_lines().count("node-b: agent started") == 1
+        assert "node-b: rendering j1 chunk 4" in screen_text(app)
+        # Refreshing stops when another source is shown.
+        logs(app).show_source("monitor")
+        await pilot.pause()
+        stopped_at = leader.count(FetchNodeLog)
+        await pilot.pause(0.35)
+        assert leader.count(FetchNodeLog) == stopped_at
+
+
+async def test_peer_log_interval_is_three_seconds() -> None:
+    assert LogsPanel.PEER_REFRESH == 3.0
+
+
+async def test_task_output_follows_the_picked_chunk(leader: FakeLeader) -> None:
+    app = make_app(leader.url)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await synced(pilot, app)
+        await pilot.press("enter", "t")  # detail, chunks tab
+        await pilot.press("down", "down", "enter")  # chunk 3 -> its output in Logs
+        await wait_for(pilot, lambda: "chunk 3 of j1: line 2" in logs(app).task_lines())
+        sent = leader.last(FetchTaskOutput)
+        assert isinstance(sent, FetchTaskOutput)
+        assert (sent.job_id, sent.chunk, sent.follow) == ("j1", 3, True)
+        await leader.emit_output(["Fra:24 Mem:1.2G | Rendering 50%"])
+        await wait_for(pilot, lambda: "Fra:24 Mem:1.2G | Rendering 50%" in logs(app).task_lines())
+        assert logs(app).task_lines()[0] == "chunk 3 of j1: line 0"
+        assert "Rendering 50%" in screen_text(app)
+        # Pick another chunk on the left: its output replaces the right side.
+        await pilot.click("#task-chunks", offset=(2, 5))
+        await wait_for(pilot, lambda: "chunk 5 of j1: line 0" in logs(app).task_lines())
+        assert not any("chunk 3" in line for line in logs(app).task_lines())
+
+
+async def test_nodes_panel_and_enable_disable(leader: FakeLeader) -> None:
+    app = make_app(leader.url)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await synced(pilot, app)
+        await pilot.press("4")
+        text = screen_text(app)
+        assert "node-a" in text
+        assert "1/4" in text
+        assert "87% of 16" in text
+        assert "j1#3" in text
+        assert "disabled" in text
+        await pilot.press("e")  # node-a: disable
+        await wait_for(pilot, lambda: app.state.nodes["node-a"].state == "disabled")
+        sent = leader.last(SetNodeEnabled)
+        assert isinstance(sent, SetNodeEnabled)
+        assert not sent.enabled
+        await pilot.press("down", "down", "e")  # node-c: enable
+        await wait_for(pilot, lambda: app.state.nodes["node-c"].state == "online")
+        table = app.screen.query_one(NodesPanel)
+        assert str(table.get_cell("node-c", "state")) == "online"
+
+
+async def test_nodes_enable_refused_for_non_admins() -> None:
+    leader = FakeLeader(role="user")
+    await leader.start()
+    try:
+        app = make_app(leader.url)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await synced(pilot, app)
+            await pilot.press("4", "e")
+            await pilot.pause()
+            assert leader.count(SetNodeEnabled) == 0
+            assert any("Only admins" in n.message for n in app._notifications)
+    finally:
+        await leader.stop()

@@ -1,0 +1,112 @@
+"""Command palette, remappable keys from keys.toml, and the no-server-import rule."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from textual.command import CommandPalette
+
+from farmtui.console.actions import CHUNK_ACTIONS, JOB_ACTIONS
+from farmtui.console.keymap import config_path, load_keymap
+from farmtui.console.screens.main import MainScreen
+from farmtui.protocol import RunJobAction
+from tests.console.conftest import make_app, synced, wait_for
+from tests.console.fake_leader import FakeLeader
+from tests.console.screen import screen_text
+
+
+async def test_palette_offers_every_action(leader: FakeLeader) -> None:
+    app = make_app(leader.url)
+    async with app.run_test(size=(100, 40)) as pilot:
+        await synced(pilot, app)
+        screen = app.screen
+        assert isinstance(screen, MainScreen)
+        names = [name for name, _, _ in screen.palette_commands()]
+        for spec in JOB_ACTIONS:
+            assert f"Jobs: {spec.label}" in names
+        for chunk_spec in CHUNK_ACTIONS:
+            assert f"Chunks: {chunk_spec.label}" in names
+        assert any(name.startswith("Jobs: Move up") for name in names)
+        await pilot.press("ctrl+p")
+        await wait_for(pilot, lambda: isinstance(app.screen, CommandPalette))
+        await pilot.press(*"retry sync")
+        await wait_for(pilot, lambda: "Jobs: Retry sync" in screen_text(app))
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: leader.count(RunJobAction) == 1)
+        sent = leader.last(RunJobAction)
+        assert isinstance(sent, RunJobAction)
+        assert sent.action == "retry-sync"
+
+
+async def test_palette_theme_switcher_still_there(leader: FakeLeader) -> None:
+    app = make_app(leader.url)
+    async with app.run_test(size=(100, 40)) as pilot:
+        await synced(pilot, app)
+        await pilot.press("ctrl+p")
+        await wait_for(pilot, lambda: isinstance(app.screen, CommandPalette))
+        await pilot.press(*"theme")
+        await wait_for(pilot, lambda: "Change the current theme" in screen_text(app))
+
+
+def test_keys_toml_path_honours_xdg(monkeypatch: object, tmp_path: Path) -> None:
+    import pytest
+
+    assert isinstance(monkeypatch, pytest.MonkeyPatch)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    assert config_path() == tmp_path / "farmtui" / "keys.toml"
+    monkeypatch.delenv("XDG_CONFIG_HOME")
+    assert config_path() == Path.home() / ".config" / "farmtui" / "keys.toml"
+
+
+def test_bad_keys_toml_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "keys.toml"
+    path.write_text('[keys]\n"jobs.pause" = "P"\n"jobs.nope" = "z"\n"jobs.hold" = 3\n')
+    keymap, problems = load_keymap(path)
+    assert keymap == {"jobs.pause": "P"}
+    assert len(problems) == 2
+    path.write_text("not toml [")
+    assert load_keymap(path)[0] == {}
+
+
+async def test_remapped_key_from_config_file(leader: FakeLeader, tmp_path: Path) -> None:
+    path = tmp_path / "config" / "farmtui" / "keys.toml"  # XDG_CONFIG_HOME from conftest
+    path.parent.mkdir(parents=True)
+    path.write_text('[keys]\n"jobs.pause" = "P"\n')
+    app = make_app(leader.url)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await synced(pilot, app)
+        await pilot.press("p")  # no longer pause
+        await pilot.pause()
+        assert leader.count(RunJobAction) == 0
+        await pilot.press("P")
+        await wait_for(pilot, lambda: leader.count(RunJobAction) == 1)
+        sent = leader.last(RunJobAction)
+        assert isinstance(sent, RunJobAction)
+        assert sent.action == "pause"
+        # The action strip shows the remapped key.
+        await pilot.press("space")
+        await pilot.pause()
+        assert "P Pause" in screen_text(app)
+
+
+def _modules(code: str) -> set[str]:
+    out = subprocess.run(
+        [sys.executable, "-c", f"{code}; import sys; print('\\n'.join(sys.modules))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return {name.split(".")[0] for name in out.split()}
+
+
+def test_console_never_imports_server_or_agent() -> None:
+    loaded = _modules("import farmtui.console.app")
+    assert not loaded & {"server", "agent"}
+    assert "textual" in loaded
+
+
+def test_protocol_does_not_pull_textual() -> None:
+    assert "textual" not in _modules("import farmtui.protocol")
+    assert "textual" not in _modules("import farmtui.console.state")

@@ -1,0 +1,76 @@
+"""What the main screens look like, at 80x24 (SSH) and 160x48, against the fake leader.
+
+Regenerate after a deliberate change with ``pytest tests/console --snapshot-update``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterator
+
+import pytest
+from textual.pilot import Pilot
+
+from farmtui.console.app import FarmConsole
+from tests.console.conftest import make_app, synced, wait_for
+from tests.console.fake_leader import FakeLeader, leader_in_thread
+
+Compare = Callable[..., bool]
+
+
+@pytest.fixture
+def threaded_leader() -> Iterator[FakeLeader]:
+    with leader_in_thread() as leader:
+        yield leader
+
+
+def steps(*keys: str) -> Callable[[Pilot[None]], Awaitable[None]]:
+    """Wait for the snapshot and the watched job, then press ``keys``."""
+
+    async def run_before(pilot: Pilot[None]) -> None:
+        app = pilot.app
+        assert isinstance(app, FarmConsole)
+        await synced(pilot, app)
+        for key in keys:
+            await pilot.press(key)
+            await pilot.pause()
+        await wait_for(pilot, lambda: not app.screen.is_modal or app.screen.is_active)
+        await pilot.pause()
+
+    return run_before
+
+
+@pytest.mark.parametrize(
+    ("name", "keys"),
+    [
+        ("jobs", ()),
+        ("jobs_selected", ("space", "down", "space")),
+        ("detail_frames", ("enter",)),
+        ("detail_chunks", ("enter", "t")),
+        ("detail_settings", ("enter", "t", "t")),
+        ("logs_monitor", ("3",)),
+        ("nodes", ("4",)),
+        ("confirm_cancel", ("space", "down", "space", "c")),
+    ],
+)
+def test_screens_80x24(
+    snap_compare: Compare, threaded_leader: FakeLeader, name: str, keys: tuple[str, ...]
+) -> None:
+    assert snap_compare(
+        make_app(threaded_leader.url), run_before=steps(*keys), terminal_size=(80, 24)
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "keys"),
+    [
+        ("wide_detail", ("enter", "1")),
+        ("wide_grouped_selected", ("g", "space", "down", "down", "space")),
+        ("wide_chunks", ("enter", "t")),
+    ],
+)
+def test_screens_160x48(
+    snap_compare: Compare, threaded_leader: FakeLeader, name: str, keys: tuple[str, ...]
+) -> None:
+    assert snap_compare(
+        make_app(threaded_leader.url), run_before=steps(*keys), terminal_size=(160, 48)
+    )

@@ -1,0 +1,129 @@
+"""The console's model, without a terminal: folding messages, order, rows, frames."""
+
+from __future__ import annotations
+
+import pytest
+
+from farmtui.console import fmt
+from farmtui.console.link import Backoff, console_url
+from farmtui.console.state import Change, ConsoleState, GroupHeader
+from farmtui.protocol import (
+    ChunksChanged,
+    ChunkView,
+    FramesChanged,
+    JobsChanged,
+    JobsRemoved,
+    JobWatched,
+    Reply,
+)
+from tests.console.fake_leader import FakeLeader
+
+
+def synced_state() -> tuple[ConsoleState, FakeLeader]:
+    leader = FakeLeader()
+    state = ConsoleState()
+    state.apply(leader.snapshot(), Change())
+    return state, leader
+
+
+def test_snapshot_then_dispatch_order() -> None:
+    state, _ = synced_state()
+    assert state.dispatch_order() == ["j1", "j2", "j3", "j4", "j5"]
+    assert state.role == "admin"
+    assert state.is_admin
+
+
+def test_job_change_marks_order_only_when_the_order_moves() -> None:
+    state, leader = synced_state()
+    change = Change()
+    state.apply(JobsChanged(jobs=[leader.set_job("j2", state="paused")]), change)
+    assert change.jobs == {"j2"}
+    assert not change.order
+    change = Change()
+    state.apply(JobsChanged(jobs=[leader.set_job("j5", priority=0)]), change)
+    assert change.order
+    assert state.dispatch_order()[0] == "j5"
+
+
+def test_removed_jobs_leave() -> None:
+    state, _ = synced_state()
+    change = Change()
+    state.apply(JobsRemoved(job_ids=["j3", "nope"]), change)
+    assert change.removed == {"j3"}
+    assert "j3" not in state.dispatch_order()
+
+
+def test_rows_filter_group_and_archived() -> None:
+    state, leader = synced_state()
+    state.apply(JobsChanged(jobs=[leader.jobs["j6"]]), Change())
+    assert "j6" not in state.rows()
+    assert "j6" in state.rows(include_archived=True)
+    assert state.rows(text_filter="ALICE") == ["j1", "j4"]
+    rows = state.rows("priority")
+    assert rows[0] == GroupHeader("Priority 10", 1)
+    assert rows[2] == GroupHeader("Priority 50", 3)
+    by_state = state.rows("state")
+    assert by_state[0] == GroupHeader("Rendering", 1)
+
+
+def test_watched_frames_and_chunks() -> None:
+    state, leader = synced_state()
+    change = Change()
+    state.apply(JobWatched(detail=leader.detail("j1")), change)
+    assert change.watched
+    watched = state.watched
+    assert watched is not None
+    assert watched.counts[watched.states[0]] == 30  # done
+    change = Change()
+    state.apply(FramesChanged(job_id="j1", frames=[1, 2, 999], state="failed"), change)
+    assert change.frames == [0, 1]
+    assert watched.state_of(1) == "failed"
+    # Frames of another job are ignored.
+    change = Change()
+    state.apply(FramesChanged(job_id="j2", frames=[1], state="done"), change)
+    assert change.frames == []
+    change = Change()
+    state.apply(ChunksChanged(job_id="j1", chunks=[ChunkView(index=99)]), change)
+    assert change.chunks == {99}
+    assert change.new_chunks
+    assert watched.chunk_order[-1] == 99
+
+
+def test_replies_and_own_events() -> None:
+    state, _ = synced_state()
+    change = Change()
+    state.apply(Reply(request_id=3, ok=False, error="no"), change)
+    assert change.replies[0].error == "no"
+    event = state.log("warn", "hello")
+    assert state.events[-1] is event
+
+
+@pytest.mark.parametrize(
+    ("leader", "url"),
+    [
+        ("http://127.0.0.1:7878", "ws://127.0.0.1:7878/ws/console"),
+        ("https://farm.example:443/", "wss://farm.example:443/ws/console"),
+        ("127.0.0.1:7878", "ws://127.0.0.1:7878/ws/console"),
+    ],
+)
+def test_console_url(leader: str, url: str) -> None:
+    assert console_url(leader) == url
+
+
+def test_backoff_grows_and_caps() -> None:
+    backoff = Backoff(base=1, cap=8, jitter=0)
+    assert [backoff.delay(n) for n in (1, 2, 3, 4, 5, 9)] == [1, 2, 4, 8, 8, 8]
+
+
+def test_formatters() -> None:
+    assert fmt.duration(95) == "1m35s"
+    assert fmt.duration(3700) == "1h01m"
+    assert fmt.duration(None) == "—"
+    assert fmt.bar(0.5, 8) == "████░░░░"
+    assert len(fmt.bar(0.33, 8)) == 8
+    assert fmt.frame_range([1, 2, 3]) == "1-3"
+    assert fmt.frame_range([1, 3, 5]) == "1-5x2"
+    assert fmt.parse_duration("1h30m") == 5400
+    assert fmt.parse_duration("90") == 90
+    with pytest.raises(ValueError, match="not a duration"):
+        fmt.parse_duration("5x")

@@ -122,6 +122,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
         slots=args.slots,
         staging=Path(args.staging) if args.staging else None,
         tags=_split_tags(args.tags),
+        state_dir=Path(args.state) if args.state else None,
     )
     return 0
 
@@ -571,6 +572,11 @@ def build_parser() -> Parser:
     agent.add_argument("--slots", type=int, default=1, metavar="K", help="concurrent chunks")
     agent.add_argument("--staging", metavar="DIR", help="local staging folder")
     agent.add_argument("--tags", metavar="a,b", help="tags jobs can require")
+    agent.add_argument(
+        "--state",
+        metavar="DIR",
+        help="agent id, log and unsent-message outbox (default ~/.local/state/farmtui/agents/NAME)",
+    )
 
     add("console", cmd_console, "open the operator console", [conn])
 

@@ -12,7 +12,8 @@ import re
 from collections.abc import Sequence
 from pathlib import PurePosixPath
 
-import fileseq
+from fileseq.exceptions import ParseException
+from fileseq.frameset import FrameSet
 
 # A job of more frames than this is almost certainly a typo (1-1000000000).
 MAX_FRAMES = 1_000_000
@@ -34,13 +35,15 @@ def parse_frames(text: str) -> list[int]:
     if not spec:
         raise FrameListError("frame list is empty")
     try:
-        frameset = fileseq.FrameSet(spec)
-    except (fileseq.ParseException, ValueError, TypeError) as exc:
+        frameset = FrameSet(spec)
+    except (ParseException, ValueError, TypeError):
         raise FrameListError(
             f"malformed frame list {text!r} (expected e.g. 1-100, 1-100x5, 1,5,10-20, 100-1)"
         ) from None
     if len(frameset) > MAX_FRAMES:
-        raise FrameListError(f"frame list {text!r} has {len(frameset)} frames; the limit is {MAX_FRAMES}")
+        raise FrameListError(
+            f"frame list {text!r} has {len(frameset)} frames; the limit is {MAX_FRAMES}"
+        )
     frames = [int(f) for f in frameset]
     if not frames:
         raise FrameListError(f"frame list {text!r} has no frames")
@@ -51,7 +54,7 @@ def format_frames(frames: Sequence[int]) -> str:
     """The compact form of a frame list: ``[1, 2, 3, 7]`` -> ``"1-3,7"``."""
     if not frames:
         return ""
-    return str(fileseq.FrameSet(list(frames)).frange)
+    return str(FrameSet(list(frames)).frange)
 
 
 def chunk_frames(frames: Sequence[int], size: int) -> list[list[int]]:

@@ -203,6 +203,9 @@ class LocalFarm:
         staging.mkdir(parents=True, exist_ok=True)
         args = ["agent", "--leader", self.url, "--token-file", str(self.agent_token_file)]
         args += ["--name", name, "--slots", str(slots), "--staging", str(staging)]
+        # The farm's own data folder holds the agent's state, so a local farm
+        # never shares an outbox with another farm's agent of the same name.
+        args += ["--state", str(self.data / "agents" / name)]
         if tags:
             args += ["--tags", ",".join(tags)]
         child = self._spawn(f"agent{index}", args)

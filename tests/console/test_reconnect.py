@@ -22,7 +22,7 @@ async def test_leader_lost_then_back(leader: FakeLeader) -> None:
         text = screen_text(app)
         assert "leader unreachable — reconnecting (attempt" in text
         assert "stale since" in text
-        assert app.screen.has_class("-stale")
+        assert app.screen.stale
         # While away, the farm changes: j2 is renamed, j5 deleted.
         leader.set_job("j2", name="shot_020_relit")
         del leader.jobs["j5"]
@@ -30,7 +30,7 @@ async def test_leader_lost_then_back(leader: FakeLeader) -> None:
         watches = leader.count(WatchJob)
         await leader.start()  # same port
         await wait_for(pilot, lambda: not banner.display, what="reconnected")
-        assert not app.screen.has_class("-stale")
+        assert not app.screen.stale
         assert "j5" not in app.state.jobs
         assert app.state.jobs["j2"].name == "shot_020_relit"
         assert "shot_020_relit" in screen_text(app)
@@ -47,7 +47,7 @@ async def test_actions_while_disconnected_say_so(leader: FakeLeader) -> None:
     async with app.run_test(size=(80, 24)) as pilot:
         await synced(pilot, app)
         await leader.stop()
-        await wait_for(pilot, lambda: app.screen.has_class("-stale"))
+        await wait_for(pilot, lambda: app.screen.stale)
         await pilot.press("p")
         await pilot.pause()
         assert any("leader is unreachable" in n.message for n in app._notifications)

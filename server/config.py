@@ -21,20 +21,12 @@ from server.scheduler import SchedulerConfig
 CONFIG_FILE = "leader.toml"
 
 
-class LeaderConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """The contents of ``leader.toml``. Durations are seconds."""
+class LeaderConfig(SchedulerConfig, kw_only=True, forbid_unknown_fields=True):
+    """The contents of ``leader.toml``: the scheduler's rules, then the leader's own.
 
-    # Scheduler (see SchedulerConfig).
-    retries: int = 3
-    retry_delay: float = 5.0
-    retry_cap: float = 300.0
-    block_after: int = 3
-    block_for: float = 600.0
-    auto_timeout_all: bool = False
-    auto_min_chunks: int | None = 3
-    auto_min_percent: float | None = None
-    auto_multiplier: float = 2.0
-    node_timeout: float = 15.0
+    Durations are seconds.
+    """
+
     # Links.
     heartbeat_interval: float = 2.0
     # Notifications go here (and to each job's own webhook).
@@ -50,20 +42,6 @@ class LeaderConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     tick_interval: float = 1.0
     # At most this many live updates per second per console.
     console_updates_per_second: float = 20.0
-
-    def scheduler_config(self) -> SchedulerConfig:
-        return SchedulerConfig(
-            retries=self.retries,
-            retry_delay=self.retry_delay,
-            retry_cap=self.retry_cap,
-            block_after=self.block_after,
-            block_for=self.block_for,
-            auto_timeout_all=self.auto_timeout_all,
-            auto_min_chunks=self.auto_min_chunks,
-            auto_min_percent=self.auto_min_percent,
-            auto_multiplier=self.auto_multiplier,
-            node_timeout=self.node_timeout,
-        )
 
 
 def read_config(data: Path) -> LeaderConfig:

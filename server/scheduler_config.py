@@ -7,15 +7,16 @@ timeouts, actions) can use them without importing the state machine itself;
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
 
 
 class SchedulerError(ValueError):
     """A request the farm refuses (unknown job, move across groups ...): one-line message."""
 
 
-@dataclass(slots=True)
-class SchedulerConfig:
+class SchedulerConfig(msgspec.Struct, kw_only=True):
+    """The farm's rules that a leader setting can change (``leader.toml`` extends it)."""
+
     retries: int = 3
     retry_delay: float = 5.0
     retry_cap: float = 300.0

@@ -21,7 +21,7 @@ def test_config_defaults_and_values(tmp_path: Path) -> None:
     )
     config = read_config(tmp_path)
     assert config.retries == 5
-    assert config.scheduler_config().node_timeout == 30.0
+    assert config.node_timeout == 30.0
     assert config.webhook == "https://hooks.example/farm"
 
 

@@ -92,7 +92,7 @@ class Leader:
             settings.data / AGENT_TOKEN_FILE, Principal("agent", "agent")
         )
         self.root_id = self._root_id()
-        self.scheduler = Scheduler(self.config.scheduler_config())
+        self.scheduler = Scheduler(self.config)
         self.joblogs = JobLogs(self.root)
         self.nodelogs = NodeLogs(self.root)
         self.webhooks = Webhooks(self.config.webhook, self.config.webhook_timeout)
@@ -101,6 +101,8 @@ class Leader:
         self.followers: dict[OutputKey, set[ConsoleConnection]] = {}
         self.metrics = Metrics()
         self._tick_task: asyncio.Task[None] | None = None
+        # Wake-ups at the end of chunks' retry backoffs (see ``_wake_for_retries``).
+        self._retry_wakeups: set[asyncio.TimerHandle] = set()
         self._background: set[asyncio.Future[None]] = set()
         self.started = False
 
@@ -140,6 +142,9 @@ class Leader:
         if self._tick_task is not None:
             self._tick_task.cancel()
             await asyncio.gather(self._tick_task, return_exceptions=True)
+        for handle in self._retry_wakeups:
+            handle.cancel()
+        self._retry_wakeups.clear()
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         await self.webhooks.aclose()
@@ -168,8 +173,37 @@ class Leader:
         if dispatch:
             changes.merge(self.scheduler.dispatch(now))
         self.commit(changes)
+        self._wake_for_retries(changes, now)
         self.metrics.record(time.perf_counter() - began)
         return changes
+
+    def _wake_for_retries(self, changes: Changes, now: float) -> None:
+        """Dispatch again when a chunk's backoff ends, not only at the next tick.
+
+        Otherwise every retry waits for a tick or a heartbeat, and short
+        exponential backoffs all come out as the same tick-sized gap.
+        """
+        if not self.started or not changes.chunks:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # called outside the event loop: the tick will do
+            return
+        self._retry_wakeups = {h for h in self._retry_wakeups if h.when() > loop.time()}
+        for job_id, index in changes.chunks:
+            chunk = self.chunk(job_id, index)
+            if chunk is None or chunk.state != "waiting-retry" or chunk.retry_at is None:
+                continue
+            # A hair late rather than early: the scheduler compares retry_at with its clock.
+            delay = max(0.0, chunk.retry_at - now) + 0.01
+            handle = loop.call_later(delay, self._retry_due)
+            self._retry_wakeups.add(handle)
+
+    def _retry_due(self) -> None:
+        try:
+            self.run(lambda now: Changes())
+        except Exception:
+            log.exception("dispatch after a retry backoff failed")
 
     def commit(self, changes: Changes) -> None:
         began = time.perf_counter()

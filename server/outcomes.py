@@ -15,7 +15,7 @@ from farmtui.protocol import ChunkFinished, UpdateTimeouts
 from server.model import Changes, Chunk, Job, Node
 from server.retries import note_node_error, retry_policy
 from server.scheduler_config import SchedulerConfig
-from server.timeouts import auto_max_render, chunk_timeouts
+from server.timeouts import auto_max_render, chunk_timeouts, describe_auto
 from server.transitions import end_attempt, release, set_chunk_state, take_off_node
 
 
@@ -49,6 +49,9 @@ def succeed(
         None,
     )
     if not auto_known and chunk.kind == "render":
+        note = describe_auto(job, chunk, config)
+        if note is not None:
+            changes.event(now, "info", note, job.id, None)
         push_auto_timeouts(job, config, changes)
 
 

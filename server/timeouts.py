@@ -51,6 +51,26 @@ def auto_max_render(job: Job, chunk: Chunk, config: SchedulerConfig) -> float | 
     return mean * multiplier
 
 
+def describe_auto(job: Job, chunk: Chunk, config: SchedulerConfig) -> str | None:
+    """One line for the job's event log about the auto timeout now in force, or None."""
+    limit = auto_max_render(job, chunk, config)
+    if limit is None:
+        return None
+    multiplier = job.spec.timeouts.auto_multiplier if job.spec.timeouts.auto else None
+    if multiplier is None:
+        multiplier = config.auto_multiplier
+    sample = len(_completed_render_chunks(job))
+    if job.spec.timeouts.per_frame:
+        limit /= max(1, len(chunk.frames))
+        what = f"{limit:.2f}s per frame"
+    else:
+        what = f"{limit:.2f}s per chunk"
+    return (
+        f"auto timeout: maximum render time now {what} "
+        f"(mean of {sample} completed chunks x {multiplier:g})"
+    )
+
+
 def chunk_timeouts(job: Job, chunk: Chunk, config: SchedulerConfig) -> ChunkTimeouts:
     """What the agent must enforce for this chunk's next attempt."""
     timeouts = job.spec.timeouts

@@ -15,6 +15,7 @@ import os
 import re
 import signal
 import socket
+import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -127,9 +128,29 @@ async def _run_until_signal(agent: Agent) -> None:
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
     assert task is not None
+    use_pidfd_child_watcher()
     with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
         loop.add_signal_handler(signal.SIGTERM, task.cancel)
     await agent.run()
+
+
+def use_pidfd_child_watcher() -> None:
+    """Wait for renderers through pidfds rather than a thread per renderer.
+
+    Python 3.11's default child watcher starts a thread for every process,
+    a millisecond or more per chunk; 3.12 uses pidfds by itself. Only
+    specific pids are waited for either way, so the subreaper's own reaping
+    of orphans never steals a renderer's exit status.
+    """
+    if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
+        return
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except OSError:  # a kernel older than 5.3
+        return
+    watcher = asyncio.PidfdChildWatcher()
+    watcher.attach_loop(asyncio.get_running_loop())
+    asyncio.set_child_watcher(watcher)
 
 
 def run_agent(

@@ -3,9 +3,12 @@
 ``ChunkStarted``, ``FramesWritten``, ``ChunkTimedOut`` and ``ChunkFinished``
 get increasing sequence numbers and stay here until an ``Ack(seq >= n)``.
 On reconnect the link resends what is left, in order. The file is JSON
-lines, appended per message and rewritten on ack, so an agent restart (or a
-crash) loses nothing: the first line of a rewritten file remembers the last
-acknowledged number so sequence numbers keep growing across restarts.
+lines: each message is appended and fsynced before it is sent, so an agent
+restart (or a crash) loses nothing. An ack appends an ``{"acked": n}`` line
+without an fsync (losing one only means resending messages the leader
+ignores as repeats), and the file is compacted once it has grown, so the
+hot path costs one append per ack instead of a rewrite. The last acked
+number survives compaction, so sequence numbers keep growing across restarts.
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ from farmtui.protocol import (
 
 log = logging.getLogger("farmtui.agent.outbox")
 
+# Rewrite the file without acknowledged messages once it has this many lines.
+COMPACT_AFTER_LINES = 512
+
 
 class _Acked(msgspec.Struct):
     acked: int
@@ -44,6 +50,8 @@ class Outbox:
         self.path = path
         self._pending: list[AgentToLeader] = []
         self._acked = 0
+        # Lines in the file, to know when compacting it is worth a rewrite.
+        self._lines = 0
         self._load()
 
     @property
@@ -63,6 +71,7 @@ class Outbox:
         """Number the message, write it to disk, and return it."""
         message.seq = self.last_seq + 1
         self._pending.append(message)
+        self._lines += 1
         with self.path.open("ab") as file:
             file.write(encode(message) + b"\n")
             file.flush()
@@ -70,7 +79,7 @@ class Outbox:
         return message
 
     def ack(self, seq: int) -> None:
-        """Drop everything up to and including ``seq`` and compact the file.
+        """Drop everything up to and including ``seq``.
 
         An ack beyond our last number (a leader that remembers an older
         outbox) moves the counter up, so new numbers are never taken for repeats.
@@ -79,7 +88,12 @@ class Outbox:
             return
         self._acked = seq
         self._pending = [m for m in self._pending if m.seq > seq]
-        self._rewrite()
+        self._lines += 1
+        if self._lines >= COMPACT_AFTER_LINES:
+            self._rewrite()
+        else:
+            with self.path.open("ab") as file:
+                file.write(encode(_Acked(self._acked)) + b"\n")
 
     def _rewrite(self) -> None:
         temporary = self.path.with_name(self.path.name + ".tmp")
@@ -90,13 +104,16 @@ class Outbox:
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, self.path)
+        self._lines = 1 + len(self._pending)
 
     def _load(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            lines = self.path.read_bytes().splitlines()
+            raw = self.path.read_bytes()
         except FileNotFoundError:
             return
+        lines = raw.splitlines()
+        self._lines = len(lines)
         for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
@@ -109,8 +126,12 @@ class Outbox:
                 # A torn last line from a crash mid-write: everything before it counts.
                 log.warning("outbox %s: skipped unreadable line %d", self.path, number)
                 continue
-            if message.seq > self._acked:
-                self._pending.append(message)
+            self._pending.append(message)
+        # Ack lines follow the messages they acknowledge.
+        self._pending = [m for m in self._pending if m.seq > self._acked]
+        if raw and not raw.endswith(b"\n"):
+            # A torn tail: start from a clean file so the next append is a line of its own.
+            self._rewrite()
 
 
 def is_reliable(message: AgentMessage) -> bool:

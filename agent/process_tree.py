@@ -116,6 +116,15 @@ def _our_zombies(keep: Collection[int]) -> Iterator[int]:
             continue
 
 
+def has_zombie_children() -> bool:
+    """Whether some child of ours has exited and waits to be reaped (reaps nothing)."""
+    try:
+        found = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return False
+    return found is not None
+
+
 def reap_orphans(keep: Collection[int]) -> list[int]:
     """Collect zombie children that are not in ``keep`` (the pids asyncio waits for).
 
@@ -198,7 +207,10 @@ async def kill_tree(
                 os.killpg(pgid, signal.SIGKILL)
         reap_orphans(keep)
         await asyncio.sleep(poll)
-    reap_orphans(keep)
+    # Listing our children is a scan of the whole process table: skip it when
+    # nothing was killed and no child is waiting to be reaped.
+    if termed or has_zombie_children():
+        reap_orphans(keep)
     report.signalled = len(termed)
     report.seconds = time.monotonic() - started
     return report

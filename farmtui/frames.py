@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 from pathlib import PurePosixPath
 
-from fileseq.exceptions import ParseException
+from fileseq.exceptions import MaxSizeException, ParseException
 from fileseq.frameset import FrameSet
 
 # A job of more frames than this is almost certainly a typo (1-1000000000).
@@ -36,6 +36,10 @@ def parse_frames(text: str) -> list[int]:
         raise FrameListError("frame list is empty")
     try:
         frameset = FrameSet(spec)
+    except MaxSizeException:  # well formed, but too long for fileseq to expand
+        raise FrameListError(
+            f"frame list {text!r} has too many frames; the limit is {MAX_FRAMES}"
+        ) from None
     except (ParseException, ValueError, TypeError):
         raise FrameListError(
             f"malformed frame list {text!r} (expected e.g. 1-100, 1-100x5, 1,5,10-20, 100-1)"

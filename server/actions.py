@@ -44,8 +44,24 @@ def _rerun(
     reset_for_rerun(chunk, changes)
 
 
+def _lift_blocks(job: Job, changes: Changes, now: float, actor: str) -> None:
+    """An operator asked for a rerun: nodes blocked for the job's errors may render it again.
+
+    Otherwise a small farm whose every node failed the job would sit idle until
+    the blocks expire, however often the operator retries.
+    """
+    if job.blocked:
+        names = ", ".join(sorted(job.blocked))
+        changes.event(now, "info", f"node block lifted for this job: {names}", job.id, actor)
+    if job.blocked or job.node_errors:
+        job.blocked.clear()
+        job.node_errors.clear()
+        changes.jobs.add(job.id)
+
+
 def _reopen(job: Job, changes: Changes, now: float, actor: str) -> None:
     """Leave a sticky or final state so the job's chunks decide again."""
+    _lift_blocks(job, changes, now, actor)
     if job.state in ("cancelled", "done", "failed"):
         for chunk in job.chunks:
             if chunk.state == "cancelled":
@@ -110,6 +126,7 @@ def job_action(
         for chunk in job.chunks:
             if chunk.state != "excluded":
                 _rerun(job, chunk, nodes, changes, now, why)
+        _lift_blocks(job, changes, now, actor)
         job.started = None
         set_job_state(job, "queued", changes, now, actor)
         refresh_job(job, changes, now, actor)
@@ -187,6 +204,8 @@ def chunk_action(
         elif action == "exclude":
             _stop(job, chunk, nodes, changes, now, why)
             set_chunk_state(chunk, "excluded", changes)
+    if action == "retry":
+        _lift_blocks(job, changes, now, actor)
     if action == "retry" and job.state in ("cancelled", "done", "failed"):
         job.state = "queued"
         job.finished = None

@@ -21,7 +21,7 @@ from farmtui.frames import (
     parse_frames,
 )
 from farmtui.protocol import ChunkKind, JobPatch, JobSpec, Timeouts
-from farmtui.renderers import RendererError, build_argv
+from farmtui.renderers import TOKENS, RendererError, build_argv, expand
 from server.model import Chunk
 from server.scheduler_config import SchedulerError
 
@@ -80,11 +80,27 @@ def validate(job_id: str, spec: JobSpec, known_jobs: Container[str]) -> list[int
 
 
 def with_command(spec: JobSpec) -> JobSpec:
-    """The spec with its argv template filled from the renderer's adapter when empty."""
+    """The spec with its argv template filled from the renderer's adapter when empty.
+
+    Every ``{token}`` in it must be known and have a value for this job, so a
+    typo is refused at submission instead of failing every chunk on the nodes.
+    """
     try:
         argv = build_argv(spec)
+        expand(argv, dict.fromkeys(TOKENS, ""))
     except RendererError as exc:
         raise SchedulerError(str(exc)) from None
+    for token, value, what in (
+        ("output", spec.output, "output pattern"),
+        ("scene", spec.scene, "scene"),
+    ):
+        if not value:
+            try:
+                expand(argv, dict.fromkeys(TOKENS - {token}, ""))
+            except RendererError:
+                raise SchedulerError(
+                    f"the command uses {{{token}}} but the job has no {what}"
+                ) from None
     return spec if argv == spec.argv else msgspec.structs.replace(spec, argv=argv)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agent.outbox import Outbox, is_reliable
+from agent.outbox import COMPACT_AFTER_LINES, Outbox, is_reliable
 from farmtui.protocol import (
     ChunkFinished,
     ChunkOutput,
@@ -25,16 +25,26 @@ def test_messages_are_numbered_in_order(tmp_path: Path) -> None:
     assert [m.seq for m in outbox.pending()] == [1, 2, 3]
 
 
-def test_ack_drops_everything_up_to_seq_and_compacts_the_file(tmp_path: Path) -> None:
+def test_ack_drops_everything_up_to_seq(tmp_path: Path) -> None:
     path = tmp_path / "outbox.jsonl"
     outbox = Outbox(path)
     for n in range(4):
         outbox.add(_started(n))
     outbox.ack(2)
     assert [m.seq for m in outbox.pending()] == [3, 4]
-    assert len(path.read_bytes().splitlines()) == 3  # the acked marker and two messages
+    assert [m.seq for m in Outbox(path).pending()] == [3, 4]
     outbox.ack(1)  # an old ack changes nothing
     assert [m.seq for m in outbox.pending()] == [3, 4]
+
+
+def test_the_file_is_compacted_as_it_grows(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.jsonl"
+    outbox = Outbox(path)
+    for n in range(5 * COMPACT_AFTER_LINES):
+        outbox.ack(outbox.add(_started(n)).seq)
+    assert len(path.read_bytes().splitlines()) <= COMPACT_AFTER_LINES
+    assert Outbox(path).pending() == []
+    assert Outbox(path).add(_started(0)).seq == 5 * COMPACT_AFTER_LINES + 1
 
 
 def test_a_restart_keeps_unacked_messages_and_the_numbering(tmp_path: Path) -> None:
@@ -61,7 +71,10 @@ def test_a_torn_last_line_is_skipped(tmp_path: Path) -> None:
     outbox.add(_started(1))
     with path.open("ab") as file:
         file.write(b'{"type":"chunk_started","seq":2,"job_')
-    assert [m.seq for m in Outbox(path).pending()] == [1]
+    reopened = Outbox(path)
+    assert [m.seq for m in reopened.pending()] == [1]
+    reopened.add(_started(2))  # lands on a line of its own, after the torn one
+    assert [m.seq for m in Outbox(path).pending()] == [1, 2]
 
 
 def test_an_ack_beyond_our_numbers_moves_the_counter(tmp_path: Path) -> None:

@@ -64,6 +64,10 @@ def test_done_job_notifies_its_owner(farm: Farm) -> None:
         ({"argv": []}, "command"),
         ({"after": ["nope"]}, "unknown job nope"),
         ({"scout": "500"}, "scout"),
+        ({"frames": "1-100000000"}, "too many frames"),
+        ({"argv": ["r", "{strat}"]}, "unknown token"),
+        ({"argv": ["r", "{output}"]}, "no output pattern"),
+        ({"argv": ["r", "{scene}"]}, "no scene"),
     ],
 )
 def test_bad_submissions_are_refused_and_change_nothing(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from farmtui.protocol import AgentHello, ChunkRef
 from server.model import Chunk
 from server.scheduler import Scheduler, SchedulerConfig
@@ -170,6 +172,21 @@ def test_blocks_expire(farm: Farm) -> None:
     assert farm.dispatch().assignments == []
     farm.advance(61)
     assert len(farm.dispatch().assignments) == 1
+
+
+@pytest.mark.parametrize("action", ["retry-failed", "requeue", "resume"])
+def test_an_operator_rerun_lifts_the_jobs_node_blocks(action: str) -> None:
+    farm = Farm(SchedulerConfig(retries=0, retry_delay=0.0, block_after=1, block_for=600.0))
+    job = farm.submit("j")
+    farm.node("n1")
+    farm.dispatch()
+    farm.finish(job, 0, "failed")
+    assert farm.state(job) == "failed"
+    assert set(farm.scheduler.job_detail(job).blocked_nodes) == {"n1"}
+    farm.scheduler.job_action([job], action, "admin", farm.now)  # type: ignore[arg-type]
+    assert farm.scheduler.job_detail(job).blocked_nodes == {}
+    [assignment] = farm.dispatch().assignments
+    assert assignment.node == "n1"
 
 
 def test_leader_restart_keeps_chunks_whose_node_comes_back() -> None:

@@ -109,42 +109,32 @@ class LineTable(ScrollView, can_focus=True):
             return self.table
 
     @dataclass
-    class SelectionChanged(Message):
+    class _Message(Message):
+        """Base of this table's messages: ``control`` is the table, for ``@on`` selectors."""
+
         table: LineTable
+
+        @property
+        def control(self) -> LineTable:
+            return self.table
+
+    @dataclass
+    class SelectionChanged(_Message):
         keys: frozenset[str]
 
-        @property
-        def control(self) -> LineTable:
-            return self.table
-
     @dataclass
-    class Activated(Message):
-        table: LineTable
+    class Activated(_Message):
         key: str
 
-        @property
-        def control(self) -> LineTable:
-            return self.table
-
     @dataclass
-    class ContextRequested(Message):
-        table: LineTable
+    class ContextRequested(_Message):
         key: str
         screen_offset: Offset
 
-        @property
-        def control(self) -> LineTable:
-            return self.table
-
     @dataclass
-    class DropRequested(Message):
-        table: LineTable
+    class DropRequested(_Message):
         key: str
         gap: int
-
-        @property
-        def control(self) -> LineTable:
-            return self.table
 
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)

@@ -4,8 +4,9 @@
 
     AgentError
     ├── LeaderRefused     the leader said no (wrong token, Refused): stop, do not retry
-    └── ChunkSetupError   a chunk cannot start (bad token, path escaping its root ...)
-        └── PathEscapeError
+    ├── ChunkSetupError   a chunk cannot start (bad token, path escaping its root ...)
+    │   └── PathEscapeError
+    └── FenceError        an attempt that is no longer current tried to write the sync root
 """
 
 from __future__ import annotations
@@ -25,3 +26,7 @@ class ChunkSetupError(AgentError):
 
 class PathEscapeError(ChunkSetupError):
     """An output path from a job that would land outside the sync root or staging folder."""
+
+
+class FenceError(AgentError):
+    """A delivery refused because its attempt may no longer write (stopped, lease run out)."""

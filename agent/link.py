@@ -7,10 +7,14 @@ them, and hands the leader's commands to the supervisor. A lost connection
 is retried forever with exponential backoff and jitter; a refused token
 (HTTP 401/403 or ``Refused``) stops the agent with a one-line error.
 
-The lease: the leader requeues the chunks of a node it has not heard from
-for ``Welcome.lease`` seconds. An agent that has not heard from the leader
-for ``0.75 * lease`` kills its own chunks first, so no chunk ever runs on two
-nodes at once.
+The lease: every heartbeat is numbered, and the leader answers each one it
+has processed with ``LeaseRenewed``. The agent's lease then lasts
+``Welcome.lease`` seconds from the moment it *sent* that heartbeat (or the
+hello, for the Welcome), never from when the answer arrived, so it always
+ends before the leader's ``node_timeout`` (counted from when the leader heard
+that heartbeat or a later message) can run out. Every chunk's supervisor
+holds the lease's deadline and kills its tree when it passes: a frozen or
+cut-off agent loses its chunks before the leader may move them elsewhere.
 """
 
 from __future__ import annotations
@@ -41,9 +45,13 @@ from farmtui.protocol import (
     AgentLog,
     AgentToLeader,
     AssignChunk,
+    ChunkFinished,
+    ChunkRef,
+    DiscardStaged,
     Heartbeat,
     KillChunk,
     LeaderToAgent,
+    LeaseRenewed,
     ProtocolError,
     Refused,
     UpdateTimeouts,
@@ -110,6 +118,10 @@ class LeaderLink:
         self.supervisor: Supervisor | None = None
         self.welcome: Welcome | None = None
         self.last_contact = clock()
+        # The lease's end on the monotonic clock (shared by every process here).
+        self.lease_until = 0.0
+        self._beat = 0
+        self._beat_sent: dict[int, float] = {}
         self._queue: deque[AgentToLeader] = deque()
         self._best_effort = 0
         self._wakeup = asyncio.Event()
@@ -188,6 +200,14 @@ class LeaderLink:
                     )
             case UpdateTimeouts(job_id=job, chunk=chunk, attempt=attempt):
                 supervisor.update_timeouts((job, chunk, attempt), message.timeouts)
+            case DiscardStaged(job_id=job, chunk=chunk, attempt=attempt):
+                supervisor.discard_staged(job, chunk, attempt)
+            case LeaseRenewed(beat=beat):
+                sent = self._beat_sent.get(beat)
+                for older in [b for b in self._beat_sent if b <= beat]:
+                    del self._beat_sent[older]
+                if sent is not None:
+                    self._extend_lease(sent)
             case Ack(seq=seq):
                 self.outbox.ack(seq)
             case Refused(error=error):
@@ -207,13 +227,28 @@ class LeaderLink:
 
     # ------------------------------------------------------------------ periodic
 
+    def _extend_lease(self, sent: float) -> None:
+        """The leader processed what we sent at ``sent``: the lease lasts from then."""
+        assert self.welcome is not None
+        assert self.supervisor is not None
+        until = sent + self.welcome.lease
+        if until > self.lease_until:
+            self.lease_until = until
+            self.supervisor.renew_lease(until)
+
     async def _heartbeats(self, ws: ClientConnection, interval: float) -> None:
         psutil.cpu_percent(interval=None)  # the first reading is meaningless
         while True:
+            self._beat += 1
+            # Queued now, sent a moment later: the lease counts from the earlier time.
+            self._beat_sent[self._beat] = self.clock()
+            if len(self._beat_sent) > 64:  # answers that never came
+                del self._beat_sent[min(self._beat_sent)]
             self.send(
                 Heartbeat(
                     cpu_percent=psutil.cpu_percent(interval=None),
                     memory_percent=psutil.virtual_memory().percent,
+                    beat=self._beat,
                 )
             )
             # A pong proves the leader is there; a callback rather than wait_for,
@@ -233,23 +268,26 @@ class LeaderLink:
             await asyncio.sleep(LOG_FLUSH_SECONDS)
 
     async def lease_watchdog(self, poll: float = 0.1) -> None:
-        """Kill every chunk once the leader has been silent for 0.75 * lease seconds."""
+        """Kill every chunk once the lease has run out; reconnect when the leader is silent.
+
+        Each chunk's supervisor process enforces the same deadline by itself
+        (it must: a frozen agent runs no watchdog); this is the second line.
+        """
         while True:
             await asyncio.sleep(poll)
             supervisor = self.supervisor
             if self.welcome is None or supervisor is None:
                 continue
-            silent = self.clock() - self.last_contact
-            limit = 0.75 * self.welcome.lease
-            if silent > limit and supervisor.runs:
+            now = self.clock()
+            if now > self.lease_until and supervisor.runs:
                 log.error(
-                    "no word from the leader for %.1f s (lease %.0f s): killing %d chunk(s)",
-                    silent,
-                    self.welcome.lease,
+                    "the lease ran out %.1f s ago (no answer from the leader): killing %d chunk(s)",
+                    now - self.lease_until,
                     len(supervisor.runs),
                 )
                 for key in list(supervisor.runs):
-                    supervisor.kill(key, f"lost contact with the leader for {silent:.1f} s")
+                    supervisor.kill(key, "the lease ran out: lost contact with the leader")
+            silent = now - self.last_contact
             if silent > 0.5 * self.welcome.lease and self._ws is not None:
                 log.warning("leader silent for %.1f s: reconnecting", silent)
                 await self._ws.close()
@@ -266,6 +304,11 @@ class LeaderLink:
             tags=self.tags,
             version=self.version,
             running=self.supervisor.running(),
+            finished=[
+                ChunkRef(job_id=m.job_id, chunk=m.chunk, attempt=m.attempt)
+                for m in self.outbox.pending()
+                if isinstance(m, ChunkFinished)
+            ],
         )
 
     def _apply_welcome(self, welcome: Welcome) -> None:
@@ -286,6 +329,7 @@ class LeaderLink:
             )
 
     async def _session(self, ws: ClientConnection) -> None:
+        hello_sent = self.clock()
         await ws.send(encode(self._hello()).decode())
         async with asyncio.timeout(30):
             first = decode_checked(leader_to_agent, await ws.recv())
@@ -295,6 +339,8 @@ class LeaderLink:
             raise ProtocolError(f"expected welcome, got {type(first).__name__}")
         self.last_contact = self.clock()
         self._apply_welcome(first)
+        self._beat_sent.clear()
+        self._extend_lease(hello_sent)
         self._ws = ws
         self._sent_seq = 0
         self._welcomed = True

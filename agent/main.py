@@ -112,12 +112,17 @@ class Agent:
             self.state_dir,
             self.staging,
         )
+        reaper = asyncio.create_task(self.supervisor.reap_forever())
         try:
             leftovers = await self.supervisor.kill_leftovers()
             if leftovers:
                 log.warning("killed %d chunk(s) left running by a previous agent run", leftovers)
+            abandoned = await asyncio.to_thread(self.supervisor.clean_abandoned_staging)
+            if abandoned:
+                log.info("removed %d staging folder(s) a previous run left behind", abandoned)
             await self.link.run()
         finally:
+            reaper.cancel()
             # Renderers run in their own sessions: they would outlive the agent.
             await asyncio.shield(self.supervisor.kill_all("the agent stopped"))
             log.info("agent %s stopped", self.name)

@@ -1,12 +1,18 @@
 """Where a chunk writes, which files it must leave, and how they reach the sync root.
 
-With staging on, a chunk renders into
+A renderer never writes into place. With staging on, a chunk renders into
 ``<staging>/<job>/<chunk>.<attempt>/<outdir>`` and its files are copied to
 the sync root only when the whole chunk has succeeded (each copy goes to a
 temporary name in the destination folder, then ``os.replace``, so a reader
-never sees half a frame). A node that cannot see the sync root uploads with
-``PUT /api/files/{path}`` instead. Paths come from jobs, so each one is
-confined to its root: traversal is refused.
+never sees half a frame). With staging off it renders into a per-attempt
+folder inside the output folder, ``<outdir>/.farmtui-<job>.<chunk>.<attempt>``,
+and its files are renamed into place. A node that cannot see the sync root
+uploads with ``PUT /api/files/{path}`` instead.
+
+Every copy, rename and upload is fenced by its attempt (:class:`Fence`): it
+lands only while that attempt is still current, so a stale attempt's files
+never replace a current one's. Paths come from jobs, so each one is confined
+to its root: traversal is refused.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Protocol
@@ -24,10 +30,12 @@ from urllib.parse import quote
 
 import httpx
 
-from agent.errors import PathEscapeError
+from agent.errors import FenceError, PathEscapeError
 from farmtui.frames import frame_path
 
 ROOT_ID_FILE = ".farmtui-root"
+# Prefix of the per-attempt folders renderers write into when staging is off.
+PARTIAL_PREFIX = ".farmtui-"
 _UPLOAD_BLOCK = 1024 * 1024
 
 
@@ -121,10 +129,19 @@ def plan_files(
     outputs: Sequence[str],
     frames: Sequence[int],
     pattern: str,
+    inside_outdir: bool = False,
 ) -> ChunkFiles:
-    """Confine and map a chunk's outdir and expected outputs into ``write_root``."""
+    """Confine and map a chunk's outdir and expected outputs into ``write_root``.
+
+    ``inside_outdir``: ``write_root`` stands for the output folder itself
+    (staging off: a per-attempt folder inside it), so paths are taken
+    relative to ``outdir``.
+    """
+    base = check_relative(outdir, "output folder") if inside_outdir else PurePosixPath()
     files = ChunkFiles(
-        outdir=confine(write_root, outdir, "output folder"), write_root=write_root, staged=staged
+        outdir=write_root if inside_outdir else confine(write_root, outdir, "output folder"),
+        write_root=write_root,
+        staged=staged,
     )
     by_frame: dict[int, str] = {}
     if pattern and outputs:
@@ -133,7 +150,13 @@ def plan_files(
     elif len(outputs) == len(frames):
         by_frame = dict(zip(frames, outputs, strict=True))
     for rel in outputs:
-        path = confine(write_root, rel, "output file")
+        inner = rel
+        if inside_outdir:
+            relative = check_relative(rel, "output file")
+            if not relative.is_relative_to(base):
+                raise PathEscapeError(f"output file {rel!r} is not inside {outdir!r}; refused")
+            inner = str(relative.relative_to(base))
+        path = confine(write_root, inner, "output file")
         frame = next((f for f, o in by_frame.items() if o == rel), None)
         if frame is None:
             files.extra.append((rel, path))
@@ -142,10 +165,35 @@ def plan_files(
     return files
 
 
+def partial_folder(root: Path, outdir: str, job_id: str, chunk: int, attempt: int) -> Path:
+    """Where a chunk attempt writes when staging is off: a folder inside its output folder."""
+    return confine(root, outdir, "output folder") / f"{PARTIAL_PREFIX}{job_id}.{chunk}.{attempt}"
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """The attempt a delivery belongs to, and whether it may still write.
+
+    ``refusal()`` is None while the attempt is current here (not told to stop,
+    the node's lease not run out), else why it may not write. It is asked
+    right before each file lands.
+    """
+
+    job_id: str
+    chunk: int
+    attempt: int
+    refusal: Callable[[], str | None]
+
+    def check(self) -> None:
+        why = self.refusal()
+        if why is not None:
+            raise FenceError(f"attempt {self.attempt} may no longer write: {why}")
+
+
 class Delivery(Protocol):
     """Puts a finished chunk's staged files where the leader sees them."""
 
-    async def deliver(self, relative: str, source: Path) -> None: ...
+    async def deliver(self, relative: str, source: Path, fence: Fence) -> None: ...
 
 
 class CopyToSyncRoot:
@@ -154,19 +202,35 @@ class CopyToSyncRoot:
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def _copy(self, relative: str, source: Path) -> None:
+    def _copy(self, relative: str, source: Path, fence: Fence) -> None:
         target = confine(self.root, relative, "output file")
         target.parent.mkdir(parents=True, exist_ok=True)
         temporary = target.with_name(f".{target.name}.farmtui-{uuid.uuid4().hex[:8]}.tmp")
         try:
             shutil.copyfile(source, temporary)
+            fence.check()
             os.replace(temporary, target)
         except BaseException:
             temporary.unlink(missing_ok=True)
             raise
 
-    async def deliver(self, relative: str, source: Path) -> None:
-        await asyncio.to_thread(self._copy, relative, source)
+    async def deliver(self, relative: str, source: Path, fence: Fence) -> None:
+        await asyncio.to_thread(self._copy, relative, source, fence)
+
+
+class RenameIntoPlace:
+    """Staging off: the renderer wrote inside the output folder; rename each file into place."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _rename(self, relative: str, source: Path, fence: Fence) -> None:
+        target = confine(self.root, relative, "output file")
+        fence.check()
+        os.replace(source, target)
+
+    async def deliver(self, relative: str, source: Path, fence: Fence) -> None:
+        await asyncio.to_thread(self._rename, relative, source, fence)
 
 
 class UploadToLeader:
@@ -185,8 +249,9 @@ class UploadToLeader:
         self.timeout = timeout
         self.transport = transport
 
-    async def deliver(self, relative: str, source: Path) -> None:
+    async def deliver(self, relative: str, source: Path, fence: Fence) -> None:
         check_relative(relative, "output file")
+        fence.check()
 
         async def blocks() -> AsyncIterator[bytes]:
             with source.open("rb") as file:
@@ -195,8 +260,10 @@ class UploadToLeader:
 
         size = await asyncio.to_thread(os.path.getsize, source)
         async with httpx.AsyncClient(timeout=self.timeout, transport=self.transport) as client:
+            # The leader writes the file only while this attempt is current.
             response = await client.put(
                 f"{self.leader}/api/files/{quote(relative)}",
+                params={"job": fence.job_id, "chunk": fence.chunk, "attempt": fence.attempt},
                 content=blocks(),
                 headers={
                     "Authorization": f"Bearer {self.token}",

@@ -1,12 +1,19 @@
 """Runs assigned chunks as renderer process trees and reports what happens to them.
 
 One :class:`ChunkRun` per ``AssignChunk``: expand the argv template, start
-the renderer in its own session with the chunk's marker in its environment,
-stream its output (batched), parse progress with the renderer's adapter,
-report frames as their files appear, enforce the chunk's timeouts, and at the
-end decide the outcome. A chunk is done only when the renderer exited 0 and
-every expected file exists and is non-empty; with staging the files are then
-copied (or uploaded) to the sync root before ``ChunkFinished(done)``.
+the renderer under its own supervisor process (``agent/shim.py``: own
+session, child subreaper, the chunk's marker, the node's lease), stream its
+output (batched), parse progress with the renderer's adapter, report frames
+as their files appear, enforce the chunk's timeouts, and at the end let
+:func:`agent.chunk_outcome.decide` say what it means. A chunk is done only
+when the renderer exited 0 and every expected file exists and is non-empty;
+its files are then copied, renamed or uploaded into place (fenced by the
+attempt) before ``ChunkFinished(done)``.
+
+The shim, not this process, owns the tree: when the agent dies (its pipe
+closes) or stops renewing the lease (frozen, cut off), the shim kills it.
+So the agent's only children are shims, and the orphans it reaps as a
+subreaper (the trees of shims that died) never include a shim's exit status.
 
 Timeouts read an injectable monotonic ``clock`` so tests need not wait.
 """
@@ -16,26 +23,38 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import re
 import shutil
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
-from typing import Literal, Protocol, TypedDict
+from typing import Protocol, TypedDict
 
 from agent.adapters import Adapter, adapter_for
-from agent.errors import ChunkSetupError
+from agent.chunk_outcome import Outcome, Stop, TimeoutKind, Verdict, decide
+from agent.errors import ChunkSetupError, FenceError
 from agent.lines import LineSplitter
 from agent.process_tree import (
     MARKER_VARIABLE,
     exit_status,
     find_marked_with_suffix,
+    has_zombie_children,
     kill_tree,
     reap_orphans,
 )
-from agent.staging import ChunkFiles, Delivery, infer_pattern, plan_files
+from agent.shim_client import Shim
+from agent.staging import (
+    ChunkFiles,
+    Delivery,
+    Fence,
+    RenameIntoPlace,
+    infer_pattern,
+    partial_folder,
+    plan_files,
+)
 from farmtui.protocol import (
     AgentToLeader,
     AssignChunk,
@@ -52,9 +71,9 @@ from farmtui.renderers import RendererError, expand, frame_tokens
 
 log = logging.getLogger("farmtui.agent.supervisor")
 
-TimeoutKind = Literal["min_render", "max_render", "max_start"]
-Outcome = Literal["done", "failed", "timeout", "killed"]
 ChunkKey = tuple[str, int, int]
+# In an attempt's staging folder: its copy failed; keep it for a retry sync.
+KEPT_MARK = ".farmtui-kept"
 
 # Output is sent in batches: every FLUSH_SECONDS or FLUSH_LINES lines, whichever first.
 FLUSH_SECONDS = 0.1
@@ -83,17 +102,14 @@ class Storage:
     delivery: Delivery
 
 
-def _reason_for_exit(returncode: int) -> str:
-    status = exit_status(returncode)
-    return f"killed by {status}" if returncode < 0 else f"exited with {status}"
-
-
-def _frame_words(frames: list[int]) -> str:
-    return ", ".join(str(f) for f in frames)
-
-
 class ChunkRun:
-    """One attempt of one chunk on this node, from spawn to ChunkFinished."""
+    """One attempt of one chunk on this node, from spawn to ChunkFinished.
+
+    The I/O shell around :func:`agent.chunk_outcome.decide`: start the
+    renderer under its shim, stream its output, scan for frames, enforce
+    timeouts, pass on lease renewals and stop requests, then deliver what
+    the verdict says and report it.
+    """
 
     def __init__(self, supervisor: Supervisor, assign: AssignChunk) -> None:
         self.sup = supervisor
@@ -103,13 +119,18 @@ class ChunkRun:
         self.timeouts: ChunkTimeouts = assign.timeouts
         self.adapter: Adapter = adapter_for(assign.renderer, assign.frames)
         self.pid: int | None = None
+        self.shim: Shim | None = None
         self.spawned_at: float | None = None
         self.first_output_at: float | None = None
         self.notified: set[TimeoutKind] = set()
-        # Set when the chunk must stop: (outcome, reason, timeout kind).
-        self.stop: tuple[Outcome, str, TimeoutKind | None] | None = None
+        # Why the chunk must stop (the first reason wins).
+        self.stop: Stop | None = None
+        # Set once this attempt may no longer write the sync root: told to stop
+        # by the leader, or the lease ran out.
+        self.revoked: str | None = None
         self.wake = asyncio.Event()
         self.files: ChunkFiles | None = None
+        self.delivery: Delivery | None = None
         self.reported: set[int] = set()
         self._lines: list[str] = []
         self._last_flush = time.monotonic()
@@ -129,16 +150,31 @@ class ChunkRun:
 
     def request_stop(self, outcome: Outcome, reason: str, kind: TimeoutKind | None = None) -> None:
         if self.stop is None:
-            self.stop = (outcome, reason, kind)
+            self.stop = Stop(outcome, reason, kind)
+        if outcome == "killed" and self.revoked is None:
+            self.revoked = reason
         self.wake.set()
+
+    def refusal(self) -> str | None:
+        """None while this attempt may write the sync root; else why not (see ``Fence``)."""
+        if self.revoked is not None:
+            return self.revoked
+        if time.monotonic() > self.sup.lease_until:
+            return "the node's lease ran out"
+        return None
+
+    def renew_lease(self, until: float) -> None:
+        if self.shim is not None:
+            self.shim.renew(until)
 
     # ------------------------------------------------------------------ set-up
 
-    def _chunk_folder(self) -> Path:
+    def _chunk_folder(self, attempt: int | None = None) -> Path:
         job = self.assign.job_id
         if not _SAFE_NAME.match(job):
             raise ChunkSetupError(f"job id {job!r} is not a safe folder name; refused")
-        return self.sup.staging_root / job / f"{self.assign.chunk}.{self.assign.attempt}"
+        number = self.assign.attempt if attempt is None else attempt
+        return self.sup.staging_root / job / f"{self.assign.chunk}.{number}"
 
     def _pattern(self) -> str:
         a = self.assign
@@ -148,23 +184,48 @@ class ChunkRun:
             return infer_pattern(a.outputs[0], a.frames[0]) or ""
         return ""
 
-    def _prepare(self) -> tuple[list[str], Path]:
-        """Expanded argv and working folder; ChunkSetupError when the chunk cannot start."""
+    def _plan(self, pattern: str) -> ChunkFiles:
+        """Where this attempt writes; never straight into place when it has outputs."""
         a = self.assign
-        storage = self.sup.storage
-        staged = a.staging or storage.sync_root is None
-        pattern = self._pattern()
-        folder = self._chunk_folder()
-        write_root = folder if staged else storage.sync_root
-        assert write_root is not None
-        self.files = plan_files(
-            write_root=write_root,
-            staged=staged,
+        sync_root = self.sup.storage.sync_root
+        if a.staging or sync_root is None:
+            self.delivery = self.sup.storage.delivery
+            return plan_files(
+                write_root=self._chunk_folder(),
+                staged=True,
+                outdir=a.outdir,
+                outputs=a.outputs,
+                frames=a.frames,
+                pattern=pattern,
+            )
+        if not a.outputs:
+            # Nothing to deliver or check: it writes where the job says.
+            return plan_files(
+                write_root=sync_root,
+                staged=False,
+                outdir=a.outdir,
+                outputs=a.outputs,
+                frames=a.frames,
+                pattern=pattern,
+            )
+        self.delivery = RenameIntoPlace(sync_root)
+        return plan_files(
+            write_root=partial_folder(sync_root, a.outdir, a.job_id, a.chunk, a.attempt),
+            staged=True,
             outdir=a.outdir,
             outputs=a.outputs,
             frames=a.frames,
             pattern=pattern,
+            inside_outdir=True,
         )
+
+    def _prepare(self) -> tuple[list[str], Path]:
+        """Expanded argv and working folder; ChunkSetupError when the chunk cannot start."""
+        a = self.assign
+        storage = self.sup.storage
+        pattern = self._pattern()
+        folder = self._chunk_folder()
+        self.files = self._plan(pattern)
         outdir = self.files.outdir
         tokens = frame_tokens(a.frames) if a.frames else {}
         tokens["outdir"] = str(outdir)
@@ -188,83 +249,102 @@ class ChunkRun:
     async def run(self) -> None:
         a = self.assign
         started = self.sup.wall()
+        if a.sync_from:
+            try:
+                await self._copy_kept_output(started)
+            finally:
+                self._clean_staging()
+            return
         try:
             argv, cwd = self._prepare()
         except (ChunkSetupError, OSError) as exc:
             log.error("chunk %s cannot start: %s", self.marker, exc)
-            self._finish("failed", str(exc), started=started)
+            self._finish(Verdict("failed", str(exc)), started=started)
             return
         env = {**os.environ, **a.env, MARKER_VARIABLE: self.marker}
         self.spawned_at = self.sup.clock()
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,
-                env=env,
-                cwd=cwd,
-            )
-        except OSError as exc:
+            async with self.sup.spawning():
+                shim = await Shim.start(
+                    argv,
+                    cwd=cwd,
+                    env=env,
+                    grace=self.sup.kill_grace,
+                    lease_until=self.sup.lease_until,
+                )
+                self.sup.tracked.add(shim.shim_pid)
+        except OSError as exc:  # the shim itself could not start (no python?)
             self.sup.reporter.send(ChunkStarted(**self._ids(), pid=0, command=argv))
-            self._finish(
-                "failed", f"cannot start {argv[0]!r}: {exc.strerror or exc}", started=started
-            )
+            self._finish(Verdict("failed", f"cannot start the chunk supervisor: {exc}"), started)
+            self._clean_staging()
             return
-        self.pid = proc.pid
-        self.sup.tracked.add(proc.pid)
-        log.info("chunk %s started pid %d: %s", self.marker, proc.pid, " ".join(argv))
-        self.sup.reporter.send(ChunkStarted(**self._ids(), pid=proc.pid, command=argv))
+        self.shim = shim
         try:
-            await self._supervise(proc, started)
+            if shim.pid is None:
+                result = await shim.wait()
+                self.sup.reporter.send(ChunkStarted(**self._ids(), pid=0, command=argv))
+                why = f"cannot start {argv[0]!r}: {result.error or 'spawn failed'}"
+                self._finish(Verdict("failed", why), started=started)
+                return
+            self.pid = shim.pid
+            log.info("chunk %s started pid %d: %s", self.marker, shim.pid, " ".join(argv))
+            self.sup.reporter.send(ChunkStarted(**self._ids(), pid=shim.pid, command=argv))
+            await self._supervise(shim, started)
         finally:
-            self.sup.tracked.discard(proc.pid)
+            await self._forget(shim)
             self._clean_staging()
 
+    async def _forget(self, shim: Shim) -> None:
+        """Stop shielding the shim's pid from the orphan reaper once asyncio has reaped it."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5.0
+        while shim.process.returncode is None and loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+        self.sup.tracked.discard(shim.shim_pid)
+
     def _clean_staging(self) -> None:
-        """Remove this attempt's staging folder once nothing in it is needed."""
-        if self.files is None or not self.files.staged or self.keep_staged:
+        """Remove this attempt's folder once nothing in it is needed (or mark it kept)."""
+        if self.files is None or not self.files.staged:
             return
         folder = self.files.write_root
+        if self.keep_staged:
+            with contextlib.suppress(OSError):
+                (folder / KEPT_MARK).touch()
+            return
         shutil.rmtree(folder, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            folder.parent.rmdir()  # the job's folder, when this was its last attempt here
+        if folder.is_relative_to(self.sup.staging_root):
+            with contextlib.suppress(OSError):
+                folder.parent.rmdir()  # the job's folder, when this was its last attempt here
 
-    async def _supervise(self, proc: asyncio.subprocess.Process, started: float) -> None:
-        assert proc.stdout is not None
-        reader = asyncio.create_task(self._read(proc.stdout))
-        waiter = asyncio.create_task(proc.wait())
+    async def _supervise(self, shim: Shim, started: float) -> None:
+        reader = asyncio.create_task(self._read(shim.output))
+        waiter = asyncio.create_task(shim.wait())
         waker = asyncio.create_task(self.wake.wait())
-        last_reap = time.monotonic()
+        shim.renew(self.sup.lease_until)  # a renewal may have come while it started
+        killing = False
         try:
-            while not waiter.done() and self.stop is None:
+            while not waiter.done():
                 await asyncio.wait(
                     {waiter, waker}, timeout=self.sup.tick, return_when="FIRST_COMPLETED"
                 )
                 if waker.done():
                     self.wake.clear()
                     waker = asyncio.create_task(self.wake.wait())
-                self._check_running_timeouts()
+                if not killing:
+                    self._check_running_timeouts()
+                if self.stop is not None and not killing:
+                    killing = True
+                    shim.kill(self.sup.kill_grace, self.stop.reason)
                 self._housekeeping()
-                if time.monotonic() - last_reap > 0.5:
-                    last_reap = time.monotonic()
-                    reap_orphans(self.sup.tracked)
-            # Stopped or exited: nothing of the tree may outlive the chunk.
-            report = await kill_tree(
-                self.marker,
-                proc.pid if self.stop is not None else None,
-                grace=self.sup.kill_grace,
-                keep=self.sup.tracked,
-            )
-            if report.signalled:
-                log.info(
-                    "chunk %s: killed %d process(es) in %.3f s",
-                    self.marker,
-                    report.signalled,
-                    report.seconds,
-                )
-            returncode = await waiter
+            result = waiter.result()
+            if result.cause == "shim_died":
+                # The second line: the shim is gone without saying the tree is dead.
+                log.error("chunk %s: its supervisor died; sweeping for the marker", self.marker)
+                await kill_tree(self.marker, grace=self.sup.kill_grace, keep=self.sup.tracked)
+            elif result.cause in ("lease", "agent_gone"):
+                self.request_stop("killed", "the lease ran out: lost contact with the leader")
+            if result.killed:
+                log.info("chunk %s: %d process(es) killed", self.marker, result.killed)
             done, _ = await asyncio.wait({reader}, timeout=5.0)
             if not done:
                 log.warning("chunk %s: output still open 5 s after exit", self.marker)
@@ -272,9 +352,11 @@ class ChunkRun:
             waker.cancel()
             if not reader.done():
                 reader.cancel()
+            if not waiter.done():  # cancelled (agent stopping): the shim kills the tree
+                shim.kill(self.sup.kill_grace, "the agent stopped")
         self._flush_output()
         self._scan_files(force=True)
-        await self._conclude(returncode, started)
+        await self._conclude(result.returncode, started)
 
     async def _read(self, stream: asyncio.StreamReader) -> None:
         splitter = LineSplitter()
@@ -321,7 +403,7 @@ class ChunkRun:
             self.sup.reporter.send(progress)
 
     def _scan_files(self, force: bool = False) -> None:
-        """Report frames whose files have appeared (staged=True while in staging)."""
+        """Report frames whose files have appeared (staged=True until they are in place)."""
         now = time.monotonic()
         if self.files is None or (not force and now - self._last_scan < self.sup.scan_interval):
             return
@@ -341,16 +423,19 @@ class ChunkRun:
     def _fire(self, kind: TimeoutKind, limit: float) -> None:
         elapsed = self._elapsed()
         if self.timeouts.on_timeout == "notify":
-            if kind not in self.notified:
-                self.notified.add(kind)
-                log.warning(
-                    "chunk %s: %s timeout (notify) after %.1f s", self.marker, kind, elapsed
-                )
-                self.sup.reporter.send(ChunkTimedOut(**self._ids(), kind=kind, elapsed=elapsed))
+            self._notify(kind)
             return
         self.request_stop(
             "timeout", f"{kind} timeout after {elapsed:.1f} s (limit {limit:g} s)", kind
         )
+
+    def _notify(self, kind: TimeoutKind) -> None:
+        if kind in self.notified:
+            return
+        self.notified.add(kind)
+        elapsed = self._elapsed()
+        log.warning("chunk %s: %s timeout (notify) after %.1f s", self.marker, kind, elapsed)
+        self.sup.reporter.send(ChunkTimedOut(**self._ids(), kind=kind, elapsed=elapsed))
 
     def _check_running_timeouts(self) -> None:
         t = self.timeouts
@@ -362,97 +447,122 @@ class ChunkRun:
 
     # ------------------------------------------------------------------ the end
 
-    async def _conclude(self, returncode: int, started: float) -> None:
+    async def _conclude(self, returncode: int | None, started: float) -> None:
         assert self.files is not None
-        status = exit_status(returncode)
-        if self.stop is not None:
-            outcome, reason, kind = self.stop
-            if outcome == "timeout" and self.timeouts.on_timeout == "complete":
-                # The leader treats this as success: keep what was written.
-                error = await self._deliver(self.files.frames_present())
-                if error:
-                    reason = f"{reason}; {error}"
-            self._finish(outcome, reason, started=started, status=status, kind=kind)
-            return
-        t = self.timeouts
-        if t.min_render is not None and self._elapsed() < t.min_render:
-            self._fire("min_render", t.min_render)
-            if self.stop is not None:
-                _, reason, kind = self.stop
-                self._finish(
-                    "timeout",
-                    f"{reason}, {_reason_for_exit(returncode)}",
-                    started=started,
-                    status=status,
-                    kind=kind,
-                )
+        missing, others = self.files.missing()
+        verdict = decide(
+            stop=self.stop,
+            returncode=returncode,
+            elapsed=self._elapsed(),
+            timeouts=self.timeouts,
+            missing=missing,
+            others=others,
+        )
+        if verdict.notify is not None:
+            self._notify(verdict.notify)
+        status = None if returncode is None else exit_status(returncode)
+        if verdict.deliver != "none":
+            frames = (
+                self.files.frames_present()
+                if verdict.deliver == "present"
+                else list(self.files.expected)
+            )
+            error = await self._deliver(frames)
+            if error and verdict.outcome == "done":
+                verdict = Verdict("killed" if self.revoked else "failed", error)
+            elif error:
+                verdict = replace(verdict, reason=f"{verdict.reason}; {error}")
+        self._finish(verdict, started=started, status=status)
+
+    async def _copy_kept_output(self, started: float) -> None:
+        """Retry sync: copy the output an earlier attempt staged here, without a render."""
+        a = self.assign
+        self.sup.reporter.send(
+            ChunkStarted(
+                **self._ids(), pid=0, command=[f"copy the output staged by attempt {a.sync_from}"]
+            )
+        )
+        try:
+            kept = self._chunk_folder(a.sync_from)
+            folder = self._chunk_folder()
+            if not kept.is_dir():
+                why = f"the output staged by attempt {a.sync_from} is no longer on this node"
+                self._finish(Verdict("failed", why), started=started)
                 return
-        if returncode != 0:
-            self._finish("failed", _reason_for_exit(returncode), started=started, status=status)
+            os.replace(kept, folder)  # this attempt owns it now
+            (folder / KEPT_MARK).unlink(missing_ok=True)
+            self.delivery = self.sup.storage.delivery
+            self.files = plan_files(
+                write_root=folder,
+                staged=True,
+                outdir=a.outdir,
+                outputs=a.outputs,
+                frames=a.frames,
+                pattern=self._pattern(),
+            )
+        except (ChunkSetupError, OSError) as exc:
+            self._finish(Verdict("failed", f"cannot use the staged output: {exc}"), started)
             return
         missing, others = self.files.missing()
         if missing or others:
-            what = []
-            if missing:
-                what.append(f"frame(s) {_frame_words(missing)}")
-            if others:
-                what.append(", ".join(others))
-            self._finish(
-                "failed",
-                f"exited 0 but did not write {'; '.join(what)}",
-                started=started,
-                status=status,
-                missing=missing,
-            )
+            why = f"the staged output of attempt {a.sync_from} is incomplete"
+            self._finish(Verdict("failed", why, missing=tuple(missing)), started=started)
             return
+        self._scan_files(force=True)
         error = await self._deliver(list(self.files.expected))
-        if error:
-            self._finish("failed", error, started=started, status=status)
-        else:
-            self._finish("done", "", started=started, status=status)
+        verdict = Verdict("killed" if self.revoked else "failed", error) if error else None
+        self._finish(verdict or Verdict("done", ""), started=started, status="0")
 
     async def _deliver(self, frames: list[int]) -> str:
-        """Copy or upload staged files of ``frames`` (and frame-less outputs); '' or an error."""
-        assert self.files is not None
+        """Copy, rename or upload the files of ``frames`` (and frame-less outputs); '' or why not.
+
+        Fenced: nothing lands once this attempt may no longer write.
+        """
         files = self.files
-        if not files.staged:
+        assert files is not None
+        if not files.staged or self.delivery is None:
             return ""
         wanted = [files.expected[f] for f in frames if f in files.expected]
         wanted += [(rel, p) for rel, p in files.extra if files.present(p)]
+        fence = Fence(
+            job_id=self.assign.job_id,
+            chunk=self.assign.chunk,
+            attempt=self.assign.attempt,
+            refusal=self.refusal,
+        )
         try:
             for relative, source in wanted:
-                await self.sup.storage.delivery.deliver(relative, source)
+                await self.delivery.deliver(relative, source, fence)
+        except FenceError as exc:
+            log.warning("chunk %s: %s", self.marker, exc)
+            return str(exc)
         except Exception as exc:  # any failure fails the chunk; the files stay staged
             log.error("chunk %s: delivery failed: %s", self.marker, exc)
-            self.keep_staged = True
+            # Output staged on this node waits there for a retry sync.
+            self.keep_staged = files.write_root.is_relative_to(self.sup.staging_root)
             return f"copy to the sync root failed: {exc}"
         delivered = [f for f in frames if f in files.expected]
         if delivered:
             self.sup.reporter.send(FramesWritten(**self._ids(), frames=delivered, staged=False))
         return ""
 
-    def _finish(
-        self,
-        outcome: Outcome,
-        reason: str,
-        *,
-        started: float,
-        status: str | None = None,
-        kind: TimeoutKind | None = None,
-        missing: list[int] | None = None,
-    ) -> None:
-        level = logging.INFO if outcome == "done" else logging.WARNING
-        log.log(level, "chunk %s %s%s", self.marker, outcome, f": {reason}" if reason else "")
+    def _finish(self, verdict: Verdict, started: float, status: str | None = None) -> None:
+        level = logging.INFO if verdict.outcome == "done" else logging.WARNING
+        reason = verdict.reason
+        log.log(
+            level, "chunk %s %s%s", self.marker, verdict.outcome, f": {reason}" if reason else ""
+        )
         self.sup.reporter.send(
             ChunkFinished(
                 **self._ids(),
-                outcome=outcome,
+                outcome=verdict.outcome,
                 exit_status=status,
                 reason=reason,
-                timeout_kind=kind,
+                timeout_kind=verdict.kind,
                 started=started,
                 finished=self.sup.wall(),
-                missing=missing or [],
+                missing=list(verdict.missing),
+                kept_staged=self.keep_staged,
             )
         )
 
@@ -490,8 +600,74 @@ class Supervisor:
         self.scan_interval = scan_interval
         self.kill_grace = kill_grace
         self.runs: dict[ChunkKey, ChunkRun] = {}
-        # Renderer pids asyncio waits for: never reaped by reap_orphans.
+        # Shim pids asyncio waits for: never reaped by reap_orphans.
         self.tracked: set[int] = set()
+        # Shims being started: asyncio may not know their pids yet, so no reaping.
+        self._spawning = 0
+        # The node's lease on the monotonic clock (the link renews it); every
+        # shim kills its tree when it passes. Without a link: no lease to lose.
+        self.lease_until = math.inf
+
+    @contextlib.asynccontextmanager
+    async def spawning(self) -> AsyncIterator[None]:
+        """While a shim starts, orphan reaping waits (it could take the new child's status)."""
+        self._spawning += 1
+        try:
+            yield
+        finally:
+            self._spawning -= 1
+
+    def reap_orphans(self) -> list[int]:
+        """Collect exited orphans (trees of shims that died) without touching a shim.
+
+        Only with no shim starting, and never a pid asyncio waits for, so a
+        shim's exit status always reaches its waiter.
+        """
+        if self._spawning or not has_zombie_children():
+            return []
+        return reap_orphans(self.tracked)
+
+    async def reap_forever(self, every: float = 1.0) -> None:
+        while True:
+            await asyncio.sleep(every)
+            self.reap_orphans()
+
+    def renew_lease(self, until: float) -> None:
+        """The link renewed the node's lease: pass the new deadline to every shim."""
+        self.lease_until = until
+        for run in self.runs.values():
+            run.renew_lease(until)
+
+    def discard_staged(self, job_id: str, chunk: int, attempt: int) -> None:
+        """Delete the staged output kept from an attempt nobody will copy any more."""
+        if not _SAFE_NAME.match(job_id):
+            return
+        folder = self.staging_root / job_id / f"{chunk}.{attempt}"
+        log.info("discarding the staged output of %s chunk %d attempt %d", job_id, chunk, attempt)
+        shutil.rmtree(folder, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            folder.parent.rmdir()
+
+    def clean_abandoned_staging(self) -> int:
+        """At start: remove attempt folders a previous run left, except kept output.
+
+        Kept output (a failed copy) waits for a retry sync or a discard.
+        """
+        removed = 0
+        try:
+            jobs = list(self.staging_root.iterdir())
+        except OSError:
+            return 0
+        for job in jobs:
+            if not job.is_dir():
+                continue
+            for attempt in list(job.iterdir()):
+                if attempt.is_dir() and not (attempt / KEPT_MARK).exists():
+                    shutil.rmtree(attempt, ignore_errors=True)
+                    removed += 1
+            with contextlib.suppress(OSError):
+                job.rmdir()
+        return removed
 
     def running(self) -> list[ChunkRef]:
         return [run.ref for run in self.runs.values()]
@@ -511,9 +687,11 @@ class Supervisor:
             await run.run()
         except Exception:
             log.exception("chunk %s crashed in the agent", run.marker)
+            if run.shim is not None:
+                run.shim.kill(self.kill_grace, "agent error")
+                await run.shim.wait()
             run._finish(
-                "failed",
-                "agent error while running the chunk (see the agent log)",
+                Verdict("failed", "agent error while running the chunk (see the agent log)"),
                 started=self.wall(),
             )
         finally:

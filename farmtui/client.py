@@ -7,13 +7,18 @@ pipeline tool can write::
     with FarmClient("http://127.0.0.1:7878", token) as farm:
         job = farm.submit(JobSpec(name="shot", frames="1-10", argv=["sleep", "1"]))
         farm.action("pause", [job.id])
+
+``submit`` is safe to retry: it sends an ``Idempotency-Key`` and, when the
+connection fails (reset, timeout, a leader restarting), sends the same request
+with the same key again a few times, so a lost answer never makes two jobs.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+import uuid
+from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -37,6 +42,13 @@ from farmtui.protocol import (
 T = TypeVar("T")
 
 FINAL_STATES = frozenset({"done", "failed", "cancelled"})
+
+# Pauses between the tries of a submit whose connection failed: five tries in
+# about ten seconds, long enough for a leader to restart.
+SUBMIT_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)
+# No try starts later than this after the first (a timed-out try already took long).
+SUBMIT_RETRY_WINDOW = 10.0
+IDEMPOTENCY_KEY = "Idempotency-Key"
 
 
 class ActionResult(msgspec.Struct, kw_only=True):
@@ -70,8 +82,10 @@ class FarmClient:
         timeout: float = 15.0,
         transport: httpx.BaseTransport | None = None,
         verify: bool | str = True,
+        submit_retry_delays: Sequence[float] = SUBMIT_RETRY_DELAYS,
     ) -> None:
         self.leader = leader.rstrip("/")
+        self.submit_retry_delays = tuple(submit_retry_delays)
         self._http = httpx.Client(
             base_url=self.leader,
             headers={"Authorization": f"Bearer {token}", "User-Agent": "farmtui-client"},
@@ -104,29 +118,44 @@ class FarmClient:
         body: object = None,
         content: bytes | None = None,
         params: dict[str, str | int] | None = None,
+        headers: dict[str, str] | None = None,
+        retry_delays: Sequence[float] = (),
     ) -> httpx.Response:
-        """Send one request; map transport failures and error statuses to FarmErrors."""
-        headers = {}
+        """Send one request; map transport failures and error statuses to FarmErrors.
+
+        With ``retry_delays``, a request whose connection fails is sent again
+        after each delay in turn (within ``SUBMIT_RETRY_WINDOW``): only for
+        requests that are safe to repeat.
+        """
+        headers = dict(headers or {})
         if body is not None:
             content = msgspec.json.encode(body)
             headers["Content-Type"] = "application/json"
-        try:
-            response = self._http.request(
-                method, path, content=content, params=params, headers=headers
-            )
-        except httpx.ConnectError as exc:
-            raise errors.LeaderDown(
-                f"cannot reach the leader at {self.leader}: {_connect_reason(exc)}"
-            ) from None
-        except httpx.TimeoutException:
-            raise errors.LeaderDown(
-                f"cannot reach the leader at {self.leader}: no answer in time"
-            ) from None
-        except httpx.TransportError as exc:
-            raise errors.LeaderDown(f"cannot reach the leader at {self.leader}: {exc}") from None
+        first = time.monotonic()
+        delays = iter(retry_delays)
+        while True:
+            try:
+                response = self._http.request(
+                    method, path, content=content, params=params, headers=headers
+                )
+                break
+            except httpx.TransportError as exc:
+                delay = next(delays, None)
+                if delay is None or time.monotonic() + delay - first > SUBMIT_RETRY_WINDOW:
+                    raise self._leader_down(exc) from None
+                time.sleep(delay)
         if response.status_code >= 400:
             raise _error_for(response)
         return response
+
+    def _leader_down(self, exc: httpx.TransportError) -> errors.LeaderDown:
+        if isinstance(exc, httpx.ConnectError):
+            reason = _connect_reason(exc)
+        elif isinstance(exc, httpx.TimeoutException):
+            reason = "no answer in time"
+        else:
+            reason = str(exc) or type(exc).__name__
+        return errors.LeaderDown(f"cannot reach the leader at {self.leader}: {reason}")
 
     def _get(self, path: str, kind: type[T], params: dict[str, str | int] | None = None) -> T:
         return _decode(self.request("GET", path, params=params), kind)
@@ -143,8 +172,20 @@ class FarmClient:
     def whoami(self) -> WhoAmI:
         return self._get("/api/whoami", WhoAmI)
 
-    def submit(self, spec: JobSpec) -> JobView:
-        return self._post("/api/jobs", spec, JobView)
+    def submit(self, spec: JobSpec, *, key: str | None = None) -> JobView:
+        """Submit a job; retried on a failed connection without ever making two.
+
+        ``key`` (default: a new random one) identifies this submit to the
+        leader: a request with a key it has seen answers the job it made then.
+        """
+        response = self.request(
+            "POST",
+            "/api/jobs",
+            body=spec,
+            headers={IDEMPOTENCY_KEY: key or uuid.uuid4().hex},
+            retry_delays=self.submit_retry_delays,
+        )
+        return _decode(response, JobView)
 
     def jobs(self, include_archived: bool = False) -> list[JobView]:
         """Jobs in dispatch order; archived ones too with ``include_archived``."""

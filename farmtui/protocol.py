@@ -195,6 +195,9 @@ class ChunkView(Record, kw_only=True):
     started: float | None = None
     finished: float | None = None
     attempts: list[AttemptView] = []
+    # A previous attempt told to stop on this node, not yet confirmed dead: the
+    # chunk starts again only once it is.
+    stopping_on: str | None = None
 
 
 class JobDetail(Record, kw_only=True):
@@ -262,11 +265,17 @@ class AgentHello(AgentMessage, tag="hello", kw_only=True):
     version: str = ""
     # Chunks this agent is still running (after a reconnect).
     running: list[ChunkRef] = []
+    # Attempts that ended here but whose ChunkFinished the leader has not yet
+    # acknowledged: it follows from the outbox, so they are not lost.
+    finished: list[ChunkRef] = []
 
 
 class Heartbeat(AgentMessage, tag="heartbeat", kw_only=True):
     cpu_percent: float = 0.0
     memory_percent: float = 0.0
+    # Numbered so that ``LeaseRenewed`` can say which one it answers: the
+    # agent's lease runs from the moment it *sent* that heartbeat.
+    beat: int = 0
 
 
 class ChunkStarted(AgentMessage, tag="chunk_started", kw_only=True):
@@ -330,6 +339,9 @@ class ChunkFinished(AgentMessage, tag="chunk_finished", kw_only=True):
     started: float = 0.0
     finished: float = 0.0
     missing: list[int] = []
+    # The chunk rendered but its copy to the sync root failed; the node keeps
+    # the staged files for a retry sync.
+    kept_staged: bool = False
 
 
 class AgentLog(AgentMessage, tag="agent_log", kw_only=True):
@@ -369,10 +381,12 @@ class Welcome(LeaderToAgentMessage, tag="welcome", kw_only=True):
     # Contents of <sync_root>/.farmtui-root: an agent that reads the same id there
     # shares the leader's storage; otherwise it uploads with PUT /api/files/{path}.
     root_id: str = ""
-    # The leader declares a silent node lost after this many seconds and requeues
-    # its chunks; an agent cut off from the leader for 0.75 * lease kills its own
-    # chunks first, so no chunk ever runs on two nodes.
-    lease: float = 15.0
+    # How long a renewal of the agent's lease lasts, counted from the moment the
+    # agent sent the heartbeat (or hello) it answers. Each chunk's supervisor
+    # kills its tree when the lease runs out; the leader declares a silent node
+    # lost only after node_timeout, which is longer by a margin, so the tree is
+    # dead before its chunk may run anywhere else.
+    lease: float = 9.0
     # Chunks from AgentHello.running the leader no longer wants: kill them.
     stale: list[ChunkRef] = []
 
@@ -408,6 +422,9 @@ class AssignChunk(LeaderToAgentMessage, tag="assign", kw_only=True):
     output: str = ""
     # Scene file for the {scene} token.
     scene: str = ""
+    # Not a render: copy the staged output this node kept from that attempt
+    # (retry sync) into the sync root under this attempt's fence.
+    sync_from: int = 0
 
 
 class KillChunk(LeaderToAgentMessage, tag="kill", kw_only=True):
@@ -426,6 +443,20 @@ class UpdateTimeouts(LeaderToAgentMessage, tag="update_timeouts", kw_only=True):
     timeouts: ChunkTimeouts
 
 
+class DiscardStaged(LeaderToAgentMessage, tag="discard_staged", kw_only=True):
+    """Nobody will copy the staged output kept from this attempt: delete it."""
+
+    job_id: str
+    chunk: int
+    attempt: int
+
+
+class LeaseRenewed(LeaderToAgentMessage, tag="lease_renewed", kw_only=True):
+    """The leader heard heartbeat ``beat``: the lease runs from when it was sent."""
+
+    beat: int
+
+
 class Ack(LeaderToAgentMessage, tag="ack", kw_only=True):
     """Everything up to and including ``seq`` is committed on the leader."""
 
@@ -436,7 +467,16 @@ class Refused(LeaderToAgentMessage, tag="refused", kw_only=True):
     error: str
 
 
-LeaderToAgent = Welcome | AssignChunk | KillChunk | UpdateTimeouts | Ack | Refused
+LeaderToAgent = (
+    Welcome
+    | AssignChunk
+    | KillChunk
+    | UpdateTimeouts
+    | DiscardStaged
+    | LeaseRenewed
+    | Ack
+    | Refused
+)
 
 
 # --------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from farmtui.protocol import ChunkAction, JobAction
 from server.job_progress import FINISHED, PENDING, gates
 from server.model import Changes, Chunk, Job, Node
 from server.transitions import (
+    discard_staged,
     refresh_job,
     reset_for_rerun,
     set_chunk_state,
@@ -114,18 +115,22 @@ def job_action(
         _reopen(job, changes, now, actor)
         return f"retry failed: {count} chunks re-queued"
     if action == "retry-sync":
-        count = 0
+        # Chunks whose staged output a node kept after a failed copy go back to
+        # that node to be copied again, without a render (see Scheduler.dispatch).
+        count = copies = 0
         for chunk in job.chunks:
             unsynced = chunk.state == "done" and not set(chunk.frames) <= chunk.done
-            if chunk.state == "failed" or unsynced:
+            if chunk.state in ("failed", "waiting-retry") or unsynced:
+                copies += chunk.staged_on is not None
                 reset_for_rerun(chunk, changes)
                 count += 1
         _reopen(job, changes, now, actor)
-        return f"retry sync: {count} chunks re-queued"
+        return f"retry sync: {count} chunks re-queued ({copies} copy their staged output)"
     if action == "requeue":
         for chunk in job.chunks:
             if chunk.state != "excluded":
                 _rerun(job, chunk, nodes, changes, now, why)
+                discard_staged(chunk, changes)  # a requeue renders everything again
         _lift_blocks(job, changes, now, actor)
         job.started = None
         set_job_state(job, "queued", changes, now, actor)
@@ -142,6 +147,8 @@ def job_action(
         return f"cancelled ({killed} running chunks killed)"
     if action == "delete":
         killed = stop_all(job, nodes, changes, now, why)
+        for chunk in job.chunks:
+            discard_staged(chunk, changes)
         return f"deleted ({killed} running chunks killed)"
     if action == "hold":
         if state in ("queued", "rendering", "paused"):
@@ -160,6 +167,7 @@ def job_action(
     if action == "complete":
         killed = stop_all(job, nodes, changes, now, why)
         for chunk in job.chunks:
+            discard_staged(chunk, changes)
             if chunk.state not in FINISHED:
                 set_chunk_state(chunk, "done", changes)
         set_job_state(job, "done", changes, now, actor)
@@ -199,10 +207,12 @@ def chunk_action(
             set_chunk_state(chunk, "failed", changes)
         elif action == "set-done":
             _stop(job, chunk, nodes, changes, now, why)
+            discard_staged(chunk, changes)
             chunk.render_time = None
             set_chunk_state(chunk, "done", changes)
         elif action == "exclude":
             _stop(job, chunk, nodes, changes, now, why)
+            discard_staged(chunk, changes)
             set_chunk_state(chunk, "excluded", changes)
     if action == "retry":
         _lift_blocks(job, changes, now, actor)

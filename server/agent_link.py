@@ -22,17 +22,11 @@ from farmtui.protocol import (
     PROTOCOL_VERSION,
     Ack,
     AgentHello,
-    AgentLog,
     AgentToLeader,
-    ChunkFinished,
-    ChunkOutput,
-    ChunkProgress,
     ChunkRef,
-    ChunkStarted,
-    ChunkTimedOut,
-    FramesWritten,
     Heartbeat,
     LeaderToAgentMessage,
+    LeaseRenewed,
     ProtocolError,
     Refused,
     Welcome,
@@ -40,7 +34,9 @@ from farmtui.protocol import (
     decode_checked,
     encode,
 )
+from server.agent_reports import AgentReports
 from server.auth import AGENTS, bearer_token
+from server.errors import StoreError
 from server.leader import Leader
 from server.links import SendQueue, close_websocket, receive_data
 from server.model import Changes
@@ -66,76 +62,21 @@ class AgentLink:
         self.websocket = websocket
         self.name = name
         self.out = SendQueue(websocket, f"agent {name}", SEND_QUEUE_LIMIT)
+        self.reports = AgentReports(leader, name)
         self.ignored = 0
 
     def send(self, message: LeaderToAgentMessage) -> None:
         self.out.send(message)
 
     def handle(self, message: AgentToLeader) -> None:
-        """Apply one message; acknowledge it once its effects are committed."""
-        leader = self.leader
-        scheduler = leader.scheduler
-        node = self.name
-        match message:
-            case Heartbeat(cpu_percent=cpu, memory_percent=memory):
-                leader.run(lambda now: scheduler.node_heartbeat(node, cpu, memory, now))
-            case ChunkStarted(job_id=job_id, chunk=chunk, attempt=attempt):
-                if leader.attempt_of(node, job_id, chunk, attempt) is not None:
-                    leader.joblogs.chunk_started(
-                        job_id, chunk, attempt, node, message.command, leader.now()
-                    )
-                leader.run(
-                    lambda now: scheduler.chunk_started(node, job_id, chunk, attempt, now),
-                    dispatch=False,
-                )
-            case ChunkOutput(job_id=job_id, chunk=chunk, attempt=attempt, lines=lines):
-                record = leader.attempt_of(node, job_id, chunk, attempt)
-                if record is not None:
-                    leader.output((job_id, chunk, attempt), lines)
-                    if not record.alive:
-                        leader.run(
-                            lambda now: scheduler.chunk_alive(node, job_id, chunk, attempt, now),
-                            dispatch=False,
-                        )
-                    else:
-                        leader.joblogs.flush()
-            case ChunkProgress(job_id=job_id, chunk=chunk, attempt=attempt):
-                record = leader.attempt_of(node, job_id, chunk, attempt)
-                if record is not None and not record.alive:
-                    leader.run(
-                        lambda now: scheduler.chunk_alive(node, job_id, chunk, attempt, now),
-                        dispatch=False,
-                    )
-            case FramesWritten(job_id=job_id, chunk=chunk, attempt=attempt):
-                record = leader.attempt_of(node, job_id, chunk, attempt)
-                alive = record is not None and record.alive
-                frames, staged = message.frames, message.staged
+        """Apply one message; acknowledge it once its effects are committed.
 
-                def written(now: float) -> Changes:
-                    changes = Changes()
-                    if not alive:
-                        changes.merge(scheduler.chunk_alive(node, job_id, chunk, attempt, now))
-                    return changes.merge(
-                        scheduler.frames_written(node, job_id, chunk, attempt, frames, staged, now)
-                    )
-
-                leader.run(written, dispatch=False)
-            case ChunkTimedOut(job_id=job_id, chunk=chunk, attempt=attempt):
-                kind, elapsed = message.kind, message.elapsed
-                leader.run(
-                    lambda now: scheduler.chunk_timed_out(
-                        node, job_id, chunk, attempt, kind, elapsed, now
-                    ),
-                    dispatch=False,
-                )
-            case ChunkFinished(job_id=job_id, chunk=chunk, attempt=attempt):
-                if leader.attempt_of(node, job_id, chunk, attempt) is not None:
-                    leader.joblogs.chunk_finished(message, node, leader.now())
-                leader.run(lambda now: scheduler.chunk_finished(node, message, now))
-            case AgentLog(lines=lines):
-                leader.nodelogs.append(node, lines)
-            case AgentHello():
-                log.warning("node %s said hello twice; ignored", node)
+        A heartbeat is answered with ``LeaseRenewed`` once it is processed: the
+        agent's lease then runs from the moment it sent that heartbeat.
+        """
+        self.reports.apply(message)
+        if isinstance(message, Heartbeat) and message.beat > 0:
+            self.send(LeaseRenewed(beat=message.beat))
         if message.seq > 0:
             self.send(Ack(seq=message.seq))
 
@@ -195,14 +136,23 @@ async def agent_endpoint(websocket: WebSocket) -> None:
     leader.agents[hello.name] = link
     config = leader.config
 
+    stale: list[ChunkRef] = []
+
     def connect(now: float) -> Changes:
-        changes, stale = leader.scheduler.node_connected(hello, now)
-        # Welcome goes out first; the assignments this connection makes possible follow it.
-        link.send(welcome(leader, hello.name, stale))
+        changes, unwanted = leader.scheduler.node_connected(hello, now)
+        stale.extend(unwanted)
         return changes
 
     try:
-        leader.run(connect)
+        # Commit, then welcome; the assignments this connection makes possible follow it.
+        leader.run(connect, dispatch=False)
+        link.send(welcome(leader, hello.name, stale))
+        leader.run(lambda now: Changes())
+    except StoreError as exc:
+        log.error("node %s could not register: %s", hello.name, exc)
+        await refuse(websocket, str(exc), 1011)
+        _forget(leader, link)
+        return
     except Exception as exc:
         log.exception("node %s could not register", hello.name)
         await refuse(websocket, f"leader error: {exc}", 1011)
@@ -238,6 +188,16 @@ async def serve(link: AgentLink) -> None:
             continue
         try:
             link.handle(message)
+        except StoreError as exc:
+            # Not committed, so not acknowledged: close the link, and the agent
+            # sends it again from its outbox when it reconnects.
+            log.error(
+                "node %s: %s not saved (%s); closing its link",
+                link.name,
+                type(message).__name__,
+                exc,
+            )
+            return
         except Exception:
             link.ignored += 1
             log.exception("node %s: %s failed", link.name, type(message).__name__)
@@ -249,7 +209,7 @@ def welcome(leader: Leader, name: str, stale: list[ChunkRef]) -> Welcome:
         heartbeat_interval=leader.config.heartbeat_interval,
         sync_root=str(leader.root),
         root_id=leader.root_id,
-        lease=leader.config.node_timeout,
+        lease=leader.config.agent_lease,
         stale=stale,
     )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Any, TypeVar
@@ -38,7 +39,7 @@ from server.auth import (
     authenticate,
     bearer_token,
 )
-from server.errors import BadRequest, NotFound, TooLarge, Unprocessable
+from server.errors import BadRequest, Conflict, NotFound, TooLarge, Unprocessable
 from server.joblogs import chunk_log_path, events_path
 from server.leader import ROOT_ID_FILE, Leader
 from server.paths import confine
@@ -48,6 +49,9 @@ T = TypeVar("T")
 # Logs served over HTTP: at most this much from their end.
 MAX_LOG_BYTES = 32 * 1024 * 1024
 ALL_ROLES = frozenset({"viewer", "user", "admin", "agent"})
+# ``POST /api/jobs``: a client's key for one submit, so that sending it again is harmless.
+IDEMPOTENCY_KEY = "Idempotency-Key"
+_IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 
 
 class JobActionBody(msgspec.Struct, kw_only=True):
@@ -161,11 +165,20 @@ async def whoami(request: Request) -> Response:
     return json_response(WhoAmI(name=principal.name, role=principal.role))
 
 
+def idempotency_key(request: Request) -> str | None:
+    key = request.headers.get(IDEMPOTENCY_KEY)
+    if key is not None and not _IDEMPOTENCY_KEY.fullmatch(key):
+        raise BadRequest(f"{IDEMPOTENCY_KEY} must be 1-128 characters of A-Z a-z 0-9 _ . : -")
+    return key
+
+
 async def submit_job(request: Request) -> Response:
+    """201 and the new job; 200 and the earlier job when its Idempotency-Key was seen."""
     principal = who(request, SUBMITTERS)
+    key = idempotency_key(request)
     spec = await decode_body(request, JobSpec)
-    view = operations.submit(leader_of(request), principal, spec)
-    return json_response(view, 201)
+    submitted = operations.submit(leader_of(request), principal, spec, key)
+    return json_response(submitted.view, 201 if submitted.created else 200)
 
 
 async def list_jobs(request: Request) -> Response:
@@ -319,6 +332,8 @@ async def upload_file(request: Request) -> Response:
     target = confine(leader.root, relative)
     if target == leader.root or target == leader.root / ROOT_ID_FILE:
         raise BadRequest(f"path {relative!r} may not be written")
+    fence = upload_fence(request)
+    check_fence(leader, fence)
     limit = leader.config.max_upload_bytes
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
@@ -335,12 +350,39 @@ async def upload_file(request: Request) -> Response:
             if size > limit:
                 raise TooLarge(f"file is over the {limit} byte limit")
             upload.write(part)
+        check_fence(leader, fence)  # the attempt may have been stopped meanwhile
         upload.commit()
     except OSError as exc:
         raise BadRequest(f"cannot write {relative!r}: {exc.strerror}") from None
     finally:
         upload.abort()
     return Response(status_code=204)
+
+
+UploadFence = tuple[str, int, int] | None
+
+
+def upload_fence(request: Request) -> UploadFence:
+    """The chunk attempt an upload belongs to (``?job=&chunk=&attempt=``), if named."""
+    params = request.query_params
+    if "job" not in params:
+        return None
+    try:
+        return params["job"], int(params.get("chunk", "")), int(params.get("attempt", ""))
+    except ValueError:
+        raise BadRequest("chunk and attempt must be whole numbers") from None
+
+
+def check_fence(leader: Leader, fence: UploadFence) -> None:
+    """Only the current attempt of a chunk may write its output into the sync root."""
+    if fence is None:
+        return
+    job_id, index, attempt = fence
+    chunk = leader.chunk(job_id, index)
+    if chunk is None or chunk.state != "assigned" or chunk.attempt != attempt:
+        raise Conflict(
+            f"attempt {attempt} of chunk {index} of job {job_id} is not current: not written"
+        )
 
 
 class Upload:

@@ -110,7 +110,7 @@ class ConsoleLink:
     def changed(self, changes: Changes) -> None:
         self.jobs |= changes.jobs
         self.removed |= changes.removed
-        self.nodes |= changes.nodes
+        self.nodes |= changes.nodes | changes.readings
         watched = self.watched
         if watched is not None:
             self.chunks.update(index for job_id, index in changes.chunks if job_id == watched)

@@ -6,7 +6,8 @@ one set of checks::
 
     LeaderError
     ├── ConfigError           leader.toml unreadable, malformed or with unknown keys
-    ├── StoreError            the database cannot be opened or is newer than this leader
+    ├── StoreError            the database cannot be opened, is newer than this leader,
+    │                         or refused a change (disk full): nothing was changed
     └── RequestError          a request the leader refuses; .status, one-line message
         ├── BadRequest        400: malformed JSON, bad frame list, path escaping the root
         ├── Unauthorized      401: no token, or a token the leader does not know
@@ -14,7 +15,8 @@ one set of checks::
         ├── NotFound          404: unknown job, node, chunk or log
         ├── Conflict          409: the farm refuses it in the current state
         ├── TooLarge          413: the body is over the limit
-        └── Unprocessable     422: well-formed JSON of the wrong shape or types
+        ├── Unprocessable     422: well-formed JSON of the wrong shape or types
+        └── Unavailable       503: the change could not be saved (disk full); try again later
 """
 
 from __future__ import annotations
@@ -29,7 +31,15 @@ class ConfigError(LeaderError):
 
 
 class StoreError(LeaderError):
-    """The SQLite store cannot be opened or migrated."""
+    """The SQLite store cannot be opened or migrated, or did not save a change.
+
+    ``str(exc)`` is the one line a client sees; ``detail`` is SQLite's own
+    reason, for the leader's log.
+    """
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail
 
 
 class RequestError(LeaderError):
@@ -67,3 +77,9 @@ class TooLarge(RequestError):
 
 class Unprocessable(RequestError):
     status = 422
+
+
+class Unavailable(RequestError):
+    """The leader cannot save changes now (its disk is full); reads still work."""
+
+    status = 503

@@ -11,6 +11,7 @@ sees two events interleave.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 import time
@@ -21,9 +22,16 @@ from typing import Protocol
 
 import msgspec
 
-from farmtui.protocol import EventView, KillChunk, LeaderToAgentMessage, NodeView
+from farmtui.protocol import (
+    DiscardStaged,
+    EventView,
+    KillChunk,
+    LeaderToAgentMessage,
+    NodeView,
+)
 from server.auth import Principal, Tokens
 from server.config import LeaderSettings
+from server.errors import StoreError
 from server.joblogs import JobLogs, chunk_log_path, delete_folder
 from server.model import Attempt, Changes, Chunk, Job
 from server.nodelogs import NodeLogs
@@ -38,6 +46,9 @@ ADMIN_TOKEN_FILE = "admin.token"
 AGENT_TOKEN_FILE = "agent.token"
 
 OutputKey = tuple[str, int, int]
+
+# Identical commit failures are logged at most once in this many seconds.
+COMMIT_FAILURE_LOG_INTERVAL = 10.0
 
 
 class AgentConnection(Protocol):
@@ -156,13 +167,27 @@ class Leader:
         )
 
     async def _tick_loop(self) -> None:
+        """Lost nodes, expired blocks. Time the loop itself was blocked is not held
+        against any node: their heartbeats are waiting, unread, in the sockets."""
         interval = self.config.tick_interval
+        loop = asyncio.get_running_loop()
+        last = loop.time()
         while True:
             await asyncio.sleep(interval)
+            now = loop.time()
+            stalled = max(0.0, now - last - interval)
+            last = now
+            if stalled > 1.0:
+                log.warning("the leader's event loop was blocked for %.1f s", stalled)
             try:
-                self.run(self.scheduler.tick)
+                self.run(functools.partial(self._tick, stalled=stalled))
+            except StoreError:
+                pass  # commit() logged it; the next tick tries again
             except Exception:
                 log.exception("tick failed")
+
+    def _tick(self, now: float, stalled: float) -> Changes:
+        return self.scheduler.tick(now, stalled)
 
     # --- the one way to change the farm ---------------------------------------------
     def run(self, step: Callable[[float], Changes], *, dispatch: bool = True) -> Changes:
@@ -202,14 +227,79 @@ class Leader:
     def _retry_due(self) -> None:
         try:
             self.run(lambda now: Changes())
+        except StoreError:
+            pass  # commit() logged it; the tick dispatches later
         except Exception:
             log.exception("dispatch after a retry backoff failed")
 
+    # (text, monotonic time) of the last failed commit logged at ERROR, and how many
+    # identical failures were kept quiet since (see ``_log_commit_failure``).
+    _commit_failure_logged: tuple[str, float] | None = None
+    _commit_failures_quiet: int = 0
+
     def commit(self, changes: Changes) -> None:
+        """Save ``changes`` in one transaction, then announce them.
+
+        When the save fails (StoreError: the disk is full ...), nothing is
+        announced: the scheduler is rebuilt from the store, so memory again
+        holds exactly what is on disk, and the StoreError goes up to the caller,
+        which answers with it (REST 503, console Reply) or leaves an agent's
+        message unacknowledged so the agent sends it again.
+        """
         began = time.perf_counter()
-        self.store.save(changes, self.scheduler)
-        self.metrics.commit_seconds += time.perf_counter() - began
+        try:
+            self.store.save(changes, self.scheduler)
+        except StoreError as exc:
+            self._rebuild_from_store(exc)
+            raise
+        finally:
+            self.metrics.commit_seconds += time.perf_counter() - began
         self.publish(changes)
+
+    def _rebuild_from_store(self, error: StoreError) -> None:
+        """Undo a change that could not be committed by reloading what the store holds.
+
+        The scheduler changes its records in place before the commit, so a
+        failed commit leaves memory ahead of the disk: a job that was never
+        saved would show as queued, a pause would look applied, and both would
+        vanish at the next restart. Of the ways to stop that, rebuilding from
+        the store was chosen because it costs nothing until a commit fails:
+        applying each event to a copy of the state costs a copy per event; an
+        undo log is a second source of truth that must match every rule; and
+        stopping the leader would also stop the reads (job lists, logs, the
+        console) that still work on a full disk. Live node fields (online,
+        last seen, load) are kept by ``Scheduler.reload``: they are not stored.
+        """
+        self._log_commit_failure(error)
+        try:
+            jobs, nodes = self.store.load()
+        except StoreError as reload_error:
+            # Memory may now hold a change that is not on disk; say so loudly.
+            log.critical(
+                "could not reload the store after a failed commit; the leader's picture "
+                "may differ from its database until it restarts: %s",
+                reload_error,
+            )
+            return
+        self.scheduler.reload(jobs, nodes, self.now())
+
+    def _log_commit_failure(self, error: StoreError) -> None:
+        """One ERROR line per distinct failure every ``COMMIT_FAILURE_LOG_INTERVAL`` s.
+
+        With a full disk every heartbeat and request fails the same way; a line
+        for each would bury the first one (and fill what is left of the disk).
+        """
+        text = f"{error} ({error.detail})" if error.detail else str(error)
+        now = time.monotonic()
+        last = self._commit_failure_logged
+        if last is not None and last[0] == text and now - last[1] < COMMIT_FAILURE_LOG_INTERVAL:
+            self._commit_failures_quiet += 1
+            return
+        quiet = self._commit_failures_quiet
+        more = f" ({quiet} failed commits not logged since the last report)" if quiet else ""
+        log.error("commit failed, change undone: %s%s", text, more)
+        self._commit_failure_logged = (text, now)
+        self._commit_failures_quiet = 0
 
     def publish(self, changes: Changes) -> None:
         """Announce committed changes: agents first, then logs, consoles and webhooks."""
@@ -229,6 +319,11 @@ class Leader:
             )
         for node, update in changes.timeout_updates:
             self.send_to_node(node, update)
+        for discard in changes.discards:
+            self.send_to_node(
+                discard.node,
+                DiscardStaged(job_id=discard.job_id, chunk=discard.chunk, attempt=discard.attempt),
+            )
         for event in changes.events:
             self.joblogs.event(event)
             log.log(

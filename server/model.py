@@ -58,6 +58,16 @@ class Chunk:
     staged: set[int] = field(default_factory=set)
     done: set[int] = field(default_factory=set)
     attempts: list[Attempt] = field(default_factory=list)
+    # An earlier attempt told to stop whose tree is not yet known to be dead: it
+    # keeps its slot on ``stopping_node``, and no new attempt starts anywhere
+    # until its agent confirms the tree is gone or the node is lost.
+    stopping_node: str | None = None
+    stopping_attempt: int = 0
+    # A node that holds this chunk's complete staged output from attempt
+    # ``staged_attempt`` whose copy to the sync root failed: retry sync copies
+    # it again from there instead of rendering.
+    staged_on: str | None = None
+    staged_attempt: int = 0
 
 
 @dataclass(slots=True)
@@ -81,6 +91,8 @@ class Job:
     node_errors: dict[str, int] = field(default_factory=dict)
     # Scout frames rendered and the job has been un-held past them.
     scout_released: bool = False
+    # The submitter's idempotency key: a retried submit with it finds this job.
+    submit_key: str | None = None
 
 
 @dataclass(slots=True)
@@ -96,7 +108,9 @@ class Node:
     memory_percent: float = 0.0
     last_seen: float = 0.0
     version: str = ""
-    # (job_id, chunk index, attempt) of the chunks it runs now.
+    # (job_id, chunk index, attempt) of every attempt that holds a slot here:
+    # the chunks it runs now and those told to stop that it has not yet
+    # confirmed dead. Persisted, so a restarted leader still fences them.
     running: set[tuple[str, int, int]] = field(default_factory=set)
 
 
@@ -113,6 +127,15 @@ class Kill(msgspec.Struct, kw_only=True, frozen=True):
     chunk: int
     attempt: int
     reason: str
+
+
+class Discard(msgspec.Struct, kw_only=True, frozen=True):
+    """Tell ``node`` to delete the staged output it kept for a chunk attempt."""
+
+    node: str
+    job_id: str
+    chunk: int
+    attempt: int
 
 
 class Notification(msgspec.Struct, kw_only=True, frozen=True):
@@ -136,9 +159,12 @@ class Changes:
     jobs: set[str] = field(default_factory=set)
     chunks: set[tuple[str, int]] = field(default_factory=set)
     nodes: set[str] = field(default_factory=set)
+    # Nodes whose live readings changed (heartbeat, online): for consoles, not the store.
+    readings: set[str] = field(default_factory=set)
     removed: set[str] = field(default_factory=set)
     assignments: list[Assignment] = field(default_factory=list)
     kills: list[Kill] = field(default_factory=list)
+    discards: list[Discard] = field(default_factory=list)
     events: list[EventView] = field(default_factory=list)
     notifications: list[Notification] = field(default_factory=list)
     # (job_id, frames, new frame state) for the consoles' frame grids.
@@ -151,9 +177,11 @@ class Changes:
         self.jobs |= other.jobs
         self.chunks |= other.chunks
         self.nodes |= other.nodes
+        self.readings |= other.readings
         self.removed |= other.removed
         self.assignments += other.assignments
         self.kills += other.kills
+        self.discards += other.discards
         self.events += other.events
         self.notifications += other.notifications
         self.frames += other.frames
@@ -170,9 +198,11 @@ class Changes:
             self.jobs
             or self.chunks
             or self.nodes
+            or self.readings
             or self.removed
             or self.assignments
             or self.kills
+            or self.discards
             or self.events
             or self.notifications
             or self.frames

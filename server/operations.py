@@ -1,12 +1,17 @@
 """What a REST request or a console request may do, checked once for both.
 
 Each function checks the principal's rights, validates what the scheduler
-does not (paths, URLs), calls the scheduler through ``Leader.run`` and turns
-refusals into ``RequestError`` with the right status. Nothing changes when
-one is raised.
+does not (paths, URLs), calls the scheduler through ``write`` (``Leader.run``)
+and turns refusals into ``RequestError`` with the right status. Nothing
+changes when one is raised: a change the store could not save (a full disk)
+is undone by the leader and answered here, once for every write, with 503
+``Unavailable``.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
 
 from farmtui.frames import OutputPatternError, check_output_pattern
 from farmtui.protocol import (
@@ -20,9 +25,17 @@ from farmtui.protocol import (
     NodeView,
 )
 from server.auth import Principal, require_admin, require_control
-from server.errors import BadRequest, Conflict, Forbidden, NotFound
+from server.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    RequestError,
+    StoreError,
+    Unavailable,
+)
 from server.leader import Leader
-from server.model import Job
+from server.model import Changes, Job
 from server.scheduler import SchedulerError
 
 
@@ -38,10 +51,42 @@ def check_webhook(url: str | None) -> None:
         raise BadRequest(f"webhook {url!r} must be an http:// or https:// URL")
 
 
-def submit(leader: Leader, principal: Principal, spec: JobSpec) -> JobView:
+def write(leader: Leader, step: Callable[[float], Changes], refused: type[RequestError]) -> Changes:
+    """``leader.run(step)``: the scheduler's refusal becomes ``refused``, a failed save 503.
+
+    The leader has already undone a change it could not save (see ``Leader.commit``).
+    """
+    try:
+        return leader.run(step)
+    except SchedulerError as exc:
+        raise refused(str(exc)) from None
+    except StoreError as exc:
+        raise Unavailable(str(exc)) from None
+
+
+class Submitted(NamedTuple):
+    """The job, and whether this request made it (False: its idempotency key had)."""
+
+    view: JobView
+    created: bool
+
+
+def submit(
+    leader: Leader, principal: Principal, spec: JobSpec, key: str | None = None
+) -> Submitted:
+    """Add a job; with the ``key`` of an earlier submit of the owner's, return that job instead.
+
+    The key is stored with the job in the same commit, so a client that lost
+    the answer (a dropped connection, a leader restart) can send the same
+    request again and never gets two jobs.
+    """
     if principal.role not in ("user", "admin"):
         raise Forbidden(f"role {principal.role} may not submit jobs")
     owner = spec.owner if (principal.is_admin and spec.owner) else principal.name
+    if key is not None:
+        earlier = leader.scheduler.job_for_key(owner, key)
+        if earlier is not None and leader.job(earlier) is not None:
+            return Submitted(leader.scheduler.job_view(earlier), created=False)
     if spec.output is not None:
         try:
             check_output_pattern(spec.output)
@@ -49,11 +94,10 @@ def submit(leader: Leader, principal: Principal, spec: JobSpec) -> JobView:
             raise BadRequest(str(exc)) from None
     check_webhook(spec.webhook)
     job_id = leader.new_job_id()
-    try:
-        leader.run(lambda now: leader.scheduler.submit(job_id, spec, owner, now))
-    except SchedulerError as exc:
-        raise BadRequest(str(exc)) from None
-    return leader.scheduler.job_view(job_id)
+    write(
+        leader, lambda now: leader.scheduler.submit(job_id, spec, owner, now, key=key), BadRequest
+    )
+    return Submitted(leader.scheduler.job_view(job_id), created=True)
 
 
 def job_action(
@@ -65,12 +109,9 @@ def job_action(
     ids = list(dict.fromkeys(job_ids))
     for job_id in ids:
         require_control(principal, job_or_404(leader, job_id))
-    try:
-        changes = leader.run(
-            lambda now: leader.scheduler.job_action(ids, action, principal.name, now)
-        )
-    except SchedulerError as exc:
-        raise Conflict(str(exc)) from None
+    changes = write(
+        leader, lambda now: leader.scheduler.job_action(ids, action, principal.name, now), Conflict
+    )
     removed = [job_id for job_id in ids if job_id in changes.removed or leader.job(job_id) is None]
     views = [leader.scheduler.job_view(job_id) for job_id in ids if leader.job(job_id) is not None]
     return views, removed
@@ -87,22 +128,22 @@ def chunk_action(
     unknown = [index for index in chunks if index not in known]
     if unknown:
         raise NotFound(f"job {job_id} has no chunk {', '.join(map(str, unknown))}")
-    try:
-        leader.run(
-            lambda now: leader.scheduler.chunk_action(job_id, chunks, action, principal.name, now)
-        )
-    except SchedulerError as exc:
-        raise Conflict(str(exc)) from None
+    write(
+        leader,
+        lambda now: leader.scheduler.chunk_action(job_id, chunks, action, principal.name, now),
+        Conflict,
+    )
     return leader.scheduler.job_detail(job_id)
 
 
 def set_priority(leader: Leader, principal: Principal, job_id: str, priority: int) -> JobView:
     require_admin(principal, "change priority")
     job_or_404(leader, job_id)
-    try:
-        leader.run(lambda now: leader.scheduler.set_priority(job_id, priority, principal.name, now))
-    except SchedulerError as exc:
-        raise BadRequest(str(exc)) from None
+    write(
+        leader,
+        lambda now: leader.scheduler.set_priority(job_id, priority, principal.name, now),
+        BadRequest,
+    )
     return leader.scheduler.job_view(job_id)
 
 
@@ -118,10 +159,11 @@ def move(
     require_control(principal, job)
     if before is not None:
         job_or_404(leader, before)
-    try:
-        leader.run(lambda now: leader.scheduler.move(job_id, where, before, principal.name, now))
-    except SchedulerError as exc:
-        raise Conflict(str(exc)) from None
+    write(
+        leader,
+        lambda now: leader.scheduler.move(job_id, where, before, principal.name, now),
+        Conflict,
+    )
     priority = leader.scheduler.jobs[job_id].priority
     return [
         view
@@ -133,10 +175,11 @@ def move(
 def patch(leader: Leader, principal: Principal, job_id: str, changes: JobPatch) -> JobView:
     require_control(principal, job_or_404(leader, job_id))
     check_webhook(changes.webhook)
-    try:
-        leader.run(lambda now: leader.scheduler.patch(job_id, changes, principal.name, now))
-    except SchedulerError as exc:
-        raise BadRequest(str(exc)) from None
+    write(
+        leader,
+        lambda now: leader.scheduler.patch(job_id, changes, principal.name, now),
+        BadRequest,
+    )
     return leader.scheduler.job_view(job_id)
 
 
@@ -144,12 +187,11 @@ def set_node_enabled(leader: Leader, principal: Principal, node: str, enabled: b
     require_admin(principal, "enable or disable nodes")
     if node not in leader.scheduler.nodes:
         raise NotFound(f"unknown node {node}")
-    try:
-        leader.run(
-            lambda now: leader.scheduler.set_node_enabled(node, enabled, principal.name, now)
-        )
-    except SchedulerError as exc:
-        raise Conflict(str(exc)) from None
+    write(
+        leader,
+        lambda now: leader.scheduler.set_node_enabled(node, enabled, principal.name, now),
+        Conflict,
+    )
     view = leader.node_view(node)
     if view is None:
         raise NotFound(f"unknown node {node}")
@@ -158,4 +200,7 @@ def set_node_enabled(leader: Leader, principal: Principal, node: str, enabled: b
 
 def create_token(leader: Leader, principal: Principal, role: str, name: str) -> str:
     require_admin(principal, "create tokens")
-    return leader.tokens.create(role, name)
+    try:
+        return leader.tokens.create(role, name)
+    except StoreError as exc:
+        raise Unavailable(str(exc)) from None

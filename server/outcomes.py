@@ -88,6 +88,10 @@ def fail(
     Also counts against the node: enough errors block it for this job.
     """
     reason = report.reason or f"exit status {report.exit_status}"
+    if report.kept_staged:
+        # Rendered, but the copy to the sync root failed: retry sync copies it from there.
+        chunk.staged_on = node
+        chunk.staged_attempt = chunk.attempt
     end_attempt(chunk, now, outcome, reason, report.exit_status)
     take_off_node(chunk, nodes, changes, now, outcome, reason, kill=False)
     chunk.errors += 1
@@ -127,13 +131,14 @@ def preempt(
     now: float,
     outcome: str,
     reason: str,
-    kill: bool = False,
+    lost: bool = False,
 ) -> None:
     """The farm took the chunk away (node lost, restart): requeue it, no retry used.
 
-    With ``kill`` the node is also told to stop it, in case it is still there.
+    ``lost``: the node is lost and its lease expired; it is also told to stop
+    the chunk, in case it is still there.
     """
-    take_off_node(chunk, nodes, changes, now, outcome, reason, kill=kill)
+    take_off_node(chunk, nodes, changes, now, outcome, reason, kill=False, lost=lost)
     attempt = chunk.attempt
     set_chunk_state(chunk, "preempted", changes)
     changes.event(

@@ -55,8 +55,10 @@ from server.scheduler_config import SchedulerConfig, SchedulerError
 from server.submission import build_chunks, validate, validate_patch, with_command
 from server.timeouts import chunk_timeouts
 from server.transitions import (
+    discard_staged,
     refresh_job,
     set_chunk_state,
+    settle_stopped,
 )
 
 __all__ = ["Scheduler", "SchedulerConfig", "SchedulerError"]
@@ -69,32 +71,41 @@ class Scheduler:
         self.nodes: dict[str, Node] = {}
         # Dispatch ranks of active jobs; None when the order may have changed.
         self._positions: dict[str, int] | None = None
+        # (owner, idempotency key) -> job id.
+        self.submit_keys: dict[tuple[str, str], str] = {}
 
     # --- loading (leader start-up) -------------------------------------------
     def load(self, jobs: list[Job], nodes: list[Node], now: float) -> Changes:
         """Adopt the store's picture after a restart.
 
-        Chunks that were assigned are requeued without using a retry (the leader
-        restarted, the farm's fault) unless their node reconnects reporting them
-        running (see ``node_connected``). All nodes start offline.
-
-        Assigned chunks stay assigned for now: their nodes start offline with
-        ``last_seen=now``, so ``tick`` declares them lost (and the chunks
-        preempted) if they do not reconnect within ``node_timeout``.
+        All nodes start offline with ``last_seen=now``. Each keeps the slots
+        its attempts held (running, or told to stop and not yet confirmed
+        dead): a node that reconnects settles them (``node_connected``), one
+        that does not is declared lost after ``node_timeout`` (``tick``), by
+        which time its lease has expired and its supervisors killed the trees.
         """
         changes = Changes()
-        self.jobs = {job.id: job for job in jobs}
+        self.jobs = {}
         self.nodes = {}
         self._positions = None
+        self.submit_keys = {}
         for node in nodes:
             node.online = False
             node.last_seen = now
-            node.running = set()
             self.nodes[node.name] = node
         for job in jobs:
-            job.chunks.sort(key=lambda c: c.index)
+            self._adopt(job)
+        for job in jobs:
             orphaned = False
             for chunk in job.chunks:
+                if chunk.stopping_node is not None:
+                    holder = self.nodes.get(chunk.stopping_node)
+                    if holder is None:  # a node the store no longer knows: nothing to fence
+                        chunk.stopping_node = None
+                        chunk.stopping_attempt = 0
+                        changes.chunks.add((job.id, chunk.index))
+                    else:
+                        holder.running.add((job.id, chunk.index, chunk.stopping_attempt))
                 if chunk.state != "assigned":
                     continue
                 owner = self.nodes.get(chunk.node) if chunk.node is not None else None
@@ -109,11 +120,42 @@ class Scheduler:
                 refresh_job(job, changes, now)
         return changes
 
+    def reload(self, jobs: list[Job], nodes: list[Node], now: float) -> None:
+        """Go back to what the store holds after a commit failed (nothing else changed).
+
+        Jobs and the nodes' durable fields come from the store; whether a node
+        is connected, when it was last heard from and its readings are the
+        live links' business and stay as they are.
+        """
+        live = self.nodes
+        self.load(jobs, nodes, now)
+        for name, node in self.nodes.items():
+            before = live.get(name)
+            if before is not None:
+                node.online = before.online
+                node.last_seen = before.last_seen
+                node.cpu_percent = before.cpu_percent
+                node.memory_percent = before.memory_percent
+
+    def _adopt(self, job: Job) -> None:
+        job.chunks.sort(key=lambda c: c.index)
+        self.jobs[job.id] = job
+        if job.submit_key is not None:
+            self.submit_keys[(job.owner, job.submit_key)] = job.id
+
+    def job_for_key(self, owner: str, key: str) -> str | None:
+        """The job ``owner`` submitted with idempotency key ``key``, if it still exists."""
+        job_id = self.submit_keys.get((owner, key))
+        return job_id if job_id is not None and job_id in self.jobs else None
+
     # --- submission ------------------------------------------------------------
-    def submit(self, job_id: str, spec: JobSpec, owner: str, now: float) -> Changes:
+    def submit(
+        self, job_id: str, spec: JobSpec, owner: str, now: float, key: str | None = None
+    ) -> Changes:
         """Validate and add a job (chunks, scout chunks, pre/post chunks).
 
-        SchedulerError (and no change) on bad input.
+        SchedulerError (and no change) on bad input. ``key`` is the submitter's
+        idempotency key (see ``job_for_key``).
         """
         frames = validate(job_id, spec, self.jobs)
         spec = with_command(spec)
@@ -126,9 +168,10 @@ class Scheduler:
             priority=spec.priority,
             queue_key=dispatch_order.next_key(self.jobs.values()),
             created=now,
+            submit_key=key,
         )
         job.chunks = build_chunks(job_id, spec, frames)
-        self.jobs[job_id] = job
+        self._adopt(job)
         changes = Changes()
         changes.jobs.add(job_id)
         changes.chunks.update((job_id, c.index) for c in job.chunks)
@@ -145,11 +188,18 @@ class Scheduler:
 
     # --- nodes -----------------------------------------------------------------
     def node_connected(self, hello: AgentHello, now: float) -> tuple[Changes, list[ChunkRef]]:
-        """A node (re)registered. Returns the chunks it reports running that it must kill.
+        """A node (re)registered. Returns the attempts it runs that it must kill.
 
-        A reported chunk is kept when it is assigned to this node with that
-        attempt; chunks assigned to the node that it does not report were lost
-        (preempted, no retry used).
+        Every attempt that holds a slot here is settled against what the agent
+        says it still runs and what it finished without an acknowledgement yet:
+
+        - running, and still the chunk's current attempt here: it goes on;
+        - running, but not wanted any more (told to stop, or unknown): it keeps
+          its slot and is killed again (a kill sent while the link was down is lost);
+        - finished but not acknowledged: it keeps its slot; the report follows
+          from the agent's outbox and is credited then, never rendered again;
+        - neither: the agent no longer has it (restarted without its state).
+          A current attempt is preempted (no retry used); a stopping one is over.
         """
         changes = Changes()
         node = self.nodes.get(hello.name)
@@ -165,34 +215,31 @@ class Scheduler:
         node.last_seen = now
         changes.nodes.add(node.name)
         stale: list[ChunkRef] = []
-        reported: set[tuple[str, int, int]] = set()
+        running = {(ref.job_id, ref.chunk, ref.attempt) for ref in hello.running}
+        reported = running | {(ref.job_id, ref.chunk, ref.attempt) for ref in hello.finished}
         for ref in hello.running:
-            chunk = self._chunk(ref.job_id, ref.chunk)
-            if (
-                chunk is not None
-                and chunk.state == "assigned"
-                and chunk.node == node.name
-                and chunk.attempt == ref.attempt
-            ):
-                key = (ref.job_id, ref.chunk, ref.attempt)
+            key = (ref.job_id, ref.chunk, ref.attempt)
+            if not self._is_current(node.name, key):
+                # Unwanted: it holds a slot until the agent confirms it is dead.
                 node.running.add(key)
-                reported.add(key)
-            else:
                 stale.append(ref)
-        for job_id, index, _attempt in sorted(node.running - reported):
-            job = self.jobs[job_id]
-            outcomes.preempt(
-                job,
-                job.chunks[index],
-                self.nodes,
-                changes,
-                now,
-                "lost",
-                "node came back without it",
-            )
-            refresh_job(job, changes, now)
+        for key in sorted(node.running - reported):
+            job_id, index, attempt = key
+            chunk = self._chunk(job_id, index)
+            if chunk is not None and self._is_current(node.name, key):
+                job = self.jobs[job_id]
+                outcomes.preempt(
+                    job, chunk, self.nodes, changes, now, "lost", "node came back without it"
+                )
+                refresh_job(job, changes, now)
+            else:
+                settle_stopped(node, key, chunk, changes)
         changes.event(now, "info", f"node {node.name} connected ({node.slots} slots)", None, None)
         return changes, stale
+
+    def _is_current(self, node: str, key: tuple[str, int, int]) -> bool:
+        """Whether ``key`` is its chunk's current attempt, assigned to ``node``."""
+        return self._live(node, *key) is not None
 
     def node_heartbeat(self, name: str, cpu: float, memory: float, now: float) -> Changes:
         changes = Changes()
@@ -203,7 +250,8 @@ class Scheduler:
         node.memory_percent = memory
         node.last_seen = now
         node.online = True
-        changes.nodes.add(name)
+        # Live readings only: a heartbeat commits nothing.
+        changes.readings.add(name)
         return changes
 
     def node_disconnected(self, name: str, now: float) -> Changes:
@@ -223,8 +271,10 @@ class Scheduler:
         return changes
 
     def node_lost(self, name: str, now: float) -> Changes:
-        """Link gone or heartbeats stopped: its chunks become preempted and requeue.
+        """Heartbeats stopped for ``node_timeout``: its chunks become preempted and requeue.
 
+        By now the node's lease has expired, so its supervisors have killed
+        every tree it ran: each slot is free and each chunk may run elsewhere.
         No retry is used: the farm lost them, the job did nothing wrong.
         """
         changes = Changes()
@@ -234,18 +284,18 @@ class Scheduler:
         node.online = False
         changes.nodes.add(name)
         lost = 0
-        for job_id, index, attempt in sorted(node.running):
-            job = self.jobs.get(job_id)
-            if job is None or index >= len(job.chunks):
-                continue
-            chunk = job.chunks[index]
-            if chunk.state != "assigned" or chunk.attempt != attempt or chunk.node != name:
-                continue
-            outcomes.preempt(
-                job, chunk, self.nodes, changes, now, "lost", f"node {name} lost", kill=True
-            )
-            refresh_job(job, changes, now)
-            lost += 1
+        for key in sorted(node.running):
+            job_id, index, _attempt = key
+            chunk = self._chunk(job_id, index)
+            if chunk is not None and self._is_current(name, key):
+                job = self.jobs[job_id]
+                outcomes.preempt(
+                    job, chunk, self.nodes, changes, now, "lost", f"node {name} lost", lost=True
+                )
+                refresh_job(job, changes, now)
+                lost += 1
+            else:
+                settle_stopped(node, key, chunk, changes)
         node.running = set()
         changes.event(now, "warn", f"node {name} lost ({lost} chunks requeued)", None, None)
         return changes
@@ -292,9 +342,16 @@ class Scheduler:
                     break
                 if chunk.state not in PENDING or not gate_open(job, g, chunk):
                     continue
+                if chunk.stopping_node is not None:
+                    continue  # its previous attempt may still be alive
                 if chunk.state == "waiting-retry" and (chunk.retry_at or 0.0) > now:
                     continue
-                node = self._pick_node(job, free, now)
+                if chunk.staged_on is not None and self._syncable(chunk):
+                    if chunk.staged_on not in free:
+                        continue  # wait for the node that holds its staged output
+                    node: str | None = chunk.staged_on
+                else:
+                    node = self._pick_node(job, free, now)
                 if node is None:
                     break
                 self._assign(job, chunk, node, changes, now)
@@ -318,7 +375,19 @@ class Scheduler:
                 best = name
         return best
 
+    def _syncable(self, chunk: Chunk) -> bool:
+        """Whether the node holding the chunk's staged output can copy it again now."""
+        holder = self.nodes.get(chunk.staged_on or "")
+        return holder is not None and holder.online and holder.enabled
+
     def _assign(self, job: Job, chunk: Chunk, node: str, changes: Changes, now: float) -> None:
+        sync_from = 0
+        if chunk.staged_on == node:
+            sync_from = chunk.staged_attempt
+        elif chunk.staged_on is not None:
+            discard_staged(chunk, changes)
+        chunk.staged_on = None
+        chunk.staged_attempt = 0
         chunk.attempt += 1
         chunk.staged = set()
         chunk.done = set()
@@ -333,10 +402,13 @@ class Scheduler:
         if job.started is None:
             job.started = now
         message = build_assignment(job, chunk, chunk_timeouts(job, chunk, self.config))
+        if sync_from:
+            message = msgspec.structs.replace(message, sync_from=sync_from)
         changes.assignments.append(Assignment(node=node, message=message))
-        changes.event(
-            now, "info", f"chunk {chunk.index} attempt {chunk.attempt} -> {node}", job.id, None
-        )
+        text = f"chunk {chunk.index} attempt {chunk.attempt} -> {node}"
+        if sync_from:
+            text += f" (copies the output staged by attempt {sync_from}, no render)"
+        changes.event(now, "info", text, job.id, None)
 
     def _dependencies_done(self, job: Job) -> bool:
         return all(self.jobs[dep].state == "done" for dep in job.spec.after if dep in self.jobs)
@@ -432,10 +504,25 @@ class Scheduler:
         return changes
 
     def chunk_finished(self, node: str, report: ChunkFinished, now: float) -> Changes:
-        """Success, failure with retry/backoff/blocklist, or the job's on_timeout response."""
+        """Success, failure with retry/backoff/blocklist, or the job's on_timeout response.
+
+        A report about an attempt that is no longer current still says its tree
+        is gone: the slot it held is freed, and its chunk may start again.
+        """
         changes = Changes()
         live = self._live(node, report.job_id, report.chunk, report.attempt)
         if live is None:
+            holder = self.nodes.get(node)
+            key = (report.job_id, report.chunk, report.attempt)
+            chunk = self._chunk(report.job_id, report.chunk)
+            if holder is not None and settle_stopped(holder, key, chunk, changes):
+                changes.event(
+                    now,
+                    "info",
+                    f"chunk {report.chunk} attempt {report.attempt} stopped on {node}",
+                    report.job_id if report.job_id in self.jobs else None,
+                    None,
+                )
             return changes
         job, chunk = live
         label = f"chunk {chunk.index} attempt {chunk.attempt} on {node}"
@@ -564,13 +651,20 @@ class Scheduler:
         return changes
 
     # --- time ------------------------------------------------------------------
-    def tick(self, now: float) -> Changes:
+    def tick(self, now: float, stalled: float = 0.0) -> Changes:
         """Periodic: lost nodes and expired blocks.
+
+        ``stalled``: seconds the leader itself could not run (its event loop
+        was blocked) since the last tick. Heartbeats that arrived meanwhile are
+        still unread, so that time is not held against any node.
 
         (Auto timeouts reach running chunks from ``chunk_finished``, the moment
         the sample is big enough; see ``Changes.timeout_updates``.)
         """
         changes = Changes()
+        if stalled > 0:
+            for node in self.nodes.values():
+                node.last_seen = min(now, node.last_seen + stalled)
         for node in list(self.nodes.values()):
             silent = now - node.last_seen > self.config.node_timeout
             if silent and (node.online or node.running):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import msgspec
 
+LEASE_FRACTION = 0.6
+
 
 class SchedulerError(ValueError):
     """A request the farm refuses (unknown job, move across groups ...): one-line message."""
@@ -30,3 +32,14 @@ class SchedulerConfig(msgspec.Struct, kw_only=True):
     auto_multiplier: float = 2.0
     # Seconds without a heartbeat after which a node is lost.
     node_timeout: float = 15.0
+
+    @property
+    def agent_lease(self) -> float:
+        """How long one renewal of an agent's lease lasts (``LEASE_FRACTION`` of node_timeout).
+
+        A chunk's supervisor kills its tree when the lease runs out; the leader
+        moves the chunk only after ``node_timeout`` of silence. The rest of
+        node_timeout (6 s by default) is the margin for that kill (SIGTERM, at
+        most half a second of grace, SIGKILL) and for timers that drift.
+        """
+        return LEASE_FRACTION * self.node_timeout

@@ -11,14 +11,20 @@ process (the OS has the bytes) and keeps the database consistent on a power
 cut, where only the last moments may be lost. It keeps a commit well under a
 millisecond, so the store runs on the event loop thread. ``synchronous="full"``
 in leader.toml fsyncs every commit for those who prefer that.
+
+A commit that fails (the disk is full, an I/O error) leaves the database as it
+was and raises ``StoreError`` with one line for the client. SQLite rolls a
+transaction back by itself on some of those errors, so we roll back only when
+a transaction is still open: a ``ROLLBACK`` that fails must not hide the cause.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Literal, NamedTuple
 
@@ -61,6 +67,11 @@ MIGRATIONS: list[str] = [
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
+DISK_FULL = "the leader's disk is full: nothing was changed"
+# A full disk shows up as SQLITE_FULL, or as an I/O error from a write that found
+# no room (the WAL, its shared-memory index, a journal), depending on where it hit.
+_DISK_FULL_CODES = frozenset({sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR})
+
 _encoder = msgspec.json.Encoder()
 _job_decoder = msgspec.json.Decoder(Job)
 _chunk_decoder = msgspec.json.Decoder(Chunk)
@@ -84,8 +95,9 @@ def encode_chunk(chunk: Chunk) -> str:
 
 
 def encode_node(node: Node) -> str:
-    # Online state and running chunks are the live link's business, not the disk's.
-    return _encoder.encode(dataclasses.replace(node, online=False, running=set())).decode()
+    # Online state is the live link's business, not the disk's. The attempts
+    # holding its slots are kept: a restarted leader must still fence them.
+    return _encoder.encode(dataclasses.replace(node, online=False)).decode()
 
 
 class Store:
@@ -129,22 +141,29 @@ class Store:
 
     # --- the farm ---------------------------------------------------------------
     def load(self) -> tuple[list[Job], list[Node]]:
-        """Every job (with its chunks, in index order) and every node."""
+        """Every job (with its chunks, in index order) and every node; StoreError if unreadable."""
         jobs: dict[str, Job] = {}
-        for (data,) in self.db.execute("SELECT data FROM jobs"):
-            job = _job_decoder.decode(data)
-            jobs[job.id] = job
-        for job_id, data in self.db.execute("SELECT job_id, data FROM chunks ORDER BY job_id, idx"):
-            owner = jobs.get(job_id)
-            if owner is not None:
-                owner.chunks.append(_chunk_decoder.decode(data))
-        nodes = [
-            _node_decoder.decode(data) for (data,) in self.db.execute("SELECT data FROM nodes")
-        ]
+        try:
+            for (data,) in self.db.execute("SELECT data FROM jobs"):
+                job = _job_decoder.decode(data)
+                jobs[job.id] = job
+            chunks = self.db.execute("SELECT job_id, data FROM chunks ORDER BY job_id, idx")
+            for job_id, data in chunks:
+                owner = jobs.get(job_id)
+                if owner is not None:
+                    owner.chunks.append(_chunk_decoder.decode(data))
+            nodes = [
+                _node_decoder.decode(data) for (data,) in self.db.execute("SELECT data FROM nodes")
+            ]
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read {self.path}: {exc}", str(exc)) from None
         return list(jobs.values()), nodes
 
     def save(self, changes: Changes, scheduler: Scheduler) -> None:
-        """Persist every job, chunk and node ``changes`` names, and the removals, in one commit."""
+        """Persist every job, chunk and node ``changes`` names, and the removals, in one commit.
+
+        StoreError (and nothing written) when the commit fails.
+        """
         if not (changes.jobs or changes.chunks or changes.nodes or changes.removed):
             return
         jobs = scheduler.jobs
@@ -178,8 +197,7 @@ class Store:
             if name in scheduler.nodes
         ]
         db = self.db
-        db.execute("BEGIN")
-        try:
+        with _transaction(db):
             if deleted:
                 gone = [(job_id,) for job_id in deleted]
                 db.executemany("DELETE FROM chunks WHERE job_id = ?", gone)
@@ -192,10 +210,6 @@ class Store:
                 )
             if node_rows:
                 db.executemany("INSERT OR REPLACE INTO nodes (name, data) VALUES (?, ?)", node_rows)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         self._persisted -= deleted
         self._persisted.update(job_id for job_id, _ in job_rows)
         self.commits += 1
@@ -243,14 +257,44 @@ def _statements(script: str) -> Iterable[str]:
     return (s.strip() for s in script.split(";") if s.strip())
 
 
-class _transaction:
-    """``BEGIN``/``COMMIT`` (``ROLLBACK`` on error) on an autocommit connection."""
+@contextlib.contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """``BEGIN``/``COMMIT`` on an autocommit connection; on error, roll back and raise.
 
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
+    A failed statement or ``COMMIT`` becomes ``StoreError``; the database is as before.
+    """
+    try:
+        # Left open by a ROLLBACK that failed last time: without this, every later BEGIN fails.
+        _roll_back(db)
+        db.execute("BEGIN")
+        yield
+        db.execute("COMMIT")
+    except sqlite3.Error as exc:
+        _roll_back(db)
+        raise save_error(exc) from None
+    except BaseException:
+        _roll_back(db)
+        raise
 
-    def __enter__(self) -> None:
-        self.db.execute("BEGIN")
 
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self.db.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+def _roll_back(db: sqlite3.Connection) -> None:
+    """Roll back what is still open; SQLite has already done it after SQLITE_FULL and friends."""
+    if not db.in_transaction:
+        return
+    # The error being raised says why the transaction failed; a failed ROLLBACK must not
+    # replace it. The next transaction tries the ROLLBACK again.
+    with contextlib.suppress(sqlite3.Error):
+        db.execute("ROLLBACK")
+
+
+def save_error(exc: sqlite3.Error) -> StoreError:
+    """The one line a client sees for a failed write, with SQLite's reason as the detail."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    name = getattr(exc, "sqlite_errorname", None) or type(exc).__name__
+    reason = " ".join(str(exc).split())[:120] or name
+    detail = f"{name}: {reason}"
+    # Extended codes keep the primary code in their low byte (SQLITE_IOERR_WRITE = IOERR | 3<<8).
+    if code is not None and (code & 0xFF) in _DISK_FULL_CODES:
+        return StoreError(DISK_FULL, detail)
+    message = f"the leader could not save the change ({reason}): nothing was changed"
+    return StoreError(message, detail)

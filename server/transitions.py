@@ -11,7 +11,7 @@ from __future__ import annotations
 from farmtui.protocol import ChunkState, JobState, Level
 from server.frame_states import tracking
 from server.job_progress import derive_state
-from server.model import Changes, Chunk, Job, Kill, Node, Notification
+from server.model import Changes, Chunk, Discard, Job, Kill, Node, Notification
 
 # Job states an operator sets and only an operator lifts.
 STICKY: frozenset[str] = frozenset({"paused", "holding", "cancelled"})
@@ -58,14 +58,22 @@ def take_off_node(
     outcome: str,
     reason: str,
     kill: bool,
+    *,
+    lost: bool = False,
 ) -> None:
-    """End an assigned chunk's attempt and free its slot; with ``kill`` tell the node to stop it.
+    """End an assigned chunk's attempt; the caller sets the chunk's next state.
 
-    The caller sets the chunk's next state.
+    - ``kill``: tell the node to stop the tree. The attempt keeps its slot and
+      fences the chunk (``stopping_node``) until the node confirms the tree is
+      gone (``settle_stopped``) or the node is lost.
+    - ``lost``: the node is lost and its lease has certainly expired, so its
+      supervisor has killed the tree: the slot is free (a kill still goes out,
+      in case its link is half alive).
+    - neither: the node reported the attempt over, so the slot is free.
     """
     if chunk.state != "assigned":
         return
-    if kill and chunk.node is not None:
+    if (kill or lost) and chunk.node is not None:
         changes.kills.append(
             Kill(
                 node=chunk.node,
@@ -76,8 +84,48 @@ def take_off_node(
             )
         )
     end_attempt(chunk, now, outcome, reason)
-    release(nodes, chunk, changes)
+    if kill and not lost and chunk.node is not None:
+        chunk.stopping_node = chunk.node
+        chunk.stopping_attempt = chunk.attempt
+        changes.chunks.add((chunk.job_id, chunk.index))
+    else:
+        release(nodes, chunk, changes)
     chunk.finished = now
+
+
+def settle_stopped(
+    node: Node, key: tuple[str, int, int], chunk: Chunk | None, changes: Changes
+) -> bool:
+    """An attempt that held a slot on ``node`` is gone: free the slot and lift the fence.
+
+    True when the key held a slot there.
+    """
+    held = key in node.running
+    node.running.discard(key)
+    if held:
+        changes.nodes.add(node.name)
+    if chunk is not None and chunk.stopping_node == node.name and chunk.stopping_attempt == key[2]:
+        chunk.stopping_node = None
+        chunk.stopping_attempt = 0
+        changes.chunks.add((chunk.job_id, chunk.index))
+    return held
+
+
+def discard_staged(chunk: Chunk, changes: Changes) -> None:
+    """Nobody will copy the staged output a node kept for the chunk: tell it to delete it."""
+    if chunk.staged_on is None:
+        return
+    changes.discards.append(
+        Discard(
+            node=chunk.staged_on,
+            job_id=chunk.job_id,
+            chunk=chunk.index,
+            attempt=chunk.staged_attempt,
+        )
+    )
+    chunk.staged_on = None
+    chunk.staged_attempt = 0
+    changes.chunks.add((chunk.job_id, chunk.index))
 
 
 def set_chunk_state(chunk: Chunk, state: ChunkState, changes: Changes) -> None:

@@ -42,6 +42,7 @@ def chunk_view(chunk: Chunk) -> ChunkView:
         started=chunk.started,
         finished=chunk.finished,
         attempts=[attempt_view(a) for a in chunk.attempts],
+        stopping_on=chunk.stopping_node,
     )
 
 

@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from agent.staging import UploadToLeader
-from agent.supervisor import Storage
+from agent.staging import Fence, UploadToLeader
+from agent.supervisor import KEPT_MARK, Storage
 from farmtui.protocol import (
     AssignChunk,
     ChunkProgress,
@@ -77,7 +77,7 @@ async def test_non_zero_exit_fails_and_nothing_is_copied(farm: Any, demo_chunk: 
     assert not (farm.staging / "job1").exists(), "a failed attempt leaves no staging behind"
 
 
-async def test_without_staging_frames_land_in_the_sync_root_as_they_appear(
+async def test_without_staging_frames_are_renamed_into_place_when_the_chunk_succeeds(
     farm: Any, demo_chunk: Chunk
 ) -> None:
     farm.supervisor.assign(demo_chunk([4, 5], staging=False))
@@ -85,10 +85,25 @@ async def test_without_staging_frames_land_in_the_sync_root_as_they_appear(
 
     assert finished.outcome == "done", finished.reason
     written = farm.recorder.of(FramesWritten)
+    assert _frames(written, staged=True) == [4, 5]
     assert _frames(written, staged=False) == [4, 5]
-    assert _frames(written, staged=True) == []
+    # The renderer writes into a folder of its own attempt inside the output folder.
+    partial = farm.sync_root / "renders/shot/.farmtui-job1.1.1"
     started = farm.recorder.of(ChunkStarted)[0]
-    assert f"{farm.sync_root}/renders/shot/frame_####.png" in started.command
+    assert f"{partial}/frame_####.png" in started.command
+    for frame in (4, 5):
+        assert (farm.sync_root / f"renders/shot/frame_{frame:04d}.png").stat().st_size > 0
+    assert not partial.exists()
+
+
+async def test_without_staging_a_failed_chunk_leaves_nothing_in_place(
+    farm: Any, demo_chunk: Chunk
+) -> None:
+    farm.supervisor.assign(demo_chunk([4, 5], staging=False, extra=["--skip-write", "5"]))
+    finished = await farm.finish()
+
+    assert finished.outcome == "failed"
+    assert list((farm.sync_root / "renders/shot").iterdir()) == []
 
 
 @pytest.mark.parametrize(
@@ -218,7 +233,7 @@ async def test_a_failed_copy_fails_the_chunk_and_keeps_the_staged_files(
     farm: Any, demo_chunk: Chunk
 ) -> None:
     class Broken:
-        async def deliver(self, relative: str, source: Path) -> None:
+        async def deliver(self, relative: str, source: Path, fence: Fence) -> None:
             raise OSError("disk full")
 
     farm.supervisor.storage = Storage(sync_root=farm.sync_root, delivery=Broken())
@@ -226,7 +241,9 @@ async def test_a_failed_copy_fails_the_chunk_and_keeps_the_staged_files(
     finished = await farm.finish()
     assert finished.outcome == "failed"
     assert finished.reason == "copy to the sync root failed: disk full"
+    assert finished.kept_staged, "the leader learns where a retry sync can copy from"
     assert (farm.staging / "job1/1.1/renders/shot/frame_0001.png").exists()
+    assert (farm.staging / "job1/1.1" / KEPT_MARK).exists()
 
 
 async def test_output_pattern_is_inferred_when_the_leader_sends_none(

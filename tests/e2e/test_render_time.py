@@ -437,8 +437,9 @@ def test_on_timeout_complete_counts_as_done_and_releases_dependants(
 ) -> None:
     farm.start().agents("node1", "node2")
     pids, stamp = tmp_path / "pids", tmp_path / "after.stamp"
+    # Long enough for the next `farm submit` to land while it runs, on a loaded machine too.
     sim = farm.submit(
-        "--name", "sim", "--timeout-max", "1s", "--on-timeout", "complete",
+        "--name", "sim", "--timeout-max", "3s", "--on-timeout", "complete",
         argv=farm.render("--hang", "--pids", str(pids)),
     )  # fmt: skip
     after = farm.submit(

@@ -36,16 +36,22 @@ def test_cancel_kills_every_in_flight_chunk_on_every_node(farm: Farm) -> None:
     assert sorted(k.node for k in changes.kills) == ["n1", "n2", "n3"]
     assert farm.state(job) == "cancelled"
     assert set(farm.chunk_states(job)) == {"cancelled"}
-    assert farm.running() == {"n1": [], "n2": [], "n3": []}
+    # Each killed attempt keeps its slot until its node confirms the tree is gone.
+    assert farm.running() == {"n1": [(job, 0)], "n2": [(job, 1)], "n3": [(job, 2)]}
     assert farm.dispatch().assignments == []
-    # The kill's report comes back from an attempt that is over: ignored.
-    assert not farm.finish(job, 0, "killed", node="n1", attempt=1)
+    # The kill's report frees the slot and changes nothing else.
+    farm.finish(job, 0, "killed", node="n1", attempt=1)
+    assert farm.running()["n1"] == []
+    assert set(farm.chunk_states(job)) == {"cancelled"}
     # Records are kept: attempts show they were killed, and the job can be requeued.
     assert farm.scheduler.job_detail(job).chunks[0].attempts[0].outcome == "killed"
     farm.scheduler.job_action([job], "requeue", "bob", farm.now)
     assert farm.state(job) == "queued"
+    assert [a.message.chunk for a in farm.dispatch().assignments] == [0]
+    farm.finish(job, 1, "killed", node="n2", attempt=1)
+    farm.finish(job, 2, "killed", node="n3", attempt=1)
     again = farm.dispatch().assignments
-    assert [a.message.attempt for a in again] == [2, 2, 2]
+    assert [(a.message.chunk, a.message.attempt) for a in again] == [(1, 2), (2, 2)]
 
 
 def test_delete_removes_the_job_and_kills_its_chunks(farm: Farm) -> None:
@@ -126,6 +132,9 @@ def test_complete_marks_the_job_done_by_hand_and_starts_dependants(farm: Farm) -
     assert len(changes.kills) == 1
     assert farm.state(job) == "done"
     assert [n.kind for n in changes.notifications] == ["done"]
+    # The node's one slot is held by the killed attempt until it is confirmed dead.
+    assert farm.dispatch().assignments == []
+    farm.finish(job, 0, "killed", node="n1", attempt=1)
     assert [a.message.job_id for a in farm.dispatch().assignments] == ["next"]
 
 
@@ -156,6 +165,10 @@ def test_chunk_retry_kills_the_running_attempt_and_queues_it_again(farm: Farm) -
     changes = farm.scheduler.chunk_action(job, [0], "retry", "bob", farm.now)
     assert [(k.node, k.chunk, k.attempt) for k in changes.kills] == [("n1", 0, 1)]
     assert farm.chunk_states(job)[0] == "queued"
+    # Never two attempts at once: the next starts once the node confirms the first is dead.
+    assert farm.dispatch().assignments == []
+    assert farm.scheduler.chunk_view(job, 0).stopping_on == "n1"
+    farm.finish(job, 0, "killed", node="n1", attempt=1)
     assert farm.dispatch().assignments[0].message.attempt == 2
 
 

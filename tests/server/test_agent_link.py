@@ -87,7 +87,7 @@ async def test_welcome_assign_report_ack_and_logs(leader: InProcessLeader) -> No
         assert welcome.node == "node1"
         assert welcome.sync_root == str(leader.root.resolve())
         assert welcome.root_id == (leader.root / ".farmtui-root").read_text().strip()
-        assert welcome.lease == leader.leader.config.node_timeout
+        assert welcome.lease == leader.leader.config.agent_lease
         assign = await agent.expect(AssignChunk)
         assert (assign.job_id, assign.chunk, assign.attempt) == (job_id, 0, 1)
         assert assign.log_path == f"jobs/{job_id}/chunk-0000.attempt-1.log"

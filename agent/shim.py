@@ -1,0 +1,439 @@
+"""One chunk's supervisor: owns the renderer's process tree and kills it when the agent goes.
+
+The agent runs it (see ``agent/shim_client.py``) as::
+
+    python -I -S shim.py --grace SECONDS --lease-until DEADLINE -- RENDERER ARGV...
+
+in a session of its own, with the renderer's working folder and environment
+(``FARMTUI_CHUNK=<marker>`` included). The shim becomes a child subreaper,
+so every orphaned descendant of the renderer comes back to it, and spawns the
+renderer in a process group of its own, stdin from /dev/null, stdout and
+stderr both on the shim's stdout.
+
+Control, on stdin, one command a line (malformed lines are ignored)::
+
+    lease DEADLINE                 the agent is alive until DEADLINE (time.monotonic())
+    kill GRACE [REASON WORDS...]   SIGTERM the tree; SIGKILL what lives GRACE s later
+
+End of stdin (the agent died) or a lapsed lease kills the tree with a grace
+of at most 0.5 s; so do SIGTERM, SIGINT and SIGHUP sent to the shim, with the
+full ``--grace``. Status, on stderr, one JSON object a line::
+
+    {"event": "started", "pid": N}
+    {"event": "spawn_failed", "error": "..."}          then exit
+    {"event": "exited", "returncode": RC}              the renderer itself, -N = signal N
+    {"event": "stuck", "alive": N}                     every 5 s while SIGKILL does not work
+    {"event": "done", "returncode": RC, "cause": "exit"|"kill"|"lease"|"agent_gone",
+     "killed": K, "complete": true}                    nothing of the tree is left; exit 0
+
+Stdlib only, and as few imports as will do: every chunk pays for its start-up.
+"""
+
+from __future__ import annotations
+
+import select
+import sys
+import time
+
+# Start-up is most of the shim's cost, so it imports the C modules under os and
+# signal: ``os`` pulls in _collections_abc and posixpath (2 ms here), ``signal``
+# enum (10 ms). Spelled so that mypy checks the code against os and signal.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import os
+    import signal
+
+    ENVIRON = os.environb
+else:
+    import _signal as signal
+    import posix as os
+
+    ENVIRON = os.environ  # posix.environ: the environment as bytes
+
+MARKER_VARIABLE = b"FARMTUI_CHUNK"
+PR_SET_CHILD_SUBREAPER = 36
+# The grace when nobody is left to wait for a slow shutdown (agent gone, lease lapsed).
+GONE_GRACE = 0.5
+# While killing: look for new processes (and retry SIGKILL) this often.
+SWEEP_EVERY = 0.05
+STUCK_EVERY = 5.0
+GONE = (b"Z", b"X", b"x")  # states of processes that only wait to be reaped
+STOPPED = (b"T", b"t")  # states of processes that act on SIGTERM only once continued
+# Signals the shim handles; each is one byte on the wake-up pipe.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+# The renderer starts with default dispositions (Python ignores SIGPIPE and SIGXFSZ,
+# the agent's own parent may have ignored others). glibc's posix_spawn still leaves
+# its two internal signals, 32 and 33, ignored.
+DEFAULT_SIGNALS = tuple(sorted(signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP}))
+
+
+def emit(line: str, *, droppable: bool = False) -> None:
+    """Write one status line; lost if the agent is gone (its EOF on stdin tells the loop).
+
+    A ``droppable`` line is dropped rather than block on a full pipe (a frozen
+    agent reads nothing), so the shim never stops working to tell about it.
+    """
+    data = (line + "\n").encode()
+    try:
+        if droppable:
+            os.set_blocking(2, False)
+        try:
+            while data:
+                data = data[os.write(2, data) :]
+        finally:
+            if droppable:
+                os.set_blocking(2, True)
+    except OSError:  # BlockingIOError included
+        pass
+
+
+def quote(text: str) -> str:
+    import json  # only on the error path: json costs more start-up than the rest together
+
+    return json.dumps(text[:1000])
+
+
+def parse_args(args: list[str]) -> tuple[float, float, list[str]]:
+    """``(grace, lease_until, renderer argv)``; ValueError with a one-line message."""
+    grace, lease_until = 5.0, float("inf")
+    at = 0
+    while at < len(args) and args[at] != "--":
+        if at + 1 >= len(args):
+            raise ValueError(f"{args[at]} needs a value")
+        flag, value = args[at], args[at + 1]
+        if flag == "--grace":
+            grace = float(value)
+        elif flag == "--lease-until":
+            lease_until = float(value)
+        else:
+            raise ValueError(f"unknown option {flag}")
+        at += 2
+    argv = args[at + 1 :]
+    if not argv:
+        raise ValueError("usage: shim.py --grace S --lease-until T -- renderer argv...")
+    if not 0 <= grace < float("inf") or lease_until != lease_until:
+        raise ValueError("--grace must be a finite number >= 0 and --lease-until a number")
+    return grace, lease_until, argv
+
+
+def become_subreaper() -> None:
+    """Orphaned descendants come back to the shim rather than to init (Linux)."""
+    if not sys.platform.startswith("linux"):
+        return
+    args = (PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    try:
+        import _ctypes  # ctypes' C core: ``import ctypes`` costs 4 ms more
+
+        libc = _ctypes.dlopen(None)  # type: ignore[arg-type]  # None: the program itself
+        _ctypes.call_function(_ctypes.dlsym(libc, "prctl"), args)
+    except (ImportError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(*args)
+
+
+def on_signal(signum: int, frame: object) -> None:
+    """Does nothing: the signal's byte on the wake-up pipe is what the loop reads."""
+
+
+def send(pid: int, sig: int) -> bool:
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def read_all(path: str) -> bytes:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return b""
+    try:
+        parts = []
+        while part := os.read(fd, 65536):
+            parts.append(part)
+        return b"".join(parts)
+    except OSError:
+        return b""
+    finally:
+        os.close(fd)
+
+
+class Shim:
+    """The loop: wait for children, control lines, signals and deadlines; kill; report."""
+
+    def __init__(self, grace: float, lease_until: float, wake_fd: int) -> None:
+        self.me = os.getpid()
+        self.grace = grace
+        self.lease_until = lease_until
+        self.wake_fd = wake_fd
+        self.control_open = True
+        self.pending = b""
+        self.renderer = 0
+        self.returncode: int | None = None
+        marker = ENVIRON.get(MARKER_VARIABLE)
+        self.needle = MARKER_VARIABLE + b"=" + marker + b"\0" if marker else b""
+        # Killing: why, with what grace, and when each process got its SIGTERM.
+        self.cause = ""
+        self.kill_grace = grace
+        self.kill_started = 0.0
+        self.termed: dict[int, float] = {}
+        self.group_signalled = False
+        self.group_termed: float | None = None
+        self.group_killed = False
+        self.next_sweep = 0.0
+        self.outsiders = 0
+        self.last_stuck = 0.0
+
+    # ---------------------------------------------------------------- the loop
+
+    def run(self) -> None:
+        while True:
+            children = self.reap()
+            now = time.monotonic()
+            if not self.cause:
+                if self.returncode is not None:
+                    if not children:  # the common case: no /proc scan at all
+                        break
+                    self.request_kill("exit", self.grace, now)
+                elif now >= self.lease_until:
+                    self.request_kill("lease", min(self.grace, GONE_GRACE), now)
+            elif now >= self.lease_until:
+                self.request_kill("lease", min(self.grace, GONE_GRACE), now)
+            if self.cause:
+                if now >= self.next_sweep or (not children and self.outsiders):
+                    alive = self.sweep(now)
+                    stuck = alive and now - self.kill_started >= self.kill_grace + STUCK_EVERY
+                    if stuck and now - self.last_stuck >= STUCK_EVERY:
+                        self.last_stuck = now
+                        emit(f'{{"event": "stuck", "alive": {alive}}}', droppable=True)
+                if not children and not self.outsiders:
+                    break
+            self.wait(self.timeout(now))
+        returncode = "null" if self.returncode is None else self.returncode
+        emit(
+            f'{{"event": "done", "returncode": {returncode}, "cause": "{self.cause or "exit"}", '
+            f'"killed": {len(self.termed)}, "complete": true}}'
+        )
+
+    def reap(self) -> bool:
+        """Collect exited children; whether any child is left."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return False
+            if pid == 0:
+                return True
+            if pid == self.renderer:
+                self.returncode = os.waitstatus_to_exitcode(status)
+                emit(f'{{"event": "exited", "returncode": {self.returncode}}}')
+
+    def timeout(self, now: float) -> float | None:
+        if not self.cause:
+            left = self.lease_until - now
+            return None if left == float("inf") else max(left, 0.0)
+        # Sweep early when a SIGKILL falls due before the next regular sweep.
+        for first in self.termed.values():
+            if now < first + self.kill_grace < self.next_sweep:
+                self.next_sweep = first + self.kill_grace
+        return max(self.next_sweep - now, 0.0)
+
+    def wait(self, timeout: float | None) -> None:
+        watched = [self.wake_fd, 0] if self.control_open else [self.wake_fd]
+        ready, _, _ = select.select(watched, [], [], timeout)
+        if self.wake_fd in ready:
+            try:
+                signals = os.read(self.wake_fd, 512)
+            except BlockingIOError:
+                signals = b""
+            if any(s in signals for s in STOP_SIGNALS):
+                self.request_kill("kill", self.grace, time.monotonic())
+        if 0 in ready:
+            self.read_control()
+
+    # ---------------------------------------------------------------- control
+
+    def read_control(self) -> None:
+        try:
+            data = os.read(0, 65536)
+        except OSError:
+            data = b""
+        if not data:  # the agent is gone: the kernel closed its end
+            self.control_open = False
+            self.request_kill("agent_gone", min(self.grace, GONE_GRACE), time.monotonic())
+            return
+        *lines, self.pending = (self.pending + data).split(b"\n")
+        if len(self.pending) > 4096:
+            self.pending = b""
+        for line in lines:
+            self.command(line.split())
+
+    def command(self, words: list[bytes]) -> None:
+        try:
+            verb, value = words[0], float(words[1])
+        except (IndexError, ValueError):
+            return
+        if verb == b"lease" and len(words) == 2 and value == value:
+            self.lease_until = value
+        elif verb == b"kill" and 0 <= value < float("inf"):
+            self.request_kill("kill", value, time.monotonic())
+
+    # ---------------------------------------------------------------- killing
+
+    def request_kill(self, cause: str, grace: float, now: float) -> None:
+        """Start killing the tree (at the next sweep, right away), or shorten the grace."""
+        if self.cause:
+            self.kill_grace = min(self.kill_grace, grace)
+            return
+        self.cause, self.kill_grace, self.kill_started = cause, grace, now
+        self.next_sweep = now
+
+    def scan(self) -> dict[int, tuple[int, int, bytes]]:
+        """Every process: pid -> (ppid, process group, state letter)."""
+        found = {}
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                fd = os.open(f"/proc/{name}/stat", os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                stat = os.read(fd, 1024)
+            except OSError:
+                continue
+            finally:
+                os.close(fd)
+            state, ppid, pgrp = stat[stat.rfind(b")") + 2 :].split(None, 3)[:3]
+            found[int(name)] = (int(ppid), int(pgrp), state)
+        return found
+
+    def sweep(self, now: float) -> int:
+        """Signal the tree's live processes as they fall due; how many are alive.
+
+        The first sweep of a kill SIGTERMs the renderer's process group in one
+        go and every other process of the tree one by one; later sweeps catch
+        newcomers and SIGKILL whatever outlived its grace. Processes that carry
+        the chunk's marker without descending from the shim are read last.
+        """
+        self.next_sweep = now + SWEEP_EVERY
+        processes = self.scan()
+        children: dict[int, list[int]] = {}
+        for pid, (ppid, _, _) in processes.items():
+            children.setdefault(ppid, []).append(pid)
+        tree: set[int] = set()
+        stack = [self.me]
+        while stack:
+            for child in children.get(stack.pop(), ()):
+                if child not in tree:
+                    tree.add(child)
+                    stack.append(child)
+        alive = [pid for pid in tree if processes[pid][2] not in GONE]
+        if not self.group_signalled:
+            self.group_signalled = True
+            # The group id is ours while the renderer is unreaped (alive or a zombie).
+            if self.returncode is None and send(-self.renderer, signal.SIGTERM):
+                self.group_termed = now
+                for pid in alive:
+                    _, pgrp, state = processes[pid]
+                    if pgrp == self.renderer:
+                        self.termed[pid] = now
+                        if state in STOPPED:  # it would not act on its SIGTERM
+                            send(pid, signal.SIGCONT)
+        self.signal_due(alive, processes, now)
+        outsiders = []
+        if self.needle:
+            for pid, (_, _, state) in processes.items():
+                if pid not in tree and pid != self.me and state not in GONE and self.marked(pid):
+                    outsiders.append(pid)
+            self.signal_due(outsiders, processes, now)
+        self.outsiders = len(outsiders)
+        termed = self.group_termed
+        if termed is not None and self.returncode is None and not self.group_killed:
+            self.group_killed = now - termed >= self.kill_grace
+            if self.group_killed:
+                send(-self.renderer, signal.SIGKILL)
+        return len(alive) + len(outsiders)
+
+    def signal_due(
+        self, pids: list[int], processes: dict[int, tuple[int, int, bytes]], now: float
+    ) -> None:
+        """SIGTERM newcomers; SIGKILL those whose grace is over."""
+        for pid in pids:
+            first = self.termed.get(pid)
+            if first is None:
+                self.termed[pid] = now
+                send(pid, signal.SIGTERM)
+                if processes[pid][2] in STOPPED:
+                    send(pid, signal.SIGCONT)
+            elif now - first >= self.kill_grace:
+                send(pid, signal.SIGKILL)  # again on every sweep: D state may hold it a while
+
+    def marked(self, pid: int) -> bool:
+        environ = read_all(f"/proc/{pid}/environ")
+        return environ.startswith(self.needle) or b"\0" + self.needle in environ
+
+
+def spawn(argv: list[str]) -> int:
+    return os.posix_spawnp(
+        argv[0],
+        argv,
+        ENVIRON,
+        file_actions=[
+            (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_DUP2, 1, 2),  # output on one pipe; the status pipe stays ours
+        ],
+        setpgroup=0,
+        setsigmask=(),
+        setsigdef=DEFAULT_SIGNALS,
+    )
+
+
+def close_inherited_fds() -> None:
+    """The renderer inherits the shim's three pipes and nothing else its parent left open."""
+    try:
+        highest = max(int(name) for name in os.listdir("/proc/self/fd"))
+    except (OSError, ValueError):
+        highest = 1023
+    os.closerange(3, highest + 1)
+
+
+def main() -> None:
+    close_inherited_fds()
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_read, False)
+    os.set_blocking(wake_write, False)
+    signal.set_wakeup_fd(wake_write, warn_on_full_buffer=False)
+    for sig in (signal.SIGCHLD, *STOP_SIGNALS):
+        signal.signal(sig, on_signal)
+    try:
+        grace, lease_until, argv = parse_args(sys.argv[1:])
+    except ValueError as exc:
+        emit(f'{{"event": "spawn_failed", "error": {quote(str(exc))}}}')
+        os._exit(2)
+    become_subreaper()
+    shim = Shim(grace, lease_until, wake_read)
+    try:
+        shim.renderer = spawn(argv)
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        error = quote(f"cannot start {argv[0]!r}: {reason}")
+        emit(f'{{"event": "spawn_failed", "error": {error}}}')
+        os._exit(0)
+    emit(f'{{"event": "started", "pid": {shim.renderer}}}')
+    # Only the tree holds the output pipe now: its end of file means the tree closed it.
+    null = os.open("/dev/null", os.O_WRONLY)
+    os.dup2(null, 1)
+    os.close(null)
+    try:
+        shim.run()
+    except BaseException:
+        send(-shim.renderer, signal.SIGKILL)  # a broken shim must not leave the renderer running
+        raise
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,228 @@
+"""Exactly once, never on two nodes: the scheduler's half of the guarantees.
+
+Reports that outlive a lost link are credited, a chunk told to stop keeps its
+slot until its node confirms the tree is dead, and the leader's own stalls are
+not held against its nodes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from farmtui.protocol import AgentHello, ChunkFinished, ChunkRef, JobSpec
+from server.model import Changes
+from server.scheduler import Scheduler, SchedulerConfig
+from server.store import Store
+from tests.scheduler.paper_farm import Farm
+
+
+def _hello(
+    name: str, *, running: Sequence[ChunkRef] = (), finished: Sequence[ChunkRef] = ()
+) -> AgentHello:
+    return AgentHello(name=name, slots=1, running=list(running), finished=list(finished))
+
+
+def _attempts(farm: Farm, job: str, chunk: int) -> list[tuple[int, str]]:
+    return [(a.number, a.outcome) for a in farm.scheduler.job_detail(job).chunks[chunk].attempts]
+
+
+def test_a_chunk_that_finished_while_the_link_was_down_is_credited_not_rerun(farm: Farm) -> None:
+    job = farm.submit("j", frames="1")
+    farm.node("n1")
+    farm.dispatch()
+    ref = farm.ref(job, 0)
+    farm.scheduler.node_disconnected("n1", farm.now)
+    # It reconnects: the chunk is over, its report still in the agent's outbox.
+    changes, stale = farm.scheduler.node_connected(_hello("n1", finished=[ref]), farm.now)
+    assert stale == []
+    assert farm.chunk_states(job) == ["assigned"], "kept for the report that follows"
+    assert farm.dispatch().assignments == []
+    farm.finish(job, 0, node="n1", attempt=1)
+    assert farm.chunk_states(job) == ["done"]
+    assert _attempts(farm, job, 0) == [(1, "done")]
+
+
+def test_a_leader_restart_credits_reports_from_the_outbox(tmp_path: Path) -> None:
+    before = Farm()
+    job = before.submit("j", frames="1-2")
+    before.node("n1", slots=2)
+    changes = before.dispatch()
+    store = Store(tmp_path / "farm.db")
+    everything = Changes(jobs={job}, nodes={"n1"})
+    everything.chunks = changes.chunks
+    store.save(everything, before.scheduler)
+    refs = [before.ref(job, 0), before.ref(job, 1)]
+    store.close()
+    # The leader died; on the node chunk 0 finished, chunk 1 still runs.
+    store = Store(tmp_path / "farm.db")
+    jobs, nodes = store.load()
+    after = Scheduler(SchedulerConfig())
+    after.load(jobs, nodes, 2000.0)
+    hello = AgentHello(name="n1", slots=2, running=[refs[1]], finished=[refs[0]])
+    _, stale = after.node_connected(hello, 2001.0)
+    assert stale == []
+    report = ChunkFinished(job_id=job, chunk=0, attempt=1, outcome="done", exit_status="0")
+    after.chunk_finished("n1", report, 2002.0)
+    states = [c.state for c in after.job_detail(job).chunks]
+    assert states == ["done", "assigned"]
+    assert after.dispatch(2003.0).assignments == []
+
+
+def test_a_node_back_without_its_chunk_loses_it_without_using_a_retry(farm: Farm) -> None:
+    job = farm.submit("j", frames="1", retries=0)
+    farm.node("n1")
+    farm.dispatch()
+    farm.scheduler.node_connected(_hello("n1"), farm.now)
+    assert farm.chunk_states(job) == ["preempted"]
+    assert farm.scheduler.job_detail(job).chunks[0].errors == 0
+    assert farm.dispatch().assignments[0].message.attempt == 2
+
+
+def test_a_stopping_attempt_is_killed_again_after_a_reconnect_and_fences_its_chunk(
+    farm: Farm,
+) -> None:
+    job = farm.submit("j", frames="1")
+    farm.node("n1")
+    farm.node("n2")
+    farm.dispatch()
+    old = farm.ref(job, 0)
+    node = farm.scheduler.job_detail(job).chunks[0].node
+    farm.scheduler.chunk_action(job, [0], "retry", "bob", farm.now)
+    # The kill was lost with the link; the agent comes back still running it.
+    farm.scheduler.node_disconnected(node, farm.now)
+    _, stale = farm.scheduler.node_connected(
+        AgentHello(name=node, slots=1, running=[old]), farm.now
+    )
+    assert stale == [old]
+    assert farm.dispatch().assignments == [], "no second attempt while the first may live"
+    farm.finish(job, 0, "killed", node=node, attempt=1)
+    [again] = farm.dispatch().assignments
+    assert again.message.attempt == 2
+
+
+def test_a_stopping_attempt_the_node_no_longer_has_is_over(farm: Farm) -> None:
+    job = farm.submit("j", frames="1")
+    farm.node("n1")
+    farm.dispatch()
+    farm.scheduler.chunk_action(job, [0], "retry", "bob", farm.now)
+    farm.scheduler.node_connected(_hello("n1"), farm.now)
+    assert farm.scheduler.chunk_view(job, 0).stopping_on is None
+    assert farm.dispatch().assignments[0].message.attempt == 2
+
+
+def test_an_unknown_attempt_a_node_runs_holds_a_slot_until_it_is_dead(farm: Farm) -> None:
+    job = farm.submit("j", frames="1-2")
+    farm.node("n1")
+    ghost = ChunkRef(job_id="gone", chunk=0, attempt=3)
+    _, stale = farm.scheduler.node_connected(_hello("n1", running=[ghost]), farm.now)
+    assert stale == [ghost]
+    assert farm.dispatch().assignments == [], "its one slot is still busy"
+    report = ChunkFinished(job_id="gone", chunk=0, attempt=3, outcome="killed")
+    farm.scheduler.chunk_finished("n1", report, farm.now)
+    assert len(farm.dispatch().assignments) == 1
+    assert farm.chunk_states(job)[0] == "assigned"
+
+
+def test_deleting_a_running_job_keeps_the_slot_until_the_node_confirms(farm: Farm) -> None:
+    job = farm.submit("j", frames="1")
+    other = farm.submit("k", frames="1")
+    farm.node("n1")
+    farm.dispatch()
+    farm.scheduler.job_action([job], "delete", "bob", farm.now)
+    assert farm.dispatch().assignments == []
+    report = ChunkFinished(job_id=job, chunk=0, attempt=1, outcome="killed")
+    farm.scheduler.chunk_finished("n1", report, farm.now)
+    assert [a.message.job_id for a in farm.dispatch().assignments] == [other]
+
+
+def test_a_lost_node_frees_its_slots_only_after_node_timeout() -> None:
+    farm = Farm(SchedulerConfig(node_timeout=10.0))
+    job = farm.submit("j", frames="1-2")
+    farm.node("n1", slots=2)
+    farm.node("n2")
+    farm.dispatch()
+    farm.scheduler.chunk_action(job, [0], "retry", "bob", farm.now)
+    farm.advance(5, silent=("n1",))
+    assert farm.dispatch().assignments == []
+    farm.advance(6, silent=("n1",))
+    assert farm.scheduler.config.agent_lease < 10.0
+    assert farm.running()["n1"] == []
+    assigned = farm.dispatch().assignments
+    assert sorted((a.node, a.message.chunk) for a in assigned) == [("n2", 0)]
+
+
+def test_the_leaders_own_stall_is_not_held_against_its_nodes() -> None:
+    farm = Farm(SchedulerConfig(node_timeout=10.0))
+    job = farm.submit("j", frames="1")
+    farm.node("n1")
+    farm.dispatch()
+    # The loop was blocked for 14 s: the heartbeats wait unread in the socket.
+    farm.now += 14
+    farm.scheduler.tick(farm.now, stalled=14)
+    assert farm.chunk_states(job) == ["assigned"]
+    assert farm.scheduler.node_views()[0].state == "online"
+    # A node that is really silent is still lost, node_timeout after the stall.
+    farm.advance(11, silent=("n1",))
+    assert farm.chunk_states(job) == ["preempted"]
+
+
+def test_reload_goes_back_to_the_store_and_keeps_the_live_links(tmp_path: Path) -> None:
+    farm = Farm()
+    farm.node("n1")
+    store = Store(tmp_path / "farm.db")
+    store.save(Changes(nodes={"n1"}), farm.scheduler)
+    farm.submit("ghost")  # never committed
+    jobs, nodes = store.load()
+    farm.scheduler.reload(jobs, nodes, farm.now)
+    assert farm.scheduler.jobs == {}
+    assert farm.scheduler.node_views()[0].state == "online"
+
+
+def test_an_idempotency_key_finds_the_job_it_made(farm: Farm) -> None:
+    farm.scheduler.submit("j1", JobSpec(frames="1", argv=["render"]), "alice", farm.now, key="k1")
+    assert farm.scheduler.job_for_key("alice", "k1") == "j1"
+    assert farm.scheduler.job_for_key("bob", "k1") is None
+    farm.scheduler.job_action(["j1"], "delete", "alice", farm.now)
+    assert farm.scheduler.job_for_key("alice", "k1") is None
+
+
+def _failed_copy(farm: Farm, job: str) -> str:
+    farm.dispatch()
+    node = farm.scheduler.job_detail(job).chunks[0].node
+    assert node is not None
+    report = ChunkFinished(
+        job_id=job,
+        chunk=0,
+        attempt=1,
+        outcome="failed",
+        exit_status="0",
+        reason="copy to the sync root failed: disk full",
+        kept_staged=True,
+    )
+    farm.scheduler.chunk_finished(node, report, farm.now)
+    return node
+
+
+def test_retry_sync_copies_the_kept_output_on_its_node_without_a_render(farm: Farm) -> None:
+    job = farm.submit("j", frames="1", retries=0)
+    farm.node("n1")
+    farm.node("n2")
+    node = _failed_copy(farm, job)
+    assert farm.chunk_states(job) == ["failed"]
+    farm.scheduler.job_action([job], "retry-sync", "bob", farm.now)
+    [again] = farm.dispatch().assignments
+    assert (again.node, again.message.sync_from, again.message.attempt) == (node, 1, 2)
+
+
+def test_kept_output_on_a_node_that_is_gone_is_rendered_again_and_discarded(farm: Farm) -> None:
+    job = farm.submit("j", frames="1", retries=0)
+    farm.node("n1")
+    node = _failed_copy(farm, job)
+    farm.scheduler.node_disconnected(node, farm.now)
+    farm.node("n2")
+    farm.scheduler.job_action([job], "retry-sync", "bob", farm.now)
+    changes = farm.dispatch()
+    [again] = changes.assignments
+    assert (again.node, again.message.sync_from) == ("n2", 0)
+    assert [(d.node, d.attempt) for d in changes.discards] == [(node, 1)]

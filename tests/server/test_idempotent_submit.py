@@ -1,0 +1,167 @@
+"""``POST /api/jobs`` with an ``Idempotency-Key``: sending it again never makes a second job."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from farmtui.client import FarmClient
+from farmtui.protocol import JobSpec
+from tests.helpers.leader import InProcessLeader, leader_in_process
+
+SPEC: dict[str, Any] = {
+    "name": "shot",
+    "frames": "1-4",
+    "chunk": 2,
+    "renderer": "generic",
+    "argv": ["render"],
+}
+
+
+async def post(http: httpx.AsyncClient, key: str | None) -> httpx.Response:
+    headers = {"Idempotency-Key": key} if key is not None else {}
+    return await http.post("/api/jobs", json=SPEC, headers=headers)
+
+
+async def job_ids(http: httpx.AsyncClient) -> list[str]:
+    return [job["id"] for job in (await http.get("/api/jobs")).json()]
+
+
+async def test_the_same_key_twice_is_one_job(leader: InProcessLeader) -> None:
+    async with leader.http() as http:
+        first = await post(http, "a1b2c3")
+        assert first.status_code == 201
+        again = await post(http, "a1b2c3")
+        assert again.status_code == 200
+        assert again.json() == first.json()
+        assert await job_ids(http) == [first.json()["id"]]
+
+
+async def test_different_keys_or_none_are_different_jobs(leader: InProcessLeader) -> None:
+    async with leader.http() as http:
+        answers = [await post(http, key) for key in ("one", "two", None, None)]
+        assert [a.status_code for a in answers] == [201] * 4
+        assert sorted(await job_ids(http)) == sorted(a.json()["id"] for a in answers)
+        assert len(set(await job_ids(http))) == 4
+
+
+async def test_keys_belong_to_their_owner(leader: InProcessLeader) -> None:
+    alice, bob = leader.token("user", "alice"), leader.token("user", "bob")
+    async with leader.http(alice) as as_alice, leader.http(bob) as as_bob:
+        mine = await post(as_alice, "shared-key")
+        theirs = await post(as_bob, "shared-key")
+        assert (mine.status_code, theirs.status_code) == (201, 201)
+        assert mine.json()["id"] != theirs.json()["id"]
+
+
+async def test_a_deleted_job_frees_its_key(leader: InProcessLeader) -> None:
+    async with leader.http() as http:
+        first = (await post(http, "k")).json()["id"]
+        deleted = await http.post("/api/jobs/actions", json={"action": "delete", "ids": [first]})
+        assert deleted.status_code == 200
+        again = await post(http, "k")
+        assert again.status_code == 201
+        assert again.json()["id"] != first
+
+
+@pytest.mark.parametrize("key", ["", "x" * 129, "has space", "slash/no", "é".encode()])
+async def test_a_malformed_key_is_400(leader: InProcessLeader, key: str | bytes) -> None:
+    async with leader.http() as http:
+        refused = await http.post("/api/jobs", json=SPEC, headers={"Idempotency-Key": key})
+        assert refused.status_code == 400
+        assert "Idempotency-Key must be 1-128 characters" in refused.json()["error"]
+        assert await job_ids(http) == []
+
+
+async def test_the_longest_key_and_every_allowed_character(leader: InProcessLeader) -> None:
+    async with leader.http() as http:
+        for key in ("k" * 128, "Az09_.:-"):
+            assert (await post(http, key)).status_code == 201
+            assert (await post(http, key)).status_code == 200
+        assert len(await job_ids(http)) == 2
+
+
+async def test_a_key_survives_a_restart(tmp_path: Path) -> None:
+    async with leader_in_process(tmp_path) as farm, farm.http() as http:
+        first = await post(http, "survivor")
+        assert first.status_code == 201
+    async with leader_in_process(tmp_path) as farm, farm.http() as http:
+        again = await post(http, "survivor")
+        assert again.status_code == 200
+        assert again.json()["id"] == first.json()["id"]
+        assert await job_ids(http) == [first.json()["id"]]
+
+
+# --- the client retries through a connection that loses the answer -------------------
+
+
+@dataclass
+class LossyProxy:
+    """TCP on loopback to the leader; the first connection's answer never reaches the client."""
+
+    upstream_port: int
+    connections: int = 0
+    dropped: int = 0
+    port: int = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        lose_answer = self.connections == 1
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        forward = asyncio.create_task(pump(reader, up_writer))
+        try:
+            if lose_answer:
+                # The leader has handled the request once it starts answering; drop it all.
+                await up_reader.read(1)
+                self.dropped += 1
+                writer.transport.abort()
+            else:
+                await pump(up_reader, writer)
+        finally:
+            forward.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await forward
+            up_writer.close()
+            writer.close()
+
+
+async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(ConnectionError):
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+
+
+@asynccontextmanager
+async def lossy_proxy(leader: InProcessLeader) -> AsyncIterator[LossyProxy]:
+    upstream = httpx.URL(leader.url).port
+    assert upstream is not None
+    proxy = LossyProxy(upstream)
+    server = await asyncio.start_server(proxy.handle, "127.0.0.1", 0)
+    proxy.port = server.sockets[0].getsockname()[1]
+    async with server:
+        yield proxy
+
+
+async def test_the_client_retries_a_lost_answer_without_a_second_job(
+    leader: InProcessLeader,
+) -> None:
+    spec = JobSpec(name="shot", frames="1-4", chunk=2, argv=["render"])
+    async with lossy_proxy(leader) as proxy:
+        client = FarmClient(
+            f"http://127.0.0.1:{proxy.port}", leader.admin_token, submit_retry_delays=(0.05,) * 4
+        )
+        with client:
+            # The client is synchronous; the leader and the proxy run on this event loop.
+            job = await asyncio.to_thread(client.submit, spec)
+    assert proxy.dropped == 1
+    assert proxy.connections == 2
+    assert list(leader.leader.scheduler.jobs) == [job.id]

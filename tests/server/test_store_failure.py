@@ -1,0 +1,291 @@
+"""A commit that fails changes nothing: not the database, not the leader's memory, not the wire.
+
+SQLite refuses for real here: ``PRAGMA max_page_count`` at the current page
+count makes any write that needs a new page fail with SQLITE_FULL (a full
+disk, as far as SQLite and the leader can tell), and ``PRAGMA query_only``
+refuses writes that would update pages in place. ``test_disk_full.py`` fills
+a real file system.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+
+from farmtui.protocol import (
+    AssignChunk,
+    ConsoleHello,
+    Event,
+    JobsChanged,
+    JobSpec,
+    SetPriority,
+    Snapshot,
+    encode,
+)
+from server.errors import StoreError
+from server.model import Attempt, Changes
+from server.scheduler import Scheduler, SchedulerConfig
+from server.store import DISK_FULL, Store, save_error
+from tests.helpers.fake_agent import FakeAgent
+from tests.helpers.leader import InProcessLeader, leader_in_process
+from tests.server.test_console_link import Console
+
+READ_ONLY = (
+    "the leader could not save the change (attempt to write a readonly database): "
+    "nothing was changed"
+)
+
+SPEC: dict[str, Any] = {
+    "name": "shot",
+    "frames": "1-4",
+    "chunk": 2,
+    "renderer": "generic",
+    "argv": ["render"],
+    "output": "renders/shot/f_####.png",
+}
+# Enough chunk rows that saving it always needs new pages.
+BIG: dict[str, Any] = {**SPEC, "name": "big", "frames": "1-400", "chunk": 1}
+
+
+@contextmanager
+def disk_full(store: Store) -> Iterator[None]:
+    """No new page for the database: every write that grows it fails with SQLITE_FULL."""
+    db = store.db
+    limit = db.execute("PRAGMA max_page_count").fetchone()[0]
+    pages = db.execute("PRAGMA page_count").fetchone()[0]
+    db.execute(f"PRAGMA max_page_count={pages}")
+    try:
+        yield
+    finally:
+        db.execute(f"PRAGMA max_page_count={limit}")
+
+
+@contextmanager
+def read_only(store: Store) -> Iterator[None]:
+    """SQLite refuses every write (SQLITE_READONLY), also those that fit in place."""
+    store.db.execute("PRAGMA query_only=ON")
+    try:
+        yield
+    finally:
+        store.db.execute("PRAGMA query_only=OFF")
+
+
+def error_of(response: httpx.Response) -> str:
+    assert set(response.json()) == {"error"}, response.text
+    message: str = response.json()["error"]
+    assert "\n" not in message
+    return message
+
+
+# --- the store on its own ---------------------------------------------------------
+
+
+def big_job(scheduler: Scheduler, job_id: str) -> Changes:
+    spec = JobSpec(name=job_id, frames="1-400", chunk=1, argv=["render"])
+    return scheduler.submit(job_id, spec, "alice", 1000.0)
+
+
+def test_a_full_disk_is_store_error_and_the_database_stays_usable(tmp_path: Path) -> None:
+    scheduler = Scheduler(SchedulerConfig())
+    store = Store(tmp_path / "farm.db")
+    store.save(big_job(scheduler, "first"), scheduler)
+    second = big_job(scheduler, "second")
+    with disk_full(store):
+        with pytest.raises(StoreError) as caught:
+            store.save(second, scheduler)
+        # SQLite rolled the transaction back itself; ours did not fail on top of it.
+        assert str(caught.value) == DISK_FULL
+        assert "SQLITE_FULL" in caught.value.detail
+        assert not store.db.in_transaction
+        assert [job.id for job in store.load()[0]] == ["first"]
+        with pytest.raises(StoreError, match="disk is full"):
+            store.set_setting("note", "x" * 100_000)
+        with pytest.raises(StoreError, match="disk is full"):
+            store.add_token("hash", "x" * 100_000, "user")
+    # Space is back: the same change saves, and so do the settings.
+    store.save(second, scheduler)
+    store.set_setting("note", "x" * 100_000)
+    store.close()
+    reopened = Store(tmp_path / "farm.db")
+    assert sorted(job.id for job in reopened.load()[0]) == ["first", "second"]
+    assert reopened.setting("note") == "x" * 100_000
+    assert reopened.tokens() == []
+
+
+def test_other_sqlite_errors_say_why_in_one_line(tmp_path: Path) -> None:
+    scheduler = Scheduler(SchedulerConfig())
+    store = Store(tmp_path / "farm.db")
+    store.db.execute("PRAGMA busy_timeout=0")
+    other = sqlite3.connect(tmp_path / "farm.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+    first = big_job(scheduler, "first")
+    try:
+        with pytest.raises(StoreError) as caught:
+            store.save(first, scheduler)
+        assert str(caught.value) == (
+            "the leader could not save the change (database is locked): nothing was changed"
+        )
+        assert not store.db.in_transaction
+        with pytest.raises(StoreError, match=r"\(database is locked\)"):
+            store.set_setting("k", "v")
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    store.save(first, scheduler)
+    assert [job.id for job in store.load()[0]] == ["first"]
+
+
+@pytest.mark.parametrize(
+    ("name", "disk_full"),
+    [
+        ("SQLITE_FULL", True),
+        ("SQLITE_IOERR", True),
+        ("SQLITE_IOERR_WRITE", True),
+        ("SQLITE_IOERR_FSYNC", True),
+        ("SQLITE_IOERR_SHMSIZE", True),
+        ("SQLITE_READONLY", False),
+        ("SQLITE_CORRUPT", False),
+    ],
+)
+def test_which_sqlite_errors_mean_a_full_disk(name: str, disk_full: bool) -> None:
+    # Errors as sqlite3 raises them; their codes cannot all be provoked on demand.
+    exc = sqlite3.OperationalError("some reason")
+    exc.sqlite_errorcode = getattr(sqlite3, name)
+    exc.sqlite_errorname = name
+    error = save_error(exc)
+    assert error.detail == f"{name}: some reason"
+    if disk_full:
+        assert str(error) == DISK_FULL
+    else:
+        assert str(error) == (
+            "the leader could not save the change (some reason): nothing was changed"
+        )
+
+
+# --- through a leader -------------------------------------------------------------
+
+
+async def test_writes_that_cannot_be_saved_answer_503_and_change_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with leader_in_process(tmp_path) as farm, farm.http() as http:
+        store = farm.leader.store
+        first = await http.post("/api/jobs", json=SPEC)
+        assert first.status_code == 201
+        job_id = first.json()["id"]
+        before = (await http.get(f"/api/jobs/{job_id}")).json()
+
+        with caplog.at_level(logging.ERROR, logger="farmtui.leader"), disk_full(store):
+            for _ in range(3):
+                refused = await http.post("/api/jobs", json=BIG)
+                assert refused.status_code == 503
+                assert error_of(refused) == DISK_FULL
+            # Reads still work and show no ghost job.
+            listed = await http.get("/api/jobs")
+            assert listed.status_code == 200
+            assert [job["id"] for job in listed.json()] == [job_id]
+        failures = [r for r in caplog.records if "commit failed" in r.getMessage()]
+        assert len(failures) == 1, "identical failures are logged once"
+        assert DISK_FULL in failures[0].getMessage()
+        assert set(farm.leader.scheduler.jobs) == {job_id}
+        assert sorted(p.name for p in (farm.root / "jobs").iterdir()) == [job_id]
+
+        # Pause and priority rewrite rows in place (no new page): refuse every write.
+        with read_only(store):
+            paused = await http.post("/api/jobs/actions", json={"action": "pause", "ids": [job_id]})
+            assert paused.status_code == 503
+            assert error_of(paused) == READ_ONLY
+            priority = await http.post(f"/api/jobs/{job_id}/priority", json={"priority": 5})
+            assert priority.status_code == 503
+            assert error_of(priority) == READ_ONLY
+            token = await http.post("/api/tokens", json={"role": "user", "name": "alice"})
+            assert token.status_code == 503
+            assert error_of(token) == READ_ONLY
+            after = (await http.get(f"/api/jobs/{job_id}")).json()
+            assert after == before, "the refused pause and priority are not applied in memory"
+            events = (await http.get(f"/api/jobs/{job_id}/events")).text
+            assert "paused" not in events
+            assert "priority 50 -> 5" not in events
+
+        # Space is back: the same requests succeed.
+        again = await http.post("/api/jobs", json=BIG)
+        assert again.status_code == 201
+        second = again.json()["id"]
+        paused = await http.post("/api/jobs/actions", json={"action": "pause", "ids": [job_id]})
+        assert paused.status_code == 200
+        assert paused.json()["jobs"][0]["state"] == "paused"
+
+    # A restart on the same folders finds exactly the acknowledged jobs, as acknowledged.
+    async with leader_in_process(tmp_path) as farm, farm.http() as http:
+        jobs = (await http.get("/api/jobs")).json()
+        assert {job["id"]: (job["state"], job["priority"]) for job in jobs} == {
+            job_id: ("paused", 50),
+            second: ("queued", 50),
+        }
+
+
+async def test_the_console_gets_the_error_and_no_deltas(leader: InProcessLeader) -> None:
+    store = leader.leader.store
+    async with leader.http() as http:
+        job_id = (await http.post("/api/jobs", json=SPEC)).json()["id"]
+    async with connect(
+        f"{leader.ws_url}/ws/console",
+        additional_headers={"Authorization": f"Bearer {leader.admin_token}"},
+    ) as ws:
+        await ws.send(encode(ConsoleHello()).decode())
+        console = Console(ws)
+        await console.expect(Snapshot)
+        with read_only(store):
+            reply = await console.request(SetPriority(job_id=job_id, priority=5))
+        assert not reply.ok
+        assert reply.error == READ_ONLY
+        reply = await console.request(SetPriority(job_id=job_id, priority=7))
+        assert reply.ok, reply.error
+        changed = await console.expect(JobsChanged, lambda m: m.jobs[0].priority == 7)
+        assert changed.jobs[0].id == job_id
+        event = await console.expect(Event, lambda m: "priority" in m.event.text)
+        # The first thing it heard about priority is the change that was saved.
+        assert event.event.text == "priority 50 -> 7"
+        seen = [m for m in console.inbox if isinstance(m, JobsChanged)]
+        assert all(job.priority != 5 for m in seen for job in m.jobs)
+
+
+async def test_an_agent_message_that_cannot_be_saved_raises_before_its_ack(
+    leader: InProcessLeader,
+) -> None:
+    """``Leader.run`` raises, so the agent link never reaches its ``Ack``; memory is undone."""
+    farm = leader.leader
+    async with leader.http() as http:
+        job_id = (await http.post("/api/jobs", json=SPEC)).json()["id"]
+    async with FakeAgent.connect(leader.ws_url, leader.agent_token, "node1") as agent:
+        assign = await agent.expect(AssignChunk)
+        index, attempt = assign.chunk, assign.attempt
+
+        def alive(now: float) -> Changes:
+            return farm.scheduler.chunk_alive("node1", job_id, index, attempt, now)
+
+        def record() -> Attempt:
+            found = farm.attempt_of("node1", job_id, index, attempt)
+            assert found is not None
+            return found
+
+        with read_only(farm.store), pytest.raises(StoreError, match="readonly"):
+            farm.run(alive, dispatch=False)
+        assert not record().alive
+        chunk = farm.chunk(job_id, index)
+        assert chunk is not None
+        assert (chunk.state, chunk.attempt) == ("assigned", attempt)
+        # Live node fields survive the rebuild: the node is still online and runs the chunk.
+        node = farm.scheduler.nodes["node1"]
+        assert node.online
+        assert (job_id, index, attempt) in node.running
+        farm.run(alive, dispatch=False)
+        assert record().alive

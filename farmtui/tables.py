@@ -139,7 +139,8 @@ def chunks_table(chunks: Sequence[ChunkView]) -> str:
             [
                 str(chunk.index),
                 frames + kind,
-                chunk.state,
+                chunk.state
+                + (f" (stopping on {chunk.stopping_on})" if chunk.stopping_on else ""),
                 chunk.node or "-",
                 str(chunk.attempt),
                 str(chunk.errors),

@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
+from farmtui.protocol import AgentHello
 from server.config import LeaderConfig
 from tests.helpers.leader import InProcessLeader, wait_for
 
@@ -329,3 +330,27 @@ class TestUploadLimit:
             assert response.status_code == 204
         assert not (leader.root / "renders/big.png").exists()
         assert [p.name for p in (leader.root / "renders").iterdir()] == ["ok.png"]
+
+
+async def test_only_the_current_attempt_may_upload_a_chunks_output(
+    leader: InProcessLeader,
+) -> None:
+    farm = leader.leader
+    async with leader.http() as http:
+        job = (await http.post("/api/jobs", json=SPEC)).json()["id"]
+    farm.run(lambda now: farm.scheduler.node_connected(AgentHello(name="n1", slots=1), now)[0])
+    chunk = farm.chunk(job, 0)
+    assert chunk is not None
+    assert chunk.state == "assigned"
+    path = "/api/files/renders/fenced.png"
+    async with leader.http(leader.agent_token) as http:
+        stale = await http.put(path, params={"job": job, "chunk": 0, "attempt": 2}, content=b"x")
+        assert stale.status_code == 409, stale.text
+        assert "not current" in one_line_error(stale)
+        assert not (leader.root / "renders/fenced.png").exists()
+        current = await http.put(path, params={"job": job, "chunk": 0, "attempt": 1}, content=b"1")
+        assert current.status_code == 204, current.text
+        farm.run(lambda now: farm.scheduler.chunk_action(job, [0], "retry", "admin", now))
+        late = await http.put(path, params={"job": job, "chunk": 0, "attempt": 1}, content=b"2")
+        assert late.status_code == 409
+    assert (leader.root / "renders/fenced.png").read_bytes() == b"1"

@@ -1,0 +1,78 @@
+"""Files reach the sync root whole, only from the current attempt, and only when non-empty."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.errors import FenceError
+from agent.staging import ChunkFiles, CopyToSyncRoot, Fence, RenameIntoPlace
+from farmtui.protocol import AssignChunk, FramesWritten
+
+
+def _fence(refusal: str | None = None) -> Fence:
+    return Fence(job_id="job1", chunk=1, attempt=1, refusal=lambda: refusal)
+
+
+async def test_a_copy_replaces_the_file_never_rewrites_it_in_place(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "renders").mkdir(parents=True)
+    target = root / "renders/f_0001.png"
+    target.write_bytes(b"old frame")
+    source = tmp_path / "staged.png"
+    source.write_bytes(b"new frame" * 1000)
+    # A reader (a compositor, a review tool) holding the old file open keeps
+    # seeing a whole old frame: the new one arrives under a temporary name and
+    # is renamed over it, never written into the file being read.
+    with target.open("rb") as reader:
+        await CopyToSyncRoot(root).deliver("renders/f_0001.png", source, _fence())
+        assert reader.read() == b"old frame"
+    assert target.read_bytes() == b"new frame" * 1000
+    assert [p.name for p in (root / "renders").iterdir()] == ["f_0001.png"]
+
+
+@pytest.mark.parametrize("delivery", [CopyToSyncRoot, RenameIntoPlace])
+async def test_an_attempt_that_may_no_longer_write_leaves_the_sync_root_alone(
+    tmp_path: Path, delivery: Callable[[Path], CopyToSyncRoot | RenameIntoPlace]
+) -> None:
+    root = tmp_path / "root"
+    (root / "renders").mkdir(parents=True)
+    (root / "renders/f_0001.png").write_bytes(b"the current attempt's frame")
+    source = root / "renders/.farmtui-job1.1.1/f_0001.png"
+    source.parent.mkdir()
+    source.write_bytes(b"a stale attempt's frame")
+    with pytest.raises(FenceError, match="told to stop"):
+        await delivery(root).deliver("renders/f_0001.png", source, _fence("told to stop"))
+    assert (root / "renders/f_0001.png").read_bytes() == b"the current attempt's frame"
+    assert sorted(p.name for p in (root / "renders").iterdir()) == [
+        ".farmtui-job1.1.1",
+        "f_0001.png",
+    ]
+
+
+def test_an_empty_file_is_not_a_frame(tmp_path: Path) -> None:
+    frame = tmp_path / "f_0001.png"
+    files = ChunkFiles(outdir=tmp_path, write_root=tmp_path, staged=True)
+    files.expected[1] = ("f_0001.png", frame)
+    assert files.missing() == ([1], [])
+    frame.write_bytes(b"")
+    assert files.missing() == ([1], []), "an empty file is a crashed write, not a frame"
+    frame.write_bytes(b"\x89PNG")
+    assert files.missing() == ([], [])
+
+
+async def test_a_renderer_that_leaves_an_empty_frame_fails_its_chunk(
+    farm: Any, demo_chunk: Callable[..., AssignChunk]
+) -> None:
+    touch = "import pathlib, sys; pathlib.Path(sys.argv[1].replace('####', '0001')).touch()"
+    farm.supervisor.assign(demo_chunk([1], argv=[sys.executable, "-c", touch, "{output}"]))
+    finished = await farm.finish()
+    assert finished.outcome == "failed"
+    assert finished.reason == "exited 0 but did not write frame(s) 1"
+    assert finished.missing == [1]
+    assert not farm.recorder.of(FramesWritten)
+    assert not (farm.sync_root / "renders/shot/frame_0001.png").exists()

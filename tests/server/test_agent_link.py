@@ -21,6 +21,7 @@ from farmtui.protocol import (
     ChunkStarted,
     FramesWritten,
     Heartbeat,
+    LeaseRenewed,
     Refused,
     encode,
     leader_to_agent,
@@ -283,3 +284,36 @@ async def run_chunk_frames(agent: FakeAgent, assign: AssignChunk) -> None:
     seq = agent.next_seq()
     await agent.send(ChunkFinished(**ref, outcome="done", exit_status="0", seq=seq))
     await agent.expect_ack(seq)
+
+
+async def test_each_heartbeat_is_answered_with_a_lease_renewal(leader: InProcessLeader) -> None:
+    async with FakeAgent.connect(leader.ws_url, leader.agent_token, "node1") as agent:
+        await agent.send(Heartbeat(beat=7))
+        renewed = await agent.expect(LeaseRenewed)
+        assert renewed.beat == 7
+        assert agent.welcome is not None
+        assert agent.welcome.lease < leader.leader.config.node_timeout
+
+
+class TestLeaderStall:
+    @pytest.fixture
+    def leader_config(self) -> LeaderConfig:
+        return LeaderConfig(tick_interval=0.02, node_timeout=0.5)
+
+    async def test_a_blocked_event_loop_does_not_make_a_connected_node_lost(
+        self, leader: InProcessLeader
+    ) -> None:
+        job_id = await submit(leader)
+        farm = leader.leader
+        async with FakeAgent.connect(leader.ws_url, leader.agent_token, "node1") as agent:
+            await agent.expect(AssignChunk)
+            await agent.send(Heartbeat(beat=1))
+            await agent.expect(LeaseRenewed)
+            runs = farm.metrics.events
+            # A slow request holds the leader's loop for three node_timeouts.
+            time.sleep(1.5)  # noqa: ASYNC251 - blocking the loop is the point
+            # The ticks right after it run before the node could say anything.
+            await wait_for(lambda: farm.metrics.events >= runs + 3, 5.0, "ticks after the stall")
+            chunk = leader.leader.scheduler.jobs[job_id].chunks[0]
+            assert chunk.state == "assigned"
+            assert leader.leader.scheduler.nodes["node1"].online

@@ -399,7 +399,7 @@ class Leader:
     def new_job_id(self) -> str:
         while True:
             job_id = secrets.token_hex(4)
-            if job_id not in self.scheduler.jobs:
+            if not self.scheduler.id_in_use(job_id):
                 return job_id
 
     # --- live output ----------------------------------------------------------------

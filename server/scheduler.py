@@ -143,6 +143,13 @@ class Scheduler:
         if job.submit_key is not None:
             self.submit_keys[(job.owner, job.submit_key)] = job.id
 
+    def id_in_use(self, job_id: str) -> bool:
+        """Whether a new job may not take this id: a job has it, or a deleted job's
+        attempt still holds a slot (its report must not be taken for the new job's)."""
+        if job_id in self.jobs:
+            return True
+        return any(key[0] == job_id for node in self.nodes.values() for key in node.running)
+
     def job_for_key(self, owner: str, key: str) -> str | None:
         """The job ``owner`` submitted with idempotency key ``key``, if it still exists."""
         job_id = self.submit_keys.get((owner, key))

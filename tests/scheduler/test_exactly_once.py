@@ -226,3 +226,14 @@ def test_kept_output_on_a_node_that_is_gone_is_rendered_again_and_discarded(farm
     [again] = changes.assignments
     assert (again.node, again.message.sync_from) == ("n2", 0)
     assert [(d.node, d.attempt) for d in changes.discards] == [(node, 1)]
+
+
+def test_a_deleted_jobs_id_stays_taken_while_its_attempt_holds_a_slot(farm: Farm) -> None:
+    job = farm.submit("j", frames="1")
+    farm.node("n1")
+    farm.dispatch()
+    farm.scheduler.job_action([job], "delete", "bob", farm.now)
+    assert farm.scheduler.id_in_use(job)
+    report = ChunkFinished(job_id=job, chunk=0, attempt=1, outcome="killed")
+    farm.scheduler.chunk_finished("n1", report, farm.now)
+    assert not farm.scheduler.id_in_use(job)

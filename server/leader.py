@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import secrets
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -274,12 +276,14 @@ class Leader:
         try:
             jobs, nodes = self.store.load()
         except StoreError as reload_error:
-            # Memory may now hold a change that is not on disk; say so loudly.
+            # Memory may now hold a change that is not on disk, and nothing can
+            # undo it: stop (uvicorn shuts down on SIGTERM) rather than go on
+            # with a picture the database does not share. A restart reloads it.
             log.critical(
-                "could not reload the store after a failed commit; the leader's picture "
-                "may differ from its database until it restarts: %s",
+                "could not reload the store after a failed commit (%s); stopping the leader",
                 reload_error,
             )
+            os.kill(os.getpid(), signal.SIGTERM)
             return
         self.scheduler.reload(jobs, nodes, self.now())
 

@@ -4,6 +4,7 @@
 
     AgentError
     ├── LeaderRefused     the leader said no (wrong token, Refused): stop, do not retry
+    ├── LeaderBusy        the leader said "not now" (disk full, name held): try again later
     ├── ChunkSetupError   a chunk cannot start (bad token, path escaping its root ...)
     │   └── PathEscapeError
     └── FenceError        an attempt that is no longer current tried to write the sync root
@@ -18,6 +19,10 @@ class AgentError(Exception):
 
 class LeaderRefused(AgentError):
     """The leader refused this agent (HTTP 401/403 or a Refused message)."""
+
+
+class LeaderBusy(AgentError):
+    """The leader refused for now (its disk is full, another agent holds the name)."""
 
 
 class ChunkSetupError(AgentError):

@@ -34,7 +34,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from agent.agent_log import LogStream
-from agent.errors import LeaderRefused
+from agent.errors import LeaderBusy, LeaderRefused
 from agent.outbox import Outbox, is_reliable
 from agent.staging import CopyToSyncRoot, UploadToLeader, sync_root_visible
 from agent.supervisor import Storage, Supervisor
@@ -210,8 +210,10 @@ class LeaderLink:
                     self._extend_lease(sent)
             case Ack(seq=seq):
                 self.outbox.ack(seq)
-            case Refused(error=error):
-                raise LeaderRefused(f"the leader refused this agent: {error}")
+            case Refused(error=error, retry=retry):
+                raise (LeaderBusy if retry else LeaderRefused)(
+                    f"the leader refused this agent: {error}"
+                )
             case Welcome():
                 log.warning("unexpected second Welcome ignored")
 
@@ -303,6 +305,7 @@ class LeaderLink:
             memory_total=psutil.virtual_memory().total,
             tags=self.tags,
             version=self.version,
+            agent_id=self.supervisor.agent_id,
             running=self.supervisor.running(),
             finished=[
                 ChunkRef(job_id=m.job_id, chunk=m.chunk, attempt=m.attempt)
@@ -334,7 +337,8 @@ class LeaderLink:
         async with asyncio.timeout(30):
             first = decode_checked(leader_to_agent, await ws.recv())
         if isinstance(first, Refused):
-            raise LeaderRefused(f"the leader refused this agent: {first.error}")
+            refused = LeaderBusy if first.retry else LeaderRefused
+            raise refused(f"the leader refused this agent: {first.error}")
         if not isinstance(first, Welcome):
             raise ProtocolError(f"expected welcome, got {type(first).__name__}")
         self.last_contact = self.clock()
@@ -360,6 +364,16 @@ class LeaderLink:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _backoff_max(self) -> float:
+        """The longest wait between tries: well inside the lease once it is known.
+
+        A restarted leader waits node_timeout for each node to come back; an
+        agent still backing off by then would find its finished chunks requeued.
+        """
+        if self.welcome is None:
+            return BACKOFF_MAX
+        return max(BACKOFF_MIN, min(BACKOFF_MAX, self.welcome.lease / 4))
 
     async def run(self) -> None:
         """Stay connected forever; raises LeaderRefused when the leader says no."""
@@ -402,10 +416,12 @@ class LeaderLink:
                     ProtocolError,
                 ) as exc:
                     log.warning("link to %s lost: %s", self.url, exc or type(exc).__name__)
+                except LeaderBusy as exc:
+                    log.warning("%s; trying again", exc)
                 if self._welcomed:
                     backoff = BACKOFF_MIN
                 delay = backoff * random.uniform(0.5, 1.0)
-                backoff = min(backoff * 2, BACKOFF_MAX)
+                backoff = min(backoff * 2, self._backoff_max())
                 await asyncio.sleep(delay)
         finally:
             for task in background:

@@ -534,7 +534,9 @@ class ChunkRun:
             for relative, source in wanted:
                 await self.delivery.deliver(relative, source, fence)
         except FenceError as exc:
+            # Not the job's fault: the farm took the attempt away (no retry used).
             log.warning("chunk %s: %s", self.marker, exc)
+            self.revoked = self.revoked or str(exc)
             return str(exc)
         except Exception as exc:  # any failure fails the chunk; the files stay staged
             log.error("chunk %s: delivery failed: %s", self.marker, exc)

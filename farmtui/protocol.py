@@ -268,6 +268,8 @@ class AgentHello(AgentMessage, tag="hello", kw_only=True):
     # Attempts that ended here but whose ChunkFinished the leader has not yet
     # acknowledged: it follows from the outbox, so they are not lost.
     finished: list[ChunkRef] = []
+    # The agent's stable id (from its state folder): which agent holds a node name.
+    agent_id: str = ""
 
 
 class Heartbeat(AgentMessage, tag="heartbeat", kw_only=True):
@@ -465,6 +467,9 @@ class Ack(LeaderToAgentMessage, tag="ack", kw_only=True):
 
 class Refused(LeaderToAgentMessage, tag="refused", kw_only=True):
     error: str
+    # True when it may pass (the leader's disk is full, the node name is still
+    # held by another agent): the agent tries again later instead of stopping.
+    retry: bool = False
 
 
 LeaderToAgent = (

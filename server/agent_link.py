@@ -40,6 +40,7 @@ from server.errors import StoreError
 from server.leader import Leader
 from server.links import SendQueue, close_websocket, receive_data
 from server.model import Changes
+from server.scheduler import NodeHeld
 
 log = logging.getLogger("farmtui.leader.agents")
 
@@ -125,6 +126,26 @@ async def agent_endpoint(websocket: WebSocket) -> None:
         )
         return
 
+    config = leader.config
+    stale: list[ChunkRef] = []
+
+    def connect(now: float) -> Changes:
+        changes, unwanted = leader.scheduler.node_connected(hello, now)
+        stale.extend(unwanted)
+        return changes
+
+    try:
+        # Commit first: a refused hello (the name is held by another agent, the
+        # disk is full) must not cost the agent that holds the name its link.
+        leader.run(connect, dispatch=False)
+    except (NodeHeld, StoreError) as exc:
+        log.warning("node %s not registered: %s", hello.name, exc)
+        await refuse(websocket, str(exc), 1011, retry=True)
+        return
+    except Exception as exc:
+        log.exception("node %s could not register", hello.name)
+        await refuse(websocket, f"leader error: {exc}", 1011, retry=True)
+        return
     link = AgentLink(leader, websocket, hello.name)
     previous = leader.agents.get(hello.name)
     if previous is not None and isinstance(previous, AgentLink):
@@ -134,30 +155,10 @@ async def agent_endpoint(websocket: WebSocket) -> None:
             close_websocket(previous.websocket, CLOSE_REPLACED, "replaced by a new connection")
         )
     leader.agents[hello.name] = link
-    config = leader.config
-
-    stale: list[ChunkRef] = []
-
-    def connect(now: float) -> Changes:
-        changes, unwanted = leader.scheduler.node_connected(hello, now)
-        stale.extend(unwanted)
-        return changes
-
-    try:
-        # Commit, then welcome; the assignments this connection makes possible follow it.
-        leader.run(connect, dispatch=False)
-        link.send(welcome(leader, hello.name, stale))
+    # Welcome, then the assignments this connection makes possible.
+    link.send(welcome(leader, hello.name, stale))
+    with contextlib.suppress(StoreError):  # nothing dispatched; the next event tries again
         leader.run(lambda now: Changes())
-    except StoreError as exc:
-        log.error("node %s could not register: %s", hello.name, exc)
-        await refuse(websocket, str(exc), 1011)
-        _forget(leader, link)
-        return
-    except Exception as exc:
-        log.exception("node %s could not register", hello.name)
-        await refuse(websocket, f"leader error: {exc}", 1011)
-        _forget(leader, link)
-        return
     if hello.seq > 0:
         link.send(Ack(seq=hello.seq))
     log.info(
@@ -225,8 +226,8 @@ def _forget(leader: Leader, link: AgentLink) -> None:
             log.exception("node %s: could not record the disconnect", name)
 
 
-async def refuse(websocket: WebSocket, error: str, code: int) -> None:
+async def refuse(websocket: WebSocket, error: str, code: int, *, retry: bool = False) -> None:
     log.warning("agent refused: %s", error)
     with contextlib.suppress(Exception):  # the peer may be gone already
-        await websocket.send_text(encode(Refused(error=error)).decode())
+        await websocket.send_text(encode(Refused(error=error, retry=retry)).decode())
     await close_websocket(websocket, code, error)

@@ -108,6 +108,8 @@ class Node:
     memory_percent: float = 0.0
     last_seen: float = 0.0
     version: str = ""
+    # The agent (its stable id) that holds this node name and its slots.
+    agent_id: str = ""
     # (job_id, chunk index, attempt) of every attempt that holds a slot here:
     # the chunks it runs now and those told to stop that it has not yet
     # confirmed dead. Persisted, so a restarted leader still fences them.

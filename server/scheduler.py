@@ -61,7 +61,11 @@ from server.transitions import (
     settle_stopped,
 )
 
-__all__ = ["Scheduler", "SchedulerConfig", "SchedulerError"]
+__all__ = ["NodeHeld", "Scheduler", "SchedulerConfig", "SchedulerError"]
+
+
+class NodeHeld(SchedulerError):
+    """A hello for a node name another agent still holds: try again later."""
 
 
 class Scheduler:
@@ -213,6 +217,16 @@ class Scheduler:
         if node is None:
             node = Node(name=hello.name, slots=hello.slots)
             self.nodes[hello.name] = node
+        if node.agent_id != hello.agent_id and (node.online or node.running):
+            # Another agent holds the name: its link is open, or trees it ran may
+            # still be alive (it died a moment ago). Only the agent that ran them
+            # can say they are gone, else the node must be lost first.
+            raise NodeHeld(
+                f"node name {node.name} is held by another agent (id {node.agent_id or '?'}) "
+                f"until it is lost ({self.config.node_timeout:g} s of silence); "
+                "is another machine using the same name?"
+            )
+        node.agent_id = hello.agent_id
         node.slots = hello.slots
         node.tags = list(hello.tags)
         node.cpu_count = hello.cpu_count

@@ -56,6 +56,8 @@ class FakeLeader:
         self.sync_root = sync_root
         self.auto_ack = auto_ack
         self.refuse = refuse
+        # Refusals that may pass (disk full, name held) still to answer.
+        self.busy = 0
         self.lease = lease
         # Answer heartbeats as the leader does; off: a leader that is there but stalled.
         self.renew_leases = True
@@ -81,6 +83,10 @@ class FakeLeader:
         hello = agent_to_leader.decode(await connection.recv())
         assert isinstance(hello, AgentHello)
         self.hellos.append(hello)
+        if self.busy:
+            self.busy -= 1
+            await self.send_to(connection, Refused(error="the disk is full", retry=True))
+            return
         if self.refuse:
             await self.send_to(connection, Refused(error=self.refuse))
             return
@@ -294,6 +300,17 @@ async def test_a_refused_message_stops_the_agent(leader: FakeLeader, tmp_path: P
     with pytest.raises(LeaderRefused, match="node name node1 is taken"):
         await asyncio.wait_for(agent.run(), timeout=20)
     assert len(leader.hellos) == 1, "no retry after a refusal"
+
+
+async def test_a_refusal_that_may_pass_is_tried_again(
+    leader: FakeLeader, running_agent: AgentStarter, eventually: Any
+) -> None:
+    leader.busy = 2
+    async with running_agent(leader.url):
+        await eventually(lambda: leader.connection, what="the third hello to be welcome")
+    assert len(leader.hellos) == 3
+    assert leader.hellos[0].agent_id, "the agent says who it is"
+    assert {h.agent_id for h in leader.hellos} == {leader.hellos[0].agent_id}
 
 
 async def test_reconnect_after_a_leader_restart_resends_what_was_not_acknowledged(

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from agent.staging import Fence, UploadToLeader
+from agent.staging import CopyToSyncRoot, Fence, UploadToLeader
 from agent.supervisor import KEPT_MARK, Storage
 from farmtui.protocol import (
     AssignChunk,
@@ -254,3 +254,19 @@ async def test_output_pattern_is_inferred_when_the_leader_sends_none(
     farm.supervisor.assign(assign)
     finished = await farm.finish()
     assert finished.outcome == "done", finished.reason
+
+
+async def test_a_lease_lost_while_copying_is_the_farms_fault_and_copies_nothing(
+    farm: Any, demo_chunk: Chunk
+) -> None:
+    class LeaseRunsOutFirst:
+        async def deliver(self, relative: str, source: Path, fence: Fence) -> None:
+            farm.supervisor.lease_until = 0.0  # the leader went quiet during the render
+            await CopyToSyncRoot(farm.sync_root).deliver(relative, source, fence)
+
+    farm.supervisor.storage = Storage(sync_root=farm.sync_root, delivery=LeaseRunsOutFirst())
+    farm.supervisor.assign(demo_chunk([1]))
+    finished = await farm.finish()
+    assert finished.outcome == "killed", "a retry is not the job's to pay for"
+    assert "lease ran out" in finished.reason
+    assert not (farm.sync_root / "renders/shot/frame_0001.png").exists()

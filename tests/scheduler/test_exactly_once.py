@@ -10,9 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
+
 from farmtui.protocol import AgentHello, ChunkFinished, ChunkRef, JobSpec
 from server.model import Changes
-from server.scheduler import Scheduler, SchedulerConfig
+from server.scheduler import NodeHeld, Scheduler, SchedulerConfig
 from server.store import Store
 from tests.scheduler.paper_farm import Farm
 
@@ -237,3 +239,24 @@ def test_a_deleted_jobs_id_stays_taken_while_its_attempt_holds_a_slot(farm: Farm
     report = ChunkFinished(job_id=job, chunk=0, attempt=1, outcome="killed")
     farm.scheduler.chunk_finished("n1", report, farm.now)
     assert not farm.scheduler.id_in_use(job)
+
+
+def test_a_node_name_held_by_another_agent_is_refused_until_that_node_is_lost() -> None:
+    farm = Farm(SchedulerConfig(node_timeout=10.0))
+    job = farm.submit("j", frames="1")
+    first = AgentHello(name="n1", slots=1, agent_id="aaa")
+    farm.scheduler.node_connected(first, farm.now)
+    farm.dispatch()
+    # The agent died (its link closed); a new one, with other state, takes the name.
+    farm.scheduler.node_disconnected("n1", farm.now)
+    other = AgentHello(name="n1", slots=1, agent_id="bbb")
+    with pytest.raises(NodeHeld, match="held by another agent"):
+        farm.scheduler.node_connected(other, farm.now)
+    assert farm.chunk_states(job) == ["assigned"], "its tree may still be dying"
+    # The same agent, restarted with its state (it killed its leftovers first), is welcome.
+    farm.scheduler.node_connected(first, farm.now)
+    farm.scheduler.node_disconnected("n1", farm.now)
+    farm.advance(11, silent=("n1",))
+    assert farm.chunk_states(job) == ["preempted"]
+    farm.scheduler.node_connected(other, farm.now)
+    assert farm.dispatch().assignments[0].node == "n1"

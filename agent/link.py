@@ -290,7 +290,9 @@ class LeaderLink:
                 for key in list(supervisor.runs):
                     supervisor.kill(key, "the lease ran out: lost contact with the leader")
             silent = now - self.last_contact
-            if silent > 0.5 * self.welcome.lease and self._ws is not None:
+            # A healthy leader speaks at least once a heartbeat (its LeaseRenewed).
+            quiet_limit = max(0.5 * self.welcome.lease, 2.5 * self.welcome.heartbeat_interval)
+            if silent > quiet_limit and self._ws is not None:
                 log.warning("leader silent for %.1f s: reconnecting", silent)
                 await self._ws.close()
 

@@ -16,7 +16,7 @@ Control, on stdin, one command a line (malformed lines are ignored)::
     kill GRACE [REASON WORDS...]   SIGTERM the tree; SIGKILL what lives GRACE s later
 
 End of stdin (the agent died) or a lapsed lease kills the tree with a grace
-of at most 0.5 s; so do SIGTERM, SIGINT and SIGHUP sent to the shim, with the
+of at most 0.2 s; so do SIGTERM, SIGINT and SIGHUP sent to the shim, with the
 full ``--grace``. Status, on stderr, one JSON object a line::
 
     {"event": "started", "pid": N}
@@ -53,7 +53,9 @@ else:
 MARKER_VARIABLE = b"FARMTUI_CHUNK"
 PR_SET_CHILD_SUBREAPER = 36
 # The grace when nobody is left to wait for a slow shutdown (agent gone, lease lapsed).
-GONE_GRACE = 0.5
+# Short: nobody will use the output, and the leader moves the chunk soon after
+# the lease ends (its margin, 0.4 x node_timeout, must cover this kill).
+GONE_GRACE = 0.2
 # While killing: look for new processes (and retry SIGKILL) this often.
 SWEEP_EVERY = 0.05
 STUCK_EVERY = 5.0

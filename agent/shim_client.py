@@ -147,7 +147,7 @@ class Shim:
 
     ``output`` carries the renderer's stdout and stderr; read it to its end,
     or a chatty renderer blocks on a full pipe. Keep renewing the lease until
-    :meth:`wait` returns: a lapsed lease caps a kill's grace at 0.5 s.
+    :meth:`wait` returns: a lapsed lease caps a kill's grace at 0.2 s.
     """
 
     def __init__(self, process: asyncio.subprocess.Process) -> None:

@@ -19,6 +19,10 @@ from server.errors import ConfigError
 from server.scheduler import SchedulerConfig
 
 CONFIG_FILE = "leader.toml"
+# Below this, the margin between an agent's lease and node_timeout is shorter
+# than a supervisor's kill of a renderer tree (SIGTERM, 0.2 s, SIGKILL) and
+# the leader's own dispatch: 0.6 s of margin at 1.5 s.
+MIN_NODE_TIMEOUT = 1.5
 
 
 class LeaderConfig(SchedulerConfig, kw_only=True, forbid_unknown_fields=True):
@@ -76,6 +80,18 @@ def check_config(config: LeaderConfig, where: Path | str = CONFIG_FILE) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{where}: {key} must be positive, not {value}")
+    if config.node_timeout < MIN_NODE_TIMEOUT:
+        raise ConfigError(
+            f"{where}: node_timeout must be at least {MIN_NODE_TIMEOUT:g} s, not "
+            f"{config.node_timeout:g}: a silent node's supervisors need the time between "
+            "its lease (0.6 x node_timeout) and node_timeout to kill its renderers"
+        )
+    if config.heartbeat_interval > config.agent_lease / 3:
+        raise ConfigError(
+            f"{where}: heartbeat_interval must be at most {config.agent_lease / 3:g} s "
+            "(a third of the agents' lease, 0.6 x node_timeout), not "
+            f"{config.heartbeat_interval:g}: a late heartbeat or two must not cost a lease"
+        )
     if config.retries < 0:
         raise ConfigError(f"{where}: retries must be 0 or more, not {config.retries}")
     if config.webhook is not None and not config.webhook.startswith(("http://", "https://")):

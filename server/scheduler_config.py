@@ -40,6 +40,6 @@ class SchedulerConfig(msgspec.Struct, kw_only=True):
         A chunk's supervisor kills its tree when the lease runs out; the leader
         moves the chunk only after ``node_timeout`` of silence. The rest of
         node_timeout (6 s by default) is the margin for that kill (SIGTERM, at
-        most half a second of grace, SIGKILL) and for timers that drift.
+        most 0.2 s of grace, SIGKILL) and for timers that drift.
         """
         return LEASE_FRACTION * self.node_timeout

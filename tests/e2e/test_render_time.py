@@ -548,7 +548,7 @@ def test_retries_back_off_exponentially_until_success(farm: Farm, tmp_path: Path
 
 
 LOST_NODE_TOML = """
-node_timeout = 1.5
+node_timeout = 2.0
 heartbeat_interval = 0.2
 tick_interval = 0.1
 """

@@ -71,3 +71,19 @@ async def test_first_start_writes_tokens_and_root_id_and_restart_keeps_all(
         ) as http:
             jobs = (await http.get("/api/jobs")).json()
         assert [(j["id"], j["name"]) for j in jobs] == [(job_id, "keep me")]
+
+
+@pytest.mark.parametrize(
+    ("toml", "words"),
+    [
+        ("node_timeout = 1.0\n", "node_timeout must be at least 1.5 s"),
+        ("node_timeout = 3.0\nheartbeat_interval = 1.0\n", "heartbeat_interval must be at most"),
+        ("heartbeat_interval = 5.0\n", "heartbeat_interval must be at most 3 s"),
+    ],
+)
+def test_settings_that_would_let_a_tree_outlive_its_lease_are_refused(
+    tmp_path: Path, toml: str, words: str
+) -> None:
+    (tmp_path / "leader.toml").write_text(toml)
+    with pytest.raises(ConfigError, match=words):
+        read_config(tmp_path)

@@ -1,0 +1,423 @@
+"""Fault injection: the farm keeps its guarantees when its own processes are killed and frozen.
+
+Real processes on loopback: a leader subprocess (restarted on the same data
+folder after ``kill -9``), agent subprocesses (restarted with their
+``--state``, frozen with SIGSTOP) and a tallying renderer that records every
+run of every frame (see ``fault_support.py``). Each test asserts what
+README "What farmtui guarantees" promises:
+
+- every frame is rendered to the end exactly once;
+- no two runs of one frame are ever alive at the same moment (a run's
+  processes include a detached helper that ignores SIGTERM where it matters);
+- what was acknowledged (a submit, a change) is still there after a restart;
+- a farm fault uses no retry: errors stay 0, attempts end "lost" or "killed",
+  never "failed".
+
+Timings that matter (fault to chunk running elsewhere, restart to dispatching
+again) are printed; ``bench/faults.py`` measures them properly. Nothing sleeps
+to wait for something: every wait polls a condition with a deadline.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.fault_support import (
+    FaultFarm,
+    Json,
+    Run,
+    attempt_summary,
+    farm_fault_problems,
+    fault_toml,
+    first_attempt_after,
+    first_run_assigned_after,
+    render_chunks,
+    wait_until,
+)
+from tests.helpers.farm import needs_agent
+
+pytestmark = [needs_agent, pytest.mark.slow]
+
+# Leader restarts: the agents' lease (0.6 x node_timeout = 4.8 s) outlasts a
+# restart on a loaded machine, so renders in flight carry on.
+LEADER_TOML = fault_toml(node_timeout=8.0)
+# Agent faults: a short node_timeout (lease 1.2 s) so the chunk moves quickly.
+NODE_TIMEOUT = 2.0
+NODE_TOML = fault_toml(node_timeout=NODE_TIMEOUT)
+
+
+FarmMaker = Callable[[str], FaultFarm]
+
+
+@pytest.fixture
+def make_farm(tmp_path: Path) -> Iterator[FarmMaker]:
+    """``make_farm(toml)``: a FaultFarm under tmp_path, always torn down (agents thawed first)."""
+    farms: list[FaultFarm] = []
+
+    def make(toml: str) -> FaultFarm:
+        farm = FaultFarm(tmp_path / f"farm{len(farms)}", toml).__enter__()
+        farms.append(farm)
+        return farm
+
+    try:
+        yield make
+    finally:
+        for farm in farms:
+            farm.close()
+
+
+def assert_kept_promises(farm: FaultFarm, detail: Json, frames: range) -> None:
+    """Exactly once, never two alive at once, no retry used by a farm fault."""
+    problems = farm.tally.problems(frames) + farm_fault_problems(detail)
+    assert not problems, "\n".join(problems) + "\n" + attempt_summary(detail)
+    assert detail["job"]["state"] == "done", attempt_summary(detail)
+    assert all(c["state"] == "done" for c in render_chunks(detail)), attempt_summary(detail)
+
+
+def only_run(farm: FaultFarm, frame: int) -> Run:
+    (run,) = farm.tally.runs()[frame]
+    return run
+
+
+def seen_dead(run: Run) -> float | None:
+    return run.seen_dead
+
+
+# --- 1. the leader, kill -9 and restarted ----------------------------------------------
+
+LEADER_FRAMES = range(1, 37)
+
+
+@pytest.mark.parametrize("moment", ["just_after_submit", "mid_render", "as_chunks_finish"])
+def test_leader_killed_and_restarted(make_farm: FarmMaker, moment: str) -> None:
+    farm = make_farm(LEADER_TOML)
+    farm.start_leader()
+    farm.start_agents("node1", "node2", "node3", slots=2)
+    frames = LEADER_FRAMES
+    job = farm.submit(
+        farm.tally_argv(0.5),
+        "--name", "restart", "--frames", f"{frames[0]}-{frames[-1]}", "--chunk", "1",
+        "--retries", "0",
+    )  # fmt: skip
+    held = None
+    if moment == "mid_render":
+        # Acknowledged changes before the crash: a new priority, and a job waiting for
+        # this one (on nodes tagged "never": it cannot start), held.
+        farm.cli("priority", job, "30")
+        held = farm.submit(
+            farm.tally_argv(0.1), "--name", "held", "--frames", "100", "--after", job,
+            "--tags", "never",
+        )  # fmt: skip
+        farm.cli("hold", held, "--yes")
+        wait_until(lambda: sum(farm.tally.ended().values()) >= 10, 30.0, "10 frames rendered")
+    elif moment == "as_chunks_finish":
+        # The moment a run writes its end, its ChunkFinished is on its way.
+        wait_until(
+            lambda: sum(farm.tally.ended().values()) >= 7, 30.0, "the 7th frame", every=0.002
+        )
+    killed = farm.kill_leader()
+    ended_before = {f for f, n in farm.tally.ended().items() if n}
+    healthy = farm.start_leader()
+    ended_meanwhile = {f for f, n in farm.tally.ended().items() if n} - ended_before
+    print(f"\n{moment}: leader down {healthy - killed:.2f} s; {len(ended_meanwhile)} frames ended")
+
+    # Everything acknowledged is there.
+    detail = farm.show(job)
+    assert detail["job"]["name"] == "restart"
+    assert [c["frames"] for c in render_chunks(detail)] == [[f] for f in frames]
+    if held is not None:
+        assert detail["job"]["priority"] == 30
+        assert farm.show(held)["job"]["state"] == "holding"
+
+    detail = farm.wait_job(job, "done", "failed", timeout=60.0)
+    dispatched = first_attempt_after(detail, healthy)
+    started = first_run_assigned_after(detail, farm.tally.runs(), healthy)
+    if dispatched is not None and started is not None:
+        print(
+            f"{moment}: healthz -> first assignment {dispatched - healthy:.2f} s, "
+            f"-> its run started {started - healthy:.2f} s"
+        )
+    detail = farm.show_cli(job)
+    assert_kept_promises(farm, detail, frames)
+    for chunk in render_chunks(detail):
+        (frame,) = chunk["frames"]
+        if frame in ended_meanwhile:
+            # Finished while the leader was down: credited, with its one attempt.
+            assert [a["outcome"] for a in chunk["attempts"]] == ["done"], attempt_summary(detail)
+        for attempt in chunk["attempts"]:
+            if attempt["outcome"] == "killed":
+                # Only a leader away longer than the lease may stop a render in flight.
+                assert "lease" in (attempt["reason"] or ""), attempt_summary(detail)
+    if moment == "as_chunks_finish":
+        assert ended_meanwhile, "no chunk finished while the leader was down"
+
+
+# --- 2. an agent, kill -9 mid-chunk ----------------------------------------------------
+
+
+def test_agent_killed_mid_chunk(make_farm: FarmMaker) -> None:
+    farm = make_farm(NODE_TOML)
+    farm.start_leader()
+    farm.start_agents("node1", "node2")
+    job = farm.submit(
+        farm.tally_argv(3.0, "--stubborn-helper"), "--name", "crash", "--retries", "0"
+    )
+    wait_until(lambda: farm.tally.with_helper(1), 15.0, "the first run and its helper")
+    node = wait_until(lambda: farm.chunk_node(job), 10.0, "the chunk on a node")
+    killed = farm.kill_agent(node)
+    assert only_run(farm, 1).end is None, "the run ended before its agent was killed"
+
+    # The shim saw its pipe close: the tree (with the helper ignoring SIGTERM) is gone ...
+    second = wait_until(lambda: farm.tally.nth_run(1, 1), 15.0, "a second run")
+    first = farm.tally.runs()[1][0]
+    assert first.seen_dead is not None, f"the dead agent's tree lives on: {first.describe()}"
+    # ... and only after node_timeout does the chunk run elsewhere.
+    print(
+        f"\nagent crash: tree dead within {first.seen_dead - killed:.2f} s, "
+        f"chunk running elsewhere after {second.start - killed:.2f} s "
+        f"(node_timeout {NODE_TIMEOUT} s)"
+    )
+    assert first.seen_dead < second.start
+    assert second.start - killed >= NODE_TIMEOUT - 0.5  # the lease holds the chunk that long
+
+    detail = farm.wait_job(job, "done", "failed")
+    detail = farm.show_cli(job)
+    assert_kept_promises(farm, detail, range(1, 2))
+    (chunk,) = render_chunks(detail)
+    lost, done = chunk["attempts"]
+    assert (lost["node"], lost["outcome"]) == (node, "lost")
+    assert done["node"] != node
+    assert done["outcome"] == "done"
+
+
+# --- 3. an agent, frozen past node_timeout ---------------------------------------------
+
+
+def test_frozen_agent_is_fenced_then_recovers(make_farm: FarmMaker) -> None:
+    farm = make_farm(NODE_TOML)
+    farm.start_leader()
+    farm.start_agents("node1", "node2")
+    job = farm.submit(
+        farm.tally_argv(3.0, "--stubborn-helper"), "--name", "frozen", "--retries", "0"
+    )
+    wait_until(lambda: farm.tally.with_helper(1), 15.0, "the first run and its helper")
+    node = wait_until(lambda: farm.chunk_node(job), 10.0, "the chunk on a node")
+    frozen = farm.freeze(node)
+    assert only_run(farm, 1).end is None, "the run ended before its agent was frozen"
+
+    second = wait_until(lambda: farm.tally.nth_run(1, 1), 15.0, "a second run")
+    first = farm.tally.runs()[1][0]
+    # Fenced by its shim's lease while its agent could do nothing: SIGTERM, then the
+    # stubborn helper's SIGKILL, all before the other node started.
+    assert first.seen_dead is not None, f"the frozen node's tree lives on: {first.describe()}"
+    assert first.seen_dead < second.start
+    assert first.term is not None, first.describe()
+    print(
+        f"\nfrozen node: SIGTERM by its shim {first.term - frozen:.2f} s after SIGSTOP, tree "
+        f"dead {first.seen_dead - frozen:.2f} s, chunk running elsewhere "
+        f"{second.start - frozen:.2f} s (node_timeout {NODE_TIMEOUT} s)"
+    )
+    assert second.start - frozen >= NODE_TIMEOUT - 0.5
+    # Frozen a few seconds more: until the other node has rendered the frame.
+    wait_until(lambda: farm.tally.runs()[1][1].end, 15.0, "the second run to end")
+    farm.thaw(node)
+
+    farm.wait_job(job, "done", "failed")
+    # The resumed agent reconnects and sends its stale report (attempt 1 killed by
+    # the lease); once the leader acknowledged it, it has changed nothing ...
+    farm.wait_online([node], timeout=15.0)
+    wait_until(lambda: not farm.outbox(node), 15.0, f"{node}'s outbox to be acknowledged")
+    log = farm.agent_log(node)
+    assert re.search(rf"chunk {job}:0:1:\S+ killed: the lease ran out", log), log[-3000:]
+    detail = farm.show_cli(job)
+    assert_kept_promises(farm, detail, range(1, 2))
+    (chunk,) = render_chunks(detail)
+    assert [(a["node"], a["outcome"]) for a in chunk["attempts"]] == [
+        (node, "lost"),
+        (chunk["attempts"][1]["node"], "done"),
+    ], attempt_summary(detail)
+
+    # ... and it renders more work.
+    more = farm.submit(farm.tally_argv(0.2), "--name", "after", "--frames", "11-16")
+    detail = farm.wait_job(more, "done", "failed")
+    assert_kept_promises(farm, detail, range(11, 17))
+    nodes = {a["node"] for c in render_chunks(detail) for a in c["attempts"]}
+    assert node in nodes, attempt_summary(detail)
+
+
+# --- 4. retry and requeue of running chunks --------------------------------------------
+
+
+def test_retry_and_requeue_of_running_chunks_wait_for_the_dead_tree(
+    make_farm: FarmMaker,
+) -> None:
+    farm = make_farm(NODE_TOML)
+    farm.start_leader()
+    # Six slots for four chunks: free slots that a hasty dispatch would use at once.
+    farm.start_agents("node1", "node2", slots=3)
+    frames = range(1, 5)
+    # Slow to die: the renderer cleans up for 0.3 s on SIGTERM, its helper ignores SIGTERM
+    # and goes only with the SIGKILL at the end of the grace.
+    job = farm.submit(
+        farm.tally_argv(5.0, "--stubborn-helper", "--term-delay", "0.3"),
+        "--name", "stopping", "--frames", "1-4", "--chunk", "1", "--retries", "0",
+    )  # fmt: skip
+
+    def running(count: int) -> bool:
+        return len({r.frame for r in farm.tally.running() if len(r.pids) == 2}) >= count
+
+    wait_until(lambda: running(4), 20.0, "four runs with their helpers")
+    index = {c["frames"][0]: c["index"] for c in render_chunks(farm.show(job))}
+    farm.cli("chunks", job, "retry", f"{index[1]},{index[2]}")
+    wait_until(
+        lambda: all(len(farm.tally.runs()[f]) == 2 for f in (1, 2)), 15.0, "frames 1-2 again"
+    )
+    wait_until(lambda: running(4), 15.0, "four runs again")
+    assert not any(farm.tally.ended().values()), "a frame ended before the requeue"
+    farm.cli("requeue", job, "--yes")
+
+    detail = farm.wait_job(job, "done", "failed", timeout=40.0)
+    detail = farm.show_cli(job)
+    assert_kept_promises(farm, detail, frames)
+    runs = farm.tally.runs()
+    assert [len(runs[f]) for f in frames] == [3, 3, 2, 2]
+    for frame in frames:
+        *stopped, _ = runs[frame]
+        for run in stopped:
+            assert run.term is not None, run.describe()  # stopped, not finished
+            assert run.seen_dead is not None
+        gaps = [
+            later.start - earlier.alive_until
+            for earlier, later in zip(runs[frame], runs[frame][1:], strict=False)
+        ]
+        print(
+            f"\nframe {frame}: gaps from a stopped run's last sign of life to the next run {gaps}"
+        )
+    for chunk in render_chunks(detail):
+        *stopped, final = chunk["attempts"]
+        assert {a["outcome"] for a in stopped} == {"killed"}, attempt_summary(detail)
+        assert final["outcome"] == "done"
+
+
+# --- 5. fast churn: no exit status misread ---------------------------------------------
+
+
+def test_500_quick_chunks_all_end_done(make_farm: FarmMaker) -> None:
+    farm = make_farm("")
+    farm.start_leader()
+    farm.start_agents("node1", slots=2)
+    began = time.monotonic()
+    job = farm.submit(
+        ["/bin/true"], "--name", "churn", "--frames", "1-500", "--chunk", "1", "--retries", "0"
+    )
+
+    def finished() -> bool:
+        (view,) = [j for j in farm.client.jobs() if j.id == job]
+        # A misread exit status fails its chunk (no retries): stop there, the job may stall.
+        return view.state in ("done", "failed") or view.stats.chunks_failed > 0
+
+    # Polled gently: the job detail of 500 chunks is not free for the leader.
+    wait_until(finished, 120.0, "500 chunks", every=0.5)
+    print(f"\n500 chunks of /bin/true on 1 agent x 2 slots: {time.monotonic() - began:.1f} s")
+    detail = farm.show_cli(job)
+    chunks = render_chunks(detail)
+    assert len(chunks) == 500
+
+    def ends(chunk: Json) -> list[tuple[str, str]]:
+        return [(a["outcome"], a["exit_status"]) for a in chunk["attempts"]]
+
+    wrong = [
+        f"chunk {c['index']}: {c['state']} {ends(c)}"
+        for c in chunks
+        if c["state"] != "done" or ends(c) != [("done", "0")]
+    ]
+    assert not wrong, "\n".join(wrong[:20])
+    assert detail["job"]["state"] == "done"
+    log = farm.agent_log("node1")
+    assert "exit status already read" not in log
+    assert "returncode 255" not in log
+
+
+# --- 6. a chunk that finished while the leader was down --------------------------------
+
+
+@pytest.mark.parametrize("agent_restarted", [False, True], ids=["agent_stays", "agent_restarted"])
+def test_chunk_finished_while_leader_down_is_credited_once(
+    make_farm: FarmMaker, agent_restarted: bool
+) -> None:
+    farm = make_farm(LEADER_TOML)
+    farm.start_leader()
+    farm.start_agents("node1")
+    job = farm.submit(farm.tally_argv(2.0), "--name", "credited", "--retries", "0")
+    wait_until(lambda: farm.tally.runs().get(1), 15.0, "the run to start")
+    wait_until(lambda: farm.chunk_node(job), 10.0, "the chunk on node1")
+    farm.kill_leader()
+    assert only_run(farm, 1).end is None, "the run ended before the leader was killed"
+    # It finishes while the leader is away: its ChunkFinished waits in the outbox.
+    wait_until(lambda: only_run(farm, 1).end, 10.0, "the run to end")
+    concluded = re.compile(rf"chunk {job}:0:1:\S+ done")
+    wait_until(
+        lambda: concluded.search(farm.agent_log("node1")), 10.0, "the agent to conclude the chunk"
+    )
+    pending = [m["type"] for m in farm.outbox("node1")]
+    assert "chunk_finished" in pending, pending
+    if agent_restarted:
+        # And the agent dies too, before anyone acknowledged the report.
+        farm.kill_agent("node1")
+    farm.start_leader()
+    if agent_restarted:
+        farm.restart_agent("node1")
+
+    detail = farm.wait_job(job, "done", "failed", timeout=30.0)
+    detail = farm.show_cli(job)
+    assert_kept_promises(farm, detail, range(1, 2))
+    (chunk,) = render_chunks(detail)
+    assert [(a["number"], a["outcome"]) for a in chunk["attempts"]] == [(1, "done")], (
+        attempt_summary(detail)
+    )
+    assert len(farm.tally.runs()[1]) == 1
+
+
+# --- settings that cannot keep the promises are refused ----------------------------------
+
+
+def leader_refuses(farm: FaultFarm) -> bool:
+    """Start the leader; True when it refuses its leader.toml (one way to fix a bad config)."""
+    try:
+        farm.start_leader()
+    except AssertionError as exc:
+        if "the leader exited" in str(exc):
+            return True
+        raise
+    return False
+
+
+def test_a_node_timeout_too_short_to_fence_a_frozen_node_is_refused(
+    make_farm: FarmMaker,
+) -> None:
+    # lease 0.24 s + up to 0.5 s of grace against a node_timeout of 0.4 s: a frozen node's
+    # tree could outlive the move of its chunk, so the leader will not start with it.
+    farm = make_farm(fault_toml(node_timeout=0.4, heartbeat=0.1, tick=0.05))
+    assert leader_refuses(farm)
+    assert "node_timeout must be at least 1.5 s" in farm.leader_log()
+
+
+def test_quiet_link_stays_up_with_the_slowest_heartbeat_allowed(
+    make_farm: FarmMaker,
+) -> None:
+    # The most widely spaced heartbeats the leader accepts for this node_timeout.
+    farm = make_farm("node_timeout = 3.0\nheartbeat_interval = 0.6\n")
+    farm.start_leader()
+    farm.start_agents("node1")
+    # One line of output, then 3.5 s of silence.
+    job = farm.submit(farm.tally_argv(3.5), "--name", "quiet", "--retries", "0")
+    detail = farm.wait_job(job, "done", "failed")
+    assert_kept_promises(farm, detail, range(1, 2))
+    reconnects = [line for line in farm.agent_log("node1").splitlines() if "reconnecting" in line]
+    assert not reconnects, "\n".join(reconnects)
+    assert "node node1 disconnected" not in farm.leader_log()

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 
 from agent.staging import CopyToSyncRoot, Fence, UploadToLeader
@@ -270,3 +271,45 @@ async def test_a_lease_lost_while_copying_is_the_farms_fault_and_copies_nothing(
     assert finished.outcome == "killed", "a retry is not the job's to pay for"
     assert "lease ran out" in finished.reason
     assert not (farm.sync_root / "renders/shot/frame_0001.png").exists()
+
+
+async def test_retry_sync_copies_the_kept_output_without_rendering_again(
+    farm: Any, demo_chunk: Chunk
+) -> None:
+    class Broken:
+        async def deliver(self, relative: str, source: Path, fence: Fence) -> None:
+            raise OSError("disk full")
+
+    copy = CopyToSyncRoot(farm.sync_root)
+    farm.supervisor.storage = Storage(sync_root=farm.sync_root, delivery=Broken())
+    farm.supervisor.assign(demo_chunk([1, 2]))
+    assert (await farm.finish()).kept_staged
+    rendered = len(farm.recorder.output())
+    farm.recorder.messages.clear()
+
+    farm.supervisor.storage = Storage(sync_root=farm.sync_root, delivery=copy)
+    sync = msgspec.structs.replace(demo_chunk([1, 2], attempt=2), sync_from=1)
+    farm.supervisor.assign(sync)
+    finished = await farm.finish()
+    assert finished.outcome == "done", finished.reason
+    assert (finished.attempt, finished.kept_staged) == (2, False)
+    assert farm.recorder.output() == [], "no renderer ran"
+    assert rendered > 0
+    started = farm.recorder.of(ChunkStarted)[0]
+    assert started.command == ["copy the output staged by attempt 1"]
+    for frame in (1, 2):
+        assert (farm.sync_root / f"renders/shot/frame_{frame:04d}.png").read_bytes()[:4] == (
+            b"\x89PNG"
+        )
+    assert not (farm.staging / "job1").exists(), "nothing is left staged once copied"
+
+
+async def test_a_retry_sync_whose_kept_output_is_gone_fails_so_the_leader_renders(
+    farm: Any, demo_chunk: Chunk
+) -> None:
+    sync = msgspec.structs.replace(demo_chunk([1], attempt=2), sync_from=1)
+    farm.supervisor.assign(sync)
+    finished = await farm.finish()
+    assert finished.outcome == "failed"
+    assert finished.reason == "the output staged by attempt 1 is no longer on this node"
+    assert not finished.kept_staged

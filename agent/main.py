@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import re
@@ -21,7 +22,7 @@ import uuid
 from pathlib import Path
 
 from agent import agent_log
-from agent.errors import LeaderRefused
+from agent.errors import AgentError, LeaderRefused
 from agent.link import LeaderLink
 from agent.outbox import Outbox
 from agent.process_tree import become_subreaper
@@ -65,6 +66,27 @@ def agent_id(state_dir: Path) -> str:
     return value
 
 
+def lock_state(state_dir: Path) -> int:
+    """Hold ``<state>/agent.lock`` for this process's life; AgentError if another agent does.
+
+    Two agents on one state folder would share an id: each would take the
+    other's renderers for its own leftovers and kill them, and the leader
+    could not tell them apart. The lock goes with the process (it is not
+    inherited by renderers), so a crashed agent never leaves it behind.
+    """
+    state_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(state_dir / "agent.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise AgentError(
+            f"another agent is running with the state folder {state_dir}; "
+            "give each agent its own --state (and --name)"
+        ) from None
+    return fd
+
+
 class Agent:
     """One agent daemon: a supervisor and a link sharing one state folder."""
 
@@ -82,6 +104,7 @@ class Agent:
     ) -> None:
         self.name = name or socket.gethostname()
         self.state_dir = state_dir or default_state_dir(self.name)
+        self._lock = lock_state(self.state_dir)
         self.staging = staging or default_staging_dir(self.name)
         self.log_stream, self._handlers = agent_log.attach(self.state_dir, to_stderr=log_to_stderr)
         self.outbox = Outbox(self.state_dir / "outbox.jsonl")
@@ -127,6 +150,7 @@ class Agent:
             await asyncio.shield(self.supervisor.kill_all("the agent stopped"))
             log.info("agent %s stopped", self.name)
             agent_log.detach(self._handlers)
+            os.close(self._lock)  # the next agent on this state folder may start
 
 
 async def _run_until_signal(agent: Agent) -> None:
@@ -176,9 +200,12 @@ def run_agent(
     raises ``SystemExit`` with a one-line message (exit status 1).
     """
     become_subreaper()
-    agent = Agent(
-        leader, token, name=name, slots=slots, staging=staging, tags=tags, state_dir=state_dir
-    )
+    try:
+        agent = Agent(
+            leader, token, name=name, slots=slots, staging=staging, tags=tags, state_dir=state_dir
+        )
+    except AgentError as exc:
+        raise SystemExit(f"farm agent: {exc}") from None
     try:
         asyncio.run(_run_until_signal(agent))
     except LeaderRefused as exc:

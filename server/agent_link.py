@@ -221,7 +221,9 @@ def _forget(leader: Leader, link: AgentLink) -> None:
         del leader.agents[link.name]
         name = link.name
         try:
-            leader.run(lambda now: leader.scheduler.node_disconnected(name, now))
+            leader.run(lambda now: leader.scheduler.node_disconnected(name, now), dispatch=False)
+        except StoreError:
+            pass  # commit() logged it; nothing of a disconnect is stored
         except Exception:
             log.exception("node %s: could not record the disconnect", name)
 

@@ -7,6 +7,7 @@ the clock, which tests may replace.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -78,8 +79,8 @@ def check_config(config: LeaderConfig, where: Path | str = CONFIG_FILE) -> None:
         "max_upload_bytes": config.max_upload_bytes,
     }
     for key, value in positive.items():
-        if value <= 0:
-            raise ConfigError(f"{where}: {key} must be positive, not {value}")
+        if not math.isfinite(value) or value <= 0:
+            raise ConfigError(f"{where}: {key} must be a positive number, not {value}")
     if config.node_timeout < MIN_NODE_TIMEOUT:
         raise ConfigError(
             f"{where}: node_timeout must be at least {MIN_NODE_TIMEOUT:g} s, not "

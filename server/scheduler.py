@@ -287,7 +287,7 @@ class Scheduler:
         if node is None or not node.online:
             return changes
         node.online = False
-        changes.nodes.add(name)
+        changes.readings.add(name)  # online is the link's business: nothing to commit
         changes.event(now, "warn", f"node {name} disconnected", None, None)
         return changes
 

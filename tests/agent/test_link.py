@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import AsyncIterator, Callable
 from http import HTTPStatus
@@ -15,6 +18,7 @@ import pytest
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
+from agent import agent_log
 from agent.errors import LeaderRefused
 from agent.main import Agent, run_agent
 from farmtui.protocol import (
@@ -387,3 +391,28 @@ async def test_stale_chunks_in_welcome_are_killed(
         finished = (await eventually(leader.finished, what="ChunkFinished"))[0]
         assert finished.outcome == "killed"
         assert not _alive(started.pid)
+
+
+def test_a_second_agent_on_the_same_state_folder_is_refused(tmp_path: Path) -> None:
+    first = Agent(
+        "http://127.0.0.1:9",
+        TOKEN,
+        name="node1",
+        state_dir=tmp_path / "state",
+        staging=tmp_path / "staging",
+        log_to_stderr=False,
+    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "agent.main", "--leader", "http://127.0.0.1:9",
+             "--token", TOKEN, "--name", "node1", "--state", str(tmp_path / "state")],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    finally:
+        agent_log.detach(first._handlers)
+        os.close(first._lock)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"farm agent: another agent is running with the state folder {tmp_path / 'state'}; "
+        "give each agent its own --state (and --name)"
+    ]

@@ -87,3 +87,10 @@ def test_settings_that_would_let_a_tree_outlive_its_lease_are_refused(
     (tmp_path / "leader.toml").write_text(toml)
     with pytest.raises(ConfigError, match=words):
         read_config(tmp_path)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_durations_must_be_finite(tmp_path: Path, value: str) -> None:
+    (tmp_path / "leader.toml").write_text(f"node_timeout = {value}\n")
+    with pytest.raises(ConfigError, match="node_timeout must be a positive number"):
+        read_config(tmp_path)

@@ -19,6 +19,9 @@ import pytest
 from farmtui.localfarm import free_port
 from tests.helpers.farm import AgentFactory, LiveLeader, needs_agent, needs_leader, run_farm
 
+# Real leader and agent processes, `farm up` included: the slow layer.
+pytestmark = pytest.mark.slow
+
 
 def submit_json(leader: LiveLeader, *args: str) -> dict[str, object]:
     done = leader.cli("submit", "--json", *args)

@@ -141,6 +141,8 @@ class ChunkRun:
         self.task: asyncio.Task[None] | None = None
         # A chunk whose copy failed keeps its staged files, for a later retry sync.
         self.keep_staged = False
+        # Its ChunkFinished is sent (into the outbox): it no longer runs here.
+        self.ended = False
 
     @property
     def ref(self) -> ChunkRef:
@@ -549,6 +551,7 @@ class ChunkRun:
         return ""
 
     def _finish(self, verdict: Verdict, started: float, status: str | None = None) -> None:
+        self.ended = True
         level = logging.INFO if verdict.outcome == "done" else logging.WARNING
         reason = verdict.reason
         log.log(
@@ -672,7 +675,8 @@ class Supervisor:
         return removed
 
     def running(self) -> list[ChunkRef]:
-        return [run.ref for run in self.runs.values()]
+        """Attempts still running here; those that reported their end are the outbox's."""
+        return [run.ref for run in self.runs.values() if not run.ended]
 
     def assign(self, message: AssignChunk) -> ChunkRun:
         """Start a chunk; a repeated assignment of a running attempt is ignored."""
@@ -702,7 +706,7 @@ class Supervisor:
     def kill(self, key: ChunkKey, reason: str) -> bool:
         """Ask a running chunk to stop with outcome ``killed``; False if it is not running."""
         run = self.runs.get(key)
-        if run is None:
+        if run is None or run.ended:
             return False
         run.request_stop("killed", reason or "killed on the leader's request")
         return True

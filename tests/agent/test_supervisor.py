@@ -313,3 +313,17 @@ async def test_a_retry_sync_whose_kept_output_is_gone_fails_so_the_leader_render
     assert finished.outcome == "failed"
     assert finished.reason == "the output staged by attempt 1 is no longer on this node"
     assert not finished.kept_staged
+
+
+async def test_an_attempt_that_reported_its_end_is_no_longer_running(
+    farm: Any, demo_chunk: Chunk
+) -> None:
+    run = farm.supervisor.assign(demo_chunk([1]))
+    await farm.finish()
+    # Whatever is left of its bookkeeping, a hello must not call it running:
+    # the leader would wait for a second report that never comes.
+    run.ended = True
+    farm.supervisor.runs[run.key] = run
+    assert farm.supervisor.running() == []
+    assert not farm.supervisor.kill(run.key, "stale")
+    del farm.supervisor.runs[run.key]

@@ -173,7 +173,7 @@ class ChunkRun:
 
     def _chunk_folder(self, attempt: int | None = None) -> Path:
         job = self.assign.job_id
-        if not _SAFE_NAME.match(job):
+        if not _SAFE_NAME.fullmatch(job):
             raise ChunkSetupError(f"job id {job!r} is not a safe folder name; refused")
         number = self.assign.attempt if attempt is None else attempt
         return self.sup.staging_root / job / f"{self.assign.chunk}.{number}"
@@ -645,7 +645,7 @@ class Supervisor:
 
     def discard_staged(self, job_id: str, chunk: int, attempt: int) -> None:
         """Delete the staged output kept from an attempt nobody will copy any more."""
-        if not _SAFE_NAME.match(job_id):
+        if not _SAFE_NAME.fullmatch(job_id):
             return
         folder = self.staging_root / job_id / f"{chunk}.{attempt}"
         log.info("discarding the staged output of %s chunk %d attempt %d", job_id, chunk, attempt)

@@ -118,7 +118,7 @@ async def agent_endpoint(websocket: WebSocket) -> None:
             CLOSE_PROTOCOL,
         )
         return
-    if not _NODE_NAME.match(hello.name) or hello.slots < 0:
+    if not _NODE_NAME.fullmatch(hello.name) or hello.slots < 0:
         await refuse(
             websocket,
             f"bad node name {hello.name!r} or slots {hello.slots} (names: letters, digits, . _ -)",

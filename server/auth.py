@@ -57,7 +57,7 @@ def new_token() -> str:
 
 
 def check_name(name: str) -> str:
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise BadRequest(f"token name {name!r} must be 1-64 letters, digits, '.', '_', '@' or '-'")
     return name
 

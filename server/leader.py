@@ -94,6 +94,8 @@ class Leader:
         self.config = settings.config
         self.clock = settings.clock
         settings.data.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Tokens and the database live here: owner only, whoever made the folder.
+        os.chmod(settings.data, 0o700)
         settings.root.mkdir(parents=True, exist_ok=True)
         self.root = settings.root.resolve()
         self.store = Store(settings.database, self.config.synchronous)

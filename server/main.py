@@ -66,6 +66,10 @@ def logging_config() -> dict[str, Any]:
         "stream": "ext://sys.stderr",
     }
     config["loggers"]["farmtui"] = {"handlers": ["farmtui"], "level": "INFO", "propagate": False}
+    # uvicorn logs request lines: a token passed as ?token= must not land in the log.
+    config.setdefault("filters", {})["redact"] = {"()": "server.redaction.RedactTokens"}
+    for handler in config["handlers"].values():
+        handler["filters"] = [*handler.get("filters", []), "redact"]
     return config
 
 

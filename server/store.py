@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
@@ -106,12 +107,13 @@ class Store:
     def __init__(self, path: Path, synchronous: Literal["normal", "full"] = "normal") -> None:
         self.path = path
         try:
+            _private(path)
             self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=True)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute(f"PRAGMA synchronous={synchronous.upper()}")
             self.db.execute("PRAGMA foreign_keys=ON")
             self._migrate()
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open {path}: {exc}") from None
         # Jobs already on disk: a job seen for the first time gets all its chunks written.
         self._persisted: set[str] = {row[0] for row in self.db.execute("SELECT id FROM jobs")}
@@ -240,6 +242,18 @@ class Store:
             self.db.execute(
                 "INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", (key, value)
             )
+
+
+def _private(path: Path) -> None:
+    """The database holds job environments and token hashes: owner only (0600).
+
+    SQLite gives its WAL and shared-memory files the database's mode; files
+    an older version left readable are tightened too.
+    """
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for name in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(name, 0o600)
 
 
 def find_chunk(job: Job, index: int) -> Chunk | None:

@@ -37,6 +37,9 @@ class LeaderConfig(SchedulerConfig, kw_only=True, forbid_unknown_fields=True):
     # Notifications go here (and to each job's own webhook).
     webhook: str | None = None
     webhook_timeout: float = 5.0
+    # Users (not admins) submit with at least this priority number: lower,
+    # which renders sooner, needs an admin.
+    user_priority_min: int = 50
     # Limits.
     max_request_bytes: int = 1024 * 1024
     max_upload_bytes: int = 16 * 1024**3
@@ -92,6 +95,10 @@ def check_config(config: LeaderConfig, where: Path | str = CONFIG_FILE) -> None:
             f"{where}: heartbeat_interval must be at most {config.agent_lease / 3:g} s "
             "(a third of the agents' lease, 0.6 x node_timeout), not "
             f"{config.heartbeat_interval:g}: a late heartbeat or two must not cost a lease"
+        )
+    if not 0 <= config.user_priority_min <= 100:
+        raise ConfigError(
+            f"{where}: user_priority_min must be 0-100, not {config.user_priority_min}"
         )
     if config.retries < 0:
         raise ConfigError(f"{where}: retries must be 0 or more, not {config.retries}")

@@ -78,6 +78,27 @@ def move(jobs: list[Job], job: Job, where: MoveWhere | None, before: Job | None)
     return _place(others, job, len(others))
 
 
+def passed_by(jobs: list[Job], job: Job, where: MoveWhere | None, before: Job | None) -> list[Job]:
+    """The jobs of ``job``'s group that a move would pass (their order with it flips)."""
+    members = group(jobs, job.priority)
+    if job not in members or (before is not None and before not in members):
+        return []
+    others = [j for j in members if j is not job]
+    index = members.index(job)
+    if before is not None:
+        target = others.index(before)
+    elif where == "up":
+        target = max(index - 1, 0)
+    elif where == "down":
+        target = min(index + 1, len(others))
+    elif where == "top":
+        target = 0
+    else:
+        target = len(others)
+    after = [*others[:target], job, *others[target:]]
+    return [j for j in others if (members.index(j) < index) != (after.index(j) < after.index(job))]
+
+
 def _swap(members: list[Job], a: int, b: int) -> list[Job]:
     if b < 0 or b >= len(members):
         return []  # already at the edge of its group

@@ -24,6 +24,7 @@ from farmtui.protocol import (
     MoveWhere,
     NodeView,
 )
+from server import dispatch_order
 from server.auth import Principal, require_admin, require_control
 from server.errors import (
     BadRequest,
@@ -82,6 +83,12 @@ def submit(
     """
     if principal.role not in ("user", "admin"):
         raise Forbidden(f"role {principal.role} may not submit jobs")
+    lowest = leader.config.user_priority_min
+    if not principal.is_admin and spec.priority < lowest:
+        raise Forbidden(
+            f"priority {spec.priority} needs an admin: users submit with priority "
+            f"{lowest}-100 (lower renders sooner)"
+        )
     owner = spec.owner if (principal.is_admin and spec.owner) else principal.name
     if key is not None:
         earlier = leader.scheduler.job_for_key(owner, key)
@@ -157,8 +164,15 @@ def move(
     """Move within the priority group; returns the group in dispatch order."""
     job = job_or_404(leader, job_id)
     require_control(principal, job)
-    if before is not None:
-        job_or_404(leader, before)
+    target = job_or_404(leader, before) if before is not None else None
+    if not principal.is_admin:
+        jobs = list(leader.scheduler.jobs.values())
+        for other in dispatch_order.passed_by(jobs, job, where, target):
+            if other.owner != principal.name:
+                raise Forbidden(
+                    f"moving job {job.id} would pass job {other.id} of {other.owner}; "
+                    "users reorder only among their own jobs"
+                )
     write(
         leader,
         lambda now: leader.scheduler.move(job_id, where, before, principal.name, now),

@@ -354,3 +354,36 @@ async def test_only_the_current_attempt_may_upload_a_chunks_output(
         late = await http.put(path, params={"job": job, "chunk": 0, "attempt": 1}, content=b"2")
         assert late.status_code == 409
     assert (leader.root / "renders/fenced.png").read_bytes() == b"1"
+
+
+async def test_a_user_submits_only_within_the_priority_range_admins_allow(
+    leader: InProcessLeader,
+) -> None:
+    alice = leader.token("user", "alice")
+    async with leader.http(alice) as http:
+        jumped = await http.post("/api/jobs", json={**SPEC, "priority": 0})
+        assert jumped.status_code == 403
+        assert "priority 0 needs an admin" in one_line_error(jumped)
+        assert (await http.post("/api/jobs", json={**SPEC, "priority": 50})).status_code == 201
+    async with leader.http() as http:
+        assert (await http.post("/api/jobs", json={**SPEC, "priority": 0})).status_code == 201
+        assert len((await http.get("/api/jobs")).json()) == 2
+
+
+async def test_a_user_reorders_only_among_their_own_jobs(leader: InProcessLeader) -> None:
+    alice, bob = leader.token("user", "alice"), leader.token("user", "bob")
+    async with leader.http(bob) as http:
+        bobs = (await http.post("/api/jobs", json=SPEC)).json()["id"]
+    async with leader.http(alice) as http:
+        first = (await http.post("/api/jobs", json=SPEC)).json()["id"]
+        second = (await http.post("/api/jobs", json=SPEC)).json()["id"]
+        for body in ({"where": "top"}, {"before": bobs}):
+            refused = await http.post(f"/api/jobs/{first}/move", json=body)
+            assert refused.status_code == 403, body
+            assert f"would pass job {bobs} of bob" in one_line_error(refused)
+        moved = await http.post(f"/api/jobs/{second}/move", json={"where": "up"})
+        assert moved.status_code == 200, moved.text
+        assert [v["id"] for v in moved.json()] == [bobs, second, first]
+    async with leader.http() as http:  # admins move anything
+        moved = await http.post(f"/api/jobs/{first}/move", json={"where": "top"})
+        assert [v["id"] for v in moved.json()] == [first, bobs, second]

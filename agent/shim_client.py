@@ -240,15 +240,21 @@ class Shim:
         except (OSError, RuntimeError):  # the shim is gone; wait() says what is known
             return
 
-    async def _shim_status(self) -> str:
-        # Its stderr is closed, so it has exited: give the child watcher a moment.
-        # Not process.wait(): that also waits for the end of the output pipe,
-        # which what is left of the tree may hold open for ever.
+    async def reaped(self, within: float) -> int | None:
+        """The shim's own exit status once asyncio's child watcher has it (None: not yet).
+
+        Not ``process.wait()``: that also waits for the end of the output pipe,
+        which what is left of the tree may hold open for ever.
+        """
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + 1.0
+        deadline = loop.time() + within
         while self.process.returncode is None and loop.time() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.005)
-        code = self.process.returncode
+        return self.process.returncode
+
+    async def _shim_status(self) -> str:
+        # Its stderr is closed, so it has exited: give the child watcher a moment.
+        code = await self.reaped(within=1.0)
         if code is None:
             return "status unknown"
         return f"killed by {exit_status(code)}" if code < 0 else f"exit status {code}"

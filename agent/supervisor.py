@@ -186,40 +186,33 @@ class ChunkRun:
             return infer_pattern(a.outputs[0], a.frames[0]) or ""
         return ""
 
-    def _plan(self, pattern: str) -> ChunkFiles:
+    def _files_in(
+        self, write_root: Path, *, staged: bool, inside_outdir: bool = False
+    ) -> ChunkFiles:
+        a = self.assign
+        return plan_files(
+            write_root=write_root,
+            staged=staged,
+            outdir=a.outdir,
+            outputs=a.outputs,
+            frames=a.frames,
+            pattern=self._pattern(),
+            inside_outdir=inside_outdir,
+        )
+
+    def _plan(self) -> ChunkFiles:
         """Where this attempt writes; never straight into place when it has outputs."""
         a = self.assign
         sync_root = self.sup.storage.sync_root
         if a.staging or sync_root is None:
             self.delivery = self.sup.storage.delivery
-            return plan_files(
-                write_root=self._chunk_folder(),
-                staged=True,
-                outdir=a.outdir,
-                outputs=a.outputs,
-                frames=a.frames,
-                pattern=pattern,
-            )
+            return self._files_in(self._chunk_folder(), staged=True)
         if not a.outputs:
             # Nothing to deliver or check: it writes where the job says.
-            return plan_files(
-                write_root=sync_root,
-                staged=False,
-                outdir=a.outdir,
-                outputs=a.outputs,
-                frames=a.frames,
-                pattern=pattern,
-            )
+            return self._files_in(sync_root, staged=False)
         self.delivery = RenameIntoPlace(sync_root)
-        return plan_files(
-            write_root=partial_folder(sync_root, a.outdir, a.job_id, a.chunk, a.attempt),
-            staged=True,
-            outdir=a.outdir,
-            outputs=a.outputs,
-            frames=a.frames,
-            pattern=pattern,
-            inside_outdir=True,
-        )
+        partial = partial_folder(sync_root, a.outdir, a.job_id, a.chunk, a.attempt)
+        return self._files_in(partial, staged=True, inside_outdir=True)
 
     def _prepare(self) -> tuple[list[str], Path]:
         """Expanded argv and working folder; ChunkSetupError when the chunk cannot start."""
@@ -227,7 +220,7 @@ class ChunkRun:
         storage = self.sup.storage
         pattern = self._pattern()
         folder = self._chunk_folder()
-        self.files = self._plan(pattern)
+        self.files = self._plan()
         outdir = self.files.outdir
         tokens = frame_tokens(a.frames) if a.frames else {}
         tokens["outdir"] = str(outdir)
@@ -298,10 +291,7 @@ class ChunkRun:
 
     async def _forget(self, shim: Shim) -> None:
         """Stop shielding the shim's pid from the orphan reaper once asyncio has reaped it."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 5.0
-        while shim.process.returncode is None and loop.time() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.005)
+        await shim.reaped(within=5.0)
         self.sup.tracked.discard(shim.shim_pid)
 
     def _clean_staging(self) -> None:
@@ -494,14 +484,7 @@ class ChunkRun:
             os.replace(kept, folder)  # this attempt owns it now
             (folder / KEPT_MARK).unlink(missing_ok=True)
             self.delivery = self.sup.storage.delivery
-            self.files = plan_files(
-                write_root=folder,
-                staged=True,
-                outdir=a.outdir,
-                outputs=a.outputs,
-                frames=a.frames,
-                pattern=self._pattern(),
-            )
+            self.files = self._files_in(folder, staged=True)
         except (ChunkSetupError, OSError) as exc:
             self._finish(Verdict("failed", f"cannot use the staged output: {exc}"), started)
             return

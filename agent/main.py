@@ -102,6 +102,8 @@ class Agent:
         state_dir: Path | None = None,
         log_to_stderr: bool = True,
     ) -> None:
+        if slots < 1:
+            raise AgentError(f"slots must be at least 1, not {slots}")
         self.name = name or socket.gethostname()
         self.state_dir = state_dir or default_state_dir(self.name)
         self._lock = lock_state(self.state_dir)

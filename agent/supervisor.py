@@ -51,6 +51,7 @@ from agent.staging import (
     Delivery,
     Fence,
     RenameIntoPlace,
+    check_relative,
     infer_pattern,
     partial_folder,
     plan_files,
@@ -74,6 +75,8 @@ log = logging.getLogger("farmtui.agent.supervisor")
 ChunkKey = tuple[str, int, int]
 # In an attempt's staging folder: its copy failed; keep it for a retry sync.
 KEPT_MARK = ".farmtui-kept"
+# In a renderer's environment when the node sees the sync root: where it is.
+SYNC_ROOT_VARIABLE = "FARMTUI_SYNC_ROOT"
 
 # Output is sent in batches: every FLUSH_SECONDS or FLUSH_LINES lines, whichever first.
 FLUSH_SECONDS = 0.1
@@ -130,6 +133,8 @@ class ChunkRun:
         self.revoked: str | None = None
         self.wake = asyncio.Event()
         self.files: ChunkFiles | None = None
+        # The renderer's working folder: this attempt's own, on this node.
+        self.workdir: Path | None = None
         self.delivery: Delivery | None = None
         self.reported: set[int] = set()
         self._lines: list[str] = []
@@ -214,10 +219,27 @@ class ChunkRun:
         partial = partial_folder(sync_root, a.outdir, a.job_id, a.chunk, a.attempt)
         return self._files_in(partial, staged=True, inside_outdir=True)
 
+    def _scene(self) -> str:
+        """The job's scene as the renderer must see it: a relative one is in the sync root.
+
+        Renderers no longer start in the sync root (see ``_prepare``), so a
+        relative scene is made absolute here rather than left to the cwd.
+        """
+        scene = self.assign.scene
+        root = self.sup.storage.sync_root
+        if not scene or root is None or PurePosixPath(scene).is_absolute():
+            return scene
+        return str(root.joinpath(*check_relative(scene, "scene").parts))
+
     def _prepare(self) -> tuple[list[str], Path]:
-        """Expanded argv and working folder; ChunkSetupError when the chunk cannot start."""
+        """Expanded argv and working folder; ChunkSetupError when the chunk cannot start.
+
+        The working folder is this attempt's own folder on the node, never the
+        sync root: what a renderer writes to ``.`` stays out of other jobs'
+        way, and is removed with the attempt. Paths the command is given
+        (``{outdir}``, ``{output}``, the scene) are absolute.
+        """
         a = self.assign
-        storage = self.sup.storage
         pattern = self._pattern()
         folder = self._chunk_folder()
         self.files = self._plan()
@@ -226,18 +248,22 @@ class ChunkRun:
         tokens["outdir"] = str(outdir)
         if pattern:
             tokens["output"] = str(outdir / PurePosixPath(pattern).name)
-        if a.scene:
-            tokens["scene"] = a.scene
+        scene = self._scene()
+        if scene:
+            tokens["scene"] = scene
         try:
             argv = expand(a.argv, tokens)
         except RendererError as exc:
             raise ChunkSetupError(str(exc)) from None
         if not argv:
             raise ChunkSetupError("the job has no command (empty argv)")
+        if scene != a.scene:
+            # Command builders put the scene in the argv as given (blender -b shot.blend).
+            argv = [scene if arg == a.scene else arg for arg in argv]
         outdir.mkdir(parents=True, exist_ok=True)
         folder.mkdir(parents=True, exist_ok=True)
-        cwd = storage.sync_root if storage.sync_root is not None else folder
-        return argv, cwd
+        self.workdir = folder
+        return argv, folder
 
     # ------------------------------------------------------------------ running
 
@@ -255,8 +281,11 @@ class ChunkRun:
         except (ChunkSetupError, OSError) as exc:
             log.error("chunk %s cannot start: %s", self.marker, exc)
             self._finish(Verdict("failed", str(exc)), started=started)
+            self._clean_staging()
             return
         env = {**os.environ, **a.env, MARKER_VARIABLE: self.marker}
+        if self.sup.storage.sync_root is not None:
+            env[SYNC_ROOT_VARIABLE] = str(self.sup.storage.sync_root)
         self.spawned_at = self.sup.clock()
         try:
             async with self.sup.spawning():
@@ -295,18 +324,24 @@ class ChunkRun:
         self.sup.tracked.discard(shim.shim_pid)
 
     def _clean_staging(self) -> None:
-        """Remove this attempt's folder once nothing in it is needed (or mark it kept)."""
-        if self.files is None or not self.files.staged:
-            return
-        folder = self.files.write_root
-        if self.keep_staged:
-            with contextlib.suppress(OSError):
-                (folder / KEPT_MARK).touch()
-            return
-        shutil.rmtree(folder, ignore_errors=True)
-        if folder.is_relative_to(self.sup.staging_root):
-            with contextlib.suppress(OSError):
-                folder.parent.rmdir()  # the job's folder, when this was its last attempt here
+        """Remove this attempt's folders once nothing in them is needed (or mark output kept)."""
+        kept: Path | None = None
+        files = self.files
+        if files is not None and files.staged:
+            if self.keep_staged:
+                kept = files.write_root
+                with contextlib.suppress(OSError):
+                    (kept / KEPT_MARK).touch()
+            else:
+                shutil.rmtree(files.write_root, ignore_errors=True)
+        folders = [files.write_root] if files is not None and files.staged else []
+        if self.workdir is not None and self.workdir != kept:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            folders.append(self.workdir)
+        for folder in folders:
+            if folder != kept and folder.is_relative_to(self.sup.staging_root):
+                with contextlib.suppress(OSError):
+                    folder.parent.rmdir()  # the job's folder, when this was its last attempt here
 
     async def _supervise(self, shim: Shim, started: float) -> None:
         reader = asyncio.create_task(self._read(shim.output))
@@ -580,7 +615,8 @@ class Supervisor:
     ) -> None:
         self.reporter = reporter
         self.agent_id = agent_id
-        self.staging_root = staging_root
+        # Absolute: renderers are given paths in it and run in another folder.
+        self.staging_root = staging_root.absolute()
         self.storage = storage
         self.clock = clock
         self.wall = wall

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, get_args
 import msgspec
 
 from farmtui.errors import FarmError, InputError, LeaderError
+from farmtui.printable import printable
 from farmtui.protocol import ChunkAction, JobAction, MoveWhere, Role
 
 if TYPE_CHECKING:
@@ -38,8 +39,42 @@ class Parser(argparse.ArgumentParser):
     """argparse with one-line usage errors (exit 2) instead of a usage dump."""
 
     def error(self, message: str) -> NoReturn:
-        sys.stderr.write(f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+        sys.stderr.write(f"{self.prog}: {printable(message)} (see `{self.prog} --help`)\n")
         raise SystemExit(2)
+
+
+# --- argument types: a bad value is a one-line usage error before anything runs ---
+
+
+def port_number(text: str) -> int:
+    """A TCP port, 1-65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"port {text!r} is not a whole number") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is not between 1 and 65535")
+    return port
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a positive number")
+    return value
 
 
 # --- output helpers -----------------------------------------------------------
@@ -52,7 +87,8 @@ def emit_json(value: object) -> None:
 
 
 def emit(text: str) -> None:
-    sys.stdout.write(text + "\n")
+    """Print human output; control characters in it are shown as escapes, never sent raw."""
+    sys.stdout.write(printable(text, multiline=True) + "\n")
     sys.stdout.flush()
 
 
@@ -142,8 +178,8 @@ def cmd_console(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     from farmtui.localfarm import UpOptions, run_up
 
-    if args.agents < 0 or args.slots < 1:
-        raise InputError("--agents must be >= 0 and --slots >= 1")
+    if args.agents < 0:
+        raise InputError("--agents must be >= 0")
     data = Path(args.data)
     return run_up(
         UpOptions(
@@ -160,56 +196,20 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 # --- submit ---------------------------------------------------------------------
 
-SUBMIT_VALUE_FLAGS = [
-    ("name", "N", "job name (default: the scene's or command's name)"),
-    ("frames", "LIST", "frame list: 1-100, 1-100x5, 1,5,10-20, 100-1 (default 1)"),
-    ("chunk", "K", "frames per chunk (default 1)"),
-    ("priority", "P", "0-100, lower renders sooner (default 50)"),
-    ("renderer", "NAME", "blender, ffmpeg, nuke, aerender, houdini, maya, demo, generic"),
-    ("scene", "FILE", "scene file for the renderer"),
-    ("output", "PATTERN", "output relative to the sync root, # marks padding"),
-    ("scout", "LIST", "scout frames rendered first; then the job holds"),
-    ("max-running", "N", "at most N chunks at once (0: no limit)"),
-    ("tags", "a,b", "only nodes with all these tags"),
-    ("timeout-min", "D", "minimum render time (catches renderers that quit early)"),
-    ("timeout-max", "D", "maximum render time"),
-    ("timeout-start", "D", "maximum time from dispatch to the renderer's first output"),
-    ("on-timeout", "ACTION", "notify, requeue, error (default), fail or complete"),
-    ("auto-timeout-chunks", "N", "auto timeout after N completed chunks"),
-    ("auto-timeout-percent", "P", "auto timeout after P percent of chunks"),
-    ("auto-timeout-multiplier", "X", "auto timeout = mean render time x X (default 2)"),
-    ("pre-job", "CMD", "command run once before the job"),
-    ("post-job", "CMD", "command run once after the job"),
-    ("script-timeout", "D", "timeout for the pre- and post-job commands"),
-    ("retries", "N", "retries per chunk"),
-    ("retry-delay", "D", "first retry delay (doubles each time)"),
-    ("retry-cap", "D", "longest retry delay"),
-    ("webhook", "URL", "POST job notifications here"),
-]
-SUBMIT_BOOL_FLAGS = [
-    ("per-frame-timeouts", "apply min/max render time per frame rather than per chunk"),
-    ("auto-timeout", "turn the auto timeout on"),
-    ("no-staging", "render straight into the sync root"),
-]
-
 
 def cmd_submit(args: argparse.Namespace) -> int:
     from farmtui import jobfile
+    from farmtui.jobfields import FIELDS
 
-    values: dict[str, Any] = {}
-    if args.jobfile:
-        values = jobfile.load_jobfile(Path(args.jobfile))
+    base = jobfile.load_jobfile(Path(args.jobfile)) if args.jobfile else jobfile.Given()
     flags: dict[str, object] = {
-        name: getattr(args, name.replace("-", "_"))
-        for name, *_ in [*SUBMIT_VALUE_FLAGS, *SUBMIT_BOOL_FLAGS]
+        field.key: getattr(args, field.key.replace("-", "_"))
+        for field in FIELDS
+        if field.metavar != ""  # a flag, not a job file key only
     }
-    flags["after"] = args.after
-    flags["env"] = args.env
     flags["argv"] = args.argv or None
-    given = jobfile.normalize(flags, lambda key: f"--{key.replace('_', '-')}")
-    if "env" in given and "env" in values:
-        given["env"] = {**values["env"], **given["env"]}
-    spec = jobfile.build_spec({**values, **given})
+    given = jobfile.normalize(flags, lambda key: f"--{key.replace('_', '-')}").over(base)
+    spec = jobfile.build_spec(given)
     with connect(args) as farm:
         if spec.after:
             spec.after = farm.resolve_jobs(spec.after)
@@ -269,6 +269,7 @@ def cmd_node(args: argparse.Namespace) -> int:
             if args.json:
                 emit_json({"node": args.name, "log": text})
             else:
+                text = printable(text, multiline=True)
                 sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
             return 0
         node = farm.set_node_enabled(args.name, args.verb == "enable")
@@ -293,14 +294,31 @@ def cmd_logs(args: argparse.Namespace) -> int:
             if args.json:
                 emit_json({"job_id": job_id, "chunk": args.chunk, "log": text})
             else:
-                sys.stdout.write(text)
+                sys.stdout.write(text if args.raw else printable(text, multiline=True))
                 sys.stdout.flush()
             return 0
-        return follow_log(farm, job_id, fetch, interval=args.interval)
+        return follow_log(
+            farm, job_id, args.chunk, fetch, interval=args.interval, as_json=args.json, raw=args.raw
+        )
 
 
-def follow_log(farm: FarmClient, job_id: str, fetch: Callable[[], str], interval: float) -> int:
-    """Print the log, then what is appended to it, until the job finishes (or Ctrl-C)."""
+def follow_log(
+    farm: FarmClient,
+    job_id: str,
+    chunk: int | None,
+    fetch: Callable[[], str],
+    *,
+    interval: float,
+    as_json: bool,
+    raw: bool = False,
+) -> int:
+    """Print the log, then what is appended to it, until the job finishes (or Ctrl-C).
+
+    With ``--json`` each new piece is one JSON line ``{"job_id", "chunk", "log",
+    "restarted"}`` and the last line says the job's final ``state``. Without
+    ``raw``, control characters in the text are shown as escapes (see
+    ``farmtui.printable``).
+    """
     from farmtui.client import FINAL_STATES
     from farmtui.errors import NotFound
 
@@ -312,13 +330,21 @@ def follow_log(farm: FarmClient, job_id: str, fetch: Callable[[], str], interval
             text = fetch()
         except NotFound:
             text = shown  # the attempt's log does not exist yet
-        if text.startswith(shown):
-            sys.stdout.write(text[len(shown) :])
-        else:  # a new attempt replaced the log: show it whole
-            sys.stdout.write("\n--- log restarted ---\n" + text)
-        sys.stdout.flush()
+        restarted = not text.startswith(shown)  # a new attempt replaced the log
+        piece = text if restarted else text[len(shown) :]
+        if as_json:
+            if piece:
+                line = {"job_id": job_id, "chunk": chunk, "log": piece, "restarted": restarted}
+                emit_json(line)
+        else:
+            if not raw:
+                piece = printable(piece, multiline=True)
+            sys.stdout.write("\n--- log restarted ---\n" + piece if restarted else piece)
+            sys.stdout.flush()
         shown = text
         if state in FINAL_STATES:
+            if as_json:
+                emit_json({"job_id": job_id, "chunk": chunk, "state": state})
             return 0
         time.sleep(interval)
 
@@ -354,7 +380,8 @@ def cmd_action(args: argparse.Namespace) -> int:
 def confirm(action: str, what: Sequence[str]) -> None:
     """Ask on the terminal; refuse outright when there is no terminal to ask on."""
     count = f"{len(what)} job{'s' if len(what) != 1 else ''}"
-    listing = ", ".join(what[:5]) + (f" and {len(what) - 5} more" if len(what) > 5 else "")
+    listing = ", ".join(map(printable, what[:5]))
+    listing += f" and {len(what) - 5} more" if len(what) > 5 else ""
     sys.stderr.write(f"{action.capitalize()} {count}: {listing}? [y/N] ")
     sys.stderr.flush()
     try:
@@ -366,18 +393,15 @@ def confirm(action: str, what: Sequence[str]) -> None:
 
 
 def cmd_priority(args: argparse.Namespace) -> int:
-    from farmtui.jobfile import FIELDS
+    from farmtui.jobfile import read_priority
 
-    try:
-        priority = FIELDS["priority"](args.priority)
-    except ValueError as exc:
-        raise InputError(f"priority: {exc}") from None
+    priority = read_priority(args.priority)
     with connect(args) as farm:
         job = farm.priority(farm.resolve_job(args.job), priority)
     if args.json:
         emit_json(job)
     else:
-        emit(f"{job.id}  {job.name}  priority {job.priority}, position {job.position}")
+        emit(printable(f"{job.id}  {job.name}  priority {job.priority}, position {job.position}"))
     return 0
 
 
@@ -415,66 +439,22 @@ def cmd_chunks(args: argparse.Namespace) -> int:
     return 0
 
 
-SET_DURATIONS = {
-    "timeout-min": "min_render",
-    "timeout-max": "max_render",
-    "timeout-start": "max_start",
-    "script-timeout": "script_timeout",
-}
-
-
 def cmd_set(args: argparse.Namespace) -> int:
     """Change settings of a submitted job (``PATCH``): merges into its current timeouts."""
-    from farmtui.durations import parse_duration
-    from farmtui.jobfile import FIELDS
-    from farmtui.protocol import JobPatch
+    from farmtui import jobfile
+    from farmtui.jobfields import FIELDS
 
-    def value(key: str) -> Any:
-        raw = getattr(args, key.replace("-", "_"))
-        if raw is None:
-            return None
-        try:
-            return FIELDS[key](raw)
-        except ValueError as exc:
-            raise InputError(f"--{key}: {exc}") from None
-
-    timeout_changes: dict[str, Any] = {}
-    for key, field in SET_DURATIONS.items():
-        raw = getattr(args, key.replace("-", "_"))
-        if raw is None:
-            continue
-        if raw.strip().lower() in ("none", "off"):
-            timeout_changes[field] = None
-        else:
-            timeout_changes[field] = parse_duration(raw)
-    for key, field in (
-        ("on-timeout", "on_timeout"),
-        ("auto-timeout-chunks", "auto_min_chunks"),
-        ("auto-timeout-percent", "auto_min_percent"),
-        ("auto-timeout-multiplier", "auto_multiplier"),
-    ):
-        if (converted := value(key)) is not None:
-            timeout_changes[field] = converted
-    if args.per_frame_timeouts is not None:
-        timeout_changes["per_frame"] = args.per_frame_timeouts
-    if args.auto_timeout is not None:
-        timeout_changes["auto"] = args.auto_timeout
-    patch = JobPatch(
-        name=value("name"),
-        retries=value("retries"),
-        retry_delay=value("retry-delay"),
-        retry_cap=value("retry-cap"),
-        max_running=value("max-running"),
-        tags=value("tags"),
-        webhook=value("webhook"),
-    )
-    if not timeout_changes and patch == JobPatch():
+    flags = {
+        field.key: getattr(args, field.key.replace("-", "_")) for field in FIELDS if field.settable
+    }
+    given = jobfile.normalize(flags, lambda key: f"--{key}", clearable=True)
+    if not given.values:
         raise InputError("nothing to set: give at least one setting (see `farm set --help`)")
+    jobfile.build_patch(given)  # each value on its own, before anything is sent
     with connect(args) as farm:
         job_id = farm.resolve_job(args.job)
-        if timeout_changes:
-            current = farm.show(job_id).job.spec.timeouts
-            patch.timeouts = msgspec.structs.replace(current, **timeout_changes)
+        # Checked against the job as it is, as the leader will (min <= max ...).
+        patch = jobfile.build_patch(given, farm.show(job_id).job.spec)
         job = farm.patch(job_id, patch)
     if args.json:
         emit_json(job)
@@ -500,7 +480,7 @@ def cmd_whoami(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(me)
     else:
-        emit(f"{me.name} ({me.role}) on {url}")
+        emit(printable(f"{me.name} ({me.role}) on {url}"))
     return 0
 
 
@@ -527,6 +507,30 @@ def _parents() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     return conn, as_json
 
 
+def add_field_flags(parser: argparse.ArgumentParser, *, settable_only: bool) -> None:
+    """The job settings' flags, from the one table: all for submit, the changeable for set."""
+    from farmtui.jobfields import FIELDS
+
+    for field in FIELDS:
+        if field.metavar == "" or (settable_only and not field.settable):
+            continue  # a job file key only (argv, staging), or fixed at submission
+        if field.switch:
+            if settable_only:  # --per-frame-timeouts / --no-per-frame-timeouts
+                action: Any = argparse.BooleanOptionalAction
+                parser.add_argument(field.flag, action=action, default=None, help=field.help)
+            else:
+                parser.add_argument(field.flag, action="store_true", default=None, help=field.help)
+        elif field.repeat:
+            parser.add_argument(field.flag, action="append", metavar=field.metavar, help=field.help)
+        else:
+            help_text = field.help
+            if settable_only:  # a submitted job has its values: no "(default ...)"
+                help_text = help_text.split(" (default")[0]
+                if field.clearable:
+                    help_text += "; 'none' clears it"
+            parser.add_argument(field.flag, metavar=field.metavar, help=help_text)
+
+
 def build_parser() -> Parser:
     parser = Parser(
         prog="farm",
@@ -545,9 +549,9 @@ def build_parser() -> Parser:
     up = add("up", cmd_up, "bring up a local farm: leader, agents, console", [])
     up.add_argument("--data", default="farm-data", metavar="DIR", help="default ./farm-data")
     up.add_argument("--root", metavar="DIR", help="sync root (default <data>/root)")
-    up.add_argument("--port", type=int, default=7878, metavar="P")
+    up.add_argument("--port", type=port_number, default=7878, metavar="P")
     up.add_argument("--agents", type=int, default=2, metavar="N")
-    up.add_argument("--slots", type=int, default=1, metavar="K", help="slots per agent")
+    up.add_argument("--slots", type=positive_int, default=1, metavar="K", help="slots per agent")
     up.add_argument("--demo", action="store_true", help="submit a few demo jobs")
     up.add_argument(
         "--no-console",
@@ -559,7 +563,7 @@ def build_parser() -> Parser:
     leader.add_argument("--data", required=True, metavar="DIR", help="database and tokens")
     leader.add_argument("--root", required=True, metavar="DIR", help="the sync root")
     leader.add_argument("--host", default="127.0.0.1")
-    leader.add_argument("--port", type=int, default=7878, metavar="P")
+    leader.add_argument("--port", type=port_number, default=7878, metavar="P")
     leader.add_argument("--tls-cert", metavar="F")
     leader.add_argument("--tls-key", metavar="F")
 
@@ -569,7 +573,9 @@ def build_parser() -> Parser:
     agent_tokens.add_argument("--token", metavar="T", help="an agent token")
     agent_tokens.add_argument("--token-file", metavar="F", help="e.g. <data>/agent.token")
     agent.add_argument("--name", help="node name (default: the host name)")
-    agent.add_argument("--slots", type=int, default=1, metavar="K", help="concurrent chunks")
+    agent.add_argument(
+        "--slots", type=positive_int, default=1, metavar="K", help="concurrent chunks"
+    )
     agent.add_argument("--staging", metavar="DIR", help="local staging folder")
     agent.add_argument("--tags", metavar="a,b", help="tags jobs can require")
     agent.add_argument(
@@ -582,12 +588,7 @@ def build_parser() -> Parser:
 
     submit = add("submit", cmd_submit, "submit a job (command after --)", data_cmd)
     submit.add_argument("jobfile", nargs="?", metavar="JOBFILE.toml", help="TOML job file")
-    for name, metavar, help_text in SUBMIT_VALUE_FLAGS:
-        submit.add_argument(f"--{name}", metavar=metavar, help=help_text)
-    for name, help_text in SUBMIT_BOOL_FLAGS:
-        submit.add_argument(f"--{name}", action="store_true", default=None, help=help_text)
-    submit.add_argument("--after", action="append", metavar="JOB", help="wait for JOB (repeat)")
-    submit.add_argument("--env", action="append", metavar="K=V", help="environment (repeat)")
+    add_field_flags(submit, settable_only=False)
     submit.set_defaults(argv=[])
 
     jobs = add("jobs", cmd_jobs, "list jobs in dispatch order", data_cmd)
@@ -617,21 +618,7 @@ def build_parser() -> Parser:
 
     setter = add("set", cmd_set, "change a submitted job's settings", data_cmd)
     setter.add_argument("job", metavar="JOB")
-    setter.add_argument("--name", metavar="N")
-    for key in SET_DURATIONS:
-        setter.add_argument(f"--{key}", metavar="D", help="a duration, or 'none' to clear")
-    setter.add_argument("--on-timeout", metavar="ACTION")
-    setter.add_argument("--per-frame-timeouts", action=argparse.BooleanOptionalAction, default=None)
-    setter.add_argument("--auto-timeout", action=argparse.BooleanOptionalAction, default=None)
-    setter.add_argument("--auto-timeout-chunks", metavar="N")
-    setter.add_argument("--auto-timeout-percent", metavar="P")
-    setter.add_argument("--auto-timeout-multiplier", metavar="X")
-    setter.add_argument("--retries", metavar="N")
-    setter.add_argument("--retry-delay", metavar="D")
-    setter.add_argument("--retry-cap", metavar="D")
-    setter.add_argument("--max-running", metavar="N")
-    setter.add_argument("--tags", metavar="a,b")
-    setter.add_argument("--webhook", metavar="URL")
+    add_field_flags(setter, settable_only=True)
 
     add("nodes", cmd_nodes, "list render nodes", data_cmd)
 
@@ -645,12 +632,19 @@ def build_parser() -> Parser:
     logs.add_argument("--chunk", type=int, metavar="N")
     logs.add_argument("--attempt", type=int, metavar="A", help="default: the latest")
     logs.add_argument("--follow", "-f", action="store_true", help="keep printing until done")
-    logs.add_argument("--interval", type=float, default=1.0, help=argparse.SUPPRESS)
+    logs.add_argument(
+        "--raw", action="store_true", help="print control characters as they are (no escaping)"
+    )
+    logs.add_argument("--interval", type=positive_float, default=1.0, help=argparse.SUPPRESS)
 
     token = add("token", cmd_token, "make a token (admin)", data_cmd)
     token.add_argument("verb", choices=("create",))
     token.add_argument("--role", required=True, choices=ROLES)
-    token.add_argument("--name", metavar="NAME", help="who it is for")
+    token.add_argument(
+        "--name",
+        metavar="NAME",
+        help="who it is for; with --role agent, the node's name (required): only that node",
+    )
 
     add("whoami", cmd_whoami, "who the token says you are", data_cmd)
     return parser
@@ -674,7 +668,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except FarmError as exc:
-        sys.stderr.write(f"farm {args.command}: {exc}\n")
+        sys.stderr.write(f"farm {args.command}: {printable(str(exc))}\n")
         return exc.exit_code
     except KeyboardInterrupt:
         sys.stderr.write("\n")

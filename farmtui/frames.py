@@ -2,8 +2,10 @@
 
 Frame lists (``1-100``, ``1-100x5``, ``1,5,10-20``, ``100-1``, ``-10--1``) are
 parsed by fileseq, the industry's parser, so farmtui reads them exactly as
-other pipeline tools do. Output patterns mark padding with ``#``
-(``renders/shot/frame_####.png``).
+other pipeline tools do, with one restriction: frames and steps are whole
+numbers. fileseq also reads subframes (``1.5``, ``1-10x0.5``); a renderer
+would be handed frame 1 for them, so they are refused. Output patterns mark
+padding with ``#`` (``renders/shot/frame_####.png``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,11 @@ from fileseq.frameset import FrameSet
 MAX_FRAMES = 1_000_000
 
 _PADDING = re.compile(r"#+")
+# What a frame list is made of: whole numbers, '-', ',' and the step forms
+# 'x' (every Nth), 'y' (all but every Nth) and ':' (staggered). No subframes.
+_FRAME_LIST = re.compile(r"[-0-9,xy:]+")
+_SUBFRAME = re.compile(r"\d*\.\d*")
+_HINT = "expected e.g. 1-100, 1-100x5, 1,5,10-20, 100-1"
 
 
 class FrameListError(ValueError):
@@ -34,6 +41,13 @@ def parse_frames(text: str) -> list[int]:
     spec = text.strip().replace(" ", "")
     if not spec:
         raise FrameListError("frame list is empty")
+    if _SUBFRAME.search(spec) is not None:
+        raise FrameListError(
+            f"frame list {text!r} has a frame or step that is not a whole number "
+            "(whole frames only)"
+        )
+    if _FRAME_LIST.fullmatch(spec) is None:
+        raise FrameListError(f"malformed frame list {text!r} ({_HINT})")
     try:
         frameset = FrameSet(spec)
     except MaxSizeException:  # well formed, but too long for fileseq to expand
@@ -41,12 +55,15 @@ def parse_frames(text: str) -> list[int]:
             f"frame list {text!r} has too many frames; the limit is {MAX_FRAMES}"
         ) from None
     except (ParseException, ValueError, TypeError):
-        raise FrameListError(
-            f"malformed frame list {text!r} (expected e.g. 1-100, 1-100x5, 1,5,10-20, 100-1)"
-        ) from None
+        raise FrameListError(f"malformed frame list {text!r} ({_HINT})") from None
     if len(frameset) > MAX_FRAMES:
         raise FrameListError(
             f"frame list {text!r} has {len(frameset)} frames; the limit is {MAX_FRAMES}"
+        )
+    if not all(isinstance(f, int) for f in frameset):  # fileseq's subframes: Decimal
+        raise FrameListError(
+            f"frame list {text!r} has a frame or step that is not a whole number "
+            "(whole frames only)"
         )
     frames = [int(f) for f in frameset]
     if not frames:

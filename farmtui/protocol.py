@@ -8,12 +8,19 @@ shape everywhere.
 
 Schema evolution: every field added later gets a default, and unknown fields
 are ignored on decode, so an older agent keeps talking to a newer leader.
+The exceptions are what people type: ``JobSpec``, ``Timeouts`` and ``JobPatch``
+refuse unknown fields, so a typo (``"prority": 10``) is an error instead of a
+silent default. Their fields carry their limits (``msgspec.Meta``), so every
+entry point (flags, job files, POST, PATCH, the console) checks a value the
+same way; ``farmtui.jobfields`` adds the rules between fields. (A ``JobView``
+carries its spec, so a field added to ``JobSpec`` reaches older consoles and
+clients as an unknown field they refuse: add one together with a protocol bump.)
 The first message on each link carries ``PROTOCOL_VERSION``.
 """
 
 from __future__ import annotations
 
-from typing import Literal, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 import msgspec
 
@@ -66,75 +73,112 @@ class Record(msgspec.Struct, kw_only=True, omit_defaults=False):
     """Base of plain data records (not tagged)."""
 
 
-class Timeouts(Record, kw_only=True, omit_defaults=True):
+# --- the limits of a job's fields ---------------------------------------------------
+# One definition each, used by JobSpec, Timeouts and JobPatch alike.
+
+# What a name must not contain: C0 controls (tab, newline, ESC ...), DEL, C1
+# controls, the line and paragraph separators and the bidirectional controls.
+# Written as escapes, so an error message that quotes the pattern stays printable.
+CONTROL_CHARACTERS = (
+    r"\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+)
+MAX_NAME_LENGTH = 200
+# Longest duration a job may set (a year): keeps infinities out of the records.
+MAX_SECONDS = 365 * 86400.0
+
+# Printable text of at most MAX_NAME_LENGTH characters.
+JobName = Annotated[
+    str, msgspec.Meta(max_length=MAX_NAME_LENGTH, pattern=f"^[^{CONTROL_CHARACTERS}]*\\Z")
+]
+RendererName = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+\Z")
+]
+Priority = Annotated[int, msgspec.Meta(ge=0, le=100)]
+ChunkSize = Annotated[int, msgspec.Meta(ge=1)]
+Count = Annotated[int, msgspec.Meta(ge=0)]
+# A duration in seconds; 0 is allowed here, farmtui.jobfields says where it means nothing.
+Seconds = Annotated[float, msgspec.Meta(ge=0, le=MAX_SECONDS)]
+Percent = Annotated[float, msgspec.Meta(gt=0, le=100)]
+Multiplier = Annotated[float, msgspec.Meta(gt=0, le=1000)]
+NonEmptyText = Annotated[str, msgspec.Meta(min_length=1)]
+# A command as an argv list: never empty.
+Command = Annotated[list[str], msgspec.Meta(min_length=1)]
+EnvName = Annotated[str, msgspec.Meta(min_length=1, pattern=r"^[^=\x00]+\Z")]
+
+
+class Timeouts(Record, kw_only=True, omit_defaults=True, forbid_unknown_fields=True):
     """Render time management for one job (Deadline's Timeouts page).
 
     Durations are seconds; ``None`` means no limit.
     """
 
-    min_render: float | None = None
-    max_render: float | None = None
-    max_start: float | None = None
+    min_render: Seconds | None = None
+    max_render: Seconds | None = None
+    max_start: Seconds | None = None
     # Apply min/max render time per frame of the chunk rather than per chunk.
     per_frame: bool = False
     on_timeout: OnTimeout = "error"
     # Auto timeout: once auto_min_chunks chunks, or auto_min_percent percent of
     # the chunks, have completed, max_render becomes mean render time * multiplier.
     auto: bool = False
-    auto_min_chunks: int | None = None
-    auto_min_percent: float | None = None
-    auto_multiplier: float = 2.0
+    auto_min_chunks: ChunkSize | None = None
+    auto_min_percent: Percent | None = None
+    auto_multiplier: Multiplier = 2.0
     # Timeout for the pre-job and post-job scripts.
-    script_timeout: float | None = None
+    script_timeout: Seconds | None = None
 
 
-class JobSpec(Record, kw_only=True, omit_defaults=True):
+class JobSpec(Record, kw_only=True, omit_defaults=True, forbid_unknown_fields=True):
     """What a submitter asks for: the body of ``POST /api/jobs`` and a job file.
 
     Encoded without the fields left at their defaults: every JobView carries
     its spec, and a console's snapshot of 10,000 jobs is a third the size.
     """
 
-    name: str = ""
-    frames: str = "1"
-    chunk: int = 1
-    priority: int = 50
-    renderer: str = "generic"
-    scene: str | None = None
+    name: JobName = ""
+    frames: NonEmptyText = "1"
+    chunk: ChunkSize = 1
+    priority: Priority = 50
+    renderer: RendererName = "generic"
+    # Relative to the sync root, or an absolute path inside it.
+    scene: NonEmptyText | None = None
     # Output pattern relative to the sync root, '#' marks padding.
-    output: str | None = None
+    output: NonEmptyText | None = None
     # argv template; tokens {start} {end} {step} {frames} {outdir} {output} {scene}.
     argv: list[str] = []
-    scout: str | None = None
+    scout: NonEmptyText | None = None
     after: list[str] = []
     # Machine limit: at most this many chunks at once (0 = no limit).
-    max_running: int = 0
+    max_running: Count = 0
     # Pool: nodes must carry every one of these tags.
     tags: list[str] = []
     timeouts: Timeouts = msgspec.field(default_factory=Timeouts)
-    retries: int | None = None
-    retry_delay: float | None = None
-    retry_cap: float | None = None
-    pre_job: list[str] | None = None
-    post_job: list[str] | None = None
-    env: dict[str, str] = {}
+    retries: Count | None = None
+    retry_delay: Seconds | None = None
+    retry_cap: Seconds | None = None
+    pre_job: Command | None = None
+    post_job: Command | None = None
+    env: dict[EnvName, str] = {}
     # Stage output on the node, copy to the sync root when the chunk completes.
     staging: bool = True
-    webhook: str | None = None
+    webhook: NonEmptyText | None = None
     owner: str | None = None
 
 
-class JobPatch(Record, kw_only=True):
-    """Settings that can change after submission (``PATCH /api/jobs/{id}``)."""
+class JobPatch(Record, kw_only=True, forbid_unknown_fields=True):
+    """Settings that can change after submission (``PATCH /api/jobs/{id}``).
 
-    name: str | None = None
+    ``None`` leaves a setting as it is; ``timeouts`` replaces them all.
+    """
+
+    name: JobName | None = None
     timeouts: Timeouts | None = None
-    retries: int | None = None
-    retry_delay: float | None = None
-    retry_cap: float | None = None
-    max_running: int | None = None
+    retries: Count | None = None
+    retry_delay: Seconds | None = None
+    retry_cap: Seconds | None = None
+    max_running: Count | None = None
     tags: list[str] | None = None
-    webhook: str | None = None
+    webhook: NonEmptyText | None = None
 
 
 class JobStats(Record, kw_only=True):

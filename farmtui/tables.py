@@ -2,6 +2,11 @@
 
 ASCII only (progress bars are ``[####......]``) so the output survives any
 terminal, ``less`` and log files. ``--json`` bypasses all of this.
+
+Every value that came from someone else (names, owners, paths, node names,
+reasons) goes through ``printable``: a control character in it is shown as an
+escape (``\\x1b``, ``\\n``), so it can neither drive the terminal nor split a row.
+``table`` does this for every cell; the free-text lines do it line by line.
 """
 
 from __future__ import annotations
@@ -11,13 +16,20 @@ from collections.abc import Mapping, Sequence
 
 from farmtui.durations import format_duration
 from farmtui.frames import format_frames
+from farmtui.printable import printable
 from farmtui.protocol import ChunkView, JobDetail, JobView, NodeView
 
 PRIORITY_HEADER = "PRI(low first)"
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> str:
-    """Columns padded to their widest cell; column numbers in ``right`` align right."""
+    """Columns padded to their widest cell; column numbers in ``right`` align right.
+
+    Cells are shown through ``printable`` (escaped before measuring, so the
+    columns line up with what is printed).
+    """
+    headers = [printable(header) for header in headers]
+    rows = [[printable(cell) for cell in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in rows:
         widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
@@ -76,7 +88,7 @@ def jobs_table(jobs: Sequence[JobView]) -> str:
 
 def job_summary(job: JobView) -> str:
     """One line per changed job after an action: ``<id>  <name>  <state>``."""
-    return f"{job.id}  {job.name}  {job_state(job)}"
+    return printable(f"{job.id}  {job.name}  {job_state(job)}")
 
 
 def detail_text(detail: JobDetail) -> str:
@@ -109,6 +121,7 @@ def detail_text(detail: JobDetail) -> str:
             for node, until in sorted(detail.blocked_nodes.items())
         )
         lines.append(f"blocked   {blocked}")
+    lines = [printable(line) for line in lines]
     lines.append("")
     lines.append(chunks_table(detail.chunks))
     lines.append("")
@@ -165,7 +178,7 @@ def frames_by_state(frame_states: Mapping[str, str]) -> str:
     order = ["done", "staged", "assigned", "unassigned", "failed", "held", "excluded"]
     states = sorted(groups, key=lambda s: order.index(s) if s in order else len(order))
     parts = [f"{state} {format_frames(sorted(groups[state]))}" for state in states]
-    return "frames    " + "  ".join(parts)
+    return printable("frames    " + "  ".join(parts))
 
 
 def nodes_table(nodes: Sequence[NodeView]) -> str:

@@ -1,7 +1,10 @@
 """``/ws/agent``: one render node's link to the leader.
 
 The agent says hello (protocol version, token, slots, chunks it still runs);
-the leader answers ``Welcome`` or ``Refused``. Every later message is decoded
+the leader answers ``Welcome`` or ``Refused``. Who may be which node is
+``server.rights``: a per-node agent token only its own name, the shared
+``agent.token`` (and admins) any name no other agent holds. A refused hello
+never costs the agent that holds the name its link. Every later message is decoded
 with ``decode_checked`` (a bad one is logged and ignored: it changes nothing),
 handed to the scheduler through ``Leader.run``, and acknowledged with ``Ack``
 only after what it caused is committed. A closed link does not make the node
@@ -14,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 
 from starlette.websockets import WebSocket
 
@@ -35,11 +37,12 @@ from farmtui.protocol import (
     encode,
 )
 from server.agent_reports import AgentReports
-from server.auth import AGENTS, bearer_token
+from server.auth import bearer_token
 from server.errors import StoreError
 from server.leader import Leader
 from server.links import SendQueue, close_websocket, receive_data
 from server.model import Changes
+from server.rights import NODE_NAME, could, node_refusal, refusal
 from server.scheduler import NodeHeld
 
 log = logging.getLogger("farmtui.leader.agents")
@@ -47,7 +50,6 @@ log = logging.getLogger("farmtui.leader.agents")
 HELLO_TIMEOUT = 10.0
 # An agent this far behind on reading is dead or stuck.
 SEND_QUEUE_LIMIT = 10_000
-_NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 # Close codes: 1008 policy violation (token), 1002 protocol error, 4000 replaced.
 CLOSE_POLICY = 1008
@@ -97,10 +99,9 @@ async def agent_endpoint(websocket: WebSocket) -> None:
     if principal is None:
         await refuse(websocket, "unauthorized: missing or unknown agent token", CLOSE_POLICY)
         return
-    if principal.role not in AGENTS:
-        await refuse(
-            websocket, f"forbidden: role {principal.role} cannot run an agent", CLOSE_POLICY
-        )
+    if not could(principal, "agent_link"):
+        why = refusal(principal, "agent_link") or "forbidden"
+        await refuse(websocket, f"forbidden: {why}", CLOSE_POLICY)
         return
     try:
         hello = decode_checked(agent_to_leader, data)
@@ -118,12 +119,16 @@ async def agent_endpoint(websocket: WebSocket) -> None:
             CLOSE_PROTOCOL,
         )
         return
-    if not _NODE_NAME.fullmatch(hello.name) or hello.slots < 0:
+    if not NODE_NAME.fullmatch(hello.name) or hello.slots < 0:
         await refuse(
             websocket,
             f"bad node name {hello.name!r} or slots {hello.slots} (names: letters, digits, . _ -)",
             CLOSE_PROTOCOL,
         )
+        return
+    wrong_node = node_refusal(principal, hello.name)
+    if wrong_node is not None:
+        await refuse(websocket, f"forbidden: {wrong_node}", CLOSE_POLICY)
         return
 
     config = leader.config
@@ -138,13 +143,25 @@ async def agent_endpoint(websocket: WebSocket) -> None:
         # Commit first: a refused hello (the name is held by another agent, the
         # disk is full) must not cost the agent that holds the name its link.
         leader.run(connect, dispatch=False)
-    except (NodeHeld, StoreError) as exc:
+    except NodeHeld as exc:
+        # The log names the holder's agent id; the answer must not: whoever
+        # presents that id in a hello takes the name over.
+        log.warning("node %s not registered: %s", hello.name, exc)
+        await refuse(
+            websocket,
+            f"node name {hello.name} is held by another agent until it is lost "
+            f"({config.node_timeout:g} s of silence); is another machine using the same name?",
+            1011,
+            retry=True,
+        )
+        return
+    except StoreError as exc:
         log.warning("node %s not registered: %s", hello.name, exc)
         await refuse(websocket, str(exc), 1011, retry=True)
         return
     except Exception as exc:
         log.exception("node %s could not register", hello.name)
-        await refuse(websocket, f"leader error: {exc}", 1011, retry=True)
+        await refuse(websocket, f"leader error: {type(exc).__name__}", 1011, retry=True)
         return
     link = AgentLink(leader, websocket, hello.name)
     previous = leader.agents.get(hello.name)

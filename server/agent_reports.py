@@ -9,9 +9,17 @@ agent sends it again from its outbox.
 Reports about an attempt that is no longer current change nothing but the
 slot they held (see ``Scheduler.chunk_finished``); they are never logged as
 if they were the chunk's.
+
+Nothing after the commit may fail the message: the job logs never raise (a
+log that cannot be written is reported once, see ``JobLogs``), and
+``_announce`` catches what would still escape, so a log planted or broken by
+another job never keeps a chunk's report from being acknowledged.
 """
 
 from __future__ import annotations
+
+import logging
+from collections.abc import Callable
 
 from farmtui.protocol import (
     AgentHello,
@@ -28,6 +36,8 @@ from farmtui.protocol import (
 from server.leader import Leader
 from server.model import Changes
 
+log = logging.getLogger("farmtui.leader.agent_reports")
+
 
 class AgentReports:
     """Applies one node's messages; the link owns the socket, this owns their meaning."""
@@ -38,6 +48,17 @@ class AgentReports:
 
     def _current(self, job_id: str, chunk: int, attempt: int) -> bool:
         return self.leader.attempt_of(self.node, job_id, chunk, attempt) is not None
+
+    def _announce(self, what: str, step: Callable[[], None]) -> None:
+        """Write what a committed message adds to the logs; a failure stays here.
+
+        The message is committed: raising now would leave it unacknowledged,
+        and the agent would send again what the farm has already applied.
+        """
+        try:
+            step()
+        except Exception:
+            log.exception("node %s: %s was applied but could not be logged", self.node, what)
 
     def apply(self, message: AgentToLeader) -> None:
         """Apply ``message``; when this returns, its effects are committed and announced."""
@@ -54,8 +75,11 @@ class AgentReports:
                     dispatch=False,
                 )
                 if current:
-                    leader.joblogs.chunk_started(
-                        job_id, chunk, attempt, node, message.command, leader.now()
+                    self._announce(
+                        "ChunkStarted",
+                        lambda: leader.joblogs.chunk_started(
+                            job_id, chunk, attempt, node, message.command, leader.now()
+                        ),
                     )
             case ChunkOutput(job_id=job_id, chunk=chunk, attempt=attempt, lines=lines):
                 record = leader.attempt_of(node, job_id, chunk, attempt)
@@ -66,8 +90,9 @@ class AgentReports:
                         lambda now: scheduler.chunk_alive(node, job_id, chunk, attempt, now),
                         dispatch=False,
                     )
-                leader.output((job_id, chunk, attempt), lines)
-                leader.joblogs.flush()
+                key = (job_id, chunk, attempt)
+                self._announce("ChunkOutput", lambda: leader.output(key, lines))
+                self._announce("ChunkOutput", leader.joblogs.flush)
             case ChunkProgress(job_id=job_id, chunk=chunk, attempt=attempt):
                 record = leader.attempt_of(node, job_id, chunk, attempt)
                 if record is not None and not record.alive:
@@ -97,9 +122,13 @@ class AgentReports:
                 current = self._current(job_id, chunk, attempt)
                 leader.run(lambda now: scheduler.chunk_finished(node, message, now))
                 if current:
-                    leader.joblogs.chunk_finished(message, node, leader.now())
-                    leader.joblogs.flush()
+
+                    def footer() -> None:
+                        leader.joblogs.chunk_finished(message, node, leader.now())
+                        leader.joblogs.flush()
+
+                    self._announce("ChunkFinished", footer)
             case AgentLog(lines=lines):
-                leader.nodelogs.append(node, lines)
+                self._announce("AgentLog", lambda: leader.nodelogs.append(node, lines))
             case AgentHello():
                 raise ValueError("hello is only valid as the first message")

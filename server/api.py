@@ -8,6 +8,7 @@ protocol's records, call ``operations``, encode the answer. Every error is
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import re
 import secrets
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -30,25 +31,25 @@ from farmtui.protocol import (
     Role,
 )
 from server import operations
-from server.auth import (
-    ADMINS,
-    READERS,
-    SUBMITTERS,
-    UPLOADERS,
-    Principal,
-    authenticate,
-    bearer_token,
+from server.auth import authenticate, bearer_token
+from server.errors import (
+    BadRequest,
+    Conflict,
+    NotFound,
+    RequestError,
+    TooLarge,
+    Unavailable,
+    Unprocessable,
 )
-from server.errors import BadRequest, Conflict, NotFound, TooLarge, Unprocessable
 from server.joblogs import chunk_log_path, events_path
-from server.leader import ROOT_ID_FILE, Leader
-from server.paths import confine
+from server.leader import Leader
+from server.operations import UploadFence
+from server.rights import Action, Principal
 
 T = TypeVar("T")
 
 # Logs served over HTTP: at most this much from their end.
 MAX_LOG_BYTES = 32 * 1024 * 1024
-ALL_ROLES = frozenset({"viewer", "user", "admin", "agent"})
 # ``POST /api/jobs``: a client's key for one submit, so that sending it again is harmless.
 IDEMPOTENCY_KEY = "Idempotency-Key"
 _IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
@@ -114,8 +115,16 @@ def leader_of(request: Request) -> Leader:
     return leader
 
 
-def who(request: Request, allowed: frozenset[str]) -> Principal:
-    return authenticate(leader_of(request).tokens, bearer_token(request.headers), allowed)
+def who(request: Request, action: Action) -> Principal:
+    """The token's principal if its role may do ``action`` at all (``server.rights``)."""
+    return authenticate(leader_of(request).tokens, bearer_token(request.headers), action)
+
+
+class Disconnected(BadRequest):
+    """The client went away before its body was complete (nobody reads the answer)."""
+
+    def __init__(self) -> None:
+        super().__init__("the client disconnected before the body was complete; nothing written")
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -125,11 +134,14 @@ async def read_body(request: Request, limit: int) -> bytes:
         raise TooLarge(f"body of {length} bytes is over the {limit} byte limit")
     parts: list[bytes] = []
     size = 0
-    async for part in request.stream():
-        size += len(part)
-        if size > limit:
-            raise TooLarge(f"body is over the {limit} byte limit")
-        parts.append(part)
+    try:
+        async for part in request.stream():
+            size += len(part)
+            if size > limit:
+                raise TooLarge(f"body is over the {limit} byte limit")
+            parts.append(part)
+    except ClientDisconnect:
+        raise Disconnected() from None
     return b"".join(parts)
 
 
@@ -161,7 +173,7 @@ async def healthz(request: Request) -> Response:
 
 
 async def whoami(request: Request) -> Response:
-    principal = who(request, ALL_ROLES)
+    principal = who(request, "whoami")
     return json_response(WhoAmI(name=principal.name, role=principal.role))
 
 
@@ -174,7 +186,7 @@ def idempotency_key(request: Request) -> str | None:
 
 async def submit_job(request: Request) -> Response:
     """201 and the new job; 200 and the earlier job when its Idempotency-Key was seen."""
-    principal = who(request, SUBMITTERS)
+    principal = who(request, "submit")
     key = idempotency_key(request)
     spec = await decode_body(request, JobSpec)
     submitted = operations.submit(leader_of(request), principal, spec, key)
@@ -182,13 +194,13 @@ async def submit_job(request: Request) -> Response:
 
 
 async def list_jobs(request: Request) -> Response:
-    who(request, READERS)
+    who(request, "read")
     include_archived = request.query_params.get("all", "") not in ("", "0", "false", "no")
     return json_response(leader_of(request).scheduler.job_views(include_archived))
 
 
 async def show_job(request: Request) -> Response:
-    who(request, READERS)
+    who(request, "read")
     leader = leader_of(request)
     job_id = request.path_params["job_id"]
     operations.job_or_404(leader, job_id)
@@ -196,7 +208,7 @@ async def show_job(request: Request) -> Response:
 
 
 async def patch_job(request: Request) -> Response:
-    principal = who(request, SUBMITTERS)
+    principal = who(request, "patch")
     patch = await decode_body(request, JobPatch)
     return json_response(
         operations.patch(leader_of(request), principal, request.path_params["job_id"], patch)
@@ -204,14 +216,14 @@ async def patch_job(request: Request) -> Response:
 
 
 async def job_actions(request: Request) -> Response:
-    principal = who(request, SUBMITTERS)
+    principal = who(request, "job_action")
     body = await decode_body(request, JobActionBody)
     views, removed = operations.job_action(leader_of(request), principal, body.action, body.ids)
     return json_response(JobActionResult(jobs=views, removed=removed))
 
 
 async def set_priority(request: Request) -> Response:
-    principal = who(request, SUBMITTERS)
+    principal = who(request, "set_priority")
     body = await decode_body(request, PriorityBody)
     return json_response(
         operations.set_priority(
@@ -221,7 +233,7 @@ async def set_priority(request: Request) -> Response:
 
 
 async def move_job(request: Request) -> Response:
-    principal = who(request, SUBMITTERS)
+    principal = who(request, "move")
     body = await decode_body(request, MoveBody)
     if body.where is not None and body.before is not None:
         raise BadRequest("give either where or before, not both")
@@ -233,7 +245,7 @@ async def move_job(request: Request) -> Response:
 
 
 async def chunk_actions(request: Request) -> Response:
-    principal = who(request, SUBMITTERS)
+    principal = who(request, "chunk_action")
     body = await decode_body(request, ChunkActionBody)
     return json_response(
         operations.chunk_action(
@@ -243,15 +255,15 @@ async def chunk_actions(request: Request) -> Response:
 
 
 async def job_events(request: Request) -> Response:
-    who(request, READERS)
+    who(request, "read")
     leader = leader_of(request)
     job_id = request.path_params["job_id"]
     operations.job_or_404(leader, job_id)
-    return text_response(await _read_log(leader.joblogs.path(events_path(job_id))) or b"")
+    return text_response(await _read_log(leader, events_path(job_id)) or b"")
 
 
 async def chunk_log(request: Request) -> Response:
-    who(request, READERS)
+    who(request, "read")
     leader = leader_of(request)
     job_id = request.path_params["job_id"]
     operations.job_or_404(leader, job_id)
@@ -264,27 +276,23 @@ async def chunk_log(request: Request) -> Response:
     attempt = int_param(request, "attempt", chunk.attempt)
     if not attempt:
         raise NotFound(f"chunk {index} of job {job_id} has not run yet")
-    data = await _read_log(leader.joblogs.path(chunk_log_path(job_id, index, attempt)))
+    data = await _read_log(leader, chunk_log_path(job_id, index, attempt))
     if data is None:
         raise NotFound(f"no log for chunk {index} attempt {attempt} of job {job_id}")
     return text_response(data)
 
 
-async def _read_log(path: Path) -> bytes | None:
-    def read() -> bytes | None:
-        try:
-            with open(path, "rb") as handle:
-                size = handle.seek(0, os.SEEK_END)
-                handle.seek(max(0, size - MAX_LOG_BYTES))
-                return handle.read(MAX_LOG_BYTES)
-        except FileNotFoundError:
-            return None
-
-    return await asyncio.to_thread(read)
+async def _read_log(leader: Leader, relative: str) -> bytes | None:
+    """The end of a log under the sync root, never through a planted symlink; None if absent."""
+    leader.joblogs.flush()
+    try:
+        return await asyncio.to_thread(leader.joblogs.read, relative, MAX_LOG_BYTES)
+    except OSError as exc:
+        raise Conflict(f"cannot read the log: {exc.strerror or type(exc).__name__}") from None
 
 
 async def list_nodes(request: Request) -> Response:
-    who(request, READERS)
+    who(request, "read")
     return json_response(leader_of(request).scheduler.node_views())
 
 
@@ -297,7 +305,7 @@ async def disable_node(request: Request) -> Response:
 
 
 async def _set_node(request: Request, enabled: bool) -> Response:
-    principal = who(request, READERS)
+    principal = who(request, "set_node_enabled")
     return json_response(
         operations.set_node_enabled(
             leader_of(request), principal, request.path_params["name"], enabled
@@ -306,7 +314,7 @@ async def _set_node(request: Request, enabled: bool) -> Response:
 
 
 async def node_log(request: Request) -> Response:
-    who(request, READERS)
+    who(request, "read")
     leader = leader_of(request)
     name = request.path_params["name"]
     if name not in leader.scheduler.nodes:
@@ -317,52 +325,66 @@ async def node_log(request: Request) -> Response:
 
 
 async def create_token(request: Request) -> Response:
-    principal = who(request, ADMINS)
+    principal = who(request, "create_token")
     body = await decode_body(request, TokenBody)
+    if body.role == "agent" and not body.name:
+        raise BadRequest(
+            "an agent token is for one node: give the node's name "
+            "(farm token create --role agent --name NODE); the leader's agent.token serves any node"
+        )
     name = body.name or f"{body.role}-{secrets.token_hex(3)}"
     token = operations.create_token(leader_of(request), principal, body.role, name)
     return json_response(TokenResult(token=token, role=body.role, name=name), 201)
 
 
 async def upload_file(request: Request) -> Response:
-    """Store a finished file under the sync root: written to a temporary name, then renamed."""
-    who(request, UPLOADERS)
+    """Store a finished file under the sync root: written to a temporary name, then renamed.
+
+    Who may write what is ``operations.upload_target``; it is asked again once
+    the body is in, since the attempt may have been stopped meanwhile. A
+    failed, refused or abandoned upload leaves no temporary file behind.
+    """
+    principal = who(request, "upload_output")
     leader = leader_of(request)
     relative = request.path_params["path"]
-    target = confine(leader.root, relative)
-    if target == leader.root or target == leader.root / ROOT_ID_FILE:
-        raise BadRequest(f"path {relative!r} may not be written")
     fence = upload_fence(request)
-    check_fence(leader, fence)
+    target = operations.upload_target(leader, principal, relative, fence)
     limit = leader.config.max_upload_bytes
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
         raise TooLarge(f"file of {length} bytes is over the {limit} byte limit")
+    upload: Upload | None = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise BadRequest(f"cannot create the folder for {relative!r}: {exc.strerror}") from None
-    upload = Upload(target)
-    size = 0
-    try:
+        upload = Upload(target)
+        size = 0
         async for part in request.stream():
             size += len(part)
             if size > limit:
                 raise TooLarge(f"file is over the {limit} byte limit")
             upload.write(part)
-        check_fence(leader, fence)  # the attempt may have been stopped meanwhile
+        if operations.upload_target(leader, principal, relative, fence) != target:
+            raise Conflict(f"{operations.shown(relative)} changed during the upload: not written")
         upload.commit()
     except OSError as exc:
-        raise BadRequest(f"cannot write {relative!r}: {exc.strerror}") from None
+        raise write_error(exc, relative) from None
+    except ClientDisconnect:
+        raise Disconnected() from None
     finally:
-        upload.abort()
+        if upload is not None:
+            upload.abort()
     return Response(status_code=204)
 
 
-UploadFence = tuple[str, int, int] | None
+def write_error(exc: OSError, relative: str) -> RequestError:
+    """A failed write as one line: the reason, never the server's path."""
+    reason = exc.strerror or type(exc).__name__
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return Unavailable(f"cannot write {operations.shown(relative)}: {reason}; try again later")
+    return BadRequest(f"cannot write {operations.shown(relative)}: {reason}")
 
 
-def upload_fence(request: Request) -> UploadFence:
+def upload_fence(request: Request) -> UploadFence | None:
     """The chunk attempt an upload belongs to (``?job=&chunk=&attempt=``), if named."""
     params = request.query_params
     if "job" not in params:
@@ -373,25 +395,19 @@ def upload_fence(request: Request) -> UploadFence:
         raise BadRequest("chunk and attempt must be whole numbers") from None
 
 
-def check_fence(leader: Leader, fence: UploadFence) -> None:
-    """Only the current attempt of a chunk may write its output into the sync root."""
-    if fence is None:
-        return
-    job_id, index, attempt = fence
-    chunk = leader.chunk(job_id, index)
-    if chunk is None or chunk.state != "assigned" or chunk.attempt != attempt:
-        raise Conflict(
-            f"attempt {attempt} of chunk {index} of job {job_id} is not current: not written"
-        )
-
-
 class Upload:
-    """A file written under a temporary name and renamed into place only when complete."""
+    """A file written under a temporary name and renamed into place only when complete.
+
+    The temporary name is short (a long target name still fits) and made with
+    ``O_EXCL | O_NOFOLLOW``, so it never writes through a planted link.
+    """
 
     def __init__(self, target: Path) -> None:
         self.target = target
-        self.temporary = target.parent / f".{target.name}.{secrets.token_hex(4)}.upload"
-        self.handle = open(self.temporary, "wb")  # noqa: SIM115 - closed in commit/abort
+        self.temporary = target.parent / f".farmtui-{secrets.token_hex(8)}.upload"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+        self.handle = os.fdopen(os.open(self.temporary, flags, 0o644), "wb")
+        self.committed = False
 
     def write(self, data: bytes) -> None:
         self.handle.write(data)
@@ -399,12 +415,13 @@ class Upload:
     def commit(self) -> None:
         self.handle.close()
         os.replace(self.temporary, self.target)
+        self.committed = True
 
     def abort(self) -> None:
         """Remove the temporary file unless it was committed (harmless after commit)."""
         self.handle.close()
-        self.temporary.unlink(missing_ok=True)
-
+        if not self.committed:
+            self.temporary.unlink(missing_ok=True)
 
 routes = [
     Route("/healthz", healthz, methods=["GET"]),

@@ -38,7 +38,8 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 async def internal_error(request: Request, exc: Exception) -> Response:
     log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
-    return error_response(500, f"leader error: {type(exc).__name__}: {exc}")
+    # The details are in the leader's log: they may name server paths.
+    return error_response(500, f"leader error: {type(exc).__name__} (see the leader's log)")
 
 
 def create_app(settings: LeaderSettings) -> Starlette:

@@ -1,12 +1,16 @@
-"""Tokens and roles.
+"""Tokens: who a request comes from.
 
 A token is a random secret; the store keeps only its SHA-256. Each token has
-a name (the owner of the jobs submitted with it) and a role:
+a name (the owner of the jobs submitted with it) and a role: ``viewer``,
+``user``, ``admin`` or ``agent``. What each may do is the table in
+``server.rights`` (the README's "Who may do what"); ``authenticate`` checks
+the token and that its role may do the action at all, and
+``rights.authorize`` checks the rest (whose job, which node).
 
-- ``viewer``: read everything;
-- ``user``: submit, and control the jobs it owns;
-- ``admin``: everything (priority, other users' jobs, nodes, tokens);
-- ``agent``: only the agent link and file upload.
+An agent token named for a node (``farm token create --role agent --name
+node7``) may be only that node. The leader's own ``agent.token`` is named
+``agent`` (``rights.SHARED_AGENT``, a name no created token may take) and may
+be any node.
 """
 
 from __future__ import annotations
@@ -15,7 +19,6 @@ import hashlib
 import os
 import re
 import secrets
-from dataclasses import dataclass
 from pathlib import Path
 from typing import get_args
 
@@ -23,29 +26,14 @@ from starlette.datastructures import Headers, QueryParams
 
 from farmtui.protocol import Role
 from server.errors import BadRequest, Forbidden, Unauthorized
-from server.model import Job
+from server.rights import NODE_NAME, SHARED_AGENT, Action, Principal, could, refusal
 from server.store import Store
 
+__all__ = ["Principal", "Tokens", "authenticate", "bearer_token", "check_name"]
+
 ROLES: tuple[str, ...] = get_args(Role)
-READERS = frozenset({"viewer", "user", "admin"})
-SUBMITTERS = frozenset({"user", "admin"})
-ADMINS = frozenset({"admin"})
-AGENTS = frozenset({"agent", "admin"})
-UPLOADERS = frozenset({"agent", "admin"})
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """Who is asking: the token's name and role."""
-
-    name: str
-    role: Role
-
-    @property
-    def is_admin(self) -> bool:
-        return self.role == "admin"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 
 
 def hash_token(token: str) -> str:
@@ -56,9 +44,20 @@ def new_token() -> str:
     return secrets.token_urlsafe(32)
 
 
-def check_name(name: str) -> str:
-    if not _NAME.fullmatch(name):
+def check_name(name: str, role: str = "user") -> str:
+    """A name a new token may have; an agent token's name is the one node it may be."""
+    if role == "agent":
+        if not NODE_NAME.fullmatch(name):
+            raise BadRequest(
+                f"an agent token is named for its node: {name!r} must be 1-64 letters, "
+                "digits, '.', '_' or '-'"
+            )
+    elif not _NAME.fullmatch(name):
         raise BadRequest(f"token name {name!r} must be 1-64 letters, digits, '.', '_', '@' or '-'")
+    if name == SHARED_AGENT:
+        raise BadRequest(
+            f"the token name {SHARED_AGENT!r} is reserved for the leader's shared agent.token"
+        )
     return name
 
 
@@ -79,7 +78,7 @@ class Tokens:
 
     def create(self, role: str, name: str) -> str:
         """A new token for ``name`` with ``role``; only its hash is kept."""
-        principal = Principal(check_name(name), check_role(role))
+        principal = Principal(check_name(name, role), check_role(role))
         token = new_token()
         self.add(token, principal)
         return token
@@ -132,29 +131,16 @@ def bearer_token(headers: Headers, query: QueryParams | None = None) -> str | No
     return None
 
 
-def authenticate(tokens: Tokens, token: str | None, allowed: frozenset[str]) -> Principal:
-    """The principal for ``token`` if its role is in ``allowed``; 401 or 403 otherwise."""
+def authenticate(tokens: Tokens, token: str | None, action: Action) -> Principal:
+    """The principal for ``token`` if its role may do ``action`` for some job; 401 or 403.
+
+    Whose job it is, and which node, is checked later with ``rights.authorize``.
+    """
     if not token:
         raise Unauthorized("missing token: send Authorization: Bearer <token>")
     principal = tokens.lookup(token)
     if principal is None:
         raise Unauthorized("unknown token")
-    if principal.role not in allowed:
-        raise Forbidden(f"role {principal.role} may not do this")
+    if not could(principal, action):
+        raise Forbidden(refusal(principal, action) or f"role {principal.role} may not do this")
     return principal
-
-
-def require_admin(principal: Principal, what: str) -> None:
-    if not principal.is_admin:
-        raise Forbidden(f"only admins may {what}")
-
-
-def require_control(principal: Principal, job: Job) -> None:
-    """Users control their own jobs; admins control every job."""
-    if principal.role == "admin":
-        return
-    if principal.role == "user" and job.owner == principal.name:
-        return
-    if principal.role == "user":
-        raise Forbidden(f"job {job.id} belongs to {job.owner}; users control only their own jobs")
-    raise Forbidden(f"role {principal.role} may not control jobs")

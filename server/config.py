@@ -18,6 +18,7 @@ import msgspec
 
 from server.errors import ConfigError
 from server.scheduler import SchedulerConfig
+from server.webhooks import parse_webhook
 
 CONFIG_FILE = "leader.toml"
 # Below this, the margin between an agent's lease and node_timeout is shorter
@@ -37,6 +38,9 @@ class LeaderConfig(SchedulerConfig, kw_only=True, forbid_unknown_fields=True):
     # Notifications go here (and to each job's own webhook).
     webhook: str | None = None
     webhook_timeout: float = 5.0
+    # URL prefixes a non-admin's job webhook must start with (scheme, host and
+    # port exactly, the path at a "/" boundary). Empty: only admins set job webhooks.
+    webhook_allow: list[str] = msgspec.field(default_factory=list)
     # Users (not admins) submit with at least this priority number: lower,
     # which renders sooner, needs an admin.
     user_priority_min: int = 50
@@ -102,8 +106,21 @@ def check_config(config: LeaderConfig, where: Path | str = CONFIG_FILE) -> None:
         )
     if config.retries < 0:
         raise ConfigError(f"{where}: retries must be 0 or more, not {config.retries}")
-    if config.webhook is not None and not config.webhook.startswith(("http://", "https://")):
-        raise ConfigError(f"{where}: webhook must be an http:// or https:// URL")
+    if config.webhook is not None:
+        try:
+            parse_webhook(config.webhook)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: webhook {exc}") from None
+    for prefix in config.webhook_allow:
+        try:
+            parse_webhook(prefix)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: webhook_allow entry {prefix!r} {exc}") from None
+        if any(mark in prefix for mark in ("?", "#", "@")):
+            raise ConfigError(
+                f"{where}: webhook_allow entry {prefix!r} must be scheme://host[:port]"
+                "[/path], without a query, fragment or user name"
+            )
 
 
 @dataclass(slots=True)

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from contextvars import ContextVar
 
 import msgspec
 from starlette.responses import Response
@@ -58,14 +59,33 @@ from farmtui.protocol import (
     encode,
 )
 from server import operations
-from server.auth import READERS, Principal, bearer_token
+from server.auth import bearer_token
 from server.errors import NotFound, RequestError
 from server.joblogs import chunk_log_path
 from server.leader import Leader, OutputKey
 from server.links import close_websocket, receive_data
 from server.model import Changes
+from server.rights import Principal, could, refusal
 
 log = logging.getLogger("farmtui.leader.consoles")
+
+# uvicorn's websockets-sansio protocol logs "ASGI callable returned without
+# completing handshake." at ERROR after every denial response, though the
+# client got it (Kludex/uvicorn#3138). Turning a bad token away is no error:
+# that one line is dropped, and only for a connection this module denied (the
+# log call runs in the denied connection's task, so it sees ``_denied``).
+_denied: ContextVar[bool] = ContextVar("farmtui_console_denied", default=False)
+
+
+class _DenialIsNoError(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            _denied.get()
+            and record.getMessage().startswith("ASGI callable returned without completing")
+        )
+
+
+logging.getLogger("uvicorn.error").addFilter(_DenialIsNoError())
 
 HELLO_TIMEOUT = 10.0
 # Queued events beyond which a console is resynced instead.
@@ -317,12 +337,13 @@ async def console_endpoint(websocket: WebSocket) -> None:
     """Serve one console connection from hello to close."""
     leader: Leader = websocket.app.state.leader
     principal = leader.tokens.lookup(bearer_token(websocket.headers, websocket.query_params))
-    if principal is None or principal.role not in READERS:
+    if principal is None or not could(principal, "read"):
         status, error = (
             (401, "missing or unknown token")
             if principal is None
-            else (403, f"role {principal.role} cannot open a console")
+            else (403, refusal(principal, "read") or "forbidden")
         )
+        _denied.set(True)
         await websocket.send_denial_response(
             Response(
                 msgspec.json.encode(ApiError(error=error)),
@@ -371,8 +392,9 @@ async def console_endpoint(websocket: WebSocket) -> None:
             try:
                 link.handle(message)
             except Exception as exc:
+                # The reason is in the leader's log; it may hold server paths.
                 log.exception("console %s: %s failed", principal.name, type(message).__name__)
-                link.reply(message.request_id, f"leader error: {exc}")
+                link.reply(message.request_id, f"leader error: {type(exc).__name__}")
     finally:
         leader.consoles.discard(link)
         leader.unfollow(link)

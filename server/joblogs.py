@@ -7,6 +7,12 @@
 
 Files stay open while they are written and are flushed once per batch of
 events (``flush``), so an output line costs a buffered write, not an open.
+
+Users' renderers may share the sync root, so nothing under ``jobs/`` is
+trusted: files are opened through :mod:`server.logfiles` (no symlink is ever
+followed; one planted where a log goes is taken back). A log that cannot be
+written is reported once in the leader's log and otherwise ignored: no
+method here raises, so a chunk's state changes whatever happens to its log.
 """
 
 from __future__ import annotations
@@ -14,14 +20,13 @@ from __future__ import annotations
 import logging
 import os
 import shlex
-import shutil
 from collections import OrderedDict
 from datetime import datetime
 from io import TextIOWrapper
 from pathlib import Path
 
 from farmtui.protocol import ChunkFinished, EventView
-from server.paths import confine
+from server import logfiles
 
 log = logging.getLogger("farmtui.leader.joblogs")
 
@@ -29,6 +34,8 @@ log = logging.getLogger("farmtui.leader.joblogs")
 MAX_OPEN = 256
 # Reading a log for the console or the API: at most this much from its end.
 TAIL_BYTES = 512 * 1024
+# Logs whose failure was reported, so a broken log costs one line, not one per write.
+MAX_FAILED_REMEMBERED = 4096
 
 
 def job_dir(job_id: str) -> str:
@@ -60,6 +67,8 @@ class JobLogs:
         self.root = root
         self._open: OrderedDict[str, TextIOWrapper] = OrderedDict()
         self._dirty: set[str] = set()
+        # Logs whose last write failed and was reported (see ``_failed``).
+        self._broken: set[str] = set()
 
     # --- writing ------------------------------------------------------------------
     def _file(self, relative: str) -> TextIOWrapper:
@@ -67,31 +76,50 @@ class JobLogs:
         if handle is not None:
             self._open.move_to_end(relative)
             return handle
-        path = confine(self.root, relative)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(path, "a", encoding="utf-8", errors="replace")  # noqa: SIM115
+        fd = logfiles.open_append(self.root, relative)
+        try:
+            handle = open(fd, "a", encoding="utf-8", errors="replace")  # noqa: SIM115
+        except BaseException:
+            os.close(fd)
+            raise
         self._open[relative] = handle
         while len(self._open) > MAX_OPEN:
             old, old_handle = self._open.popitem(last=False)
             self._dirty.discard(old)
-            old_handle.close()
+            self._closed(old, old_handle)
         return handle
+
+    def _failed(self, relative: str, exc: Exception) -> None:
+        """Report a log that cannot be written, once until it works again."""
+        if relative in self._broken:
+            return
+        if len(self._broken) >= MAX_FAILED_REMEMBERED:
+            self._broken.clear()
+        self._broken.add(relative)
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        log.error("cannot write the log %s: %s", relative, why or type(exc).__name__)
 
     def _write(self, relative: str, text: str) -> None:
         try:
             self._file(relative).write(text)
-            self._dirty.add(relative)
-        except OSError as exc:
-            log.error("cannot write %s: %s", relative, exc)
+        except (OSError, ValueError) as exc:  # ValueError: a closed file, a bad name
+            self._failed(relative, exc)
+            self._close(relative)
+            return
+        self._dirty.add(relative)
+        self._broken.discard(relative)
+
+    def _closed(self, relative: str, handle: TextIOWrapper) -> None:
+        try:
+            handle.close()
+        except (OSError, ValueError) as exc:
+            self._failed(relative, exc)
 
     def _close(self, relative: str) -> None:
         handle = self._open.pop(relative, None)
         self._dirty.discard(relative)
         if handle is not None:
-            try:
-                handle.close()
-            except OSError as exc:
-                log.error("cannot write %s: %s", relative, exc)
+            self._closed(relative, handle)
 
     def event(self, event: EventView) -> None:
         if event.job_id:
@@ -137,16 +165,20 @@ class JobLogs:
             if handle is not None:
                 try:
                     handle.flush()
-                except OSError as exc:
-                    log.error("cannot write %s: %s", relative, exc)
+                except (OSError, ValueError) as exc:
+                    self._failed(relative, exc)
         self._dirty.clear()
 
-    def forget_job(self, job_id: str) -> Path:
-        """Close the job's files; returns its folder for ``delete_folder``."""
+    def forget_job(self, job_id: str) -> None:
+        """Close the job's files (then ``delete_job`` removes its folder)."""
         prefix = job_dir(job_id) + "/"
         for relative in [r for r in self._open if r.startswith(prefix)]:
             self._close(relative)
-        return confine(self.root, job_dir(job_id))
+        self._broken = {r for r in self._broken if not r.startswith(prefix)}
+
+    def delete_job(self, job_id: str) -> None:
+        """Remove a job's log folder (run in a thread: it may be big); never follows a symlink."""
+        logfiles.remove_folder(self.root, job_dir(job_id))
 
     def close(self) -> None:
         self.flush()
@@ -154,27 +186,22 @@ class JobLogs:
             self._close(relative)
 
     # --- reading ------------------------------------------------------------------
-    def path(self, relative: str) -> Path:
-        self.flush()
-        return confine(self.root, relative)
+    def read(self, relative: str, max_bytes: int = TAIL_BYTES) -> bytes | None:
+        """The last ``max_bytes`` of a log, None if there is none (or a symlink is there).
+
+        Touches no open file, so it may run in a thread; ``flush`` first on the loop.
+        """
+        found = logfiles.read_tail(self.root, relative, max_bytes)
+        return None if found is None else found[0]
 
     def tail(self, relative: str, max_bytes: int = TAIL_BYTES) -> list[str] | None:
         """The last lines of a log (None if it does not exist yet)."""
-        path = self.path(relative)
-        try:
-            with open(path, "rb") as handle:
-                size = handle.seek(0, os.SEEK_END)
-                start = max(0, size - max_bytes)
-                handle.seek(start)
-                data = handle.read()
-        except FileNotFoundError:
+        self.flush()
+        found = logfiles.read_tail(self.root, relative, max_bytes)
+        if found is None:
             return None
+        data, cut = found
         lines = data.decode("utf-8", errors="replace").splitlines()
-        if start > 0 and lines:
+        if cut and lines:
             lines = lines[1:]  # a partial first line
         return lines
-
-
-def delete_folder(path: Path) -> None:
-    """Remove a job's log folder (run in a thread: it may be big)."""
-    shutil.rmtree(path, ignore_errors=True)

@@ -19,7 +19,6 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 import msgspec
@@ -34,9 +33,10 @@ from farmtui.protocol import (
 from server.auth import Principal, Tokens
 from server.config import LeaderSettings
 from server.errors import StoreError
-from server.joblogs import JobLogs, chunk_log_path, delete_folder
+from server.joblogs import JobLogs, chunk_log_path
 from server.model import Attempt, Changes, Chunk, Job
 from server.nodelogs import NodeLogs
+from server.rights import SHARED_AGENT
 from server.scheduler import Scheduler
 from server.store import Store, find_chunk
 from server.webhooks import WebhookBody, Webhooks
@@ -104,7 +104,7 @@ class Leader:
             settings.data / ADMIN_TOKEN_FILE, Principal("admin", "admin")
         )
         self.agent_token = self.tokens.ensure_file(
-            settings.data / AGENT_TOKEN_FILE, Principal("agent", "agent")
+            settings.data / AGENT_TOKEN_FILE, Principal(SHARED_AGENT, "agent")
         )
         self.root_id = self._root_id()
         self.scheduler = Scheduler(self.config)
@@ -357,16 +357,16 @@ class Leader:
                 job.spec.webhook if job is not None else None,
             )
         for job_id in changes.removed:
-            folder = self.joblogs.forget_job(job_id)
+            self.joblogs.forget_job(job_id)
             for key in [k for k in self.followers if k[0] == job_id]:
                 del self.followers[key]
-            self._in_background(delete_folder, folder)
+            self._in_background(self.joblogs.delete_job, job_id)
         self.joblogs.flush()
         for console in list(self.consoles):
             console.changed(changes)
 
-    def _in_background(self, function: Callable[[Path], None], path: Path) -> None:
-        future = asyncio.get_running_loop().run_in_executor(None, function, path)
+    def _in_background(self, function: Callable[[str], None], argument: str) -> None:
+        future = asyncio.get_running_loop().run_in_executor(None, function, argument)
         self._background.add(future)
         future.add_done_callback(self._background.discard)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import errno
 import logging
 import signal
 import socket
@@ -84,12 +85,45 @@ def run_leader(
     """Serve the leader until SIGTERM/SIGINT. Raises LeaderError on bad settings."""
     if (tls_cert is None) != (tls_key is None):
         raise LeaderError("TLS needs both a certificate and a key")
-    settings = LeaderSettings.from_data(data, root, host, port, tls_cert, tls_key)
-    server = uvicorn.Server(uvicorn_config(settings))
-    with _signals_end_quietly():
-        server.run()
+    # Listen before touching the data folder: a bad or busy port is one line and
+    # leaves no tokens or database behind.
+    with listen(host, port) as sock:
+        settings = LeaderSettings.from_data(data, root, host, port, tls_cert, tls_key)
+        server = uvicorn.Server(uvicorn_config(settings))
+        with _signals_end_quietly():
+            server.run(sockets=[sock])
     if not server.started:
         raise LeaderError(f"the leader could not start on {host}:{port}")
+
+
+@contextmanager
+def listen(host: str, port: int) -> Iterator[socket.socket]:
+    """A listening TCP socket on ``host:port``, or LeaderError saying in one line why not."""
+    if not 0 <= port <= 65535:
+        raise LeaderError(f"port {port} is not between 1 and 65535")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise LeaderError(f"cannot listen on {host}: {exc.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        # As uvicorn does: a restarted leader may rebind while old connections linger.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise LeaderError(
+                f"port {port} on {host} is in use: is another leader running? (try --port)"
+            ) from None
+        raise LeaderError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.set_inheritable(True)
+    try:
+        yield sock
+    finally:
+        sock.close()
 
 
 @contextmanager

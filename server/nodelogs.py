@@ -1,7 +1,9 @@
 """The agents' own plain-text logs: the last lines in memory, all of it on disk.
 
 ``<root>/nodes/<name>.log`` grows as AgentLog messages arrive; the console's
-peer view and ``GET /api/nodes/{name}/log`` read the in-memory tail.
+peer view and ``GET /api/nodes/{name}/log`` read the in-memory tail. The file
+is opened through :mod:`server.logfiles` (never through a symlink), and a
+failed write is reported once and never raises.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from collections import deque
 from io import TextIOWrapper
 from pathlib import Path
 
-from server.paths import confine
+from server import logfiles
 
 log = logging.getLogger("farmtui.leader.nodelogs")
 
@@ -23,6 +25,8 @@ class NodeLogs:
         self.root = root
         self.lines: dict[str, deque[str]] = {}
         self._files: dict[str, TextIOWrapper] = {}
+        # Nodes whose log failed and was reported, until it works again.
+        self._broken: set[str] = set()
 
     def append(self, node: str, lines: list[str]) -> None:
         clean = [line.rstrip("\n") for line in lines]
@@ -30,13 +34,23 @@ class NodeLogs:
         try:
             handle = self._files.get(node)
             if handle is None:
-                path = confine(self.root, f"nodes/{node}.log")
-                path.parent.mkdir(parents=True, exist_ok=True)
-                handle = self._files[node] = open(path, "a", encoding="utf-8")  # noqa: SIM115
+                fd = logfiles.open_append(self.root, self._relative(node))
+                handle = open(fd, "a", encoding="utf-8", errors="replace")  # noqa: SIM115
+                self._files[node] = handle
             handle.write("".join(line + "\n" for line in clean))
             handle.flush()
-        except OSError as exc:
-            log.error("cannot write the log of node %s: %s", node, exc)
+        except (OSError, ValueError) as exc:
+            self._close(node, quiet=True)
+            if node not in self._broken:
+                self._broken.add(node)
+                why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                log.error("cannot write the log of node %s: %s", node, why)
+            return
+        self._broken.discard(node)
+
+    @staticmethod
+    def _relative(node: str) -> str:
+        return f"nodes/{node}.log"
 
     def tail(self, node: str, count: int) -> list[str]:
         """The last ``count`` lines (from the file when the leader restarted since)."""
@@ -48,15 +62,22 @@ class NodeLogs:
 
     def _read_file(self, node: str) -> list[str]:
         try:
-            path = confine(self.root, f"nodes/{node}.log")
-            with open(path, "rb") as handle:
-                size = handle.seek(0, 2)
-                handle.seek(max(0, size - 256 * 1024))
-                return handle.read().decode("utf-8", errors="replace").splitlines()[-KEEP_LINES:]
+            found = logfiles.read_tail(self.root, self._relative(node), 256 * 1024)
         except (OSError, ValueError):
             return []
+        if found is None:
+            return []
+        return found[0].decode("utf-8", errors="replace").splitlines()[-KEEP_LINES:]
+
+    def _close(self, node: str, *, quiet: bool = False) -> None:
+        handle = self._files.pop(node, None)
+        if handle is not None:
+            try:
+                handle.close()
+            except (OSError, ValueError) as exc:
+                if not quiet:
+                    log.error("cannot write the log of node %s: %s", node, exc)
 
     def close(self) -> None:
-        for handle in self._files.values():
-            handle.close()
-        self._files.clear()
+        for node in list(self._files):
+            self._close(node)

@@ -1,6 +1,7 @@
 """What a REST request or a console request may do, checked once for both.
 
-Each function checks the principal's rights, validates what the scheduler
+Each function checks the principal's rights against the one table in
+``server.rights`` (the README's "Who may do what"), validates what the scheduler
 does not (paths, URLs), calls the scheduler through ``write`` (``Leader.run``)
 and turns refusals into ``RequestError`` with the right status. Nothing
 changes when one is raised: a change the store could not save (a full disk)
@@ -11,6 +12,7 @@ is undone by the leader and answered here, once for every write, with 503
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path, PurePosixPath
 from typing import NamedTuple
 
 from farmtui.frames import OutputPatternError, check_output_pattern
@@ -25,7 +27,7 @@ from farmtui.protocol import (
     NodeView,
 )
 from server import dispatch_order
-from server.auth import Principal, require_admin, require_control
+from server.assignments import expected_outputs
 from server.errors import (
     BadRequest,
     Conflict,
@@ -36,8 +38,12 @@ from server.errors import (
     Unavailable,
 )
 from server.leader import Leader
-from server.model import Changes, Job
+from server.model import Changes, Chunk, Job
+from server.paths import confine
+from server.rights import LEADER_PATHS, Principal, authorize, leader_owned, may
 from server.scheduler import SchedulerError
+from server.submission import check_paths
+from server.webhooks import check_job_webhook
 
 
 def job_or_404(leader: Leader, job_id: str) -> Job:
@@ -47,9 +53,10 @@ def job_or_404(leader: Leader, job_id: str) -> Job:
     return job
 
 
-def check_webhook(url: str | None) -> None:
-    if url is not None and not url.startswith(("http://", "https://")):
-        raise BadRequest(f"webhook {url!r} must be an http:// or https:// URL")
+def check_webhook(leader: Leader, principal: Principal, url: str | None) -> None:
+    """A job webhook: within the leader's ``webhook_allow`` unless ``principal`` may go beyond."""
+    allow = leader.config.webhook_allow
+    check_job_webhook(url, allow, unrestricted=may(principal, "webhook_any"))
 
 
 def write(leader: Leader, step: Callable[[float], Changes], refused: type[RequestError]) -> Changes:
@@ -81,25 +88,33 @@ def submit(
     the answer (a dropped connection, a leader restart) can send the same
     request again and never gets two jobs.
     """
-    if principal.role not in ("user", "admin"):
-        raise Forbidden(f"role {principal.role} may not submit jobs")
+    owner = spec.owner or principal.name
+    authorize(principal, "submit", owner)
     lowest = leader.config.user_priority_min
-    if not principal.is_admin and spec.priority < lowest:
+    if spec.priority < lowest and not may(principal, "submit_urgent", owner):
         raise Forbidden(
             f"priority {spec.priority} needs an admin: users submit with priority "
             f"{lowest}-100 (lower renders sooner)"
         )
-    owner = spec.owner if (principal.is_admin and spec.owner) else principal.name
     if key is not None:
         earlier = leader.scheduler.job_for_key(owner, key)
         if earlier is not None and leader.job(earlier) is not None:
             return Submitted(leader.scheduler.job_view(earlier), created=False)
     if spec.output is not None:
         try:
-            check_output_pattern(spec.output)
+            pattern = check_output_pattern(spec.output)
         except OutputPatternError as exc:
             raise BadRequest(str(exc)) from None
-    check_webhook(spec.webhook)
+        if leader_owned(pattern):
+            raise BadRequest(
+                f"output pattern {spec.output!r} is in {pattern.parts[0]}/, which only the "
+                "leader writes"
+            )
+    try:
+        check_paths(spec, leader.root)  # the scene stays in the sync root
+    except SchedulerError as exc:
+        raise BadRequest(str(exc)) from None
+    check_webhook(leader, principal, spec.webhook)
     job_id = leader.new_job_id()
     write(
         leader, lambda now: leader.scheduler.submit(job_id, spec, owner, now, key=key), BadRequest
@@ -115,7 +130,7 @@ def job_action(
         raise BadRequest("no job ids given")
     ids = list(dict.fromkeys(job_ids))
     for job_id in ids:
-        require_control(principal, job_or_404(leader, job_id))
+        authorize(principal, "job_action", job_or_404(leader, job_id).owner, job_id)
     changes = write(
         leader, lambda now: leader.scheduler.job_action(ids, action, principal.name, now), Conflict
     )
@@ -128,7 +143,7 @@ def chunk_action(
     leader: Leader, principal: Principal, job_id: str, action: ChunkAction, chunks: list[int]
 ) -> JobDetail:
     job = job_or_404(leader, job_id)
-    require_control(principal, job)
+    authorize(principal, "chunk_action", job.owner, job_id)
     if not chunks:
         raise BadRequest("no chunks given")
     known = {chunk.index for chunk in job.chunks}
@@ -144,8 +159,7 @@ def chunk_action(
 
 
 def set_priority(leader: Leader, principal: Principal, job_id: str, priority: int) -> JobView:
-    require_admin(principal, "change priority")
-    job_or_404(leader, job_id)
+    authorize(principal, "set_priority", job_or_404(leader, job_id).owner, job_id)
     write(
         leader,
         lambda now: leader.scheduler.set_priority(job_id, priority, principal.name, now),
@@ -163,7 +177,7 @@ def move(
 ) -> list[JobView]:
     """Move within the priority group; returns the group in dispatch order."""
     job = job_or_404(leader, job_id)
-    require_control(principal, job)
+    authorize(principal, "move", job.owner, job_id)
     target = job_or_404(leader, before) if before is not None else None
     if not principal.is_admin:
         jobs = list(leader.scheduler.jobs.values())
@@ -187,8 +201,8 @@ def move(
 
 
 def patch(leader: Leader, principal: Principal, job_id: str, changes: JobPatch) -> JobView:
-    require_control(principal, job_or_404(leader, job_id))
-    check_webhook(changes.webhook)
+    authorize(principal, "patch", job_or_404(leader, job_id).owner, job_id)
+    check_webhook(leader, principal, changes.webhook)
     write(
         leader,
         lambda now: leader.scheduler.patch(job_id, changes, principal.name, now),
@@ -198,7 +212,7 @@ def patch(leader: Leader, principal: Principal, job_id: str, changes: JobPatch) 
 
 
 def set_node_enabled(leader: Leader, principal: Principal, node: str, enabled: bool) -> NodeView:
-    require_admin(principal, "enable or disable nodes")
+    authorize(principal, "set_node_enabled")
     if node not in leader.scheduler.nodes:
         raise NotFound(f"unknown node {node}")
     write(
@@ -213,8 +227,65 @@ def set_node_enabled(leader: Leader, principal: Principal, node: str, enabled: b
 
 
 def create_token(leader: Leader, principal: Principal, role: str, name: str) -> str:
-    require_admin(principal, "create tokens")
+    authorize(principal, "create_token")
     try:
         return leader.tokens.create(role, name)
     except StoreError as exc:
         raise Unavailable(str(exc)) from None
+
+
+# ``?job=&chunk=&attempt=`` of an upload: the chunk attempt whose output it is.
+UploadFence = tuple[str, int, int]
+
+
+def upload_target(
+    leader: Leader, principal: Principal, relative: str, fence: UploadFence | None
+) -> Path:
+    """Where ``principal`` may write ``relative`` in the sync root; 400, 403 or 409 if not.
+
+    Nobody writes the leader's own files (``rights.LEADER_PATHS``). Admins
+    write anything else. An agent writes only an output file of a chunk
+    attempt that is current; with a per-node token, of an attempt assigned
+    to its node (the shared token cannot tell which node it is, so any
+    node's). Asked before the body is read and again before the file lands.
+    """
+    target = confine(leader.root, relative)
+    if leader_owned(PurePosixPath(relative)) or leader_owned(target.relative_to(leader.root)):
+        raise Forbidden(
+            f"{shown(relative)} is the leader's own ({', '.join(LEADER_PATHS)}): not written"
+        )
+    if fence is None:
+        if not may(principal, "upload_any"):
+            raise Forbidden(
+                "agent tokens upload only the output files of a chunk attempt: "
+                "name it with ?job=&chunk=&attempt="
+            )
+        return target
+    authorize(principal, "upload_output")
+    job_id, index, number = fence
+    job = leader.job(job_id)
+    chunk = leader.chunk(job_id, index)
+    attempt = f"attempt {number} of chunk {index} of job {job_id}"
+    node = _running_on(chunk, number)
+    if job is None or chunk is None or node is None:
+        raise Conflict(f"{attempt} is not current: not written")
+    if principal.is_admin:
+        return target
+    if principal.node is not None and principal.node != node:
+        raise Forbidden(f"{attempt} runs on node {node}, not {principal.node}: not written")
+    outputs = {PurePosixPath(path) for path in expected_outputs(job, chunk)}
+    if PurePosixPath(relative) not in outputs:
+        raise Forbidden(f"{shown(relative)} is not an output file of {attempt}: not written")
+    return target
+
+
+def _running_on(chunk: Chunk | None, number: int) -> str | None:
+    """The node running attempt ``number`` of ``chunk``, if that is the chunk's current attempt."""
+    if chunk is None or chunk.state != "assigned" or chunk.attempt != number:
+        return None
+    return next((a.node for a in reversed(chunk.attempts) if a.number == number), None)
+
+
+def shown(relative: str, limit: int = 80) -> str:
+    """A client's path for an error message, cut short (a 300-character name is no help)."""
+    return repr(relative if len(relative) <= limit else relative[: limit - 1] + "…")

@@ -661,7 +661,7 @@ class Scheduler:
     def patch(self, job_id: str, patch: JobPatch, actor: str, now: float) -> Changes:
         """Change settings of a submitted job; they apply to chunks dispatched from now on."""
         job = self._jobs_for([job_id])[0]
-        fields = validate_patch(patch)
+        fields = validate_patch(patch, job.spec)
         changes = Changes()
         if not fields:
             return changes

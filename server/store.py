@@ -34,6 +34,7 @@ import msgspec
 from server.errors import StoreError
 from server.model import Changes, Chunk, Job, Node
 from server.scheduler import Scheduler
+from server.submission import upgrade_stored_job
 
 # Each entry upgrades the schema by one version (PRAGMA user_version).
 MIGRATIONS: list[str] = [
@@ -84,6 +85,14 @@ class TokenRow(NamedTuple):
     name: str
     role: str
     created: float
+
+
+def _decode_job(data: str) -> Job:
+    """A job row; one that today's field limits refuse (an older leader's) is upgraded."""
+    try:
+        return _job_decoder.decode(data)
+    except msgspec.ValidationError:
+        return upgrade_stored_job(data)
 
 
 def encode_job(job: Job) -> str:
@@ -147,7 +156,7 @@ class Store:
         jobs: dict[str, Job] = {}
         try:
             for (data,) in self.db.execute("SELECT data FROM jobs"):
-                job = _job_decoder.decode(data)
+                job = _decode_job(data)
                 jobs[job.id] = job
             chunks = self.db.execute("SELECT job_id, data FROM chunks ORDER BY job_id, idx")
             for job_id, data in chunks:

@@ -1,4 +1,10 @@
-"""Checking a submitted ``JobSpec`` and cutting it into chunks.
+"""Checking a submitted ``JobSpec`` or ``JobPatch``, and cutting a job into chunks.
+
+The rules on a job's fields are not written here: each value's limits are on
+the Structs (``farmtui.protocol``), the rules between them in
+``farmtui.jobfields.check_job`` / ``check_patch``, the same ones the CLI, the
+job file reader and the console run. This module adds what only the leader
+knows: the other jobs (``after``), and its sync root (``check_paths``).
 
 Every refusal is a one-line ``SchedulerError`` raised before anything
 changes. Chunk indices are positions in ``job.chunks`` and follow the order
@@ -8,27 +14,21 @@ render chunks, the post-job script (if any).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Container
+from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from farmtui.frames import (
-    FrameListError,
-    OutputPatternError,
-    check_output_pattern,
-    chunk_frames,
-    parse_frames,
-)
-from farmtui.protocol import ChunkKind, JobPatch, JobSpec, Timeouts
-from farmtui.renderers import TOKENS, RendererError, build_argv, expand
-from server.model import Chunk
+from farmtui.frames import chunk_frames, parse_frames
+from farmtui.jobfields import JobFieldError, check_job, check_patch, check_scene, command_for
+from farmtui.jobfields import repair_spec as _repair_spec
+from farmtui.protocol import ChunkKind, JobPatch, JobSpec
+from server.model import Chunk, Job
 from server.scheduler_config import SchedulerError
 
-
-def _non_negative(value: float | None, what: str) -> None:
-    if value is not None and value < 0:
-        raise SchedulerError(f"{what} must not be negative, not {value}")
+log = logging.getLogger("farmtui.leader.store")
 
 
 def validate(job_id: str, spec: JobSpec, known_jobs: Container[str]) -> list[int]:
@@ -38,45 +38,27 @@ def validate(job_id: str, spec: JobSpec, known_jobs: Container[str]) -> list[int
     if job_id in known_jobs:
         raise SchedulerError(f"job {job_id} already exists")
     try:
-        frames = parse_frames(spec.frames)
-    except FrameListError as exc:
+        frames = check_job(spec)
+    except JobFieldError as exc:
         raise SchedulerError(str(exc)) from None
-    if spec.chunk < 1:
-        raise SchedulerError(f"chunk size must be at least 1, not {spec.chunk}")
-    if not 0 <= spec.priority <= 100:
-        raise SchedulerError(f"priority must be 0-100 (lower renders sooner), not {spec.priority}")
-    if not spec.renderer.strip():
-        raise SchedulerError("renderer name is empty")
-    if spec.renderer == "generic" and not spec.argv:
-        raise SchedulerError("the generic renderer needs a command (argv after --)")
-    if spec.output is not None:
-        try:
-            check_output_pattern(spec.output)
-        except OutputPatternError as exc:
-            raise SchedulerError(str(exc)) from None
     for dep in spec.after:
         if dep == job_id:
             raise SchedulerError(f"job {job_id} cannot wait for itself")
         if dep not in known_jobs:
             raise SchedulerError(f"unknown job {dep} in after")
-    if spec.scout is not None:
-        try:
-            scouts = set(parse_frames(spec.scout))
-        except FrameListError as exc:
-            raise SchedulerError(f"scout frames: {exc}") from None
-        if not scouts.intersection(frames):
-            raise SchedulerError(f"scout frames {spec.scout!r} are not among the job's frames")
-    for name, script in (("pre-job", spec.pre_job), ("post-job", spec.post_job)):
-        if script is not None and not script:
-            raise SchedulerError(f"{name} command is empty")
-    if spec.max_running < 0:
-        raise SchedulerError(f"max running must not be negative, not {spec.max_running}")
-    if spec.retries is not None and spec.retries < 0:
-        raise SchedulerError(f"retries must not be negative, not {spec.retries}")
-    _non_negative(spec.retry_delay, "retry delay")
-    _non_negative(spec.retry_cap, "retry cap")
-    check_timeouts(spec.timeouts)
     return frames
+
+
+def check_paths(spec: JobSpec, root: Path) -> None:
+    """The job's scene stays in the sync root (SPEC.md, Security); SchedulerError otherwise.
+
+    Apart from ``validate`` because the scheduler does not know the sync root:
+    it judges relative paths there; an absolute one only the leader can judge.
+    """
+    try:
+        check_scene(spec.scene, root)
+    except JobFieldError as exc:
+        raise SchedulerError(str(exc)) from None
 
 
 def with_command(spec: JobSpec) -> JobSpec:
@@ -86,52 +68,47 @@ def with_command(spec: JobSpec) -> JobSpec:
     typo is refused at submission instead of failing every chunk on the nodes.
     """
     try:
-        argv = build_argv(spec)
-        expand(argv, dict.fromkeys(TOKENS, ""))
-    except RendererError as exc:
+        argv = command_for(spec)
+    except JobFieldError as exc:
         raise SchedulerError(str(exc)) from None
-    for token, value, what in (
-        ("output", spec.output, "output pattern"),
-        ("scene", spec.scene, "scene"),
-    ):
-        if not value:
-            try:
-                expand(argv, dict.fromkeys(TOKENS - {token}, ""))
-            except RendererError:
-                raise SchedulerError(
-                    f"the command uses {{{token}}} but the job has no {what}"
-                ) from None
     return spec if argv == spec.argv else msgspec.structs.replace(spec, argv=argv)
 
 
-def check_timeouts(t: Timeouts) -> None:
-    _non_negative(t.min_render, "minimum render time")
-    _non_negative(t.max_render, "maximum render time")
-    _non_negative(t.max_start, "maximum start time")
-    _non_negative(t.script_timeout, "script timeout")
-    _non_negative(t.auto_min_percent, "auto timeout percent")
-    if t.auto_min_chunks is not None and t.auto_min_chunks < 0:
-        raise SchedulerError("auto timeout chunk count must not be negative")
-    if t.auto_multiplier <= 0:
-        raise SchedulerError(f"auto timeout multiplier must be positive, not {t.auto_multiplier}")
+def validate_patch(patch: JobPatch, spec: JobSpec) -> dict[str, Any]:
+    """The spec fields a patch sets (those not None), or SchedulerError.
 
-
-def validate_patch(patch: JobPatch) -> dict[str, Any]:
-    """The spec fields a patch sets (those not None), or SchedulerError on a bad value."""
-    fields = {
+    Checked on the job's ``spec`` with the patch applied, so a minimum render
+    time above the job's existing maximum is refused like one given with it.
+    """
+    try:
+        check_patch(spec, patch)
+    except JobFieldError as exc:
+        raise SchedulerError(str(exc)) from None
+    return {
         name: getattr(patch, name)
         for name in patch.__struct_fields__
         if getattr(patch, name) is not None
     }
-    if patch.max_running is not None and patch.max_running < 0:
-        raise SchedulerError(f"max running must not be negative, not {patch.max_running}")
-    if patch.retries is not None and patch.retries < 0:
-        raise SchedulerError(f"retries must not be negative, not {patch.retries}")
-    _non_negative(patch.retry_delay, "retry delay")
-    _non_negative(patch.retry_cap, "retry cap")
-    if patch.timeouts is not None:
-        check_timeouts(patch.timeouts)
-    return fields
+
+
+def upgrade_stored_job(data: str | bytes) -> Job:
+    """A job row that today's limits refuse (written by an older leader), made valid.
+
+    Its spec keeps what is still valid: a name loses its control characters,
+    any other value out of bounds goes back to its default. Each change is logged.
+    """
+    raw = msgspec.json.decode(data)
+    if not isinstance(raw, dict):
+        raise SchedulerError("a stored job is not an object")
+    try:
+        spec, notes = _repair_spec(raw.get("spec", {}))
+    except JobFieldError as exc:
+        raise SchedulerError(f"stored job {raw.get('id')}: {exc}") from None
+    raw["spec"] = msgspec.to_builtins(spec)
+    job = msgspec.convert(raw, Job)
+    for note in notes:
+        log.warning("job %s from an older leader: %s", job.id, note)
+    return job
 
 
 def build_chunks(job_id: str, spec: JobSpec, frames: list[int]) -> list[Chunk]:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from textual.app import App
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 
 from farmtui.console.commands import FarmCommands
@@ -15,6 +16,7 @@ from farmtui.console.keymap import load_keymap
 from farmtui.console.link import Backoff
 from farmtui.console.screens.main import MainScreen
 from farmtui.console.state import ConsoleState
+from farmtui.printable import printable
 
 
 class FarmConsole(App[None]):
@@ -42,6 +44,29 @@ class FarmConsole(App[None]):
 
     def get_default_screen(self) -> Screen[None]:
         return MainScreen(self.state, self.leader, self.token, backoff=self.backoff)
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = True,
+    ) -> None:
+        """Every toast is plain text, whatever the caller asked for.
+
+        Toasts carry job names, node names and the leader's error messages;
+        every widget's ``notify`` ends up here, so none of them can be read as
+        markup or reach the terminal with control characters.
+        """
+        super().notify(
+            printable(message, multiline=True),
+            title=printable(title),
+            severity=severity,
+            timeout=timeout,
+            markup=False,
+        )
 
     def on_mount(self) -> None:
         keymap, problems = load_keymap(self.keymap_path)

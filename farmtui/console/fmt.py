@@ -1,10 +1,35 @@
-"""Small text formatters shared by the console's widgets (durations, clock times, bars)."""
+"""Small text formatters shared by the console's widgets (durations, clock times, bars).
+
+``plain`` and ``plain_content`` are how any text that came from someone else
+(job names, owners, paths, node names, log lines, the leader's errors) reaches
+the screen: as plain text, never as markup, with control characters shown as
+escapes (``farmtui.printable``). A ``str`` handed to a Textual widget is markup
+(``Static``, ``Label``, ``Option``, a ``DataTable`` cell, a tooltip, a border
+title), so a job named ``[/oops]`` would crash it and ``[@click=app.quit]``
+would become a hidden action.
+"""
 
 from __future__ import annotations
 
 import time
 
+from rich.style import Style
+from rich.text import Text
+from textual.content import Content
+
+from farmtui.printable import printable
+
 EMPTY = "—"
+
+
+def plain(text: str, style: str | Style = "", *, multiline: bool = False) -> Text:
+    """Untrusted ``text`` as a Rich ``Text``: no markup, control characters escaped."""
+    return Text(printable(text, multiline=multiline), style=style, end="")
+
+
+def plain_content(text: str, *, multiline: bool = False) -> Content:
+    """Untrusted ``text`` as a Textual ``Content`` (for border titles and the like)."""
+    return Content(printable(text, multiline=multiline))
 
 
 def duration(seconds: float | None) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -102,21 +103,37 @@ def test_bad_frames_in_a_job_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("chunk = 0", "chunk: 0 is out of range"),
-        ("priority = 101", "priority: 101 is out of range"),
-        ('priority = "high"', "priority: 'high' is not a whole number"),
-        ('timeout-max = "soon"', "timeout-max: bad duration 'soon'"),
-        ('on-timeout = "explode"', "on-timeout: 'explode' is not one of"),
+        ("chunk = 0", "job.toml: chunk: 0 is out of range (>= 1)"),
+        ("priority = 101", "job.toml: priority: 101 is out of range (0-100)"),
+        ('priority = "high"', "job.toml: priority: 'high' is not a whole number"),
+        ("priority = 1.5", "job.toml: priority: 1.5 is not a whole number"),
+        ('timeout-max = "soon"', "job.toml: timeout-max: bad duration 'soon'"),
+        ("timeout-max = 0", "job.toml: timeout-max: the maximum render time must be more than 0"),
+        ("timeout_max = 0", "job.toml: timeout_max: the maximum render time must be more than 0"),
+        (
+            'on-timeout = "explode"',
+            "job.toml: on-timeout: 'explode' is not one of complete, error, fail",
+        ),
         ('output = "/abs/frame_####.png"', "must be relative to the sync root"),
         ('output = "renders/frame.png"', "needs '#' padding"),
-        ("per-frame-timeouts = 1", "per-frame-timeouts: must be true or false"),
-        ('argv = "sleep 1"', "argv: must be a list of strings"),
-        ("env = { A = 1 }", "env: bad variable"),
+        ('frames = "1.5"', "job.toml: frames: frame list '1.5' has a frame or step that is not"),
+        ('scene = "../../etc/passwd"', "job.toml: scene: scene '../../etc/passwd' escapes"),
+        ('name = "a\\u001b[2Jb"', "job.toml: name: must be printable text"),
+        (f'name = "{"n" * 201}"', "job.toml: name: must have at most 200 characters"),
+        ("per-frame-timeouts = 1", "job.toml: per-frame-timeouts: must be true or false"),
+        ('argv = "sleep 1"', "job.toml: argv: must be a list of strings"),
+        ("env = { A = 1 }", "job.toml: env: must be a table of strings"),
+        ('env = { "A=B" = "1" }', "job.toml: env: must be a table of strings"),
+        ("auto-timeout-percent = 0", "auto-timeout-percent: 0 is out of range (> 0 and <= 100)"),
+        ("auto-timeout-multiplier = inf", "auto-timeout-multiplier: inf is out of range"),
+        ('retry-delay = "10m"\nretry-cap = "1m"', "job.toml: retry-delay: the retry delay (600s)"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, text: str, message: str) -> None:
-    with pytest.raises(InputError, match=message):
-        load_jobfile(write(tmp_path, text + "\n"))
+    command = "" if text.startswith("argv") else '\nargv = ["true"]'
+    path = write(tmp_path, text + command + "\n")
+    with pytest.raises(InputError, match=re.escape(message)):
+        build_spec(load_jobfile(path))
 
 
 def test_not_toml_is_a_job_file_error(tmp_path: Path) -> None:
@@ -129,10 +146,25 @@ def test_not_toml_is_a_job_file_error(tmp_path: Path) -> None:
 def test_flags_override_file_values(tmp_path: Path) -> None:
     from_file = load_jobfile(write(tmp_path, GOOD))
     flags = normalize({"priority": "5", "timeout-max": "2h", "name": None}, lambda k: f"--{k}")
-    spec = build_spec({**from_file, **flags})
+    spec = build_spec(flags.over(from_file))
     assert spec.priority == 5
     assert spec.timeouts.max_render == 7200.0
     assert spec.name == "shot-010"  # None means "flag not given"
+
+
+def test_flags_and_file_values_are_checked_together(tmp_path: Path) -> None:
+    from_file = load_jobfile(write(tmp_path, GOOD))  # timeout-min = 5
+    flags = normalize({"timeout-max": "2"}, lambda k: f"--{k}")
+    with pytest.raises(InputError, match=r"the minimum render time \(5s\) is longer than the"):
+        build_spec(flags.over(from_file))
+    flags = normalize({"timeout-max": "0"}, lambda k: f"--{k}")
+    with pytest.raises(InputError, match=r"^--timeout-max: the maximum render time must be more"):
+        build_spec(flags.over(from_file))
+
+
+def test_a_default_name_is_made_a_valid_name() -> None:
+    spec = build_spec({"argv": ["/bin/odd\x1bname" + "x" * 300]})
+    assert spec.name == "oddname" + "x" * 193
 
 
 def test_a_relative_scene_is_taken_from_the_job_files_folder(tmp_path: Path) -> None:
@@ -149,7 +181,11 @@ def test_cross_field_checks() -> None:
         build_spec({"frames": "1-10"})
     with pytest.raises(InputError, match="scout frame 50 is not in the frame list"):
         build_spec({"frames": "1-10", "scout": "1,50", "argv": ["true"]})
-    with pytest.raises(InputError, match="minimum render time is longer"):
+    with pytest.raises(
+        InputError,
+        match=r"timeout-min: the minimum render time \(60s\) is longer than the maximum render "
+        r"time \(10s\)",
+    ):
         build_spec({"argv": ["true"], "timeout-min": 60.0, "timeout-max": 10.0})
     with pytest.raises(InputError, match="needs a scene"):
         build_spec({"renderer": "blender", "output": "r/f_####.png"})
@@ -157,3 +193,33 @@ def test_cross_field_checks() -> None:
         build_spec({"renderer": "povray"})
     with pytest.raises(InputError, match=r"unknown token \{frame\}"):
         build_spec({"argv": ["echo", "{frame}"]})
+
+
+def test_one_table_covers_every_setting_and_derives_both_commands_flags() -> None:
+    import argparse
+
+    import msgspec
+
+    from farmtui.cli import build_parser
+    from farmtui.jobfields import FIELDS
+    from farmtui.protocol import JobPatch, JobSpec, Timeouts
+
+    paths = {field.path for field in FIELDS}
+    spec_fields = {(name,) for name in JobSpec.__struct_fields__} - {("timeouts",), ("owner",)}
+    timeout_fields = {("timeouts", name) for name in Timeouts.__struct_fields__}
+    assert paths == spec_fields | timeout_fields  # `owner` is the API's (admins submit for)
+
+    def flags(command: str) -> set[str]:
+        sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+        parser = sub.choices[command]
+        names = {o for a in parser._actions for o in a.option_strings if o.startswith("--")}
+        return names - {"--help", "--leader", "--token", "--token-file", "--json"}
+
+    settable = [f for f in FIELDS if f.path[0] in JobPatch.__struct_fields__ and not f.inverted]
+    assert flags("set") == {f.flag for f in settable if f.metavar != ""} | {
+        f"--no-{f.key}" for f in settable if f.switch
+    }
+    assert flags("submit") == {f.flag for f in FIELDS if f.metavar != ""}
+    # What `farm set` can change is exactly what a JobPatch carries.
+    assert {f.path[0] for f in settable} == set(JobPatch.__struct_fields__)
+    assert msgspec.structs.fields(JobPatch)  # a Struct, checked by msgspec.convert

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from farmtui.protocol import AttemptView, ChunkView
-from farmtui.tables import chunks_table
+from farmtui.printable import is_printable, printable
+from farmtui.protocol import AttemptView, ChunkView, JobDetail, JobSpec, JobView
+from farmtui.tables import chunks_table, detail_text, job_summary, table
 
 
 def test_a_chunk_whose_last_attempt_is_still_stopping_says_where() -> None:
@@ -17,3 +18,51 @@ def test_a_chunk_whose_last_attempt_is_still_stopping_says_where() -> None:
     )
     row = chunks_table([chunk]).splitlines()[-1]
     assert "queued (stopping on n1)" in row
+
+
+# --- untrusted text (issue 9, item 6): control characters are shown, never sent raw ---
+
+
+def test_every_cell_escapes_control_characters_before_the_widths_are_measured() -> None:
+    text = table(["NAME", "N"], [["a\x1b[2Jb\nc", "1"], ["plain", "22"]], right={1})
+    assert "\x1b" not in text
+    header, first, second = text.splitlines()
+    assert first == r"a\x1b[2Jb\nc   1"
+    assert second == "plain" + " " * 9 + "22"
+    assert len(header) <= len(first) == len(second)
+
+
+def test_printable_names_each_kind_of_control_character() -> None:
+    assert printable("ok [b]markup[/b] C:\\path") == "ok [b]markup[/b] C:\\path"
+    assert printable("\x1b\n\t\r\x00\x7f\x9b\u202e\u2028") == r"\x1b\n\t\r\x00\x7f\x9b\u202e\u2028"
+    # Multi-line text (a log) keeps its lines and tabs; CRLF is a newline.
+    assert printable("a\tb\r\nc\x1b[0m\rd", multiline=True) == "a\tb\nc\\x1b[0m\\rd"
+    assert is_printable("shot_010 [v2]")
+    assert not is_printable("shot\n010")
+
+
+def test_job_summary_and_detail_lines_stay_one_line_each() -> None:
+    spec = JobSpec(name="x", scene="/proj/\x1b]0;t\x07.blend", output="out/\n####.png")
+    job = JobView(
+        id="j1",
+        name="a\nb",
+        owner="\x1b[31meve",
+        state="queued",
+        priority=50,
+        position=0,
+        frames="1",
+        chunk=1,
+        renderer="blender",
+        spec=spec,
+    )
+    assert job_summary(job) == r"j1  a\nb  queued"
+    chunk = ChunkView(index=0, frames=[1], node="n\x1b[2J")
+    text = detail_text(JobDetail(job=job, chunks=[chunk], frame_states={"1": "unassigned"}))
+    assert "\x1b" not in text
+    assert "\x07" not in text
+    lines = text.splitlines()
+    assert r"name      a\nb" in lines
+    assert r"owner     \x1b[31meve" in lines
+    assert r"renderer  blender  scene /proj/\x1b]0;t\x07.blend" in lines
+    assert r"output    out/\n####.png" in lines
+    assert any(line.split()[:4] == ["0", "1", "queued", r"n\x1b[2J"] for line in lines)

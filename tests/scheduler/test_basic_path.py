@@ -54,7 +54,7 @@ def test_done_job_notifies_its_owner(farm: Farm) -> None:
     [
         ({"frames": "1-x"}, "malformed frame list"),
         ({"frames": ""}, "empty"),
-        ({"chunk": 0}, "chunk size"),
+        ({"chunk": 0}, "chunk: 0 is out of range"),
         ({"priority": 101}, "priority"),
         ({"priority": -1}, "priority"),
         ({"output": "/abs/frame_####.png"}, "relative"),

@@ -66,8 +66,14 @@ async def test_whoami_and_owner_is_token_name(leader: InProcessLeader) -> None:
     alice = leader.token("user", "alice")
     async with leader.http(alice) as http:
         assert (await http.get("/api/whoami")).json() == {"name": "alice", "role": "user"}
-        job = await submit(http, owner="mallory")
-    assert job["owner"] == "alice"
+        job = await submit(http)
+        assert job["owner"] == "alice"
+        assert (await submit(http, owner="alice"))["owner"] == "alice"
+        refused = await http.post("/api/jobs", json={**SPEC, "owner": "mallory"})
+        assert refused.status_code == 403
+        assert "users submit only as themselves" in one_line_error(refused)
+    async with leader.http() as http:
+        assert (await submit(http, owner="mallory"))["owner"] == "mallory"
 
 
 async def test_job_actions_and_events_log(leader: InProcessLeader) -> None:
@@ -272,7 +278,7 @@ async def test_agent_token_cannot_use_the_api(leader: InProcessLeader) -> None:
 
 
 async def test_upload_writes_into_the_root(leader: InProcessLeader) -> None:
-    async with leader.http(leader.agent_token) as http:
+    async with leader.http() as http:
         response = await http.put("/api/files/renders/shot/f_0001.png", content=b"PNG data")
     assert response.status_code == 204, response.text
     assert (leader.root / "renders/shot/f_0001.png").read_bytes() == b"PNG data"
@@ -315,7 +321,7 @@ class TestUploadLimit:
         return LeaderConfig(max_upload_bytes=1000)
 
     async def test_upload_over_the_limit_is_413(self, leader: InProcessLeader) -> None:
-        async with leader.http(leader.agent_token) as http:
+        async with leader.http() as http:
             response = await http.put("/api/files/renders/big.png", content=b"x" * 1001)
             assert response.status_code == 413
             one_line_error(response)
@@ -342,18 +348,18 @@ async def test_only_the_current_attempt_may_upload_a_chunks_output(
     chunk = farm.chunk(job, 0)
     assert chunk is not None
     assert chunk.state == "assigned"
-    path = "/api/files/renders/fenced.png"
+    path = "/api/files/renders/shot/f_0001.png"
     async with leader.http(leader.agent_token) as http:
         stale = await http.put(path, params={"job": job, "chunk": 0, "attempt": 2}, content=b"x")
         assert stale.status_code == 409, stale.text
         assert "not current" in one_line_error(stale)
-        assert not (leader.root / "renders/fenced.png").exists()
+        assert not (leader.root / "renders/shot/f_0001.png").exists()
         current = await http.put(path, params={"job": job, "chunk": 0, "attempt": 1}, content=b"1")
         assert current.status_code == 204, current.text
         farm.run(lambda now: farm.scheduler.chunk_action(job, [0], "retry", "admin", now))
         late = await http.put(path, params={"job": job, "chunk": 0, "attempt": 1}, content=b"2")
         assert late.status_code == 409
-    assert (leader.root / "renders/fenced.png").read_bytes() == b"1"
+    assert (leader.root / "renders/shot/f_0001.png").read_bytes() == b"1"
 
 
 async def test_a_user_submits_only_within_the_priority_range_admins_allow(

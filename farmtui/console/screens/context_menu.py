@@ -1,6 +1,7 @@
 """A right-click (or ``m``) menu of actions for one row, opened where the click was.
 
-Returns the chosen action's name, or None when dismissed.
+Returns the chosen action's name, or None when dismissed. The title (a job's
+name) and the labels are plain text, never markup.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from textual.geometry import Offset
 from textual.screen import ModalScreen
 from textual.widgets import OptionList
 from textual.widgets.option_list import Option
+
+from farmtui.console import fmt
 
 
 class ContextMenu(ModalScreen[str | None]):
@@ -39,13 +42,13 @@ class ContextMenu(ModalScreen[str | None]):
         self.at = at
 
     def compose(self) -> ComposeResult:
-        menu = OptionList(*(Option(label, id=action) for action, label in self.items))
-        menu.border_title = self.menu_title
+        menu = OptionList(*(Option(fmt.plain(label), id=action) for action, label in self.items))
+        menu.border_title = fmt.plain_content(self.menu_title)
         yield menu
 
     def on_mount(self) -> None:
         menu = self.query_one(OptionList)
-        width = max(len(label) for _, label in self.items) + 4 if self.items else 20
+        width = max((fmt.plain(label).cell_len for _, label in self.items), default=16) + 4
         height = len(self.items) + 2
         x = max(0, min(self.at.x, self.size.width - width - 1))
         y = max(0, min(self.at.y, self.size.height - height))

@@ -1,4 +1,10 @@
-"""A form for the job settings that can change after submission (sent as ``PatchJob``)."""
+"""A form for the job settings that can change after submission (sent as ``PatchJob``).
+
+Its inputs are read with the same table of job fields as ``farm set``'s flags
+(``farmtui.jobfields``), and the job's spec with the patch applied is checked by
+the same ``check_patch`` the leader runs, so a bad value is refused here with the
+leader's words, naming the input, before anything is sent.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +17,20 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select
 
 from farmtui.console import fmt
-from farmtui.protocol import JobPatch, JobView, Timeouts
+from farmtui.jobfields import CLEAR, JobFieldError, check_patch, read, to_patch
+from farmtui.protocol import JobPatch, JobView
 
 ON_TIMEOUT = ("error", "requeue", "notify", "fail", "complete")
+# Each input, by its job field key (farmtui.jobfields.FIELDS), and its label.
+INPUTS = {
+    "retries": ("edit-retries", "Retries"),
+    "max-running": ("edit-max-running", "Max running"),
+    "tags": ("edit-tags", "Tags"),
+    "timeout-min": ("edit-min-render", "Min render"),
+    "timeout-max": ("edit-max-render", "Max render"),
+    "timeout-start": ("edit-max-start", "Max start"),
+}
+LABELS = {key: label for key, (_, label) in INPUTS.items()} | {"on-timeout": "On timeout"}
 
 
 def _seconds(value: float | None) -> str:
@@ -36,7 +53,7 @@ class EditSettingsScreen(ModalScreen[JobPatch | None]):
         spec = self.job.spec
         t = spec.timeouts
         with Vertical(id="edit-dialog"):
-            yield Label(f"Settings of {self.job.name}  (durations: 90, 90s, 5m, 1h30m)")
+            yield Label(fmt.plain(f"Settings of {self.job.name}  (durations: 90, 90s, 5m, 1h30m)"))
             with Grid(id="edit-grid"):
                 yield Label("Retries")
                 yield Input(
@@ -80,8 +97,8 @@ class EditSettingsScreen(ModalScreen[JobPatch | None]):
     def action_save(self) -> None:
         try:
             patch = self.patch()
-        except ValueError as exc:
-            self.notify(str(exc), severity="error")
+        except JobFieldError as exc:
+            self.notify(str(exc), severity="error", markup=False)
             return
         self.dismiss(patch)
 
@@ -89,26 +106,18 @@ class EditSettingsScreen(ModalScreen[JobPatch | None]):
         return self.query_one(f"#{widget_id}", Input).value.strip()
 
     def patch(self) -> JobPatch:
-        """The form as a ``JobPatch`` (ValueError on bad input)."""
-        old = self.job.spec.timeouts
+        """The form as a ``JobPatch``, checked on the job as the leader will (JobFieldError)."""
+        raw: dict[str, object] = {key: self._value(widget) for key, (widget, _) in INPUTS.items()}
+        raw["retries"] = raw["retries"] or None  # blank: as it is (the leader's default)
+        raw["max-running"] = raw["max-running"] or "0"
+        for key in ("timeout-min", "timeout-max", "timeout-start"):
+            raw[key] = raw[key] or CLEAR  # blank: no limit
         on_timeout = self.query_one("#edit-on-timeout", Select).value
-        timeouts = Timeouts(
-            min_render=fmt.parse_duration(self._value("edit-min-render")),
-            max_render=fmt.parse_duration(self._value("edit-max-render")),
-            max_start=fmt.parse_duration(self._value("edit-max-start")),
-            per_frame=old.per_frame,
-            on_timeout=on_timeout if isinstance(on_timeout, str) else old.on_timeout,  # type: ignore[arg-type]
-            auto=old.auto,
-            auto_min_chunks=old.auto_min_chunks,
-            auto_min_percent=old.auto_min_percent,
-            auto_multiplier=old.auto_multiplier,
-            script_timeout=old.script_timeout,
-        )
-        retries = self._value("edit-retries")
-        tags = [tag.strip() for tag in self._value("edit-tags").split(",") if tag.strip()]
-        return JobPatch(
-            retries=int(retries) if retries else None,
-            max_running=int(self._value("edit-max-running") or 0),
-            tags=tags,
-            timeouts=timeouts,
-        )
+        raw["on-timeout"] = on_timeout if isinstance(on_timeout, str) else None
+        given = read(raw, LABELS.__getitem__, clearable=True)
+        try:
+            patch = to_patch(given, self.job.spec.timeouts)
+            check_patch(self.job.spec, patch)
+        except JobFieldError as exc:
+            raise JobFieldError(given.message(exc), exc.path) from None
+        return patch

@@ -131,8 +131,7 @@ class MainScreen(Screen[None]):
         self.query_one(ActionStrip).show(0, {})
         self._set_view("jobs")
         self.jobs.focus()
-        self.query_one(ConnectionBanner).show_resyncing()
-        self.query_one(ConnectionBanner).update(f"connecting to {self.link.url} …")
+        self.query_one(ConnectionBanner).show_connecting(self.link.url)
         self._update_status()
         self.run_worker(self.link.run(), name="leader-link", group="link", exclusive=True)
 

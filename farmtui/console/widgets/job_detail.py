@@ -1,4 +1,8 @@
-"""The detail view of the watched job: summary, progress, priority, frames, chunks, settings."""
+"""The detail view of the watched job: summary, progress, priority, frames, chunks, settings.
+
+Everything from the job (name, owner, paths, tags) is shown as plain ``Text``
+with control characters escaped (``farmtui.printable``), never as markup.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from farmtui.console.state import ConsoleState
 from farmtui.console.widgets.chunk_table import ChunkTable
 from farmtui.console.widgets.frame_grid import FrameGrid, FrameLegend
 from farmtui.console.widgets.priority_spinner import PrioritySpinner
+from farmtui.printable import printable
 from farmtui.protocol import JobView
 
 
@@ -52,7 +57,8 @@ def settings_text(job: JobView) -> Text:
     text = Text()
     for label, value in rows:
         text.append(f"{label:>13}  ", style="bold")
-        text.append(f"{value}\n")
+        text.append(printable(value))
+        text.append("\n")
     text.append("\nPress e to edit timeouts, retries, tags and the machine limit.", style="dim")
     return text
 
@@ -75,7 +81,7 @@ class JobDetailPanel(Vertical):
         yield Static("No job selected — pick one in the jobs table (Enter).", id="detail-title")
         with Vertical(id="detail-progress-row"):
             yield ProgressBar(total=1, show_eta=False, id="detail-progress")
-            yield Static("", id="detail-stats")
+            yield Static("", id="detail-stats", markup=False)
         yield PrioritySpinner(id="detail-priority")
         with TabbedContent(id="detail-tabs"):
             with TabPane("Frames", id="tab-frames"):
@@ -120,14 +126,14 @@ class JobDetailPanel(Vertical):
             return
         job = watched.job
         title = Text()
-        title.append(job.name, style="bold")
-        title.append(f"  {job.id}  ", style="dim")
-        title.append(job.state, style="bold")
+        title.append(printable(job.name), style="bold")
+        title.append(f"  {printable(job.id)}  ", style="dim")
+        title.append(printable(job.state), style="bold")
         if job.reviewed:
             title.append("  reviewed", style="green")
         if job.archived:
             title.append("  archived", style="dim")
-        title.append(f"  owner {job.owner}")
+        title.append(f"  owner {printable(job.owner)}")
         self.query_one("#detail-title", Static).update(title)
         stats = job.stats
         bar = self.query_one("#detail-progress", ProgressBar)

@@ -7,6 +7,10 @@ just one line when one row's data changes — nothing is cleared and rebuilt.
 Subclasses say what a row looks like (``row_cells``) and may allow reordering
 by dragging the handle at the left edge (``DRAGGABLE``), with an indicator line
 where the row will land.
+
+Cells are plain text drawn as segments (never markup), and every line goes
+through ``printable`` here, so a name with a newline or an escape sequence in it
+stays on its row and cannot drive the terminal, whatever a subclass returns.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from farmtui.console.state import GroupHeader, Row
+from farmtui.printable import printable
 
 HANDLE = "⠿"
 
@@ -267,7 +272,7 @@ class LineTable(ScrollView, can_focus=True):
                 style = self.get_component_rich_style(
                     "line-table--drop" if ok else "line-table--drop-refused"
                 )
-                line = set_cell_size(f"{'▶' if ok else '✗'} {text}", width)
+                line = set_cell_size(f"{'▶' if ok else '✗'} {printable(text)}", width)
                 return Strip([Segment(line, base + style)], width)
             if row > self._drop_gap:
                 row -= 1
@@ -276,7 +281,7 @@ class LineTable(ScrollView, can_focus=True):
         item = self.rows[row]
         if isinstance(item, GroupHeader):
             style = base + self.get_component_rich_style("line-table--group")
-            line = set_cell_size(f" {item.label}  ({item.count})", width)
+            line = set_cell_size(f" {printable(item.label)}  ({item.count})", width)
             return Strip([Segment(line, style)], width)
         style = base
         if item in self.selected:
@@ -302,7 +307,7 @@ class LineTable(ScrollView, can_focus=True):
                 segments.append(gap)
                 used += self.GAP
             first = False
-            text = _fit(text, cell_width, column.align)
+            text = _fit(printable(text), cell_width, column.align)
             segments.append(Segment(text, style + cell_style if cell_style else style))
             used += cell_width
         if used < width:

@@ -8,6 +8,11 @@
 
 The panel never talks to the leader itself: it posts ``PeerLogWanted`` and
 ``TaskOutputWanted`` and the screen sends the requests.
+
+Log lines, event texts and node names are someone else's text: they are shown
+plain (``Text``, ``Log``; never markup) with control characters escaped
+(``farmtui.printable``). Textual's ``Log`` replaces only some control codes
+and lets ESC through to the terminal.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from farmtui.console import fmt
 from farmtui.console.state import ConsoleState
 from farmtui.console.widgets.chunk_table import CHUNK_STATE_STYLES
 from farmtui.console.widgets.line_table import Cell, Column, LineTable
+from farmtui.printable import printable
 from farmtui.protocol import EventView, NodeLog, TaskOutput
 
 Source = Literal["monitor", "peer", "task"]
@@ -162,10 +168,10 @@ class LogsPanel(Vertical):
         text.append(f"{fmt.clock(event.time)} ", style="dim")
         text.append(f"{event.level.upper():5} ", style=LEVEL_STYLE[event.level])
         if event.actor:
-            text.append(f"[{event.actor}] ", style="dim")
+            text.append(f"[{printable(event.actor)}] ", style="dim")
         if event.job_id:
-            text.append(f"{event.job_id} ", style="cyan")
-        text.append(event.text)
+            text.append(f"{printable(event.job_id)} ", style="cyan")
+        text.append(printable(event.text))
         return text
 
     def rewrite_monitor(self) -> None:
@@ -191,7 +197,7 @@ class LogsPanel(Vertical):
     def set_nodes(self, names: list[str]) -> None:
         select = self.query_one("#logs-node", Select)
         current = select.value
-        select.set_options([(name, name) for name in names])
+        select.set_options([(fmt.plain(name), name) for name in names])
         if isinstance(current, str) and current in names:
             select.value = current
 
@@ -223,9 +229,9 @@ class LogsPanel(Vertical):
         overlap = _overlap(old, new)
         if overlap is None:
             log.clear()
-            log.write_lines(new)
+            log.write_lines(_shown(new))
         else:
-            log.write_lines(new[overlap:])
+            log.write_lines(_shown(new[overlap:]))
         self._peer_lines = list(new)
 
     # -- task output -------------------------------------------------------------
@@ -274,13 +280,18 @@ class LogsPanel(Vertical):
         log = self.query_one("#task-log", Log)
         if not message.append:
             log.clear()
-        log.write_lines(message.lines)
+        log.write_lines(_shown(message.lines))
 
     def task_lines(self) -> list[str]:
         return list(self.query_one("#task-log", Log).lines)
 
     def peer_lines(self) -> list[str]:
         return list(self.query_one("#peer-log", Log).lines)
+
+
+def _shown(lines: list[str]) -> list[str]:
+    """Log lines as shown: control characters escaped, tabs kept (``Log`` expands them)."""
+    return [printable(line, multiline=True) for line in lines]
 
 
 def _overlap(old: list[str], new: list[str]) -> int | None:

@@ -2,6 +2,8 @@
 
 A ``DataTable`` keyed by node name, updated cell by cell (``update_cell``).
 Admins enable or disable a node with ``e``; ``l`` opens its agent log.
+Every cell is a ``Text`` (``fmt.plain``): a ``str`` cell would be read as
+markup, and node names come from the agents.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.widgets import DataTable
 
+from farmtui.console import fmt
 from farmtui.console.state import ConsoleState
 from farmtui.protocol import NodeView
 
@@ -28,20 +31,20 @@ COLUMNS = (
 )
 
 
-def _cells(node: NodeView) -> dict[str, str | Text]:
+def _cells(node: NodeView) -> dict[str, Text]:
     memory_gb = node.memory_total / 2**30 if node.memory_total else 0
     chunks = ", ".join(f"{ref.job_id}#{ref.chunk}" for ref in node.running) or "—"
     return {
-        "name": node.name,
-        "state": Text(node.state, style=NODE_STATE_STYLES.get(node.state, "")),
-        "slots": f"{len(node.running)}/{node.slots}",
-        "cpu": f"{node.cpu_percent:3.0f}% of {node.cpu_count}",
-        "mem": f"{node.memory_percent:3.0f}% of {memory_gb:.0f}G",
-        "chunks": chunks,
+        "name": fmt.plain(node.name),
+        "state": fmt.plain(node.state, NODE_STATE_STYLES.get(node.state, "")),
+        "slots": fmt.plain(f"{len(node.running)}/{node.slots}"),
+        "cpu": fmt.plain(f"{node.cpu_percent:3.0f}% of {node.cpu_count}"),
+        "mem": fmt.plain(f"{node.memory_percent:3.0f}% of {memory_gb:.0f}G"),
+        "chunks": fmt.plain(chunks),
     }
 
 
-class NodesPanel(DataTable[str | Text]):
+class NodesPanel(DataTable[Text]):
     """See the module docstring."""
 
     BINDINGS: ClassVar[list[BindingType]] = [

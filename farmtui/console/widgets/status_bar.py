@@ -3,6 +3,10 @@
 Nothing on screen is stale without saying so: while the link is down the
 banner says "leader unreachable — reconnecting (attempt N)" and the status line
 says since when the data is stale.
+
+The leader's address, the link's error, the user's name and the filter text
+are shown as plain ``Content`` with control characters escaped, never as markup
+(an IPv6 address in brackets is not a style tag).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from textual.content import Content
 from textual.widgets import Static
 
 from farmtui.console import fmt
+from farmtui.printable import printable
 
 
 class ConnectionBanner(Static):
@@ -27,8 +32,16 @@ class ConnectionBanner(Static):
     def show_lost(self, attempt: int, error: str, stale_since: float | None) -> None:
         since = f" · stale since {fmt.clock(stale_since)}" if stale_since else ""
         reason = f" · {error}" if error else ""
-        self.update(f"⚠ leader unreachable — reconnecting (attempt {attempt}){reason}{since}")
-        self.tooltip = error or None
+        self.update(
+            fmt.plain_content(
+                f"⚠ leader unreachable — reconnecting (attempt {attempt}){reason}{since}"
+            )
+        )
+        self.tooltip = fmt.plain_content(error, multiline=True) if error else None
+        self.display = True
+
+    def show_connecting(self, url: str) -> None:
+        self.update(fmt.plain_content(f"connecting to {url} …"))
         self.display = True
 
     def show_resyncing(self) -> None:
@@ -67,14 +80,14 @@ class StatusBar(Static):
         else:
             since = fmt.clock(stale_since) if stale_since else "start"
             parts.append(Content.styled(f"○ stale since {since}", "bold $error"))
-        parts.append(f" {user}({role})@{leader} · ")
+        parts.append(printable(f" {user}({role})@{leader} · "))
         parts.append(f"{shown}/{jobs} jobs" if shown != jobs else f"{jobs} jobs")
         if selected:
             parts.append(f" · {selected} sel")
         if group_by != "none":
             parts.append(f" · by {group_by}")
         if text_filter:
-            parts.append(f" · /{text_filter}")
+            parts.append(printable(f" · /{text_filter}"))
         if archived:
             parts.append(" · +archived")
         parts.append(" · Pri↑ lower=sooner")
@@ -107,5 +120,5 @@ class ViewBar(Static):
                 )
             )
             parts.append(" ")
-        parts.append(Content.styled(f" {title}", "bold"))
+        parts.append(Content.styled(printable(f" {title}"), "bold"))
         self.update(Content.assemble(*parts))

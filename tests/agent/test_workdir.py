@@ -1,0 +1,99 @@
+"""A renderer runs in its own attempt's folder, never in the sync root (issue 9, item 2).
+
+What it writes to ``.`` stays on the node and goes with the attempt; the
+paths it is given (scene, output) are absolute, so they still resolve.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.supervisor import SYNC_ROOT_VARIABLE
+from farmtui.protocol import AssignChunk
+from farmtui.renderers import build_argv
+
+Chunk = Callable[..., AssignChunk]
+
+# Says where it runs, writes a file there, and leaves its frame where it is told.
+PROBE = (
+    "import json, os, sys; "
+    "open('junk.txt', 'w').write('x'); "
+    "open(sys.argv[1], 'wb').write(b'frame'); "
+    "print('PROBE ' + json.dumps({'cwd': os.getcwd(), 'args': sys.argv[2:], "
+    f"'root': os.environ.get('{SYNC_ROOT_VARIABLE}')}}))"
+)
+
+
+def probe_report(output: list[str]) -> dict[str, Any]:
+    (line,) = [line for line in output if line.startswith("PROBE ")]
+    report: dict[str, Any] = json.loads(line.removeprefix("PROBE "))
+    return report
+
+
+@pytest.mark.parametrize("staging", [True, False])
+async def test_the_renderer_runs_in_its_attempts_folder_and_leaves_nothing_behind(
+    farm: Any, demo_chunk: Chunk, python: str, staging: bool
+) -> None:
+    argv = [python, "-c", PROBE, "{outdir}/frame_0001.png"]
+    farm.supervisor.assign(demo_chunk([1], argv=argv, renderer="generic", staging=staging))
+    finished = await farm.finish()
+
+    assert finished.outcome == "done", finished.reason
+    report = probe_report(farm.recorder.output())
+    assert Path(report["cwd"]) == farm.staging / "job1" / "1.1"
+    assert report["root"] == str(farm.sync_root)
+    assert (farm.sync_root / "renders/shot/frame_0001.png").read_bytes() == b"frame"
+    assert not list(farm.sync_root.rglob("junk.txt")), "nothing lands in the sync root"
+    assert not (farm.staging / "job1").exists(), "the attempt's folder goes with it"
+
+
+async def test_a_relative_scene_is_given_to_the_renderer_in_the_sync_root(
+    farm: Any, demo_chunk: Chunk, python: str
+) -> None:
+    scene = farm.sync_root / "shots" / "a.blend"
+    scene.parent.mkdir()
+    scene.write_text("scene")
+    # Command builders put the scene in the argv as written; {scene} is the token form.
+    argv = [python, "-c", PROBE, "{outdir}/frame_0001.png", "{scene}", "shots/a.blend", "other"]
+    assign = demo_chunk([1], argv=argv, renderer="generic")
+    assign.scene = "shots/a.blend"
+    farm.supervisor.assign(assign)
+    finished = await farm.finish()
+
+    assert finished.outcome == "done", finished.reason
+    args = probe_report(farm.recorder.output())["args"]
+    assert args == [str(scene), str(scene), "other"]
+
+
+def test_a_blender_command_gets_the_scene_from_the_sync_root(farm: Any) -> None:
+    from agent.supervisor import ChunkRun
+
+    argv = build_argv("blender", "shots/a.blend", "renders/shot/frame_####.png")
+    assign = AssignChunk(
+        job_id="job1", chunk=0, attempt=1, renderer="blender", argv=argv, frames=[1, 2],
+        outputs=["renders/shot/frame_0001.png", "renders/shot/frame_0002.png"],
+        outdir="renders/shot", output="renders/shot/frame_####.png", scene="shots/a.blend",
+    )  # fmt: skip
+    run = ChunkRun(farm.supervisor, assign)
+    command, cwd = run._prepare()
+    assert str(farm.sync_root / "shots/a.blend") in command
+    assert "shots/a.blend" not in command
+    assert cwd == farm.staging / "job1" / "0.1"
+    assert all(Path(arg).is_absolute() for arg in command if "frame_" in arg)
+
+
+async def test_a_scene_escaping_the_sync_root_is_refused(
+    farm: Any, demo_chunk: Chunk, python: str
+) -> None:
+    assign = demo_chunk([1], argv=[python, "-c", "pass", "{scene}"], renderer="generic")
+    assign.scene = "../outside.blend"
+    farm.supervisor.assign(assign)
+    finished = await farm.finish()
+    assert finished.outcome == "failed"
+    assert "escapes" in finished.reason
+    assert not (farm.staging / "job1").exists()

@@ -1,0 +1,90 @@
+"""Every `farm` error is one line, and a refused start leaves nothing behind."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+
+from farmtui import cli
+from farmtui.protocol import JobSpec
+from tests.cli.fake_leader import GOOD_TOKEN, FakeLeader
+
+
+def one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.count("\n") == 1, err
+    return err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["leader", "--port", "99999"], "port 99999 is not between 1 and 65535"),
+        (["leader", "--port", "0"], "port 0 is not between 1 and 65535"),
+        (["leader", "--port", "http"], "port 'http' is not a whole number"),
+        (["up", "--port", "-1"], "port -1 is not between 1 and 65535"),
+        (["up", "--slots", "0"], "--slots: 0 must be at least 1"),
+        (["agent", "--leader", "http://127.0.0.1:1", "--token", "t", "--slots", "0"], "--slots"),
+    ],
+)
+def test_bad_numbers_for_the_processes_are_one_line_usage_errors(
+    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data"
+    extra = ["--data", str(data), "--root", str(tmp_path / "root")] if argv[0] == "leader" else []
+    if argv[0] == "up":
+        extra = ["--data", str(data), "--no-console"]
+    with pytest.raises(SystemExit) as stopped:
+        cli.main([*argv, *extra])
+    assert stopped.value.code == 2
+    assert message in one_line_error(capsys)
+    assert not data.exists()  # no tokens, no database
+
+
+def test_a_busy_port_is_one_line_and_writes_no_tokens(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        data = tmp_path / "data"
+        argv = [
+            "leader",
+            "--data",
+            str(data),
+            "--root",
+            str(tmp_path / "root"),
+            "--port",
+            str(port),
+        ]
+        assert cli.main(argv) == 1
+    err = one_line_error(capsys)
+    assert err == (
+        f"farm leader: port {port} on 127.0.0.1 is in use: "
+        "is another leader running? (try --port)\n"
+    )
+    assert not data.exists()
+
+
+def test_an_unknown_host_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["leader", "--data", str(tmp_path / "d"), "--root", str(tmp_path / "r")]
+    assert cli.main([*argv, "--host", "no-such-host.invalid"]) == 1
+    assert one_line_error(capsys).startswith("farm leader: cannot listen on no-such-host.invalid: ")
+
+
+def test_logs_follow_json_prints_json_lines(
+    fake_leader: FakeLeader, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = fake_leader.add(JobSpec(name="a", frames="1-2", argv=["true"]), state="done")
+    conn = ["--leader", "http://fake", "--token", GOOD_TOKEN]
+    assert cli.main(["logs", *conn, job.id, "--follow", "--json", "--chunk", "1"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert lines == [
+        {"job_id": job.id, "chunk": 1, "log": "chunk 1 output\n", "restarted": False},
+        {"job_id": job.id, "chunk": 1, "state": "done"},
+    ]

@@ -1,0 +1,91 @@
+"""The settings dialog checks a change as the leader will, and sends nothing it would refuse.
+
+Job j1 of the fake leader has a maximum render time of 1 h and 3 retries. The
+refusals are the words of ``farmtui.jobfields`` (the same the leader, ``farm
+set`` and PATCH give, see tests/server/test_job_fields.py), led by the input's label.
+"""
+
+from __future__ import annotations
+
+from textual.pilot import Pilot
+from textual.widgets import Input
+
+from farmtui.console.app import FarmConsole
+from farmtui.console.screens.edit_settings import EditSettingsScreen
+from farmtui.protocol import PatchJob
+from tests.console.conftest import make_app, synced, wait_for
+from tests.console.fake_leader import FakeLeader
+
+
+async def open_settings(pilot: Pilot[None], app: FarmConsole) -> EditSettingsScreen:
+    await synced(pilot, app)
+    await pilot.press("enter")
+    await pilot.pause()
+    await pilot.press("e")
+    await wait_for(pilot, lambda: isinstance(app.screen, EditSettingsScreen))
+    assert isinstance(app.screen, EditSettingsScreen)
+    return app.screen
+
+
+async def type_into(pilot: Pilot[None], screen: EditSettingsScreen, widget: str, text: str) -> None:
+    screen.query_one(f"#{widget}", Input).value = text
+    await pilot.pause()
+
+
+REFUSED = [
+    (
+        "edit-min-render",
+        "2h",
+        "Min render: the minimum render time (7200s) is longer than the maximum render "
+        "time (3600s)",
+    ),
+    (
+        "edit-max-render",
+        "0",
+        "Max render: the maximum render time must be more than 0 (leave it unset for no limit)",
+    ),
+    ("edit-max-start", "soon", "Max start: bad duration 'soon'"),
+    ("edit-retries", "-1", "Retries: -1 is out of range (>= 0)"),
+    ("edit-retries", "[b]x", "Retries: '[b]x' is not a whole number"),
+]
+
+
+async def test_a_change_the_leader_would_refuse_is_refused_here(leader: FakeLeader) -> None:
+    app = make_app(leader.url)
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
+        screen = await open_settings(pilot, app)
+        for widget, text, message in REFUSED:
+            field = screen.query_one(f"#{widget}", Input)
+            before = field.value
+            await type_into(pilot, screen, widget, text)
+            await pilot.press("ctrl+s")
+            await wait_for(
+                pilot,
+                lambda message=message: any(
+                    n.message.startswith(message) for n in app._notifications
+                ),
+                what=message,
+            )
+            assert app.screen is screen  # still open, to correct the value
+            field.value = before
+        assert leader.count(PatchJob) == 0
+
+
+async def test_a_good_change_is_sent_with_the_other_timeouts_kept(leader: FakeLeader) -> None:
+    app = make_app(leader.url)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_settings(pilot, app)
+        await type_into(pilot, screen, "edit-min-render", "30s")
+        await type_into(pilot, screen, "edit-max-start", "")
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: leader.count(PatchJob) == 1)
+        sent = leader.last(PatchJob)
+        assert isinstance(sent, PatchJob)
+        assert sent.patch.timeouts is not None
+        t = sent.patch.timeouts
+        assert (t.min_render, t.max_render, t.max_start, t.on_timeout) == (
+            30.0,
+            3600.0,
+            None,
+            "requeue",
+        )

@@ -35,8 +35,8 @@ import msgspec
 import msgspec.inspect
 
 from farmtui.durations import parse_duration
+from farmtui.printable import CONTROL_CHARACTERS
 from farmtui.protocol import (
-    CONTROL_CHARACTERS,
     MAX_NAME_LENGTH,
     JobPatch,
     JobSpec,

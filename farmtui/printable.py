@@ -20,12 +20,16 @@ from __future__ import annotations
 
 import re
 
-# C0 controls, DEL, C1 controls (0x9b is a one-byte CSI on some terminals), the
-# Unicode line and paragraph separators, and the bidirectional controls.
-_OTHERS = "\x7f-\x9f\u2028\u2029\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
-_ONE_LINE = re.compile(f"[\x00-\x1f{_OTHERS}]")
+# DEL, C1 controls (0x9b is a one-byte CSI on some terminals), the Unicode line
+# and paragraph separators, and the bidirectional controls. Written as regex
+# escapes, so an error message that quotes a pattern built from them stays printable.
+_OTHERS = r"\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+# Every character no name may hold (a regex class body): C0 controls and the above.
+# The one definition: names are checked against it (farmtui.protocol) and escaped by it.
+CONTROL_CHARACTERS = r"\x00-\x1f" + _OTHERS
+_ONE_LINE = re.compile(f"[{CONTROL_CHARACTERS}]")
 # Multi-line text keeps its newlines and tabs (and a CRLF is read as a newline).
-_MULTILINE = re.compile(f"\r\n|[\x00-\x08\x0b-\x1f{_OTHERS}]")
+_MULTILINE = re.compile(rf"\r\n|[\x00-\x08\x0b-\x1f{_OTHERS}]")
 _NAMED = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\r\n": "\n"}
 
 

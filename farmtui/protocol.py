@@ -24,6 +24,8 @@ from typing import Annotated, Literal, TypeVar
 
 import msgspec
 
+from farmtui.printable import CONTROL_CHARACTERS
+
 PROTOCOL_VERSION = 1
 
 # A message bigger than this is refused before it is decoded.
@@ -76,12 +78,6 @@ class Record(msgspec.Struct, kw_only=True, omit_defaults=False):
 # --- the limits of a job's fields ---------------------------------------------------
 # One definition each, used by JobSpec, Timeouts and JobPatch alike.
 
-# What a name must not contain: C0 controls (tab, newline, ESC ...), DEL, C1
-# controls, the line and paragraph separators and the bidirectional controls.
-# Written as escapes, so an error message that quotes the pattern stays printable.
-CONTROL_CHARACTERS = (
-    r"\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
-)
 MAX_NAME_LENGTH = 200
 # Longest duration a job may set (a year): keeps infinities out of the records.
 MAX_SECONDS = 365 * 86400.0

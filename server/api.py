@@ -20,6 +20,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from farmtui.jobfields import explain
 from farmtui.protocol import (
     ApiError,
     ChunkAction,
@@ -150,6 +151,12 @@ async def decode_body(request: Request, kind: type[T]) -> T:
     try:
         return msgspec.json.decode(body, type=kind)
     except msgspec.ValidationError as exc:
+        job_kind = JobSpec if kind is JobSpec else JobPatch if kind is JobPatch else None
+        if job_kind is not None:
+            # The same words as the CLI, the job file and the console use for that field.
+            refused = explain(exc, msgspec.json.decode(body), job_kind)
+            if refused.path:
+                raise Unprocessable(str(refused)) from None
         raise Unprocessable(f"invalid {kind.__name__}: {exc}") from None
     except msgspec.DecodeError as exc:
         raise BadRequest(f"malformed JSON: {exc}") from None

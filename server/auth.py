@@ -41,7 +41,11 @@ def hash_token(token: str) -> str:
 
 
 def new_token() -> str:
-    return secrets.token_urlsafe(32)
+    """A random secret that never starts with '-' (``--token -x...`` would read as a flag)."""
+    while True:
+        token = secrets.token_urlsafe(32)
+        if not token.startswith("-"):
+            return token
 
 
 def check_name(name: str, role: str = "user") -> str:

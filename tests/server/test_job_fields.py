@@ -199,9 +199,9 @@ async def test_an_unknown_key_is_refused_by_name(
 ) -> None:
     response = await post(leader, {**GOOD, "prority": 10})
     assert response.status_code in (400, 422)
-    assert "unknown field `prority`" in error_of(response)
+    assert error_of(response) == "prority: unknown field (did you mean 'priority'?)"
     nested = await post(leader, {**GOOD, "timeouts": {"max_rendr": 10}})
-    assert "unknown field `max_rendr`" in error_of(nested)
+    assert error_of(nested) == "timeouts.max_rendr: unknown field (did you mean 'max_render'?)"
     path = tmp_path / "job.toml"
     path.write_text('prority = 10\nargv = ["true"]\n', encoding="utf-8")
     assert await run_farm(leader, "submit", str(path)) == 2
@@ -228,9 +228,7 @@ async def test_a_name_with_control_characters_is_refused(
     assert await run_farm(leader, "submit", str(path)) == 2
     assert stderr_line(capsys) == f"farm submit: job file {path}: name: {rule}"
     refused = error_of(await post(leader, {**GOOD, "name": name}))
-    assert refused.startswith("invalid JobSpec: ")
-    assert refused.endswith("- at `$.name`")
-    assert refused.isprintable()  # the refusal quotes the rule, never the raw character
+    assert refused == f"name: {rule}"  # the same words as the CLI and the job file
     assert job_count(leader) == 0
 
 
@@ -240,7 +238,8 @@ async def test_a_name_of_printable_text_up_to_the_limit_is_accepted(
     for name in ("shot 010 — é ☃", "n" * 200):
         response = await post(leader, {**GOOD, "name": name})
         assert response.status_code == 201, response.text
-    assert error_of(await post(leader, {**GOOD, "name": "n" * 201})).endswith("`$.name`")
+    too_long = error_of(await post(leader, {**GOOD, "name": "n" * 201}))
+    assert too_long == "name: must have at most 200 characters"
 
 
 # --- changes to a submitted job: PATCH and `farm set` --------------------------------------
@@ -319,10 +318,10 @@ async def test_a_bad_change_is_refused_the_same_way_everywhere(
 async def test_patch_refuses_bad_names_and_unknown_keys(leader: InProcessLeader) -> None:
     job_id, before = await submitted(leader)
     for body, words in (
-        ({"name": "a\x1bb"}, "- at `$.name`"),
-        ({"retires": 3}, "unknown field `retires`"),
-        ({"timeouts": {"max_render": 60, "min_rendr": 1}}, "unknown field `min_rendr`"),
-        ({"max_running": -1}, "- at `$.max_running`"),
+        ({"name": "a\x1bb"}, "name: must be printable text"),
+        ({"retires": 3}, "retires: unknown field (did you mean 'retries'?)"),
+        ({"timeouts": {"max_render": 60, "min_rendr": 1}}, "timeouts.min_rendr: unknown field"),
+        ({"max_running": -1}, "max_running: -1 is out of range"),
     ):
         assert words in error_of(await patch(leader, job_id, body))
     assert leader.leader.scheduler.jobs[job_id].spec == before

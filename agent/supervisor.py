@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import math
 import os
@@ -118,7 +119,7 @@ class ChunkRun:
         self.sup = supervisor
         self.assign = assign
         self.key: ChunkKey = (assign.job_id, assign.chunk, assign.attempt)
-        self.marker = f"{assign.job_id}:{assign.chunk}:{assign.attempt}:{supervisor.agent_id}"
+        self.marker = f"{assign.job_id}:{assign.chunk}:{assign.attempt}:{supervisor.marker_id}"
         self.timeouts: ChunkTimeouts = assign.timeouts
         self.adapter: Adapter = adapter_for(assign.renderer, assign.frames)
         self.pid: int | None = None
@@ -615,6 +616,10 @@ class Supervisor:
     ) -> None:
         self.reporter = reporter
         self.agent_id = agent_id
+        # What marks this agent's renderer trees (environment, log lines): derived from
+        # the agent's id, never the id itself, which proves to the leader who holds the
+        # node name and so must not show in a log or a renderer's environment.
+        self.marker_id = hashlib.sha256(b"farmtui-marker:" + agent_id.encode()).hexdigest()[:12]
         # Absolute: renderers are given paths in it and run in another folder.
         self.staging_root = staging_root.absolute()
         self.storage = storage
@@ -752,7 +757,7 @@ class Supervisor:
 
     async def kill_leftovers(self) -> int:
         """Kill renderer trees a previous run of this agent left behind (agent restart)."""
-        markers = set(find_marked_with_suffix(f":{self.agent_id}").values())
+        markers = set(find_marked_with_suffix(f":{self.marker_id}").values())
         for marker in markers:
             log.warning("killing leftover chunk %s from a previous agent run", marker)
             await kill_tree(marker, grace=self.kill_grace, keep=self.tracked)

@@ -289,6 +289,10 @@ def cmd_logs(args: argparse.Namespace) -> int:
                 return farm.events(job_id)
             return farm.logs(job_id, args.chunk, args.attempt)
 
+        if args.follow and args.chunk is not None:
+            chunks = len(farm.show(job_id).chunks)
+            if not 0 <= args.chunk < chunks:  # else --follow would wait for it forever
+                raise InputError(f"job {job_id} has no chunk {args.chunk} (it has {chunks})")
         if not args.follow:
             text = fetch()
             if args.json:

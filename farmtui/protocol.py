@@ -91,7 +91,8 @@ RendererName = Annotated[
 ]
 Priority = Annotated[int, msgspec.Meta(ge=0, le=100)]
 ChunkSize = Annotated[int, msgspec.Meta(ge=1)]
-Count = Annotated[int, msgspec.Meta(ge=0)]
+# Retries, machine limits: bounded, so that a typo cannot store an absurd number.
+Count = Annotated[int, msgspec.Meta(ge=0, le=1_000_000)]
 # A duration in seconds; 0 is allowed here, farmtui.jobfields says where it means nothing.
 Seconds = Annotated[float, msgspec.Meta(ge=0, le=MAX_SECONDS)]
 Percent = Annotated[float, msgspec.Meta(gt=0, le=100)]
@@ -100,6 +101,14 @@ NonEmptyText = Annotated[str, msgspec.Meta(min_length=1)]
 # A command as an argv list: never empty.
 Command = Annotated[list[str], msgspec.Meta(min_length=1)]
 EnvName = Annotated[str, msgspec.Meta(min_length=1, pattern=r"^[^=\x00]+\Z")]
+# Tags (pools) and version strings: short printable text, shown by every front end.
+Label = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=64, pattern=f"^[^{CONTROL_CHARACTERS}]+\\Z")
+]
+Version = Annotated[str, msgspec.Meta(max_length=64, pattern=f"^[^{CONTROL_CHARACTERS}]*\\Z")]
+# Who owns a job: a token's name (the leader's token-name rule is this pattern).
+USER_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}"
+UserName = Annotated[str, msgspec.Meta(pattern=f"^{USER_NAME_PATTERN}\\Z")]
 
 
 class Timeouts(Record, kw_only=True, omit_defaults=True, forbid_unknown_fields=True):
@@ -147,7 +156,7 @@ class JobSpec(Record, kw_only=True, omit_defaults=True, forbid_unknown_fields=Tr
     # Machine limit: at most this many chunks at once (0 = no limit).
     max_running: Count = 0
     # Pool: nodes must carry every one of these tags.
-    tags: list[str] = []
+    tags: list[Label] = []
     timeouts: Timeouts = msgspec.field(default_factory=Timeouts)
     retries: Count | None = None
     retry_delay: Seconds | None = None
@@ -158,7 +167,7 @@ class JobSpec(Record, kw_only=True, omit_defaults=True, forbid_unknown_fields=Tr
     # Stage output on the node, copy to the sync root when the chunk completes.
     staging: bool = True
     webhook: NonEmptyText | None = None
-    owner: str | None = None
+    owner: UserName | None = None
 
 
 class JobPatch(Record, kw_only=True, forbid_unknown_fields=True):
@@ -173,7 +182,7 @@ class JobPatch(Record, kw_only=True, forbid_unknown_fields=True):
     retry_delay: Seconds | None = None
     retry_cap: Seconds | None = None
     max_running: Count | None = None
-    tags: list[str] | None = None
+    tags: list[Label] | None = None
     webhook: NonEmptyText | None = None
 
 
@@ -301,8 +310,8 @@ class AgentHello(AgentMessage, tag="hello", kw_only=True):
     slots: int
     cpu_count: int = 0
     memory_total: int = 0
-    tags: list[str] = []
-    version: str = ""
+    tags: list[Label] = []
+    version: Version = ""
     # Chunks this agent is still running (after a reconnect).
     running: list[ChunkRef] = []
     # Attempts that ended here but whose ChunkFinished the leader has not yet

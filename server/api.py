@@ -154,12 +154,23 @@ async def decode_body(request: Request, kind: type[T]) -> T:
         job_kind = JobSpec if kind is JobSpec else JobPatch if kind is JobPatch else None
         if job_kind is not None:
             # The same words as the CLI, the job file and the console use for that field.
-            refused = explain(exc, msgspec.json.decode(body), job_kind)
-            if refused.path:
-                raise Unprocessable(str(refused)) from None
+            words = _job_field_words(exc, body, job_kind)
+            if words is not None:
+                raise Unprocessable(words) from None
         raise Unprocessable(f"invalid {kind.__name__}: {exc}") from None
     except msgspec.DecodeError as exc:
         raise BadRequest(f"malformed JSON: {exc}") from None
+
+
+def _job_field_words(
+    exc: msgspec.ValidationError, body: bytes, kind: type[JobSpec] | type[JobPatch]
+) -> str | None:
+    """How the CLI would word this refusal, or None when the body is too odd to say."""
+    try:
+        refused = explain(exc, msgspec.json.decode(body), kind)
+    except (msgspec.DecodeError, RecursionError, ValueError, TypeError):
+        return None  # e.g. nested past msgspec's depth limit, or a lone surrogate
+    return str(refused) if refused.path else None
 
 
 def int_param(request: Request, name: str, default: int | None = None) -> int | None:

@@ -24,7 +24,7 @@ from typing import get_args
 
 from starlette.datastructures import Headers, QueryParams
 
-from farmtui.protocol import Role
+from farmtui.protocol import USER_NAME_PATTERN, Role
 from server.errors import BadRequest, Forbidden, Unauthorized
 from server.rights import NODE_NAME, SHARED_AGENT, Action, Principal, could, refusal
 from server.store import Store
@@ -33,7 +33,7 @@ __all__ = ["Principal", "Tokens", "authenticate", "bearer_token", "check_name"]
 
 ROLES: tuple[str, ...] = get_args(Role)
 
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+_NAME = re.compile(USER_NAME_PATTERN)  # the same rule as a job's owner
 
 
 def hash_token(token: str) -> str:

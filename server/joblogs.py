@@ -160,11 +160,15 @@ class JobLogs:
         self._close(relative)
 
     def flush(self) -> None:
-        for relative in self._dirty:
+        for relative in list(self._dirty):
             handle = self._open.get(relative)
             if handle is not None:
                 try:
                     handle.flush()
+                    if os.fstat(handle.fileno()).st_nlink == 0:
+                        # Someone unlinked or renamed over it: write a new one from now on.
+                        log.warning("the log %s was replaced: starting it anew", relative)
+                        self._close(relative)
                 except (OSError, ValueError) as exc:
                     self._failed(relative, exc)
         self._dirty.clear()

@@ -129,8 +129,9 @@ def read_tail(root: Path, relative: str, max_bytes: int) -> tuple[bytes, bool] |
             return None
         raise
     with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+            return None  # a FIFO, or a hard link planted to a file elsewhere
         size = handle.seek(0, os.SEEK_END)
         start = max(0, size - max_bytes)
         handle.seek(start)

@@ -9,13 +9,26 @@ from __future__ import annotations
 
 import logging
 import re
+from urllib.parse import unquote_plus
 
-_TOKEN = re.compile(r"(?i)(token=)[^&\s\"']+")
+# A query parameter (or a bare ``name=value`` in a message): its name and its value.
+_PARAMETER = re.compile(r"(?:(?<=[?&;\s\"'])|^)([^=&;\s\"'?#]+)=([^&;\s\"'#]*)")
 
 
 def redact(text: str) -> str:
-    """``/ws/console?token=abc&x=1`` -> ``/ws/console?token=<redacted>&x=1``."""
-    return _TOKEN.sub(r"\1<redacted>", text)
+    """``/ws/console?token=abc&x=1`` -> ``/ws/console?token=<redacted>&x=1``.
+
+    The name is compared as the server reads it, percent-decoded: ``?%74oken=``
+    is a token too.
+    """
+    return _PARAMETER.sub(_blot, text)
+
+
+def _blot(match: re.Match[str]) -> str:
+    name = match.group(1)
+    if unquote_plus(name).strip().lower() != "token":
+        return match.group(0)
+    return f"{name}=<redacted>"
 
 
 class RedactTokens(logging.Filter):

@@ -42,7 +42,8 @@ class WebhookURL(msgspec.Struct, frozen=True):
 
     @property
     def origin(self) -> str:
-        return f"{self.scheme}://{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 address
+        return f"{self.scheme}://{host}:{self.port}"
 
 
 def parse_webhook(url: str) -> WebhookURL:

@@ -203,7 +203,9 @@ async def test_env_and_marker_reach_the_renderer(farm: Any, demo_chunk: Chunk, p
     assign.env = {"SHOT": "sh010"}
     farm.supervisor.assign(assign)
     await farm.finish()
-    assert f"sh010 job1:1:1:{farm.supervisor.agent_id}" in farm.recorder.output()
+    assert f"sh010 job1:1:1:{farm.supervisor.marker_id}" in farm.recorder.output()
+    # The agent's id proves to the leader who holds the node name: it never shows.
+    assert farm.supervisor.agent_id not in " ".join(farm.recorder.output())
 
 
 async def test_upload_when_the_sync_root_is_not_visible(farm: Any, demo_chunk: Chunk) -> None:

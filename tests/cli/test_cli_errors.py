@@ -88,3 +88,12 @@ def test_logs_follow_json_prints_json_lines(
         {"job_id": job.id, "chunk": 1, "log": "chunk 1 output\n", "restarted": False},
         {"job_id": job.id, "chunk": 1, "state": "done"},
     ]
+
+
+def test_logs_follow_of_a_chunk_that_does_not_exist_is_refused(
+    fake_leader: FakeLeader, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = fake_leader.add(JobSpec(name="a", frames="1-2", argv=["true"]))
+    conn = ["--leader", "http://fake", "--token", GOOD_TOKEN]
+    assert cli.main(["logs", *conn, job.id, "--follow", "--chunk", "99"]) == 2
+    assert one_line_error(capsys) == f"farm logs: job {job.id} has no chunk 99 (it has 2)\n"

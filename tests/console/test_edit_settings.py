@@ -45,7 +45,7 @@ REFUSED = [
         "Max render: the maximum render time must be more than 0 (leave it unset for no limit)",
     ),
     ("edit-max-start", "soon", "Max start: bad duration 'soon'"),
-    ("edit-retries", "-1", "Retries: -1 is out of range (>= 0)"),
+    ("edit-retries", "-1", "Retries: -1 is out of range (0-1000000)"),
     ("edit-retries", "[b]x", "Retries: '[b]x' is not a whole number"),
 ]
 

@@ -222,7 +222,11 @@ class Fuzzer:
         self.target = target
         self.rng = random.Random(seed)
         self.tally = Tally()
+        # Bent requests go on one connection, the checker's reads on another: a
+        # refused oversized body makes the server close the first (its next
+        # request may then meet a reset, which ``send`` retries once).
         self.http = httpx.Client(base_url=target.url, timeout=30.0)
+        self.reader = httpx.Client(base_url=target.url, timeout=30.0)
         # The state after the last input: the "before" of the next one. Nothing else
         # changes it (no agent runs anything), so one fingerprint per input suffices.
         self.last: tuple[bytes, bytes] | None = None
@@ -231,19 +235,20 @@ class Fuzzer:
 
     def close(self) -> None:
         self.http.close()
+        self.reader.close()
 
     # -- helpers
 
     def state(self, focus: list[str] | None = None) -> State:
         """The overview, plus the full detail (chunks, frames) of the jobs in ``focus``."""
         admin = {"Authorization": f"Bearer {self.target.tokens['admin']}"}
-        jobs, nodes = overview(self.http, self.target.tokens["admin"])
+        jobs, nodes = overview(self.reader, self.target.tokens["admin"])
         self.known = [job["id"] for job in jobs]
         encoded = msgspec.json.encode(jobs)
         if self.last is not None and encoded != self.last[0]:
             self.details.clear()  # something changed: fetch the details afresh when next needed
         for job_id in focus or []:
-            detail = self.http.get(f"/api/jobs/{job_id}", headers=admin)
+            detail = self.reader.get(f"/api/jobs/{job_id}", headers=admin)
             self.details[job_id] = _without_clock(detail.json()) if detail.is_success else None
         self.last = (encoded, msgspec.json.encode(nodes))
         return self._with_details(self.last, focus or [])
@@ -264,7 +269,7 @@ class Fuzzer:
 
     def job_ids(self) -> list[str]:
         admin = {"Authorization": f"Bearer {self.target.tokens['admin']}"}
-        return [job["id"] for job in self.http.get("/api/jobs", headers=admin).json()]
+        return [job["id"] for job in self.reader.get("/api/jobs", headers=admin).json()]
 
     def find(self, kind: str, shown: str, detail: str) -> None:
         self.tally.findings.append(Finding(kind, shown, detail))
@@ -301,6 +306,15 @@ class Fuzzer:
         return {"Authorization": f"Bearer {tokens[role]}"}, {}
 
     # -- REST
+
+    def send(self, method: str, path: str, **request: Any) -> httpx.Response:
+        """One request; once more on a fresh connection if the kept-alive one was reset."""
+        try:
+            return self.http.request(method, path, **request)
+        except (httpx.ReadError, httpx.RemoteProtocolError, httpx.WriteError):
+            self.http.close()
+            self.http = httpx.Client(base_url=self.target.url, timeout=30.0)
+            return self.http.request(method, path, **request)
 
     def rest_templates(self, jobs: list[str]) -> list[tuple[str, str, dict[str, str], Any]]:
         job = self.rng.choice(jobs) if jobs else "0" * 14
@@ -366,7 +380,7 @@ class Fuzzer:
         before = self.before(focus) if mutating else None
         self.tally.inputs["rest"] += 1
         try:
-            answer = self.http.request(method, path, params=query, headers=headers, content=content)
+            answer = self.send(method, path, params=query, headers=headers, content=content)
         except httpx.LocalProtocolError:
             return  # the client refused to send it (an illegal header): not an input
         except httpx.HTTPError as exc:
@@ -563,7 +577,9 @@ class Fuzzer:
         admin = {"Authorization": f"Bearer {self.target.tokens['admin']}"}
         ids = self.job_ids()
         if ids:
-            self.http.post("/api/jobs/actions", json={"action": "pause", "ids": ids}, headers=admin)
+            self.reader.post(
+                "/api/jobs/actions", json={"action": "pause", "ids": ids}, headers=admin
+            )
         self.state()
 
 

@@ -226,3 +226,27 @@ def test_a_hard_link_at_a_log_path_is_replaced_not_appended_to(tmp_path: Path) -
     logs.close()
     assert target.read_text() == PRECIOUS
     assert (root / "jobs" / "abc" / "events.log").read_text() == "an event\n"
+
+
+def test_a_hard_link_at_a_log_path_is_never_read(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "jobs" / "abc").mkdir(parents=True)
+    target = precious_file(tmp_path)
+    os.link(target, root / "jobs" / "abc" / "chunk-0000.attempt-1.log")
+    logs = JobLogs(root)
+    assert logs.read("jobs/abc/chunk-0000.attempt-1.log") is None  # not the outside file
+
+
+def test_a_log_replaced_while_open_is_started_anew(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    logs = JobLogs(root)
+    logs._write("jobs/abc/events.log", "first\n")
+    logs.flush()
+    events = root / "jobs" / "abc" / "events.log"
+    events.unlink()  # a renderer removes the open log (or renames something over it)
+    logs._write("jobs/abc/events.log", "lost to the old file\n")
+    logs.flush()
+    logs._write("jobs/abc/events.log", "second\n")
+    logs.close()
+    assert events.read_text() == "second\n"

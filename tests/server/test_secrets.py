@@ -23,6 +23,13 @@ def test_redact_blots_out_every_token_in_a_url() -> None:
     )
 
 
+def test_a_percent_encoded_token_parameter_is_redacted_too() -> None:
+    # Starlette decodes ?%74oken= to ?token= and accepts the token: so must the filter.
+    line = '"WebSocket /ws/console?x=1&%74oken=s3cr3t" [accepted]'
+    assert redact(line) == '"WebSocket /ws/console?x=1&%74oken=<redacted>" [accepted]'
+    assert redact("/api/jobs?tok%65n=s3cr3t") == "/api/jobs?tok%65n=<redacted>"
+
+
 def test_every_log_handler_of_the_leader_redacts() -> None:
     config = logging_config()
     assert config["filters"]["redact"]

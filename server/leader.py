@@ -39,6 +39,7 @@ from server.nodelogs import NodeLogs
 from server.rights import SHARED_AGENT
 from server.scheduler import Scheduler
 from server.store import Store, find_chunk
+from server.watchdog import LoopWatchdog
 from server.webhooks import WebhookBody, Webhooks
 
 log = logging.getLogger("farmtui.leader")
@@ -116,6 +117,8 @@ class Leader:
         self.followers: dict[OutputKey, set[ConsoleConnection]] = {}
         self.metrics = Metrics()
         self._tick_task: asyncio.Task[None] | None = None
+        self._watchdog_task: asyncio.Task[None] | None = None
+        self.watchdog = LoopWatchdog()
         # Wake-ups at the end of chunks' retry backoffs (see ``_wake_for_retries``).
         self._retry_wakeups: set[asyncio.TimerHandle] = set()
         self._background: set[asyncio.Future[None]] = set()
@@ -150,13 +153,16 @@ class Leader:
             self.root,
             self.root_id,
         )
-        self._tick_task = asyncio.get_running_loop().create_task(self._tick_loop())
+        loop = asyncio.get_running_loop()
+        self._tick_task = loop.create_task(self._tick_loop())
+        self._watchdog_task = loop.create_task(self.watchdog.run())
         self.started = True
 
     async def stop(self) -> None:
-        if self._tick_task is not None:
-            self._tick_task.cancel()
-            await asyncio.gather(self._tick_task, return_exceptions=True)
+        for task in (self._tick_task, self._watchdog_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         for handle in self._retry_wakeups:
             handle.cancel()
         self._retry_wakeups.clear()
@@ -167,7 +173,13 @@ class Leader:
         self.nodelogs.close()
         self.store.close()
         log.info(
-            "leader stopped (%d events, mean %.3f ms)", self.metrics.events, self.metrics.mean_ms
+            "leader stopped (%d events, mean %.3f ms; %d loop stalls over %.0f ms, "
+            "longest %.0f ms)",
+            self.metrics.events,
+            self.metrics.mean_ms,
+            self.watchdog.stalls,
+            self.watchdog.threshold * 1000,
+            self.watchdog.longest * 1000,
         )
 
     async def _tick_loop(self) -> None:
@@ -181,8 +193,6 @@ class Leader:
             now = loop.time()
             stalled = max(0.0, now - last - interval)
             last = now
-            if stalled > 1.0:
-                log.warning("the leader's event loop was blocked for %.1f s", stalled)
             try:
                 self.run(functools.partial(self._tick, stalled=stalled))
             except StoreError:

@@ -1,0 +1,48 @@
+"""The loop-lag watchdog names what held the leader's event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import pytest
+
+from server.watchdog import LoopWatchdog
+from tests.helpers.leader import wait_for
+
+
+def block_the_loop_on_purpose(seconds: float) -> None:
+    time.sleep(seconds)  # the stall under test, not a wait for something
+
+
+async def test_a_stall_is_logged_with_the_function_that_held_the_loop(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, "farmtui.leader.watchdog")
+    watchdog = LoopWatchdog(threshold=0.1, interval=0.01)
+    task = asyncio.create_task(watchdog.run())
+    try:
+        await asyncio.sleep(0)  # let it start beating
+        block_the_loop_on_purpose(0.4)
+        await wait_for(lambda: watchdog.stalls == 1, what="the stall to be counted")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert 0.3 <= watchdog.longest < 5
+    [record] = [r for r in caplog.records if "stalled" in r.getMessage()]
+    assert "block_the_loop_on_purpose" in record.getMessage()
+
+
+async def test_a_loop_that_keeps_up_logs_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, "farmtui.leader.watchdog")
+    watchdog = LoopWatchdog(threshold=0.5, interval=0.01)
+    task = asyncio.create_task(watchdog.run())
+    try:
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert watchdog.stalls == 0
+    assert not caplog.records

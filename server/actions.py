@@ -42,7 +42,7 @@ def _rerun(
     job: Job, chunk: Chunk, nodes: dict[str, Node], changes: Changes, now: float, why: str
 ) -> None:
     _stop(job, chunk, nodes, changes, now, why)
-    reset_for_rerun(chunk, changes)
+    reset_for_rerun(job, chunk, changes)
 
 
 def _lift_blocks(job: Job, changes: Changes, now: float, actor: str) -> None:
@@ -66,7 +66,7 @@ def _reopen(job: Job, changes: Changes, now: float, actor: str) -> None:
     if job.state in ("cancelled", "done", "failed"):
         for chunk in job.chunks:
             if chunk.state == "cancelled":
-                reset_for_rerun(chunk, changes)
+                reset_for_rerun(job, chunk, changes)
         job.state = "queued"
         job.finished = None
     refresh_job(job, changes, now, actor)
@@ -76,7 +76,7 @@ def _retry_failed(job: Job, changes: Changes) -> int:
     count = 0
     for chunk in job.chunks:
         if chunk.state == "failed":
-            reset_for_rerun(chunk, changes)
+            reset_for_rerun(job, chunk, changes)
             count += 1
     return count
 
@@ -122,7 +122,7 @@ def job_action(
             unsynced = chunk.state == "done" and not set(chunk.frames) <= chunk.done
             if chunk.state in ("failed", "waiting-retry") or unsynced:
                 copies += chunk.staged_on is not None
-                reset_for_rerun(chunk, changes)
+                reset_for_rerun(job, chunk, changes)
                 count += 1
         _reopen(job, changes, now, actor)
         return f"retry sync: {count} chunks re-queued ({copies} copy their staged output)"
@@ -142,7 +142,7 @@ def job_action(
         killed = stop_all(job, nodes, changes, now, why)
         for chunk in job.chunks:
             if chunk.state in PENDING or chunk.state in ("assigned", "held"):
-                set_chunk_state(chunk, "cancelled", changes)
+                set_chunk_state(job, chunk, "cancelled", changes)
         set_job_state(job, "cancelled", changes, now, actor)
         return f"cancelled ({killed} running chunks killed)"
     if action == "delete":
@@ -169,7 +169,7 @@ def job_action(
         for chunk in job.chunks:
             discard_staged(chunk, changes)
             if chunk.state not in FINISHED:
-                set_chunk_state(chunk, "done", changes)
+                set_chunk_state(job, chunk, "done", changes)
         set_job_state(job, "done", changes, now, actor)
         return f"completed by hand ({killed} running chunks killed)"
     if action in ("archive", "unarchive"):
@@ -201,19 +201,18 @@ def chunk_action(
             if chunk.state in FINISHED:
                 continue
             _stop(job, chunk, nodes, changes, now, why)
-            set_chunk_state(chunk, "held", changes)
+            set_chunk_state(job, chunk, "held", changes)
         elif action == "set-failed":
             _stop(job, chunk, nodes, changes, now, why)
-            set_chunk_state(chunk, "failed", changes)
+            set_chunk_state(job, chunk, "failed", changes)
         elif action == "set-done":
             _stop(job, chunk, nodes, changes, now, why)
             discard_staged(chunk, changes)
-            chunk.render_time = None
-            set_chunk_state(chunk, "done", changes)
+            set_chunk_state(job, chunk, "done", changes, render_time=None)
         elif action == "exclude":
             _stop(job, chunk, nodes, changes, now, why)
             discard_staged(chunk, changes)
-            set_chunk_state(chunk, "excluded", changes)
+            set_chunk_state(job, chunk, "excluded", changes)
     if action == "retry":
         _lift_blocks(job, changes, now, actor)
     if action == "retry" and job.state in ("cancelled", "done", "failed"):

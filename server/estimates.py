@@ -13,7 +13,8 @@ import math
 from collections.abc import Iterable
 
 from farmtui.protocol import JobStats
-from server.frame_states import job_frame_states
+from server.frame_states import tally_of
+from server.job_progress import count
 from server.model import Job, Node
 
 # Render chunks that may still run (or run now).
@@ -37,30 +38,64 @@ def eligible_slots(job: Job, nodes: Iterable[Node]) -> int:
     )
 
 
-def job_stats(job: Job, nodes: Iterable[Node]) -> JobStats:
-    frame_states = job_frame_states(job)
-    render = [c for c in job.chunks if c.kind == "render" and c.state != "excluded"]
-    times = [c.render_time for c in render if c.state == "done" and c.render_time is not None]
+class SlotCensus:
+    """``eligible_slots`` without a walk over every node per view.
+
+    Slots per set of required tags are counted once and kept until a node's
+    shape (online, enabled, slots, tags) changes: the owner calls ``forget``.
+    """
+
+    def __init__(self, nodes: dict[str, Node]) -> None:
+        self.nodes = nodes
+        self._by_tags: dict[frozenset[str], int] = {}
+
+    def forget(self) -> None:
+        self._by_tags.clear()
+
+    def eligible(self, job: Job) -> int:
+        tags = frozenset(job.spec.tags)
+        total = self._by_tags.get(tags)
+        if total is None:
+            total = sum(
+                n.slots
+                for n in self.nodes.values()
+                if n.online and n.enabled and tags <= set(n.tags)
+            )
+            self._by_tags[tags] = total
+        for name in job.blocked:
+            node = self.nodes.get(name)
+            if node is not None and node.online and node.enabled and tags <= set(node.tags):
+                total -= node.slots
+        return total
+
+
+def job_stats(job: Job, nodes: Iterable[Node], census: SlotCensus | None = None) -> JobStats:
+    """From the job's counters: O(1) in its chunks and frames (and its nodes, with ``census``)."""
+    tally = tally_of(job)
+    frames = tally.frames
+    renders = ("scout", "render")
+    times = tally.times
     stats = JobStats(
-        frames_total=sum(1 for s in frame_states.values() if s != "excluded"),
-        frames_done=sum(1 for s in frame_states.values() if s == "done"),
-        frames_failed=sum(1 for s in frame_states.values() if s == "failed"),
-        chunks_total=len(render),
-        chunks_done=sum(1 for c in render if c.state == "done"),
+        frames_total=sum(n for state, n in frames.items() if state != "excluded"),
+        frames_done=frames["done"],
+        frames_failed=frames["failed"],
+        chunks_total=count(tally, renders) - count(tally, renders, ("excluded",)),
+        chunks_done=count(tally, renders, ("done",)),
         # Every kind of chunk holds a slot, so pre/post-job scripts count as running.
-        chunks_running=sum(1 for c in job.chunks if c.state == "assigned"),
-        chunks_failed=sum(1 for c in render if c.state == "failed"),
+        chunks_running=len(tally.running),
+        chunks_failed=count(tally, renders, ("failed",)),
     )
     if not times:
         return stats
-    mean = sum(times) / len(times)
+    mean = tally.time_sum / len(times)
     stats.mean_render = mean
-    stats.p90_render = p90(times)
-    remaining = sum(1 for c in render if c.state in _REMAINING)
+    stats.p90_render = times[max(1, math.ceil(0.9 * len(times))) - 1]
+    remaining = count(tally, renders, _REMAINING)
     if remaining == 0:
         stats.etr = 0.0
         return stats
-    width = min(eligible_slots(job, nodes), remaining)
+    slots = census.eligible(job) if census is not None else eligible_slots(job, nodes)
+    width = min(slots, remaining)
     if job.spec.max_running:
         width = min(width, job.spec.max_running)
     stats.etr = remaining * mean / max(1, width)

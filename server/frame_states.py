@@ -1,18 +1,27 @@
-"""Per-frame states, derived from the chunk that holds each frame.
+"""Per-frame states, derived from the chunk that holds each frame, and the job's counters.
 
 A frame has no state of its own: it is read off its chunk's state and the
 chunk's ``staged``/``done`` sets. ``tracking`` wraps any change to a chunk and
 records, in ``Changes.frames``, exactly the frames whose state moved, so the
-consoles repaint those cells of their frame grids and nothing else.
+consoles repaint those cells of their frame grids and nothing else. It also
+keeps the job's ``Tally`` (chunks and frames per state, running chunks, render
+times, the chunks that wait for a slot) in step, so no event has to look at
+the job's other chunks.
 """
 
 from __future__ import annotations
 
+import heapq
+from bisect import bisect_left, insort
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from farmtui.protocol import FrameState
-from server.model import Changes, Chunk, Job
+from server.model import Changes, Chunk, Job, Stage, Tally
+
+# Chunk states that wait for a slot.
+PENDING = frozenset({"queued", "waiting-retry", "preempted"})
 
 # Chunk states whose frames all show the same state.
 _UNIFORM: dict[str, FrameState] = {
@@ -26,6 +35,13 @@ _UNIFORM: dict[str, FrameState] = {
     "preempted": "unassigned",
     "cancelled": "unassigned",
 }
+
+
+def stage(chunk: Chunk) -> Stage:
+    """``pre``, ``scout``, ``render`` (the other render chunks) or ``post``."""
+    if chunk.kind == "render":
+        return "scout" if chunk.scout else "render"
+    return chunk.kind
 
 
 def chunk_frame_states(chunk: Chunk) -> dict[int, FrameState]:
@@ -46,19 +62,109 @@ def chunk_frame_states(chunk: Chunk) -> dict[int, FrameState]:
 
 
 def job_frame_states(job: Job) -> dict[int, FrameState]:
-    """Frame number -> state for every frame of a job, in chunk order."""
+    """Frame number -> state for every frame of a job, in chunk order (a read: O(frames))."""
     states: dict[int, FrameState] = {}
     for chunk in job.chunks:
         states.update(chunk_frame_states(chunk))
     return states
 
 
+def frame_counts(chunk: Chunk) -> Counter[str]:
+    """Frame state -> frames of one chunk (O(1) unless the chunk is assigned)."""
+    uniform = _UNIFORM.get(chunk.state)
+    if uniform is not None:
+        return Counter({uniform: len(chunk.frames)}) if chunk.frames else Counter()
+    return Counter(chunk_frame_states(chunk).values())
+
+
+def _timed(chunk: Chunk) -> float | None:
+    """The render time a chunk adds to the job's sample (done render chunks only)."""
+    if chunk.kind == "render" and chunk.state == "done":
+        return chunk.render_time
+    return None
+
+
+def _count(tally: Tally, chunk: Chunk, frames: Counter[str], sign: int) -> None:
+    """Add (``sign`` 1) or take away (-1) one chunk's share of the job's counters."""
+    tally.version += 1
+    tally.chunks[(stage(chunk), chunk.state)] += sign
+    for state, count in frames.items():
+        tally.frames[state] += sign * count
+    if chunk.state == "assigned":
+        if sign > 0:
+            tally.running.add(chunk.index)
+        else:
+            tally.running.discard(chunk.index)
+    elif sign > 0 and chunk.state in PENDING:
+        heapq.heappush(tally.ready, chunk.index)
+    timed = _timed(chunk)
+    if timed is not None:
+        if sign > 0:
+            insort(tally.times, timed)
+        else:
+            del tally.times[bisect_left(tally.times, timed)]
+        tally.time_sum += sign * timed
+        tally.timed_frames += sign * len(chunk.frames)
+        if not tally.times:
+            tally.time_sum = 0.0  # no drift left behind by the additions
+    if not tally.chunks[(stage(chunk), chunk.state)]:
+        del tally.chunks[(stage(chunk), chunk.state)]
+
+
+def count_from_scratch(job: Job) -> Tally:
+    """The job's counters computed from its chunks (start-up, and the tests' yardstick).
+
+    One pass, written for speed: a restart counts every chunk of every job.
+    """
+    chunks: dict[tuple[Stage, str], int] = {}
+    frames: dict[str, int] = {}
+    tally = Tally()
+    for chunk in job.chunks:
+        state = chunk.state
+        key = (
+            ("scout" if chunk.scout else "render") if chunk.kind == "render" else chunk.kind,
+            state,
+        )
+        chunks[key] = chunks.get(key, 0) + 1
+        uniform = _UNIFORM.get(state)
+        if uniform is None:
+            tally.running.add(chunk.index)
+            for frame_state, n in Counter(chunk_frame_states(chunk).values()).items():
+                frames[frame_state] = frames.get(frame_state, 0) + n
+        elif chunk.frames:
+            frames[uniform] = frames.get(uniform, 0) + len(chunk.frames)
+        if state in PENDING:
+            tally.ready.append(chunk.index)
+        timed = _timed(chunk)
+        if timed is not None:
+            tally.times.append(timed)
+            tally.time_sum += timed
+            tally.timed_frames += len(chunk.frames)
+    tally.chunks.update(chunks)
+    tally.frames.update({state: n for state, n in frames.items() if n})
+    heapq.heapify(tally.ready)
+    tally.times.sort()
+    return tally
+
+
+def tally_of(job: Job) -> Tally:
+    """The job's live counters, built from its chunks the first time they are asked for."""
+    if job.tally is None:
+        job.tally = count_from_scratch(job)
+    return job.tally
+
+
 @contextmanager
-def tracking(changes: Changes, chunk: Chunk) -> Iterator[None]:
+def tracking(changes: Changes, job: Job, chunk: Chunk) -> Iterator[None]:
     """Record the chunk (and its job) as touched, plus every frame whose state changes inside."""
     before = chunk_frame_states(chunk)
+    tally = job.tally
+    if tally is not None:
+        _count(tally, chunk, Counter(before.values()), -1)
     yield
     after = chunk_frame_states(chunk)
+    if tally is not None:
+        _count(tally, chunk, Counter(after.values()), 1)
     moved: dict[FrameState, list[int]] = {}
     for frame, now_state in after.items():
         if before.get(frame) != now_state:
@@ -67,3 +173,20 @@ def tracking(changes: Changes, chunk: Chunk) -> Iterator[None]:
         changes.frames.append((chunk.job_id, frames, new_state))
     changes.chunks.add((chunk.job_id, chunk.index))
     changes.jobs.add(chunk.job_id)
+
+
+def frame_runs(job: Job) -> list[tuple[int, int, FrameState]]:
+    """The job's frame states as runs ``(first, last, state)`` of consecutive frames.
+
+    A read for views (O(frames)); events never call it.
+    """
+    runs: list[tuple[int, int, FrameState]] = []
+    for chunk in job.chunks:
+        for frame, state in chunk_frame_states(chunk).items():
+            if runs:
+                first, last, current = runs[-1]
+                if frame == last + 1 and state == current:
+                    runs[-1] = (first, frame, state)
+                    continue
+            runs.append((frame, frame, state))
+    return runs

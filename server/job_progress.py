@@ -2,8 +2,8 @@
 
 A job runs in stages: the pre-job script, then the scout chunks, then (once
 an operator has un-held the job past its scouts) the other render chunks, then
-the post-job script. ``Gates`` summarises a job in one pass so dispatch can
-ask about every chunk cheaply.
+the post-job script. ``Gates`` summarises a job from its counters (``Tally``),
+so neither dispatch nor a report ever walks the job's chunks.
 
 Job states are partly chosen by operators and partly derived. ``paused``,
 ``holding`` and ``cancelled`` are sticky: they stay until an action lifts
@@ -13,22 +13,44 @@ them (a paused or holding job whose chunks have all finished still becomes
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from farmtui.protocol import JobState
-from server.model import Chunk, Job
+from server.frame_states import PENDING, stage, tally_of
+from server.model import Chunk, Job, Stage, Tally
 
-# Chunk states that wait for a slot.
-PENDING = frozenset({"queued", "waiting-retry", "preempted"})
+__all__ = ["FINISHED", "PENDING", "STUCK", "Gates", "gate_open", "gates", "derive_state"]
+
 # Chunk states that count as finished for the job.
 FINISHED = frozenset({"done", "excluded"})
 # Chunk states that cannot run until an operator acts.
 STUCK = frozenset({"failed", "cancelled", "held"})
 
+STAGES: tuple[Stage, ...] = ("pre", "scout", "render", "post")
+
+
+def count(tally: Tally, stages: Iterable[Stage], states: Iterable[str] | None = None) -> int:
+    """Chunks of these stages in these states (all states when None)."""
+    wanted = tuple(stages)
+    picked = None if states is None else frozenset(states)
+    return sum(
+        n
+        for (where, state), n in tally.chunks.items()
+        if where in wanted and (picked is None or state in picked)
+    )
+
+
+def unfinished(tally: Tally, stages: Iterable[Stage]) -> int:
+    wanted = tuple(stages)
+    return sum(
+        n for (where, state), n in tally.chunks.items() if where in wanted and state not in FINISHED
+    )
+
 
 @dataclass(slots=True)
 class Gates:
-    """One pass over a job's chunks: which stages are finished and which are stuck."""
+    """Which stages are finished and which are stuck."""
 
     pre_done: bool = True
     pre_stuck: bool = False
@@ -40,67 +62,71 @@ class Gates:
 
 
 def gates(job: Job) -> Gates:
-    g = Gates()
-    for chunk in job.chunks:
-        finished = chunk.state in FINISHED
-        stuck = chunk.state in STUCK
-        if chunk.kind == "pre":
-            g.pre_done &= finished
-            g.pre_stuck |= stuck
-        elif chunk.kind == "render":
-            g.renders_done &= finished
-            g.renders_stuck |= stuck
-            if chunk.scout:
-                g.has_scouts = True
-                g.scouts_done &= finished
-                g.scouts_stuck |= stuck
+    tally = tally_of(job)
+    version, cached = tally.derived
+    if version == tally.version and isinstance(cached, Gates):
+        return cached
+    g = Gates(
+        pre_done=unfinished(tally, ("pre",)) == 0,
+        pre_stuck=count(tally, ("pre",), STUCK) > 0,
+        has_scouts=count(tally, ("scout",)) > 0,
+        scouts_done=unfinished(tally, ("scout",)) == 0,
+        scouts_stuck=count(tally, ("scout",), STUCK) > 0,
+        renders_done=unfinished(tally, ("scout", "render")) == 0,
+        renders_stuck=count(tally, ("scout", "render"), STUCK) > 0,
+    )
+    tally.derived = (tally.version, g)
     return g
 
 
-def gate_open(job: Job, g: Gates, chunk: Chunk) -> bool:
-    """May this chunk be dispatched now, as far as the job's stages go?"""
-    if chunk.kind == "pre":
+def stage_open(job: Job, g: Gates, where: Stage) -> bool:
+    """May chunks of this stage be dispatched now, as far as the job's stages go?"""
+    if where == "pre":
         return True
     if not g.pre_done:
         return False
-    if chunk.kind == "post":
+    if where == "post":
         return g.renders_done
-    if chunk.scout or not g.has_scouts:
+    if where == "scout" or not g.has_scouts:
         return True
     return g.scouts_done and job.scout_released
 
 
-def gate_dead(g: Gates, chunk: Chunk) -> bool:
-    """Can this chunk never run without an operator (a stage before it failed or is held)?"""
-    if chunk.kind == "pre":
+def gate_open(job: Job, g: Gates, chunk: Chunk) -> bool:
+    """May this chunk be dispatched now, as far as the job's stages go?"""
+    return stage_open(job, g, stage(chunk))
+
+
+def stage_dead(g: Gates, where: Stage) -> bool:
+    """Can chunks of this stage never run without an operator (a stage before failed or is held)?"""
+    if where == "pre":
         return False
     if g.pre_stuck:
         return True
-    if chunk.kind == "post":
+    if where == "post":
         return g.renders_stuck
-    return not chunk.scout and g.scouts_stuck
+    return where == "render" and g.scouts_stuck
 
 
 def waiting_at_scouts(job: Job, g: Gates) -> bool:
     """Scouts are done, the rest waits for an operator to un-hold the job."""
     if not g.has_scouts or not g.scouts_done or job.scout_released:
         return False
-    return any(c.kind == "render" and not c.scout and c.state not in FINISHED for c in job.chunks)
+    return unfinished(tally_of(job), ("render",)) > 0
 
 
 def can_progress(job: Job, g: Gates) -> bool:
     """Is a chunk running, or could one still run without an operator?"""
-    for chunk in job.chunks:
-        if chunk.state == "assigned":
-            return True
-        if chunk.state in PENDING and not gate_dead(g, chunk):
-            return True
-    return False
+    tally = tally_of(job)
+    if tally.running:
+        return True
+    return any(count(tally, (where,), PENDING) > 0 and not stage_dead(g, where) for where in STAGES)
 
 
 def derive_state(job: Job) -> JobState:
     """The state a job's chunks call for, honouring the sticky operator states."""
-    if all(c.state in FINISHED for c in job.chunks):
+    tally = tally_of(job)
+    if unfinished(tally, STAGES) == 0:
         return "done"
     if job.state in ("cancelled", "paused", "holding"):
         return job.state
@@ -108,11 +134,11 @@ def derive_state(job: Job) -> JobState:
     if waiting_at_scouts(job, g):
         return "holding"
     if can_progress(job, g):
-        running = job.started is not None or any(c.state == "assigned" for c in job.chunks)
+        running = job.started is not None or bool(tally.running)
         return "rendering" if running else "queued"
-    if any(c.state == "failed" for c in job.chunks):
+    if count(tally, STAGES, ("failed",)):
         return "failed"
-    if any(c.state == "cancelled" for c in job.chunks):
+    if count(tally, STAGES, ("cancelled",)):
         return "cancelled"
     # Only operator-held chunks are left: the job waits for them.
     return "rendering" if job.started is not None else "queued"

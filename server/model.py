@@ -6,6 +6,7 @@ them; the links never change them directly, only through the scheduler.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 import msgspec
@@ -70,6 +71,37 @@ class Chunk:
     staged_attempt: int = 0
 
 
+# A chunk's stage: "pre", "scout", "render" (the non-scout render chunks) or "post".
+Stage = str
+
+
+@dataclass(slots=True)
+class Tally:
+    """Counters of one job, kept up to date on every chunk change (``frame_states.tracking``).
+
+    Never persisted: built from the chunks once (``frame_states.tally_of``) and
+    then adjusted by each change, so no event costs more than the chunk it touches.
+    """
+
+    # (stage, chunk state) -> chunks.
+    chunks: Counter[tuple[Stage, str]] = field(default_factory=Counter)
+    # Frame state -> frames.
+    frames: Counter[str] = field(default_factory=Counter)
+    # Indices of the assigned chunks.
+    running: set[int] = field(default_factory=set)
+    # Render times of the done render chunks that have one, sorted; their sum and frames.
+    times: list[float] = field(default_factory=list)
+    time_sum: float = 0.0
+    timed_frames: int = 0
+    # Heap of chunk indices that may wait for a slot (checked when popped).
+    ready: list[int] = field(default_factory=list)
+    # Heap of (retry_at, index) of waiting-retry chunks that were not due yet.
+    retry: list[tuple[float, int]] = field(default_factory=list)
+    # Bumped by every change to ``chunks``: what was derived from them (gates) stays valid.
+    version: int = 0
+    derived: tuple[int, object] = (-1, None)
+
+
 @dataclass(slots=True)
 class Job:
     id: str
@@ -93,6 +125,8 @@ class Job:
     scout_released: bool = False
     # The submitter's idempotency key: a retried submit with it finds this job.
     submit_key: str | None = None
+    # Live counters (never stored; ``frame_states.tally_of`` builds them on first use).
+    tally: Tally | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(slots=True)
@@ -156,6 +190,7 @@ class Changes:
     The leader commits ``jobs``/``chunks``/``nodes``/``removed`` to the store in
     one transaction, and only then sends ``assignments``, ``kills`` and
     ``timeout_updates``, writes ``events`` and fans everything out to consoles.
+    A submitted job is named in ``jobs`` alone: its chunks are all new and untouched.
     """
 
     jobs: set[str] = field(default_factory=set)

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 from farmtui.protocol import ChunkFinished, UpdateTimeouts
+from server.frame_states import tally_of
 from server.model import Changes, Chunk, Job, Node
 from server.retries import note_node_error, retry_policy
 from server.scheduler_config import SchedulerConfig
@@ -39,8 +40,8 @@ def succeed(
     end_attempt(chunk, now, outcome, report.reason, report.exit_status)
     release(nodes, chunk, changes)
     chunk.finished = now
-    set_chunk_state(chunk, "done", changes)
-    chunk.render_time = render_time if chunk.kind == "render" else None
+    kept = render_time if chunk.kind == "render" else None
+    set_chunk_state(job, chunk, "done", changes, render_time=kept)
     changes.event(
         now,
         "info",
@@ -57,7 +58,11 @@ def succeed(
 
 def push_auto_timeouts(job: Job, config: SchedulerConfig, changes: Changes) -> None:
     """If the auto timeout is known now, send the new limits to the job's running chunks."""
-    for other in job.chunks:
+    running = tally_of(job).running
+    if not running or auto_max_render(job, job.chunks[next(iter(running))], config) is None:
+        return  # not known yet (it is per job: the chunk only scales it)
+    for index in sorted(running):
+        other = job.chunks[index]
         if other.state != "assigned" or other.kind != "render" or other.node is None:
             continue
         if auto_max_render(job, other, config) is None:
@@ -107,12 +112,12 @@ def fail(
     policy = retry_policy(job, config)
     label = f"chunk {chunk.index} attempt {chunk.attempt} {outcome} on {node}: {reason}"
     if fatal or chunk.errors > policy.retries:
-        set_chunk_state(chunk, "failed", changes)
+        set_chunk_state(job, chunk, "failed", changes)
         tail = "no retry" if fatal else f"out of retries ({policy.retries})"
         changes.event(now, "error", f"{label}; {tail}", job.id, None)
         return
     delay = policy.backoff(chunk.errors)
-    set_chunk_state(chunk, "waiting-retry", changes)
+    set_chunk_state(job, chunk, "waiting-retry", changes)
     chunk.retry_at = now + delay
     changes.event(
         now,
@@ -140,16 +145,21 @@ def preempt(
     """
     take_off_node(chunk, nodes, changes, now, outcome, reason, kill=False, lost=lost)
     attempt = chunk.attempt
-    set_chunk_state(chunk, "preempted", changes)
+    set_chunk_state(job, chunk, "preempted", changes)
     changes.event(
         now, "warn", f"chunk {chunk.index} attempt {attempt} preempted: {reason}", job.id, None
     )
 
 
 def requeue_after_timeout(
-    chunk: Chunk, report: ChunkFinished, nodes: dict[str, Node], changes: Changes, now: float
+    job: Job,
+    chunk: Chunk,
+    report: ChunkFinished,
+    nodes: dict[str, Node],
+    changes: Changes,
+    now: float,
 ) -> None:
     """on_timeout=requeue: run it again, no error counted."""
     end_attempt(chunk, now, "timeout", report.reason, report.exit_status)
     take_off_node(chunk, nodes, changes, now, "timeout", report.reason, kill=False)
-    set_chunk_state(chunk, "queued", changes)
+    set_chunk_state(job, chunk, "queued", changes)

@@ -25,9 +25,23 @@ Choices worth knowing:
   expire (``tick``) and it renders again.
 - ``node_lost`` also emits kills for the lost node's chunks, in case its link
   is still half alive: the chunk will run elsewhere, never on two nodes.
+
+Cost per event: O(the chunk it touches), O(log jobs) to keep the dispatch
+index. Each job keeps counters (``model.Tally``) that every chunk change
+adjusts; views, gates and job states read those. After each event the jobs
+and nodes its ``Changes`` names are re-filed in the dispatch index and the
+free-slot table (``_noting``), so ``dispatch`` without a free slot, or with
+nothing new since its last pass, costs nothing. Reads of a whole job
+(``job_detail``: every chunk and frame) stay O(frames).
 """
 
 from __future__ import annotations
+
+import heapq
+import math
+from bisect import bisect_left, insort
+from collections.abc import Callable
+from typing import Concatenate, ParamSpec, TypeVar
 
 import msgspec
 
@@ -47,8 +61,9 @@ from farmtui.protocol import (
 )
 from server import actions, dispatch_order, outcomes, views
 from server.assignments import build_assignment
-from server.frame_states import tracking
-from server.job_progress import PENDING, gate_open, gates
+from server.estimates import SlotCensus
+from server.frame_states import tally_of, tracking
+from server.job_progress import PENDING, STAGES, count, gate_open, gates
 from server.model import Assignment, Attempt, Changes, Chunk, Job, Node, Notification
 from server.retries import expire_blocks, is_blocked
 from server.scheduler_config import SchedulerConfig, SchedulerError
@@ -68,6 +83,32 @@ class NodeHeld(SchedulerError):
     """A hello for a node name another agent still holds: try again later."""
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _noting(
+    method: Callable[Concatenate[Scheduler, _P], _R],
+) -> Callable[Concatenate[Scheduler, _P], _R]:
+    """After an event, bring the dispatch index and the free slots up to date with its Changes.
+
+    Every change to a job, chunk or node is named in ``Changes`` (the store
+    relies on it too), so this touches only what the event touched.
+    """
+
+    def noted(self: Scheduler, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        result = method(self, *args, **kwargs)
+        changes = result[0] if isinstance(result, tuple) else result
+        if isinstance(changes, Changes):
+            self._note(changes)
+        return result
+
+    noted.__name__ = method.__name__
+    noted.__qualname__ = method.__qualname__
+    noted.__doc__ = method.__doc__
+    return noted
+
+
 class Scheduler:
     def __init__(self, config: SchedulerConfig) -> None:
         self.config = config
@@ -77,6 +118,20 @@ class Scheduler:
         self._positions: dict[str, int] | None = None
         # (owner, idempotency key) -> job id.
         self.submit_keys: dict[tuple[str, str], str] = {}
+        # The dispatch index: dispatch keys of the jobs that may dispatch (queued or
+        # rendering, not archived, a chunk waiting for a slot), sorted; and each such
+        # job's key in it.
+        self._index: list[tuple[int, float, str]] = []
+        self._indexed: dict[str, tuple[int, float, str]] = {}
+        # Free slots of the online, enabled nodes that have some.
+        self._free: dict[str, int] = {}
+        # Each node's (online, enabled, slots, tags) as the census last counted it.
+        self._shapes: dict[str, tuple[bool, bool, int, tuple[str, ...]]] = {}
+        self._census = SlotCensus(self.nodes)
+        # Something changed since the last full dispatch pass, or time may have
+        # made a chunk dispatchable (a retry due, a node block over) at ``_wakeup``.
+        self._dirty = True
+        self._wakeup = math.inf
 
     # --- loading (leader start-up) -------------------------------------------
     def load(self, jobs: list[Job], nodes: list[Node], now: float) -> Changes:
@@ -122,6 +177,7 @@ class Scheduler:
                     owner.running.add((job.id, chunk.index, chunk.attempt))
             if orphaned:
                 refresh_job(job, changes, now)
+        self._rebuild_indexes()
         return changes
 
     def reload(self, jobs: list[Job], nodes: list[Node], now: float) -> None:
@@ -140,6 +196,7 @@ class Scheduler:
                 node.last_seen = before.last_seen
                 node.cpu_percent = before.cpu_percent
                 node.memory_percent = before.memory_percent
+        self._rebuild_indexes()
 
     def _adopt(self, job: Job) -> None:
         job.chunks.sort(key=lambda c: c.index)
@@ -160,6 +217,7 @@ class Scheduler:
         return job_id if job_id is not None and job_id in self.jobs else None
 
     # --- submission ------------------------------------------------------------
+    @_noting
     def submit(
         self, job_id: str, spec: JobSpec, owner: str, now: float, key: str | None = None
     ) -> Changes:
@@ -184,8 +242,9 @@ class Scheduler:
         job.chunks = build_chunks(job_id, spec, frames)
         self._adopt(job)
         changes = Changes()
+        # The job names its chunks: all new, untouched (the store rebuilds them from the
+        # spec, no console watches them yet), so a million of them cost no million names.
         changes.jobs.add(job_id)
-        changes.chunks.update((job_id, c.index) for c in job.chunks)
         renders = sum(1 for c in job.chunks if c.kind == "render")
         changes.event(
             now,
@@ -198,6 +257,7 @@ class Scheduler:
         return changes
 
     # --- nodes -----------------------------------------------------------------
+    @_noting
     def node_connected(self, hello: AgentHello, now: float) -> tuple[Changes, list[ChunkRef]]:
         """A node (re)registered. Returns the attempts it runs that it must kill.
 
@@ -262,6 +322,7 @@ class Scheduler:
         """Whether ``key`` is its chunk's current attempt, assigned to ``node``."""
         return self._live(node, *key) is not None
 
+    @_noting
     def node_heartbeat(self, name: str, cpu: float, memory: float, now: float) -> Changes:
         changes = Changes()
         node = self.nodes.get(name)
@@ -275,6 +336,7 @@ class Scheduler:
         changes.readings.add(name)
         return changes
 
+    @_noting
     def node_disconnected(self, name: str, now: float) -> Changes:
         """Its link closed: dispatch nothing more to it.
 
@@ -291,6 +353,7 @@ class Scheduler:
         changes.event(now, "warn", f"node {name} disconnected", None, None)
         return changes
 
+    @_noting
     def node_lost(self, name: str, now: float) -> Changes:
         """Heartbeats stopped for ``node_timeout``: its chunks become preempted and requeue.
 
@@ -321,6 +384,7 @@ class Scheduler:
         changes.event(now, "warn", f"node {name} lost ({lost} chunks requeued)", None, None)
         return changes
 
+    @_noting
     def set_node_enabled(self, name: str, enabled: bool, actor: str, now: float) -> Changes:
         """Disabled nodes get no new chunks; what runs there finishes."""
         node = self.nodes.get(name)
@@ -335,6 +399,77 @@ class Scheduler:
         return changes
 
     # --- dispatch --------------------------------------------------------------
+    def _rebuild_indexes(self) -> None:
+        """The dispatch index and the free slots from scratch (start-up, reload)."""
+        self._index = []
+        self._indexed = {}
+        self._free = {}
+        self._shapes = {}
+        self._census = SlotCensus(self.nodes)
+        for name in self.nodes:
+            self._renode(name)
+        for job_id in self.jobs:
+            self._reindex(job_id)
+        self._dirty = True
+        self._wakeup = math.inf
+
+    def _note(self, changes: Changes, *, dirty: bool = True) -> None:
+        """Update the index and free slots for what ``changes`` names (see ``_noting``)."""
+        for job_id in changes.jobs | changes.removed:
+            self._reindex(job_id)
+        more_room = False
+        for name in changes.nodes | changes.readings:
+            more_room |= self._renode(name)
+        if dirty and (
+            more_room or changes.jobs or changes.chunks or changes.removed or changes.nodes
+        ):
+            self._dirty = True
+
+    def _reindex(self, job_id: str) -> None:
+        """Put the job where it belongs in the dispatch index (or take it out): O(log jobs)."""
+        job = self.jobs.get(job_id)
+        key: tuple[int, float, str] | None = None
+        if (
+            job is not None
+            and not job.archived
+            and job.state in ("queued", "rendering")
+            and count(tally_of(job), STAGES, PENDING) > 0
+        ):
+            key = dispatch_order.dispatch_key(job)
+        old = self._indexed.get(job_id)
+        if old == key:
+            return
+        if old is not None:
+            del self._index[bisect_left(self._index, old)]
+            del self._indexed[job_id]
+        if key is not None:
+            insort(self._index, key)
+            self._indexed[job_id] = key
+
+    def _renode(self, name: str) -> bool:
+        """Recount the node's free slots; True when it has more than before."""
+        node = self.nodes.get(name)
+        free = 0
+        if node is not None and node.online and node.enabled:
+            free = max(0, node.slots - len(node.running))
+        shape = None if node is None else (node.online, node.enabled, node.slots, tuple(node.tags))
+        if self._shapes.get(name) != shape:
+            self._census.forget()
+            if shape is None:
+                self._shapes.pop(name, None)
+            else:
+                self._shapes[name] = shape
+        before = self._free.get(name, 0)
+        if free:
+            self._free[name] = free
+        else:
+            self._free.pop(name, None)
+        return free > before
+
+    def dispatch_index(self) -> list[tuple[int, float, str]]:
+        """(priority, queue key, job id) of the jobs that may dispatch, in dispatch order."""
+        return list(self._index)
+
     def dispatch(self, now: float) -> Changes:
         """Fill every free slot on every online enabled node, in dispatch order.
 
@@ -342,58 +477,99 @@ class Scheduler:
         frames, ``after`` dependencies, max_running, tags, node blocks,
         waiting-retry times and pre/post-job chunks. Each assignment bumps the
         chunk's attempt number and records an Attempt.
+
+        Cost: nothing at all without a free slot, or when nothing changed since
+        the last pass and no retry or node block is due; otherwise the jobs of
+        the dispatch index in order until the slots are full, each taking its
+        chunks from its own queue of waiting chunks.
         """
         changes = Changes()
-        free = {
-            n.name: n.slots - len(n.running)
-            for n in self.nodes.values()
-            if n.online and n.enabled and n.slots > len(n.running)
-        }
-        for job in dispatch_order.in_dispatch_order(self.jobs.values()):
+        if not self._free or (not self._dirty and now < self._wakeup):
+            return changes
+        free = dict(self._free)
+        wakeup = math.inf
+        for key in self._index:
             if not free:
                 break
-            if job.state not in ("queued", "rendering") or not self._dependencies_done(job):
+            job = self.jobs[key[2]]
+            if not self._dependencies_done(job):
                 continue
-            limit = job.spec.max_running
-            running = sum(1 for c in job.chunks if c.state == "assigned")
-            g = gates(job)
-            assigned = False
-            for chunk in job.chunks:
-                if limit and running >= limit:
-                    break
-                if chunk.state not in PENDING or not gate_open(job, g, chunk):
-                    continue
-                if chunk.stopping_node is not None:
-                    continue  # its previous attempt may still be alive
-                if chunk.state == "waiting-retry" and (chunk.retry_at or 0.0) > now:
-                    continue
-                if chunk.staged_on is not None and self._syncable(chunk):
-                    if chunk.staged_on not in free:
-                        continue  # wait for the node that holds its staged output
-                    node: str | None = chunk.staged_on
-                else:
-                    node = self._pick_node(job, free, now)
-                if node is None:
-                    break
-                self._assign(job, chunk, node, changes, now)
-                free[node] -= 1
-                if free[node] == 0:
-                    del free[node]
-                running += 1
-                assigned = True
-            if assigned:
-                refresh_job(job, changes, now)
+            wakeup = min(wakeup, self._dispatch_job(job, free, changes, now))
+        self._dirty = False
+        self._wakeup = wakeup
+        self._note(changes, dirty=False)
         return changes
+
+    def _dispatch_job(self, job: Job, free: dict[str, int], changes: Changes, now: float) -> float:
+        """Assign the job's waiting chunks, in chunk order, to ``free`` slots.
+
+        Returns when one of the chunks it could not start may become startable by
+        the clock alone (a retry due, a node block over), or infinity.
+        """
+        tally = tally_of(job)
+        while tally.retry and tally.retry[0][0] <= now:
+            heapq.heappush(tally.ready, heapq.heappop(tally.retry)[1])
+        limit = job.spec.max_running
+        g = gates(job)
+        aside: list[int] = []
+        last = -1
+        assigned = False
+        wakeup = math.inf
+        ready = tally.ready
+        while ready:
+            if limit and len(tally.running) >= limit:
+                break
+            index = ready[0]
+            chunk = job.chunks[index]
+            if index == last or chunk.state not in PENDING:
+                heapq.heappop(ready)  # a duplicate, or it left the queue since
+                continue
+            if not gate_open(job, g, chunk):
+                break  # stages run in chunk order: every later chunk waits too
+            heapq.heappop(ready)
+            last = index
+            if chunk.stopping_node is not None:
+                aside.append(index)  # its previous attempt may still be alive
+                continue
+            if chunk.state == "waiting-retry" and (chunk.retry_at or 0.0) > now:
+                heapq.heappush(tally.retry, (chunk.retry_at or 0.0, index))
+                continue
+            if chunk.staged_on is not None and self._syncable(chunk):
+                if chunk.staged_on not in free:
+                    aside.append(index)  # wait for the node that holds its staged output
+                    continue
+                node: str | None = chunk.staged_on
+            else:
+                node = self._pick_node(job, free, now)
+            if node is None:
+                aside.append(index)
+                ends = [until for until in job.blocked.values() if until > now]
+                wakeup = min(ends, default=wakeup)
+                break
+            self._assign(job, chunk, node, changes, now)
+            free[node] -= 1
+            if free[node] == 0:
+                del free[node]
+            assigned = True
+        for index in aside:
+            heapq.heappush(ready, index)
+        if tally.retry:
+            wakeup = min(wakeup, tally.retry[0][0])
+        if assigned:
+            refresh_job(job, changes, now)
+        return wakeup
 
     def _pick_node(self, job: Job, free: dict[str, int], now: float) -> str | None:
         """The eligible node with the most free slots (ties: by name)."""
         tags = set(job.spec.tags)
         best: str | None = None
-        for name in sorted(free):
+        most = 0
+        for name, room in free.items():
+            if room < most or (room == most and best is not None and name > best):
+                continue
             if not tags.issubset(self.nodes[name].tags) or is_blocked(job, name, now):
                 continue
-            if best is None or free[name] > free[best]:
-                best = name
+            best, most = name, room
         return best
 
     def _syncable(self, chunk: Chunk) -> bool:
@@ -412,7 +588,7 @@ class Scheduler:
         chunk.attempt += 1
         chunk.staged = set()
         chunk.done = set()
-        set_chunk_state(chunk, "assigned", changes)
+        set_chunk_state(job, chunk, "assigned", changes)
         chunk.node = node
         chunk.started = now
         chunk.finished = None
@@ -453,6 +629,7 @@ class Scheduler:
             return None
         return self.jobs[job_id], chunk
 
+    @_noting
     def chunk_started(
         self, node: str, job_id: str, chunk: int, attempt: int, now: float
     ) -> Changes:
@@ -466,6 +643,7 @@ class Scheduler:
         )
         return changes
 
+    @_noting
     def chunk_alive(self, node: str, job_id: str, chunk: int, attempt: int, now: float) -> Changes:
         """First sign of life (output line, progress or a frame)."""
         changes = Changes()
@@ -478,6 +656,7 @@ class Scheduler:
             changes.chunks.add((job_id, chunk))
         return changes
 
+    @_noting
     def frames_written(
         self,
         node: str,
@@ -492,9 +671,9 @@ class Scheduler:
         live = self._live(node, job_id, chunk, attempt)
         if live is None:
             return changes
-        _job, record = live
+        job, record = live
         mine = set(frames).intersection(record.frames)
-        with tracking(changes, record):
+        with tracking(changes, job, record):
             if staged:
                 record.staged |= mine
             else:
@@ -502,6 +681,7 @@ class Scheduler:
         record.attempts[-1].alive = True
         return changes
 
+    @_noting
     def chunk_timed_out(
         self,
         node: str,
@@ -524,6 +704,7 @@ class Scheduler:
         changes.notifications.append(Notification(job_id=job_id, kind="timeout", text=text))
         return changes
 
+    @_noting
     def chunk_finished(self, node: str, report: ChunkFinished, now: float) -> Changes:
         """Success, failure with retry/backoff/blocklist, or the job's on_timeout response.
 
@@ -564,7 +745,7 @@ class Scheduler:
                 now, "warn", f"{label}: {kind} timeout, on timeout: {response}", job.id, None
             )
             if response == "requeue":
-                outcomes.requeue_after_timeout(chunk, report, nodes, changes, now)
+                outcomes.requeue_after_timeout(job, chunk, report, nodes, changes, now)
             elif response == "complete":
                 outcomes.succeed(job, chunk, report, "timeout", nodes, config, changes, now)
             else:
@@ -583,6 +764,7 @@ class Scheduler:
             raise SchedulerError(f"unknown job {', '.join(unknown)}")
         return [self.jobs[job_id] for job_id in dict.fromkeys(job_ids)]
 
+    @_noting
     def job_action(self, job_ids: list[str], action: JobAction, actor: str, now: float) -> Changes:
         """Apply one action to every job.
 
@@ -604,6 +786,7 @@ class Scheduler:
             self._order_changed(changes, before)
         return changes
 
+    @_noting
     def chunk_action(
         self, job_id: str, chunks: list[int], action: ChunkAction, actor: str, now: float
     ) -> Changes:
@@ -617,6 +800,7 @@ class Scheduler:
         changes.event(now, "info", text, job_id, actor)
         return changes
 
+    @_noting
     def set_priority(self, job_id: str, priority: int, actor: str, now: float) -> Changes:
         """Join the end of the new group; no requeue."""
         job = self._jobs_for([job_id])[0]
@@ -635,6 +819,7 @@ class Scheduler:
         self._order_changed(changes, before)
         return changes
 
+    @_noting
     def move(
         self,
         job_id: str,
@@ -658,6 +843,7 @@ class Scheduler:
             self._order_changed(changes, positions)
         return changes
 
+    @_noting
     def patch(self, job_id: str, patch: JobPatch, actor: str, now: float) -> Changes:
         """Change settings of a submitted job; they apply to chunks dispatched from now on."""
         job = self._jobs_for([job_id])[0]
@@ -672,6 +858,7 @@ class Scheduler:
         return changes
 
     # --- time ------------------------------------------------------------------
+    @_noting
     def tick(self, now: float, stalled: float = 0.0) -> Changes:
         """Periodic: lost nodes and expired blocks.
 
@@ -719,13 +906,15 @@ class Scheduler:
 
     def job_view(self, job_id: str) -> JobView:
         job = self._job(job_id)
-        return views.job_view(job, self.positions().get(job_id, -1), self.nodes.values())
+        return views.job_view(
+            job, self.positions().get(job_id, -1), self.nodes.values(), self._census
+        )
 
     def job_views(self, include_archived: bool) -> list[JobView]:
         """In dispatch order."""
         positions = self.positions()
         return [
-            views.job_view(job, positions.get(job.id, -1), self.nodes.values())
+            views.job_view(job, positions.get(job.id, -1), self.nodes.values(), self._census)
             for job in dispatch_order.in_dispatch_order(self.jobs.values(), include_archived)
         ]
 
@@ -737,7 +926,9 @@ class Scheduler:
 
     def job_detail(self, job_id: str) -> JobDetail:
         job = self._job(job_id)
-        return views.job_detail(job, self.positions().get(job_id, -1), self.nodes.values())
+        return views.job_detail(
+            job, self.positions().get(job_id, -1), self.nodes.values(), self._census
+        )
 
     def node_views(self) -> list[NodeView]:
         return [views.node_view(node) for _, node in sorted(self.nodes.items())]

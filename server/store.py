@@ -5,6 +5,14 @@ records, so a field added to the model with a default needs no migration.
 Only what a ``Changes`` names is written, in one transaction, and the leader
 acknowledges nothing before that commit returns.
 
+A chunk row holds only what a chunk's life changes (``StoredChunk``: state,
+attempts, output seen ...), without the defaults: its frames, kind and index
+follow from the job's spec (``build_chunks``), and a chunk that never left
+its first state has no row at all. So submitting a job of a million frames
+writes one job row, and a finished chunk rewrites one small row. A job row is
+written only when one of its own fields changed, not for every chunk event.
+Rows an older leader wrote (whole chunks) still load.
+
 Durability: WAL with ``synchronous=NORMAL`` by default. A commit is then a
 write into the WAL without an fsync, which survives a crash of the leader
 process (the OS has the bytes) and keeps the database consistent on a power
@@ -31,10 +39,13 @@ from typing import Literal, NamedTuple
 
 import msgspec
 
+from farmtui.jobfields import JobFieldError, check_job
+from farmtui.protocol import ChunkState
 from server.errors import StoreError
-from server.model import Changes, Chunk, Job, Node
+from server.model import Attempt, Changes, Chunk, Job, Node
 from server.scheduler import Scheduler
-from server.submission import upgrade_stored_job
+from server.scheduler_config import SchedulerError
+from server.submission import build_chunks, upgrade_stored_job
 
 # Each entry upgrades the schema by one version (PRAGMA user_version).
 MIGRATIONS: list[str] = [
@@ -65,6 +76,9 @@ MIGRATIONS: list[str] = [
         value TEXT NOT NULL
     );
     """,
+    # 2: chunk rows hold a StoredChunk (what changed since build_chunks); an older
+    # leader would misread them, hence the version.
+    "-- chunk rows are StoredChunk",
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -74,9 +88,33 @@ DISK_FULL = "the leader's disk is full: nothing was changed"
 # no room (the WAL, its shared-memory index, a journal), depending on where it hit.
 _DISK_FULL_CODES = frozenset({sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR})
 
+
+class StoredChunk(msgspec.Struct, omit_defaults=True):
+    """What a chunk's life changes; the rest of the chunk comes from ``build_chunks``."""
+
+    state: ChunkState = "queued"
+    node: str | None = None
+    attempt: int = 0
+    errors: int = 0
+    retry_at: float | None = None
+    started: float | None = None
+    finished: float | None = None
+    render_time: float | None = None
+    staged: set[int] = msgspec.field(default_factory=set)
+    done: set[int] = msgspec.field(default_factory=set)
+    attempts: list[Attempt] = msgspec.field(default_factory=list)
+    stopping_node: str | None = None
+    stopping_attempt: int = 0
+    staged_on: str | None = None
+    staged_attempt: int = 0
+
+
+_STORED_FIELDS = StoredChunk.__struct_fields__
+
 _encoder = msgspec.json.Encoder()
 _job_decoder = msgspec.json.Decoder(Job)
 _chunk_decoder = msgspec.json.Decoder(Chunk)
+_stored_chunk_decoder = msgspec.json.Decoder(StoredChunk)
 _node_decoder = msgspec.json.Decoder(Node)
 
 
@@ -97,11 +135,65 @@ def _decode_job(data: str) -> Job:
 
 def encode_job(job: Job) -> str:
     """The job without its chunks (they have their own rows)."""
-    return _encoder.encode(dataclasses.replace(job, chunks=[])).decode()
+    return _encoder.encode(dataclasses.replace(job, chunks=[], tally=None)).decode()
 
 
 def encode_chunk(chunk: Chunk) -> str:
-    return _encoder.encode(chunk).decode()
+    """The chunk's row: its fields that ``build_chunks`` does not give, without defaults."""
+    stored = StoredChunk(**{name: getattr(chunk, name) for name in _STORED_FIELDS})
+    return _encoder.encode(stored).decode()
+
+
+def pristine(chunk: Chunk) -> bool:
+    """Never touched since ``build_chunks``: a fresh job's chunk like this needs no row."""
+    return chunk.attempt == 0 and chunk.state == "queued" and not chunk.attempts
+
+
+def _job_fingerprint(job: Job) -> tuple[object, ...]:
+    """Every stored field of a job (chunks and counters apart), cheap to compare."""
+    return (
+        job.spec,
+        job.owner,
+        job.state,
+        job.priority,
+        job.queue_key,
+        job.created,
+        job.archived,
+        job.reviewed,
+        job.started,
+        job.finished,
+        tuple(job.blocked.items()),
+        tuple(job.node_errors.items()),
+        job.scout_released,
+        job.submit_key,
+    )
+
+
+def _base_chunks(job: Job) -> list[Chunk] | None:
+    """The job's chunks as submitted, from its spec; None if the spec no longer cuts."""
+    try:
+        frames = check_job(job.spec)
+        return build_chunks(job.id, job.spec, frames)
+    except (JobFieldError, SchedulerError):
+        return None
+
+
+def _overlay(chunks: list[Chunk], job_id: str, index: int, data: str) -> None:
+    """Put one stored row onto the chunk it describes."""
+    if data.startswith('{"job_id"'):
+        # A whole chunk, as an older leader stored it.
+        chunk = _chunk_decoder.decode(data)
+        if index < len(chunks):
+            chunks[index] = chunk
+        else:
+            chunks.append(chunk)
+        return
+    if index >= len(chunks):
+        return  # a row the spec no longer has a chunk for
+    stored = _stored_chunk_decoder.decode(data)
+    chunk = chunks[index]
+    for name in _STORED_FIELDS:
+        setattr(chunk, name, getattr(stored, name))
 
 
 def encode_node(node: Node) -> str:
@@ -126,6 +218,8 @@ class Store:
             raise StoreError(f"cannot open {path}: {exc}") from None
         # Jobs already on disk: a job seen for the first time gets all its chunks written.
         self._persisted: set[str] = {row[0] for row in self.db.execute("SELECT id FROM jobs")}
+        # What each job row on disk says (``_job_fingerprint``): an unchanged job is not rewritten.
+        self._written: dict[str, tuple[object, ...]] = {}
         self.commits = 0
 
     def _migrate(self) -> None:
@@ -157,17 +251,20 @@ class Store:
         try:
             for (data,) in self.db.execute("SELECT data FROM jobs"):
                 job = _decode_job(data)
+                job.chunks = _base_chunks(job) or []
                 jobs[job.id] = job
-            chunks = self.db.execute("SELECT job_id, data FROM chunks ORDER BY job_id, idx")
-            for job_id, data in chunks:
+            chunks = self.db.execute("SELECT job_id, idx, data FROM chunks ORDER BY job_id, idx")
+            for job_id, index, data in chunks:
                 owner = jobs.get(job_id)
                 if owner is not None:
-                    owner.chunks.append(_chunk_decoder.decode(data))
+                    _overlay(owner.chunks, job_id, index, data)
             nodes = [
                 _node_decoder.decode(data) for (data,) in self.db.execute("SELECT data FROM nodes")
             ]
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read {self.path}: {exc}", str(exc)) from None
+        for job in jobs.values():
+            self._written[job.id] = _job_fingerprint(job)
         return list(jobs.values()), nodes
 
     def save(self, changes: Changes, scheduler: Scheduler) -> None:
@@ -182,26 +279,30 @@ class Store:
         chunk_rows: list[tuple[str, int, str]] = []
         deleted: set[str] = set(changes.removed)
         fresh: list[Job] = []
+        fingerprints: dict[str, tuple[object, ...]] = {}
         for job_id in changes.jobs:
             job = jobs.get(job_id)
             if job is None:
                 deleted.add(job_id)
                 continue
+            fingerprint = _job_fingerprint(job)
+            if job_id in self._persisted and self._written.get(job_id) == fingerprint:
+                continue  # only its chunks changed
+            fingerprints[job_id] = fingerprint
             job_rows.append((job_id, encode_job(job)))
             if job_id not in self._persisted:
                 fresh.append(job)
-        for job in fresh:
-            chunk_rows.extend((job.id, c.index, encode_chunk(c)) for c in job.chunks)
         fresh_ids = {job.id for job in fresh}
         for job_id, index in changes.chunks:
-            if job_id in fresh_ids or job_id in deleted:
+            if job_id in deleted:
                 continue
             job = jobs.get(job_id)
             if job is None:
                 continue
             chunk = find_chunk(job, index)
-            if chunk is not None:
-                chunk_rows.append((job_id, index, encode_chunk(chunk)))
+            if chunk is None or (job_id in fresh_ids and pristine(chunk)):
+                continue  # a fresh job's untouched chunk: load rebuilds it from the spec
+            chunk_rows.append((job_id, index, encode_chunk(chunk)))
         node_rows = [
             (name, encode_node(scheduler.nodes[name]))
             for name in changes.nodes
@@ -223,6 +324,9 @@ class Store:
                 db.executemany("INSERT OR REPLACE INTO nodes (name, data) VALUES (?, ?)", node_rows)
         self._persisted -= deleted
         self._persisted.update(job_id for job_id, _ in job_rows)
+        for job_id in deleted:
+            self._written.pop(job_id, None)
+        self._written.update(fingerprints)
         self.commits += 1
 
     # --- tokens -----------------------------------------------------------------

@@ -10,16 +10,10 @@ render time times a multiplier, or the job's own maximum if that is smaller.
 from __future__ import annotations
 
 from farmtui.protocol import ChunkTimeouts
+from server.frame_states import tally_of
+from server.job_progress import count
 from server.model import Chunk, Job
 from server.scheduler_config import SchedulerConfig
-
-
-def _completed_render_chunks(job: Job) -> list[Chunk]:
-    return [
-        c
-        for c in job.chunks
-        if c.kind == "render" and c.state == "done" and c.render_time is not None
-    ]
 
 
 def auto_max_render(job: Job, chunk: Chunk, config: SchedulerConfig) -> float | None:
@@ -35,20 +29,20 @@ def auto_max_render(job: Job, chunk: Chunk, config: SchedulerConfig) -> float | 
         multiplier = config.auto_multiplier
     else:
         return None
-    completed = _completed_render_chunks(job)
-    total = sum(1 for c in job.chunks if c.kind == "render" and c.state != "excluded")
+    tally = tally_of(job)
+    completed = len(tally.times)
+    renders = ("scout", "render")
+    total = count(tally, renders) - count(tally, renders, ("excluded",))
     if not completed or total == 0:
         return None
-    if min_chunks is not None and len(completed) < min_chunks:
+    if min_chunks is not None and completed < min_chunks:
         return None
-    if min_percent is not None and 100.0 * len(completed) / total < min_percent:
+    if min_percent is not None and 100.0 * completed / total < min_percent:
         return None
     if timeouts.per_frame:
-        frames = sum(len(c.frames) for c in completed)
-        per_frame = sum(c.render_time or 0.0 for c in completed) / max(1, frames)
+        per_frame = tally.time_sum / max(1, tally.timed_frames)
         return per_frame * len(chunk.frames) * multiplier
-    mean = sum(c.render_time or 0.0 for c in completed) / len(completed)
-    return mean * multiplier
+    return tally.time_sum / completed * multiplier
 
 
 def describe_auto(job: Job, chunk: Chunk, config: SchedulerConfig) -> str | None:
@@ -59,7 +53,7 @@ def describe_auto(job: Job, chunk: Chunk, config: SchedulerConfig) -> str | None
     multiplier = job.spec.timeouts.auto_multiplier if job.spec.timeouts.auto else None
     if multiplier is None:
         multiplier = config.auto_multiplier
-    sample = len(_completed_render_chunks(job))
+    sample = len(tally_of(job).times)
     if job.spec.timeouts.per_frame:
         limit /= max(1, len(chunk.frames))
         what = f"{limit:.2f}s per frame"

@@ -128,9 +128,24 @@ def discard_staged(chunk: Chunk, changes: Changes) -> None:
     changes.chunks.add((chunk.job_id, chunk.index))
 
 
-def set_chunk_state(chunk: Chunk, state: ChunkState, changes: Changes) -> None:
-    with tracking(changes, chunk):
+class _Keep:
+    """``set_chunk_state`` leaves the render time as it is."""
+
+
+KEEP = _Keep()
+
+
+def set_chunk_state(
+    job: Job,
+    chunk: Chunk,
+    state: ChunkState,
+    changes: Changes,
+    render_time: float | None | _Keep = KEEP,
+) -> None:
+    with tracking(changes, job, chunk):
         chunk.state = state
+        if not isinstance(render_time, _Keep):
+            chunk.render_time = render_time
         if state != "assigned":
             chunk.node = None
         if state != "waiting-retry":
@@ -139,12 +154,12 @@ def set_chunk_state(chunk: Chunk, state: ChunkState, changes: Changes) -> None:
             chunk.done = set(chunk.frames)
 
 
-def reset_for_rerun(chunk: Chunk, changes: Changes) -> None:
+def reset_for_rerun(job: Job, chunk: Chunk, changes: Changes) -> None:
     """Queue a chunk afresh: a full set of retries, no partial output, no render time.
 
     The attempt history and the attempt number stay: numbers only grow.
     """
-    with tracking(changes, chunk):
+    with tracking(changes, job, chunk):
         chunk.state = "queued"
         chunk.node = None
         chunk.errors = 0

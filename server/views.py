@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from farmtui.protocol import AttemptView, ChunkRef, ChunkView, JobDetail, JobView, NodeView
-from server.estimates import job_stats
+from server.estimates import SlotCensus, job_stats
 from server.frame_states import job_frame_states
 from server.model import Attempt, Chunk, Job, Node
 from server.transitions import job_name
@@ -46,7 +46,9 @@ def chunk_view(chunk: Chunk) -> ChunkView:
     )
 
 
-def job_view(job: Job, position: int, nodes: Iterable[Node]) -> JobView:
+def job_view(
+    job: Job, position: int, nodes: Iterable[Node], census: SlotCensus | None = None
+) -> JobView:
     """``position`` is the rank among active jobs; -1 for an archived job."""
     return JobView(
         id=job.id,
@@ -63,15 +65,18 @@ def job_view(job: Job, position: int, nodes: Iterable[Node]) -> JobView:
         created=job.created,
         started=job.started,
         finished=job.finished,
-        stats=job_stats(job, nodes),
+        stats=job_stats(job, nodes, census),
         spec=job.spec,
     )
 
 
-def job_detail(job: Job, position: int, nodes: Iterable[Node]) -> JobDetail:
+def job_detail(
+    job: Job, position: int, nodes: Iterable[Node], census: SlotCensus | None = None
+) -> JobDetail:
+    """The whole job: every chunk and frame (a read, O(frames); never on an event's path)."""
     node_list = list(nodes)
     return JobDetail(
-        job=job_view(job, position, node_list),
+        job=job_view(job, position, node_list, census),
         chunks=[chunk_view(c) for c in job.chunks],
         frame_states={str(f): s for f, s in job_frame_states(job).items()},
         blocked_nodes=dict(job.blocked),

@@ -19,6 +19,8 @@ operator actions are checked after every step against the invariants:
 5. A "done" report is credited at most once per epoch.
 6. Every attempt an agent really runs is known to the scheduler: it holds a
    slot on that node and is its chunk's current or fenced attempt there.
+7. The incremental bookkeeping (each job's counters and waiting-chunk queue,
+   the dispatch index) equals a recomputation from scratch.
 
 And when the scheduler declares a node lost, its agent runs nothing any more:
 the model's leases (0.6 x node_timeout, renewed by hello and answered
@@ -53,6 +55,7 @@ from hypothesis.stateful import (
 from farmtui.protocol import AgentHello, AssignChunk, ChunkFinished, ChunkRef, JobSpec, Timeouts
 from server.model import Changes, Chunk
 from server.scheduler import Scheduler, SchedulerConfig
+from tests.scheduler.counters import check_counters
 
 Key = tuple[str, int, int]  # (job id, chunk index, attempt)
 ChunkKey = tuple[str, int]  # (job id, chunk index)
@@ -496,6 +499,10 @@ class FarmModel(RuleBasedStateMachine):
         )
 
     # --- invariants ------------------------------------------------------------------
+    @invariant()
+    def inv7_counters_match_a_recount(self) -> None:
+        check_counters(self.sched)
+
     @invariant()
     def inv1_at_most_one_live_attempt_per_chunk(self) -> None:
         live: dict[ChunkKey, list[tuple[str, int]]] = {}

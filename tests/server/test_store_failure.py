@@ -51,8 +51,10 @@ SPEC: dict[str, Any] = {
     "argv": ["render"],
     "output": "renders/shot/f_####.png",
 }
-# Enough chunk rows that saving it always needs new pages.
-BIG: dict[str, Any] = {**SPEC, "name": "big", "frames": "1-400", "chunk": 1}
+# A job row big enough that saving it always needs new pages (untouched chunks
+# have no rows of their own: the store rebuilds them from the spec).
+PADDING = {f"PAD{i}": "x" * 100 for i in range(400)}
+BIG: dict[str, Any] = {**SPEC, "name": "big", "frames": "1-400", "chunk": 1, "env": PADDING}
 
 
 @contextmanager
@@ -89,7 +91,7 @@ def error_of(response: httpx.Response) -> str:
 
 
 def big_job(scheduler: Scheduler, job_id: str) -> Changes:
-    spec = JobSpec(name=job_id, frames="1-400", chunk=1, argv=["render"])
+    spec = JobSpec(name=job_id, frames="1-400", chunk=1, argv=["render"], env=PADDING)
     return scheduler.submit(job_id, spec, "alice", 1000.0)
 
 

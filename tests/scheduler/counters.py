@@ -1,0 +1,51 @@
+"""The yardstick for the scheduler's incremental bookkeeping: recompute it from scratch."""
+
+from __future__ import annotations
+
+import math
+
+from server import dispatch_order
+from server.estimates import eligible_slots
+from server.frame_states import PENDING, count_from_scratch, frame_runs, job_frame_states
+from server.scheduler import Scheduler
+
+
+def check_counters(scheduler: Scheduler) -> None:
+    """Every job's live counters, frame runs and the dispatch index equal a recomputation."""
+    for job in scheduler.jobs.values():
+        if job.tally is None:
+            continue
+        live, fresh = job.tally, count_from_scratch(job)
+        assert +live.chunks == +fresh.chunks, (
+            f"{job.id}: chunk counts {live.chunks} != {fresh.chunks}"
+        )
+        assert +live.frames == +fresh.frames, (
+            f"{job.id}: frame counts {live.frames} != {fresh.frames}"
+        )
+        assert live.running == fresh.running, f"{job.id}: running {live.running} != {fresh.running}"
+        assert live.times == fresh.times, f"{job.id}: render times"
+        assert live.timed_frames == fresh.timed_frames
+        assert math.isclose(live.time_sum, fresh.time_sum, rel_tol=1e-9, abs_tol=1e-6)
+        # Every chunk that waits for a slot can be found by dispatch.
+        queued = set(live.ready) | {index for _, index in live.retry}
+        waiting = {c.index for c in job.chunks if c.state in PENDING}
+        assert waiting <= queued, f"{job.id}: chunks {waiting - queued} lost from the ready queue"
+        # Frame runs, expanded, are the per-frame states.
+        expanded = {
+            frame: state
+            for first, last, state in frame_runs(job)
+            for frame in range(first, last + 1)
+        }
+        frames = job_frame_states(job)
+        assert {f: s for f, s in expanded.items() if f in frames} == frames
+    # The slot census says what a walk over the nodes says.
+    for job in scheduler.jobs.values():
+        census = scheduler._census.eligible(job)
+        assert census == eligible_slots(job, scheduler.nodes.values()), f"{job.id}: slots"
+    # The dispatch index holds exactly the jobs that may dispatch, in dispatch order.
+    expected = [
+        dispatch_order.dispatch_key(job)
+        for job in dispatch_order.in_dispatch_order(scheduler.jobs.values())
+        if job.state in ("queued", "rendering") and any(c.state in PENDING for c in job.chunks)
+    ]
+    assert scheduler.dispatch_index() == expected

@@ -119,7 +119,6 @@ def listen(host: str, port: int) -> Iterator[socket.socket]:
                 f"port {port} on {host} is in use: is another leader running? (try --port)"
             ) from None
         raise LeaderError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    sock.set_inheritable(True)
     try:
         yield sock
     finally:

@@ -360,8 +360,10 @@ def stalls(log_text: str, start: float = 0.0, end: float = float("inf")) -> dict
     line's time.
     """
     seconds = []
-    for line in log_text.splitlines():
-        if "stalled" not in line and "blocked for" not in line:
+    stack: list[str] = []
+    lines = log_text.splitlines()
+    for number, line in enumerate(lines):
+        if not any(word in line for word in ("stalled", "blocked for", "paused the leader")):
             continue
         found = [
             float(value) / (1000.0 if unit == "ms" else 1.0)
@@ -375,8 +377,19 @@ def stalls(log_text: str, start: float = 0.0, end: float = float("inf")) -> dict
             logged = time.mktime(time.strptime(stamp[1], "%Y-%m-%d %H:%M:%S")) + int(stamp[2]) / 1e3
             if logged < start or logged - stall > end:
                 continue
+        if stall > max(seconds, default=0.0):
+            # The watchdog's stack of the longest stall: the indented lines after it.
+            stack = [line]
+            for after in lines[number + 1 : number + 40]:
+                if not after.startswith(" "):
+                    break
+                stack.append(after)
         seconds.append(stall)
-    return {"stall_lines": len(seconds), "stall_max_logged": max(seconds, default=None)}
+    return {
+        "stall_lines": len(seconds),
+        "stall_max_logged": max(seconds, default=None),
+        "stall_max_stack": stack,
+    }
 
 
 def lost_nodes(log_text: str) -> int:
@@ -402,7 +415,7 @@ def profile_leader(pid: int, seconds: float, out: Path) -> subprocess.Popen[byte
         say("  (py-spy not found: pip install py-spy)")
         return None
     args = [spy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "200"]
-    args += ["--format", "raw", "--output", str(out), "--nonblocking"]
+    args += ["--format", "raw", "--output", str(out), "--nonblocking", "--threads"]
     return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -410,7 +423,10 @@ def top_functions(collapsed: Path, count: int = 15) -> Record:
     """Self and inclusive sample shares per function from py-spy's collapsed stacks."""
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
-    total = 0
+    # The main (event loop) thread alone: the others (the log writer, started by
+    # threading's _bootstrap) only share its GIL.
+    loop_own: Counter[str] = Counter()
+    total = loop_total = 0
     for line in collapsed.read_text(encoding="utf-8", errors="replace").splitlines():
         stack, _, number = line.rpartition(" ")
         if not stack or not number.isdigit():
@@ -424,10 +440,18 @@ def top_functions(collapsed: Path, count: int = 15) -> Record:
         own[frames[-1]] += samples
         for name in set(frames):
             inclusive[name] += samples
+        if not any(name.startswith(("LogWriter.", "_bootstrap")) for name in frames):
+            loop_total += samples
+            loop_own[frames[-1]] += samples
     if not total:
         return {"samples": 0}
     return {
         "samples": total,
+        "loop_share": round(100 * loop_total / total, 1),
+        "loop_self": [
+            (name, round(100 * n / max(1, loop_total), 1))
+            for name, n in loop_own.most_common(count)
+        ],
         "self": [(name, round(100 * n / total, 1)) for name, n in own.most_common(count)],
         # The leader's own functions only (the loop and the framework hold everything).
         "inclusive": [
@@ -561,6 +585,7 @@ def dispatch_run(
         **window,
         **stalls(text, report.first_assign or report.started, report.stopped),
         **leader_events(text),
+        "gc_pauses": [line for line in text.splitlines() if "garbage collector" in line][:20],
         "sim": {k: v for k, v in msgspec.structs.asdict(report).items() if k != "per_second"},
         "per_second": report.per_second,
     }
@@ -1235,6 +1260,8 @@ def main() -> int:
                     f"machine busy {_pct(record['machine_busy'])}, "
                     f"problems {record['sim']['problems'][:3]}"
                 )
+                for line in [*record.get("stall_max_stack", [])[:25], *record["gc_pauses"][:5]]:
+                    say(f"    | {line}")
             results[key] = {"label": shape.label(), "shape": shape.__dict__, "runs": records}
             results[key]["summary"] = summarize([_flat(r) for r in records])
             if args.profile and profile is None:
@@ -1244,6 +1271,9 @@ def main() -> int:
                 profile = {"scenario": key, **(top_functions(raw) if raw.exists() else {})}
                 for name, share in profile.get("self", [])[:15]:
                     say(f"    {share:5.1f}% self  {name}")
+                say(f"  the event loop's thread: {profile.get('loop_share', 0)}% of the samples")
+                for name, share in profile.get("loop_self", [])[:15]:
+                    say(f"    {share:5.1f}% of the loop's  {name}")
         if "d" in chosen:
             label = f"{commands:,} × `/bin/true` through 1 real agent × 2 slots"
             say(f"d: {label}, cap {args.cap:g} s")

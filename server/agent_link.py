@@ -6,10 +6,13 @@ the leader answers ``Welcome`` or ``Refused``. Who may be which node is
 ``agent.token`` (and admins) any name no other agent holds. A refused hello
 never costs the agent that holds the name its link. Every later message is decoded
 with ``decode_checked`` (a bad one is logged and ignored: it changes nothing),
-handed to the scheduler through ``Leader.run``, and acknowledged with ``Ack``
-only after what it caused is committed. A closed link does not make the node
-lost: the scheduler's tick does that after ``node_timeout``, so an agent may
-reconnect within its lease and carry on.
+handed to the leader's group commit (``Leader.submit``), and acknowledged
+with ``Ack`` only after what it caused is committed. The link reads on while
+a message waits for its commit (messages are applied and acknowledged in the
+order they came), so one agent's burst of reports costs one transaction.
+A closed link does not make the node lost: the scheduler's tick does that
+after ``node_timeout``, so an agent may reconnect within its lease and carry
+on.
 """
 
 from __future__ import annotations
@@ -67,17 +70,55 @@ class AgentLink:
         self.out = SendQueue(websocket, f"agent {name}", SEND_QUEUE_LIMIT)
         self.reports = AgentReports(leader, name)
         self.ignored = 0
+        self.closing: asyncio.Task[None] | None = None
 
     def send(self, message: LeaderToAgentMessage) -> None:
         self.out.send(message)
 
+    def close(self, code: int, reason: str) -> None:
+        """Stop sending and close the socket; ``serve`` then returns."""
+        if self.closing is None:
+            self.out.close()
+            self.closing = asyncio.get_running_loop().create_task(
+                close_websocket(self.websocket, code, reason)
+            )
+
     def handle(self, message: AgentToLeader) -> None:
-        """Apply one message; acknowledge it once its effects are committed.
+        """Queue one message; acknowledge it once its effects are committed.
 
         A heartbeat is answered with ``LeaseRenewed`` once it is processed: the
         agent's lease then runs from the moment it sent that heartbeat.
         """
-        self.reports.apply(message)
+        self.reports.apply(message).add_done_callback(
+            lambda future: self._committed(message, future)
+        )
+
+    def _committed(self, message: AgentToLeader, future: asyncio.Future[Changes]) -> None:
+        if future.cancelled():
+            return
+        exc = future.exception()
+        if isinstance(exc, StoreError):
+            # Not committed, so not acknowledged: close the link, and the agent
+            # sends it again from its outbox when it reconnects.
+            log.error(
+                "node %s: %s not saved (%s); closing its link",
+                self.name,
+                type(message).__name__,
+                exc,
+            )
+            self.close(1011, "a report could not be saved")
+            return
+        if exc is not None:
+            self.ignored += 1
+            log.error(
+                "node %s: %s failed",
+                self.name,
+                type(message).__name__,
+                exc_info=(type(exc), exc, exc.__traceback__),
+            )
+            return
+        if self.out.closed:
+            return  # after a failed commit nothing later is acknowledged either
         if isinstance(message, Heartbeat) and message.beat > 0:
             self.send(LeaseRenewed(beat=message.beat))
         if message.seq > 0:
@@ -206,16 +247,6 @@ async def serve(link: AgentLink) -> None:
             continue
         try:
             link.handle(message)
-        except StoreError as exc:
-            # Not committed, so not acknowledged: close the link, and the agent
-            # sends it again from its outbox when it reconnects.
-            log.error(
-                "node %s: %s not saved (%s); closing its link",
-                link.name,
-                type(message).__name__,
-                exc,
-            )
-            return
         except Exception:
             link.ignored += 1
             log.exception("node %s: %s failed", link.name, type(message).__name__)

@@ -1,23 +1,31 @@
 """What each message from an agent does to the farm.
 
-The agent link decodes a message and hands it here; this module calls the
-scheduler through ``Leader.run`` (which commits before it returns) and only
-then writes what the message adds to the job logs: commit, then announce. A
-commit that fails raises, so the link never acknowledges the message and the
-agent sends it again from its outbox.
+The agent link decodes a message and hands it here; this module turns it
+into a step for the leader's group commit (``Leader.submit``) and returns the
+future that is done once the step is committed: then, and only then, the link
+acknowledges it. What the message adds to the job logs is written after the
+commit (commit, then announce). A commit that fails fails the future, so the
+link never acknowledges the message and the agent sends it again from its
+outbox.
+
+Every check of the farm's state (is this attempt still current?) happens
+inside the step, when it is applied, not when the message was read: messages
+from all agents are applied in the order they arrived, and one read earlier
+may have changed what this one finds.
 
 Reports about an attempt that is no longer current change nothing but the
 slot they held (see ``Scheduler.chunk_finished``); they are never logged as
 if they were the chunk's.
 
 Nothing after the commit may fail the message: the job logs never raise (a
-log that cannot be written is reported once, see ``JobLogs``), and
-``_announce`` catches what would still escape, so a log planted or broken by
-another job never keeps a chunk's report from being acknowledged.
+log that cannot be written is reported once, see ``JobLogs``), and the
+leader catches what would still escape an announcement, so a log planted or
+broken by another job never keeps a chunk's report from being acknowledged.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 
@@ -49,57 +57,67 @@ class AgentReports:
     def _current(self, job_id: str, chunk: int, attempt: int) -> bool:
         return self.leader.attempt_of(self.node, job_id, chunk, attempt) is not None
 
-    def _announce(self, what: str, step: Callable[[], None]) -> None:
-        """Write what a committed message adds to the logs; a failure stays here.
-
-        The message is committed: raising now would leave it unacknowledged,
-        and the agent would send again what the farm has already applied.
-        """
-        try:
-            step()
-        except Exception:
-            log.exception("node %s: %s was applied but could not be logged", self.node, what)
-
-    def apply(self, message: AgentToLeader) -> None:
-        """Apply ``message``; when this returns, its effects are committed and announced."""
+    def apply(self, message: AgentToLeader) -> asyncio.Future[Changes]:
+        """Queue ``message`` for the group commit; the future is done once it is committed."""
         leader = self.leader
         scheduler = leader.scheduler
         node = self.node
+        # Set by a step when its message is about the current attempt: the
+        # announcement (a log line) is written only then.
+        current = False
+
+        def announce_if_current(write: Callable[[], None]) -> Callable[[], None]:
+            def announce() -> None:
+                if current:
+                    write()
+
+            return announce
+
         match message:
             case Heartbeat(cpu_percent=cpu, memory_percent=memory):
-                leader.run(lambda now: scheduler.node_heartbeat(node, cpu, memory, now))
+                return leader.submit(lambda now: scheduler.node_heartbeat(node, cpu, memory, now))
             case ChunkStarted(job_id=job_id, chunk=chunk, attempt=attempt):
-                current = self._current(job_id, chunk, attempt)
-                leader.run(
-                    lambda now: scheduler.chunk_started(node, job_id, chunk, attempt, now),
+
+                def started(now: float) -> Changes:
+                    nonlocal current
+                    current = self._current(job_id, chunk, attempt)
+                    return scheduler.chunk_started(node, job_id, chunk, attempt, now)
+
+                command = message.command
+                return leader.submit(
+                    started,
                     dispatch=False,
-                )
-                if current:
-                    self._announce(
-                        "ChunkStarted",
+                    announce=announce_if_current(
                         lambda: leader.joblogs.chunk_started(
-                            job_id, chunk, attempt, node, message.command, leader.now()
-                        ),
-                    )
+                            job_id, chunk, attempt, node, command, leader.now()
+                        )
+                    ),
+                )
             case ChunkOutput(job_id=job_id, chunk=chunk, attempt=attempt, lines=lines):
-                record = leader.attempt_of(node, job_id, chunk, attempt)
-                if record is None:
-                    return
-                if not record.alive:
-                    leader.run(
-                        lambda now: scheduler.chunk_alive(node, job_id, chunk, attempt, now),
-                        dispatch=False,
-                    )
+
+                def output(now: float) -> Changes:
+                    nonlocal current
+                    record = leader.attempt_of(node, job_id, chunk, attempt)
+                    current = record is not None
+                    if record is None or record.alive:
+                        return Changes()
+                    return scheduler.chunk_alive(node, job_id, chunk, attempt, now)
+
                 key = (job_id, chunk, attempt)
-                self._announce("ChunkOutput", lambda: leader.output(key, lines))
-                self._announce("ChunkOutput", leader.joblogs.flush)
+                return leader.submit(
+                    output,
+                    dispatch=False,
+                    announce=announce_if_current(lambda: leader.output(key, lines)),
+                )
             case ChunkProgress(job_id=job_id, chunk=chunk, attempt=attempt):
-                record = leader.attempt_of(node, job_id, chunk, attempt)
-                if record is not None and not record.alive:
-                    leader.run(
-                        lambda now: scheduler.chunk_alive(node, job_id, chunk, attempt, now),
-                        dispatch=False,
-                    )
+
+                def progress(now: float) -> Changes:
+                    record = leader.attempt_of(node, job_id, chunk, attempt)
+                    if record is None or record.alive:
+                        return Changes()
+                    return scheduler.chunk_alive(node, job_id, chunk, attempt, now)
+
+                return leader.submit(progress, dispatch=False)
             case FramesWritten(job_id=job_id, chunk=chunk, attempt=attempt):
                 frames, staged = message.frames, message.staged
 
@@ -109,26 +127,33 @@ class AgentReports:
                         scheduler.frames_written(node, job_id, chunk, attempt, frames, staged, now)
                     )
 
-                leader.run(written, dispatch=False)
+                return leader.submit(written, dispatch=False)
             case ChunkTimedOut(job_id=job_id, chunk=chunk, attempt=attempt):
                 kind, elapsed = message.kind, message.elapsed
-                leader.run(
+                return leader.submit(
                     lambda now: scheduler.chunk_timed_out(
                         node, job_id, chunk, attempt, kind, elapsed, now
                     ),
                     dispatch=False,
                 )
             case ChunkFinished(job_id=job_id, chunk=chunk, attempt=attempt):
-                current = self._current(job_id, chunk, attempt)
-                leader.run(lambda now: scheduler.chunk_finished(node, message, now))
-                if current:
 
-                    def footer() -> None:
-                        leader.joblogs.chunk_finished(message, node, leader.now())
-                        leader.joblogs.flush()
+                def finished(now: float) -> Changes:
+                    nonlocal current
+                    current = self._current(job_id, chunk, attempt)
+                    return scheduler.chunk_finished(node, message, now)
 
-                    self._announce("ChunkFinished", footer)
+                return leader.submit(
+                    finished,
+                    announce=announce_if_current(
+                        lambda: leader.joblogs.chunk_finished(message, node, leader.now())
+                    ),
+                )
             case AgentLog(lines=lines):
-                self._announce("AgentLog", lambda: leader.nodelogs.append(node, lines))
+                return leader.submit(
+                    lambda now: Changes(),
+                    dispatch=False,
+                    announce=lambda: leader.nodelogs.append(node, lines),
+                )
             case AgentHello():
                 raise ValueError("hello is only valid as the first message")

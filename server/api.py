@@ -7,7 +7,6 @@ protocol's records, call ``operations``, encode the answer. Every error is
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import os
 import re
@@ -302,9 +301,8 @@ async def chunk_log(request: Request) -> Response:
 
 async def _read_log(leader: Leader, relative: str) -> bytes | None:
     """The end of a log under the sync root, never through a planted symlink; None if absent."""
-    leader.joblogs.flush()
     try:
-        return await asyncio.to_thread(leader.joblogs.read, relative, MAX_LOG_BYTES)
+        return await leader.joblogs.read(relative, MAX_LOG_BYTES)
     except OSError as exc:
         raise Conflict(f"cannot read the log: {exc.strerror or type(exc).__name__}") from None
 
@@ -440,6 +438,7 @@ class Upload:
         self.handle.close()
         if not self.committed:
             self.temporary.unlink(missing_ok=True)
+
 
 routes = [
     Route("/healthz", healthz, methods=["GET"]),

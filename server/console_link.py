@@ -106,6 +106,9 @@ class ConsoleLink:
         self.include_archived = include_archived
         self.watched: str | None = None
         self.following: OutputKey | None = None
+        # Followed chunks whose log tail is still being read: their live lines wait.
+        self.tail_pending: set[OutputKey] = set()
+        self.readers: set[asyncio.Future[None]] = set()
         # Pending deltas, merged until the next send.
         self.jobs: set[str] = set()
         self.removed: set[str] = set()
@@ -251,21 +254,25 @@ class ConsoleLink:
         self.events.clear()
         out.extend(self.answers)
         self.answers.clear()
-        for (job_id, chunk, attempt), lines in self.output.items():
+        for key, lines in list(self.output.items()):
+            if key in self.tail_pending:
+                continue  # sent after the tail they follow
+            del self.output[key]
+            job_id, chunk, attempt = key
             if lines:
                 out.append(
                     TaskOutput(
                         job_id=job_id, chunk=chunk, attempt=attempt, lines=lines, append=True
                     )
                 )
-        self.output.clear()
         out.extend(self.replies)
         self.replies.clear()
         return out
 
     async def stop(self) -> None:
-        self.task.cancel()
-        await asyncio.gather(self.task, return_exceptions=True)
+        for future in (self.task, *self.readers):
+            future.cancel()
+        await asyncio.gather(self.task, *self.readers, return_exceptions=True)
 
     # --- requests -----------------------------------------------------------------
     def handle(self, message: ConsoleToLeader) -> None:
@@ -324,13 +331,34 @@ class ConsoleLink:
         if self.following is not None:
             leader.unfollow(self)
             self.following = None
-        lines = leader.joblogs.tail(chunk_log_path(job_id, index, attempt)) if attempt else None
+        if not attempt:
+            self.post(TaskOutput(job_id=job_id, chunk=index, attempt=0, lines=[], append=False))
+            return
+        key = (job_id, index, attempt)
+        # Read on the log writer thread after every line written so far; lines
+        # that arrive meanwhile are held and sent after the tail, so none is
+        # lost or shown twice.
+        tail = leader.joblogs.tail(chunk_log_path(job_id, index, attempt))
+        if request.follow:
+            self.following = key
+            leader.follow(key, self)
+        self.tail_pending.add(key)
+        reader = asyncio.ensure_future(self._send_tail(key, tail))
+        self.readers.add(reader)
+        reader.add_done_callback(self.readers.discard)
+
+    async def _send_tail(self, key: OutputKey, tail: asyncio.Future[list[str] | None]) -> None:
+        job_id, index, attempt = key
+        try:
+            lines = await tail
+        except OSError as exc:
+            log.warning("cannot read the log of %s chunk %d: %s", job_id, index, exc)
+            lines = None
+        finally:
+            self.tail_pending.discard(key)
         self.post(
             TaskOutput(job_id=job_id, chunk=index, attempt=attempt, lines=lines or [], append=False)
         )
-        if request.follow and attempt:
-            self.following = (job_id, index, attempt)
-            leader.follow(self.following, self)
 
 
 async def console_endpoint(websocket: WebSocket) -> None:

@@ -5,8 +5,12 @@
   start time), the renderer's raw output, and a footer (outcome, exit status
   or signal, duration).
 
-Files stay open while they are written and are flushed once per batch of
-events (``flush``), so an output line costs a buffered write, not an open.
+Every write and read runs on one writer thread (:mod:`server.logwriter`), in
+the order asked: the event loop never opens, writes or flushes a file in the
+sync root, which on a farm is a filer that may be slow. Files stay open while
+they are written and are flushed when the writer catches up, so an output
+line costs a buffered write, not an open. A read runs after the writes asked
+for before it, so what the leader has announced is in what it reads back.
 
 Users' renderers may share the sync root, so nothing under ``jobs/`` is
 trusted: files are opened through :mod:`server.logfiles` (no symlink is ever
@@ -17,16 +21,19 @@ method here raises, so a chunk's state changes whatever happens to its log.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import shlex
 from collections import OrderedDict
+from collections.abc import Callable
 from datetime import datetime
 from io import TextIOWrapper
 from pathlib import Path
 
 from farmtui.protocol import ChunkFinished, EventView
 from server import logfiles
+from server.logwriter import LogWriter
 
 log = logging.getLogger("farmtui.leader.joblogs")
 
@@ -60,8 +67,8 @@ def event_line(event: EventView) -> str:
     return f"{iso_time(event.time)} {event.level.upper():<5} {event.actor or 'leader'}: {text}\n"
 
 
-class JobLogs:
-    """Appends to the job logs of one sync root."""
+class _Files:
+    """The open log files of one sync root: used on the writer thread only."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -99,12 +106,12 @@ class JobLogs:
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         log.error("cannot write the log %s: %s", relative, why or type(exc).__name__)
 
-    def _write(self, relative: str, text: str) -> None:
+    def write(self, relative: str, text: str) -> None:
         try:
             self._file(relative).write(text)
         except (OSError, ValueError) as exc:  # ValueError: a closed file, a bad name
             self._failed(relative, exc)
-            self._close(relative)
+            self.close_file(relative)
             return
         self._dirty.add(relative)
         self._broken.discard(relative)
@@ -115,49 +122,11 @@ class JobLogs:
         except (OSError, ValueError) as exc:
             self._failed(relative, exc)
 
-    def _close(self, relative: str) -> None:
+    def close_file(self, relative: str) -> None:
         handle = self._open.pop(relative, None)
         self._dirty.discard(relative)
         if handle is not None:
             self._closed(relative, handle)
-
-    def event(self, event: EventView) -> None:
-        if event.job_id:
-            self._write(events_path(event.job_id), event_line(event))
-
-    def chunk_started(
-        self, job_id: str, chunk: int, attempt: int, node: str, command: list[str], now: float
-    ) -> None:
-        relative = chunk_log_path(job_id, chunk, attempt)
-        header = (
-            f"# farmtui: job {job_id} chunk {chunk} attempt {attempt}\n"
-            f"# node: {node}\n"
-            f"# started: {iso_time(now)}\n"
-            f"# command: {shlex.join(command) if command else '(not reported)'}\n"
-        )
-        self._write(relative, header)
-
-    def chunk_output(self, job_id: str, chunk: int, attempt: int, lines: list[str]) -> None:
-        if lines:
-            text = "".join(line if line.endswith("\n") else line + "\n" for line in lines)
-            self._write(chunk_log_path(job_id, chunk, attempt), text)
-
-    def chunk_finished(self, report: ChunkFinished, node: str, now: float) -> None:
-        relative = chunk_log_path(report.job_id, report.chunk, report.attempt)
-        finished = report.finished or now
-        duration = f"{finished - report.started:.3f}s" if report.started else "unknown"
-        footer = (
-            f"# finished: {iso_time(finished)} on {node}\n"
-            f"# outcome: {report.outcome}"
-            + (f" ({report.timeout_kind})" if report.timeout_kind else "")
-            + f"; exit status: {report.exit_status or 'none'}; duration: {duration}\n"
-        )
-        if report.reason:
-            footer += f"# reason: {' '.join(report.reason.splitlines())}\n"
-        if report.missing:
-            footer += f"# missing frames: {', '.join(map(str, report.missing))}\n"
-        self._write(relative, footer)
-        self._close(relative)
 
     def flush(self) -> None:
         for relative in list(self._dirty):
@@ -168,44 +137,160 @@ class JobLogs:
                     if os.fstat(handle.fileno()).st_nlink == 0:
                         # Someone unlinked or renamed over it: write a new one from now on.
                         log.warning("the log %s was replaced: starting it anew", relative)
-                        self._close(relative)
+                        self.close_file(relative)
                 except (OSError, ValueError) as exc:
                     self._failed(relative, exc)
         self._dirty.clear()
 
     def forget_job(self, job_id: str) -> None:
-        """Close the job's files (then ``delete_job`` removes its folder)."""
         prefix = job_dir(job_id) + "/"
         for relative in [r for r in self._open if r.startswith(prefix)]:
-            self._close(relative)
+            self.close_file(relative)
         self._broken = {r for r in self._broken if not r.startswith(prefix)}
 
-    def delete_job(self, job_id: str) -> None:
-        """Remove a job's log folder (run in a thread: it may be big); never follows a symlink."""
-        logfiles.remove_folder(self.root, job_dir(job_id))
-
-    def close(self) -> None:
+    def close_all(self) -> None:
         self.flush()
         for relative in list(self._open):
-            self._close(relative)
+            self.close_file(relative)
+
+    def tail_bytes(self, relative: str, max_bytes: int) -> tuple[bytes, bool] | None:
+        self.flush()
+        return logfiles.read_tail(self.root, relative, max_bytes)
+
+
+def _finished_footer(report: ChunkFinished, node: str, now: float) -> str:
+    finished = report.finished or now
+    duration = f"{finished - report.started:.3f}s" if report.started else "unknown"
+    footer = (
+        f"# finished: {iso_time(finished)} on {node}\n"
+        f"# outcome: {report.outcome}"
+        + (f" ({report.timeout_kind})" if report.timeout_kind else "")
+        + f"; exit status: {report.exit_status or 'none'}; duration: {duration}\n"
+    )
+    if report.reason:
+        footer += f"# reason: {' '.join(report.reason.splitlines())}\n"
+    if report.missing:
+        footer += f"# missing frames: {', '.join(map(str, report.missing))}\n"
+    return footer
+
+
+def _started_header(
+    job_id: str, chunk: int, attempt: int, node: str, command: list[str], now: float
+) -> str:
+    return (
+        f"# farmtui: job {job_id} chunk {chunk} attempt {attempt}\n"
+        f"# node: {node}\n"
+        f"# started: {iso_time(now)}\n"
+        f"# command: {shlex.join(command) if command else '(not reported)'}\n"
+    )
+
+
+def _lines_text(lines: list[str]) -> str:
+    return "".join(line if line.endswith("\n") else line + "\n" for line in lines)
+
+
+class JobLogs:
+    """Appends to the job logs of one sync root, through the writer thread.
+
+    Every method returns at once (the text is formatted on the writer thread
+    too); ``tail`` and ``read`` are awaited and see every write asked before.
+    """
+
+    def __init__(self, root: Path, writer: LogWriter | None = None) -> None:
+        self.root = root
+        self._own_writer = writer is None
+        self.writer = LogWriter() if writer is None else writer
+        self._files = _Files(root)
+        self.writer.on_idle(self._files.flush)
+
+    def _submit(self, work: Callable[[], None]) -> None:
+        self.writer.submit(work)
+
+    def _write(self, relative: str, text: str) -> None:
+        self._submit(lambda: self._files.write(relative, text))
+
+    def event(self, event: EventView) -> None:
+        if event.job_id:
+            relative = events_path(event.job_id)
+            files = self._files
+            self._submit(lambda: files.write(relative, event_line(event)))
+
+    def chunk_started(
+        self, job_id: str, chunk: int, attempt: int, node: str, command: list[str], now: float
+    ) -> None:
+        relative = chunk_log_path(job_id, chunk, attempt)
+        files = self._files
+        self._submit(
+            lambda: files.write(
+                relative, _started_header(job_id, chunk, attempt, node, command, now)
+            )
+        )
+
+    def chunk_output(self, job_id: str, chunk: int, attempt: int, lines: list[str]) -> None:
+        if lines:
+            relative = chunk_log_path(job_id, chunk, attempt)
+            files = self._files
+            self._submit(lambda: files.write(relative, _lines_text(lines)))
+
+    def chunk_finished(self, report: ChunkFinished, node: str, now: float) -> None:
+        relative = chunk_log_path(report.job_id, report.chunk, report.attempt)
+        files = self._files
+
+        def footer() -> None:
+            files.write(relative, _finished_footer(report, node, now))
+            files.close_file(relative)
+
+        self._submit(footer)
+
+    def forget_job(self, job_id: str) -> None:
+        """Close the job's files and remove its log folder (after what was asked before)."""
+        files = self._files
+        root = self.root
+
+        def forget() -> None:
+            files.forget_job(job_id)
+            logfiles.remove_folder(root, job_dir(job_id))
+
+        self._submit(forget)
+
+    def flush(self) -> None:
+        """Block until everything asked so far is written and flushed: tests, shutdown."""
+        self.writer.wait()
+
+    def close(self) -> None:
+        """Write what is queued and close every file."""
+        self._submit(self._files.close_all)
+        if self._own_writer:
+            self.writer.close()
+        else:
+            self.writer.wait()
 
     # --- reading ------------------------------------------------------------------
-    def read(self, relative: str, max_bytes: int = TAIL_BYTES) -> bytes | None:
-        """The last ``max_bytes`` of a log, None if there is none (or a symlink is there).
+    # Both are asked for at once (not when first awaited), so they see exactly the
+    # writes asked before them: a console that follows a chunk from now on gets
+    # the tail read here and then only the lines that came after it.
+    def read(self, relative: str, max_bytes: int = TAIL_BYTES) -> asyncio.Future[bytes | None]:
+        """The last ``max_bytes`` of a log, None if there is none (or a symlink is there)."""
+        files = self._files
 
-        Touches no open file, so it may run in a thread; ``flush`` first on the loop.
-        """
-        found = logfiles.read_tail(self.root, relative, max_bytes)
-        return None if found is None else found[0]
+        def read() -> bytes | None:
+            found = files.tail_bytes(relative, max_bytes)
+            return None if found is None else found[0]
 
-    def tail(self, relative: str, max_bytes: int = TAIL_BYTES) -> list[str] | None:
+        return asyncio.wrap_future(self.writer.call(read))
+
+    def tail(self, relative: str, max_bytes: int = TAIL_BYTES) -> asyncio.Future[list[str] | None]:
         """The last lines of a log (None if it does not exist yet)."""
-        self.flush()
-        found = logfiles.read_tail(self.root, relative, max_bytes)
-        if found is None:
-            return None
-        data, cut = found
-        lines = data.decode("utf-8", errors="replace").splitlines()
-        if cut and lines:
-            lines = lines[1:]  # a partial first line
-        return lines
+        files = self._files
+
+        def tail() -> list[str] | None:
+            found = files.tail_bytes(relative, max_bytes)
+            if found is None:
+                return None
+            data, cut = found
+            lines = data.decode("utf-8", errors="replace").splitlines()
+            if cut and lines:
+                lines = lines[1:]  # a partial first line
+            return lines
+
+        return asyncio.wrap_future(self.writer.call(tail))

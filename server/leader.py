@@ -11,6 +11,7 @@ sees two events interleave.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -34,6 +35,7 @@ from server.auth import Principal, Tokens
 from server.config import LeaderSettings
 from server.errors import StoreError
 from server.joblogs import JobLogs, chunk_log_path
+from server.logwriter import LogWriter
 from server.model import Attempt, Changes, Chunk, Job
 from server.nodelogs import NodeLogs
 from server.rights import SHARED_AGENT
@@ -71,10 +73,22 @@ class ConsoleConnection(Protocol):
 
 
 @dataclass(slots=True)
+class _Pending:
+    """A step waiting for the group commit (see ``Leader.submit``)."""
+
+    step: Callable[[float], Changes]
+    dispatch: bool
+    announce: Callable[[], None] | None
+    future: asyncio.Future[Changes]
+
+
+@dataclass(slots=True)
 class Metrics:
     """Time spent handling events on the event loop (scheduler + commit + announce)."""
 
     events: int = 0
+    # Group commits (one transaction for the reports that arrived together).
+    groups: int = 0
     seconds: float = 0.0
     slowest: float = 0.0
     commit_seconds: float = 0.0
@@ -87,6 +101,19 @@ class Metrics:
     @property
     def mean_ms(self) -> float:
         return 1000 * self.seconds / self.events if self.events else 0.0
+
+
+def _log_level(event: EventView) -> int:
+    """How loud a farm event is in the leader's own log.
+
+    What people did and what went wrong are there; a job's routine
+    progress (chunk 7 done in 3.2 s, job running -> done) only at DEBUG: it
+    is in the job's events.log, and at farm scale it would be most of the
+    log.
+    """
+    if event.level != "info":
+        return logging.WARNING
+    return logging.DEBUG if event.job_id and not event.actor else logging.INFO
 
 
 class Leader:
@@ -109,8 +136,10 @@ class Leader:
         )
         self.root_id = self._root_id()
         self.scheduler = Scheduler(self.config)
-        self.joblogs = JobLogs(self.root)
-        self.nodelogs = NodeLogs(self.root)
+        # Log files are written on one thread, in order: the sync root may be a slow filer.
+        self.logwriter = LogWriter()
+        self.joblogs = JobLogs(self.root, self.logwriter)
+        self.nodelogs = NodeLogs(self.root, self.logwriter)
         self.webhooks = Webhooks(self.config.webhook, self.config.webhook_timeout)
         self.agents: dict[str, AgentConnection] = {}
         self.consoles: set[ConsoleConnection] = set()
@@ -121,7 +150,7 @@ class Leader:
         self.watchdog = LoopWatchdog()
         # Wake-ups at the end of chunks' retry backoffs (see ``_wake_for_retries``).
         self._retry_wakeups: set[asyncio.TimerHandle] = set()
-        self._background: set[asyncio.Future[None]] = set()
+        self._pending: list[_Pending] = []
         self.started = False
 
     def _root_id(self) -> str:
@@ -163,14 +192,15 @@ class Leader:
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
+        with contextlib.suppress(StoreError):  # the agents send them again
+            self._apply_pending()
         for handle in self._retry_wakeups:
             handle.cancel()
         self._retry_wakeups.clear()
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
         await self.webhooks.aclose()
         self.joblogs.close()
         self.nodelogs.close()
+        self.logwriter.close()
         self.store.close()
         log.info(
             "leader stopped (%d events, mean %.3f ms; %d loop stalls over %.0f ms, "
@@ -205,7 +235,13 @@ class Leader:
 
     # --- the one way to change the farm ---------------------------------------------
     def run(self, step: Callable[[float], Changes], *, dispatch: bool = True) -> Changes:
-        """Apply ``step(now)`` (then dispatch), commit, announce. SchedulerError changes nothing."""
+        """Apply ``step(now)`` (then dispatch), commit, announce. SchedulerError changes nothing.
+
+        Agents' reports waiting in the group commit (``submit``) are applied
+        first, so the farm sees every change in the order it arrived.
+        """
+        if self._pending:
+            self._apply_pending()
         began = time.perf_counter()
         now = self.now()
         changes = step(now)
@@ -215,6 +251,66 @@ class Leader:
         self._wake_for_retries(changes, now)
         self.metrics.record(time.perf_counter() - began)
         return changes
+
+    def submit(
+        self,
+        step: Callable[[float], Changes],
+        *,
+        dispatch: bool = True,
+        announce: Callable[[], None] | None = None,
+    ) -> asyncio.Future[Changes]:
+        """Group commit: ``step`` is applied with the others that arrive in this turn
+        of the event loop, in one transaction and one dispatch pass.
+
+        The future is done once the group is committed and announced (then
+        ``announce`` runs: what the step adds to the logs), or failed with the
+        step's own exception, or with StoreError for the whole group when the
+        commit failed (the scheduler is then rebuilt from the store, as for
+        ``run``). Steps are applied in the order they were submitted, so each
+        sees what the ones before it did: a step checks the farm when it is
+        applied, not when it is submitted.
+        """
+        future: asyncio.Future[Changes] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Pending(step, dispatch, announce, future))
+        if len(self._pending) == 1:
+            asyncio.get_running_loop().call_soon(self._apply_pending)
+        return future
+
+    def _apply_pending(self) -> None:
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        began = time.perf_counter()
+        now = self.now()
+        group = Changes()
+        applied: list[tuple[_Pending, Changes]] = []
+        for item in pending:
+            try:
+                changes = item.step(now)
+            except Exception as exc:
+                item.future.set_exception(exc)
+                continue
+            group.merge(changes)
+            applied.append((item, changes))
+        if any(item.dispatch for item, _ in applied):
+            group.merge(self.scheduler.dispatch(now))
+        try:
+            self.commit(group)
+        except Exception as exc:
+            for item, _ in applied:
+                item.future.set_exception(exc)
+            return
+        finally:
+            self.metrics.record(time.perf_counter() - began)
+            self.metrics.groups += 1
+        self._wake_for_retries(group, now)
+        for item, changes in applied:
+            if item.announce is not None:
+                try:
+                    item.announce()
+                except Exception:
+                    log.exception("a committed change could not be logged")
+            item.future.set_result(changes)
 
     def _wake_for_retries(self, changes: Changes, now: float) -> None:
         """Dispatch again when a chunk's backoff ends, not only at the next tick.
@@ -343,7 +439,7 @@ class Leader:
         for event in changes.events:
             self.joblogs.event(event)
             log.log(
-                logging.INFO if event.level == "info" else logging.WARNING,
+                _log_level(event),
                 "%s%s%s",
                 f"[{event.job_id}] " if event.job_id else "",
                 event.text,
@@ -370,15 +466,8 @@ class Leader:
             self.joblogs.forget_job(job_id)
             for key in [k for k in self.followers if k[0] == job_id]:
                 del self.followers[key]
-            self._in_background(self.joblogs.delete_job, job_id)
-        self.joblogs.flush()
         for console in list(self.consoles):
             console.changed(changes)
-
-    def _in_background(self, function: Callable[[str], None], argument: str) -> None:
-        future = asyncio.get_running_loop().run_in_executor(None, function, argument)
-        self._background.add(future)
-        future.add_done_callback(self._background.discard)
 
     def send_to_node(self, node: str, message: LeaderToAgentMessage) -> None:
         link = self.agents.get(node)

@@ -29,6 +29,7 @@ from farmtui.protocol import MAX_MESSAGE_BYTES
 from server.app import create_app
 from server.config import LeaderSettings
 from server.errors import LeaderError
+from server.logqueue import logging_off_the_loop
 
 log = logging.getLogger("farmtui.leader")
 
@@ -52,6 +53,10 @@ def uvicorn_config(settings: LeaderSettings, *, log_config: bool = True) -> uvic
         log_level="info",
         log_config=logging_config() if log_config else None,
     )
+
+
+# The loggers with handlers of their own in ``logging_config``.
+LOGGERS = ("farmtui", "uvicorn", "uvicorn.error", "uvicorn.access")
 
 
 def logging_config() -> dict[str, Any]:
@@ -90,7 +95,7 @@ def run_leader(
     with listen(host, port) as sock:
         settings = LeaderSettings.from_data(data, root, host, port, tls_cert, tls_key)
         server = uvicorn.Server(uvicorn_config(settings))
-        with _signals_end_quietly():
+        with _signals_end_quietly(), logging_off_the_loop(LOGGERS):
             server.run(sockets=[sock])
     if not server.started:
         raise LeaderError(f"the leader could not start on {host}:{port}")

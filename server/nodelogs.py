@@ -2,8 +2,9 @@
 
 ``<root>/nodes/<name>.log`` grows as AgentLog messages arrive; the console's
 peer view and ``GET /api/nodes/{name}/log`` read the in-memory tail. The file
-is opened through :mod:`server.logfiles` (never through a symlink), and a
-failed write is reported once and never raises.
+is opened through :mod:`server.logfiles` (never through a symlink) and
+written on the log writer thread (:mod:`server.logwriter`), and a failed write
+is reported once and never raises.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from io import TextIOWrapper
 from pathlib import Path
 
 from server import logfiles
+from server.logwriter import LogWriter
 
 log = logging.getLogger("farmtui.leader.nodelogs")
 
@@ -21,9 +23,12 @@ KEEP_LINES = 2000
 
 
 class NodeLogs:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, writer: LogWriter | None = None) -> None:
         self.root = root
         self.lines: dict[str, deque[str]] = {}
+        self._own_writer = writer is None
+        self.writer = LogWriter("farmtui-node-logs") if writer is None else writer
+        # Used on the writer thread only.
         self._files: dict[str, TextIOWrapper] = {}
         # Nodes whose log failed and was reported, until it works again.
         self._broken: set[str] = set()
@@ -31,6 +36,9 @@ class NodeLogs:
     def append(self, node: str, lines: list[str]) -> None:
         clean = [line.rstrip("\n") for line in lines]
         self.lines.setdefault(node, deque(maxlen=KEEP_LINES)).extend(clean)
+        self.writer.submit(lambda: self._write(node, clean))
+
+    def _write(self, node: str, clean: list[str]) -> None:
         try:
             handle = self._files.get(node)
             if handle is None:
@@ -78,6 +86,13 @@ class NodeLogs:
                 if not quiet:
                     log.error("cannot write the log of node %s: %s", node, exc)
 
-    def close(self) -> None:
+    def _close_all(self) -> None:
         for node in list(self._files):
             self._close(node)
+
+    def close(self) -> None:
+        self.writer.submit(self._close_all)
+        if self._own_writer:
+            self.writer.close()
+        else:
+            self.writer.wait()

@@ -11,11 +11,16 @@ watchdog makes such stalls visible:
   which names the function that is holding the loop;
 - when the loop beats again, the stall is logged with its length and that
   stack, and counted in ``stalls`` / ``longest``.
+
+The cyclic garbage collector holds the interpreter while it runs, so the
+thread cannot look then; its pauses over ``threshold`` are logged apart
+(``gc.callbacks``), with the generation and how much it walked.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import sys
 import threading
@@ -47,6 +52,8 @@ class LoopWatchdog:
         self._where: str | None = None  # the loop's stack, taken during the current stall
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
+        self._gc_began = 0.0
+        self.gc_pauses = 0
 
     async def run(self) -> None:
         """Beat on the loop until cancelled; the checking thread lives as long."""
@@ -55,12 +62,28 @@ class LoopWatchdog:
         self._stopped.clear()
         self._thread = threading.Thread(target=self._watch, name="loop-watchdog", daemon=True)
         self._thread.start()
+        gc.callbacks.append(self._gc)
         try:
             while True:
                 await asyncio.sleep(self.interval)
                 self._beat_now()
         finally:
             self._stopped.set()
+            gc.callbacks.remove(self._gc)
+
+    def _gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_began = time.perf_counter()
+            return
+        paused = time.perf_counter() - self._gc_began
+        if paused > self.threshold:
+            self.gc_pauses += 1
+            log.warning(
+                "the garbage collector paused the leader for %.0f ms (generation %d, %d collected)",
+                paused * 1000,
+                info.get("generation", -1),
+                info.get("collected", 0),
+            )
 
     def _beat_now(self) -> None:
         now = self.clock()

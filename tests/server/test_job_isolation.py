@@ -8,6 +8,7 @@ happens to its log.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from pathlib import Path
@@ -37,7 +38,13 @@ async def submit(leader: InProcessLeader, name: str = "victim") -> str:
         )
     assert response.status_code == 201, response.text
     job_id: str = response.json()["id"]
+    written(leader)
     return job_id
+
+
+def written(leader: InProcessLeader) -> None:
+    """Wait until the leader's log thread has written everything asked so far."""
+    leader.leader.logwriter.wait(10.0)
 
 
 async def render_one_chunk(leader: InProcessLeader, job_id: str) -> AssignChunk:
@@ -85,9 +92,10 @@ async def test_the_log_folder_exists_from_submission_as_the_leaders_own(
 ) -> None:
     job_id = await submit(leader)
     folder = leader.root / "jobs" / job_id
+    # Written on the log thread, moments after the submit returns.
+    await wait_for(lambda: (folder / "events.log").is_file(), 10.0, "the job's events.log")
     assert folder.is_dir()
     assert not folder.is_symlink()
-    assert (folder / "events.log").is_file()
 
 
 async def test_a_symlink_planted_at_a_chunk_log_is_never_written_through(
@@ -102,6 +110,7 @@ async def test_a_symlink_planted_at_a_chunk_log_is_never_written_through(
 
     assert assign.log_path == f"jobs/{job_id}/chunk-0000.attempt-1.log"
     await wait_for(lambda: state(leader, job_id) == "done", 10.0, "the victim job to be done")
+    written(leader)
     assert target.read_text() == PRECIOUS
     assert not planted.is_symlink()
     log = planted.read_text()
@@ -123,6 +132,8 @@ async def test_a_job_folder_replaced_by_a_symlink_is_not_written_through(
     await render_one_chunk(leader, job_id)
 
     await wait_for(lambda: state(leader, job_id) == "done", 10.0, "the victim job to be done")
+
+    written(leader)
     assert list(elsewhere.iterdir()) == []
     assert folder.is_dir()
     assert not folder.is_symlink()
@@ -139,6 +150,8 @@ async def test_a_fifo_at_a_chunk_log_does_not_block_the_leader(
     await render_one_chunk(leader, job_id)
 
     await wait_for(lambda: state(leader, job_id) == "done", 10.0, "the victim job to be done")
+
+    written(leader)
     assert fifo.is_file()
 
 
@@ -153,6 +166,8 @@ async def test_a_log_that_cannot_be_written_is_reported_once_and_the_chunk_still
     await render_one_chunk(leader, job_id)
 
     await wait_for(lambda: state(leader, job_id) == "done", 10.0, "the victim job to be done")
+
+    written(leader)
     failures = [r for r in caplog.records if "cannot write the log" in r.getMessage()]
     assert len(failures) == 1, [r.getMessage() for r in failures]
     assert f"jobs/{job_id}/chunk-0000.attempt-1.log" in failures[0].getMessage()
@@ -170,6 +185,7 @@ async def test_a_planted_node_log_symlink_is_not_written_through(
     job_id = await submit(leader)
 
     await render_one_chunk(leader, job_id)
+    written(leader)
 
     assert target.read_text() == PRECIOUS
     assert "node1 says hello" in planted.read_text()
@@ -206,9 +222,14 @@ def test_reading_a_log_never_follows_a_symlink_nor_opens_a_fifo(tmp_path: Path) 
     (root / "jobs" / "abc" / "chunk-0000.attempt-1.log").symlink_to(target)
     os.mkfifo(root / "jobs" / "abc" / "chunk-0001.attempt-1.log")
     logs = JobLogs(root)
-    assert logs.tail("jobs/abc/chunk-0000.attempt-1.log") is None
-    assert logs.read("jobs/abc/chunk-0000.attempt-1.log") is None
-    assert logs.tail("jobs/abc/chunk-0001.attempt-1.log") is None
+
+    async def read_them() -> None:
+        assert await logs.tail("jobs/abc/chunk-0000.attempt-1.log") is None
+        assert await logs.read("jobs/abc/chunk-0000.attempt-1.log") is None
+        assert await logs.tail("jobs/abc/chunk-0001.attempt-1.log") is None
+
+    asyncio.run(read_them())
+    logs.close()
     nodes = NodeLogs(root)
     (root / "nodes").mkdir()
     (root / "nodes" / "n1.log").symlink_to(target)
@@ -234,7 +255,12 @@ def test_a_hard_link_at_a_log_path_is_never_read(tmp_path: Path) -> None:
     target = precious_file(tmp_path)
     os.link(target, root / "jobs" / "abc" / "chunk-0000.attempt-1.log")
     logs = JobLogs(root)
-    assert logs.read("jobs/abc/chunk-0000.attempt-1.log") is None  # not the outside file
+
+    async def read_it() -> bytes | None:
+        return await logs.read("jobs/abc/chunk-0000.attempt-1.log")
+
+    assert asyncio.run(read_it()) is None  # not the outside file
+    logs.close()
 
 
 def test_a_log_replaced_while_open_is_started_anew(tmp_path: Path) -> None:

@@ -181,6 +181,7 @@ class Matrix:
         nodes = [msgspec.structs.replace(n, last_seen=0.0) for n in leader.scheduler.node_views()]
         views = msgspec.json.encode([leader.scheduler.job_views(True), nodes])
         root = self.farm.root
+        leader.logwriter.wait()  # the logs written so far are on disk
         files = {
             str(path.relative_to(root)): path.read_bytes()
             for path in sorted(root.rglob("*"))
@@ -586,6 +587,7 @@ async def test_agents_upload_only_the_output_of_their_own_current_attempt(
     async with FakeAgent.connect(leader.ws_url, node7, "node7") as agent:
         job = await _assigned_to_node7(leader, agent, "renders/mine/f_####.png")
         events = leader.root / f"jobs/{job}/events.log"
+        leader.leader.logwriter.wait()
         log_before = events.read_bytes()
         fence: dict[str, Any] = {"job": job, "chunk": 0, "attempt": 1}
         tries: list[tuple[str, str, dict[str, Any], int, str]] = [
@@ -611,6 +613,7 @@ async def test_agents_upload_only_the_output_of_their_own_current_attempt(
                 response = await http.put(f"/api/files/{path}", params=params, content=b"evil")
             assert response.status_code == status, (path, response.text)
             assert reason in response.json()["error"], (path, response.text)
+        leader.leader.logwriter.wait()
         assert events.read_bytes() == log_before
         assert not (leader.root / "renders").exists()
         # Its own output, with its own token and with the shared one.
@@ -783,4 +786,3 @@ def test_every_refusal_names_the_rule() -> None:
     # The leader's own names, as the leader spells them.
     assert ROOT_ID_FILE in rights.LEADER_PATHS
     assert events_path("j1").split("/")[0] in rights.LEADER_PATHS
-

@@ -9,9 +9,10 @@ a real file system.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,14 @@ from typing import Any
 import httpx
 import pytest
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from farmtui.protocol import (
+    Ack,
     AssignChunk,
+    ChunkFinished,
+    ChunkProgress,
+    ChunkRef,
     ConsoleHello,
     Event,
     JobsChanged,
@@ -32,7 +38,7 @@ from farmtui.protocol import (
 )
 from server.errors import StoreError
 from server.model import Attempt, Changes
-from server.scheduler import Scheduler, SchedulerConfig
+from server.scheduler import Scheduler, SchedulerConfig, SchedulerError
 from server.store import DISK_FULL, Store, save_error
 from tests.helpers.fake_agent import FakeAgent
 from tests.helpers.leader import InProcessLeader, leader_in_process
@@ -291,3 +297,99 @@ async def test_an_agent_message_that_cannot_be_saved_raises_before_its_ack(
         assert (job_id, index, attempt) in node.running
         farm.run(alive, dispatch=False)
         assert record().alive
+
+
+async def test_reports_that_arrive_together_are_committed_together_and_failed_together(
+    leader: InProcessLeader,
+) -> None:
+    """The group commit: one transaction for a turn's reports; a failed one acknowledges none."""
+    farm = leader.leader
+    scheduler = farm.scheduler
+    async with leader.http() as http:
+        body = {**SPEC, "frames": "1-3", "chunk": 1}
+        job_id = (await http.post("/api/jobs", json=body)).json()["id"]
+    async with FakeAgent.connect(leader.ws_url, leader.agent_token, "node1", slots=3) as agent:
+        assigns = [await agent.expect(AssignChunk) for _ in range(3)]
+
+        def state() -> set[tuple[str, bool]]:
+            return {
+                (chunk.state, chunk.attempts[-1].alive)
+                for a in assigns
+                if (chunk := farm.chunk(job_id, a.chunk))
+            }
+
+        def started(a: AssignChunk) -> Callable[[float], Changes]:
+            return lambda now: scheduler.chunk_started("node1", job_id, a.chunk, a.attempt, now)
+
+        def alive(a: AssignChunk) -> Callable[[float], Changes]:
+            return lambda now: scheduler.chunk_alive("node1", job_id, a.chunk, a.attempt, now)
+
+        def finished(a: AssignChunk) -> Callable[[float], Changes]:
+            report = ChunkFinished(
+                job_id=job_id, chunk=a.chunk, attempt=a.attempt, outcome="done", exit_status="0"
+            )
+            return lambda now: scheduler.chunk_finished("node1", report, now)
+
+        def refused(now: float) -> Changes:
+            raise SchedulerError("no such chunk")
+
+        # Submitted in one turn of the loop: one commit for the three of them.
+        commits = farm.store.commits
+        await asyncio.gather(*[farm.submit(started(a), dispatch=False) for a in assigns])
+        assert farm.store.commits == commits + 1
+
+        # A step the scheduler refuses fails alone; the others are committed.
+        committed = [farm.submit(alive(a), dispatch=False) for a in assigns]
+        bad = farm.submit(refused, dispatch=False)
+        await asyncio.gather(*committed)
+        with pytest.raises(SchedulerError):
+            await bad
+        assert state() == {("assigned", True)}
+
+        # The disk refuses the group: every report in it fails, none is applied.
+        with read_only(farm.store):
+            results = await asyncio.gather(
+                *[farm.submit(finished(a)) for a in assigns], return_exceptions=True
+            )
+        assert all(isinstance(result, StoreError) for result in results)
+        assert state() == {("assigned", True)}
+
+
+async def test_an_agent_report_the_disk_refused_is_never_acknowledged_and_comes_again(
+    leader: InProcessLeader,
+) -> None:
+    farm = leader.leader
+    async with leader.http() as http:
+        job_id = (await http.post("/api/jobs", json=SPEC)).json()["id"]
+    async with FakeAgent.connect(leader.ws_url, leader.agent_token, "node1") as agent:
+        assign = await agent.expect(AssignChunk)
+        # The renderer's first sign of life: the chunk is running from then on.
+        report = ChunkProgress(
+            job_id=job_id, chunk=assign.chunk, attempt=assign.attempt, fraction=0.5, seq=1
+        )
+        with read_only(farm.store):
+            await agent.send(report)
+            # The link is closed without an Ack: the agent keeps the report in its outbox.
+            heard = await until_closed(agent)
+        assert not any(isinstance(message, Ack) for message in heard)
+    chunk = farm.chunk(job_id, assign.chunk)
+    assert chunk is not None
+    assert not chunk.attempts[-1].alive
+    hello_running = [ChunkRef(job_id=job_id, chunk=assign.chunk, attempt=assign.attempt)]
+    async with FakeAgent.connect(
+        leader.ws_url, leader.agent_token, "node1", running=hello_running
+    ) as agent:
+        await agent.send(report)
+        await agent.expect_ack(1)
+    assert chunk.attempts[-1].alive
+
+
+async def until_closed(agent: FakeAgent) -> list[object]:
+    """Everything the leader sends until it closes the link."""
+    heard: list[object] = []
+    async with asyncio.timeout(10):
+        try:
+            while True:
+                heard.append(await agent.receive())
+        except ConnectionClosed:
+            return heard

@@ -1,0 +1,140 @@
+"""Log I/O off the event loop: the job and node logs' writer thread, the leader's own log.
+
+A slow or hung filer, or a stderr nobody drains, must cost the leader no
+event-loop time, and nothing may be lost or reordered on the way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from farmtui.protocol import EventView
+from server import logwriter
+from server.joblogs import JobLogs, events_path
+from server.logqueue import logging_off_the_loop
+from server.logwriter import LogWriter
+from server.redaction import RedactTokens
+
+
+def event(job_id: str, text: str) -> EventView:
+    return EventView(time=1.0, level="info", text=text, job_id=job_id, actor="bob")
+
+
+async def test_a_read_sees_every_line_written_before_it(tmp_path: Path) -> None:
+    logs = JobLogs(tmp_path)
+    try:
+        for number in range(2000):
+            logs.chunk_output("abc", 0, 1, [f"line {number}"])
+        lines = await logs.tail("jobs/abc/chunk-0000.attempt-1.log")
+        assert lines == [f"line {number}" for number in range(2000)]
+        for number in range(3):
+            logs.event(event("abc", f"event {number}"))
+        data = await logs.read(events_path("abc"))
+        assert data is not None
+        assert [line.split(": ", 1)[1] for line in data.decode().splitlines()] == [
+            "event 0",
+            "event 1",
+            "event 2",
+        ]
+    finally:
+        logs.close()
+
+
+async def test_a_hung_filer_costs_the_loop_nothing_and_drops_are_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(logwriter, "MAX_QUEUED", 100)
+    writer = LogWriter()
+    logs = JobLogs(tmp_path, writer)
+    filer = threading.Event()
+    writer.submit(lambda: filer.wait(30))  # the sync root stops answering
+    began = time.perf_counter()
+    for number in range(1000):
+        logs.chunk_output("abc", 0, 1, [f"line {number}"])
+    # 1,000 writes queued or dropped without waiting for the filer.
+    assert time.perf_counter() - began < 5.0
+    assert writer.dropped == 1000 - 100 + 1
+    filer.set()
+    lines = await logs.tail("jobs/abc/chunk-0000.attempt-1.log")
+    assert lines == [f"line {number}" for number in range(99)]
+    writer.close()
+    assert "901 log writes dropped so far" in caplog.text
+
+
+async def test_a_job_deleted_while_its_lines_are_queued_leaves_no_folder(tmp_path: Path) -> None:
+    logs = JobLogs(tmp_path)
+    for number in range(500):
+        logs.chunk_output("abc", number, 1, ["x"])
+    logs.forget_job("abc")
+    logs.flush()
+    assert not (tmp_path / "jobs" / "abc").exists()
+    logs.close()
+
+
+class Blocking(logging.Handler):
+    """A handler whose stream stops being drained until ``drained`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.drained = threading.Event()
+        self.stream = io.StringIO()
+        self.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        self.addFilter(RedactTokens())
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.drained.wait(30)
+        self.stream.write(self.format(record) + "\n")
+
+
+def test_the_leaders_own_log_never_blocks_the_caller_and_keeps_order() -> None:
+    logger = logging.getLogger("farmtui.test-logqueue")
+    logger.propagate = False
+    handler = Blocking()
+    logger.handlers = [handler]
+    logger.setLevel(logging.INFO)
+    try:
+        with logging_off_the_loop([logger.name]):
+            began = time.perf_counter()
+            for number in range(200):
+                logger.info("request %d GET /ws/agent?token=%s", number, "s3cret")
+            assert time.perf_counter() - began < 5.0  # the stream was not drained
+            handler.drained.set()
+        assert logger.handlers == [handler]
+        written = handler.stream.getvalue().splitlines()
+        assert [line.split()[2] for line in written] == [str(n) for n in range(200)]
+        assert "s3cret" not in handler.stream.getvalue()
+    finally:
+        logger.handlers = []
+
+
+def test_a_record_says_what_its_arguments_were_when_it_was_logged() -> None:
+    logger = logging.getLogger("farmtui.test-logqueue-args")
+    logger.propagate = False
+    handler = Blocking()
+    logger.handlers = [handler]
+    try:
+        with logging_off_the_loop([logger.name]):
+            slots = ["node1"]
+            logger.warning("busy: %s", slots)
+            slots.append("node2")  # changed after the call, before the write
+            handler.drained.set()
+        assert handler.stream.getvalue() == "WARNING busy: ['node1']\n"
+    finally:
+        logger.handlers = []
+
+
+async def test_the_writer_runs_work_in_order_across_threads_of_callers() -> None:
+    writer = LogWriter()
+    seen: list[int] = []
+    for number in range(1000):
+        writer.submit(lambda number=number: seen.append(number))  # type: ignore[misc]
+    assert await asyncio.wrap_future(writer.call(lambda: len(seen))) == 1000
+    writer.close()
+    assert seen == list(range(1000))

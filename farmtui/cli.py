@@ -57,6 +57,10 @@ def port_number(text: str) -> int:
     return port
 
 
+# Chunks ``farm show`` lists unless told (a million-chunk job is summed up by its frames).
+SHOWN_CHUNKS = 50
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -64,6 +68,16 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def chunk_index(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a chunk number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is not a chunk number (0 or more)")
     return value
 
 
@@ -240,7 +254,11 @@ def cmd_show(args: argparse.Namespace) -> int:
     from farmtui.tables import detail_text
 
     with connect(args) as farm:
-        detail = farm.show(farm.resolve_job(args.job))
+        job_id = farm.resolve_job(args.job)
+        if args.json and args.chunks is None and args.after is None:
+            detail = farm.show_all(job_id)  # the whole job, as SPEC.md promises scripts
+        else:
+            detail = farm.show(job_id, args.chunks or SHOWN_CHUNKS, args.after)
     if args.json:
         emit_json(detail)
     else:
@@ -600,6 +618,15 @@ def build_parser() -> Parser:
 
     show = add("show", cmd_show, "a job, its chunks with attempts, and frame states", data_cmd)
     show.add_argument("job", metavar="JOB", help="id, unique id prefix, or unique name")
+    show.add_argument(
+        "--chunks",
+        type=positive_int,
+        metavar="N",
+        help=f"show N chunks (default {SHOWN_CHUNKS}; with --json every chunk)",
+    )
+    show.add_argument(
+        "--after", type=chunk_index, metavar="I", help="start after chunk I (the next page)"
+    )
 
     for action in JOB_ACTIONS:
         cmd = add(action, cmd_action, f"{action} jobs", data_cmd)

@@ -192,8 +192,25 @@ class FarmClient:
         params: dict[str, str | int] = {"all": 1} if include_archived else {}
         return self._get("/api/jobs", list[JobView], params)
 
-    def show(self, job_id: str) -> JobDetail:
-        return self._get(f"/api/jobs/{_seg(job_id)}", JobDetail)
+    def show(self, job_id: str, limit: int | None = None, after: int | None = None) -> JobDetail:
+        """The job and one page of its chunks (the leader's largest page by default)."""
+        params: dict[str, str | int] = {}
+        if limit is not None:
+            params["limit"] = limit
+        if after is not None:
+            params["after"] = after
+        return self._get(f"/api/jobs/{_seg(job_id)}", JobDetail, params)
+
+    def show_all(self, job_id: str) -> JobDetail:
+        """The job with every chunk and frame state, read page by page."""
+        detail = self.show(job_id)
+        while detail.next_after is not None:
+            page = self.show(job_id, after=detail.next_after)
+            detail.chunks.extend(page.chunks)
+            detail.frame_states.update(page.frame_states)
+            detail.next_after = page.next_after
+            detail.job, detail.frame_runs = page.job, page.frame_runs
+        return detail
 
     def patch(self, job_id: str, patch: JobPatch) -> JobView:
         return _decode(self.request("PATCH", f"/api/jobs/{_seg(job_id)}", body=patch), JobView)

@@ -249,8 +249,21 @@ class ChunkView(Record, kw_only=True):
     stopping_on: str | None = None
 
 
+class FrameRun(msgspec.Struct, array_like=True):
+    """Consecutive frames in one state: ``[1, 1000000, "unassigned"]``."""
+
+    first: int
+    last: int
+    state: FrameState
+
+
 class JobDetail(Record, kw_only=True):
-    """``GET /api/jobs/{id}`` and ``farm show --json``."""
+    """``GET /api/jobs/{id}`` and ``farm show --json``.
+
+    With ``?limit=N&after=I`` (``farm show --chunks N --after I``) it holds one
+    page of chunks: those after index ``I``, at most ``N``, and the states of
+    their frames; ``frame_runs`` always covers the whole job, compactly.
+    """
 
     job: JobView
     chunks: list[ChunkView]
@@ -258,6 +271,11 @@ class JobDetail(Record, kw_only=True):
     frame_states: dict[str, FrameState]
     # Nodes blocked for this job, with the time the block ends.
     blocked_nodes: dict[str, float] = {}
+    # Every frame of the job, as runs of consecutive frames in one state.
+    frame_runs: list[FrameRun] = []
+    # The job's chunks in all, and the ``after`` of the next page (None: no more).
+    chunk_count: int = 0
+    next_after: int | None = None
 
 
 class ChunkRef(Record, kw_only=True):

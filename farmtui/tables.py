@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from farmtui.durations import format_duration
 from farmtui.frames import format_frames
 from farmtui.printable import printable
-from farmtui.protocol import ChunkView, JobDetail, JobView, NodeView
+from farmtui.protocol import ChunkView, FrameRun, JobDetail, JobView, NodeView
 
 PRIORITY_HEADER = "PRI(low first)"
 
@@ -124,8 +124,15 @@ def detail_text(detail: JobDetail) -> str:
     lines = [printable(line) for line in lines]
     lines.append("")
     lines.append(chunks_table(detail.chunks))
+    if detail.chunks and (detail.next_after is not None or detail.chunks[0].index > 0):
+        shown = f"chunks {detail.chunks[0].index}-{detail.chunks[-1].index}"
+        more = f"; next: --after {detail.next_after}" if detail.next_after is not None else ""
+        lines.append(f"{shown} of {detail.chunk_count:,}{more}")
     lines.append("")
-    lines.append(frames_by_state(detail.frame_states))
+    if detail.frame_runs:
+        lines.append(frames_by_runs(detail.frame_runs))
+    else:  # a leader from before frame runs
+        lines.append(frames_by_state(detail.frame_states))
     return "\n".join(lines)
 
 
@@ -152,8 +159,7 @@ def chunks_table(chunks: Sequence[ChunkView]) -> str:
             [
                 str(chunk.index),
                 frames + kind,
-                chunk.state
-                + (f" (stopping on {chunk.stopping_on})" if chunk.stopping_on else ""),
+                chunk.state + (f" (stopping on {chunk.stopping_on})" if chunk.stopping_on else ""),
                 chunk.node or "-",
                 str(chunk.attempt),
                 str(chunk.errors),
@@ -179,6 +185,29 @@ def frames_by_state(frame_states: Mapping[str, str]) -> str:
     states = sorted(groups, key=lambda s: order.index(s) if s in order else len(order))
     parts = [f"{state} {format_frames(sorted(groups[state]))}" for state in states]
     return printable("frames    " + "  ".join(parts))
+
+
+# Ranges shown per state; a job whose states alternate frame by frame says how many more.
+MAX_RANGES = 12
+
+
+def frames_by_runs(runs: Sequence[FrameRun]) -> str:
+    """``done 1-12  assigned 13-16  unassigned 17-48`` from the leader's frame runs."""
+    groups: dict[str, list[str]] = {}
+    counts: dict[str, int] = {}
+    for run in runs:
+        ranges = groups.setdefault(run.state, [])
+        counts[run.state] = counts.get(run.state, 0) + run.last - run.first + 1
+        if len(ranges) <= MAX_RANGES:
+            ranges.append(str(run.first) if run.first == run.last else f"{run.first}-{run.last}")
+    order = ["done", "staged", "assigned", "unassigned", "failed", "held", "excluded"]
+    states = sorted(groups, key=lambda s: order.index(s) if s in order else len(order))
+    parts = []
+    for state in states:
+        ranges = groups[state]
+        text = ",".join(ranges[:MAX_RANGES]) + (",…" if len(ranges) > MAX_RANGES else "")
+        parts.append(f"{state} {text}" + (f" ({counts[state]:,})" if counts[state] > 1 else ""))
+    return printable("frames    " + "  ".join(parts)) if parts else "frames    -"
 
 
 def nodes_table(nodes: Sequence[NodeView]) -> str:

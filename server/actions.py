@@ -31,7 +31,7 @@ def _stop(
 def stop_all(job: Job, nodes: dict[str, Node], changes: Changes, now: float, reason: str) -> int:
     """Kill every in-flight chunk of the job (leaving their states to the caller); how many."""
     stopped = 0
-    for chunk in job.chunks:
+    for chunk in job.chunks.made():  # an untouched chunk is queued
         if chunk.state == "assigned":
             _stop(job, chunk, nodes, changes, now, reason)
             stopped += 1
@@ -64,7 +64,7 @@ def _reopen(job: Job, changes: Changes, now: float, actor: str) -> None:
     """Leave a sticky or final state so the job's chunks decide again."""
     _lift_blocks(job, changes, now, actor)
     if job.state in ("cancelled", "done", "failed"):
-        for chunk in job.chunks:
+        for chunk in job.chunks.made():
             if chunk.state == "cancelled":
                 reset_for_rerun(job, chunk, changes)
         job.state = "queued"
@@ -74,7 +74,7 @@ def _reopen(job: Job, changes: Changes, now: float, actor: str) -> None:
 
 def _retry_failed(job: Job, changes: Changes) -> int:
     count = 0
-    for chunk in job.chunks:
+    for chunk in job.chunks.made():
         if chunk.state == "failed":
             reset_for_rerun(job, chunk, changes)
             count += 1
@@ -118,7 +118,7 @@ def job_action(
         # Chunks whose staged output a node kept after a failed copy go back to
         # that node to be copied again, without a render (see Scheduler.dispatch).
         count = copies = 0
-        for chunk in job.chunks:
+        for chunk in job.chunks.made():
             unsynced = chunk.state == "done" and not set(chunk.frames) <= chunk.done
             if chunk.state in ("failed", "waiting-retry") or unsynced:
                 copies += chunk.staged_on is not None
@@ -127,7 +127,8 @@ def job_action(
         _reopen(job, changes, now, actor)
         return f"retry sync: {count} chunks re-queued ({copies} copy their staged output)"
     if action == "requeue":
-        for chunk in job.chunks:
+        # An untouched chunk is already as a requeue leaves it.
+        for chunk in job.chunks.made():
             if chunk.state != "excluded":
                 _rerun(job, chunk, nodes, changes, now, why)
                 discard_staged(chunk, changes)  # a requeue renders everything again
@@ -147,7 +148,7 @@ def job_action(
         return f"cancelled ({killed} running chunks killed)"
     if action == "delete":
         killed = stop_all(job, nodes, changes, now, why)
-        for chunk in job.chunks:
+        for chunk in job.chunks.made():
             discard_staged(chunk, changes)
         return f"deleted ({killed} running chunks killed)"
     if action == "hold":

@@ -45,6 +45,7 @@ from server.joblogs import chunk_log_path, events_path
 from server.leader import Leader
 from server.operations import UploadFence
 from server.rights import Action, Principal
+from server.views import MAX_PAGE_CHUNKS, ChunkPage
 
 T = TypeVar("T")
 
@@ -206,7 +207,7 @@ async def submit_job(request: Request) -> Response:
     principal = who(request, "submit")
     key = idempotency_key(request)
     spec = await decode_body(request, JobSpec)
-    submitted = operations.submit(leader_of(request), principal, spec, key)
+    submitted = await operations.submit(leader_of(request), principal, spec, key)
     return json_response(submitted.view, 201 if submitted.created else 200)
 
 
@@ -221,7 +222,15 @@ async def show_job(request: Request) -> Response:
     leader = leader_of(request)
     job_id = request.path_params["job_id"]
     operations.job_or_404(leader, job_id)
-    return json_response(leader.scheduler.job_detail(job_id))
+    limit = int_param(request, "limit", MAX_PAGE_CHUNKS)
+    after = int_param(request, "after", -1)
+    assert limit is not None
+    assert after is not None
+    if not 1 <= limit <= MAX_PAGE_CHUNKS:
+        raise BadRequest(f"limit={limit} is not between 1 and {MAX_PAGE_CHUNKS}")
+    if after < -1:
+        raise BadRequest(f"after={after} is not a chunk index (0 or more, or -1)")
+    return json_response(leader.scheduler.job_detail(job_id, ChunkPage(limit, after)))
 
 
 async def patch_job(request: Request) -> Response:

@@ -66,6 +66,7 @@ from server.leader import Leader, OutputKey
 from server.links import close_websocket, receive_data
 from server.model import Changes
 from server.rights import Principal, could, refusal
+from server.views import MAX_PAGE_CHUNKS, ChunkPage
 
 log = logging.getLogger("farmtui.leader.consoles")
 
@@ -212,7 +213,9 @@ class ConsoleLink:
             self.chunks.clear()
             self.frames.clear()
             if self.watched is not None and self.watched in scheduler.jobs:
-                out.append(JobWatched(detail=scheduler.job_detail(self.watched)))
+                # A huge job's first page: its other chunks arrive as they change.
+                detail = scheduler.job_detail(self.watched, ChunkPage(MAX_PAGE_CHUNKS))
+                out.append(JobWatched(detail=detail))
         removed = set(self.removed)
         changed: list[JobView] = []
         for job_id in self.jobs - removed:

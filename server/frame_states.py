@@ -64,8 +64,13 @@ def chunk_frame_states(chunk: Chunk) -> dict[int, FrameState]:
 def job_frame_states(job: Job) -> dict[int, FrameState]:
     """Frame number -> state for every frame of a job, in chunk order (a read: O(frames))."""
     states: dict[int, FrameState] = {}
-    for chunk in job.chunks:
-        states.update(chunk_frame_states(chunk))
+    chunks = job.chunks
+    for segment in chunks.layout.segments:
+        for index in range(segment.first, segment.first + segment.count):
+            if chunks.is_made(index):
+                states.update(chunk_frame_states(chunks[index]))
+            else:  # untouched: queued, nobody renders its frames yet
+                states.update(dict.fromkeys(segment.frames_of(index), "unassigned"))
     return states
 
 
@@ -114,12 +119,31 @@ def _count(tally: Tally, chunk: Chunk, frames: Counter[str], sign: int) -> None:
 def count_from_scratch(job: Job) -> Tally:
     """The job's counters computed from its chunks (start-up, and the tests' yardstick).
 
-    One pass, written for speed: a restart counts every chunk of every job.
+    One pass over the chunks made so far, written for speed: a restart counts
+    every chunk of every job. The untouched ones are counted per segment of
+    the layout: they are queued, their frames unassigned.
     """
     chunks: dict[tuple[Stage, str], int] = {}
     frames: dict[str, int] = {}
     tally = Tally()
-    for chunk in job.chunks:
+    pending: list[int] = []  # made chunks that wait for a slot
+    made = job.chunks.made()
+    for segment in job.chunks.layout.segments:
+        end = segment.first + segment.count
+        touched = [c.index for c in made if segment.first <= c.index < end]
+        untouched = segment.count - len(touched)
+        if not untouched:
+            continue
+        key = (segment.stage, "queued")
+        chunks[key] = chunks.get(key, 0) + untouched
+        shown = len(segment.frames) - sum(len(segment.frames_of(i)) for i in touched)
+        if shown:
+            frames["unassigned"] = frames.get("unassigned", 0) + shown
+        if touched:
+            tally.ready.extend(i for i in range(segment.first, end) if not job.chunks.is_made(i))
+        else:
+            tally.ready.extend(range(segment.first, end))
+    for chunk in made:
         state = chunk.state
         key = (
             ("scout" if chunk.scout else "render") if chunk.kind == "render" else chunk.kind,
@@ -134,7 +158,7 @@ def count_from_scratch(job: Job) -> Tally:
         elif chunk.frames:
             frames[uniform] = frames.get(uniform, 0) + len(chunk.frames)
         if state in PENDING:
-            tally.ready.append(chunk.index)
+            pending.append(chunk.index)
         timed = _timed(chunk)
         if timed is not None:
             tally.times.append(timed)
@@ -142,7 +166,9 @@ def count_from_scratch(job: Job) -> Tally:
             tally.timed_frames += len(chunk.frames)
     tally.chunks.update(chunks)
     tally.frames.update({state: n for state, n in frames.items() if n})
-    heapq.heapify(tally.ready)
+    if pending:  # the untouched chunks' indices came in order: already a heap
+        tally.ready.extend(pending)
+        heapq.heapify(tally.ready)
     tally.times.sort()
     return tally
 
@@ -178,15 +204,48 @@ def tracking(changes: Changes, job: Job, chunk: Chunk) -> Iterator[None]:
 def frame_runs(job: Job) -> list[tuple[int, int, FrameState]]:
     """The job's frame states as runs ``(first, last, state)`` of consecutive frames.
 
-    A read for views (O(frames)); events never call it.
+    A read for views; events never call it. It costs the frames of the chunks
+    made so far: a stretch of untouched chunks whose frames run 1 by 1 is one
+    run, read off the layout (a fresh million-frame job is one run).
     """
     runs: list[tuple[int, int, FrameState]] = []
-    for chunk in job.chunks:
-        for frame, state in chunk_frame_states(chunk).items():
-            if runs:
-                first, last, current = runs[-1]
-                if frame == last + 1 and state == current:
-                    runs[-1] = (first, frame, state)
-                    continue
-            runs.append((frame, frame, state))
+
+    def add(first: int, last: int, state: FrameState) -> None:
+        if runs:
+            start, end, current = runs[-1]
+            if first == end + 1 and state == current:
+                runs[-1] = (start, last, state)
+                return
+        runs.append((first, last, state))
+
+    chunks = job.chunks
+    made = chunks.made()
+    for segment in chunks.layout.segments:
+        end = segment.first + segment.count
+        cursor = segment.first
+        touched = [chunk for chunk in made if segment.first <= chunk.index < end]
+        for stop, chunk in [*((c.index, c) for c in touched), (end, None)]:
+            if stop > cursor:  # untouched chunks: queued, their frames unassigned
+                frames = segment.frames_between(cursor, stop)
+                if frames and segment.ascending:
+                    add(frames[0], frames[-1], "unassigned")
+                else:
+                    for frame in frames:
+                        add(frame, frame, "unassigned")
+            if chunk is not None:
+                uniform = _UNIFORM.get(chunk.state)
+                frame_list = chunk.frames
+                if (
+                    uniform is not None
+                    and frame_list
+                    and (
+                        frame_list[-1] - frame_list[0] == len(frame_list) - 1
+                        and frame_list == list(range(frame_list[0], frame_list[-1] + 1))
+                    )
+                ):
+                    add(frame_list[0], frame_list[-1], uniform)
+                else:
+                    for frame, state in chunk_frame_states(chunk).items():
+                        add(frame, frame, state)
+                cursor = chunk.index + 1
     return runs

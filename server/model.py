@@ -6,7 +6,9 @@ them; the links never change them directly, only through the scheduler.
 
 from __future__ import annotations
 
+from array import array
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import msgspec
@@ -75,6 +77,184 @@ class Chunk:
 Stage = str
 
 
+# --- a job's chunks, made when first needed ---------------------------------------
+# A job's chunks, each made the first time it is needed.
+#
+# A job of a million one-frame chunks used to be a million ``Chunk`` records
+# (with their lists and sets) from the moment it was submitted: seconds of
+# work on the event loop, most of a gigabyte, and garbage-collector passes
+# that walked all of it. Yet until a chunk is dispatched it is exactly what
+# the job's spec says: queued, its frames cut from the frame list. So a job
+# keeps its ``ChunkLayout`` (the frames as one compact array, cut into
+# segments: pre-job, scouts, renders, post-job) and a ``ChunkList`` makes a
+# chunk from it on first access and keeps it from then on. The store does the
+# same on load: only chunks that changed have rows.
+#
+# Every ``Chunk`` handed out is kept, so a change made to it is never lost.
+# Readers that only look (frame grids, views) use ``ChunkList.look``, which
+# makes nothing for an untouched chunk.
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """Consecutive chunks of one kind, cut from one run of frames."""
+
+    first: int  # index of its first chunk
+    count: int
+    kind: ChunkKind
+    scout: bool
+    # Every frame of its chunks, in order (empty for pre/post): a range when they
+    # run 1 by 1 upwards (1-1000000: no memory at all), else a compact array.
+    frames: range | array[int]
+    size: int  # frames per chunk (the last may have fewer)
+
+    @property
+    def stage(self) -> Stage:
+        if self.kind == "render":
+            return "scout" if self.scout else "render"
+        return self.kind
+
+    def frames_of(self, index: int) -> list[int]:
+        start = (index - self.first) * self.size
+        return list(self.frames[start : start + self.size])
+
+    @property
+    def ascending(self) -> bool:
+        """Whether its frames run 1 by 1 upwards: any stretch of them is one run."""
+        return isinstance(self.frames, range)
+
+    def frames_between(self, first: int, end: int) -> range | array[int]:
+        """The frames of chunks ``first`` up to (not including) ``end``."""
+        return self.frames[(first - self.first) * self.size : (end - self.first) * self.size]
+
+
+class ChunkLayout:
+    """How a job's frames are cut into chunks: pre-job, scouts, renders, post-job."""
+
+    __slots__ = ("segments", "count")
+
+    def __init__(self, segments: list[Segment]) -> None:
+        self.segments = segments
+        self.count = sum(segment.count for segment in segments)
+
+    @classmethod
+    def cut(cls, spec: JobSpec, frames: list[int], scouts: set[int]) -> ChunkLayout:
+        """Pre-job, scout chunks, render chunks, post-job, indexed in that order."""
+        scout_frames = [f for f in frames if f in scouts] if scouts else []
+        rest = [f for f in frames if f not in scouts] if scouts else frames
+        segments: list[Segment] = []
+        first = 0
+
+        def add(run: list[int], kind: ChunkKind, scout: bool, size: int) -> None:
+            nonlocal first
+            count = -(-len(run) // size) if run else 1
+            segments.append(Segment(first, count, kind, scout, _compact(run), size))
+            first += count
+
+        if spec.pre_job is not None:
+            add([], "pre", False, 1)
+        if scout_frames:
+            add(scout_frames, "render", True, spec.chunk)
+        if rest:
+            add(rest, "render", False, spec.chunk)
+        if spec.post_job is not None:
+            add([], "post", False, 1)
+        return cls(segments)
+
+    def segment(self, index: int) -> Segment:
+        for segment in self.segments:
+            if index < segment.first + segment.count:
+                return segment
+        raise IndexError(index)
+
+    def make(self, job_id: str, index: int) -> Chunk:
+        """The chunk at ``index`` as submitted: queued, never run."""
+        segment = self.segment(index)
+        return Chunk(
+            job_id=job_id,
+            index=index,
+            frames=segment.frames_of(index),
+            kind=segment.kind,
+            scout=segment.scout,
+        )
+
+
+def _compact(frames: list[int]) -> range | array[int]:
+    if frames and frames[-1] - frames[0] == len(frames) - 1:
+        upwards = range(frames[0], frames[-1] + 1)
+        if frames == list(upwards):
+            return upwards
+    return array("q", frames)
+
+
+class ChunkList:
+    """A job's chunks by index; one is made from the layout when first asked for."""
+
+    __slots__ = ("job_id", "layout", "_made")
+
+    def __init__(self, job_id: str = "", layout: ChunkLayout | None = None) -> None:
+        self.job_id = job_id
+        self.layout = ChunkLayout([]) if layout is None else layout
+        self._made: dict[int, Chunk] = {}
+
+    def __len__(self) -> int:
+        return self.layout.count
+
+    def __getitem__(self, index: int) -> Chunk:
+        chunk = self._made.get(index)
+        if chunk is not None:
+            return chunk
+        if index < 0:
+            index += self.layout.count
+        if not 0 <= index < self.layout.count:
+            raise IndexError(f"job {self.job_id} has no chunk {index}")
+        chunk = self._made.get(index)
+        if chunk is None:
+            chunk = self._made[index] = self.layout.make(self.job_id, index)
+        return chunk
+
+    def __setitem__(self, index: int, chunk: Chunk) -> None:
+        if not 0 <= index < self.layout.count:
+            raise IndexError(f"job {self.job_id} has no chunk {index}")
+        self._made[index] = chunk
+
+    def __iter__(self) -> Iterator[Chunk]:
+        """Every chunk, in index order; this makes them all (job-wide actions)."""
+        for index in range(self.layout.count):
+            yield self[index]
+
+    def look(self, index: int) -> Chunk:
+        """The chunk to read, not change: an untouched one is made and not kept."""
+        chunk = self._made.get(index)
+        return chunk if chunk is not None else self.layout.make(self.job_id, index)
+
+    def looks(self) -> Iterator[Chunk]:
+        """Every chunk to read, in index order, keeping none of the untouched ones."""
+        for index in range(self.layout.count):
+            yield self.look(index)
+
+    def made(self) -> list[Chunk]:
+        """The chunks made so far (all that may differ from the layout), by index."""
+        return [self._made[index] for index in sorted(self._made)]
+
+    def is_made(self, index: int) -> bool:
+        return index in self._made
+
+
+# msgspec's hooks for a job's ``chunks``: not in the job's row (each chunk that
+# differs from the layout has a row of its own).
+def chunks_decoded(kind: type, value: object) -> object:
+    if kind is ChunkList:
+        return ChunkList()
+    raise NotImplementedError(f"{kind.__name__} is not stored")
+
+
+def chunks_encoded(value: object) -> object:
+    if isinstance(value, ChunkList):
+        return []
+    raise NotImplementedError(f"{type(value).__name__} is not stored")
+
+
 @dataclass(slots=True)
 class Tally:
     """Counters of one job, kept up to date on every chunk change (``frame_states.tracking``).
@@ -116,7 +296,7 @@ class Job:
     reviewed: bool = False
     started: float | None = None
     finished: float | None = None
-    chunks: list[Chunk] = field(default_factory=list)
+    chunks: ChunkList = field(default_factory=ChunkList)
     # node name -> time the block ends.
     blocked: dict[str, float] = field(default_factory=dict)
     # node name -> errors of this job on that node since its last block.

@@ -11,6 +11,7 @@ is undone by the leader and answered here, once for every write, with 503
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import NamedTuple
@@ -42,7 +43,8 @@ from server.model import Changes, Chunk, Job
 from server.paths import confine
 from server.rights import LEADER_PATHS, Principal, authorize, leader_owned, may
 from server.scheduler import SchedulerError
-from server.submission import check_paths
+from server.submission import check_paths, prepare
+from server.views import MAX_PAGE_CHUNKS, ChunkPage
 from server.webhooks import check_job_webhook
 
 
@@ -79,7 +81,7 @@ class Submitted(NamedTuple):
     created: bool
 
 
-def submit(
+async def submit(
     leader: Leader, principal: Principal, spec: JobSpec, key: str | None = None
 ) -> Submitted:
     """Add a job; with the ``key`` of an earlier submit of the owner's, return that job instead.
@@ -87,6 +89,9 @@ def submit(
     The key is stored with the job in the same commit, so a client that lost
     the answer (a dropped connection, a leader restart) can send the same
     request again and never gets two jobs.
+
+    The spec is read and cut into chunks in a thread (``prepare``): the loop
+    keeps serving while a million frames are counted.
     """
     owner = spec.owner or principal.name
     authorize(principal, "submit", owner)
@@ -96,10 +101,9 @@ def submit(
             f"priority {spec.priority} needs an admin: users submit with priority "
             f"{lowest}-100 (lower renders sooner)"
         )
-    if key is not None:
-        earlier = leader.scheduler.job_for_key(owner, key)
-        if earlier is not None and leader.job(earlier) is not None:
-            return Submitted(leader.scheduler.job_view(earlier), created=False)
+    earlier = _earlier(leader, owner, key)
+    if earlier is not None:
+        return earlier
     if spec.output is not None:
         try:
             pattern = check_output_pattern(spec.output)
@@ -116,10 +120,30 @@ def submit(
         raise BadRequest(str(exc)) from None
     check_webhook(leader, principal, spec.webhook)
     job_id = leader.new_job_id()
+    try:
+        prepared = await asyncio.to_thread(prepare, job_id, spec)
+    except SchedulerError as exc:
+        raise BadRequest(str(exc)) from None
+    # The same key may have been submitted again while this one was prepared.
+    earlier = _earlier(leader, owner, key)
+    if earlier is not None:
+        return earlier
     write(
-        leader, lambda now: leader.scheduler.submit(job_id, spec, owner, now, key=key), BadRequest
+        leader,
+        lambda now: leader.scheduler.submit(job_id, spec, owner, now, key=key, prepared=prepared),
+        BadRequest,
     )
     return Submitted(leader.scheduler.job_view(job_id), created=True)
+
+
+def _earlier(leader: Leader, owner: str, key: str | None) -> Submitted | None:
+    """The job ``owner`` submitted with ``key`` before, if any is still there."""
+    if key is None:
+        return None
+    earlier = leader.scheduler.job_for_key(owner, key)
+    if earlier is None or leader.job(earlier) is None:
+        return None
+    return Submitted(leader.scheduler.job_view(earlier), created=False)
 
 
 def job_action(
@@ -146,8 +170,7 @@ def chunk_action(
     authorize(principal, "chunk_action", job.owner, job_id)
     if not chunks:
         raise BadRequest("no chunks given")
-    known = {chunk.index for chunk in job.chunks}
-    unknown = [index for index in chunks if index not in known]
+    unknown = [index for index in chunks if not 0 <= index < len(job.chunks)]
     if unknown:
         raise NotFound(f"job {job_id} has no chunk {', '.join(map(str, unknown))}")
     write(
@@ -155,7 +178,7 @@ def chunk_action(
         lambda now: leader.scheduler.chunk_action(job_id, chunks, action, principal.name, now),
         Conflict,
     )
-    return leader.scheduler.job_detail(job_id)
+    return leader.scheduler.job_detail(job_id, ChunkPage(MAX_PAGE_CHUNKS))
 
 
 def set_priority(leader: Leader, principal: Principal, job_id: str, priority: int) -> JobView:

@@ -67,7 +67,7 @@ from server.job_progress import PENDING, STAGES, count, gate_open, gates
 from server.model import Assignment, Attempt, Changes, Chunk, Job, Node, Notification
 from server.retries import expire_blocks, is_blocked
 from server.scheduler_config import SchedulerConfig, SchedulerError
-from server.submission import build_chunks, validate, validate_patch, with_command
+from server.submission import Prepared, prepare, validate, validate_patch
 from server.timeouts import chunk_timeouts
 from server.transitions import (
     discard_staged,
@@ -156,7 +156,7 @@ class Scheduler:
             self._adopt(job)
         for job in jobs:
             orphaned = False
-            for chunk in job.chunks:
+            for chunk in job.chunks.made():  # an untouched chunk holds no slot
                 if chunk.stopping_node is not None:
                     holder = self.nodes.get(chunk.stopping_node)
                     if holder is None:  # a node the store no longer knows: nothing to fence
@@ -199,7 +199,6 @@ class Scheduler:
         self._rebuild_indexes()
 
     def _adopt(self, job: Job) -> None:
-        job.chunks.sort(key=lambda c: c.index)
         self.jobs[job.id] = job
         if job.submit_key is not None:
             self.submit_keys[(job.owner, job.submit_key)] = job.id
@@ -219,15 +218,24 @@ class Scheduler:
     # --- submission ------------------------------------------------------------
     @_noting
     def submit(
-        self, job_id: str, spec: JobSpec, owner: str, now: float, key: str | None = None
+        self,
+        job_id: str,
+        spec: JobSpec,
+        owner: str,
+        now: float,
+        key: str | None = None,
+        prepared: Prepared | None = None,
     ) -> Changes:
         """Validate and add a job (chunks, scout chunks, pre/post chunks).
 
         SchedulerError (and no change) on bad input. ``key`` is the submitter's
-        idempotency key (see ``job_for_key``).
+        idempotency key (see ``job_for_key``). ``prepared``: what ``prepare``
+        made of ``spec`` for this job id beforehand (in a thread).
         """
-        frames = validate(job_id, spec, self.jobs)
-        spec = with_command(spec)
+        if prepared is None:
+            prepared = prepare(job_id, spec)
+        validate(job_id, prepared.spec, self.jobs)
+        spec = prepared.spec
         before = self.positions()
         job = Job(
             id=job_id,
@@ -239,17 +247,17 @@ class Scheduler:
             created=now,
             submit_key=key,
         )
-        job.chunks = build_chunks(job_id, spec, frames)
+        job.chunks = prepared.chunks
         self._adopt(job)
         changes = Changes()
         # The job names its chunks: all new, untouched (the store rebuilds them from the
         # spec, no console watches them yet), so a million of them cost no million names.
         changes.jobs.add(job_id)
-        renders = sum(1 for c in job.chunks if c.kind == "render")
+        renders = sum(s.count for s in job.chunks.layout.segments if s.kind == "render")
         changes.event(
             now,
             "info",
-            f"submitted: {len(frames)} frames in {renders} chunks, priority {spec.priority}",
+            f"submitted: {prepared.frames} frames in {renders} chunks, priority {spec.priority}",
             job_id,
             owner,
         )
@@ -924,10 +932,10 @@ class Scheduler:
             raise SchedulerError(f"job {job_id} has no chunk {chunk}")
         return views.chunk_view(record)
 
-    def job_detail(self, job_id: str) -> JobDetail:
+    def job_detail(self, job_id: str, page: views.ChunkPage | None = None) -> JobDetail:
         job = self._job(job_id)
         return views.job_detail(
-            job, self.positions().get(job_id, -1), self.nodes.values(), self._census
+            job, self.positions().get(job_id, -1), self.nodes.values(), self._census, page
         )
 
     def node_views(self) -> list[NodeView]:

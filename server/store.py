@@ -42,7 +42,16 @@ import msgspec
 from farmtui.jobfields import JobFieldError, check_job
 from farmtui.protocol import ChunkState
 from server.errors import StoreError
-from server.model import Attempt, Changes, Chunk, Job, Node
+from server.model import (
+    Attempt,
+    Changes,
+    Chunk,
+    ChunkList,
+    Job,
+    Node,
+    chunks_decoded,
+    chunks_encoded,
+)
 from server.scheduler import Scheduler
 from server.scheduler_config import SchedulerError
 from server.submission import build_chunks, upgrade_stored_job
@@ -112,7 +121,8 @@ class StoredChunk(msgspec.Struct, omit_defaults=True):
 _STORED_FIELDS = StoredChunk.__struct_fields__
 
 _encoder = msgspec.json.Encoder()
-_job_decoder = msgspec.json.Decoder(Job)
+_job_encoder = msgspec.json.Encoder(enc_hook=chunks_encoded)
+_job_decoder = msgspec.json.Decoder(Job, dec_hook=chunks_decoded)
 _chunk_decoder = msgspec.json.Decoder(Chunk)
 _stored_chunk_decoder = msgspec.json.Decoder(StoredChunk)
 _node_decoder = msgspec.json.Decoder(Node)
@@ -135,7 +145,7 @@ def _decode_job(data: str) -> Job:
 
 def encode_job(job: Job) -> str:
     """The job without its chunks (they have their own rows)."""
-    return _encoder.encode(dataclasses.replace(job, chunks=[], tally=None)).decode()
+    return _job_encoder.encode(dataclasses.replace(job, tally=None)).decode()
 
 
 def encode_chunk(chunk: Chunk) -> str:
@@ -169,7 +179,7 @@ def _job_fingerprint(job: Job) -> tuple[object, ...]:
     )
 
 
-def _base_chunks(job: Job) -> list[Chunk] | None:
+def _base_chunks(job: Job) -> ChunkList | None:
     """The job's chunks as submitted, from its spec; None if the spec no longer cuts."""
     try:
         frames = check_job(job.spec)
@@ -178,18 +188,14 @@ def _base_chunks(job: Job) -> list[Chunk] | None:
         return None
 
 
-def _overlay(chunks: list[Chunk], job_id: str, index: int, data: str) -> None:
+def _overlay(chunks: ChunkList, job_id: str, index: int, data: str) -> None:
     """Put one stored row onto the chunk it describes."""
+    if not 0 <= index < len(chunks):
+        return  # a row the spec no longer has a chunk for
     if data.startswith('{"job_id"'):
         # A whole chunk, as an older leader stored it.
-        chunk = _chunk_decoder.decode(data)
-        if index < len(chunks):
-            chunks[index] = chunk
-        else:
-            chunks.append(chunk)
+        chunks[index] = _chunk_decoder.decode(data)
         return
-    if index >= len(chunks):
-        return  # a row the spec no longer has a chunk for
     stored = _stored_chunk_decoder.decode(data)
     chunk = chunks[index]
     for name in _STORED_FIELDS:
@@ -251,7 +257,7 @@ class Store:
         try:
             for (data,) in self.db.execute("SELECT data FROM jobs"):
                 job = _decode_job(data)
-                job.chunks = _base_chunks(job) or []
+                job.chunks = _base_chunks(job) or ChunkList(job.id)
                 jobs[job.id] = job
             chunks = self.db.execute("SELECT job_id, idx, data FROM chunks ORDER BY job_id, idx")
             for job_id, index, data in chunks:
@@ -370,14 +376,9 @@ def _private(path: Path) -> None:
 
 
 def find_chunk(job: Job, index: int) -> Chunk | None:
-    """The chunk with this index (chunks are normally stored at their index)."""
+    """The chunk with this index, to read (an untouched one is not kept), or None."""
     chunks = job.chunks
-    if 0 <= index < len(chunks) and chunks[index].index == index:
-        return chunks[index]
-    for chunk in chunks:
-        if chunk.index == index:
-            return chunk
-    return None
+    return chunks.look(index) if 0 <= index < len(chunks) else None
 
 
 def _statements(script: str) -> Iterable[str]:

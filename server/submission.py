@@ -17,36 +17,53 @@ from __future__ import annotations
 import logging
 from collections.abc import Container
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
-from farmtui.frames import chunk_frames, parse_frames
+from farmtui.frames import parse_frames
 from farmtui.jobfields import JobFieldError, check_job, check_patch, check_scene, command_for
 from farmtui.jobfields import repair_spec as _repair_spec
-from farmtui.protocol import ChunkKind, JobPatch, JobSpec
-from server.model import Chunk, Job
+from farmtui.protocol import JobPatch, JobSpec
+from server.model import ChunkLayout, ChunkList, Job, chunks_decoded
 from server.scheduler_config import SchedulerError
 
 log = logging.getLogger("farmtui.leader.store")
 
 
-def validate(job_id: str, spec: JobSpec, known_jobs: Container[str]) -> list[int]:
-    """Refuse a bad spec with a one-line SchedulerError; the job's frames when it is good."""
-    if not job_id:
-        raise SchedulerError("job id is empty")
-    if job_id in known_jobs:
-        raise SchedulerError(f"job {job_id} already exists")
+class Prepared(NamedTuple):
+    """A job cut into chunks, ready for ``Scheduler.submit``: all a spec alone decides."""
+
+    spec: JobSpec  # with its command filled in (``with_command``)
+    frames: int
+    chunks: ChunkList
+
+
+def prepare(job_id: str, spec: JobSpec) -> Prepared:
+    """Check a spec and cut it into chunks; SchedulerError for a bad one.
+
+    Needs nothing but the spec, so the leader runs it in a thread: a
+    million-frame list takes a while to read, and the farm must not wait.
+    """
     try:
         frames = check_job(spec)
     except JobFieldError as exc:
         raise SchedulerError(str(exc)) from None
+    spec = with_command(spec)
+    return Prepared(spec, len(frames), build_chunks(job_id, spec, frames))
+
+
+def validate(job_id: str, spec: JobSpec, known_jobs: Container[str]) -> None:
+    """Refuse what the farm's other jobs make wrong with a one-line SchedulerError."""
+    if not job_id:
+        raise SchedulerError("job id is empty")
+    if job_id in known_jobs:
+        raise SchedulerError(f"job {job_id} already exists")
     for dep in spec.after:
         if dep == job_id:
             raise SchedulerError(f"job {job_id} cannot wait for itself")
         if dep not in known_jobs:
             raise SchedulerError(f"unknown job {dep} in after")
-    return frames
 
 
 def check_paths(spec: JobSpec, root: Path) -> None:
@@ -105,30 +122,13 @@ def upgrade_stored_job(data: str | bytes) -> Job:
     except JobFieldError as exc:
         raise SchedulerError(f"stored job {raw.get('id')}: {exc}") from None
     raw["spec"] = msgspec.to_builtins(spec)
-    job = msgspec.convert(raw, Job)
+    job = msgspec.convert(raw, Job, dec_hook=chunks_decoded)
     for note in notes:
         log.warning("job %s from an older leader: %s", job.id, note)
     return job
 
 
-def build_chunks(job_id: str, spec: JobSpec, frames: list[int]) -> list[Chunk]:
-    """Pre-job, scout chunks, render chunks, post-job, indexed in that order."""
+def build_chunks(job_id: str, spec: JobSpec, frames: list[int]) -> ChunkList:
+    """Pre-job, scout chunks, render chunks, post-job, indexed in that order (made lazily)."""
     scouts = set(parse_frames(spec.scout)) if spec.scout is not None else set()
-    scout_frames = [f for f in frames if f in scouts]
-    rest = [f for f in frames if f not in scouts]
-    chunks: list[Chunk] = []
-
-    def add(frame_list: list[int], kind: ChunkKind, scout: bool = False) -> None:
-        chunks.append(
-            Chunk(job_id=job_id, index=len(chunks), frames=frame_list, kind=kind, scout=scout)
-        )
-
-    if spec.pre_job is not None:
-        add([], "pre")
-    for run in chunk_frames(scout_frames, spec.chunk) if scout_frames else []:
-        add(run, "render", scout=True)
-    for run in chunk_frames(rest, spec.chunk) if rest else []:
-        add(run, "render")
-    if spec.post_job is not None:
-        add([], "post")
-    return chunks
+    return ChunkList(job_id, ChunkLayout.cut(spec, frames, scouts))

@@ -191,7 +191,7 @@ def set_job_state(
             Notification(job_id=job.id, kind="done", text=f"job {name} is done")
         )
     elif state == "failed":
-        failed = [c.index for c in job.chunks if c.state == "failed"]
+        failed = [c.index for c in job.chunks.made() if c.state == "failed"]
         changes.notifications.append(
             Notification(
                 job_id=job.id,

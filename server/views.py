@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import NamedTuple
 
-from farmtui.protocol import AttemptView, ChunkRef, ChunkView, JobDetail, JobView, NodeView
+from farmtui.protocol import (
+    AttemptView,
+    ChunkRef,
+    ChunkView,
+    FrameRun,
+    JobDetail,
+    JobView,
+    NodeView,
+)
 from server.estimates import SlotCensus, job_stats
-from server.frame_states import job_frame_states
+from server.frame_states import chunk_frame_states, frame_runs, job_frame_states
 from server.model import Attempt, Chunk, Job, Node
 from server.transitions import job_name
 
@@ -71,16 +80,57 @@ def job_view(
 
 
 def job_detail(
-    job: Job, position: int, nodes: Iterable[Node], census: SlotCensus | None = None
+    job: Job,
+    position: int,
+    nodes: Iterable[Node],
+    census: SlotCensus | None = None,
+    page: ChunkPage | None = None,
 ) -> JobDetail:
-    """The whole job: every chunk and frame (a read, O(frames); never on an event's path)."""
+    """The job with every chunk and frame, or one ``page`` of its chunks.
+
+    A read, never on an event's path: the whole job costs O(frames); a page
+    costs its chunks plus the frame runs (see ``frame_states.frame_runs``).
+    """
     node_list = list(nodes)
+    chunks = job.chunks
+    if page is None:
+        shown = list(chunks.looks())
+        frame_states = {str(f): s for f, s in job_frame_states(job).items()}
+        more = False
+    else:
+        first = max(0, page.after + 1)
+        shown, frames = [], 0
+        # At most ``limit`` chunks and, past the first, MAX_PAGE_FRAMES frames.
+        for index in range(first, min(len(chunks), first + page.limit)):
+            chunk = chunks.look(index)
+            frames += len(chunk.frames)
+            if frames > MAX_PAGE_FRAMES and shown:
+                break
+            shown.append(chunk)
+        frame_states = {str(f): s for chunk in shown for f, s in chunk_frame_states(chunk).items()}
+        more = first + len(shown) < len(chunks)
     return JobDetail(
         job=job_view(job, position, node_list, census),
-        chunks=[chunk_view(c) for c in job.chunks],
-        frame_states={str(f): s for f, s in job_frame_states(job).items()},
+        chunks=[chunk_view(chunk) for chunk in shown],
+        frame_states=frame_states,
         blocked_nodes=dict(job.blocked),
+        frame_runs=[FrameRun(first, last, state) for first, last, state in frame_runs(job)],
+        chunk_count=len(chunks),
+        next_after=shown[-1].index if more and shown else None,
     )
+
+
+# A page of a job's chunks holds at most this many chunks and frames, so no
+# request for a job makes the leader build (or a client read) more at once.
+MAX_PAGE_CHUNKS = 10_000
+MAX_PAGE_FRAMES = 100_000
+
+
+class ChunkPage(NamedTuple):
+    """Chunks with an index above ``after``, at most ``limit`` of them."""
+
+    limit: int
+    after: int = -1
 
 
 def node_view(node: Node) -> NodeView:

@@ -73,6 +73,7 @@ def test_submit_jobs_show(farm_leader: LiveLeader) -> None:
     # A unique prefix works as well as the full id.
     done = farm_leader.cli("show", job_id[:8], "--json")
     assert done.returncode == 0, done.stderr
+
     assert json.loads(done.stdout)["job"]["id"] == job_id
 
 
@@ -196,3 +197,24 @@ def test_farm_up_refuses_a_busy_port(tmp_path: Path) -> None:
     assert done.stderr.endswith(
         f"port {port} is busy: another leader may be running (try --port)\n"
     )
+
+
+@needs_leader
+def test_show_sums_up_a_huge_job_and_pages_its_chunks(farm_leader: LiveLeader) -> None:
+    job = submit_json(farm_leader, "--name", "huge", "--frames", "1-200000", "--", "sleep", "0")
+    job_id = str(job["id"])
+
+    done = farm_leader.cli("show", job_id)
+    assert done.returncode == 0, done.stderr
+    assert "chunks 0-49 of 200,000; next: --after 49" in done.stdout
+    assert "frames    unassigned 1-200000 (200,000)" in done.stdout
+
+    done = farm_leader.cli("show", job_id, "--chunks", "2", "--after", "49", "--json")
+    assert done.returncode == 0, done.stderr
+    page = json.loads(done.stdout)
+    assert [chunk["index"] for chunk in page["chunks"]] == [50, 51]
+    assert page["frame_states"] == {"51": "unassigned", "52": "unassigned"}
+
+    done = farm_leader.cli("show", job_id, "--after", "-1")
+    assert done.returncode == 2
+    assert "-1 is not a chunk number (0 or more)" in done.stderr

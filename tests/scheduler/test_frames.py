@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
+from fileseq.frameset import FrameSet
+from hypothesis import given
+from hypothesis import strategies as st
 
 from farmtui.frames import (
     FrameListError,
@@ -53,3 +58,37 @@ def test_padding_and_negative_frames() -> None:
 def test_bad_output_patterns(pattern: str) -> None:
     with pytest.raises(OutputPatternError):
         check_output_pattern(pattern)
+
+
+_item = st.builds(
+    lambda first, last, step, form: (
+        str(first) if form == 0 else f"{first}-{last}" if form == 1 else f"{first}-{last}x{step}"
+    ),
+    st.integers(-40, 40),
+    st.integers(-40, 40),
+    st.integers(1, 9),
+    st.integers(0, 2),
+)
+
+
+@given(st.lists(_item, min_size=1, max_size=5).map(",".join))
+def test_the_fast_reading_of_common_frame_lists_is_fileseqs(text: str) -> None:
+    """``1-100``, ``1-100x5``, ``7`` are read without fileseq: exactly as fileseq reads them."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = [int(frame) for frame in FrameSet(text)]
+    assert parse_frames(text) == expected
+
+
+def test_a_frame_list_far_too_long_is_refused_before_it_is_expanded() -> None:
+    with pytest.raises(FrameListError, match="too many frames"):
+        parse_frames("1-1000000000000,5")
+
+
+def test_a_million_frames_are_read_and_one_more_is_refused() -> None:
+    frames = parse_frames("1-1000000")
+    assert len(frames) == 1_000_000
+    assert frames[:2] == [1, 2]
+    assert frames[-1] == 1_000_000
+    with pytest.raises(FrameListError, match="too many frames; the limit is 1000000"):
+        parse_frames("1-1000001")

@@ -67,6 +67,7 @@ def _stores_small(tmp_path: Path, frames: int) -> None:
 def test_a_job_of_many_frames_stores_small(tmp_path: Path) -> None:
     _stores_small(tmp_path, 100_000)
 
+
 # A million frames: bench/scheduler_scale.py measures it (too slow for the suite).
 
 

@@ -214,7 +214,8 @@ async def submit_job(request: Request) -> Response:
 async def list_jobs(request: Request) -> Response:
     who(request, "read")
     include_archived = request.query_params.get("all", "") not in ("", "0", "false", "no")
-    return json_response(leader_of(request).scheduler.job_views(include_archived))
+    data = leader_of(request).job_list_json(include_archived)
+    return Response(data, media_type="application/json")
 
 
 async def show_job(request: Request) -> Response:

@@ -54,6 +54,11 @@ OutputKey = tuple[str, int, int]
 
 # Identical commit failures are logged at most once in this many seconds.
 COMMIT_FAILURE_LOG_INTERVAL = 10.0
+# The job list's JSON is reused this long while no job or node changed: its
+# estimates also move with the clock, so a cached copy is never older than this.
+JOB_LIST_TTL = 0.5
+
+_encoder = msgspec.json.Encoder()
 
 
 class AgentConnection(Protocol):
@@ -151,6 +156,9 @@ class Leader:
         # Wake-ups at the end of chunks' retry backoffs (see ``_wake_for_retries``).
         self._retry_wakeups: set[asyncio.TimerHandle] = set()
         self._pending: list[_Pending] = []
+        # Bumped by every commit that changes what a job view shows (``job_list_json``).
+        self._views_version = 0
+        self._job_lists: dict[bool, tuple[int, float, bytes]] = {}
         self.started = False
 
     def _root_id(self) -> str:
@@ -445,6 +453,8 @@ class Leader:
                 event.text,
                 f" (by {event.actor})" if event.actor else "",
             )
+        if changes.jobs or changes.removed or changes.nodes:
+            self._views_version += 1
         now = self.now()
         for note in changes.notifications:
             self.joblogs.event(
@@ -476,6 +486,26 @@ class Leader:
             log.warning("node %s is not connected; %s not sent", node, type(message).__name__)
             return
         link.send(message)
+
+    # --- reads ----------------------------------------------------------------------
+    def job_list_json(self, include_archived: bool) -> bytes:
+        """``GET /api/jobs``, encoded once for all the readers of an unchanged farm.
+
+        Two hundred consoles and scripts polling the job list would otherwise
+        build every job's view for each of them; a submit, an action or a
+        chunk's end makes the next read build it afresh (read after write).
+        """
+        now = time.monotonic()
+        cached = self._job_lists.get(include_archived)
+        if (
+            cached is not None
+            and cached[0] == self._views_version
+            and now - cached[1] < JOB_LIST_TTL
+        ):
+            return cached[2]
+        data = _encoder.encode(self.scheduler.job_views(include_archived))
+        self._job_lists[include_archived] = (self._views_version, now, data)
+        return data
 
     # --- lookups the links need -----------------------------------------------------
     def chunk(self, job_id: str, index: int) -> Chunk | None:

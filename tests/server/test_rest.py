@@ -393,3 +393,26 @@ async def test_a_user_reorders_only_among_their_own_jobs(leader: InProcessLeader
     async with leader.http() as http:  # admins move anything
         moved = await http.post(f"/api/jobs/{first}/move", json={"where": "top"})
         assert [v["id"] for v in moved.json()] == [first, bobs, second]
+
+
+async def test_the_job_list_shows_every_change_at_once(leader: InProcessLeader) -> None:
+    """The leader reuses the encoded list while nothing changed, never after a change."""
+    async with leader.http() as http:
+        first = await submit(http, name="one")
+        listed = (await http.get("/api/jobs")).json()
+        assert [job["name"] for job in listed] == ["one"]
+        assert (await http.get("/api/jobs")).json() == listed  # unchanged: the same list
+        second = await submit(http, name="two")
+        assert [job["id"] for job in (await http.get("/api/jobs")).json()] == [
+            first["id"],
+            second["id"],
+        ]
+        paused = await http.post(
+            "/api/jobs/actions", json={"action": "pause", "ids": [first["id"]]}
+        )
+        assert paused.status_code == 200
+        states = {job["name"]: job["state"] for job in (await http.get("/api/jobs")).json()}
+        assert states == {"one": "paused", "two": "queued"}
+        moved = await http.post(f"/api/jobs/{second['id']}/move", json={"where": "top"})
+        assert moved.status_code == 200
+        assert [job["name"] for job in (await http.get("/api/jobs")).json()] == ["two", "one"]

@@ -135,6 +135,9 @@ class LeaderSettings:
     tls_key: Path | None = None
     config: LeaderConfig = field(default_factory=LeaderConfig)
     clock: Callable[[], float] = time.time
+    # The leader has the process to itself (``farm leader``, not a test): it may
+    # tune the garbage collector for a long-lived heap (see ``Leader.start``).
+    own_process: bool = False
 
     @classmethod
     def from_data(

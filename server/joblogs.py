@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import shlex
 from collections import OrderedDict
@@ -59,7 +60,26 @@ def chunk_log_path(job_id: str, chunk: int, attempt: int) -> str:
 
 
 def iso_time(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp).astimezone().isoformat(timespec="milliseconds")
+    """``2026-12-01T20:43:07.318+00:00``: local time with its offset, to the millisecond."""
+    if timestamp < 0:  # before 1970: not a time the leader's clock gives
+        return datetime.fromtimestamp(timestamp).astimezone().isoformat(timespec="milliseconds")
+    # Rounded to the microsecond, then cut to the millisecond, as datetime does.
+    fraction, seconds = math.modf(timestamp)
+    whole, micros = int(seconds), round(fraction * 1e6)
+    if micros >= 1_000_000:
+        whole, micros = whole + 1, micros - 1_000_000
+    millis = micros // 1000
+    cached = _second_cache
+    if cached[0] != whole:
+        # Formatting a date is the slow part; a busy farm logs many lines a second.
+        moment = datetime.fromtimestamp(whole).astimezone()
+        text = moment.isoformat(timespec="seconds")
+        cached[:] = [whole, text[:19], text[19:]]
+    return f"{cached[1]}.{millis:03d}{cached[2]}"
+
+
+# [second, its date and time, its UTC offset]: iso_time's last second.
+_second_cache: list[object] = [None, "", ""]
 
 
 def event_line(event: EventView) -> str:
@@ -72,6 +92,7 @@ class _Files:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.folders = logfiles.Folders(root)
         self._open: OrderedDict[str, TextIOWrapper] = OrderedDict()
         self._dirty: set[str] = set()
         # Logs whose last write failed and was reported (see ``_failed``).
@@ -83,7 +104,7 @@ class _Files:
         if handle is not None:
             self._open.move_to_end(relative)
             return handle
-        fd = logfiles.open_append(self.root, relative)
+        fd = self.folders.open_append(relative)
         try:
             handle = open(fd, "a", encoding="utf-8", errors="replace")  # noqa: SIM115
         except BaseException:
@@ -122,6 +143,10 @@ class _Files:
         except (OSError, ValueError) as exc:
             self._failed(relative, exc)
 
+    def write_and_close(self, relative: str, text: str) -> None:
+        self.write(relative, text)
+        self.close_file(relative)
+
     def close_file(self, relative: str) -> None:
         handle = self._open.pop(relative, None)
         self._dirty.discard(relative)
@@ -147,11 +172,13 @@ class _Files:
         for relative in [r for r in self._open if r.startswith(prefix)]:
             self.close_file(relative)
         self._broken = {r for r in self._broken if not r.startswith(prefix)}
+        self.folders.forget(tuple(logfiles.parts_of(job_dir(job_id))))
 
     def close_all(self) -> None:
         self.flush()
         for relative in list(self._open):
             self.close_file(relative)
+        self.folders.close()
 
     def tail_bytes(self, relative: str, max_bytes: int) -> tuple[bytes, bool] | None:
         self.flush()
@@ -202,45 +229,33 @@ class JobLogs:
         self.writer = LogWriter() if writer is None else writer
         self._files = _Files(root)
         self.writer.on_idle(self._files.flush)
+        # The text is made here (it is cheap) and queued as strings; see LogWriter.write.
+        self._append = self.writer.operation(self._files.write)
+        self._append_last = self.writer.operation(self._files.write_and_close)
 
     def _submit(self, work: Callable[[], None]) -> None:
         self.writer.submit(work)
 
     def _write(self, relative: str, text: str) -> None:
-        self._submit(lambda: self._files.write(relative, text))
+        self.writer.write(self._append, relative, text)
 
     def event(self, event: EventView) -> None:
         if event.job_id:
-            relative = events_path(event.job_id)
-            files = self._files
-            self._submit(lambda: files.write(relative, event_line(event)))
+            self._write(events_path(event.job_id), event_line(event))
 
     def chunk_started(
         self, job_id: str, chunk: int, attempt: int, node: str, command: list[str], now: float
     ) -> None:
         relative = chunk_log_path(job_id, chunk, attempt)
-        files = self._files
-        self._submit(
-            lambda: files.write(
-                relative, _started_header(job_id, chunk, attempt, node, command, now)
-            )
-        )
+        self._write(relative, _started_header(job_id, chunk, attempt, node, command, now))
 
     def chunk_output(self, job_id: str, chunk: int, attempt: int, lines: list[str]) -> None:
         if lines:
-            relative = chunk_log_path(job_id, chunk, attempt)
-            files = self._files
-            self._submit(lambda: files.write(relative, _lines_text(lines)))
+            self._write(chunk_log_path(job_id, chunk, attempt), _lines_text(lines))
 
     def chunk_finished(self, report: ChunkFinished, node: str, now: float) -> None:
         relative = chunk_log_path(report.job_id, report.chunk, report.attempt)
-        files = self._files
-
-        def footer() -> None:
-            files.write(relative, _finished_footer(report, node, now))
-            files.close_file(relative)
-
-        self._submit(footer)
+        self.writer.write(self._append_last, relative, _finished_footer(report, node, now))
 
     def forget_job(self, job_id: str) -> None:
         """Close the job's files and remove its log folder (after what was asked before)."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import logging
 import os
 import secrets
@@ -121,6 +122,21 @@ def _log_level(event: EventView) -> int:
     return logging.DEBUG if event.job_id and not event.actor else logging.INFO
 
 
+def _long_lived_heap() -> None:
+    """Tell the garbage collector that the farm just loaded is here to stay.
+
+    Every full collection walks every object it tracks; the jobs, chunks and
+    attempts read from the store live as long as the leader, so walking them
+    again and again only stalls the loop (hundreds of ms on a big farm).
+    ``gc.freeze`` leaves them out of all later collections (reference counting
+    still frees them), and full collections come ten times less often.
+    """
+    gc.collect()
+    gc.freeze()
+    young, middle, _ = gc.get_threshold()
+    gc.set_threshold(young, middle, 100)
+
+
 class Leader:
     def __init__(self, settings: LeaderSettings) -> None:
         self.settings = settings
@@ -183,6 +199,8 @@ class Leader:
         """Load the store into the scheduler and start the clock."""
         jobs, nodes = self.store.load()
         self.run(lambda now: self.scheduler.load(jobs, nodes, now), dispatch=False)
+        if self.settings.own_process:
+            _long_lived_heap()
         log.info(
             "leader up: %d jobs, %d nodes, sync root %s (id %s)",
             len(jobs),

@@ -91,26 +91,105 @@ def open_append(root: Path, relative: str) -> int:
     """An fd appending to the regular file ``root/relative``, made if missing."""
     *folders, name = parts_of(relative)
     with _folder(root, folders, create=True) as parent:
-        flags = _APPEND
-        for _ in range(3):
-            try:
-                fd = os.open(name, flags, 0o644, dir_fd=parent)
-            except FileExistsError:  # O_EXCL after a take-back: planted again
-                continue
-            except OSError as exc:
-                # ELOOP: a symlink; ENXIO: a FIFO or socket nobody reads.
-                if exc.errno not in (errno.ELOOP, errno.ENXIO):
-                    raise
-                _take_back(parent, name, relative)
-                flags = _APPEND | os.O_EXCL
-                continue
-            info = os.fstat(fd)
-            if stat.S_ISREG(info.st_mode) and info.st_nlink == 1:
+        return _open_in(parent, name, relative)
+
+
+class Folders:
+    """The folders logs go to, kept open: a new chunk log costs one ``stat``, not a walk.
+
+    A chunk's log is a new file in ``jobs/<job>/`` for every attempt; walking
+    down from the root for each (an ``open`` and a ``close`` per level, none
+    following a symlink) was most of what writing it cost. A kept folder is
+    used only while the name it was opened under still leads to it (same
+    device and inode, checked with ``stat`` without following a symlink from
+    its parent); if a renderer moved it or put a symlink there, it is opened
+    afresh the safe way, taking the name back. Used by one thread only.
+    """
+
+    MAX_KEPT = 64
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        # folder path -> (fd, device, inode), least recently used first.
+        self._kept: dict[tuple[str, ...], tuple[int, int, int]] = {}
+
+    def open_append(self, relative: str) -> int:
+        """As ``open_append(root, relative)``."""
+        *folders, name = parts_of(relative)
+        return _open_in(self._folder(tuple(folders)), name, relative)
+
+    def _folder(self, names: tuple[str, ...]) -> int:
+        """The kept fd of ``root/names...``, checked or opened afresh level by level."""
+        if not names:
+            kept = self._kept.get(names)
+            if kept is None:
+                fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                kept = self._keep(names, fd)
+            return kept[0]
+        parent = self._folder(names[:-1])
+        kept = self._kept.pop(names, None)
+        if kept is not None:
+            fd, device, inode = kept
+            if self._still_there(parent, names[-1], device, inode):
+                self._kept[names] = kept  # most recently used last
                 return fd
-            os.close(fd)  # a FIFO someone reads, or a hard link to a file elsewhere
+            os.close(fd)
+        where = "/".join(names)
+        fd = _subfolder(parent, names[-1], where, create=True, reclaim=len(names) > _KEPT_LEVELS)
+        return self._keep(names, fd)[0]
+
+    def _keep(self, names: tuple[str, ...], fd: int) -> tuple[int, int, int]:
+        info = os.fstat(fd)
+        kept = self._kept[names] = (fd, info.st_dev, info.st_ino)
+        while len(self._kept) > self.MAX_KEPT:
+            oldest = next(iter(self._kept))
+            if not oldest:  # the root stays
+                self._kept[oldest] = self._kept.pop(oldest)
+                continue
+            os.close(self._kept.pop(oldest)[0])
+        return kept
+
+    @staticmethod
+    def _still_there(parent: int, name: str, device: int, inode: int) -> bool:
+        try:
+            info = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        except OSError:
+            return False
+        return stat.S_ISDIR(info.st_mode) and (info.st_dev, info.st_ino) == (device, inode)
+
+    def forget(self, prefix: tuple[str, ...]) -> None:
+        """Close the kept folders at or under ``prefix`` (a job's folder is deleted)."""
+        for names in [n for n in self._kept if n[: len(prefix)] == prefix]:
+            os.close(self._kept.pop(names)[0])
+
+    def close(self) -> None:
+        for fd, _, _ in self._kept.values():
+            os.close(fd)
+        self._kept.clear()
+
+
+def _open_in(parent: int, name: str, relative: str) -> int:
+    """An fd appending to the regular file ``name`` in the folder ``parent``, made if missing."""
+    flags = _APPEND
+    for _ in range(3):
+        try:
+            fd = os.open(name, flags, 0o644, dir_fd=parent)
+        except FileExistsError:  # O_EXCL after a take-back: planted again
+            continue
+        except OSError as exc:
+            # ELOOP: a symlink; ENXIO: a FIFO or socket nobody reads.
+            if exc.errno not in (errno.ELOOP, errno.ENXIO):
+                raise
             _take_back(parent, name, relative)
             flags = _APPEND | os.O_EXCL
-        raise UnsafeLogPath(errno.ELOOP, f"{relative} keeps being replaced")
+            continue
+        info = os.fstat(fd)
+        if stat.S_ISREG(info.st_mode) and info.st_nlink == 1:
+            return fd
+        os.close(fd)  # a FIFO someone reads, or a hard link to a file elsewhere
+        _take_back(parent, name, relative)
+        flags = _APPEND | os.O_EXCL
+    raise UnsafeLogPath(errno.ELOOP, f"{relative} keeps being replaced")
 
 
 def read_tail(root: Path, relative: str, max_bytes: int) -> tuple[bytes, bool] | None:

@@ -14,7 +14,10 @@ the queue runs dry, and at least every ``FLUSH_EVERY`` items under load, so
 
 A filer that stops answering must not cost the leader its memory: past
 ``MAX_QUEUED`` waiting items, new writes are dropped and counted, and the
-count is logged once the queue drains again.
+count is logged once the queue drains again. Writes are queued as tuples of
+an operation number and strings (``write``), not closures: the garbage
+collector stops looking at such a tuple after its first pass, so a backlog of
+a slow filer does not make every collection longer.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ class LogWriter:
     def __init__(self, name: str = "farmtui-logs") -> None:
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._flushers: list[Callable[[], None]] = []
+        self._operations: list[Callable[..., None]] = []
         self._closed = False
         self.dropped = 0
         self._dropped_reported = 0
@@ -54,14 +58,26 @@ class LogWriter:
         """Run ``flusher`` on the writer thread each time it has caught up."""
         self._flushers.append(flusher)
 
+    def operation(self, function: Callable[..., None]) -> int:
+        """Register what ``write(number, ...)`` does on the writer thread; its number."""
+        self._operations.append(function)
+        return len(self._operations) - 1
+
+    def write(self, operation: int, *args: str | int) -> None:
+        """Queue ``operation(*args)`` (see ``operation``); never blocks, never raises."""
+        self._put((operation, *args))
+
     def submit(self, work: Callable[[], None]) -> None:
         """Queue ``work``; never blocks, never raises."""
+        self._put(work)
+
+    def _put(self, item: object) -> None:
         if self._closed:
             return
         if self._queue.qsize() >= MAX_QUEUED:
             self.dropped += 1
             return
-        self._queue.put(work)
+        self._queue.put(item)
 
     def call(self, work: Callable[[], T]) -> concurrent.futures.Future[T]:
         """Run ``work`` after everything submitted before it; its result, or its exception."""
@@ -109,7 +125,10 @@ class LogWriter:
                     self._flush()
                     return
                 try:
-                    item()  # type: ignore[operator]
+                    if type(item) is tuple:
+                        self._operations[item[0]](*item[1:])
+                    else:
+                        item()  # type: ignore[operator]
                 except Exception:
                     log.exception("log work failed")
                 done += 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import errno
 import logging
 import signal
@@ -94,6 +95,7 @@ def run_leader(
     # leaves no tokens or database behind.
     with listen(host, port) as sock:
         settings = LeaderSettings.from_data(data, root, host, port, tls_cert, tls_key)
+        settings = dataclasses.replace(settings, own_process=True)
         server = uvicorn.Server(uvicorn_config(settings))
         with _signals_end_quietly(), logging_off_the_loop(LOGGERS):
             server.run(sockets=[sock])

@@ -58,8 +58,10 @@ class Chunk:
     # Duration of the successful attempt, for estimates and the auto timeout.
     render_time: float | None = None
     # Frames of the current attempt that exist in staging / in the sync root.
-    staged: set[int] = field(default_factory=set)
-    done: set[int] = field(default_factory=set)
+    # Frozen (replaced, never changed in place): a chunk without any costs no set of
+    # its own, and the garbage collector skips sets of numbers once it has seen them.
+    staged: frozenset[int] = frozenset()
+    done: frozenset[int] = frozenset()
     attempts: list[Attempt] = field(default_factory=list)
     # An earlier attempt told to stop whose tree is not yet known to be dead: it
     # keeps its slot on ``stopping_node``, and no new attempt starts anywhere

@@ -28,6 +28,7 @@ class NodeLogs:
         self.lines: dict[str, deque[str]] = {}
         self._own_writer = writer is None
         self.writer = LogWriter("farmtui-node-logs") if writer is None else writer
+        self._append = self.writer.operation(self._write)
         # Used on the writer thread only.
         self._files: dict[str, TextIOWrapper] = {}
         # Nodes whose log failed and was reported, until it works again.
@@ -36,16 +37,16 @@ class NodeLogs:
     def append(self, node: str, lines: list[str]) -> None:
         clean = [line.rstrip("\n") for line in lines]
         self.lines.setdefault(node, deque(maxlen=KEEP_LINES)).extend(clean)
-        self.writer.submit(lambda: self._write(node, clean))
+        self.writer.write(self._append, node, "".join(line + "\n" for line in clean))
 
-    def _write(self, node: str, clean: list[str]) -> None:
+    def _write(self, node: str, text: str) -> None:
         try:
             handle = self._files.get(node)
             if handle is None:
                 fd = logfiles.open_append(self.root, self._relative(node))
                 handle = open(fd, "a", encoding="utf-8", errors="replace")  # noqa: SIM115
                 self._files[node] = handle
-            handle.write("".join(line + "\n" for line in clean))
+            handle.write(text)
             handle.flush()
         except (OSError, ValueError) as exc:
             self._close(node, quiet=True)

@@ -594,8 +594,8 @@ class Scheduler:
         chunk.staged_on = None
         chunk.staged_attempt = 0
         chunk.attempt += 1
-        chunk.staged = set()
-        chunk.done = set()
+        chunk.staged = frozenset()
+        chunk.done = frozenset()
         set_chunk_state(job, chunk, "assigned", changes)
         chunk.node = node
         chunk.started = now

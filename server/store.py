@@ -109,8 +109,8 @@ class StoredChunk(msgspec.Struct, omit_defaults=True):
     started: float | None = None
     finished: float | None = None
     render_time: float | None = None
-    staged: set[int] = msgspec.field(default_factory=set)
-    done: set[int] = msgspec.field(default_factory=set)
+    staged: frozenset[int] = frozenset()
+    done: frozenset[int] = frozenset()
     attempts: list[Attempt] = msgspec.field(default_factory=list)
     stopping_node: str | None = None
     stopping_attempt: int = 0

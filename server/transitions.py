@@ -151,7 +151,7 @@ def set_chunk_state(
         if state != "waiting-retry":
             chunk.retry_at = None
         if state == "done":
-            chunk.done = set(chunk.frames)
+            chunk.done = frozenset(chunk.frames)
 
 
 def reset_for_rerun(job: Job, chunk: Chunk, changes: Changes) -> None:
@@ -167,8 +167,8 @@ def reset_for_rerun(job: Job, chunk: Chunk, changes: Changes) -> None:
         chunk.render_time = None
         chunk.started = None
         chunk.finished = None
-        chunk.staged = set()
-        chunk.done = set()
+        chunk.staged = frozenset()
+        chunk.done = frozenset()
 
 
 def set_job_state(

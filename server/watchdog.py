@@ -79,10 +79,12 @@ class LoopWatchdog:
         if paused > self.threshold:
             self.gc_pauses += 1
             log.warning(
-                "the garbage collector paused the leader for %.0f ms (generation %d, %d collected)",
+                "the garbage collector paused the leader for %.0f ms "
+                "(generation %d, %d collected, %d objects kept)",
                 paused * 1000,
                 info.get("generation", -1),
                 info.get("collected", 0),
+                len(gc.get_objects(info.get("generation", 2))),
             )
 
     def _beat_now(self) -> None:

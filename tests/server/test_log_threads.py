@@ -11,13 +11,16 @@ import io
 import logging
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from farmtui.protocol import EventView
 from server import logwriter
-from server.joblogs import JobLogs, events_path
+from server.joblogs import JobLogs, events_path, iso_time
 from server.logqueue import logging_off_the_loop
 from server.logwriter import LogWriter
 from server.redaction import RedactTokens
@@ -138,3 +141,10 @@ async def test_the_writer_runs_work_in_order_across_threads_of_callers() -> None
     assert await asyncio.wrap_future(writer.call(lambda: len(seen))) == 1000
     writer.close()
     assert seen == list(range(1000))
+
+
+@given(st.floats(min_value=0, max_value=4e9, allow_nan=False))
+def test_log_times_read_as_datetime_writes_them(timestamp: float) -> None:
+    """The per-second cache behind every log line's time changes nothing in it."""
+    expected = datetime.fromtimestamp(timestamp).astimezone().isoformat(timespec="milliseconds")
+    assert iso_time(timestamp) == expected

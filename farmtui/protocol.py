@@ -250,11 +250,13 @@ class ChunkView(Record, kw_only=True):
 
 
 class FrameRun(msgspec.Struct, array_like=True):
-    """Consecutive frames in one state: ``[1, 1000000, "unassigned"]``."""
+    """Frames in one state, ``step`` apart: ``[1, 1000000, "unassigned", 1]``,
+    ``[1, 1999999, "done", 2]`` (every other frame)."""
 
     first: int
     last: int
     state: FrameState
+    step: int = 1
 
 
 class JobDetail(Record, kw_only=True):
@@ -271,8 +273,10 @@ class JobDetail(Record, kw_only=True):
     frame_states: dict[str, FrameState]
     # Nodes blocked for this job, with the time the block ends.
     blocked_nodes: dict[str, float] = {}
-    # Every frame of the job, as runs of consecutive frames in one state.
+    # Every frame of the job, as runs of evenly spaced frames in one state; False in
+    # ``frame_runs_complete`` when a job too ragged for runs was cut short.
     frame_runs: list[FrameRun] = []
+    frame_runs_complete: bool = True
     # The job's chunks in all, and the ``after`` of the next page (None: no more).
     chunk_count: int = 0
     next_after: int | None = None

@@ -129,10 +129,7 @@ def detail_text(detail: JobDetail) -> str:
         more = f"; next: --after {detail.next_after}" if detail.next_after is not None else ""
         lines.append(f"{shown} of {detail.chunk_count:,}{more}")
     lines.append("")
-    if detail.frame_runs:
-        lines.append(frames_by_runs(detail.frame_runs))
-    else:  # a leader from before frame runs
-        lines.append(frames_by_state(detail.frame_states))
+    lines.append(frames_line(detail))
     return "\n".join(lines)
 
 
@@ -192,14 +189,16 @@ MAX_RANGES = 12
 
 
 def frames_by_runs(runs: Sequence[FrameRun]) -> str:
-    """``done 1-12  assigned 13-16  unassigned 17-48`` from the leader's frame runs."""
+    """``done 1-12  assigned 13-16  unassigned 17-48x2`` from the leader's frame runs."""
     groups: dict[str, list[str]] = {}
     counts: dict[str, int] = {}
     for run in runs:
         ranges = groups.setdefault(run.state, [])
-        counts[run.state] = counts.get(run.state, 0) + run.last - run.first + 1
+        frames = abs(run.last - run.first) // (abs(run.step) or 1) + 1
+        counts[run.state] = counts.get(run.state, 0) + frames
         if len(ranges) <= MAX_RANGES:
-            ranges.append(str(run.first) if run.first == run.last else f"{run.first}-{run.last}")
+            text = str(run.first) if run.first == run.last else f"{run.first}-{run.last}"
+            ranges.append(text + (f"x{abs(run.step)}" if abs(run.step) != 1 else ""))
     order = ["done", "staged", "assigned", "unassigned", "failed", "held", "excluded"]
     states = sorted(groups, key=lambda s: order.index(s) if s in order else len(order))
     parts = []
@@ -208,6 +207,13 @@ def frames_by_runs(runs: Sequence[FrameRun]) -> str:
         text = ",".join(ranges[:MAX_RANGES]) + (",…" if len(ranges) > MAX_RANGES else "")
         parts.append(f"{state} {text}" + (f" ({counts[state]:,})" if counts[state] > 1 else ""))
     return printable("frames    " + "  ".join(parts)) if parts else "frames    -"
+
+
+def frames_line(detail: JobDetail) -> str:
+    if not detail.frame_runs:  # a leader from before frame runs
+        return frames_by_state(detail.frame_states)
+    line = frames_by_runs(detail.frame_runs)
+    return line if detail.frame_runs_complete else line + "  (and more, too ragged to list)"
 
 
 def nodes_table(nodes: Sequence[NodeView]) -> str:

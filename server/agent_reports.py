@@ -55,7 +55,13 @@ class AgentReports:
         self.node = node
 
     def _current(self, job_id: str, chunk: int, attempt: int) -> bool:
-        return self.leader.attempt_of(self.node, job_id, chunk, attempt) is not None
+        """The attempt is the chunk's latest, runs here, and has not ended: its log is open.
+
+        A report about an attempt that ended (sent again after a link closed
+        before its Ack, or late) adds nothing to the attempt's log.
+        """
+        record = self.leader.attempt_of(self.node, job_id, chunk, attempt)
+        return record is not None and record.finished is None
 
     def apply(self, message: AgentToLeader) -> asyncio.Future[Changes]:
         """Queue ``message`` for the group commit; the future is done once it is committed."""
@@ -97,8 +103,8 @@ class AgentReports:
 
                 def output(now: float) -> Changes:
                     nonlocal current
+                    current = self._current(job_id, chunk, attempt)
                     record = leader.attempt_of(node, job_id, chunk, attempt)
-                    current = record is not None
                     if record is None or record.alive:
                         return Changes()
                     return scheduler.chunk_alive(node, job_id, chunk, attempt, now)

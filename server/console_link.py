@@ -107,8 +107,10 @@ class ConsoleLink:
         self.include_archived = include_archived
         self.watched: str | None = None
         self.following: OutputKey | None = None
-        # Followed chunks whose log tail is still being read: their live lines wait.
-        self.tail_pending: set[OutputKey] = set()
+        # Followed chunks whose log tail is still being read (-> the latest read's
+        # number): their live lines wait, and only the latest read is sent.
+        self.tail_pending: dict[OutputKey, int] = {}
+        self.tail_reads = 0
         self.readers: set[asyncio.Future[None]] = set()
         # Pending deltas, merged until the next send.
         self.jobs: set[str] = set()
@@ -340,25 +342,31 @@ class ConsoleLink:
         key = (job_id, index, attempt)
         # Read on the log writer thread after every line written so far; lines
         # that arrive meanwhile are held and sent after the tail, so none is
-        # lost or shown twice.
+        # lost or shown twice. Lines held before now are in the file this read
+        # sees: they go, and so does an earlier read of the same log.
         tail = leader.joblogs.tail(chunk_log_path(job_id, index, attempt))
+        self.output.pop(key, None)
         if request.follow:
             self.following = key
             leader.follow(key, self)
-        self.tail_pending.add(key)
-        reader = asyncio.ensure_future(self._send_tail(key, tail))
+        self.tail_reads += 1
+        self.tail_pending[key] = self.tail_reads
+        reader = asyncio.ensure_future(self._send_tail(key, self.tail_reads, tail))
         self.readers.add(reader)
         reader.add_done_callback(self.readers.discard)
 
-    async def _send_tail(self, key: OutputKey, tail: asyncio.Future[list[str] | None]) -> None:
+    async def _send_tail(
+        self, key: OutputKey, read: int, tail: asyncio.Future[list[str] | None]
+    ) -> None:
         job_id, index, attempt = key
         try:
             lines = await tail
         except OSError as exc:
             log.warning("cannot read the log of %s chunk %d: %s", job_id, index, exc)
             lines = None
-        finally:
-            self.tail_pending.discard(key)
+        if self.tail_pending.get(key) != read:
+            return  # asked again since: that read has all of this one and more
+        del self.tail_pending[key]
         self.post(
             TaskOutput(job_id=job_id, chunk=index, attempt=attempt, lines=lines or [], append=False)
         )

@@ -14,8 +14,9 @@ from __future__ import annotations
 import heapq
 from bisect import bisect_left, insort
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from farmtui.protocol import FrameState
 from server.model import Changes, Chunk, Job, Stage, Tally
@@ -201,23 +202,75 @@ def tracking(changes: Changes, job: Job, chunk: Chunk) -> Iterator[None]:
     changes.jobs.add(chunk.job_id)
 
 
-def frame_runs(job: Job) -> list[tuple[int, int, FrameState]]:
-    """The job's frame states as runs ``(first, last, state)`` of consecutive frames.
+# A job's frame runs stop here (``frame_runs``): a frame list so ragged that it
+# needs more runs is summed up only in part, and reading it costs no more.
+MAX_RUNS = 10_000
+# Frames looked at one by one (a stretch of chunks not evenly spaced) at most.
+MAX_FRAMES_LOOKED_AT = 200_000
 
-    A read for views; events never call it. It costs the frames of the chunks
-    made so far: a stretch of untouched chunks whose frames run 1 by 1 is one
-    run, read off the layout (a fresh million-frame job is one run).
+Run = tuple[int, int, FrameState, int]  # first, last, state, step
+
+
+def frame_runs(job: Job) -> tuple[list[Run], bool]:
+    """The job's frame states as runs of evenly spaced frames in one state, and
+    whether they are complete (see ``MAX_RUNS``).
+
+    A read for views; events never call it. Kept until a chunk changes. It
+    costs the chunks made so far: a stretch of untouched chunks whose frames
+    are evenly spaced is one run, read off the layout (a fresh million-frame
+    job is one run).
     """
-    runs: list[tuple[int, int, FrameState]] = []
+    tally = tally_of(job)
+    version, cached = tally.runs
+    if version == tally.version and cached is not None:
+        return cached  # type: ignore[return-value]
+    found = _frame_runs(job)
+    tally.runs = (tally.version, found)
+    return found
 
-    def add(first: int, last: int, state: FrameState) -> None:
-        if runs:
-            start, end, current = runs[-1]
-            if first == end + 1 and state == current:
-                runs[-1] = (start, last, state)
+
+@dataclass(slots=True)
+class _Run:
+    first: int
+    last: int
+    state: FrameState
+    step: int
+
+
+class _Runs:
+    def __init__(self) -> None:
+        self.runs: list[_Run] = []
+        self.looked = 0
+
+    @property
+    def full(self) -> bool:
+        return len(self.runs) > MAX_RUNS or self.looked > MAX_FRAMES_LOOKED_AT
+
+    def add(self, first: int, last: int, step: int, state: FrameState) -> None:
+        """Frames ``first``..``last``, ``step`` apart (one frame when first == last)."""
+        if self.runs:
+            run = self.runs[-1]
+            gap = first - run.last
+            if (
+                run.state == state
+                and gap
+                and (run.first == run.last or gap == run.step)
+                and (first == last or step == gap)
+            ):
+                run.last, run.step = last, gap
                 return
-        runs.append((first, last, state))
+        self.runs.append(_Run(first, last, state, step if first != last else 1))
 
+    def add_frames(self, frames: Iterable[int], state: FrameState) -> None:
+        for frame in frames:
+            self.looked += 1
+            self.add(frame, frame, 1, state)
+            if self.full:
+                return
+
+
+def _frame_runs(job: Job) -> tuple[list[Run], bool]:
+    runs = _Runs()
     chunks = job.chunks
     made = chunks.made()
     for segment in chunks.layout.segments:
@@ -225,27 +278,30 @@ def frame_runs(job: Job) -> list[tuple[int, int, FrameState]]:
         cursor = segment.first
         touched = [chunk for chunk in made if segment.first <= chunk.index < end]
         for stop, chunk in [*((c.index, c) for c in touched), (end, None)]:
+            if runs.full:
+                break
             if stop > cursor:  # untouched chunks: queued, their frames unassigned
                 frames = segment.frames_between(cursor, stop)
-                if frames and segment.ascending:
-                    add(frames[0], frames[-1], "unassigned")
+                if isinstance(frames, range) and frames:
+                    runs.add(frames[0], frames[-1], frames.step, "unassigned")
                 else:
-                    for frame in frames:
-                        add(frame, frame, "unassigned")
+                    runs.add_frames(frames, "unassigned")
             if chunk is not None:
                 uniform = _UNIFORM.get(chunk.state)
                 frame_list = chunk.frames
+                step = frame_list[1] - frame_list[0] if len(frame_list) > 1 else 1
                 if (
                     uniform is not None
                     and frame_list
                     and (
-                        frame_list[-1] - frame_list[0] == len(frame_list) - 1
-                        and frame_list == list(range(frame_list[0], frame_list[-1] + 1))
+                        len(frame_list) < 3
+                        or frame_list == list(range(frame_list[0], frame_list[-1] + 1, step or 1))
                     )
                 ):
-                    add(frame_list[0], frame_list[-1], uniform)
+                    runs.add(frame_list[0], frame_list[-1], step or 1, uniform)
                 else:
                     for frame, state in chunk_frame_states(chunk).items():
-                        add(frame, frame, state)
+                        runs.looked += 1
+                        runs.add(frame, frame, 1, state)
                 cursor = chunk.index + 1
-    return runs
+    return [(r.first, r.last, r.state, r.step) for r in runs.runs], not runs.full

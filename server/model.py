@@ -106,7 +106,8 @@ class Segment:
     kind: ChunkKind
     scout: bool
     # Every frame of its chunks, in order (empty for pre/post): a range when they
-    # run 1 by 1 upwards (1-1000000: no memory at all), else a compact array.
+    # are evenly spaced (1-1000000, 1-1000000x2, 1000-1: no memory at all), else a
+    # compact array.
     frames: range | array[int]
     size: int  # frames per chunk (the last may have fewer)
 
@@ -121,8 +122,8 @@ class Segment:
         return list(self.frames[start : start + self.size])
 
     @property
-    def ascending(self) -> bool:
-        """Whether its frames run 1 by 1 upwards: any stretch of them is one run."""
+    def even(self) -> bool:
+        """Whether its frames are evenly spaced: any stretch of them is one run."""
         return isinstance(self.frames, range)
 
     def frames_between(self, first: int, end: int) -> range | array[int]:
@@ -182,10 +183,13 @@ class ChunkLayout:
 
 
 def _compact(frames: list[int]) -> range | array[int]:
-    if frames and frames[-1] - frames[0] == len(frames) - 1:
-        upwards = range(frames[0], frames[-1] + 1)
-        if frames == list(upwards):
-            return upwards
+    if len(frames) > 1 and (step := frames[1] - frames[0]):
+        if frames[-1] == frames[0] + step * (len(frames) - 1):
+            even = range(frames[0], frames[-1] + (1 if step > 0 else -1), step)
+            if frames == list(even):
+                return even
+    elif len(frames) == 1:
+        return range(frames[0], frames[0] + 1)
     return array("q", frames)
 
 
@@ -279,9 +283,11 @@ class Tally:
     ready: list[int] = field(default_factory=list)
     # Heap of (retry_at, index) of waiting-retry chunks that were not due yet.
     retry: list[tuple[float, int]] = field(default_factory=list)
-    # Bumped by every change to ``chunks``: what was derived from them (gates) stays valid.
+    # Bumped by every change to ``chunks``: what was derived from them (gates, the
+    # frame runs) stays valid while it is the same.
     version: int = 0
     derived: tuple[int, object] = (-1, None)
+    runs: tuple[int, object] = (-1, None)
 
 
 @dataclass(slots=True)

@@ -109,12 +109,14 @@ def job_detail(
             shown.append(chunk)
         frame_states = {str(f): s for chunk in shown for f, s in chunk_frame_states(chunk).items()}
         more = first + len(shown) < len(chunks)
+    runs, complete = frame_runs(job)
     return JobDetail(
         job=job_view(job, position, node_list, census),
         chunks=[chunk_view(chunk) for chunk in shown],
         frame_states=frame_states,
         blocked_nodes=dict(job.blocked),
-        frame_runs=[FrameRun(first, last, state) for first, last, state in frame_runs(job)],
+        frame_runs=[FrameRun(first, last, state, step) for first, last, state, step in runs],
+        frame_runs_complete=complete,
         chunk_count=len(chunks),
         next_after=shown[-1].index if more and shown else None,
     )

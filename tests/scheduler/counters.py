@@ -32,10 +32,12 @@ def check_counters(scheduler: Scheduler) -> None:
         waiting = {c.index for c in job.chunks.looks() if c.state in PENDING}
         assert waiting <= queued, f"{job.id}: chunks {waiting - queued} lost from the ready queue"
         # Frame runs, expanded, are the per-frame states.
+        runs, complete = frame_runs(job)
+        assert complete
         expanded = {
             frame: state
-            for first, last, state in frame_runs(job)
-            for frame in range(first, last + 1)
+            for first, last, state, step in runs
+            for frame in range(first, last + (1 if step > 0 else -1), step)
         }
         assert expanded == job_frame_states(job)
     # The slot census says what a walk over the nodes says.

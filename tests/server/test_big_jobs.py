@@ -38,7 +38,8 @@ async def test_a_million_frame_job_is_shown_a_page_at_a_time(leader: InProcessLe
         page = (await http.get(f"/api/jobs/{job_id}", params={"limit": 3})).json()
         assert [chunk["index"] for chunk in page["chunks"]] == [0, 1, 2]
         assert page["frame_states"] == {"1": "unassigned", "2": "unassigned", "3": "unassigned"}
-        assert page["frame_runs"] == [[1, 1_000_000, "unassigned"]]
+        assert page["frame_runs"] == [[1, 1_000_000, "unassigned", 1]]
+        assert page["frame_runs_complete"] is True
         assert (page["chunk_count"], page["next_after"]) == (1_000_000, 2)
         assert page["job"]["stats"]["frames_total"] == 1_000_000
 
@@ -72,9 +73,9 @@ async def test_frame_runs_follow_the_chunks_that_ran(leader: InProcessLeader) ->
         assert done.status_code == 200, done.text
         page = (await http.get(f"/api/jobs/{job_id}", params={"limit": 1})).json()
     assert page["frame_runs"] == [
-        [1, 30, "unassigned"],
-        [31, 40, "done"],
-        [41, 100, "unassigned"],
+        [1, 30, "unassigned", 1],
+        [31, 40, "done", 1],
+        [41, 100, "unassigned", 1],
     ]
     job = leader.leader.job(job_id)
     assert job is not None
@@ -96,3 +97,22 @@ async def test_the_whole_job_is_read_page_by_page(leader: InProcessLeader) -> No
     assert len(detail.frame_states) == 12_000
     assert detail.next_after is None
     assert [chunk.index for chunk in page.chunks] == [11, 12, 13, 14, 15]
+
+
+async def test_stepped_and_ragged_frame_lists_cost_a_page_no_more(
+    leader: InProcessLeader,
+) -> None:
+    """Every other frame of two million, or frames so ragged they make no runs:
+    a page is still one page (a read-only token must not be able to stall the farm)."""
+    async with leader.http() as http:
+        stepped = await submit(http, frames="1-2000000x2")
+        backwards = await submit(http, frames="1000000-1", chunk=100)
+        ragged = await submit(http, frames="1-900000y3")  # all but every 3rd: 2,3,5,6,...
+        pages = {
+            job_id: (await http.get(f"/api/jobs/{job_id}", params={"limit": 1})).json()
+            for job_id in (stepped, backwards, ragged)
+        }
+    assert pages[stepped]["frame_runs"] == [[1, 1_999_999, "unassigned", 2]]
+    assert pages[backwards]["frame_runs"] == [[1_000_000, 1, "unassigned", -1]]
+    assert pages[ragged]["frame_runs_complete"] is False
+    assert len(pages[ragged]["frame_runs"]) <= 10_001

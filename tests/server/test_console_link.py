@@ -14,6 +14,7 @@ from websockets.exceptions import InvalidStatus
 from farmtui.protocol import (
     AssignChunk,
     ChunkOutput,
+    ChunkProgress,
     ChunkStarted,
     ConsoleHello,
     ConsoleMessage,
@@ -36,7 +37,7 @@ from farmtui.protocol import (
     leader_to_console,
 )
 from tests.helpers.fake_agent import FakeAgent
-from tests.helpers.leader import InProcessLeader
+from tests.helpers.leader import InProcessLeader, wait_for
 
 M = TypeVar("M", bound=LeaderToConsoleMessage)
 
@@ -197,3 +198,63 @@ async def test_token_in_query_for_clients_without_headers(leader: InProcessLeade
         await ws.send(encode(ConsoleHello()).decode())
         message = leader_to_console.decode(await ws.recv(decode=False))
     assert isinstance(message, Snapshot)
+
+
+@pytest.mark.parametrize("gap", [0.0, 0.002, 0.006])
+async def test_following_a_chunk_twice_in_a_row_shows_every_line_once(
+    leader: InProcessLeader, gap: float
+) -> None:
+    """The console asks for a chunk's output on every selection: lines keep streaming
+    meanwhile, and what it shows must be the log, in order, nothing lost or repeated."""
+    async with leader.http() as http:
+        body = {"name": "follow", "frames": "1", "argv": ["echo"]}
+        job_id = (await http.post("/api/jobs", json=body)).json()["id"]
+    async with FakeAgent.connect(leader.ws_url, leader.agent_token, "streamer") as agent:
+        assign = await agent.expect(AssignChunk)
+        attempt = assign.attempt
+        await agent.send(
+            ChunkStarted(job_id=job_id, chunk=0, attempt=attempt, pid=1, seq=agent.next_seq())
+        )
+        await agent.expect_ack(agent.seq)
+        sent = 0
+        streaming = True
+
+        async def stream() -> None:
+            nonlocal sent
+            while streaming:
+                lines = [f"L{sent + k}" for k in range(5)]
+                sent += 5
+                await agent.send(ChunkOutput(job_id=job_id, chunk=0, attempt=attempt, lines=lines))
+                await asyncio.sleep(0.001)
+
+        streamer = asyncio.create_task(stream())
+        await wait_for(lambda: sent > 200, 10.0, "some output")
+        shown: list[str] = []
+        async with connect(
+            f"{leader.ws_url}/ws/console",
+            additional_headers={"Authorization": f"Bearer {leader.admin_token}"},
+            max_size=None,
+        ) as ws:
+            await ws.send(encode(ConsoleHello()).decode())
+
+            async def receive() -> None:
+                while True:
+                    message = leader_to_console.decode(await ws.recv(decode=False))
+                    if isinstance(message, TaskOutput):
+                        shown[:] = [*shown, *message.lines] if message.append else message.lines
+
+            receiver = asyncio.create_task(receive())
+            for _ in range(2):
+                await ws.send(encode(FetchTaskOutput(job_id=job_id, chunk=0, follow=True)).decode())
+                await asyncio.sleep(gap)
+            await wait_for(lambda: sent > 600, 10.0, "more output")
+            streaming = False
+            await streamer
+            await agent.send(
+                ChunkProgress(job_id=job_id, chunk=0, attempt=attempt, seq=agent.next_seq())
+            )
+            await agent.expect_ack(agent.seq)  # every line before it is applied
+            await wait_for(lambda: shown[-1:] == [f"L{sent - 1}"], 10.0, "the last line shown")
+            receiver.cancel()
+    numbers = [int(line[1:]) for line in shown if line.startswith("L")]
+    assert numbers == list(range(numbers[0], sent)), "a line was lost or shown twice"

@@ -13,6 +13,7 @@ import logging
 import os
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from farmtui.protocol import (
@@ -276,3 +277,32 @@ def test_a_log_replaced_while_open_is_started_anew(tmp_path: Path) -> None:
     logs._write("jobs/abc/events.log", "second\n")
     logs.close()
     assert events.read_text() == "second\n"
+
+
+async def test_reports_about_an_attempt_that_ended_add_nothing_to_its_log(
+    leader: InProcessLeader,
+) -> None:
+    """Sent again after a link closed before its Ack, or simply late: not the attempt's."""
+    job_id = await submit(leader)
+    assign = await render_one_chunk(leader, job_id)
+    chunk, attempt = assign.chunk, assign.attempt
+    async with FakeAgent.connect(leader.ws_url, leader.agent_token, "node1") as agent:
+        for seq, report in enumerate(
+            [
+                ChunkFinished(
+                    job_id=job_id, chunk=chunk, attempt=attempt, outcome="failed", exit_status="1"
+                ),
+                ChunkStarted(job_id=job_id, chunk=chunk, attempt=attempt, pid=2, command=["x"]),
+                ChunkOutput(job_id=job_id, chunk=chunk, attempt=attempt, lines=["too late"]),
+            ],
+            start=1,
+        ):
+            await agent.send(msgspec.structs.replace(report, seq=seq))
+        await agent.expect_ack(3)
+    written(leader)
+    text = (leader.root / "jobs" / job_id / "chunk-0000.attempt-1.log").read_text()
+    assert text.count("# outcome:") == 1
+    assert "# outcome: done" in text
+    assert text.count("# farmtui: job") == 1
+    assert "too late" not in text
+    assert state(leader, job_id) == "done"

@@ -9,7 +9,7 @@ pause is gentle and kills nothing.
 
 from __future__ import annotations
 
-from farmtui.protocol import ChunkAction, JobAction
+from farmtui.protocol import ChunkAction, ChunkState, JobAction
 from server.job_progress import FINISHED, PENDING, gates
 from server.model import Changes, Chunk, Job, Node
 from server.transitions import (
@@ -67,9 +67,28 @@ def _reopen(job: Job, changes: Changes, now: float, actor: str) -> None:
         for chunk in job.chunks.made():
             if chunk.state == "cancelled":
                 reset_for_rerun(job, chunk, changes)
+        if job.chunks.untouched == "cancelled":
+            move_untouched(job, "queued", changes)
         job.state = "queued"
         job.finished = None
     refresh_job(job, changes, now, actor)
+
+
+def move_untouched(job: Job, state: ChunkState, changes: Changes) -> None:
+    """Every chunk not made yet goes to ``state`` at once (cancel, complete, back to queued).
+
+    A million-chunk job is cancelled without making a million chunks: the
+    job's ``ChunkList`` holds the one state they share (stored in the job's
+    row). The job's counters are then counted again from the chunks made, and
+    a console watching the job gets it afresh.
+    """
+    chunks = job.chunks
+    if chunks.untouched == state:
+        return
+    chunks.untouched = state
+    job.tally = None  # counted again (O(chunks made)) when next asked for
+    changes.jobs.add(job.id)
+    changes.refreshed.add(job.id)
 
 
 def _retry_failed(job: Job, changes: Changes) -> int:
@@ -132,6 +151,7 @@ def job_action(
             if chunk.state != "excluded":
                 _rerun(job, chunk, nodes, changes, now, why)
                 discard_staged(chunk, changes)  # a requeue renders everything again
+        move_untouched(job, "queued", changes)
         _lift_blocks(job, changes, now, actor)
         job.started = None
         set_job_state(job, "queued", changes, now, actor)
@@ -141,9 +161,11 @@ def job_action(
         if state in ("done", "cancelled"):
             return f"cancel: no effect (job is {state})"
         killed = stop_all(job, nodes, changes, now, why)
-        for chunk in job.chunks:
+        for chunk in job.chunks.made():
             if chunk.state in PENDING or chunk.state in ("assigned", "held"):
                 set_chunk_state(job, chunk, "cancelled", changes)
+        if job.chunks.untouched in PENDING:
+            move_untouched(job, "cancelled", changes)
         set_job_state(job, "cancelled", changes, now, actor)
         return f"cancelled ({killed} running chunks killed)"
     if action == "delete":
@@ -167,10 +189,12 @@ def job_action(
         return "un-held"
     if action == "complete":
         killed = stop_all(job, nodes, changes, now, why)
-        for chunk in job.chunks:
+        for chunk in job.chunks.made():
             discard_staged(chunk, changes)
             if chunk.state not in FINISHED:
                 set_chunk_state(job, chunk, "done", changes)
+        if job.chunks.untouched not in FINISHED:
+            move_untouched(job, "done", changes)
         set_job_state(job, "done", changes, now, actor)
         return f"completed by hand ({killed} running chunks killed)"
     if action in ("archive", "unarchive"):

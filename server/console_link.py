@@ -144,6 +144,8 @@ class ConsoleLink:
                 if job_id == watched:
                     for frame in frames:
                         self.frames[frame] = state
+            if watched in changes.refreshed:
+                self.send_watched = True
             if watched in changes.removed:
                 self.watched = None
                 self.chunks.clear()

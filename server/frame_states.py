@@ -66,12 +66,13 @@ def job_frame_states(job: Job) -> dict[int, FrameState]:
     """Frame number -> state for every frame of a job, in chunk order (a read: O(frames))."""
     states: dict[int, FrameState] = {}
     chunks = job.chunks
+    untouched = _UNIFORM[chunks.untouched]
     for segment in chunks.layout.segments:
         for index in range(segment.first, segment.first + segment.count):
             if chunks.is_made(index):
                 states.update(chunk_frame_states(chunks[index]))
-            else:  # untouched: queued, nobody renders its frames yet
-                states.update(dict.fromkeys(segment.frames_of(index), "unassigned"))
+            else:  # untouched: all in one state (queued: nobody renders them yet)
+                states.update(dict.fromkeys(segment.frames_of(index), untouched))
     return states
 
 
@@ -135,11 +136,14 @@ def count_from_scratch(job: Job) -> Tally:
         untouched = segment.count - len(touched)
         if not untouched:
             continue
-        key = (segment.stage, "queued")
+        state = job.chunks.untouched
+        key = (segment.stage, state)
         chunks[key] = chunks.get(key, 0) + untouched
         shown = len(segment.frames) - sum(len(segment.frames_of(i)) for i in touched)
         if shown:
-            frames["unassigned"] = frames.get("unassigned", 0) + shown
+            frames[_UNIFORM[state]] = frames.get(_UNIFORM[state], 0) + shown
+        if state not in PENDING:
+            continue
         if touched:
             tally.ready.extend(i for i in range(segment.first, end) if not job.chunks.is_made(i))
         else:
@@ -272,6 +276,7 @@ class _Runs:
 def _frame_runs(job: Job) -> tuple[list[Run], bool]:
     runs = _Runs()
     chunks = job.chunks
+    untouched = _UNIFORM[chunks.untouched]
     made = chunks.made()
     for segment in chunks.layout.segments:
         end = segment.first + segment.count
@@ -280,12 +285,12 @@ def _frame_runs(job: Job) -> tuple[list[Run], bool]:
         for stop, chunk in [*((c.index, c) for c in touched), (end, None)]:
             if runs.full:
                 break
-            if stop > cursor:  # untouched chunks: queued, their frames unassigned
+            if stop > cursor:  # untouched chunks: all in one state
                 frames = segment.frames_between(cursor, stop)
                 if isinstance(frames, range) and frames:
-                    runs.add(frames[0], frames[-1], frames.step, "unassigned")
+                    runs.add(frames[0], frames[-1], frames.step, untouched)
                 else:
-                    runs.add_frames(frames, "unassigned")
+                    runs.add_frames(frames, untouched)
             if chunk is not None:
                 uniform = _UNIFORM.get(chunk.state)
                 frame_list = chunk.frames

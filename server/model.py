@@ -170,15 +170,18 @@ class ChunkLayout:
                 return segment
         raise IndexError(index)
 
-    def make(self, job_id: str, index: int) -> Chunk:
-        """The chunk at ``index`` as submitted: queued, never run."""
+    def make(self, job_id: str, index: int, state: ChunkState = "queued") -> Chunk:
+        """The chunk at ``index`` as submitted (never run), in ``state``."""
         segment = self.segment(index)
+        frames = segment.frames_of(index)
         return Chunk(
             job_id=job_id,
             index=index,
-            frames=segment.frames_of(index),
+            frames=frames,
             kind=segment.kind,
             scout=segment.scout,
+            state=state,
+            done=frozenset(frames) if state == "done" else frozenset(),
         )
 
 
@@ -196,12 +199,20 @@ def _compact(frames: list[int]) -> range | array[int]:
 class ChunkList:
     """A job's chunks by index; one is made from the layout when first asked for."""
 
-    __slots__ = ("job_id", "layout", "_made")
+    __slots__ = ("job_id", "layout", "_made", "untouched")
 
-    def __init__(self, job_id: str = "", layout: ChunkLayout | None = None) -> None:
+    def __init__(
+        self,
+        job_id: str = "",
+        layout: ChunkLayout | None = None,
+        untouched: ChunkState = "queued",
+    ) -> None:
         self.job_id = job_id
         self.layout = ChunkLayout([]) if layout is None else layout
         self._made: dict[int, Chunk] = {}
+        # The state of every chunk not made yet: queued, unless a job-wide action
+        # (cancel, complete) moved them all at once (``actions.move_untouched``).
+        self.untouched: ChunkState = untouched
 
     def __len__(self) -> int:
         return self.layout.count
@@ -216,7 +227,7 @@ class ChunkList:
             raise IndexError(f"job {self.job_id} has no chunk {index}")
         chunk = self._made.get(index)
         if chunk is None:
-            chunk = self._made[index] = self.layout.make(self.job_id, index)
+            chunk = self._made[index] = self.layout.make(self.job_id, index, self.untouched)
         return chunk
 
     def __setitem__(self, index: int, chunk: Chunk) -> None:
@@ -232,7 +243,9 @@ class ChunkList:
     def look(self, index: int) -> Chunk:
         """The chunk to read, not change: an untouched one is made and not kept."""
         chunk = self._made.get(index)
-        return chunk if chunk is not None else self.layout.make(self.job_id, index)
+        if chunk is None:
+            return self.layout.make(self.job_id, index, self.untouched)
+        return chunk
 
     def looks(self) -> Iterator[Chunk]:
         """Every chunk to read, in index order, keeping none of the untouched ones."""
@@ -249,16 +262,25 @@ class ChunkList:
 
 # msgspec's hooks for a job's ``chunks``: not in the job's row (each chunk that
 # differs from the layout has a row of its own).
+# Only the untouched chunks' state is in the row: ``[]`` when they are queued.
 def chunks_decoded(kind: type, value: object) -> object:
     if kind is ChunkList:
-        return ChunkList()
+        untouched = value.get("untouched", "queued") if isinstance(value, dict) else "queued"
+        for state in _UNTOUCHED_STATES:
+            if untouched == state:
+                return ChunkList(untouched=state)
+        raise ValueError(f"untouched chunks cannot be {untouched!r}")
     raise NotImplementedError(f"{kind.__name__} is not stored")
 
 
 def chunks_encoded(value: object) -> object:
     if isinstance(value, ChunkList):
-        return []
+        return [] if value.untouched == "queued" else {"untouched": value.untouched}
     raise NotImplementedError(f"{type(value).__name__} is not stored")
+
+
+# What a job-wide action may leave every untouched chunk in.
+_UNTOUCHED_STATES: tuple[ChunkState, ...] = ("queued", "cancelled", "done")
 
 
 @dataclass(slots=True)
@@ -387,6 +409,9 @@ class Changes:
     # Nodes whose live readings changed (heartbeat, online): for consoles, not the store.
     readings: set[str] = field(default_factory=set)
     removed: set[str] = field(default_factory=set)
+    # Jobs whose untouched chunks all changed at once: a console watching one is
+    # sent it afresh rather than frame by frame.
+    refreshed: set[str] = field(default_factory=set)
     assignments: list[Assignment] = field(default_factory=list)
     kills: list[Kill] = field(default_factory=list)
     discards: list[Discard] = field(default_factory=list)
@@ -404,6 +429,7 @@ class Changes:
         self.nodes |= other.nodes
         self.readings |= other.readings
         self.removed |= other.removed
+        self.refreshed |= other.refreshed
         self.assignments += other.assignments
         self.kills += other.kills
         self.discards += other.discards

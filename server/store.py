@@ -176,6 +176,7 @@ def _job_fingerprint(job: Job) -> tuple[object, ...]:
         tuple(job.node_errors.items()),
         job.scout_released,
         job.submit_key,
+        job.chunks.untouched,
     )
 
 
@@ -257,7 +258,9 @@ class Store:
         try:
             for (data,) in self.db.execute("SELECT data FROM jobs"):
                 job = _decode_job(data)
+                untouched = job.chunks.untouched  # the one thing of its chunks in the row
                 job.chunks = _base_chunks(job) or ChunkList(job.id)
+                job.chunks.untouched = untouched
                 jobs[job.id] = job
             chunks = self.db.execute("SELECT job_id, idx, data FROM chunks ORDER BY job_id, idx")
             for job_id, index, data in chunks:

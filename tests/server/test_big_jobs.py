@@ -9,13 +9,14 @@ layout. So a huge job costs what its touched chunks cost, and ``GET
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from farmtui.client import FarmClient
 from farmtui.protocol import JobDetail
-from tests.helpers.leader import InProcessLeader
+from tests.helpers.leader import InProcessLeader, leader_in_process
 from tests.server.test_rest import SPEC, one_line_error
 
 MILLION: dict[str, Any] = {**SPEC, "name": "huge", "frames": "1-1000000", "chunk": 1}
@@ -116,3 +117,35 @@ async def test_stepped_and_ragged_frame_lists_cost_a_page_no_more(
     assert pages[backwards]["frame_runs"] == [[1_000_000, 1, "unassigned", -1]]
     assert pages[ragged]["frame_runs_complete"] is False
     assert len(pages[ragged]["frame_runs"]) <= 10_001
+
+
+async def test_job_wide_actions_on_a_million_chunks_make_none_of_them(tmp_path: Path) -> None:
+    """cancel, resume, complete and requeue move the untouched chunks all at once."""
+
+    async def act(http: httpx.AsyncClient, job_id: str, action: str) -> dict[str, Any]:
+        answer = await http.post("/api/jobs/actions", json={"action": action, "ids": [job_id]})
+        assert answer.status_code == 200, answer.text
+        page = (await http.get(f"/api/jobs/{job_id}", params={"limit": 1})).json()
+        return dict(page)
+
+    async with leader_in_process(tmp_path) as farm, farm.http() as http:
+        job_id = await submit(http)
+        page = await act(http, job_id, "cancel")
+        assert page["job"]["state"] == "cancelled"
+        assert page["chunks"][0]["state"] == "cancelled"
+        page = await act(http, job_id, "complete")
+        assert page["job"]["state"] == "done"
+        assert page["frame_runs"] == [[1, 1_000_000, "done", 1]]
+        assert page["job"]["stats"]["frames_done"] == 1_000_000
+        job = farm.leader.job(job_id)
+        assert job is not None
+        assert job.chunks.made() == []
+    # What the job-wide action did is in the job's row: a restart finds it so.
+    async with leader_in_process(tmp_path) as farm, farm.http() as http:
+        page = (await http.get(f"/api/jobs/{job_id}", params={"limit": 1})).json()
+        assert page["job"]["state"] == "done"
+        assert page["job"]["stats"]["chunks_done"] == 1_000_000
+        page = await act(http, job_id, "requeue")
+        assert page["job"]["state"] == "queued"
+        assert page["frame_runs"] == [[1, 1_000_000, "unassigned", 1]]
+        assert page["chunks"][0]["state"] == "queued"

@@ -57,6 +57,8 @@ def port_number(text: str) -> int:
     return port
 
 
+# ``farm chunks`` lists the chunks it changed when they are no further apart.
+SHOWN_CHUNKS_AFTER_ACTION = 1_000
 # Chunks ``farm show`` lists unless told (a million-chunk job is summed up by its frames).
 SHOWN_CHUNKS = 50
 
@@ -453,11 +455,20 @@ def cmd_chunks(args: argparse.Namespace) -> int:
         except FrameListError:
             raise InputError(f"bad chunk number {item!r} (e.g. 3, 1-4, 2,5)") from None
     with connect(args) as farm:
-        detail = farm.chunk_action(farm.resolve_job(args.job), args.action, chunks)
+        job_id = farm.resolve_job(args.job)
+        detail = farm.chunk_action(job_id, args.action, chunks)
+        first, last = min(chunks), max(chunks)
+        if not args.json and last - first < SHOWN_CHUNKS_AFTER_ACTION:
+            # The chunks acted on, wherever they are in a big job.
+            detail = farm.show(job_id, last - first + 1, first - 1 if first else None)
     if args.json:
         emit_json(detail)
     else:
-        emit(chunks_table([c for c in detail.chunks if c.index in set(chunks)]))
+        wanted = set(chunks)
+        shown = [c for c in detail.chunks if c.index in wanted]
+        emit(chunks_table(shown))
+        if len(shown) < len(wanted):
+            emit(f"{len(wanted):,} chunks changed; farm show {job_id} --after N shows any of them")
     return 0
 
 

@@ -19,6 +19,9 @@ from fileseq.frameset import FrameSet
 
 # A job of more frames than this is almost certainly a typo (1-1000000000).
 MAX_FRAMES = 1_000_000
+# Frame numbers go this far either side of 0: a renderer takes them as 32-bit
+# integers, and a 400-digit frame number is a typo.
+MAX_FRAME_NUMBER = 999_999_999
 
 _PADDING = re.compile(r"#+")
 # What a frame list is made of: whole numbers, '-', ',' and the step forms
@@ -54,6 +57,7 @@ def parse_frames(text: str) -> list[int]:
         raise FrameListError(f"malformed frame list {text!r} ({_HINT})")
     simple = _simple_frames(spec, text)
     if simple is not None:
+        _check_numbers(simple, text)
         return simple
     try:
         frameset = FrameSet(spec)
@@ -75,7 +79,16 @@ def parse_frames(text: str) -> list[int]:
     frames = [int(f) for f in frameset]
     if not frames:
         raise FrameListError(f"frame list {text!r} has no frames")
+    _check_numbers(frames, text)
     return frames
+
+
+def _check_numbers(frames: list[int], text: str) -> None:
+    if max(frames) > MAX_FRAME_NUMBER or min(frames) < -MAX_FRAME_NUMBER:
+        raise FrameListError(
+            f"frame list {text!r} has a frame beyond ±{MAX_FRAME_NUMBER:,} (frames are "
+            "32-bit numbers to a renderer)"
+        )
 
 
 def _simple_frames(spec: str, text: str) -> list[int] | None:

@@ -10,10 +10,16 @@ there too, unchanged.
 
 The message is made on the caller's thread (``getMessage``), so a record
 says what its arguments were when it was logged, not when it was written.
+
+A stderr that nobody ever drains must cost neither memory nor the exit: past
+``MAX_QUEUED`` waiting records new ones are dropped (and counted), and if the
+writer is still stuck in a write when the leader stops, logging's own
+clean-up at exit (which would wait for that write forever) is skipped.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import queue
@@ -21,6 +27,10 @@ import threading
 from collections.abc import Iterator, Sequence
 
 _Item = tuple[logging.LogRecord, tuple[logging.Handler, ...]] | None
+
+MAX_QUEUED = 100_000
+# How long the leader waits at exit for the last lines to be written.
+EXIT_WAIT = 5.0
 
 
 class _Queued(logging.Handler):
@@ -30,8 +40,12 @@ class _Queued(logging.Handler):
         super().__init__()
         self.records = records
         self.targets = tuple(targets)
+        self.dropped = 0
 
     def emit(self, record: logging.LogRecord) -> None:
+        if self.records.qsize() >= MAX_QUEUED:
+            self.dropped += 1  # stderr is not being read; the leader goes on
+            return
         try:
             record.msg = record.getMessage()
             record.args = None
@@ -67,4 +81,8 @@ def logging_off_the_loop(names: Sequence[str]) -> Iterator[None]:
         for logger, handlers in replaced:
             logger.handlers = handlers
         records.put(None)
-        writer.join(10.0)
+        writer.join(EXIT_WAIT)
+        if writer.is_alive():
+            # Stuck writing to a pipe nobody reads: logging.shutdown would wait
+            # for that handler's lock for ever, and the leader would never exit.
+            atexit.unregister(logging.shutdown)

@@ -103,7 +103,7 @@ def test_bad_frames_in_a_job_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("chunk = 0", "job.toml: chunk: 0 is out of range (>= 1)"),
+        ("chunk = 0", "job.toml: chunk: 0 is out of range (1-1000000)"),
         ("priority = 101", "job.toml: priority: 101 is out of range (0-100)"),
         ('priority = "high"', "job.toml: priority: 'high' is not a whole number"),
         ("priority = 1.5", "job.toml: priority: 1.5 is not a whole number"),

@@ -92,3 +92,11 @@ def test_a_million_frames_are_read_and_one_more_is_refused() -> None:
     assert frames[-1] == 1_000_000
     with pytest.raises(FrameListError, match="too many frames; the limit is 1000000"):
         parse_frames("1-1000001")
+
+
+@pytest.mark.parametrize(
+    "text", ["1,1000000000", "-" + "9" * 400, "1-2000000000x1000000000", "1-3y2,2000000000"]
+)
+def test_frame_numbers_past_a_billion_are_refused(text: str) -> None:
+    with pytest.raises(FrameListError, match="has a frame beyond ±999,999,999"):
+        parse_frames(text)

@@ -70,6 +70,38 @@ def test_sigterm_is_a_graceful_shutdown(tmp_path: Path) -> None:
     assert b"leader stopped" in output
 
 
+@pytest.mark.slow
+def test_a_stderr_nobody_reads_never_stops_the_leader_nor_its_exit(tmp_path: Path) -> None:
+    """journald stalled, a terminal suspended over SSH: the pipe fills and stays full."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "server.main", "--data", str(tmp_path / "d"),
+         "--root", str(tmp_path / "r"), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,  # never read until the end
+        cwd=Path(__file__).resolve().parents[2],
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, process)
+        token = (tmp_path / "d/admin.token").read_text().strip()
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as http:
+            # Each submit is a line of the leader's log: far more than a pipe holds (64 KiB).
+            for _ in range(800):
+                http.post("/api/jobs", json={"frames": "1", "argv": ["x"]})
+            assert http.get("/healthz", timeout=5.0).status_code == 200
+            answer = http.post("/api/jobs", json={"frames": "1-2", "argv": ["x"]}, timeout=5.0)
+            assert answer.status_code == 201
+        process.send_signal(signal.SIGTERM)
+        # It exits without anyone reading its stderr (communicate would drain it).
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0
+
+
 @pytest.fixture
 def certificate(tmp_path: Path) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1 and its key."""

@@ -63,24 +63,23 @@ SHOWN_CHUNKS_AFTER_ACTION = 1_000
 SHOWN_CHUNKS = 50
 
 
-def positive_int(text: str) -> int:
+def whole_number(text: str, least: int) -> int:
+    """``text`` as a whole number of at least ``least``, or argparse's one-line error."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    if value < least:
+        raise argparse.ArgumentTypeError(f"{value} must be at least {least}")
     return value
+
+
+def positive_int(text: str) -> int:
+    return whole_number(text, 1)
 
 
 def chunk_index(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a chunk number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is not a chunk number (0 or more)")
-    return value
+    return whole_number(text, 0)
 
 
 def positive_float(text: str) -> float:

@@ -34,7 +34,9 @@ from farmtui.protocol import (
 )
 from server.auth import Principal, Tokens
 from server.config import LeaderSettings
+from server.dispatch_order import in_dispatch_order
 from server.errors import StoreError
+from server.estimates import SlotCensus
 from server.joblogs import JobLogs, chunk_log_path
 from server.logwriter import LogWriter
 from server.model import Attempt, Changes, Chunk, Job
@@ -175,6 +177,10 @@ class Leader:
         # Bumped by every commit that changes what a job view shows (``job_list_json``).
         self._views_version = 0
         self._job_lists: dict[bool, tuple[int, float, bytes]] = {}
+        # Each job's encoded view while it has not changed (``job_list_json``), and
+        # when and with which slot census they were made.
+        self._job_views: dict[str, bytes] = {}
+        self._job_views_made = (0.0, -1)
         self.started = False
 
     def _root_id(self) -> str:
@@ -473,6 +479,8 @@ class Leader:
             )
         if changes.jobs or changes.removed or changes.nodes:
             self._views_version += 1
+            for job_id in changes.jobs | changes.removed:
+                self._job_views.pop(job_id, None)
         now = self.now()
         for note in changes.notifications:
             self.joblogs.event(
@@ -521,7 +529,20 @@ class Leader:
             and now - cached[1] < JOB_LIST_TTL
         ):
             return cached[2]
-        data = _encoder.encode(self.scheduler.job_views(include_archived))
+        # One job changed (a submit, a chunk's end): only its view is built again.
+        made, census = self._job_views_made
+        if now - made >= JOB_LIST_TTL or census != SlotCensus.generation:
+            self._job_views.clear()
+            self._job_views_made = (now, SlotCensus.generation)
+        views = self._job_views
+        scheduler = self.scheduler
+        parts = []
+        for job in in_dispatch_order(scheduler.jobs.values(), include_archived):
+            view = views.get(job.id)
+            if view is None:
+                view = views[job.id] = _encoder.encode(scheduler.job_view(job.id))
+            parts.append(view)
+        data = b"[" + b",".join(parts) + b"]"
         self._job_lists[include_archived] = (self._views_version, now, data)
         return data
 

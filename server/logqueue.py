@@ -30,7 +30,7 @@ _Item = tuple[logging.LogRecord, tuple[logging.Handler, ...]] | None
 
 MAX_QUEUED = 100_000
 # How long the leader waits at exit for the last lines to be written.
-EXIT_WAIT = 5.0
+EXIT_WAIT = 2.0
 
 
 class _Queued(logging.Handler):

@@ -217,4 +217,4 @@ def test_show_sums_up_a_huge_job_and_pages_its_chunks(farm_leader: LiveLeader) -
 
     done = farm_leader.cli("show", job_id, "--after", "-1")
     assert done.returncode == 2
-    assert "-1 is not a chunk number (0 or more)" in done.stderr
+    assert "--after: -1 must be at least 0" in done.stderr

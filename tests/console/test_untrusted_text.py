@@ -146,9 +146,11 @@ async def test_clicking_a_click_markup_name_does_not_quit(hostile: FakeLeader) -
         await pilot.pause()
         names = app.screen.query_one("#confirm-jobs", Static)
         assert CLICK in str(names.render())
-        # Everywhere on the line: where "click me" is shown, and where it would be
-        # shown had the markup been read.
-        for x in range(names.size.width):
+        # All along the name: where "click me" is shown, and where it would be
+        # shown had the markup been read (from the name's first column on).
+        start = str(names.render()).find(CLICK)
+        # Every third column: "click me" (8 wide) is hit at least twice wherever it is.
+        for x in range(max(0, start), min(names.size.width, start + len(CLICK) + 1), 3):
             await pilot.click(names, offset=(x, 0))
         await pilot.pause()
         assert app.return_code is None
@@ -161,7 +163,9 @@ async def test_clicking_a_click_markup_name_does_not_quit(hostile: FakeLeader) -
         await pilot.pause()
         for selector in ("#detail-title", "#viewbar"):
             widget = app.screen.query_one(selector)
-            for x in range(0, widget.size.width, 2):
+            start = str(widget.render()).find(CLICK)
+            assert start >= 0, f"{selector} does not show the name as written"
+            for x in range(start, min(widget.size.width, start + len(CLICK) + 1), 3):
                 await pilot.click(widget, offset=(x, 0))
         await pilot.pause()
         assert app.return_code is None

@@ -61,13 +61,14 @@ def target(tmp_path: Path) -> Iterator[Target]:
 def test_bent_inputs_get_clean_refusals_and_change_nothing(target: Target) -> None:
     fuzzer = Fuzzer(target, SEED)
     try:
-        tally = fuzzer.run(rest=2000, console=700, agent=300)
+        # A sample for every run of the suite; bench/fuzz.py runs the long campaign.
+        tally = fuzzer.run(rest=1000, console=350, agent=150)
         assert httpx.get(target.url + "/healthz").status_code == 200
     finally:
         fuzzer.close()
     findings = tally.findings + log_findings(target)
     assert not findings, "\n".join(str(finding) for finding in findings[:20])
-    assert tally.total >= 3000
+    assert tally.total >= 1500
     # The campaign reached past the front door: some inputs were accepted, many refused.
-    assert tally.answers["rest 201"] + tally.answers["rest 200"] > 50
-    assert sum(n for answer, n in tally.answers.items() if " 4" in answer) > 300
+    assert tally.answers["rest 201"] + tally.answers["rest 200"] > 25
+    assert sum(n for answer, n in tally.answers.items() if " 4" in answer) > 150

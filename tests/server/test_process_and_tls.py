@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 from websockets.asyncio.client import connect
+from websockets.sync.client import connect as sync_connect
 
 from farmtui.protocol import ConsoleHello, Snapshot, encode, leader_to_console
 from server.main import free_port
@@ -85,10 +86,14 @@ def test_a_stderr_nobody_reads_never_stops_the_leader_nor_its_exit(tmp_path: Pat
     try:
         wait_healthy(url, process)
         token = (tmp_path / "d/admin.token").read_text().strip()
-        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as http:
-            # Each submit is a line of the leader's log: far more than a pipe holds (64 KiB).
-            for _ in range(800):
-                http.post("/api/jobs", json={"frames": "1", "argv": ["x"]})
+        auth = {"Authorization": f"Bearer {token}"}
+        with sync_connect(f"ws://127.0.0.1:{port}/ws/console", additional_headers=auth) as ws:
+            ws.send(encode(ConsoleHello()).decode())
+            # Each bad message is a warning of some 300 bytes in the leader's log:
+            # far more than a pipe holds (64 KiB).
+            for number in range(600):
+                ws.send('{"type": "watch_job", "job_id": ' + "7" * 250 + f"{number}}}")
+        with httpx.Client(base_url=url, headers=auth) as http:
             assert http.get("/healthz", timeout=5.0).status_code == 200
             answer = http.post("/api/jobs", json={"frames": "1-2", "argv": ["x"]}, timeout=5.0)
             assert answer.status_code == 201

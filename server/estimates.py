@@ -45,17 +45,12 @@ class SlotCensus:
     shape (online, enabled, slots, tags) changes: the owner calls ``forget``.
     """
 
-    # Bumped by every ``forget`` of any census: what was built on one is stale.
-    generation = 0
-
     def __init__(self, nodes: dict[str, Node]) -> None:
         self.nodes = nodes
         self._by_tags: dict[frozenset[str], int] = {}
-        SlotCensus.generation += 1
 
     def forget(self) -> None:
         self._by_tags.clear()
-        SlotCensus.generation += 1
 
     def eligible(self, job: Job) -> int:
         tags = frozenset(job.spec.tags)

@@ -34,9 +34,7 @@ from farmtui.protocol import (
 )
 from server.auth import Principal, Tokens
 from server.config import LeaderSettings
-from server.dispatch_order import in_dispatch_order
 from server.errors import StoreError
-from server.estimates import SlotCensus
 from server.joblogs import JobLogs, chunk_log_path
 from server.logwriter import LogWriter
 from server.model import Attempt, Changes, Chunk, Job
@@ -95,8 +93,6 @@ class Metrics:
     """Time spent handling events on the event loop (scheduler + commit + announce)."""
 
     events: int = 0
-    # Group commits (one transaction for the reports that arrived together).
-    groups: int = 0
     seconds: float = 0.0
     slowest: float = 0.0
     commit_seconds: float = 0.0
@@ -177,10 +173,6 @@ class Leader:
         # Bumped by every commit that changes what a job view shows (``job_list_json``).
         self._views_version = 0
         self._job_lists: dict[bool, tuple[int, float, bytes]] = {}
-        # Each job's encoded view while it has not changed (``job_list_json``), and
-        # when and with which slot census they were made.
-        self._job_views: dict[str, bytes] = {}
-        self._job_views_made = (0.0, -1)
         self.started = False
 
     def _root_id(self) -> str:
@@ -334,7 +326,6 @@ class Leader:
             return
         finally:
             self.metrics.record(time.perf_counter() - began)
-            self.metrics.groups += 1
         self._wake_for_retries(group, now)
         for item, changes in applied:
             if item.announce is not None:
@@ -479,8 +470,6 @@ class Leader:
             )
         if changes.jobs or changes.removed or changes.nodes:
             self._views_version += 1
-            for job_id in changes.jobs | changes.removed:
-                self._job_views.pop(job_id, None)
         now = self.now()
         for note in changes.notifications:
             self.joblogs.event(
@@ -529,20 +518,7 @@ class Leader:
             and now - cached[1] < JOB_LIST_TTL
         ):
             return cached[2]
-        # One job changed (a submit, a chunk's end): only its view is built again.
-        made, census = self._job_views_made
-        if now - made >= JOB_LIST_TTL or census != SlotCensus.generation:
-            self._job_views.clear()
-            self._job_views_made = (now, SlotCensus.generation)
-        views = self._job_views
-        scheduler = self.scheduler
-        parts = []
-        for job in in_dispatch_order(scheduler.jobs.values(), include_archived):
-            view = views.get(job.id)
-            if view is None:
-                view = views[job.id] = _encoder.encode(scheduler.job_view(job.id))
-            parts.append(view)
-        data = b"[" + b",".join(parts) + b"]"
+        data = _encoder.encode(self.scheduler.job_views(include_archived))
         self._job_lists[include_archived] = (self._views_version, now, data)
         return data
 

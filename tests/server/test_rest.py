@@ -417,6 +417,6 @@ async def test_the_job_list_shows_every_change_at_once(leader: InProcessLeader) 
         moved = await http.post(f"/api/jobs/{second['id']}/move", json={"where": "top"})
         assert moved.status_code == 200
         assert [job["name"] for job in (await http.get("/api/jobs")).json()] == ["two", "one"]
-        # Pieced together from the views kept per job: the list built from scratch.
+        # The list kept for all readers: the list built from scratch.
         scheduler = leader.leader.scheduler
         assert leader.leader.job_list_json(False) == msgspec.json.encode(scheduler.job_views(False))

@@ -11,6 +11,7 @@ padding with ``#`` (``renders/shot/frame_####.png``).
 from __future__ import annotations
 
 import re
+from array import array
 from collections.abc import Sequence
 from pathlib import PurePosixPath
 
@@ -126,10 +127,34 @@ def format_frames(frames: Sequence[int]) -> str:
 
 
 def chunk_frames(frames: Sequence[int], size: int) -> list[list[int]]:
-    """Split frames, in order, into runs of at most ``size``."""
+    """Split frames, in order, into chunks of at most ``size`` (see ``chunk_bounds``)."""
+    bounds = chunk_bounds(frames, size)
+    return [list(frames[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)]
+
+
+def chunk_bounds(frames: Sequence[int], size: int) -> array[int]:
+    """Where each chunk starts in ``frames``, then where the last one ends.
+
+    A chunk has at most ``size`` frames and never spans two evenly spaced runs
+    of the list, so ``{start}-{end}x{step}`` always names exactly its frames:
+    1,5,10-20 in chunks of 5 is 1,5 (x4), 10-14, 15-19, 20. Runs are taken
+    greedily from the front.
+    """
     if size < 1:
         raise FrameListError(f"chunk size must be at least 1, not {size}")
-    return [list(frames[i : i + size]) for i in range(0, len(frames), size)]
+    bounds = array("q")
+    total = len(frames)
+    start = 0
+    while start < total:
+        end = start + 1
+        if end < total:
+            step = frames[end] - frames[start]
+            while end < total and frames[end] - frames[end - 1] == step:
+                end += 1
+        bounds.extend(range(start, end, size))
+        start = end
+    bounds.append(total)
+    return bounds
 
 
 def check_output_pattern(pattern: str) -> PurePosixPath:

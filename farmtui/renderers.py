@@ -31,6 +31,7 @@ _HRENDER = (
     "import os, runpy, sys; sys.argv[0] = 'hrender.py'; "
     "runpy.run_path(os.path.join(os.environ['HFS'], 'bin', 'hrender.py'), run_name='__main__')"
 )
+_RANGE_TOKENS = frozenset({"start", "end", "step"})
 _TOKEN = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _PADDING = re.compile(r"#+")
 
@@ -55,6 +56,14 @@ def expand(argv: Sequence[str], tokens: Mapping[str, str]) -> list[str]:
                 + " ".join(f"{{{t}}}" for t in sorted(TOKENS))
             )
         if name not in tokens:
+            if name in _RANGE_TOKENS and "frames" in tokens:
+                shown = tokens["frames"]
+                shown = shown if len(shown) <= 40 else shown[:37] + "..."
+                raise RendererError(
+                    f"this chunk's frames ({shown}) are not evenly spaced, so "
+                    "{start}-{end}x{step} cannot name them; resubmit the job "
+                    "(it is cut into evenly spaced chunks now) or use {frames}"
+                )
             raise RendererError(f"token {{{name}}} has no value for this chunk")
         return tokens[name]
 
@@ -64,23 +73,20 @@ def expand(argv: Sequence[str], tokens: Mapping[str, str]) -> list[str]:
 def frame_tokens(frames: Sequence[int]) -> dict[str, str]:
     """``{start}`` ``{end}`` ``{step}`` ``{frames}`` for a chunk's frames.
 
-    ``step`` is the common difference when the frames are evenly spaced and
-    ascending, else 1 (templates that must render gaps exactly use ``{frames}``).
+    ``{start}-{end}x{step}`` names exactly the chunk's frames (ascending, even when
+    the chunk runs backwards). A chunk whose frames are not evenly spaced (cut by a
+    leader before chunks followed the runs of the list) has only ``{frames}``:
+    any range would render frames that are not the chunk's.
     """
     if not frames:
         raise RendererError("a chunk has no frames")
-    start, end = frames[0], frames[-1]
-    step = 1
-    if len(frames) > 1:
-        diffs = {b - a for a, b in zip(frames, frames[1:], strict=False)}
-        if len(diffs) == 1 and (only := diffs.pop()) > 0:
-            step = only
-    return {
-        "start": str(min(start, end)),
-        "end": str(max(start, end)),
-        "step": str(step),
-        "frames": ",".join(str(f) for f in frames),
-    }
+    tokens = {"frames": ",".join(str(f) for f in frames)}
+    steps = {b - a for a, b in zip(frames, frames[1:], strict=False)}
+    if len(steps) <= 1 and 0 not in steps:
+        tokens["start"] = str(min(frames[0], frames[-1]))
+        tokens["end"] = str(max(frames[0], frames[-1]))
+        tokens["step"] = str(abs(steps.pop()) if steps else 1)
+    return tokens
 
 
 def _split_pattern(pattern: str) -> tuple[str, str, int, str]:

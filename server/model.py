@@ -7,12 +7,14 @@ them; the links never change them directly, only through the scheduler.
 from __future__ import annotations
 
 from array import array
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import msgspec
 
+from farmtui.frames import chunk_bounds
 from farmtui.protocol import (
     AssignChunk,
     ChunkKind,
@@ -99,7 +101,7 @@ Stage = str
 
 @dataclass(frozen=True, slots=True)
 class Segment:
-    """Consecutive chunks of one kind, cut from one run of frames."""
+    """Consecutive chunks of one kind, cut from one list of frames."""
 
     first: int  # index of its first chunk
     count: int
@@ -110,6 +112,10 @@ class Segment:
     # compact array.
     frames: range | array[int]
     size: int  # frames per chunk (the last may have fewer)
+    # Where each chunk starts in ``frames``, then where the last ends: chunks of
+    # an unevenly spaced list end where an evenly spaced run ends, so each one is
+    # ``{start}-{end}x{step}``. None: every chunk has ``size`` frames.
+    bounds: array[int] | None = None
 
     @property
     def stage(self) -> Stage:
@@ -117,32 +123,47 @@ class Segment:
             return "scout" if self.scout else "render"
         return self.kind
 
-    def frames_of(self, index: int) -> list[int]:
-        start = (index - self.first) * self.size
-        return list(self.frames[start : start + self.size])
+    def offset(self, index: int) -> int:
+        """Where chunk ``index`` starts in ``frames`` (``first + count``: the end)."""
+        if self.bounds is None:
+            return min((index - self.first) * self.size, len(self.frames))
+        return self.bounds[index - self.first]
 
-    @property
-    def even(self) -> bool:
-        """Whether its frames are evenly spaced: any stretch of them is one run."""
-        return isinstance(self.frames, range)
+    def frames_of(self, index: int) -> list[int]:
+        return list(self.frames[self.offset(index) : self.offset(index + 1)])
 
     def frames_between(self, first: int, end: int) -> range | array[int]:
         """The frames of chunks ``first`` up to (not including) ``end``."""
-        return self.frames[(first - self.first) * self.size : (end - self.first) * self.size]
+        return self.frames[self.offset(first) : self.offset(end)]
+
+
+# How a job's frames were cut, stored with the job so a job keeps the indices
+# of the chunks it was cut into even when a later leader cuts differently.
+#   1: ``chunk`` frames each, in list order, whatever their spacing (so 1,5,10-12
+#      was one chunk: ``{start}-{end}`` rendered 2-4 and 6-9 too).
+#   2: as 1, but a chunk never spans two evenly spaced runs of the list.
+CUTS = (1, 2)
+CUT = 2
 
 
 class ChunkLayout:
     """How a job's frames are cut into chunks: pre-job, scouts, renders, post-job."""
 
-    __slots__ = ("segments", "count")
+    __slots__ = ("segments", "count", "cut_version", "_starts")
 
-    def __init__(self, segments: list[Segment]) -> None:
+    def __init__(self, segments: list[Segment], cut_version: int = CUT) -> None:
         self.segments = segments
         self.count = sum(segment.count for segment in segments)
+        self.cut_version = cut_version
+        self._starts = [segment.first for segment in segments]
 
     @classmethod
-    def cut(cls, spec: JobSpec, frames: list[int], scouts: set[int]) -> ChunkLayout:
+    def cut(
+        cls, spec: JobSpec, frames: list[int], scouts: set[int], version: int = CUT
+    ) -> ChunkLayout:
         """Pre-job, scout chunks, render chunks, post-job, indexed in that order."""
+        if version not in CUTS:
+            raise ValueError(f"no chunk cut {version} (this leader knows {CUTS})")
         scout_frames = [f for f in frames if f in scouts] if scouts else []
         rest = [f for f in frames if f not in scouts] if scouts else frames
         segments: list[Segment] = []
@@ -150,8 +171,14 @@ class ChunkLayout:
 
         def add(run: list[int], kind: ChunkKind, scout: bool, size: int) -> None:
             nonlocal first
-            count = -(-len(run) // size) if run else 1
-            segments.append(Segment(first, count, kind, scout, _compact(run), size))
+            compact = _compact(run)
+            bounds = None
+            if run and isinstance(compact, array) and version >= 2:
+                bounds = chunk_bounds(run, size)
+                count = len(bounds) - 1
+            else:
+                count = -(-len(run) // size) if run else 1
+            segments.append(Segment(first, count, kind, scout, compact, size, bounds))
             first += count
 
         if spec.pre_job is not None:
@@ -162,13 +189,12 @@ class ChunkLayout:
             add(rest, "render", False, spec.chunk)
         if spec.post_job is not None:
             add([], "post", False, 1)
-        return cls(segments)
+        return cls(segments, version)
 
     def segment(self, index: int) -> Segment:
-        for segment in self.segments:
-            if index < segment.first + segment.count:
-                return segment
-        raise IndexError(index)
+        if not 0 <= index < self.count:
+            raise IndexError(index)
+        return self.segments[bisect_right(self._starts, index) - 1]
 
     def make(self, job_id: str, index: int, state: ChunkState = "queued") -> Chunk:
         """The chunk at ``index`` as submitted (never run), in ``state``."""
@@ -261,21 +287,31 @@ class ChunkList:
 
 
 # msgspec's hooks for a job's ``chunks``: not in the job's row (each chunk that
-# differs from the layout has a row of its own).
-# Only the untouched chunks' state is in the row: ``[]`` when they are queued.
+# differs from the layout has a row of its own). The row keeps the untouched
+# chunks' state when they are not queued, and the cut the job was made with:
+# ``[]`` is queued, cut 1 (rows of leaders before cut 2).
 def chunks_decoded(kind: type, value: object) -> object:
     if kind is ChunkList:
-        untouched = value.get("untouched", "queued") if isinstance(value, dict) else "queued"
+        fields = value if isinstance(value, dict) else {}
+        untouched = fields.get("untouched", "queued")
+        version = fields.get("cut", 1)
+        if version not in CUTS:
+            raise ValueError(f"chunks cut {version!r}: this leader knows {CUTS}")
         for state in _UNTOUCHED_STATES:
             if untouched == state:
-                return ChunkList(untouched=state)
+                return ChunkList(layout=ChunkLayout([], version), untouched=state)
         raise ValueError(f"untouched chunks cannot be {untouched!r}")
     raise NotImplementedError(f"{kind.__name__} is not stored")
 
 
 def chunks_encoded(value: object) -> object:
     if isinstance(value, ChunkList):
-        return [] if value.untouched == "queued" else {"untouched": value.untouched}
+        fields: dict[str, object] = {}
+        if value.untouched != "queued":
+            fields["untouched"] = value.untouched
+        if value.layout.cut_version != 1:
+            fields["cut"] = value.layout.cut_version
+        return fields or []
     raise NotImplementedError(f"{type(value).__name__} is not stored")
 
 

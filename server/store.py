@@ -18,7 +18,9 @@ write into the WAL without an fsync, which survives a crash of the leader
 process (the OS has the bytes) and keeps the database consistent on a power
 cut, where only the last moments may be lost. It keeps a commit well under a
 millisecond, so the store runs on the event loop thread. ``synchronous="full"``
-in leader.toml fsyncs every commit for those who prefer that.
+in leader.toml fsyncs every commit for those who prefer that. Checkpoints,
+which copy the WAL into the database and sync it, run on a thread of their
+own (``server.checkpointer``).
 
 A commit that fails (the disk is full, an I/O error) leaves the database as it
 was and raises ``StoreError`` with one line for the client. SQLite rolls a
@@ -33,6 +35,7 @@ import dataclasses
 import os
 import sqlite3
 import time
+import weakref
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -41,11 +44,13 @@ import msgspec
 
 from farmtui.jobfields import JobFieldError, check_job
 from farmtui.protocol import ChunkState
+from server.checkpointer import Checkpointer
 from server.errors import StoreError
 from server.model import (
     Attempt,
     Changes,
     Chunk,
+    ChunkLayout,
     ChunkList,
     Job,
     Node,
@@ -181,10 +186,13 @@ def _job_fingerprint(job: Job) -> tuple[object, ...]:
 
 
 def _base_chunks(job: Job) -> ChunkList | None:
-    """The job's chunks as submitted, from its spec; None if the spec no longer cuts."""
+    """The job's chunks as submitted, from its spec and the cut in its row.
+
+    None if the spec no longer cuts.
+    """
     try:
         frames = check_job(job.spec)
-        return build_chunks(job.id, job.spec, frames)
+        return build_chunks(job.id, job.spec, frames, job.chunks.layout.cut_version)
     except (JobFieldError, SchedulerError):
         return None
 
@@ -209,6 +217,10 @@ def encode_node(node: Node) -> str:
     return _encoder.encode(dataclasses.replace(node, online=False)).decode()
 
 
+# Bytes of WAL kept once a checkpoint has caught up (the rest is given back).
+WAL_SIZE_LIMIT = 4 * 1024 * 1024
+
+
 class Store:
     """The one writer of ``farm.db``. Not thread-safe: use it from one thread."""
 
@@ -220,9 +232,16 @@ class Store:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute(f"PRAGMA synchronous={synchronous.upper()}")
             self.db.execute("PRAGMA foreign_keys=ON")
+            # Checkpoints run on a thread (``server.checkpointer``), never in a commit;
+            # a WAL that starts again is cut back to this size.
+            self.db.execute("PRAGMA wal_autocheckpoint=0")
+            self.db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
             self._migrate()
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open {path}: {exc}") from None
+        self.checkpointer = Checkpointer(path)
+        # A store dropped without close() (scripts, tests) stops its thread too.
+        weakref.finalize(self, self.checkpointer.stop)
         # Jobs already on disk: a job seen for the first time gets all its chunks written.
         self._persisted: set[str] = {row[0] for row in self.db.execute("SELECT id FROM jobs")}
         # What each job row on disk says (``_job_fingerprint``): an unchanged job is not rewritten.
@@ -249,6 +268,7 @@ class Store:
         return version
 
     def close(self) -> None:
+        self.checkpointer.close()
         self.db.close()
 
     # --- the farm ---------------------------------------------------------------
@@ -258,8 +278,9 @@ class Store:
         try:
             for (data,) in self.db.execute("SELECT data FROM jobs"):
                 job = _decode_job(data)
-                untouched = job.chunks.untouched  # the one thing of its chunks in the row
-                job.chunks = _base_chunks(job) or ChunkList(job.id)
+                # The untouched chunks' state and the cut: all of its chunks in the row.
+                untouched, cut = job.chunks.untouched, job.chunks.layout.cut_version
+                job.chunks = _base_chunks(job) or ChunkList(job.id, ChunkLayout([], cut))
                 job.chunks.untouched = untouched
                 jobs[job.id] = job
             chunks = self.db.execute("SELECT job_id, idx, data FROM chunks ORDER BY job_id, idx")

@@ -25,7 +25,7 @@ from farmtui.frames import parse_frames
 from farmtui.jobfields import JobFieldError, check_job, check_patch, check_scene, command_for
 from farmtui.jobfields import repair_spec as _repair_spec
 from farmtui.protocol import JobPatch, JobSpec
-from server.model import ChunkLayout, ChunkList, Job, chunks_decoded
+from server.model import CUT, ChunkLayout, ChunkList, Job, chunks_decoded
 from server.scheduler_config import SchedulerError
 
 log = logging.getLogger("farmtui.leader.store")
@@ -128,7 +128,10 @@ def upgrade_stored_job(data: str | bytes) -> Job:
     return job
 
 
-def build_chunks(job_id: str, spec: JobSpec, frames: list[int]) -> ChunkList:
-    """Pre-job, scout chunks, render chunks, post-job, indexed in that order (made lazily)."""
+def build_chunks(job_id: str, spec: JobSpec, frames: list[int], cut: int = CUT) -> ChunkList:
+    """Pre-job, scout chunks, render chunks, post-job, indexed in that order (made lazily).
+
+    ``cut``: how a stored job was cut (``model.CUTS``), so its chunks keep their indices.
+    """
     scouts = set(parse_frames(spec.scout)) if spec.scout is not None else set()
-    return ChunkList(job_id, ChunkLayout.cut(spec, frames, scouts))
+    return ChunkList(job_id, ChunkLayout.cut(spec, frames, scouts, cut))

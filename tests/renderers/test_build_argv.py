@@ -65,12 +65,21 @@ def test_braces_that_are_not_tokens_pass_through() -> None:
         ([9, 8, 7], "7", "9", "1"),
         ([4], "4", "4", "1"),
         ([-3, -2], "-3", "-2", "1"),
+        ([20, 18, 16], "16", "20", "2"),
     ],
 )
 def test_frame_tokens(frames: list[int], start: str, end: str, step: str) -> None:
     tokens = frame_tokens(frames)
     assert (tokens["start"], tokens["end"], tokens["step"]) == (start, end, step)
     assert tokens["frames"] == ",".join(map(str, frames))
+
+
+def test_a_range_is_never_made_up_for_unevenly_spaced_frames() -> None:
+    # A chunk cut by an older leader: 1-12 would render frames that are not its own.
+    tokens = frame_tokens([1, 5, 10, 11, 12])
+    assert expand(["{frames}"], tokens) == ["1,5,10,11,12"]
+    with pytest.raises(RendererError, match="not evenly spaced"):
+        expand(["nuke", "-F", "{start}-{end}x{step}"], tokens)
 
 
 def test_blender_renders_exactly_the_chunk_frames_into_outdir() -> None:

@@ -18,6 +18,7 @@ from farmtui.frames import (
     frame_path,
     parse_frames,
 )
+from farmtui.renderers import frame_tokens
 
 
 @pytest.mark.parametrize(
@@ -100,3 +101,28 @@ def test_a_million_frames_are_read_and_one_more_is_refused() -> None:
 def test_frame_numbers_past_a_billion_are_refused(text: str) -> None:
     with pytest.raises(FrameListError, match="has a frame beyond ±999,999,999"):
         parse_frames(text)
+
+
+def test_chunks_follow_the_evenly_spaced_runs_of_the_list() -> None:
+    # 1,5,10-12 in one chunk would be {start}-{end} = 1-12: frames 2-4 and 6-9 too.
+    assert chunk_frames(parse_frames("1,5,10-20"), 5) == [
+        [1, 5],
+        [10, 11, 12, 13, 14],
+        [15, 16, 17, 18, 19],
+        [20],
+    ]
+    assert chunk_frames(parse_frames("1-10x3,20"), 10) == [[1, 4, 7, 10], [20]]
+
+
+@given(
+    st.lists(st.integers(-50, 50), min_size=1, max_size=40, unique=True),
+    st.integers(1, 12),
+)
+def test_every_chunk_is_exactly_its_start_end_and_step(frames: list[int], size: int) -> None:
+    chunks = chunk_frames(frames, size)
+    assert [f for chunk in chunks for f in chunk] == frames
+    for chunk in chunks:
+        assert 1 <= len(chunk) <= size
+        tokens = frame_tokens(chunk)
+        start, end, step = (int(tokens[k]) for k in ("start", "end", "step"))
+        assert set(range(start, end + 1, step)) == set(chunk)

@@ -8,18 +8,20 @@ from tests.scheduler.paper_farm import Farm
 def test_scout_frames_render_first_then_the_job_holds_until_unheld(farm: Farm) -> None:
     job = farm.submit("j", frames="1-10", chunk=5, scout="1,5,10")
     detail = farm.scheduler.job_detail(job)
-    assert [c.frames for c in detail.chunks] == [[1, 5, 10], [2, 3, 4, 6, 7], [8, 9]]
+    # Each chunk is one evenly spaced run, so {start}-{end}x{step} names it exactly.
+    assert [c.frames for c in detail.chunks] == [[1, 5], [10], [2, 3, 4], [6, 7, 8, 9]]
     farm.node("n1", slots=4)
     first = farm.dispatch().assignments
-    assert [a.message.frames for a in first] == [[1, 5, 10]]
-    changes = farm.finish(job, 0)
+    assert [a.message.frames for a in first] == [[1, 5], [10]]
+    farm.finish(job, 0)
+    changes = farm.finish(job, 1)
     assert farm.state(job) == "holding"
     assert [n.kind for n in changes.notifications] == ["scout-ready"]
     assert farm.dispatch().assignments == []
     farm.scheduler.job_action([job], "unhold", "bob", farm.now)
-    assert [a.message.chunk for a in farm.dispatch().assignments] == [1, 2]
-    farm.finish(job, 1)
+    assert [a.message.chunk for a in farm.dispatch().assignments] == [2, 3]
     farm.finish(job, 2)
+    farm.finish(job, 3)
     assert farm.state(job) == "done"
 
 

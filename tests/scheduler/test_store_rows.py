@@ -152,3 +152,31 @@ def _apply_recorded(farm: Farm, op: tuple[Any, ...], into: Changes) -> None:
     finally:
         for name in originals:
             delattr(scheduler, name)
+
+
+def test_a_job_keeps_the_chunks_it_was_cut_into(tmp_path: Path) -> None:
+    # Leaders before cut 2 put 1,5,10-12 in one chunk; such a job, stored, keeps
+    # its chunks' indices (rows of its chunks refer to them), a new job does not.
+    spec = msgspec.structs.replace(SPEC, frames="1,5,10-20", chunk=5)
+    scheduler = Scheduler(SchedulerConfig())
+    store = Store(tmp_path / "farm.db")
+    store.save(scheduler.submit("new", spec, "alice", 1000.0), scheduler)
+    store.save(scheduler.submit("old", spec, "alice", 1000.0), scheduler)
+    with store.db:  # the row as a leader before cut 2 wrote it
+        row = store.db.execute("SELECT data FROM jobs WHERE id = 'old'").fetchone()[0]
+        assert '"cut":2' in row
+        old = row.replace('"chunks":{"cut":2}', '"chunks":[]')
+        store.db.execute("UPDATE jobs SET data = ? WHERE id = 'old'", (old,))
+    jobs, _ = Store(tmp_path / "farm.db").load()
+    by_id = {job.id: job for job in jobs}
+    assert [c.frames for c in by_id["new"].chunks.looks()] == [
+        [1, 5],
+        [10, 11, 12, 13, 14],
+        [15, 16, 17, 18, 19],
+        [20],
+    ]
+    assert [c.frames for c in by_id["old"].chunks.looks()] == [
+        [1, 5, 10, 11, 12],
+        [13, 14, 15, 16, 17],
+        [18, 19, 20],
+    ]

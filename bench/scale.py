@@ -423,8 +423,9 @@ def top_functions(collapsed: Path, count: int = 15) -> Record:
     """Self and inclusive sample shares per function from py-spy's collapsed stacks."""
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
-    # The main (event loop) thread alone: the others (the log writer, started by
-    # threading's _bootstrap) only share its GIL.
+    # The main (event loop) thread alone, by its name in py-spy's ``--threads``
+    # stacks: the others (log writers, the watchdog) only share its GIL, and
+    # their idle waits would read as the loop's.
     loop_own: Counter[str] = Counter()
     total = loop_total = 0
     for line in collapsed.read_text(encoding="utf-8", errors="replace").splitlines():
@@ -440,7 +441,7 @@ def top_functions(collapsed: Path, count: int = 15) -> Record:
         own[frames[-1]] += samples
         for name in set(frames):
             inclusive[name] += samples
-        if not any(name.startswith(("LogWriter.", "_bootstrap")) for name in frames):
+        if stack.startswith("thread") and "MainThread" in stack.split(";", 1)[0]:
             loop_total += samples
             loop_own[frames[-1]] += samples
     if not total:
@@ -488,6 +489,8 @@ class Shape:
     chunks: int
     agents: int
     slots: int = SLOTS
+    # The simulated agents send and read batches, as the real agent does.
+    batches: bool = True
 
     def label(self) -> str:
         job = f"{self.jobs:,} job" + ("s" if self.jobs != 1 else "")
@@ -528,13 +531,14 @@ def leader_done(farm: BenchFarm, ids: list[str], timeout: float) -> int | None:
 
 
 def run_sim(
-    farm: BenchFarm, agents: int, slots: int, expect: int, cap: float, out: Path
+    farm: BenchFarm, shape: Shape, expect: int, cap: float, out: Path
 ) -> tuple[SimReport, int]:
     """Simulated agents in their own process until ``expect`` completions or ``cap`` s."""
     assert farm.monitor is not None
     args = [sys.executable, "-m", "tests.helpers.sim_agents", "--leader", farm.url]
-    args += ["--token-file", str(farm.local.agent_token_file), "--agents", str(agents)]
-    args += ["--slots", str(slots), "--expect", str(expect), "--cap", str(cap), "--out", str(out)]
+    args += ["--token-file", str(farm.local.agent_token_file), "--agents", str(shape.agents)]
+    args += ["--slots", str(shape.slots), "--expect", str(expect), "--cap", str(cap)]
+    args += ["--out", str(out)] + ([] if shape.batches else ["--no-batches"])
     process = subprocess.Popen(args, cwd=REPO, env=load_env(), start_new_session=True)
     farm.monitor.others.add(process.pid)
     try:
@@ -559,7 +563,7 @@ def dispatch_run(
         farm.monitor.wait_answer(time.time(), cap)
         offset = farm.log_offset()
         spy = profile_leader(farm.pid, min(cap, 30), profile) if profile is not None else None
-        report, pid = run_sim(farm, shape.agents, shape.slots, total, cap, tmp / "sim.json")
+        report, pid = run_sim(farm, shape, total, cap, tmp / "sim.json")
         if spy is not None:
             spy.wait(timeout=120)
         done = leader_done(farm, ids, timeout=max(cap, 30.0))
@@ -1207,6 +1211,11 @@ def main() -> int:
     parser.add_argument("--heartbeat", type=float, help="leader.toml heartbeat_interval")
     parser.add_argument("--node-timeout", type=float, help="leader.toml node_timeout")
     parser.add_argument("--profile", action="store_true", help="py-spy the leader in one extra run")
+    parser.add_argument(
+        "--no-batches",
+        action="store_true",
+        help="simulated agents send one message a frame, compressed (the protocol before batches)",
+    )
     parser.add_argument("--out", type=Path, default=HERE / "results" / "scale.json")
     parser.add_argument(
         "--merge", action="store_true", help="keep the other scenarios already in --out"
@@ -1232,11 +1241,12 @@ def main() -> int:
         toml += f"heartbeat_interval = {args.heartbeat}\n"
     if args.node_timeout is not None:
         toml += f"node_timeout = {args.node_timeout}\n"
+    batches = not args.no_batches
     shapes = {
-        "a": Shape("a", 1, sized(100_000), args.agents),
-        "b": Shape("b", sized(1_000), 100, args.agents),
-        "c1": Shape("c1", 1, sized(100_000), args.many_agents),
-        "c2": Shape("c2", sized(1_000), 100, args.many_agents),
+        "a": Shape("a", 1, sized(100_000), args.agents, batches=batches),
+        "b": Shape("b", sized(1_000), 100, args.agents, batches=batches),
+        "c1": Shape("c1", 1, sized(100_000), args.many_agents, batches=batches),
+        "c2": Shape("c2", sized(1_000), 100, args.many_agents, batches=batches),
     }
     commands, submits, frames = sized(1_000), sized(1_000), sized(1_000_000)
     results: Record = {}

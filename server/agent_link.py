@@ -4,8 +4,10 @@ The agent says hello (protocol version, token, slots, chunks it still runs);
 the leader answers ``Welcome`` or ``Refused``. Who may be which node is
 ``server.rights``: a per-node agent token only its own name, the shared
 ``agent.token`` (and admins) any name no other agent holds. A refused hello
-never costs the agent that holds the name its link. Every later message is decoded
-with ``decode_checked`` (a bad one is logged and ignored: it changes nothing),
+never costs the agent that holds the name its link. Every later frame (one
+message, or a batch of them: ``protocol.encode_batch``) is decoded whole with
+``decode_batch`` (a bad frame is logged and ignored: it changes nothing), each
+message
 handed to the leader's group commit (``Leader.submit``), and acknowledged
 with ``Ack`` only after what it caused is committed. The link reads on while
 a message waits for its commit (messages are applied and acknowledged in the
@@ -36,6 +38,8 @@ from farmtui.protocol import (
     Refused,
     Welcome,
     agent_to_leader,
+    agent_to_leader_batch,
+    decode_batch,
     decode_checked,
     encode,
 )
@@ -63,11 +67,13 @@ CLOSE_REPLACED = 4000
 class AgentLink:
     """One connected agent: routes its messages and carries the leader's to it."""
 
-    def __init__(self, leader: Leader, websocket: WebSocket, name: str) -> None:
+    def __init__(
+        self, leader: Leader, websocket: WebSocket, name: str, *, batches: bool = False
+    ) -> None:
         self.leader = leader
         self.websocket = websocket
         self.name = name
-        self.out = SendQueue(websocket, f"agent {name}", SEND_QUEUE_LIMIT)
+        self.out = SendQueue(websocket, f"agent {name}", SEND_QUEUE_LIMIT, batches=batches)
         self.reports = AgentReports(leader, name)
         self.ignored = 0
         self.closing: asyncio.Task[None] | None = None
@@ -204,7 +210,7 @@ async def agent_endpoint(websocket: WebSocket) -> None:
         log.exception("node %s could not register", hello.name)
         await refuse(websocket, f"leader error: {type(exc).__name__}", 1011, retry=True)
         return
-    link = AgentLink(leader, websocket, hello.name)
+    link = AgentLink(leader, websocket, hello.name, batches=hello.batches)
     previous = leader.agents.get(hello.name)
     if previous is not None and isinstance(previous, AgentLink):
         log.warning("node %s connected again; closing its previous link", hello.name)
@@ -240,16 +246,17 @@ async def serve(link: AgentLink) -> None:
         if data is None:
             return
         try:
-            message = decode_checked(agent_to_leader, data)
+            messages = decode_batch(agent_to_leader, agent_to_leader_batch, data)
         except ProtocolError as exc:
             link.ignored += 1
             log.warning("node %s: ignored a message: %s", link.name, str(exc)[:300])
             continue
-        try:
-            link.handle(message)
-        except Exception:
-            link.ignored += 1
-            log.exception("node %s: %s failed", link.name, type(message).__name__)
+        for message in messages:
+            try:
+                link.handle(message)
+            except Exception:
+                link.ignored += 1
+                log.exception("node %s: %s failed", link.name, type(message).__name__)
 
 
 def welcome(leader: Leader, name: str, stale: list[ChunkRef]) -> Welcome:
@@ -260,6 +267,7 @@ def welcome(leader: Leader, name: str, stale: list[ChunkRef]) -> Welcome:
         root_id=leader.root_id,
         lease=leader.config.agent_lease,
         stale=stale,
+        batches=True,
     )
 
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 
 import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from farmtui.protocol import encode
+from farmtui.protocol import MAX_BATCH_BYTES, MAX_BATCH_MESSAGES, encode, encode_batch
 
 log = logging.getLogger("farmtui.leader.links")
 
@@ -22,11 +23,16 @@ log = logging.getLogger("farmtui.leader.links")
 class SendQueue:
     """Messages for one peer, written in order by one task."""
 
-    def __init__(self, websocket: WebSocket, label: str, limit: int) -> None:
+    def __init__(
+        self, websocket: WebSocket, label: str, limit: int, *, batches: bool = False
+    ) -> None:
         self.websocket = websocket
         self.label = label
         self.limit = limit
-        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        # The peer reads batches: what is queued when the writer wakes goes in one frame.
+        self.batches = batches
+        self.queue: deque[bytes] = deque()
+        self._ready = asyncio.Event()
         self.closed = False
         self.overflowed = False
         self.task = asyncio.get_running_loop().create_task(self._write())
@@ -35,37 +41,58 @@ class SendQueue:
         """Queue a message; False if the link is closed or hopelessly behind."""
         if self.closed:
             return False
-        if self.queue.qsize() >= self.limit:
-            log.warning("%s is %d messages behind; closing it", self.label, self.queue.qsize())
+        if len(self.queue) >= self.limit:
+            log.warning("%s is %d messages behind; closing it", self.label, len(self.queue))
             self.overflowed = True
             self.close()
             return False
-        self.queue.put_nowait(encode(message))
+        self.queue.append(encode(message))
+        self._ready.set()
         return True
 
     def close(self) -> None:
         """Stop after what is queued (or at once when overflowed)."""
         if not self.closed:
             self.closed = True
-            self.queue.put_nowait(None)
+            self._ready.set()
 
     @property
     def backlog(self) -> int:
-        return self.queue.qsize()
+        return len(self.queue)
 
     async def _write(self) -> None:
+        sent = 0
         try:
             while True:
-                data = await self.queue.get()
-                if data is None or self.overflowed:
+                if not self.queue:
+                    if self.closed:
+                        break
+                    self._ready.clear()
+                    await self._ready.wait()
+                    continue
+                if self.overflowed:
                     break
-                await self.websocket.send_text(data.decode())
+                # The first message (Welcome) goes alone: the peer reads it before it
+                # knows whether this leader speaks batches.
+                frame = self._batch() if self.batches and sent else self.queue.popleft()
+                await self.websocket.send_text(frame.decode())
+                sent += 1
         except (WebSocketDisconnect, OSError, RuntimeError) as exc:
             log.debug("%s: send failed: %s", self.label, exc)
         finally:
             self.closed = True
             if self.overflowed:
                 await close_websocket(self.websocket, 1008, "too far behind")
+
+    def _batch(self) -> bytes:
+        """What is queued, up to a batch's limits, as one frame."""
+        queue = self.queue
+        batch = [queue.popleft()]
+        size = len(batch[0])
+        while queue and len(batch) < MAX_BATCH_MESSAGES and size + len(queue[0]) < MAX_BATCH_BYTES:
+            size += len(queue[0]) + 1
+            batch.append(queue.popleft())
+        return encode_batch(batch)
 
     async def drain(self) -> None:
         """Close and wait until everything queued has been written (or failed)."""

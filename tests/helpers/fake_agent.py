@@ -25,8 +25,10 @@ from farmtui.protocol import (
     ChunkRef,
     LeaderToAgentMessage,
     Welcome,
+    decode_batch,
     encode,
     leader_to_agent,
+    leader_to_agent_batch,
 )
 
 M = TypeVar("M", bound=LeaderToAgentMessage)
@@ -42,6 +44,8 @@ class FakeAgent:
         # Everything received that a test has not asked for yet, in order.
         self.inbox: list[LeaderToAgentMessage] = []
         self.seq = 0
+        # Messages in each frame received, in order (a batch is one frame).
+        self.frames: list[int] = []
 
     @classmethod
     @asynccontextmanager
@@ -53,6 +57,7 @@ class FakeAgent:
         slots: int = 1,
         running: list[ChunkRef] | None = None,
         tags: list[str] | None = None,
+        batches: bool = False,
     ) -> AsyncIterator[FakeAgent]:
         async with connect(
             f"{ws_url}/ws/agent",
@@ -61,7 +66,13 @@ class FakeAgent:
         ) as ws:
             agent = cls(ws, name)
             await agent.send(
-                AgentHello(name=name, slots=slots, running=running or [], tags=tags or [])
+                AgentHello(
+                    name=name,
+                    slots=slots,
+                    running=running or [],
+                    tags=tags or [],
+                    batches=batches,
+                )
             )
             agent.welcome = await agent.expect(Welcome)
             yield agent
@@ -76,12 +87,18 @@ class FakeAgent:
     async def send_raw(self, data: str | bytes) -> None:
         await self.ws.send(data)
 
-    async def receive(self) -> LeaderToAgentMessage:
-        if self.inbox:
-            return self.inbox.pop(0)
+    async def _frame(self) -> list[LeaderToAgentMessage]:
         data = await self.ws.recv(decode=False)
-        message: LeaderToAgentMessage = leader_to_agent.decode(data)
-        return message
+        messages: list[LeaderToAgentMessage] = decode_batch(
+            leader_to_agent, leader_to_agent_batch, data
+        )
+        self.frames.append(len(messages))
+        return messages
+
+    async def receive(self) -> LeaderToAgentMessage:
+        if not self.inbox:
+            self.inbox.extend(await self._frame())
+        return self.inbox.pop(0)
 
     async def expect(self, kind: type[M]) -> M:
         """The first message of this type; others received meanwhile stay in the inbox."""
@@ -90,11 +107,10 @@ class FakeAgent:
                 return self.inbox.pop(index)  # type: ignore[return-value]
         async with asyncio.timeout(RECEIVE_TIMEOUT):
             while True:
-                data = await self.ws.recv(decode=False)
-                message = leader_to_agent.decode(data)
-                if isinstance(message, kind):
-                    return message
-                self.inbox.append(message)
+                self.inbox.extend(await self._frame())
+                for index, message in enumerate(self.inbox):
+                    if isinstance(message, kind):
+                        return self.inbox.pop(index)  # type: ignore[return-value]
 
     async def expect_ack(self, seq: int) -> Ack:
         while True:

@@ -51,6 +51,8 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from agent.link import websocket_url
 from farmtui.protocol import (
+    MAX_BATCH_BYTES,
+    MAX_BATCH_MESSAGES,
     MAX_MESSAGE_BYTES,
     Ack,
     AgentHello,
@@ -65,8 +67,10 @@ from farmtui.protocol import (
     Refused,
     UpdateTimeouts,
     Welcome,
+    decode_batch,
     encode,
     leader_to_agent,
+    leader_to_agent_batch,
 )
 
 ChunkKey = tuple[str, int]
@@ -330,10 +334,24 @@ class SimAgent:
             self.wakeup.set()
 
     async def sender(self, ws: ClientConnection) -> None:
+        batches = self.swarm.batches and self.welcome is not None and self.welcome.batches
         with contextlib.suppress(ConnectionClosed):
             while True:
                 while self.queue:
-                    await ws.send(self.queue.popleft())
+                    if not batches:
+                        await ws.send(self.queue.popleft())
+                        continue
+                    # As the real agent: what is queued goes in one frame.
+                    batch = [self.queue.popleft()]
+                    size = len(batch[0])
+                    while (
+                        self.queue
+                        and len(batch) < MAX_BATCH_MESSAGES
+                        and size + len(self.queue[0]) < MAX_BATCH_BYTES
+                    ):
+                        size += len(self.queue[0]) + 1
+                        batch.append(self.queue.popleft())
+                    await ws.send(batch[0] if len(batch) == 1 else "[" + ",".join(batch) + "]")
                 self.wakeup.clear()
                 await self.wakeup.wait()
 
@@ -411,7 +429,10 @@ class SimAgent:
         self.lapsed = False
 
     def handle(self, data: str | bytes) -> None:
-        message = leader_to_agent.decode(data)
+        for message in decode_batch(leader_to_agent, leader_to_agent_batch, data):
+            self.handle_one(message)
+
+    def handle_one(self, message: object) -> None:
         match message:
             case AssignChunk():
                 self.assign(message)
@@ -451,6 +472,7 @@ class SimAgent:
             slots=self.slots,
             agent_id=self.agent_id,
             version="sim",
+            batches=self.swarm.batches,
             running=[ChunkRef(job_id=j, chunk=c, attempt=a) for j, c, a in self.running],
             finished=[
                 ChunkRef(job_id=f.job_id, chunk=f.chunk, attempt=f.attempt) for f in finished
@@ -508,6 +530,7 @@ class SimAgent:
                     close_timeout=CLOSE_TIMEOUT,
                     ping_interval=None,  # as the real agent: heartbeats prove the link
                     max_size=MAX_MESSAGE_BYTES,
+                    compression=None if self.swarm.batches else "deflate",
                     proxy=None,
                 ) as ws:
                     await self.session(ws)
@@ -542,8 +565,11 @@ class Swarm:
         prefix: str = "sim",
         render_seconds: float = 0.0,
         reconnect_max: float = BACKOFF_MAX,
+        batches: bool = True,
     ) -> None:
         self.leader = leader
+        # Read and send batches (as the real agent does); False: one message a frame.
+        self.batches = batches
         self.reconnect_max = reconnect_max
         self.token = token
         self.tally = Tally()
@@ -618,6 +644,7 @@ async def run_swarm(args: argparse.Namespace, token: str) -> SimReport:
         args.slots,
         prefix=args.prefix,
         render_seconds=args.render_seconds,
+        batches=not args.no_batches,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -666,6 +693,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cap", type=float, default=60.0, help="stop after this many seconds")
     parser.add_argument("--prefix", default="sim", help="node names: PREFIX-0001 ...")
     parser.add_argument("--render-seconds", type=float, default=0.0)
+    parser.add_argument(
+        "--no-batches", action="store_true", help="one message a frame, compressed (as before)"
+    )
     parser.add_argument("--out", help="write the report (JSON) here instead of stdout")
     args = parser.parse_args(argv)
     token = Path(args.token_file).read_text(encoding="utf-8").strip()

@@ -24,6 +24,7 @@ from farmtui.protocol import (
     LeaseRenewed,
     Refused,
     encode,
+    encode_batch,
     leader_to_agent,
 )
 from server.config import LeaderConfig
@@ -317,3 +318,42 @@ class TestLeaderStall:
             chunk = leader.leader.scheduler.jobs[job_id].chunks[0]
             assert chunk.state == "assigned"
             assert leader.leader.scheduler.nodes["node1"].online
+
+
+async def test_an_agent_that_reads_batches_gets_them_and_its_batches_are_applied_in_order(
+    leader: InProcessLeader,
+) -> None:
+    job_id = await submit(leader, frames="1-4", chunk=1)
+    async with FakeAgent.connect(
+        leader.ws_url, leader.agent_token, "node1", slots=4, batches=True
+    ) as agent:
+        assert agent.welcome is not None
+        assert agent.welcome.batches
+        assigns = [await agent.expect(AssignChunk) for _ in range(4)]
+        assert agent.frames[0] == 1  # the welcome travels alone
+        assert 4 in agent.frames[1:]  # the four assignments in one frame
+        reports: list[bytes] = []
+        for assign in assigns:
+            ref = {"job_id": job_id, "chunk": assign.chunk, "attempt": assign.attempt}
+            now = time.time()
+            reports.append(encode(ChunkStarted(**ref, pid=1, seq=agent.next_seq())))
+            reports.append(
+                encode(
+                    ChunkFinished(
+                        **ref,
+                        outcome="done",
+                        exit_status="0",
+                        started=now,
+                        finished=now,
+                        seq=agent.next_seq(),
+                    )
+                )
+            )
+        # A batch with one bad message is refused whole: nothing of it is applied.
+        await agent.send_raw(encode_batch([*reports[:2], b'{"type": "no_such_message"}']))
+        await agent.send_raw(encode_batch(reports))
+        await agent.expect_ack(8)
+        job = leader.leader.scheduler.jobs[job_id]
+        assert [c.state for c in job.chunks] == ["done"] * 4
+        assert all(len(c.attempts) == 1 for c in job.chunks)
+        assert leader.leader.agents["node1"].ignored == 1

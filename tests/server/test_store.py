@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,14 @@ from farmtui.protocol import AgentHello, JobSpec
 from server.errors import StoreError
 from server.model import Changes
 from server.scheduler import Scheduler, SchedulerConfig
-from server.store import SCHEMA_VERSION, Store, encode_chunk, encode_job, encode_node
+from server.store import (
+    SCHEMA_VERSION,
+    WAL_SIZE_LIMIT,
+    Store,
+    encode_chunk,
+    encode_job,
+    encode_node,
+)
 
 SPEC = JobSpec(name="shot", frames="1-100", chunk=1, argv=["render"], output="r/f_####.png")
 
@@ -93,3 +101,33 @@ def test_settings_and_tokens(tmp_path: Path) -> None:
     assert store.setting("root_id") == "abc"
     assert store.setting("missing") is None
     assert [(t.hash, t.name, t.role) for t in store.tokens()] == [("hash1", "alice", "user")]
+
+
+def test_commits_leave_checkpoints_to_a_thread_and_the_wal_stays_small(tmp_path: Path) -> None:
+    # A checkpoint inside a commit stalled the event loop for tens of ms; here the
+    # commits never checkpoint, a thread does, and the WAL gives its space back.
+    store = Store(tmp_path / "farm.db")
+    assert store.db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    wal = tmp_path / "farm.db-wal"
+    row = "x" * 2000
+    for batch in range(200):  # ~8 MB through the WAL, twice its limit
+        with store.db:
+            store.db.executemany(
+                "INSERT INTO nodes (name, data) VALUES (?, ?)",
+                [(f"n{batch}-{i}", row) for i in range(20)],
+            )
+    grown = wal.stat().st_size
+    assert grown > WAL_SIZE_LIMIT
+    deadline = time.monotonic() + 30
+    tick = 0
+    while store.checkpointer.checkpoints == 0 or wal.stat().st_size >= grown:
+        assert time.monotonic() < deadline, "the WAL was never checkpointed"
+        tick += 1
+        with store.db:  # a commit after a checkpoint starts the WAL again, cut back
+            store.db.execute("UPDATE nodes SET data = ? WHERE name = 'n0-0'", (str(tick),))
+        time.sleep(0.05)  # poll
+    assert wal.stat().st_size <= WAL_SIZE_LIMIT
+    store.close()
+    assert (
+        Store(tmp_path / "farm.db").db.execute("SELECT COUNT(*) FROM nodes").fetchone()[0] == 4000
+    )

@@ -11,19 +11,29 @@ pipeline tool can write::
 ``submit`` is safe to retry: it sends an ``Idempotency-Key`` and, when the
 connection fails (reset, timeout, a leader restarting), sends the same request
 with the same key again a few times, so a lost answer never makes two jobs.
+
+The HTTP is the standard library's ``http.client``, not httpx: every ``farm``
+command imports this module, and importing httpx (which brings click, rich and
+pygments) and building its connection pool cost more than the rest of a short
+command's run.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
+import selectors
+import socket
+import ssl
+import threading
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, TypeVar
-from urllib.parse import quote
+from typing import Any, TypeAlias, TypeVar
+from urllib.parse import quote, urlencode, urlsplit
 
-import httpx
 import msgspec
 
 from farmtui import errors
@@ -49,6 +59,37 @@ SUBMIT_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)
 # No try starts later than this after the first (a timed-out try already took long).
 SUBMIT_RETRY_WINDOW = 10.0
 IDEMPOTENCY_KEY = "Idempotency-Key"
+
+Transport: TypeAlias = Callable[[str, str, dict[str, str], bytes | None], tuple[int, str, bytes]]
+"""Sends one request and returns its answer; FarmClient's is a kept connection to the leader.
+
+Called with the method, the path with its query, the headers and the body; returns
+the status, the reason phrase and the body. When the leader cannot be reached it
+raises one of ``TRANSPORT_ERRORS``: ``ConnectionRefusedError``, ``socket.gaierror``
+(unknown host), ``TimeoutError``, ``http.client.RemoteDisconnected`` ... Tests pass
+a fake leader instead.
+"""
+TRANSPORT_ERRORS = (OSError, http.client.HTTPException)
+
+# Methods whose request may be sent again when a kept connection turns out to
+# be closed under it: the leader may have done it once already (RFC 9110 9.2.2).
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+
+
+@dataclass(frozen=True)
+class Response:
+    """The leader's answer to one request (named like httpx's, which the client once returned)."""
+
+    status_code: int
+    reason_phrase: str
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", errors="replace")
+
+    def json(self) -> Any:
+        return json.loads(self.content)
 
 
 class ActionResult(msgspec.Struct, kw_only=True):
@@ -80,22 +121,25 @@ class FarmClient:
         token: str,
         *,
         timeout: float = 15.0,
-        transport: httpx.BaseTransport | None = None,
+        transport: Transport | None = None,
         verify: bool | str = True,
         submit_retry_delays: Sequence[float] = SUBMIT_RETRY_DELAYS,
     ) -> None:
+        """``timeout`` bounds connecting and each read; ``verify`` (https only) is True for
+        the system's CAs, a CA file's path, or False for no certificate checks."""
         self.leader = leader.rstrip("/")
         self.submit_retry_delays = tuple(submit_retry_delays)
-        self._http = httpx.Client(
-            base_url=self.leader,
-            headers={"Authorization": f"Bearer {token}", "User-Agent": "farmtui-client"},
-            timeout=timeout,
-            transport=transport,
-            verify=verify,
-        )
+        self._headers = {"Authorization": f"Bearer {token}", "User-Agent": "farmtui-client"}
+        # A leader behind a proxy's path (https://host/farm) gets it before every request path.
+        self._prefix = urlsplit(self.leader).path
+        self._connection: _Connection | None = None
+        if transport is None:
+            transport = self._connection = _Connection(self.leader, timeout, verify)
+        self._send = transport
 
     def close(self) -> None:
-        self._http.close()
+        if self._connection is not None:
+            self._connection.close()
 
     def __enter__(self) -> FarmClient:
         return self
@@ -120,38 +164,42 @@ class FarmClient:
         params: dict[str, str | int] | None = None,
         headers: dict[str, str] | None = None,
         retry_delays: Sequence[float] = (),
-    ) -> httpx.Response:
+    ) -> Response:
         """Send one request; map transport failures and error statuses to FarmErrors.
 
         With ``retry_delays``, a request whose connection fails is sent again
         after each delay in turn (within ``SUBMIT_RETRY_WINDOW``): only for
         requests that are safe to repeat.
         """
-        headers = dict(headers or {})
+        headers = {**self._headers, **(headers or {})}
         if body is not None:
             content = msgspec.json.encode(body)
             headers["Content-Type"] = "application/json"
+        target = self._prefix + path
+        if params:
+            target += "?" + urlencode(params)
         first = time.monotonic()
         delays = iter(retry_delays)
         while True:
             try:
-                response = self._http.request(
-                    method, path, content=content, params=params, headers=headers
-                )
+                status, reason, answer = self._send(method, target, headers, content)
                 break
-            except httpx.TransportError as exc:
+            except TRANSPORT_ERRORS as exc:
                 delay = next(delays, None)
                 if delay is None or time.monotonic() + delay - first > SUBMIT_RETRY_WINDOW:
                     raise self._leader_down(exc) from None
                 time.sleep(delay)
-        if response.status_code >= 400:
+        response = Response(status, reason, answer)
+        if status >= 400:
             raise _error_for(response)
         return response
 
-    def _leader_down(self, exc: httpx.TransportError) -> errors.LeaderDown:
-        if isinstance(exc, httpx.ConnectError):
-            reason = _connect_reason(exc)
-        elif isinstance(exc, httpx.TimeoutException):
+    def _leader_down(self, exc: Exception) -> errors.LeaderDown:
+        if isinstance(exc, ConnectionRefusedError):
+            reason = "connection refused"
+        elif isinstance(exc, socket.gaierror):
+            reason = "unknown host"
+        elif isinstance(exc, TimeoutError):
             reason = "no answer in time"
         else:
             reason = str(exc) or type(exc).__name__
@@ -311,7 +359,7 @@ def _seg(value: str) -> str:
     return quote(value, safe="")
 
 
-def _decode(response: httpx.Response, kind: type[T]) -> T:
+def _decode(response: Response, kind: type[T]) -> T:
     try:
         return msgspec.json.decode(response.content, type=kind)
     except msgspec.DecodeError as exc:
@@ -320,7 +368,7 @@ def _decode(response: httpx.Response, kind: type[T]) -> T:
         ) from None
 
 
-def _error_for(response: httpx.Response) -> errors.LeaderError:
+def _error_for(response: Response) -> errors.LeaderError:
     status = response.status_code
     if status == 401:
         return errors.AuthError("the leader refused the token", status)
@@ -337,10 +385,76 @@ def _error_for(response: httpx.Response) -> errors.LeaderError:
     return errors.for_status(status, message)
 
 
-def _connect_reason(exc: httpx.ConnectError) -> str:
-    text = str(exc).lower()
-    if "refused" in text or "errno 111" in text or "connect call failed" in text:
-        return "connection refused"
-    if "name or service" in text or "nodename" in text or "getaddrinfo" in text:
-        return "unknown host"
-    return str(exc) or "connection failed"
+class _Connection:
+    """The client's one kept-alive connection to the leader: its ``Transport``.
+
+    Opened by the first request, and opened again by the next one after a
+    failure or after the leader closed it while idle (uvicorn closes idle
+    connections after a few seconds): that close is no reason to fail.
+    """
+
+    def __init__(self, leader: str, timeout: float, verify: bool | str) -> None:
+        url = urlsplit(leader)
+        host = url.netloc.rpartition("@")[2]  # host[:port], without any user:password@
+        self._http: http.client.HTTPConnection
+        if url.scheme == "https":
+            context = _ssl_context(verify)
+            self._http = http.client.HTTPSConnection(host, timeout=timeout, context=context)
+        elif url.scheme == "http":
+            # No SSL context: loading the CA bundle costs 0.2 s, most of a short command.
+            self._http = http.client.HTTPConnection(host, timeout=timeout)
+        else:
+            raise errors.ConfigError(
+                f"the leader URL {leader!r} must start with http:// or https://"
+            )
+        # FarmClient may be shared by threads; one connection carries one exchange at a time.
+        self._lock = threading.Lock()
+
+    def __call__(
+        self, method: str, target: str, headers: dict[str, str], body: bytes | None
+    ) -> tuple[int, str, bytes]:
+        with self._lock:
+            kept = self._http.sock is not None
+            if kept and _readable(self._http.sock):
+                # An idle connection has nothing to read unless the leader closed it.
+                self._http.close()
+                kept = False
+            try:
+                return self._exchange(method, target, headers, body)
+            except (ConnectionError, ssl.SSLEOFError):
+                # The leader may have closed the kept connection just as the request
+                # left; only a request that is safe to repeat gets a new connection.
+                if not (kept and method in IDEMPOTENT_METHODS):
+                    raise
+            return self._exchange(method, target, headers, body)
+
+    def _exchange(
+        self, method: str, target: str, headers: dict[str, str], body: bytes | None
+    ) -> tuple[int, str, bytes]:
+        try:
+            self._http.request(method, target, body=body, headers=headers)
+            answer = self._http.getresponse()
+            return answer.status, answer.reason, answer.read()
+        except BaseException:
+            # A half-done exchange leaves the connection unusable: the next one reconnects.
+            self._http.close()
+            raise
+
+    def close(self) -> None:
+        self._http.close()
+
+
+def _readable(sock: socket.socket) -> bool:
+    with selectors.DefaultSelector() as selector:
+        selector.register(sock, selectors.EVENT_READ)
+        return bool(selector.select(timeout=0))
+
+
+def _ssl_context(verify: bool | str) -> ssl.SSLContext:
+    """The system's CAs (True), a CA file (its path), or no certificate checks (False)."""
+    if verify is False:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    return ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)

@@ -1,8 +1,11 @@
-"""An in-memory stand-in for the leader's REST API (httpx.MockTransport).
+"""An in-memory stand-in for the leader's REST API, behind the client's ``Transport`` seam.
 
 Just enough of docs/architecture.md's REST table for the CLI's and the
 client's behaviour to be tested without processes: tokens, error bodies,
 the shapes of the answers. Real behaviour is tested in test_cli_live.py.
+
+Requests and answers are httpx's models, used here only as records that parse
+a URL and its query (the client itself does not use httpx).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 import httpx
 import msgspec
 
+from farmtui.client import Transport
 from farmtui.frames import chunk_frames, parse_frames
 from farmtui.protocol import ChunkView, JobDetail, JobPatch, JobSpec, JobStats, JobView, NodeView
 
@@ -29,8 +33,17 @@ class FakeLeader:
     requests: list[httpx.Request] = field(default_factory=list)
     next_id: int = 0
 
-    def transport(self) -> httpx.MockTransport:
-        return httpx.MockTransport(self.handle)
+    def transport(self) -> Transport:
+        """A FarmClient transport answered by ``handle`` (looked up per request: tests swap it)."""
+
+        def send(
+            method: str, target: str, headers: dict[str, str], body: bytes | None
+        ) -> tuple[int, str, bytes]:
+            request = httpx.Request(method, "http://fake" + target, headers=headers, content=body)
+            response = self.handle(request)
+            return response.status_code, response.reason_phrase, response.read()
+
+        return send
 
     def add(self, spec: JobSpec, job_id: str | None = None, state: str = "queued") -> JobView:
         self.next_id += 1

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import httpx
+from http import HTTPStatus
+
 import pytest
 
 from farmtui import errors
@@ -61,29 +62,38 @@ def test_the_leaders_error_message_is_kept() -> None:
 def test_error_statuses_map_to_the_tree(
     status: int, body: bytes, kind: type[errors.LeaderError], message: str
 ) -> None:
-    transport = httpx.MockTransport(lambda request: httpx.Response(status, content=body))
-    with FarmClient("http://fake", "t", transport=transport) as farm, pytest.raises(kind) as caught:
+    def answer(
+        method: str, target: str, headers: dict[str, str], content: bytes | None
+    ) -> tuple[int, str, bytes]:
+        return status, HTTPStatus(status).phrase, body
+
+    with FarmClient("http://fake", "t", transport=answer) as farm, pytest.raises(kind) as caught:
         farm.nodes()
     assert str(caught.value) == message
     assert caught.value.status == status
 
 
 def test_an_unreadable_answer_is_a_server_error() -> None:
-    transport = httpx.MockTransport(lambda request: httpx.Response(200, content=b'{"x": 1}'))
+    def unreadable(
+        method: str, target: str, headers: dict[str, str], content: bytes | None
+    ) -> tuple[int, str, bytes]:
+        return 200, "OK", b'{"x": 1}'
+
     with (
-        FarmClient("http://fake", "t", transport=transport) as farm,
+        FarmClient("http://fake", "t", transport=unreadable) as farm,
         pytest.raises(errors.ServerError, match="cannot read"),
     ):
         farm.jobs()
 
 
 def test_a_leader_that_is_down() -> None:
-    def refuse(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+    def refuse(
+        method: str, target: str, headers: dict[str, str], content: bytes | None
+    ) -> tuple[int, str, bytes]:
+        raise ConnectionRefusedError(111, "Connection refused")
 
-    transport = httpx.MockTransport(refuse)
     with (
-        FarmClient("http://farm:7878", "t", transport=transport) as farm,
+        FarmClient("http://farm:7878", "t", transport=refuse) as farm,
         pytest.raises(errors.LeaderDown) as caught,
     ):
         farm.jobs()

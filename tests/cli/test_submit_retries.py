@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import http.client
 import re
+from dataclasses import dataclass, field
 
-import httpx
 import pytest
 
 from farmtui import cli, errors
@@ -15,41 +16,47 @@ from tests.cli.fake_leader import GOOD_TOKEN, FakeLeader
 SPEC = JobSpec(name="shot", frames="1-4", chunk=2, argv=["true"])
 
 
-def flaky(fake: FakeLeader, failures: list[httpx.TransportError]) -> httpx.MockTransport:
-    """The fake leader behind a connection that fails with each of ``failures`` first."""
-    sent: list[httpx.Request] = []
+@dataclass
+class Flaky:
+    """A FarmClient transport: the fake leader behind a connection that fails with each of
+    ``failures`` first, the way the client's own connection raises them."""
 
-    def handle(request: httpx.Request) -> httpx.Response:
-        sent.append(request)
-        if failures:
-            raise failures.pop(0)
-        return fake.handle(request)
+    fake: FakeLeader
+    failures: list[Exception]
+    sent: list[tuple[str, str, dict[str, str], bytes | None]] = field(default_factory=list)
 
-    transport = httpx.MockTransport(handle)
-    transport.sent = sent  # type: ignore[attr-defined]
-    return transport
+    def __call__(
+        self, method: str, target: str, headers: dict[str, str], body: bytes | None
+    ) -> tuple[int, str, bytes]:
+        self.sent.append((method, target, headers, body))
+        if self.failures:
+            raise self.failures.pop(0)
+        return self.fake.transport()(method, target, headers, body)
+
+
+def refused() -> ConnectionRefusedError:
+    return ConnectionRefusedError(111, "Connection refused")
 
 
 def test_submit_retries_with_the_same_key() -> None:
     fake = FakeLeader()
-    transport = flaky(
+    transport = Flaky(
         fake,
         [
-            httpx.ConnectError("[Errno 111] Connection refused"),
-            httpx.RemoteProtocolError("Server disconnected without sending a response."),
-            httpx.ReadTimeout("timed out"),
+            refused(),
+            http.client.RemoteDisconnected("Remote end closed connection without response"),
+            TimeoutError("timed out"),
         ],
     )
     with FarmClient(
         "http://fake", GOOD_TOKEN, transport=transport, submit_retry_delays=(0, 0, 0, 0)
     ) as farm:
         job = farm.submit(SPEC)
-    sent: list[httpx.Request] = transport.sent  # type: ignore[attr-defined]
-    assert len(sent) == 4
-    keys = {request.headers["Idempotency-Key"] for request in sent}
+    assert len(transport.sent) == 4
+    keys = {headers["Idempotency-Key"] for _, _, headers, _ in transport.sent}
     assert len(keys) == 1
     assert re.fullmatch(r"[0-9a-f]{32}", keys.pop())
-    assert {request.content for request in sent} == {sent[0].content}
+    assert {body for _, _, _, body in transport.sent} == {transport.sent[0][3]}
     assert list(fake.jobs) == [job.id]
 
 
@@ -65,8 +72,7 @@ def test_each_submit_has_its_own_key() -> None:
 
 
 def test_retries_are_bounded_then_the_usual_leader_down_error() -> None:
-    failures = [httpx.ConnectError("[Errno 111] Connection refused") for _ in range(10)]
-    transport = flaky(FakeLeader(), failures)
+    transport = Flaky(FakeLeader(), [refused() for _ in range(10)])
     with (
         FarmClient(
             "http://farm:7878", GOOD_TOKEN, transport=transport, submit_retry_delays=(0, 0, 0, 0)
@@ -75,21 +81,28 @@ def test_retries_are_bounded_then_the_usual_leader_down_error() -> None:
     ):
         farm.submit(SPEC)
     assert str(caught.value) == "cannot reach the leader at http://farm:7878: connection refused"
-    assert len(transport.sent) == 5  # type: ignore[attr-defined]
+    assert len(transport.sent) == 5
 
 
 def test_only_submits_are_retried_and_errors_from_the_leader_are_not() -> None:
-    transport = flaky(FakeLeader(), [httpx.ConnectError("[Errno 111] Connection refused")])
+    transport = Flaky(FakeLeader(), [refused()])
     with FarmClient("http://farm:7878", GOOD_TOKEN, transport=transport) as farm:
         with pytest.raises(errors.LeaderDown):
             farm.action("pause", ["abc"])
-        assert len(transport.sent) == 1  # type: ignore[attr-defined]
+        assert len(transport.sent) == 1
 
-    full = httpx.MockTransport(
-        lambda request: httpx.Response(
-            503, json={"error": "the leader's disk is full: nothing was changed"}
+    answered: list[str] = []
+
+    def full(
+        method: str, target: str, headers: dict[str, str], body: bytes | None
+    ) -> tuple[int, str, bytes]:
+        answered.append(target)
+        return (
+            503,
+            "Service Unavailable",
+            b'{"error": "the leader\'s disk is full: nothing was changed"}',
         )
-    )
+
     with (
         FarmClient("http://farm:7878", GOOD_TOKEN, transport=full) as farm,
         pytest.raises(errors.ServerError) as caught,
@@ -97,6 +110,7 @@ def test_only_submits_are_retried_and_errors_from_the_leader_are_not() -> None:
         farm.submit(SPEC)
     assert str(caught.value) == "the leader's disk is full: nothing was changed"
     assert caught.value.status == 503
+    assert answered == ["/api/jobs"]
 
 
 def test_farm_submit_sends_an_idempotency_key(

@@ -15,9 +15,6 @@ from array import array
 from collections.abc import Sequence
 from pathlib import PurePosixPath
 
-from fileseq.exceptions import MaxSizeException, ParseException
-from fileseq.frameset import FrameSet
-
 # A job of more frames than this is almost certainly a typo (1-1000000000).
 MAX_FRAMES = 1_000_000
 # Frame numbers go this far either side of 0: a renderer takes them as 32-bit
@@ -60,6 +57,11 @@ def parse_frames(text: str) -> list[int]:
     if simple is not None:
         _check_numbers(simple, text)
         return simple
+    # Imported here: fileseq (and its ANTLR lexer) is a fifth of a short farm
+    # command's start-up, and common lists never need it.
+    from fileseq.exceptions import MaxSizeException, ParseException
+    from fileseq.frameset import FrameSet
+
     try:
         frameset = FrameSet(spec)
     except MaxSizeException:  # well formed, but too long for fileseq to expand
@@ -120,10 +122,32 @@ def _simple_frames(spec: str, text: str) -> list[int] | None:
 
 
 def format_frames(frames: Sequence[int]) -> str:
-    """The compact form of a frame list: ``[1, 2, 3, 7]`` -> ``"1-3,7"``."""
-    if not frames:
-        return ""
-    return str(FrameSet(list(frames)).frange)
+    """The compact form of a frame list, as fileseq writes it: ``[1, 2, 3, 7]`` -> ``"1-3,7"``.
+
+    Written here rather than read off fileseq (a test checks the two agree):
+    importing fileseq is a fifth of a short ``farm`` command's start-up. Runs
+    are taken greedily from the front; a run of step 1 is ``a-b``, a longer
+    one of another step ``a-bxS``, and a pair of another step is two frames.
+    """
+    parts: list[str] = []
+    at, count = 0, len(frames)
+    while at < count:
+        if at + 1 == count:
+            parts.append(str(frames[at]))
+            break
+        step = frames[at + 1] - frames[at]
+        end = at + 1
+        while end + 1 < count and frames[end + 1] - frames[end] == step:
+            end += 1
+        if abs(step) == 1:
+            parts.append(f"{frames[at]}-{frames[end]}")
+        elif end - at >= 2:
+            parts.append(f"{frames[at]}-{frames[end]}x{abs(step)}")
+        else:
+            parts.append(str(frames[at]))
+            end = at
+        at = end + 1
+    return ",".join(parts)
 
 
 def chunk_frames(frames: Sequence[int], size: int) -> list[list[int]]:

@@ -126,3 +126,9 @@ def test_every_chunk_is_exactly_its_start_end_and_step(frames: list[int], size: 
         tokens = frame_tokens(chunk)
         start, end, step = (int(tokens[k]) for k in ("start", "end", "step"))
         assert set(range(start, end + 1, step)) == set(chunk)
+
+
+@given(st.lists(st.integers(-30, 30), min_size=0, max_size=15, unique=True))
+def test_frames_are_written_compactly_as_fileseq_writes_them(frames: list[int]) -> None:
+    expected = FrameSet(frames).frange if frames else ""
+    assert format_frames(frames) == expected

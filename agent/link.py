@@ -155,6 +155,7 @@ class LeaderLink:
                 return
 
     async def _resend_outbox(self, ws: ClientConnection, below: int | None = None) -> None:
+        await self.outbox.synced()
         frame = _Frame(ws, self._batches())
         for message in self.outbox.pending():
             if message.seq <= self._sent_seq:
@@ -177,6 +178,9 @@ class LeaderLink:
                         await frame.flush()
                         await self._resend_outbox(ws, below=message.seq)
                     if message.seq > max(self._sent_seq, self.outbox.acked):
+                        if message.seq > self.outbox.synced_seq:
+                            # On disk before the leader may see it (the outbox's promise).
+                            await self.outbox.synced()
                         await frame.add(message)
                         self._sent_seq = message.seq
                 else:

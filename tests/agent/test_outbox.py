@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from pathlib import Path
 
+import pytest
+
+import agent.outbox as outbox_module
 from agent.outbox import COMPACT_AFTER_LINES, Outbox, is_reliable
 from farmtui.protocol import (
     ChunkFinished,
@@ -87,3 +92,30 @@ def test_which_messages_are_reliable() -> None:
     assert is_reliable(_started(1))
     assert not is_reliable(Heartbeat())
     assert not is_reliable(ChunkOutput(job_id="j", chunk=1, attempt=1, lines=["x"]))
+
+
+async def test_one_fsync_on_a_thread_covers_every_message_added_before_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    disk = threading.Event()  # a slow disk, released by the test
+    synced: list[int] = []
+
+    def slow_fsync(fd: int) -> None:
+        disk.wait(30)
+        synced.append(fd)
+
+    monkeypatch.setattr(outbox_module.os, "fsync", slow_fsync)
+    outbox = Outbox(tmp_path / "outbox.jsonl")
+    for chunk in range(3):
+        outbox.add(_started(chunk))
+    waiting = [asyncio.create_task(outbox.synced()) for _ in range(2)]
+    await asyncio.sleep(0)  # let them start the fsync
+    # The event loop runs on while the disk is slow; nothing is durable yet.
+    assert outbox.synced_seq == 0
+    assert not any(task.done() for task in waiting)
+    disk.set()
+    await asyncio.wait_for(asyncio.gather(*waiting), 30)
+    assert outbox.synced_seq == 3
+    assert len(synced) == 1  # one fsync for the three messages and both waiters
+    # What is on disk reads back whole.
+    assert [m.seq for m in Outbox(tmp_path / "outbox.jsonl").pending()] == [1, 2, 3]

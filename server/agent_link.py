@@ -6,12 +6,13 @@ the leader answers ``Welcome`` or ``Refused``. Who may be which node is
 ``agent.token`` (and admins) any name no other agent holds. A refused hello
 never costs the agent that holds the name its link. Every later frame (one
 message, or a batch of them: ``protocol.encode_batch``) is decoded whole with
-``decode_batch`` (a bad frame is logged and ignored: it changes nothing), each
-message
-handed to the leader's group commit (``Leader.submit``), and acknowledged
-with ``Ack`` only after what it caused is committed. The link reads on while
-a message waits for its commit (messages are applied and acknowledged in the
-order they came), so one agent's burst of reports costs one transaction.
+``decode_batch``; a bad frame (malformed, or with a second hello) is logged
+in one line and ignored whole: it changes nothing. Each message is handed to
+the leader's group commit (``Leader.submit``) and acknowledged with ``Ack``
+only after what it caused is committed. A frame's messages go into one
+commit (with other agents' frames that came at the same moment), and the
+link reads its next frame once that commit is done, so an agent sending
+faster than the leader commits is held back by its socket.
 A closed link does not make the node lost: the scheduler's tick does that
 after ``node_timeout``, so an agent may reconnect within its lease and carry
 on.
@@ -89,15 +90,15 @@ class AgentLink:
                 close_websocket(self.websocket, code, reason)
             )
 
-    def handle(self, message: AgentToLeader) -> None:
+    def handle(self, message: AgentToLeader) -> asyncio.Future[Changes]:
         """Queue one message; acknowledge it once its effects are committed.
 
         A heartbeat is answered with ``LeaseRenewed`` once it is processed: the
         agent's lease then runs from the moment it sent that heartbeat.
         """
-        self.reports.apply(message).add_done_callback(
-            lambda future: self._committed(message, future)
-        )
+        future = self.reports.apply(message)
+        future.add_done_callback(lambda done: self._committed(message, done))
+        return future
 
     def _committed(self, message: AgentToLeader, future: asyncio.Future[Changes]) -> None:
         if future.cancelled():
@@ -241,22 +242,34 @@ async def agent_endpoint(websocket: WebSocket) -> None:
 
 
 async def serve(link: AgentLink) -> None:
+    """Read the agent's frames until the link closes, one frame's commit at a time.
+
+    The next frame is read once the last one's messages are committed: an
+    agent that sends faster than the leader commits waits in its socket (and
+    its kernel buffers), not in the leader's memory and event loop.
+    """
     while not link.out.closed:
         data = await receive_data(link.websocket)
         if data is None:
             return
         try:
             messages = decode_batch(agent_to_leader, agent_to_leader_batch, data)
+            if any(isinstance(message, AgentHello) for message in messages):
+                raise ProtocolError("hello is only valid as the first message")
         except ProtocolError as exc:
             link.ignored += 1
             log.warning("node %s: ignored a message: %s", link.name, str(exc)[:300])
             continue
+        last: asyncio.Future[Changes] | None = None
         for message in messages:
             try:
-                link.handle(message)
+                last = link.handle(message)
             except Exception:
                 link.ignored += 1
                 log.exception("node %s: %s failed", link.name, type(message).__name__)
+        if last is not None:
+            # Done or failed, it has been dealt with (``_committed``); only wait.
+            await asyncio.wait([last])
 
 
 def welcome(leader: Leader, name: str, stale: list[ChunkRef]) -> Welcome:

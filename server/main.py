@@ -44,6 +44,10 @@ def uvicorn_config(settings: LeaderSettings, *, log_config: bool = True) -> uvic
         # Bigger than a message may be so that decode_checked answers with a clear error;
         # past this the WebSocket layer closes the link (1009).
         ws_max_size=2 * MAX_MESSAGE_BYTES,
+        # No permessage-deflate: a few compressed bytes could inflate into a frame
+        # of a thousand messages (an agent's flood stalled the loop for 40 s), and
+        # compressing small messages cost more CPU than a farm's network saves.
+        ws_per_message_deflate=False,
         ws_ping_interval=20.0,
         ws_ping_timeout=20.0,
         ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,

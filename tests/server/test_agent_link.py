@@ -349,11 +349,25 @@ async def test_an_agent_that_reads_batches_gets_them_and_its_batches_are_applied
                     )
                 )
             )
-        # A batch with one bad message is refused whole: nothing of it is applied.
+        # A batch with one bad message, or a second hello, is refused whole:
+        # nothing of it is applied.
         await agent.send_raw(encode_batch([*reports[:2], b'{"type": "no_such_message"}']))
+        hello = encode(AgentHello(name="node1", slots=4))
+        await agent.send_raw(encode_batch([reports[0], hello, reports[1]]))
         await agent.send_raw(encode_batch(reports))
         await agent.expect_ack(8)
         job = leader.leader.scheduler.jobs[job_id]
         assert [c.state for c in job.chunks] == ["done"] * 4
         assert all(len(c.attempts) == 1 for c in job.chunks)
-        assert leader.leader.agents["node1"].ignored == 1
+        assert leader.leader.agents["node1"].ignored == 2
+
+
+async def test_the_leader_does_not_inflate_compressed_frames(leader: InProcessLeader) -> None:
+    # A few compressed bytes could become a frame of a thousand messages.
+    async with connect(
+        f"{leader.ws_url}/ws/agent",
+        additional_headers={"Authorization": f"Bearer {leader.agent_token}"},
+        compression="deflate",
+    ) as ws:
+        assert ws.response is not None
+        assert "Sec-WebSocket-Extensions" not in ws.response.headers

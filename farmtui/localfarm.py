@@ -346,7 +346,7 @@ def _console(farm: LocalFarm, client: FarmClient) -> int:
         say("the console is not available here; showing a plain job table (Ctrl-C to stop)")
         watch_table(farm, client, clear=sys.stdout.isatty())
         return 0
-    run_console(farm.url, farm.admin_token())
+    run_console(farm.url, farm.admin_token(), local_farm=True)
     return 0
 
 

@@ -2,7 +2,8 @@
 
 The bindings, the action strip, the context menus and the command palette are
 all generated from these tuples, so an action cannot exist in one place and be
-missing from another.
+missing from another. Which of them ask first, and what they cost, is
+``confirmations.py``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ class JobActionSpec:
     label: str
     key: str
     description: str
-    destructive: bool = False
 
     @property
     def binding_id(self) -> str:
@@ -47,20 +47,8 @@ JOB_ACTIONS: tuple[JobActionSpec, ...] = (
     JobActionSpec("retry-failed", "Retry failed", "f", "Re-queue failed chunks"),
     JobActionSpec("requeue", "Requeue", "q", "Re-queue the whole job, done frames too"),
     JobActionSpec("archive", "Archive", "a", "Hide from the active list (records kept)"),
-    JobActionSpec(
-        "cancel",
-        "Cancel",
-        "c",
-        "Cancel: kill every in-flight chunk on every node, now",
-        destructive=True,
-    ),
-    JobActionSpec(
-        "delete",
-        "Delete",
-        "delete",
-        "Delete the job, its records and its logs",
-        destructive=True,
-    ),
+    JobActionSpec("cancel", "Cancel", "c", "Cancel: kill every in-flight chunk on every node, now"),
+    JobActionSpec("delete", "Delete", "delete", "Delete the job, its records and its logs"),
     JobActionSpec("hold", "Hold", "h", "Hold: dispatch nothing until un-held"),
     JobActionSpec("unhold", "Un-hold", "u", "Un-hold (also releases scout holds)"),
     JobActionSpec("complete", "Complete", "x", "Mark the job done by hand"),

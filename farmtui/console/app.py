@@ -12,15 +12,21 @@ from textual.notifications import SeverityLevel
 from textual.screen import Screen
 
 from farmtui.console.commands import FarmCommands
+from farmtui.console.confirmations import quit_farm_confirmation
 from farmtui.console.keymap import load_keymap
 from farmtui.console.link import Backoff
+from farmtui.console.screens.confirm import ConfirmScreen
 from farmtui.console.screens.main import MainScreen
 from farmtui.console.state import ConsoleState
 from farmtui.printable import printable
 
 
 class FarmConsole(App[None]):
-    """farmtui's operator console; talks to one leader over ``/ws/console``."""
+    """farmtui's operator console; talks to one leader over ``/ws/console``.
+
+    ``local_farm``: this console was started by ``farm up``, whose leader and
+    agents stop when it quits, so quitting asks first while chunks render.
+    """
 
     CSS_PATH = "farm.tcss"
     TITLE = "farmtui"
@@ -34,6 +40,7 @@ class FarmConsole(App[None]):
         keymap_path: Path | None = None,
         clock: Callable[[], float] = time.time,
         backoff: Backoff | None = None,
+        local_farm: bool = False,
     ) -> None:
         super().__init__()
         self.leader = leader
@@ -41,6 +48,8 @@ class FarmConsole(App[None]):
         self.keymap_path = keymap_path
         self.state = ConsoleState(clock=clock)
         self.backoff = backoff
+        self.local_farm = local_farm
+        self._asking_to_quit = False
 
     def get_default_screen(self) -> Screen[None]:
         return MainScreen(self.state, self.leader, self.token, backoff=self.backoff)
@@ -75,7 +84,27 @@ class FarmConsole(App[None]):
         for problem in problems:
             self.notify(problem, title="keys.toml", severity="warning", timeout=10)
 
+    async def action_quit(self) -> None:
+        """Quit (ctrl+q); a ``local_farm`` console that is rendering asks first."""
+        confirmation = quit_farm_confirmation(self.state.nodes.values())
+        if not self.local_farm or confirmation is None:
+            self.exit()
+            return
+        if self._asking_to_quit:
+            return
 
-def run_console(leader: str, token: str) -> None:
-    """Run the console full-screen against ``leader`` (``http://host:port``) until quit."""
-    FarmConsole(leader, token).run()
+        def answered(yes: bool | None) -> None:
+            self._asking_to_quit = False
+            if yes:
+                self.exit()
+
+        self._asking_to_quit = True
+        self.push_screen(ConfirmScreen(confirmation), answered)
+
+
+def run_console(leader: str, token: str, *, local_farm: bool = False) -> None:
+    """Run the console full-screen against ``leader`` (``http://host:port``) until quit.
+
+    ``local_farm``: started by ``farm up`` (see ``FarmConsole``).
+    """
+    FarmConsole(leader, token, local_farm=local_farm).run()

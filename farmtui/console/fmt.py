@@ -32,6 +32,14 @@ def plain_content(text: str, *, multiline: bool = False) -> Content:
     return Content(printable(text, multiline=multiline))
 
 
+def log_lines(lines: list[str]) -> list[str]:
+    """Log lines as a ``Log`` shows them: control characters escaped, tabs kept (it expands them).
+
+    Textual's ``Log`` replaces only some control codes and lets ESC through to the terminal.
+    """
+    return [printable(line, multiline=True) for line in lines]
+
+
 def duration(seconds: float | None) -> str:
     """``95`` -> ``1m35s``; ``None`` -> an em dash. Compact enough for a table cell."""
     if seconds is None or seconds < 0:

@@ -80,6 +80,7 @@ def known_binding_ids() -> set[str]:
     from farmtui.console.widgets.line_table import LineTable
     from farmtui.console.widgets.nodes_panel import NodesPanel
     from farmtui.console.widgets.priority_spinner import PrioritySpinner
+    from farmtui.console.widgets.task_output import TaskOutputPane
 
     ids = {spec.binding_id for spec in CHUNK_ACTIONS} | {"chunks.output"}
     for bindings in (
@@ -91,6 +92,7 @@ def known_binding_ids() -> set[str]:
         ContextMenu.BINDINGS,
         EditSettingsScreen.BINDINGS,
         JobDetailPanel.BINDINGS,
+        TaskOutputPane.BINDINGS,
     ):
         ids |= {b.id for b in bindings if isinstance(b, Binding) and b.id}
     return ids

@@ -21,6 +21,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from farmtui.protocol import (
+    AttemptView,
     ChunkRef,
     ChunksChanged,
     ChunkView,
@@ -415,11 +416,19 @@ class FakeLeader:
             case RunChunkAction():
                 await self._chunk_action(ws, message)
             case FetchTaskOutput():
-                client["follow"] = (message.job_id, message.chunk) if message.follow else None
-                lines = [f"chunk {message.chunk} of {message.job_id}: line {i}" for i in range(3)]
+                # Like the real leader: no attempt named means the chunk's latest;
+                # attempt 0 (never dispatched) has no output.
+                self.detail(message.job_id)
+                chunk = self.chunks[message.job_id][message.chunk]
+                attempt = chunk.attempt if message.attempt is None else message.attempt
+                key = (message.job_id, message.chunk, attempt)
+                client["follow"] = key if message.follow and attempt else None
+                lines = self.output_of(*key) if attempt else []
                 await self._send(
                     ws,
-                    TaskOutput(job_id=message.job_id, chunk=message.chunk, attempt=1, lines=lines),
+                    TaskOutput(
+                        job_id=message.job_id, chunk=message.chunk, attempt=attempt, lines=lines
+                    ),
                 )
                 await self._reply(ws, message.request_id)
             case FetchNodeLog():
@@ -548,14 +557,45 @@ class FakeLeader:
             self.frames[job_id][f] = state
         await self.broadcast(FramesChanged(job_id=job_id, frames=frames, state=state))
 
+    @staticmethod
+    def output_of(job_id: str, chunk: int, attempt: int) -> list[str]:
+        """What a chunk attempt printed; attempts after the first say which they are."""
+        named = f" attempt {attempt}" if attempt > 1 else ""
+        return [f"chunk {chunk} of {job_id}{named}: line {i}" for i in range(3)]
+
+    async def retry_chunk(self, job_id: str, index: int, outcome: str = "failed") -> ChunkView:
+        """Give a chunk one more attempt: the current one ends with ``outcome`` on node-b,
+        the new one runs on node-a. Sent to the consoles as ``ChunksChanged``."""
+        self.detail(job_id)
+        chunk = self.chunks[job_id][index]
+        attempts = list(chunk.attempts) or [
+            AttemptView(number=n, node=chunk.node or "node-b", started=T0)
+            for n in range(1, chunk.attempt + 1)
+        ]
+        if attempts:
+            attempts[-1] = msgspec.structs.replace(
+                attempts[-1], node="node-b", outcome=outcome, exit_status="1", finished=T0 + 50
+            )
+        number = chunk.attempt + 1
+        attempts.append(AttemptView(number=number, node="node-a", started=T0 + 60))
+        chunk = msgspec.structs.replace(
+            chunk, attempt=number, attempts=attempts, state="assigned", node="node-a"
+        )
+        self.chunks[job_id][index] = chunk
+        await self.broadcast(ChunksChanged(job_id=job_id, chunks=[chunk]))
+        return chunk
+
     async def emit_output(self, lines: list[str]) -> None:
         """Append lines to whatever task output each console follows."""
         for ws, client in list(self.clients.items()):
             follow = client.get("follow")
             if isinstance(follow, tuple):
-                job_id, chunk = follow
+                job_id, chunk, attempt = follow
                 await self._send(
-                    ws, TaskOutput(job_id=job_id, chunk=chunk, attempt=1, lines=lines, append=True)
+                    ws,
+                    TaskOutput(
+                        job_id=job_id, chunk=chunk, attempt=attempt, lines=lines, append=True
+                    ),
                 )
 
     def count(self, kind: type) -> int:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 from rich.style import Style
 
+from farmtui.console.screens.confirm import ConfirmScreen
 from farmtui.console.screens.context_menu import ContextMenu
 from farmtui.console.screens.edit_settings import EditSettingsScreen
+from farmtui.console.screens.main import MainScreen
 from farmtui.console.state import FRAME_STATES
 from farmtui.console.widgets.chunk_table import ChunkTable
 from farmtui.console.widgets.frame_grid import GUTTER, FrameGrid
@@ -121,17 +123,17 @@ async def test_frame_grid_scrolls_a_big_job(leader: FakeLeader) -> None:
 
 
 @pytest.mark.parametrize(
-    ("key", "action", "frame_state"),
+    ("key", "action", "frame_state", "asks"),
     [
-        ("r", "retry", "unassigned"),
-        ("h", "hold", "held"),
-        ("F", "set-failed", "failed"),
-        ("d", "set-done", "done"),
-        ("e", "exclude", "excluded"),
+        ("r", "retry", "unassigned", False),
+        ("h", "hold", "held", False),
+        ("F", "set-failed", "failed", True),
+        ("d", "set-done", "done", True),
+        ("e", "exclude", "excluded", True),
     ],
 )
 async def test_chunk_action_keys(
-    leader: FakeLeader, key: str, action: str, frame_state: str
+    leader: FakeLeader, key: str, action: str, frame_state: str, asks: bool
 ) -> None:
     app = make_app(leader.url)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -142,7 +144,12 @@ async def test_chunk_action_keys(
         await pilot.press("down", "down", "down", "down", "down")  # chunk 6 (frames 51-60)
         assert table.cursor_key == "6"
         await pilot.press(key)
+        if asks:  # costly: nothing is sent before the operator says yes
+            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+            assert leader.count(RunChunkAction) == 0
+            await pilot.press("y")
         await wait_for(pilot, lambda: leader.count(RunChunkAction) == 1)
+        assert isinstance(app.screen, MainScreen)
         sent = leader.last(RunChunkAction)
         assert isinstance(sent, RunChunkAction)
         assert (sent.action, sent.job_id, sent.chunks) == (action, "j1", [6])
@@ -165,6 +172,8 @@ async def test_chunk_multi_select_and_context_menu(leader: FakeLeader) -> None:
         await wait_for(pilot, lambda: isinstance(app.screen, ContextMenu))
         assert "Set failed" in screen_text(app)
         await pilot.press("down", "down", "down", "down", "enter")  # Exclude
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("enter")
         await wait_for(pilot, lambda: leader.count(RunChunkAction) == 2)
         sent = leader.last(RunChunkAction)
         assert isinstance(sent, RunChunkAction)

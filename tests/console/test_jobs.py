@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from farmtui.console.actions import JOB_ACTIONS
+from farmtui.console.confirmations import JOB_ACTION_COSTS
 from farmtui.console.screens.confirm import ConfirmScreen
 from farmtui.console.screens.context_menu import ContextMenu
 from farmtui.console.screens.main import MainScreen
@@ -77,8 +78,10 @@ async def test_multi_select_by_mouse(leader: FakeLeader) -> None:
         }
 
 
-@pytest.mark.parametrize("spec", [s for s in JOB_ACTIONS if not s.destructive], ids=str)
-async def test_each_job_action_key_sends_to_every_selected_job(
+@pytest.mark.parametrize(
+    "spec", [s for s in JOB_ACTIONS if s.action not in JOB_ACTION_COSTS], ids=str
+)
+async def test_each_cheap_job_action_key_sends_to_every_selected_job(
     leader: FakeLeader, spec: object
 ) -> None:
     from farmtui.console.actions import JobActionSpec
@@ -111,8 +114,10 @@ async def test_action_on_cursor_job_when_nothing_selected(leader: FakeLeader) ->
         assert sent.job_ids == ["j2"]
 
 
-@pytest.mark.parametrize(("key", "action"), [("c", "cancel"), ("delete", "delete")])
-async def test_destructive_actions_confirm_naming_the_jobs(
+@pytest.mark.parametrize(
+    ("key", "action"), [("c", "cancel"), ("delete", "delete"), ("q", "requeue"), ("x", "complete")]
+)
+async def test_costly_actions_ask_first_naming_the_jobs(
     leader: FakeLeader, key: str, action: str
 ) -> None:
     app = make_app(leader.url)
@@ -142,27 +147,33 @@ async def test_destructive_actions_confirm_naming_the_jobs(
             await wait_for(pilot, lambda: "j1" not in app.state.jobs)
             await wait_for(pilot, lambda: "j1" not in order(app))
         else:
-            await wait_for(pilot, lambda: app.state.jobs["j1"].state == "cancelled")
+            expected = {"cancel": "cancelled", "requeue": "queued", "complete": "done"}[action]
+            await wait_for(pilot, lambda: app.state.jobs["j2"].state == expected)
 
 
-async def test_confirmation_buttons_and_escape(leader: FakeLeader) -> None:
+async def test_confirmation_keys_and_buttons(leader: FakeLeader) -> None:
+    """Escape, n and the Keep button keep everything; Enter and the action's button confirm."""
     app = make_app(leader.url)
     async with app.run_test(size=(80, 24)) as pilot:
         await synced(pilot, app)
-        await pilot.press("c")
-        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
-        await pilot.press("escape")
-        await wait_for(pilot, lambda: isinstance(app.screen, MainScreen))
-        await pilot.press("c")
-        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
-        # "No" has the focus: Enter keeps the job.
-        await pilot.press("enter")
-        await wait_for(pilot, lambda: isinstance(app.screen, MainScreen))
+        for keep in ("escape", "n", "#confirm-no"):
+            await pilot.press("c")
+            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+            if keep.startswith("#"):
+                await pilot.click(keep)
+            else:
+                await pilot.press(keep)
+            await wait_for(pilot, lambda: isinstance(app.screen, MainScreen))
         assert leader.count(RunJobAction) == 0
+        assert app.state.jobs["j1"].state == "rendering"
+        await pilot.press("c")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: leader.count(RunJobAction) == 1)
         await pilot.press("c")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
         await pilot.click("#confirm-yes")
-        await wait_for(pilot, lambda: leader.count(RunJobAction) == 1)
+        await wait_for(pilot, lambda: leader.count(RunJobAction) == 2)
 
 
 async def test_action_strip_click_runs_the_action(leader: FakeLeader) -> None:

@@ -123,7 +123,7 @@ async def test_every_hostile_name_in_one_dialog(hostile: FakeLeader) -> None:
         await pilot.press("ctrl+a", "delete")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
         await pilot.pause()
-        listed = str(app.screen.query_one("#confirm-jobs", Static).render()).splitlines()
+        listed = str(app.screen.query_one("#confirm-items", Static).render()).splitlines()
         assert listed == [
             f" • {UNCLOSED}  (j1)",
             f" • {CLICK}  (j2)",
@@ -137,6 +137,18 @@ async def test_every_hostile_name_in_one_dialog(hostile: FakeLeader) -> None:
         assert hostile.count(RunJobAction) == 0
 
 
+async def test_a_chunk_dialog_names_the_job_literally(hostile: FakeLeader) -> None:
+    app = make_app(hostile.url)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await synced(pilot, app)  # j1, "[/oops]", is watched
+        await pilot.press("enter", "t", "d")  # set chunk 1 done: asks first
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.pause()
+        assert f"Set done 1 chunk of {UNCLOSED}?" in screen_text(app)
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, MainScreen))
+
+
 async def test_clicking_a_click_markup_name_does_not_quit(hostile: FakeLeader) -> None:
     app = make_app(hostile.url)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -144,7 +156,7 @@ async def test_clicking_a_click_markup_name_does_not_quit(hostile: FakeLeader) -
         await pilot.press("down", "c")  # j2, "[@click=app.quit]click me[/]"
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
         await pilot.pause()
-        names = app.screen.query_one("#confirm-jobs", Static)
+        names = app.screen.query_one("#confirm-items", Static)
         assert CLICK in str(names.render())
         # All along the name: where "click me" is shown, and where it would be
         # shown had the markup been read (from the name's first column on).

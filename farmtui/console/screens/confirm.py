@@ -1,8 +1,11 @@
-"""A yes/no dialog that names every job a destructive action will touch.
+"""A yes/no dialog for a costly action: what it touches and what it costs.
 
-Cancel and Delete go through here so a stray key cannot wipe a batch; the
-answer is the screen's result (``ModalScreen[bool]``). "No" has the focus.
-The names are shown as plain text (``fmt.plain``): a job named ``[/oops]`` is
+Requeue, Complete, Cancel, Delete, a chunk's Set done / Set failed / Exclude,
+and quitting a ``farm up`` farm that is rendering come through here with a
+``Confirmation`` from ``confirmations.py``, so a stray key cannot throw work
+away. The answer is the screen's result (``ModalScreen[bool]``): Enter (the
+focused button) or y confirms, Escape or n keeps everything as it was.
+Everything is shown as plain text (``fmt.plain``): a job named ``[/oops]`` is
 listed as ``[/oops]``, not parsed as markup.
 """
 
@@ -18,6 +21,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Label, Static
 
 from farmtui.console import fmt
+from farmtui.console.confirmations import Confirmation
 
 SHOWN = 8
 
@@ -30,27 +34,28 @@ class ConfirmScreen(ModalScreen[bool]):
         Binding("n,escape", "answer(False)", "No", id="confirm.no"),
     ]
 
-    def __init__(self, title: str, names: list[str], warning: str, verb: str) -> None:
+    def __init__(self, confirmation: Confirmation) -> None:
         super().__init__()
-        self.title_text = title
-        self.names = names
-        self.warning = warning
-        self.verb = verb
+        self.confirmation = confirmation
 
     def compose(self) -> ComposeResult:
-        listed = [fmt.plain(f" • {name}") for name in self.names[:SHOWN]]
-        if len(self.names) > SHOWN:
-            listed.append(fmt.plain(f"   … and {len(self.names) - SHOWN} more"))
+        asked = self.confirmation
+        listed = [fmt.plain(f" • {item}") for item in asked.items[:SHOWN]]
+        if len(asked.items) > SHOWN:
+            listed.append(fmt.plain(f"   … and {len(asked.items) - SHOWN} more"))
         with Vertical(id="confirm-dialog"):
-            yield Label(fmt.plain(self.title_text), id="confirm-title")
-            yield Static(Text("\n").join(listed), id="confirm-jobs")
-            yield Static(fmt.plain(self.warning, multiline=True), id="confirm-warning")
+            yield Label(fmt.plain(asked.question), id="confirm-title")
+            if listed:
+                yield Static(Text("\n").join(listed), id="confirm-items")
+            yield Static(fmt.plain(asked.cost, multiline=True), id="confirm-cost")
             with Horizontal(id="confirm-buttons"):
-                yield Button(fmt.plain(f"{self.verb} (y)"), variant="error", id="confirm-yes")
-                yield Button("Keep (n)", variant="primary", id="confirm-no")
+                yield Button(
+                    fmt.plain(f"{asked.verb} (y, Enter)"), variant="error", id="confirm-yes"
+                )
+                yield Button("Keep (n, Esc)", variant="primary", id="confirm-no")
 
     def on_mount(self) -> None:
-        self.query_one("#confirm-no", Button).focus()
+        self.query_one("#confirm-yes", Button).focus()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()

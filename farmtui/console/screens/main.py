@@ -22,11 +22,17 @@ from textual.timer import Timer
 from textual.widgets import ContentSwitcher, Footer, Input
 
 from farmtui.console.actions import (
+    CHUNK_ACTION_BY_NAME,
     CHUNK_ACTIONS,
     JOB_ACTION_BY_NAME,
     JOB_ACTIONS,
 )
 from farmtui.console.commands import Command
+from farmtui.console.confirmations import (
+    Confirmation,
+    chunk_action_confirmation,
+    job_action_confirmation,
+)
 from farmtui.console.keymap import screen_bindings
 from farmtui.console.link import Backoff, LeaderLink, LinkBatch, LinkProblem, LinkStatus
 from farmtui.console.screens.confirm import ConfirmScreen
@@ -42,12 +48,12 @@ from farmtui.console.widgets.logs_panel import LogsPanel
 from farmtui.console.widgets.nodes_panel import NodesPanel
 from farmtui.console.widgets.priority_spinner import PrioritySpinner
 from farmtui.console.widgets.status_bar import ConnectionBanner, StatusBar, ViewBar
+from farmtui.console.widgets.task_output import TaskOutputPane
 from farmtui.protocol import (
     ChunkAction,
     ConsoleHello,
     ConsoleMessage,
     FetchNodeLog,
-    FetchTaskOutput,
     JobAction,
     JobPatch,
     MoveJob,
@@ -64,14 +70,6 @@ from farmtui.protocol import (
 View = Literal["jobs", "detail", "logs", "nodes"]
 SIDE_VIEWS: tuple[View, ...] = ("detail", "logs", "nodes")
 WATCH_DELAY = 0.2  # seconds the cursor rests on a job before the detail view follows it
-
-DESTRUCTIVE_WARNINGS = {
-    "cancel": "Cancel is immediate and farm-wide: every in-flight chunk of these jobs is "
-    "killed on every node (the whole renderer process tree). Records are kept; "
-    "the jobs can be requeued.",
-    "delete": "Delete removes the jobs, their records and their logs in the sync root. "
-    "This cannot be undone.",
-}
 
 
 class MainScreen(Screen[None]):
@@ -159,18 +157,12 @@ class MainScreen(Screen[None]):
     def action_view(self, view: View) -> None:
         """Show a view; 1 Jobs, 2 Detail, 3 Logs, 4 Nodes."""
         self._set_view(view)
-        focus = {
-            "jobs": "#jobs",
-            "detail": "#chunk-table" if self._detail_tab() == "tab-chunks" else "#frame-grid",
-            "logs": "#logs-source",
-            "nodes": "#nodes",
-        }[view]
-        self.query_one(focus).focus()
-
-    def _detail_tab(self) -> str:
-        from textual.widgets import TabbedContent
-
-        return self.query_one("#detail-tabs", TabbedContent).active
+        if view == "detail":
+            self.detail.focus_tab()
+        else:
+            self.query_one(
+                {"jobs": "#jobs", "logs": "#logs-source", "nodes": "#nodes"}[view]
+            ).focus()
 
     def _set_view(self, view: View) -> None:
         self.view = view
@@ -187,13 +179,17 @@ class MainScreen(Screen[None]):
         self.query_one(ViewBar).show(self.view, title)
 
     def action_escape(self) -> None:
-        """Esc: close the filter, else go back to the jobs view."""
+        """Esc: close the filter, else go back to the jobs table.
+
+        In the wide layout the jobs view stays current while the focus is on the
+        right, so the focus decides, not only the view.
+        """
         field = self.query_one("#filter", Input)
         if field.has_focus or (field.display and not self.text_filter):
             field.value = ""
             field.display = False
             self.jobs.focus()
-        elif self.view != "jobs":
+        elif self.view != "jobs" or not self.jobs.has_focus:
             self.action_view("jobs")
 
     # -- the link ------------------------------------------------------------------
@@ -234,24 +230,22 @@ class MainScreen(Screen[None]):
             self.logs.set_nodes(sorted(self.state.nodes))
         if change.watched:
             self.detail.load()
-            self.logs.show_chunks()
+            self.logs.task_pane.job_changed()
             self._update_viewbar()
         elif self.state.watched is not None:
             if change.watched_job:
                 self.detail.show_job()
             if change.chunks:
                 self.detail.chunks_changed(change.chunks, change.new_chunks)
-                if change.new_chunks:
-                    self.logs.show_chunks()
-                else:
-                    self.logs.refresh_chunks(change.chunks)
+                self.logs.task_pane.chunks_changed(change.chunks, change.new_chunks)
             if change.frames:
                 self.detail.frames_changed(change.frames)
         if self.state.watched is not None and self.state.watched.job_id in change.removed:
             self.state.unwatch()
             self.detail.load()
+            self.logs.task_pane.job_changed()
         for output in change.task_output:
-            self.logs.task_output(output)
+            self.logs.task_pane.task_output(output)
         for node_log in change.node_logs:
             self.logs.node_log(node_log)
         if change.events:
@@ -288,9 +282,9 @@ class MainScreen(Screen[None]):
         self._log("info", f"synced as {self.state.user} ({self.state.role})")
         if self.state.watched is not None:
             self._send(WatchJob(job_id=self.state.watched.job_id), "")
-        if self.logs.following is not None:
-            job_id, chunk = self.logs.following
-            self._send(FetchTaskOutput(job_id=job_id, chunk=chunk), "")
+        following = self.logs.following
+        if following is not None:
+            self._send(following.request(), "")
         self._update_status()
         self._update_viewbar()
 
@@ -395,27 +389,28 @@ class MainScreen(Screen[None]):
                 "Select a job first (space selects, ctrl+a selects all)", severity="warning"
             )
             return
-        names = [self.state.jobs[job_id].name for job_id in job_ids]
-        label = f"{spec.label} {_count(names)}"
-        if not spec.destructive:
-            self._send(RunJobAction(action=action, job_ids=job_ids), label)
+        jobs = [self.state.jobs[job_id] for job_id in job_ids]
+        self._send_once_confirmed(
+            job_action_confirmation(action, jobs),
+            RunJobAction(action=action, job_ids=job_ids),
+            f"{spec.label} {_count([job.name for job in jobs])}",
+        )
+
+    def _send_once_confirmed(
+        self, confirmation: Confirmation | None, message: ConsoleMessage, label: str
+    ) -> None:
+        """Send ``message`` now when it is cheap, else once the operator accepts its cost."""
+        if confirmation is None:
+            self._send(message, label)
             return
 
         def answered(yes: bool | None) -> None:
             if yes:
-                self._send(RunJobAction(action=action, job_ids=job_ids), label)
+                self._send(message, label)
             else:
                 self._log("info", f"{label}: not confirmed")
 
-        self.app.push_screen(
-            ConfirmScreen(
-                f"{spec.label} {len(names)} job{'s' if len(names) != 1 else ''}?",
-                [f"{name}  ({job_id})" for name, job_id in zip(names, job_ids, strict=True)],
-                DESTRUCTIVE_WARNINGS.get(action, ""),
-                spec.label,
-            ),
-            answered,
-        )
+        self.app.push_screen(ConfirmScreen(confirmation), answered)
 
     def action_move(self, where: MoveWhere) -> None:
         """Move the job under the cursor within its priority group."""
@@ -517,9 +512,11 @@ class MainScreen(Screen[None]):
         watched = self.state.watched
         if watched is None or not chunks:
             return
-        label = next(spec.label for spec in CHUNK_ACTIONS if spec.action == action)
+        label = CHUNK_ACTION_BY_NAME[action].label
         numbers = ", ".join(map(str, chunks[:5])) + ("…" if len(chunks) > 5 else "")
-        self._send(
+        views = [watched.chunks[index] for index in chunks if index in watched.chunks]
+        self._send_once_confirmed(
+            chunk_action_confirmation(action, watched.job, views, self.state.clock()),
             RunChunkAction(action=action, job_id=watched.job_id, chunks=chunks),
             f"{label} chunk {numbers} of {watched.job.name}",
         )
@@ -589,9 +586,9 @@ class MainScreen(Screen[None]):
     def _peer_wanted(self, event: LogsPanel.PeerLogWanted) -> None:
         self._send(FetchNodeLog(node=event.node), "")
 
-    @on(LogsPanel.TaskOutputWanted)
-    def _task_wanted(self, event: LogsPanel.TaskOutputWanted) -> None:
-        self._send(FetchTaskOutput(job_id=event.job_id, chunk=event.chunk, follow=True), "")
+    @on(TaskOutputPane.OutputWanted)
+    def _task_wanted(self, event: TaskOutputPane.OutputWanted) -> None:
+        self._send(event.source.request(), "")
 
     @on(NodesPanel.EnableRequested)
     def _node_enable(self, event: NodesPanel.EnableRequested) -> None:

@@ -10,6 +10,7 @@ from textual.content import Content
 from textual.widgets import Static
 
 from farmtui.console.actions import JOB_ACTIONS
+from farmtui.console.confirmations import JOB_ACTION_COSTS
 
 
 class ActionStrip(Static):
@@ -27,7 +28,8 @@ class ActionStrip(Static):
         parts: list[Content | str] = [Content.styled(f"{count} selected:", "bold"), " "]
         for spec in JOB_ACTIONS:
             key = keys.get(spec.binding_id, "")
-            style = "$error" if spec.destructive else "$text-accent"
+            # The actions that ask first, stating their cost, stand out.
+            style = "$error" if spec.action in JOB_ACTION_COSTS else "$text-accent"
             parts.append(
                 Content.from_markup(
                     f"[@click=screen.job_action('{spec.action}')][{style}]$key[/] $label[/]",

@@ -70,6 +70,11 @@ class JobDetailPanel(Vertical):
         Binding("t", "next_tab", "Frames/Chunks/Settings", id="detail.next_tab"),
     ]
     TABS = ("tab-frames", "tab-chunks", "tab-settings")
+    TAB_FOCUS = {
+        "tab-frames": "#frame-grid",
+        "tab-chunks": "#chunk-table",
+        "tab-settings": "#settings-scroll",
+    }
     LEGEND_PERIOD = 0.25
 
     def __init__(self, state: ConsoleState, *, id: str | None = None) -> None:
@@ -90,7 +95,7 @@ class JobDetailPanel(Vertical):
                 yield grid
             with TabPane("Chunks", id="tab-chunks"):
                 yield ChunkTable(self.state, id="chunk-table")
-            with TabPane("Settings", id="tab-settings"), VerticalScroll():
+            with TabPane("Settings", id="tab-settings"), VerticalScroll(id="settings-scroll"):
                 yield Static("", id="detail-settings")
 
     def action_next_tab(self) -> None:
@@ -101,9 +106,16 @@ class JobDetailPanel(Vertical):
 
     def show_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab
-        focus = {"tab-frames": "#frame-grid", "tab-chunks": "#chunk-table"}.get(tab)
-        if focus is not None:
-            self.query_one(focus).focus()
+        self.focus_tab()
+
+    def focus_tab(self) -> None:
+        """Focus what is in the tab shown, so ``t`` and the tab's keys reach it.
+
+        Focus left on a widget of a hidden tab moves out of the panel, and ``t``
+        with it.
+        """
+        tab = self.query_one(TabbedContent).active
+        self.query_one(self.TAB_FOCUS[tab]).focus()
 
     @property
     def grid(self) -> FrameGrid:

@@ -22,6 +22,7 @@ from rich.cells import cell_len, set_cell_size
 from rich.segment import Segment
 from rich.style import Style
 from textual import events
+from textual.actions import SkipAction
 from textual.binding import Binding, BindingType
 from textual.geometry import Offset, Region, Size
 from textual.message import Message
@@ -404,11 +405,13 @@ class LineTable(ScrollView, can_focus=True):
         self.post_message(self.SelectionChanged(self, frozenset(self.selected)))
 
     def action_clear_selection(self) -> None:
-        if self.selected:
-            self.selected = set()
-            self._anchor = None
-            self.refresh()
-            self.post_message(self.SelectionChanged(self, frozenset()))
+        if not self.selected:
+            # Nothing to clear: let Escape go on to the screen (back to the jobs table).
+            raise SkipAction()
+        self.selected = set()
+        self._anchor = None
+        self.refresh()
+        self.post_message(self.SelectionChanged(self, frozenset()))
 
     def select_only(self, keys: set[str]) -> None:
         self.selected = {key for key in keys if key in self._index}

@@ -3,11 +3,13 @@
 * Monitor Log — the console's own events and the leader's ``Event`` messages,
   filterable by level (Info / Warn / Error).
 * A peer — pick a node, read its agent log; asked for again every 3 s.
-* Task Output — pick a chunk of the watched job on the left, its raw output on
-  the right, followed live as ``TaskOutput`` lines arrive.
+* Task Output — pick a chunk of the watched job and one of its attempts, read
+  its raw output, followed live (``task_output.py``).
 
-The panel never talks to the leader itself: it posts ``PeerLogWanted`` and
-``TaskOutputWanted`` and the screen sends the requests.
+The source stays what the operator last chose: node and job updates refill the
+node picker and the chunk list, never switch the source. The panel never talks
+to the leader itself: it posts ``PeerLogWanted`` (and the task pane
+``OutputWanted``) and the screen sends the requests.
 
 Log lines, event texts and node names are someone else's text: they are shown
 plain (``Text``, ``Log``; never markup) with control characters escaped
@@ -30,10 +32,9 @@ from textual.widgets import ContentSwitcher, Log, RichLog, Select
 
 from farmtui.console import fmt
 from farmtui.console.state import ConsoleState
-from farmtui.console.widgets.chunk_table import CHUNK_STATE_STYLES
-from farmtui.console.widgets.line_table import Cell, Column, LineTable
+from farmtui.console.widgets.task_output import OutputSource, TaskOutputPane
 from farmtui.printable import printable
-from farmtui.protocol import EventView, NodeLog, TaskOutput
+from farmtui.protocol import EventView, NodeLog
 
 Source = Literal["monitor", "peer", "task"]
 LevelFilter = Literal["all", "info", "warn", "error"]
@@ -45,31 +46,6 @@ LEVEL_STYLE = {
 }
 
 
-class TaskChunkList(LineTable):
-    """The chunk picker on the left of Task Output."""
-
-    COLUMNS: ClassVar[tuple[Column, ...]] = (
-        Column("index", "#", 5, "right"),
-        Column("state", "State", 0),
-        Column("tries", "Try", 3, "right"),
-    )
-
-    def __init__(self, state: ConsoleState, *, id: str | None = None) -> None:
-        super().__init__(id=id)
-        self.state = state
-
-    def row_cells(self, key: str) -> list[Cell]:
-        watched = self.state.watched
-        chunk = watched.chunks.get(int(key)) if watched else None
-        if chunk is None:
-            return [("", None)] * 3
-        return [
-            (str(chunk.index), None),
-            (chunk.state, CHUNK_STATE_STYLES.get(chunk.state)),
-            (str(chunk.attempt), None),
-        ]
-
-
 class LogsPanel(Vertical):
     """See the module docstring."""
 
@@ -79,18 +55,12 @@ class LogsPanel(Vertical):
     class PeerLogWanted(Message):
         node: str
 
-    @dataclass
-    class TaskOutputWanted(Message):
-        job_id: str
-        chunk: int
-
     def __init__(self, state: ConsoleState, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.state = state
         self.source: Source = "monitor"
         self.level: LevelFilter = "all"
         self.peer: str | None = None
-        self.following: tuple[str, int] | None = None
         self._peer_lines: list[str] = []
         self._peer_timer: Timer | None = None
 
@@ -114,9 +84,7 @@ class LogsPanel(Vertical):
         with ContentSwitcher(initial="monitor-log", id="logs-switch"):
             yield RichLog(id="monitor-log", max_lines=5000, wrap=False, markup=False)
             yield Log(id="peer-log", max_lines=5000)
-            with Horizontal(id="task-pane"):
-                yield TaskChunkList(self.state, id="task-chunks")
-                yield Log(id="task-log", max_lines=20000)
+            yield TaskOutputPane(self.state, id="task-pane")
 
     def on_mount(self) -> None:
         self.query_one("#logs-node").display = False
@@ -126,8 +94,11 @@ class LogsPanel(Vertical):
     # -- switching ---------------------------------------------------------------
 
     def show_source(self, source: Source) -> None:
-        """Switch to a source (also what the dropdown does)."""
-        self.query_one("#logs-source", Select).value = source
+        """Switch to a source now, as the dropdown does."""
+        select = self.query_one("#logs-source", Select)
+        with select.prevent(Select.Changed):
+            select.value = source
+        self._switch(source)
 
     def on_select_changed(self, event: Select.Changed) -> None:
         event.stop()
@@ -140,9 +111,11 @@ class LogsPanel(Vertical):
             self.level = value  # type: ignore[assignment]
             self.rewrite_monitor()
         elif event.select.id == "logs-node":
-            self.pick_peer(value)
+            self._choose_peer(value)
 
     def _switch(self, source: Source) -> None:
+        if source == self.source:
+            return
         self.source = source
         switch = self.query_one(ContentSwitcher)
         switch.current = {"monitor": "monitor-log", "peer": "peer-log", "task": "task-pane"}[source]
@@ -154,8 +127,6 @@ class LogsPanel(Vertical):
             self._refresh_peer()
         else:
             self._peer_timer.pause()
-        if source == "task":
-            self.show_chunks()
 
     # -- monitor log ---------------------------------------------------------------
 
@@ -195,25 +166,34 @@ class LogsPanel(Vertical):
     # -- peer ----------------------------------------------------------------------
 
     def set_nodes(self, names: list[str]) -> None:
+        """Refill the node picker, keeping the node picked.
+
+        ``Select`` posts ``Changed`` for values set in code too; refilling it
+        is not the operator picking a node, so those are not posted.
+        """
         select = self.query_one("#logs-node", Select)
         current = select.value
-        select.set_options([(fmt.plain(name), name) for name in names])
-        if isinstance(current, str) and current in names:
-            select.value = current
+        with select.prevent(Select.Changed):
+            select.set_options([(fmt.plain(name), name) for name in names])
+            if isinstance(current, str) and current in names:
+                select.value = current
 
     def pick_peer(self, node: str) -> None:
-        """Show ``node``'s agent log (refreshed every ``PEER_REFRESH`` seconds)."""
+        """Show ``node``'s agent log (``l`` in Nodes): switches the source to A peer."""
+        select = self.query_one("#logs-node", Select)
+        if select.value != node:
+            with select.prevent(Select.Changed):
+                select.value = node
+        self._choose_peer(node)
+        self.show_source("peer")
+
+    def _choose_peer(self, node: str) -> None:
+        """Read ``node``'s agent log (refreshed every ``PEER_REFRESH`` seconds)."""
         if node != self.peer:
             self.peer = node
             self._peer_lines = []
             self.query_one("#peer-log", Log).clear()
-        select = self.query_one("#logs-node", Select)
-        if select.value != node:
-            select.value = node
-        if self.source != "peer":
-            self.show_source("peer")
-        else:
-            self._refresh_peer()
+        self._refresh_peer()
 
     def _refresh_peer(self) -> None:
         if self.source == "peer" and self.peer is not None:
@@ -229,69 +209,33 @@ class LogsPanel(Vertical):
         overlap = _overlap(old, new)
         if overlap is None:
             log.clear()
-            log.write_lines(_shown(new))
+            log.write_lines(fmt.log_lines(new))
         else:
-            log.write_lines(_shown(new[overlap:]))
+            log.write_lines(fmt.log_lines(new[overlap:]))
         self._peer_lines = list(new)
 
     # -- task output -------------------------------------------------------------
 
-    def show_chunks(self) -> None:
-        """Refill the chunk picker from the watched job."""
-        watched = self.state.watched
-        table = self.query_one(TaskChunkList)
-        table.set_rows([str(i) for i in watched.chunk_order] if watched else [])
+    @property
+    def task_pane(self) -> TaskOutputPane:
+        return self.query_one(TaskOutputPane)
 
-    def refresh_chunks(self, keys: set[int]) -> None:
-        table = self.query_one(TaskChunkList)
-        for key in keys:
-            table.refresh_key(str(key))
-
-    def on_line_table_cursor_moved(self, event: LineTable.CursorMoved) -> None:
-        if isinstance(event.table, TaskChunkList):
-            event.stop()
-            if event.key is not None and self.source == "task" and event.table.has_focus:
-                self.pick_chunk(int(event.key))
-
-    def on_line_table_activated(self, event: LineTable.Activated) -> None:
-        if isinstance(event.table, TaskChunkList):
-            event.stop()
-            self.pick_chunk(int(event.key))
+    @property
+    def following(self) -> OutputSource | None:
+        """The chunk attempt whose output is shown, if any."""
+        return self.task_pane.following
 
     def pick_chunk(self, chunk: int) -> None:
-        """Follow ``chunk``'s output (of the watched job)."""
-        watched = self.state.watched
-        if watched is None:
-            return
-        if self.source != "task":
-            self.show_source("task")
-        table = self.query_one(TaskChunkList)
-        if table.cursor_key != str(chunk):
-            table.move_cursor_to_key(str(chunk))
-        if self.following == (watched.job_id, chunk):
-            return
-        self.following = (watched.job_id, chunk)
-        self.query_one("#task-log", Log).clear()
-        self.post_message(self.TaskOutputWanted(watched.job_id, chunk))
-
-    def task_output(self, message: TaskOutput) -> None:
-        if self.following != (message.job_id, message.chunk):
-            return
-        log = self.query_one("#task-log", Log)
-        if not message.append:
-            log.clear()
-        log.write_lines(_shown(message.lines))
+        """Show Task Output with ``chunk``'s newest attempt (of the watched job)."""
+        self.show_source("task")
+        self.task_pane.pick_chunk(chunk)
+        self.task_pane.chunk_list.focus()
 
     def task_lines(self) -> list[str]:
-        return list(self.query_one("#task-log", Log).lines)
+        return self.task_pane.lines()
 
     def peer_lines(self) -> list[str]:
         return list(self.query_one("#peer-log", Log).lines)
-
-
-def _shown(lines: list[str]) -> list[str]:
-    """Log lines as shown: control characters escaped, tabs kept (``Log`` expands them)."""
-    return [printable(line, multiline=True) for line in lines]
 
 
 def _overlap(old: list[str], new: list[str]) -> int | None:

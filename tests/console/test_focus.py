@@ -1,0 +1,54 @@
+"""Where the keyboard focus goes: Escape comes back to the jobs table in the wide
+layout, ``t`` cycles the detail tabs from any of them (issue 11, defect 6)."""
+
+from __future__ import annotations
+
+from textual.widgets import TabbedContent
+
+from farmtui.console.app import FarmConsole
+from farmtui.console.widgets.jobs_table import JobsTable
+from tests.console.conftest import make_app, synced
+from tests.console.fake_leader import FakeLeader
+
+WIDE = (160, 48)
+
+
+def active_tab(app: FarmConsole) -> str:
+    return app.screen.query_one("#detail-tabs", TabbedContent).active
+
+
+def focused(app: FarmConsole) -> str | None:
+    return app.focused.id if app.focused is not None else None
+
+
+async def test_escape_from_the_chunk_table_returns_to_the_jobs_table(leader: FakeLeader) -> None:
+    app = make_app(leader.url)
+    async with app.run_test(size=WIDE) as pilot:
+        await synced(pilot, app)
+        await pilot.press("enter", "t")
+        assert focused(app) == "chunk-table"
+        await pilot.press("escape")
+        assert app.screen.query_one(JobsTable).has_focus
+
+
+async def test_escape_from_a_click_on_the_right_returns_to_the_jobs_table(
+    leader: FakeLeader,
+) -> None:
+    app = make_app(leader.url)
+    async with app.run_test(size=WIDE) as pilot:
+        await synced(pilot, app)  # the jobs view is current; j1's detail is on the right
+        await pilot.click("#frame-grid")
+        assert focused(app) == "frame-grid"
+        await pilot.press("escape")
+        assert app.screen.query_one(JobsTable).has_focus
+
+
+async def test_t_cycles_the_detail_tabs_from_settings_too(leader: FakeLeader) -> None:
+    app = make_app(leader.url)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await synced(pilot, app)
+        await pilot.press("enter", "t", "t")
+        assert active_tab(app) == "tab-settings"
+        await pilot.press("t")
+        assert active_tab(app) == "tab-frames"
+        assert focused(app) == "frame-grid"

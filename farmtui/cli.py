@@ -149,7 +149,7 @@ def cmd_leader(args: argparse.Namespace) -> int:
 def cmd_agent(args: argparse.Namespace) -> int:
     import os
 
-    from farmtui.config import normalize_url, read_token_file
+    from farmtui.config import check_token, normalize_url, read_token_file
 
     leader = args.leader or os.environ.get("FARM_LEADER")
     if not leader:
@@ -162,6 +162,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
         token = os.environ["FARM_TOKEN"].strip()
     else:
         raise InputError("farm agent needs --token or --token-file (the leader's agent.token)")
+    check_token(token, "--token" if args.token else args.token_file or "FARM_TOKEN")
     try:
         from agent.main import run_agent
     except ImportError as exc:
@@ -325,6 +326,10 @@ def cmd_logs(args: argparse.Namespace) -> int:
         )
 
 
+# How long ``farm logs --follow`` waits for a leader that stopped answering.
+FOLLOW_OUTAGE = 300.0
+
+
 def follow_log(
     farm: FarmClient,
     job_id: str,
@@ -337,22 +342,38 @@ def follow_log(
 ) -> int:
     """Print the log, then what is appended to it, until the job finishes (or Ctrl-C).
 
+    A leader that stops answering is waited for (``FOLLOW_OUTAGE``), so a
+    follow outlives the leader's restart.
+
     With ``--json`` each new piece is one JSON line ``{"job_id", "chunk", "log",
     "restarted"}`` and the last line says the job's final ``state``. Without
     ``raw``, control characters in the text are shown as escapes (see
     ``farmtui.printable``).
     """
     from farmtui.client import FINAL_STATES
-    from farmtui.errors import NotFound
+    from farmtui.errors import LeaderDown, NotFound
 
     shown = ""
+    away: float | None = None  # since when the leader has not answered
     while True:
-        # Read the state first so the final fetch below sees everything the job wrote.
-        state = farm.show(job_id).job.state
         try:
-            text = fetch()
-        except NotFound:
-            text = shown  # the attempt's log does not exist yet
+            # Read the state first so the final fetch below sees everything the job wrote.
+            state = farm.show(job_id, limit=1).job.state
+            try:
+                text = fetch()
+            except NotFound:
+                text = shown  # the attempt's log does not exist yet
+        except LeaderDown as exc:
+            # A leader restarting (an upgrade, a crash) is back within seconds: wait for it.
+            now = time.monotonic()
+            if away is None:
+                away = now
+                sys.stderr.write(f"farm logs: {printable(str(exc))}; still following\n")
+            elif now - away > FOLLOW_OUTAGE:
+                raise
+            time.sleep(interval)
+            continue
+        away = None
         restarted = not text.startswith(shown)  # a new attempt replaced the log
         piece = text if restarted else text[len(shown) :]
         if as_json:

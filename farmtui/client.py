@@ -20,6 +20,7 @@ command's run.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import selectors
@@ -74,6 +75,8 @@ TRANSPORT_ERRORS = (OSError, http.client.HTTPException)
 # Methods whose request may be sent again when a kept connection turns out to
 # be closed under it: the leader may have done it once already (RFC 9110 9.2.2).
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+# A whole exchange (request and answer) may last this many times the client's timeout.
+EXCHANGE_TIMEOUTS = 4
 
 
 @dataclass(frozen=True)
@@ -132,6 +135,9 @@ class FarmClient:
         self._headers = {"Authorization": f"Bearer {token}", "User-Agent": "farmtui-client"}
         # A leader behind a proxy's path (https://host/farm) gets it before every request path.
         self._prefix = urlsplit(self.leader).path
+        # The leader as messages show it: never a user:password@ a script put in the URL.
+        url = urlsplit(self.leader)
+        self._shown = url._replace(netloc=url.netloc.rpartition("@")[2]).geturl()
         self._connection: _Connection | None = None
         if transport is None:
             transport = self._connection = _Connection(self.leader, timeout, verify)
@@ -203,7 +209,7 @@ class FarmClient:
             reason = "no answer in time"
         else:
             reason = str(exc) or type(exc).__name__
-        return errors.LeaderDown(f"cannot reach the leader at {self.leader}: {reason}")
+        return errors.LeaderDown(f"cannot reach the leader at {self._shown}: {reason}")
 
     def _get(self, path: str, kind: type[T], params: dict[str, str | int] | None = None) -> T:
         return _decode(self.request("GET", path, params=params), kind)
@@ -409,6 +415,7 @@ class _Connection:
             )
         # FarmClient may be shared by threads; one connection carries one exchange at a time.
         self._lock = threading.Lock()
+        self._timeout = timeout
 
     def __call__(
         self, method: str, target: str, headers: dict[str, str], body: bytes | None
@@ -431,14 +438,35 @@ class _Connection:
     def _exchange(
         self, method: str, target: str, headers: dict[str, str], body: bytes | None
     ) -> tuple[int, str, bytes]:
+        # ``timeout`` bounds each wait on the socket; a leader (or something posing
+        # as one) that sends a byte now and then would hold a command for ever, so
+        # the whole exchange has a deadline too: past it the socket is shut.
+        expired = threading.Event()
+        deadline = threading.Timer(EXCHANGE_TIMEOUTS * self._timeout, self._expire, [expired])
+        deadline.daemon = True
+        deadline.start()
         try:
             self._http.request(method, target, body=body, headers=headers)
             answer = self._http.getresponse()
-            return answer.status, answer.reason, answer.read()
-        except BaseException:
+            status, reason, content = answer.status, answer.reason, answer.read()
+            if expired.is_set():  # the shut socket may read as the answer's end
+                raise TimeoutError("no whole answer in time")
+            return status, reason, content
+        except BaseException as exc:
             # A half-done exchange leaves the connection unusable: the next one reconnects.
             self._http.close()
+            if expired.is_set() and isinstance(exc, TRANSPORT_ERRORS):
+                raise TimeoutError("no whole answer in time") from None
             raise
+        finally:
+            deadline.cancel()
+
+    def _expire(self, expired: threading.Event) -> None:
+        expired.set()
+        sock = self._http.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def close(self) -> None:
         self._http.close()

@@ -21,6 +21,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from farmtui.errors import ConfigError
 
@@ -54,16 +55,41 @@ def config_path(env: Mapping[str, str] | None = None) -> Path:
 
 
 def normalize_url(url: str) -> str:
-    """``127.0.0.1:7878/`` -> ``http://127.0.0.1:7878``; refuse anything but http(s)."""
+    """``127.0.0.1:7878/`` -> ``http://127.0.0.1:7878``; refuse anything but a plain http(s) URL.
+
+    A URL with a user or password is refused without repeating it: the token
+    is the credential, and a password in the URL would end up in messages.
+    """
     url = url.strip().rstrip("/")
     if not url:
         raise ConfigError("the leader URL is empty")
     if "://" not in url:
         url = "http://" + url
-    scheme = url.split("://", 1)[0].lower()
-    if scheme not in ("http", "https"):
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  # reading it checks it: ValueError for "host:abc"
+    except ValueError as exc:
+        shown = url if "@" not in url else "(not shown: it has an @)"
+        raise ConfigError(f"the leader URL {shown} is malformed: {exc}") from None
+    if "@" in parts.netloc:
+        raise ConfigError(
+            "the leader URL must not carry a user or password; give the token with "
+            "--token, --token-file or FARM_TOKEN"
+        )
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"the leader URL {url!r} must start with http:// or https://")
     return url
+
+
+def check_token(token: str, source: str) -> str:
+    """The token, or ConfigError (not repeating it) when it cannot be one."""
+    if not token:
+        raise ConfigError(f"the token from {source} is empty")
+    if any(c.isspace() or not c.isprintable() for c in token):
+        raise ConfigError(
+            f"the token from {source} has spaces or control characters; a token has neither"
+        )
+    return token
 
 
 def read_token_file(path: str | Path) -> str:
@@ -165,4 +191,6 @@ def resolve(
             "no token configured: pass --token or --token-file, set FARM_TOKEN, "
             "or start a farm with `farm up`"
         )
-    return Connection(normalize_url(url), secret, leader_source, token_source)
+    return Connection(
+        normalize_url(url), check_token(secret, token_source), leader_source, token_source
+    )

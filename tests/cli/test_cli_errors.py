@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -97,3 +98,30 @@ def test_logs_follow_of_a_chunk_that_does_not_exist_is_refused(
     conn = ["--leader", "http://fake", "--token", GOOD_TOKEN]
     assert cli.main(["logs", *conn, job.id, "--follow", "--chunk", "99"]) == 2
     assert one_line_error(capsys) == f"farm logs: job {job.id} has no chunk 99 (it has 2)\n"
+
+
+def test_logs_follow_waits_for_a_leader_that_restarts(
+    fake_leader: FakeLeader, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = fake_leader.add(JobSpec(name="a", frames="1-2", argv=["true"]), state="rendering")
+    answer = fake_leader.handle
+    logs_read = 0
+    outage = 3  # requests refused once the log was read, as by a restarting leader
+
+    def restarting(request: Any) -> Any:
+        nonlocal logs_read, outage
+        if logs_read and outage:
+            outage -= 1
+            if not outage:
+                fake_leader.jobs[job.id].job.state = "done"  # finished while it was away
+            raise ConnectionRefusedError(111, "Connection refused")
+        logs_read += request.url.path.endswith("/logs")
+        return answer(request)
+
+    fake_leader.handle = restarting  # type: ignore[method-assign]
+    conn = ["--leader", "http://fake", "--token", GOOD_TOKEN, "--interval", "0.01"]
+    assert cli.main(["logs", *conn, job.id, "--follow", "--chunk", "1"]) == 0
+    captured = capsys.readouterr()
+    assert outage == 0
+    assert captured.out == "chunk 1 output\n"
+    assert "connection refused; still following" in captured.err

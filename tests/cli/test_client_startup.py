@@ -7,6 +7,7 @@ a small leader on loopback that closes or drops connections when told to.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import socketserver
@@ -72,6 +73,13 @@ class Answer(BaseHTTPRequestHandler):
         if plan == "drop":
             self.close_connection = True
             return
+        if plan == "drip":  # a header now and then, never the end of the answer
+            self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+            with contextlib.suppress(OSError):
+                while not self.server.stopping.wait(0.05):
+                    self.wfile.write(b"X-Drip: 1\r\n")
+            self.close_connection = True
+            return
         payload = WHOAMI if self.path.endswith("/whoami") else NOTHING_DONE
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -91,7 +99,8 @@ class LoopbackLeader(socketserver.ThreadingTCPServer):
     """An HTTP/1.1 server on loopback; ``plan`` says what happens to each request in turn.
 
     "answer" answers and keeps the connection, "close" answers and then closes it,
-    "drop" closes it without an answer; requests after the plan are answered.
+    "drop" closes it without an answer, "drip" sends a header now and then until
+    ``stopping``; requests after the plan are answered.
     """
 
     daemon_threads = True
@@ -107,6 +116,7 @@ class LoopbackLeader(socketserver.ThreadingTCPServer):
         self.requests: list[Seen] = []
         self.connections = 0
         self.closed = threading.Semaphore(0)
+        self.stopping = threading.Event()
         scheme = "https" if tls else "http"
         self.url = f"{scheme}://127.0.0.1:{self.server_address[1]}"
         self._thread = threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True)
@@ -128,6 +138,7 @@ class LoopbackLeader(socketserver.ThreadingTCPServer):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self.stopping.set()
         self.shutdown()
         self.server_close()
         self._thread.join()
@@ -206,6 +217,14 @@ def test_a_leader_that_never_answers_is_no_answer_in_time(
         str(caught.value)
         == f"cannot reach the leader at http://127.0.0.1:{port}: no answer in time"
     )
+
+
+def test_a_leader_that_drips_its_answer_forever_is_no_answer_in_time() -> None:
+    # Each byte comes well within the timeout, so only the whole exchange's deadline ends it.
+    with LoopbackLeader(["drip"]) as leader, FarmClient(leader.url, "t", timeout=0.3) as farm:
+        with pytest.raises(errors.LeaderDown, match="no answer in time"):
+            farm.whoami()
+        leader.stopping.set()
 
 
 def test_an_unknown_host() -> None:

@@ -126,3 +126,26 @@ def test_urls_are_normalized(given: str, url: str) -> None:
 def test_other_schemes_are_refused() -> None:
     with pytest.raises(ConfigError, match="must start with http"):
         normalize_url("ftp://farm")
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("http://127.0.0.1:abc", "is malformed"),
+        ("http://[::1:7878", "is malformed"),
+        ("ftp://farm:21", "must start with http"),
+        ("http://wrangler:s3cret@farm:7878", "must not carry a user or password"),
+    ],
+)
+def test_a_bad_leader_url_is_one_line_that_never_repeats_a_password(url: str, says: str) -> None:
+    with pytest.raises(ConfigError, match=says) as caught:
+        resolve(leader=url, token="t")
+    assert "s3cret" not in str(caught.value)
+
+
+@pytest.mark.parametrize("token", ["ab\ncd", "ab\r\nX-Evil: 1", "two words"])
+def test_a_token_that_cannot_be_one_is_refused_without_repeating_it(token: str) -> None:
+    with pytest.raises(ConfigError, match="spaces or control characters") as caught:
+        resolve(leader="http://farm:7878", token=token)
+    assert "ab" not in str(caught.value)
+    assert "words" not in str(caught.value)

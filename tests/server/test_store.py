@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from farmtui.protocol import AgentHello, JobSpec
+from server import checkpointer
 from server.errors import StoreError
 from server.model import Changes
 from server.scheduler import Scheduler, SchedulerConfig
@@ -131,3 +132,28 @@ def test_commits_leave_checkpoints_to_a_thread_and_the_wal_stays_small(tmp_path:
     assert (
         Store(tmp_path / "farm.db").db.execute("SELECT COUNT(*) FROM nodes").fetchone()[0] == 4000
     )
+
+
+def test_the_wal_is_cut_back_while_commits_keep_coming(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A PASSIVE checkpoint never catches up with a steady stream of commits: the
+    # WAL grew by 5 MB a second in the scale benchmark until RESTART came in.
+    monkeypatch.setattr(checkpointer, "RESTART_BYTES", 2 * 1024 * 1024)
+    store = Store(tmp_path / "farm.db")
+    wal = tmp_path / "farm.db-wal"
+    row = "x" * 2000
+    grown = False
+    deadline = time.monotonic() + 60
+    batch = 0
+    while not (grown and wal.stat().st_size <= WAL_SIZE_LIMIT):
+        assert time.monotonic() < deadline, "the WAL was never cut back under load"
+        batch += 1
+        with store.db:
+            store.db.executemany(
+                "INSERT OR REPLACE INTO nodes (name, data) VALUES (?, ?)",
+                [(f"n{batch % 50}-{i}", row) for i in range(20)],
+            )
+        grown = grown or wal.stat().st_size > 2 * WAL_SIZE_LIMIT
+    assert store.checkpointer.restarts >= 1
+    store.close()

@@ -350,6 +350,8 @@ class LeaderLink:
             self.supervisor.kill(
                 (ref.job_id, ref.chunk, ref.attempt), "the leader no longer wants it"
             )
+        # Renders that ended while the agent was down: delivered and reported now.
+        self.supervisor.resume()
 
     async def _session(self, ws: ClientConnection) -> None:
         hello_sent = self.clock()

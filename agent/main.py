@@ -142,6 +142,9 @@ class Agent:
             leftovers = await self.supervisor.kill_leftovers()
             if leftovers:
                 log.warning("killed %d chunk(s) left running by a previous agent run", leftovers)
+            recovered = self.supervisor.recover()
+            if recovered:
+                log.warning("%d chunk(s) ended while the agent was down; reporting them", recovered)
             abandoned = await asyncio.to_thread(self.supervisor.clean_abandoned_staging)
             if abandoned:
                 log.info("removed %d staging folder(s) a previous run left behind", abandoned)

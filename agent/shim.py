@@ -2,7 +2,8 @@
 
 The agent runs it (see ``agent/shim_client.py``) as::
 
-    python -I -S shim.py --grace SECONDS --lease-until DEADLINE -- RENDERER ARGV...
+    python -I -S shim.py --grace SECONDS --lease-until DEADLINE [--exit-file PATH] \
+        -- RENDERER ARGV...
 
 in a session of its own, with the renderer's working folder and environment
 (``FARMTUI_CHUNK=<marker>`` included). The shim becomes a child subreaper,
@@ -95,9 +96,9 @@ def quote(text: str) -> str:
     return json.dumps(text[:1000])
 
 
-def parse_args(args: list[str]) -> tuple[float, float, list[str]]:
-    """``(grace, lease_until, renderer argv)``; ValueError with a one-line message."""
-    grace, lease_until = 5.0, float("inf")
+def parse_args(args: list[str]) -> tuple[float, float, str, list[str]]:
+    """``(grace, lease_until, exit_file, renderer argv)``; ValueError with a one-line message."""
+    grace, lease_until, exit_file = 5.0, float("inf"), ""
     at = 0
     while at < len(args) and args[at] != "--":
         if at + 1 >= len(args):
@@ -107,6 +108,8 @@ def parse_args(args: list[str]) -> tuple[float, float, list[str]]:
             grace = float(value)
         elif flag == "--lease-until":
             lease_until = float(value)
+        elif flag == "--exit-file":
+            exit_file = value
         else:
             raise ValueError(f"unknown option {flag}")
         at += 2
@@ -115,7 +118,28 @@ def parse_args(args: list[str]) -> tuple[float, float, list[str]]:
         raise ValueError("usage: shim.py --grace S --lease-until T -- renderer argv...")
     if not 0 <= grace < float("inf") or lease_until != lease_until:
         raise ValueError("--grace must be a finite number >= 0 and --lease-until a number")
-    return grace, lease_until, argv
+    return grace, lease_until, exit_file, argv
+
+
+def write_exit(path: str, returncode: int) -> None:
+    """Leave the renderer's exit status where a restarted agent finds it.
+
+    The status line on stderr dies with an agent that dies now; this file
+    lets the next agent credit a render that finished meanwhile instead of
+    rendering it again.
+    """
+    if not path:
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError:
+        return
+    try:
+        os.write(fd, str(returncode).encode())
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def become_subreaper() -> None:
@@ -165,8 +189,9 @@ def read_all(path: str) -> bytes:
 class Shim:
     """The loop: wait for children, control lines, signals and deadlines; kill; report."""
 
-    def __init__(self, grace: float, lease_until: float, wake_fd: int) -> None:
+    def __init__(self, grace: float, lease_until: float, wake_fd: int, exit_file: str = "") -> None:
         self.me = os.getpid()
+        self.exit_file = exit_file
         self.grace = grace
         self.lease_until = lease_until
         self.wake_fd = wake_fd
@@ -230,6 +255,8 @@ class Shim:
                 return True
             if pid == self.renderer:
                 self.returncode = os.waitstatus_to_exitcode(status)
+                if not self.cause:  # it ended on its own, not by a kill (the agent's death)
+                    write_exit(self.exit_file, self.returncode)
                 emit(f'{{"event": "exited", "returncode": {self.returncode}}}')
 
     def timeout(self, now: float) -> float | None:
@@ -411,12 +438,12 @@ def main() -> None:
     for sig in (signal.SIGCHLD, *STOP_SIGNALS):
         signal.signal(sig, on_signal)
     try:
-        grace, lease_until, argv = parse_args(sys.argv[1:])
+        grace, lease_until, exit_file, argv = parse_args(sys.argv[1:])
     except ValueError as exc:
         emit(f'{{"event": "spawn_failed", "error": {quote(str(exc))}}}')
         os._exit(2)
     become_subreaper()
-    shim = Shim(grace, lease_until, wake_read)
+    shim = Shim(grace, lease_until, wake_read, exit_file)
     try:
         shim.renderer = spawn(argv)
     except (OSError, ValueError) as exc:

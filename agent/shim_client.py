@@ -178,12 +178,14 @@ class Shim:
         env: Mapping[str, str],
         grace: float,
         lease_until: float,
+        exit_file: Path | None = None,
     ) -> Shim:
         """Start ``argv`` under a shim; return once it started or failed to.
 
         ``grace``: seconds between SIGTERM and SIGKILL when the shim kills the
         tree on its own (SIGTERM to the shim, helpers left after a clean exit).
         ``lease_until``: a ``time.monotonic()`` deadline, ``math.inf`` for none.
+        ``exit_file``: where the shim writes the renderer's exit status as it exits.
         OSError when the shim itself cannot start (``cwd`` missing ...).
         """
         if not argv:
@@ -194,6 +196,7 @@ class Shim:
             repr(_check_grace(grace)),
             "--lease-until",
             repr(float(lease_until)),
+            *(["--exit-file", str(exit_file)] if exit_file is not None else []),
             "--",
             *argv,
             stdin=asyncio.subprocess.PIPE,

@@ -34,6 +34,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Protocol, TypedDict
 
+import msgspec
+
 from agent.adapters import Adapter, adapter_for
 from agent.chunk_outcome import Outcome, Stop, TimeoutKind, Verdict, decide
 from agent.errors import ChunkSetupError, FenceError
@@ -76,6 +78,11 @@ log = logging.getLogger("farmtui.agent.supervisor")
 ChunkKey = tuple[str, int, int]
 # In an attempt's staging folder: its copy failed; keep it for a retry sync.
 KEPT_MARK = ".farmtui-kept"
+# Under the staging root: each running attempt's assignment (``<job>.<chunk>.<attempt>.json``,
+# from its start until its ChunkFinished is in the outbox) and its renderer's exit status
+# (``.exit``, written by its shim). An agent that died in between finds there a render
+# that ended meanwhile, and reports it rather than have it rendered again.
+JOURNAL = ".attempts"
 # In a renderer's environment when the node sees the sync root: where it is.
 SYNC_ROOT_VARIABLE = "FARMTUI_SYNC_ROOT"
 
@@ -83,6 +90,14 @@ SYNC_ROOT_VARIABLE = "FARMTUI_SYNC_ROOT"
 FLUSH_SECONDS = 0.1
 FLUSH_LINES = 200
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class _Journal(msgspec.Struct):
+    assign: AssignChunk
+    started: float  # wall clock
+
+
+_journal_decoder = msgspec.json.Decoder(_Journal)
 
 
 class _Ids(TypedDict):
@@ -149,6 +164,9 @@ class ChunkRun:
         self.keep_staged = False
         # Its ChunkFinished is sent (into the outbox): it no longer runs here.
         self.ended = False
+        # Found in the journal by a restarted agent: (renderer's exit status, started,
+        # ended), both wall clock; the render is over, only its conclusion is left.
+        self.recovered: tuple[int, float, float] | None = None
 
     @property
     def ref(self) -> ChunkRef:
@@ -270,6 +288,13 @@ class ChunkRun:
 
     async def run(self) -> None:
         a = self.assign
+        if self.recovered is not None:
+            try:
+                await self._conclude_recovered(*self.recovered)
+            finally:
+                self._clean_staging()
+                self._drop_journal()
+            return
         started = self.sup.wall()
         if a.sync_from:
             try:
@@ -287,6 +312,7 @@ class ChunkRun:
         env = {**os.environ, **a.env, MARKER_VARIABLE: self.marker}
         if self.sup.storage.sync_root is not None:
             env[SYNC_ROOT_VARIABLE] = str(self.sup.storage.sync_root)
+        exit_file = self._remember(started)
         self.spawned_at = self.sup.clock()
         try:
             async with self.sup.spawning():
@@ -296,12 +322,14 @@ class ChunkRun:
                     env=env,
                     grace=self.sup.kill_grace,
                     lease_until=self.sup.lease_until,
+                    exit_file=exit_file,
                 )
                 self.sup.tracked.add(shim.shim_pid)
         except OSError as exc:  # the shim itself could not start (no python?)
             self.sup.reporter.send(ChunkStarted(**self._ids(), pid=0, command=argv))
             self._finish(Verdict("failed", f"cannot start the chunk supervisor: {exc}"), started)
             self._clean_staging()
+            self._drop_journal()
             return
         self.shim = shim
         try:
@@ -318,6 +346,51 @@ class ChunkRun:
         finally:
             await self._forget(shim)
             self._clean_staging()
+            if self.ended:  # its ChunkFinished is in the outbox: nothing left to recover
+                self._drop_journal()
+
+    # ------------------------------------------------------------------ the journal
+
+    def _journal(self, suffix: str) -> Path:
+        a = self.assign
+        return self.sup.staging_root / JOURNAL / f"{a.job_id}.{a.chunk}.{a.attempt}{suffix}"
+
+    def _remember(self, started: float) -> Path | None:
+        """Journal this attempt before it starts; the path its shim writes the exit status to.
+
+        Not fsynced: it guards against the agent's death, not the machine's
+        (a power cut ends the render too).
+        """
+        try:
+            self._journal(".json").parent.mkdir(parents=True, exist_ok=True)
+            self._journal(".exit").unlink(missing_ok=True)
+            data = msgspec.json.encode(_Journal(assign=self.assign, started=started))
+            self._journal(".json").write_bytes(data)
+        except OSError as exc:  # a full disk: the render runs, unjournalled
+            log.warning("chunk %s: cannot journal the attempt: %s", self.marker, exc)
+            return None
+        return self._journal(".exit")
+
+    def _drop_journal(self) -> None:
+        for suffix in (".json", ".exit"):
+            with contextlib.suppress(OSError):
+                self._journal(suffix).unlink(missing_ok=True)
+
+    async def _conclude_recovered(self, returncode: int, started: float, ended: float) -> None:
+        """The render ended while the agent was down: check, deliver and report it now."""
+        log.info(
+            "chunk %s ended (exit status %s) while the agent was down; concluding it",
+            self.marker,
+            exit_status(returncode),
+        )
+        try:
+            self.files = self._plan()
+        except (ChunkSetupError, OSError) as exc:
+            self._finish(Verdict("failed", f"cannot find its output: {exc}"), started)
+            return
+        self.spawned_at = self.sup.clock() - max(0.0, ended - started)
+        self._scan_files(force=True)
+        await self._conclude(returncode, started)
 
     async def _forget(self, shim: Shim) -> None:
         """Stop shielding the shim's pid from the orphan reaper once asyncio has reaped it."""
@@ -691,12 +764,48 @@ class Supervisor:
             if not job.is_dir():
                 continue
             for attempt in list(job.iterdir()):
-                if attempt.is_dir() and not (attempt / KEPT_MARK).exists():
+                chunk, _, number = attempt.name.partition(".")
+                recovered = (job.name, _int(chunk), _int(number)) in self.runs
+                if attempt.is_dir() and not recovered and not (attempt / KEPT_MARK).exists():
                     shutil.rmtree(attempt, ignore_errors=True)
                     removed += 1
             with contextlib.suppress(OSError):
                 job.rmdir()
         return removed
+
+    def recover(self) -> int:
+        """At start: attempts whose render ended while the agent was down, to conclude.
+
+        Each is one of ``running`` from now on (the hello tells the leader, which
+        keeps it on this node) and is concluded by ``resume`` once the leader has
+        said where output goes. A journalled attempt without an exit status was
+        cut short by the agent's death: forgotten (the leader runs it again).
+        """
+        journal = self.staging_root / JOURNAL
+        try:
+            entries = sorted(journal.glob("*.json"))
+        except OSError:
+            return 0
+        for entry in entries:
+            exit_file = entry.with_suffix(".exit")
+            try:
+                record = _journal_decoder.decode(entry.read_bytes())
+                returncode = int(exit_file.read_text())
+                ended = exit_file.stat().st_mtime
+            except (OSError, ValueError, msgspec.DecodeError):
+                entry.unlink(missing_ok=True)
+                exit_file.unlink(missing_ok=True)
+                continue
+            run = ChunkRun(self, record.assign)
+            run.recovered = (returncode, record.started, ended)
+            self.runs[run.key] = run
+        return len(self.runs)
+
+    def resume(self) -> None:
+        """Conclude the recovered attempts (after the Welcome: delivery needs the storage)."""
+        for run in self.runs.values():
+            if run.recovered is not None and run.task is None:
+                run.task = asyncio.create_task(self._run(run), name=f"chunk {run.marker}")
 
     def running(self) -> list[ChunkRef]:
         """Attempts still running here; those that reported their end are the outbox's."""
@@ -762,3 +871,7 @@ class Supervisor:
             log.warning("killing leftover chunk %s from a previous agent run", marker)
             await kill_tree(marker, grace=self.kill_grace, keep=self.tracked)
         return len(markers)
+
+
+def _int(text: str) -> int:
+    return int(text) if text.isdigit() else -1

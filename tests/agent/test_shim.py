@@ -113,7 +113,12 @@ class Chunks:
         return {**os.environ, MARKER_VARIABLE: marker}
 
     async def start(
-        self, argv: Sequence[str], *, grace: float = 0.5, lease: float = 60.0
+        self,
+        argv: Sequence[str],
+        *,
+        grace: float = 0.5,
+        lease: float = 60.0,
+        exit_file: Path | None = None,
     ) -> tuple[Shim, str]:
         marker = f"shimtest:{uuid.uuid4().hex}"
         shim = await Shim.start(
@@ -122,6 +127,7 @@ class Chunks:
             env=self.env(marker),
             grace=grace,
             lease_until=time.monotonic() + lease,
+            exit_file=exit_file,
         )
         self.started.append((shim, marker))
         return shim, marker
@@ -174,6 +180,21 @@ async def test_the_renderer_exit_status_passes_through(
     assert await shim.wait() == ShimResult(returncode, "exit", killed=0)
     assert shim.pid is not None
     assert shim.returncode == returncode
+
+
+async def test_a_renderer_that_ends_on_its_own_leaves_its_exit_status_for_a_new_agent(
+    chunks: Chunks, tmp_path: Path
+) -> None:
+    # Read by a restarted agent (Supervisor.recover): a render that ended while the
+    # agent was down is reported, not rendered again. A killed one leaves nothing.
+    ended, killed = tmp_path / "ended.exit", tmp_path / "killed.exit"
+    shim, _ = await chunks.start(["sh", "-c", "exit 3"], exit_file=ended)
+    await shim.wait()
+    assert ended.read_text() == "3"
+    shim, _ = await chunks.start(["sleep", "30"], exit_file=killed)
+    shim.kill(0.5, "stop")
+    assert (await shim.wait()).cause == "kill"
+    assert not killed.exists()
 
 
 async def test_stdout_and_stderr_share_the_output_pipe(chunks: Chunks) -> None:
@@ -441,6 +462,7 @@ def test_lease_until_accepts_no_lease() -> None:
     assert shim_script.parse_args(["--grace", "1", "--lease-until", "inf", "--", "x"]) == (
         1.0,
         math.inf,
+        "",
         ["x"],
     )
     with pytest.raises(ValueError, match="usage"):

@@ -195,6 +195,27 @@ def test_agent_killed_mid_chunk(make_farm: FarmMaker) -> None:
     assert done["outcome"] == "done"
 
 
+def test_a_render_that_ended_while_its_agent_was_dead_is_credited_not_rendered_again(
+    make_farm: FarmMaker,
+) -> None:
+    # Node timeout long enough for the frozen agent's lease to outlast the render.
+    farm = make_farm(fault_toml(node_timeout=20.0))
+    farm.start_leader()
+    farm.start_agents("node1")
+    job = farm.submit(farm.tally_argv(1.0), "--name", "late", "--retries", "0")
+    wait_until(lambda: farm.tally.runs().get(1), 15.0, "the render to start")
+    farm.freeze("node1")  # the agent cannot hear its renderer end ...
+    wait_until(lambda: only_run(farm, 1).seen_dead, 15.0, "the renderer to exit")
+    farm.kill_agent("node1")  # ... and dies before it can report it
+    farm.restart_agent("node1")
+    detail = farm.wait_job(job, "done", "failed")
+    detail = farm.show_cli(job)
+    assert_kept_promises(farm, detail, range(1, 2))
+    (chunk,) = render_chunks(detail)
+    assert [(a["node"], a["outcome"]) for a in chunk["attempts"]] == [("node1", "done")]
+    assert "ended while the agent was down" in farm.agent_log("node1")
+
+
 # --- 3. an agent, frozen past node_timeout ---------------------------------------------
 
 

@@ -28,6 +28,7 @@ from agent.outbox import Outbox
 from agent.process_tree import become_subreaper
 from agent.staging import UploadToLeader
 from agent.supervisor import Storage, Supervisor
+from farmtui.protocol import ChunkFinished
 
 log = logging.getLogger("farmtui.agent")
 
@@ -142,7 +143,12 @@ class Agent:
             leftovers = await self.supervisor.kill_leftovers()
             if leftovers:
                 log.warning("killed %d chunk(s) left running by a previous agent run", leftovers)
-            recovered = self.supervisor.recover()
+            reported = {
+                (m.job_id, m.chunk, m.attempt)
+                for m in self.outbox.pending()
+                if isinstance(m, ChunkFinished)
+            }
+            recovered = self.supervisor.recover(reported)
             if recovered:
                 log.warning("%d chunk(s) ended while the agent was down; reporting them", recovered)
             abandoned = await asyncio.to_thread(self.supervisor.clean_abandoned_staging)

@@ -29,7 +29,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Protocol, TypedDict
@@ -773,13 +773,14 @@ class Supervisor:
                 job.rmdir()
         return removed
 
-    def recover(self) -> int:
+    def recover(self, reported: Collection[ChunkKey] = ()) -> int:
         """At start: attempts whose render ended while the agent was down, to conclude.
 
         Each is one of ``running`` from now on (the hello tells the leader, which
         keeps it on this node) and is concluded by ``resume`` once the leader has
         said where output goes. A journalled attempt without an exit status was
-        cut short by the agent's death: forgotten (the leader runs it again).
+        cut short by the agent's death: forgotten (the leader runs it again), as is
+        one whose ChunkFinished is already ``reported`` (in the outbox).
         """
         journal = self.staging_root / JOURNAL
         try:
@@ -797,6 +798,10 @@ class Supervisor:
                 exit_file.unlink(missing_ok=True)
                 continue
             run = ChunkRun(self, record.assign)
+            if run.key in reported:
+                entry.unlink(missing_ok=True)
+                exit_file.unlink(missing_ok=True)
+                continue
             run.recovered = (returncode, record.started, ended)
             self.runs[run.key] = run
         return len(self.runs)

@@ -11,9 +11,10 @@ import msgspec
 import pytest
 
 from agent.staging import CopyToSyncRoot, Fence, UploadToLeader
-from agent.supervisor import KEPT_MARK, Storage
+from agent.supervisor import JOURNAL, KEPT_MARK, Storage
 from farmtui.protocol import (
     AssignChunk,
+    ChunkFinished,
     ChunkProgress,
     ChunkStarted,
     FramesWritten,
@@ -329,3 +330,38 @@ async def test_an_attempt_that_reported_its_end_is_no_longer_running(
     assert farm.supervisor.running() == []
     assert not farm.supervisor.kill(run.key, "stale")
     del farm.supervisor.runs[run.key]
+
+
+async def test_a_journal_found_at_start_is_concluded_unless_it_was_reported(
+    farm: Any, demo_chunk: Chunk
+) -> None:
+    # A render that ended while the agent was down: its files are staged, its
+    # journal and exit status are there, and nothing reported it yet.
+    farm.supervisor.assign(demo_chunk([1, 2]))
+    await farm.finish()
+    journal = farm.staging / JOURNAL
+    assert list(journal.iterdir()) == []  # a concluded attempt leaves no journal
+    assign = demo_chunk([1, 2], attempt=2)
+    staged = farm.staging / "job1" / "1.2" / "renders" / "shot"
+    staged.mkdir(parents=True)
+    for frame in (1, 2):
+        (staged / f"frame_{frame:04d}.png").write_bytes(b"png")
+    (journal / "job1.1.2.json").write_bytes(
+        msgspec.json.encode({"assign": assign, "started": 1000.0})
+    )
+    (journal / "job1.1.2.exit").write_text("0")
+    assert farm.supervisor.recover(reported={("job1", 1, 2)}) == 0  # its report is queued
+    assert list(journal.iterdir()) == []
+
+    (journal / "job1.1.2.json").write_bytes(
+        msgspec.json.encode({"assign": assign, "started": 1000.0})
+    )
+    (journal / "job1.1.2.exit").write_text("0")
+    assert farm.supervisor.recover() == 1
+    assert [(r.job_id, r.chunk, r.attempt) for r in farm.supervisor.running()] == [("job1", 1, 2)]
+    farm.supervisor.resume()
+    await farm.finish()
+    (finished,) = [m for m in farm.recorder.of(ChunkFinished) if m.attempt == 2]
+    assert finished.outcome == "done", finished.reason
+    assert (farm.sync_root / "renders" / "shot" / "frame_0002.png").read_bytes() == b"png"
+    assert list(journal.iterdir()) == []

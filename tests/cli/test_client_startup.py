@@ -8,7 +8,6 @@ a small leader on loopback that closes or drops connections when told to.
 from __future__ import annotations
 
 import contextlib
-import shutil
 import socket
 import socketserver
 import ssl
@@ -25,6 +24,7 @@ import pytest
 
 from farmtui import errors
 from farmtui.client import FarmClient
+from tests.helpers.tls import self_signed_certificate
 
 ROOT = Path(__file__).resolve().parents[2]
 WHOAMI = b'{"name": "tester", "role": "admin"}'
@@ -243,18 +243,7 @@ def test_an_unknown_host() -> None:
 
 @pytest.fixture
 def certificate(tmp_path: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 and its key."""
-    if shutil.which("openssl") is None:
-        pytest.skip("needs openssl to make a certificate")
-    cert, key = tmp_path / "leader.crt", tmp_path / "leader.key"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
-        + ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
-        + ["-keyout", str(key), "-out", str(cert)],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
+    return self_signed_certificate(tmp_path)
 
 
 def test_https_checks_the_certificate_against_the_ca_it_is_given(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import signal
 import ssl
 import subprocess
@@ -19,6 +18,7 @@ from farmtui.protocol import ConsoleHello, Snapshot, encode, leader_to_console
 from server.main import free_port
 from tests.helpers.fake_agent import FakeAgent
 from tests.helpers.leader import leader_in_process
+from tests.helpers.tls import self_signed_certificate
 
 
 def wait_healthy(url: str, process: subprocess.Popen[bytes], deadline: float = 20.0) -> None:
@@ -109,33 +109,7 @@ def test_a_stderr_nobody_reads_never_stops_the_leader_nor_its_exit(tmp_path: Pat
 
 @pytest.fixture
 def certificate(tmp_path: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 and its key."""
-    if shutil.which("openssl") is None:
-        pytest.skip("needs openssl to make a certificate")
-    cert, key = tmp_path / "leader.crt", tmp_path / "leader.key"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
+    return self_signed_certificate(tmp_path)
 
 
 async def test_tls(tmp_path: Path, certificate: tuple[Path, Path]) -> None:

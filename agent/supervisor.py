@@ -385,6 +385,7 @@ class ChunkRun:
         )
         try:
             self.files = self._plan()
+            self.workdir = self._chunk_folder()  # removed with the attempt, as after a render
         except (ChunkSetupError, OSError) as exc:
             self._finish(Verdict("failed", f"cannot find its output: {exc}"), started)
             return
@@ -838,6 +839,7 @@ class Supervisor:
                 Verdict("failed", "agent error while running the chunk (see the agent log)"),
                 started=self.wall(),
             )
+            run._drop_journal()
         finally:
             self.runs.pop(run.key, None)
 

@@ -255,7 +255,7 @@ class Shim:
                 return True
             if pid == self.renderer:
                 self.returncode = os.waitstatus_to_exitcode(status)
-                if not self.cause:  # it ended on its own, not by a kill (the agent's death)
+                if not self.group_signalled:  # it ended on its own: nothing was signalled yet
                     write_exit(self.exit_file, self.returncode)
                 emit(f'{{"event": "exited", "returncode": {self.returncode}}}')
 

@@ -785,23 +785,31 @@ class Supervisor:
         """
         journal = self.staging_root / JOURNAL
         try:
-            entries = sorted(journal.glob("*.json"))
+            entries = sorted(journal.iterdir())
         except OSError:
             return 0
         for entry in entries:
+            if entry.suffix != ".json":
+                if not entry.with_suffix(".json").exists():
+                    _remove(entry)  # an exit status whose attempt was forgotten
+                continue
             exit_file = entry.with_suffix(".exit")
             try:
                 record = _journal_decoder.decode(entry.read_bytes())
-                returncode = int(exit_file.read_text())
+                returncode = _exit_status(exit_file.read_text())
                 ended = exit_file.stat().st_mtime
-            except (OSError, ValueError, msgspec.DecodeError):
-                entry.unlink(missing_ok=True)
-                exit_file.unlink(missing_ok=True)
+            except FileNotFoundError:  # cut short by the agent's death: the leader reruns it
+                _remove(entry)
+                continue
+            except (OSError, ValueError, msgspec.DecodeError) as exc:
+                log.warning("ignoring the unreadable journal entry %s: %s", entry.name, exc)
+                _remove(entry)
+                _remove(exit_file)
                 continue
             run = ChunkRun(self, record.assign)
             if run.key in reported:
-                entry.unlink(missing_ok=True)
-                exit_file.unlink(missing_ok=True)
+                _remove(entry)
+                _remove(exit_file)
                 continue
             run.recovered = (returncode, record.started, ended)
             self.runs[run.key] = run
@@ -882,3 +890,24 @@ class Supervisor:
 
 def _int(text: str) -> int:
     return int(text) if text.isdigit() else -1
+
+
+def _exit_status(text: str) -> int:
+    """An exit status as a shim writes it (``0``, ``3``, ``-15``); ValueError for anything else."""
+    if _EXIT_STATUS.fullmatch(text) is None:
+        raise ValueError(f"not an exit status: {text[:20]!r}")
+    return int(text)
+
+
+_EXIT_STATUS = re.compile(r"-?[0-9]{1,3}")
+
+
+def _remove(path: Path) -> None:
+    """Remove a journal entry (a file, or whatever took its name); never raise."""
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    except OSError as exc:
+        log.warning("cannot remove the journal entry %s: %s", path.name, exc)

@@ -365,3 +365,16 @@ async def test_a_journal_found_at_start_is_concluded_unless_it_was_reported(
     assert finished.outcome == "done", finished.reason
     assert (farm.sync_root / "renders" / "shot" / "frame_0002.png").read_bytes() == b"png"
     assert list(journal.iterdir()) == []
+
+
+def test_a_broken_journal_is_skipped_and_the_agent_starts(farm: Any, demo_chunk: Chunk) -> None:
+    journal = farm.staging / JOURNAL
+    journal.mkdir(parents=True)
+    (journal / "job1.1.1.json").mkdir()  # whatever took an entry's name
+    assign = msgspec.json.encode({"assign": demo_chunk([1], attempt=2), "started": 1.0})
+    (journal / "job1.1.2.json").write_bytes(assign)
+    (journal / "job1.1.2.exit").write_text("99999999999999999999")  # not an exit status
+    (journal / "job1.1.3.exit").write_text("0")  # its attempt was forgotten
+    (journal / "job1.1.4.json").write_bytes(assign)  # no exit status: cut short
+    assert farm.supervisor.recover() == 0
+    assert list(journal.iterdir()) == []

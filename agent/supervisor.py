@@ -389,9 +389,27 @@ class ChunkRun:
         except (ChunkSetupError, OSError) as exc:
             self._finish(Verdict("failed", f"cannot find its output: {exc}"), started)
             return
+        if isinstance(self.delivery, RenameIntoPlace):
+            self._count_moved(self.delivery.root, started)
         self.spawned_at = self.sup.clock() - max(0.0, ended - started)
         self._scan_files(force=True)
         await self._conclude(returncode, started)
+
+    def _count_moved(self, root: Path, started: float) -> None:
+        """Frames the dead agent had already renamed into place count as this attempt's.
+
+        A file at its final path, written since the attempt started, can only be
+        its own (one attempt of a chunk at a time): renaming it onto itself is
+        then its delivery.
+        """
+        assert self.files is not None
+        for frame, (relative, source) in list(self.files.expected.items()):
+            if self.files.present(source):
+                continue
+            final = root.joinpath(*check_relative(relative, "output file").parts)
+            with contextlib.suppress(OSError):
+                if self.files.present(final) and final.stat().st_mtime >= started:
+                    self.files.expected[frame] = (relative, final)
 
     async def _forget(self, shim: Shim) -> None:
         """Stop shielding the shim's pid from the orphan reaper once asyncio has reaped it."""

@@ -10,7 +10,7 @@ import httpx
 import msgspec
 import pytest
 
-from agent.staging import CopyToSyncRoot, Fence, UploadToLeader
+from agent.staging import CopyToSyncRoot, Fence, UploadToLeader, partial_folder
 from agent.supervisor import JOURNAL, KEPT_MARK, Storage
 from farmtui.protocol import (
     AssignChunk,
@@ -378,3 +378,28 @@ def test_a_broken_journal_is_skipped_and_the_agent_starts(farm: Any, demo_chunk:
     (journal / "job1.1.4.json").write_bytes(assign)  # no exit status: cut short
     assert farm.supervisor.recover() == 0
     assert list(journal.iterdir()) == []
+
+
+async def test_frames_the_dead_agent_had_renamed_into_place_count_as_delivered(
+    farm: Any, demo_chunk: Chunk
+) -> None:
+    # Staging off: the agent renames each file from the attempt's folder inside
+    # the output folder into place, and died after the first of two.
+    assign = demo_chunk([1, 2], attempt=2, staging=False)
+    partial = partial_folder(farm.sync_root, assign.outdir, "job1", 1, 2)
+    partial.mkdir(parents=True)
+    (partial / "frame_0002.png").write_bytes(b"two")
+    (farm.sync_root / "renders" / "shot" / "frame_0001.png").write_bytes(b"one")
+    journal = farm.staging / JOURNAL
+    journal.mkdir(parents=True)
+    (journal / "job1.1.2.json").write_bytes(
+        msgspec.json.encode({"assign": assign, "started": 1000.0})
+    )
+    (journal / "job1.1.2.exit").write_text("0")
+    assert farm.supervisor.recover() == 1
+    farm.supervisor.resume()
+    finished = await farm.finish()
+    assert finished.outcome == "done", finished.reason
+    shot = farm.sync_root / "renders" / "shot"
+    assert (shot / "frame_0001.png").read_bytes() == b"one"
+    assert (shot / "frame_0002.png").read_bytes() == b"two"

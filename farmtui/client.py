@@ -134,9 +134,9 @@ class FarmClient:
         self.submit_retry_delays = tuple(submit_retry_delays)
         self._headers = {"Authorization": f"Bearer {token}", "User-Agent": "farmtui-client"}
         # A leader behind a proxy's path (https://host/farm) gets it before every request path.
-        self._prefix = urlsplit(self.leader).path
-        # The leader as messages show it: never a user:password@ a script put in the URL.
         url = urlsplit(self.leader)
+        self._prefix = url.path
+        # The leader as messages show it: never a user:password@ a script put in the URL.
         self._shown = url._replace(netloc=url.netloc.rpartition("@")[2]).geturl()
         self._connection: _Connection | None = None
         if transport is None:

@@ -69,6 +69,7 @@ from farmtui.protocol import (
     Welcome,
     decode_batch,
     encode,
+    encode_batch,
     leader_to_agent,
     leader_to_agent_batch,
 )
@@ -351,7 +352,7 @@ class SimAgent:
                     ):
                         size += len(self.queue[0]) + 1
                         batch.append(self.queue.popleft())
-                    await ws.send(batch[0] if len(batch) == 1 else "[" + ",".join(batch) + "]")
+                    await ws.send(encode_batch([data.encode() for data in batch]).decode())
                 self.wakeup.clear()
                 await self.wakeup.wait()
 

@@ -21,7 +21,7 @@ import msgspec
 
 from farmtui.errors import FarmError, InputError, LeaderError
 from farmtui.printable import printable
-from farmtui.protocol import ChunkAction, JobAction, MoveWhere, Role
+from farmtui.protocol import MAX_HISTORY, ChunkAction, JobAction, MoveWhere, Role
 
 if TYPE_CHECKING:
     from farmtui.client import FarmClient
@@ -80,6 +80,17 @@ def positive_int(text: str) -> int:
 
 def chunk_index(text: str) -> int:
     return whole_number(text, 0)
+
+
+def history_limit(text: str) -> int:
+    """How many records a history read may ask for (the leader's own limit)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= value <= MAX_HISTORY:
+        raise argparse.ArgumentTypeError(f"{text} is not between 1 and {MAX_HISTORY}")
+    return value
 
 
 def positive_float(text: str) -> float:
@@ -280,6 +291,18 @@ def cmd_nodes(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_failures(args: argparse.Namespace) -> int:
+    from farmtui.tables import failures_table
+
+    with connect(args) as farm:
+        failures = farm.failures(args.limit)
+    if args.json:
+        emit_json(failures)
+    else:
+        emit(failures_table(failures))
+    return 0
+
+
 def cmd_node(args: argparse.Namespace) -> int:
     from farmtui.tables import nodes_table
 
@@ -297,6 +320,19 @@ def cmd_node(args: argparse.Namespace) -> int:
         emit_json(node)
     else:
         emit(nodes_table([node]))
+    return 0
+
+
+def cmd_block(args: argparse.Namespace) -> int:
+    from farmtui.tables import job_summary
+
+    with connect(args) as farm:
+        job = farm.block_node(farm.resolve_job(args.job), args.node, args.verb == "block")
+    if args.json:
+        emit_json(job)
+    else:
+        blocked = ", ".join(sorted(job.blocked_nodes)) or "none"
+        emit(f"{job_summary(job)}\nblocked nodes: {printable(blocked)}")
     return 0
 
 
@@ -684,10 +720,19 @@ def build_parser() -> Parser:
 
     add("nodes", cmd_nodes, "list render nodes", data_cmd)
 
+    failures = add("failures", cmd_failures, "failed attempts farm-wide, newest first", data_cmd)
+    failures.add_argument("--limit", type=history_limit, default=50, metavar="N")
+
     node = add("node", cmd_node, "enable or disable a node, or read its agent log", data_cmd)
     node.add_argument("verb", choices=("enable", "disable", "log"))
     node.add_argument("name", metavar="NAME")
     node.add_argument("--tail", type=int, default=200, metavar="N", help="lines of log")
+
+    for verb, text in (("block", "keep a node off one job"), ("unblock", "let it back")):
+        blocker = add(verb, cmd_block, text, data_cmd)
+        blocker.add_argument("job", metavar="JOB")
+        blocker.add_argument("node", metavar="NODE")
+        blocker.set_defaults(verb=verb)
 
     logs = add("logs", cmd_logs, "a job's event log, or a chunk attempt's output", data_cmd)
     logs.add_argument("job", metavar="JOB")

@@ -40,6 +40,7 @@ import msgspec
 from farmtui import errors
 from farmtui.protocol import (
     ChunkAction,
+    FailureView,
     JobAction,
     JobDetail,
     JobPatch,
@@ -301,9 +302,17 @@ class FarmClient:
     def nodes(self) -> list[NodeView]:
         return self._get("/api/nodes", list[NodeView])
 
+    def failures(self, limit: int) -> list[FailureView]:
+        return self._get(f"/api/failures?limit={limit}", list[FailureView])
+
     def set_node_enabled(self, name: str, enabled: bool) -> NodeView:
         verb = "enable" if enabled else "disable"
         return _decode(self.request("POST", f"/api/nodes/{_seg(name)}/{verb}"), NodeView)
+
+    def block_node(self, job_id: str, node: str, blocked: bool) -> JobView:
+        verb = "block" if blocked else "unblock"
+        path = f"/api/jobs/{_seg(job_id)}/nodes/{_seg(node)}/{verb}"
+        return _decode(self.request("POST", path), JobView)
 
     def node_log(self, name: str, tail: int = 500) -> str:
         return self.request("GET", f"/api/nodes/{_seg(name)}/log", params={"tail": tail}).text

@@ -98,6 +98,9 @@ Count = Annotated[int, msgspec.Meta(ge=0, le=1_000_000)]
 # A duration in seconds; 0 is allowed here, farmtui.jobfields says where it means nothing.
 Seconds = Annotated[float, msgspec.Meta(ge=0, le=MAX_SECONDS)]
 Percent = Annotated[float, msgspec.Meta(gt=0, le=100)]
+# How many records a history read (failures, events) may ask for at once.
+MAX_HISTORY = 5000
+HistoryLimit = Annotated[int, msgspec.Meta(ge=1, le=MAX_HISTORY)]
 Multiplier = Annotated[float, msgspec.Meta(gt=0, le=1000)]
 NonEmptyText = Annotated[str, msgspec.Meta(min_length=1)]
 # A command as an argv list: never empty.
@@ -202,6 +205,34 @@ class JobStats(Record, kw_only=True):
     etr: float | None = None
 
 
+ReasonKind = Literal[
+    "paused",  # an operator paused it
+    "held",  # an operator held it, or its scout frames are done and wait for a look
+    "after",  # it waits for other jobs to finish
+    "stage",  # its next chunks wait for an earlier stage (pre-job, scout frames, renders)
+    "limit",  # its machine limit is reached
+    "retry",  # its waiting chunks are backing off after errors
+    "tags",  # no node carries the tags it asks for
+    "offline",  # the nodes it may use are offline or disabled
+    "blocked",  # it is blocked on every node it may use
+    "slots",  # every slot it may use is busy
+    "stopping",  # a previous attempt has not yet been confirmed dead
+    "failed",  # chunks ran out of retries: an operator must act
+]
+
+
+class WaitReason(Record, kw_only=True):
+    """Why a job's waiting chunks do not run now, from the leader's own rules.
+
+    ``until`` is when it ends by itself (a retry due, a node block over); a
+    client shows it in its own clock (``farmtui.reasons.reason_line``).
+    """
+
+    kind: ReasonKind
+    text: str
+    until: float | None = None
+
+
 class JobView(Record, kw_only=True):
     id: str
     name: str
@@ -220,6 +251,10 @@ class JobView(Record, kw_only=True):
     finished: float | None = None
     stats: JobStats = msgspec.field(default_factory=JobStats)
     spec: JobSpec = msgspec.field(default_factory=JobSpec)
+    # Why waiting chunks do not run now; None while nothing waits for a reason.
+    reason: WaitReason | None = None
+    # Nodes kept off this job (by its errors or an operator), with when the block ends.
+    blocked_nodes: dict[str, float] = {}
 
 
 class AttemptView(Record, kw_only=True):
@@ -312,6 +347,25 @@ class EventView(Record, kw_only=True):
     text: str
     job_id: str | None = None
     actor: str | None = None
+
+
+class FailureView(Record, kw_only=True):
+    """One failed or timed-out attempt, for the failures view and ``farm failures``."""
+
+    job_id: str
+    job_name: str
+    chunk: int
+    frames: str
+    node: str
+    attempt: int
+    finished: float
+    # "failed" or "timeout".
+    outcome: str
+    # Why it ended (exit status, which timeout), then the log's last error line.
+    reason: str = ""
+    error_line: str = ""
+    # The chunk now: "waiting-retry", "failed", "assigned" (running again), "done" ...
+    chunk_state: ChunkState = "failed"
 
 
 class ApiError(Record, kw_only=True):
@@ -633,6 +687,27 @@ class ShowArchived(ConsoleMessage, tag="show_archived", kw_only=True):
     enabled: bool
 
 
+class BlockNode(ConsoleMessage, tag="block_node", kw_only=True):
+    """Keep a node off one job until unblocked (blocked=False lets it back)."""
+
+    job_id: str
+    node: str
+    blocked: bool = True
+
+
+class FetchFailures(ConsoleMessage, tag="fetch_failures", kw_only=True):
+    """The newest failed attempts across the farm (answered with ``Failures``)."""
+
+    limit: HistoryLimit = 200
+
+
+class FetchEvents(ConsoleMessage, tag="fetch_events", kw_only=True):
+    """A job's event log (``job_id``), or the farm's latest events (None): ``EventsFetched``."""
+
+    job_id: str | None = None
+    limit: HistoryLimit = 500
+
+
 ConsoleToLeader = (
     ConsoleHello
     | WatchJob
@@ -645,6 +720,9 @@ ConsoleToLeader = (
     | FetchTaskOutput
     | FetchNodeLog
     | ShowArchived
+    | FetchFailures
+    | FetchEvents
+    | BlockNode
 )
 
 
@@ -713,6 +791,19 @@ class Event(LeaderToConsoleMessage, tag="event", kw_only=True):
     event: EventView
 
 
+class Failures(LeaderToConsoleMessage, tag="failures", kw_only=True):
+    """Newest first."""
+
+    failures: list[FailureView]
+
+
+class EventsFetched(LeaderToConsoleMessage, tag="events", kw_only=True):
+    """Oldest first; ``job_id`` None for the farm's events."""
+
+    job_id: str | None = None
+    events: list[EventView]
+
+
 class Reply(LeaderToConsoleMessage, tag="reply", kw_only=True):
     request_id: int
     ok: bool
@@ -730,6 +821,8 @@ LeaderToConsole = (
     | TaskOutput
     | NodeLog
     | Event
+    | Failures
+    | EventsFetched
     | Reply
 )
 

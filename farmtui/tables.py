@@ -17,7 +17,8 @@ from collections.abc import Mapping, Sequence
 from farmtui.durations import format_duration
 from farmtui.frames import format_frames
 from farmtui.printable import printable
-from farmtui.protocol import ChunkView, FrameRun, JobDetail, JobView, NodeView
+from farmtui.protocol import ChunkView, FailureView, FrameRun, JobDetail, JobView, NodeView
+from farmtui.reasons import reason_line
 
 PRIORITY_HEADER = "PRI(low first)"
 
@@ -69,6 +70,7 @@ def jobs_table(jobs: Sequence[JobView]) -> str:
     if not jobs:
         return "no jobs (submit one with `farm submit`, or see archived ones with --all)"
     ids = short_ids([job.id for job in jobs])
+    now = time.time()
     rows = [
         [
             ids[job.id],
@@ -79,10 +81,12 @@ def jobs_table(jobs: Sequence[JobView]) -> str:
             progress_bar(job.stats.frames_done, job.stats.frames_total),
             f"{job.stats.frames_done}/{job.stats.frames_total}",
             format_duration(job.stats.etr) if job.state not in ("done", "cancelled") else "-",
+            reason_line(job.reason, now),
         ]
         for job in jobs
     ]
     headers = ["ID", PRIORITY_HEADER, "NAME", "OWNER", "STATE", "PROGRESS", "FRAMES", "ETR"]
+    headers.append("WHY")
     return table(headers, rows, right={1, 6, 7})
 
 
@@ -100,6 +104,7 @@ def detail_text(detail: JobDetail) -> str:
         f"name      {job.name}",
         f"owner     {job.owner}",
         f"state     {job_state(job)}",
+        *([f"why       {reason_line(job.reason)}"] if job.reason else []),
         f"priority  {job.priority} (lower renders sooner), position {job.position}",
         f"renderer  {job.renderer}" + (f"  scene {job.spec.scene}" if job.spec.scene else ""),
         f"frames    {job.frames} in chunks of {job.chunk}",
@@ -235,3 +240,27 @@ def nodes_table(nodes: Sequence[NodeView]) -> str:
     ]
     headers = ["NAME", "STATE", "BUSY", "CPU", "MEM", "TAGS", "SEEN", "VERSION"]
     return table(headers, rows, right={2, 3, 4})
+
+
+def failures_table(failures: Sequence[FailureView]) -> str:
+    """``farm failures``: one row per failed attempt, newest first."""
+    if not failures:
+        return "no failed attempts"
+    ids = short_ids([f.job_id for f in failures])
+    now = time.time()
+    rows = [
+        [
+            f"{format_duration(now - f.finished)} ago",
+            ids[f.job_id],
+            f.job_name,
+            str(f.chunk),
+            f.frames,
+            f.node,
+            str(f.attempt),
+            f.chunk_state,
+            "; ".join(part for part in (f.reason, f.error_line) if part),
+        ]
+        for f in failures
+    ]
+    headers = ["WHEN", "JOB", "NAME", "CHUNK", "FRAMES", "NODE", "TRY", "NOW", "ERROR"]
+    return table(headers, rows, right={3, 6})

@@ -12,6 +12,7 @@ from __future__ import annotations
 from farmtui.protocol import ChunkAction, ChunkState, JobAction
 from server.job_progress import FINISHED, PENDING, gates
 from server.model import Changes, Chunk, Job, Node
+from server.retries import is_operator_block
 from server.transitions import (
     discard_staged,
     refresh_job,
@@ -49,13 +50,16 @@ def _lift_blocks(job: Job, changes: Changes, now: float, actor: str) -> None:
     """An operator asked for a rerun: nodes blocked for the job's errors may render it again.
 
     Otherwise a small farm whose every node failed the job would sit idle until
-    the blocks expire, however often the operator retries.
+    the blocks expire, however often the operator retries. A block an operator
+    asked for stays until it is lifted by name.
     """
-    if job.blocked:
-        names = ", ".join(sorted(job.blocked))
+    lifted = sorted(n for n, until in job.blocked.items() if not is_operator_block(until, now))
+    if lifted:
+        names = ", ".join(lifted)
         changes.event(now, "info", f"node block lifted for this job: {names}", job.id, actor)
-    if job.blocked or job.node_errors:
-        job.blocked.clear()
+    if lifted or job.node_errors:
+        for name in lifted:
+            del job.blocked[name]
         job.node_errors.clear()
         changes.jobs.add(job.id)
 

@@ -21,6 +21,7 @@ from starlette.routing import Route
 
 from farmtui.jobfields import explain
 from farmtui.protocol import (
+    MAX_HISTORY,
     ApiError,
     ChunkAction,
     JobAction,
@@ -289,6 +290,29 @@ async def job_events(request: Request) -> Response:
     return text_response(await _read_log(leader, events_path(job_id)) or b"")
 
 
+def _history_limit(request: Request, default: int) -> int:
+    limit = int_param(request, "limit", default)
+    assert limit is not None
+    if not 1 <= limit <= MAX_HISTORY:
+        raise BadRequest(f"limit={limit} is not between 1 and {MAX_HISTORY}")
+    return limit
+
+
+async def list_failures(request: Request) -> Response:
+    """``GET /api/failures?limit=N``: failed and timed-out attempts farm-wide, newest first."""
+    who(request, "read")
+    leader = leader_of(request)
+    limit = _history_limit(request, 200)
+    return json_response(await leader.failures.newest_with_errors(leader.joblogs, limit))
+
+
+async def farm_events(request: Request) -> Response:
+    """``GET /api/events?limit=N``: the farm's latest events, oldest first."""
+    who(request, "read")
+    limit = _history_limit(request, 500)
+    return json_response(await leader_of(request).history.latest(limit))
+
+
 async def chunk_log(request: Request) -> Response:
     who(request, "read")
     leader = leader_of(request)
@@ -335,6 +359,24 @@ async def _set_node(request: Request, enabled: bool) -> Response:
     return json_response(
         operations.set_node_enabled(
             leader_of(request), principal, request.path_params["name"], enabled
+        )
+    )
+
+
+async def block_node(request: Request) -> Response:
+    return await _block(request, True)
+
+
+async def unblock_node(request: Request) -> Response:
+    return await _block(request, False)
+
+
+async def _block(request: Request, blocked: bool) -> Response:
+    principal = who(request, "block_node")
+    params = request.path_params
+    return json_response(
+        operations.block_node(
+            leader_of(request), principal, params["job_id"], params["name"], blocked
         )
     )
 
@@ -462,7 +504,11 @@ routes = [
     Route("/api/jobs/{job_id}/move", move_job, methods=["POST"]),
     Route("/api/jobs/{job_id}/chunks/actions", chunk_actions, methods=["POST"]),
     Route("/api/jobs/{job_id}/events", job_events, methods=["GET"]),
+    Route("/api/jobs/{job_id}/nodes/{name}/block", block_node, methods=["POST"]),
+    Route("/api/jobs/{job_id}/nodes/{name}/unblock", unblock_node, methods=["POST"]),
     Route("/api/jobs/{job_id}/logs", chunk_log, methods=["GET"]),
+    Route("/api/failures", list_failures, methods=["GET"]),
+    Route("/api/events", farm_events, methods=["GET"]),
     Route("/api/nodes", list_nodes, methods=["GET"]),
     Route("/api/nodes/{name}/enable", enable_node, methods=["POST"]),
     Route("/api/nodes/{name}/disable", disable_node, methods=["POST"]),

@@ -18,7 +18,9 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from collections.abc import Coroutine
 from contextvars import ContextVar
+from typing import Any
 
 import msgspec
 from starlette.responses import Response
@@ -27,11 +29,17 @@ from starlette.websockets import WebSocket
 from farmtui.protocol import (
     PROTOCOL_VERSION,
     ApiError,
+    BlockNode,
     ChunksChanged,
     ChunkView,
     ConsoleHello,
     ConsoleToLeader,
     Event,
+    EventsFetched,
+    EventView,
+    Failures,
+    FetchEvents,
+    FetchFailures,
     FetchNodeLog,
     FetchTaskOutput,
     FramesChanged,
@@ -326,6 +334,17 @@ class ConsoleLink:
                 if node not in leader.scheduler.nodes:
                     raise NotFound(f"unknown node {node}")
                 self.post(NodeLog(node=node, lines=leader.nodelogs.tail(node, tail)))
+            case BlockNode(job_id=job_id, node=node, blocked=blocked):
+                operations.block_node(leader, who, job_id, node, blocked)
+            case FetchFailures(limit=limit):
+                self._in_background(self._send_failures(limit))
+            case FetchEvents(job_id=job_id, limit=limit):
+                if job_id is not None:
+                    operations.job_or_404(leader, job_id)
+                    events = leader.history.of_job(job_id, limit)
+                else:
+                    events = leader.history.latest(limit)
+                self._in_background(self._send_events(job_id, events))
 
     def _fetch_output(self, request: FetchTaskOutput) -> None:
         leader = self.leader
@@ -356,6 +375,31 @@ class ConsoleLink:
         reader = asyncio.ensure_future(self._send_tail(key, self.tail_reads, tail))
         self.readers.add(reader)
         reader.add_done_callback(self.readers.discard)
+
+    def _in_background(self, read: Coroutine[Any, Any, None]) -> None:
+        """A read that may wait on the log thread: the link keeps serving meanwhile."""
+        reader = asyncio.ensure_future(read)
+        self.readers.add(reader)
+        reader.add_done_callback(self.readers.discard)
+
+    async def _send_failures(self, limit: int) -> None:
+        leader = self.leader
+        try:
+            failures = await leader.failures.newest_with_errors(leader.joblogs, limit)
+        except OSError as exc:
+            log.warning("cannot read the failed attempts' logs: %s", exc)
+            failures = leader.failures.newest(limit)
+        self.post(Failures(failures=failures))
+
+    async def _send_events(
+        self, job_id: str | None, events: Coroutine[Any, Any, list[EventView]]
+    ) -> None:
+        try:
+            found = await events
+        except OSError as exc:
+            log.warning("cannot read the event log of %s: %s", job_id or "the farm", exc)
+            found = []
+        self.post(EventsFetched(job_id=job_id, events=found))
 
     async def _send_tail(
         self, key: OutputKey, read: int, tail: asyncio.Future[list[str] | None]

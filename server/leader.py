@@ -35,6 +35,8 @@ from farmtui.protocol import (
 from server.auth import Principal, Tokens
 from server.config import LeaderSettings
 from server.errors import StoreError
+from server.failures import FailureLog
+from server.history import History
 from server.joblogs import JobLogs, chunk_log_path
 from server.logwriter import LogWriter
 from server.model import Attempt, Changes, Chunk, Job
@@ -158,6 +160,8 @@ class Leader:
         # Log files are written on one thread, in order: the sync root may be a slow filer.
         self.logwriter = LogWriter()
         self.joblogs = JobLogs(self.root, self.logwriter)
+        self.failures = FailureLog(lambda: self.scheduler.jobs)
+        self.history = History(lambda: self.scheduler.jobs, self.joblogs)
         self.nodelogs = NodeLogs(self.root, self.logwriter)
         self.webhooks = Webhooks(self.config.webhook, self.config.webhook_timeout)
         self.agents: dict[str, AgentConnection] = {}
@@ -491,6 +495,8 @@ class Leader:
             self.joblogs.forget_job(job_id)
             for key in [k for k in self.followers if k[0] == job_id]:
                 del self.followers[key]
+        self.failures.observe(changes)
+        self.history.observe(changes)
         for console in list(self.consoles):
             console.changed(changes)
 

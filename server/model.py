@@ -371,6 +371,8 @@ class Job:
     scout_released: bool = False
     # The submitter's idempotency key: a retried submit with it finds this job.
     submit_key: str | None = None
+    # Who put the job in its current state (None: the leader itself), for "paused by alice".
+    state_by: str | None = None
     # Live counters (never stored; ``frame_states.tally_of`` builds them on first use).
     tally: Tally | None = field(default=None, compare=False, repr=False)
 

@@ -234,6 +234,21 @@ def patch(leader: Leader, principal: Principal, job_id: str, changes: JobPatch) 
     return leader.scheduler.job_view(job_id)
 
 
+def block_node(
+    leader: Leader, principal: Principal, job_id: str, node: str, blocked: bool
+) -> JobView:
+    """Keep ``node`` off the job until unblocked, or let it back (the job's owner or an admin)."""
+    authorize(principal, "block_node", job_or_404(leader, job_id).owner, job_id)
+    if node not in leader.scheduler.nodes:
+        raise NotFound(f"unknown node {node}")
+    write(
+        leader,
+        lambda now: leader.scheduler.block_node(job_id, node, blocked, principal.name, now),
+        Conflict,
+    )
+    return leader.scheduler.job_view(job_id)
+
+
 def set_node_enabled(leader: Leader, principal: Principal, node: str, enabled: bool) -> NodeView:
     authorize(principal, "set_node_enabled")
     if node not in leader.scheduler.nodes:

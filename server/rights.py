@@ -34,6 +34,7 @@ Action = Literal[
     "job_action",
     "chunk_action",
     "patch",
+    "block_node",
     "move",
     "set_priority",
     "set_node_enabled",
@@ -126,9 +127,10 @@ RIGHTS: dict[Action, Right] = {
     ),
     "read": Right(
         "read jobs, nodes and logs",
-        "`GET /api/jobs[/{id}[/events, /logs]]`, `GET /api/nodes[/{name}/log]`; "
-        "`/ws/console`: open, `watch_job`, `fetch_task_output`, `fetch_node_log`, "
-        "`show_archived`",
+        "`GET /api/jobs[/{id}[/events, /logs]]`, `GET /api/nodes[/{name}/log]`, "
+        "`GET /api/failures`, `GET /api/events`; `/ws/console`: open, `watch_job`, "
+        "`fetch_task_output`, `fetch_node_log`, `show_archived`, `fetch_failures`, "
+        "`fetch_events`",
         "read jobs, nodes or logs",
         _READERS,
     ),
@@ -169,6 +171,12 @@ RIGHTS: dict[Action, Right] = {
     "patch": Right(
         "change a job's settings",
         "`PATCH /api/jobs/{id}`; console `patch_job`",
+        "control jobs",
+        _OWNERS,
+    ),
+    "block_node": Right(
+        "block or unblock a node for a job",
+        "`POST /api/jobs/{id}/nodes/{name}/block`, `/unblock`; console `block_node`",
         "control jobs",
         _OWNERS,
     ),

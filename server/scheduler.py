@@ -59,13 +59,13 @@ from farmtui.protocol import (
     MoveWhere,
     NodeView,
 )
-from server import actions, dispatch_order, outcomes, views
+from server import actions, dispatch_order, outcomes, reasons, views
 from server.assignments import build_assignment
 from server.estimates import SlotCensus
 from server.frame_states import tally_of, tracking
 from server.job_progress import PENDING, STAGES, count, gate_open, gates
 from server.model import Assignment, Attempt, Changes, Chunk, Job, Node, Notification
-from server.retries import expire_blocks, is_blocked
+from server.retries import OPERATOR_BLOCK, expire_blocks, is_blocked
 from server.scheduler_config import SchedulerConfig, SchedulerError
 from server.submission import Prepared, prepare, validate, validate_patch
 from server.timeouts import chunk_timeouts
@@ -128,10 +128,13 @@ class Scheduler:
         # Each node's (online, enabled, slots, tags) as the census last counted it.
         self._shapes: dict[str, tuple[bool, bool, int, tuple[str, ...]]] = {}
         self._census = SlotCensus(self.nodes)
+        self._census_forgotten = False
         # Something changed since the last full dispatch pass, or time may have
         # made a chunk dispatchable (a retry due, a node block over) at ``_wakeup``.
         self._dirty = True
         self._wakeup = math.inf
+        # The latest time an event or a dispatch pass was given: views read reasons at it.
+        self._clock_seen = 0.0
 
     # --- loading (leader start-up) -------------------------------------------
     def load(self, jobs: list[Job], nodes: list[Node], now: float) -> Changes:
@@ -406,6 +409,29 @@ class Scheduler:
             changes.event(now, "info", f"node {name} {word}", None, actor)
         return changes
 
+    @_noting
+    def block_node(self, job_id: str, name: str, blocked: bool, actor: str, now: float) -> Changes:
+        """An operator keeps a node off one job (until unblocked), or lets it back.
+
+        What runs there now finishes; letting a node back also forgets the
+        errors that counted towards an automatic block.
+        """
+        job = self._job(job_id)
+        if name not in self.nodes:
+            raise SchedulerError(f"unknown node {name}")
+        changes = Changes()
+        was = is_blocked(job, name, now)
+        if blocked:
+            job.blocked[name] = now + OPERATOR_BLOCK
+        else:
+            job.blocked.pop(name, None)
+            job.node_errors.pop(name, None)
+        changes.jobs.add(job_id)
+        if was != blocked:
+            word = "blocked for this job" if blocked else "may render this job again"
+            changes.event(now, "info", f"node {name} {word}", job_id, actor)
+        return changes
+
     # --- dispatch --------------------------------------------------------------
     def _rebuild_indexes(self) -> None:
         """The dispatch index and the free slots from scratch (start-up, reload)."""
@@ -426,8 +452,14 @@ class Scheduler:
         for job_id in changes.jobs | changes.removed:
             self._reindex(job_id)
         more_room = False
+        reshaped = False
         for name in changes.nodes | changes.readings:
             more_room |= self._renode(name)
+            reshaped |= self._census_forgotten
+        if reshaped:
+            # What a waiting job's reason says may depend on that node ("no node
+            # has tag gpu", "every node it may use is offline").
+            changes.jobs.update(self._indexed)
         if dirty and (
             more_room or changes.jobs or changes.chunks or changes.removed or changes.nodes
         ):
@@ -461,7 +493,8 @@ class Scheduler:
         if node is not None and node.online and node.enabled:
             free = max(0, node.slots - len(node.running))
         shape = None if node is None else (node.online, node.enabled, node.slots, tuple(node.tags))
-        if self._shapes.get(name) != shape:
+        self._census_forgotten = self._shapes.get(name) != shape
+        if self._census_forgotten:
             self._census.forget()
             if shape is None:
                 self._shapes.pop(name, None)
@@ -492,6 +525,7 @@ class Scheduler:
         chunks from its own queue of waiting chunks.
         """
         changes = Changes()
+        self._clock_seen = now
         if not self._free or (not self._dirty and now < self._wakeup):
             return changes
         free = dict(self._free)
@@ -878,6 +912,7 @@ class Scheduler:
         the sample is big enough; see ``Changes.timeout_updates``.)
         """
         changes = Changes()
+        self._clock_seen = now
         if stalled > 0:
             for node in self.nodes.values():
                 node.last_seen = min(now, node.last_seen + stalled)
@@ -912,17 +947,33 @@ class Scheduler:
             raise SchedulerError(f"unknown job {job_id}")
         return job
 
-    def job_view(self, job_id: str) -> JobView:
-        job = self._job(job_id)
-        return views.job_view(
-            job, self.positions().get(job_id, -1), self.nodes.values(), self._census
+    def _waiting(self, now: float | None) -> views.Waiting:
+        """What a view needs to say why a job waits (``server.reasons``)."""
+        return views.Waiting(
+            reasons.Farm(self.jobs, self.nodes, self._free),
+            self.config,
+            self._clock_seen if now is None else now,
         )
 
-    def job_views(self, include_archived: bool) -> list[JobView]:
+    def job_view(self, job_id: str, now: float | None = None) -> JobView:
+        """``now``: the time its reason is read at (default: the latest event's)."""
+        job = self._job(job_id)
+        return views.job_view(
+            job,
+            self.positions().get(job_id, -1),
+            self.nodes.values(),
+            self._census,
+            self._waiting(now),
+        )
+
+    def job_views(self, include_archived: bool, now: float | None = None) -> list[JobView]:
         """In dispatch order."""
         positions = self.positions()
+        waiting = self._waiting(now)
         return [
-            views.job_view(job, positions.get(job.id, -1), self.nodes.values(), self._census)
+            views.job_view(
+                job, positions.get(job.id, -1), self.nodes.values(), self._census, waiting
+            )
             for job in dispatch_order.in_dispatch_order(self.jobs.values(), include_archived)
         ]
 
@@ -932,10 +983,17 @@ class Scheduler:
             raise SchedulerError(f"job {job_id} has no chunk {chunk}")
         return views.chunk_view(record)
 
-    def job_detail(self, job_id: str, page: views.ChunkPage | None = None) -> JobDetail:
+    def job_detail(
+        self, job_id: str, page: views.ChunkPage | None = None, now: float | None = None
+    ) -> JobDetail:
         job = self._job(job_id)
         return views.job_detail(
-            job, self.positions().get(job_id, -1), self.nodes.values(), self._census, page
+            job,
+            self.positions().get(job_id, -1),
+            self.nodes.values(),
+            self._census,
+            page,
+            self._waiting(now),
         )
 
     def node_views(self) -> list[NodeView]:

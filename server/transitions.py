@@ -180,6 +180,7 @@ def set_job_state(
     if state == old:
         return
     job.state = state
+    job.state_by = actor
     if state in ("done", "failed", "cancelled"):
         job.finished = now
     else:

@@ -17,7 +17,14 @@ from farmtui.protocol import (
 from server.estimates import SlotCensus, job_stats
 from server.frame_states import chunk_frame_states, frame_runs, job_frame_states
 from server.model import Attempt, Chunk, Job, Node
+from server.reasons import Farm, why_waiting
+from server.retries import retry_policy
+from server.scheduler_config import SchedulerConfig
 from server.transitions import job_name
+
+# Reasons that hold the job until an operator or the farm changes something:
+# no estimate of the time remaining is given then.
+STALLED = frozenset({"paused", "held", "after", "tags", "offline", "blocked", "failed"})
 
 
 def attempt_view(attempt: Attempt) -> AttemptView:
@@ -55,10 +62,31 @@ def chunk_view(chunk: Chunk) -> ChunkView:
     )
 
 
+class Waiting(NamedTuple):
+    """What a job view reads to say why the job waits (``server.reasons``)."""
+
+    farm: Farm
+    config: SchedulerConfig
+    now: float
+
+
 def job_view(
-    job: Job, position: int, nodes: Iterable[Node], census: SlotCensus | None = None
+    job: Job,
+    position: int,
+    nodes: Iterable[Node],
+    census: SlotCensus | None = None,
+    waiting: Waiting | None = None,
 ) -> JobView:
-    """``position`` is the rank among active jobs; -1 for an archived job."""
+    """``position`` is the rank among active jobs; -1 for an archived job.
+
+    The estimate of time remaining is left out while nothing can run.
+    """
+    reason = None
+    if waiting is not None:
+        reason = why_waiting(job, waiting.farm, retry_policy(job, waiting.config), waiting.now)
+    stats = job_stats(job, nodes, census)
+    if reason is not None and reason.kind in STALLED:
+        stats.etr = None
     return JobView(
         id=job.id,
         name=job_name(job),
@@ -74,8 +102,10 @@ def job_view(
         created=job.created,
         started=job.started,
         finished=job.finished,
-        stats=job_stats(job, nodes, census),
+        stats=stats,
         spec=job.spec,
+        reason=reason,
+        blocked_nodes=dict(job.blocked),
     )
 
 
@@ -85,6 +115,7 @@ def job_detail(
     nodes: Iterable[Node],
     census: SlotCensus | None = None,
     page: ChunkPage | None = None,
+    waiting: Waiting | None = None,
 ) -> JobDetail:
     """The job with every chunk and frame, or one ``page`` of its chunks.
 
@@ -111,7 +142,7 @@ def job_detail(
         more = first + len(shown) < len(chunks)
     runs, complete = frame_runs(job)
     return JobDetail(
-        job=job_view(job, position, node_list, census),
+        job=job_view(job, position, node_list, census, waiting),
         chunks=[chunk_view(chunk) for chunk in shown],
         frame_states=frame_states,
         blocked_nodes=dict(job.blocked),

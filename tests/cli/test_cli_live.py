@@ -12,6 +12,7 @@ import socket
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -104,6 +105,60 @@ def test_control_commands(farm_leader: LiveLeader) -> None:
     done = farm_leader.cli("delete", job_id, "--yes", "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["removed"] == [job_id]
+
+
+@needs_leader
+def test_jobs_and_show_say_why_a_job_is_not_rendering(farm_leader: LiveLeader) -> None:
+    job_id = str(submit_json(farm_leader, "--tags", "gpupool7", "--", "sleep", "0")["id"])
+    done = farm_leader.cli("jobs")
+    assert done.returncode == 0, done.stderr
+    assert "WHY" in done.stdout.splitlines()[0]
+    assert "no node has tag gpupool7" in done.stdout
+    done = farm_leader.cli("show", job_id)
+    assert "why       no node has tag gpupool7" in done.stdout.splitlines()
+    assert farm_leader.cli("pause", job_id).returncode == 0
+    done = farm_leader.cli("show", job_id, "--json")
+    reason = json.loads(done.stdout)["job"]["reason"]
+    assert reason["kind"] == "paused"
+    assert reason["text"].startswith("paused by ")
+
+
+@needs_agent
+def test_failures_lists_a_failed_attempt_with_its_error_line(
+    farm_leader: LiveLeader, farm_agents: AgentFactory
+) -> None:
+    (agent,) = farm_agents(1, slots=1)
+    script = "print('Fra:1'); print('ERROR: licence server refused'); print('bye'); exit(3)"
+    job = submit_json(
+        farm_leader, "--name", "lic", "--retries", "0", "--no-staging",
+        "--", sys.executable, "-c", script,
+    )  # fmt: skip
+    job_id = str(job["id"])
+    assert farm_leader.cli("logs", job_id, "--chunk", "0", "--follow").returncode == 0
+    deadline = time.monotonic() + 30
+    listed: list[dict[str, object]] = []
+    while not listed and time.monotonic() < deadline:
+        done = farm_leader.cli("failures", "--json")
+        assert done.returncode == 0, done.stderr
+        listed = json.loads(done.stdout)
+    assert [(f["job_id"], f["node"], f["attempt"]) for f in listed] == [(job_id, agent.name, 1)]
+    assert listed[0]["error_line"] == "ERROR: licence server refused"
+    table = farm_leader.cli("failures").stdout
+    assert "ERROR: licence server refused" in table
+    assert "lic" in table
+    refused = farm_leader.cli("failures", "--limit", "0")
+    assert refused.returncode == 2
+    assert "not between 1 and" in refused.stderr
+    blocked = farm_leader.cli("block", job_id, agent.name)
+    assert blocked.returncode == 0, blocked.stderr
+    assert f"blocked nodes: {agent.name}" in blocked.stdout
+    detail = json.loads(farm_leader.cli("show", job_id, "--json").stdout)
+    assert list(detail["job"]["blocked_nodes"]) == [agent.name]
+    unblocked = farm_leader.cli("unblock", job_id, agent.name, "--json")
+    assert json.loads(unblocked.stdout)["blocked_nodes"] == {}
+    unknown = farm_leader.cli("block", job_id, "no-such-node")
+    assert unknown.returncode == 1
+    assert "unknown node no-such-node" in unknown.stderr
 
 
 @needs_leader

@@ -30,6 +30,7 @@ from agent.staging import Fence, UploadToLeader
 from farmtui.protocol import (
     AgentHello,
     AssignChunk,
+    BlockNode,
     ConsoleHello,
     ConsoleMessage,
     FetchNodeLog,
@@ -386,6 +387,20 @@ async def patch_console(m: Matrix, who: Who) -> Act:
     return lambda: console(m, who, [PatchJob(job_id=job, patch=JobPatch(name="renamed"))])
 
 
+async def block_node_rest(m: Matrix, who: Who) -> Act:
+    job = await m.job(m.owner(who))
+    name = m.fresh("host")
+    m.node(name)
+    return lambda: rest(m, who, "POST", f"/api/jobs/{job}/nodes/{name}/block")
+
+
+async def block_node_console(m: Matrix, who: Who) -> Act:
+    job = await m.job(m.owner(who))
+    name = m.fresh("host")
+    m.node(name)
+    return lambda: console(m, who, [BlockNode(job_id=job, node=name)])
+
+
 async def move_rest(m: Matrix, who: Who) -> Act:
     await m.job(m.owner(who))
     second = await m.job(m.owner(who))  # moving it up passes only the first
@@ -458,6 +473,7 @@ PROBES: dict[Action, list[Probe]] = {
     "job_action": [job_action_rest, job_action_console],
     "chunk_action": [chunk_action_rest, chunk_action_console],
     "patch": [patch_rest, patch_console],
+    "block_node": [block_node_rest, block_node_console],
     "move": [move_rest, move_console],
     "set_priority": [set_priority_rest, set_priority_console],
     "set_node_enabled": [set_node_enabled_rest, set_node_enabled_console],

@@ -1,0 +1,176 @@
+"""Why isn't it rendering? The reason a job's waiting chunks do not run now.
+
+Asked by views, never on an event's path. The answer comes from the same
+predicates the dispatch pass uses (stage gates, machine limit, tags, node
+blocks, retry times), checked in the order the pass meets them, so the reason
+shown is the one that holds the job back.
+
+What a reason depends on outside its job (a node going offline, a block
+ending) does not mark the job changed by itself: ``Scheduler`` re-announces
+the waiting jobs when the shape of a node changes, and a reason with ``until``
+is read against the clock by the client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from farmtui.frames import format_frames
+from farmtui.protocol import WaitReason
+from server.frame_states import PENDING, tally_of
+from server.job_progress import STAGES, count, gates, stage_open, waiting_at_scouts
+from server.model import Job, Node
+from server.retries import RetryPolicy
+from server.transitions import job_name
+
+# Names listed in a reason before "and N more".
+_LISTED = 3
+
+
+class Farm:
+    """What a reason reads beyond its job: the other jobs, the nodes and their free slots.
+
+    Built for one read (a view, a page of views); the slots per set of required
+    tags are counted once per read, not once per job.
+    """
+
+    def __init__(
+        self, jobs: Mapping[str, Job], nodes: Mapping[str, Node], free: Mapping[str, int]
+    ) -> None:
+        self.jobs = jobs
+        self.nodes = nodes
+        self.free = free
+        self._matching: dict[frozenset[str], list[Node]] = {}
+
+    def matching(self, tags: Iterable[str]) -> list[Node]:
+        """Every known node that carries all of ``tags``."""
+        wanted = frozenset(tags)
+        found = self._matching.get(wanted)
+        if found is None:
+            found = [node for node in self.nodes.values() if wanted <= set(node.tags)]
+            self._matching[wanted] = found
+        return found
+
+
+def why_waiting(job: Job, farm: Farm, policy: RetryPolicy, now: float) -> WaitReason | None:
+    """The reason, or None while nothing waits for one (running, done, about to dispatch)."""
+    if job.archived or job.state in ("done", "cancelled"):
+        return None
+    by = f" by {job.state_by}" if job.state_by else ""
+    tally = tally_of(job)
+    g = gates(job)
+    if job.state == "paused":
+        return WaitReason(kind="paused", text=f"paused{by}")
+    if job.state == "holding":
+        if waiting_at_scouts(job, g):
+            return WaitReason(kind="held", text="held (scout frames done)")
+        return WaitReason(kind="held", text=f"held{by}")
+    if job.state == "failed":
+        failed = count(tally, STAGES, ("failed",))
+        word = "chunk" if failed == 1 else "chunks"
+        return WaitReason(kind="failed", text=f"{failed} {word} out of retries")
+    pending = [where for where in STAGES if count(tally, (where,), PENDING)]
+    if not pending:
+        held = count(tally, STAGES, ("held",))
+        if held and not tally.running:
+            word = "chunk" if held == 1 else "chunks"
+            return WaitReason(kind="held", text=f"{held} {word} held")
+        return None
+    waiting_on = [
+        farm.jobs[dep]
+        for dep in job.spec.after
+        if dep in farm.jobs and farm.jobs[dep].state != "done"
+    ]
+    if waiting_on:
+        names = ", ".join(f"{job_name(dep)} ({dep.state})" for dep in waiting_on[:_LISTED])
+        more = f" and {len(waiting_on) - _LISTED} more" if len(waiting_on) > _LISTED else ""
+        return WaitReason(kind="after", text=f"waiting on {names}{more}")
+    if not any(stage_open(job, g, where) for where in pending):
+        return _stage_reason(pending, g.pre_done, g.scouts_done)
+    limit = job.spec.max_running
+    if limit and len(tally.running) >= limit:
+        return WaitReason(kind="limit", text=f"machine limit {limit} reached")
+    open_stages = tuple(where for where in pending if stage_open(job, g, where))
+    retrying = count(tally, open_stages, ("waiting-retry",))
+    if retrying == count(tally, open_stages, PENDING):
+        due = _next_retry(job, now)
+        if due is not None:
+            retry_at, errors = due
+            return WaitReason(
+                kind="retry",
+                text=f"retry (attempt {errors + 1}/{policy.retries + 1})",
+                until=retry_at,
+            )
+    return _node_reason(job, farm, now)
+
+
+def _stage_reason(pending: list[str], pre_done: bool, scouts_done: bool) -> WaitReason:
+    if not pre_done:
+        return WaitReason(kind="stage", text="waiting for the pre-job script")
+    if "render" in pending and not scouts_done:
+        return WaitReason(kind="stage", text="waiting for the scout frames")
+    return WaitReason(kind="stage", text="post-job script waits for the renders")
+
+
+def _next_retry(job: Job, now: float) -> tuple[float, int] | None:
+    """(when, errors so far) of the waiting-retry chunk due first, if none is due yet."""
+    tally = tally_of(job)
+    best: tuple[float, int] | None = None
+    # Chunks not yet due sit in ``retry``; those the dispatch pass has not looked
+    # at since their failure are still in ``ready``. Both hold only waiting chunks.
+    for index in [i for _, i in tally.retry] + tally.ready:
+        chunk = job.chunks.look(index)
+        if chunk.state != "waiting-retry" or chunk.retry_at is None:
+            continue
+        if chunk.retry_at <= now:
+            return None  # due now: the next dispatch pass takes it
+        if best is None or chunk.retry_at < best[0]:
+            best = (chunk.retry_at, chunk.errors)
+    return best
+
+
+def _node_reason(job: Job, farm: Farm, now: float) -> WaitReason | None:
+    tags = job.spec.tags
+    matching = farm.matching(tags)
+    if not matching:
+        if not tags:
+            return WaitReason(kind="tags", text="no node has joined the farm")
+        missing = [t for t in tags if not any(t in node.tags for node in farm.nodes.values())]
+        named = missing or tags
+        word = "tag" if len(named) == 1 else "tags"
+        listed = " ".join(named) if missing else " + ".join(named)
+        return WaitReason(kind="tags", text=f"no node has {word} {listed}")
+    usable = [node for node in matching if node.online and node.enabled]
+    if not usable:
+        offline = sum(1 for node in matching if not node.online)
+        disabled = len(matching) - offline
+        parts = [f"{n} {what}" for n, what in ((offline, "offline"), (disabled, "disabled")) if n]
+        return WaitReason(kind="offline", text=f"every node it may use is {' or '.join(parts)}")
+    ends = [job.blocked[n.name] for n in usable if job.blocked.get(n.name, 0.0) > now]
+    if len(ends) == len(usable):
+        return WaitReason(
+            kind="blocked",
+            text=f"blocked on {len(ends)}/{len(usable)} nodes",
+            until=min(ends),
+        )
+    free = sum(farm.free.get(n.name, 0) for n in usable if job.blocked.get(n.name, 0.0) <= now)
+    if free == 0:
+        slots = sum(n.slots for n in usable if job.blocked.get(n.name, 0.0) <= now)
+        word = "slot" if slots == 1 else "slots"
+        return WaitReason(kind="slots", text=f"all {slots} {word} it may use are busy")
+    return _stopping_reason(job)
+
+
+def _stopping_reason(job: Job) -> WaitReason | None:
+    """Slots are free: only a chunk whose last attempt may still be alive waits then."""
+    tally = tally_of(job)
+    for index in tally.ready[:1]:
+        chunk = job.chunks.look(index)
+        if chunk.state in PENDING and chunk.stopping_node is not None:
+            frames = format_frames(list(chunk.frames))
+            return WaitReason(
+                kind="stopping",
+                text=f"frames {frames} wait for {chunk.stopping_node} to confirm "
+                f"attempt {chunk.attempt} stopped",
+            )
+    return None

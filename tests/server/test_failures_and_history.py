@@ -1,0 +1,123 @@
+"""The failures view's data and the event history, over the real console link and REST."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from farmtui.protocol import (
+    AssignChunk,
+    ChunkFinished,
+    ChunkOutput,
+    ChunkStarted,
+    EventsFetched,
+    EventView,
+    Failures,
+    FetchEvents,
+    FetchFailures,
+    Snapshot,
+)
+from server.failures import last_error_line
+from server.history import parse_event_line
+from server.joblogs import event_line
+from tests.helpers.fake_agent import FakeAgent
+from tests.helpers.leader import InProcessLeader, leader_in_process
+from tests.server.test_console_link import console, submit
+
+
+async def fail_first_chunk(leader: InProcessLeader, agent: FakeAgent, lines: list[str]) -> str:
+    job_id = await submit(leader, name="explosion", frames="1-4", chunk=2, retries=3)
+    assign = await agent.expect(AssignChunk)
+    ref: dict[str, Any] = {"job_id": job_id, "chunk": assign.chunk, "attempt": assign.attempt}
+    await agent.send(ChunkStarted(**ref, pid=1, command=["render"], seq=agent.next_seq()))
+    await agent.send(ChunkOutput(**ref, lines=lines, seq=agent.next_seq()))
+    seq = agent.next_seq()
+    finished = ChunkFinished(
+        **ref,
+        outcome="failed",
+        exit_status="1",
+        reason="exit status 1",
+        started=time.time() - 2,
+        finished=time.time(),
+        seq=seq,
+    )
+    await agent.send(finished)
+    await agent.expect_ack(seq)
+    return job_id
+
+
+async def test_a_failed_attempt_is_listed_with_its_last_error_line(
+    leader: InProcessLeader,
+) -> None:
+    output = ["Fra:1 Mem:12M", "ERROR: texture tex/wall.png not found", "Blender quit"]
+    async with (
+        console(leader) as c,
+        FakeAgent.connect(leader.ws_url, leader.agent_token, "node1") as agent,
+    ):
+        await c.expect(Snapshot)
+        job_id = await fail_first_chunk(leader, agent, output)
+        assert (await c.request(FetchFailures(limit=10))).ok
+        failures = (await c.expect(Failures)).failures
+    assert len(failures) == 1
+    failure = failures[0]
+    assert (failure.job_id, failure.job_name, failure.chunk) == (job_id, "explosion", 0)
+    assert (failure.frames, failure.node, failure.attempt) == ("1-2", "node1", 1)
+    assert failure.outcome == "failed"
+    assert failure.reason == "exit status 1"
+    assert failure.error_line == "ERROR: texture tex/wall.png not found"
+    assert failure.chunk_state in ("waiting-retry", "assigned")
+    async with leader.http() as http:
+        listed = (await http.get("/api/failures", params={"limit": 5})).json()
+        refused = await http.get("/api/failures", params={"limit": 0})
+    assert [(f["job_id"], f["attempt"]) for f in listed] == [(job_id, 1)]
+    assert refused.status_code == 400
+    assert "limit=0 is not between 1 and" in refused.json()["error"]
+
+
+async def test_failures_before_a_restart_are_found_after_it(tmp_path: Path) -> None:
+    async with (
+        leader_in_process(tmp_path) as leader,
+        FakeAgent.connect(leader.ws_url, leader.agent_token, "node1") as agent,
+    ):
+        job_id = await fail_first_chunk(leader, agent, ["segmentation fault"])
+    async with leader_in_process(tmp_path) as leader, leader.http() as http:
+        listed = (await http.get("/api/failures")).json()
+        events = (await http.get("/api/events", params={"limit": 100})).json()
+    assert [(f["job_id"], f["error_line"]) for f in listed] == [(job_id, "segmentation fault")]
+    # The Monitor Log of a console opened after the restart starts with what happened before.
+    texts = [e["text"] for e in events if e["job_id"] == job_id]
+    assert any("submitted" in text for text in texts)
+    assert any("attempt 1 -> node1" in text for text in texts)
+
+
+async def test_a_jobs_event_log_and_the_farms_latest_events(leader: InProcessLeader) -> None:
+    first = await submit(leader, name="one")
+    async with console(leader) as c:
+        await c.expect(Snapshot)
+        assert (await c.request(FetchEvents(job_id=first, limit=50))).ok
+        of_job = await c.expect(EventsFetched)
+        assert of_job.job_id == first
+        assert any("submitted" in e.text for e in of_job.events)
+        assert all(e.job_id == first for e in of_job.events)
+        assert (await c.request(FetchEvents(limit=50))).ok
+        farm = await c.expect(EventsFetched, lambda m: m.job_id is None)
+        assert any(e.job_id == first for e in farm.events)
+        unknown = await c.request(FetchEvents(job_id="nope"))
+        assert not unknown.ok
+
+
+def test_event_lines_read_back_as_the_events_they_were() -> None:
+    for event in (
+        EventView(time=1764620587.318, level="warn", text="node n1 lost", job_id="j", actor=None),
+        EventView(time=1764620587.5, level="error", text="a: b: c", job_id="j", actor="alice"),
+    ):
+        assert parse_event_line(event_line(event).rstrip("\n"), "j") == event
+    assert parse_event_line("not an event", "j") is None
+
+
+def test_the_last_error_line_skips_the_leaders_footer() -> None:
+    lines = ["# farmtui: job j", "rendering", "Error: out of memory", "done?", "# outcome: failed"]
+    assert last_error_line(lines) == "Error: out of memory"
+    assert last_error_line(["just output", "# finished: x"]) == "just output"
+    assert last_error_line([]) == ""

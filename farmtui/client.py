@@ -242,9 +242,18 @@ class FarmClient:
         )
         return _decode(response, JobView)
 
-    def jobs(self, include_archived: bool = False) -> list[JobView]:
-        """Jobs in dispatch order; archived ones too with ``include_archived``."""
+    def jobs(
+        self, include_archived: bool = False, limit: int | None = None, after: str | None = None
+    ) -> list[JobView]:
+        """Jobs in dispatch order; archived ones too with ``include_archived``.
+
+        With ``limit``, one page: at most that many, those after the job ``after``.
+        """
         params: dict[str, str | int] = {"all": 1} if include_archived else {}
+        if limit is not None:
+            params["limit"] = limit
+        if after is not None:
+            params["after"] = after
         return self._get("/api/jobs", list[JobView], params)
 
     def show(self, job_id: str, limit: int | None = None, after: int | None = None) -> JobDetail:

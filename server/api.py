@@ -46,7 +46,7 @@ from server.joblogs import chunk_log_path, events_path
 from server.leader import Leader
 from server.operations import UploadFence
 from server.rights import Action, Principal
-from server.views import MAX_PAGE_CHUNKS, ChunkPage
+from server.views import MAX_PAGE_CHUNKS, MAX_PAGE_JOBS, ChunkPage, JobPage
 
 T = TypeVar("T")
 
@@ -213,10 +213,23 @@ async def submit_job(request: Request) -> Response:
 
 
 async def list_jobs(request: Request) -> Response:
+    """``GET /api/jobs[?all=1][&limit=N[&after=JOB]]``: in dispatch order, or one page of it."""
     who(request, "read")
+    leader = leader_of(request)
     include_archived = request.query_params.get("all", "") not in ("", "0", "false", "no")
-    data = leader_of(request).job_list_json(include_archived)
-    return Response(data, media_type="application/json")
+    limit = int_param(request, "limit")
+    after = request.query_params.get("after") or None
+    if limit is None and after is None:
+        data = leader.job_list_json(include_archived)
+        return Response(data, media_type="application/json")
+    if limit is None:
+        limit = MAX_PAGE_JOBS
+    if not 1 <= limit <= MAX_PAGE_JOBS:
+        raise BadRequest(f"limit={limit} is not between 1 and {MAX_PAGE_JOBS}")
+    if after is not None:
+        operations.job_or_404(leader, after)
+    page = JobPage(limit, after)
+    return json_response(leader.scheduler.job_views(include_archived, page=page))
 
 
 async def show_job(request: Request) -> Response:

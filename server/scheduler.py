@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from bisect import bisect_left, insort
+from bisect import bisect_left, bisect_right, insort
 from collections.abc import Callable
 from typing import Concatenate, ParamSpec, TypeVar
 
@@ -966,15 +966,27 @@ class Scheduler:
             self._waiting(now),
         )
 
-    def job_views(self, include_archived: bool, now: float | None = None) -> list[JobView]:
-        """In dispatch order."""
+    def job_views(
+        self,
+        include_archived: bool,
+        now: float | None = None,
+        page: views.JobPage | None = None,
+    ) -> list[JobView]:
+        """In dispatch order; one ``page`` of them (the jobs after ``page.after``) if asked."""
         positions = self.positions()
         waiting = self._waiting(now)
+        ordered = dispatch_order.in_dispatch_order(self.jobs.values(), include_archived)
+        if page is not None:
+            first = 0
+            if page.after is not None:
+                key = dispatch_order.dispatch_key(self._job(page.after))
+                first = bisect_right(ordered, key, key=dispatch_order.dispatch_key)
+            ordered = ordered[first : first + page.limit]
         return [
             views.job_view(
                 job, positions.get(job.id, -1), self.nodes.values(), self._census, waiting
             )
-            for job in dispatch_order.in_dispatch_order(self.jobs.values(), include_archived)
+            for job in ordered
         ]
 
     def chunk_view(self, job_id: str, chunk: int) -> ChunkView:

@@ -157,6 +157,15 @@ def job_detail(
 # request for a job makes the leader build (or a client read) more at once.
 MAX_PAGE_CHUNKS = 10_000
 MAX_PAGE_FRAMES = 100_000
+# A page of the job list: the biggest farms keep tens of thousands of jobs.
+MAX_PAGE_JOBS = 1000
+
+
+class JobPage(NamedTuple):
+    """At most ``limit`` jobs, those after the job ``after`` in dispatch order."""
+
+    limit: int
+    after: str | None = None
 
 
 class ChunkPage(NamedTuple):

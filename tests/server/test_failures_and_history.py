@@ -121,3 +121,18 @@ def test_the_last_error_line_skips_the_leaders_footer() -> None:
     assert last_error_line(lines) == "Error: out of memory"
     assert last_error_line(["just output", "# finished: x"]) == "just output"
     assert last_error_line([]) == ""
+
+
+async def test_the_job_list_in_pages(leader: InProcessLeader) -> None:
+    ids = [await submit(leader, name=f"job{n}") for n in range(5)]
+    async with leader.http() as http:
+        first = (await http.get("/api/jobs", params={"limit": 2})).json()
+        rest = (await http.get("/api/jobs", params={"limit": 10, "after": first[-1]["id"]})).json()
+        whole = (await http.get("/api/jobs")).json()
+        unknown = await http.get("/api/jobs", params={"limit": 2, "after": "nope"})
+        too_many = await http.get("/api/jobs", params={"limit": 100_000})
+    assert [j["id"] for j in first + rest] == [j["id"] for j in whole] == ids
+    assert len(first) == 2
+    assert unknown.status_code == 404
+    assert too_many.status_code == 400
+    assert "limit=100000 is not between 1 and 1000" in too_many.json()["error"]

@@ -25,6 +25,8 @@ from farmtui.protocol import MAX_HISTORY, ChunkAction, JobAction, MoveWhere, Rol
 
 if TYPE_CHECKING:
     from farmtui.client import FarmClient
+    from farmtui.jobfields import Given
+    from farmtui.protocol import JobView
 
 JOB_ACTIONS: tuple[str, ...] = get_args(JobAction)
 CHUNK_ACTIONS: tuple[str, ...] = get_args(ChunkAction)
@@ -227,14 +229,20 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_submit(args: argparse.Namespace) -> int:
     from farmtui import jobfile
     from farmtui.jobfields import FIELDS
+    from farmtui.openjd import is_template
 
-    base = jobfile.load_jobfile(Path(args.jobfile)) if args.jobfile else jobfile.Given()
+    template = bool(args.jobfile) and is_template(Path(args.jobfile))
+    base = jobfile.Given()
+    if args.jobfile and not template:
+        base = jobfile.load_jobfile(Path(args.jobfile))
     flags: dict[str, object] = {
         field.key: getattr(args, field.key.replace("-", "_"))
         for field in FIELDS
         if field.metavar != ""  # a flag, not a job file key only
     }
     flags["argv"] = args.argv or None
+    if template or args.param:
+        return submit_template(args, jobfile.normalize(flags, lambda key: f"--{key}"))
     given = jobfile.normalize(flags, lambda key: f"--{key.replace('_', '-')}").over(base)
     spec = jobfile.build_spec(given)
     with connect(args) as farm:
@@ -248,6 +256,41 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return 0
 
 
+def submit_template(args: argparse.Namespace, flags: Given) -> int:
+    """``farm submit job.template.yaml --param K=V``: one job per step, in dependency order.
+
+    Every step is mapped and checked before the first is sent (``farmtui.openjd``).
+    """
+    from farmtui import openjd
+
+    if not args.jobfile:
+        raise InputError("--param goes with an OpenJD template: farm submit T.yaml --param K=V")
+    plans = openjd.plan_jobs(Path(args.jobfile), openjd.parse_params(args.param or []), flags)
+    for plan in plans:
+        for note in plan.notes:
+            sys.stderr.write(f"farm submit: note: {printable(note)}\n")
+    submitted: list[JobView] = []
+    with connect(args) as farm:
+        extra = farm.resolve_jobs(plans[0].spec.after) if plans and plans[0].spec.after else []
+        ids: dict[str, str] = {}
+        for plan in plans:
+            plan.spec.after = [*extra, *(ids[step] for step in plan.after_steps)]
+            try:
+                job = farm.submit(plan.spec)
+            except FarmError:
+                if submitted:  # say what exists, so a retry does not submit it twice
+                    done = printable(", ".join(f"{j.id} ({j.name})" for j in submitted))
+                    sys.stderr.write(f"farm submit: submitted before the error: {done}\n")
+                raise
+            ids[plan.step] = job.id
+            submitted.append(job)
+    if args.json:
+        emit_json(submitted)
+    else:
+        emit("\n".join(f"{job.id}  {job.name}" for job in submitted))
+    return 0
+
+
 # --- reading ----------------------------------------------------------------------
 
 
@@ -255,17 +298,21 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     from farmtui.tables import jobs_table
 
     with connect(args) as farm:
-        jobs = farm.jobs(include_archived=args.all)
+        jobs = farm.jobs(include_archived=args.all, limit=args.limit, after=args.after)
     if args.json:
         emit_json(jobs)
     else:
         emit(jobs_table(jobs))
+        if args.limit is not None and len(jobs) == args.limit:
+            emit(f"next page: --after {jobs[-1].id}")
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
     from farmtui.tables import detail_text
 
+    if args.openjd:
+        return show_openjd(args)
     with connect(args) as farm:
         job_id = farm.resolve_job(args.job)
         if args.json and args.chunks is None and args.after is None:
@@ -276,6 +323,20 @@ def cmd_show(args: argparse.Namespace) -> int:
         emit_json(detail)
     else:
         emit(detail_text(detail))
+    return 0
+
+
+def show_openjd(args: argparse.Namespace) -> int:
+    """``farm show JOB --openjd``: the job as an OpenJD job template (YAML; JSON with --json)."""
+    from farmtui import openjd_export
+
+    with connect(args) as farm:
+        job = farm.show(farm.resolve_job(args.job), 1).job
+    template = openjd_export.job_template(job)
+    if args.json:
+        emit_json(template)
+    else:
+        sys.stdout.write(openjd_export.to_yaml(template))
     return 0
 
 
@@ -573,6 +634,30 @@ def cmd_whoami(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- renderers and integrations -------------------------------------------------
+
+
+def cmd_demo_render(args: argparse.Namespace) -> int:
+    from farmtui.demo_render import render
+
+    return render(args)
+
+
+def cmd_blender_addon(args: argparse.Namespace) -> int:
+    from farmtui.integrations.addon import write_blender_addon
+
+    try:
+        path = write_blender_addon(Path(args.out))
+    except OSError as exc:
+        why = exc.strerror or exc
+        raise InputError(f"cannot write the add-on into {args.out}: {why}") from None
+    if args.json:
+        emit_json({"path": str(path)})
+    else:
+        emit(str(path))
+    return 0
+
+
 # --- the parser -------------------------------------------------------------------
 
 
@@ -676,12 +761,25 @@ def build_parser() -> Parser:
     add("console", cmd_console, "open the operator console", [conn])
 
     submit = add("submit", cmd_submit, "submit a job (command after --)", data_cmd)
-    submit.add_argument("jobfile", nargs="?", metavar="JOBFILE.toml", help="TOML job file")
+    submit.add_argument(
+        "jobfile",
+        nargs="?",
+        metavar="JOBFILE",
+        help="TOML job file, or an Open Job Description template (.yaml, .yml, .json)",
+    )
+    submit.add_argument(
+        "--param",
+        action="append",
+        metavar="NAME=VALUE",
+        help="a job parameter of the OpenJD template (repeat)",
+    )
     add_field_flags(submit, settable_only=False)
     submit.set_defaults(argv=[])
 
     jobs = add("jobs", cmd_jobs, "list jobs in dispatch order", data_cmd)
     jobs.add_argument("--all", action="store_true", help="include archived jobs")
+    jobs.add_argument("--limit", type=positive_int, metavar="N", help="one page of N jobs")
+    jobs.add_argument("--after", metavar="JOB", help="the page after this job")
 
     show = add("show", cmd_show, "a job, its chunks with attempts, and frame states", data_cmd)
     show.add_argument("job", metavar="JOB", help="id, unique id prefix, or unique name")
@@ -693,6 +791,11 @@ def build_parser() -> Parser:
     )
     show.add_argument(
         "--after", type=chunk_index, metavar="I", help="start after chunk I (the next page)"
+    )
+    show.add_argument(
+        "--openjd",
+        action="store_true",
+        help="print the job as an Open Job Description template (YAML; JSON with --json)",
     )
 
     for action in JOB_ACTIONS:
@@ -754,6 +857,13 @@ def build_parser() -> Parser:
     )
 
     add("whoami", cmd_whoami, "who the token says you are", data_cmd)
+
+    from farmtui.demo_render import add_arguments as add_demo_arguments
+
+    demo = add("demo-render", cmd_demo_render, "the built-in demo renderer (demo jobs run it)", [])
+    add_demo_arguments(demo)
+    addon = add("blender-addon", cmd_blender_addon, "write the Blender add-on's zip", [as_json])
+    addon.add_argument("--out", default=".", metavar="DIR", help="folder for farmtui_blender.zip")
     return parser
 
 

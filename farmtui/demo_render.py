@@ -3,7 +3,12 @@
 A new user sees the farm work with no DCC installed, and the tests get a
 renderer whose failures can be ordered on the command line::
 
+    farm demo-render --frames 1,2,3 --output out/frame_####.png
     python -m farmtui.demo_render --frames 1,2,3 --output out/frame_####.png
+
+Demo jobs run it as ``farm demo-render``, found on the node's PATH like any
+renderer, rather than through the submitting machine's interpreter path,
+which a node with another Python does not have.
 
 It prints ``demo: frame 7 (1/4)`` when it starts a frame and ``Saved: <path>``
 when the file is written, like Blender does. ``--fail-on`` exits 1 at those
@@ -56,15 +61,24 @@ def _frames(text: str) -> set[int]:
     return set(parse_frames(text)) if text else set()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="farmtui.demo_render", description=__doc__)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The demo renderer's flags, for ``python -m farmtui.demo_render`` and ``farm demo-render``."""
     parser.add_argument("--frames", required=True, help="frame list, e.g. 1-10 or 1,2,3")
     parser.add_argument("--output", required=True, help="output pattern, '#' marks padding")
     parser.add_argument("--seconds-per-frame", type=float, default=0.2)
     parser.add_argument("--fail-on", default="", help="exit 1 when reaching these frames")
     parser.add_argument("--skip-write", default="", help="exit 0 without writing these frames")
     parser.add_argument("--hang", action="store_true", help="never exit")
-    args = parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="farmtui.demo_render", description=__doc__)
+    add_arguments(parser)
+    return render(parser.parse_args(argv))
+
+
+def render(args: argparse.Namespace) -> int:
+    """Render the frames ``args`` name (parsed by :func:`add_arguments`'s flags)."""
     try:
         frames = parse_frames(args.frames)
         fail_on, skip = _frames(args.fail_on), _frames(args.skip_write)

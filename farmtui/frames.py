@@ -220,3 +220,107 @@ def printf_pattern(pattern: str) -> str:
         return pattern
     last = matches[-1]
     return pattern[: last.start()] + f"%0{len(last.group())}d" + pattern[last.end() :]
+
+
+# --- OpenJD range expressions ---------------------------------------------------------
+#
+# Two dialects of the same idea. farmtui's frame lists are fileseq's: ``1-100x5``
+# steps by 5, ``1-100:5`` is a *stagger* (1,6,...,96, then 2,7,..., every frame
+# once), ``y`` inverts a step, and the order written is the order rendered. Open
+# Job Description's range expressions (``IntRangeExpr``) step with ``:`` --
+# ``1-100:5`` is every 5th frame -- and name a *set*: ranges may not overlap, and a
+# descending range needs a negative step (``10-1:-1``).
+
+_OPENJD_ELEMENT = re.compile(r"(-?\d+)(?:-(-?\d+)(?::(-?\d+))?)?")
+
+
+def openjd_range(frames: Sequence[int]) -> str:
+    """The frames as an OpenJD range expression: ``[1, 6, 11]`` -> ``"1-11:5"``.
+
+    The runs are written in the list's order (``100-1`` -> ``100-1:-1``) when they do
+    not overlap; an interleaved list (``1-9x2,2-8x2``) is written as its sorted set,
+    which is all an OpenJD range means.
+    """
+    if not frames:
+        raise FrameListError("frame list is empty")
+    runs = _runs(frames)
+    spans = sorted((min(run[0], run[-1]), max(run[0], run[-1])) for run in runs)
+    if len(set(frames)) != len(frames) or any(
+        a_end >= b_start for (_, a_end), (b_start, _) in zip(spans, spans[1:], strict=False)
+    ):
+        runs = _runs(sorted(set(frames)))
+    return ",".join(_openjd_run(run) for run in runs)
+
+
+def _runs(frames: Sequence[int]) -> list[list[int]]:
+    """Evenly spaced runs taken greedily from the front, as ``format_frames`` writes them."""
+    runs: list[list[int]] = []
+    at, count = 0, len(frames)
+    while at < count:
+        end = at + 1
+        if end < count:
+            step = frames[end] - frames[at]
+            while end + 1 < count and frames[end + 1] - frames[end] == step:
+                end += 1
+            if step == 0 or (end - at < 2 and abs(step) != 1):
+                end = at  # a pair of another step is two single frames
+        runs.append(list(frames[at : end + 1]))
+        at = end + 1
+    return runs
+
+
+def _openjd_run(run: list[int]) -> str:
+    if len(run) == 1:
+        return str(run[0])
+    step = run[1] - run[0]
+    if step == 1:
+        return f"{run[0]}-{run[-1]}"
+    return f"{run[0]}-{run[-1]}:{step}"
+
+
+def frames_from_openjd(expr: str) -> str:
+    """An OpenJD range expression as a farmtui (fileseq) frame list: ``"1-100:5"`` -> ``"1-100x5"``.
+
+    Elements keep the order they are written in. Refused with FrameListError, as
+    OpenJD refuses them: a malformed element, a zero step, a step against the
+    range's direction (``10-1``, ``1-10:-1``), and overlapping ranges.
+    """
+    elements = expr.replace(" ", "").replace("\t", "").split(",")
+    parts: list[str] = []
+    spans: list[tuple[int, int]] = []
+    for element in elements:
+        match = _OPENJD_ELEMENT.fullmatch(element)
+        if match is None:
+            raise FrameListError(
+                f"malformed OpenJD range expression {expr!r} (expected e.g. 1-100, 1-100:5, "
+                "1,5,10-20, 100-1:-1)"
+            )
+        first, last, by = match.groups()
+        start = int(first)
+        end = start if last is None else int(last)
+        step = 1 if by is None else int(by)
+        if step == 0:
+            raise FrameListError(f"OpenJD range {element!r} has a step of 0")
+        if (end < start and step > 0) or (end > start and step < 0):
+            raise FrameListError(
+                f"OpenJD range {element!r} runs against its step "
+                "(a descending range needs a negative step: 10-1:-1)"
+            )
+        frames = range(start, end + (1 if step > 0 else -1), step)
+        spans.append((min(frames[0], frames[-1]), max(frames[0], frames[-1])))
+        if len(frames) == 1:
+            parts.append(str(start))
+        elif abs(step) == 1:
+            parts.append(f"{start}-{frames[-1]}")
+        else:
+            parts.append(f"{start}-{frames[-1]}x{abs(step)}")
+    spans.sort()
+    for (a_start, a_end), (b_start, b_end) in zip(spans, spans[1:], strict=False):
+        if a_end >= b_start:
+            raise FrameListError(
+                f"OpenJD range expression {expr!r} has overlapping ranges "
+                f"({a_start}-{a_end} and {b_start}-{b_end})"
+            )
+    text = ",".join(parts)
+    parse_frames(text)  # farmtui's own limits: frame count, 32-bit frame numbers
+    return text

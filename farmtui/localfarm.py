@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -155,6 +155,7 @@ class LocalFarm:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                env=child_environment(self.python),
             )
         return Child(name, process, log)
 
@@ -255,6 +256,20 @@ class LocalFarm:
         self.stop()
 
 
+def child_environment(python: str, env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for the farm's children: ``farm`` of this install first on PATH.
+
+    Demo jobs run ``farm demo-render`` (renderers are found on the node's PATH);
+    the ``farm`` script installed beside ``python`` is the one that matches the
+    agents, even when its folder is not on the user's PATH (an unactivated venv).
+    """
+    env = dict(os.environ if env is None else env)
+    scripts = Path(python).parent
+    if (scripts / "farm").is_file():
+        env["PATH"] = os.pathsep.join([str(scripts), *filter(None, [env.get("PATH")])])
+    return env
+
+
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
     """Poll ``condition`` (every 50 ms) until true; LocalFarmError(what) after ``timeout`` s."""
     deadline = time.monotonic() + timeout
@@ -268,7 +283,11 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 def demo_specs() -> list[JobSpec]:
-    """The demo jobs ``farm up --demo`` submits (renderer "demo": real PNGs, no DCC)."""
+    """The demo jobs ``farm up --demo`` submits (renderer "demo": real PNGs, no DCC).
+
+    Their command is ``farm demo-render ...``: nothing of this machine (its
+    interpreter's path) is baked in, so any node with farmtui renders them.
+    """
 
     def output(name: str) -> str:
         return f"renders/{name}/frame_####.png"

@@ -14,7 +14,6 @@ braces; any other ``{name}`` is an error, so a typo never reaches a renderer.
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import PurePosixPath
 from typing import overload
@@ -34,6 +33,19 @@ _HRENDER = (
 _RANGE_TOKENS = frozenset({"start", "end", "step"})
 _TOKEN = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _PADDING = re.compile(r"#+")
+
+# ffmpeg renders exactly a chunk's frames {start}-{end}x{step} (ascending, however
+# the job runs) and names each file after its job frame: frame N of the job is
+# input frame N (1-based, n+1). The image2 muxer numbers files consecutively from
+# -start_number, which is wrong for a stepped chunk (1,4,7 -> 1,2,3), so instead
+# every frame's timestamp is set to its job frame number in a time base of one
+# second (settb=1, setpts=N+1), `-r 1` keeps that time base through the encoder,
+# and -frame_pts names each file after its timestamp. trim stops decoding after
+# the chunk's last frame, so a chunk at the start of a long input ends early.
+FFMPEG_CHUNK_FILTER = (
+    r"settb=1,setpts=N+1,trim=end_frame={end},"
+    r"select=between(n+1\,{start}\,{end})*not(mod(n+1-{start}\,{step}))"
+)
 
 
 class RendererError(ValueError):
@@ -149,10 +161,10 @@ def build_argv(
             raise RendererError("renderer 'generic' needs a command: farm submit ... -- ARGV")
         return extra
     if name == "demo":
+        # `farm` as the node finds it, like any renderer: never this machine's interpreter.
         return [
-            sys.executable,
-            "-m",
-            "farmtui.demo_render",
+            "farm",
+            "demo-render",
             "--frames",
             "{frames}",
             "--output",
@@ -177,10 +189,8 @@ def build_argv(
     if name == "ffmpeg":
         scene = _need(scene, "input (--scene)", name)
         _, head, width, tail = _split_pattern(_need(output_pattern, "output pattern", name))
-        out = printf_pattern(head + "#" * width + tail)
-        # Frame N of the job is input frame N (1-based, n+1); -start_number names
-        # the files after the job's frames.
-        select = r"select=between(n+1\,{start}\,{end})*not(mod(n+1-{start}\,{step}))"
+        # '%' is the image2 muxer's own escape: a literal one in the name is '%%'.
+        out = printf_pattern(head.replace("%", "%%") + "#" * width + tail.replace("%", "%%"))
         return [
             "ffmpeg",
             "-hide_banner",
@@ -190,11 +200,13 @@ def build_argv(
             scene,
             *extra,
             "-vf",
-            select,
+            FFMPEG_CHUNK_FILTER,
             "-fps_mode",
             "passthrough",
-            "-start_number",
-            "{start}",
+            "-r",
+            "1",
+            "-frame_pts",
+            "1",
             "{outdir}/" + out,
         ]
     if name == "aerender":

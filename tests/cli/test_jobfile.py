@@ -53,8 +53,8 @@ def test_a_good_job_file_becomes_a_job_spec(tmp_path: Path) -> None:
     assert (spec.name, spec.frames, spec.chunk, spec.priority) == ("shot-010", "1-240", 10, 30)
     assert spec.renderer == "demo"
     # The demo adapter's command, tokens left for the agent.
-    assert spec.argv[1:] == [
-        "-m", "farmtui.demo_render", "--frames", "{frames}", "--output", "{output}"
+    assert spec.argv == [
+        "farm", "demo-render", "--frames", "{frames}", "--output", "{output}"
     ]  # fmt: skip
     assert spec.output == "renders/shot010/frame_####.png"
     assert spec.scout == "1,120,240"
@@ -219,7 +219,8 @@ def test_one_table_covers_every_setting_and_derives_both_commands_flags() -> Non
     assert flags("set") == {f.flag for f in settable if f.metavar != ""} | {
         f"--no-{f.key}" for f in settable if f.switch
     }
-    assert flags("submit") == {f.flag for f in FIELDS if f.metavar != ""}
+    # --param is not a job setting: it fills an OpenJD template's job parameters.
+    assert flags("submit") - {"--param"} == {f.flag for f in FIELDS if f.metavar != ""}
     # What `farm set` can change is exactly what a JobPatch carries.
     assert {f.path[0] for f in settable} == set(JobPatch.__struct_fields__)
     assert msgspec.structs.fields(JobPatch)  # a Struct, checked by msgspec.convert

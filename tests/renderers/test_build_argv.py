@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 
 from farmtui.protocol import JobSpec
@@ -99,17 +97,27 @@ def test_blender_renders_exactly_the_chunk_frames_into_outdir() -> None:
 def test_ffmpeg_uses_printf_padding_and_names_files_after_the_job_frames() -> None:
     argv = build_argv("ffmpeg", "plate.mov", "renders/plate_####.png", [])
     assert argv[-1] == "{outdir}/plate_%04d.png"
-    assert argv[argv.index("-start_number") + 1] == "{start}"
-    assert expand(argv, {**frame_tokens([10, 11]), "outdir": "/o"})[argv.index("-vf") + 1] == (
-        r"select=between(n+1\,10\,11)*not(mod(n+1-10\,1))"
+    # Files are named after each frame's timestamp (its job frame), never numbered
+    # consecutively from -start_number (which names a stepped chunk 1,2,3 for 1,4,7).
+    assert "-start_number" not in argv
+    assert argv[argv.index("-frame_pts") + 1] == "1"
+    assert argv[argv.index("-r") + 1] == "1"
+    assert expand(argv, {**frame_tokens([10, 13]), "outdir": "/o"})[argv.index("-vf") + 1] == (
+        r"settb=1,setpts=N+1,trim=end_frame=13,"
+        r"select=between(n+1\,10\,13)*not(mod(n+1-10\,3))"
     )
 
 
+def test_ffmpeg_keeps_a_literal_percent_in_the_file_name() -> None:
+    argv = build_argv("ffmpeg", "plate.mov", "renders/100%_####.png", [])
+    assert argv[-1] == "{outdir}/100%%_%04d.png"
+
+
 def test_demo() -> None:
+    # `farm demo-render` as the node finds it: never the submitter's interpreter path.
     assert build_argv("demo", None, "r/f_####.png", []) == [
-        sys.executable,
-        "-m",
-        "farmtui.demo_render",
+        "farm",
+        "demo-render",
         "--frames",
         "{frames}",
         "--output",

@@ -1,0 +1,195 @@
+"""A farmtui job as an Open Job Description job template (``farm show JOB --openjd``).
+
+The template runs the same command on the same frames with any OpenJD tool:
+
+- the frames are a ``Frames`` job parameter in OpenJD's dialect (``1-100:5``, see
+  ``farmtui.frames.openjd_range``) feeding a ``Frame`` task parameter: ``INT`` for
+  one frame per chunk, ``CHUNK[INT]`` (TASK_CHUNKING) with the job's chunk size;
+- ``{scene}`` is a ``Scene`` PATH parameter, ``{outdir}``/``{output}`` an ``OutputDir``
+  one (defaults: the job's values, relative to the sync root);
+- the argv is ``onRun``'s command and args. With one frame per task every frame
+  token is ``{{Task.Param.Frame}}``. A chunk is an OpenJD range expression, which
+  farmtui's ``{start}``/``{end}``/``{step}``/``{frames}`` are cut from: the command
+  runs under a few lines of Python (``python3 -c``) that cut them and exec it;
+- tags are a host requirement (``attr.farmtui.tags`` allOf), the environment a
+  job environment of variables, the maximum render time the action's timeout.
+
+The result is checked by openjd-model before it is returned, so what farmtui
+prints is a template every OpenJD tool accepts.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import PurePosixPath
+from typing import Any
+
+from farmtui.errors import FarmError
+from farmtui.frames import openjd_range, parse_frames
+from farmtui.jobfields import command_for
+from farmtui.protocol import JobView
+
+TAGS_ATTRIBUTE = "attr.farmtui.tags"
+_TOKEN = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_FRAME_TOKENS = frozenset({"start", "end", "step", "frames"})
+
+# Cuts farmtui's frame tokens from a chunk's OpenJD range (argv[1], "1-10:2,15"),
+# puts them into the command (argv[2:]) and execs it. No '{{' in it: it is an
+# OpenJD format string too.
+CHUNK_RUNNER = """\
+import os, re, sys
+frames = []
+for part in sys.argv[1].replace(' ', '').split(','):
+    a, b, s = re.fullmatch(r'(-?[0-9]+)(?:-(-?[0-9]+)(?::(-?[0-9]+))?)?', part).groups()
+    a = int(a); b = a if b is None else int(b); s = int(s or 1)
+    frames += range(a, b + (1 if s > 0 else -1), s)
+frames.sort()
+steps = set(y - x for x, y in zip(frames, frames[1:]))
+tokens = {'frames': ','.join(map(str, frames))}
+if len(steps) <= 1:
+    tokens.update(start=str(frames[0]), end=str(frames[-1]), step=str(steps.pop() if steps else 1))
+def fill(m):
+    if m.group(1) is None:
+        return m.group(0)[0]
+    if m.group(1) not in tokens:
+        sys.exit('frames ' + tokens['frames'] + ' are not evenly spaced for ' + m.group(0))
+    return tokens[m.group(1)]
+argv = [re.sub(r'[{][{]|[}][}]|[{](start|end|step|frames)[}]', fill, a) for a in sys.argv[2:]]
+os.execvp(argv[0], argv)
+"""
+
+
+class ExportError(FarmError):
+    """A job that cannot be written as an OpenJD template (said in one line)."""
+
+
+def job_template(job: JobView) -> dict[str, Any]:
+    """The job as an OpenJD job template (a dict for YAML or JSON), validated."""
+    spec = job.spec
+    argv = command_for(spec)
+    frames = parse_frames(spec.frames)
+    chunked = spec.chunk > 1
+    if spec.scene:
+        # A renderer's template names the scene itself (blender -b shot.blend).
+        argv = ["{scene}" if arg == spec.scene else arg for arg in argv]
+    uses = {m.group(1) for arg in argv for m in _TOKEN.finditer(arg) if m.group(1)}
+
+    parameters: list[dict[str, Any]] = [
+        {
+            "name": "Frames",
+            "type": "STRING",
+            "description": "Frames to render, as an OpenJD range expression (1-100:5 steps by 5)",
+            "default": openjd_range(frames),
+        }
+    ]
+    values: dict[str, str] = {}
+    if "scene" in uses and spec.scene:
+        parameters.append(
+            {"name": "Scene", "type": "PATH", "objectType": "FILE", "dataFlow": "IN",
+             "default": spec.scene}
+        )  # fmt: skip
+        values["scene"] = "{{Param.Scene}}"
+    if uses & {"outdir", "output"} and spec.output:
+        folder = str(PurePosixPath(spec.output).parent)
+        parameters.append(
+            {"name": "OutputDir", "type": "PATH", "objectType": "DIRECTORY", "dataFlow": "OUT",
+             "default": folder}
+        )  # fmt: skip
+        values["outdir"] = "{{Param.OutputDir}}"
+        values["output"] = "{{Param.OutputDir}}/" + PurePosixPath(spec.output).name
+
+    frame_parameter: dict[str, Any] = {"name": "Frame", "range": "{{Param.Frames}}"}
+    extensions: list[str] = []
+    if chunked:
+        extensions.append("TASK_CHUNKING")
+        frame_parameter["type"] = "CHUNK[INT]"
+        frame_parameter["chunks"] = {
+            "defaultTaskCount": spec.chunk,
+            "rangeConstraint": "NONCONTIGUOUS",
+        }
+        if uses & _FRAME_TOKENS:
+            command = "python3"
+            args = ["-c", CHUNK_RUNNER, "{{Task.Param.Frame}}"]
+            args += [_fill(arg, values, keep_frames=True) for arg in argv]
+        else:
+            command, *args = (_fill(arg, values) for arg in argv)
+    else:
+        frame_parameter["type"] = "INT"
+        values.update(
+            start="{{Task.Param.Frame}}",
+            end="{{Task.Param.Frame}}",
+            frames="{{Task.Param.Frame}}",
+            step="1",
+        )
+        command, *args = (_fill(arg, values) for arg in argv)
+
+    on_run: dict[str, Any] = {"command": command}
+    if args:
+        on_run["args"] = args
+    max_render = spec.timeouts.max_render
+    if max_render is not None and not spec.timeouts.per_frame:
+        on_run["timeout"] = max(1, math.ceil(max_render))
+    step: dict[str, Any] = {
+        "name": "Render",
+        "parameterSpace": {"taskParameterDefinitions": [frame_parameter]},
+        "script": {"actions": {"onRun": on_run}},
+    }
+    if spec.tags:
+        step["hostRequirements"] = {
+            "attributes": [{"name": TAGS_ATTRIBUTE, "allOf": list(spec.tags)}]
+        }
+    template: dict[str, Any] = {"specificationVersion": "jobtemplate-2023-09"}
+    if extensions:
+        template["extensions"] = extensions
+    template["name"] = _name(job)
+    template["parameterDefinitions"] = parameters
+    if spec.env:
+        template["jobEnvironments"] = [{"name": "FarmEnvironment", "variables": dict(spec.env)}]
+    template["steps"] = [step]
+    check(template)
+    return template
+
+
+def _name(job: JobView) -> str:
+    # '{{' in a name would be read as an expression; the name is free text otherwise.
+    name = (job.name or job.id).replace("{{", "{ {").replace("}}", "} }")
+    return name or "farmtui job"
+
+
+def _fill(arg: str, values: dict[str, str], *, keep_frames: bool = False) -> str:
+    """A farmtui argument with its tokens as OpenJD text (frame tokens kept for the runner)."""
+
+    if keep_frames and ("{{" in arg or "}}" in arg):
+        # The runner would read a literal "{start}" as the token; OpenJD "{{" as its own.
+        raise ExportError(f"argument {arg!r} has a literal brace that a chunk cannot keep")
+
+    def one(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name is None:
+            return match.group(0)[0]
+        if keep_frames and name in _FRAME_TOKENS:
+            return match.group(0)
+        if name not in values:
+            raise ExportError(f"the command uses {{{name}}}, which this job has no value for")
+        return values[name]
+
+    return _TOKEN.sub(one, arg)
+
+
+def check(template: dict[str, Any]) -> None:
+    """Refuse a template that openjd-model does not accept (ExportError, one line)."""
+    from openjd.model import DecodeValidationError, decode_job_template
+
+    try:
+        decode_job_template(template=template, supported_extensions=["TASK_CHUNKING"])
+    except DecodeValidationError as exc:
+        raise ExportError(" ".join(str(exc).split())) from None
+
+
+def to_yaml(template: dict[str, Any]) -> str:
+    """The template as YAML, its keys in the specification's order."""
+    import yaml
+
+    text: str = yaml.safe_dump(template, sort_keys=False, allow_unicode=True, width=100)
+    return text

@@ -1,0 +1,181 @@
+"""farmtui jobs written as OpenJD templates (``farm show JOB --openjd``).
+
+Each template is parsed back with openjd-model and instantiated with its default
+parameters; the command an OpenJD runner would run for a task or chunk is then
+run for real, and must see the same frames farmtui would give it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from openjd.model import (
+    SymbolTable,
+    create_job,
+    decode_job_template,
+    preprocess_job_parameters,
+)
+
+from farmtui.frames import parse_frames
+from farmtui.openjd import plan_jobs
+from farmtui.openjd_export import TAGS_ATTRIBUTE, ExportError, job_template, to_yaml
+from farmtui.protocol import JobSpec, JobView, Timeouts
+
+# Prints its arguments as JSON: stands in for a renderer.
+ECHO = [sys.executable, "-c", "import json, sys; print(json.dumps(sys.argv[1:]))"]
+
+
+def view(**spec: Any) -> JobView:
+    return JobView(
+        id="j1",
+        name=str(spec.pop("name", "shot 10")),
+        owner="me",
+        state="queued",
+        priority=50,
+        position=0,
+        frames=str(spec.get("frames", "1")),
+        chunk=int(spec.get("chunk", 1)),
+        renderer=str(spec.get("renderer", "generic")),
+        spec=JobSpec(**spec),
+    )
+
+
+def instantiate(template: dict[str, Any], tmp_path: Path) -> Any:
+    """The template as openjd-model makes a job of it, default parameters."""
+    parsed = decode_job_template(template=template, supported_extensions=["TASK_CHUNKING"])
+    values = preprocess_job_parameters(
+        job_template=parsed,
+        job_parameter_values={},
+        job_template_dir=tmp_path,
+        current_working_dir=tmp_path,
+        allow_job_template_dir_walk_up=True,
+    )
+    return create_job(job_template=parsed, job_parameter_values=values), values
+
+
+def run_task(job: Any, values: Any, frame_value: str) -> list[str]:
+    """Run the step's onRun as an OpenJD runner would for one task or chunk; its argv."""
+    symbols = SymbolTable()
+    for name, value in values.items():
+        symbols[f"Param.{name}"] = value.value
+        symbols[f"RawParam.{name}"] = value.value
+    symbols["Task.Param.Frame"] = frame_value
+    action = job.steps[0].script.actions.onRun
+    argv = [action.command.resolve(symtab=symbols)]
+    argv += [arg.resolve(symtab=symbols) for arg in action.args or ()]
+    if argv[0] == "python3" and shutil.which("python3") is None:
+        argv[0] = sys.executable
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 0, done.stderr
+    printed: list[str] = json.loads(done.stdout)
+    return printed
+
+
+def test_one_frame_per_chunk_is_an_int_parameter(tmp_path: Path) -> None:
+    job = view(
+        frames="1-20x5",
+        argv=[*ECHO, "-s", "{start}", "-e", "{end}", "-j", "{step}", "{frames}"],
+        tags=["gpu", "linux"],
+        env={"OCIO": "/studio/ocio"},
+        timeouts=Timeouts(max_render=90.5),
+    )
+    template = job_template(job)
+    parameter = template["steps"][0]["parameterSpace"]["taskParameterDefinitions"][0]
+    assert parameter == {"name": "Frame", "range": "{{Param.Frames}}", "type": "INT"}
+    assert "extensions" not in template
+    instantiated, values = instantiate(template, tmp_path)
+    step = instantiated.steps[0]
+    assert list(step.parameterSpace.taskParameterDefinitions["Frame"].range) == [1, 6, 11, 16]
+    assert step.hostRequirements.attributes[0].name == TAGS_ATTRIBUTE
+    assert step.hostRequirements.attributes[0].allOf == ["gpu", "linux"]
+    assert step.script.actions.onRun.timeout == 91
+    assert instantiated.jobEnvironments[0].variables["OCIO"] == "/studio/ocio"
+    assert run_task(instantiated, values, "11") == ["-s", "11", "-e", "11", "-j", "1", "11"]
+
+
+@pytest.mark.parametrize(
+    ("frames", "chunk_value", "expected"),
+    [
+        ("1-100", "21-30", ["21", "30", "1", "21,22,23,24,25,26,27,28,29,30"]),
+        ("100-1x3", "1-10:3", ["1", "10", "3", "1,4,7,10"]),  # a reversed job, as a set
+        ("-4-4", "-4--2", ["-4", "-2", "1", "-4,-3,-2"]),
+        ("7", "7", ["7", "7", "1", "7"]),
+    ],
+)
+def test_chunks_are_cut_from_openjd_ranges_by_a_runner(
+    tmp_path: Path, frames: str, chunk_value: str, expected: list[str]
+) -> None:
+    job = view(frames=frames, chunk=10, argv=[*ECHO, "{start}", "{end}", "{step}", "{frames}"])
+    template = job_template(job)
+    assert template["extensions"] == ["TASK_CHUNKING"]
+    instantiated, values = instantiate(template, tmp_path)
+    definition = instantiated.steps[0].parameterSpace.taskParameterDefinitions["Frame"]
+    assert sorted(definition.range) == sorted(parse_frames(frames))
+    assert definition.chunks.defaultTaskCount == 10
+    assert run_task(instantiated, values, chunk_value) == expected
+
+
+def test_a_runner_refuses_a_chunk_it_cannot_name_by_start_and_end(tmp_path: Path) -> None:
+    job = view(frames="1-10", chunk=5, argv=[*ECHO, "{start}-{end}"])
+    instantiated, values = instantiate(job_template(job), tmp_path)
+    with pytest.raises(AssertionError, match="not evenly spaced"):
+        run_task(instantiated, values, "1,2,5")
+
+
+def test_scene_and_output_become_path_parameters(tmp_path: Path) -> None:
+    job = view(
+        frames="1-3",
+        renderer="blender",
+        scene="shots/a.blend",
+        output="renders/a/frame_####.png",
+    )
+    template = job_template(job)
+    names = [parameter["name"] for parameter in template["parameterDefinitions"]]
+    assert names == ["Frames", "Scene", "OutputDir"]
+    args = template["steps"][0]["script"]["actions"]["onRun"]["args"]
+    assert args == [
+        "-b", "{{Param.Scene}}", "-o", "{{Param.OutputDir}}/frame_####.png", "-f",
+        "{{Task.Param.Frame}}",
+    ]  # fmt: skip
+    instantiate(template, tmp_path)
+
+
+def test_a_template_reads_back_as_the_same_job(tmp_path: Path) -> None:
+    job = view(
+        name="round trip",
+        frames="100-1x3",
+        chunk=4,
+        argv=["render", "--from", "{start}", "--to", "{end}", "--by", "{step}"],
+        tags=["gpu"],
+        env={"A": "1"},
+    )
+    path = tmp_path / "job.template.yaml"
+    path.write_text(to_yaml(job_template(job)), encoding="utf-8")
+    (plan,) = plan_jobs(path, {})
+    spec = plan.spec
+    assert spec.name == "round trip"
+    assert sorted(parse_frames(spec.frames)) == sorted(parse_frames("100-1x3"))
+    assert spec.chunk == 4
+    assert spec.tags == ["gpu"]
+    assert spec.env == {"A": "1"}
+    assert spec.argv[-6:] == ["--from", "{{start}}", "--to", "{{end}}", "--by", "{{step}}"]
+    assert spec.argv[3] == "{start}-{end}:{step}"  # the chunk, for the runner
+
+
+def test_yaml_reads_back_as_the_template() -> None:
+    job = view(frames="1-3", argv=["echo", "{frames}"], env={"PS1": "\x1b[31m$ "})
+    template = job_template(job)
+    assert yaml.safe_load(to_yaml(template)) == template
+    assert "\x1b" not in to_yaml(template)  # control characters are escaped, never raw
+
+
+def test_a_literal_brace_in_a_chunked_command_is_refused() -> None:
+    with pytest.raises(ExportError, match="literal brace"):
+        job_template(view(frames="1-10", chunk=2, argv=["echo", "{{start}}", "{frames}"]))

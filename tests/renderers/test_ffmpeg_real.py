@@ -1,0 +1,136 @@
+"""The ffmpeg adapter's argv run by the real ffmpeg, chunk by chunk.
+
+Inputs are made by ffmpeg itself (``testsrc``: every frame differs), once as a
+video file and once as an image sequence. Each chunk of a stepped, a gapped and a
+reversed frame list is rendered by the argv a node would run; the files written
+must be exactly the chunk's frames, real PNGs (ffprobe), and frame N of the job
+must be frame N of the input (compared pixel for pixel with the sequence).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from farmtui.frames import chunk_frames, frame_path, parse_frames
+from farmtui.renderers import build_argv, expand, frame_tokens
+
+FFMPEG = shutil.which("ffmpeg")
+FFPROBE = shutil.which("ffprobe")
+pytestmark = pytest.mark.skipif(
+    FFMPEG is None or FFPROBE is None, reason="needs the real ffmpeg and ffprobe"
+)
+
+INPUT_FRAMES = 24
+PATTERN = "renders/plate_####.png"
+
+
+def run(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, f"{argv}\n{done.stderr[-2000:]}"
+    return done
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A lossless video and a PNG sequence (src_0001.png ...) of the same 24 frames."""
+    folder = tmp_path_factory.mktemp("ffmpeg-inputs")
+    source = ["-f", "lavfi", "-i", "testsrc=size=48x32:rate=24"]
+    quiet = [str(FFMPEG), "-hide_banner", "-nostdin", "-loglevel", "error", "-y"]
+    sequence = folder / "src_%04d.png"
+    run([*quiet, *source, "-frames:v", str(INPUT_FRAMES), "-start_number", "1", str(sequence)])
+    video = folder / "plate.mkv"
+    run([*quiet, *source, "-frames:v", str(INPUT_FRAMES), "-c:v", "ffv1", str(video)])
+    return {"video": video, "sequence": sequence, "folder": folder}
+
+
+def pixel_digests(images: list[Path]) -> list[str]:
+    """The MD5 of each image's decoded RGB pixels, in order (one ffmpeg run for all)."""
+    argv = [str(FFMPEG), "-v", "error"]
+    for image in images:
+        argv += ["-i", str(image)]
+    for index in range(len(images)):
+        argv += ["-map", str(index)]
+    lines = run([*argv, "-pix_fmt", "rgb24", "-f", "framemd5", "-"]).stdout.splitlines()
+    rows = [line.split(",") for line in lines if line and not line.startswith("#")]
+    by_stream = {int(row[0]): row[-1].strip() for row in rows}
+    assert len(rows) == len(images) == len(by_stream), lines
+    return [by_stream[index] for index in range(len(images))]
+
+
+@pytest.fixture(scope="module")
+def source_pixels(inputs: dict[str, Path]) -> dict[int, str]:
+    """Input frame N -> the digest of its pixels; every frame of testsrc differs."""
+    done = run(
+        [str(FFMPEG), "-v", "error", "-i", str(inputs["sequence"]), "-pix_fmt", "rgb24",
+         "-f", "framemd5", "-"]
+    )  # fmt: skip
+    rows = [line.split(",") for line in done.stdout.splitlines() if not line.startswith("#")]
+    digests = {index + 1: row[-1].strip() for index, row in enumerate(rows)}
+    assert len(set(digests.values())) == INPUT_FRAMES
+    return digests
+
+
+def probe(image: Path) -> dict[str, object]:
+    done = run(
+        [
+            str(FFPROBE), "-v", "error", "-select_streams", "v:0", "-count_frames",
+            "-show_entries", "stream=codec_name,width,height,nb_read_frames", "-of", "json",
+            str(image),
+        ]
+    )  # fmt: skip
+    stream: dict[str, object] = json.loads(done.stdout)["streams"][0]
+    return stream
+
+
+def render_chunk(scene: Path, frames: list[int], outdir: Path) -> None:
+    """What a node does for one chunk: expand the job's argv for it and run it."""
+    argv = build_argv("ffmpeg", str(scene), PATTERN, ["-loglevel", "error"])
+    run(expand(argv, {**frame_tokens(frames), "outdir": str(outdir)}))
+
+
+@pytest.mark.parametrize(
+    ("kind", "frames", "chunk"),
+    [
+        ("video", "1-12x3", 2),  # stepped: 1,4 7,10 (the case -start_number got wrong)
+        ("sequence", "1-12x3", 2),  # the same from an image sequence
+        ("video", "2,5,9-11,20", 3),  # gapped: chunks follow the runs: 2,5 9-11 20
+        ("video", "12-1x4", 2),  # reversed and stepped: 12,8 4
+        ("sequence", "24-19", 4),  # reversed: 24-21 20,19
+    ],
+)
+def test_every_chunk_writes_exactly_its_frames(
+    inputs: dict[str, Path],
+    source_pixels: dict[int, str],
+    tmp_path: Path,
+    kind: str,
+    frames: str,
+    chunk: int,
+) -> None:
+    job_frames = parse_frames(frames)
+    for index, chunk_of in enumerate(chunk_frames(job_frames, chunk)):
+        outdir = tmp_path / f"chunk{index}"
+        outdir.mkdir()
+        render_chunk(inputs[kind], chunk_of, outdir)
+        expected = sorted(Path(frame_path(PATTERN, frame)).name for frame in chunk_of)
+        assert sorted(p.name for p in outdir.iterdir()) == expected, (frames, chunk_of)
+        written = [outdir / Path(frame_path(PATTERN, frame)).name for frame in chunk_of]
+        for image in written:
+            info = probe(image)
+            assert info["codec_name"] == "png"
+            assert (info["width"], info["height"]) == (48, 32)
+            assert info["nb_read_frames"] == "1"
+        # Frame N of the job is frame N of the input, pixel for pixel.
+        assert pixel_digests(written) == [source_pixels[frame] for frame in chunk_of]
+
+
+def test_a_chunk_past_the_end_of_the_input_writes_only_what_exists(
+    inputs: dict[str, Path], tmp_path: Path
+) -> None:
+    """Frames the input lacks are missing, so the agent's output check fails the chunk."""
+    render_chunk(inputs["video"], [22, 24, 26], tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plate_0022.png", "plate_0024.png"]

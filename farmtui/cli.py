@@ -125,8 +125,8 @@ def connect(args: argparse.Namespace) -> FarmClient:
     from farmtui import config
     from farmtui.client import FarmClient
 
-    conn = config.resolve(args.leader, args.token, args.token_file)
-    return FarmClient(conn.leader, conn.token)
+    conn = config.resolve(args.leader, args.token, args.token_file, ca=getattr(args, "ca", None))
+    return FarmClient(conn.leader, conn.token, verify=conn.ca or True)
 
 
 # --- processes: leader, agent, console, up --------------------------------------
@@ -138,6 +138,23 @@ def cmd_leader(args: argparse.Namespace) -> int:
     for flag, value in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):
         if value and not Path(value).is_file():
             raise InputError(f"{flag} {value}: no such file")
+    if args.print_service:
+        from farmtui.service_units import LeaderService, leader_unit
+
+        sys.stdout.write(
+            leader_unit(
+                LeaderService(
+                    data=Path(args.data),
+                    root=Path(args.root),
+                    host=args.host,
+                    port=args.port,
+                    tls_cert=Path(args.tls_cert) if args.tls_cert else None,
+                    tls_key=Path(args.tls_key) if args.tls_key else None,
+                    user=args.service_user,
+                )
+            )
+        )
+        return 0
     try:
         from server.errors import LeaderError as LeaderSetupError
         from server.main import run_leader
@@ -167,6 +184,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
     leader = args.leader or os.environ.get("FARM_LEADER")
     if not leader:
         raise InputError("farm agent needs --leader URL (or FARM_LEADER)")
+    if args.print_service:
+        return print_agent_service(args, normalize_url(leader))
     if args.token:
         token = args.token.strip()
     elif args.token_file:
@@ -192,14 +211,47 @@ def cmd_agent(args: argparse.Namespace) -> int:
     return 0
 
 
+def print_agent_service(args: argparse.Namespace, leader: str) -> int:
+    """``farm agent --print-service``: the systemd unit that runs this agent."""
+    from farmtui.service_units import AgentService, agent_unit
+
+    if args.token or not args.token_file:
+        # A unit file is readable by every user of the machine.
+        raise InputError(
+            "farm agent --print-service takes the token from a file: give --token-file F "
+            "(readable by the service's user only), not --token"
+        )
+    unit = agent_unit(
+        AgentService(
+            leader=leader,
+            token_file=Path(args.token_file),
+            name=args.name,
+            slots=args.slots,
+            staging=Path(args.staging) if args.staging else None,
+            state=Path(args.state) if args.state else None,
+            tags=_split_tags(args.tags) or [],
+            user=args.service_user,
+        )
+    )
+    sys.stdout.write(unit)
+    return 0
+
+
 def cmd_console(args: argparse.Namespace) -> int:
+    import os
+
     from farmtui import config
 
-    conn = config.resolve(args.leader, args.token, args.token_file)
+    conn = config.resolve(args.leader, args.token, args.token_file, ca=args.ca)
     try:
         from farmtui.console.app import run_console
     except ImportError as exc:
         raise FarmError(f"the console is not available ({exc})") from None
+    if conn.ca:
+        # The console's link checks the leader's certificate with the default TLS
+        # context, which reads its CAs from SSL_CERT_FILE; the console starts no
+        # processes that could inherit it.
+        os.environ["SSL_CERT_FILE"] = conn.ca
     run_console(conn.leader, conn.token)
     return 0
 
@@ -676,9 +728,31 @@ def _parents() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     tokens = group.add_mutually_exclusive_group()
     tokens.add_argument("--token", metavar="T", help="a user token")
     tokens.add_argument("--token-file", metavar="F", help="a file holding the token")
+    group.add_argument(
+        "--ca",
+        metavar="FILE",
+        help="PEM file of the CA that signed an https leader's certificate (or FARM_CA)",
+    )
     as_json = argparse.ArgumentParser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="print one JSON document")
     return conn, as_json
+
+
+def add_service_flags(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--print-service``: print a systemd unit that runs this command instead of running it."""
+    from farmtui.service_units import DEFAULT_USER
+
+    parser.add_argument(
+        "--print-service",
+        action="store_true",
+        help=f"print a systemd unit that runs this {what} with these flags, and exit",
+    )
+    parser.add_argument(
+        "--service-user",
+        default=DEFAULT_USER,
+        metavar="USER",
+        help=f"the unit's dedicated user (default {DEFAULT_USER})",
+    )
 
 
 def add_field_flags(parser: argparse.ArgumentParser, *, settable_only: bool) -> None:
@@ -740,6 +814,7 @@ def build_parser() -> Parser:
     leader.add_argument("--port", type=port_number, default=7878, metavar="P")
     leader.add_argument("--tls-cert", metavar="F")
     leader.add_argument("--tls-key", metavar="F")
+    add_service_flags(leader, "leader")
 
     agent = add("agent", cmd_agent, "run a render node's agent in the foreground", [])
     agent.add_argument("--leader", metavar="URL", help="the leader (default FARM_LEADER)")
@@ -757,6 +832,7 @@ def build_parser() -> Parser:
         metavar="DIR",
         help="agent id, log and unsent-message outbox (default ~/.local/state/farmtui/agents/NAME)",
     )
+    add_service_flags(agent, "agent")
 
     add("console", cmd_console, "open the operator console", [conn])
 

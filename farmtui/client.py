@@ -1,16 +1,41 @@
-"""A Python client for the leader's REST API, for the ``farm`` CLI and for scripts.
+"""The Python client for a farmtui leader: a public API for pipeline scripts (and the CLI).
 
-Every method returns the protocol's records (``JobView``, ``JobDetail``,
-``NodeView`` ...) and raises the ``farmtui.errors`` tree on failure, so a
-pipeline tool can write::
+Connect, submit, watch, act::
 
-    with FarmClient("http://127.0.0.1:7878", token) as farm:
+    from farmtui.client import connect
+    from farmtui.protocol import JobSpec
+
+    with connect() as farm:  # like `farm`: FARM_LEADER/FARM_TOKEN/FARM_CA, or `farm up`'s config
         job = farm.submit(JobSpec(name="shot", frames="1-10", argv=["sleep", "1"]))
-        farm.action("pause", [job.id])
+        for seen in farm.watch(job.id):  # each change of state or progress, until it ends
+            print(seen.state, seen.stats.frames_done, "/", seen.stats.frames_total)
+        farm.action("archive", [job.id])
+
+- ``connect(leader, token, token_file=, ca=)`` finds what it is not given as
+  the ``farm`` command does; ``FarmClient(url, token, verify=CA_FILE)`` takes
+  everything explicitly. One kept-alive connection per client; safe to share
+  between threads (one request at a time).
+- Records are ``farmtui.protocol``'s msgspec Structs, the leader's own
+  types: ``JobSpec`` in; ``JobView``, ``JobDetail``, ``NodeView``,
+  ``FailureView`` out. ``msgspec.json.encode``/``msgspec.to_builtins`` turn
+  them into JSON or dicts.
+- Reads: ``jobs``, ``show``/``show_all``, ``nodes``, ``failures``,
+  ``events``, ``logs``, ``node_log``, ``whoami``, ``healthz``.
+- Acts: ``action`` (pause, resume, retry-failed, requeue, archive, cancel,
+  delete, hold, unhold, complete, review), ``chunk_action``, ``patch``,
+  ``priority``, ``move``, ``block_node``, ``set_node_enabled``, ``create_token``.
+- Waits: ``watch`` (a generator of ``JobView``) and ``wait`` (the final one).
+- Errors: the ``farmtui.errors`` tree, each with a one-line message:
+  ``ConfigError`` (no leader or token found, unreadable CA file),
+  ``LeaderDown`` (unreachable, or an untrusted TLS certificate),
+  ``AuthError`` (401), ``PermissionDenied`` (403), ``NotFound`` (404),
+  ``BadRequest`` (400/409/413/422: refused, nothing changed),
+  ``ServerError`` (5xx); all are ``FarmError``.
 
 ``submit`` is safe to retry: it sends an ``Idempotency-Key`` and, when the
 connection fails (reset, timeout, a leader restarting), sends the same request
 with the same key again a few times, so a lost answer never makes two jobs.
+The REST API itself is described at ``GET /api/openapi.json`` (OpenAPI 3.1).
 
 The HTTP is the standard library's ``http.client``, not httpx: every ``farm``
 command imports this module, and importing httpx (which brings click, rich and
@@ -29,7 +54,7 @@ import ssl
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeAlias, TypeVar
@@ -37,7 +62,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import msgspec
 
-from farmtui import errors
+from farmtui import config, errors
 from farmtui.protocol import (
     ChunkAction,
     FailureView,
@@ -192,7 +217,10 @@ class FarmClient:
                 status, reason, answer = self._send(method, target, headers, content)
                 break
             except TRANSPORT_ERRORS as exc:
-                delay = next(delays, None)
+                # An untrusted certificate stays untrusted: no point in trying again.
+                delay = (
+                    None if isinstance(exc, ssl.SSLCertVerificationError) else next(delays, None)
+                )
                 if delay is None or time.monotonic() + delay - first > SUBMIT_RETRY_WINDOW:
                     raise self._leader_down(exc) from None
                 time.sleep(delay)
@@ -208,6 +236,13 @@ class FarmClient:
             reason = "unknown host"
         elif isinstance(exc, TimeoutError):
             reason = "no answer in time"
+        elif isinstance(exc, ssl.SSLCertVerificationError):
+            # OpenSSL's code and its words: "CERTIFICATE_VERIFY_FAILED: self-signed certificate".
+            why = ": ".join(str(part) for part in (exc.reason, exc.verify_message) if part)
+            reason = (
+                f"its TLS certificate is not trusted ({why}); if a private CA signed it, "
+                "give that CA's PEM file with --ca FILE, FARM_CA or ca in the config file"
+            )
         else:
             reason = str(exc) or type(exc).__name__
         return errors.LeaderDown(f"cannot reach the leader at {self._shown}: {reason}")
@@ -344,16 +379,56 @@ class FarmClient:
         known = self.jobs(include_archived=True) if jobs is None else jobs
         return [match_job(ref, known) for ref in refs]
 
-    def wait(self, job_id: str, timeout: float | None = None, interval: float = 0.2) -> JobView:
-        """Poll until the job is done, failed or cancelled; TimeoutError after ``timeout`` s."""
+    def watch(
+        self, job_id: str, timeout: float | None = None, interval: float = 0.5
+    ) -> Iterator[JobView]:
+        """Yield the job now, then each time its state or progress changes, until it ends.
+
+        The last one yielded is done, failed or cancelled. Polls every
+        ``interval`` s (one small request: the job without its chunks);
+        TimeoutError after ``timeout`` s.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
+        seen: tuple[object, ...] | None = None
         while True:
-            job = self.show(job_id).job
+            job = self.show(job_id, limit=1).job
+            stats = job.stats
+            now = (job.state, stats.frames_done, stats.frames_failed, stats.chunks_running)
+            if now != seen:
+                seen = now
+                yield job
             if job.state in FINAL_STATES:
-                return job
+                return
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} is still {job.state} after {timeout} s")
             time.sleep(interval)
+
+    def wait(self, job_id: str, timeout: float | None = None, interval: float = 0.2) -> JobView:
+        """Poll until the job is done, failed or cancelled; TimeoutError after ``timeout`` s."""
+        for job in self.watch(job_id, timeout, interval):
+            if job.state in FINAL_STATES:
+                return job
+        raise AssertionError("watch ends with a job in a final state")
+
+
+def connect(
+    leader: str | None = None,
+    token: str | None = None,
+    *,
+    token_file: str | None = None,
+    ca: str | None = None,
+    timeout: float = 15.0,
+) -> FarmClient:
+    """A client for the leader the ``farm`` command would use.
+
+    What is not given is found as ``farm`` finds it: ``FARM_LEADER``,
+    ``FARM_TOKEN`` / ``FARM_TOKEN_FILE``, ``FARM_CA``, then the config file
+    ``farm up`` writes (``farmtui.config``). ``ca`` is a PEM file of the CA
+    that signed an https:// leader's certificate. Raises ``ConfigError`` when
+    no leader or token is found; nothing is sent until the first call.
+    """
+    conn = config.resolve(leader, token, token_file, ca=ca)
+    return FarmClient(conn.leader, conn.token, timeout=timeout, verify=conn.ca or True)
 
 
 def match_job(ref: str, jobs: list[JobView]) -> str:
@@ -503,4 +578,15 @@ def _ssl_context(verify: bool | str) -> ssl.SSLContext:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
         return context
-    return ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
+    if verify is True:
+        return ssl.create_default_context()
+    try:
+        return ssl.create_default_context(cafile=verify)
+    except ssl.SSLError as exc:  # before OSError: it is one
+        raise errors.ConfigError(
+            f"the CA file {verify} holds no usable PEM certificate ({exc.reason or exc})"
+        ) from None
+    except OSError as exc:
+        raise errors.ConfigError(
+            f"cannot read the CA file {verify}: {exc.strerror or exc}"
+        ) from None

@@ -1,17 +1,23 @@
-"""Where a command finds the leader's URL and its token.
+"""Where a command finds the leader's URL, its token, and the CA that signed its certificate.
 
-Each of the two is looked up on its own, first found wins:
+Each is looked up on its own, first found wins:
 
-1. the command's flags: ``--leader URL``, ``--token T`` or ``--token-file F``;
-2. the environment: ``FARM_LEADER``, ``FARM_TOKEN`` (or ``FARM_TOKEN_FILE``);
+1. the command's flags: ``--leader URL``, ``--token T`` or ``--token-file F``,
+   ``--ca FILE``;
+2. the environment: ``FARM_LEADER``, ``FARM_TOKEN`` (or ``FARM_TOKEN_FILE``),
+   ``FARM_CA``;
 3. the user config that ``farm up`` writes,
    ``$XDG_CONFIG_HOME/farmtui/config.toml`` (``~/.config/...`` by default)::
 
-       leader = "http://127.0.0.1:7878"
+       leader = "https://farm.studio.lan:7878"
        token_file = "/home/me/farm-data/admin.token"
+       ca = "/etc/farmtui/studio-ca.pem"
 
 The config file names a token *file* (mode 0600) rather than holding the
-token, so the secret stays in one place the leader wrote.
+token, so the secret stays in one place the leader wrote. ``ca`` is a PEM file
+of the certificate authority a leader with a private CA (``https://``) is
+checked against, instead of the system's; without one, the system's CAs (and
+``SSL_CERT_FILE``) are used.
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ class Connection:
     token: str
     leader_source: str
     token_source: str
+    # A CA file (PEM) to check an https:// leader's certificate with; None: the system's.
+    ca: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +52,7 @@ class UserConfig:
 
     leader: str | None = None
     token_file: Path | None = None
+    ca: Path | None = None
 
 
 def config_path(env: Mapping[str, str] | None = None) -> Path:
@@ -114,16 +123,39 @@ def load_user_config(env: Mapping[str, str] | None = None) -> UserConfig:
         raise ConfigError(f"cannot read {path}: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
-    unknown = sorted(set(data) - {"leader", "token_file"})
+    unknown = sorted(set(data) - {"leader", "token_file", "ca"})
     if unknown:
-        raise ConfigError(f"{path}: unknown key {unknown[0]!r} (known: leader, token_file)")
+        raise ConfigError(f"{path}: unknown key {unknown[0]!r} (known: leader, token_file, ca)")
     leader = data.get("leader")
     token_file = data.get("token_file")
+    ca = data.get("ca")
     if leader is not None and not isinstance(leader, str):
         raise ConfigError(f"{path}: leader must be a string")
     if token_file is not None and not isinstance(token_file, str):
         raise ConfigError(f"{path}: token_file must be a string")
-    return UserConfig(leader=leader, token_file=Path(token_file) if token_file else None)
+    if ca is not None and not isinstance(ca, str):
+        raise ConfigError(f"{path}: ca must be a string (the path of a PEM file)")
+    return UserConfig(
+        leader=leader,
+        token_file=Path(token_file) if token_file else None,
+        ca=Path(ca).expanduser() if ca else None,
+    )
+
+
+def check_ca_file(path: str | Path, source: str) -> str:
+    """The CA file's path if it can be read, or ConfigError saying in one line why not.
+
+    Only readability is checked here; whether it holds certificates is found
+    when the first https:// connection loads it (``farmtui.client``).
+    """
+    try:
+        with open(Path(path).expanduser(), "rb") as handle:
+            handle.read(1)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read the CA file {path} (from {source}): {exc.strerror or exc}"
+        ) from None
+    return str(Path(path).expanduser())
 
 
 def write_user_config(leader: str, token_file: Path, env: Mapping[str, str] | None = None) -> Path:
@@ -154,8 +186,9 @@ def resolve(
     token: str | None = None,
     token_file: str | None = None,
     env: Mapping[str, str] | None = None,
+    ca: str | None = None,
 ) -> Connection:
-    """The leader URL and token, from flags, then the environment, then the user config."""
+    """The leader URL, token and CA file, from flags, then the environment, then the user config."""
     env = os.environ if env is None else env
     user: UserConfig | None = None
 
@@ -191,6 +224,18 @@ def resolve(
             "no token configured: pass --token or --token-file, set FARM_TOKEN, "
             "or start a farm with `farm up`"
         )
+    if ca:
+        ca_file: str | None = check_ca_file(ca, "--ca")
+    elif env.get("FARM_CA"):
+        ca_file = check_ca_file(env["FARM_CA"], "FARM_CA")
+    elif (ca_path := user_config().ca) is not None:
+        ca_file = check_ca_file(ca_path, str(config_path(env)))
+    else:
+        ca_file = None
     return Connection(
-        normalize_url(url), check_token(secret, token_source), leader_source, token_source
+        normalize_url(url),
+        check_token(secret, token_source),
+        leader_source,
+        token_source,
+        ca=ca_file,
     )

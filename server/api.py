@@ -7,6 +7,7 @@ protocol's records, call ``operations``, encode the answer. Every error is
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import re
@@ -31,6 +32,7 @@ from farmtui.protocol import (
     MoveWhere,
     Role,
 )
+from server import metrics as farm_metrics
 from server import operations
 from server.auth import authenticate, bearer_token
 from server.errors import (
@@ -189,6 +191,30 @@ def int_param(request: Request, name: str, default: int | None = None) -> int | 
 
 async def healthz(request: Request) -> Response:
     return json_response({"ok": True})
+
+
+async def metrics(request: Request) -> Response:
+    """``GET /metrics``: Prometheus text; a reading token or the leader's ``metrics_token``."""
+    leader = leader_of(request)
+    if not farm_metrics.is_metrics_token(leader, bearer_token(request.headers)):
+        who(request, "read")
+    # How long the loop takes to come back to us: the work queued ahead, in time.
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    await asyncio.sleep(0)
+    lag = loop.time() - began
+    return Response(farm_metrics.exposition(leader, lag), media_type=farm_metrics.CONTENT_TYPE)
+
+
+async def openapi_document(request: Request) -> Response:
+    """``GET /api/openapi.json``: made from the app's routes once, then served as is."""
+    from server.openapi import document_json  # it imports this module's records
+
+    state = request.app.state
+    data: bytes | None = getattr(state, "openapi", None)
+    if data is None:
+        data = state.openapi = document_json(request.app.routes)
+    return Response(data, media_type="application/json")
 
 
 async def whoami(request: Request) -> Response:
@@ -507,6 +533,8 @@ class Upload:
 
 routes = [
     Route("/healthz", healthz, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
+    Route("/api/openapi.json", openapi_document, methods=["GET"]),
     Route("/api/whoami", whoami, methods=["GET"]),
     Route("/api/jobs", submit_job, methods=["POST"]),
     Route("/api/jobs", list_jobs, methods=["GET"]),

@@ -54,6 +54,10 @@ class LeaderConfig(SchedulerConfig, kw_only=True, forbid_unknown_fields=True):
     tick_interval: float = 1.0
     # At most this many live updates per second per console.
     console_updates_per_second: float = 20.0
+    # A token for ``GET /metrics`` only (Prometheus's ``authorization`` or
+    # ``bearer_token_file``), so a scraper needs no user's token. None: a
+    # viewer, user or admin token is needed.
+    metrics_token: str | None = None
 
 
 def read_config(data: Path) -> LeaderConfig:
@@ -104,6 +108,8 @@ def check_config(config: LeaderConfig, where: Path | str = CONFIG_FILE) -> None:
         raise ConfigError(
             f"{where}: user_priority_min must be 0-100, not {config.user_priority_min}"
         )
+    if config.metrics_token is not None:
+        check_metrics_token(config.metrics_token, where)
     if config.retries < 0:
         raise ConfigError(f"{where}: retries must be 0 or more, not {config.retries}")
     if config.webhook is not None:
@@ -121,6 +127,24 @@ def check_config(config: LeaderConfig, where: Path | str = CONFIG_FILE) -> None:
                 f"{where}: webhook_allow entry {prefix!r} must be scheme://host[:port]"
                 "[/path], without a query, fragment or user name"
             )
+
+
+# A metrics token is a password a scraper sends: long enough not to be guessed.
+MIN_METRICS_TOKEN = 16
+
+
+def check_metrics_token(token: str, where: Path | str = CONFIG_FILE) -> None:
+    """ConfigError (never repeating the token) unless it is a usable bearer token."""
+    if len(token) < MIN_METRICS_TOKEN:
+        raise ConfigError(
+            f"{where}: metrics_token must be at least {MIN_METRICS_TOKEN} characters "
+            "(e.g. the output of `openssl rand -hex 16`)"
+        )
+    if not token.isascii() or any(c.isspace() or not c.isprintable() for c in token):
+        raise ConfigError(
+            f"{where}: metrics_token must be printable ASCII without spaces (it is sent "
+            "in an HTTP header)"
+        )
 
 
 @dataclass(slots=True)

@@ -39,6 +39,7 @@ from server.failures import FailureLog
 from server.history import History
 from server.joblogs import JobLogs, chunk_log_path
 from server.logwriter import LogWriter
+from server.metrics import ChangeCounters
 from server.model import Attempt, Changes, Chunk, Job
 from server.nodelogs import NodeLogs
 from server.rights import SHARED_AGENT
@@ -168,6 +169,8 @@ class Leader:
         self.consoles: set[ConsoleConnection] = set()
         self.followers: dict[OutputKey, set[ConsoleConnection]] = {}
         self.metrics = Metrics()
+        # Chunks dispatched and done, events by level: for ``/metrics`` (server.metrics).
+        self.counters = ChangeCounters()
         self._tick_task: asyncio.Task[None] | None = None
         self._watchdog_task: asyncio.Task[None] | None = None
         self.watchdog = LoopWatchdog()
@@ -497,6 +500,7 @@ class Leader:
                 del self.followers[key]
         self.failures.observe(changes)
         self.history.observe(changes)
+        self.counters.observe(changes, self.scheduler.jobs)
         for console in list(self.consoles):
             console.changed(changes)
 

@@ -213,7 +213,7 @@ def test_one_table_covers_every_setting_and_derives_both_commands_flags() -> Non
         sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
         parser = sub.choices[command]
         names = {o for a in parser._actions for o in a.option_strings if o.startswith("--")}
-        return names - {"--help", "--leader", "--token", "--token-file", "--json"}
+        return names - {"--help", "--leader", "--token", "--token-file", "--ca", "--json"}
 
     settable = [f for f in FIELDS if f.path[0] in JobPatch.__struct_fields__ and not f.inverted]
     assert flags("set") == {f.flag for f in settable if f.metavar != ""} | {

@@ -129,7 +129,7 @@ class AgentLink:
         if isinstance(message, Heartbeat) and message.beat > 0:
             self.send(LeaseRenewed(beat=message.beat))
         if message.seq > 0:
-            self.send(Ack(seq=message.seq))
+            self.out.ack(message.seq)  # cumulative: one Ack a frame for all of them
 
 
 async def agent_endpoint(websocket: WebSocket) -> None:

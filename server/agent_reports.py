@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 
 from farmtui.protocol import (
     AgentHello,
@@ -64,102 +63,129 @@ class AgentReports:
         return record is not None and record.finished is None
 
     def apply(self, message: AgentToLeader) -> asyncio.Future[Changes]:
-        """Queue ``message`` for the group commit; the future is done once it is committed."""
-        leader = self.leader
-        scheduler = leader.scheduler
-        node = self.node
-        # Set by a step when its message is about the current attempt: the
+        """Queue ``message`` for the group commit; the future is done once it is committed.
+
+        One small method per kind of message: each builds only its own step (this
+        runs for every message of every agent, and one function holding every
+        kind's closures paid for all of their cells each time).
+        """
+        match message:
+            case Heartbeat():
+                return self._heartbeat(message)
+            case ChunkStarted():
+                return self._started(message)
+            case ChunkOutput():
+                return self._output(message)
+            case ChunkProgress():
+                return self._progress(message)
+            case FramesWritten():
+                return self._written(message)
+            case ChunkTimedOut():
+                return self._timed_out(message)
+            case ChunkFinished():
+                return self._finished(message)
+            case AgentLog():
+                return self._agent_log(message)
+            case AgentHello():
+                raise ValueError("hello is only valid as the first message")
+
+    def _heartbeat(self, message: Heartbeat) -> asyncio.Future[Changes]:
+        scheduler, node = self.leader.scheduler, self.node
+        cpu, memory = message.cpu_percent, message.memory_percent
+        return self.leader.submit(lambda now: scheduler.node_heartbeat(node, cpu, memory, now))
+
+    def _started(self, message: ChunkStarted) -> asyncio.Future[Changes]:
+        leader, node = self.leader, self.node
+        job_id, chunk, attempt = message.job_id, message.chunk, message.attempt
+        # Set by the step when the message is about the current attempt: the
         # announcement (a log line) is written only then.
         current = False
 
-        def announce_if_current(write: Callable[[], None]) -> Callable[[], None]:
-            def announce() -> None:
-                if current:
-                    write()
+        def started(now: float) -> Changes:
+            nonlocal current
+            current = self._current(job_id, chunk, attempt)
+            return leader.scheduler.chunk_started(node, job_id, chunk, attempt, now)
 
-            return announce
-
-        match message:
-            case Heartbeat(cpu_percent=cpu, memory_percent=memory):
-                return leader.submit(lambda now: scheduler.node_heartbeat(node, cpu, memory, now))
-            case ChunkStarted(job_id=job_id, chunk=chunk, attempt=attempt):
-
-                def started(now: float) -> Changes:
-                    nonlocal current
-                    current = self._current(job_id, chunk, attempt)
-                    return scheduler.chunk_started(node, job_id, chunk, attempt, now)
-
-                command = message.command
-                return leader.submit(
-                    started,
-                    dispatch=False,
-                    announce=announce_if_current(
-                        lambda: leader.joblogs.chunk_started(
-                            job_id, chunk, attempt, node, command, leader.now()
-                        )
-                    ),
+        def announce() -> None:
+            if current:
+                leader.joblogs.chunk_started(
+                    job_id, chunk, attempt, node, message.command, leader.now()
                 )
-            case ChunkOutput(job_id=job_id, chunk=chunk, attempt=attempt, lines=lines):
 
-                def output(now: float) -> Changes:
-                    nonlocal current
-                    current = self._current(job_id, chunk, attempt)
-                    record = leader.attempt_of(node, job_id, chunk, attempt)
-                    if record is None or record.alive:
-                        return Changes()
-                    return scheduler.chunk_alive(node, job_id, chunk, attempt, now)
+        return leader.submit(started, dispatch=False, announce=announce)
 
-                key = (job_id, chunk, attempt)
-                return leader.submit(
-                    output,
-                    dispatch=False,
-                    announce=announce_if_current(lambda: leader.output(key, lines)),
-                )
-            case ChunkProgress(job_id=job_id, chunk=chunk, attempt=attempt):
+    def _output(self, message: ChunkOutput) -> asyncio.Future[Changes]:
+        leader, node = self.leader, self.node
+        job_id, chunk, attempt = message.job_id, message.chunk, message.attempt
+        current = False
 
-                def progress(now: float) -> Changes:
-                    record = leader.attempt_of(node, job_id, chunk, attempt)
-                    if record is None or record.alive:
-                        return Changes()
-                    return scheduler.chunk_alive(node, job_id, chunk, attempt, now)
+        def output(now: float) -> Changes:
+            nonlocal current
+            current = self._current(job_id, chunk, attempt)
+            record = leader.attempt_of(node, job_id, chunk, attempt)
+            if record is None or record.alive:
+                return Changes()
+            return leader.scheduler.chunk_alive(node, job_id, chunk, attempt, now)
 
-                return leader.submit(progress, dispatch=False)
-            case FramesWritten(job_id=job_id, chunk=chunk, attempt=attempt):
-                frames, staged = message.frames, message.staged
+        def announce() -> None:
+            if current:
+                leader.output((job_id, chunk, attempt), message.lines)
 
-                def written(now: float) -> Changes:
-                    changes = scheduler.chunk_alive(node, job_id, chunk, attempt, now)
-                    return changes.merge(
-                        scheduler.frames_written(node, job_id, chunk, attempt, frames, staged, now)
-                    )
+        return leader.submit(output, dispatch=False, announce=announce)
 
-                return leader.submit(written, dispatch=False)
-            case ChunkTimedOut(job_id=job_id, chunk=chunk, attempt=attempt):
-                kind, elapsed = message.kind, message.elapsed
-                return leader.submit(
-                    lambda now: scheduler.chunk_timed_out(
-                        node, job_id, chunk, attempt, kind, elapsed, now
-                    ),
-                    dispatch=False,
-                )
-            case ChunkFinished(job_id=job_id, chunk=chunk, attempt=attempt):
+    def _progress(self, message: ChunkProgress) -> asyncio.Future[Changes]:
+        leader, node = self.leader, self.node
+        job_id, chunk, attempt = message.job_id, message.chunk, message.attempt
 
-                def finished(now: float) -> Changes:
-                    nonlocal current
-                    current = self._current(job_id, chunk, attempt)
-                    return scheduler.chunk_finished(node, message, now)
+        def progress(now: float) -> Changes:
+            record = leader.attempt_of(node, job_id, chunk, attempt)
+            if record is None or record.alive:
+                return Changes()
+            return leader.scheduler.chunk_alive(node, job_id, chunk, attempt, now)
 
-                return leader.submit(
-                    finished,
-                    announce=announce_if_current(
-                        lambda: leader.joblogs.chunk_finished(message, node, leader.now())
-                    ),
-                )
-            case AgentLog(lines=lines):
-                return leader.submit(
-                    lambda now: Changes(),
-                    dispatch=False,
-                    announce=lambda: leader.nodelogs.append(node, lines),
-                )
-            case AgentHello():
-                raise ValueError("hello is only valid as the first message")
+        return leader.submit(progress, dispatch=False)
+
+    def _written(self, message: FramesWritten) -> asyncio.Future[Changes]:
+        scheduler, node = self.leader.scheduler, self.node
+        job_id, chunk, attempt = message.job_id, message.chunk, message.attempt
+        frames, staged = message.frames, message.staged
+
+        def written(now: float) -> Changes:
+            changes = scheduler.chunk_alive(node, job_id, chunk, attempt, now)
+            return changes.merge(
+                scheduler.frames_written(node, job_id, chunk, attempt, frames, staged, now)
+            )
+
+        return self.leader.submit(written, dispatch=False)
+
+    def _timed_out(self, message: ChunkTimedOut) -> asyncio.Future[Changes]:
+        scheduler, node = self.leader.scheduler, self.node
+        job_id, chunk, attempt = message.job_id, message.chunk, message.attempt
+        kind, elapsed = message.kind, message.elapsed
+        return self.leader.submit(
+            lambda now: scheduler.chunk_timed_out(node, job_id, chunk, attempt, kind, elapsed, now),
+            dispatch=False,
+        )
+
+    def _finished(self, message: ChunkFinished) -> asyncio.Future[Changes]:
+        leader, node = self.leader, self.node
+        current = False
+
+        def finished(now: float) -> Changes:
+            nonlocal current
+            current = self._current(message.job_id, message.chunk, message.attempt)
+            return leader.scheduler.chunk_finished(node, message, now)
+
+        def announce() -> None:
+            if current:
+                leader.joblogs.chunk_finished(message, node, leader.now())
+
+        return leader.submit(finished, announce=announce)
+
+    def _agent_log(self, message: AgentLog) -> asyncio.Future[Changes]:
+        nodelogs, node, lines = self.leader.nodelogs, self.node, message.lines
+        return self.leader.submit(
+            lambda now: Changes(),
+            dispatch=False,
+            announce=lambda: nodelogs.append(node, lines),
+        )

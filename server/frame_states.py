@@ -14,9 +14,9 @@ from __future__ import annotations
 import heapq
 from bisect import bisect_left, insort
 from collections import Counter
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from types import TracebackType
 
 from farmtui.protocol import FrameState
 from server.model import Changes, Chunk, Job, Stage, Tally
@@ -91,7 +91,7 @@ def _timed(chunk: Chunk) -> float | None:
     return None
 
 
-def _count(tally: Tally, chunk: Chunk, frames: Counter[str], sign: int) -> None:
+def _count(tally: Tally, chunk: Chunk, frames: Mapping[str, int], sign: int) -> None:
     """Add (``sign`` 1) or take away (-1) one chunk's share of the job's counters."""
     tally.version += 1
     tally.chunks[(stage(chunk), chunk.state)] += sign
@@ -185,25 +185,80 @@ def tally_of(job: Job) -> Tally:
     return job.tally
 
 
-@contextmanager
-def tracking(changes: Changes, job: Job, chunk: Chunk) -> Iterator[None]:
-    """Record the chunk (and its job) as touched, plus every frame whose state changes inside."""
-    before = chunk_frame_states(chunk)
-    tally = job.tally
-    if tally is not None:
-        _count(tally, chunk, Counter(before.values()), -1)
-    yield
-    after = chunk_frame_states(chunk)
-    if tally is not None:
-        _count(tally, chunk, Counter(after.values()), 1)
-    moved: dict[FrameState, list[int]] = {}
-    for frame, now_state in after.items():
-        if before.get(frame) != now_state:
-            moved.setdefault(now_state, []).append(frame)
-    for new_state, frames in moved.items():
-        changes.frames.append((chunk.job_id, frames, new_state))
-    changes.chunks.add((chunk.job_id, chunk.index))
-    changes.jobs.add(chunk.job_id)
+def _one_state(chunk: Chunk) -> FrameState | None:
+    """The state all of the chunk's frames share, or None when they differ (or may)."""
+    uniform = _UNIFORM.get(chunk.state)
+    if uniform is None and not chunk.done and not chunk.staged:
+        return "assigned"  # assigned, nothing written yet: the common case
+    return uniform
+
+
+def _counts(chunk: Chunk, uniform: FrameState | None) -> Mapping[str, int]:
+    if uniform is not None:
+        return {uniform: len(chunk.frames)} if chunk.frames else {}
+    return Counter(chunk_frame_states(chunk).values())
+
+
+class tracking:  # noqa: N801 - used as ``with tracking(...)``, like a function
+    """Record the chunk (and its job) as touched, plus every frame whose state changes inside.
+
+    A context manager of its own rather than ``@contextmanager``: it wraps every
+    chunk transition, and in the common case (all of a chunk's frames in one
+    state before and after) it builds no per-frame dict at all.
+    """
+
+    __slots__ = ("changes", "job", "chunk", "uniform", "before")
+
+    def __init__(self, changes: Changes, job: Job, chunk: Chunk) -> None:
+        self.changes = changes
+        self.job = job
+        self.chunk = chunk
+        self.uniform: FrameState | None = None
+        self.before: dict[int, FrameState] | None = None
+
+    def __enter__(self) -> None:
+        chunk = self.chunk
+        uniform = self.uniform = _one_state(chunk)
+        if uniform is None:
+            self.before = chunk_frame_states(chunk)
+        tally = self.job.tally
+        if tally is not None:
+            before = self.before
+            counts: Mapping[str, int]
+            counts = Counter(before.values()) if before is not None else _counts(chunk, uniform)
+            _count(tally, chunk, counts, -1)
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        if kind is not None:
+            return  # as before: a failed transition records nothing more
+        chunk, changes = self.chunk, self.changes
+        uniform = _one_state(chunk)
+        tally = self.job.tally
+        if uniform is not None and self.before is None:
+            if tally is not None:
+                _count(tally, chunk, _counts(chunk, uniform), 1)
+            if uniform != self.uniform and chunk.frames:
+                changes.frames.append((chunk.job_id, list(chunk.frames), uniform))
+        else:
+            before: dict[int, FrameState] | None = self.before
+            if before is None and self.uniform is not None:
+                before = dict.fromkeys(chunk.frames, self.uniform)
+            after = chunk_frame_states(chunk)
+            if tally is not None:
+                _count(tally, chunk, Counter(after.values()), 1)
+            moved: dict[FrameState, list[int]] = {}
+            for frame, now_state in after.items():
+                if before is None or before.get(frame) != now_state:
+                    moved.setdefault(now_state, []).append(frame)
+            for new_state, frames in moved.items():
+                changes.frames.append((chunk.job_id, frames, new_state))
+        changes.chunks.add((chunk.job_id, chunk.index))
+        changes.jobs.add(chunk.job_id)
 
 
 # A job's frame runs stop here (``frame_runs``): a frame list so ragged that it
@@ -300,7 +355,7 @@ def _frame_runs(job: Job) -> tuple[list[Run], bool]:
                     and frame_list
                     and (
                         len(frame_list) < 3
-                        or frame_list == list(range(frame_list[0], frame_list[-1] + 1, step or 1))
+                        or frame_list == tuple(range(frame_list[0], frame_list[-1] + 1, step or 1))
                     )
                 ):
                     runs.add(frame_list[0], frame_list[-1], step or 1, uniform)

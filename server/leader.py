@@ -466,15 +466,18 @@ class Leader:
                 discard.node,
                 DiscardStaged(job_id=discard.job_id, chunk=discard.chunk, attempt=discard.attempt),
             )
-        for event in changes.events:
-            self.joblogs.event(event)
-            log.log(
-                _log_level(event),
-                "%s%s%s",
-                f"[{event.job_id}] " if event.job_id else "",
-                event.text,
-                f" (by {event.actor})" if event.actor else "",
-            )
+        if changes.events:
+            self.joblogs.events(changes.events)
+            for event in changes.events:
+                level = _log_level(event)
+                if log.isEnabledFor(level):  # routine progress is DEBUG: not formatted
+                    log.log(
+                        level,
+                        "%s%s%s",
+                        f"[{event.job_id}] " if event.job_id else "",
+                        event.text,
+                        f" (by {event.actor})" if event.actor else "",
+                    )
         if changes.jobs or changes.removed or changes.nodes:
             self._views_version += 1
         now = self.now()

@@ -15,7 +15,7 @@ from collections import deque
 import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from farmtui.protocol import MAX_BATCH_BYTES, MAX_BATCH_MESSAGES, encode, encode_batch
+from farmtui.protocol import MAX_BATCH_BYTES, MAX_BATCH_MESSAGES, Ack, encode, encode_batch
 
 log = logging.getLogger("farmtui.leader.links")
 
@@ -32,6 +32,9 @@ class SendQueue:
         # The peer reads batches: what is queued when the writer wakes goes in one frame.
         self.batches = batches
         self.queue: deque[bytes] = deque()
+        # The highest sequence number to acknowledge, and the highest sent (``ack``).
+        self._ack = 0
+        self._ack_sent = 0
         self._ready = asyncio.Event()
         self.closed = False
         self.overflowed = False
@@ -50,6 +53,23 @@ class SendQueue:
         self._ready.set()
         return True
 
+    def ack(self, seq: int) -> bool:
+        """Acknowledge everything up to ``seq`` (committed), in the next frame.
+
+        Acks are cumulative, so a peer that reads batches gets one ``Ack`` per
+        frame, for the highest number committed by then, however many of its
+        messages that frame acknowledges (one a message was a third of what
+        the leader encoded and sent per chunk).
+        """
+        if self.closed:
+            return False
+        if not self.batches:
+            return self.send(Ack(seq=seq))
+        if seq > self._ack:
+            self._ack = seq
+            self._ready.set()
+        return True
+
     def close(self) -> None:
         """Stop after what is queued (or at once when overflowed)."""
         if not self.closed:
@@ -64,7 +84,8 @@ class SendQueue:
         sent = 0
         try:
             while True:
-                if not self.queue:
+                acking = self._ack > self._ack_sent and sent > 0
+                if not self.queue and not acking:
                     if self.closed:
                         break
                     self._ready.clear()
@@ -87,9 +108,18 @@ class SendQueue:
     def _batch(self) -> bytes:
         """What is queued, up to a batch's limits, as one frame."""
         queue = self.queue
-        batch = [queue.popleft()]
-        size = len(batch[0])
-        while queue and len(batch) < MAX_BATCH_MESSAGES and size + len(queue[0]) < MAX_BATCH_BYTES:
+        batch: list[bytes] = []
+        size = 0
+        if self._ack > self._ack_sent:
+            # Everything acknowledged was committed before anything queued here was sent.
+            self._ack_sent = self._ack
+            batch.append(encode(Ack(seq=self._ack)))
+            size = len(batch[0])
+        while (
+            queue
+            and len(batch) < MAX_BATCH_MESSAGES
+            and (not batch or size + len(queue[0]) < MAX_BATCH_BYTES)
+        ):
             size += len(queue[0]) + 1
             batch.append(queue.popleft())
         return encode_batch(batch)

@@ -64,7 +64,7 @@ from server.assignments import build_assignment
 from server.estimates import SlotCensus
 from server.frame_states import tally_of, tracking
 from server.job_progress import PENDING, STAGES, count, gate_open, gates
-from server.model import Assignment, Attempt, Changes, Chunk, Job, Node, Notification
+from server.model import NO_FRAMES, Assignment, Attempt, Changes, Chunk, Job, Node, Notification
 from server.retries import OPERATOR_BLOCK, expire_blocks, is_blocked
 from server.scheduler_config import SchedulerConfig, SchedulerError
 from server.submission import Prepared, prepare, validate, validate_patch
@@ -129,6 +129,7 @@ class Scheduler:
         self._shapes: dict[str, tuple[bool, bool, int, tuple[str, ...]]] = {}
         self._census = SlotCensus(self.nodes)
         self._census_forgotten = False
+        self._reasons: reasons.Farm | None = None
         # Something changed since the last full dispatch pass, or time may have
         # made a chunk dispatchable (a retry due, a node block over) at ``_wakeup``.
         self._dirty = True
@@ -496,6 +497,7 @@ class Scheduler:
         self._census_forgotten = self._shapes.get(name) != shape
         if self._census_forgotten:
             self._census.forget()
+            self._reasons = None
             if shape is None:
                 self._shapes.pop(name, None)
             else:
@@ -628,14 +630,14 @@ class Scheduler:
         chunk.staged_on = None
         chunk.staged_attempt = 0
         chunk.attempt += 1
-        chunk.staged = frozenset()
-        chunk.done = frozenset()
+        chunk.staged = NO_FRAMES
+        chunk.done = NO_FRAMES
         set_chunk_state(job, chunk, "assigned", changes)
         chunk.node = node
         chunk.started = now
         chunk.finished = None
         chunk.render_time = None
-        chunk.attempts.append(Attempt(number=chunk.attempt, node=node, started=now))
+        chunk.attempts = (*chunk.attempts, Attempt(number=chunk.attempt, node=node, started=now))
         self.nodes[node].running.add((job.id, chunk.index, chunk.attempt))
         changes.nodes.add(node)
         if job.started is None:
@@ -949,11 +951,17 @@ class Scheduler:
 
     def _waiting(self, now: float | None) -> views.Waiting:
         """What a view needs to say why a job waits (``server.reasons``)."""
-        return views.Waiting(
-            reasons.Farm(self.jobs, self.nodes, self._free),
-            self.config,
-            self._clock_seen if now is None else now,
-        )
+        farm = self._reasons
+        if (
+            farm is None
+            or farm.jobs is not self.jobs
+            or farm.nodes is not self.nodes
+            or farm.free is not self._free
+        ):
+            # Kept until a node changes shape: which nodes carry which tags is then
+            # counted once for every view, not once per job.
+            farm = self._reasons = reasons.Farm(self.jobs, self.nodes, self._free)
+        return views.Waiting(farm, self.config, self._clock_seen if now is None else now)
 
     def job_view(self, job_id: str, now: float | None = None) -> JobView:
         """``now``: the time its reason is read at (default: the latest event's)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 from farmtui.protocol import ChunkState, JobState, Level
 from server.frame_states import tracking
 from server.job_progress import derive_state
-from server.model import Changes, Chunk, Discard, Job, Kill, Node, Notification
+from server.model import NO_FRAMES, Changes, Chunk, Discard, Job, Kill, Node, Notification
 
 # Job states an operator sets and only an operator lifts.
 STICKY: frozenset[str] = frozenset({"paused", "holding", "cancelled"})
@@ -167,8 +167,8 @@ def reset_for_rerun(job: Job, chunk: Chunk, changes: Changes) -> None:
         chunk.render_time = None
         chunk.started = None
         chunk.finished = None
-        chunk.staged = frozenset()
-        chunk.done = frozenset()
+        chunk.staged = NO_FRAMES
+        chunk.done = NO_FRAMES
 
 
 def set_job_state(

@@ -12,6 +12,7 @@ from websockets.asyncio.client import connect
 
 from farmtui.protocol import (
     MAX_MESSAGE_BYTES,
+    Ack,
     AgentHello,
     AgentLog,
     AssignChunk,
@@ -360,6 +361,40 @@ async def test_an_agent_that_reads_batches_gets_them_and_its_batches_are_applied
         assert [c.state for c in job.chunks] == ["done"] * 4
         assert all(len(c.attempts) == 1 for c in job.chunks)
         assert leader.leader.agents["node1"].ignored == 2
+
+
+async def test_a_batch_is_acknowledged_once_for_its_highest_committed_number(
+    leader: InProcessLeader,
+) -> None:
+    # Acks are cumulative: a frame of reports gets one Ack, for the last of them.
+    job_id = await submit(leader, frames="1-2", chunk=1)
+    async with FakeAgent.connect(
+        leader.ws_url, leader.agent_token, "node1", slots=2, batches=True
+    ) as agent:
+        assigns = [await agent.expect(AssignChunk) for _ in range(2)]
+        reports: list[bytes] = []
+        for assign in assigns:
+            ref = {"job_id": job_id, "chunk": assign.chunk, "attempt": assign.attempt}
+            now = time.time()
+            reports.append(encode(ChunkStarted(**ref, pid=1, seq=agent.next_seq())))
+            reports.append(
+                encode(
+                    ChunkFinished(
+                        **ref,
+                        outcome="done",
+                        exit_status="0",
+                        started=now,
+                        finished=now,
+                        seq=agent.next_seq(),
+                    )
+                )
+            )
+        await agent.send_raw(encode_batch(reports))
+        ack = await agent.expect(Ack)
+        assert ack.seq == 4
+        assert not [m for m in agent.inbox if isinstance(m, Ack)]
+        job = leader.leader.scheduler.jobs[job_id]
+        assert [c.state for c in job.chunks] == ["done"] * 2
 
 
 async def test_the_leader_does_not_inflate_compressed_frames(leader: InProcessLeader) -> None:

@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import ssl
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -64,9 +66,21 @@ from farmtui.protocol import (
     encode_batch,
     leader_to_agent,
     leader_to_agent_batch,
+    platform_os,
 )
 
 log = logging.getLogger("farmtui.agent.link")
+
+# Test only: the OS this agent names in its hello instead of its own, so a test
+# on one machine can see what the leader's path mapping sends a node of another
+# ("windows", "darwin", "linux"). Never set it on a real node.
+CLAIM_OS_VARIABLE = "FARMTUI_TEST_CLAIM_OS"
+
+
+def agent_os() -> str:
+    """The OS this agent tells the leader (``AgentHello.os``)."""
+    return os.environ.get(CLAIM_OS_VARIABLE) or platform_os(sys.platform)
+
 
 BACKOFF_MIN = 0.2
 BACKOFF_MAX = 5.0
@@ -326,6 +340,7 @@ class LeaderLink:
             version=self.version,
             agent_id=self.supervisor.agent_id,
             batches=True,
+            os=agent_os(),
             running=self.supervisor.running(),
             finished=[
                 ChunkRef(job_id=m.job_id, chunk=m.chunk, attempt=m.attempt)

@@ -21,7 +21,7 @@ import msgspec
 
 from farmtui.errors import FarmError, InputError, LeaderError
 from farmtui.printable import printable
-from farmtui.protocol import MAX_HISTORY, ChunkAction, JobAction, MoveWhere, Role
+from farmtui.protocol import MAX_HISTORY, ChunkAction, JobAction, MoveWhere, OsName, Role
 
 if TYPE_CHECKING:
     from farmtui.client import FarmClient
@@ -401,6 +401,25 @@ def cmd_nodes(args: argparse.Namespace) -> int:
         emit_json(nodes)
     else:
         emit(nodes_table(nodes))
+    return 0
+
+
+def cmd_pathmap(args: argparse.Namespace) -> int:
+    """``farm pathmap check PATH --os windows``: what the leader's path_map gives such a node."""
+    with connect(args) as farm:
+        response = farm.request("GET", "/api/pathmap", params={"path": args.path, "os": args.os})
+    answer = msgspec.json.decode(response.content, type=dict[str, Any])
+    if args.json:
+        emit_json(answer)
+        return 0
+    emit(printable(str(answer.get("mapped", ""))))
+    rule = answer.get("rule") or 0
+    how = (
+        f"rule {rule} (from {answer.get('source', '')!r})"
+        if rule
+        else "no rule matches: left as it is"
+    )
+    sys.stderr.write(f"farm pathmap: {args.os} node; {printable(how)}\n")
     return 0
 
 
@@ -898,6 +917,11 @@ def build_parser() -> Parser:
     add_field_flags(setter, settable_only=True)
 
     add("nodes", cmd_nodes, "list render nodes", data_cmd)
+
+    pathmap = add("pathmap", cmd_pathmap, "show a path as a node of another OS sees it", data_cmd)
+    pathmap.add_argument("verb", choices=("check",))
+    pathmap.add_argument("path", metavar="PATH")
+    pathmap.add_argument("--os", required=True, choices=get_args(OsName), help="the node's OS")
 
     failures = add("failures", cmd_failures, "failed attempts farm-wide, newest first", data_cmd)
     failures.add_argument("--limit", type=history_limit, default=50, metavar="N")

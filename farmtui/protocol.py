@@ -49,6 +49,17 @@ FrameState = Literal["unassigned", "assigned", "staged", "done", "failed", "held
 ChunkKind = Literal["render", "pre", "post"]
 Role = Literal["viewer", "user", "admin", "agent"]
 NodeState = Literal["online", "offline", "disabled"]
+# A node's OS as path mapping names it (``AgentHello.os``, ``[[path_map]]`` to.<os>).
+OsName = Literal["linux", "windows", "darwin"]
+
+
+def platform_os(platform: str) -> OsName:
+    """The OS name for a ``sys.platform`` value (anything not Windows or macOS is linux)."""
+    if platform.startswith(("win", "cygwin", "msys")):
+        return "windows"
+    return "darwin" if platform == "darwin" else "linux"
+
+
 Level = Literal["info", "warn", "error"]
 
 # Job actions, as named on the CLI, the REST API and the console link.
@@ -399,6 +410,9 @@ class AgentHello(AgentMessage, tag="hello", kw_only=True):
     agent_id: str = ""
     # It reads batches (``encode_batch``): a leader sends it several messages a frame.
     batches: bool = False
+    # Its OS ("linux", "windows", "darwin"), for path mapping; "" (an old agent):
+    # the leader's own.
+    os: str = ""
 
 
 class Heartbeat(AgentMessage, tag="heartbeat", kw_only=True):

@@ -47,6 +47,8 @@ from server.errors import (
 from server.joblogs import chunk_log_path, events_path
 from server.leader import Leader
 from server.operations import UploadFence
+from server.path_mapping import OS_NAMES, node_os
+from server.path_mapping import view as path_map_view
 from server.rights import Action, Principal
 from server.views import MAX_PAGE_CHUNKS, MAX_PAGE_JOBS, ChunkPage, JobPage
 
@@ -380,6 +382,19 @@ async def _read_log(leader: Leader, relative: str) -> bytes | None:
         raise Conflict(f"cannot read the log: {exc.strerror or type(exc).__name__}") from None
 
 
+async def path_map(request: Request) -> Response:
+    """``GET /api/pathmap?path=P&os=windows``: P as ``[[path_map]]`` gives it to such a node."""
+    who(request, "read")
+    path = request.query_params.get("path", "")
+    os_name = request.query_params.get("os", "")
+    if not path:
+        raise BadRequest("path is required (?path=...)")
+    if os_name not in OS_NAMES:
+        raise BadRequest(f"os must be one of {', '.join(OS_NAMES)}, not {os_name!r}")
+    rules = leader_of(request).config.path_map
+    return json_response(path_map_view(path, rules, node_os(os_name)))
+
+
 async def list_nodes(request: Request) -> Response:
     who(request, "read")
     return json_response(leader_of(request).scheduler.node_views())
@@ -551,6 +566,7 @@ routes = [
     Route("/api/failures", list_failures, methods=["GET"]),
     Route("/api/events", farm_events, methods=["GET"]),
     Route("/api/nodes", list_nodes, methods=["GET"]),
+    Route("/api/pathmap", path_map, methods=["GET"]),
     Route("/api/nodes/{name}/enable", enable_node, methods=["POST"]),
     Route("/api/nodes/{name}/disable", disable_node, methods=["POST"]),
     Route("/api/nodes/{name}/log", node_log, methods=["GET"]),

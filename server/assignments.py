@@ -2,16 +2,20 @@
 
 The argv template goes out unexpanded: the agent knows its staging folder and
 fills in ``{start}``, ``{outdir}`` and the other tokens itself. Paths here are
-relative to the sync root.
+relative to the sync root. Absolute paths (the scene, argv tokens, env values)
+are mapped for the node's OS by the leader's ``[[path_map]]`` rules
+(``server.path_mapping``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import PurePosixPath
 
 from farmtui.frames import frame_path
 from farmtui.protocol import AssignChunk, ChunkTimeouts
 from server.model import Chunk, Job
+from server.path_mapping import PathRule, map_assignment
 
 
 def log_path(job_id: str, index: int, attempt: int) -> str:
@@ -34,7 +38,18 @@ def output_dir(job: Job) -> str:
     return "" if parent == "." else parent
 
 
-def build_assignment(job: Job, chunk: Chunk, timeouts: ChunkTimeouts) -> AssignChunk:
+def build_assignment(
+    job: Job,
+    chunk: Chunk,
+    timeouts: ChunkTimeouts,
+    *,
+    path_map: Sequence[PathRule] = (),
+    node_os: str = "",
+) -> AssignChunk:
+    """The message for the chunk's current attempt, its paths as a ``node_os`` node sees them.
+
+    ``node_os`` is what the node's hello said ("" from an old agent: the leader's OS).
+    """
     spec = job.spec
     if chunk.kind == "pre":
         argv, renderer = list(spec.pre_job or []), "generic"
@@ -43,7 +58,7 @@ def build_assignment(job: Job, chunk: Chunk, timeouts: ChunkTimeouts) -> AssignC
     else:
         argv, renderer = list(spec.argv), spec.renderer
     scripted = chunk.kind != "render"
-    return AssignChunk(
+    message = AssignChunk(
         job_id=job.id,
         chunk=chunk.index,
         attempt=chunk.attempt,
@@ -60,3 +75,4 @@ def build_assignment(job: Job, chunk: Chunk, timeouts: ChunkTimeouts) -> AssignC
         output="" if scripted else (spec.output or ""),
         scene=spec.scene or "",
     )
+    return map_assignment(message, path_map, node_os)

@@ -17,6 +17,7 @@ from typing import Literal
 import msgspec
 
 from server.errors import ConfigError
+from server.path_mapping import PathMapError, check_rules
 from server.scheduler import SchedulerConfig
 from server.webhooks import parse_webhook
 
@@ -127,6 +128,11 @@ def check_config(config: LeaderConfig, where: Path | str = CONFIG_FILE) -> None:
                 f"{where}: webhook_allow entry {prefix!r} must be scheme://host[:port]"
                 "[/path], without a query, fragment or user name"
             )
+    # ``[[path_map]]`` (the rules are fields of SchedulerConfig: the scheduler maps).
+    try:
+        check_rules(config.path_map)
+    except PathMapError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 # A metrics token is a password a scraper sends: long enough not to be guessed.

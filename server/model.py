@@ -401,6 +401,8 @@ class Node:
     memory_percent: float = 0.0
     last_seen: float = 0.0
     version: str = ""
+    # The OS its hello named ("linux", "windows", "darwin"; "" from an old agent).
+    os: str = ""
     # The agent (its stable id) that holds this node name and its slots.
     agent_id: str = ""
     # (job_id, chunk index, attempt) of every attempt that holds a slot here:

@@ -44,6 +44,7 @@ from server.api import (
     WhoAmI,
 )
 from server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from server.path_mapping import OS_NAMES, PathMapView
 
 __all__ = ["OPERATIONS", "Operation", "Param", "document", "document_json"]
 
@@ -170,6 +171,14 @@ OPERATIONS: dict[str, Operation] = {
         params=(Param("limit", {"type": "integer", "minimum": 1}, "at most N (default 500)"),),
     ),
     "list_nodes": Operation("Render nodes, their slots, load and running chunks.", list[NodeView]),
+    "path_map": Operation(
+        "A path as the leader's [[path_map]] rules give it to a node of one OS.",
+        PathMapView,
+        params=(
+            Param("path", {"type": "string"}, "the path as submitted", required=True),
+            Param("os", {"type": "string", "enum": list(OS_NAMES)}, "the node's OS", required=True),
+        ),
+    ),
     "enable_node": Operation("Let a node take chunks again (admins).", NodeView),
     "disable_node": Operation("Give a node no new chunks (admins).", NodeView),
     "node_log": Operation(

@@ -128,7 +128,8 @@ RIGHTS: dict[Action, Right] = {
     "read": Right(
         "read jobs, nodes and logs",
         "`GET /api/jobs[/{id}[/events, /logs]]`, `GET /api/nodes[/{name}/log]`, "
-        "`GET /api/failures`, `GET /api/events`; `/ws/console`: open, `watch_job`, "
+        "`GET /api/failures`, `GET /api/events`, `GET /api/pathmap`; `/ws/console`: open, "
+        "`watch_job`, "
         "`fetch_task_output`, `fetch_node_log`, `show_archived`, `fetch_failures`, "
         "`fetch_events`",
         "read jobs, nodes or logs",

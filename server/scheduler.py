@@ -304,6 +304,7 @@ class Scheduler:
         node.cpu_count = hello.cpu_count
         node.memory_total = hello.memory_total
         node.version = hello.version
+        node.os = hello.os
         node.online = True
         node.last_seen = now
         changes.nodes.add(node.name)
@@ -642,7 +643,13 @@ class Scheduler:
         changes.nodes.add(node)
         if job.started is None:
             job.started = now
-        message = build_assignment(job, chunk, chunk_timeouts(job, chunk, self.config))
+        message = build_assignment(
+            job,
+            chunk,
+            chunk_timeouts(job, chunk, self.config),
+            path_map=self.config.path_map,
+            node_os=self.nodes[node].os,
+        )
         if sync_from:
             message = msgspec.structs.replace(message, sync_from=sync_from)
         changes.assignments.append(Assignment(node=node, message=message))

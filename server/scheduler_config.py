@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import msgspec
 
+from server.path_mapping import PathRule
+
 LEASE_FRACTION = 0.6
 
 
@@ -32,6 +34,8 @@ class SchedulerConfig(msgspec.Struct, kw_only=True):
     auto_multiplier: float = 2.0
     # Seconds without a heartbeat after which a node is lost.
     node_timeout: float = 15.0
+    # ``[[path_map]]``: job paths as nodes of another OS see them (server.path_mapping).
+    path_map: list[PathRule] = msgspec.field(default_factory=list)
 
     @property
     def agent_lease(self) -> float:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from farmtui.protocol import ChunkAction, JobAction
+from farmtui.protocol import ChunkAction, JobAction, MoveWhere
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,8 @@ EXTRA_JOB_ACTIONS: tuple[JobActionSpec, ...] = (
 for _spec in EXTRA_JOB_ACTIONS:
     JOB_ACTION_BY_NAME[_spec.action] = _spec
 
+# Chunk actions are keys of the chunk action mode (``k``, then one of these), so
+# ``r`` or ``h`` mean one thing everywhere: resume and hold the job.
 CHUNK_ACTIONS: tuple[ChunkActionSpec, ...] = (
     ChunkActionSpec("retry", "Retry", "r", "Retry the chunk"),
     ChunkActionSpec("hold", "Hold", "h", "Hold the chunk"),
@@ -73,3 +75,44 @@ CHUNK_ACTIONS: tuple[ChunkActionSpec, ...] = (
     ChunkActionSpec("exclude", "Exclude", "e", "Exclude: never rendered, kept for audit"),
 )
 CHUNK_ACTION_BY_NAME: dict[str, ChunkActionSpec] = {spec.action: spec for spec in CHUNK_ACTIONS}
+
+
+# -- typed commands ----------------------------------------------------------------
+# What a menu item or a palette entry asks for, as a value the screen matches on
+# (``match`` + ``assert_never``), instead of strings like ``"move:up"``.
+
+
+@dataclass(frozen=True)
+class RunJobs:
+    """Apply a job action to some jobs."""
+
+    action: JobAction
+
+
+@dataclass(frozen=True)
+class MoveJobs:
+    """Move a job within its priority group."""
+
+    where: MoveWhere
+
+
+@dataclass(frozen=True)
+class OpenDetail:
+    """Show the job in the detail view."""
+
+
+@dataclass(frozen=True)
+class RunChunks:
+    """Apply a chunk action to some chunks of the watched job."""
+
+    action: ChunkAction
+
+
+@dataclass(frozen=True)
+class OpenOutput:
+    """Show a chunk's output in Task Output."""
+
+
+JobCommand = RunJobs | MoveJobs | OpenDetail
+ChunkCommand = RunChunks | OpenOutput
+MOVES: tuple[MoveWhere, ...] = ("up", "down", "top", "bottom")

@@ -17,6 +17,7 @@ from farmtui.console.keymap import load_keymap
 from farmtui.console.link import Backoff
 from farmtui.console.screens.confirm import ConfirmScreen
 from farmtui.console.screens.main import MainScreen
+from farmtui.console.settings import ConsoleSettings, load_settings
 from farmtui.console.state import ConsoleState
 from farmtui.printable import printable
 
@@ -41,7 +42,9 @@ class FarmConsole(App[None]):
         clock: Callable[[], float] = time.time,
         backoff: Backoff | None = None,
         local_farm: bool = False,
+        settings: ConsoleSettings | None = None,
     ) -> None:
+        """``settings``: the console's own settings; None reads ``console.toml``."""
         super().__init__()
         self.leader = leader
         self.token = token
@@ -50,9 +53,15 @@ class FarmConsole(App[None]):
         self.backoff = backoff
         self.local_farm = local_farm
         self._asking_to_quit = False
+        self._settings_problems: list[str] = []
+        if settings is None:
+            settings, self._settings_problems = load_settings()
+        self.settings = settings
 
     def get_default_screen(self) -> Screen[None]:
-        return MainScreen(self.state, self.leader, self.token, backoff=self.backoff)
+        return MainScreen(
+            self.state, self.leader, self.token, backoff=self.backoff, settings=self.settings
+        )
 
     def notify(
         self,
@@ -83,6 +92,8 @@ class FarmConsole(App[None]):
             self.set_keymap(keymap)
         for problem in problems:
             self.notify(problem, title="keys.toml", severity="warning", timeout=10)
+        for problem in self._settings_problems:
+            self.notify(problem, title="console.toml", severity="warning", timeout=10)
 
     async def action_quit(self) -> None:
         """Quit (ctrl+q); a ``local_farm`` console that is rendering asks first."""

@@ -120,3 +120,66 @@ def frame_range(frames: list[int]) -> str:
     if step and all(b - a == step for a, b in zip(frames, frames[1:], strict=False)):
         return f"{frames[0]}-{frames[-1]}" + (f"x{step}" if abs(step) != 1 else "")
     return ",".join(map(str, frames))
+
+
+# Abbreviations by design, so a state fits its column at 80x24 instead of being cut
+# ("renderin…"). The ``?`` overlay lists them (``ABBREVIATIONS``).
+JOB_STATE_SHORT: dict[str, str] = {
+    "queued": "wait",
+    "rendering": "rend",
+    "paused": "paus",
+    "holding": "hold",
+    "done": "done",
+    "failed": "fail",
+    "cancelled": "canc",
+}
+CHUNK_STATE_SHORT: dict[str, str] = {
+    "queued": "wait",
+    "assigned": "rend",
+    "waiting-retry": "retry",
+    "preempted": "lost",
+    "done": "done",
+    "failed": "fail",
+    "held": "held",
+    "excluded": "excl",
+    "cancelled": "canc",
+}
+NODE_STATE_SHORT: dict[str, str] = {"online": "on", "offline": "off", "disabled": "dis"}
+REVIEWED_MARK = "✓"
+ARCHIVED_MARK = "▾"
+ABBREVIATIONS: tuple[tuple[str, dict[str, str]], ...] = (
+    ("job", JOB_STATE_SHORT),
+    ("chunk", CHUNK_STATE_SHORT),
+    ("node", NODE_STATE_SHORT),
+)
+
+
+def job_state(state: str, *, reviewed: bool = False, archived: bool = False) -> str:
+    """``rendering`` reviewed -> ``rend✓``: a job's state and flags in five cells or fewer."""
+    text = JOB_STATE_SHORT.get(state, state[:4])
+    return text + (REVIEWED_MARK if reviewed else "") + (ARCHIVED_MARK if archived else "")
+
+
+def ago(seconds: float) -> str:
+    """How long ago, in at most four cells: ``now``, ``42s``, ``5m``, ``3h``, ``2d``."""
+    if seconds < 2:
+        return "now"
+    if seconds < 60:
+        return f"{int(seconds)}s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m"
+    if seconds < 86400:
+        return f"{int(seconds // 3600)}h"
+    return f"{int(seconds // 86400)}d"
+
+
+_SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float], width: int, top: float = 100.0) -> str:
+    """The last ``width`` readings (0..``top``) as a bar per cell, left-padded with spaces."""
+    shown = values[-width:]
+    bars = "".join(
+        _SPARKS[min(int(max(value, 0.0) / top * len(_SPARKS)), len(_SPARKS) - 1)] for value in shown
+    )
+    return " " * (width - len(shown)) + bars

@@ -18,11 +18,16 @@ from pathlib import Path
 
 from textual.binding import Binding, BindingType
 
-from farmtui.console.actions import CHUNK_ACTIONS, JOB_ACTIONS
+from farmtui.console.actions import JOB_ACTIONS
 
 
 def screen_bindings() -> list[BindingType]:
-    """The main screen's bindings: job actions, moves, views, filter, grouping."""
+    """The main screen's bindings: job actions, moves, views, filter, grouping.
+
+    These mean the same in every view, whatever has the focus: a job action
+    always acts on the selected jobs (or the one under the jobs table's cursor),
+    and chunk actions are reached only through ``k`` (chunk action mode).
+    """
     bindings: list[BindingType] = [
         Binding(
             spec.key,
@@ -58,10 +63,33 @@ def screen_bindings() -> list[BindingType]:
             id="jobs.move_bottom",
             show=False,
         ),
-        Binding("slash", "filter", "Filter", id="jobs.filter"),
-        Binding("g", "cycle_group", "Group", id="jobs.group"),
+        Binding(
+            "slash",
+            "filter",
+            "Filter",
+            id="jobs.filter",
+            tooltip="words, state:failed, owner:alice, pri:<50",
+        ),
+        Binding("s", "cycle_sort", "Sort", id="jobs.sort", tooltip="cycle the sort column"),
+        Binding("H", "toggle_finished", "Hide finished", id="jobs.hide_finished"),
+        Binding("g", "cycle_group", "Group", id="jobs.group", tooltip="none, priority, state"),
         Binding("A", "toggle_archived", "Archived", id="jobs.archived"),
-        Binding("e", "edit_settings", "Edit", id="jobs.edit", show=False),
+        Binding(
+            "P",
+            "set_priority",
+            "Set priority",
+            id="jobs.priority",
+            tooltip="type a number, Enter applies once (admins)",
+        ),
+        Binding("e", "edit_settings", "Edit settings", id="jobs.edit"),
+        Binding(
+            "k",
+            "chunk_mode",
+            "Chunk action…",
+            id="chunks.mode",
+            tooltip="then r retry, h hold, F set failed, d set done, e exclude",
+        ),
+        Binding("question_mark", "help", "Keys", id="help.show"),
         Binding("1", "view('jobs')", "Jobs", id="view.jobs", show=False),
         Binding("2", "view('detail')", "Detail", id="view.detail", show=False),
         Binding("3", "view('logs')", "Logs", id="view.logs", show=False),
@@ -73,21 +101,29 @@ def screen_bindings() -> list[BindingType]:
 
 def known_binding_ids() -> set[str]:
     """Every binding id a keys.toml may name."""
+    from farmtui.console.screens.chunk_mode import ChunkActionMode
     from farmtui.console.screens.confirm import ConfirmScreen
     from farmtui.console.screens.context_menu import ContextMenu
     from farmtui.console.screens.edit_settings import EditSettingsScreen
+    from farmtui.console.screens.help import HelpScreen
+    from farmtui.console.screens.priority_prompt import PriorityPrompt
+    from farmtui.console.widgets.chunk_table import ChunkTable
+    from farmtui.console.widgets.frame_grid import FrameGrid
     from farmtui.console.widgets.job_detail import JobDetailPanel
     from farmtui.console.widgets.line_table import LineTable
     from farmtui.console.widgets.nodes_panel import NodesPanel
-    from farmtui.console.widgets.priority_spinner import PrioritySpinner
     from farmtui.console.widgets.task_output import TaskOutputPane
 
-    ids = {spec.binding_id for spec in CHUNK_ACTIONS} | {"chunks.output"}
+    ids: set[str] = set()
     for bindings in (
         screen_bindings(),
         LineTable.BINDINGS,
+        ChunkTable.BINDINGS,
+        FrameGrid.BINDINGS,
         NodesPanel.BINDINGS,
-        PrioritySpinner.BINDINGS,
+        ChunkActionMode.BINDINGS,
+        PriorityPrompt.BINDINGS,
+        HelpScreen.BINDINGS,
         ConfirmScreen.BINDINGS,
         ContextMenu.BINDINGS,
         EditSettingsScreen.BINDINGS,

@@ -61,6 +61,7 @@ JOB_STATES: tuple[JobState, ...] = (
 )
 
 GroupBy = Literal["none", "priority", "state"]
+CPU_HISTORY = 24  # readings kept per node
 GROUP_CYCLE: dict[GroupBy, GroupBy] = {"none": "priority", "priority": "state", "state": "none"}
 
 
@@ -93,6 +94,8 @@ class Change:
     node_logs: list[NodeLog] = field(default_factory=list)
     events: list[EventView] = field(default_factory=list)
     replies: list[Reply] = field(default_factory=list)
+    # Jobs whose state moved while live (not in a snapshot): (job id, old state, new state).
+    transitions: list[tuple[str, JobState, JobState]] = field(default_factory=list)
 
 
 class WatchedJob:
@@ -118,6 +121,35 @@ class WatchedJob:
         self.counts = [codes.count(code) for code in range(len(FRAME_STATES))]
         self.chunks: dict[int, ChunkView] = {chunk.index: chunk for chunk in detail.chunks}
         self.chunk_order: list[int] = sorted(self.chunks)
+        self._chunk_of: dict[int, int] | None = None
+
+    @property
+    def held(self) -> bool:
+        """Held as a whole (job state ``holding``): its waiting frames are held too."""
+        return self.job.state == "holding"
+
+    def chunk_of(self, frame: int) -> int | None:
+        """The index of the chunk that renders ``frame``."""
+        if self._chunk_of is None:
+            self._chunk_of = {
+                f: chunk.index for chunk in self.chunks.values() for f in chunk.frames
+            }
+        return self._chunk_of.get(frame)
+
+    def frame_seconds(self) -> dict[int, float]:
+        """Render seconds per frame, from each done chunk's time over its frame count."""
+        seconds: dict[int, float] = {}
+        for chunk in self.chunks.values():
+            if (
+                chunk.state == "done"
+                and chunk.frames
+                and chunk.started is not None
+                and chunk.finished is not None
+            ):
+                per_frame = max(chunk.finished - chunk.started, 0.0) / len(chunk.frames)
+                for frame in chunk.frames:
+                    seconds[frame] = per_frame
+        return seconds
 
     def set_frames(self, frames: Iterable[int], state: FrameState) -> list[int]:
         """Set frames to ``state``; return the grid indexes that really changed."""
@@ -140,8 +172,11 @@ class WatchedJob:
         touched: set[int] = set()
         new = False
         for chunk in chunks:
-            if chunk.index not in self.chunks:
+            old = self.chunks.get(chunk.index)
+            if old is None:
                 new = True
+            if old is None or old.frames != chunk.frames:
+                self._chunk_of = None
             self.chunks[chunk.index] = chunk
             touched.add(chunk.index)
         if new:
@@ -171,6 +206,8 @@ class ConsoleState:
         self.events: deque[EventView] = deque(maxlen=max_events)
         self.synced = False
         self._order: list[str] | None = None
+        # The last CPU readings of each node, oldest first, for the nodes' sparklines.
+        self.cpu_history: dict[str, deque[float]] = {}
 
     @property
     def is_admin(self) -> bool:
@@ -183,42 +220,6 @@ class ConsoleState:
         if self._order is None:
             self._order = [job.id for job in sorted(self.jobs.values(), key=dispatch_key)]
         return self._order
-
-    def rows(
-        self, group_by: GroupBy = "none", text_filter: str = "", include_archived: bool = False
-    ) -> list[Row]:
-        """The jobs table's lines: jobs in dispatch order, filtered, with group titles."""
-        order = self.dispatch_order()
-        if not include_archived:
-            order = [job_id for job_id in order if not self.jobs[job_id].archived]
-        needle = text_filter.strip().lower()
-        if needle:
-            order = [job_id for job_id in order if self._matches(self.jobs[job_id], needle)]
-        if group_by == "none":
-            return list(order)
-        if group_by == "priority":
-            groups: dict[object, list[str]] = {}
-            for job_id in order:
-                groups.setdefault(self.jobs[job_id].priority, []).append(job_id)
-            labels = {key: f"Priority {key}" for key in groups}
-        else:
-            groups = {state: [] for state in JOB_STATES}
-            for job_id in order:
-                groups[self.jobs[job_id].state].append(job_id)
-            groups = {key: ids for key, ids in groups.items() if ids}
-            labels = {key: str(key).capitalize() for key in groups}
-        rows: list[Row] = []
-        for key, ids in groups.items():
-            rows.append(GroupHeader(labels[key], len(ids)))
-            rows.extend(ids)
-        return rows
-
-    @staticmethod
-    def _matches(job: JobView, needle: str) -> bool:
-        return any(
-            needle in text.lower()
-            for text in (job.name, job.owner, job.state, job.id, job.renderer)
-        )
 
     def neighbours_after(self, job_id: str) -> str | None:
         """The job right after ``job_id`` in dispatch order, if any."""
@@ -238,6 +239,7 @@ class ConsoleState:
                 self.user, self.role = message.user, message.role
                 self.jobs = {job.id: job for job in message.jobs}
                 self.nodes = {node.name: node for node in message.nodes}
+                self._record_cpu(message.nodes)
                 self._order = None
                 self.synced = True
                 change.resync = True
@@ -254,6 +256,8 @@ class ConsoleState:
                         self._order = None
                     self.jobs[job.id] = job
                     change.jobs.add(job.id)
+                    if old is not None and old.state != job.state:
+                        change.transitions.append((job.id, old.state, job.state))
                     if self.watched is not None and self.watched.job_id == job.id:
                         self.watched.job = job
                         change.watched_job = True
@@ -266,6 +270,7 @@ class ConsoleState:
             case NodesChanged():
                 for node in message.nodes:
                     self.nodes[node.name] = node
+                self._record_cpu(message.nodes)
                 change.nodes = True
             case JobWatched():
                 self.watched = WatchedJob(message.detail)
@@ -288,6 +293,14 @@ class ConsoleState:
                 change.events.append(message.event)
             case Reply():
                 change.replies.append(message)
+
+    def _record_cpu(self, nodes: Iterable[NodeView]) -> None:
+        for node in nodes:
+            history = self.cpu_history.setdefault(node.name, deque(maxlen=CPU_HISTORY))
+            if node.state == "offline":
+                history.clear()  # readings from before it went away say nothing now
+            else:
+                history.append(node.cpu_percent)
 
     def unwatch(self) -> None:
         self.watched = None

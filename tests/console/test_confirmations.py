@@ -92,7 +92,7 @@ async def test_a_chunk_action_states_the_render_it_kills(leader: FakeLeader) -> 
     async with app.run_test(size=(80, 24)) as pilot:
         await synced(pilot, app)
         # Chunk 4 of j1 (frames 31-40) has rendered on node-a for 10 minutes.
-        await pilot.press("enter", "t", "down", "down", "down", "d")
+        await pilot.press("enter", "t", "down", "down", "down", "k", "d")
         await wait_for(pilot, lambda: asking(app), what="the question")
         text = cost_shown(app)
         assert "Set done 1 chunk of shot_010_comp?" in text
@@ -104,8 +104,8 @@ async def test_a_chunk_action_states_the_render_it_kills(leader: FakeLeader) -> 
         watched = app.state.watched
         assert watched is not None
         assert watched.chunks[4].state == "assigned"
-        # Retry and hold are cheap: one key, sent at once.
-        await pilot.press("h")
+        # Retry and hold are cheap: sent at once, no question.
+        await pilot.press("k", "h")
         await wait_for(pilot, lambda: leader.count(RunChunkAction) == 1)
         assert not asking(app)
 

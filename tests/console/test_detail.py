@@ -1,4 +1,4 @@
-"""The detail view: frame grid colours and live updates, chunk actions, priority, settings."""
+"""The detail view: frame grid colours and live updates, chunk actions, settings."""
 
 from __future__ import annotations
 
@@ -11,37 +11,45 @@ from farmtui.console.screens.edit_settings import EditSettingsScreen
 from farmtui.console.screens.main import MainScreen
 from farmtui.console.state import FRAME_STATES
 from farmtui.console.widgets.chunk_table import ChunkTable
-from farmtui.console.widgets.frame_grid import GUTTER, FrameGrid
-from farmtui.protocol import PatchJob, RunChunkAction, SetPriority
+from farmtui.console.widgets.frame_grid import GLYPHS, GUTTER, FrameGrid
+from farmtui.protocol import PatchJob, RunChunkAction
 from tests.console.conftest import make_app, synced, wait_for
 from tests.console.fake_leader import J1_LAYOUT, FakeLeader
 from tests.console.screen import screen_text
 
 EXPECTED_COLOURS = {
-    "unassigned": "#808080",
+    "unassigned": "#9ca3af",
     "assigned": "#3b82f6",
     "staged": "#15803d",
     "done": "#4ade80",
     "failed": "#ef4444",
+    "held": "#d946ef",
+    "excluded": "#6b7280",
 }
 
 
-def cell_styles(grid: FrameGrid) -> dict[int, Style]:
-    """Frame number -> the style its cell is drawn with, read from rendered strips."""
+def cells(grid: FrameGrid) -> dict[int, tuple[str, Style]]:
+    """Frame number -> the glyph and style its cell is drawn with, read from rendered strips."""
     assert grid.watched is not None
     columns = grid.columns
-    styles: dict[int, Style] = {}
+    found: dict[int, tuple[str, Style]] = {}
+    glyphs = set(GLYPHS.values())
     for y in range(grid.size.height):
         strip = grid.render_line(y)
         x = 0
         for segment in strip:
             for offset in range(len(segment.text)):
                 cell = x + offset
-                if cell >= GUTTER and (cell - GUTTER) % 2 == 0 and segment.text[offset] == "■":
+                char = segment.text[offset]
+                if cell >= GUTTER and (cell - GUTTER) % 2 == 0 and char in glyphs:
                     i = (int(grid.scroll_y) + y) * columns + (cell - GUTTER) // 2
-                    styles[grid.watched.frames[i]] = segment.style or Style()
+                    found[grid.watched.frames[i]] = (char, segment.style or Style())
             x += len(segment.text)
-    return styles
+    return found
+
+
+def cell_styles(grid: FrameGrid) -> dict[int, Style]:
+    return {frame: style for frame, (_, style) in cells(grid).items()}
 
 
 async def open_detail(pilot: object, app: object) -> None:
@@ -55,24 +63,23 @@ async def test_frame_grid_colours_every_state(leader: FakeLeader) -> None:
     async with app.run_test(size=(80, 24)) as pilot:
         await open_detail(pilot, app)
         grid = app.screen.query_one(FrameGrid)
-        styles = cell_styles(grid)
-        assert len(styles) == 100
+        drawn = cells(grid)
+        assert len(drawn) == 100
         for frames, state in J1_LAYOUT:
             for frame in frames:
-                style = styles[frame]
-                if state in EXPECTED_COLOURS:
-                    assert style.color is not None
-                    assert style.color.triplet is not None
-                    assert style.color.triplet.hex == EXPECTED_COLOURS[state], (frame, state)
-                else:  # held / excluded are dim
-                    assert style.dim, (frame, state)
-        # One component class per state, and a legend naming each with its count.
+                glyph, style = drawn[frame]
+                assert glyph == GLYPHS[state], (frame, state)
+                assert style.color is not None
+                assert style.color.triplet is not None
+                assert style.color.triplet.hex == EXPECTED_COLOURS[state], (frame, state)
+        # Every state differs from every other in glyph and in colour, not colour alone.
+        assert len(set(GLYPHS.values())) == len(FRAME_STATES)
+        assert len(set(EXPECTED_COLOURS.values())) == len(FRAME_STATES)
+        # One component class per state, and a one-line legend naming each with its count.
         for state in FRAME_STATES:
             assert f"frame-grid--{state}" in FrameGrid.COMPONENT_CLASSES
         text = screen_text(app)
-        assert "done 30" in text
-        assert "failed 5" in text
-        assert "unassigned 45" in text
+        assert "■done 30  ▪stgd 5  ▸rend 5  ✗fail 5  ‖held 5  ─excl 5  □wait 45" in text
 
 
 async def test_frames_changed_reaches_the_grid_and_refreshes_only_those_cells(
@@ -97,7 +104,7 @@ async def test_frames_changed_reaches_the_grid_and_refreshes_only_those_cells(
         assert all(getattr(r, "height", 99) == 1 for r in regions)
         assert cell_styles(grid)[61].color.triplet.hex == "#3b82f6"  # type: ignore[union-attr]
         # The legend's counts follow within its (throttled) period.
-        await wait_for(pilot, lambda: "assigned 8" in screen_text(app))
+        await wait_for(pilot, lambda: "▸rend 8" in screen_text(app))
 
 
 async def test_frame_grid_scrolls_a_big_job(leader: FakeLeader) -> None:
@@ -143,6 +150,10 @@ async def test_chunk_action_keys(
         assert table.has_focus
         await pilot.press("down", "down", "down", "down", "down")  # chunk 6 (frames 51-60)
         assert table.cursor_key == "6"
+        await pilot.press("k")  # chunk action mode, then the action's key
+        await wait_for(
+            pilot, lambda: "CHUNK ACTION on chunk 6 of shot_010_comp" in screen_text(app)
+        )
         await pilot.press(key)
         if asks:  # costly: nothing is sent before the operator says yes
             await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
@@ -163,7 +174,7 @@ async def test_chunk_multi_select_and_context_menu(leader: FakeLeader) -> None:
     async with app.run_test(size=(80, 24)) as pilot:
         await open_detail(pilot, app)
         await pilot.press("t", "space", "down", "space")
-        await pilot.press("h")
+        await pilot.press("k", "h")
         await wait_for(pilot, lambda: leader.count(RunChunkAction) == 1)
         sent = leader.last(RunChunkAction)
         assert isinstance(sent, RunChunkAction)
@@ -179,36 +190,6 @@ async def test_chunk_multi_select_and_context_menu(leader: FakeLeader) -> None:
         assert isinstance(sent, RunChunkAction)
         assert sent.action == "exclude"
         assert sent.chunks == [3]
-
-
-async def test_priority_spinner_sets_priority(leader: FakeLeader) -> None:
-    app = make_app(leader.url)
-    async with app.run_test(size=(80, 24)) as pilot:
-        await open_detail(pilot, app)
-        await pilot.click("#priority-later")
-        await wait_for(pilot, lambda: app.state.jobs["j1"].priority == 11)
-        sent = leader.last(SetPriority)
-        assert isinstance(sent, SetPriority)
-        assert (sent.job_id, sent.priority) == ("j1", 11)
-        await pilot.click("#priority-value")
-        await pilot.press("end", "backspace", "backspace", "backspace", "5", "0", "enter")
-        await wait_for(pilot, lambda: app.state.jobs["j1"].priority == 50)
-        # The job joins the end of its new group.
-        assert app.screen.query_one("#jobs").keys[-2:] == ["j1", "j5"]  # type: ignore[attr-defined]
-
-
-async def test_priority_spinner_is_for_admins_only() -> None:
-    leader = FakeLeader(role="user")
-    await leader.start()
-    try:
-        app = make_app(leader.url)
-        async with app.run_test(size=(80, 24)) as pilot:
-            await open_detail(pilot, app)
-            assert app.screen.query_one("#priority-later").disabled
-            assert "admins only" in screen_text(app)
-            assert leader.count(SetPriority) == 0
-    finally:
-        await leader.stop()
 
 
 async def test_edit_settings_sends_patch(leader: FakeLeader) -> None:

@@ -1,4 +1,5 @@
-"""What the main screens look like, at 80x24 (SSH) and 160x48, against the fake leader.
+"""What every view looks like, at 80x24 (SSH) and 200x50 (Logs beside Detail), against
+the fake leader.
 
 Regenerate after a deliberate change with ``pytest tests/console --snapshot-update``.
 """
@@ -29,11 +30,15 @@ def steps(*keys: str) -> Callable[[Pilot[None]], Awaitable[None]]:
     async def run_before(pilot: Pilot[None]) -> None:
         app = pilot.app
         assert isinstance(app, FarmConsole)
+        # Generous: snapshot tests start a leader thread each, on a busy machine.
+        await wait_for(pilot, lambda: app.state.synced, within=20, what="snapshot")
         await synced(pilot, app)
         for key in keys:
             await pilot.press(key)
             await pilot.pause()
         await wait_for(pilot, lambda: not app.screen.is_modal or app.screen.is_active)
+        # Short-lived toasts ("Grouped by priority") would be there or gone by chance.
+        app.clear_notifications()
         await pilot.pause()
 
     return run_before
@@ -47,6 +52,10 @@ def steps(*keys: str) -> Callable[[Pilot[None]], Awaitable[None]]:
         ("detail_frames", ("enter",)),
         ("detail_chunks", ("enter", "t")),
         ("detail_settings", ("enter", "t", "t")),
+        ("detail_heat_map", ("enter", "T")),
+        ("chunk_mode", ("enter", "right", "space", "right", "space", "k")),
+        ("priority_prompt", ("enter", "P", "4", "2")),
+        ("help_jobs", ("question_mark",)),
         ("logs_monitor", ("3",)),
         ("nodes", ("4",)),
         ("confirm_cancel", ("space", "down", "space", "c")),
@@ -63,14 +72,16 @@ def test_screens_80x24(
 @pytest.mark.parametrize(
     ("name", "keys"),
     [
-        ("wide_detail", ("enter", "1")),
-        ("wide_grouped_selected", ("g", "space", "down", "down", "space")),
-        ("wide_chunks", ("enter", "t")),
+        ("xwide_jobs_detail_logs", ("enter", "1")),
+        ("xwide_grouped_selected", ("g", "space", "down", "down", "space")),
+        ("xwide_chunks", ("enter", "t", "down", "down", "down", "down")),
+        ("xwide_nodes", ("4",)),
+        ("xwide_logs", ("3",)),
     ],
 )
-def test_screens_160x48(
+def test_screens_200x50(
     snap_compare: Compare, threaded_leader: FakeLeader, name: str, keys: tuple[str, ...]
 ) -> None:
     assert snap_compare(
-        make_app(threaded_leader.url), run_before=steps(*keys), terminal_size=(160, 48)
+        make_app(threaded_leader.url), run_before=steps(*keys), terminal_size=(200, 50)
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from farmtui.console import fmt
+from farmtui.console.job_list import JobList
 from farmtui.console.link import Backoff, console_url
 from farmtui.console.state import Change, ConsoleState, GroupHeader
 from farmtui.protocol import (
@@ -56,13 +57,15 @@ def test_removed_jobs_leave() -> None:
 def test_rows_filter_group_and_archived() -> None:
     state, leader = synced_state()
     state.apply(JobsChanged(jobs=[leader.jobs["j6"]]), Change())
-    assert "j6" not in state.rows()
-    assert "j6" in state.rows(include_archived=True)
-    assert state.rows(text_filter="ALICE") == ["j1", "j4"]
-    rows = state.rows("priority")
+    assert "j6" not in JobList().rows(state)
+    assert "j6" in JobList(show_archived=True).rows(state)
+    listing = JobList()
+    assert listing.set_filter("ALICE") is None
+    assert listing.rows(state) == ["j1", "j4"]
+    rows = JobList(group_by="priority").rows(state)
     assert rows[0] == GroupHeader("Priority 10", 1)
     assert rows[2] == GroupHeader("Priority 50", 3)
-    by_state = state.rows("state")
+    by_state = JobList(group_by="state").rows(state)
     assert by_state[0] == GroupHeader("Rendering", 1)
 
 

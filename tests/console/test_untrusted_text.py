@@ -91,7 +91,7 @@ async def test_names_render_literally_in_the_table_and_the_detail(hostile: FakeL
             assert no_raw_escape(text)
             assert text.count(shown) >= 2  # the title and the view bar
             if job_id == "j1":
-                assert r"owner [i]eve\x07" in text
+                assert r"[i]eve\x07" in text
             await pilot.press("t", "t")  # the settings tab: the scene path
             await pilot.pause()
             assert f"/proj/{shown}.blend" in screen_text(app)
@@ -141,7 +141,7 @@ async def test_a_chunk_dialog_names_the_job_literally(hostile: FakeLeader) -> No
     app = make_app(hostile.url)
     async with app.run_test(size=(100, 30)) as pilot:
         await synced(pilot, app)  # j1, "[/oops]", is watched
-        await pilot.press("enter", "t", "d")  # set chunk 1 done: asks first
+        await pilot.press("enter", "t", "k", "d")  # set chunk 1 done: asks first
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
         await pilot.pause()
         assert f"Set done 1 chunk of {UNCLOSED}?" in screen_text(app)
@@ -207,7 +207,7 @@ async def test_nodes_logs_events_and_toasts_are_plain(hostile: FakeLeader) -> No
         assert NODE_SHOWN in text
         assert no_raw_escape(text)
         nodes = app.screen.query_one(NodesPanel)
-        nodes.move_cursor(row=nodes.get_row_index(NODE))
+        nodes.move_cursor_to_key(NODE)
         await pilot.press("l")
         panel = app.screen.query_one(LogsPanel)
         await wait_for(pilot, lambda: r"[b]not bold[/b]	end" in panel.peer_lines())

@@ -1,7 +1,8 @@
 """A right-click (or ``m``) menu of actions for one row, opened where the click was.
 
-Returns the chosen action's name, or None when dismissed. The title (a job's
-name) and the labels are plain text, never markup.
+Returns the chosen typed command (``actions.RunJobs``, ``MoveJobs`` ...), or
+None when dismissed. The title (a job's name) and the labels are plain text,
+never markup.
 """
 
 from __future__ import annotations
@@ -17,9 +18,12 @@ from textual.widgets import OptionList
 from textual.widgets.option_list import Option
 
 from farmtui.console import fmt
+from farmtui.console.actions import ChunkCommand, JobCommand
+
+MenuCommand = JobCommand | ChunkCommand
 
 
-class ContextMenu(ModalScreen[str | None]):
+class ContextMenu(ModalScreen[MenuCommand | None]):
     """See the module docstring."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -34,15 +38,17 @@ class ContextMenu(ModalScreen[str | None]):
     }
     """
 
-    def __init__(self, title: str, items: list[tuple[str, str]], at: Offset) -> None:
-        """``items`` are (action name, label with key) pairs."""
+    def __init__(self, title: str, items: list[tuple[MenuCommand, str]], at: Offset) -> None:
+        """``items`` are (command, label with key) pairs."""
         super().__init__()
         self.menu_title = title
         self.items = items
         self.at = at
 
     def compose(self) -> ComposeResult:
-        menu = OptionList(*(Option(fmt.plain(label), id=action) for action, label in self.items))
+        menu = OptionList(
+            *(Option(fmt.plain(label), id=str(i)) for i, (_, label) in enumerate(self.items))
+        )
         menu.border_title = fmt.plain_content(self.menu_title)
         yield menu
 
@@ -58,7 +64,7 @@ class ContextMenu(ModalScreen[str | None]):
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         event.stop()
-        self.dismiss(event.option.id)
+        self.dismiss(self.items[int(event.option.id or 0)][0])
 
     def on_click(self, event: events.Click) -> None:
         # A click outside the menu closes it (clicks inside are handled by the list).

@@ -1,54 +1,68 @@
 """The monitor: jobs table, detail view, logs and nodes, fed live by the leader link.
 
-Layout collapses with the terminal: below 140 columns one view at a time
-(1 Jobs, 2 Detail, 3 Logs, 4 Nodes); from 140 columns up the jobs table stays
-on the left and the other views share the right. The screen owns the link
-worker; every leader message batch is folded into ``ConsoleState`` and only
-what changed is repainted.
+Layout follows the terminal: below 140 columns one view at a time (1 Jobs,
+2 Detail, 3 Logs, 4 Nodes; a fifth slot is kept for a failures view); from 140
+columns the jobs table stays on the left and one other view shares the right;
+from 200 columns Logs stays beside Detail (or Nodes) as well.
+
+The screen wires things together and nothing more: the link's batches are
+folded into ``ConsoleState`` and only what changed is repainted; what the
+jobs table shows is ``JobList``; every request to the leader goes through
+``Operator``; menus and the palette hand back typed commands
+(``actions.RunJobs``, ``MoveJobs`` ...). Keys mean one thing in every view
+(``keymap.py``); ``?`` lists them.
 """
 
 from __future__ import annotations
 
 from functools import partial
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, assert_never
 from urllib.parse import urlsplit
 
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import ContentSwitcher, Footer, Input
+from textual.widgets import Input
 
 from farmtui.console.actions import (
-    CHUNK_ACTION_BY_NAME,
     CHUNK_ACTIONS,
-    JOB_ACTION_BY_NAME,
     JOB_ACTIONS,
+    MOVES,
+    JobCommand,
+    MoveJobs,
+    OpenDetail,
+    OpenOutput,
+    RunChunks,
+    RunJobs,
 )
 from farmtui.console.commands import Command
-from farmtui.console.confirmations import (
-    Confirmation,
-    chunk_action_confirmation,
-    job_action_confirmation,
-)
+from farmtui.console.job_list import SORT_COLUMN_KEY, JobList
 from farmtui.console.keymap import screen_bindings
 from farmtui.console.link import Backoff, LeaderLink, LinkBatch, LinkProblem, LinkStatus
-from farmtui.console.screens.confirm import ConfirmScreen
-from farmtui.console.screens.context_menu import ContextMenu
+from farmtui.console.notices import notices
+from farmtui.console.operator import LogLevel, Operator, chunk_names, job_names
+from farmtui.console.screens.chunk_mode import ChunkActionMode
+from farmtui.console.screens.context_menu import ContextMenu, MenuCommand
 from farmtui.console.screens.edit_settings import EditSettingsScreen
-from farmtui.console.state import GROUP_CYCLE, Change, ConsoleState, GroupBy
+from farmtui.console.screens.help import HelpScreen, Section, class_bindings, describe
+from farmtui.console.screens.priority_prompt import PriorityPrompt
+from farmtui.console.settings import ConsoleSettings
+from farmtui.console.state import GROUP_CYCLE, Change, ConsoleState
 from farmtui.console.widgets.action_strip import ActionStrip
 from farmtui.console.widgets.chunk_table import ChunkTable
+from farmtui.console.widgets.filter_input import FilterInput
+from farmtui.console.widgets.frame_grid import FrameGrid
 from farmtui.console.widgets.job_detail import JobDetailPanel
 from farmtui.console.widgets.jobs_table import JobsTable
+from farmtui.console.widgets.key_bar import KeyBar
 from farmtui.console.widgets.line_table import LineTable
 from farmtui.console.widgets.logs_panel import LogsPanel
 from farmtui.console.widgets.nodes_panel import NodesPanel
-from farmtui.console.widgets.priority_spinner import PrioritySpinner
 from farmtui.console.widgets.status_bar import ConnectionBanner, StatusBar, ViewBar
-from farmtui.console.widgets.task_output import TaskOutputPane
+from farmtui.console.widgets.task_output import TaskChunkList, TaskOutputPane
 from farmtui.protocol import (
     ChunkAction,
     ConsoleHello,
@@ -56,18 +70,14 @@ from farmtui.protocol import (
     FetchNodeLog,
     JobAction,
     JobPatch,
-    MoveJob,
     MoveWhere,
-    PatchJob,
-    RunChunkAction,
-    RunJobAction,
-    SetNodeEnabled,
-    SetPriority,
     ShowArchived,
     WatchJob,
 )
 
 View = Literal["jobs", "detail", "logs", "nodes"]
+
+
 SIDE_VIEWS: tuple[View, ...] = ("detail", "logs", "nodes")
 WATCH_DELAY = 0.2  # seconds the cursor rests on a job before the detail view follows it
 
@@ -78,6 +88,7 @@ class MainScreen(Screen[None]):
     HORIZONTAL_BREAKPOINTS = [
         (0, "-narrow"),
         (140, "-wide"),
+        (200, "-xwide"),
     ]
     BINDINGS: ClassVar[list[BindingType]] = screen_bindings()
 
@@ -88,19 +99,19 @@ class MainScreen(Screen[None]):
         token: str,
         *,
         backoff: Backoff | None = None,
+        settings: ConsoleSettings | None = None,
     ) -> None:
         super().__init__()
         self.state = state
         self.leader = leader
         self.token = token
         self.backoff = backoff
+        self.settings = settings or ConsoleSettings()
         self.view: View = "jobs"
         self.side_view: View = "detail"
-        self.group_by: GroupBy = "none"
-        self.text_filter = ""
-        self.show_archived = False
+        self.job_list = JobList()
         self.link = LeaderLink(self, leader, token, hello=self._hello, backoff=backoff)
-        self._pending: dict[int, str] = {}
+        self.operator = Operator(self, self.link, state, self._log)
         self._watch_timer: Timer | None = None
         self._watch_wanted: str | None = None
 
@@ -111,18 +122,18 @@ class MainScreen(Screen[None]):
         yield ViewBar(id="viewbar")
         with Horizontal(id="body"):
             with Vertical(id="jobs-pane"):
-                yield Input(
-                    placeholder="filter by name, owner, state, id — Enter keeps, Esc clears",
+                yield FilterInput(
+                    placeholder="state:failed owner:alice words — Enter keeps, Esc clears",
                     id="filter",
                 )
                 yield JobsTable(self.state, id="jobs")
-            with ContentSwitcher(initial="detail", id="side"):
+            with Horizontal(id="side"):
                 yield JobDetailPanel(self.state, id="detail")
-                yield LogsPanel(self.state, id="logs")
                 yield NodesPanel(self.state, id="nodes")
+                yield LogsPanel(self.state, id="logs")
         yield ActionStrip(id="strip")
         yield StatusBar(id="status")
-        yield Footer()
+        yield KeyBar(id="keys")
 
     def on_mount(self) -> None:
         self.query_one("#filter").display = False
@@ -149,8 +160,12 @@ class MainScreen(Screen[None]):
     def nodes(self) -> NodesPanel:
         return self.query_one(NodesPanel)
 
+    @property
+    def filter_field(self) -> FilterInput:
+        return self.query_one("#filter", FilterInput)
+
     def _hello(self) -> ConsoleHello:
-        return ConsoleHello(include_archived=self.show_archived)
+        return ConsoleHello(include_archived=self.job_list.show_archived)
 
     # -- views -------------------------------------------------------------------
 
@@ -168,10 +183,18 @@ class MainScreen(Screen[None]):
         self.view = view
         if view != "jobs":
             self.side_view = view
-            self.query_one("#side", ContentSwitcher).current = view
+        for side in SIDE_VIEWS:
+            self.set_class(side == self.side_view, f"-side-{side}")
         self.set_class(view == "jobs", "-view-jobs")
         self.set_class(view != "jobs", "-view-side")
         self._update_viewbar()
+        self.call_after_refresh(self._leave_hidden_focus)
+
+    def _leave_hidden_focus(self) -> None:
+        """A hidden filter gives the keyboard back (``1`` must not type into it)."""
+        field = self.filter_field
+        if field.has_focus and not field.shown:
+            self.action_view(self.view)
 
     def _update_viewbar(self) -> None:
         watched = self.state.watched
@@ -184,13 +207,65 @@ class MainScreen(Screen[None]):
         In the wide layout the jobs view stays current while the focus is on the
         right, so the focus decides, not only the view.
         """
-        field = self.query_one("#filter", Input)
-        if field.has_focus or (field.display and not self.text_filter):
+        field = self.filter_field
+        if field.has_focus or (field.display and not self.job_list.text_filter):
             field.value = ""
             field.display = False
             self.jobs.focus()
         elif self.view != "jobs" or not self.jobs.has_focus:
             self.action_view("jobs")
+
+    def action_help(self) -> None:
+        """``?``: every key of the current view, from the bindings."""
+        title = {"jobs": "Jobs", "detail": "Detail", "logs": "Logs", "nodes": "Nodes"}[self.view]
+        if self.view == "jobs" and not self.has_class("-narrow"):
+            title += f" (and {self.side_view.capitalize()} beside it)"
+        self.app.push_screen(HelpScreen(title, self.help_sections()))
+
+    def help_sections(self) -> list[Section]:
+        """The sections of the ``?`` overlay: everywhere, then each pane of the current view."""
+        app = self.app
+        shown: set[View] = {self.view}
+        if not self.has_class("-narrow"):
+            shown |= {"jobs", self.side_view}
+        if self.has_class("-xwide"):
+            shown.add("logs")
+        sections: list[Section] = [
+            (
+                "Everywhere (jobs: the selection, or the row under the cursor)",
+                describe(app, self._bindings),
+            ),
+        ]
+        if "jobs" in shown:
+            sections.append(("Jobs table", describe(app, self.jobs._bindings)))
+        if "detail" in shown:
+            sections += [
+                ("Detail", describe(app, self.detail._bindings)),
+                ("Frames tab (frame grid)", describe(app, self.detail.grid._bindings)),
+                ("Chunks tab", describe(app, self.detail.chunks._bindings)),
+                (
+                    "Chunk action mode (after k)",
+                    describe(app, class_bindings(ChunkActionMode.BINDINGS)),
+                ),
+            ]
+        if "logs" in shown:
+            sections += [
+                ("Logs: Task Output", describe(app, self.logs.task_pane._bindings)),
+                (
+                    "Logs: Task Output chunk list",
+                    describe(app, self.logs.task_pane.chunk_list._bindings),
+                ),
+            ]
+        if "nodes" in shown:
+            sections.append(("Nodes", describe(app, self.nodes._bindings)))
+        sections.append(("The console", describe(app, app._bindings)))
+        sections.append(
+            (
+                "Set priority prompt (after P)",
+                describe(app, class_bindings(PriorityPrompt.BINDINGS)),
+            )
+        )
+        return sections
 
     # -- the link ------------------------------------------------------------------
 
@@ -199,10 +274,7 @@ class MainScreen(Screen[None]):
         if message.state == "lost":
             banner.show_lost(message.attempt, message.error, self.link.stale_since)
             self.dim_stale(True)
-            self.state.log(
-                "warn", f"leader unreachable (attempt {message.attempt}): {message.error}"
-            )
-            self.logs.add_events([self.state.events[-1]])
+            self._log("warn", f"leader unreachable (attempt {message.attempt}): {message.error}")
         elif message.state == "connected":
             banner.show_resyncing()
         self._update_status()
@@ -220,7 +292,7 @@ class MainScreen(Screen[None]):
         """Repaint what ``change`` touched."""
         if change.resync:
             self._resynced()
-        if change.order or change.removed:
+        if change.order or change.removed or (change.jobs and self._rows_depend_on_jobs()):
             self._show_rows()
         else:
             for job_id in change.jobs:
@@ -251,16 +323,41 @@ class MainScreen(Screen[None]):
         if change.events:
             self.logs.add_events(change.events)
         for reply in change.replies:
-            label = self._pending.pop(reply.request_id, "")
-            if reply.ok:
-                if label:
-                    self._log("info", f"{label}: done")
-            else:
-                error = reply.error or "refused"
-                self._log("error", f"{label or 'request'}: {error}")
-                self.notify(error, title=label or "The leader refused", severity="error")
+            self.operator.replied(reply)
+        if change.transitions:
+            self._announce(change)
         if change.order or change.removed or change.jobs or change.resync:
             self._update_status()
+
+    def _rows_depend_on_jobs(self) -> bool:
+        """Whether a job's new state can move or hide its row (sorted, filtered, grouped)."""
+        listing = self.job_list
+        return (
+            listing.sort != "dispatch"
+            or listing.hide_finished
+            or bool(listing.text_filter)
+            or listing.group_by == "state"
+        )
+
+    def _announce(self, change: Change) -> None:
+        """A bell and a toast for each job that failed or finished (``console.toml``)."""
+        for notice in notices(change.transitions, self.state.jobs, self.settings.notify):
+            if notice.bell:
+                self.app.bell()
+            if notice.toast:
+                self.notify(
+                    notice.text,
+                    title=notice.title,
+                    severity="error" if notice.severity == "error" else "information",
+                    timeout=8,
+                )
+
+    def action_toggle_notifications(self) -> None:
+        """Bell and toasts for finished and failed jobs: on or off (until the console quits)."""
+        notify = self.settings.notify
+        on = not (notify.bell or notify.toast)
+        notify.bell = notify.toast = on
+        self.notify(f"Bell and toasts for finished jobs {'on' if on else 'off'}", timeout=3)
 
     @property
     def stale(self) -> bool:
@@ -289,27 +386,14 @@ class MainScreen(Screen[None]):
         self._update_viewbar()
 
     def _show_rows(self) -> None:
-        rows = self.state.rows(self.group_by, self.text_filter, self.show_archived)
-        self.jobs.set_rows(rows)
+        self.jobs.set_rows(self.job_list.rows(self.state))
         if self.jobs.cursor_key is not None and self.state.watched is None:
             self._schedule_watch(self.jobs.cursor_key)
 
     def _send(self, message: ConsoleMessage, label: str) -> int | None:
-        """Send to the leader; ``label`` names it in the log and in error pop-ups."""
-        request_id = self.link.send(message)
-        if request_id is None:
-            if label:
-                self.notify(
-                    f"{label} was not sent: the leader is unreachable",
-                    severity="error",
-                )
-            return None
-        self._pending[request_id] = label
-        if label:
-            self._log("info", f"{label}: sent")
-        return request_id
+        return self.operator.send(message, label)
 
-    def _log(self, level: Literal["info", "warn", "error"], text: str) -> None:
+    def _log(self, level: LogLevel, text: str) -> None:
         self.logs.add_events([self.state.log(level, text)])
 
     def _leader_host(self) -> str:
@@ -318,6 +402,7 @@ class MainScreen(Screen[None]):
 
     def _update_status(self) -> None:
         rows = self.jobs.rows
+        listing = self.job_list
         self.query_one(StatusBar).show(
             leader=self._leader_host(),
             live=self.link.stale_since is None,
@@ -327,9 +412,11 @@ class MainScreen(Screen[None]):
             jobs=len(self.state.jobs),
             shown=sum(1 for row in rows if isinstance(row, str)),
             selected=len(self.jobs.selected),
-            group_by=self.group_by,
-            text_filter=self.text_filter,
-            archived=self.show_archived,
+            group_by=listing.group_by,
+            text_filter=listing.text_filter,
+            archived=listing.show_archived,
+            sort="" if listing.sort == "dispatch" else listing.sort,
+            hide_finished=listing.hide_finished,
         )
 
     # -- following the cursor ------------------------------------------------------
@@ -357,8 +444,11 @@ class MainScreen(Screen[None]):
 
     @on(LineTable.Activated, "#jobs")
     def _jobs_activated(self, event: LineTable.Activated) -> None:
+        self.open_detail(event.key)
+
+    def open_detail(self, job_id: str) -> None:
         self._watch_wanted = None
-        self.watch_job(event.key)
+        self.watch_job(job_id)
         self.action_view("detail")
 
     @on(LineTable.SelectionChanged, "#jobs")
@@ -375,56 +465,42 @@ class MainScreen(Screen[None]):
                 shown[binding.id] = self.app.get_key_display(binding.with_key(key))
         return shown
 
+    def on_descendant_focus(self, event: events.DescendantFocus) -> None:
+        self.refresh_bindings()
+        self.query_one(KeyBar).refresh_keys()
+
     # -- job actions -------------------------------------------------------------
 
     def action_job_action(self, action: JobAction) -> None:
-        """Apply ``action`` to the selected jobs (or the one under the cursor)."""
-        self.run_job_action(action, self.jobs.targets())
+        """Apply a job action to the selected jobs (or the one under the cursor)."""
+        self.run_command(RunJobs(action), self.jobs.targets())
 
-    def run_job_action(self, action: JobAction, job_ids: list[str]) -> None:
-        spec = JOB_ACTION_BY_NAME[action]
-        job_ids = [job_id for job_id in job_ids if job_id in self.state.jobs]
-        if not job_ids:
-            self.notify(
-                "Select a job first (space selects, ctrl+a selects all)", severity="warning"
-            )
-            return
-        jobs = [self.state.jobs[job_id] for job_id in job_ids]
-        self._send_once_confirmed(
-            job_action_confirmation(action, jobs),
-            RunJobAction(action=action, job_ids=job_ids),
-            f"{spec.label} {_count([job.name for job in jobs])}",
-        )
-
-    def _send_once_confirmed(
-        self, confirmation: Confirmation | None, message: ConsoleMessage, label: str
-    ) -> None:
-        """Send ``message`` now when it is cheap, else once the operator accepts its cost."""
-        if confirmation is None:
-            self._send(message, label)
-            return
-
-        def answered(yes: bool | None) -> None:
-            if yes:
-                self._send(message, label)
-            else:
-                self._log("info", f"{label}: not confirmed")
-
-        self.app.push_screen(ConfirmScreen(confirmation), answered)
+    def run_command(self, command: JobCommand, job_ids: list[str]) -> None:
+        """Carry out a job command on ``job_ids``."""
+        match command:
+            case RunJobs(action):
+                self.operator.job_action(action, job_ids)
+            case MoveJobs(where):
+                for job_id in job_ids[:1]:
+                    self.operator.move(self.state.jobs[job_id], where)
+            case OpenDetail():
+                for job_id in job_ids[:1]:
+                    self.open_detail(job_id)
+            case _:
+                assert_never(command)
 
     def action_move(self, where: MoveWhere) -> None:
         """Move the job under the cursor within its priority group."""
         job_id = self.jobs.cursor_key
-        if job_id is None:
-            return
-        name = self.state.jobs[job_id].name
-        self._send(MoveJob(job_id=job_id, where=where), f"Move {name} {where}")
+        if job_id is not None:
+            self.run_command(MoveJobs(where), [job_id])
 
     @on(LineTable.DropRequested, "#jobs")
     def _jobs_drop(self, event: LineTable.DropRequested) -> None:
-        if self.group_by == "state":
+        if not self.job_list.reorderable:
             self.notify(
-                "Drag reorders the dispatch order: group by priority or none (g) first",
+                "Drag reorders the dispatch order: sort by priority (s) and group by "
+                "priority or none (g) first",
                 severity="warning",
             )
             return
@@ -434,61 +510,97 @@ class MainScreen(Screen[None]):
             self.notify(verdict, title="Move refused", severity="warning")
             return
         before, moved = verdict
-        if not moved:
-            return
-        job = self.state.jobs[event.key]
-        where = f"before {self.state.jobs[before].name}" if before else "to the end of its group"
-        self._send(MoveJob(job_id=event.key, before=before), f"Move {job.name} {where}")
+        if moved:
+            self.operator.move_before(
+                self.state.jobs[event.key], self.state.jobs[before] if before else None
+            )
 
-    # -- filter, grouping, archived ----------------------------------------------
+    def action_set_priority(self) -> None:
+        """``P``: type a priority for the selected jobs (or the one under the cursor)."""
+        if not self.state.is_admin:
+            self.notify("Only admins can change priority", severity="warning")
+            return
+        jobs = [
+            self.state.jobs[job_id] for job_id in self.jobs.targets() if job_id in self.state.jobs
+        ]
+        if not jobs:
+            self.notify("Select a job first", severity="warning")
+            return
+        now = sorted({job.priority for job in jobs})
+        what = f"{job_names([job.name for job in jobs])} (now {', '.join(map(str, now))})"
+
+        def typed(priority: int | None) -> None:
+            if priority is not None:
+                self.operator.set_priority(jobs, priority)
+
+        self.app.push_screen(PriorityPrompt(what), typed)
+
+    # -- filter, sort, grouping, archived ------------------------------------------
 
     def action_filter(self) -> None:
-        field = self.query_one("#filter", Input)
+        field = self.filter_field
         if self.view != "jobs" and self.has_class("-narrow"):
             self._set_view("jobs")
         self.jobs.focus()
         field.display = True
-        field.focus()
+        field.value = self.job_list.text_filter
+        self.call_after_refresh(field.focus)
 
     @on(Input.Changed, "#filter")
     def _filter_changed(self, event: Input.Changed) -> None:
-        self.text_filter = event.value
-        self._show_rows()
-        self._update_status()
+        problem = self.job_list.set_filter(event.value)
+        self.filter_field.set_class(problem is not None, "-invalid")
+        self.filter_field.tooltip = problem
+        if problem is None:
+            self._show_rows()
+            self._update_status()
 
     @on(Input.Submitted, "#filter")
     def _filter_submitted(self, event: Input.Submitted) -> None:
+        problem = self.job_list.set_filter(event.value)
+        if problem is not None:
+            self.notify(problem, title="Filter", severity="warning")
+            return
         if not event.value:
             event.input.display = False
         self.jobs.focus()
 
-    def action_cycle_group(self) -> None:
-        """Group the jobs table: none -> by priority -> by state -> none."""
-        self.group_by = GROUP_CYCLE[self.group_by]
+    def action_cycle_sort(self) -> None:
+        """Sort the jobs table by the next column (dispatch order, name, owner, state ...)."""
+        sort = self.job_list.next_sort()
+        self.jobs.set_sort_column(SORT_COLUMN_KEY[sort])
         self._show_rows()
         self._update_status()
         self.notify(
-            f"Grouped by {self.group_by}" if self.group_by != "none" else "Not grouped", timeout=2
+            "Sorted in dispatch order" if sort == "dispatch" else f"Sorted by {sort}", timeout=2
+        )
+
+    def action_toggle_finished(self) -> None:
+        """Hide or show finished jobs (done, cancelled)."""
+        self.job_list.hide_finished = not self.job_list.hide_finished
+        self._show_rows()
+        self._update_status()
+
+    def action_cycle_group(self) -> None:
+        """Group the jobs table: none -> by priority -> by state -> none."""
+        listing = self.job_list
+        listing.group_by = GROUP_CYCLE[listing.group_by]
+        self._show_rows()
+        self._update_status()
+        self.notify(
+            f"Grouped by {listing.group_by}" if listing.group_by != "none" else "Not grouped",
+            timeout=2,
         )
 
     def action_toggle_archived(self) -> None:
         """Show or hide archived jobs (asks the leader to send them)."""
-        self.show_archived = not self.show_archived
-        self._send(ShowArchived(enabled=self.show_archived), "")
+        listing = self.job_list
+        listing.show_archived = not listing.show_archived
+        self._send(ShowArchived(enabled=listing.show_archived), "")
         self._show_rows()
         self._update_status()
 
     # -- detail --------------------------------------------------------------------
-
-    @on(PrioritySpinner.Changed)
-    def _priority_changed(self, event: PrioritySpinner.Changed) -> None:
-        watched = self.state.watched
-        if watched is None:
-            return
-        self._send(
-            SetPriority(job_id=watched.job_id, priority=event.priority),
-            f"Priority of {watched.job.name} to {event.priority}",
-        )
 
     def action_edit_settings(self) -> None:
         """Edit the watched job's timeouts, retries, tags and machine limit."""
@@ -500,34 +612,80 @@ class MainScreen(Screen[None]):
 
         def edited(patch: JobPatch | None) -> None:
             if patch is not None:
-                self._send(PatchJob(job_id=job.id, patch=patch), f"Settings of {job.name}")
+                self.operator.patch(job, patch)
 
         self.app.push_screen(EditSettingsScreen(job), edited)
 
-    @on(ChunkTable.ActionRequested)
-    def _chunk_action(self, event: ChunkTable.ActionRequested) -> None:
-        self.run_chunk_action(event.action, event.chunks)
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """``k`` is offered (in the key bar) only where there are chunks to act on."""
+        if action == "chunk_mode":
+            chunks_here = isinstance(self.focused, FrameGrid | ChunkTable | TaskChunkList)
+            return True if chunks_here else None
+        return True
+
+    def on_descendant_blur(self, event: events.DescendantBlur) -> None:
+        self.refresh_bindings()
+
+    def chunk_targets(self) -> list[int]:
+        """The chunks ``k`` acts on: of the frames picked in the grid, or the chunks picked
+        in a chunk list; none when the focus is elsewhere."""
+        watched = self.state.watched
+        focused = self.focused
+        if watched is None or focused is None:
+            return []
+        if isinstance(focused, FrameGrid):
+            chunks = {watched.chunk_of(frame) for frame in focused.target_frames()}
+            return sorted(chunk for chunk in chunks if chunk is not None)
+        if isinstance(focused, ChunkTable | TaskChunkList):
+            return [int(key) for key in focused.targets()]
+        return []
+
+    def action_chunk_mode(self) -> None:
+        """``k``: chunk action mode for the chunks picked in the grid or a chunk list."""
+        watched = self.state.watched
+        chunks = self.chunk_targets()
+        if watched is None or not chunks:
+            self.notify(
+                "Pick frames in the frame grid or chunks in the chunk table first "
+                "(2, then t), then k",
+                severity="warning",
+            )
+            return
+        what = f"{chunk_names(chunks)} of {watched.job.name}"
+
+        def chosen(action: ChunkAction | None) -> None:
+            if action is not None:
+                self.run_chunks(RunChunks(action), chunks)
+
+        self.app.push_screen(ChunkActionMode(what), chosen)
+
+    def run_chunks(self, command: RunChunks | OpenOutput, chunks: list[int]) -> None:
+        match command:
+            case RunChunks(action):
+                self.operator.chunk_action(action, chunks)
+            case OpenOutput():
+                for chunk in chunks[:1]:
+                    self.action_view("logs")
+                    self.logs.pick_chunk(chunk)
+            case _:
+                assert_never(command)
 
     def run_chunk_action(self, action: ChunkAction, chunks: list[int]) -> None:
-        watched = self.state.watched
-        if watched is None or not chunks:
-            return
-        label = CHUNK_ACTION_BY_NAME[action].label
-        numbers = ", ".join(map(str, chunks[:5])) + ("…" if len(chunks) > 5 else "")
-        views = [watched.chunks[index] for index in chunks if index in watched.chunks]
-        self._send_once_confirmed(
-            chunk_action_confirmation(action, watched.job, views, self.state.clock()),
-            RunChunkAction(action=action, job_id=watched.job_id, chunks=chunks),
-            f"{label} chunk {numbers} of {watched.job.name}",
-        )
-
-    def action_chunk_action(self, action: ChunkAction) -> None:
-        self.run_chunk_action(action, [int(k) for k in self.detail.chunks.targets()])
+        """Apply a chunk action to chunks of the watched job."""
+        self.run_chunks(RunChunks(action), chunks)
 
     @on(LineTable.Activated, "#chunk-table")
     def _chunk_activated(self, event: LineTable.Activated) -> None:
-        self.action_view("logs")
-        self.logs.pick_chunk(int(event.key))
+        self.run_chunks(OpenOutput(), [int(event.key)])
+
+    @on(FrameGrid.ChunkWanted)
+    def _frame_chunk(self, event: FrameGrid.ChunkWanted) -> None:
+        watched = self.state.watched
+        chunk = watched.chunk_of(event.frame) if watched is not None else None
+        if chunk is None:
+            self.notify(f"No chunk renders frame {event.frame}", severity="warning")
+            return
+        self.detail.show_chunk(chunk)
 
     # -- context menus -----------------------------------------------------------
 
@@ -537,46 +695,34 @@ class MainScreen(Screen[None]):
         if job is None:
             return
         keys = self._key_displays()
-        items: list[tuple[str, str]] = [
-            (spec.action, f"{spec.label:<13}{keys.get(spec.binding_id, '')}")
+        items: list[tuple[MenuCommand, str]] = [
+            (RunJobs(spec.action), f"{spec.label:<13}{keys.get(spec.binding_id, '')}")
             for spec in JOB_ACTIONS
         ]
         if job.archived:
-            items.append(("unarchive", "Unarchive"))
+            items.append((RunJobs("unarchive"), "Unarchive"))
         if job.reviewed:
-            items.append(("unreview", "Not reviewed"))
-        items += [(f"move:{where}", f"Move {where}") for where in ("up", "down", "top", "bottom")]
-        items.append(("open", "Open detail    enter"))
+            items.append((RunJobs("unreview"), "Not reviewed"))
+        items += [(MoveJobs(where), f"Move {where}") for where in MOVES]
+        items.append((OpenDetail(), "Open detail    enter"))
 
-        def chosen(action: str | None) -> None:
-            if action is None:
-                return
-            if action == "open":
-                self._jobs_activated(LineTable.Activated(self.jobs, job.id))
-            elif action.startswith("move:"):
-                where = action.split(":", 1)[1]
-                self._send(
-                    MoveJob(job_id=job.id, where=where),  # type: ignore[arg-type]
-                    f"Move {job.name} {where}",
-                )
-            else:
-                self.run_job_action(action, [job.id])  # type: ignore[arg-type]
+        def chosen(command: MenuCommand | None) -> None:
+            if isinstance(command, RunJobs | MoveJobs | OpenDetail):
+                self.run_command(command, [job.id])
 
         self.app.push_screen(ContextMenu(job.name, items, event.screen_offset), chosen)
 
     @on(LineTable.ContextRequested, "#chunk-table")
     def _chunks_menu(self, event: LineTable.ContextRequested) -> None:
         chunk = int(event.key)
-        items: list[tuple[str, str]] = [
-            (spec.action, f"{spec.label:<12}{spec.key}") for spec in CHUNK_ACTIONS
+        items: list[tuple[MenuCommand, str]] = [
+            (RunChunks(spec.action), f"{spec.label:<12}k {spec.key}") for spec in CHUNK_ACTIONS
         ]
-        items.append(("output", "Show output  o"))
+        items.append((OpenOutput(), "Show output  o"))
 
-        def chosen(action: str | None) -> None:
-            if action == "output":
-                self._chunk_activated(LineTable.Activated(self.detail.chunks, event.key))
-            elif action is not None:
-                self.run_chunk_action(action, [chunk])  # type: ignore[arg-type]
+        def chosen(command: MenuCommand | None) -> None:
+            if isinstance(command, RunChunks | OpenOutput):
+                self.run_chunks(command, [chunk])
 
         self.app.push_screen(ContextMenu(f"chunk {chunk}", items, event.screen_offset), chosen)
 
@@ -592,18 +738,16 @@ class MainScreen(Screen[None]):
 
     @on(NodesPanel.EnableRequested)
     def _node_enable(self, event: NodesPanel.EnableRequested) -> None:
-        if not self.state.is_admin:
-            self.notify("Only admins can enable or disable nodes", severity="warning")
-            return
-        verb = "Enable" if event.enabled else "Disable"
-        self._send(
-            SetNodeEnabled(node=event.node, enabled=event.enabled), f"{verb} node {event.node}"
-        )
+        self.operator.set_node_enabled(event.node, event.enabled)
 
     @on(NodesPanel.LogRequested)
     def _node_log(self, event: NodesPanel.LogRequested) -> None:
         self._set_view("logs")
         self.logs.pick_peer(event.node)
+
+    @on(LineTable.Activated, "#nodes")
+    def _node_activated(self, event: LineTable.Activated) -> None:
+        self._node_log(NodesPanel.LogRequested(event.key))
 
     def show_logs(self, source: Literal["monitor", "peer", "task"]) -> None:
         self.action_view("logs")
@@ -613,64 +757,13 @@ class MainScreen(Screen[None]):
 
     def palette_commands(self) -> list[Command]:
         """Every action, for the command palette."""
-        commands: list[Command] = []
-        for spec in JOB_ACTIONS:
-            commands.append(
-                (
-                    f"Jobs: {spec.label}",
-                    partial(self.action_job_action, spec.action),
-                    spec.description,
-                )
-            )
-        for where in ("up", "down", "top", "bottom"):
-            commands.append(
-                (
-                    f"Jobs: Move {where} in its priority group",
-                    partial(self.action_move, where),
-                    "Reorder within the group",
-                )
-            )
-        commands += [
-            ("Jobs: Filter…", self.action_filter, "Show only jobs matching a text"),
-            ("Jobs: Cycle grouping (none / priority / state)", self.action_cycle_group, ""),
-            ("Jobs: Show or hide archived jobs", self.action_toggle_archived, ""),
-            ("Jobs: Select all", self.jobs.action_select_all, ""),
-            ("Jobs: Clear selection", self.jobs.action_clear_selection, ""),
-            (
-                "Job: Edit settings…",
-                self.action_edit_settings,
-                "Timeouts, retries, tags, machine limit",
-            ),
-            ("Job: Set priority…", self._focus_priority, "Admins only; lower renders sooner"),
-        ]
-        for chunk_spec in CHUNK_ACTIONS:
-            commands.append(
-                (
-                    f"Chunks: {chunk_spec.label}",
-                    partial(self.action_chunk_action, chunk_spec.action),
-                    chunk_spec.description,
-                )
-            )
-        commands += [
-            ("View: Jobs", partial(self.action_view, "jobs"), "1"),
-            ("View: Detail", partial(self.action_view, "detail"), "2"),
-            ("View: Logs", partial(self.action_view, "logs"), "3"),
-            ("View: Nodes", partial(self.action_view, "nodes"), "4"),
-            ("Logs: Monitor log", partial(self.show_logs, "monitor"), "The console's events"),
-            ("Logs: A peer's agent log", partial(self.show_logs, "peer"), "Refreshed every 3 s"),
-            ("Logs: Task output", partial(self.show_logs, "task"), "Pick a chunk"),
-            ("Nodes: Enable or disable the selected node", self._toggle_node, "Admins only"),
-        ]
-        return commands
+        from farmtui.console.palette import palette_commands
 
-    def _focus_priority(self) -> None:
-        self.action_view("detail")
-        self.query_one("#priority-value", Input).focus()
+        return palette_commands(self)
 
-    def _toggle_node(self) -> None:
+    def focus_priority(self) -> None:
+        self.action_set_priority()
+
+    def toggle_node(self) -> None:
         self.action_view("nodes")
         self.nodes.action_toggle_enabled()
-
-
-def _count(names: list[str]) -> str:
-    return names[0] if len(names) == 1 else f"{len(names)} jobs"

@@ -1,5 +1,10 @@
 """The detail view of the watched job: summary, progress, priority, frames, chunks, settings.
 
+Every summary line is one line, never wrapped (cut with an ellipsis at worst),
+so the layout holds at 80x24. The priority is shown, not edited here: ``P``
+types a new one (``screens/priority_prompt.py``). The Chunks tab lists the
+chunks and, below them, every attempt of the chunk under the cursor.
+
 Everything from the job (name, owner, paths, tags) is shown as plain ``Text``
 with control characters escaped (``farmtui.printable``), never as markup.
 """
@@ -16,9 +21,9 @@ from textual.widgets import ProgressBar, Static, TabbedContent, TabPane
 
 from farmtui.console import fmt
 from farmtui.console.state import ConsoleState
-from farmtui.console.widgets.chunk_table import ChunkTable
+from farmtui.console.widgets.chunk_table import AttemptHistory, ChunkTable
 from farmtui.console.widgets.frame_grid import FrameGrid, FrameLegend
-from farmtui.console.widgets.priority_spinner import PrioritySpinner
+from farmtui.console.widgets.line_table import LineTable
 from farmtui.printable import printable
 from farmtui.protocol import JobView
 
@@ -67,7 +72,9 @@ class JobDetailPanel(Vertical):
     """See the module docstring. ``show`` repaints the summary; grid and chunks update alone."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("t", "next_tab", "Frames/Chunks/Settings", id="detail.next_tab"),
+        Binding(
+            "t", "next_tab", "Next tab", id="detail.next_tab", tooltip="Frames, Chunks, Settings"
+        ),
     ]
     TABS = ("tab-frames", "tab-chunks", "tab-settings")
     TAB_FOCUS = {
@@ -81,13 +88,14 @@ class JobDetailPanel(Vertical):
         super().__init__(id=id)
         self.state = state
         self._legend_due = False
+        self._held = False
 
     def compose(self) -> ComposeResult:
         yield Static("No job selected — pick one in the jobs table (Enter).", id="detail-title")
         with Vertical(id="detail-progress-row"):
             yield ProgressBar(total=1, show_eta=False, id="detail-progress")
             yield Static("", id="detail-stats", markup=False)
-        yield PrioritySpinner(id="detail-priority")
+            yield Static("", id="detail-priority", markup=False)
         with TabbedContent(id="detail-tabs"):
             with TabPane("Frames", id="tab-frames"):
                 grid = FrameGrid(id="frame-grid")
@@ -95,6 +103,7 @@ class JobDetailPanel(Vertical):
                 yield grid
             with TabPane("Chunks", id="tab-chunks"):
                 yield ChunkTable(self.state, id="chunk-table")
+                yield AttemptHistory(id="attempt-history")
             with TabPane("Settings", id="tab-settings"), VerticalScroll(id="settings-scroll"):
                 yield Static("", id="detail-settings")
 
@@ -125,11 +134,36 @@ class JobDetailPanel(Vertical):
     def chunks(self) -> ChunkTable:
         return self.query_one(ChunkTable)
 
+    @property
+    def history(self) -> AttemptHistory:
+        return self.query_one(AttemptHistory)
+
     def load(self) -> None:
         """A new job is watched: reload grid, chunks and summary."""
         self.grid.load(self.state.watched)
         self.chunks.show_watched()
+        self.show_history()
         self.show_job()
+
+    def show_history(self) -> None:
+        """Show the attempts of the chunk under the chunk table's cursor."""
+        watched = self.state.watched
+        key = self.chunks.cursor_key
+        chunk = watched.chunks.get(int(key)) if watched is not None and key else None
+        self.history.show_chunk(chunk, self.state.clock())
+
+    def show_chunk(self, index: int) -> None:
+        """Open the Chunks tab on chunk ``index``, with its attempt history."""
+        self.show_tab("tab-chunks")
+        self.chunks.move_cursor_to_key(str(index))
+        self.show_history()
+
+    def on_line_table_cursor_moved(self, event: LineTable.CursorMoved) -> None:
+        if event.table is self.chunks:
+            self.show_history()
+
+    def on_frame_grid_heat_toggled(self, event: FrameGrid.HeatToggled) -> None:
+        self.query_one(FrameLegend).show(self.state.watched)
 
     def show_job(self) -> None:
         """Repaint the summary (state, progress, estimates, priority, settings)."""
@@ -137,28 +171,45 @@ class JobDetailPanel(Vertical):
         if watched is None:
             return
         job = watched.job
-        title = Text()
+        title = Text(no_wrap=True, overflow="ellipsis", end="")
         title.append(printable(job.name), style="bold")
-        title.append(f"  {printable(job.id)}  ", style="dim")
-        title.append(printable(job.state), style="bold")
+        title.append(f"  {printable(job.state)}", style="bold")
         if job.reviewed:
-            title.append("  reviewed", style="green")
+            title.append(f" {fmt.REVIEWED_MARK}reviewed", style="green")
         if job.archived:
-            title.append("  archived", style="dim")
-        title.append(f"  owner {printable(job.owner)}")
+            title.append(" archived", style="dim")
+        title.append(f"  {printable(job.owner)}")
+        title.append(f"  {printable(job.id)}", style="dim")
         self.query_one("#detail-title", Static).update(title)
         stats = job.stats
         bar = self.query_one("#detail-progress", ProgressBar)
         bar.update(total=max(stats.frames_total, 1), progress=stats.frames_done)
         self.query_one("#detail-stats", Static).update(
-            f"{stats.frames_done}/{stats.frames_total} frames · "
-            f"chunks {stats.chunks_done}/{stats.chunks_total} done, {stats.chunks_running} running"
-            f", {stats.chunks_failed} failed · ETR {fmt.duration(stats.etr)} · "
-            f"mean {fmt.duration(stats.mean_render)} p90 {fmt.duration(stats.p90_render)}"
+            Text(
+                f"{stats.frames_done}/{stats.frames_total} frames · "
+                f"chunks {stats.chunks_done}/{stats.chunks_total} done, "
+                f"{stats.chunks_running} run, {stats.chunks_failed} fail · "
+                f"ETR {fmt.duration(stats.etr)}",
+                no_wrap=True,
+                overflow="ellipsis",
+                end="",
+            )
         )
-        self.query_one(PrioritySpinner).show(job.priority, self.state.is_admin)
+        change = "P changes it" if self.state.is_admin else "admins change it"
+        self.query_one("#detail-priority", Static).update(
+            Text(
+                f"mean {fmt.duration(stats.mean_render)} p90 {fmt.duration(stats.p90_render)}"
+                f" · Pri {job.priority} (lower renders sooner; {change})",
+                no_wrap=True,
+                overflow="ellipsis",
+                end="",
+            )
+        )
         self.query_one("#detail-settings", Static).update(settings_text(job))
         self.query_one(FrameLegend).show(watched)
+        if watched.held != self._held:
+            self._held = watched.held
+            self.grid.refresh()  # waiting frames are drawn held while the job is
 
     def frames_changed(self, indexes: list[int]) -> None:
         """Repaint changed cells now; recount the legend at most every LEGEND_PERIOD.
@@ -167,6 +218,9 @@ class JobDetailPanel(Vertical):
         events a second would cost more than everything else together.
         """
         self.grid.refresh_frames(indexes)
+        self._legend_soon()
+
+    def _legend_soon(self) -> None:
         if not self._legend_due:
             self._legend_due = True
             self.set_timer(self.LEGEND_PERIOD, self._show_legend)
@@ -182,3 +236,9 @@ class JobDetailPanel(Vertical):
         else:
             for key in keys:
                 table.refresh_key(str(key))
+        self.grid.chunks_changed()
+        if self.grid.heat:
+            self._legend_soon()  # the heat scale follows the chunk times
+        cursor = table.cursor_key
+        if cursor is not None and int(cursor) in keys:
+            self.show_history()

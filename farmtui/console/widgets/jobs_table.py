@@ -2,6 +2,9 @@
 
 The Pri column's header says which way priority runs ("Pri↑": lower number
 renders sooner), because most other farm managers run the higher number first.
+States and flags are abbreviated by design (``rend``, ``wait``, ``done✓`` for
+reviewed; ``fmt.job_state``); Owner, then Done/Total give way first when the
+terminal is narrow. The sort column's header is marked with ``▼``.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ class JobsTable(LineTable):
         Column("priority", "Pri↑", 4, "right"),
         Column("name", "Name", 0),
         Column("owner", "Owner", 8, optional=2),
-        Column("state", "State", 9),
+        Column("state", "State", 6),
         Column("progress", "Progress", 12),
         Column("frames", "Done/Total", 11, "right", optional=1),
         Column("etr", "ETR", 6, "right"),
@@ -50,6 +53,17 @@ class JobsTable(LineTable):
         super().__init__(id=id)
         self.state = state
         self.tooltip = PRIORITY_HINT + "\nDrag the ⠿ handle to reorder within a priority group."
+        # The key of the column the rows are sorted by ("priority": dispatch order).
+        self.sort_column = "priority"
+
+    def header_label(self, column: Column) -> str:
+        if column.key == self.sort_column and column.key != "priority":
+            return column.label + "▼"
+        return column.label
+
+    def set_sort_column(self, key: str) -> None:
+        self.sort_column = key
+        self.refresh()
 
     def row_cells(self, key: str) -> list[Cell]:
         job = self.state.jobs.get(key)
@@ -58,8 +72,8 @@ class JobsTable(LineTable):
         stats = job.stats
         total = stats.frames_total
         fraction = stats.frames_done / total if total else 0.0
-        state = job.state + ("·rv" if job.reviewed else "")
-        name = job.name + (" [archived]" if job.archived else "")
+        state = fmt.job_state(job.state, reviewed=job.reviewed, archived=job.archived)
+        name = job.name
         bar_style = FAILED_BAR_STYLE if stats.frames_failed else BAR_STYLE
         return [
             ("", None),

@@ -159,6 +159,10 @@ class LineTable(ScrollView, can_focus=True):
         """The cells of the row for ``key``, one per column."""
         raise NotImplementedError
 
+    def header_label(self, column: Column) -> str:
+        """The header text of ``column`` (a subclass may mark the sort column)."""
+        return column.label
+
     def drop_preview(self, key: str, gap: int) -> tuple[str, bool]:
         """The indicator line's text while dragging ``key`` to land before row ``gap``."""
         return ("move here", True)
@@ -264,7 +268,7 @@ class LineTable(ScrollView, can_focus=True):
         base = self.rich_style
         if y == 0:
             header = self.get_component_rich_style("line-table--header")
-            cells: list[Cell] = [(column.label, None) for column in self.COLUMNS]
+            cells: list[Cell] = [(self.header_label(column), None) for column in self.COLUMNS]
             return self._strip(cells, widths, base + header, width)
         row = int(self.scroll_y) + y - 1
         if self._drop_gap is not None and self._drag_key is not None:

@@ -1,9 +1,12 @@
-"""The nodes panel: each node's state, slots in use, CPU, memory and current chunks.
+"""The nodes panel: state, slots used/total, a CPU sparkline, memory, last seen, tags,
+agent version and current chunks of every node.
 
-A ``DataTable`` keyed by node name, updated cell by cell (``update_cell``).
-Admins enable or disable a node with ``e``; ``l`` opens its agent log.
-Every cell is a ``Text`` (``fmt.plain``): a ``str`` cell would be read as
-markup, and node names come from the agents.
+A ``LineTable`` keyed by node name (columns give way by priority at 80
+columns: version, then chunks, then tags). The CPU sparkline is the node's
+last readings as the console received them (``ConsoleState.cpu_history``); an
+offline node shows no CPU or memory reading at all, since the last one it sent
+is stale. Admins enable or disable a node with ``d``; ``l`` opens its agent
+log. Node names, tags and versions come from the agents: cells are plain text.
 """
 
 from __future__ import annotations
@@ -11,44 +14,41 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from rich.text import Text
+from rich.style import Style
 from textual.binding import Binding, BindingType
 from textual.message import Message
-from textual.widgets import DataTable
 
 from farmtui.console import fmt
 from farmtui.console.state import ConsoleState
-from farmtui.protocol import NodeView
+from farmtui.console.widgets.line_table import Cell, Column, LineTable
 
-NODE_STATE_STYLES = {"online": "bright_green", "offline": "red", "disabled": "dim"}
-COLUMNS = (
-    ("name", "Node"),
-    ("state", "State"),
-    ("slots", "Slots"),
-    ("cpu", "CPU"),
-    ("mem", "Mem"),
-    ("chunks", "Chunks"),
-)
+NODE_STATE_STYLES = {
+    "online": Style(color="bright_green"),
+    "offline": Style(color="red", bold=True),
+    "disabled": Style(dim=True),
+}
+SPARK_STYLE = Style(color="cyan")
+SPARK_WIDTH = 8
 
 
-def _cells(node: NodeView) -> dict[str, Text]:
-    memory_gb = node.memory_total / 2**30 if node.memory_total else 0
-    chunks = ", ".join(f"{ref.job_id}#{ref.chunk}" for ref in node.running) or "—"
-    return {
-        "name": fmt.plain(node.name),
-        "state": fmt.plain(node.state, NODE_STATE_STYLES.get(node.state, "")),
-        "slots": fmt.plain(f"{len(node.running)}/{node.slots}"),
-        "cpu": fmt.plain(f"{node.cpu_percent:3.0f}% of {node.cpu_count}"),
-        "mem": fmt.plain(f"{node.memory_percent:3.0f}% of {memory_gb:.0f}G"),
-        "chunks": fmt.plain(chunks),
-    }
-
-
-class NodesPanel(DataTable[Text]):
+class NodesPanel(LineTable):
     """See the module docstring."""
 
+    COLUMNS: ClassVar[tuple[Column, ...]] = (
+        Column("name", "Node", 0),
+        Column("state", "St", 3),
+        Column("slots", "Slots", 5, "right"),
+        Column("cpu", "CPU", SPARK_WIDTH + 5),
+        Column("mem", "Mem", 8, "right"),
+        Column("seen", "Seen", 4, "right"),
+        Column("tags", "Tags", 12, optional=2),
+        Column("version", "Agent", 8, optional=4),
+        Column("chunks", "Chunks", 14, optional=3),
+    )
+    MIN_FLEX = 10
+
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("e", "toggle_enabled", "Enable/disable", id="nodes.toggle"),
+        Binding("d", "toggle_enabled", "Enable/disable", id="nodes.toggle", tooltip="Admins only"),
         Binding("l", "open_log", "Agent log", id="nodes.log"),
     ]
 
@@ -62,41 +62,52 @@ class NodesPanel(DataTable[Text]):
         node: str
 
     def __init__(self, state: ConsoleState, *, id: str | None = None) -> None:
-        super().__init__(id=id, cursor_type="row", zebra_stripes=True)
+        super().__init__(id=id)
         self.state = state
 
-    def on_mount(self) -> None:
-        for key, label in COLUMNS:
-            self.add_column(label, key=key)
-
     def show_nodes(self) -> None:
-        """Bring the table in line with ``state.nodes``: update cells, add and drop rows."""
-        nodes = self.state.nodes
-        present = {row.value for row in self.rows if row.value is not None}
-        for name in present - nodes.keys():
-            self.remove_row(name)
-        for name in sorted(nodes):
-            cells = _cells(nodes[name])
-            if name in present:
-                for key, value in cells.items():
-                    if self.get_cell(name, key) != value:
-                        self.update_cell(name, key, value)
-            else:
-                self.add_row(*cells.values(), key=name)
+        """Bring the table in line with ``state.nodes`` (rows kept by name)."""
+        names = sorted(self.state.nodes)
+        if names != self.keys:
+            self.set_rows(list(names))
+        else:
+            self.refresh()
+
+    def row_cells(self, key: str) -> list[Cell]:
+        node = self.state.nodes.get(key)
+        if node is None:
+            return [("", None)] * len(self.COLUMNS)
+        offline = node.state == "offline"
+        if offline:
+            cpu, mem = fmt.EMPTY, fmt.EMPTY
+        else:
+            history = list(self.state.cpu_history.get(key, ()))
+            cpu = f"{fmt.sparkline(history, SPARK_WIDTH)}{node.cpu_percent:4.0f}%"
+            memory_gb = node.memory_total / 2**30 if node.memory_total else 0
+            mem = f"{node.memory_percent:.0f}%/{memory_gb:.0f}G"
+        seen = fmt.ago(self.state.clock() - node.last_seen) if node.last_seen else fmt.EMPTY
+        chunks = ", ".join(f"{ref.job_id}#{ref.chunk}" for ref in node.running) or fmt.EMPTY
+        return [
+            (node.name, None),
+            (fmt.NODE_STATE_SHORT.get(node.state, node.state), NODE_STATE_STYLES.get(node.state)),
+            (f"{len(node.running)}/{node.slots}", None),
+            (cpu, None if offline else SPARK_STYLE),
+            (mem, None),
+            (seen, None),
+            (",".join(node.tags) or fmt.EMPTY, None),
+            (node.version or fmt.EMPTY, None),
+            (chunks, None),
+        ]
 
     @property
     def current(self) -> str | None:
-        if self.row_count == 0:
-            return None
-        key = self.coordinate_to_cell_key(self.cursor_coordinate).row_key
-        return key.value
+        return self.cursor_key
 
     def action_toggle_enabled(self) -> None:
         name = self.current
-        if name is None:
-            return
-        node = self.state.nodes[name]
-        self.post_message(self.EnableRequested(name, node.state == "disabled"))
+        node = self.state.nodes.get(name) if name is not None else None
+        if node is not None:
+            self.post_message(self.EnableRequested(node.name, node.state == "disabled"))
 
     def action_open_log(self) -> None:
         name = self.current

@@ -73,6 +73,8 @@ class StatusBar(Static):
         group_by: str,
         text_filter: str,
         archived: bool,
+        sort: str = "",
+        hide_finished: bool = False,
     ) -> None:
         parts: list[Content | str] = []
         if live:
@@ -88,6 +90,10 @@ class StatusBar(Static):
             parts.append(f" · by {group_by}")
         if text_filter:
             parts.append(printable(f" · /{text_filter}"))
+        if sort:
+            parts.append(f" · sort {sort}")
+        if hide_finished:
+            parts.append(" · −finished")
         if archived:
             parts.append(" · +archived")
         parts.append(" · Pri↑ lower=sooner")

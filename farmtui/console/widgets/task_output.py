@@ -87,7 +87,13 @@ def attempt_text(chunk: ChunkView, number: int) -> Text:
 
 
 class TaskChunkList(LineTable):
-    """The chunk picker on the left of Task Output."""
+    """The chunk picker on the left of Task Output; ← → step through the attempts shown."""
+
+    # Bound here too: a ScrollView's own ← → (scroll sideways) would shadow the pane's.
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("left", "step_attempt(-1)", "Older attempt", id="task.older_attempt"),
+        Binding("right", "step_attempt(1)", "Newer attempt", id="task.newer_attempt"),
+    ]
 
     COLUMNS: ClassVar[tuple[Column, ...]] = (
         Column("index", "#", 5, "right"),
@@ -106,9 +112,15 @@ class TaskChunkList(LineTable):
             return [("", None)] * 3
         return [
             (str(chunk.index), None),
-            (chunk.state, CHUNK_STATE_STYLES.get(chunk.state)),
+            (
+                fmt.CHUNK_STATE_SHORT.get(chunk.state, chunk.state),
+                CHUNK_STATE_STYLES.get(chunk.state),
+            ),
             (str(chunk.attempt), None),
         ]
+
+    def action_step_attempt(self, step: int) -> None:
+        self.query_ancestor(TaskOutputPane).action_step_attempt(step)
 
 
 class TaskOutputPane(Vertical):

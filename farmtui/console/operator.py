@@ -1,0 +1,176 @@
+"""The operator's requests to the leader: sent once, named, and asked about first when costly.
+
+Every request that changes the farm goes through ``Operator``: it sends it on
+the link under a label ("Pause shot_010"), asks first with the cost when
+``confirmations.py`` says so, and turns the leader's ``Reply`` into a line in
+the monitor log (and a toast when refused). Widgets never send anything; the
+screen calls these methods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+from textual.screen import Screen
+
+from farmtui.console.actions import CHUNK_ACTION_BY_NAME, JOB_ACTION_BY_NAME
+from farmtui.console.confirmations import (
+    Confirmation,
+    chunk_action_confirmation,
+    job_action_confirmation,
+)
+from farmtui.console.link import LeaderLink
+from farmtui.console.screens.confirm import ConfirmScreen
+from farmtui.console.state import ConsoleState
+from farmtui.protocol import (
+    ChunkAction,
+    ConsoleMessage,
+    JobAction,
+    JobPatch,
+    JobView,
+    MoveJob,
+    MoveWhere,
+    PatchJob,
+    Reply,
+    RunChunkAction,
+    RunJobAction,
+    SetNodeEnabled,
+    SetPriority,
+)
+
+LogLevel = Literal["info", "warn", "error"]
+
+
+def job_names(names: Sequence[str]) -> str:
+    """``shot_010`` for one job, ``3 jobs`` for more."""
+    return names[0] if len(names) == 1 else f"{len(names)} jobs"
+
+
+class Operator:
+    """See the module docstring. ``log`` writes a line to the monitor log."""
+
+    def __init__(
+        self,
+        screen: Screen[None],
+        link: LeaderLink,
+        state: ConsoleState,
+        log: Callable[[LogLevel, str], None],
+    ) -> None:
+        self.screen = screen
+        self.link = link
+        self.state = state
+        self.log = log
+        self._pending: dict[int, str] = {}
+
+    # -- sending ---------------------------------------------------------------------
+
+    def send(self, message: ConsoleMessage, label: str) -> int | None:
+        """Send to the leader; ``label`` names it in the log and in error pop-ups."""
+        request_id = self.link.send(message)
+        if request_id is None:
+            if label:
+                self.screen.notify(
+                    f"{label} was not sent: the leader is unreachable", severity="error"
+                )
+            return None
+        self._pending[request_id] = label
+        if label:
+            self.log("info", f"{label}: sent")
+        return request_id
+
+    def replied(self, reply: Reply) -> None:
+        """The leader answered a request: log it, and pop up a refusal."""
+        label = self._pending.pop(reply.request_id, "")
+        if reply.ok:
+            if label:
+                self.log("info", f"{label}: done")
+            return
+        error = reply.error or "refused"
+        self.log("error", f"{label or 'request'}: {error}")
+        self.screen.notify(error, title=label or "The leader refused", severity="error")
+
+    def send_once_confirmed(
+        self, confirmation: Confirmation | None, message: ConsoleMessage, label: str
+    ) -> None:
+        """Send ``message`` now when it is cheap, else once the operator accepts its cost."""
+        if confirmation is None:
+            self.send(message, label)
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.send(message, label)
+            else:
+                self.log("info", f"{label}: not confirmed")
+
+        self.screen.app.push_screen(ConfirmScreen(confirmation), answered)
+
+    # -- jobs ------------------------------------------------------------------------
+
+    def job_action(self, action: JobAction, job_ids: Sequence[str]) -> None:
+        """Apply ``action`` to the jobs (asking first when it costs work)."""
+        jobs = [self.state.jobs[job_id] for job_id in job_ids if job_id in self.state.jobs]
+        if not jobs:
+            self.screen.notify(
+                "Select a job first (space selects, ctrl+a selects all)", severity="warning"
+            )
+            return
+        spec = JOB_ACTION_BY_NAME[action]
+        self.send_once_confirmed(
+            job_action_confirmation(action, jobs),
+            RunJobAction(action=action, job_ids=[job.id for job in jobs]),
+            f"{spec.label} {job_names([job.name for job in jobs])}",
+        )
+
+    def move(self, job: JobView, where: MoveWhere) -> None:
+        self.send(MoveJob(job_id=job.id, where=where), f"Move {job.name} {where}")
+
+    def move_before(self, job: JobView, before: JobView | None) -> None:
+        where = f"before {before.name}" if before else "to the end of its group"
+        self.send(
+            MoveJob(job_id=job.id, before=before.id if before else None),
+            f"Move {job.name} {where}",
+        )
+
+    def set_priority(self, jobs: Sequence[JobView], priority: int) -> None:
+        """One ``SetPriority`` per job whose priority differs."""
+        for job in jobs:
+            if job.priority != priority:
+                self.send(
+                    SetPriority(job_id=job.id, priority=priority),
+                    f"Priority of {job.name} to {priority}",
+                )
+
+    def patch(self, job: JobView, patch: JobPatch) -> None:
+        self.send(PatchJob(job_id=job.id, patch=patch), f"Settings of {job.name}")
+
+    # -- chunks ----------------------------------------------------------------------
+
+    def chunk_action(self, action: ChunkAction, chunks: Sequence[int]) -> None:
+        """Apply ``action`` to chunks of the watched job (asking first when costly)."""
+        watched = self.state.watched
+        if watched is None or not chunks:
+            return
+        label = CHUNK_ACTION_BY_NAME[action].label
+        views = [watched.chunks[index] for index in chunks if index in watched.chunks]
+        self.send_once_confirmed(
+            chunk_action_confirmation(action, watched.job, views, self.state.clock()),
+            RunChunkAction(action=action, job_id=watched.job_id, chunks=list(chunks)),
+            f"{label} {chunk_names(chunks)} of {watched.job.name}",
+        )
+
+    # -- nodes -----------------------------------------------------------------------
+
+    def set_node_enabled(self, node: str, enabled: bool) -> None:
+        if not self.state.is_admin:
+            self.screen.notify("Only admins can enable or disable nodes", severity="warning")
+            return
+        verb = "Enable" if enabled else "Disable"
+        self.send(SetNodeEnabled(node=node, enabled=enabled), f"{verb} node {node}")
+
+
+def chunk_names(chunks: Sequence[int]) -> str:
+    """``chunk 3``, ``chunks 3, 4, 5, 6, 7…``."""
+    numbers = ", ".join(map(str, chunks[:5])) + ("…" if len(chunks) > 5 else "")
+    return f"chunk{'s' if len(chunks) > 1 else ''} {numbers}"

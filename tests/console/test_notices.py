@@ -1,0 +1,97 @@
+"""A terminal bell and a toast when a job fails or finishes (``console.toml`` [notify])."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from farmtui.console.app import FarmConsole
+from farmtui.console.screens.main import MainScreen
+from farmtui.console.settings import ConsoleSettings, NotifySettings, load_settings
+from farmtui.protocol import JobsChanged
+from tests.console.conftest import make_app, synced, wait_for
+from tests.console.fake_leader import FakeLeader
+
+
+def ring_counter(app: FarmConsole, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    rings: list[int] = []
+    monkeypatch.setattr(app, "bell", lambda: rings.append(1))
+    return rings
+
+
+async def test_bell_and_toast_when_a_job_fails_or_finishes(
+    leader: FakeLeader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = make_app(leader.url, settings=ConsoleSettings())
+    rings = ring_counter(app, monkeypatch)
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
+        await synced(pilot, app)
+        assert rings == []  # the snapshot rings nothing
+        await leader.broadcast(JobsChanged(jobs=[leader.set_job("j1", state="failed")]))
+        await wait_for(pilot, lambda: rings == [1])
+        toast = list(app._notifications)[-1]
+        assert toast.title == "Job failed"
+        assert "shot_010_comp (alice): 30/100 frames done" in toast.message
+        await leader.broadcast(JobsChanged(jobs=[leader.set_job("j2", state="done")]))
+        await wait_for(pilot, lambda: rings == [1, 1])
+        assert any(n.title == "Job finished" for n in app._notifications)
+        # A change that is no finish rings nothing.
+        await leader.broadcast(JobsChanged(jobs=[leader.set_job("j4", state="queued")]))
+        await pilot.pause()
+        assert rings == [1, 1]
+        # The off switch (palette command), then on again.
+        screen = app.screen
+        assert isinstance(screen, MainScreen)
+        screen.action_toggle_notifications()
+        await leader.broadcast(JobsChanged(jobs=[leader.set_job("j4", state="failed")]))
+        await wait_for(pilot, lambda: app.state.jobs["j4"].state == "failed")
+        await pilot.pause()
+        assert rings == [1, 1]
+
+
+async def test_bell_off_in_the_settings_keeps_the_toast(
+    leader: FakeLeader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = ConsoleSettings(notify=NotifySettings(bell=False, on=frozenset({"failed"})))
+    app = make_app(leader.url, settings=settings)
+    rings = ring_counter(app, monkeypatch)
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
+        await synced(pilot, app)
+        await leader.broadcast(JobsChanged(jobs=[leader.set_job("j2", state="done")]))
+        await leader.broadcast(JobsChanged(jobs=[leader.set_job("j1", state="failed")]))
+        await wait_for(pilot, lambda: any(n.title == "Job failed" for n in app._notifications))
+        assert not any(n.title == "Job finished" for n in app._notifications)  # not in "on"
+        assert rings == []
+
+
+def test_console_toml(tmp_path: Path) -> None:
+    path = tmp_path / "console.toml"
+    assert load_settings(path) == (ConsoleSettings(), [])
+    path.write_text('[notify]\nbell = false\non = ["failed"]\n')
+    settings, problems = load_settings(path)
+    assert problems == []
+    assert not settings.notify.bell
+    assert settings.notify.toast
+    assert settings.notify.on == {"failed"}
+    path.write_text('[notify]\nbell = "loud"\non = ["exploded"]\nvolume = 3\n')
+    settings, problems = load_settings(path)
+    assert settings == ConsoleSettings()
+    assert len(problems) == 3
+
+
+async def test_console_toml_is_read_at_start(
+    leader: FakeLeader, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "config" / "farmtui" / "console.toml"  # XDG_CONFIG_HOME from conftest
+    path.parent.mkdir(parents=True)
+    path.write_text("[notify]\nbell = false\ntoast = false\n")
+    app = make_app(leader.url)
+    rings = ring_counter(app, monkeypatch)
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
+        await synced(pilot, app)
+        await leader.broadcast(JobsChanged(jobs=[leader.set_job("j1", state="failed")]))
+        await wait_for(pilot, lambda: app.state.jobs["j1"].state == "failed")
+        await pilot.pause()
+        assert rings == []
+        assert not any(n.title == "Job failed" for n in app._notifications)

@@ -358,7 +358,8 @@ class LeaderLink:
             log.info("welcomed as %s; writing to the shared sync root %s", welcome.node, root)
         else:
             self.supervisor.storage = Storage(
-                sync_root=None, delivery=UploadToLeader(self.leader, self.token)
+                sync_root=None,
+                delivery=UploadToLeader(self.leader, self.token, verify=self.ssl_context or True),
             )
             log.info("welcomed as %s; the sync root is not visible here: uploading", welcome.node)
         for ref in welcome.stale:

@@ -16,6 +16,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import sys
 import tempfile
 import uuid
@@ -102,9 +103,11 @@ class Agent:
         tags: list[str] | None = None,
         state_dir: Path | None = None,
         log_to_stderr: bool = True,
+        ca: Path | None = None,
     ) -> None:
         if slots < 1:
             raise AgentError(f"slots must be at least 1, not {slots}")
+        trust = _trust(ca)
         self.name = name or socket.gethostname()
         self.state_dir = state_dir or default_state_dir(self.name)
         self._lock = lock_state(self.state_dir)
@@ -120,12 +123,16 @@ class Agent:
             outbox=self.outbox,
             log_stream=self.log_stream,
             version=VERSION,
+            ssl_context=trust,
         )
         self.supervisor = Supervisor(
             self.link,
             agent_id=agent_id(self.state_dir),
             staging_root=self.staging,
-            storage=Storage(sync_root=None, delivery=UploadToLeader(self.link.leader, token)),
+            storage=Storage(
+                sync_root=None,
+                delivery=UploadToLeader(self.link.leader, token, verify=trust or True),
+            ),
         )
         self.link.supervisor = self.supervisor
 
@@ -193,6 +200,18 @@ def use_pidfd_child_watcher() -> None:
     asyncio.set_child_watcher(watcher)
 
 
+def _trust(ca: Path | None) -> ssl.SSLContext | None:
+    """The CAs an https leader's certificate is checked against: the system's, or ``ca``'s."""
+    if ca is None:
+        return None
+    try:
+        return ssl.create_default_context(cafile=str(ca))
+    except ssl.SSLError as exc:  # before OSError: it is one
+        raise AgentError(f"the CA file {ca} holds no usable PEM certificate") from exc
+    except OSError as exc:
+        raise AgentError(f"cannot read the CA file {ca}: {exc.strerror or exc}") from None
+
+
 def run_agent(
     leader: str,
     token: str,
@@ -202,6 +221,7 @@ def run_agent(
     tags: list[str] | None = None,
     *,
     state_dir: Path | None = None,
+    ca: Path | None = None,
 ) -> None:
     """Run an agent until SIGINT/SIGTERM. Blocking.
 
@@ -213,7 +233,14 @@ def run_agent(
     become_subreaper()
     try:
         agent = Agent(
-            leader, token, name=name, slots=slots, staging=staging, tags=tags, state_dir=state_dir
+            leader,
+            token,
+            name=name,
+            slots=slots,
+            staging=staging,
+            tags=tags,
+            state_dir=state_dir,
+            ca=ca,
         )
     except AgentError as exc:
         raise SystemExit(f"farm agent: {exc}") from None

@@ -21,6 +21,7 @@ import asyncio
 import os
 import re
 import shutil
+import ssl
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -243,11 +244,14 @@ class UploadToLeader:
         *,
         timeout: float = 300.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         self.leader = leader.rstrip("/")
         self.token = token
         self.timeout = timeout
         self.transport = transport
+        # The agent's own trust (``farm agent --ca``), as on its WebSocket.
+        self.verify = verify
 
     async def deliver(self, relative: str, source: Path, fence: Fence) -> None:
         check_relative(relative, "output file")
@@ -259,7 +263,9 @@ class UploadToLeader:
                     yield block
 
         size = await asyncio.to_thread(os.path.getsize, source)
-        async with httpx.AsyncClient(timeout=self.timeout, transport=self.transport) as client:
+        async with httpx.AsyncClient(
+            timeout=self.timeout, transport=self.transport, verify=self.verify
+        ) as client:
             # The leader writes the file only while this attempt is current.
             response = await client.put(
                 f"{self.leader}/api/files/{quote(relative)}",

@@ -207,8 +207,18 @@ def cmd_agent(args: argparse.Namespace) -> int:
         staging=Path(args.staging) if args.staging else None,
         tags=_split_tags(args.tags),
         state_dir=Path(args.state) if args.state else None,
+        ca=_agent_ca(args.ca, os.environ.get("FARM_CA")),
     )
     return 0
+
+
+def _agent_ca(flag: str | None, env: str | None) -> Path | None:
+    """The CA file an agent trusts for an https leader (``--ca``, then FARM_CA), checked."""
+    from farmtui.config import check_ca_file
+
+    if flag:
+        return Path(check_ca_file(flag, "--ca"))
+    return Path(check_ca_file(env, "FARM_CA")) if env else None
 
 
 def print_agent_service(args: argparse.Namespace, leader: str) -> int:
@@ -846,6 +856,9 @@ def build_parser() -> Parser:
     )
     agent.add_argument("--staging", metavar="DIR", help="local staging folder")
     agent.add_argument("--tags", metavar="a,b", help="tags jobs can require")
+    agent.add_argument(
+        "--ca", metavar="FILE", help="the CA of an https leader (default: FARM_CA, the system's)"
+    )
     agent.add_argument(
         "--state",
         metavar="DIR",

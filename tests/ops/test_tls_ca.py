@@ -15,7 +15,7 @@ import pytest
 
 from farmtui import errors
 from farmtui.client import FarmClient, connect
-from tests.helpers.leader import InProcessLeader, leader_in_process
+from tests.helpers.leader import InProcessLeader, leader_in_process, wait_for
 from tests.helpers.tls import self_signed_certificate
 
 FARM = [sys.executable, "-m", "farmtui"]
@@ -148,3 +148,34 @@ async def test_the_console_connects_to_a_tls_leader_with_ca(
             await asyncio.sleep(0.1)  # between polls of the screen
     finally:
         await asyncio.to_thread(tmux, "kill-session", "-t", session)
+
+
+async def test_an_agent_trusts_a_private_ca_with_ca(
+    tls_leader: tuple[InProcessLeader, Path], tmp_path: Path
+) -> None:
+    farm, cert = tls_leader
+    token_file = tmp_path / "agent.token"
+    token_file.write_text(farm.agent_token)
+    child_env = {k: v for k, v in os.environ.items() if k not in ("SSL_CERT_FILE", "FARM_CA")}
+    agent = [
+        *FARM, "agent", "--leader", farm.url, "--token-file", str(token_file),
+        "--name", "tlsnode", "--state", str(tmp_path / "state"),
+        "--staging", str(tmp_path / "staging"),
+    ]  # fmt: skip
+    code, _, err = await run_farm(*agent[len(FARM) :], "--ca", str(tmp_path / "missing.pem"))
+    assert code != 0
+    assert len(err.strip().splitlines()) == 1, err
+    assert "cannot read the CA file" in err
+    process = await asyncio.create_subprocess_exec(
+        *agent, "--ca", str(cert), env=child_env, stderr=asyncio.subprocess.DEVNULL
+    )
+    try:
+
+        def online() -> bool:
+            node = farm.leader.scheduler.nodes.get("tlsnode")
+            return node is not None and node.online
+
+        await wait_for(online, 30, "the agent over https with --ca")
+    finally:
+        process.terminate()
+        await asyncio.wait_for(process.wait(), 30)

@@ -35,6 +35,7 @@ from farmtui.protocol import (
     Heartbeat,
     LeaderToAgentMessage,
     LeaseRenewed,
+    OsName,
     ProtocolError,
     Refused,
     Welcome,
@@ -50,6 +51,7 @@ from server.errors import StoreError
 from server.leader import Leader
 from server.links import SendQueue, close_websocket, receive_data
 from server.model import Changes
+from server.path_mapping import map_path, node_os
 from server.rights import NODE_NAME, could, node_refusal, refusal
 from server.scheduler import NodeHeld
 
@@ -221,7 +223,7 @@ async def agent_endpoint(websocket: WebSocket) -> None:
         )
     leader.agents[hello.name] = link
     # Welcome, then the assignments this connection makes possible.
-    link.send(welcome(leader, hello.name, stale))
+    link.send(welcome(leader, hello.name, stale, node_os(hello.os)))
     with contextlib.suppress(StoreError):  # nothing dispatched; the next event tries again
         leader.run(lambda now: Changes())
     if hello.seq > 0:
@@ -272,11 +274,12 @@ async def serve(link: AgentLink) -> None:
             await asyncio.wait([last])
 
 
-def welcome(leader: Leader, name: str, stale: list[ChunkRef]) -> Welcome:
+def welcome(leader: Leader, name: str, stale: list[ChunkRef], os_name: OsName) -> Welcome:
+    """``sync_root`` as a node of ``os_name`` mounts it (the ``[[path_map]]`` rules)."""
     return Welcome(
         node=name,
         heartbeat_interval=leader.config.heartbeat_interval,
-        sync_root=str(leader.root),
+        sync_root=map_path(str(leader.root), leader.config.path_map, os_name),
         root_id=leader.root_id,
         lease=leader.config.agent_lease,
         stale=stale,

@@ -58,6 +58,7 @@ class FakeAgent:
         running: list[ChunkRef] | None = None,
         tags: list[str] | None = None,
         batches: bool = False,
+        os: str = "linux",
     ) -> AsyncIterator[FakeAgent]:
         async with connect(
             f"{ws_url}/ws/agent",
@@ -72,6 +73,7 @@ class FakeAgent:
                     running=running or [],
                     tags=tags or [],
                     batches=batches,
+                    os=os,
                 )
             )
             agent.welcome = await agent.expect(Welcome)

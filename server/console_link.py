@@ -68,7 +68,7 @@ from farmtui.protocol import (
 )
 from server import operations
 from server.auth import bearer_token
-from server.errors import NotFound, RequestError
+from server.errors import NotFound, RequestError, Unavailable
 from server.joblogs import chunk_log_path
 from server.leader import Leader, OutputKey
 from server.links import close_websocket, receive_data
@@ -101,6 +101,8 @@ HELLO_TIMEOUT = 10.0
 MAX_QUEUED = 2000
 # Output lines kept per followed chunk between two sends.
 MAX_PENDING_LINES = 5000
+# History reads (failures, event logs) one console may have under way at once.
+MAX_READS = 4
 
 
 class ConsoleLink:
@@ -337,8 +339,10 @@ class ConsoleLink:
             case BlockNode(job_id=job_id, node=node, blocked=blocked):
                 operations.block_node(leader, who, job_id, node, blocked)
             case FetchFailures(limit=limit):
+                self._room_to_read()
                 self._in_background(self._send_failures(limit))
             case FetchEvents(job_id=job_id, limit=limit):
+                self._room_to_read()
                 if job_id is not None:
                     operations.job_or_404(leader, job_id)
                     events = leader.history.of_job(job_id, limit)
@@ -375,6 +379,12 @@ class ConsoleLink:
         reader = asyncio.ensure_future(self._send_tail(key, self.tail_reads, tail))
         self.readers.add(reader)
         reader.add_done_callback(self.readers.discard)
+
+    def _room_to_read(self) -> None:
+        """A console has at most MAX_READS reads under way, so one that asks faster
+        than the disk answers cannot queue up the log thread's work."""
+        if len(self.readers) >= MAX_READS:
+            raise Unavailable(f"{MAX_READS} reads are already under way; ask again when one ends")
 
     def _in_background(self, read: Coroutine[Any, Any, None]) -> None:
         """A read that may wait on the log thread: the link keeps serving meanwhile."""

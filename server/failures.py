@@ -37,6 +37,8 @@ class FailureLog:
         self.jobs = jobs
         # Key -> finished time; ordered by insertion, so the oldest goes first.
         self._entries: dict[Key, float] = {}
+        # Key -> the last error line of its log, once read.
+        self._errors: dict[Key, str] = {}
         self._seeded = False
 
     def observe(self, changes: Changes) -> None:
@@ -44,6 +46,7 @@ class FailureLog:
         for job_id in changes.removed:
             for key in [k for k in self._entries if k[0] == job_id]:
                 del self._entries[key]
+                self._errors.pop(key, None)
         if not self._seeded:
             return  # the first read finds them in the records
         for job_id, index in changes.chunks:
@@ -53,7 +56,9 @@ class FailureLog:
             for attempt in job.chunks.look(index).attempts:
                 self._add(job_id, index, attempt)
         while len(self._entries) > KEPT:
-            del self._entries[next(iter(self._entries))]
+            oldest = next(iter(self._entries))
+            del self._entries[oldest]
+            self._errors.pop(oldest, None)
 
     def _add(self, job_id: str, index: int, attempt: Attempt) -> None:
         if attempt.outcome in FAILED and attempt.finished is not None:
@@ -92,11 +97,17 @@ class FailureLog:
     async def newest_with_errors(self, logs: JobLogs, limit: int) -> list[FailureView]:
         """``newest`` with each attempt's last error line, read from its log off the loop."""
         views = self.newest(limit)
+        # A finished attempt's log does not change: each is read once, however
+        # often consoles and scripts ask.
+        unread = [v for v in views if (v.job_id, v.chunk, v.attempt) not in self._errors]
         tails = await asyncio.gather(
-            *(logs.tail(chunk_log_path(v.job_id, v.chunk, v.attempt), TAIL_BYTES) for v in views)
+            *(logs.tail(chunk_log_path(v.job_id, v.chunk, v.attempt), TAIL_BYTES) for v in unread)
         )
-        for view, lines in zip(views, tails, strict=True):
-            view.error_line = last_error_line(lines or [])
+        for view, lines in zip(unread, tails, strict=True):
+            if lines is not None:  # None: not written yet (the log thread is behind)
+                self._errors[(view.job_id, view.chunk, view.attempt)] = last_error_line(lines)
+        for view in views:
+            view.error_line = self._errors.get((view.job_id, view.chunk, view.attempt), "")
         return views
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -136,3 +137,21 @@ async def test_the_job_list_in_pages(leader: InProcessLeader) -> None:
     assert unknown.status_code == 404
     assert too_many.status_code == 400
     assert "limit=100000 is not between 1 and 1000" in too_many.json()["error"]
+
+
+async def test_a_console_cannot_queue_up_the_log_thread(leader: InProcessLeader) -> None:
+    job_id = await submit(leader)
+    # A slow disk: the log thread is busy until the test lets it go.
+    disk = threading.Event()
+    leader.leader.logwriter.call(lambda: disk.wait(30))
+    async with console(leader) as c:
+        await c.expect(Snapshot)
+        replies = [await c.request(FetchEvents(job_id=job_id, limit=10)) for _ in range(6)]
+        assert [r.ok for r in replies] == [True] * 4 + [False] * 2
+        assert replies[-1].error is not None
+        assert "4 reads are already under way" in replies[-1].error
+        disk.set()
+        for _ in range(4):
+            fetched = await c.expect(EventsFetched)
+            assert any("submitted" in e.text for e in fetched.events)
+        assert (await c.request(FetchEvents(job_id=job_id, limit=10))).ok

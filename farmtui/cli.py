@@ -223,6 +223,8 @@ def _agent_ca(flag: str | None, env: str | None) -> Path | None:
 
 def print_agent_service(args: argparse.Namespace, leader: str) -> int:
     """``farm agent --print-service``: the systemd unit that runs this agent."""
+    import os
+
     from farmtui.service_units import AgentService, agent_unit
 
     if args.token or not args.token_file:
@@ -240,6 +242,8 @@ def print_agent_service(args: argparse.Namespace, leader: str) -> int:
             staging=Path(args.staging) if args.staging else None,
             state=Path(args.state) if args.state else None,
             tags=_split_tags(args.tags) or [],
+            # The unit's agent sees neither this shell's FARM_CA nor its folder.
+            ca=_agent_ca(args.ca, os.environ.get("FARM_CA")),
             user=args.service_user,
         )
     )

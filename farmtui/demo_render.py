@@ -24,7 +24,7 @@ import time
 import zlib
 from pathlib import Path
 
-from farmtui.frames import FrameListError, frame_path, parse_frames
+from farmtui.frames import FrameListError, OutputPatternError, frame_path, parse_frames
 
 WIDTH, HEIGHT = 64, 36
 
@@ -98,11 +98,19 @@ def render(args: argparse.Namespace) -> int:
         if frame in skip:
             print(f"demo: frame {frame} not written (--skip-write)", flush=True)
             continue
-        path = Path(frame_path(args.output, frame))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".partial")
-        partial.write_bytes(png_bytes(frame))
-        partial.replace(path)  # never a half-written frame under the final name
+        try:
+            path = Path(frame_path(args.output, frame))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_name(path.name + ".partial")
+            partial.write_bytes(png_bytes(frame))
+            partial.replace(path)  # never a half-written frame under the final name
+        except OutputPatternError as exc:
+            print(f"demo: error: {exc}", file=sys.stderr, flush=True)
+            return 2
+        except OSError as exc:
+            why = exc.strerror or type(exc).__name__
+            print(f"demo: error: cannot write frame {frame}: {why}", file=sys.stderr, flush=True)
+            return 1
         print(f"Saved: {path}", flush=True)
     print("demo: done", flush=True)
     return 0

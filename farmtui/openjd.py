@@ -52,6 +52,10 @@ TEMPLATE_SUFFIXES = (".yaml", ".yml", ".json")
 # can have its braces escaped for farmtui before the frame tokens go in.
 _FRAME_MARK = "\ue000frame\ue000"
 _MAX_REASONS = 3
+# Values (mappings, lists and scalars) a template may hold once YAML aliases are
+# expanded: hundreds of steps fit many times over, while a "billion laughs" of
+# nested aliases, which openjd-model would walk for hours, is refused at once.
+MAX_TEMPLATE_VALUES = 200_000
 
 
 class TemplateError(InputError):
@@ -105,6 +109,26 @@ def _one_line(text: str) -> str:
     return shown + (f" (and {more} more)" if more > 0 else "")
 
 
+def _values_over(document: object, limit: int) -> bool:
+    """Whether ``document`` holds more than ``limit`` values, every alias counted again.
+
+    Stops counting at ``limit``: the cost is bounded however far aliases nest.
+    """
+    pending: list[object] = [document]
+    seen = 0
+    while pending:
+        value = pending.pop()
+        seen += 1
+        if seen > limit:
+            return True
+        if isinstance(value, dict):
+            pending.extend(value.keys())
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+    return False
+
+
 def load_template(path: Path) -> JobTemplate:
     """The template at ``path``, validated by openjd-model; TemplateError otherwise."""
     from openjd.model import (
@@ -125,6 +149,11 @@ def load_template(path: Path) -> JobTemplate:
         document = document_string_to_object(document=text, document_type=kind)
     except DecodeValidationError as exc:
         raise TemplateError(f"template {path}: {_one_line(str(exc))}") from None
+    if _values_over(document, MAX_TEMPLATE_VALUES):
+        raise TemplateError(
+            f"template {path}: more than {MAX_TEMPLATE_VALUES} values once its YAML "
+            "aliases are expanded; refused"
+        )
     extensions = document.get("extensions") or []
     if isinstance(extensions, list):
         for name in extensions:
@@ -137,6 +166,27 @@ def load_template(path: Path) -> JobTemplate:
         return decode_job_template(template=document, supported_extensions=SUPPORTED_EXTENSIONS)
     except (DecodeValidationError, NotImplementedError) as exc:
         raise TemplateError(f"template {path}: {_one_line(str(exc))}") from None
+    except IndexError as exc:
+        # openjd-model fails to word an error about the whole template (an empty
+        # location), e.g. "Step dependencies form a cycle": word it from pydantic's.
+        reasons = _validation_reasons(exc.__context__)
+        if reasons is None:
+            raise
+        raise TemplateError(f"template {path}: {reasons}") from None
+
+
+def _validation_reasons(error: BaseException | None) -> str | None:
+    """A pydantic ValidationError's reasons in one line, or None for anything else."""
+    from pydantic import ValidationError
+
+    if not isinstance(error, ValidationError):
+        return None
+    reasons = []
+    for detail in error.errors():
+        where = ".".join(str(part) for part in detail["loc"])
+        message = str(detail["msg"]).removeprefix("Value error, ")
+        reasons.append(f"{where}: {message}" if where else message)
+    return _one_line("\n".join(reasons))
 
 
 def instantiate(

@@ -162,15 +162,8 @@ def build_argv(
         return extra
     if name == "demo":
         # `farm` as the node finds it, like any renderer: never this machine's interpreter.
-        return [
-            "farm",
-            "demo-render",
-            "--frames",
-            "{frames}",
-            "--output",
-            "{output}",
-            *extra,
-        ]
+        # --frames=: a chunk of negative frames ("-5,-4") is a value, not an option.
+        return ["farm", "demo-render", "--frames={frames}", "--output={output}", *extra]
     if name == "blender":
         scene = _need(scene, "scene (.blend)", name)
         _, head, width, tail = _split_pattern(_need(output_pattern, "output pattern", name))

@@ -49,6 +49,8 @@ class AgentService:
     staging: Path | None = None
     state: Path | None = None
     tags: list[str] = field(default_factory=list)
+    # The private CA the agent trusts for an https leader (``--ca``).
+    ca: Path | None = None
     user: str = DEFAULT_USER
     python: str = sys.executable
 
@@ -153,8 +155,11 @@ def agent_unit(service: AgentService) -> str:
     argv += ["--slots", str(service.slots), "--staging", str(staging), "--state", str(state)]
     if service.tags:
         argv += ["--tags", ",".join(service.tags)]
+    if service.ca is not None:
+        argv += ["--ca", str(_absolute(service.ca))]
     user = _user(service.user)
-    node = f" (node {service.name})" if service.name else ""
+    # Description= expands systemd's %-specifiers too.
+    node = f" (node {service.name.replace('%', '%%')})" if service.name else ""
     return f"""\
 # {AGENT_UNIT}, written by `farm agent --print-service`.
 # Install (as root):

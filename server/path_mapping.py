@@ -134,8 +134,15 @@ def check_rules(rules: Sequence[PathRule]) -> None:
         seen[key] = number
 
 
-def resolve(path: str, rules: Sequence[PathRule], os_name: OsName) -> tuple[str, int]:
-    """``path`` as a node of ``os_name`` sees it, and the 1-based rule used (0: none)."""
+def resolve(
+    path: str, rules: Sequence[PathRule], os_name: OsName, *, template: bool = False
+) -> tuple[str, int]:
+    """``path`` as a node of ``os_name`` sees it, and the 1-based rule used (0: none).
+
+    ``template``: ``path`` is an argv token, which the agent expands
+    (``{outdir}``, ``{{`` for a brace): the rule's target goes in with its braces
+    escaped, so a folder named ``{shots}`` stays a folder, not a token.
+    """
     if not rules or not path:
         return path, 0
     text = path.replace("\\", "/")
@@ -161,10 +168,10 @@ def resolve(path: str, rules: Sequence[PathRule], os_name: OsName) -> tuple[str,
     _, number, rest = best
     sep = "\\" if os_name == "windows" else "/"
     target = _norm(rules[number - 1].to[os_name]).replace("/", sep)
-    if not rest and len(text) == best[0]:
-        return target, number
-    if not target.endswith(sep):
+    if not target.endswith(sep) and (rest or len(text) != best[0]):
         target += sep
+    if template:
+        target = target.replace("{", "{{").replace("}", "}}")
     return target + rest.replace("/", sep), number
 
 
@@ -173,14 +180,16 @@ def map_path(path: str, rules: Sequence[PathRule], os_name: OsName) -> str:
     return resolve(path, rules, os_name)[0]
 
 
-def map_token(token: str, rules: Sequence[PathRule], os_name: OsName) -> str:
-    """An argv token or env value: a path as a whole, or the path after ``--flag=``."""
-    mapped, number = resolve(token, rules, os_name)
+def map_token(
+    token: str, rules: Sequence[PathRule], os_name: OsName, *, template: bool = False
+) -> str:
+    """An argv token (``template``) or env value: a path as a whole, or after ``--flag=``."""
+    mapped, number = resolve(token, rules, os_name, template=template)
     if number:
         return mapped
     key, equals, value = token.partition("=")
     if equals and value:
-        mapped, number = resolve(value, rules, os_name)
+        mapped, number = resolve(value, rules, os_name, template=template)
         if number:
             return f"{key}={mapped}"
     return token
@@ -203,7 +212,7 @@ def map_assignment(
     if not rules:
         return message
     os_name = node_os(reported_os)
-    argv = [map_token(arg, rules, os_name) for arg in message.argv]
+    argv = [map_token(arg, rules, os_name, template=True) for arg in message.argv]
     env = {name: map_token(value, rules, os_name) for name, value in message.env.items()}
     scene = message.scene
     mapped_scene = map_path(scene, rules, os_name) if scene else scene

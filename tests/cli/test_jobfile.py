@@ -53,9 +53,7 @@ def test_a_good_job_file_becomes_a_job_spec(tmp_path: Path) -> None:
     assert (spec.name, spec.frames, spec.chunk, spec.priority) == ("shot-010", "1-240", 10, 30)
     assert spec.renderer == "demo"
     # The demo adapter's command, tokens left for the agent.
-    assert spec.argv == [
-        "farm", "demo-render", "--frames", "{frames}", "--output", "{output}"
-    ]  # fmt: skip
+    assert spec.argv == ["farm", "demo-render", "--frames={frames}", "--output={output}"]
     assert spec.output == "renders/shot010/frame_####.png"
     assert spec.scout == "1,120,240"
     assert spec.after == ["abc123"]

@@ -13,6 +13,7 @@ import http.server
 import json
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -361,6 +362,35 @@ def test_a_leader_that_does_not_answer_in_time_may_have_the_job(
     with pytest.raises(SubmitError, match="did not answer within 0.3 s") as late:
         submission.post_job(answering(stall), "t", {}, timeout=0.3)
     assert late.value.job_may_exist
+
+
+def test_a_leader_that_trickles_its_answer_cannot_hold_blender_past_the_timeout(
+    answering: Callable[[Reply], str],
+) -> None:
+    def trickle(handler: http.server.BaseHTTPRequestHandler) -> None:
+        handler.send_response(201)
+        handler.send_header("Content-Length", "100000")
+        handler.end_headers()
+        # A byte well within each socket timeout, for ever: urllib's timeout never fires.
+        while not handler.server.release.wait(0.05):  # type: ignore[attr-defined]
+            handler.wfile.write(b" ")
+            handler.wfile.flush()
+
+    began = time.monotonic()
+    with pytest.raises(SubmitError, match="did not answer within 0.5 s") as late:
+        submission.post_job(answering(trickle), "t", {}, timeout=0.5)
+    assert time.monotonic() - began < 5
+    assert late.value.job_may_exist
+
+
+def test_a_huge_answer_is_not_read_into_blenders_memory(
+    answering: Callable[[Reply], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(submission, "MAX_ANSWER", 1000)
+    body = json.dumps({"id": "j1", "name": "x" * 5000}).encode()
+    with pytest.raises(SubmitError, match="not a farmtui job") as huge:
+        submission.post_job(answering(lambda h: send(h, 201, body)), "t", {})
+    assert huge.value.job_may_exist
 
 
 def test_a_leader_that_is_down_is_one_line() -> None:

@@ -345,3 +345,48 @@ def test_params_are_name_equals_value() -> None:
     assert parse_params(["Frames=1-10:2", "Note=a=b"]) == {"Frames": "1-10:2", "Note": "a=b"}
     with pytest.raises(InputError, match="NAME=VALUE"):
         parse_params(["Frames"])
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once_not_expanded(tmp_path: Path) -> None:
+    import time
+
+    levels = ['a: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    levels += [f"l{n}: &l{n} [{', '.join([f'*l{n - 1}'] * 9)}]" for n in range(1, 9)]
+    body = (
+        "specificationVersion: jobtemplate-2023-09\nname: bomb\n"
+        + "\n".join(levels)
+        + "\nsteps:\n  - name: s\n    script:\n      actions:\n"
+        + "        onRun: {command: echo, args: *l8}\n"
+    )
+    began = time.monotonic()
+    message = refusal(tmp_path, body)
+    assert time.monotonic() - began < 10  # 9**9 strings: it used to run for hours
+    assert "aliases" in message
+
+
+def test_hundreds_of_steps_in_a_chain_plan_in_order(tmp_path: Path) -> None:
+    steps = ["steps:"]
+    for n in range(300):
+        after = f"\n    dependencies: [{{dependsOn: s{n - 1}}}]" if n else ""
+        steps.append(
+            f"  - name: s{n}{after}\n    script:\n      actions: {{onRun: {{command: r}}}}"
+        )
+    body = "specificationVersion: jobtemplate-2023-09\nname: many\n" + "\n".join(steps) + "\n"
+    planned = plan_jobs(write(tmp_path, body), {})
+    assert [job.step for job in planned] == [f"s{n}" for n in range(300)]
+    assert planned[-1].after_steps == ("s298",)
+
+
+def test_cyclic_step_dependencies_are_refused_in_one_line(tmp_path: Path) -> None:
+    body = """\
+    specificationVersion: jobtemplate-2023-09
+    name: cycle
+    steps:
+      - name: a
+        dependencies: [{dependsOn: b}]
+        script: {actions: {onRun: {command: r}}}
+      - name: b
+        dependencies: [{dependsOn: a}]
+        script: {actions: {onRun: {command: r}}}
+    """
+    assert refusal(tmp_path, body).endswith("Step dependencies form a cycle: a -> b -> a")

@@ -237,3 +237,37 @@ def test_the_units_exec_start_runs_a_leader_and_an_agent_that_stop_cleanly_on_si
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+
+
+def test_the_agent_unit_keeps_the_private_ca_so_the_service_trusts_the_leader(
+    tmp_path: Path,
+) -> None:
+    token = tmp_path / "agent.token"
+    token.write_text("secret-agent-token\n")
+    ca = tmp_path / "farm ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    common = ["agent", "--leader", "https://farm.lan:7878", "--token-file", str(token)]
+    flagged = exec_start(parse_unit(farm(*common, "--ca", str(ca), "--print-service").stdout))
+    assert flagged[flagged.index("--ca") + 1] == str(ca)
+    # FARM_CA in the operator's shell is not in the service's environment: it goes in too.
+    with_env = subprocess.run(
+        [*FARM, *common, "--print-service"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "FARM_CA": str(ca)},
+    )
+    from_env = exec_start(parse_unit(with_env.stdout))
+    assert from_env[from_env.index("--ca") + 1] == str(ca)
+    missing = farm(*common, "--ca", str(tmp_path / "nope.pem"), "--print-service", check=False)
+    assert missing.returncode != 0
+    assert "cannot read the CA file" in missing.stderr
+
+
+def test_a_percent_in_the_node_name_is_not_a_systemd_specifier_in_the_description() -> None:
+    from farmtui.service_units import AgentService, agent_unit
+
+    unit = parse_unit(
+        agent_unit(AgentService(leader="http://x", token_file=Path("/t"), name="n%n"))
+    )
+    assert unit["Unit"]["Description"].endswith("(node n%%n)")

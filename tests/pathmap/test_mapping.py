@@ -170,6 +170,28 @@ def test_assignment_scene_braces_stay_literal() -> None:
     assert mapped.argv == ["r", "P:\\projects\\{{a}}.blend", "{{x}}"]
 
 
+def test_a_target_with_braces_reaches_the_renderer_as_a_folder_not_a_token() -> None:
+    from farmtui.renderers import expand
+
+    guid = PathRule(
+        source="/mnt/projects",
+        to={"windows": "P:\\{3F2504E0}", "darwin": "/Volumes/{outdir}"},
+    )
+    message = _assign(
+        argv=["r", "/mnt/projects/lut.cube", "--ocio=/mnt/projects/{{c}}.ocio"], scene=""
+    )
+    windows = map_assignment(message, [guid], "windows")
+    assert expand(windows.argv, {}) == [
+        "r",
+        "P:\\{3F2504E0}\\lut.cube",
+        "--ocio=P:\\{3F2504E0}\\{c}.ocio",
+    ]
+    darwin = map_assignment(message, [guid], "darwin")
+    assert expand(darwin.argv, {"outdir": "/stage"})[1] == "/Volumes/{outdir}/lut.cube"
+    # The environment is not expanded by the agent: its values stay as written.
+    assert windows.env["OCIO"] == "P:\\{3F2504E0}\\ocio\\config.ocio"
+
+
 def test_assignment_without_rules_or_match_is_the_same_object() -> None:
     message = _assign(scene="", argv=["r", "/srv/a"], env={})
     assert map_assignment(message, [], "windows") is message

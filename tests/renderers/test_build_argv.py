@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from farmtui.protocol import JobSpec
@@ -118,11 +120,18 @@ def test_demo() -> None:
     assert build_argv("demo", None, "r/f_####.png", []) == [
         "farm",
         "demo-render",
-        "--frames",
-        "{frames}",
-        "--output",
-        "{output}",
+        "--frames={frames}",
+        "--output={output}",
     ]
+
+
+def test_a_demo_chunk_of_negative_frames_renders(tmp_path: Path) -> None:
+    from farmtui.demo_render import main
+
+    argv = build_argv("demo", None, "r/f_####.png", [])
+    tokens = {**frame_tokens([-3, -2]), "output": str(tmp_path / "f_####.png")}
+    assert main([*expand(argv, tokens)[2:], "--seconds-per-frame", "0"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f_-002.png", "f_-003.png"]
 
 
 def test_generic_needs_an_argv() -> None:

@@ -8,6 +8,8 @@ import sys
 import zlib
 from pathlib import Path
 
+import pytest
+
 from farmtui.demo_render import main, png_bytes
 
 
@@ -82,3 +84,25 @@ def test_runs_as_a_module(tmp_path: Path) -> None:
         f"Saved: {tmp_path}/f_09.png",
         "demo: done",
     ]
+
+
+@pytest.mark.parametrize(
+    ("output", "status", "said"),
+    [
+        ("out/no_padding.png", 2, "has no '#' padding"),
+        ("/dev/null/f_####.png", 1, "cannot write frame 1"),
+    ],
+)
+def test_a_bad_output_is_one_line_not_a_traceback(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    output: str,
+    status: int,
+    said: str,
+) -> None:
+    target = output if output.startswith("/") else str(tmp_path / output)
+    assert main(["--frames", "1", "--output", target, "--seconds-per-frame", "0"]) == status
+    err = capsys.readouterr().err
+    assert said in err
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1

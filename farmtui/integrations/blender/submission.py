@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -30,6 +31,8 @@ from typing import Any
 
 DEFAULT_LEADER = "http://127.0.0.1:7878"
 MAX_LINE = 300
+# The most of an answer read: a job as the leader shows it is a few kilobytes.
+MAX_ANSWER = 4 * 1024 * 1024
 
 # image_settings.file_format -> the extension Blender writes.
 EXTENSIONS = {
@@ -369,12 +372,16 @@ def post_job(
             "User-Agent": "farmtui-blender",
         },
     )
+    context = _tls(cafile)
     try:
-        with urllib.request.urlopen(request, timeout=timeout, context=_tls(cafile)) as answer:
-            body = answer.read()
-    except urllib.error.HTTPError as exc:
-        with exc:
-            raise SubmitError(_hide(refusal(exc.code, exc.read(), exc.reason), token)) from None
+        body = _exchange(request, timeout, context)
+    except _Refused as refused:
+        raise SubmitError(_hide(refusal(*refused.args), token)) from None
+    except _TooLarge:
+        raise SubmitError(
+            f"the answer from {url} is not a farmtui job (over {MAX_ANSWER} bytes)",
+            job_may_exist=True,
+        ) from None
     except urllib.error.URLError as exc:
         reason = exc.reason
         if isinstance(reason, TimeoutError):
@@ -400,6 +407,57 @@ def post_job(
     if not isinstance(job, dict) or not isinstance(job.get("id"), str):
         raise SubmitError(f"the answer from {url} is not a farmtui job", job_may_exist=True)
     return job
+
+
+class _Refused(Exception):
+    """An HTTP error answer: its status, its body (read), its reason phrase."""
+
+
+class _TooLarge(OSError):
+    """An answer over MAX_ANSWER bytes."""
+
+
+def _read_answer(answer: Any) -> bytes:
+    body: bytes = answer.read(MAX_ANSWER + 1)
+    if len(body) > MAX_ANSWER:
+        raise _TooLarge(f"the answer is over {MAX_ANSWER} bytes")
+    return body
+
+
+def _exchange(request: urllib.request.Request, timeout: float, context: Any) -> bytes:
+    """The body of the answer to ``request``, all of it within ``timeout`` seconds.
+
+    urllib's timeout bounds each read of the socket, not the exchange: a leader
+    (or a proxy) that trickles its answer a byte at a time would hold Blender's
+    interface forever. The exchange runs in a thread that is waited for until
+    the deadline, then abandoned (TimeoutError); it ends at its next socket
+    timeout. _Refused for an HTTP error, urllib's own errors otherwise.
+    """
+    outcome: list[bytes | BaseException] = []
+
+    def run() -> None:
+        try:
+            with urllib.request.urlopen(request, timeout=timeout, context=context) as answer:
+                outcome.append(_read_answer(answer))
+        except urllib.error.HTTPError as exc:
+            with exc:
+                try:
+                    body = exc.read(4096)
+                except OSError:
+                    body = b""
+            outcome.append(_Refused(exc.code, body, exc.reason))
+        except BaseException as exc:  # noqa: BLE001  # handed to the caller's thread
+            outcome.append(exc)
+
+    worker = threading.Thread(target=run, name="farmtui-submit", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if not outcome:
+        raise TimeoutError
+    result = outcome[0]
+    if isinstance(result, BaseException):
+        raise result
+    return result
 
 
 def _tls(cafile: str) -> Any:

@@ -244,6 +244,30 @@ def chunk_action_confirmation(
     )
 
 
+# -- nodes kept off a job -------------------------------------------------------------
+
+
+def block_confirmation(job: JobView, node: str, blocked: bool) -> Confirmation:
+    """What blocking (or unblocking) ``node`` for ``job`` does, said before it is sent."""
+    if blocked:
+        return Confirmation(
+            question=f"Block {node} for {job.name}?",
+            items=[],
+            cost=(
+                f"{node} takes no more chunks of {job.name} until unblocked "
+                "(b again, or b in the job's detail view); what runs there now finishes. "
+                "Other jobs still run on it."
+            ),
+            verb="Block",
+        )
+    return Confirmation(
+        question=f"Unblock {node} for {job.name}?",
+        items=[],
+        cost=(f"{node} may take chunks of {job.name} again; its errors on this job are forgotten."),
+        verb="Unblock",
+    )
+
+
 # -- quitting a local farm -------------------------------------------------------------
 
 

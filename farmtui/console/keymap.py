@@ -94,6 +94,7 @@ def screen_bindings() -> list[BindingType]:
         Binding("2", "view('detail')", "Detail", id="view.detail", show=False),
         Binding("3", "view('logs')", "Logs", id="view.logs", show=False),
         Binding("4", "view('nodes')", "Nodes", id="view.nodes", show=False),
+        Binding("5", "view('failures')", "Failures", id="view.failures", show=False),
         Binding("escape", "escape", "Back", id="view.back", show=False),
     ]
     return bindings
@@ -107,10 +108,13 @@ def known_binding_ids() -> set[str]:
     from farmtui.console.screens.edit_settings import EditSettingsScreen
     from farmtui.console.screens.help import HelpScreen
     from farmtui.console.screens.priority_prompt import PriorityPrompt
+    from farmtui.console.screens.unblock import UnblockScreen
     from farmtui.console.widgets.chunk_table import ChunkTable
+    from farmtui.console.widgets.failures_panel import FailuresTable
     from farmtui.console.widgets.frame_grid import FrameGrid
     from farmtui.console.widgets.job_detail import JobDetailPanel
     from farmtui.console.widgets.line_table import LineTable
+    from farmtui.console.widgets.logs_panel import LogsPanel
     from farmtui.console.widgets.nodes_panel import NodesPanel
     from farmtui.console.widgets.task_output import TaskOutputPane
 
@@ -129,6 +133,9 @@ def known_binding_ids() -> set[str]:
         EditSettingsScreen.BINDINGS,
         JobDetailPanel.BINDINGS,
         TaskOutputPane.BINDINGS,
+        FailuresTable.BINDINGS,
+        LogsPanel.BINDINGS,
+        UnblockScreen.BINDINGS,
     ):
         ids |= {b.id for b in bindings if isinstance(b, Binding) and b.id}
     return ids

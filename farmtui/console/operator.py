@@ -17,6 +17,7 @@ from textual.screen import Screen
 from farmtui.console.actions import CHUNK_ACTION_BY_NAME, JOB_ACTION_BY_NAME
 from farmtui.console.confirmations import (
     Confirmation,
+    block_confirmation,
     chunk_action_confirmation,
     job_action_confirmation,
 )
@@ -24,7 +25,9 @@ from farmtui.console.link import LeaderLink
 from farmtui.console.screens.confirm import ConfirmScreen
 from farmtui.console.state import ConsoleState
 from farmtui.protocol import (
+    BlockNode,
     ChunkAction,
+    ChunkView,
     ConsoleMessage,
     JobAction,
     JobPatch,
@@ -152,13 +155,31 @@ class Operator:
         watched = self.state.watched
         if watched is None or not chunks:
             return
-        label = CHUNK_ACTION_BY_NAME[action].label
         views = [watched.chunks[index] for index in chunks if index in watched.chunks]
+        self.chunk_action_of(action, watched.job, views)
+
+    def chunk_action_of(
+        self, action: ChunkAction, job: JobView, chunks: Sequence[ChunkView]
+    ) -> None:
+        """Apply ``action`` to chunks of any job (the failures view), by the same rules."""
+        if not chunks:
+            return
+        label = CHUNK_ACTION_BY_NAME[action].label
+        indexes = [chunk.index for chunk in chunks]
         self.send_once_confirmed(
-            chunk_action_confirmation(action, watched.job, views, self.state.clock()),
-            RunChunkAction(action=action, job_id=watched.job_id, chunks=list(chunks)),
-            f"{label} {chunk_names(chunks)} of {watched.job.name}",
+            chunk_action_confirmation(action, job, chunks, self.state.clock()),
+            RunChunkAction(action=action, job_id=job.id, chunks=indexes),
+            f"{label} {chunk_names(indexes)} of {job.name}",
         )
+
+    def block_node(self, job: JobView, node: str, blocked: bool, *, ask: bool = True) -> None:
+        """Keep ``node`` off ``job`` (or let it back), once the operator has read what it does."""
+        message = BlockNode(job_id=job.id, node=node, blocked=blocked)
+        label = f"{'Block' if blocked else 'Unblock'} {node} for {job.name}"
+        if not ask:
+            self.send(message, label)
+            return
+        self.send_once_confirmed(block_confirmation(job, node, blocked), message, label)
 
     # -- nodes -----------------------------------------------------------------------
 

@@ -18,7 +18,10 @@ from farmtui.protocol import (
     ChunksChanged,
     ChunkView,
     Event,
+    EventsFetched,
     EventView,
+    Failures,
+    FailureView,
     FramesChanged,
     FrameState,
     JobDetail,
@@ -94,6 +97,14 @@ class Change:
     node_logs: list[NodeLog] = field(default_factory=list)
     events: list[EventView] = field(default_factory=list)
     replies: list[Reply] = field(default_factory=list)
+    # A new list of failed attempts arrived (the failures view repaints).
+    failures: bool = False
+    # A job's state or failed-chunk count moved: the failures list may be out of date.
+    failures_stale: bool = False
+    # The farm's events were back-filled (the Monitor Log is rewritten).
+    events_backfilled: bool = False
+    # Event logs of single jobs, as asked for by the detail view's Events tab.
+    job_events: list[EventsFetched] = field(default_factory=list)
     # Jobs whose state moved while live (not in a snapshot): (job id, old state, new state).
     transitions: list[tuple[str, JobState, JobState]] = field(default_factory=list)
 
@@ -204,6 +215,8 @@ class ConsoleState:
         self.nodes: dict[str, NodeView] = {}
         self.watched: WatchedJob | None = None
         self.events: deque[EventView] = deque(maxlen=max_events)
+        # Every failed or timed-out attempt on the farm, newest first (``FetchFailures``).
+        self.failures: list[FailureView] = []
         self.synced = False
         self._order: list[str] | None = None
         # The last CPU readings of each node, oldest first, for the nodes' sparklines.
@@ -258,6 +271,12 @@ class ConsoleState:
                     change.jobs.add(job.id)
                     if old is not None and old.state != job.state:
                         change.transitions.append((job.id, old.state, job.state))
+                    if (
+                        old is None
+                        or old.state != job.state
+                        or old.stats.chunks_failed != job.stats.chunks_failed
+                    ):
+                        change.failures_stale = True
                     if self.watched is not None and self.watched.job_id == job.id:
                         self.watched.job = job
                         change.watched_job = True
@@ -291,6 +310,14 @@ class ConsoleState:
             case Event():
                 self.events.append(message.event)
                 change.events.append(message.event)
+            case Failures():
+                self.failures = list(message.failures)
+                change.failures = True
+            case EventsFetched(job_id=None):
+                self.backfill(message.events)
+                change.events_backfilled = True
+            case EventsFetched():
+                change.job_events.append(message)
             case Reply():
                 change.replies.append(message)
 
@@ -301,6 +328,22 @@ class ConsoleState:
                 history.clear()  # readings from before it went away say nothing now
             else:
                 history.append(node.cpu_percent)
+
+    def backfill(self, events: list[EventView]) -> None:
+        """Merge the leader's latest events (oldest first) into the monitor log.
+
+        Events already shown (received live, or back-filled before a reconnect)
+        are kept once; the console's own lines keep their place in time.
+        """
+        seen: set[tuple[float, str, str | None, str]] = set()
+        merged: list[EventView] = []
+        for event in sorted([*self.events, *events], key=lambda e: e.time):
+            key = (event.time, event.text, event.job_id, event.level)
+            if key not in seen:
+                seen.add(key)
+                merged.append(event)
+        self.events.clear()
+        self.events.extend(merged)
 
     def unwatch(self) -> None:
         self.watched = None

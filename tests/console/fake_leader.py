@@ -22,11 +22,19 @@ from websockets.http11 import Request, Response
 
 from farmtui.protocol import (
     AttemptView,
+    BlockNode,
     ChunkRef,
     ChunksChanged,
     ChunkView,
     ConsoleHello,
     ConsoleToLeader,
+    Event,
+    EventsFetched,
+    EventView,
+    Failures,
+    FailureView,
+    FetchEvents,
+    FetchFailures,
     FetchNodeLog,
     FetchTaskOutput,
     FramesChanged,
@@ -62,6 +70,7 @@ from farmtui.protocol import (
 
 T0 = 1_700_000_000.0  # fixed clock so screenshots do not change
 TOKEN = "test-token"
+BLOCK_SECONDS = 3600.0  # how long an operator's block lasts, as the leader's OPERATOR_BLOCK
 
 # The one job (j1) shows every frame state, in this layout.
 J1_LAYOUT: list[tuple[range, FrameState]] = [
@@ -252,6 +261,8 @@ class FakeLeader:
             name: [f"{name}: agent started", f"{name}: connected to leader"] for name in self.nodes
         }
         self.received: list[ConsoleToLeader] = []
+        # The farm's event log, oldest first (FetchEvents; ``add_event`` appends and sends).
+        self.history: list[EventView] = []
         self.clients: dict[ServerConnection, dict[str, object]] = {}
         self.connections = 0
         self._server: Server | None = None
@@ -446,8 +457,87 @@ class FakeLeader:
                 else:
                     await self._send(ws, JobsRemoved(job_ids=[j.id for j in archived]))
                 await self._reply(ws, message.request_id)
+            case FetchFailures():
+                await self._reply(ws, message.request_id)
+                await self._send(ws, Failures(failures=self.failures()[: message.limit]))
+            case FetchEvents(job_id=job_id):
+                if job_id is not None and job_id not in self.jobs:
+                    await self._reply(ws, message.request_id, f"no job {job_id}")
+                    return
+                await self._reply(ws, message.request_id)
+                events = [e for e in self.history if job_id is None or e.job_id == job_id]
+                await self._send(ws, EventsFetched(job_id=job_id, events=events[-message.limit :]))
+            case BlockNode():
+                await self._block_node(ws, message)
             case _:
                 await self._reply(ws, message.request_id, "not supported by the fake leader")
+
+    async def _block_node(self, ws: ServerConnection, message: BlockNode) -> None:
+        """Like the real leader: the job's view changes and an event says so."""
+        if message.job_id not in self.jobs or message.node not in self.nodes:
+            await self._reply(ws, message.request_id, f"unknown job or node {message.node}")
+            return
+        blocked = dict(self.jobs[message.job_id].blocked_nodes)
+        was = message.node in blocked
+        if message.blocked:
+            blocked[message.node] = T0 + BLOCK_SECONDS
+        else:
+            blocked.pop(message.node, None)
+        await self.broadcast(
+            JobsChanged(jobs=[self.set_job(message.job_id, blocked_nodes=blocked)])
+        )
+        if was != message.blocked:
+            word = "blocked for this job" if message.blocked else "may render this job again"
+            await self.add_event(f"node {message.node} {word}", message.job_id, self.user)
+        await self._reply(ws, message.request_id)
+
+    def failures(self) -> list[FailureView]:
+        """Every failed attempt of every job's chunks, newest first (as ``farm failures``)."""
+        found: list[FailureView] = []
+        for job_id, job in self.jobs.items():
+            self.detail(job_id)
+            for chunk in self.chunks[job_id].values():
+                attempts = list(chunk.attempts)
+                if not attempts and chunk.state == "failed":
+                    attempts = [
+                        AttemptView(
+                            number=chunk.attempt,
+                            node=chunk.node or "",
+                            started=chunk.started or T0,
+                            finished=chunk.finished,
+                            outcome="failed",
+                            exit_status="1",
+                        )
+                    ]
+                for attempt in attempts:
+                    if attempt.outcome not in ("failed", "timeout"):
+                        continue
+                    found.append(
+                        FailureView(
+                            job_id=job_id,
+                            job_name=job.name,
+                            chunk=chunk.index,
+                            frames=f"{chunk.frames[0]}-{chunk.frames[-1]}",
+                            node=attempt.node,
+                            attempt=attempt.number,
+                            finished=attempt.finished or T0,
+                            outcome=attempt.outcome,
+                            reason=f"exit {attempt.exit_status}",
+                            error_line=f"Error: chunk {chunk.index} ran out of memory",
+                            chunk_state=chunk.state,
+                        )
+                    )
+        found.sort(key=lambda f: f.finished, reverse=True)
+        return found
+
+    async def add_event(
+        self, text: str, job_id: str | None = None, actor: str | None = None, at: float = T0
+    ) -> EventView:
+        """Record an event in the farm's log and send it to the consoles, live."""
+        event = EventView(time=at, level="info", text=text, job_id=job_id, actor=actor)
+        self.history.append(event)
+        await self.broadcast(Event(event=event))
+        return event
 
     async def _job_action(self, ws: ServerConnection, message: RunJobAction) -> None:
         unknown = [job_id for job_id in message.job_ids if job_id not in self.jobs]

@@ -50,5 +50,7 @@ async def test_t_cycles_the_detail_tabs_from_settings_too(leader: FakeLeader) ->
         await pilot.press("enter", "t", "t")
         assert active_tab(app) == "tab-settings"
         await pilot.press("t")
+        assert active_tab(app) == "tab-events"
+        await pilot.press("t")
         assert active_tab(app) == "tab-frames"
         assert focused(app) == "frame-grid"

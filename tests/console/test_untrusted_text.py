@@ -95,7 +95,7 @@ async def test_names_render_literally_in_the_table_and_the_detail(hostile: FakeL
             await pilot.press("t", "t")  # the settings tab: the scene path
             await pilot.pause()
             assert f"/proj/{shown}.blend" in screen_text(app)
-            await pilot.press("t", "1")
+            await pilot.press("t", "t", "1")  # Events, Frames, back to the jobs
 
 
 async def test_cancel_dialog_of_a_markup_name_shows_it_and_cancels(hostile: FakeLeader) -> None:

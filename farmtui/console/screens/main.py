@@ -1,7 +1,7 @@
 """The monitor: jobs table, detail view, logs and nodes, fed live by the leader link.
 
 Layout follows the terminal: below 140 columns one view at a time (1 Jobs,
-2 Detail, 3 Logs, 4 Nodes; a fifth slot is kept for a failures view); from 140
+2 Detail, 3 Logs, 4 Nodes, 5 Failures); from 140
 columns the jobs table stays on the left and one other view shares the right;
 from 200 columns Logs stays beside Detail (or Nodes) as well.
 
@@ -15,6 +15,7 @@ jobs table shows is ``JobList``; every request to the leader goes through
 
 from __future__ import annotations
 
+import time
 from functools import partial
 from typing import ClassVar, Literal, assert_never
 from urllib.parse import urlsplit
@@ -49,10 +50,12 @@ from farmtui.console.screens.context_menu import ContextMenu, MenuCommand
 from farmtui.console.screens.edit_settings import EditSettingsScreen
 from farmtui.console.screens.help import HelpScreen, Section, class_bindings, describe
 from farmtui.console.screens.priority_prompt import PriorityPrompt
+from farmtui.console.screens.unblock import UnblockScreen
 from farmtui.console.settings import ConsoleSettings
 from farmtui.console.state import GROUP_CYCLE, Change, ConsoleState
 from farmtui.console.widgets.action_strip import ActionStrip
 from farmtui.console.widgets.chunk_table import ChunkTable
+from farmtui.console.widgets.failures_panel import FailuresPanel, FailuresTable
 from farmtui.console.widgets.filter_input import FilterInput
 from farmtui.console.widgets.frame_grid import FrameGrid
 from farmtui.console.widgets.job_detail import JobDetailPanel
@@ -63,10 +66,15 @@ from farmtui.console.widgets.logs_panel import LogsPanel
 from farmtui.console.widgets.nodes_panel import NodesPanel
 from farmtui.console.widgets.status_bar import ConnectionBanner, StatusBar, ViewBar
 from farmtui.console.widgets.task_output import TaskChunkList, TaskOutputPane
+from farmtui.frames import parse_frames
 from farmtui.protocol import (
     ChunkAction,
+    ChunkView,
     ConsoleHello,
     ConsoleMessage,
+    FailureView,
+    FetchEvents,
+    FetchFailures,
     FetchNodeLog,
     JobAction,
     JobPatch,
@@ -75,11 +83,25 @@ from farmtui.protocol import (
     WatchJob,
 )
 
-View = Literal["jobs", "detail", "logs", "nodes"]
+View = Literal["jobs", "detail", "logs", "nodes", "failures"]
 
 
-SIDE_VIEWS: tuple[View, ...] = ("detail", "logs", "nodes")
+SIDE_VIEWS: tuple[View, ...] = ("detail", "logs", "nodes", "failures")
+VIEW_FOCUS: dict[View, str] = {
+    "jobs": "#jobs",
+    "logs": "#logs-source",
+    "nodes": "#nodes",
+    "failures": "#failures",
+}
+VIEW_TITLES: dict[View, str] = {
+    "jobs": "Jobs",
+    "detail": "Detail",
+    "logs": "Logs",
+    "nodes": "Nodes",
+    "failures": "Failures",
+}
 WATCH_DELAY = 0.2  # seconds the cursor rests on a job before the detail view follows it
+FAILURES_PERIOD = 1.0  # the failures list is asked for at most this often (seconds)
 
 
 class MainScreen(Screen[None]):
@@ -114,6 +136,10 @@ class MainScreen(Screen[None]):
         self.operator = Operator(self, self.link, state, self._log)
         self._watch_timer: Timer | None = None
         self._watch_wanted: str | None = None
+        # An attempt whose output to show once its job is watched (Enter in Failures).
+        self._output_wanted: tuple[str, int, int] | None = None
+        self._failures_sent = float("-inf")  # time.monotonic() of the last FetchFailures
+        self._failures_timer: Timer | None = None
 
     # -- layout ------------------------------------------------------------------
 
@@ -131,6 +157,7 @@ class MainScreen(Screen[None]):
                 yield JobDetailPanel(self.state, id="detail")
                 yield NodesPanel(self.state, id="nodes")
                 yield LogsPanel(self.state, id="logs")
+                yield FailuresPanel(self.state, id="failures-panel")
         yield ActionStrip(id="strip")
         yield StatusBar(id="status")
         yield KeyBar(id="keys")
@@ -161,6 +188,10 @@ class MainScreen(Screen[None]):
         return self.query_one(NodesPanel)
 
     @property
+    def failures(self) -> FailuresPanel:
+        return self.query_one(FailuresPanel)
+
+    @property
     def filter_field(self) -> FilterInput:
         return self.query_one("#filter", FilterInput)
 
@@ -170,14 +201,14 @@ class MainScreen(Screen[None]):
     # -- views -------------------------------------------------------------------
 
     def action_view(self, view: View) -> None:
-        """Show a view; 1 Jobs, 2 Detail, 3 Logs, 4 Nodes."""
+        """Show a view; 1 Jobs, 2 Detail, 3 Logs, 4 Nodes, 5 Failures."""
         self._set_view(view)
         if view == "detail":
             self.detail.focus_tab()
         else:
-            self.query_one(
-                {"jobs": "#jobs", "logs": "#logs-source", "nodes": "#nodes"}[view]
-            ).focus()
+            self.query_one(VIEW_FOCUS[view]).focus()
+        if view == "failures":
+            self.fetch_failures()
 
     def _set_view(self, view: View) -> None:
         self.view = view
@@ -217,7 +248,7 @@ class MainScreen(Screen[None]):
 
     def action_help(self) -> None:
         """``?``: every key of the current view, from the bindings."""
-        title = {"jobs": "Jobs", "detail": "Detail", "logs": "Logs", "nodes": "Nodes"}[self.view]
+        title = VIEW_TITLES[self.view]
         if self.view == "jobs" and not self.has_class("-narrow"):
             title += f" (and {self.side_view.capitalize()} beside it)"
         self.app.push_screen(HelpScreen(title, self.help_sections()))
@@ -250,6 +281,7 @@ class MainScreen(Screen[None]):
             ]
         if "logs" in shown:
             sections += [
+                ("Logs", describe(app, self.logs._bindings)),
                 ("Logs: Task Output", describe(app, self.logs.task_pane._bindings)),
                 (
                     "Logs: Task Output chunk list",
@@ -258,6 +290,8 @@ class MainScreen(Screen[None]):
             ]
         if "nodes" in shown:
             sections.append(("Nodes", describe(app, self.nodes._bindings)))
+        if "failures" in shown:
+            sections.append(("Failures", describe(app, self.failures.table._bindings)))
         sections.append(("The console", describe(app, app._bindings)))
         sections.append(
             (
@@ -304,6 +338,7 @@ class MainScreen(Screen[None]):
             self.detail.load()
             self.logs.task_pane.job_changed()
             self._update_viewbar()
+            self._open_wanted_output()
         elif self.state.watched is not None:
             if change.watched_job:
                 self.detail.show_job()
@@ -320,8 +355,21 @@ class MainScreen(Screen[None]):
             self.logs.task_pane.task_output(output)
         for node_log in change.node_logs:
             self.logs.node_log(node_log)
-        if change.events:
+        if change.events_backfilled:
+            self.logs.rewrite_monitor()
+        elif change.events:
             self.logs.add_events(change.events)
+        if change.events:
+            self.detail.add_events(change.events)
+        for fetched in change.job_events:
+            if fetched.job_id is not None:
+                self.detail.job_events(fetched.job_id, fetched.events)
+        if change.failures:
+            self.failures.show_failures()
+        elif change.jobs and self.failures_shown:
+            self.failures.jobs_changed()
+        if change.failures_stale and self.failures_shown:
+            self.fetch_failures()
         for reply in change.replies:
             self.operator.replied(reply)
         if change.transitions:
@@ -379,6 +427,10 @@ class MainScreen(Screen[None]):
         self._log("info", f"synced as {self.state.user} ({self.state.role})")
         if self.state.watched is not None:
             self._send(WatchJob(job_id=self.state.watched.job_id), "")
+        # The leader's latest events: what happened before this console (or while it was away).
+        self._send(FetchEvents(job_id=None), "")
+        if self.failures_shown:
+            self.fetch_failures()
         following = self.logs.following
         if following is not None:
             self._send(following.request(), "")
@@ -752,6 +804,105 @@ class MainScreen(Screen[None]):
     def show_logs(self, source: Literal["monitor", "peer", "task"]) -> None:
         self.action_view("logs")
         self.logs.show_source(source)
+
+    # -- failures ------------------------------------------------------------------
+
+    @property
+    def failures_shown(self) -> bool:
+        """Whether the failures view is on screen (alone, or beside the jobs table)."""
+        return self.view == "failures" or (
+            self.side_view == "failures" and not self.has_class("-narrow")
+        )
+
+    def fetch_failures(self) -> None:
+        """Ask for the failures list now, or once FAILURES_PERIOD has passed since the last."""
+        wait = self._failures_sent + FAILURES_PERIOD - time.monotonic()
+        if wait > 0:
+            if self._failures_timer is None:
+                self._failures_timer = self.set_timer(wait, self._failures_due)
+            return
+        self._failures_sent = time.monotonic()
+        self._send(FetchFailures(), "")
+
+    def _failures_due(self) -> None:
+        self._failures_timer = None
+        if self.failures_shown:
+            self.fetch_failures()
+
+    @on(LineTable.Activated, "#failures")
+    def _failure_activated(self, event: LineTable.Activated) -> None:
+        failure = self.failures.table.by_key.get(event.key)
+        if failure is not None:
+            self.open_attempt(failure.job_id, failure.chunk, failure.attempt)
+
+    def open_attempt(self, job_id: str, chunk: int, attempt: int) -> None:
+        """Task Output with one attempt of any job's chunk (watching the job first)."""
+        self.action_view("logs")
+        self.logs.show_source("task")
+        self._output_wanted = (job_id, chunk, attempt)
+        watched = self.state.watched
+        if watched is not None and watched.job_id == job_id:
+            self._open_wanted_output()
+            return
+        self.jobs.move_cursor_to_key(job_id)
+        self._watch_wanted = None
+        self.watch_job(job_id)
+
+    def _open_wanted_output(self) -> None:
+        wanted = self._output_wanted
+        watched = self.state.watched
+        if wanted is None or watched is None or watched.job_id != wanted[0]:
+            return
+        self._output_wanted = None
+        _, chunk, attempt = wanted
+        self.logs.pick_chunk(chunk, attempt)
+
+    @on(FailuresTable.RetryWanted)
+    def _failure_retry(self, event: FailuresTable.RetryWanted) -> None:
+        failure = event.failure
+        job = self.state.jobs.get(failure.job_id)
+        if job is None:
+            self.notify(f"{failure.job_name} is gone", severity="warning")
+            return
+        self.operator.chunk_action_of("retry", job, [self._chunk_of_failure(failure)])
+
+    def _chunk_of_failure(self, failure: FailureView) -> ChunkView:
+        """The chunk as the detail view knows it, else as the failures list describes it."""
+        watched = self.state.watched
+        if watched is not None and watched.job_id == failure.job_id:
+            known = watched.chunks.get(failure.chunk)
+            if known is not None:
+                return known
+        try:
+            frames = parse_frames(failure.frames)
+        except ValueError:
+            frames = []
+        return ChunkView(
+            index=failure.chunk, frames=frames, state=failure.chunk_state, node=failure.node
+        )
+
+    @on(FailuresTable.BlockWanted)
+    def _failure_block(self, event: FailuresTable.BlockWanted) -> None:
+        failure = event.failure
+        job = self.state.jobs.get(failure.job_id)
+        if job is None:
+            self.notify(f"{failure.job_name} is gone", severity="warning")
+            return
+        self.operator.block_node(job, failure.node, failure.node not in job.blocked_nodes)
+
+    @on(JobDetailPanel.UnblockWanted)
+    def _detail_unblock(self, event: JobDetailPanel.UnblockWanted) -> None:
+        job = event.job
+
+        def picked(node: str | None) -> None:
+            if node is not None:
+                self.operator.block_node(job, node, False, ask=False)
+
+        self.app.push_screen(UnblockScreen(job, self.state.clock()), picked)
+
+    @on(JobDetailPanel.EventsWanted)
+    def _job_events_wanted(self, event: JobDetailPanel.EventsWanted) -> None:
+        self._send(FetchEvents(job_id=event.job_id), "")
 
     # -- command palette -----------------------------------------------------------
 

@@ -11,21 +11,25 @@ with control characters escaped (``farmtui.printable``), never as markup.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
-from textual.widgets import ProgressBar, Static, TabbedContent, TabPane
+from textual.message import Message
+from textual.widgets import ProgressBar, RichLog, Static, TabbedContent, TabPane
 
 from farmtui.console import fmt
 from farmtui.console.state import ConsoleState
 from farmtui.console.widgets.chunk_table import AttemptHistory, ChunkTable
+from farmtui.console.widgets.event_line import event_line
 from farmtui.console.widgets.frame_grid import FrameGrid, FrameLegend
 from farmtui.console.widgets.line_table import LineTable
 from farmtui.printable import printable
-from farmtui.protocol import JobView
+from farmtui.protocol import EventView, JobView
+from farmtui.reasons import clock, reason_line
 
 
 def settings_text(job: JobView) -> Text:
@@ -68,20 +72,49 @@ def settings_text(job: JobView) -> Text:
     return text
 
 
+def _one_line(text: str, style: str) -> Text:
+    return Text(printable(text), style=style, no_wrap=True, overflow="ellipsis", end="")
+
+
 class JobDetailPanel(Vertical):
     """See the module docstring. ``show`` repaints the summary; grid and chunks update alone."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding(
-            "t", "next_tab", "Next tab", id="detail.next_tab", tooltip="Frames, Chunks, Settings"
+            "t",
+            "next_tab",
+            "Next tab",
+            id="detail.next_tab",
+            tooltip="Frames, Chunks, Settings, Events",
+        ),
+        Binding(
+            "b",
+            "unblock",
+            "Unblock node…",
+            id="detail.unblock",
+            tooltip="let a node blocked on this job run it again",
         ),
     ]
-    TABS = ("tab-frames", "tab-chunks", "tab-settings")
+    TABS = ("tab-frames", "tab-chunks", "tab-settings", "tab-events")
     TAB_FOCUS = {
         "tab-frames": "#frame-grid",
         "tab-chunks": "#chunk-table",
+        "tab-events": "#job-events",
         "tab-settings": "#settings-scroll",
     }
+
+    @dataclass
+    class UnblockWanted(Message):
+        """The operator wants to let a node back onto ``job``."""
+
+        job: JobView
+
+    @dataclass
+    class EventsWanted(Message):
+        """The Events tab opened on ``job_id``: ask the leader for its event log."""
+
+        job_id: str
+
     LEGEND_PERIOD = 0.25
 
     def __init__(self, state: ConsoleState, *, id: str | None = None) -> None:
@@ -89,6 +122,9 @@ class JobDetailPanel(Vertical):
         self.state = state
         self._legend_due = False
         self._held = False
+        # The job whose event log was asked for, and the one whose log is shown.
+        self._events_asked: str | None = None
+        self._events_of: str | None = None
 
     def compose(self) -> ComposeResult:
         yield Static("No job selected — pick one in the jobs table (Enter).", id="detail-title")
@@ -96,6 +132,8 @@ class JobDetailPanel(Vertical):
             yield ProgressBar(total=1, show_eta=False, id="detail-progress")
             yield Static("", id="detail-stats", markup=False)
             yield Static("", id="detail-priority", markup=False)
+            yield Static("", id="detail-why", markup=False)
+            yield Static("", id="detail-blocked", markup=False)
         with TabbedContent(id="detail-tabs"):
             with TabPane("Frames", id="tab-frames"):
                 grid = FrameGrid(id="frame-grid")
@@ -106,6 +144,8 @@ class JobDetailPanel(Vertical):
                 yield AttemptHistory(id="attempt-history")
             with TabPane("Settings", id="tab-settings"), VerticalScroll(id="settings-scroll"):
                 yield Static("", id="detail-settings")
+            with TabPane("Events", id="tab-events"):
+                yield RichLog(id="job-events", max_lines=5000, wrap=True, markup=False)
 
     def action_next_tab(self) -> None:
         """Cycle the inner tabs and focus what is in the new one."""
@@ -144,6 +184,50 @@ class JobDetailPanel(Vertical):
         self.chunks.show_watched()
         self.show_history()
         self.show_job()
+        self._events_asked = self._events_of = None
+        self.query_one("#job-events", RichLog).clear()
+        self._fetch_events()
+
+    # -- the Events tab ----------------------------------------------------------------
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        if event.pane.id == "tab-events":
+            self._fetch_events()
+
+    def _fetch_events(self) -> None:
+        """Ask for the watched job's event log once the Events tab is open (once per job)."""
+        watched = self.state.watched
+        tabs = self.query_one(TabbedContent)
+        if watched is None or tabs.active != "tab-events" or self._events_asked == watched.job_id:
+            return
+        self._events_asked = watched.job_id
+        self.post_message(self.EventsWanted(watched.job_id))
+
+    def job_events(self, job_id: str, events: list[EventView]) -> None:
+        """The leader's event log of ``job_id`` (oldest first) replaces what the tab shows."""
+        watched = self.state.watched
+        if watched is None or watched.job_id != job_id:
+            return
+        self._events_of = job_id
+        log = self.query_one("#job-events", RichLog)
+        log.clear()
+        for event in events:
+            log.write(event_line(event, self.state))
+        if not events:
+            log.write(Text("No events recorded for this job yet.", style="dim"))
+
+    def add_events(self, events: list[EventView]) -> None:
+        """Live events: those of the job shown are appended to its loaded log."""
+        if self._events_of is None:
+            return
+        log = self.query_one("#job-events", RichLog)
+        for event in events:
+            if event.job_id == self._events_of:
+                log.write(event_line(event, self.state))
+
+    def event_lines(self) -> list[str]:
+        """The Events tab's lines as plain text (for tests and copy)."""
+        return [strip.text for strip in self.query_one("#job-events", RichLog).lines]
 
     def show_history(self) -> None:
         """Show the attempts of the chunk under the chunk table's cursor."""
@@ -205,11 +289,42 @@ class JobDetailPanel(Vertical):
                 end="",
             )
         )
+        self._show_why(job)
         self.query_one("#detail-settings", Static).update(settings_text(job))
         self.query_one(FrameLegend).show(watched)
         if watched.held != self._held:
             self._held = watched.held
             self.grid.refresh()  # waiting frames are drawn held while the job is
+
+    def _show_why(self, job: JobView) -> None:
+        """``why: retry (attempt 3/4) at 12:31:20`` and the nodes kept off the job."""
+        now = self.state.clock()
+        why = self.query_one("#detail-why", Static)
+        reason = reason_line(job.reason, now)
+        why.display = bool(reason)
+        why.update(_one_line(f"why: {reason}", "yellow"))
+        blocked = self.query_one("#detail-blocked", Static)
+        blocked.display = bool(job.blocked_nodes)
+        nodes = " · ".join(
+            f"{node} until {clock(until, now)}" for node, until in sorted(job.blocked_nodes.items())
+        )
+        blocked.update(_one_line(f"blocked: {nodes}  (b unblocks)", "red"))
+        self.refresh_bindings()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """``b`` is offered only while a node is blocked on the watched job."""
+        if action == "unblock":
+            watched = self.state.watched
+            return watched is not None and bool(watched.job.blocked_nodes)
+        return True
+
+    def action_unblock(self) -> None:
+        """``b``: pick a node blocked on the watched job and let it back."""
+        watched = self.state.watched
+        if watched is None or not watched.job.blocked_nodes:
+            self.notify("No node is blocked on this job", severity="warning")
+            return
+        self.post_message(self.UnblockWanted(watched.job))
 
     def frames_changed(self, indexes: list[int]) -> None:
         """Repaint changed cells now; recount the legend at most every LEGEND_PERIOD.

@@ -3,8 +3,10 @@
 The Pri column's header says which way priority runs ("Pri↑": lower number
 renders sooner), because most other farm managers run the higher number first.
 States and flags are abbreviated by design (``rend``, ``wait``, ``done✓`` for
-reviewed; ``fmt.job_state``); Owner, then Done/Total give way first when the
-terminal is narrow. The sort column's header is marked with ``▼``.
+reviewed; ``fmt.job_state``). The Reason column says why a job's waiting chunks
+do not run (``farmtui.reasons.reason_line``, the leader's own reason); ETR is
+"—" when nothing can run. Reason, then Owner, then Done/Total give way first when
+the terminal is narrow. The sort column's header is marked with ``▼``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from rich.style import Style
 from farmtui.console import fmt
 from farmtui.console.state import ConsoleState, GroupHeader
 from farmtui.console.widgets.line_table import Cell, Column, LineTable
+from farmtui.reasons import reason_line
 
 PRIORITY_HINT = "Pri↑: lower number renders sooner (0–100, default 50)"
 
@@ -31,6 +34,7 @@ STATE_STYLES: dict[str, Style] = {
 BAR_STYLE = Style(color="green")
 FAILED_BAR_STYLE = Style(color="red")
 DIM = Style(dim=True)
+REASON_STYLE = Style(color="yellow")
 
 
 class JobsTable(LineTable):
@@ -46,6 +50,8 @@ class JobsTable(LineTable):
         Column("progress", "Progress", 12),
         Column("frames", "Done/Total", 11, "right", optional=1),
         Column("etr", "ETR", 6, "right"),
+        # Why waiting chunks do not run; first to give way on a narrow terminal.
+        Column("reason", "Reason", 0, optional=3),
     )
     DRAGGABLE = True
 
@@ -85,6 +91,7 @@ class JobsTable(LineTable):
             (fmt.bar(fraction, 8) + fmt.percent(stats.frames_done, total), bar_style),
             (f"{stats.frames_done}/{total}", None),
             (fmt.duration(stats.etr) if job.state not in ("done", "cancelled") else "", None),
+            (reason_line(job.reason, self.state.clock()), REASON_STYLE),
         ]
 
     def drop_preview(self, key: str, gap: int) -> tuple[str, bool]:

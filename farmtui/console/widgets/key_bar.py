@@ -24,6 +24,10 @@ KEY_BAR_ORDER: tuple[str, ...] = (
     "detail.next_tab",
     "task.older_attempt",
     "task.newer_attempt",
+    "failures.retry",
+    "failures.block",
+    "detail.unblock",
+    "logs.search",
     "nodes.toggle",
     "nodes.log",
     "table.open",
@@ -53,6 +57,10 @@ SHORT_LABELS: dict[str, str] = {
     "jobs.hide_finished": "hide done",
     "jobs.priority": "priority",
     "table.toggle": "select",
+    "failures.retry": "retry",
+    "failures.block": "block node",
+    "detail.unblock": "unblock",
+    "logs.search": "search",
 }
 
 

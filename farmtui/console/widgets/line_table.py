@@ -245,8 +245,12 @@ class LineTable(ScrollView, can_focus=True):
             gaps = self.GAP * max(len(shown) - 1, 0)
             return width - sum(widths[i] for i in shown) - gaps
 
-        while droppable and spare() < self.MIN_FLEX * max(len(flex), 1):
+        def flex_shown() -> list[int]:
+            return [i for i in flex if i in shown]
+
+        while droppable and spare() < self.MIN_FLEX * max(len(flex_shown()), 1):
             shown.discard(droppable.pop(0))
+        flex = flex_shown()
         left = max(spare(), len(flex) * 4)
         for n, i in enumerate(flex):
             widths[i] = left // len(flex) + (1 if n < left % len(flex) else 0)

@@ -1,7 +1,10 @@
 """The logs panel: three sources switched from a dropdown.
 
 * Monitor Log — the console's own events and the leader's ``Event`` messages,
-  filterable by level (Info / Warn / Error).
+  back-filled from the leader's event log on every connect, jobs named by
+  name, long lines wrapped; filterable by level (Info / Warn / Error) and
+  searchable with ``/`` (only the matching lines, matches highlighted; Enter
+  keeps the search, Esc clears it).
 * A peer — pick a node, read its agent log; asked for again every 3 s.
 * Task Output — pick a chunk of the watched job and one of its attempts, read
   its raw output, followed live (``task_output.py``).
@@ -22,34 +25,40 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from rich.style import Style
-from rich.text import Text
+from textual import on
+from textual.actions import SkipAction
 from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.timer import Timer
-from textual.widgets import ContentSwitcher, Log, RichLog, Select
+from textual.widgets import ContentSwitcher, Input, Log, RichLog, Select
 
 from farmtui.console import fmt
 from farmtui.console.state import ConsoleState
+from farmtui.console.widgets.event_line import event_line, event_matches
 from farmtui.console.widgets.task_output import OutputSource, TaskOutputPane
-from farmtui.printable import printable
 from farmtui.protocol import EventView, NodeLog
 
 Source = Literal["monitor", "peer", "task"]
 LevelFilter = Literal["all", "info", "warn", "error"]
 LEVEL_RANK = {"info": 0, "warn": 1, "error": 2}
-LEVEL_STYLE = {
-    "info": Style(),
-    "warn": Style(color="yellow"),
-    "error": Style(color="red", bold=True),
-}
 
 
 class LogsPanel(Vertical):
     """See the module docstring."""
 
     PEER_REFRESH: ClassVar[float] = 3.0
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding(
+            "slash",
+            "search",
+            "Search log",
+            id="logs.search",
+            tooltip="Monitor Log lines with these words; Enter keeps, Esc clears",
+        ),
+        Binding("escape", "end_search", "Clear search", id="logs.clear_search", show=False),
+    ]
 
     @dataclass
     class PeerLogWanted(Message):
@@ -61,6 +70,7 @@ class LogsPanel(Vertical):
         self.source: Source = "monitor"
         self.level: LevelFilter = "all"
         self.peer: str | None = None
+        self.search = ""
         self._peer_lines: list[str] = []
         self._peer_timer: Timer | None = None
 
@@ -81,13 +91,15 @@ class LogsPanel(Vertical):
                 id="logs-level",
             )
             yield Select[str]([], prompt="pick a node", compact=True, id="logs-node")
+            yield Input(placeholder="search: Enter keeps, Esc clears", id="logs-search")
         with ContentSwitcher(initial="monitor-log", id="logs-switch"):
-            yield RichLog(id="monitor-log", max_lines=5000, wrap=False, markup=False)
+            yield RichLog(id="monitor-log", max_lines=5000, wrap=True, markup=False)
             yield Log(id="peer-log", max_lines=5000)
             yield TaskOutputPane(self.state, id="task-pane")
 
     def on_mount(self) -> None:
         self.query_one("#logs-node").display = False
+        self.query_one("#logs-search").display = False
         self._peer_timer = self.set_interval(self.PEER_REFRESH, self._refresh_peer, pause=True)
         self.rewrite_monitor()
 
@@ -120,6 +132,7 @@ class LogsPanel(Vertical):
         switch = self.query_one(ContentSwitcher)
         switch.current = {"monitor": "monitor-log", "peer": "peer-log", "task": "task-pane"}[source]
         self.query_one("#logs-level").display = source == "monitor"
+        self.query_one("#logs-search").display = source == "monitor" and bool(self.search)
         self.query_one("#logs-node").display = source == "peer"
         assert self._peer_timer is not None
         if source == "peer":
@@ -131,37 +144,65 @@ class LogsPanel(Vertical):
     # -- monitor log ---------------------------------------------------------------
 
     def _wanted(self, event: EventView) -> bool:
-        return self.level == "all" or LEVEL_RANK[event.level] >= LEVEL_RANK[self.level]
-
-    @staticmethod
-    def _line(event: EventView) -> Text:
-        text = Text(no_wrap=True)
-        text.append(f"{fmt.clock(event.time)} ", style="dim")
-        text.append(f"{event.level.upper():5} ", style=LEVEL_STYLE[event.level])
-        if event.actor:
-            text.append(f"[{printable(event.actor)}] ", style="dim")
-        if event.job_id:
-            text.append(f"{printable(event.job_id)} ", style="cyan")
-        text.append(printable(event.text))
-        return text
+        if self.level != "all" and LEVEL_RANK[event.level] < LEVEL_RANK[self.level]:
+            return False
+        return event_matches(event, self.state, self.search)
 
     def rewrite_monitor(self) -> None:
-        """Redraw the monitor log under the current level filter."""
+        """Redraw the monitor log under the current level filter and search."""
         log = self.query_one("#monitor-log", RichLog)
         log.clear()
+        shown = 0
         for event in self.state.events:
             if self._wanted(event):
-                log.write(self._line(event))
+                log.write(event_line(event, self.state, self.search))
+                shown += 1
+        field = self.query_one("#logs-search", Input)
+        field.set_class(bool(self.search) and not shown, "-empty")
 
     def add_events(self, events: list[EventView]) -> None:
         log = self.query_one("#monitor-log", RichLog)
         for event in events:
             if self._wanted(event):
-                log.write(self._line(event))
+                log.write(event_line(event, self.state, self.search))
 
     def monitor_lines(self) -> list[str]:
-        """The monitor log's lines as plain text (for tests and copy)."""
+        """The monitor log's lines as plain text, wrapped as shown (for tests and copy)."""
         return [strip.text for strip in self.query_one("#monitor-log", RichLog).lines]
+
+    # -- search ------------------------------------------------------------------
+
+    def action_search(self) -> None:
+        """``/``: search the Monitor Log (switching to it)."""
+        self.show_source("monitor")
+        field = self.query_one("#logs-search", Input)
+        field.display = True
+        field.value = self.search
+        field.focus()
+
+    @on(Input.Changed, "#logs-search")
+    def _search_changed(self, event: Input.Changed) -> None:
+        event.stop()
+        self.search = event.value.strip()
+        self.rewrite_monitor()
+
+    @on(Input.Submitted, "#logs-search")
+    def _search_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        if not self.search:
+            event.input.display = False
+        self.query_one("#monitor-log").focus()
+
+    def action_end_search(self) -> None:
+        """Esc: clear the search (else Esc goes on: back to the jobs table)."""
+        field = self.query_one("#logs-search", Input)
+        if not field.display:
+            raise SkipAction()
+        self.search = ""
+        field.value = ""
+        field.display = False
+        self.rewrite_monitor()
+        self.query_one("#monitor-log").focus()
 
     # -- peer ----------------------------------------------------------------------
 
@@ -225,10 +266,10 @@ class LogsPanel(Vertical):
         """The chunk attempt whose output is shown, if any."""
         return self.task_pane.following
 
-    def pick_chunk(self, chunk: int) -> None:
-        """Show Task Output with ``chunk``'s newest attempt (of the watched job)."""
+    def pick_chunk(self, chunk: int, attempt: int | None = None) -> None:
+        """Show Task Output with ``chunk``'s ``attempt`` (default: newest) of the watched job."""
         self.show_source("task")
-        self.task_pane.pick_chunk(chunk)
+        self.task_pane.pick_chunk(chunk, attempt)
         self.task_pane.chunk_list.focus()
 
     def task_lines(self) -> list[str]:

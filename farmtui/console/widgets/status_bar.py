@@ -101,7 +101,7 @@ class StatusBar(Static):
 
 
 class ViewBar(Static):
-    """The view switcher: 1 Jobs · 2 Detail · 3 Logs · 4 Nodes (clickable)."""
+    """The view switcher: 1 Jobs · 2 Detail · 3 Logs · 4 Nodes · 5 Fails (clickable)."""
 
     DEFAULT_CSS = """
     ViewBar { height: 1; background: $panel; padding: 0 1; }
@@ -112,6 +112,7 @@ class ViewBar(Static):
         ("detail", "2", "Detail"),
         ("logs", "3", "Logs"),
         ("nodes", "4", "Nodes"),
+        ("failures", "5", "Fails"),
     )
 
     def show(self, current: str, title: str) -> None:

@@ -204,6 +204,7 @@ class Leader:
         """Load the store into the scheduler and start the clock."""
         jobs, nodes = self.store.load()
         self.run(lambda now: self.scheduler.load(jobs, nodes, now), dispatch=False)
+        self.counters.start(self.scheduler.jobs)
         if self.settings.own_process:
             _long_lived_heap()
         log.info(

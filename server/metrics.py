@@ -63,17 +63,21 @@ class ChangeCounters:
         self.dispatched = 0
         self.completed = 0
         self.events: Counter[str] = Counter()
-        # job id -> its done chunks at the last commit that touched it.
+        # job id -> its done chunks at the last commit that touched it; None
+        # until the leader has loaded its store (``start``).
         self._done: dict[str, int] | None = None
+
+    def start(self, jobs: Mapping[str, Job]) -> None:
+        """After the store is loaded: what is done already was not done by this leader."""
+        self._done = {job_id: _done_chunks(tally_of(job)) for job_id, job in jobs.items()}
 
     def observe(self, changes: Changes, jobs: Mapping[str, Job]) -> None:
         """Count one committed change (after the commit)."""
         self.dispatched += len(changes.assignments)
         for event in changes.events:
             self.events[event.level] += 1
-        if self._done is None:  # the load: what is done already was not done now
-            self._done = {job_id: _done_chunks(tally_of(job)) for job_id, job in jobs.items()}
-            return
+        if self._done is None:
+            return  # the load itself
         for job_id in changes.removed:
             self._done.pop(job_id, None)
         touched = changes.jobs | {job_id for job_id, _ in changes.chunks}

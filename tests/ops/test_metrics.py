@@ -199,3 +199,19 @@ async def test_every_family_has_help_and_type_as_prometheus_reads_them(tmp_path:
     for family in families:
         assert f"# HELP {family.name}" in text
         assert f"# TYPE {family.name}" in text
+
+
+def test_the_first_commit_after_the_load_counts_its_completed_chunks() -> None:
+    from server.metrics import ChangeCounters
+    from tests.scheduler.paper_farm import Farm
+
+    farm = Farm()
+    farm.node("n1", slots=2)
+    job = farm.submit("j", frames="1-2")
+    farm.dispatch()
+    counters = ChangeCounters()
+    counters.observe(farm.finish(job, 0), farm.scheduler.jobs)  # before start: the load
+    assert counters.completed == 0
+    counters.start(farm.scheduler.jobs)
+    counters.observe(farm.finish(job, 1), farm.scheduler.jobs)
+    assert counters.completed == 1

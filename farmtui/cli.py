@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, get_args
 
 import msgspec
 
+from farmtui.config import DEFAULT_PORT
 from farmtui.errors import FarmError, InputError, LeaderError
 from farmtui.printable import printable
 from farmtui.protocol import MAX_HISTORY, ChunkAction, JobAction, MoveWhere, OsName, Role
@@ -830,7 +831,7 @@ def build_parser() -> Parser:
     up = add("up", cmd_up, "bring up a local farm: leader, agents, console", [])
     up.add_argument("--data", default="farm-data", metavar="DIR", help="default ./farm-data")
     up.add_argument("--root", metavar="DIR", help="sync root (default <data>/root)")
-    up.add_argument("--port", type=port_number, default=7878, metavar="P")
+    up.add_argument("--port", type=port_number, default=DEFAULT_PORT, metavar="P")
     up.add_argument("--agents", type=int, default=2, metavar="N")
     up.add_argument("--slots", type=positive_int, default=1, metavar="K", help="slots per agent")
     up.add_argument("--demo", action="store_true", help="submit a few demo jobs")
@@ -844,7 +845,7 @@ def build_parser() -> Parser:
     leader.add_argument("--data", required=True, metavar="DIR", help="database and tokens")
     leader.add_argument("--root", required=True, metavar="DIR", help="the sync root")
     leader.add_argument("--host", default="127.0.0.1")
-    leader.add_argument("--port", type=port_number, default=7878, metavar="P")
+    leader.add_argument("--port", type=port_number, default=DEFAULT_PORT, metavar="P")
     leader.add_argument("--tls-cert", metavar="F")
     leader.add_argument("--tls-key", metavar="F")
     add_service_flags(leader, "leader")

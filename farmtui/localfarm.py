@@ -24,7 +24,7 @@ from types import FrameType, TracebackType
 import httpx
 
 from farmtui.client import FINAL_STATES, FarmClient
-from farmtui.config import write_user_config
+from farmtui.config import DEFAULT_PORT, write_user_config
 from farmtui.errors import LocalFarmError
 from farmtui.protocol import JobSpec
 from farmtui.renderers import build_argv
@@ -36,7 +36,7 @@ HEALTH_TIMEOUT = 30.0
 class UpOptions:
     data: Path
     root: Path
-    port: int = 7878
+    port: int = DEFAULT_PORT
     agents: int = 2
     slots: int = 1
     demo: bool = False
@@ -116,7 +116,7 @@ class LocalFarm:
 
     data: Path
     root: Path
-    port: int = 7878
+    port: int = DEFAULT_PORT
     host: str = "127.0.0.1"
     python: str = sys.executable
     leader: Child | None = None

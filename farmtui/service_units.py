@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from farmtui.config import DEFAULT_PORT
 from farmtui.errors import InputError
 
 DEFAULT_USER = "farm"
@@ -33,7 +34,7 @@ class LeaderService:
     data: Path
     root: Path
     host: str = "127.0.0.1"
-    port: int = 7878
+    port: int = DEFAULT_PORT
     tls_cert: Path | None = None
     tls_key: Path | None = None
     user: str = DEFAULT_USER

@@ -16,6 +16,7 @@ from typing import Literal
 
 import msgspec
 
+from farmtui.config import DEFAULT_PORT
 from server.errors import ConfigError
 from server.path_mapping import PathMapError, check_rules
 from server.scheduler import SchedulerConfig
@@ -160,7 +161,7 @@ class LeaderSettings:
     data: Path
     root: Path
     host: str = "127.0.0.1"
-    port: int = 7878
+    port: int = DEFAULT_PORT
     tls_cert: Path | None = None
     tls_key: Path | None = None
     config: LeaderConfig = field(default_factory=LeaderConfig)

@@ -37,8 +37,8 @@ async def test_demo_chunk_renders_reports_frames_and_copies_to_the_sync_root(
     assert finished.exit_status == "0"
     started = farm.recorder.of(ChunkStarted)[0]
     staged_dir = farm.staging / "job1" / "1.1" / "renders" / "shot"
-    assert f"{staged_dir}/frame_####.png" in started.command
-    assert "1,2,3" in started.command
+    assert f"--output={staged_dir}/frame_####.png" in started.command
+    assert "--frames=1,2,3" in started.command
     written = farm.recorder.of(FramesWritten)
     assert _frames(written, staged=True) == [1, 2, 3]
     assert _frames(written, staged=False) == [1, 2, 3]
@@ -92,7 +92,7 @@ async def test_without_staging_frames_are_renamed_into_place_when_the_chunk_succ
     # The renderer writes into a folder of its own attempt inside the output folder.
     partial = farm.sync_root / "renders/shot/.farmtui-job1.1.1"
     started = farm.recorder.of(ChunkStarted)[0]
-    assert f"{partial}/frame_####.png" in started.command
+    assert f"--output={partial}/frame_####.png" in started.command
     for frame in (4, 5):
         assert (farm.sync_root / f"renders/shot/frame_{frame:04d}.png").stat().st_size > 0
     assert not partial.exists()

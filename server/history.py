@@ -56,7 +56,7 @@ class History:
         self.jobs = jobs
         self.logs = logs
         self._recent: deque[EventView] = deque(maxlen=KEPT)
-        self._filled = False
+        # The one fill from the logs after a start; done once it has run.
         self._filling: asyncio.Future[None] | None = None
 
     def observe(self, changes: Changes) -> None:
@@ -71,10 +71,9 @@ class History:
 
     async def latest(self, limit: int) -> list[EventView]:
         """The farm's last ``limit`` events, oldest first."""
-        if not self._filled:
-            if self._filling is None:
-                self._filling = asyncio.ensure_future(self._fill())
-            await asyncio.shield(self._filling)
+        if self._filling is None:
+            self._filling = asyncio.ensure_future(self._fill())
+        await asyncio.shield(self._filling)
         return list(self._recent)[-limit:]
 
     async def _fill(self) -> None:
@@ -90,7 +89,6 @@ class History:
         older = [e for events in read for e in events if _identity(e) not in seen]
         merged = sorted([*older, *self._recent], key=lambda e: e.time)
         self._recent = deque(merged[-KEPT:], maxlen=KEPT)
-        self._filled = True
 
 
 def _identity(event: EventView) -> tuple[float, str | None, str]:

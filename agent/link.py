@@ -52,6 +52,7 @@ from farmtui.protocol import (
     ChunkFinished,
     ChunkRef,
     DiscardStaged,
+    GpuInfo,
     Heartbeat,
     KillChunk,
     LeaderToAgent,
@@ -122,6 +123,8 @@ class LeaderLink:
         version: str = "",
         ssl_context: ssl.SSLContext | None = None,
         clock: Callable[[], float] = time.monotonic,
+        gpus: list[GpuInfo] | None = None,
+        gpu_only: bool = False,
     ) -> None:
         self.leader = http_url(leader)
         self.url = websocket_url(leader)
@@ -129,6 +132,8 @@ class LeaderLink:
         self.name = name
         self.slots = slots
         self.tags = tags
+        self.gpus = gpus or []
+        self.gpu_only = gpu_only
         self.outbox = outbox
         self.log_stream = log_stream
         self.version = version
@@ -341,6 +346,8 @@ class LeaderLink:
             agent_id=self.supervisor.agent_id,
             batches=True,
             os=agent_os(),
+            gpus=self.gpus,
+            gpu_only=self.gpu_only,
             running=self.supervisor.running(),
             finished=[
                 ChunkRef(job_id=m.job_id, chunk=m.chunk, attempt=m.attempt)

@@ -23,13 +23,14 @@ import uuid
 from pathlib import Path
 
 from agent import agent_log
+from agent import gpus as gpu_inventory
 from agent.errors import AgentError, LeaderRefused
 from agent.link import LeaderLink
 from agent.outbox import Outbox
 from agent.process_tree import become_subreaper
 from agent.staging import UploadToLeader
 from agent.supervisor import Storage, Supervisor
-from farmtui.protocol import ChunkFinished
+from farmtui.protocol import ChunkFinished, GpuInfo
 
 log = logging.getLogger("farmtui.agent")
 
@@ -104,7 +105,10 @@ class Agent:
         state_dir: Path | None = None,
         log_to_stderr: bool = True,
         ca: Path | None = None,
+        gpus: list[GpuInfo] | None = None,
+        gpu_only: bool = False,
     ) -> None:
+        """``gpus``: the node's GPUs as given by hand; None finds them with nvidia-smi."""
         if slots < 1:
             raise AgentError(f"slots must be at least 1, not {slots}")
         trust = _trust(ca)
@@ -124,6 +128,8 @@ class Agent:
             log_stream=self.log_stream,
             version=VERSION,
             ssl_context=trust,
+            gpus=gpu_inventory.detect() if gpus is None else gpus,
+            gpu_only=gpu_only,
         )
         self.supervisor = Supervisor(
             self.link,
@@ -222,6 +228,8 @@ def run_agent(
     *,
     state_dir: Path | None = None,
     ca: Path | None = None,
+    gpus: list[GpuInfo] | None = None,
+    gpu_only: bool = False,
 ) -> None:
     """Run an agent until SIGINT/SIGTERM. Blocking.
 
@@ -241,6 +249,8 @@ def run_agent(
             tags=tags,
             state_dir=state_dir,
             ca=ca,
+            gpus=gpus,
+            gpu_only=gpu_only,
         )
     except AgentError as exc:
         raise SystemExit(f"farm agent: {exc}") from None
@@ -261,8 +271,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--staging", type=Path)
     parser.add_argument("--state", type=Path, help="state folder (id, log, outbox)")
     parser.add_argument("--tags", default="", help="comma list")
+    parser.add_argument("--gpus", help="0,1 or 0:24G,1:24G; none: no GPU (default: nvidia-smi)")
+    parser.add_argument("--gpu-only", action="store_true", help="only jobs that ask for GPUs")
     args = parser.parse_args(argv)
     tags = [t for t in args.tags.split(",") if t]
+    try:
+        gpus = None if args.gpus is None else gpu_inventory.parse_given(args.gpus)
+    except gpu_inventory.GpuListError as exc:
+        parser.error(str(exc))
     run_agent(
         args.leader,
         args.token,
@@ -271,6 +287,8 @@ def main(argv: list[str] | None = None) -> None:
         args.staging,
         tags,
         state_dir=args.state,
+        gpus=gpus,
+        gpu_only=args.gpu_only,
     )
 
 

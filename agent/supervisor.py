@@ -39,6 +39,7 @@ import msgspec
 from agent.adapters import Adapter, adapter_for
 from agent.chunk_outcome import Outcome, Stop, TimeoutKind, Verdict, decide
 from agent.errors import ChunkSetupError, FenceError
+from agent.gpus import visible_devices
 from agent.lines import LineSplitter
 from agent.process_tree import (
     MARKER_VARIABLE,
@@ -310,6 +311,8 @@ class ChunkRun:
             self._clean_staging()
             return
         env = {**os.environ, **a.env, MARKER_VARIABLE: self.marker}
+        if a.gpus is not None:
+            env.update(visible_devices(a.gpus))
         if self.sup.storage.sync_root is not None:
             env[SYNC_ROOT_VARIABLE] = str(self.sup.storage.sync_root)
         exit_file = self._remember(started)

@@ -15,7 +15,15 @@ the time spent in the agents' code), and the garbage collector's longest
 pause. ``--old TREE`` runs another checkout (``git archive HEAD | tar -x -C
 /tmp/base``) in a subprocess, alternating with this one.
 
+``--rules`` instead runs this checkout twice over, alternating: two jobs of
+``--chunks`` one-frame chunks each, once plain and once with the scheduling
+rules of issue 13 at work on every chunk: each chunk asks for a GPU (every
+slot of every agent has one) and a unit of a limit (as many units as slots,
+so the limit is counted, never the bottleneck), and the second job follows
+the first frame by frame (its chunks are checked, parked and released).
+
     python bench/leader_core.py --old /tmp/base --runs 3
+    python bench/leader_core.py --rules --runs 3
 """
 
 from __future__ import annotations
@@ -46,7 +54,8 @@ class FakeWebSocket:
         self.frames.append(text)
 
 
-async def measure(chunks: int, agents: int, slots: int) -> dict[str, Any]:
+async def measure(chunks: int, agents: int, slots: int, rules: bool | None) -> dict[str, Any]:
+    """``rules``: None, one job (as before); False, two jobs; True, two jobs under the rules."""
     from farmtui import protocol
     from farmtui.protocol import AgentHello, AssignChunk, ChunkFinished, ChunkStarted, JobSpec
     from server.agent_link import AgentLink
@@ -63,13 +72,37 @@ async def measure(chunks: int, agents: int, slots: int) -> dict[str, Any]:
     )
     leader = Leader(settings)
     await leader.start()
-    spec = JobSpec(name="bench", frames=f"1-{chunks}", chunk=1, argv=["true"])
-    leader.run(lambda now: leader.scheduler.submit("bench", spec, "bench", now), dispatch=False)
+    specs = {"bench": JobSpec(name="bench", frames=f"1-{chunks}", chunk=1, argv=["true"])}
+    gpus: list[Any] = []
+    if rules is not None:
+        from farmtui.protocol import GpuInfo
+
+        asks: dict[str, Any] = {}
+        if rules:
+            from server.resources import Limit
+
+            limit = Limit("bench", agents * slots)
+            leader.run(lambda now: leader.scheduler.set_limit(limit, "bench", "b", now))
+            asks = {"gpus": 1, "limits": ["bench"]}
+            gpus = [GpuInfo(index=i, memory=8192) for i in range(slots)]
+        after = {"after": ["up"], "after_frames": True} if rules else {}
+        specs = {
+            "up": JobSpec(name="up", frames=f"1-{chunks}", argv=["true"], **asks),
+            "bench": JobSpec(name="bench", frames=f"1-{chunks}", argv=["true"], **asks, **after),
+        }
+    for job_id, spec in specs.items():
+        leader.run(
+            lambda now, job_id=job_id, spec=spec: leader.scheduler.submit(
+                job_id, spec, "bench", now
+            ),
+            dispatch=False,
+        )
+    chunks *= len(specs)
     sockets: dict[str, FakeWebSocket] = {}
     links: dict[str, AgentLink] = {}
     seqs = dict.fromkeys((f"n{i}" for i in range(agents)), 0)
     for name in seqs:
-        hello = AgentHello(name=name, slots=slots, agent_id=name, batches=True)
+        hello = AgentHello(name=name, slots=slots, agent_id=name, batches=True, gpus=gpus)
         leader.run(
             lambda now, hello=hello: leader.scheduler.node_connected(hello, now)[0],
             dispatch=False,
@@ -152,10 +185,14 @@ async def measure(chunks: int, agents: int, slots: int) -> dict[str, Any]:
     }
 
 
-def run_tree(tree: Path, chunks: int, agents: int, slots: int) -> dict[str, Any]:
+def run_tree(
+    tree: Path, chunks: int, agents: int, slots: int, rules: bool | None = None
+) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(tree)}
     command = [sys.executable, str(HERE / "leader_core.py"), "--child"]
     command += ["--chunks", str(chunks), "--agents", str(agents), "--slots", str(slots)]
+    if rules is not None:
+        command.append("--with-rules" if rules else "--two-jobs")
     out = subprocess.run(command, env=env, cwd=tree, capture_output=True, text=True, check=True)
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
@@ -169,18 +206,33 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--old", help="another checkout to run beside this one")
     parser.add_argument("--out", default=str(HERE / "results" / "leader_core.json"))
+    parser.add_argument(
+        "--rules", action="store_true", help="two jobs plain, then under GPUs, a limit, frame deps"
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--two-jobs", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--with-rules", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(asyncio.run(measure(args.chunks, args.agents, args.slots))))
+        rules = True if args.with_rules else False if args.two_jobs else None
+        print(json.dumps(asyncio.run(measure(args.chunks, args.agents, args.slots, rules))))
         return
-    trees = {"this": HERE.parent}
-    if args.old:
-        trees = {"old": Path(args.old).resolve(), **trees}
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
+    if args.rules:
+        variants: dict[str, tuple[Path, bool | None]] = {
+            "plain": (HERE.parent, False),
+            "rules": (HERE.parent, True),
+        }
+        default_out = HERE / "results" / "leader_core_rules.json"
+        if args.out == str(HERE / "results" / "leader_core.json"):
+            args.out = str(default_out)
+    else:
+        variants = {"this": (HERE.parent, None)}
+        if args.old:
+            variants = {"old": (Path(args.old).resolve(), None), **variants}
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
     for number in range(args.runs):
-        for name, tree in trees.items():
-            result = run_tree(tree, args.chunks, args.agents, args.slots)
+        for name, (tree, rules) in variants.items():
+            result = run_tree(tree, args.chunks, args.agents, args.slots, rules)
             runs[name].append(result)
             print(f"run {number + 1} {name}: {result}", flush=True)
     summary = {
@@ -192,6 +244,9 @@ def main() -> None:
     }
     for name, medians in summary.items():
         print(f"{name} (median of {args.runs}): {medians}")
+    if args.rules:
+        ratio = summary["rules"]["us_per_chunk"] / summary["plain"]["us_per_chunk"]
+        print(f"cost of the rules per chunk: x{ratio:.3f} (the issue allows x1.10)")
     shape = {"chunks": args.chunks, "agents": args.agents, "slots": args.slots}
     record = {"benchmark": "leader_core", "shape": shape, "runs": runs, "median": summary}
     Path(args.out).write_text(json.dumps(record, indent=1) + "\n")

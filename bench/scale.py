@@ -23,6 +23,9 @@ Scenarios (``--scenarios a,b,c1,c2,d,e,f,g``; sizes times ``--scale``):
   f   one POST of a 1,000,000-frame job: time to acknowledge, loop stall during it,
       GET of the job and ``farm show`` (time, size), store size, leader RSS
   g   kill -9 of the leader with that job in the store, restart: time to first dispatch
+  ar  as a (2 jobs × 50,000) with the scheduling rules at work on every chunk: a GPU
+      each, a unit of a limit each, the second job after the first frame by frame
+  br  as b with the same rules (every second job after the one before it)
 
 Each scenario run has a time cap (``--cap``): a slow leader gives "did not
 finish: N of M in T s" rather than a hung bench. Medians over ``--runs``.
@@ -32,6 +35,7 @@ Prints a table like the issue's and writes ``bench/results/scale.json``.
     python bench/scale.py --scenarios a,c1 --cap 60 --runs 3
     python bench/scale.py --scale 0.01 --cap 10 --runs 1   # a smoke run
     python bench/scale.py --scenarios a --profile          # + py-spy of the leader
+    python bench/scale.py --scenarios a,ar,b,br            # the rules' cost (issue 13)
 """
 
 from __future__ import annotations
@@ -76,6 +80,8 @@ Record = dict[str, Any]
 
 SLOTS = 4
 TRUE = "/bin/true"
+# The limit the "ar" and "br" runs ask a unit of.
+RULES_LIMIT = "bench-licence"
 PROBE_EVERY = 0.05
 SAMPLE_EVERY = 0.25
 # Targets from issue 10 (for the verdict lines; the table carries the figures).
@@ -491,11 +497,17 @@ class Shape:
     slots: int = SLOTS
     # The simulated agents send and read batches, as the real agent does.
     batches: bool = True
+    # The scheduling rules at work on every chunk (issue 13): each asks for a GPU
+    # (every slot has one) and a unit of a limit (one per slot: counted, never
+    # short), and every second job follows the one before it frame by frame.
+    rules: bool = False
 
     def label(self) -> str:
         job = f"{self.jobs:,} job" + ("s" if self.jobs != 1 else "")
+        rules = ", with GPUs, a limit and frame-by-frame dependencies" if self.rules else ""
         return (
             f"{job} × {self.chunks:,} one-frame chunks, {self.agents} agents × {self.slots} slots"
+            f"{rules}"
         )
 
 
@@ -504,9 +516,16 @@ def submit_load(farm: BenchFarm, shape: Shape, cap: float) -> tuple[list[str], f
     ids: list[str] = []
     began = time.perf_counter()
     with farm.client(timeout=max(cap, 30.0)) as client:
+        if shape.rules:
+            client.set_limit(RULES_LIMIT, shape.agents * shape.slots)
         for index in range(shape.jobs):
             if time.perf_counter() - began > cap:
                 break
+            rules: dict[str, Any] = {}
+            if shape.rules:
+                rules = {"gpus": 1, "limits": [RULES_LIMIT]}
+                if index % 2:
+                    rules.update(after=[ids[-1]], after_frames=True)
             spec = JobSpec(
                 name=f"scale-{shape.key}-{index}",
                 frames=f"1-{shape.chunks}",
@@ -514,6 +533,7 @@ def submit_load(farm: BenchFarm, shape: Shape, cap: float) -> tuple[list[str], f
                 renderer="generic",
                 argv=[TRUE],
                 staging=False,
+                **rules,
             )
             ids.append(client.submit(spec).id)
     return ids, time.perf_counter() - began, len(ids) * shape.chunks
@@ -539,6 +559,8 @@ def run_sim(
     args += ["--token-file", str(farm.local.agent_token_file), "--agents", str(shape.agents)]
     args += ["--slots", str(shape.slots), "--expect", str(expect), "--cap", str(cap)]
     args += ["--out", str(out)] + ([] if shape.batches else ["--no-batches"])
+    if shape.rules:
+        args += ["--gpus", str(shape.slots)]
     process = subprocess.Popen(args, cwd=REPO, env=load_env(), start_new_session=True)
     farm.monitor.others.add(process.pid)
     try:
@@ -1033,7 +1055,7 @@ def unfinished(
 def rows(results: Record) -> list[tuple[str, str, str, str, str]]:
     """(load, result, /healthz p50 / p99, leader CPU, stalls / lost / doubles) per scenario."""
     table = []
-    for key in ("a", "b", "c1", "c2"):
+    for key in ("a", "b", "c1", "c2", "ar", "br"):
         if key not in results:
             continue
         s = results[key]["summary"]
@@ -1129,7 +1151,7 @@ def targets(results: Record) -> list[str]:
                 f"{verdict(rate >= TARGET_RATE)}; /healthz p99 <= 50 ms: {_ms(p99)}: "
                 f"{verdict(p99 is not None and p99 <= TARGET_HEALTHZ_P99)}"
             )
-    for key in ("a", "b", "c1", "c2"):
+    for key in ("a", "b", "c1", "c2", "ar", "br"):
         if key in results:
             s = results[key]["summary"]
             faults = sum(
@@ -1171,7 +1193,7 @@ def targets(results: Record) -> list[str]:
 
 # --- main ------------------------------------------------------------------------------
 
-SCENARIOS = ("a", "b", "c1", "c2", "d", "e", "f", "g")
+SCENARIOS = ("a", "b", "c1", "c2", "d", "e", "f", "g", "ar", "br")
 
 
 def git_commit() -> str:
@@ -1247,6 +1269,9 @@ def main() -> int:
         "b": Shape("b", sized(1_000), 100, args.agents, batches=batches),
         "c1": Shape("c1", 1, sized(100_000), args.many_agents, batches=batches),
         "c2": Shape("c2", sized(1_000), 100, args.many_agents, batches=batches),
+        # a and b again, under the rules: their rate beside a's and b's.
+        "ar": Shape("ar", 2, sized(50_000), args.agents, batches=batches, rules=True),
+        "br": Shape("br", sized(1_000), 100, args.agents, batches=batches, rules=True),
     }
     commands, submits, frames = sized(1_000), sized(1_000), sized(1_000_000)
     results: Record = {}

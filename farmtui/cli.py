@@ -27,7 +27,7 @@ from farmtui.protocol import MAX_HISTORY, ChunkAction, JobAction, MoveWhere, OsN
 if TYPE_CHECKING:
     from farmtui.client import FarmClient
     from farmtui.jobfields import Given
-    from farmtui.protocol import JobView
+    from farmtui.protocol import GpuInfo, JobView
 
 JOB_ACTIONS: tuple[str, ...] = get_args(JobAction)
 CHUNK_ACTIONS: tuple[str, ...] = get_args(ChunkAction)
@@ -79,6 +79,10 @@ def whole_number(text: str, least: int) -> int:
 
 def positive_int(text: str) -> int:
     return whole_number(text, 1)
+
+
+def count_arg(text: str) -> int:
+    return whole_number(text, 0)
 
 
 def chunk_index(text: str) -> int:
@@ -209,8 +213,22 @@ def cmd_agent(args: argparse.Namespace) -> int:
         tags=_split_tags(args.tags),
         state_dir=Path(args.state) if args.state else None,
         ca=_agent_ca(args.ca, os.environ.get("FARM_CA")),
+        gpus=_agent_gpus(args.gpus),
+        gpu_only=args.gpu_only,
     )
     return 0
+
+
+def _agent_gpus(flag: str | None) -> list[GpuInfo] | None:
+    """``--gpus``: the node's GPUs by hand; None (not given): the agent asks nvidia-smi."""
+    if flag is None:
+        return None
+    from agent.gpus import GpuListError, parse_given
+
+    try:
+        return parse_given(flag)
+    except GpuListError as exc:
+        raise InputError(str(exc)) from None
 
 
 def _agent_ca(flag: str | None, env: str | None) -> Path | None:
@@ -243,6 +261,8 @@ def print_agent_service(args: argparse.Namespace, leader: str) -> int:
             staging=Path(args.staging) if args.staging else None,
             state=Path(args.state) if args.state else None,
             tags=_split_tags(args.tags) or [],
+            gpus=args.gpus,
+            gpu_only=args.gpu_only,
             # The unit's agent sees neither this shell's FARM_CA nor its folder.
             ca=_agent_ca(args.ca, os.environ.get("FARM_CA")),
             user=args.service_user,
@@ -467,6 +487,27 @@ def cmd_node(args: argparse.Namespace) -> int:
         emit_json(node)
     else:
         emit(nodes_table([node]))
+    return 0
+
+
+def cmd_limit(args: argparse.Namespace) -> int:
+    from farmtui.tables import limits_table
+
+    with connect(args) as farm:
+        if args.verb != "list" and not args.name:
+            raise InputError(f"farm limit {args.verb}: which limit? (farm limit {args.verb} NAME)")
+        if args.verb == "set":
+            if args.units is None:
+                raise InputError("farm limit set NAME UNITS: how many units (licences) it has")
+            limits = farm.set_limit(args.name, args.units, args.per_node)
+        elif args.verb == "delete":
+            limits = farm.delete_limit(args.name)
+        else:
+            limits = farm.limits()
+    if args.json:
+        emit_json(limits)
+    else:
+        emit(limits_table(limits))
     return 0
 
 
@@ -862,6 +903,14 @@ def build_parser() -> Parser:
     agent.add_argument("--staging", metavar="DIR", help="local staging folder")
     agent.add_argument("--tags", metavar="a,b", help="tags jobs can require")
     agent.add_argument(
+        "--gpus",
+        metavar="LIST",
+        help="the node's GPUs: 0,1 or 0:24G,1:24G; none: no GPU (default: ask nvidia-smi)",
+    )
+    agent.add_argument(
+        "--gpu-only", action="store_true", help="take only jobs that ask for GPUs (--gpus N)"
+    )
+    agent.add_argument(
         "--ca", metavar="FILE", help="the CA of an https leader (default: FARM_CA, the system's)"
     )
     agent.add_argument(
@@ -948,6 +997,17 @@ def build_parser() -> Parser:
     node.add_argument("verb", choices=("enable", "disable", "log"))
     node.add_argument("name", metavar="NAME")
     node.add_argument("--tail", type=int, default=200, metavar="N", help="lines of log")
+
+    limit = add(
+        "limit", cmd_limit, "farm-wide limits (licences): set NAME UNITS, list, delete NAME",
+        data_cmd,
+    )
+    limit.add_argument("verb", choices=("set", "list", "delete"))
+    limit.add_argument("name", metavar="NAME", nargs="?")
+    limit.add_argument("units", metavar="UNITS", nargs="?", type=count_arg)
+    limit.add_argument(
+        "--per-node", type=count_arg, default=0, metavar="N", help="at most N units on one node"
+    )
 
     for verb, text in (("block", "keep a node off one job"), ("unblock", "let it back")):
         blocker = add(verb, cmd_block, text, data_cmd)

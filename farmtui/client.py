@@ -20,10 +20,11 @@ Connect, submit, watch, act::
   ``FailureView`` out. ``msgspec.json.encode``/``msgspec.to_builtins`` turn
   them into JSON or dicts.
 - Reads: ``jobs``, ``show``/``show_all``, ``nodes``, ``failures``,
-  ``events``, ``logs``, ``node_log``, ``whoami``, ``healthz``.
+  ``events``, ``logs``, ``node_log``, ``limits``, ``whoami``, ``healthz``.
 - Acts: ``action`` (pause, resume, retry-failed, requeue, archive, cancel,
   delete, hold, unhold, complete, review), ``chunk_action``, ``patch``,
-  ``priority``, ``move``, ``block_node``, ``set_node_enabled``, ``create_token``.
+  ``priority``, ``move``, ``block_node``, ``set_node_enabled``, ``set_limit``,
+  ``delete_limit``, ``create_token``.
 - Waits: ``watch`` (a generator of ``JobView``) and ``wait`` (the final one).
 - Errors: the ``farmtui.errors`` tree, each with a one-line message:
   ``ConfigError`` (no leader or token found, unreadable CA file),
@@ -71,6 +72,8 @@ from farmtui.protocol import (
     JobPatch,
     JobSpec,
     JobView,
+    LimitSpec,
+    LimitView,
     MoveWhere,
     NodeView,
     Role,
@@ -348,6 +351,16 @@ class FarmClient:
 
     def failures(self, limit: int) -> list[FailureView]:
         return self._get(f"/api/failures?limit={limit}", list[FailureView])
+
+    def limits(self) -> list[LimitView]:
+        return self._get("/api/limits", list[LimitView])
+
+    def set_limit(self, name: str, units: int, per_node: int = 0) -> list[LimitView]:
+        body = LimitSpec(units=units, per_node=per_node)
+        return _decode(self.request("PUT", f"/api/limits/{_seg(name)}", body=body), list[LimitView])
+
+    def delete_limit(self, name: str) -> list[LimitView]:
+        return _decode(self.request("DELETE", f"/api/limits/{_seg(name)}"), list[LimitView])
 
     def set_node_enabled(self, name: str, enabled: bool) -> NodeView:
         verb = "enable" if enabled else "disable"

@@ -164,6 +164,46 @@ def _as_is(value: object) -> object:
     return value
 
 
+# ``--after sim:frames``: a dependency frame by frame rather than on the whole job.
+FRAMES_SUFFIX: Final = ":frames"
+
+
+def _after(value: object) -> object:
+    """Job ids; ``JOB:frames`` marks a frame-by-frame dependency (``to_spec`` sorts them)."""
+    return _list(value)
+
+
+def _offset(value: object) -> object:
+    """``A`` or ``A:B`` (or ``[A, B]``): frame N waits for upstream frames N+A .. N+B."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return [value, value]
+    if isinstance(value, str):
+        first, sep, last = value.strip().partition(":")
+        try:
+            start = int(first)
+            end = int(last) if sep else start
+        except ValueError:
+            raise ValueError(f"{value!r} is not A or A:B (whole numbers, e.g. -1:1)") from None
+        return [start, end]
+    return value
+
+
+_SIZE = re.compile(r"^(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>[kmgt]?)(?:i?b)?$", re.IGNORECASE)
+_MIB_PER: Final = {"": 1, "m": 1, "k": 1 / 1024, "g": 1024, "t": 1024 * 1024}
+
+
+def _memory(value: object) -> object:
+    """A GPU memory size in MiB: ``8G``, ``8GB``, ``12000M``, ``12000`` (MiB)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        match = _SIZE.match(value.strip())
+        if match is None:
+            raise ValueError(f"{value!r} is not a size such as 8G, 12000M or 12000 (MiB)")
+        return round(float(match["n"]) * _MIB_PER[match["unit"].lower()])
+    return value
+
+
 @dataclass(frozen=True)
 class Field:
     """One job setting as a flag and a job file key (``key``, dashes), and where it lands."""
@@ -218,12 +258,23 @@ FIELDS: tuple[Field, ...] = (
     Field("output", ("output",), _output, "output relative to the sync root, # marks padding",
           "PATTERN"),
     Field("scout", ("scout",), _frames, "scout frames rendered first; then the job holds", "LIST"),
-    Field("after", ("after",), _list, "wait for JOB (repeat)", "JOB", repeat=True,
+    Field("after", ("after",), _after,
+          "wait for JOB; JOB:frames waits frame by frame (repeat)", "JOB", repeat=True,
           rule="must be a list of job ids or a comma-separated string"),
+    Field("after-frames", ("after_frames",), _as_is,
+          "every --after job frame by frame: frame N waits for its frame N", None),
+    Field("after-offset", ("after_offset",), _offset,
+          "frame N waits for frames N+A .. N+B of the --after jobs (default 0)", "A[:B]",
+          rule="must be A or A:B, whole numbers from -10000 to 10000"),
     Field("max-running", ("max_running",), _integer, "at most N chunks at once (0: no limit)",
           "N"),
     Field("tags", ("tags",), _list, "only nodes with all these tags", "a,b",
           rule="must be a list of strings or a comma-separated string"),
+    Field("gpus", ("gpus",), _integer, "GPUs each chunk gets to itself (default 0)", "N"),
+    Field("gpu-memory", ("gpu_memory",), _memory, "least memory of each GPU: 8G, 12000M",
+          "SIZE"),
+    Field("limits", ("limits",), _list, "farm limits (licences) each chunk holds a unit of",
+          "a,b", rule="must be a list of limit names or a comma-separated string"),
     Field("timeout-min", ("timeouts", "min_render"), _duration,
           "minimum render time (catches renderers that quit early)", "D"),
     Field("timeout-max", ("timeouts", "max_render"), _duration,
@@ -356,10 +407,29 @@ def _nest(given: Given, keys: Iterable[str]) -> dict[str, Any]:
 def to_spec(given: Given, **extra: Any) -> JobSpec:
     """A JobSpec from what was given (and ``extra`` JSON-shaped fields), limits from the Struct."""
     data = {**_nest(given, given.values), **extra}
+    _split_frame_dependencies(data, given)
     try:
         return msgspec.convert(data, JobSpec)
     except msgspec.ValidationError as exc:
         raise explain(exc, data, JobSpec, given.label) from None
+
+
+def _split_frame_dependencies(data: dict[str, Any], given: Given) -> None:
+    """``after = ["sim:frames"]`` -> ``after = ["sim"], after_frames = true``."""
+    after = data.get("after")
+    if not isinstance(after, list) or not all(isinstance(item, str) for item in after):
+        return
+    marked = [item.endswith(FRAMES_SUFFIX) for item in after]
+    if not any(marked):
+        return
+    if not all(marked) or data.get("after_frames") is False:
+        raise JobFieldError(
+            f"{given.label(('after',))}: a job waits on whole jobs or frame by frame, not both "
+            f"(mark every dependency {FRAMES_SUFFIX}, or none)",
+            ("after",),
+        )
+    data["after"] = [item.removesuffix(FRAMES_SUFFIX) for item in after]
+    data["after_frames"] = True
 
 
 def to_patch(given: Given, timeouts: Timeouts | None = None) -> JobPatch:
@@ -658,7 +728,33 @@ def check_job(spec: JobSpec, root: Path | None = None) -> list[int]:
     check_scene(spec.scene, root)
     command_for(spec)
     check_settings(spec)
+    check_scheduling(spec)
     return frames
+
+
+def check_scheduling(spec: JobSpec) -> None:
+    """What the dependency, GPU and limit fields mean together."""
+    start, end = spec.after_offset
+    if start > end:
+        raise JobFieldError(
+            f"the frame offset {start}:{end} ends before it starts (write A:B with A <= B)",
+            ("after_offset",),
+        )
+    if (spec.after_frames or spec.after_offset != (0, 0)) and not spec.after:
+        raise JobFieldError(
+            "a frame-by-frame dependency needs a job to wait on (--after JOB:frames)",
+            ("after_frames",),
+        )
+    if spec.after_offset != (0, 0) and not spec.after_frames:
+        raise JobFieldError(
+            "a frame offset applies to frame-by-frame dependencies (--after JOB:frames)",
+            ("after_offset",),
+        )
+    if spec.gpu_memory and not spec.gpus:
+        raise JobFieldError("a GPU memory needs GPUs to apply to (--gpus N)", ("gpu_memory",))
+    seen = [name for i, name in enumerate(spec.limits) if name in spec.limits[:i]]
+    if seen:
+        raise JobFieldError(f"limit {seen[0]!r} is named twice", ("limits",))
 
 
 def apply_patch(spec: JobSpec, patch: JobPatch) -> JobSpec:

@@ -145,7 +145,7 @@ class LocalFarm:
     def admin_token(self) -> str:
         return self.admin_token_file.read_text(encoding="utf-8").strip()
 
-    def _spawn(self, name: str, args: list[str]) -> Child:
+    def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> Child:
         self.logs.mkdir(parents=True, exist_ok=True)
         log = self.logs / f"{name}.log"
         with open(log, "ab") as out:
@@ -155,7 +155,7 @@ class LocalFarm:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                env=child_environment(self.python),
+                env={**child_environment(self.python), **(env or {})},
             )
         return Child(name, process, log)
 
@@ -197,8 +197,13 @@ class LocalFarm:
         slots: int = 1,
         name: str | None = None,
         tags: Sequence[str] = (),
+        extra: Sequence[str] = (),
+        env: dict[str, str] | None = None,
     ) -> Child:
-        """Start agent number ``index`` with its own staging folder under the data folder."""
+        """Start agent number ``index`` with its own staging folder under the data folder.
+
+        ``extra``: more ``farm agent`` flags (``--gpus 0,1``); ``env``: set in its environment.
+        """
         name = name or f"{socket.gethostname()}-agent{index}"
         staging = self.data / "staging" / f"agent{index}"
         staging.mkdir(parents=True, exist_ok=True)
@@ -209,7 +214,8 @@ class LocalFarm:
         args += ["--state", str(self.data / "agents" / name)]
         if tags:
             args += ["--tags", ",".join(tags)]
-        child = self._spawn(f"agent{index}", args)
+        args += extra
+        child = self._spawn(f"agent{index}", args, env)
         child.name = name
         self.agents.append(child)
         return child

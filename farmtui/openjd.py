@@ -25,6 +25,7 @@ The other direction, a job as a template, is ``farmtui.openjd_export``.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -258,6 +259,10 @@ def plan_jobs(
             given_values["env"] = env
         if mapped.tags:
             given_values["tags"] = mapped.tags
+        if mapped.gpus:
+            given_values["gpus"] = mapped.gpus
+        if mapped.gpu_memory:
+            given_values["gpu-memory"] = mapped.gpu_memory
         if mapped.timeout is not None:
             given_values["timeout-max"] = mapped.timeout
         from_template = jobfile.normalize(given_values, _labeller(f"{path}: {where}"))
@@ -285,6 +290,8 @@ class _MappedStep:
     tags: list[str]
     timeout: int | None
     notes: tuple[str, ...]
+    gpus: int = 0
+    gpu_memory: int = 0  # MiB
 
 
 def _symbols(values: JobParameterValues) -> SymbolTable:
@@ -430,7 +437,10 @@ def _map_step(step: Step, where: str, symbols: SymbolTable) -> _MappedStep:
                 f"{where}.script.actions.onRun.timeout: {text!r} is not whole seconds"
             ) from None
     tags = _tags(step, where)
-    return _MappedStep(format_frames(frames), chunk, argv, tags, timeout, tuple(notes))
+    gpus, gpu_memory = _gpus(step)
+    return _MappedStep(
+        format_frames(frames), chunk, argv, tags, timeout, tuple(notes), gpus, gpu_memory
+    )
 
 
 def _with_frame(symbols: SymbolTable, frame_param: str | None) -> SymbolTable:
@@ -450,12 +460,31 @@ def _to_farmtui(text: str, frame_token: str) -> str:
     return escaped.replace(_FRAME_MARK, frame_token)
 
 
+# OpenJD's standard amounts that a farmtui job asks for itself: GPUs per chunk (a
+# count) and the least memory of each (MiB, as OpenJD counts it).
+GPU_COUNT = "amount.worker.gpu"
+GPU_MEMORY = "amount.worker.gpu.memory"
+GPU_AMOUNTS = (GPU_COUNT, GPU_MEMORY)
+
+
+def _gpus(step: Step) -> tuple[int, int]:
+    """(GPUs, MiB each) from the step's ``amount.worker.gpu[.memory]`` minimums."""
+    requirements = step.hostRequirements
+    found = {GPU_COUNT: 0, GPU_MEMORY: 0}
+    for amount in (requirements.amounts or ()) if requirements is not None else ():
+        if amount.name in found and amount.min is not None:
+            found[amount.name] = math.ceil(amount.min)
+    return found[GPU_COUNT], found[GPU_MEMORY]
+
+
 def _tags(step: Step, where: str) -> list[str]:
     """The step's host requirements as node tags; what tags cannot say is refused."""
     requirements = step.hostRequirements
     if requirements is None:
         return []
     for index, amount in enumerate(requirements.amounts or ()):
+        if amount.name in GPU_AMOUNTS:
+            continue  # a chunk's GPUs (``_gpus``)
         if (amount.min is not None and amount.min > 0) or amount.max is not None:
             raise TemplateError(
                 f"{where}.hostRequirements.amounts[{index}] ({amount.name}): farmtui does not "

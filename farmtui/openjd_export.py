@@ -135,10 +135,16 @@ def job_template(job: JobView) -> dict[str, Any]:
         "parameterSpace": {"taskParameterDefinitions": [frame_parameter]},
         "script": {"actions": {"onRun": on_run}},
     }
+    requirements: dict[str, Any] = {}
+    if spec.gpus:
+        amounts: list[dict[str, Any]] = [{"name": "amount.worker.gpu", "min": spec.gpus}]
+        if spec.gpu_memory:
+            amounts.append({"name": "amount.worker.gpu.memory", "min": spec.gpu_memory})
+        requirements["amounts"] = amounts
     if spec.tags:
-        step["hostRequirements"] = {
-            "attributes": [{"name": TAGS_ATTRIBUTE, "allOf": list(spec.tags)}]
-        }
+        requirements["attributes"] = [{"name": TAGS_ATTRIBUTE, "allOf": list(spec.tags)}]
+    if requirements:
+        step["hostRequirements"] = requirements
     template: dict[str, Any] = {"specificationVersion": "jobtemplate-2023-09"}
     if extensions:
         template["extensions"] = extensions

@@ -125,6 +125,17 @@ Version = Annotated[str, msgspec.Meta(max_length=64, pattern=f"^[^{CONTROL_CHARA
 # Who owns a job: a token's name (the leader's token-name rule is this pattern).
 USER_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}"
 UserName = Annotated[str, msgspec.Meta(pattern=f"^{USER_NAME_PATTERN}\\Z")]
+# A farm-wide limit's name (a licence: "nuke", "houdini-engine"): a word, as typed in job files.
+LIMIT_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
+LimitName = Annotated[str, msgspec.Meta(pattern=f"^{LIMIT_NAME_PATTERN}\\Z")]
+# GPUs a chunk asks for: more than any machine holds is a typo.
+MAX_GPUS = 64
+GpuCount = Annotated[int, msgspec.Meta(ge=0, le=MAX_GPUS)]
+# GPU memory in MiB (what nvidia-smi reports): up to 16 TiB.
+MebiBytes = Annotated[int, msgspec.Meta(ge=0, le=16 * 1024 * 1024)]
+# How far a frame dependency reaches: frame N waits for upstream frames N+start .. N+end.
+MAX_FRAME_OFFSET = 10_000
+FrameOffset = Annotated[int, msgspec.Meta(ge=-MAX_FRAME_OFFSET, le=MAX_FRAME_OFFSET)]
 
 
 class Timeouts(Record, kw_only=True, omit_defaults=True, forbid_unknown_fields=True):
@@ -169,10 +180,19 @@ class JobSpec(Record, kw_only=True, omit_defaults=True, forbid_unknown_fields=Tr
     argv: list[str] = []
     scout: NonEmptyText | None = None
     after: list[str] = []
+    # Frame by frame: frame N of this job waits for frames N+start .. N+end of each
+    # job in ``after`` (those that exist there), not for the whole job.
+    after_frames: bool = False
+    after_offset: tuple[FrameOffset, FrameOffset] = (0, 0)
     # Machine limit: at most this many chunks at once (0 = no limit).
     max_running: Count = 0
     # Pool: nodes must carry every one of these tags.
     tags: list[Label] = []
+    # GPUs each chunk gets to itself, and the least memory each must have (MiB; 0: any).
+    gpus: GpuCount = 0
+    gpu_memory: MebiBytes = 0
+    # Farm-wide limits (licences): each running chunk holds one unit of each.
+    limits: list[LimitName] = []
     timeouts: Timeouts = msgspec.field(default_factory=Timeouts)
     retries: Count | None = None
     retry_delay: Seconds | None = None
@@ -219,9 +239,11 @@ class JobStats(Record, kw_only=True):
 ReasonKind = Literal[
     "paused",  # an operator paused it
     "held",  # an operator held it, or its scout frames are done and wait for a look
-    "after",  # it waits for other jobs to finish
+    "after",  # it waits for other jobs to finish (or for their frames, frame by frame)
     "stage",  # its next chunks wait for an earlier stage (pre-job, scout frames, renders)
     "limit",  # its machine limit is reached
+    "licence",  # every unit of a farm limit it needs (a licence) is in use
+    "gpus",  # no node it may use has the GPUs it asks for free (or at all)
     "retry",  # its waiting chunks are backing off after errors
     "tags",  # no node carries the tags it asks for
     "offline",  # the nodes it may use are offline or disabled
@@ -336,11 +358,25 @@ class ChunkRef(Record, kw_only=True):
     attempt: int
 
 
+class GpuInfo(Record, kw_only=True):
+    """One GPU of a node, as the agent found it (``nvidia-smi``) or was told (``--gpus``)."""
+
+    index: Annotated[int, msgspec.Meta(ge=0, le=1023)]
+    name: Annotated[str, msgspec.Meta(max_length=128, pattern=f"^[^{CONTROL_CHARACTERS}]*\\Z")] = ""
+    # MiB; 0 when not known (given by hand without a size).
+    memory: MebiBytes = 0
+
+
 class NodeView(Record, kw_only=True):
     name: str
     state: NodeState
     slots: int
     running: list[ChunkRef] = []
+    gpus: list[GpuInfo] = []
+    # Indices of the GPUs held by the chunks running here.
+    gpus_busy: list[int] = []
+    # Only jobs that ask for GPUs run here.
+    gpu_only: bool = False
     cpu_count: int = 0
     memory_total: int = 0
     cpu_percent: float = 0.0
@@ -348,6 +384,25 @@ class NodeView(Record, kw_only=True):
     tags: list[str] = []
     last_seen: float = 0.0
     version: str = ""
+
+
+class LimitView(Record, kw_only=True):
+    """A farm-wide limit (a licence pool): how many units exist and how many are held."""
+
+    name: str
+    units: int
+    in_use: int = 0
+    # At most this many units on one node (0: no such cap).
+    per_node: int = 0
+    # Jobs that ask for it and have chunks waiting.
+    waiting_jobs: int = 0
+
+
+class LimitSpec(Record, kw_only=True, forbid_unknown_fields=True):
+    """The body of ``PUT /api/limits/{name}``."""
+
+    units: Count
+    per_node: Count = 0
 
 
 class EventView(Record, kw_only=True):
@@ -413,6 +468,9 @@ class AgentHello(AgentMessage, tag="hello", kw_only=True):
     # Its OS ("linux", "windows", "darwin"), for path mapping; "" (an old agent):
     # the leader's own.
     os: str = ""
+    gpus: Annotated[list[GpuInfo], msgspec.Meta(max_length=1024)] = []
+    # Keep jobs that ask for no GPU off this node (from the agent's --gpu-only).
+    gpu_only: bool = False
 
 
 class Heartbeat(AgentMessage, tag="heartbeat", kw_only=True):
@@ -572,6 +630,9 @@ class AssignChunk(LeaderToAgentMessage, tag="assign", kw_only=True):
     # Not a render: copy the staged output this node kept from that attempt
     # (retry sync) into the sync root under this attempt's fence.
     sync_from: int = 0
+    # The node's GPUs this chunk has to itself (CUDA_VISIBLE_DEVICES); None: the
+    # node has no GPU this leader knows of, leave the environment alone.
+    gpus: list[int] | None = None
 
 
 class KillChunk(LeaderToAgentMessage, tag="kill", kw_only=True):

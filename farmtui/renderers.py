@@ -153,7 +153,11 @@ def build_argv(
         spec = renderer
         if spec.argv:
             return list(spec.argv)
-        return build_argv(spec.renderer, spec.scene, spec.output, ())
+        argv = build_argv(spec.renderer, spec.scene, spec.output, ())
+        if spec.gpus and spec.renderer.lower() == "blender":
+            # Cycles reads its device after "--"; the agent's CUDA_VISIBLE_DEVICES says which.
+            argv += ["--", "--cycles-device", "CUDA"]
+        return argv
     extra = list(extra)
     name = renderer.lower()
     if name == "generic":

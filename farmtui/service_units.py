@@ -50,6 +50,9 @@ class AgentService:
     staging: Path | None = None
     state: Path | None = None
     tags: list[str] = field(default_factory=list)
+    # ``--gpus`` as given (None: the agent asks nvidia-smi), and ``--gpu-only``.
+    gpus: str | None = None
+    gpu_only: bool = False
     # The private CA the agent trusts for an https leader (``--ca``).
     ca: Path | None = None
     user: str = DEFAULT_USER
@@ -156,6 +159,10 @@ def agent_unit(service: AgentService) -> str:
     argv += ["--slots", str(service.slots), "--staging", str(staging), "--state", str(state)]
     if service.tags:
         argv += ["--tags", ",".join(service.tags)]
+    if service.gpus is not None:
+        argv += ["--gpus", service.gpus]
+    if service.gpu_only:
+        argv.append("--gpu-only")
     if service.ca is not None:
         argv += ["--ca", str(_absolute(service.ca))]
     user = _user(service.user)

@@ -17,7 +17,15 @@ from collections.abc import Mapping, Sequence
 from farmtui.durations import format_duration
 from farmtui.frames import format_frames
 from farmtui.printable import printable
-from farmtui.protocol import ChunkView, FailureView, FrameRun, JobDetail, JobView, NodeView
+from farmtui.protocol import (
+    ChunkView,
+    FailureView,
+    FrameRun,
+    JobDetail,
+    JobView,
+    LimitView,
+    NodeView,
+)
 from farmtui.reasons import reason_line
 
 PRIORITY_HEADER = "PRI(low first)"
@@ -95,6 +103,31 @@ def job_summary(job: JobView) -> str:
     return printable(f"{job.id}  {job.name}  {job_state(job)}")
 
 
+def scheduling_line(job: JobView) -> str:
+    """What a job's chunks wait for besides a slot: jobs, frames upstream, GPUs, limits, tags."""
+    spec = job.spec
+    parts: list[str] = []
+    if spec.after:
+        if spec.after_frames:
+            start, end = spec.after_offset
+            reach = (
+                ""
+                if (start, end) == (0, 0)
+                else (f" {start:+d}" if start == end else f" {start:+d}..{end:+d}")
+            )
+            parts.append(f"frames of {', '.join(spec.after)} (frame by frame{reach})")
+        else:
+            parts.append(f"jobs {', '.join(spec.after)} done")
+    if spec.gpus:
+        size = f" of {spec.gpu_memory} MiB" if spec.gpu_memory else ""
+        parts.append(f"{spec.gpus} GPU{'s' if spec.gpus > 1 else ''}{size} per chunk")
+    if spec.limits:
+        parts.append(f"a unit of {', '.join(spec.limits)}")
+    if spec.tags:
+        parts.append(f"tags {', '.join(spec.tags)}")
+    return "; ".join(parts)
+
+
 def detail_text(detail: JobDetail) -> str:
     """``farm show``: the job, its chunks with their latest attempt, and frames by state."""
     job = detail.job
@@ -119,6 +152,9 @@ def detail_text(detail: JobDetail) -> str:
         lines.append(f"output    {job.spec.output}")
     if job.spec.argv:
         lines.append(f"argv      {' '.join(job.spec.argv)}")
+    needs = scheduling_line(job)
+    if needs:
+        lines.append(f"needs     {needs}")
     if detail.blocked_nodes:
         now = time.time()
         blocked = ", ".join(
@@ -230,6 +266,7 @@ def nodes_table(nodes: Sequence[NodeView]) -> str:
             node.name,
             node.state,
             f"{len(node.running)}/{node.slots}",
+            gpus_cell(node),
             f"{node.cpu_percent:.0f}%",
             f"{node.memory_percent:.0f}%",
             ",".join(node.tags) or "-",
@@ -238,8 +275,32 @@ def nodes_table(nodes: Sequence[NodeView]) -> str:
         ]
         for node in nodes
     ]
-    headers = ["NAME", "STATE", "BUSY", "CPU", "MEM", "TAGS", "SEEN", "VERSION"]
-    return table(headers, rows, right={2, 3, 4})
+    headers = ["NAME", "STATE", "BUSY", "GPUS", "CPU", "MEM", "TAGS", "SEEN", "VERSION"]
+    return table(headers, rows, right={2, 3, 4, 5})
+
+
+def gpus_cell(node: NodeView) -> str:
+    """``1/2`` GPUs in use; ``only`` marks a node kept for GPU jobs; ``-``: none."""
+    if not node.gpus:
+        return "-"
+    text = f"{len(node.gpus_busy)}/{len(node.gpus)}"
+    return f"{text} only" if node.gpu_only else text
+
+
+def limits_table(limits: Sequence[LimitView]) -> str:
+    """``farm limit list``: each limit's units in use and who waits for one."""
+    if not limits:
+        return "no limits (define one with `farm limit set NAME UNITS`)"
+    rows = [
+        [
+            limit.name,
+            f"{limit.in_use}/{limit.units}",
+            str(limit.per_node) if limit.per_node else "-",
+            str(limit.waiting_jobs),
+        ]
+        for limit in limits
+    ]
+    return table(["LIMIT", "IN USE", "PER NODE", "JOBS WAITING"], rows, right={1, 2, 3})
 
 
 def failures_table(failures: Sequence[FailureView]) -> str:

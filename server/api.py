@@ -29,6 +29,7 @@ from farmtui.protocol import (
     JobPatch,
     JobSpec,
     JobView,
+    LimitSpec,
     MoveWhere,
     Role,
 )
@@ -400,6 +401,27 @@ async def list_nodes(request: Request) -> Response:
     return json_response(leader_of(request).scheduler.node_views())
 
 
+async def list_limits(request: Request) -> Response:
+    """``GET /api/limits``: the farm's limits (licences), with the units in use."""
+    who(request, "read")
+    return json_response(leader_of(request).scheduler.limit_views())
+
+
+async def put_limit(request: Request) -> Response:
+    """``PUT /api/limits/{name}`` ``{"units": N, "per_node": M}``: define or change a limit."""
+    principal = who(request, "set_limit")
+    spec = await decode_body(request, LimitSpec)
+    name = request.path_params["name"]
+    return json_response(operations.set_limit(leader_of(request), principal, name, spec))
+
+
+async def delete_limit(request: Request) -> Response:
+    """``DELETE /api/limits/{name}``: jobs that ask for it wait until it is defined again."""
+    principal = who(request, "set_limit")
+    name = request.path_params["name"]
+    return json_response(operations.set_limit(leader_of(request), principal, name, None))
+
+
 async def enable_node(request: Request) -> Response:
     return await _set_node(request, True)
 
@@ -570,6 +592,9 @@ routes = [
     Route("/api/nodes/{name}/enable", enable_node, methods=["POST"]),
     Route("/api/nodes/{name}/disable", disable_node, methods=["POST"]),
     Route("/api/nodes/{name}/log", node_log, methods=["GET"]),
+    Route("/api/limits", list_limits, methods=["GET"]),
+    Route("/api/limits/{name}", put_limit, methods=["PUT"]),
+    Route("/api/limits/{name}", delete_limit, methods=["DELETE"]),
     Route("/api/tokens", create_token, methods=["POST"]),
     Route("/api/files/{path:path}", upload_file, methods=["PUT"]),
 ]

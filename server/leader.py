@@ -42,6 +42,7 @@ from server.logwriter import LogWriter
 from server.metrics import ChangeCounters
 from server.model import Attempt, Changes, Chunk, Job
 from server.nodelogs import NodeLogs
+from server.resources import LIMITS_SETTING, decode_limits
 from server.rights import SHARED_AGENT
 from server.scheduler import Scheduler
 from server.store import Store, find_chunk
@@ -203,6 +204,7 @@ class Leader:
     async def start(self) -> None:
         """Load the store into the scheduler and start the clock."""
         jobs, nodes = self.store.load()
+        self.scheduler.set_limits(decode_limits(self.store.setting(LIMITS_SETTING)))
         self.run(lambda now: self.scheduler.load(jobs, nodes, now), dispatch=False)
         self.counters.start(self.scheduler.jobs)
         if self.settings.own_process:

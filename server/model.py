@@ -20,6 +20,7 @@ from farmtui.protocol import (
     ChunkKind,
     ChunkState,
     EventView,
+    GpuInfo,
     JobSpec,
     JobState,
     Level,
@@ -39,7 +40,7 @@ NO_FRAMES: frozenset[int] = frozenset()
 # attempts are tuples, which the collector stops tracking once it has seen
 # them hold only numbers and attempts: a done chunk leaves one tracked object
 # (its ``done`` set) where it left six.
-class Attempt(msgspec.Struct, gc=False):
+class Attempt(msgspec.Struct, gc=False, omit_defaults=True):
     number: int
     node: str
     started: float
@@ -50,6 +51,9 @@ class Attempt(msgspec.Struct, gc=False):
     reason: str | None = None
     # The renderer showed a first sign of life (output, progress or a frame).
     alive: bool = False
+    # The node's GPUs it had to itself, and the limits it held a unit of.
+    gpus: tuple[int, ...] = ()
+    limits: tuple[str, ...] = ()
 
 
 class Chunk(msgspec.Struct, gc=False):
@@ -147,6 +151,12 @@ class Segment:
         """The frames of chunks ``first`` up to (not including) ``end``."""
         return self.frames[self.offset(first) : self.offset(end)]
 
+    def chunk_at(self, position: int) -> int:
+        """The index of the chunk holding ``frames[position]``."""
+        if self.bounds is None:
+            return self.first + position // self.size
+        return self.first + bisect_right(self.bounds, position) - 1
+
 
 # How a job's frames were cut, stored with the job so a job keeps the indices
 # of the chunks it was cut into even when a later leader cuts differently.
@@ -160,13 +170,34 @@ CUT = 2
 class ChunkLayout:
     """How a job's frames are cut into chunks: pre-job, scouts, renders, post-job."""
 
-    __slots__ = ("segments", "count", "cut_version", "_starts")
+    __slots__ = ("segments", "count", "cut_version", "_starts", "_positions")
 
     def __init__(self, segments: list[Segment], cut_version: int = CUT) -> None:
         self.segments = segments
         self.count = sum(segment.count for segment in segments)
         self.cut_version = cut_version
         self._starts = [segment.first for segment in segments]
+        # Frame -> position, for segments whose frames are an array (made when
+        # first asked: only frame-by-frame dependencies look frames up).
+        self._positions: dict[int, dict[int, int]] = {}
+
+    def chunk_of(self, frame: int) -> int | None:
+        """The render chunk (scout or not) that renders ``frame``; None if none does."""
+        for number, segment in enumerate(self.segments):
+            if segment.kind != "render":
+                continue
+            frames = segment.frames
+            if isinstance(frames, range):
+                if frame in frames:
+                    return segment.chunk_at(frames.index(frame))
+                continue
+            positions = self._positions.get(number)
+            if positions is None:
+                positions = self._positions[number] = {f: i for i, f in enumerate(frames)}
+            position = positions.get(frame)
+            if position is not None:
+                return segment.chunk_at(position)
+        return None
 
     @classmethod
     def cut(
@@ -405,6 +436,9 @@ class Node:
     os: str = ""
     # The agent (its stable id) that holds this node name and its slots.
     agent_id: str = ""
+    # Its GPUs (from its hello), and whether only jobs that ask for GPUs run here.
+    gpus: list[GpuInfo] = field(default_factory=list)
+    gpu_only: bool = False
     # (job_id, chunk index, attempt) of every attempt that holds a slot here:
     # the chunks it runs now and those told to stop that it has not yet
     # confirmed dead. Persisted, so a restarted leader still fences them.

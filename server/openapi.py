@@ -30,6 +30,8 @@ from farmtui.protocol import (
     JobPatch,
     JobSpec,
     JobView,
+    LimitSpec,
+    LimitView,
     NodeView,
 )
 from server.api import (
@@ -179,6 +181,16 @@ OPERATIONS: dict[str, Operation] = {
             Param("os", {"type": "string", "enum": list(OS_NAMES)}, "the node's OS", required=True),
         ),
     ),
+    "list_limits": Operation(
+        "The farm's limits (licences): units, units in use, per-node caps.", list[LimitView]
+    ),
+    "put_limit": Operation(
+        "Define or change a limit (admins); the farm's limits.", list[LimitView], body=LimitSpec
+    ),
+    "delete_limit": Operation(
+        "Remove a limit (admins): jobs that ask for it wait until it is defined again.",
+        list[LimitView],
+    ),
     "enable_node": Operation("Let a node take chunks again (admins).", NodeView),
     "disable_node": Operation("Give a node no new chunks (admins).", NodeView),
     "node_log": Operation(
@@ -261,6 +273,8 @@ def document(routes: Iterable[BaseRoute]) -> dict[str, Any]:
         op = OPERATIONS[name]
         kinds += [kind for kind in (op.answer, op.body) if kind is not None]
     refs, components = msgspec.json.schema_components(kinds, ref_template=REF_TEMPLATE)
+    # As JSON has it: a tuple default (``after_offset = (0, 0)``) is an array there.
+    components = msgspec.json.decode(msgspec.json.encode(components))
     schema_of = dict(zip((_key(kind) for kind in kinds), refs, strict=True))
     error_ref = schema_of[_key(ApiError)]
     paths: dict[str, dict[str, Any]] = {}

@@ -12,18 +12,22 @@ is undone by the leader and answered here, once for every write, with 503
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import NamedTuple
 
 from farmtui.frames import OutputPatternError, check_output_pattern
 from farmtui.protocol import (
+    LIMIT_NAME_PATTERN,
     ChunkAction,
     JobAction,
     JobDetail,
     JobPatch,
     JobSpec,
     JobView,
+    LimitSpec,
+    LimitView,
     MoveWhere,
     NodeView,
 )
@@ -41,6 +45,7 @@ from server.errors import (
 from server.leader import Leader
 from server.model import Changes, Chunk, Job
 from server.paths import confine
+from server.resources import LIMITS_SETTING, Limit, encode_limits
 from server.rights import LEADER_PATHS, Principal, authorize, leader_owned, may
 from server.scheduler import SchedulerError
 from server.submission import check_paths, prepare
@@ -72,6 +77,9 @@ def write(leader: Leader, step: Callable[[float], Changes], refused: type[Reques
         raise refused(str(exc)) from None
     except StoreError as exc:
         raise Unavailable(str(exc)) from None
+
+
+LIMIT_NAME = re.compile(LIMIT_NAME_PATTERN)
 
 
 class Submitted(NamedTuple):
@@ -262,6 +270,33 @@ def set_node_enabled(leader: Leader, principal: Principal, node: str, enabled: b
     if view is None:
         raise NotFound(f"unknown node {node}")
     return view
+
+
+def set_limit(
+    leader: Leader, principal: Principal, name: str, spec: LimitSpec | None
+) -> list[LimitView]:
+    """Define or change the limit ``name`` (``spec``), or remove it (None); the farm's limits.
+
+    The limits are written to the store first: if that fails nothing changed,
+    and once it succeeds memory follows, whether or not the event's commit does.
+    """
+    authorize(principal, "set_limit")
+    if not LIMIT_NAME.fullmatch(name):
+        raise BadRequest(f"{name!r} is not a limit name (letters, digits, '.', '-', '_')")
+    scheduler = leader.scheduler
+    limits = dict(scheduler.resources.limits)
+    if spec is None:
+        if limits.pop(name, None) is None:
+            raise NotFound(f"unknown limit {name}")
+        limit = None
+    else:
+        limit = limits[name] = Limit(name, spec.units, spec.per_node)
+    try:
+        leader.store.set_setting(LIMITS_SETTING, encode_limits(limits.values()))
+    except StoreError as exc:
+        raise Unavailable(str(exc)) from None
+    write(leader, lambda now: scheduler.set_limit(limit, name, principal.name, now), Conflict)
+    return scheduler.limit_views()
 
 
 def create_token(leader: Leader, principal: Principal, role: str, name: str) -> str:

@@ -18,8 +18,10 @@ from collections.abc import Iterable, Mapping
 from farmtui.frames import format_frames
 from farmtui.protocol import WaitReason
 from server.frame_states import PENDING, tally_of
+from server.frame_waits import FrameWaits
 from server.job_progress import STAGES, count, gates, stage_open, waiting_at_scouts
 from server.model import Job, Node
+from server.resources import Resources, fits_gpus
 from server.retries import RetryPolicy
 from server.transitions import job_name
 
@@ -35,11 +37,18 @@ class Farm:
     """
 
     def __init__(
-        self, jobs: Mapping[str, Job], nodes: Mapping[str, Node], free: Mapping[str, int]
+        self,
+        jobs: Mapping[str, Job],
+        nodes: Mapping[str, Node],
+        free: Mapping[str, int],
+        resources: Resources | None = None,
+        frame_waits: FrameWaits | None = None,
     ) -> None:
         self.jobs = jobs
         self.nodes = nodes
         self.free = free
+        self.resources = Resources() if resources is None else resources
+        self.frame_waits = FrameWaits() if frame_waits is None else frame_waits
         self._matching: dict[frozenset[str], list[Node]] = {}
 
     def matching(self, tags: Iterable[str]) -> list[Node]:
@@ -79,7 +88,7 @@ def why_waiting(job: Job, farm: Farm, policy: RetryPolicy, now: float) -> WaitRe
     waiting_on = [
         farm.jobs[dep]
         for dep in job.spec.after
-        if dep in farm.jobs and farm.jobs[dep].state != "done"
+        if dep in farm.jobs and farm.jobs[dep].state != "done" and not job.spec.after_frames
     ]
     if waiting_on:
         names = ", ".join(f"{job_name(dep)} ({dep.state})" for dep in waiting_on[:_LISTED])
@@ -90,6 +99,9 @@ def why_waiting(job: Job, farm: Farm, policy: RetryPolicy, now: float) -> WaitRe
     limit = job.spec.max_running
     if limit and len(tally.running) >= limit:
         return WaitReason(kind="limit", text=f"machine limit {limit} reached")
+    short = farm.resources.exhausted(job.spec.limits)
+    if short is not None:
+        return _licence_reason(short, farm.resources)
     open_stages = tuple(where for where in pending if stage_open(job, g, where))
     retrying = count(tally, open_stages, ("waiting-retry",))
     if retrying == count(tally, open_stages, PENDING):
@@ -101,7 +113,39 @@ def why_waiting(job: Job, farm: Farm, policy: RetryPolicy, now: float) -> WaitRe
                 text=f"retry (attempt {errors + 1}/{policy.retries + 1})",
                 until=retry_at,
             )
+    parked = farm.frame_waits.waiting.get(job.id)
+    if parked and len(parked) >= count(tally, open_stages, PENDING):
+        return _frames_reason(parked, farm)
     return _node_reason(job, farm, now)
+
+
+def _frames_reason(parked: dict[int, tuple[str, int]], farm: Farm) -> WaitReason:
+    """Every chunk it could start waits for upstream frames: name the first ones."""
+    dep_id, index = parked[min(parked)]
+    dep = farm.jobs.get(dep_id)
+    if dep is None:
+        return WaitReason(kind="after", text=f"waiting on frames of {dep_id}")
+    upstream = dep.chunks.look(index)
+    frames = format_frames(list(upstream.frames))
+    word = "frame" if len(upstream.frames) == 1 else "frames"
+    state: str = {"assigned": "rendering"}.get(upstream.state, upstream.state)
+    if upstream.state in PENDING:
+        state = "waiting"
+    if dep.state in ("failed", "cancelled", "paused", "holding"):
+        state = f"{state}; job {dep.state}"
+    return WaitReason(kind="after", text=f"waiting on {job_name(dep)} {word} {frames} ({state})")
+
+
+def _licence_reason(name: str, resources: Resources) -> WaitReason:
+    defined = resources.limits.get(name)
+    if defined is None:
+        return WaitReason(
+            kind="licence", text=f"limit {name} is not defined (farm limit set {name} N)"
+        )
+    return WaitReason(
+        kind="licence",
+        text=f"waiting for a {name} licence ({resources.in_use[name]}/{defined.units} in use)",
+    )
 
 
 def _stage_reason(pending: list[str], pre_done: bool, scouts_done: bool) -> WaitReason:
@@ -140,6 +184,17 @@ def _node_reason(job: Job, farm: Farm, now: float) -> WaitReason | None:
         word = "tag" if len(named) == 1 else "tags"
         listed = " ".join(named) if missing else " + ".join(named)
         return WaitReason(kind="tags", text=f"no node has {word} {listed}")
+    spec = job.spec
+    if spec.gpus:
+        matching = [node for node in matching if fits_gpus(node, spec.gpus, spec.gpu_memory)]
+        if not matching:
+            size = f" of {_mib(spec.gpu_memory)}" if spec.gpu_memory else ""
+            word = "GPU" if spec.gpus == 1 else "GPUs"
+            return WaitReason(kind="gpus", text=f"no node has {spec.gpus} {word}{size}")
+    else:
+        matching = [node for node in matching if not node.gpu_only]
+        if not matching:
+            return WaitReason(kind="gpus", text="every node it may use takes GPU jobs only")
     usable = [node for node in matching if node.online and node.enabled]
     if not usable:
         offline = sum(1 for node in matching if not node.online)
@@ -153,12 +208,35 @@ def _node_reason(job: Job, farm: Farm, now: float) -> WaitReason | None:
             text=f"blocked on {len(ends)}/{len(usable)} nodes",
             until=min(ends),
         )
-    free = sum(farm.free.get(n.name, 0) for n in usable if job.blocked.get(n.name, 0.0) <= now)
+    open_nodes = [n for n in usable if job.blocked.get(n.name, 0.0) <= now]
+    free = sum(farm.free.get(n.name, 0) for n in open_nodes)
     if free == 0:
-        slots = sum(n.slots for n in usable if job.blocked.get(n.name, 0.0) <= now)
+        slots = sum(n.slots for n in open_nodes)
         word = "slot" if slots == 1 else "slots"
         return WaitReason(kind="slots", text=f"all {slots} {word} it may use are busy")
+    room = [n for n in open_nodes if farm.free.get(n.name, 0)]
+    resources = farm.resources
+    if spec.gpus and not any(
+        resources.free_gpus(n, spec.gpus, spec.gpu_memory) is not None for n in room
+    ):
+        busy = sum(len(resources.busy_gpus(n.name)) for n in open_nodes)
+        total = sum(len(n.gpus) for n in open_nodes)
+        word = "GPU" if spec.gpus == 1 else "GPUs"
+        return WaitReason(
+            kind="gpus", text=f"waiting for {spec.gpus} free {word} ({busy}/{total} in use)"
+        )
+    for name in spec.limits:
+        cap = resources.limits[name].per_node if name in resources.limits else 0
+        if cap and not any(resources.units_on(n.name, name) < cap for n in room):
+            return WaitReason(
+                kind="licence",
+                text=f"every node with a free slot has {cap}/{cap} {name} in use (per node)",
+            )
     return _stopping_reason(job)
+
+
+def _mib(size: int) -> str:
+    return f"{size / 1024:g} GiB" if size % 1024 == 0 else f"{size} MiB"
 
 
 def _stopping_reason(job: Job) -> WaitReason | None:

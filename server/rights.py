@@ -38,6 +38,7 @@ Action = Literal[
     "move",
     "set_priority",
     "set_node_enabled",
+    "set_limit",
     "create_token",
     "agent_link",
     "upload_output",
@@ -128,7 +129,8 @@ RIGHTS: dict[Action, Right] = {
     "read": Right(
         "read jobs, nodes and logs",
         "`GET /api/jobs[/{id}[/events, /logs]]`, `GET /api/nodes[/{name}/log]`, "
-        "`GET /api/failures`, `GET /api/events`, `GET /api/pathmap`; `/ws/console`: open, "
+        "`GET /api/failures`, `GET /api/events`, `GET /api/pathmap`, `GET /api/limits`; "
+        "`/ws/console`: open, "
         "`watch_job`, "
         "`fetch_task_output`, `fetch_node_log`, `show_archived`, `fetch_failures`, "
         "`fetch_events`",
@@ -197,6 +199,12 @@ RIGHTS: dict[Action, Right] = {
         "enable or disable a node",
         "`POST /api/nodes/{name}/enable`, `/disable`; console `set_node_enabled`",
         "enable or disable nodes",
+        {"admin": YES},
+    ),
+    "set_limit": Right(
+        "define, change or remove a farm limit (licences)",
+        "`PUT /api/limits/{name}`, `DELETE /api/limits/{name}`",
+        "change limits",
         {"admin": YES},
     ),
     "create_token": Right(

@@ -19,8 +19,12 @@ events to them:
 Choices worth knowing:
 
 - Archived jobs dispatch nothing (chunks already running finish).
-- A job whose ``after`` dependency was deleted no longer waits for it; a failed
-  or cancelled dependency keeps it waiting (state ``queued``).
+- A failed or cancelled ``after`` dependency keeps its dependants waiting
+  (state ``queued``, and their reason says on what); deleting it holds them,
+  and un-holding one drops the dependency (``frame_waits`` says the same for
+  dependencies frame by frame).
+- GPUs and limit units are held for as long as the attempt holds its slot
+  (``resources``).
 - A job is not failed merely because every node is blocked for it: the blocks
   expire (``tick``) and it renders again.
 - ``node_lost`` also emits kills for the lost node's chunks, in case its link
@@ -40,7 +44,9 @@ from __future__ import annotations
 import heapq
 import math
 from bisect import bisect_left, bisect_right, insort
+from collections import Counter
 from collections.abc import Callable
+from itertools import groupby
 from typing import Concatenate, ParamSpec, TypeVar
 
 import msgspec
@@ -56,6 +62,7 @@ from farmtui.protocol import (
     JobPatch,
     JobSpec,
     JobView,
+    LimitView,
     MoveWhere,
     NodeView,
 )
@@ -63,8 +70,10 @@ from server import actions, dispatch_order, outcomes, reasons, views
 from server.assignments import build_assignment
 from server.estimates import SlotCensus
 from server.frame_states import tally_of, tracking
+from server.frame_waits import FrameWaits, blocker
 from server.job_progress import PENDING, STAGES, count, gate_open, gates
 from server.model import NO_FRAMES, Assignment, Attempt, Changes, Chunk, Job, Node, Notification
+from server.resources import Holding, Limit, Resources
 from server.retries import OPERATOR_BLOCK, expire_blocks, is_blocked
 from server.scheduler_config import SchedulerConfig, SchedulerError
 from server.submission import Prepared, prepare, validate, validate_patch
@@ -73,10 +82,23 @@ from server.transitions import (
     discard_staged,
     refresh_job,
     set_chunk_state,
+    set_job_state,
     settle_stopped,
 )
 
 __all__ = ["NodeHeld", "Scheduler", "SchedulerConfig", "SchedulerError"]
+
+
+def _shape(node: Node) -> tuple[object, ...]:
+    """What a waiting job's reason and the slot census read of a node."""
+    return (
+        node.online,
+        node.enabled,
+        node.slots,
+        tuple(node.tags),
+        tuple((gpu.index, gpu.memory) for gpu in node.gpus),
+        node.gpu_only,
+    )
 
 
 class NodeHeld(SchedulerError):
@@ -126,7 +148,7 @@ class Scheduler:
         # Free slots of the online, enabled nodes that have some.
         self._free: dict[str, int] = {}
         # Each node's (online, enabled, slots, tags) as the census last counted it.
-        self._shapes: dict[str, tuple[bool, bool, int, tuple[str, ...]]] = {}
+        self._shapes: dict[str, tuple[object, ...]] = {}
         self._census = SlotCensus(self.nodes)
         self._census_forgotten = False
         self._reasons: reasons.Farm | None = None
@@ -136,6 +158,10 @@ class Scheduler:
         self._wakeup = math.inf
         # The latest time an event or a dispatch pass was given: views read reasons at it.
         self._clock_seen = 0.0
+        # The farm's limits, and the GPUs and limit units the attempts hold.
+        self.resources = Resources()
+        # Chunks parked until the upstream frames they need are done.
+        self.frame_waits = FrameWaits()
 
     # --- loading (leader start-up) -------------------------------------------
     def load(self, jobs: list[Job], nodes: list[Node], now: float) -> Changes:
@@ -305,6 +331,8 @@ class Scheduler:
         node.memory_total = hello.memory_total
         node.version = hello.version
         node.os = hello.os
+        node.gpus = list(hello.gpus)
+        node.gpu_only = hello.gpu_only
         node.online = True
         node.last_seen = now
         changes.nodes.add(node.name)
@@ -442,6 +470,11 @@ class Scheduler:
         self._free = {}
         self._shapes = {}
         self._census = SlotCensus(self.nodes)
+        self.frame_waits.clear()
+        self.resources.clear()
+        for node in self.nodes.values():
+            for key in node.running:
+                self.resources.hold(node.name, key, self._holding_of(key))
         for name in self.nodes:
             self._renode(name)
         for job_id in self.jobs:
@@ -453,6 +486,11 @@ class Scheduler:
         """Update the index and free slots for what ``changes`` names (see ``_noting``)."""
         for job_id in changes.jobs | changes.removed:
             self._reindex(job_id)
+        for job_id, index in self.frame_waits.released(changes, self.jobs):
+            job = self.jobs.get(job_id)
+            if job is not None:
+                heapq.heappush(tally_of(job).ready, index)
+                self._dirty = True
         more_room = False
         reshaped = False
         for name in changes.nodes | changes.readings:
@@ -494,7 +532,7 @@ class Scheduler:
         free = 0
         if node is not None and node.online and node.enabled:
             free = max(0, node.slots - len(node.running))
-        shape = None if node is None else (node.online, node.enabled, node.slots, tuple(node.tags))
+        shape = None if node is None else _shape(node)
         self._census_forgotten = self._shapes.get(name) != shape
         if self._census_forgotten:
             self._census.forget()
@@ -503,6 +541,10 @@ class Scheduler:
                 self._shapes.pop(name, None)
             else:
                 self._shapes[name] = shape
+        if node is None:
+            self.resources.forget_node(name)
+        else:
+            self.resources.recount(node)
         before = self._free.get(name, 0)
         if free:
             self._free[name] = free
@@ -533,37 +575,83 @@ class Scheduler:
             return changes
         free = dict(self._free)
         wakeup = math.inf
+        if self.config.fair_share:
+            wakeup = self._dispatch_shared(free, changes, now)
         for key in self._index:
             if not free:
                 break
             job = self.jobs[key[2]]
             if not self._dependencies_done(job):
                 continue
-            wakeup = min(wakeup, self._dispatch_job(job, free, changes, now))
+            wakeup = min(wakeup, self._dispatch_job(job, free, changes, now)[0])
         self._dirty = False
         self._wakeup = wakeup
         self._note(changes, dirty=False)
         return changes
 
-    def _dispatch_job(self, job: Job, free: dict[str, int], changes: Changes, now: float) -> float:
-        """Assign the job's waiting chunks, in chunk order, to ``free`` slots.
+    def _dispatch_shared(self, free: dict[str, int], changes: Changes, now: float) -> float:
+        """Fair share: within each priority group, the owner running fewest chunks goes next.
+
+        One chunk at a time: the owner with the fewest chunks running at that
+        priority (ties: whose job comes first in queue order) starts the next
+        chunk of its first job that can start one. Costs a count of the running
+        attempts per pass; the strict pass that follows fills whatever is left.
+        """
+        running: Counter[tuple[int, str]] = Counter()
+        for node in self.nodes.values():
+            for job_id, _, _ in node.running:
+                job = self.jobs.get(job_id)
+                if job is not None:
+                    running[(job.priority, job.owner)] += 1
+        wakeup = math.inf
+        for priority, keys in groupby(self._index, key=lambda key: key[0]):
+            if not free:
+                break
+            queues: dict[str, list[Job]] = {}
+            for key in keys:
+                job = self.jobs[key[2]]
+                if self._dependencies_done(job):
+                    queues.setdefault(job.owner, []).append(job)
+            turns = [(running[(priority, owner)], n, owner) for n, owner in enumerate(queues)]
+            heapq.heapify(turns)
+            while turns and free:
+                count, n, owner = heapq.heappop(turns)
+                queue = queues[owner]
+                while queue:
+                    due, started = self._dispatch_job(queue[0], free, changes, now, most=1)
+                    wakeup = min(wakeup, due)
+                    if started:
+                        heapq.heappush(turns, (count + 1, n, owner))
+                        break
+                    queue.pop(0)  # it can start nothing more now: the owner's next job
+        return wakeup
+
+    def _dispatch_job(
+        self, job: Job, free: dict[str, int], changes: Changes, now: float, most: int = 0
+    ) -> tuple[float, int]:
+        """Assign the job's waiting chunks, in chunk order, to ``free`` slots (``most``: at most).
 
         Returns when one of the chunks it could not start may become startable by
-        the clock alone (a retry due, a node block over), or infinity.
+        the clock alone (a retry due, a node block over), or infinity; and how
+        many it started.
         """
         tally = tally_of(job)
         while tally.retry and tally.retry[0][0] <= now:
             heapq.heappush(tally.ready, heapq.heappop(tally.retry)[1])
         limit = job.spec.max_running
+        wanted = job.spec.limits
+        by_frame = job.spec.after_frames
         g = gates(job)
         aside: list[int] = []
         last = -1
-        assigned = False
+        started = 0
         wakeup = math.inf
         ready = tally.ready
         while ready:
             if limit and len(tally.running) >= limit:
                 break
+            if wanted and self.resources.exhausted(wanted) is not None:
+                break  # no unit of a limit is free: a chunk's end frees one
             index = ready[0]
             chunk = job.chunks[index]
             if index == last or chunk.state not in PENDING:
@@ -578,6 +666,9 @@ class Scheduler:
                 continue
             if chunk.state == "waiting-retry" and (chunk.retry_at or 0.0) > now:
                 heapq.heappush(tally.retry, (chunk.retry_at or 0.0, index))
+                continue
+            if by_frame and (upstream := blocker(job, chunk, self.jobs)) is not None:
+                self.frame_waits.park(job.id, index, upstream)
                 continue
             if chunk.staged_on is not None and self._syncable(chunk):
                 if chunk.staged_on not in free:
@@ -595,24 +686,40 @@ class Scheduler:
             free[node] -= 1
             if free[node] == 0:
                 del free[node]
-            assigned = True
+            started += 1
+            if started == most:
+                break
         for index in aside:
             heapq.heappush(ready, index)
         if tally.retry:
             wakeup = min(wakeup, tally.retry[0][0])
-        if assigned:
+        if started:
             refresh_job(job, changes, now)
-        return wakeup
+        return wakeup, started
 
     def _pick_node(self, job: Job, free: dict[str, int], now: float) -> str | None:
-        """The eligible node with the most free slots (ties: by name)."""
-        tags = set(job.spec.tags)
+        """The eligible node with the most free slots (ties: by name).
+
+        Eligible: it carries the job's tags, is not blocked for it, has the GPUs
+        the job asks for free (a node kept for GPU work takes only jobs that ask
+        for GPUs), and is under the per-node cap of each of the job's limits.
+        """
+        spec = job.spec
+        tags = set(spec.tags)
         best: str | None = None
         most = 0
         for name, room in free.items():
             if room < most or (room == most and best is not None and name > best):
                 continue
-            if not tags.issubset(self.nodes[name].tags) or is_blocked(job, name, now):
+            node = self.nodes[name]
+            if not tags.issubset(node.tags) or is_blocked(job, name, now):
+                continue
+            if spec.gpus:
+                if self.resources.free_gpus(node, spec.gpus, spec.gpu_memory) is None:
+                    continue
+            elif node.gpu_only:
+                continue
+            if spec.limits and not self.resources.node_allows(name, spec.limits):
                 continue
             best, most = name, room
         return best
@@ -638,8 +745,24 @@ class Scheduler:
         chunk.started = now
         chunk.finished = None
         chunk.render_time = None
-        chunk.attempts = (*chunk.attempts, Attempt(number=chunk.attempt, node=node, started=now))
-        self.nodes[node].running.add((job.id, chunk.index, chunk.attempt))
+        holder = self.nodes[node]
+        holding = Holding()
+        if not sync_from:  # a copy of staged output renders nothing: it holds no GPU nor licence
+            gpus = self.resources.free_gpus(holder, job.spec.gpus, job.spec.gpu_memory) or ()
+            holding = Holding(gpus if job.spec.gpus else (), tuple(job.spec.limits))
+        chunk.attempts = (
+            *chunk.attempts,
+            Attempt(
+                number=chunk.attempt,
+                node=node,
+                started=now,
+                gpus=holding.gpus,
+                limits=holding.limits,
+            ),
+        )
+        key = (job.id, chunk.index, chunk.attempt)
+        holder.running.add(key)
+        self.resources.hold(node, key, holding)
         changes.nodes.add(node)
         if job.started is None:
             job.started = now
@@ -652,13 +775,32 @@ class Scheduler:
         )
         if sync_from:
             message = msgspec.structs.replace(message, sync_from=sync_from)
+        elif holder.gpus:
+            # A chunk that asked for no GPU sees none: two chunks never share one.
+            message = msgspec.structs.replace(message, gpus=list(holding.gpus))
         changes.assignments.append(Assignment(node=node, message=message))
         text = f"chunk {chunk.index} attempt {chunk.attempt} -> {node}"
+        if holding.gpus:
+            text += f" (GPU {','.join(map(str, holding.gpus))})"
         if sync_from:
             text += f" (copies the output staged by attempt {sync_from}, no render)"
         changes.event(now, "info", text, job.id, None)
 
+    def _holding_of(self, key: tuple[str, int, int]) -> Holding:
+        """What an attempt that holds a slot was given (from its record), after a load."""
+        job = self.jobs.get(key[0])
+        if job is None or not 0 <= key[1] < len(job.chunks):
+            return Holding()
+        for attempt in reversed(job.chunks.look(key[1]).attempts):
+            if attempt.number == key[2]:
+                return Holding(attempt.gpus, attempt.limits)
+        return Holding()
+
     def _dependencies_done(self, job: Job) -> bool:
+        """Whole-job ``after``: each job it waits on is done (or gone). Frame by frame,
+        each chunk is checked on its own (``frame_waits``)."""
+        if job.spec.after_frames:
+            return True
         return all(self.jobs[dep].state == "done" for dep in job.spec.after if dep in self.jobs)
 
     # --- reports from agents (stale attempts are ignored: return empty Changes) --
@@ -830,12 +972,32 @@ class Scheduler:
             if action == "delete":
                 del self.jobs[job.id]
                 changes.removed.add(job.id)
+        if action == "delete":
+            self._hold_orphans([job.id for job in jobs], actor, changes, now)
         changes.jobs -= changes.removed
         changes.chunks = {c for c in changes.chunks if c[0] not in changes.removed}
         changes.frames = [f for f in changes.frames if f[0] not in changes.removed]
         if action in ("archive", "unarchive", "delete"):
             self._order_changed(changes, before)
         return changes
+
+    def _hold_orphans(self, deleted: list[str], actor: str, changes: Changes, now: float) -> None:
+        """Jobs that waited on a deleted job are held: nobody renders on input that
+        will never come unless an operator says so (un-holding drops the dependency)."""
+        gone = set(deleted)
+        for job in self.jobs.values():
+            lost = [dep for dep in job.spec.after if dep in gone]
+            if not lost or job.state not in ("queued", "rendering"):
+                continue
+            set_job_state(job, "holding", changes, now, actor)
+            names = ", ".join(lost)
+            changes.event(
+                now,
+                "warn",
+                f"held: it waits on {names}, deleted; un-hold it to go on without",
+                job.id,
+                actor,
+            )
 
     @_noting
     def chunk_action(
@@ -967,7 +1129,9 @@ class Scheduler:
         ):
             # Kept until a node changes shape: which nodes carry which tags is then
             # counted once for every view, not once per job.
-            farm = self._reasons = reasons.Farm(self.jobs, self.nodes, self._free)
+            farm = self._reasons = reasons.Farm(
+                self.jobs, self.nodes, self._free, self.resources, self.frame_waits
+            )
         return views.Waiting(farm, self.config, self._clock_seen if now is None else now)
 
     def job_view(self, job_id: str, now: float | None = None) -> JobView:
@@ -1024,4 +1188,58 @@ class Scheduler:
         )
 
     def node_views(self) -> list[NodeView]:
-        return [views.node_view(node) for _, node in sorted(self.nodes.items())]
+        return [self.node_view(node) for _, node in sorted(self.nodes.items())]
+
+    def node_view(self, node: Node) -> NodeView:
+        return views.node_view(node, self.resources.busy_gpus(node.name))
+
+    # --- limits (licences) ------------------------------------------------------
+    def set_limits(self, limits: list[Limit]) -> None:
+        """The limits the store holds (start-up, and after a commit failed)."""
+        self.resources.limits = {limit.name: limit for limit in limits}
+        self._limits_changed(Changes())
+
+    @_noting
+    def set_limit(self, limit: Limit | None, name: str, actor: str, now: float) -> Changes:
+        """Define or change a limit (``limit``), or remove the one called ``name`` (None).
+
+        Units already held stay held: lowering a limit below its use stops new
+        chunks until enough end, it kills nothing.
+        """
+        changes = Changes()
+        before = self.resources.limits.get(name)
+        if limit is None:
+            if before is None:
+                raise SchedulerError(f"unknown limit {name}")
+            del self.resources.limits[name]
+            changes.event(now, "info", f"limit {name} removed", None, actor)
+        else:
+            self.resources.limits[name] = limit
+            cap = f", at most {limit.per_node} per node" if limit.per_node else ""
+            changes.event(now, "info", f"limit {name} set to {limit.units} units{cap}", None, actor)
+        self._limits_changed(changes, name)
+        return changes
+
+    def _limits_changed(self, changes: Changes, name: str | None = None) -> None:
+        """Re-announce the waiting jobs that ask for the limit: their reason may change."""
+        for job_id in self._indexed:
+            wanted = self.jobs[job_id].spec.limits
+            if wanted and (name is None or name in wanted):
+                changes.jobs.add(job_id)
+        self._dirty = True
+        self._reasons = None
+
+    def limit_views(self) -> list[LimitView]:
+        waiting = Counter(
+            name for job_id in self._indexed for name in self.jobs[job_id].spec.limits
+        )
+        return [
+            LimitView(
+                name=name,
+                units=limit.units,
+                in_use=self.resources.in_use[name],
+                per_node=limit.per_node,
+                waiting_jobs=waiting[name],
+            )
+            for name, limit in sorted(self.resources.limits.items())
+        ]

@@ -36,6 +36,9 @@ class SchedulerConfig(msgspec.Struct, kw_only=True):
     node_timeout: float = 15.0
     # ``[[path_map]]``: job paths as nodes of another OS see them (server.path_mapping).
     path_map: list[PathRule] = msgspec.field(default_factory=list)
+    # Within a priority group, share the slots between the jobs' owners (the one
+    # running fewest chunks goes next) rather than strict queue order.
+    fair_share: bool = False
 
     @property
     def agent_lease(self) -> float:

@@ -175,7 +175,7 @@ class ChunkPage(NamedTuple):
     after: int = -1
 
 
-def node_view(node: Node) -> NodeView:
+def node_view(node: Node, gpus_busy: list[int] | None = None) -> NodeView:
     return NodeView(
         name=node.name,
         state="disabled" if not node.enabled else ("online" if node.online else "offline"),
@@ -191,4 +191,7 @@ def node_view(node: Node) -> NodeView:
         tags=list(node.tags),
         last_seen=node.last_seen,
         version=node.version,
+        gpus=list(node.gpus),
+        gpus_busy=gpus_busy or [],
+        gpu_only=node.gpu_only,
     )

@@ -222,3 +222,47 @@ def test_one_table_covers_every_setting_and_derives_both_commands_flags() -> Non
     # What `farm set` can change is exactly what a JobPatch carries.
     assert {f.path[0] for f in settable} == set(JobPatch.__struct_fields__)
     assert msgspec.structs.fields(JobPatch)  # a Struct, checked by msgspec.convert
+
+
+SCHEDULING = """
+frames = "1-10"
+argv = ["comp", "{frames}"]
+after = ["render1:frames"]
+after-offset = "-1:1"
+gpus = 2
+gpu-memory = "16G"
+limits = ["nuke", "ocio-lic"]
+"""
+
+
+def test_gpus_limits_and_frame_dependencies_in_a_job_file(tmp_path: Path) -> None:
+    spec = build_spec(load_jobfile(write(tmp_path, SCHEDULING)))
+    assert (spec.after, spec.after_frames, spec.after_offset) == (["render1"], True, (-1, 1))
+    assert (spec.gpus, spec.gpu_memory, spec.limits) == (2, 16384, ["nuke", "ocio-lic"])
+    text = 'frames = "1"\nargv = ["x"]\nafter = ["a"]\nafter-frames = true\n'
+    flagged = build_spec(load_jobfile(write(tmp_path, text)))
+    assert (flagged.after, flagged.after_frames) == (["a"], True)
+
+
+@pytest.mark.parametrize(
+    ("lines", "says"),
+    [
+        ('after = ["a:frames", "b"]', "not both"),
+        ('after = ["a:frames"]\nafter-offset = "2:1"', "ends before it starts"),
+        ('after-offset = "1"', "needs a job to wait on"),
+        ('after = ["a"]\nafter-offset = 1', "frame-by-frame"),
+        ('gpu-memory = "8G"', "needs GPUs"),
+        ('gpus = 65', "gpus"),
+        ('limits = ["nuke", "nuke"]', "named twice"),
+        ('limits = ["bad name"]', "limits"),
+        ('gpu-memory = "much"', "is not a size"),
+    ],
+)
+def test_scheduling_fields_refuse_what_means_nothing(
+    tmp_path: Path, lines: str, says: str
+) -> None:
+    with pytest.raises((InputError, JobFileError)) as caught:
+        build_spec(load_jobfile(write(tmp_path, f'frames = "1-3"\nargv = ["x"]\n{lines}\n')))
+    message = str(caught.value)
+    assert says in message, message
+    assert "\n" not in message

@@ -143,7 +143,8 @@ def begin(frame):
     """Record the frame's start, then look for other runs of it still alive."""
     global record
     record = {"frame": frame, "pid": me, "start": time.time(), "end": None, "term": None,
-              "pids": pids, "alive_at_start": []}
+              "pids": pids, "alive_at_start": [],
+              "gpus": os.environ.get("CUDA_VISIBLE_DEVICES")}
     save(record)
     record["alive_at_start"] = others_alive(frame)
     if record["alive_at_start"]:
@@ -233,6 +234,8 @@ class Run:
     term: float | None = None
     pids: list[tuple[int, int]] = field(default_factory=list)
     alive_at_start: list[int] = field(default_factory=list)
+    # CUDA_VISIBLE_DEVICES as the run saw it (None: not set).
+    gpus: str | None = None
     # From the watcher: a time at which a process of the run was seen alive (the
     # latest), and the first time all of them were seen gone.
     seen_alive: float = 0.0
@@ -314,6 +317,7 @@ class Tally:
                 run.term = data["term"]
                 run.pids = [(pid, started) for pid, started in data["pids"]]
                 run.alive_at_start = list(data["alive_at_start"])
+                run.gpus = data.get("gpus")
             for run in self._runs.values():
                 if run.seen_dead is not None:
                     continue
@@ -626,11 +630,20 @@ class FaultFarm:
             "--tally", str(self.tally.folder), "--sleep", str(sleep), *options,
         ]  # fmt: skip
 
-    def start_agents(self, *names: str, slots: int = 1, wait: bool = True) -> list[Child]:
+    def start_agents(
+        self,
+        *names: str,
+        slots: int = 1,
+        wait: bool = True,
+        extra: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+    ) -> list[Child]:
         started = []
         for name in names:
             index = self._indexes.setdefault(name, len(self._indexes) + 1)
-            started.append(self.local.start_agent(index, slots, name=name))
+            started.append(
+                self.local.start_agent(index, slots, name=name, extra=extra, env=env)
+            )
         if wait:
             self.wait_online(names)
         return started

@@ -284,8 +284,10 @@ def test_retry_and_requeue_of_running_chunks_wait_for_the_dead_tree(
     frames = range(1, 5)
     # Slow to die: the renderer cleans up for 0.3 s on SIGTERM, its helper ignores SIGTERM
     # and goes only with the SIGKILL at the end of the grace.
+    # Renders long enough (10 s) that frames 3-4 still run when the requeue comes, even on a
+    # loaded machine where the retries of frames 1-2 take seconds.
     job = farm.submit(
-        farm.tally_argv(5.0, "--stubborn-helper", "--term-delay", "0.3"),
+        farm.tally_argv(10.0, "--stubborn-helper", "--term-delay", "0.3"),
         "--name", "stopping", "--frames", "1-4", "--chunk", "1", "--retries", "0",
     )  # fmt: skip
 
@@ -300,9 +302,9 @@ def test_retry_and_requeue_of_running_chunks_wait_for_the_dead_tree(
     )
     wait_until(lambda: running(4), 15.0, "four runs again")
     assert not any(farm.tally.ended().values()), "a frame ended before the requeue"
-    farm.cli("requeue", job, "--yes")
+    farm.client.action("requeue", [job])
 
-    detail = farm.wait_job(job, "done", "failed", timeout=40.0)
+    detail = farm.wait_job(job, "done", "failed", timeout=60.0)
     detail = farm.show_cli(job)
     assert_kept_promises(farm, detail, frames)
     runs = farm.tally.runs()

@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from tests.e2e.e2e_support import submit, wait_job
+from tests.e2e.e2e_support import submit, wait_job, wait_until
 from tests.helpers.farm import AgentFactory, LiveLeader
 
 PRECIOUS = "another user's file\n"
@@ -88,5 +88,6 @@ def test_a_renderer_runs_in_its_attempts_folder_on_the_node(
     cwd = Path(json.loads(line.removeprefix("PROBE "))["cwd"])
     staging = farm_leader.data / "staging" / "agent1"
     assert cwd == staging / job_id / "0.1"
-    assert not cwd.exists(), "the attempt's folder goes when the attempt ends"
+    # The agent removes it once the attempt's report is sent.
+    wait_until(lambda: not cwd.exists(), what="the attempt's folder to go when the attempt ends")
     assert not list(farm_leader.root.rglob("junk.txt")), "nothing lands in the sync root"

@@ -61,6 +61,7 @@ from farmtui.protocol import (
     ChunkRef,
     ChunkStarted,
     DiscardStaged,
+    GpuInfo,
     Heartbeat,
     KillChunk,
     LeaseRenewed,
@@ -474,6 +475,7 @@ class SimAgent:
             agent_id=self.agent_id,
             version="sim",
             batches=self.swarm.batches,
+            gpus=self.swarm.gpus,
             running=[ChunkRef(job_id=j, chunk=c, attempt=a) for j, c, a in self.running],
             finished=[
                 ChunkRef(job_id=f.job_id, chunk=f.chunk, attempt=f.attempt) for f in finished
@@ -567,8 +569,11 @@ class Swarm:
         render_seconds: float = 0.0,
         reconnect_max: float = BACKOFF_MAX,
         batches: bool = True,
+        gpus: int = 0,
     ) -> None:
         self.leader = leader
+        # GPUs each agent says it has (indices 0..gpus-1), for the scheduling rules.
+        self.gpus = [GpuInfo(index=i, memory=8192) for i in range(gpus)]
         # Read and send batches (as the real agent does); False: one message a frame.
         self.batches = batches
         self.reconnect_max = reconnect_max
@@ -646,6 +651,7 @@ async def run_swarm(args: argparse.Namespace, token: str) -> SimReport:
         prefix=args.prefix,
         render_seconds=args.render_seconds,
         batches=not args.no_batches,
+        gpus=args.gpus,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -697,6 +703,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-batches", action="store_true", help="one message a frame, compressed (as before)"
     )
+    parser.add_argument("--gpus", type=int, default=0, help="GPUs each agent says it has")
     parser.add_argument("--out", help="write the report (JSON) here instead of stdout")
     args = parser.parse_args(argv)
     token = Path(args.token_file).read_text(encoding="utf-8").strip()

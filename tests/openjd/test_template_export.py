@@ -179,3 +179,14 @@ def test_yaml_reads_back_as_the_template() -> None:
 def test_a_literal_brace_in_a_chunked_command_is_refused() -> None:
     with pytest.raises(ExportError, match="literal brace"):
         job_template(view(frames="1-10", chunk=2, argv=["echo", "{{start}}", "{frames}"]))
+
+
+def test_gpus_travel_as_openjd_gpu_amounts_and_come_back(tmp_path: Path) -> None:
+    template = job_template(view(frames="1-4", argv=[*ECHO, "{frames}"], gpus=2, gpu_memory=8192))
+    instantiated, _ = instantiate(template, tmp_path)
+    amounts = {a.name: a.min for a in instantiated.steps[0].hostRequirements.amounts}
+    assert amounts == {"amount.worker.gpu": 2, "amount.worker.gpu.memory": 8192}
+    path = tmp_path / "gpu.json"
+    path.write_text(json.dumps(template))
+    (plan,) = plan_jobs(path, {})
+    assert (plan.spec.gpus, plan.spec.gpu_memory) == (2, 8192)

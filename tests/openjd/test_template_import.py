@@ -298,14 +298,25 @@ def test_a_session_value_is_refused(tmp_path: Path) -> None:
     assert "onRun.args[0]: {{Session.WorkingDirectory}} has no value on farmtui" in message
 
 
+def test_gpu_amounts_become_the_jobs_gpus(tmp_path: Path) -> None:
+    body = step_with(
+        extra="""\
+    hostRequirements:
+      amounts: [{name: amount.worker.gpu, min: 2}, {name: amount.worker.gpu.memory, min: 16384}]
+"""
+    )
+    (plan,) = plan_jobs(write(tmp_path, body), {})
+    assert (plan.spec.gpus, plan.spec.gpu_memory) == (2, 16384)
+
+
 def test_amounts_and_alternatives_are_refused(tmp_path: Path) -> None:
     amounts = step_with(
         extra="""\
     hostRequirements:
-      amounts: [{name: amount.worker.gpu, min: 1}]
+      amounts: [{name: amount.worker.vcpu, min: 8}]
 """
     )
-    assert "hostRequirements.amounts[0] (amount.worker.gpu)" in refusal(tmp_path, amounts)
+    assert "hostRequirements.amounts[0] (amount.worker.vcpu)" in refusal(tmp_path, amounts)
     any_of = step_with(
         extra="""\
     hostRequirements:

@@ -209,3 +209,10 @@ def test_every_template_expands_with_chunk_tokens() -> None:
     tokens = {**frame_tokens([1, 2]), "outdir": "/o", "output": "/o/f_####.png", "scene": "s"}
     for renderer in ["blender", "ffmpeg", "demo", "aerender", "nuke", "houdini", "maya"]:
         expand(build_argv(renderer, "scene.file", "r/f_####.png"), tokens)
+
+
+def test_a_blender_gpu_job_asks_cycles_for_the_gpus_the_agent_gives_it() -> None:
+    base = {"renderer": "blender", "scene": "a.blend", "output": "r/f_####.png"}
+    gpu = build_argv(JobSpec(**base, gpus=1))
+    assert gpu[-5:] == ["-f", "{frames}", "--", "--cycles-device", "CUDA"]
+    assert "--cycles-device" not in build_argv(JobSpec(**base))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from farmtui.protocol import AgentHello, ChunkFinished, ChunkRef, JobSpec, Timeouts
+from farmtui.protocol import AgentHello, ChunkFinished, ChunkRef, GpuInfo, JobSpec, Timeouts
 from server.model import Changes
 from server.scheduler import Scheduler, SchedulerConfig
 
@@ -18,8 +18,21 @@ class Farm:
         self._ids = 0
 
     # --- set-up ---------------------------------------------------------------
-    def node(self, name: str, slots: int = 1, tags: list[str] | None = None) -> Changes:
-        hello = AgentHello(name=name, slots=slots, tags=tags or [])
+    def node(
+        self,
+        name: str,
+        slots: int = 1,
+        tags: list[str] | None = None,
+        *,
+        gpus: list[int] | None = None,
+        gpu_memory: int = 24576,
+        gpu_only: bool = False,
+    ) -> Changes:
+        """A node joins; ``gpus``: the indices of its GPUs, each of ``gpu_memory`` MiB."""
+        inventory = [GpuInfo(index=i, name="RTX", memory=gpu_memory) for i in gpus or []]
+        hello = AgentHello(
+            name=name, slots=slots, tags=tags or [], gpus=inventory, gpu_only=gpu_only
+        )
         changes, stale = self.scheduler.node_connected(hello, self.now)
         assert stale == []
         return changes

@@ -222,11 +222,17 @@ def test_cancel_greys_out_the_frames_it_stopped(farm: Farm) -> None:
     assert farm.frame_states(job) == {1: "unassigned", 2: "unassigned"}
 
 
-def test_deleting_a_dependency_releases_the_jobs_waiting_for_it(farm: Farm) -> None:
+def test_deleting_a_dependency_holds_the_jobs_waiting_for_it_until_unheld(farm: Farm) -> None:
     farm.submit("sim")
     farm.submit("render", after=["sim"])
-    farm.scheduler.job_action(["sim"], "delete", "bob", farm.now)
-    farm.node("n1")
+    farm.submit("other")
+    changes = farm.scheduler.job_action(["sim"], "delete", "bob", farm.now)
+    assert farm.state("render") == "holding"
+    assert farm.state("other") == "queued"
+    assert any("deleted; un-hold it to go on without" in e.text for e in changes.events)
+    farm.node("n1", slots=2)
+    assert [a.message.job_id for a in farm.dispatch().assignments] == ["other"]
+    farm.scheduler.job_action(["render"], "unhold", "bob", farm.now)
     assert [a.message.job_id for a in farm.dispatch().assignments] == ["render"]
 
 

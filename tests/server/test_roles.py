@@ -318,6 +318,7 @@ async def read_rest(m: Matrix, who: Who) -> Act:
         f"/api/jobs/{job}/logs?chunk=0",
         "/api/nodes",
         "/api/nodes/reader/log",
+        "/api/limits",
     ]
     return lambda: rest_all(m, who, urls)
 
@@ -435,6 +436,17 @@ async def set_node_enabled_console(m: Matrix, who: Who) -> Act:
     return lambda: console(m, who, [SetNodeEnabled(node=name, enabled=False)])
 
 
+async def set_limit_rest(m: Matrix, who: Who) -> Act:
+    name = m.fresh("licence")
+    return lambda: rest(m, who, "PUT", f"/api/limits/{name}", json={"units": 2})
+
+
+async def delete_limit_rest(m: Matrix, who: Who) -> Act:
+    name = m.fresh("licence")
+    assert await rest(m, "admin", "PUT", f"/api/limits/{name}", json={"units": 2})
+    return lambda: rest(m, who, "DELETE", f"/api/limits/{name}")
+
+
 async def create_token(m: Matrix, who: Who) -> Act:
     body = {"role": "viewer", "name": m.fresh("newcomer")}
     return lambda: rest(m, who, "POST", "/api/tokens", json=body)
@@ -477,6 +489,7 @@ PROBES: dict[Action, list[Probe]] = {
     "move": [move_rest, move_console],
     "set_priority": [set_priority_rest, set_priority_console],
     "set_node_enabled": [set_node_enabled_rest, set_node_enabled_console],
+    "set_limit": [set_limit_rest, delete_limit_rest],
     "create_token": [create_token],
     "agent_link": [agent_link],
     "upload_output": [upload_output],

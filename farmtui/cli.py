@@ -143,6 +143,8 @@ def cmd_leader(args: argparse.Namespace) -> int:
     for flag, value in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):
         if value and not Path(value).is_file():
             raise InputError(f"{flag} {value}: no such file")
+    if args.print_service and args.store:
+        raise InputError("--print-service does not take --store: put store = URL in leader.toml")
     if args.print_service:
         from farmtui.service_units import LeaderService, leader_unit
 
@@ -173,6 +175,7 @@ def cmd_leader(args: argparse.Namespace) -> int:
             port=args.port,
             tls_cert=Path(args.tls_cert) if args.tls_cert else None,
             tls_key=Path(args.tls_key) if args.tls_key else None,
+            store=args.store,
         )
     except LeaderSetupError as exc:
         raise FarmError(str(exc)) from None
@@ -785,6 +788,42 @@ def cmd_blender_addon(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- farm migrate: move a stopped leader's farm to another store ---------------------
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    try:
+        from server.errors import LeaderError as LeaderSetupError
+        from server.migrate import migrate
+    except ImportError as exc:
+        raise FarmError(f"the leader is not installed here ({exc})") from None
+    try:
+        done = migrate(args.source, args.target)
+    except LeaderSetupError as exc:
+        raise FarmError(str(exc)) from None
+    if args.json:
+        emit_json({"from": done.source, "to": done.target, "copied": done.counts})
+    else:
+        copied = ", ".join(f"{count} {table}" for table, count in done.counts.items())
+        emit(f"copied {copied} from {done.source} to {done.target}")
+    return 0
+
+
+def add_migrate_command(add: Callable[..., Parser], as_json: argparse.ArgumentParser) -> None:
+    text = "copy a stopped leader's farm to another store"
+    migrate = add("migrate", cmd_migrate, text, [as_json])
+    migrate.add_argument(
+        "--from", dest="source", required=True, metavar="URL", help="e.g. sqlite:DATA/farm.db"
+    )
+    migrate.add_argument(
+        "--to",
+        dest="target",
+        required=True,
+        metavar="URL",
+        help="an empty store, e.g. postgresql://farm@db/farm",
+    )
+
+
 # --- the parser -------------------------------------------------------------------
 
 
@@ -889,6 +928,12 @@ def build_parser() -> Parser:
     leader.add_argument("--port", type=port_number, default=DEFAULT_PORT, metavar="P")
     leader.add_argument("--tls-cert", metavar="F")
     leader.add_argument("--tls-key", metavar="F")
+    leader.add_argument(
+        "--store",
+        metavar="URL",
+        help="sqlite:PATH or postgresql://user@host/db (default <data>/farm.db; "
+        "a password goes in ~/.pgpass or PGPASSWORD)",
+    )
     add_service_flags(leader, "leader")
 
     agent = add("agent", cmd_agent, "run a render node's agent in the foreground", [])
@@ -1035,6 +1080,7 @@ def build_parser() -> Parser:
     )
 
     add("whoami", cmd_whoami, "who the token says you are", data_cmd)
+    add_migrate_command(add, as_json)
 
     from farmtui.demo_render import add_arguments as add_demo_arguments
 

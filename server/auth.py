@@ -27,7 +27,7 @@ from starlette.datastructures import Headers, QueryParams
 from farmtui.protocol import USER_NAME_PATTERN, Role
 from server.errors import BadRequest, Forbidden, Unauthorized
 from server.rights import NODE_NAME, SHARED_AGENT, Action, Principal, could, refusal
-from server.store import Store
+from server.store import FarmStore
 
 __all__ = ["Principal", "Tokens", "authenticate", "bearer_token", "check_name"]
 
@@ -74,7 +74,7 @@ def check_role(role: str) -> Role:
 class Tokens:
     """Every token the leader accepts, by hash, kept in memory and in the store."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: FarmStore) -> None:
         self.store = store
         self.by_hash: dict[str, Principal] = {
             row.hash: Principal(row.name, check_role(row.role)) for row in store.tokens()

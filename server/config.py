@@ -60,6 +60,9 @@ class LeaderConfig(SchedulerConfig, kw_only=True, forbid_unknown_fields=True):
     # ``bearer_token_file``), so a scraper needs no user's token. None: a
     # viewer, user or admin token is needed.
     metrics_token: str | None = None
+    # Where the farm is kept: sqlite:PATH (default <data>/farm.db) or postgresql://...
+    # (``--store`` wins). Keep a PostgreSQL password in ~/.pgpass or PGPASSWORD.
+    store: str | None = None
 
 
 def read_config(data: Path) -> LeaderConfig:
@@ -169,6 +172,8 @@ class LeaderSettings:
     # The leader has the process to itself (``farm leader``, not a test): it may
     # tune the garbage collector for a long-lived heap (see ``Leader.start``).
     own_process: bool = False
+    # ``farm leader --store URL``; None: leader.toml's ``store``, else <data>/farm.db.
+    store: str | None = None
 
     @classmethod
     def from_data(
@@ -179,6 +184,7 @@ class LeaderSettings:
         port: int = 7878,
         tls_cert: Path | None = None,
         tls_key: Path | None = None,
+        store: str | None = None,
     ) -> LeaderSettings:
         """Settings with ``leader.toml`` read from the data folder."""
         return cls(
@@ -189,8 +195,14 @@ class LeaderSettings:
             tls_cert=tls_cert,
             tls_key=tls_key,
             config=read_config(data),
+            store=store,
         )
 
     @property
     def database(self) -> Path:
         return self.data / "farm.db"
+
+    @property
+    def store_url(self) -> str:
+        """The store to open (``server.store.open_store``): flag, then leader.toml, then SQLite."""
+        return self.store or self.config.store or f"sqlite:{self.database}"

@@ -45,7 +45,7 @@ from server.nodelogs import NodeLogs
 from server.resources import LIMITS_SETTING, decode_limits
 from server.rights import SHARED_AGENT
 from server.scheduler import Scheduler
-from server.store import Store, find_chunk
+from server.store import FarmStore, find_chunk, open_store
 from server.watchdog import LoopWatchdog
 from server.webhooks import WebhookBody, Webhooks
 
@@ -149,7 +149,9 @@ class Leader:
         os.chmod(settings.data, 0o700)
         settings.root.mkdir(parents=True, exist_ok=True)
         self.root = settings.root.resolve()
-        self.store = Store(settings.database, self.config.synchronous)
+        # SQLite (<data>/farm.db) unless --store or leader.toml names another; either store's
+        # commit runs on the loop (see server.store_postgres for what that costs).
+        self.store: FarmStore = open_store(settings.store_url, self.config.synchronous)
         self.tokens = Tokens(self.store)
         self.admin_token = self.tokens.ensure_file(
             settings.data / ADMIN_TOKEN_FILE, Principal("admin", "admin")
@@ -210,9 +212,10 @@ class Leader:
         if self.settings.own_process:
             _long_lived_heap()
         log.info(
-            "leader up: %d jobs, %d nodes, sync root %s (id %s)",
+            "leader up: %d jobs, %d nodes, store %s, sync root %s (id %s)",
             len(jobs),
             len(nodes),
+            self.store.where,
             self.root,
             self.root_id,
         )

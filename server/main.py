@@ -31,6 +31,8 @@ from server.app import create_app
 from server.config import LeaderSettings
 from server.errors import LeaderError
 from server.logqueue import logging_off_the_loop
+from server.store import open_store
+from server.store_url import parse_store_url
 
 log = logging.getLogger("farmtui.leader")
 
@@ -91,15 +93,25 @@ def run_leader(
     port: int = 7878,
     tls_cert: Path | None = None,
     tls_key: Path | None = None,
+    store: str | None = None,
 ) -> None:
-    """Serve the leader until SIGTERM/SIGINT. Raises LeaderError on bad settings."""
+    """Serve the leader until SIGTERM/SIGINT. Raises LeaderError on bad settings.
+
+    ``store``: sqlite:PATH or postgresql://... (default: leader.toml's, else <data>/farm.db).
+    """
     if (tls_cert is None) != (tls_key is None):
         raise LeaderError("TLS needs both a certificate and a key")
+    if store is not None:
+        parse_store_url(store)  # a mistyped URL is one line, before anything starts
     # Listen before touching the data folder: a bad or busy port is one line and
     # leaves no tokens or database behind.
     with listen(host, port) as sock:
-        settings = LeaderSettings.from_data(data, root, host, port, tls_cert, tls_key)
+        settings = LeaderSettings.from_data(data, root, host, port, tls_cert, tls_key, store)
         settings = dataclasses.replace(settings, own_process=True)
+        if parse_store_url(settings.store_url)[0] == "postgresql":
+            # An unreachable database or a wrong password: one line here, not a traceback
+            # from the app's start-up. (SQLite's folder is made by the leader itself.)
+            open_store(settings.store_url).close()
         server = uvicorn.Server(uvicorn_config(settings))
         with _signals_end_quietly(), logging_off_the_loop(LOGGERS):
             server.run(sockets=[sock])
@@ -174,9 +186,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=7878)
     parser.add_argument("--tls-cert", type=Path)
     parser.add_argument("--tls-key", type=Path)
+    parser.add_argument("--store", help="sqlite:PATH or postgresql://... (default <data>/farm.db)")
     args = parser.parse_args(argv)
     try:
-        run_leader(args.data, args.root, args.host, args.port, args.tls_cert, args.tls_key)
+        run_leader(
+            args.data, args.root, args.host, args.port, args.tls_cert, args.tls_key, args.store
+        )
     except LeaderError as exc:
         print(f"farm leader: {exc}", file=sys.stderr)
         return 1

@@ -14,7 +14,10 @@ import re
 import shutil
 import subprocess
 
-from farmtui.protocol import GpuInfo
+import msgspec
+
+from farmtui.printable import CONTROL_CHARACTERS
+from farmtui.protocol import MAX_NODE_GPUS, GpuInfo
 
 log = logging.getLogger(__name__)
 
@@ -38,35 +41,59 @@ def detect(command: str = NVIDIA_SMI) -> list[GpuInfo]:
         return []
     try:
         done = subprocess.run(
-            [path, *QUERY], capture_output=True, text=True, timeout=QUERY_TIMEOUT, check=False
+            [path, *QUERY],
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=QUERY_TIMEOUT,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         log.warning("nvidia-smi did not answer (%s): this node offers no GPU", exc)
         return []
     if done.returncode != 0:
         first = (done.stderr or done.stdout).strip().splitlines()[:1]
-        log.warning("nvidia-smi failed (%s): this node offers no GPU", first[0] if first else "?")
+        said = _CONTROL.sub("?", first[0])[:200] if first else "?"
+        log.warning("nvidia-smi failed (%s): this node offers no GPU", said)
         return []
     return parse_query(done.stdout)
 
 
+_CONTROL = re.compile(f"[{CONTROL_CHARACTERS}]")
+
+
 def parse_query(text: str) -> list[GpuInfo]:
-    """``index, name, memory.total`` lines (CSV, no header, no units); bad lines are skipped."""
+    """``index, name, memory.total`` lines (CSV, no header, no units).
+
+    A line that does not describe a GPU the leader would take (no index, an
+    index seen before or out of range, an absurd size) is skipped with a warning:
+    a driver's odd output costs that GPU, never the node.
+    """
     gpus: list[GpuInfo] = []
+    seen: set[int] = set()
     for line in text.splitlines():
         parts = [part.strip() for part in line.split(",")]
-        if len(parts) < 3:
+        if len(parts) < 3 or not parts[0].isdigit():
             continue
-        index, memory = parts[0], parts[-1]
-        name = ", ".join(parts[1:-1])
-        if not index.isdigit():
-            continue
+        index, memory = int(parts[0]), parts[-1]
+        name = _CONTROL.sub("?", ", ".join(parts[1:-1]))[:128]
         try:
-            size = int(float(memory))
-        except ValueError:
+            size = max(0, int(float(memory)))
+        except (ValueError, OverflowError):
             size = 0  # "[N/A]": known to exist, size unknown
-        gpus.append(GpuInfo(index=int(index), name=name[:128], memory=max(0, size)))
-    return _checked(gpus)
+        try:
+            gpu = msgspec.convert({"index": index, "name": name, "memory": size}, GpuInfo)
+        except msgspec.ValidationError as exc:
+            log.warning("nvidia-smi: skipping GPU line %r (%s)", _CONTROL.sub("?", line)[:200], exc)
+            continue
+        if index in seen:
+            log.warning("nvidia-smi: GPU %d is listed twice; keeping the first", index)
+            continue
+        seen.add(index)
+        gpus.append(gpu)
+        if len(gpus) == MAX_NODE_GPUS:
+            break
+    return sorted(gpus, key=lambda gpu: gpu.index)
 
 
 def parse_given(text: str) -> list[GpuInfo]:
@@ -83,19 +110,15 @@ def parse_given(text: str) -> list[GpuInfo]:
         size = int(match["size"] or 0)
         if (match["unit"] or "").upper() == "G":
             size *= 1024
-        gpus.append(GpuInfo(index=int(match["index"]), memory=size))
-    try:
-        return _checked(gpus)
-    except ValueError as exc:
-        raise GpuListError(f"--gpus: {exc}") from None
-
-
-def _checked(gpus: list[GpuInfo]) -> list[GpuInfo]:
+        try:
+            gpus.append(msgspec.convert({"index": int(match["index"]), "memory": size}, GpuInfo))
+        except msgspec.ValidationError:
+            raise GpuListError(
+                f"--gpus: {item.strip()!r}: indices go from 0 to 1023, memory up to 16T"
+            ) from None
     indices = [gpu.index for gpu in gpus]
     if len(set(indices)) != len(indices):
-        raise ValueError(f"a GPU index is listed twice in {indices}")
-    if len(gpus) > 1024 or any(gpu.index > 1023 for gpu in gpus):
-        raise ValueError("GPU indices go from 0 to 1023")
+        raise GpuListError(f"--gpus: a GPU index is listed twice in {text.strip()!r}")
     return sorted(gpus, key=lambda gpu: gpu.index)
 
 

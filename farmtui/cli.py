@@ -11,6 +11,7 @@ sent), 1 for a leader that is down or refused.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -22,7 +23,15 @@ import msgspec
 from farmtui.config import DEFAULT_PORT
 from farmtui.errors import FarmError, InputError, LeaderError
 from farmtui.printable import printable
-from farmtui.protocol import MAX_HISTORY, ChunkAction, JobAction, MoveWhere, OsName, Role
+from farmtui.protocol import (
+    LIMIT_NAME_PATTERN,
+    MAX_HISTORY,
+    ChunkAction,
+    JobAction,
+    MoveWhere,
+    OsName,
+    Role,
+)
 
 if TYPE_CHECKING:
     from farmtui.client import FarmClient
@@ -499,6 +508,11 @@ def cmd_limit(args: argparse.Namespace) -> int:
     with connect(args) as farm:
         if args.verb != "list" and not args.name:
             raise InputError(f"farm limit {args.verb}: which limit? (farm limit {args.verb} NAME)")
+        if args.name and not re.fullmatch(LIMIT_NAME_PATTERN, args.name):
+            raise InputError(
+                f"farm limit: {args.name!r} is not a limit name (a letter or digit, then "
+                "letters, digits, '.', '-', '_'; at most 64)"
+            )
         if args.verb == "set":
             if args.units is None:
                 raise InputError("farm limit set NAME UNITS: how many units (licences) it has")

@@ -37,6 +37,7 @@ import msgspec.inspect
 from farmtui.durations import parse_duration
 from farmtui.printable import CONTROL_CHARACTERS
 from farmtui.protocol import (
+    MAX_FRAME_WINDOW,
     MAX_NAME_LENGTH,
     JobPatch,
     JobSpec,
@@ -428,7 +429,7 @@ def _split_frame_dependencies(data: dict[str, Any], given: Given) -> None:
             f"(mark every dependency {FRAMES_SUFFIX}, or none)",
             ("after",),
         )
-    data["after"] = [item.removesuffix(FRAMES_SUFFIX) for item in after]
+    data["after"] = list(dict.fromkeys(item.removesuffix(FRAMES_SUFFIX) for item in after))
     data["after_frames"] = True
 
 
@@ -738,6 +739,12 @@ def check_scheduling(spec: JobSpec) -> None:
     if start > end:
         raise JobFieldError(
             f"the frame offset {start}:{end} ends before it starts (write A:B with A <= B)",
+            ("after_offset",),
+        )
+    if end - start > MAX_FRAME_WINDOW:
+        raise JobFieldError(
+            f"the frame offset {start}:{end} spans {end - start + 1} frames; "
+            f"a frame may wait for at most {MAX_FRAME_WINDOW + 1}",
             ("after_offset",),
         )
     if (spec.after_frames or spec.after_offset != (0, 0)) and not spec.after:

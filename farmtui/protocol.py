@@ -130,12 +130,19 @@ LIMIT_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
 LimitName = Annotated[str, msgspec.Meta(pattern=f"^{LIMIT_NAME_PATTERN}\\Z")]
 # GPUs a chunk asks for: more than any machine holds is a typo.
 MAX_GPUS = 64
+# GPUs a node may list, numbered 0 .. MAX_NODE_GPUS - 1.
+MAX_NODE_GPUS = 1024
 GpuCount = Annotated[int, msgspec.Meta(ge=0, le=MAX_GPUS)]
 # GPU memory in MiB (what nvidia-smi reports): up to 16 TiB.
 MebiBytes = Annotated[int, msgspec.Meta(ge=0, le=16 * 1024 * 1024)]
-# How far a frame dependency reaches: frame N waits for upstream frames N+start .. N+end.
+# How far a frame dependency reaches: frame N waits for upstream frames N+start .. N+end,
+# at most MAX_FRAME_WINDOW + 1 of them (a temporal filter reads a few neighbours; the
+# checks of a chunk grow with its window).
 MAX_FRAME_OFFSET = 10_000
+MAX_FRAME_WINDOW = 100
 FrameOffset = Annotated[int, msgspec.Meta(ge=-MAX_FRAME_OFFSET, le=MAX_FRAME_OFFSET)]
+# A job names a handful of limits; a typo or a script gone wrong is refused.
+MAX_LIMITS = 32
 
 
 class Timeouts(Record, kw_only=True, omit_defaults=True, forbid_unknown_fields=True):
@@ -192,7 +199,7 @@ class JobSpec(Record, kw_only=True, omit_defaults=True, forbid_unknown_fields=Tr
     gpus: GpuCount = 0
     gpu_memory: MebiBytes = 0
     # Farm-wide limits (licences): each running chunk holds one unit of each.
-    limits: list[LimitName] = []
+    limits: Annotated[list[LimitName], msgspec.Meta(max_length=MAX_LIMITS)] = []
     timeouts: Timeouts = msgspec.field(default_factory=Timeouts)
     retries: Count | None = None
     retry_delay: Seconds | None = None
@@ -361,7 +368,7 @@ class ChunkRef(Record, kw_only=True):
 class GpuInfo(Record, kw_only=True):
     """One GPU of a node, as the agent found it (``nvidia-smi``) or was told (``--gpus``)."""
 
-    index: Annotated[int, msgspec.Meta(ge=0, le=1023)]
+    index: Annotated[int, msgspec.Meta(ge=0, lt=MAX_NODE_GPUS)]
     name: Annotated[str, msgspec.Meta(max_length=128, pattern=f"^[^{CONTROL_CHARACTERS}]*\\Z")] = ""
     # MiB; 0 when not known (given by hand without a size).
     memory: MebiBytes = 0
@@ -468,7 +475,7 @@ class AgentHello(AgentMessage, tag="hello", kw_only=True):
     # Its OS ("linux", "windows", "darwin"), for path mapping; "" (an old agent):
     # the leader's own.
     os: str = ""
-    gpus: Annotated[list[GpuInfo], msgspec.Meta(max_length=1024)] = []
+    gpus: Annotated[list[GpuInfo], msgspec.Meta(max_length=MAX_NODE_GPUS)] = []
     # Keep jobs that ask for no GPU off this node (from the agent's --gpu-only).
     gpu_only: bool = False
 

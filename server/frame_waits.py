@@ -20,16 +20,22 @@ What "done" means upstream, and what is not waited for:
   (``Scheduler.job_action``) so nobody renders on input that will never come
   unless an operator says so by un-holding them.
 
-Cost: a chunk is checked when the dispatch pass reaches it, O(its frames x the
-window) with consecutive frames sharing the upstream chunk looked up once. A
-chunk that must wait is parked on the upstream chunk it waits for, out of its
-job's queue, and is looked at again only when that chunk is done or its job
-ends: O(1) per event, however many chunks wait.
+Cost: a chunk's upstream frames are the union of its frames' windows (a
+window spans at most ``MAX_FRAME_WINDOW + 1`` frames), walked once in order,
+consecutive frames of one upstream chunk looked up once. A chunk that must
+wait is parked on the upstream chunk it waits for, out of its job's queue,
+with the frame it stopped at: it is looked at again only when that chunk is
+done or its job ends, and then from that frame on, so over its whole wait a
+chunk walks its upstream frames about once. A frame seen done is not checked
+again while the chunk waits. The dispatch pass parks at most ``PARK_BUDGET``
+chunks and leaves the rest for its next pass, so a job of a million frames
+waiting on another never holds the loop.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 from server.model import Changes, Chunk, Job
 
@@ -38,24 +44,58 @@ ChunkKey = tuple[str, int]
 
 # Upstream chunk states that satisfy a frame dependency.
 SATISFIED: frozenset[str] = frozenset({"done", "excluded"})
+# Chunks one dispatch pass may park; the rest wait for the next pass.
+PARK_BUDGET = 256
 
 
-def blocker(job: Job, chunk: Chunk, jobs: Mapping[str, Job]) -> ChunkKey | None:
-    """The first upstream chunk the chunk still waits for, or None when it may start."""
+@dataclass(frozen=True, slots=True)
+class Blocked:
+    """What a chunk waits for: an upstream chunk, and where to look again from."""
+
+    upstream: ChunkKey
+    # (index in ``job.spec.after``, upstream frame): everything before it was done.
+    resume: tuple[int, int]
+
+
+def windows(frames: Iterable[int], start: int, end: int) -> list[range]:
+    """The upstream frames a chunk needs, as sorted disjoint ranges."""
+    merged: list[list[int]] = []
+    for frame in sorted(frames):
+        low, high = frame + start, frame + end + 1
+        if merged and low <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], high)
+        else:
+            merged.append([low, high])
+    return [range(low, high) for low, high in merged]
+
+
+def blocker(
+    job: Job, chunk: Chunk, jobs: Mapping[str, Job], resume: tuple[int, int] | None = None
+) -> Blocked | None:
+    """The first upstream chunk the chunk still waits for, or None when it may start.
+
+    ``resume``: where an earlier check of this chunk stopped (frames before it were done).
+    """
     start, end = job.spec.after_offset
-    for dep_id in job.spec.after:
+    needed = windows(chunk.frames, start, end)
+    first_dep, first_frame = resume if resume is not None else (0, -(2**63))
+    for number, dep_id in enumerate(job.spec.after):
+        if number < first_dep:
+            continue
         dep = jobs.get(dep_id)
         if dep is None or dep.state == "done":
             continue
         layout = dep.chunks.layout
         checked = -1
-        for frame in chunk.frames:
-            for wanted in range(frame + start, frame + end + 1):
+        for span in needed:
+            for wanted in span:
+                if number == first_dep and wanted < first_frame:
+                    continue
                 index = layout.chunk_of(wanted)
                 if index is None or index == checked:
                     continue
                 if _state(dep, index) not in SATISFIED:
-                    return dep_id, index
+                    return Blocked((dep_id, index), (number, wanted))
                 checked = index
     return None
 
@@ -69,18 +109,23 @@ class FrameWaits:
     """The chunks parked until an upstream chunk is done."""
 
     def __init__(self) -> None:
+        # Where each parked chunk stopped looking (kept until it is checked again).
+        self.resume: dict[ChunkKey, tuple[int, int]] = {}
         self._parked: dict[ChunkKey, list[ChunkKey]] = {}
         # Upstream job -> its chunks that have dependants parked on them.
         self._upstream: dict[str, set[int]] = {}
         # Dependant job -> its parked chunks and what each waits for (for reasons).
         self.waiting: dict[str, dict[int, ChunkKey]] = {}
 
-    def park(self, job_id: str, index: int, upstream: ChunkKey) -> None:
+    def park(self, job_id: str, index: int, blocked: Blocked) -> None:
+        upstream = blocked.upstream
         self._parked.setdefault(upstream, []).append((job_id, index))
         self._upstream.setdefault(upstream[0], set()).add(upstream[1])
         self.waiting.setdefault(job_id, {})[index] = upstream
+        self.resume[(job_id, index)] = blocked.resume
 
     def clear(self) -> None:
+        self.resume.clear()
         self._parked.clear()
         self._upstream.clear()
         self.waiting.clear()
@@ -97,7 +142,8 @@ class FrameWaits:
                     for index in self._upstream.pop(job_id):
                         freed += self._parked.pop((job_id, index), [])
             if job_id in changes.removed:
-                self.waiting.pop(job_id, None)
+                for index in self.waiting.pop(job_id, None) or {}:
+                    self.resume.pop((job_id, index), None)
         for key in changes.chunks:
             if key in self._parked:
                 job = jobs.get(key[0])

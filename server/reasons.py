@@ -142,6 +142,8 @@ def _licence_reason(name: str, resources: Resources) -> WaitReason:
         return WaitReason(
             kind="licence", text=f"limit {name} is not defined (farm limit set {name} N)"
         )
+    if defined.units == 0:
+        return WaitReason(kind="licence", text=f"limit {name} has no units (farm limit set)")
     return WaitReason(
         kind="licence",
         text=f"waiting for a {name} licence ({resources.in_use[name]}/{defined.units} in use)",

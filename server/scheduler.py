@@ -70,7 +70,7 @@ from server import actions, dispatch_order, outcomes, reasons, views
 from server.assignments import build_assignment
 from server.estimates import SlotCensus
 from server.frame_states import tally_of, tracking
-from server.frame_waits import FrameWaits, blocker
+from server.frame_waits import PARK_BUDGET, FrameWaits, blocker
 from server.job_progress import PENDING, STAGES, count, gate_open, gates
 from server.model import NO_FRAMES, Assignment, Attempt, Changes, Chunk, Job, Node, Notification
 from server.resources import Holding, Limit, Resources
@@ -160,8 +160,11 @@ class Scheduler:
         self._clock_seen = 0.0
         # The farm's limits, and the GPUs and limit units the attempts hold.
         self.resources = Resources()
-        # Chunks parked until the upstream frames they need are done.
+        # Chunks parked until the upstream frames they need are done; how many more one
+        # dispatch pass may park, and whether it stopped for that (go on next pass).
         self.frame_waits = FrameWaits()
+        self._parks_left = PARK_BUDGET
+        self._dirty_after = False
 
     # --- loading (leader start-up) -------------------------------------------
     def load(self, jobs: list[Job], nodes: list[Node], now: float) -> Changes:
@@ -342,8 +345,11 @@ class Scheduler:
         for ref in hello.running:
             key = (ref.job_id, ref.chunk, ref.attempt)
             if not self._is_current(node.name, key):
-                # Unwanted: it holds a slot until the agent confirms it is dead.
-                node.running.add(key)
+                # Unwanted: it holds a slot (and its GPUs and licences, as its record
+                # says) until the agent confirms it is dead.
+                if key not in node.running:
+                    node.running.add(key)
+                    self.resources.hold(node.name, key, self._holding_of(key))
                 stale.append(ref)
         for key in sorted(node.running - reported):
             job_id, index, attempt = key
@@ -575,6 +581,8 @@ class Scheduler:
             return changes
         free = dict(self._free)
         wakeup = math.inf
+        self._parks_left = PARK_BUDGET
+        self._dirty_after = False
         if self.config.fair_share:
             wakeup = self._dispatch_shared(free, changes, now)
         for key in self._index:
@@ -584,7 +592,7 @@ class Scheduler:
             if not self._dependencies_done(job):
                 continue
             wakeup = min(wakeup, self._dispatch_job(job, free, changes, now)[0])
-        self._dirty = False
+        self._dirty = self._dirty_after
         self._wakeup = wakeup
         self._note(changes, dirty=False)
         return changes
@@ -667,9 +675,16 @@ class Scheduler:
             if chunk.state == "waiting-retry" and (chunk.retry_at or 0.0) > now:
                 heapq.heappush(tally.retry, (chunk.retry_at or 0.0, index))
                 continue
-            if by_frame and (upstream := blocker(job, chunk, self.jobs)) is not None:
-                self.frame_waits.park(job.id, index, upstream)
-                continue
+            if by_frame:
+                if self._parks_left <= 0:
+                    heapq.heappush(ready, index)
+                    self._dirty_after = True  # the next pass goes on from here
+                    break
+                resume = self.frame_waits.resume.pop((job.id, index), None)
+                if (blocked := blocker(job, chunk, self.jobs, resume)) is not None:
+                    self.frame_waits.park(job.id, index, blocked)
+                    self._parks_left -= 1
+                    continue
             if chunk.staged_on is not None and self._syncable(chunk):
                 if chunk.staged_on not in free:
                     aside.append(index)  # wait for the node that holds its staged output
@@ -1216,7 +1231,8 @@ class Scheduler:
         else:
             self.resources.limits[name] = limit
             cap = f", at most {limit.per_node} per node" if limit.per_node else ""
-            changes.event(now, "info", f"limit {name} set to {limit.units} units{cap}", None, actor)
+            units = f"{limit.units} unit" + ("" if limit.units == 1 else "s")
+            changes.event(now, "info", f"limit {name} set to {units}{cap}", None, actor)
         self._limits_changed(changes, name)
         return changes
 

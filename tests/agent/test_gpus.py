@@ -57,3 +57,26 @@ def test_a_chunk_sees_exactly_its_devices_numbered_as_nvidia_smi_numbers_them() 
         "FARMTUI_GPUS": "1,3",
     }
     assert visible_devices([])["CUDA_VISIBLE_DEVICES"] == ""
+
+
+def test_odd_nvidia_smi_output_costs_that_gpu_never_the_node(tmp_path: Path) -> None:
+    lines = [
+        "0, Good, 8192",
+        "0, Twice, 8192",  # listed again
+        "5000, Too far, 8192",  # beyond the indices a node may have
+        "1, Huge, 99999999999",  # beyond any card
+        "2, Tab\there \x1b[31mred, 4096",  # control characters in the name
+    ]
+    smi = tmp_path / "smi"
+    smi.write_bytes(
+        b"#!/bin/sh\nprintf '%s\\n' "
+        + b" ".join(b"'" + line.encode() + b"'" for line in lines)
+        + b"\nprintf '3, \\377\\376, 1024\\n'\n"
+    )
+    smi.chmod(0o755)
+    found = detect(str(smi))
+    assert [(g.index, g.name) for g in found] == [
+        (0, "Good"),
+        (2, "Tab?here ?[31mred"),
+        (3, "\ufffd\ufffd"),
+    ]

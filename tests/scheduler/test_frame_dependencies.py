@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from farmtui.protocol import WaitReason
+from farmtui.protocol import JobSpec, WaitReason
+from server.frame_waits import PARK_BUDGET, blocker, windows
 from tests.scheduler.paper_farm import Farm
 
 
@@ -115,12 +116,39 @@ def test_whole_job_dependencies_still_wait_for_the_whole_job(farm: Farm) -> None
 def test_parked_chunks_are_not_looked_at_again_until_their_upstream_chunk_ends(
     farm: Farm,
 ) -> None:
-    farm.submit("render", frames="1-1000", priority=60)
+    farm.submit("render", frames="1-1000", priority=60, max_running=1)
     farm.submit("comp", frames="1-1000", after=["render"], after_frames=True, priority=10)
-    farm.node("n1", slots=1)
-    started(farm)
-    waits = farm.scheduler.frame_waits.waiting["comp"]
-    assert len(waits) == 1000
+    farm.node("n1", slots=2)
+    assert started(farm) == [("render", 0)]
+    # A pass parks at most PARK_BUDGET chunks; the next passes go on where it stopped.
+    assert len(farm.scheduler.frame_waits.waiting["comp"]) == PARK_BUDGET
+    for _ in range(1000 // PARK_BUDGET):
+        farm.dispatch()
+    assert len(farm.scheduler.frame_waits.waiting["comp"]) == 1000
     farm.finish("render", 0)
-    assert started(farm) == [("comp", 0)]
+    assert started(farm) == [("comp", 0), ("render", 1)]
     assert len(farm.scheduler.frame_waits.waiting["comp"]) == 999
+
+
+def test_a_wide_window_is_walked_about_once_per_chunk() -> None:
+    render = JobSpec(frames="1-200", argv=["r"])
+    comp = JobSpec(frames="100", argv=["c"], after=["render"], after_frames=True,
+                   after_offset=(-50, 50))  # fmt: skip
+    farm = Farm()
+    farm.scheduler.submit("render", render, "alice", farm.now)
+    farm.scheduler.submit("comp", comp, "alice", farm.now)
+    jobs = farm.scheduler.jobs
+    chunk = jobs["comp"].chunks[0]
+    first = blocker(jobs["comp"], chunk, jobs)
+    assert first is not None
+    assert first.upstream == ("render", 49)  # frame 50: the window's first frame
+    assert first.resume == (0, 50)
+    # Where it stopped is where it looks again: frames before it are not walked twice.
+    for index in range(49, 150):
+        jobs["render"].chunks[index].state = "done"
+    assert blocker(jobs["comp"], chunk, jobs, first.resume) is None
+
+
+def test_windows_merge_into_the_upstream_frames_a_chunk_needs() -> None:
+    assert windows((1, 2, 3), -1, 1) == [range(0, 5)]
+    assert windows((10, 1), 0, 0) == [range(1, 2), range(10, 11)]

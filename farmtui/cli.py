@@ -285,8 +285,6 @@ def print_agent_service(args: argparse.Namespace, leader: str) -> int:
 
 
 def cmd_console(args: argparse.Namespace) -> int:
-    import os
-
     from farmtui import config
 
     conn = config.resolve(args.leader, args.token, args.token_file, ca=args.ca)
@@ -294,12 +292,7 @@ def cmd_console(args: argparse.Namespace) -> int:
         from farmtui.console.app import run_console
     except ImportError as exc:
         raise FarmError(f"the console is not available ({exc})") from None
-    if conn.ca:
-        # The console's link checks the leader's certificate with the default TLS
-        # context, which reads its CAs from SSL_CERT_FILE; the console starts no
-        # processes that could inherit it.
-        os.environ["SSL_CERT_FILE"] = conn.ca
-    run_console(conn.leader, conn.token)
+    run_console(conn.leader, conn.token, ca=conn.ca)
     return 0
 
 

@@ -510,7 +510,7 @@ class _Connection:
         host = url.netloc.rpartition("@")[2]  # host[:port], without any user:password@
         self._http: http.client.HTTPConnection
         if url.scheme == "https":
-            context = _ssl_context(verify)
+            context = ssl_context(verify)
             self._http = http.client.HTTPSConnection(host, timeout=timeout, context=context)
         elif url.scheme == "http":
             # No SSL context: loading the CA bundle costs 0.2 s, most of a short command.
@@ -584,7 +584,7 @@ def _readable(sock: socket.socket) -> bool:
         return bool(selector.select(timeout=0))
 
 
-def _ssl_context(verify: bool | str) -> ssl.SSLContext:
+def ssl_context(verify: bool | str) -> ssl.SSLContext:
     """The system's CAs (True), a CA file (its path), or no certificate checks (False)."""
     if verify is False:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)

@@ -324,6 +324,9 @@ class ChunkView(Record, kw_only=True):
     # A previous attempt told to stop on this node, not yet confirmed dead: the
     # chunk starts again only once it is.
     stopping_on: str | None = None
+    # The successful attempt's render time as the agent measured it (the renderer's
+    # own run, without dispatch and delivery), for estimates and heat maps.
+    render_time: float | None = None
 
 
 class FrameRun(msgspec.Struct, array_like=True):

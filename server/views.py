@@ -59,6 +59,7 @@ def chunk_view(chunk: Chunk) -> ChunkView:
         finished=chunk.finished,
         attempts=[attempt_view(a) for a in chunk.attempts],
         stopping_on=chunk.stopping_node,
+        render_time=chunk.render_time,
     )
 
 

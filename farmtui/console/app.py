@@ -14,7 +14,7 @@ from textual.screen import Screen
 from farmtui.console.commands import FarmCommands
 from farmtui.console.confirmations import quit_farm_confirmation
 from farmtui.console.keymap import load_keymap
-from farmtui.console.link import Backoff
+from farmtui.console.link import Backoff, trust
 from farmtui.console.screens.confirm import ConfirmScreen
 from farmtui.console.screens.main import MainScreen
 from farmtui.console.settings import ConsoleSettings, load_settings
@@ -43,11 +43,18 @@ class FarmConsole(App[None]):
         backoff: Backoff | None = None,
         local_farm: bool = False,
         settings: ConsoleSettings | None = None,
+        ca: str | None = None,
     ) -> None:
-        """``settings``: the console's own settings; None reads ``console.toml``."""
+        """``settings``: the console's own settings; None reads ``console.toml``.
+
+        ``ca``: a PEM file of the CA an https leader's certificate must come from
+        (``--ca``); None trusts the system's CAs. A file that will not do raises
+        ``farmtui.errors.ConfigError`` here, before the screen is taken over.
+        """
         super().__init__()
         self.leader = leader
         self.token = token
+        self.ssl_context = trust(ca)
         self.keymap_path = keymap_path
         self.state = ConsoleState(clock=clock)
         self.backoff = backoff
@@ -60,7 +67,12 @@ class FarmConsole(App[None]):
 
     def get_default_screen(self) -> Screen[None]:
         return MainScreen(
-            self.state, self.leader, self.token, backoff=self.backoff, settings=self.settings
+            self.state,
+            self.leader,
+            self.token,
+            backoff=self.backoff,
+            settings=self.settings,
+            ssl_context=self.ssl_context,
         )
 
     def notify(
@@ -113,9 +125,12 @@ class FarmConsole(App[None]):
         self.push_screen(ConfirmScreen(confirmation), answered)
 
 
-def run_console(leader: str, token: str, *, local_farm: bool = False) -> None:
+def run_console(
+    leader: str, token: str, *, local_farm: bool = False, ca: str | None = None
+) -> None:
     """Run the console full-screen against ``leader`` (``http://host:port``) until quit.
 
-    ``local_farm``: started by ``farm up`` (see ``FarmConsole``).
+    ``local_farm``: started by ``farm up``; ``ca``: the CA file of an https leader
+    (``--ca``; see ``FarmConsole``).
     """
-    FarmConsole(leader, token, local_farm=local_farm).run()
+    FarmConsole(leader, token, local_farm=local_farm, ca=ca).run()

@@ -70,6 +70,13 @@ def screen_bindings() -> list[BindingType]:
             id="jobs.filter",
             tooltip="words, state:failed, owner:alice, pri:<50",
         ),
+        Binding(
+            "F",
+            "saved_filters",
+            "Saved filters",
+            id="jobs.saved_filters",
+            tooltip="apply, save (n) or delete (d) a named filter",
+        ),
         Binding("s", "cycle_sort", "Sort", id="jobs.sort", tooltip="cycle the sort column"),
         Binding("H", "toggle_finished", "Hide finished", id="jobs.hide_finished"),
         Binding("g", "cycle_group", "Group", id="jobs.group", tooltip="none, priority, state"),
@@ -108,9 +115,11 @@ def known_binding_ids() -> set[str]:
     from farmtui.console.screens.edit_settings import EditSettingsScreen
     from farmtui.console.screens.help import HelpScreen
     from farmtui.console.screens.priority_prompt import PriorityPrompt
+    from farmtui.console.screens.saved_filters import SavedFiltersScreen, SaveFilterPrompt
     from farmtui.console.screens.unblock import UnblockScreen
     from farmtui.console.widgets.chunk_table import ChunkTable
     from farmtui.console.widgets.failures_panel import FailuresTable
+    from farmtui.console.widgets.filter_input import FilterInput
     from farmtui.console.widgets.frame_grid import FrameGrid
     from farmtui.console.widgets.job_detail import JobDetailPanel
     from farmtui.console.widgets.line_table import LineTable
@@ -136,6 +145,9 @@ def known_binding_ids() -> set[str]:
         FailuresTable.BINDINGS,
         LogsPanel.BINDINGS,
         UnblockScreen.BINDINGS,
+        SavedFiltersScreen.BINDINGS,
+        SaveFilterPrompt.BINDINGS,
+        FilterInput.BINDINGS,
     ):
         ids |= {b.id for b in bindings if isinstance(b, Binding) and b.id}
     return ids

@@ -9,12 +9,17 @@ of toolong's ``can_replace``, which ``LinkBatch`` also implements). When the
 leader goes away the link says so with ``LinkStatus`` and reconnects with
 exponential backoff; the leader's first message on the new connection is a
 fresh ``Snapshot``, so the console resyncs completely.
+
+An https leader's certificate is checked against the system's CAs, or against
+one CA file (``farm console --ca FILE``) through an explicit ``ssl.SSLContext``
+(``trust``), as the ``farm`` commands' client does.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +32,7 @@ from textual.message_pump import MessagePump
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus, WebSocketException
 
+from farmtui.client import ssl_context
 from farmtui.protocol import (
     MAX_MESSAGE_BYTES,
     ConsoleHello,
@@ -54,6 +60,16 @@ def decode_leader_message(data: bytes | str) -> LeaderToConsole:
         return message
     except msgspec.DecodeError as exc:
         raise ProtocolError(f"malformed message: {exc}") from None
+
+
+def trust(ca: str | None) -> ssl.SSLContext | None:
+    """The context that checks an https leader against the CA file ``ca``; None: the system's.
+
+    The same context the ``farm`` commands' client builds from ``--ca`` (one
+    home, ``farmtui.client``); an unreadable file or one without a PEM
+    certificate is a ``farmtui.errors.ConfigError`` naming the file.
+    """
+    return None if ca is None else ssl_context(ca)
 
 
 def console_url(leader: str) -> str:
@@ -117,13 +133,16 @@ class LeaderLink:
         hello: Callable[[], ConsoleHello] = ConsoleHello,
         backoff: Backoff | None = None,
         open_timeout: float = 5.0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        """``ssl_context``: what a wss:// leader's certificate is checked with (``trust``)."""
         self.target = target
         self.url = console_url(leader)
         self.token = token
         self.hello = hello
         self.backoff = backoff or Backoff()
         self.open_timeout = open_timeout
+        self.ssl_context = ssl_context if self.url.startswith("wss://") else None
         self.state: LinkState = "connecting"
         self.attempt = 0
         self.error = ""
@@ -163,6 +182,9 @@ class LeaderLink:
 
     async def run(self) -> None:
         """Connect, read, reconnect with backoff; forever (until the worker is cancelled)."""
+        # wss:// takes a context or True (the system's CAs); ws:// takes None.
+        secure = self.url.startswith("wss://")
+        tls: ssl.SSLContext | bool | None = (self.ssl_context or True) if secure else None
         while True:
             self._set_state("connecting")
             error = "connection closed by the leader"
@@ -174,6 +196,7 @@ class LeaderLink:
                     open_timeout=self.open_timeout,
                     ping_interval=5,
                     ping_timeout=10,
+                    ssl=tls,
                 ) as ws:
                     await self._serve(ws)
             except InvalidStatus as exc:

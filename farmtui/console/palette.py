@@ -32,6 +32,8 @@ def palette_commands(screen: MainScreen) -> list[Command]:
     ]
     commands += [
         ("Jobs: Filter…", screen.action_filter, "state:failed owner:alice words"),
+        ("Jobs: Saved filters…", screen.action_saved_filters, "F · apply or delete one"),
+        ("Jobs: Save filter as…", screen.action_save_filter, "ctrl+s in the filter field"),
         ("Jobs: Sort by the next column", screen.action_cycle_sort, "s"),
         ("Jobs: Hide or show finished jobs", screen.action_toggle_finished, "H"),
         ("Jobs: Cycle grouping (none / priority / state)", screen.action_cycle_group, "g"),

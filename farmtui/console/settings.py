@@ -7,17 +7,31 @@
     toast = true         # and show a toast
     on = ["failed", "done"]
 
-Missing file or keys: these defaults. Pure: no textual.
+    [filters]            # saved job-list filters (F), written by the console
+    "alice's failures" = "state:failed owner:alice"
+
+Missing file or keys: these defaults. The console writes only the
+``[filters]`` table (``save_filter``, ``delete_filter``) and leaves the rest
+of the file as the user wrote it. Pure: no textual.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from farmtui.printable import CONTROL_CHARACTERS
+
 NOTIFY_STATES = ("failed", "done", "cancelled")
+FILTER_NAME_MAX = 40
+FILTERS_TABLE = "filters"
+
+
+class SettingsError(ValueError):
+    """console.toml cannot be changed (unreadable, not TOML, or a bad name); says why."""
 
 
 @dataclass
@@ -31,7 +45,15 @@ class NotifySettings:
 
 @dataclass
 class ConsoleSettings:
+    """``filters``: saved job-list filters, name -> filter text, in the order saved.
+
+    ``path``: the file they were read from and saved filters go to; None keeps
+    saved filters for this run only (tests that hand the console its settings).
+    """
+
     notify: NotifySettings = field(default_factory=NotifySettings)
+    filters: dict[str, str] = field(default_factory=dict)
+    path: Path | None = field(default=None, compare=False)
 
 
 def settings_path() -> Path:
@@ -42,29 +64,142 @@ def settings_path() -> Path:
 def load_settings(path: Path | None = None) -> tuple[ConsoleSettings, list[str]]:
     """Read the settings file; returns the settings and the problems to show the user."""
     path = path or settings_path()
-    settings = ConsoleSettings()
+    settings = ConsoleSettings(path=path)
     if not path.exists():
         return settings, []
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
         return settings, [f"{path}: {exc}"]
-    problems: list[str] = []
-    notify = data.get("notify", {})
+    problems = _read_notify(path, data.get("notify", {}), settings.notify)
+    filters, filter_problems = _read_filters(path, data.get(FILTERS_TABLE, {}))
+    settings.filters = filters
+    return settings, problems + filter_problems
+
+
+def _read_notify(path: Path, notify: object, settings: NotifySettings) -> list[str]:
     if not isinstance(notify, dict):
-        return settings, [f"{path}: [notify] must be a table"]
+        return [f"{path}: [notify] must be a table"]
+    problems: list[str] = []
     for key in ("bell", "toast"):
         if key in notify:
             if isinstance(notify[key], bool):
-                setattr(settings.notify, key, notify[key])
+                setattr(settings, key, notify[key])
             else:
                 problems.append(f"{path}: notify.{key} must be true or false")
     if "on" in notify:
         states = notify["on"]
         if isinstance(states, list) and all(s in NOTIFY_STATES for s in states):
-            settings.notify.on = frozenset(states)
+            settings.on = frozenset(states)
         else:
             problems.append(f"{path}: notify.on must be a list of {', '.join(NOTIFY_STATES)}")
     unknown = set(notify) - {"bell", "toast", "on"}
     problems += [f"{path}: unknown setting notify.{key}" for key in sorted(unknown)]
-    return settings, problems
+    return problems
+
+
+def _read_filters(path: Path, table: object) -> tuple[dict[str, str], list[str]]:
+    if not isinstance(table, dict):
+        return {}, [f'{path}: [filters] must be a table of name = "filter"']
+    filters: dict[str, str] = {}
+    problems: list[str] = []
+    for name, text in table.items():
+        problem = filter_name_problem(name)
+        if problem is not None:
+            problems.append(f"{path}: filters: {problem}")
+        elif not isinstance(text, str):
+            problems.append(f"{path}: filters.{name} must be a filter string")
+        else:
+            filters[name] = text
+    return filters, problems
+
+
+_CONTROL = re.compile(f"[{CONTROL_CHARACTERS}]")
+
+
+def filter_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a saved filter, or None."""
+    if not name.strip():
+        return "a saved filter needs a name"
+    if len(name) > FILTER_NAME_MAX:
+        return f"a filter name has at most {FILTER_NAME_MAX} characters"
+    if _CONTROL.search(name):
+        return "a filter name cannot hold control characters"
+    return None
+
+
+# -- writing the [filters] table ---------------------------------------------------------
+
+
+def save_filter(path: Path, name: str, text: str) -> dict[str, str]:
+    """Save ``text`` as filter ``name`` (replacing one of that name); returns every filter.
+
+    Read afresh from the file, so filters saved meanwhile by another console stay.
+    """
+    problem = filter_name_problem(name)
+    if problem is not None:
+        raise SettingsError(problem)
+    filters = _filters_on_disk(path)
+    filters[name.strip()] = text
+    _write_filters(path, filters)
+    return filters
+
+
+def delete_filter(path: Path, name: str) -> dict[str, str]:
+    """Forget the saved filter ``name``; returns the filters left."""
+    filters = _filters_on_disk(path)
+    if filters.pop(name, None) is not None:
+        _write_filters(path, filters)
+    return filters
+
+
+def _filters_on_disk(path: Path) -> dict[str, str]:
+    try:
+        text = path.read_text(encoding="utf-8") if path.exists() else ""
+        data = tomllib.loads(text)
+    except OSError as exc:
+        raise SettingsError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        # Never overwrite a file the user is half-way through editing.
+        raise SettingsError(f"{path} is not valid TOML ({exc}); fix it first") from None
+    filters, _ = _read_filters(path, data.get(FILTERS_TABLE, {}))
+    return filters
+
+
+_TABLE_HEADER = re.compile(r"^\s*\[")
+_FILTERS_HEADER = re.compile(rf"^\s*\[\s*{FILTERS_TABLE}\s*\]\s*(#.*)?$")
+
+
+def _write_filters(path: Path, filters: dict[str, str]) -> None:
+    """Replace the ``[filters]`` table, keeping every other line of the file as it was."""
+    old = path.read_text(encoding="utf-8") if path.exists() else ""
+    kept: list[str] = []
+    inside = False
+    for line in old.splitlines():
+        if _FILTERS_HEADER.match(line):
+            inside = True
+            continue
+        if inside and _TABLE_HEADER.match(line):
+            inside = False
+        if not inside:
+            kept.append(line)
+    while kept and not kept[-1].strip():
+        kept.pop()
+    if filters:
+        if kept:
+            kept.append("")
+        kept.append(f"[{FILTERS_TABLE}]")
+        kept += [f"{toml_string(name)} = {toml_string(text)}" for name, text in filters.items()]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text("\n".join(kept) + "\n" if kept else "", encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise SettingsError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def toml_string(value: str) -> str:
+    """``value`` as a TOML basic string (quotes, backslashes and controls escaped)."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + _CONTROL.sub(lambda m: f"\\u{ord(m.group()):04x}", escaped) + '"'

@@ -148,16 +148,16 @@ class WatchedJob:
         return self._chunk_of.get(frame)
 
     def frame_seconds(self) -> dict[int, float]:
-        """Render seconds per frame, from each done chunk's time over its frame count."""
+        """Render seconds per frame: its chunk's render time over the chunk's frame count.
+
+        The leader times chunks, not frames, so every frame of a chunk gets the
+        same share (``chunk_render_time``); a chunk set done by hand has none.
+        """
         seconds: dict[int, float] = {}
         for chunk in self.chunks.values():
-            if (
-                chunk.state == "done"
-                and chunk.frames
-                and chunk.started is not None
-                and chunk.finished is not None
-            ):
-                per_frame = max(chunk.finished - chunk.started, 0.0) / len(chunk.frames)
+            took = chunk_render_time(chunk)
+            if took is not None and chunk.frames:
+                per_frame = took / len(chunk.frames)
                 for frame in chunk.frames:
                     seconds[frame] = per_frame
         return seconds
@@ -353,3 +353,26 @@ class ConsoleState:
         event = EventView(time=self.clock(), level=level, text=text, actor="console")
         self.events.append(event)
         return event
+
+
+# Attempt outcomes after which a chunk is done with output: rendered, or stopped at its
+# maximum render time with on_timeout = "complete".
+SUCCEEDED = frozenset({"done", "timeout"})
+
+
+def chunk_render_time(chunk: ChunkView) -> float | None:
+    """Seconds the done chunk's render took; None when it has none.
+
+    The renderer's own run as the agent timed it when the leader sends it (the
+    chunk's ``render_time``), else the successful attempt from dispatch to finish.
+    """
+    if chunk.state != "done":
+        return None
+    if chunk.render_time is not None:
+        return chunk.render_time
+    for attempt in reversed(chunk.attempts):
+        if attempt.number == chunk.attempt:
+            if attempt.outcome in SUCCEEDED and attempt.finished is not None:
+                return max(attempt.finished - attempt.started, 0.0)
+            break
+    return None

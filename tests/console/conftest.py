@@ -15,6 +15,7 @@ from textual.widgets import Input
 from farmtui.console.app import FarmConsole
 from farmtui.console.link import Backoff
 from tests.console.fake_leader import T0, TOKEN, FakeLeader
+from tests.console.real_farm import farm, shared_leader  # noqa: F401  (fixtures)
 from tests.helpers.farm import farm_agents, farm_leader  # noqa: F401  (the real-farm tmux test)
 
 NOW = T0 + 1000.0

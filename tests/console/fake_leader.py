@@ -229,6 +229,17 @@ def chunks_for(job: JobView, frames: dict[int, FrameState]) -> list[ChunkView]:
         else:
             state, node = "queued", None
         started = T0 + 100 * index if node else None
+        finished = started + 42 if started and state in ("done", "failed") else None
+        # As the real leader: a done chunk lists the attempt that rendered it.
+        attempts = (
+            [
+                AttemptView(
+                    number=1, node="node-a", started=started, finished=finished, outcome="done"
+                )
+            ]
+            if state == "done" and started is not None
+            else []
+        )
         chunks.append(
             ChunkView(
                 index=index,
@@ -238,7 +249,8 @@ def chunks_for(job: JobView, frames: dict[int, FrameState]) -> list[ChunkView]:
                 attempt=1 if node else 0,
                 errors=1 if state == "failed" else 0,
                 started=started,
-                finished=started + 42 if started and state in ("done", "failed") else None,
+                finished=finished,
+                attempts=attempts,
             )
         )
     return chunks

@@ -1,6 +1,6 @@
 """The settings dialog checks a change as the leader will, and sends nothing it would refuse.
 
-Job j1 of the fake leader has a maximum render time of 1 h and 3 retries. The
+The job (on a real leader) has a maximum render time of 1 h and 3 retries. The
 refusals are the words of ``farmtui.jobfields`` (the same the leader, ``farm
 set`` and PATCH give, see tests/server/test_job_fields.py), led by the input's label.
 """
@@ -12,13 +12,19 @@ from textual.widgets import Input
 
 from farmtui.console.app import FarmConsole
 from farmtui.console.screens.edit_settings import EditSettingsScreen
-from farmtui.protocol import PatchJob
-from tests.console.conftest import make_app, synced, wait_for
-from tests.console.fake_leader import FakeLeader
+from farmtui.protocol import JobView, Timeouts
+from tests.console.conftest import synced, wait_for
+from tests.console.real_farm import RealFarm
 
 
-async def open_settings(pilot: Pilot[None], app: FarmConsole) -> EditSettingsScreen:
-    await synced(pilot, app)
+def an_hour_max(farm: RealFarm) -> JobView:
+    return farm.submit(
+        "shot_010", timeouts=Timeouts(max_render=3600.0, on_timeout="requeue"), retries=3
+    )
+
+
+async def open_settings(pilot: Pilot[None], app: FarmConsole, job: JobView) -> EditSettingsScreen:
+    await synced(pilot, app, job.id)
     await pilot.press("enter")
     await pilot.pause()
     await pilot.press("e")
@@ -50,10 +56,11 @@ REFUSED = [
 ]
 
 
-async def test_a_change_the_leader_would_refuse_is_refused_here(leader: FakeLeader) -> None:
-    app = make_app(leader.url)
+async def test_a_change_the_leader_would_refuse_is_refused_here(farm: RealFarm) -> None:
+    job = an_hour_max(farm)
+    app = farm.app()
     async with app.run_test(size=(80, 24), notifications=True) as pilot:
-        screen = await open_settings(pilot, app)
+        screen = await open_settings(pilot, app, job)
         for widget, text, message in REFUSED:
             field = screen.query_one(f"#{widget}", Input)
             before = field.value
@@ -68,21 +75,24 @@ async def test_a_change_the_leader_would_refuse_is_refused_here(leader: FakeLead
             )
             assert app.screen is screen  # still open, to correct the value
             field.value = before
-        assert leader.count(PatchJob) == 0
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not isinstance(app.screen, EditSettingsScreen))
+    # The leader's job is as it was: nothing was sent.
+    spec = farm.client.show(job.id).job.spec
+    assert (spec.timeouts, spec.retries) == (job.spec.timeouts, 3)
 
 
-async def test_a_good_change_is_sent_with_the_other_timeouts_kept(leader: FakeLeader) -> None:
-    app = make_app(leader.url)
+async def test_a_good_change_is_sent_with_the_other_timeouts_kept(farm: RealFarm) -> None:
+    job = an_hour_max(farm)
+    app = farm.app()
     async with app.run_test(size=(80, 24)) as pilot:
-        screen = await open_settings(pilot, app)
+        screen = await open_settings(pilot, app, job)
         await type_into(pilot, screen, "edit-min-render", "30s")
         await type_into(pilot, screen, "edit-max-start", "")
         await pilot.press("ctrl+s")
-        await wait_for(pilot, lambda: leader.count(PatchJob) == 1)
-        sent = leader.last(PatchJob)
-        assert isinstance(sent, PatchJob)
-        assert sent.patch.timeouts is not None
-        t = sent.patch.timeouts
+        await wait_for(pilot, lambda: farm.client.show(job.id).job.spec.timeouts.min_render == 30.0)
+        t = farm.client.show(job.id).job.spec.timeouts
+        assert app.state.jobs[job.id].spec.timeouts == t
         assert (t.min_render, t.max_render, t.max_start, t.on_timeout) == (
             30.0,
             3600.0,

@@ -7,8 +7,8 @@ from textual.widgets import TabbedContent
 
 from farmtui.console.app import FarmConsole
 from farmtui.console.widgets.jobs_table import JobsTable
-from tests.console.conftest import make_app, synced
-from tests.console.fake_leader import FakeLeader
+from tests.console.conftest import synced
+from tests.console.real_farm import RealFarm
 
 WIDE = (160, 48)
 
@@ -21,10 +21,11 @@ def focused(app: FarmConsole) -> str | None:
     return app.focused.id if app.focused is not None else None
 
 
-async def test_escape_from_the_chunk_table_returns_to_the_jobs_table(leader: FakeLeader) -> None:
-    app = make_app(leader.url)
+async def test_escape_from_the_chunk_table_returns_to_the_jobs_table(farm: RealFarm) -> None:
+    job = farm.submit("shot_010", frames="1-20", chunk=5)
+    app = farm.app()
     async with app.run_test(size=WIDE) as pilot:
-        await synced(pilot, app)
+        await synced(pilot, app, job.id)
         await pilot.press("enter", "t")
         assert focused(app) == "chunk-table"
         await pilot.press("escape")
@@ -32,21 +33,23 @@ async def test_escape_from_the_chunk_table_returns_to_the_jobs_table(leader: Fak
 
 
 async def test_escape_from_a_click_on_the_right_returns_to_the_jobs_table(
-    leader: FakeLeader,
+    farm: RealFarm,
 ) -> None:
-    app = make_app(leader.url)
+    job = farm.submit("shot_010", frames="1-20", chunk=5)
+    app = farm.app()
     async with app.run_test(size=WIDE) as pilot:
-        await synced(pilot, app)  # the jobs view is current; j1's detail is on the right
+        await synced(pilot, app, job.id)  # the jobs view is current; the detail is on the right
         await pilot.click("#frame-grid")
         assert focused(app) == "frame-grid"
         await pilot.press("escape")
         assert app.screen.query_one(JobsTable).has_focus
 
 
-async def test_t_cycles_the_detail_tabs_from_settings_too(leader: FakeLeader) -> None:
-    app = make_app(leader.url)
+async def test_t_cycles_the_detail_tabs_from_settings_too(farm: RealFarm) -> None:
+    job = farm.submit("shot_010", frames="1-20", chunk=5)
+    app = farm.app()
     async with app.run_test(size=(80, 24)) as pilot:
-        await synced(pilot, app)
+        await synced(pilot, app, job.id)
         await pilot.press("enter", "t", "t")
         assert active_tab(app) == "tab-settings"
         await pilot.press("t")

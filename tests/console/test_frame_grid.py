@@ -9,9 +9,9 @@ import msgspec
 from farmtui.console.screens.confirm import ConfirmScreen
 from farmtui.console.widgets.chunk_table import ChunkTable
 from farmtui.console.widgets.frame_grid import GLYPHS, HEAT_COLOURS, FrameGrid
-from farmtui.protocol import ChunksChanged, JobsChanged, RunChunkAction
+from farmtui.protocol import AttemptView, ChunksChanged, ChunkView, JobsChanged, RunChunkAction
 from tests.console.conftest import make_app, synced, wait_for
-from tests.console.fake_leader import FakeLeader
+from tests.console.fake_leader import T0, FakeLeader
 from tests.console.screen import screen_text
 from tests.console.test_detail import cells
 
@@ -92,18 +92,29 @@ async def test_selected_frames_are_retried_or_held_through_their_chunks(
         assert grid.target_frames() == [100]
 
 
+def rendered_in(chunk: ChunkView, seconds: float) -> ChunkView:
+    """``chunk`` done by one successful attempt that took ``seconds``."""
+    started = chunk.started or T0
+    attempt = AttemptView(
+        number=1, node="node-a", started=started, finished=started + seconds, outcome="done"
+    )
+    return msgspec.structs.replace(
+        chunk, state="done", attempt=1, attempts=[attempt], finished=started + seconds
+    )
+
+
 async def test_heat_map_colours_frames_by_render_time_with_its_scale(leader: FakeLeader) -> None:
     leader.detail("j1")
     chunks = leader.chunks["j1"]
     # Chunk 1 took 20 s (2 s a frame), chunk 3 took 100 s (10 s a frame).
-    chunks[1] = msgspec.structs.replace(chunks[1], finished=chunks[1].started + 20)  # type: ignore[operator]
-    chunks[3] = msgspec.structs.replace(chunks[3], finished=chunks[3].started + 100)  # type: ignore[operator]
+    chunks[1] = rendered_in(chunks[1], 20)
+    chunks[3] = rendered_in(chunks[3], 100)
     app = make_app(leader.url)
     async with app.run_test(size=(80, 24)) as pilot:
         grid = await open_grid(pilot, app)
         assert "render time" not in screen_text(app)
         await pilot.press("T")
-        await wait_for(pilot, lambda: "render time/frame 2s" in screen_text(app))
+        await wait_for(pilot, lambda: "time/frame (chunk÷frames) 2s" in screen_text(app))
         assert "10s" in screen_text(app)
         drawn = cells(grid)
         fastest, slowest = HEAT_COLOURS[0], HEAT_COLOURS[-1]
@@ -114,7 +125,7 @@ async def test_heat_map_colours_frames_by_render_time_with_its_scale(leader: Fak
         assert drawn[80][0] == GLYPHS["unassigned"]
         assert drawn[80][1].color.triplet.hex == "#606060"  # type: ignore[union-attr]
         # A chunk finishing moves the scale.
-        done = msgspec.structs.replace(chunks[2], finished=chunks[2].started + 300)  # type: ignore[operator]
+        done = rendered_in(chunks[2], 300)
         await leader.broadcast(ChunksChanged(job_id="j1", chunks=[done]))
         await wait_for(pilot, lambda: "30s" in screen_text(app))
         await pilot.press("T")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import msgspec
 
 from farmtui.console import fmt
-from farmtui.protocol import NodesChanged
+from farmtui.protocol import GpuInfo, NodesChanged
 from tests.console.conftest import NOW, make_app, synced, wait_for
 from tests.console.fake_leader import FakeLeader
 from tests.console.screen import screen_text
@@ -72,3 +72,22 @@ async def test_nodes_fit_80_columns_by_dropping_columns(leader: FakeLeader) -> N
         assert "Tags" in text
         assert "Agent" not in text  # the first to give way
         assert "…" not in text
+
+
+async def test_gpus_in_use_show_per_node(leader: FakeLeader) -> None:
+    gpus = [GpuInfo(index=0, name="RTX", memory=24576), GpuInfo(index=1, name="RTX", memory=0)]
+    leader.nodes["node-a"] = msgspec.structs.replace(
+        leader.nodes["node-a"], gpus=gpus, gpus_busy=[1]
+    )
+    leader.nodes["node-b"] = msgspec.structs.replace(
+        leader.nodes["node-b"], gpus=gpus[:1], gpu_only=True
+    )
+    app = make_app(leader.url)
+    async with app.run_test(size=(120, 24)) as pilot:
+        await synced(pilot, app)
+        await pilot.press("4")
+        await pilot.pause()
+        text = screen_text(app)
+        assert "GPUs" in text
+        assert " 1/2 " in next(line for line in text.splitlines() if "node-a" in line)
+        assert "0/1 only" in next(line for line in text.splitlines() if "node-b" in line)

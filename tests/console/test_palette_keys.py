@@ -11,16 +11,16 @@ from textual.command import CommandPalette
 from farmtui.console.actions import CHUNK_ACTIONS, JOB_ACTIONS
 from farmtui.console.keymap import config_path, load_keymap
 from farmtui.console.screens.main import MainScreen
-from farmtui.protocol import RunJobAction
-from tests.console.conftest import make_app, synced, wait_for
-from tests.console.fake_leader import FakeLeader
+from tests.console.conftest import synced, wait_for
+from tests.console.real_farm import RealFarm
 from tests.console.screen import screen_text
 
 
-async def test_palette_offers_every_action(leader: FakeLeader) -> None:
-    app = make_app(leader.url)
+async def test_palette_offers_every_action(farm: RealFarm) -> None:
+    job = farm.submit("shot_010")
+    app = farm.app()
     async with app.run_test(size=(100, 40)) as pilot:
-        await synced(pilot, app)
+        await synced(pilot, app, job.id)
         screen = app.screen
         assert isinstance(screen, MainScreen)
         names = [name for name, _, _ in screen.palette_commands()]
@@ -31,19 +31,17 @@ async def test_palette_offers_every_action(leader: FakeLeader) -> None:
         assert any(name.startswith("Jobs: Move up") for name in names)
         await pilot.press("ctrl+p")
         await wait_for(pilot, lambda: isinstance(app.screen, CommandPalette))
-        await pilot.press(*"retry sync")
-        await wait_for(pilot, lambda: "Jobs: Retry sync" in screen_text(app))
+        await pilot.press(*"jobs: hold")
+        await wait_for(pilot, lambda: "Jobs: Hold" in screen_text(app))
         await pilot.press("enter")
-        await wait_for(pilot, lambda: leader.count(RunJobAction) == 1)
-        sent = leader.last(RunJobAction)
-        assert isinstance(sent, RunJobAction)
-        assert sent.action == "retry-sync"
+        await wait_for(pilot, lambda: farm.client.show(job.id).job.state == "holding")
 
 
-async def test_palette_theme_switcher_still_there(leader: FakeLeader) -> None:
-    app = make_app(leader.url)
+async def test_palette_theme_switcher_still_there(farm: RealFarm) -> None:
+    job = farm.submit("shot_010")
+    app = farm.app()
     async with app.run_test(size=(100, 40)) as pilot:
-        await synced(pilot, app)
+        await synced(pilot, app, job.id)
         await pilot.press("ctrl+p")
         await wait_for(pilot, lambda: isinstance(app.screen, CommandPalette))
         await pilot.press(*"theme")
@@ -70,21 +68,22 @@ def test_bad_keys_toml_is_reported(tmp_path: Path) -> None:
     assert load_keymap(path)[0] == {}
 
 
-async def test_remapped_key_from_config_file(leader: FakeLeader, tmp_path: Path) -> None:
+async def test_remapped_key_from_config_file(farm: RealFarm, tmp_path: Path) -> None:
     path = tmp_path / "config" / "farmtui" / "keys.toml"  # XDG_CONFIG_HOME from conftest
     path.parent.mkdir(parents=True)
     path.write_text('[keys]\n"jobs.pause" = "P"\n')
-    app = make_app(leader.url)
+    job = farm.submit("shot_010")
+    app = farm.app()
     async with app.run_test(size=(80, 24)) as pilot:
-        await synced(pilot, app)
-        await pilot.press("p")  # no longer pause
-        await pilot.pause()
-        assert leader.count(RunJobAction) == 0
+        await synced(pilot, app, job.id)
+        # p no longer pauses; h (sent after it, on the same link) holds.
+        await pilot.press("p", "h")
+        await wait_for(pilot, lambda: farm.client.show(job.id).job.state == "holding")
+        assert "paused" not in farm.client.events(job.id)
+        await pilot.press("u")
+        await wait_for(pilot, lambda: farm.client.show(job.id).job.state == "queued")
         await pilot.press("P")
-        await wait_for(pilot, lambda: leader.count(RunJobAction) == 1)
-        sent = leader.last(RunJobAction)
-        assert isinstance(sent, RunJobAction)
-        assert sent.action == "pause"
+        await wait_for(pilot, lambda: farm.client.show(job.id).job.state == "paused")
         # The action strip shows the remapped key.
         await pilot.press("space")
         await pilot.pause()

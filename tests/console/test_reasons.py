@@ -1,80 +1,85 @@
-"""Why isn't it rendering: the Reason column and the detail view's ``why`` line."""
+"""Why isn't it rendering: the Reason column and the detail view's ``why`` line,
+with the reasons a real leader gives (paused, held, waiting on a job, no node)."""
 
 from __future__ import annotations
 
-import pytest
+import time
 
 from farmtui.console.widgets.jobs_table import JobsTable
-from farmtui.protocol import JobStats, ReasonKind, WaitReason
+from farmtui.protocol import JobView
 from farmtui.reasons import reason_line
-from tests.console.conftest import NOW, make_app, synced
-from tests.console.fake_leader import FakeLeader
+from tests.console.conftest import synced, wait_for
+from tests.console.real_farm import RealFarm
 from tests.console.screen import screen_text
 
-# One reason of each kind, as the leader words them, on the five listed jobs.
-REASONS: list[tuple[str, ReasonKind, str, float | None]] = [
-    ("j1", "retry", "retry (attempt 3/4)", NOW + 80),
-    ("j2", "tags", "no node has tag gpupool7", None),
-    ("j3", "blocked", "blocked on 3/3 nodes", NOW + 600),
-    ("j4", "paused", "paused by alice", None),
-    ("j5", "limit", "machine limit 2 reached", None),
-]
+
+def waiting_jobs(farm: RealFarm) -> dict[str, JobView]:
+    """Jobs that wait for different reasons: paused, held, after another, tagged."""
+    sim = farm.submit("sim_capped", priority=10)
+    paused = farm.submit("paused_shot")
+    held = farm.submit("held_shot")
+    after = farm.submit("comp_after_sim", after=[sim.id])
+    tagged = farm.submit("gpu_shot", tags=["gpupool7"])
+    farm.client.action("pause", [paused.id])
+    farm.client.action("hold", [held.id])
+    return {
+        job.name: job
+        for job in farm.client.jobs()
+        if job.id in {sim.id, paused.id, held.id, after.id, tagged.id}
+    }
 
 
-@pytest.fixture
-def reasons(leader: FakeLeader) -> FakeLeader:
-    for job_id, kind, text, until in REASONS:
-        job = leader.jobs[job_id]
-        leader.set_job(
-            job_id,
-            state="queued",
-            reason=WaitReason(kind=kind, text=text, until=until),
-            stats=JobStats(frames_total=job.stats.frames_total, etr=None),
-        )
-    return leader
-
-
-@pytest.mark.parametrize(("job_id", "kind", "text", "until"), REASONS)
-async def test_each_reason_is_shown_in_the_table_and_the_detail(
-    reasons: FakeLeader, job_id: str, kind: ReasonKind, text: str, until: float | None
+async def test_each_reason_the_leader_gives_is_in_the_table_and_the_detail(
+    farm: RealFarm,
 ) -> None:
-    app = make_app(reasons.url)
-    expected = reason_line(WaitReason(kind=kind, text=text, until=until), NOW)
+    jobs = waiting_jobs(farm)
+    kinds = {name: job.reason.kind for name, job in jobs.items() if job.reason is not None}
+    assert kinds["paused_shot"] == "paused"
+    assert kinds["held_shot"] == "held"
+    assert kinds["comp_after_sim"] == "after"
+    assert len(kinds) == len(jobs)  # nothing can run: every job says why
+    app = farm.app()
     async with app.run_test(size=(130, 30)) as pilot:
-        await synced(pilot, app)
+        await synced(pilot, app, jobs["sim_capped"].id)
         table = app.screen.query_one(JobsTable)
-        screen = screen_text(app)
-        assert "Reason" in screen
-        row = next(line for line in screen.splitlines() if reasons.jobs[job_id].name in line)
-        assert expected in row
-        assert row.rstrip().endswith(expected)  # the whole text, not cut
-        # Nothing can run: no time remaining is estimated.
-        assert "—" in row
-        table.move_cursor_to_key(job_id)
-        await pilot.press("enter")
-        await synced(pilot, app, watched=job_id)
-        assert f"why: {expected}" in screen_text(app)
-    if until is not None:
-        assert ("at " if kind == "retry" else "until ") in expected
+        assert "Reason" in screen_text(app)
+        for name, job in jobs.items():
+            assert job.reason is not None
+            expected = reason_line(job.reason, time.time())
+            row = next(line for line in screen_text(app).splitlines() if name in line)
+            assert row.rstrip().endswith(expected), (name, row)  # the whole text, not cut
+            assert "—" in row  # nothing can run: no time remaining is estimated
+            table.move_cursor_to_key(job.id)
+            await pilot.press("enter")
+            await synced(pilot, app, watched=job.id)
+            await wait_for(pilot, lambda e=expected: f"why: {e}" in screen_text(app))  # type: ignore[misc]
+            await pilot.press("1")
 
 
-async def test_the_reason_gives_way_at_80x24(reasons: FakeLeader) -> None:
-    app = make_app(reasons.url)
+async def test_the_reason_gives_way_at_80x24(farm: RealFarm) -> None:
+    jobs = waiting_jobs(farm)
+    paused = jobs["paused_shot"]
+    app = farm.app()
     async with app.run_test(size=(80, 24)) as pilot:
-        await synced(pilot, app)
+        await synced(pilot, app, jobs["sim_capped"].id)
         screen = screen_text(app)
         assert "Reason" not in screen
         assert "Owner" in screen  # the Reason column goes first
         assert "Done/Total" in screen
+        app.screen.query_one(JobsTable).move_cursor_to_key(paused.id)
         await pilot.press("enter")
-        await synced(pilot, app)
-        assert "why: retry (attempt 3/4) at " in screen_text(app)
+        await synced(pilot, app, watched=paused.id)
+        assert paused.reason is not None
+        assert f"why: {paused.reason.text}" in screen_text(app)
 
 
-async def test_no_why_line_when_nothing_waits(leader: FakeLeader) -> None:
-    app = make_app(leader.url)
+async def test_no_why_line_when_nothing_waits(farm: RealFarm) -> None:
+    job = farm.submit("finished_by_hand")
+    farm.client.action("complete", [job.id])
+    assert farm.client.show(job.id).job.reason is None
+    app = farm.app()
     async with app.run_test(size=(80, 24)) as pilot:
-        await synced(pilot, app)
+        await synced(pilot, app, job.id)
         await pilot.press("enter")
-        await synced(pilot, app)
+        await synced(pilot, app, job.id)
         assert "why:" not in screen_text(app)

@@ -15,6 +15,7 @@ jobs table shows is ``JobList``; every request to the leader goes through
 
 from __future__ import annotations
 
+import ssl
 import time
 from functools import partial
 from typing import ClassVar, Literal, assert_never
@@ -45,13 +46,22 @@ from farmtui.console.keymap import screen_bindings
 from farmtui.console.link import Backoff, LeaderLink, LinkBatch, LinkProblem, LinkStatus
 from farmtui.console.notices import notices
 from farmtui.console.operator import LogLevel, Operator, chunk_names, job_names
+from farmtui.console.saved_filters import SavedFilters
 from farmtui.console.screens.chunk_mode import ChunkActionMode
 from farmtui.console.screens.context_menu import ContextMenu, MenuCommand
 from farmtui.console.screens.edit_settings import EditSettingsScreen
 from farmtui.console.screens.help import HelpScreen, Section, class_bindings, describe
 from farmtui.console.screens.priority_prompt import PriorityPrompt
+from farmtui.console.screens.saved_filters import (
+    ApplyFilter,
+    DeleteFilter,
+    FilterChoice,
+    SavedFiltersScreen,
+    SaveFilterAs,
+    SaveFilterPrompt,
+)
 from farmtui.console.screens.unblock import UnblockScreen
-from farmtui.console.settings import ConsoleSettings
+from farmtui.console.settings import ConsoleSettings, SettingsError
 from farmtui.console.state import GROUP_CYCLE, Change, ConsoleState
 from farmtui.console.widgets.action_strip import ActionStrip
 from farmtui.console.widgets.chunk_table import ChunkTable
@@ -122,6 +132,7 @@ class MainScreen(Screen[None]):
         *,
         backoff: Backoff | None = None,
         settings: ConsoleSettings | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         super().__init__()
         self.state = state
@@ -129,10 +140,13 @@ class MainScreen(Screen[None]):
         self.token = token
         self.backoff = backoff
         self.settings = settings or ConsoleSettings()
+        self.saved_filters = SavedFilters(self.settings)
         self.view: View = "jobs"
         self.side_view: View = "detail"
         self.job_list = JobList()
-        self.link = LeaderLink(self, leader, token, hello=self._hello, backoff=backoff)
+        self.link = LeaderLink(
+            self, leader, token, hello=self._hello, backoff=backoff, ssl_context=ssl_context
+        )
         self.operator = Operator(self, self.link, state, self._log)
         self._watch_timer: Timer | None = None
         self._watch_wanted: str | None = None
@@ -616,6 +630,84 @@ class MainScreen(Screen[None]):
         if not event.value:
             event.input.display = False
         self.jobs.focus()
+
+    def apply_filter(self, text: str) -> str | None:
+        """Filter the jobs table with ``text``, shown in the filter field; the problem, if any."""
+        problem = self.job_list.set_filter(text)
+        if problem is not None:
+            return problem
+        field = self.filter_field
+        if self.view != "jobs" and self.has_class("-narrow"):
+            self.action_view("jobs")
+        field.display = bool(text)
+        with field.prevent(Input.Changed):
+            field.value = text
+        field.set_class(False, "-invalid")
+        self._show_rows()
+        self._update_status()
+        return None
+
+    def action_saved_filters(self, highlight: int = 0) -> None:
+        """``F``: the saved filters; apply, delete, or save the one in use."""
+
+        def chosen(choice: FilterChoice | None) -> None:
+            match choice:
+                case None:
+                    pass
+                case ApplyFilter(name, text):
+                    problem = self.apply_filter(text)
+                    if problem is None:
+                        self.notify(f"Filter {name!r}: {text}", timeout=3)
+                    else:
+                        self.notify(f"{name!r}: {problem}", title="Filter", severity="warning")
+                case DeleteFilter(name):
+                    index = [n for n, _ in self.saved_filters.items()].index(name)
+                    try:
+                        self.saved_filters.delete(name)
+                    except SettingsError as exc:
+                        self.notify(str(exc), title="console.toml", severity="error")
+                        return
+                    self.notify(f"Deleted the saved filter {name!r}", timeout=3)
+                    self.action_saved_filters(index)
+                case SaveFilterAs():
+                    self.action_save_filter()
+                case _:
+                    assert_never(choice)
+
+        self.app.push_screen(
+            SavedFiltersScreen(self.saved_filters.items(), self._typed_filter(), highlight),
+            chosen,
+        )
+
+    def _typed_filter(self) -> str:
+        """The filter in use: what the field shows (while shown), else the one applied."""
+        field = self.filter_field
+        return (field.value if field.display else self.job_list.text_filter).strip()
+
+    def action_save_filter(self) -> None:
+        """Save the filter in use under a name (console.toml, kept across restarts)."""
+        text = self._typed_filter()
+        if not text:
+            self.notify("Type a filter first (/), then save it", severity="warning")
+            return
+        problem = self.job_list.set_filter(text)
+        if problem is not None:
+            self.notify(problem, title="Filter", severity="warning")
+            return
+        names = [name for name, _ in self.saved_filters.items()]
+
+        def named(name: str | None) -> None:
+            if name is None:
+                return
+            try:
+                replaced = self.saved_filters.save(name, text)
+            except SettingsError as exc:
+                self.notify(str(exc), title="console.toml", severity="error")
+                return
+            verb = "Replaced" if replaced else "Saved"
+            self.notify(f"{verb} the filter {name!r} (F lists saved filters)", timeout=3)
+
+        self.app.push_screen(SaveFilterPrompt(text, names), named)
 
     def action_cycle_sort(self) -> None:
         """Sort the jobs table by the next column (dispatch order, name, owner, state ...)."""

@@ -2,17 +2,25 @@
 
 When the jobs pane is hidden (another view at 80 columns) the field cannot
 take the focus, and if it had it, it gives up the keys it would type, so ``1``
-switches views instead of landing in a filter nobody can see.
+switches views instead of landing in a filter nobody can see. ``ctrl+s`` saves
+what is typed as a named filter (the screen's ``save_filter``).
 """
 
 from __future__ import annotations
 
+from typing import ClassVar
+
+from textual.binding import Binding, BindingType
 from textual.widget import Widget
 from textual.widgets import Input
 
 
 class FilterInput(Input):
     """See the module docstring."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+s", "screen.save_filter", "Save filter as…", id="filter.save"),
+    ]
 
     @property
     def shown(self) -> bool:

@@ -10,7 +10,9 @@ excluded and unassigned frames differ in shape, not only in shade; a job held
 as a whole shows its waiting frames as held. The arrows move a cursor over the
 frames, ``space`` and ``shift+arrows`` select frames (``k`` then acts on their
 chunks), Enter opens the cursor frame's chunk, and ``T`` colours the frames
-by render time per frame (a heat map; the legend shows the scale).
+by render time per frame (a heat map; the legend shows the scale). The leader
+times chunks, not frames: a frame's time is its chunk's render time divided
+by the chunk's frame count, and the legend says so (``chunk÷frames``).
 """
 
 from __future__ import annotations
@@ -111,7 +113,13 @@ class FrameGrid(ScrollView, can_focus=True):
         Binding("ctrl+a", "select_all", "Select all frames", show=False, id="grid.select_all"),
         Binding("escape", "clear_selection", "Clear selection", show=False, id="grid.clear"),
         Binding("enter", "open", "Chunk", id="grid.open", tooltip="Open the frame's chunk"),
-        Binding("T", "toggle_heat", "Heat map", id="grid.heat", tooltip="Colour by render time"),
+        Binding(
+            "T",
+            "toggle_heat",
+            "Heat map",
+            id="grid.heat",
+            tooltip="Colour by render time per frame: its chunk's time ÷ its frame count",
+        ),
     ]
 
     @dataclass
@@ -469,7 +477,8 @@ class FrameLegend(Widget):
     def _heat_scale(self, text: Text) -> None:
         self.grid.heat_buckets()
         scale = self.grid.heat_scale
-        text.append("render time/frame ", style="bold")
+        text.append("time/frame ", style="bold")
+        text.append("(chunk÷frames) ", style="dim")
         if scale is None:
             text.append("— no chunk done yet", style="dim")
             return

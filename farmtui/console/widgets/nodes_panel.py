@@ -1,8 +1,8 @@
-"""The nodes panel: state, slots used/total, a CPU sparkline, memory, last seen, tags,
-agent version and current chunks of every node.
+"""The nodes panel: state, slots used/total, GPUs in use, a CPU sparkline, memory, last
+seen, tags, agent version and current chunks of every node.
 
 A ``LineTable`` keyed by node name (columns give way by priority at 80
-columns: version, then chunks, then tags). The CPU sparkline is the node's
+columns: version, then GPUs, then chunks, then tags). The CPU sparkline is the node's
 last readings as the console received them (``ConsoleState.cpu_history``); an
 offline node shows no CPU or memory reading at all, since the last one it sent
 is stale. Admins enable or disable a node with ``d``; ``l`` opens its agent
@@ -21,6 +21,7 @@ from textual.message import Message
 from farmtui.console import fmt
 from farmtui.console.state import ConsoleState
 from farmtui.console.widgets.line_table import Cell, Column, LineTable
+from farmtui.protocol import NodeView
 
 NODE_STATE_STYLES = {
     "online": Style(color="bright_green"),
@@ -31,6 +32,14 @@ SPARK_STYLE = Style(color="cyan")
 SPARK_WIDTH = 8
 
 
+def gpus_cell(node: NodeView) -> str:
+    """GPUs in use / GPUs (``only``: it takes only jobs that ask for GPUs)."""
+    if not node.gpus:
+        return fmt.EMPTY
+    used = f"{len(node.gpus_busy)}/{len(node.gpus)}"
+    return f"{used} only" if node.gpu_only else used
+
+
 class NodesPanel(LineTable):
     """See the module docstring."""
 
@@ -38,11 +47,12 @@ class NodesPanel(LineTable):
         Column("name", "Node", 0),
         Column("state", "St", 3),
         Column("slots", "Slots", 5, "right"),
+        Column("gpus", "GPUs", 8, "right", optional=4),
         Column("cpu", "CPU", SPARK_WIDTH + 5),
         Column("mem", "Mem", 8, "right"),
         Column("seen", "Seen", 4, "right"),
         Column("tags", "Tags", 12, optional=2),
-        Column("version", "Agent", 8, optional=4),
+        Column("version", "Agent", 8, optional=5),
         Column("chunks", "Chunks", 14, optional=3),
     )
     MIN_FLEX = 10
@@ -91,6 +101,7 @@ class NodesPanel(LineTable):
             (node.name, None),
             (fmt.NODE_STATE_SHORT.get(node.state, node.state), NODE_STATE_STYLES.get(node.state)),
             (f"{len(node.running)}/{node.slots}", None),
+            (gpus_cell(node), None),
             (cpu, None if offline else SPARK_STYLE),
             (mem, None),
             (seen, None),

@@ -7,6 +7,13 @@ them, and hands the leader's commands to the supervisor. A lost connection
 is retried forever with exponential backoff and jitter; a refused token
 (HTTP 401/403 or ``Refused``) stops the agent with a one-line error.
 
+Several leaders (``--leader URL1,URL2``: leaders on one PostgreSQL, one of
+them active): each connect tries the next URL in turn, at once, for a standby
+refuses with ``Refused(retry=True)``, a dead leader with a closed port; the
+backoff applies only once a whole round found no active leader. A link that
+was up and broke goes on with the next URL first, so the leader that just
+died is tried last.
+
 The lease: every heartbeat is numbered, and the leader answers each one it
 has processed with ``LeaseRenewed``. The agent's lease then lasts
 ``Welcome.lease`` seconds from the moment it *sent* that heartbeat (or the
@@ -27,7 +34,7 @@ import ssl
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -113,7 +120,7 @@ class LeaderLink:
     def __init__(
         self,
         *,
-        leader: str,
+        leader: str | Sequence[str],
         token: str,
         name: str,
         slots: int,
@@ -126,8 +133,14 @@ class LeaderLink:
         gpus: list[GpuInfo] | None = None,
         gpu_only: bool = False,
     ) -> None:
-        self.leader = http_url(leader)
-        self.url = websocket_url(leader)
+        given = [leader] if isinstance(leader, str) else list(leader)
+        if not given:
+            raise ValueError("no leader URL")
+        # Every leader's URL; ``leader`` and ``url`` are the one in use (or tried) now.
+        self.leaders = [http_url(url) for url in given]
+        self._sockets = [websocket_url(url) for url in given]
+        self.leader = self.leaders[0]
+        self.url = self._sockets[0]
         self.token = token
         self.name = name
         self.slots = slots
@@ -420,9 +433,19 @@ class LeaderLink:
             return BACKOFF_MAX
         return max(BACKOFF_MIN, min(BACKOFF_MAX, self.welcome.lease / 4))
 
+    def _use(self, index: int) -> None:
+        self.leader = self.leaders[index]
+        self.url = self._sockets[index]
+
     async def run(self) -> None:
         """Stay connected forever; raises LeaderRefused when the leader says no."""
         backoff = BACKOFF_MIN
+        count = len(self.leaders)
+        index = 0
+        failed = 0  # tries since a whole round (or a session) began
+        # A handshake with a live leader takes milliseconds; with others to try, a
+        # machine that is off must not hold the agent for long.
+        open_timeout = 10 if count == 1 else 3
         background = [
             asyncio.create_task(self.lease_watchdog()),
             asyncio.create_task(self._log_forwarder()),
@@ -430,6 +453,7 @@ class LeaderLink:
         try:
             while True:
                 self._welcomed = False
+                self._use(index)
                 # Only pass ssl when given: ssl=None would turn TLS off for wss://.
                 options: dict[str, Any] = {}
                 if self.ssl_context is not None:
@@ -438,7 +462,7 @@ class LeaderLink:
                     async with connect(
                         self.url,
                         additional_headers={"Authorization": f"Bearer {self.token}"},
-                        open_timeout=10,
+                        open_timeout=open_timeout,
                         ping_interval=None,  # the heartbeat loop pings and tracks pongs itself
                         max_size=MAX_MESSAGE_BYTES,
                         # Compressing every small message cost the leader more CPU
@@ -468,6 +492,13 @@ class LeaderLink:
                     log.warning("%s; trying again", exc)
                 if self._welcomed:
                     backoff = BACKOFF_MIN
+                    failed = 0
+                else:
+                    failed += 1
+                index = (index + 1) % count
+                if count > 1 and (self._welcomed or failed < count):
+                    continue  # the next leader, at once
+                failed = 0
                 delay = backoff * random.uniform(0.5, 1.0)
                 backoff = min(backoff * 2, self._backoff_max())
                 await asyncio.sleep(delay)

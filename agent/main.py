@@ -95,7 +95,7 @@ class Agent:
 
     def __init__(
         self,
-        leader: str,
+        leader: str | list[str],
         token: str,
         *,
         name: str | None = None,
@@ -147,7 +147,7 @@ class Agent:
         log.info(
             "agent %s starting: leader %s, state %s, staging %s",
             self.name,
-            self.link.url,
+            ", ".join(self.link.leaders),
             self.state_dir,
             self.staging,
         )
@@ -219,7 +219,7 @@ def _trust(ca: Path | None) -> ssl.SSLContext | None:
 
 
 def run_agent(
-    leader: str,
+    leader: str | list[str],
     token: str,
     name: str | None = None,
     slots: int = 1,
@@ -233,7 +233,8 @@ def run_agent(
 ) -> None:
     """Run an agent until SIGINT/SIGTERM. Blocking.
 
-    ``leader`` is the leader's HTTP URL; ``name`` defaults to the hostname,
+    ``leader`` is the leader's HTTP URL, or every leader's (one active, the
+    others standing by: ``agent.link``); ``name`` defaults to the hostname,
     ``staging`` to a per-agent temporary folder, ``state_dir`` (id, log,
     outbox) to ``~/.local/state/farmtui/agents/<name>``. A refused token
     raises ``SystemExit`` with a one-line message (exit status 1).
@@ -264,7 +265,9 @@ def run_agent(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m agent.main", description=__doc__)
-    parser.add_argument("--leader", required=True, help="http://host:port of the leader")
+    parser.add_argument(
+        "--leader", required=True, help="http://host:port of the leader (several: URL1,URL2)"
+    )
     parser.add_argument("--token", default=os.environ.get("FARM_TOKEN", ""))
     parser.add_argument("--name")
     parser.add_argument("--slots", type=int, default=1)
@@ -280,7 +283,7 @@ def main(argv: list[str] | None = None) -> None:
     except gpu_inventory.GpuListError as exc:
         parser.error(str(exc))
     run_agent(
-        args.leader,
+        [url for url in args.leader.split(",") if url],
         args.token,
         args.name,
         args.slots,

@@ -185,6 +185,7 @@ def cmd_leader(args: argparse.Namespace) -> int:
             tls_cert=Path(args.tls_cert) if args.tls_cert else None,
             tls_key=Path(args.tls_key) if args.tls_key else None,
             store=args.store,
+            advertise=args.advertise,
         )
     except LeaderSetupError as exc:
         raise FarmError(str(exc)) from None
@@ -196,13 +197,13 @@ def cmd_leader(args: argparse.Namespace) -> int:
 def cmd_agent(args: argparse.Namespace) -> int:
     import os
 
-    from farmtui.config import check_token, normalize_url, read_token_file
+    from farmtui.config import check_token, leader_urls, normalize_leaders, read_token_file
 
     leader = args.leader or os.environ.get("FARM_LEADER")
     if not leader:
         raise InputError("farm agent needs --leader URL (or FARM_LEADER)")
     if args.print_service:
-        return print_agent_service(args, normalize_url(leader))
+        return print_agent_service(args, normalize_leaders(leader))
     if args.token:
         token = args.token.strip()
     elif args.token_file:
@@ -217,7 +218,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise FarmError(f"the agent is not installed here ({exc})") from None
     run_agent(
-        normalize_url(leader),
+        leader_urls(leader),
         token,
         name=args.name,
         slots=args.slots,
@@ -845,7 +846,11 @@ def _parents() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     group = conn.add_argument_group(
         "connection (default: FARM_LEADER/FARM_TOKEN, then the config `farm up` wrote)"
     )
-    group.add_argument("--leader", metavar="URL", help="the leader, e.g. http://127.0.0.1:7878")
+    group.add_argument(
+        "--leader",
+        metavar="URL",
+        help="the leader, e.g. http://127.0.0.1:7878 (several leaders: URL1,URL2)",
+    )
     tokens = group.add_mutually_exclusive_group()
     tokens.add_argument("--token", metavar="T", help="a user token")
     tokens.add_argument("--token-file", metavar="F", help="a file holding the token")
@@ -941,10 +946,20 @@ def build_parser() -> Parser:
         help="sqlite:PATH or postgresql://user@host/db (default <data>/farm.db; "
         "a password goes in ~/.pgpass or PGPASSWORD)",
     )
+    leader.add_argument(
+        "--advertise",
+        metavar="URL",
+        help="how agents, consoles and the other leaders reach this one "
+        "(default http(s)://HOST:PORT; several leaders on one PostgreSQL)",
+    )
     add_service_flags(leader, "leader")
 
     agent = add("agent", cmd_agent, "run a render node's agent in the foreground", [])
-    agent.add_argument("--leader", metavar="URL", help="the leader (default FARM_LEADER)")
+    agent.add_argument(
+        "--leader",
+        metavar="URL",
+        help="the leader (default FARM_LEADER); several leaders on one PostgreSQL: URL1,URL2",
+    )
     agent_tokens = agent.add_mutually_exclusive_group()
     agent_tokens.add_argument("--token", metavar="T", help="an agent token")
     agent_tokens.add_argument("--token-file", metavar="F", help="e.g. <data>/agent.token")

@@ -13,8 +13,12 @@ Connect, submit, watch, act::
 
 - ``connect(leader, token, token_file=, ca=)`` finds what it is not given as
   the ``farm`` command does; ``FarmClient(url, token, verify=CA_FILE)`` takes
-  everything explicitly. One kept-alive connection per client; safe to share
-  between threads (one request at a time).
+  everything explicitly. ``url`` may list several leaders (``URL1,URL2``:
+  leaders sharing PostgreSQL, one active): a request goes to the one that
+  answered last, and moves on to the next when a leader is down or a standby
+  (503 "this leader is a standby ..."), as long as that cannot do it twice.
+  One kept-alive connection per client; safe to share between threads (one
+  request at a time).
 - Records are ``farmtui.protocol``'s msgspec Structs, the leader's own
   types: ``JobSpec`` in; ``JobView``, ``JobDetail``, ``NodeView``,
   ``FailureView`` out. ``msgspec.json.encode``/``msgspec.to_builtins`` turn
@@ -65,6 +69,7 @@ import msgspec
 
 from farmtui import config, errors
 from farmtui.protocol import (
+    STANDBY_REFUSAL,
     ChunkAction,
     FailureView,
     JobAction,
@@ -158,19 +163,35 @@ class FarmClient:
         submit_retry_delays: Sequence[float] = SUBMIT_RETRY_DELAYS,
     ) -> None:
         """``timeout`` bounds connecting and each read; ``verify`` (https only) is True for
-        the system's CAs, a CA file's path, or False for no certificate checks."""
-        self.leader = leader.rstrip("/")
+        the system's CAs, a CA file's path, or False for no certificate checks.
+        ``leader``: one URL, or several separated by commas (one leader is active)."""
+        self.leaders = [url.strip().rstrip("/") for url in leader.split(",") if url.strip()]
+        if transport is not None:
+            self.leaders = self.leaders[:1]  # a test's fake leader is one leader
         self.submit_retry_delays = tuple(submit_retry_delays)
         self._headers = {"Authorization": f"Bearer {token}", "User-Agent": "farmtui-client"}
+        self._timeout = timeout
+        self._verify = verify
+        self._connection: _Connection | None = None
+        self._transport = transport
+        self._send: Transport
+        self._use(0)
+
+    def _use(self, index: int) -> None:
+        """Talk to leader number ``index`` from now on."""
+        self._index = index
+        self.leader = self.leaders[index]
         # A leader behind a proxy's path (https://host/farm) gets it before every request path.
         url = urlsplit(self.leader)
         self._prefix = url.path
         # The leader as messages show it: never a user:password@ a script put in the URL.
         self._shown = url._replace(netloc=url.netloc.rpartition("@")[2]).geturl()
-        self._connection: _Connection | None = None
-        if transport is None:
-            transport = self._connection = _Connection(self.leader, timeout, verify)
-        self._send = transport
+        if self._connection is not None:
+            self._connection.close()
+        if self._transport is not None:
+            self._send = self._transport
+        else:
+            self._send = self._connection = _Connection(self.leader, self._timeout, self._verify)
 
     def close(self) -> None:
         if self._connection is not None:
@@ -210,24 +231,38 @@ class FarmClient:
         if body is not None:
             content = msgspec.json.encode(body)
             headers["Content-Type"] = "application/json"
-        target = self._prefix + path
-        if params:
-            target += "?" + urlencode(params)
+        query = "?" + urlencode(params) if params else ""
         first = time.monotonic()
         delays = iter(retry_delays)
+        # Several leaders: the others are tried in turn before a retry delay is used.
+        others = len(self.leaders) - 1
+        resend = method in IDEMPOTENT_METHODS or IDEMPOTENCY_KEY in headers
         while True:
             try:
-                status, reason, answer = self._send(method, target, headers, content)
-                break
+                status, reason, answer = self._send(
+                    method, self._prefix + path + query, headers, content
+                )
             except TRANSPORT_ERRORS as exc:
+                # Not sent (refused, unknown host), or safe to send twice: the next leader.
+                if others > 0 and (resend or isinstance(exc, _NOT_SENT)):
+                    others -= 1
+                    self._use((self._index + 1) % len(self.leaders))
+                    continue
                 # An untrusted certificate stays untrusted: no point in trying again.
                 delay = (
                     None if isinstance(exc, ssl.SSLCertVerificationError) else next(delays, None)
                 )
                 if delay is None or time.monotonic() + delay - first > SUBMIT_RETRY_WINDOW:
                     raise self._leader_down(exc) from None
+                others = len(self.leaders) - 1
                 time.sleep(delay)
-        response = Response(status, reason, answer)
+                continue
+            response = Response(status, reason, answer)
+            if status == 503 and others > 0 and _is_standby(response):
+                others -= 1  # it changed nothing: ask the next leader
+                self._use((self._index + 1) % len(self.leaders))
+                continue
+            break
         if status >= 400:
             raise _error_for(response)
         return response
@@ -478,6 +513,20 @@ def _decode(response: Response, kind: type[T]) -> T:
         raise errors.ServerError(
             f"the leader sent an answer this client cannot read: {exc}", response.status_code
         ) from None
+
+
+# Errors of a request that never reached the leader: safe to send to the next one.
+_NOT_SENT = (ConnectionRefusedError, socket.gaierror)
+
+
+def _is_standby(response: Response) -> bool:
+    """A standby's refusal: it changed nothing, and another leader is the active one."""
+    try:
+        payload: Any = json.loads(response.content)
+    except ValueError:
+        return False
+    error = payload.get("error") if isinstance(payload, dict) else None
+    return isinstance(error, str) and error.startswith(STANDBY_REFUSAL)
 
 
 def _error_for(response: Response) -> errors.LeaderError:

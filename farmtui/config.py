@@ -90,6 +90,23 @@ def normalize_url(url: str) -> str:
     return url
 
 
+def leader_urls(value: str) -> list[str]:
+    """``URL1,URL2``: every leader of a farm whose leaders share PostgreSQL, each normalized.
+
+    One URL gives a list of one; commands try them in turn and use the one
+    that is active (a standby answers 503 with ``X-Farm-Role: standby``).
+    """
+    urls = [normalize_url(url) for url in value.split(",") if url.strip()]
+    if not urls:
+        raise ConfigError("the leader URL is empty")
+    return urls
+
+
+def normalize_leaders(value: str) -> str:
+    """``normalize_url`` for each URL of a comma list; the list as one string again."""
+    return ",".join(leader_urls(value))
+
+
 def check_token(token: str, source: str) -> str:
     """The token, or ConfigError (not repeating it) when it cannot be one."""
     if not token:
@@ -233,7 +250,7 @@ def resolve(
     else:
         ca_file = None
     return Connection(
-        normalize_url(url),
+        normalize_leaders(url),
         check_token(secret, token_source),
         leader_source,
         token_source,

@@ -28,6 +28,11 @@ import msgspec
 from farmtui.printable import CONTROL_CHARACTERS
 
 PROTOCOL_VERSION = 1
+# Set on a leader's refusals when it is a standby (issue 14): a client with several
+# leader URLs tries the next one. ``GET /healthz`` says the same in its body.
+ROLE_HEADER = "X-Farm-Role"
+# How a standby's one-line refusal begins (clients recognise it without the header).
+STANDBY_REFUSAL = "this leader is a standby"
 
 # A message bigger than this is refused before it is decoded.
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024

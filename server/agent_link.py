@@ -16,6 +16,12 @@ faster than the leader commits is held back by its socket.
 A closed link does not make the node lost: the scheduler's tick does that
 after ``node_timeout``, so an agent may reconnect within its lease and carry
 on.
+
+A standby (``Leader.refusal``) answers every hello with ``Refused`` (retry:
+the agent tries its next leader URL at once), naming the active leader. The
+active leader grants leases (``Welcome``, ``LeaseRenewed``) only while its
+own lease is held (``Leader.leases_allowed``), and a leader that steps down
+closes every link.
 """
 
 from __future__ import annotations
@@ -65,6 +71,8 @@ SEND_QUEUE_LIMIT = 10_000
 CLOSE_POLICY = 1008
 CLOSE_PROTOCOL = 1002
 CLOSE_REPLACED = 4000
+# A standby's refusal: try again later (or at another leader).
+CLOSE_STANDBY = 1013
 
 
 class AgentLink:
@@ -128,7 +136,8 @@ class AgentLink:
             return
         if self.out.closed:
             return  # after a failed commit nothing later is acknowledged either
-        if isinstance(message, Heartbeat) and message.beat > 0:
+        if isinstance(message, Heartbeat) and message.beat > 0 and self.leader.leases_allowed():
+            # Never past our own lease: checked now, as it is sent, not at the commit.
             self.send(LeaseRenewed(beat=message.beat))
         if message.seq > 0:
             self.out.ack(message.seq)  # cumulative: one Ack a frame for all of them
@@ -144,6 +153,12 @@ async def agent_endpoint(websocket: WebSocket) -> None:
         await refuse(websocket, f"no hello within {HELLO_TIMEOUT:.0f} s", CLOSE_PROTOCOL)
         return
     if data is None:
+        return
+    standby = leader.refusal()
+    if standby is not None:
+        # Quietly: agents try every leader in turn, a standby hears from each often.
+        log.debug("agent refused: %s", standby)
+        await refuse(websocket, standby, CLOSE_STANDBY, retry=True, quiet=True)
         return
     principal = leader.tokens.lookup(bearer_token(websocket.headers, websocket.query_params))
     if principal is None:
@@ -300,8 +315,11 @@ def _forget(leader: Leader, link: AgentLink) -> None:
             log.exception("node %s: could not record the disconnect", name)
 
 
-async def refuse(websocket: WebSocket, error: str, code: int, *, retry: bool = False) -> None:
-    log.warning("agent refused: %s", error)
+async def refuse(
+    websocket: WebSocket, error: str, code: int, *, retry: bool = False, quiet: bool = False
+) -> None:
+    if not quiet:
+        log.warning("agent refused: %s", error)
     with contextlib.suppress(Exception):  # the peer may be gone already
         await websocket.send_text(encode(Refused(error=error, retry=retry)).decode())
     await close_websocket(websocket, code, error)

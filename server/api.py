@@ -193,7 +193,10 @@ def int_param(request: Request, name: str, default: int | None = None) -> int | 
 
 
 async def healthz(request: Request) -> Response:
-    return json_response({"ok": True})
+    """Up, and its role: ``active`` or ``standby``, with the active leader's URL (null if
+    none is known). A standby is healthy: it answers 200 too."""
+    leader = leader_of(request)
+    return json_response({"ok": True, "role": leader.role, "active": leader.active_url})
 
 
 async def metrics(request: Request) -> Response:

@@ -12,10 +12,13 @@ from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import WebSocketRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from farmtui.protocol import ROLE_HEADER
 from server.agent_link import agent_endpoint
 from server.api import error_response, routes
 from server.config import LeaderSettings
@@ -42,6 +45,34 @@ async def internal_error(request: Request, exc: Exception) -> Response:
     return error_response(500, f"leader error: {type(exc).__name__} (see the leader's log)")
 
 
+# What a standby answers itself; everything else is refused (``StandbyGate``).
+STANDBY_PATHS = frozenset({"/healthz", "/api/openapi.json"})
+
+
+class StandbyGate:
+    """A standby refuses every HTTP request but ``/healthz``: 503 naming the active leader.
+
+    Reads too: a standby has not loaded the farm, so it has nothing true to
+    say about it. The ``X-Farm-Role: standby`` header tells a client with
+    several leader URLs to try the next. WebSockets are refused by their
+    endpoints, in their own protocols (``Refused`` for agents, 503 for consoles).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] not in STANDBY_PATHS:
+            leader: Leader | None = getattr(scope["app"].state, "leader", None)
+            why = None if leader is None else leader.refusal()
+            if why is not None:
+                response = error_response(503, why)
+                response.headers[ROLE_HEADER] = "standby"
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def create_app(settings: LeaderSettings) -> Starlette:
     """The leader app; the leader itself opens at start-up and closes at shutdown."""
 
@@ -66,5 +97,6 @@ def create_app(settings: LeaderSettings) -> Starlette:
             HTTPException: http_error,
             Exception: internal_error,
         },
+        middleware=[Middleware(StandbyGate)],
         lifespan=lifespan,
     )

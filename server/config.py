@@ -63,6 +63,11 @@ class LeaderConfig(SchedulerConfig, kw_only=True, forbid_unknown_fields=True):
     # Where the farm is kept: sqlite:PATH (default <data>/farm.db) or postgresql://...
     # (``--store`` wins). Keep a PostgreSQL password in ~/.pgpass or PGPASSWORD.
     store: str | None = None
+    # PostgreSQL only (server.lease): the active leader's lease in the database, and how
+    # often it renews it (a standby looks as often). A standby takes over a dead
+    # leader's farm at most leader_lease + lease_renew_interval after its last renewal.
+    leader_lease: float = 3.0
+    lease_renew_interval: float = 0.5
 
 
 def read_config(data: Path) -> LeaderConfig:
@@ -93,6 +98,8 @@ def check_config(config: LeaderConfig, where: Path | str = CONFIG_FILE) -> None:
         "console_updates_per_second": config.console_updates_per_second,
         "max_request_bytes": config.max_request_bytes,
         "max_upload_bytes": config.max_upload_bytes,
+        "leader_lease": config.leader_lease,
+        "lease_renew_interval": config.lease_renew_interval,
     }
     for key, value in positive.items():
         if not math.isfinite(value) or value <= 0:
@@ -108,6 +115,12 @@ def check_config(config: LeaderConfig, where: Path | str = CONFIG_FILE) -> None:
             f"{where}: heartbeat_interval must be at most {config.agent_lease / 3:g} s "
             "(a third of the agents' lease, 0.6 x node_timeout), not "
             f"{config.heartbeat_interval:g}: a late heartbeat or two must not cost a lease"
+        )
+    if config.lease_renew_interval > config.leader_lease / 3:
+        raise ConfigError(
+            f"{where}: lease_renew_interval must be at most {config.leader_lease / 3:g} s "
+            f"(a third of leader_lease), not {config.lease_renew_interval:g}: a late renewal "
+            "or two must not depose a healthy leader"
         )
     if not 0 <= config.user_priority_min <= 100:
         raise ConfigError(
@@ -174,6 +187,12 @@ class LeaderSettings:
     own_process: bool = False
     # ``farm leader --store URL``; None: leader.toml's ``store``, else <data>/farm.db.
     store: str | None = None
+    # ``farm leader --advertise URL``: how clients and the other leaders reach this one;
+    # None: http(s)://host:port.
+    advertise: str | None = None
+    # Called when this leader steps down (its lease is lost): ``server.main`` then
+    # stops serving and starts again as a standby. None: it stays a refusing standby.
+    on_step_down: Callable[[], None] | None = None
 
     @classmethod
     def from_data(
@@ -185,6 +204,7 @@ class LeaderSettings:
         tls_cert: Path | None = None,
         tls_key: Path | None = None,
         store: str | None = None,
+        advertise: str | None = None,
     ) -> LeaderSettings:
         """Settings with ``leader.toml`` read from the data folder."""
         return cls(
@@ -196,11 +216,21 @@ class LeaderSettings:
             tls_key=tls_key,
             config=read_config(data),
             store=store,
+            advertise=advertise,
         )
 
     @property
     def database(self) -> Path:
         return self.data / "farm.db"
+
+    @property
+    def advertised(self) -> str:
+        """This leader's URL as others should use it: ``--advertise``, else http(s)://host:port."""
+        if self.advertise:
+            return self.advertise.rstrip("/")
+        scheme = "https" if self.tls_cert else "http"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}"
 
     @property
     def store_url(self) -> str:

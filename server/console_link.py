@@ -28,6 +28,7 @@ from starlette.websockets import WebSocket
 
 from farmtui.protocol import (
     PROTOCOL_VERSION,
+    ROLE_HEADER,
     ApiError,
     BlockNode,
     ChunksChanged,
@@ -165,6 +166,11 @@ class ConsoleLink:
             if len(self.events) > MAX_QUEUED:
                 self._start_resync()
         self.wake.set()
+
+    def close(self, code: int, reason: str) -> None:
+        """Stop telling this console anything and close its link (the leader steps down)."""
+        self.task.cancel()
+        asyncio.get_running_loop().create_task(close_websocket(self.websocket, code, reason))
 
     def task_output(self, key: OutputKey, lines: list[str]) -> None:
         pending = self.output.setdefault(key, [])
@@ -431,6 +437,19 @@ class ConsoleLink:
 async def console_endpoint(websocket: WebSocket) -> None:
     """Serve one console connection from hello to close."""
     leader: Leader = websocket.app.state.leader
+    standby = leader.refusal()
+    if standby is not None:
+        # 503 before the upgrade: a console with several leader URLs tries the next one.
+        _denied.set(True)
+        await websocket.send_denial_response(
+            Response(
+                msgspec.json.encode(ApiError(error=standby)),
+                status_code=503,
+                media_type="application/json",
+                headers={ROLE_HEADER: "standby"},
+            )
+        )
+        return
     principal = leader.tokens.lookup(bearer_token(websocket.headers, websocket.query_params))
     if principal is None or not could(principal, "read"):
         status, error = (

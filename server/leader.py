@@ -6,6 +6,16 @@ one transaction, and only then announce them (assignments and kills to the
 agents, lines to the job logs, fan-out to consoles, webhooks). All of it runs
 on the event loop thread without awaiting in between, so the scheduler never
 sees two events interleave.
+
+On PostgreSQL several leaders share the farm and one is active
+(``server.lease``). A leader starts as a standby: its scheduler is empty, it
+refuses writes, agents and consoles (``refusal``), and its lease keeper polls
+the lease. When it takes the lease it loads the farm and starts its clock
+(``_activate``). An active leader that loses its lease, or may have (it could
+not renew it in time, a commit was fenced), steps down at once
+(``step_down``): no commit, no dispatch, no agent lease from it after that
+moment; it closes every link, and ``server.main`` starts it again as a
+standby, with a fresh memory. A SQLite leader is always active.
 """
 
 from __future__ import annotations
@@ -21,11 +31,12 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import msgspec
 
 from farmtui.protocol import (
+    STANDBY_REFUSAL,
     DiscardStaged,
     EventView,
     KillChunk,
@@ -45,11 +56,19 @@ from server.nodelogs import NodeLogs
 from server.resources import LIMITS_SETTING, decode_limits
 from server.rights import SHARED_AGENT
 from server.scheduler import Scheduler
-from server.store import FarmStore, find_chunk, open_store
+from server.store import FarmStore, Fenced, find_chunk, open_store
+from server.store_url import parse_store_url
 from server.watchdog import LoopWatchdog
 from server.webhooks import WebhookBody, Webhooks
 
+if TYPE_CHECKING:
+    from server.lease import LeaseKeeper
+
 log = logging.getLogger("farmtui.leader")
+
+LeaderRole = Literal["active", "standby"]
+# Close code for links of a leader that stepped down (the peer tries the next leader).
+CLOSE_STEPPED_DOWN = 1012  # service restart
 
 ROOT_ID_FILE = ".farmtui-root"
 ADMIN_TOKEN_FILE = "admin.token"
@@ -73,6 +92,8 @@ class AgentConnection(Protocol):
 
     def send(self, message: LeaderToAgentMessage) -> None: ...
 
+    def close(self, code: int, reason: str) -> None: ...
+
 
 class ConsoleConnection(Protocol):
     """What the leader needs from a console link."""
@@ -80,6 +101,8 @@ class ConsoleConnection(Protocol):
     def changed(self, changes: Changes) -> None: ...
 
     def task_output(self, key: OutputKey, lines: list[str]) -> None: ...
+
+    def close(self, code: int, reason: str) -> None: ...
 
 
 @dataclass(slots=True)
@@ -151,7 +174,19 @@ class Leader:
         self.root = settings.root.resolve()
         # SQLite (<data>/farm.db) unless --store or leader.toml names another; either store's
         # commit runs on the loop (see server.store_postgres for what that costs).
-        self.store: FarmStore = open_store(settings.store_url, self.config.synchronous)
+        shared = parse_store_url(settings.store_url)[0] == "postgresql"
+        self.store: FarmStore = open_store(
+            settings.store_url,
+            self.config.synchronous,
+            lease=self.config.leader_lease if shared else None,
+        )
+        # How others reach this leader; a standby names the active one's in its refusals.
+        self.advertise = settings.advertised
+        # SQLite: always active. PostgreSQL: a standby until the lease is ours (``start``).
+        self.role: LeaderRole = "standby" if shared else "active"
+        self.lease: LeaseKeeper | None = None
+        self._lease_task: asyncio.Task[None] | None = None
+        self.stepped_down = False
         self.tokens = Tokens(self.store)
         self.admin_token = self.tokens.ensure_file(
             settings.data / ADMIN_TOKEN_FILE, Principal("admin", "admin")
@@ -204,33 +239,135 @@ class Leader:
 
     # --- life cycle ---------------------------------------------------------------
     async def start(self) -> None:
-        """Load the store into the scheduler and start the clock."""
-        jobs, nodes = self.store.load()
+        """SQLite: load the store and start the clock. PostgreSQL: the same once the lease
+        is ours, which is tried once here (a farm's only leader is active when it answers)
+        and then by the lease keeper, in the background."""
+        loop = asyncio.get_running_loop()
+        self._watchdog_task = loop.create_task(self.watchdog.run())
+        if self.role == "active":
+            await self._activate(None)
+            return
+        from server.lease import LeaseKeeper
+
+        self.lease = LeaseKeeper.create(
+            self.settings.store_url,
+            self.config.leader_lease,
+            self.config.lease_renew_interval,
+            self.advertise,
+            self._activate,
+            self.step_down,
+        )
+        await self.lease.stand_by()
+        if self.role == "standby":
+            log.info(
+                "leader up as a standby (store %s, advertised as %s); the active leader is %s",
+                self.store.where,
+                self.advertise,
+                self.lease.active_url or "not known yet",
+            )
+        self._lease_task = loop.create_task(self.lease.run())
+
+    async def _activate(self, term: int | None) -> None:
+        """Load the farm from the store and start dispatching (``term``: the lease's)."""
+        if term is not None:
+            from server.store_postgres import PostgresStore
+
+            assert isinstance(self.store, PostgresStore)
+            self.store.term = term
+            # A standby's tokens were read at its start; others may have been made since.
+            self.tokens = Tokens(self.store)
+            # Off the loop: the keeper renews the lease while a big farm loads.
+            jobs, nodes = await asyncio.to_thread(self.store.load)
+            if self.stepped_down:
+                return
+        else:
+            jobs, nodes = self.store.load()
         self.scheduler.set_limits(decode_limits(self.store.setting(LIMITS_SETTING)))
+        self.role = "active"  # from here on without a pause: no request sees a half-loaded farm
         self.run(lambda now: self.scheduler.load(jobs, nodes, now), dispatch=False)
         self.counters.start(self.scheduler.jobs)
         if self.settings.own_process:
             _long_lived_heap()
         log.info(
-            "leader up: %d jobs, %d nodes, store %s, sync root %s (id %s)",
+            "leader up%s: %d jobs, %d nodes, store %s, sync root %s (id %s)",
+            "" if term is None else f" and active (term {term}, advertised as {self.advertise})",
             len(jobs),
             len(nodes),
             self.store.where,
             self.root,
             self.root_id,
         )
-        loop = asyncio.get_running_loop()
-        self._tick_task = loop.create_task(self._tick_loop())
-        self._watchdog_task = loop.create_task(self.watchdog.run())
+        self._tick_task = asyncio.get_running_loop().create_task(self._tick_loop())
         self.started = True
 
+    @property
+    def active_url(self) -> str | None:
+        """The active leader's URL as far as this one knows (itself when active)."""
+        if self.role == "active":
+            return self.advertise
+        return None if self.lease is None or self.stepped_down else self.lease.active_url
+
+    def refusal(self) -> str | None:
+        """Why this leader takes no writes, agents or consoles now (one line); None: active."""
+        if self.role == "active":
+            return None
+        active = self.active_url
+        if self.stepped_down or active is None:
+            return f"{STANDBY_REFUSAL}; no leader is active right now, try again shortly"
+        return f"{STANDBY_REFUSAL}; the active leader is {active}"
+
+    def leases_allowed(self) -> bool:
+        """May this leader grant or extend an agent's lease now (``LeaseRenewed``, Welcome)?
+
+        Only while its own lease is held by its own clock: an agent's lease then
+        ends at most ``agent_lease`` after ours, before a new leader may move
+        that agent's chunks (``server.lease``).
+        """
+        if self.role != "active":
+            return False
+        return self.lease is None or self.lease.held()
+
+    def step_down(self, reason: str) -> None:
+        """Stop at once: no commit, dispatch or agent lease; close the links; start again.
+
+        Called when the lease is lost or may be. Memory may hold what another
+        leader has since changed, so this leader does not go on as a standby
+        with it: ``settings.on_step_down`` (``server.main``) stops serving and
+        starts a fresh leader, a standby, on the same port.
+        """
+        if self.stepped_down:
+            return
+        self.stepped_down = True
+        self.role = "standby"
+        log.critical(
+            "stepping down: %s. No commit, dispatch or agent lease from this leader from now "
+            "on; closing %d agent and %d console links and starting again as a standby",
+            reason,
+            len(self.agents),
+            len(self.consoles),
+        )
+        if self.lease is not None:
+            self.lease.lose(reason)
+        if self._tick_task is not None:
+            self._tick_task.cancel()
+        for handle in self._retry_wakeups:
+            handle.cancel()
+        self._retry_wakeups.clear()
+        for agent in list(self.agents.values()):
+            agent.close(CLOSE_STEPPED_DOWN, "this leader stepped down")
+        for console in list(self.consoles):
+            console.close(CLOSE_STEPPED_DOWN, "this leader stepped down")
+        if self.settings.on_step_down is not None:
+            self.settings.on_step_down()
+
     async def stop(self) -> None:
-        for task in (self._tick_task, self._watchdog_task):
+        for task in (self._tick_task, self._watchdog_task, self._lease_task):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
-        with contextlib.suppress(StoreError):  # the agents send them again
-            self._apply_pending()
+        if not self.stepped_down:
+            with contextlib.suppress(StoreError):  # the agents send them again
+                self._apply_pending()
         for handle in self._retry_wakeups:
             handle.cancel()
         self._retry_wakeups.clear()
@@ -239,6 +376,9 @@ class Leader:
         self.nodelogs.close()
         self.logwriter.close()
         self.store.close()
+        if self.lease is not None:
+            # Last, after every commit: a standby takes over at its next poll.
+            await self.lease.release()
         log.info(
             "leader stopped (%d events, mean %.3f ms; %d loop stalls over %.0f ms, "
             "longest %.0f ms)",
@@ -392,10 +532,23 @@ class Leader:
         which answers with it (REST 503, console Reply) or leaves an agent's
         message unacknowledged so the agent sends it again.
         """
+        if not self.leases_allowed():
+            # A standby, or an active leader whose lease ran out by its own clock:
+            # another may be active. Nothing is saved or announced (``server.lease``).
+            if self.role == "active":
+                lease = self.config.leader_lease
+                self.step_down(f"the lease ran out (not renewed within {lease:g} s)")
+            raise Fenced(self.refusal() or "this leader is not active: nothing was changed")
         began = time.perf_counter()
         try:
             self.store.save(changes, self.scheduler)
+        except Fenced as exc:
+            self.step_down(f"a commit was fenced ({exc.detail or exc})")
+            raise
         except StoreError as exc:
+            if self.lease is not None and not self.lease.held():
+                self.step_down(f"a commit failed and the lease ran out ({exc})")
+                raise
             self._rebuild_from_store(exc)
             raise
         finally:

@@ -5,6 +5,13 @@ library as its WebSocket layer. uvicorn turns SIGTERM/SIGINT into a graceful
 shutdown: it stops accepting, closes the links (agents reconnect to the next
 leader and keep their unacknowledged reports) and runs the app's shutdown,
 which flushes the logs and closes the store.
+
+A leader on PostgreSQL that steps down (``Leader.step_down``: its lease is
+lost) stops serving the same way and ``run_leader`` serves a fresh app on
+the same socket: a new leader, a standby, with nothing of the deposed one's
+memory. That was chosen over exiting for a service manager to restart: the
+port never closes, so clients keep a leader that answers (and names the
+active one), and it works the same under systemd, in a terminal and in tests.
 """
 
 from __future__ import annotations
@@ -18,10 +25,11 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
@@ -94,10 +102,12 @@ def run_leader(
     tls_cert: Path | None = None,
     tls_key: Path | None = None,
     store: str | None = None,
+    advertise: str | None = None,
 ) -> None:
     """Serve the leader until SIGTERM/SIGINT. Raises LeaderError on bad settings.
 
     ``store``: sqlite:PATH or postgresql://... (default: leader.toml's, else <data>/farm.db).
+    ``advertise``: the URL others reach this leader at (default http(s)://host:port).
     """
     if (tls_cert is None) != (tls_key is None):
         raise LeaderError("TLS needs both a certificate and a key")
@@ -105,18 +115,62 @@ def run_leader(
         parse_store_url(store)  # a mistyped URL is one line, before anything starts
     # Listen before touching the data folder: a bad or busy port is one line and
     # leaves no tokens or database behind.
+    if advertise is not None:
+        advertise = check_advertise(advertise)
     with listen(host, port) as sock:
-        settings = LeaderSettings.from_data(data, root, host, port, tls_cert, tls_key, store)
-        settings = dataclasses.replace(settings, own_process=True)
+        settings = LeaderSettings.from_data(
+            data, root, host, port, tls_cert, tls_key, store, advertise
+        )
         if parse_store_url(settings.store_url)[0] == "postgresql":
             # An unreachable database or a wrong password: one line here, not a traceback
             # from the app's start-up. (SQLite's folder is made by the leader itself.)
             open_store(settings.store_url).close()
-        server = uvicorn.Server(uvicorn_config(settings))
         with _signals_end_quietly(), logging_off_the_loop(LOGGERS):
-            server.run(sockets=[sock])
+            while True:
+                stepped_down = threading.Event()
+                serving: list[uvicorn.Server] = []
+                server = uvicorn.Server(
+                    uvicorn_config(
+                        dataclasses.replace(
+                            settings,
+                            own_process=True,
+                            on_step_down=_stop_serving(stepped_down, serving),
+                        )
+                    )
+                )
+                serving.append(server)
+                # A duplicate: uvicorn closes the sockets it served on; ours stays open
+                # (and listening, so clients wait in its backlog) for the next round.
+                with sock.dup() as listening:
+                    server.run(sockets=[listening])
+                if not stepped_down.is_set() or not server.started:
+                    break
+                log.warning("serving again as a standby on %s:%d", host, port)
     if not server.started:
         raise LeaderError(f"the leader could not start on {host}:{port}")
+
+
+def _stop_serving(flag: threading.Event, serving: list[uvicorn.Server]) -> Callable[[], None]:
+    """``LeaderSettings.on_step_down``: stop serving (as on SIGTERM) and say why."""
+
+    def stop() -> None:
+        flag.set()
+        for server in serving:
+            server.should_exit = True
+
+    return stop
+
+
+def check_advertise(url: str) -> str:
+    """``--advertise``: an http(s)://host[:port] URL, or LeaderError in one line."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise LeaderError(
+            f"--advertise {url!r} must look like http://host:port or https://host:port"
+        )
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise LeaderError(f"--advertise {url!r} must be scheme://host[:port][/path] alone")
+    return url.rstrip("/")
 
 
 @contextmanager
@@ -187,10 +241,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tls-cert", type=Path)
     parser.add_argument("--tls-key", type=Path)
     parser.add_argument("--store", help="sqlite:PATH or postgresql://... (default <data>/farm.db)")
+    parser.add_argument("--advertise", help="this leader's URL for others (default its own)")
     args = parser.parse_args(argv)
     try:
         run_leader(
-            args.data, args.root, args.host, args.port, args.tls_cert, args.tls_key, args.store
+            args.data,
+            args.root,
+            args.host,
+            args.port,
+            args.tls_cert,
+            args.tls_key,
+            args.store,
+            args.advertise,
         )
     except LeaderError as exc:
         print(f"farm leader: {exc}", file=sys.stderr)

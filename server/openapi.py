@@ -55,9 +55,13 @@ TEXT = "text/plain; charset=utf-8"
 
 
 class Health(msgspec.Struct, kw_only=True):
-    """``GET /healthz``: the leader is up."""
+    """``GET /healthz``: the leader is up, and whether it is the active one or a standby."""
 
     ok: bool
+    # "active", or "standby" (a leader on PostgreSQL waiting to take over).
+    role: Literal["active", "standby"] = "active"
+    # The active leader's advertised URL; null when none is known.
+    active: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +96,12 @@ _PAGE_AFTER_JOB = Param("after", {"type": "string"}, "the page after this job id
 
 # Keyed by the handler's name in ``server.api``; the route says path and method.
 OPERATIONS: dict[str, Operation] = {
-    "healthz": Operation("The leader is up (no token needed).", Health, public=True),
+    "healthz": Operation(
+        "The leader is up, and its role: active, or a standby that refuses everything else "
+        "(no token needed).",
+        Health,
+        public=True,
+    ),
     "whoami": Operation("Whose token this is, and its role.", WhoAmI),
     "submit_job": Operation(
         "Submit a job. 201 and the new job; 200 and the earlier job when the "

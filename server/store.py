@@ -60,6 +60,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "WAL_SIZE_LIMIT",
     "FarmStore",
+    "Fenced",
     "Store",
     "StoredChunk",
     "TokenRow",
@@ -123,18 +124,25 @@ class FarmStore(Protocol):
     def close(self) -> None: ...
 
 
-def open_store(url: str | Path, synchronous: Synchronous = "normal") -> FarmStore:
+class Fenced(StoreError):
+    """Another leader holds the lease (a newer term): this one must never write again."""
+
+
+def open_store(
+    url: str | Path, synchronous: Synchronous = "normal", *, lease: float | None = None
+) -> FarmStore:
     """The store ``url`` names: ``sqlite:PATH`` or a path, or ``postgresql://...``.
 
     ``synchronous`` is SQLite's; a PostgreSQL commit is durable as the server
-    is configured (``synchronous_commit``). StoreError when it cannot be opened.
+    is configured (``synchronous_commit``). ``lease``: the leader lease's length
+    (PostgreSQL; see ``server.lease``). StoreError when it cannot be opened.
     """
     kind, where = parse_store_url(str(url))
     if kind == "postgresql":
         # Only a farm on PostgreSQL loads psycopg.
         from server.store_postgres import PostgresStore
 
-        return PostgresStore(where)
+        return PostgresStore(where, idle_timeout=lease)
     return Store(Path(where), synchronous)
 
 

@@ -1,9 +1,9 @@
 """The leader's PostgreSQL store (psycopg 3): the same rows and promises as the SQLite one.
 
-For a farm that must outlive its leader's machine (issue 14; leases and
-failover come next). It writes the rows ``server.store_rows`` builds, in the
-tables ``server.store_schema`` migrates, so ``farm migrate`` moves a farm
-from SQLite to here row for row.
+For a farm that must outlive its leader's machine: several leaders share
+one database, one of them active (``server.lease``). It writes the rows
+``server.store_rows`` builds, in the tables ``server.store_schema``
+migrates, so ``farm migrate`` moves a farm from SQLite to here row for row.
 
 A commit is one transaction: BEGIN, one ``executemany`` per table (psycopg
 sends each batch in one go), COMMIT; so about four round trips to the server
@@ -30,6 +30,16 @@ committed, says so, and the leader's reload then shows what the database
 holds. Timeouts bound how long a dead server can hold the loop:
 ``connect_timeout`` and ``tcp_user_timeout`` (both may be set in the URL).
 
+Fencing (``server.lease``): once the leader holds the lease, ``term`` is
+set and every write transaction begins by locking the lease row in share
+mode where it still holds that term; none: ``Fenced``, and nothing is
+written. The row lock makes a takeover wait for a write in flight, and a
+write wait for a takeover in flight (which then leaves no row to find). A
+store without a term (before a leader first became active, ``farm migrate``)
+writes unfenced. ``idle_in_transaction_session_timeout`` (the lease's length)
+ends the session of a leader frozen inside a transaction, so its row lock
+cannot hold a takeover back for longer than a lease.
+
 Every message goes through ``server.store_url.scrubbed``: a password in the
 URL never reaches a log or an error.
 """
@@ -48,6 +58,7 @@ from psycopg.rows import TupleRow
 from server.errors import StoreError
 from server.model import Changes, Job, Node
 from server.scheduler import Scheduler
+from server.store import Fenced
 from server.store_rows import FarmRows, TokenRow, WrittenRows, farm_from_rows
 from server.store_schema import MIGRATIONS, SCHEMA_VERSION, statements
 from server.store_url import redacted, scrubbed
@@ -67,6 +78,8 @@ DATABASE_DISK_FULL = "the database's disk is full: nothing was changed"
 _DISK_FULL_STATES = frozenset({"53100"})  # disk_full
 
 _TABLES = ("jobs", "chunks", "nodes", "tokens", "settings")
+_FENCE = "SELECT term FROM leader_lease WHERE id = 1 AND term = %s FOR SHARE"
+FENCED = "this leader was deposed: another leader holds the lease now; nothing was changed"
 _UPSERT_JOB = (
     "INSERT INTO jobs (id, data) VALUES (%s, %s) "
     "ON CONFLICT (id) DO UPDATE SET data = excluded.data"
@@ -84,10 +97,14 @@ _UPSERT_NODE = (
 class PostgresStore:
     """The farm in a PostgreSQL database. Not thread-safe: use it from one thread."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, idle_timeout: float | None = None) -> None:
+        """``idle_timeout``: seconds a session may idle inside a transaction (the lease's)."""
         self.url = url
         self.where = redacted(url)
         self.commits = 0
+        # The lease's term once this leader is active: every write checks it (``_writing``).
+        self.term: int | None = None
+        self.idle_timeout = idle_timeout
         self._conn: Connection | None = None
         try:
             given = conninfo_to_dict(url)
@@ -111,6 +128,9 @@ class PostgresStore:
         conn = self._conn
         if conn is None or conn.closed:
             self._conn = conn = psycopg.connect(self.url, autocommit=True, **self._options)
+            if self.idle_timeout is not None:
+                milliseconds = max(1, int(self.idle_timeout * 1000))
+                conn.execute(f"SET idle_in_transaction_session_timeout = {milliseconds}")
         return conn
 
     def _migrate(self, conn: Connection) -> None:
@@ -269,8 +289,13 @@ class PostgresStore:
                 f"the leader cannot reach its database ({reason}): nothing was changed",
                 f"{type(exc).__name__}: {reason}",
             ) from None
+        term = self.term
         try:
             with conn.transaction(), conn.cursor() as cursor:
+                if term is not None:
+                    cursor.execute(_FENCE, (term,))
+                    if cursor.fetchone() is None:
+                        raise Fenced(FENCED, f"term {term} is over")
                 yield cursor
         except psycopg.Error as exc:
             raise self._save_error(exc) from None

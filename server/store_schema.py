@@ -62,6 +62,23 @@ MIGRATIONS: list[Migration] = [
     # 2: chunk rows hold a StoredChunk (what changed since build_chunks); an older
     # leader would misread them, hence the version.
     portable("-- chunk rows are StoredChunk"),
+    # 3: which leader is active on a shared PostgreSQL database, and its fencing term
+    # (server.lease). One row; an expiry in the past lets the first leader take it.
+    # SQLite has one leader, always active: it needs no lease.
+    Migration(
+        sqlite="-- no lease: a SQLite farm has one leader",
+        postgresql="""
+            CREATE TABLE leader_lease (
+                id INTEGER PRIMARY KEY CHECK (id = 1),
+                term BIGINT NOT NULL,
+                holder TEXT NOT NULL,
+                url TEXT NOT NULL,
+                expires_at TIMESTAMPTZ NOT NULL
+            );
+            INSERT INTO leader_lease (id, term, holder, url, expires_at)
+                VALUES (1, 0, '', '', '-infinity')
+        """,
+    ),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -10,6 +10,11 @@ leader goes away the link says so with ``LinkStatus`` and reconnects with
 exponential backoff; the leader's first message on the new connection is a
 fresh ``Snapshot``, so the console resyncs completely.
 
+Several leaders (``--leader URL1,URL2``: leaders on one PostgreSQL, one
+active): a link that is refused (a standby answers 503) or closed moves on
+to the next URL at once; the backoff counts whole rounds that found no
+active leader.
+
 An https leader's certificate is checked against the system's CAs, or against
 one CA file (``farm console --ca FILE``) through an explicit ``ssl.SSLContext``
 (``trust``), as the ``farm`` commands' client does.
@@ -137,13 +142,16 @@ class LeaderLink:
     ) -> None:
         """``ssl_context``: what a wss:// leader's certificate is checked with (``trust``)."""
         self.target = target
-        self.url = console_url(leader)
+        # Every leader's WebSocket URL; ``url`` is the one in use (or being tried).
+        self.urls = [console_url(url) for url in leader.split(",") if url.strip()]
+        self.url = self.urls[0]
         self.token = token
         self.hello = hello
         self.backoff = backoff or Backoff()
         self.open_timeout = open_timeout
-        self.ssl_context = ssl_context if self.url.startswith("wss://") else None
+        self.ssl_context = ssl_context
         self.state: LinkState = "connecting"
+        self._served = False  # the link in this try reached an active leader
         self.attempt = 0
         self.error = ""
         # Wall-clock time the data on screen stopped being live (None while live).
@@ -182,11 +190,13 @@ class LeaderLink:
 
     async def run(self) -> None:
         """Connect, read, reconnect with backoff; forever (until the worker is cancelled)."""
-        # wss:// takes a context or True (the system's CAs); ws:// takes None.
-        secure = self.url.startswith("wss://")
-        tls: ssl.SSLContext | bool | None = (self.ssl_context or True) if secure else None
+        tried = 0  # URLs tried in this round without reaching an active leader
         while True:
+            # wss:// takes a context or True (the system's CAs); ws:// takes None.
+            secure = self.url.startswith("wss://")
+            tls: ssl.SSLContext | bool | None = (self.ssl_context or True) if secure else None
             self._set_state("connecting")
+            self._served = False
             error = "connection closed by the leader"
             try:
                 async with connect(
@@ -214,6 +224,12 @@ class LeaderLink:
             self.attempt += 1
             self.error = error
             self._set_state("lost")
+            if len(self.urls) > 1:
+                tried = 0 if self._served else tried + 1
+                self.url = self.urls[(self.urls.index(self.url) + 1) % len(self.urls)]
+                if tried < len(self.urls):
+                    continue  # the next leader, at once
+                tried = 0
             await asyncio.sleep(self.backoff.delay(self.attempt))
 
     async def _serve(self, ws: ClientConnection) -> None:
@@ -221,6 +237,7 @@ class LeaderLink:
         await ws.send(encode(self.hello()))
         self._outbox = outbox
         self.attempt = 0
+        self._served = True
         self._set_state("connected")
         sender = asyncio.create_task(self._send_loop(ws, outbox))
         try:

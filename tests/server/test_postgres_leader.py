@@ -49,6 +49,12 @@ def test_a_leader_on_postgres_killed_mid_render_keeps_every_acknowledged_change(
         wait_until(lambda: sum(farm.tally.ended().values()) >= 3, 30.0, "3 frames rendered")
         farm.kill_leader()
         farm.start_leader()
+        # Restarted before its last lease ran out (issue 14), it stands by until then.
+        wait_until(
+            lambda: httpx.get(farm.local.url + "/healthz").json()["role"] == "active",
+            30.0,
+            "the restarted leader to take its lease again",
+        )
 
         detail = farm.show(job)
         assert detail["job"]["name"] == "on-postgres"

@@ -43,7 +43,8 @@ async def test_healthz_needs_no_token(leader: InProcessLeader) -> None:
     async with leader.http(None) as http:
         response = await http.get("/healthz")
     assert response.status_code == 200
-    assert response.json() == {"ok": True}
+    # A SQLite leader is always the active one (issue 14: roles on PostgreSQL).
+    assert response.json() == {"ok": True, "role": "active", "active": leader.url}
 
 
 async def test_submit_list_show(leader: InProcessLeader) -> None:

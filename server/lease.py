@@ -1,0 +1,346 @@
+"""Which of several leaders on one PostgreSQL database is active: a lease row with a term.
+
+One row, ``leader_lease`` (``server.store_schema``): the holder's id, the URL
+it advertises, a **term**, and ``expires_at`` by the *database's* clock. The
+active leader renews it every ``lease_renew_interval`` seconds; a standby
+polls it as often and takes over once ``expires_at < now()`` with one atomic
+``UPDATE ... SET term = term + 1``. Every write transaction of the active
+leader first checks, in that same transaction, that the row still holds its
+term (``PostgresStore._writing``, ``SELECT ... FOR SHARE``: the takeover's
+UPDATE waits for a write in flight, and a write waits for a takeover in
+flight and then finds the new term), so a deposed leader can never commit.
+
+Why a row with a term and not only an advisory lock: a session-level lock
+lives as long as its session, and the session of a leader that froze
+(SIGSTOP, a paused VM, a stalled disk) or was cut off stays open on the
+server until TCP timeouts notice it, minutes later; the lock would keep a
+healthy standby waiting that long, and a leader that thaws still holds it and
+would believe it is active. A lease measured by the database's clock ends on
+time whatever happened to its holder, and the term fences what the holder
+does next: a thawed leader's first commit finds another term and fails. A
+frozen leader that was inside a write transaction holds the row's lock; its
+session ends after ``idle_in_transaction_session_timeout`` (set to the lease
+on the store's connection), which frees the row for the takeover.
+
+The active leader also keeps the lease's end on its own clock, counted from
+when it *sent* each renewal that succeeded (the database's ``now()`` for that
+renewal is later, so the database's expiry is later still). Past that moment
+it may have been deposed without knowing it, so it stops at once: no commit,
+no dispatch, and no ``LeaseRenewed`` to an agent (an agent's lease, granted
+before our lease ends, then ends at most ``agent_lease`` after it: before the
+new leader, which waits ``node_timeout`` from its takeover for each node,
+may move that node's chunks). Its clock is ``CLOCK_BOOTTIME`` where there is
+one, which keeps counting while the machine sleeps or its VM is paused.
+
+``LeaseState`` is that bookkeeping alone, with an injected clock (tested
+without a database); ``LeaseRow`` is the SQL on a connection of its own
+(``psycopg.AsyncConnection``, so a slow database never blocks the loop);
+``LeaseKeeper`` runs them: acquire, renew, step down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import TupleRow
+
+from server.store_url import redacted, scrubbed
+
+log = logging.getLogger("farmtui.leader.lease")
+
+AsyncConnection = psycopg.AsyncConnection[TupleRow]
+
+
+def lease_clock() -> float:
+    """Seconds on a clock that keeps counting while the machine sleeps or is paused."""
+    boottime = getattr(time, "CLOCK_BOOTTIME", None)
+    if boottime is not None:
+        return time.clock_gettime(boottime)
+    return time.monotonic()
+
+
+@dataclass(slots=True)
+class LeaseState:
+    """What the active leader knows of its lease, on its own clock.
+
+    ``until`` is the end of the lease as last renewed: the moment the renewal
+    was sent plus the lease's length. None: not active (a standby, or deposed).
+    """
+
+    duration: float
+    clock: Callable[[], float] = lease_clock
+    term: int | None = None
+    until: float = 0.0
+
+    def acquired(self, term: int, sent: float) -> None:
+        self.term = term
+        self.until = sent + self.duration
+
+    def renewed(self, sent: float) -> None:
+        """A renewal sent at ``sent`` succeeded; a late answer never shortens the lease."""
+        self.until = max(self.until, sent + self.duration)
+
+    def held(self, now: float | None = None) -> bool:
+        """True while the lease is ours by our own clock: no other leader can be active."""
+        if self.term is None:
+            return False
+        return (self.clock() if now is None else now) < self.until
+
+    def remaining(self, now: float | None = None) -> float:
+        return self.until - (self.clock() if now is None else now)
+
+    def lost(self) -> None:
+        self.term = None
+        self.until = 0.0
+
+
+# One row, id 1. ``expires_at`` and ``now()`` are the database's: one clock for all.
+_ACQUIRE = (
+    "UPDATE leader_lease SET term = term + 1, holder = %s, url = %s, "
+    "expires_at = now() + %s * interval '1 second' "
+    "WHERE id = 1 AND expires_at < now() RETURNING term"
+)
+_RENEW = (
+    "UPDATE leader_lease SET expires_at = now() + %s * interval '1 second' "
+    "WHERE id = 1 AND term = %s AND holder = %s RETURNING term"
+)
+# A leader that stops cleanly hands over at once instead of after its lease.
+_RELEASE = (
+    "UPDATE leader_lease SET expires_at = '-infinity' WHERE id = 1 AND term = %s AND holder = %s"
+)
+_ACTIVE = "SELECT url, term FROM leader_lease WHERE id = 1 AND expires_at >= now()"
+
+
+class LeaseRow:
+    """The lease row's statements, on a connection of their own (autocommit)."""
+
+    def __init__(self, url: str, duration: float, holder: str, advertise: str) -> None:
+        self.url = url
+        self.where = redacted(url)
+        self.duration = duration
+        self.holder = holder
+        self.advertise = advertise
+        self._conn: AsyncConnection | None = None
+        given = conninfo_to_dict(url)
+        timeout_ms = max(500, int(duration * 1000 / 2))
+        self._options: dict[str, Any] = {
+            k: v
+            for k, v in {
+                "connect_timeout": max(2, int(duration)),
+                "tcp_user_timeout": timeout_ms,
+                "application_name": "farmtui leader lease",
+            }.items()
+            if k not in given
+        }
+        # No statement may hold the keeper longer than half a lease (a row locked by a
+        # frozen leader's transaction, a slow server): it fails, and the next try comes.
+        self._statement_timeout_ms = timeout_ms
+
+    async def _connection(self) -> AsyncConnection:
+        conn = self._conn
+        if conn is None or conn.closed or conn.broken:
+            if conn is not None:
+                await conn.close()
+            self._conn = None
+            conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True, **self._options)
+            await conn.execute(f"SET statement_timeout = {self._statement_timeout_ms}")
+            self._conn = conn
+        return conn
+
+    async def _one(self, sql: str, params: tuple[Any, ...]) -> TupleRow | None:
+        conn = await self._connection()
+        cursor = await conn.execute(sql, params)
+        return await cursor.fetchone() if cursor.description is not None else None
+
+    async def acquire(self) -> int | None:
+        """The new term when the lease was free (expired) and is now ours; None otherwise."""
+        row = await self._one(_ACQUIRE, (self.holder, self.advertise, self.duration))
+        return None if row is None else int(row[0])
+
+    async def renew(self, term: int) -> bool:
+        """True when the row still holds ``term`` (and is renewed); False: deposed."""
+        row = await self._one(_RENEW, (self.duration, term, self.holder))
+        return row is not None
+
+    async def active(self) -> tuple[str, int] | None:
+        """The active leader's URL and term, or None when no lease is current."""
+        row = await self._one(_ACTIVE, ())
+        return None if row is None else (str(row[0]), int(row[1]))
+
+    async def release(self, term: int) -> None:
+        await self._one(_RELEASE, (term, self.holder))
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+    def reason(self, exc: BaseException) -> str:
+        """One line, without the password."""
+        text = str(exc) or type(exc).__name__
+        return " ".join(scrubbed(text, self.url).split())[:200]
+
+
+class LeaseKeeper:
+    """Acquires the lease as a standby, renews it while active, and reports its loss.
+
+    ``on_acquired(term)`` runs when this leader takes over (it loads the farm
+    and starts dispatching; the keeper renews meanwhile); ``on_lost(reason)``
+    runs once, when the lease is lost or may have been: the leader steps down.
+    """
+
+    def __init__(
+        self,
+        row: LeaseRow,
+        state: LeaseState,
+        interval: float,
+        on_acquired: Callable[[int], Awaitable[None]],
+        on_lost: Callable[[str], None],
+    ) -> None:
+        self.row = row
+        self.state = state
+        self.interval = interval
+        self.on_acquired = on_acquired
+        self.on_lost = on_lost
+        # The active leader's URL as last read (a standby names it in its refusals).
+        self.active_url: str | None = None
+        self.stopped = False
+        self._expiry: asyncio.TimerHandle | None = None
+        self._last_error = ""
+
+    @classmethod
+    def create(
+        cls,
+        url: str,
+        duration: float,
+        interval: float,
+        advertise: str,
+        on_acquired: Callable[[int], Awaitable[None]],
+        on_lost: Callable[[str], None],
+        clock: Callable[[], float] = lease_clock,
+    ) -> LeaseKeeper:
+        holder = uuid.uuid4().hex
+        return cls(
+            LeaseRow(url, duration, holder, advertise),
+            LeaseState(duration, clock),
+            interval,
+            on_acquired,
+            on_lost,
+        )
+
+    async def run(self) -> None:
+        """Forever: try to take the lease while standing by, renew it while active."""
+        try:
+            while not self.stopped:
+                if self.state.term is None:
+                    await self.stand_by()
+                else:
+                    await self._renew()
+                if not self.stopped:
+                    await asyncio.sleep(self.interval)
+        finally:
+            if self._expiry is not None:
+                self._expiry.cancel()
+
+    async def stand_by(self) -> None:
+        """One standby's look at the lease: take it if it ran out, else note who holds it."""
+        sent = self.state.clock()
+        try:
+            term = await self.row.acquire()
+            if term is None:
+                active = await self.row.active()
+                self.active_url = None if active is None else active[0]
+                return
+        except psycopg.Error as exc:
+            self._log_error(f"standby: cannot read the lease in {self.row.where}", exc)
+            return
+        self.state.acquired(term, sent)
+        self.active_url = self.row.advertise
+        self._arm_expiry()
+        log.warning("took over the lease (term %d): this leader is now active", term)
+        # The keeper goes on renewing (another task) while the farm loads.
+        renewing = asyncio.get_running_loop().create_task(self._renew_while_loading())
+        try:
+            await self.on_acquired(term)
+        finally:
+            renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewing
+
+    async def _renew_while_loading(self) -> None:
+        while self.state.term is not None:
+            await asyncio.sleep(self.interval)
+            await self._renew()
+
+    async def _renew(self) -> None:
+        term = self.state.term
+        if term is None:
+            return
+        sent = self.state.clock()
+        try:
+            ours = await self.row.renew(term)
+        except psycopg.Error as exc:
+            self._log_error("cannot renew the lease", exc)
+            if not self.state.held():
+                self.lose(f"the lease could not be renewed for {self.state.duration:g} s")
+            return
+        if not ours:
+            self.lose(f"another leader took the lease over (term {term} is over)")
+            return
+        if self.state.term != term:
+            return  # lost meanwhile
+        self.state.renewed(sent)
+        self._last_error = ""
+        self._arm_expiry()
+
+    def _arm_expiry(self) -> None:
+        """Step down the moment the lease runs out by our clock, whatever the keeper is doing."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+        delay = max(0.0, self.state.remaining())
+        self._expiry = asyncio.get_running_loop().call_later(delay, self._check_expiry)
+
+    def _check_expiry(self) -> None:
+        if self.state.term is not None and not self.state.held():
+            self.lose(f"the lease was not renewed within {self.state.duration:g} s")
+        elif self.state.term is not None:
+            self._arm_expiry()
+
+    def lose(self, reason: str) -> None:
+        """The lease is lost or may be: forget it and tell the leader (once)."""
+        if self.state.term is None:
+            return
+        self.state.lost()
+        self.active_url = None
+        self.stopped = True  # a deposed leader starts again as a standby (server.main)
+        if self._expiry is not None:
+            self._expiry.cancel()
+        self.on_lost(reason)
+
+    def held(self) -> bool:
+        return self.state.held()
+
+    async def release(self) -> None:
+        """Hand the lease over at once (a clean stop); a standby takes over at its next poll."""
+        term = self.state.term
+        self.stopped = True
+        self.state.lost()
+        if term is not None:
+            with contextlib.suppress(psycopg.Error):
+                await self.row.release(term)
+        await self.row.close()
+
+    def _log_error(self, what: str, exc: psycopg.Error) -> None:
+        text = f"{what}: {self.row.reason(exc)}"
+        if text != self._last_error:  # once per distinct failure, not twice a second
+            log.error("%s", text)
+            self._last_error = text

@@ -1,0 +1,228 @@
+"""The leader lease (``server.lease``): its bookkeeping on a paper clock, its SQL on a real
+PostgreSQL, the fence on every write, and what a standby answers (in-process leaders).
+
+The failover of real leader processes is ``tests/server/test_failover.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+from farmtui.protocol import (
+    PROTOCOL_VERSION,
+    ROLE_HEADER,
+    AgentHello,
+    JobSpec,
+    Refused,
+    decode_checked,
+    encode,
+    leader_to_agent,
+)
+from server.config import LeaderConfig
+from server.lease import LeaseKeeper, LeaseRow, LeaseState
+from server.scheduler import Scheduler, SchedulerConfig
+from server.store import Fenced, open_store
+from server.store_postgres import PostgresStore
+from tests.helpers.leader import leader_in_process, wait_for
+
+SPEC_BODY = {"name": "shot", "frames": "1-4", "chunk": 2, "argv": ["render"]}
+
+
+class PaperClock:
+    def __init__(self, now: float = 100.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# --- the bookkeeping, on a paper clock --------------------------------------------------
+
+
+def test_the_lease_runs_from_when_the_renewal_was_sent_not_answered() -> None:
+    clock = PaperClock()
+    state = LeaseState(duration=3.0, clock=clock)
+    assert not state.held()
+    state.acquired(term=7, sent=100.0)
+    clock.now = 102.9
+    assert state.held()
+    sent = clock.now
+    clock.now = 104.5  # the answer came 1.6 s later: the lease still counts from 102.9
+    state.renewed(sent)
+    assert state.until == pytest.approx(105.9)
+    clock.now = 105.95
+    assert not state.held()
+
+
+def test_a_late_answer_to_an_old_renewal_never_shortens_the_lease() -> None:
+    state = LeaseState(duration=3.0, clock=PaperClock())
+    state.acquired(term=1, sent=100.0)
+    state.renewed(sent=101.0)
+    state.renewed(sent=100.5)  # answered after the later one
+    assert state.until == pytest.approx(104.0)
+
+
+def test_a_lost_lease_is_held_no_more() -> None:
+    state = LeaseState(duration=3.0, clock=PaperClock())
+    state.acquired(term=1, sent=100.0)
+    state.lost()
+    assert not state.held()
+    assert state.term is None
+
+
+# --- the SQL, on a real PostgreSQL ---------------------------------------------------------
+
+
+def _migrated(url: str) -> PostgresStore:
+    store = open_store(url, lease=1.0)
+    assert isinstance(store, PostgresStore)
+    return store
+
+
+async def test_one_leader_takes_a_free_lease_and_a_second_waits_until_it_expires(
+    postgres_url: str,
+) -> None:
+    _migrated(postgres_url).close()
+    first = LeaseRow(postgres_url, 0.5, "holder-a", "http://a:7878")
+    second = LeaseRow(postgres_url, 0.5, "holder-b", "http://b:7878")
+    try:
+        assert await first.acquire() == 1
+        assert await second.acquire() is None
+        assert await second.active() == ("http://a:7878", 1)
+        assert await first.renew(1)
+        # Once it is not renewed, the database's clock ends it.
+        deadline = time.monotonic() + 30
+        while (term := await second.acquire()) is None:
+            assert time.monotonic() < deadline, "the lease never expired"
+            await asyncio.sleep(0.05)
+        assert term == 2
+        assert not await first.renew(1)  # deposed: its term is over
+        assert await second.active() == ("http://b:7878", 2)
+        await second.release(2)
+        assert await first.acquire() == 3  # released: taken at once
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_a_write_with_an_old_term_is_fenced_and_changes_nothing(postgres_url: str) -> None:
+    store = _migrated(postgres_url)
+    row = LeaseRow(postgres_url, 60.0, "holder-a", "http://a:7878")
+    try:
+        term = await row.acquire()
+        assert term == 1
+        store.term = term
+        scheduler = Scheduler(SchedulerConfig())
+        spec = JobSpec(name="shot", frames="1-4", chunk=1, argv=["render"])
+        store.save(scheduler.submit("j1", spec, "alice", 1000.0), scheduler)
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            # Another leader took over (as a standby does once the lease expired).
+            conn.execute("UPDATE leader_lease SET term = term + 1")
+        with pytest.raises(Fenced, match="another leader holds the lease"):
+            store.save(scheduler.submit("j2", spec, "alice", 1001.0), scheduler)
+        with pytest.raises(Fenced):
+            store.set_setting("k", "v")
+        with psycopg.connect(postgres_url) as conn:
+            ids = [r[0] for r in conn.execute("SELECT id FROM jobs ORDER BY id")]
+            assert ids == ["j1"]
+            assert conn.execute("SELECT count(*) FROM settings WHERE key = 'k'").fetchone() == (0,)
+    finally:
+        store.close()
+        await row.close()
+
+
+async def test_the_keeper_takes_over_renews_and_steps_down_when_deposed(
+    postgres_url: str,
+) -> None:
+    _migrated(postgres_url).close()
+    acquired: list[int] = []
+    lost: list[str] = []
+
+    async def on_acquired(term: int) -> None:
+        acquired.append(term)
+
+    keeper = LeaseKeeper.create(postgres_url, 1.0, 0.1, "http://me:7878", on_acquired, lost.append)
+    task = asyncio.create_task(keeper.run())
+    try:
+        deadline = time.monotonic() + 30
+        while not acquired:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        assert acquired == [1]
+        assert keeper.held()
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute("UPDATE leader_lease SET term = 5, holder = 'someone else'")
+        while not lost:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        assert "another leader took the lease over" in lost[0]
+        assert not keeper.held()
+        await asyncio.wait_for(task, 5)  # a deposed keeper stops: the leader starts afresh
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await keeper.row.close()
+
+
+# --- a standby, in-process --------------------------------------------------------------------
+
+
+async def test_a_standby_refuses_writes_reads_agents_and_consoles_naming_the_active(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    config = LeaderConfig(store=postgres_url, leader_lease=2.0, lease_renew_interval=0.2)
+    async with contextlib.AsyncExitStack() as stack:
+        active = await stack.enter_async_context(leader_in_process(tmp_path / "a", config))
+        async with active.http() as http:
+            job = (await http.post("/api/jobs", json=SPEC_BODY)).json()["id"]
+        standby = await stack.enter_async_context(leader_in_process(tmp_path / "b", config))
+        said = f"this leader is a standby; the active leader is {active.url}"
+        async with standby.http(None) as http:
+            health = (await http.get("/healthz")).json()
+        assert health == {"ok": True, "role": "standby", "active": active.url}
+        async with active.http(None) as http:
+            health = (await http.get("/healthz")).json()
+        assert health == {"ok": True, "role": "active", "active": active.url}
+
+        async with standby.http() as http:
+            for method, path in (("POST", "/api/jobs"), ("GET", "/api/jobs")):
+                answer = await http.request(method, path, json=SPEC_BODY)
+                assert answer.status_code == 503
+                assert answer.json() == {"error": said}
+                assert answer.headers[ROLE_HEADER] == "standby"
+
+        async with connect(standby.ws_url + "/ws/agent") as ws:
+            hello = AgentHello(name="n1", slots=1, protocol=PROTOCOL_VERSION)
+            await ws.send(encode(hello).decode())
+            answer = decode_checked(leader_to_agent, await ws.recv())
+        assert answer == Refused(error=said, retry=True)
+
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(standby.ws_url + "/ws/console"):
+                pass
+        assert refused.value.response.status_code == 503
+        assert said.encode() in refused.value.response.body
+        assert standby.leader.scheduler.jobs == {}  # nothing loaded
+
+        # The active one stops cleanly and hands the lease over: the standby takes over
+        # at its next look, with the farm as the active one left it.
+        stopped = time.monotonic()
+        active.server.should_exit = True
+
+        async def taken_over() -> bool:
+            async with standby.http(None) as http:
+                return bool((await http.get("/healthz")).json()["role"] == "active")
+
+        await wait_for(taken_over, 30.0, "the standby to take over")
+        assert time.monotonic() - stopped < 30.0
+        async with standby.http() as http:
+            jobs = (await http.get("/api/jobs")).json()
+        assert [j["id"] for j in jobs] == [job]

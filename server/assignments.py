@@ -45,10 +45,14 @@ def build_assignment(
     *,
     path_map: Sequence[PathRule] = (),
     node_os: str = "",
+    gpus: list[int] | None = None,
+    sync_from: int = 0,
 ) -> AssignChunk:
     """The message for the chunk's current attempt, its paths as a ``node_os`` node sees them.
 
-    ``node_os`` is what the node's hello said ("" from an old agent: the leader's OS).
+    ``node_os`` is what the node's hello said ("" from an old agent: the leader's OS);
+    ``gpus`` the node's GPUs the chunk has to itself (None: the node has none we know);
+    ``sync_from`` the attempt whose staged output it copies instead of rendering.
     """
     spec = job.spec
     if chunk.kind == "pre":
@@ -74,5 +78,7 @@ def build_assignment(
         log_path=log_path(job.id, chunk.index, chunk.attempt),
         output="" if scripted else (spec.output or ""),
         scene=spec.scene or "",
+        sync_from=sync_from,
+        gpus=gpus,
     )
     return map_assignment(message, path_map, node_os)

@@ -34,8 +34,8 @@ waiting on another never holds the loop.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 from server.model import Changes, Chunk, Job
 
@@ -48,8 +48,7 @@ SATISFIED: frozenset[str] = frozenset({"done", "excluded"})
 PARK_BUDGET = 256
 
 
-@dataclass(frozen=True, slots=True)
-class Blocked:
+class Blocked(NamedTuple):
     """What a chunk waits for: an upstream chunk, and where to look again from."""
 
     upstream: ChunkKey
@@ -57,8 +56,11 @@ class Blocked:
     resume: tuple[int, int]
 
 
-def windows(frames: Iterable[int], start: int, end: int) -> list[range]:
+def windows(frames: Sequence[int], start: int, end: int) -> list[range]:
     """The upstream frames a chunk needs, as sorted disjoint ranges."""
+    if len(frames) == 1:
+        (frame,) = frames
+        return [range(frame + start, frame + end + 1)]
     merged: list[list[int]] = []
     for frame in sorted(frames):
         low, high = frame + start, frame + end + 1

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import msgspec
 
@@ -57,9 +58,8 @@ def decode_limits(text: str | None) -> list[Limit]:
     return [Limit(row.name, row.units, row.per_node) for row in rows]
 
 
-@dataclass(frozen=True, slots=True)
-class Holding:
-    """What one attempt holds besides its slot."""
+class Holding(NamedTuple):
+    """What one attempt holds besides its slot (a tuple: the collector need not track it)."""
 
     gpus: tuple[int, ...] = ()
     limits: tuple[str, ...] = ()
@@ -92,26 +92,34 @@ class Resources:
             self.in_use[name] += 1
 
     def recount(self, node: Node) -> None:
-        """Read back what the node's attempts hold from ``node.running`` (O(its attempts))."""
+        """Let go of what the node's attempts no longer in ``node.running`` held.
+
+        O(the attempts holding something there): called whenever the node's free
+        slots are counted again.
+        """
         keys = self._on_node.get(node.name)
         if not keys:
             return
-        gone = keys - node.running
+        running = node.running
+        gone = [key for key in keys if key not in running]
         if not gone:
             return
+        gpus = self._gpus.get(node.name)
+        units = self._units.get(node.name)
         for key in gone:
-            del self._holdings[key]
-        keys -= gone
-        self._forget_counts(node.name)
-        for key in keys:
-            holding = self._holdings[key]
-            self._gpus.setdefault(node.name, set()).update(holding.gpus)
-            units = self._units.setdefault(node.name, Counter())
-            for name in holding.limits:
-                units[name] += 1
-                self.in_use[name] += 1
+            keys.discard(key)
+            holding = self._holdings.pop(key)
+            if gpus is not None:
+                gpus.difference_update(holding.gpus)  # no two attempts share a GPU
+            if units is not None:
+                for name in holding.limits:
+                    units[name] -= 1
+                    self.in_use[name] -= 1
+                    if self.in_use[name] <= 0:
+                        del self.in_use[name]
         if not keys:
             del self._on_node[node.name]
+            self._forget_counts(node.name)
 
     def forget_node(self, name: str) -> None:
         """The node is gone from the farm: whatever its attempts held is free."""
@@ -151,6 +159,12 @@ class Resources:
             if limit is not None and limit.per_node and units and units[name] >= limit.per_node:
                 return False
         return True
+
+    def has_gpus(self, node: Node, count: int, memory: int = 0) -> bool:
+        """Whether ``free_gpus`` would find them: a count when memory does not matter."""
+        if memory:
+            return self.free_gpus(node, count, memory) is not None
+        return len(node.gpus) - len(self._gpus.get(node.name, ())) >= count
 
     def free_gpus(self, node: Node, count: int, memory: int = 0) -> tuple[int, ...] | None:
         """``count`` free GPUs of the node with ``memory`` MiB or more (lowest first), or None."""

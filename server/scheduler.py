@@ -730,7 +730,7 @@ class Scheduler:
             if not tags.issubset(node.tags) or is_blocked(job, name, now):
                 continue
             if spec.gpus:
-                if self.resources.free_gpus(node, spec.gpus, spec.gpu_memory) is None:
+                if not self.resources.has_gpus(node, spec.gpus, spec.gpu_memory):
                     continue
             elif node.gpu_only:
                 continue
@@ -786,13 +786,11 @@ class Scheduler:
             chunk,
             chunk_timeouts(job, chunk, self.config),
             path_map=self.config.path_map,
-            node_os=self.nodes[node].os,
+            node_os=holder.os,
+            # A chunk that asked for no GPU on a GPU node sees none: none is shared.
+            gpus=list(holding.gpus) if holder.gpus and not sync_from else None,
+            sync_from=sync_from,
         )
-        if sync_from:
-            message = msgspec.structs.replace(message, sync_from=sync_from)
-        elif holder.gpus:
-            # A chunk that asked for no GPU sees none: two chunks never share one.
-            message = msgspec.structs.replace(message, gpus=list(holding.gpus))
         changes.assignments.append(Assignment(node=node, message=message))
         text = f"chunk {chunk.index} attempt {chunk.attempt} -> {node}"
         if holding.gpus:

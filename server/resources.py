@@ -84,12 +84,20 @@ class Resources:
         if not holding.gpus and not holding.limits:
             return
         self._holdings[key] = holding
-        self._on_node.setdefault(node, set()).add(key)
-        self._gpus.setdefault(node, set()).update(holding.gpus)
-        units = self._units.setdefault(node, Counter())
-        for name in holding.limits:
-            units[name] += 1
-            self.in_use[name] += 1
+        keys = self._on_node.get(node)
+        if keys is None:  # a node's sets are made once and kept (no churn per chunk)
+            keys = self._on_node[node] = set()
+            self._gpus[node] = set()
+            self._units[node] = Counter()
+        keys.add(key)
+        if holding.gpus:
+            self._gpus[node].update(holding.gpus)
+        if holding.limits:
+            units = self._units[node]
+            in_use = self.in_use
+            for name in holding.limits:
+                units[name] += 1
+                in_use[name] += 1
 
     def recount(self, node: Node) -> None:
         """Let go of what the node's attempts no longer in ``node.running`` held.
@@ -104,22 +112,17 @@ class Resources:
         gone = [key for key in keys if key not in running]
         if not gone:
             return
-        gpus = self._gpus.get(node.name)
-        units = self._units.get(node.name)
+        gpus = self._gpus[node.name]
+        units = self._units[node.name]
+        in_use = self.in_use
         for key in gone:
             keys.discard(key)
             holding = self._holdings.pop(key)
-            if gpus is not None:
+            if holding.gpus:
                 gpus.difference_update(holding.gpus)  # no two attempts share a GPU
-            if units is not None:
-                for name in holding.limits:
-                    units[name] -= 1
-                    self.in_use[name] -= 1
-                    if self.in_use[name] <= 0:
-                        del self.in_use[name]
-        if not keys:
-            del self._on_node[node.name]
-            self._forget_counts(node.name)
+            for name in holding.limits:
+                units[name] -= 1
+                in_use[name] -= 1
 
     def forget_node(self, name: str) -> None:
         """The node is gone from the farm: whatever its attempts held is free."""

@@ -6,7 +6,9 @@ The agent runs it (see ``agent/shim_client.py``) as::
         -- RENDERER ARGV...
 
 in a session of its own, with the renderer's working folder and environment
-(``FARMTUI_CHUNK=<marker>`` included). The shim becomes a child subreaper,
+(``FARMTUI_CHUNK=<marker>`` included); or, far cheaper, it is forked from the
+agent's warm zygote (``agent/zygote.py``), which hands :func:`serve` the same
+three pipes, folder, environment and options. The shim becomes a child subreaper,
 so every orphaned descendant of the renderer comes back to it, and spawns the
 renderer in a process group of its own, stdin from /dev/null, stdout and
 stderr both on the shim's stdout.
@@ -189,7 +191,14 @@ def read_all(path: str) -> bytes:
 class Shim:
     """The loop: wait for children, control lines, signals and deadlines; kill; report."""
 
-    def __init__(self, grace: float, lease_until: float, wake_fd: int, exit_file: str = "") -> None:
+    def __init__(
+        self,
+        grace: float,
+        lease_until: float,
+        wake_fd: int,
+        exit_file: str = "",
+        environ: dict[bytes, bytes] | None = None,
+    ) -> None:
         self.me = os.getpid()
         self.exit_file = exit_file
         self.grace = grace
@@ -199,7 +208,7 @@ class Shim:
         self.pending = b""
         self.renderer = 0
         self.returncode: int | None = None
-        marker = ENVIRON.get(MARKER_VARIABLE)
+        marker = (ENVIRON if environ is None else environ).get(MARKER_VARIABLE)
         self.needle = MARKER_VARIABLE + b"=" + marker + b"\0" if marker else b""
         # Killing: why, with what grace, and when each process got its SIGTERM.
         self.cause = ""
@@ -293,6 +302,10 @@ class Shim:
             self.control_open = False
             self.request_kill("agent_gone", min(self.grace, GONE_GRACE), time.monotonic())
             return
+        self.feed(data)
+
+    def feed(self, data: bytes) -> None:
+        """Act on the complete control lines in ``data``; keep a partial last line."""
         *lines, self.pending = (self.pending + data).split(b"\n")
         if len(self.pending) > 4096:
             self.pending = b""
@@ -405,11 +418,11 @@ class Shim:
         return environ.startswith(self.needle) or b"\0" + self.needle in environ
 
 
-def spawn(argv: list[str]) -> int:
+def spawn(argv: list[str], environ: dict[bytes, bytes] | None = None) -> int:
     return os.posix_spawnp(
         argv[0],
         argv,
-        ENVIRON,
+        ENVIRON if environ is None else environ,
         file_actions=[
             (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
             (os.POSIX_SPAWN_DUP2, 1, 2),  # output on one pipe; the status pipe stays ours
@@ -429,23 +442,36 @@ def close_inherited_fds() -> None:
     os.closerange(3, highest + 1)
 
 
-def main() -> None:
-    close_inherited_fds()
+def install_signals() -> int:
+    """Signals and SIGCHLD wake the loop through a pipe; its read end."""
     wake_read, wake_write = os.pipe()
     os.set_blocking(wake_read, False)
     os.set_blocking(wake_write, False)
     signal.set_wakeup_fd(wake_write, warn_on_full_buffer=False)
     for sig in (signal.SIGCHLD, *STOP_SIGNALS):
         signal.signal(sig, on_signal)
-    try:
-        grace, lease_until, exit_file, argv = parse_args(sys.argv[1:])
-    except ValueError as exc:
-        emit(f'{{"event": "spawn_failed", "error": {quote(str(exc))}}}')
-        os._exit(2)
+    return wake_read
+
+
+def serve(
+    grace: float,
+    lease_until: float,
+    exit_file: str,
+    argv: list[str],
+    wake_fd: int,
+    environ: dict[bytes, bytes] | None = None,
+    control: bytes = b"",
+) -> None:
+    """Start the renderer and supervise its tree to the end; exits the process.
+
+    ``environ``: the renderer's environment (the shim's own when None);
+    ``control``: control input already read (a zygote's child reads its
+    request first). Stdin, stdout and stderr are the agent's three pipes.
+    """
     become_subreaper()
-    shim = Shim(grace, lease_until, wake_read, exit_file)
+    shim = Shim(grace, lease_until, wake_fd, exit_file, environ)
     try:
-        shim.renderer = spawn(argv)
+        shim.renderer = spawn(argv, environ)
     except (OSError, ValueError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         error = quote(f"cannot start {argv[0]!r}: {reason}")
@@ -457,11 +483,23 @@ def main() -> None:
     os.dup2(null, 1)
     os.close(null)
     try:
+        shim.feed(control)
         shim.run()
     except BaseException:
         send(-shim.renderer, signal.SIGKILL)  # a broken shim must not leave the renderer running
         raise
     os._exit(0)
+
+
+def main() -> None:
+    close_inherited_fds()
+    wake_read = install_signals()
+    try:
+        grace, lease_until, exit_file, argv = parse_args(sys.argv[1:])
+    except ValueError as exc:
+        emit(f'{{"event": "spawn_failed", "error": {quote(str(exc))}}}')
+        os._exit(2)
+    serve(grace, lease_until, exit_file, argv, wake_read)
 
 
 if __name__ == "__main__":

@@ -12,8 +12,10 @@ attempt) before ``ChunkFinished(done)``.
 
 The shim, not this process, owns the tree: when the agent dies (its pipe
 closes) or stops renewing the lease (frozen, cut off), the shim kills it.
-So the agent's only children are shims, and the orphans it reaps as a
-subreaper (the trees of shims that died) never include a shim's exit status.
+Shims are forked from a warm zygote (``agent/zygote.py``) when it can, else
+exec'd. So the agent's children are the zygote and exec'd shims, and the
+orphans it reaps as a subreaper (the trees of shims that died, the shims of
+a zygote that died) never include an exec'd shim's exit status.
 
 Timeouts read an injectable monotonic ``clock`` so tests need not wait.
 """
@@ -60,6 +62,7 @@ from agent.staging import (
     partial_folder,
     plan_files,
 )
+from agent.zygote_client import Zygote
 from farmtui.protocol import (
     AgentToLeader,
     AssignChunk,
@@ -326,8 +329,10 @@ class ChunkRun:
                     grace=self.sup.kill_grace,
                     lease_until=self.sup.lease_until,
                     exit_file=exit_file,
+                    zygote=self.sup.zygote,
                 )
-                self.sup.tracked.add(shim.shim_pid)
+                if shim.is_child:  # a forked shim is its zygote's child, not ours
+                    self.sup.tracked.add(shim.shim_pid)
         except OSError as exc:  # the shim itself could not start (no python?)
             self.sup.reporter.send(ChunkStarted(**self._ids(), pid=0, command=argv))
             self._finish(Verdict("failed", f"cannot start the chunk supervisor: {exc}"), started)
@@ -708,6 +713,7 @@ class Supervisor:
         tick: float = 0.05,
         scan_interval: float = 0.1,
         kill_grace: float = 0.5,
+        zygote: bool = True,
     ) -> None:
         self.reporter = reporter
         self.agent_id = agent_id
@@ -731,6 +737,8 @@ class Supervisor:
         # The node's lease on the monotonic clock (the link renews it); every
         # shim kills its tree when it passes. Without a link: no lease to lose.
         self.lease_until = math.inf
+        # Forks each chunk's shim from a warm process (~1 ms, not a Python start-up).
+        self.zygote: Zygote | None = Zygote() if zygote else None
 
     @contextlib.asynccontextmanager
     async def spawning(self) -> AsyncIterator[None]:
@@ -889,11 +897,13 @@ class Supervisor:
         return True
 
     async def kill_all(self, reason: str) -> None:
-        """Stop every chunk and wait until each has reported its end."""
+        """Stop every chunk and wait until each has reported its end; stop the shim zygote."""
         runs = list(self.runs.values())
         for run in runs:
             run.request_stop("killed", reason)
         await self.wait_idle()
+        if self.zygote is not None:
+            await self.zygote.aclose()  # a later chunk starts another
 
     async def wait_idle(self) -> None:
         tasks = [run.task for run in self.runs.values() if run.task is not None]

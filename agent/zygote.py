@@ -1,0 +1,254 @@
+"""The shim launcher: a warm Python process that forks one chunk's shim in a millisecond.
+
+Why: starting ``python shim.py`` for every chunk costs 20-60 ms of interpreter
+start-up, which bounds an agent's slots to a few dozen short chunks a second.
+A fork of this already-started process costs ~1 ms, and the child runs the
+very same shim code (``agent/shim.py``'s :func:`serve`), so every chunk still
+gets a supervisor of its own: its own session, a child subreaper, its marker,
+its lease, the same status lines. This process only launches; it is never in
+the supervision path. The agent creates each chunk's three pipes (control,
+output, status) and hands them over with the request; the zygote closes its
+copies as soon as it has forked, so the agent alone holds the control pipe's
+write end. Hence:
+
+- the agent dies → every shim sees end of file on its control pipe, exactly
+  as a shim the agent started itself, and kills its tree;
+- the agent freezes → every shim's lease lapses on its own clock;
+- this zygote dies (killed, crashed) → the shims it forked run on untouched:
+  each still obeys the agent's pipes (kill, lease, end of file); they are
+  reparented to the agent (a child subreaper), whose orphan reaper collects
+  them. What is lost is only the shims' own exit statuses, which the agent
+  uses for an error message when a shim dies without confirming its tree dead.
+
+Why not one long-lived shim per slot: a shim that outlives its chunk must
+tell one chunk's processes from the next one's (a subreaper's orphans of the
+last chunk, pid reuse, markers) and needs a new status protocol. A fork per
+chunk keeps one process per chunk, started fresh each time from the same
+warm, never-mutated image, so nothing of one chunk can leak into another.
+
+The chunk's marker: a sweep recognises a chunk's processes by
+``FARMTUI_CHUNK=<marker>`` in ``/proc/PID/environ``, which is the memory the
+process' environment was exec'd with, not what it sets later. The zygote is
+exec'd with a reserved first variable (``FARMTUI_CHUNK=....``, ``ROOM`` bytes);
+each forked shim overwrites its own copy of those bytes with its chunk's
+marker (the zygote's own never changes), so the shim carries the marker like
+an exec'd shim. A marker that does not fit is started the old way.
+
+Run by the agent (``agent/zygote_client.py``) as ``python -I -S zygote.py``, in
+a session of its own, with its environment's first variable the reserved one:
+
+- stdin: an AF_UNIX SOCK_SEQPACKET socket; each request is one message, the
+  request id in ASCII, carrying three descriptors (SCM_RIGHTS): the shim's
+  stdin (control), stdout (renderer output) and stderr (status). End of file:
+  the agent is gone, the zygote exits.
+- the shim's first control line is its chunk, written by the agent before the
+  request: one JSON object with ``argv``, ``env``, ``cwd``, ``grace``,
+  ``lease_until`` and ``exit_file``.
+- stdout, one JSON object a line::
+
+    {"event": "ready", "pid": N, "room": BYTES}          once, at start
+    {"event": "spawned", "id": ID, "pid": N}             a shim was forked
+    {"event": "exited", "pid": N, "returncode": RC}      a shim ended (reaped here)
+    {"event": "refused", "id": ID}                       no shim (fork failed): start it another way
+
+  A shim's ``exited`` always follows its ``spawned``, and its pid is free for
+  reuse only after this process reaped it, so a pid names one shim between
+  the two lines.
+- a chunk whose working folder cannot be entered says so on its status pipe,
+  ``{"event": "setup_failed", "errno": N, "error": "..."}``, and exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import gc
+import importlib.util
+import json
+import os
+import select
+import signal
+import socket
+import sys
+from types import ModuleType
+from typing import Any
+
+MARKER_VARIABLE = b"FARMTUI_CHUNK"
+# Bytes reserved for the marker in every forked shim's /proc/PID/environ.
+ROOM = 1024
+# The reserved variable the zygote is exec'd with (first in its environment).
+RESERVED = MARKER_VARIABLE + b"=" + b"." * (ROOM - len(MARKER_VARIABLE) - 2) + b"\0"
+# What fills the rest of the room after a marker, so the environment still parses.
+FILLER = b"FARMTUI_ROOM="
+MAX_REQUEST = 64
+
+
+def _load_shim() -> ModuleType:
+    """``agent/shim.py``: imported when ``agent`` is importable, else loaded from beside us."""
+    try:
+        from agent import shim
+
+        return shim
+    except ImportError:  # run as a script with -I -S: the shim is next to this file
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shim.py")
+        spec = importlib.util.spec_from_file_location("farmtui_shim", path)
+        assert spec is not None
+        assert spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+
+def reply(line: dict[str, Any]) -> None:
+    data = (json.dumps(line) + "\n").encode()
+    while data:
+        data = data[os.write(1, data) :]
+
+
+def environ_room() -> tuple[int, int]:
+    """``(address, bytes)`` of the reserved variable in this process' environment; (0, 0)."""
+    try:
+        with open("/proc/self/stat", "rb") as file:
+            stat = file.read()
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        start, end = int(fields[47]), int(fields[48])  # env_start, env_end (fields 50, 51)
+    except (OSError, ValueError, IndexError):
+        return 0, 0
+    if end - start < ROOM or ctypes.string_at(start, ROOM) != RESERVED:
+        return 0, 0
+    return start, ROOM
+
+
+def marker_bytes(marker: bytes, room: int) -> bytes | None:
+    """What the reserved room holds for ``marker``: the variable, then a filler; None: no fit."""
+    entry = MARKER_VARIABLE + b"=" + marker + b"\0" if marker else b""
+    left = room - len(entry)
+    if left < len(FILLER) + 1:
+        return entry + b"\0" * left if left == 0 else None
+    return entry + FILLER + b"." * (left - len(FILLER) - 1) + b"\0"
+
+
+def set_environment(environ: dict[bytes, bytes]) -> None:
+    """Make the C environment ``environ``: posix_spawnp looks the renderer up in its PATH."""
+    libc = ctypes.CDLL(None)
+    libc.clearenv()
+    for key, value in environ.items():
+        os.putenv(key, value)
+
+
+def read_request() -> tuple[dict[str, Any], bytes]:
+    """The chunk's JSON line from the control pipe, and what followed it (control lines)."""
+    data = b""
+    while b"\n" not in data:
+        part = os.read(0, 65536)
+        if not part:  # the agent went before it finished writing
+            os._exit(0)
+        data += part
+    line, _, rest = data.partition(b"\n")
+    request: dict[str, Any] = json.loads(line)
+    return request, rest
+
+
+def become_shim(shim: ModuleType, fds: list[int], room: tuple[int, int]) -> None:
+    """In the forked child: take the chunk's pipes, its folder, environment and marker; serve."""
+    os.setsid()
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+    shim.close_inherited_fds()
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    request, control = read_request()
+    try:
+        os.chdir(request["cwd"])
+    except OSError as exc:
+        error = {"event": "setup_failed", "errno": exc.errno or 0, "error": str(exc)}
+        os.write(2, (json.dumps(error) + "\n").encode())
+        os._exit(0)
+    environ = {os.fsencode(k): os.fsencode(v) for k, v in request["env"].items()}
+    set_environment(environ)
+    address, size = room
+    marked = marker_bytes(environ.get(MARKER_VARIABLE, b""), size)
+    if address and marked is not None:
+        ctypes.memmove(address, marked, size)
+    wake = shim.install_signals()
+    argv = [os.fsdecode(arg) for arg in request["argv"]]
+    grace, lease_until = float(request["grace"]), float(request["lease_until"])
+    shim.serve(grace, lease_until, request["exit_file"], argv, wake, environ, control)
+
+
+def fork_shim(shim: ModuleType, fds: list[int], room: tuple[int, int]) -> int | None:
+    """The forked shim's pid; None when fork failed (the request's pipes are closed)."""
+    try:
+        pid = os.fork()
+    except OSError:
+        pid = None
+    if pid == 0:
+        try:
+            become_shim(shim, fds, room)
+        except BaseException:
+            import traceback  # to the status pipe: the agent logs it as the shim's last words
+
+            traceback.print_exc()
+        finally:
+            os._exit(70)  # never back into the zygote's loop
+    for fd in fds:
+        os.close(fd)
+    return pid
+
+
+def reap() -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        reply({"event": "exited", "pid": pid, "returncode": os.waitstatus_to_exitcode(status)})
+
+
+def on_signal(signum: int, frame: object) -> None:
+    """Does nothing: the byte on the wake-up pipe is what the loop reads."""
+
+
+def main() -> None:
+    shim = _load_shim()
+    shim.close_inherited_fds()
+    os.chdir("/")
+    room = environ_room()
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_read, False)
+    os.set_blocking(wake_write, False)
+    signal.set_wakeup_fd(wake_write, warn_on_full_buffer=False)
+    signal.signal(signal.SIGCHLD, on_signal)
+    requests = socket.socket(fileno=0)
+    # Every fork copies the pages it touches: no collector walking the heap in the
+    # children (nothing here makes cycles), and what exists now is never scanned.
+    gc.disable()
+    gc.freeze()
+    reply({"event": "ready", "pid": os.getpid(), "room": room[1]})
+    while True:
+        ready, _, _ = select.select([0, wake_read], [], [])
+        if wake_read in ready:
+            with contextlib.suppress(BlockingIOError):
+                os.read(wake_read, 512)
+            reap()
+        if 0 in ready:
+            data, fds, _, _ = socket.recv_fds(requests, MAX_REQUEST, 3)
+            if not data:  # the agent is gone; the shims do not need us
+                break
+            valid = len(fds) == 3 and data.isdigit()
+            pid = fork_shim(shim, fds, room) if valid else None  # it closes the three
+            if not valid:
+                for fd in fds:
+                    os.close(fd)
+            if pid is None:
+                reply({"event": "refused", "id": int(data) if data.isdigit() else -1})
+            else:
+                reply({"event": "spawned", "id": int(data), "pid": pid})
+    reap()
+    os._exit(0)
+
+
+if __name__ == "__main__" and sys.platform.startswith("linux"):
+    main()

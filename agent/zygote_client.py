@@ -1,0 +1,368 @@
+"""The agent's side of ``agent/zygote.py``: shims forked from a warm process, not exec'd.
+
+:class:`Zygote` starts the zygote on first use, hands it each chunk's three
+pipes, and gives back a :class:`ForkedProcess`, which ``agent/shim_client.py``
+reads and writes exactly like the ``asyncio.subprocess.Process`` of a shim it
+started itself. When the zygote cannot serve a chunk (not Linux, not started,
+died, the marker does not fit, fork failed) ``spawn`` returns None and the
+caller starts the shim the old way; so the zygote only ever makes a start
+cheaper, never decides whether a chunk runs.
+
+The agent alone holds each control pipe's write end (every descriptor here
+is close-on-exec, and the zygote closes its copies once it has forked), so a
+dead agent is end of file to every shim, as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import math
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import msgspec
+
+from agent import zygote as zygote_program
+
+log = logging.getLogger("farmtui.agent.zygote")
+
+ZYGOTE_PATH = Path(zygote_program.__file__)
+# After the zygote failed to start or died, chunks start the old way for this long.
+RETRY_AFTER = 5.0
+# How long a shim may take to say anything once its zygote died before answering.
+ORPHAN_WAIT = 10.0
+
+
+class _Reply(msgspec.Struct, tag_field="event", kw_only=True):
+    """One line of the zygote's stdout."""
+
+
+class Ready(_Reply, tag="ready"):
+    pid: int
+    room: int
+
+
+class Spawned(_Reply, tag="spawned"):
+    id: int
+    pid: int
+
+
+class Refused(_Reply, tag="refused"):
+    id: int
+
+
+class Exited(_Reply, tag="exited"):
+    pid: int
+    returncode: int
+
+
+_reply_decoder = msgspec.json.Decoder(Ready | Spawned | Refused | Exited)
+
+
+class ForkedProcess:
+    """A shim forked by the zygote, as the agent holds it (the shape of an asyncio Process).
+
+    ``returncode`` is the shim's own exit status once the zygote reaped it;
+    it stays None for good when the zygote died first (then :meth:`wait`
+    returns None).
+    """
+
+    def __init__(
+        self,
+        stdin: asyncio.StreamWriter,
+        stdout: asyncio.StreamReader,
+        stderr: asyncio.StreamReader,
+        readers: list[asyncio.BaseTransport],
+    ) -> None:
+        self.pid = 0
+        self.stdin = stdin
+        self.stdout = stdout
+        self.stderr = stderr
+        self._readers = readers
+        self._ended: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+
+    @property
+    def returncode(self) -> int | None:
+        return self._ended.result() if self._ended.done() else None
+
+    async def wait(self) -> int | None:
+        return await asyncio.shield(self._ended)
+
+    async def reaped(self, within: float) -> int | None:
+        """The exit status once known, None after ``within`` seconds or when it never will be."""
+        with contextlib.suppress(TimeoutError):
+            return await asyncio.wait_for(asyncio.shield(self._ended), within)
+        return None
+
+    def _end(self, returncode: int | None) -> None:
+        """The zygote reaped the shim: nobody reads its control pipe any more."""
+        self._unknown(returncode)
+        self.stdin.close()
+
+    def _unknown(self, returncode: int | None = None) -> None:
+        """Its exit status is known, or will never be (the zygote died: the shim runs on)."""
+        if not self._ended.done():
+            self._ended.set_result(returncode)
+
+    def _discard(self) -> None:
+        """Never started: close every pipe end the agent holds."""
+        self._end(None)
+        for transport in self._readers:
+            transport.close()
+
+
+class Zygote:
+    """One zygote per agent, started on first use; ``spawn`` forks a chunk's shim from it."""
+
+    def __init__(self) -> None:
+        self.pid: int | None = None
+        self._socket: socket.socket | None = None
+        self._room = 0
+        self._starting: asyncio.Task[bool] | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._ids = itertools.count(1)
+        self._pending: dict[int, tuple[ForkedProcess, asyncio.Future[bool]]] = {}
+        self._live: dict[int, ForkedProcess] = {}
+        self._retry_at = -math.inf
+
+    @property
+    def running(self) -> bool:
+        return self._socket is not None
+
+    async def spawn(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: str | Path,
+        env: Mapping[str, str],
+        grace: float,
+        lease_until: float,
+        exit_file: Path | None,
+    ) -> ForkedProcess | None:
+        """Fork a shim for ``argv``; None when the caller must start it the old way.
+
+        OSError when a shim was forked but its zygote died before naming it:
+        what it started has been killed, and a second start could render twice.
+        """
+        marker = os.fsencode(env.get("FARMTUI_CHUNK", ""))
+        if zygote_program.marker_bytes(marker, zygote_program.ROOM) is None:
+            return None  # too long to mark a forked shim with
+        if not await self._ready() or zygote_program.marker_bytes(marker, self._room) is None:
+            return None
+        assert self._socket is not None
+        request = {
+            "argv": list(argv),
+            "env": dict(env),
+            "cwd": str(cwd),
+            "grace": grace,
+            "lease_until": lease_until,
+            "exit_file": "" if exit_file is None else str(exit_file),
+        }
+        process, theirs = await self._pipes()
+        process.stdin.write(json.dumps(request).encode() + b"\n")
+        request_id = next(self._ids)
+        answered: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = (process, answered)
+        try:
+            socket.send_fds(self._socket, [str(request_id).encode()], theirs)
+        except OSError as exc:  # the zygote is gone or wedged: start the old way
+            log.warning("the shim zygote took no request (%s); starting shims the old way", exc)
+            self._pending.pop(request_id, None)
+            process._discard()
+            self._lose()
+            return None
+        finally:
+            for fd in theirs:
+                os.close(fd)
+        if await answered:
+            return process
+        if process.pid == 0 and not await self._nothing_started(process):
+            raise OSError("the shim zygote died while starting the chunk (its start is killed)")
+        process._discard()
+        return None
+
+    async def start(self) -> bool:
+        """Start the zygote now rather than with the first chunk; whether it runs."""
+        return await self._ready()
+
+    async def aclose(self) -> None:
+        """Stop the zygote (its shims run on); wait for it to go."""
+        if self._starting is not None and not self._starting.done():
+            with contextlib.suppress(Exception):
+                await self._starting
+        self._lose()
+        if self._reader is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._reader), 5.0)
+
+    # ---------------------------------------------------------------- internals
+
+    async def _ready(self) -> bool:
+        if self._socket is not None:
+            return True
+        if time.monotonic() < self._retry_at or not sys.platform.startswith("linux"):
+            return False
+        if self._starting is None or self._starting.done():
+            self._starting = asyncio.create_task(self._start())
+        return await asyncio.shield(self._starting)
+
+    async def _start(self) -> bool:
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        replies_read, replies_write = os.pipe()
+        name = zygote_program.MARKER_VARIABLE
+        reserved = zygote_program.RESERVED[len(name) + 1 : -1]
+        env = {name: reserved, **{k: v for k, v in os.environb.items() if k != name}}
+        try:
+            pid = os.posix_spawn(  # noqa: ASYNC221  # once per agent, and it does not wait
+                sys.executable,
+                [sys.executable, "-I", "-S", str(ZYGOTE_PATH)],
+                env,
+                file_actions=[
+                    (os.POSIX_SPAWN_DUP2, theirs.fileno(), 0),
+                    (os.POSIX_SPAWN_DUP2, replies_write, 1),
+                    (os.POSIX_SPAWN_DUP2, replies_write, 2),
+                ],
+                setsid=True,
+                setsigmask=(),
+                setsigdef=(signal.SIGINT, signal.SIGTERM, signal.SIGHUP),
+            )
+        except OSError as exc:
+            log.warning("cannot start the shim zygote (%s); starting shims the old way", exc)
+            ours.close()
+            os.close(replies_read)
+            self._retry_at = time.monotonic() + RETRY_AFTER
+            return False
+        finally:
+            theirs.close()
+            os.close(replies_write)
+        ours.setblocking(False)
+        replies, _ = await _read_pipe(replies_read)
+        ready: asyncio.Future[Ready | None] = loop.create_future()
+        self._reader = asyncio.create_task(self._read(pid, replies, ready), name="shim zygote")
+        hello = await ready
+        if hello is None:
+            log.warning("the shim zygote did not start; starting shims the old way")
+            ours.close()
+            self._retry_at = time.monotonic() + RETRY_AFTER
+            return False
+        if hello.room == 0:
+            log.warning("the shim zygote cannot mark its shims; starting shims the old way")
+        self.pid, self._room, self._socket = pid, hello.room, ours
+        log.debug("shim zygote %d ready", pid)
+        return True
+
+    async def _pipes(self) -> tuple[ForkedProcess, list[int]]:
+        """A process with the agent's ends of three new pipes; the shim's ends, to send."""
+        loop = asyncio.get_running_loop()
+        control_read, control_write = os.pipe()
+        output_read, output_write = os.pipe()
+        status_read, status_write = os.pipe()
+        output, output_transport = await _read_pipe(output_read)
+        status, status_transport = await _read_pipe(status_read)
+        # A pipe's descriptor wrapped, not a file opened: nothing blocks. The transport closes it.
+        control = open(control_write, "wb", buffering=0)  # noqa: SIM115, ASYNC230
+        transport, protocol = await loop.connect_write_pipe(
+            asyncio.streams.FlowControlMixin, control
+        )
+        stdin = asyncio.StreamWriter(transport, protocol, None, loop)
+        process = ForkedProcess(stdin, output, status, [output_transport, status_transport])
+        return process, [control_read, output_write, status_write]
+
+    async def _nothing_started(self, process: ForkedProcess) -> bool:
+        """The zygote died before naming a shim: was one forked? (Whatever it started dies.)
+
+        The agent closes the control pipe, so a forked shim kills what it
+        started; its status pipe then ends. Nothing said on it: nothing forked.
+        """
+        process.stdin.close()
+        said = b""
+        with contextlib.suppress(TimeoutError):
+            said = await asyncio.wait_for(process.stderr.read(), ORPHAN_WAIT)
+        return not said
+
+    async def _read(
+        self, pid: int, replies: asyncio.StreamReader, ready: asyncio.Future[Ready | None]
+    ) -> None:
+        try:
+            while line := await replies.readline():
+                try:
+                    reply = _reply_decoder.decode(line)
+                except msgspec.DecodeError:  # a traceback from a broken zygote
+                    log.warning("shim zygote %d: %s", pid, line.decode(errors="replace").rstrip())
+                    continue
+                match reply:
+                    case Ready():
+                        if not ready.done():
+                            ready.set_result(reply)
+                    case Spawned(id=request_id, pid=shim_pid):
+                        process, answered = self._pending.pop(request_id, (None, None))
+                        if process is not None and answered is not None:
+                            process.pid = shim_pid
+                            self._live[shim_pid] = process
+                            answered.set_result(True)
+                    case Refused(id=request_id):
+                        process, answered = self._pending.pop(request_id, (None, None))
+                        if answered is not None:
+                            answered.set_result(False)
+                    case Exited(pid=shim_pid, returncode=returncode):
+                        # Its pid may name a new shim only after this line.
+                        if (process := self._live.pop(shim_pid, None)) is not None:
+                            process._end(returncode)
+        finally:
+            if not ready.done():
+                ready.set_result(None)
+            if self._socket is not None and self.pid == pid:
+                log.warning("the shim zygote %d ended; its shims run on", pid)
+                self._lose()
+                self._retry_at = time.monotonic() + RETRY_AFTER
+            for _, answered in self._pending.values():
+                if not answered.done():
+                    answered.set_result(False)
+            self._pending.clear()
+            for process in self._live.values():
+                # Still supervised through its pipes, which stay open; its exit status
+                # goes to the agent's orphan reaper now.
+                process._unknown()
+            self._live.clear()
+            await _reap(pid)
+
+    def _lose(self) -> None:
+        if self._socket is not None:
+            self._socket.close()  # end of file: the zygote exits
+            self._socket = None
+
+
+async def _read_pipe(fd: int) -> tuple[asyncio.StreamReader, asyncio.BaseTransport]:
+    """A stream reading the pipe ``fd`` (its transport closes it at end of file)."""
+    stream = asyncio.StreamReader(limit=2**16)  # asyncio's subprocess pipes have the same
+    pipe = open(fd, "rb", buffering=0)  # noqa: SIM115, ASYNC230  # wraps the descriptor
+    transport, _ = await asyncio.get_running_loop().connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(stream), pipe
+    )
+    return stream, transport
+
+
+async def _reap(pid: int) -> None:
+    """Collect the zygote's exit status if it is ours to collect (the orphan reaper may be first).
+
+    Its replies ended, so it is exiting: poll briefly rather than keep a watcher.
+    """
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)  # noqa: ASYNC222  # WNOHANG: never waits
+        except ChildProcessError:
+            return
+        if done:
+            return
+        await asyncio.sleep(0.002)

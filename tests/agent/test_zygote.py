@@ -1,0 +1,355 @@
+"""Shims forked from the zygote keep every promise of an exec'd shim, and the zygote can die.
+
+The shim tests of ``test_shim.py`` run here again with every shim forked
+from a zygote (the ``chunks`` fixture below), then what only a zygote can
+get wrong: its own death, an agent's death, pid reuse, markers, leftovers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import signal
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import psutil
+import pytest
+
+from agent import zygote as zygote_program
+from agent.process_tree import MARKER_VARIABLE, find_marked, kill_tree
+from agent.shim_client import Shim, ShimResult
+from agent.zygote_client import ForkedProcess, Spawned, Zygote
+from tests.agent.test_shim import (
+    TREE,
+    TREE_SIZE,
+    Chunks,
+    _dead,
+    _reap,
+    test_a_helper_left_behind_by_a_clean_exit_is_killed,
+    test_a_renderer_that_cannot_start_is_reported,
+    test_a_renderer_that_ends_on_its_own_leaves_its_exit_status_for_a_new_agent,
+    test_a_shim_killed_with_sigkill_is_reported_as_dead,
+    test_a_stopped_renderer_is_woken_to_act_on_its_sigterm,
+    test_end_of_control_input_kills_the_tree_with_a_short_grace,
+    test_kill_takes_the_whole_tree_with_a_detached_helper,
+    test_renewals_keep_the_renderer_alive_and_a_lapsed_lease_kills_it,
+    test_sigkill_follows_the_grace_when_sigterm_is_ignored,
+    test_sigterm_to_the_shims_group_kills_the_tree_and_is_still_reported,
+    test_stdout_and_stderr_share_the_output_pipe,
+    test_the_renderer_exit_status_passes_through,
+    test_the_renderer_gets_its_own_group_default_signals_and_three_fds,
+)
+
+if TYPE_CHECKING:
+    from tests.agent.conftest import Farm
+
+REPO = Path(__file__).resolve().parents[2]
+Poll = Callable[..., Any]
+
+# The same tests, every shim forked (collected again in this module).
+__all__ = [
+    "test_a_helper_left_behind_by_a_clean_exit_is_killed",
+    "test_a_renderer_that_cannot_start_is_reported",
+    "test_a_renderer_that_ends_on_its_own_leaves_its_exit_status_for_a_new_agent",
+    "test_a_shim_killed_with_sigkill_is_reported_as_dead",
+    "test_a_stopped_renderer_is_woken_to_act_on_its_sigterm",
+    "test_end_of_control_input_kills_the_tree_with_a_short_grace",
+    "test_kill_takes_the_whole_tree_with_a_detached_helper",
+    "test_renewals_keep_the_renderer_alive_and_a_lapsed_lease_kills_it",
+    "test_sigkill_follows_the_grace_when_sigterm_is_ignored",
+    "test_sigterm_to_the_shims_group_kills_the_tree_and_is_still_reported",
+    "test_stdout_and_stderr_share_the_output_pipe",
+    "test_the_renderer_exit_status_passes_through",
+    "test_the_renderer_gets_its_own_group_default_signals_and_three_fds",
+]
+
+
+class ForkedChunks(Chunks):
+    """``Chunks`` whose shims are forked from one zygote, which is stopped at the end."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__(folder)
+        self.zygote = Zygote()
+
+    async def start(
+        self,
+        argv: Sequence[str],
+        *,
+        grace: float = 0.5,
+        lease: float = 60.0,
+        exit_file: Path | None = None,
+        marker: str | None = None,
+    ) -> tuple[Shim, str]:
+        marker = marker or f"shimtest:{uuid.uuid4().hex}"
+        shim = await Shim.start(
+            argv,
+            cwd=self.folder,
+            env=self.env(marker),
+            grace=grace,
+            lease_until=time.monotonic() + lease,
+            exit_file=exit_file,
+            zygote=self.zygote,
+        )
+        self.started.append((shim, marker))
+        return shim, marker
+
+    async def close(self) -> None:
+        await super().close()
+        await self.zygote.aclose()
+
+
+@pytest.fixture
+async def chunks(tmp_path: Path) -> AsyncIterator[ForkedChunks]:
+    chunks = ForkedChunks(tmp_path)
+    # Started first, as in an agent that ran a chunk before: the tests' short leases
+    # start with the shim, not with a Python start-up.
+    assert await chunks.zygote.start()
+    yield chunks
+    await chunks.close()
+
+
+async def test_shims_are_forked_and_carry_their_chunks_marker(
+    chunks: ForkedChunks, eventually: Poll
+) -> None:
+    one = await chunks.tree(eventually)
+    other = await chunks.tree(eventually)
+
+    assert not one.shim.is_child
+    assert isinstance(one.shim.process, ForkedProcess)
+    assert chunks.zygote.pid is not None
+    assert psutil.Process(one.shim.shim_pid).ppid() == chunks.zygote.pid
+    # Each shim shows its own marker only; the zygote none (its room is reserved).
+    assert sorted(find_marked(one.marker)) == sorted([one.shim.shim_pid, *one.pids])
+    assert sorted(find_marked(other.marker)) == sorted([other.shim.shim_pid, *other.pids])
+    zygote_environ = psutil.Process(chunks.zygote.pid).environ()
+    assert set(zygote_environ[MARKER_VARIABLE]) == {"."}
+    assert psutil.Process(one.shim.shim_pid).environ()[MARKER_VARIABLE] == one.marker
+
+    one.shim.kill(0.5, "only this one")
+    assert (await one.shim.wait()).killed == TREE_SIZE
+    assert [pid for pid in other.pids if _dead(pid)] == [], "the other chunk is untouched"
+
+
+async def test_the_zygote_dying_mid_chunk_leaves_the_chunk_supervised(
+    chunks: ForkedChunks, eventually: Poll
+) -> None:
+    killed = await chunks.tree(eventually, "stubborn")
+    gone = await chunks.tree(eventually, "stubborn", grace=30.0)
+    lapsing, _ = await chunks.start(["sleep", "600"], grace=30.0, lease=60.0)
+    zygote = chunks.zygote.pid
+    assert zygote is not None
+
+    os.kill(zygote, signal.SIGKILL)
+    await eventually(lambda: not chunks.zygote.running, what="the agent to see the zygote go")
+
+    # Every way a tree must die still works: a kill, the agent's end, a lapsed lease.
+    killed.shim.kill(0.2, "cancelled")
+    assert await killed.shim.wait() == ShimResult(-signal.SIGKILL, "kill", killed=TREE_SIZE)
+    assert gone.shim.process.stdin is not None
+    gone.shim.process.stdin.close()
+    assert (await gone.shim.wait()).cause == "agent_gone"
+    lapsing.renew(time.monotonic())
+    assert (await lapsing.wait()).cause == "lease"
+    assert [pid for pid in killed.pids + gone.pids if not _dead(pid)] == []
+    # Their exit statuses died with the zygote; they came back to us (a subreaper).
+    for shim in (killed.shim, gone.shim, lapsing):
+        assert await shim.process.wait() is None
+        await eventually(lambda shim=shim: _dead(shim.shim_pid), what="the shim's end")
+        _reap(shim.shim_pid)
+
+    # The next chunk still starts (the old way until the zygote is started again).
+    shim, _ = await chunks.start(["sh", "-c", "exit 4"])
+    assert await shim.wait() == ShimResult(4, "exit", killed=0)
+
+
+# An agent in miniature with a zygote: says who is who, then hangs until SIGKILL.
+AGENT = textwrap.dedent(
+    """
+    import asyncio, math, os, sys
+    from agent.shim_client import Shim
+    from agent.zygote_client import Zygote
+
+    async def main():
+        report, marker, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
+        env = {**os.environ, "FARMTUI_CHUNK": marker}
+        zygote = Zygote()
+        shim = await Shim.start(
+            argv, cwd=".", env=env, grace=30.0, lease_until=math.inf, zygote=zygote
+        )
+        with open(report + ".tmp", "w") as file:
+            file.write(f"{shim.shim_pid} {zygote.pid} {int(shim.is_child)}")
+        os.rename(report + ".tmp", report)
+        await asyncio.sleep(600)
+
+    asyncio.run(main())
+    """
+)
+
+
+async def test_the_tree_and_the_zygote_go_when_the_agent_is_killed_with_sigkill(
+    tmp_path: Path, eventually: Poll
+) -> None:
+    (tmp_path / "tree.py").write_text(TREE)
+    (tmp_path / "parent.py").write_text(AGENT)
+    pids, report = tmp_path / "pids", tmp_path / "report"
+    pids.mkdir()
+    marker = f"shimtest:{uuid.uuid4().hex}"
+    tree = [sys.executable, "-I", "-S", str(tmp_path / "tree.py"), str(pids), "stubborn"]
+    agent = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(tmp_path / "parent.py"),
+        str(report),
+        marker,
+        *tree,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    shim_pid = zygote_pid = 0
+    try:
+        await eventually(
+            lambda: report.exists() or agent.returncode is not None, what="the shim", within=20
+        )
+        assert agent.returncode is None, "the agent in miniature failed (see its stderr)"
+        await eventually(lambda: len(list(pids.iterdir())) == TREE_SIZE, what="the tree")
+        shim_pid, zygote_pid, is_child = map(int, report.read_text().split())
+        assert not is_child, "the shim was forked"
+        recorded = [int(p.name) for p in pids.iterdir()]
+
+        killed = time.monotonic()
+        agent.kill()
+        await eventually(
+            lambda: all(_dead(pid) for pid in recorded), what="the tree's death", within=2.0
+        )
+        assert time.monotonic() - killed < 2.0
+        await eventually(lambda: _dead(shim_pid), what="the shim's exit", within=2.0)
+        await eventually(lambda: _dead(zygote_pid), what="the zygote's exit", within=2.0)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            agent.kill()
+        await agent.wait()
+        await kill_tree(marker, grace=0.1)
+    for pid in (shim_pid, zygote_pid):
+        _reap(pid)
+    assert find_marked(marker) == []
+
+
+async def test_a_thousand_quick_chunks_leave_nothing_behind(
+    chunks: ForkedChunks, tmp_path: Path, eventually: Poll
+) -> None:
+    me = psutil.Process()
+    fds_before = len(os.listdir("/proc/self/fd"))  # the zygote's socket and replies included
+
+    async def slot(count: int) -> None:
+        for _ in range(count):
+            shim, marker = await chunks.start(["true"], exit_file=tmp_path / "exit")
+            assert await shim.wait() == ShimResult(0, "exit", killed=0)
+            assert await shim.output.read() == b""
+            assert await shim.process.wait() == 0
+            chunks.started.remove((shim, marker))
+
+    await asyncio.gather(slot(500), slot(500))
+
+    children = [child.pid for child in me.children(recursive=True)]
+    assert children == [chunks.zygote.pid], "only the zygote is left, and no zombie"
+    assert len(os.listdir("/proc/self/fd")) == fds_before
+    assert os.listdir(tmp_path) == ["exit"]
+    await chunks.zygote.aclose()
+    await eventually(
+        lambda: len(os.listdir("/proc/self/fd")) == fds_before - 2, what="the zygote's fds closed"
+    )
+    assert me.children() == []
+
+
+async def test_a_reused_pid_names_the_new_shim_once_the_old_one_is_reported() -> None:
+    zygote = Zygote()
+    first, first_fds = await zygote._pipes()
+    second, second_fds = await zygote._pipes()
+    for fd in first_fds + second_fds:
+        os.close(fd)
+    loop = asyncio.get_running_loop()
+    answers = [loop.create_future(), loop.create_future()]
+    zygote._pending = {1: (first, answers[0]), 2: (second, answers[1])}
+    replies = asyncio.StreamReader()
+    for line in (
+        b'{"event": "spawned", "id": 1, "pid": 4242}',
+        b'{"event": "exited", "pid": 4242, "returncode": 0}',
+        b'{"event": "exited", "pid": 4242, "returncode": 9}',  # nobody's any more
+        b'{"event": "spawned", "id": 2, "pid": 4242}',
+        b'{"event": "exited", "pid": 4242, "returncode": 3}',
+    ):
+        replies.feed_data(line + b"\n")
+    replies.feed_eof()
+    ready: asyncio.Future[Any] = loop.create_future()
+
+    await zygote._read(999_999_999, replies, ready)  # no such pid: nothing to reap
+
+    assert [await answer for answer in answers] == [True, True]
+    assert (first.pid, await first.wait()) == (4242, 0)
+    assert (second.pid, await second.wait()) == (4242, 3)
+    for process in (first, second):
+        process._discard()
+    assert isinstance(Spawned(id=1, pid=1), Spawned)
+
+
+async def test_a_marker_too_long_to_fit_starts_an_exec_shim(chunks: ForkedChunks) -> None:
+    marker = "x" * zygote_program.ROOM
+
+    shim, _ = await chunks.start(["sh", "-c", "echo $FARMTUI_CHUNK"], marker=marker)
+
+    assert shim.is_child
+    assert await shim.output.read() == marker.encode() + b"\n"
+    assert await shim.wait() == ShimResult(0, "exit", killed=0)
+
+
+async def test_a_missing_working_folder_is_the_same_error_either_way(tmp_path: Path) -> None:
+    zygote = Zygote()
+    missing = tmp_path / "gone"
+    errors = []
+    for launcher in (zygote, None):
+        with pytest.raises(OSError) as caught:  # noqa: PT011  # compared below
+            await Shim.start(
+                ["true"],
+                cwd=missing,
+                env=dict(os.environ),
+                grace=0.5,
+                lease_until=math.inf,
+                zygote=launcher,
+            )
+        errors.append((type(caught.value), str(caught.value)))
+    await zygote.aclose()
+
+    assert errors[0] == errors[1]
+    assert errors[0][0] is FileNotFoundError
+
+
+def test_a_marker_fills_the_room_and_the_environment_still_parses() -> None:
+    room = zygote_program.marker_bytes(b"job:1:2:abc", zygote_program.ROOM)
+    assert room is not None
+    assert len(room) == zygote_program.ROOM
+    entries = dict(entry.split(b"=", 1) for entry in room.rstrip(b"\0").split(b"\0"))
+    assert entries[b"FARMTUI_CHUNK"] == b"job:1:2:abc"
+    assert zygote_program.marker_bytes(b"x" * zygote_program.ROOM, zygote_program.ROOM) is None
+
+
+async def test_the_supervisor_forks_its_shims_and_stops_the_zygote(
+    farm: Farm, demo_chunk: Callable[..., Any]
+) -> None:
+    farm.supervisor.assign(demo_chunk([1, 2]))
+    finished = await farm.finish()
+    assert finished.outcome == "done"
+    zygote = farm.supervisor.zygote
+    assert zygote is not None
+    assert zygote.running
+
+    await farm.supervisor.kill_all("the test is over")
+
+    assert not zygote.running
+    assert psutil.Process().children() == []
+    assert os.listdir(farm.staging / ".attempts") == []

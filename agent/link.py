@@ -93,6 +93,8 @@ def agent_os() -> str:
 BACKOFF_MIN = 0.2
 BACKOFF_MAX = 5.0
 LOG_FLUSH_SECONDS = 1.0
+# How long closing a link may wait for the leader's close frame (a frozen leader sends none).
+CLOSE_TIMEOUT = 1.0
 # Best-effort messages kept while the leader is away; older ones are dropped.
 BEST_EFFORT_LIMIT = 10_000
 
@@ -155,6 +157,9 @@ class LeaderLink:
         self.supervisor: Supervisor | None = None
         self.welcome: Welcome | None = None
         self.last_contact = clock()
+        # The link the watchdog is closing (a silent leader's), and close tasks in flight.
+        self._closing: object | None = None
+        self._background: set[asyncio.Task[None]] = set()
         # The lease's end on the monotonic clock (shared by every process here).
         self.lease_until = 0.0
         self._beat = 0
@@ -341,9 +346,15 @@ class LeaderLink:
             silent = now - self.last_contact
             # A healthy leader speaks at least once a heartbeat (its LeaseRenewed).
             quiet_limit = max(0.5 * self.welcome.lease, 2.5 * self.welcome.heartbeat_interval)
-            if silent > quiet_limit and self._ws is not None:
+            ws = self._ws
+            if silent > quiet_limit and ws is not None and ws is not self._closing:
                 log.warning("leader silent for %.1f s: reconnecting", silent)
-                await self._ws.close()
+                # Not awaited here: this loop must go on watching the lease while a
+                # frozen leader fails to answer the close (CLOSE_TIMEOUT at most).
+                self._closing = ws
+                task = asyncio.get_running_loop().create_task(ws.close())
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
 
     # ------------------------------------------------------------------ connection
 
@@ -464,6 +475,9 @@ class LeaderLink:
                         additional_headers={"Authorization": f"Bearer {self.token}"},
                         open_timeout=open_timeout,
                         ping_interval=None,  # the heartbeat loop pings and tracks pongs itself
+                        # A frozen leader never answers a close: leaving it must not take
+                        # websockets' 10 s, while another leader may be moving our chunks.
+                        close_timeout=CLOSE_TIMEOUT,
                         max_size=MAX_MESSAGE_BYTES,
                         # Compressing every small message cost the leader more CPU
                         # than a farm's network saves; batches already cut the frames.

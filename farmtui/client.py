@@ -233,10 +233,14 @@ class FarmClient:
             headers["Content-Type"] = "application/json"
         query = "?" + urlencode(params) if params else ""
         first = time.monotonic()
-        delays = iter(retry_delays)
         # Several leaders: the others are tried in turn before a retry delay is used.
         others = len(self.leaders) - 1
         resend = method in IDEMPOTENT_METHODS or IDEMPOTENCY_KEY in headers
+        if others and resend and not retry_delays:
+            # Every leader a standby: a failover is under way (a few seconds). A request
+            # that is safe to repeat waits for it rather than fail in the middle of it.
+            retry_delays = SUBMIT_RETRY_DELAYS
+        delays = iter(retry_delays)
         while True:
             try:
                 status, reason, answer = self._send(
@@ -258,10 +262,17 @@ class FarmClient:
                 time.sleep(delay)
                 continue
             response = Response(status, reason, answer)
-            if status == 503 and others > 0 and _is_standby(response):
-                others -= 1  # it changed nothing: ask the next leader
-                self._use((self._index + 1) % len(self.leaders))
-                continue
+            if status == 503 and _is_standby(response):
+                if others > 0:
+                    others -= 1  # it changed nothing: ask the next leader
+                    self._use((self._index + 1) % len(self.leaders))
+                    continue
+                delay = next(delays, None) if resend else None
+                if delay is not None and time.monotonic() + delay - first <= SUBMIT_RETRY_WINDOW:
+                    others = len(self.leaders) - 1  # all standing by: try them all again
+                    self._use((self._index + 1) % len(self.leaders))
+                    time.sleep(delay)
+                    continue
             break
         if status >= 400:
             raise _error_for(response)

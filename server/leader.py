@@ -574,8 +574,13 @@ class Leader:
             jobs, nodes = self.store.load()
         except StoreError as reload_error:
             # Memory may now hold a change that is not on disk, and nothing can
-            # undo it: stop (uvicorn shuts down on SIGTERM) rather than go on
-            # with a picture the database does not share. A restart reloads it.
+            # undo it. With a lease (PostgreSQL), step down: a fresh standby
+            # takes the lease again once the database answers (this one or another
+            # leader). Alone (SQLite), stop (uvicorn shuts down on SIGTERM) rather
+            # than go on with a picture the database does not share.
+            if self.lease is not None:
+                self.step_down(f"could not reload the store after a failed commit ({reload_error})")
+                return
             log.critical(
                 "could not reload the store after a failed commit (%s); stopping the leader",
                 reload_error,

@@ -271,6 +271,11 @@ class LeaseKeeper:
         renewing = asyncio.get_running_loop().create_task(self._renew_while_loading())
         try:
             await self.on_acquired(term)
+        except Exception as exc:  # noqa: BLE001 - whatever stopped the load, never stay half-active
+            # Holding the lease without serving would leave the farm without a leader:
+            # give it up (a fresh standby takes it again once the store answers).
+            log.error("could not become active: %s", exc)
+            self.lose(f"could not load the farm ({exc})")
         finally:
             renewing.cancel()
             with contextlib.suppress(asyncio.CancelledError):

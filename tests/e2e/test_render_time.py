@@ -446,8 +446,12 @@ def test_on_timeout_complete_counts_as_done_and_releases_dependants(
         "--name", "after-sim", "--after", sim, argv=farm.render("--stamp", str(stamp))
     )
     tree = poll(lambda: renderer_tree(pids), 10.0, "the renderer tree")
-    # It waits for the simulation even though a node is free.
-    assert farm.show(after)["job"]["state"] == "queued"
+    # It waits for the simulation even though a node is free (seen while the
+    # simulation still runs: a loaded machine may get here after its timeout).
+    sim_state = farm.show(sim)["job"]["state"]
+    after_state = farm.show(after)["job"]["state"]
+    if sim_state == "rendering":
+        assert after_state == "queued"
 
     sim_detail = farm.wait_state(sim, "done")
     chunk = only_chunk(sim_detail)
@@ -704,22 +708,26 @@ def test_estimates_appear_and_shrink_as_chunks_finish(farm: Farm) -> None:
         "--name", "estimated", "--frames", "1-6", "--chunk", "1",
         argv=farm.render("--sleep", "0.3"),
     )  # fmt: skip
-    etr: dict[int, float] = {}
+    etr: dict[int, tuple[float, float]] = {}
 
     def finished() -> bool:
         stats = farm.show(job)["job"]["stats"]
         if stats["chunks_done"] and stats["chunks_done"] not in etr:
             assert stats["mean_render"] is not None
             assert stats["p90_render"] is not None
-            etr[stats["chunks_done"]] = stats["etr"]
+            etr[stats["chunks_done"]] = (stats["etr"], stats["mean_render"])
         return bool(stats["chunks_done"] == 6)
 
     poll(finished, 20.0, "all six chunks")
     assert len(etr) >= 4, etr
-    seen = [etr[done] for done in sorted(etr)]
-    assert all(later < earlier for earlier, later in zip(seen, seen[1:], strict=False)), etr
-    assert seen[-1] == 0.0
-    assert etr[min(etr)] > 0.3
+    # The estimate is what is left times the mean render time so far, on the one
+    # slot: it shrinks as chunks finish unless a slow chunk raises the mean (a
+    # loaded machine), so check the rule itself.
+    for done, (estimate, mean) in etr.items():
+        left = 6 - done
+        assert estimate == pytest.approx(left * mean, rel=0.01, abs=0.01), etr
+    assert etr[max(etr)][0] == 0.0
+    assert etr[min(etr)][0] > 0.3
 
     (listed,) = [j for j in json.loads(farm.farm("jobs", "--json")) if j["id"] == job]
     stats = listed["stats"]

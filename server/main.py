@@ -25,6 +25,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,7 +38,7 @@ from uvicorn.config import LOGGING_CONFIG
 from farmtui.protocol import MAX_MESSAGE_BYTES
 from server.app import create_app
 from server.config import LeaderSettings
-from server.errors import LeaderError
+from server.errors import LeaderError, StoreError
 from server.logqueue import logging_off_the_loop
 from server.store import open_store
 from server.store_url import parse_store_url
@@ -145,9 +146,27 @@ def run_leader(
                     server.run(sockets=[listening])
                 if not stepped_down.is_set() or not server.started:
                     break
+                # A database that went away may be why it stepped down: the new
+                # standby starts once it answers (clients wait in the socket's backlog).
+                _wait_for_store(settings.store_url)
                 log.warning("serving again as a standby on %s:%d", host, port)
     if not server.started:
         raise LeaderError(f"the leader could not start on {host}:{port}")
+
+
+def _wait_for_store(url: str, longest: float = 5.0) -> None:
+    """Return once the store opens; log each distinct failure once while it does not."""
+    delay, said = 0.25, ""
+    while True:
+        try:
+            open_store(url).close()
+            return
+        except StoreError as exc:
+            if str(exc) != said:
+                said = str(exc)
+                log.error("waiting for the store before serving again: %s", said)
+        time.sleep(delay)
+        delay = min(2 * delay, longest)
 
 
 def _stop_serving(flag: threading.Event, serving: list[uvicorn.Server]) -> Callable[[], None]:

@@ -21,6 +21,7 @@ import copy
 import dataclasses
 import errno
 import logging
+import logging.config
 import signal
 import socket
 import sys
@@ -126,6 +127,10 @@ def run_leader(
             # An unreachable database or a wrong password: one line here, not a traceback
             # from the app's start-up. (SQLite's folder is made by the leader itself.)
             open_store(settings.store_url).close()
+        # Logging is configured once, before its handlers move off the loop: a uvicorn
+        # Config made with a log_config would put direct handlers back (a stderr
+        # nobody reads would then block the loop).
+        logging.config.dictConfig(logging_config())
         with _signals_end_quietly(), logging_off_the_loop(LOGGERS):
             while True:
                 stepped_down = threading.Event()
@@ -136,7 +141,8 @@ def run_leader(
                             settings,
                             own_process=True,
                             on_step_down=_stop_serving(stepped_down, serving),
-                        )
+                        ),
+                        log_config=False,
                     )
                 )
                 serving.append(server)

@@ -1,10 +1,11 @@
-"""Shared pieces of the console tests: a running fake leader, the app against it,
-and a polling helper (never sleep to wait for something)."""
+"""Shared pieces of the console tests: the real leader (scripted, or the worker's
+``farm leader`` process), the app against it, and a polling helper (never sleep
+to wait for something)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,11 +15,15 @@ from textual.widgets import Input
 
 from farmtui.console.app import FarmConsole
 from farmtui.console.link import Backoff
-from tests.console.fake_leader import T0, TOKEN, FakeLeader
 from tests.console.real_farm import farm, shared_leader  # noqa: F401  (fixtures)
+from tests.console.scripted_leader import (
+    NOW,
+    LeaderThread,
+    ScriptedLeader,
+    recording_links,
+    scripted,
+)
 from tests.helpers.farm import farm_agents, farm_leader  # noqa: F401  (the real-farm tmux test)
-
-NOW = T0 + 1000.0
 
 
 @pytest.fixture(autouse=True)
@@ -37,19 +42,29 @@ def _calm_terminal(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     time.tzset()
 
 
+@pytest.fixture(scope="session")
+def leader_thread(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LeaderThread]:
+    """One in-process leader server per test worker; each test gets a fresh leader on it."""
+    with recording_links():
+        host = LeaderThread(tmp_path_factory.mktemp("scripted-leader"))
+        try:
+            yield host
+        finally:
+            host.close()
+
+
 @pytest.fixture
-async def leader() -> AsyncIterator[FakeLeader]:
-    fake = FakeLeader()
-    await fake.start()
-    yield fake
-    await fake.stop()
+def leader(leader_thread: LeaderThread, tmp_path: Path) -> Iterator[ScriptedLeader]:
+    """The real leader with the standard farm (``scripted_leader.standard_farm``)."""
+    with scripted(leader_thread, tmp_path / "farm") as scripted_farm:
+        yield scripted_farm
 
 
-def make_app(leader_url: str, **kwargs: object) -> FarmConsole:
-    """The real console, with a fixed clock and quick reconnects."""
+def make_app(leader: ScriptedLeader, token: str | None = None, **kwargs: object) -> FarmConsole:
+    """The real console on ``leader`` (admin unless ``token``), fixed clock, quick reconnects."""
     kwargs.setdefault("clock", lambda: NOW)
     kwargs.setdefault("backoff", Backoff(base=0.05, cap=0.2))
-    return FarmConsole(leader_url, TOKEN, **kwargs)  # type: ignore[arg-type]
+    return FarmConsole(leader.url, token or leader.token, **kwargs)  # type: ignore[arg-type]
 
 
 async def wait_for(
@@ -65,7 +80,8 @@ async def wait_for(
 
 async def synced(pilot: Pilot[None], app: FarmConsole, watched: str | None = "j1") -> None:
     """Wait for the first snapshot (and, by default, the first job in the detail view)."""
-    await wait_for(pilot, lambda: app.state.synced, what="snapshot")
+    # Generous: on a loaded machine the first connection may time out and be retried.
+    await wait_for(pilot, lambda: app.state.synced, within=20, what="snapshot")
     if watched is not None:
         await wait_for(
             pilot,

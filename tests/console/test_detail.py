@@ -1,4 +1,5 @@
-"""The detail view: frame grid colours and live updates, chunk actions, settings."""
+"""The detail view on the real leader: frame grid colours and live updates, chunk
+actions, settings."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from farmtui.console.widgets.chunk_table import ChunkTable
 from farmtui.console.widgets.frame_grid import GLYPHS, GUTTER, FrameGrid
 from farmtui.protocol import PatchJob, RunChunkAction
 from tests.console.conftest import make_app, synced, wait_for
-from tests.console.fake_leader import J1_LAYOUT, FakeLeader
 from tests.console.screen import screen_text
+from tests.console.scripted_leader import ScriptedLeader
 
 EXPECTED_COLOURS = {
     "unassigned": "#9ca3af",
@@ -58,20 +59,22 @@ async def open_detail(pilot: object, app: object) -> None:
     await pilot.pause()  # type: ignore[attr-defined]
 
 
-async def test_frame_grid_colours_every_state(leader: FakeLeader) -> None:
-    app = make_app(leader.url)
+async def test_frame_grid_colours_every_state(leader: ScriptedLeader) -> None:
+    app = make_app(leader)
     async with app.run_test(size=(80, 24)) as pilot:
         await open_detail(pilot, app)
         grid = app.screen.query_one(FrameGrid)
         drawn = cells(grid)
         assert len(drawn) == 100
-        for frames, state in J1_LAYOUT:
-            for frame in frames:
-                glyph, style = drawn[frame]
-                assert glyph == GLYPHS[state], (frame, state)
-                assert style.color is not None
-                assert style.color.triplet is not None
-                assert style.color.triplet.hex == EXPECTED_COLOURS[state], (frame, state)
+        # Each frame as the leader has it; j1 holds every state.
+        layout = {int(f): state for f, state in leader.detail("j1").frame_states.items()}
+        assert set(layout.values()) == set(FRAME_STATES)
+        for frame, state in layout.items():
+            glyph, style = drawn[frame]
+            assert glyph == GLYPHS[state], (frame, state)
+            assert style.color is not None
+            assert style.color.triplet is not None
+            assert style.color.triplet.hex == EXPECTED_COLOURS[state], (frame, state)
         # Every state differs from every other in glyph and in colour, not colour alone.
         assert len(set(GLYPHS.values())) == len(FRAME_STATES)
         assert len(set(EXPECTED_COLOURS.values())) == len(FRAME_STATES)
@@ -79,13 +82,13 @@ async def test_frame_grid_colours_every_state(leader: FakeLeader) -> None:
         for state in FRAME_STATES:
             assert f"frame-grid--{state}" in FrameGrid.COMPONENT_CLASSES
         text = screen_text(app)
-        assert "■done 30  ▪stgd 5  ▸rend 5  ✗fail 5  ‖held 5  ─excl 5  □wait 45" in text
+        assert "■done 30  ▪stgd 5  ▸rend 5  ✗fail 10  ‖held 10  ─excl 10  □wait 30" in text
 
 
 async def test_frames_changed_reaches_the_grid_and_refreshes_only_those_cells(
-    leader: FakeLeader,
+    leader: ScriptedLeader,
 ) -> None:
-    app = make_app(leader.url)
+    app = make_app(leader)
     async with app.run_test(size=(80, 24)) as pilot:
         await open_detail(pilot, app)
         grid = app.screen.query_one(FrameGrid)
@@ -97,29 +100,22 @@ async def test_frames_changed_reaches_the_grid_and_refreshes_only_those_cells(
             return original(*args, **kwargs)  # type: ignore[arg-type]
 
         grid.refresh = spy  # type: ignore[method-assign]
-        await leader.stream_frames("j1", [60, 61, 62], "assigned")
-        await wait_for(pilot, lambda: app.state.watched.state_of(62) == "assigned")  # type: ignore[union-attr]
+        leader.stage("j1", 3, [36, 37, 38])  # node-a writes three more frames of chunk 3
+        await wait_for(pilot, lambda: app.state.watched.state_of(38) == "staged")  # type: ignore[union-attr]
         await pilot.pause()
         assert regions, "the grid repainted nothing"
         assert all(getattr(r, "height", 99) == 1 for r in regions)
-        assert cell_styles(grid)[61].color.triplet.hex == "#3b82f6"  # type: ignore[union-attr]
+        assert cell_styles(grid)[37].color.triplet.hex == "#15803d"  # type: ignore[union-attr]
         # The legend's counts follow within its (throttled) period.
-        await wait_for(pilot, lambda: "▸rend 8" in screen_text(app))
+        await wait_for(pilot, lambda: "▪stgd 8  ▸rend 2" in screen_text(app))
 
 
-async def test_frame_grid_scrolls_a_big_job(leader: FakeLeader) -> None:
-    import msgspec
-
-    leader.set_job(
-        "j2",
-        frames="1-20000",
-        stats=msgspec.structs.replace(leader.jobs["j2"].stats, frames_total=20000),
-    )
-    app = make_app(leader.url)
+async def test_frame_grid_scrolls_a_big_job(leader: ScriptedLeader) -> None:
+    leader.submit("j7", "big_sim", "erin", frames="1-20000", chunk=100, priority=5, tags=["none"])
+    app = make_app(leader)
     async with app.run_test(size=(80, 24)) as pilot:
-        await synced(pilot, app)
-        await pilot.press("down", "enter")
-        await wait_for(pilot, lambda: app.state.watched.job_id == "j2")  # type: ignore[union-attr]
+        await synced(pilot, app, "j7")  # first in dispatch order
+        await pilot.press("enter")
         await pilot.pause()
         grid = app.screen.query_one(FrameGrid)
         assert grid.virtual_size.height == -(-20000 // grid.columns)
@@ -140,19 +136,19 @@ async def test_frame_grid_scrolls_a_big_job(leader: FakeLeader) -> None:
     ],
 )
 async def test_chunk_action_keys(
-    leader: FakeLeader, key: str, action: str, frame_state: str, asks: bool
+    leader: ScriptedLeader, key: str, action: str, frame_state: str, asks: bool
 ) -> None:
-    app = make_app(leader.url)
+    app = make_app(leader)
     async with app.run_test(size=(80, 24)) as pilot:
         await open_detail(pilot, app)
         await pilot.press("t")  # Chunks tab
         table = app.screen.query_one(ChunkTable)
         assert table.has_focus
-        await pilot.press("down", "down", "down", "down", "down")  # chunk 6 (frames 51-60)
-        assert table.cursor_key == "6"
+        await pilot.press(*["down"] * 7)  # chunk 7 (frames 71-80), waiting
+        assert table.cursor_key == "7"
         await pilot.press("k")  # chunk action mode, then the action's key
         await wait_for(
-            pilot, lambda: "CHUNK ACTION on chunk 6 of shot_010_comp" in screen_text(app)
+            pilot, lambda: "CHUNK ACTION on chunk 7 of shot_010_comp" in screen_text(app)
         )
         await pilot.press(key)
         if asks:  # costly: nothing is sent before the operator says yes
@@ -163,14 +159,15 @@ async def test_chunk_action_keys(
         assert isinstance(app.screen, MainScreen)
         sent = leader.last(RunChunkAction)
         assert isinstance(sent, RunChunkAction)
-        assert (sent.action, sent.job_id, sent.chunks) == (action, "j1", [6])
+        assert (sent.action, sent.job_id, sent.chunks) == (action, "j1", [7])
         watched = app.state.watched
         assert watched is not None
-        await wait_for(pilot, lambda: watched.state_of(55) == frame_state)
+        await wait_for(pilot, lambda: watched.state_of(75) == frame_state)
+        assert leader.detail("j1").frame_states["75"] == frame_state
 
 
-async def test_chunk_multi_select_and_context_menu(leader: FakeLeader) -> None:
-    app = make_app(leader.url)
+async def test_chunk_multi_select_and_context_menu(leader: ScriptedLeader) -> None:
+    app = make_app(leader)
     async with app.run_test(size=(80, 24)) as pilot:
         await open_detail(pilot, app)
         await pilot.press("t", "space", "down", "space")
@@ -178,7 +175,8 @@ async def test_chunk_multi_select_and_context_menu(leader: FakeLeader) -> None:
         await wait_for(pilot, lambda: leader.count(RunChunkAction) == 1)
         sent = leader.last(RunChunkAction)
         assert isinstance(sent, RunChunkAction)
-        assert sent.chunks == [1, 2]
+        assert sent.chunks == [0, 1]
+        assert leader.detail("j1").chunks[1].state == "done"  # a done chunk is not held
         await pilot.press("down", "m")
         await wait_for(pilot, lambda: isinstance(app.screen, ContextMenu))
         assert "Set failed" in screen_text(app)
@@ -189,18 +187,18 @@ async def test_chunk_multi_select_and_context_menu(leader: FakeLeader) -> None:
         sent = leader.last(RunChunkAction)
         assert isinstance(sent, RunChunkAction)
         assert sent.action == "exclude"
-        assert sent.chunks == [3]
+        assert sent.chunks == [2]
+        await wait_for(pilot, lambda: leader.detail("j1").chunks[2].state == "excluded")
 
 
-async def test_edit_settings_sends_patch(leader: FakeLeader) -> None:
-    app = make_app(leader.url)
+async def test_edit_settings_sends_patch(leader: ScriptedLeader) -> None:
+    app = make_app(leader)
     async with app.run_test(size=(80, 24)) as pilot:
         await open_detail(pilot, app)
         await pilot.press("t", "t")  # Settings tab
         text = screen_text(app)
         assert "Max render" in text
         assert "1h00m" in text
-        assert "1,50,100" in text
         await pilot.press("e")
         await wait_for(pilot, lambda: isinstance(app.screen, EditSettingsScreen))
         await pilot.click("#edit-retries")
@@ -215,3 +213,6 @@ async def test_edit_settings_sends_patch(leader: FakeLeader) -> None:
         assert sent.patch.timeouts is not None
         assert sent.patch.timeouts.max_start == 300
         await wait_for(pilot, lambda: app.state.jobs["j1"].spec.retries == 7)
+        spec = leader.job("j1").spec
+        assert spec.retries == 7
+        assert spec.timeouts.max_start == 300

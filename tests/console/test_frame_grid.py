@@ -4,15 +4,13 @@ with its scale, and a held job's frames drawn held."""
 
 from __future__ import annotations
 
-import msgspec
-
 from farmtui.console.screens.confirm import ConfirmScreen
 from farmtui.console.widgets.chunk_table import ChunkTable
 from farmtui.console.widgets.frame_grid import GLYPHS, HEAT_COLOURS, FrameGrid
-from farmtui.protocol import AttemptView, ChunksChanged, ChunkView, JobsChanged, RunChunkAction
+from farmtui.protocol import RunChunkAction
 from tests.console.conftest import make_app, synced, wait_for
-from tests.console.fake_leader import T0, FakeLeader
 from tests.console.screen import screen_text
+from tests.console.scripted_leader import ScriptedLeader
 from tests.console.test_detail import cells
 
 
@@ -26,10 +24,14 @@ async def open_grid(pilot: object, app: object) -> FrameGrid:
     return grid
 
 
-async def test_the_cursor_moves_over_frames_and_enter_opens_its_chunk(leader: FakeLeader) -> None:
-    leader.detail("j1")
-    await leader.retry_chunk("j1", 5)  # chunk 5 (frames 41-50): attempt 1 failed, 2 runs
-    app = make_app(leader.url)
+async def test_the_cursor_moves_over_frames_and_enter_opens_its_chunk(
+    leader: ScriptedLeader,
+) -> None:
+    # Chunk 4 (frames 41-50): attempt 1 failed; retried, attempt 2 runs once chunk 3 is done.
+    leader.chunk_action("j1", "retry", [4])
+    leader.finish("j1", 3)
+    assert leader.running("j1", 4) == ("node-a", 2)
+    app = make_app(leader)
     async with app.run_test(size=(80, 24)) as pilot:
         grid = await open_grid(pilot, app)
         assert grid.cursor_frame == 1
@@ -40,32 +42,31 @@ async def test_the_cursor_moves_over_frames_and_enter_opens_its_chunk(leader: Fa
         await pilot.press("right", "right", "down")
         assert grid.cursor_frame == 3 + columns
         await pilot.press("home")
-        await pilot.press(*["right"] * 43)  # frame 44, in chunk 5
+        await pilot.press(*["right"] * 43)  # frame 44, in chunk 4
         assert grid.cursor_frame == 44
         await pilot.press("enter")
         await pilot.pause()
         table = app.screen.query_one(ChunkTable)
         assert table.has_focus
-        assert table.cursor_key == "5"
+        assert table.cursor_key == "4"
         text = screen_text(app)
-        assert "chunk 5 frames 41-50" in text
-        assert "#2 node-a" in text  # newest attempt first
-        assert "#1 node-b" in text
+        assert "chunk 4 frames 41-50" in text
+        assert text.index("#2 node-a") < text.index("#1 node-a")  # newest attempt first
         assert "failed exit 1" in text
 
 
 async def test_selected_frames_are_retried_or_held_through_their_chunks(
-    leader: FakeLeader,
+    leader: ScriptedLeader,
 ) -> None:
-    app = make_app(leader.url)
+    app = make_app(leader)
     async with app.run_test(size=(80, 24)) as pilot:
         grid = await open_grid(pilot, app)
         await pilot.press("end")
         assert grid.cursor_frame == 100
-        await pilot.press("space")  # frame 100: chunk 10
-        await pilot.press("home", *["right"] * 59)  # frame 60: chunk 6
-        await pilot.press("shift+right", "shift+right")  # 60-62: chunks 6 and 7
-        assert grid.target_frames() == [60, 61, 62]
+        await pilot.press("space")  # frame 100: chunk 9
+        await pilot.press("home", *["right"] * 69)  # frame 70: chunk 6 (excluded)
+        await pilot.press("shift+right", "shift+right")  # 70-72: chunks 6 and 7
+        assert grid.target_frames() == [70, 71, 72]
         await pilot.press("k")
         await wait_for(pilot, lambda: "CHUNK ACTION on chunks 6, 7 of" in screen_text(app))
         await pilot.press("h")
@@ -73,13 +74,16 @@ async def test_selected_frames_are_retried_or_held_through_their_chunks(
         sent = leader.last(RunChunkAction)
         assert isinstance(sent, RunChunkAction)
         assert (sent.action, sent.chunks) == ("hold", [6, 7])
-        await wait_for(pilot, lambda: cells(grid)[65][0] == GLYPHS["held"])
+        await wait_for(pilot, lambda: cells(grid)[75][0] == GLYPHS["held"])
+        assert cells(grid)[65][0] == GLYPHS["excluded"]  # the leader holds no excluded chunk
         # Space on 100 was dropped by shift+arrows: the range is the selection. Add it back.
         await pilot.press("end", "space", "k", "r")
         await wait_for(pilot, lambda: leader.count(RunChunkAction) == 2)
         sent = leader.last(RunChunkAction)
         assert isinstance(sent, RunChunkAction)
-        assert (sent.action, sent.chunks) == ("retry", [6, 7, 10])
+        assert (sent.action, sent.chunks) == ("retry", [6, 7, 9])
+        await wait_for(pilot, lambda: cells(grid)[75][0] == GLYPHS["unassigned"])
+        assert leader.detail("j1").chunks[6].state == "queued"  # excluded no more
         # A costly one asks first.
         await pilot.press("k", "d")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
@@ -92,24 +96,11 @@ async def test_selected_frames_are_retried_or_held_through_their_chunks(
         assert grid.target_frames() == [100]
 
 
-def rendered_in(chunk: ChunkView, seconds: float) -> ChunkView:
-    """``chunk`` done by one successful attempt that took ``seconds``."""
-    started = chunk.started or T0
-    attempt = AttemptView(
-        number=1, node="node-a", started=started, finished=started + seconds, outcome="done"
-    )
-    return msgspec.structs.replace(
-        chunk, state="done", attempt=1, attempts=[attempt], finished=started + seconds
-    )
-
-
-async def test_heat_map_colours_frames_by_render_time_with_its_scale(leader: FakeLeader) -> None:
-    leader.detail("j1")
-    chunks = leader.chunks["j1"]
-    # Chunk 1 took 20 s (2 s a frame), chunk 3 took 100 s (10 s a frame).
-    chunks[1] = rendered_in(chunks[1], 20)
-    chunks[3] = rendered_in(chunks[3], 100)
-    app = make_app(leader.url)
+async def test_heat_map_colours_frames_by_render_time_with_its_scale(
+    leader: ScriptedLeader,
+) -> None:
+    # Chunks of 10 frames: chunk 0 took 20 s (2 s a frame), 1 took 42 s, 2 took 100 s (10 s).
+    app = make_app(leader)
     async with app.run_test(size=(80, 24)) as pilot:
         grid = await open_grid(pilot, app)
         assert "render time" not in screen_text(app)
@@ -125,24 +116,23 @@ async def test_heat_map_colours_frames_by_render_time_with_its_scale(leader: Fak
         assert drawn[80][0] == GLYPHS["unassigned"]
         assert drawn[80][1].color.triplet.hex == "#606060"  # type: ignore[union-attr]
         # A chunk finishing moves the scale.
-        done = rendered_in(chunks[2], 300)
-        await leader.broadcast(ChunksChanged(job_id="j1", chunks=[done]))
+        leader.finish("j1", 3, took=300)
         await wait_for(pilot, lambda: "30s" in screen_text(app))
         await pilot.press("T")
-        await wait_for(pilot, lambda: "■done 30" in screen_text(app))
+        await wait_for(pilot, lambda: "■done 40" in screen_text(app))
 
 
-async def test_a_held_job_shows_its_waiting_frames_as_held(leader: FakeLeader) -> None:
-    app = make_app(leader.url)
+async def test_a_held_job_shows_its_waiting_frames_as_held(leader: ScriptedLeader) -> None:
+    app = make_app(leader)
     async with app.run_test(size=(80, 24)) as pilot:
         grid = await open_grid(pilot, app)
         assert cells(grid)[80][0] == GLYPHS["unassigned"]
-        await leader.broadcast(JobsChanged(jobs=[leader.set_job("j1", state="holding")]))
+        leader.action("hold", ["j1"])
         await wait_for(pilot, lambda: cells(grid)[80][0] == GLYPHS["held"])
         held = cells(grid)[80][1].color
         assert held is not None
         assert held.triplet is not None
         assert held.triplet.hex == "#d946ef"
         assert cells(grid)[1][0] == GLYPHS["done"]  # done frames stay done
-        assert "‖held 50" in screen_text(app)  # 5 held + 45 waiting
+        assert "‖held 40" in screen_text(app)  # 10 held + 30 waiting
         assert "(job held)" in screen_text(app)

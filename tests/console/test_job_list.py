@@ -7,24 +7,24 @@ import pytest
 from farmtui.console.job_list import FilterError, JobList, parse_filter
 from farmtui.console.state import Change, ConsoleState
 from farmtui.console.widgets.jobs_table import JobsTable
-from farmtui.protocol import JobsChanged
 from tests.console.conftest import make_app, synced, wait_for
-from tests.console.fake_leader import FakeLeader
 from tests.console.screen import screen_text
+from tests.console.scripted_leader import ScriptedLeader
 
 
-def farm() -> ConsoleState:
+@pytest.fixture
+def console_state(leader: ScriptedLeader) -> ConsoleState:
+    """The standard farm as a console holds it after the real leader's snapshot."""
     state = ConsoleState()
-    state.apply(FakeLeader().snapshot(include_archived=True), Change())
+    state.apply(leader.snapshot(include_archived=True), Change())
     return state
 
 
-def shown(listing: JobList, text: str = "") -> list[object]:
-    assert listing.set_filter(text) is None
-    return listing.rows(farm())
+def test_filter_terms_words_and_states(console_state: ConsoleState) -> None:
+    def shown(listing: JobList, text: str = "") -> list[object]:
+        assert listing.set_filter(text) is None
+        return listing.rows(console_state)
 
-
-def test_filter_terms_words_and_states() -> None:
     listing = JobList()
     assert shown(listing, "owner:alice") == ["j1", "j4"]
     assert shown(listing, "state:failed") == ["j3"]
@@ -58,23 +58,23 @@ def test_a_filter_that_cannot_be_read_says_why_and_keeps_the_old_one(
     assert listing.text_filter == "owner:bob"
 
 
-def test_sort_and_hide_finished() -> None:
+def test_sort_and_hide_finished(console_state: ConsoleState) -> None:
     listing = JobList()
-    assert listing.rows(farm()) == ["j1", "j2", "j3", "j4", "j5"]
+    assert listing.rows(console_state) == ["j1", "j2", "j3", "j4", "j5"]
     assert listing.reorderable
     assert listing.next_sort() == "name"
     assert not listing.reorderable
-    assert listing.rows(farm()) == ["j1", "j2", "j3", "j4", "j5"]  # shot_010 ... turntable
+    assert listing.rows(console_state) == ["j1", "j2", "j3", "j4", "j5"]  # shot_010 ... turntable
     listing.next_sort()
     assert listing.sort == "owner"
-    assert listing.rows(farm()) == ["j1", "j4", "j2", "j3", "j5"]  # alice, alice, bob ...
+    assert listing.rows(console_state) == ["j1", "j4", "j2", "j3", "j5"]  # alice, alice, bob ...
     listing.sort = "dispatch"
     listing.hide_finished = True
-    assert listing.rows(farm()) == ["j1", "j2", "j3", "j4"]  # turntable (done) hidden
+    assert listing.rows(console_state) == ["j1", "j2", "j3", "j4"]  # turntable (done) hidden
 
 
-async def test_sort_hide_and_filter_keys(leader: FakeLeader) -> None:
-    app = make_app(leader.url)
+async def test_sort_hide_and_filter_keys(leader: ScriptedLeader) -> None:
+    app = make_app(leader)
     async with app.run_test(size=(80, 24)) as pilot:
         await synced(pilot, app)
         table = app.screen.query_one(JobsTable)
@@ -96,12 +96,12 @@ async def test_sort_hide_and_filter_keys(leader: FakeLeader) -> None:
         await pilot.press("slash", *"state:fail,paus", "enter")
         await wait_for(pilot, lambda: table.keys == ["j3", "j4"])
         # A job that leaves the filter's state leaves the table.
-        await leader.broadcast(JobsChanged(jobs=[leader.set_job("j4", state="queued")]))
+        leader.action("resume", ["j4"])
         await wait_for(pilot, lambda: table.keys == ["j3"])
 
 
-def test_snapshot_alone_is_no_transition() -> None:
+def test_snapshot_alone_is_no_transition(leader: ScriptedLeader) -> None:
     state = ConsoleState()
     change = Change()
-    state.apply(FakeLeader().snapshot(), change)
+    state.apply(leader.snapshot(), change)
     assert change.transitions == []

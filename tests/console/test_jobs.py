@@ -1,10 +1,12 @@
-"""The jobs table against the fake leader: selection, actions, confirmation, reorder, filter."""
+"""The jobs table against the real leader (scripted farm): selection, actions,
+confirmation, reorder, filter. Effects are checked in the leader's own state."""
 
 from __future__ import annotations
 
 import pytest
 
 from farmtui.console.actions import JOB_ACTIONS
+from farmtui.console.app import FarmConsole
 from farmtui.console.confirmations import JOB_ACTION_COSTS
 from farmtui.console.screens.confirm import ConfirmScreen
 from farmtui.console.screens.context_menu import ContextMenu
@@ -13,8 +15,8 @@ from farmtui.console.widgets.action_strip import ActionStrip
 from farmtui.console.widgets.jobs_table import JobsTable
 from farmtui.protocol import MoveJob, RunJobAction, ShowArchived
 from tests.console.conftest import make_app, synced, wait_for
-from tests.console.fake_leader import FakeLeader
 from tests.console.screen import screen_text
+from tests.console.scripted_leader import ScriptedLeader
 
 
 def table(app: object) -> JobsTable:
@@ -25,8 +27,16 @@ def order(app: object) -> list[str]:
     return table(app).keys
 
 
-async def test_jobs_in_dispatch_order_with_priority_hint(leader: FakeLeader) -> None:
-    app = make_app(leader.url)
+def in_step(app: FarmConsole, leader: ScriptedLeader, job_id: str) -> bool:
+    """The console shows the job as the leader has it (an archived job not at all)."""
+    real = leader.job(job_id)
+    if real.archived:
+        return job_id not in app.state.jobs
+    return app.state.jobs.get(job_id) == real
+
+
+async def test_jobs_in_dispatch_order_with_priority_hint(leader: ScriptedLeader) -> None:
+    app = make_app(leader)
     async with app.run_test(size=(80, 24)) as pilot:
         await synced(pilot, app)
         assert order(app) == ["j1", "j2", "j3", "j4", "j5"]
@@ -36,14 +46,14 @@ async def test_jobs_in_dispatch_order_with_priority_hint(leader: FakeLeader) -> 
         assert "shot_010_comp" in text
         assert " rend " in text  # abbreviated by design, not cut ("renderin…")
         assert "…" not in text
-        assert "30/100" in text
+        assert "30/90" in text  # the leader does not count j1's 10 excluded frames
         assert "lower number renders sooner" in str(table(app).tooltip)
         # Archived jobs are not listed unless asked for.
         assert "old_preview" not in text
 
 
-async def test_multi_select_by_keyboard(leader: FakeLeader) -> None:
-    app = make_app(leader.url)
+async def test_multi_select_by_keyboard(leader: ScriptedLeader) -> None:
+    app = make_app(leader)
     async with app.run_test(size=(80, 24)) as pilot:
         await synced(pilot, app)
         strip = app.screen.query_one(ActionStrip)
@@ -62,8 +72,8 @@ async def test_multi_select_by_keyboard(leader: FakeLeader) -> None:
         assert not strip.display
 
 
-async def test_multi_select_by_mouse(leader: FakeLeader) -> None:
-    app = make_app(leader.url)
+async def test_multi_select_by_mouse(leader: ScriptedLeader) -> None:
+    app = make_app(leader)
     async with app.run_test(size=(80, 24)) as pilot:
         await synced(pilot, app)
         await pilot.click("#jobs", offset=(10, 2))
@@ -83,12 +93,12 @@ async def test_multi_select_by_mouse(leader: FakeLeader) -> None:
     "spec", [s for s in JOB_ACTIONS if s.action not in JOB_ACTION_COSTS], ids=str
 )
 async def test_each_cheap_job_action_key_sends_to_every_selected_job(
-    leader: FakeLeader, spec: object
+    leader: ScriptedLeader, spec: object
 ) -> None:
     from farmtui.console.actions import JobActionSpec
 
     assert isinstance(spec, JobActionSpec)
-    app = make_app(leader.url)
+    app = make_app(leader)
     async with app.run_test(size=(80, 24)) as pilot:
         await synced(pilot, app)
         await pilot.press("down", "space", "down", "space")  # j2 and j3
@@ -99,17 +109,22 @@ async def test_each_cheap_job_action_key_sends_to_every_selected_job(
         assert sent.action == spec.action
         assert sent.job_ids == ["j2", "j3"]
         # The leader's answer reaches the table.
+        # The leader applied it by its own rules, and its answer reaches the table.
+        for job_id in ("j2", "j3"):
+            await wait_for(pilot, lambda j=job_id: in_step(app, leader, j), what="the table")  # type: ignore[misc]
         if spec.action == "pause":
-            await wait_for(pilot, lambda: app.state.jobs["j2"].state == "paused")
+            assert leader.job("j2").state == "paused"
             assert " paus " in screen_text(app)
 
 
-async def test_action_on_cursor_job_when_nothing_selected(leader: FakeLeader) -> None:
-    app = make_app(leader.url)
+async def test_action_on_cursor_job_when_nothing_selected(leader: ScriptedLeader) -> None:
+    app = make_app(leader)
     async with app.run_test(size=(80, 24)) as pilot:
         await synced(pilot, app)
         await pilot.press("down", "h")
         await wait_for(pilot, lambda: app.state.jobs["j2"].state == "holding")
+        assert leader.job("j2").state == "holding"
+        assert leader.job("j1").state == "rendering"
         sent = leader.last(RunJobAction)
         assert isinstance(sent, RunJobAction)
         assert sent.job_ids == ["j2"]
@@ -119,9 +134,9 @@ async def test_action_on_cursor_job_when_nothing_selected(leader: FakeLeader) ->
     ("key", "action"), [("c", "cancel"), ("delete", "delete"), ("q", "requeue"), ("x", "complete")]
 )
 async def test_costly_actions_ask_first_naming_the_jobs(
-    leader: FakeLeader, key: str, action: str
+    leader: ScriptedLeader, key: str, action: str
 ) -> None:
-    app = make_app(leader.url)
+    app = make_app(leader)
     async with app.run_test(size=(80, 24)) as pilot:
         await synced(pilot, app)
         await pilot.press("space", "down", "space")
@@ -147,14 +162,18 @@ async def test_costly_actions_ask_first_naming_the_jobs(
         if action == "delete":
             await wait_for(pilot, lambda: "j1" not in app.state.jobs)
             await wait_for(pilot, lambda: "j1" not in order(app))
+            assert leader.order() == ["j3", "j4", "j5"]
         else:
-            expected = {"cancel": "cancelled", "requeue": "queued", "complete": "done"}[action]
-            await wait_for(pilot, lambda: app.state.jobs["j2"].state == expected)
+            await wait_for(pilot, lambda: app.state.jobs["j1"] == leader.job("j1"))
+            expected = {"cancel": "cancelled", "requeue": "rendering", "complete": "done"}[action]
+            assert leader.job("j1").state == expected  # requeued: j1 renders again at once
+            done = leader.job("j1").stats.frames_done
+            assert done == {"cancel": 30, "requeue": 0, "complete": 90}[action]
 
 
-async def test_confirmation_keys_and_buttons(leader: FakeLeader) -> None:
+async def test_confirmation_keys_and_buttons(leader: ScriptedLeader) -> None:
     """Escape, n and the Keep button keep everything; Enter and the action's button confirm."""
-    app = make_app(leader.url)
+    app = make_app(leader)
     async with app.run_test(size=(80, 24)) as pilot:
         await synced(pilot, app)
         for keep in ("escape", "n", "#confirm-no"):
@@ -177,8 +196,8 @@ async def test_confirmation_keys_and_buttons(leader: FakeLeader) -> None:
         await wait_for(pilot, lambda: leader.count(RunJobAction) == 2)
 
 
-async def test_action_strip_click_runs_the_action(leader: FakeLeader) -> None:
-    app = make_app(leader.url)
+async def test_action_strip_click_runs_the_action(leader: ScriptedLeader) -> None:
+    app = make_app(leader)
     async with app.run_test(size=(160, 48)) as pilot:
         await synced(pilot, app)
         await pilot.press("space")
@@ -196,8 +215,8 @@ async def test_action_strip_click_runs_the_action(leader: FakeLeader) -> None:
         assert sent.action == "pause"
 
 
-async def test_right_click_menu_acts_on_that_row_only(leader: FakeLeader) -> None:
-    app = make_app(leader.url)
+async def test_right_click_menu_acts_on_that_row_only(leader: ScriptedLeader) -> None:
+    app = make_app(leader)
     async with app.run_test(size=(80, 24)) as pilot:
         await synced(pilot, app)
         await pilot.press("space")  # j1 selected; the menu ignores the selection
@@ -214,8 +233,8 @@ async def test_right_click_menu_acts_on_that_row_only(leader: FakeLeader) -> Non
         assert sent.job_ids == ["j3"]
 
 
-async def test_keyboard_menu_with_destructive_choice_confirms(leader: FakeLeader) -> None:
-    app = make_app(leader.url)
+async def test_keyboard_menu_with_destructive_choice_confirms(leader: ScriptedLeader) -> None:
+    app = make_app(leader)
     async with app.run_test(size=(80, 24)) as pilot:
         await synced(pilot, app)
         await pilot.press("down", "m")
@@ -225,10 +244,11 @@ async def test_keyboard_menu_with_destructive_choice_confirms(leader: FakeLeader
         assert "shot_020_light" in screen_text(app)
         await pilot.press("y")
         await wait_for(pilot, lambda: app.state.jobs["j2"].state == "cancelled")
+        assert leader.job("j2").state == "cancelled"
 
 
-async def test_reorder_by_keyboard_within_group(leader: FakeLeader) -> None:
-    app = make_app(leader.url)
+async def test_reorder_by_keyboard_within_group(leader: ScriptedLeader) -> None:
+    app = make_app(leader)
     async with app.run_test(size=(80, 24)) as pilot:
         await synced(pilot, app)
         await pilot.press("down", "down")  # j3, second of group 50
@@ -247,10 +267,11 @@ async def test_reorder_by_keyboard_within_group(leader: FakeLeader) -> None:
         await wait_for(pilot, lambda: order(app) == ["j1", "j2", "j4", "j3", "j5"])
         moves = [m for m in leader.received if isinstance(m, MoveJob)]
         assert [m.where for m in moves] == ["up", "bottom", "up", "top", "down", "bottom"]
+        assert leader.order() == ["j1", "j2", "j4", "j3", "j5"]
 
 
-async def test_reorder_by_drag_within_group(leader: FakeLeader) -> None:
-    app = make_app(leader.url)
+async def test_reorder_by_drag_within_group(leader: ScriptedLeader) -> None:
+    app = make_app(leader)
     async with app.run_test(size=(80, 24)) as pilot:
         await synced(pilot, app)
         # Grab j4's handle (row 4 -> y=4) and drop it on j2 (y=2).
@@ -260,13 +281,14 @@ async def test_reorder_by_drag_within_group(leader: FakeLeader) -> None:
         assert "move shot_040_anim before shot_020_light" in screen_text(app)
         await pilot.mouse_up("#jobs", offset=(1, 2))
         await wait_for(pilot, lambda: order(app) == ["j1", "j4", "j2", "j3", "j5"])
+        assert leader.order() == ["j1", "j4", "j2", "j3", "j5"]
         sent = leader.last(MoveJob)
         assert isinstance(sent, MoveJob)
         assert sent.before == "j2"
 
 
-async def test_drag_across_groups_is_refused(leader: FakeLeader) -> None:
-    app = make_app(leader.url)
+async def test_drag_across_groups_is_refused(leader: ScriptedLeader) -> None:
+    app = make_app(leader)
     async with app.run_test(size=(80, 24)) as pilot:
         await synced(pilot, app)
         await pilot.mouse_down("#jobs", offset=(1, 3))  # j3, priority 50
@@ -279,11 +301,12 @@ async def test_drag_across_groups_is_refused(leader: FakeLeader) -> None:
         notes = [n.message for n in app._notifications]
         assert any("priority always wins" in note for note in notes)
         assert order(app) == ["j1", "j2", "j3", "j4", "j5"]
+        assert leader.order() == ["j1", "j2", "j3", "j4", "j5"]
 
 
-async def test_leader_refusal_is_shown(leader: FakeLeader) -> None:
+async def test_leader_refusal_is_shown(leader: ScriptedLeader) -> None:
     """A move the console lets through but the leader refuses shows the Reply error."""
-    app = make_app(leader.url)
+    app = make_app(leader)
     async with app.run_test(size=(80, 24)) as pilot:
         await synced(pilot, app)
         # Bypass the console's own check: ask for a cross-group 'before' move directly.
@@ -293,13 +316,15 @@ async def test_leader_refusal_is_shown(leader: FakeLeader) -> None:
         await wait_for(
             pilot,
             lambda: any(
-                "moves stay within a priority group" in n.message for n in app._notifications
+                "priority always wins; change the priority instead" in n.message
+                for n in app._notifications
             ),
         )
+        assert leader.order() == ["j1", "j2", "j3", "j4", "j5"]
 
 
-async def test_filter(leader: FakeLeader) -> None:
-    app = make_app(leader.url)
+async def test_filter(leader: ScriptedLeader) -> None:
+    app = make_app(leader)
     async with app.run_test(size=(80, 24)) as pilot:
         await synced(pilot, app)
         await pilot.press("slash")
@@ -312,8 +337,8 @@ async def test_filter(leader: FakeLeader) -> None:
         await wait_for(pilot, lambda: len(order(app)) == 5)
 
 
-async def test_group_by_priority_then_state(leader: FakeLeader) -> None:
-    app = make_app(leader.url)
+async def test_group_by_priority_then_state(leader: ScriptedLeader) -> None:
+    app = make_app(leader)
     async with app.run_test(size=(80, 24)) as pilot:
         await synced(pilot, app)
         await pilot.press("g")
@@ -331,8 +356,8 @@ async def test_group_by_priority_then_state(leader: FakeLeader) -> None:
         assert "Priority 10" not in screen_text(app)
 
 
-async def test_show_archived_on_demand(leader: FakeLeader) -> None:
-    app = make_app(leader.url)
+async def test_show_archived_on_demand(leader: ScriptedLeader) -> None:
+    app = make_app(leader)
     async with app.run_test(size=(80, 24)) as pilot:
         await synced(pilot, app)
         await pilot.press("A")
@@ -346,9 +371,10 @@ async def test_show_archived_on_demand(leader: FakeLeader) -> None:
         await wait_for(pilot, lambda: "j6" not in order(app))
 
 
-async def test_archive_hides_the_job(leader: FakeLeader) -> None:
-    app = make_app(leader.url)
+async def test_archive_hides_the_job(leader: ScriptedLeader) -> None:
+    app = make_app(leader)
     async with app.run_test(size=(80, 24)) as pilot:
         await synced(pilot, app)
         await pilot.press("end", "a")
         await wait_for(pilot, lambda: "j5" not in order(app))
+        assert leader.job("j5").archived

@@ -19,8 +19,8 @@ from farmtui.console.widgets.filter_input import FilterInput
 from farmtui.console.widgets.jobs_table import JobsTable
 from farmtui.protocol import RunChunkAction, RunJobAction, SetPriority
 from tests.console.conftest import make_app, synced, wait_for
-from tests.console.fake_leader import FakeLeader
 from tests.console.screen import screen_text
+from tests.console.scripted_leader import ScriptedLeader
 
 # How to reach each pane, from the jobs table with j1 under the cursor.
 PANES = {
@@ -37,8 +37,10 @@ def key_bar(app: FarmConsole) -> str:
 
 
 @pytest.mark.parametrize("pane", list(PANES))
-async def test_r_and_h_act_on_the_job_whatever_has_the_focus(leader: FakeLeader, pane: str) -> None:
-    app = make_app(leader.url)
+async def test_r_and_h_act_on_the_job_whatever_has_the_focus(
+    leader: ScriptedLeader, pane: str
+) -> None:
+    app = make_app(leader)
     async with app.run_test(size=(80, 24)) as pilot:
         await synced(pilot, app)
         await pilot.press(*PANES[pane])
@@ -49,22 +51,23 @@ async def test_r_and_h_act_on_the_job_whatever_has_the_focus(leader: FakeLeader,
         await wait_for(pilot, lambda: leader.count(RunJobAction) == 2, what="resume sent")
         actions = [m.action for m in leader.received if isinstance(m, RunJobAction)]
         assert actions == ["hold", "resume"]
+        await wait_for(pilot, lambda: app.state.jobs["j1"].state == leader.job("j1").state)
         assert all(m.job_ids == ["j1"] for m in leader.received if isinstance(m, RunJobAction))
         assert leader.count(RunChunkAction) == 0
 
 
-async def test_chunk_actions_only_in_the_k_mode_shown_in_the_footer(leader: FakeLeader) -> None:
-    app = make_app(leader.url)
+async def test_chunk_actions_only_in_the_k_mode_shown_in_the_footer(leader: ScriptedLeader) -> None:
+    app = make_app(leader)
     async with app.run_test(size=(80, 24)) as pilot:
         await synced(pilot, app)
         assert "k chunk" not in key_bar(app)  # nothing to act on from the jobs table
-        await pilot.press("enter", "t", "down")  # chunk 2
+        await pilot.press("enter", "t", "down")  # chunk 1
         assert "k chunk action" in key_bar(app)
         await pilot.press("k")
         await wait_for(pilot, lambda: isinstance(app.screen, ChunkActionMode))
         await pilot.pause()
         text = screen_text(app)
-        assert "CHUNK ACTION on chunk 2 of shot_010_comp" in text
+        assert "CHUNK ACTION on chunk 1 of shot_010_comp" in text
         footer = text.splitlines()[-1]
         for key, label in (("r", "Retry"), ("h", "Hold"), ("F", "Set failed"), ("e", "Exclude")):
             assert f"{key} {label}" in footer
@@ -84,12 +87,13 @@ async def test_chunk_actions_only_in_the_k_mode_shown_in_the_footer(leader: Fake
         await wait_for(pilot, lambda: leader.count(RunChunkAction) == 1)
         sent = leader.last(RunChunkAction)
         assert isinstance(sent, RunChunkAction)
-        assert (sent.action, sent.chunks) == ("retry", [2])
+        assert (sent.action, sent.chunks) == ("retry", [1])
         assert leader.count(RunJobAction) == 0
+        assert leader.job("j1").state == "rendering"
 
 
-async def test_priority_is_typed_and_applied_once_on_enter(leader: FakeLeader) -> None:
-    app = make_app(leader.url)
+async def test_priority_is_typed_and_applied_once_on_enter(leader: ScriptedLeader) -> None:
+    app = make_app(leader)
     async with app.run_test(size=(80, 24)) as pilot:
         await synced(pilot, app)
         await pilot.press("enter")  # detail of j1 (priority 10)
@@ -111,6 +115,7 @@ async def test_priority_is_typed_and_applied_once_on_enter(leader: FakeLeader) -
         sent = leader.last(SetPriority)
         assert isinstance(sent, SetPriority)
         assert (sent.job_id, sent.priority) == ("j1", 42)
+        assert leader.job("j1").priority == 42
         await wait_for(pilot, lambda: "Pri 42" in screen_text(app))
         # Out of range: said so, nothing sent; Esc cancels.
         await pilot.press("P", "2", "0", "0", "enter")
@@ -120,27 +125,22 @@ async def test_priority_is_typed_and_applied_once_on_enter(leader: FakeLeader) -
         assert leader.count(SetPriority) == 1
 
 
-async def test_the_priority_prompt_is_for_admins_only() -> None:
-    leader = FakeLeader(role="user")
-    await leader.start()
-    try:
-        app = make_app(leader.url)
-        async with app.run_test(size=(80, 24)) as pilot:
-            await synced(pilot, app)
-            await pilot.press("enter")
-            await pilot.pause()
-            assert "admins change it" in screen_text(app)
-            await pilot.press("P")
-            await pilot.pause()
-            assert isinstance(app.screen, MainScreen)
-            assert any("Only admins" in n.message for n in app._notifications)
-            assert leader.count(SetPriority) == 0
-    finally:
-        await leader.stop()
+async def test_the_priority_prompt_is_for_admins_only(leader: ScriptedLeader) -> None:
+    app = make_app(leader, token=leader.user_token("bob"))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await synced(pilot, app)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert "admins change it" in screen_text(app)
+        await pilot.press("P")
+        await pilot.pause()
+        assert isinstance(app.screen, MainScreen)
+        assert any("Only admins" in n.message for n in app._notifications)
+        assert leader.count(SetPriority) == 0
 
 
-async def test_the_focused_pane_has_a_visible_focus_ring(leader: FakeLeader) -> None:
-    app = make_app(leader.url)
+async def test_the_focused_pane_has_a_visible_focus_ring(leader: ScriptedLeader) -> None:
+    app = make_app(leader)
     async with app.run_test(size=(160, 48)) as pilot:
         await synced(pilot, app)
         jobs = app.screen.query_one("#jobs")
@@ -158,8 +158,8 @@ async def test_the_focused_pane_has_a_visible_focus_ring(leader: FakeLeader) -> 
         assert ring(jobs).hex != accent.hex
 
 
-async def test_no_key_types_into_the_hidden_filter(leader: FakeLeader) -> None:
-    app = make_app(leader.url)
+async def test_no_key_types_into_the_hidden_filter(leader: ScriptedLeader) -> None:
+    app = make_app(leader)
     async with app.run_test(size=(80, 24)) as pilot:
         await synced(pilot, app)
         await pilot.press("slash", *"shot")
@@ -187,9 +187,9 @@ async def test_no_key_types_into_the_hidden_filter(leader: FakeLeader) -> None:
     ],
 )
 async def test_the_key_bar_shows_what_matters_in_the_view(
-    leader: FakeLeader, keys: tuple[str, ...], expected: list[str]
+    leader: ScriptedLeader, keys: tuple[str, ...], expected: list[str]
 ) -> None:
-    app = make_app(leader.url)
+    app = make_app(leader)
     async with app.run_test(size=(80, 24)) as pilot:
         await synced(pilot, app)
         await pilot.press(*keys)
@@ -207,12 +207,12 @@ async def test_the_key_bar_shows_what_matters_in_the_view(
 
 
 async def test_help_overlay_lists_the_keys_of_the_view_from_the_bindings(
-    leader: FakeLeader, tmp_path: Path
+    leader: ScriptedLeader, tmp_path: Path
 ) -> None:
     path = tmp_path / "config" / "farmtui" / "keys.toml"  # XDG_CONFIG_HOME from conftest
     path.parent.mkdir(parents=True)
     path.write_text('[keys]\n"jobs.pause" = "ctrl+o"\n"grid.heat" = "M"\n')
-    app = make_app(leader.url)
+    app = make_app(leader)
     async with app.run_test(size=(100, 40)) as pilot:
         await synced(pilot, app)
         await pilot.press("question_mark")
@@ -244,9 +244,9 @@ async def test_help_overlay_lists_the_keys_of_the_view_from_the_bindings(
         await wait_for(pilot, lambda: isinstance(app.screen, MainScreen))
 
 
-async def test_one_meaning_per_key_across_the_panes(leader: FakeLeader) -> None:
+async def test_one_meaning_per_key_across_the_panes(leader: ScriptedLeader) -> None:
     """No key means a job action in one pane and something else in another."""
-    app = make_app(leader.url)
+    app = make_app(leader)
     async with app.run_test(size=(80, 24)) as pilot:
         await synced(pilot, app)
         screen = app.screen

@@ -9,9 +9,14 @@ import pytest
 from farmtui.console.app import FarmConsole
 from farmtui.console.screens.main import MainScreen
 from farmtui.console.settings import ConsoleSettings, NotifySettings, load_settings
-from farmtui.protocol import JobsChanged
 from tests.console.conftest import make_app, synced, wait_for
-from tests.console.fake_leader import FakeLeader
+from tests.console.scripted_leader import ScriptedLeader
+
+
+def fail_j1(leader: ScriptedLeader) -> None:
+    """Every chunk of j1 not done or excluded is set failed: by the leader's rules, j1 fails."""
+    leader.chunk_action("j1", "set-failed", [3, 5, 7, 8, 9])
+    assert leader.job("j1").state == "failed"
 
 
 def ring_counter(app: FarmConsole, monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -21,45 +26,48 @@ def ring_counter(app: FarmConsole, monkeypatch: pytest.MonkeyPatch) -> list[int]
 
 
 async def test_bell_and_toast_when_a_job_fails_or_finishes(
-    leader: FakeLeader, monkeypatch: pytest.MonkeyPatch
+    leader: ScriptedLeader, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    app = make_app(leader.url, settings=ConsoleSettings())
+    app = make_app(leader, settings=ConsoleSettings())
     rings = ring_counter(app, monkeypatch)
     async with app.run_test(size=(80, 24), notifications=True) as pilot:
         await synced(pilot, app)
         assert rings == []  # the snapshot rings nothing
-        await leader.broadcast(JobsChanged(jobs=[leader.set_job("j1", state="failed")]))
+        fail_j1(leader)
         await wait_for(pilot, lambda: rings == [1])
         toast = list(app._notifications)[-1]
         assert toast.title == "Job failed"
-        assert "shot_010_comp (alice): 30/100 frames done" in toast.message
-        await leader.broadcast(JobsChanged(jobs=[leader.set_job("j2", state="done")]))
+        assert "shot_010_comp (alice): 30/90 frames done" in toast.message
+        leader.action("complete", ["j2"])
         await wait_for(pilot, lambda: rings == [1, 1])
         assert any(n.title == "Job finished" for n in app._notifications)
         # A change that is no finish rings nothing.
-        await leader.broadcast(JobsChanged(jobs=[leader.set_job("j4", state="queued")]))
+        leader.action("resume", ["j4"])
+        await wait_for(pilot, lambda: app.state.jobs["j4"].state == leader.job("j4").state)
+        assert leader.job("j4").state != "paused"
         await pilot.pause()
         assert rings == [1, 1]
         # The off switch (palette command), then on again.
         screen = app.screen
         assert isinstance(screen, MainScreen)
         screen.action_toggle_notifications()
-        await leader.broadcast(JobsChanged(jobs=[leader.set_job("j4", state="failed")]))
+        leader.action("cancel", ["j3"])
+        leader.chunk_action("j4", "set-failed", [1, 2])
         await wait_for(pilot, lambda: app.state.jobs["j4"].state == "failed")
         await pilot.pause()
         assert rings == [1, 1]
 
 
 async def test_bell_off_in_the_settings_keeps_the_toast(
-    leader: FakeLeader, monkeypatch: pytest.MonkeyPatch
+    leader: ScriptedLeader, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings = ConsoleSettings(notify=NotifySettings(bell=False, on=frozenset({"failed"})))
-    app = make_app(leader.url, settings=settings)
+    app = make_app(leader, settings=settings)
     rings = ring_counter(app, monkeypatch)
     async with app.run_test(size=(80, 24), notifications=True) as pilot:
         await synced(pilot, app)
-        await leader.broadcast(JobsChanged(jobs=[leader.set_job("j2", state="done")]))
-        await leader.broadcast(JobsChanged(jobs=[leader.set_job("j1", state="failed")]))
+        leader.action("complete", ["j2"])
+        fail_j1(leader)
         await wait_for(pilot, lambda: any(n.title == "Job failed" for n in app._notifications))
         assert not any(n.title == "Job finished" for n in app._notifications)  # not in "on"
         assert rings == []
@@ -81,16 +89,16 @@ def test_console_toml(tmp_path: Path) -> None:
 
 
 async def test_console_toml_is_read_at_start(
-    leader: FakeLeader, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    leader: ScriptedLeader, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "config" / "farmtui" / "console.toml"  # XDG_CONFIG_HOME from conftest
     path.parent.mkdir(parents=True)
     path.write_text("[notify]\nbell = false\ntoast = false\n")
-    app = make_app(leader.url)
+    app = make_app(leader)
     rings = ring_counter(app, monkeypatch)
     async with app.run_test(size=(80, 24), notifications=True) as pilot:
         await synced(pilot, app)
-        await leader.broadcast(JobsChanged(jobs=[leader.set_job("j1", state="failed")]))
+        fail_j1(leader)
         await wait_for(pilot, lambda: app.state.jobs["j1"].state == "failed")
         await pilot.pause()
         assert rings == []

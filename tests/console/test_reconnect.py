@@ -1,59 +1,65 @@
-"""Losing the leader: banner, stale marking, reconnect with backoff, full resync."""
+"""Losing the leader: banner, stale marking, reconnect with backoff, full resync.
+
+The link is cut by a gate between console and the real leader, which runs on
+and changes meanwhile."""
 
 from __future__ import annotations
 
 from farmtui.console.widgets.status_bar import ConnectionBanner
-from farmtui.protocol import JobsChanged, WatchJob
+from farmtui.protocol import WatchJob
 from tests.console.conftest import make_app, synced, wait_for
-from tests.console.fake_leader import FakeLeader
 from tests.console.screen import screen_text
+from tests.console.scripted_leader import ScriptedLeader
 
 
-async def test_leader_lost_then_back(leader: FakeLeader) -> None:
-    app = make_app(leader.url)
+async def test_leader_lost_then_back(leader: ScriptedLeader) -> None:
+    leader.open_gate()
+    app = make_app(leader)
     async with app.run_test(size=(80, 24)) as pilot:
         await synced(pilot, app)
         banner = app.screen.query_one(ConnectionBanner)
         assert not banner.display
         assert "● live" in screen_text(app)
-        await leader.stop()
+        leader.cut()
         await wait_for(pilot, lambda: banner.display and "unreachable" in str(banner.render()))
         await wait_for(pilot, lambda: "attempt 2" in screen_text(app), what="retrying")
         text = screen_text(app)
         assert "leader unreachable — reconnecting (attempt" in text
         assert "stale since" in text
         assert app.screen.stale
-        # While away, the farm changes: j2 is renamed, j5 deleted.
-        leader.set_job("j2", name="shot_020_relit")
-        del leader.jobs["j5"]
-        leader.queue.remove("j5")
+        # While away, the farm changes: j5 is deleted, j4 resumed.
+        leader.action("delete", ["j5"])
+        leader.action("resume", ["j4"])
+        assert app.state.jobs["j4"].state == "paused"
         watches = leader.count(WatchJob)
-        await leader.start()  # same port
+        leader.mend()  # same port
         await wait_for(pilot, lambda: not banner.display, what="reconnected")
         assert not app.screen.stale
         assert "j5" not in app.state.jobs
-        assert app.state.jobs["j2"].name == "shot_020_relit"
-        assert "shot_020_relit" in screen_text(app)
+        assert "turntable" not in screen_text(app)
+        assert app.state.jobs["j4"] == leader.job("j4")
         assert "● live" in screen_text(app)
         # The watched job is asked for again on the new connection.
         await wait_for(pilot, lambda: leader.count(WatchJob) > watches)
         # And live updates flow again.
-        await leader.broadcast(JobsChanged(jobs=[leader.set_job("j3", state="rendering")]))
-        await wait_for(pilot, lambda: app.state.jobs["j3"].state == "rendering")
+        leader.action("hold", ["j2"])
+        await wait_for(pilot, lambda: app.state.jobs["j2"].state == "holding")
 
 
-async def test_actions_while_disconnected_say_so(leader: FakeLeader) -> None:
-    app = make_app(leader.url)
+async def test_actions_while_disconnected_say_so(leader: ScriptedLeader) -> None:
+    leader.open_gate()
+    app = make_app(leader)
     async with app.run_test(size=(80, 24)) as pilot:
         await synced(pilot, app)
-        await leader.stop()
+        leader.cut()
         await wait_for(pilot, lambda: app.screen.stale)
         await pilot.press("p")
         await pilot.pause()
         assert any("leader is unreachable" in n.message for n in app._notifications)
+        assert leader.job("j1").state == "rendering"
 
 
-async def test_wrong_token_keeps_retrying_and_says_why(leader: FakeLeader) -> None:
+async def test_wrong_token_keeps_retrying_and_says_why(leader: ScriptedLeader) -> None:
     from farmtui.console.app import FarmConsole
     from farmtui.console.link import Backoff
 

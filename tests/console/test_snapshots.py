@@ -1,27 +1,21 @@
 """What every view looks like, at 80x24 (SSH) and 200x50 (Logs beside Detail), against
-the fake leader.
+the real leader with the scripted farm (fixed ids, fixed clock).
 
 Regenerate after a deliberate change with ``pytest tests/console --snapshot-update``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 
 import pytest
 from textual.pilot import Pilot
 
 from farmtui.console.app import FarmConsole
 from tests.console.conftest import make_app, synced, wait_for
-from tests.console.fake_leader import FakeLeader, leader_in_thread
+from tests.console.scripted_leader import ScriptedLeader
 
 Compare = Callable[..., bool]
-
-
-@pytest.fixture
-def threaded_leader() -> Iterator[FakeLeader]:
-    with leader_in_thread() as leader:
-        yield leader
 
 
 def steps(*keys: str) -> Callable[[Pilot[None]], Awaitable[None]]:
@@ -30,7 +24,7 @@ def steps(*keys: str) -> Callable[[Pilot[None]], Awaitable[None]]:
     async def run_before(pilot: Pilot[None]) -> None:
         app = pilot.app
         assert isinstance(app, FarmConsole)
-        # Generous: snapshot tests start a leader thread each, on a busy machine.
+        # Generous: a busy machine.
         await wait_for(pilot, lambda: app.state.synced, within=20, what="snapshot")
         await synced(pilot, app)
         for key in keys:
@@ -62,11 +56,9 @@ def steps(*keys: str) -> Callable[[Pilot[None]], Awaitable[None]]:
     ],
 )
 def test_screens_80x24(
-    snap_compare: Compare, threaded_leader: FakeLeader, name: str, keys: tuple[str, ...]
+    snap_compare: Compare, leader: ScriptedLeader, name: str, keys: tuple[str, ...]
 ) -> None:
-    assert snap_compare(
-        make_app(threaded_leader.url), run_before=steps(*keys), terminal_size=(80, 24)
-    )
+    assert snap_compare(make_app(leader), run_before=steps(*keys), terminal_size=(80, 24))
 
 
 @pytest.mark.parametrize(
@@ -80,8 +72,6 @@ def test_screens_80x24(
     ],
 )
 def test_screens_200x50(
-    snap_compare: Compare, threaded_leader: FakeLeader, name: str, keys: tuple[str, ...]
+    snap_compare: Compare, leader: ScriptedLeader, name: str, keys: tuple[str, ...]
 ) -> None:
-    assert snap_compare(
-        make_app(threaded_leader.url), run_before=steps(*keys), terminal_size=(200, 50)
-    )
+    assert snap_compare(make_app(leader), run_before=steps(*keys), terminal_size=(200, 50))

@@ -17,46 +17,51 @@ from farmtui.protocol import (
     JobWatched,
     Reply,
 )
-from tests.console.fake_leader import FakeLeader
+from tests.console.scripted_leader import ScriptedLeader
 
 
-def synced_state() -> tuple[ConsoleState, FakeLeader]:
-    leader = FakeLeader()
+@pytest.fixture
+def synced(leader: ScriptedLeader) -> tuple[ConsoleState, ScriptedLeader]:
+    """A console state that received the real leader's snapshot of the standard farm."""
     state = ConsoleState()
     state.apply(leader.snapshot(), Change())
     return state, leader
 
 
-def test_snapshot_then_dispatch_order() -> None:
-    state, _ = synced_state()
+def test_snapshot_then_dispatch_order(synced: tuple[ConsoleState, ScriptedLeader]) -> None:
+    state, _ = synced
     assert state.dispatch_order() == ["j1", "j2", "j3", "j4", "j5"]
     assert state.role == "admin"
     assert state.is_admin
 
 
-def test_job_change_marks_order_only_when_the_order_moves() -> None:
-    state, leader = synced_state()
+def test_job_change_marks_order_only_when_the_order_moves(
+    synced: tuple[ConsoleState, ScriptedLeader],
+) -> None:
+    state, leader = synced
     change = Change()
-    state.apply(JobsChanged(jobs=[leader.set_job("j2", state="paused")]), change)
+    leader.action("pause", ["j2"])
+    state.apply(JobsChanged(jobs=[leader.job("j2")]), change)
     assert change.jobs == {"j2"}
     assert not change.order
     change = Change()
-    state.apply(JobsChanged(jobs=[leader.set_job("j5", priority=0)]), change)
+    leader.run(lambda now: leader.leader.scheduler.set_priority("j5", 0, "admin", now))
+    state.apply(JobsChanged(jobs=[leader.job("j5")]), change)
     assert change.order
     assert state.dispatch_order()[0] == "j5"
 
 
-def test_removed_jobs_leave() -> None:
-    state, _ = synced_state()
+def test_removed_jobs_leave(synced: tuple[ConsoleState, ScriptedLeader]) -> None:
+    state, _ = synced
     change = Change()
     state.apply(JobsRemoved(job_ids=["j3", "nope"]), change)
     assert change.removed == {"j3"}
     assert "j3" not in state.dispatch_order()
 
 
-def test_rows_filter_group_and_archived() -> None:
-    state, leader = synced_state()
-    state.apply(JobsChanged(jobs=[leader.jobs["j6"]]), Change())
+def test_rows_filter_group_and_archived(synced: tuple[ConsoleState, ScriptedLeader]) -> None:
+    state, leader = synced
+    state.apply(JobsChanged(jobs=[leader.job("j6")]), Change())
     assert "j6" not in JobList().rows(state)
     assert "j6" in JobList(show_archived=True).rows(state)
     listing = JobList()
@@ -69,8 +74,8 @@ def test_rows_filter_group_and_archived() -> None:
     assert by_state[0] == GroupHeader("Rendering", 1)
 
 
-def test_watched_frames_and_chunks() -> None:
-    state, leader = synced_state()
+def test_watched_frames_and_chunks(synced: tuple[ConsoleState, ScriptedLeader]) -> None:
+    state, leader = synced
     change = Change()
     state.apply(JobWatched(detail=leader.detail("j1")), change)
     assert change.watched
@@ -92,8 +97,8 @@ def test_watched_frames_and_chunks() -> None:
     assert watched.chunk_order[-1] == 99
 
 
-def test_replies_and_own_events() -> None:
-    state, _ = synced_state()
+def test_replies_and_own_events(synced: tuple[ConsoleState, ScriptedLeader]) -> None:
+    state, _ = synced
     change = Change()
     state.apply(Reply(request_id=3, ok=False, error="no"), change)
     assert change.replies[0].error == "no"

@@ -1,4 +1,4 @@
-"""The real console in a real terminal (tmux, 80x24) against the fake leader."""
+"""The real console in a real terminal (tmux, 80x24) against the scripted real leader."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.console.fake_leader import TOKEN, FakeLeader, leader_in_thread
+from tests.console.scripted_leader import ScriptedLeader
 
 pytestmark = [
     pytest.mark.tmux,
@@ -35,38 +35,36 @@ def poll(condition: Callable[[], bool], timeout: float = 20.0) -> bool:
 
 
 @pytest.fixture
-def tmux_console(tmp_path: object) -> Iterator[tuple[str, FakeLeader]]:
-    with leader_in_thread() as leader:
-        session = f"farmtui-test-{uuid.uuid4().hex[:8]}"
-        code = (
-            f"from farmtui.console.app import run_console; run_console({leader.url!r}, {TOKEN!r})"
-        )
-        command = f"{sys.executable} -c {code!r}"
-        subprocess.run(
-            [
-                "tmux",
-                "new-session",
-                "-d",
-                "-s",
-                session,
-                "-x",
-                "80",
-                "-y",
-                "24",
-                "-e",
-                f"XDG_CONFIG_HOME={tmp_path}",
-                "-c",
-                str(_repo_root()),
-                command,
-            ],
-            check=True,
-        )
-        try:
-            yield session, leader
-        finally:
-            subprocess.run(
-                ["tmux", "kill-session", "-t", session], check=False, capture_output=True
-            )
+def tmux_console(tmp_path: object, leader: ScriptedLeader) -> Iterator[tuple[str, ScriptedLeader]]:
+    session = f"farmtui-test-{uuid.uuid4().hex[:8]}"
+    code = (
+        "from farmtui.console.app import run_console; "
+        f"run_console({leader.url!r}, {leader.token!r})"
+    )
+    command = f"{sys.executable} -c {code!r}"
+    subprocess.run(
+        [
+            "tmux",
+            "new-session",
+            "-d",
+            "-s",
+            session,
+            "-x",
+            "80",
+            "-y",
+            "24",
+            "-e",
+            f"XDG_CONFIG_HOME={tmp_path}",
+            "-c",
+            str(_repo_root()),
+            command,
+        ],
+        check=True,
+    )
+    try:
+        yield session, leader
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], check=False, capture_output=True)
 
 
 def _repo_root() -> str:
@@ -75,7 +73,7 @@ def _repo_root() -> str:
     return str(Path(__file__).resolve().parents[2])
 
 
-def test_console_in_tmux(tmux_console: tuple[str, FakeLeader]) -> None:
+def test_console_in_tmux(tmux_console: tuple[str, ScriptedLeader]) -> None:
     session, _ = tmux_console
     assert poll(lambda: "shot_010_comp" in capture(session)), capture(session)
     screen = capture(session)

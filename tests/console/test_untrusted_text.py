@@ -8,8 +8,9 @@ reach the terminal.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from functools import partial
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -25,10 +26,10 @@ from farmtui.console.widgets.logs_panel import LogsPanel
 from farmtui.console.widgets.nodes_panel import NodesPanel
 from farmtui.console.widgets.status_bar import ConnectionBanner
 from farmtui.printable import is_printable
-from farmtui.protocol import Event, EventView, RunJobAction
+from farmtui.protocol import RunJobAction
 from tests.console.conftest import make_app, synced, wait_for
-from tests.console.fake_leader import T0, FakeLeader
 from tests.console.screen import screen_text
+from tests.console.scripted_leader import LeaderThread, ScriptedLeader, output_line, scripted
 
 UNCLOSED = "[/oops]"
 CLICK = "[@click=app.quit]click me[/]"
@@ -40,23 +41,31 @@ NODE_SHOWN = r"[b]gpu[/b]\x1b[2J"
 
 
 @pytest.fixture
-async def hostile() -> AsyncIterator[FakeLeader]:
-    """The fake leader's jobs j1-j4 renamed, an owner and a scene with markup, a node too."""
-    fake = FakeLeader()
-    for job_id, name in (("j1", UNCLOSED), ("j2", CLICK), ("j3", BOLD), ("j4", ESCAPES)):
-        job = fake.jobs[job_id]
-        # The spec's name refuses control characters (JobName); a job from before
-        # that rule still has one in its name.
-        spec_name = name if is_printable(name) else job.spec.name
-        spec = msgspec.structs.replace(job.spec, name=spec_name, scene=f"/proj/{name}.blend")
-        fake.set_job(job_id, name=name, spec=spec)
-    fake.set_job("j1", owner="[i]eve\x07")
-    node = msgspec.structs.replace(fake.nodes.pop("node-b"), name=NODE)
-    fake.nodes[NODE] = node
-    fake.node_logs[NODE] = ["\x1b[31mred agent line\x1b[0m", "[b]not bold[/b]\tend"]
-    await fake.start()
-    yield fake
-    await fake.stop()
+def hostile(leader_thread: LeaderThread, tmp_path: Path) -> Iterator[ScriptedLeader]:
+    """The standard farm with j1-j3 renamed with markup, escapes in j4's scene and
+    owner and in j1's owner, and a node with both in its name.
+
+    Markup is printable: the leader takes such names as submitted. A job name
+    with control characters cannot reach a console at all (the protocol's
+    JobName refuses it, on both ends), so escapes go where the protocol carries
+    free text: scene paths, owners, node names, logs and events. Those the
+    leader would refuse at its door are written into its records directly.
+    """
+    with scripted(leader_thread, tmp_path / "farm") as farm:
+        for job_id, name in (("j1", UNCLOSED), ("j2", CLICK), ("j3", BOLD), ("j4", None)):
+            spec = farm.job(job_id).spec
+            assert name is None or is_printable(name)
+            scene = f"/proj/{name or ESCAPES}.blend"
+            farm.touch(
+                job_id,
+                spec=msgspec.structs.replace(spec, name=name or spec.name, scene=scene),
+                owner=ESCAPES if name is None else spec.owner,
+            )
+        farm.touch("j1", owner="[i]eve\x07")
+        farm.connect(NODE, 2, cpu=3.0, memory=12.0, cpu_count=8, memory_total=32 * 2**30)
+        farm.run(lambda now: farm.leader.scheduler.node_disconnected("node-b", now))
+        farm.agent_log(NODE, ["\x1b[31mred agent line\x1b[0m", "[b]not bold[/b]\tend"])
+        yield farm
 
 
 def watching(app: FarmConsole, job_id: str) -> bool:
@@ -67,20 +76,20 @@ def no_raw_escape(text: str) -> bool:
     return "\x1b" not in text and "\x07" not in text
 
 
-async def test_names_render_literally_in_the_table_and_the_detail(hostile: FakeLeader) -> None:
-    app = make_app(hostile.url)
+async def test_names_render_literally_in_the_table_and_the_detail(hostile: ScriptedLeader) -> None:
+    app = make_app(hostile)
     async with app.run_test(size=(120, 30)) as pilot:
         await synced(pilot, app)
         text = screen_text(app)
-        for shown in (UNCLOSED, CLICK, BOLD, ESCAPES_SHOWN):
+        for shown in (UNCLOSED, CLICK, BOLD):
             assert shown in text
         assert no_raw_escape(text)
-        # The ESC name stays on its own row: "second line" is not a row of its own.
-        (row,) = [line for line in text.splitlines() if "second line" in line]
-        assert "red" in row
+        # j4's owner with ESC and a newline stays on its row (cut to the column).
+        (row,) = [line for line in text.splitlines() if "shot_040_anim" in line]
+        assert r"\x1b" in row
         # Each hostile job in the detail view: title, view bar, settings.
         table = app.screen.query_one(JobsTable)
-        for job_id, shown in (("j1", UNCLOSED), ("j2", CLICK), ("j3", BOLD), ("j4", ESCAPES_SHOWN)):
+        for job_id, shown in (("j1", UNCLOSED), ("j2", CLICK), ("j3", BOLD), ("j4", "shot_040")):
             table.move_cursor_to_key(job_id)
             await pilot.press("enter")
             await wait_for(pilot, partial(watching, app, job_id), what=f"{job_id} watched")
@@ -94,12 +103,13 @@ async def test_names_render_literally_in_the_table_and_the_detail(hostile: FakeL
                 assert r"[i]eve\x07" in text
             await pilot.press("t", "t")  # the settings tab: the scene path
             await pilot.pause()
-            assert f"/proj/{shown}.blend" in screen_text(app)
+            scene = ESCAPES_SHOWN if job_id == "j4" else shown
+            assert f"/proj/{scene}.blend" in screen_text(app)
             await pilot.press("t", "t", "1")  # Events, Frames, back to the jobs
 
 
-async def test_cancel_dialog_of_a_markup_name_shows_it_and_cancels(hostile: FakeLeader) -> None:
-    app = make_app(hostile.url)
+async def test_cancel_dialog_of_a_markup_name_shows_it_and_cancels(hostile: ScriptedLeader) -> None:
+    app = make_app(hostile)
     async with app.run_test(size=(80, 24)) as pilot:
         await synced(pilot, app)
         await pilot.press("c")  # j1, "[/oops]", is under the cursor
@@ -116,8 +126,8 @@ async def test_cancel_dialog_of_a_markup_name_shows_it_and_cancels(hostile: Fake
         assert isinstance(app.screen, MainScreen)
 
 
-async def test_every_hostile_name_in_one_dialog(hostile: FakeLeader) -> None:
-    app = make_app(hostile.url)
+async def test_every_hostile_name_in_one_dialog(hostile: ScriptedLeader) -> None:
+    app = make_app(hostile)
     async with app.run_test(size=(100, 30)) as pilot:
         await synced(pilot, app)
         await pilot.press("ctrl+a", "delete")
@@ -128,7 +138,7 @@ async def test_every_hostile_name_in_one_dialog(hostile: FakeLeader) -> None:
             f" • {UNCLOSED}  (j1)",
             f" • {CLICK}  (j2)",
             f" • {BOLD}  (j3)",
-            f" • {ESCAPES_SHOWN}  (j4)",
+            " • shot_040_anim  (j4)",
             " • turntable  (j5)",
         ]
         assert no_raw_escape(screen_text(app))
@@ -137,8 +147,8 @@ async def test_every_hostile_name_in_one_dialog(hostile: FakeLeader) -> None:
         assert hostile.count(RunJobAction) == 0
 
 
-async def test_a_chunk_dialog_names_the_job_literally(hostile: FakeLeader) -> None:
-    app = make_app(hostile.url)
+async def test_a_chunk_dialog_names_the_job_literally(hostile: ScriptedLeader) -> None:
+    app = make_app(hostile)
     async with app.run_test(size=(100, 30)) as pilot:
         await synced(pilot, app)  # j1, "[/oops]", is watched
         await pilot.press("enter", "t", "k", "d")  # set chunk 1 done: asks first
@@ -149,8 +159,8 @@ async def test_a_chunk_dialog_names_the_job_literally(hostile: FakeLeader) -> No
         await wait_for(pilot, lambda: isinstance(app.screen, MainScreen))
 
 
-async def test_clicking_a_click_markup_name_does_not_quit(hostile: FakeLeader) -> None:
-    app = make_app(hostile.url)
+async def test_clicking_a_click_markup_name_does_not_quit(hostile: ScriptedLeader) -> None:
+    app = make_app(hostile)
     async with app.run_test(size=(80, 24)) as pilot:
         await synced(pilot, app)
         await pilot.press("down", "c")  # j2, "[@click=app.quit]click me[/]"
@@ -184,8 +194,8 @@ async def test_clicking_a_click_markup_name_does_not_quit(hostile: FakeLeader) -
         assert hostile.count(RunJobAction) == 0
 
 
-async def test_context_menu_title_is_the_literal_name(hostile: FakeLeader) -> None:
-    app = make_app(hostile.url)
+async def test_context_menu_title_is_the_literal_name(hostile: ScriptedLeader) -> None:
+    app = make_app(hostile)
     async with app.run_test(size=(80, 24)) as pilot:
         await synced(pilot, app)
         await pilot.press("m")  # j1's menu
@@ -196,8 +206,8 @@ async def test_context_menu_title_is_the_literal_name(hostile: FakeLeader) -> No
         await pilot.press("escape")
 
 
-async def test_nodes_logs_events_and_toasts_are_plain(hostile: FakeLeader) -> None:
-    app = make_app(hostile.url)
+async def test_nodes_logs_events_and_toasts_are_plain(hostile: ScriptedLeader) -> None:
+    app = make_app(hostile)
     async with app.run_test(size=(120, 30), notifications=True) as pilot:
         await synced(pilot, app)
         # Nodes: the name, and the peer-log picker that lists it.
@@ -218,20 +228,14 @@ async def test_nodes_logs_events_and_toasts_are_plain(hostile: FakeLeader) -> No
         assert "[b]not bold[/b]" in text
         assert no_raw_escape(text)
         # Task output of a chunk of j1.
-        panel.pick_chunk(1)
-        await wait_for(pilot, lambda: len(panel.task_lines()) == 3)
-        await hostile.emit_output(["Fra:1 \x1b[1mbold\x1b[0m [red]x[/red]"])
-        await wait_for(pilot, lambda: len(panel.task_lines()) == 4)
+        panel.pick_chunk(3)  # rendering on node-a
+        await wait_for(pilot, lambda: output_line("j1", 3, 1, 2) in panel.task_lines())
+        hostile.output("j1", 3, 1, ["Fra:1 \x1b[1mbold\x1b[0m [red]x[/red]"])
+        await wait_for(pilot, lambda: panel.task_lines()[-1].startswith("Fra:1"))
         assert panel.task_lines()[-1] == r"Fra:1 \x1b[1mbold\x1b[0m [red]x[/red]"
         assert no_raw_escape(screen_text(app))
         # The monitor log: an event from the leader with markup and escapes in it.
-        await hostile.broadcast(
-            Event(
-                event=EventView(
-                    time=T0, level="error", text=f"{UNCLOSED} \x1b]0;owned\x07", actor="[b]x"
-                )
-            )
-        )
+        hostile.event("error", f"{UNCLOSED} \x1b]0;owned\x07", actor="[b]x")
         await pilot.press("3")
         panel.show_source("monitor")
         await wait_for(
@@ -254,10 +258,10 @@ async def test_nodes_logs_events_and_toasts_are_plain(hostile: FakeLeader) -> No
         assert app.return_code is None
 
 
-async def test_edit_settings_dialog_of_a_markup_name_opens(hostile: FakeLeader) -> None:
+async def test_edit_settings_dialog_of_a_markup_name_opens(hostile: ScriptedLeader) -> None:
     from farmtui.console.screens.edit_settings import EditSettingsScreen
 
-    app = make_app(hostile.url)
+    app = make_app(hostile)
     async with app.run_test(size=(100, 30)) as pilot:
         await synced(pilot, app)  # j1, "[/oops]", is watched
         await pilot.press("enter", "e")

@@ -175,10 +175,13 @@ class Leader:
         # SQLite (<data>/farm.db) unless --store or leader.toml names another; either store's
         # commit runs on the loop (see server.store_postgres for what that costs).
         shared = parse_store_url(settings.store_url)[0] == "postgresql"
+        # Who this leader is in the lease row, and in the names of its database sessions.
+        self.holder = secrets.token_hex(16)
         self.store: FarmStore = open_store(
             settings.store_url,
             self.config.synchronous,
             lease=self.config.leader_lease if shared else None,
+            holder=self.holder,
         )
         # How others reach this leader; a standby names the active one's in its refusals.
         self.advertise = settings.advertised
@@ -256,6 +259,7 @@ class Leader:
             self.advertise,
             self._activate,
             self.step_down,
+            holder=self.holder,
         )
         await self.lease.stand_by()
         if self.role == "standby":

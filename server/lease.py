@@ -20,7 +20,16 @@ time whatever happened to its holder, and the term fences what the holder
 does next: a thawed leader's first commit finds another term and fails. A
 frozen leader that was inside a write transaction holds the row's lock; its
 session ends after ``idle_in_transaction_session_timeout`` (set to the lease
-on the store's connection), which frees the row for the takeover.
+on the store's connection), which frees the row for the takeover. That
+timeout only runs while the server waits between statements: a leader frozen
+inside a pipeline (``executemany`` sends its batch as one) leaves its session
+"active", waiting for the rest, with its locks held until TCP gives up, hours
+later. So a standby that finds the lease expired first ends the old holder's
+sessions (``pg_terminate_backend``; each leader names its connections after
+its holder id, ``session_name``), which rolls back whatever the old holder
+had in flight and frees every lock it held. This needs the leaders to connect
+as one database role (or roles granted ``pg_signal_backend``); without it the
+standby says so once and waits for the sessions to end by themselves.
 
 The active leader also keeps the lease's end on its own clock, counted from
 when it *sent* each renewal that succeeded (the database's ``now()`` for that
@@ -58,6 +67,16 @@ from server.store_url import redacted, scrubbed
 log = logging.getLogger("farmtui.leader.lease")
 
 AsyncConnection = psycopg.AsyncConnection[TupleRow]
+
+
+def session_name(holder: str, part: str = "leader") -> str:
+    """The ``application_name`` of a leader's connections: a successor finds them by it."""
+    return f"farmtui {part} {holder}"
+
+
+def new_holder() -> str:
+    """A fresh id for one leader's tenure as a lease holder (or candidate)."""
+    return uuid.uuid4().hex
 
 
 def lease_clock() -> float:
@@ -118,6 +137,12 @@ _RELEASE = (
     "UPDATE leader_lease SET expires_at = '-infinity' WHERE id = 1 AND term = %s AND holder = %s"
 )
 _ACTIVE = "SELECT url, term FROM leader_lease WHERE id = 1 AND expires_at >= now()"
+# A plain read: it never waits for a lock, whatever the old holder left in flight.
+_EXPIRED_HOLDER = "SELECT holder FROM leader_lease WHERE id = 1 AND expires_at < now()"
+_END_SESSIONS = (
+    "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
+    "WHERE application_name = ANY(%s) AND pid <> pg_backend_pid()"
+)
 
 
 class LeaseRow:
@@ -137,10 +162,12 @@ class LeaseRow:
             for k, v in {
                 "connect_timeout": max(2, int(duration)),
                 "tcp_user_timeout": timeout_ms,
-                "application_name": "farmtui leader lease",
             }.items()
             if k not in given
         }
+        # Always ours, whatever the URL says: a successor ends this session by its name.
+        self._options["application_name"] = session_name(holder, "lease")
+        self._cannot_end_sessions = False
         # No statement may hold the keeper longer than half a lease (a row locked by a
         # frozen leader's transaction, a slow server): it fails, and the next try comes.
         self._statement_timeout_ms = timeout_ms
@@ -162,9 +189,45 @@ class LeaseRow:
         return await cursor.fetchone() if cursor.description is not None else None
 
     async def acquire(self) -> int | None:
-        """The new term when the lease was free (expired) and is now ours; None otherwise."""
+        """The new term when the lease was free (expired) and is now ours; None otherwise.
+
+        An expired lease's old holder may be frozen with the row locked: its
+        sessions are ended first, so the takeover never waits on them.
+        """
+        expired = await self._one(_EXPIRED_HOLDER, ())
+        if expired is None:
+            return None
+        old = str(expired[0])
+        if old and old != self.holder:
+            await self.end_sessions(old)
         row = await self._one(_ACQUIRE, (self.holder, self.advertise, self.duration))
         return None if row is None else int(row[0])
+
+    async def end_sessions(self, holder: str) -> int:
+        """End every database session of leader ``holder``; how many there were.
+
+        Its transactions roll back and its locks are freed. Without the right
+        to (another role), say so once and carry on: the takeover then waits
+        for those sessions to end by themselves.
+        """
+        names = [session_name(holder), session_name(holder, "lease")]
+        try:
+            row = await self._one(_END_SESSIONS, (names,))
+        except psycopg.errors.InsufficientPrivilege as exc:
+            if not self._cannot_end_sessions:
+                self._cannot_end_sessions = True
+                log.error(
+                    "cannot end the sessions of the deposed leader %s (%s): a takeover "
+                    "waits until they end by themselves; connect every leader as the "
+                    "same database role, or grant this one pg_signal_backend",
+                    holder,
+                    self.reason(exc),
+                )
+            return 0
+        ended = 0 if row is None else int(row[0])
+        if ended:
+            log.warning("ended %d database sessions of the deposed leader %s", ended, holder)
+        return ended
 
     async def renew(self, term: int) -> bool:
         """True when the row still holds ``term`` (and is renewed); False: deposed."""
@@ -227,8 +290,10 @@ class LeaseKeeper:
         on_acquired: Callable[[int], Awaitable[None]],
         on_lost: Callable[[str], None],
         clock: Callable[[], float] = lease_clock,
+        holder: str | None = None,
     ) -> LeaseKeeper:
-        holder = uuid.uuid4().hex
+        """``holder``: this leader's id, which also names its store's sessions."""
+        holder = holder or new_holder()
         return cls(
             LeaseRow(url, duration, holder, advertise),
             LeaseState(duration, clock),

@@ -129,20 +129,25 @@ class Fenced(StoreError):
 
 
 def open_store(
-    url: str | Path, synchronous: Synchronous = "normal", *, lease: float | None = None
+    url: str | Path,
+    synchronous: Synchronous = "normal",
+    *,
+    lease: float | None = None,
+    holder: str | None = None,
 ) -> FarmStore:
     """The store ``url`` names: ``sqlite:PATH`` or a path, or ``postgresql://...``.
 
     ``synchronous`` is SQLite's; a PostgreSQL commit is durable as the server
     is configured (``synchronous_commit``). ``lease``: the leader lease's length
-    (PostgreSQL; see ``server.lease``). StoreError when it cannot be opened.
+    (PostgreSQL; see ``server.lease``), and ``holder`` the leader's id there,
+    which names its sessions. StoreError when it cannot be opened.
     """
     kind, where = parse_store_url(str(url))
     if kind == "postgresql":
         # Only a farm on PostgreSQL loads psycopg.
         from server.store_postgres import PostgresStore
 
-        return PostgresStore(where, idle_timeout=lease)
+        return PostgresStore(where, idle_timeout=lease, holder=holder)
     return Store(Path(where), synchronous)
 
 

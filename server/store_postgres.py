@@ -37,8 +37,10 @@ written. The row lock makes a takeover wait for a write in flight, and a
 write wait for a takeover in flight (which then leaves no row to find). A
 store without a term (before a leader first became active, ``farm migrate``)
 writes unfenced. ``idle_in_transaction_session_timeout`` (the lease's length)
-ends the session of a leader frozen inside a transaction, so its row lock
-cannot hold a takeover back for longer than a lease.
+ends the session of a leader frozen inside a transaction, and the leader that
+takes over ends the sessions of the one it replaces (by their
+``application_name``), so a frozen leader's row lock cannot hold a takeover
+back.
 
 Every message goes through ``server.store_url.scrubbed``: a password in the
 URL never reaches a log or an error.
@@ -56,6 +58,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import TupleRow
 
 from server.errors import StoreError
+from server.lease import session_name
 from server.model import Changes, Job, Node
 from server.scheduler import Scheduler
 from server.store import Fenced
@@ -97,8 +100,11 @@ _UPSERT_NODE = (
 class PostgresStore:
     """The farm in a PostgreSQL database. Not thread-safe: use it from one thread."""
 
-    def __init__(self, url: str, idle_timeout: float | None = None) -> None:
-        """``idle_timeout``: seconds a session may idle inside a transaction (the lease's)."""
+    def __init__(
+        self, url: str, idle_timeout: float | None = None, holder: str | None = None
+    ) -> None:
+        """``idle_timeout``: seconds a session may idle inside a transaction (the lease's);
+        ``holder``: the leader's lease id, which names its sessions (``server.lease``)."""
         self.url = url
         self.where = redacted(url)
         self.commits = 0
@@ -111,6 +117,9 @@ class PostgresStore:
         except psycopg.Error as exc:
             raise self._error(f"cannot open {self.where}", exc) from None
         self._options = {k: v for k, v in DEFAULT_OPTIONS.items() if k not in given}
+        if holder is not None:
+            # Whatever the URL says: the leader that takes over ends this session by name.
+            self._options["application_name"] = session_name(holder)
         try:
             conn = self._connection()
             self._migrate(conn)

@@ -186,9 +186,17 @@ class FailoverFarm:
             leader = self.active()
             return leader if leader is not None and leader.name != not_ else None
 
-        return wait_until(
-            found, timeout, "an active leader" + (f" other than {not_}" if not_ else "")
-        )
+        try:
+            return wait_until(
+                found, timeout, "an active leader" + (f" other than {not_}" if not_ else "")
+            )
+        except AssertionError as exc:
+            # What each leader said is what tells why none took over.
+            logs = "\n".join(
+                f"--- leader {leader.name}:\n{leader.log_text()[-3000:]}"
+                for leader in self.leaders.values()
+            )
+            raise AssertionError(f"{exc}\n{logs}") from None
 
     def token(self) -> str:
         """An admin token (leader a's: every leader knows every token, they share the store)."""

@@ -27,7 +27,8 @@ from farmtui.protocol import (
     leader_to_agent,
 )
 from server.config import LeaderConfig
-from server.lease import LeaseKeeper, LeaseRow, LeaseState
+from server.errors import StoreError
+from server.lease import LeaseKeeper, LeaseRow, LeaseState, session_name
 from server.scheduler import Scheduler, SchedulerConfig
 from server.store import Fenced, open_store
 from server.store_postgres import PostgresStore
@@ -104,7 +105,10 @@ async def test_one_leader_takes_a_free_lease_and_a_second_waits_until_it_expires
             assert time.monotonic() < deadline, "the lease never expired"
             await asyncio.sleep(0.05)
         assert term == 2
-        assert not await first.renew(1)  # deposed: its term is over
+        # Deposed: the taker ended its session, and on a new one its term is over.
+        with contextlib.suppress(psycopg.OperationalError):
+            assert not await first.renew(1)
+        assert not await first.renew(1)
         assert await second.active() == ("http://b:7878", 2)
         await second.release(2)
         assert await first.acquire() == 3  # released: taken at once
@@ -137,6 +141,52 @@ async def test_a_write_with_an_old_term_is_fenced_and_changes_nothing(postgres_u
     finally:
         store.close()
         await row.close()
+
+
+async def test_a_leader_frozen_inside_a_write_cannot_hold_the_takeover_back(
+    postgres_url: str,
+) -> None:
+    """A leader SIGSTOPped in the middle of a pipelined write keeps its session "active"
+    (``idle_in_transaction_session_timeout`` never runs) with the lease row locked: the
+    standby ends its sessions and takes over; the deposed store changes nothing."""
+    store = open_store(postgres_url, lease=0.5, holder="holder-a")
+    assert isinstance(store, PostgresStore)
+    first = LeaseRow(postgres_url, 0.5, "holder-a", "http://a:7878")
+    second = LeaseRow(postgres_url, 0.5, "holder-b", "http://b:7878")
+    frozen = psycopg.connect(
+        postgres_url, autocommit=True, application_name=session_name("holder-a")
+    )
+    try:
+        store.term = await first.acquire()
+        assert store.term == 1
+        scheduler = Scheduler(SchedulerConfig())
+        spec = JobSpec(name="shot", frames="1-4", chunk=1, argv=["render"])
+        # What ``PostgresStore._writing`` then ``executemany`` send, cut off before the Sync.
+        frozen.execute("BEGIN")
+        frozen.execute("SELECT term FROM leader_lease WHERE id = 1 AND term = 1 FOR SHARE")
+        frozen.pgconn.enter_pipeline_mode()
+        frozen.pgconn.send_query_params(b"DELETE FROM jobs", None)
+        frozen.pgconn.flush()
+        deadline = time.monotonic() + 30
+        while (term := await second.acquire()) is None:
+            assert time.monotonic() < deadline, "the frozen leader held the takeover back"
+            await asyncio.sleep(0.05)
+        assert term == 2
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            names = [r[0] for r in conn.execute("SELECT application_name FROM pg_stat_activity")]
+        assert session_name("holder-a") not in names
+        assert session_name("holder-a", "lease") not in names
+        # Thawed, the deposed leader's store commits nothing (its link was ended; then fenced).
+        for job in ("j1", "j2"):
+            with pytest.raises(StoreError):
+                store.save(scheduler.submit(job, spec, "alice", 1000.0), scheduler)
+        with psycopg.connect(postgres_url) as conn:
+            assert conn.execute("SELECT count(*) FROM jobs").fetchone() == (0,)
+    finally:
+        frozen.close()
+        store.close()
+        await first.close()
+        await second.close()
 
 
 async def test_the_keeper_takes_over_renews_and_steps_down_when_deposed(
@@ -202,8 +252,8 @@ async def test_a_standby_refuses_writes_reads_agents_and_consoles_naming_the_act
         async with connect(standby.ws_url + "/ws/agent") as ws:
             hello = AgentHello(name="n1", slots=1, protocol=PROTOCOL_VERSION)
             await ws.send(encode(hello).decode())
-            answer = decode_checked(leader_to_agent, await ws.recv())
-        assert answer == Refused(error=said, retry=True)
+            reply = decode_checked(leader_to_agent, await ws.recv())
+        assert reply == Refused(error=said, retry=True)
 
         with pytest.raises(InvalidStatus) as refused:
             async with connect(standby.ws_url + "/ws/console"):

@@ -14,9 +14,11 @@ Connect, submit, watch, act::
 - ``connect(leader, token, token_file=, ca=)`` finds what it is not given as
   the ``farm`` command does; ``FarmClient(url, token, verify=CA_FILE)`` takes
   everything explicitly. ``url`` may list several leaders (``URL1,URL2``:
-  leaders sharing PostgreSQL, one active): a request goes to the one that
-  answered last, and moves on to the next when a leader is down or a standby
-  (503 "this leader is a standby ..."), as long as that cannot do it twice.
+  leaders sharing PostgreSQL, one active): the first request asks them all
+  at once which is active (``ROLE_PROBE_TIMEOUT``), a request goes to the one
+  that answered last, and moves on to the next when a leader is down, a
+  standby (503 "this leader is a standby ..."), or not a farmtui leader at
+  all (a web server's 404), as long as that cannot do it twice.
   One kept-alive connection per client; safe to share between threads (one
   request at a time).
 - Records are ``farmtui.protocol``'s msgspec Structs, the leader's own
@@ -111,6 +113,9 @@ TRANSPORT_ERRORS = (OSError, http.client.HTTPException)
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 # A whole exchange (request and answer) may last this many times the client's timeout.
 EXCHANGE_TIMEOUTS = 4
+# Several leaders: how long the first request waits for them to say which is active.
+# A frozen leader (its port open, nothing answering) then costs this, not the timeout.
+ROLE_PROBE_TIMEOUT = 1.0
 
 
 @dataclass(frozen=True)
@@ -176,6 +181,8 @@ class FarmClient:
         self._transport = transport
         self._send: Transport
         self._use(0)
+        # Several leaders: the first request asks them all which one is active.
+        self._probe = len(self.leaders) > 1 and transport is None
 
     def _use(self, index: int) -> None:
         """Talk to leader number ``index`` from now on."""
@@ -227,6 +234,9 @@ class FarmClient:
         after each delay in turn (within ``SUBMIT_RETRY_WINDOW``): only for
         requests that are safe to repeat.
         """
+        if self._probe:
+            self._probe = False
+            self._use_active_leader()
         headers = {**self._headers, **(headers or {})}
         if body is not None:
             content = msgspec.json.encode(body)
@@ -262,6 +272,17 @@ class FarmClient:
                 time.sleep(delay)
                 continue
             response = Response(status, reason, answer)
+            # A web server, a proxy's page or nothing at all at that URL: it did not reach
+            # a farm, unless a proxy passed it on (then only a repeatable one moves on).
+            if (
+                status >= 400
+                and others > 0
+                and (resend or status in (404, 405))
+                and _not_a_leader(response)
+            ):
+                others -= 1
+                self._use((self._index + 1) % len(self.leaders))
+                continue
             if status == 503 and _is_standby(response):
                 if others > 0:
                     others -= 1  # it changed nothing: ask the next leader
@@ -277,6 +298,43 @@ class FarmClient:
         if status >= 400:
             raise _error_for(response)
         return response
+
+    def _use_active_leader(self) -> None:
+        """Ask every leader's ``/healthz`` at once; talk to the one that says it is active.
+
+        Without this a leader that is frozen, or a machine that is off, would
+        hold each command for the whole timeout before the next URL is tried.
+        None answers in time (a failover under way): the URLs in their order.
+        """
+        roles: list[str | None] = [None] * len(self.leaders)
+
+        def ask(index: int) -> None:
+            url = self.leaders[index]
+            link = _Connection(url, ROLE_PROBE_TIMEOUT, self._verify)
+            try:
+                target = urlsplit(url).path + "/healthz"
+                status, _, body = link("GET", target, {"User-Agent": "farmtui-client"}, None)
+                health: Any = json.loads(body) if status == 200 else None
+                if isinstance(health, dict) and isinstance(health.get("role"), str):
+                    roles[index] = health["role"]
+            except (*TRANSPORT_ERRORS, ValueError):
+                pass
+            finally:
+                link.close()
+
+        askers = [
+            threading.Thread(target=ask, args=(index,), daemon=True)
+            for index in range(len(self.leaders))
+        ]
+        for asker in askers:
+            asker.start()
+        deadline = time.monotonic() + EXCHANGE_TIMEOUTS * ROLE_PROBE_TIMEOUT
+        for asker in askers:
+            asker.join(max(0.0, deadline - time.monotonic()))
+            if "active" in roles:
+                break
+        if "active" in roles:
+            self._use(roles.index("active"))
 
     def _leader_down(self, exc: Exception) -> errors.LeaderDown:
         if isinstance(exc, ConnectionRefusedError):
@@ -538,6 +596,15 @@ def _is_standby(response: Response) -> bool:
         return False
     error = payload.get("error") if isinstance(payload, dict) else None
     return isinstance(error, str) and error.startswith(STANDBY_REFUSAL)
+
+
+def _not_a_leader(response: Response) -> bool:
+    """An error answer a farmtui leader never gives: every one of its own is ``{"error": ...}``."""
+    try:
+        payload: Any = json.loads(response.content)
+    except ValueError:
+        return True
+    return not (isinstance(payload, dict) and isinstance(payload.get("error"), str))
 
 
 def _error_for(response: Response) -> errors.LeaderError:

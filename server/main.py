@@ -188,11 +188,18 @@ def _stop_serving(flag: threading.Event, serving: list[uvicorn.Server]) -> Calla
 
 def check_advertise(url: str) -> str:
     """``--advertise``: an http(s)://host[:port] URL, or LeaderError in one line."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise LeaderError(
-            f"--advertise {url!r} must look like http://host:port or https://host:port"
-        )
+    shape = f"--advertise {url!r} must look like http://host:port or https://host:port"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port that is not a number from 0 to 65535
+    except ValueError:
+        raise LeaderError(shape) from None
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or any(c.isspace() or not c.isprintable() for c in url)
+    ):
+        raise LeaderError(shape)
     if parts.username or parts.password or parts.query or parts.fragment:
         raise LeaderError(f"--advertise {url!r} must be scheme://host[:port][/path] alone")
     return url.rstrip("/")

@@ -36,10 +36,12 @@ from textual.message import Message
 from textual.message_pump import MessagePump
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus, WebSocketException
+from websockets.http11 import Response
 
 from farmtui.client import ssl_context
 from farmtui.protocol import (
     MAX_MESSAGE_BYTES,
+    ROLE_HEADER,
     ConsoleHello,
     ConsoleMessage,
     LeaderToConsole,
@@ -54,6 +56,21 @@ LinkState = Literal["connecting", "connected", "lost"]
 # their specs is about 9 MB), so the console accepts more than the protocol's
 # MAX_MESSAGE_BYTES, which guards the leader against its clients.
 MAX_LEADER_MESSAGE_BYTES = max(64 * 1024 * 1024, MAX_MESSAGE_BYTES)
+
+
+def refusal_text(response: Response) -> str:
+    """Why the leader refused the link, in one line: its own words when it is a standby."""
+    status = response.status_code
+    if status in (401, 403):
+        return f"HTTP {status} — token refused"
+    if response.headers.get(ROLE_HEADER) == "standby":
+        try:
+            said = msgspec.json.decode(response.body)
+        except msgspec.DecodeError:
+            said = None
+        if isinstance(said, dict) and isinstance(said.get("error"), str):
+            return " ".join(said["error"].split())[:300]
+    return f"HTTP {status}"
 
 
 def decode_leader_message(data: bytes | str) -> LeaderToConsole:
@@ -210,8 +227,7 @@ class LeaderLink:
                 ) as ws:
                     await self._serve(ws)
             except InvalidStatus as exc:
-                status = exc.response.status_code
-                error = f"HTTP {status}" + (" — token refused" if status in (401, 403) else "")
+                error = refusal_text(exc.response)
             except ConnectionRefusedError:
                 error = "connection refused"
             except TimeoutError:

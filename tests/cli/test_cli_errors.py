@@ -46,6 +46,19 @@ def test_bad_numbers_for_the_processes_are_one_line_usage_errors(
     assert not data.exists()  # no tokens, no database
 
 
+@pytest.mark.parametrize(
+    "url", ["http://[::1", "http://leader1:99999", "leader1:7878", "http://a b"]
+)
+def test_a_malformed_advertised_url_is_one_line_and_writes_no_tokens(
+    url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data"
+    argv = ["leader", "--data", str(data), "--root", str(tmp_path / "root"), "--advertise", url]
+    assert cli.main(argv) == 1
+    assert "must look like http://host:port or https://host:port" in one_line_error(capsys)
+    assert not data.exists()
+
+
 def test_a_busy_port_is_one_line_and_writes_no_tokens(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

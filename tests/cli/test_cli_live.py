@@ -5,6 +5,7 @@ Skipped until ``server.main`` (and ``agent.main``) exist; see tests/helpers/farm
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -273,3 +275,56 @@ def test_show_sums_up_a_huge_job_and_pages_its_chunks(farm_leader: LiveLeader) -
     done = farm_leader.cli("show", job_id, "--after", "-1")
     assert done.returncode == 2
     assert "--after: -1 must be at least 0" in done.stderr
+
+
+class _NotAFarm(http.server.BaseHTTPRequestHandler):
+    """A web server where a leader's URL was expected: an HTML 404 for everything."""
+
+    def _page(self) -> None:
+        page = b"<html><body><h1>404 Not Found</h1></body></html>"
+        self.send_response(404)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(page)))
+        self.end_headers()
+        self.wfile.write(page)
+
+    do_GET = do_POST = _page
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@needs_leader
+def test_a_command_given_a_web_server_before_the_leader_goes_on_to_the_leader(
+    farm_leader: LiveLeader,
+) -> None:
+    web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NotAFarm)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    try:
+        env = farm_leader.env()
+        env["FARM_LEADER"] = f"http://127.0.0.1:{web.server_address[1]},{farm_leader.url}"
+        job = json.loads(
+            run_farm("submit", "--json", "--frames", "1-2", "--", "true", env=env).stdout
+        )
+        paused = run_farm("pause", job["id"], env=env)
+        assert paused.returncode == 0, paused.stderr
+        assert farm_leader.client().show(job["id"]).job.state == "paused"
+    finally:
+        web.shutdown()
+        web.server_close()
+
+
+@needs_leader
+def test_a_frozen_first_leader_costs_a_command_a_short_wait_not_its_timeout(
+    farm_leader: LiveLeader, listening_port: tuple[int, socket.socket]
+) -> None:
+    """A leader that accepts connections and never answers (SIGSTOP, a hung machine)."""
+    port, _ = listening_port
+    env = farm_leader.env()
+    env["FARM_LEADER"] = f"http://127.0.0.1:{port},{farm_leader.url}"
+    began = time.monotonic()
+    done = run_farm("jobs", "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+    # Without asking both at once it waited out the client's 15 s timeout first.
+    assert time.monotonic() - began < 15.0

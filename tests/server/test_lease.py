@@ -16,6 +16,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from farmtui.console.link import refusal_text
 from farmtui.protocol import (
     PROTOCOL_VERSION,
     ROLE_HEADER,
@@ -260,6 +261,7 @@ async def test_a_standby_refuses_writes_reads_agents_and_consoles_naming_the_act
                 pass
         assert refused.value.response.status_code == 503
         assert said.encode() in refused.value.response.body
+        assert refusal_text(refused.value.response) == said  # the console's banner says it
         assert standby.leader.scheduler.jobs == {}  # nothing loaded
 
         # The active one stops cleanly and hands the lease over: the standby takes over

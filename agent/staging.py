@@ -33,8 +33,8 @@ import httpx
 
 from agent.errors import FenceError, PathEscapeError
 from farmtui.frames import frame_path
+from farmtui.protocol import ROOT_ID_FILE
 
-ROOT_ID_FILE = ".farmtui-root"
 # Prefix of the per-attempt folders renderers write into when staging is off.
 PARTIAL_PREFIX = ".farmtui-"
 _UPLOAD_BLOCK = 1024 * 1024

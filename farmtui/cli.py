@@ -1066,7 +1066,9 @@ def build_parser() -> Parser:
     node.add_argument("--tail", type=int, default=200, metavar="N", help="lines of log")
 
     limit = add(
-        "limit", cmd_limit, "farm-wide limits (licences): set NAME UNITS, list, delete NAME",
+        "limit",
+        cmd_limit,
+        "farm-wide limits (licences): set NAME UNITS, list, delete NAME",
         data_cmd,
     )
     limit.add_argument("verb", choices=("set", "list", "delete"))

@@ -589,6 +589,10 @@ class LeaderToAgentMessage(msgspec.Struct, tag_field="type", kw_only=True):
     pass
 
 
+# The file in the sync root that holds its id (``Welcome.root_id``; ``server.sync_root``).
+ROOT_ID_FILE = ".farmtui-root"
+
+
 class Welcome(LeaderToAgentMessage, tag="welcome", kw_only=True):
     protocol: int = PROTOCOL_VERSION
     node: str

@@ -58,6 +58,7 @@ from server.rights import SHARED_AGENT
 from server.scheduler import Scheduler
 from server.store import FarmStore, Fenced, find_chunk, open_store
 from server.store_url import parse_store_url
+from server.sync_root import claim_root
 from server.watchdog import LoopWatchdog
 from server.webhooks import WebhookBody, Webhooks
 
@@ -70,7 +71,6 @@ LeaderRole = Literal["active", "standby"]
 # Close code for links of a leader that stepped down (the peer tries the next leader).
 CLOSE_STEPPED_DOWN = 1012  # service restart
 
-ROOT_ID_FILE = ".farmtui-root"
 ADMIN_TOKEN_FILE = "admin.token"
 AGENT_TOKEN_FILE = "agent.token"
 
@@ -190,6 +190,8 @@ class Leader:
         self.lease: LeaseKeeper | None = None
         self._lease_task: asyncio.Task[None] | None = None
         self.stepped_down = False
+        # First: a leader refused here leaves no tokens behind.
+        self.root_id = claim_root(self.root, self.store)
         self.tokens = Tokens(self.store)
         self.admin_token = self.tokens.ensure_file(
             settings.data / ADMIN_TOKEN_FILE, Principal("admin", "admin")
@@ -197,7 +199,6 @@ class Leader:
         self.agent_token = self.tokens.ensure_file(
             settings.data / AGENT_TOKEN_FILE, Principal(SHARED_AGENT, "agent")
         )
-        self.root_id = self._root_id()
         self.scheduler = Scheduler(self.config)
         # Log files are written on one thread, in order: the sync root may be a slow filer.
         self.logwriter = LogWriter()
@@ -222,20 +223,6 @@ class Leader:
         self._views_version = 0
         self._job_lists: dict[bool, tuple[int, float, bytes]] = {}
         self.started = False
-
-    def _root_id(self) -> str:
-        """The sync root's id: agents that read the same id in the root share our storage."""
-        path = self.root / ROOT_ID_FILE
-        try:
-            root_id = path.read_text().strip()
-        except FileNotFoundError:
-            root_id = ""
-        if not root_id:
-            root_id = self.store.setting("root_id") or secrets.token_hex(16)
-            path.write_text(root_id + "\n")
-        if self.store.setting("root_id") != root_id:
-            self.store.set_setting("root_id", root_id)
-        return root_id
 
     def now(self) -> float:
         return self.clock()

@@ -113,6 +113,13 @@ class FarmStore(Protocol):
 
     def set_setting(self, key: str, value: str) -> None: ...
 
+    def claim_setting(self, key: str, value: str) -> str:
+        """Store ``value`` unless ``key`` has one already; the value stored either way.
+
+        Never overwrites, so leaders that start together agree on one value.
+        """
+        ...
+
     def export_rows(self) -> FarmRows:
         """Every row as stored, read in one transaction."""
         ...
@@ -281,6 +288,14 @@ class Store:
             self.db.execute(
                 "INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", (key, value)
             )
+
+    def claim_setting(self, key: str, value: str) -> str:
+        with _transaction(self.db):
+            self.db.execute(
+                "INSERT OR IGNORE INTO settings (key, value) VALUES (?, ?)", (key, value)
+            )
+            row = self.db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        return str(row[0])
 
     # --- every row, for ``farm migrate`` ---------------------------------------------
     def export_rows(self) -> FarmRows:

@@ -235,6 +235,16 @@ class PostgresStore:
                 (key, value),
             )
 
+    def claim_setting(self, key: str, value: str) -> str:
+        with self._writing() as cursor:
+            cursor.execute(
+                "INSERT INTO settings (key, value) VALUES (%s, %s) ON CONFLICT (key) DO NOTHING",
+                (key, value),
+            )
+            row = cursor.execute("SELECT value FROM settings WHERE key = %s", (key,)).fetchone()
+        assert row is not None  # written above, or by whoever was first
+        return str(row[0])
+
     # --- every row, for ``farm migrate`` ---------------------------------------------
     def export_rows(self) -> FarmRows:
         with self._reading("read") as conn:

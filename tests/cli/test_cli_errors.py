@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from farmtui import cli
+from farmtui.localfarm import free_port
 from farmtui.protocol import JobSpec
 from tests.cli.fake_leader import GOOD_TOKEN, FakeLeader
 
@@ -57,6 +58,23 @@ def test_a_malformed_advertised_url_is_one_line_and_writes_no_tokens(
     assert cli.main(argv) == 1
     assert "must look like http://host:port or https://host:port" in one_line_error(capsys)
     assert not data.exists()
+
+
+def test_a_second_farm_on_a_sync_root_is_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two farms rendering into one root would each clean up the other's files."""
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / ".farmtui-root").write_text("0123abcd\n")  # another farm's
+    data = tmp_path / "data"
+    argv = ["leader", "--data", str(data), "--root", str(root), "--port", str(free_port())]
+    assert cli.main(argv) == 1
+    said = one_line_error(capsys)
+    assert f"the sync root {root} belongs to another farm (id 0123abcd)" in said
+    assert f"remove {root / '.farmtui-root'}" in said
+    assert not (data / "admin.token").exists()
+    assert (root / ".farmtui-root").read_text() == "0123abcd\n"
 
 
 def test_a_busy_port_is_one_line_and_writes_no_tokens(

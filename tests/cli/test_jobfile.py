@@ -252,15 +252,13 @@ def test_gpus_limits_and_frame_dependencies_in_a_job_file(tmp_path: Path) -> Non
         ('after-offset = "1"', "needs a job to wait on"),
         ('after = ["a"]\nafter-offset = 1', "frame-by-frame"),
         ('gpu-memory = "8G"', "needs GPUs"),
-        ('gpus = 65', "gpus"),
+        ("gpus = 65", "gpus"),
         ('limits = ["nuke", "nuke"]', "named twice"),
         ('limits = ["bad name"]', "limits"),
         ('gpu-memory = "much"', "is not a size"),
     ],
 )
-def test_scheduling_fields_refuse_what_means_nothing(
-    tmp_path: Path, lines: str, says: str
-) -> None:
+def test_scheduling_fields_refuse_what_means_nothing(tmp_path: Path, lines: str, says: str) -> None:
     with pytest.raises((InputError, JobFileError)) as caught:
         build_spec(load_jobfile(write(tmp_path, f'frames = "1-3"\nargv = ["x"]\n{lines}\n')))
     message = str(caught.value)

@@ -641,9 +641,7 @@ class FaultFarm:
         started = []
         for name in names:
             index = self._indexes.setdefault(name, len(self._indexes) + 1)
-            started.append(
-                self.local.start_agent(index, slots, name=name, extra=extra, env=env)
-            )
+            started.append(self.local.start_agent(index, slots, name=name, extra=extra, env=env))
         if wait:
             self.wait_online(names)
         return started

@@ -87,8 +87,10 @@ def test_a_gpu_only_node_takes_no_cpu_job_and_the_reason_says_so(farm: FaultFarm
     farm.start_agents("g1", slots=1, extra=["--gpus", "0:24G", "--gpu-only"])
     job = farm.submit(farm.tally_argv(0.0), "--frames", "1")
     wait_until(
-        lambda: (farm.show(job)["job"].get("reason") or {}).get("text")
-        == "every node it may use takes GPU jobs only",
+        lambda: (
+            (farm.show(job)["job"].get("reason") or {}).get("text")
+            == "every node it may use takes GPU jobs only"
+        ),
         what="the reason line",
     )
     assert "0/1 only" in farm.cli("nodes")
@@ -105,8 +107,10 @@ def test_a_licence_is_never_used_twice_even_when_its_node_is_killed(farm: FaultF
     job = farm.submit(farm.tally_argv(4.0), "--frames", "1-3", "--limits", "lic")
     free = farm.submit(farm.tally_argv(0.2), "--frames", "11-14")
     wait_until(
-        lambda: (farm.show(job)["job"].get("reason") or {}).get("text")
-        == "waiting for a lic licence (1/1 in use)",
+        lambda: (
+            (farm.show(job)["job"].get("reason") or {}).get("text")
+            == "waiting for a lic licence (1/1 in use)"
+        ),
         what="the licence reason",
     )
 

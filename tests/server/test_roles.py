@@ -28,6 +28,7 @@ from websockets.exceptions import InvalidStatus
 
 from agent.staging import Fence, UploadToLeader
 from farmtui.protocol import (
+    ROOT_ID_FILE,
     AgentHello,
     AssignChunk,
     BlockNode,
@@ -54,7 +55,6 @@ from farmtui.protocol import (
 from server import rights
 from server.config import LeaderConfig
 from server.joblogs import events_path
-from server.leader import ROOT_ID_FILE
 from server.rights import ACTIONS, COLUMNS, RIGHTS, WHO, Action, Who
 from tests.helpers.fake_agent import FakeAgent
 from tests.helpers.leader import InProcessLeader, wait_for

@@ -151,6 +151,13 @@ def test_nothing_to_save_is_no_transaction(store_url: str) -> None:
     assert store.commits == 0
 
 
+def test_a_claimed_setting_keeps_the_first_value(store_url: str) -> None:
+    first, second = open_store(store_url), open_store(store_url)
+    assert first.claim_setting("root_id", "from-a") == "from-a"
+    assert second.claim_setting("root_id", "from-b") == "from-a"  # started together: one id
+    assert open_store(store_url).setting("root_id") == "from-a"
+
+
 def test_settings_and_tokens(store_url: str) -> None:
     store = open_store(store_url)
     store.set_setting("root_id", "abc")

@@ -28,7 +28,10 @@ database as it was (PostgreSQL rolled the transaction back) and raises
 ``StoreError``; one that loses the connection cannot know whether the server
 committed, says so, and the leader's reload then shows what the database
 holds. Timeouts bound how long a dead server can hold the loop:
-``connect_timeout`` and ``tcp_user_timeout`` (both may be set in the URL).
+``connect_timeout`` and ``tcp_user_timeout`` (both may be set in the URL),
+and for a server that keeps the connection open but stops answering (frozen,
+or a link that drops packets) a deadline of one lease on every write and
+small read (``_Deadline``), after which the link is cut.
 
 Fencing (``server.lease``): once the leader holds the lease, ``term`` is
 set and every write transaction begins by locking the lease row in share
@@ -49,6 +52,9 @@ URL never reaches a log or an error.
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -111,6 +117,11 @@ class PostgresStore:
         # The lease's term once this leader is active: every write checks it (``_writing``).
         self.term: int | None = None
         self.idle_timeout = idle_timeout
+        # How long a write or a small read may wait for the server (the lease's length):
+        # past it the link is cut (``_Deadline``), so a database that stopped answering
+        # without closing the connection cannot hold the leader's loop for ever. A
+        # leader stuck that long has lost its lease by then anyway.
+        self.deadline = idle_timeout
         self._conn: Connection | None = None
         try:
             given = conninfo_to_dict(url)
@@ -173,7 +184,8 @@ class PostgresStore:
 
     # --- the farm ---------------------------------------------------------------
     def load(self) -> tuple[list[Job], list[Node]]:
-        with self._reading("read") as conn:
+        # A whole farm may take longer than any deadline (and runs off the loop at takeover).
+        with self._reading("read", bounded=False) as conn:
             jobs, nodes = farm_from_rows(
                 (data for (data,) in conn.execute("SELECT data FROM jobs")),
                 conn.execute("SELECT job_id, idx, data FROM chunks ORDER BY job_id, idx"),
@@ -247,7 +259,7 @@ class PostgresStore:
 
     # --- every row, for ``farm migrate`` ---------------------------------------------
     def export_rows(self) -> FarmRows:
-        with self._reading("read") as conn:
+        with self._reading("read", bounded=False) as conn:
             return FarmRows(
                 jobs=[(i, d) for i, d in conn.execute("SELECT id, data FROM jobs ORDER BY id")],
                 chunks=[
@@ -269,7 +281,7 @@ class PostgresStore:
     def import_rows(self, rows: FarmRows) -> None:
         from server.store import farm_not_empty
 
-        with self._writing() as cursor:
+        with self._writing(bounded=False) as cursor:
             # No other leader or migration writes while we look and copy.
             cursor.execute("LOCK TABLE jobs, chunks, nodes, tokens, settings IN EXCLUSIVE MODE")
             counts: dict[str, int] = {}
@@ -295,8 +307,8 @@ class PostgresStore:
 
     # --- transactions -----------------------------------------------------------------
     @contextlib.contextmanager
-    def _writing(self) -> Iterator[psycopg.Cursor[TupleRow]]:
-        """One transaction: BEGIN, the statements, COMMIT.
+    def _writing(self, bounded: bool = True) -> Iterator[psycopg.Cursor[TupleRow]]:
+        """One transaction: BEGIN, the statements, COMMIT; within ``deadline`` if ``bounded``.
 
         Any failure becomes StoreError with one line; the database is as it was.
         """
@@ -309,26 +321,33 @@ class PostgresStore:
                 f"{type(exc).__name__}: {reason}",
             ) from None
         term = self.term
+        deadline = _Deadline(conn, self.deadline if bounded else None)
         try:
-            with conn.transaction(), conn.cursor() as cursor:
+            with deadline, conn.transaction(), conn.cursor() as cursor:
                 if term is not None:
                     cursor.execute(_FENCE, (term,))
                     if cursor.fetchone() is None:
                         raise Fenced(FENCED, f"term {term} is over")
                 yield cursor
         except psycopg.Error as exc:
-            raise self._save_error(exc) from None
+            raise self._save_error(exc, deadline.cut) from None
 
     @contextlib.contextmanager
-    def _reading(self, what: str) -> Iterator[Connection]:
+    def _reading(self, what: str, bounded: bool = True) -> Iterator[Connection]:
         """One read-only snapshot (REPEATABLE READ) of the database."""
+        deadline: _Deadline | None = None
         try:
             conn = self._connection()
-            with conn.transaction():
+            deadline = _Deadline(conn, self.deadline if bounded else None)
+            with deadline, conn.transaction():
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 yield conn
         except psycopg.Error as exc:
             self._forget_broken()
+            if deadline is not None and deadline.cut:
+                raise StoreError(
+                    f"cannot {what} {self.where}: {deadline.said()}", deadline.said()
+                ) from None
             raise self._error(f"cannot {what} {self.where}", exc) from None
 
     def _forget_broken(self) -> None:
@@ -348,11 +367,11 @@ class PostgresStore:
         reason = self._reason(exc)
         return StoreError(f"{message}: {reason}", f"{exc.sqlstate or type(exc).__name__}: {reason}")
 
-    def _save_error(self, exc: psycopg.Error) -> StoreError:
+    def _save_error(self, exc: psycopg.Error, cut: bool = False) -> StoreError:
         """The one line a client sees for a failed write, with the server's reason as detail."""
-        lost = self._conn is not None and (self._conn.broken or self._conn.closed)
+        lost = cut or (self._conn is not None and (self._conn.broken or self._conn.closed))
         self._forget_broken()
-        reason = self._reason(exc)
+        reason = f"it did not answer within {self.deadline:g} s" if cut else self._reason(exc)
         detail = f"{exc.sqlstate or type(exc).__name__}: {reason}"
         if exc.sqlstate in _DISK_FULL_STATES:
             return StoreError(DATABASE_DISK_FULL, detail)
@@ -366,3 +385,50 @@ class PostgresStore:
         return StoreError(
             f"the leader could not save the change ({reason}): nothing was changed", detail
         )
+
+
+class _Deadline:
+    """Cut the link if a call on it outlasts ``seconds`` (None: never).
+
+    libpq waits on its socket with no time limit, and a server that is frozen
+    (SIGSTOP, a paused VM) or a link that drops packets without a reset never
+    ends that wait; ``tcp_user_timeout`` only covers data left unacknowledged.
+    Shutting the socket down from a timer thread ends the wait at once with an
+    error; the store then opens a new connection on its next call.
+    """
+
+    def __init__(self, conn: Connection, seconds: float | None) -> None:
+        self.conn = conn
+        self.seconds = seconds
+        self.cut = False
+        self._done = False
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+
+    def __enter__(self) -> _Deadline:
+        if self.seconds is not None:
+            self._timer = threading.Timer(self.seconds, self._cut)
+            self._timer.daemon = True
+            self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._done = True  # a timer that fires from now on leaves the link alone
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def said(self) -> str:
+        return f"the database did not answer within {self.seconds:g} s"
+
+    def _cut(self) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self.cut = True
+            try:
+                fd = self.conn.pgconn.socket
+            except psycopg.OperationalError:
+                return  # already closed
+            with contextlib.suppress(OSError), socket.socket(fileno=os.dup(fd)) as link:
+                link.shutdown(socket.SHUT_RDWR)

@@ -95,4 +95,7 @@ async def test_events_tab_loads_the_jobs_log_and_appends_live(leader: ScriptedLe
         leader.action("pause", ["j1"])
         await wait_for(pilot, lambda: "retry on chunks 3" in "\n".join(detail.event_lines()))
         assert "paused" not in "\n".join(detail.event_lines())
-        assert "retry on chunks 3" in screen_text(app)
+        # Shown once the panel has repainted (a loaded machine may take a few frames).
+        await wait_for(
+            pilot, lambda: "retry on chunks 3" in screen_text(app), within=10.0, what="painted"
+        )

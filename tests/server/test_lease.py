@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -188,6 +191,46 @@ async def test_a_leader_frozen_inside_a_write_cannot_hold_the_takeover_back(
         store.close()
         await first.close()
         await second.close()
+
+
+def test_a_database_that_stops_answering_fails_a_write_within_the_lease(
+    postgres_url: str,
+) -> None:
+    """A frozen server (SIGSTOP: the connection stays open, nothing answers) must not hold
+    the leader's loop for ever: the write fails after the lease's length, changing nothing."""
+    store = open_store(postgres_url, lease=1.0, holder="holder-f")
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s",
+            (session_name("holder-f"),),
+        ).fetchone()
+    assert row is not None
+    backend = int(row[0])
+    outcome: list[BaseException | None] = []
+
+    def write() -> None:
+        try:
+            store.set_setting("k", "frozen")
+            outcome.append(None)
+        except StoreError as exc:
+            outcome.append(exc)
+
+    os.kill(backend, signal.SIGSTOP)
+    try:
+        writer = threading.Thread(target=write, daemon=True)
+        writer.start()
+        writer.join(30)
+        assert outcome, "the write still waits on a frozen database"
+    finally:
+        os.kill(backend, signal.SIGCONT)
+    assert isinstance(outcome[0], StoreError)
+    assert "did not answer within 1 s" in str(outcome[0])
+    assert "may not have been saved" in str(outcome[0])
+    # The next call opens a new link; the cut transaction was never committed.
+    assert store.setting("k") is None
+    store.set_setting("k", "thawed")
+    assert store.setting("k") == "thawed"
+    store.close()
 
 
 async def test_the_keeper_takes_over_renews_and_steps_down_when_deposed(

@@ -39,6 +39,7 @@ from websockets.exceptions import InvalidStatus, WebSocketException
 from websockets.http11 import Response
 
 from farmtui.client import ssl_context
+from farmtui.console.settings import CONNECT_TIMEOUT
 from farmtui.protocol import (
     MAX_MESSAGE_BYTES,
     ROLE_HEADER,
@@ -154,7 +155,7 @@ class LeaderLink:
         *,
         hello: Callable[[], ConsoleHello] = ConsoleHello,
         backoff: Backoff | None = None,
-        open_timeout: float = 5.0,
+        open_timeout: float = CONNECT_TIMEOUT,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         """``ssl_context``: what a wss:// leader's certificate is checked with (``trust``)."""

@@ -10,6 +10,9 @@
     [filters]            # saved job-list filters (F), written by the console
     "alice's failures" = "state:failed owner:alice"
 
+    [link]
+    connect_timeout = 5  # seconds to wait for a leader to answer before trying again
+
 Missing file or keys: these defaults. The console writes only the
 ``[filters]`` table (``save_filter``, ``delete_filter``) and leaves the rest
 of the file as the user wrote it. Pure: no textual.
@@ -43,6 +46,18 @@ class NotifySettings:
     on: frozenset[str] = field(default_factory=lambda: frozenset({"failed", "done"}))
 
 
+# A leader that accepts the connection and says nothing is given up on after this.
+CONNECT_TIMEOUT = 5.0
+CONNECT_TIMEOUT_RANGE = (0.5, 120.0)
+
+
+@dataclass
+class LinkSettings:
+    """The link to the leader: ``connect_timeout`` bounds opening it (seconds)."""
+
+    connect_timeout: float = CONNECT_TIMEOUT
+
+
 @dataclass
 class ConsoleSettings:
     """``filters``: saved job-list filters, name -> filter text, in the order saved.
@@ -53,6 +68,7 @@ class ConsoleSettings:
 
     notify: NotifySettings = field(default_factory=NotifySettings)
     filters: dict[str, str] = field(default_factory=dict)
+    link: LinkSettings = field(default_factory=LinkSettings)
     path: Path | None = field(default=None, compare=False)
 
 
@@ -72,6 +88,7 @@ def load_settings(path: Path | None = None) -> tuple[ConsoleSettings, list[str]]
     except (OSError, tomllib.TOMLDecodeError) as exc:
         return settings, [f"{path}: {exc}"]
     problems = _read_notify(path, data.get("notify", {}), settings.notify)
+    problems += _read_link(path, data.get("link", {}), settings.link)
     filters, filter_problems = _read_filters(path, data.get(FILTERS_TABLE, {}))
     settings.filters = filters
     return settings, problems + filter_problems
@@ -95,6 +112,24 @@ def _read_notify(path: Path, notify: object, settings: NotifySettings) -> list[s
             problems.append(f"{path}: notify.on must be a list of {', '.join(NOTIFY_STATES)}")
     unknown = set(notify) - {"bell", "toast", "on"}
     problems += [f"{path}: unknown setting notify.{key}" for key in sorted(unknown)]
+    return problems
+
+
+def _read_link(path: Path, link: object, settings: LinkSettings) -> list[str]:
+    if not isinstance(link, dict):
+        return [f"{path}: [link] must be a table"]
+    problems: list[str] = []
+    if "connect_timeout" in link:
+        value = link["connect_timeout"]
+        low, high = CONNECT_TIMEOUT_RANGE
+        if isinstance(value, int | float) and not isinstance(value, bool) and low <= value <= high:
+            settings.connect_timeout = float(value)
+        else:
+            problems.append(
+                f"{path}: link.connect_timeout must be a number of seconds from {low:g} to {high:g}"
+            )
+    unknown = sorted(set(link) - {"connect_timeout"})
+    problems += [f"{path}: unknown setting link.{key}" for key in unknown]
     return problems
 
 

@@ -86,6 +86,14 @@ def test_console_toml(tmp_path: Path) -> None:
     settings, problems = load_settings(path)
     assert settings == ConsoleSettings()
     assert len(problems) == 3
+    path.write_text("[link]\nconnect_timeout = 12.5\n")
+    assert load_settings(path)[0].link.connect_timeout == 12.5
+    for bad in ("0", "1000", '"soon"', "true"):
+        path.write_text(f"[link]\nconnect_timeout = {bad}\n")
+        settings, problems = load_settings(path)
+        assert settings == ConsoleSettings()
+        said = f"{path}: link.connect_timeout must be a number of seconds from 0.5 to 120"
+        assert problems == [said]
 
 
 async def test_console_toml_is_read_at_start(

@@ -5,6 +5,9 @@ and changes meanwhile."""
 
 from __future__ import annotations
 
+import socket
+from pathlib import Path
+
 from farmtui.console.widgets.status_bar import ConnectionBanner
 from farmtui.protocol import WatchJob
 from tests.console.conftest import make_app, synced, wait_for
@@ -67,3 +70,25 @@ async def test_wrong_token_keeps_retrying_and_says_why(leader: ScriptedLeader) -
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: "401" in screen_text(app), what="401 shown")
         assert not app.state.synced
+
+
+async def test_a_silent_leader_is_given_up_on_after_the_connect_timeout_of_console_toml(
+    tmp_path: Path,
+) -> None:
+    """A leader that accepts the connection and never answers (frozen, a hung proxy)."""
+    from farmtui.console.app import FarmConsole
+    from farmtui.console.link import Backoff
+
+    path = tmp_path / "config" / "farmtui" / "console.toml"  # XDG_CONFIG_HOME from conftest
+    path.parent.mkdir(parents=True)
+    path.write_text("[link]\nconnect_timeout = 0.5\n")
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        app = FarmConsole(url, "token", backoff=Backoff(base=0.05, cap=0.1))
+        async with app.run_test(size=(80, 24)) as pilot:
+            assert app.screen.link.open_timeout == 0.5
+            await wait_for(pilot, lambda: "timed out" in screen_text(app), what="timed out")
+            await wait_for(pilot, lambda: "attempt 2" in screen_text(app), what="tried again")
+            assert not app.state.synced

@@ -145,7 +145,13 @@ class MainScreen(Screen[None]):
         self.side_view: View = "detail"
         self.job_list = JobList()
         self.link = LeaderLink(
-            self, leader, token, hello=self._hello, backoff=backoff, ssl_context=ssl_context
+            self,
+            leader,
+            token,
+            hello=self._hello,
+            backoff=backoff,
+            ssl_context=ssl_context,
+            open_timeout=self.settings.link.connect_timeout,
         )
         self.operator = Operator(self, self.link, state, self._log)
         self._watch_timer: Timer | None = None

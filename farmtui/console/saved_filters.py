@@ -9,7 +9,15 @@ restart of the console. Pure: no textual.
 
 from __future__ import annotations
 
-from farmtui.console.settings import ConsoleSettings, delete_filter, save_filter
+import contextlib
+
+from farmtui.console.settings import (
+    ConsoleSettings,
+    SettingsError,
+    delete_filter,
+    save_filter,
+    saved_filters,
+)
 
 
 class SavedFilters:
@@ -17,6 +25,15 @@ class SavedFilters:
 
     def __init__(self, settings: ConsoleSettings) -> None:
         self.settings = settings
+
+    def refresh(self) -> None:
+        """Read the file again: another console may have saved or deleted filters since.
+
+        A file that cannot be read now keeps the list as it was.
+        """
+        if self.settings.path is not None:
+            with contextlib.suppress(SettingsError):
+                self.settings.filters = saved_filters(self.settings.path)
 
     def items(self) -> list[tuple[str, str]]:
         """(name, filter text), in the order they were saved."""

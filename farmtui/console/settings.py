@@ -20,13 +20,22 @@ of the file as the user wrote it. Pure: no textual.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import stat
+import tempfile
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from farmtui.printable import CONTROL_CHARACTERS
+
+try:
+    import fcntl
+except ImportError:  # Windows: saves from two consoles at once are not serialised there
+    fcntl = None  # type: ignore[assignment]
 
 NOTIFY_STATES = ("failed", "done", "cancelled")
 FILTER_NAME_MAX = 40
@@ -174,40 +183,69 @@ def save_filter(path: Path, name: str, text: str) -> dict[str, str]:
     problem = filter_name_problem(name)
     if problem is not None:
         raise SettingsError(problem)
-    filters = _filters_on_disk(path)
-    filters[name.strip()] = text
-    _write_filters(path, filters)
+    with _locked(path):
+        old, data = _read_for_writing(path)
+        filters, _ = _read_filters(path, data.get(FILTERS_TABLE, {}))
+        filters[name.strip()] = text
+        _write_filters(path, old, data, filters)
     return filters
 
 
 def delete_filter(path: Path, name: str) -> dict[str, str]:
     """Forget the saved filter ``name``; returns the filters left."""
-    filters = _filters_on_disk(path)
-    if filters.pop(name, None) is not None:
-        _write_filters(path, filters)
+    with _locked(path):
+        old, data = _read_for_writing(path)
+        filters, _ = _read_filters(path, data.get(FILTERS_TABLE, {}))
+        if filters.pop(name, None) is not None:
+            _write_filters(path, old, data, filters)
     return filters
 
 
-def _filters_on_disk(path: Path) -> dict[str, str]:
+def saved_filters(path: Path) -> dict[str, str]:
+    """The filters saved in the file now (another console may have saved some meanwhile)."""
+    return _read_filters(path, _read_for_writing(path)[1].get(FILTERS_TABLE, {}))[0]
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """One console at a time reads, changes and writes the file (an advisory lock beside it)."""
+    target = path.resolve()
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        lock = os.open(target.with_name(target.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise SettingsError(f"cannot write {path}: {exc.strerror or exc}") from None
+    try:
+        if fcntl is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(lock)
+
+
+def _read_for_writing(path: Path) -> tuple[str, dict[str, object]]:
     try:
         text = path.read_text(encoding="utf-8") if path.exists() else ""
         data = tomllib.loads(text)
     except OSError as exc:
         raise SettingsError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         # Never overwrite a file the user is half-way through editing.
         raise SettingsError(f"{path} is not valid TOML ({exc}); fix it first") from None
-    filters, _ = _read_filters(path, data.get(FILTERS_TABLE, {}))
-    return filters
+    return text, data
 
 
 _TABLE_HEADER = re.compile(r"^\s*\[")
 _FILTERS_HEADER = re.compile(rf"^\s*\[\s*{FILTERS_TABLE}\s*\]\s*(#.*)?$")
 
 
-def _write_filters(path: Path, filters: dict[str, str]) -> None:
-    """Replace the ``[filters]`` table, keeping every other line of the file as it was."""
-    old = path.read_text(encoding="utf-8") if path.exists() else ""
+def _write_filters(path: Path, old: str, data: dict[str, object], filters: dict[str, str]) -> None:
+    """Replace the ``[filters]`` table, keeping every other line of the file as it was.
+
+    The new text is read back before it is written: a file that holds its
+    filters another way (dotted keys, an inline table, a multi-line string
+    that looks like a header) is refused rather than broken.
+    """
     kept: list[str] = []
     inside = False
     for line in old.splitlines():
@@ -225,12 +263,35 @@ def _write_filters(path: Path, filters: dict[str, str]) -> None:
             kept.append("")
         kept.append(f"[{FILTERS_TABLE}]")
         kept += [f"{toml_string(name)} = {toml_string(text)}" for name, text in filters.items()]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    new = "\n".join(kept) + "\n" if kept else ""
     try:
-        tmp.write_text("\n".join(kept) + "\n" if kept else "", encoding="utf-8")
-        os.replace(tmp, path)
+        written = tomllib.loads(new)
+    except tomllib.TOMLDecodeError:
+        written = None
+    others = {key: value for key, value in data.items() if key != FILTERS_TABLE}
+    if (
+        written is None
+        or {key: value for key, value in written.items() if key != FILTERS_TABLE} != others
+        or written.get(FILTERS_TABLE, {}) != filters
+    ):
+        raise SettingsError(
+            f"{path} holds its filters in a way the console cannot edit (keep them as "
+            f'name = "filter" lines under a plain [{FILTERS_TABLE}] header); nothing was saved'
+        )
+    # Through a symbolic link (a dotfiles repository), the file it points to is replaced.
+    target = path.resolve()
+    tmp: str | None = None
+    try:
+        handle, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(new)
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(tmp, stat.S_IMODE(target.stat().st_mode))
+        os.replace(tmp, target)
     except OSError as exc:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
         raise SettingsError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 

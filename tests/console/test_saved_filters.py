@@ -3,6 +3,8 @@ restart of the console, delete it; kept in console.toml beside the user's settin
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -151,3 +153,52 @@ def test_filters_are_read_with_the_rest_and_odd_text_round_trips(tmp_path: Path)
     settings, problems = load_settings(path)
     assert settings.filters == {"ok": "owner:a"}
     assert problems == [f"{path}: filters.bad must be a filter string"]
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        'filters.old = "state:failed"\n[notify]\nbell = false\n',
+        '["filters"]\nold = "state:failed"\n[notify]\nbell = false\n',
+        'filters = {old = "state:failed"}\n[notify]\nbell = false\n',
+        '[filters]\nold = """\n[notify]\n"""\n[notify]\nbell = false\n',
+    ],
+)
+def test_filters_written_another_way_are_refused_not_broken(tmp_path: Path, layout: str) -> None:
+    """Valid TOML the line editor would break: nothing is written, and the user is told how."""
+    path = tmp_path / "console.toml"
+    path.write_text(layout)
+    with pytest.raises(SettingsError, match=r"plain \[filters\] header\); nothing was saved"):
+        save_filter(path, "mine", "owner:admin")
+    assert path.read_text() == layout
+    assert not load_settings(path)[0].notify.bell
+
+
+def test_two_consoles_saving_at_once_lose_nothing_and_tear_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "console.toml"
+    path.write_text("[notify]\nbell = false\n")
+    script = (
+        "import sys; from pathlib import Path; from farmtui.console.settings import save_filter\n"
+        "for i in range(60): save_filter(Path(sys.argv[1]), f'{sys.argv[2]}{i}', f'owner:u{i}')\n"
+    )
+    writers = [
+        subprocess.Popen([sys.executable, "-c", script, str(path), who]) for who in ("a", "b")
+    ]
+    assert [writer.wait(timeout=120) for writer in writers] == [0, 0]
+    settings, problems = load_settings(path)
+    assert problems == []
+    assert sorted(settings.filters) == sorted(f"{who}{i}" for who in "ab" for i in range(60))
+    assert not settings.notify.bell
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["console.toml", "console.toml.lock"]
+
+
+def test_a_symlinked_console_toml_stays_a_link(tmp_path: Path) -> None:
+    dotfiles = tmp_path / "dotfiles" / "console.toml"
+    dotfiles.parent.mkdir()
+    dotfiles.write_text("[notify]\ntoast = false\n")
+    path = tmp_path / "config" / "console.toml"
+    path.parent.mkdir()
+    path.symlink_to(dotfiles)
+    save_filter(path, "mine", "owner:admin")
+    assert path.is_symlink()
+    assert tomllib.loads(dotfiles.read_text())["filters"] == {"mine": "owner:admin"}

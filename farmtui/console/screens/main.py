@@ -663,7 +663,8 @@ class MainScreen(Screen[None]):
                 case ApplyFilter(name, text):
                     problem = self.apply_filter(text)
                     if problem is None:
-                        self.notify(f"Filter {name!r}: {text}", timeout=3)
+                        shown = text if len(text) <= 100 else text[:99] + "…"
+                        self.notify(f"Filter {name!r}: {shown}", timeout=3)
                     else:
                         self.notify(f"{name!r}: {problem}", title="Filter", severity="warning")
                 case DeleteFilter(name):
@@ -680,6 +681,7 @@ class MainScreen(Screen[None]):
                 case _:
                     assert_never(choice)
 
+        self.saved_filters.refresh()
         self.app.push_screen(
             SavedFiltersScreen(self.saved_filters.items(), self._typed_filter(), highlight),
             chosen,

@@ -55,9 +55,11 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import os
 import selectors
 import socket
 import ssl
+import stat
 import threading
 import time
 import uuid
@@ -721,6 +723,8 @@ def ssl_context(verify: bool | str) -> ssl.SSLContext:
     if verify is True:
         return ssl.create_default_context()
     try:
+        if not stat.S_ISREG(os.stat(verify).st_mode):  # a FIFO would block the load for ever
+            raise errors.ConfigError(f"the CA file {verify} is not a regular file")
         return ssl.create_default_context(cafile=verify)
     except ssl.SSLError as exc:  # before OSError: it is one
         raise errors.ConfigError(

@@ -23,6 +23,7 @@ checked against, instead of the system's; without one, the system's CAs (and
 from __future__ import annotations
 
 import os
+import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -166,6 +167,9 @@ def check_ca_file(path: str | Path, source: str) -> str:
     when the first https:// connection loads it (``farmtui.client``).
     """
     try:
+        # Not a FIFO or a device: opening one waits for a writer, for ever.
+        if not stat.S_ISREG(os.stat(Path(path).expanduser()).st_mode):
+            raise ConfigError(f"the CA file {path} (from {source}) is not a regular file")
         with open(Path(path).expanduser(), "rb") as handle:
             handle.read(1)
     except OSError as exc:

@@ -21,9 +21,15 @@ from __future__ import annotations
 import re
 
 # DEL, C1 controls (0x9b is a one-byte CSI on some terminals), the Unicode line
-# and paragraph separators, and the bidirectional controls. Written as regex
-# escapes, so an error message that quotes a pattern built from them stays printable.
-_OTHERS = r"\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+# and paragraph separators, the bidirectional controls, and the invisible ones
+# that make two different names look alike (soft hyphen, zero-width space, word
+# joiner and invisible operators, byte order mark); not the zero-width joiners,
+# which emoji and several scripts need. Written as regex escapes, so an error
+# message that quotes a pattern built from them stays printable.
+_OTHERS = (
+    r"\x7f-\x9f\xad\u061c\u180e\u200b\u200e\u200f\u2028\u2029\u202a-\u202e"
+    r"\u2060-\u2064\u2066-\u2069\ufeff"
+)
 # Every character no name may hold (a regex class body): C0 controls and the above.
 # The one definition: names are checked against it (farmtui.protocol) and escaped by it.
 CONTROL_CHARACTERS = r"\x00-\x1f" + _OTHERS

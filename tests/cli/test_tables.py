@@ -35,6 +35,9 @@ def test_every_cell_escapes_control_characters_before_the_widths_are_measured() 
 def test_printable_names_each_kind_of_control_character() -> None:
     assert printable("ok [b]markup[/b] C:\\path") == "ok [b]markup[/b] C:\\path"
     assert printable("\x1b\n\t\r\x00\x7f\x9b\u202e\u2028") == r"\x1b\n\t\r\x00\x7f\x9b\u202e\u2028"
+    # Invisible characters that make two names look the same are shown too.
+    assert printable("shot\u200b_010\ufeff\xad") == r"shot\u200b_010\ufeff\xad"
+    assert printable("family \U0001f468\u200d\U0001f469") == "family \U0001f468\u200d\U0001f469"
     # Multi-line text (a log) keeps its lines and tabs; CRLF is a newline.
     assert printable("a\tb\r\nc\x1b[0m\rd", multiline=True) == "a\tb\nc\\x1b[0m\\rd"
     assert is_printable("shot_010 [v2]")

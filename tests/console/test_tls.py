@@ -3,6 +3,7 @@ whatever SSL_CERT_FILE says, against a real leader serving TLS."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -54,3 +55,7 @@ def test_a_ca_file_that_will_not_do_is_refused_before_the_screen_opens(tmp_path:
     junk.write_text("not a certificate\n")
     with pytest.raises(ConfigError, match="no usable PEM certificate"):
         FarmConsole("https://127.0.0.1:1", "t", ca=str(junk))
+    fifo = tmp_path / "fifo.pem"
+    os.mkfifo(fifo)  # opening it would wait for a writer for ever
+    with pytest.raises(ConfigError, match="is not a regular file"):
+        FarmConsole("https://127.0.0.1:1", "t", ca=str(fifo))

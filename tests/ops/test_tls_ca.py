@@ -95,6 +95,11 @@ async def test_a_missing_or_unreadable_ca_file_is_one_line_and_nothing_is_sent(
     assert code == 2
     assert len(err.strip().splitlines()) == 1
     assert "no usable PEM certificate" in err
+    fifo = tmp_path / "fifo.pem"
+    os.mkfifo(fifo)
+    code, _, err = await run_farm("whoami", *login, "--ca", str(fifo))
+    assert code == 2
+    assert "is not a regular file" in err
 
 
 async def test_the_python_client_takes_the_ca_too(

@@ -51,3 +51,27 @@ def notices(
             )
         )
     return found
+
+
+# More notices than this at once become one.
+MOST_AT_ONCE = 3
+
+
+def grouped(found: list[Notice], most: int = MOST_AT_ONCE) -> list[Notice]:
+    """``found`` as they are, or one notice for them all when there are more than ``most``."""
+    if len(found) <= most:
+        return found
+    counts: dict[str, int] = {}
+    for notice in found:
+        counts[notice.title] = counts.get(notice.title, 0) + 1
+    kinds = ", ".join(f"{n} × {title.lower()}" for title, n in counts.items())
+    names = "; ".join(notice.text for notice in found[:3])
+    return [
+        Notice(
+            title=f"{len(found)} jobs ended",
+            text=f"{kinds}: {names}; …",
+            severity="error" if any(n.severity == "error" for n in found) else "information",
+            bell=any(n.bell for n in found),
+            toast=any(n.toast for n in found),
+        )
+    ]

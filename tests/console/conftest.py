@@ -15,6 +15,7 @@ from textual.widgets import Input
 
 from farmtui.console.app import FarmConsole
 from farmtui.console.link import Backoff
+from farmtui.console.screens.main import MainScreen
 from tests.console.real_farm import farm, shared_leader  # noqa: F401  (fixtures)
 from tests.console.scripted_leader import (
     NOW,
@@ -70,12 +71,26 @@ def make_app(leader: ScriptedLeader, token: str | None = None, **kwargs: object)
 async def wait_for(
     pilot: Pilot[None], condition: Callable[[], object], within: float = 5.0, what: str = ""
 ) -> None:
-    """Poll ``condition`` between pilot pauses until it holds or the deadline passes."""
+    """Poll ``condition`` between pilot pauses until it holds or the deadline passes.
+
+    Then until the screen shows what the console knows: a repaint of changes
+    from the leader may be held back a moment (``MainScreen.on_link_batch``).
+    """
     deadline = time.monotonic() + within
     while not condition():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what or condition}")
         await pilot.pause(0.02)
+    await settled(pilot, deadline)
+
+
+async def settled(pilot: Pilot[None], deadline: float | None = None) -> None:
+    """Wait until no change from the leader waits for a repaint."""
+    deadline = deadline if deadline is not None else time.monotonic() + 5.0
+    for screen in pilot.app.screen_stack:
+        if isinstance(screen, MainScreen):
+            while screen.repaint_pending and time.monotonic() < deadline + 1.0:
+                await pilot.pause(0.02)
 
 
 async def synced(pilot: Pilot[None], app: FarmConsole, watched: str | None = "j1") -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from farmtui.console.app import FarmConsole
+from farmtui.console.notices import Notice, grouped
 from farmtui.console.screens.main import MainScreen
 from farmtui.console.settings import ConsoleSettings, NotifySettings, load_settings
 from tests.console.conftest import make_app, synced, wait_for
@@ -111,3 +112,30 @@ async def test_console_toml_is_read_at_start(
         await pilot.pause()
         assert rings == []
         assert not any(n.title == "Job failed" for n in app._notifications)
+
+
+async def test_many_jobs_ending_at_once_ring_once_with_one_toast(
+    leader: ScriptedLeader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A farm finishing ten jobs a second must not bury the screen in toasts."""
+    settings = ConsoleSettings(notify=NotifySettings(on=frozenset({"cancelled"})))
+    app = make_app(leader, settings=settings)
+    rings = ring_counter(app, monkeypatch)
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
+        await synced(pilot, app)
+        leader.action("cancel", ["j1", "j2", "j3", "j4"])
+        await wait_for(pilot, lambda: rings == [1])
+        toasts = list(app._notifications)
+        assert [toast.title for toast in toasts] == ["4 jobs ended"]
+        assert "4 × job cancelled" in toasts[0].message
+
+
+def test_a_few_notices_stay_as_they_are_more_become_one() -> None:
+    one = Notice("Job failed", "a (alice): 1/2 frames done", "error", True, True)
+    two = Notice("Job finished", "b (bob): 2/2 frames done", "information", False, True)
+    assert grouped([one, two]) == [one, two]
+    (summary,) = grouped([one, two, two, two])
+    assert summary.title == "4 jobs ended"
+    assert summary.text.startswith("1 × job failed, 3 × job finished: a (alice)")
+    assert summary.severity == "error"
+    assert summary.bell

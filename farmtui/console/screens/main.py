@@ -44,7 +44,7 @@ from farmtui.console.commands import Command
 from farmtui.console.job_list import SORT_COLUMN_KEY, JobList
 from farmtui.console.keymap import screen_bindings
 from farmtui.console.link import Backoff, LeaderLink, LinkBatch, LinkProblem, LinkStatus
-from farmtui.console.notices import notices
+from farmtui.console.notices import Notice, grouped, notices
 from farmtui.console.operator import LogLevel, Operator, chunk_names, job_names
 from farmtui.console.saved_filters import SavedFilters
 from farmtui.console.screens.chunk_mode import ChunkActionMode
@@ -112,6 +112,9 @@ VIEW_TITLES: dict[View, str] = {
 }
 WATCH_DELAY = 0.2  # seconds the cursor rests on a job before the detail view follows it
 FAILURES_PERIOD = 1.0  # the failures list is asked for at most this often (seconds)
+REPAINT_EVERY = 0.2  # the longest the screen waits to show the leader's changes (seconds)
+REPAINT_SHARE = 0.25  # of the time, at most this much goes to repainting for those changes
+NOTICE_EVERY = 2.0  # bells and toasts for ended jobs come at most this often (seconds)
 
 
 class MainScreen(Screen[None]):
@@ -160,6 +163,16 @@ class MainScreen(Screen[None]):
         self._output_wanted: tuple[str, int, int] | None = None
         self._failures_sent = float("-inf")  # time.monotonic() of the last FetchFailures
         self._failures_timer: Timer | None = None
+        # Repaints are paced (``on_link_batch``): what arrived meanwhile waits in one Change.
+        self._pending_change: Change | None = None
+        self._repaint_timer: Timer | None = None
+        self._last_repaint = float("-inf")
+        self._repaint_cost = 0.0
+        # The Monitor Log is not written while another view hides it; redrawn when shown.
+        self._monitor_behind = False
+        # Toasts are paced too (``_announce``): notices waiting for the next one.
+        self._notices: list[Notice] = []
+        self._notice_timer: Timer | None = None
 
     # -- layout ------------------------------------------------------------------
 
@@ -234,12 +247,27 @@ class MainScreen(Screen[None]):
         self.view = view
         if view != "jobs":
             self.side_view = view
+        self._catch_up_monitor()
         for side in SIDE_VIEWS:
             self.set_class(side == self.side_view, f"-side-{side}")
         self.set_class(view == "jobs", "-view-jobs")
         self.set_class(view != "jobs", "-view-side")
         self._update_viewbar()
         self.call_after_refresh(self._leave_hidden_focus)
+
+    def _monitor_visible(self) -> bool:
+        """Whether the Logs pane is on screen: its own view, or beside the others at 200 columns."""
+        return self.side_view == "logs" or self.has_class("-xwide")
+
+    def _catch_up_monitor(self) -> None:
+        """Redraw the Monitor Log if events arrived while it was hidden."""
+        if self._monitor_behind and self._monitor_visible():
+            self._monitor_behind = False
+            self.logs.rewrite_monitor()
+
+    def on_resize(self, _: events.Resize) -> None:
+        # Widened to 200 columns, the Logs pane comes into view beside the others.
+        self.call_after_refresh(self._catch_up_monitor)
 
     def _leave_hidden_focus(self) -> None:
         """A hidden filter gives the keyboard back (``1`` must not type into it)."""
@@ -337,10 +365,40 @@ class MainScreen(Screen[None]):
         self._log("error", f"bad message from the leader: {message.error}")
 
     def on_link_batch(self, _: LinkBatch) -> None:
-        change = Change()
+        """Apply what arrived at once; repaint after a pause as long as the last repaint's
+        cost allows (``REPAINT_SHARE``, at most ``REPAINT_EVERY``).
+
+        A busy farm sends a batch for every few chunks; repainting 2,000 rows
+        (filter, sort, layout) for each left no time for the keyboard. The
+        state is always current; the screen catches up within a fifth of a
+        second, and a small farm's cheap repaints are hardly held at all.
+        """
+        change = self._pending_change or Change()
         for message in self.link.drain():
             self.state.apply(message, change)
-        self.apply_change(change)
+        self._pending_change = change
+        if self._repaint_timer is not None:
+            return
+        pause = min(REPAINT_EVERY, self._repaint_cost / REPAINT_SHARE)
+        wait = self._last_repaint + pause - time.monotonic()
+        if wait <= 0:
+            self._repaint()
+        else:
+            self._repaint_timer = self.set_timer(wait, self._repaint)
+
+    @property
+    def repaint_pending(self) -> bool:
+        """Whether changes from the leader wait for the next repaint."""
+        return self._pending_change is not None
+
+    def _repaint(self) -> None:
+        self._repaint_timer = None
+        change, self._pending_change = self._pending_change, None
+        if change is not None:
+            began = time.monotonic()
+            self.apply_change(change)
+            self._last_repaint = time.monotonic()
+            self._repaint_cost = self._last_repaint - began
 
     def apply_change(self, change: Change) -> None:
         """Repaint what ``change`` touched."""
@@ -375,7 +433,11 @@ class MainScreen(Screen[None]):
             self.logs.task_pane.task_output(output)
         for node_log in change.node_logs:
             self.logs.node_log(node_log)
-        if change.events_backfilled:
+        if not self._monitor_visible():
+            self._monitor_behind = self._monitor_behind or bool(
+                change.events or change.events_backfilled
+            )
+        elif change.events_backfilled:
             self.logs.rewrite_monitor()
         elif change.events:
             self.logs.add_events(change.events)
@@ -408,8 +470,21 @@ class MainScreen(Screen[None]):
         )
 
     def _announce(self, change: Change) -> None:
-        """A bell and a toast for each job that failed or finished (``console.toml``)."""
-        for notice in notices(change.transitions, self.state.jobs, self.settings.notify):
+        """A bell and a toast for each job that failed or finished (``console.toml``).
+
+        At most one round every ``NOTICE_EVERY`` seconds, and one toast for many
+        jobs at once: a farm finishing ten jobs a second must not bury the screen.
+        """
+        self._notices += notices(change.transitions, self.state.jobs, self.settings.notify)
+        if self._notice_timer is None:
+            self._flush_notices()
+
+    def _flush_notices(self) -> None:
+        self._notice_timer = None
+        found, self._notices = self._notices, []
+        if not found:
+            return
+        for notice in grouped(found):
             if notice.bell:
                 self.app.bell()
             if notice.toast:
@@ -419,6 +494,7 @@ class MainScreen(Screen[None]):
                     severity="error" if notice.severity == "error" else "information",
                     timeout=8,
                 )
+        self._notice_timer = self.set_timer(NOTICE_EVERY, self._flush_notices)
 
     def action_toggle_notifications(self) -> None:
         """Bell and toasts for finished and failed jobs: on or off (until the console quits)."""

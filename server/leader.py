@@ -51,6 +51,7 @@ from server.history import History
 from server.joblogs import JobLogs, chunk_log_path
 from server.logwriter import LogWriter
 from server.metrics import ChangeCounters
+from server.migrate import MOVED_TO, check_not_moved
 from server.model import Attempt, Changes, Chunk, Job
 from server.nodelogs import NodeLogs
 from server.resources import LIMITS_SETTING, decode_limits
@@ -191,6 +192,7 @@ class Leader:
         self._lease_task: asyncio.Task[None] | None = None
         self.stepped_down = False
         # First: a leader refused here leaves no tokens behind.
+        check_not_moved(self.store.setting(MOVED_TO), self.store.where)
         self.root_id = claim_root(self.root, self.store)
         self.tokens = Tokens(self.store)
         self.admin_token = self.tokens.ensure_file(

@@ -43,7 +43,7 @@ from server.errors import LeaderError, StoreError
 from server.logqueue import logging_off_the_loop
 from server.store import open_store
 from server.store_url import parse_store_url
-from server.sync_root import check_root_before_start
+from server.sync_root import check_store_before_start
 
 log = logging.getLogger("farmtui.leader")
 
@@ -128,8 +128,8 @@ def run_leader(
             # An unreachable database or a wrong password: one line here, not a traceback
             # from the app's start-up. (SQLite's folder is made by the leader itself.)
             open_store(settings.store_url).close()
-        # A root that is another farm's: one line, and nothing created.
-        check_root_before_start(settings.root, settings.store_url)
+        # A farm moved away, a root that is another farm's: one line, and nothing created.
+        check_store_before_start(settings.root, settings.store_url, settings.data)
         # Logging is configured once, before its handlers move off the loop: a uvicorn
         # Config made with a log_config would put direct handlers back (a stderr
         # nobody reads would then block the loop).

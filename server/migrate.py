@@ -6,7 +6,8 @@ rows an older leader wrote included. The source is read in one snapshot; the
 target must hold no farm yet, and receives the rows in one transaction (all
 or nothing); the counts are then checked on a new connection and the copy
 loaded as a leader would load it. Stop the leader first: what it commits
-during the copy would not be copied.
+during the copy would not be copied. The source is then marked as moved
+(``MOVED_TO``), and a leader refuses to start on it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from pathlib import Path
 from server.errors import StoreError
 from server.store import open_store
 from server.store_url import parse_store_url, redacted
+
+# The setting a migrated farm's old store keeps: where the farm went.
+MOVED_TO = "moved_to"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +42,7 @@ def migrate(source_url: str, target_url: str) -> Migrated:
         raise StoreError(f"no farm at {source_where}: --from names a leader's farm.db")
     source = open_store(source_url)
     try:
+        check_not_moved(source.setting(MOVED_TO), source.where)
         rows = source.export_rows()
     finally:
         source.close()
@@ -58,4 +63,20 @@ def migrate(source_url: str, target_url: str) -> Migrated:
             f"the copy in {redacted(target_url)} does not match its source: {copied} "
             f"rows ({len(jobs)} jobs load) where {expected} were copied"
         )
+    # The old copy must never run again beside the new one (a service manager restarting
+    # its leader would make two farms of one sync root): its leader now refuses it.
+    source = open_store(source_url)
+    try:
+        source.set_setting(MOVED_TO, redacted(target_url))
+    finally:
+        source.close()
     return Migrated(redacted(source_url), redacted(target_url), copied)
+
+
+def check_not_moved(moved_to: str | None, where: str) -> None:
+    """StoreError in one line when the farm at ``where`` was moved to another store."""
+    if moved_to:
+        raise StoreError(
+            f"the farm in {where} was moved to {moved_to} by farm migrate: start the "
+            f"leader with --store {moved_to} (this copy is kept only as a backup)"
+        )

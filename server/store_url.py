@@ -20,6 +20,7 @@ StoreKind = Literal["sqlite", "postgresql"]
 
 _POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 _HIDDEN = "***"
+_KEYWORDS = re.compile(r"\s*(host|hostaddr|port|dbname|user|password|service)\s*=", re.IGNORECASE)
 _PASSWORD_OPTION = re.compile(r"((?:^|&)password=)[^&#]*", re.IGNORECASE)
 
 
@@ -39,7 +40,30 @@ def parse_store_url(url: str) -> tuple[StoreKind, str]:
         )
     if not url:
         raise StoreError("no store given: use sqlite:PATH or postgresql://...")
+    if _KEYWORDS.match(url):
+        # libpq's "host=... password=..." form: never a file name (and never shown).
+        raise StoreError(
+            "a store is a URL: use a postgresql:// URL (postgresql://user@host/database) "
+            "or sqlite:PATH, not libpq's key=value form"
+        )
     return "sqlite", url
+
+
+def _user_part_ends(rest: str) -> list[int]:
+    """Where the user part of a URL's remainder (after ``://``) may end: its ``@``.
+
+    libpq ends it at the first ``@`` before any ``/`` (so a password may hold a
+    ``?`` or a ``#``); a URL written for other tools may end it at the last
+    ``@`` before the query. Both are hidden: better too much than a password.
+    """
+    ends = []
+    first = re.search(r"[@/]", rest)
+    if first is not None and first.group() == "@":
+        ends.append(first.start())
+    last = rest.partition("?")[0].rfind("@")
+    if last >= 0 and last not in ends:
+        ends.append(last)
+    return ends
 
 
 def redacted(url: str) -> str:
@@ -47,13 +71,15 @@ def redacted(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     if not sep:
         return url
-    main, question, query = rest.partition("?")
-    # The last "@" ends the user part: a password may hold an unescaped "@" or "/".
-    userinfo, at, host = main.rpartition("@")
-    if at and ":" in userinfo:
+    for secret in passwords(url):  # whatever any reading of the URL calls a password
+        rest = rest.replace(secret, _HIDDEN)
+    ends = _user_part_ends(rest)
+    userinfo, at, host = (rest[: ends[0]], "@", rest[ends[0] + 1 :]) if ends else ("", "", rest)
+    if ":" in userinfo:
         userinfo = userinfo.split(":", 1)[0] + ":" + _HIDDEN
+    main, question, query = host.partition("?")
     query = _PASSWORD_OPTION.sub(r"\1" + _HIDDEN, query)
-    return f"{scheme}{sep}{userinfo}{at}{host}{question}{query}"
+    return f"{scheme}{sep}{userinfo}{at}{main}{question}{query}"
 
 
 def passwords(url: str) -> list[str]:
@@ -62,15 +88,16 @@ def passwords(url: str) -> list[str]:
     _, sep, rest = url.partition("://")
     if not sep:
         return found
-    main, _, query = rest.partition("?")
-    userinfo, at, _ = main.rpartition("@")
-    if at and ":" in userinfo:
-        found.append(userinfo.split(":", 1)[1])
-    for match in re.finditer(r"(?:^|&)password=([^&#]*)", query, re.IGNORECASE):
+    for end in _user_part_ends(rest):
+        userinfo = rest[:end]
+        if ":" in userinfo:
+            found.append(userinfo.split(":", 1)[1])
+    for match in re.finditer(r"(?:^|[?&])password=([^&#]*)", rest, re.IGNORECASE):
         found.append(match.group(1))
     found += [unquote(secret) for secret in found]
     # Longest first: a password that holds another is scrubbed whole.
-    return sorted({secret for secret in found if secret}, key=len, reverse=True)
+    secrets = {secret for secret in found if secret and secret != _HIDDEN}
+    return sorted(secrets, key=len, reverse=True)
 
 
 def scrubbed(text: str, url: str) -> str:

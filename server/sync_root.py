@@ -15,6 +15,7 @@ from pathlib import Path
 
 from farmtui.protocol import ROOT_ID_FILE
 from server.errors import LeaderError
+from server.migrate import MOVED_TO, check_not_moved
 from server.store import FarmStore, open_store
 from server.store_url import parse_store_url
 
@@ -59,21 +60,24 @@ def claim_root(root: Path, store: FarmStore) -> str:
     return ours
 
 
-def check_root_before_start(root: Path, store_url: str) -> None:
-    """``claim_root``'s refusal before the leader starts, creating nothing.
+def check_store_before_start(root: Path, store_url: str, data: Path) -> None:
+    """The leader's refusals of its store and root, before it starts, creating nothing.
 
-    A SQLite store that does not exist yet is a new farm: it is not created
-    just to be told the root is taken.
+    A SQLite file in a folder that does not exist (the leader makes only its
+    ``data`` folder), a farm moved away by ``farm migrate``, and a root that is
+    another farm's (``claim_root``). A SQLite store that does not exist yet is
+    a new farm: it is not created just to be told the root is taken.
     """
-    in_root = read_root_id(root)
-    if not in_root:
-        return
     kind, where = parse_store_url(store_url)
+    folder = Path(where).parent
+    if kind == "sqlite" and not folder.is_dir() and folder.resolve() != data.resolve():
+        raise LeaderError(f"cannot open sqlite:{where}: the folder {folder} does not exist")
     ours, shown = None, where
     if kind == "postgresql" or Path(where).exists():
         store = open_store(store_url)
         try:
+            check_not_moved(store.setting(MOVED_TO), store.where)
             ours, shown = store.setting(ROOT_ID_SETTING), store.where
         finally:
             store.close()
-    check_root_id(root, in_root, ours, shown)
+    check_root_id(root, read_root_id(root), ours, shown)

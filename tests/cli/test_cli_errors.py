@@ -77,6 +77,17 @@ def test_a_second_farm_on_a_sync_root_is_refused_in_one_line(
     assert (root / ".farmtui-root").read_text() == "0123abcd\n"
 
 
+def test_a_sqlite_store_in_a_missing_folder_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "no" / "such" / "farm.db"
+    argv = ["leader", "--data", str(tmp_path / "data"), "--root", str(tmp_path / "root")]
+    argv += ["--store", f"sqlite:{store}", "--port", str(free_port())]
+    assert cli.main(argv) == 1
+    assert f"the folder {store.parent} does not exist" in one_line_error(capsys)
+    assert not (tmp_path / "data" / "admin.token").exists()
+
+
 def test_a_busy_port_is_one_line_and_writes_no_tokens(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -31,7 +31,7 @@ from server.store import (
     open_store,
 )
 from server.store_postgres import PostgresStore
-from server.store_url import parse_store_url, redacted
+from server.store_url import parse_store_url, redacted, scrubbed
 
 SPEC = JobSpec(name="shot", frames="1-100", chunk=1, argv=["render"], output="r/f_####.png")
 
@@ -193,10 +193,23 @@ def test_open_store_picks_the_store_from_the_url(tmp_path: Path, postgres_url: s
             "postgresql://db/farm?user=farm&password=***",
         ),
         ("sqlite:/data/farm.db", "sqlite:/data/farm.db"),
+        # libpq ends the user part at the first "@": a "?" or "#" is the password's.
+        ("postgresql://farm:Qx?leak@db:5432/farm", "postgresql://farm:***@db:5432/farm"),
+        (
+            "postgresql://farm:a#b@db/farm?sslmode=require",
+            "postgresql://farm:***@db/farm?sslmode=require",
+        ),
     ],
 )
 def test_a_url_is_shown_without_its_password(url: str, shown: str) -> None:
     assert redacted(url) == shown
+    assert "leak" not in scrubbed(f"FATAL: cannot connect to {url}", url)
+
+
+def test_a_libpq_keyword_string_is_refused_not_taken_for_a_sqlite_path() -> None:
+    with pytest.raises(StoreError, match="use a postgresql:// URL") as refused:
+        parse_store_url("host=db port=5432 user=farm password=KvSecret9 dbname=farm")
+    assert "KvSecret9" not in str(refused.value)
 
 
 # --- SQLite's own: the WAL ----------------------------------------------------------

@@ -10,6 +10,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from farmtui import cli
+from farmtui.localfarm import free_port
 from server.errors import StoreError
 from server.migrate import migrate
 from server.store import Store, encode_chunk, encode_job, encode_node, open_store
@@ -45,7 +47,11 @@ def test_a_farm_moves_to_postgres_row_for_row(tmp_path: Path, postgres_url: str)
     assert done.counts == {"jobs": 1, "chunks": 2, "nodes": 1, "tokens": 1, "settings": 1}
     assert "***" in done.target
     target = open_store(postgres_url)
-    assert target.export_rows() == source.export_rows()
+    # The source now says where the farm went; everything else is the same.
+    assert source.setting("moved_to") == done.target
+    moved = source.export_rows()
+    moved.settings.remove(("moved_to", done.target))
+    assert target.export_rows() == moved
     moved_jobs, moved_nodes = target.load()
     assert [encode_job(job) for job in moved_jobs] == [encode_job(job) for job in jobs]
     assert [encode_chunk(c) for c in moved_jobs[0].chunks] == [
@@ -62,8 +68,9 @@ def test_a_target_that_holds_a_farm_is_refused_and_left_alone(
     sqlite_farm(tmp_path / "farm.db")
     migrate(f"sqlite:{tmp_path / 'farm.db'}", postgres_url)
     open_store(postgres_url).set_setting("only_there", "1")
+    sqlite_farm(tmp_path / "other.db")
     with pytest.raises(StoreError) as caught:
-        migrate(f"sqlite:{tmp_path / 'farm.db'}", postgres_url)
+        migrate(f"sqlite:{tmp_path / 'other.db'}", postgres_url)
     assert str(caught.value).endswith(
         "already holds a farm (1 jobs, 2 chunks, 1 nodes, 1 tokens, 2 settings): "
         "migrate into an empty database"
@@ -88,8 +95,9 @@ def test_the_copy_is_all_or_nothing(tmp_path: Path, postgres_url: str) -> None:
 
 def test_sqlite_to_sqlite_works_too(tmp_path: Path) -> None:
     source = sqlite_farm(tmp_path / "farm.db")
+    before = source.export_rows()
     migrate(str(tmp_path / "farm.db"), f"sqlite:{tmp_path / 'copy.db'}")
-    assert Store(tmp_path / "copy.db").export_rows() == source.export_rows()
+    assert Store(tmp_path / "copy.db").export_rows() == before
 
 
 def test_farm_migrate_on_the_command_line(
@@ -102,7 +110,8 @@ def test_farm_migrate_on_the_command_line(
     assert report["copied"] == {"jobs": 1, "chunks": 2, "nodes": 1, "tokens": 1, "settings": 1}
     assert postgres_cluster.password not in done.stdout
 
-    again = farm_migrate("--from", f"sqlite:{tmp_path / 'farm.db'}", "--to", postgres_url)
+    sqlite_farm(tmp_path / "other.db").close()
+    again = farm_migrate("--from", f"sqlite:{tmp_path / 'other.db'}", "--to", postgres_url)
     assert again.returncode == 1
     assert again.stdout == ""
     assert again.stderr.count("\n") == 1
@@ -115,3 +124,20 @@ def test_farm_migrate_on_the_command_line(
         f"no farm at {tmp_path / 'nope.db'}: --from names a leader's farm.db"
     )
     assert not (tmp_path / "nope.db").exists()
+
+
+def test_a_moved_farm_is_refused_by_its_old_leader_and_by_a_second_migrate(
+    tmp_path: Path, postgres_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A service manager restarting the old leader would make two farms of one sync root."""
+    sqlite_farm(tmp_path / "farm.db")
+    done = migrate(f"sqlite:{tmp_path / 'farm.db'}", postgres_url)
+    argv = ["leader", "--data", str(tmp_path / "data"), "--root", str(tmp_path / "root")]
+    argv += ["--store", f"sqlite:{tmp_path / 'farm.db'}", "--port", str(free_port())]
+    assert cli.main(argv) == 1
+    said = capsys.readouterr().err
+    assert f"was moved to {done.target} by farm migrate: start the leader with --store" in said
+    assert said.count("\n") == 1
+    assert not (tmp_path / "data" / "admin.token").exists()
+    with pytest.raises(StoreError, match="was moved to"):
+        migrate(f"sqlite:{tmp_path / 'farm.db'}", f"sqlite:{tmp_path / 'again.db'}")

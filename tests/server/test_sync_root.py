@@ -9,7 +9,7 @@ import pytest
 from farmtui.protocol import ROOT_ID_FILE
 from server.errors import LeaderError
 from server.store import open_store
-from server.sync_root import check_root_before_start, claim_root
+from server.sync_root import check_store_before_start, claim_root
 
 
 def test_a_new_farm_marks_its_root_and_keeps_the_id_across_restarts(tmp_path: Path) -> None:
@@ -45,6 +45,6 @@ def test_the_check_before_start_creates_no_database(tmp_path: Path) -> None:
     root.mkdir()
     (root / ROOT_ID_FILE).write_text("0123abcd\n")
     with pytest.raises(LeaderError, match="belongs to another farm"):
-        check_root_before_start(root, f"sqlite:{tmp_path / 'new.db'}")
+        check_store_before_start(root, f"sqlite:{tmp_path / 'new.db'}", tmp_path)
     assert not (tmp_path / "new.db").exists()
-    check_root_before_start(tmp_path / "fresh-root", f"sqlite:{tmp_path / 'new.db'}")
+    check_store_before_start(tmp_path / "fresh-root", f"sqlite:{tmp_path / 'new.db'}", tmp_path)

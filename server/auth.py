@@ -97,17 +97,22 @@ class Tokens:
             return None
         return self.by_hash.get(hash_token(token))
 
-    def ensure_file(self, path: Path, principal: Principal) -> str:
-        """The token in ``path``, made (mode 0600) on first start and known to the store."""
+    def ensure_file(self, path: Path, principal: Principal, remember: bool = True) -> str:
+        """The token in ``path``, made (mode 0600) on first start and known to the store.
+
+        ``remember=False`` (a standby, which must not write to a farm it does not
+        run) makes the file only; the store learns the token once it is active.
+        """
         if path.exists():
             token = path.read_text().strip()
-            if token and self.lookup(token) is None:
+            if token and remember and self.lookup(token) is None:
                 # The database was reset but the file kept: keep the file working.
                 self.add(token, principal)
             if token:
                 return token
         token = new_token()
-        self.add(token, principal)
+        if remember:
+            self.add(token, principal)
         write_secret(path, token + "\n")
         return token
 

@@ -195,12 +195,7 @@ class Leader:
         check_not_moved(self.store.setting(MOVED_TO), self.store.where)
         self.root_id = claim_root(self.root, self.store)
         self.tokens = Tokens(self.store)
-        self.admin_token = self.tokens.ensure_file(
-            settings.data / ADMIN_TOKEN_FILE, Principal("admin", "admin")
-        )
-        self.agent_token = self.tokens.ensure_file(
-            settings.data / AGENT_TOKEN_FILE, Principal(SHARED_AGENT, "agent")
-        )
+        self.admin_token, self.agent_token = self._own_tokens(remember=not shared)
         self.scheduler = Scheduler(self.config)
         # Log files are written on one thread, in order: the sync root may be a slow filer.
         self.logwriter = LogWriter()
@@ -225,6 +220,21 @@ class Leader:
         self._views_version = 0
         self._job_lists: dict[bool, tuple[int, float, bytes]] = {}
         self.started = False
+
+    def _own_tokens(self, remember: bool) -> tuple[str, str]:
+        """This leader's admin and agent tokens, from (or made into) its data folder.
+
+        ``remember``: known to the store too; a standby leaves the farm's
+        tables alone until it is active.
+        """
+        data = self.settings.data
+        admin = self.tokens.ensure_file(
+            data / ADMIN_TOKEN_FILE, Principal("admin", "admin"), remember
+        )
+        agent = self.tokens.ensure_file(
+            data / AGENT_TOKEN_FILE, Principal(SHARED_AGENT, "agent"), remember
+        )
+        return admin, agent
 
     def now(self) -> float:
         return self.clock()
@@ -268,7 +278,9 @@ class Leader:
             assert isinstance(self.store, PostgresStore)
             self.store.term = term
             # A standby's tokens were read at its start; others may have been made since.
+            # Its own files become known to the farm now that it runs it (fenced writes).
             self.tokens = Tokens(self.store)
+            self._own_tokens(remember=True)
             # Off the loop: the keeper renews the lease while a big farm loads.
             jobs, nodes = await asyncio.to_thread(self.store.load)
             if self.stepped_down:

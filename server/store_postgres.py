@@ -83,6 +83,8 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "tcp_user_timeout": 5000,
     "application_name": "farmtui leader",
 }
+# A connection idle this long (seconds) is checked before it is used again.
+IDLE_CHECK_AFTER = 1.0
 DATABASE_DISK_FULL = "the database's disk is full: nothing was changed"
 _DISK_FULL_STATES = frozenset({"53100"})  # disk_full
 
@@ -123,6 +125,7 @@ class PostgresStore:
         # leader stuck that long has lost its lease by then anyway.
         self.deadline = idle_timeout
         self._conn: Connection | None = None
+        self._used = time.monotonic()  # when the connection last answered
         try:
             given = conninfo_to_dict(url)
         except psycopg.Error as exc:
@@ -144,9 +147,23 @@ class PostgresStore:
         self.written = WrittenRows(persisted)
 
     def _connection(self) -> Connection:
-        """The open connection, or a new one when the last broke."""
+        """The open connection, or a new one when the last broke.
+
+        A connection left idle a while is asked first whether it still works:
+        a server that restarted meanwhile closed it, and a change must not fail
+        (and a takeover must not stumble) on a link that was dead before it began.
+        """
         conn = self._conn
-        if conn is None or conn.closed:
+        idle = time.monotonic() - self._used > IDLE_CHECK_AFTER
+        if conn is not None and idle and not (conn.closed or conn.broken):
+            try:
+                with _Deadline(conn, self.deadline):
+                    conn.execute("SELECT 1")
+            except psycopg.OperationalError:
+                conn.close()
+        if conn is None or conn.closed or conn.broken:
+            if conn is not None:
+                conn.close()
             self._conn = conn = psycopg.connect(self.url, autocommit=True, **self._options)
             if self.idle_timeout is not None:
                 milliseconds = max(1, int(self.idle_timeout * 1000))
@@ -331,6 +348,7 @@ class PostgresStore:
                 yield cursor
         except psycopg.Error as exc:
             raise self._save_error(exc, deadline.cut) from None
+        self._used = time.monotonic()
 
     @contextlib.contextmanager
     def _reading(self, what: str, bounded: bool = True) -> Iterator[Connection]:
@@ -342,6 +360,7 @@ class PostgresStore:
             with deadline, conn.transaction():
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 yield conn
+            self._used = time.monotonic()
         except psycopg.Error as exc:
             self._forget_broken()
             if deadline is not None and deadline.cut:

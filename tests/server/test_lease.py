@@ -30,6 +30,8 @@ from farmtui.protocol import (
     encode,
     leader_to_agent,
 )
+from server import store_postgres
+from server.auth import hash_token
 from server.config import LeaderConfig
 from server.errors import StoreError
 from server.lease import LeaseKeeper, LeaseRow, LeaseState, session_name
@@ -233,6 +235,26 @@ def test_a_database_that_stops_answering_fails_a_write_within_the_lease(
     store.close()
 
 
+def test_a_link_the_server_closed_while_idle_is_opened_again_before_a_write(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a database restart the first change must not fail on the old, dead link."""
+    # Every use counts as idle (raising=False: the check is what is under test).
+    monkeypatch.setattr(store_postgres, "IDLE_CHECK_AFTER", 0.0, raising=False)
+    store = open_store(postgres_url, lease=2.0, holder="holder-r")
+    store.set_setting("k", "before")
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        ended = conn.execute(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name = %s",
+            (session_name("holder-r"),),
+        ).fetchone()
+    assert ended == (1,)
+    store.set_setting("k", "after")  # no StoreError
+    assert store.setting("k") == "after"
+    store.close()
+
+
 async def test_the_keeper_takes_over_renews_and_steps_down_when_deposed(
     postgres_url: str,
 ) -> None:
@@ -306,6 +328,9 @@ async def test_a_standby_refuses_writes_reads_agents_and_consoles_naming_the_act
         assert said.encode() in refused.value.response.body
         assert refusal_text(refused.value.response) == said  # the console's banner says it
         assert standby.leader.scheduler.jobs == {}  # nothing loaded
+        # Nor written: its own tokens are in its data folder, not yet in the farm's tables.
+        own = {hash_token(standby.leader.admin_token), hash_token(standby.leader.agent_token)}
+        assert not own & {row.hash for row in open_store(postgres_url).tokens()}
 
         # The active one stops cleanly and hands the lease over: the standby takes over
         # at its next look, with the farm as the active one left it.
@@ -321,3 +346,7 @@ async def test_a_standby_refuses_writes_reads_agents_and_consoles_naming_the_act
         async with standby.http() as http:
             jobs = (await http.get("/api/jobs")).json()
         assert [j["id"] for j in jobs] == [job]
+        # Active, it runs the farm: its tokens are the farm's now (and its own admin works).
+        assert own <= {row.hash for row in open_store(postgres_url).tokens()}
+        async with standby.http(standby.leader.admin_token) as http:
+            assert (await http.get("/api/whoami")).status_code == 200

@@ -185,6 +185,9 @@ class FarmClient:
         self._use(0)
         # Several leaders: the first request asks them all which one is active.
         self._probe = len(self.leaders) > 1 and transport is None
+        # Leaders that did not answer that question in time (frozen, a machine off):
+        # tried last, since each costs the whole timeout.
+        self._silent: set[int] = set()
 
     def _use(self, index: int) -> None:
         """Talk to leader number ``index`` from now on."""
@@ -262,7 +265,7 @@ class FarmClient:
                 # Not sent (refused, unknown host), or safe to send twice: the next leader.
                 if others > 0 and (resend or isinstance(exc, _NOT_SENT)):
                     others -= 1
-                    self._use((self._index + 1) % len(self.leaders))
+                    self._use(self._next_leader())
                     continue
                 # An untrusted certificate stays untrusted: no point in trying again.
                 delay = (
@@ -283,30 +286,40 @@ class FarmClient:
                 and _not_a_leader(response)
             ):
                 others -= 1
-                self._use((self._index + 1) % len(self.leaders))
+                self._use(self._next_leader())
                 continue
             if status == 503 and _is_standby(response):
                 if others > 0:
                     others -= 1  # it changed nothing: ask the next leader
-                    self._use((self._index + 1) % len(self.leaders))
+                    self._use(self._next_leader())
                     continue
                 delay = next(delays, None) if resend else None
                 if delay is not None and time.monotonic() + delay - first <= SUBMIT_RETRY_WINDOW:
                     others = len(self.leaders) - 1  # all standing by: try them all again
-                    self._use((self._index + 1) % len(self.leaders))
                     time.sleep(delay)
+                    # A failover under way: ask again which leader is active by now.
+                    if not self._use_active_leader():
+                        self._use(self._next_leader())
                     continue
             break
         if status >= 400:
-            raise _error_for(response)
+            raise _error_for(response, self._shown)
         return response
 
-    def _use_active_leader(self) -> None:
+    def _next_leader(self) -> int:
+        """The leader after the current one, passing over those that did not answer in time."""
+        count = len(self.leaders)
+        order = [(self._index + step) % count for step in range(1, count + 1)]
+        answering = [index for index in order if index not in self._silent]
+        return (answering or order)[0]
+
+    def _use_active_leader(self) -> bool:
         """Ask every leader's ``/healthz`` at once; talk to the one that says it is active.
 
         Without this a leader that is frozen, or a machine that is off, would
         hold each command for the whole timeout before the next URL is tried.
-        None answers in time (a failover under way): the URLs in their order.
+        None says it is active (a failover under way): the first that answered
+        at all, and those that did not are tried last. True: one is active.
         """
         roles: list[str | None] = [None] * len(self.leaders)
 
@@ -335,8 +348,13 @@ class FarmClient:
             asker.join(max(0.0, deadline - time.monotonic()))
             if "active" in roles:
                 break
+        self._silent = {index for index, role in enumerate(roles) if role is None}
         if "active" in roles:
             self._use(roles.index("active"))
+            return True
+        if self._index in self._silent and len(self._silent) < len(roles):
+            self._use(self._next_leader())
+        return False
 
     def _leader_down(self, exc: Exception) -> errors.LeaderDown:
         if isinstance(exc, ConnectionRefusedError):
@@ -609,7 +627,7 @@ def _not_a_leader(response: Response) -> bool:
     return not (isinstance(payload, dict) and isinstance(payload.get("error"), str))
 
 
-def _error_for(response: Response) -> errors.LeaderError:
+def _error_for(response: Response, shown: str = "") -> errors.LeaderError:
     status = response.status_code
     if status == 401:
         return errors.AuthError("the leader refused the token", status)
@@ -620,6 +638,12 @@ def _error_for(response: Response) -> errors.LeaderError:
             message = payload["error"]
     except ValueError:
         message = response.text.strip()
+        # A web page (a proxy's, another server's) is no message for a terminal.
+        if message.startswith("<") or len(message) > 200:
+            message = (
+                f"HTTP {status} {response.reason_phrase} from {shown or 'the leader'}, "
+                "not a farmtui leader's answer: is that the leader's URL?"
+            )
     message = " ".join(message.split()) or f"HTTP {status} {response.reason_phrase}"
     if status == 403:
         message = f"not allowed: {message}"

@@ -279,6 +279,9 @@ class LeaseKeeper:
         self.stopped = False
         self._expiry: asyncio.TimerHandle | None = None
         self._last_error = ""
+        # The term this leader held when it stepped down: released at its stop, in
+        # case the database still holds it (a renewal that ran late, as it thawed).
+        self._lost_term: int | None = None
 
     @classmethod
     def create(
@@ -389,6 +392,7 @@ class LeaseKeeper:
         """The lease is lost or may be: forget it and tell the leader (once)."""
         if self.state.term is None:
             return
+        self._lost_term = self.state.term
         self.state.lost()
         self.active_url = None
         self.stopped = True  # a deposed leader starts again as a standby (server.main)
@@ -400,14 +404,19 @@ class LeaseKeeper:
         return self.state.held()
 
     async def release(self) -> None:
-        """Hand the lease over at once (a clean stop); a standby takes over at its next poll."""
-        term = self.state.term
+        """Hand the lease over at once (a clean stop); a standby takes over at its next poll.
+
+        After a step-down too: the row changes only if it still holds our term.
+        Within one lease: a database that does not answer cannot hold the stop.
+        """
+        term = self.state.term if self.state.term is not None else self._lost_term
         self.stopped = True
         self.state.lost()
-        if term is not None:
-            with contextlib.suppress(psycopg.Error):
-                await self.row.release(term)
-        await self.row.close()
+        with contextlib.suppress(psycopg.Error, TimeoutError):
+            async with asyncio.timeout(self.state.duration):
+                if term is not None:
+                    await self.row.release(term)
+                await self.row.close()
 
     def _log_error(self, what: str, exc: psycopg.Error) -> None:
         text = f"{what}: {self.row.reason(exc)}"

@@ -57,6 +57,13 @@ def test_the_leaders_error_message_is_kept() -> None:
         (413, b'{"error": "too big"}', errors.BadRequest, "too big"),
         (500, b"Internal Server Error", errors.ServerError, "Internal Server Error"),
         (502, b"", errors.ServerError, "HTTP 502 Bad Gateway"),
+        (
+            404,
+            b"<html><body><h1>404 Not Found</h1>nginx</body></html>",
+            errors.NotFound,
+            "HTTP 404 Not Found from http://fake, not a farmtui leader's answer: "
+            "is that the leader's URL?",
+        ),
     ],
 )
 def test_error_statuses_map_to_the_tree(

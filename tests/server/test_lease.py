@@ -255,6 +255,31 @@ def test_a_link_the_server_closed_while_idle_is_opened_again_before_a_write(
     store.close()
 
 
+async def test_a_leader_that_stepped_down_gives_back_a_lease_the_row_still_holds(
+    postgres_url: str,
+) -> None:
+    """It stepped down on its own clock (a frozen database); a renewal that ran as the
+    database thawed left the row naming it: at its stop the row is freed for a standby."""
+    _migrated(postgres_url).close()
+    acquired: list[int] = []
+
+    async def on_acquired(term: int) -> None:
+        acquired.append(term)
+
+    keeper = LeaseKeeper.create(postgres_url, 30.0, 0.1, "http://me:7878", on_acquired, print)
+    other = LeaseRow(postgres_url, 30.0, "holder-other", "http://other:7878")
+    try:
+        await keeper.stand_by()
+        assert acquired == [1]
+        assert await other.active() == ("http://me:7878", 1)
+        keeper.lose("the lease was not renewed within 30 s")
+        await keeper.release()
+        assert await other.active() is None
+        assert await other.acquire() == 2  # at once, not 30 s later
+    finally:
+        await other.close()
+
+
 async def test_the_keeper_takes_over_renews_and_steps_down_when_deposed(
     postgres_url: str,
 ) -> None:

@@ -364,12 +364,7 @@ class FarmClient:
         elif isinstance(exc, TimeoutError):
             reason = "no answer in time"
         elif isinstance(exc, ssl.SSLCertVerificationError):
-            # OpenSSL's code and its words: "CERTIFICATE_VERIFY_FAILED: self-signed certificate".
-            why = ": ".join(str(part) for part in (exc.reason, exc.verify_message) if part)
-            reason = (
-                f"its TLS certificate is not trusted ({why}); if a private CA signed it, "
-                "give that CA's PEM file with --ca FILE, FARM_CA or ca in the config file"
-            )
+            reason = untrusted_certificate(exc, self._verify)
         else:
             reason = str(exc) or type(exc).__name__
         return errors.LeaderDown(f"cannot reach the leader at {self._shown}: {reason}")
@@ -735,6 +730,24 @@ def _readable(sock: socket.socket) -> bool:
     with selectors.DefaultSelector() as selector:
         selector.register(sock, selectors.EVENT_READ)
         return bool(selector.select(timeout=0))
+
+
+def untrusted_certificate(exc: ssl.SSLCertVerificationError, verify: bool | str) -> str:
+    """Why the leader's certificate was refused and what to do, in one line.
+
+    ``verify``: a CA file's path when one was given, else True (the system's CAs).
+    """
+    # OpenSSL's code and its words: "CERTIFICATE_VERIFY_FAILED: self-signed certificate".
+    why = ": ".join(str(part) for part in (exc.reason, exc.verify_message) if part)
+    if isinstance(verify, str):
+        return (
+            f"its TLS certificate is not trusted ({why}): the CA file {verify} did not "
+            "sign it; give the CA that did"
+        )
+    return (
+        f"its TLS certificate is not trusted ({why}); if a private CA signed it, "
+        "give that CA's PEM file with --ca FILE, FARM_CA or ca in the config file"
+    )
 
 
 def ssl_context(verify: bool | str) -> ssl.SSLContext:

@@ -55,6 +55,7 @@ class FarmConsole(App[None]):
         self.leader = leader
         self.token = token
         self.ssl_context = trust(ca)
+        self.ca = ca
         self.keymap_path = keymap_path
         self.state = ConsoleState(clock=clock)
         self.backoff = backoff
@@ -73,6 +74,7 @@ class FarmConsole(App[None]):
             backoff=self.backoff,
             settings=self.settings,
             ssl_context=self.ssl_context,
+            ca=self.ca,
         )
 
     def notify(

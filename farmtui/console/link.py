@@ -38,7 +38,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus, WebSocketException
 from websockets.http11 import Response
 
-from farmtui.client import ssl_context
+from farmtui.client import ssl_context, untrusted_certificate
 from farmtui.console.settings import CONNECT_TIMEOUT
 from farmtui.protocol import (
     MAX_MESSAGE_BYTES,
@@ -52,6 +52,9 @@ from farmtui.protocol import (
 )
 
 LinkState = Literal["connecting", "connected", "lost"]
+
+# Seconds between pings on an open link (a leader silent for the connect timeout is left).
+KEEPALIVE_EVERY = 2.0
 
 # The leader is trusted and its snapshot of a big farm is big (10,000 jobs with
 # their specs is about 9 MB), so the console accepts more than the protocol's
@@ -108,11 +111,15 @@ def console_url(leader: str) -> str:
 class LinkStatus(Message):
     """The link's state changed (connecting, connected, lost)."""
 
-    def __init__(self, state: LinkState, attempt: int = 0, error: str = "") -> None:
+    def __init__(
+        self, state: LinkState, attempt: int = 0, error: str = "", refused: bool = False
+    ) -> None:
         super().__init__()
         self.state = state
         self.attempt = attempt
         self.error = error
+        # The leader answered and said no (a token, a certificate): not a lost link.
+        self.refused = refused
 
 
 class LinkBatch(Message):
@@ -157,8 +164,10 @@ class LeaderLink:
         backoff: Backoff | None = None,
         open_timeout: float = CONNECT_TIMEOUT,
         ssl_context: ssl.SSLContext | None = None,
+        ca: str | None = None,
     ) -> None:
-        """``ssl_context``: what a wss:// leader's certificate is checked with (``trust``)."""
+        """``ssl_context``: what a wss:// leader's certificate is checked with (``trust``),
+        made from the CA file ``ca`` if one was given (named when a certificate is refused)."""
         self.target = target
         # Every leader's WebSocket URL; ``url`` is the one in use (or being tried).
         self.urls = [console_url(url) for url in leader.split(",") if url.strip()]
@@ -168,6 +177,8 @@ class LeaderLink:
         self.backoff = backoff or Backoff()
         self.open_timeout = open_timeout
         self.ssl_context = ssl_context
+        self.ca = ca
+        self.refused = False
         self.state: LinkState = "connecting"
         self._served = False  # the link in this try reached an active leader
         self.attempt = 0
@@ -177,6 +188,10 @@ class LeaderLink:
         self._pending: list[LeaderToConsole] = []
         self._batch_posted = False
         self._outbox: asyncio.Queue[ConsoleMessage] | None = None
+        # When the leader last said anything (a message or a pong): what is on
+        # screen is stale since then once the link is lost.
+        self._heard: float | None = None
+        self._silent = False  # the keepalive gave up on the leader
         self._next_request = 0
 
     # -- used by the screen ----------------------------------------------------
@@ -216,28 +231,40 @@ class LeaderLink:
             self._set_state("connecting")
             self._served = False
             error = "connection closed by the leader"
+            self.refused = False
             try:
                 async with connect(
                     self.url,
                     additional_headers={"Authorization": f"Bearer {self.token}"},
                     max_size=MAX_LEADER_MESSAGE_BYTES,
                     open_timeout=self.open_timeout,
-                    ping_interval=5,
-                    ping_timeout=10,
+                    # Our own keepalive (``_keep_alive``): it knows when the leader last answered.
+                    ping_interval=None,
                     ssl=tls,
                 ) as ws:
                     await self._serve(ws)
             except InvalidStatus as exc:
                 error = refusal_text(exc.response)
+                self.refused = exc.response.status_code in (401, 403)
+            except ssl.SSLCertVerificationError as exc:
+                error = untrusted_certificate(exc, self.ca or True)
+                self.refused = True
             except ConnectionRefusedError:
                 error = "connection refused"
             except TimeoutError:
                 error = "timed out"
             except (OSError, WebSocketException) as exc:
                 error = str(exc) or type(exc).__name__
+            if self._silent:
+                self._silent = False
+                error = (
+                    f"the leader stopped answering (nothing for {self.open_timeout:g} s: "
+                    "frozen, overloaded or cut off)"
+                )
             self._outbox = None
             if self.stale_since is None:
-                self.stale_since = time.time()
+                # Stale since the leader was last heard, not since we gave up on it.
+                self.stale_since = self._heard or time.time()
             self.attempt += 1
             self.error = error
             self._set_state("lost")
@@ -255,10 +282,14 @@ class LeaderLink:
         self._outbox = outbox
         self.attempt = 0
         self._served = True
+        self._silent = False
+        self._heard = time.time()
         self._set_state("connected")
         sender = asyncio.create_task(self._send_loop(ws, outbox))
+        keeper = asyncio.create_task(self._keep_alive(ws))
         try:
             async for raw in ws:
+                self._heard = time.time()
                 try:
                     message = decode_leader_message(raw)
                 except ProtocolError as exc:
@@ -271,6 +302,27 @@ class LeaderLink:
         finally:
             self._outbox = None
             sender.cancel()
+            keeper.cancel()
+
+    async def _keep_alive(self, ws: ClientConnection) -> None:
+        """Ping every ``KEEPALIVE_EVERY`` s; a leader silent for ``open_timeout`` s is left.
+
+        A frozen leader keeps the connection open and says nothing, so the
+        screen would go on saying "live". The link is cut at once (no closing
+        handshake with a leader that cannot answer it) and the banner says why.
+        """
+        while True:
+            await asyncio.sleep(KEEPALIVE_EVERY)
+            try:
+                pong = await ws.ping()
+                await asyncio.wait_for(pong, self.open_timeout)
+            except TimeoutError:
+                self._silent = True
+                ws.transport.abort()
+                return
+            except WebSocketException:
+                return
+            self._heard = time.time()
 
     @staticmethod
     async def _send_loop(ws: ClientConnection, outbox: asyncio.Queue[ConsoleMessage]) -> None:
@@ -280,4 +332,4 @@ class LeaderLink:
 
     def _set_state(self, state: LinkState) -> None:
         self.state = state
-        self.target.post_message(LinkStatus(state, self.attempt, self.error))
+        self.target.post_message(LinkStatus(state, self.attempt, self.error, self.refused))

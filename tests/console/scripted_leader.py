@@ -345,6 +345,11 @@ class ScriptedLeader:
         assert self._gate is not None
         self.host.wait(self._gate.reopen())
 
+    def freeze(self, frozen: bool = True) -> None:
+        """The leader says nothing any more, with every connection left open (or again)."""
+        assert self._gate is not None
+        self._gate.frozen = frozen
+
 
 def output_line(job_id: str, chunk: int, attempt: int, i: int) -> str:
     """What attempt ``attempt`` of a chunk printed, line ``i``."""
@@ -359,6 +364,8 @@ class Gate:
         self.port = port
         self.server: asyncio.Server | None = None
         self.writers: set[asyncio.StreamWriter] = set()
+        # Frozen: connections stay open and everything sent is dropped (a SIGSTOPped leader).
+        self.frozen = False
 
     @classmethod
     async def open(cls, target: int) -> Gate:
@@ -387,8 +394,9 @@ class Gate:
         async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
             with contextlib.suppress(OSError, ConnectionError):
                 while data := await source.read(65536):
-                    sink.write(data)
-                    await sink.drain()
+                    if not self.frozen:
+                        sink.write(data)
+                        await sink.drain()
             sink.transport.abort()
 
         try:

@@ -6,6 +6,7 @@ and changes meanwhile."""
 from __future__ import annotations
 
 import socket
+import time
 from pathlib import Path
 
 from farmtui.console.widgets.status_bar import ConnectionBanner
@@ -69,6 +70,7 @@ async def test_wrong_token_keeps_retrying_and_says_why(leader: ScriptedLeader) -
     app = FarmConsole(leader.url, "wrong", backoff=Backoff(base=0.05, cap=0.1))
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: "401" in screen_text(app), what="401 shown")
+        assert "the leader refused this console" in screen_text(app)
         assert not app.state.synced
 
 
@@ -92,3 +94,26 @@ async def test_a_silent_leader_is_given_up_on_after_the_connect_timeout_of_conso
             await wait_for(pilot, lambda: "timed out" in screen_text(app), what="timed out")
             await wait_for(pilot, lambda: "attempt 2" in screen_text(app), what="tried again")
             assert not app.state.synced
+
+
+async def test_a_leader_that_stops_answering_is_left_and_the_data_is_stale_since_it_did(
+    leader: ScriptedLeader, tmp_path: Path
+) -> None:
+    """A frozen leader keeps its connections open: without a keepalive the screen said
+    "live" for 20 s, and "stale since" named the moment the console gave up."""
+    path = tmp_path / "config" / "farmtui" / "console.toml"  # XDG_CONFIG_HOME from conftest
+    path.parent.mkdir(parents=True)
+    path.write_text("[link]\nconnect_timeout = 0.5\n")
+    leader.open_gate()
+    app = make_app(leader)
+    async with app.run_test(size=(120, 24)) as pilot:
+        await synced(pilot, app)
+        frozen_at = time.time()
+        leader.freeze()
+        await wait_for(pilot, lambda: "stopped answering" in screen_text(app), within=10)
+        assert app.screen.stale
+        stale_since = app.screen.link.stale_since
+        assert stale_since is not None
+        assert stale_since <= frozen_at
+        leader.freeze(False)
+        await wait_for(pilot, lambda: not app.screen.stale, within=20, what="back")

@@ -44,8 +44,18 @@ async def test_the_console_trusts_the_ca_it_is_given(
                 lambda: "CERTIFICATE_VERIFY_FAILED" in screen_text(doubting),
                 what="the certificate refused, on the banner",
             )
-            assert "leader unreachable" in screen_text(doubting)
+            # Said as the CLI says it: refused, not unreachable, and what to do about it.
+            assert "the leader refused this console" in screen_text(doubting)
+            assert "give that CA's PEM file with --ca FILE" in doubting.screen.link.error
             assert not doubting.state.synced
+
+        # A CA file given, but not the one that signed the leader's certificate.
+        wrong = FarmConsole(
+            farm.url, farm.admin_token, ca=str(other_cert), backoff=Backoff(base=0.05, cap=0.2)
+        )
+        async with wrong.run_test(size=(200, 24)) as pilot:
+            await wait_for(pilot, lambda: wrong.screen.link.refused, what="refused")
+            assert f"the CA file {other_cert} did not sign it" in wrong.screen.link.error
 
 
 def test_a_ca_file_that_will_not_do_is_refused_before_the_screen_opens(tmp_path: Path) -> None:

@@ -136,6 +136,7 @@ class MainScreen(Screen[None]):
         backoff: Backoff | None = None,
         settings: ConsoleSettings | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        ca: str | None = None,
     ) -> None:
         super().__init__()
         self.state = state
@@ -154,6 +155,7 @@ class MainScreen(Screen[None]):
             hello=self._hello,
             backoff=backoff,
             ssl_context=ssl_context,
+            ca=ca,
             open_timeout=self.settings.link.connect_timeout,
         )
         self.operator = Operator(self, self.link, state, self._log)
@@ -354,9 +356,10 @@ class MainScreen(Screen[None]):
     def on_link_status(self, message: LinkStatus) -> None:
         banner = self.query_one(ConnectionBanner)
         if message.state == "lost":
-            banner.show_lost(message.attempt, message.error, self.link.stale_since)
+            banner.show_lost(message.attempt, message.error, self.link.stale_since, message.refused)
             self.dim_stale(True)
-            self._log("warn", f"leader unreachable (attempt {message.attempt}): {message.error}")
+            what = "leader refused this console" if message.refused else "leader unreachable"
+            self._log("warn", f"{what} (attempt {message.attempt}): {message.error}")
         elif message.state == "connected":
             banner.show_resyncing()
         self._update_status()

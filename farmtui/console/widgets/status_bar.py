@@ -29,13 +29,15 @@ class ConnectionBanner(Static):
     }
     """
 
-    def show_lost(self, attempt: int, error: str, stale_since: float | None) -> None:
+    def show_lost(
+        self, attempt: int, error: str, stale_since: float | None, refused: bool = False
+    ) -> None:
+        """``refused``: the leader answered and said no (a token, a certificate)."""
         since = f" · stale since {fmt.clock(stale_since)}" if stale_since else ""
         reason = f" · {error}" if error else ""
+        what = "the leader refused this console" if refused else "leader unreachable"
         self.update(
-            fmt.plain_content(
-                f"⚠ leader unreachable — reconnecting (attempt {attempt}){reason}{since}"
-            )
+            fmt.plain_content(f"⚠ {what} — reconnecting (attempt {attempt}){reason}{since}")
         )
         self.tooltip = fmt.plain_content(error, multiline=True) if error else None
         self.display = True

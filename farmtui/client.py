@@ -262,10 +262,14 @@ class FarmClient:
                     method, self._prefix + path + query, headers, content
                 )
             except TRANSPORT_ERRORS as exc:
-                # Not sent (refused, unknown host), or safe to send twice: the next leader.
+                # Not sent (refused, unknown host), or safe to send twice: the next leader,
+                # the active one if one says so by now (the one that failed may be frozen).
                 if others > 0 and (resend or isinstance(exc, _NOT_SENT)):
                     others -= 1
-                    self._use(self._next_leader())
+                    self._silent.add(self._index)
+                    failed = self._index
+                    if not self._use_active_leader() or self._index == failed:
+                        self._use(self._next_leader(after=failed))
                     continue
                 # An untrusted certificate stays untrusted: no point in trying again.
                 delay = (
@@ -306,12 +310,17 @@ class FarmClient:
             raise _error_for(response, self._shown)
         return response
 
-    def _next_leader(self) -> int:
-        """The leader after the current one, passing over those that did not answer in time."""
+    def _next_leader(self, after: int | None = None) -> int:
+        """The leader to try after ``after`` (the current one): the next that answered the
+        role probe; else ``after`` itself if it answered (a standby: ask it again after
+        a pause), else simply the next."""
         count = len(self.leaders)
-        order = [(self._index + step) % count for step in range(1, count + 1)]
+        start = self._index if after is None else after
+        order = [(start + step) % count for step in range(1, count)] or [start]
         answering = [index for index in order if index not in self._silent]
-        return (answering or order)[0]
+        if answering:
+            return answering[0]
+        return start if start not in self._silent else order[0]
 
     def _use_active_leader(self) -> bool:
         """Ask every leader's ``/healthz`` at once; talk to the one that says it is active.
@@ -322,6 +331,7 @@ class FarmClient:
         at all, and those that did not are tried last. True: one is active.
         """
         roles: list[str | None] = [None] * len(self.leaders)
+        answered = [False] * len(self.leaders)
 
         def ask(index: int) -> None:
             url = self.leaders[index]
@@ -336,6 +346,7 @@ class FarmClient:
                 pass
             finally:
                 link.close()
+                answered[index] = True
 
         askers = [
             threading.Thread(target=ask, args=(index,), daemon=True)
@@ -348,7 +359,11 @@ class FarmClient:
             asker.join(max(0.0, deadline - time.monotonic()))
             if "active" in roles:
                 break
-        self._silent = {index for index, role in enumerate(roles) if role is None}
+        # Silent: asked to the end without a leader's answer. Those still being asked when
+        # one said it is active are not known to be silent (a busy standby may be slow).
+        self._silent = {
+            index for index, role in enumerate(roles) if role is None and answered[index]
+        } | ({i for i, done in enumerate(answered) if not done} if "active" not in roles else set())
         if "active" in roles:
             self._use(roles.index("active"))
             return True
@@ -365,6 +380,11 @@ class FarmClient:
             reason = "no answer in time"
         elif isinstance(exc, ssl.SSLCertVerificationError):
             reason = untrusted_certificate(exc, self._verify)
+        elif isinstance(exc, http.client.BadStatusLine | http.client.LineTooLong) and not (
+            isinstance(exc, http.client.RemoteDisconnected)
+        ):
+            # Whatever it sent is no HTTP: not worth a line of someone else's bytes.
+            reason = "its answer is not HTTP (is that the leader's URL?)"
         else:
             reason = str(exc) or type(exc).__name__
         return errors.LeaderDown(f"cannot reach the leader at {self._shown}: {reason}")

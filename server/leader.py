@@ -193,6 +193,7 @@ class Leader:
         self.stepped_down = False
         # First: a leader refused here leaves no tokens behind.
         check_not_moved(self.store.setting(MOVED_TO), self.store.where)
+        self.store.hold()
         self.root_id = claim_root(self.root, self.store)
         self.tokens = Tokens(self.store)
         self.admin_token, self.agent_token = self._own_tokens(remember=not shared)
@@ -277,6 +278,8 @@ class Leader:
 
             assert isinstance(self.store, PostgresStore)
             self.store.term = term
+            # Moved away by farm migrate while this leader stood by: it must not run it.
+            check_not_moved(self.store.setting(MOVED_TO), self.store.where)
             # A standby's tokens were read at its start; others may have been made since.
             # Its own files become known to the farm now that it runs it (fenced writes).
             self.tokens = Tokens(self.store)

@@ -326,7 +326,10 @@ class LeaseKeeper:
             term = await self.row.acquire()
             if term is None:
                 active = await self.row.active()
-                self.active_url = None if active is None else active[0]
+                # Our own URL: a lease of this leader's previous life, renewed late as the
+                # database thawed; it runs out within a lease. No one to send clients to.
+                mine = active is not None and active[0] == self.row.advertise
+                self.active_url = None if active is None or mine else active[0]
                 return
         except psycopg.Error as exc:
             self._log_error(f"standby: cannot read the lease in {self.row.where}", exc)

@@ -43,6 +43,12 @@ def migrate(source_url: str, target_url: str) -> Migrated:
     source = open_store(source_url)
     try:
         check_not_moved(source.setting(MOVED_TO), source.where)
+        running = source.leaders_on_it()
+        if running:
+            raise StoreError(
+                f"{running} leader(s) run on {source.where}: stop every leader of the farm "
+                "before farm migrate (what they commit meanwhile would not be copied)"
+            )
         rows = source.export_rows()
     finally:
         source.close()

@@ -28,6 +28,7 @@ those errors, so we roll back only when a transaction is still open: a
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import sqlite3
 import time
@@ -130,6 +131,15 @@ class FarmStore(Protocol):
 
     def close(self) -> None: ...
 
+    def hold(self) -> None:
+        """Claim the store for this leader while it runs (SQLite: one leader at a time);
+        StoreError when another leader holds it."""
+        ...
+
+    def leaders_on_it(self) -> int:
+        """How many leaders (other processes) run on this store now."""
+        ...
+
 
 class Fenced(StoreError):
     """Another leader holds the lease (a newer term): this one must never write again."""
@@ -195,6 +205,7 @@ class Store:
         weakref.finalize(self, self.checkpointer.stop)
         self.written = WrittenRows(persisted)
         self.commits = 0
+        self._held: int | None = None  # the leader's lock (``hold``)
 
     def _migrate(self) -> None:
         version: int = self.db.execute("PRAGMA user_version").fetchone()[0]
@@ -215,7 +226,41 @@ class Store:
         version: int = self.db.execute("PRAGMA user_version").fetchone()[0]
         return version
 
+    def _lock_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".leader")
+
+    def hold(self) -> None:
+        """An exclusive lock beside ``farm.db`` for as long as this process runs on it."""
+        try:
+            fd = os.open(self._lock_path(), os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StoreError(f"cannot lock {self.path}: {exc.strerror or exc}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreError(
+                f"another leader runs on {self.path}: stop it first (one leader per farm.db)"
+            ) from None
+        self._held = fd  # closed, and the lock freed, by close() or when the process ends
+
+    def leaders_on_it(self) -> int:
+        try:
+            fd = os.open(self._lock_path(), os.O_RDWR)
+        except FileNotFoundError:
+            return 0
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return 1
+        finally:
+            os.close(fd)  # a lock we took is freed with it
+        return 0
+
     def close(self) -> None:
+        if self._held is not None:
+            os.close(self._held)
+            self._held = None
         self.checkpointer.close()
         self.db.close()
 

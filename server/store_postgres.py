@@ -52,6 +52,7 @@ URL never reaches a log or an error.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import socket
 import threading
@@ -89,6 +90,12 @@ DATABASE_DISK_FULL = "the database's disk is full: nothing was changed"
 _DISK_FULL_STATES = frozenset({"53100"})  # disk_full
 
 _TABLES = ("jobs", "chunks", "nodes", "tokens", "settings")
+# Each running leader names its sessions "farmtui leader ID" / "farmtui lease ID".
+_LEADERS_CONNECTED = (
+    "SELECT count(DISTINCT split_part(application_name, ' ', 3)) FROM pg_stat_activity "
+    "WHERE datname = current_database() AND application_name ~ '^farmtui (leader|lease) .' "
+    "AND pid <> pg_backend_pid()"
+)
 _FENCE = "SELECT term FROM leader_lease WHERE id = 1 AND term = %s FOR SHARE"
 FENCED = "this leader was deposed: another leader holds the lease now; nothing was changed"
 _UPSERT_JOB = (
@@ -131,6 +138,10 @@ class PostgresStore:
         except psycopg.Error as exc:
             raise self._error(f"cannot open {self.where}", exc) from None
         self._options = {k: v for k, v in DEFAULT_OPTIONS.items() if k not in given}
+        if idle_timeout is not None and "connect_timeout" not in given:
+            # Reconnecting after the idle check (half a lease) fits in the rest of it
+            # (libpq waits at least 2 s): a frozen server must not hold the loop longer.
+            self._options["connect_timeout"] = max(2, math.ceil(idle_timeout / 2))
         if holder is not None:
             # Whatever the URL says: the leader that takes over ends this session by name.
             self._options["application_name"] = session_name(holder)
@@ -157,7 +168,7 @@ class PostgresStore:
         idle = time.monotonic() - self._used > IDLE_CHECK_AFTER
         if conn is not None and idle and not (conn.closed or conn.broken):
             try:
-                with _Deadline(conn, self.deadline):
+                with _Deadline(conn, None if self.deadline is None else self.deadline / 2):
                     conn.execute("SELECT 1")
             except psycopg.OperationalError:
                 conn.close()
@@ -263,6 +274,15 @@ class PostgresStore:
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (key, value),
             )
+
+    def hold(self) -> None:
+        """Several leaders share a PostgreSQL farm: the lease says which one runs it."""
+
+    def leaders_on_it(self) -> int:
+        """Leaders connected to the database now, active or standing by (by session name)."""
+        with self._reading("look for leaders on") as conn:
+            row = conn.execute(_LEADERS_CONNECTED).fetchone()
+        return 0 if row is None else int(row[0])
 
     def claim_setting(self, key: str, value: str) -> str:
         with self._writing() as cursor:

@@ -20,8 +20,10 @@ StoreKind = Literal["sqlite", "postgresql"]
 
 _POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 _HIDDEN = "***"
-_KEYWORDS = re.compile(r"\s*(host|hostaddr|port|dbname|user|password|service)\s*=", re.IGNORECASE)
-_PASSWORD_OPTION = re.compile(r"((?:^|&)password=)[^&#]*", re.IGNORECASE)
+# libpq's key=value form (``host=db password=...``), whatever keyword comes first.
+_KEYWORDS = re.compile(r"\s*[A-Za-z_]+\s*=")
+# libpq reads an option's value up to the next "&": a "#" is the password's own.
+_PASSWORD_OPTION = re.compile(r"((?:^|&)password=)[^&]*", re.IGNORECASE)
 
 
 def parse_store_url(url: str) -> tuple[StoreKind, str]:
@@ -92,7 +94,7 @@ def passwords(url: str) -> list[str]:
         userinfo = rest[:end]
         if ":" in userinfo:
             found.append(userinfo.split(":", 1)[1])
-    for match in re.finditer(r"(?:^|[?&])password=([^&#]*)", rest, re.IGNORECASE):
+    for match in re.finditer(r"(?:^|[?&])password=([^&]*)", rest, re.IGNORECASE):
         found.append(match.group(1))
     found += [unquote(secret) for secret in found]
     # Longest first: a password that holds another is scrubbed whole.

@@ -77,6 +77,10 @@ def check_store_before_start(root: Path, store_url: str, data: Path) -> None:
         store = open_store(store_url)
         try:
             check_not_moved(store.setting(MOVED_TO), store.where)
+            if kind == "sqlite" and store.leaders_on_it():
+                raise LeaderError(
+                    f"another leader runs on {store.where}: stop it first (one leader per farm.db)"
+                )
             ours, shown = store.setting(ROOT_ID_SETTING), store.where
         finally:
             store.close()

@@ -82,3 +82,69 @@ def test_a_frozen_leader_listed_first_is_left_alone_while_the_other_takes_over(
         # Asked which leader is active (twice: at the start, and after the refusals),
         # never sent the request itself, which would have waited out the 15 s timeout.
         assert _connections(frozen) == 2
+
+
+class _Leader(http.server.BaseHTTPRequestHandler):
+    """A leader whose role the test sets; frozen, it holds every request unanswered."""
+
+    role = "standby"
+    slow_health = 0.0
+    frozen = threading.Event()
+    thawed = threading.Event()
+
+    def do_GET(self) -> None:  # noqa: N802 - the standard library's name
+        if type(self).frozen.is_set():
+            type(self).thawed.wait(30)
+            return
+        if self.path == "/healthz":
+            type(self).thawed.wait(type(self).slow_health)  # a standby slow to answer
+            _Promoted._answer(self, 200, {"ok": True, "role": type(self).role, "active": None})  # type: ignore[arg-type]
+        elif type(self).role == "active":
+            _Promoted._answer(self, 200, [])  # type: ignore[arg-type]
+        else:
+            _Promoted._answer(self, 503, {"error": f"{STANDBY_REFUSAL}; ask the other"})  # type: ignore[arg-type]
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def _serve(handler: type[http.server.BaseHTTPRequestHandler]) -> http.server.ThreadingHTTPServer:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_a_client_whose_active_leader_freezes_moves_to_the_one_that_took_over() -> None:
+    """A long-lived client (a script, ``farm logs --follow``): its leader froze after the
+    first request; the standby it heard from slowly at first is where it goes next."""
+    first = type(
+        "First",
+        (_Leader,),
+        {"role": "active", "frozen": threading.Event(), "thawed": threading.Event()},
+    )
+    second = type(
+        "Second",
+        (_Leader,),
+        {
+            "role": "standby",
+            "slow_health": 0.3,
+            "frozen": threading.Event(),
+            "thawed": threading.Event(),
+        },
+    )
+    servers = [_serve(first), _serve(second)]
+    urls = [f"http://127.0.0.1:{server.server_address[1]}" for server in servers]
+    try:
+        with FarmClient(",".join(urls), "token", timeout=1.0) as farm:
+            assert farm.jobs() == []
+            assert farm.leader == urls[0]
+            first.frozen.set()
+            second.role = "active"
+            assert farm.jobs() == []
+            assert farm.leader == urls[1]
+    finally:
+        first.thawed.set()
+        for server in servers:
+            server.shutdown()
+            server.server_close()

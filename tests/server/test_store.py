@@ -195,6 +195,7 @@ def test_open_store_picks_the_store_from_the_url(tmp_path: Path, postgres_url: s
         ("sqlite:/data/farm.db", "sqlite:/data/farm.db"),
         # libpq ends the user part at the first "@": a "?" or "#" is the password's.
         ("postgresql://farm:Qx?leak@db:5432/farm", "postgresql://farm:***@db:5432/farm"),
+        ("postgresql://farm@db/farm?password=Oo#leak", "postgresql://farm@db/farm?password=***"),
         (
             "postgresql://farm:a#b@db/farm?sslmode=require",
             "postgresql://farm:***@db/farm?sslmode=require",
@@ -207,9 +208,13 @@ def test_a_url_is_shown_without_its_password(url: str, shown: str) -> None:
 
 
 def test_a_libpq_keyword_string_is_refused_not_taken_for_a_sqlite_path() -> None:
-    with pytest.raises(StoreError, match="use a postgresql:// URL") as refused:
-        parse_store_url("host=db port=5432 user=farm password=KvSecret9 dbname=farm")
-    assert "KvSecret9" not in str(refused.value)
+    for given in (
+        "host=db port=5432 user=farm password=KvSecret9 dbname=farm",
+        "sslmode=disable host=db password=KvSecret9",
+    ):
+        with pytest.raises(StoreError, match="use a postgresql:// URL") as refused:
+            parse_store_url(given)
+        assert "KvSecret9" not in str(refused.value)
 
 
 # --- SQLite's own: the WAL ----------------------------------------------------------

@@ -141,3 +141,23 @@ def test_a_moved_farm_is_refused_by_its_old_leader_and_by_a_second_migrate(
     assert not (tmp_path / "data" / "admin.token").exists()
     with pytest.raises(StoreError, match="was moved to"):
         migrate(f"sqlite:{tmp_path / 'farm.db'}", f"sqlite:{tmp_path / 'again.db'}")
+
+
+def test_a_farm_with_a_leader_running_on_it_is_neither_migrated_nor_run_twice(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """What a running leader commits during the copy would be lost, and it would go on."""
+    sqlite_farm(tmp_path / "farm.db").close()
+    running = open_store(f"sqlite:{tmp_path / 'farm.db'}")
+    running.hold()  # as a leader does while it runs
+    with pytest.raises(StoreError, match="1 leader"):
+        migrate(f"sqlite:{tmp_path / 'farm.db'}", postgres_url)
+    with pytest.raises(StoreError, match="another leader runs on"):
+        open_store(f"sqlite:{tmp_path / 'farm.db'}").hold()
+    running.close()  # the leader stopped: now it may move
+    migrate(f"sqlite:{tmp_path / 'farm.db'}", postgres_url)
+    # On PostgreSQL, any leader connected (active or standing by) counts.
+    standby = open_store(postgres_url, lease=3.0, holder="holder-s")
+    with pytest.raises(StoreError, match="1 leader"):
+        migrate(postgres_url, f"sqlite:{tmp_path / 'back.db'}")
+    standby.close()

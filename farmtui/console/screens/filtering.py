@@ -9,9 +9,7 @@ from textual import on
 from textual.widgets import Input
 
 from farmtui.console.job_list import SORT_COLUMN_KEY
-from farmtui.console.screens.main_parts import (
-    ScreenParts,
-)
+from farmtui.console.screens.main_parts import ScreenParts
 from farmtui.console.screens.saved_filters import (
     ApplyFilter,
     DeleteFilter,
@@ -22,9 +20,7 @@ from farmtui.console.screens.saved_filters import (
 )
 from farmtui.console.settings import SettingsError
 from farmtui.console.state import GROUP_CYCLE
-from farmtui.protocol import (
-    ShowArchived,
-)
+from farmtui.protocol import ShowArchived
 
 
 class Filtering(ScreenParts):

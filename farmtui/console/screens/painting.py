@@ -10,15 +10,10 @@ from textual import events
 
 from farmtui.console.link import LinkBatch, LinkProblem, LinkStatus
 from farmtui.console.notices import grouped, notices
-from farmtui.console.screens.main_parts import (
-    ScreenParts,
-)
+from farmtui.console.screens.main_parts import ScreenParts
 from farmtui.console.state import Change
 from farmtui.console.widgets.status_bar import ConnectionBanner, StatusBar
-from farmtui.protocol import (
-    FetchEvents,
-    WatchJob,
-)
+from farmtui.protocol import FetchEvents, WatchJob
 
 REPAINT_EVERY = 0.2  # the longest the screen waits to show the leader's changes (seconds)
 REPAINT_SHARE = 0.25  # of the time, at most this much goes to repainting for those changes

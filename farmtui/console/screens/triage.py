@@ -7,20 +7,13 @@ import time
 
 from textual import on
 
-from farmtui.console.screens.main_parts import (
-    ScreenParts,
-)
+from farmtui.console.screens.main_parts import ScreenParts
 from farmtui.console.screens.unblock import UnblockScreen
 from farmtui.console.widgets.failures_panel import FailuresTable
 from farmtui.console.widgets.job_detail import JobDetailPanel
 from farmtui.console.widgets.line_table import LineTable
 from farmtui.frames import parse_frames
-from farmtui.protocol import (
-    ChunkView,
-    FailureView,
-    FetchEvents,
-    FetchFailures,
-)
+from farmtui.protocol import ChunkView, FailureView, FetchEvents, FetchFailures
 
 FAILURES_PERIOD = 1.0  # the failures list is asked for at most this often (seconds)
 

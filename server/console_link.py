@@ -37,7 +37,6 @@ from farmtui.protocol import (
     ConsoleToLeader,
     Event,
     EventsFetched,
-    EventView,
     Failures,
     FetchEvents,
     FetchFailures,
@@ -351,10 +350,9 @@ class ConsoleLink:
                 self._room_to_read()
                 if job_id is not None:
                     operations.job_or_404(leader, job_id)
-                    events = leader.history.of_job(job_id, limit)
-                else:
-                    events = leader.history.latest(limit)
-                self._in_background(self._send_events(job_id, events))
+                # The read is made inside the task: a link closed before the task runs
+                # leaves no coroutine behind that was never awaited.
+                self._in_background(self._send_events(job_id, limit))
 
     def _fetch_output(self, request: FetchTaskOutput) -> None:
         leader = self.leader
@@ -407,11 +405,11 @@ class ConsoleLink:
             failures = leader.failures.newest(limit)
         self.post(Failures(failures=failures))
 
-    async def _send_events(
-        self, job_id: str | None, events: Coroutine[Any, Any, list[EventView]]
-    ) -> None:
+    async def _send_events(self, job_id: str | None, limit: int) -> None:
+        history = self.leader.history
+        read = history.latest(limit) if job_id is None else history.of_job(job_id, limit)
         try:
-            found = await events
+            found = await read
         except OSError as exc:
             log.warning("cannot read the event log of %s: %s", job_id or "the farm", exc)
             found = []

@@ -33,7 +33,7 @@ import os
 import sqlite3
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -205,7 +205,7 @@ class Store:
         weakref.finalize(self, self.checkpointer.stop)
         self.written = WrittenRows(persisted)
         self.commits = 0
-        self._held: int | None = None  # the leader's lock (``hold``)
+        self._held: Callable[[], object] | None = None  # frees the leader's lock (``hold``)
 
     def _migrate(self) -> None:
         version: int = self.db.execute("PRAGMA user_version").fetchone()[0]
@@ -242,7 +242,9 @@ class Store:
             raise StoreError(
                 f"another leader runs on {self.path}: stop it first (one leader per farm.db)"
             ) from None
-        self._held = fd  # closed, and the lock freed, by close() or when the process ends
+        # Closed, and the lock freed, by close(), or when this store is dropped (a leader
+        # that failed to start must not keep the next one out), or when the process ends.
+        self._held = weakref.finalize(self, os.close, fd)
 
     def leaders_on_it(self) -> int:
         try:
@@ -259,7 +261,7 @@ class Store:
 
     def close(self) -> None:
         if self._held is not None:
-            os.close(self._held)
+            self._held()  # once, whichever comes first
             self._held = None
         self.checkpointer.close()
         self.db.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import subprocess
 import sys
@@ -155,6 +156,10 @@ def test_a_farm_with_a_leader_running_on_it_is_neither_migrated_nor_run_twice(
     with pytest.raises(StoreError, match="another leader runs on"):
         open_store(f"sqlite:{tmp_path / 'farm.db'}").hold()
     running.close()  # the leader stopped: now it may move
+    failed = open_store(f"sqlite:{tmp_path / 'farm.db'}")
+    failed.hold()
+    del failed  # a leader that failed to start, dropped without close(): its lock goes too
+    gc.collect()
     migrate(f"sqlite:{tmp_path / 'farm.db'}", postgres_url)
     # On PostgreSQL, any leader connected (active or standing by) counts.
     standby = open_store(postgres_url, lease=3.0, holder="holder-s")

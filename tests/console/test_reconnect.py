@@ -69,8 +69,14 @@ async def test_wrong_token_keeps_retrying_and_says_why(leader: ScriptedLeader) -
 
     app = FarmConsole(leader.url, "wrong", backoff=Backoff(base=0.05, cap=0.1))
     async with app.run_test(size=(80, 24)) as pilot:
-        await wait_for(pilot, lambda: "401" in screen_text(app), what="401 shown")
-        assert "the leader refused this console" in screen_text(app)
+        # The banner says it between tries (each try shows "connecting" for a moment).
+        await wait_for(
+            pilot,
+            lambda: (
+                "401" in screen_text(app) and "the leader refused this console" in screen_text(app)
+            ),
+            what="401 shown as a refusal",
+        )
         assert not app.state.synced
 
 

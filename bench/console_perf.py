@@ -26,11 +26,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import platform
 import statistics
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +50,10 @@ from farmtui.protocol import (  # noqa: E402
     Event,
     EventView,
     FramesChanged,
+    FrameState,
     JobDetail,
     JobsChanged,
+    JobState,
     JobStats,
     JobView,
     JobWatched,
@@ -79,7 +83,7 @@ def make_job(i: int, frames: int = 100) -> JobView:
 
 
 def make_detail(frames: int) -> JobDetail:
-    states = ("done", "assigned", "unassigned", "staged", "failed")
+    states: tuple[FrameState, ...] = ("done", "assigned", "unassigned", "staged", "failed")
     return JobDetail(
         job=make_job(0, frames),
         chunks=[
@@ -166,7 +170,7 @@ async def serve(port_file: str, rate: int, seconds: float, frames: int, churn: i
                     if delay > 0:
                         await asyncio.sleep(delay)
                     frame = i % 1000 + 1
-                    state = "assigned" if (i // 1000) % 2 == 0 else "done"
+                    state: FrameState = "assigned" if (i // 1000) % 2 == 0 else "done"
                     await ws.send(encode(FramesChanged(job_id="j0", frames=[frame], state=state)))
                 await ws.send(
                     encode(Event(event=EventView(time=time.time(), level="info", text="bench-end")))
@@ -185,7 +189,7 @@ async def churning(ws: Any, per_second: int) -> None:
     """2,000 jobs, then ``per_second`` of them changed a second, in batches of 10, for ever."""
     jobs = [make_job(i) for i in range(CHURN_JOBS)]
     await ws.send(encode(Snapshot(user="b", role="admin", jobs=jobs, nodes=[])))
-    states = ("queued", "rendering", "done")
+    states: tuple[JobState, ...] = ("queued", "rendering", "done")
     step = 0
     while True:
         changed = []
@@ -203,19 +207,8 @@ async def keys_under_churn(per_second: int, tmp: Path, presses: int = 30) -> dic
     """Target 4: key to action, repaints paced and not, side by side in one run."""
     from farmtui.console.screens import painting as main_screen
 
-    port_file = tmp / "churn-port"
-    port_file.unlink(missing_ok=True)
-    leader = await asyncio.create_subprocess_exec(
-        sys.executable, __file__, "--serve", str(port_file), "--churn", str(per_second)
-    )
     results: dict[str, float] = {}
-    try:
-        deadline = time.monotonic() + 10
-        while not await asyncio.to_thread(lambda: port_file.exists() and port_file.read_text()):
-            if time.monotonic() > deadline:
-                raise RuntimeError("bench leader did not start")
-            await asyncio.sleep(0.02)
-        url = f"http://127.0.0.1:{await asyncio.to_thread(port_file.read_text)}"
+    async with bench_leader(tmp / "churn-port", "--churn", str(per_second)) as url:
         shipped = (main_screen.REPAINT_EVERY, main_screen.REPAINT_SHARE)
         for label, pacing in (("unpaced", (0.0, float("inf"))), ("paced", shipped)):
             main_screen.REPAINT_EVERY, main_screen.REPAINT_SHARE = pacing
@@ -244,27 +237,15 @@ async def keys_under_churn(per_second: int, tmp: Path, presses: int = 30) -> dic
             results[f"key_{label}_p50_ms"] = 1000 * statistics.median(latencies)
             results[f"key_{label}_p99_ms"] = 1000 * latencies[int(0.99 * (len(latencies) - 1))]
         main_screen.REPAINT_EVERY, main_screen.REPAINT_SHARE = shipped
-    finally:
-        leader.terminate()
-        await leader.wait()
     return results
 
 
-async def live_frames(rate: int, seconds: float, tmp: Path) -> dict[str, float]:
-    port_file = tmp / "port"
-    port_file.unlink(missing_ok=True)
-    frames = 2000
+@contextlib.asynccontextmanager
+async def bench_leader(port_file: Path, *options: str) -> AsyncIterator[str]:
+    """This script as a leader in another process (``--serve``); its URL once it listens."""
+    await asyncio.to_thread(port_file.unlink, missing_ok=True)
     leader = await asyncio.create_subprocess_exec(
-        sys.executable,
-        __file__,
-        "--serve",
-        str(port_file),
-        "--rate",
-        str(rate),
-        "--seconds",
-        str(seconds),
-        "--frames",
-        str(frames),
+        sys.executable, __file__, "--serve", str(port_file), *options
     )
     try:
         deadline = time.monotonic() + 10
@@ -272,7 +253,16 @@ async def live_frames(rate: int, seconds: float, tmp: Path) -> dict[str, float]:
             if time.monotonic() > deadline:
                 raise RuntimeError("bench leader did not start")
             await asyncio.sleep(0.02)
-        url = f"http://127.0.0.1:{await asyncio.to_thread(port_file.read_text)}"
+        yield f"http://127.0.0.1:{await asyncio.to_thread(port_file.read_text)}"
+    finally:
+        leader.terminate()
+        await leader.wait()
+
+
+async def live_frames(rate: int, seconds: float, tmp: Path) -> dict[str, float]:
+    frames = 2000
+    options = ["--rate", str(rate), "--seconds", str(seconds), "--frames", str(frames)]
+    async with bench_leader(tmp / "port", *options) as url:
         app = FarmConsole(url, "t")
         renders: list[tuple[float, int]] = []
         async with app.run_test(size=(80, 64)) as pilot:
@@ -326,9 +316,6 @@ async def live_frames(rate: int, seconds: float, tmp: Path) -> dict[str, float]:
             "frame_latency_p99_ms": 1000 * latencies[int(0.99 * (len(latencies) - 1))],
             "console_cpu_fraction_of_one_core": cpu / wall if wall else 0.0,
         }
-    finally:
-        leader.terminate()
-        await leader.wait()
 
 
 def main() -> None:

@@ -81,6 +81,26 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
+def spawn_farm(
+    name: str,
+    args: list[str],
+    log: Path,
+    python: str = sys.executable,
+    env: dict[str, str] | None = None,
+) -> Child:
+    """``python -m farmtui ARGS`` in a session of its own, its output appended to ``log``."""
+    with open(log, "ab") as out:
+        process = subprocess.Popen(
+            [python, "-m", "farmtui", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**child_environment(python), **(env or {})},
+        )
+    return Child(name, process, log)
+
+
 def stop_process(process: subprocess.Popen[bytes], grace: float = 10.0) -> int | None:
     """SIGTERM the process's group, wait up to ``grace`` s, then SIGKILL it; its exit code."""
     stop_processes([process], grace)
@@ -147,17 +167,7 @@ class LocalFarm:
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> Child:
         self.logs.mkdir(parents=True, exist_ok=True)
-        log = self.logs / f"{name}.log"
-        with open(log, "ab") as out:
-            process = subprocess.Popen(
-                [self.python, "-m", "farmtui", *args],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                env={**child_environment(self.python), **(env or {})},
-            )
-        return Child(name, process, log)
+        return spawn_farm(name, args, self.logs / f"{name}.log", self.python, env)
 
     def start_leader(self, timeout: float = HEALTH_TIMEOUT) -> None:
         """Start the leader and return once ``/healthz`` answers and its tokens exist."""

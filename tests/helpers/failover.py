@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 
 from farmtui.client import FarmClient
-from farmtui.localfarm import Child, child_environment, free_port, stop_processes
+from farmtui.localfarm import Child, free_port, spawn_farm, stop_processes
 from tests.e2e.fault_support import Tally, wait_until, write_tally_script
 
 Json = dict[str, Any]
@@ -56,18 +56,9 @@ class LeaderProcess:
         self._frozen = False
 
     def start(self) -> None:
-        args = [sys.executable, "-m", "farmtui", "leader", "--data", str(self.data)]
-        args += ["--root", str(self.root), "--port", str(self.port), "--advertise", self.url]
-        with open(self.log, "ab") as out:
-            process = subprocess.Popen(
-                args,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                env=child_environment(sys.executable),
-            )
-        self.child = Child(self.name, process, self.log)
+        args = ["leader", "--data", str(self.data), "--root", str(self.root)]
+        args += ["--port", str(self.port), "--advertise", self.url]
+        self.child = spawn_farm(self.name, args, self.log)
 
     @property
     def process(self) -> subprocess.Popen[bytes]:
@@ -256,21 +247,10 @@ class FailoverFarm:
         staging = self.folder / "staging" / name
         staging.mkdir(parents=True, exist_ok=True)
         token_file = next(iter(self.leaders.values())).data / "agent.token"
-        args = [sys.executable, "-m", "farmtui", "agent", "--leader", self.urls]
+        args = ["agent", "--leader", self.urls]
         args += ["--token-file", str(token_file), "--name", name, "--slots", str(slots)]
         args += ["--staging", str(staging), "--state", str(state)]
-        log = self.folder / f"agent-{name}.log"
-        with open(log, "ab") as out:
-            process = subprocess.Popen(
-                args,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                env=child_environment(sys.executable),
-            )
-        child = Child(name, process, log)
-        child.name = name
+        child = spawn_farm(name, args, self.folder / f"agent-{name}.log")
         self.agents[name] = child
         return child
 

@@ -45,6 +45,11 @@ class JobFilter:
     states: frozenset[str] = frozenset()
     terms: tuple[tuple[str, str], ...] = ()
 
+    @property
+    def empty(self) -> bool:
+        """Whether every job passes (no filter typed): the table can skip asking each."""
+        return not (self.words or self.states or self.terms)
+
     def matches(self, job: JobView) -> bool:
         if self.states and job.state not in self.states:
             return False
@@ -163,16 +168,19 @@ class JobList:
         jobs = state.jobs
         order = state.dispatch_order()
         wanted = self._parsed
-        order = [
-            job_id
-            for job_id in order
-            if (self.show_archived or not jobs[job_id].archived)
-            and not (self.hide_finished and jobs[job_id].state in FINISHED)
-            and wanted.matches(jobs[job_id])
-        ]
+        if not (wanted.empty and self.show_archived and not self.hide_finished):
+            everything = wanted.empty
+            order = [
+                job_id
+                for job_id in order
+                if (self.show_archived or not jobs[job_id].archived)
+                and not (self.hide_finished and jobs[job_id].state in FINISHED)
+                and (everything or wanted.matches(jobs[job_id]))
+            ]
         if self.sort != "dispatch":
             sort_key = SORT_KEYS[self.sort]
-            order.sort(key=lambda job_id: sort_key(jobs[job_id]))  # type: ignore[arg-type,return-value]
+            # Sorted into a new list: ``order`` may be the state's cached dispatch order.
+            order = sorted(order, key=lambda job_id: sort_key(jobs[job_id]))  # type: ignore[arg-type,return-value]
         if self.group_by == "none":
             return list(order)
         groups: dict[object, list[str]]

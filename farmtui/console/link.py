@@ -39,6 +39,7 @@ from websockets.exceptions import InvalidStatus, WebSocketException
 from websockets.http11 import Response
 
 from farmtui.client import ssl_context, untrusted_certificate
+from farmtui.console import heap
 from farmtui.console.settings import CONNECT_TIMEOUT
 from farmtui.protocol import (
     MAX_MESSAGE_BYTES,
@@ -82,7 +83,8 @@ def decode_leader_message(data: bytes | str) -> LeaderToConsole:
     if len(data) > MAX_LEADER_MESSAGE_BYTES:
         raise ProtocolError(f"message of {len(data)} bytes is over the console's limit")
     try:
-        message: LeaderToConsole = leader_to_console.decode(data)
+        with heap.decoding(len(data)):
+            message: LeaderToConsole = leader_to_console.decode(data)
         return message
     except msgspec.DecodeError as exc:
         raise ProtocolError(f"malformed message: {exc}") from None

@@ -9,7 +9,9 @@ screen calls these methods.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 from textual.screen import Screen
@@ -44,6 +46,17 @@ from farmtui.protocol import (
 
 LogLevel = Literal["info", "warn", "error"]
 
+# A request unanswered this long shows in the status line (a frozen or slow leader).
+SLOW_REPLY = 1.0
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """Requests the leader has not answered for a while: how many, and the oldest's age."""
+
+    count: int
+    oldest: float
+
 
 def job_names(names: Sequence[str]) -> str:
     """``shot_010`` for one job, ``3 jobs`` for more."""
@@ -64,7 +77,8 @@ class Operator:
         self.link = link
         self.state = state
         self.log = log
-        self._pending: dict[int, str] = {}
+        # request id -> (label, when sent, monotonic)
+        self._pending: dict[int, tuple[str, float]] = {}
 
     # -- sending ---------------------------------------------------------------------
 
@@ -77,14 +91,14 @@ class Operator:
                     f"{label} was not sent: the leader is unreachable", severity="error"
                 )
             return None
-        self._pending[request_id] = label
+        self._pending[request_id] = (label, time.monotonic())
         if label:
             self.log("info", f"{label}: sent")
         return request_id
 
     def replied(self, reply: Reply) -> None:
         """The leader answered a request: log it, and pop up a refusal."""
-        label = self._pending.pop(reply.request_id, "")
+        label, _ = self._pending.pop(reply.request_id, ("", 0.0))
         if reply.ok:
             if label:
                 self.log("info", f"{label}: done")
@@ -92,6 +106,28 @@ class Operator:
         error = reply.error or "refused"
         self.log("error", f"{label or 'request'}: {error}")
         self.screen.notify(error, title=label or "The leader refused", severity="error")
+
+    def waiting(self, now: float | None = None) -> Waiting | None:
+        """The requests unanswered for ``SLOW_REPLY`` or longer, if any."""
+        now = time.monotonic() if now is None else now
+        ages = [now - sent for _, sent in self._pending.values() if now - sent >= SLOW_REPLY]
+        return Waiting(len(ages), max(ages)) if ages else None
+
+    def link_lost(self) -> None:
+        """The link dropped: requests still unanswered may or may not have been carried
+        out. Say which, so the operator looks rather than assumes."""
+        unanswered = [label for label, _ in self._pending.values() if label]
+        self._pending.clear()
+        for label in unanswered:
+            self.log(
+                "warn", f"{label}: no answer before the link dropped; check whether it was done"
+            )
+        if unanswered:
+            what = unanswered[0] if len(unanswered) == 1 else f"{len(unanswered)} requests"
+            self.screen.notify(
+                f"{what}: no answer before the link dropped; check once it is back",
+                severity="warning",
+            )
 
     def send_once_confirmed(
         self, confirmation: Confirmation | None, message: ConsoleMessage, label: str

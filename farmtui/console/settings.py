@@ -39,6 +39,8 @@ except ImportError:  # Windows: saves from two consoles at once are not serialis
 
 NOTIFY_STATES = ("failed", "done", "cancelled")
 FILTER_NAME_MAX = 40
+# More than a wrangler can scan in the F list (which grew slow to open at thousands).
+FILTERS_MAX = 200
 FILTERS_TABLE = "filters"
 
 
@@ -149,6 +151,9 @@ def _read_filters(path: Path, table: object) -> tuple[dict[str, str], list[str]]
     problems: list[str] = []
     for name, text in table.items():
         problem = filter_name_problem(name)
+        if len(filters) == FILTERS_MAX:
+            problems.append(f"{path}: only the first {FILTERS_MAX} saved filters are used")
+            break
         if problem is not None:
             problems.append(f"{path}: filters: {problem}")
         elif not isinstance(text, str):
@@ -186,6 +191,8 @@ def save_filter(path: Path, name: str, text: str) -> dict[str, str]:
     with _locked(path):
         old, data = _read_for_writing(path)
         filters, _ = _read_filters(path, data.get(FILTERS_TABLE, {}))
+        if name.strip() not in filters and len(filters) >= FILTERS_MAX:
+            raise SettingsError(f"at most {FILTERS_MAX} saved filters: delete one first (F, d)")
         filters[name.strip()] = text
         _write_filters(path, old, data, filters)
     return filters

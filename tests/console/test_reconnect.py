@@ -123,3 +123,32 @@ async def test_a_leader_that_stops_answering_is_left_and_the_data_is_stale_since
         assert stale_since <= frozen_at
         leader.freeze(False)
         await wait_for(pilot, lambda: not app.screen.stale, within=20, what="back")
+
+
+async def test_an_action_a_frozen_leader_never_answers_is_shown_waiting_then_unconfirmed(
+    leader: ScriptedLeader, tmp_path: Path
+) -> None:
+    """Pressing p on a frozen leader used to look like nothing happened: now the status
+    line counts the unanswered request, and when the link drops the operator is told
+    it may or may not have been done."""
+    path = tmp_path / "config" / "farmtui" / "console.toml"  # XDG_CONFIG_HOME from conftest
+    path.parent.mkdir(parents=True)
+    path.write_text("[link]\nconnect_timeout = 1\n")
+    leader.open_gate()
+    app = make_app(leader)
+    async with app.run_test(size=(120, 24)) as pilot:
+        await synced(pilot, app)
+        leader.freeze()
+        await pilot.press("p")
+        await wait_for(pilot, lambda: "1 request unanswered" in screen_text(app), within=10)
+        await wait_for(
+            pilot,
+            lambda: any(
+                "no answer before the link dropped" in n.message for n in app._notifications
+            ),
+            within=15,
+            what="the unconfirmed request named",
+        )
+        assert "unanswered" not in screen_text(app)
+        leader.freeze(False)
+        await wait_for(pilot, lambda: not app.screen.stale, within=20, what="back")

@@ -12,7 +12,13 @@ import pytest
 
 from farmtui.console.app import FarmConsole
 from farmtui.console.screens.saved_filters import SavedFiltersScreen, SaveFilterPrompt
-from farmtui.console.settings import SettingsError, load_settings, save_filter, settings_path
+from farmtui.console.settings import (
+    FILTERS_MAX,
+    SettingsError,
+    load_settings,
+    save_filter,
+    settings_path,
+)
 from farmtui.console.widgets.jobs_table import JobsTable
 from tests.console.conftest import synced, wait_for
 from tests.console.real_farm import RealFarm
@@ -202,3 +208,20 @@ def test_a_symlinked_console_toml_stays_a_link(tmp_path: Path) -> None:
     save_filter(path, "mine", "owner:admin")
     assert path.is_symlink()
     assert tomllib.loads(dotfiles.read_text())["filters"] == {"mine": "owner:admin"}
+
+
+def test_saved_filters_are_capped_with_a_clear_refusal(tmp_path: Path) -> None:
+    """The F list stays quick to open: the 201st name is refused and says what to do;
+    an old name can still be replaced; a hand-written longer list is cut, and said so."""
+    path = tmp_path / "console.toml"
+    path.write_text(
+        "[filters]\n" + "".join(f'f{i} = "owner:u{i}"\n' for i in range(FILTERS_MAX + 5))
+    )
+    settings, problems = load_settings(path)
+    assert len(settings.filters) == FILTERS_MAX
+    assert problems == [f"{path}: only the first {FILTERS_MAX} saved filters are used"]
+    path.write_text("[filters]\n" + "".join(f'f{i} = "owner:u{i}"\n' for i in range(FILTERS_MAX)))
+    with pytest.raises(SettingsError, match=f"at most {FILTERS_MAX} saved filters: delete one"):
+        save_filter(path, "one more", "state:failed")
+    assert "one more" not in path.read_text()
+    assert save_filter(path, "f3", "state:failed")["f3"] == "state:failed"

@@ -27,6 +27,7 @@ from textual.binding import BindingType
 from textual.containers import Horizontal, Vertical
 from textual.timer import Timer
 
+from farmtui.console import heap
 from farmtui.console.actions import (
     CHUNK_ACTIONS,
     JOB_ACTIONS,
@@ -43,7 +44,7 @@ from farmtui.console.job_list import JobList
 from farmtui.console.keymap import screen_bindings
 from farmtui.console.link import Backoff, LeaderLink
 from farmtui.console.notices import Notice
-from farmtui.console.operator import Operator, chunk_names, job_names
+from farmtui.console.operator import SLOW_REPLY, Operator, chunk_names, job_names
 from farmtui.console.saved_filters import SavedFilters
 from farmtui.console.screens.chunk_mode import ChunkActionMode
 from farmtui.console.screens.context_menu import ContextMenu, MenuCommand
@@ -138,6 +139,8 @@ class MainScreen(LinkPainting, Filtering, Triage, ScreenParts):
         # Repaints are paced (``on_link_batch``): what arrived meanwhile waits in one Change.
         self._pending_change: Change | None = None
         self._repaint_timer: Timer | None = None
+        self._tidy_timer: Timer | None = None
+        self._waiting_shown = False
         self._last_repaint = float("-inf")
         self._repaint_cost = 0.0
         # The Monitor Log is not written while another view hides it; redrawn when shown.
@@ -175,6 +178,10 @@ class MainScreen(LinkPainting, Filtering, Triage, ScreenParts):
         self.query_one(ConnectionBanner).show_connecting(self.link.url)
         self._update_status()
         self.run_worker(self.link.run(), name="leader-link", group="link", exclusive=True)
+        self.set_interval(SLOW_REPLY / 2, self._show_waiting)
+
+    def on_unmount(self) -> None:
+        heap.let_go()
 
     def _hello(self) -> ConsoleHello:
         return ConsoleHello(include_archived=self.job_list.show_archived)

@@ -71,6 +71,8 @@ class ScreenParts(Screen[None]):
     _failures_timer: Timer | None
     _pending_change: Change | None
     _repaint_timer: Timer | None
+    _tidy_timer: Timer | None
+    _waiting_shown: bool
     _last_repaint: float
     _repaint_cost: float
     _monitor_behind: bool

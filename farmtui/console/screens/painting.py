@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from textual import events
 
+from farmtui.console import heap
 from farmtui.console.link import LinkBatch, LinkProblem, LinkStatus
 from farmtui.console.notices import grouped, notices
 from farmtui.console.screens.main_parts import ScreenParts
@@ -18,6 +19,7 @@ from farmtui.protocol import FetchEvents, WatchJob
 REPAINT_EVERY = 0.2  # the longest the screen waits to show the leader's changes (seconds)
 REPAINT_SHARE = 0.25  # of the time, at most this much goes to repainting for those changes
 NOTICE_EVERY = 2.0  # bells and toasts for ended jobs come at most this often (seconds)
+TIDY_AFTER = 2.0  # garbage frozen with a big message is collected this long after (seconds)
 
 
 class LinkPainting(ScreenParts):
@@ -30,6 +32,7 @@ class LinkPainting(ScreenParts):
             self.dim_stale(True)
             what = "leader refused this console" if message.refused else "leader unreachable"
             self._log("warn", f"{what} (attempt {message.attempt}): {message.error}")
+            self.operator.link_lost()
         elif message.state == "connected":
             banner.show_resyncing()
         self._update_status()
@@ -50,6 +53,8 @@ class LinkPainting(ScreenParts):
         for message in self.link.drain():
             self.state.apply(message, change)
         self._pending_change = change
+        if heap.tidy_due() and self._tidy_timer is None:
+            self._tidy_timer = self.set_timer(TIDY_AFTER, self._tidy)
         if self._repaint_timer is not None:
             return
         pause = min(REPAINT_EVERY, self._repaint_cost / REPAINT_SHARE)
@@ -58,6 +63,10 @@ class LinkPainting(ScreenParts):
             self._repaint()
         else:
             self._repaint_timer = self.set_timer(wait, self._repaint)
+
+    def _tidy(self) -> None:
+        self._tidy_timer = None
+        heap.tidy()
 
     @property
     def repaint_pending(self) -> bool:
@@ -242,7 +251,15 @@ class LinkPainting(ScreenParts):
             archived=listing.show_archived,
             sort="" if listing.sort == "dispatch" else listing.sort,
             hide_finished=listing.hide_finished,
+            waiting=self.operator.waiting(),
         )
+
+    def _show_waiting(self) -> None:
+        """Requests unanswered for a while show in the status line (a frozen leader)."""
+        waiting = self.operator.waiting() is not None
+        if waiting or self._waiting_shown:
+            self._update_status()
+        self._waiting_shown = waiting
 
     def _leader_host(self) -> str:
         """The leader's host name (without the port: it is in the banner when it matters)."""

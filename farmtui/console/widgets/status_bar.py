@@ -11,11 +11,16 @@ are shown as plain ``Content`` with control characters escaped, never as markup
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from textual.content import Content
 from textual.widgets import Static
 
 from farmtui.console import fmt
 from farmtui.printable import printable
+
+if TYPE_CHECKING:
+    from farmtui.console.operator import Waiting
 
 
 class ConnectionBanner(Static):
@@ -77,6 +82,7 @@ class StatusBar(Static):
         archived: bool,
         sort: str = "",
         hide_finished: bool = False,
+        waiting: Waiting | None = None,
     ) -> None:
         parts: list[Content | str] = []
         if live:
@@ -84,6 +90,10 @@ class StatusBar(Static):
         else:
             since = fmt.clock(stale_since) if stale_since else "start"
             parts.append(Content.styled(f"○ stale since {since}", "bold $error"))
+        if waiting is not None:
+            requests = "request" if waiting.count == 1 else "requests"
+            unanswered = f" · {waiting.count} {requests} unanswered {fmt.duration(waiting.oldest)}"
+            parts.append(Content.styled(unanswered, "bold $warning"))
         parts.append(printable(f" {user}({role})@{leader} · "))
         parts.append(f"{shown}/{jobs} jobs" if shown != jobs else f"{jobs} jobs")
         if selected:

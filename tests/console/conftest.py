@@ -89,7 +89,11 @@ async def settled(pilot: Pilot[None], deadline: float | None = None) -> None:
     deadline = deadline if deadline is not None else time.monotonic() + 5.0
     for screen in pilot.app.screen_stack:
         if isinstance(screen, MainScreen):
-            while screen.repaint_pending and time.monotonic() < deadline + 1.0:
+            while screen.repaint_pending:
+                # A repaint is never held longer than REPAINT_EVERY: one still due
+                # after the deadline is a console that stopped painting.
+                if time.monotonic() > deadline + 1.0:
+                    raise AssertionError("the console never repainted the leader's changes")
                 await pilot.pause(0.02)
 
 

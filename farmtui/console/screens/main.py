@@ -25,7 +25,6 @@ from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import BindingType
 from textual.containers import Horizontal, Vertical
-from textual.timer import Timer
 
 from farmtui.console import heap
 from farmtui.console.actions import (
@@ -42,6 +41,7 @@ from farmtui.console.actions import (
 from farmtui.console.commands import Command
 from farmtui.console.job_list import JobList
 from farmtui.console.keymap import screen_bindings
+from farmtui.console.later import Later, later
 from farmtui.console.link import Backoff, LeaderLink
 from farmtui.console.notices import Notice
 from farmtui.console.operator import SLOW_REPLY, Operator, chunk_names, job_names
@@ -130,16 +130,17 @@ class MainScreen(LinkPainting, Filtering, Triage, ScreenParts):
             open_timeout=self.settings.link.connect_timeout,
         )
         self.operator = Operator(self, self.link, state, self._log)
-        self._watch_timer: Timer | None = None
+        self._watch_timer: Later | None = None
         self._watch_wanted: str | None = None
         # An attempt whose output to show once its job is watched (Enter in Failures).
         self._output_wanted: tuple[str, int, int] | None = None
         self._failures_sent = float("-inf")  # time.monotonic() of the last FetchFailures
-        self._failures_timer: Timer | None = None
+        self._failures_timer: Later | None = None
         # Repaints are paced (``on_link_batch``): what arrived meanwhile waits in one Change.
         self._pending_change: Change | None = None
-        self._repaint_timer: Timer | None = None
-        self._tidy_timer: Timer | None = None
+        self._repaint_timer: Later | None = None
+        self._settle_timer: Later | None = None
+        self._last_settle = float("-inf")
         self._waiting_shown = False
         self._last_repaint = float("-inf")
         self._repaint_cost = 0.0
@@ -147,7 +148,7 @@ class MainScreen(LinkPainting, Filtering, Triage, ScreenParts):
         self._monitor_behind = False
         # Toasts are paced too (``_announce``): notices waiting for the next one.
         self._notices: list[Notice] = []
-        self._notice_timer: Timer | None = None
+        self._notice_timer: Later | None = None
 
     # -- layout ------------------------------------------------------------------
 
@@ -297,7 +298,7 @@ class MainScreen(LinkPainting, Filtering, Triage, ScreenParts):
     def _schedule_watch(self, job_id: str) -> None:
         if self._watch_timer is not None:
             self._watch_timer.stop()
-        self._watch_timer = self.set_timer(WATCH_DELAY, partial(self.watch_job, job_id))
+        self._watch_timer = later(self, WATCH_DELAY, partial(self.watch_job, job_id))
 
     def watch_job(self, job_id: str) -> None:
         """Load ``job_id`` into the detail view (asks the leader to stream it)."""

@@ -12,9 +12,9 @@ from __future__ import annotations
 from typing import Literal
 
 from textual.screen import Screen
-from textual.timer import Timer
 
 from farmtui.console.job_list import JobList
+from farmtui.console.later import Later
 from farmtui.console.link import Backoff, LeaderLink
 from farmtui.console.notices import Notice
 from farmtui.console.operator import LogLevel, Operator
@@ -64,20 +64,21 @@ class ScreenParts(Screen[None]):
     job_list: JobList
     link: LeaderLink
     operator: Operator
-    _watch_timer: Timer | None
+    _watch_timer: Later | None
     _watch_wanted: str | None
     _output_wanted: tuple[str, int, int] | None
     _failures_sent: float
-    _failures_timer: Timer | None
+    _failures_timer: Later | None
     _pending_change: Change | None
-    _repaint_timer: Timer | None
-    _tidy_timer: Timer | None
+    _repaint_timer: Later | None
+    _settle_timer: Later | None
+    _last_settle: float
     _waiting_shown: bool
     _last_repaint: float
     _repaint_cost: float
     _monitor_behind: bool
     _notices: list[Notice]
-    _notice_timer: Timer | None
+    _notice_timer: Later | None
 
     # -- made by the parts, for each other ------------------------------------------
 

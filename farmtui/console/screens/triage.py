@@ -7,6 +7,7 @@ import time
 
 from textual import on
 
+from farmtui.console.later import later
 from farmtui.console.screens.main_parts import ScreenParts
 from farmtui.console.screens.unblock import UnblockScreen
 from farmtui.console.widgets.failures_panel import FailuresTable
@@ -33,7 +34,7 @@ class Triage(ScreenParts):
         wait = self._failures_sent + FAILURES_PERIOD - time.monotonic()
         if wait > 0:
             if self._failures_timer is None:
-                self._failures_timer = self.set_timer(wait, self._failures_due)
+                self._failures_timer = later(self, wait, self._failures_due)
             return
         self._failures_sent = time.monotonic()
         self._send(FetchFailures(), "")

@@ -22,6 +22,7 @@ from textual.message import Message
 from textual.widgets import ProgressBar, RichLog, Static, TabbedContent, TabPane
 
 from farmtui.console import fmt
+from farmtui.console.later import later
 from farmtui.console.state import ConsoleState
 from farmtui.console.widgets.chunk_table import AttemptHistory, ChunkTable
 from farmtui.console.widgets.event_line import event_line
@@ -338,7 +339,7 @@ class JobDetailPanel(Vertical):
     def _legend_soon(self) -> None:
         if not self._legend_due:
             self._legend_due = True
-            self.set_timer(self.LEGEND_PERIOD, self._show_legend)
+            later(self, self.LEGEND_PERIOD, self._show_legend)
 
     def _show_legend(self) -> None:
         self._legend_due = False

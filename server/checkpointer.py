@@ -14,9 +14,13 @@ file then, so a busy leader's WAL stays a few megabytes instead of filling a
 small disk. Under a steady stream of commits a ``PASSIVE`` checkpoint never
 quite catches up (new commits land while it copies), and the WAL grew by
 5 MB a second in the scale benchmark; so once it passes ``RESTART_BYTES``
-the thread follows its ``PASSIVE`` with a ``RESTART``, which holds commits
-back only while it copies the little the ``PASSIVE`` left (a commit waits
-on SQLite's busy timeout) and lets the next commit start the WAL again.
+the thread follows its ``PASSIVE`` with a ``RESTART``, which lets the next
+commit start the WAL again. A ``RESTART`` holds every commit back while it
+copies what the ``PASSIVE`` left and syncs the file (a commit on the loop
+waits on SQLite's busy timeout: the loop stalls), so it runs only when the
+``PASSIVE`` left at most ``RESTART_FRAMES_LEFT`` pages: with 300 agents it
+had run with far more left and held the loop for over a second. Past
+``FORCE_RESTART_BYTES`` the disk comes first and it runs whatever is left.
 """
 
 from __future__ import annotations
@@ -33,8 +37,10 @@ log = logging.getLogger("farmtui.leader.store")
 INTERVAL = 0.5
 # A WAL past this size is started again (``RESTART``) after its checkpoint.
 RESTART_BYTES = 16 * 1024 * 1024
-# How long a RESTART waits for a commit in progress before it tries next round (ms).
-RESTART_WAIT_MS = 200
+# A RESTART only when the PASSIVE before it left at most this many pages (4 KiB each).
+RESTART_FRAMES_LEFT = 256
+# ... unless the WAL is past this size: then whatever is left.
+FORCE_RESTART_BYTES = 256 * 1024 * 1024
 
 
 class Checkpointer:
@@ -86,14 +92,16 @@ class Checkpointer:
 
     def _checkpoint(self, db: sqlite3.Connection) -> None:
         try:
-            db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            (_, pages, copied) = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()[0]
             self.checkpoints += 1
-            if self._wal_size() > RESTART_BYTES:
-                db.execute(f"PRAGMA busy_timeout={RESTART_WAIT_MS}")
-                try:
-                    (busy, _, _) = db.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()[0]
-                finally:
-                    db.execute("PRAGMA busy_timeout=0")
+            size = self._wal_size()
+            if size > FORCE_RESTART_BYTES or (
+                size > RESTART_BYTES and pages - copied <= RESTART_FRAMES_LEFT
+            ):
+                # Without waiting: a RESTART that waited for a reader held every
+                # commit back meanwhile (the loop stalled 0.2-0.4 s); busy, it
+                # tries again next round.
+                (busy, _, _) = db.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()[0]
                 self.restarts += not busy
         except sqlite3.Error as exc:
             # A full disk or a locked file: the WAL keeps every commit meanwhile.

@@ -82,6 +82,8 @@ COMMIT_FAILURE_LOG_INTERVAL = 10.0
 # The job list's JSON is reused this long while no job or node changed: its
 # estimates also move with the clock, so a cached copy is never older than this.
 JOB_LIST_TTL = 0.5
+# Seconds of reports applied in one group commit; the rest wait for the loop's next turn.
+GROUP_BUDGET = 0.015
 
 _encoder = msgspec.json.Encoder()
 
@@ -462,14 +464,24 @@ class Leader:
         return future
 
     def _apply_pending(self) -> None:
-        pending, self._pending = self._pending, []
+        """Apply the waiting steps as one group, for at most ``GROUP_BUDGET`` seconds.
+
+        With hundreds of agents a turn of the loop brings a thousand reports;
+        applied as one group they held the loop for 0.4-0.7 s, and every
+        other request (``/healthz``, a console) waited behind them. The rest
+        go in the next group, after whatever else is ready on the loop; the
+        order of the steps is kept.
+        """
+        pending = self._pending
         if not pending:
             return
         began = time.perf_counter()
         now = self.now()
         group = Changes()
         applied: list[tuple[_Pending, Changes]] = []
+        taken = 0
         for item in pending:
+            taken += 1
             try:
                 changes = item.step(now)
             except Exception as exc:
@@ -477,6 +489,11 @@ class Leader:
                 continue
             group.merge(changes)
             applied.append((item, changes))
+            if time.perf_counter() - began > GROUP_BUDGET:
+                break
+        self._pending = pending[taken:]
+        if self._pending:
+            asyncio.get_running_loop().call_soon(self._apply_pending)
         if any(item.dispatch for item, _ in applied):
             group.merge(self.scheduler.dispatch(now))
         try:

@@ -365,6 +365,33 @@ async def test_reports_that_arrive_together_are_committed_together_and_failed_to
         assert state() == {("assigned", True)}
 
 
+async def test_a_flood_of_reports_is_committed_in_groups_with_the_loop_free_between(
+    leader: InProcessLeader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hundreds of agents' reports in one turn no longer hold the loop for their whole
+    group: past ``GROUP_BUDGET`` the rest wait for the next turn, in the same order,
+    and whatever else was ready (a /healthz, a console) runs in between."""
+    from server import leader as leader_module
+
+    monkeypatch.setattr(leader_module, "GROUP_BUDGET", 0.0)  # one step a group
+    farm = leader.leader
+    order: list[str] = []
+
+    def step(name: str) -> Callable[[float], Changes]:
+        def apply(now: float) -> Changes:
+            order.append(name)
+            return Changes()
+
+        return apply
+
+    futures = [farm.submit(step(f"report {i}"), dispatch=False) for i in range(5)]
+    asyncio.get_running_loop().call_soon(lambda: order.append("other work"))
+    await asyncio.gather(*futures)
+    reports = [name for name in order if name != "other work"]
+    assert reports == [f"report {i}" for i in range(5)], "applied in the order submitted"
+    assert 0 < order.index("other work") < len(order) - 1, "the loop was free between groups"
+
+
 async def test_an_agent_report_the_disk_refused_is_never_acknowledged_and_comes_again(
     leader: InProcessLeader,
 ) -> None:

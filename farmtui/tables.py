@@ -267,8 +267,9 @@ def nodes_table(nodes: Sequence[NodeView]) -> str:
             node.state,
             f"{len(node.running)}/{node.slots}",
             gpus_cell(node),
-            f"{node.cpu_percent:.0f}%",
-            f"{node.memory_percent:.0f}%",
+            # An offline node's last readings are old news: not shown as if current.
+            f"{node.cpu_percent:.0f}%" if node.state != "offline" else "-",
+            f"{node.memory_percent:.0f}%" if node.state != "offline" else "-",
             ",".join(node.tags) or "-",
             f"{format_duration(now - node.last_seen)} ago" if node.last_seen else "never",
             node.version or "-",

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
+from textual import events
 from textual.app import App
 from textual.notifications import SeverityLevel
 from textual.screen import Screen
@@ -108,6 +109,33 @@ class FarmConsole(App[None]):
             self.notify(problem, title="keys.toml", severity="warning", timeout=10)
         for problem in self._settings_problems:
             self.notify(problem, title="console.toml", severity="warning", timeout=10)
+
+    async def on_event(self, event: events.Event) -> None:
+        """An Escape the terminal merged with the next key closes the dialog it was for.
+
+        A terminal sends Escape as ESC, and alt+x as ESC x: Esc then x typed
+        quickly, or arriving together over SSH, reach the console as alt+x.
+        Textual gave that to the dialog's focused widget (an input typed the
+        x; a confirmation ignored it and stayed open, so a later Enter
+        confirmed). The console binds no alt key, so an alt key is taken as
+        that Escape: a dialog (a screen naming its Escape action in
+        ``MERGED_ESCAPE``) closes as Escape closes it; elsewhere the key
+        becomes an Escape. The key typed after it is dropped rather than
+        guessed at: pressed again, it does what it says.
+        """
+        if (
+            isinstance(event, events.Key)
+            and not event.is_forwarded
+            and event.key.startswith("alt+")
+        ):
+            event.stop()
+            action = getattr(self.screen, "MERGED_ESCAPE", None)
+            if isinstance(action, str):
+                await self.run_action(action, self.screen)
+            else:
+                await super().on_event(events.Key("escape", "\x1b"))
+            return
+        await super().on_event(event)
 
     async def action_quit(self) -> None:
         """Quit (ctrl+q); a ``local_farm`` console that is rendering asks first."""

@@ -10,7 +10,9 @@ job's mean render time per frame (the leader's mean chunk time over the chunk
 size); while the job has no measured render time it is "unknown time".
 
 Actions missing from ``JOB_ACTION_COSTS`` and ``CHUNK_ACTION_COSTS`` are cheap
-and undoable (pause, resume, retry failed, hold ...): one key, no question.
+and undoable (pause, resume, retry failed, hold ...): one key, no question. A
+chunk's Retry and Hold ask only when they touch work: done frames rendered
+again, running chunks killed.
 Pure: no textual.
 """
 
@@ -216,8 +218,37 @@ def exclude_cost(job: JobView, chunks: Sequence[ChunkView], now: float) -> str:
     return text + _stops(chunks, now) + "."
 
 
-ChunkCost = Callable[[JobView, Sequence[ChunkView], float], str]
+def retry_cost(job: JobView, chunks: Sequence[ChunkView], now: float) -> str | None:
+    """Retrying failed or waiting chunks is cheap; done ones render again, running
+    ones start over."""
+    done = _frames(chunk for chunk in chunks if chunk.state == "done")
+    running = _running(chunks)
+    if not done and not running:
+        return None
+    if done:
+        text = f"Retry re-renders {count(done, 'done frame')} {farm_time([(job, done)])}"
+    else:
+        text = f"Retry starts {count(len(running), 'running chunk')} again from scratch"
+    return text + _stops(chunks, now) + "."
+
+
+def hold_cost(job: JobView, chunks: Sequence[ChunkView], now: float) -> str | None:
+    """Holding chunks that wait is cheap; running ones are killed."""
+    if not _running(chunks):
+        return None
+    waiting = _frames(chunk for chunk in chunks if chunk.state not in ("done", "excluded"))
+    return (
+        f"Hold keeps {count(waiting, 'frame')} from rendering until retried"
+        + _stops(chunks, now)
+        + "."
+    )
+
+
+# None from a cost: cheap this time (nothing done or running is touched).
+ChunkCost = Callable[[JobView, Sequence[ChunkView], float], str | None]
 CHUNK_ACTION_COSTS: Mapping[ChunkAction, ChunkCost] = {
+    "retry": retry_cost,
+    "hold": hold_cost,
     "set-done": set_done_cost,
     "set-failed": set_failed_cost,
     "exclude": exclude_cost,
@@ -228,7 +259,8 @@ def chunk_action_confirmation(
     action: ChunkAction, job: JobView, chunks: Sequence[ChunkView], now: float
 ) -> Confirmation | None:
     """The question to ask before ``action`` on some chunks of ``job``; None when cheap."""
-    cost = CHUNK_ACTION_COSTS.get(action)
+    costs = CHUNK_ACTION_COSTS.get(action)
+    cost = None if costs is None else costs(job, chunks, now)
     if cost is None:
         return None
     label = CHUNK_ACTION_BY_NAME[action].label
@@ -239,7 +271,7 @@ def chunk_action_confirmation(
             f"  {chunk.state}" + (f" on {chunk.node}" if chunk.node else "")
             for chunk in chunks
         ],
-        cost=cost(job, chunks, now),
+        cost=cost,
         verb=label,
     )
 

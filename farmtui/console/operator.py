@@ -108,9 +108,14 @@ class Operator:
         self.screen.notify(error, title=label or "The leader refused", severity="error")
 
     def waiting(self, now: float | None = None) -> Waiting | None:
-        """The requests unanswered for ``SLOW_REPLY`` or longer, if any."""
+        """The operator's requests unanswered for ``SLOW_REPLY`` or longer, if any (not
+        the console's own: the views it asks for, a peer log's refresh)."""
         now = time.monotonic() if now is None else now
-        ages = [now - sent for _, sent in self._pending.values() if now - sent >= SLOW_REPLY]
+        ages = [
+            now - sent
+            for label, sent in self._pending.values()
+            if label and now - sent >= SLOW_REPLY
+        ]
         return Waiting(len(ages), max(ages)) if ages else None
 
     def link_lost(self) -> None:

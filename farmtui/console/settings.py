@@ -190,22 +190,38 @@ def save_filter(path: Path, name: str, text: str) -> dict[str, str]:
         raise SettingsError(problem)
     with _locked(path):
         old, data = _read_for_writing(path)
-        filters, _ = _read_filters(path, data.get(FILTERS_TABLE, {}))
-        if name.strip() not in filters and len(filters) >= FILTERS_MAX:
+        table = _table_for_writing(path, data)
+        usable, _ = _read_filters(path, table)
+        if name.strip() not in usable and len(usable) >= FILTERS_MAX:
             raise SettingsError(f"at most {FILTERS_MAX} saved filters: delete one first (F, d)")
-        filters[name.strip()] = text
-        _write_filters(path, old, data, filters)
-    return filters
+        table[name.strip()] = text
+        _write_filters(path, old, data, table)
+    return _read_filters(path, table)[0]
 
 
 def delete_filter(path: Path, name: str) -> dict[str, str]:
     """Forget the saved filter ``name``; returns the filters left."""
     with _locked(path):
         old, data = _read_for_writing(path)
-        filters, _ = _read_filters(path, data.get(FILTERS_TABLE, {}))
-        if filters.pop(name, None) is not None:
-            _write_filters(path, old, data, filters)
-    return filters
+        table = _table_for_writing(path, data)
+        if table.pop(name, None) is not None:
+            _write_filters(path, old, data, table)
+    return _read_filters(path, table)[0]
+
+
+def _table_for_writing(path: Path, data: dict[str, object]) -> dict[str, str]:
+    """Every entry of the ``[filters]`` table, those the console does not use too
+    (past ``FILTERS_MAX``, odd names): a rewrite keeps them. One that is not a
+    string cannot be written back as it was, so nothing is written."""
+    table = data.get(FILTERS_TABLE, {})
+    if not isinstance(table, dict):
+        raise SettingsError(f'{path}: [{FILTERS_TABLE}] must be a table of name = "filter"')
+    odd = [name for name, text in table.items() if not isinstance(text, str)]
+    if odd:
+        raise SettingsError(
+            f"{path}: filters.{odd[0]} is not a filter string; fix it first (nothing was saved)"
+        )
+    return dict(table)
 
 
 def saved_filters(path: Path) -> dict[str, str]:
@@ -254,6 +270,7 @@ def _write_filters(path: Path, old: str, data: dict[str, object], filters: dict[
     that looks like a header) is refused rather than broken.
     """
     kept: list[str] = []
+    comments: list[str] = []  # the table's own comment lines stay with it
     inside = False
     for line in old.splitlines():
         if _FILTERS_HEADER.match(line):
@@ -263,12 +280,15 @@ def _write_filters(path: Path, old: str, data: dict[str, object], filters: dict[
             inside = False
         if not inside:
             kept.append(line)
+        elif line.lstrip().startswith("#"):
+            comments.append(line)
     while kept and not kept[-1].strip():
         kept.pop()
-    if filters:
+    if filters or comments:
         if kept:
             kept.append("")
         kept.append(f"[{FILTERS_TABLE}]")
+        kept += comments
         kept += [f"{toml_string(name)} = {toml_string(text)}" for name, text in filters.items()]
     new = "\n".join(kept) + "\n" if kept else ""
     try:

@@ -8,7 +8,7 @@ import msgspec
 import pytest
 
 from farmtui import cli
-from farmtui.protocol import JobDetail, JobSpec, JobView
+from farmtui.protocol import JobDetail, JobSpec, JobView, NodeView
 from tests.cli.fake_leader import GOOD_TOKEN, FakeLeader
 
 CONN = ["--leader", "http://fake", "--token", GOOD_TOKEN]
@@ -127,3 +127,19 @@ def test_farm_jobs_finds_the_leader_through_the_environment(
     assert cli.main(["jobs", "--json"]) == 0
     assert capsys.readouterr().out == "[]\n"
     assert cli.main(["jobs", "--token", "wrong"]) == 1
+
+
+def test_farm_nodes_shows_no_readings_for_an_offline_node(
+    fake_leader: FakeLeader, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An offline node's last CPU and memory are old news, not today's load."""
+    fake_leader.nodes = [
+        NodeView(name="up", state="online", slots=2, cpu_percent=42.0, memory_percent=17.0),
+        NodeView(name="gone", state="offline", slots=2, cpu_percent=88.0, memory_percent=6.0),
+    ]
+    assert cli.main(["nodes", "--leader", "http://fake", "--token", GOOD_TOKEN]) == 0
+    lines = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()}
+    assert "42%" in lines["up"]
+    assert "17%" in lines["up"]
+    assert "88%" not in lines["gone"]
+    assert "6%" not in lines["gone"]

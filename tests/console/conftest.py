@@ -86,13 +86,13 @@ async def wait_for(
 
 async def settled(pilot: Pilot[None], deadline: float | None = None) -> None:
     """Wait until no change from the leader waits for a repaint."""
-    deadline = deadline if deadline is not None else time.monotonic() + 5.0
+    # A repaint is never held longer than REPAINT_EVERY: one still due seconds
+    # later is a console that stopped painting (a timer that never fired).
+    until = max(deadline if deadline is not None else 0.0, time.monotonic()) + 3.0
     for screen in pilot.app.screen_stack:
         if isinstance(screen, MainScreen):
             while screen.repaint_pending:
-                # A repaint is never held longer than REPAINT_EVERY: one still due
-                # after the deadline is a console that stopped painting.
-                if time.monotonic() > deadline + 1.0:
+                if time.monotonic() > until:
                     raise AssertionError("the console never repainted the leader's changes")
                 await pilot.pause(0.02)
 

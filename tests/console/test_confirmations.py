@@ -50,7 +50,20 @@ async def test_requeue_states_the_frames_and_farm_time_it_costs(leader: Scripted
         await wait_for(pilot, lambda: isinstance(app.screen, MainScreen))
         assert leader.count(RunJobAction) == 0
         assert leader.job("j1").stats.frames_done == 30
-        await pilot.press("q", "enter")
+        # Enter presses Keep: an Escape merged with a following Enter arrives as Enter.
+        await pilot.press("q")
+        await wait_for(pilot, lambda: asking(app), what="the question again")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, MainScreen))
+        # Esc then x typed quickly reach the console as alt+x: that is the Escape.
+        await pilot.press("q")
+        await wait_for(pilot, lambda: asking(app), what="the question a third time")
+        await pilot.press("alt+x")
+        await wait_for(pilot, lambda: isinstance(app.screen, MainScreen))
+        assert leader.count(RunJobAction) == 0
+        await pilot.press("q")
+        await wait_for(pilot, lambda: asking(app), what="the question a fourth time")
+        await pilot.press("y")
         await wait_for(pilot, lambda: leader.count(RunJobAction) == 1)
         sent = leader.last(RunJobAction)
         assert isinstance(sent, RunJobAction)
@@ -104,11 +117,27 @@ async def test_a_chunk_action_states_the_render_it_kills(leader: ScriptedLeader)
         await wait_for(pilot, lambda: isinstance(app.screen, MainScreen))
         assert leader.count(RunChunkAction) == 0
         assert leader.detail("j1").chunks[3].state == "assigned"
-        # Retry and hold are cheap: sent at once, no question.
+        # Holding a running chunk kills it: asked too (it was one key, without a word).
         await pilot.press("k", "h")
+        await wait_for(pilot, lambda: asking(app), what="the hold's question")
+        text = cost_shown(app)
+        assert "Hold keeps 10 frames from rendering until retried" in text
+        assert "kills chunk 3 after" in text
+        await pilot.press("y")
         await wait_for(pilot, lambda: leader.count(RunChunkAction) == 1)
-        assert not asking(app)
         assert leader.detail("j1").chunks[3].state == "held"
+        # Retrying a failed chunk touches no work: sent at once, no question.
+        await pilot.press("down", "k", "r")
+        await wait_for(pilot, lambda: leader.count(RunChunkAction) == 2)
+        assert not asking(app)
+        # Retrying a done chunk renders it again: asked, with the frames it re-renders.
+        await pilot.press("up", "up", "up", "up", "k", "r")
+        await wait_for(pilot, lambda: asking(app), what="the retry's question")
+        assert "Retry re-renders 10 done frames" in cost_shown(app)
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, MainScreen))
+        assert leader.count(RunChunkAction) == 2
+        assert leader.detail("j1").chunks[0].state == "done"
 
 
 async def test_quitting_a_rendering_local_farm_asks_first(leader: ScriptedLeader) -> None:
@@ -123,7 +152,7 @@ async def test_quitting_a_rendering_local_farm_asks_first(leader: ScriptedLeader
         assert app.return_code is None
         await pilot.press("ctrl+q")
         await wait_for(pilot, lambda: asking(app), what="the question again")
-        await pilot.press("enter")
+        await pilot.press("y")
         await wait_for(pilot, lambda: app.return_code == 0, what="the console to quit")
 
 

@@ -182,7 +182,7 @@ async def test_chunk_multi_select_and_context_menu(leader: ScriptedLeader) -> No
         assert "Set failed" in screen_text(app)
         await pilot.press("down", "down", "down", "down", "enter")  # Exclude
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
-        await pilot.press("enter")
+        await pilot.press("y")
         await wait_for(pilot, lambda: leader.count(RunChunkAction) == 2)
         sent = leader.last(RunChunkAction)
         assert isinstance(sent, RunChunkAction)

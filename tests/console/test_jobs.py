@@ -172,11 +172,12 @@ async def test_costly_actions_ask_first_naming_the_jobs(
 
 
 async def test_confirmation_keys_and_buttons(leader: ScriptedLeader) -> None:
-    """Escape, n and the Keep button keep everything; Enter and the action's button confirm."""
+    """Escape, n, Enter (Keep has the focus) and the Keep button keep everything; y and the
+    action's button confirm."""
     app = make_app(leader)
     async with app.run_test(size=(80, 24)) as pilot:
         await synced(pilot, app)
-        for keep in ("escape", "n", "#confirm-no"):
+        for keep in ("escape", "n", "enter", "#confirm-no"):
             await pilot.press("c")
             await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
             if keep.startswith("#"):
@@ -188,7 +189,7 @@ async def test_confirmation_keys_and_buttons(leader: ScriptedLeader) -> None:
         assert app.state.jobs["j1"].state == "rendering"
         await pilot.press("c")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
-        await pilot.press("enter")
+        await pilot.press("y")
         await wait_for(pilot, lambda: leader.count(RunJobAction) == 1)
         await pilot.press("c")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))

@@ -12,6 +12,7 @@ from textual.color import Color
 
 from farmtui.console.app import FarmConsole
 from farmtui.console.screens.chunk_mode import ChunkActionMode
+from farmtui.console.screens.confirm import ConfirmScreen
 from farmtui.console.screens.help import HelpScreen
 from farmtui.console.screens.main import MainScreen
 from farmtui.console.screens.priority_prompt import PriorityPrompt
@@ -82,8 +83,10 @@ async def test_chunk_actions_only_in_the_k_mode_shown_in_the_footer(leader: Scri
         await wait_for(pilot, lambda: isinstance(app.screen, ChunkActionMode))
         await pilot.press("escape")
         await wait_for(pilot, lambda: isinstance(app.screen, MainScreen))
-        # k r retries the chunk, not the job.
+        # k r retries the chunk, not the job (done: it asks first, as it re-renders it).
         await pilot.press("k", "r")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
         await wait_for(pilot, lambda: leader.count(RunChunkAction) == 1)
         sent = leader.last(RunChunkAction)
         assert isinstance(sent, RunChunkAction)
@@ -262,3 +265,22 @@ async def test_one_meaning_per_key_across_the_panes(leader: ScriptedLeader) -> N
         for key in job_keys:
             assert len(meanings[key]) == 1, (key, meanings[key])
         assert isinstance(screen.query_one(JobsTable), JobsTable)
+
+
+async def test_an_escape_typed_just_before_a_key_is_an_escape(leader: ScriptedLeader) -> None:
+    """Esc then a typed quickly reach the console as alt+a (how a terminal sends alt):
+    it was typed into the field as "a". Now it is the Escape, and the "a" is dropped
+    rather than guessed at; nothing is sent to the leader."""
+    app = make_app(leader)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await synced(pilot, app)
+        await pilot.press("slash", *"shot")
+        assert isinstance(app.focused, FilterInput)
+        await pilot.press("alt+a")
+        await pilot.pause()
+        assert not isinstance(app.focused, FilterInput)
+        assert "shota" not in app.screen.job_list.text_filter  # type: ignore[attr-defined]
+        await pilot.press("alt+c")  # on the jobs table: an Escape, not Cancel
+        await pilot.pause()
+        assert isinstance(app.screen, MainScreen)
+        assert leader.count(RunJobAction) == 0

@@ -15,6 +15,7 @@ from farmtui.console.screens.saved_filters import SavedFiltersScreen, SaveFilter
 from farmtui.console.settings import (
     FILTERS_MAX,
     SettingsError,
+    delete_filter,
     load_settings,
     save_filter,
     settings_path,
@@ -225,3 +226,25 @@ def test_saved_filters_are_capped_with_a_clear_refusal(tmp_path: Path) -> None:
         save_filter(path, "one more", "state:failed")
     assert "one more" not in path.read_text()
     assert save_filter(path, "f3", "state:failed")["f3"] == "state:failed"
+
+
+def test_a_rewrite_keeps_the_entries_the_console_does_not_use(tmp_path: Path) -> None:
+    """Deleting one filter used to rewrite [filters] with only the ones in use: those past
+    the cap, odd names and the table's comments were lost without a word."""
+    path = tmp_path / "console.toml"
+    long_name = "n" * 41
+    path.write_text(
+        "[filters]\n# mine, keep\n"
+        + "".join(f'f{i:03d} = "owner:u{i}"\n' for i in range(FILTERS_MAX + 3))
+        + f'{long_name} = "state:failed"\n'
+    )
+    left = delete_filter(path, "f000")
+    assert len(left) == FILTERS_MAX  # f200 moves up into the first 200
+    data = tomllib.loads(path.read_text())["filters"]
+    assert "f000" not in data
+    assert {"f201", "f202", long_name} <= set(data)
+    assert "# mine, keep" in path.read_text()
+    path.write_text('[filters]\nok = "owner:a"\nnum = 5\n')
+    with pytest.raises(SettingsError, match="filters.num is not a filter string"):
+        delete_filter(path, "ok")
+    assert path.read_text() == '[filters]\nok = "owner:a"\nnum = 5\n'

@@ -26,6 +26,8 @@ from farmtui.protocol import ChunkAction
 class ChunkActionMode(ModalScreen[ChunkAction | None]):
     """See the module docstring."""
 
+    MERGED_ESCAPE = "choose(None)"  # see farmtui.console.app.FarmConsole.on_event
+
     BINDINGS: ClassVar[list[BindingType]] = [
         *(
             Binding(

@@ -3,8 +3,8 @@
 Requeue, Complete, Cancel, Delete, a chunk's Set done / Set failed / Exclude,
 and quitting a ``farm up`` farm that is rendering come through here with a
 ``Confirmation`` from ``confirmations.py``, so a stray key cannot throw work
-away. The answer is the screen's result (``ModalScreen[bool]``): Enter (the
-focused button) or y confirms, Escape or n keeps everything as it was.
+away. The answer is the screen's result (``ModalScreen[bool]``): y confirms;
+Escape, n or Enter (the focused button is Keep) keeps everything as it was.
 Everything is shown as plain text (``fmt.plain``): a job named ``[/oops]`` is
 listed as ``[/oops]``, not parsed as markup.
 """
@@ -29,6 +29,8 @@ SHOWN = 8
 class ConfirmScreen(ModalScreen[bool]):
     """See the module docstring."""
 
+    MERGED_ESCAPE = "answer(False)"  # see farmtui.console.app.FarmConsole.on_event
+
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("y", "answer(True)", "Yes", id="confirm.yes"),
         Binding("n,escape", "answer(False)", "No", id="confirm.no"),
@@ -49,13 +51,14 @@ class ConfirmScreen(ModalScreen[bool]):
                 yield Static(Text("\n").join(listed), id="confirm-items")
             yield Static(fmt.plain(asked.cost, multiline=True), id="confirm-cost")
             with Horizontal(id="confirm-buttons"):
-                yield Button(
-                    fmt.plain(f"{asked.verb} (y, Enter)"), variant="error", id="confirm-yes"
-                )
-                yield Button("Keep (n, Esc)", variant="primary", id="confirm-no")
+                yield Button(fmt.plain(f"{asked.verb} (y)"), variant="error", id="confirm-yes")
+                yield Button("Keep (n, Esc, Enter)", variant="primary", id="confirm-no")
 
     def on_mount(self) -> None:
-        self.query_one("#confirm-yes", Button).focus()
+        # Enter presses the focused button: Keep, so that only y (or a deliberate
+        # tab to the costly button) confirms. An Escape a terminal merged with a
+        # following Enter arrives as a bare Enter, and must not throw work away.
+        self.query_one("#confirm-no", Button).focus()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()

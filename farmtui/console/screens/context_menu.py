@@ -26,6 +26,8 @@ MenuCommand = JobCommand | ChunkCommand
 class ContextMenu(ModalScreen[MenuCommand | None]):
     """See the module docstring."""
 
+    MERGED_ESCAPE = "dismiss_menu"  # see farmtui.console.app.FarmConsole.on_event
+
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "dismiss_menu", "Close", id="menu.close"),
     ]

@@ -40,6 +40,8 @@ def _seconds(value: float | None) -> str:
 class EditSettingsScreen(ModalScreen[JobPatch | None]):
     """See the module docstring. Returns the patch, or None when cancelled."""
 
+    MERGED_ESCAPE = "cancel"  # see farmtui.console.app.FarmConsole.on_event
+
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "cancel", "Cancel", id="edit.cancel"),
         Binding("ctrl+s", "save", "Save", id="edit.save"),

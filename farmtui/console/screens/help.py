@@ -52,6 +52,8 @@ def class_bindings(bindings: Iterable[BindingType]) -> BindingsMap:
 class HelpScreen(ModalScreen[None]):
     """See the module docstring."""
 
+    MERGED_ESCAPE = "close"  # see farmtui.console.app.FarmConsole.on_event
+
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,question_mark", "close", "Close", id="help.close"),
     ]

@@ -24,6 +24,8 @@ LOW, HIGH = 0, 100
 class PriorityPrompt(ModalScreen[int | None]):
     """See the module docstring."""
 
+    MERGED_ESCAPE = "cancel"  # see farmtui.console.app.FarmConsole.on_event
+
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "cancel", "Cancel", id="priority.cancel"),
     ]

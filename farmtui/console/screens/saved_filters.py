@@ -52,6 +52,8 @@ FilterChoice = ApplyFilter | DeleteFilter | SaveFilterAs
 class SavedFiltersScreen(ModalScreen[FilterChoice | None]):
     """See the module docstring."""
 
+    MERGED_ESCAPE = "close"  # see farmtui.console.app.FarmConsole.on_event
+
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "close", "Close", id="filters.close"),
         Binding("n", "save_as", "Save current as…", id="filters.save"),
@@ -125,6 +127,8 @@ class SavedFiltersScreen(ModalScreen[FilterChoice | None]):
 
 class SaveFilterPrompt(ModalScreen[str | None]):
     """The name to save a filter under; a bottom prompt like ``P``'s."""
+
+    MERGED_ESCAPE = "cancel"  # see farmtui.console.app.FarmConsole.on_event
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "cancel", "Cancel", id="filters.save_cancel"),

@@ -25,6 +25,8 @@ from farmtui.reasons import clock
 class UnblockScreen(ModalScreen[str | None]):
     """See the module docstring."""
 
+    MERGED_ESCAPE = "dismiss_none"  # see farmtui.console.app.FarmConsole.on_event
+
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "dismiss_none", "Keep blocked", id="unblock.cancel"),
     ]

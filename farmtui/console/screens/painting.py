@@ -19,10 +19,11 @@ from farmtui.protocol import FetchEvents, WatchJob
 
 REPAINT_EVERY = 0.2  # the longest the screen waits to show the leader's changes (seconds)
 REPAINT_SHARE = 0.25  # of the time, at most this much goes to repainting for those changes
-# The screen itself is drawn at most 60 times a second (Textual's own pace): changes
-# applied more often than that only cost time (the repaint's own cost does not show
-# the rendering it causes later; 1,000 frame events a second took 0.8 of a core).
-REPAINT_MIN = 1 / 60
+# At most 30 repaints a second: the repaint's own cost does not show the rendering
+# it causes later, so a stream of small changes (1,000 frame events a second)
+# was repainted 600 times a second for 0.8 of a core; at 60 a second it took 0.6,
+# at 30 a second 0.42, each event on screen within 40 ms (bench/console_perf.py).
+REPAINT_MIN = 1 / 30
 NOTICE_EVERY = 2.0  # bells and toasts for ended jobs come at most this often (seconds)
 SETTLE_AFTER = 2.0  # a big message's first paint is this long over, surely (seconds)
 

@@ -377,7 +377,7 @@ class Leader:
                 await asyncio.gather(task, return_exceptions=True)
         if not self.stepped_down:
             with contextlib.suppress(StoreError):  # the agents send them again
-                self._apply_pending()
+                self._apply_group(budget=None)
         for handle in self._retry_wakeups:
             handle.cancel()
         self._retry_wakeups.clear()
@@ -428,7 +428,7 @@ class Leader:
         first, so the farm sees every change in the order it arrived.
         """
         if self._pending:
-            self._apply_pending()
+            self._apply_group(budget=None)  # all of them first: their order is kept
         began = time.perf_counter()
         now = self.now()
         changes = step(now)
@@ -464,13 +464,18 @@ class Leader:
         return future
 
     def _apply_pending(self) -> None:
-        """Apply the waiting steps as one group, for at most ``GROUP_BUDGET`` seconds.
+        self._apply_group(GROUP_BUDGET)
+
+    def _apply_group(self, budget: float | None) -> None:
+        """Apply the waiting steps as one group, for at most ``budget`` seconds
+        (None: all of them).
 
         With hundreds of agents a turn of the loop brings a thousand reports;
         applied as one group they held the loop for 0.4-0.7 s, and every
         other request (``/healthz``, a console) waited behind them. The rest
         go in the next group, after whatever else is ready on the loop; the
-        order of the steps is kept.
+        order of the steps is kept (``run`` applies every waiting one before
+        its own step).
         """
         pending = self._pending
         if not pending:
@@ -489,7 +494,7 @@ class Leader:
                 continue
             group.merge(changes)
             applied.append((item, changes))
-            if time.perf_counter() - began > GROUP_BUDGET:
+            if budget is not None and time.perf_counter() - began > budget:
                 break
         self._pending = pending[taken:]
         if self._pending:

@@ -391,6 +391,13 @@ async def test_a_flood_of_reports_is_committed_in_groups_with_the_loop_free_betw
     assert reports == [f"report {i}" for i in range(5)], "applied in the order submitted"
     assert 0 < order.index("other work") < len(order) - 1, "the loop was free between groups"
 
+    # A change made directly (an operator's) sees every report that arrived before it.
+    order.clear()
+    waiting = [farm.submit(step(f"report {i}"), dispatch=False) for i in range(3)]
+    farm.run(step("operator"), dispatch=False)
+    await asyncio.gather(*waiting)
+    assert order == ["report 0", "report 1", "report 2", "operator"]
+
 
 async def test_an_agent_report_the_disk_refused_is_never_acknowledged_and_comes_again(
     leader: InProcessLeader,

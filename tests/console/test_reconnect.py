@@ -16,6 +16,13 @@ from tests.console.screen import screen_text
 from tests.console.scripted_leader import ScriptedLeader
 
 
+def quick_link(tmp_path: Path, timeout: float) -> None:
+    """console.toml gives up on a silent leader after ``timeout`` seconds."""
+    path = tmp_path / "config" / "farmtui" / "console.toml"  # XDG_CONFIG_HOME from conftest
+    path.parent.mkdir(parents=True)
+    path.write_text(f"[link]\nconnect_timeout = {timeout}\n")
+
+
 async def test_leader_lost_then_back(leader: ScriptedLeader) -> None:
     leader.open_gate()
     app = make_app(leader)
@@ -107,9 +114,7 @@ async def test_a_leader_that_stops_answering_is_left_and_the_data_is_stale_since
 ) -> None:
     """A frozen leader keeps its connections open: without a keepalive the screen said
     "live" for 20 s, and "stale since" named the moment the console gave up."""
-    path = tmp_path / "config" / "farmtui" / "console.toml"  # XDG_CONFIG_HOME from conftest
-    path.parent.mkdir(parents=True)
-    path.write_text("[link]\nconnect_timeout = 0.5\n")
+    quick_link(tmp_path, 0.5)
     leader.open_gate()
     app = make_app(leader)
     async with app.run_test(size=(120, 24)) as pilot:
@@ -131,9 +136,7 @@ async def test_an_action_a_frozen_leader_never_answers_is_shown_waiting_then_unc
     """Pressing p on a frozen leader used to look like nothing happened: now the status
     line counts the unanswered request, and when the link drops the operator is told
     it may or may not have been done."""
-    path = tmp_path / "config" / "farmtui" / "console.toml"  # XDG_CONFIG_HOME from conftest
-    path.parent.mkdir(parents=True)
-    path.write_text("[link]\nconnect_timeout = 1\n")
+    quick_link(tmp_path, 1)
     leader.open_gate()
     app = make_app(leader)
     async with app.run_test(size=(120, 24)) as pilot:

@@ -11,6 +11,7 @@ from textual import events
 from textual.app import App
 from textual.notifications import SeverityLevel
 from textual.screen import Screen
+from textual.widgets import Input
 
 from farmtui.console.commands import FarmCommands
 from farmtui.console.confirmations import quit_farm_confirmation
@@ -136,6 +137,18 @@ class FarmConsole(App[None]):
                 await super().on_event(events.Key("escape", "\x1b"))
             return
         await super().on_event(event)
+
+    def on_key(self, event: events.Key) -> None:
+        """A printable key that bubbled up to the app while a text field has the focus
+        was meant for that field: typed right after the key that opened it (``/``,
+        fast, or queued over SSH), it went to the widget focused before, and the
+        field's bindings then kept it from acting. It goes to the field, in order,
+        rather than being lost (before the field took the focus at once, it acted
+        on a job instead: ``/ a`` archived one)."""
+        field = self.focused
+        if isinstance(field, Input) and event.is_printable:
+            event.stop()
+            field.post_message(events.Key(event.key, event.character))
 
     async def action_quit(self) -> None:
         """Quit (ctrl+q); a ``local_farm`` console that is rendering asks first."""

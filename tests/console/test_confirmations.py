@@ -173,3 +173,17 @@ async def test_quitting_an_idle_local_farm_or_a_remote_console_just_quits(
         await synced(pilot, app, watched=None)
         await pilot.press("ctrl+q")
         await wait_for(pilot, lambda: app.return_code == 0, what="the console to quit")
+
+
+async def test_enter_never_confirms_even_after_tab(leader: ScriptedLeader) -> None:
+    """A terminal sends Esc followed at once by Enter as a bare Enter: after a Tab,
+    Esc+Enter cancelled the job. The costly button never takes the keyboard focus."""
+    app = make_app(leader)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await synced(pilot, app)
+        await pilot.press("c")
+        await wait_for(pilot, lambda: asking(app), what="the question")
+        await pilot.press("tab", "enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, MainScreen))
+        assert leader.count(RunJobAction) == 0
+        assert leader.job("j1").state == "rendering"

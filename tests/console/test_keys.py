@@ -18,6 +18,7 @@ from farmtui.console.screens.main import MainScreen
 from farmtui.console.screens.priority_prompt import PriorityPrompt
 from farmtui.console.widgets.filter_input import FilterInput
 from farmtui.console.widgets.jobs_table import JobsTable
+from farmtui.console.widgets.logs_panel import LogsPanel
 from farmtui.protocol import RunChunkAction, RunJobAction, SetPriority
 from tests.console.conftest import make_app, synced, wait_for
 from tests.console.screen import screen_text
@@ -284,3 +285,30 @@ async def test_an_escape_typed_just_before_a_key_is_an_escape(leader: ScriptedLe
         await pilot.pause()
         assert isinstance(app.screen, MainScreen)
         assert leader.count(RunJobAction) == 0
+
+
+async def test_keys_typed_right_after_slash_go_into_the_field(leader: ScriptedLeader) -> None:
+    """Keys that arrive with the ``/`` (typed fast, or queued behind a repaint over SSH)
+    used to reach the jobs table before the field took the focus: ``/ a`` archived the
+    job under the cursor, and in the Logs view ``/ x`` opened Complete. Now the field
+    has the focus at once, and what was typed right behind the ``/`` lands in it."""
+    from textual import events
+
+    def burst(*keys: tuple[str, str]) -> None:
+        for key, character in keys:
+            app.post_message(events.Key(key, character))
+
+    app = make_app(leader)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await synced(pilot, app)
+        burst(("slash", "/"), ("a", "a"), ("b", "b"))
+        await wait_for(pilot, lambda: app.screen.job_list.text_filter == "ab")  # type: ignore[attr-defined]
+        assert isinstance(app.focused, FilterInput)
+        await pilot.press("escape", "escape")
+        await pilot.press("3")
+        await wait_for(pilot, lambda: app.screen.view == "logs")  # type: ignore[attr-defined]
+        burst(("slash", "/"), ("x", "x"), ("y", "y"))
+        await wait_for(pilot, lambda: app.screen.query_one(LogsPanel).search == "xy")
+        assert isinstance(app.screen, MainScreen)
+        assert leader.count(RunJobAction) == 0
+        assert not leader.job("j1").archived

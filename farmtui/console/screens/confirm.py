@@ -3,8 +3,9 @@
 Requeue, Complete, Cancel, Delete, a chunk's Set done / Set failed / Exclude,
 and quitting a ``farm up`` farm that is rendering come through here with a
 ``Confirmation`` from ``confirmations.py``, so a stray key cannot throw work
-away. The answer is the screen's result (``ModalScreen[bool]``): y confirms;
-Escape, n or Enter (the focused button is Keep) keeps everything as it was.
+away. The answer is the screen's result (``ModalScreen[bool]``): y (or a click
+on the costly button, which the keyboard never focuses) confirms; Escape, n or
+Enter (Keep has the focus) keeps everything as it was.
 Everything is shown as plain text (``fmt.plain``): a job named ``[/oops]`` is
 listed as ``[/oops]``, not parsed as markup.
 """
@@ -51,13 +52,15 @@ class ConfirmScreen(ModalScreen[bool]):
                 yield Static(Text("\n").join(listed), id="confirm-items")
             yield Static(fmt.plain(asked.cost, multiline=True), id="confirm-cost")
             with Horizontal(id="confirm-buttons"):
-                yield Button(fmt.plain(f"{asked.verb} (y)"), variant="error", id="confirm-yes")
+                costly = Button(fmt.plain(f"{asked.verb} (y)"), variant="error", id="confirm-yes")
+                # Never focused, so no Enter presses it: a terminal sends Esc followed at
+                # once by Enter as a bare Enter (the Esc lost); that must not throw work away.
+                costly.can_focus = False
+                yield costly
                 yield Button("Keep (n, Esc, Enter)", variant="primary", id="confirm-no")
 
     def on_mount(self) -> None:
-        # Enter presses the focused button: Keep, so that only y (or a deliberate
-        # tab to the costly button) confirms. An Escape a terminal merged with a
-        # following Enter arrives as a bare Enter, and must not throw work away.
+        # Enter presses the focused button, Keep: only y (or a click) confirms.
         self.query_one("#confirm-no", Button).focus()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:

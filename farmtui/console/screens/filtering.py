@@ -30,10 +30,11 @@ class Filtering(ScreenParts):
         field = self.filter_field
         if self.view != "jobs" and self.has_class("-narrow"):
             self._set_view("jobs")
-        self.jobs.focus()
         field.display = True
         field.value = self.job_list.text_filter
-        self.call_after_refresh(field.focus)
+        # At once, not through ``focus()`` (which waits its turn behind keys already
+        # queued): ``/ a`` typed fast archived the job under the cursor.
+        self.set_focus(field)
 
     @on(Input.Changed, "#filter")
     def _filter_changed(self, event: Input.Changed) -> None:

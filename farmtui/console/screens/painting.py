@@ -25,7 +25,7 @@ REPAINT_SHARE = 0.25  # of the time, at most this much goes to repainting for th
 # at 30 a second 0.42, each event on screen within 40 ms (bench/console_perf.py).
 REPAINT_MIN = 1 / 30
 NOTICE_EVERY = 2.0  # bells and toasts for ended jobs come at most this often (seconds)
-SETTLE_AFTER = 2.0  # a big message's first paint is this long over, surely (seconds)
+SETTLE_AFTER = 2.0  # after a big message, its first paint is over by then (seconds)
 
 
 class LinkPainting(ScreenParts):

@@ -178,7 +178,8 @@ class LogsPanel(Vertical):
         field = self.query_one("#logs-search", Input)
         field.display = True
         field.value = self.search
-        field.focus()
+        # At once (see ``Filtering.action_filter``): ``/ x`` typed fast opened Complete.
+        self.screen.set_focus(field)
 
     @on(Input.Changed, "#logs-search")
     def _search_changed(self, event: Input.Changed) -> None:

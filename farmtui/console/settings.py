@@ -262,34 +262,98 @@ _TABLE_HEADER = re.compile(r"^\s*\[")
 _FILTERS_HEADER = re.compile(rf"^\s*\[\s*{FILTERS_TABLE}\s*\]\s*(#.*)?$")
 
 
+def _filter_entry(line: str) -> tuple[str, str] | None:
+    """``name = "filter"`` on one line (a comment after it allowed), else None."""
+    stripped = line.strip()
+    if not stripped or stripped.startswith("#"):
+        return None
+    try:
+        parsed = tomllib.loads(line)
+    except tomllib.TOMLDecodeError:
+        return None  # part of something longer: kept, and judged by the read-back
+    if len(parsed) == 1:
+        ((name, text),) = parsed.items()
+        if isinstance(text, str):
+            return name, text
+    return None
+
+
+def _edited_lines(old: str, filters: dict[str, str]) -> list[str]:
+    """The file's lines with its ``[filters]`` table edited in place.
+
+    An entry still saved with the same text keeps its line as written (its
+    comment too); a deleted or changed one loses it; new and changed entries
+    follow the table's last entry; comments and blank lines stay where they
+    are. A file without the table gets it at its end.
+    """
+    out: list[str] = []
+    table: list[str] | None = None  # the lines of the [filters] table being read
+    kept: set[str] = set()
+    found = False
+    header_at = 0
+
+    def close_table() -> None:
+        nonlocal table
+        assert table is not None
+        blank_tail: list[str] = []
+        while table and not table[-1].strip():
+            blank_tail.insert(0, table.pop())
+        table += [
+            f"{toml_string(name)} = {toml_string(text)}"
+            for name, text in filters.items()
+            if name not in kept
+        ]
+        kept.update(filters)
+        if any(line.strip() for line in table):
+            out.extend(table + blank_tail)
+        else:  # nothing left in it: no empty table either
+            del out[header_at:]
+            while out and not out[-1].strip():
+                out.pop()
+            if blank_tail and out:
+                out.append("")
+        table = None
+
+    for line in old.splitlines():
+        if _FILTERS_HEADER.match(line):
+            if table is not None:
+                close_table()
+            found = True
+            header_at = len(out)
+            out.append(line)
+            table = []
+            continue
+        if table is not None and _TABLE_HEADER.match(line):
+            close_table()
+        if table is None:
+            out.append(line)
+            continue
+        entry = _filter_entry(line)
+        if entry is None:
+            table.append(line)
+        elif filters.get(entry[0]) == entry[1] and entry[0] not in kept:
+            table.append(line)
+            kept.add(entry[0])
+    if table is not None:
+        close_table()
+    if filters and not found:
+        while out and not out[-1].strip():
+            out.pop()
+        if out:
+            out.append("")
+        out.append(f"[{FILTERS_TABLE}]")
+        out += [f"{toml_string(name)} = {toml_string(text)}" for name, text in filters.items()]
+    return out
+
+
 def _write_filters(path: Path, old: str, data: dict[str, object], filters: dict[str, str]) -> None:
-    """Replace the ``[filters]`` table, keeping every other line of the file as it was.
+    """Edit the ``[filters]`` table in place, keeping every other line of the file as it was.
 
     The new text is read back before it is written: a file that holds its
     filters another way (dotted keys, an inline table, a multi-line string
     that looks like a header) is refused rather than broken.
     """
-    kept: list[str] = []
-    comments: list[str] = []  # the table's own comment lines stay with it
-    inside = False
-    for line in old.splitlines():
-        if _FILTERS_HEADER.match(line):
-            inside = True
-            continue
-        if inside and _TABLE_HEADER.match(line):
-            inside = False
-        if not inside:
-            kept.append(line)
-        elif line.lstrip().startswith("#"):
-            comments.append(line)
-    while kept and not kept[-1].strip():
-        kept.pop()
-    if filters or comments:
-        if kept:
-            kept.append("")
-        kept.append(f"[{FILTERS_TABLE}]")
-        kept += comments
-        kept += [f"{toml_string(name)} = {toml_string(text)}" for name, text in filters.items()]
+    kept = _edited_lines(old, filters)
     new = "\n".join(kept) + "\n" if kept else ""
     try:
         written = tomllib.loads(new)

@@ -244,6 +244,17 @@ def test_a_rewrite_keeps_the_entries_the_console_does_not_use(tmp_path: Path) ->
     assert "f000" not in data
     assert {"f201", "f202", long_name} <= set(data)
     assert "# mine, keep" in path.read_text()
+    # Edited in place: untouched entries keep their lines (comments too), and the
+    # tables keep their places.
+    path.write_text(
+        '[filters]\n"a" = "state:failed"  # why a\n# between\n'
+        "'b' = \"owner:bob\"  # why b\n\n[other]\nx = 1\n"
+    )
+    save_filter(path, "c", "pri:10")
+    delete_filter(path, "a")
+    assert path.read_text() == (
+        '[filters]\n# between\n\'b\' = "owner:bob"  # why b\n"c" = "pri:10"\n\n[other]\nx = 1\n'
+    )
     path.write_text('[filters]\nok = "owner:a"\nnum = 5\n')
     with pytest.raises(SettingsError, match="filters.num is not a filter string"):
         delete_filter(path, "ok")

@@ -1074,6 +1074,9 @@ class Scheduler:
         """Change settings of a submitted job; they apply to chunks dispatched from now on."""
         job = self._jobs_for([job_id])[0]
         fields = validate_patch(patch, job.spec)
+        # The console's editor sends every setting it shows: the event names only
+        # those that change (it listed all of them, as if each had been edited).
+        fields = {name: value for name, value in fields.items() if getattr(job.spec, name) != value}
         changes = Changes()
         if not fields:
             return changes

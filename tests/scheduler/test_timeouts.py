@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from server.scheduler import SchedulerConfig
@@ -143,3 +144,24 @@ def test_patched_timeouts_apply_to_the_next_dispatch(farm: Farm) -> None:
     farm.scheduler.patch(job, JobPatch(timeouts=Timeouts(max_render=7.0)), "bob", farm.now)
     farm.finish(job, 0)
     assert farm.dispatch().assignments[0].message.timeouts.max_render == 7.0
+
+
+def test_a_patch_names_only_the_settings_it_changes(farm: Farm) -> None:
+    """The console's settings editor sends every setting it shows: the job's event
+    log named all of them as changed when one was (a tester read it as a bug)."""
+    from farmtui.protocol import JobPatch, Timeouts
+
+    job = farm.submit("j", frames="1-2", retries=2)
+    spec = farm.scheduler.jobs[job].spec
+    same_except_retries = JobPatch(
+        retries=5, max_running=spec.max_running, tags=list(spec.tags), timeouts=spec.timeouts
+    )
+    changes = farm.scheduler.patch(job, same_except_retries, "bob", farm.now)
+    assert [event.text for event in changes.events] == ["settings changed: retries"]
+    unchanged = farm.scheduler.patch(
+        job,
+        JobPatch(retries=5, timeouts=Timeouts(**msgspec.structs.asdict(spec.timeouts))),
+        "bob",
+        farm.now,
+    )
+    assert unchanged.events == []

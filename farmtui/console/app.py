@@ -17,6 +17,7 @@ from farmtui.console.commands import FarmCommands
 from farmtui.console.confirmations import quit_farm_confirmation
 from farmtui.console.keymap import load_keymap
 from farmtui.console.link import Backoff, trust
+from farmtui.console.merged_escape import merged_escape
 from farmtui.console.screens.confirm import ConfirmScreen
 from farmtui.console.screens.main import MainScreen
 from farmtui.console.settings import ConsoleSettings, load_settings
@@ -112,23 +113,14 @@ class FarmConsole(App[None]):
             self.notify(problem, title="console.toml", severity="warning", timeout=10)
 
     async def on_event(self, event: events.Event) -> None:
-        """An Escape the terminal merged with the next key closes the dialog it was for.
-
-        A terminal sends Escape as ESC, and alt+x as ESC x: Esc then x typed
-        quickly, or arriving together over SSH, reach the console as alt+x.
-        Textual gave that to the dialog's focused widget (an input typed the
-        x; a confirmation ignored it and stayed open, so a later Enter
-        confirmed). The console binds no alt key, so an alt key is taken as
-        that Escape: a dialog (a screen naming its Escape action in
-        ``MERGED_ESCAPE``) closes as Escape closes it; elsewhere the key
-        becomes an Escape. The key typed after it is dropped rather than
-        guessed at: pressed again, it does what it says.
+        """An Escape the terminal merged with the next key (``merged_escape``) is that
+        Escape: a dialog (a screen naming its Escape action in ``MERGED_ESCAPE``)
+        closes as Escape closes it; elsewhere the key becomes an Escape. The key
+        typed after it is dropped rather than guessed at: pressed again, it does
+        what it says. (Textual gave it to the dialog's focused widget: an input
+        typed it; a confirmation ignored it and stayed open for a later Enter.)
         """
-        if (
-            isinstance(event, events.Key)
-            and not event.is_forwarded
-            and event.key.startswith("alt+")
-        ):
+        if isinstance(event, events.Key) and not event.is_forwarded and merged_escape(event):
             event.stop()
             action = getattr(self.screen, "MERGED_ESCAPE", None)
             if isinstance(action, str):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from textual.color import Color
+from textual.widgets import Input
 
 from farmtui.console.app import FarmConsole
 from farmtui.console.screens.chunk_mode import ChunkActionMode
@@ -312,3 +313,22 @@ async def test_keys_typed_right_after_slash_go_into_the_field(leader: ScriptedLe
         assert isinstance(app.screen, MainScreen)
         assert leader.count(RunJobAction) == 0
         assert not leader.job("j1").archived
+
+
+async def test_an_escape_turned_into_an_option_character_is_an_escape(
+    leader: ScriptedLeader,
+) -> None:
+    """Esc then 1 typed quickly reach the console as "¡" (Textual maps ESC+digit to
+    macOS's Option characters): the Logs search typed "¡". It is the Escape."""
+    from textual import events
+
+    app = make_app(leader)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await synced(pilot, app)
+        await pilot.press("3", "slash", "x")
+        logs = app.screen.query_one(LogsPanel)
+        await wait_for(pilot, lambda: logs.search == "x")
+        # What ESC 1 arrives as from the terminal (Pilot's press would drop the "¡").
+        app.post_message(events.Key("inverted_exclamation_mark", "¡"))
+        await wait_for(pilot, lambda: logs.search == "", what="the search cleared")
+        assert "¡" not in logs.query_one("#logs-search", Input).value

@@ -51,6 +51,8 @@ class JobFilter:
         return not (self.words or self.states or self.terms)
 
     def matches(self, job: JobView) -> bool:
+        if self.empty:
+            return True
         if self.states and job.state not in self.states:
             return False
         for key, value in self.terms:
@@ -169,13 +171,12 @@ class JobList:
         order = state.dispatch_order()
         wanted = self._parsed
         if not (wanted.empty and self.show_archived and not self.hide_finished):
-            everything = wanted.empty
             order = [
                 job_id
                 for job_id in order
                 if (self.show_archived or not jobs[job_id].archived)
                 and not (self.hide_finished and jobs[job_id].state in FINISHED)
-                and (everything or wanted.matches(jobs[job_id]))
+                and wanted.matches(jobs[job_id])
             ]
         if self.sort != "dispatch":
             sort_key = SORT_KEYS[self.sort]

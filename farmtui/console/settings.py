@@ -298,11 +298,7 @@ def _edited_lines(old: str, filters: dict[str, str]) -> list[str]:
         blank_tail: list[str] = []
         while table and not table[-1].strip():
             blank_tail.insert(0, table.pop())
-        table += [
-            f"{toml_string(name)} = {toml_string(text)}"
-            for name, text in filters.items()
-            if name not in kept
-        ]
+        table += [_entry_line(name, text) for name, text in filters.items() if name not in kept]
         kept.update(filters)
         if any(line.strip() for line in table):
             out.extend(table + blank_tail)
@@ -342,8 +338,12 @@ def _edited_lines(old: str, filters: dict[str, str]) -> list[str]:
         if out:
             out.append("")
         out.append(f"[{FILTERS_TABLE}]")
-        out += [f"{toml_string(name)} = {toml_string(text)}" for name, text in filters.items()]
+        out += [_entry_line(name, text) for name, text in filters.items()]
     return out
+
+
+def _entry_line(name: str, text: str) -> str:
+    return f"{toml_string(name)} = {toml_string(text)}"
 
 
 def _write_filters(path: Path, old: str, data: dict[str, object], filters: dict[str, str]) -> None:

@@ -14,7 +14,7 @@ from farmtui.console.widgets.failures_panel import FailuresTable
 from farmtui.console.widgets.job_detail import JobDetailPanel
 from farmtui.console.widgets.line_table import LineTable
 from farmtui.frames import parse_frames
-from farmtui.protocol import ChunkView, FailureView, FetchEvents, FetchFailures
+from farmtui.protocol import ChunkView, FailureView, FetchEvents, FetchFailures, JobView
 
 FAILURES_PERIOD = 1.0  # the failures list is asked for at most this often (seconds)
 
@@ -72,14 +72,19 @@ class Triage(ScreenParts):
         _, chunk, attempt = wanted
         self.logs.pick_chunk(chunk, attempt)
 
-    @on(FailuresTable.RetryWanted)
-    def _failure_retry(self, event: FailuresTable.RetryWanted) -> None:
-        failure = event.failure
+    def _job_of_failure(self, failure: FailureView) -> JobView | None:
+        """The failure's job, or None (and a word to the operator) when it is gone."""
         job = self.state.jobs.get(failure.job_id)
         if job is None:
             self.notify(f"{failure.job_name} is gone", severity="warning")
-            return
-        self.operator.chunk_action_of("retry", job, [self._chunk_of_failure(failure)])
+        return job
+
+    @on(FailuresTable.RetryWanted)
+    def _failure_retry(self, event: FailuresTable.RetryWanted) -> None:
+        failure = event.failure
+        job = self._job_of_failure(failure)
+        if job is not None:
+            self.operator.chunk_action_of("retry", job, [self._chunk_of_failure(failure)])
 
     def _chunk_of_failure(self, failure: FailureView) -> ChunkView:
         """The chunk as the detail view knows it, else as the failures list describes it."""
@@ -99,11 +104,9 @@ class Triage(ScreenParts):
     @on(FailuresTable.BlockWanted)
     def _failure_block(self, event: FailuresTable.BlockWanted) -> None:
         failure = event.failure
-        job = self.state.jobs.get(failure.job_id)
-        if job is None:
-            self.notify(f"{failure.job_name} is gone", severity="warning")
-            return
-        self.operator.block_node(job, failure.node, failure.node not in job.blocked_nodes)
+        job = self._job_of_failure(failure)
+        if job is not None:
+            self.operator.block_node(job, failure.node, failure.node not in job.blocked_nodes)
 
     @on(JobDetailPanel.UnblockWanted)
     def _detail_unblock(self, event: JobDetailPanel.UnblockWanted) -> None:

@@ -292,8 +292,10 @@ class ConsoleState:
                 self._record_cpu(message.nodes)
                 change.nodes = True
             case JobWatched():
+                # The list is the leader's (Snapshot, JobsChanged, JobsRemoved): a job
+                # watched is shown, never listed on that account (an archived one
+                # whose detail came after its removal stayed in the table).
                 self.watched = WatchedJob(message.detail)
-                self.jobs.setdefault(message.detail.job.id, message.detail.job)
                 change.watched = True
             case ChunksChanged():
                 if self.watched is not None and self.watched.job_id == message.job_id:

@@ -135,3 +135,22 @@ def test_formatters() -> None:
     assert fmt.parse_duration("90") == 90
     with pytest.raises(ValueError, match="not a duration"):
         fmt.parse_duration("5x")
+
+
+def test_a_watched_job_the_list_does_not_hold_stays_out_of_it(
+    synced: tuple[ConsoleState, ScriptedLeader],
+) -> None:
+    """The detail of a job came back after the leader had removed the job from this
+    console's list (archived while its watch was on the way): the job reappeared in the
+    jobs table, archived, and stayed. Watching a job shows it; the list is the leader's."""
+    state, leader = synced
+    leader.action("archive", ["j3"])
+    change = Change()
+    state.apply(JobsRemoved(job_ids=["j3"]), change)
+    state.apply(JobWatched(detail=leader.detail("j3")), change)
+    assert "j3" not in state.jobs
+    assert state.watched is not None
+    assert state.watched.job.archived
+    assert "j6" not in state.jobs  # archived from the start: watched, never listed
+    state.apply(JobWatched(detail=leader.detail("j6")), Change())
+    assert "j6" not in state.jobs

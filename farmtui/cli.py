@@ -50,6 +50,10 @@ Handler = Callable[[argparse.Namespace], int]
 class Parser(argparse.ArgumentParser):
     """argparse with one-line usage errors (exit 2) instead of a usage dump."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.commands: list[str] = []  # the commands built into it (see build_parser)
+
     def error(self, message: str) -> NoReturn:
         sys.stderr.write(f"{self.prog}: {printable(message)} (see `{self.prog} --help`)\n")
         raise SystemExit(2)
@@ -905,7 +909,23 @@ def add_field_flags(parser: argparse.ArgumentParser, *, settable_only: bool) -> 
             parser.add_argument(field.flag, metavar=field.metavar, help=help_text)
 
 
-def build_parser() -> Parser:
+def build_parser(argv: Sequence[str] = ()) -> Parser:
+    """The parser for ``argv``: only its command's, when it names one; else every command's.
+
+    Why: building all ~40 command parsers (each an ``ArgumentParser``, whose
+    set-up looks for translations on disk) and importing what their flags
+    need cost a short command like ``farm show`` more than its request did.
+    ``farm --help`` and a mistyped command still see every command.
+    """
+    command = next((arg for arg in argv if not arg.startswith("-")), None)
+    if command is not None:
+        parser = _build_parser(only=command)
+        if parser.commands:
+            return parser
+    return _build_parser(only=None)
+
+
+def _build_parser(only: str | None) -> Parser:
     parser = Parser(
         prog="farm",
         description="farmtui: a render farm you run from a terminal.",
@@ -915,203 +935,240 @@ def build_parser() -> Parser:
     conn, as_json = _parents()
     data_cmd = [conn, as_json]
 
+    def wanted(name: str) -> bool:
+        return only is None or name == only
+
     def add(name: str, handler: Handler, help_text: str, parents: list[Any]) -> Parser:
+        parser.commands.append(name)
         cmd: Parser = sub.add_parser(name, help=help_text, description=help_text, parents=parents)
         cmd.set_defaults(run=handler)
         return cmd
 
-    up = add("up", cmd_up, "bring up a local farm: leader, agents, console", [])
-    up.add_argument("--data", default="farm-data", metavar="DIR", help="default ./farm-data")
-    up.add_argument("--root", metavar="DIR", help="sync root (default <data>/root)")
-    up.add_argument("--port", type=port_number, default=DEFAULT_PORT, metavar="P")
-    up.add_argument("--agents", type=int, default=2, metavar="N")
-    up.add_argument("--slots", type=positive_int, default=1, metavar="K", help="slots per agent")
-    up.add_argument("--demo", action="store_true", help="submit a few demo jobs")
-    up.add_argument(
-        "--no-console",
-        action="store_true",
-        help="no console: print progress; with --demo, exit when the demo jobs finish",
-    )
+    if wanted("up"):
+        up = add("up", cmd_up, "bring up a local farm: leader, agents, console", [])
+        up.add_argument("--data", default="farm-data", metavar="DIR", help="default ./farm-data")
+        up.add_argument("--root", metavar="DIR", help="sync root (default <data>/root)")
+        up.add_argument("--port", type=port_number, default=DEFAULT_PORT, metavar="P")
+        up.add_argument("--agents", type=int, default=2, metavar="N")
+        up.add_argument(
+            "--slots", type=positive_int, default=1, metavar="K", help="slots per agent"
+        )
+        up.add_argument("--demo", action="store_true", help="submit a few demo jobs")
+        up.add_argument(
+            "--no-console",
+            action="store_true",
+            help="no console: print progress; with --demo, exit when the demo jobs finish",
+        )
 
-    leader = add("leader", cmd_leader, "run the leader in the foreground", [])
-    leader.add_argument("--data", required=True, metavar="DIR", help="database and tokens")
-    leader.add_argument("--root", required=True, metavar="DIR", help="the sync root")
-    leader.add_argument("--host", default="127.0.0.1")
-    leader.add_argument("--port", type=port_number, default=DEFAULT_PORT, metavar="P")
-    leader.add_argument("--tls-cert", metavar="F")
-    leader.add_argument("--tls-key", metavar="F")
-    leader.add_argument(
-        "--store",
-        metavar="URL",
-        help="sqlite:PATH or postgresql://user@host/db (default <data>/farm.db; "
-        "a password goes in ~/.pgpass or PGPASSWORD)",
-    )
-    leader.add_argument(
-        "--advertise",
-        metavar="URL",
-        help="how agents, consoles and the other leaders reach this one "
-        "(default http(s)://HOST:PORT; several leaders on one PostgreSQL)",
-    )
-    add_service_flags(leader, "leader")
+    if wanted("leader"):
+        leader = add("leader", cmd_leader, "run the leader in the foreground", [])
+        leader.add_argument("--data", required=True, metavar="DIR", help="database and tokens")
+        leader.add_argument("--root", required=True, metavar="DIR", help="the sync root")
+        leader.add_argument("--host", default="127.0.0.1")
+        leader.add_argument("--port", type=port_number, default=DEFAULT_PORT, metavar="P")
+        leader.add_argument("--tls-cert", metavar="F")
+        leader.add_argument("--tls-key", metavar="F")
+        leader.add_argument(
+            "--store",
+            metavar="URL",
+            help="sqlite:PATH or postgresql://user@host/db (default <data>/farm.db; "
+            "a password goes in ~/.pgpass or PGPASSWORD)",
+        )
+        leader.add_argument(
+            "--advertise",
+            metavar="URL",
+            help="how agents, consoles and the other leaders reach this one "
+            "(default http(s)://HOST:PORT; several leaders on one PostgreSQL)",
+        )
+        add_service_flags(leader, "leader")
 
-    agent = add("agent", cmd_agent, "run a render node's agent in the foreground", [])
-    agent.add_argument(
-        "--leader",
-        metavar="URL",
-        help="the leader (default FARM_LEADER); several leaders on one PostgreSQL: URL1,URL2",
-    )
-    agent_tokens = agent.add_mutually_exclusive_group()
-    agent_tokens.add_argument("--token", metavar="T", help="an agent token")
-    agent_tokens.add_argument("--token-file", metavar="F", help="e.g. <data>/agent.token")
-    agent.add_argument("--name", help="node name (default: the host name)")
-    agent.add_argument(
-        "--slots", type=positive_int, default=1, metavar="K", help="concurrent chunks"
-    )
-    agent.add_argument("--staging", metavar="DIR", help="local staging folder")
-    agent.add_argument("--tags", metavar="a,b", help="tags jobs can require")
-    agent.add_argument(
-        "--gpus",
-        metavar="LIST",
-        help="the node's GPUs: 0,1 or 0:24G,1:24G; none: no GPU (default: ask nvidia-smi)",
-    )
-    agent.add_argument(
-        "--gpu-only", action="store_true", help="take only jobs that ask for GPUs (--gpus N)"
-    )
-    agent.add_argument(
-        "--ca", metavar="FILE", help="the CA of an https leader (default: FARM_CA, the system's)"
-    )
-    agent.add_argument(
-        "--state",
-        metavar="DIR",
-        help="agent id, log and unsent-message outbox (default ~/.local/state/farmtui/agents/NAME)",
-    )
-    add_service_flags(agent, "agent")
+    if wanted("agent"):
+        agent = add("agent", cmd_agent, "run a render node's agent in the foreground", [])
+        agent.add_argument(
+            "--leader",
+            metavar="URL",
+            help="the leader (default FARM_LEADER); several leaders on one PostgreSQL: URL1,URL2",
+        )
+        agent_tokens = agent.add_mutually_exclusive_group()
+        agent_tokens.add_argument("--token", metavar="T", help="an agent token")
+        agent_tokens.add_argument("--token-file", metavar="F", help="e.g. <data>/agent.token")
+        agent.add_argument("--name", help="node name (default: the host name)")
+        agent.add_argument(
+            "--slots", type=positive_int, default=1, metavar="K", help="concurrent chunks"
+        )
+        agent.add_argument("--staging", metavar="DIR", help="local staging folder")
+        agent.add_argument("--tags", metavar="a,b", help="tags jobs can require")
+        agent.add_argument(
+            "--gpus",
+            metavar="LIST",
+            help="the node's GPUs: 0,1 or 0:24G,1:24G; none: no GPU (default: ask nvidia-smi)",
+        )
+        agent.add_argument(
+            "--gpu-only", action="store_true", help="take only jobs that ask for GPUs (--gpus N)"
+        )
+        agent.add_argument(
+            "--ca",
+            metavar="FILE",
+            help="the CA of an https leader (default: FARM_CA, the system's)",
+        )
+        agent.add_argument(
+            "--state",
+            metavar="DIR",
+            help="agent id, log and unsent-message outbox "
+            "(default ~/.local/state/farmtui/agents/NAME)",
+        )
+        add_service_flags(agent, "agent")
 
-    add("console", cmd_console, "open the operator console", [conn])
+    if wanted("console"):
+        add("console", cmd_console, "open the operator console", [conn])
 
-    submit = add("submit", cmd_submit, "submit a job (command after --)", data_cmd)
-    submit.add_argument(
-        "jobfile",
-        nargs="?",
-        metavar="JOBFILE",
-        help="TOML job file, or an Open Job Description template (.yaml, .yml, .json)",
-    )
-    submit.add_argument(
-        "--param",
-        action="append",
-        metavar="NAME=VALUE",
-        help="a job parameter of the OpenJD template (repeat)",
-    )
-    add_field_flags(submit, settable_only=False)
-    submit.set_defaults(argv=[])
+    if wanted("submit"):
+        submit = add("submit", cmd_submit, "submit a job (command after --)", data_cmd)
+        submit.add_argument(
+            "jobfile",
+            nargs="?",
+            metavar="JOBFILE",
+            help="TOML job file, or an Open Job Description template (.yaml, .yml, .json)",
+        )
+        submit.add_argument(
+            "--param",
+            action="append",
+            metavar="NAME=VALUE",
+            help="a job parameter of the OpenJD template (repeat)",
+        )
+        add_field_flags(submit, settable_only=False)
+        submit.set_defaults(argv=[])
 
-    jobs = add("jobs", cmd_jobs, "list jobs in dispatch order", data_cmd)
-    jobs.add_argument("--all", action="store_true", help="include archived jobs")
-    jobs.add_argument("--limit", type=positive_int, metavar="N", help="one page of N jobs")
-    jobs.add_argument("--after", metavar="JOB", help="the page after this job")
+    if wanted("jobs"):
+        jobs = add("jobs", cmd_jobs, "list jobs in dispatch order", data_cmd)
+        jobs.add_argument("--all", action="store_true", help="include archived jobs")
+        jobs.add_argument("--limit", type=positive_int, metavar="N", help="one page of N jobs")
+        jobs.add_argument("--after", metavar="JOB", help="the page after this job")
 
-    show = add("show", cmd_show, "a job, its chunks with attempts, and frame states", data_cmd)
-    show.add_argument("job", metavar="JOB", help="id, unique id prefix, or unique name")
-    show.add_argument(
-        "--chunks",
-        type=positive_int,
-        metavar="N",
-        help=f"show N chunks (default {SHOWN_CHUNKS}; with --json every chunk)",
-    )
-    show.add_argument(
-        "--after", type=chunk_index, metavar="I", help="start after chunk I (the next page)"
-    )
-    show.add_argument(
-        "--openjd",
-        action="store_true",
-        help="print the job as an Open Job Description template (YAML; JSON with --json)",
-    )
+    if wanted("show"):
+        show = add("show", cmd_show, "a job, its chunks with attempts, and frame states", data_cmd)
+        show.add_argument("job", metavar="JOB", help="id, unique id prefix, or unique name")
+        show.add_argument(
+            "--chunks",
+            type=positive_int,
+            metavar="N",
+            help=f"show N chunks (default {SHOWN_CHUNKS}; with --json every chunk)",
+        )
+        show.add_argument(
+            "--after", type=chunk_index, metavar="I", help="start after chunk I (the next page)"
+        )
+        show.add_argument(
+            "--openjd",
+            action="store_true",
+            help="print the job as an Open Job Description template (YAML; JSON with --json)",
+        )
 
     for action in JOB_ACTIONS:
-        cmd = add(action, cmd_action, f"{action} jobs", data_cmd)
-        cmd.add_argument("jobs", nargs="+", metavar="JOB")
-        cmd.add_argument("--yes", "-y", action="store_true", help="do not ask to confirm")
+        if wanted(action):
+            cmd = add(action, cmd_action, f"{action} jobs", data_cmd)
+            cmd.add_argument("jobs", nargs="+", metavar="JOB")
+            cmd.add_argument("--yes", "-y", action="store_true", help="do not ask to confirm")
 
-    priority = add("priority", cmd_priority, "set a job's priority (admin)", data_cmd)
-    priority.add_argument("job", metavar="JOB")
-    priority.add_argument("priority", metavar="P", help="0-100, lower renders sooner")
+    if wanted("priority"):
+        priority = add("priority", cmd_priority, "set a job's priority (admin)", data_cmd)
+        priority.add_argument("job", metavar="JOB")
+        priority.add_argument("priority", metavar="P", help="0-100, lower renders sooner")
 
-    move = add("move", cmd_move, "move a job within its priority group", data_cmd)
-    move.add_argument("job", metavar="JOB")
-    move.add_argument("where", choices=MOVES, nargs="?", default="up")
-    move.add_argument("--before", metavar="JOB", help="land right before this job instead")
+    if wanted("move"):
+        move = add("move", cmd_move, "move a job within its priority group", data_cmd)
+        move.add_argument("job", metavar="JOB")
+        move.add_argument("where", choices=MOVES, nargs="?", default="up")
+        move.add_argument("--before", metavar="JOB", help="land right before this job instead")
 
-    chunks = add("chunks", cmd_chunks, "act on chunks of one job", data_cmd)
-    chunks.add_argument("job", metavar="JOB")
-    chunks.add_argument("action", choices=CHUNK_ACTIONS)
-    chunks.add_argument("chunks", nargs="+", metavar="N", help="chunk numbers: 3, 1-4, 2,5")
+    if wanted("chunks"):
+        chunks = add("chunks", cmd_chunks, "act on chunks of one job", data_cmd)
+        chunks.add_argument("job", metavar="JOB")
+        chunks.add_argument("action", choices=CHUNK_ACTIONS)
+        chunks.add_argument("chunks", nargs="+", metavar="N", help="chunk numbers: 3, 1-4, 2,5")
 
-    setter = add("set", cmd_set, "change a submitted job's settings", data_cmd)
-    setter.add_argument("job", metavar="JOB")
-    add_field_flags(setter, settable_only=True)
+    if wanted("set"):
+        setter = add("set", cmd_set, "change a submitted job's settings", data_cmd)
+        setter.add_argument("job", metavar="JOB")
+        add_field_flags(setter, settable_only=True)
 
-    add("nodes", cmd_nodes, "list render nodes", data_cmd)
+    if wanted("nodes"):
+        add("nodes", cmd_nodes, "list render nodes", data_cmd)
 
-    pathmap = add("pathmap", cmd_pathmap, "show a path as a node of another OS sees it", data_cmd)
-    pathmap.add_argument("verb", choices=("check",))
-    pathmap.add_argument("path", metavar="PATH")
-    pathmap.add_argument("--os", required=True, choices=get_args(OsName), help="the node's OS")
+    if wanted("pathmap"):
+        pathmap = add(
+            "pathmap", cmd_pathmap, "show a path as a node of another OS sees it", data_cmd
+        )
+        pathmap.add_argument("verb", choices=("check",))
+        pathmap.add_argument("path", metavar="PATH")
+        pathmap.add_argument("--os", required=True, choices=get_args(OsName), help="the node's OS")
 
-    failures = add("failures", cmd_failures, "failed attempts farm-wide, newest first", data_cmd)
-    failures.add_argument("--limit", type=history_limit, default=50, metavar="N")
+    if wanted("failures"):
+        failures = add(
+            "failures", cmd_failures, "failed attempts farm-wide, newest first", data_cmd
+        )
+        failures.add_argument("--limit", type=history_limit, default=50, metavar="N")
 
-    node = add("node", cmd_node, "enable or disable a node, or read its agent log", data_cmd)
-    node.add_argument("verb", choices=("enable", "disable", "log"))
-    node.add_argument("name", metavar="NAME")
-    node.add_argument("--tail", type=int, default=200, metavar="N", help="lines of log")
+    if wanted("node"):
+        node = add("node", cmd_node, "enable or disable a node, or read its agent log", data_cmd)
+        node.add_argument("verb", choices=("enable", "disable", "log"))
+        node.add_argument("name", metavar="NAME")
+        node.add_argument("--tail", type=int, default=200, metavar="N", help="lines of log")
 
-    limit = add(
-        "limit",
-        cmd_limit,
-        "farm-wide limits (licences): set NAME UNITS, list, delete NAME",
-        data_cmd,
-    )
-    limit.add_argument("verb", choices=("set", "list", "delete"))
-    limit.add_argument("name", metavar="NAME", nargs="?")
-    limit.add_argument("units", metavar="UNITS", nargs="?", type=count_arg)
-    limit.add_argument(
-        "--per-node", type=count_arg, default=0, metavar="N", help="at most N units on one node"
-    )
+    if wanted("limit"):
+        text = "farm-wide limits (licences): set NAME UNITS, list, delete NAME"
+        limit = add("limit", cmd_limit, text, data_cmd)
+        limit.add_argument("verb", choices=("set", "list", "delete"))
+        limit.add_argument("name", metavar="NAME", nargs="?")
+        limit.add_argument("units", metavar="UNITS", nargs="?", type=count_arg)
+        limit.add_argument(
+            "--per-node", type=count_arg, default=0, metavar="N", help="at most N units on one node"
+        )
 
     for verb, text in (("block", "keep a node off one job"), ("unblock", "let it back")):
-        blocker = add(verb, cmd_block, text, data_cmd)
-        blocker.add_argument("job", metavar="JOB")
-        blocker.add_argument("node", metavar="NODE")
-        blocker.set_defaults(verb=verb)
+        if wanted(verb):
+            blocker = add(verb, cmd_block, text, data_cmd)
+            blocker.add_argument("job", metavar="JOB")
+            blocker.add_argument("node", metavar="NODE")
+            blocker.set_defaults(verb=verb)
 
-    logs = add("logs", cmd_logs, "a job's event log, or a chunk attempt's output", data_cmd)
-    logs.add_argument("job", metavar="JOB")
-    logs.add_argument("--chunk", type=int, metavar="N")
-    logs.add_argument("--attempt", type=int, metavar="A", help="default: the latest")
-    logs.add_argument("--follow", "-f", action="store_true", help="keep printing until done")
-    logs.add_argument(
-        "--raw", action="store_true", help="print control characters as they are (no escaping)"
-    )
-    logs.add_argument("--interval", type=positive_float, default=1.0, help=argparse.SUPPRESS)
+    if wanted("logs"):
+        logs = add("logs", cmd_logs, "a job's event log, or a chunk attempt's output", data_cmd)
+        logs.add_argument("job", metavar="JOB")
+        logs.add_argument("--chunk", type=int, metavar="N")
+        logs.add_argument("--attempt", type=int, metavar="A", help="default: the latest")
+        logs.add_argument("--follow", "-f", action="store_true", help="keep printing until done")
+        logs.add_argument(
+            "--raw", action="store_true", help="print control characters as they are (no escaping)"
+        )
+        logs.add_argument("--interval", type=positive_float, default=1.0, help=argparse.SUPPRESS)
 
-    token = add("token", cmd_token, "make a token (admin)", data_cmd)
-    token.add_argument("verb", choices=("create",))
-    token.add_argument("--role", required=True, choices=ROLES)
-    token.add_argument(
-        "--name",
-        metavar="NAME",
-        help="who it is for; with --role agent, the node's name (required): only that node",
-    )
+    if wanted("token"):
+        token = add("token", cmd_token, "make a token (admin)", data_cmd)
+        token.add_argument("verb", choices=("create",))
+        token.add_argument("--role", required=True, choices=ROLES)
+        token.add_argument(
+            "--name",
+            metavar="NAME",
+            help="who it is for; with --role agent, the node's name (required): only that node",
+        )
 
-    add("whoami", cmd_whoami, "who the token says you are", data_cmd)
-    add_migrate_command(add, as_json)
+    if wanted("whoami"):
+        add("whoami", cmd_whoami, "who the token says you are", data_cmd)
+    if wanted("migrate"):
+        add_migrate_command(add, as_json)
 
-    from farmtui.demo_render import add_arguments as add_demo_arguments
+    if wanted("demo-render"):
+        from farmtui.demo_render import add_arguments as add_demo_arguments
 
-    demo = add("demo-render", cmd_demo_render, "the built-in demo renderer (demo jobs run it)", [])
-    add_demo_arguments(demo)
-    addon = add("blender-addon", cmd_blender_addon, "write the Blender add-on's zip", [as_json])
-    addon.add_argument("--out", default=".", metavar="DIR", help="folder for farmtui_blender.zip")
+        demo = add(
+            "demo-render", cmd_demo_render, "the built-in demo renderer (demo jobs run it)", []
+        )
+        add_demo_arguments(demo)
+    if wanted("blender-addon"):
+        addon = add("blender-addon", cmd_blender_addon, "write the Blender add-on's zip", [as_json])
+        addon.add_argument(
+            "--out", default=".", metavar="DIR", help="folder for farmtui_blender.zip"
+        )
     return parser
 
 
@@ -1126,7 +1183,7 @@ def split_command_argv(argv: list[str]) -> tuple[list[str], list[str]]:
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``farm`` console script; returns the exit code."""
     own, command = split_command_argv(list(sys.argv[1:] if argv is None else argv))
-    args = build_parser().parse_args(own)
+    args = build_parser(own).parse_args(own)
     if command:
         args.argv = command
     handler: Handler = args.run

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import os
 import stat
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,11 +133,15 @@ def load_user_config(env: Mapping[str, str] | None = None) -> UserConfig:
     """The user config file's contents; an empty UserConfig when there is none."""
     path = config_path(env)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return UserConfig()
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from None
+    import tomllib  # only now: every `farm` command gets here, most without a file (5-8 ms)
+
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
     unknown = sorted(set(data) - {"leader", "token_file", "ca"})

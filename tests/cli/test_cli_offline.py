@@ -144,3 +144,36 @@ def test_python_dash_m_farmtui_is_the_farm_command() -> None:
     assert done.returncode == 0
     for command in ("up", "leader", "agent", "console", "submit", "jobs", "show", "logs", "token"):
         assert command in done.stdout
+
+
+def test_a_mistyped_command_is_one_line_naming_the_commands(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["shwo", "abc"])
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "invalid choice: 'shwo'" in err
+    for command in ("show", "submit", "whoami", "migrate", "blender-addon"):
+        assert f"'{command}'" in err
+
+
+def test_a_command_builds_only_its_own_parser_and_keeps_every_flag() -> None:
+    """`farm show` starts without the other commands' parsers and what their flags import."""
+    code = (
+        "import sys; from farmtui import cli; p = cli.build_parser(['show', 'abc']);"
+        "print(p.commands, sorted(m for m in ('farmtui.jobfields', 'farmtui.demo_render', "
+        "'farmtui.service_units', 'tomllib') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "['show'] []"
+    shown = run_farm("show", "--help")
+    assert shown.returncode == 0
+    for flag in ("--chunks", "--after", "--openjd", "--leader", "--token", "--json"):
+        assert flag in shown.stdout
+    submit = run_farm("submit", "--help")
+    assert "--frames" in submit.stdout
+    assert "--print-service" in run_farm("agent", "--help").stdout

@@ -28,6 +28,9 @@ full ``--grace``. Status, on stderr, one JSON object a line::
     {"event": "stuck", "alive": N}                     every 5 s while SIGKILL does not work
     {"event": "done", "returncode": RC, "cause": "exit"|"kill"|"lease"|"agent_gone",
      "killed": K, "complete": true}                    nothing of the tree is left; exit 0
+                                                       (a zygote's child may add "next": true:
+                                                       it closes the pipes and waits for
+                                                       another chunk, see agent/zygote.py)
 
 Stdlib only, and as few imports as will do: every chunk pays for its start-up.
 """
@@ -198,8 +201,11 @@ class Shim:
         wake_fd: int,
         exit_file: str = "",
         environ: dict[bytes, bytes] | None = None,
+        *,
+        again: bool = False,
     ) -> None:
         self.me = os.getpid()
+        self.again = again
         self.exit_file = exit_file
         self.grace = grace
         self.lease_until = lease_until
@@ -248,9 +254,10 @@ class Shim:
                     break
             self.wait(self.timeout(now))
         returncode = "null" if self.returncode is None else self.returncode
+        again = ', "next": true' if self.again else ""
         emit(
             f'{{"event": "done", "returncode": {returncode}, "cause": "{self.cause or "exit"}", '
-            f'"killed": {len(self.termed)}, "complete": true}}'
+            f'"killed": {len(self.termed)}, "complete": true{again}}}'
         )
 
     def reap(self) -> bool:
@@ -433,13 +440,16 @@ def spawn(argv: list[str], environ: dict[bytes, bytes] | None = None) -> int:
     )
 
 
-def close_inherited_fds() -> None:
-    """The renderer inherits the shim's three pipes and nothing else its parent left open."""
+def close_inherited_fds(keep: int = 2) -> None:
+    """The renderer inherits the shim's three pipes and nothing else its parent left open.
+
+    Descriptors up to ``keep`` stay (a zygote's child keeps its socket, 3, not inheritable).
+    """
     try:
         highest = max(int(name) for name in os.listdir("/proc/self/fd"))
     except (OSError, ValueError):
         highest = 1023
-    os.closerange(3, highest + 1)
+    os.closerange(keep + 1, highest + 1)
 
 
 def install_signals() -> int:
@@ -461,15 +471,18 @@ def serve(
     wake_fd: int,
     environ: dict[bytes, bytes] | None = None,
     control: bytes = b"",
+    again: bool = False,
 ) -> None:
     """Start the renderer and supervise its tree to the end; exits the process.
 
     ``environ``: the renderer's environment (the shim's own when None);
     ``control``: control input already read (a zygote's child reads its
     request first). Stdin, stdout and stderr are the agent's three pipes.
+    ``again``: return once the tree is gone instead of exiting, its ``done``
+    line saying ``"next": true`` (a zygote's child that takes another chunk).
     """
     become_subreaper()
-    shim = Shim(grace, lease_until, wake_fd, exit_file, environ)
+    shim = Shim(grace, lease_until, wake_fd, exit_file, environ, again=again)
     try:
         shim.renderer = spawn(argv, environ)
     except (OSError, ValueError) as exc:
@@ -488,7 +501,8 @@ def serve(
     except BaseException:
         send(-shim.renderer, signal.SIGKILL)  # a broken shim must not leave the renderer running
         raise
-    os._exit(0)
+    if not again:
+        os._exit(0)
 
 
 def main() -> None:

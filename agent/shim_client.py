@@ -79,6 +79,8 @@ class Done(_Status, tag="done"):
     cause: DoneCause
     killed: int = 0
     complete: bool = False
+    # A forked shim that closes this chunk's pipes and waits for another.
+    next: bool = False
 
 
 class SetupFailed(_Status, tag="setup_failed"):
@@ -174,6 +176,8 @@ class Shim:
         self._result: ShimResult | None = None
         self._last_words = ""
         self._setup_failed: SetupFailed | None = None
+        # A forked shim said it takes another chunk once this one's pipes are closed.
+        self._waits_for_more = False
         self._started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._status = asyncio.create_task(
             self._read_status(process.stderr), name=f"shim {process.pid} status"
@@ -314,8 +318,11 @@ class Shim:
                     log.warning("shim %d: overlong status line ignored", self.shim_pid)
                     continue
                 if not line:
-                    return
+                    break
                 self._on_status(line)
+            # Its tree is gone and it closed the pipes: this chunk's part of it is over.
+            if self._waits_for_more and isinstance(self.process, ForkedProcess):
+                self.process.finished_chunk()
         finally:
             self._mark_started()
 
@@ -352,5 +359,6 @@ class Shim:
                 self._mark_started()
             case Done(complete=False):
                 log.error("shim %d: done without a complete kill: %s", self.shim_pid, line)
-            case Done(returncode=returncode, cause=cause, killed=killed):
+            case Done(returncode=returncode, cause=cause, killed=killed, next=again):
                 self._result = ShimResult(returncode, cause, killed)
+                self._waits_for_more = again

@@ -20,11 +20,19 @@ write end. Hence:
   them. What is lost is only the shims' own exit statuses, which the agent
   uses for an error message when a shim dies without confirming its tree dead.
 
-Why not one long-lived shim per slot: a shim that outlives its chunk must
-tell one chunk's processes from the next one's (a subreaper's orphans of the
-last chunk, pid reuse, markers) and needs a new status protocol. A fork per
-chunk keeps one process per chunk, started fresh each time from the same
-warm, never-mutated image, so nothing of one chunk can leak into another.
+A shim takes chunk after chunk: once its chunk's tree is gone it says so
+(``"next": true`` on its ``done`` line), wears no marker, closes that chunk's
+pipes and waits on a socket of its own (a fourth descriptor with the request)
+for the next chunk's three pipes, which the agent sends straight to it: no
+fork, no set-up, ~2.4x the short chunks a second through one agent. What one
+chunk could leave to the next is ruled out by when the shim says ``done``:
+only once no process of the tree is left (a subreaper waits for every
+orphan, and reaps them all, so no pid of it can come back), and every chunk
+reads its own folder, environment, lease, exit file and marker from its own
+request. The shim keeps only its code, its signal handlers and its socket
+(never inherited by a renderer). It exits when that socket ends (the agent
+died, or dropped it), when told to stop (SIGTERM while it waits), and after
+``MAX_CHUNKS``, so nothing builds up; the agent forks a new one then.
 
 The chunk's marker: a sweep recognises a chunk's processes by
 ``FARMTUI_CHUNK=<marker>`` in ``/proc/PID/environ``, which is the memory the
@@ -39,8 +47,9 @@ a session of its own, with its environment's first variable the reserved one:
 
 - stdin: an AF_UNIX SOCK_SEQPACKET socket; each request is one message, the
   request id in ASCII, carrying three descriptors (SCM_RIGHTS): the shim's
-  stdin (control), stdout (renderer output) and stderr (status). End of file:
-  the agent is gone, the zygote exits.
+  stdin (control), stdout (renderer output) and stderr (status), and
+  optionally a fourth: the shim's socket for further chunks (each a message
+  carrying three such pipes). End of file: the agent is gone, the zygote exits.
 - the shim's first control line is its chunk, written by the agent before the
   request: one JSON object with ``argv``, ``env``, ``cwd``, ``grace``,
   ``lease_until`` and ``exit_file``.
@@ -81,6 +90,10 @@ RESERVED = MARKER_VARIABLE + b"=" + b"." * (ROOM - len(MARKER_VARIABLE) - 2) + b
 # What fills the rest of the room after a marker, so the environment still parses.
 FILLER = b"FARMTUI_ROOM="
 MAX_REQUEST = 64
+# A forked shim's socket for further chunks, and how many chunks one shim serves
+# before it exits and a fresh fork takes its place (nothing accumulates for ever).
+NEXT_FD = 3
+MAX_CHUNKS = 1000
 
 
 def _load_shim() -> ModuleType:
@@ -150,13 +163,84 @@ def read_request() -> tuple[dict[str, Any], bytes]:
 
 
 def become_shim(shim: ModuleType, fds: list[int], room: tuple[int, int]) -> None:
-    """In the forked child: take the chunk's pipes, its folder, environment and marker; serve."""
+    """In the forked child: serve the chunk whose pipes are ``fds``, then more if asked.
+
+    A fourth descriptor is the socket further chunks come on: once a chunk's
+    tree is gone the child says so (``"next": true``), closes that chunk's
+    pipes and waits there for the next one's three, at most ``MAX_CHUNKS``.
+    """
     os.setsid()
-    for target, fd in enumerate(fds):
-        os.dup2(fd, target)
-    shim.close_inherited_fds()
+    take_pipes(fds[:3])
+    more: socket.socket | None = None
+    if len(fds) == 4:
+        if fds[3] != NEXT_FD:
+            os.dup2(fds[3], NEXT_FD, inheritable=False)
+        os.set_inheritable(NEXT_FD, False)  # never the renderer's: it could take chunks
+        more = socket.socket(fileno=NEXT_FD)
+    shim.close_inherited_fds(keep=NEXT_FD if more is not None else 2)
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    wake = shim.install_signals()
+    for served in range(1, MAX_CHUNKS + 1):
+        again = more is not None and served < MAX_CHUNKS
+        serve_chunk(shim, room, wake, again=again)
+        if not again:
+            break
+        release_pipes(room)
+        assert more is not None
+        pipes = next_chunk(shim, more, wake)
+        if pipes is None:
+            break
+        take_pipes(pipes)
+
+
+def take_pipes(fds: list[int]) -> None:
+    """A chunk's control, output and status pipes become 0, 1 and 2."""
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+    for fd in fds:
+        if fd > 2:
+            os.close(fd)
+
+
+def release_pipes(room: tuple[int, int]) -> None:
+    """Wear no chunk's marker, then close the chunk's pipes (the agent sees their end).
+
+    In this order: once the agent sees the end, nothing may carry the marker.
+    """
+    address, size = room
+    blank = marker_bytes(b"", size)
+    if address and blank is not None:
+        ctypes.memmove(address, blank, size)
+    null = os.open(os.devnull, os.O_RDWR)
+    for target in (0, 1, 2):
+        os.dup2(null, target)
+    os.close(null)
+
+
+def next_chunk(shim: ModuleType, more: socket.socket, wake: int) -> list[int] | None:
+    """The next chunk's three pipes; None: the agent is gone or dropped us, or we must stop."""
+    while True:
+        ready, _, _ = select.select([NEXT_FD, wake], [], [])
+        if wake in ready:
+            with contextlib.suppress(BlockingIOError):
+                signals = os.read(wake, 512)
+                if any(s in signals for s in shim.STOP_SIGNALS):
+                    return None
+        if NEXT_FD in ready:
+            try:
+                data, fds, _, _ = socket.recv_fds(more, MAX_REQUEST, 3)
+            except OSError:
+                return None
+            if len(fds) == 3 and data:
+                return fds
+            for fd in fds:
+                os.close(fd)
+            return None
+
+
+def serve_chunk(shim: ModuleType, room: tuple[int, int], wake: int, *, again: bool) -> None:
+    """Read the chunk from the control pipe, take its folder, environment and marker; serve."""
     request, control = read_request()
     try:
         os.chdir(request["cwd"])
@@ -170,10 +254,9 @@ def become_shim(shim: ModuleType, fds: list[int], room: tuple[int, int]) -> None
     marked = marker_bytes(environ.get(MARKER_VARIABLE, b""), size)
     if address and marked is not None:
         ctypes.memmove(address, marked, size)
-    wake = shim.install_signals()
     argv = [os.fsdecode(arg) for arg in request["argv"]]
     grace, lease_until = float(request["grace"]), float(request["lease_until"])
-    shim.serve(grace, lease_until, request["exit_file"], argv, wake, environ, control)
+    shim.serve(grace, lease_until, request["exit_file"], argv, wake, environ, control, again=again)
 
 
 def fork_shim(shim: ModuleType, fds: list[int], room: tuple[int, int]) -> int | None:
@@ -234,10 +317,10 @@ def main() -> None:
                 os.read(wake_read, 512)
             reap()
         if 0 in ready:
-            data, fds, _, _ = socket.recv_fds(requests, MAX_REQUEST, 3)
+            data, fds, _, _ = socket.recv_fds(requests, MAX_REQUEST, 4)
             if not data:  # the agent is gone; the shims do not need us
                 break
-            valid = len(fds) == 3 and data.isdigit()
+            valid = len(fds) in (3, 4) and data.isdigit()
             pid = fork_shim(shim, fds, room) if valid else None  # it closes the three
             if not valid:
                 for fd in fds:

@@ -26,7 +26,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import msgspec
@@ -40,6 +40,8 @@ ZYGOTE_PATH = Path(zygote_program.__file__)
 RETRY_AFTER = 5.0
 # How long a shim may take to say anything once its zygote died before answering.
 ORPHAN_WAIT = 10.0
+# Shims kept waiting for a chunk at most (an agent has this many slots busy at most, mostly).
+MAX_IDLE = 64
 
 
 class _Reply(msgspec.Struct, tag_field="event", kw_only=True):
@@ -89,6 +91,10 @@ class ForkedProcess:
         self.stderr = stderr
         self._readers = readers
         self._ended: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        # The agent's end of the shim's socket for further chunks, and where an idle
+        # shim goes back to (set by the Zygote when the shim can take another chunk).
+        self.more: socket.socket | None = None
+        self._idle: Callable[[ForkedProcess, socket.socket], None] | None = None
 
     @property
     def returncode(self) -> int | None:
@@ -102,6 +108,22 @@ class ForkedProcess:
         with contextlib.suppress(TimeoutError):
             return await asyncio.wait_for(asyncio.shield(self._ended), within)
         return None
+
+    def finished_chunk(self) -> None:
+        """The shim said its tree is gone and closed this chunk's pipes: it waits for another.
+
+        For this chunk the shim has ended (exit status 0); the shim itself goes
+        back to its zygote's idle shims.
+        """
+        ended = self._ended.done()  # its zygote died, or the shim exited: not reusable
+        self._end(0)
+        more, self.more = self.more, None
+        if more is None:
+            return
+        if ended or self._idle is None:
+            more.close()  # end of file: the shim exits
+            return
+        self._idle(self, more)
 
     def _end(self, returncode: int | None) -> None:
         """The zygote reaped the shim: nobody reads its control pipe any more."""
@@ -132,6 +154,11 @@ class Zygote:
         self._ids = itertools.count(1)
         self._pending: dict[int, tuple[ForkedProcess, asyncio.Future[bool]]] = {}
         self._live: dict[int, ForkedProcess] = {}
+        # Shims whose chunk is over and that wait for another: pid -> the agent's end of
+        # their socket. A chunk given to one skips the fork and the shim's set-up.
+        self._idle: dict[int, socket.socket] = {}
+        # Idle shims told to exit, until the zygote reports their end.
+        self._leaving: dict[int, asyncio.Future[None]] = {}
         self._retry_at = -math.inf
 
     @property
@@ -159,16 +186,25 @@ class Zygote:
         if not await self._ready() or zygote_program.marker_bytes(marker, self._room) is None:
             return None
         assert self._socket is not None
-        request = {
-            "argv": list(argv),
-            "env": dict(env),
-            "cwd": str(cwd),
-            "grace": grace,
-            "lease_until": lease_until,
-            "exit_file": "" if exit_file is None else str(exit_file),
-        }
+        request = json.dumps(
+            {
+                "argv": list(argv),
+                "env": dict(env),
+                "cwd": str(cwd),
+                "grace": grace,
+                "lease_until": lease_until,
+                "exit_file": "" if exit_file is None else str(exit_file),
+            }
+        ).encode()
+        while self._idle:
+            if (process := await self._reuse(request)) is not None:
+                return process
         process, theirs = await self._pipes()
-        process.stdin.write(json.dumps(request).encode() + b"\n")
+        more, theirs_more = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        more.setblocking(False)
+        process.more = more
+        theirs.append(theirs_more.detach())
+        process.stdin.write(request + b"\n")
         request_id = next(self._ids)
         answered: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = (process, answered)
@@ -177,6 +213,7 @@ class Zygote:
         except OSError as exc:  # the zygote is gone or wedged: start the old way
             log.warning("the shim zygote took no request (%s); starting shims the old way", exc)
             self._pending.pop(request_id, None)
+            more.close()
             process._discard()
             self._lose()
             return None
@@ -184,21 +221,69 @@ class Zygote:
             for fd in theirs:
                 os.close(fd)
         if await answered:
+            process._idle = self._rest
             return process
         if process.pid == 0 and not await self._nothing_started(process):
             raise OSError("the shim zygote died while starting the chunk (its start is killed)")
+        more.close()
         process._discard()
         return None
+
+    async def _reuse(self, request: bytes) -> ForkedProcess | None:
+        """Give the chunk to an idle shim; None when that shim is gone (try another)."""
+        pid, more = self._idle.popitem()
+        process, theirs = await self._pipes()
+        process.stdin.write(request + b"\n")
+        try:
+            socket.send_fds(more, [b"next"], theirs)
+        except OSError:  # it exited meanwhile (killed, or its chunk limit)
+            more.close()
+            process._discard()
+            return None
+        finally:
+            for fd in theirs:
+                os.close(fd)
+        process.pid, process.more, process._idle = pid, more, self._rest
+        self._live[pid] = process
+        return process
+
+    async def _dismiss_idle(self, within: float = 2.0) -> None:
+        """Idle shims exit while their zygote is there to reap them and say so.
+
+        After the zygote they would be orphans, left to the agent's reaper.
+        """
+        if not self._idle:
+            return
+        loop = asyncio.get_running_loop()
+        leaving = {pid: loop.create_future() for pid in self._idle}
+        self._leaving.update(leaving)
+        for more in self._idle.values():
+            more.close()  # end of file: the shim exits
+        self._idle.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*leaving.values()), within)
+        for pid in leaving:
+            self._leaving.pop(pid, None)
+
+    def _rest(self, process: ForkedProcess, more: socket.socket) -> None:
+        """A shim finished its chunk and waits for another: keep it, unless we cannot use it."""
+        if self._live.get(process.pid) is process:
+            del self._live[process.pid]
+        if self._socket is None or len(self._idle) >= MAX_IDLE:
+            more.close()  # the shim sees end of file and exits (its zygote reaps it)
+            return
+        self._idle[process.pid] = more
 
     async def start(self) -> bool:
         """Start the zygote now rather than with the first chunk; whether it runs."""
         return await self._ready()
 
     async def aclose(self) -> None:
-        """Stop the zygote (its shims run on); wait for it to go."""
+        """Stop the zygote and its idle shims (the busy ones run on); wait for them to go."""
         if self._starting is not None and not self._starting.done():
             with contextlib.suppress(Exception):
                 await self._starting
+        await self._dismiss_idle()
         self._lose()
         if self._reader is not None:
             with contextlib.suppress(TimeoutError):
@@ -318,6 +403,10 @@ class Zygote:
                         # Its pid may name a new shim only after this line.
                         if (process := self._live.pop(shim_pid, None)) is not None:
                             process._end(returncode)
+                        if (idle := self._idle.pop(shim_pid, None)) is not None:
+                            idle.close()
+                        if (leaving := self._leaving.pop(shim_pid, None)) is not None:
+                            leaving.set_result(None)
         finally:
             if not ready.done():
                 ready.set_result(None)
@@ -328,6 +417,9 @@ class Zygote:
             for _, answered in self._pending.values():
                 if not answered.done():
                     answered.set_result(False)
+            for leaving in self._leaving.values():
+                if not leaving.done():
+                    leaving.set_result(None)
             self._pending.clear()
             for process in self._live.values():
                 # Still supervised through its pipes, which stay open; its exit status
@@ -340,6 +432,11 @@ class Zygote:
         if self._socket is not None:
             self._socket.close()  # end of file: the zygote exits
             self._socket = None
+        # Idle shims see end of file too and exit: without their zygote nobody would
+        # report their end, so none is reused.
+        for more in self._idle.values():
+            more.close()
+        self._idle.clear()
 
 
 async def _read_pipe(fd: int) -> tuple[asyncio.StreamReader, asyncio.BaseTransport]:

@@ -171,6 +171,62 @@ async def test_the_zygote_dying_mid_chunk_leaves_the_chunk_supervised(
     assert await shim.wait() == ShimResult(4, "exit", killed=0)
 
 
+async def test_a_shim_takes_chunk_after_chunk_each_with_only_its_own_state(
+    chunks: ForkedChunks, tmp_path: Path, eventually: Poll
+) -> None:
+    """A shim whose chunk is over serves the next one: fresh folder, environment and marker."""
+    probe = (
+        "import os; print(os.environ['FARMTUI_CHUNK'], os.environ.get('ONLY_FIRST'), os.getcwd(),"
+        " sorted(os.listdir('/proc/self/fd')), sep='|'); raise SystemExit(int(os.environ['CODE']))"
+    )
+    argv = [sys.executable, "-I", "-S", "-c", probe]
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir()
+    two.mkdir()
+
+    async def chunk(folder: Path, marker: str, code: int, **extra: str) -> tuple[Shim, str]:
+        env = {**os.environ, MARKER_VARIABLE: marker, "CODE": str(code), **extra}
+        shim = await Shim.start(
+            argv, cwd=folder, env=env, grace=0.5, lease_until=math.inf, zygote=chunks.zygote
+        )
+        output = (await shim.output.read()).decode().strip()
+        assert await shim.wait() == ShimResult(code, "exit", killed=0)
+        return shim, output
+
+    first, said = await chunk(one, "shimtest:first", 3, ONLY_FIRST="yes")
+    assert said == f"shimtest:first|yes|{one}|['0', '1', '2', '3']"
+    second, said = await chunk(two, "shimtest:second", 0)
+    assert second.shim_pid == first.shim_pid, "the same shim, not a new fork"
+    # Nothing of the first chunk: not its variable, folder or marker, and still only
+    # the three pipes (3: the listing itself; the shim's own socket is not inherited).
+    assert said == f"shimtest:second|None|{two}|['0', '1', '2', '3']"
+
+    # While it serves a chunk the shim wears that chunk's marker, so sweeps find it.
+    tree = await chunks.tree(eventually)
+    assert tree.shim.shim_pid == first.shim_pid
+    assert sorted(find_marked(tree.marker)) == sorted([tree.shim.shim_pid, *tree.pids])
+    tree.shim.kill(0.2, "done looking")
+    assert (await tree.shim.wait()).killed == TREE_SIZE
+    assert find_marked(tree.marker) == []
+    assert "FARMTUI_CHUNK" not in psutil.Process(first.shim_pid).environ()
+
+
+async def test_an_idle_shim_that_dies_or_is_told_to_stop_is_not_given_a_chunk(
+    chunks: ForkedChunks, eventually: Poll
+) -> None:
+    shims = []
+    for stop in (signal.SIGKILL, signal.SIGTERM):
+        shim, _ = await chunks.start(["true"])
+        assert await shim.wait() == ShimResult(0, "exit", killed=0)
+        os.kill(shim.shim_pid, stop)
+        await eventually(lambda shim=shim: _dead(shim.shim_pid), what="the idle shim's end")
+        await eventually(lambda: not chunks.zygote._idle, what="the zygote to report it")
+        shims.append(shim.shim_pid)
+    after, _ = await chunks.start(["sh", "-c", "exit 5"])
+    assert await after.wait() == ShimResult(5, "exit", killed=0)
+    assert after.shim_pid not in shims
+
+
 # An agent in miniature with a zygote: says who is who, then hangs until SIGKILL.
 AGENT = textwrap.dedent(
     """
@@ -182,11 +238,17 @@ AGENT = textwrap.dedent(
         report, marker, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
         env = {**os.environ, "FARMTUI_CHUNK": marker}
         zygote = Zygote()
+        # Two quick chunks at once leave two shims waiting for more; one takes the tree.
+        quick = [
+            Shim.start(["true"], cwd=".", env=env, grace=1, lease_until=math.inf, zygote=zygote)
+            for _ in range(2)
+        ]
+        idle = [await done.wait() and done.shim_pid for done in await asyncio.gather(*quick)]
         shim = await Shim.start(
             argv, cwd=".", env=env, grace=30.0, lease_until=math.inf, zygote=zygote
         )
         with open(report + ".tmp", "w") as file:
-            file.write(f"{shim.shim_pid} {zygote.pid} {int(shim.is_child)}")
+            file.write(f"{shim.shim_pid} {zygote.pid} {int(shim.is_child)} {idle[0]} {idle[1]}")
         os.rename(report + ".tmp", report)
         await asyncio.sleep(600)
 
@@ -219,8 +281,10 @@ async def test_the_tree_and_the_zygote_go_when_the_agent_is_killed_with_sigkill(
         )
         assert agent.returncode is None, "the agent in miniature failed (see its stderr)"
         await eventually(lambda: len(list(pids.iterdir())) == TREE_SIZE, what="the tree")
-        shim_pid, zygote_pid, is_child = map(int, report.read_text().split())
+        shim_pid, zygote_pid, is_child, *idle = map(int, report.read_text().split())
         assert not is_child, "the shim was forked"
+        assert shim_pid in idle, "the tree's shim is one that served a chunk before"
+        waiting = [pid for pid in idle if pid != shim_pid]
         recorded = [int(p.name) for p in pids.iterdir()]
 
         killed = time.monotonic()
@@ -231,6 +295,8 @@ async def test_the_tree_and_the_zygote_go_when_the_agent_is_killed_with_sigkill(
         assert time.monotonic() - killed < 2.0
         await eventually(lambda: _dead(shim_pid), what="the shim's exit", within=2.0)
         await eventually(lambda: _dead(zygote_pid), what="the zygote's exit", within=2.0)
+        for pid in waiting:
+            await eventually(lambda pid=pid: _dead(pid), what="the idle shim's exit", within=2.0)
     finally:
         with contextlib.suppress(ProcessLookupError):
             agent.kill()
@@ -250,6 +316,8 @@ async def test_a_thousand_quick_chunks_leave_nothing_behind(
     gc.collect()
     fds_before = len(os.listdir("/proc/self/fd"))  # the zygote's socket and replies included
 
+    shims: set[int] = set()
+
     async def slot(count: int) -> None:
         for _ in range(count):
             shim, marker = await chunks.start(["true"], exit_file=tmp_path / "exit")
@@ -257,12 +325,22 @@ async def test_a_thousand_quick_chunks_leave_nothing_behind(
             assert await shim.output.read() == b""
             assert await shim.process.wait() == 0
             chunks.started.remove((shim, marker))
+            shims.add(shim.shim_pid)
 
     await asyncio.gather(slot(500), slot(500))
 
-    children = [child.pid for child in me.children(recursive=True)]
-    assert children == [chunks.zygote.pid], "only the zygote is left, and no zombie"
-    assert len(os.listdir("/proc/self/fd")) == fds_before
+    # Two slots need two shims: each takes chunk after chunk rather than being forked anew.
+    assert len(shims) <= 4
+    assert chunks.zygote.pid is not None
+    children = me.children(recursive=True)
+    assert [child.pid for child in me.children()] == [chunks.zygote.pid]
+    idle = [child for child in children if child.pid != chunks.zygote.pid]
+    assert 1 <= len(idle) <= 2, "the zygote and its idle shims, and no zombie"
+    for waiting in idle:
+        assert waiting.status() == psutil.STATUS_SLEEPING
+        assert waiting.children() == []
+        assert "FARMTUI_CHUNK" not in waiting.environ(), "an idle shim wears no chunk's marker"
+    assert len(os.listdir("/proc/self/fd")) == fds_before + len(idle)  # their sockets
     assert os.listdir(tmp_path) == ["exit"]
     await chunks.zygote.aclose()
     await eventually(

@@ -48,6 +48,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import os
     import signal
+    from collections.abc import Callable
 
     ENVIRON = os.environb
 else:
@@ -202,10 +203,14 @@ class Shim:
         exit_file: str = "",
         environ: dict[bytes, bytes] | None = None,
         *,
-        again: bool = False,
+        again: Callable[[], bool] | None = None,
     ) -> None:
         self.me = os.getpid()
         self.again = again
+        # Whether it takes another chunk (asked once the tree is gone): never after
+        # a stop signal, which is meant for the process, not for one chunk.
+        self.more = False
+        self.signalled = False
         self.exit_file = exit_file
         self.grace = grace
         self.lease_until = lease_until
@@ -254,7 +259,8 @@ class Shim:
                     break
             self.wait(self.timeout(now))
         returncode = "null" if self.returncode is None else self.returncode
-        again = ', "next": true' if self.again else ""
+        self.more = self.again is not None and not self.signalled and self.again()
+        again = ', "next": true' if self.more else ""
         emit(
             f'{{"event": "done", "returncode": {returncode}, "cause": "{self.cause or "exit"}", '
             f'"killed": {len(self.termed)}, "complete": true{again}}}'
@@ -294,9 +300,27 @@ class Shim:
             except BlockingIOError:
                 signals = b""
             if any(s in signals for s in STOP_SIGNALS):
+                self.signalled = True
                 self.request_kill("kill", self.grace, time.monotonic())
         if 0 in ready:
             self.read_control()
+
+    def refusal(self) -> str:
+        """Why the renderer must not start after all ('' when it may); asked just before.
+
+        A shim frozen (or starved) between its request and now may find its
+        agent gone or its lease over: the chunk may be running elsewhere by then.
+        """
+        ready, _, _ = select.select([0], [], [], 0)
+        if ready:
+            self.read_control()
+        if not self.control_open:
+            return "the agent is gone"
+        if self.cause:
+            return "told to stop before it started"
+        if time.monotonic() >= self.lease_until:
+            return "the node's lease ran out"
+        return ""
 
     # ---------------------------------------------------------------- control
 
@@ -471,18 +495,23 @@ def serve(
     wake_fd: int,
     environ: dict[bytes, bytes] | None = None,
     control: bytes = b"",
-    again: bool = False,
+    again: Callable[[], bool] | None = None,
 ) -> None:
     """Start the renderer and supervise its tree to the end; exits the process.
 
     ``environ``: the renderer's environment (the shim's own when None);
     ``control``: control input already read (a zygote's child reads its
     request first). Stdin, stdout and stderr are the agent's three pipes.
-    ``again``: return once the tree is gone instead of exiting, its ``done``
-    line saying ``"next": true`` (a zygote's child that takes another chunk).
+    ``again``: asked once the tree is gone; True: return instead of exiting,
+    the ``done`` line saying ``"next": true`` (a zygote's child that takes
+    another chunk).
     """
     become_subreaper()
     shim = Shim(grace, lease_until, wake_fd, exit_file, environ, again=again)
+    shim.feed(control)
+    if why := shim.refusal():
+        emit(f'{{"event": "spawn_failed", "error": {quote(f"not started: {why}")}}}')
+        os._exit(0)
     try:
         shim.renderer = spawn(argv, environ)
     except (OSError, ValueError) as exc:
@@ -496,12 +525,11 @@ def serve(
     os.dup2(null, 1)
     os.close(null)
     try:
-        shim.feed(control)
         shim.run()
     except BaseException:
         send(-shim.renderer, signal.SIGKILL)  # a broken shim must not leave the renderer running
         raise
-    if not again:
+    if not shim.more:
         os._exit(0)
 
 

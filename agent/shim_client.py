@@ -31,6 +31,13 @@ from agent.zygote_client import ForkedProcess, Zygote
 log = logging.getLogger("farmtui.agent.shim")
 
 SHIM_PATH = Path(__file__).with_name("shim.py")
+# A shim that has not started its renderer (or said why not) by then is given up on:
+# frozen, or starved. Far above any start seen (40-60 ms on a machine at load 16).
+START_TIMEOUT = 10.0
+
+
+class StartTimeout(OSError):
+    """The shim said nothing in ``START_TIMEOUT``; its control pipe is closed, so it never will."""
 
 DoneCause = Literal["exit", "kill", "lease", "agent_gone"]
 Cause = Literal["exit", "kill", "lease", "agent_gone", "spawn_failed", "shim_died"]
@@ -194,6 +201,7 @@ class Shim:
         lease_until: float,
         exit_file: Path | None = None,
         zygote: Zygote | None = None,
+        share: str | None = None,
     ) -> Shim:
         """Start ``argv`` under a shim; return once it started or failed to.
 
@@ -202,7 +210,8 @@ class Shim:
         ``lease_until``: a ``time.monotonic()`` deadline, ``math.inf`` for none.
         ``exit_file``: where the shim writes the renderer's exit status as it exits.
         ``zygote``: fork the shim from it (~1 ms) rather than start a Python (20-60 ms);
-        the old way when it cannot.
+        the old way when it cannot. ``share``: a forked shim may serve later chunks of
+        the same key, and one waiting with that key serves this one (see ``Zygote.spawn``).
         OSError when the shim itself cannot start (``cwd`` missing ...).
         """
         if not argv:
@@ -216,6 +225,7 @@ class Shim:
                 grace=grace,
                 lease_until=float(lease_until),
                 exit_file=exit_file,
+                share=share,
             )
             if forked is not None:
                 return await cls._when_started(forked, cwd)
@@ -243,7 +253,12 @@ class Shim:
     ) -> Shim:
         shim = cls(process)
         try:
-            await asyncio.shield(shim._started)
+            await asyncio.wait_for(asyncio.shield(shim._started), START_TIMEOUT)
+        except TimeoutError:
+            # Closed first: a frozen shim that wakes up finds no agent and starts nothing.
+            shim._give_up()
+            why = f"its supervisor (pid {shim.shim_pid}) did not start it in {START_TIMEOUT:g} s"
+            raise StartTimeout(why) from None
         except asyncio.CancelledError:
             shim.kill(0.0, "start cancelled")
             raise
@@ -279,6 +294,13 @@ class Shim:
         return ShimResult(returncode=self.returncode, cause="shim_died", killed=0, error=error)
 
     # ---------------------------------------------------------------- internals
+
+    def _give_up(self) -> None:
+        """No more of this shim: its control pipe ends (it starts nothing, kills what it did)."""
+        self._control.close()
+        if isinstance(self.process, ForkedProcess) and self.process.more is not None:
+            self.process.more.close()  # and it takes no further chunk
+            self.process.more = None
 
     def _send(self, line: str) -> None:
         if self._result is not None or self._control.is_closing():

@@ -51,7 +51,7 @@ from agent.process_tree import (
     kill_tree,
     reap_orphans,
 )
-from agent.shim_client import Shim
+from agent.shim_client import Shim, StartTimeout
 from agent.staging import (
     ChunkFiles,
     Delivery,
@@ -330,9 +330,20 @@ class ChunkRun:
                     lease_until=self.sup.lease_until,
                     exit_file=exit_file,
                     zygote=self.sup.zygote,
+                    share=a.job_id,
                 )
                 if shim.is_child:  # a forked shim is its zygote's child, not ours
                     self.sup.tracked.add(shim.shim_pid)
+        except StartTimeout as exc:
+            # Frozen or starved: whatever it may have started meanwhile carries the marker.
+            log.error("chunk %s: %s; giving it up", self.marker, exc)
+            await kill_tree(self.marker, grace=self.sup.kill_grace, keep=self.sup.tracked)
+            self.sup.reporter.send(ChunkStarted(**self._ids(), pid=0, command=argv))
+            # Not the job's fault: no retry used, and it may run elsewhere.
+            self._finish(Verdict("killed", f"not started: {exc}"), started)
+            self._clean_staging()
+            self._drop_journal()
+            return
         except OSError as exc:  # the shim itself could not start (no python?)
             self.sup.reporter.send(ChunkStarted(**self._ids(), pid=0, command=argv))
             self._finish(Verdict("failed", f"cannot start the chunk supervisor: {exc}"), started)

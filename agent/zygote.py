@@ -75,10 +75,12 @@ import gc
 import importlib.util
 import json
 import os
+import resource
 import select
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -94,6 +96,7 @@ MAX_REQUEST = 64
 # before it exits and a fresh fork takes its place (nothing accumulates for ever).
 NEXT_FD = 3
 MAX_CHUNKS = 1000
+LIMITS = tuple(getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_"))
 
 
 def _load_shim() -> ModuleType:
@@ -181,10 +184,17 @@ def become_shim(shim: ModuleType, fds: list[int], room: tuple[int, int]) -> None
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     wake = shim.install_signals()
-    for served in range(1, MAX_CHUNKS + 1):
-        again = more is not None and served < MAX_CHUNKS
-        serve_chunk(shim, room, wake, again=again)
-        if not again:
+    fresh = attributes()
+    served = 0
+
+    def again() -> bool:
+        """Take another chunk only as this process was forked, and not when told to stop."""
+        stop = any(s in drain(wake) for s in shim.STOP_SIGNALS)
+        return not stop and served < MAX_CHUNKS and attributes() == fresh
+
+    while True:
+        served += 1
+        if not serve_chunk(shim, room, wake, again if more is not None else None):
             break
         release_pipes(room)
         assert more is not None
@@ -192,6 +202,30 @@ def become_shim(shim: ModuleType, fds: list[int], room: tuple[int, int]) -> None
         if pipes is None:
             break
         take_pipes(pipes)
+    os._exit(0)
+
+
+def attributes() -> tuple[object, ...]:
+    """What a renderer may change in its shim (``prlimit``, ``renice``, ...) that its children get.
+
+    A shim whose attributes are not those it was forked with takes no more chunks.
+    """
+    try:
+        with open("/proc/self/oom_score_adj", "rb") as file:
+            oom = file.read()
+    except OSError:
+        oom = b""
+    limits = tuple(resource.getrlimit(limit) for limit in LIMITS)
+    return limits, os.getpriority(os.PRIO_PROCESS, 0), os.sched_getaffinity(0), oom
+
+
+def drain(fd: int) -> bytes:
+    """What is waiting on the (non-blocking) wake-up pipe: the signals received meanwhile."""
+    got = b""
+    with contextlib.suppress(BlockingIOError):
+        while part := os.read(fd, 512):
+            got += part
+    return got
 
 
 def take_pipes(fds: list[int]) -> None:
@@ -222,11 +256,8 @@ def next_chunk(shim: ModuleType, more: socket.socket, wake: int) -> list[int] | 
     """The next chunk's three pipes; None: the agent is gone or dropped us, or we must stop."""
     while True:
         ready, _, _ = select.select([NEXT_FD, wake], [], [])
-        if wake in ready:
-            with contextlib.suppress(BlockingIOError):
-                signals = os.read(wake, 512)
-                if any(s in signals for s in shim.STOP_SIGNALS):
-                    return None
+        if wake in ready and any(s in drain(wake) for s in shim.STOP_SIGNALS):
+            return None
         if NEXT_FD in ready:
             try:
                 data, fds, _, _ = socket.recv_fds(more, MAX_REQUEST, 3)
@@ -239,8 +270,13 @@ def next_chunk(shim: ModuleType, more: socket.socket, wake: int) -> list[int] | 
             return None
 
 
-def serve_chunk(shim: ModuleType, room: tuple[int, int], wake: int, *, again: bool) -> None:
-    """Read the chunk from the control pipe, take its folder, environment and marker; serve."""
+def serve_chunk(
+    shim: ModuleType, room: tuple[int, int], wake: int, again: Callable[[], bool] | None
+) -> bool:
+    """Read the chunk from the control pipe, take its folder, environment and marker; serve.
+
+    True: the tree is gone and the shim takes another chunk (``again`` said so).
+    """
     request, control = read_request()
     try:
         os.chdir(request["cwd"])
@@ -256,7 +292,8 @@ def serve_chunk(shim: ModuleType, room: tuple[int, int], wake: int, *, again: bo
         ctypes.memmove(address, marked, size)
     argv = [os.fsdecode(arg) for arg in request["argv"]]
     grace, lease_until = float(request["grace"]), float(request["lease_until"])
-    shim.serve(grace, lease_until, request["exit_file"], argv, wake, environ, control, again=again)
+    shim.serve(grace, lease_until, request["exit_file"], argv, wake, environ, control, again)
+    return again is not None  # serve returns only when again() said yes
 
 
 def fork_shim(shim: ModuleType, fds: list[int], room: tuple[int, int]) -> int | None:

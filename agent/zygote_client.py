@@ -94,6 +94,7 @@ class ForkedProcess:
         # The agent's end of the shim's socket for further chunks, and where an idle
         # shim goes back to (set by the Zygote when the shim can take another chunk).
         self.more: socket.socket | None = None
+        self.share: str | None = None  # only chunks with the same key share a shim
         self._idle: Callable[[ForkedProcess, socket.socket], None] | None = None
 
     @property
@@ -156,7 +157,7 @@ class Zygote:
         self._live: dict[int, ForkedProcess] = {}
         # Shims whose chunk is over and that wait for another: pid -> the agent's end of
         # their socket. A chunk given to one skips the fork and the shim's set-up.
-        self._idle: dict[int, socket.socket] = {}
+        self._idle: dict[int, tuple[str, socket.socket]] = {}
         # Idle shims told to exit, until the zygote reports their end.
         self._leaving: dict[int, asyncio.Future[None]] = {}
         self._retry_at = -math.inf
@@ -174,9 +175,14 @@ class Zygote:
         grace: float,
         lease_until: float,
         exit_file: Path | None,
+        share: str | None = None,
     ) -> ForkedProcess | None:
         """Fork a shim for ``argv``; None when the caller must start it the old way.
 
+        ``share``: the shim may serve, once this chunk's tree is gone, later
+        chunks given the same key (the agent: the job's id), and an idle one
+        of that key serves this one. Only within a job: a renderer that
+        tampers with its shim could otherwise reach another job's chunks.
         OSError when a shim was forked but its zygote died before naming it:
         what it started has been killed, and a second start could render twice.
         """
@@ -196,14 +202,17 @@ class Zygote:
                 "exit_file": "" if exit_file is None else str(exit_file),
             }
         ).encode()
-        while self._idle:
-            if (process := await self._reuse(request)) is not None:
+        while share is not None and (pid := self._idle_for(share)) is not None:
+            if (process := await self._reuse(pid, request)) is not None:
+                process.share = share
                 return process
         process, theirs = await self._pipes()
-        more, theirs_more = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        more.setblocking(False)
-        process.more = more
-        theirs.append(theirs_more.detach())
+        more: socket.socket | None = None
+        if share is not None:
+            more, theirs_more = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            more.setblocking(False)
+            process.more, process.share = more, share
+            theirs.append(theirs_more.detach())
         process.stdin.write(request + b"\n")
         request_id = next(self._ids)
         answered: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
@@ -213,7 +222,8 @@ class Zygote:
         except OSError as exc:  # the zygote is gone or wedged: start the old way
             log.warning("the shim zygote took no request (%s); starting shims the old way", exc)
             self._pending.pop(request_id, None)
-            more.close()
+            if more is not None:
+                more.close()
             process._discard()
             self._lose()
             return None
@@ -225,13 +235,21 @@ class Zygote:
             return process
         if process.pid == 0 and not await self._nothing_started(process):
             raise OSError("the shim zygote died while starting the chunk (its start is killed)")
-        more.close()
+        if more is not None:
+            more.close()
         process._discard()
         return None
 
-    async def _reuse(self, request: bytes) -> ForkedProcess | None:
+    def _idle_for(self, share: str) -> int | None:
+        """An idle shim of this key (the most recently idle: its pages are warmest)."""
+        for pid in reversed(self._idle):
+            if self._idle[pid][0] == share:
+                return pid
+        return None
+
+    async def _reuse(self, pid: int, request: bytes) -> ForkedProcess | None:
         """Give the chunk to an idle shim; None when that shim is gone (try another)."""
-        pid, more = self._idle.popitem()
+        _, more = self._idle.pop(pid)
         process, theirs = await self._pipes()
         process.stdin.write(request + b"\n")
         try:
@@ -257,7 +275,7 @@ class Zygote:
         loop = asyncio.get_running_loop()
         leaving = {pid: loop.create_future() for pid in self._idle}
         self._leaving.update(leaving)
-        for more in self._idle.values():
+        for _, more in self._idle.values():
             more.close()  # end of file: the shim exits
         self._idle.clear()
         with contextlib.suppress(TimeoutError):
@@ -269,10 +287,13 @@ class Zygote:
         """A shim finished its chunk and waits for another: keep it, unless we cannot use it."""
         if self._live.get(process.pid) is process:
             del self._live[process.pid]
-        if self._socket is None or len(self._idle) >= MAX_IDLE:
+        if self._socket is None or process.share is None:
             more.close()  # the shim sees end of file and exits (its zygote reaps it)
             return
-        self._idle[process.pid] = more
+        if len(self._idle) >= MAX_IDLE:
+            _, oldest = self._idle.pop(next(iter(self._idle)))
+            oldest.close()
+        self._idle[process.pid] = (process.share, more)
 
     async def start(self) -> bool:
         """Start the zygote now rather than with the first chunk; whether it runs."""
@@ -404,7 +425,7 @@ class Zygote:
                         if (process := self._live.pop(shim_pid, None)) is not None:
                             process._end(returncode)
                         if (idle := self._idle.pop(shim_pid, None)) is not None:
-                            idle.close()
+                            idle[1].close()
                         if (leaving := self._leaving.pop(shim_pid, None)) is not None:
                             leaving.set_result(None)
         finally:
@@ -434,7 +455,7 @@ class Zygote:
             self._socket = None
         # Idle shims see end of file too and exit: without their zygote nobody would
         # report their end, so none is reused.
-        for more in self._idle.values():
+        for _, more in self._idle.values():
             more.close()
         self._idle.clear()
 

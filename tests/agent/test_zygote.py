@@ -88,6 +88,7 @@ class ForkedChunks(Chunks):
         lease: float = 60.0,
         exit_file: Path | None = None,
         marker: str | None = None,
+        share: str | None = "one job",
     ) -> tuple[Shim, str]:
         marker = marker or f"shimtest:{uuid.uuid4().hex}"
         shim = await Shim.start(
@@ -98,6 +99,7 @@ class ForkedChunks(Chunks):
             lease_until=time.monotonic() + lease,
             exit_file=exit_file,
             zygote=self.zygote,
+            share=share,
         )
         self.started.append((shim, marker))
         return shim, marker
@@ -187,7 +189,13 @@ async def test_a_shim_takes_chunk_after_chunk_each_with_only_its_own_state(
     async def chunk(folder: Path, marker: str, code: int, **extra: str) -> tuple[Shim, str]:
         env = {**os.environ, MARKER_VARIABLE: marker, "CODE": str(code), **extra}
         shim = await Shim.start(
-            argv, cwd=folder, env=env, grace=0.5, lease_until=math.inf, zygote=chunks.zygote
+            argv,
+            cwd=folder,
+            env=env,
+            grace=0.5,
+            lease_until=math.inf,
+            zygote=chunks.zygote,
+            share="one job",
         )
         output = (await shim.output.read()).decode().strip()
         assert await shim.wait() == ShimResult(code, "exit", killed=0)
@@ -227,6 +235,69 @@ async def test_an_idle_shim_that_dies_or_is_told_to_stop_is_not_given_a_chunk(
     assert after.shim_pid not in shims
 
 
+async def test_only_chunks_of_the_same_job_share_a_shim(chunks: ForkedChunks) -> None:
+    """A renderer that tampers with its shim can reach no other job's chunks through it."""
+    first, _ = await chunks.start(["true"], share="job a")
+    assert (await first.wait()).returncode == 0
+    other, _ = await chunks.start(["true"], share="job b")
+    assert (await other.wait()).returncode == 0
+    unshared, _ = await chunks.start(["true"], share=None)
+    assert (await unshared.wait()).returncode == 0
+    again, _ = await chunks.start(["true"], share="job a")
+    assert (await again.wait()).returncode == 0
+
+    assert other.shim_pid != first.shim_pid
+    assert unshared.shim_pid not in (first.shim_pid, other.shim_pid)
+    assert again.shim_pid == first.shim_pid
+
+
+async def test_a_shim_its_renderer_signalled_or_changed_takes_no_further_chunk(
+    chunks: ForkedChunks, eventually: Poll
+) -> None:
+    """A SIGTERM to the shim, or limits, niceness or OOM score set on it, end its reuse."""
+    tampering = [
+        "kill -TERM $PPID; sleep 0.2",  # asks the shim to kill the tree: it is gone anyway
+        "prlimit --pid $PPID --nofile=32:32",
+        "renice -n 15 -p $PPID >/dev/null",
+        "echo 1000 > /proc/$PPID/oom_score_adj",
+    ]
+    for script in tampering:
+        spoiled, _ = await chunks.start(["sh", "-c", script])
+        await spoiled.wait()
+        await eventually(lambda spoiled=spoiled: _dead(spoiled.shim_pid), what="its retirement")
+        probe = "ulimit -n; nice; cat /proc/self/oom_score_adj"
+        after, _ = await chunks.start(["sh", "-c", probe])
+        assert await after.wait() == ShimResult(0, "exit", killed=0), script
+        assert after.shim_pid != spoiled.shim_pid, script
+        limit, niceness, oom = (await after.output.read()).decode().split()
+        assert (niceness, oom) == ("0", "0"), script
+        assert int(limit) > 32, script
+
+
+async def test_a_frozen_shim_starts_nothing_once_its_lease_is_over(
+    chunks: ForkedChunks, tmp_path: Path, eventually: Poll
+) -> None:
+    """Frozen while idle, handed a chunk, thawed after the lease: the renderer never runs."""
+    first, _ = await chunks.start(["true"])
+    assert (await first.wait()).returncode == 0
+    os.kill(first.shim_pid, signal.SIGSTOP)
+    try:
+        ran = tmp_path / "ran"
+        lease = 0.5
+        starting = asyncio.ensure_future(chunks.start(["touch", str(ran)], lease=lease))
+        deadline = time.monotonic() + lease
+        await asyncio.sleep(deadline - time.monotonic() + 0.1)  # the lease's own end, not a wait
+        assert not starting.done(), "a frozen shim cannot have answered"
+    finally:
+        os.kill(first.shim_pid, signal.SIGCONT)
+    shim, _ = await starting
+    assert shim.shim_pid == first.shim_pid
+    result = await shim.wait()
+    assert result.cause == "spawn_failed"
+    assert "lease ran out" in result.error
+    assert not ran.exists()
+
+
 # An agent in miniature with a zygote: says who is who, then hangs until SIGKILL.
 AGENT = textwrap.dedent(
     """
@@ -239,14 +310,10 @@ AGENT = textwrap.dedent(
         env = {**os.environ, "FARMTUI_CHUNK": marker}
         zygote = Zygote()
         # Two quick chunks at once leave two shims waiting for more; one takes the tree.
-        quick = [
-            Shim.start(["true"], cwd=".", env=env, grace=1, lease_until=math.inf, zygote=zygote)
-            for _ in range(2)
-        ]
+        options = dict(cwd=".", env=env, lease_until=math.inf, zygote=zygote, share="job")
+        quick = [Shim.start(["true"], grace=1, **options) for _ in range(2)]
         idle = [await done.wait() and done.shim_pid for done in await asyncio.gather(*quick)]
-        shim = await Shim.start(
-            argv, cwd=".", env=env, grace=30.0, lease_until=math.inf, zygote=zygote
-        )
+        shim = await Shim.start(argv, grace=30.0, **options)
         with open(report + ".tmp", "w") as file:
             file.write(f"{shim.shim_pid} {zygote.pid} {int(shim.is_child)} {idle[0]} {idle[1]}")
         os.rename(report + ".tmp", report)
@@ -435,3 +502,43 @@ async def test_the_supervisor_forks_its_shims_and_stops_the_zygote(
     assert not zygote.running
     assert psutil.Process().children() == []
     assert os.listdir(farm.staging / ".attempts") == []
+
+
+async def test_a_chunk_handed_to_a_frozen_shim_is_given_up_and_never_starts(
+    farm: Farm, tmp_path: Path, eventually: Poll, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chunk comes back as killed (no retry used); thawed, the shim starts nothing."""
+    from agent import shim_client
+    from farmtui.protocol import AssignChunk, ChunkTimeouts
+
+    monkeypatch.setattr(shim_client, "START_TIMEOUT", 0.5)
+    ran = tmp_path / "ran"
+
+    def chunk(number: int, argv: list[str]) -> AssignChunk:
+        return AssignChunk(
+            job_id="job1", chunk=number, attempt=1, renderer="generic", argv=argv,
+            frames=[number], outputs=[], outdir="", output="", staging=False,
+            timeouts=ChunkTimeouts(),
+        )  # fmt: skip
+
+    farm.supervisor.assign(chunk(1, ["true"]))
+    assert (await farm.finish()).outcome == "done"
+    zygote = farm.supervisor.zygote
+    assert zygote is not None
+    (idle,) = zygote._idle  # the shim of chunk 1 waits for another chunk of job1
+    os.kill(idle, signal.SIGSTOP)
+    try:
+        farm.recorder.messages.clear()
+        farm.supervisor.assign(chunk(2, ["touch", str(ran)]))
+        finished = await farm.finish()
+        assert finished.outcome == "killed"
+        assert "did not start" in (finished.reason or "")
+    finally:
+        os.kill(idle, signal.SIGCONT)
+    await eventually(lambda: _dead(idle), what="the thawed shim to go")
+    assert not ran.exists(), "the renderer never ran"
+
+    farm.recorder.messages.clear()
+    farm.supervisor.assign(chunk(3, ["touch", str(ran)]))
+    assert (await farm.finish()).outcome == "done"
+    assert ran.exists()

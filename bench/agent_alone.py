@@ -1,0 +1,171 @@
+"""An agent's own cost per chunk, without a leader: what (d) of scale.py cannot isolate.
+
+scale.py's (d) runs 1,000 × ``/bin/true`` through a real leader and a real
+agent; its rate mixes the agent's work per chunk with the round trip to the
+leader. This runs the agent's ``Supervisor`` alone (2 slots, its shims
+forked from its zygote, the journal and working folders on disk, as a real
+agent), handing it the next chunk as soon as a slot's ``ChunkFinished`` is
+reported. Figures: chunks a second, and the agent's own CPU per chunk
+(``getrusage`` of this process; the shims' CPU is their zygote's, not ours).
+
+``--old TREE`` runs another checkout (``git archive REV | tar -x -C /tmp/base``)
+in a subprocess, alternating with this one, so both see the same machine.
+
+    python bench/agent_alone.py --old /tmp/base --runs 5 --chunks 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+
+async def run_chunks(chunks: int, slots: int, argv: list[str]) -> dict[str, Any]:
+    from agent.process_tree import become_subreaper
+    from agent.staging import CopyToSyncRoot
+    from agent.supervisor import Storage, Supervisor
+    from farmtui.protocol import AgentToLeader, AssignChunk, ChunkFinished, ChunkTimeouts
+
+    class Reports:
+        def __init__(self) -> None:
+            self.done = 0
+            self.failed: list[str] = []
+            self.event = asyncio.Event()
+
+        def send(self, message: AgentToLeader) -> None:
+            if isinstance(message, ChunkFinished):
+                self.done += 1
+                if message.outcome != "done":
+                    self.failed.append(message.reason or message.outcome)
+                self.event.set()
+
+    become_subreaper()
+    with tempfile.TemporaryDirectory() as folder:
+        tmp = Path(folder)
+        (tmp / "sync").mkdir()
+        reports = Reports()
+        supervisor = Supervisor(
+            reports,
+            agent_id="bench" + uuid.uuid4().hex[:6],
+            staging_root=tmp / "staging",
+            storage=Storage(sync_root=tmp / "sync", delivery=CopyToSyncRoot(tmp / "sync")),
+            zygote=True,
+        )
+
+        def assign(number: int) -> None:
+            supervisor.assign(
+                AssignChunk(
+                    job_id="bench",
+                    chunk=number,
+                    attempt=1,
+                    renderer="generic",
+                    argv=argv,
+                    frames=[number],
+                    outputs=[],
+                    outdir="",
+                    output="",
+                    staging=False,
+                    timeouts=ChunkTimeouts(),
+                )
+            )
+
+        assign(0)  # the zygote starts with the first chunk: not counted
+        while reports.done < 1:
+            await reports.event.wait()
+            reports.event.clear()
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        began = time.perf_counter()
+        given = 0
+        while reports.done < chunks + 1:
+            while given < chunks and given - (reports.done - 1) < slots:
+                given += 1
+                assign(given)
+            await reports.event.wait()
+            reports.event.clear()
+        elapsed = time.perf_counter() - began
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        await supervisor.kill_all("the benchmark is over")
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    import agent
+
+    return {
+        "imported": str(Path(agent.__file__).parent.parent),
+        "rate": chunks / elapsed,
+        "agent_cpu_ms": cpu / chunks * 1000,
+        "failed": len(reports.failed),
+        "first_failure": reports.failed[0] if reports.failed else "",
+    }
+
+
+def run_tree(tree: Path, chunks: int, slots: int, argv: list[str]) -> dict[str, Any]:
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    command = [sys.executable, str(HERE / "agent_alone.py"), "--child"]
+    command += ["--chunks", str(chunks), "--slots", str(slots), "--", *argv]
+    out = subprocess.run(command, env=env, cwd=tree, capture_output=True, text=True, check=True)
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    if Path(result["imported"]).resolve() != tree.resolve():
+        raise SystemExit(f"{tree}: the agent was imported from {result['imported']} instead")
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--chunks", type=int, default=1000)
+    parser.add_argument("--slots", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--old", help="another checkout to run beside this one")
+    parser.add_argument("--out", default=str(HERE / "results" / "agent_alone.json"))
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("argv", nargs="*", default=["/bin/true"], help="the chunk's command")
+    args = parser.parse_args()
+    argv = args.argv or ["/bin/true"]
+    if args.child:
+        print(json.dumps(asyncio.run(run_chunks(args.chunks, args.slots, argv))))
+        return
+    trees = {"this": ROOT}
+    if args.old:
+        trees = {"old": Path(args.old).resolve(), "this": ROOT}
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
+    for run in range(1, args.runs + 1):
+        for name, tree in trees.items():
+            result = run_tree(tree, args.chunks, args.slots, argv)
+            runs[name].append(result)
+            print(
+                f"run {run} {name}: {result['rate']:.0f} chunks/s, "
+                f"agent CPU {result['agent_cpu_ms']:.2f} ms a chunk, {result['failed']} failed",
+                flush=True,
+            )
+    summary = {}
+    for name, results in runs.items():
+        rates = [r["rate"] for r in results]
+        cpus = [r["agent_cpu_ms"] for r in results]
+        summary[name] = {
+            "rate": statistics.median(rates),
+            "rate_range": [min(rates), max(rates)],
+            "agent_cpu_ms": statistics.median(cpus),
+            "failed": sum(r["failed"] for r in results),
+        }
+        print(
+            f"{name}: median {summary[name]['rate']:.0f} chunks/s ({min(rates):.0f}-"
+            f"{max(rates):.0f}), agent CPU {summary[name]['agent_cpu_ms']:.2f} ms a chunk"
+        )
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"args": vars(args), "runs": runs, "summary": summary}))
+
+
+if __name__ == "__main__":
+    main()

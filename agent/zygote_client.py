@@ -27,6 +27,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
@@ -40,8 +41,11 @@ ZYGOTE_PATH = Path(zygote_program.__file__)
 RETRY_AFTER = 5.0
 # How long a shim may take to say anything once its zygote died before answering.
 ORPHAN_WAIT = 10.0
-# Shims kept waiting for a chunk at most (an agent has this many slots busy at most, mostly).
+# Shims kept waiting for a chunk at most (an agent has this many slots busy at most, mostly),
+# and for how long: a job's next chunk comes within milliseconds; after this its job is
+# likely over, and an idle shim is a process on the node for nothing.
 MAX_IDLE = 64
+IDLE_FOR = 5.0
 
 
 class _Reply(msgspec.Struct, tag_field="event", kw_only=True):
@@ -143,6 +147,20 @@ class ForkedProcess:
             transport.close()
 
 
+@dataclass(slots=True)
+class _Waiting:
+    """An idle shim, as its zygote's client keeps it."""
+
+    share: str
+    more: socket.socket  # the agent's end of its socket for further chunks
+    expiry: asyncio.TimerHandle
+
+    def close(self) -> None:
+        """Let it go: end of file on its socket, and it exits."""
+        self.expiry.cancel()
+        self.more.close()
+
+
 class Zygote:
     """One zygote per agent, started on first use; ``spawn`` forks a chunk's shim from it."""
 
@@ -157,7 +175,7 @@ class Zygote:
         self._live: dict[int, ForkedProcess] = {}
         # Shims whose chunk is over and that wait for another: pid -> the agent's end of
         # their socket. A chunk given to one skips the fork and the shim's set-up.
-        self._idle: dict[int, tuple[str, socket.socket]] = {}
+        self._idle: dict[int, _Waiting] = {}
         # Idle shims told to exit, until the zygote reports their end.
         self._leaving: dict[int, asyncio.Future[None]] = {}
         self._retry_at = -math.inf
@@ -243,13 +261,15 @@ class Zygote:
     def _idle_for(self, share: str) -> int | None:
         """An idle shim of this key (the most recently idle: its pages are warmest)."""
         for pid in reversed(self._idle):
-            if self._idle[pid][0] == share:
+            if self._idle[pid].share == share:
                 return pid
         return None
 
     async def _reuse(self, pid: int, request: bytes) -> ForkedProcess | None:
         """Give the chunk to an idle shim; None when that shim is gone (try another)."""
-        _, more = self._idle.pop(pid)
+        waiting = self._idle.pop(pid)
+        waiting.expiry.cancel()
+        more = waiting.more
         process, theirs = await self._pipes()
         process.stdin.write(request + b"\n")
         try:
@@ -275,8 +295,8 @@ class Zygote:
         loop = asyncio.get_running_loop()
         leaving = {pid: loop.create_future() for pid in self._idle}
         self._leaving.update(leaving)
-        for _, more in self._idle.values():
-            more.close()  # end of file: the shim exits
+        for waiting in self._idle.values():
+            waiting.close()  # end of file: the shim exits
         self._idle.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*leaving.values()), within)
@@ -291,9 +311,16 @@ class Zygote:
             more.close()  # the shim sees end of file and exits (its zygote reaps it)
             return
         if len(self._idle) >= MAX_IDLE:
-            _, oldest = self._idle.pop(next(iter(self._idle)))
-            oldest.close()
-        self._idle[process.pid] = (process.share, more)
+            self._idle.pop(next(iter(self._idle))).close()
+        expiry = asyncio.get_running_loop().call_later(IDLE_FOR, self._expire, process.pid, more)
+        self._idle[process.pid] = _Waiting(process.share, more, expiry)
+
+    def _expire(self, pid: int, more: socket.socket) -> None:
+        """A shim nobody gave a chunk for ``IDLE_FOR`` goes (its job is over, or slow)."""
+        waiting = self._idle.get(pid)
+        if waiting is not None and waiting.more is more:
+            del self._idle[pid]
+            waiting.close()
 
     async def start(self) -> bool:
         """Start the zygote now rather than with the first chunk; whether it runs."""
@@ -425,7 +452,7 @@ class Zygote:
                         if (process := self._live.pop(shim_pid, None)) is not None:
                             process._end(returncode)
                         if (idle := self._idle.pop(shim_pid, None)) is not None:
-                            idle[1].close()
+                            idle.close()
                         if (leaving := self._leaving.pop(shim_pid, None)) is not None:
                             leaving.set_result(None)
         finally:
@@ -455,8 +482,8 @@ class Zygote:
             self._socket = None
         # Idle shims see end of file too and exit: without their zygote nobody would
         # report their end, so none is reused.
-        for _, more in self._idle.values():
-            more.close()
+        for waiting in self._idle.values():
+            waiting.close()
         self._idle.clear()
 
 

@@ -542,3 +542,20 @@ async def test_a_chunk_handed_to_a_frozen_shim_is_given_up_and_never_starts(
     farm.supervisor.assign(chunk(3, ["touch", str(ran)]))
     assert (await farm.finish()).outcome == "done"
     assert ran.exists()
+
+
+async def test_an_idle_shim_nobody_gives_a_chunk_goes(
+    chunks: ForkedChunks, eventually: Poll, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A finished job leaves no shim waiting on the node for long."""
+    from agent import zygote_client
+
+    monkeypatch.setattr(zygote_client, "IDLE_FOR", 0.2)
+    shim, _ = await chunks.start(["true"])
+    assert (await shim.wait()).returncode == 0
+    assert list(chunks.zygote._idle) == [shim.shim_pid]
+    await eventually(lambda: _dead(shim.shim_pid), what="the idle shim to go")
+    assert chunks.zygote._idle == {}
+    assert chunks.zygote.pid is not None
+    zygote = psutil.Process(chunks.zygote.pid)
+    await eventually(lambda: zygote.children() == [], what="the zygote to reap it")

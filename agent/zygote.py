@@ -20,19 +20,22 @@ write end. Hence:
   them. What is lost is only the shims' own exit statuses, which the agent
   uses for an error message when a shim dies without confirming its tree dead.
 
-A shim takes chunk after chunk: once its chunk's tree is gone it says so
-(``"next": true`` on its ``done`` line), wears no marker, closes that chunk's
-pipes and waits on a socket of its own (a fourth descriptor with the request)
-for the next chunk's three pipes, which the agent sends straight to it: no
-fork, no set-up, ~2.4x the short chunks a second through one agent. What one
-chunk could leave to the next is ruled out by when the shim says ``done``:
-only once no process of the tree is left (a subreaper waits for every
-orphan, and reaps them all, so no pid of it can come back), and every chunk
-reads its own folder, environment, lease, exit file and marker from its own
-request. The shim keeps only its code, its signal handlers and its socket
-(never inherited by a renderer). It exits when that socket ends (the agent
-died, or dropped it), when told to stop (SIGTERM while it waits), and after
-``MAX_CHUNKS``, so nothing builds up; the agent forks a new one then.
+A shim takes chunk after chunk of one job (the agent asks for that with a
+fourth descriptor, and gives a shim only chunks of the job it served): once
+its chunk's tree is gone it says so (``"next": true`` on its ``done`` line),
+wears no marker, closes that chunk's pipes and waits on that socket for the
+next chunk's three pipes, which the agent sends straight to it: no fork, no
+set-up, no exit per chunk (2.2x the short chunks a second through an agent).
+What one chunk could leave to the next is ruled out by when the shim says
+``done``: only once no process of the tree is left (a subreaper waits for
+every orphan and reaps them all, so no pid of it can come back); and every
+chunk reads its own folder, environment, lease, exit file and marker from
+its own request. The shim keeps only its code, its signal handlers and its
+socket (never inherited by a renderer). What a renderer could change in its
+shim and pass on (limits, niceness, CPU affinity, OOM score), or a stop
+signal it sent it, ends the shim's reuse: it exits after that chunk. It also
+exits when its socket ends (the agent died, or let it go: idle too long),
+when told to stop while it waits, and after ``MAX_CHUNKS``.
 
 The chunk's marker: a sweep recognises a chunk's processes by
 ``FARMTUI_CHUNK=<marker>`` in ``/proc/PID/environ``, which is the memory the
@@ -241,7 +244,9 @@ def release_pipes(room: tuple[int, int]) -> None:
     """Wear no chunk's marker, then close the chunk's pipes (the agent sees their end).
 
     In this order: once the agent sees the end, nothing may carry the marker.
+    Back in ``/``, as when forked: a next chunk's folder never resolves against this one's.
     """
+    os.chdir("/")
     address, size = room
     blank = marker_bytes(b"", size)
     if address and blank is not None:
@@ -358,7 +363,7 @@ def main() -> None:
             if not data:  # the agent is gone; the shims do not need us
                 break
             valid = len(fds) in (3, 4) and data.isdigit()
-            pid = fork_shim(shim, fds, room) if valid else None  # it closes the three
+            pid = fork_shim(shim, fds, room) if valid else None  # it closes them
             if not valid:
                 for fd in fds:
                     os.close(fd)

@@ -59,6 +59,7 @@ else:
 
 MARKER_VARIABLE = b"FARMTUI_CHUNK"
 PR_SET_CHILD_SUBREAPER = 36
+PR_SET_DUMPABLE = 4
 # The grace when nobody is left to wait for a slow shutdown (agent gone, lease lapsed).
 # Short: nobody will use the output, and the leader moves the chunk soon after
 # the lease ends (its margin, 0.4 x node_timeout, must cover this kill).
@@ -146,6 +147,34 @@ def write_exit(path: str, returncode: int) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def refuse(why: str) -> None:
+    """Say the renderer was not started, and why (the agent knows this prefix), then exit."""
+    emit(f'{{"event": "spawn_failed", "error": {quote(f"not started: {why}")}}}')
+    os._exit(0)
+
+
+def not_dumpable() -> None:
+    """Other processes of our user may not read our descriptors, memory or /proc files (Linux).
+
+    A renderer runs as the agent's user: without this it could take a shim's
+    pipes or socket (``pidfd_getfd``, ``/proc/PID/fd``) and answer for, or
+    take, chunks of other jobs. Forked shims inherit it from the zygote; a
+    renderer, being exec'd, does not.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    args = (PR_SET_DUMPABLE, 0, 0, 0, 0)
+    try:
+        import _ctypes
+
+        libc = _ctypes.dlopen(None)  # type: ignore[arg-type]  # None: the program itself
+        _ctypes.call_function(_ctypes.dlsym(libc, "prctl"), args)
+    except (ImportError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(*args)
 
 
 def become_subreaper() -> None:
@@ -510,8 +539,7 @@ def serve(
     shim = Shim(grace, lease_until, wake_fd, exit_file, environ, again=again)
     shim.feed(control)
     if why := shim.refusal():
-        emit(f'{{"event": "spawn_failed", "error": {quote(f"not started: {why}")}}}')
-        os._exit(0)
+        refuse(why)
     try:
         shim.renderer = spawn(argv, environ)
     except (OSError, ValueError) as exc:
@@ -534,6 +562,7 @@ def serve(
 
 
 def main() -> None:
+    not_dumpable()
     close_inherited_fds()
     wake_read = install_signals()
     try:

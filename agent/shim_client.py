@@ -34,6 +34,8 @@ SHIM_PATH = Path(__file__).with_name("shim.py")
 # A shim that has not started its renderer (or said why not) by then is given up on:
 # frozen, or starved. Far above any start seen (40-60 ms on a machine at load 16).
 START_TIMEOUT = 10.0
+# How a shim's spawn_failed starts when it chose not to start the renderer (see shim.py).
+REFUSED = "not started: "
 
 
 class StartTimeout(OSError):

@@ -51,7 +51,7 @@ from agent.process_tree import (
     kill_tree,
     reap_orphans,
 )
-from agent.shim_client import Shim, StartTimeout
+from agent.shim_client import REFUSED, Shim, StartTimeout
 from agent.staging import (
     ChunkFiles,
     Delivery,
@@ -355,6 +355,11 @@ class ChunkRun:
             if shim.pid is None:
                 result = await shim.wait()
                 self.sup.reporter.send(ChunkStarted(**self._ids(), pid=0, command=argv))
+                if result.error.startswith(REFUSED):
+                    # Its supervisor would not start it (delayed past the lease it was
+                    # given, or changed by another process): the farm's doing, no retry used.
+                    self._finish(Verdict("killed", result.error), started=started)
+                    return
                 why = f"cannot start {argv[0]!r}: {result.error or 'spawn failed'}"
                 self._finish(Verdict("failed", why), started=started)
                 return

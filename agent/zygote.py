@@ -197,6 +197,8 @@ def become_shim(shim: ModuleType, fds: list[int], room: tuple[int, int]) -> None
 
     while True:
         served += 1
+        if served > 1 and attributes() != fresh:  # changed while it waited, by another job
+            shim.refuse("its supervisor was changed by another process while it waited")
         if not serve_chunk(shim, room, wake, again if more is not None else None):
             break
         release_pipes(room)
@@ -338,6 +340,7 @@ def on_signal(signum: int, frame: object) -> None:
 
 def main() -> None:
     shim = _load_shim()
+    shim.not_dumpable()  # and so every shim forked from here
     shim.close_inherited_fds()
     os.chdir("/")
     room = environ_room()

@@ -300,8 +300,13 @@ class Zygote:
         self._idle.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*leaving.values()), within)
-        for pid in leaving:
+        for pid, left in leaving.items():
             self._leaving.pop(pid, None)
+            if not left.done():
+                # Stopped (SIGSTOP), it never reads the end: a process left for good.
+                # Not reported reaped, so the pid is still that shim's.
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
 
     def _rest(self, process: ForkedProcess, more: socket.socket) -> None:
         """A shim finished its chunk and waits for another: keep it, unless we cannot use it."""

@@ -559,3 +559,57 @@ async def test_an_idle_shim_nobody_gives_a_chunk_goes(
     assert chunks.zygote.pid is not None
     zygote = psutil.Process(chunks.zygote.pid)
     await eventually(lambda: zygote.children() == [], what="the zygote to reap it")
+
+
+async def test_an_idle_shim_changed_by_another_process_refuses_the_next_chunk(
+    chunks: ForkedChunks, tmp_path: Path
+) -> None:
+    """Limits or niceness set on a waiting shim (by another job's renderer) never reach a chunk."""
+    first, _ = await chunks.start(["true"])
+    assert (await first.wait()).returncode == 0
+    os.setpriority(os.PRIO_PROCESS, first.shim_pid, 19)
+    ran = tmp_path / "ran"
+    refused, _ = await chunks.start(["touch", str(ran)])
+    assert refused.shim_pid == first.shim_pid
+    result = await refused.wait()
+    assert result.cause == "spawn_failed"
+    assert result.error.startswith("not started: its supervisor was changed")
+    assert not ran.exists()
+    after, _ = await chunks.start(["sh", "-c", "nice"])
+    assert (await after.wait()).returncode == 0
+    assert (await after.output.read()).decode().strip() == "0"
+
+
+async def test_a_shim_delayed_past_its_lease_costs_the_job_no_retry(
+    farm: Farm, tmp_path: Path, eventually: Poll
+) -> None:
+    """It starts nothing (the chunk may run elsewhere by then), and says so as the farm's doing."""
+    from farmtui.protocol import AssignChunk, ChunkTimeouts
+
+    ran = tmp_path / "ran"
+
+    def chunk(number: int, argv: list[str]) -> AssignChunk:
+        return AssignChunk(
+            job_id="job1", chunk=number, attempt=1, renderer="generic", argv=argv,
+            frames=[number], outputs=[], outdir="", output="", staging=False,
+            timeouts=ChunkTimeouts(),
+        )  # fmt: skip
+
+    farm.supervisor.assign(chunk(1, ["true"]))
+    assert (await farm.finish()).outcome == "done"
+    zygote = farm.supervisor.zygote
+    assert zygote is not None
+    (idle,) = zygote._idle
+    os.kill(idle, signal.SIGSTOP)
+    try:
+        lease = time.monotonic() + 0.3
+        farm.supervisor.lease_until = lease
+        farm.recorder.messages.clear()
+        farm.supervisor.assign(chunk(2, ["touch", str(ran)]))
+        await asyncio.sleep(lease - time.monotonic() + 0.1)  # the lease's own end, not a wait
+    finally:
+        os.kill(idle, signal.SIGCONT)
+    finished = await farm.finish()
+    assert finished.outcome == "killed"
+    assert finished.reason == "not started: the node's lease ran out"
+    assert not ran.exists()

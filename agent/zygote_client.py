@@ -267,10 +267,16 @@ class Zygote:
 
     async def _reuse(self, pid: int, request: bytes) -> ForkedProcess | None:
         """Give the chunk to an idle shim; None when that shim is gone (try another)."""
-        waiting = self._idle.pop(pid)
+        process, theirs = await self._pipes()
+        # Taken only now, after the await: meanwhile it may have exited, expired or been let go.
+        waiting = self._idle.pop(pid, None)
+        if waiting is None:
+            for fd in theirs:
+                os.close(fd)
+            process._discard()
+            return None
         waiting.expiry.cancel()
         more = waiting.more
-        process, theirs = await self._pipes()
         process.stdin.write(request + b"\n")
         try:
             socket.send_fds(more, [b"next"], theirs)

@@ -41,6 +41,8 @@ ZYGOTE_PATH = Path(zygote_program.__file__)
 RETRY_AFTER = 5.0
 # How long a shim may take to say anything once its zygote died before answering.
 ORPHAN_WAIT = 10.0
+# A zygote that has not answered a fork request by then is given up on (frozen, starved).
+FORK_TIMEOUT = 10.0
 # Shims kept waiting for a chunk at most (an agent has this many slots busy at most, mostly),
 # and for how long: a job's next chunk comes within milliseconds; after this its job is
 # likely over, and an idle shim is a process on the node for nothing.
@@ -248,7 +250,23 @@ class Zygote:
         finally:
             for fd in theirs:
                 os.close(fd)
-        if await answered:
+        try:
+            forked = await asyncio.wait_for(asyncio.shield(answered), FORK_TIMEOUT)
+        except TimeoutError:
+            # Frozen or starved. Its control pipe closed, a shim it forks later starts nothing.
+            log.warning(
+                "the shim zygote %s did not answer in %g s; starting shims the old way",
+                self.pid,
+                FORK_TIMEOUT,
+            )
+            self._pending.pop(request_id, None)
+            if more is not None:
+                more.close()
+            process._discard()
+            self._lose()
+            self._retry_at = time.monotonic() + RETRY_AFTER
+            return None
+        if forked:
             process._idle = self._rest
             return process
         if process.pid == 0 and not await self._nothing_started(process):

@@ -613,3 +613,28 @@ async def test_a_shim_delayed_past_its_lease_costs_the_job_no_retry(
     assert finished.outcome == "killed"
     assert finished.reason == "not started: the node's lease ran out"
     assert not ran.exists()
+
+
+async def test_a_frozen_zygote_costs_a_chunk_its_fork_not_its_start(
+    chunks: ForkedChunks, tmp_path: Path, eventually: Poll, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chunk starts the old way, at once instead of never, and runs once.
+
+    (Thawed, the zygote still forks a shim for the request it held; that shim
+    finds its control pipe closed and starts nothing, as the frozen-shim tests show.)
+    """
+    from agent import zygote_client
+
+    monkeypatch.setattr(zygote_client, "FORK_TIMEOUT", 0.5)
+    runs = tmp_path / "runs"
+    zygote = chunks.zygote.pid
+    assert zygote is not None
+    os.kill(zygote, signal.SIGSTOP)
+    try:
+        shim, _ = await chunks.start(["sh", "-c", f"echo ran >> {runs}"])
+        assert shim.is_child, "exec'd, not forked"
+        assert await shim.wait() == ShimResult(0, "exit", killed=0)
+    finally:
+        os.kill(zygote, signal.SIGCONT)
+    await eventually(lambda: _dead(zygote), what="the thawed zygote to go")
+    assert runs.read_text() == "ran\n"

@@ -264,6 +264,7 @@ class Zygote:
                 more.close()
             process._discard()
             self._lose()
+            self._forget_all()  # its successor's requests and shims will be new ones
             self._retry_at = time.monotonic() + RETRY_AFTER
             return None
         if forked:
@@ -491,19 +492,26 @@ class Zygote:
                 log.warning("the shim zygote %d ended; its shims run on", pid)
                 self._lose()
                 self._retry_at = time.monotonic() + RETRY_AFTER
-            for _, answered in self._pending.values():
-                if not answered.done():
-                    answered.set_result(False)
-            for leaving in self._leaving.values():
-                if not leaving.done():
-                    leaving.set_result(None)
-            self._pending.clear()
-            for process in self._live.values():
-                # Still supervised through its pipes, which stay open; its exit status
-                # goes to the agent's orphan reaper now.
-                process._unknown()
-            self._live.clear()
+            # A zygote given up on (frozen) may end after its successor started: what is
+            # pending and live now is the successor's, not to be touched.
+            if self.pid == pid:
+                self._forget_all()
             await _reap(pid)
+
+    def _forget_all(self) -> None:
+        """The zygote is gone: nothing it was asked or forked will be reported any more."""
+        for _, answered in self._pending.values():
+            if not answered.done():
+                answered.set_result(False)
+        for leaving in self._leaving.values():
+            if not leaving.done():
+                leaving.set_result(None)
+        self._pending.clear()
+        for process in self._live.values():
+            # Still supervised through its pipes, which stay open; its exit status
+            # goes to the agent's orphan reaper now.
+            process._unknown()
+        self._live.clear()
 
     def _lose(self) -> None:
         if self._socket is not None:

@@ -638,3 +638,27 @@ async def test_a_frozen_zygote_costs_a_chunk_its_fork_not_its_start(
         os.kill(zygote, signal.SIGCONT)
     await eventually(lambda: _dead(zygote), what="the thawed zygote to go")
     assert runs.read_text() == "ran\n"
+
+
+async def test_a_frozen_zygote_that_ends_later_leaves_its_successors_shims_alone(
+    chunks: ForkedChunks, eventually: Poll, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agent import zygote_client
+
+    monkeypatch.setattr(zygote_client, "FORK_TIMEOUT", 0.5)
+    monkeypatch.setattr(zygote_client, "RETRY_AFTER", 0.0)
+    frozen = chunks.zygote.pid
+    assert frozen is not None
+    os.kill(frozen, signal.SIGSTOP)
+    fallback, _ = await chunks.start(["true"])
+    assert fallback.is_child
+    assert (await fallback.wait()).returncode == 0
+
+    running, _ = await chunks.start(["sleep", "0.5"])  # forked by a new zygote
+    assert not running.is_child
+    assert chunks.zygote.pid not in (None, frozen)
+    os.kill(frozen, signal.SIGKILL)  # its reader ends while the new zygote's shim runs
+    await eventually(lambda: _dead(frozen), what="the frozen zygote's end")
+    assert await running.wait() == ShimResult(0, "exit", killed=0)
+    assert await running.process.wait() == 0, "its end still known"
+    assert running.shim_pid in chunks.zygote._idle, "and it still takes the job's next chunk"

@@ -163,25 +163,19 @@ def not_dumpable() -> None:
     take, chunks of other jobs. Forked shims inherit it from the zygote; a
     renderer, being exec'd, does not.
     """
-    if not sys.platform.startswith("linux"):
-        return
-    args = (PR_SET_DUMPABLE, 0, 0, 0, 0)
-    try:
-        import _ctypes
-
-        libc = _ctypes.dlopen(None)  # type: ignore[arg-type]  # None: the program itself
-        _ctypes.call_function(_ctypes.dlsym(libc, "prctl"), args)
-    except (ImportError, AttributeError):
-        import ctypes
-
-        ctypes.CDLL(None).prctl(*args)
+    prctl(PR_SET_DUMPABLE, 0)
 
 
 def become_subreaper() -> None:
     """Orphaned descendants come back to the shim rather than to init (Linux)."""
+    prctl(PR_SET_CHILD_SUBREAPER, 1)
+
+
+def prctl(option: int, value: int) -> None:
+    """``prctl(option, value)`` on Linux; nothing elsewhere."""
     if not sys.platform.startswith("linux"):
         return
-    args = (PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    args = (option, value, 0, 0, 0)
     try:
         import _ctypes  # ctypes' C core: ``import ctypes`` costs 4 ms more
 

@@ -41,6 +41,7 @@ REFUSED = "not started: "
 class StartTimeout(OSError):
     """The shim said nothing in ``START_TIMEOUT``; its control pipe is closed, so it never will."""
 
+
 DoneCause = Literal["exit", "kill", "lease", "agent_gone"]
 Cause = Literal["exit", "kill", "lease", "agent_gone", "spawn_failed", "shim_died"]
 

@@ -28,6 +28,7 @@ from agent import zygote as zygote_program
 from agent.process_tree import MARKER_VARIABLE, find_marked, kill_tree
 from agent.shim_client import Shim, ShimResult
 from agent.zygote_client import ForkedProcess, Spawned, Zygote
+from farmtui.protocol import AssignChunk, ChunkTimeouts
 from tests.agent.test_shim import (
     TREE,
     TREE_SIZE,
@@ -509,19 +510,11 @@ async def test_a_chunk_handed_to_a_frozen_shim_is_given_up_and_never_starts(
 ) -> None:
     """The chunk comes back as killed (no retry used); thawed, the shim starts nothing."""
     from agent import shim_client
-    from farmtui.protocol import AssignChunk, ChunkTimeouts
 
     monkeypatch.setattr(shim_client, "START_TIMEOUT", 0.5)
     ran = tmp_path / "ran"
 
-    def chunk(number: int, argv: list[str]) -> AssignChunk:
-        return AssignChunk(
-            job_id="job1", chunk=number, attempt=1, renderer="generic", argv=argv,
-            frames=[number], outputs=[], outdir="", output="", staging=False,
-            timeouts=ChunkTimeouts(),
-        )  # fmt: skip
-
-    farm.supervisor.assign(chunk(1, ["true"]))
+    farm.supervisor.assign(_generic_chunk(1, ["true"]))
     assert (await farm.finish()).outcome == "done"
     zygote = farm.supervisor.zygote
     assert zygote is not None
@@ -529,7 +522,7 @@ async def test_a_chunk_handed_to_a_frozen_shim_is_given_up_and_never_starts(
     os.kill(idle, signal.SIGSTOP)
     try:
         farm.recorder.messages.clear()
-        farm.supervisor.assign(chunk(2, ["touch", str(ran)]))
+        farm.supervisor.assign(_generic_chunk(2, ["touch", str(ran)]))
         finished = await farm.finish()
         assert finished.outcome == "killed"
         assert "did not start" in (finished.reason or "")
@@ -539,7 +532,7 @@ async def test_a_chunk_handed_to_a_frozen_shim_is_given_up_and_never_starts(
     assert not ran.exists(), "the renderer never ran"
 
     farm.recorder.messages.clear()
-    farm.supervisor.assign(chunk(3, ["touch", str(ran)]))
+    farm.supervisor.assign(_generic_chunk(3, ["touch", str(ran)]))
     assert (await farm.finish()).outcome == "done"
     assert ran.exists()
 
@@ -584,18 +577,9 @@ async def test_a_shim_delayed_past_its_lease_costs_the_job_no_retry(
     farm: Farm, tmp_path: Path, eventually: Poll
 ) -> None:
     """It starts nothing (the chunk may run elsewhere by then), and says so as the farm's doing."""
-    from farmtui.protocol import AssignChunk, ChunkTimeouts
-
     ran = tmp_path / "ran"
 
-    def chunk(number: int, argv: list[str]) -> AssignChunk:
-        return AssignChunk(
-            job_id="job1", chunk=number, attempt=1, renderer="generic", argv=argv,
-            frames=[number], outputs=[], outdir="", output="", staging=False,
-            timeouts=ChunkTimeouts(),
-        )  # fmt: skip
-
-    farm.supervisor.assign(chunk(1, ["true"]))
+    farm.supervisor.assign(_generic_chunk(1, ["true"]))
     assert (await farm.finish()).outcome == "done"
     zygote = farm.supervisor.zygote
     assert zygote is not None
@@ -605,7 +589,7 @@ async def test_a_shim_delayed_past_its_lease_costs_the_job_no_retry(
         lease = time.monotonic() + 0.3
         farm.supervisor.lease_until = lease
         farm.recorder.messages.clear()
-        farm.supervisor.assign(chunk(2, ["touch", str(ran)]))
+        farm.supervisor.assign(_generic_chunk(2, ["touch", str(ran)]))
         await asyncio.sleep(lease - time.monotonic() + 0.1)  # the lease's own end, not a wait
     finally:
         os.kill(idle, signal.SIGCONT)
@@ -662,3 +646,12 @@ async def test_a_frozen_zygote_that_ends_later_leaves_its_successors_shims_alone
     assert await running.wait() == ShimResult(0, "exit", killed=0)
     assert await running.process.wait() == 0, "its end still known"
     assert running.shim_pid in chunks.zygote._idle, "and it still takes the job's next chunk"
+
+
+def _generic_chunk(number: int, argv: list[str]) -> AssignChunk:
+    """Chunk ``number`` of job1 running ``argv`` (its shims are shared within job1)."""
+    return AssignChunk(
+        job_id="job1", chunk=number, attempt=1, renderer="generic", argv=argv,
+        frames=[number], outputs=[], outdir="", output="", staging=False,
+        timeouts=ChunkTimeouts(),
+    )  # fmt: skip

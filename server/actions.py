@@ -142,7 +142,7 @@ def job_action(
         # that node to be copied again, without a render (see Scheduler.dispatch).
         count = copies = 0
         for chunk in job.chunks.made():
-            unsynced = chunk.state == "done" and not set(chunk.frames) <= chunk.done
+            unsynced = chunk.state == "done" and not set(chunk.frames) <= set(chunk.done)
             if chunk.state in ("failed", "waiting-retry") or unsynced:
                 copies += chunk.staged_on is not None
                 reset_for_rerun(job, chunk, changes)

@@ -52,8 +52,9 @@ def chunk_frame_states(chunk: Chunk) -> dict[int, FrameState]:
         return dict.fromkeys(chunk.frames, uniform)
     # Assigned: each frame shows how far it got in the current attempt.
     states: dict[int, FrameState] = {}
+    done = set(chunk.done)
     for frame in chunk.frames:
-        if frame in chunk.done:
+        if frame in done:
             states[frame] = "done"
         elif frame in chunk.staged:
             states[frame] = "staged"

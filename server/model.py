@@ -77,7 +77,10 @@ class Chunk(msgspec.Struct, gc=False):
     # Frozen (replaced, never changed in place): a chunk without any costs no set of
     # its own (the collector does track a non-empty one: a done chunk's ``done``).
     staged: frozenset[int] = NO_FRAMES
-    done: frozenset[int] = NO_FRAMES
+    # In frame order. A done chunk's is its ``frames`` itself: no object of its own,
+    # where a frozenset per done chunk was one more object for every full collection
+    # to walk, for as long as the job is kept (the collector never untracks a set).
+    done: tuple[int, ...] = ()
     # Replaced, never changed in place (see above).
     attempts: tuple[Attempt, ...] = ()
     # An earlier attempt told to stop whose tree is not yet known to be dead: it
@@ -249,7 +252,7 @@ class ChunkLayout:
             kind=segment.kind,
             scout=segment.scout,
             state=state,
-            done=frozenset(frames) if state == "done" else NO_FRAMES,
+            done=frames if state == "done" else (),
         )
 
 

@@ -754,7 +754,7 @@ class Scheduler:
         chunk.staged_attempt = 0
         chunk.attempt += 1
         chunk.staged = NO_FRAMES
-        chunk.done = NO_FRAMES
+        chunk.done = ()
         set_chunk_state(job, chunk, "assigned", changes)
         chunk.node = node
         chunk.started = now
@@ -883,7 +883,8 @@ class Scheduler:
             if staged:
                 record.staged |= mine
             else:
-                record.done |= mine
+                written = mine.union(record.done)
+                record.done = tuple(frame for frame in record.frames if frame in written)
         record.attempts[-1].alive = True
         return changes
 

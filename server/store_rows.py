@@ -55,7 +55,7 @@ class StoredChunk(msgspec.Struct, omit_defaults=True):
     finished: float | None = None
     render_time: float | None = None
     staged: frozenset[int] = frozenset()
-    done: frozenset[int] = frozenset()
+    done: tuple[int, ...] = ()
     attempts: tuple[Attempt, ...] = ()
     stopping_node: str | None = None
     stopping_attempt: int = 0
@@ -202,6 +202,8 @@ def _overlay(chunks: ChunkList, index: int, data: str) -> None:
     chunk = chunks[index]
     for name in _STORED_FIELDS:
         setattr(chunk, name, getattr(stored, name))
+    if chunk.done == chunk.frames:
+        chunk.done = chunk.frames  # one tuple, not two (see ``Chunk.done``)
 
 
 def farm_from_rows(

@@ -151,7 +151,7 @@ def set_chunk_state(
         if state != "waiting-retry":
             chunk.retry_at = None
         if state == "done":
-            chunk.done = frozenset(chunk.frames)
+            chunk.done = chunk.frames
 
 
 def reset_for_rerun(job: Job, chunk: Chunk, changes: Changes) -> None:
@@ -168,7 +168,7 @@ def reset_for_rerun(job: Job, chunk: Chunk, changes: Changes) -> None:
         chunk.started = None
         chunk.finished = None
         chunk.staged = NO_FRAMES
-        chunk.done = NO_FRAMES
+        chunk.done = ()
 
 
 def set_job_state(

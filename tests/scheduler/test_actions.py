@@ -120,7 +120,7 @@ def test_retry_sync_reruns_failed_and_unsynced_chunks(farm: Farm) -> None:
     farm.finish(job, 1)
     farm.finish(job, 2, "failed")
     # Chunk 1's copy to the sync root went missing (say, the store lost it).
-    farm.scheduler.jobs[job].chunks[1].done = frozenset()
+    farm.scheduler.jobs[job].chunks[1].done = ()
     farm.scheduler.job_action([job], "retry-sync", "bob", farm.now)
     assert farm.chunk_states(job) == ["done", "queued", "queued"]
 

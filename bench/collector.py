@@ -1,0 +1,103 @@
+"""What a big job that is done costs the leader's garbage collector.
+
+A full collection stops the whole leader while it walks every object the
+collector tracks, and the leader keeps every chunk it has touched for as
+long as it keeps the job. This runs a job of ``--chunks`` one-frame chunks
+to done on the scheduler alone (``tests.scheduler.paper_farm``: one node of
+1,000 slots), then reports the objects the collector tracks and a full
+collection's time (``gc.collect()``, median of 7).
+
+``--old TREE`` runs another checkout (``git archive REV | tar -x -C /tmp/base``)
+in a subprocess, alternating with this one, so both see the same machine.
+
+    python bench/collector.py --old /tmp/base --runs 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+
+def measure(chunks: int) -> dict[str, Any]:
+    import server
+    from tests.scheduler.paper_farm import Farm
+
+    farm = Farm()
+    farm.node("n1", slots=1000)
+    job = farm.submit(frames=f"1-{chunks}")
+    farm.dispatch()
+    while running := farm.running().get("n1"):
+        for job_id, chunk in running:
+            farm.finish(job_id, chunk)
+        farm.dispatch()
+    if farm.state(job) != "done":
+        raise SystemExit(f"the job ended {farm.state(job)}, not done")
+    gc.collect()
+    times = []
+    for _ in range(7):
+        began = time.perf_counter()
+        gc.collect()
+        times.append(time.perf_counter() - began)
+    return {
+        "imported": str(Path(server.__file__).parent.parent),
+        "tracked": len(gc.get_objects()),
+        "collect_ms": statistics.median(times) * 1000,
+    }
+
+
+def run_tree(tree: Path, chunks: int) -> dict[str, Any]:
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    command = [sys.executable, str(HERE / "collector.py"), "--child", "--chunks", str(chunks)]
+    out = subprocess.run(command, env=env, cwd=tree, capture_output=True, text=True, check=True)
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    if Path(result["imported"]).resolve() != tree.resolve():
+        raise SystemExit(f"{tree}: the leader was imported from {result['imported']} instead")
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--chunks", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--old", help="another checkout to run beside this one")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        sys.path.insert(0, str(Path.cwd()))
+        print(json.dumps(measure(args.chunks)))
+        return
+    trees = {"this": ROOT}
+    if args.old:
+        trees = {"old": Path(args.old).resolve(), "this": ROOT}
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
+    for run in range(1, args.runs + 1):
+        for name, tree in trees.items():
+            result = run_tree(tree, args.chunks)
+            runs[name].append(result)
+            print(
+                f"run {run} {name}: {result['tracked']:,} objects tracked, "
+                f"a full collection {result['collect_ms']:.1f} ms",
+                flush=True,
+            )
+    for name, results in runs.items():
+        times = [r["collect_ms"] for r in results]
+        print(
+            f"{name}: {results[-1]['tracked']:,} objects tracked, a full collection "
+            f"median {statistics.median(times):.1f} ms ({min(times):.1f}-{max(times):.1f})"
+        )
+
+
+if __name__ == "__main__":
+    main()

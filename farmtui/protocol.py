@@ -978,3 +978,6 @@ def decode_checked(decoder: msgspec.json.Decoder[T], data: bytes | str) -> T:
         return decoder.decode(data)
     except msgspec.DecodeError as exc:
         raise ProtocolError(f"malformed message: {exc}") from None
+    except RecursionError:
+        # msgspec walks what it skips (an unknown field's value) on the C stack too.
+        raise ProtocolError("malformed message: nested too deeply") from None

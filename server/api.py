@@ -166,6 +166,8 @@ async def decode_body(request: Request, kind: type[T]) -> T:
         raise Unprocessable(f"invalid {kind.__name__}: {exc}") from None
     except msgspec.DecodeError as exc:
         raise BadRequest(f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest("malformed JSON: nested too deeply") from None
 
 
 def _job_field_words(

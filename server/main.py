@@ -40,6 +40,7 @@ from farmtui.protocol import MAX_MESSAGE_BYTES
 from server.app import create_app
 from server.config import LeaderSettings
 from server.errors import LeaderError, StoreError
+from server.http_head import BoundedHttpToolsProtocol
 from server.logqueue import logging_off_the_loop
 from server.store import open_store
 from server.store_url import parse_store_url
@@ -54,12 +55,13 @@ def uvicorn_config(settings: LeaderSettings, *, log_config: bool = True) -> uvic
         host=settings.host,
         port=settings.port,
         ws="websockets-sansio",
-        # uvloop and httptools (dependencies) where they are installed: the leader's
-        # time goes mostly to sockets, callbacks and HTTP parsing, which they do in C.
-        # Side by side (bench/README.md, scale.py): 12-15% more chunks a second,
-        # twice the reads a second of 200 readers. Elsewhere asyncio's loop and h11.
+        # uvloop and httptools (dependencies): the leader's time goes mostly to
+        # sockets, callbacks and HTTP parsing, which they do in C. Side by side
+        # (bench/README.md, scale.py): 12-15% more chunks a second, twice the reads a
+        # second of 200 readers. httptools with a bound on a request's head
+        # (server.http_head); without uvloop, asyncio's own loop.
         loop="auto",
-        http="auto",
+        http=BoundedHttpToolsProtocol,
         # Bigger than a message may be so that decode_checked answers with a clear error;
         # past this the WebSocket layer closes the link (1009).
         ws_max_size=2 * MAX_MESSAGE_BYTES,

@@ -15,13 +15,21 @@ from urllib.parse import unquote_plus
 _PARAMETER = re.compile(r"(?:(?<=[?&;\s\"'])|^)([^=&;\s\"'?#]+)=([^&;\s\"'#]*)")
 
 
+# A URL's query string, up to what ends a URL in a log line.
+_QUERY = re.compile(r"\?([^\s\"'#]+)")
+# Percent-decoding rounds a query is looked through for a hidden token parameter.
+_DECODINGS = 3
+
+
 def redact(text: str) -> str:
     """``/ws/console?token=abc&x=1`` -> ``/ws/console?token=<redacted>&x=1``.
 
     The name is compared as the server reads it, percent-decoded: ``?%74oken=``
-    is a token too.
+    is a token too. A query that hides a token parameter behind percent-encoding
+    (``?token%3Dabc``: the leader refuses it, but a client sent its token) is
+    blotted out whole.
     """
-    return _PARAMETER.sub(_blot, text)
+    return _QUERY.sub(_blot_query, _PARAMETER.sub(_blot, text))
 
 
 def _blot(match: re.Match[str]) -> str:
@@ -29,6 +37,18 @@ def _blot(match: re.Match[str]) -> str:
     if unquote_plus(name).strip().lower() != "token":
         return match.group(0)
     return f"{name}=<redacted>"
+
+
+def _blot_query(match: re.Match[str]) -> str:
+    query = match.group(1)
+    for _ in range(_DECODINGS):
+        decoded = unquote_plus(query)
+        if decoded == query:
+            return match.group(0)
+        if _PARAMETER.sub(_blot, decoded) != decoded:
+            return "?<redacted>"
+        query = decoded
+    return match.group(0)
 
 
 class RedactTokens(logging.Filter):

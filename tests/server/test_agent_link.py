@@ -170,11 +170,12 @@ async def test_malformed_and_oversized_messages_change_nothing(leader: InProcess
         )
         await agent.send_raw(oversized.decode())
         await agent.send_raw(b"\xff\xfe binary junk")
+        await agent.send_raw('{"type": "heartbeat", "x": ' + '{"a": ' * 50_000 + "}" * 50_001)
         # The link is still up and in order: the next good message is acknowledged.
         await agent.send(AgentLog(lines=["still here"], seq=7))
         await agent.expect_ack(7)
         link = leader.leader.agents["node1"]
-        assert link.ignored == 5
+        assert link.ignored == 6
         assert leader.leader.store.commits == commits
         assert chunk_on_disk(leader, job_id, 0) == before
         assert leader.leader.scheduler.jobs[job_id].chunks[0].state == "assigned"

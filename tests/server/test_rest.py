@@ -183,6 +183,17 @@ async def test_malformed_json_is_400(leader: InProcessLeader) -> None:
     assert leader.leader.scheduler.jobs == {}
 
 
+async def test_json_nested_past_the_decoders_depth_is_400(leader: InProcessLeader) -> None:
+    """Not a 500 "leader error: RecursionError": the decoder walks what it skips too."""
+    deep = '{"job_ids": [], "action": "pause", "x": ' + '{"a": ' * 50_000 + "1" + "}" * 50_001
+    async with leader.http() as http:
+        response = await http.post(
+            "/api/jobs/actions", content=deep, headers={"content-type": "application/json"}
+        )
+    assert response.status_code == 400
+    assert "nested too deeply" in one_line_error(response)
+
+
 async def test_oversized_body_is_413(leader: InProcessLeader) -> None:
     limit = leader.leader.config.max_request_bytes
     async with leader.http() as http:

@@ -9,10 +9,11 @@ message, or a batch of them: ``protocol.encode_batch``) is decoded whole with
 ``decode_batch``; a bad frame (malformed, or with a second hello) is logged
 in one line and ignored whole: it changes nothing. Each message is handed to
 the leader's group commit (``Leader.submit``) and acknowledged with ``Ack``
-only after what it caused is committed. A frame's messages go into one
-commit (with other agents' frames that came at the same moment), and the
-link reads its next frame once that commit is done, so an agent sending
-faster than the leader commits is held back by its socket.
+only after what it caused is committed. A frame's messages go into the
+group commit in order (with other agents' frames that came at the same
+moment), and the link reads at most ``FRAMES_AHEAD`` frames ahead of their
+commits, so an agent sending faster than the leader commits is held back
+by its socket.
 A closed link does not make the node lost: the scheduler's tick does that
 after ``node_timeout``, so an agent may reconnect within its lease and carry
 on.
@@ -29,10 +30,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 
 from starlette.websockets import WebSocket
 
 from farmtui.protocol import (
+    MAX_MESSAGE_BYTES,
     PROTOCOL_VERSION,
     Ack,
     AgentHello,
@@ -64,6 +67,9 @@ from server.scheduler import NodeHeld
 log = logging.getLogger("farmtui.leader.agents")
 
 HELLO_TIMEOUT = 10.0
+# Frames of one agent read while earlier ones wait for their commits (see ``serve``).
+FRAMES_AHEAD = 16
+BYTES_AHEAD = MAX_MESSAGE_BYTES
 # An agent this far behind on reading is dead or stuck.
 SEND_QUEUE_LIMIT = 10_000
 
@@ -259,13 +265,26 @@ async def agent_endpoint(websocket: WebSocket) -> None:
 
 
 async def serve(link: AgentLink) -> None:
-    """Read the agent's frames until the link closes, one frame's commit at a time.
+    """Read the agent's frames until the link closes, a few frames ahead of their commits.
 
-    The next frame is read once the last one's messages are committed: an
-    agent that sends faster than the leader commits waits in its socket (and
-    its kernel buffers), not in the leader's memory and event loop.
+    At most ``FRAMES_AHEAD`` frames (and ``BYTES_AHEAD`` bytes of them) wait
+    for their commits: an agent that sends faster than the leader commits
+    waits in its socket (and its kernel buffers), not in the leader's memory
+    and event loop. More than one: reading a frame only once the one before
+    was committed made a busy leader take one commit turn per frame, so an
+    agent streaming its renders' output got its heartbeats answered many
+    turns late, and a healthy node lost its lease and killed its renders.
     """
+    ahead: deque[tuple[asyncio.Future[Changes], int]] = deque()
+    bytes_ahead = 0
     while not link.out.closed:
+        while ahead and (
+            ahead[0][0].done() or len(ahead) >= FRAMES_AHEAD or bytes_ahead >= BYTES_AHEAD
+        ):
+            # Done or failed, it has been dealt with (``_committed``); only wait.
+            committed, size = ahead.popleft()
+            await asyncio.wait([committed])
+            bytes_ahead -= size
         data = await receive_data(link.websocket)
         if data is None:
             return
@@ -285,8 +304,8 @@ async def serve(link: AgentLink) -> None:
                 link.ignored += 1
                 log.exception("node %s: %s failed", link.name, type(message).__name__)
         if last is not None:
-            # Done or failed, it has been dealt with (``_committed``); only wait.
-            await asyncio.wait([last])
+            ahead.append((last, len(data)))
+            bytes_ahead += len(data)
 
 
 def welcome(leader: Leader, name: str, stale: list[ChunkRef], os_name: OsName) -> Welcome:

@@ -92,7 +92,13 @@ class AgentReports:
     def _heartbeat(self, message: Heartbeat) -> asyncio.Future[Changes]:
         scheduler, node = self.leader.scheduler, self.node
         cpu, memory = message.cpu_percent, message.memory_percent
-        return self.leader.submit(lambda now: scheduler.node_heartbeat(node, cpu, memory, now))
+        # The node was heard when its heartbeat was read, not when a busy leader got to
+        # it: otherwise the wait in the group commit delayed seeing a dead node by as
+        # much (a lease is never longer for it: the agent counts from sending).
+        heard = self.leader.now()
+        return self.leader.submit(
+            lambda now: scheduler.node_heartbeat(node, cpu, memory, min(now, heard))
+        )
 
     def _started(self, message: ChunkStarted) -> asyncio.Future[Changes]:
         leader, node = self.leader, self.node

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import time
@@ -28,6 +29,7 @@ from farmtui.protocol import (
     encode_batch,
     leader_to_agent,
 )
+from server.agent_link import AgentLink
 from server.config import LeaderConfig
 from tests.helpers.fake_agent import FakeAgent
 from tests.helpers.leader import InProcessLeader, wait_for
@@ -287,6 +289,68 @@ async def run_chunk_frames(agent: FakeAgent, assign: AssignChunk) -> None:
     seq = agent.next_seq()
     await agent.send(ChunkFinished(**ref, outcome="done", exit_status="0", seq=seq))
     await agent.expect_ack(seq)
+
+
+async def test_frames_are_read_ahead_of_their_commits_so_a_heartbeat_is_not_held_back(
+    leader: InProcessLeader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An agent streaming its renders' output sends frames faster than a busy leader
+    commits. Read one commit at a time, its heartbeat waited a commit turn for every
+    frame before it: a healthy node's lease ran out and it killed its renders. Now
+    up to FRAMES_AHEAD frames are read while the earlier ones wait, and no more."""
+    from server import agent_link
+
+    farm = leader.leader
+    async with FakeAgent.connect(leader.ws_url, leader.agent_token, "node1") as agent:
+        link = farm.agents["node1"]
+        assert isinstance(link, AgentLink)
+        read: list[object] = []
+        handle = link.handle
+        monkeypatch.setattr(link, "handle", lambda message: read.append(message) or handle(message))
+        with monkeypatch.context() as patch:
+            patch.setattr(farm, "_apply_pending", lambda: None)  # nothing gets committed
+            for n in range(5):
+                await agent.send(AgentLog(lines=[f"output {n}"]))
+            await agent.send(Heartbeat(beat=1))
+            await wait_for(lambda: len(read) == 6, what="all six frames read")
+        farm._apply_pending()
+        assert (await agent.expect(LeaseRenewed)).beat == 1
+
+        # Bounded: a flood waits in the agent's socket, not in the leader's memory.
+        read.clear()
+        with monkeypatch.context() as patch:
+            patch.setattr(farm, "_apply_pending", lambda: None)
+            for n in range(3 * agent_link.FRAMES_AHEAD):
+                await agent.send(AgentLog(lines=[f"more output {n}"]))
+            await wait_for(lambda: len(read) == agent_link.FRAMES_AHEAD)
+            await asyncio.sleep(0.2)  # time for the link to read more, were it to
+            assert len(read) == agent_link.FRAMES_AHEAD
+        farm._apply_pending()
+        await agent.send(Heartbeat(beat=2))
+        assert (await agent.expect(LeaseRenewed)).beat == 2
+
+
+async def test_a_node_is_heard_when_its_heartbeat_is_read_not_when_it_is_applied(
+    leader: InProcessLeader,
+) -> None:
+    """Under a busy leader a heartbeat waits in the group commit; stamped when applied,
+    that wait delayed seeing a dead node by as much (twice node_timeout under a flood)."""
+    farm = leader.leader
+    async with FakeAgent.connect(leader.ws_url, leader.agent_token, "node1"):
+        clock = [farm.now()]
+        farm.clock = lambda: clock[0]
+        link = farm.agents["node1"]
+        assert isinstance(link, AgentLink)
+        heard = clock[0]
+        applied = link.handle(Heartbeat(beat=1))  # read now, applied on the loop's next turn
+        clock[0] += 5.0  # the leader got to it five seconds later
+        await applied
+        node = farm.scheduler.nodes["node1"]
+        assert node.last_seen == heard
+        # Silent for node_timeout from when it was heard: lost.
+        clock[0] = heard + farm.config.node_timeout + 0.5
+        await farm.queue_tick()
+        assert not node.online
 
 
 async def test_each_heartbeat_is_answered_with_a_lease_renewal(leader: InProcessLeader) -> None:

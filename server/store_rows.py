@@ -196,14 +196,28 @@ def _overlay(chunks: ChunkList, index: int, data: str) -> None:
         return  # a row the spec no longer has a chunk for
     if data.startswith('{"job_id"'):
         # A whole chunk, as an older leader stored it.
-        chunks[index] = _chunk_decoder.decode(data)
-        return
-    stored = _stored_chunk_decoder.decode(data)
-    chunk = chunks[index]
-    for name in _STORED_FIELDS:
-        setattr(chunk, name, getattr(stored, name))
-    if chunk.done == chunk.frames:
-        chunk.done = chunk.frames  # one tuple, not two (see ``Chunk.done``)
+        chunk = chunks[index] = _chunk_decoder.decode(data)
+    else:
+        stored = _stored_chunk_decoder.decode(data)
+        chunk = chunks[index]
+        for name in _STORED_FIELDS:
+            setattr(chunk, name, getattr(stored, name))
+    if chunk.done:
+        chunk.done = _in_frame_order(chunk.done, chunk.frames)
+
+
+def _in_frame_order(done: tuple[int, ...], frames: tuple[int, ...]) -> tuple[int, ...]:
+    """``done`` as the chunk keeps it: in frame order, and ``frames`` itself when all are.
+
+    One tuple, not two (see ``Chunk.done``); and a leader before it was a tuple
+    stored it as a set, in the set's order.
+    """
+    if done == frames:
+        return frames
+    written = set(done)
+    if len(written) == len(frames) and written.issuperset(frames):
+        return frames
+    return tuple(frame for frame in frames if frame in written)
 
 
 def farm_from_rows(

@@ -88,6 +88,27 @@ def test_rows_an_older_leader_wrote_still_load(tmp_path: Path) -> None:
     assert loaded.chunks[0].state == "assigned"
 
 
+def test_done_frames_an_older_leader_stored_as_a_set_load_in_frame_order(tmp_path: Path) -> None:
+    """Before ``done`` was a tuple it was stored in a set's order; a done chunk shares
+    its frames tuple (nothing more for the garbage collector to walk)."""
+    farm = Farm()
+    store = Store(tmp_path / "farm.db")
+    spec = msgspec.structs.replace(SPEC, frames="30-37", chunk=4)
+    store.save(farm.scheduler.submit("job1", spec, "alice", farm.now), farm.scheduler)
+    rows = {0: [32, 33, 30, 31], 1: [37, 34]}  # chunk 0 done, chunk 1 half written
+    with store.db:
+        for index, done in rows.items():
+            row = msgspec.json.encode({"state": "done" if index == 0 else "assigned", "done": done})
+            store.db.execute(
+                "INSERT OR REPLACE INTO chunks (job_id, idx, data) VALUES (?, ?, ?)",
+                ("job1", index, row.decode()),
+            )
+    (loaded,), _ = Store(tmp_path / "farm.db").load()
+    done, half = loaded.chunks[0], loaded.chunks[1]
+    assert done.done is done.frames
+    assert half.done == (34, 37)
+
+
 @settings(
     max_examples=40,
     deadline=None,

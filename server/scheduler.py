@@ -377,7 +377,7 @@ class Scheduler:
             return changes
         node.cpu_percent = cpu
         node.memory_percent = memory
-        node.last_seen = max(node.last_seen, now)
+        node.last_seen = now
         node.online = True
         # Live readings only: a heartbeat commits nothing.
         changes.readings.add(name)

@@ -19,16 +19,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import resource
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
+
+import side_by_side
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -111,17 +110,6 @@ async def run_chunks(chunks: int, slots: int, argv: list[str]) -> dict[str, Any]
     }
 
 
-def run_tree(tree: Path, chunks: int, slots: int, argv: list[str]) -> dict[str, Any]:
-    env = {**os.environ, "PYTHONPATH": str(tree)}
-    command = [sys.executable, str(HERE / "agent_alone.py"), "--child"]
-    command += ["--chunks", str(chunks), "--slots", str(slots), "--", *argv]
-    out = subprocess.run(command, env=env, cwd=tree, capture_output=True, text=True, check=True)
-    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
-    if Path(result["imported"]).resolve() != tree.resolve():
-        raise SystemExit(f"{tree}: the agent was imported from {result['imported']} instead")
-    return result
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--chunks", type=int, default=1000)
@@ -136,13 +124,12 @@ def main() -> None:
     if args.child:
         print(json.dumps(asyncio.run(run_chunks(args.chunks, args.slots, argv))))
         return
-    trees = {"this": ROOT}
-    if args.old:
-        trees = {"old": Path(args.old).resolve(), "this": ROOT}
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
+    checkouts = side_by_side.trees(args.old, ROOT)
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in checkouts}
+    child = ["--chunks", str(args.chunks), "--slots", str(args.slots), "--", *argv]
     for run in range(1, args.runs + 1):
-        for name, tree in trees.items():
-            result = run_tree(tree, args.chunks, args.slots, argv)
+        for name, tree in checkouts.items():
+            result = side_by_side.run_child(Path(__file__), tree, child)
             runs[name].append(result)
             print(
                 f"run {run} {name}: {result['rate']:.0f} chunks/s, "

@@ -18,13 +18,13 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import side_by_side
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -57,16 +57,6 @@ def measure(chunks: int) -> dict[str, Any]:
     }
 
 
-def run_tree(tree: Path, chunks: int) -> dict[str, Any]:
-    env = {**os.environ, "PYTHONPATH": str(tree)}
-    command = [sys.executable, str(HERE / "collector.py"), "--child", "--chunks", str(chunks)]
-    out = subprocess.run(command, env=env, cwd=tree, capture_output=True, text=True, check=True)
-    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
-    if Path(result["imported"]).resolve() != tree.resolve():
-        raise SystemExit(f"{tree}: the leader was imported from {result['imported']} instead")
-    return result
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--chunks", type=int, default=100_000)
@@ -78,13 +68,11 @@ def main() -> None:
         sys.path.insert(0, str(Path.cwd()))
         print(json.dumps(measure(args.chunks)))
         return
-    trees = {"this": ROOT}
-    if args.old:
-        trees = {"old": Path(args.old).resolve(), "this": ROOT}
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
+    checkouts = side_by_side.trees(args.old, ROOT)
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in checkouts}
     for run in range(1, args.runs + 1):
-        for name, tree in trees.items():
-            result = run_tree(tree, args.chunks)
+        for name, tree in checkouts.items():
+            result = side_by_side.run_child(Path(__file__), tree, ["--chunks", str(args.chunks)])
             runs[name].append(result)
             print(
                 f"run {run} {name}: {result['tracked']:,} objects tracked, "

@@ -36,6 +36,12 @@ def test_a_token_hidden_behind_percent_encoding_blots_out_the_whole_query() -> N
     line = '"WebSocket /ws/console?token%3Ds3cr3t" 401'
     assert redact(line) == '"WebSocket /ws/console?<redacted>" 401'
     assert "s3cr3t" not in redact("GET /api/jobs?x=1%26%2574oken%253Ds3cr3t HTTP/1.1")
+    # In another parameter's value: not how the leader reads a token, but it was sent.
+    assert redact('"WebSocket /ws/console?x=token=s3cr3t" 401') == (
+        '"WebSocket /ws/console?<redacted>" 401'
+    )
+    assert "s3cr3t" not in redact("/ws/console?x=%2574oken%253Ds3cr3t")
+    assert "s3cr3t" not in redact("/api/jobs?Token=s3cr3t")
     # Encoded queries without a token are left as they are.
     assert redact("GET /api/jobs?after=j%201&limit=5") == "GET /api/jobs?after=j%201&limit=5"
 

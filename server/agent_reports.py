@@ -92,13 +92,25 @@ class AgentReports:
     def _heartbeat(self, message: Heartbeat) -> asyncio.Future[Changes]:
         scheduler, node = self.leader.scheduler, self.node
         cpu, memory = message.cpu_percent, message.memory_percent
-        # The node was heard when its heartbeat was read, not when a busy leader got to
-        # it: otherwise the wait in the group commit delayed seeing a dead node by as
-        # much (a lease is never longer for it: the agent counts from sending).
-        heard = self.leader.now()
-        return self.leader.submit(
-            lambda now: scheduler.node_heartbeat(node, cpu, memory, min(now, heard))
-        )
+        if message.seq > 0:
+            # Numbered (an agent's are not): its Ack is cumulative, so it waits its turn.
+            return self.leader.submit(
+                lambda now: scheduler.node_heartbeat(node, cpu, memory, now)
+            )
+        # Applied and answered as soon as it is read (``Leader.apply_live``): the node
+        # is heard now, and its lease renewed a turn of the loop later, however many
+        # reports wait in the group commit. It stores nothing, so nothing waits for a
+        # commit; a node that came back online is dispatched to by the next group.
+        done: asyncio.Future[Changes] = asyncio.get_running_loop().create_future()
+        try:
+            done.set_result(
+                self.leader.apply_live(
+                    lambda now: scheduler.node_heartbeat(node, cpu, memory, now)
+                )
+            )
+        except Exception as exc:
+            done.set_exception(exc)
+        return done
 
     def _started(self, message: ChunkStarted) -> asyncio.Future[Changes]:
         leader, node = self.leader, self.node

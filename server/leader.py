@@ -167,6 +167,23 @@ def _long_lived_heap() -> None:
     gc.set_threshold(young, middle, 100)
 
 
+def _stores_anything(changes: Changes) -> bool:
+    """Whether ``changes`` name anything the store keeps or anyone is told of."""
+    return bool(
+        changes.jobs
+        or changes.chunks
+        or changes.nodes
+        or changes.removed
+        or changes.assignments
+        or changes.kills
+        or changes.discards
+        or changes.events
+        or changes.notifications
+        or changes.frames
+        or changes.timeout_updates
+    )
+
+
 class Leader:
     def __init__(self, settings: LeaderSettings) -> None:
         self.settings = settings
@@ -453,6 +470,26 @@ class Leader:
         self.commit(changes)
         self._wake_for_retries(changes, now)
         self.metrics.record(time.perf_counter() - began)
+        return changes
+
+    def apply_live(self, step: Callable[[float], Changes]) -> Changes:
+        """Apply a change that stores nothing (live readings) at once and announce it.
+
+        Ahead of the reports waiting in the group commit: a node's heartbeat, so
+        that its lease is renewed a turn of the loop after it is read, however
+        long that queue. Queued, a leader busy with a flood of reports answered
+        heartbeats seconds late, and a healthy node with a short lease lost it
+        and killed its renders. Its order among the node's other reports does
+        not matter: it only says the node was heard (``Scheduler.tick`` reads
+        ``last_seen`` when it is applied, so a heartbeat applied before a tick
+        always counts).
+        """
+        changes = step(self.now())
+        if _stores_anything(changes):
+            # Not committed, so not announced: whatever it was must not reach anyone.
+            self._rebuild_from_store(StoreError("a live change tried to change the farm"))
+            raise RuntimeError("apply_live: the step changed what the store keeps")
+        self.publish(changes)
         return changes
 
     def submit(

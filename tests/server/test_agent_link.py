@@ -330,6 +330,23 @@ async def test_frames_are_read_ahead_of_their_commits_so_a_heartbeat_is_not_held
         assert (await agent.expect(LeaseRenewed)).beat == 2
 
 
+async def test_a_heartbeat_is_answered_while_the_group_commit_is_behind(
+    leader: InProcessLeader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A heartbeat stores nothing, so it does not wait for the reports queued before it:
+    under a flood of 300 agents that queue was seconds long, and a healthy node with
+    a 3.6 s lease lost it again and again and killed its renders."""
+    farm = leader.leader
+    async with FakeAgent.connect(leader.ws_url, leader.agent_token, "node1") as agent:
+        monkeypatch.setattr(farm, "_apply_pending", lambda: None)  # nothing gets committed
+        await agent.send(AgentLog(lines=["output"], seq=agent.next_seq()))
+        await wait_for(lambda: len(farm._pending) >= 1, what="the report queued")
+        await agent.send(Heartbeat(beat=3, cpu_percent=55.0))
+        assert (await agent.expect(LeaseRenewed)).beat == 3
+        assert farm.scheduler.nodes["node1"].cpu_percent == 55.0
+        assert len(farm._pending) >= 1, "the report before it is still waiting"
+
+
 async def test_a_node_is_heard_when_its_heartbeat_is_read_not_when_it_is_applied(
     leader: InProcessLeader,
 ) -> None:

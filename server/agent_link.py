@@ -9,7 +9,8 @@ message, or a batch of them: ``protocol.encode_batch``) is decoded whole with
 ``decode_batch``; a bad frame (malformed, or with a second hello) is logged
 in one line and ignored whole: it changes nothing. Each message is handed to
 the leader's group commit (``Leader.submit``) and acknowledged with ``Ack``
-only after what it caused is committed. A frame's messages go into the
+only after what it caused is committed (a heartbeat, which stores nothing,
+is applied at once and answered with ``LeaseRenewed``). A frame's messages go into the
 group commit in order (with other agents' frames that came at the same
 moment), and the link reads at most ``FRAMES_AHEAD`` frames ahead of their
 commits, so an agent sending faster than the leader commits is held back

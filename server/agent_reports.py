@@ -11,7 +11,9 @@ outbox.
 Every check of the farm's state (is this attempt still current?) happens
 inside the step, when it is applied, not when the message was read: messages
 from all agents are applied in the order they arrived, and one read earlier
-may have changed what this one finds.
+may have changed what this one finds. Heartbeats are the exception: they
+store nothing, and are applied and answered as soon as they are read
+(``Leader.apply_live``), so that a busy leader renews leases on time.
 
 Reports about an attempt that is no longer current change nothing but the
 slot they held (see ``Scheduler.chunk_finished``); they are never logged as

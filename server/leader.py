@@ -447,10 +447,11 @@ class Leader:
         return self.submit(functools.partial(self._tick, stalled=stalled, queued=self.now()))
 
     def _tick(self, now: float, stalled: float, queued: float) -> Changes:
-        # Judged as of the moment it was queued: every heartbeat that had arrived by then
-        # is applied, the ones that came while it waited are not. Crediting the wait to
-        # every node instead would let a busy leader take twice node_timeout to see a
-        # dead one (each tick's wait added again to its silence).
+        # Silence judged as of the moment it was queued, against each node's last_seen
+        # as it is now (heartbeats are applied as they are read, ``apply_live``, so one
+        # read while the tick waited counts): the wait counts against no node. Crediting
+        # the wait to every node instead would let a busy leader take twice
+        # node_timeout to see a dead one (each tick's wait added again to its silence).
         return self.scheduler.tick(min(now, queued), stalled)
 
     # --- the one way to change the farm ---------------------------------------------

@@ -300,7 +300,9 @@ async def serve(link: AgentLink) -> None:
         last: asyncio.Future[Changes] | None = None
         for message in messages:
             try:
-                last = link.handle(message)
+                future = link.handle(message)
+                if not future.done():  # a heartbeat is applied at once: not one to wait for
+                    last = future
             except Exception:
                 link.ignored += 1
                 log.exception("node %s: %s failed", link.name, type(message).__name__)

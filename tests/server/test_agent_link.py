@@ -329,6 +329,19 @@ async def test_frames_are_read_ahead_of_their_commits_so_a_heartbeat_is_not_held
         await agent.send(Heartbeat(beat=2))
         assert (await agent.expect(LeaseRenewed)).beat == 2
 
+        # A heartbeat at the end of each frame (applied at once) holds nothing back.
+        await wait_for(lambda: not farm._pending, what="the flood committed")
+        read.clear()
+        with monkeypatch.context() as patch:
+            patch.setattr(farm, "_apply_pending", lambda: None)
+            for n in range(3 * agent_link.FRAMES_AHEAD):
+                frame = [encode(AgentLog(lines=[f"last {n}"])), encode(Heartbeat(beat=10 + n))]
+                await agent.send_raw(encode_batch(frame))
+            await wait_for(lambda: len(read) >= 2 * agent_link.FRAMES_AHEAD)
+            await asyncio.sleep(0.2)  # time for the link to read more, were it to
+            assert len(read) == 2 * agent_link.FRAMES_AHEAD, "frames read past the bound"
+        farm._apply_pending()
+
 
 async def test_a_heartbeat_is_answered_while_the_group_commit_is_behind(
     leader: InProcessLeader, monkeypatch: pytest.MonkeyPatch

@@ -27,9 +27,9 @@ def redact(text: str) -> str:
     """``/ws/console?token=abc&x=1`` -> ``/ws/console?token=<redacted>&x=1``.
 
     The name is compared as the server reads it, percent-decoded: ``?%74oken=``
-    is a token too. A query that hides a token parameter behind percent-encoding
-    (``?token%3Dabc``: the leader refuses it, but a client sent its token) is
-    blotted out whole.
+    is a token too. A query with ``token=`` anywhere else, behind percent-encoding
+    or in another parameter's value (``?token%3Dabc``, ``?x=token=abc``: the
+    leader refuses both, but a client sent its token), is blotted out whole.
     """
     return _QUERY.sub(_blot_query, _PARAMETER.sub(_blot, text))
 

@@ -86,12 +86,20 @@ class AgentLink:
     """One connected agent: routes its messages and carries the leader's to it."""
 
     def __init__(
-        self, leader: Leader, websocket: WebSocket, name: str, *, batches: bool = False
+        self,
+        leader: Leader,
+        websocket: WebSocket,
+        name: str,
+        *,
+        batches: bool = False,
+        held: bool = False,
     ) -> None:
         self.leader = leader
         self.websocket = websocket
         self.name = name
-        self.out = SendQueue(websocket, f"agent {name}", SEND_QUEUE_LIMIT, batches=batches)
+        self.out = SendQueue(
+            websocket, f"agent {name}", SEND_QUEUE_LIMIT, batches=batches, held=held
+        )
         self.reports = AgentReports(leader, name)
         self.ignored = 0
         self.closing: asyncio.Task[None] | None = None
@@ -205,49 +213,31 @@ async def agent_endpoint(websocket: WebSocket) -> None:
 
     config = leader.config
     stale: list[ChunkRef] = []
+    # Its messages wait until Welcome is written first (``SendQueue.open``).
+    link = AgentLink(leader, websocket, hello.name, batches=hello.batches, held=True)
 
     def connect(now: float) -> Changes:
         changes, unwanted = leader.scheduler.node_connected(hello, now)
         stale.extend(unwanted)
+        # In place before this group's dispatch can give the node work: what it is
+        # given waits in the held queue, behind the Welcome still to come.
+        _register(leader, link)
         return changes
 
     try:
-        # Commit first: a refused hello (the name is held by another agent, the
-        # disk is full) must not cost the agent that holds the name its link.
-        leader.run(connect, dispatch=False)
-    except NodeHeld as exc:
-        # The log names the holder's agent id; the answer must not: whoever
-        # presents that id in a hello takes the name over.
-        log.warning("node %s not registered: %s", hello.name, exc)
-        await refuse(
-            websocket,
-            f"node name {hello.name} is held by another agent until it is lost "
-            f"({config.node_timeout:g} s of silence); is another machine using the same name?",
-            1011,
-            retry=True,
-        )
-        return
-    except StoreError as exc:
-        log.warning("node %s not registered: %s", hello.name, exc)
-        await refuse(websocket, str(exc), 1011, retry=True)
-        return
+        # Through the group commit: a burst of hellos (a farm's agents after a leader
+        # restart) is registered a few at a time, each group in one commit, not in one
+        # long turn of the loop. Committed before Welcome: a refused hello (the name is
+        # held by another agent, the disk is full) costs the holder nothing.
+        await leader.submit(connect)
     except Exception as exc:
-        log.exception("node %s could not register", hello.name)
-        await refuse(websocket, f"leader error: {type(exc).__name__}", 1011, retry=True)
+        if leader.agents.get(hello.name) is link:
+            del leader.agents[hello.name]  # the store was rolled back: it never connected
+        link.out.close()  # held: nothing queued for it is written
+        await _refuse_hello(websocket, hello.name, exc, config.node_timeout)
         return
-    link = AgentLink(leader, websocket, hello.name, batches=hello.batches)
-    previous = leader.agents.get(hello.name)
-    if previous is not None and isinstance(previous, AgentLink):
-        log.warning("node %s connected again; closing its previous link", hello.name)
-        previous.out.close()
-        asyncio.get_running_loop().create_task(
-            close_websocket(previous.websocket, CLOSE_REPLACED, "replaced by a new connection")
-        )
-    leader.agents[hello.name] = link
-    # Welcome, then the assignments this connection makes possible.
-    link.send(welcome(leader, hello.name, stale, node_os(hello.os)))
-    with contextlib.suppress(StoreError):  # nothing dispatched; the next event tries again
-        leader.run(lambda now: Changes())
+    # Welcome, then the assignments this connection made possible.
+    link.out.open(welcome(leader, hello.name, stale, node_os(hello.os)))
     if hello.seq > 0:
         link.send(Ack(seq=hello.seq))
     log.info(
@@ -322,6 +312,38 @@ def welcome(leader: Leader, name: str, stale: list[ChunkRef], os_name: OsName) -
         stale=stale,
         batches=True,
     )
+
+
+async def _refuse_hello(websocket: WebSocket, name: str, exc: Exception, lost_after: float) -> None:
+    if isinstance(exc, NodeHeld):
+        # The log names the holder's agent id; the answer must not: whoever
+        # presents that id in a hello takes the name over.
+        log.warning("node %s not registered: %s", name, exc)
+        await refuse(
+            websocket,
+            f"node name {name} is held by another agent until it is lost "
+            f"({lost_after:g} s of silence); is another machine using the same name?",
+            1011,
+            retry=True,
+        )
+    elif isinstance(exc, StoreError):
+        log.warning("node %s not registered: %s", name, exc)
+        await refuse(websocket, str(exc), 1011, retry=True)
+    else:
+        log.error("node %s could not register", name, exc_info=exc)
+        await refuse(websocket, f"leader error: {type(exc).__name__}", 1011, retry=True)
+
+
+def _register(leader: Leader, link: AgentLink) -> None:
+    """Make ``link`` the node's link, closing the one it replaces."""
+    previous = leader.agents.get(link.name)
+    if previous is not None and isinstance(previous, AgentLink):
+        log.warning("node %s connected again; closing its previous link", link.name)
+        previous.out.close()
+        asyncio.get_running_loop().create_task(
+            close_websocket(previous.websocket, CLOSE_REPLACED, "replaced by a new connection")
+        )
+    leader.agents[link.name] = link
 
 
 def _forget(leader: Leader, link: AgentLink) -> None:

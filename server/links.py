@@ -24,7 +24,13 @@ class SendQueue:
     """Messages for one peer, written in order by one task."""
 
     def __init__(
-        self, websocket: WebSocket, label: str, limit: int, *, batches: bool = False
+        self,
+        websocket: WebSocket,
+        label: str,
+        limit: int,
+        *,
+        batches: bool = False,
+        held: bool = False,
     ) -> None:
         self.websocket = websocket
         self.label = label
@@ -36,6 +42,8 @@ class SendQueue:
         self._ack = 0
         self._ack_sent = 0
         self._ready = asyncio.Event()
+        # Nothing is written until ``open`` puts the first message ahead of what is queued.
+        self._held = held
         self.closed = False
         self.overflowed = False
         self.task = asyncio.get_running_loop().create_task(self._write())
@@ -50,6 +58,15 @@ class SendQueue:
             self.close()
             return False
         self.queue.append(encode(message))
+        self._ready.set()
+        return True
+
+    def open(self, first: msgspec.Struct) -> bool:
+        """Write ``first``, then what was queued while the queue was held."""
+        if self.closed:
+            return False
+        self.queue.appendleft(encode(first))
+        self._held = False
         self._ready.set()
         return True
 
@@ -85,8 +102,8 @@ class SendQueue:
         try:
             while True:
                 acking = self._ack > self._ack_sent and sent > 0
-                if not self.queue and not acking:
-                    if self.closed:
+                if self._held or (not self.queue and not acking):
+                    if self.closed:  # held: never opened, nothing of it may go out
                         break
                     self._ready.clear()
                     await self._ready.wait()

@@ -501,3 +501,52 @@ async def test_the_leader_does_not_inflate_compressed_frames(leader: InProcessLe
     ) as ws:
         assert ws.response is not None
         assert "Sec-WebSocket-Extensions" not in ws.response.headers
+
+
+async def test_a_burst_of_hellos_is_registered_in_groups_with_the_loop_free_between(
+    leader: InProcessLeader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A farm's agents all say hello at once after a leader restart. Each hello was
+    registered and committed on its own in the turn it was read: 300 of them held the
+    loop for ~0.5 s. They now go through the group commit like reports, and each agent
+    still gets its Welcome before the work its own registration made possible."""
+    from server import leader as leader_module
+
+    monkeypatch.setattr(leader_module, "GROUP_BUDGET", 0.0)  # one step a group
+    job_id = await submit(leader, frames="1-4", chunk=1)
+    farm = leader.leader
+    order: list[str] = []
+    node_connected = farm.scheduler.node_connected
+
+    def connected(hello: AgentHello, now: float) -> Any:
+        if not order:
+            asyncio.get_running_loop().call_soon(lambda: order.append("other work"))
+        order.append(hello.name)
+        return node_connected(hello, now)
+
+    monkeypatch.setattr(farm.scheduler, "node_connected", connected)
+    names = [f"node{i}" for i in range(4)]
+    sockets = [
+        await connect(
+            f"{leader.ws_url}/ws/agent",
+            additional_headers={"Authorization": f"Bearer {leader.agent_token}"},
+        )
+        for _ in names
+    ]
+    try:
+        for ws, name in zip(sockets, names, strict=True):
+            await ws.send(encode(AgentHello(name=name, slots=1)).decode())
+        # Held for a moment, the loop then finds the four hellos in one turn.
+        time.sleep(0.3)  # noqa: ASYNC251 - blocking the loop is the point
+        first = [leader_to_agent.decode(await ws.recv()) for ws in sockets]
+        assigned = [leader_to_agent.decode(await ws.recv()) for ws in sockets]
+    finally:
+        for ws in sockets:
+            await ws.close()
+    assert sorted(n for n in order if n != "other work") == names
+    assert 0 < order.index("other work") < len(order) - 1, "the loop was free between hellos"
+    assert [type(message).__name__ for message in first] == ["Welcome"] * 4
+    assert all(isinstance(message, AssignChunk) for message in assigned)
+    assert {message.job_id for message in assigned if isinstance(message, AssignChunk)} == {
+        job_id
+    }

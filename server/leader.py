@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import gc
 import logging
 import os
 import secrets
@@ -47,6 +46,7 @@ from server.auth import Principal, Tokens
 from server.config import LeaderSettings
 from server.errors import StoreError
 from server.failures import FailureLog
+from server.heap import frozen_heap
 from server.history import History
 from server.joblogs import JobLogs, chunk_log_path
 from server.logwriter import LogWriter
@@ -150,21 +150,6 @@ def _log_level(event: EventView) -> int:
     if event.level != "info":
         return logging.WARNING
     return logging.DEBUG if event.job_id and not event.actor else logging.INFO
-
-
-def _long_lived_heap() -> None:
-    """Tell the garbage collector that the farm just loaded is here to stay.
-
-    Every full collection walks every object it tracks; the jobs, chunks and
-    attempts read from the store live as long as the leader, so walking them
-    again and again only stalls the loop (hundreds of ms on a big farm).
-    ``gc.freeze`` leaves them out of all later collections (reference counting
-    still frees them), and full collections come ten times less often.
-    """
-    gc.collect()
-    gc.freeze()
-    young, middle, _ = gc.get_threshold()
-    gc.set_threshold(young, middle, 100)
 
 
 def _stores_anything(changes: Changes) -> bool:
@@ -316,7 +301,8 @@ class Leader:
         self.run(lambda now: self.scheduler.load(jobs, nodes, now), dispatch=False)
         self.counters.start(self.scheduler.jobs)
         if self.settings.own_process:
-            _long_lived_heap()
+            # The farm just loaded is here to stay: no full collection walks it again.
+            frozen_heap.install()
         log.info(
             "leader up%s: %d jobs, %d nodes, store %s, sync root %s (id %s)",
             "" if term is None else f" and active (term {term}, advertised as {self.advertise})",

@@ -405,15 +405,18 @@ class Leader:
         )
 
     async def _tick_loop(self) -> None:
-        """Lost nodes, expired blocks, through the group commit like an agent's report.
+        """Lost nodes, expired blocks, through the group commit, ahead of the reports.
 
         Time the loop itself was blocked is not held against any node: their
-        heartbeats are waiting, unread, in the sockets. Nor is the time the
-        tick waited behind other reports: it judges silence as of the moment
-        it was queued. Queued rather than run at once (``run``), a
-        tick never applies the whole backlog of a busy farm's reports in one
-        turn of the loop: with 300 agents that held the loop for ~0.5 s every
-        second.
+        heartbeats are waiting, unread, in the sockets. Through the group
+        commit rather than run at once (``run``), a tick never applies the
+        whole backlog of a busy farm's reports in one turn of the loop (with
+        300 agents that held the loop for ~0.5 s every second); ahead of them
+        rather than behind, it does not wait for that backlog either, which
+        made a frozen node be declared lost up to twice ``node_timeout`` after
+        it froze. Nothing it judges is in that backlog: a node is heard when
+        its heartbeat is read (``apply_live``), and a node silent for
+        ``node_timeout`` sent nothing else meanwhile either.
         """
         interval = self.config.tick_interval
         loop = asyncio.get_running_loop()
@@ -429,15 +432,15 @@ class Leader:
                 log.exception("tick failed")
 
     def queue_tick(self, stalled: float = 0.0) -> asyncio.Future[Changes]:
-        """A tick behind the reports already waiting; ``stalled``: seconds the loop was blocked."""
-        return self.submit(functools.partial(self._tick, stalled=stalled, queued=self.now()))
+        """A tick ahead of the reports waiting; ``stalled``: seconds the loop was blocked."""
+        tick = functools.partial(self._tick, stalled=stalled, queued=self.now())
+        return self.submit(tick, ahead=True)
 
     def _tick(self, now: float, stalled: float, queued: float) -> Changes:
         # Silence judged as of the moment it was queued, against each node's last_seen
         # as it is now (heartbeats are applied as they are read, ``apply_live``, so one
-        # read while the tick waited counts): the wait counts against no node. Crediting
-        # the wait to every node instead would let a busy leader take twice
-        # node_timeout to see a dead one (each tick's wait added again to its silence).
+        # read while the tick waited counts): a wait (for the group before it) counts
+        # against no node.
         return self.scheduler.tick(min(now, queued), stalled)
 
     # --- the one way to change the farm ---------------------------------------------
@@ -485,6 +488,7 @@ class Leader:
         *,
         dispatch: bool = True,
         announce: Callable[[], None] | None = None,
+        ahead: bool = False,
     ) -> asyncio.Future[Changes]:
         """Group commit: ``step`` is applied with the others that arrive in this turn
         of the event loop, in one transaction and one dispatch pass.
@@ -495,10 +499,15 @@ class Leader:
         commit failed (the scheduler is then rebuilt from the store, as for
         ``run``). Steps are applied in the order they were submitted, so each
         sees what the ones before it did: a step checks the farm when it is
-        applied, not when it is submitted.
+        applied, not when it is submitted. ``ahead``: before every step waiting
+        (the tick's).
         """
         future: asyncio.Future[Changes] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending(step, dispatch, announce, future))
+        item = _Pending(step, dispatch, announce, future)
+        if ahead:
+            self._pending.insert(0, item)
+        else:
+            self._pending.append(item)
         if len(self._pending) == 1:
             asyncio.get_running_loop().call_soon(self._apply_pending)
         return future

@@ -134,6 +134,7 @@ class LeaderLink:
         clock: Callable[[], float] = time.monotonic,
         gpus: list[GpuInfo] | None = None,
         gpu_only: bool = False,
+        prefetch: int = 0,
     ) -> None:
         given = [leader] if isinstance(leader, str) else list(leader)
         if not given:
@@ -149,6 +150,7 @@ class LeaderLink:
         self.tags = tags
         self.gpus = gpus or []
         self.gpu_only = gpu_only
+        self.prefetch = prefetch
         self.outbox = outbox
         self.log_stream = log_stream
         self.version = version
@@ -372,6 +374,7 @@ class LeaderLink:
             os=agent_os(),
             gpus=self.gpus,
             gpu_only=self.gpu_only,
+            prefetch=self.prefetch,
             running=self.supervisor.running(),
             finished=[
                 ChunkRef(job_id=m.job_id, chunk=m.chunk, attempt=m.attempt)

@@ -30,7 +30,7 @@ from agent.outbox import Outbox
 from agent.process_tree import become_subreaper
 from agent.staging import UploadToLeader
 from agent.supervisor import Storage, Supervisor
-from farmtui.protocol import ChunkFinished, GpuInfo
+from farmtui.protocol import MAX_PREFETCH, ChunkFinished, GpuInfo
 
 log = logging.getLogger("farmtui.agent")
 
@@ -107,10 +107,15 @@ class Agent:
         ca: Path | None = None,
         gpus: list[GpuInfo] | None = None,
         gpu_only: bool = False,
+        prefetch: int | None = None,
     ) -> None:
-        """``gpus``: the node's GPUs as given by hand; None finds them with nvidia-smi."""
+        """``gpus``: the node's GPUs as given by hand; None finds them with nvidia-smi.
+        ``prefetch``: chunks held ahead of a free slot (``server.prefetch``); None: ``slots``."""
         if slots < 1:
             raise AgentError(f"slots must be at least 1, not {slots}")
+        ahead = min(slots, MAX_PREFETCH) if prefetch is None else prefetch
+        if not 0 <= ahead <= MAX_PREFETCH:
+            raise AgentError(f"prefetch must be 0 to {MAX_PREFETCH}, not {prefetch}")
         trust = _trust(ca)
         self.name = name or socket.gethostname()
         self.state_dir = state_dir or default_state_dir(self.name)
@@ -130,6 +135,7 @@ class Agent:
             ssl_context=trust,
             gpus=gpu_inventory.detect() if gpus is None else gpus,
             gpu_only=gpu_only,
+            prefetch=ahead,
         )
         self.supervisor = Supervisor(
             self.link,
@@ -139,6 +145,7 @@ class Agent:
                 sync_root=None,
                 delivery=UploadToLeader(self.link.leader, token, verify=trust or True),
             ),
+            slots=slots,
         )
         self.link.supervisor = self.supervisor
 
@@ -230,6 +237,7 @@ def run_agent(
     ca: Path | None = None,
     gpus: list[GpuInfo] | None = None,
     gpu_only: bool = False,
+    prefetch: int | None = None,
 ) -> None:
     """Run an agent until SIGINT/SIGTERM. Blocking.
 
@@ -252,6 +260,7 @@ def run_agent(
             ca=ca,
             gpus=gpus,
             gpu_only=gpu_only,
+            prefetch=prefetch,
         )
     except AgentError as exc:
         raise SystemExit(f"farm agent: {exc}") from None
@@ -276,6 +285,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tags", default="", help="comma list")
     parser.add_argument("--gpus", help="0,1 or 0:24G,1:24G; none: no GPU (default: nvidia-smi)")
     parser.add_argument("--gpu-only", action="store_true", help="only jobs that ask for GPUs")
+    parser.add_argument("--prefetch", type=int, help="chunks held ahead of a free slot")
     args = parser.parse_args(argv)
     tags = [t for t in args.tags.split(",") if t]
     try:
@@ -292,6 +302,7 @@ def main(argv: list[str] | None = None) -> None:
         state_dir=args.state,
         gpus=gpus,
         gpu_only=args.gpu_only,
+        prefetch=args.prefetch,
     )
 
 

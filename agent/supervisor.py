@@ -17,6 +17,13 @@ exec'd. So the agent's children are the zygote and exec'd shims, and the
 orphans it reaps as a subreaper (the trees of shims that died, the shims of
 a zygote that died) never include an exec'd shim's exit status.
 
+With ``slots``, at most that many renderers run at once: a chunk the leader
+hands over ahead of a free slot (the agent's ``--prefetch``, see
+``server.prefetch``) makes its folder and journal entry, then waits, and starts
+the moment a renderer exits, before that chunk's report has gone to the leader
+and back. A chunk killed while it waits ends without starting; one whose
+turn comes after the lease ran out is refused by its shim.
+
 Timeouts read an injectable monotonic ``clock`` so tests need not wait.
 """
 
@@ -31,10 +38,11 @@ import os
 import re
 import shutil
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
-from typing import Protocol, TypedDict
+from typing import Any, Protocol, TypedDict
 
 import msgspec
 
@@ -171,6 +179,8 @@ class ChunkRun:
         # Found in the journal by a restarted agent: (renderer's exit status, started,
         # ended), both wall clock; the render is over, only its conclusion is left.
         self.recovered: tuple[int, float, float] | None = None
+        # It holds one of the supervisor's slots (from its renderer's start to its exit).
+        self.slotted = False
 
     @property
     def ref(self) -> ChunkRef:
@@ -319,6 +329,25 @@ class ChunkRun:
         if self.sup.storage.sync_root is not None:
             env[SYNC_ROOT_VARIABLE] = str(self.sup.storage.sync_root)
         exit_file = self._remember(started)
+        try:
+            await self._render(argv, cwd, env, exit_file)
+        finally:
+            self.sup.release_slot(self)
+
+    async def _render(
+        self, argv: list[str], cwd: Path, env: dict[str, str], exit_file: Path | None
+    ) -> None:
+        """Wait for a slot, start the renderer under its shim, supervise it, conclude."""
+        a = self.assign
+        if not await self.sup.take_slot(self):
+            # Told to stop while it waited: it never started (its journal entry goes too).
+            self.sup.reporter.send(ChunkStarted(**self._ids(), pid=0, command=argv))
+            assert self.stop is not None
+            self._finish(Verdict(self.stop.outcome, self.stop.reason), self.sup.wall())
+            self._clean_staging()
+            self._drop_journal()
+            return
+        started = self.sup.wall()  # its render time starts now, not when it was handed over
         self.spawned_at = self.sup.clock()
         try:
             async with self.sup.spawning():
@@ -486,6 +515,7 @@ class ChunkRun:
                     shim.kill(self.sup.kill_grace, self.stop.reason)
                 self._housekeeping()
             result = waiter.result()
+            self.sup.release_slot(self)  # the tree is gone: a waiting chunk starts now
             if result.cause == "shim_died":
                 # The second line: the shim is gone without saying the tree is dead.
                 log.error("chunk %s: its supervisor died; sweeping for the marker", self.marker)
@@ -735,7 +765,9 @@ class Supervisor:
         scan_interval: float = 0.1,
         kill_grace: float = 0.5,
         zygote: bool = True,
+        slots: int | None = None,
     ) -> None:
+        """``slots``: how many renderers may run at once (None: every chunk starts at once)."""
         self.reporter = reporter
         self.agent_id = agent_id
         # What marks this agent's renderer trees (environment, log lines): derived from
@@ -751,6 +783,10 @@ class Supervisor:
         self.scan_interval = scan_interval
         self.kill_grace = kill_grace
         self.runs: dict[ChunkKey, ChunkRun] = {}
+        self.slots = slots
+        # Renderers holding a slot, and the chunks waiting for one (first come, first served).
+        self.rendering = 0
+        self._turns: deque[asyncio.Future[None]] = deque()
         # Shim pids asyncio waits for: never reaped by reap_orphans.
         self.tracked: set[int] = set()
         # Shims being started: asyncio may not know their pids yet, so no reaping.
@@ -760,6 +796,45 @@ class Supervisor:
         self.lease_until = math.inf
         # Forks each chunk's shim from a warm process (~1 ms, not a Python start-up).
         self.zygote: Zygote | None = Zygote() if zygote else None
+
+    async def take_slot(self, run: ChunkRun) -> bool:
+        """Wait for a free slot for ``run``'s renderer; False if it was told to stop first."""
+        if self.slots is None or (self.rendering < self.slots and not self._turns):
+            self.rendering += 1
+            run.slotted = True
+            return True
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._turns.append(turn)
+        log.info(
+            "chunk %s waits for a slot (%d of %d rendering)", run.marker, self.rendering, self.slots
+        )
+        try:
+            while not turn.done() and run.stop is None:
+                run.wake.clear()  # a timeout update wakes it too: look again, wait again
+                waker = asyncio.ensure_future(run.wake.wait())
+                either: set[asyncio.Future[Any]] = {turn, waker}
+                try:
+                    await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    waker.cancel()
+        finally:
+            if turn.done() and not turn.cancelled():
+                run.slotted = True  # handed over by a renderer that exited (passed on if unused)
+            else:
+                turn.cancel()  # stopped, or the agent stops: never its turn
+        return run.slotted and run.stop is None
+
+    def release_slot(self, run: ChunkRun) -> None:
+        """``run``'s renderer is gone: its slot goes to the first chunk still waiting."""
+        if not run.slotted:
+            return
+        run.slotted = False
+        while self._turns:
+            turn = self._turns.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                return
+        self.rendering -= 1
 
     @contextlib.asynccontextmanager
     async def spawning(self) -> AsyncIterator[None]:

@@ -98,6 +98,15 @@ def count_arg(text: str) -> int:
     return whole_number(text, 0)
 
 
+def prefetch_count(text: str) -> int:
+    from farmtui.protocol import MAX_PREFETCH
+
+    value = whole_number(text, 0)
+    if value > MAX_PREFETCH:
+        raise argparse.ArgumentTypeError(f"{value} is more than {MAX_PREFETCH}")
+    return value
+
+
 def chunk_index(text: str) -> int:
     return whole_number(text, 0)
 
@@ -232,6 +241,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
         ca=_agent_ca(args.ca, os.environ.get("FARM_CA")),
         gpus=_agent_gpus(args.gpus),
         gpu_only=args.gpu_only,
+        prefetch=args.prefetch,
     )
     return 0
 
@@ -280,6 +290,7 @@ def print_agent_service(args: argparse.Namespace, leader: str) -> int:
             tags=_split_tags(args.tags) or [],
             gpus=args.gpus,
             gpu_only=args.gpu_only,
+            prefetch=args.prefetch,
             # The unit's agent sees neither this shell's FARM_CA nor its folder.
             ca=_agent_ca(args.ca, os.environ.get("FARM_CA")),
             user=args.service_user,
@@ -995,6 +1006,13 @@ def _build_parser(only: str | None) -> Parser:
         agent.add_argument("--name", help="node name (default: the host name)")
         agent.add_argument(
             "--slots", type=positive_int, default=1, metavar="K", help="concurrent chunks"
+        )
+        agent.add_argument(
+            "--prefetch",
+            type=prefetch_count,
+            metavar="N",
+            help="chunks of short-chunk jobs held ahead of a free slot (default: as many as "
+            "--slots; 0: none)",
         )
         agent.add_argument("--staging", metavar="DIR", help="local staging folder")
         agent.add_argument("--tags", metavar="a,b", help="tags jobs can require")

@@ -135,6 +135,8 @@ LIMIT_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
 LimitName = Annotated[str, msgspec.Meta(pattern=f"^{LIMIT_NAME_PATTERN}\\Z")]
 # GPUs a chunk asks for: more than any machine holds is a typo.
 MAX_GPUS = 64
+# Chunks an agent may hold ahead of its slots (``--prefetch``).
+MAX_PREFETCH = 64
 # GPUs a node may list, numbered 0 .. MAX_NODE_GPUS - 1.
 MAX_NODE_GPUS = 1024
 GpuCount = Annotated[int, msgspec.Meta(ge=0, le=MAX_GPUS)]
@@ -486,6 +488,8 @@ class AgentHello(AgentMessage, tag="hello", kw_only=True):
     gpus: Annotated[list[GpuInfo], msgspec.Meta(max_length=MAX_NODE_GPUS)] = []
     # Keep jobs that ask for no GPU off this node (from the agent's --gpu-only).
     gpu_only: bool = False
+    # Chunks of short-chunk jobs it takes ahead of a free slot (the agent's --prefetch).
+    prefetch: Annotated[int, msgspec.Meta(ge=0, le=MAX_PREFETCH)] = 0
 
 
 class Heartbeat(AgentMessage, tag="heartbeat", kw_only=True):

@@ -53,6 +53,8 @@ class AgentService:
     # ``--gpus`` as given (None: the agent asks nvidia-smi), and ``--gpu-only``.
     gpus: str | None = None
     gpu_only: bool = False
+    # ``--prefetch`` as given (None: the agent's default, as many as its slots).
+    prefetch: int | None = None
     # The private CA the agent trusts for an https leader (``--ca``).
     ca: Path | None = None
     user: str = DEFAULT_USER
@@ -163,6 +165,8 @@ def agent_unit(service: AgentService) -> str:
         argv += ["--gpus", service.gpus]
     if service.gpu_only:
         argv.append("--gpu-only")
+    if service.prefetch is not None:
+        argv += ["--prefetch", str(service.prefetch)]
     if service.ca is not None:
         argv += ["--ca", str(_absolute(service.ca))]
     user = _user(service.user)

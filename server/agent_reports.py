@@ -96,9 +96,7 @@ class AgentReports:
         cpu, memory = message.cpu_percent, message.memory_percent
         if message.seq > 0:
             # Numbered (an agent's are not): its Ack is cumulative, so it waits its turn.
-            return self.leader.submit(
-                lambda now: scheduler.node_heartbeat(node, cpu, memory, now)
-            )
+            return self.leader.submit(lambda now: scheduler.node_heartbeat(node, cpu, memory, now))
         # Applied and answered as soon as it is read (``Leader.apply_live``): the node
         # is heard now, and its lease renewed a turn of the loop later, however many
         # reports wait in the group commit. It stores nothing, so nothing waits for a
@@ -106,9 +104,7 @@ class AgentReports:
         done: asyncio.Future[Changes] = asyncio.get_running_loop().create_future()
         try:
             done.set_result(
-                self.leader.apply_live(
-                    lambda now: scheduler.node_heartbeat(node, cpu, memory, now)
-                )
+                self.leader.apply_live(lambda now: scheduler.node_heartbeat(node, cpu, memory, now))
             )
         except Exception as exc:
             done.set_exception(exc)

@@ -442,6 +442,8 @@ class Node:
     # Its GPUs (from its hello), and whether only jobs that ask for GPUs run here.
     gpus: list[GpuInfo] = field(default_factory=list)
     gpu_only: bool = False
+    # Chunks it holds ahead of its slots, each waiting for one to free (``server.prefetch``).
+    prefetch: int = 0
     # (job_id, chunk index, attempt) of every attempt that holds a slot here:
     # the chunks it runs now and those told to stop that it has not yet
     # confirmed dead. Persisted, so a restarted leader still fences them.

@@ -73,6 +73,7 @@ from server.frame_states import tally_of, tracking
 from server.frame_waits import PARK_BUDGET, FrameWaits, blocker
 from server.job_progress import PENDING, STAGES, count, gate_open, gates
 from server.model import NO_FRAMES, Assignment, Attempt, Changes, Chunk, Job, Node, Notification
+from server.prefetch import takes_ahead
 from server.resources import Holding, Limit, Resources
 from server.retries import OPERATOR_BLOCK, expire_blocks, is_blocked
 from server.scheduler_config import SchedulerConfig, SchedulerError
@@ -107,6 +108,24 @@ class NodeHeld(SchedulerError):
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
+
+
+def _place(
+    index: list[tuple[int, float, str]],
+    placed: dict[str, tuple[int, float, str]],
+    job_id: str,
+    key: tuple[int, float, str] | None,
+) -> None:
+    """Move ``job_id`` to ``key`` in a sorted dispatch index (None: out of it): O(log jobs)."""
+    old = placed.get(job_id)
+    if old == key:
+        return
+    if old is not None:
+        del index[bisect_left(index, old)]
+        del placed[job_id]
+    if key is not None:
+        insort(index, key)
+        placed[job_id] = key
 
 
 def _noting(
@@ -147,6 +166,11 @@ class Scheduler:
         self._indexed: dict[str, tuple[int, float, str]] = {}
         # Free slots of the online, enabled nodes that have some.
         self._free: dict[str, int] = {}
+        # Room for chunks taken ahead of a free slot (``server.prefetch``), by node; and
+        # the jobs of the dispatch index whose chunks may be taken ahead, in its order.
+        self._spare: dict[str, int] = {}
+        self._ahead: list[tuple[int, float, str]] = []
+        self._aheaded: dict[str, tuple[int, float, str]] = {}
         # Each node's (online, enabled, slots, tags) as the census last counted it.
         self._shapes: dict[str, tuple[object, ...]] = {}
         self._census = SlotCensus(self.nodes)
@@ -336,6 +360,7 @@ class Scheduler:
         node.os = hello.os
         node.gpus = list(hello.gpus)
         node.gpu_only = hello.gpu_only
+        node.prefetch = hello.prefetch
         node.online = True
         node.last_seen = now
         changes.nodes.add(node.name)
@@ -474,6 +499,9 @@ class Scheduler:
         self._index = []
         self._indexed = {}
         self._free = {}
+        self._spare = {}
+        self._ahead = []
+        self._aheaded = {}
         self._shapes = {}
         self._census = SlotCensus(self.nodes)
         self.frame_waits.clear()
@@ -522,22 +550,17 @@ class Scheduler:
             and count(tally_of(job), STAGES, PENDING) > 0
         ):
             key = dispatch_order.dispatch_key(job)
-        old = self._indexed.get(job_id)
-        if old == key:
-            return
-        if old is not None:
-            del self._index[bisect_left(self._index, old)]
-            del self._indexed[job_id]
-        if key is not None:
-            insort(self._index, key)
-            self._indexed[job_id] = key
+        _place(self._index, self._indexed, job_id, key)
+        ahead = key if key is not None and job is not None and takes_ahead(job) else None
+        _place(self._ahead, self._aheaded, job_id, ahead)
 
     def _renode(self, name: str) -> bool:
         """Recount the node's free slots; True when it has more than before."""
         node = self.nodes.get(name)
-        free = 0
+        free = spare = 0
         if node is not None and node.online and node.enabled:
             free = max(0, node.slots - len(node.running))
+            spare = min(node.prefetch, max(0, node.slots + node.prefetch - len(node.running)))
         shape = None if node is None else _shape(node)
         self._census_forgotten = self._shapes.get(name) != shape
         if self._census_forgotten:
@@ -551,12 +574,16 @@ class Scheduler:
             self.resources.forget_node(name)
         else:
             self.resources.recount(node)
-        before = self._free.get(name, 0)
+        before = self._free.get(name, 0) + self._spare.get(name, 0)
         if free:
             self._free[name] = free
         else:
             self._free.pop(name, None)
-        return free > before
+        if spare:
+            self._spare[name] = spare
+        else:
+            self._spare.pop(name, None)
+        return free + spare > before
 
     def dispatch_index(self) -> list[tuple[int, float, str]]:
         """(priority, queue key, job id) of the jobs that may dispatch, in dispatch order."""
@@ -577,7 +604,7 @@ class Scheduler:
         """
         changes = Changes()
         self._clock_seen = now
-        if not self._free or (not self._dirty and now < self._wakeup):
+        if not (self._free or self._spare) or (not self._dirty and now < self._wakeup):
             return changes
         free = dict(self._free)
         wakeup = math.inf
@@ -592,10 +619,28 @@ class Scheduler:
             if not self._dependencies_done(job):
                 continue
             wakeup = min(wakeup, self._dispatch_job(job, free, changes, now)[0])
+        if self._spare and self._ahead:
+            wakeup = min(wakeup, self._dispatch_ahead(free, changes, now))
         self._dirty = self._dirty_after
         self._wakeup = wakeup
         self._note(changes, dirty=False)
         return changes
+
+    def _dispatch_ahead(self, free: dict[str, int], changes: Changes, now: float) -> float:
+        """Chunks of short-chunk jobs, in dispatch order, to the nodes' room ahead of a slot.
+
+        After the pass over free slots (``free``: what it left), so a chunk is
+        taken ahead only where no free slot could start it now.
+        """
+        room = {name: free.get(name, 0) + spare for name, spare in self._spare.items()}
+        wakeup = math.inf
+        for key in self._ahead:
+            if not room:
+                break
+            job = self.jobs[key[2]]
+            if self._dependencies_done(job):
+                wakeup = min(wakeup, self._dispatch_job(job, room, changes, now)[0])
+        return wakeup
 
     def _dispatch_shared(self, free: dict[str, int], changes: Changes, now: float) -> float:
         """Fair share: within each priority group, the owner running fewest chunks goes next.

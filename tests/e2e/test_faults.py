@@ -444,3 +444,30 @@ def test_quiet_link_stays_up_with_the_slowest_heartbeat_allowed(
     reconnects = [line for line in farm.agent_log("node1").splitlines() if "reconnecting" in line]
     assert not reconnects, "\n".join(reconnects)
     assert "node node1 disconnected" not in farm.leader_log()
+
+
+# --- 9. chunks held ahead of a free slot (--prefetch) -----------------------------------
+
+
+def test_short_chunks_wait_ahead_of_the_slots_and_each_frame_still_runs_once(
+    make_farm: FarmMaker,
+) -> None:
+    """An agent holds chunks of a short-chunk job ahead of its slots (by default as many
+    as its slots): never more renderers at once than slots, every frame once."""
+    farm = make_farm("")
+    farm.start_leader()
+    farm.start_agents("node1", slots=2)
+    frames = range(1, 41)
+    job = farm.submit(farm.tally_argv(0.05), "--name", "short", "--frames", "1-40", "--chunk", "1")
+    detail = farm.wait_job(job, "done", timeout=120.0)
+    assert_kept_promises(farm, detail, frames)
+    edges = sorted(
+        [(run.start, 1) for run in farm.tally.all_runs()]
+        + [(run.alive_until, -1) for run in farm.tally.all_runs()]
+    )
+    alive = most = 0
+    for _, step in edges:
+        alive += step
+        most = max(most, alive)
+    assert most <= 2, f"{most} renderers at once on a node of 2 slots"
+    assert "waits for a slot" in farm.agent_log("node1"), "no chunk was handed over ahead"

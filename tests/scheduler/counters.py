@@ -7,6 +7,7 @@ import math
 from server import dispatch_order
 from server.estimates import eligible_slots
 from server.frame_states import PENDING, count_from_scratch, frame_runs, job_frame_states
+from server.prefetch import takes_ahead
 from server.scheduler import Scheduler
 
 
@@ -52,3 +53,6 @@ def check_counters(scheduler: Scheduler) -> None:
         and any(c.state in PENDING for c in job.chunks.looks())
     ]
     assert scheduler.dispatch_index() == expected
+    # Those whose chunks may wait ahead of a slot are the short-chunk ones among them.
+    ahead = [key for key in expected if takes_ahead(scheduler.jobs[key[2]])]
+    assert scheduler._ahead == ahead

@@ -27,11 +27,18 @@ class Farm:
         gpus: list[int] | None = None,
         gpu_memory: int = 24576,
         gpu_only: bool = False,
+        prefetch: int = 0,
     ) -> Changes:
-        """A node joins; ``gpus``: the indices of its GPUs, each of ``gpu_memory`` MiB."""
+        """A node joins; ``gpus``: the indices of its GPUs, each of ``gpu_memory`` MiB;
+        ``prefetch``: chunks of short-chunk jobs it holds ahead of its slots."""
         inventory = [GpuInfo(index=i, name="RTX", memory=gpu_memory) for i in gpus or []]
         hello = AgentHello(
-            name=name, slots=slots, tags=tags or [], gpus=inventory, gpu_only=gpu_only
+            name=name,
+            slots=slots,
+            tags=tags or [],
+            gpus=inventory,
+            gpu_only=gpu_only,
+            prefetch=prefetch,
         )
         changes, stale = self.scheduler.node_connected(hello, self.now)
         assert stale == []

@@ -9,7 +9,9 @@ operator actions are checked after every step against the invariants:
 
 1. At most one live attempt per chunk across every agent's real running set.
 2. No agent runs more attempts than its slots; the scheduler never fills an
-   online node past its slots.
+   online node past its slots and the chunks it may hold ahead of them (n2 holds
+   one ahead: ``server.prefetch``; it starts when a slot frees, never after the
+   lease ran out).
 3. In the scheduler's records, a chunk gets at most one "done" attempt per
    epoch (an epoch ends when an operator takes a done chunk out of done).
 4. Every attempt in a scheduler ``node.running`` is the chunk's current attempt
@@ -61,6 +63,7 @@ Key = tuple[str, int, int]  # (job id, chunk index, attempt)
 ChunkKey = tuple[str, int]  # (job id, chunk index)
 
 NODES = {"n1": 1, "n2": 2, "n3": 1}
+PREFETCH = {"n2": 1}
 CONFIG = SchedulerConfig(
     node_timeout=15.0, retry_delay=1.0, retry_cap=4.0, block_after=2, block_for=20.0
 )
@@ -104,6 +107,9 @@ class Agent:
     link: bool = False
     # Attempts whose process tree really runs here -> when it started.
     running: dict[Key, float] = field(default_factory=dict)
+    # Chunks it holds ahead of its slots (``prefetch``), waiting for one to free, in order.
+    prefetch: int = 0
+    queued: list[Key] = field(default_factory=list)
     # Reports not yet acknowledged by the leader (listed in the hello's ``finished``).
     outbox: list[ChunkFinished] = field(default_factory=list)
     # Every report sent at least once (for replays).
@@ -120,7 +126,10 @@ class FarmModel(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.now = 1000.0
-        self.agents = {name: Agent(name, slots) for name, slots in NODES.items()}
+        self.agents = {
+            name: Agent(name, slots, prefetch=PREFETCH.get(name, 0))
+            for name, slots in NODES.items()
+        }
         self.jobs_made = 0
         # Per chunk: "done" attempt numbers in the records when its epoch began,
         # and the attempts whose "done" report was credited in this epoch.
@@ -137,9 +146,10 @@ class FarmModel(RuleBasedStateMachine):
             agent = self.agents[name]
             # lease < node_timeout: the agent's supervisors have killed every tree by now,
             # which is what lets the scheduler free the node's slots and lift its fences.
-            assert not agent.running, (
+            holds = [*sorted(agent.running), *agent.queued]
+            assert not holds, (
                 f"lease: node {name} declared lost at {now} while its lease (until "
-                f"{agent.lease_until}) still covers {sorted(agent.running)}"
+                f"{agent.lease_until}) still covers {holds}"
             )
             return declare(name, now)
 
@@ -159,11 +169,9 @@ class FarmModel(RuleBasedStateMachine):
             if not agent.link:
                 continue  # lost with the link
             key = _key(assignment.message)
-            assert key not in agent.running, f"{key} assigned twice to {agent.name}"
-            agent.running[key] = self.now
-            if self.now > agent.lease_until:
-                # The lease watchdog kills it at once.
-                self._end(agent, key, "killed", reason="the lease ran out")
+            assert key not in [*agent.running, *agent.queued], f"{key} assigned twice"
+            agent.queued.append(key)
+            self._start_queued(agent)
         for kill in changes.kills:
             target = self.agents[kill.node]
             if target.link:
@@ -177,11 +185,25 @@ class FarmModel(RuleBasedStateMachine):
         self._route(changes)
         return changes
 
+    def _start_queued(self, agent: Agent) -> None:
+        """Chunks waiting for a slot start, in order, as slots free."""
+        while agent.queued and len(agent.running) < agent.slots:
+            key = agent.queued.pop(0)
+            agent.running[key] = self.now
+            if self.now > agent.lease_until:
+                # The lease watchdog kills it at once (a shim refuses to start it).
+                self._end(agent, key, "killed", reason="the lease ran out")
+
     def _end(
         self, agent: Agent, key: Key, outcome: str, *, reason: str = "", kept: bool = False
     ) -> ChunkFinished:
-        """The attempt's tree is gone; its report goes to the outbox."""
-        started = agent.running.pop(key)
+        """The attempt's tree is gone (or it never left the queue); its report goes to the
+        outbox, and a chunk waiting for the slot starts."""
+        if key in agent.queued:
+            agent.queued.remove(key)
+            started = 0.0
+        else:
+            started = agent.running.pop(key)
         report = ChunkFinished(
             job_id=key[0],
             chunk=key[1],
@@ -195,6 +217,7 @@ class FarmModel(RuleBasedStateMachine):
             kept_staged=kept and outcome == "failed",
         )
         agent.outbox.append(report)
+        self._start_queued(agent)
         return report
 
     def _deliver(self, agent: Agent, report: ChunkFinished, *, ack: bool = True) -> None:
@@ -219,8 +242,9 @@ class FarmModel(RuleBasedStateMachine):
                 assert chunk.state == "done", f"the current attempt's {report} was not credited"
 
     def _lease_runs_out(self, agent: Agent) -> None:
-        for key in sorted(agent.running):
-            self._end(agent, key, "killed", reason="the lease ran out")
+        for key in [*sorted(agent.running), *agent.queued]:
+            if key in agent.running or key in agent.queued:
+                self._end(agent, key, "killed", reason="the lease ran out")
 
     def _heartbeat(self, agent: Agent) -> None:
         self._run(lambda: self.sched.node_heartbeat(agent.name, 1.0, 1.0, self.now))
@@ -249,13 +273,16 @@ class FarmModel(RuleBasedStateMachine):
     def _connect(self, agent: Agent) -> None:
         """The agent says hello from what it really runs and what its outbox holds."""
         finished = list(dict.fromkeys(_key(r) for r in agent.outbox))
+        # Like the real agent, it lists the chunks waiting for a slot as its own.
+        holds = [*sorted(agent.running), *agent.queued]
         hello = AgentHello(
             name=agent.name,
             slots=agent.slots,
-            running=[ChunkRef(job_id=j, chunk=c, attempt=a) for j, c, a in sorted(agent.running)],
+            prefetch=agent.prefetch,
+            running=[ChunkRef(job_id=j, chunk=c, attempt=a) for j, c, a in holds],
             finished=[ChunkRef(job_id=j, chunk=c, attempt=a) for j, c, a in finished],
         )
-        listed = set(agent.running)
+        listed = set(holds)
         agent.link = True
         agent.lease_until = self.now + LEASE
         stale: list[ChunkRef] = []
@@ -324,6 +351,17 @@ class FarmModel(RuleBasedStateMachine):
         self._submit(frames, size, retries, shape, on_timeout)
 
     @rule()
+    def short_chunks(self) -> None:
+        """A job of eight one-frame chunks whose first chunk to run ends done at once: its
+        chunks are short, so a node with room ahead of its slots (n2) is handed one more."""
+        self._submit(8, 1, 0, "plain", "error")
+        job_id = f"j{self.jobs_made}"
+        for agent, key in self._running():
+            if key[0] == job_id and agent.link:
+                self._deliver(agent, self._end(agent, key, "done"))
+                return
+
+    @rule()
     def dispatch(self) -> None:
         """The leader dispatches on its own (a retry's backoff ended). Every other event is
         followed by a dispatch too, as ``Leader.run`` does; agents whose link is up start
@@ -378,7 +416,7 @@ class FarmModel(RuleBasedStateMachine):
         kills = [(a, k) for _, a in sorted(self.agents.items()) for k in a.kills]
         agent, key = kills[pick % len(kills)]
         agent.kills.remove(key)
-        if key not in agent.running:
+        if key not in agent.running and key not in agent.queued:
             return
         report = self._end(agent, key, "killed", reason="killed on request")
         if send and agent.link:
@@ -413,6 +451,7 @@ class FarmModel(RuleBasedStateMachine):
         socket close."""
         agent = self.agents[node]
         agent.running.clear()
+        agent.queued.clear()
         agent.kills.clear()
         if not keeps_state:
             agent.outbox.clear()
@@ -520,9 +559,9 @@ class FarmModel(RuleBasedStateMachine):
             )
         for name, node in self.sched.nodes.items():
             if node.online:
-                assert len(node.running) <= node.slots, (
+                assert len(node.running) <= node.slots + node.prefetch, (
                     f"invariant 2: scheduler fills {name} with {sorted(node.running)} "
-                    f"on {node.slots} slots"
+                    f"on {node.slots} slots and {node.prefetch} ahead"
                 )
 
     @invariant()
@@ -584,7 +623,7 @@ class FarmModel(RuleBasedStateMachine):
     def inv6_every_real_process_is_known(self) -> None:
         for name, agent in sorted(self.agents.items()):
             node = self.sched.nodes.get(name)
-            for key in sorted(agent.running):
+            for key in [*sorted(agent.running), *agent.queued]:
                 assert node is not None, f"invariant 6: {name} runs {key}, node unknown"
                 assert key in node.running, (
                     f"invariant 6: {name} really runs {key} but the scheduler freed its slot"

@@ -1,0 +1,31 @@
+"""Which jobs a node may take chunks of ahead of a free slot (its ``prefetch``).
+
+An agent started with ``--prefetch N`` holds up to N chunks beyond its
+slots, each waiting (its folder made, its journal entry written) for a slot
+to free. A slot then starts its next renderer as soon as the last one exits,
+instead of after the report's round trip through the leader: for chunks of a
+fraction of a second that round trip was most of their time.
+
+Only chunks that are short are taken ahead: a chunk waiting behind a
+half-hour render would hold up its job while another node sits idle. So a
+job qualifies once its render chunks have taken less than ``PREFETCH_BELOW``
+seconds on average (none is known before its first chunk is done), and not
+when its chunks hold something scarce while they wait (GPUs, units of a
+limit).
+"""
+
+from __future__ import annotations
+
+from server.frame_states import tally_of
+from server.model import Job
+
+PREFETCH_BELOW = 5.0  # seconds: a render chunk's mean time, for its job's chunks to wait
+
+
+def takes_ahead(job: Job) -> bool:
+    """Whether a node may hold the job's chunks ahead of a free slot: O(1)."""
+    spec = job.spec
+    if spec.gpus or spec.limits:
+        return False
+    tally = tally_of(job)
+    return bool(tally.times) and tally.time_sum < PREFETCH_BELOW * len(tally.times)

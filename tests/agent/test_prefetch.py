@@ -1,0 +1,117 @@
+"""A chunk handed over ahead of a free slot waits for it (``Supervisor(slots=...)``).
+
+With ``--prefetch`` the leader hands a node more chunks than its slots; the
+agent runs at most ``slots`` renderers at once, starts a waiting chunk the
+moment one exits, and ends one killed (or whose lease ran out) while it
+waited without ever starting it. A renderer that tallies its runs (start and
+end, wall clock) turns "never more than the slots at once" into an assertion.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from agent.supervisor import ChunkKey
+from farmtui.protocol import AssignChunk, ChunkFinished, ChunkStarted
+from tests.agent.conftest import poll_until
+
+TALLY = """
+import os, sys, time
+tally, chunk, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+with open(tally, "a") as f:
+    f.write(f"start {chunk} {os.getpid()} {time.time()}\\n")
+time.sleep(seconds)
+with open(tally, "a") as f:
+    f.write(f"end {chunk} {os.getpid()} {time.time()}\\n")
+"""
+
+
+def tallied(python: str, tally: Path, chunk: int, seconds: float) -> AssignChunk:
+    script = tally.with_name("tally.py")
+    script.write_text(TALLY)
+    return AssignChunk(
+        job_id="job1",
+        chunk=chunk,
+        attempt=1,
+        renderer="generic",
+        argv=[python, str(script), str(tally), str(chunk), str(seconds)],
+        frames=[chunk],
+    )
+
+
+def runs(tally: Path) -> dict[int, tuple[float, float | None]]:
+    """Chunk -> (start, end or None) of its renderer's run."""
+    found: dict[int, tuple[float, float | None]] = {}
+    if not tally.exists():
+        return found
+    for line in tally.read_text().splitlines():
+        what, chunk, _pid, when = line.split()
+        start, _ = found.get(int(chunk), (0.0, None))
+        found[int(chunk)] = (float(when), None) if what == "start" else (start, float(when))
+    return found
+
+
+def finished(farm: Any, chunk: int) -> ChunkFinished | None:
+    return next((m for m in farm.recorder.of(ChunkFinished) if m.chunk == chunk), None)
+
+
+async def test_a_chunk_handed_over_ahead_starts_when_the_slot_frees(
+    farm: Any, python: str, tmp_path: Path
+) -> None:
+    farm.supervisor.slots = 1
+    tally = tmp_path / "tally"
+    for chunk in (1, 2, 3):
+        farm.supervisor.assign(tallied(python, tally, chunk, 0.3))
+    for chunk in (1, 2, 3):
+        await poll_until(lambda c=chunk: finished(farm, c), within=30, what=f"chunk {chunk}")
+    assert [m.outcome for m in farm.recorder.of(ChunkFinished)] == ["done"] * 3
+    seen = runs(tally)
+    spans = sorted((start, end) for start, end in seen.values() if end is not None)
+    assert len(spans) == 3, seen
+    for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+        assert start >= end, f"two renderers at once on one slot: {seen}"
+    # A chunk's render time starts with its renderer, not when it was handed over.
+    third = finished(farm, 3)
+    assert third is not None
+    assert third.started >= seen[2][1]  # type: ignore[operator]
+
+
+async def test_a_chunk_killed_while_it_waits_ends_without_ever_starting(
+    farm: Any, python: str, tmp_path: Path
+) -> None:
+    farm.supervisor.slots = 1
+    tally = tmp_path / "tally"
+    farm.supervisor.assign(tallied(python, tally, 1, 30))
+    farm.supervisor.assign(tallied(python, tally, 2, 0.1))
+    await poll_until(lambda: 1 in runs(tally), what="chunk 1 to start")
+    waiting: ChunkKey = ("job1", 2, 1)
+    assert farm.supervisor.kill(waiting, "cancelled by alice")
+    report = await poll_until(lambda: finished(farm, 2), what="chunk 2's report")
+    assert report.outcome == "killed"
+    assert report.reason == "cancelled by alice"
+    assert [m.pid for m in farm.recorder.of(ChunkStarted) if m.chunk == 2] == [0]
+    assert farm.supervisor.kill(("job1", 1, 1), "done with it")
+    await poll_until(lambda: finished(farm, 1), what="chunk 1's report")
+    await poll_until(lambda: not farm.supervisor.runs, what="every chunk to end")
+    assert 2 not in runs(tally), "the killed chunk ran"
+    assert farm.supervisor.rendering == 0, "a slot was never given back"
+
+
+async def test_a_waiting_chunk_whose_turn_comes_after_the_lease_never_runs(
+    farm: Any, python: str, tmp_path: Path
+) -> None:
+    """The node lost its lease (frozen, cut off): the leader may give its chunks to
+    another node, so one still waiting here must not start when the slot frees."""
+    farm.supervisor.slots = 1
+    tally = tmp_path / "tally"
+    farm.supervisor.renew_lease(time.monotonic() + 3.0)
+    farm.supervisor.assign(tallied(python, tally, 1, 30))
+    farm.supervisor.assign(tallied(python, tally, 2, 0.1))
+    await poll_until(lambda: 1 in runs(tally), what="chunk 1 to start")
+    first = await poll_until(lambda: finished(farm, 1), within=20, what="the lease to end chunk 1")
+    second = await poll_until(lambda: finished(farm, 2), within=20, what="chunk 2's report")
+    assert first.outcome == "killed"
+    assert second.outcome == "killed"
+    assert 2 not in runs(tally), "a chunk started after the node's lease ran out"

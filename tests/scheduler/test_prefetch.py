@@ -1,0 +1,76 @@
+"""Chunks of short-chunk jobs handed to a node ahead of a free slot (``server.prefetch``).
+
+A node that holds one chunk ahead starts it the moment a renderer exits,
+instead of after the report's round trip through the leader: for chunks of a
+fraction of a second that round trip was most of their time.
+"""
+
+from __future__ import annotations
+
+from server.prefetch import PREFETCH_BELOW
+from tests.scheduler.paper_farm import Farm
+
+
+def short_job(farm: Farm, frames: str = "1-10") -> str:
+    """A job whose first chunk is done in a fraction of a second, on n1."""
+    job_id = farm.submit(frames=frames, chunk=1)
+    farm.dispatch()
+    assert farm.running()["n1"] == [(job_id, 0)], "nothing is taken ahead before a time is known"
+    farm.finish(job_id, 0, took=0.2)
+    return job_id
+
+
+def test_a_node_holds_a_chunk_of_a_short_chunk_job_ahead_of_its_slot() -> None:
+    farm = Farm()
+    farm.node("n1", slots=1, prefetch=1)
+    job_id = short_job(farm)
+    farm.dispatch()
+    assert farm.running()["n1"] == [(job_id, 1), (job_id, 2)], "one running, one waiting"
+    farm.finish(job_id, 1, took=0.2)
+    farm.dispatch()
+    assert farm.running()["n1"] == [(job_id, 2), (job_id, 3)]
+
+
+def test_chunks_of_long_chunk_jobs_never_wait_on_a_busy_node() -> None:
+    """A chunk waiting behind a long render would hold up its job while others idle."""
+    farm = Farm()
+    farm.node("n1", slots=1, prefetch=1)
+    job_id = farm.submit(frames="1-10", chunk=1)
+    farm.dispatch()
+    farm.finish(job_id, 0, took=PREFETCH_BELOW + 1)
+    farm.dispatch()
+    assert farm.running()["n1"] == [(job_id, 1)]
+    gpus = farm.submit(frames="1-10", chunk=1, gpus=1)  # its chunks would hold a GPU waiting
+    farm.node("g1", slots=1, gpus=[0], gpu_only=True, prefetch=1)
+    farm.dispatch()
+    farm.finish(gpus, 0, took=0.2)
+    farm.dispatch()
+    assert farm.running()["g1"] == [(gpus, 1)]
+
+
+def test_a_free_slot_anywhere_comes_before_room_ahead() -> None:
+    farm = Farm()
+    farm.node("n1", slots=1, prefetch=1)
+    farm.node("n2", slots=1)
+    job_id = farm.submit(frames="1-10", chunk=1)
+    farm.dispatch()
+    assert farm.running() == {"n1": [(job_id, 0)], "n2": [(job_id, 1)]}
+    farm.finish(job_id, 0, took=0.2)
+    farm.dispatch()
+    assert farm.running()["n1"] == [(job_id, 2), (job_id, 3)]
+    # n1's renderer of chunk 2 exits (chunk 3 starts there) as n2's ends: n2's free slot
+    # takes the next chunk, and only the one after waits on n1.
+    farm.finish(job_id, 2, took=0.2)
+    farm.finish(job_id, 1, took=0.2)
+    farm.dispatch()
+    assert farm.running() == {"n1": [(job_id, 3), (job_id, 5)], "n2": [(job_id, 4)]}
+
+
+def test_a_node_without_prefetch_runs_only_its_slots() -> None:
+    farm = Farm()
+    farm.node("n1", slots=2)
+    job_id = farm.submit(frames="1-10", chunk=1)
+    farm.dispatch()
+    farm.finish(job_id, 0, took=0.2)
+    farm.dispatch()
+    assert farm.running()["n1"] == [(job_id, 1), (job_id, 2)]

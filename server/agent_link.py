@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 from collections import deque
 
@@ -103,6 +104,7 @@ class AgentLink:
         self.reports = AgentReports(leader, name)
         self.ignored = 0
         self.closing: asyncio.Task[None] | None = None
+        self.context = contextvars.copy_context()
 
     def send(self, message: LeaderToAgentMessage) -> None:
         self.out.send(message)
@@ -122,7 +124,9 @@ class AgentLink:
         agent's lease then runs from the moment it sent that heartbeat.
         """
         future = self.reports.apply(message)
-        future.add_done_callback(lambda done: self._committed(message, done))
+        # One small object, and the link's context rather than a copy of it per message:
+        # with hundreds of agents a thousand or two of these wait for their commits.
+        future.add_done_callback(_Committed(self, message), context=self.context)
         return future
 
     def _committed(self, message: AgentToLeader, future: asyncio.Future[Changes]) -> None:
@@ -156,6 +160,19 @@ class AgentLink:
             self.send(LeaseRenewed(beat=message.beat))
         if message.seq > 0:
             self.out.ack(message.seq)  # cumulative: one Ack a frame for all of them
+
+
+class _Committed:
+    """``AgentLink._committed`` for one message, as its future's done-callback."""
+
+    __slots__ = ("link", "message")
+
+    def __init__(self, link: AgentLink, message: AgentToLeader) -> None:
+        self.link = link
+        self.message = message
+
+    def __call__(self, future: asyncio.Future[Changes]) -> None:
+        self.link._committed(self.message, future)
 
 
 async def agent_endpoint(websocket: WebSocket) -> None:

@@ -471,3 +471,49 @@ def test_short_chunks_wait_ahead_of_the_slots_and_each_frame_still_runs_once(
         most = max(most, alive)
     assert most <= 2, f"{most} renderers at once on a node of 2 slots"
     assert "waits for a slot" in farm.agent_log("node1"), "no chunk was handed over ahead"
+
+
+def waits_for_a_slot(farm: FaultFarm, node: str) -> bool:
+    return "waits for a slot" in farm.agent_log(node)
+
+
+def test_an_agent_killed_with_a_chunk_waiting_for_its_slot_renders_each_frame_once(
+    make_farm: FarmMaker,
+) -> None:
+    farm = make_farm(NODE_TOML)
+    farm.start_leader()
+    farm.start_agents("node1", slots=1)
+    frames = range(1, 13)
+    job = farm.submit(farm.tally_argv(0.3), "--name", "held", "--frames", "1-12", "--chunk", "1")
+    wait_until(lambda: waits_for_a_slot(farm, "node1"), 30.0, "a chunk waiting for the slot")
+    farm.kill_agent("node1")
+    farm.restart_agent("node1", slots=1)
+    detail = farm.wait_job(job, "done", "failed", timeout=60.0)
+    assert_kept_promises(farm, farm.show_cli(job), frames)
+    assert detail["job"]["state"] == "done"
+
+
+def test_a_chunk_waiting_on_a_frozen_node_never_starts_after_it_moved(
+    make_farm: FarmMaker,
+) -> None:
+    """node1 is frozen with a chunk waiting for its slot: past node_timeout both its
+    chunks move to node2; thawed, node1 must not start the waiting one (its lease ran
+    out). Renders of 3 s outlast the lease (1.2 s), so the one running is fenced too."""
+    farm = make_farm(NODE_TOML)
+    farm.start_leader()
+    farm.start_agents("node1", slots=1)
+    frames = range(1, 9)
+    job = farm.submit(farm.tally_argv(3.0), "--name", "held", "--frames", "1-8", "--chunk", "1")
+    # Alone, node1 is handed its first chunk ahead with the one that starts as its first
+    # ends: frozen now, that render has most of its 3 s to go when the lease runs out.
+    wait_until(lambda: waits_for_a_slot(farm, "node1"), 30.0, "a chunk waiting on node1")
+    frozen = farm.freeze("node1")
+    farm.start_agents("node2", slots=1)
+    wait_until(lambda: farm.node_states().get("node1") == "offline", 30.0, "node1 declared lost")
+    assert time.time() - frozen >= NODE_TIMEOUT - 0.5
+    farm.thaw("node1")
+    detail = farm.wait_job(job, "done", "failed", timeout=90.0)
+    assert_kept_promises(farm, farm.show_cli(job), frames)
+    assert detail["job"]["state"] == "done"
+    log = farm.agent_log("node1")
+    assert re.search(rf"chunk {job}:\d+:1:\S+ killed: the lease ran out", log), log[-3000:]

@@ -30,7 +30,7 @@ from agent.outbox import Outbox
 from agent.process_tree import become_subreaper
 from agent.staging import UploadToLeader
 from agent.supervisor import Storage, Supervisor
-from farmtui.protocol import MAX_PREFETCH, ChunkFinished, GpuInfo
+from farmtui.protocol import MAX_PREFETCH, MAX_SLOTS, MAX_TAGS, ChunkFinished, GpuInfo
 
 log = logging.getLogger("farmtui.agent")
 
@@ -111,8 +111,10 @@ class Agent:
     ) -> None:
         """``gpus``: the node's GPUs as given by hand; None finds them with nvidia-smi.
         ``prefetch``: chunks held ahead of a free slot (``server.prefetch``); None: ``slots``."""
-        if slots < 1:
-            raise AgentError(f"slots must be at least 1, not {slots}")
+        if not 1 <= slots <= MAX_SLOTS:
+            raise AgentError(f"slots must be 1 to {MAX_SLOTS}, not {slots}")
+        if tags and len(tags) > MAX_TAGS:
+            raise AgentError(f"a node has at most {MAX_TAGS} tags, not {len(tags)}")
         ahead = min(slots, MAX_PREFETCH) if prefetch is None else prefetch
         if not 0 <= ahead <= MAX_PREFETCH:
             raise AgentError(f"prefetch must be 0 to {MAX_PREFETCH}, not {prefetch}")

@@ -98,6 +98,15 @@ def count_arg(text: str) -> int:
     return whole_number(text, 0)
 
 
+def slot_count(text: str) -> int:
+    from farmtui.protocol import MAX_SLOTS
+
+    value = whole_number(text, 1)
+    if value > MAX_SLOTS:
+        raise argparse.ArgumentTypeError(f"{value} is more than {MAX_SLOTS}")
+    return value
+
+
 def prefetch_count(text: str) -> int:
     from farmtui.protocol import MAX_PREFETCH
 
@@ -962,7 +971,7 @@ def _build_parser(only: str | None) -> Parser:
         up.add_argument("--port", type=port_number, default=DEFAULT_PORT, metavar="P")
         up.add_argument("--agents", type=int, default=2, metavar="N")
         up.add_argument(
-            "--slots", type=positive_int, default=1, metavar="K", help="slots per agent"
+            "--slots", type=slot_count, default=1, metavar="K", help="slots per agent"
         )
         up.add_argument("--demo", action="store_true", help="submit a few demo jobs")
         up.add_argument(
@@ -1005,7 +1014,7 @@ def _build_parser(only: str | None) -> Parser:
         agent_tokens.add_argument("--token-file", metavar="F", help="e.g. <data>/agent.token")
         agent.add_argument("--name", help="node name (default: the host name)")
         agent.add_argument(
-            "--slots", type=positive_int, default=1, metavar="K", help="concurrent chunks"
+            "--slots", type=slot_count, default=1, metavar="K", help="concurrent chunks"
         )
         agent.add_argument(
             "--prefetch",

@@ -126,6 +126,9 @@ EnvName = Annotated[str, msgspec.Meta(min_length=1, pattern=r"^[^=\x00]+\Z")]
 Label = Annotated[
     str, msgspec.Meta(min_length=1, max_length=64, pattern=f"^[^{CONTROL_CHARACTERS}]+\\Z")
 ]
+# A job's pool or a node's tags: a handful; thousands are a script gone wrong.
+MAX_TAGS = 64
+Tags = Annotated[list[Label], msgspec.Meta(max_length=MAX_TAGS)]
 Version = Annotated[str, msgspec.Meta(max_length=64, pattern=f"^[^{CONTROL_CHARACTERS}]*\\Z")]
 # Who owns a job: a token's name (the leader's token-name rule is this pattern).
 USER_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}"
@@ -135,7 +138,10 @@ LIMIT_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
 LimitName = Annotated[str, msgspec.Meta(pattern=f"^{LIMIT_NAME_PATTERN}\\Z")]
 # GPUs a chunk asks for: more than any machine holds is a typo.
 MAX_GPUS = 64
-# Chunks an agent may hold ahead of its slots (``--prefetch``).
+# Chunks an agent runs at once (``--slots``; 0: a node that takes none) and may
+# hold ahead of them (``--prefetch``). A bound keeps one hello from taking the queue.
+MAX_SLOTS = 256
+SlotCount = Annotated[int, msgspec.Meta(ge=0, le=MAX_SLOTS)]
 MAX_PREFETCH = 64
 # GPUs a node may list, numbered 0 .. MAX_NODE_GPUS - 1.
 MAX_NODE_GPUS = 1024
@@ -201,7 +207,7 @@ class JobSpec(Record, kw_only=True, omit_defaults=True, forbid_unknown_fields=Tr
     # Machine limit: at most this many chunks at once (0 = no limit).
     max_running: Count = 0
     # Pool: nodes must carry every one of these tags.
-    tags: list[Label] = []
+    tags: Tags = []
     # GPUs each chunk gets to itself, and the least memory each must have (MiB; 0: any).
     gpus: GpuCount = 0
     gpu_memory: MebiBytes = 0
@@ -232,7 +238,7 @@ class JobPatch(Record, kw_only=True, forbid_unknown_fields=True):
     retry_delay: Seconds | None = None
     retry_cap: Seconds | None = None
     max_running: Count | None = None
-    tags: list[Label] | None = None
+    tags: Tags | None = None
     webhook: NonEmptyText | None = None
 
 
@@ -375,6 +381,10 @@ class ChunkRef(Record, kw_only=True):
     attempt: int
 
 
+# The attempts an agent can hold at once, whatever its --slots and --prefetch were.
+HeldRefs = Annotated[list[ChunkRef], msgspec.Meta(max_length=MAX_SLOTS + MAX_PREFETCH)]
+
+
 class GpuInfo(Record, kw_only=True):
     """One GPU of a node, as the agent found it (``nvidia-smi``) or was told (``--gpus``)."""
 
@@ -468,16 +478,16 @@ class AgentMessage(msgspec.Struct, tag_field="type", kw_only=True):
 class AgentHello(AgentMessage, tag="hello", kw_only=True):
     protocol: int = PROTOCOL_VERSION
     name: str
-    slots: int
+    slots: SlotCount
     cpu_count: int = 0
     memory_total: int = 0
-    tags: list[Label] = []
+    tags: Tags = []
     version: Version = ""
-    # Chunks this agent is still running (after a reconnect).
-    running: list[ChunkRef] = []
+    # Chunks this agent is still running (after a reconnect): never more than it can hold.
+    running: HeldRefs = []
     # Attempts that ended here but whose ChunkFinished the leader has not yet
     # acknowledged: it follows from the outbox, so they are not lost.
-    finished: list[ChunkRef] = []
+    finished: HeldRefs = []
     # The agent's stable id (from its state folder): which agent holds a node name.
     agent_id: str = ""
     # It reads batches (``encode_batch``): a leader sends it several messages a frame.

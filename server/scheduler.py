@@ -360,7 +360,8 @@ class Scheduler:
         node.os = hello.os
         node.gpus = list(hello.gpus)
         node.gpu_only = hello.gpu_only
-        node.prefetch = hello.prefetch
+        # Ahead of slots it has: a node of none (a hand-made hello) would sit on them.
+        node.prefetch = hello.prefetch if hello.slots > 0 else 0
         node.online = True
         node.last_seen = now
         changes.nodes.add(node.name)

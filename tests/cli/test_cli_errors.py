@@ -30,7 +30,9 @@ def one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
         (["leader", "--port", "http"], "port 'http' is not a whole number"),
         (["up", "--port", "-1"], "port -1 is not between 1 and 65535"),
         (["up", "--slots", "0"], "--slots: 0 must be at least 1"),
+        (["up", "--slots", "257"], "--slots: 257 is more than 256"),
         (["agent", "--leader", "http://127.0.0.1:1", "--token", "t", "--slots", "0"], "--slots"),
+        (["agent", "--leader", "http://127.0.0.1:1", "--token", "t", "--prefetch", "65"], "65"),
     ],
 )
 def test_bad_numbers_for_the_processes_are_one_line_usage_errors(

@@ -74,3 +74,14 @@ def test_a_node_without_prefetch_runs_only_its_slots() -> None:
     farm.finish(job_id, 0, took=0.2)
     farm.dispatch()
     assert farm.running()["n1"] == [(job_id, 1), (job_id, 2)]
+
+
+def test_a_node_of_no_slots_holds_nothing_ahead() -> None:
+    """A hand-made hello of 0 slots and room ahead would sit on chunks it never runs."""
+    farm = Farm()
+    farm.node("n1", slots=1)
+    job_id = short_job(farm)
+    farm.node("idle", slots=0, prefetch=64)
+    farm.dispatch()
+    assert farm.running()["idle"] == []
+    assert farm.running()["n1"] == [(job_id, 1)]

@@ -13,6 +13,7 @@ from websockets.asyncio.client import connect
 
 from farmtui.protocol import (
     MAX_MESSAGE_BYTES,
+    MAX_SLOTS,
     Ack,
     AgentHello,
     AgentLog,
@@ -204,6 +205,33 @@ async def test_bad_token_and_wrong_protocol_are_refused(leader: InProcessLeader)
             await ws.wait_closed()
             assert ws.close_code in (1002, 1008)
     assert leader.leader.scheduler.nodes == {}
+
+
+async def test_a_hello_claiming_more_than_a_node_can_hold_takes_nothing(
+    leader: InProcessLeader,
+) -> None:
+    """Slots, tags and held attempts are bounded: one hello cannot take the whole queue."""
+    job_id = await submit(leader, frames="1-400", chunk=1)
+    many = [ChunkRef(job_id="nope", chunk=i, attempt=1) for i in range(MAX_SLOTS + 65)]
+    for hello, field in [
+        (AgentHello(name="huge", slots=10**18), "$.slots"),
+        (AgentHello(name="huge", slots=MAX_SLOTS + 1), "$.slots"),
+        (AgentHello(name="huge", slots=1, tags=[f"t{i}" for i in range(65)]), "$.tags"),
+        (AgentHello(name="huge", slots=1, running=many), "$.running"),
+        (AgentHello(name="huge", slots=1, finished=many), "$.finished"),
+    ]:
+        async with connect(
+            f"{leader.ws_url}/ws/agent",
+            additional_headers={"Authorization": f"Bearer {leader.agent_token}"},
+        ) as ws:
+            await ws.send(encode(hello).decode())
+            reply = leader_to_agent.decode(await ws.recv(decode=False))
+            assert isinstance(reply, Refused)
+            assert field in reply.error
+    assert leader.leader.scheduler.nodes == {}
+    async with leader.http() as http:
+        job = (await http.get(f"/api/jobs/{job_id}")).json()
+    assert (job["job"]["state"], job["job"]["stats"]["chunks_running"]) == ("queued", 0)
 
 
 async def test_viewer_token_cannot_be_an_agent(leader: InProcessLeader) -> None:

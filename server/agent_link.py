@@ -245,8 +245,10 @@ async def agent_endpoint(websocket: WebSocket) -> None:
         # Through the group commit: a burst of hellos (a farm's agents after a leader
         # restart) is registered a few at a time, each group in one commit, not in one
         # long turn of the loop. Committed before Welcome: a refused hello (the name is
-        # held by another agent, the disk is full) costs the holder nothing.
-        await leader.submit(connect)
+        # held by another agent, the disk is full) costs the holder nothing. Heard
+        # meanwhile: the tick must not declare the node lost while its hello waits.
+        with leader.hello_waiting(hello.name, hello.agent_id):
+            await leader.submit(connect)
     except Exception as exc:
         if leader.agents.get(hello.name) is link:
             del leader.agents[hello.name]  # the store was rolled back: it never connected

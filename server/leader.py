@@ -21,6 +21,7 @@ standby, with a fresh memory. A SQLite leader is always active.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import logging
@@ -28,7 +29,7 @@ import os
 import secrets
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -60,6 +61,7 @@ from server.scheduler import Scheduler
 from server.store import FarmStore, Fenced, find_chunk, open_store
 from server.store_url import parse_store_url
 from server.sync_root import claim_root
+from server.watchdog import THRESHOLD as STALL_THRESHOLD
 from server.watchdog import LoopWatchdog
 from server.webhooks import WebhookBody, Webhooks
 
@@ -152,6 +154,18 @@ def _log_level(event: EventView) -> int:
     return logging.DEBUG if event.job_id and not event.actor else logging.INFO
 
 
+def stall_credit(late: float) -> float:
+    """Seconds of a tick's lateness not held against any node: the loop's stalls only.
+
+    A loop that turns, however busy, reads every socket each turn, so the
+    heartbeats that came meanwhile were heard. Crediting all of a busy loop's
+    lateness made every node's silence clock run slow: under 300 agents a
+    frozen node was declared lost 30-50% after ``node_timeout``. A turn longer
+    than a stall (the watchdog's threshold) held the heartbeats unread.
+    """
+    return max(0.0, late - STALL_THRESHOLD)
+
+
 def _stores_anything(changes: Changes) -> bool:
     """Whether ``changes`` name anything the store keeps or anyone is told of."""
     return bool(
@@ -223,6 +237,8 @@ class Leader:
         # Wake-ups at the end of chunks' retry backoffs (see ``_wake_for_retries``).
         self._retry_wakeups: set[asyncio.TimerHandle] = set()
         self._pending: list[_Pending] = []
+        # (node, agent id) of hellos read and waiting in the group commit (``hello_waiting``).
+        self._hellos_waiting: collections.Counter[tuple[str, str]] = collections.Counter()
         # Bumped by every commit that changes what a job view shows (``job_list_json``).
         self._views_version = 0
         self._job_lists: dict[bool, tuple[int, float, bytes]] = {}
@@ -425,7 +441,7 @@ class Leader:
             await asyncio.sleep(interval)
             late = max(0.0, loop.time() - asleep - interval)
             try:
-                await self.queue_tick(late)
+                await self.queue_tick(stall_credit(late))
             except StoreError:
                 pass  # commit() logged it; the next tick tries again
             except Exception:
@@ -441,7 +457,26 @@ class Leader:
         # as it is now (heartbeats are applied as they are read, ``apply_live``, so one
         # read while the tick waited counts): a wait (for the group before it) counts
         # against no node.
-        return self.scheduler.tick(min(now, queued), stalled)
+        return self.scheduler.tick(min(now, queued), stalled, heard=list(self._hellos_waiting))
+
+    @contextlib.contextmanager
+    def hello_waiting(self, name: str, agent_id: str) -> Iterator[None]:
+        """While a node's hello waits in the group commit, the node counts as heard.
+
+        After a leader restart a whole farm says hello at once, behind the
+        reports its agents resend; a hello may wait longer than ``node_timeout``
+        for its turn. The tick, ahead of that queue, would declare its node
+        lost, and the attempts its hello lists as finished would be rendered
+        again elsewhere.
+        """
+        key = (name, agent_id)
+        self._hellos_waiting[key] += 1
+        try:
+            yield
+        finally:
+            self._hellos_waiting[key] -= 1
+            if self._hellos_waiting[key] <= 0:
+                del self._hellos_waiting[key]
 
     # --- the one way to change the farm ---------------------------------------------
     def run(self, step: Callable[[float], Changes], *, dispatch: bool = True) -> Changes:

@@ -45,7 +45,7 @@ import heapq
 import math
 from bisect import bisect_left, bisect_right, insort
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from itertools import groupby
 from typing import Concatenate, ParamSpec, TypeVar
 
@@ -1135,12 +1135,20 @@ class Scheduler:
 
     # --- time ------------------------------------------------------------------
     @_noting
-    def tick(self, now: float, stalled: float = 0.0) -> Changes:
+    def tick(
+        self, now: float, stalled: float = 0.0, heard: Iterable[tuple[str, str]] = ()
+    ) -> Changes:
         """Periodic: lost nodes and expired blocks.
 
         ``stalled``: seconds the leader itself could not run (its event loop
         was blocked) since the last tick. Heartbeats that arrived meanwhile are
         still unread, so that time is not held against any node.
+
+        ``heard``: (node, agent id) of hellos read but not yet applied. Such a
+        node is alive now, and the hello will settle its attempts (finished
+        ones are credited, not rendered again): it is not lost meanwhile. Only
+        its own agent counts, so another machine using its name cannot keep a
+        dead node's chunks from moving.
 
         (Auto timeouts reach running chunks from ``chunk_finished``, the moment
         the sample is big enough; see ``Changes.timeout_updates``.)
@@ -1150,6 +1158,10 @@ class Scheduler:
         if stalled > 0:
             for node in self.nodes.values():
                 node.last_seen = min(now, node.last_seen + stalled)
+        for name, agent_id in heard:
+            waiting = self.nodes.get(name)
+            if waiting is not None and waiting.agent_id == agent_id:
+                waiting.last_seen = max(waiting.last_seen, now)
         for node in list(self.nodes.values()):
             silent = now - node.last_seen > self.config.node_timeout
             if silent and (node.online or node.running):

@@ -169,6 +169,29 @@ def test_the_leaders_own_stall_is_not_held_against_its_nodes() -> None:
     assert farm.chunk_states(job) == ["preempted"]
 
 
+@pytest.mark.parametrize(("agent_id", "lost"), [("", False), ("another-machine", True)])
+def test_a_node_whose_hello_waits_in_the_queue_is_not_lost_and_its_finished_chunk_is_credited(
+    agent_id: str, lost: bool
+) -> None:
+    farm = Farm(SchedulerConfig(node_timeout=10.0))
+    job = farm.submit("j", frames="1")
+    farm.node("n1")
+    farm.dispatch()
+    ref = farm.ref(job, 0)
+    farm.scheduler.node_disconnected("n1", farm.now)
+    # The leader restarted; n1's hello, listing the chunk as finished, is read but
+    # waits behind a farm's resent reports for longer than node_timeout.
+    farm.now += 11
+    farm.scheduler.tick(farm.now, heard=[("n1", agent_id)])
+    if lost:  # another machine with its name keeps nothing from moving
+        assert farm.chunk_states(job) == ["preempted"]
+        return
+    assert farm.chunk_states(job) == ["assigned"]
+    farm.scheduler.node_connected(_hello("n1", finished=[ref]), farm.now)
+    farm.finish(job, 0, node="n1", attempt=1)
+    assert _attempts(farm, job, 0) == [(1, "done")], "credited, not rendered again"
+
+
 def test_reload_goes_back_to_the_store_and_keeps_the_live_links(tmp_path: Path) -> None:
     farm = Farm()
     farm.node("n1")

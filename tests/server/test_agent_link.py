@@ -444,6 +444,38 @@ class TestLeaderStall:
             assert leader.leader.scheduler.nodes["node1"].online
 
 
+class TestBusyLoop:
+    @pytest.fixture
+    def leader_config(self) -> LeaderConfig:
+        return LeaderConfig(tick_interval=0.02, node_timeout=2.0)
+
+    async def test_a_busy_loop_does_not_slow_the_silence_clock_of_a_frozen_node(
+        self, leader: InProcessLeader
+    ) -> None:
+        """A loop that turns, however busy, reads heartbeats: its lateness is no stall."""
+        farm = leader.leader
+        busy = True
+
+        async def keep_busy() -> None:
+            while busy:  # every turn of the loop takes ~15 ms, every tick is that late
+                time.sleep(0.015)  # noqa: ASYNC251 - a busy loop is the point
+                await asyncio.sleep(0)
+
+        async with FakeAgent.connect(leader.ws_url, leader.agent_token, "node1"):
+            node = farm.scheduler.nodes["node1"]
+            heard = node.last_seen
+            hog = asyncio.get_running_loop().create_task(keep_busy())
+            try:
+                # It says nothing more (frozen): lost node_timeout after it was heard.
+                await wait_for(lambda: not node.online, 10.0, "node1 lost")
+                lost_after = farm.now() - heard
+            finally:
+                busy = False
+                await hog
+        # Crediting every late tick made this ~3.5 s (a slow clock), not 2 s.
+        assert 2.0 <= lost_after < 2.8, lost_after
+
+
 async def test_an_agent_that_reads_batches_gets_them_and_its_batches_are_applied_in_order(
     leader: InProcessLeader,
 ) -> None:

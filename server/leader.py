@@ -154,6 +154,13 @@ def _log_level(event: EventView) -> int:
     return logging.DEBUG if event.job_id and not event.actor else logging.INFO
 
 
+def _fail(future: asyncio.Future[Changes], exc: BaseException) -> None:
+    """Fail a step's future, unless its waiter was cancelled (a tick, at shutdown):
+    the rest of its group is still answered."""
+    if not future.done():
+        future.set_exception(exc)
+
+
 def stall_credit(late: float) -> float:
     """Seconds of a tick's lateness not held against any node: the loop's stalls only.
 
@@ -574,7 +581,7 @@ class Leader:
             try:
                 changes = item.step(now)
             except Exception as exc:
-                item.future.set_exception(exc)
+                _fail(item.future, exc)
                 continue
             group.merge(changes)
             applied.append((item, changes))
@@ -589,7 +596,7 @@ class Leader:
             self.commit(group)
         except Exception as exc:
             for item, _ in applied:
-                item.future.set_exception(exc)
+                _fail(item.future, exc)
             return
         finally:
             self.metrics.record(time.perf_counter() - began)
@@ -600,7 +607,8 @@ class Leader:
                     item.announce()
                 except Exception:
                     log.exception("a committed change could not be logged")
-            item.future.set_result(changes)
+            if not item.future.done():  # its waiter was cancelled (a tick, at shutdown)
+                item.future.set_result(changes)
 
     def _wake_for_retries(self, changes: Changes, now: float) -> None:
         """Dispatch again when a chunk's backoff ends, not only at the next tick.

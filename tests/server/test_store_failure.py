@@ -437,6 +437,19 @@ async def test_a_tick_goes_ahead_of_the_reports_waiting_so_a_silent_node_is_lost
         assert order.index("other work") < len(order) - 1, "the loop was free between groups"
 
 
+async def test_a_cancelled_tick_does_not_keep_its_group_from_being_answered(
+    leader: InProcessLeader,
+) -> None:
+    """A leader stopping cancels its tick while the tick waits in the group commit; the
+    reports grouped with it are committed, and must still be acknowledged and logged."""
+    farm = leader.leader
+    report = farm.submit(lambda now: Changes(), dispatch=False)
+    tick = farm.queue_tick()
+    tick.cancel()
+    async with asyncio.timeout(5):
+        assert isinstance(await report, Changes)
+
+
 async def test_an_agent_report_the_disk_refused_is_never_acknowledged_and_comes_again(
     leader: InProcessLeader,
 ) -> None:

@@ -79,6 +79,8 @@ SEND_QUEUE_LIMIT = 10_000
 CLOSE_POLICY = 1008
 CLOSE_PROTOCOL = 1002
 CLOSE_REPLACED = 4000
+# The node was declared lost while this link stayed open: say hello again.
+CLOSE_LOST = 4001
 # A standby's refusal: try again later (or at another leader).
 CLOSE_STANDBY = 1013
 
@@ -123,11 +125,25 @@ class AgentLink:
         A heartbeat is answered with ``LeaseRenewed`` once it is processed: the
         agent's lease then runs from the moment it sent that heartbeat.
         """
+        if isinstance(message, Heartbeat) and not self._node_online():
+            # Frozen past node_timeout with its link open: its chunks have moved. A
+            # renewed lease would let its trees run on beside their new attempts; its
+            # hello settles them. Closed, the agent reconnects and says hello.
+            if self.closing is None:
+                log.warning("node %s was lost; closing its link to hear its hello", self.name)
+                self.close(CLOSE_LOST, "this node was declared lost: say hello again")
+            gone: asyncio.Future[Changes] = asyncio.get_running_loop().create_future()
+            gone.cancel()
+            return gone
         future = self.reports.apply(message)
         # One small object, and the link's context rather than a copy of it per message:
         # with hundreds of agents a thousand or two of these wait for their commits.
         future.add_done_callback(_Committed(self, message), context=self.context)
         return future
+
+    def _node_online(self) -> bool:
+        node = self.leader.scheduler.nodes.get(self.name)
+        return node is not None and node.online
 
     def _committed(self, message: AgentToLeader, future: asyncio.Future[Changes]) -> None:
         if future.cancelled():
@@ -155,8 +171,14 @@ class AgentLink:
             return
         if self.out.closed:
             return  # after a failed commit nothing later is acknowledged either
-        if isinstance(message, Heartbeat) and message.beat > 0 and self.leader.leases_allowed():
-            # Never past our own lease: checked now, as it is sent, not at the commit.
+        if (
+            isinstance(message, Heartbeat)
+            and message.beat > 0
+            and self.leader.leases_allowed()
+            and self._node_online()
+        ):
+            # Never past our own lease, nor to a node lost meanwhile: checked now, as it
+            # is sent, not at the commit.
             self.send(LeaseRenewed(beat=message.beat))
         if message.seq > 0:
             self.out.ack(message.seq)  # cumulative: one Ack a frame for all of them

@@ -397,14 +397,16 @@ class Scheduler:
 
     @_noting
     def node_heartbeat(self, name: str, cpu: float, memory: float, now: float) -> Changes:
+        """Live readings of an online node. A lost one is not brought back by its
+        heartbeat (its link stayed open while it was frozen): only a hello, which
+        settles what its agent still runs against the chunks that moved."""
         changes = Changes()
         node = self.nodes.get(name)
-        if node is None:
+        if node is None or not node.online:
             return changes
         node.cpu_percent = cpu
         node.memory_percent = memory
         node.last_seen = now
-        node.online = True
         # Live readings only: a heartbeat commits nothing.
         changes.readings.add(name)
         return changes

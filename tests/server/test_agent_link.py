@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from farmtui.protocol import (
     MAX_MESSAGE_BYTES,
@@ -30,7 +31,7 @@ from farmtui.protocol import (
     encode_batch,
     leader_to_agent,
 )
-from server.agent_link import AgentLink
+from server.agent_link import CLOSE_LOST, AgentLink
 from server.config import LeaderConfig
 from tests.helpers.fake_agent import FakeAgent
 from tests.helpers.leader import InProcessLeader, wait_for
@@ -409,6 +410,40 @@ async def test_a_node_is_heard_when_its_heartbeat_is_read_not_when_it_is_applied
         clock[0] = heard + farm.config.node_timeout + 0.5
         await farm.queue_tick()
         assert not node.online
+
+
+async def test_a_lost_node_is_not_brought_back_by_a_heartbeat_on_its_old_link(
+    leader: InProcessLeader,
+) -> None:
+    """Frozen past node_timeout with its link open, a thawed agent's heartbeat renews
+    no lease (its chunks have moved): the link is closed and only a hello brings it back."""
+    job_id = await submit(leader)
+    farm = leader.leader
+    async with FakeAgent.connect(leader.ws_url, leader.agent_token, "node1") as agent:
+        await agent.expect(AssignChunk)
+        clock = [farm.now()]
+        farm.clock = lambda: clock[0]
+        clock[0] += farm.config.node_timeout + 1.0  # frozen
+        await farm.queue_tick()
+        node = farm.scheduler.nodes["node1"]
+        assert not node.online
+        await agent.send(Heartbeat(beat=5))  # thawed
+        answers: list[object] = []
+
+        async def read_until_closed() -> None:
+            async with asyncio.timeout(10):
+                while True:
+                    answers.append(await agent.receive())
+
+        with pytest.raises(ConnectionClosed) as closed:
+            await read_until_closed()
+        assert not any(isinstance(a, LeaseRenewed) for a in answers), "a lost node's lease renewed"
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == CLOSE_LOST
+        assert not node.online
+    assert farm.scheduler.jobs[job_id].chunks[0].state == "preempted"
+    async with FakeAgent.connect(leader.ws_url, leader.agent_token, "node1"):
+        assert node.online
 
 
 async def test_each_heartbeat_is_answered_with_a_lease_renewal(leader: InProcessLeader) -> None:

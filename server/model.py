@@ -327,6 +327,13 @@ class ChunkList:
         """The chunks made so far (all that may differ from the layout), by index."""
         return [self._made[index] for index in sorted(self._made)]
 
+    def made_count(self) -> int:
+        return len(self._made)
+
+    def made_indices(self) -> list[int]:
+        """The indices of the chunks made so far, in order."""
+        return sorted(self._made)
+
     def is_made(self, index: int) -> bool:
         return index in self._made
 
@@ -391,6 +398,11 @@ class Tally:
     version: int = 0
     derived: tuple[int, object] = (-1, None)
     runs: tuple[int, object] = (-1, None)
+    # The frame runs of each block of chunks (``frame_states.RunBlocks``), and the
+    # blocks changed since: a read recomputes only those.
+    run_blocks: object = None
+    run_block: int = 0  # chunks per block of ``run_blocks``; 0: none kept
+    dirty_blocks: set[int] = field(default_factory=set)
 
 
 @dataclass(slots=True)

@@ -110,6 +110,7 @@ def _count(tally: Tally, chunk: Chunk, frames: Mapping[str, int], sign: int) -> 
     timed = _timed(chunk)
     if timed is not None:
         if sign > 0:
+            tally.last_time = timed
             insort(tally.times, timed)
         else:
             del tally.times[bisect_left(tally.times, timed)]

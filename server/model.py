@@ -389,6 +389,8 @@ class Tally:
     times: list[float] = field(default_factory=list)
     time_sum: float = 0.0
     timed_frames: int = 0
+    # The render time of the chunk done last since the counters were built (None: none).
+    last_time: float | None = None
     # Heap of chunk indices that may wait for a slot (checked when popped).
     ready: list[int] = field(default_factory=list)
     # Heap of (retry_at, index) of waiting-retry chunks that were not due yet.

@@ -9,9 +9,10 @@ fraction of a second that round trip was most of their time.
 Only chunks that are short are taken ahead: a chunk waiting behind a
 half-hour render would hold up its job while another node sits idle. So a
 job qualifies once its render chunks have taken less than ``PREFETCH_BELOW``
-seconds on average (none is known before its first chunk is done), and not
-when its chunks hold something scarce while they wait (GPUs, units of a
-limit).
+seconds on average (none is known before its first chunk is done) and the
+last one done did too (a job whose frames turn heavy stops at once, not when
+its average catches up), and not when its chunks hold something scarce while
+they wait (GPUs, units of a limit).
 """
 
 from __future__ import annotations
@@ -28,4 +29,6 @@ def takes_ahead(job: Job) -> bool:
     if spec.gpus or spec.limits:
         return False
     tally = tally_of(job)
+    if tally.last_time is not None and tally.last_time >= PREFETCH_BELOW:
+        return False
     return bool(tally.times) and tally.time_sum < PREFETCH_BELOW * len(tally.times)

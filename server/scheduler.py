@@ -633,17 +633,41 @@ class Scheduler:
         """Chunks of short-chunk jobs, in dispatch order, to the nodes' room ahead of a slot.
 
         After the pass over free slots (``free``: what it left), so a chunk is
-        taken ahead only where no free slot could start it now.
+        taken ahead only where no free slot could start it now. A job that
+        comes first in dispatch order but may not wait ahead (its chunks are
+        long, or none has ended yet: a job just submitted) keeps the room of
+        every node it could run on empty: that node's next free slot is its.
+        Filled from the short jobs behind it, the room was refilled at every
+        chunk's end and a new job of a higher priority never got a slot there
+        until the short job was over.
         """
         room = {name: free.get(name, 0) + spare for name, spare in self._spare.items()}
         wakeup = math.inf
-        for key in self._ahead:
+        ahead = self._aheaded
+        for key in self._index:
             if not room:
                 break
+            if key[2] not in ahead and key > self._ahead[-1]:
+                break  # no short job behind it: nothing more may wait ahead
             job = self.jobs[key[2]]
-            if self._dependencies_done(job):
+            if not self._dependencies_done(job):
+                continue
+            if key[2] in ahead:
                 wakeup = min(wakeup, self._dispatch_job(job, room, changes, now)[0])
+            else:
+                self._keep_room_for(job, room, now)
         return wakeup
+
+    def _keep_room_for(self, job: Job, room: dict[str, int], now: float) -> None:
+        """Take out of ``room`` the nodes where ``job`` could start a chunk once a slot frees."""
+        tally = tally_of(job)
+        if not tally.ready:
+            return  # its waiting chunks are retries not due yet
+        if job.spec.max_running and len(tally.running) >= job.spec.max_running:
+            return  # it can start nothing more anywhere now
+        tags = set(job.spec.tags)
+        for name in [name for name in room if self._fits(job, tags, name, now)]:
+            del room[name]
 
     def _dispatch_shared(self, free: dict[str, int], changes: Changes, now: float) -> float:
         """Fair share: within each priority group, the owner running fewest chunks goes next.
@@ -767,25 +791,28 @@ class Scheduler:
         the job asks for free (a node kept for GPU work takes only jobs that ask
         for GPUs), and is under the per-node cap of each of the job's limits.
         """
-        spec = job.spec
-        tags = set(spec.tags)
+        tags = set(job.spec.tags)
         best: str | None = None
         most = 0
         for name, room in free.items():
             if room < most or (room == most and best is not None and name > best):
                 continue
-            node = self.nodes[name]
-            if not tags.issubset(node.tags) or is_blocked(job, name, now):
-                continue
-            if spec.gpus:
-                if not self.resources.has_gpus(node, spec.gpus, spec.gpu_memory):
-                    continue
-            elif node.gpu_only:
-                continue
-            if spec.limits and not self.resources.node_allows(name, spec.limits):
-                continue
-            best, most = name, room
+            if self._fits(job, tags, name, now):
+                best, most = name, room
         return best
+
+    def _fits(self, job: Job, tags: set[str], name: str, now: float) -> bool:
+        """Whether the node may start a chunk of ``job`` (``tags``: the job's) on a free slot."""
+        spec = job.spec
+        node = self.nodes[name]
+        if not tags.issubset(node.tags) or is_blocked(job, name, now):
+            return False
+        if spec.gpus:
+            if not self.resources.has_gpus(node, spec.gpus, spec.gpu_memory):
+                return False
+        elif node.gpu_only:
+            return False
+        return not spec.limits or self.resources.node_allows(name, spec.limits)
 
     def _syncable(self, chunk: Chunk) -> bool:
         """Whether the node holding the chunk's staged output can copy it again now."""

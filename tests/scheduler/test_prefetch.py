@@ -85,3 +85,46 @@ def test_a_node_of_no_slots_holds_nothing_ahead() -> None:
     farm.dispatch()
     assert farm.running()["idle"] == []
     assert farm.running()["n1"] == [(job_id, 1)]
+
+
+def test_a_job_that_comes_first_gets_the_next_slot_not_the_short_job_behind_it() -> None:
+    """Chunks waiting ahead were refilled from the short job at every chunk's end, so
+    a job of a higher priority submitted meanwhile waited until the short job was over."""
+    farm = Farm()
+    farm.node("n1", slots=1, prefetch=1)
+    short = short_job(farm, frames="1-100")
+    farm.dispatch()
+    assert farm.running()["n1"] == [(short, 1), (short, 2)], "one running, one waiting"
+    urgent = farm.submit(frames="1-10", chunk=1, priority=1)
+    farm.dispatch()
+    farm.finish(short, 1, took=0.2)  # chunk 2 starts on the agent at once
+    farm.dispatch()
+    assert farm.running()["n1"] == [(short, 2)], "the room ahead is kept for the urgent job"
+    farm.finish(short, 2, took=0.2)
+    farm.dispatch()
+    assert farm.running()["n1"] == [(urgent, 0)]
+
+
+def test_a_job_that_cannot_run_on_a_node_keeps_no_room_there() -> None:
+    farm = Farm()
+    farm.node("n1", slots=1, prefetch=1)
+    short = short_job(farm)
+    farm.submit(frames="1-10", chunk=1, priority=1, tags=["gpu"])  # no node carries the tag
+    farm.dispatch()
+    assert farm.running()["n1"] == [(short, 1), (short, 2)]
+
+
+def test_a_job_whose_chunks_turn_long_stops_taking_chunks_ahead_at_once() -> None:
+    """Judged by its average alone, a job of 0.2 s chunks that turned to 8 s ones kept
+    parking chunks behind 8 s renders until the average caught up."""
+    farm = Farm()
+    farm.node("n1", slots=1, prefetch=1)
+    job_id = short_job(farm)
+    for index in range(1, 4):
+        farm.dispatch()
+        farm.finish(job_id, index, took=0.2)
+    farm.dispatch()
+    assert farm.running()["n1"] == [(job_id, 4), (job_id, 5)]
+    farm.finish(job_id, 4, took=PREFETCH_BELOW + 3)  # the mean is still under the bar
+    farm.dispatch()
+    assert farm.running()["n1"] == [(job_id, 5)], "nothing more waits behind a long render"

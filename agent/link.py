@@ -248,6 +248,11 @@ class LeaderLink:
                     ",".join(map(str, message.frames[:20])),
                 )
                 supervisor.assign(message)
+            case KillChunk(job_id=job, chunk=chunk, attempt=attempt, reason=reason) if (
+                message.waiting_only
+            ):
+                if supervisor.withdraw((job, chunk, attempt), reason or "taken back by the leader"):
+                    log.info("chunk %s.%d.%d taken back before it started", job, chunk, attempt)
             case KillChunk(job_id=job, chunk=chunk, attempt=attempt, reason=reason):
                 if not supervisor.kill((job, chunk, attempt), reason or "killed by the leader"):
                     log.info(

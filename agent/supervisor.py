@@ -799,6 +799,8 @@ class Supervisor:
 
     async def take_slot(self, run: ChunkRun) -> bool:
         """Wait for a free slot for ``run``'s renderer; False if it was told to stop first."""
+        if run.stop is not None:
+            return False  # stopped while it was being set up: it never starts
         if self.slots is None or (self.rendering < self.slots and not self._turns):
             self.rendering += 1
             run.slotted = True
@@ -982,6 +984,18 @@ class Supervisor:
         if run is None or run.ended:
             return False
         run.request_stop("killed", reason or "killed on the leader's request")
+        return True
+
+    def withdraw(self, key: ChunkKey, reason: str) -> bool:
+        """Stop a chunk only if its renderer has not started (it waits for a slot):
+        it ends ``killed`` and the leader requeues it; False, and nothing done, if
+        it runs (or is not here)."""
+        run = self.runs.get(key)
+        if run is None or run.ended or run.slotted:
+            return False
+        if run.recovered is not None or run.assign.sync_from:
+            return False  # no render to wait for: its end is known, or it only copies
+        run.request_stop("killed", reason)
         return True
 
     def update_timeouts(self, key: ChunkKey, timeouts: ChunkTimeouts) -> bool:

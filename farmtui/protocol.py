@@ -673,6 +673,9 @@ class KillChunk(LeaderToAgentMessage, tag="kill", kw_only=True):
     chunk: int
     attempt: int
     reason: str = ""
+    # Only if its renderer has not started (a chunk held ahead of a slot): one that
+    # runs goes on. The chunk's job was paused, its node disabled, its settings changed.
+    waiting_only: bool = False
 
 
 class UpdateTimeouts(LeaderToAgentMessage, tag="update_timeouts", kw_only=True):

@@ -742,7 +742,11 @@ class Leader:
             self.send_to_node(
                 kill.node,
                 KillChunk(
-                    job_id=kill.job_id, chunk=kill.chunk, attempt=kill.attempt, reason=kill.reason
+                    job_id=kill.job_id,
+                    chunk=kill.chunk,
+                    attempt=kill.attempt,
+                    reason=kill.reason,
+                    waiting_only=kill.waiting_only,
                 ),
             )
         for node, update in changes.timeout_updates:

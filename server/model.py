@@ -477,6 +477,8 @@ class Kill(msgspec.Struct, kw_only=True, frozen=True):
     chunk: int
     attempt: int
     reason: str
+    # Only if it waits for a slot there (``KillChunk.waiting_only``).
+    waiting_only: bool = False
 
 
 class Discard(msgspec.Struct, kw_only=True, frozen=True):

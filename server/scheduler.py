@@ -73,7 +73,7 @@ from server.frame_states import tally_of, tracking
 from server.frame_waits import PARK_BUDGET, FrameWaits, blocker
 from server.job_progress import PENDING, STAGES, count, gate_open, gates
 from server.model import NO_FRAMES, Assignment, Attempt, Changes, Chunk, Job, Node, Notification
-from server.prefetch import takes_ahead
+from server.prefetch import PREFETCH_BELOW, takes_ahead
 from server.resources import Holding, Limit, Resources
 from server.retries import OPERATOR_BLOCK, expire_blocks, is_blocked
 from server.scheduler_config import SchedulerConfig, SchedulerError
@@ -471,6 +471,12 @@ class Scheduler:
             changes.nodes.add(name)
             word = "enabled" if enabled else "disabled"
             changes.event(now, "info", f"node {name} {word}", None, actor)
+            if not enabled:
+                why = f"not started: node {name} was disabled by {actor}"
+                for job_id in sorted({job_id for job_id, _, _ in node.running}):
+                    job = self.jobs.get(job_id)
+                    if job is not None:
+                        actions.withdraw_waiting(job, self.nodes, changes, why, only=name)
         return changes
 
     @_noting
@@ -1012,7 +1018,13 @@ class Scheduler:
         label = f"chunk {chunk.index} attempt {chunk.attempt} on {node}"
         nodes, config = self.nodes, self.config
         if report.outcome == "done":
+            short = takes_ahead(job)
             outcomes.succeed(job, chunk, report, "done", nodes, config, changes, now)
+            if short and not takes_ahead(job):
+                # Its chunks turned long: those waiting behind a long render on a busy
+                # node come back, for a free slot anywhere.
+                why = f"not started: its chunks now take {PREFETCH_BELOW:g} s or more"
+                actions.withdraw_waiting(job, nodes, changes, why)
         elif report.outcome == "killed":
             # Not asked for by the leader (that attempt would be stale): the agent
             # lost its lease or was stopped. The farm's fault: no retry used.
@@ -1159,6 +1171,10 @@ class Scheduler:
         job.spec = msgspec.structs.replace(job.spec, **fields)
         changes.jobs.add(job_id)
         changes.event(now, "info", f"settings changed: {', '.join(sorted(fields))}", job_id, actor)
+        if fields.keys() & {"max_running", "tags"}:
+            # Where and how many may run changed: what waits for a slot is dispatched again.
+            why = f"not started: {actor} changed its settings"
+            actions.withdraw_waiting(job, self.nodes, changes, why)
         refresh_job(job, changes, now, actor)
         return changes
 

@@ -115,3 +115,23 @@ async def test_a_waiting_chunk_whose_turn_comes_after_the_lease_never_runs(
     assert first.outcome == "killed"
     assert second.outcome == "killed"
     assert 2 not in runs(tally), "a chunk started after the node's lease ran out"
+
+
+async def test_a_chunk_taken_back_ends_if_it_waits_and_runs_on_if_it_renders(
+    farm: Any, python: str, tmp_path: Path
+) -> None:
+    """The leader takes back what waits for a slot (its job paused, its node disabled):
+    a chunk still waiting never starts; one already rendering is left alone."""
+    farm.supervisor.slots = 1
+    tally = tmp_path / "tally"
+    farm.supervisor.assign(tallied(python, tally, 1, 1.0))
+    farm.supervisor.assign(tallied(python, tally, 2, 0.1))
+    await poll_until(lambda: 1 in runs(tally), what="chunk 1 to start")
+    assert not farm.supervisor.withdraw(("job1", 1, 1), "not started: the job was paused")
+    assert farm.supervisor.withdraw(("job1", 2, 1), "not started: the job was paused")
+    second = await poll_until(lambda: finished(farm, 2), what="chunk 2's report")
+    assert (second.outcome, second.reason) == ("killed", "not started: the job was paused")
+    first = await poll_until(lambda: finished(farm, 1), within=20, what="chunk 1's report")
+    assert first.outcome == "done", "a rendering chunk was taken back"
+    assert 2 not in runs(tally), "the chunk taken back ran"
+    assert farm.supervisor.rendering == 0, "a slot was never given back"

@@ -477,6 +477,32 @@ def waits_for_a_slot(farm: FaultFarm, node: str) -> bool:
     return "waits for a slot" in farm.agent_log(node)
 
 
+def test_a_paused_job_starts_none_of_its_chunks_that_waited_for_a_slot(
+    make_farm: FarmMaker,
+) -> None:
+    """Pausing takes back what waits ahead of the slots: the render running at the pause
+    finishes and nothing else starts (before, the waiting chunk started as it ended)."""
+    farm = make_farm("")
+    farm.start_leader()
+    farm.start_agents("node1", slots=1)
+    frames = range(1, 7)
+    job = farm.submit(farm.tally_argv(1.5), "--name", "paused", "--frames", "1-6", "--chunk", "1")
+    wait_until(lambda: waits_for_a_slot(farm, "node1"), 60.0, "a chunk waiting for the slot")
+    farm.cli("pause", job)
+    paused = time.time()
+
+    def settled() -> bool:
+        detail = farm.show(job)
+        return detail["job"]["stats"]["chunks_running"] == 0 and not farm.tally.running()
+
+    wait_until(settled, 30.0, "the paused job to run nothing")
+    late = [run.describe() for run in farm.tally.all_runs() if run.start > paused + 0.2]
+    assert late == [], f"renders started after the pause: {late}"
+    farm.cli("resume", job)
+    detail = farm.wait_job(job, "done", timeout=60.0)
+    assert_kept_promises(farm, detail, frames)
+
+
 def test_an_agent_killed_with_a_chunk_waiting_for_its_slot_renders_each_frame_once(
     make_farm: FarmMaker,
 ) -> None:

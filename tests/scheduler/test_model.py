@@ -175,7 +175,14 @@ class FarmModel(RuleBasedStateMachine):
         for kill in changes.kills:
             target = self.agents[kill.node]
             if target.link:
-                target.kills.append((kill.job_id, kill.chunk, kill.attempt))
+                key = (kill.job_id, kill.chunk, kill.attempt)
+                if kill.waiting_only:
+                    # Taken back only if it still waits for a slot, as it is received;
+                    # its report waits in the outbox like any other.
+                    if key in target.queued:
+                        self._end(target, key, "killed", reason=kill.reason)
+                    continue
+                target.kills.append(key)
 
     def _run(self, step: Callable[[], Changes], *, dispatch: bool = True) -> Changes:
         """What ``Leader.run`` does: apply one event, dispatch, then send what they produced."""

@@ -7,6 +7,8 @@ fraction of a second that round trip was most of their time.
 
 from __future__ import annotations
 
+from farmtui.protocol import JobPatch
+from server.model import Changes
 from server.prefetch import PREFETCH_BELOW
 from tests.scheduler.paper_farm import Farm
 
@@ -128,3 +130,49 @@ def test_a_job_whose_chunks_turn_long_stops_taking_chunks_ahead_at_once() -> Non
     farm.finish(job_id, 4, took=PREFETCH_BELOW + 3)  # the mean is still under the bar
     farm.dispatch()
     assert farm.running()["n1"] == [(job_id, 5)], "nothing more waits behind a long render"
+
+
+def _taken_back(changes: Changes) -> list[tuple[str, str, int]]:
+    return sorted((k.node, k.job_id, k.chunk) for k in changes.kills if k.waiting_only)
+
+
+def test_what_waits_for_a_slot_is_taken_back_when_nothing_new_may_start() -> None:
+    """Pausing or holding a job, disabling a node, changing where or how many may run:
+    the chunks held ahead of a slot are taken back (the agent stops them only if they
+    have not started), and come back with no retry used."""
+    farm = Farm()
+    farm.node("n1", slots=1, prefetch=1)
+    farm.node("n2", slots=1)  # takes nothing ahead: starts whatever it is given
+    job_id = farm.submit(frames="1-20", chunk=1)
+    farm.dispatch()
+    farm.finish(job_id, 0, took=0.2)
+    farm.dispatch()
+    on_n1 = farm.running()["n1"]
+    assert len(on_n1) == 2, "one running, one waiting"
+    expected = [("n1", job_id, index) for _, index in on_n1]
+    changes = farm.scheduler.job_action([job_id], "pause", "alice", farm.now)
+    assert _taken_back(changes) == expected
+    # The agent ends the one that waited, killed: it comes back, no retry used.
+    waiting = on_n1[1][1]
+    farm.finish(job_id, waiting, "killed")
+    assert farm.scheduler.jobs[job_id].chunks[waiting].state == "preempted"
+    assert farm.dispatch().assignments == [], "a paused job starts nothing"
+    farm.scheduler.job_action([job_id], "resume", "alice", farm.now)
+    farm.dispatch()
+    assert _taken_back(farm.scheduler.set_node_enabled("n1", False, "bob", farm.now)) == [
+        ("n1", job_id, index) for _, index in farm.running()["n1"]
+    ]
+    farm.scheduler.set_node_enabled("n1", True, "bob", farm.now)
+    changes = farm.scheduler.patch(job_id, JobPatch(max_running=1), "bob", farm.now)
+    assert [node for node, _, _ in _taken_back(changes)] == ["n1"] * len(farm.running()["n1"])
+
+
+def test_what_waits_behind_a_long_render_is_taken_back_when_the_job_turns_long() -> None:
+    farm = Farm()
+    farm.node("n1", slots=1, prefetch=1)
+    job_id = short_job(farm)
+    farm.dispatch()
+    assert farm.running()["n1"] == [(job_id, 1), (job_id, 2)]
+    farm.dispatch()
+    changes = farm.finish(job_id, 1, took=PREFETCH_BELOW + 3)
+    assert _taken_back(changes) == [("n1", job_id, 2)]

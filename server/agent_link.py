@@ -269,8 +269,13 @@ async def agent_endpoint(websocket: WebSocket) -> None:
         # long turn of the loop. Committed before Welcome: a refused hello (the name is
         # held by another agent, the disk is full) costs the holder nothing. Heard
         # meanwhile: the tick must not declare the node lost while its hello waits.
+        # Ahead of the reports waiting: after a restart those are the farm's resent
+        # outboxes, and behind them a hello waited 12 s, its agent's lease lapsing
+        # and its renders killed. Nothing waiting is this node's (a link's reports
+        # are applied when it closes, ``_forget``; a link it replaces is closed by
+        # this step, its reports then settled against what this hello says).
         with leader.hello_waiting(hello.name, hello.agent_id):
-            await leader.submit(connect)
+            await leader.submit(connect, ahead=True)
     except Exception as exc:
         if leader.agents.get(hello.name) is link:
             del leader.agents[hello.name]  # the store was rolled back: it never connected

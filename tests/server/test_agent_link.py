@@ -6,6 +6,7 @@ import asyncio
 import json
 import sqlite3
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -33,6 +34,7 @@ from farmtui.protocol import (
 )
 from server.agent_link import CLOSE_LOST, AgentLink
 from server.config import LeaderConfig
+from server.model import Changes
 from tests.helpers.fake_agent import FakeAgent
 from tests.helpers.leader import InProcessLeader, wait_for
 
@@ -596,6 +598,33 @@ async def test_the_leader_does_not_inflate_compressed_frames(leader: InProcessLe
     ) as ws:
         assert ws.response is not None
         assert "Sec-WebSocket-Extensions" not in ws.response.headers
+
+
+async def test_a_hello_is_welcomed_ahead_of_the_reports_waiting_in_the_group_commit(
+    leader: InProcessLeader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a restart a farm's resent reports fill the group commit; a hello behind
+    them waited so long that its agent's lease lapsed and it killed its renders."""
+    from server import leader as leader_module
+
+    monkeypatch.setattr(leader_module, "GROUP_BUDGET", 0.0)  # one step a group
+    farm = leader.leader
+    applied: list[int] = []
+
+    def slow_report(number: int) -> Callable[[float], Changes]:
+        def apply(now: float) -> Changes:
+            time.sleep(0.005)  # noqa: ASYNC251 - a busy leader is the point
+            applied.append(number)
+            return Changes()
+
+        return apply
+
+    backlog = [farm.submit(slow_report(i), dispatch=False) for i in range(300)]
+    async with FakeAgent.connect(leader.ws_url, leader.agent_token, "node1") as agent:
+        assert agent.welcome is not None
+        assert len(applied) < 100, f"welcomed only after {len(applied)} of 300 reports"
+    await asyncio.gather(*backlog)
+    assert applied == list(range(300)), "the reports kept their order"
 
 
 async def test_a_burst_of_hellos_is_registered_in_groups_with_the_loop_free_between(

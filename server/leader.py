@@ -244,6 +244,8 @@ class Leader:
         # Wake-ups at the end of chunks' retry backoffs (see ``_wake_for_retries``).
         self._retry_wakeups: set[asyncio.TimerHandle] = set()
         self._pending: list[_Pending] = []
+        # How many of ``_pending``, at its front, were submitted ``ahead`` (in their order).
+        self._ahead = 0
         # (node, agent id) of hellos read and waiting in the group commit (``hello_waiting``).
         self._hellos_waiting: collections.Counter[tuple[str, str]] = collections.Counter()
         # Bumped by every commit that changes what a job view shows (``job_list_json``).
@@ -542,12 +544,14 @@ class Leader:
         ``run``). Steps are applied in the order they were submitted, so each
         sees what the ones before it did: a step checks the farm when it is
         applied, not when it is submitted. ``ahead``: before every step waiting
-        (the tick's).
+        that was not itself submitted ahead (a tick, a hello, a disconnect).
         """
         future: asyncio.Future[Changes] = asyncio.get_running_loop().create_future()
         item = _Pending(step, dispatch, announce, future)
         if ahead:
-            self._pending.insert(0, item)
+            # Behind those ahead already: a node's disconnect, then its next hello.
+            self._pending.insert(self._ahead, item)
+            self._ahead += 1
         else:
             self._pending.append(item)
         if len(self._pending) == 1:
@@ -588,6 +592,7 @@ class Leader:
             if budget is not None and time.perf_counter() - began > budget:
                 break
         self._pending = pending[taken:]
+        self._ahead = max(0, self._ahead - taken)
         if self._pending:
             asyncio.get_running_loop().call_soon(self._apply_pending)
         if any(item.dispatch for item, _ in applied):

@@ -627,6 +627,34 @@ async def test_a_hello_is_welcomed_ahead_of_the_reports_waiting_in_the_group_com
     assert applied == list(range(300)), "the reports kept their order"
 
 
+async def test_a_closed_link_is_recorded_ahead_of_the_backlog_without_applying_it_at_once(
+    leader: InProcessLeader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A link's close applied every report waiting first, in one turn of the loop
+    (170-240 ms while a restarted leader's agents reconnected)."""
+    from server import leader as leader_module
+
+    monkeypatch.setattr(leader_module, "GROUP_BUDGET", 0.0)  # one step a group
+    farm = leader.leader
+    applied: list[int] = []
+
+    def slow_report(number: int) -> Callable[[float], Changes]:
+        def apply(now: float) -> Changes:
+            time.sleep(0.005)  # noqa: ASYNC251 - a busy leader is the point
+            applied.append(number)
+            return Changes()
+
+        return apply
+
+    async with FakeAgent.connect(leader.ws_url, leader.agent_token, "node1"):
+        node = farm.scheduler.nodes["node1"]
+        backlog = [farm.submit(slow_report(i), dispatch=False) for i in range(100)]
+    await wait_for(lambda: not node.online, 10.0, "the disconnect recorded")
+    assert len(applied) < 50, f"the disconnect waited for {len(applied)} of 100 reports"
+    await asyncio.gather(*backlog)
+    assert applied == list(range(100))
+
+
 async def test_a_burst_of_hellos_is_registered_in_groups_with_the_loop_free_between(
     leader: InProcessLeader, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -437,6 +437,28 @@ async def test_a_tick_goes_ahead_of_the_reports_waiting_so_a_silent_node_is_lost
         assert order.index("other work") < len(order) - 1, "the loop was free between groups"
 
 
+async def test_steps_submitted_ahead_keep_their_own_order(leader: InProcessLeader) -> None:
+    """A node's disconnect, then its next hello, both ahead of the reports waiting: in
+    the other order the node would end offline with its link open."""
+    farm = leader.leader
+    order: list[str] = []
+
+    def step(name: str) -> Callable[[float], Changes]:
+        def apply(now: float) -> Changes:
+            order.append(name)
+            return Changes()
+
+        return apply
+
+    waiting = [
+        farm.submit(step("report"), dispatch=False),
+        farm.submit(step("disconnect"), dispatch=False, ahead=True),
+        farm.submit(step("hello"), dispatch=False, ahead=True),
+    ]
+    await asyncio.gather(*waiting)
+    assert order == ["disconnect", "hello", "report"]
+
+
 async def test_a_cancelled_tick_does_not_keep_its_group_from_being_answered(
     leader: InProcessLeader,
 ) -> None:

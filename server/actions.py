@@ -10,9 +10,9 @@ pause is gentle and kills nothing.
 from __future__ import annotations
 
 from farmtui.protocol import ChunkAction, ChunkState, JobAction
-from server.frame_states import tally_of
 from server.job_progress import FINISHED, PENDING, gates
-from server.model import Changes, Chunk, Job, Kill, Node
+from server.model import Changes, Chunk, Job, Node
+from server.prefetch import withdraw_waiting
 from server.retries import is_operator_block
 from server.transitions import (
     discard_staged,
@@ -38,31 +38,6 @@ def stop_all(job: Job, nodes: dict[str, Node], changes: Changes, now: float, rea
             _stop(job, chunk, nodes, changes, now, reason)
             stopped += 1
     return stopped
-
-
-def withdraw_waiting(
-    job: Job, nodes: dict[str, Node], changes: Changes, reason: str, only: str | None = None
-) -> None:
-    """Take back the job's chunks that wait for a slot on a node (``server.prefetch``).
-
-    Its agent stops those whose renderer has not started, and they come back
-    (no retry used); a chunk already rendering runs on. ``only``: on that node.
-    """
-    for index in sorted(tally_of(job).running):
-        chunk = job.chunks[index]
-        node = nodes.get(chunk.node or "")
-        if node is None or not node.prefetch or (only is not None and node.name != only):
-            continue  # a node that takes nothing ahead starts every chunk it is given
-        changes.kills.append(
-            Kill(
-                node=node.name,
-                job_id=job.id,
-                chunk=index,
-                attempt=chunk.attempt,
-                reason=reason,
-                waiting_only=True,
-            )
-        )
 
 
 def _rerun(

@@ -247,6 +247,8 @@ class Leader:
         # How many of ``_pending``, at its front, were submitted ``ahead`` (in their order).
         self._ahead = 0
         # (node, agent id) of hellos read and waiting in the group commit (``hello_waiting``).
+        # Nodes loaded at start-up that have not said hello since (``_tick``).
+        self._restored: set[str] = set()
         self._hellos_waiting: collections.Counter[tuple[str, str]] = collections.Counter()
         # Bumped by every commit that changes what a job view shows (``job_list_json``).
         self._views_version = 0
@@ -324,6 +326,7 @@ class Leader:
         self.scheduler.set_limits(decode_limits(self.store.setting(LIMITS_SETTING)))
         self.role = "active"  # from here on without a pause: no request sees a half-loaded farm
         self.run(lambda now: self.scheduler.load(jobs, nodes, now), dispatch=False)
+        self._restored = {name for name, node in self.scheduler.nodes.items() if node.running}
         self.counters.start(self.scheduler.jobs)
         if self.settings.own_process:
             # The farm just loaded is here to stay: no full collection walks it again.
@@ -450,23 +453,45 @@ class Leader:
             await asyncio.sleep(interval)
             late = max(0.0, loop.time() - asleep - interval)
             try:
-                await self.queue_tick(stall_credit(late))
+                await self.queue_tick(stall_credit(late), busy=late)
             except StoreError:
                 pass  # commit() logged it; the next tick tries again
             except Exception:
                 log.exception("tick failed")
 
-    def queue_tick(self, stalled: float = 0.0) -> asyncio.Future[Changes]:
-        """A tick ahead of the reports waiting; ``stalled``: seconds the loop was blocked."""
-        tick = functools.partial(self._tick, stalled=stalled, queued=self.now())
+    def queue_tick(self, stalled: float = 0.0, busy: float = 0.0) -> asyncio.Future[Changes]:
+        """A tick ahead of the reports waiting; ``stalled``: seconds the loop was blocked;
+        ``busy``: how late the tick came, for nodes not back since start-up."""
+        tick = functools.partial(self._tick, stalled=stalled, busy=busy, queued=self.now())
         return self.submit(tick, ahead=True)
 
-    def _tick(self, now: float, stalled: float, queued: float) -> Changes:
+    def _tick(self, now: float, stalled: float, busy: float, queued: float) -> Changes:
         # Silence judged as of the moment it was queued, against each node's last_seen
         # as it is now (heartbeats are applied as they are read, ``apply_live``, so one
         # read while the tick waited counts): a wait (for the group before it) counts
         # against no node.
-        return self.scheduler.tick(min(now, queued), stalled, heard=list(self._hellos_waiting))
+        #
+        # A node not back since start-up has no link the leader could read: while the
+        # loop is too busy to accept it (a restarted leader under a whole farm's
+        # reconnections and resent reports), its silence is the leader's. All of the
+        # loop's lateness is credited to such nodes, not only its stalls: with 300
+        # agents, nodes whose connections were still waiting to be accepted were
+        # declared lost at start-up + node_timeout and their finished work redone.
+        absent = [name for name in self._restored if name not in self.agents]
+        changes = self.scheduler.tick(
+            min(now, queued),
+            stalled,
+            heard=list(self._hellos_waiting),
+            unreached=absent,
+            busy=max(0.0, busy - stalled),
+        )
+        nodes = self.scheduler.nodes
+        self._restored = {
+            name
+            for name in self._restored
+            if (node := nodes.get(name)) is not None and not node.online and node.running
+        }
+        return changes
 
     @contextlib.contextmanager
     def hello_waiting(self, name: str, agent_id: str) -> Iterator[None]:
@@ -479,6 +504,7 @@ class Leader:
         again elsewhere.
         """
         key = (name, agent_id)
+        self._restored.discard(name)  # heard: from now on it is judged like any node
         self._hellos_waiting[key] += 1
         try:
             yield

@@ -14,6 +14,7 @@ from __future__ import annotations
 from farmtui.protocol import ChunkFinished, UpdateTimeouts
 from server.frame_states import tally_of
 from server.model import Changes, Chunk, Job, Node
+from server.prefetch import withdraw_waiting
 from server.retries import note_node_error, retry_policy
 from server.scheduler_config import SchedulerConfig
 from server.timeouts import auto_max_render, chunk_timeouts, describe_auto
@@ -100,7 +101,8 @@ def fail(
     end_attempt(chunk, now, outcome, reason, report.exit_status)
     take_off_node(chunk, nodes, changes, now, outcome, reason, kill=False)
     chunk.errors += 1
-    if note_node_error(job, node, config, now):
+    blocked = note_node_error(job, node, config, now)
+    if blocked:
         changes.event(
             now,
             "warn",
@@ -115,17 +117,20 @@ def fail(
         set_chunk_state(job, chunk, "failed", changes)
         tail = "no retry" if fatal else f"out of retries ({policy.retries})"
         changes.event(now, "error", f"{label}; {tail}", job.id, None)
-        return
-    delay = policy.backoff(chunk.errors)
-    set_chunk_state(job, chunk, "waiting-retry", changes)
-    chunk.retry_at = now + delay
-    changes.event(
-        now,
-        "warn",
-        f"{label}; retry {chunk.errors} of {policy.retries} in {delay:.0f}s",
-        job.id,
-        None,
-    )
+    else:
+        delay = policy.backoff(chunk.errors)
+        set_chunk_state(job, chunk, "waiting-retry", changes)
+        chunk.retry_at = now + delay
+        changes.event(
+            now,
+            "warn",
+            f"{label}; retry {chunk.errors} of {policy.retries} in {delay:.0f}s",
+            job.id,
+            None,
+        )
+    if blocked:  # what waits there for a slot would fail once more
+        why = f"not started: node {node} is blocked for this job"
+        withdraw_waiting(job, nodes, changes, why, only=node)
 
 
 def preempt(

@@ -18,7 +18,7 @@ they wait (GPUs, units of a limit).
 from __future__ import annotations
 
 from server.frame_states import tally_of
-from server.model import Job
+from server.model import Changes, Job, Kill, Node
 
 PREFETCH_BELOW = 5.0  # seconds: a render chunk's mean time, for its job's chunks to wait
 
@@ -32,3 +32,28 @@ def takes_ahead(job: Job) -> bool:
     if tally.last_time is not None and tally.last_time >= PREFETCH_BELOW:
         return False
     return bool(tally.times) and tally.time_sum < PREFETCH_BELOW * len(tally.times)
+
+
+def withdraw_waiting(
+    job: Job, nodes: dict[str, Node], changes: Changes, reason: str, only: str | None = None
+) -> None:
+    """Take back the job's chunks that wait for a slot on a node (``server.prefetch``).
+
+    Its agent stops those whose renderer has not started, and they come back
+    (no retry used); a chunk already rendering runs on. ``only``: on that node.
+    """
+    for index in sorted(tally_of(job).running):
+        chunk = job.chunks[index]
+        node = nodes.get(chunk.node or "")
+        if node is None or not node.prefetch or (only is not None and node.name != only):
+            continue  # a node that takes nothing ahead starts every chunk it is given
+        changes.kills.append(
+            Kill(
+                node=node.name,
+                job_id=job.id,
+                chunk=index,
+                attempt=chunk.attempt,
+                reason=reason,
+                waiting_only=True,
+            )
+        )

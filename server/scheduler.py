@@ -73,7 +73,7 @@ from server.frame_states import tally_of, tracking
 from server.frame_waits import PARK_BUDGET, FrameWaits, blocker
 from server.job_progress import PENDING, STAGES, count, gate_open, gates
 from server.model import NO_FRAMES, Assignment, Attempt, Changes, Chunk, Job, Node, Notification
-from server.prefetch import PREFETCH_BELOW, takes_ahead
+from server.prefetch import PREFETCH_BELOW, takes_ahead, withdraw_waiting
 from server.resources import Holding, Limit, Resources
 from server.retries import OPERATOR_BLOCK, expire_blocks, is_blocked
 from server.scheduler_config import SchedulerConfig, SchedulerError
@@ -476,7 +476,7 @@ class Scheduler:
                 for job_id in sorted({job_id for job_id, _, _ in node.running}):
                     job = self.jobs.get(job_id)
                     if job is not None:
-                        actions.withdraw_waiting(job, self.nodes, changes, why, only=name)
+                        withdraw_waiting(job, self.nodes, changes, why, only=name)
         return changes
 
     @_noting
@@ -493,6 +493,7 @@ class Scheduler:
         was = is_blocked(job, name, now)
         if blocked:
             job.blocked[name] = now + OPERATOR_BLOCK
+            withdraw_waiting(job, self.nodes, changes, f"not started: {actor} blocked {name}", name)
         else:
             job.blocked.pop(name, None)
             job.node_errors.pop(name, None)
@@ -1024,7 +1025,7 @@ class Scheduler:
                 # Its chunks turned long: those waiting behind a long render on a busy
                 # node come back, for a free slot anywhere.
                 why = f"not started: its chunks now take {PREFETCH_BELOW:g} s or more"
-                actions.withdraw_waiting(job, nodes, changes, why)
+                withdraw_waiting(job, nodes, changes, why)
         elif report.outcome == "killed":
             # Not asked for by the leader (that attempt would be stale): the agent
             # lost its lease or was stopped. The farm's fault: no retry used.
@@ -1174,14 +1175,19 @@ class Scheduler:
         if fields.keys() & {"max_running", "tags"}:
             # Where and how many may run changed: what waits for a slot is dispatched again.
             why = f"not started: {actor} changed its settings"
-            actions.withdraw_waiting(job, self.nodes, changes, why)
+            withdraw_waiting(job, self.nodes, changes, why)
         refresh_job(job, changes, now, actor)
         return changes
 
     # --- time ------------------------------------------------------------------
     @_noting
     def tick(
-        self, now: float, stalled: float = 0.0, heard: Iterable[tuple[str, str]] = ()
+        self,
+        now: float,
+        stalled: float = 0.0,
+        heard: Iterable[tuple[str, str]] = (),
+        unreached: Iterable[str] = (),
+        busy: float = 0.0,
     ) -> Changes:
         """Periodic: lost nodes and expired blocks.
 
@@ -1195,6 +1201,9 @@ class Scheduler:
         its own agent counts, so another machine using its name cannot keep a
         dead node's chunks from moving.
 
+        ``unreached``: nodes the leader could not hear yet (not back since its
+        start-up), whose silence also does not count for ``busy`` more seconds.
+
         (Auto timeouts reach running chunks from ``chunk_finished``, the moment
         the sample is big enough; see ``Changes.timeout_updates``.)
         """
@@ -1203,6 +1212,10 @@ class Scheduler:
         if stalled > 0:
             for node in self.nodes.values():
                 node.last_seen = min(now, node.last_seen + stalled)
+        if busy > 0:
+            for name in unreached:
+                if (absent := self.nodes.get(name)) is not None:
+                    absent.last_seen = min(now, absent.last_seen + busy)
         for name, agent_id in heard:
             waiting = self.nodes.get(name)
             if waiting is not None and waiting.agent_id == agent_id:

@@ -192,6 +192,25 @@ def test_a_node_whose_hello_waits_in_the_queue_is_not_lost_and_its_finished_chun
     assert _attempts(farm, job, 0) == [(1, "done")], "credited, not rendered again"
 
 
+def test_a_node_the_busy_leader_could_not_hear_yet_is_given_the_time_it_was_busy() -> None:
+    """After a restart a leader busy with a farm's reconnections has not even accepted
+    some nodes' connections: that silence is the leader's, not theirs."""
+    farm = Farm(SchedulerConfig(node_timeout=10.0))
+    job = farm.submit("j", frames="1-2")
+    farm.node("n1")
+    farm.node("n2")
+    farm.dispatch()
+    for name in ("n1", "n2"):
+        farm.scheduler.node_disconnected(name, farm.now)
+    # 11 s, of which the leader's ticks came 3 s late in all: n1 not heard since start-up.
+    farm.now += 11
+    farm.scheduler.tick(farm.now, unreached=["n1"], busy=3.0)
+    nodes = farm.scheduler.nodes
+    assert nodes["n1"].running, "n1 kept its chunk"
+    assert not nodes["n2"].running, "n2, heard since and silent, was lost"
+    assert sorted(farm.chunk_states(job)) == ["assigned", "preempted"]
+
+
 def test_reload_goes_back_to_the_store_and_keeps_the_live_links(tmp_path: Path) -> None:
     farm = Farm()
     farm.node("n1")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from farmtui.protocol import JobPatch
 from server.model import Changes
 from server.prefetch import PREFETCH_BELOW
+from server.scheduler_config import SchedulerConfig
 from tests.scheduler.paper_farm import Farm
 
 
@@ -176,3 +177,23 @@ def test_what_waits_behind_a_long_render_is_taken_back_when_the_job_turns_long()
     farm.dispatch()
     changes = farm.finish(job_id, 1, took=PREFETCH_BELOW + 3)
     assert _taken_back(changes) == [("n1", job_id, 2)]
+
+
+def test_what_waits_on_a_node_blocked_for_the_job_is_taken_back() -> None:
+    """A node that failed a job block_after times is blocked for it: a chunk of the job
+    that waited there would fail once more (and again count against the node)."""
+    farm = Farm(SchedulerConfig(block_after=2))
+    farm.node("n1", slots=1, prefetch=1)
+    job_id = short_job(farm)
+    farm.dispatch()
+    first, waiting = (index for _, index in farm.running()["n1"])
+    farm.finish(job_id, first, "failed", took=0.2)  # the waiting one starts on the agent
+    farm.dispatch()
+    running, waiting = (index for _, index in farm.running()["n1"])
+    changes = farm.finish(job_id, running, "failed", took=0.2)
+    assert _taken_back(changes) == [("n1", job_id, waiting)]
+    changes = farm.scheduler.block_node(job_id, "n1", False, "bob", farm.now)
+    changes = farm.scheduler.block_node(job_id, "n1", True, "bob", farm.now)
+    assert _taken_back(changes) == [
+        ("n1", job_id, index) for _, index in farm.running()["n1"]
+    ]

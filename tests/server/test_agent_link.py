@@ -7,6 +7,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,7 +37,7 @@ from server.agent_link import CLOSE_LOST, AgentLink
 from server.config import LeaderConfig
 from server.model import Changes
 from tests.helpers.fake_agent import FakeAgent
-from tests.helpers.leader import InProcessLeader, wait_for
+from tests.helpers.leader import InProcessLeader, leader_in_process, wait_for
 
 SPEC: dict[str, Any] = {
     "name": "shot",
@@ -702,3 +703,27 @@ async def test_a_burst_of_hellos_is_registered_in_groups_with_the_loop_free_betw
     assert {message.job_id for message in assigned if isinstance(message, AssignChunk)} == {
         job_id
     }
+
+
+async def test_after_a_restart_a_node_not_heard_yet_is_given_the_time_the_leader_was_busy(
+    tmp_path: Path,
+) -> None:
+    """A restarted leader busy with a farm's reconnections declared lost, at start-up +
+    node_timeout, nodes whose connections it had not even accepted yet, and their
+    finished work was rendered again. Its lateness is not held against them; once a
+    node has said hello it is judged like any other."""
+    async with leader_in_process(tmp_path) as first:
+        job_id = await submit(first)
+        async with FakeAgent.connect(first.ws_url, first.agent_token, "node1") as agent:
+            await agent.expect(AssignChunk)
+    async with leader_in_process(tmp_path) as second:
+        farm = second.leader
+        clock = [farm.now()]
+        farm.clock = lambda: clock[0]
+        clock[0] += farm.config.node_timeout + 1.0
+        await farm.queue_tick(busy=3.0)  # its ticks came 3 s late in all: not lost
+        assert farm.scheduler.nodes["node1"].running
+        clock[0] += 3.0
+        await farm.queue_tick()  # node_timeout of silence the leader could have heard: lost
+        assert not farm.scheduler.nodes["node1"].running
+        assert farm.scheduler.jobs[job_id].chunks[0].state == "preempted"

@@ -272,9 +272,9 @@ async def agent_endpoint(websocket: WebSocket) -> None:
         # meanwhile: the tick must not declare the node lost while its hello waits.
         # Ahead of the reports waiting: after a restart those are the farm's resent
         # outboxes, and behind them a hello waited 12 s, its agent's lease lapsing
-        # and its renders killed. Nothing waiting is this node's (a link's reports
-        # are applied when it closes, ``_forget``; a link it replaces is closed by
-        # this step, its reports then settled against what this hello says).
+        # and its renders killed. Reports of the node's previous link still waiting
+        # are applied after it: this hello keeps the attempts it lists as running or
+        # finished, and those reports then settle them as they would have.
         with leader.hello_waiting(hello.name, hello.agent_id):
             await leader.submit(connect, ahead=True)
     except Exception as exc:

@@ -247,9 +247,9 @@ class Leader:
         # How many of ``_pending``, at its front, were submitted ``ahead`` (in their order).
         self._ahead = 0
         # (node, agent id) of hellos read and waiting in the group commit (``hello_waiting``).
+        self._hellos_waiting: collections.Counter[tuple[str, str]] = collections.Counter()
         # Nodes loaded at start-up that have not said hello since (``_tick``).
         self._restored: set[str] = set()
-        self._hellos_waiting: collections.Counter[tuple[str, str]] = collections.Counter()
         # Bumped by every commit that changes what a job view shows (``job_list_json``).
         self._views_version = 0
         self._job_lists: dict[bool, tuple[int, float, bytes]] = {}

@@ -37,7 +37,7 @@ def takes_ahead(job: Job) -> bool:
 def withdraw_waiting(
     job: Job, nodes: dict[str, Node], changes: Changes, reason: str, only: str | None = None
 ) -> None:
-    """Take back the job's chunks that wait for a slot on a node (``server.prefetch``).
+    """Take back the job's chunks that wait for a slot on a node (held ahead of it).
 
     Its agent stops those whose renderer has not started, and they come back
     (no retry used); a chunk already rendering runs on. ``only``: on that node.

@@ -125,17 +125,15 @@ def main() -> None:
         print(json.dumps(asyncio.run(run_chunks(args.chunks, args.slots, argv))))
         return
     checkouts = side_by_side.trees(args.old, ROOT)
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in checkouts}
     child = ["--chunks", str(args.chunks), "--slots", str(args.slots), "--", *argv]
-    for run in range(1, args.runs + 1):
-        for name, tree in checkouts.items():
-            result = side_by_side.run_child(Path(__file__), tree, child)
-            runs[name].append(result)
-            print(
-                f"run {run} {name}: {result['rate']:.0f} chunks/s, "
-                f"agent CPU {result['agent_cpu_ms']:.2f} ms a chunk, {result['failed']} failed",
-                flush=True,
-            )
+    runs = side_by_side.alternate(
+        Path(__file__),
+        checkouts,
+        args.runs,
+        child,
+        lambda r: f"{r['rate']:.0f} chunks/s, agent CPU {r['agent_cpu_ms']:.2f} ms a chunk, "
+        f"{r['failed']} failed",
+    )
     summary = {}
     for name, results in runs.items():
         rates = [r["rate"] for r in results]

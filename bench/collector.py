@@ -69,16 +69,13 @@ def main() -> None:
         print(json.dumps(measure(args.chunks)))
         return
     checkouts = side_by_side.trees(args.old, ROOT)
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in checkouts}
-    for run in range(1, args.runs + 1):
-        for name, tree in checkouts.items():
-            result = side_by_side.run_child(Path(__file__), tree, ["--chunks", str(args.chunks)])
-            runs[name].append(result)
-            print(
-                f"run {run} {name}: {result['tracked']:,} objects tracked, "
-                f"a full collection {result['collect_ms']:.1f} ms",
-                flush=True,
-            )
+    runs = side_by_side.alternate(
+        Path(__file__),
+        checkouts,
+        args.runs,
+        ["--chunks", str(args.chunks)],
+        lambda r: f"{r['tracked']:,} objects tracked, a full collection {r['collect_ms']:.1f} ms",
+    )
     for name, results in runs.items():
         times = [r["collect_ms"] for r in results]
         print(

@@ -79,16 +79,14 @@ def main() -> None:
         print(json.dumps(measure(args.chunks, args.every)))
         return
     checkouts = side_by_side.trees(args.old, ROOT)
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in checkouts}
-    for run in range(1, args.runs + 1):
-        for name, tree in checkouts.items():
-            result = side_by_side.run_child(Path(__file__), tree, sizes)
-            runs[name].append(result)
-            print(
-                f"run {run} {name}: {result['reads']} reads, the first {result['first_ms']:.1f} "
-                f"ms, then median {result['median_ms']:.1f} ms, max {result['max_ms']:.1f} ms",
-                flush=True,
-            )
+    runs = side_by_side.alternate(
+        Path(__file__),
+        checkouts,
+        args.runs,
+        sizes,
+        lambda r: f"{r['reads']} reads, the first {r['first_ms']:.1f} ms, then median "
+        f"{r['median_ms']:.1f} ms, max {r['max_ms']:.1f} ms",
+    )
     for name, results in runs.items():
         medians = [r["median_ms"] for r in results]
         print(

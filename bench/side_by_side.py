@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,3 +34,21 @@ def run_child(script: Path, tree: Path, args: list[str]) -> dict[str, Any]:
     if Path(result["imported"]).resolve() != tree.resolve():
         raise SystemExit(f"{tree}: the code was imported from {result['imported']} instead")
     return result
+
+
+def alternate(
+    script: Path,
+    checkouts: dict[str, Path],
+    runs: int,
+    args: list[str],
+    line: Callable[[dict[str, Any]], str],
+) -> dict[str, list[dict[str, Any]]]:
+    """``runs`` rounds of ``script --child ARGS``, each checkout in turn; every result
+    printed as it comes (``line``: what to say of it), all of them returned by checkout."""
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in checkouts}
+    for run in range(1, runs + 1):
+        for name, tree in checkouts.items():
+            result = run_child(script, tree, args)
+            results[name].append(result)
+            print(f"run {run} {name}: {line(result)}", flush=True)
+    return results

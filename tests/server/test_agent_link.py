@@ -601,6 +601,17 @@ async def test_the_leader_does_not_inflate_compressed_frames(leader: InProcessLe
         assert "Sec-WebSocket-Extensions" not in ws.response.headers
 
 
+def slow_report(applied: list[int], number: int) -> Callable[[float], Changes]:
+    """A step that takes the leader 5 ms and notes that it was applied."""
+
+    def apply(now: float) -> Changes:
+        time.sleep(0.005)  # noqa: ASYNC251 - a busy leader is the point
+        applied.append(number)
+        return Changes()
+
+    return apply
+
+
 async def test_a_hello_is_welcomed_ahead_of_the_reports_waiting_in_the_group_commit(
     leader: InProcessLeader, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -611,16 +622,7 @@ async def test_a_hello_is_welcomed_ahead_of_the_reports_waiting_in_the_group_com
     monkeypatch.setattr(leader_module, "GROUP_BUDGET", 0.0)  # one step a group
     farm = leader.leader
     applied: list[int] = []
-
-    def slow_report(number: int) -> Callable[[float], Changes]:
-        def apply(now: float) -> Changes:
-            time.sleep(0.005)  # noqa: ASYNC251 - a busy leader is the point
-            applied.append(number)
-            return Changes()
-
-        return apply
-
-    backlog = [farm.submit(slow_report(i), dispatch=False) for i in range(300)]
+    backlog = [farm.submit(slow_report(applied, i), dispatch=False) for i in range(300)]
     async with FakeAgent.connect(leader.ws_url, leader.agent_token, "node1") as agent:
         assert agent.welcome is not None
         assert len(applied) < 100, f"welcomed only after {len(applied)} of 300 reports"
@@ -638,18 +640,9 @@ async def test_a_closed_link_is_recorded_ahead_of_the_backlog_without_applying_i
     monkeypatch.setattr(leader_module, "GROUP_BUDGET", 0.0)  # one step a group
     farm = leader.leader
     applied: list[int] = []
-
-    def slow_report(number: int) -> Callable[[float], Changes]:
-        def apply(now: float) -> Changes:
-            time.sleep(0.005)  # noqa: ASYNC251 - a busy leader is the point
-            applied.append(number)
-            return Changes()
-
-        return apply
-
     async with FakeAgent.connect(leader.ws_url, leader.agent_token, "node1"):
         node = farm.scheduler.nodes["node1"]
-        backlog = [farm.submit(slow_report(i), dispatch=False) for i in range(100)]
+        backlog = [farm.submit(slow_report(applied, i), dispatch=False) for i in range(100)]
     await wait_for(lambda: not node.online, 10.0, "the disconnect recorded")
     assert len(applied) < 50, f"the disconnect waited for {len(applied)} of 100 reports"
     await asyncio.gather(*backlog)

@@ -10,6 +10,7 @@ a real file system.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -365,6 +366,16 @@ async def test_reports_that_arrive_together_are_committed_together_and_failed_to
         assert state() == {("assigned", True)}
 
 
+def noting(order: list[str], name: str) -> Callable[[float], Changes]:
+    """A step that notes its name in ``order`` when it is applied."""
+
+    def apply(now: float) -> Changes:
+        order.append(name)
+        return Changes()
+
+    return apply
+
+
 async def test_a_flood_of_reports_is_committed_in_groups_with_the_loop_free_between(
     leader: InProcessLeader, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -376,14 +387,7 @@ async def test_a_flood_of_reports_is_committed_in_groups_with_the_loop_free_betw
     monkeypatch.setattr(leader_module, "GROUP_BUDGET", 0.0)  # one step a group
     farm = leader.leader
     order: list[str] = []
-
-    def step(name: str) -> Callable[[float], Changes]:
-        def apply(now: float) -> Changes:
-            order.append(name)
-            return Changes()
-
-        return apply
-
+    step = functools.partial(noting, order)
     futures = [farm.submit(step(f"report {i}"), dispatch=False) for i in range(5)]
     asyncio.get_running_loop().call_soon(lambda: order.append("other work"))
     await asyncio.gather(*futures)
@@ -442,14 +446,7 @@ async def test_steps_submitted_ahead_keep_their_own_order(leader: InProcessLeade
     the other order the node would end offline with its link open."""
     farm = leader.leader
     order: list[str] = []
-
-    def step(name: str) -> Callable[[float], Changes]:
-        def apply(now: float) -> Changes:
-            order.append(name)
-            return Changes()
-
-        return apply
-
+    step = functools.partial(noting, order)
     waiting = [
         farm.submit(step("report"), dispatch=False),
         farm.submit(step("disconnect"), dispatch=False, ahead=True),

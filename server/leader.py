@@ -248,8 +248,10 @@ class Leader:
         self._ahead = 0
         # (node, agent id) of hellos read and waiting in the group commit (``hello_waiting``).
         self._hellos_waiting: collections.Counter[tuple[str, str]] = collections.Counter()
-        # Nodes loaded at start-up that have not said hello since (``_tick``).
+        # Nodes loaded at start-up that have not said hello since (``_tick``), and when
+        # the last of them did.
         self._restored: set[str] = set()
+        self._restored_arriving: float | None = None
         # Bumped by every commit that changes what a job view shows (``job_list_json``).
         self._views_version = 0
         self._job_lists: dict[bool, tuple[int, float, bytes]] = {}
@@ -477,6 +479,10 @@ class Leader:
         # loop's lateness is credited to such nodes, not only its stalls: with 300
         # agents, nodes whose connections were still waiting to be accepted were
         # declared lost at start-up + node_timeout and their finished work redone.
+        # And while they keep coming back, those not back yet are heard as of the
+        # last one: under a heavier load (600 agents, the leader starved of CPU)
+        # its ticks were on time but it accepted 30 connections a second, and a
+        # node_timeout passed with hundreds still queued.
         absent = [name for name in self._restored if name not in self.agents]
         changes = self.scheduler.tick(
             min(now, queued),
@@ -484,6 +490,7 @@ class Leader:
             heard=list(self._hellos_waiting),
             unreached=absent,
             busy=max(0.0, busy - stalled),
+            arriving=self._restored_arriving,
         )
         nodes = self.scheduler.nodes
         self._restored = {
@@ -504,7 +511,9 @@ class Leader:
         again elsewhere.
         """
         key = (name, agent_id)
-        self._restored.discard(name)  # heard: from now on it is judged like any node
+        if name in self._restored:
+            self._restored.discard(name)  # heard: from now on it is judged like any node
+            self._restored_arriving = self.now()
         self._hellos_waiting[key] += 1
         try:
             yield

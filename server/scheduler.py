@@ -1188,6 +1188,7 @@ class Scheduler:
         heard: Iterable[tuple[str, str]] = (),
         unreached: Iterable[str] = (),
         busy: float = 0.0,
+        arriving: float | None = None,
     ) -> Changes:
         """Periodic: lost nodes and expired blocks.
 
@@ -1202,7 +1203,9 @@ class Scheduler:
         dead node's chunks from moving.
 
         ``unreached``: nodes the leader could not hear yet (not back since its
-        start-up), whose silence also does not count for ``busy`` more seconds.
+        start-up), whose silence also does not count for ``busy`` more seconds,
+        nor before ``arriving`` (when the last of them came back: the farm is
+        still reconnecting, and theirs may be among the connections waiting).
 
         (Auto timeouts reach running chunks from ``chunk_finished``, the moment
         the sample is big enough; see ``Changes.timeout_updates``.)
@@ -1212,10 +1215,12 @@ class Scheduler:
         if stalled > 0:
             for node in self.nodes.values():
                 node.last_seen = min(now, node.last_seen + stalled)
-        if busy > 0:
+        if busy > 0 or arriving is not None:
             for name in unreached:
                 if (absent := self.nodes.get(name)) is not None:
                     absent.last_seen = min(now, absent.last_seen + busy)
+                    if arriving is not None:
+                        absent.last_seen = max(absent.last_seen, min(now, arriving))
         for name, agent_id in heard:
             waiting = self.nodes.get(name)
             if waiting is not None and waiting.agent_id == agent_id:

@@ -720,3 +720,35 @@ async def test_after_a_restart_a_node_not_heard_yet_is_given_the_time_the_leader
         await farm.queue_tick()  # node_timeout of silence the leader could have heard: lost
         assert not farm.scheduler.nodes["node1"].running
         assert farm.scheduler.jobs[job_id].chunks[0].state == "preempted"
+
+
+async def test_after_a_restart_nodes_not_back_yet_are_heard_while_others_keep_coming_back(
+    tmp_path: Path,
+) -> None:
+    """Under a heavier load a restarted leader accepted 30 connections a second, on time
+    for its ticks: node_timeout passed with hundreds still queued. While nodes keep
+    coming back, those not back yet are heard as of the last one."""
+    async with leader_in_process(tmp_path) as first:
+        job_id = await submit(first, frames="1-2", chunk=1)
+        async with (
+            FakeAgent.connect(first.ws_url, first.agent_token, "node1") as one,
+            FakeAgent.connect(first.ws_url, first.agent_token, "node2") as two,
+        ):
+            await one.expect(AssignChunk)
+            await two.expect(AssignChunk)
+    async with leader_in_process(tmp_path) as second:
+        farm = second.leader
+        clock = [farm.now()]
+        farm.clock = lambda: clock[0]
+        timeout = farm.config.node_timeout
+        clock[0] += timeout - 1.0
+        async with FakeAgent.connect(second.ws_url, second.agent_token, "node2"):
+            back = clock[0]
+            clock[0] += 2.0  # node_timeout since start-up, 2 s since node2 came back
+            await farm.queue_tick()
+            assert farm.scheduler.nodes["node1"].running, "lost while the farm came back"
+            clock[0] = back + timeout + 1.0
+            await farm.queue_tick()
+            assert not farm.scheduler.nodes["node1"].running
+        # node1's chunk moved once it was lost (node2 came back without its own).
+        assert [c.state for c in farm.scheduler.jobs[job_id].chunks] == ["preempted"] * 2

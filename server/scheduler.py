@@ -660,7 +660,12 @@ class Scheduler:
             if not self._dependencies_done(job):
                 continue
             if key[2] in ahead:
+                # Not to a node that failed one of its chunks: the chunk held there
+                # would start as the failed one exits, before the leader could block
+                # the node (``block_after``) and take it back.
+                kept = {name: room.pop(name) for name in job.node_errors if name in room}
                 wakeup = min(wakeup, self._dispatch_job(job, room, changes, now)[0])
+                room.update(kept)
             else:
                 self._keep_room_for(job, room, now)
         return wakeup

@@ -180,20 +180,31 @@ def test_what_waits_behind_a_long_render_is_taken_back_when_the_job_turns_long()
 
 
 def test_what_waits_on_a_node_blocked_for_the_job_is_taken_back() -> None:
-    """A node that failed a job block_after times is blocked for it: a chunk of the job
-    that waited there would fail once more (and again count against the node)."""
+    """A node blocked for a job (after its errors, or by hand): a chunk of the job that
+    waited there would fail once more (and again count against the node)."""
+    farm = Farm(SchedulerConfig(block_after=1))
+    farm.node("n1", slots=1, prefetch=1)
+    job_id = short_job(farm)
+    farm.dispatch()
+    failing, waiting = (index for _, index in farm.running()["n1"])
+    changes = farm.finish(job_id, failing, "failed", took=0.2)
+    assert _taken_back(changes) == [("n1", job_id, waiting)]
+    farm.scheduler.block_node(job_id, "n1", False, "bob", farm.now)
+    farm.dispatch()
+    held = [("n1", job_id, index) for _, index in farm.running()["n1"]]
+    assert len(held) == 2
+    changes = farm.scheduler.block_node(job_id, "n1", True, "bob", farm.now)
+    assert _taken_back(changes) == held
+
+
+def test_a_node_that_failed_a_chunk_of_the_job_takes_none_of_its_chunks_ahead() -> None:
+    """A chunk held there starts the moment the failed one exits, before the leader can
+    block the node for the job: it failed block_after + 1 times."""
     farm = Farm(SchedulerConfig(block_after=2))
     farm.node("n1", slots=1, prefetch=1)
     job_id = short_job(farm)
     farm.dispatch()
-    first, waiting = (index for _, index in farm.running()["n1"])
-    farm.finish(job_id, first, "failed", took=0.2)  # the waiting one starts on the agent
+    failing, waiting = (index for _, index in farm.running()["n1"])
+    farm.finish(job_id, failing, "failed", took=0.2)  # the waiting one starts on the agent
     farm.dispatch()
-    running, waiting = (index for _, index in farm.running()["n1"])
-    changes = farm.finish(job_id, running, "failed", took=0.2)
-    assert _taken_back(changes) == [("n1", job_id, waiting)]
-    changes = farm.scheduler.block_node(job_id, "n1", False, "bob", farm.now)
-    changes = farm.scheduler.block_node(job_id, "n1", True, "bob", farm.now)
-    assert _taken_back(changes) == [
-        ("n1", job_id, index) for _, index in farm.running()["n1"]
-    ]
+    assert farm.running()["n1"] == [(job_id, waiting)], "nothing more waits behind it"

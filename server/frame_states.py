@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from types import TracebackType
 
 from farmtui.protocol import FrameState
-from server.model import Changes, Chunk, ChunkList, Job, Segment, Stage, Tally
+from server.model import Changes, Chunk, ChunkLayout, ChunkList, Job, Segment, Stage, Tally
 
 # Chunk states that wait for a slot.
 PENDING = frozenset({"queued", "waiting-retry", "preempted"})
@@ -360,7 +360,7 @@ class RunBlocks:
 
     __slots__ = ("layout", "untouched", "size", "pieces")
 
-    def __init__(self, layout: object, untouched: str, size: int) -> None:
+    def __init__(self, layout: ChunkLayout, untouched: str, size: int) -> None:
         self.layout = layout
         self.untouched = untouched
         self.size = size
@@ -381,9 +381,10 @@ def _frame_runs(job: Job, tally: Tally) -> tuple[list[Run], bool]:
         blocks = tally.run_blocks = RunBlocks(chunks.layout, chunks.untouched, RUN_BLOCK)
         tally.run_block = RUN_BLOCK
     else:
+        numbers = range(len(chunks.layout.segments))
         for block in tally.dirty_blocks:
-            for key in [key for key in blocks.pieces if key[1] == block]:
-                del blocks.pieces[key]
+            for number in numbers:
+                blocks.pieces.pop((number, block), None)
     tally.dirty_blocks.clear()
     size = blocks.size
     wanted = [

@@ -35,13 +35,16 @@ async def test_bell_and_toast_when_a_job_fails_or_finishes(
         await synced(pilot, app)
         assert rings == []  # the snapshot rings nothing
         fail_j1(leader)
-        await wait_for(pilot, lambda: rings == [1])
+        # The bell rings at once; Textual adds the toast when it handles its message.
+        await wait_for(pilot, lambda: rings == [1] and len(app._notifications) == 1)
         toast = list(app._notifications)[-1]
         assert toast.title == "Job failed"
         assert "shot_010_comp (alice): 30/90 frames done" in toast.message
         leader.action("complete", ["j2"])
-        await wait_for(pilot, lambda: rings == [1, 1])
-        assert any(n.title == "Job finished" for n in app._notifications)
+        await wait_for(
+            pilot,
+            lambda: rings == [1, 1] and any(n.title == "Job finished" for n in app._notifications),
+        )
         # A change that is no finish rings nothing.
         leader.action("resume", ["j4"])
         await wait_for(pilot, lambda: app.state.jobs["j4"].state == leader.job("j4").state)
@@ -124,7 +127,7 @@ async def test_many_jobs_ending_at_once_ring_once_with_one_toast(
     async with app.run_test(size=(80, 24), notifications=True) as pilot:
         await synced(pilot, app)
         leader.action("cancel", ["j1", "j2", "j3", "j4"])
-        await wait_for(pilot, lambda: rings == [1])
+        await wait_for(pilot, lambda: rings == [1] and len(app._notifications) == 1)
         toasts = list(app._notifications)
         assert [toast.title for toast in toasts] == ["4 jobs ended"]
         assert "4 × job cancelled" in toasts[0].message

@@ -497,6 +497,9 @@ class Shape:
     slots: int = SLOTS
     # The simulated agents send and read batches, as the real agent does.
     batches: bool = True
+    # Chunks each simulated agent takes ahead of its slots (None: as many as its
+    # slots, the real agent's default; 0: none, as before agents took any).
+    prefetch: int | None = None
     # The scheduling rules at work on every chunk (issue 13): each asks for a GPU
     # (every slot has one) and a unit of a limit (one per slot: counted, never
     # short), and every second job follows the one before it frame by frame.
@@ -559,6 +562,8 @@ def run_sim(
     args += ["--token-file", str(farm.local.agent_token_file), "--agents", str(shape.agents)]
     args += ["--slots", str(shape.slots), "--expect", str(expect), "--cap", str(cap)]
     args += ["--out", str(out)] + ([] if shape.batches else ["--no-batches"])
+    if shape.prefetch is not None:
+        args += ["--prefetch", str(shape.prefetch)]
     if shape.rules:
         args += ["--gpus", str(shape.slots)]
     process = subprocess.Popen(args, cwd=REPO, env=load_env(), start_new_session=True)
@@ -1238,6 +1243,11 @@ def main() -> int:
         action="store_true",
         help="simulated agents send one message a frame, compressed (the protocol before batches)",
     )
+    parser.add_argument(
+        "--prefetch",
+        type=int,
+        help="chunks each simulated agent takes ahead (default: as many as its slots)",
+    )
     parser.add_argument("--out", type=Path, default=HERE / "results" / "scale.json")
     parser.add_argument(
         "--merge", action="store_true", help="keep the other scenarios already in --out"
@@ -1263,15 +1273,15 @@ def main() -> int:
         toml += f"heartbeat_interval = {args.heartbeat}\n"
     if args.node_timeout is not None:
         toml += f"node_timeout = {args.node_timeout}\n"
-    batches = not args.no_batches
+    sim = {"batches": not args.no_batches, "prefetch": args.prefetch}
     shapes = {
-        "a": Shape("a", 1, sized(100_000), args.agents, batches=batches),
-        "b": Shape("b", sized(1_000), 100, args.agents, batches=batches),
-        "c1": Shape("c1", 1, sized(100_000), args.many_agents, batches=batches),
-        "c2": Shape("c2", sized(1_000), 100, args.many_agents, batches=batches),
+        "a": Shape("a", 1, sized(100_000), args.agents, **sim),
+        "b": Shape("b", sized(1_000), 100, args.agents, **sim),
+        "c1": Shape("c1", 1, sized(100_000), args.many_agents, **sim),
+        "c2": Shape("c2", sized(1_000), 100, args.many_agents, **sim),
         # a and b again, under the rules: their rate beside a's and b's.
-        "ar": Shape("ar", 2, sized(50_000), args.agents, batches=batches, rules=True),
-        "br": Shape("br", sized(1_000), 100, args.agents, batches=batches, rules=True),
+        "ar": Shape("ar", 2, sized(50_000), args.agents, rules=True, **sim),
+        "br": Shape("br", sized(1_000), 100, args.agents, rules=True, **sim),
     }
     commands, submits, frames = sized(1_000), sized(1_000), sized(1_000_000)
     results: Record = {}
@@ -1304,6 +1314,10 @@ def main() -> int:
                 raw = tmp / "profile.txt"
                 dispatch_run(shape, min(args.cap, 30.0), 0, tmp, toml, profile=raw)
                 profile = {"scenario": key, **(top_functions(raw) if raw.exists() else {})}
+                if raw.exists():  # py-spy's collapsed stacks, for a flame graph or a closer look
+                    kept = args.out.parent / f"profile-{key}.txt"
+                    shutil.copyfile(raw, kept)
+                    say(f"  the stacks: {kept}")
                 for name, share in profile.get("self", [])[:15]:
                     say(f"    {share:5.1f}% self  {name}")
                 say(f"  the event loop's thread: {profile.get('loop_share', 0)}% of the samples")

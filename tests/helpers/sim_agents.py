@@ -6,8 +6,12 @@ numbered heartbeats at the leader's ``heartbeat_interval`` answered by
 ``LeaseRenewed``, seq-numbered reports answered by a cumulative ``Ack``. On
 ``AssignChunk`` it sends ``ChunkStarted`` then ``ChunkFinished(outcome="done")``
 at once (or after ``render_seconds``), so the leader's cost per event is all
-that limits the rate. Reports stay in a per-agent outbox until acknowledged;
-a dropped link is reconnected and the outbox sent again, as the real agent does.
+that limits the rate. As the real agent, it says it takes ``prefetch`` chunks
+ahead of its slots (by default as many as its slots): one given while every
+slot renders waits, and starts as a slot frees; a ``KillChunk`` with
+``waiting_only`` takes back only a chunk that waits. Reports stay in a
+per-agent outbox until acknowledged; a dropped link is reconnected and the
+outbox sent again, as the real agent does.
 
 A :class:`Swarm` of N agents × K slots shares one :class:`Tally` that checks
 every assignment against every other: the same attempt on two agents, a chunk
@@ -306,11 +310,14 @@ class Pending:
 class SimAgent:
     """One simulated node: its link, its outbox and its chunks, on a shared loop."""
 
-    def __init__(self, swarm: Swarm, name: str, slots: int, render_seconds: float = 0.0) -> None:
+    def __init__(
+        self, swarm: Swarm, name: str, slots: int, render_seconds: float = 0.0, prefetch: int = 0
+    ) -> None:
         self.swarm = swarm
         self.tally = swarm.tally
         self.name = name
         self.slots = slots
+        self.prefetch = prefetch
         self.render_seconds = render_seconds
         self.agent_id = uuid.uuid4().hex
         self.outbox: deque[Pending] = deque()
@@ -321,6 +328,10 @@ class SimAgent:
         self.lapsed = False
         # Chunks rendering here (render_seconds > 0): attempt -> its timer.
         self.running: dict[AttemptKey, asyncio.TimerHandle] = {}
+        # Chunks rendering (in a slot), and those given ahead that wait for one.
+        self.rendering = 0
+        self.waiting: dict[AttemptKey, AssignChunk] = {}
+        self.waited = 0  # chunks that were given ahead and waited for a slot
         self.ws: ClientConnection | None = None
         self.queue: deque[str] = deque()
         self.wakeup = asyncio.Event()
@@ -371,8 +382,18 @@ class SimAgent:
 
     def assign(self, message: AssignChunk) -> None:
         self.tally.assigned_to(self.name, message)
+        if self.rendering < self.slots:
+            self.start(message)
+        else:
+            self.waiting[(message.job_id, message.chunk, message.attempt)] = message
+            self.waited += 1
+            if len(self.waiting) > self.prefetch:
+                self.tally.problem(f"{self.name}: {len(self.waiting)} chunks given ahead")
+
+    def start(self, message: AssignChunk) -> None:
         key: AttemptKey = (message.job_id, message.chunk, message.attempt)
         now = time.time()
+        self.rendering += 1
         self.report(
             ChunkStarted(
                 job_id=message.job_id,
@@ -392,6 +413,13 @@ class SimAgent:
         timer = self.running.pop(key, None)
         if timer is not None:
             timer.cancel()
+        self.rendering -= 1
+        self.ended(key, started, outcome)
+        if self.waiting and self.rendering < self.slots:
+            first = next(iter(self.waiting))
+            self.start(self.waiting.pop(first))
+
+    def ended(self, key: AttemptKey, started: float, outcome: str) -> None:
         job_id, chunk, attempt = key
         self.report(
             ChunkFinished(
@@ -408,7 +436,9 @@ class SimAgent:
     def kill(self, message: KillChunk) -> None:
         self.tally.killed(message.reason)
         key: AttemptKey = (message.job_id, message.chunk, message.attempt)
-        if key in self.running:
+        if self.waiting.pop(key, None) is not None:
+            self.ended(key, 0.0, "killed")  # taken back before it started
+        elif key in self.running and not message.waiting_only:
             self.finish(key, time.time(), "killed")
 
     # ------------------------------------------------------------------ receiving
@@ -472,11 +502,14 @@ class SimAgent:
         return AgentHello(
             name=self.name,
             slots=self.slots,
+            prefetch=self.prefetch,
             agent_id=self.agent_id,
             version="sim",
             batches=self.swarm.batches,
             gpus=self.swarm.gpus,
-            running=[ChunkRef(job_id=j, chunk=c, attempt=a) for j, c, a in self.running],
+            running=[
+                ChunkRef(job_id=j, chunk=c, attempt=a) for j, c, a in [*self.running, *self.waiting]
+            ],
             finished=[
                 ChunkRef(job_id=f.job_id, chunk=f.chunk, attempt=f.attempt) for f in finished
             ],
@@ -570,6 +603,7 @@ class Swarm:
         reconnect_max: float = BACKOFF_MAX,
         batches: bool = True,
         gpus: int = 0,
+        prefetch: int | None = None,
     ) -> None:
         self.leader = leader
         # GPUs each agent says it has (indices 0..gpus-1), for the scheduling rules.
@@ -580,7 +614,13 @@ class Swarm:
         self.token = token
         self.tally = Tally()
         self.agents = [
-            SimAgent(self, f"{prefix}-{index:04d}", slots, render_seconds)
+            SimAgent(
+                self,
+                f"{prefix}-{index:04d}",
+                slots,
+                render_seconds,
+                slots if prefetch is None else prefetch,  # the real agent's default
+            )
             for index in range(1, agents + 1)
         ]
         self.slots = slots
@@ -652,6 +692,7 @@ async def run_swarm(args: argparse.Namespace, token: str) -> SimReport:
         render_seconds=args.render_seconds,
         batches=not args.no_batches,
         gpus=args.gpus,
+        prefetch=args.prefetch,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -704,6 +745,9 @@ def main(argv: list[str] | None = None) -> int:
         "--no-batches", action="store_true", help="one message a frame, compressed (as before)"
     )
     parser.add_argument("--gpus", type=int, default=0, help="GPUs each agent says it has")
+    parser.add_argument(
+        "--prefetch", type=int, help="chunks taken ahead of the slots (default: as many as slots)"
+    )
     parser.add_argument("--out", help="write the report (JSON) here instead of stdout")
     args = parser.parse_args(argv)
     token = Path(args.token_file).read_text(encoding="utf-8").strip()

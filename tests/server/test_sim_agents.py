@@ -94,3 +94,22 @@ async def test_a_reconnecting_agent_resends_what_was_not_acknowledged(
         job = (await http.get(f"/api/jobs/{job_id}")).json()["job"]
     assert job["state"] == "done"
     assert job["stats"]["chunks_done"] == 6
+
+
+async def test_simulated_agents_take_chunks_ahead_as_the_real_agent_does(
+    leader: InProcessLeader,
+) -> None:
+    """Short chunks are given ahead of a free slot; each waits for its slot, none is lost."""
+    job_id = await submit(leader, "1-8")
+    async with Swarm(leader.url, leader.agent_token, 1, 1, render_seconds=0.1) as swarm:
+        agent = swarm.agents[0]
+        assert agent.prefetch == 1  # as many as its slots, the real agent's default
+        assert await swarm.wait_completions(8, within=20)
+    report = swarm.report()
+    assert agent.waited >= 1  # the leader gave a chunk while the slot was busy
+    assert report.problems == []  # never more than one rendering, one waiting
+    assert report.completions == 8
+    assert report.attempt_on_two_agents == report.rerendered == 0
+    async with leader.http() as http:
+        job = (await http.get(f"/api/jobs/{job_id}")).json()["job"]
+    assert job["state"] == "done"

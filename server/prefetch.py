@@ -13,6 +13,12 @@ seconds on average (none is known before its first chunk is done) and the
 last one done did too (a job whose frames turn heavy stops at once, not when
 its average catches up), and not when its chunks hold something scarce while
 they wait (GPUs, units of a limit).
+
+What waits ahead is taken back (the agent stops a chunk only if its renderer
+has not started; it comes back with no retry used) when nothing new of its
+job may start there (paused, held, the node disabled or blocked for it, its
+chunks turned long), and for a job that comes before it in dispatch order and
+waits for a slot on that node.
 """
 
 from __future__ import annotations
@@ -21,6 +27,15 @@ from server.frame_states import tally_of
 from server.model import Changes, Job, Kill, Node
 
 PREFETCH_BELOW = 5.0  # seconds: a render chunk's mean time, for its job's chunks to wait
+
+# Taking back what waits for a job that comes first (``Scheduler.tick``): the jobs
+# at the head of the dispatch order looked at, how many of them take back, how
+# often one job may (seconds), and the attempts asked back remembered (so each is
+# asked once) before the list is pruned.
+FIRST_LOOKED_AT = 64
+FIRST_TAKING_BACK = 4
+TAKE_BACK_EVERY = 10.0
+ASKED_BACK_KEPT = 4096
 
 
 def takes_ahead(job: Job) -> bool:
@@ -47,13 +62,19 @@ def withdraw_waiting(
         node = nodes.get(chunk.node or "")
         if node is None or not node.prefetch or (only is not None and node.name != only):
             continue  # a node that takes nothing ahead starts every chunk it is given
-        changes.kills.append(
-            Kill(
-                node=node.name,
-                job_id=job.id,
-                chunk=index,
-                attempt=chunk.attempt,
-                reason=reason,
-                waiting_only=True,
-            )
+        take_back(node.name, (job.id, index, chunk.attempt), reason, changes)
+
+
+def take_back(node: str, attempt: tuple[str, int, int], reason: str, changes: Changes) -> None:
+    """Ask ``node`` to stop the attempt (job id, chunk, attempt) if it waits for a slot."""
+    job_id, chunk, number = attempt
+    changes.kills.append(
+        Kill(
+            node=node,
+            job_id=job_id,
+            chunk=chunk,
+            attempt=number,
+            reason=reason,
+            waiting_only=True,
         )
+    )

@@ -73,7 +73,16 @@ from server.frame_states import tally_of, tracking
 from server.frame_waits import PARK_BUDGET, FrameWaits, blocker
 from server.job_progress import PENDING, STAGES, count, gate_open, gates
 from server.model import NO_FRAMES, Assignment, Attempt, Changes, Chunk, Job, Node, Notification
-from server.prefetch import PREFETCH_BELOW, takes_ahead, withdraw_waiting
+from server.prefetch import (
+    ASKED_BACK_KEPT,
+    FIRST_LOOKED_AT,
+    FIRST_TAKING_BACK,
+    PREFETCH_BELOW,
+    TAKE_BACK_EVERY,
+    take_back,
+    takes_ahead,
+    withdraw_waiting,
+)
 from server.resources import Holding, Limit, Resources
 from server.retries import OPERATOR_BLOCK, expire_blocks, is_blocked
 from server.scheduler_config import SchedulerConfig, SchedulerError
@@ -169,6 +178,10 @@ class Scheduler:
         # Room for chunks taken ahead of a free slot (``server.prefetch``), by node; and
         # the jobs of the dispatch index whose chunks may be taken ahead, in its order.
         self._spare: dict[str, int] = {}
+        # Chunks held ahead that were asked back for a job before theirs (asked once).
+        self._asked_back: set[tuple[str, int, int]] = set()
+        # When each job last took chunks back (job id -> time), for TAKE_BACK_EVERY.
+        self._took_back_at: dict[str, float] = {}
         self._ahead: list[tuple[int, float, str]] = []
         self._aheaded: dict[str, tuple[int, float, str]] = {}
         # Each node's (online, enabled, slots, tags) as the census last counted it.
@@ -1238,7 +1251,87 @@ class Scheduler:
             for name in expire_blocks(job, now):
                 changes.jobs.add(job.id)
                 changes.event(now, "info", f"node {name} may render this job again", job.id, None)
+        self._take_back_for_first(changes, now)
         return changes
+
+    def _take_back_for_first(self, changes: Changes, now: float) -> None:
+        """Chunks held ahead on a node for a job behind one that waits for it go back.
+
+        A node holds up to ``prefetch`` short chunks beyond its slots. A job that
+        comes before theirs in dispatch order (a higher priority, or submitted
+        or moved up since) would otherwise wait until they had all rendered
+        there. Each of the first jobs in order that could start a chunk now
+        takes back what waits on as many of its nodes as it has chunks to
+        start; the agent stops only those not started, and they come back with
+        no retry used. Their room is then the first job's (``_dispatch_ahead``).
+        A job takes back at most once every ``TAKE_BACK_EVERY`` seconds, so a
+        rule this pass does not see cannot make chunks bounce every tick.
+        Cost, once a tick: the nodes that hold chunks ahead, times a few jobs.
+        """
+        holding = [
+            node
+            for node in self.nodes.values()
+            if node.online and node.enabled and node.prefetch and len(node.running) > node.slots
+        ]
+        if not holding:
+            return
+        if len(self._asked_back) > ASKED_BACK_KEPT:
+            held = {ref for node in self.nodes.values() for ref in node.running}
+            self._asked_back &= held
+        if len(self._took_back_at) > ASKED_BACK_KEPT:
+            recent = {j: t for j, t in self._took_back_at.items() if now - t < TAKE_BACK_EVERY}
+            self._took_back_at = recent
+        for key, job, wanted in self._first_waiting(now):
+            tags = set(job.spec.tags)
+            # A short job gets no room ahead on a node that failed one of its chunks.
+            skipped = job.node_errors if key[2] in self._aheaded else {}
+            took = False
+            for node in holding:
+                if wanted <= 0:
+                    break
+                if node.name in skipped or not self._fits(job, tags, node.name, now):
+                    continue
+                behind = sorted(
+                    ref
+                    for ref in node.running
+                    if ref not in self._asked_back
+                    and (other := self.jobs.get(ref[0])) is not None
+                    and dispatch_order.dispatch_key(other) > key
+                )
+                if not behind:
+                    continue
+                wanted -= 1
+                took = True
+                why = f"not started: job {job.spec.name} ({job.id}) comes first in the queue"
+                for attempt in behind:
+                    self._asked_back.add(attempt)
+                    take_back(node.name, attempt, why, changes)
+            if took:
+                self._took_back_at[job.id] = now
+
+    def _first_waiting(self, now: float) -> list[tuple[tuple[int, float, str], Job, int]]:
+        """The first jobs in dispatch order that could start a chunk now: (key, job, how many)."""
+        found: list[tuple[tuple[int, float, str], Job, int]] = []
+        for key in self._index[:FIRST_LOOKED_AT]:
+            job = self.jobs[key[2]]
+            if now - self._took_back_at.get(job.id, -math.inf) < TAKE_BACK_EVERY:
+                continue
+            tally = tally_of(job)
+            if not tally.ready or job.spec.after_frames or not self._dependencies_done(job):
+                continue
+            if job.spec.limits and self.resources.exhausted(job.spec.limits) is not None:
+                continue
+            first = job.chunks[tally.ready[0]]
+            if not gate_open(job, gates(job), first) or (first.retry_at or 0.0) > now:
+                continue
+            wanted = count(tally, STAGES, PENDING)
+            if job.spec.max_running:
+                wanted = min(wanted, job.spec.max_running - len(tally.running))
+            if wanted > 0:
+                found.append((key, job, wanted))
+                if len(found) == FIRST_TAKING_BACK:
+                    break
+        return found
 
     # --- views -----------------------------------------------------------------
     def positions(self) -> dict[str, int]:

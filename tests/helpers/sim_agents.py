@@ -414,12 +414,12 @@ class SimAgent:
         if timer is not None:
             timer.cancel()
         self.rendering -= 1
-        self.ended(key, started, outcome)
+        self.ended(key, started, outcome, "" if outcome == "done" else "killed by the leader")
         if self.waiting and self.rendering < self.slots:
             first = next(iter(self.waiting))
             self.start(self.waiting.pop(first))
 
-    def ended(self, key: AttemptKey, started: float, outcome: str) -> None:
+    def ended(self, key: AttemptKey, started: float, outcome: str, reason: str) -> None:
         job_id, chunk, attempt = key
         self.report(
             ChunkFinished(
@@ -430,6 +430,7 @@ class SimAgent:
                 exit_status="0" if outcome == "done" else "SIGTERM",
                 started=started,
                 finished=time.time(),
+                reason=reason,
             )
         )
 
@@ -437,7 +438,7 @@ class SimAgent:
         self.tally.killed(message.reason)
         key: AttemptKey = (message.job_id, message.chunk, message.attempt)
         if self.waiting.pop(key, None) is not None:
-            self.ended(key, 0.0, "killed")  # taken back before it started
+            self.ended(key, 0.0, "killed", message.reason)  # taken back before it started
         elif key in self.running and not message.waiting_only:
             self.finish(key, time.time(), "killed")
 

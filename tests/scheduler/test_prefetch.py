@@ -208,3 +208,47 @@ def test_a_node_that_failed_a_chunk_of_the_job_takes_none_of_its_chunks_ahead() 
     farm.finish(job_id, failing, "failed", took=0.2)  # the waiting one starts on the agent
     farm.dispatch()
     assert farm.running()["n1"] == [(job_id, waiting)], "nothing more waits behind it"
+
+
+def test_a_job_that_comes_first_takes_back_what_waits_for_its_node() -> None:
+    """A job of a higher priority waited until every chunk held ahead of it there had
+    rendered; now the next tick takes them back, and it gets the node's next slot."""
+    farm = Farm()
+    farm.node("n1", slots=1, prefetch=1)
+    short = short_job(farm, frames="1-100")
+    farm.dispatch()
+    assert farm.running()["n1"] == [(short, 1), (short, 2)], "one running, one waiting"
+    assert _taken_back(farm.advance(1)) == [], "nothing comes before the short job yet"
+    urgent = farm.submit(frames="1-10", chunk=1, priority=1)
+    farm.dispatch()
+    asked = farm.advance(1)
+    # Both are asked: the agent stops only the one that has not started.
+    assert _taken_back(asked) == [("n1", short, 1), ("n1", short, 2)]
+    assert {k.reason for k in asked.kills} == {
+        f"not started: job {farm.scheduler.jobs[urgent].spec.name} ({urgent}) comes first "
+        "in the queue"
+    }
+    assert _taken_back(farm.advance(1)) == [], "each attempt is asked once"
+    farm.finish(short, 2, "killed")  # it waited: it ends, and comes back
+    chunk = farm.scheduler.jobs[short].chunks[2]
+    assert chunk.state == "preempted"
+    assert chunk.errors == 0, "no retry used"
+    farm.dispatch()
+    assert farm.running()["n1"] == [(short, 1)], "the room ahead is kept for the urgent job"
+    farm.finish(short, 1, took=0.2)
+    farm.dispatch()
+    assert farm.running()["n1"] == [(urgent, 0)]
+
+
+def test_only_a_job_that_could_start_there_now_takes_anything_back() -> None:
+    farm = Farm()
+    farm.node("n1", slots=1, prefetch=1)
+    short = short_job(farm, frames="1-100")
+    farm.dispatch()
+    farm.submit(frames="1-10", chunk=1, priority=90)  # behind the short job
+    farm.submit(frames="1-10", chunk=1, priority=1, tags=["gpu"])  # no node carries the tag
+    held = farm.submit(frames="1-10", chunk=1, priority=1)
+    farm.scheduler.job_action([held], "hold", "bob", farm.now)
+    farm.dispatch()
+    assert _taken_back(farm.advance(1)) == []
+    assert farm.running()["n1"] == [(short, 1), (short, 2)]

@@ -1265,8 +1265,11 @@ class Scheduler:
         start; the agent stops only those not started, and they come back with
         no retry used. Their room is then the first job's (``_dispatch_ahead``).
         A job takes back at most once every ``TAKE_BACK_EVERY`` seconds, so a
-        rule this pass does not see cannot make chunks bounce every tick.
-        Cost, once a tick: the nodes that hold chunks ahead, times a few jobs.
+        rule this pass does not see cannot make chunks bounce every tick. Only
+        jobs ahead of the last short job in the dispatch index look (a job whose
+        last chunks are all out ends soon anyway). Cost, once a tick: nothing
+        when the first job waiting is that short job; else the nodes that hold
+        chunks ahead, times a few jobs.
         """
         holding = [
             node
@@ -1281,7 +1284,21 @@ class Scheduler:
         if len(self._took_back_at) > ASKED_BACK_KEPT:
             recent = {j: t for j, t in self._took_back_at.items() if now - t < TAKE_BACK_EVERY}
             self._took_back_at = recent
+        ranks: dict[str, tuple[int, float, str]] = {}
+        asked = self._asked_back
+
+        def rank(job_id: str) -> tuple[int, float, str]:
+            """The job's dispatch key (a job gone meanwhile: never behind)."""
+            if (known := ranks.get(job_id)) is None:
+                other = self.jobs.get(job_id)
+                known = ranks[job_id] = (
+                    (-1, 0.0, "") if other is None else dispatch_order.dispatch_key(other)
+                )
+            return known
+
         for key, job, wanted in self._first_waiting(now):
+            if not self._ahead or key >= self._ahead[-1]:
+                continue  # no job behind it has chunks to take ahead (or waiting there)
             tags = set(job.spec.tags)
             # A short job gets no room ahead on a node that failed one of its chunks.
             skipped = job.node_errors if key[2] in self._aheaded else {}
@@ -1292,11 +1309,7 @@ class Scheduler:
                 if node.name in skipped or not self._fits(job, tags, node.name, now):
                     continue
                 behind = sorted(
-                    ref
-                    for ref in node.running
-                    if ref not in self._asked_back
-                    and (other := self.jobs.get(ref[0])) is not None
-                    and dispatch_order.dispatch_key(other) > key
+                    ref for ref in node.running if rank(ref[0]) > key and ref not in asked
                 )
                 if not behind:
                     continue
@@ -1304,7 +1317,7 @@ class Scheduler:
                 took = True
                 why = f"not started: job {job.spec.name} ({job.id}) comes first in the queue"
                 for attempt in behind:
-                    self._asked_back.add(attempt)
+                    asked.add(attempt)
                     take_back(node.name, attempt, why, changes)
             if took:
                 self._took_back_at[job.id] = now

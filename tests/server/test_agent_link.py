@@ -693,9 +693,7 @@ async def test_a_burst_of_hellos_is_registered_in_groups_with_the_loop_free_betw
     assert 0 < order.index("other work") < len(order) - 1, "the loop was free between hellos"
     assert [type(message).__name__ for message in first] == ["Welcome"] * 4
     assert all(isinstance(message, AssignChunk) for message in assigned)
-    assert {message.job_id for message in assigned if isinstance(message, AssignChunk)} == {
-        job_id
-    }
+    assert {message.job_id for message in assigned if isinstance(message, AssignChunk)} == {job_id}
 
 
 async def test_after_a_restart_a_node_not_heard_yet_is_given_the_time_the_leader_was_busy(

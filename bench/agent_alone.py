@@ -131,8 +131,10 @@ def main() -> None:
         checkouts,
         args.runs,
         child,
-        lambda r: f"{r['rate']:.0f} chunks/s, agent CPU {r['agent_cpu_ms']:.2f} ms a chunk, "
-        f"{r['failed']} failed",
+        lambda r: (
+            f"{r['rate']:.0f} chunks/s, agent CPU {r['agent_cpu_ms']:.2f} ms a chunk, "
+            f"{r['failed']} failed"
+        ),
     )
     summary = {}
     for name, results in runs.items():

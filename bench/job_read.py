@@ -84,8 +84,10 @@ def main() -> None:
         checkouts,
         args.runs,
         sizes,
-        lambda r: f"{r['reads']} reads, the first {r['first_ms']:.1f} ms, then median "
-        f"{r['median_ms']:.1f} ms, max {r['max_ms']:.1f} ms",
+        lambda r: (
+            f"{r['reads']} reads, the first {r['first_ms']:.1f} ms, then median "
+            f"{r['median_ms']:.1f} ms, max {r['max_ms']:.1f} ms"
+        ),
     )
     for name, results in runs.items():
         medians = [r["median_ms"] for r in results]

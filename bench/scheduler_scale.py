@@ -2,6 +2,7 @@
 
     python bench/scheduler_scale.py                 # this tree
     python bench/scheduler_scale.py --old HEAD      # also the given commit, side by side
+    python bench/scheduler_scale.py --old HEAD --growth 300000   # + cost against chunks done
 
 Farms of 300 nodes x 4 slots (1,200 slots; 100 nodes for the smaller shapes) run one of:
 
@@ -79,7 +80,9 @@ def _cycles(
             attempt=attempt,
             outcome="done",
             exit_status="0",
-            started=now - 1.0,
+            # Render times vary, as real ones do (1-2 s): each lands somewhere in the
+            # job's sorted times, not always at the end.
+            started=now - 1.0 - (chunk * 7919 % 1000) / 1000,
             finished=now,
         )
         changes.merge(scheduler.chunk_finished(node, report, now))
@@ -220,16 +223,34 @@ def measure_store(big_frames: int, cycles: int) -> dict[str, Any]:
     return out
 
 
+def measure_growth(cycles: int) -> dict[str, Any]:
+    """One job of 1,000,000 chunks: µs per cycle over the first and the last 10,000 of
+    ``cycles``. Flat when no event's cost grows with the chunks done before it."""
+    scheduler, running, now = _farm(1, 1_000_000)
+    window = min(10_000, cycles // 2)
+    first, _, now = _cycles(scheduler, running, now, window, None)
+    _, _, now = _cycles(scheduler, running, now, cycles - 2 * window, None)
+    last, _, now = _cycles(scheduler, running, now, window, None)
+    out = {"cycles": cycles, "first_us": first, "last_us": last}
+    print(f"  growth: {out}", file=sys.stderr, flush=True)
+    return out
+
+
 def _child(args: argparse.Namespace) -> None:
     sys.path.insert(0, args.tree)
     store_cycles = min(500, args.cycles)
-    result = {"events": measure_events(args.cycles), "store": measure_store(args.big, store_cycles)}
+    result: dict[str, Any] = {
+        "events": measure_events(args.cycles),
+        "store": measure_store(args.big, store_cycles),
+    }
+    if args.growth:
+        result["growth"] = measure_growth(args.growth)
     print(json.dumps(result))
 
 
-def _run_tree(tree: Path, cycles: int, big: int) -> dict[str, Any]:
+def _run_tree(tree: Path, cycles: int, big: int, growth: int) -> dict[str, Any]:
     command = [sys.executable, __file__, "--child", "--tree", str(tree)]
-    command += ["--cycles", str(cycles), "--big", str(big)]
+    command += ["--cycles", str(cycles), "--big", str(big), "--growth", str(growth)]
     env = {**os.environ, "PYTHONPATH": str(tree)}
     done = subprocess.run(
         command, check=True, capture_output=False, stdout=subprocess.PIPE, env=env
@@ -245,6 +266,12 @@ def main() -> None:
     parser.add_argument("--old-cycles", type=int, default=20)
     parser.add_argument("--big", type=int, default=1_000_000)
     parser.add_argument("--old-big", type=int, default=100_000)
+    parser.add_argument(
+        "--growth",
+        type=int,
+        default=0,
+        help="also run this many cycles of a 1,000,000-chunk job: first vs last 10,000",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--tree", default=str(HERE.parent), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -261,10 +288,10 @@ def main() -> None:
             )
             subprocess.run(["tar", "-x", "-C", tmp], input=archive.stdout, check=True)
             print(f"{args.old}:", file=sys.stderr)
-            results["old"] = _run_tree(Path(tmp), args.old_cycles, args.old_big)
+            results["old"] = _run_tree(Path(tmp), args.old_cycles, args.old_big, args.growth)
             results["old"]["rev"] = args.old
     print("this tree:", file=sys.stderr)
-    results["new"] = _run_tree(HERE.parent, args.cycles, args.big)
+    results["new"] = _run_tree(HERE.parent, args.cycles, args.big, args.growth)
     out = HERE / "results" / "scheduler_scale.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
@@ -279,6 +306,12 @@ def main() -> None:
             )
         for label, row in figures["store"].items():
             print(f"| store, {label} | {json.dumps(row)} |")
+        if "growth" in figures:
+            row = figures["growth"]
+            print(
+                f"| 1 job x 1,000,000 chunks, {row['cycles']:,} cycles | first 10,000: "
+                f"{row['first_us']:.0f} µs | last 10,000: {row['last_us']:.0f} µs |"
+            )
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ the job's other chunks.
 from __future__ import annotations
 
 import heapq
-from bisect import bisect_left, insort
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -111,9 +110,9 @@ def _count(tally: Tally, chunk: Chunk, frames: Mapping[str, int], sign: int) -> 
     if timed is not None:
         if sign > 0:
             tally.last_time = timed
-            insort(tally.times, timed)
+            tally.times.add(timed)
         else:
-            del tally.times[bisect_left(tally.times, timed)]
+            tally.times.remove(timed)
         tally.time_sum += sign * timed
         tally.timed_frames += sign * len(chunk.frames)
         if not tally.times:
@@ -133,6 +132,7 @@ def count_from_scratch(job: Job) -> Tally:
     frames: dict[str, int] = {}
     tally = Tally()
     pending: list[int] = []  # made chunks that wait for a slot
+    times: list[float] = []  # render times, sorted once at the end
     made = job.chunks.made()
     for segment in job.chunks.layout.segments:
         end = segment.first + segment.count
@@ -170,7 +170,7 @@ def count_from_scratch(job: Job) -> Tally:
             pending.append(chunk.index)
         timed = _timed(chunk)
         if timed is not None:
-            tally.times.append(timed)
+            times.append(timed)
             tally.time_sum += timed
             tally.timed_frames += len(chunk.frames)
     tally.chunks.update(chunks)
@@ -178,7 +178,7 @@ def count_from_scratch(job: Job) -> Tally:
     if pending:  # the untouched chunks' indices came in order: already a heap
         tally.ready.extend(pending)
         heapq.heapify(tally.ready)
-    tally.times.sort()
+    tally.times.update(times)
     return tally
 
 

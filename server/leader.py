@@ -25,6 +25,7 @@ import collections
 import contextlib
 import functools
 import logging
+import math
 import os
 import secrets
 import signal
@@ -88,6 +89,10 @@ JOB_LIST_TTL = 0.5
 # The group's dispatch and commit come on top, in proportion: with 300 agents a 15 ms
 # budget made turns of ~80 ms (/healthz p50), 5 ms ~30 ms, at the same chunks a second.
 GROUP_BUDGET = 0.005
+# After a restart, while restored nodes keep coming back, those not back yet count
+# as heard as of the last one: for at most this many node_timeouts from start-up (the
+# heaviest restart measured, 600 agents and CPU hogs, accepted its last at ~2.8).
+RESTORE_TIMEOUTS = 4.0
 
 _encoder = msgspec.json.Encoder()
 
@@ -252,6 +257,8 @@ class Leader:
         # the last of them did.
         self._restored: set[str] = set()
         self._restored_arriving: float | None = None
+        # Nodes coming back count for those not back yet only until then (``_tick``).
+        self._restored_until = math.inf
         # Bumped by every commit that changes what a job view shows (``job_list_json``).
         self._views_version = 0
         self._job_lists: dict[bool, tuple[int, float, bytes]] = {}
@@ -329,6 +336,7 @@ class Leader:
         self.role = "active"  # from here on without a pause: no request sees a half-loaded farm
         self.run(lambda now: self.scheduler.load(jobs, nodes, now), dispatch=False)
         self._restored = {name for name, node in self.scheduler.nodes.items() if node.running}
+        self._restored_until = self.now() + RESTORE_TIMEOUTS * self.config.node_timeout
         self.counters.start(self.scheduler.jobs)
         if self.settings.own_process:
             # The farm just loaded is here to stay: no full collection walks it again.
@@ -482,15 +490,20 @@ class Leader:
         # And while they keep coming back, those not back yet are heard as of the
         # last one: under a heavier load (600 agents, the leader starved of CPU)
         # its ticks were on time but it accepted 30 connections a second, and a
-        # node_timeout passed with hundreds still queued.
+        # node_timeout passed with hundreds still queued. That lasts only
+        # RESTORE_TIMEOUTS × node_timeout from start-up: nodes trickling back (a
+        # rolling reboot) must not keep a dead node's chunks from moving for long.
         absent = [name for name in self._restored if name not in self.agents]
+        arriving = self._restored_arriving
+        if arriving is not None:
+            arriving = min(arriving, self._restored_until)
         changes = self.scheduler.tick(
             min(now, queued),
             stalled,
             heard=list(self._hellos_waiting),
             unreached=absent,
             busy=max(0.0, busy - stalled),
-            arriving=self._restored_arriving,
+            arriving=arriving,
         )
         nodes = self.scheduler.nodes
         self._restored = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import time
@@ -750,3 +751,42 @@ async def test_after_a_restart_nodes_not_back_yet_are_heard_while_others_keep_co
             assert not farm.scheduler.nodes["node1"].running
         # node1's chunk moved once it was lost (node2 came back without its own).
         assert [c.state for c in farm.scheduler.jobs[job_id].chunks] == ["preempted"] * 2
+
+
+async def test_after_a_restart_nodes_trickling_back_keep_a_dead_node_only_so_long(
+    tmp_path: Path,
+) -> None:
+    """Each node coming back counted for those not back yet with no end: restored nodes
+    returning one by one (a rolling reboot) kept a dead node's chunks from moving for
+    as long as they kept coming. That credit ends RESTORE_TIMEOUTS × node_timeout after
+    start-up."""
+    from server.leader import RESTORE_TIMEOUTS
+
+    names = ["node1", "node2", "node3"]
+    async with leader_in_process(tmp_path) as first:
+        await submit(first, frames="1-3", chunk=1)
+        async with contextlib.AsyncExitStack() as stack:
+            for name in names:
+                agent = await stack.enter_async_context(
+                    FakeAgent.connect(first.ws_url, first.agent_token, name)
+                )
+                await agent.expect(AssignChunk)
+    async with leader_in_process(tmp_path) as second:
+        farm = second.leader
+        clock = [farm.now()]
+        start = clock[0]
+        farm.clock = lambda: clock[0]
+        timeout = farm.config.node_timeout
+        until = start + RESTORE_TIMEOUTS * timeout
+        clock[0] = start + timeout - 1.0
+        async with FakeAgent.connect(second.ws_url, second.agent_token, "node2"):
+            pass
+        clock[0] = until + 1.0  # still coming back, past the end of the credit
+        async with FakeAgent.connect(second.ws_url, second.agent_token, "node3"):
+            pass
+        clock[0] = until + timeout - 1.0
+        await farm.queue_tick()
+        assert farm.scheduler.nodes["node1"].running, "lost before node_timeout of silence"
+        clock[0] = until + timeout + 1.0  # node3 came back only timeout - 2 s ago
+        await farm.queue_tick()
+        assert not farm.scheduler.nodes["node1"].running, "the dead node still holds its chunk"

@@ -543,3 +543,32 @@ def test_a_chunk_waiting_on_a_frozen_node_never_starts_after_it_moved(
     assert detail["job"]["state"] == "done"
     log = farm.agent_log("node1")
     assert re.search(rf"chunk {job}:\d+:1:\S+ killed: the lease ran out", log), log[-3000:]
+
+
+def test_a_job_of_a_higher_priority_takes_back_what_waits_ahead_each_frame_once(
+    make_farm: FarmMaker,
+) -> None:
+    """A job submitted ahead of a short-chunk job starts as the render running at its
+    submit ends: the chunk that waited for the slot is taken back (no retry used) and
+    renders later, once. Before, it rendered first and the urgent job waited for it."""
+    farm = make_farm("")
+    farm.start_leader()
+    farm.start_agents("node1", slots=1)
+    short = farm.submit(farm.tally_argv(3.0), "--name", "short", "--frames", "1-5", "--chunk", "1")
+    wait_until(lambda: waits_for_a_slot(farm, "node1"), 60.0, "a chunk waiting for the slot")
+    # Right after a render starts: its 3 s leave the leader's tick (1 s) time to ask.
+    started = len(farm.tally.all_runs())
+    wait_until(lambda: len(farm.tally.all_runs()) > started, 30.0, "the next render to start")
+    urgent = farm.submit(
+        farm.tally_argv(3.0), "--name", "urgent", "--frames", "101", "--priority", "1"
+    )
+    submitted = time.time()
+    detail = farm.wait_job(urgent, "done", timeout=60.0)
+    assert_kept_promises(farm, farm.show_cli(urgent), range(101, 102))
+    after = [run.frame for run in farm.tally.all_runs() if run.start > submitted]
+    assert after[0] == 101, f"renders started after the urgent submit: {after}"
+    detail = farm.wait_job(short, "done", timeout=90.0)
+    detail = farm.show_cli(short)
+    assert_kept_promises(farm, detail, range(1, 6))
+    outcomes = [a["outcome"] for c in render_chunks(detail) for a in c["attempts"]]
+    assert "killed" in outcomes, attempt_summary(detail)  # the one taken back

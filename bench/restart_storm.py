@@ -14,6 +14,7 @@ other node must stay (none lost: they all come back).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import signal
@@ -115,6 +116,7 @@ def main() -> int:
     parser.add_argument("--agents", type=int, default=300)
     parser.add_argument("--node-timeout", type=float, default=10.0)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "restart_storm.json")
     args = parser.parse_args()
     results = []
     for run in range(1, args.runs + 1):
@@ -128,6 +130,9 @@ def main() -> int:
         f"{len(results) - len(lost)} never); other nodes lost: "
         f"{sum(int(r['others_lost'] or 0) for r in results)}"
     )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    record = {"agents": args.agents, "node_timeout": args.node_timeout, "runs": results}
+    args.out.write_text(json.dumps(record, indent=2) + "\n")
     return 0
 
 

@@ -23,7 +23,7 @@ waits for a slot on that node.
 
 from __future__ import annotations
 
-from server.frame_states import tally_of
+from server.frame_states import PENDING, tally_of
 from server.model import Changes, Job, Kill, Node
 
 PREFETCH_BELOW = 5.0  # seconds: a render chunk's mean time, for its job's chunks to wait
@@ -36,6 +36,9 @@ FIRST_LOOKED_AT = 64
 FIRST_TAKING_BACK = 4
 TAKE_BACK_EVERY = 10.0
 ASKED_BACK_KEPT = 4096
+# The chunks of such a job that wait for nothing but a slot: not those waiting out
+# a retry's backoff (one already due starts on a free slot like any other).
+STARTABLE = PENDING - {"waiting-retry"}
 
 
 def takes_ahead(job: Job) -> bool:

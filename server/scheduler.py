@@ -78,6 +78,7 @@ from server.prefetch import (
     FIRST_LOOKED_AT,
     FIRST_TAKING_BACK,
     PREFETCH_BELOW,
+    STARTABLE,
     TAKE_BACK_EVERY,
     take_back,
     takes_ahead,
@@ -1334,10 +1335,10 @@ class Scheduler:
                 continue
             if job.spec.limits and self.resources.exhausted(job.spec.limits) is not None:
                 continue
-            first = job.chunks[tally.ready[0]]
-            if not gate_open(job, gates(job), first) or (first.retry_at or 0.0) > now:
-                continue
-            wanted = count(tally, STAGES, PENDING)
+            first = job.chunks[tally.ready[0]]  # stages open in chunk order
+            if not gate_open(job, gates(job), first) or first.stopping_node is not None:
+                continue  # its stage is shut, or its last attempt's tree may be alive
+            wanted = count(tally, STAGES, STARTABLE)
             if job.spec.max_running:
                 wanted = min(wanted, job.spec.max_running - len(tally.running))
             if wanted > 0:

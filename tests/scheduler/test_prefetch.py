@@ -252,3 +252,28 @@ def test_only_a_job_that_could_start_there_now_takes_anything_back() -> None:
     farm.dispatch()
     assert _taken_back(farm.advance(1)) == []
     assert farm.running()["n1"] == [(short, 1), (short, 2)]
+
+
+def test_a_job_takes_back_only_as_much_room_as_it_could_use_now() -> None:
+    """Its chunks whose retry still backs off cannot start: they take no room back."""
+    farm = Farm()
+    for name in ("n1", "n2", "n3"):
+        farm.node(name, slots=1, prefetch=1)
+    short = farm.submit(frames="1-100", chunk=1)
+    farm.dispatch()
+    for _, index in [pair for pairs in farm.running().values() for pair in pairs]:
+        farm.finish(short, index, took=0.2)
+    farm.dispatch()
+    assert all(len(held) == 2 for held in farm.running().values()), "one running, one waiting"
+    farm.node("n0", slots=3)
+    urgent = farm.submit(frames="1-4", chunk=1, priority=1, retries=3, retry_delay=60)
+    farm.dispatch()
+    assert [index for _, index in farm.running()["n0"]] == [0, 1, 2]
+    farm.finish(urgent, 0, "killed", took=1.0)  # the farm's doing: it may start at once
+    for index in (1, 2):
+        farm.finish(urgent, index, "failed", took=1.0)  # each backs off for a minute
+    farm.scheduler.set_node_enabled("n0", False, "bob", farm.now)
+    farm.dispatch()
+    # Chunks 0 and 3 could start now; 1 and 2 could not: room on two nodes, not three.
+    taken = _taken_back(farm.advance(1))
+    assert len({node for node, _, _ in taken}) == 2, taken

@@ -138,15 +138,20 @@ def write_exit(path: str, returncode: int) -> None:
     if not path:
         return
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        # In place, never truncated: the agent reuses the file (``agent.journal``).
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
     except OSError:
         return
     try:
-        os.write(fd, str(returncode).encode())
+        os.pwrite(fd, str(returncode).encode().ljust(STATUS_WIDTH), 0)
     except OSError:
         pass
     finally:
         os.close(fd)
+
+
+# An exit status as written ("0", "-15", "255"), padded with spaces: always this wide.
+STATUS_WIDTH = 4
 
 
 def refuse(why: str) -> None:

@@ -50,6 +50,7 @@ from agent.adapters import Adapter, adapter_for
 from agent.chunk_outcome import Outcome, Stop, TimeoutKind, Verdict, decide
 from agent.errors import ChunkSetupError, FenceError
 from agent.gpus import visible_devices
+from agent.journal import Journal, JournalEntry
 from agent.lines import LineSplitter
 from agent.process_tree import (
     MARKER_VARIABLE,
@@ -95,6 +96,9 @@ KEPT_MARK = ".farmtui-kept"
 # (``.exit``, written by its shim). An agent that died in between finds there a render
 # that ended meanwhile, and reports it rather than have it rendered again.
 JOURNAL = ".attempts"
+# Seconds a job's emptied staging folder waits for the job's next chunk here before it
+# goes: made and removed with each chunk, it was two of an attempt's costliest calls.
+JOB_FOLDER_KEPT = 30.0
 # In a renderer's environment when the node sees the sync root: where it is.
 SYNC_ROOT_VARIABLE = "FARMTUI_SYNC_ROOT"
 
@@ -179,6 +183,11 @@ class ChunkRun:
         # Found in the journal by a restarted agent: (renderer's exit status, started,
         # ended), both wall clock; the render is over, only its conclusion is left.
         self.recovered: tuple[int, float, float] | None = None
+        # Its journal entry (``agent.journal``), once written.
+        self.entry: JournalEntry | None = None
+        # Its shim may still write the entry's exit status (it froze, or died without
+        # saying its renderer had exited): the entry is removed, never reused.
+        self.shim_uncertain = False
         # It holds one of the supervisor's slots (from its renderer's start to its exit).
         self.slotted = False
 
@@ -365,6 +374,7 @@ class ChunkRun:
                     self.sup.tracked.add(shim.shim_pid)
         except StartTimeout as exc:
             # Frozen or starved: whatever it may have started meanwhile carries the marker.
+            self.shim_uncertain = True
             log.error("chunk %s: %s; giving it up", self.marker, exc)
             await kill_tree(self.marker, grace=self.sup.kill_grace, keep=self.sup.tracked)
             self.sup.reporter.send(ChunkStarted(**self._ids(), pid=0, command=argv))
@@ -404,35 +414,20 @@ class ChunkRun:
 
     # ------------------------------------------------------------------ the journal
 
-    def _journal(self, suffix: str) -> Path:
-        a = self.assign
-        return self.sup.staging_root / JOURNAL / f"{a.job_id}.{a.chunk}.{a.attempt}{suffix}"
-
     def _remember(self, started: float) -> Path | None:
-        """Journal this attempt before it starts; the path its shim writes the exit status to.
-
-        Not fsynced: it guards against the agent's death, not the machine's
-        (a power cut ends the render too).
-        """
-        entry, exit_file = self._journal(".json"), self._journal(".exit")
+        """Journal this attempt before it starts; the path its shim writes the exit status to."""
+        record = msgspec.json.encode(_Journal(assign=self.assign, started=started))
         try:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(exit_file)
-            data = msgspec.json.encode(_Journal(assign=self.assign, started=started))
-            try:
-                entry.write_bytes(data)
-            except FileNotFoundError:  # the first attempt here, or the folder was removed
-                entry.parent.mkdir(parents=True, exist_ok=True)
-                entry.write_bytes(data)
+            self.entry = self.sup.journal.write(record)
         except OSError as exc:  # a full disk: the render runs, unjournalled
             log.warning("chunk %s: cannot journal the attempt: %s", self.marker, exc)
             return None
-        return exit_file
+        return self.entry.exit
 
     def _drop_journal(self) -> None:
-        for suffix in (".json", ".exit"):
-            with contextlib.suppress(OSError):
-                self._journal(suffix).unlink(missing_ok=True)
+        if self.entry is not None:
+            self.sup.journal.drop(self.entry, reuse=not self.shim_uncertain)
+            self.entry = None
 
     async def _conclude_recovered(self, returncode: int, started: float, ended: float) -> None:
         """The render ended while the agent was down: check, deliver and report it now."""
@@ -491,8 +486,7 @@ class ChunkRun:
             folders.append(self.workdir)
         for folder in folders:
             if folder != kept and folder.is_relative_to(self.sup.staging_root):
-                with contextlib.suppress(OSError):
-                    folder.parent.rmdir()  # the job's folder, when this was its last attempt here
+                self.sup.job_folder_emptied(folder.parent)
 
     async def _supervise(self, shim: Shim, started: float) -> None:
         reader = asyncio.create_task(self._read(shim.output))
@@ -517,6 +511,7 @@ class ChunkRun:
             result = waiter.result()
             self.sup.release_slot(self)  # the tree is gone: a waiting chunk starts now
             if result.cause == "shim_died":
+                self.shim_uncertain = True
                 # The second line: the shim is gone without saying the tree is dead.
                 log.error("chunk %s: its supervisor died; sweeping for the marker", self.marker)
                 await kill_tree(self.marker, grace=self.sup.kill_grace, keep=self.sup.tracked)
@@ -776,6 +771,9 @@ class Supervisor:
         self.marker_id = hashlib.sha256(b"farmtui-marker:" + agent_id.encode()).hexdigest()[:12]
         # Absolute: renderers are given paths in it and run in another folder.
         self.staging_root = staging_root.absolute()
+        self.journal = Journal(self.staging_root / JOURNAL)
+        # Job folders in staging that an attempt left, maybe empty: when (``clock``).
+        self._emptied: dict[Path, float] = {}
         self.storage = storage
         self.clock = clock
         self.wall = wall
@@ -861,6 +859,26 @@ class Supervisor:
         while True:
             await asyncio.sleep(every)
             self.reap_orphans()
+            self.remove_job_folders(JOB_FOLDER_KEPT)
+
+    def job_folder_emptied(self, folder: Path) -> None:
+        """An attempt left the job's folder in staging: it goes once unused (see below)."""
+        self._emptied[folder] = self.clock()
+
+    def remove_job_folders(self, unused_for: float = 0.0) -> None:
+        """Remove the job folders no attempt has left for ``unused_for`` seconds, if empty.
+
+        On the event loop, like every attempt's set-up: no chunk can be making
+        its folder in one while it goes.
+        """
+        now = self.clock()
+        busy = {key[0] for key in self.runs}
+        for folder, when in list(self._emptied.items()):
+            if now - when < unused_for or folder.name in busy:
+                continue
+            del self._emptied[folder]
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # not when kept output (or what else) is in it
 
     def renew_lease(self, until: float) -> None:
         """The link renewed the node's lease: pass the new deadline to every shim."""
@@ -910,35 +928,25 @@ class Supervisor:
         cut short by the agent's death: forgotten (the leader runs it again), as is
         one whose ChunkFinished is already ``reported`` (in the outbox).
         """
-        journal = self.staging_root / JOURNAL
-        try:
-            entries = sorted(journal.iterdir())
-        except OSError:
-            return 0
-        for entry in entries:
-            if entry.suffix != ".json":
-                if not entry.with_suffix(".json").exists():
-                    _remove(entry)  # an exit status whose attempt was forgotten
+        for found in self.journal.found():
+            entry = found.entry
+            if not found.status:  # cut short by the agent's death: the leader reruns it
+                # Removed, not reused: its shim, if it outlived the sweep, may still write.
+                self.journal.drop(entry, reuse=False)
                 continue
-            exit_file = entry.with_suffix(".exit")
             try:
-                record = _journal_decoder.decode(entry.read_bytes())
-                returncode = _exit_status(exit_file.read_text())
-                ended = exit_file.stat().st_mtime
-            except FileNotFoundError:  # cut short by the agent's death: the leader reruns it
-                _remove(entry)
-                continue
-            except (OSError, ValueError, msgspec.DecodeError) as exc:
-                log.warning("ignoring the unreadable journal entry %s: %s", entry.name, exc)
-                _remove(entry)
-                _remove(exit_file)
+                record = _journal_decoder.decode(found.record)
+                returncode = _exit_status(found.status)
+            except (ValueError, msgspec.DecodeError) as exc:
+                log.warning("ignoring the unreadable journal entry %s: %s", entry.record.name, exc)
+                self.journal.drop(entry, reuse=False)
                 continue
             run = ChunkRun(self, record.assign)
             if run.key in reported:
-                _remove(entry)
-                _remove(exit_file)
+                self.journal.drop(entry)
                 continue
-            run.recovered = (returncode, record.started, ended)
+            run.recovered = (returncode, record.started, found.ended)
+            run.entry = entry
             self.runs[run.key] = run
         return len(self.runs)
 
@@ -1012,6 +1020,7 @@ class Supervisor:
         for run in runs:
             run.request_stop("killed", reason)
         await self.wait_idle()
+        self.remove_job_folders()
         if self.zygote is not None:
             await self.zygote.aclose()  # a later chunk starts another
 
@@ -1058,14 +1067,3 @@ def _remove_folder(folder: Path) -> None:
         pass
     except OSError:
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def _remove(path: Path) -> None:
-    """Remove a journal entry (a file, or whatever took its name); never raise."""
-    try:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-    except OSError as exc:
-        log.warning("cannot remove the journal entry %s: %s", path.name, exc)

@@ -190,7 +190,7 @@ async def test_a_renderer_that_ends_on_its_own_leaves_its_exit_status_for_a_new_
     ended, killed = tmp_path / "ended.exit", tmp_path / "killed.exit"
     shim, _ = await chunks.start(["sh", "-c", "exit 3"], exit_file=ended)
     await shim.wait()
-    assert ended.read_text() == "3"
+    assert ended.read_text() == "3   "  # in place, padded: the agent reuses the file
     shim, _ = await chunks.start(["sleep", "30"], exit_file=killed)
     shim.kill(0.5, "stop")
     assert (await shim.wait()).cause == "kill"

@@ -10,6 +10,7 @@ import httpx
 import msgspec
 import pytest
 
+from agent.journal import Journal
 from agent.staging import CopyToSyncRoot, Fence, UploadToLeader, partial_folder
 from agent.supervisor import JOURNAL, KEPT_MARK, Storage
 from farmtui.protocol import (
@@ -19,6 +20,7 @@ from farmtui.protocol import (
     ChunkStarted,
     FramesWritten,
 )
+from tests.helpers.staging import left_in
 
 Chunk = Callable[..., AssignChunk]
 
@@ -76,7 +78,7 @@ async def test_non_zero_exit_fails_and_nothing_is_copied(farm: Any, demo_chunk: 
     assert _frames(farm.recorder.of(FramesWritten), staged=True) == [1, 2]
     assert _frames(farm.recorder.of(FramesWritten), staged=False) == []
     assert not (farm.sync_root / "renders").exists()
-    assert not (farm.staging / "job1").exists(), "a failed attempt leaves no staging behind"
+    assert left_in(farm.staging / "job1") == [], "a failed attempt leaves no staging behind"
 
 
 async def test_without_staging_frames_are_renamed_into_place_when_the_chunk_succeeds(
@@ -304,7 +306,7 @@ async def test_retry_sync_copies_the_kept_output_without_rendering_again(
         assert (farm.sync_root / f"renders/shot/frame_{frame:04d}.png").read_bytes()[:4] == (
             b"\x89PNG"
         )
-    assert not (farm.staging / "job1").exists(), "nothing is left staged once copied"
+    assert left_in(farm.staging / "job1") == [], "nothing is left staged once copied"
 
 
 async def test_a_retry_sync_whose_kept_output_is_gone_fails_so_the_leader_renders(
@@ -332,6 +334,11 @@ async def test_an_attempt_that_reported_its_end_is_no_longer_running(
     del farm.supervisor.runs[run.key]
 
 
+def entries_in_use(journal: Path) -> list[str]:
+    """What a restarted agent would find in the journal (its free entries are kept)."""
+    return sorted(found.entry.record.name for found in Journal(journal).found())
+
+
 async def test_a_journal_found_at_start_is_concluded_unless_it_was_reported(
     farm: Any, demo_chunk: Chunk
 ) -> None:
@@ -340,7 +347,7 @@ async def test_a_journal_found_at_start_is_concluded_unless_it_was_reported(
     farm.supervisor.assign(demo_chunk([1, 2]))
     await farm.finish()
     journal = farm.staging / JOURNAL
-    assert list(journal.iterdir()) == []  # a concluded attempt leaves no journal
+    assert entries_in_use(journal) == []  # a concluded attempt leaves no entry
     assign = demo_chunk([1, 2], attempt=2)
     staged = farm.staging / "job1" / "1.2" / "renders" / "shot"
     staged.mkdir(parents=True)
@@ -351,7 +358,7 @@ async def test_a_journal_found_at_start_is_concluded_unless_it_was_reported(
     )
     (journal / "job1.1.2.exit").write_text("0")
     assert farm.supervisor.recover(reported={("job1", 1, 2)}) == 0  # its report is queued
-    assert list(journal.iterdir()) == []
+    assert entries_in_use(journal) == []
 
     (journal / "job1.1.2.json").write_bytes(
         msgspec.json.encode({"assign": assign, "started": 1000.0})
@@ -364,7 +371,7 @@ async def test_a_journal_found_at_start_is_concluded_unless_it_was_reported(
     (finished,) = [m for m in farm.recorder.of(ChunkFinished) if m.attempt == 2]
     assert finished.outcome == "done", finished.reason
     assert (farm.sync_root / "renders" / "shot" / "frame_0002.png").read_bytes() == b"png"
-    assert list(journal.iterdir()) == []
+    assert entries_in_use(journal) == []
 
 
 def test_a_broken_journal_is_skipped_and_the_agent_starts(farm: Any, demo_chunk: Chunk) -> None:
@@ -377,7 +384,7 @@ def test_a_broken_journal_is_skipped_and_the_agent_starts(farm: Any, demo_chunk:
     (journal / "job1.1.3.exit").write_text("0")  # its attempt was forgotten
     (journal / "job1.1.4.json").write_bytes(assign)  # no exit status: cut short
     assert farm.supervisor.recover() == 0
-    assert list(journal.iterdir()) == []
+    assert entries_in_use(journal) == []
 
 
 async def test_frames_the_dead_agent_had_renamed_into_place_count_as_delivered(

@@ -61,6 +61,7 @@ from agent.process_tree import (
     reap_orphans,
 )
 from agent.shim_client import REFUSED, Shim, StartTimeout
+from agent.spare_folders import SpareFolders
 from agent.staging import (
     ChunkFiles,
     Delivery,
@@ -302,8 +303,8 @@ class ChunkRun:
         if scene != a.scene:
             # Command builders put the scene in the argv as given (blender -b shot.blend).
             argv = [scene if arg == a.scene else arg for arg in argv]
+        self.sup.spares.make(folder)  # first: the outdir may be inside it
         outdir.mkdir(parents=True, exist_ok=True)
-        folder.mkdir(parents=True, exist_ok=True)
         self.workdir = folder
         return argv, folder
 
@@ -479,14 +480,19 @@ class ChunkRun:
                 with contextlib.suppress(OSError):
                     (kept / KEPT_MARK).touch()
             else:
-                _remove_folder(files.write_root)
+                self._put_away(files.write_root)
         folders = [files.write_root] if files is not None and files.staged else []
         if self.workdir is not None and self.workdir != kept:
-            _remove_folder(self.workdir)
+            self._put_away(self.workdir)
             folders.append(self.workdir)
         for folder in folders:
             if folder != kept and folder.is_relative_to(self.sup.staging_root):
                 self.sup.job_folder_emptied(folder.parent)
+
+    def _put_away(self, folder: Path) -> None:
+        """Kept for a later attempt when empty, else removed with what is in it."""
+        if not self.sup.spares.keep(folder):
+            _remove_folder(folder)
 
     async def _supervise(self, shim: Shim, started: float) -> None:
         reader = asyncio.create_task(self._read(shim.output))
@@ -772,6 +778,7 @@ class Supervisor:
         # Absolute: renderers are given paths in it and run in another folder.
         self.staging_root = staging_root.absolute()
         self.journal = Journal(self.staging_root / JOURNAL)
+        self.spares = SpareFolders(self.staging_root)
         # Job folders in staging that an attempt left, maybe empty: when (``clock``).
         self._emptied: dict[Path, float] = {}
         self.storage = storage

@@ -13,6 +13,7 @@ goes with the other leftovers at start (``Supervisor.clean_abandoned_staging``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from pathlib import Path
@@ -70,3 +71,12 @@ class SpareFolders:
         self._next += 1
         self._free.append(spare)
         return True
+
+    def clear(self) -> None:
+        """Remove the spare folders (the agent stops); never raises."""
+        for spare in self._free:
+            with contextlib.suppress(OSError):
+                spare.rmdir()
+        self._free.clear()
+        with contextlib.suppress(OSError):
+            self.root.rmdir()

@@ -1028,6 +1028,7 @@ class Supervisor:
             run.request_stop("killed", reason)
         await self.wait_idle()
         self.remove_job_folders()
+        self.spares.clear()
         if self.zygote is not None:
             await self.zygote.aclose()  # a later chunk starts another
 

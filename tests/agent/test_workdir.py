@@ -148,6 +148,9 @@ async def test_a_later_attempt_renders_in_the_folder_an_earlier_one_left_empty(
     assert made == [], "the second attempt made its folder anew"
     assert left_in(farm.staging / "job1") == []
 
+    await farm.supervisor.kill_all("the agent stops")
+    assert [p.name for p in farm.staging.iterdir()] == [".attempts"], "spare folders left"
+
 
 async def test_a_symlink_a_renderer_left_for_its_folder_is_never_a_later_attempts_folder(
     farm: Any, demo_chunk: Chunk, python: str, tmp_path: Path

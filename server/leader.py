@@ -159,6 +159,12 @@ def _log_level(event: EventView) -> int:
     return logging.DEBUG if event.job_id and not event.actor else logging.INFO
 
 
+def _ignore_outcome(future: asyncio.Future[Changes]) -> None:
+    """For a step nobody waits on: a failed commit was logged by ``Leader.commit``."""
+    if not future.cancelled():
+        future.exception()
+
+
 def _fail(future: asyncio.Future[Changes], exc: BaseException) -> None:
     """Fail a step's future, unless its waiter was cancelled (a tick, at shutdown):
     the rest of its group is still answered."""
@@ -248,6 +254,8 @@ class Leader:
         self.watchdog = LoopWatchdog()
         # Wake-ups at the end of chunks' retry backoffs (see ``_wake_for_retries``).
         self._retry_wakeups: set[asyncio.TimerHandle] = set()
+        # A dispatch pass that stopped at its budget has its next one queued (``_dispatch_more``).
+        self._more_queued = False
         self._pending: list[_Pending] = []
         # How many of ``_pending``, at its front, were submitted ``ahead`` (in their order).
         self._ahead = 0
@@ -551,6 +559,7 @@ class Leader:
             changes.merge(self.scheduler.dispatch(now))
         self.commit(changes)
         self._wake_for_retries(changes, now)
+        self._dispatch_more()
         self.metrics.record(time.perf_counter() - began)
         return changes
 
@@ -654,6 +663,7 @@ class Leader:
         finally:
             self.metrics.record(time.perf_counter() - began)
         self._wake_for_retries(group, now)
+        self._dispatch_more()
         for item, changes in applied:
             if item.announce is not None:
                 try:
@@ -684,6 +694,22 @@ class Leader:
             delay = max(0.0, chunk.retry_at - now) + 0.01
             handle = loop.call_later(delay, self._retry_due)
             self._retry_wakeups.add(handle)
+
+    def _dispatch_more(self) -> None:
+        """A dispatch pass stopped at its budget (``ASSIGN_BUDGET``): the next one soon,
+        as a group of its own, after what else is waiting on the loop."""
+        if not self.started or not self.scheduler.cut_short or self._more_queued:
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # called outside the event loop: the tick will do
+            return
+        self._more_queued = True
+        self.submit(self._more_step).add_done_callback(_ignore_outcome)
+
+    def _more_step(self, now: float) -> Changes:
+        self._more_queued = False  # its own pass may stop at the budget again
+        return Changes()
 
     def _retry_due(self) -> None:
         try:

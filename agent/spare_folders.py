@@ -7,7 +7,8 @@ where renaming one costs ~10 µs: for chunks of a fraction of a second that
 was a good part of an agent's own time. So an attempt's folder that is left
 empty is moved aside (``staging/.spare/N``) and renamed into place for a later
 attempt. Only a real, empty folder is kept: never a symlink a renderer put in
-its place, nor anything with files in it. What a previous agent left there
+its place, nor anything with files in it; and a spare is checked again when
+it is taken, since renderers can write here too. What a previous agent left there
 goes with the other leftovers at start (``Supervisor.clean_abandoned_staging``).
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -30,22 +32,27 @@ class SpareFolders:
         self._next = 0
 
     def make(self, folder: Path) -> None:
-        """Make ``folder`` (and its parents), a spare one renamed into place when there is one.
+        """Make ``folder`` a new, empty, real folder (its parents too); OSError if it cannot.
 
-        As ``mkdir(exist_ok=True)``: a folder already there is left as it is.
+        Whatever already has its name goes first: renderers run as the agent's
+        user, so one may have planted a folder (or a symlink) where a later
+        attempt's folder will be, or in a spare folder waiting here. A spare is
+        checked once it is in place, and thrown away unless it is a real, empty
+        folder: it cannot be swapped between the check and its use by anyone
+        who could not as well write into the attempt's folder itself.
         """
         folder.parent.mkdir(parents=True, exist_ok=True)
+        remove_entry(folder)
         while self._free:
             spare = self._free.pop()
             try:
                 os.rename(spare, folder)
-                return
-            except FileNotFoundError:
-                continue  # someone cleaned staging: the next spare, or a new folder
             except OSError:
-                self._free.append(spare)  # ``folder`` is there already, not empty
-                break
-        folder.mkdir(exist_ok=True)
+                continue  # gone (someone cleaned staging), or something took its place
+            if _empty_real_folder(folder):
+                return
+            remove_entry(folder)  # a renderer put something in it while it waited
+        os.mkdir(folder)
 
     def keep(self, folder: Path) -> bool:
         """Keep ``folder`` for a later attempt if it is a real, empty folder in staging.
@@ -56,11 +63,8 @@ class SpareFolders:
             return False
         spare = self.root / str(self._next)
         try:
-            if not stat.S_ISDIR(os.lstat(folder).st_mode):
-                return False  # a symlink (or a file) a renderer left in its place
-            with os.scandir(folder) as entries:
-                if next(entries, None) is not None:
-                    return False
+            if not _empty_real_folder(folder):
+                return False  # a symlink a renderer left in its place, or files in it
             try:
                 os.rename(folder, spare)
             except FileNotFoundError:  # the first one kept
@@ -80,3 +84,27 @@ class SpareFolders:
         self._free.clear()
         with contextlib.suppress(OSError):
             self.root.rmdir()
+
+
+def _empty_real_folder(path: Path) -> bool:
+    """A folder, not a symlink to one, with nothing in it."""
+    try:
+        if not stat.S_ISDIR(os.lstat(path).st_mode):
+            return False
+        with os.scandir(path) as entries:
+            return next(entries, None) is None
+    except OSError:
+        return False
+
+
+def remove_entry(path: Path) -> None:
+    """Remove whatever has this name (never what a symlink points to); never raises."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return
+    with contextlib.suppress(OSError):
+        if stat.S_ISDIR(mode):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            os.unlink(path)

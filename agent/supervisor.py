@@ -61,7 +61,7 @@ from agent.process_tree import (
     reap_orphans,
 )
 from agent.shim_client import REFUSED, Shim, StartTimeout
-from agent.spare_folders import SpareFolders
+from agent.spare_folders import SpareFolders, remove_entry
 from agent.staging import (
     ChunkFiles,
     Delivery,
@@ -1065,13 +1065,13 @@ def _remove_folder(folder: Path) -> None:
 
     Most attempts leave their working folder empty: one ``rmdir`` removes it,
     where ``shutil.rmtree`` (a scan, a stat and a descriptor per level) was the
-    largest part of an agent's own time per chunk. A folder that is not empty,
-    or not a folder (``rmdir`` never follows a symlink), goes through
-    ``rmtree``, which removes a symlink's target never.
+    largest part of an agent's own time per chunk. A folder that is not empty
+    goes through ``rmtree``; a symlink (or a file) a renderer left in its place
+    is unlinked (``rmdir`` never follows a symlink), its target never touched.
     """
     try:
         os.rmdir(folder)
     except FileNotFoundError:
         pass
     except OSError:
-        shutil.rmtree(folder, ignore_errors=True)
+        remove_entry(folder)

@@ -171,3 +171,4 @@ async def test_a_symlink_a_renderer_left_for_its_folder_is_never_a_later_attempt
     (line,) = [line for line in farm.recorder.output() if line.startswith("CWD")]
     assert line == f"CWD {farm.staging / 'job1' / '2.1'}"
     assert list(elsewhere.iterdir()) == []
+    assert not (farm.staging / "job1" / "1.1").is_symlink(), "the renderer's symlink was left"

@@ -140,7 +140,7 @@ class ConsoleLink:
         self.interval = 1.0 / leader.config.console_updates_per_second
         self.sent = 0
         self.resyncs = 0
-        self.task = asyncio.get_running_loop().create_task(self._sender())
+        self.task: asyncio.Future[None] = asyncio.get_running_loop().create_task(self._sender())
 
     # --- what happened (called on the event loop, never blocks) --------------------
     def changed(self, changes: Changes) -> None:
@@ -295,6 +295,13 @@ class ConsoleLink:
         for future in (self.task, *self.readers):
             future.cancel()
         await asyncio.gather(self.task, *self.readers, return_exceptions=True)
+        # A cancelled task keeps its CancelledError, whose traceback holds the sender's
+        # frame and so this link, which held the task: a cycle that only a full garbage
+        # collection frees, and the leader freezes what lives through young ones
+        # (``server.heap``), so every closed console stayed until a walk of everything.
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        self.task = done
 
     # --- requests -----------------------------------------------------------------
     def handle(self, message: ConsoleToLeader) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -258,3 +260,21 @@ async def test_following_a_chunk_twice_in_a_row_shows_every_line_once(
             receiver.cancel()
     numbers = [int(line[1:]) for line in shown if line.startswith("L")]
     assert numbers == list(range(numbers[0], sent)), "a line was lost or shown twice"
+
+
+async def test_a_closed_consoles_link_is_freed_without_the_cycle_collector(
+    leader: InProcessLeader,
+) -> None:
+    """The leader freezes what lives through young collections (``server.heap``): a closed
+    link held in a reference cycle stayed until a walk of everything, ~18 KB a console."""
+    gc.disable()
+    try:
+        async with console(leader) as first:
+            await first.expect(Snapshot)
+            (link,) = leader.leader.consoles
+            gone = weakref.ref(link)
+            del link
+        await wait_for(lambda: not leader.leader.consoles)
+        await wait_for(lambda: gone() is None)
+    finally:
+        gc.enable()

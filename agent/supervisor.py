@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import logging
 import math
@@ -189,6 +190,9 @@ class ChunkRun:
         # Its shim may still write the entry's exit status (it froze, or died without
         # saying its renderer had exited): the entry is removed, never reused.
         self.shim_uncertain = False
+        # Why this node's staging may have made the render fail (a full disk): said
+        # with a failure, which the renderer itself reports only as its exit status.
+        self.disk_trouble: str | None = None
         # It holds one of the supervisor's slots (from its renderer's start to its exit).
         self.slotted = False
 
@@ -422,6 +426,8 @@ class ChunkRun:
             self.entry = self.sup.journal.write(record)
         except OSError as exc:  # a full disk: the render runs, unjournalled
             log.warning("chunk %s: cannot journal the attempt: %s", self.marker, exc)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                self.disk_trouble = f"the node's staging disk is full ({exc.strerror})"
             return None
         return self.entry.exit
 
@@ -725,6 +731,8 @@ class ChunkRun:
         self.ended = True
         level = logging.INFO if verdict.outcome == "done" else logging.WARNING
         reason = verdict.reason
+        if verdict.outcome == "failed" and self.disk_trouble:
+            reason = f"{reason}; {self.disk_trouble}" if reason else self.disk_trouble
         log.log(
             level, "chunk %s %s%s", self.marker, verdict.outcome, f": {reason}" if reason else ""
         )

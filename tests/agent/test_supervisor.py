@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -410,3 +411,20 @@ async def test_frames_the_dead_agent_had_renamed_into_place_count_as_delivered(
     shot = farm.sync_root / "renders" / "shot"
     assert (shot / "frame_0001.png").read_bytes() == b"one"
     assert (shot / "frame_0002.png").read_bytes() == b"two"
+
+
+async def test_a_chunk_that_fails_on_a_full_staging_disk_says_so(
+    farm: Any, demo_chunk: Chunk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The renderer only says "exited with 1"; the agent knows its disk is full."""
+
+    def full(record: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(farm.supervisor.journal, "write", full)
+    farm.supervisor.assign(demo_chunk([1, 2], extra=["--fail-on", "2"]))
+    finished = await farm.finish()
+    assert finished.outcome == "failed"
+    assert finished.reason == (
+        "exited with 1; the node's staging disk is full (No space left on device)"
+    )

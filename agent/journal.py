@@ -26,12 +26,11 @@ the same way and removed once concluded.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.removal import remove_entry
 from agent.shim import STATUS_WIDTH
 
 _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
@@ -84,15 +83,15 @@ class Journal:
     def drop(self, entry: JournalEntry, reuse: bool = True) -> None:
         """The attempt is over: free its entry (``reuse`` False: remove it). Never raises."""
         if entry.number is None or not reuse:
-            _remove(entry.record)
-            _remove(entry.exit)
+            remove_entry(entry.record)
+            remove_entry(entry.exit)
             return
         try:
             _overwrite(entry.record, _FREE)  # first: from now on the entry is free
             _overwrite(entry.exit, _NO_STATUS)
         except OSError:
-            _remove(entry.record)  # never hand on an entry that may not be empty
-            _remove(entry.exit)
+            remove_entry(entry.record)  # never hand on an entry that may not be empty
+            remove_entry(entry.exit)
             return
         self._free.append(entry.number)
 
@@ -114,7 +113,7 @@ class Journal:
             if name.endswith(".exit"):
                 record = self.folder / f"{name[:-5]}.json"
                 if not record.exists():
-                    _remove(self.folder / name)  # a status whose attempt was forgotten
+                    remove_entry(self.folder / name)  # a status whose attempt was forgotten
                 continue
             if not name.endswith(".json"):
                 continue
@@ -163,15 +162,3 @@ def _overwrite(path: Path, data: bytes, fit: bool = False) -> None:
             os.ftruncate(fd, len(data))  # never to nothing (a record is never empty)
     finally:
         os.close(fd)
-
-
-def _remove(path: Path) -> None:
-    """Remove an entry's file (or whatever took its name); never raise."""
-    try:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-    except OSError:
-        with contextlib.suppress(OSError):
-            path.unlink()

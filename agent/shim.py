@@ -128,6 +128,10 @@ def parse_args(args: list[str]) -> tuple[float, float, str, list[str]]:
     return grace, lease_until, exit_file, argv
 
 
+# An exit status as written ("0", "-15", "255"), padded with spaces: always this wide.
+STATUS_WIDTH = 4
+
+
 def write_exit(path: str, returncode: int) -> None:
     """Leave the renderer's exit status where a restarted agent finds it.
 
@@ -148,10 +152,6 @@ def write_exit(path: str, returncode: int) -> None:
         pass
     finally:
         os.close(fd)
-
-
-# An exit status as written ("0", "-15", "255"), padded with spaces: always this wide.
-STATUS_WIDTH = 4
 
 
 def refuse(why: str) -> None:

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import stat
 from pathlib import Path
+
+from agent.removal import remove_entry
 
 SPARE = ".spare"
 KEPT = 32  # at most, the empty folders waiting (a few per slot is plenty)
@@ -95,16 +96,3 @@ def _empty_real_folder(path: Path) -> bool:
             return next(entries, None) is None
     except OSError:
         return False
-
-
-def remove_entry(path: Path) -> None:
-    """Remove whatever has this name (never what a symlink points to); never raises."""
-    try:
-        mode = os.lstat(path).st_mode
-    except OSError:
-        return
-    with contextlib.suppress(OSError):
-        if stat.S_ISDIR(mode):
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            os.unlink(path)

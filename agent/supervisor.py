@@ -61,8 +61,9 @@ from agent.process_tree import (
     kill_tree,
     reap_orphans,
 )
+from agent.removal import remove_folder
 from agent.shim_client import REFUSED, Shim, StartTimeout
-from agent.spare_folders import SpareFolders, remove_entry
+from agent.spare_folders import SpareFolders
 from agent.staging import (
     ChunkFiles,
     Delivery,
@@ -498,7 +499,7 @@ class ChunkRun:
     def _put_away(self, folder: Path) -> None:
         """Kept for a later attempt when empty, else removed with what is in it."""
         if not self.sup.spares.keep(folder):
-            _remove_folder(folder)
+            remove_folder(folder)
 
     async def _supervise(self, shim: Shim, started: float) -> None:
         reader = asyncio.create_task(self._read(shim.output))
@@ -1066,20 +1067,3 @@ def _exit_status(text: str) -> int:
 
 
 _EXIT_STATUS = re.compile(r"-?[0-9]{1,3}")
-
-
-def _remove_folder(folder: Path) -> None:
-    """Remove an attempt's folder and what is in it; never raise.
-
-    Most attempts leave their working folder empty: one ``rmdir`` removes it,
-    where ``shutil.rmtree`` (a scan, a stat and a descriptor per level) was the
-    largest part of an agent's own time per chunk. A folder that is not empty
-    goes through ``rmtree``; a symlink (or a file) a renderer left in its place
-    is unlinked (``rmdir`` never follows a symlink), its target never touched.
-    """
-    try:
-        os.rmdir(folder)
-    except FileNotFoundError:
-        pass
-    except OSError:
-        remove_entry(folder)

@@ -7,8 +7,6 @@ then as long again to commit and announce them.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from functools import partial
 
 import pytest
@@ -18,7 +16,7 @@ from server.agent_link import AgentLink
 from server.config import LeaderConfig
 from server.model import Changes
 from server.scheduler import ASSIGN_BUDGET, Scheduler
-from tests.helpers.leader import InProcessLeader
+from tests.helpers.leader import InProcessLeader, wait_for
 
 NODES, SLOTS = 200, 4  # 800 slots: more than one pass
 
@@ -64,8 +62,5 @@ async def test_an_idle_farm_larger_than_a_pass_is_filled_in_several_turns(
     def running() -> int:
         return sum(len(node.running) for node in core.scheduler.nodes.values())
 
-    deadline = time.monotonic() + 10.0
-    while running() < NODES * SLOTS:
-        assert time.monotonic() < deadline, f"{running()} of {NODES * SLOTS} slots filled"
-        await asyncio.sleep(0.01)
+    await wait_for(lambda: running() == NODES * SLOTS, what="every slot filled")
     assert not core.scheduler.cut_short

@@ -244,6 +244,11 @@ class Shim:
         self.lease_until = lease_until
         self.wake_fd = wake_fd
         self.control_open = True
+        # A reader of the renderer's own output pipe, so that the agent's death
+        # never breaks it: a renderer that died of EPIPE would end "exited with 1"
+        # and be counted a failure, when it was the agent that went. Read only
+        # once the agent is gone (it reads the pipe while it lives).
+        self.output = -1
         self.pending = b""
         self.renderer = 0
         self.returncode: int | None = None
@@ -320,8 +325,13 @@ class Shim:
         return max(self.next_sweep - now, 0.0)
 
     def wait(self, timeout: float | None) -> None:
-        watched = [self.wake_fd, 0] if self.control_open else [self.wake_fd]
+        if self.control_open:
+            watched = [self.wake_fd, 0]
+        else:
+            watched = [self.wake_fd] if self.output < 0 else [self.wake_fd, self.output]
         ready, _, _ = select.select(watched, [], [], timeout)
+        if self.output in ready:
+            self.discard_output()
         if self.wake_fd in ready:
             try:
                 signals = os.read(self.wake_fd, 512)
@@ -350,6 +360,29 @@ class Shim:
             return "the node's lease ran out"
         return ""
 
+    def hold_output(self) -> None:
+        """Become a reader of the output pipe (fd 1, still the tree's) before letting go of it."""
+        try:
+            self.output = os.open("/proc/self/fd/1", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:  # no /proc: the renderer may then die of EPIPE with the agent
+            self.output = -1
+
+    def discard_output(self) -> None:
+        """The agent is gone: drain what the tree writes, so it never blocks while stopped."""
+        try:
+            while os.read(self.output, 65536):
+                pass
+        except BlockingIOError:
+            return
+        except OSError:
+            pass
+        self.release_output()  # end of file: the tree closed it
+
+    def release_output(self) -> None:
+        if self.output >= 0:
+            os.close(self.output)
+            self.output = -1
+
     # ---------------------------------------------------------------- control
 
     def read_control(self) -> None:
@@ -359,6 +392,8 @@ class Shim:
             data = b""
         if not data:  # the agent is gone: the kernel closed its end
             self.control_open = False
+            if self.output >= 0:
+                self.discard_output()
             self.request_kill("agent_gone", min(self.grace, GONE_GRACE), time.monotonic())
             return
         self.feed(data)
@@ -547,7 +582,8 @@ def serve(
         emit(f'{{"event": "spawn_failed", "error": {error}}}')
         os._exit(0)
     emit(f'{{"event": "started", "pid": {shim.renderer}}}')
-    # Only the tree holds the output pipe now: its end of file means the tree closed it.
+    shim.hold_output()
+    # Only the tree writes to the output pipe now: its end of file means the tree closed it.
     null = os.open("/dev/null", os.O_WRONLY)
     os.dup2(null, 1)
     os.close(null)
@@ -556,6 +592,8 @@ def serve(
     except BaseException:
         send(-shim.renderer, signal.SIGKILL)  # a broken shim must not leave the renderer running
         raise
+    finally:
+        shim.release_output()
     if not shim.more:
         os._exit(0)
 

@@ -197,6 +197,26 @@ async def test_a_renderer_that_ends_on_its_own_leaves_its_exit_status_for_a_new_
     assert not killed.exists()
 
 
+async def test_the_agents_death_never_breaks_the_renderers_output_pipe(
+    chunks: Chunks, tmp_path: Path, eventually: Poll
+) -> None:
+    # When the agent dies, the kernel closes its ends of the pipes one by one. A
+    # renderer that wrote between the close of the output pipe and the close of
+    # the control pipe died of SIGPIPE (or exited 1 on EPIPE) before its shim
+    # knew the agent was gone: its exit status was read as the render's, and the
+    # chunk failed and used a retry. The shim keeps the pipe whole.
+    ended, go = tmp_path / "ended.exit", tmp_path / "go"
+    script = f"echo ready; while [ ! -e {go} ]; do sleep 0.01; done; echo after; exit 0"
+    shim, _ = await chunks.start(["sh", "-c", script], exit_file=ended)
+    assert await shim.output.readline() == b"ready\n"
+
+    shim.process._transport.get_pipe_transport(1).close()  # type: ignore[union-attr]
+    go.touch()
+
+    await eventually(ended.exists, what="the renderer's exit status")
+    assert ended.read_text() == "0   ", "the renderer's write after the agent let go succeeded"
+
+
 async def test_stdout_and_stderr_share_the_output_pipe(chunks: Chunks) -> None:
     shim, _ = await chunks.start(["sh", "-c", "echo out; echo err >&2; echo out again"])
 

@@ -69,6 +69,8 @@ SWEEP_EVERY = 0.05
 STUCK_EVERY = 5.0
 GONE = (b"Z", b"X", b"x")  # states of processes that only wait to be reaped
 STOPPED = (b"T", b"t")  # states of processes that act on SIGTERM only once continued
+# The byte a queued chunk's token pipe holds (``claim``).
+TOKEN = b"t"
 # Signals the shim handles; each is one byte on the wake-up pipe.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 # The renderer starts with default dispositions (Python ignores SIGPIPE and SIGXFSZ,
@@ -512,6 +514,20 @@ class Shim:
         return environ.startswith(self.needle) or b"\0" + self.needle in environ
 
 
+def claim(token: int) -> bool:
+    """Take a queued chunk's token: True once, for whoever reads it first (shim or agent).
+
+    A pipe holding one byte, its write end closed: reading it is atomic, so the
+    agent taking a chunk back and the shim starting it can never both win.
+    """
+    try:
+        return os.read(token, 1) == TOKEN
+    except OSError:
+        return False
+    finally:
+        os.close(token)
+
+
 def spawn(argv: list[str], environ: dict[bytes, bytes] | None = None) -> int:
     return os.posix_spawnp(
         argv[0],
@@ -559,6 +575,7 @@ def serve(
     environ: dict[bytes, bytes] | None = None,
     control: bytes = b"",
     again: Callable[[], bool] | None = None,
+    token: int | None = None,
 ) -> None:
     """Start the renderer and supervise its tree to the end; exits the process.
 
@@ -567,13 +584,16 @@ def serve(
     request first). Stdin, stdout and stderr are the agent's three pipes.
     ``again``: asked once the tree is gone; True: return instead of exiting,
     the ``done`` line saying ``"next": true`` (a zygote's child that takes
-    another chunk).
+    another chunk). ``token``: a chunk handed over before its turn starts only if
+    the shim takes its token first (``claim``); the agent takes it to take the chunk back.
     """
     become_subreaper()
     shim = Shim(grace, lease_until, wake_fd, exit_file, environ, again=again)
     shim.feed(control)
     if why := shim.refusal():
         refuse(why)
+    if token is not None and not claim(token):
+        refuse("taken back before it started")
     try:
         shim.renderer = spawn(argv, environ)
     except (OSError, ValueError) as exc:

@@ -254,23 +254,80 @@ class Shim:
     async def _when_started(
         cls, process: asyncio.subprocess.Process | ForkedProcess, cwd: str | Path
     ) -> Shim:
-        shim = cls(process)
+        return await cls(process).until_started(cwd)
+
+    async def until_started(self, cwd: str | Path) -> Shim:
+        """Return once the shim started the renderer, or said why not, or ended silently.
+
+        StartTimeout when it says nothing in ``START_TIMEOUT``; OSError when it
+        could not enter ``cwd``.
+        """
         try:
-            await asyncio.wait_for(asyncio.shield(shim._started), START_TIMEOUT)
+            await asyncio.wait_for(asyncio.shield(self._started), START_TIMEOUT)
         except TimeoutError:
             # Closed first: a frozen shim that wakes up finds no agent and starts nothing.
-            shim._give_up()
-            why = f"its supervisor (pid {shim.shim_pid}) did not start it in {START_TIMEOUT:g} s"
+            self._give_up()
+            why = f"its supervisor (pid {self.shim_pid}) did not start it in {START_TIMEOUT:g} s"
             raise StartTimeout(why) from None
         except asyncio.CancelledError:
-            shim.kill(0.0, "start cancelled")
+            self.kill(0.0, "start cancelled")
             raise
-        if (failed := shim._setup_failed) is not None:
-            await shim.wait()  # it has nothing to kill: it exits at once
+        if (failed := self._setup_failed) is not None:
+            await self.wait()  # it has nothing to kill: it exits at once
             if failed.errno:
                 raise OSError(failed.errno, os.strerror(failed.errno), cwd)  # as subprocess does
             raise OSError(failed.error)
-        return shim
+        return self
+
+    @classmethod
+    async def follow(
+        cls,
+        ahead: Shim,
+        argv: Sequence[str],
+        *,
+        cwd: str | Path,
+        env: Mapping[str, str],
+        grace: float,
+        lease_until: float,
+        exit_file: Path | None,
+        zygote: Zygote,
+    ) -> tuple[Shim, int] | None:
+        """Queue ``argv`` on ``ahead``'s forked shim, to start once ``ahead``'s tree is gone.
+
+        Returns the queued chunk's shim, reading its status from now on (call
+        :meth:`until_started` once its turn came), and the token that takes it
+        back (``agent.shim.claim``); None when ``ahead``'s shim takes no more.
+        """
+        if not argv or not isinstance(ahead.process, ForkedProcess) or ahead._result is not None:
+            return None
+        followed = await zygote.follow(
+            ahead.process,
+            argv,
+            cwd=cwd,
+            env=env,
+            grace=_check_grace(grace),
+            lease_until=float(lease_until),
+            exit_file=exit_file,
+        )
+        if followed is None:
+            return None
+        process, token = followed
+        return cls(process), token
+
+    @property
+    def passes_on(self) -> bool:
+        """Its tree is gone and it takes the next chunk queued on it (a forked shim)."""
+        return self._result is not None and self._waits_for_more
+
+    @property
+    def silent(self) -> bool:
+        """It ended without a word about its renderer: whether it started one is unknown."""
+        return (
+            self._started.done()
+            and self.pid is None
+            and self._result is None
+            and self._setup_failed is None
+        )
 
     @property
     def is_child(self) -> bool:
@@ -304,6 +361,12 @@ class Shim:
         if isinstance(self.process, ForkedProcess) and self.process.more is not None:
             self.process.more.close()  # and it takes no further chunk
             self.process.more = None
+
+    def abandon(self) -> None:
+        """A queued chunk taken back (its token is ours): close every pipe end we hold."""
+        self._control.close()
+        if isinstance(self.process, ForkedProcess):
+            self.process._discard()
 
     def _send(self, line: str) -> None:
         if self._result is not None or self._control.is_closing():

@@ -62,6 +62,7 @@ from agent.process_tree import (
     reap_orphans,
 )
 from agent.removal import remove_folder
+from agent.shim import claim
 from agent.shim_client import REFUSED, Shim, StartTimeout
 from agent.spare_folders import SpareFolders
 from agent.staging import (
@@ -74,7 +75,7 @@ from agent.staging import (
     partial_folder,
     plan_files,
 )
-from agent.zygote_client import Zygote
+from agent.zygote_client import ForkedProcess, Zygote
 from farmtui.protocol import (
     AgentToLeader,
     AssignChunk,
@@ -196,6 +197,20 @@ class ChunkRun:
         self.disk_trouble: str | None = None
         # It holds one of the supervisor's slots (from its renderer's start to its exit).
         self.slotted = False
+        # Waiting for a slot: its place in the queue, and what it starts with.
+        self.turn: asyncio.Future[None] | None = None
+        self._start_args: tuple[list[str], Path, dict[str, str], Path | None] | None = None
+        # Queued on the shim of a chunk of its job still rendering (``queue_behind``), to
+        # start the moment that one's tree is gone: its shim, the token that takes it
+        # back, the chunk ahead; and, for a chunk rendering, the one queued on its shim.
+        self.queued: Shim | None = None
+        self.token: int | None = None
+        self.following: ChunkRun | None = None
+        self.successor: ChunkRun | None = None
+        # The shim took the queued chunk's token: it starts (or started) it, whatever we say.
+        self.committed = False
+        # Its shim would not take a chunk queued on it: none is tried again.
+        self.takes_next = True
 
     @property
     def ref(self) -> ChunkRef:
@@ -208,7 +223,108 @@ class ChunkRun:
             self.stop = Stop(outcome, reason, kind)
         if outcome == "killed" and self.revoked is None:
             self.revoked = reason
+        if not self.unqueue():
+            assert self.queued is not None  # its shim has it: stop it there, started or not
+            self.queued.kill(self.sup.kill_grace, self.stop.reason)
         self.wake.set()
+
+    # ------------------------------------------------------------------ queued on a shim
+
+    def can_take_next(self, job_id: str) -> bool:
+        """Whether a chunk of ``job_id`` may queue on this one's shim (``queue_behind``)."""
+        shim = self.shim
+        return (
+            self.assign.job_id == job_id
+            and self.slotted
+            and self.takes_next
+            and self.successor is None
+            and self.stop is None
+            and not self.ended
+            and shim is not None
+            and shim.pid is not None
+            and isinstance(shim.process, ForkedProcess)
+            and shim.process.more is not None
+            and shim.process.successor is None
+        )
+
+    async def queue_behind(self, ahead: ChunkRun) -> None:
+        """Hand this waiting chunk to the shim rendering ``ahead`` (a chunk of the same job).
+
+        That shim starts it as soon as ``ahead``'s tree is gone, checking its
+        lease and this agent first as for any chunk, without waiting for the
+        agent to hear of the end and answer: the two process hops and the
+        agent's turn off each short chunk's path. ``ahead``'s slot passes to it.
+        """
+        assert ahead.shim is not None
+        assert self.sup.zygote is not None
+        assert self._start_args is not None
+        argv, cwd, env, exit_file = self._start_args
+        ahead.successor, self.following = self, ahead
+        followed: tuple[Shim, int] | None = None
+        try:
+            followed = await Shim.follow(
+                ahead.shim,
+                argv,
+                cwd=cwd,
+                env=env,
+                grace=self.sup.kill_grace,
+                lease_until=self.sup.lease_until,
+                exit_file=exit_file,
+                zygote=self.sup.zygote,
+            )
+        finally:
+            if followed is None:  # that shim takes no more, or we were cancelled
+                ahead.takes_next = False
+                self._unlink()
+        if followed is None:
+            return
+        self.queued, self.token = followed
+        log.debug("chunk %s queued behind %s", self.marker, ahead.marker)
+        if self.stop is not None and not self.unqueue():  # told to stop meanwhile
+            self.queued.kill(self.sup.kill_grace, self.stop.reason)
+
+    def unqueue(self) -> bool:
+        """Take the chunk back from the shim it is queued on; whether it is (or never was).
+
+        False: that shim took its token first, so it starts (or started) it.
+        """
+        if self.queued is None:
+            return True
+        if self.committed:
+            return False
+        token, self.token = self.token, None
+        if token is None or not claim(token):
+            self.committed = True
+            return False
+        queued, self.queued = self.queued, None
+        self._unlink()
+        queued.abandon()
+        return True
+
+    def _unlink(self) -> None:
+        if self.following is not None and self.following.successor is self:
+            self.following.successor = None
+        self.following = None
+
+    async def _start_queued(self, cwd: Path) -> Shim | None:
+        """The queued chunk's shim once it started it (or said why not); None: start it anew.
+
+        Its turn has come: the chunk ahead's tree is gone. That shim takes it
+        when it said it would take another (``passes_on``); otherwise, or when
+        it went without a word, the agent takes the token back and, having it,
+        knows it never started.
+        """
+        queued, ahead = self.queued, self.following
+        assert queued is not None
+        passed_on = ahead is not None and ahead.shim is not None and ahead.shim.passes_on
+        if not passed_on and self.unqueue():
+            return None
+        await queued.until_started(cwd)
+        if queued.silent and self.unqueue():
+            return None
+        self.queued = None
+        self._unlink()
+        return queued
 
     def refusal(self) -> str | None:
         """None while this attempt may write the sync root; else why not (see ``Fence``)."""
@@ -221,6 +337,8 @@ class ChunkRun:
     def renew_lease(self, until: float) -> None:
         if self.shim is not None:
             self.shim.renew(until)
+        elif self.queued is not None:
+            self.queued.renew(until)
 
     # ------------------------------------------------------------------ set-up
 
@@ -354,6 +472,7 @@ class ChunkRun:
     ) -> None:
         """Wait for a slot, start the renderer under its shim, supervise it, conclude."""
         a = self.assign
+        self._start_args = (argv, cwd, env, exit_file)
         if not await self.sup.take_slot(self):
             # Told to stop while it waited: it never started (its journal entry goes too).
             self.sup.reporter.send(ChunkStarted(**self._ids(), pid=0, command=argv))
@@ -366,16 +485,18 @@ class ChunkRun:
         self.spawned_at = self.sup.clock()
         try:
             async with self.sup.spawning():
-                shim = await Shim.start(
-                    argv,
-                    cwd=cwd,
-                    env=env,
-                    grace=self.sup.kill_grace,
-                    lease_until=self.sup.lease_until,
-                    exit_file=exit_file,
-                    zygote=self.sup.zygote,
-                    share=a.job_id,
-                )
+                shim = await self._start_queued(cwd) if self.queued is not None else None
+                if shim is None:
+                    shim = await Shim.start(
+                        argv,
+                        cwd=cwd,
+                        env=env,
+                        grace=self.sup.kill_grace,
+                        lease_until=self.sup.lease_until,
+                        exit_file=exit_file,
+                        zygote=self.sup.zygote,
+                        share=a.job_id,
+                    )
                 if shim.is_child:  # a forked shim is its zygote's child, not ours
                     self.sup.tracked.add(shim.shim_pid)
         except StartTimeout as exc:
@@ -400,6 +521,13 @@ class ChunkRun:
             if shim.pid is None:
                 result = await shim.wait()
                 self.sup.reporter.send(ChunkStarted(**self._ids(), pid=0, command=argv))
+                if result.cause == "shim_died":
+                    # Killed between taking the chunk and saying so: what it may have
+                    # started carries the marker. Not the job's fault: no retry used.
+                    self.shim_uncertain = True
+                    await kill_tree(self.marker, grace=self.sup.kill_grace, keep=self.sup.tracked)
+                    self._finish(Verdict("killed", f"not started: {result.error}"), started)
+                    return
                 if result.error.startswith(REFUSED):
                     # Its supervisor would not start it (delayed past the lease it was
                     # given, or changed by another process): the farm's doing, no retry used.
@@ -411,6 +539,7 @@ class ChunkRun:
             self.pid = shim.pid
             log.info("chunk %s started pid %d: %s", self.marker, shim.pid, " ".join(argv))
             self.sup.reporter.send(ChunkStarted(**self._ids(), pid=shim.pid, command=argv))
+            self.sup.may_follow(self)
             await self._supervise(shim, started)
         finally:
             await self._forget(shim)
@@ -821,11 +950,16 @@ class Supervisor:
             return True
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._turns.append(turn)
+        run.turn = turn
         log.info(
             "chunk %s waits for a slot (%d of %d rendering)", run.marker, self.rendering, self.slots
         )
         try:
-            while not turn.done() and run.stop is None:
+            # Queued on a shim that took it, it waits for that shim's chunk even if stopped.
+            while not turn.done() and (run.stop is None or run.committed):
+                if run.queued is None and run.stop is None and (ahead := self._ahead_of(run)):
+                    await run.queue_behind(ahead)
+                    continue
                 run.wake.clear()  # a timeout update wakes it too: look again, wait again
                 waker = asyncio.ensure_future(run.wake.wait())
                 either: set[asyncio.Future[Any]] = {turn, waker}
@@ -838,13 +972,49 @@ class Supervisor:
                 run.slotted = True  # handed over by a renderer that exited (passed on if unused)
             else:
                 turn.cancel()  # stopped, or the agent stops: never its turn
-        return run.slotted and run.stop is None
+                run.unqueue()  # (cancelled while queued: that shim must not start it either)
+        return run.slotted and (run.stop is None or run.committed)
+
+    def _ahead_of(self, run: ChunkRun) -> ChunkRun | None:
+        """A chunk of ``run``'s job rendering whose shim may take ``run`` next; None: none,
+        or a chunk that came first waits for any slot (it keeps its place)."""
+        if self.zygote is None or run.assign.sync_from:
+            return None
+        owners = {id(other.turn): other for other in self.runs.values() if other.turn}
+        for turn in self._turns:
+            if turn is run.turn:
+                break
+            first = owners.get(id(turn))
+            if first is not None and not turn.done() and first.queued is None:
+                return None
+        job = run.assign.job_id
+        return next((other for other in self.runs.values() if other.can_take_next(job)), None)
+
+    def may_follow(self, run: ChunkRun) -> None:
+        """``run``'s renderer started: a chunk of its job waiting for a slot may queue on it."""
+        job = run.assign.job_id
+        for other in self.runs.values():
+            turn = other.turn
+            if (
+                turn is not None
+                and not turn.done()
+                and not other.queued
+                and other.assign.job_id == job
+            ):
+                other.wake.set()
 
     def release_slot(self, run: ChunkRun) -> None:
-        """``run``'s renderer is gone: its slot goes to the first chunk still waiting."""
+        """``run``'s renderer is gone: its slot goes to the chunk queued on its shim, else
+        to the first chunk still waiting."""
         if not run.slotted:
             return
         run.slotted = False
+        successor, run.successor = run.successor, None
+        if successor is not None and successor.turn is not None and not successor.turn.done():
+            with contextlib.suppress(ValueError):
+                self._turns.remove(successor.turn)
+            successor.turn.set_result(None)
+            return
         while self._turns:
             turn = self._turns.popleft()
             if not turn.done():
@@ -1019,6 +1189,8 @@ class Supervisor:
             return False
         if run.recovered is not None or run.assign.sync_from:
             return False  # no render to wait for: its end is known, or it only copies
+        if not run.unqueue():
+            return False  # the shim it was queued on has started it
         run.request_stop("killed", reason)
         return True
 

@@ -26,6 +26,11 @@ its chunk's tree is gone it says so (``"next": true`` on its ``done`` line),
 wears no marker, closes that chunk's pipes and waits on that socket for the
 next chunk's three pipes, which the agent sends straight to it: no fork, no
 set-up, no exit per chunk (2.2x the short chunks a second through an agent).
+The agent may send the next chunk while this one still renders (it waits in
+the socket), so that it starts the moment the tree is gone, without a round
+trip through the agent; such a chunk carries a fourth descriptor, its token
+(``shim.claim``): the shim starts it only if it reads the token first, and
+the agent reads it to take the chunk back, so the two never both win.
 What one chunk could leave to the next is ruled out by when the shim says
 ``done``: only once no process of the tree is left (a subreaper waits for
 every orphan and reaps them all, so no pid of it can come back); and every
@@ -52,7 +57,8 @@ a session of its own, with its environment's first variable the reserved one:
   request id in ASCII, carrying three descriptors (SCM_RIGHTS): the shim's
   stdin (control), stdout (renderer output) and stderr (status), and
   optionally a fourth: the shim's socket for further chunks (each a message
-  carrying three such pipes). End of file: the agent is gone, the zygote exits.
+  carrying three such pipes, and a token when sent ahead of its turn). End of
+  file: the agent is gone, the zygote exits.
 - the shim's first control line is its chunk, written by the agent before the
   request: one JSON object with ``argv``, ``env``, ``cwd``, ``grace``,
   ``lease_until`` and ``exit_file``.
@@ -189,6 +195,7 @@ def become_shim(shim: ModuleType, fds: list[int], room: tuple[int, int]) -> None
     wake = shim.install_signals()
     fresh = attributes()
     served = 0
+    token: int | None = None  # a chunk handed over ahead of its turn carries one
 
     def again() -> bool:
         """Take another chunk only as this process was forked, and not when told to stop."""
@@ -199,14 +206,15 @@ def become_shim(shim: ModuleType, fds: list[int], room: tuple[int, int]) -> None
         served += 1
         if served > 1 and attributes() != fresh:  # changed while it waited, by another job
             shim.refuse("its supervisor was changed by another process while it waited")
-        if not serve_chunk(shim, room, wake, again if more is not None else None):
+        if not serve_chunk(shim, room, wake, again if more is not None else None, token):
             break
         release_pipes(room)
         assert more is not None
         pipes = next_chunk(shim, more, wake)
         if pipes is None:
             break
-        take_pipes(pipes)
+        take_pipes(pipes[:3])
+        token = pipes[3] if len(pipes) == 4 else None
     os._exit(0)
 
 
@@ -260,17 +268,20 @@ def release_pipes(room: tuple[int, int]) -> None:
 
 
 def next_chunk(shim: ModuleType, more: socket.socket, wake: int) -> list[int] | None:
-    """The next chunk's three pipes; None: the agent is gone or dropped us, or we must stop."""
+    """The next chunk's three pipes (and its token, if any; see ``claim``); None: the
+    agent is gone or dropped us, or we must stop."""
     while True:
         ready, _, _ = select.select([NEXT_FD, wake], [], [])
         if wake in ready and any(s in drain(wake) for s in shim.STOP_SIGNALS):
             return None
         if NEXT_FD in ready:
             try:
-                data, fds, _, _ = socket.recv_fds(more, MAX_REQUEST, 3)
+                data, fds, _, _ = socket.recv_fds(more, MAX_REQUEST, 4)
             except OSError:
                 return None
-            if len(fds) == 3 and data:
+            for fd in fds:
+                os.set_inheritable(fd, False)  # received without close-on-exec
+            if len(fds) in (3, 4) and data:
                 return fds
             for fd in fds:
                 os.close(fd)
@@ -278,7 +289,11 @@ def next_chunk(shim: ModuleType, more: socket.socket, wake: int) -> list[int] | 
 
 
 def serve_chunk(
-    shim: ModuleType, room: tuple[int, int], wake: int, again: Callable[[], bool] | None
+    shim: ModuleType,
+    room: tuple[int, int],
+    wake: int,
+    again: Callable[[], bool] | None,
+    token: int | None = None,
 ) -> bool:
     """Read the chunk from the control pipe, take its folder, environment and marker; serve.
 
@@ -299,7 +314,7 @@ def serve_chunk(
         ctypes.memmove(address, marked, size)
     argv = [os.fsdecode(arg) for arg in request["argv"]]
     grace, lease_until = float(request["grace"]), float(request["lease_until"])
-    shim.serve(grace, lease_until, request["exit_file"], argv, wake, environ, control, again)
+    shim.serve(grace, lease_until, request["exit_file"], argv, wake, environ, control, again, token)
     return again is not None  # serve returns only when again() said yes
 
 

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import msgspec
 
+from agent import shim as shim_program
 from agent import zygote as zygote_program
 
 log = logging.getLogger("farmtui.agent.zygote")
@@ -102,6 +103,8 @@ class ForkedProcess:
         self.more: socket.socket | None = None
         self.share: str | None = None  # only chunks with the same key share a shim
         self._idle: Callable[[ForkedProcess, socket.socket], None] | None = None
+        # The next chunk, queued on this shim's socket before this one ended (``follow``).
+        self.successor: ForkedProcess | None = None
 
     @property
     def returncode(self) -> int | None:
@@ -277,6 +280,62 @@ class Zygote:
         process._discard()
         return None
 
+    async def follow(
+        self,
+        ahead: ForkedProcess,
+        argv: Sequence[str],
+        *,
+        cwd: str | Path,
+        env: Mapping[str, str],
+        grace: float,
+        lease_until: float,
+        exit_file: Path | None,
+    ) -> tuple[ForkedProcess, int] | None:
+        """Queue a chunk on the shim running ``ahead``'s chunk, to start the moment it ends.
+
+        Its renderer then starts without a round trip through the agent. The
+        chunk comes with a token (``agent.shim.claim``): the shim starts it only
+        if it takes the token first, the agent takes it to take the chunk back.
+        Returns the chunk's process and the agent's end of the token; None when
+        that shim takes no more chunks (its chunk ended meanwhile, or it is not
+        one that takes another).
+        """
+        marker = os.fsencode(env.get("FARMTUI_CHUNK", ""))
+        if self._socket is None or zygote_program.marker_bytes(marker, self._room) is None:
+            return None
+        if ahead.more is None or ahead.successor is not None:
+            return None
+        request = json.dumps(
+            {
+                "argv": list(argv),
+                "env": dict(env),
+                "cwd": str(cwd),
+                "grace": grace,
+                "lease_until": lease_until,
+                "exit_file": "" if exit_file is None else str(exit_file),
+            }
+        ).encode()
+        process, theirs = await self._pipes()
+        token, token_write = os.pipe()
+        os.write(token_write, shim_program.TOKEN)
+        os.close(token_write)  # read once, then end of file: one winner
+        more = ahead.more  # after the await: its chunk may have ended meanwhile
+        try:
+            if more is None or ahead.successor is not None or ahead._ended.done():
+                raise OSError("its shim takes no more chunks")
+            process.stdin.write(request + b"\n")
+            socket.send_fds(more, [b"next"], [*theirs, token])
+        except OSError:
+            os.close(token)
+            process._discard()
+            return None
+        finally:
+            for fd in theirs:
+                os.close(fd)
+        ahead.successor = process
+        process.pid, process.share = ahead.pid, ahead.share
+        return process, token
+
     def _idle_for(self, share: str) -> int | None:
         """An idle shim of this key (the most recently idle: its pages are warmest)."""
         for pid in reversed(self._idle):
@@ -334,9 +393,21 @@ class Zygote:
                     os.kill(pid, signal.SIGKILL)
 
     def _rest(self, process: ForkedProcess, more: socket.socket) -> None:
-        """A shim finished its chunk and waits for another: keep it, unless we cannot use it."""
+        """A shim finished its chunk and waits for another: keep it, unless we cannot use it.
+
+        With a chunk queued on it (``follow``) it is that chunk's shim now.
+        """
         if self._live.get(process.pid) is process:
             del self._live[process.pid]
+        successor, process.successor = process.successor, None
+        if successor is not None and successor._ended.done():
+            # Taken back: the shim finds its token gone, refuses that chunk and exits.
+            more.close()
+            return
+        if successor is not None:
+            successor.more, successor._idle = more, self._rest
+            self._live[process.pid] = successor
+            return
         if self._socket is None or process.share is None:
             more.close()  # the shim sees end of file and exits (its zygote reaps it)
             return

@@ -135,3 +135,95 @@ async def test_a_chunk_taken_back_ends_if_it_waits_and_runs_on_if_it_renders(
     assert first.outcome == "done", "a rendering chunk was taken back"
     assert 2 not in runs(tally), "the chunk taken back ran"
     assert farm.supervisor.rendering == 0, "a slot was never given back"
+
+
+# ---------------------------------------------------------------- queued on a shim
+#
+# A chunk waiting for a slot is handed to the shim of a chunk of its job that
+# renders, which starts it the moment that tree is gone, with no round trip
+# through the agent. The agent can take it back until that shim takes its
+# token; after that it runs as if it had started the usual way.
+
+
+def frozen_until(condition: Any, within: float = 30.0) -> bool:
+    """The fault: the agent's event loop does nothing until ``condition`` holds."""
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)  # noqa: ASYNC251  # blocking the loop on purpose: that is the fault
+    return True
+
+
+def queued(farm: Any, chunk: int) -> bool:
+    run = farm.supervisor.runs.get(("job1", chunk, 1))
+    return run is not None and run.queued is not None
+
+
+async def test_a_queued_chunk_starts_while_the_agent_is_busy(
+    farm: Any, python: str, tmp_path: Path
+) -> None:
+    """The agent's event loop is stuck (a slow disk, a burst of messages) as a
+    renderer exits: the next chunk of its job starts anyway, within its slot."""
+    farm.supervisor.slots = 1
+    tally = tmp_path / "tally"
+    farm.supervisor.assign(tallied(python, tally, 1, 0.5))
+    farm.supervisor.assign(tallied(python, tally, 2, 0.1))
+    await poll_until(lambda: queued(farm, 2), what="chunk 2 to be queued on chunk 1's shim")
+    await poll_until(lambda: 1 in runs(tally), what="chunk 1 to start")
+    assert frozen_until(lambda: 2 in runs(tally)), "the queued chunk waited for the agent"
+    seen = runs(tally)
+    first_end = seen[1][1]
+    assert first_end is not None
+    assert seen[2][0] >= first_end, "two renderers on one slot"
+    for chunk in (1, 2):
+        report = await poll_until(lambda c=chunk: finished(farm, c), what=f"chunk {chunk}")
+        assert report.outcome == "done"
+    assert 0 not in [m.pid for m in farm.recorder.of(ChunkStarted) if m.chunk == 2]
+    await poll_until(lambda: not farm.supervisor.runs, what="every chunk to end")
+    assert farm.supervisor.rendering == 0, "a slot was never given back"
+
+
+async def test_a_queued_chunk_killed_before_its_turn_ends_at_once_and_never_runs(
+    farm: Any, python: str, tmp_path: Path
+) -> None:
+    farm.supervisor.slots = 1
+    tally = tmp_path / "tally"
+    farm.supervisor.assign(tallied(python, tally, 1, 30))
+    farm.supervisor.assign(tallied(python, tally, 2, 0.1))
+    await poll_until(lambda: queued(farm, 2), what="chunk 2 to be queued on chunk 1's shim")
+    assert farm.supervisor.kill(("job1", 2, 1), "cancelled by alice")
+    report = await poll_until(lambda: finished(farm, 2), what="chunk 2's report")
+    assert (report.outcome, report.reason) == ("killed", "cancelled by alice")
+    assert [m.pid for m in farm.recorder.of(ChunkStarted) if m.chunk == 2] == [0]
+    assert finished(farm, 1) is None, "chunk 2's report waited for chunk 1"
+    # Chunk 1 ends on its own terms; the shim then finds chunk 2 taken back.
+    farm.supervisor.assign(tallied(python, tally, 3, 0.1))
+    assert farm.supervisor.kill(("job1", 1, 1), "done with it")
+    await poll_until(lambda: finished(farm, 1), within=20, what="chunk 1's report")
+    third = await poll_until(lambda: finished(farm, 3), within=20, what="chunk 3's report")
+    assert third.outcome == "done"
+    await poll_until(lambda: not farm.supervisor.runs, what="every chunk to end")
+    assert 2 not in runs(tally), "the chunk taken back ran"
+    assert farm.supervisor.rendering == 0, "a slot was never given back"
+
+
+async def test_a_queued_chunk_its_shim_already_started_is_not_taken_back(
+    farm: Any, python: str, tmp_path: Path
+) -> None:
+    """The leader asks for a waiting chunk back just as its shim starts it: the
+    agent says no (it renders), and it renders to its end, once."""
+    farm.supervisor.slots = 1
+    tally = tmp_path / "tally"
+    farm.supervisor.assign(tallied(python, tally, 1, 0.3))
+    farm.supervisor.assign(tallied(python, tally, 2, 1.0))
+    await poll_until(lambda: queued(farm, 2), what="chunk 2 to be queued on chunk 1's shim")
+    await poll_until(lambda: 1 in runs(tally), what="chunk 1 to start")
+    # The agent hears nothing while chunk 1 ends and its shim starts chunk 2.
+    assert frozen_until(lambda: 2 in runs(tally)), "the queued chunk waited for the agent"
+    assert not farm.supervisor.withdraw(("job1", 2, 1), "not started: the job was paused")
+    second = await poll_until(lambda: finished(farm, 2), within=20, what="chunk 2's report")
+    assert second.outcome == "done"
+    assert len([line for line in tally.read_text().splitlines() if line.startswith("start 2")]) == 1
+    await poll_until(lambda: not farm.supervisor.runs, what="every chunk to end")
+    assert farm.supervisor.rendering == 0, "a slot was never given back"

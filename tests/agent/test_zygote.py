@@ -221,6 +221,38 @@ async def test_a_shim_takes_chunk_after_chunk_each_with_only_its_own_state(
     assert "FARMTUI_CHUNK" not in psutil.Process(first.shim_pid).environ()
 
 
+async def test_each_chunk_finds_its_renderer_on_its_own_path(
+    chunks: ForkedChunks, tmp_path: Path
+) -> None:
+    """A job's PATH, not the agent's nor the chunk before's, says where its renderer is."""
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    renderer = tools / "only-here"
+    renderer.write_text("#!/bin/sh\necho found\n")
+    renderer.chmod(0o755)
+    agents = {key: value for key, value in os.environ.items() if key != "PATH"}
+
+    async def chunk(path: str) -> tuple[Shim, str, ShimResult]:
+        env = {**agents, "PATH": path, MARKER_VARIABLE: f"shimtest:{uuid.uuid4().hex}"}
+        shim = await Shim.start(
+            ["only-here"],
+            cwd=tmp_path,
+            env=env,
+            grace=0.5,
+            lease_until=math.inf,
+            zygote=chunks.zygote,
+            share="one job",
+        )
+        return shim, (await shim.output.read()).decode().strip(), await shim.wait()
+
+    first, said, result = await chunk(f"/usr/bin:{tools}:/bin")
+    assert (said, result.returncode, result.cause) == ("found", 0, "exit")
+    second, said, result = await chunk("/usr/bin:/bin")
+    assert second.shim_pid == first.shim_pid, "the same shim, not a new fork"
+    assert result.cause == "spawn_failed"
+    assert "only-here" in result.error
+
+
 async def test_an_idle_shim_that_dies_or_is_told_to_stop_is_not_given_a_chunk(
     chunks: ForkedChunks, eventually: Poll
 ) -> None:

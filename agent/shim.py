@@ -575,7 +575,6 @@ def serve(
     environ: dict[bytes, bytes] | None = None,
     control: bytes = b"",
     again: Callable[[], bool] | None = None,
-    token: int | None = None,
 ) -> None:
     """Start the renderer and supervise its tree to the end; exits the process.
 
@@ -584,16 +583,13 @@ def serve(
     request first). Stdin, stdout and stderr are the agent's three pipes.
     ``again``: asked once the tree is gone; True: return instead of exiting,
     the ``done`` line saying ``"next": true`` (a zygote's child that takes
-    another chunk). ``token``: a chunk handed over before its turn starts only if
-    the shim takes its token first (``claim``); the agent takes it to take the chunk back.
+    another chunk).
     """
     become_subreaper()
     shim = Shim(grace, lease_until, wake_fd, exit_file, environ, again=again)
     shim.feed(control)
     if why := shim.refusal():
         refuse(why)
-    if token is not None and not claim(token):
-        refuse("taken back before it started")
     try:
         shim.renderer = spawn(argv, environ)
     except (OSError, ValueError) as exc:

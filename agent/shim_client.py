@@ -366,7 +366,7 @@ class Shim:
         """A queued chunk taken back (its token is ours): close every pipe end we hold."""
         self._control.close()
         if isinstance(self.process, ForkedProcess):
-            self.process._discard()
+            self.process.taken_back()
 
     def _send(self, line: str) -> None:
         if self._result is not None or self._control.is_closing():

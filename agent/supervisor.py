@@ -1015,12 +1015,19 @@ class Supervisor:
                 self._turns.remove(successor.turn)
             successor.turn.set_result(None)
             return
-        while self._turns:
-            turn = self._turns.popleft()
-            if not turn.done():
-                turn.set_result(None)
-                return
-        self.rendering -= 1
+        self._turns = deque(turn for turn in self._turns if not turn.done())
+        if not self._turns:
+            self.rendering -= 1
+            return
+        # First come, first served; but one queued on another shim waits for it, unless
+        # all that wait are (then the first starts here, taken back from that shim).
+        owners = {id(other.turn): other for other in self.runs.values() if other.turn}
+        turn = next(
+            (t for t in self._turns if (o := owners.get(id(t))) is None or o.queued is None),
+            self._turns[0],
+        )
+        self._turns.remove(turn)
+        turn.set_result(None)
 
     @contextlib.asynccontextmanager
     async def spawning(self) -> AsyncIterator[None]:

@@ -307,8 +307,12 @@ def serve_chunk(
     """Read the chunk from the control pipe, take its folder, environment and marker; serve.
 
     True: the tree is gone and the shim takes another chunk (``again`` said so).
+    A chunk queued ahead of its turn that the agent took back (it read the
+    token first) is skipped: nothing of it starts, and the next one is served.
     """
     request, control = read_request()
+    if token is not None and not shim.claim(token):
+        return True
     try:
         os.chdir(request["cwd"])
     except OSError as exc:
@@ -323,7 +327,7 @@ def serve_chunk(
         ctypes.memmove(address, marked, size)
     argv = [os.fsdecode(arg) for arg in request["argv"]]
     grace, lease_until = float(request["grace"]), float(request["lease_until"])
-    shim.serve(grace, lease_until, request["exit_file"], argv, wake, environ, control, again, token)
+    shim.serve(grace, lease_until, request["exit_file"], argv, wake, environ, control, again)
     return again is not None  # serve returns only when again() said yes
 
 

@@ -145,6 +145,20 @@ class ForkedProcess:
         if not self._ended.done():
             self._ended.set_result(returncode)
 
+    def taken_back(self) -> None:
+        """A chunk queued on a shim, taken back: its shim skips it (see ``Zygote.follow``).
+
+        Its pipes close; if the shim was already ours, it goes back to the idle ones.
+        """
+        more, self.more = self.more, None
+        idle = self._idle
+        self._discard()
+        if more is not None:
+            if idle is None:
+                more.close()
+            else:
+                idle(self, more)
+
     def _discard(self) -> None:
         """Never started: close every pipe end the agent holds."""
         self._end(None)
@@ -400,14 +414,11 @@ class Zygote:
         if self._live.get(process.pid) is process:
             del self._live[process.pid]
         successor, process.successor = process.successor, None
-        if successor is not None and successor._ended.done():
-            # Taken back: the shim finds its token gone, refuses that chunk and exits.
-            more.close()
-            return
-        if successor is not None:
+        if successor is not None and not successor._ended.done():
             successor.more, successor._idle = more, self._rest
             self._live[process.pid] = successor
             return
+        # (A chunk queued on it and taken back: the shim skips it, then waits like any idle one.)
         if self._socket is None or process.share is None:
             more.close()  # the shim sees end of file and exits (its zygote reaps it)
             return

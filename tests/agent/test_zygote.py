@@ -253,6 +253,57 @@ async def test_each_chunk_finds_its_renderer_on_its_own_path(
     assert "only-here" in result.error
 
 
+async def test_a_chunk_queued_on_a_busy_shim_starts_there_or_is_skipped_once_taken_back(
+    chunks: ForkedChunks, tmp_path: Path
+) -> None:
+    """``Zygote.follow``: a chunk sent to a shim while its chunk renders starts there as
+    soon as that tree is gone; one taken back (its token read by the agent) is skipped,
+    and the shim serves the chunk after it."""
+    from agent.shim import claim
+
+    def touching(name: str) -> list[str]:
+        return ["/bin/sh", "-c", f"sleep 0.3; echo ran > {tmp_path / name}"]
+
+    async def queue_on(ahead: Shim, argv: list[str]) -> tuple[Shim, int]:
+        env = {**os.environ, MARKER_VARIABLE: f"shimtest:{uuid.uuid4().hex}"}
+        followed = await Shim.follow(
+            ahead,
+            argv,
+            cwd=tmp_path,
+            env=env,
+            grace=0.5,
+            lease_until=math.inf,
+            exit_file=None,
+            zygote=chunks.zygote,
+        )
+        assert followed is not None
+        return followed
+
+    first, _ = await chunks.start(touching("first"))
+    second, _ = await queue_on(first, touching("second"))
+    assert await first.wait() == ShimResult(0, "exit", killed=0)
+    assert first.passes_on
+    await second.until_started(tmp_path)
+    assert second.pid is not None
+    assert second.shim_pid == first.shim_pid, "not started by the shim it was queued on"
+    assert await second.wait() == ShimResult(0, "exit", killed=0)
+
+    third, _ = await chunks.start(touching("third"))
+    fourth, token = await queue_on(third, touching("fourth"))
+    assert claim(token), "the agent takes it back before its turn"
+    fourth.abandon()
+    assert await third.wait() == ShimResult(0, "exit", killed=0)
+    fifth, _ = await chunks.start(touching("fifth"))
+    assert fifth.shim_pid == third.shim_pid, "the shim did not go on after skipping"
+    assert await fifth.wait() == ShimResult(0, "exit", killed=0)
+    ran = [
+        name
+        for name in ("first", "second", "third", "fourth", "fifth")
+        if (tmp_path / name).exists()
+    ]
+    assert ran == ["first", "second", "third", "fifth"]
+
+
 async def test_an_idle_shim_that_dies_or_is_told_to_stop_is_not_given_a_chunk(
     chunks: ForkedChunks, eventually: Poll
 ) -> None:

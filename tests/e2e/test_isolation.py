@@ -42,6 +42,14 @@ PROBE = (
 )
 
 
+def complete_log(log: Path) -> str:
+    """An attempt's log once the leader's writer thread wrote its end (it lags the job's state)."""
+    return wait_until(
+        lambda: text if "\n# finished: " in (text := log.read_text()) else "",
+        what=f"{log.name} to be written to its end",
+    )
+
+
 def test_a_symlink_planted_by_another_job_does_not_wedge_its_victim(
     farm_leader: LiveLeader, farm_agents: AgentFactory, tmp_path: Path
 ) -> None:
@@ -70,7 +78,7 @@ def test_a_symlink_planted_by_another_job_does_not_wedge_its_victim(
     assert precious.read_text() == PRECIOUS
     log = farm_leader.root / "jobs" / victim / "chunk-0000.attempt-1.log"
     assert not log.is_symlink()
-    assert "# outcome: done" in log.read_text()
+    assert "# outcome: done" in complete_log(log)
     assert (farm_leader.root / "renders/victim/f_0001.png").read_bytes() == b"frame"
 
 
@@ -82,8 +90,9 @@ def test_a_renderer_runs_in_its_attempts_folder_on_the_node(
     with farm_leader.client() as client:
         assert wait_job(client, job_id, ("done", "failed")).job.state == "done"
     log = farm_leader.root / "jobs" / job_id / "chunk-0000.attempt-1.log"
-    lines = [s for s in log.read_text().splitlines() if s.startswith("PROBE ")]
-    assert len(lines) == 1, log.read_text()
+    text = complete_log(log)
+    lines = [s for s in text.splitlines() if s.startswith("PROBE ")]
+    assert len(lines) == 1, text
     (line,) = lines
     cwd = Path(json.loads(line.removeprefix("PROBE "))["cwd"])
     staging = farm_leader.data / "staging" / "agent1"

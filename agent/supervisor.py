@@ -319,11 +319,16 @@ class ChunkRun:
         passed_on = ahead is not None and ahead.shim is not None and ahead.shim.passes_on
         if not passed_on and self.unqueue():
             return None
-        await queued.until_started(cwd)
-        if queued.silent and self.unqueue():
-            return None
-        self.queued = None
-        self._unlink()
+        try:
+            await queued.until_started(cwd)
+            if queued.silent and self.unqueue():
+                return None
+        finally:
+            self.queued = None
+            self._unlink()
+            if self.token is not None:  # never ours to read now: the shim took it
+                os.close(self.token)
+                self.token = None
         return queued
 
     def refusal(self) -> str | None:

@@ -9,6 +9,7 @@ end, wall clock) turns "never more than the slots at once" into an assertion.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -227,3 +228,37 @@ async def test_a_queued_chunk_its_shim_already_started_is_not_taken_back(
     assert len([line for line in tally.read_text().splitlines() if line.startswith("start 2")]) == 1
     await poll_until(lambda: not farm.supervisor.runs, what="every chunk to end")
     assert farm.supervisor.rendering == 0, "a slot was never given back"
+
+
+async def test_a_stream_of_queued_chunks_leaves_no_descriptor_behind(
+    farm: Any, tmp_path: Path
+) -> None:
+    """Each chunk queued on a shim holds pipes and a token: all of them go with it."""
+
+    def descriptors() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    farm.supervisor.slots = 1
+    warm = AssignChunk(
+        job_id="job1", chunk=0, attempt=1, renderer="generic", argv=["/bin/true"], frames=[0]
+    )
+    farm.supervisor.assign(warm)
+    await poll_until(lambda: finished(farm, 0), what="the first chunk")
+    await poll_until(lambda: not farm.supervisor.runs, what="it to end")
+    before = descriptors()
+    for chunk in range(1, 41):
+        farm.supervisor.assign(
+            AssignChunk(
+                job_id="job1",
+                chunk=chunk,
+                attempt=1,
+                renderer="generic",
+                argv=["/bin/sh", "-c", "sleep 0.02"],
+                frames=[chunk],
+            )
+        )
+    await poll_until(lambda: finished(farm, 40), within=60, what="the last chunk")
+    await poll_until(lambda: not farm.supervisor.runs, what="every chunk to end")
+    reports = farm.recorder.of(ChunkFinished)
+    assert [m.outcome for m in reports] == ["done"] * 41
+    assert descriptors() <= before + 2, "descriptors left open by queued chunks"

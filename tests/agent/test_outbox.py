@@ -3,20 +3,34 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
+import subprocess
 import threading
 from pathlib import Path
 
 import pytest
 
 import agent.outbox as outbox_module
-from agent.outbox import COMPACT_AFTER_LINES, Outbox, is_reliable
+from agent.outbox import Outbox, _paths, is_reliable, read_outbox
 from farmtui.protocol import (
     ChunkFinished,
     ChunkOutput,
     ChunkStarted,
     FramesWritten,
     Heartbeat,
+    encode,
 )
+
+
+def fill(path: Path) -> int:
+    """Write ``path`` until the disk is full; the errno that stopped it."""
+    with path.open("wb", buffering=0) as out:
+        while True:
+            try:
+                out.write(b"\0" * 4096)
+            except OSError as exc:
+                return exc.errno or 0
 
 
 def _started(chunk: int) -> ChunkStarted:
@@ -37,19 +51,36 @@ def test_ack_drops_everything_up_to_seq(tmp_path: Path) -> None:
         outbox.add(_started(n))
     outbox.ack(2)
     assert [m.seq for m in outbox.pending()] == [3, 4]
-    assert [m.seq for m in Outbox(path).pending()] == [3, 4]
+    assert [m.seq for m in read_outbox(path)[1]] == [3, 4]
     outbox.ack(1)  # an old ack changes nothing
     assert [m.seq for m in outbox.pending()] == [3, 4]
 
 
-def test_the_file_is_compacted_as_it_grows(tmp_path: Path) -> None:
+def test_the_files_keep_their_size_as_messages_come_and_go(tmp_path: Path) -> None:
+    """Written in place: many takeovers later, the two files are as big as on day one."""
     path = tmp_path / "outbox.jsonl"
-    outbox = Outbox(path)
-    for n in range(5 * COMPACT_AFTER_LINES):
+    outbox = Outbox(path, capacity=4096)
+    sizes = [side.stat().st_size for side in _paths(path)]
+    assert sizes == [4096, 4096]
+    for n in range(2000):  # ~150 kB of messages and acks through 8 kB of files
         outbox.ack(outbox.add(_started(n)).seq)
-    assert len(path.read_bytes().splitlines()) <= COMPACT_AFTER_LINES
-    assert Outbox(path).pending() == []
-    assert Outbox(path).add(_started(0)).seq == 5 * COMPACT_AFTER_LINES + 1
+    assert [side.stat().st_size for side in _paths(path)] == sizes
+    assert not path.exists()
+    assert Outbox(path, capacity=4096).pending() == []
+    assert Outbox(path, capacity=4096).add(_started(0)).seq == 2001
+
+
+def test_a_message_bigger_than_a_file_grows_it_and_it_shrinks_back(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.jsonl"
+    outbox = Outbox(path, capacity=4096)
+    big = FramesWritten(job_id="j", chunk=1, attempt=1, frames=list(range(2000)), staged=True)
+    outbox.add(big)
+    assert max(side.stat().st_size for side in _paths(path)) > 4096
+    assert read_outbox(path) == (0, [big])
+    outbox.ack(1)
+    for n in range(1000):  # through a takeover into each file
+        outbox.ack(outbox.add(_started(n)).seq)
+    assert [side.stat().st_size for side in _paths(path)] == [4096, 4096]
 
 
 def test_a_restart_keeps_unacked_messages_and_the_numbering(tmp_path: Path) -> None:
@@ -70,16 +101,75 @@ def test_a_restart_keeps_unacked_messages_and_the_numbering(tmp_path: Path) -> N
     assert Outbox(path).add(_started(3)).seq == 5, "numbers keep growing after a full ack"
 
 
-def test_a_torn_last_line_is_skipped(tmp_path: Path) -> None:
+def test_a_line_torn_by_a_power_cut_is_skipped(tmp_path: Path) -> None:
     path = tmp_path / "outbox.jsonl"
     outbox = Outbox(path)
     outbox.add(_started(1))
-    with path.open("ab") as file:
+    outbox.close()
+    live = max(_paths(path), key=lambda side: side.read_bytes()[:31])  # the higher generation
+    data = live.read_bytes()
+    end = len(data.rstrip(b" "))
+    with live.open("r+b") as file:  # the start of a line that was never synced
+        file.seek(end)
         file.write(b'{"type":"chunk_started","seq":2,"job_')
     reopened = Outbox(path)
     assert [m.seq for m in reopened.pending()] == [1]
     reopened.add(_started(2))  # lands on a line of its own, after the torn one
     assert [m.seq for m in Outbox(path).pending()] == [1, 2]
+
+
+def test_a_takeover_cut_short_leaves_the_older_file_whole(tmp_path: Path) -> None:
+    """The new live file gets its header only once all it holds is on disk."""
+    path = tmp_path / "outbox.jsonl"
+    outbox = Outbox(path, capacity=4096)
+    before = [outbox.add(_started(n)).seq for n in range(10)]
+    generations = {side: side.read_bytes()[:31] for side in _paths(path)}
+    while all(side.read_bytes()[:31] == generations[side] for side in _paths(path)):
+        outbox.add(_started(99))  # until the other file takes over
+    outbox.close()
+    taken = next(side for side in _paths(path) if side.read_bytes()[:31] != generations[side])
+    with taken.open("r+b") as file:  # as if the machine died before the header was written
+        file.write(b" " * 31)
+    survived = [m.seq for m in Outbox(path, capacity=4096).pending()]
+    assert survived[:10] == before
+    assert len(survived) > 10, "the older file kept what it had"
+
+
+def test_an_older_agents_outbox_is_read_once_and_removed(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.jsonl"
+    lines = [encode(_started(n)) for n in range(1, 4)]
+    for seq, line in enumerate(lines, start=1):
+        lines[seq - 1] = line.replace(b'"seq":0', f'"seq":{seq}'.encode())
+    path.write_bytes(b"\n".join([*lines, b'{"acked":1}']) + b"\n")
+    outbox = Outbox(path)
+    assert [m.seq for m in outbox.pending()] == [2, 3]
+    assert not path.exists()
+    assert outbox.add(_started(9)).seq == 4
+    assert [m.seq for m in Outbox(path).pending()] == [2, 3, 4]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs for a full disk needs root")
+def test_reports_are_kept_on_a_full_disk(tmp_path: Path) -> None:
+    """A node's full disk does not stop its reports: the outbox needs no new room."""
+    folder = tmp_path / "state"
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.decode().strip()}")
+    try:
+        path = folder / "outbox.jsonl"
+        outbox = Outbox(path, capacity=64 * 1024)
+        assert fill(folder / "filler") == errno.ENOSPC
+        for n in range(3000):  # ~250 kB through 128 kB of files: several takeovers
+            outbox.ack(outbox.add(_started(n)).seq - 5)
+        outbox.close()
+        reopened = Outbox(path, capacity=64 * 1024)
+        assert [m.seq for m in reopened.pending()] == [2996, 2997, 2998, 2999, 3000]
+    finally:
+        if subprocess.run(["umount", str(folder)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(folder)], capture_output=True)
 
 
 def test_an_ack_beyond_our_numbers_moves_the_counter(tmp_path: Path) -> None:
@@ -104,8 +194,8 @@ async def test_one_fsync_on_a_thread_covers_every_message_added_before_it(
         disk.wait(30)
         synced.append(fd)
 
-    monkeypatch.setattr(outbox_module.os, "fsync", slow_fsync)
     outbox = Outbox(tmp_path / "outbox.jsonl")
+    monkeypatch.setattr(outbox_module, "_sync_data", slow_fsync)
     for chunk in range(3):
         outbox.add(_started(chunk))
     waiting = [asyncio.create_task(outbox.synced()) for _ in range(2)]

@@ -49,7 +49,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import msgspec
 
+from agent.outbox import read_outbox
 from farmtui.client import FarmClient
 from farmtui.errors import LeaderDown
 from farmtui.localfarm import Child, LocalFarm, free_port, stop_processes
@@ -682,23 +684,8 @@ class FaultFarm:
 
     def outbox(self, name: str) -> list[Json]:
         """The agent's unacknowledged messages, read from its ``--state`` folder."""
-        path = self.local.data / "agents" / name / "outbox.jsonl"
-        messages: list[Json] = []
-        acked = 0
-        try:
-            lines = path.read_text().splitlines()
-        except FileNotFoundError:
-            return []
-        for line in lines:
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue  # a line being written
-            if "acked" in entry:
-                acked = max(acked, entry["acked"])
-            else:
-                messages.append(entry)
-        return [m for m in messages if m.get("seq", 0) > acked]
+        _, pending = read_outbox(self.local.data / "agents" / name / "outbox.jsonl")
+        return [msgspec.to_builtins(message) for message in pending]
 
     def agent_log(self, name: str) -> str:
         return self.agent(name).log.read_text(errors="replace")

@@ -124,7 +124,12 @@ class Agent:
         self._lock = lock_state(self.state_dir)
         self.staging = staging or default_staging_dir(self.name)
         self.log_stream, self._handlers = agent_log.attach(self.state_dir, to_stderr=log_to_stderr)
-        self.outbox = Outbox(self.state_dir / "outbox.jsonl")
+        try:
+            self.outbox = Outbox(self.state_dir / "outbox.jsonl")
+        except OSError as exc:  # its files are made once, in full: a full disk says so here
+            raise AgentError(
+                f"cannot keep the outbox in {self.state_dir}: {exc.strerror or exc}"
+            ) from None
         self.link = LeaderLink(
             leader=leader,
             token=token,

@@ -167,8 +167,10 @@ class Outbox:
         self._live = 0
         self._generation = 0
         self._position = 0  # where the next line goes in the live file
-        # Every message up to this number is on disk (synced).
+        # Every message up to this number is on disk (synced), or could not be written.
         self.synced_seq = 0
+        # Pending messages the files lack (a write failed): the next write is a takeover.
+        self._behind = False
         self._sync: asyncio.Future[None] | None = None
         self._load()
 
@@ -186,14 +188,21 @@ class Outbox:
         return list(self._pending)
 
     def add(self, message: AgentToLeader) -> AgentToLeader:
-        """Number the message, write it (not yet synced), and return it; OSError if not written."""
+        """Number the message, write it (not yet synced), and return it.
+
+        Never raises: a message that cannot be written (the outbox outgrew its
+        files on a full disk, or the disk failed) is kept in memory and sent
+        all the same, and written with the next takeover that finds room. Held
+        back, its chunk would stay "assigned" on the leader for good; sent, it
+        is lost only if the agent dies before then, and the leader then moves
+        the chunk (rendered again, never twice at once).
+        """
         message.seq = self.last_seq + 1
         self._pending.append(message)
         try:
             self._write(encode(message) + b"\n")
-        except OSError:
-            self._pending.pop()  # never counted as on disk by a later sync
-            raise
+        except OSError as exc:
+            self._unwritten(exc)
         return message
 
     async def synced(self) -> None:
@@ -235,6 +244,18 @@ class Outbox:
         except OSError as exc:  # only means resending what the leader ignores as repeats
             log.warning("outbox %s: cannot note ack %d: %s", self.path, seq, exc)
 
+    def _unwritten(self, exc: OSError) -> None:
+        """A message is only in memory: say so (once until the files catch up)."""
+        if not self._behind:
+            log.error(
+                "outbox %s: cannot write (%s): reports are sent but kept only in memory "
+                "until there is room",
+                self.path,
+                exc.strerror or exc,
+            )
+        self._behind = True
+        self.synced_seq = self.last_seq  # nothing to wait for: it will not be on disk sooner
+
     def close(self) -> None:
         for side, fd in enumerate(self._fds):
             if fd >= 0:
@@ -245,8 +266,9 @@ class Outbox:
 
     def _write(self, line: bytes) -> None:
         live = self._live
-        if self._position + len(line) > self._sizes[live]:
+        if self._behind or self._position + len(line) > self._sizes[live]:
             self._take_over()  # it writes what is pending and the acked number: the line too
+            self._behind = False
             return
         _write_all(self._fds[live], line, self._position)
         self._position += len(line)

@@ -184,6 +184,38 @@ def test_which_messages_are_reliable() -> None:
     assert not is_reliable(ChunkOutput(job_id="j", chunk=1, attempt=1, lines=["x"]))
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs for a full disk needs root")
+def test_reports_that_outgrow_the_files_on_a_full_disk_are_kept_and_written_later(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The leader away and the disk full: the outbox needs more room than it has.
+    Nothing raises into the chunk's supervisor; the messages wait in memory (and
+    are sent), and are on disk once there is room again."""
+    folder = tmp_path / "state"
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.decode().strip()}")
+    try:
+        path = folder / "outbox.jsonl"
+        outbox = Outbox(path, capacity=4096)
+        assert fill(folder / "filler") == errno.ENOSPC
+        for n in range(200):  # ~15 kB unacknowledged: more than the files hold
+            outbox.add(_started(n))
+        assert [m.seq for m in outbox.pending()] == list(range(1, 201))
+        assert "kept only in memory" in caplog.text
+        assert outbox.synced_seq == 200, "the link does not wait for a write that cannot happen"
+        (folder / "filler").unlink()
+        outbox.add(_started(200))
+        outbox.close()
+        assert [m.seq for m in read_outbox(path)[1]] == list(range(1, 202))
+    finally:
+        if subprocess.run(["umount", str(folder)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
 async def test_one_fsync_on_a_thread_covers_every_message_added_before_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

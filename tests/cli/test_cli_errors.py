@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import socket
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -169,3 +172,28 @@ def test_logs_follow_waits_for_a_leader_that_restarts(
     assert outage == 0
     assert captured.out == "chunk 1 output\n"
     assert "connection refused; still following" in captured.err
+
+
+def test_an_agent_whose_state_disk_is_full_says_so_in_one_line(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs for a full disk needs root")
+    state = tmp_path / "state"
+    state.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(state)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.decode().strip()}")
+    try:
+        with (state / "filler").open("wb", buffering=0) as out, contextlib.suppress(OSError):
+            while True:
+                out.write(b"\0" * 4096)
+        argv = ["agent", "--leader", "http://127.0.0.1:1", "--token", "t", "--name", "n1"]
+        with pytest.raises(SystemExit) as stopped:
+            cli.main([*argv, "--state", str(state / "n1")])
+        said = str(stopped.value.code)
+        assert "\n" not in said
+        assert f"cannot keep the outbox in {state / 'n1'}: No space left on device" in said
+    finally:
+        if subprocess.run(["umount", str(state)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(state)], capture_output=True)

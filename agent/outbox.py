@@ -28,9 +28,11 @@ at its start, synced, and only then its header with generation g + 1,
 synced. A crash at any point leaves the newest whole file the one with the
 highest generation. What the file held beyond that is left as it was (a
 quarter of a megabyte to write there took 28-70 ms beside the same load):
-lines of an older generation are acked or repeat a pending message (the
-same number), so a reader keeps the highest acked number and each number
-once. An ``outbox.jsonl`` from an
+each write ends with a NUL byte that the next one overwrites, and a reader
+stops at it. Should a power cut tear a write so that the mark is lost, the
+older lines read after it are harmless: each is acked or repeats a pending
+message (the same number), and a reader keeps the highest acked number and
+each number once. An ``outbox.jsonl`` from an
 older agent (JSON lines, appended) is read once and removed.
 """
 
@@ -61,7 +63,11 @@ log = logging.getLogger("farmtui.agent.outbox")
 # Each file's size: a few thousand messages before the other file takes over.
 CAPACITY = 1 << 18
 HEADER_WIDTH = 32  # the header line, padded with spaces (newline included)
+# Generations a header may name (one a takeover: never near it); beyond: not ours.
+MAX_GENERATION = 10**15
 _BLANK = b" "
+# Written after the last line, and overwritten by the next: a reader stops there.
+_END = b"\0"
 _sync_data = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
 
 
@@ -88,16 +94,18 @@ def _generation(data: bytes) -> int | None:
     if len(data) < HEADER_WIDTH or not first:
         return None
     try:
-        return _header_decoder.decode(first).outbox
+        generation = _header_decoder.decode(first).outbox
     except msgspec.DecodeError:
         return None
+    return generation if 0 <= generation < MAX_GENERATION else None
 
 
 def _parse(data: bytes, where: Path) -> tuple[int, list[AgentToLeader]]:
-    """The acked number and the messages in JSON lines (spaces and torn lines skipped)."""
+    """The acked number and the messages in JSON lines up to the end mark (spaces and
+    torn lines skipped)."""
     acked = 0
     messages: list[AgentToLeader] = []
-    for number, line in enumerate(data.split(b"\n"), start=1):
+    for number, line in enumerate(data.split(_END, 1)[0].split(b"\n"), start=1):
         line = line.strip(_BLANK)
         if not line:
             continue
@@ -266,11 +274,11 @@ class Outbox:
 
     def _write(self, line: bytes) -> None:
         live = self._live
-        if self._behind or self._position + len(line) > self._sizes[live]:
+        if self._behind or self._position + len(line) + len(_END) > self._sizes[live]:
             self._take_over()  # it writes what is pending and the acked number: the line too
             self._behind = False
             return
-        _write_all(self._fds[live], line, self._position)
+        _write_all(self._fds[live], line + _END, self._position)
         self._position += len(line)
 
     def _take_over(self) -> None:
@@ -281,6 +289,7 @@ class Outbox:
                 _BLANK * (HEADER_WIDTH - 1) + b"\n",  # no header until the body is on disk
                 encode(_Acked(self._acked)) + b"\n",
                 *(encode(message) + b"\n" for message in self._pending),
+                _END,
             ]
         )
         size = self._sizes[side]
@@ -300,7 +309,7 @@ class Outbox:
         _write_all(fd, _header(generation), 0)
         _sync_data(fd)
         self._sizes[side] = wanted
-        self._position = len(body)
+        self._position = len(body) - len(_END)
         self._live, self._generation = side, generation
         self.synced_seq = self.last_seq
 

@@ -127,6 +127,8 @@ class Agent:
         try:
             self.outbox = Outbox(self.state_dir / "outbox.jsonl")
         except OSError as exc:  # its files are made once, in full: a full disk says so here
+            agent_log.detach(self._handlers)
+            os.close(self._lock)
             raise AgentError(
                 f"cannot keep the outbox in {self.state_dir}: {exc.strerror or exc}"
             ) from None

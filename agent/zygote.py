@@ -213,7 +213,7 @@ def become_shim(shim: ModuleType, fds: list[int], room: tuple[int, int]) -> None
         # chunk comes: a change made between that look and this one (the agent saw the
         # last chunk end) must not reach this chunk either.
         if served > 1 and attributes() != fresh:
-            shim.refuse("its supervisor was changed by another process while it waited")
+            shim.refuse("its supervisor was changed by another process since its last chunk")
         if not serve_chunk(shim, room, wake, again if more is not None else None, token):
             break
         release_pipes(room)
@@ -231,7 +231,7 @@ def attributes() -> tuple[object, ...]:
 
     A shim whose attributes are not those it was forked with takes no more chunks.
     """
-    try:  # three system calls, where open() makes nine: this is on every chunk's way
+    try:  # three system calls where open() makes nine: this is on every chunk's way
         fd = os.open("/proc/self/oom_score_adj", os.O_RDONLY | os.O_CLOEXEC)
         try:
             oom = os.read(fd, 64)

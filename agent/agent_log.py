@@ -7,6 +7,7 @@ The console's peer view shows any node's agent log; the link drains
 from __future__ import annotations
 
 import logging
+import sys
 from collections import deque
 from pathlib import Path
 
@@ -34,6 +35,29 @@ class LogStream(logging.Handler):
         return lines
 
 
+class LogFile(logging.FileHandler):
+    """The log file; one it cannot write (a full disk) says so once on stderr, not with a
+    traceback for every line, and again only after it could write in between."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, encoding="utf-8")
+        self.failing = False
+        self._failed = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._failed = False
+        super().emit(record)  # calls handleError on a failure
+        if not self._failed:
+            self.failing = False
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
+        self._failed = True
+        if not self.failing:
+            self.failing = True
+            why = sys.exc_info()[1]
+            sys.stderr.write(f"cannot write the agent log {self.baseFilename}: {why}\n")
+
+
 def attach(state_dir: Path, *, to_stderr: bool = True) -> tuple[LogStream, list[logging.Handler]]:
     """Send ``farmtui.agent`` logging to ``<state_dir>/agent.log``, a LogStream and stderr.
 
@@ -43,7 +67,7 @@ def attach(state_dir: Path, *, to_stderr: bool = True) -> tuple[LogStream, list[
     logger = logging.getLogger(LOGGER)
     logger.setLevel(logging.INFO)
     stream = LogStream()
-    file_handler = logging.FileHandler(state_dir / "agent.log", encoding="utf-8")
+    file_handler = LogFile(state_dir / "agent.log")
     file_handler.setFormatter(logging.Formatter(FORMAT))
     handlers: list[logging.Handler] = [stream, file_handler]
     if to_stderr:

@@ -26,7 +26,8 @@ messages and acks are written after what it holds. When it is full, the
 other one takes over: the acked number and the pending messages are written
 at its start, synced, and only then its header with generation g + 1,
 synced. A crash at any point leaves the newest whole file the one with the
-highest generation. What the file held beyond that is left as it was (a
+highest generation (a reader takes every line of both files all the same:
+see ``read_outbox``). What the file held beyond that is left as it was (a
 quarter of a megabyte to write there took 28-70 ms beside the same load):
 each write ends with a NUL byte that the next one overwrites, and a reader
 stops at it. Should a power cut tear a write so that the mark is lost, the
@@ -40,8 +41,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
+import stat
 from collections import deque
 from pathlib import Path
 
@@ -128,25 +131,37 @@ def _paths(path: Path) -> tuple[Path, Path]:
 
 
 def _read(path: Path) -> bytes:
+    """The file's bytes (b"" if missing); OSError for a symlink: the agent's own files
+    are never reached through one (it could lead anywhere the agent may write)."""
     try:
-        return path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         return b""
+    with os.fdopen(fd, "rb") as file:
+        return file.read()
 
 
 def read_outbox(path: Path) -> tuple[int, list[AgentToLeader]]:
-    """What an outbox at ``path`` holds, without changing it: (acked, unacknowledged)."""
+    """What an outbox at ``path`` holds, without changing it: (acked, unacknowledged).
+
+    Both files are read, and an older agent's: every line in any of them is
+    true (a report, numbered once for good, or an ack the leader gave), so the
+    highest acked number and every report above it are kept, whichever file
+    holds them. A file whose header was damaged, or names the same generation
+    as the other, then loses nothing, and numbers never go back. The newer
+    file is read first: of two copies of a report, its own is kept.
+    """
     acked = 0
     found: dict[int, AgentToLeader] = {}
-    newest: tuple[int, bytes, Path] | None = None
+    sides: list[tuple[int, bytes, Path]] = []
     for side in _paths(path):
         data = _read(side)
         generation = _generation(data)
-        if generation is not None and (newest is None or generation > newest[0]):
-            newest = (generation, data, side)
-    sources = [(_read(path), path)]
-    if newest is not None:
-        sources.append((newest[1][HEADER_WIDTH:], newest[2]))
+        if generation is None and data[: HEADER_WIDTH - 1].strip(_BLANK):
+            log.warning("outbox %s: a header this agent did not write; read all the same", side)
+        sides.append((-1 if generation is None else generation, data[HEADER_WIDTH:], side))
+    sides.sort(key=lambda side: side[0], reverse=True)
+    sources = [(data, where) for _, data, where in sides] + [(_read(path), path)]
     for data, where in sources:
         number, messages = _parse(data, where)
         acked = max(acked, number)
@@ -305,7 +320,8 @@ class Outbox:
             os.fsync(fd)
         else:
             _sync_data(fd)
-        generation = self._generation + 1
+        # Back to 1 before a header too wide to read: the generation only tells the newer file.
+        generation = self._generation + 1 if self._generation + 1 < MAX_GENERATION else 1
         _write_all(fd, _header(generation), 0)
         _sync_data(fd)
         self._sizes[side] = wanted
@@ -321,7 +337,10 @@ class Outbox:
         created = False
         for side, path in enumerate(self._paths):
             created = created or not path.exists()
-            self._fds[side] = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+            self._fds[side] = os.open(path, flags, 0o600)
+            if not stat.S_ISREG(os.fstat(self._fds[side]).st_mode):
+                raise OSError(errno.EINVAL, f"{path.name} is not a regular file")
             data = _read(path)
             self._sizes[side] = len(data)
             generation = _generation(data)

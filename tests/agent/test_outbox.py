@@ -148,6 +148,43 @@ def test_a_takeover_cut_short_leaves_the_older_file_whole(tmp_path: Path) -> Non
     assert len(survived) > 10, "the older file kept what it had"
 
 
+def test_its_files_are_never_reached_through_a_symlink(tmp_path: Path) -> None:
+    """A symlink put in place of an outbox file (by a renderer, say) writes nothing through it."""
+    path = tmp_path / "outbox.jsonl"
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    _paths(path)[0].symlink_to(victim)
+    with pytest.raises(OSError, match="symbolic links") as refused:
+        Outbox(path)
+    assert refused.value.errno == errno.ELOOP
+    assert victim.read_text() == "precious\n"
+
+
+@pytest.mark.parametrize("damage", ["garbage", "same generation", "forged generation"])
+def test_a_damaged_header_loses_no_report_and_no_number(tmp_path: Path, damage: str) -> None:
+    """Every line of both files is read, so a header gone wrong drops nothing."""
+    path = tmp_path / "outbox.jsonl"
+    outbox = Outbox(path, capacity=4096)
+    for n in range(60):  # through a takeover or two
+        outbox.ack(outbox.add(_started(n)).seq - 5)
+    outbox.close()
+    live, other = sorted(_paths(path), key=lambda side: side.read_bytes()[:31], reverse=True)
+    header = {
+        "garbage": b"\x8f" * 31,
+        "same generation": other.read_bytes()[:31],
+        "forged generation": b'{"outbox":999999999999999}'.ljust(31),
+    }[damage]
+    with (live if damage == "garbage" else other).open("r+b") as file:
+        file.write(header)
+    reopened = Outbox(path, capacity=4096)
+    assert [m.seq for m in reopened.pending()] == [56, 57, 58, 59, 60]
+    assert reopened.add(_started(99)).seq == 61
+    for n in range(300):  # takeovers past a forged generation stay readable
+        reopened.ack(reopened.add(_started(n)).seq - 1)
+    reopened.close()
+    assert [m.seq for m in read_outbox(path)[1]] == [361]
+
+
 def test_an_older_agents_outbox_is_read_once_and_removed(tmp_path: Path) -> None:
     path = tmp_path / "outbox.jsonl"
     lines = [encode(_started(n)) for n in range(1, 4)]

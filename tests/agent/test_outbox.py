@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import os
-import subprocess
 import threading
 from pathlib import Path
 
@@ -21,16 +19,7 @@ from farmtui.protocol import (
     Heartbeat,
     encode,
 )
-
-
-def fill(path: Path) -> int:
-    """Write ``path`` until the disk is full; the errno that stopped it."""
-    with path.open("wb", buffering=0) as out:
-        while True:
-            try:
-                out.write(b"\0" * 4096)
-            except OSError as exc:
-                return exc.errno or 0
+from tests.helpers.small_disk import fill, small_disk
 
 
 def _started(chunk: int) -> ChunkStarted:
@@ -198,17 +187,9 @@ def test_an_older_agents_outbox_is_read_once_and_removed(tmp_path: Path) -> None
     assert [m.seq for m in Outbox(path).pending()] == [2, 3, 4]
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs for a full disk needs root")
 def test_reports_are_kept_on_a_full_disk(tmp_path: Path) -> None:
     """A node's full disk does not stop its reports: the outbox needs no new room."""
-    folder = tmp_path / "state"
-    folder.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], capture_output=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.decode().strip()}")
-    try:
+    with small_disk(tmp_path / "state") as folder:
         path = folder / "outbox.jsonl"
         outbox = Outbox(path, capacity=64 * 1024)
         assert fill(folder / "filler") == errno.ENOSPC
@@ -217,9 +198,6 @@ def test_reports_are_kept_on_a_full_disk(tmp_path: Path) -> None:
         outbox.close()
         reopened = Outbox(path, capacity=64 * 1024)
         assert [m.seq for m in reopened.pending()] == [2996, 2997, 2998, 2999, 3000]
-    finally:
-        if subprocess.run(["umount", str(folder)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", str(folder)], capture_output=True)
 
 
 def test_an_ack_beyond_our_numbers_moves_the_counter(tmp_path: Path) -> None:
@@ -234,21 +212,13 @@ def test_which_messages_are_reliable() -> None:
     assert not is_reliable(ChunkOutput(job_id="j", chunk=1, attempt=1, lines=["x"]))
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs for a full disk needs root")
 def test_reports_that_outgrow_the_files_on_a_full_disk_are_kept_and_written_later(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The leader away and the disk full: the outbox needs more room than it has.
     Nothing raises into the chunk's supervisor; the messages wait in memory (and
     are sent), and are on disk once there is room again."""
-    folder = tmp_path / "state"
-    folder.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)], capture_output=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.decode().strip()}")
-    try:
+    with small_disk(tmp_path / "state", "256k") as folder:
         path = folder / "outbox.jsonl"
         outbox = Outbox(path, capacity=4096)
         assert fill(folder / "filler") == errno.ENOSPC
@@ -261,9 +231,6 @@ def test_reports_that_outgrow_the_files_on_a_full_disk_are_kept_and_written_late
         outbox.add(_started(200))
         outbox.close()
         assert [m.seq for m in read_outbox(path)[1]] == list(range(1, 202))
-    finally:
-        if subprocess.run(["umount", str(folder)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", str(folder)], capture_output=True)
 
 
 async def test_one_fsync_on_a_thread_covers_every_message_added_before_it(

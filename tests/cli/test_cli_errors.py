@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import socket
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +13,7 @@ from farmtui import cli
 from farmtui.localfarm import free_port
 from farmtui.protocol import JobSpec
 from tests.cli.fake_leader import GOOD_TOKEN, FakeLeader
+from tests.helpers.small_disk import fill, small_disk
 
 
 def one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
@@ -175,25 +173,11 @@ def test_logs_follow_waits_for_a_leader_that_restarts(
 
 
 def test_an_agent_whose_state_disk_is_full_says_so_in_one_line(tmp_path: Path) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs for a full disk needs root")
-    state = tmp_path / "state"
-    state.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(state)], capture_output=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.decode().strip()}")
-    try:
-        with (state / "filler").open("wb", buffering=0) as out, contextlib.suppress(OSError):
-            while True:
-                out.write(b"\0" * 4096)
+    with small_disk(tmp_path / "state", "64k") as state:
+        fill(state / "filler")
         argv = ["agent", "--leader", "http://127.0.0.1:1", "--token", "t", "--name", "n1"]
         with pytest.raises(SystemExit) as stopped:
             cli.main([*argv, "--state", str(state / "n1")])
         said = str(stopped.value.code)
         assert "\n" not in said
         assert f"cannot keep the outbox in {state / 'n1'}: No space left on device" in said
-    finally:
-        if subprocess.run(["umount", str(state)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", str(state)], capture_output=True)

@@ -20,11 +20,8 @@ to wait for something: every wait polls a condition with a deadline.
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import os
 import re
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -44,6 +41,7 @@ from tests.e2e.fault_support import (
     wait_until,
 )
 from tests.helpers.farm import needs_agent
+from tests.helpers.small_disk import fill, small_disk
 
 pytestmark = [needs_agent, pytest.mark.slow]
 
@@ -414,37 +412,6 @@ def test_chunk_finished_while_leader_down_is_credited_once(
 
 
 # --- 7. a node's disk fills up -----------------------------------------------------------
-
-
-@contextlib.contextmanager
-def small_disk(folder: Path, size: str = "1m") -> Iterator[Path]:
-    """``folder`` on a tmpfs of its own, unmounted afterwards (needs root)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs for a full disk needs root")
-    folder.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.strip() or mounted.returncode}")
-    try:
-        yield folder
-    finally:
-        if subprocess.run(["umount", str(folder)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", str(folder)], capture_output=True, check=False)
-
-
-def fill(path: Path) -> int:
-    """Write ``path`` until its disk is full; the errno that stopped it."""
-    with path.open("wb", buffering=0) as out:
-        while True:
-            try:
-                out.write(b"\0" * 4096)
-            except OSError as exc:
-                return exc.errno or 0
 
 
 def test_a_node_whose_disk_is_full_still_reports_each_frame_once(make_farm: FarmMaker) -> None:

@@ -20,6 +20,8 @@ import pytest
 
 from farmtui.localfarm import LocalFarm, free_port
 from tests.helpers.farm import LiveLeader, needs_leader
+from tests.helpers.small_disk import fill as fill_disk
+from tests.helpers.small_disk import small_disk as tmpfs
 
 pytestmark = [pytest.mark.slow, needs_leader]
 
@@ -33,24 +35,8 @@ MAX_SUBMITS = 60
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A folder on its own small tmpfs, unmounted afterwards."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs for a full disk needs root")
-    folder = tmp_path / "data"
-    folder.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={TMPFS_SIZE},mode=0700", "tmpfs", str(folder)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.strip() or mounted.returncode}")
-    try:
+    with tmpfs(tmp_path / "data", TMPFS_SIZE, mode="0700") as folder:
         yield folder
-    finally:
-        done = subprocess.run(["umount", str(folder)], capture_output=True, check=False)
-        if done.returncode != 0:
-            subprocess.run(["umount", "-l", str(folder)], capture_output=True, check=False)
 
 
 @pytest.fixture
@@ -66,16 +52,7 @@ def leader_on_small_disk(small_disk: Path, tmp_path: Path) -> Iterator[LiveLeade
 def fill(folder: Path) -> Path:
     """Write a file until the file system has no room left; returns it."""
     filler = folder / "filler"
-    with open(filler, "wb", buffering=0) as out:
-        for block in (1 << 20, 1 << 16, 1 << 12, 1 << 9):
-            data = b"\0" * block
-            while True:
-                try:
-                    out.write(data)
-                except OSError as exc:
-                    if exc.errno != errno.ENOSPC:
-                        raise
-                    break
+    assert fill_disk(filler) == errno.ENOSPC
     return filler
 
 

@@ -142,27 +142,37 @@ def _read(path: Path) -> bytes:
 
 
 def read_outbox(path: Path) -> tuple[int, list[AgentToLeader]]:
-    """What an outbox at ``path`` holds, without changing it: (acked, unacknowledged).
+    """What an outbox at ``path`` holds, without changing it: (acked, unacknowledged)."""
+    return _merge([_side(_read(side), side) for side in _paths(path)], path)
 
-    Both files are read, and an older agent's: every line in any of them is
-    true (a report, numbered once for good, or an ack the leader gave), so the
-    highest acked number and every report above it are kept, whichever file
-    holds them. A file whose header was damaged, or names the same generation
-    as the other, then loses nothing, and numbers never go back. The newer
-    file is read first: of two copies of a report, its own is kept.
+
+# A file as read: its generation (None: no header of ours), its bytes, its path.
+_Side = tuple[int | None, bytes, Path]
+
+
+def _side(data: bytes, path: Path) -> _Side:
+    """The file as read; a header neither ours nor blank is warned of."""
+    generation = _generation(data)
+    if generation is None and data[: HEADER_WIDTH - 1].strip(_BLANK):
+        log.warning("outbox %s: a header this agent did not write; read all the same", path)
+    return generation, data, path
+
+
+def _merge(sides: list[_Side], legacy: Path) -> tuple[int, list[AgentToLeader]]:
+    """Every line of both files, and of an older agent's ``legacy`` one: (acked, unacknowledged).
+
+    Every line in any of them is true (a report, numbered once for good, or
+    an ack the leader gave), so the highest acked number and every report
+    above it are kept, whichever file holds them. A file whose header was
+    damaged, or names the same generation as the other, then loses nothing,
+    and numbers never go back. The newer file is read first: of two copies of
+    a report, its own is kept.
     """
     acked = 0
     found: dict[int, AgentToLeader] = {}
-    sides: list[tuple[int, bytes, Path]] = []
-    for side in _paths(path):
-        data = _read(side)
-        generation = _generation(data)
-        if generation is None and data[: HEADER_WIDTH - 1].strip(_BLANK):
-            log.warning("outbox %s: a header this agent did not write; read all the same", side)
-        sides.append((-1 if generation is None else generation, data[HEADER_WIDTH:], side))
-    sides.sort(key=lambda side: side[0], reverse=True)
-    sources = [(data, where) for _, data, where in sides] + [(_read(path), path)]
-    for data, where in sources:
+    newer_first = sorted(sides, key=lambda side: -1 if side[0] is None else side[0], reverse=True)
+    sources = [(data[HEADER_WIDTH:], where) for _, data, where in newer_first]
+    for data, where in [*sources, (_read(legacy), legacy)]:
         number, messages = _parse(data, where)
         acked = max(acked, number)
         for message in messages:
@@ -331,21 +341,22 @@ class Outbox:
 
     def _load(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._acked, messages = read_outbox(self.path)
-        self._pending = deque(messages)
-        newest: tuple[int, int] | None = None
+        sides: list[_Side] = []
         created = False
         for side, path in enumerate(self._paths):
             created = created or not path.exists()
             flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-            self._fds[side] = os.open(path, flags, 0o600)
-            if not stat.S_ISREG(os.fstat(self._fds[side]).st_mode):
+            fd = self._fds[side] = os.open(path, flags, 0o600)
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise OSError(errno.EINVAL, f"{path.name} is not a regular file")
-            data = _read(path)
+            with os.fdopen(os.dup(fd), "rb") as file:  # read once, through the file it keeps
+                data = file.read()
             self._sizes[side] = len(data)
-            generation = _generation(data)
-            if generation is not None and (newest is None or generation > newest[0]):
-                newest = (generation, side)
+            sides.append(_side(data, path))
+        self._acked, messages = _merge(sides, self.path)
+        self._pending = deque(messages)
+        generations = [(g, side) for side, (g, _, _) in enumerate(sides) if g is not None]
+        newest = max(generations, default=None)
         if created:
             _sync_directory(self.path.parent)
         if newest is not None:

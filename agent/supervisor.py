@@ -544,7 +544,7 @@ class ChunkRun:
             self.pid = shim.pid
             log.info("chunk %s started pid %d: %s", self.marker, shim.pid, " ".join(argv))
             self.sup.reporter.send(ChunkStarted(**self._ids(), pid=shim.pid, command=argv))
-            self.sup.may_follow(self)
+            self.sup.may_follow(self.assign.job_id)
             await self._supervise(shim, started)
         finally:
             await self._forget(shim)
@@ -964,6 +964,9 @@ class Supervisor:
             while not turn.done() and (run.stop is None or run.committed):
                 if run.queued is None and run.stop is None and (ahead := self._ahead_of(run)):
                     await run.queue_behind(ahead)
+                    # Those behind it in line waited for it to queue first (``_ahead_of``):
+                    # another shim of its job may take the next of them now.
+                    self.may_follow(run.assign.job_id)
                     continue
                 run.wake.clear()  # a timeout update wakes it too: look again, wait again
                 waker = asyncio.ensure_future(run.wake.wait())
@@ -995,9 +998,9 @@ class Supervisor:
         job = run.assign.job_id
         return next((other for other in self.runs.values() if other.can_take_next(job)), None)
 
-    def may_follow(self, run: ChunkRun) -> None:
-        """``run``'s renderer started: a chunk of its job waiting for a slot may queue on it."""
-        job = run.assign.job_id
+    def may_follow(self, job: str) -> None:
+        """A renderer of ``job`` started, or a chunk of it queued on a shim: the chunks of
+        that job waiting for a slot look again for a shim to queue on."""
         for other in self.runs.values():
             turn = other.turn
             if (

@@ -185,6 +185,57 @@ async def test_a_queued_chunk_starts_while_the_agent_is_busy(
     assert farm.supervisor.rendering == 0, "a slot was never given back"
 
 
+GATED = """
+import os, sys, time
+tally, chunk, gate = sys.argv[1], sys.argv[2], sys.argv[3]
+with open(tally, "a") as f:
+    f.write(f"start {chunk} {os.getpid()} {time.time()}\\n")
+while not os.path.exists(gate):
+    time.sleep(0.01)
+with open(tally, "a") as f:
+    f.write(f"end {chunk} {os.getpid()} {time.time()}\\n")
+"""
+
+
+def gated(python: str, tally: Path, chunk: int, gate: Path) -> AssignChunk:
+    """A chunk whose renderer runs until ``gate`` exists."""
+    script = tally.with_name("gated.py")
+    script.write_text(GATED)
+    return AssignChunk(
+        job_id="job1",
+        chunk=chunk,
+        attempt=1,
+        renderer="generic",
+        argv=[python, str(script), str(tally), str(chunk), str(gate)],
+        frames=[chunk],
+    )
+
+
+async def test_chunks_handed_over_together_each_queue_on_a_shim_of_their_job(
+    farm: Any, python: str, tmp_path: Path
+) -> None:
+    """Two chunks arrive at once while both slots render their job: each queues on
+    a shim of its own, so both start as the renderers ahead exit, with no turn of
+    the agent's (the second used to wait for the first to queue, then for a start)."""
+    farm.supervisor.slots = 2
+    tally, gate = tmp_path / "tally", tmp_path / "gate"
+    for chunk in (1, 2):
+        farm.supervisor.assign(gated(python, tally, chunk, gate))
+    await poll_until(lambda: {1, 2} <= runs(tally).keys(), what="chunks 1 and 2 to start")
+    for chunk in (3, 4):
+        farm.supervisor.assign(gated(python, tally, chunk, gate))
+    await poll_until(
+        lambda: queued(farm, 3) and queued(farm, 4), what="chunks 3 and 4 queued on the shims"
+    )
+    gate.touch()
+    assert frozen_until(lambda: {3, 4} <= runs(tally).keys()), "a queued chunk waited"
+    for chunk in (1, 2, 3, 4):
+        report = await poll_until(lambda c=chunk: finished(farm, c), what=f"chunk {chunk}")
+        assert report.outcome == "done"
+    await poll_until(lambda: not farm.supervisor.runs, what="every chunk to end")
+    assert farm.supervisor.rendering == 0, "a slot was never given back"
+
+
 async def test_a_queued_chunk_killed_before_its_turn_ends_at_once_and_never_runs(
     farm: Any, python: str, tmp_path: Path
 ) -> None:

@@ -79,24 +79,59 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 DEFAULT_SIGNALS = tuple(sorted(signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP}))
 
 
+# A zygote's shim that has its next chunk in hand starts it before it says the
+# last one ended (``hold_closing``): that chunk's status pipe, and its last line.
+_closing: tuple[int, bytes] | None = None
+
+
 def emit(line: str, *, droppable: bool = False) -> None:
     """Write one status line; lost if the agent is gone (its EOF on stdin tells the loop).
 
     A ``droppable`` line is dropped rather than block on a full pipe (a frozen
     agent reads nothing), so the shim never stops working to tell about it.
+    A last chunk's held ``done`` line goes out right after: whatever the next
+    chunk comes to (started, refused, failed), the last one's end is told.
     """
-    data = (line + "\n").encode()
+    write_status(2, (line + "\n").encode(), droppable=droppable)
+    send_closing()
+
+
+def write_status(fd: int, data: bytes, *, droppable: bool = False) -> None:
     try:
         if droppable:
-            os.set_blocking(2, False)
+            os.set_blocking(fd, False)
         try:
             while data:
-                data = data[os.write(2, data) :]
+                data = data[os.write(fd, data) :]
         finally:
             if droppable:
-                os.set_blocking(2, True)
+                os.set_blocking(fd, True)
     except OSError:  # BlockingIOError included
         pass
+
+
+def hold_closing(line: str) -> None:
+    """Keep this chunk's ``done`` line, and its status pipe open, until the next line.
+
+    Why: that line and the pipe's end wake the agent, which then takes the CPU
+    (its report, the next hand-over) from the next renderer as it starts. The
+    agent cannot tell the two apart: it concludes a chunk when its status pipe
+    ends, and starts the next one's record only after (``release_slot``).
+    """
+    global _closing
+    _closing = (os.dup(2), (line + "\n").encode())  # not inheritable: no renderer has it
+
+
+def send_closing() -> None:
+    """Say the held line and close that status pipe (nothing held: nothing to do)."""
+    global _closing
+    if _closing is None:
+        return
+    (fd, data), _closing = _closing, None
+    try:
+        write_status(fd, data)
+    finally:
+        os.close(fd)
 
 
 def quote(text: str) -> str:
@@ -240,6 +275,7 @@ class Shim:
         # Whether it takes another chunk (asked once the tree is gone): never after
         # a stop signal, which is meant for the process, not for one chunk.
         self.more = False
+        self.done = ""
         self.signalled = False
         self.exit_file = exit_file
         self.grace = grace
@@ -296,10 +332,12 @@ class Shim:
         returncode = "null" if self.returncode is None else self.returncode
         self.more = self.again is not None and not self.signalled and self.again()
         again = ', "next": true' if self.more else ""
-        emit(
+        self.done = (
             f'{{"event": "done", "returncode": {returncode}, "cause": "{self.cause or "exit"}", '
             f'"killed": {len(self.termed)}, "complete": true{again}}}'
         )
+        if not self.more:  # one that takes more leaves it to its zygote (``serve``)
+            emit(self.done)
 
     def reap(self) -> bool:
         """Collect exited children; whether any child is left."""
@@ -575,15 +613,15 @@ def serve(
     environ: dict[bytes, bytes] | None = None,
     control: bytes = b"",
     again: Callable[[], bool] | None = None,
-) -> None:
+) -> str:
     """Start the renderer and supervise its tree to the end; exits the process.
 
     ``environ``: the renderer's environment (the shim's own when None);
     ``control``: control input already read (a zygote's child reads its
     request first). Stdin, stdout and stderr are the agent's three pipes.
     ``again``: asked once the tree is gone; True: return instead of exiting,
-    the ``done`` line saying ``"next": true`` (a zygote's child that takes
-    another chunk).
+    with the ``done`` line (saying ``"next": true``) unsaid, for the caller to
+    say (a zygote's child that takes another chunk).
     """
     become_subreaper()
     shim = Shim(grace, lease_until, wake_fd, exit_file, environ, again=again)
@@ -612,6 +650,7 @@ def serve(
         shim.release_output()
     if not shim.more:
         os._exit(0)
+    return shim.done
 
 
 def main() -> None:

@@ -30,7 +30,10 @@ The agent may send the next chunk while this one still renders (it waits in
 the socket), so that it starts the moment the tree is gone, without a round
 trip through the agent; such a chunk carries a fourth descriptor, its token
 (``shim.claim``): the shim starts it only if it reads the token first, and
-the agent reads it to take the chunk back, so the two never both win.
+the agent reads it to take the chunk back, so the two never both win. A
+shim that finds the next chunk waiting starts it before it says the last one
+is done (``shim.hold_closing``): that saying wakes the agent, whose work on
+it would otherwise take the CPU from the renderer starting.
 What one chunk could leave to the next is ruled out by when the shim says
 ``done``: only once no process of the tree is left (a subreaper waits for
 every orphan and reaps them all, so no pid of it can come back); and every
@@ -214,15 +217,23 @@ def become_shim(shim: ModuleType, fds: list[int], room: tuple[int, int]) -> None
         # last chunk end) must not reach this chunk either.
         if served > 1 and attributes() != fresh:
             shim.refuse("its supervisor was changed by another process since its last chunk")
-        if not serve_chunk(shim, room, wake, again if more is not None else None, token):
+        done = serve_chunk(shim, room, wake, again if more is not None else None, token)
+        if done is None:
             break
-        release_pipes(room)
         assert more is not None
+        # The next chunk already here: its renderer starts before this one's end is
+        # told (``shim.hold_closing``); told at once when there is none to start.
+        if done and select.select([NEXT_FD], [], [], 0)[0]:
+            shim.hold_closing(done)
+        elif done:
+            shim.emit(done)
+        release_pipes(room)
         pipes = next_chunk(shim, more, wake)
         if pipes is None:
             break
         take_pipes(pipes[:3])
         token = pipes[3] if len(pipes) == 4 else None
+    shim.send_closing()
     os._exit(0)
 
 
@@ -305,21 +316,23 @@ def serve_chunk(
     wake: int,
     again: Callable[[], bool] | None,
     token: int | None = None,
-) -> bool:
+) -> str | None:
     """Read the chunk from the control pipe, take its folder, environment and marker; serve.
 
-    True: the tree is gone and the shim takes another chunk (``again`` said so).
-    A chunk queued ahead of its turn that the agent took back (it read the
-    token first) is skipped: nothing of it starts, and the next one is served.
+    The tree is gone and the shim takes another chunk (``again`` said so):
+    its ``done`` line, for the caller to say. A chunk queued ahead of its turn
+    that the agent took back (it read the token first) is skipped: nothing of
+    it starts, "" (nothing to say), and the next one is served.
     """
     request, control = read_request()
     if token is not None and not shim.claim(token):
-        return True
+        shim.send_closing()  # nothing starts, so nothing is in the last one's way
+        return ""
     try:
         os.chdir(request["cwd"])
     except OSError as exc:
         error = {"event": "setup_failed", "errno": exc.errno or 0, "error": str(exc)}
-        os.write(2, (json.dumps(error) + "\n").encode())
+        shim.emit(json.dumps(error))
         os._exit(0)
     environ = {os.fsencode(k): os.fsencode(v) for k, v in request["env"].items()}
     set_search_path(environ)
@@ -329,8 +342,11 @@ def serve_chunk(
         ctypes.memmove(address, marked, size)
     argv = [os.fsdecode(arg) for arg in request["argv"]]
     grace, lease_until = float(request["grace"]), float(request["lease_until"])
-    shim.serve(grace, lease_until, request["exit_file"], argv, wake, environ, control, again)
-    return again is not None  # serve returns only when again() said yes
+    # serve returns only when again() said yes
+    done: str = shim.serve(
+        grace, lease_until, request["exit_file"], argv, wake, environ, control, again
+    )
+    return done
 
 
 def fork_shim(shim: ModuleType, fds: list[int], room: tuple[int, int]) -> int | None:
@@ -347,6 +363,7 @@ def fork_shim(shim: ModuleType, fds: list[int], room: tuple[int, int]) -> int | 
 
             traceback.print_exc()
         finally:
+            shim.send_closing()
             os._exit(70)  # never back into the zygote's loop
     for fd in fds:
         os.close(fd)

@@ -304,6 +304,75 @@ async def test_a_chunk_queued_on_a_busy_shim_starts_there_or_is_skipped_once_tak
     assert ran == ["first", "second", "third", "fifth"]
 
 
+async def test_a_shim_starts_the_chunk_queued_on_it_before_it_says_the_last_one_ended(
+    chunks: ForkedChunks, tmp_path: Path
+) -> None:
+    """Saying it wakes the agent, whose work on the last chunk would otherwise take the
+    CPU from the next renderer as it starts (``shim.hold_closing``)."""
+    first, _ = await chunks.start(["sleep", "0.2"])
+    # A large environment makes the shim's way to the next renderer long (milliseconds):
+    # a shim that said the last chunk ended first would be seen with no renderer.
+    padding = {f"FARMTUI_TEST_{i}": "x" * 16 for i in range(2000)}
+    env = {**os.environ, **padding, MARKER_VARIABLE: f"shimtest:{uuid.uuid4().hex}"}
+    followed = await Shim.follow(
+        first,
+        ["sleep", "30"],
+        cwd=tmp_path,
+        env=env,
+        grace=0.5,
+        lease_until=math.inf,
+        exit_file=None,
+        zygote=chunks.zygote,
+    )
+    assert followed is not None
+    second, _ = followed
+    assert await asyncio.wait_for(first.wait(), 30) == ShimResult(0, "exit", killed=0)
+    renderers = psutil.Process(first.shim_pid).children()
+    assert [p.cmdline() for p in renderers] == [["sleep", "30"]], "told before it started"
+    await second.until_started(tmp_path)
+    assert second.pid == renderers[0].pid
+    second.kill(0.5, "the test is over")
+    assert (await asyncio.wait_for(second.wait(), 30)).cause == "kill"
+
+
+@pytest.mark.parametrize("fault", ["no such program", "no such folder"])
+async def test_a_chunk_queued_on_a_shim_that_cannot_start_leaves_the_one_ahead_reported(
+    chunks: ForkedChunks, tmp_path: Path, fault: str
+) -> None:
+    """A shim with the next chunk in hand starts it before it says the last one ended
+    (``shim.hold_closing``). When the next one cannot start, the last one's end is
+    still told: its report never waits on a chunk that will not come."""
+    folder = tmp_path / "gone" if fault == "no such folder" else tmp_path
+    folder.mkdir(exist_ok=True)
+    argv = ["/no/such/renderer"] if fault == "no such program" else ["true"]
+    first, _ = await chunks.start(["sleep", "0.3"])
+    env = {**os.environ, MARKER_VARIABLE: f"shimtest:{uuid.uuid4().hex}"}
+    followed = await Shim.follow(
+        first,
+        argv,
+        cwd=folder,
+        env=env,
+        grace=0.5,
+        lease_until=math.inf,
+        exit_file=None,
+        zygote=chunks.zygote,
+    )
+    assert followed is not None
+    second, _ = followed
+    if fault == "no such folder":
+        folder.rmdir()  # gone after it was handed over, before its turn
+    assert await asyncio.wait_for(first.wait(), 30) == ShimResult(0, "exit", killed=0)
+    assert first.passes_on, "the shim did not take the queued chunk"
+    if fault == "no such folder":
+        with pytest.raises(FileNotFoundError):
+            await second.until_started(folder)
+    else:
+        await second.until_started(folder)
+        result = await asyncio.wait_for(second.wait(), 30)
+        assert (second.pid, result.cause) == (None, "spawn_failed"), result
+        assert "/no/such/renderer" in result.error
+
+
 async def test_an_idle_shim_that_dies_or_is_told_to_stop_is_not_given_a_chunk(
     chunks: ForkedChunks, eventually: Poll
 ) -> None:

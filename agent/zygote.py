@@ -169,12 +169,13 @@ def set_search_path(environ: dict[bytes, bytes]) -> None:
         os.putenv(b"PATH", path)
 
 
-def read_request() -> tuple[dict[str, Any], bytes]:
+def read_request(shim: ModuleType) -> tuple[dict[str, Any], bytes]:
     """The chunk's JSON line from the control pipe, and what followed it (control lines)."""
     data = b""
     while b"\n" not in data:
         part = os.read(0, 65536)
         if not part:  # the agent went before it finished writing
+            shim.send_closing()
             os._exit(0)
         data += part
     line, _, rest = data.partition(b"\n")
@@ -324,7 +325,7 @@ def serve_chunk(
     that the agent took back (it read the token first) is skipped: nothing of
     it starts, "" (nothing to say), and the next one is served.
     """
-    request, control = read_request()
+    request, control = read_request(shim)
     if token is not None and not shim.claim(token):
         shim.send_closing()  # nothing starts, so nothing is in the last one's way
         return ""

@@ -155,7 +155,7 @@ async def test_missing_renderer_fails_with_a_clear_reason(farm: Any, demo_chunk:
     farm.supervisor.assign(demo_chunk([1], argv=["no-such-renderer-farmtui", "{frames}"]))
     finished = await farm.finish()
     assert finished.outcome == "failed"
-    assert finished.reason.startswith("cannot start 'no-such-renderer-farmtui'")
+    assert finished.reason == "cannot start 'no-such-renderer-farmtui': No such file or directory"
     assert farm.recorder.of(ChunkStarted)[0].command == ["no-such-renderer-farmtui", "1"]
 
 

@@ -373,6 +373,34 @@ async def test_a_chunk_queued_on_a_shim_that_cannot_start_leaves_the_one_ahead_r
         assert "/no/such/renderer" in result.error
 
 
+async def test_a_chunk_whose_request_never_came_whole_leaves_the_one_ahead_reported(
+    chunks: ForkedChunks,
+) -> None:
+    """The agent went (or gave up) while writing the next chunk's request: the shim
+    holding the last chunk's end still says it before it exits."""
+    import socket
+
+    first, _ = await chunks.start(["sleep", "0.3"])
+    assert isinstance(first.process, ForkedProcess)
+    assert first.process.more is not None
+    control, control_write = os.pipe()
+    output_read, output = os.pipe()
+    status_read, status = os.pipe()
+    token, token_write = os.pipe()
+    os.write(control_write, b'{"argv": ["true"], "env"')  # and no more: no end of line
+    for fd in (control_write, token_write):
+        os.close(fd)
+    socket.send_fds(first.process.more, [b"next"], [control, output, status, token])
+    for fd in (control, output, status, token):
+        os.close(fd)
+    try:
+        assert await asyncio.wait_for(first.wait(), 30) == ShimResult(0, "exit", killed=0)
+        assert first.passes_on
+    finally:
+        os.close(output_read)
+        os.close(status_read)
+
+
 async def test_an_idle_shim_that_dies_or_is_told_to_stop_is_not_given_a_chunk(
     chunks: ForkedChunks, eventually: Poll
 ) -> None:

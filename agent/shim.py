@@ -115,8 +115,8 @@ def hold_closing(line: str) -> None:
 
     Why: that line and the pipe's end wake the agent, which then takes the CPU
     (its report, the next hand-over) from the next renderer as it starts. The
-    agent cannot tell the two apart: it concludes a chunk when its status pipe
-    ends, and starts the next one's record only after (``release_slot``).
+    agent sees the same order of events either way: it concludes a chunk when
+    its status pipe ends, and takes up the next one only after (``release_slot``).
     """
     global _closing
     _closing = (os.dup(2), (line + "\n").encode())  # not inheritable: no renderer has it

@@ -218,9 +218,8 @@ def become_shim(shim: ModuleType, fds: list[int], room: tuple[int, int]) -> None
         # last chunk end) must not reach this chunk either.
         if served > 1 and attributes() != fresh:
             shim.refuse("its supervisor was changed by another process since its last chunk")
+        # Returns only when the shim takes another chunk (``again`` said so).
         done = serve_chunk(shim, room, wake, again if more is not None else None, token)
-        if done is None:
-            break
         assert more is not None
         # The next chunk already here: its renderer starts before this one's end is
         # told (``shim.hold_closing``); told at once when there is none to start.
@@ -317,11 +316,12 @@ def serve_chunk(
     wake: int,
     again: Callable[[], bool] | None,
     token: int | None = None,
-) -> str | None:
+) -> str:
     """Read the chunk from the control pipe, take its folder, environment and marker; serve.
 
-    The tree is gone and the shim takes another chunk (``again`` said so):
-    its ``done`` line, for the caller to say. A chunk queued ahead of its turn
+    Returns only when the tree is gone and the shim takes another chunk
+    (``again`` said so; otherwise the process exits): its ``done`` line, for
+    the caller to say. A chunk queued ahead of its turn
     that the agent took back (it read the token first) is skipped: nothing of
     it starts, "" (nothing to say), and the next one is served.
     """
@@ -343,7 +343,6 @@ def serve_chunk(
         ctypes.memmove(address, marked, size)
     argv = [os.fsdecode(arg) for arg in request["argv"]]
     grace, lease_until = float(request["grace"]), float(request["lease_until"])
-    # serve returns only when again() said yes
     done: str = shim.serve(
         grace, lease_until, request["exit_file"], argv, wake, environ, control, again
     )

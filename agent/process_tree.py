@@ -125,20 +125,21 @@ def has_zombie_children() -> bool:
     return found is not None
 
 
-def reap_orphans(keep: Collection[int]) -> list[int]:
-    """Collect zombie children that are not in ``keep`` (the pids asyncio waits for).
+def reap_orphans(keep: Collection[int]) -> dict[int, int]:
+    """Collect zombie children that are not in ``keep`` (the pids asyncio waits for):
+    pid -> exit code (negative: the signal that ended it).
 
     Only specific pids are waited for, never ``waitpid(-1)``, so the exit
     status of a renderer is left for asyncio's child watcher.
     """
-    reaped = []
+    reaped = {}
     for pid in _our_zombies(keep):
         try:
-            done, _ = os.waitpid(pid, os.WNOHANG)
+            done, status = os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
             continue
         if done:
-            reaped.append(pid)
+            reaped[pid] = os.waitstatus_to_exitcode(status)
     return reaped
 
 

@@ -105,6 +105,8 @@ JOURNAL = ".attempts"
 JOB_FOLDER_KEPT = 30.0
 # In a renderer's environment when the node sees the sync root: where it is.
 SYNC_ROOT_VARIABLE = "FARMTUI_SYNC_ROOT"
+# Exit codes of reaped orphans kept for the chunks whose shims died (``orphan_exit``).
+ORPHAN_EXITS_KEPT = 256
 
 # Output is sent in batches: every FLUSH_SECONDS or FLUSH_LINES lines, whichever first.
 FLUSH_SECONDS = 0.1
@@ -663,6 +665,9 @@ class ChunkRun:
                 self.shim_uncertain = True
                 # The second line: the shim is gone without saying the tree is dead.
                 log.error("chunk %s: its supervisor died; sweeping for the marker", self.marker)
+                if result.returncode is None and self.pid:
+                    # Looked at before the sweep: only a renderer that ended on its own.
+                    result = replace(result, returncode=self.sup.orphan_exit(self.pid))
                 await kill_tree(self.marker, grace=self.sup.kill_grace, keep=self.sup.tracked)
             elif result.cause in ("lease", "agent_gone"):
                 self.request_stop("killed", "the lease ran out: lost contact with the leader")
@@ -939,6 +944,8 @@ class Supervisor:
         self._turns: deque[asyncio.Future[None]] = deque()
         # Shim pids asyncio waits for: never reaped by reap_orphans.
         self.tracked: set[int] = set()
+        # Orphans reaped lately: pid -> exit code (``orphan_exit``).
+        self._orphan_exits: dict[int, int] = {}
         # Shims being started: asyncio may not know their pids yet, so no reaping.
         self._spawning = 0
         # The node's lease on the monotonic clock (the link renews it); every
@@ -1052,11 +1059,26 @@ class Supervisor:
         """Collect exited orphans (trees of shims that died) without touching a shim.
 
         Only with no shim starting, and never a pid asyncio waits for, so a
-        shim's exit status always reaches its waiter.
+        shim's exit status always reaches its waiter. Their exit codes are
+        kept a while, for ``orphan_exit``.
         """
         if self._spawning or not has_zombie_children():
             return []
-        return reap_orphans(self.tracked)
+        reaped = reap_orphans(self.tracked)
+        self._orphan_exits.update(reaped)
+        while len(self._orphan_exits) > ORPHAN_EXITS_KEPT:
+            del self._orphan_exits[next(iter(self._orphan_exits))]
+        return list(reaped)
+
+    def orphan_exit(self, pid: int) -> int | None:
+        """How ``pid``, a renderer whose shim died before reaping it, ended; None: unknown.
+
+        A shim that dies leaves its renderer to the agent (a child subreaper):
+        one that had already exited is a zombie of ours by the time the shim's
+        own death is known, and its exit status is the renderer's own.
+        """
+        self.reap_orphans()
+        return self._orphan_exits.pop(pid, None)
 
     async def reap_forever(self, every: float = 1.0) -> None:
         while True:

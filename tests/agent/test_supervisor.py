@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import errno
+import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import msgspec
+import psutil
 import pytest
 
 from agent.journal import Journal
@@ -21,6 +24,7 @@ from farmtui.protocol import (
     ChunkStarted,
     FramesWritten,
 )
+from tests.agent.conftest import poll_until
 from tests.helpers.staging import left_in
 
 Chunk = Callable[..., AssignChunk]
@@ -428,3 +432,47 @@ async def test_a_chunk_that_fails_on_a_full_staging_disk_says_so(
     assert finished.reason == (
         "exited with 1; the node's staging disk is full (No space left on device)"
     )
+
+
+@pytest.mark.parametrize("renderer_ended", [True, False])
+async def test_a_chunk_whose_supervisor_is_killed_is_credited_only_if_its_renderer_ended(
+    farm: Any, tmp_path: Path, renderer_ended: bool
+) -> None:
+    """``kill -9`` of a chunk's shim (an operator, the OOM killer). A renderer that had
+    already exited is left to the agent, which reads how it ended: a finished render is
+    credited, not rendered again. One still running is swept, its end unknown."""
+    gate = tmp_path / "gate"
+    farm.supervisor.assign(
+        AssignChunk(
+            job_id="job1",
+            chunk=1,
+            attempt=1,
+            renderer="generic",
+            argv=["/bin/sh", "-c", f"while [ ! -e {gate} ]; do sleep 0.01; done; exit 0"],
+            frames=[1],
+        )
+    )
+    started = await poll_until(
+        lambda: next((m for m in farm.recorder.of(ChunkStarted) if m.pid), None),
+        what="the renderer to start",
+    )
+    renderer = psutil.Process(started.pid)
+    shim = psutil.Process(renderer.ppid())
+    shim.suspend()  # so that it can neither reap its renderer nor say how it ended
+    if renderer_ended:
+        gate.touch()
+        await poll_until(
+            lambda: renderer.status() == psutil.STATUS_ZOMBIE, what="the renderer to exit"
+        )
+    os.kill(shim.pid, signal.SIGKILL)
+    finished = await farm.finish()
+    if renderer_ended:
+        assert (finished.outcome, finished.exit_status) == ("done", "0"), finished
+    else:
+        assert finished.outcome == "failed"
+        assert finished.reason == "the renderer's exit status is unknown"
+        try:  # gone, or a zombie left for the orphan reaper
+            alive = renderer.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            alive = False
+        assert not alive, "the renderer outlived its swept tree"

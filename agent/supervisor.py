@@ -546,6 +546,8 @@ class ChunkRun:
                 self._finish(Verdict("failed", why), started=started)
                 return
             self.pid = shim.pid
+            # An orphan reaped earlier under this pid was another process: never this one's end.
+            self.sup.forget_orphan(shim.pid)
             log.info("chunk %s started pid %d: %s", self.marker, shim.pid, " ".join(argv))
             self.sup.reporter.send(ChunkStarted(**self._ids(), pid=shim.pid, command=argv))
             self.sup.may_follow(self.assign.job_id)
@@ -1079,6 +1081,10 @@ class Supervisor:
         """
         self.reap_orphans()
         return self._orphan_exits.pop(pid, None)
+
+    def forget_orphan(self, pid: int) -> None:
+        """A renderer started as ``pid``: an orphan reaped before under it was another."""
+        self._orphan_exits.pop(pid, None)
 
     async def reap_forever(self, every: float = 1.0) -> None:
         while True:

@@ -18,18 +18,24 @@ from agent.supervisor import ChunkKey
 from farmtui.protocol import AssignChunk, ChunkFinished, ChunkStarted
 from tests.agent.conftest import poll_until
 
+# Renders for SECONDS, or (given a path) until that file exists.
 TALLY = """
 import os, sys, time
-tally, chunk, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+tally, chunk, until = sys.argv[1], sys.argv[2], sys.argv[3]
 with open(tally, "a") as f:
     f.write(f"start {chunk} {os.getpid()} {time.time()}\\n")
-time.sleep(seconds)
+if until.startswith("/"):
+    while not os.path.exists(until):
+        time.sleep(0.01)
+else:
+    time.sleep(float(until))
 with open(tally, "a") as f:
     f.write(f"end {chunk} {os.getpid()} {time.time()}\\n")
 """
 
 
-def tallied(python: str, tally: Path, chunk: int, seconds: float) -> AssignChunk:
+def tallied(python: str, tally: Path, chunk: int, until: float | Path) -> AssignChunk:
+    """A chunk whose renderer runs ``until`` seconds, or until that file exists."""
     script = tally.with_name("tally.py")
     script.write_text(TALLY)
     return AssignChunk(
@@ -37,7 +43,7 @@ def tallied(python: str, tally: Path, chunk: int, seconds: float) -> AssignChunk
         chunk=chunk,
         attempt=1,
         renderer="generic",
-        argv=[python, str(script), str(tally), str(chunk), str(seconds)],
+        argv=[python, str(script), str(tally), str(chunk), str(until)],
         frames=[chunk],
     )
 
@@ -185,32 +191,6 @@ async def test_a_queued_chunk_starts_while_the_agent_is_busy(
     assert farm.supervisor.rendering == 0, "a slot was never given back"
 
 
-GATED = """
-import os, sys, time
-tally, chunk, gate = sys.argv[1], sys.argv[2], sys.argv[3]
-with open(tally, "a") as f:
-    f.write(f"start {chunk} {os.getpid()} {time.time()}\\n")
-while not os.path.exists(gate):
-    time.sleep(0.01)
-with open(tally, "a") as f:
-    f.write(f"end {chunk} {os.getpid()} {time.time()}\\n")
-"""
-
-
-def gated(python: str, tally: Path, chunk: int, gate: Path) -> AssignChunk:
-    """A chunk whose renderer runs until ``gate`` exists."""
-    script = tally.with_name("gated.py")
-    script.write_text(GATED)
-    return AssignChunk(
-        job_id="job1",
-        chunk=chunk,
-        attempt=1,
-        renderer="generic",
-        argv=[python, str(script), str(tally), str(chunk), str(gate)],
-        frames=[chunk],
-    )
-
-
 async def test_chunks_handed_over_together_each_queue_on_a_shim_of_their_job(
     farm: Any, python: str, tmp_path: Path
 ) -> None:
@@ -220,10 +200,10 @@ async def test_chunks_handed_over_together_each_queue_on_a_shim_of_their_job(
     farm.supervisor.slots = 2
     tally, gate = tmp_path / "tally", tmp_path / "gate"
     for chunk in (1, 2):
-        farm.supervisor.assign(gated(python, tally, chunk, gate))
+        farm.supervisor.assign(tallied(python, tally, chunk, gate))
     await poll_until(lambda: {1, 2} <= runs(tally).keys(), what="chunks 1 and 2 to start")
     for chunk in (3, 4):
-        farm.supervisor.assign(gated(python, tally, chunk, gate))
+        farm.supervisor.assign(tallied(python, tally, chunk, gate))
     await poll_until(
         lambda: queued(farm, 3) and queued(farm, 4), what="chunks 3 and 4 queued on the shims"
     )

@@ -106,6 +106,29 @@ class ForkedChunks(Chunks):
         self.started.append((shim, marker))
         return shim, marker
 
+    async def follow(
+        self,
+        ahead: Shim,
+        argv: Sequence[str],
+        *,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> tuple[Shim, int]:
+        """Queue a chunk on ``ahead``'s shim (``Shim.follow``): its shim and token."""
+        marker = f"shimtest:{uuid.uuid4().hex}"
+        followed = await Shim.follow(
+            ahead,
+            argv,
+            cwd=cwd or self.folder,
+            env={**os.environ, **(env or {}), MARKER_VARIABLE: marker},
+            grace=0.5,
+            lease_until=math.inf,
+            exit_file=None,
+            zygote=self.zygote,
+        )
+        assert followed is not None
+        return followed
+
     async def close(self) -> None:
         await super().close()
         await self.zygote.aclose()
@@ -264,23 +287,8 @@ async def test_a_chunk_queued_on_a_busy_shim_starts_there_or_is_skipped_once_tak
     def touching(name: str) -> list[str]:
         return ["/bin/sh", "-c", f"sleep 0.3; echo ran > {tmp_path / name}"]
 
-    async def queue_on(ahead: Shim, argv: list[str]) -> tuple[Shim, int]:
-        env = {**os.environ, MARKER_VARIABLE: f"shimtest:{uuid.uuid4().hex}"}
-        followed = await Shim.follow(
-            ahead,
-            argv,
-            cwd=tmp_path,
-            env=env,
-            grace=0.5,
-            lease_until=math.inf,
-            exit_file=None,
-            zygote=chunks.zygote,
-        )
-        assert followed is not None
-        return followed
-
     first, _ = await chunks.start(touching("first"))
-    second, _ = await queue_on(first, touching("second"))
+    second, _ = await chunks.follow(first, touching("second"))
     assert await first.wait() == ShimResult(0, "exit", killed=0)
     assert first.passes_on
     await second.until_started(tmp_path)
@@ -289,7 +297,7 @@ async def test_a_chunk_queued_on_a_busy_shim_starts_there_or_is_skipped_once_tak
     assert await second.wait() == ShimResult(0, "exit", killed=0)
 
     third, _ = await chunks.start(touching("third"))
-    fourth, token = await queue_on(third, touching("fourth"))
+    fourth, token = await chunks.follow(third, touching("fourth"))
     assert claim(token), "the agent takes it back before its turn"
     fourth.abandon()
     assert await third.wait() == ShimResult(0, "exit", killed=0)
@@ -313,19 +321,7 @@ async def test_a_shim_starts_the_chunk_queued_on_it_before_it_says_the_last_one_
     # A large environment makes the shim's way to the next renderer long (milliseconds):
     # a shim that said the last chunk ended first would be seen with no renderer.
     padding = {f"FARMTUI_TEST_{i}": "x" * 16 for i in range(2000)}
-    env = {**os.environ, **padding, MARKER_VARIABLE: f"shimtest:{uuid.uuid4().hex}"}
-    followed = await Shim.follow(
-        first,
-        ["sleep", "30"],
-        cwd=tmp_path,
-        env=env,
-        grace=0.5,
-        lease_until=math.inf,
-        exit_file=None,
-        zygote=chunks.zygote,
-    )
-    assert followed is not None
-    second, _ = followed
+    second, _ = await chunks.follow(first, ["sleep", "30"], env=padding)
     assert await asyncio.wait_for(first.wait(), 30) == ShimResult(0, "exit", killed=0)
     renderers = psutil.Process(first.shim_pid).children()
     assert [p.cmdline() for p in renderers] == [["sleep", "30"]], "told before it started"
@@ -346,19 +342,7 @@ async def test_a_chunk_queued_on_a_shim_that_cannot_start_leaves_the_one_ahead_r
     folder.mkdir(exist_ok=True)
     argv = ["/no/such/renderer"] if fault == "no such program" else ["true"]
     first, _ = await chunks.start(["sleep", "0.3"])
-    env = {**os.environ, MARKER_VARIABLE: f"shimtest:{uuid.uuid4().hex}"}
-    followed = await Shim.follow(
-        first,
-        argv,
-        cwd=folder,
-        env=env,
-        grace=0.5,
-        lease_until=math.inf,
-        exit_file=None,
-        zygote=chunks.zygote,
-    )
-    assert followed is not None
-    second, _ = followed
+    second, _ = await chunks.follow(first, argv, cwd=folder)
     if fault == "no such folder":
         folder.rmdir()  # gone after it was handed over, before its turn
     assert await asyncio.wait_for(first.wait(), 30) == ShimResult(0, "exit", killed=0)

@@ -540,9 +540,8 @@ class ChunkRun:
                     # given, or changed by another process): the farm's doing, no retry used.
                     self._finish(Verdict("killed", result.error), started=started)
                     return
-                why = result.error  # the shim's own words name what could not start
-                if not why.startswith("cannot start"):
-                    why = f"cannot start {argv[0]!r}: {why or 'spawn failed'}"
+                # The shim's own words name what could not start, and why.
+                why = result.error or f"cannot start {argv[0]!r}"
                 self._finish(Verdict("failed", why), started=started)
                 return
             self.pid = shim.pid

@@ -82,6 +82,7 @@ DEFAULT_SIGNALS = tuple(sorted(signal.valid_signals() - {signal.SIGKILL, signal.
 # A zygote's shim that has its next chunk in hand starts it before it says the
 # last one ended (``hold_closing``): that chunk's status pipe, and its last line.
 _closing: tuple[int, bytes] | None = None
+_subreaper = False  # this process is one (``become_subreaper``)
 
 
 def emit(line: str, *, droppable: bool = False) -> None:
@@ -209,8 +210,15 @@ def not_dumpable() -> None:
 
 
 def become_subreaper() -> None:
-    """Orphaned descendants come back to the shim rather than to init (Linux)."""
-    prctl(PR_SET_CHILD_SUBREAPER, 1)
+    """Orphaned descendants come back to the shim rather than to init (Linux).
+
+    Once a process: a forked shim stays one from chunk to chunk (a fork's child
+    is not one, so every shim still becomes one itself).
+    """
+    global _subreaper
+    if not _subreaper:
+        prctl(PR_SET_CHILD_SUBREAPER, 1)
+        _subreaper = True
 
 
 def prctl(option: int, value: int) -> None:

@@ -171,7 +171,10 @@ class Shim:
     :meth:`wait` returns: a lapsed lease caps a kill's grace at 0.2 s.
     """
 
-    def __init__(self, process: asyncio.subprocess.Process | ForkedProcess) -> None:
+    def __init__(
+        self, process: asyncio.subprocess.Process | ForkedProcess, lease_until: float = math.nan
+    ) -> None:
+        """``lease_until``: the lease its shim was started with (NaN: not known)."""
         assert process.stdin is not None
         assert process.stdout is not None
         assert process.stderr is not None
@@ -183,6 +186,9 @@ class Shim:
         # The renderer's exit status as soon as it exits, before its helpers are gone.
         self.returncode: int | None = None
         self._control = process.stdin
+        # The last lease the shim was told: a renewal to the same deadline is not sent
+        # (it would wake the shim as its renderer starts, for nothing).
+        self._lease = lease_until
         self._result: ShimResult | None = None
         self._last_words = ""
         self._setup_failed: SetupFailed | None = None
@@ -231,7 +237,7 @@ class Shim:
                 share=share,
             )
             if forked is not None:
-                return await cls._when_started(forked, cwd)
+                return await cls._when_started(forked, cwd, lease_until)
         process = await asyncio.create_subprocess_exec(
             *shim_command(),
             "--grace",
@@ -248,13 +254,16 @@ class Shim:
             cwd=cwd,
             env=env,
         )
-        return await cls._when_started(process, cwd)
+        return await cls._when_started(process, cwd, lease_until)
 
     @classmethod
     async def _when_started(
-        cls, process: asyncio.subprocess.Process | ForkedProcess, cwd: str | Path
+        cls,
+        process: asyncio.subprocess.Process | ForkedProcess,
+        cwd: str | Path,
+        lease_until: float,
     ) -> Shim:
-        return await cls(process).until_started(cwd)
+        return await cls(process, lease_until).until_started(cwd)
 
     async def until_started(self, cwd: str | Path) -> Shim:
         """Return once the shim started the renderer, or said why not, or ended silently.
@@ -312,7 +321,7 @@ class Shim:
         if followed is None:
             return None
         process, token = followed
-        return cls(process), token
+        return cls(process, lease_until), token
 
     @property
     def passes_on(self) -> bool:
@@ -336,6 +345,9 @@ class Shim:
 
     def renew(self, lease_until: float) -> None:
         """Extend the lease to ``lease_until`` (``time.monotonic()``); a no-op once it ended."""
+        if lease_until == self._lease:
+            return
+        self._lease = lease_until
         self._send(f"lease {float(lease_until)!r}")
 
     def kill(self, grace: float, reason: str = "") -> None:

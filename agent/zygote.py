@@ -63,8 +63,10 @@ a session of its own, with its environment's first variable the reserved one:
   carrying three such pipes, and a token when sent ahead of its turn). End of
   file: the agent is gone, the zygote exits.
 - the shim's first control line is its chunk, written by the agent before the
-  request: one JSON object with ``argv``, ``env``, ``cwd``, ``grace``,
-  ``lease_until`` and ``exit_file``.
+  request: one JSON object with ``argv``, ``env``, ``unset``, ``cwd``,
+  ``grace``, ``lease_until`` and ``exit_file``. The renderer's environment is
+  the zygote's own (the reserved variable apart) without the names in
+  ``unset``, with the variables in ``env`` set.
 - stdout, one JSON object a line::
 
     {"event": "ready", "pid": N, "room": BYTES}          once, at start
@@ -147,6 +149,22 @@ def environ_room() -> tuple[int, int]:
     return start, ROOM
 
 
+def exec_environ() -> dict[bytes, bytes]:
+    """The environment the agent started us with, the reserved variable apart.
+
+    Read from ``/proc/self/environ``, the memory it was exec'd with, rather than
+    ``os.environb``: Python's start-up may add to that (``LC_CTYPE`` under a C
+    locale), and the agent tells each chunk's environment against what it gave.
+    """
+    try:
+        with open("/proc/self/environ", "rb") as file:
+            entries = file.read().split(b"\0")
+    except OSError:
+        entries = [k + b"=" + v for k, v in os.environb.items()]
+    pairs = (entry.partition(b"=") for entry in entries)
+    return {k: v for k, equals, v in pairs if equals and k != MARKER_VARIABLE}
+
+
 def marker_bytes(marker: bytes, room: int) -> bytes | None:
     """What the reserved room holds for ``marker``: the variable, then a filler; None: no fit."""
     entry = MARKER_VARIABLE + b"=" + marker + b"\0" if marker else b""
@@ -183,7 +201,9 @@ def read_request(shim: ModuleType) -> tuple[dict[str, Any], bytes]:
     return request, rest
 
 
-def become_shim(shim: ModuleType, fds: list[int], room: tuple[int, int]) -> None:
+def become_shim(
+    shim: ModuleType, fds: list[int], room: tuple[int, int], base: dict[bytes, bytes]
+) -> None:
     """In the forked child: serve the chunk whose pipes are ``fds``, then more if asked.
 
     A fourth descriptor is the socket further chunks come on: once a chunk's
@@ -205,6 +225,7 @@ def become_shim(shim: ModuleType, fds: list[int], room: tuple[int, int]) -> None
     fresh = attributes()
     served = 0
     token: int | None = None  # a chunk handed over ahead of its turn carries one
+    held = False  # the chunk was here as ``again`` looked
 
     def again() -> bool:
         """Take another chunk only as this process was forked, and not when told to stop."""
@@ -215,15 +236,18 @@ def become_shim(shim: ModuleType, fds: list[int], room: tuple[int, int]) -> None
         served += 1
         # Changed since ``again`` looked, by another job? Looked at again here, as the
         # chunk comes: a change made between that look and this one (the agent saw the
-        # last chunk end) must not reach this chunk either.
-        if served > 1 and attributes() != fresh:
+        # last chunk end) must not reach this chunk either. Not when the chunk was
+        # already here as ``again`` looked, a moment ago with no renderer of ours
+        # alive: that look is as late as this one would be.
+        if served > 1 and not held and attributes() != fresh:
             shim.refuse("its supervisor was changed by another process since its last chunk")
         # Returns only when the shim takes another chunk (``again`` said so).
-        done = serve_chunk(shim, room, wake, again if more is not None else None, token)
+        done = serve_chunk(shim, room, base, wake, again if more is not None else None, token)
         assert more is not None
         # The next chunk already here: its renderer starts before this one's end is
         # told (``shim.hold_closing``); told at once when there is none to start.
-        if done and select.select([NEXT_FD], [], [], 0)[0]:
+        held = bool(done) and bool(select.select([NEXT_FD], [], [], 0)[0])
+        if held:
             shim.hold_closing(done)
         elif done:
             shim.emit(done)
@@ -313,12 +337,14 @@ def next_chunk(shim: ModuleType, more: socket.socket, wake: int) -> list[int] | 
 def serve_chunk(
     shim: ModuleType,
     room: tuple[int, int],
+    base: dict[bytes, bytes],
     wake: int,
     again: Callable[[], bool] | None,
     token: int | None = None,
 ) -> str:
     """Read the chunk from the control pipe, take its folder, environment and marker; serve.
 
+    ``base``: the environment the chunk's is told against (``exec_environ``).
     Returns only when the tree is gone and the shim takes another chunk
     (``again`` said so; otherwise the process exits): its ``done`` line, for
     the caller to say. A chunk queued ahead of its turn
@@ -335,7 +361,10 @@ def serve_chunk(
         error = {"event": "setup_failed", "errno": exc.errno or 0, "error": str(exc)}
         shim.emit(json.dumps(error))
         os._exit(0)
-    environ = {os.fsencode(k): os.fsencode(v) for k, v in request["env"].items()}
+    environ = dict(base)
+    for name in request["unset"]:
+        environ.pop(os.fsencode(name), None)
+    environ.update((os.fsencode(k), os.fsencode(v)) for k, v in request["env"].items())
     set_search_path(environ)
     address, size = room
     marked = marker_bytes(environ.get(MARKER_VARIABLE, b""), size)
@@ -349,7 +378,9 @@ def serve_chunk(
     return done
 
 
-def fork_shim(shim: ModuleType, fds: list[int], room: tuple[int, int]) -> int | None:
+def fork_shim(
+    shim: ModuleType, fds: list[int], room: tuple[int, int], base: dict[bytes, bytes]
+) -> int | None:
     """The forked shim's pid; None when fork failed (the request's pipes are closed)."""
     try:
         pid = os.fork()
@@ -357,7 +388,7 @@ def fork_shim(shim: ModuleType, fds: list[int], room: tuple[int, int]) -> int | 
         pid = None
     if pid == 0:
         try:
-            become_shim(shim, fds, room)
+            become_shim(shim, fds, room, base)
         except BaseException:
             import traceback  # to the status pipe: the agent logs it as the shim's last words
 
@@ -391,6 +422,7 @@ def main() -> None:
     shim.close_inherited_fds()
     os.chdir("/")
     room = environ_room()
+    base = exec_environ()
     wake_read, wake_write = os.pipe()
     os.set_blocking(wake_read, False)
     os.set_blocking(wake_write, False)
@@ -413,7 +445,7 @@ def main() -> None:
             if not data:  # the agent is gone; the shims do not need us
                 break
             valid = len(fds) in (3, 4) and data.isdigit()
-            pid = fork_shim(shim, fds, room) if valid else None  # it closes them
+            pid = fork_shim(shim, fds, room, base) if valid else None  # it closes them
             if not valid:
                 for fd in fds:
                     os.close(fd)

@@ -198,6 +198,13 @@ class Zygote:
         # Idle shims told to exit, until the zygote reports their end.
         self._leaving: dict[int, asyncio.Future[None]] = {}
         self._retry_at = -math.inf
+        # The environment every zygote of this agent is started with (the marker's room
+        # apart), and so every shim forked from one: a chunk's request says only how its
+        # own differs from it. All of it in each request was 2 KB of JSON to write here
+        # and to read and encode in the shim, on the way from one renderer to the next.
+        name = zygote_program.MARKER_VARIABLE
+        self._environ = {k: v for k, v in os.environb.items() if k != name}
+        self._base = {os.fsdecode(k): os.fsdecode(v) for k, v in self._environ.items()}
 
     @property
     def running(self) -> bool:
@@ -229,16 +236,7 @@ class Zygote:
         if not await self._ready() or zygote_program.marker_bytes(marker, self._room) is None:
             return None
         assert self._socket is not None
-        request = json.dumps(
-            {
-                "argv": list(argv),
-                "env": dict(env),
-                "cwd": str(cwd),
-                "grace": grace,
-                "lease_until": lease_until,
-                "exit_file": "" if exit_file is None else str(exit_file),
-            }
-        ).encode()
+        request = self._request(argv, cwd, env, grace, lease_until, exit_file)
         while share is not None and (pid := self._idle_for(share)) is not None:
             if (process := await self._reuse(pid, request)) is not None:
                 process.share = share
@@ -319,16 +317,7 @@ class Zygote:
             return None
         if ahead.more is None or ahead.successor is not None:
             return None
-        request = json.dumps(
-            {
-                "argv": list(argv),
-                "env": dict(env),
-                "cwd": str(cwd),
-                "grace": grace,
-                "lease_until": lease_until,
-                "exit_file": "" if exit_file is None else str(exit_file),
-            }
-        ).encode()
+        request = self._request(argv, cwd, env, grace, lease_until, exit_file)
         process, theirs = await self._pipes()
         token, token_write = os.pipe()
         os.write(token_write, shim_program.TOKEN)
@@ -349,6 +338,29 @@ class Zygote:
         ahead.successor = process
         process.pid, process.share = ahead.pid, ahead.share
         return process, token
+
+    def _request(
+        self,
+        argv: Sequence[str],
+        cwd: str | Path,
+        env: Mapping[str, str],
+        grace: float,
+        lease_until: float,
+        exit_file: Path | None,
+    ) -> bytes:
+        """The chunk's first control line; its environment as it differs from the zygote's."""
+        base = self._base
+        return json.dumps(
+            {
+                "argv": list(argv),
+                "env": {k: v for k, v in env.items() if base.get(k) != v},
+                "unset": [k for k in base if k not in env],
+                "cwd": str(cwd),
+                "grace": grace,
+                "lease_until": lease_until,
+                "exit_file": "" if exit_file is None else str(exit_file),
+            }
+        ).encode()
 
     def _idle_for(self, share: str) -> int | None:
         """An idle shim of this key (the most recently idle: its pages are warmest)."""
@@ -466,7 +478,7 @@ class Zygote:
         replies_read, replies_write = os.pipe()
         name = zygote_program.MARKER_VARIABLE
         reserved = zygote_program.RESERVED[len(name) + 1 : -1]
-        env = {name: reserved, **{k: v for k, v in os.environb.items() if k != name}}
+        env = {name: reserved, **self._environ}
         try:
             pid = os.posix_spawn(  # noqa: ASYNC221  # once per agent, and it does not wait
                 sys.executable,

@@ -244,6 +244,55 @@ async def test_a_shim_takes_chunk_after_chunk_each_with_only_its_own_state(
     assert "FARMTUI_CHUNK" not in psutil.Process(first.shim_pid).environ()
 
 
+async def test_each_chunk_gets_the_environment_it_was_given_and_no_more(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request tells only how the chunk's environment differs from the zygote's; what
+    the zygote's own Python start-up adds to its environment never reaches a renderer."""
+    # Under a C locale Python sets LC_CTYPE in its environment as it starts, the zygote too.
+    for name in ("LC_ALL", "LC_CTYPE", "LANG", "LANGUAGE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LANG", "C")
+    monkeypatch.setenv("FARMTUI_TEST_AGENT_ONLY", "the agent's, not the chunk's")
+    monkeypatch.setenv("FARMTUI_TEST_CHANGED", "the agent's value")
+    python_sets = "import os; print(os.environ.get('LC_CTYPE'))"
+    python = await asyncio.create_subprocess_exec(
+        sys.executable, "-I", "-S", "-c", python_sets, stdout=asyncio.subprocess.PIPE
+    )
+    said, _ = await python.communicate()
+    assert said.strip() == b"C.UTF-8", "this Python sets no LC_CTYPE: nothing to see"
+    zygote = Zygote()
+    try:
+
+        async def environment(env: dict[str, str]) -> dict[str, str]:
+            shim = await Shim.start(
+                ["env", "-0"],
+                cwd=tmp_path,
+                env=env,
+                grace=0.5,
+                lease_until=math.inf,
+                zygote=zygote,
+                share="one job",
+            )
+            said = (await shim.output.read()).decode()
+            assert (await shim.wait()).cause == "exit"
+            assert shim.is_child is False, "forked from the zygote"
+            return dict(entry.split("=", 1) for entry in said.split("\0") if entry)
+
+        agents = {k: v for k, v in os.environ.items() if k != "FARMTUI_TEST_AGENT_ONLY"}
+        first = {
+            **agents,
+            "FARMTUI_TEST_CHANGED": "the chunk's value",
+            "FARMTUI_TEST_NEW": "only the first chunk's",
+            MARKER_VARIABLE: "shimtest:first",
+        }
+        assert await environment(first) == first
+        second = {**os.environ, MARKER_VARIABLE: "shimtest:second"}
+        assert await environment(second) == second  # the same shim: nothing of the first
+    finally:
+        await zygote.aclose()
+
+
 async def test_each_chunk_finds_its_renderer_on_its_own_path(
     chunks: ForkedChunks, tmp_path: Path
 ) -> None:

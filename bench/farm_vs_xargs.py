@@ -10,6 +10,7 @@ it (same machine, same clock), polling only every 250 ms so the poll adds no
 load; the leader's own created->finished time is reported next to it.
 
     python bench/farm_vs_xargs.py [--runs 3] [--commands 200] [--out bench/results/...]
+    python bench/farm_vs_xargs.py --farm-only --runs 10   # the farm's runs alone, back to back
 """
 
 from __future__ import annotations
@@ -74,6 +75,9 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--commands", type=int, default=200)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "farm_vs_xargs.json")
+    parser.add_argument(
+        "--farm-only", action="store_true", help="no xargs runs: the farm's against the ideal"
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="farm-bench-") as tmp:
@@ -90,25 +94,31 @@ def main() -> int:
                 farm_times: list[float] = []
                 leader_times: list[float] = []
                 for run in range(1, args.runs + 1):
-                    xargs_times.append(run_xargs(args.commands))
+                    if not args.farm_only:
+                        xargs_times.append(run_xargs(args.commands))
                     seen, leader = run_farm(farm, args.commands, run)
                     farm_times.append(seen)
                     if leader is not None:
                         leader_times.append(leader)
                     print(
-                        f"run {run}: xargs {xargs_times[-1]:.3f} s, farm {seen:.3f} s"
+                        f"run {run}: "
+                        + ("" if args.farm_only else f"xargs {xargs_times[-1]:.3f} s, ")
+                        + f"farm {seen:.3f} s"
                         + (f" (leader {leader:.3f} s)" if leader is not None else ""),
                         flush=True,
                     )
 
-    xargs_median = statistics.median(xargs_times)
     farm_median = statistics.median(farm_times)
-    ratio = farm_median / xargs_median
     ideal = args.commands * float(SLEEP) / SLOTS
-    overhead_ms = (farm_median - xargs_median) / args.commands * SLOTS * 1000
-    print(f"xargs -P{SLOTS}: median {xargs_median:.3f} s (ideal {ideal:.3f} s)")
     print(f"farm (1 agent, {SLOTS} slots): median {farm_median:.3f} s")
-    print(f"ratio farm/xargs: {ratio:.2f}  (~{overhead_ms:.1f} ms extra per chunk and slot)")
+    print(f"farm / ideal ({ideal:.3f} s): {farm_median / ideal:.4f}")
+    xargs_median = statistics.median(xargs_times) if xargs_times else None
+    ratio = overhead_ms = None
+    if xargs_median is not None:
+        ratio = farm_median / xargs_median
+        overhead_ms = (farm_median - xargs_median) / args.commands * SLOTS * 1000
+        print(f"xargs -P{SLOTS}: median {xargs_median:.3f} s")
+        print(f"ratio farm/xargs: {ratio:.2f}  (~{overhead_ms:.1f} ms extra per chunk and slot)")
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     result = {
@@ -122,6 +132,7 @@ def main() -> int:
         "farm_leader_seconds": leader_times,
         "xargs_median": xargs_median,
         "farm_median": farm_median,
+        "farm_over_ideal": farm_median / ideal,
         "ratio": ratio,
         "overhead_ms_per_chunk_slot": overhead_ms,
         "machine": {

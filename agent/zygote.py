@@ -225,7 +225,6 @@ def become_shim(
     fresh = attributes()
     served = 0
     token: int | None = None  # a chunk handed over ahead of its turn carries one
-    held = False  # the chunk was here as ``again`` looked
 
     def again() -> bool:
         """Take another chunk only as this process was forked, and not when told to stop."""
@@ -236,18 +235,16 @@ def become_shim(
         served += 1
         # Changed since ``again`` looked, by another job? Looked at again here, as the
         # chunk comes: a change made between that look and this one (the agent saw the
-        # last chunk end) must not reach this chunk either. Not when the chunk was
-        # already here as ``again`` looked, a moment ago with no renderer of ours
-        # alive: that look is as late as this one would be.
-        if served > 1 and not held and attributes() != fresh:
+        # last chunk end) must not reach this chunk either. Even when the chunk was
+        # already waiting: skipping this look let more changes through to renderers.
+        if served > 1 and attributes() != fresh:
             shim.refuse("its supervisor was changed by another process since its last chunk")
         # Returns only when the shim takes another chunk (``again`` said so).
         done = serve_chunk(shim, room, base, wake, again if more is not None else None, token)
         assert more is not None
         # The next chunk already here: its renderer starts before this one's end is
         # told (``shim.hold_closing``); told at once when there is none to start.
-        held = bool(done) and bool(select.select([NEXT_FD], [], [], 0)[0])
-        if held:
+        if done and select.select([NEXT_FD], [], [], 0)[0]:
             shim.hold_closing(done)
         elif done:
             shim.emit(done)

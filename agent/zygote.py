@@ -202,13 +202,20 @@ def read_request(shim: ModuleType) -> tuple[dict[str, Any], bytes]:
 
 
 def become_shim(
-    shim: ModuleType, fds: list[int], room: tuple[int, int], base: dict[bytes, bytes]
+    shim: ModuleType,
+    fds: list[int],
+    room: tuple[int, int],
+    base: dict[bytes, bytes],
+    fresh: tuple[object, ...],
 ) -> None:
     """In the forked child: serve the chunk whose pipes are ``fds``, then more if asked.
 
     A fourth descriptor is the socket further chunks come on: once a chunk's
     tree is gone the child says so (``"next": true``), closes that chunk's
     pipes and waits there for the next one's three, at most ``MAX_CHUNKS``.
+    ``fresh``: the zygote's ``attributes()`` as it started, what every chunk's
+    renderer must get (not this process' own as forked: another process may
+    have changed it between the fork and this chunk).
     """
     os.setsid()
     take_pipes(fds[:3])
@@ -222,7 +229,6 @@ def become_shim(
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     wake = shim.install_signals()
-    fresh = attributes()
     served = 0
     token: int | None = None  # a chunk handed over ahead of its turn carries one
 
@@ -233,12 +239,12 @@ def become_shim(
 
     while True:
         served += 1
-        # Changed since ``again`` looked, by another job? Looked at again here, as the
-        # chunk comes: a change made between that look and this one (the agent saw the
-        # last chunk end) must not reach this chunk either. Even when the chunk was
-        # already waiting: skipping this look let more changes through to renderers.
-        if served > 1 and attributes() != fresh:
-            shim.refuse("its supervisor was changed by another process since its last chunk")
+        # Changed since ``again`` looked (or since the fork), by another job? Looked at
+        # again here, as the chunk comes: a change made between that look and this one
+        # (the agent saw the last chunk end) must not reach this chunk either. Even when
+        # the chunk was already waiting: skipping this look let more changes through.
+        if attributes() != fresh:
+            shim.refuse("its supervisor was changed by another process")
         # Returns only when the shim takes another chunk (``again`` said so).
         done = serve_chunk(shim, room, base, wake, again if more is not None else None, token)
         assert more is not None
@@ -376,7 +382,11 @@ def serve_chunk(
 
 
 def fork_shim(
-    shim: ModuleType, fds: list[int], room: tuple[int, int], base: dict[bytes, bytes]
+    shim: ModuleType,
+    fds: list[int],
+    room: tuple[int, int],
+    base: dict[bytes, bytes],
+    fresh: tuple[object, ...],
 ) -> int | None:
     """The forked shim's pid; None when fork failed (the request's pipes are closed)."""
     try:
@@ -385,7 +395,7 @@ def fork_shim(
         pid = None
     if pid == 0:
         try:
-            become_shim(shim, fds, room, base)
+            become_shim(shim, fds, room, base, fresh)
         except BaseException:
             import traceback  # to the status pipe: the agent logs it as the shim's last words
 
@@ -420,6 +430,7 @@ def main() -> None:
     os.chdir("/")
     room = environ_room()
     base = exec_environ()
+    fresh = attributes()  # as the agent started us: what every renderer gets
     wake_read, wake_write = os.pipe()
     os.set_blocking(wake_read, False)
     os.set_blocking(wake_write, False)
@@ -442,14 +453,23 @@ def main() -> None:
             if not data:  # the agent is gone; the shims do not need us
                 break
             valid = len(fds) in (3, 4) and data.isdigit()
-            pid = fork_shim(shim, fds, room, base) if valid else None  # it closes them
-            if not valid:
+            # Changed by a renderer (a shim's parent is within its reach): every shim
+            # forked from now on would be born with it. Fork none, and go: the agent
+            # starts this chunk's shim itself, and the next zygote afresh.
+            changed = valid and attributes() != fresh
+            if valid and not changed:
+                pid = fork_shim(shim, fds, room, base, fresh)  # it closes them
+            else:
+                pid = None
                 for fd in fds:
                     os.close(fd)
             if pid is None:
                 reply({"event": "refused", "id": int(data) if data.isdigit() else -1})
             else:
                 reply({"event": "spawned", "id": int(data), "pid": pid})
+            if changed:  # the agent logs this line as the zygote's words
+                print("changed by another process (limits, niceness, CPUs, OOM)", flush=True)
+                break
     reap()
     os._exit(0)
 

@@ -12,6 +12,7 @@ import contextlib
 import gc
 import math
 import os
+import resource
 import signal
 import sys
 import textwrap
@@ -789,6 +790,34 @@ async def test_an_idle_shim_changed_by_another_process_refuses_the_next_chunk(
     after, _ = await chunks.start(["sh", "-c", "nice"])
     assert (await after.wait()).returncode == 0
     assert (await after.output.read()).decode().strip() == "0"
+
+
+async def test_a_renderer_that_changes_the_zygote_changes_no_later_renderer(
+    chunks: ForkedChunks, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The zygote is within a renderer's reach (its shim's parent, the same user): what a
+    renderer sets on it must not reach the shims forked after, nor their renderers."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    lowered = soft - 7
+    change_it = (
+        "import os, resource\n"
+        "with open(f'/proc/{os.getppid()}/stat') as f:\n"
+        "    zygote = int(f.read().rsplit(')', 1)[1].split()[1])\n"
+        f"resource.prlimit(zygote, resource.RLIMIT_NOFILE, ({lowered}, {hard}))\n"
+        "os.setpriority(os.PRIO_PROCESS, zygote, 9)\n"
+    )
+    attacker, _ = await chunks.start([sys.executable, "-I", "-S", "-c", change_it], share="a")
+    assert (await attacker.wait()).returncode == 0
+    zygote = chunks.zygote.pid
+    assert zygote is not None
+    assert resource.prlimit(zygote, resource.RLIMIT_NOFILE)[0] == lowered, "it was changed"
+
+    report = "import os, resource; print(resource.getrlimit(resource.RLIMIT_NOFILE)[0], os.nice(0))"
+    for job in ("b", "c"):  # another job each: a shim forked for it, or started afresh
+        later, _ = await chunks.start([sys.executable, "-I", "-S", "-c", report], share=job)
+        assert (await later.wait()).returncode == 0
+        assert (await later.output.read()).decode().split() == [str(soft), "0"]
+    assert "changed by another process" in caplog.text
 
 
 async def test_a_shim_delayed_past_its_lease_costs_the_job_no_retry(

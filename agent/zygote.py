@@ -41,7 +41,10 @@ chunk reads its own folder, environment, lease, exit file and marker from
 its own request. The shim keeps only its code, its signal handlers and its
 socket (never inherited by a renderer). What a renderer could change in its
 shim and pass on (limits, niceness, CPU affinity, OOM score), or a stop
-signal it sent it, ends the shim's reuse: it exits after that chunk. It also
+signal it sent it, ends the shim's reuse: it exits after that chunk; a shim
+compares against what this process had as it started, and this process
+checks itself before each fork (a renderer can reach it too: its shim's
+parent), forking none and exiting once changed. It also
 exits when its socket ends (the agent died, or let it go: idle too long),
 when told to stop while it waits, and after ``MAX_CHUNKS``.
 

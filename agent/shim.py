@@ -621,6 +621,7 @@ def serve(
     environ: dict[bytes, bytes] | None = None,
     control: bytes = b"",
     again: Callable[[], bool] | None = None,
+    unchanged: Callable[[], bool] | None = None,
 ) -> str:
     """Start the renderer and supervise its tree to the end; exits the process.
 
@@ -629,13 +630,17 @@ def serve(
     request first). Stdin, stdout and stderr are the agent's three pipes.
     ``again``: asked once the tree is gone; True: return instead of exiting,
     with the ``done`` line (saying ``"next": true``) unsaid, for the caller to
-    say (a zygote's child that takes another chunk).
+    say (a zygote's child that takes another chunk). ``unchanged``: asked the
+    moment before the renderer starts; False: this process was changed in what
+    the renderer would inherit, and it does not start (a zygote's child).
     """
     become_subreaper()
     shim = Shim(grace, lease_until, wake_fd, exit_file, environ, again=again)
     shim.feed(control)
     if why := shim.refusal():
         refuse(why)
+    if unchanged is not None and not unchanged():
+        refuse("its supervisor was changed by another process")
     try:
         shim.renderer = spawn(argv, environ)
     except (OSError, ValueError) as exc:

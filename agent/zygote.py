@@ -235,21 +235,23 @@ def become_shim(
     served = 0
     token: int | None = None  # a chunk handed over ahead of its turn carries one
 
+    def unchanged() -> bool:
+        return attributes() == fresh
+
     def again() -> bool:
         """Take another chunk only as this process was forked, and not when told to stop."""
         stop = any(s in drain(wake) for s in shim.STOP_SIGNALS)
-        return not stop and served < MAX_CHUNKS and attributes() == fresh
+        return not stop and served < MAX_CHUNKS and unchanged()
 
     while True:
         served += 1
-        # Changed since ``again`` looked (or since the fork), by another job? Looked at
-        # again here, as the chunk comes: a change made between that look and this one
-        # (the agent saw the last chunk end) must not reach this chunk either. Even when
-        # the chunk was already waiting: skipping this look let more changes through.
-        if attributes() != fresh:
-            shim.refuse("its supervisor was changed by another process")
-        # Returns only when the shim takes another chunk (``again`` said so).
-        done = serve_chunk(shim, room, base, wake, again if more is not None else None, token)
+        # Returns only when the shim takes another chunk (``again`` said so). Changed
+        # since ``again`` looked, or since the fork (by another job)? ``unchanged`` is
+        # asked again the moment before each renderer starts: the later the look, the
+        # less time another process has to slip a change in (looked at as the chunk
+        # came, 45 chunks of 600 still got one made at random moments).
+        again_or_none = again if more is not None else None
+        done = serve_chunk(shim, room, base, wake, again_or_none, unchanged, token)
         assert more is not None
         # The next chunk already here: its renderer starts before this one's end is
         # told (``shim.hold_closing``); told at once when there is none to start.
@@ -346,11 +348,13 @@ def serve_chunk(
     base: dict[bytes, bytes],
     wake: int,
     again: Callable[[], bool] | None,
+    unchanged: Callable[[], bool],
     token: int | None = None,
 ) -> str:
     """Read the chunk from the control pipe, take its folder, environment and marker; serve.
 
-    ``base``: the environment the chunk's is told against (``exec_environ``).
+    ``base``: the environment the chunk's is told against (``exec_environ``);
+    ``unchanged``: whether this process still has what the renderer must inherit.
     Returns only when the tree is gone and the shim takes another chunk
     (``again`` said so; otherwise the process exits): its ``done`` line, for
     the caller to say. A chunk queued ahead of its turn
@@ -379,7 +383,7 @@ def serve_chunk(
     argv = [os.fsdecode(arg) for arg in request["argv"]]
     grace, lease_until = float(request["grace"]), float(request["lease_until"])
     done: str = shim.serve(
-        grace, lease_until, request["exit_file"], argv, wake, environ, control, again
+        grace, lease_until, request["exit_file"], argv, wake, environ, control, again, unchanged
     )
     return done
 

@@ -258,7 +258,10 @@ async def test_agent_log_is_kept_and_served(leader: InProcessLeader) -> None:
             text = (await http.get("/api/nodes/node1/log", params={"tail": 1})).text
             assert text == "slot 1 idle\n"
             nodes = (await http.get("/api/nodes")).json()
-    assert (leader.root / "nodes/node1.log").read_text() == "agent up\nslot 1 idle\n"
+    # Written by the log writer's thread, off the loop: on disk a moment after the answer.
+    on_disk = leader.root / "nodes/node1.log"
+    expected = "agent up\nslot 1 idle\n"
+    await wait_for(lambda: on_disk.exists() and on_disk.read_text() == expected, what=expected)
     assert [(n["name"], n["state"]) for n in nodes] == [("node1", "online")]
 
 

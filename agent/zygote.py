@@ -88,6 +88,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import gc
 import importlib.util
 import json
@@ -99,7 +100,7 @@ import socket
 import sys
 from collections.abc import Callable
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 MARKER_VARIABLE = b"FARMTUI_CHUNK"
 # Bytes reserved for the marker in every forked shim's /proc/PID/environ.
@@ -114,6 +115,14 @@ MAX_REQUEST = 64
 NEXT_FD = 3
 MAX_CHUNKS = 1000
 LIMITS = tuple(getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_"))
+
+
+class Origin(NamedTuple):
+    """What this process had as the agent started it, that every shim forked from it goes by."""
+
+    room: tuple[int, int]  # the marker's room in the environment (``environ_room``)
+    environ: dict[bytes, bytes]  # what each chunk's environment is told against
+    attributes: tuple[object, ...]  # what every renderer must inherit (``attributes``)
 
 
 def _load_shim() -> ModuleType:
@@ -204,21 +213,15 @@ def read_request(shim: ModuleType) -> tuple[dict[str, Any], bytes]:
     return request, rest
 
 
-def become_shim(
-    shim: ModuleType,
-    fds: list[int],
-    room: tuple[int, int],
-    base: dict[bytes, bytes],
-    fresh: tuple[object, ...],
-) -> None:
+def become_shim(shim: ModuleType, fds: list[int], origin: Origin) -> None:
     """In the forked child: serve the chunk whose pipes are ``fds``, then more if asked.
 
     A fourth descriptor is the socket further chunks come on: once a chunk's
     tree is gone the child says so (``"next": true``), closes that chunk's
     pipes and waits there for the next one's three, at most ``MAX_CHUNKS``.
-    ``fresh``: the zygote's ``attributes()`` as it started, what every chunk's
-    renderer must get (not this process' own as forked: another process may
-    have changed it between the fork and this chunk).
+    Each renderer must get ``origin.attributes``, the zygote's as it started
+    (not this process' own as forked: another process may have changed it
+    between the fork and this chunk).
     """
     os.setsid()
     take_pipes(fds[:3])
@@ -235,23 +238,19 @@ def become_shim(
     served = 0
     token: int | None = None  # a chunk handed over ahead of its turn carries one
 
-    def unchanged() -> bool:
-        return attributes() == fresh
-
     def again() -> bool:
         """Take another chunk only as this process was forked, and not when told to stop."""
         stop = any(s in drain(wake) for s in shim.STOP_SIGNALS)
-        return not stop and served < MAX_CHUNKS and unchanged()
+        return not stop and served < MAX_CHUNKS and unchanged(origin)
 
     while True:
         served += 1
         # Returns only when the shim takes another chunk (``again`` said so). Changed
-        # since ``again`` looked, or since the fork (by another job)? ``unchanged`` is
-        # asked again the moment before each renderer starts: the later the look, the
+        # since ``again`` looked, or since the fork (by another job)? ``serve_chunk``
+        # looks again the moment before each renderer starts: the later the look, the
         # less time another process has to slip a change in (looked at as the chunk
         # came, 45 chunks of 600 still got one made at random moments).
-        again_or_none = again if more is not None else None
-        done = serve_chunk(shim, room, base, wake, again_or_none, unchanged, token)
+        done = serve_chunk(shim, origin, wake, again if more is not None else None, token)
         assert more is not None
         # The next chunk already here: its renderer starts before this one's end is
         # told (``shim.hold_closing``); told at once when there is none to start.
@@ -259,7 +258,7 @@ def become_shim(
             shim.hold_closing(done)
         elif done:
             shim.emit(done)
-        release_pipes(room)
+        release_pipes(origin.room)
         pipes = next_chunk(shim, more, wake)
         if pipes is None:
             break
@@ -267,6 +266,11 @@ def become_shim(
         token = pipes[3] if len(pipes) == 4 else None
     shim.send_closing()
     os._exit(0)
+
+
+def unchanged(origin: Origin) -> bool:
+    """Whether this process still has what its renderers must inherit."""
+    return attributes() == origin.attributes
 
 
 def attributes() -> tuple[object, ...]:
@@ -344,17 +348,13 @@ def next_chunk(shim: ModuleType, more: socket.socket, wake: int) -> list[int] | 
 
 def serve_chunk(
     shim: ModuleType,
-    room: tuple[int, int],
-    base: dict[bytes, bytes],
+    origin: Origin,
     wake: int,
     again: Callable[[], bool] | None,
-    unchanged: Callable[[], bool],
     token: int | None = None,
 ) -> str:
     """Read the chunk from the control pipe, take its folder, environment and marker; serve.
 
-    ``base``: the environment the chunk's is told against (``exec_environ``);
-    ``unchanged``: whether this process still has what the renderer must inherit.
     Returns only when the tree is gone and the shim takes another chunk
     (``again`` said so; otherwise the process exits): its ``done`` line, for
     the caller to say. A chunk queued ahead of its turn
@@ -371,30 +371,32 @@ def serve_chunk(
         error = {"event": "setup_failed", "errno": exc.errno or 0, "error": str(exc)}
         shim.emit(json.dumps(error))
         os._exit(0)
-    environ = dict(base)
+    environ = dict(origin.environ)
     for name in request["unset"]:
         environ.pop(os.fsencode(name), None)
     environ.update((os.fsencode(k), os.fsencode(v)) for k, v in request["env"].items())
     set_search_path(environ)
-    address, size = room
+    address, size = origin.room
     marked = marker_bytes(environ.get(MARKER_VARIABLE, b""), size)
     if address and marked is not None:
         ctypes.memmove(address, marked, size)
     argv = [os.fsdecode(arg) for arg in request["argv"]]
     grace, lease_until = float(request["grace"]), float(request["lease_until"])
     done: str = shim.serve(
-        grace, lease_until, request["exit_file"], argv, wake, environ, control, again, unchanged
+        grace,
+        lease_until,
+        request["exit_file"],
+        argv,
+        wake,
+        environ,
+        control,
+        again,
+        functools.partial(unchanged, origin),
     )
     return done
 
 
-def fork_shim(
-    shim: ModuleType,
-    fds: list[int],
-    room: tuple[int, int],
-    base: dict[bytes, bytes],
-    fresh: tuple[object, ...],
-) -> int | None:
+def fork_shim(shim: ModuleType, fds: list[int], origin: Origin) -> int | None:
     """The forked shim's pid; None when fork failed (the request's pipes are closed)."""
     try:
         pid = os.fork()
@@ -402,7 +404,7 @@ def fork_shim(
         pid = None
     if pid == 0:
         try:
-            become_shim(shim, fds, room, base, fresh)
+            become_shim(shim, fds, origin)
         except BaseException:
             import traceback  # to the status pipe: the agent logs it as the shim's last words
 
@@ -435,9 +437,7 @@ def main() -> None:
     shim.not_dumpable()  # and so every shim forked from here
     shim.close_inherited_fds()
     os.chdir("/")
-    room = environ_room()
-    base = exec_environ()
-    fresh = attributes()  # as the agent started us: what every renderer gets
+    origin = Origin(environ_room(), exec_environ(), attributes())
     wake_read, wake_write = os.pipe()
     os.set_blocking(wake_read, False)
     os.set_blocking(wake_write, False)
@@ -448,7 +448,7 @@ def main() -> None:
     # children (nothing here makes cycles), and what exists now is never scanned.
     gc.disable()
     gc.freeze()
-    reply({"event": "ready", "pid": os.getpid(), "room": room[1]})
+    reply({"event": "ready", "pid": os.getpid(), "room": origin.room[1]})
     while True:
         ready, _, _ = select.select([0, wake_read], [], [])
         if wake_read in ready:
@@ -463,9 +463,9 @@ def main() -> None:
             # Changed by a renderer (a shim's parent is within its reach): every shim
             # forked from now on would be born with it. Fork none, and go: the agent
             # starts this chunk's shim itself, and the next zygote afresh.
-            changed = valid and attributes() != fresh
+            changed = valid and not unchanged(origin)
             if valid and not changed:
-                pid = fork_shim(shim, fds, room, base, fresh)  # it closes them
+                pid = fork_shim(shim, fds, origin)  # it closes them
             else:
                 pid = None
                 for fd in fds:

@@ -120,7 +120,7 @@ class AgentLink:
                 close_websocket(self.websocket, code, reason)
             )
 
-    def handle(self, message: AgentToLeader) -> asyncio.Future[Changes]:
+    def handle(self, message: AgentToLeader) -> asyncio.Future[None]:
         """Queue one message; acknowledge it once its effects are committed.
 
         A heartbeat is answered with ``LeaseRenewed`` once it is processed: the
@@ -133,7 +133,7 @@ class AgentLink:
             if self.closing is None:
                 log.warning("node %s was lost; closing its link to hear its hello", self.name)
                 self.close(CLOSE_LOST, "this node was declared lost: say hello again")
-            gone: asyncio.Future[Changes] = asyncio.get_running_loop().create_future()
+            gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             gone.cancel()
             return gone
         future = self.reports.apply(message)
@@ -146,7 +146,7 @@ class AgentLink:
         node = self.leader.scheduler.nodes.get(self.name)
         return node is not None and node.online
 
-    def _committed(self, message: AgentToLeader, future: asyncio.Future[Changes]) -> None:
+    def _committed(self, message: AgentToLeader, future: asyncio.Future[None]) -> None:
         if future.cancelled():
             return
         exc = future.exception()
@@ -194,7 +194,7 @@ class _Committed:
         self.link = link
         self.message = message
 
-    def __call__(self, future: asyncio.Future[Changes]) -> None:
+    def __call__(self, future: asyncio.Future[None]) -> None:
         self.link._committed(self.message, future)
 
 
@@ -313,7 +313,7 @@ async def serve(link: AgentLink) -> None:
     agent streaming its renders' output got its heartbeats answered many
     turns late, and a healthy node lost its lease and killed its renders.
     """
-    ahead: deque[tuple[asyncio.Future[Changes], int]] = deque()
+    ahead: deque[tuple[asyncio.Future[None], int]] = deque()
     bytes_ahead = 0
     while not link.out.closed:
         while ahead and (
@@ -334,7 +334,7 @@ async def serve(link: AgentLink) -> None:
             link.ignored += 1
             log.warning("node %s: ignored a message: %s", link.name, str(exc)[:300])
             continue
-        last: asyncio.Future[Changes] | None = None
+        last: asyncio.Future[None] | None = None
         for message in messages:
             try:
                 future = link.handle(message)
@@ -412,7 +412,7 @@ def _forget(leader: Leader, link: AgentLink) -> None:
         done.add_done_callback(functools.partial(_disconnect_recorded, name))
 
 
-def _disconnect_recorded(name: str, done: asyncio.Future[Changes]) -> None:
+def _disconnect_recorded(name: str, done: asyncio.Future[None]) -> None:
     if done.cancelled():
         return
     exc = done.exception()

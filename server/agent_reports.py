@@ -64,7 +64,7 @@ class AgentReports:
         record = self.leader.attempt_of(self.node, job_id, chunk, attempt)
         return record is not None and record.finished is None
 
-    def apply(self, message: AgentToLeader) -> asyncio.Future[Changes]:
+    def apply(self, message: AgentToLeader) -> asyncio.Future[None]:
         """Queue ``message`` for the group commit; the future is done once it is committed."""
         match message:
             case Heartbeat():
@@ -91,7 +91,7 @@ class AgentReports:
             announce=step.announce if step.announces else None,
         )
 
-    def _heartbeat(self, message: Heartbeat) -> asyncio.Future[Changes]:
+    def _heartbeat(self, message: Heartbeat) -> asyncio.Future[None]:
         step = _Heartbeat(self, message)
         if message.seq > 0:
             # Numbered (an agent's are not): its Ack is cumulative, so it waits its turn.
@@ -100,11 +100,13 @@ class AgentReports:
         # is heard now, and its lease renewed a turn of the loop later, however many
         # reports wait in the group commit. It stores nothing, so nothing waits for a
         # commit; a node that came back online is dispatched to by the next group.
-        done: asyncio.Future[Changes] = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         try:
-            done.set_result(self.leader.apply_live(step))
+            self.leader.apply_live(step)
         except Exception as exc:
             done.set_exception(exc)
+        else:
+            done.set_result(None)
         return done
 
 

@@ -466,7 +466,7 @@ async def test_a_cancelled_tick_does_not_keep_its_group_from_being_answered(
     tick = farm.queue_tick()
     tick.cancel()
     async with asyncio.timeout(5):
-        assert isinstance(await report, Changes)
+        await report  # answered: committed, not failed or left waiting
 
 
 async def test_an_agent_report_the_disk_refused_is_never_acknowledged_and_comes_again(

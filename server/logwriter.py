@@ -15,7 +15,7 @@ the queue runs dry, and at least every ``FLUSH_EVERY`` items under load, so
 A filer that stops answering must not cost the leader its memory: past
 ``MAX_QUEUED`` waiting items, new writes are dropped and counted, and the
 count is logged once the queue drains again. Writes are queued as tuples of
-an operation number and strings (``write``), not closures: the garbage
+an operation number and plain values (``write``), not closures: the garbage
 collector stops looking at such a tuple after its first pass, so a backlog of
 a slow filer does not make every collection longer.
 """
@@ -32,6 +32,9 @@ from typing import TypeVar
 log = logging.getLogger("farmtui.leader.logwriter")
 
 T = TypeVar("T")
+# What ``write`` queues: values the garbage collector stops looking at (in a tuple) once
+# it has seen them, however long they wait for a slow filer.
+PlainValue = str | int | float | None | tuple["PlainValue", ...]
 
 # Items between two flushes while the queue never runs dry.
 FLUSH_EVERY = 512
@@ -63,7 +66,7 @@ class LogWriter:
         self._operations.append(function)
         return len(self._operations) - 1
 
-    def write(self, operation: int, *args: str | int) -> None:
+    def write(self, operation: int, *args: PlainValue) -> None:
         """Queue ``operation(*args)`` (see ``operation``); never blocks, never raises."""
         self._put((operation, *args))
 

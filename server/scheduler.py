@@ -984,10 +984,10 @@ class Scheduler:
         self, node: str, job_id: str, chunk: int, attempt: int, now: float
     ) -> Changes:
         changes = Changes()
-        live = self._live(node, job_id, chunk, attempt)
-        if live is None:
+        if self._live(node, job_id, chunk, attempt) is None:
             return changes
-        changes.chunks.add((job_id, chunk))
+        # Only an event: nothing the store keeps or a console shows changes (the chunk
+        # was "assigned" since its dispatch), so its row is not written again.
         changes.event(
             now, "info", f"chunk {chunk} attempt {attempt} started on {node}", job_id, None
         )

@@ -125,9 +125,9 @@ def test_only_changed_chunks_are_written(store_url: str) -> None:
     store = open_store(store_url)
     store.save(changes, scheduler)
     before = rows_written(store, store_url)
-    started = scheduler.chunk_started("node1", "job1", 0, 1, 1001.0)
-    assert started.chunks == {("job1", 0)}
-    store.save(started, scheduler)
+    alive = scheduler.chunk_alive("node1", "job1", 0, 1, 1001.0)  # its first output line
+    assert alive.chunks == {("job1", 0)}
+    store.save(alive, scheduler)
     # One chunk row (and the job row if the scheduler names it), not a hundred.
     after = rows_written(store, store_url)
     written = after - before if isinstance(after, int) else len(after - before)

@@ -319,9 +319,6 @@ async def test_reports_that_arrive_together_are_committed_together_and_failed_to
                 if (chunk := farm.chunk(job_id, a.chunk))
             }
 
-        def started(a: AssignChunk) -> Callable[[float], Changes]:
-            return lambda now: scheduler.chunk_started("node1", job_id, a.chunk, a.attempt, now)
-
         def alive(a: AssignChunk) -> Callable[[float], Changes]:
             return lambda now: scheduler.chunk_alive("node1", job_id, a.chunk, a.attempt, now)
 
@@ -343,27 +340,30 @@ async def test_reports_that_arrive_together_are_committed_together_and_failed_to
             save(changes, scheduler)
 
         farm.store.save = recording  # type: ignore[method-assign]
-        await asyncio.gather(*[farm.submit(started(a), dispatch=False) for a in assigns])
+        await asyncio.gather(*[farm.submit(alive(a), dispatch=False) for a in assigns])
         farm.store.save = save  # type: ignore[method-assign]
         ours = {(job_id, a.chunk) for a in assigns}
         # One transaction held the three of them (a tick may have committed apart).
         assert [chunks & ours for chunks in saved if chunks & ours] == [ours]
+        assert state() == {("assigned", True)}
 
-        # A step the scheduler refuses fails alone; the others are committed.
-        committed = [farm.submit(alive(a), dispatch=False) for a in assigns]
+        # A step the scheduler refuses fails alone; the other is committed.
+        first, *rest = assigns
+        committed = farm.submit(finished(first), dispatch=False)
         bad = farm.submit(refused, dispatch=False)
-        await asyncio.gather(*committed)
+        await committed
         with pytest.raises(SchedulerError):
             await bad
-        assert state() == {("assigned", True)}
+        assert state() == {("done", True), ("assigned", True)}
 
         # The disk refuses the group: every report in it fails, none is applied.
         with read_only(farm.store):
             results = await asyncio.gather(
-                *[farm.submit(finished(a)) for a in assigns], return_exceptions=True
+                *[farm.submit(finished(a)) for a in rest], return_exceptions=True
             )
         assert all(isinstance(result, StoreError) for result in results)
-        assert state() == {("assigned", True)}
+        assert state() == {("done", True), ("assigned", True)}
+        assert {farm.chunk(job_id, a.chunk).state for a in rest} == {"assigned"}  # type: ignore[union-attr]
 
 
 def noting(order: list[str], name: str) -> Callable[[float], Changes]:

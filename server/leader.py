@@ -86,9 +86,11 @@ COMMIT_FAILURE_LOG_INTERVAL = 10.0
 # estimates also move with the clock, so a cached copy is never older than this.
 JOB_LIST_TTL = 0.5
 # Seconds of reports applied in one group commit; the rest wait for the loop's next turn.
-# The group's dispatch and commit come on top, in proportion: with 300 agents a 15 ms
-# budget made turns of ~80 ms (/healthz p50), 5 ms ~30 ms, at the same chunks a second.
-GROUP_BUDGET = 0.005
+# The group's dispatch and commit come on top, in proportion, and so does the reading of
+# what the agents send back: with 300 agents a 15 ms budget made turns of ~80 ms (/healthz
+# p50), 5 ms ~30 ms, at the same chunks a second. Once steps got cheaper (ebaad59) 5 ms
+# held more of them and turns grew again (p99 48-59 ms); 3 ms: p99 40-44 ms (bench/README).
+GROUP_BUDGET = 0.003
 # After a restart, while restored nodes keep coming back, those not back yet count
 # as heard as of the last one: for at most this many node_timeouts from start-up (the
 # heaviest restart measured, 600 agents and CPU hogs, accepted its last at ~2.8).

@@ -319,9 +319,12 @@ async def serve(link: AgentLink) -> None:
         while ahead and (
             ahead[0][0].done() or len(ahead) >= FRAMES_AHEAD or bytes_ahead >= BYTES_AHEAD
         ):
-            # Done or failed, it has been dealt with (``_committed``); only wait.
+            # Done or failed, it has been dealt with (``_committed``); only wait. Not
+            # through asyncio.wait when it is done already: that still took the task off
+            # the loop for a turn, once a frame.
             committed, size = ahead.popleft()
-            await asyncio.wait([committed])
+            if not committed.done():
+                await asyncio.wait([committed])
             bytes_ahead -= size
         data = await receive_data(link.websocket)
         if data is None:

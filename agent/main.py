@@ -123,11 +123,12 @@ class Agent:
         self.state_dir = state_dir or default_state_dir(self.name)
         self._lock = lock_state(self.state_dir)
         self.staging = staging or default_staging_dir(self.name)
-        self.log_stream, self._handlers = agent_log.attach(self.state_dir, to_stderr=log_to_stderr)
+        self._logging = agent_log.attach(self.state_dir, to_stderr=log_to_stderr)
+        self.log_stream = self._logging.stream
         try:
             self.outbox = Outbox(self.state_dir / "outbox.jsonl")
         except OSError as exc:  # its files are made once, in full: a full disk says so here
-            agent_log.detach(self._handlers)
+            agent_log.detach(self._logging)
             os.close(self._lock)
             raise AgentError(
                 f"cannot keep the outbox in {self.state_dir}: {exc.strerror or exc}"
@@ -189,7 +190,7 @@ class Agent:
             # Renderers run in their own sessions: they would outlive the agent.
             await asyncio.shield(self.supervisor.kill_all("the agent stopped"))
             log.info("agent %s stopped", self.name)
-            agent_log.detach(self._handlers)
+            agent_log.detach(self._logging)
             os.close(self._lock)  # the next agent on this state folder may start
 
 

@@ -36,12 +36,12 @@ from urllib.parse import urlsplit
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 
+from farmtui.logqueue import logging_off_the_loop
 from farmtui.protocol import MAX_MESSAGE_BYTES
 from server.app import create_app
 from server.config import LeaderSettings
 from server.errors import LeaderError, StoreError
 from server.http_head import BoundedHttpToolsProtocol
-from server.logqueue import logging_off_the_loop
 from server.store import open_store
 from server.store_url import parse_store_url
 from server.sync_root import check_store_before_start

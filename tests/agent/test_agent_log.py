@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import errno
+import io
 import logging
+import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -14,8 +18,9 @@ from agent import agent_log
 def test_a_log_file_it_cannot_write_is_said_once_until_it_can_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    stream, handlers = agent_log.attach(tmp_path, to_stderr=False)
-    (log_file,) = [h for h in handlers if isinstance(h, agent_log.LogFile)]
+    attached = agent_log.attach(tmp_path, to_stderr=False)
+    stream = attached.stream
+    (log_file,) = [h for h in attached.handlers if isinstance(h, agent_log.LogFile)]
     logger = logging.getLogger(agent_log.LOGGER)
     try:
 
@@ -25,6 +30,7 @@ def test_a_log_file_it_cannot_write_is_said_once_until_it_can_again(
         monkeypatch.setattr(log_file, "flush", no_room)
         for n in range(20):
             logger.info("line %d", n)
+        attached.wait()
         said = capsys.readouterr().err
         assert said.count("\n") == 1, said
         assert "cannot write the agent log" in said
@@ -33,10 +39,51 @@ def test_a_log_file_it_cannot_write_is_said_once_until_it_can_again(
         assert len(stream.drain()) == 20, "the leader is still sent every line"
         monkeypatch.undo()
         logger.info("room again")
+        attached.wait()
         assert capsys.readouterr().err == ""
         monkeypatch.setattr(log_file, "flush", no_room)
         logger.info("full again")
+        attached.wait()
         assert capsys.readouterr().err.count("cannot write the agent log") == 1
     finally:
         monkeypatch.undo()
-        agent_log.detach(handlers)
+        agent_log.detach(attached)
+
+
+class StalledTerminal(io.StringIO):
+    """A stderr whose reader stopped (an SSH link gone quiet): a write waits for it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reading = threading.Event()
+
+    def write(self, text: str) -> int:
+        self.reading.wait(30)
+        return super().write(text)
+
+
+def test_a_stderr_nobody_reads_never_holds_the_agent_and_loses_no_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Written on the caller's thread (the event loop), the first line to a stalled
+    stderr held the agent: no heartbeat went out, its lease lapsed, its renders died."""
+    terminal = StalledTerminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    attached = agent_log.attach(tmp_path, to_stderr=True)
+    logger = logging.getLogger(agent_log.LOGGER)
+    try:
+        began = time.monotonic()
+        for n in range(200):
+            logger.info("chunk %d started", n)
+        assert time.monotonic() - began < 10, "logging waited for the terminal"
+        terminal.reading.set()
+        attached.wait()
+        lines = terminal.getvalue().splitlines()
+        assert lines == [f"INFO chunk {n} started" for n in range(200)]
+        written = (tmp_path / "agent.log").read_text().splitlines()
+        assert [line.split(": ", 1)[1] for line in written] == [
+            f"chunk {n} started" for n in range(200)
+        ]
+    finally:
+        terminal.reading.set()
+        agent_log.detach(attached)

@@ -409,7 +409,7 @@ def test_a_second_agent_on_the_same_state_folder_is_refused(tmp_path: Path) -> N
             capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
     finally:
-        agent_log.detach(first._handlers)
+        agent_log.detach(first._logging)
         os.close(first._lock)
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [

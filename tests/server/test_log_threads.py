@@ -18,10 +18,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from farmtui.logqueue import logging_off_the_loop
 from farmtui.protocol import EventView
 from server import logwriter
 from server.joblogs import JobLogs, events_path, iso_time
-from server.logqueue import logging_off_the_loop
 from server.logwriter import LogWriter
 from server.redaction import RedactTokens
 

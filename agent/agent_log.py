@@ -3,16 +3,22 @@
 The console's peer view shows any node's agent log; the link drains
 :class:`LogStream` every second or so and sends the lines as ``AgentLog``.
 
-The handlers are fed from a thread of their own (:mod:`farmtui.logqueue`): an
-agent run in a terminal whose reader stopped (an SSH link gone quiet) blocked
-on stderr, its event loop with it, so its heartbeats stopped, its lease
-lapsed and its renders were killed. Writing the lines on the loop was also a
-tenth of an agent's own work per short chunk.
+Lines to a stderr that may block (a terminal, a pipe, journald's socket) are
+written by a thread of their own (:mod:`farmtui.logqueue`): an agent in a
+terminal whose reader stopped (an SSH link gone quiet) blocked on its first
+write there, its event loop with it, so its heartbeats stopped, its lease
+lapsed and its renders were killed. The log file, the stream to the leader
+and a stderr that is a regular file are written where the line is logged:
+handing each line to a thread cost a short chunk a tenth of its rate
+(`scale.py` d, two lines a chunk), in the hand-over of the interpreter's
+lock, not in the writing.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import stat
 import sys
 from collections import deque
 from dataclasses import dataclass
@@ -73,17 +79,27 @@ class AgentLogging:
 
     stream: LogStream
     handlers: list[logging.Handler]
-    queued: logging.Handler
-    thread: LogThread
+    # What the logger was given: the handlers, stderr's through ``thread`` if it may block.
+    attached: list[logging.Handler]
+    thread: LogThread | None
 
     def wait(self) -> None:
         """Block until every line logged so far is written (tests; not on the loop)."""
-        self.thread.wait()
+        if self.thread is not None:
+            self.thread.wait()
+
+
+def may_block(stream: object) -> bool:
+    """Whether a write to ``stream`` can wait for a reader: anything but a regular file."""
+    try:
+        fileno = stream.fileno()  # type: ignore[attr-defined]
+        return not stat.S_ISREG(os.fstat(fileno).st_mode)
+    except (AttributeError, OSError, ValueError):  # no descriptor (io.UnsupportedOperation)
+        return True
 
 
 def attach(state_dir: Path, *, to_stderr: bool = True) -> AgentLogging:
-    """Send ``farmtui.agent`` logging to ``<state_dir>/agent.log``, a LogStream and stderr,
-    through a writer thread of its own."""
+    """Send ``farmtui.agent`` logging to ``<state_dir>/agent.log``, a LogStream and stderr."""
     state_dir.mkdir(parents=True, exist_ok=True)
     logger = logging.getLogger(LOGGER)
     logger.setLevel(logging.INFO)
@@ -91,19 +107,28 @@ def attach(state_dir: Path, *, to_stderr: bool = True) -> AgentLogging:
     file_handler = LogFile(state_dir / "agent.log")
     file_handler.setFormatter(logging.Formatter(FORMAT))
     handlers: list[logging.Handler] = [stream, file_handler]
+    attached = list(handlers)
+    thread: LogThread | None = None
     if to_stderr:
         console = logging.StreamHandler()
         console.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
         handlers.append(console)
-    thread = LogThread("farmtui-agent-log")
-    queued = thread.queued(handlers)
-    logger.addHandler(queued)
-    return AgentLogging(stream, handlers, queued, thread)
+        if may_block(console.stream):
+            thread = LogThread("farmtui-agent-log")
+            attached.append(thread.queued([console]))
+        else:
+            attached.append(console)
+    for handler in attached:
+        logger.addHandler(handler)
+    return AgentLogging(stream, handlers, attached, thread)
 
 
 def detach(logging_: AgentLogging) -> None:
     """Write what is queued, then close the handlers."""
-    logging.getLogger(LOGGER).removeHandler(logging_.queued)
-    logging_.thread.stop()
+    logger = logging.getLogger(LOGGER)
+    for handler in logging_.attached:
+        logger.removeHandler(handler)
+    if logging_.thread is not None:
+        logging_.thread.stop()
     for handler in logging_.handlers:
         handler.close()

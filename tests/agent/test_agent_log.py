@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import io
 import logging
+import os
 import sys
 import threading
 import time
@@ -87,3 +88,18 @@ def test_a_stderr_nobody_reads_never_holds_the_agent_and_loses_no_line(
     finally:
         terminal.reading.set()
         agent_log.detach(attached)
+
+
+def test_only_a_stderr_that_can_wait_for_a_reader_gets_a_thread(tmp_path: Path) -> None:
+    """A regular file never waits for a reader: its lines are written at once, with no
+    hand-over to a thread per line; a pipe or a terminal may wait."""
+    read_end, write_end = os.pipe()
+    try:
+        with open(write_end, "w", closefd=False) as pipe:
+            assert agent_log.may_block(pipe)
+        with open(tmp_path / "stderr.txt", "w") as regular:
+            assert not agent_log.may_block(regular)
+        assert agent_log.may_block(io.StringIO())  # no descriptor: assume the worst
+    finally:
+        os.close(read_end)
+        os.close(write_end)

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from io import TextIOWrapper
 from pathlib import Path
+from typing import NamedTuple
 
 from farmtui.protocol import ChunkFinished, EventView
 from server import logfiles
@@ -172,22 +173,8 @@ class _Files:
     ) -> None:
         self.write(relative, _started_header(job_id, chunk, attempt, node, command, now))
 
-    def write_footer(
-        self,
-        relative: str,
-        node: str,
-        finished: float,
-        started: float,
-        outcome: str,
-        timeout_kind: str,
-        exit_status: str,
-        reason: str,
-        missing: str,
-    ) -> None:
-        footer = _finished_footer(
-            node, finished, started, outcome, timeout_kind, exit_status, reason, missing
-        )
-        self.write_and_close(relative, footer)
+    def write_footer(self, relative: str, footer: Footer) -> None:
+        self.write_and_close(relative, _finished_footer(footer))
 
     def close_file(self, relative: str) -> None:
         handle = self._open.pop(relative, None)
@@ -227,27 +214,31 @@ class _Files:
         return logfiles.read_tail(self.root, relative, max_bytes)
 
 
-def _finished_footer(
-    node: str,
-    finished: float,
-    started: float,
-    outcome: str,
-    timeout_kind: str,
-    exit_status: str,
-    reason: str,
-    missing: str,
-) -> str:
-    duration = f"{finished - started:.3f}s" if started else "unknown"
+class Footer(NamedTuple):
+    """What a chunk log's footer says, as the loop queues it (plain values)."""
+
+    node: str
+    finished: float
+    started: float
+    outcome: str
+    timeout_kind: str
+    exit_status: str
+    reason: str
+    missing: str  # the frames not written, "1, 2, 30"
+
+
+def _finished_footer(f: Footer) -> str:
+    duration = f"{f.finished - f.started:.3f}s" if f.started else "unknown"
     footer = (
-        f"# finished: {iso_time(finished)} on {node}\n"
-        f"# outcome: {outcome}"
-        + (f" ({timeout_kind})" if timeout_kind else "")
-        + f"; exit status: {exit_status or 'none'}; duration: {duration}\n"
+        f"# finished: {iso_time(f.finished)} on {f.node}\n"
+        f"# outcome: {f.outcome}"
+        + (f" ({f.timeout_kind})" if f.timeout_kind else "")
+        + f"; exit status: {f.exit_status or 'none'}; duration: {duration}\n"
     )
-    if reason:
-        footer += f"# reason: {' '.join(reason.splitlines())}\n"
-    if missing:
-        footer += f"# missing frames: {missing}\n"
+    if f.reason:
+        footer += f"# reason: {' '.join(f.reason.splitlines())}\n"
+    if f.missing:
+        footer += f"# missing frames: {f.missing}\n"
     return footer
 
 
@@ -326,18 +317,17 @@ class JobLogs:
 
     def chunk_finished(self, report: ChunkFinished, node: str, now: float) -> None:
         relative = chunk_log_path(report.job_id, report.chunk, report.attempt)
-        self.writer.write(
-            self._append_footer,
-            relative,
-            node,
-            report.finished or now,
-            report.started,
-            report.outcome,
-            report.timeout_kind or "",
-            report.exit_status or "",
-            report.reason or "",
-            ", ".join(map(str, report.missing)),
+        footer = Footer(
+            node=node,
+            finished=report.finished or now,
+            started=report.started,
+            outcome=report.outcome,
+            timeout_kind=report.timeout_kind or "",
+            exit_status=report.exit_status or "",
+            reason=report.reason or "",
+            missing=", ".join(map(str, report.missing)),
         )
+        self.writer.write(self._append_footer, relative, footer)
 
     def forget_job(self, job_id: str) -> None:
         """Close the job's files and remove its log folder (after what was asked before)."""

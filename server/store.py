@@ -59,7 +59,6 @@ from server.store_url import parse_store_url
 __all__ = [
     "DISK_FULL",
     "SCHEMA_VERSION",
-    "WAL_SIZE_LIMIT",
     "FarmStore",
     "Fenced",
     "Store",
@@ -174,9 +173,6 @@ def farm_not_empty(where: str, counts: dict[str, int]) -> StoreError:
     return StoreError(f"{where} already holds a farm ({held}): migrate into an empty database")
 
 
-# Bytes of WAL kept once a checkpoint has caught up (the rest is given back).
-WAL_SIZE_LIMIT = 4 * 1024 * 1024
-
 _TABLES = ("jobs", "chunks", "nodes", "tokens", "settings")
 
 
@@ -192,10 +188,9 @@ class Store:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute(f"PRAGMA synchronous={synchronous.upper()}")
             self.db.execute("PRAGMA foreign_keys=ON")
-            # Checkpoints run on a thread (``server.checkpointer``), never in a commit;
-            # a WAL that starts again is cut back to this size.
+            # Checkpoints run on a thread (``server.checkpointer``), never in a commit,
+            # and so does cutting the WAL back (no journal_size_limit here).
             self.db.execute("PRAGMA wal_autocheckpoint=0")
-            self.db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
             self._migrate()
             persisted = [row[0] for row in self.db.execute("SELECT id FROM jobs")]
         except (sqlite3.Error, OSError) as exc:

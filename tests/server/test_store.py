@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import psycopg
 import pytest
 
@@ -142,6 +143,55 @@ def test_removed_jobs_are_deleted_with_their_chunks(store_url: str) -> None:
     store.save(scheduler.job_action(["job1"], "delete", "alice", 1002.0), scheduler)
     assert count(store_url, "jobs") == 0
     assert count(store_url, "chunks") == 0
+
+
+def busy_farm(jobs: dict[str, str]) -> tuple[Scheduler, Changes]:
+    """Jobs of the given frames, every chunk of them running (so every one has a row)."""
+    scheduler = Scheduler(SchedulerConfig())
+    changes = Changes()
+    for name, frames in jobs.items():
+        spec = msgspec.structs.replace(SPEC, frames=frames)
+        changes.merge(scheduler.submit(name, spec, "alice", 1000.0))
+    total = sum(len(scheduler.jobs[name].chunks) for name in jobs)
+    connected, _ = scheduler.node_connected(AgentHello(name="node1", slots=total), 1000.0)
+    changes.merge(connected)
+    while True:  # a pass assigns at most ASSIGN_BUDGET chunks
+        assigned = scheduler.dispatch(1000.0)
+        if not assigned.chunks:
+            break
+        changes.merge(assigned)
+    assert len(changes.chunks) == total
+    return scheduler, changes
+
+
+def test_hundreds_of_rows_are_saved_and_deleted_whole(store_url: str) -> None:
+    # SQLite writes them in batches of a power of two rows: 600 = 256 + 256 + 64 + 16 + 8.
+    scheduler, changes = busy_farm({"big": "1-600", "odd": "1-257", "one": "7"})
+    store = open_store(store_url)
+    store.save(changes, scheduler)
+    assert count(store_url, "chunks") == 600 + 257 + 1
+    jobs, _ = open_store(store_url).load()
+    saved = {job.id: [encode_chunk(c) for c in job.chunks] for job in jobs}
+    assert saved == {
+        job_id: [encode_chunk(c) for c in scheduler.jobs[job_id].chunks]
+        for job_id in ("big", "odd", "one")
+    }
+    store.save(scheduler.job_action(["big", "one"], "delete", "alice", 1002.0), scheduler)
+    assert query(store_url, "SELECT id FROM jobs") == [("odd",)]
+    assert count(store_url, "chunks") == 257
+
+
+def test_a_sqlite_commit_takes_a_few_statements_not_one_a_row(tmp_path: Path) -> None:
+    # executemany steps SQLite once a row, letting go of the GIL each time: beside a
+    # busy thread the loop waited up to 5 ms to get it back, once a row.
+    scheduler, changes = busy_farm({"big": "1-1000"})
+    store = Store(tmp_path / "farm.db")
+    statements: list[str] = []
+    store.db.set_trace_callback(statements.append)
+    store.save(changes, scheduler)
+    inserts = [s for s in statements if s.startswith("INSERT OR REPLACE INTO chunks")]
+    assert len(inserts) == 7  # 256 + 256 + 256 + 128 + 64 + 32 + 8
+    assert count(f"sqlite:{tmp_path / 'farm.db'}", "chunks") == 1000
 
 
 def test_nothing_to_save_is_no_transaction(store_url: str) -> None:

@@ -18,6 +18,8 @@ import logging
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from server.doorway import doorway
+
 log = logging.getLogger("farmtui.leader.http")
 
 # Far above any head a farm client sends (a token, a few headers, a path with a job id).
@@ -32,7 +34,8 @@ _refusals_logged = 0
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
-    """``HttpToolsProtocol`` within the bounds above."""
+    """``HttpToolsProtocol`` within the bounds above, its first read let in by the
+    loop's ``server.doorway``."""
 
     # Whether a request's head is being read, and how many bytes it has had so far.
     # Counted a whole read at a time: the bytes of a read that begins a head after
@@ -44,7 +47,21 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     # wants, its trailers): read only to reach the next request, so bounded too.
     _unwanted_bytes = 0
 
+    # Until the doorway lets the connection in: what it sent meanwhile (one read, as
+    # reading stops at once), and whether it waits in line.
+    _let_in = False
+    _waits = False
+    _held = b""
+
     def data_received(self, data: bytes) -> None:
+        if not self._let_in:
+            if not self._waits and doorway(self.loop).enter(self):
+                self._let_in = True
+            else:
+                self._waits = True
+                self._held += data
+                self.transport.pause_reading()
+                return
         if self._in_head:
             self._head_bytes += len(data)
         elif self.cycle is not None and self.cycle.response_complete:
@@ -55,6 +72,15 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().data_received(data)  # a parser callback's error: uvicorn answers 400, closes
         if self._in_head and self._head_bytes > MAX_HEAD:
             self._refuse(f"request head over {MAX_HEAD // 1024} KiB")
+
+    def come_in(self) -> None:
+        self._let_in, self._waits = True, False
+        held, self._held = self._held, b""
+        self.transport.resume_reading()
+        self.data_received(held)
+
+    def gone(self) -> bool:
+        return bool(self.transport.is_closing())
 
     def on_headers_complete(self) -> None:
         self._in_head = False

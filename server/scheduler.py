@@ -163,8 +163,9 @@ def _noting(
 # Chunks one dispatch pass assigns at most; the leader runs the next pass at once, as a
 # group of its own, so an idle farm of hundreds of nodes is filled in several turns of
 # the event loop, not one long one (2,400 assignments: ~35 ms of the pass alone, the
-# same again to commit and announce them).
-ASSIGN_BUDGET = 512
+# same again to commit and announce them). With 300 agents starting at once, passes of
+# 512 made turns of 45-65 ms; in steady state a pass assigns 40-100 (scale.py c1).
+ASSIGN_BUDGET = 256
 
 
 class _NodePicker:

@@ -392,9 +392,9 @@ def _batched(
     ``executemany`` steps SQLite once a row, and each step lets go of the GIL. With
     another thread busy (the job logs' writer, at thousands of chunks a second) the
     event loop then waited up to a switch interval (5 ms) to get it back, once a row:
-    a 200-row commit beside a busy thread took 296 ms, against 11 ms in two statements
-    (bench/README.md). A batch holds a power of two of rows, so SQLite's statement
-    cache keeps a handful of statements a table.
+    beside a thread busy in Python a 200-row commit took 326 ms at the median, in
+    batches 22 ms (``bench/gil_convoy.py``). A batch holds a power of two of rows, so
+    SQLite's statement cache keeps a handful of statements a table.
     """
     done = 0
     while done < len(rows):

@@ -16,8 +16,12 @@ A connection is let in once: what it sends afterwards is read as it comes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from collections import deque
 from typing import Protocol
+
+log = logging.getLogger("farmtui.leader.http")
 
 # New connections let in a turn. A WebSocket handshake with its link's start and
 # hello costs 0.15-0.3 ms here: 32 of them are a few milliseconds of a turn.
@@ -32,6 +36,9 @@ class Waiting(Protocol):
 
     def gone(self) -> bool:
         """Whether the connection was closed while it waited."""
+
+    def close(self) -> None:
+        """Drop the connection (its ``come_in`` failed)."""
 
 
 class Doorway:
@@ -69,7 +76,12 @@ class Doorway:
             if connection.gone():
                 continue
             self._room -= 1
-            connection.come_in()
+            try:
+                connection.come_in()
+            except Exception:  # one connection's fault must not leave the line waiting
+                log.exception("a connection let in failed")
+                with contextlib.suppress(Exception):
+                    connection.close()
         if self.line or self._room < self.per_turn:
             # Those let in used this turn's room: the next turn starts with it whole.
             self._next_turn()

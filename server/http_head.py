@@ -82,6 +82,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def gone(self) -> bool:
         return bool(self.transport.is_closing())
 
+    def close(self) -> None:
+        self.transport.close()
+
     def on_headers_complete(self) -> None:
         self._in_head = False
         waiting = self.cycle is not None and not self.cycle.response_complete

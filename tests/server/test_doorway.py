@@ -29,6 +29,14 @@ class Connection:
     def gone(self) -> bool:
         return self.closed
 
+    def close(self) -> None:
+        self.closed = True
+
+
+class Faulty(Connection):
+    def come_in(self) -> None:
+        raise RuntimeError("its first read failed")
+
 
 async def test_a_crowd_comes_in_a_few_a_turn_in_the_order_it_came() -> None:
     door = Doorway(asyncio.get_running_loop())
@@ -61,6 +69,21 @@ async def test_one_who_comes_after_a_line_waits_behind_it() -> None:
     assert not door.enter(late)
     await asyncio.sleep(0)
     assert [name for _, name in log] == [2, 4]
+
+
+async def test_one_that_fails_to_come_in_is_dropped_and_the_line_goes_on() -> None:
+    door = Doorway(asyncio.get_running_loop(), per_turn=1)
+    log: list[tuple[int, int]] = []
+    turn = [0]
+    assert door.enter(Connection(0, log, turn))
+    faulty = Faulty(1, log, turn)
+    rest = [Connection(n, log, turn) for n in (2, 3)]
+    assert not any(door.enter(c) for c in [faulty, *rest])
+    for _ in range(3):  # one a turn
+        await asyncio.sleep(0)
+    assert not door.line
+    assert faulty.closed
+    assert [name for _, name in log] == [2, 3]
 
 
 async def test_hundreds_of_connections_at_once_are_all_answered(

@@ -271,7 +271,7 @@ def test_a_libpq_keyword_string_is_refused_not_taken_for_a_sqlite_path() -> None
 
 
 def _fill(store: Store, batch: int, names: int = 10**9) -> None:
-    """One commit of 20 rows of 2 KB (about 40 KB of WAL)."""
+    """One commit of 20 rows of 2 KB."""
     with store.db:
         store.db.executemany(
             "INSERT OR REPLACE INTO nodes (name, data) VALUES (?, ?)",

@@ -1316,6 +1316,7 @@ def main() -> int:
                 profile = {"scenario": key, **(top_functions(raw) if raw.exists() else {})}
                 if raw.exists():  # py-spy's collapsed stacks, for a flame graph or a closer look
                     kept = args.out.parent / f"profile-{key}.txt"
+                    kept.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copyfile(raw, kept)
                     say(f"  the stacks: {kept}")
                 for name, share in profile.get("self", [])[:15]:

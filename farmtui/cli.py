@@ -970,9 +970,7 @@ def _build_parser(only: str | None) -> Parser:
         up.add_argument("--root", metavar="DIR", help="sync root (default <data>/root)")
         up.add_argument("--port", type=port_number, default=DEFAULT_PORT, metavar="P")
         up.add_argument("--agents", type=int, default=2, metavar="N")
-        up.add_argument(
-            "--slots", type=slot_count, default=1, metavar="K", help="slots per agent"
-        )
+        up.add_argument("--slots", type=slot_count, default=1, metavar="K", help="slots per agent")
         up.add_argument("--demo", action="store_true", help="submit a few demo jobs")
         up.add_argument(
             "--no-console",

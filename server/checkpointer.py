@@ -55,9 +55,7 @@ class Checkpointer:
         self.path = path
         self.wal = path.with_name(path.name + "-wal")
         self.interval = interval
-        self.checkpoints = 0
         self.restarts = 0
-        self.truncations = 0
         self._stop = threading.Event()
         self._last_error = ""
         self._thread = threading.Thread(target=self._run, name="farmtui-checkpoint", daemon=True)
@@ -109,7 +107,6 @@ class Checkpointer:
     def _checkpoint(self, db: sqlite3.Connection) -> None:
         try:
             (_, pages, copied) = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()[0]
-            self.checkpoints += 1
             size = self._wal_size()
             if size > FORCE_RESTART_BYTES or (
                 size > RESTART_BYTES and pages - copied <= RESTART_FRAMES_LEFT
@@ -131,9 +128,8 @@ class Checkpointer:
             self._last_error = str(exc)
 
     def _truncate(self, db: sqlite3.Connection) -> None:
+        # Busy (a reader or a writer came meanwhile): the WAL is left, and tried next round.
         try:
-            (busy, _, _) = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()[0]
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         except sqlite3.Error as exc:
             self._failed(exc)
-            return
-        self.truncations += not busy  # busy (a reader or a writer came): next round

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ from server.store import (
 )
 from server.store_postgres import PostgresStore
 from server.store_url import parse_store_url, redacted, scrubbed
+from tests.e2e.e2e_support import wait_until
 
 SPEC = JobSpec(name="shot", frames="1-100", chunk=1, argv=["render"], output="r/f_####.png")
 
@@ -279,13 +279,6 @@ def _fill(store: Store, batch: int, names: int = 10**9) -> None:
         )
 
 
-def _wait_for(condition: Callable[[], bool], what: str, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.02)  # poll
-
-
 def test_commits_leave_checkpoints_to_a_thread_and_the_wal_gives_its_space_back(
     tmp_path: Path,
 ) -> None:
@@ -299,7 +292,7 @@ def test_commits_leave_checkpoints_to_a_thread_and_the_wal_gives_its_space_back(
     for batch in range(200):  # ~8 MB through the WAL
         _fill(store, batch)
     assert wal.stat().st_size > 4 * 1024 * 1024
-    _wait_for(lambda: wal.stat().st_size == 0, "the WAL of an idle store was never emptied")
+    wait_until(lambda: wal.stat().st_size == 0, what="the WAL of an idle store to be emptied")
     store.close()
     assert (
         Store(tmp_path / "farm.db").db.execute("SELECT COUNT(*) FROM nodes").fetchone()[0] == 4000

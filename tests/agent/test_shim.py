@@ -423,7 +423,11 @@ async def test_a_shim_killed_with_sigkill_is_reported_as_dead(
     assert sorted(find_marked(tree.marker)) == sorted(tree.pids)
     report = await kill_tree(tree.marker, grace=0.1, keep={tree.shim.shim_pid})
     assert report.complete
-    assert [pid for pid in tree.pids if not _dead(pid)] == []
+    # A process killed is out of sight by its marker (its environment is freed) a moment
+    # before it is a zombie: a loaded CI machine saw one still "running" right here.
+    await eventually(
+        lambda: [pid for pid in tree.pids if not _dead(pid)] == [], what="the tree to be dead"
+    )
 
 
 async def test_status_lines_it_does_not_know_are_logged_and_ignored(

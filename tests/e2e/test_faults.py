@@ -152,9 +152,12 @@ def test_leader_killed_and_restarted(make_farm: FarmMaker, moment: str) -> None:
             # Finished while the leader was down: credited, with its one attempt.
             assert [a["outcome"] for a in chunk["attempts"]] == ["done"], attempt_summary(detail)
         for attempt in chunk["attempts"]:
-            if attempt["outcome"] == "killed":
+            reason = attempt["reason"] or ""
+            if attempt["outcome"] == "killed" and not reason.startswith("not started:"):
                 # Only a leader away longer than the lease may stop a render in flight.
-                assert "lease" in (attempt["reason"] or ""), attempt_summary(detail)
+                # A chunk handed out ahead may be taken back before its renderer starts
+                # (on a loaded machine the 0.5 s renders measure slow): no render stopped.
+                assert "lease" in reason, attempt_summary(detail)
     if moment == "as_chunks_finish":
         assert ended_meanwhile, "no chunk finished while the leader was down"
 

@@ -41,6 +41,7 @@ from farmtui.protocol import MAX_MESSAGE_BYTES
 from server.app import create_app
 from server.config import LeaderSettings
 from server.errors import LeaderError, StoreError
+from server.handshakes import LeaderServer
 from server.http_head import BoundedHttpToolsProtocol
 from server.store import open_store
 from server.store_url import parse_store_url
@@ -146,7 +147,7 @@ def run_leader(
             while True:
                 stepped_down = threading.Event()
                 serving: list[uvicorn.Server] = []
-                server = uvicorn.Server(
+                server = LeaderServer(
                     uvicorn_config(
                         dataclasses.replace(
                             settings,

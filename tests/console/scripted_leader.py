@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
-import uvicorn
 from starlette.applications import Starlette
 
 import server.console_link
@@ -42,6 +41,7 @@ from farmtui.protocol import (
     Timeouts,
 )
 from server.config import LeaderConfig, LeaderSettings
+from server.handshakes import LeaderServer
 from server.leader import Leader
 from server.main import uvicorn_config
 from server.model import Changes
@@ -91,7 +91,7 @@ class LeaderThread:
         settings = LeaderSettings(
             data=base / "boot" / "data", root=base / "boot" / "root", port=self.port, config=CONFIG
         )
-        self.server = uvicorn.Server(uvicorn_config(settings, log_config=False))
+        self.server = LeaderServer(uvicorn_config(settings, log_config=False))
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.serving = asyncio.run_coroutine_threadsafe(

@@ -27,6 +27,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from server.config import LeaderConfig, LeaderSettings
+from server.handshakes import LeaderServer
 from server.leader import Leader
 from server.main import uvicorn_config
 
@@ -113,7 +114,7 @@ async def leader_in_process(
         tls_cert=tls[0] if tls else None,
         tls_key=tls[1] if tls else None,
     )
-    server = uvicorn.Server(uvicorn_config(settings, log_config=False))
+    server = LeaderServer(uvicorn_config(settings, log_config=False))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     scheme = "https" if tls else "http"
     farm = InProcessLeader(

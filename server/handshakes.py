@@ -1,0 +1,209 @@
+"""TLS connections are accepted by the leader itself, and their handshakes begun a few a turn.
+
+A TLS handshake costs the leader about 0.6 ms of CPU (the signature of its
+RSA-2048 key), spent when the client's first message, its ClientHello, is read.
+Served the usual way (uvicorn's ``loop.create_server(ssl=...)``), every
+connection accepted in a turn of the event loop began its handshake in the
+next: a storm of 1,500 TLS connections held the loop 740 ms, and ``server.doorway``,
+which lets connections' first reads in a few a turn, only sees a connection
+once its handshake is done.
+
+So with TLS the leader accepts connections itself (``HandshakeDoor``). An
+accepted connection is not read until its first bytes arrive; one that stays
+silent for ``SILENT_FOR`` seconds is closed. Then it waits at a door of its own
+(a ``Doorway`` letting ``PER_TURN`` in a turn, in the order they spoke), and
+only then is its handshake begun (``loop.connect_accepted_socket``), by the
+loop's own TLS, with uvicorn's protocol on top as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import functools
+import logging
+import socket
+import ssl
+from collections.abc import Callable, Sequence
+
+import uvicorn
+
+from server.doorway import Doorway
+
+log = logging.getLogger("farmtui.leader.http")
+
+# Handshakes begun a turn: 8 x 0.6 ms, a few milliseconds of a turn. A turn with
+# nothing else to do then begins about 1,500 a second.
+PER_TURN = 8
+# Connections accepted a turn: accepting is cheap (a system call, a reader).
+ACCEPTS_PER_TURN = 64
+# A connection that sends nothing for this long is closed unread.
+SILENT_FOR = 10.0
+# From its first bytes to a finished handshake (asyncio's default is 60 s).
+HANDSHAKE_WITHIN = 10.0
+# Out of file descriptors: accepting stops this long (as asyncio's own servers do).
+ACCEPT_RETRY_AFTER = 1.0
+# accept() failures that say the process or the system is out of something.
+OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+
+
+class HandshakeDoor:
+    """Accepts TLS connections on one listening socket (see the module's docstring).
+
+    Stands in for the ``asyncio.Server`` uvicorn would have made: uvicorn calls
+    ``close`` and then ``wait_closed`` when it shuts down.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        listening: socket.socket,
+        context: ssl.SSLContext,
+        protocol: Callable[[], asyncio.Protocol],
+        backlog: int = 2048,
+        per_turn: int = PER_TURN,
+    ) -> None:
+        self.loop = loop
+        self.listening = listening
+        self.context = context
+        self.protocol = protocol
+        self.backlog = backlog
+        self.door = Doorway(loop, per_turn)
+        # Accepted and silent so far: each with the timer that closes it.
+        self.silent: dict[socket.socket, asyncio.TimerHandle] = {}
+        self.handshakes: set[asyncio.Task[None]] = set()
+        self.closed = False
+        self._out_of_resources_logged = False
+
+    def start(self) -> None:
+        self.listening.setblocking(False)
+        self.listening.listen(self.backlog)  # as create_server does: listening already or not
+        self.loop.add_reader(self.listening.fileno(), self._accept)
+
+    def _accept(self) -> None:
+        for _ in range(ACCEPTS_PER_TURN):
+            try:
+                connection, _ = self.listening.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in OUT_OF_RESOURCES:
+                    self._pause_accepting(exc)
+                    return
+                continue  # that one connection's trouble (it was reset before accept)
+            connection.setblocking(False)
+            with contextlib.suppress(OSError):  # Nagle would hold small replies 40 ms
+                connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.silent[connection] = self.loop.call_later(SILENT_FOR, self._drop, connection)
+            self.loop.add_reader(connection.fileno(), self._spoke, connection)
+
+    def _pause_accepting(self, exc: OSError) -> None:
+        if not self._out_of_resources_logged:  # once: a storm must not fill the log
+            self._out_of_resources_logged = True
+            log.error("accepting connections paused %g s: %s", ACCEPT_RETRY_AFTER, exc.strerror)
+        self.loop.remove_reader(self.listening.fileno())
+        self.loop.call_later(ACCEPT_RETRY_AFTER, self._resume_accepting)
+
+    def _resume_accepting(self) -> None:
+        if not self.closed:
+            self.loop.add_reader(self.listening.fileno(), self._accept)
+
+    def _stop_listening_for(self, connection: socket.socket) -> None:
+        self.loop.remove_reader(connection.fileno())
+        self.silent.pop(connection).cancel()
+
+    def _drop(self, connection: socket.socket) -> None:
+        """Silent for ``SILENT_FOR``: closed unread."""
+        self._stop_listening_for(connection)
+        connection.close()
+
+    def _spoke(self, connection: socket.socket) -> None:
+        self._stop_listening_for(connection)
+        waiting = _Spoken(self, connection)
+        if self.door.enter(waiting):
+            waiting.come_in()
+
+    def begin_handshake(self, connection: socket.socket) -> None:
+        task = self.loop.create_task(self._handshake(connection))
+        self.handshakes.add(task)
+        task.add_done_callback(self.handshakes.discard)
+
+    async def _handshake(self, connection: socket.socket) -> None:
+        try:
+            await self.loop.connect_accepted_socket(
+                self.protocol,
+                connection,
+                ssl=self.context,
+                ssl_handshake_timeout=HANDSHAKE_WITHIN,
+            )
+        except (OSError, ssl.SSLError, TimeoutError, EOFError) as exc:
+            # Not TLS, a client that went away, a certificate it refused: the loop
+            # closed the connection; nothing to answer, and no log line an attack
+            # could repeat.
+            log.debug("a TLS handshake failed: %s", exc)
+
+    def close(self) -> None:
+        """Stop accepting and drop those not yet in (as ``asyncio.Server.close``)."""
+        if self.closed:
+            return
+        self.closed = True
+        with contextlib.suppress(ValueError, OSError):  # closed already
+            self.loop.remove_reader(self.listening.fileno())
+        self.listening.close()
+        for connection in list(self.silent):
+            self._drop(connection)
+        while self.door.line:
+            self.door.line.popleft().close()
+        for task in self.handshakes:
+            task.cancel()
+
+    async def wait_closed(self) -> None:
+        await asyncio.gather(*self.handshakes, return_exceptions=True)
+
+
+class _Spoken:
+    """A connection whose first bytes came: it waits at the door for its handshake."""
+
+    def __init__(self, door: HandshakeDoor, connection: socket.socket) -> None:
+        self.door = door
+        self.connection = connection
+
+    def come_in(self) -> None:
+        if self.door.closed:
+            self.connection.close()
+        else:
+            self.door.begin_handshake(self.connection)
+
+    def gone(self) -> bool:
+        return self.connection.fileno() == -1
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+class LeaderServer(uvicorn.Server):
+    """uvicorn's server; with TLS, its connections come in through ``HandshakeDoor``."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        context = self.config.ssl
+        if context is None or not sockets:
+            await super().startup(sockets)
+            return
+        # uvicorn's start-up (the app's lifespan) with no server of its own ...
+        await super().startup(sockets=[])
+        config, loop = self.config, asyncio.get_running_loop()
+        # As uvicorn's own start-up makes its protocols.
+        protocol = functools.partial(
+            config.http_protocol_class,  # type: ignore[call-arg]
+            config=config,
+            server_state=self.server_state,
+            app_state=self.lifespan.state,
+        )
+        # ... and one door a socket in the place of the servers it shuts down.
+        doors: Sequence[HandshakeDoor] = [
+            HandshakeDoor(loop, sock, context, protocol, config.backlog) for sock in sockets
+        ]
+        for door in doors:
+            door.start()
+        self.servers.extend(doors)  # type: ignore[arg-type]

@@ -9,8 +9,10 @@ watchdog makes such stalls visible:
 - a thread checks the beats; once the loop has missed more than ``threshold``
   seconds of them it takes the loop thread's stack (``sys._current_frames``),
   which names the function that is holding the loop;
-- when the loop beats again, the stall is logged with its length and that
-  stack, and counted in ``stalls`` / ``longest``.
+- when the loop beats again, the stall is logged with its length, how much
+  of it the loop's thread spent on the CPU (much less than the stall: the
+  machine or another thread held it back, not the leader's own work) and
+  that stack, and counted in ``stalls`` / ``longest``.
 
 The cyclic garbage collector holds the interpreter while it runs, so the
 thread cannot look then; its pauses over ``threshold`` are logged apart
@@ -48,6 +50,7 @@ class LoopWatchdog:
         self.stalls = 0
         self.longest = 0.0
         self._beat = clock()
+        self._beat_cpu = time.thread_time()  # the loop thread's CPU time at the last beat
         self._loop_thread: int | None = None
         self._where: str | None = None  # the loop's stack, taken during the current stall
         self._stopped = threading.Event()
@@ -59,6 +62,7 @@ class LoopWatchdog:
         """Beat on the loop until cancelled; the checking thread lives as long."""
         self._loop_thread = threading.get_ident()
         self._beat = self.clock()
+        self._beat_cpu = time.thread_time()
         self._stopped.clear()
         self._thread = threading.Thread(target=self._watch, name="loop-watchdog", daemon=True)
         self._thread.start()
@@ -88,17 +92,19 @@ class LoopWatchdog:
             )
 
     def _beat_now(self) -> None:
-        now = self.clock()
+        now, cpu = self.clock(), time.thread_time()
         late = now - self._beat - self.interval
-        self._beat = now
+        worked = cpu - self._beat_cpu
+        self._beat, self._beat_cpu = now, cpu
         if late <= self.threshold:
             return
         self.stalls += 1
         self.longest = max(self.longest, late)
         where, self._where = self._where, None
         log.warning(
-            "the event loop stalled for %.0f ms; it was running:\n%s",
+            "the event loop stalled for %.0f ms (%.0f ms of it on the CPU); it was running:\n%s",
             late * 1000,
+            min(worked, late) * 1000,
             where or "  (not caught: the stall ended before the watchdog looked)",
         )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 
 import pytest
@@ -32,6 +33,32 @@ async def test_a_stall_is_logged_with_the_function_that_held_the_loop(
     assert 0.3 <= watchdog.longest < 5
     [record] = [r for r in caplog.records if "stalled" in r.getMessage()]
     assert "block_the_loop_on_purpose" in record.getMessage()
+    # Asleep, not working: the log says the loop's thread hardly used the CPU.
+    assert re.search(r"stalled for \d+ ms \(\d ms of it on the CPU\)", record.getMessage())
+
+
+def work_on_the_loop(seconds: float) -> None:
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+
+
+async def test_a_stall_of_work_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, "farmtui.leader.watchdog")
+    watchdog = LoopWatchdog(threshold=0.1, interval=0.01)
+    task = asyncio.create_task(watchdog.run())
+    try:
+        await asyncio.sleep(0)
+        work_on_the_loop(0.3)
+        await wait_for(lambda: watchdog.stalls == 1, what="the stall to be counted")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    [record] = [r for r in caplog.records if "stalled" in r.getMessage()]
+    found = re.search(r"stalled for (\d+) ms \((\d+) ms of it on the CPU\)", record.getMessage())
+    assert found is not None
+    assert int(found[2]) >= 290  # its CPU time, however long the machine kept it waiting
+    assert "work_on_the_loop" in record.getMessage()
 
 
 async def test_a_loop_that_keeps_up_logs_nothing(caplog: pytest.LogCaptureFixture) -> None:

@@ -166,6 +166,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--handshakes", type=int, default=1500)
     parser.add_argument("--tree", type=Path, action="append", help="default: this checkout")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "tls_storm.json")
     args = parser.parse_args()
     if shutil.which("openssl") is None:
         print("needs openssl to make a certificate", file=sys.stderr)
@@ -186,6 +187,8 @@ def main() -> int:
                     f"stalls over 100 ms {record['stalls']} (longest {record['stall_max_ms']} ms)",
                     flush=True,
                 )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({str(tree): runs for tree, runs in results.items()}, indent=2))
     print(f"\nmedians of {args.runs} runs, {args.handshakes} TLS handshakes at once:")
     for tree, records in results.items():
         keys = [key for key in records[0] if key != "stall_max_ms"]

@@ -9,11 +9,14 @@ and every other request waited. So, past these bounds a connection is
 closed: a head past ``MAX_HEAD`` (answered 431), more than ``MAX_PIPELINED``
 requests sent ahead of their answers (answered 400), and more than
 ``MAX_UNWANTED`` bytes of a request sent after it was answered (trailers, a
-refused upload's body).
+refused upload's body). A connection that sends nothing within
+``FIRST_BYTES_WITHIN`` of being made is closed: uvicorn times a connection
+out only once it has answered a request, so silent ones were held for ever.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -28,6 +31,8 @@ MAX_HEAD = 64 * 1024
 MAX_PIPELINED = 64
 # Bytes of a request read after it was answered (a refused upload's body, trailers).
 MAX_UNWANTED = 1024 * 1024
+# A new connection's first bytes (after TLS, its first request) come within this.
+FIRST_BYTES_WITHIN = 10.0
 # Refusals logged in a leader's life: one a connection would let an attack fill the log.
 MAX_REFUSALS_LOGGED = 100
 _refusals_logged = 0
@@ -52,8 +57,21 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     _let_in = False
     _waits = False
     _held = b""
+    _silent: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._silent = self.loop.call_later(FIRST_BYTES_WITHIN, transport.close)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._silent is not None:
+            self._silent.cancel()
+        super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._silent is not None:
+            self._silent.cancel()
+            self._silent = None
         if not self._let_in:
             if not self._waits and doorway(self.loop).enter(self):
                 self._let_in = True

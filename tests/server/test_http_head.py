@@ -11,7 +11,9 @@ import asyncio
 from urllib.parse import urlsplit
 
 import httpx
+import pytest
 
+from server import http_head
 from server.http_head import MAX_HEAD
 from tests.helpers.leader import InProcessLeader
 
@@ -124,3 +126,24 @@ async def test_a_request_that_goes_on_after_its_answer_is_cut_off(
         writer.close()
     assert answer.startswith(b"HTTP/1.1 401 "), answer[:200]
     assert sent < 4 * MAX_UNWANTED, f"the leader read {sent} bytes after answering"
+
+
+async def test_a_connection_that_never_speaks_is_closed(
+    leader: InProcessLeader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # uvicorn times a connection out only after an answer: a silent one was held for ever.
+    monkeypatch.setattr(http_head, "FIRST_BYTES_WITHIN", 0.3)
+    silent_reader, silent = await _open(leader)
+    talking_reader, talking = await _open(leader)
+    talking.write(b"GET /healthz HTTP/1.1\r\nHost: farm\r\n\r\n")
+    try:
+        async with asyncio.timeout(DEADLINE):
+            assert await silent_reader.read() == b""  # closed by the leader
+            # One that spoke keeps its connection past that (uvicorn's keep-alive is 5 s).
+            for _ in range(2):
+                assert (await talking_reader.readline()).startswith(b"HTTP/1.1 200 ")
+                await talking_reader.readuntil(b"}")  # the rest of the answer
+                talking.write(b"GET /healthz HTTP/1.1\r\nHost: farm\r\n\r\n")
+    finally:
+        silent.close()
+        talking.close()

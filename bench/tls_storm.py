@@ -33,6 +33,9 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.helpers.tls import self_signed_certificate  # noqa: E402
 
 # The leader from a given tree, whatever farmtui is installed (an editable install's
 # finder would otherwise import this checkout's code).
@@ -84,18 +87,6 @@ async def main():
     print(json.dumps({"seconds": time.perf_counter() - began, "answered": answered}))
 asyncio.run(main())
 """
-
-
-def certificate(folder: Path) -> tuple[Path, Path]:
-    cert, key = folder / "leader.crt", folder / "leader.key"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
-        + ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
-        + ["-keyout", str(key), "-out", str(cert)],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
 
 
 def free_port() -> int:
@@ -175,7 +166,7 @@ def main() -> int:
     results: dict[Path, list[dict[str, Any]]] = {tree: [] for tree in trees}
     with tempfile.TemporaryDirectory(prefix="tls-storm-") as folder:
         tmp = Path(folder)
-        tls = certificate(tmp)
+        tls = self_signed_certificate(tmp)
         for run in range(1, args.runs + 1):
             for tree in trees:
                 record = one_run(tree, args.handshakes, tls, tmp)

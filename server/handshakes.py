@@ -41,8 +41,8 @@ from server.doorway import Doorway
 
 log = logging.getLogger("farmtui.leader.http")
 
-# Handshakes begun a turn: 8 x 0.6 ms, a few milliseconds of a turn. A turn with
-# nothing else to do then begins about 1,500 a second.
+# Handshakes begun a turn: 8 x 0.6 ms, a few milliseconds of a turn. A storm is
+# then answered at about 1,000 a second here (bench/tls_storm.py).
 PER_TURN = 8
 # Connections accepted a turn: accepting is cheap (a system call, a reader).
 ACCEPTS_PER_TURN = 64

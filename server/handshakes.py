@@ -129,10 +129,11 @@ class HandshakeDoor:
             self._out_of_resources_logged = True
             log.error("accepting connections paused %g s: %s", ACCEPT_RETRY_AFTER, exc.strerror)
         self.stop_accepting()
-        self.loop.call_later(ACCEPT_RETRY_AFTER, self.start_accepting)
+        self.loop.call_later(ACCEPT_RETRY_AFTER, self._check_line)
 
     def _check_line(self) -> None:
-        """Accepting stopped for a full line: start again once half of it is through."""
+        """Accepting stopped (a full line, or out of descriptors): start again once at
+        most half of ``MAX_WAITING`` wait."""
         if self.closed:
             return
         if len(self.door.line) <= MAX_WAITING // 2:

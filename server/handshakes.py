@@ -55,6 +55,8 @@ HANDSHAKE_WITHIN = 10.0
 MAX_WAITING = 256
 # Out of file descriptors: accepting stops this long (as asyncio's own servers do).
 ACCEPT_RETRY_AFTER = 1.0
+# Running out of descriptors is logged at most this often: a storm must not fill the log.
+PAUSE_LOGGED_EVERY = 10.0
 # How often a full line is looked at again, to accept once it has room.
 LINE_CHECK_EVERY = 0.02
 # accept() failures that say the process or the system is out of something.
@@ -88,8 +90,8 @@ class HandshakeDoor:
         self.handshakes: set[asyncio.Task[None]] = set()
         self.closed = False
         self.accepting = False
-        # Whether running out of descriptors was logged: once until an accept works again.
-        self._out_of_resources_logged = False
+        # When running out of descriptors was last logged (the loop's clock).
+        self._pause_logged_at: float | None = None
 
     def start(self) -> None:
         self.listening.setblocking(False)
@@ -117,7 +119,6 @@ class HandshakeDoor:
                     self._pause_accepting(exc)
                     return
                 continue  # that one connection's trouble (it was reset before accept)
-            self._out_of_resources_logged = False
             connection.setblocking(False)
             with contextlib.suppress(OSError):  # Nagle would hold small replies 40 ms
                 connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -125,8 +126,9 @@ class HandshakeDoor:
             self.loop.add_reader(connection.fileno(), self._spoke, connection)
 
     def _pause_accepting(self, exc: OSError) -> None:
-        if not self._out_of_resources_logged:  # once a bout: a storm must not fill the log
-            self._out_of_resources_logged = True
+        now = self.loop.time()
+        if self._pause_logged_at is None or now - self._pause_logged_at >= PAUSE_LOGGED_EVERY:
+            self._pause_logged_at = now
             log.error("accepting connections paused %g s: %s", ACCEPT_RETRY_AFTER, exc.strerror)
         self.stop_accepting()
         self.loop.call_later(ACCEPT_RETRY_AFTER, self._check_line)

@@ -33,7 +33,7 @@ import logging
 import select
 import socket
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import uvicorn
 
@@ -156,7 +156,8 @@ class HandshakeDoor:
         self._stop_listening_for(connection)
         waiting = _Spoken(self, connection)
         if self.door.enter(waiting):
-            waiting.come_in()
+            if not waiting.gone():  # (the line's own turns look before letting one in)
+                waiting.come_in()
         elif len(self.door.line) >= MAX_WAITING and self.accepting:
             self.stop_accepting()
             self.loop.call_later(LINE_CHECK_EVERY, self._check_line)
@@ -207,7 +208,7 @@ class _Spoken:
         self.connection = connection
 
     def come_in(self) -> None:
-        if self.door.closed or self.gone():  # let in at once, or gone since the line's look
+        if self.door.closed:
             self.connection.close()
         else:
             self.door.begin_handshake(self.connection)
@@ -246,9 +247,7 @@ class LeaderServer(uvicorn.Server):
             app_state=self.lifespan.state,
         )
         # ... and one door a socket in the place of the servers it shuts down.
-        doors: Sequence[HandshakeDoor] = [
-            HandshakeDoor(loop, sock, context, protocol, config.backlog) for sock in sockets
-        ]
+        doors = [HandshakeDoor(loop, sock, context, protocol, config.backlog) for sock in sockets]
         for door in doors:
             door.start()
         self.servers.extend(doors)  # type: ignore[arg-type]

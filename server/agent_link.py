@@ -59,7 +59,7 @@ from farmtui.protocol import (
 )
 from server.agent_reports import AgentReports
 from server.auth import bearer_token
-from server.errors import StoreError
+from server.errors import NoRoom, StoreError
 from server.leader import Leader
 from server.links import SendQueue, close_websocket, receive_data
 from server.model import Changes
@@ -84,6 +84,10 @@ CLOSE_REPLACED = 4000
 CLOSE_LOST = 4001
 # A standby's refusal: try again later (or at another leader).
 CLOSE_STANDBY = 1013
+# A link whose reports were refused for lack of room: how often it looks for room again,
+# and how it is closed then (the agent reconnects and sends them again, in order).
+ROOM_LOOK_EVERY = 1.0
+CLOSE_ROOM = 1013
 
 
 class AgentLink:
@@ -108,6 +112,8 @@ class AgentLink:
         self.ignored = 0
         self.closing: asyncio.Task[None] | None = None
         self.context = contextvars.copy_context()
+        # Set once a report was refused for lack of room (``_hold_back``).
+        self.held_back: asyncio.Task[None] | None = None
 
     def send(self, message: LeaderToAgentMessage) -> None:
         self.out.send(message)
@@ -136,7 +142,12 @@ class AgentLink:
             gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             gone.cancel()
             return gone
-        future = self.reports.apply(message)
+        if self.held_back is not None and not isinstance(message, Heartbeat):
+            # An earlier report was refused: this one comes again after it, in order.
+            future = asyncio.get_running_loop().create_future()
+            future.set_exception(NoRoom("an earlier report waits for room"))
+        else:
+            future = self.reports.apply(message)
         # One small object, and the link's context rather than a copy of it per message:
         # with hundreds of agents a thousand or two of these wait for their commits.
         future.add_done_callback(_Committed(self, message), context=self.context)
@@ -150,6 +161,9 @@ class AgentLink:
         if future.cancelled():
             return
         exc = future.exception()
+        if isinstance(exc, NoRoom):
+            self._hold_back()
+            return
         if isinstance(exc, StoreError):
             # Not committed, so not acknowledged: close the link, and the agent
             # sends it again from its outbox when it reconnects.
@@ -181,8 +195,30 @@ class AgentLink:
             # Never past our own lease, nor to a node lost meanwhile: checked now, as it
             # is sent, not at the commit.
             self.send(LeaseRenewed(beat=message.beat))
-        if message.seq > 0:
+        if message.seq > 0 and self.held_back is None:
             self.out.ack(message.seq)  # cumulative: one Ack a frame for all of them
+
+    def _hold_back(self) -> None:
+        """A report was refused for lack of room: keep the link, acknowledge nothing more.
+
+        The agent keeps every report not acknowledged in its outbox. Its heartbeats
+        are still answered, so its renders go on; once the leader has room again the
+        link is closed, and the agent says hello and sends its reports again, in order.
+        (Closed at once, as after a failed commit, the agent could not say hello while
+        the disk was short, and its renders died with its lease.)
+        """
+        if self.held_back is None and not self.out.closed:
+            log.warning("node %s: reports held back until the leader's disk has room", self.name)
+            self.held_back = asyncio.get_running_loop().create_task(self._until_room())
+
+    async def _until_room(self) -> None:
+        # Looked for: room comes from outside (a file deleted, a checkpoint), no event says so.
+        while self.leader.room_refusal() is not None and not self.out.closed:  # noqa: ASYNC110
+            await asyncio.sleep(ROOM_LOOK_EVERY)
+        if self.out.closed:
+            return  # gone meanwhile: its next link's hello brings its reports
+        log.info("node %s: room again; asking for its held reports", self.name)
+        self.close(CLOSE_ROOM, "the leader has room again: send your reports again")
 
 
 class _Committed:
@@ -276,7 +312,9 @@ async def agent_endpoint(websocket: WebSocket) -> None:
         # are applied after it: this hello keeps the attempts it lists as running or
         # finished, and those reports then settle them as they would have.
         with leader.hello_waiting(hello.name, hello.agent_id):
-            await leader.submit(connect, ahead=True)
+            # Even with the disk short (small, and a node must be able to come back and
+            # keep its lease; its reports then wait: ``AgentLink._hold_back``).
+            await leader.submit(connect, ahead=True, needs_room=False)
     except Exception as exc:
         if leader.agents.get(hello.name) is link:
             del leader.agents[hello.name]  # the store was rolled back: it never connected
@@ -409,8 +447,12 @@ def _forget(leader: Leader, link: AgentLink) -> None:
     if leader.agents.get(link.name) is link:
         del leader.agents[link.name]
         name = link.name
+        # Even with the disk short: no dispatch may go to a node whose link is gone.
         done = leader.submit(
-            lambda now: leader.scheduler.node_disconnected(name, now), dispatch=False, ahead=True
+            lambda now: leader.scheduler.node_disconnected(name, now),
+            dispatch=False,
+            ahead=True,
+            needs_room=False,
         )
         done.add_done_callback(functools.partial(_disconnect_recorded, name))
 

@@ -52,6 +52,9 @@ class LeaderConfig(SchedulerConfig, kw_only=True, forbid_unknown_fields=True):
     # "normal": a commit survives a leader crash, the last few may be lost on a
     # power cut (WAL keeps the database consistent). "full": fsync every commit.
     synchronous: Literal["normal", "full"] = "normal"
+    # SQLite: below this much free space on the data folder's disk (or 5% of a small
+    # disk) the leader refuses every change but deleting jobs (server.disk_room). 0: never.
+    disk_reserve_mb: float = 64.0
     # How often the leader checks for lost nodes, expired blocks and retries.
     tick_interval: float = 1.0
     # At most this many live updates per second per console.
@@ -121,6 +124,10 @@ def check_config(config: LeaderConfig, where: Path | str = CONFIG_FILE) -> None:
             f"{where}: lease_renew_interval must be at most {config.leader_lease / 3:g} s "
             f"(a third of leader_lease), not {config.lease_renew_interval:g}: a late renewal "
             "or two must not depose a healthy leader"
+        )
+    if not math.isfinite(config.disk_reserve_mb) or config.disk_reserve_mb < 0:
+        raise ConfigError(
+            f"{where}: disk_reserve_mb must be 0 or more, not {config.disk_reserve_mb}"
         )
     if not 0 <= config.user_priority_min <= 100:
         raise ConfigError(

@@ -7,7 +7,8 @@ one set of checks::
     LeaderError
     ├── ConfigError           leader.toml unreadable, malformed or with unknown keys
     ├── StoreError            the database cannot be opened, is newer than this leader,
-    │                         or refused a change (disk full): nothing was changed
+    │   │                     or refused a change (disk full): nothing was changed
+    │   └── NoRoom            refused before it was applied: the disk is below its reserve
     └── RequestError          a request the leader refuses; .status, one-line message
         ├── BadRequest        400: malformed JSON, bad frame list, path escaping the root
         ├── Unauthorized      401: no token, or a token the leader does not know
@@ -40,6 +41,11 @@ class StoreError(LeaderError):
     def __init__(self, message: str, detail: str = "") -> None:
         super().__init__(message)
         self.detail = detail
+
+
+class NoRoom(StoreError):
+    """Refused before anything changed: the data folder's disk is below its reserve
+    (``server.disk_room``)."""
 
 
 class RequestError(LeaderError):

@@ -46,7 +46,8 @@ from farmtui.protocol import (
 )
 from server.auth import Principal, Tokens
 from server.config import LeaderSettings
-from server.errors import StoreError
+from server.disk_room import DiskRoom
+from server.errors import NoRoom, StoreError
 from server.failures import FailureLog
 from server.heap import frozen_heap
 from server.history import History
@@ -59,7 +60,7 @@ from server.nodelogs import NodeLogs
 from server.resources import LIMITS_SETTING, decode_limits
 from server.rights import SHARED_AGENT
 from server.scheduler import Scheduler
-from server.store import FarmStore, Fenced, find_chunk, open_store
+from server.store import FarmStore, Fenced, Store, find_chunk, open_store
 from server.store_url import parse_store_url
 from server.sync_root import claim_root
 from server.watchdog import THRESHOLD as STALL_THRESHOLD
@@ -127,6 +128,7 @@ class _Pending:
     dispatch: bool
     announce: Callable[[], None] | None
     future: asyncio.Future[None]
+    needs_room: bool = True
 
 
 @dataclass(slots=True)
@@ -159,12 +161,6 @@ def _log_level(event: EventView) -> int:
     if event.level != "info":
         return logging.WARNING
     return logging.DEBUG if event.job_id and not event.actor else logging.INFO
-
-
-def _ignore_outcome(future: asyncio.Future[None]) -> None:
-    """For a step nobody waits on: a failed commit was logged by ``Leader.commit``."""
-    if not future.cancelled():
-        future.exception()
 
 
 def _fail(future: asyncio.Future[None], exc: BaseException) -> None:
@@ -226,6 +222,16 @@ class Leader:
         )
         # How others reach this leader; a standby names the active one's in its refusals.
         self.advertise = settings.advertised
+        # SQLite: changes are refused while its disk is nearly full (server.disk_room).
+        self.disk_room = (
+            DiskRoom(
+                self.store.path.parent,
+                int(self.config.disk_reserve_mb * 1024**2),
+                self.store.free_bytes,
+            )
+            if isinstance(self.store, Store)
+            else None
+        )
         # SQLite: always active. PostgreSQL: a standby until the lease is ours (``start``).
         self.role: LeaderRole = "standby" if shared else "active"
         self.lease: LeaseKeeper | None = None
@@ -344,7 +350,9 @@ class Leader:
             jobs, nodes = self.store.load()
         self.scheduler.set_limits(decode_limits(self.store.setting(LIMITS_SETTING)))
         self.role = "active"  # from here on without a pause: no request sees a half-loaded farm
-        self.run(lambda now: self.scheduler.load(jobs, nodes, now), dispatch=False)
+        self.run(
+            lambda now: self.scheduler.load(jobs, nodes, now), dispatch=False, needs_room=False
+        )
         self._restored = {name for name, node in self.scheduler.nodes.items() if node.running}
         self._restored_until = self.now() + RESTORE_TIMEOUTS * self.config.node_timeout
         self.counters.start(self.scheduler.jobs)
@@ -546,18 +554,26 @@ class Leader:
                 del self._hellos_waiting[key]
 
     # --- the one way to change the farm ---------------------------------------------
-    def run(self, step: Callable[[float], Changes], *, dispatch: bool = True) -> Changes:
+    def run(
+        self, step: Callable[[float], Changes], *, dispatch: bool = True, needs_room: bool = True
+    ) -> Changes:
         """Apply ``step(now)`` (then dispatch), commit, announce. SchedulerError changes nothing.
 
         Agents' reports waiting in the group commit (``submit``) are applied
-        first, so the farm sees every change in the order it arrived.
+        first, so the farm sees every change in the order it arrived. While the
+        disk is nearly full (``room_refusal``) StoreError and nothing changed,
+        unless ``needs_room`` is False (deleting jobs, loading the farm); nothing
+        is dispatched then.
         """
         if self._pending:
             self._apply_group(budget=None)  # all of them first: their order is kept
+        refusal = self.room_refusal()
+        if refusal is not None and needs_room:
+            raise NoRoom(refusal)
         began = time.perf_counter()
         now = self.now()
         changes = step(now)
-        if dispatch:
+        if dispatch and refusal is None:
             changes.merge(self.scheduler.dispatch(now))
         self.commit(changes)
         self._wake_for_retries(changes, now)
@@ -592,6 +608,7 @@ class Leader:
         dispatch: bool = True,
         announce: Callable[[], None] | None = None,
         ahead: bool = False,
+        needs_room: bool = True,
     ) -> asyncio.Future[None]:
         """Group commit: ``step`` is applied with the others that arrive in this turn
         of the event loop, in one transaction and one dispatch pass.
@@ -604,9 +621,10 @@ class Leader:
         sees what the ones before it did: a step checks the farm when it is
         applied, not when it is submitted. ``ahead``: before every step waiting
         that was not itself submitted ahead (a tick, a hello, a disconnect).
+        ``needs_room``: see ``run``; False only for changes that must not wait for room.
         """
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        item = _Pending(step, dispatch, announce, future)
+        item = _Pending(step, dispatch, announce, future, needs_room)
         if ahead:
             # Behind those ahead already: a node's disconnect, then its next hello.
             self._pending.insert(self._ahead, item)
@@ -616,6 +634,10 @@ class Leader:
         if len(self._pending) == 1:
             asyncio.get_running_loop().call_soon(self._apply_pending)
         return future
+
+    def room_refusal(self) -> str | None:
+        """Why a change needing room is refused now (the disk is nearly full), or None."""
+        return None if self.disk_room is None else self.disk_room.refusal()
 
     def _apply_pending(self) -> None:
         self._apply_group(GROUP_BUDGET)
@@ -639,8 +661,12 @@ class Leader:
         group = Changes()
         applied: list[_Pending] = []
         taken = 0
+        refusal = self.room_refusal()
         for item in pending:
             taken += 1
+            if refusal is not None and item.needs_room:
+                _fail(item.future, NoRoom(refusal))  # before it changed anything: no undo
+                continue
             try:
                 # Merged and let go at once: a step's own Changes (a dozen sets and lists)
                 # kept until the group was answered outlived the young collections, and
@@ -656,7 +682,7 @@ class Leader:
         self._ahead = max(0, self._ahead - taken)
         if self._pending:
             asyncio.get_running_loop().call_soon(self._apply_pending)
-        if any(item.dispatch for item in applied):
+        if refusal is None and any(item.dispatch for item in applied):
             group.merge(self.scheduler.dispatch(now))
         try:
             self.commit(group)
@@ -709,7 +735,11 @@ class Leader:
         except RuntimeError:  # called outside the event loop: the tick will do
             return
         self._more_queued = True
-        self.submit(self._more_step).add_done_callback(_ignore_outcome)
+        self.submit(self._more_step).add_done_callback(self._more_done)
+
+    def _more_done(self, future: asyncio.Future[None]) -> None:
+        if future.cancelled() or future.exception() is not None:
+            self._more_queued = False  # refused before its step ran: the next pass may ask
 
     def _more_step(self, now: float) -> Changes:
         self._more_queued = False  # its own pass may stop at the budget again

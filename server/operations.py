@@ -66,13 +66,20 @@ def check_webhook(leader: Leader, principal: Principal, url: str | None) -> None
     check_job_webhook(url, allow, unrestricted=may(principal, "webhook_any"))
 
 
-def write(leader: Leader, step: Callable[[float], Changes], refused: type[RequestError]) -> Changes:
+def write(
+    leader: Leader,
+    step: Callable[[float], Changes],
+    refused: type[RequestError],
+    *,
+    needs_room: bool = True,
+) -> Changes:
     """``leader.run(step)``: the scheduler's refusal becomes ``refused``, a failed save 503.
 
     The leader has already undone a change it could not save (see ``Leader.commit``).
+    ``needs_room``: False for a change that makes room (see ``Leader.run``).
     """
     try:
-        return leader.run(step)
+        return leader.run(step, needs_room=needs_room)
     except SchedulerError as exc:
         raise refused(str(exc)) from None
     except StoreError as exc:
@@ -164,7 +171,10 @@ def job_action(
     for job_id in ids:
         authorize(principal, "job_action", job_or_404(leader, job_id).owner, job_id)
     changes = write(
-        leader, lambda now: leader.scheduler.job_action(ids, action, principal.name, now), Conflict
+        leader,
+        lambda now: leader.scheduler.job_action(ids, action, principal.name, now),
+        Conflict,
+        needs_room=action != "delete",  # deleting jobs is how an operator makes room
     )
     removed = [job_id for job_id in ids if job_id in changes.removed or leader.job(job_id) is None]
     views = [leader.scheduler.job_view(job_id) for job_id in ids if leader.job(job_id) is not None]

@@ -222,6 +222,12 @@ class Store:
         version: int = self.db.execute("PRAGMA user_version").fetchone()[0]
         return version
 
+    def free_bytes(self) -> int:
+        """Room ``farm.db`` already holds: its free pages, which new rows reuse."""
+        pages: int = self.db.execute("PRAGMA freelist_count").fetchone()[0]
+        size: int = self.db.execute("PRAGMA page_size").fetchone()[0]
+        return pages * size
+
     def _lock_path(self) -> Path:
         return self.path.with_name(self.path.name + ".leader")
 

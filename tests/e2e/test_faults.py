@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pytest
 
+from farmtui.errors import FarmError
 from tests.e2e.fault_support import (
     FaultFarm,
     Json,
@@ -440,6 +441,50 @@ def test_a_node_whose_disk_is_full_still_reports_each_frame_once(make_farm: Farm
             assert detail["job"]["state"] == "done"
         finally:
             farm.close()  # before the unmount: the agent holds files there
+
+
+def test_the_leaders_disk_fills_while_nodes_render(make_farm: FarmMaker, tmp_path: Path) -> None:
+    """The leader's database disk is full for longer than the agents' lease: renders go
+    on (their heartbeats are still answered), their reports wait in the agents' outboxes,
+    and once there is room each frame is reported once, no chunk rendered again."""
+    with small_disk(tmp_path / "store", "3m") as disk:
+        store = f'store = "sqlite:{disk / "farm.db"}"\ndisk_reserve_mb = 1\n'
+        farm = make_farm(NODE_TOML + store)
+        try:
+            farm.start_leader()
+            farm.start_agents("node1", slots=2)
+            frames = range(1, 13)
+            job = farm.submit(
+                farm.tally_argv(0.4), "--name", "short", "--frames", "1-12", "--chunk", "1"
+            )
+            wait_until(lambda: farm.tally.ended(), 30.0, "a first frame rendered")
+            filler = disk / "filler"
+            assert fill(filler) == errno.ENOSPC
+            short_since = time.time()
+            with pytest.raises(FarmError, match="disk is full"):
+                farm.client.request(
+                    "POST", "/api/jobs/actions", body={"action": "pause", "ids": [job]}
+                )
+            # Short for three of the agents' leases (0.6 x node_timeout), and renders
+            # ended meanwhile: their reports are held, their leases renewed all along.
+            lease = 0.6 * NODE_TIMEOUT
+            wait_until(
+                lambda: (
+                    time.time() > short_since + 3 * lease
+                    and sum(1 for run in farm.tally.all_runs() if (run.end or 0) > short_since) >= 2
+                ),
+                30.0,
+                "renders ending while the leader's disk is full",
+            )
+            assert farm.show(job)["job"]["state"] != "done"
+            filler.unlink()
+            detail = farm.wait_job(job, "done", "failed", timeout=60.0)
+            assert_kept_promises(farm, farm.show_cli(job), frames)
+            rendered_again = [c for c in render_chunks(detail) if len(c["attempts"]) != 1]
+            assert not rendered_again, attempt_summary(detail)
+            assert "lease ran out" not in farm.agent_log("node1")
+        finally:
+            farm.close()  # before the unmount: the leader holds farm.db there
 
 
 # --- settings that cannot keep the promises are refused ----------------------------------

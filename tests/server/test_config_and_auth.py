@@ -31,6 +31,8 @@ def test_config_defaults_and_values(tmp_path: Path) -> None:
         ("retrys = 5\n", "retrys"),
         ("retries = 'five'\n", "retries"),
         ("node_timeout = -1\n", "node_timeout"),
+        ("disk_reserve_mb = -1\n", "disk_reserve_mb must be 0 or more"),
+        ("disk_reserve_mb = nan\n", "disk_reserve_mb must be 0 or more"),
         ("webhook = 'ftp://x'\n", "webhook"),
         ("this is not toml", "leader.toml"),
     ],

@@ -2,7 +2,8 @@
 
 What the CLI was told is what the leader shows, and what it still has after
 ``kill -9`` and a restart: a submit refused for lack of space leaves no ghost
-job, and works again once there is room. Needs root (to mount the tmpfs).
+job, and works again once there is room; deleting jobs still works on a
+nearly full disk, and makes that room. Needs root (to mount the tmpfs).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 
 from farmtui.localfarm import LocalFarm, free_port
+from server.disk_room import REFUSAL
 from tests.helpers.farm import LiveLeader, needs_leader
 from tests.helpers.small_disk import fill as fill_disk
 from tests.helpers.small_disk import small_disk as tmpfs
@@ -89,7 +91,7 @@ def test_a_full_disk_refuses_submits_without_ghosts_and_recovers(
         acknowledged[done.stdout.strip()] = "queued"
     assert refused is not None, f"{MAX_SUBMITS} submits fitted on a full disk"
     assert refused.stdout == ""
-    assert one_line(refused) == "farm submit: the leader's disk is full: nothing was changed"
+    assert one_line(refused) == f"farm submit: {REFUSAL}"
     assert jobs_on(leader) == acknowledged, "no ghost job"
 
     # A pause either fits in what SQLite already holds or is refused: either way the
@@ -115,3 +117,60 @@ def test_a_full_disk_refuses_submits_without_ghosts_and_recovers(
     child.process.wait(timeout=10)
     leader.farm.start_leader()
     assert jobs_on(leader) == acknowledged
+
+
+def leave_free(filler: Path, room: int) -> None:
+    """Give back ``room`` bytes of a disk ``filler`` filled."""
+    with filler.open("r+b") as out:
+        out.truncate(max(0, filler.stat().st_size - room))
+
+
+def test_deleting_jobs_works_on_a_nearly_full_disk_and_makes_room(
+    small_disk: Path, tmp_path: Path
+) -> None:
+    # The reserve is 5% of the 3 MB disk (disk_reserve_mb is more): ~150 KB.
+    (small_disk / "leader.toml").write_text("disk_reserve_mb = 1\n")
+    farm = LocalFarm(small_disk, tmp_path / "root", port=free_port())
+    try:
+        farm.start_leader()
+        leader = LiveLeader(farm, tmp_path / "config")
+        for number in range(12):
+            done = leader.cli("submit", "--name", f"old-{number}", *BIG_JOB)
+            assert done.returncode == 0, done.stderr
+            # A chunk gets a row of its own once it changes: these jobs fill the store.
+            marked = leader.cli("chunks", done.stdout.strip(), "set-done", "0-299")
+            assert marked.returncode == 0, marked.stderr
+        acknowledged = jobs_on(leader)
+
+        # Under the reserve, with room left on the disk: a submit that would fit is
+        # refused all the same, and so is a pause; nothing changes.
+        filler = fill(small_disk)
+        leave_free(filler, 128 * 1024)
+        refused = leader.cli("submit", "--name", "new", *BIG_JOB)
+        assert refused.returncode != 0
+        assert refused.stdout == ""
+        assert one_line(refused) == f"farm submit: {REFUSAL}"
+        first = next(iter(acknowledged))
+        assert one_line(leader.cli("pause", first)) == f"farm pause: {REFUSAL}"
+        assert jobs_on(leader) == acknowledged
+
+        # Deleting jobs uses the reserve, and the pages they held are room again.
+        for job_id in list(acknowledged)[:10]:
+            deleted = leader.cli("delete", job_id, "--yes")
+            assert deleted.returncode == 0, deleted.stderr
+            del acknowledged[job_id]
+        assert jobs_on(leader) == acknowledged
+        again = leader.cli("submit", "--name", "new", *BIG_JOB)
+        assert again.returncode == 0, again.stderr
+        acknowledged[again.stdout.strip()] = "queued"
+        assert jobs_on(leader) == acknowledged
+
+        # kill -9 and a restart: the deletes and the submit were committed.
+        child = farm.leader
+        assert child is not None
+        os.killpg(child.process.pid, signal.SIGKILL)
+        child.process.wait(timeout=10)
+        farm.start_leader()
+        assert jobs_on(leader) == acknowledged
+    finally:
+        farm.stop(grace=5.0)

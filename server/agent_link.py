@@ -142,7 +142,7 @@ class AgentLink:
             gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             gone.cancel()
             return gone
-        if self.held_back is not None and not isinstance(message, Heartbeat):
+        if self.held_back is not None and message.seq > 0 and not isinstance(message, Heartbeat):
             # An earlier report was refused: this one comes again after it, in order.
             future = asyncio.get_running_loop().create_future()
             future.set_exception(NoRoom("an earlier report waits for room"))
@@ -162,7 +162,8 @@ class AgentLink:
             return
         exc = future.exception()
         if isinstance(exc, NoRoom):
-            self._hold_back()
+            if message.seq > 0:  # kept in the agent's outbox: it comes again
+                self._hold_back()
             return
         if isinstance(exc, StoreError):
             # Not committed, so not acknowledged: close the link, and the agent

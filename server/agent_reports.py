@@ -89,6 +89,7 @@ class AgentReports:
             step,
             dispatch=step.dispatches,
             announce=step.announce if step.announces else None,
+            needs_room=step.needs_room(),
         )
 
     def _heartbeat(self, message: Heartbeat) -> asyncio.Future[None]:
@@ -125,6 +126,10 @@ class _Step:
     # What it adds to the logs after the commit (``announce``), if anything.
     announces = False
 
+    def needs_room(self) -> bool:
+        """Whether it may write to the store: refused while the disk is short if so."""
+        return True
+
     def __init__(self, reports: AgentReports) -> None:
         self.reports = reports
         # Set when it is applied: the message is about the current attempt, so the
@@ -150,6 +155,9 @@ class _Heartbeat(_Step):
         m = self.message
         scheduler = self.reports.leader.scheduler
         return scheduler.node_heartbeat(self.reports.node, m.cpu_percent, m.memory_percent, now)
+
+    def needs_room(self) -> bool:
+        return False  # live readings: it stores nothing (``Leader.apply_live``)
 
 
 class _Started(_Step):
@@ -188,6 +196,10 @@ class _Output(_Step):
         self.current = reports.current(m.job_id, m.chunk, m.attempt)
         return _alive(reports, m.job_id, m.chunk, m.attempt, now)
 
+    def needs_room(self) -> bool:
+        m = self.message
+        return _not_alive_yet(self.reports, m.job_id, m.chunk, m.attempt)
+
     def announce(self) -> None:
         if self.current:
             m = self.message
@@ -204,6 +216,10 @@ class _Progress(_Step):
     def __call__(self, now: float) -> Changes:
         m = self.message
         return _alive(self.reports, m.job_id, m.chunk, m.attempt, now)
+
+    def needs_room(self) -> bool:
+        m = self.message
+        return _not_alive_yet(self.reports, m.job_id, m.chunk, m.attempt)
 
 
 class _Written(_Step):
@@ -267,8 +283,18 @@ class _AgentLog(_Step):
     def __call__(self, now: float) -> Changes:
         return Changes()
 
+    def needs_room(self) -> bool:
+        return False
+
     def announce(self) -> None:
         self.reports.leader.nodelogs.append(self.reports.node, self.message.lines)
+
+
+def _not_alive_yet(reports: AgentReports, job_id: str, chunk: int, attempt: int) -> bool:
+    """Whether ``_alive`` would write: the attempt's output and progress need no room once
+    it is marked alive (it never goes back), so a short disk does not cost its lines."""
+    record = reports.leader.attempt_of(reports.node, job_id, chunk, attempt)
+    return record is not None and not record.alive
 
 
 def _alive(reports: AgentReports, job_id: str, chunk: int, attempt: int, now: float) -> Changes:

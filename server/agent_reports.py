@@ -126,10 +126,6 @@ class _Step:
     # What it adds to the logs after the commit (``announce``), if anything.
     announces = False
 
-    def needs_room(self) -> bool:
-        """Whether it may write to the store: refused while the disk is short if so."""
-        return True
-
     def __init__(self, reports: AgentReports) -> None:
         self.reports = reports
         # Set when it is applied: the message is about the current attempt, so the
@@ -141,6 +137,10 @@ class _Step:
 
     def announce(self) -> None:
         """After the commit: what the message adds to the logs."""
+
+    def needs_room(self) -> bool:
+        """Whether it may write to the store: refused while the disk is short if so."""
+        return True
 
 
 class _Heartbeat(_Step):

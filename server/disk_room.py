@@ -31,6 +31,11 @@ log = logging.getLogger("farmtui.leader.store")
 
 # The reserve on a file system smaller than 20 x disk_reserve_mb: a share of it.
 RESERVE_SHARE = 0.05
+# Once short, room is back only at this many times the reserve. At the reserve itself
+# the farm flapped about once a second: the agents' hellos and resent reports took it
+# back under, and the WAL's checkpoint gave it back (a break round: 87 ERROR lines in
+# 20 s and no frame done 8 KB above the reserve).
+LEAVE_SHORT_AT = 1.5
 # What a refused change is told (one line; ``farm`` prints it as it is).
 REFUSAL = "the leader's disk is full: nothing was changed (deleting jobs still works)"
 
@@ -38,10 +43,17 @@ REFUSAL = "the leader's disk is full: nothing was changed (deleting jobs still w
 class DiskRoom:
     """Whether ``folder``'s file system has room for changes beyond the reserve."""
 
-    def __init__(self, folder: Path, reserve_bytes: int, free_in_store: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        reserve_bytes: int,
+        free_in_store: Callable[[], int],
+        on_change: Callable[[bool], None] | None = None,
+    ) -> None:
         self.folder = folder
         self.reserve_bytes = reserve_bytes
         self.free_in_store = free_in_store
+        self.on_change = on_change  # called with ``short`` whenever it changes
         self.short = False  # below the reserve at the last look
 
     def refusal(self) -> str | None:
@@ -58,14 +70,17 @@ class DiskRoom:
             return None  # cannot tell: the commit will say
         free = disk.f_bavail * disk.f_frsize
         reserve = min(self.reserve_bytes, int(disk.f_blocks * disk.f_frsize * RESERVE_SHARE))
-        if free < reserve:
+        needed = int(reserve * LEAVE_SHORT_AT) if self.short else reserve
+        if free < needed:
             try:
                 free += self.free_in_store()
             except Exception:  # noqa: BLE001 - a count we only add; the commit will say
                 log.debug("cannot count the store's free pages", exc_info=True)
-        short = free < reserve
+        short = free < needed
         if short != self.short:
             self.short = short
+            if self.on_change is not None:
+                self.on_change(short)
             if short:
                 log.error(
                     "the disk of %s is nearly full (%s free, %s kept for deletes): "

@@ -228,6 +228,7 @@ class Leader:
                 self.store.path.parent,
                 int(self.config.disk_reserve_mb * 1024**2),
                 self.store.free_bytes,
+                self.store.keep_wal,
             )
             if isinstance(self.store, Store)
             else None

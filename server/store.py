@@ -222,11 +222,20 @@ class Store:
         version: int = self.db.execute("PRAGMA user_version").fetchone()[0]
         return version
 
+    def keep_wal(self, keep: bool) -> None:
+        """Whether the checkpoints leave the WAL's file its size (see ``Checkpointer``)."""
+        self.checkpointer.keep_wal = keep
+
     def free_bytes(self) -> int:
-        """Room ``farm.db`` already holds: its free pages, which new rows reuse."""
+        """Room SQLite already holds: ``farm.db``'s free pages, which new rows reuse, and
+        the WAL's file, which commits reuse from its beginning once it is checkpointed."""
         pages: int = self.db.execute("PRAGMA freelist_count").fetchone()[0]
         size: int = self.db.execute("PRAGMA page_size").fetchone()[0]
-        return pages * size
+        try:
+            wal = os.stat(self.path.with_name(self.path.name + "-wal")).st_size
+        except OSError:
+            wal = 0
+        return pages * size + wal
 
     def _lock_path(self) -> Path:
         return self.path.with_name(self.path.name + ".leader")

@@ -6,13 +6,14 @@ with 1.25 million frames in it. On a full disk every report and request
 failed that way, so the leader spent its time reloading; and an operator
 could not delete jobs to make room, since a delete needs room in the WAL too.
 
-So while the free space (the file system's, plus the pages SQLite already
-holds free in ``farm.db``, which new rows reuse) is below a reserve, the
-leader refuses every change but deleting jobs, at once and with nothing to
-undo, and the reserve is left to the deletes and to the checkpoints that give
-the WAL's room back (Elasticsearch's "flood stage" does the same). Reads go on
-as before; renders go on too (leases are renewed without a commit), and their
-reports wait in the agents' outboxes until there is room.
+So while the free space (the file system's, plus the room SQLite already
+holds: ``farm.db``'s free pages and the WAL's file, both reused) is below a
+reserve, the leader refuses every change but deleting jobs, at once and with
+nothing to undo, and the reserve is left to the deletes and to the checkpoints
+(Elasticsearch's "flood stage" does the same). Its own tick waits too: lost
+nodes, ended blocks and due retries are judged once there is room. Reads go
+on as before; renders go on too (leases are renewed without a commit), and
+their reports wait in the agents' outboxes until there is room.
 
 The reserve is ``disk_reserve_mb`` (leader.toml), or ``RESERVE_SHARE`` of the
 file system on a small one. A commit that still finds the disk full (another
@@ -59,8 +60,8 @@ class DiskRoom:
     def refusal(self) -> str | None:
         """None when there is room; else the one line a refused change is told.
 
-        A ``statvfs`` (a few microseconds), once a group commit; the store's own free
-        pages are counted only when the file system alone is short.
+        A ``statvfs`` (a few microseconds), once a group commit; the room the store
+        holds is counted only when the file system alone is short.
         """
         if self.reserve_bytes <= 0:
             return None

@@ -83,6 +83,9 @@ def write(
     except SchedulerError as exc:
         raise refused(str(exc)) from None
     except StoreError as exc:
+        if not needs_room and leader.room_refusal() is not None:
+            # A delete on a short disk whose pages did not fit in what was left.
+            raise Unavailable(f"{exc} (too little room for it: delete fewer at a time)") from None
         raise Unavailable(str(exc)) from None
 
 

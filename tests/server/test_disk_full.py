@@ -210,3 +210,30 @@ def test_room_comes_back_only_well_above_the_reserve(tmp_path: Path) -> None:
 def disk_size(folder: Path) -> int:
     disk = os.statvfs(folder)
     return disk.f_blocks * disk.f_frsize
+
+
+def test_a_delete_too_big_for_the_room_left_says_to_delete_fewer(
+    small_disk: Path, tmp_path: Path
+) -> None:
+    (small_disk / "leader.toml").write_text("disk_reserve_mb = 1\n")
+    farm = LocalFarm(small_disk, tmp_path / "root", port=free_port())
+    try:
+        farm.start_leader()
+        leader = LiveLeader(farm, tmp_path / "config")
+        for number in range(12):
+            done = leader.cli("submit", "--name", f"old-{number}", *BIG_JOB)
+            assert done.returncode == 0, done.stderr
+            marked = leader.cli("chunks", done.stdout.strip(), "set-done", "0-299")
+            assert marked.returncode == 0, marked.stderr
+        acknowledged = jobs_on(leader)
+        wal = small_disk / "farm.db-wal"
+        wait_until(lambda: not wal.exists() or wal.stat().st_size == 0, 30.0, "an empty WAL")
+        leave_free(fill(small_disk), 64 * 1024)  # short, and less than 12 jobs' pages
+        refused = leader.cli("delete", *acknowledged, "--yes")
+        assert refused.returncode != 0
+        assert one_line(refused).endswith("(too little room for it: delete fewer at a time)")
+        assert jobs_on(leader) == acknowledged
+        one = leader.cli("delete", next(iter(acknowledged)), "--yes")
+        assert one.returncode == 0, one.stderr
+    finally:
+        farm.stop(grace=5.0)

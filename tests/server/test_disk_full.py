@@ -126,10 +126,10 @@ def leave_free(filler: Path, room: int) -> None:
         out.truncate(max(0, filler.stat().st_size - room))
 
 
-def test_deleting_jobs_works_on_a_nearly_full_disk_and_makes_room(
-    small_disk: Path, tmp_path: Path
-) -> None:
-    # The reserve is 5% of the 3 MB disk (disk_reserve_mb is more): ~150 KB.
+@pytest.fixture
+def full_store(small_disk: Path, tmp_path: Path) -> Iterator[tuple[LocalFarm, LiveLeader]]:
+    """A leader with a reserve (5% of the 3 MB disk: ~150 KB, disk_reserve_mb is more)
+    and twelve jobs that fill its store, its WAL emptied: what is left is all there is."""
     (small_disk / "leader.toml").write_text("disk_reserve_mb = 1\n")
     farm = LocalFarm(small_disk, tmp_path / "root", port=free_port())
     try:
@@ -141,53 +141,59 @@ def test_deleting_jobs_works_on_a_nearly_full_disk_and_makes_room(
             # A chunk gets a row of its own once it changes: these jobs fill the store.
             marked = leader.cli("chunks", done.stdout.strip(), "set-done", "0-299")
             assert marked.returncode == 0, marked.stderr
-        acknowledged = jobs_on(leader)
-
-        # Under the reserve, with room left on the disk: a submit that would fit is
-        # refused all the same, and so is a pause; nothing changes.
-        # Once the WAL's file is emptied (the leader idle), what is left is all there is.
         wal = small_disk / "farm.db-wal"
         wait_until(lambda: not wal.exists() or wal.stat().st_size == 0, 30.0, "an empty WAL")
-        filler = fill(small_disk)
-        leave_free(filler, 140 * 1024)
-        refused = leader.cli("submit", "--name", "new", *BIG_JOB)
-        assert refused.returncode != 0
-        assert refused.stdout == ""
-        assert one_line(refused) == f"farm submit: {REFUSAL}"
-        first = next(iter(acknowledged))
-        assert one_line(leader.cli("pause", first)) == f"farm pause: {REFUSAL}"
-        assert jobs_on(leader) == acknowledged
-
-        # Deleting jobs uses the reserve, and the pages they held are room again: an
-        # operator deletes old jobs one by one until a submit is accepted again.
-        def submitted() -> str | None:
-            again = leader.cli("submit", "--name", "new", *BIG_JOB)
-            if again.returncode != 0:
-                assert one_line(again) == f"farm submit: {REFUSAL}"
-                return None
-            return again.stdout.strip()
-
-        accepted = None
-        for job_id in list(acknowledged)[:11]:
-            deleted = leader.cli("delete", job_id, "--yes")
-            assert deleted.returncode == 0, deleted.stderr
-            del acknowledged[job_id]
-            accepted = submitted()
-            if accepted is not None:
-                break
-        assert accepted is not None, "no room after deleting eleven of twelve jobs"
-        acknowledged[accepted] = "queued"
-        assert jobs_on(leader) == acknowledged
-
-        # kill -9 and a restart: the deletes and the submit were committed.
-        child = farm.leader
-        assert child is not None
-        os.killpg(child.process.pid, signal.SIGKILL)
-        child.process.wait(timeout=10)
-        farm.start_leader()
-        assert jobs_on(leader) == acknowledged
+        yield farm, leader
     finally:
         farm.stop(grace=5.0)
+
+
+def test_deleting_jobs_works_on_a_nearly_full_disk_and_makes_room(
+    full_store: tuple[LocalFarm, LiveLeader],
+) -> None:
+    farm, leader = full_store
+    acknowledged = jobs_on(leader)
+
+    # Under the reserve, with room left on the disk: a submit that would fit is
+    # refused all the same, and so is a pause; nothing changes.
+    filler = fill(leader.data)
+    leave_free(filler, 140 * 1024)
+    refused = leader.cli("submit", "--name", "new", *BIG_JOB)
+    assert refused.returncode != 0
+    assert refused.stdout == ""
+    assert one_line(refused) == f"farm submit: {REFUSAL}"
+    first = next(iter(acknowledged))
+    assert one_line(leader.cli("pause", first)) == f"farm pause: {REFUSAL}"
+    assert jobs_on(leader) == acknowledged
+
+    # Deleting jobs uses the reserve, and the pages they held are room again: an
+    # operator deletes old jobs one by one until a submit is accepted again.
+    def submitted() -> str | None:
+        again = leader.cli("submit", "--name", "new", *BIG_JOB)
+        if again.returncode != 0:
+            assert one_line(again) == f"farm submit: {REFUSAL}"
+            return None
+        return again.stdout.strip()
+
+    accepted = None
+    for job_id in list(acknowledged)[:11]:
+        deleted = leader.cli("delete", job_id, "--yes")
+        assert deleted.returncode == 0, deleted.stderr
+        del acknowledged[job_id]
+        accepted = submitted()
+        if accepted is not None:
+            break
+    assert accepted is not None, "no room after deleting eleven of twelve jobs"
+    acknowledged[accepted] = "queued"
+    assert jobs_on(leader) == acknowledged
+
+    # kill -9 and a restart: the deletes and the submit were committed.
+    child = farm.leader
+    assert child is not None
+    os.killpg(child.process.pid, signal.SIGKILL)
+    child.process.wait(timeout=10)
+    farm.start_leader()
+    assert jobs_on(leader) == acknowledged
 
 
 def test_room_comes_back_only_well_above_the_reserve(tmp_path: Path) -> None:
@@ -213,27 +219,14 @@ def disk_size(folder: Path) -> int:
 
 
 def test_a_delete_too_big_for_the_room_left_says_to_delete_fewer(
-    small_disk: Path, tmp_path: Path
+    full_store: tuple[LocalFarm, LiveLeader],
 ) -> None:
-    (small_disk / "leader.toml").write_text("disk_reserve_mb = 1\n")
-    farm = LocalFarm(small_disk, tmp_path / "root", port=free_port())
-    try:
-        farm.start_leader()
-        leader = LiveLeader(farm, tmp_path / "config")
-        for number in range(12):
-            done = leader.cli("submit", "--name", f"old-{number}", *BIG_JOB)
-            assert done.returncode == 0, done.stderr
-            marked = leader.cli("chunks", done.stdout.strip(), "set-done", "0-299")
-            assert marked.returncode == 0, marked.stderr
-        acknowledged = jobs_on(leader)
-        wal = small_disk / "farm.db-wal"
-        wait_until(lambda: not wal.exists() or wal.stat().st_size == 0, 30.0, "an empty WAL")
-        leave_free(fill(small_disk), 64 * 1024)  # short, and less than 12 jobs' pages
-        refused = leader.cli("delete", *acknowledged, "--yes")
-        assert refused.returncode != 0
-        assert one_line(refused).endswith("(too little room for it: delete fewer at a time)")
-        assert jobs_on(leader) == acknowledged
-        one = leader.cli("delete", next(iter(acknowledged)), "--yes")
-        assert one.returncode == 0, one.stderr
-    finally:
-        farm.stop(grace=5.0)
+    _, leader = full_store
+    acknowledged = jobs_on(leader)
+    leave_free(fill(leader.data), 64 * 1024)  # short, and less than 12 jobs' pages
+    refused = leader.cli("delete", *acknowledged, "--yes")
+    assert refused.returncode != 0
+    assert one_line(refused).endswith("(too little room for it: delete fewer at a time)")
+    assert jobs_on(leader) == acknowledged
+    one = leader.cli("delete", next(iter(acknowledged)), "--yes")
+    assert one.returncode == 0, one.stderr

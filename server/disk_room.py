@@ -16,15 +16,28 @@ on as before; renders go on too (leases are renewed without a commit), and
 their reports wait in the agents' outboxes until there is room.
 
 The reserve is ``disk_reserve_mb`` (leader.toml), or ``RESERVE_SHARE`` of the
-file system on a small one. A commit that still finds the disk full (another
-process filled it faster than the reserve) fails as before and is undone by
-the reload. SQLite only: a PostgreSQL server keeps its own disk.
+file system on a small one. SQLite only: a PostgreSQL server keeps its own disk.
+
+Another process may take the reserve too: a render writing into the data
+folder's disk fills it to its last byte while the leader is idle, its WAL
+emptied by the last checkpoint. A hello or a delete then had no page to
+write to, failed its commit, and was undone by the reload; the node could not
+come back and nothing could be deleted. So half the reserve is held in a file
+of its own, the ballast (``BALLAST_NAME`` beside ``farm.db``, CockroachDB's
+emergency ballast does the same). It is deleted the moment the disk is found
+short, before the change that found it, and made again (on a thread) once
+there is room for it beyond the reserve; it never counts as room itself. A
+commit that still finds the disk full (another process took the ballast's
+room as well) fails as before and is undone by the reload.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,6 +50,10 @@ RESERVE_SHARE = 0.05
 # back under, and the WAL's checkpoint gave it back (a break round: 87 ERROR lines in
 # 20 s and no frame done 8 KB above the reserve).
 LEAVE_SHORT_AT = 1.5
+# The ballast: the file, beside farm.db, and its size as a share of the reserve (held
+# beyond it: a hello needs a few pages, a delete of a big job a few megabytes).
+BALLAST_NAME = "disk-reserve.ballast"
+BALLAST_SHARE = 0.5
 # What a refused change is told (one line; ``farm`` prints it as it is).
 REFUSAL = "the leader's disk is full: nothing was changed (deleting jobs still works)"
 
@@ -50,12 +67,40 @@ class DiskRoom:
         reserve_bytes: int,
         free_in_store: Callable[[], int],
         on_change: Callable[[bool], None] | None = None,
+        ballast: bool = False,
     ) -> None:
         self.folder = folder
         self.reserve_bytes = reserve_bytes
         self.free_in_store = free_in_store
         self.on_change = on_change  # called with ``short`` whenever it changes
         self.short = False  # below the reserve at the last look
+        self.ballast = Ballast(folder / BALLAST_NAME) if ballast else None
+
+    def start(self) -> None:
+        """Make the ballast (on a thread) if the disk has room for it beyond the reserve;
+        without a reserve, drop one an earlier leader left."""
+        if self.ballast is None:
+            return
+        if self.reserve_bytes <= 0:
+            self.ballast.drop()  # the room is the disk's again
+            return
+        try:
+            disk = os.statvfs(self.folder)
+        except OSError:
+            return
+        reserve = self._reserve(disk)
+        size = self._ballast_size(reserve)
+        room = disk.f_bavail * disk.f_frsize + self.ballast.held()  # a restart finds it made
+        if self.refusal() is None and room >= reserve + size:
+            self.ballast.make(size)
+
+    def _reserve(self, disk: os.statvfs_result) -> int:
+        return min(self.reserve_bytes, int(disk.f_blocks * disk.f_frsize * RESERVE_SHARE))
+
+    def _ballast_size(self, reserve: int) -> int:
+        if self.ballast is None:
+            return 0
+        return int(reserve * BALLAST_SHARE) // 4096 * 4096  # whole pages
 
     def refusal(self) -> str | None:
         """None when there is room; else the one line a refused change is told.
@@ -70,8 +115,11 @@ class DiskRoom:
         except OSError:
             return None  # cannot tell: the commit will say
         free = disk.f_bavail * disk.f_frsize
-        reserve = min(self.reserve_bytes, int(disk.f_blocks * disk.f_frsize * RESERVE_SHARE))
-        needed = int(reserve * LEAVE_SHORT_AT) if self.short else reserve
+        reserve = self._reserve(disk)
+        # Room comes back with enough for the ballast beyond the reserve: not counted as
+        # room (it is only given back when short), making it must not make the disk short.
+        ballast = self._ballast_size(reserve)
+        needed = int(reserve * LEAVE_SHORT_AT) + ballast if self.short else reserve
         if free < needed:
             try:
                 free += self.free_in_store()
@@ -80,6 +128,12 @@ class DiskRoom:
         short = free < needed
         if short != self.short:
             self.short = short
+            if self.ballast is not None:
+                # Before the change that looked: it may need the room (a hello, a delete).
+                if short:
+                    self.ballast.drop()
+                else:
+                    self.ballast.make(ballast)
             if self.on_change is not None:
                 self.on_change(short)
             if short:
@@ -97,3 +151,100 @@ class DiskRoom:
 
 def _size(count: int) -> str:
     return f"{count / 1024**2:.1f} MB" if count >= 1024**2 else f"{count / 1024:.0f} KB"
+
+
+class Ballast:
+    """A file that holds room for the reserve: dropped at once, made again on a thread.
+
+    ``drop`` runs on the event loop (an unlink); ``make`` hands the writing to a
+    thread, which allocates the file under another name and puts it in place
+    only if it is still wanted, so a drop while it writes wins.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._making = path.with_name(path.name + ".new")
+        self._lock = threading.Lock()
+        self._wanted = 0  # bytes; 0: not wanted
+        self._thread: threading.Thread | None = None
+
+    def held(self) -> int:
+        """Bytes the ballast holds on the disk now (0 without one)."""
+        try:
+            return os.stat(self.path).st_blocks * 512
+        except OSError:
+            return 0
+
+    def drop(self) -> None:
+        """Give its room back to the disk now. Never raises."""
+        with self._lock:
+            self._wanted = 0
+            try:
+                self.path.unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                log.error("cannot delete %s to make room: %s", self.path, exc.strerror or exc)
+
+    def make(self, size: int) -> None:
+        """Have a ballast of ``size`` bytes (on a thread), unless dropped meanwhile."""
+        with self._lock:
+            self._wanted = size
+            if size <= 0 or self._thread is not None:
+                return
+            self._thread = threading.Thread(target=self._make, name="farmtui-ballast", daemon=True)
+            self._thread.start()
+
+    def _make(self) -> None:
+        while True:
+            with self._lock:
+                size = self._wanted
+                if size <= 0 or self._has(size):
+                    self._thread = None
+                    return
+            try:
+                _allocate(self._making, size)
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    self._making.unlink()
+                with self._lock:
+                    self._thread = None
+                # No room for it (the next time room comes back it is tried again), or a
+                # file system that cannot hold one: the reserve still refuses changes.
+                log.warning("no ballast in %s: %s", self.path.parent, exc.strerror or exc)
+                return
+            with self._lock:
+                if self._wanted == size:
+                    try:
+                        os.replace(self._making, self.path)
+                    except OSError as exc:
+                        log.warning("no ballast in %s: %s", self.path.parent, exc.strerror or exc)
+                    self._thread = None
+                    return
+                with contextlib.suppress(OSError):
+                    self._making.unlink()
+                # Dropped (or resized) while it was written: look again.
+
+    def _has(self, size: int) -> bool:
+        try:
+            info = os.stat(self.path)
+        except OSError:
+            return False
+        return info.st_size == size and info.st_blocks * 512 >= size
+
+
+def _allocate(path: Path, size: int) -> None:
+    """A file of ``size`` bytes that really holds them on the disk (not a sparse one)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            os.posix_fallocate(fd, 0, size)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            block = b"\0" * (1 << 20)
+            written = 0
+            while written < size:
+                written += os.write(fd, block[: size - written])
+    finally:
+        os.close(fd)

@@ -229,6 +229,7 @@ class Leader:
                 int(self.config.disk_reserve_mb * 1024**2),
                 self.store.free_bytes,
                 self.store.keep_wal,
+                ballast=True,
             )
             if isinstance(self.store, Store)
             else None
@@ -357,6 +358,8 @@ class Leader:
         self._restored = {name for name, node in self.scheduler.nodes.items() if node.running}
         self._restored_until = self.now() + RESTORE_TIMEOUTS * self.config.node_timeout
         self.counters.start(self.scheduler.jobs)
+        if self.disk_room is not None:
+            self.disk_room.start()
         if self.settings.own_process:
             # The farm just loaded is here to stay: no full collection walks it again.
             frozen_heap.install()

@@ -8,6 +8,7 @@ nearly full disk, and makes that room. Needs root (to mount the tmpfs).
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import json
 import os
@@ -20,8 +21,9 @@ from typing import Any
 import pytest
 
 from farmtui.localfarm import LocalFarm, free_port
-from server.disk_room import REFUSAL, RESERVE_SHARE, DiskRoom
+from server.disk_room import BALLAST_NAME, REFUSAL, RESERVE_SHARE, DiskRoom
 from tests.e2e.fault_support import wait_until
+from tests.helpers.fake_agent import FakeAgent
 from tests.helpers.farm import LiveLeader, needs_leader
 from tests.helpers.small_disk import fill as fill_disk
 from tests.helpers.small_disk import small_disk as tmpfs
@@ -213,6 +215,34 @@ def test_room_comes_back_only_well_above_the_reserve(tmp_path: Path) -> None:
         assert told == [True, False]
 
 
+def test_the_ballast_gives_its_room_back_when_short_and_comes_back_without_flapping(
+    tmp_path: Path,
+) -> None:
+    told: list[bool] = []
+    with tmpfs(tmp_path / "disk", "1m") as disk:
+        room = DiskRoom(disk, 1024**3, lambda: 0, told.append, ballast=True)
+        reserve = int(disk_size(disk) * RESERVE_SHARE)
+        ballast = disk / BALLAST_NAME
+        room.start()
+        wait_until(ballast.exists, 10.0, "the ballast")
+        size = ballast.stat().st_size
+        assert size >= reserve // 2 - 4096
+
+        filler = fill(disk)  # to the last byte
+        assert room.refusal() == REFUSAL
+        assert not ballast.exists()
+        assert os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize >= size  # its room
+        # 1.5 x the reserve free (the ballast's room included) is not enough: room comes
+        # back only with enough for the ballast beyond it.
+        leave_free(filler, reserve * 3 // 2 - size + 4096)
+        assert room.refusal() == REFUSAL
+        leave_free(filler, size)
+        assert room.refusal() is None
+        wait_until(ballast.exists, 10.0, "the ballast made again")
+        assert room.refusal() is None  # made, and still room: no flapping
+        assert told == [True, False]
+
+
 def disk_size(folder: Path) -> int:
     disk = os.statvfs(folder)
     return disk.f_blocks * disk.f_frsize
@@ -230,3 +260,39 @@ def test_a_delete_too_big_for_the_room_left_says_to_delete_fewer(
     assert jobs_on(leader) == acknowledged
     one = leader.cli("delete", next(iter(acknowledged)), "--yes")
     assert one.returncode == 0, one.stderr
+
+
+def test_a_disk_another_process_filled_to_its_last_byte_still_takes_hellos_and_deletes(
+    full_store: tuple[LocalFarm, LiveLeader],
+) -> None:
+    """Idle, its WAL emptied, its disk filled by someone else to the last byte: the
+    ballast gives its room back, so a node can still connect and a job be deleted."""
+    farm, leader = full_store
+    ballast = leader.data / BALLAST_NAME
+    wait_until(ballast.exists, 10.0, "the ballast")  # made on a thread at the start
+    acknowledged = jobs_on(leader)
+    fill(leader.data)
+
+    async def hello() -> None:
+        ws_url = leader.url.replace("http://", "ws://", 1)
+        async with FakeAgent.connect(ws_url, leader.agent_token, "late-node") as agent:
+            assert agent.welcome is not None
+
+    asyncio.run(hello())
+    first = next(iter(acknowledged))
+    deleted = leader.cli("delete", first, "--yes")
+    assert deleted.returncode == 0, deleted.stderr
+    del acknowledged[first]
+    assert not ballast.exists()
+    assert jobs_on(leader) == acknowledged
+
+    # kill -9 and a restart: the node's hello and the delete were committed.
+    child = farm.leader
+    assert child is not None
+    os.killpg(child.process.pid, signal.SIGKILL)
+    child.process.wait(timeout=10)
+    farm.start_leader()
+    assert jobs_on(leader) == acknowledged
+    nodes = leader.cli("nodes", "--json")
+    assert nodes.returncode == 0, nodes.stderr
+    assert "late-node" in {node["name"] for node in json.loads(nodes.stdout)}

@@ -37,6 +37,7 @@ import contextlib
 import errno
 import logging
 import os
+import stat
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -171,9 +172,10 @@ class Ballast:
     def held(self) -> int:
         """Bytes the ballast holds on the disk now (0 without one)."""
         try:
-            return os.stat(self.path).st_blocks * 512
+            info = os.stat(self.path, follow_symlinks=False)
         except OSError:
             return 0
+        return info.st_blocks * 512 if stat.S_ISREG(info.st_mode) else 0
 
     def drop(self) -> None:
         """Give its room back to the disk now. Never raises."""
@@ -227,15 +229,21 @@ class Ballast:
 
     def _has(self, size: int) -> bool:
         try:
-            info = os.stat(self.path)
+            info = os.stat(self.path, follow_symlinks=False)
         except OSError:
             return False
-        return info.st_size == size and info.st_blocks * 512 >= size
+        return stat.S_ISREG(info.st_mode) and info.st_size == size and info.st_blocks * 512 >= size
 
 
 def _allocate(path: Path, size: int) -> None:
-    """A file of ``size`` bytes that really holds them on the disk (not a sparse one)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    """A new file of ``size`` bytes that really holds them on the disk (not a sparse one).
+
+    Made afresh, never through what is there (a file left by a leader killed while
+    making it, or a symlink planted in its place).
+    """
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         try:
             os.posix_fallocate(fd, 0, size)

@@ -56,10 +56,6 @@ class Checkpointer:
         self.wal = path.with_name(path.name + "-wal")
         self.interval = interval
         self.restarts = 0
-        # While the disk is short (``server.disk_room``) the WAL keeps its size: what a
-        # hello or a delete then writes goes there, and a disk filled to its last byte
-        # meanwhile still takes it.
-        self.keep_wal = False
         self._stop = threading.Event()
         self._last_error = ""
         self._thread = threading.Thread(target=self._run, name="farmtui-checkpoint", daemon=True)
@@ -96,7 +92,7 @@ class Checkpointer:
                 if version != seen:
                     seen = version
                     self._checkpoint(db)
-                elif self._wal_size() > 0 and not self.keep_wal:
+                elif self._wal_size() > 0:
                     # Nothing committed for a whole round: a TRUNCATE holds no commit back.
                     self._truncate(db)
         finally:

@@ -7,10 +7,10 @@ failed that way, so the leader spent its time reloading; and an operator
 could not delete jobs to make room, since a delete needs room in the WAL too.
 
 So while the free space (the file system's, plus the room SQLite already
-holds: ``farm.db``'s free pages and the WAL's file, both reused) is below a
-reserve, the leader refuses every change but deleting jobs, at once and with
-nothing to undo, and the reserve is left to the deletes and to the checkpoints
-(Elasticsearch's "flood stage" does the same). Its own tick waits too: lost
+holds in ``farm.db``'s free pages) is below a reserve, the leader refuses
+every change but deleting jobs, at once and with nothing to undo, and the
+reserve is left to the deletes and to the checkpoints (Elasticsearch's "flood
+stage" does the same). Its own tick waits too: lost
 nodes, ended blocks and due retries are judged once there is room. Reads go
 on as before; renders go on too (leases are renewed without a commit), and
 their reports wait in the agents' outboxes until there is room.
@@ -19,10 +19,11 @@ The reserve is ``disk_reserve_mb`` (leader.toml), or ``RESERVE_SHARE`` of the
 file system on a small one. SQLite only: a PostgreSQL server keeps its own disk.
 
 Another process may take the reserve too: a render writing into the data
-folder's disk fills it to its last byte while the leader is idle, its WAL
-emptied by the last checkpoint. A hello or a delete then had no page to
-write to, failed its commit, and was undone by the reload; the node could not
-come back and nothing could be deleted. So half the reserve is held in a file
+folder's disk fills it to its last byte, and a hello or a delete then has no
+page to write its WAL to (an idle leader's WAL was emptied by the last
+checkpoint, a busy one's is full of what waits for a checkpoint). It failed
+its commit and was undone by the reload; the node could not come back and
+nothing could be deleted. So half the reserve is held in a file
 of its own, the ballast (``BALLAST_NAME`` beside ``farm.db``, CockroachDB's
 emergency ballast does the same). It is deleted the moment the disk is found
 short, before the change that found it, and made again (on a thread) once
@@ -67,13 +68,11 @@ class DiskRoom:
         folder: Path,
         reserve_bytes: int,
         free_in_store: Callable[[], int],
-        on_change: Callable[[bool], None] | None = None,
         ballast: bool = False,
     ) -> None:
         self.folder = folder
         self.reserve_bytes = reserve_bytes
         self.free_in_store = free_in_store
-        self.on_change = on_change  # called with ``short`` whenever it changes
         self.short = False  # below the reserve at the last look
         self.ballast = Ballast(folder / BALLAST_NAME) if ballast else None
 
@@ -135,8 +134,6 @@ class DiskRoom:
                     self.ballast.drop()
                 else:
                     self.ballast.make(ballast)
-            if self.on_change is not None:
-                self.on_change(short)
             if short:
                 log.error(
                     "the disk of %s is nearly full (%s free, %s kept for deletes): "

@@ -228,7 +228,6 @@ class Leader:
                 self.store.path.parent,
                 int(self.config.disk_reserve_mb * 1024**2),
                 self.store.free_bytes,
-                self.store.keep_wal,
                 ballast=True,
             )
             if isinstance(self.store, Store)

@@ -222,20 +222,20 @@ class Store:
         version: int = self.db.execute("PRAGMA user_version").fetchone()[0]
         return version
 
-    def keep_wal(self, keep: bool) -> None:
-        """Whether the checkpoints leave the WAL's file its size (see ``Checkpointer``)."""
-        self.checkpointer.keep_wal = keep
-
     def free_bytes(self) -> int:
-        """Room SQLite already holds: ``farm.db``'s free pages, which new rows reuse, and
-        the WAL's file, which commits reuse from its beginning once it is checkpointed."""
+        """Room SQLite already holds: ``farm.db``'s free pages, which new rows reuse.
+
+        Not the WAL's file: commits reuse it only from its beginning, once a
+        checkpoint has copied all of it into ``farm.db``, which on a full disk
+        cannot grow to take it. Counted, a WAL of a few megabytes passed for
+        room on a disk filled to its last byte: changes were let through until
+        it was used up, then failed their commits and were undone by reloading
+        the farm (``bench/full_disk.py``: 0.2 s a refusal instead of 2 ms). Its
+        room comes back to the disk when the checkpointer empties it.
+        """
         pages: int = self.db.execute("PRAGMA freelist_count").fetchone()[0]
         size: int = self.db.execute("PRAGMA page_size").fetchone()[0]
-        try:
-            wal = os.stat(self.path.with_name(self.path.name + "-wal")).st_size
-        except OSError:
-            wal = 0
-        return pages * size + wal
+        return pages * size
 
     def _lock_path(self) -> Path:
         return self.path.with_name(self.path.name + ".leader")

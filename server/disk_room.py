@@ -7,10 +7,11 @@ failed that way, so the leader spent its time reloading; and an operator
 could not delete jobs to make room, since a delete needs room in the WAL too.
 
 So while the free space (the file system's, plus the room SQLite already
-holds in ``farm.db``'s free pages) is below a reserve, the leader refuses
-every change but deleting jobs, at once and with nothing to undo, and the
-reserve is left to the deletes and to the checkpoints (Elasticsearch's "flood
-stage" does the same). Its own tick waits too: lost
+holds in ``farm.db``'s free pages for all but ``ON_DISK_SHARE`` of it: a
+commit first grows the WAL on the file system) is below a reserve, the
+leader refuses every change but deleting jobs, at once and with nothing to
+undo, and the reserve is left to the deletes and to the checkpoints
+(Elasticsearch's "flood stage" does the same). Its own tick waits too: lost
 nodes, ended blocks and due retries are judged once there is room. Reads go
 on as before; renders go on too (leases are renewed without a commit), and
 their reports wait in the agents' outboxes until there is room.
@@ -52,6 +53,9 @@ RESERVE_SHARE = 0.05
 # back under, and the WAL's checkpoint gave it back (a break round: 87 ERROR lines in
 # 20 s and no frame done 8 KB above the reserve).
 LEAVE_SHORT_AT = 1.5
+# The share of the reserve that must be free on the file system itself, whatever farm.db
+# holds free (see ``DiskRoom._short``).
+ON_DISK_SHARE = 0.5
 # The ballast: the file, beside farm.db, and its size as a share of the reserve (held
 # beyond it: a hello needs a few pages, a delete of a big job a few megabytes).
 BALLAST_NAME = "disk-reserve.ballast"
@@ -75,24 +79,30 @@ class DiskRoom:
         self.free_in_store = free_in_store
         self.short = False  # below the reserve at the last look
         self.ballast = Ballast(folder / BALLAST_NAME) if ballast else None
+        # Short was assumed at the start (no ballast found): said only if it is so.
+        self._assumed = False
 
     def start(self) -> None:
-        """Make the ballast (on a thread) if the disk has room for it beyond the reserve;
-        without a reserve, drop one an earlier leader left."""
+        """Look at the disk once; make the ballast (on a thread) if there is room for it.
+
+        Without a ballast (a first start, or the last run ended short, or was
+        killed while making one) the disk counts as short until there is room
+        as when it comes back from short: room beyond the reserve for the
+        ballast too. Without a reserve, a ballast an earlier leader left goes.
+        """
         if self.ballast is None:
-            return
-        if self.reserve_bytes <= 0:
-            self.ballast.drop()  # the room is the disk's again
             return
         try:
             disk = os.statvfs(self.folder)
         except OSError:
             return
-        reserve = self._reserve(disk)
-        size = self._ballast_size(reserve)
-        room = disk.f_bavail * disk.f_frsize + self.ballast.held()  # a restart finds it made
-        if self.refusal() is None and room >= reserve + size:
-            self.ballast.make(size)
+        size = self._ballast_size(self._reserve(disk))
+        if self.reserve_bytes <= 0 or size <= 0:
+            self.ballast.drop()  # its room is the disk's again
+            return
+        if self.ballast.held() < size:
+            self.short = self._assumed = True
+        self.refusal()
 
     def _reserve(self, disk: os.statvfs_result) -> int:
         return min(self.reserve_bytes, int(disk.f_blocks * disk.f_frsize * RESERVE_SHARE))
@@ -116,16 +126,9 @@ class DiskRoom:
             return None  # cannot tell: the commit will say
         free = disk.f_bavail * disk.f_frsize
         reserve = self._reserve(disk)
-        # Room comes back with enough for the ballast beyond the reserve: not counted as
-        # room (it is only given back when short), making it must not make the disk short.
         ballast = self._ballast_size(reserve)
-        needed = int(reserve * LEAVE_SHORT_AT) + ballast if self.short else reserve
-        if free < needed:
-            try:
-                free += self.free_in_store()
-            except Exception:  # noqa: BLE001 - a count we only add; the commit will say
-                log.debug("cannot count the store's free pages", exc_info=True)
-        short = free < needed
+        short = self._short(free, reserve, ballast)
+        assumed, self._assumed = self._assumed, False
         if short != self.short:
             self.short = short
             if self.ballast is not None:
@@ -135,16 +138,48 @@ class DiskRoom:
                 else:
                     self.ballast.make(ballast)
             if short:
-                log.error(
-                    "the disk of %s is nearly full (%s free, %s kept for deletes): "
-                    "refusing every change but deleting jobs until there is room",
-                    self.folder,
-                    _size(free),
-                    _size(reserve),
-                )
-            else:
+                self._say_short(free, reserve)
+            elif not assumed:
                 log.warning("room again on the disk of %s (%s free)", self.folder, _size(free))
+        elif short:
+            if assumed:
+                self._say_short(free, reserve)
+            if self.ballast is not None:
+                self.ballast.drop()  # again: the last drop may have failed
         return REFUSAL if short else None
+
+    def _short(self, free: int, reserve: int, ballast: int) -> bool:
+        """Whether the disk is short: ``free`` bytes on the file system, ``ballast`` the
+        ballast's size (not counted: held beyond the reserve, made again with the room)."""
+        # A commit first grows the WAL, on the file system itself: farm.db's free pages
+        # take its pages only once a checkpoint copies them over. So part of the reserve
+        # must be free on the file system whatever farm.db holds free (counting those
+        # pages alone, a disk at its last byte passed for roomy, and every commit failed).
+        if self.short:
+            # Room back only with a margin, and room for the ballast beyond it: making it
+            # must not make the disk short again.
+            on_disk = int(reserve * ON_DISK_SHARE * LEAVE_SHORT_AT) + ballast
+            needed = int(reserve * LEAVE_SHORT_AT) + ballast
+        else:
+            on_disk, needed = int(reserve * ON_DISK_SHARE), reserve
+        if free < on_disk:
+            return True
+        if free >= needed:
+            return False
+        try:
+            free += self.free_in_store()
+        except Exception:  # noqa: BLE001 - a count we only add; the commit will say
+            log.debug("cannot count the store's free pages", exc_info=True)
+        return free < needed
+
+    def _say_short(self, free: int, reserve: int) -> None:
+        log.error(
+            "the disk of %s is nearly full (%s free, %s kept for deletes): "
+            "refusing every change but deleting jobs until there is room",
+            self.folder,
+            _size(free),
+            _size(reserve),
+        )
 
 
 def _size(count: int) -> str:
@@ -165,6 +200,7 @@ class Ballast:
         self._lock = threading.Lock()
         self._wanted = 0  # bytes; 0: not wanted
         self._thread: threading.Thread | None = None
+        self._drop_failed = False  # and said so
 
     def held(self) -> int:
         """Bytes the ballast holds on the disk now (0 without one)."""
@@ -175,15 +211,20 @@ class Ballast:
         return info.st_blocks * 512 if stat.S_ISREG(info.st_mode) else 0
 
     def drop(self) -> None:
-        """Give its room back to the disk now. Never raises."""
+        """Give its room back to the disk now (a half-made one's too). Never raises."""
         with self._lock:
             self._wanted = 0
-            try:
-                self.path.unlink()
-            except FileNotFoundError:
-                pass
-            except OSError as exc:
-                log.error("cannot delete %s to make room: %s", self.path, exc.strerror or exc)
+            failed = False
+            for path in (self.path, self._making):
+                try:
+                    path.unlink()
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:
+                    failed = True
+                    if not self._drop_failed:  # once: it is tried again at every look
+                        log.error("cannot delete %s to make room: %s", path, exc.strerror or exc)
+            self._drop_failed = failed
 
     def make(self, size: int) -> None:
         """Have a ballast of ``size`` bytes (on a thread), unless dropped meanwhile."""
@@ -204,25 +245,30 @@ class Ballast:
             try:
                 _allocate(self._making, size)
             except OSError as exc:
-                with contextlib.suppress(OSError):
-                    self._making.unlink()
                 with self._lock:
+                    self._discard_making()
                     self._thread = None
                 # No room for it (the next time room comes back it is tried again), or a
                 # file system that cannot hold one: the reserve still refuses changes.
                 log.warning("no ballast in %s: %s", self.path.parent, exc.strerror or exc)
                 return
             with self._lock:
-                if self._wanted == size:
-                    try:
-                        os.replace(self._making, self.path)
-                    except OSError as exc:
-                        log.warning("no ballast in %s: %s", self.path.parent, exc.strerror or exc)
-                    self._thread = None
-                    return
-                with contextlib.suppress(OSError):
-                    self._making.unlink()
-                # Dropped (or resized) while it was written: look again.
+                if self._wanted != size:
+                    self._discard_making()
+                    continue  # dropped (or resized) while it was written: look again
+                try:
+                    os.replace(self._making, self.path)
+                except FileNotFoundError:
+                    continue  # dropped and wanted again meanwhile: made again
+                except OSError as exc:  # something else holds its name (a folder)
+                    self._discard_making()
+                    log.warning("no ballast in %s: %s", self.path.parent, exc.strerror or exc)
+                self._thread = None
+                return
+
+    def _discard_making(self) -> None:
+        with contextlib.suppress(OSError):
+            self._making.unlink()
 
     def _has(self, size: int) -> bool:
         try:

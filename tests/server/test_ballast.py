@@ -52,3 +52,18 @@ def test_a_drop_while_it_is_made_wins(tmp_path: Path) -> None:
     wait_until(lambda: ballast._thread is None, 10.0, "the maker to finish")
     assert not (tmp_path / "b").exists()
     assert not (tmp_path / "b.new").exists()
+
+
+def test_what_a_killed_leader_left_half_made_is_given_back_too(tmp_path: Path) -> None:
+    (tmp_path / "b.new").write_bytes(b"\0" * 8192)
+    Ballast(tmp_path / "b").drop()
+    assert not (tmp_path / "b.new").exists()
+
+
+def test_a_folder_in_its_place_leaves_no_half_made_ballast(tmp_path: Path) -> None:
+    (tmp_path / "b").mkdir()
+    ballast = Ballast(tmp_path / "b")
+    ballast.make(8192)
+    wait_until(lambda: ballast._thread is None, 10.0, "the maker to give up")
+    assert not (tmp_path / "b.new").exists()
+    assert (tmp_path / "b").is_dir()

@@ -168,9 +168,13 @@ def test_deleting_jobs_works_on_a_nearly_full_disk_and_makes_room(
     assert one_line(leader.cli("pause", first)) == f"farm pause: {REFUSAL}"
     assert jobs_on(leader) == acknowledged
 
-    # Deleting jobs uses the reserve, and the pages they held are room again: an
-    # operator deletes old jobs one by one until a submit is accepted again.
+    # Deleting jobs uses the reserve, and the pages they held are room again once the
+    # WAL that held the deletes is emptied (a second later): an operator deletes old
+    # jobs one by one until a submit is accepted again.
+    wal = leader.data / "farm.db-wal"
+
     def submitted() -> str | None:
+        wait_until(lambda: not wal.exists() or wal.stat().st_size == 0, 30.0, "an empty WAL")
         again = leader.cli("submit", "--name", "new", *BIG_JOB)
         if again.returncode != 0:
             assert one_line(again) == f"farm submit: {REFUSAL}"
@@ -210,6 +214,31 @@ def test_room_comes_back_only_well_above_the_reserve(tmp_path: Path) -> None:
         assert room.refusal() == REFUSAL
         leave_free(filler, reserve)  # now 2 x the reserve free
         assert room.refusal() is None
+
+
+def test_free_pages_in_the_store_do_not_make_a_full_file_system_roomy(tmp_path: Path) -> None:
+    with tmpfs(tmp_path / "disk", "1m") as disk:
+        room = DiskRoom(disk, 1024**3, lambda: 1024**3)  # farm.db all free pages
+        filler = fill(disk)
+        assert room.refusal() == REFUSAL  # a commit would have nowhere to grow its WAL
+        leave_free(filler, int(disk_size(disk) * RESERVE_SHARE))
+        assert room.refusal() is None  # the file system has its share: the pages count
+
+
+def test_a_start_without_a_ballast_needs_the_room_to_make_one(tmp_path: Path) -> None:
+    """No ballast at the start (the last run ended short): short until there is room as
+    when the disk comes back from short, for the ballast too; then it is made."""
+    with tmpfs(tmp_path / "disk", "1m") as disk:
+        reserve = int(disk_size(disk) * RESERVE_SHARE)
+        filler = fill(disk)
+        leave_free(filler, reserve * 5 // 4)  # above the reserve, below 1.5 x + ballast
+        room = DiskRoom(disk, 1024**3, lambda: 0, ballast=True)
+        room.start()
+        assert room.refusal() == REFUSAL
+        assert not (disk / BALLAST_NAME).exists()
+        leave_free(filler, reserve)
+        assert room.refusal() is None
+        wait_until((disk / BALLAST_NAME).exists, 10.0, "the ballast")
 
 
 def test_the_ballast_gives_its_room_back_when_short_and_comes_back_without_flapping(
@@ -266,6 +295,14 @@ def test_a_disk_another_process_filled_to_its_last_byte_still_takes_hellos_and_d
     ballast = leader.data / BALLAST_NAME
     wait_until(ballast.exists, 10.0, "the ballast")  # made on a thread at the start
     acknowledged = jobs_on(leader)
+    # Old jobs deleted: farm.db holds free pages, more than the reserve, but a commit
+    # must first grow the WAL on the file system, which will have nothing left.
+    for job_id in list(acknowledged)[:8]:
+        deleted = leader.cli("delete", job_id, "--yes")
+        assert deleted.returncode == 0, deleted.stderr
+        del acknowledged[job_id]
+    wal = leader.data / "farm.db-wal"
+    wait_until(lambda: not wal.exists() or wal.stat().st_size == 0, 30.0, "an empty WAL")
     fill(leader.data)
 
     async def hello() -> None:

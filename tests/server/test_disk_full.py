@@ -61,6 +61,21 @@ def fill(folder: Path) -> Path:
     return filler
 
 
+def kill_and_restart(farm: LocalFarm) -> None:
+    """``kill -9`` the leader and start it again on the same folders."""
+    child = farm.leader
+    assert child is not None
+    os.killpg(child.process.pid, signal.SIGKILL)
+    child.process.wait(timeout=10)
+    farm.start_leader()
+
+
+def wait_for_an_empty_wal(data: Path) -> None:
+    """Until the checkpointer has emptied the WAL (a round with no commit)."""
+    wal = data / "farm.db-wal"
+    wait_until(lambda: not wal.exists() or wal.stat().st_size == 0, 30.0, "an empty WAL")
+
+
 def jobs_on(leader: LiveLeader) -> dict[str, str]:
     done = leader.cli("jobs", "--json")
     assert done.returncode == 0, done.stderr
@@ -114,11 +129,7 @@ def test_a_full_disk_refuses_submits_without_ghosts_and_recovers(
     assert jobs_on(leader) == acknowledged
 
     # kill -9 and a restart on the same folders: exactly the acknowledged jobs.
-    child = leader.farm.leader
-    assert child is not None
-    os.killpg(child.process.pid, signal.SIGKILL)
-    child.process.wait(timeout=10)
-    leader.farm.start_leader()
+    kill_and_restart(leader.farm)
     assert jobs_on(leader) == acknowledged
 
 
@@ -143,8 +154,7 @@ def full_store(small_disk: Path, tmp_path: Path) -> Iterator[tuple[LocalFarm, Li
             # A chunk gets a row of its own once it changes: these jobs fill the store.
             marked = leader.cli("chunks", done.stdout.strip(), "set-done", "0-299")
             assert marked.returncode == 0, marked.stderr
-        wal = small_disk / "farm.db-wal"
-        wait_until(lambda: not wal.exists() or wal.stat().st_size == 0, 30.0, "an empty WAL")
+        wait_for_an_empty_wal(small_disk)
         yield farm, leader
     finally:
         farm.stop(grace=5.0)
@@ -171,10 +181,8 @@ def test_deleting_jobs_works_on_a_nearly_full_disk_and_makes_room(
     # Deleting jobs uses the reserve, and the pages they held are room again once the
     # WAL that held the deletes is emptied (a second later): an operator deletes old
     # jobs one by one until a submit is accepted again.
-    wal = leader.data / "farm.db-wal"
-
     def submitted() -> str | None:
-        wait_until(lambda: not wal.exists() or wal.stat().st_size == 0, 30.0, "an empty WAL")
+        wait_for_an_empty_wal(leader.data)
         again = leader.cli("submit", "--name", "new", *BIG_JOB)
         if again.returncode != 0:
             assert one_line(again) == f"farm submit: {REFUSAL}"
@@ -194,11 +202,7 @@ def test_deleting_jobs_works_on_a_nearly_full_disk_and_makes_room(
     assert jobs_on(leader) == acknowledged
 
     # kill -9 and a restart: the deletes and the submit were committed.
-    child = farm.leader
-    assert child is not None
-    os.killpg(child.process.pid, signal.SIGKILL)
-    child.process.wait(timeout=10)
-    farm.start_leader()
+    kill_and_restart(farm)
     assert jobs_on(leader) == acknowledged
 
 
@@ -301,8 +305,7 @@ def test_a_disk_another_process_filled_to_its_last_byte_still_takes_hellos_and_d
         deleted = leader.cli("delete", job_id, "--yes")
         assert deleted.returncode == 0, deleted.stderr
         del acknowledged[job_id]
-    wal = leader.data / "farm.db-wal"
-    wait_until(lambda: not wal.exists() or wal.stat().st_size == 0, 30.0, "an empty WAL")
+    wait_for_an_empty_wal(leader.data)
     fill(leader.data)
 
     async def hello() -> None:
@@ -319,11 +322,7 @@ def test_a_disk_another_process_filled_to_its_last_byte_still_takes_hellos_and_d
     assert jobs_on(leader) == acknowledged
 
     # kill -9 and a restart: the node's hello and the delete were committed.
-    child = farm.leader
-    assert child is not None
-    os.killpg(child.process.pid, signal.SIGKILL)
-    child.process.wait(timeout=10)
-    farm.start_leader()
+    kill_and_restart(farm)
     assert jobs_on(leader) == acknowledged
     nodes = leader.cli("nodes", "--json")
     assert nodes.returncode == 0, nodes.stderr

@@ -138,12 +138,12 @@ class DiskRoom:
                 else:
                     self.ballast.make(ballast)
             if short:
-                self._say_short(free, reserve)
+                self._say_short(free, reserve, ballast)
             elif not assumed:
                 log.warning("room again on the disk of %s (%s free)", self.folder, _size(free))
         elif short:
             if assumed:
-                self._say_short(free, reserve)
+                self._say_short(free, reserve, ballast)
             if self.ballast is not None:
                 self.ballast.drop()  # again: the last drop may have failed
         return REFUSAL if short else None
@@ -172,13 +172,14 @@ class DiskRoom:
             log.debug("cannot count the store's free pages", exc_info=True)
         return free < needed
 
-    def _say_short(self, free: int, reserve: int) -> None:
+    def _say_short(self, free: int, reserve: int, ballast: int) -> None:
         log.error(
             "the disk of %s is nearly full (%s free, %s kept for deletes): "
-            "refusing every change but deleting jobs until there is room",
+            "refusing every change but deleting jobs until about %s are free",
             self.folder,
             _size(free),
             _size(reserve),
+            _size(int(reserve * LEAVE_SHORT_AT) + ballast),
         )
 
 

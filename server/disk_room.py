@@ -192,7 +192,9 @@ class Ballast:
 
     ``drop`` runs on the event loop (an unlink); ``make`` hands the writing to a
     thread, which allocates the file under another name and puts it in place
-    only if it is still wanted, so a drop while it writes wins.
+    only if it is still wanted, so a drop while it writes wins. Deleted by
+    hand, it is made again when room next comes back, or at the next start
+    (a look for it at every group commit would cost each a ``stat``).
     """
 
     def __init__(self, path: Path) -> None:

@@ -72,12 +72,16 @@ class DiskRoom:
         folder: Path,
         reserve_bytes: int,
         free_in_store: Callable[[], int],
+        wal_bytes: Callable[[], int] = lambda: 0,
         ballast: bool = False,
     ) -> None:
         self.folder = folder
         self.reserve_bytes = reserve_bytes
         self.free_in_store = free_in_store
+        self.wal_bytes = wal_bytes
         self.short = False  # below the reserve at the last look
+        # The WAL's size when the disk ran short (see ``_short``).
+        self._wal_when_short = 0
         self.ballast = Ballast(folder / BALLAST_NAME) if ballast else None
         # Short was assumed at the start (no ballast found): said only if it is so.
         self._assumed = False
@@ -100,6 +104,7 @@ class DiskRoom:
         if self.reserve_bytes <= 0 or size <= 0:
             self.ballast.drop()  # its room is the disk's again
             return
+        self.ballast.drop_leftover()
         if self.ballast.held() < size:
             self.short = self._assumed = True
         self.refusal()
@@ -131,6 +136,11 @@ class DiskRoom:
         assumed, self._assumed = self._assumed, False
         if short != self.short:
             self.short = short
+            if short:
+                try:
+                    self._wal_when_short = self.wal_bytes()
+                except OSError:
+                    self._wal_when_short = 0
             if self.ballast is not None:
                 # Before the change that looked: it may need the room (a hello, a delete).
                 if short:
@@ -157,9 +167,13 @@ class DiskRoom:
         # pages alone, a disk at its last byte passed for roomy, and every commit failed).
         if self.short:
             # Room back only with a margin, and room for the ballast beyond it: making it
-            # must not make the disk short again.
+            # must not make the disk short again. Nor may the WAL filling up again: the
+            # checkpointer empties it while the disk is short, and the agents' held
+            # reports refill it the moment room is back (a break round: a 3 MB disk
+            # flapped every 1.3 s), so its size when the disk ran short is not room.
             on_disk = int(reserve * ON_DISK_SHARE * LEAVE_SHORT_AT) + ballast
-            needed = int(reserve * LEAVE_SHORT_AT) + ballast
+            on_disk += self._wal_when_short
+            needed = int(reserve * LEAVE_SHORT_AT) + ballast + self._wal_when_short
         else:
             on_disk, needed = int(reserve * ON_DISK_SHARE), reserve
         if free < on_disk:
@@ -228,6 +242,12 @@ class Ballast:
                     if not self._drop_failed:  # once: it is tried again at every look
                         log.error("cannot delete %s to make room: %s", path, exc.strerror or exc)
             self._drop_failed = failed
+
+    def drop_leftover(self) -> None:
+        """Give back what a leader killed while making the ballast left half made."""
+        with self._lock:
+            if self._thread is None:
+                self._discard_making()
 
     def make(self, size: int) -> None:
         """Have a ballast of ``size`` bytes (on a thread), unless dropped meanwhile."""

@@ -228,6 +228,7 @@ class Leader:
                 self.store.path.parent,
                 int(self.config.disk_reserve_mb * 1024**2),
                 self.store.free_bytes,
+                self.store.wal_bytes,
                 ballast=True,
             )
             if isinstance(self.store, Store)
@@ -351,14 +352,14 @@ class Leader:
             jobs, nodes = self.store.load()
         self.scheduler.set_limits(decode_limits(self.store.setting(LIMITS_SETTING)))
         self.role = "active"  # from here on without a pause: no request sees a half-loaded farm
+        if self.disk_room is not None:
+            self.disk_room.start()  # before the load's commit looks at the disk
         self.run(
             lambda now: self.scheduler.load(jobs, nodes, now), dispatch=False, needs_room=False
         )
         self._restored = {name for name, node in self.scheduler.nodes.items() if node.running}
         self._restored_until = self.now() + RESTORE_TIMEOUTS * self.config.node_timeout
         self.counters.start(self.scheduler.jobs)
-        if self.disk_room is not None:
-            self.disk_room.start()
         if self.settings.own_process:
             # The farm just loaded is here to stay: no full collection walks it again.
             frozen_heap.install()

@@ -85,7 +85,10 @@ def write(
     except StoreError as exc:
         if not needs_room and leader.room_refusal() is not None:
             # A delete on a short disk whose pages did not fit in what was left.
-            raise Unavailable(f"{exc} (too little room for it: delete fewer at a time)") from None
+            raise Unavailable(
+                f"{exc} (too little room for it: delete fewer jobs at a time, or free space "
+                "on the leader's disk)"
+            ) from None
         raise Unavailable(str(exc)) from None
 
 

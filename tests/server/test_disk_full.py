@@ -229,6 +229,22 @@ def test_free_pages_in_the_store_do_not_make_a_full_file_system_roomy(tmp_path: 
         assert room.refusal() is None  # the file system has its share: the pages count
 
 
+def test_the_wal_it_had_when_short_is_not_room_when_emptied(tmp_path: Path) -> None:
+    """Emptied while the disk is short, the WAL gives its room back; the farm fills it
+    again once room is back, so that room does not end the short state."""
+    wal = {"bytes": 200 * 1024}
+    with tmpfs(tmp_path / "disk", "1m") as disk:
+        room = DiskRoom(disk, 1024**3, lambda: 0, lambda: wal["bytes"])
+        reserve = int(disk_size(disk) * RESERVE_SHARE)
+        filler = fill(disk)
+        assert room.refusal() == REFUSAL
+        wal["bytes"] = 0  # the checkpointer empties it: its room is the file system's
+        leave_free(filler, reserve * 3 // 2 + 4096)  # enough, but for the WAL's refill
+        assert room.refusal() == REFUSAL
+        leave_free(filler, 200 * 1024)
+        assert room.refusal() is None
+
+
 def test_a_start_without_a_ballast_needs_the_room_to_make_one(tmp_path: Path) -> None:
     """No ballast at the start (the last run ended short): short until there is room as
     when the disk comes back from short, for the ballast too; then it is made."""
@@ -284,7 +300,9 @@ def test_a_delete_too_big_for_the_room_left_says_to_delete_fewer(
     leave_free(fill(leader.data), 64 * 1024)  # short, and less than 12 jobs' pages
     refused = leader.cli("delete", *acknowledged, "--yes")
     assert refused.returncode != 0
-    assert one_line(refused).endswith("(too little room for it: delete fewer at a time)")
+    assert one_line(refused).endswith(
+        "(too little room for it: delete fewer jobs at a time, or free space on the leader's disk)"
+    )
     assert jobs_on(leader) == acknowledged
     one = leader.cli("delete", next(iter(acknowledged)), "--yes")
     assert one.returncode == 0, one.stderr

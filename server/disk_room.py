@@ -107,6 +107,7 @@ class DiskRoom:
         self.ballast.drop_leftover()
         if self.ballast.held() < size:
             self.short = self._assumed = True
+            self._wal_when_short = self._wal_now()
         self.refusal()
 
     def _reserve(self, disk: os.statvfs_result) -> int:
@@ -137,10 +138,7 @@ class DiskRoom:
         if short != self.short:
             self.short = short
             if short:
-                try:
-                    self._wal_when_short = self.wal_bytes()
-                except OSError:
-                    self._wal_when_short = 0
+                self._wal_when_short = self._wal_now()
             if self.ballast is not None:
                 # Before the change that looked: it may need the room (a hello, a delete).
                 if short:
@@ -186,6 +184,12 @@ class DiskRoom:
             log.debug("cannot count the store's free pages", exc_info=True)
         return free < needed
 
+    def _wal_now(self) -> int:
+        try:
+            return self.wal_bytes()
+        except OSError:
+            return 0
+
     def _say_short(self, free: int, reserve: int, ballast: int) -> None:
         log.error(
             "the disk of %s is nearly full (%s free, %s kept for deletes): "
@@ -193,7 +197,7 @@ class DiskRoom:
             self.folder,
             _size(free),
             _size(reserve),
-            _size(int(reserve * LEAVE_SHORT_AT) + ballast),
+            _size(int(reserve * LEAVE_SHORT_AT) + ballast + self._wal_when_short),
         )
 
 

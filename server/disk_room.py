@@ -24,9 +24,9 @@ folder's disk fills it to its last byte, and a hello or a delete then has no
 page to write its WAL to (an idle leader's WAL was emptied by the last
 checkpoint, a busy one's is full of what waits for a checkpoint). It failed
 its commit and was undone by the reload; the node could not come back and
-nothing could be deleted. So half the reserve is held in a file
-of its own, the ballast (``BALLAST_NAME`` beside ``farm.db``, CockroachDB's
-emergency ballast does the same). It is deleted the moment the disk is found
+nothing could be deleted. So half as much again as the reserve is held in
+a file of its own, the ballast (``BALLAST_NAME`` beside ``farm.db``;
+CockroachDB's emergency ballast does the same). It is deleted the moment the disk is found
 short, before the change that found it, and made again (on a thread) once
 there is room for it beyond the reserve; it never counts as room itself. A
 commit that still finds the disk full (another process took the ballast's
@@ -57,7 +57,7 @@ LEAVE_SHORT_AT = 1.5
 # holds free (see ``DiskRoom._short``).
 ON_DISK_SHARE = 0.5
 # The ballast: the file, beside farm.db, and its size as a share of the reserve (held
-# beyond it: a hello needs a few pages, a delete of a big job a few megabytes).
+# beyond it: a hello needs a few pages, a delete of a big job megabytes).
 BALLAST_NAME = "disk-reserve.ballast"
 BALLAST_SHARE = 0.5
 # What a refused change is told (one line; ``farm`` prints it as it is).

@@ -24,8 +24,8 @@ folder's disk fills it to its last byte, and a hello or a delete then has no
 page to write its WAL to (an idle leader's WAL was emptied by the last
 checkpoint, a busy one's is full of what waits for a checkpoint). It failed
 its commit and was undone by the reload; the node could not come back and
-nothing could be deleted. So half as much again as the reserve is held in
-a file of its own, the ballast (``BALLAST_NAME`` beside ``farm.db``;
+nothing could be deleted. So a file of its own, the ballast, holds room of
+half the reserve's size beyond it (``BALLAST_NAME`` beside ``farm.db``;
 CockroachDB's emergency ballast does the same). It is deleted the moment the disk is found
 short, before the change that found it, and made again (on a thread) once
 there is room for it beyond the reserve; it never counts as room itself. A
@@ -72,16 +72,12 @@ class DiskRoom:
         folder: Path,
         reserve_bytes: int,
         free_in_store: Callable[[], int],
-        wal_bytes: Callable[[], int] = lambda: 0,
         ballast: bool = False,
     ) -> None:
         self.folder = folder
         self.reserve_bytes = reserve_bytes
         self.free_in_store = free_in_store
-        self.wal_bytes = wal_bytes
         self.short = False  # below the reserve at the last look
-        # The WAL's size when the disk ran short (see ``_short``).
-        self._wal_when_short = 0
         self.ballast = Ballast(folder / BALLAST_NAME) if ballast else None
         # Short was assumed at the start (no ballast found): said only if it is so.
         self._assumed = False
@@ -107,7 +103,6 @@ class DiskRoom:
         self.ballast.drop_leftover()
         if self.ballast.held() < size:
             self.short = self._assumed = True
-            self._wal_when_short = self._wal_now()
         self.refusal()
 
     def _reserve(self, disk: os.statvfs_result) -> int:
@@ -137,8 +132,6 @@ class DiskRoom:
         assumed, self._assumed = self._assumed, False
         if short != self.short:
             self.short = short
-            if short:
-                self._wal_when_short = self._wal_now()
             if self.ballast is not None:
                 # Before the change that looked: it may need the room (a hello, a delete).
                 if short:
@@ -165,13 +158,12 @@ class DiskRoom:
         # pages alone, a disk at its last byte passed for roomy, and every commit failed).
         if self.short:
             # Room back only with a margin, and room for the ballast beyond it: making it
-            # must not make the disk short again. Nor may the WAL filling up again: the
-            # checkpointer empties it while the disk is short, and the agents' held
-            # reports refill it the moment room is back (a break round: a 3 MB disk
-            # flapped every 1.3 s), so its size when the disk ran short is not room.
+            # must not make the disk short again. (On a disk of a few megabytes the WAL
+            # a busy farm fills between two checkpoints is larger than the margin, and
+            # the farm flaps every second or so; asking for that room too left such a
+            # disk short for good, as a break round found.)
             on_disk = int(reserve * ON_DISK_SHARE * LEAVE_SHORT_AT) + ballast
-            on_disk += self._wal_when_short
-            needed = int(reserve * LEAVE_SHORT_AT) + ballast + self._wal_when_short
+            needed = int(reserve * LEAVE_SHORT_AT) + ballast
         else:
             on_disk, needed = int(reserve * ON_DISK_SHARE), reserve
         if free < on_disk:
@@ -184,12 +176,6 @@ class DiskRoom:
             log.debug("cannot count the store's free pages", exc_info=True)
         return free < needed
 
-    def _wal_now(self) -> int:
-        try:
-            return self.wal_bytes()
-        except OSError:
-            return 0
-
     def _say_short(self, free: int, reserve: int, ballast: int) -> None:
         log.error(
             "the disk of %s is nearly full (%s free, %s kept for deletes): "
@@ -197,8 +183,26 @@ class DiskRoom:
             self.folder,
             _size(free),
             _size(reserve),
-            _size(int(reserve * LEAVE_SHORT_AT) + ballast + self._wal_when_short),
+            _size(int(reserve * LEAVE_SHORT_AT) + ballast),
         )
+
+
+def give_back_if_full(folder: Path, reserve_bytes: int) -> None:
+    """Before the store is opened: drop the ballast if the disk is nearly full.
+
+    SQLite makes its ``-shm`` and ``-wal`` files as it opens the database; on a
+    disk another process filled to its last byte after a clean stop, the leader
+    could not even start ("disk I/O error").
+    """
+    if reserve_bytes <= 0:
+        return
+    try:
+        disk = os.statvfs(folder)
+    except OSError:
+        return
+    reserve = min(reserve_bytes, int(disk.f_blocks * disk.f_frsize * RESERVE_SHARE))
+    if disk.f_bavail * disk.f_frsize < int(reserve * ON_DISK_SHARE):
+        Ballast(folder / BALLAST_NAME).drop()
 
 
 def _size(count: int) -> str:

@@ -32,6 +32,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
 import msgspec
@@ -46,7 +47,7 @@ from farmtui.protocol import (
 )
 from server.auth import Principal, Tokens
 from server.config import LeaderSettings
-from server.disk_room import DiskRoom
+from server.disk_room import DiskRoom, give_back_if_full
 from server.errors import NoRoom, StoreError
 from server.failures import FailureLog
 from server.heap import frozen_heap
@@ -211,9 +212,13 @@ class Leader:
         self.root = settings.root.resolve()
         # SQLite (<data>/farm.db) unless --store or leader.toml names another; either store's
         # commit runs on the loop (see server.store_postgres for what that costs).
-        shared = parse_store_url(settings.store_url)[0] == "postgresql"
+        kind, where = parse_store_url(settings.store_url)
+        shared = kind == "postgresql"
         # Who this leader is in the lease row, and in the names of its database sessions.
         self.holder = secrets.token_hex(16)
+        if not shared:
+            reserve = int(self.config.disk_reserve_mb * 1024**2)
+            give_back_if_full(Path(where).parent, reserve)
         self.store: FarmStore = open_store(
             settings.store_url,
             self.config.synchronous,
@@ -228,7 +233,6 @@ class Leader:
                 self.store.path.parent,
                 int(self.config.disk_reserve_mb * 1024**2),
                 self.store.free_bytes,
-                self.store.wal_bytes,
                 ballast=True,
             )
             if isinstance(self.store, Store)

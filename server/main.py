@@ -40,6 +40,7 @@ from farmtui.logqueue import logging_off_the_loop
 from farmtui.protocol import MAX_MESSAGE_BYTES
 from server.app import create_app
 from server.config import LeaderSettings
+from server.disk_room import give_back_if_full
 from server.errors import LeaderError, StoreError
 from server.handshakes import LeaderServer
 from server.http_head import BoundedHttpToolsProtocol
@@ -137,6 +138,12 @@ def run_leader(
             # An unreachable database or a wrong password: one line here, not a traceback
             # from the app's start-up. (SQLite's folder is made by the leader itself.)
             open_store(settings.store_url).close()
+        kind, where = parse_store_url(settings.store_url)
+        if kind == "sqlite":
+            # Opening the database below makes SQLite's -shm and -wal files: on a disk
+            # filled to its last byte, only if the ballast gives its room back first.
+            reserve = int(settings.config.disk_reserve_mb * 1024**2)
+            give_back_if_full(Path(where).parent, reserve)
         # A farm moved away, a root that is another farm's: one line, and nothing created.
         check_store_before_start(settings.root, settings.store_url, settings.data)
         # Logging is configured once, before its handlers move off the loop: a uvicorn

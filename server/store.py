@@ -222,13 +222,6 @@ class Store:
         version: int = self.db.execute("PRAGMA user_version").fetchone()[0]
         return version
 
-    def wal_bytes(self) -> int:
-        """The size of the WAL's file now (0 without one)."""
-        try:
-            return os.stat(self.path.with_name(self.path.name + "-wal")).st_size
-        except OSError:
-            return 0
-
     def free_bytes(self) -> int:
         """Room SQLite already holds: ``farm.db``'s free pages, which new rows reuse.
 

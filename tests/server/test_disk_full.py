@@ -229,20 +229,21 @@ def test_free_pages_in_the_store_do_not_make_a_full_file_system_roomy(tmp_path: 
         assert room.refusal() is None  # the file system has its share: the pages count
 
 
-def test_the_wal_it_had_when_short_is_not_room_when_emptied(tmp_path: Path) -> None:
-    """Emptied while the disk is short, the WAL gives its room back; the farm fills it
-    again once room is back, so that room does not end the short state."""
-    wal = {"bytes": 200 * 1024}
-    with tmpfs(tmp_path / "disk", "1m") as disk:
-        room = DiskRoom(disk, 1024**3, lambda: 0, lambda: wal["bytes"])
-        reserve = int(disk_size(disk) * RESERVE_SHARE)
-        filler = fill(disk)
-        assert room.refusal() == REFUSAL
-        wal["bytes"] = 0  # the checkpointer empties it: its room is the file system's
-        leave_free(filler, reserve * 3 // 2 + 4096)  # enough, but for the WAL's refill
-        assert room.refusal() == REFUSAL
-        leave_free(filler, 200 * 1024)
-        assert room.refusal() is None
+def test_a_leader_stopped_cleanly_starts_on_a_disk_filled_to_its_last_byte(
+    leader_on_small_disk: LiveLeader,
+) -> None:
+    """SQLite makes its -shm and -wal files as it opens the database: the ballast's room
+    is given back before, or the leader could not start."""
+    leader = leader_on_small_disk
+    first = leader.cli("submit", "--name", "first", "--", "true")
+    assert first.returncode == 0, first.stderr
+    wait_until((leader.data / BALLAST_NAME).exists, 10.0, "the ballast")
+    leader.farm.stop(grace=10.0)  # a clean stop: SQLite removes -shm and -wal
+    fill(leader.data)
+    leader.farm.start_leader()
+    assert jobs_on(leader) == {first.stdout.strip(): "queued"}
+    refused = leader.cli("submit", "--name", "second", "--", "true")
+    assert one_line(refused) == f"farm submit: {REFUSAL}"
 
 
 def test_a_start_without_a_ballast_needs_the_room_to_make_one(tmp_path: Path) -> None:

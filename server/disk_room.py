@@ -160,8 +160,8 @@ class DiskRoom:
             # Room back only with a margin, and room for the ballast beyond it: making it
             # must not make the disk short again. (On a disk of a few megabytes the WAL
             # a busy farm fills between two checkpoints is larger than the margin, and
-            # the farm flaps every second or so; asking for that room too left such a
-            # disk short for good, as a break round found.)
+            # the farm goes short for a moment every few seconds; asking for that room
+            # too left such a disk short for good, as a break round found.)
             on_disk = int(reserve * ON_DISK_SHARE * LEAVE_SHORT_AT) + ballast
             needed = int(reserve * LEAVE_SHORT_AT) + ballast
         else:

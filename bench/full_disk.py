@@ -42,22 +42,8 @@ from farmtui.localfarm import free_port  # noqa: E402
 from farmtui.protocol import JobSpec  # noqa: E402
 from tests.helpers.small_disk import fill  # noqa: E402
 
-PROBE = """
-import json, socket, sys, time
-port, seconds = int(sys.argv[1]), float(sys.argv[2])
-link = socket.create_connection(("127.0.0.1", port))
-print("ready", flush=True)
-latencies, end = [], time.monotonic() + seconds
-while time.monotonic() < end:
-    began = time.perf_counter()
-    link.sendall(b"GET /healthz HTTP/1.1\\r\\nhost: farm\\r\\n\\r\\n")
-    data = b""
-    while not data.endswith(b"}"):
-        data += link.recv(4096)
-    latencies.append(time.perf_counter() - began)
-    time.sleep(0.005)
-print(json.dumps(latencies), flush=True)
-"""
+# Asks /healthz every 5 ms on a kept connection (a process of its own).
+PROBE = REPO / "bench" / "healthz_probe.py"
 
 STALL = re.compile(r"stalled for (\d+) ms")
 
@@ -111,7 +97,7 @@ def one_run(base: Path, reserve: float | None, args: argparse.Namespace) -> dict
                 ]
                 fill(disk / "filler")
                 probe = subprocess.Popen(
-                    [sys.executable, "-c", PROBE, str(port), str(args.seconds)],
+                    [sys.executable, str(PROBE), str(port), str(args.seconds)],
                     stdout=subprocess.PIPE,
                     text=True,
                 )

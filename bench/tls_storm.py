@@ -47,24 +47,8 @@ from farmtui.cli import main
 sys.exit(main())
 """
 
-PROBE = """
-import json, socket, ssl, sys, time
-port, seconds = int(sys.argv[1]), float(sys.argv[2])
-context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-link = context.wrap_socket(socket.create_connection(("127.0.0.1", port)))
-print("ready", flush=True)
-latencies, end = [], time.monotonic() + seconds
-while time.monotonic() < end:
-    began = time.perf_counter()
-    link.sendall(b"GET /healthz HTTP/1.1\\r\\nhost: farm\\r\\n\\r\\n")
-    answer = b""
-    while not answer.endswith(b"}"):
-        answer += link.recv(65536)
-    latencies.append(time.perf_counter() - began)
-    time.sleep(0.005)
-print(json.dumps(latencies))
-"""
+# Asks /healthz every 5 ms on a kept connection (a process of its own).
+PROBE = REPO / "bench" / "healthz_probe.py"
 
 STORM = """
 import asyncio, json, ssl, sys, time
@@ -124,7 +108,7 @@ def one_run(tree: Path, handshakes: int, tls: tuple[Path, Path], tmp: Path) -> d
         healthy(port)
         # The probe runs a little longer than the storm may take on this machine.
         probe = subprocess.Popen(
-            [sys.executable, "-c", PROBE, str(port), str(2.0 + handshakes / 300)],
+            [sys.executable, str(PROBE), str(port), str(2.0 + handshakes / 300), "--tls"],
             stdout=subprocess.PIPE,
             text=True,
         )

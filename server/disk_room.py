@@ -106,7 +106,7 @@ class DiskRoom:
         self.refusal()
 
     def _reserve(self, disk: os.statvfs_result) -> int:
-        return min(self.reserve_bytes, int(disk.f_blocks * disk.f_frsize * RESERVE_SHARE))
+        return _reserve(disk, self.reserve_bytes)
 
     def _ballast_size(self, reserve: int) -> int:
         if self.ballast is None:
@@ -200,9 +200,13 @@ def give_back_if_full(folder: Path, reserve_bytes: int) -> None:
         disk = os.statvfs(folder)
     except OSError:
         return
-    reserve = min(reserve_bytes, int(disk.f_blocks * disk.f_frsize * RESERVE_SHARE))
-    if disk.f_bavail * disk.f_frsize < int(reserve * ON_DISK_SHARE):
+    if disk.f_bavail * disk.f_frsize < int(_reserve(disk, reserve_bytes) * ON_DISK_SHARE):
         Ballast(folder / BALLAST_NAME).drop()
+
+
+def _reserve(disk: os.statvfs_result, reserve_bytes: int) -> int:
+    """The reserve on ``disk``: ``reserve_bytes``, or ``RESERVE_SHARE`` of a small disk."""
+    return min(reserve_bytes, int(disk.f_blocks * disk.f_frsize * RESERVE_SHARE))
 
 
 def _size(count: int) -> str:

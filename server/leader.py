@@ -32,7 +32,6 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
 import msgspec
@@ -47,7 +46,7 @@ from farmtui.protocol import (
 )
 from server.auth import Principal, Tokens
 from server.config import LeaderSettings
-from server.disk_room import DiskRoom, give_back_if_full
+from server.disk_room import DiskRoom
 from server.errors import NoRoom, StoreError
 from server.failures import FailureLog
 from server.heap import frozen_heap
@@ -212,13 +211,9 @@ class Leader:
         self.root = settings.root.resolve()
         # SQLite (<data>/farm.db) unless --store or leader.toml names another; either store's
         # commit runs on the loop (see server.store_postgres for what that costs).
-        kind, where = parse_store_url(settings.store_url)
-        shared = kind == "postgresql"
+        shared = parse_store_url(settings.store_url)[0] == "postgresql"
         # Who this leader is in the lease row, and in the names of its database sessions.
         self.holder = secrets.token_hex(16)
-        if not shared:
-            reserve = int(self.config.disk_reserve_mb * 1024**2)
-            give_back_if_full(Path(where).parent, reserve)
         self.store: FarmStore = open_store(
             settings.store_url,
             self.config.synchronous,

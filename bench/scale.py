@@ -10,6 +10,9 @@ port, loaded from other processes so that its own CPU is measured alone:
   place): probe latency p50/p99/max, the leader's CPU (psutil, per cent of one
   core), RSS, the store's size (``farm.db`` + WAL), and loop stalls as the
   leader logs them ("stalled" lines of a watchdog, "blocked for" of the tick);
+- the loop's lag below what is logged: the watchdog's beat-lag histogram
+  (``/metrics``) scraped before and after the simulated agents' run, as beats
+  late past 50 ms and the worst lag (for a, b, c1, c2, ar, br);
 - for (e), 200 readers in a process of their own.
 
 Scenarios (``--scenarios a,b,c1,c2,d,e,f,g``; sizes times ``--scale``):
@@ -45,6 +48,7 @@ import asyncio
 import contextlib
 import http.client
 import json
+import math
 import os
 import platform
 import re
@@ -69,6 +73,7 @@ sys.path.insert(0, str(REPO))
 import httpx  # noqa: E402
 import msgspec  # noqa: E402
 import psutil  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from farmtui.client import FarmClient  # noqa: E402
 from farmtui.errors import FarmError  # noqa: E402
@@ -87,6 +92,7 @@ SAMPLE_EVERY = 0.25
 # Targets from issue 10 (for the verdict lines; the table carries the figures).
 TARGET_RATE = 10_000.0
 TARGET_HEALTHZ_P99 = 0.050
+TARGET_LOOP_LAG = 0.050
 TARGET_TRUE_RATE = 1_000.0
 TARGET_ACK = 1.0
 TARGET_STORE_MB = 50.0
@@ -333,6 +339,20 @@ class BenchFarm:
     def client(self, timeout: float = 120.0) -> FarmClient:
         return FarmClient(self.url, self.local.admin_token(), timeout=timeout)
 
+    def beat_lags(self) -> BeatLags | None:
+        """The leader's loop-lag histogram (``/metrics``) now; None if it did not answer."""
+        try:
+            response = httpx.get(
+                f"{self.url}/metrics",
+                headers={"Authorization": f"Bearer {self.local.admin_token()}"},
+                timeout=60,
+            )
+            response.raise_for_status()
+        except httpx.HTTPError as exc:
+            say(f"  (/metrics did not answer: {exc})")
+            return None
+        return BeatLags.parse(response.text)
+
     def store_mb(self) -> float:
         data = self.local.data
         names = ("farm.db", "farm.db-wal", "farm.db-shm")
@@ -355,6 +375,51 @@ class BenchFarm:
         self.local.stop(grace=15)
 
 
+@dataclass(frozen=True)
+class BeatLags:
+    """The leader watchdog's beats by lateness: ``{upper bound: beats}`` (cumulative)."""
+
+    buckets: dict[float, float]
+    longest: float
+
+    NAME = "farmtui_event_loop_beat_lag_seconds"
+
+    @classmethod
+    def parse(cls, text: str) -> BeatLags:
+        buckets: dict[float, float] = {}
+        longest = 0.0
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == cls.NAME + "_bucket":
+                    buckets[float(sample.labels["le"])] = sample.value
+                elif sample.name == "farmtui_event_loop_longest_beat_lag_seconds":
+                    longest = sample.value
+        return cls(buckets, longest)
+
+    def since(self, before: BeatLags) -> Record:
+        """The loop's lag between two scrapes: beats late past 50 ms, and the worst.
+
+        The worst is exact when it set the leader's record (its longest lag grew);
+        otherwise the upper bound of the latest bucket any beat fell in.
+        """
+        grew = {
+            bound: self.buckets[bound] - before.buckets.get(bound, 0.0) for bound in self.buckets
+        }
+        beats = grew.get(math.inf, 0.0)
+        late = beats - grew.get(0.05, 0.0)
+        bounds = sorted(grew)
+        worst_bound = next(
+            (b for b in bounds if grew[b] == beats), None
+        )  # cumulative: the first bound holding every beat
+        worst = self.longest if self.longest > before.longest else worst_bound
+        return {
+            "beats": beats,
+            "beats_late_over_50ms": late,
+            "loop_lag_max": worst,
+            "loop_lag_max_exact": self.longest > before.longest,
+        }
+
+
 LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) ")
 
 
@@ -365,7 +430,7 @@ def stalls(log_text: str, start: float = 0.0, end: float = float("inf")) -> dict
     logged once the stall is over, so the stall is the N seconds before the
     line's time.
     """
-    seconds = []
+    seconds: list[float] = []
     stack: list[str] = []
     lines = log_text.splitlines()
     for number, line in enumerate(lines):
@@ -590,7 +655,9 @@ def dispatch_run(
         farm.monitor.wait_answer(time.time(), cap)
         offset = farm.log_offset()
         spy = profile_leader(farm.pid, min(cap, 30), profile) if profile is not None else None
+        lags_before = farm.beat_lags()
         report, pid = run_sim(farm, shape, total, cap, tmp / "sim.json")
+        lags_after = farm.beat_lags()
         if spy is not None:
             spy.wait(timeout=120)
         done = leader_done(farm, ids, timeout=max(cap, 30.0))
@@ -615,6 +682,7 @@ def dispatch_run(
         "lost_in_log": lost_nodes(text),
         **window,
         **stalls(text, report.first_assign or report.started, report.stopped),
+        **(lags_after.since(lags_before) if lags_before and lags_after else {}),
         **leader_events(text),
         "gc_pauses": [line for line in text.splitlines() if "garbage collector" in line][:20],
         "sim": {k: v for k, v in msgspec.structs.asdict(report).items() if k != "per_second"},
@@ -1073,7 +1141,9 @@ def rows(results: Record) -> list[tuple[str, str, str, str, str]]:
             for k in ("lost_in_log", "told_lost", "attempt_on_two_agents", "rerendered")
         )
         notes = (
-            f"probe max {_ms(s.get('healthz_max'))}; logged {_ms(s.get('stall_max_logged'))}; "
+            f"probe max {_ms(s.get('healthz_max'))}; loop lag max {_ms(s.get('loop_lag_max'))} "
+            f"({_num(s.get('beats_late_over_50ms'))} beats late > 50 ms); "
+            f"logged {_ms(s.get('stall_max_logged'))}; "
             f"lost/doubles {faults}; lease lapses {_num(s.get('lease_lapses'))}; "
             f"machine busy {_pct(s.get('machine_busy'))}"
         )
@@ -1155,6 +1225,11 @@ def targets(results: Record) -> list[str]:
                 f"{key}: >= {TARGET_RATE:,.0f} chunks/s with 300 agents: {_num(rate)}: "
                 f"{verdict(rate >= TARGET_RATE)}; /healthz p99 <= 50 ms: {_ms(p99)}: "
                 f"{verdict(p99 is not None and p99 <= TARGET_HEALTHZ_P99)}"
+            )
+            worst = (s.get("loop_lag_max_range") or (None, None))[1]
+            lines.append(
+                f"{key}: no loop lag over 50 ms (the watchdog's beats, worst run): {_ms(worst)}: "
+                f"{verdict(worst is not None and worst <= TARGET_LOOP_LAG)}"
             )
     for key in ("a", "b", "c1", "c2", "ar", "br"):
         if key in results:

@@ -18,18 +18,25 @@ token.
 
 from __future__ import annotations
 
+import math
 import secrets
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, get_args
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from farmtui.protocol import ChunkState, FrameState, JobState, NodeState
 from server.frame_states import PENDING, tally_of
 from server.model import Changes, Job, Tally
+from server.watchdog import LAG_BUCKETS
 
 if TYPE_CHECKING:
     from server.leader import Leader
@@ -237,6 +244,22 @@ class _FarmCollector(Collector):
             "farmtui_event_loop_lag_seconds",
             "How long the event loop took to come back to the scrape (its queue, in time).",
             value=self.loop_lag,
+        )
+        cumulative, buckets = 0, []
+        for bound, count in zip((*LAG_BUCKETS, math.inf), watchdog.lag_counts, strict=True):
+            cumulative += count
+            buckets.append(("+Inf" if bound == math.inf else repr(bound), cumulative))
+        yield HistogramMetricFamily(
+            "farmtui_event_loop_beat_lag_seconds",
+            f"How late the watchdog's beat (every {watchdog.interval * 1000:.0f} ms) woke: "
+            "every lag of the event loop, not only the stalls logged.",
+            buckets=buckets,
+            sum_value=watchdog.lag_sum,
+        )
+        yield GaugeMetricFamily(
+            "farmtui_event_loop_longest_beat_lag_seconds",
+            "The latest the watchdog's beat woke since the start.",
+            value=watchdog.longest_lag,
         )
         yield CounterMetricFamily(
             "farmtui_event_loop_stalls",

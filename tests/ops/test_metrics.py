@@ -117,6 +117,10 @@ async def test_a_scrape_shows_the_farm_as_a_user_would_check_it(tmp_path: Path) 
         assert value(done, "farmtui_events_total", level="info") > 0
         assert value(done, "farmtui_event_loop_lag_seconds") >= 0
         assert ("farmtui_event_loop_stalls_total", ()) in done
+        assert value(done, "farmtui_event_loop_beat_lag_seconds_count") > 0
+        assert value(done, "farmtui_event_loop_beat_lag_seconds_bucket", le="+Inf") == value(
+            done, "farmtui_event_loop_beat_lag_seconds_count"
+        )
 
         # Requeue: the done chunks are done no more; the counter of completions keeps its count.
         async with farm.http() as http:
@@ -215,3 +219,27 @@ def test_the_first_commit_after_the_load_counts_its_completed_chunks() -> None:
     counters.start(farm.scheduler.jobs)
     counters.observe(farm.finish(job, 1), farm.scheduler.jobs)
     assert counters.completed == 1
+
+
+def block_the_loop_on_purpose(seconds: float) -> None:
+    time.sleep(seconds)  # the lag under test, not a wait for something
+
+
+async def test_a_lag_too_short_to_log_shows_in_the_beat_lag_histogram(tmp_path: Path) -> None:
+    """How an operator (or bench/scale.py) sees the loop lag 50-100 ms: no log line, but
+    the beats late past 50 ms go up, and the longest lag says by how much."""
+    async with leader_in_process(tmp_path, CONFIG) as farm:
+        watchdog = farm.leader.watchdog
+        await wait_for(lambda: sum(watchdog.lag_counts) >= 3, what="the watchdog's beats")
+        before = await scrape(farm)
+        beats = sum(watchdog.lag_counts)
+        block_the_loop_on_purpose(0.08)
+        await wait_for(lambda: sum(watchdog.lag_counts) > beats, what="the next beat")
+        after = await scrape(farm)
+
+    def late_past_50ms(samples: Samples) -> float:
+        total = value(samples, "farmtui_event_loop_beat_lag_seconds_count")
+        return total - value(samples, "farmtui_event_loop_beat_lag_seconds_bucket", le="0.05")
+
+    assert late_past_50ms(after) >= late_past_50ms(before) + 1
+    assert 0.05 < value(after, "farmtui_event_loop_longest_beat_lag_seconds") < 5

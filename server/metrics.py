@@ -272,6 +272,11 @@ class _FarmCollector(Collector):
             value=watchdog.longest,
         )
         yield CounterMetricFamily(
+            "farmtui_gc_seconds",
+            "Time the garbage collector held the leader, every collection.",
+            value=watchdog.gc_seconds,
+        )
+        yield CounterMetricFamily(
             "farmtui_gc_pauses",
             f"Garbage collector pauses over {watchdog.threshold * 1000:.0f} ms.",
             value=watchdog.gc_pauses,

@@ -65,6 +65,7 @@ class LoopWatchdog:
         self._thread: threading.Thread | None = None
         self._gc_began = 0.0
         self.gc_pauses = 0
+        self.gc_seconds = 0.0  # every collection's pause, while the watchdog runs
         # Beats by how late they woke: lag_counts[i] counts those up to LAG_BUCKETS[i]
         # (the last, those beyond every bound); not cumulative.
         self.lag_counts = [0] * (len(LAG_BUCKETS) + 1)
@@ -93,6 +94,7 @@ class LoopWatchdog:
             self._gc_began = time.perf_counter()
             return
         paused = time.perf_counter() - self._gc_began
+        self.gc_seconds += paused
         if paused > self.threshold:
             self.gc_pauses += 1
             log.warning(

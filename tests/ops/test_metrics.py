@@ -118,6 +118,7 @@ async def test_a_scrape_shows_the_farm_as_a_user_would_check_it(tmp_path: Path) 
         assert value(done, "farmtui_event_loop_lag_seconds") >= 0
         assert ("farmtui_event_loop_stalls_total", ()) in done
         assert value(done, "farmtui_event_loop_beat_lag_seconds_count") > 0
+        assert value(done, "farmtui_gc_seconds_total") >= 0
         assert value(done, "farmtui_event_loop_beat_lag_seconds_bucket", le="+Inf") == value(
             done, "farmtui_event_loop_beat_lag_seconds_count"
         )

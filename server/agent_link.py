@@ -34,7 +34,6 @@ import contextvars
 import functools
 import logging
 from collections import deque
-from collections.abc import Sequence
 
 from starlette.websockets import WebSocket
 
@@ -58,7 +57,7 @@ from farmtui.protocol import (
     decode_checked,
     encode,
 )
-from server.agent_reports import AgentReports, runs
+from server.agent_reports import AgentReports
 from server.auth import bearer_token
 from server.errors import NoRoom, StoreError
 from server.leader import Leader
@@ -127,43 +126,31 @@ class AgentLink:
                 close_websocket(self.websocket, code, reason)
             )
 
-    def handle(self, run: Sequence[AgentToLeader]) -> asyncio.Future[None]:
-        """Queue a run of a frame's messages (``agent_reports.runs``); acknowledge them
-        once their effects are committed. The future is the last one to wait for.
+    def handle(self, message: AgentToLeader) -> asyncio.Future[None]:
+        """Queue one message; acknowledge it once its effects are committed.
 
-        While the disk is short the run goes message by message, as each may or
-        may not need room: a running chunk's output lines need none, and still
-        reach the consoles while its end waits in the agent's outbox.
+        A heartbeat is answered with ``LeaseRenewed`` once it is processed: the
+        agent's lease then runs from the moment it sent that heartbeat.
         """
-        if len(run) > 1 and (self.held_back is not None or self.leader.room_refusal() is not None):
-            futures = [self._handle(run[index : index + 1]) for index in range(len(run))]
-            waiting = [future for future in futures if not future.done()]
-            return waiting[-1] if waiting else futures[-1]
-        return self._handle(run)
-
-    def _handle(self, run: Sequence[AgentToLeader]) -> asyncio.Future[None]:
-        """A heartbeat is answered with ``LeaseRenewed`` once it is processed: the
-        agent's lease then runs from the moment it sent that heartbeat."""
-        first, last = run[0], run[-1]
-        if isinstance(first, Heartbeat) and not self._node_online():
+        if isinstance(message, Heartbeat) and not self._node_online():
             # Frozen past node_timeout with its link open: its chunks have moved. A
             # renewed lease would let its trees run on beside their new attempts; its
             # hello settles them. Closed, the agent reconnects and says hello.
             if self.closing is None:
                 log.warning("node %s was lost; closing its link to hear its hello", self.name)
                 self.close(CLOSE_LOST, "this node was declared lost: say hello again")
-            gone: asyncio.Future[None] = self.leader.running_loop().create_future()
+            gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             gone.cancel()
             return gone
-        if self.held_back is not None and first.seq > 0 and not isinstance(first, Heartbeat):
+        if self.held_back is not None and message.seq > 0 and not isinstance(message, Heartbeat):
             # An earlier report was refused: this one comes again after it, in order.
-            future = self.leader.running_loop().create_future()
+            future = asyncio.get_running_loop().create_future()
             future.set_exception(NoRoom("an earlier report waits for room"))
         else:
-            future = self.reports.apply(run)
+            future = self.reports.apply(message)
         # One small object, and the link's context rather than a copy of it per message:
         # with hundreds of agents a thousand or two of these wait for their commits.
-        future.add_done_callback(_Committed(self, last), context=self.context)
+        future.add_done_callback(_Committed(self, message), context=self.context)
         return future
 
     def _node_online(self) -> bool:
@@ -390,15 +377,14 @@ async def serve(link: AgentLink) -> None:
             log.warning("node %s: ignored a message: %s", link.name, str(exc)[:300])
             continue
         last: asyncio.Future[None] | None = None
-        for run in runs(messages):
+        for message in messages:
             try:
-                future = link.handle(run)
+                future = link.handle(message)
                 if not future.done():  # a heartbeat is applied at once: not one to wait for
                     last = future
             except Exception:
-                link.ignored += len(run)
-                names = ", ".join(sorted({type(message).__name__ for message in run}))
-                log.exception("node %s: %s failed", link.name, names)
+                link.ignored += 1
+                log.exception("node %s: %s failed", link.name, type(message).__name__)
         if last is not None:
             ahead.append((last, len(data)))
             bytes_ahead += len(data)

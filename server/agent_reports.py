@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator, Sequence
 
 from farmtui.protocol import (
     AgentHello,
@@ -48,30 +47,6 @@ from server.model import Changes
 
 log = logging.getLogger("farmtui.leader.agent_reports")
 
-# Reports of one frame applied as one step of the group commit, at most: a frame holds
-# up to a thousand (an outbox sent again), and a step is applied whole.
-REPORTS_PER_STEP = 16
-
-
-def runs(messages: Sequence[AgentToLeader]) -> Iterator[Sequence[AgentToLeader]]:
-    """A frame's messages in order, as the runs ``AgentReports.apply`` takes: each
-    heartbeat alone (it is applied as soon as it is read, and answered), and the
-    reports between them in runs of at most ``REPORTS_PER_STEP``."""
-    start = 0
-    for index, message in enumerate(messages):
-        if isinstance(message, Heartbeat):
-            if start < index:
-                yield from _cut(messages[start:index])
-            yield messages[index : index + 1]
-            start = index + 1
-    if start < len(messages):
-        yield from _cut(messages[start:])
-
-
-def _cut(run: Sequence[AgentToLeader]) -> Iterator[Sequence[AgentToLeader]]:
-    for start in range(0, len(run), REPORTS_PER_STEP):
-        yield run[start : start + REPORTS_PER_STEP]
-
 
 class AgentReports:
     """Applies one node's messages; the link owns the socket, this owns their meaning."""
@@ -89,45 +64,33 @@ class AgentReports:
         record = self.leader.attempt_of(self.node, job_id, chunk, attempt)
         return record is not None and record.finished is None
 
-    def apply(self, messages: Sequence[AgentToLeader]) -> asyncio.Future[None]:
-        """Queue ``messages`` (one of a frame's runs, ``runs``) for the group commit; the
-        future is done once they are committed.
-
-        A run of reports is one step (``_Reports``): one future and one answer for
-        them all, rather than one each. With 300 agents every report's future,
-        queue entry and callback were walked by the garbage collector while they
-        waited, and made by the loop, twice a chunk.
-        """
-        if len(messages) == 1 and isinstance(messages[0], Heartbeat):
-            return self._heartbeat(messages[0])
-        steps = [self._step(message) for message in messages]
-        step = steps[0] if len(steps) == 1 else _Reports(self, steps)
+    def apply(self, message: AgentToLeader) -> asyncio.Future[None]:
+        """Queue ``message`` for the group commit; the future is done once it is committed."""
+        match message:
+            case Heartbeat():
+                return self._heartbeat(message)
+            case ChunkStarted():
+                step: _Step = _Started(self, message)
+            case ChunkOutput():
+                step = _Output(self, message)
+            case ChunkProgress():
+                step = _Progress(self, message)
+            case FramesWritten():
+                step = _Written(self, message)
+            case ChunkTimedOut():
+                step = _TimedOut(self, message)
+            case ChunkFinished():
+                step = _Finished(self, message)
+            case AgentLog():
+                step = _AgentLog(self, message)
+            case AgentHello():
+                raise ValueError("hello is only valid as the first message")
         return self.leader.submit(
             step,
             dispatch=step.dispatches,
             announce=step.announce if step.announces else None,
             needs_room=step.needs_room(),
         )
-
-    def _step(self, message: AgentToLeader) -> _Step:
-        match message:
-            case ChunkStarted():
-                return _Started(self, message)
-            case ChunkOutput():
-                return _Output(self, message)
-            case ChunkProgress():
-                return _Progress(self, message)
-            case FramesWritten():
-                return _Written(self, message)
-            case ChunkTimedOut():
-                return _TimedOut(self, message)
-            case ChunkFinished():
-                return _Finished(self, message)
-            case AgentLog():
-                return _AgentLog(self, message)
-            case AgentHello():
-                raise ValueError("hello is only valid as the first message")
-        raise ValueError(f"unexpected message {type(message).__name__}")
 
     def _heartbeat(self, message: Heartbeat) -> asyncio.Future[None]:
         step = _Heartbeat(self, message)
@@ -178,11 +141,6 @@ class _Step:
     def needs_room(self) -> bool:
         """Whether it may write to the store: refused while the disk is short if so."""
         return True
-
-    def what(self) -> str:
-        """The kind of message it applies, for the log."""
-        message = getattr(self, "message", None)
-        return type(message).__name__ if message is not None else type(self).__name__
 
 
 class _Heartbeat(_Step):
@@ -330,45 +288,6 @@ class _AgentLog(_Step):
 
     def announce(self) -> None:
         self.reports.leader.nodelogs.append(self.reports.node, self.message.lines)
-
-
-class _Reports(_Step):
-    """Consecutive reports of one frame, applied in order as one step.
-
-    Each is applied as it would be alone: one that fails is logged and the
-    others go on (the link's Ack is cumulative, so the later ones acknowledge
-    it, as they did before); each adds to the logs after the commit if it was
-    about the current attempt. The run needs room if any of them does: on a
-    short disk the whole run waits in the agent's outbox.
-    """
-
-    __slots__ = ("steps", "applied", "dispatches", "announces")
-
-    def __init__(self, reports: AgentReports, steps: list[_Step]) -> None:
-        super().__init__(reports)
-        self.steps = steps
-        self.applied: list[_Step] = []
-        self.dispatches = any(step.dispatches for step in steps)
-        self.announces = any(step.announces for step in steps)
-
-    def __call__(self, now: float) -> Changes:
-        changes = Changes()
-        for step in self.steps:
-            try:
-                changes.merge(step(now))
-            except Exception:
-                log.exception("node %s: %s failed", self.reports.node, step.what())
-                continue
-            self.applied.append(step)
-        return changes
-
-    def announce(self) -> None:
-        for step in self.applied:
-            if step.announces:
-                step.announce()
-
-    def needs_room(self) -> bool:
-        return any(step.needs_room() for step in self.steps)
 
 
 def _not_alive_yet(reports: AgentReports, job_id: str, chunk: int, attempt: int) -> bool:

@@ -11,7 +11,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
@@ -36,7 +35,6 @@ from farmtui.protocol import (
     leader_to_agent,
 )
 from server.agent_link import CLOSE_LOST, AgentLink
-from server.agent_reports import REPORTS_PER_STEP
 from server.config import LeaderConfig
 from server.model import Changes
 from tests.helpers.fake_agent import FakeAgent
@@ -410,7 +408,7 @@ async def test_a_node_is_heard_when_its_heartbeat_is_read_not_when_it_is_applied
         link = farm.agents["node1"]
         assert isinstance(link, AgentLink)
         heard = clock[0]
-        applied = link.handle([Heartbeat(beat=1)])  # read now, applied on the loop's next turn
+        applied = link.handle(Heartbeat(beat=1))  # read now, applied on the loop's next turn
         clock[0] += 5.0  # the leader got to it five seconds later
         await applied
         node = farm.scheduler.nodes["node1"]
@@ -594,71 +592,6 @@ async def test_a_batch_is_acknowledged_once_for_its_highest_committed_number(
         assert not [m for m in agent.inbox if isinstance(m, Ack)]
         job = leader.leader.scheduler.jobs[job_id]
         assert [c.state for c in job.chunks] == ["done"] * 2
-
-
-async def test_a_report_that_fails_leaves_the_rest_of_its_frame_applied_and_acknowledged(
-    leader: InProcessLeader, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    """A frame's reports are applied as one step of the group commit; one that fails
-    (a bug, say) is logged and the others are committed and acknowledged all the same."""
-    job_id = await submit(leader, frames="1-2", chunk=1)
-    scheduler = leader.leader.scheduler
-    chunk_started = scheduler.chunk_started
-
-    def started_but_not_chunk_0(node: str, job: str, chunk: int, *rest: Any) -> Changes:
-        if chunk == 0:
-            raise RuntimeError("a bug in handling this one report")
-        return chunk_started(node, job, chunk, *rest)
-
-    monkeypatch.setattr(scheduler, "chunk_started", started_but_not_chunk_0)
-    async with FakeAgent.connect(
-        leader.ws_url, leader.agent_token, "node1", slots=2, batches=True
-    ) as agent:
-        assigns = [await agent.expect(AssignChunk) for _ in range(2)]
-        reports: list[bytes] = []
-        for assign in sorted(assigns, key=lambda a: a.chunk):
-            ref = {"job_id": job_id, "chunk": assign.chunk, "attempt": assign.attempt}
-            now = time.time()
-            reports.append(encode(ChunkStarted(**ref, pid=1, seq=agent.next_seq())))
-            finished = ChunkFinished(
-                **ref, outcome="done", exit_status="0", started=now, finished=now
-            )
-            reports.append(encode(msgspec.structs.replace(finished, seq=agent.next_seq())))
-        await agent.send_raw(encode_batch(reports))
-        ack = await agent.expect(Ack)
-    assert ack.seq == 4
-    assert [c.state for c in scheduler.jobs[job_id].chunks] == ["done", "done"]
-    [failed] = [r for r in caplog.records if "failed" in r.getMessage()]
-    assert failed.getMessage() == "node node1: ChunkStarted failed"
-
-
-async def test_a_frame_of_a_thousand_reports_is_applied_in_steps_that_keep_the_loop_free(
-    leader: InProcessLeader, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """An outbox sent again after a reconnect comes in frames of up to a thousand
-    reports; each step of the group commit takes at most ``REPORTS_PER_STEP`` of them,
-    so the group's time budget still cuts a long backlog into short turns."""
-    farm = leader.leader
-    sizes: list[int] = []
-    submit_step = farm.submit
-
-    def counting(step: Any, **options: Any) -> asyncio.Future[None]:
-        if hasattr(step, "steps"):  # a run of reports (not the hello, not the disconnect)
-            sizes.append(len(step.steps))
-        return submit_step(step, **options)
-
-    monkeypatch.setattr(farm, "submit", counting)
-    async with FakeAgent.connect(
-        leader.ws_url, leader.agent_token, "node1", slots=1, batches=True
-    ) as agent:
-        lines = [encode(AgentLog(lines=[f"line {n}"], seq=agent.next_seq())) for n in range(1000)]
-        await agent.send_raw(encode_batch(lines))
-        await agent.expect_ack(1000)
-    assert sum(sizes) == 1000
-    assert max(sizes) == REPORTS_PER_STEP
-    logged = farm.nodelogs.tail("node1", 2000)
-    order = [n for n, line in enumerate(logged) if line.endswith(("line 0", "line 999"))]
-    assert [logged[n].rsplit(" ", 1)[1] for n in order] == ["0", "999"]
 
 
 async def test_the_leader_does_not_inflate_compressed_frames(leader: InProcessLeader) -> None:

@@ -19,6 +19,8 @@ import asyncio
 import time
 from collections.abc import Callable
 
+from server.per_loop import PerLoop
+
 # Seconds of frame handling a turn, at most (one frame more may run past it).
 BUDGET = 0.008
 
@@ -57,14 +59,5 @@ class Turns:
             await asyncio.sleep(0)
 
 
-_turns: dict[asyncio.AbstractEventLoop, Turns] = {}
-
-
-def turns(loop: asyncio.AbstractEventLoop) -> Turns:
-    """The turns of ``loop`` (one a loop: tests run several, one after another)."""
-    found = _turns.get(loop)
-    if found is None:
-        for old in [old for old in _turns if old.is_closed()]:
-            del _turns[old]
-        found = _turns[loop] = Turns(loop)
-    return found
+# The turns of each loop.
+turns = PerLoop(Turns)

@@ -1,4 +1,4 @@
-"""Agents' frames take a share of each turn of the event loop, never the whole turn.
+"""Agents' and consoles' frames take a share of each turn of the event loop, never all of it.
 
 With 300 agents a turn of the loop found a frame waiting from most of them,
 and read and answered every one before it came back to anything else: turns of

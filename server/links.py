@@ -16,7 +16,6 @@ import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from farmtui.protocol import MAX_BATCH_BYTES, MAX_BATCH_MESSAGES, Ack, encode, encode_batch
-from server.turns import turns
 
 log = logging.getLogger("farmtui.leader.links")
 
@@ -47,9 +46,7 @@ class SendQueue:
         self._held = held
         self.closed = False
         self.overflowed = False
-        loop = asyncio.get_running_loop()
-        self._turns = turns(loop)
-        self.task = loop.create_task(self._write())
+        self.task = asyncio.get_running_loop().create_task(self._write())
 
     def send(self, message: msgspec.Struct) -> bool:
         """Queue a message; False if the link is closed or hopelessly behind."""
@@ -113,9 +110,6 @@ class SendQueue:
                     continue
                 if self.overflowed:
                     break
-                if self._turns.full():
-                    await self._turns.share()
-                    continue  # what is queued may have changed meanwhile
                 # The first message (Welcome) goes alone: the peer reads it before it
                 # knows whether this leader speaks batches.
                 frame = self._batch() if self.batches and sent else self.queue.popleft()

@@ -406,17 +406,14 @@ class BeatLags:
             bound: self.buckets[bound] - before.buckets.get(bound, 0.0) for bound in self.buckets
         }
         beats = grew.get(math.inf, 0.0)
-        late = beats - grew.get(0.05, 0.0)
-        bounds = sorted(grew)
-        worst_bound = next(
-            (b for b in bounds if grew[b] == beats), None
-        )  # cumulative: the first bound holding every beat
-        worst = self.longest if self.longest > before.longest else worst_bound
+        exact = self.longest > before.longest
+        # Cumulative counts: the first bound that holds every beat bounds the worst.
+        bound = next((b for b in sorted(grew) if grew[b] == beats), None)
         return {
             "beats": beats,
-            "beats_late_over_50ms": late,
-            "loop_lag_max": worst,
-            "loop_lag_max_exact": self.longest > before.longest,
+            "beats_late_over_50ms": beats - grew.get(TARGET_LOOP_LAG, 0.0),
+            "loop_lag_max": self.longest if exact else bound,
+            "loop_lag_max_exact": exact,
         }
 
 

@@ -119,12 +119,28 @@ def test_leader_killed_and_restarted(make_farm: FarmMaker, moment: str) -> None:
         farm.cli("hold", held, "--yes")
         wait_until(lambda: sum(farm.tally.ended().values()) >= 10, 30.0, "10 frames rendered")
     elif moment == "as_chunks_finish":
-        # The moment a run writes its end, its ChunkFinished is on its way.
-        wait_until(
-            lambda: sum(farm.tally.ended().values()) >= 7, 30.0, "the 7th frame", every=0.002
+        # The moment a run writes its end, its ChunkFinished is on its way; others still
+        # render, to end while the leader is down.
+        def seventh_ended_with_others_rendering() -> tuple[set[int], set[int]] | None:
+            runs = farm.tally.all_runs()
+            ended = {r.frame for r in runs if r.end is not None}
+            rendering = {r.frame for r in runs if r.end is None and r.seen_dead is None}
+            return (ended, rendering) if len(ended) >= 7 and rendering else None
+
+        ended_before, in_flight = wait_until(
+            seventh_ended_with_others_rendering, 30.0, "the 7th frame, others rendering", 0.002
         )
+    if moment != "as_chunks_finish":
+        ended_before = {f for f, n in farm.tally.ended().items() if n}
     killed = farm.kill_leader()
-    ended_before = {f for f, n in farm.tally.ended().items() if n}
+    if moment == "as_chunks_finish":
+        # Keep the leader down until a run then rendering ends (0.5 s renders; the lease
+        # is 4.8 s), however late a loaded machine reaps it.
+        wait_until(
+            lambda: any(farm.tally.ended().get(f) for f in in_flight),
+            30.0,
+            "a run ending with the leader down",
+        )
     healthy = farm.start_leader()
     ended_meanwhile = {f for f, n in farm.tally.ended().items() if n} - ended_before
     print(f"\n{moment}: leader down {healthy - killed:.2f} s; {len(ended_meanwhile)} frames ended")

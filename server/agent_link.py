@@ -66,6 +66,7 @@ from server.model import Changes
 from server.path_mapping import map_path, node_os
 from server.rights import NODE_NAME, could, node_refusal, refusal
 from server.scheduler import NodeHeld
+from server.turns import turns
 
 log = logging.getLogger("farmtui.leader.agents")
 
@@ -354,6 +355,7 @@ async def serve(link: AgentLink) -> None:
     """
     ahead: deque[tuple[asyncio.Future[None], int]] = deque()
     bytes_ahead = 0
+    turn = turns(link.leader.running_loop())
     while not link.out.closed:
         while ahead and (
             ahead[0][0].done() or len(ahead) >= FRAMES_AHEAD or bytes_ahead >= BYTES_AHEAD
@@ -368,6 +370,8 @@ async def serve(link: AgentLink) -> None:
         data = await receive_data(link.websocket)
         if data is None:
             return
+        if turn.full():
+            await turn.share()
         try:
             messages = decode_batch(agent_to_leader, agent_to_leader_batch, data)
             if any(isinstance(message, AgentHello) for message in messages):

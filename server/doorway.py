@@ -21,6 +21,8 @@ import logging
 from collections import deque
 from typing import Protocol
 
+from server.per_loop import PerLoop
+
 log = logging.getLogger("farmtui.leader.http")
 
 # New connections let in a turn. A WebSocket handshake with its link's start and
@@ -87,14 +89,5 @@ class Doorway:
             self._next_turn()
 
 
-_doors: dict[asyncio.AbstractEventLoop, Doorway] = {}
-
-
-def doorway(loop: asyncio.AbstractEventLoop) -> Doorway:
-    """The door of ``loop`` (one a loop: tests run several, one after another)."""
-    door = _doors.get(loop)
-    if door is None:
-        for old in [old for old in _doors if old.is_closed()]:
-            del _doors[old]
-        door = _doors[loop] = Doorway(loop)
-    return door
+# The door of each loop.
+doorway = PerLoop(Doorway)

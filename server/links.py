@@ -16,6 +16,7 @@ import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from farmtui.protocol import MAX_BATCH_BYTES, MAX_BATCH_MESSAGES, Ack, encode, encode_batch
+from server.turns import turns
 
 log = logging.getLogger("farmtui.leader.links")
 
@@ -46,7 +47,9 @@ class SendQueue:
         self._held = held
         self.closed = False
         self.overflowed = False
-        self.task = asyncio.get_running_loop().create_task(self._write())
+        loop = asyncio.get_running_loop()
+        self._turns = turns(loop)
+        self.task = loop.create_task(self._write())
 
     def send(self, message: msgspec.Struct) -> bool:
         """Queue a message; False if the link is closed or hopelessly behind."""
@@ -99,17 +102,24 @@ class SendQueue:
 
     async def _write(self) -> None:
         sent = 0
+        granted = False  # this frame's place in the turn is won: never queue again for it
         try:
             while True:
                 acking = self._ack > self._ack_sent and sent > 0
                 if self._held or (not self.queue and not acking):
                     if self.closed:  # held: never opened, nothing of it may go out
                         break
+                    granted = False
                     self._ready.clear()
                     await self._ready.wait()
                     continue
                 if self.overflowed:
                     break
+                if not granted and self._turns.full():
+                    await self._turns.share()
+                    granted = True
+                    continue  # what is queued may have changed meanwhile
+                granted = False
                 # The first message (Welcome) goes alone: the peer reads it before it
                 # knows whether this leader speaks batches.
                 frame = self._batch() if self.batches and sent else self.queue.popleft()

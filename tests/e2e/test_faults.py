@@ -22,13 +22,16 @@ from __future__ import annotations
 
 import errno
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from websockets.sync.client import connect
 
 from farmtui.errors import FarmError
+from farmtui.protocol import AgentHello, Heartbeat, encode
 from tests.e2e.fault_support import (
     FaultFarm,
     Json,
@@ -680,3 +683,54 @@ def test_a_job_of_a_higher_priority_takes_back_what_waits_ahead_each_frame_once(
     assert_kept_promises(farm, detail, range(1, 6))
     outcomes = [a["outcome"] for c in render_chunks(detail) for a in c["attempts"]]
     assert "killed" in outcomes, attempt_summary(detail)  # the one taken back
+
+
+def test_links_flooding_large_invalid_frames_never_make_a_healthy_node_lost(
+    make_farm: FarmMaker,
+) -> None:
+    """Three links send batches of 3.8 MB, each decoded (tens of ms of the leader's loop)
+    before it is refused as too many messages, while a real node renders. A break round
+    had that node's reads wait up to 40 s behind them: lost, its renders killed."""
+    farm = make_farm(NODE_TOML)
+    farm.start_leader()
+    farm.start_agents("node1", slots=2, extra=["--tags", "render"])
+    frames = range(1, 31)
+    job = farm.submit(
+        farm.tally_argv(0.2),
+        "--name", "flooded", "--frames", f"{frames[0]}-{frames[-1]}", "--chunk", "1",
+        "--retries", "0", "--tags", "render",
+    )  # fmt: skip
+    beat = encode(Heartbeat(beat=1)).decode()
+    junk = "[" + ",".join([beat] * (3_800_000 // (len(beat) + 1))) + "]"
+    flooding = threading.Event()
+    flooding.set()
+    sent = [0, 0, 0]
+
+    def flood(number: int) -> None:
+        with connect(
+            farm.local.url.replace("http", "ws", 1) + "/ws/agent",
+            additional_headers={
+                "Authorization": f"Bearer {farm.local.agent_token_file.read_text().strip()}"
+            },
+        ) as link:
+            link.send(encode(AgentHello(name=f"flood{number}", slots=1)).decode())
+            while flooding.is_set():
+                link.send(junk)
+                sent[number] += 1
+
+    floods = [threading.Thread(target=flood, args=(n,), daemon=True) for n in range(3)]
+    for thread in floods:
+        thread.start()
+    try:
+        farm.wait_job(job, "done", "failed", timeout=60.0)
+    finally:
+        flooding.clear()
+        for thread in floods:
+            thread.join(timeout=30.0)
+    print(f"\nflooded: {sum(sent)} frames of {len(junk) / 1e6:.1f} MB sent meanwhile")
+    assert sum(sent) >= 10, sent  # the flood was one
+    detail = farm.show_cli(job)
+    assert_kept_promises(farm, detail, frames)
+    # Not even a farm fault: node1 was never lost, nothing was taken from it.
+    for chunk in render_chunks(detail):
+        assert [a["outcome"] for a in chunk["attempts"]] == ["done"], attempt_summary(detail)

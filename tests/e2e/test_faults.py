@@ -705,14 +705,11 @@ def test_links_flooding_large_invalid_frames_never_make_a_healthy_node_lost(
     flooding = threading.Event()
     flooding.set()
     sent = [0, 0, 0]
+    url = farm.local.url.replace("http", "ws", 1) + "/ws/agent"
+    token = farm.local.agent_token_file.read_text().strip()
 
     def flood(number: int) -> None:
-        with connect(
-            farm.local.url.replace("http", "ws", 1) + "/ws/agent",
-            additional_headers={
-                "Authorization": f"Bearer {farm.local.agent_token_file.read_text().strip()}"
-            },
-        ) as link:
+        with connect(url, additional_headers={"Authorization": f"Bearer {token}"}) as link:
             link.send(encode(AgentHello(name=f"flood{number}", slots=1)).decode())
             while flooding.is_set():
                 link.send(junk)

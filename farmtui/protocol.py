@@ -965,6 +965,10 @@ T = TypeVar("T")
 # a batch stays within MAX_BATCH_BYTES, far below the frame limit.
 MAX_BATCH_BYTES = 256 * 1024
 MAX_BATCH_MESSAGES = 1000
+# The longest frame a batch makes: its messages and commas within MAX_BATCH_BYTES,
+# and its brackets. A longer one is refused unread: decoding 3.8 MB of heartbeats
+# only to count them took the leader's loop tens of milliseconds a frame.
+MAX_BATCH_FRAME_BYTES = MAX_BATCH_BYTES + 2
 
 
 def encode_batch(messages: Sequence[bytes]) -> bytes:
@@ -980,6 +984,9 @@ def decode_batch(
     """The messages of a frame (a batch or one message); ProtocolError for the whole frame."""
     head = data[:1]
     if head in (b"[", "["):
+        # A str's length in characters is at most its length in UTF-8 bytes.
+        if len(data) > MAX_BATCH_FRAME_BYTES:
+            raise ProtocolError(f"a batch of {len(data)} bytes is over {MAX_BATCH_FRAME_BYTES}")
         messages = decode_checked(many, data)
         if len(messages) > MAX_BATCH_MESSAGES:
             raise ProtocolError(f"a batch of {len(messages)} messages is over {MAX_BATCH_MESSAGES}")

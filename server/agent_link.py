@@ -38,6 +38,7 @@ from collections import deque
 from starlette.websockets import WebSocket
 
 from farmtui.protocol import (
+    MAX_BATCH_FRAME_BYTES,
     MAX_MESSAGE_BYTES,
     PROTOCOL_VERSION,
     Ack,
@@ -370,8 +371,9 @@ async def serve(link: AgentLink) -> None:
         data = await receive_data(link.websocket)
         if data is None:
             return
-        if turn.full():
-            await turn.share()
+        big = len(data) > MAX_BATCH_FRAME_BYTES
+        if turn.full(big):
+            await turn.share(big)
         try:
             messages = decode_batch(agent_to_leader, agent_to_leader_batch, data)
             if any(isinstance(message, AgentHello) for message in messages):

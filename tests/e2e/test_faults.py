@@ -31,7 +31,7 @@ import pytest
 from websockets.sync.client import connect
 
 from farmtui.errors import FarmError
-from farmtui.protocol import AgentHello, Heartbeat, encode
+from farmtui.protocol import AgentHello, ChunkOutput, Heartbeat, encode
 from tests.e2e.fault_support import (
     FaultFarm,
     Json,
@@ -685,12 +685,25 @@ def test_a_job_of_a_higher_priority_takes_back_what_waits_ahead_each_frame_once(
     assert "killed" in outcomes, attempt_summary(detail)  # the one taken back
 
 
-def test_links_flooding_large_invalid_frames_never_make_a_healthy_node_lost(
-    make_farm: FarmMaker,
+def junk_batch() -> bytes:
+    """A batch of 3.8 MB: far over any batch a peer builds, refused unread."""
+    beat = encode(Heartbeat(beat=1))
+    return b"[" + b",".join([beat] * (3_800_000 // (len(beat) + 1))) + b"]"
+
+
+def junk_output() -> bytes:
+    """One message of 3.8 MB: half a million lines for a chunk that is not the sender's,
+    decoded (tens of ms of the leader's loop) before it is ignored."""
+    return encode(ChunkOutput(job_id="j-nosuch", chunk=0, attempt=1, lines=["x"] * 950_000))
+
+
+@pytest.mark.parametrize("junk", [junk_batch, junk_output], ids=["batches", "outputs"])
+def test_links_flooding_large_frames_never_make_a_healthy_node_lost(
+    make_farm: FarmMaker, junk: Callable[[], bytes]
 ) -> None:
-    """Three links send batches of 3.8 MB, each decoded (tens of ms of the leader's loop)
-    before it is refused as too many messages, while a real node renders. A break round
-    had that node's reads wait up to 40 s behind them: lost, its renders killed."""
+    """Thirty links send frames of 3.8 MB while a real node renders. Break rounds had that
+    node's reads wait 40 s behind three such links, and, with every frame in one line,
+    250-460 ms a frame behind thirty: lost, its renders killed."""
     farm = make_farm(NODE_TOML)
     farm.start_leader()
     farm.start_agents("node1", slots=2, extra=["--tags", "render"])
@@ -700,11 +713,11 @@ def test_links_flooding_large_invalid_frames_never_make_a_healthy_node_lost(
         "--name", "flooded", "--frames", f"{frames[0]}-{frames[-1]}", "--chunk", "1",
         "--retries", "0", "--tags", "render",
     )  # fmt: skip
-    beat = encode(Heartbeat(beat=1)).decode()
-    junk = "[" + ",".join([beat] * (3_800_000 // (len(beat) + 1))) + "]"
+    frame = junk()
     flooding = threading.Event()
     flooding.set()
-    sent = [0, 0, 0]
+    links = 30
+    sent = [0] * links
     url = farm.local.url.replace("http", "ws", 1) + "/ws/agent"
     token = farm.local.agent_token_file.read_text().strip()
 
@@ -712,10 +725,10 @@ def test_links_flooding_large_invalid_frames_never_make_a_healthy_node_lost(
         with connect(url, additional_headers={"Authorization": f"Bearer {token}"}) as link:
             link.send(encode(AgentHello(name=f"flood{number}", slots=1)).decode())
             while flooding.is_set():
-                link.send(junk)
+                link.send(frame)
                 sent[number] += 1
 
-    floods = [threading.Thread(target=flood, args=(n,), daemon=True) for n in range(3)]
+    floods = [threading.Thread(target=flood, args=(n,), daemon=True) for n in range(links)]
     for thread in floods:
         thread.start()
     try:
@@ -724,8 +737,8 @@ def test_links_flooding_large_invalid_frames_never_make_a_healthy_node_lost(
         flooding.clear()
         for thread in floods:
             thread.join(timeout=30.0)
-    print(f"\nflooded: {sum(sent)} frames of {len(junk) / 1e6:.1f} MB sent meanwhile")
-    assert sum(sent) >= 10, sent  # the flood was one
+    print(f"\nflooded: {sum(sent)} frames of {len(frame) / 1e6:.1f} MB sent meanwhile")
+    assert sum(sent) >= links, sent  # the flood was one
     detail = farm.show_cli(job)
     assert_kept_promises(farm, detail, frames)
     # Not even a farm fault: node1 was never lost, nothing was taken from it.

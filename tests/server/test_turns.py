@@ -136,3 +136,48 @@ async def test_a_frame_whose_link_closes_while_it_waits_leaves_the_line() -> Non
     await asyncio.wait_for(asyncio.gather(*frames[2:]), 5.0)
     assert went == [0, 2, 3]
     assert turns.in_line == 0
+
+
+async def test_after_a_frame_larger_than_a_batch_the_others_have_as_long() -> None:
+    """Thirty links sending frames of 3.8 MB made a healthy agent's every frame wait a
+    round of them, 250-460 ms, in one first-come line: it was declared lost. Frames
+    larger than a batch now wait in a back line, which rests after each of them until
+    the others have had as much of the loop, and still goes."""
+    loop = asyncio.get_running_loop()
+    clock = [0.0]
+    turns = Turns(loop, budget=0.008, clock=lambda: clock[0])
+    went: list[str] = []
+
+    async def frame(name: str, big: bool) -> None:
+        if turns.full(big):
+            await turns.share(big)
+        went.append(name)
+        clock[0] += 0.030 if big else 0.009  # each uses its whole share
+
+    opener = loop.create_task(frame("opener", big=False))
+    await asyncio.sleep(0)
+    assert went == ["opener"]
+    bigs = [loop.create_task(frame(f"big{n}", big=True)) for n in range(2)]
+    await asyncio.sleep(0)  # the big ones were in line first
+    smalls = [loop.create_task(frame(f"small{n}", big=False)) for n in range(8)]
+    await asyncio.wait_for(asyncio.gather(opener, *bigs, *smalls), 5.0)
+    # 30 ms of a big frame, then four of 9 ms (36 ms) before the next.
+    assert went[1:] == [
+        "big0", "small0", "small1", "small2", "small3",
+        "big1", "small4", "small5", "small6", "small7",
+    ]  # fmt: skip
+    assert turns.in_line == 0
+
+
+async def test_frames_larger_than_a_batch_go_each_share_when_nothing_else_waits() -> None:
+    loop = asyncio.get_running_loop()
+    turns = Turns(loop, budget=0.008, clock=lambda: 0.0)  # a share is never used up
+    went: list[int] = []
+
+    async def frame(number: int) -> None:
+        if turns.full(big=True):
+            await turns.share(big=True)
+        went.append(number)
+
+    await asyncio.wait_for(asyncio.gather(*(frame(n) for n in range(5))), 5.0)
+    assert went == [0, 1, 2, 3, 4]

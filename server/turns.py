@@ -26,10 +26,10 @@ the frame costs, so thirty links sending frames of 3.8 MB (tens of ms of
 decoding each) made a healthy agent's every frame wait a whole round of them,
 250-460 ms, and it was declared lost. So the leader's own writes, and frames
 read no bigger than a batch (``MAX_BATCH_FRAME_BYTES``: all an agent sends but a
-rare large report), wait in a front line, and bigger ones in a back line. After a big frame the back line rests
-until the front one has had as much of the loop as that frame took, so the
-others keep at least half the loop however costly the big frames are, and a big
-frame (a real agent's rare large report, say) is never passed forever either.
+rare large report), wait in a front line, and bigger ones in a back line.
+After a big frame the back line rests until the front one has had as much of
+the loop as that frame took, so the others keep at least half the loop however
+costly the big frames are, and a big frame is never passed forever either.
 """
 
 from __future__ import annotations

@@ -65,6 +65,7 @@ from server.leader import Leader
 from server.links import SendQueue, close_websocket, receive_data
 from server.model import Changes
 from server.path_mapping import map_path, node_os
+from server.repeated_warnings import RepeatedWarnings
 from server.rights import NODE_NAME, could, node_refusal, refusal
 from server.scheduler import NodeHeld
 from server.turns import turns
@@ -112,6 +113,7 @@ class AgentLink:
         )
         self.reports = AgentReports(leader, name)
         self.ignored = 0
+        self.bad_frames = RepeatedWarnings(log, f"node {name}")
         self.closing: asyncio.Task[None] | None = None
         self.context = contextvars.copy_context()
         # Set once a report was refused for lack of room (``_hold_back``).
@@ -340,6 +342,7 @@ async def agent_endpoint(websocket: WebSocket) -> None:
     finally:
         _forget(leader, link)
         await link.out.drain()
+        link.bad_frames.flush()
         log.info("node %s disconnected", hello.name)
 
 
@@ -380,7 +383,7 @@ async def serve(link: AgentLink) -> None:
                 raise ProtocolError("hello is only valid as the first message")
         except ProtocolError as exc:
             link.ignored += 1
-            log.warning("node %s: ignored a message: %s", link.name, str(exc)[:300])
+            link.bad_frames.warn(f"ignored a message: {str(exc)[:300]}")
             continue
         last: asyncio.Future[None] | None = None
         for message in messages:

@@ -73,6 +73,7 @@ from server.joblogs import chunk_log_path
 from server.leader import Leader, OutputKey
 from server.links import close_websocket, receive_data
 from server.model import Changes
+from server.repeated_warnings import RepeatedWarnings
 from server.rights import Principal, could, refusal
 from server.views import MAX_PAGE_CHUNKS, ChunkPage
 
@@ -497,6 +498,7 @@ async def console_endpoint(websocket: WebSocket) -> None:
     link = ConsoleLink(leader, websocket, principal, hello.include_archived)
     leader.consoles.add(link)
     log.info("console of %s (%s) connected", principal.name, principal.role)
+    bad_frames = RepeatedWarnings(log, f"console {principal.name}")
     try:
         while True:
             data = await receive_data(websocket)
@@ -505,7 +507,7 @@ async def console_endpoint(websocket: WebSocket) -> None:
             try:
                 message = decode_checked(console_to_leader, data)
             except ProtocolError as exc:
-                log.warning("console %s: ignored a message: %s", principal.name, str(exc)[:300])
+                bad_frames.warn(f"ignored a message: {str(exc)[:300]}")
                 link.reply(0, str(exc)[:300])
                 continue
             try:
@@ -518,6 +520,7 @@ async def console_endpoint(websocket: WebSocket) -> None:
         leader.consoles.discard(link)
         leader.unfollow(link)
         await link.stop()
+        bad_frames.flush()
         log.info("console of %s disconnected", principal.name)
 
 

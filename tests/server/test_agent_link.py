@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import sqlite3
 import time
 from collections.abc import Callable
@@ -34,6 +35,7 @@ from farmtui.protocol import (
     encode_batch,
     leader_to_agent,
 )
+from server import repeated_warnings
 from server.agent_link import CLOSE_LOST, AgentLink
 from server.config import LeaderConfig
 from server.model import Changes
@@ -793,3 +795,23 @@ async def test_after_a_restart_nodes_trickling_back_keep_a_dead_node_only_so_lon
         clock[0] = until + timeout + 1.0  # node3 came back only timeout - 2 s ago
         await farm.queue_tick()
         assert not farm.scheduler.nodes["node1"].running, "the dead node still holds its chunk"
+
+
+async def test_a_link_flooding_bad_frames_gets_a_few_warnings_and_a_count(
+    leader: InProcessLeader, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A break round's junk links wrote one warning per frame, 350 a second; the log now
+    says the first few and, once the link closes, how many more there were."""
+    with caplog.at_level(logging.WARNING, logger="farmtui.leader.agents"):
+        async with FakeAgent.connect(leader.ws_url, leader.agent_token, "node1") as agent:
+            for n in range(40):
+                await agent.send_raw(f'{{"type": "no_such_message", "n": {n}}}')
+            await agent.send(Heartbeat(beat=1))
+            assert (await agent.expect(LeaseRenewed)).beat == 1  # read in order, link open
+            assert leader.leader.agents["node1"].ignored == 40
+        await wait_for(lambda: any("more like that" in m for m in caplog.messages))
+    ignored = [m for m in caplog.messages if m.startswith("node node1: ignored a message")]
+    assert len(ignored) == repeated_warnings.BURST
+    assert f"node node1: {40 - repeated_warnings.BURST} more like that" in "\n".join(
+        caplog.messages
+    )

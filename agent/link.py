@@ -45,6 +45,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from agent.agent_log import LogStream
 from agent.errors import LeaderBusy, LeaderRefused
 from agent.outbox import Outbox, is_reliable
+from agent.report_size import fit
 from agent.staging import CopyToSyncRoot, UploadToLeader, sync_root_visible
 from agent.supervisor import Storage, Supervisor
 from farmtui.protocol import (
@@ -176,14 +177,19 @@ class LeaderLink:
     # ------------------------------------------------------------------ sending
 
     def send(self, message: AgentToLeader) -> None:
-        """Queue a message; reliable ones are numbered and persisted in the outbox first."""
-        if is_reliable(message):
-            self.outbox.add(message)
-        else:
-            self._best_effort += 1
-            if self._best_effort > BEST_EFFORT_LIMIT:
-                self._drop_oldest_best_effort()
-        self._queue.append(message)
+        """Queue a message; reliable ones are numbered and persisted in the outbox first.
+
+        A message too big for a batch goes as several, or shortened (``fit``): the
+        leader would refuse it unread.
+        """
+        for part in fit(message):
+            if is_reliable(part):
+                self.outbox.add(part)
+            else:
+                self._best_effort += 1
+                if self._best_effort > BEST_EFFORT_LIMIT:
+                    self._drop_oldest_best_effort()
+            self._queue.append(part)
         self._wakeup.set()
 
     def _drop_oldest_best_effort(self) -> None:

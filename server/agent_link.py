@@ -6,8 +6,9 @@ the leader answers ``Welcome`` or ``Refused``. Who may be which node is
 ``agent.token`` (and admins) any name no other agent holds. A refused hello
 never costs the agent that holds the name its link. Every later frame (one
 message, or a batch of them: ``protocol.encode_batch``) is decoded whole with
-``decode_batch``; a bad frame (malformed, or with a second hello) is logged
-in one line and ignored whole: it changes nothing. Each message is handed to
+``decode_batch``; a bad frame (malformed, with a second hello, or longer than
+a batch: that one unread) is logged in one line and ignored whole: it changes
+nothing. Each message is handed to
 the leader's group commit (``Leader.submit``) and acknowledged with ``Ack``
 only after what it caused is committed (a heartbeat, which stores nothing,
 is applied at once and answered with ``LeaseRenewed``). A frame's messages go into the
@@ -374,9 +375,17 @@ async def serve(link: AgentLink) -> None:
         data = await receive_data(link.websocket)
         if data is None:
             return
-        big = len(data) > MAX_BATCH_FRAME_BYTES
-        if turn.full(big):
-            await turn.share(big)
+        if len(data) > MAX_BATCH_FRAME_BYTES:
+            # Refused unread: an agent's messages each fit in a batch (``agent.report_size``),
+            # and one frame of 3.8 MB of short lines held the loop 40 ms to a second to
+            # decode; thirty links of them had a healthy node's lease lapse.
+            link.ignored += 1
+            link.bad_frames.warn(
+                f"ignored a frame of {len(data):,} bytes (over {MAX_BATCH_FRAME_BYTES:,})"
+            )
+            continue
+        if turn.full():
+            await turn.share()
         try:
             messages = decode_batch(agent_to_leader, agent_to_leader_batch, data)
             if any(isinstance(message, AgentHello) for message in messages):

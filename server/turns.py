@@ -21,15 +21,11 @@ invalid frames). Now while anyone waits, newcomers queue behind, and only the
 first in line looks at the share, so nobody starts a new share behind its
 back: once the pending end has run, it finds a fresh one within a turn.
 
-One line for every frame was not enough: a place in it is one frame, whatever
-the frame costs, so thirty links sending frames of 3.8 MB (tens of ms of
-decoding each) made a healthy agent's every frame wait a whole round of them,
-250-460 ms, and it was declared lost. So the leader's own writes, and frames
-read no bigger than a batch (``MAX_BATCH_FRAME_BYTES``: all an agent sends but a
-rare large report), wait in a front line, and bigger ones in a back line.
-After a big frame the back line rests until the front one has had as much of
-the loop as that frame took, so the others keep at least half the loop however
-costly the big frames are, and a big frame is never passed forever either.
+A place in the line is one frame, whatever the frame costs, so no frame may
+cost much: with thirty links sending frames of 3.8 MB (40 ms to a second of
+decoding each) a healthy agent's every frame waited a round of them and it was
+declared lost. The agent link refuses unread any frame longer than a batch
+(``server.agent_link.serve``), and the agent cuts its messages to fit.
 """
 
 from __future__ import annotations
@@ -58,24 +54,17 @@ class Turns:
         self.budget = budget
         self.clock = clock
         self._began: float | None = None
-        self._front: deque[object] = deque()
-        self._back: deque[object] = deque()
-        self._back_went = False  # in this share
-        # Seconds of the loop the front line is owed before the back one goes first again.
-        self._back_rests = 0.0
+        self._line: deque[object] = deque()
         self.waited = 0  # frames that waited for a later turn, in the loop's life
 
     @property
     def in_line(self) -> int:
         """Frames waiting for a turn now."""
-        return len(self._front) + len(self._back)
+        return len(self._line)
 
-    def full(self, big: bool = False) -> bool:
-        """Whether a frame must wait now (then ``await share(big)``).
-
-        ``big``: a frame larger than a batch, which always waits in the back line.
-        """
-        return big or bool(self._front or self._back) or self._used_up()
+    def full(self) -> bool:
+        """Whether a frame must wait now (then ``await share()``)."""
+        return bool(self._line) or self._used_up()
 
     def _used_up(self) -> bool:
         now = self.clock()
@@ -86,38 +75,24 @@ class Turns:
         return now - self._began > self.budget
 
     def _next(self) -> None:
-        if self._began is not None:
-            took = self.clock() - self._began
-            if self._back_went:
-                self._back_rests = took
-                self._back_went = False
-            else:
-                self._back_rests -= took
         self._began = None
 
-    def _first(self) -> object:
-        if self._back and (not self._front or self._back_rests <= 0):
-            return self._back[0]
-        return self._front[0]
-
-    async def share(self, big: bool = False) -> None:
+    async def share(self) -> None:
         """Return in a turn with room for one more frame, after those who asked earlier."""
-        line = self._back if big else self._front
         place = object()
-        line.append(place)
+        self._line.append(place)
         self.waited += 1
         try:
             while True:
                 await asyncio.sleep(0)
-                if self._first() is place and not self._used_up():
-                    self._back_went |= big
+                if self._line[0] is place and not self._used_up():
                     return
         finally:
             # Out of the line however it ends: served, or its link closed meanwhile.
-            if line[0] is place:
-                line.popleft()
+            if self._line[0] is place:
+                self._line.popleft()
             else:
-                line.remove(place)
+                self._line.remove(place)
 
 
 # The turns of each loop.

@@ -17,6 +17,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from farmtui.protocol import (
+    MAX_BATCH_FRAME_BYTES,
     MAX_MESSAGE_BYTES,
     MAX_SLOTS,
     Ack,
@@ -815,3 +816,20 @@ async def test_a_link_flooding_bad_frames_gets_a_few_warnings_and_a_count(
     assert f"node node1: {40 - repeated_warnings.BURST} more like that" in "\n".join(
         caplog.messages
     )
+
+
+async def test_a_frame_longer_than_a_batch_is_refused_unread_and_the_link_goes_on(
+    leader: InProcessLeader, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Decoding one frame of 3.8 MB of short lines held the leader's loop 40 ms to a
+    second; an agent's messages each fit in a batch (``agent.report_size``), so a longer
+    frame is refused before it is decoded, even one that would have been valid."""
+    big = encode(AgentLog(lines=["x" * 1000] * 300))
+    assert len(big) > MAX_BATCH_FRAME_BYTES
+    with caplog.at_level(logging.WARNING, logger="farmtui.leader.agents"):
+        async with FakeAgent.connect(leader.ws_url, leader.agent_token, "node1") as agent:
+            await agent.send_raw(big)
+            await agent.send(Heartbeat(beat=1))
+            assert (await agent.expect(LeaseRenewed)).beat == 1
+            assert leader.leader.agents["node1"].ignored == 1
+    assert f"node node1: ignored a frame of {len(big):,} bytes" in "\n".join(caplog.messages)

@@ -837,6 +837,11 @@ ConsoleToLeader = (
 )
 
 
+# A console's messages are short (an id, a setting or two): a longer frame is refused
+# unread, since decoding megabytes of it would hold the leader's loop.
+MAX_CONSOLE_MESSAGE_BYTES = 64 * 1024
+
+
 # --------------------------------------------------------------------------
 # Leader -> console
 

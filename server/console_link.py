@@ -27,6 +27,7 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket
 
 from farmtui.protocol import (
+    MAX_CONSOLE_MESSAGE_BYTES,
     PROTOCOL_VERSION,
     ROLE_HEADER,
     ApiError,
@@ -481,7 +482,7 @@ async def console_endpoint(websocket: WebSocket) -> None:
     if data is None:
         return
     try:
-        hello = decode_checked(console_to_leader, data)
+        hello = decode_console(data)
     except ProtocolError as exc:
         await _refuse(websocket, f"bad hello: {exc}")
         return
@@ -505,7 +506,7 @@ async def console_endpoint(websocket: WebSocket) -> None:
             if data is None or link.task.done():
                 return
             try:
-                message = decode_checked(console_to_leader, data)
+                message = decode_console(data)
             except ProtocolError as exc:
                 bad_frames.warn(f"ignored a message: {str(exc)[:300]}")
                 link.reply(0, str(exc)[:300])
@@ -522,6 +523,13 @@ async def console_endpoint(websocket: WebSocket) -> None:
         await link.stop()
         bad_frames.flush()
         log.info("console of %s disconnected", principal.name)
+
+
+def decode_console(data: str | bytes) -> ConsoleToLeader:
+    """A console's message; a frame longer than any is refused before it is decoded."""
+    if len(data) > MAX_CONSOLE_MESSAGE_BYTES:
+        raise ProtocolError(f"message of {len(data):,} bytes is over {MAX_CONSOLE_MESSAGE_BYTES:,}")
+    return decode_checked(console_to_leader, data)
 
 
 async def _refuse(websocket: WebSocket, error: str) -> None:

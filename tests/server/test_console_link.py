@@ -14,6 +14,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
 from farmtui.protocol import (
+    MAX_CONSOLE_MESSAGE_BYTES,
     AssignChunk,
     ChunkOutput,
     ChunkProgress,
@@ -278,3 +279,23 @@ async def test_a_closed_consoles_link_is_freed_without_the_cycle_collector(
         await wait_for(lambda: gone() is None)
     finally:
         gc.enable()
+
+
+async def test_a_console_frame_longer_than_any_message_is_refused_unread(
+    leader: InProcessLeader,
+) -> None:
+    """A console's messages are short; megabytes of one would hold the leader's loop
+    while it decoded them. The console is told, and its link goes on."""
+    job_id = await submit(leader)
+    async with console(leader) as c:
+        await c.expect(Snapshot)
+        padded = encode(SetPriority(request_id=7, job_id=job_id, priority=90))
+        padded = padded[:-1] + b', "pad": "' + b"x" * MAX_CONSOLE_MESSAGE_BYTES + b'"}'
+        await c.ws.send(padded.decode())
+        refused = await c.expect(Reply, lambda m: m.request_id == 0)
+        assert not refused.ok
+        assert f"over {MAX_CONSOLE_MESSAGE_BYTES:,}" in (refused.error or "")
+        assert leader.leader.scheduler.jobs[job_id].priority != 90  # nothing changed
+        reply = await c.request(SetPriority(job_id=job_id, priority=90))
+        assert reply.ok
+    assert leader.leader.scheduler.jobs[job_id].priority == 90

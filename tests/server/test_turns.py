@@ -7,7 +7,9 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
-from server.turns import Turns
+import pytest
+
+from server.turns import LOOKING, Turns
 
 
 def handle_a_frame_on_purpose(seconds: float) -> None:
@@ -135,4 +137,42 @@ async def test_a_frame_whose_link_closes_while_it_waits_leaves_the_line() -> Non
     frames[1].cancel()  # the first in line: its link closed
     await asyncio.wait_for(asyncio.gather(*frames[2:]), 5.0)
     assert went == [0, 2, 3]
+    assert turns.in_line == 0
+
+
+async def test_only_the_head_of_a_long_line_looks_each_turn_and_all_go_in_order() -> None:
+    """With 300 agents the line held ~290 frames, each looking for its turn every turn
+    of the loop: a task step each, ~6% of the loop (c1). Beyond the first ``LOOKING``
+    they now wait parked until the line reaches them."""
+    loop = asyncio.get_running_loop()
+    clock = [0.0]
+    turns = Turns(loop, budget=0.008, clock=lambda: clock[0])
+    went: list[int] = []
+    steps = [0]
+
+    async def frame(number: int) -> None:
+        if turns.full():
+            await turns.share()
+        went.append(number)
+        clock[0] += 0.009  # the whole share: one frame a turn
+
+    real_sleep = asyncio.sleep
+
+    async def counted_sleep(delay: float) -> None:
+        steps[0] += 1
+        await real_sleep(delay)
+
+    frames = [loop.create_task(frame(n)) for n in range(120)]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(asyncio, "sleep", counted_sleep)
+        await real_sleep(0)
+        assert went == [0]
+        await real_sleep(0)
+        steps[0] = 0
+        await real_sleep(0)  # one turn: the first LOOKING look, the rest are parked
+        assert 0 < steps[0] <= LOOKING
+        frames[5].cancel()  # among those looking: its link closed
+        frames[100].cancel()  # a parked one
+        await asyncio.wait_for(asyncio.gather(*frames, return_exceptions=True), 10.0)
+    assert went == [n for n in range(120) if n not in (5, 100)]
     assert turns.in_line == 0

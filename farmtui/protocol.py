@@ -36,6 +36,10 @@ STANDBY_REFUSAL = "this leader is a standby"
 
 # A message bigger than this is refused before it is decoded.
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+# The longest frame the leader reads from anyone: an agent's hello, the largest of its
+# peers' messages (every GPU and tag a node may list). Longer ones close the link before
+# they are read, so a peer cannot make the leader read megabytes it would then refuse.
+MAX_FRAME_READ_BYTES = 1024 * 1024
 
 OnTimeout = Literal["notify", "requeue", "error", "fail", "complete"]
 JobState = Literal["queued", "rendering", "paused", "holding", "done", "failed", "cancelled"]

@@ -6,9 +6,9 @@ the leader answers ``Welcome`` or ``Refused``. Who may be which node is
 ``agent.token`` (and admins) any name no other agent holds. A refused hello
 never costs the agent that holds the name its link. Every later frame (one
 message, or a batch of them: ``protocol.encode_batch``) is decoded whole with
-``decode_batch``; a bad frame (malformed, with a second hello, or longer than
-a batch: that one unread) is logged in one line and ignored whole: it changes
-nothing. Each message is handed to
+``decode_batch``; a bad frame (malformed, or with a second hello) is logged
+in one line and ignored whole: it changes nothing. A frame longer than a
+batch closes the link unread (no agent sends one). Each message is handed to
 the leader's group commit (``Leader.submit``) and acknowledged with ``Ack``
 only after what it caused is committed (a heartbeat, which stores nothing,
 is applied at once and answered with ``LeaseRenewed``). A frame's messages go into the
@@ -80,9 +80,11 @@ BYTES_AHEAD = MAX_MESSAGE_BYTES
 # An agent this far behind on reading is dead or stuck.
 SEND_QUEUE_LIMIT = 10_000
 
-# Close codes: 1008 policy violation (token), 1002 protocol error, 4000 replaced.
+# Close codes: 1008 policy violation (token), 1002 protocol error, 1009 a frame too big,
+# 4000 replaced.
 CLOSE_POLICY = 1008
 CLOSE_PROTOCOL = 1002
+CLOSE_TOO_BIG = 1009
 CLOSE_REPLACED = 4000
 # The node was declared lost while this link stayed open: say hello again.
 CLOSE_LOST = 4001
@@ -376,14 +378,14 @@ async def serve(link: AgentLink) -> None:
         if data is None:
             return
         if len(data) > MAX_BATCH_FRAME_BYTES:
-            # Refused unread: an agent's messages each fit in a batch (``agent.report_size``),
-            # and one frame of 3.8 MB of short lines held the loop 40 ms to a second to
-            # decode; thirty links of them had a healthy node's lease lapse.
-            link.ignored += 1
-            link.bad_frames.warn(
-                f"ignored a frame of {len(data):,} bytes (over {MAX_BATCH_FRAME_BYTES:,})"
-            )
-            continue
+            # An agent's messages each fit in a batch (``agent.report_size``): a longer frame
+            # is not one, and is closed on unread. Decoding one of 3.8 MB of short lines held
+            # the loop 40 ms to a second, and ignoring them only let the link send more:
+            # thirty links of them had a healthy node's lease lapse either way.
+            why = f"a frame of {len(data):,} bytes is over {MAX_BATCH_FRAME_BYTES:,}"
+            log.warning("node %s: %s; closing its link", link.name, why)
+            link.close(CLOSE_TOO_BIG, why)
+            return
         if turn.full():
             await turn.share()
         try:

@@ -37,7 +37,7 @@ import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 
 from farmtui.logqueue import logging_off_the_loop
-from farmtui.protocol import MAX_MESSAGE_BYTES
+from farmtui.protocol import MAX_FRAME_READ_BYTES
 from server.app import create_app
 from server.config import LeaderSettings
 from server.disk_room import give_back_if_full
@@ -64,9 +64,10 @@ def uvicorn_config(settings: LeaderSettings, *, log_config: bool = True) -> uvic
         # (server.http_head); without uvloop, asyncio's own loop.
         loop="auto",
         http=BoundedHttpToolsProtocol,
-        # Bigger than a message may be so that decode_checked answers with a clear error;
-        # past this the WebSocket layer closes the link (1009).
-        ws_max_size=2 * MAX_MESSAGE_BYTES,
+        # Past this the WebSocket layer closes the link (1009) as soon as a frame's header
+        # says so, without reading it: thirty links sending frames of 3.8 MB, refused
+        # once read, still held the loop 100-200 ms at a time in reading them.
+        ws_max_size=MAX_FRAME_READ_BYTES,
         # No permessage-deflate: a few compressed bytes could inflate into a frame
         # of a thousand messages (an agent's flood stalled the loop for 40 s), and
         # compressing small messages cost more CPU than a farm's network saves.

@@ -18,7 +18,7 @@ from websockets.exceptions import ConnectionClosed
 
 from farmtui.protocol import (
     MAX_BATCH_FRAME_BYTES,
-    MAX_MESSAGE_BYTES,
+    MAX_FRAME_READ_BYTES,
     MAX_SLOTS,
     Ack,
     AgentHello,
@@ -165,7 +165,7 @@ async def test_stale_attempt_reports_are_ignored(leader: InProcessLeader) -> Non
         assert not (leader.root / f"jobs/{job_id}/chunk-0000.attempt-6.log").exists()
 
 
-async def test_malformed_and_oversized_messages_change_nothing(leader: InProcessLeader) -> None:
+async def test_malformed_messages_change_nothing(leader: InProcessLeader) -> None:
     job_id = await submit(leader)
     async with FakeAgent.connect(leader.ws_url, leader.agent_token, "node1") as agent:
         await agent.expect(AssignChunk)
@@ -174,19 +174,14 @@ async def test_malformed_and_oversized_messages_change_nothing(leader: InProcess
         await agent.send_raw("{this is not json")
         await agent.send_raw(json.dumps({"type": "chunk_finished", "job_id": job_id}))
         await agent.send_raw(json.dumps({"type": "no_such_message"}))
-        oversized = encode(
-            ChunkFinished(
-                job_id=job_id, chunk=0, attempt=1, outcome="done", reason="x" * MAX_MESSAGE_BYTES
-            )
-        )
-        await agent.send_raw(oversized.decode())
         await agent.send_raw(b"\xff\xfe binary junk")
-        await agent.send_raw('{"type": "heartbeat", "x": ' + '{"a": ' * 50_000 + "}" * 50_001)
+        # Nested deep enough to overflow the decoder, and still within a batch's size.
+        await agent.send_raw('{"type": "heartbeat", "x": ' + "[" * 100_000 + "]" * 100_000 + "}")
         # The link is still up and in order: the next good message is acknowledged.
         await agent.send(AgentLog(lines=["still here"], seq=7))
         await agent.expect_ack(7)
         link = leader.leader.agents["node1"]
-        assert link.ignored == 6
+        assert link.ignored == 5
         assert leader.leader.store.commits == commits
         assert chunk_on_disk(leader, job_id, 0) == before
         assert leader.leader.scheduler.jobs[job_id].chunks[0].state == "assigned"
@@ -818,18 +813,32 @@ async def test_a_link_flooding_bad_frames_gets_a_few_warnings_and_a_count(
     )
 
 
-async def test_a_frame_longer_than_a_batch_is_refused_unread_and_the_link_goes_on(
-    leader: InProcessLeader, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize("size", ["over a batch", "over what the leader reads"])
+async def test_a_frame_longer_than_a_batch_closes_the_link_unread_and_changes_nothing(
+    leader: InProcessLeader, size: str
 ) -> None:
     """Decoding one frame of 3.8 MB of short lines held the leader's loop 40 ms to a
-    second; an agent's messages each fit in a batch (``agent.report_size``), so a longer
-    frame is refused before it is decoded, even one that would have been valid."""
-    big = encode(AgentLog(lines=["x" * 1000] * 300))
-    assert len(big) > MAX_BATCH_FRAME_BYTES
-    with caplog.at_level(logging.WARNING, logger="farmtui.leader.agents"):
-        async with FakeAgent.connect(leader.ws_url, leader.agent_token, "node1") as agent:
-            await agent.send_raw(big)
-            await agent.send(Heartbeat(beat=1))
-            assert (await agent.expect(LeaseRenewed)).beat == 1
-            assert leader.leader.agents["node1"].ignored == 1
-    assert f"node node1: ignored a frame of {len(big):,} bytes" in "\n".join(caplog.messages)
+    second, and reading such frames only to refuse them 100-200 ms at a time. An agent's
+    messages each fit in a batch (``agent.report_size``): a longer frame closes its link
+    unread (past ``MAX_FRAME_READ_BYTES`` before it is even read), even one that would
+    have been valid. The node is not lost for it: it may say hello again."""
+    job_id = await submit(leader)
+    lines = 300 if size == "over a batch" else 4_000
+    big = encode(ChunkOutput(job_id=job_id, chunk=0, attempt=1, lines=["x" * 1000] * lines))
+    assert len(big) > (MAX_BATCH_FRAME_BYTES if lines == 300 else MAX_FRAME_READ_BYTES)
+    async with FakeAgent.connect(leader.ws_url, leader.agent_token, "node1") as agent:
+        await agent.expect(AssignChunk)
+        commits = leader.leader.store.commits
+        await agent.send_raw(big)
+        with pytest.raises(ConnectionClosed) as closed:
+            await agent.expect(LeaseRenewed)
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == 1009
+        if lines == 300:
+            assert f"a frame of {len(big):,} bytes is over" in closed.value.rcvd.reason
+    assert leader.leader.store.commits == commits
+    chunk = leader.leader.scheduler.jobs[job_id].chunks[0]
+    assert (chunk.state, chunk.node, chunk.attempt) == ("assigned", "node1", 1)  # not moved
+    async with FakeAgent.connect(leader.ws_url, leader.agent_token, "node1") as again:
+        await again.send(Heartbeat(beat=1))
+        assert (await again.expect(LeaseRenewed)).beat == 1

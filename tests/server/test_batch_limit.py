@@ -9,7 +9,15 @@ from farmtui.protocol import (
     MAX_BATCH_BYTES,
     MAX_BATCH_FRAME_BYTES,
     MAX_BATCH_MESSAGES,
+    MAX_FRAME_READ_BYTES,
+    MAX_NODE_GPUS,
+    MAX_PREFETCH,
+    MAX_SLOTS,
+    MAX_TAGS,
+    AgentHello,
     AgentLog,
+    ChunkRef,
+    GpuInfo,
     Heartbeat,
     KillChunk,
     LeaseRenewed,
@@ -83,3 +91,25 @@ def test_a_batch_longer_than_any_peer_builds_is_refused_before_it_is_decoded() -
         # Not "a batch of N messages is over 1000": that is found only by decoding it.
         with pytest.raises(ProtocolError, match=f"bytes is over {MAX_BATCH_FRAME_BYTES}"):
             decode_batch(agent_to_leader, agent_to_leader_batch, data)
+
+
+def test_the_largest_hello_a_node_may_send_is_read() -> None:
+    """The leader reads no frame over ``MAX_FRAME_READ_BYTES``: a hello with every GPU,
+    tag and held chunk a node may list, in four-byte characters, is within it."""
+    wide = "\U0001f600"
+    held = [ChunkRef(job_id="0123abcd", chunk=999_999, attempt=1000)] * (MAX_SLOTS + MAX_PREFETCH)
+    hello = AgentHello(
+        name="n" * 64,
+        slots=MAX_SLOTS,
+        tags=[wide * 64] * MAX_TAGS,
+        version=wide * 64,
+        running=held,
+        finished=held,
+        agent_id="a" * 64,
+        os="linux",
+        gpus=[GpuInfo(index=n, name=wide * 128, memory=81920) for n in range(MAX_NODE_GPUS)],
+        prefetch=MAX_PREFETCH,
+    )
+    data = encode(hello)
+    assert len(data) <= MAX_FRAME_READ_BYTES, len(data)
+    assert agent_to_leader.decode(data) == hello

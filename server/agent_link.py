@@ -34,12 +34,14 @@ import contextlib
 import contextvars
 import functools
 import logging
+import time
 from collections import deque
 
 from starlette.websockets import WebSocket
 
 from farmtui.protocol import (
     MAX_BATCH_FRAME_BYTES,
+    MAX_BATCH_MESSAGES,
     MAX_MESSAGE_BYTES,
     PROTOCOL_VERSION,
     Ack,
@@ -77,6 +79,10 @@ HELLO_TIMEOUT = 10.0
 # Frames of one agent read while earlier ones wait for their commits (see ``serve``).
 FRAMES_AHEAD = 16
 BYTES_AHEAD = MAX_MESSAGE_BYTES
+# Reports of one agent waiting for their commits: a batch's worth. Sixteen batches of a
+# thousand from each of thirty links put half a million steps in the group commit, and
+# every operator's action (``Leader.run``) applies what waits there before its own.
+REPORTS_AHEAD = MAX_BATCH_MESSAGES
 # An agent this far behind on reading is dead or stuck.
 SEND_QUEUE_LIMIT = 10_000
 
@@ -352,28 +358,34 @@ async def agent_endpoint(websocket: WebSocket) -> None:
 async def serve(link: AgentLink) -> None:
     """Read the agent's frames until the link closes, a few frames ahead of their commits.
 
-    At most ``FRAMES_AHEAD`` frames (and ``BYTES_AHEAD`` bytes of them) wait
-    for their commits: an agent that sends faster than the leader commits
-    waits in its socket (and its kernel buffers), not in the leader's memory
-    and event loop. More than one: reading a frame only once the one before
-    was committed made a busy leader take one commit turn per frame, so an
-    agent streaming its renders' output got its heartbeats answered many
-    turns late, and a healthy node lost its lease and killed its renders.
+    At most ``FRAMES_AHEAD`` frames (``BYTES_AHEAD`` bytes of them, and
+    ``REPORTS_AHEAD`` reports) wait for their commits: an agent that sends
+    faster than the leader commits waits in its socket (and its kernel
+    buffers), not in the leader's memory and event loop. More than one:
+    reading a frame only once the one before was committed made a busy leader
+    take one commit turn per frame, so an agent streaming its renders' output
+    got its heartbeats answered many turns late, and a healthy node lost its
+    lease and killed its renders.
     """
-    ahead: deque[tuple[asyncio.Future[None], int]] = deque()
-    bytes_ahead = 0
+    ahead: deque[tuple[asyncio.Future[None], int, int]] = deque()
+    bytes_ahead = reports_ahead = 0
     turn = turns(link.leader.running_loop())
+    account = link.out.account  # its writes' too
     while not link.out.closed:
         while ahead and (
-            ahead[0][0].done() or len(ahead) >= FRAMES_AHEAD or bytes_ahead >= BYTES_AHEAD
+            ahead[0][0].done()
+            or len(ahead) >= FRAMES_AHEAD
+            or bytes_ahead >= BYTES_AHEAD
+            or reports_ahead >= REPORTS_AHEAD
         ):
             # Done or failed, it has been dealt with (``_committed``); only wait. Not
             # through asyncio.wait when it is done already: that still took the task off
             # the loop for a turn, once a frame.
-            committed, size = ahead.popleft()
+            committed, size, reports = ahead.popleft()
             if not committed.done():
                 await asyncio.wait([committed])
             bytes_ahead -= size
+            reports_ahead -= reports
         data = await receive_data(link.websocket)
         if data is None:
             return
@@ -386,28 +398,42 @@ async def serve(link: AgentLink) -> None:
             log.warning("node %s: %s; closing its link", link.name, why)
             link.close(CLOSE_TOO_BIG, why)
             return
-        if turn.full():
-            await turn.share()
+        if turn.full(account):
+            await turn.share(account)
+        began = time.perf_counter()
         try:
-            messages = decode_batch(agent_to_leader, agent_to_leader_batch, data)
-            if any(isinstance(message, AgentHello) for message in messages):
-                raise ProtocolError("hello is only valid as the first message")
-        except ProtocolError as exc:
-            link.ignored += 1
-            link.bad_frames.warn(f"ignored a message: {str(exc)[:300]}")
-            continue
-        last: asyncio.Future[None] | None = None
-        for message in messages:
-            try:
-                future = link.handle(message)
-                if not future.done():  # a heartbeat is applied at once: not one to wait for
-                    last = future
-            except Exception:
-                link.ignored += 1
-                log.exception("node %s: %s failed", link.name, type(message).__name__)
+            last, reports = _handle_frame(link, data)
+        finally:
+            turn.charge(account, time.perf_counter() - began)
         if last is not None:
-            ahead.append((last, len(data)))
+            ahead.append((last, len(data), reports))
             bytes_ahead += len(data)
+            reports_ahead += reports
+
+
+def _handle_frame(link: AgentLink, data: str | bytes) -> tuple[asyncio.Future[None] | None, int]:
+    """Decode and apply one frame: its last report still to be committed, if any, and
+    how many of them are."""
+    try:
+        messages = decode_batch(agent_to_leader, agent_to_leader_batch, data)
+        if any(isinstance(message, AgentHello) for message in messages):
+            raise ProtocolError("hello is only valid as the first message")
+    except ProtocolError as exc:
+        link.ignored += 1
+        link.bad_frames.warn(f"ignored a message: {str(exc)[:300]}")
+        return None, 0
+    last: asyncio.Future[None] | None = None
+    reports = 0
+    for message in messages:
+        try:
+            future = link.handle(message)
+            if not future.done():  # a heartbeat is applied at once: not one to wait for
+                last = future
+                reports += 1
+        except Exception:
+            link.ignored += 1
+            log.exception("node %s: %s failed", link.name, type(message).__name__)
+    return last, reports
 
 
 def welcome(leader: Leader, name: str, stale: list[ChunkRef], os_name: OsName) -> Welcome:

@@ -90,13 +90,14 @@ class AgentReports:
             dispatch=step.dispatches,
             announce=step.announce if step.announces else None,
             needs_room=step.needs_room(),
+            source=self.node,
         )
 
     def _heartbeat(self, message: Heartbeat) -> asyncio.Future[None]:
         step = _Heartbeat(self, message)
         if message.seq > 0:
             # Numbered (an agent's are not): its Ack is cumulative, so it waits its turn.
-            return self.leader.submit(step)
+            return self.leader.submit(step, source=self.node)
         # Applied and answered as soon as it is read (``Leader.apply_live``): the node
         # is heard now, and its lease renewed a turn of the loop later, however many
         # reports wait in the group commit. It stores nothing, so nothing waits for a

@@ -60,6 +60,7 @@ from server.nodelogs import NodeLogs
 from server.resources import LIMITS_SETTING, decode_limits
 from server.rights import SHARED_AGENT
 from server.scheduler import Scheduler
+from server.step_line import StepLine
 from server.store import FarmStore, Fenced, Store, find_chunk, open_store
 from server.store_url import parse_store_url
 from server.sync_root import claim_root
@@ -265,9 +266,7 @@ class Leader:
         self._retry_wakeups: set[asyncio.TimerHandle] = set()
         # A dispatch pass that stopped at its budget has its next one queued (``_dispatch_more``).
         self._more_queued = False
-        self._pending: list[_Pending] = []
-        # How many of ``_pending``, at its front, were submitted ``ahead`` (in their order).
-        self._ahead = 0
+        self._pending: StepLine[_Pending] = StepLine()
         # (node, agent id) of hellos read and waiting in the group commit (``hello_waiting``).
         self._hellos_waiting: collections.Counter[tuple[str, str]] = collections.Counter()
         # Nodes loaded at start-up that have not said hello since (``_tick``), and when
@@ -616,6 +615,7 @@ class Leader:
         announce: Callable[[], None] | None = None,
         ahead: bool = False,
         needs_room: bool = True,
+        source: str | None = None,
     ) -> asyncio.Future[None]:
         """Group commit: ``step`` is applied with the others that arrive in this turn
         of the event loop, in one transaction and one dispatch pass.
@@ -624,21 +624,20 @@ class Leader:
         ``announce`` runs: what the step adds to the logs), or failed with the
         step's own exception, or with StoreError for the whole group when the
         commit failed (the scheduler is then rebuilt from the store, as for
-        ``run``). Steps are applied in the order they were submitted, so each
-        sees what the ones before it did: a step checks the farm when it is
-        applied, not when it is submitted. ``ahead``: before every step waiting
-        that was not itself submitted ahead (a tick, a hello, a disconnect).
-        ``needs_room``: see ``run``; False only for changes that must not wait for room.
+        ``run``). The steps of one ``source`` (a node's reports; None: the rest)
+        are applied in the order they were submitted, so each sees what the ones
+        before it did: a step checks the farm when it is applied, not when it is
+        submitted. Sources take turns, a step each (``server.step_line``).
+        ``ahead``: before every step waiting that was not itself submitted ahead
+        (a tick, a hello, a disconnect), in their order. ``needs_room``: see
+        ``run``; False only for changes that must not wait for room.
         """
         loop = self.running_loop()
         future: asyncio.Future[None] = loop.create_future()
-        item = _Pending(step, dispatch, announce, future, needs_room)
-        if ahead:
-            # Behind those ahead already: a node's disconnect, then its next hello.
-            self._pending.insert(self._ahead, item)
-            self._ahead += 1
-        else:
-            self._pending.append(item)
+        # Ahead: behind those ahead already (a node's disconnect, then its next hello).
+        self._pending.put(
+            _Pending(step, dispatch, announce, future, needs_room), source, ahead=ahead
+        )
         if len(self._pending) == 1:
             loop.call_soon(self._apply_pending)
         return future
@@ -662,8 +661,8 @@ class Leader:
         applied as one group they held the loop for 0.4-0.7 s, and every
         other request (``/healthz``, a console) waited behind them. The rest
         go in the next group, after whatever else is ready on the loop; the
-        order of the steps is kept (``run`` applies every waiting one before
-        its own step).
+        order of each source's steps is kept (``run`` applies every waiting
+        one before its own step).
         """
         pending = self._pending
         if not pending:
@@ -672,10 +671,8 @@ class Leader:
         now = self.now()
         group = Changes()
         applied: list[_Pending] = []
-        taken = 0
         refusal = self.room_refusal()
-        for item in pending:
-            taken += 1
+        while (item := pending.take()) is not None:
             if refusal is not None and item.needs_room:
                 _fail(item.future, NoRoom(refusal))  # before it changed anything: no undo
                 continue
@@ -690,9 +687,7 @@ class Leader:
             applied.append(item)
             if budget is not None and time.perf_counter() - began > budget:
                 break
-        self._pending = pending[taken:]
-        self._ahead = max(0, self._ahead - taken)
-        if self._pending:
+        if pending:
             self.running_loop().call_soon(self._apply_pending)
         if refusal is None and any(item.dispatch for item in applied):
             group.merge(self.scheduler.dispatch(now))

@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 
 import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from farmtui.protocol import MAX_BATCH_BYTES, MAX_BATCH_MESSAGES, Ack, encode, encode_batch
-from server.turns import turns
+from server.turns import Account, turns
 
 log = logging.getLogger("farmtui.leader.links")
 
@@ -32,6 +33,7 @@ class SendQueue:
         *,
         batches: bool = False,
         held: bool = False,
+        account: Account | None = None,
     ) -> None:
         self.websocket = websocket
         self.label = label
@@ -49,6 +51,8 @@ class SendQueue:
         self.overflowed = False
         loop = asyncio.get_running_loop()
         self._turns = turns(loop)
+        # The link's use of the loop, its reads' and its writes' (``server.turns``).
+        self.account = Account() if account is None else account
         self.task = loop.create_task(self._write())
 
     def send(self, message: msgspec.Struct) -> bool:
@@ -115,15 +119,17 @@ class SendQueue:
                     continue
                 if self.overflowed:
                     break
-                if not granted and self._turns.full():
-                    await self._turns.share()
+                if not granted and self._turns.full(self.account):
+                    await self._turns.share(self.account)
                     granted = True
                     continue  # what is queued may have changed meanwhile
                 granted = False
+                began = time.perf_counter()
                 # The first message (Welcome) goes alone: the peer reads it before it
                 # knows whether this leader speaks batches.
                 frame = self._batch() if self.batches and sent else self.queue.popleft()
                 await self.websocket.send_text(frame.decode())
+                self._turns.charge(self.account, time.perf_counter() - began)
                 sent += 1
         except (WebSocketDisconnect, OSError, RuntimeError) as exc:
             log.debug("%s: send failed: %s", self.label, exc)

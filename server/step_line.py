@@ -1,0 +1,61 @@
+"""The steps waiting for the group commit, in the order they are applied.
+
+Steps submitted ``ahead`` (a tick, a node's hello, its disconnect) go first,
+in their order. The rest take turns by source, one step of each source in
+turn, each source's in the order it submitted them: a node's reports are an
+agent link's source, so no link's flood of reports delays another node's.
+First come, first served, thirty links sending batches of a thousand reports
+each put millions of steps ahead of a healthy node's: its reports, and then
+its reads, waited behind them, and a job of 4 s took 14.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Hashable
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class StepLine(Generic[T]):
+    """Steps ahead first, then one of each source in turn."""
+
+    __slots__ = ("_ahead", "_by_source", "_turn", "_count")
+
+    def __init__(self) -> None:
+        self._ahead: deque[T] = deque()
+        self._by_source: dict[Hashable, deque[T]] = {}
+        self._turn: deque[Hashable] = deque()  # sources with steps waiting, in turn
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def put(self, step: T, source: Hashable, *, ahead: bool = False) -> None:
+        self._count += 1
+        if ahead:
+            self._ahead.append(step)
+            return
+        waiting = self._by_source.get(source)
+        if waiting is None:
+            waiting = self._by_source[source] = deque()
+            self._turn.append(source)
+        waiting.append(step)
+
+    def take(self) -> T | None:
+        """The next step to apply, or None when none waits."""
+        if self._ahead:
+            self._count -= 1
+            return self._ahead.popleft()
+        if not self._turn:
+            return None
+        source = self._turn.popleft()
+        waiting = self._by_source[source]
+        step = waiting.popleft()
+        if waiting:
+            self._turn.append(source)
+        else:
+            del self._by_source[source]
+        self._count -= 1
+        return step

@@ -349,13 +349,14 @@ class LeaderLink:
                 continue
             now = self.clock()
             if now > self.lease_until and supervisor.runs:
-                log.error(
-                    "the lease ran out %.1f s ago (no answer from the leader): killing %d chunk(s)",
-                    now - self.lease_until,
-                    len(supervisor.runs),
-                )
-                for key in list(supervisor.runs):
-                    supervisor.kill(key, "the lease ran out: lost contact with the leader")
+                stopped = supervisor.lease_ran_out()
+                if stopped:
+                    log.error(
+                        "the lease ran out %.1f s ago (no answer from the leader): "
+                        "killing %d chunk(s)",
+                        now - self.lease_until,
+                        stopped,
+                    )
             silent = now - self.last_contact
             # A healthy leader speaks at least once a heartbeat (its LeaseRenewed).
             quiet_limit = max(0.5 * self.welcome.lease, 2.5 * self.welcome.heartbeat_interval)

@@ -111,6 +111,10 @@ ORPHAN_EXITS_KEPT = 256
 # Output is sent in batches: every FLUSH_SECONDS or FLUSH_LINES lines, whichever first.
 FLUSH_SECONDS = 0.1
 FLUSH_LINES = 200
+# Why a chunk is stopped when the node's lease runs out.
+LEASE_LAPSED = "the lease ran out: lost contact with the leader"
+# How often a render that ended by itself looks whether the lease is back (``_lease_again``).
+LEASE_LOOK_EVERY = 0.25
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -169,6 +173,8 @@ class ChunkRun:
         # Set once this attempt may no longer write the sync root: told to stop
         # by the leader, or the lease ran out.
         self.revoked: str | None = None
+        # Its render ended by itself, and its end waits for the lease (``_lease_again``).
+        self.awaiting_lease = False
         self.wake = asyncio.Event()
         self.files: ChunkFiles | None = None
         # The renderer's working folder: this attempt's own, on this node.
@@ -671,7 +677,7 @@ class ChunkRun:
                     result = replace(result, returncode=self.sup.orphan_exit(self.pid))
                 await kill_tree(self.marker, grace=self.sup.kill_grace, keep=self.sup.tracked)
             elif result.cause in ("lease", "agent_gone"):
-                self.request_stop("killed", "the lease ran out: lost contact with the leader")
+                self.request_stop("killed", LEASE_LAPSED)
             if result.killed:
                 log.info("chunk %s: %d process(es) killed", self.marker, result.killed)
             done, _ = await asyncio.wait({reader}, timeout=5.0)
@@ -685,7 +691,35 @@ class ChunkRun:
                 shim.kill(self.sup.kill_grace, "the agent stopped")
         self._flush_output()
         self._scan_files(force=True)
+        if result.cause == "exit" and self.stop is not None and self.stop.reason == LEASE_LAPSED:
+            await self._lease_again()
         await self._conclude(result.returncode, started)
+
+    async def _lease_again(self) -> None:
+        """The render ended by itself, and was told to stop for a lapsed lease only after:
+        its end waits until the lease is renewed, then is judged and delivered as ever.
+
+        A leader slow to answer (a flood of other links) let the lease lapse between a
+        render's end and the agent's reading of it: the attempt was reported killed,
+        its output thrown away, and the frame rendered a second time. Until the lease is
+        back this attempt writes nothing to the sync root (``refusal``), and the node's
+        hello lists it as running; the leader's stop (``Welcome.stale``: the chunk moved
+        while the node was lost) still ends it killed.
+        """
+        log.warning(
+            "chunk %s: its render ended before the lease ran out; waiting for the lease",
+            self.marker,
+        )
+        self.stop = None
+        self.revoked = None
+        self.awaiting_lease = True
+        try:
+            while self.stop is None and time.monotonic() > self.sup.lease_until:
+                self.wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), LEASE_LOOK_EVERY)
+        finally:
+            self.awaiting_lease = False
 
     async def _read(self, stream: asyncio.StreamReader) -> None:
         splitter = LineSplitter()
@@ -1115,6 +1149,8 @@ class Supervisor:
         self.lease_until = until
         for run in self.runs.values():
             run.renew_lease(until)
+            if run.awaiting_lease:
+                run.wake.set()
 
     def discard_staged(self, job_id: str, chunk: int, attempt: int) -> None:
         """Delete the staged output kept from an attempt nobody will copy any more."""
@@ -1223,6 +1259,20 @@ class Supervisor:
             return False
         run.request_stop("killed", reason or "killed on the leader's request")
         return True
+
+    def lease_ran_out(self) -> int:
+        """Stop every render still running: the node's lease ran out. How many were not
+        stopping already.
+
+        Not those whose render ended by itself and wait for the lease to come back
+        (``ChunkRun._lease_again``): nothing of theirs runs.
+        """
+        stopped = 0
+        for run in list(self.runs.values()):
+            if not run.ended and not run.awaiting_lease:
+                stopped += run.stop is None
+                run.request_stop("killed", LEASE_LAPSED)  # revoked, whatever else stops it
+        return stopped
 
     def withdraw(self, key: ChunkKey, reason: str) -> bool:
         """Stop a chunk only if its renderer has not started (it waits for a slot):

@@ -128,8 +128,11 @@ class SendQueue:
                 # The first message (Welcome) goes alone: the peer reads it before it
                 # knows whether this leader speaks batches.
                 frame = self._batch() if self.batches and sent else self.queue.popleft()
-                await self.websocket.send_text(frame.decode())
+                text = frame.decode()
+                # Charged what it took up to the send, not the send: awaited, that may
+                # wait for the peer's socket, and other tasks' time with it.
                 self._turns.charge(self.account, time.perf_counter() - began)
+                await self.websocket.send_text(text)
                 sent += 1
         except (WebSocketDisconnect, OSError, RuntimeError) as exc:
             log.debug("%s: send failed: %s", self.label, exc)

@@ -1,5 +1,5 @@
 """Agents' frames take a share of each turn of the event loop, never the whole
-turn, and each link a fair part of that share.
+turn; links whose frames cost the loop little go ahead of those that cost it much.
 
 With 300 agents a turn of the loop found a frame waiting from most of them,
 and read and answered every one before it came back to anything else: turns of
@@ -13,59 +13,63 @@ A turn is told apart from the next without touching the loop itself: the first
 frame of a turn schedules (``call_soon``) the end of its share, which runs
 among the next turn's callbacks.
 
-Those waiting form a line, and while anyone waits (or was let go and has not
-run yet) newcomers join it, so nobody takes a share behind its back. (Without
-the line a frame woken early in a turn, before the end of the previous share
-had run, found the share used up and waited again, every turn: a break round
-starved a healthy agent's reads for 40 s that way.) Each turn one callback
-lets go, from the head of the line, as many frames as their links' last frames
-say fit in a share; they run in the next turn, and the rest wait parked. (Each
-frame looking for its own turn cost a step of its task every turn: ~6% of the
-loop with 300 agents, whose line held ~290 frames.)
+Those waiting form lines, first come, first served, and while anyone waits
+newcomers queue behind: only the first in line looks at the share, so nobody
+starts a new share behind its back. (Without the line a frame woken early in a
+turn, before the end of the previous share had run, found the share used up and
+waited again, every turn: a break round starved a healthy agent's reads for
+40 s that way.) Only the first ``LOOKING`` places of a line look each turn (a
+step of their task each); the rest wait parked until the line reaches them.
 
-The line is ordered by each link's use of the loop, not by arrival (fair
-queueing, by virtual finishing time). Every link has an ``Account`` charged with
-the seconds its frames took (decoding, applying, answering, writing). Virtual
-time passes as if the links waiting shared the loop in equal parts; a frame
-starts where its link's charges so far end, or now if its link has used less,
-and is placed where it would end if it cost what its link's last frame did. A
-link that sends little goes ahead of links that keep the loop busy, and links
-that keep it busy share it by time, not by frames. First come, first served,
-a healthy agent's heartbeat, and then its ``LeaseRenewed``, each waited for one
-frame of every other link: thirty links of frames just under a batch's limit
-(2-5 ms of decoding each) made a job take 25 s against 4.3 s and 47 attempts
-killed, and a hundred had a healthy node lost and frames rendered twice.
+Two lines, by what the link's frames cost the loop lately (each link's
+``Account`` is charged with the seconds its frames take: decoding, applying,
+answering, writing). A frame of a link whose frames took ``COSTLY`` or more
+lately waits in the costly line, which goes only once the cheap line has had as
+much of the loop as the last costly frame took (or is empty): links that keep
+the loop busy share at most half of it, and an agent's heartbeat, its reports
+and its ``LeaseRenewed`` wait for at most one of their frames. With one line, a
+place being one frame whatever it cost, thirty links of frames just under a
+batch's limit (2-5 ms of decoding each) made a healthy node's every frame wait
+a round of theirs: a job took 25 s against 4.3 s with 47 attempts killed, and
+a hundred such links had the node lost and frames rendered twice.
+
+Fair queueing proper (each link's place in virtual time by all it has used)
+was tried and put back: with 300 busy agents, one whose frame took 20 ms (a
+pause of the collector, say) then waited for 300 others to catch up, seconds,
+and c1 had nodes lost.
 """
 
 from __future__ import annotations
 
 import asyncio
-import heapq
 import time
+from collections import deque
 from collections.abc import Callable
 
 from server.per_loop import PerLoop
 
 # Seconds of frame handling a turn, at most (one frame more may run past it).
 BUDGET = 0.008
-# The most one frame is charged: a write that waited for a slow peer's socket (its
-# time is not the loop's) must not put its link behind everyone for long.
+# Places at the head of a line that look for their turn each turn of the loop; the
+# rest wait parked. With 300 agents the line held ~290 frames (c1, at the median),
+# and each one looking cost a step of its task every turn.
+LOOKING = 32
+# A link whose frames took this much of the loop or more lately waits in the costly line.
+# An agent's frames take 0.05-0.5 ms (c1); 87,000 empty lines of output, 2.4 ms.
+COSTLY = 0.001
+# The most one frame is charged: a frame that took longer (the collector ran in it,
+# say) must not keep its link's next frames behind for long.
 MOST_CHARGED = 0.02
-# What a frame is expected to cost when its link's last one took less (or none yet).
-LEAST_EXPECTED = 0.00005
-# How much each frame's cost moves the typical cost: about the last hundred frames.
-TYPICAL_WEIGHT = 0.01
 
 
 class Account:
-    """One link's use of the loop: the virtual time its frames so far end at, and the
-    cost of its last one (what its next one is expected to take)."""
+    """One link's use of the loop: what its frames (reads and writes) took lately, each
+    frame counting half as much as the one after it."""
 
-    __slots__ = ("finish", "last")
+    __slots__ = ("lately",)
 
     def __init__(self) -> None:
-        self.finish = 0.0
-        self.last = 0.0
+        self.lately = 0.0
 
 
 class Turns:
@@ -81,38 +85,31 @@ class Turns:
         self.budget = budget
         self.clock = clock
         self._began: float | None = None
-        # (where it starts, what it is expected to cost, arrival number, place): the
-        # line, a heap.
-        self._line: list[tuple[float, float, int, _Place]] = []
-        self._arrivals = 0
-        self._gone = 0  # places in the heap whose frame left the line (its link closed)
-        self._let_go = 0  # frames let go that have not run yet
-        self._letting_go = False  # ``_let_go_some`` is due
-        # Now, in virtual time: where a link quiet until now starts.
-        self._virtual = 0.0
-        self._typical = LEAST_EXPECTED  # what frames have cost lately
+        self._cheap: deque[_Place] = deque()
+        self._costly: deque[_Place] = deque()
+        # Seconds of the loop the cheap line is owed before the costly line goes again.
+        self._owed = 0.0
         self.waited = 0  # frames that waited for a later turn, in the loop's life
 
     @property
     def in_line(self) -> int:
         """Frames waiting for a turn now."""
-        return len(self._line) - self._gone
+        return len(self._cheap) + len(self._costly)
 
     def full(self, account: Account) -> bool:
         """Whether a frame of ``account`` must wait now (then ``await share(account)``)."""
-        return bool(self._line or self._let_go or self._used_up())
+        return bool(self._cheap or self._costly) or self._used_up()
 
     def charge(self, account: Account, seconds: float) -> None:
         """A frame of ``account`` took ``seconds`` of the loop."""
         seconds = min(seconds, MOST_CHARGED)
-        account.finish = max(self._virtual, account.finish) + seconds
-        account.last = seconds
-        # Virtual time passes as it would if every link waiting had the loop in equal
-        # parts at once: a second of the loop is a second shared among them.
-        self._virtual += seconds / (1 + len(self._line) - self._gone)
-        # What a link's first frame is expected to cost: a flood of new links (closed
-        # for their frames, straight back) is not let go a hundred at a time.
-        self._typical += (seconds - self._typical) * TYPICAL_WEIGHT
+        if account.lately >= COSTLY:  # it went as a costly one
+            self._owed = seconds
+        else:
+            self._owed = max(0.0, self._owed - seconds)
+        # Not only the last frame: a link's cheap writes (answers to its costly frames)
+        # must not pass its next costly read off as cheap.
+        account.lately = max(seconds, account.lately / 2)
 
     def _used_up(self) -> bool:
         now = self.clock()
@@ -125,72 +122,46 @@ class Turns:
     def _next(self) -> None:
         self._began = None
 
+    def _first(self) -> _Place | None:
+        """The place that goes next: the cheap line's, unless the costly line is due."""
+        if self._costly and (not self._cheap or self._owed <= 0.0):
+            return self._costly[0]
+        return self._cheap[0] if self._cheap else None
+
     async def share(self, account: Account) -> None:
-        """Return in a turn with room for one more frame of ``account``, after the frames
-        of links that have used less of the loop."""
-        expected = max(account.last or self._typical, LEAST_EXPECTED)
-        self._arrivals += 1
-        start = max(self._virtual, account.finish)
-        place = _Place(start + expected, expected, self._arrivals)
+        """Return in a turn with room for one more frame of ``account``, after those who
+        asked earlier in its line."""
+        place = _Place()
+        line = self._costly if account.lately >= COSTLY else self._cheap
+        line.append(place)
         self.waited += 1
-        while True:
-            self._join(place)
-            try:
-                await place.future
-            except BaseException:
-                if place.future.done() and not place.future.cancelled():
-                    self._let_go -= 1  # let go, and its link closed before it ran
-                else:
-                    place.future.cancel()
-                    self._gone += 1
-                raise
-            self._let_go -= 1
-            if not self._used_up():
-                break
-            # Its link's last frame said it would fit, and the share ran out before it:
-            # first in line again.
-
-    def _join(self, place: _Place) -> None:
-        place.future = self.loop.create_future()
-        heapq.heappush(self._line, (place.start, place.expected, place.number, place))
-        if not self._letting_go:
-            self._letting_go = True
-            self.loop.call_soon(self._let_go_some)
-
-    def _let_go_some(self) -> None:
-        """Let go, from the head of the line, the frames expected to fit in a share; they
-        run in the next turn of the loop, and this runs again after them."""
-        line = self._line
-        room = self.budget
-        while line and room > 0:
-            place = heapq.heappop(line)[3]
-            if place.future.done():  # its link closed while it waited
-                self._gone -= 1
-                continue
-            place.future.set_result(None)
-            self._let_go += 1
-            room -= place.expected
-        if self._gone == len(line):
-            line.clear()
-            self._gone = 0
-        if line:
-            self.loop.call_soon(self._let_go_some)
-        else:
-            self._letting_go = False
+        try:
+            if len(line) > LOOKING:
+                place.parked = self.loop.create_future()
+                await place.parked  # until it is among the first LOOKING
+            while True:
+                await asyncio.sleep(0)
+                if self._first() is place and not self._used_up():
+                    return
+        finally:
+            # Out of the line however it ends: served, or its link closed meanwhile.
+            if line[0] is place:
+                line.popleft()
+            else:
+                line.remove(place)
+            if len(line) >= LOOKING:
+                now_among = line[LOOKING - 1].parked
+                if now_among is not None and not now_among.done():
+                    now_among.set_result(None)
 
 
 class _Place:
-    """A frame's place in the line: where it starts, in virtual time; among equals the
-    frame expected to cost less goes first, then the first come. ``future`` is done
-    once it may go."""
+    """A frame's place in a line; ``parked`` while it is not among the first LOOKING."""
 
-    __slots__ = ("start", "expected", "number", "future")
+    __slots__ = ("parked",)
 
-    def __init__(self, start: float, expected: float, number: int) -> None:
-        self.start = start
-        self.expected = expected
-        self.number = number
-        self.future: asyncio.Future[None]
+    def __init__(self) -> None:
+        self.parked: asyncio.Future[None] | None = None
 
 
 # The turns of each loop.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -476,3 +477,60 @@ async def test_a_chunk_whose_supervisor_is_killed_is_credited_only_if_its_render
         except psutil.NoSuchProcess:
             alive = False
         assert not alive, "the renderer outlived its swept tree"
+
+
+async def _lease_lapses_as_the_render_ends(farm: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The node's lease runs out once the renderer has exited, before the agent read its
+    end: a leader slow to answer (a flood of other links), the agent's loop busy."""
+    release = farm.supervisor.release_slot
+    lapsed: list[bool] = []
+
+    def lapse_then_release(run: Any) -> None:
+        release(run)  # first as its tree is gone, then again once it is over
+        if not lapsed:
+            lapsed.append(True)
+            farm.supervisor.lease_until = 0.0
+            assert farm.supervisor.lease_ran_out() == 1  # the link's lease watchdog
+
+    monkeypatch.setattr(farm.supervisor, "release_slot", lapse_then_release)
+
+
+async def test_a_render_that_ended_before_the_lease_ran_out_is_delivered_once_it_is_back(
+    farm: Any, demo_chunk: Chunk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A break round had a healthy node's lease lapse as a render ended: the attempt was
+    reported killed, its frame thrown away and rendered again. Its end now waits for the
+    lease: nothing reaches the sync root meanwhile, then it is done as ever."""
+    await _lease_lapses_as_the_render_ends(farm, monkeypatch)
+    farm.supervisor.assign(demo_chunk([1]))
+    run = await poll_until(
+        lambda: next((r for r in farm.supervisor.runs.values() if r.awaiting_lease), None),
+        what="the end to wait for the lease",
+    )
+    assert farm.supervisor.lease_ran_out() == 0  # nothing of it runs: not stopped again
+    assert farm.recorder.finished() is None
+    assert not (farm.sync_root / "renders/shot/frame_0001.png").exists()
+    assert run.ref in farm.supervisor.running()  # a hello now says it is still the node's
+    farm.supervisor.renew_lease(time.monotonic() + 60.0)
+    finished = await farm.finish()
+    assert finished.outcome == "done", finished.reason
+    assert (farm.sync_root / "renders/shot/frame_0001.png").read_bytes().startswith(b"\x89PNG")
+
+
+async def test_a_render_waiting_for_the_lease_that_the_leader_moved_meanwhile_is_killed(
+    farm: Any, demo_chunk: Chunk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The node was declared lost and the chunk moved: its welcome lists the attempt as
+    stale, and the attempt ends killed, having written nothing to the sync root."""
+    await _lease_lapses_as_the_render_ends(farm, monkeypatch)
+    farm.supervisor.assign(demo_chunk([1]))
+    run = await poll_until(
+        lambda: next((r for r in farm.supervisor.runs.values() if r.awaiting_lease), None),
+        what="the end to wait for the lease",
+    )
+    farm.supervisor.kill(run.key, "the leader no longer wants it")
+    finished = await farm.finish()
+    assert finished.outcome == "killed"
+    assert finished.reason == "the leader no longer wants it"
+    farm.supervisor.renew_lease(time.monotonic() + 60.0)
+    assert not (farm.sync_root / "renders/shot/frame_0001.png").exists()

@@ -7,7 +7,9 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
-from server.turns import Account, Turns
+import pytest
+
+from server.turns import LOOKING, Account, Turns
 
 
 def handle_a_frame_on_purpose(seconds: float) -> None:
@@ -143,76 +145,91 @@ async def test_a_frame_whose_link_closes_while_it_waits_leaves_the_line() -> Non
     assert turns.in_line == 0
 
 
-async def test_a_long_line_goes_a_share_a_turn_in_order_and_its_closed_links_leave_it() -> None:
-    """With 300 agents the line held ~290 frames, and each one looking for its turn every
-    turn of the loop cost a step of its task: ~6% of the loop (c1). Now each turn lets go
-    what its links' last frames say fits in a share, and the rest wait parked."""
+async def test_only_the_head_of_a_long_line_looks_each_turn_and_all_go_in_order() -> None:
+    """With 300 agents the line held ~290 frames, each looking for its turn every turn
+    of the loop: a task step each, ~6% of the loop (c1). Beyond the first ``LOOKING``
+    they now wait parked until the line reaches them."""
     loop = asyncio.get_running_loop()
     clock = [0.0]
     turns = Turns(loop, budget=0.008, clock=lambda: clock[0])
     went: list[int] = []
-    links = [Account() for _ in range(120)]
+    steps = [0]
 
     async def frame(number: int) -> None:
-        link = links[number]
+        link = Account()  # each frame its own link's
         if turns.full(link):
             await turns.share(link)
         went.append(number)
-        clock[0] += 0.002
-        turns.charge(link, 0.002)
+        clock[0] += 0.009  # the whole share: one frame a turn
 
-    for link in links:  # each link's last frame took 2 ms: four fit in a share
-        turns.charge(link, 0.002)
+    real_sleep = asyncio.sleep
+
+    async def counted_sleep(delay: float) -> None:
+        steps[0] += 1
+        await real_sleep(delay)
+
     frames = [loop.create_task(frame(n)) for n in range(120)]
-    await asyncio.sleep(0)
-    assert 4 <= len(went) <= 5  # a share, and the frame that crossed it
-    in_line = turns.in_line
-    await asyncio.sleep(0)
-    await asyncio.sleep(0)
-    assert 0 < in_line - turns.in_line <= 8  # a share or two let go; the rest parked
-    closed = (len(went) + 1, 100)  # their links closed: one near the head, one parked
-    for number in closed:
-        frames[number].cancel()
-    await asyncio.wait_for(asyncio.gather(*frames, return_exceptions=True), 10.0)
-    assert went == [n for n in range(120) if n not in closed]  # first come, first served
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(asyncio, "sleep", counted_sleep)
+        await real_sleep(0)
+        assert went == [0]
+        await real_sleep(0)
+        steps[0] = 0
+        await real_sleep(0)  # one turn: the first LOOKING look, the rest are parked
+        assert 0 < steps[0] <= LOOKING
+        frames[5].cancel()  # among those looking: its link closed
+        frames[100].cancel()  # a parked one
+        await asyncio.wait_for(asyncio.gather(*frames, return_exceptions=True), 10.0)
+    assert went == [n for n in range(120) if n not in (5, 100)]
     assert turns.in_line == 0
 
 
 class FakeLink:
     """A link whose frames each take ``cost`` seconds of a fake clock, one after another."""
 
-    def __init__(self, turns: Turns, clock: list[float], name: str, cost: float) -> None:
+    def __init__(
+        self, turns: Turns, clock: list[float], name: str, cost: float, answer: float = 0.0
+    ) -> None:
         self.turns = turns
         self.clock = clock
         self.name = name
         self.cost = cost
+        self.answer = answer  # what writing the answer to each frame costs, if anything
         self.account = Account()
         self.used = 0.0
 
-    async def frame(self, went: list[str]) -> None:
+    async def frame(self, went: list[str], cost: float | None = None) -> None:
+        cost = self.cost if cost is None else cost
         if self.turns.full(self.account):
             await self.turns.share(self.account)
         went.append(self.name)
-        self.clock[0] += self.cost
-        self.used += self.cost
-        self.turns.charge(self.account, self.cost)
+        self.clock[0] += cost
+        self.used += cost
+        self.turns.charge(self.account, cost)
 
     async def flood(self, went: list[str], until: asyncio.Event) -> None:
         while not until.is_set():
             await self.frame(went)
+            if self.answer:
+                await self.frame([], self.answer)
             await asyncio.sleep(0)  # its next frame arrives a turn later
 
 
-async def test_a_quiet_links_frame_goes_ahead_of_links_that_keep_the_loop_busy() -> None:
+@pytest.mark.parametrize("answer", [0.0, 0.00005], ids=["reads", "reads answered"])
+async def test_a_quiet_links_frame_goes_ahead_of_links_that_keep_the_loop_busy(
+    answer: float,
+) -> None:
     """First come, first served, a healthy agent's heartbeat waited for one frame of every
     other link: thirty links of frames just under a batch (2-5 ms of decoding each) had
-    its lease lapse. Its frame now goes ahead of theirs, within a turn."""
+    its lease lapse. Its frame now goes ahead of theirs, within a turn, even when each
+    of their costly frames is answered with a cheap write (a thousand heartbeats, a
+    thousand ``LeaseRenewed``)."""
     loop = asyncio.get_running_loop()
     clock = [0.0]
     turns = Turns(loop, budget=0.008, clock=lambda: clock[0])
     went: list[str] = []
     done = asyncio.Event()
-    floods = [FakeLink(turns, clock, f"flood{n}", 0.004) for n in range(30)]
+    floods = [FakeLink(turns, clock, f"flood{n}", 0.004, answer) for n in range(30)]
     tasks = [loop.create_task(link.flood(went, done)) for link in floods]
     quiet = FakeLink(turns, clock, "quiet", 0.0001)
     waits = []
@@ -231,8 +248,9 @@ async def test_a_quiet_links_frame_goes_ahead_of_links_that_keep_the_loop_busy()
 
 async def test_a_link_streaming_light_frames_gets_its_part_of_the_loop_beside_heavy_ones() -> None:
     """An agent streaming its renders' output beside thirty links of 4 ms frames: first
-    come, first served it had one frame in thirty-one, 0.4% of the loop. Shared by
-    what frames cost, it has its part, a thirty-first, and the heavy links the rest."""
+    come, first served it had one frame in thirty-one, 0.4% of the loop. Its frames
+    are cheap and go first: it has at least its part, a thirty-first, and the heavy
+    links share at least half of the loop."""
     loop = asyncio.get_running_loop()
     clock = [0.0]
     turns = Turns(loop, budget=0.008, clock=lambda: clock[0])
@@ -247,4 +265,5 @@ async def test_a_link_streaming_light_frames_gets_its_part_of_the_loop_beside_he
     await asyncio.wait_for(asyncio.gather(*tasks), 5.0)
     assert light.used >= 0.8 * clock[0] / 31, Counter(went)
     heavy_used = [link.used for link in heavy]
-    assert min(heavy_used) >= 0.8 * max(heavy_used), Counter(went)  # none starved
+    assert min(heavy_used) >= 0.5 * max(heavy_used), Counter(went)  # none starved
+    assert sum(heavy_used) >= 0.5 * clock[0]  # and together at least half the loop

@@ -829,11 +829,15 @@ async def test_a_frame_longer_than_a_batch_closes_the_link_unread_and_changes_no
     async with FakeAgent.connect(leader.ws_url, leader.agent_token, "node1") as agent:
         await agent.expect(AssignChunk)
         commits = leader.leader.store.commits
-        with pytest.raises(ConnectionClosed) as closed:
+
+        async def send_then_read() -> None:
             # The leader may close from the frame's header while 4 MB are still being
             # written, and then the send itself raises.
             await agent.send_raw(big)
             await agent.expect(LeaseRenewed)
+
+        with pytest.raises(ConnectionClosed) as closed:
+            await send_then_read()
         assert closed.value.rcvd is not None
         assert closed.value.rcvd.code == 1009
         if lines == 300:

@@ -137,6 +137,9 @@ class _Files:
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         log.error("cannot write the log %s: %s", relative, why or type(exc).__name__)
 
+    def write_lines(self, relative: str, lines: tuple[str, ...]) -> None:
+        self.write(relative, _lines_text(lines))
+
     def write(self, relative: str, text: str) -> None:
         try:
             self._file(relative).write(text)
@@ -253,7 +256,7 @@ def _started_header(
     )
 
 
-def _lines_text(lines: list[str]) -> str:
+def _lines_text(lines: Sequence[str]) -> str:
     return "".join(line if line.endswith("\n") else line + "\n" for line in lines)
 
 
@@ -275,6 +278,7 @@ class JobLogs:
         # as tuples of plain values (see LogWriter.write).
         files = self._files
         self._append = self.writer.operation(files.write)
+        self._append_lines = self.writer.operation(files.write_lines)
         self._append_events = self.writer.operation(files.write_events)
         self._append_header = self.writer.operation(files.write_header)
         self._append_footer = self.writer.operation(files.write_footer)
@@ -313,7 +317,11 @@ class JobLogs:
 
     def chunk_output(self, job_id: str, chunk: int, attempt: int, lines: list[str]) -> None:
         if lines:
-            self._write(chunk_log_path(job_id, chunk, attempt), _lines_text(lines))
+            # Joined on the writer thread: 87,000 lines (a message that fits in a batch)
+            # took the loop 5-10 ms here.
+            self.writer.write(
+                self._append_lines, chunk_log_path(job_id, chunk, attempt), tuple(lines)
+            )
 
     def chunk_finished(self, report: ChunkFinished, node: str, now: float) -> None:
         relative = chunk_log_path(report.job_id, report.chunk, report.attempt)

@@ -23,6 +23,7 @@ from farmtui.protocol import EventView
 from server import logwriter
 from server.joblogs import JobLogs, events_path, iso_time
 from server.logwriter import LogWriter
+from server.nodelogs import NodeLogs
 from server.redaction import RedactTokens
 
 
@@ -48,6 +49,30 @@ async def test_a_read_sees_every_line_written_before_it(tmp_path: Path) -> None:
         ]
     finally:
         logs.close()
+
+
+async def test_a_message_of_many_lines_is_kept_whole_on_disk_and_its_tail_in_memory(
+    tmp_path: Path,
+) -> None:
+    """87,000 empty lines fit in one message of a batch; their text is made on the writer
+    thread (it took the loop 5-20 ms), and the node's tail keeps only its last lines."""
+    lines = [f"{number}\n" if number % 2 else "" for number in range(87_000)]
+    logs = JobLogs(tmp_path)
+    writer = LogWriter("test-node-logs")
+    nodes = NodeLogs(tmp_path, writer)
+    try:
+        logs.chunk_output("abc", 0, 1, lines)
+        nodes.append("node1", lines)
+        written = await logs.tail("jobs/abc/chunk-0000.attempt-1.log")
+        assert written == [line.rstrip("\n") for line in lines]
+        assert nodes.tail("node1", 3) == ["86997", "", "86999"]
+        await asyncio.wrap_future(writer.call(lambda: None))  # what was asked before is done
+        text = (tmp_path / "nodes/node1.log").read_text()
+        assert text.splitlines() == [line.rstrip("\n") for line in lines]
+    finally:
+        logs.close()
+        nodes.close()
+        writer.close()
 
 
 async def test_a_hung_filer_costs_the_loop_nothing_and_drops_are_reported(

@@ -627,7 +627,7 @@ class Leader:
         ``run``). The steps of one ``source`` (a node's reports; None: the rest)
         are applied in the order they were submitted, so each sees what the ones
         before it did: a step checks the farm when it is applied, not when it is
-        submitted. Sources take turns, a step each (``server.step_line``).
+        submitted. Sources take turns, up to 64 steps each (``server.step_line``).
         ``ahead``: before every step waiting that was not itself submitted ahead
         (a tick, a hello, a disconnect), in their order. ``needs_room``: see
         ``run``; False only for changes that must not wait for room.

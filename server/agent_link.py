@@ -71,7 +71,7 @@ from server.path_mapping import map_path, node_os
 from server.repeated_warnings import RepeatedWarnings
 from server.rights import NODE_NAME, could, node_refusal, refusal
 from server.scheduler import NodeHeld
-from server.turns import turns
+from server.turns import Account, turns
 
 log = logging.getLogger("farmtui.leader.agents")
 
@@ -370,7 +370,9 @@ async def serve(link: AgentLink) -> None:
     ahead: deque[tuple[asyncio.Future[None], int, int]] = deque()
     bytes_ahead = reports_ahead = 0
     turn = turns(link.leader.running_loop())
-    account = link.out.account  # its writes' too
+    # Its reads' own: its cheap writes (an Ack a group commit) would pass its costly
+    # reads off as cheap, and its costly reads would hold its LeaseRenewed back.
+    account = Account()
     while not link.out.closed:
         while ahead and (
             ahead[0][0].done()
@@ -400,11 +402,11 @@ async def serve(link: AgentLink) -> None:
             return
         if turn.full(account):
             await turn.share(account)
-        began = time.perf_counter()
+        began = time.thread_time()
         try:
             last, reports = _handle_frame(link, data)
         finally:
-            turn.charge(account, time.perf_counter() - began)
+            turn.charge(account, time.thread_time() - began)
         if last is not None:
             ahead.append((last, len(data), reports))
             bytes_ahead += len(data)

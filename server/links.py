@@ -51,7 +51,7 @@ class SendQueue:
         self.overflowed = False
         loop = asyncio.get_running_loop()
         self._turns = turns(loop)
-        # The link's use of the loop, its reads' and its writes' (``server.turns``).
+        # The link's writes' use of the loop (``server.turns``; its reads have their own).
         self.account = Account() if account is None else account
         self.task = loop.create_task(self._write())
 
@@ -124,14 +124,14 @@ class SendQueue:
                     granted = True
                     continue  # what is queued may have changed meanwhile
                 granted = False
-                began = time.perf_counter()
+                began = time.thread_time()
                 # The first message (Welcome) goes alone: the peer reads it before it
                 # knows whether this leader speaks batches.
                 frame = self._batch() if self.batches and sent else self.queue.popleft()
                 text = frame.decode()
                 # Charged what it took up to the send, not the send: awaited, that may
                 # wait for the peer's socket, and other tasks' time with it.
-                self._turns.charge(self.account, time.perf_counter() - began)
+                self._turns.charge(self.account, time.thread_time() - began)
                 await self.websocket.send_text(text)
                 sent += 1
         except (WebSocketDisconnect, OSError, RuntimeError) as exc:

@@ -21,9 +21,11 @@ waited again, every turn: a break round starved a healthy agent's reads for
 40 s that way.) Only the first ``LOOKING`` places of a line look each turn (a
 step of their task each); the rest wait parked until the line reaches them.
 
-Two lines, by what the link's frames cost the loop lately (each link's
-``Account`` is charged with the seconds its frames take: decoding, applying,
-answering, writing). A frame of a link whose frames took ``COSTLY`` or more
+Two lines, by what the link's frames cost the loop lately (a link's reads
+and its writes each have an ``Account``, charged with the loop thread's CPU
+seconds each frame takes: decoding and applying, or writing; not wall time,
+which on a loaded machine counted the thread's preemption against whichever
+link it hit). A frame of a link whose frames took ``COSTLY`` or more
 lately waits in the costly line, which goes only once the cheap line has had as
 much of the loop as the last costly frame took (or is empty): links that keep
 the loop busy share at most half of it, and an agent's heartbeat, its reports
@@ -63,7 +65,7 @@ MOST_CHARGED = 0.02
 
 
 class Account:
-    """One link's use of the loop: what its frames (reads and writes) took lately, each
+    """One link's reads' or writes' use of the loop: what their frames took lately, each
     frame counting half as much as the one after it."""
 
     __slots__ = ("lately",)

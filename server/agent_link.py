@@ -400,7 +400,7 @@ async def serve(link: AgentLink) -> None:
             log.warning("node %s: %s; closing its link", link.name, why)
             link.close(CLOSE_TOO_BIG, why)
             return
-        if turn.full(account):
+        if turn.full():
             await turn.share(account)
         began = time.thread_time()
         try:

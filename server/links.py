@@ -33,7 +33,6 @@ class SendQueue:
         *,
         batches: bool = False,
         held: bool = False,
-        account: Account | None = None,
     ) -> None:
         self.websocket = websocket
         self.label = label
@@ -52,7 +51,7 @@ class SendQueue:
         loop = asyncio.get_running_loop()
         self._turns = turns(loop)
         # The link's writes' use of the loop (``server.turns``; its reads have their own).
-        self.account = Account() if account is None else account
+        self.account = Account()
         self.task = loop.create_task(self._write())
 
     def send(self, message: msgspec.Struct) -> bool:
@@ -119,7 +118,7 @@ class SendQueue:
                     continue
                 if self.overflowed:
                     break
-                if not granted and self._turns.full(self.account):
+                if not granted and self._turns.full():
                     await self._turns.share(self.account)
                     granted = True
                     continue  # what is queued may have changed meanwhile

@@ -98,8 +98,8 @@ class Turns:
         """Frames waiting for a turn now."""
         return len(self._cheap) + len(self._costly)
 
-    def full(self, account: Account) -> bool:
-        """Whether a frame of ``account`` must wait now (then ``await share(account)``)."""
+    def full(self) -> bool:
+        """Whether a frame must wait now (then ``await share(account)``)."""
         return bool(self._cheap or self._costly) or self._used_up()
 
     def charge(self, account: Account, seconds: float) -> None:

@@ -38,7 +38,7 @@ async def test_frames_ready_together_are_spread_over_turns_with_the_loop_free_be
 
     async def frame(number: int) -> None:
         link = Account()  # each frame its own link's
-        if turns.full(link):
+        if turns.full():
             await turns.share(link)
         order.append(number)
         turn_of.append(turn)
@@ -60,9 +60,8 @@ async def test_frames_ready_together_are_spread_over_turns_with_the_loop_free_be
 
 async def test_a_quiet_turn_never_waits() -> None:
     turns = Turns(asyncio.get_running_loop(), budget=0.008)
-    link = Account()
     for _ in range(50):
-        assert not turns.full(link)  # a frame now and then: each the first of its turn
+        assert not turns.full()  # a frame now and then: each the first of its turn
         await asyncio.sleep(0)
     assert turns.waited == 0
 
@@ -70,14 +69,13 @@ async def test_a_quiet_turn_never_waits() -> None:
 async def test_the_share_starts_again_each_turn() -> None:
     clock = [0.0]
     turns = Turns(asyncio.get_running_loop(), budget=0.008, clock=lambda: clock[0])
-    link = Account()
-    assert not turns.full(link)
+    assert not turns.full()
     clock[0] = 0.005
-    assert not turns.full(link)
+    assert not turns.full()
     clock[0] = 0.010
-    assert turns.full(link)
+    assert turns.full()
     await asyncio.sleep(0)  # the next turn
-    assert not turns.full(link)
+    assert not turns.full()
 
 
 async def test_a_frame_woken_early_in_a_turn_is_not_passed_by_later_ones_forever() -> None:
@@ -91,7 +89,7 @@ async def test_a_frame_woken_early_in_a_turn_is_not_passed_by_later_ones_forever
 
     async def frame(name: str, then: Callable[[], object] | None = None) -> None:
         link = Account()  # each frame its own link's
-        if turns.full(link):
+        if turns.full():
             await turns.share(link)
         went.append(name)
         clock[0] += 0.009  # each frame uses the whole share
@@ -114,7 +112,7 @@ async def test_a_frame_woken_early_in_a_turn_is_not_passed_by_later_ones_forever
 
     def a_turn() -> None:
         woken.set_result(None)  # "early" runs first in the next turn...
-        assert not turns.full(Account())  # ...where the end of this frame's share runs after it
+        assert not turns.full()  # ...where the end of this frame's share runs after it
         clock[0] += 0.009
         newcomer(0)
 
@@ -131,7 +129,7 @@ async def test_a_frame_whose_link_closes_while_it_waits_leaves_the_line() -> Non
 
     async def frame(number: int) -> None:
         link = Account()  # each frame its own link's
-        if turns.full(link):
+        if turns.full():
             await turns.share(link)
         went.append(number)
         clock[0] += 0.009  # the whole share: the next frames wait in line
@@ -157,7 +155,7 @@ async def test_only_the_head_of_a_long_line_looks_each_turn_and_all_go_in_order(
 
     async def frame(number: int) -> None:
         link = Account()  # each frame its own link's
-        if turns.full(link):
+        if turns.full():
             await turns.share(link)
         went.append(number)
         clock[0] += 0.009  # the whole share: one frame a turn
@@ -200,7 +198,7 @@ class FakeLink:
 
     async def frame(self, went: list[str], cost: float | None = None) -> None:
         cost = self.cost if cost is None else cost
-        if self.turns.full(self.account):
+        if self.turns.full():
             await self.turns.share(self.account)
         went.append(self.name)
         self.clock[0] += cost

@@ -29,7 +29,6 @@ import shlex
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
-from io import TextIOWrapper
 from pathlib import Path
 from typing import NamedTuple
 
@@ -43,6 +42,8 @@ log = logging.getLogger("farmtui.leader.joblogs")
 MAX_OPEN = 256
 # Reading a log for the console or the API: at most this much from its end.
 TAIL_BYTES = 512 * 1024
+# Text a log file keeps before it is written without waiting for a flush.
+WRITE_AT = 64 * 1024
 # Logs whose failure was reported, so a broken log costs one line, not one per write.
 MAX_FAILED_REMEMBERED = 4096
 
@@ -97,30 +98,64 @@ def _event_line(time: float, level: str, actor: str | None, text: str) -> str:
     return f"{iso_time(time)} {level.upper():<5} {actor or 'leader'}: {text}\n"
 
 
+class _LogFile:
+    """A log open for appending: text kept until ``flush`` writes it in one ``write``.
+
+    A raw descriptor, not ``open(fd, "a")``: Python's text file asks the kernel
+    five more times on opening (a ``stat``, an ``ioctl``, three ``lseek``), and
+    with a chunk log made for every attempt those were most of the calls. Text
+    is kept as ``str`` pieces until written, so a header and a footer that
+    come close together cost one write.
+    """
+
+    __slots__ = ("fd", "_pieces", "_size")
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._pieces: list[str] = []
+        self._size = 0
+
+    def write(self, text: str) -> None:
+        self._pieces.append(text)
+        self._size += len(text)
+        if self._size >= WRITE_AT:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._pieces:
+            return
+        data = "".join(self._pieces).encode("utf-8", errors="replace")
+        self._pieces.clear()
+        self._size = 0
+        view = memoryview(data)
+        while view:  # a regular file takes it whole, unless interrupted
+            view = view[os.write(self.fd, view) :]
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            os.close(self.fd)
+
+
 class _Files:
     """The open log files of one sync root: used on the writer thread only."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.folders = logfiles.Folders(root)
-        self._open: OrderedDict[str, TextIOWrapper] = OrderedDict()
+        self._open: OrderedDict[str, _LogFile] = OrderedDict()
         self._dirty: set[str] = set()
         # Logs whose last write failed and was reported (see ``_failed``).
         self._broken: set[str] = set()
 
     # --- writing ------------------------------------------------------------------
-    def _file(self, relative: str) -> TextIOWrapper:
+    def _file(self, relative: str) -> _LogFile:
         handle = self._open.get(relative)
         if handle is not None:
             self._open.move_to_end(relative)
             return handle
-        fd = self.folders.open_append(relative)
-        try:
-            handle = open(fd, "a", encoding="utf-8", errors="replace")  # noqa: SIM115
-        except BaseException:
-            os.close(fd)
-            raise
-        self._open[relative] = handle
+        handle = self._open[relative] = _LogFile(self.folders.open_append(relative))
         while len(self._open) > MAX_OPEN:
             old, old_handle = self._open.popitem(last=False)
             self._dirty.discard(old)
@@ -143,17 +178,17 @@ class _Files:
     def write(self, relative: str, text: str) -> None:
         try:
             self._file(relative).write(text)
-        except (OSError, ValueError) as exc:  # ValueError: a closed file, a bad name
+        except (OSError, ValueError) as exc:  # ValueError: a bad name
             self._failed(relative, exc)
             self.close_file(relative)
             return
         self._dirty.add(relative)
         self._broken.discard(relative)
 
-    def _closed(self, relative: str, handle: TextIOWrapper) -> None:
+    def _closed(self, relative: str, handle: _LogFile) -> None:
         try:
             handle.close()
-        except (OSError, ValueError) as exc:
+        except OSError as exc:
             self._failed(relative, exc)
 
     def write_and_close(self, relative: str, text: str) -> None:
@@ -191,11 +226,11 @@ class _Files:
             if handle is not None:
                 try:
                     handle.flush()
-                    if os.fstat(handle.fileno()).st_nlink == 0:
+                    if os.fstat(handle.fd).st_nlink == 0:
                         # Someone unlinked or renamed over it: write a new one from now on.
                         log.warning("the log %s was replaced: starting it anew", relative)
                         self.close_file(relative)
-                except (OSError, ValueError) as exc:
+                except OSError as exc:
                     self._failed(relative, exc)
         self._dirty.clear()
 

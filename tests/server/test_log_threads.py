@@ -51,6 +51,26 @@ async def test_a_read_sees_every_line_written_before_it(tmp_path: Path) -> None:
         logs.close()
 
 
+async def test_a_chunk_log_on_disk_has_its_header_output_and_footer_in_order(
+    tmp_path: Path,
+) -> None:
+    """What ``tail -f`` of a chunk's log shows: everything, in order, before the writer is
+    asked to close it; text that is not valid UTF-8 (a lone surrogate) written replaced."""
+    logs = JobLogs(tmp_path)
+    path = tmp_path / "jobs/abc/chunk-0003.attempt-2.log"
+    try:
+        logs.chunk_started("abc", 3, 2, "node1", ["blender", "-b", "shot.blend"], 1.0)
+        big = [f"{number:06d} " + "x" * 90 for number in range(2000)]  # over a write's worth
+        logs.chunk_output("abc", 3, 2, [*big, "bad \udcff byte"])
+        await logs.read("jobs/abc/chunk-0003.attempt-2.log")  # the writer has caught up
+        shown = path.read_text(encoding="utf-8").splitlines()
+        assert shown[0] == "# farmtui: job abc chunk 3 attempt 2"
+        assert "# command: blender -b shot.blend" in shown
+        assert shown[-2001:] == [*big, "bad ? byte"]
+    finally:
+        logs.close()
+
+
 async def test_a_message_of_many_lines_is_kept_whole_on_disk_and_its_tail_in_memory(
     tmp_path: Path,
 ) -> None:

@@ -40,6 +40,7 @@ from collections import deque
 from starlette.websockets import WebSocket
 
 from farmtui.protocol import (
+    LOOK_OVER_BYTES,
     MAX_BATCH_FRAME_BYTES,
     MAX_BATCH_MESSAGES,
     MAX_MESSAGE_BYTES,
@@ -60,6 +61,7 @@ from farmtui.protocol import (
     decode_batch,
     decode_checked,
     encode,
+    over_long_list,
 )
 from server.agent_reports import AgentReports
 from server.auth import bearer_token
@@ -71,7 +73,7 @@ from server.path_mapping import map_path, node_os
 from server.repeated_warnings import RepeatedWarnings
 from server.rights import NODE_NAME, could, node_refusal, refusal
 from server.scheduler import NodeHeld
-from server.turns import Account, turns
+from server.turns import COSTLY, Account, turns
 
 log = logging.getLogger("farmtui.leader.agents")
 
@@ -273,11 +275,26 @@ async def agent_endpoint(websocket: WebSocket) -> None:
         why = refusal(principal, "agent_link") or "forbidden"
         await refuse(websocket, f"forbidden: {why}", CLOSE_POLICY)
         return
+    # Its reads' use of the loop from the hello on (``server.turns``). A hello may be up
+    # to a megabyte (a thousand GPUs): a large one waits among the costly frames, so
+    # links that reconnect with one again and again get at most half of the loop.
+    account = Account()
+    if len(data) > LOOK_OVER_BYTES:
+        account.lately = COSTLY
+    turn = turns(leader.running_loop())
+    if turn.full():
+        await turn.share(account)
+    began = time.thread_time()
     try:
+        problem = over_long_list(data, AgentHello) if len(data) > LOOK_OVER_BYTES else None
+        if problem is not None:
+            raise ProtocolError(f"malformed message: {problem}")
         hello = decode_checked(agent_to_leader, data)
     except ProtocolError as exc:
         await refuse(websocket, f"bad hello: {exc}", CLOSE_PROTOCOL)
         return
+    finally:
+        turn.charge(account, time.thread_time() - began)
     if not isinstance(hello, AgentHello):
         await refuse(websocket, "the first message must be hello", CLOSE_PROTOCOL)
         return
@@ -347,7 +364,7 @@ async def agent_endpoint(websocket: WebSocket) -> None:
         config.heartbeat_interval,
     )
     try:
-        await serve(link)
+        await serve(link, account)
     finally:
         _forget(leader, link)
         await link.out.drain()
@@ -355,7 +372,7 @@ async def agent_endpoint(websocket: WebSocket) -> None:
         log.info("node %s disconnected", hello.name)
 
 
-async def serve(link: AgentLink) -> None:
+async def serve(link: AgentLink, account: Account) -> None:
     """Read the agent's frames until the link closes, a few frames ahead of their commits.
 
     At most ``FRAMES_AHEAD`` frames (``BYTES_AHEAD`` bytes of them, and
@@ -370,9 +387,9 @@ async def serve(link: AgentLink) -> None:
     ahead: deque[tuple[asyncio.Future[None], int, int]] = deque()
     bytes_ahead = reports_ahead = 0
     turn = turns(link.leader.running_loop())
-    # Its reads' own: its cheap writes (an Ack a group commit) would pass its costly
-    # reads off as cheap, and its costly reads would hold its LeaseRenewed back.
-    account = Account()
+    # ``account``: its reads' own, from its hello on. Not its writes': its cheap writes
+    # (an Ack a group commit) would pass its costly reads off as cheap, and its costly
+    # reads would hold its LeaseRenewed back.
     while not link.out.closed:
         while ahead and (
             ahead[0][0].done()

@@ -22,6 +22,7 @@ from starlette.routing import Route
 
 from farmtui.jobfields import explain
 from farmtui.protocol import (
+    LOOK_OVER_BYTES,
     MAX_HISTORY,
     ApiError,
     ChunkAction,
@@ -32,6 +33,7 @@ from farmtui.protocol import (
     LimitSpec,
     MoveWhere,
     Role,
+    over_long_list,
 )
 from server import metrics as farm_metrics
 from server import operations
@@ -155,6 +157,14 @@ async def read_body(request: Request, limit: int) -> bytes:
 async def decode_body(request: Request, kind: type[T]) -> T:
     body = await read_body(request, leader_of(request).config.max_request_bytes)
     try:
+        if (
+            len(body) > LOOK_OVER_BYTES
+            and isinstance(kind, type)
+            and issubclass(kind, msgspec.Struct)
+        ):
+            problem = over_long_list(body, kind)
+            if problem is not None:
+                raise msgspec.ValidationError(problem)  # worded below, as msgspec's own
         return msgspec.json.decode(body, type=kind)
     except msgspec.ValidationError as exc:
         job_kind = JobSpec if kind is JobSpec else JobPatch if kind is JobPatch else None

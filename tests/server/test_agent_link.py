@@ -29,6 +29,7 @@ from farmtui.protocol import (
     ChunkRef,
     ChunkStarted,
     FramesWritten,
+    GpuInfo,
     Heartbeat,
     LeaseRenewed,
     Refused,
@@ -222,10 +223,14 @@ async def test_a_hello_claiming_more_than_a_node_can_hold_takes_nothing(
         (AgentHello(name="huge", slots=1, tags=[f"t{i}" for i in range(65)]), "$.tags"),
         (AgentHello(name="huge", slots=1, running=many), "$.running"),
         (AgentHello(name="huge", slots=1, finished=many), "$.finished"),
+        # Near the megabyte a hello may take, counted before any item is checked.
+        (AgentHello(name="huge", slots=1, tags=["t"] * 200_000), "$.tags"),
+        (AgentHello(name="huge", slots=1, gpus=[GpuInfo(index=0, name="g")] * 30_000), "$.gpus"),
     ]:
         async with connect(
             f"{leader.ws_url}/ws/agent",
             additional_headers={"Authorization": f"Bearer {leader.agent_token}"},
+            max_size=None,
         ) as ws:
             await ws.send(encode(hello).decode())
             reply = leader_to_agent.decode(await ws.recv(decode=False))

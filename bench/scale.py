@@ -39,6 +39,7 @@ Prints a table like the issue's and writes ``bench/results/scale.json``.
     python bench/scale.py --scale 0.01 --cap 10 --runs 1   # a smoke run
     python bench/scale.py --scenarios a --profile          # + py-spy of the leader
     python bench/scale.py --scenarios a,ar,b,br            # the rules' cost (issue 13)
+    python bench/scale.py --scenarios c1 --sync-root-in /dev/shm   # logs cost no disk
 """
 
 from __future__ import annotations
@@ -271,12 +272,20 @@ class Monitor:
         return record
 
 
+# Where each farm's sync root goes (``--sync-root-in``); None: beside its data folder.
+SYNC_ROOT_IN: Path | None = None
+
+
 class BenchFarm:
     """A leader subprocess on a fresh data folder, with its monitor; a context manager."""
 
     def __init__(self, folder: Path, toml: str) -> None:
         self.folder = folder
-        self.local = LocalFarm(folder / "data", folder / "root", port=free_port())
+        # The sync root elsewhere (``--sync-root-in``): a tmpfs, to tell the leader's own
+        # cost from what the disk charges for a chunk log (a new file every attempt).
+        self.elsewhere = None if SYNC_ROOT_IN is None else Path(tempfile.mkdtemp(dir=SYNC_ROOT_IN))
+        root = folder / "root" if self.elsewhere is None else self.elsewhere / "root"
+        self.local = LocalFarm(folder / "data", root, port=free_port())
         self.local.data.mkdir(parents=True, exist_ok=True)
         if toml:
             (self.local.data / "leader.toml").write_text(toml, encoding="utf-8")
@@ -373,6 +382,8 @@ class BenchFarm:
         if self.monitor is not None:
             self.monitor.__exit__()
         self.local.stop(grace=15)
+        if self.elsewhere is not None:
+            shutil.rmtree(self.elsewhere, ignore_errors=True)
 
 
 @dataclass(frozen=True)
@@ -1320,11 +1331,18 @@ def main() -> int:
         type=int,
         help="chunks each simulated agent takes ahead (default: as many as its slots)",
     )
+    parser.add_argument(
+        "--sync-root-in",
+        type=Path,
+        help="make each farm's sync root in this folder (a tmpfs: no disk cost for its logs)",
+    )
     parser.add_argument("--out", type=Path, default=HERE / "results" / "scale.json")
     parser.add_argument(
         "--merge", action="store_true", help="keep the other scenarios already in --out"
     )
     args = parser.parse_args()
+    global SYNC_ROOT_IN
+    SYNC_ROOT_IN = args.sync_root_in
     # Every child (leader, agents, farm show, the harness) runs this checkout's code.
     os.environ["PYTHONPATH"] = load_env()["PYTHONPATH"]
     code = leader_code()

@@ -296,14 +296,16 @@ async def patch_job(request: Request) -> Response:
     principal = who(request, "patch")
     patch = await decode_body(request, JobPatch)
     return json_response(
-        operations.patch(leader_of(request), principal, request.path_params["job_id"], patch)
+        await operations.patch(leader_of(request), principal, request.path_params["job_id"], patch)
     )
 
 
 async def job_actions(request: Request) -> Response:
     principal = who(request, "job_action")
     body = await decode_body(request, JobActionBody)
-    views, removed = operations.job_action(leader_of(request), principal, body.action, body.ids)
+    views, removed = await operations.job_action(
+        leader_of(request), principal, body.action, body.ids
+    )
     return json_response(JobActionResult(jobs=views, removed=removed))
 
 
@@ -311,7 +313,7 @@ async def set_priority(request: Request) -> Response:
     principal = who(request, "set_priority")
     body = await decode_body(request, PriorityBody)
     return json_response(
-        operations.set_priority(
+        await operations.set_priority(
             leader_of(request), principal, request.path_params["job_id"], body.priority
         )
     )
@@ -323,7 +325,7 @@ async def move_job(request: Request) -> Response:
     if body.where is not None and body.before is not None:
         raise BadRequest("give either where or before, not both")
     return json_response(
-        operations.move(
+        await operations.move(
             leader_of(request), principal, request.path_params["job_id"], body.where, body.before
         )
     )
@@ -333,7 +335,7 @@ async def chunk_actions(request: Request) -> Response:
     principal = who(request, "chunk_action")
     body = await decode_body(request, ChunkActionBody)
     return json_response(
-        operations.chunk_action(
+        await operations.chunk_action(
             leader_of(request), principal, request.path_params["job_id"], body.action, body.chunks
         )
     )
@@ -427,14 +429,14 @@ async def put_limit(request: Request) -> Response:
     principal = who(request, "set_limit")
     spec = await decode_body(request, LimitSpec)
     name = request.path_params["name"]
-    return json_response(operations.set_limit(leader_of(request), principal, name, spec))
+    return json_response(await operations.set_limit(leader_of(request), principal, name, spec))
 
 
 async def delete_limit(request: Request) -> Response:
     """``DELETE /api/limits/{name}``: jobs that ask for it wait until it is defined again."""
     principal = who(request, "set_limit")
     name = request.path_params["name"]
-    return json_response(operations.set_limit(leader_of(request), principal, name, None))
+    return json_response(await operations.set_limit(leader_of(request), principal, name, None))
 
 
 async def enable_node(request: Request) -> Response:
@@ -448,7 +450,7 @@ async def disable_node(request: Request) -> Response:
 async def _set_node(request: Request, enabled: bool) -> Response:
     principal = who(request, "set_node_enabled")
     return json_response(
-        operations.set_node_enabled(
+        await operations.set_node_enabled(
             leader_of(request), principal, request.path_params["name"], enabled
         )
     )
@@ -466,7 +468,7 @@ async def _block(request: Request, blocked: bool) -> Response:
     principal = who(request, "block_node")
     params = request.path_params
     return json_response(
-        operations.block_node(
+        await operations.block_node(
             leader_of(request), principal, params["job_id"], params["name"], blocked
         )
     )

@@ -306,16 +306,17 @@ class ConsoleLink:
         self.task = done
 
     # --- requests -----------------------------------------------------------------
-    def handle(self, message: ConsoleToLeader) -> None:
-        """Serve one request; every request gets a Reply."""
+    async def handle(self, message: ConsoleToLeader) -> None:
+        """Serve one request; every request gets a Reply (a change's once it is committed,
+        and the next request is read after it)."""
         try:
-            self._handle(message)
+            await self._handle(message)
         except RequestError as exc:
             self.reply(message.request_id, str(exc))
         else:
             self.reply(message.request_id)
 
-    def _handle(self, message: ConsoleToLeader) -> None:
+    async def _handle(self, message: ConsoleToLeader) -> None:
         leader = self.leader
         who = self.principal
         match message:
@@ -333,17 +334,17 @@ class ConsoleLink:
                 self.chunks.clear()
                 self.frames.clear()
             case RunJobAction(action=action, job_ids=job_ids):
-                operations.job_action(leader, who, action, job_ids)
+                await operations.job_action(leader, who, action, job_ids)
             case RunChunkAction(action=action, job_id=job_id, chunks=chunks):
-                operations.chunk_action(leader, who, job_id, action, chunks)
+                await operations.chunk_action(leader, who, job_id, action, chunks)
             case SetPriority(job_id=job_id, priority=priority):
-                operations.set_priority(leader, who, job_id, priority)
+                await operations.set_priority(leader, who, job_id, priority)
             case MoveJob(job_id=job_id, where=where, before=before):
-                operations.move(leader, who, job_id, where, before)
+                await operations.move(leader, who, job_id, where, before)
             case PatchJob(job_id=job_id, patch=patch):
-                operations.patch(leader, who, job_id, patch)
+                await operations.patch(leader, who, job_id, patch)
             case SetNodeEnabled(node=node, enabled=enabled):
-                operations.set_node_enabled(leader, who, node, enabled)
+                await operations.set_node_enabled(leader, who, node, enabled)
             case FetchTaskOutput():
                 self._fetch_output(message)
             case FetchNodeLog(node=node, tail=tail):
@@ -351,7 +352,7 @@ class ConsoleLink:
                     raise NotFound(f"unknown node {node}")
                 self.post(NodeLog(node=node, lines=leader.nodelogs.tail(node, tail)))
             case BlockNode(job_id=job_id, node=node, blocked=blocked):
-                operations.block_node(leader, who, job_id, node, blocked)
+                await operations.block_node(leader, who, job_id, node, blocked)
             case FetchFailures(limit=limit):
                 self._room_to_read()
                 self._in_background(self._send_failures(limit))
@@ -512,7 +513,7 @@ async def console_endpoint(websocket: WebSocket) -> None:
                 link.reply(0, str(exc)[:300])
                 continue
             try:
-                link.handle(message)
+                await link.handle(message)
             except Exception as exc:
                 # The reason is in the leader's log; it may hold server paths.
                 log.exception("console %s: %s failed", principal.name, type(message).__name__)

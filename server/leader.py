@@ -60,7 +60,7 @@ from server.nodelogs import NodeLogs
 from server.resources import LIMITS_SETTING, decode_limits
 from server.rights import SHARED_AGENT
 from server.scheduler import Scheduler
-from server.step_line import StepLine
+from server.step_line import Mark, StepLine
 from server.store import FarmStore, Fenced, Store, find_chunk, open_store
 from server.store_url import parse_store_url
 from server.sync_root import claim_root
@@ -171,6 +171,19 @@ def _fail(future: asyncio.Future[None], exc: BaseException) -> None:
         future.set_exception(exc)
 
 
+def _no_change(now: float) -> Changes:
+    return Changes()
+
+
+def _retry_dispatched(future: asyncio.Future[None]) -> None:
+    if future.cancelled():
+        return
+    exc = future.exception()
+    # A StoreError: commit() logged it, and the tick dispatches later.
+    if exc is not None and not isinstance(exc, StoreError):
+        log.error("dispatch after a retry backoff failed", exc_info=exc)
+
+
 def stall_credit(late: float) -> float:
     """Seconds of a tick's lateness not held against any node: the loop's stalls only.
 
@@ -267,6 +280,8 @@ class Leader:
         # A dispatch pass that stopped at its budget has its next one queued (``_dispatch_more``).
         self._more_queued = False
         self._pending: StepLine[_Pending] = StepLine()
+        # ``write`` calls waiting for the steps that were waiting when they came.
+        self._marks: list[tuple[Mark, asyncio.Future[None]]] = []
         # (node, agent id) of hellos read and waiting in the group commit (``hello_waiting``).
         self._hellos_waiting: collections.Counter[tuple[str, str]] = collections.Counter()
         # Nodes loaded at start-up that have not said hello since (``_tick``), and when
@@ -569,7 +584,8 @@ class Leader:
         first, so the farm sees every change in the order it arrived. While the
         disk is nearly full (``room_refusal``) StoreError and nothing changed,
         unless ``needs_room`` is False (deleting jobs, loading the farm); nothing
-        is dispatched then.
+        is dispatched then. All in this turn of the loop, however many wait: requests
+        go through ``write``.
         """
         if self._pending:
             self._apply_group(budget=None)  # all of them first: their order is kept
@@ -586,6 +602,44 @@ class Leader:
         self._dispatch_more()
         self.metrics.record(time.perf_counter() - began)
         return changes
+
+    async def write(self, step: Callable[[float], Changes], *, needs_room: bool = True) -> Changes:
+        """Apply ``step`` as ``run`` does (then dispatch, commit, announce; SchedulerError
+        changes nothing), after every step waiting now, without applying those in this
+        turn of the loop: an operator's or a client's change.
+
+        ``run`` applies what waits in one go: with links flooding reports, an
+        operator's pause applied 20,788 of them in one turn (177 ms), every agent
+        and console waiting. Here they go in the group commit's groups, the loop
+        serving between them, and then ``step``, ahead of what is still waiting:
+        it sees every change that arrived before it (some that came after may go
+        first, as steps of different sources do).
+        """
+        if self._pending:
+            caught_up: asyncio.Future[None] = self.running_loop().create_future()
+            self._marks.append((self._pending.mark(), caught_up))
+            await caught_up
+        made: list[Changes] = []
+
+        def recorded(now: float) -> Changes:
+            changes = step(now)
+            made.append(changes)
+            return changes
+
+        await self.submit(recorded, ahead=True, needs_room=needs_room)
+        return made[0]
+
+    def _caught_up(self) -> None:
+        """Let the ``write`` calls go whose steps waiting before them are all applied."""
+        waiting = []
+        for mark, caught_up in self._marks:
+            if caught_up.done():  # its request went away
+                continue
+            if StepLine.passed(mark):
+                caught_up.set_result(None)
+            else:
+                waiting.append((mark, caught_up))
+        self._marks = waiting
 
     def apply_live(self, step: Callable[[float], Changes]) -> Changes:
         """Apply a change that stores nothing (live readings) at once and announce it.
@@ -689,6 +743,10 @@ class Leader:
                 break
         if pending:
             self.running_loop().call_soon(self._apply_pending)
+        if self._marks:
+            # Once this group is committed and announced, or failed: either way its steps
+            # are dealt with (a callback, so the writer goes on after this group's answers).
+            self.running_loop().call_soon(self._caught_up)
         if refusal is None and any(item.dispatch for item in applied):
             group.merge(self.scheduler.dispatch(now))
         try:
@@ -753,12 +811,9 @@ class Leader:
         return Changes()
 
     def _retry_due(self) -> None:
-        try:
-            self.run(lambda now: Changes())
-        except StoreError:
-            pass  # commit() logged it; the tick dispatches later
-        except Exception:
-            log.exception("dispatch after a retry backoff failed")
+        # Through the group commit, not ``run``: the steps waiting are applied in their
+        # groups, not all in this turn.
+        self.submit(_no_change).add_done_callback(_retry_dispatched)
 
     # (text, monotonic time) of the last failed commit logged at ERROR, and how many
     # identical failures were kept quiet since (see ``_log_commit_failure``).

@@ -60,26 +60,34 @@ def job_or_404(leader: Leader, job_id: str) -> Job:
     return job
 
 
+def view_of(leader: Leader, job_id: str) -> JobView:
+    """The job as it is now: NotFound if it was deleted while a change to it waited."""
+    job_or_404(leader, job_id)
+    return leader.scheduler.job_view(job_id)
+
+
 def check_webhook(leader: Leader, principal: Principal, url: str | None) -> None:
     """A job webhook: within the leader's ``webhook_allow`` unless ``principal`` may go beyond."""
     allow = leader.config.webhook_allow
     check_job_webhook(url, allow, unrestricted=may(principal, "webhook_any"))
 
 
-def write(
+async def write(
     leader: Leader,
     step: Callable[[float], Changes],
     refused: type[RequestError],
     *,
     needs_room: bool = True,
 ) -> Changes:
-    """``leader.run(step)``: the scheduler's refusal becomes ``refused``, a failed save 503.
+    """``leader.write(step)``: the scheduler's refusal becomes ``refused``, a failed save 503.
 
     The leader has already undone a change it could not save (see ``Leader.commit``).
-    ``needs_room``: False for a change that makes room (see ``Leader.run``).
+    ``needs_room``: False for a change that makes room (see ``Leader.run``). The
+    farm may change while it waits (``Leader.write``): the step checks it when it
+    is applied, and what is answered is read after it (``view_of``).
     """
     try:
-        return leader.run(step, needs_room=needs_room)
+        return await leader.write(step, needs_room=needs_room)
     except SchedulerError as exc:
         raise refused(str(exc)) from None
     except StoreError as exc:
@@ -149,12 +157,12 @@ async def submit(
     earlier = _earlier(leader, owner, key)
     if earlier is not None:
         return earlier
-    write(
+    await write(
         leader,
         lambda now: leader.scheduler.submit(job_id, spec, owner, now, key=key, prepared=prepared),
         BadRequest,
     )
-    return Submitted(leader.scheduler.job_view(job_id), created=True)
+    return Submitted(view_of(leader, job_id), created=True)
 
 
 def _earlier(leader: Leader, owner: str, key: str | None) -> Submitted | None:
@@ -167,7 +175,7 @@ def _earlier(leader: Leader, owner: str, key: str | None) -> Submitted | None:
     return Submitted(leader.scheduler.job_view(earlier), created=False)
 
 
-def job_action(
+async def job_action(
     leader: Leader, principal: Principal, action: JobAction, job_ids: list[str]
 ) -> tuple[list[JobView], list[str]]:
     """Apply ``action`` to every job; all ids are checked before anything changes."""
@@ -176,7 +184,7 @@ def job_action(
     ids = list(dict.fromkeys(job_ids))
     for job_id in ids:
         authorize(principal, "job_action", job_or_404(leader, job_id).owner, job_id)
-    changes = write(
+    changes = await write(
         leader,
         lambda now: leader.scheduler.job_action(ids, action, principal.name, now),
         Conflict,
@@ -187,7 +195,7 @@ def job_action(
     return views, removed
 
 
-def chunk_action(
+async def chunk_action(
     leader: Leader, principal: Principal, job_id: str, action: ChunkAction, chunks: list[int]
 ) -> JobDetail:
     job = job_or_404(leader, job_id)
@@ -197,25 +205,26 @@ def chunk_action(
     unknown = [index for index in chunks if not 0 <= index < len(job.chunks)]
     if unknown:
         raise NotFound(f"job {job_id} has no chunk {', '.join(map(str, unknown))}")
-    write(
+    await write(
         leader,
         lambda now: leader.scheduler.chunk_action(job_id, chunks, action, principal.name, now),
         Conflict,
     )
+    job_or_404(leader, job_id)  # deleted while its change waited
     return leader.scheduler.job_detail(job_id, ChunkPage(MAX_PAGE_CHUNKS))
 
 
-def set_priority(leader: Leader, principal: Principal, job_id: str, priority: int) -> JobView:
+async def set_priority(leader: Leader, principal: Principal, job_id: str, priority: int) -> JobView:
     authorize(principal, "set_priority", job_or_404(leader, job_id).owner, job_id)
-    write(
+    await write(
         leader,
         lambda now: leader.scheduler.set_priority(job_id, priority, principal.name, now),
         BadRequest,
     )
-    return leader.scheduler.job_view(job_id)
+    return view_of(leader, job_id)
 
 
-def move(
+async def move(
     leader: Leader,
     principal: Principal,
     job_id: str,
@@ -234,12 +243,12 @@ def move(
                     f"moving job {job.id} would pass job {other.id} of {other.owner}; "
                     "users reorder only among their own jobs"
                 )
-    write(
+    await write(
         leader,
         lambda now: leader.scheduler.move(job_id, where, before, principal.name, now),
         Conflict,
     )
-    priority = leader.scheduler.jobs[job_id].priority
+    priority = job_or_404(leader, job_id).priority
     return [
         view
         for view in leader.scheduler.job_views(include_archived=False)
@@ -247,37 +256,39 @@ def move(
     ]
 
 
-def patch(leader: Leader, principal: Principal, job_id: str, changes: JobPatch) -> JobView:
+async def patch(leader: Leader, principal: Principal, job_id: str, changes: JobPatch) -> JobView:
     authorize(principal, "patch", job_or_404(leader, job_id).owner, job_id)
     check_webhook(leader, principal, changes.webhook)
-    write(
+    await write(
         leader,
         lambda now: leader.scheduler.patch(job_id, changes, principal.name, now),
         BadRequest,
     )
-    return leader.scheduler.job_view(job_id)
+    return view_of(leader, job_id)
 
 
-def block_node(
+async def block_node(
     leader: Leader, principal: Principal, job_id: str, node: str, blocked: bool
 ) -> JobView:
     """Keep ``node`` off the job until unblocked, or let it back (the job's owner or an admin)."""
     authorize(principal, "block_node", job_or_404(leader, job_id).owner, job_id)
     if node not in leader.scheduler.nodes:
         raise NotFound(f"unknown node {node}")
-    write(
+    await write(
         leader,
         lambda now: leader.scheduler.block_node(job_id, node, blocked, principal.name, now),
         Conflict,
     )
-    return leader.scheduler.job_view(job_id)
+    return view_of(leader, job_id)
 
 
-def set_node_enabled(leader: Leader, principal: Principal, node: str, enabled: bool) -> NodeView:
+async def set_node_enabled(
+    leader: Leader, principal: Principal, node: str, enabled: bool
+) -> NodeView:
     authorize(principal, "set_node_enabled")
     if node not in leader.scheduler.nodes:
         raise NotFound(f"unknown node {node}")
-    write(
+    await write(
         leader,
         lambda now: leader.scheduler.set_node_enabled(node, enabled, principal.name, now),
         Conflict,
@@ -288,30 +299,32 @@ def set_node_enabled(leader: Leader, principal: Principal, node: str, enabled: b
     return view
 
 
-def set_limit(
+async def set_limit(
     leader: Leader, principal: Principal, name: str, spec: LimitSpec | None
 ) -> list[LimitView]:
     """Define or change the limit ``name`` (``spec``), or remove it (None); the farm's limits.
 
-    The limits are written to the store first: if that fails nothing changed,
+    The limits are written to the store first, in the step (so two changes that
+    wait together each start from the other's): if that fails nothing changed,
     and once it succeeds memory follows, whether or not the event's commit does.
     """
     authorize(principal, "set_limit")
     if not LIMIT_NAME.fullmatch(name):
         raise BadRequest(f"{name!r} is not a limit name (letters, digits, '.', '-', '_')")
     scheduler = leader.scheduler
-    limits = dict(scheduler.resources.limits)
-    if spec is None:
-        if limits.pop(name, None) is None:
-            raise NotFound(f"unknown limit {name}")
-        limit = None
-    else:
-        limit = limits[name] = Limit(name, spec.units, spec.per_node)
-    try:
+
+    def step(now: float) -> Changes:
+        limits = dict(scheduler.resources.limits)
+        if spec is None:
+            if limits.pop(name, None) is None:
+                raise NotFound(f"unknown limit {name}")
+            limit = None
+        else:
+            limit = limits[name] = Limit(name, spec.units, spec.per_node)
         leader.store.set_setting(LIMITS_SETTING, encode_limits(limits.values()))
-    except StoreError as exc:
-        raise Unavailable(str(exc)) from None
-    write(leader, lambda now: scheduler.set_limit(limit, name, principal.name, now), Conflict)
+        return scheduler.set_limit(limit, name, principal.name, now)
+
+    await write(leader, step, Conflict)
     return scheduler.limit_views()
 
 

@@ -69,9 +69,9 @@ class FarmClock:
 class RecordingLink(server.console_link.ConsoleLink):
     """The real console link, noting each request it serves (what the console sent)."""
 
-    def handle(self, message: ConsoleToLeader) -> None:
+    async def handle(self, message: ConsoleToLeader) -> None:
         RECEIVED.setdefault(id(self.leader), []).append(message)
-        super().handle(message)
+        await super().handle(message)
 
 
 RECEIVED: dict[int, list[ConsoleToLeader]] = {}

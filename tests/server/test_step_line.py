@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server.step_line import QUANTUM, StepLine
+from server.step_line import QUANTUM, Mark, StepLine
 
 
 def drain(line: StepLine[str]) -> list[str]:
@@ -62,3 +62,35 @@ def test_every_step_is_taken_once_and_each_sources_in_the_order_it_came(
         running = rest[at : at + QUANTUM + 1]
         if all(step[0] == running[0][0] for step in running):
             assert all(step[0] == running[0][0] for step in rest[at:])
+
+
+# What is done to the line: put a step of a source (ahead or not), take one, or mark.
+Action = tuple[str, str, bool]
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["put", "put", "take", "mark"]), st.sampled_from("abc"), st.booleans()
+        ),
+        max_size=200,
+    )
+)
+def test_a_mark_is_passed_once_every_step_waiting_at_it_was_taken(actions: list[Action]) -> None:
+    """``Leader.write`` goes on once the steps waiting when it came are applied: not
+    before, and not only once the line is empty (a flood may never let it be)."""
+    line: StepLine[int] = StepLine()
+    waiting: set[int] = set()
+    marks: list[tuple[Mark, set[int]]] = []
+    for number, (action, source, ahead) in enumerate(actions):
+        if action == "put":
+            line.put(number, source, ahead=ahead)
+            waiting.add(number)
+        elif action == "take":
+            step = line.take()
+            if step is not None:
+                waiting.discard(step)
+        else:
+            marks.append((line.mark(), set(waiting)))
+        for mark, before in marks:
+            assert StepLine.passed(mark) == (not before & waiting)

@@ -403,6 +403,34 @@ async def test_a_flood_of_reports_is_committed_in_groups_with_the_loop_free_betw
     assert order == ["report 0", "report 1", "report 2", "operator"]
 
 
+async def test_an_operators_change_sees_the_reports_before_it_applied_in_groups(
+    leader: InProcessLeader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A REST or console change (``Leader.write``) waits for the reports that arrived
+    before it, applied in the group commit's groups with the loop free between them;
+    ``run`` applied them all in one turn (20,788 steps in 177 ms under a flood)."""
+    from server import leader as leader_module
+
+    monkeypatch.setattr(leader_module, "GROUP_BUDGET", 0.0)  # one step a group
+    farm = leader.leader
+    order: list[str] = []
+    step = functools.partial(noting, order)
+    reports = [
+        farm.submit(step(f"report {i}"), dispatch=False, source=f"node{i % 2}") for i in range(6)
+    ]
+    change = asyncio.ensure_future(farm.write(step("operator")))
+    asyncio.get_running_loop().call_soon(lambda: order.append("other work"))
+    await asyncio.gather(*reports, change)
+    applied = [name for name in order if name != "other work"]
+    assert applied[-1] == "operator"
+    assert sorted(applied[:-1]) == [f"report {i}" for i in range(6)]
+    assert order.index("other work") < order.index("operator") - 1, "the loop was free"
+    # With nothing waiting it goes at once, in the next group.
+    order.clear()
+    await farm.write(step("alone"))
+    assert order == ["alone"]
+
+
 async def test_a_tick_goes_ahead_of_the_reports_waiting_so_a_silent_node_is_lost_on_time(
     leader: InProcessLeader, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -153,16 +153,19 @@ async def submit(
         prepared = await asyncio.to_thread(prepare, job_id, spec)
     except SchedulerError as exc:
         raise BadRequest(str(exc)) from None
-    # The same key may have been submitted again while this one was prepared.
-    earlier = _earlier(leader, owner, key)
-    if earlier is not None:
-        return earlier
-    await write(
-        leader,
-        lambda now: leader.scheduler.submit(job_id, spec, owner, now, key=key, prepared=prepared),
-        BadRequest,
-    )
-    return Submitted(view_of(leader, job_id), created=True)
+    found: list[Submitted] = []
+
+    def step(now: float) -> Changes:
+        # Checked as the job is added: the same key may have been submitted again while
+        # this one was prepared, or waited in the group commit.
+        earlier = _earlier(leader, owner, key)
+        if earlier is not None:
+            found.append(earlier)
+            return Changes()
+        return leader.scheduler.submit(job_id, spec, owner, now, key=key, prepared=prepared)
+
+    await write(leader, step, BadRequest)
+    return found[0] if found else Submitted(view_of(leader, job_id), created=True)
 
 
 def _earlier(leader: Leader, owner: str, key: str | None) -> Submitted | None:
@@ -234,26 +237,36 @@ async def move(
     """Move within the priority group; returns the group in dispatch order."""
     job = job_or_404(leader, job_id)
     authorize(principal, "move", job.owner, job_id)
-    target = job_or_404(leader, before) if before is not None else None
-    if not principal.is_admin:
-        jobs = list(leader.scheduler.jobs.values())
-        for other in dispatch_order.passed_by(jobs, job, where, target):
-            if other.owner != principal.name:
-                raise Forbidden(
-                    f"moving job {job.id} would pass job {other.id} of {other.owner}; "
-                    "users reorder only among their own jobs"
-                )
-    await write(
-        leader,
-        lambda now: leader.scheduler.move(job_id, where, before, principal.name, now),
-        Conflict,
-    )
+    if before is not None:
+        job_or_404(leader, before)
+
+    def step(now: float) -> Changes:
+        # Checked as it moves: the queue may change while the move waits.
+        if not principal.is_admin:
+            _only_past_own(leader, principal, job_or_404(leader, job_id), where, before)
+        return leader.scheduler.move(job_id, where, before, principal.name, now)
+
+    await write(leader, step, Conflict)
     priority = job_or_404(leader, job_id).priority
     return [
         view
         for view in leader.scheduler.job_views(include_archived=False)
         if view.priority == priority
     ]
+
+
+def _only_past_own(
+    leader: Leader, principal: Principal, job: Job, where: MoveWhere | None, before: str | None
+) -> None:
+    """Forbidden if moving ``job`` would pass a job of someone else's."""
+    target = job_or_404(leader, before) if before is not None else None
+    jobs = list(leader.scheduler.jobs.values())
+    for other in dispatch_order.passed_by(jobs, job, where, target):
+        if other.owner != principal.name:
+            raise Forbidden(
+                f"moving job {job.id} would pass job {other.id} of {other.owner}; "
+                "users reorder only among their own jobs"
+            )
 
 
 async def patch(leader: Leader, principal: Principal, job_id: str, changes: JobPatch) -> JobView:

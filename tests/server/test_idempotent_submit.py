@@ -45,6 +45,16 @@ async def test_the_same_key_twice_is_one_job(leader: InProcessLeader) -> None:
         assert await job_ids(http) == [first.json()["id"]]
 
 
+async def test_the_same_key_sent_many_times_at_once_is_one_job(leader: InProcessLeader) -> None:
+    """A client retrying before its first answer came: the submits all wait together
+    (preparing in a thread, then in the group commit), and only the first makes a job."""
+    async with leader.http() as http:
+        answers = await asyncio.gather(*(post(http, "burst") for _ in range(8)))
+        assert sorted(a.status_code for a in answers) == [200] * 7 + [201]
+        assert len({a.json()["id"] for a in answers}) == 1
+        assert await job_ids(http) == [answers[0].json()["id"]]
+
+
 async def test_different_keys_or_none_are_different_jobs(leader: InProcessLeader) -> None:
     async with leader.http() as http:
         answers = [await post(http, key) for key in ("one", "two", None, None)]

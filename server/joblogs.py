@@ -183,13 +183,14 @@ class _Files:
             self.close_file(relative)
             return
         self._dirty.add(relative)
-        self._broken.discard(relative)
 
     def _closed(self, relative: str, handle: _LogFile) -> None:
         try:
             handle.close()
         except OSError as exc:
             self._failed(relative, exc)
+        else:
+            self._broken.discard(relative)  # it works again: a next failure is news
 
     def write_and_close(self, relative: str, text: str) -> None:
         self.write(relative, text)
@@ -226,6 +227,7 @@ class _Files:
             if handle is not None:
                 try:
                     handle.flush()
+                    self._broken.discard(relative)  # written: a next failure is news
                     if os.fstat(handle.fd).st_nlink == 0:
                         # Someone unlinked or renamed over it: write a new one from now on.
                         log.warning("the log %s was replaced: starting it anew", relative)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 from typing import NamedTuple
 
@@ -64,6 +64,20 @@ def view_of(leader: Leader, job_id: str) -> JobView:
     """The job as it is now: NotFound if it was deleted while a change to it waited."""
     job_or_404(leader, job_id)
     return leader.scheduler.job_view(job_id)
+
+
+def on_jobs(
+    leader: Leader, job_ids: Sequence[str], step: Callable[[float], Changes]
+) -> Callable[[float], Changes]:
+    """``step``, once every job of ``job_ids`` is found still there as it is applied: one
+    deleted while the change waited is answered 404, as one that never was."""
+
+    def checked(now: float) -> Changes:
+        for job_id in job_ids:
+            job_or_404(leader, job_id)
+        return step(now)
+
+    return checked
 
 
 def check_webhook(leader: Leader, principal: Principal, url: str | None) -> None:
@@ -189,7 +203,9 @@ async def job_action(
         authorize(principal, "job_action", job_or_404(leader, job_id).owner, job_id)
     changes = await write(
         leader,
-        lambda now: leader.scheduler.job_action(ids, action, principal.name, now),
+        on_jobs(
+            leader, ids, lambda now: leader.scheduler.job_action(ids, action, principal.name, now)
+        ),
         Conflict,
         needs_room=action != "delete",  # deleting jobs is how an operator makes room
     )
@@ -210,10 +226,14 @@ async def chunk_action(
         raise NotFound(f"job {job_id} has no chunk {', '.join(map(str, unknown))}")
     await write(
         leader,
-        lambda now: leader.scheduler.chunk_action(job_id, chunks, action, principal.name, now),
+        on_jobs(
+            leader,
+            [job_id],
+            lambda now: leader.scheduler.chunk_action(job_id, chunks, action, principal.name, now),
+        ),
         Conflict,
     )
-    job_or_404(leader, job_id)  # deleted while its change waited
+    job_or_404(leader, job_id)  # deleted since its change was made
     return leader.scheduler.job_detail(job_id, ChunkPage(MAX_PAGE_CHUNKS))
 
 
@@ -221,7 +241,11 @@ async def set_priority(leader: Leader, principal: Principal, job_id: str, priori
     authorize(principal, "set_priority", job_or_404(leader, job_id).owner, job_id)
     await write(
         leader,
-        lambda now: leader.scheduler.set_priority(job_id, priority, principal.name, now),
+        on_jobs(
+            leader,
+            [job_id],
+            lambda now: leader.scheduler.set_priority(job_id, priority, principal.name, now),
+        ),
         BadRequest,
     )
     return view_of(leader, job_id)
@@ -246,7 +270,7 @@ async def move(
             _only_past_own(leader, principal, job_or_404(leader, job_id), where, before)
         return leader.scheduler.move(job_id, where, before, principal.name, now)
 
-    await write(leader, step, Conflict)
+    await write(leader, on_jobs(leader, [job_id], step), Conflict)
     priority = job_or_404(leader, job_id).priority
     return [
         view
@@ -274,7 +298,11 @@ async def patch(leader: Leader, principal: Principal, job_id: str, changes: JobP
     check_webhook(leader, principal, changes.webhook)
     await write(
         leader,
-        lambda now: leader.scheduler.patch(job_id, changes, principal.name, now),
+        on_jobs(
+            leader,
+            [job_id],
+            lambda now: leader.scheduler.patch(job_id, changes, principal.name, now),
+        ),
         BadRequest,
     )
     return view_of(leader, job_id)
@@ -289,7 +317,11 @@ async def block_node(
         raise NotFound(f"unknown node {node}")
     await write(
         leader,
-        lambda now: leader.scheduler.block_node(job_id, node, blocked, principal.name, now),
+        on_jobs(
+            leader,
+            [job_id],
+            lambda now: leader.scheduler.block_node(job_id, node, blocked, principal.name, now),
+        ),
         Conflict,
     )
     return view_of(leader, job_id)

@@ -7,8 +7,10 @@ event-loop time, and nothing may be lost or reordered on the way.
 from __future__ import annotations
 
 import asyncio
+import errno
 import io
 import logging
+import os
 import threading
 import time
 from datetime import datetime
@@ -67,6 +69,40 @@ async def test_a_chunk_log_on_disk_has_its_header_output_and_footer_in_order(
         assert shown[0] == "# farmtui: job abc chunk 3 attempt 2"
         assert "# command: blender -b shot.blend" in shown
         assert shown[-2001:] == [*big, "bad ? byte"]
+    finally:
+        logs.close()
+
+
+async def test_a_full_disk_is_reported_once_a_log_and_lines_come_again_once_there_is_room(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Lines are written when the writer catches up, not when they are queued: a write
+    that worked in memory must not count as the log working again, or a full disk is
+    reported at every flush (a break round counted 21-44 lines a log)."""
+    from server import joblogs
+
+    real_write = os.write
+    full = [True]
+
+    def write(fd: int, data: bytes | memoryview) -> int:
+        if full[0]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(joblogs.os, "write", write)
+    caplog.set_level(logging.ERROR, logger="farmtui.leader")
+    logs = JobLogs(tmp_path)
+    relative = "jobs/abc/chunk-0000.attempt-1.log"
+    try:
+        logs.chunk_started("abc", 0, 1, "node1", ["render"], 1.0)
+        for number in range(20):
+            logs.chunk_output("abc", 0, 1, [f"lost {number}"])
+            await logs.read(relative)  # each read flushes first
+        failures = [r.getMessage() for r in caplog.records if "cannot write" in r.getMessage()]
+        assert failures == [f"cannot write the log {relative}: No space left on device"]
+        full[0] = False  # room again
+        logs.chunk_output("abc", 0, 1, ["kept"])
+        assert (await logs.tail(relative)) == ["kept"]
     finally:
         logs.close()
 

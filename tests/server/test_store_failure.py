@@ -31,6 +31,7 @@ from farmtui.protocol import (
     ChunkRef,
     ConsoleHello,
     Event,
+    JobPatch,
     JobsChanged,
     JobSpec,
     SetPriority,
@@ -429,6 +430,41 @@ async def test_an_operators_change_sees_the_reports_before_it_applied_in_groups(
     order.clear()
     await farm.write(step("alone"))
     assert order == ["alone"]
+
+
+@pytest.mark.parametrize("change", ["priority", "patch", "chunks", "move", "action"])
+async def test_a_job_deleted_while_a_change_to_it_waits_is_answered_not_found(
+    leader: InProcessLeader, monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
+    """Checked before the wait, the job was there; deleted meanwhile, the scheduler's
+    "unknown job" was answered 400 or 409, as if the request were wrong."""
+    from server import leader as leader_module
+    from server import operations
+    from server.errors import NotFound
+
+    monkeypatch.setattr(leader_module, "GROUP_BUDGET", 0.0)  # one step a group
+    farm = leader.leader
+    async with leader.http() as http:
+        job_id = (await http.post("/api/jobs", json=SPEC)).json()["id"]
+    admin = farm.tokens.lookup(leader.admin_token)
+    assert admin is not None
+    made = {
+        "priority": lambda: operations.set_priority(farm, admin, job_id, 10),
+        "patch": lambda: operations.patch(farm, admin, job_id, JobPatch(retries=1)),
+        "chunks": lambda: operations.chunk_action(farm, admin, job_id, "suspend", [0]),
+        "move": lambda: operations.move(farm, admin, job_id, "top", None),
+        "action": lambda: operations.job_action(farm, admin, "pause", [job_id]),
+    }
+    waiting = [farm.submit(lambda now: Changes(), source=f"node{i}") for i in range(4)]
+    request = asyncio.ensure_future(made[change]())
+    await asyncio.sleep(0)  # one turn: the request checks the job and waits behind those
+    assert not request.done()
+    gone = farm.submit(
+        lambda now: farm.scheduler.job_action([job_id], "delete", "admin", now), ahead=True
+    )
+    await asyncio.gather(*waiting, gone)
+    with pytest.raises(NotFound, match=f"unknown job {job_id}"):
+        await request
 
 
 async def test_a_tick_goes_ahead_of_the_reports_waiting_so_a_silent_node_is_lost_on_time(

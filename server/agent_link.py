@@ -277,24 +277,27 @@ async def agent_endpoint(websocket: WebSocket) -> None:
         return
     # Its reads' use of the loop from the hello on (``server.turns``). A hello may be up
     # to a megabyte (a thousand GPUs): a large one waits among the costly frames, so
-    # links that reconnect with one again and again get at most half of the loop.
+    # links that reconnect with one again and again get at most half of the loop. A
+    # small one (every node's, coming back) goes at once: until it is read its node is
+    # not heard, and a wait behind flooding links would count against its node_timeout.
     account = Account()
-    if len(data) > LOOK_OVER_BYTES:
-        account.lately = COSTLY
+    large = len(data) > LOOK_OVER_BYTES
     turn = turns(leader.running_loop())
-    if turn.full():
-        await turn.share(account)
+    if large:
+        account.lately = COSTLY
+        if turn.full():
+            await turn.share(account)
     began = time.thread_time()
     try:
-        problem = over_long_list(data, AgentHello) if len(data) > LOOK_OVER_BYTES else None
+        problem = over_long_list(data, AgentHello) if large else None
         if problem is not None:
             raise ProtocolError(f"malformed message: {problem}")
         hello = decode_checked(agent_to_leader, data)
     except ProtocolError as exc:
+        turn.charge(account, time.thread_time() - began)
         await refuse(websocket, f"bad hello: {exc}", CLOSE_PROTOCOL)
         return
-    finally:
-        turn.charge(account, time.thread_time() - began)
+    turn.charge(account, time.thread_time() - began)
     if not isinstance(hello, AgentHello):
         await refuse(websocket, "the first message must be hello", CLOSE_PROTOCOL)
         return

@@ -32,6 +32,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import NamedTuple
 
+from farmtui.printable import printable
 from farmtui.protocol import ChunkFinished, EventView
 from server import logfiles
 from server.logwriter import LogWriter
@@ -289,7 +290,9 @@ def _started_header(
         f"# farmtui: job {job_id} chunk {chunk} attempt {attempt}\n"
         f"# node: {node}\n"
         f"# started: {iso_time(now)}\n"
-        f"# command: {shlex.join(command) if command else '(not reported)'}\n"
+        # One line whatever the job's argv holds: a newline in it wrote lines of its own
+        # into the header (a "# outcome:" of the job's choosing, say).
+        f"# command: {printable(shlex.join(command)) if command else '(not reported)'}\n"
     )
 
 

@@ -62,6 +62,8 @@ async def test_a_chunk_log_on_disk_has_its_header_output_and_footer_in_order(
     path = tmp_path / "jobs/abc/chunk-0003.attempt-2.log"
     try:
         logs.chunk_started("abc", 3, 2, "node1", ["blender", "-b", "shot.blend"], 1.0)
+        # A job's own argv cannot add header lines: one line, its newline shown escaped.
+        logs.chunk_started("abc", 4, 1, "node1", ["sh", "-c", "x\n# outcome: done"], 1.0)
         big = [f"{number:06d} " + "x" * 90 for number in range(2000)]  # over a write's worth
         logs.chunk_output("abc", 3, 2, [*big, "bad \udcff byte"])
         await logs.read("jobs/abc/chunk-0003.attempt-2.log")  # the writer has caught up
@@ -69,6 +71,9 @@ async def test_a_chunk_log_on_disk_has_its_header_output_and_footer_in_order(
         assert shown[0] == "# farmtui: job abc chunk 3 attempt 2"
         assert "# command: blender -b shot.blend" in shown
         assert shown[-2001:] == [*big, "bad ? byte"]
+        forged = (tmp_path / "jobs/abc/chunk-0004.attempt-1.log").read_text().splitlines()
+        assert forged[-1] == "# command: sh -c 'x\\n# outcome: done'"
+        assert len(forged) == 4
     finally:
         logs.close()
 

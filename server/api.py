@@ -55,7 +55,7 @@ from server.path_mapping import view as path_map_view
 from server.rights import Action, Principal
 from server.views import MAX_PAGE_CHUNKS, MAX_PAGE_JOBS, ChunkPage, JobPage
 
-T = TypeVar("T")
+T = TypeVar("T", bound=msgspec.Struct)
 
 # Logs served over HTTP: at most this much from their end.
 MAX_LOG_BYTES = 32 * 1024 * 1024
@@ -157,11 +157,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 async def decode_body(request: Request, kind: type[T]) -> T:
     body = await read_body(request, leader_of(request).config.max_request_bytes)
     try:
-        if (
-            len(body) > LOOK_OVER_BYTES
-            and isinstance(kind, type)
-            and issubclass(kind, msgspec.Struct)
-        ):
+        if len(body) > LOOK_OVER_BYTES:
             problem = over_long_list(body, kind)
             if problem is not None:
                 raise msgspec.ValidationError(problem)  # worded below, as msgspec's own

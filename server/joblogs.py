@@ -122,19 +122,22 @@ class _LogFile:
         if self._size >= WRITE_AT:
             self.flush()
 
-    def flush(self) -> None:
+    def flush(self) -> bool:
+        """Write what is kept; whether there was anything to write."""
         if not self._pieces:
-            return
+            return False
         data = "".join(self._pieces).encode("utf-8", errors="replace")
         self._pieces.clear()
         self._size = 0
         view = memoryview(data)
         while view:  # a regular file takes it whole, unless interrupted
             view = view[os.write(self.fd, view) :]
+        return True
 
-    def close(self) -> None:
+    def close(self) -> bool:
+        """Flush and close; whether anything was written."""
         try:
-            self.flush()
+            return self.flush()
         finally:
             os.close(self.fd)
 
@@ -187,11 +190,12 @@ class _Files:
 
     def _closed(self, relative: str, handle: _LogFile) -> None:
         try:
-            handle.close()
+            wrote = handle.close()
         except OSError as exc:
             self._failed(relative, exc)
         else:
-            self._broken.discard(relative)  # it works again: a next failure is news
+            if wrote:  # it works again: a next failure is news
+                self._broken.discard(relative)
 
     def write_and_close(self, relative: str, text: str) -> None:
         self.write(relative, text)

@@ -102,6 +102,8 @@ async def test_a_full_disk_is_reported_once_a_log_and_lines_come_again_once_ther
         logs.chunk_started("abc", 0, 1, "node1", ["render"], 1.0)
         for number in range(20):
             logs.chunk_output("abc", 0, 1, [f"lost {number}"])
+            if number % 5 == 0:  # more than a log keeps unwritten: written (and closed) at once
+                logs.chunk_output("abc", 0, 1, ["x" * 90] * 1000)
             await logs.read(relative)  # each read flushes first
         failures = [r.getMessage() for r in caplog.records if "cannot write" in r.getMessage()]
         assert failures == [f"cannot write the log {relative}: No space left on device"]

@@ -115,12 +115,15 @@ class AgentLink:
         *,
         batches: bool = False,
         held: bool = False,
+        reads: Account | None = None,
     ) -> None:
         self.leader = leader
         self.websocket = websocket
         self.name = name
+        # ``reads``: its reads' use of the loop. Its writes (an Ack a frame, mostly) wait
+        # in the costly line while its reads are costly (``server.turns``).
         self.out = SendQueue(
-            websocket, f"agent {name}", SEND_QUEUE_LIMIT, batches=batches, held=held
+            websocket, f"agent {name}", SEND_QUEUE_LIMIT, batches=batches, held=held, reads=reads
         )
         self.reports = AgentReports(leader, name)
         self.ignored = 0
@@ -324,7 +327,9 @@ async def agent_endpoint(websocket: WebSocket) -> None:
     config = leader.config
     stale: list[ChunkRef] = []
     # Its messages wait until Welcome is written first (``SendQueue.open``).
-    link = AgentLink(leader, websocket, hello.name, batches=hello.batches, held=True)
+    link = AgentLink(
+        leader, websocket, hello.name, batches=hello.batches, held=True, reads=account
+    )
 
     def connect(now: float) -> Changes:
         changes, unwanted = leader.scheduler.node_connected(hello, now)
@@ -359,6 +364,12 @@ async def agent_endpoint(websocket: WebSocket) -> None:
     link.out.open(welcome(leader, hello.name, stale, node_os(hello.os)))
     if hello.seq > 0:
         link.send(Ack(seq=hello.seq))
+    # Heard until its Welcome is written: the agent says nothing (no heartbeat, none
+    # of its outbox's reports) before it reads it, so the wait is the leader's, not the
+    # node's silence. On a loaded leader a Welcome waited 3.6 s, the tick declared
+    # the node lost, and the chunks its hello listed as finished were rendered again.
+    with leader.hello_waiting(hello.name, hello.agent_id):
+        await link.out.first_written()
     log.info(
         "node %s connected (%d slots, agent %s, heartbeat %.1fs)",
         hello.name,
@@ -391,8 +402,8 @@ async def serve(link: AgentLink, account: Account) -> None:
     bytes_ahead = reports_ahead = 0
     turn = turns(link.leader.running_loop())
     # ``account``: its reads' own, from its hello on. Not its writes': its cheap writes
-    # (an Ack a group commit) would pass its costly reads off as cheap, and its costly
-    # reads would hold its LeaseRenewed back.
+    # (an Ack a group commit) would pass its costly reads off as cheap. (Its writes
+    # do wait in the costly line while its reads are costly: ``AgentLink``.)
     while not link.out.closed:
         while ahead and (
             ahead[0][0].done()

@@ -554,7 +554,8 @@ class Leader:
 
     @contextlib.contextmanager
     def hello_waiting(self, name: str, agent_id: str) -> Iterator[None]:
-        """While a node's hello waits in the group commit, the node counts as heard.
+        """While a node's hello waits in the group commit, or its Welcome to be written,
+        the node counts as heard.
 
         After a leader restart a whole farm says hello at once, behind the
         reports its agents resend; a hello may wait longer than ``node_timeout``

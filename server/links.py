@@ -33,6 +33,7 @@ class SendQueue:
         *,
         batches: bool = False,
         held: bool = False,
+        reads: Account | None = None,
     ) -> None:
         self.websocket = websocket
         self.label = label
@@ -50,8 +51,12 @@ class SendQueue:
         self.overflowed = False
         loop = asyncio.get_running_loop()
         self._turns = turns(loop)
-        # The link's writes' use of the loop (``server.turns``; its reads have their own).
+        # The link's writes' use of the loop (``server.turns``; its reads have their own,
+        # ``reads``, whose line the writes share while the reads are costly).
         self.account = Account()
+        self.reads = reads
+        # Done once the first message is written, or the link is gone (``first_written``).
+        self._first: asyncio.Future[None] = loop.create_future()
         self.task = loop.create_task(self._write())
 
     def send(self, message: msgspec.Struct) -> bool:
@@ -119,7 +124,7 @@ class SendQueue:
                 if self.overflowed:
                     break
                 if not granted and self._turns.full():
-                    await self._turns.share(self.account)
+                    await self._turns.share(self.account, self.reads)
                     granted = True
                     continue  # what is queued may have changed meanwhile
                 granted = False
@@ -130,13 +135,17 @@ class SendQueue:
                 text = frame.decode()
                 # Charged what it took up to the send, not the send: awaited, that may
                 # wait for the peer's socket, and other tasks' time with it.
-                self._turns.charge(self.account, time.thread_time() - began)
+                self._turns.charge(self.account, time.thread_time() - began, self.reads)
                 await self.websocket.send_text(text)
                 sent += 1
+                if not self._first.done():
+                    self._first.set_result(None)
         except (WebSocketDisconnect, OSError, RuntimeError) as exc:
             log.debug("%s: send failed: %s", self.label, exc)
         finally:
             self.closed = True
+            if not self._first.done():
+                self._first.set_result(None)
             if self.overflowed:
                 await close_websocket(self.websocket, 1008, "too far behind")
 
@@ -158,6 +167,10 @@ class SendQueue:
             size += len(queue[0]) + 1
             batch.append(queue.popleft())
         return encode_batch(batch)
+
+    async def first_written(self) -> None:
+        """Until the first message is written (``open``'s), or the link is gone."""
+        await asyncio.shield(self._first)
 
     async def drain(self) -> None:
         """Close and wait until everything queued has been written (or failed)."""

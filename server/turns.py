@@ -29,7 +29,12 @@ link it hit). A frame of a link whose frames took ``COSTLY`` or more
 lately waits in the costly line, which goes only once the cheap line has had as
 much of the loop as the last costly frame took (or is empty): links that keep
 the loop busy share at most half of it, and an agent's heartbeat, its reports
-and its ``LeaseRenewed`` wait for at most one of their frames. With one line, a
+and its ``LeaseRenewed`` wait for at most one of their frames. A link's writes
+wait in the costly line too while its reads are costly (``linked``): they are
+answers to those reads (an ``Ack`` a frame). In the cheap line, a hundred
+flooding links' Acks had a healthy node's ``Welcome`` and ``LeaseRenewed`` wait
+up to 0.9 s behind them (a loaded machine, ``flood.py hbseq1000 100``): its
+lease lapsed, it was lost and frames it had finished were rendered again. With one line, a
 place being one frame whatever it cost, thirty links of frames just under a
 batch's limit (2-5 ms of decoding each) made a healthy node's every frame wait
 a round of theirs: a job took 25 s against 4.3 s with 47 attempts killed, and
@@ -102,10 +107,10 @@ class Turns:
         """Whether a frame must wait now (then ``await share(account)``)."""
         return bool(self._cheap or self._costly) or self._used_up()
 
-    def charge(self, account: Account, seconds: float) -> None:
-        """A frame of ``account`` took ``seconds`` of the loop."""
+    def charge(self, account: Account, seconds: float, linked: Account | None = None) -> None:
+        """A frame of ``account`` took ``seconds`` of the loop (``linked`` as in ``share``)."""
         seconds = min(seconds, MOST_CHARGED)
-        if account.lately >= COSTLY:  # it went as a costly one
+        if _costly(account, linked):  # it went as a costly one
             self._owed = seconds
         else:
             self._owed = max(0.0, self._owed - seconds)
@@ -130,11 +135,12 @@ class Turns:
             return self._costly[0]
         return self._cheap[0] if self._cheap else None
 
-    async def share(self, account: Account) -> None:
+    async def share(self, account: Account, linked: Account | None = None) -> None:
         """Return in a turn with room for one more frame of ``account``, after those who
-        asked earlier in its line."""
+        asked earlier in its line: the costly one if ``account``, or the ``linked``
+        account it answers (a link's reads, for its writes), took much lately."""
         place = _Place()
-        line = self._costly if account.lately >= COSTLY else self._cheap
+        line = self._costly if _costly(account, linked) else self._cheap
         line.append(place)
         self.waited += 1
         try:
@@ -155,6 +161,10 @@ class Turns:
                 now_among = line[LOOKING - 1].parked
                 if now_among is not None and not now_among.done():
                     now_among.set_result(None)
+
+
+def _costly(account: Account, linked: Account | None) -> bool:
+    return account.lately >= COSTLY or (linked is not None and linked.lately >= COSTLY)
 
 
 class _Place:

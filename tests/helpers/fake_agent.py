@@ -57,6 +57,7 @@ class FakeAgent:
         slots: int = 1,
         running: list[ChunkRef] | None = None,
         tags: list[str] | None = None,
+        finished: list[ChunkRef] | None = None,
         batches: bool = False,
         os: str = "linux",
     ) -> AsyncIterator[FakeAgent]:
@@ -71,6 +72,7 @@ class FakeAgent:
                     name=name,
                     slots=slots,
                     running=running or [],
+                    finished=finished or [],
                     tags=tags or [],
                     batches=batches,
                     os=os,

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from starlette.websockets import WebSocket
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -290,6 +291,50 @@ async def test_reconnect_within_the_lease_keeps_the_chunk(leader: InProcessLeade
         assert agent.welcome.stale == []
         await run_chunk(agent, assign)
     assert leader.leader.scheduler.jobs[job_id].state == "done"
+
+
+async def test_a_node_is_heard_until_its_welcome_is_written(
+    leader: InProcessLeader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An agent says nothing before it reads its Welcome. On a loaded leader a Welcome
+    waited 3.6 s to be written, the tick declared the node lost meanwhile, and the
+    chunks its hello listed as finished were rendered again elsewhere."""
+    job_id = await submit(leader)
+    farm = leader.leader
+    async with FakeAgent.connect(leader.ws_url, leader.agent_token, "node1") as agent:
+        assign = await agent.expect(AssignChunk)
+    # The render ends while the link is down; the agent comes back with it finished.
+    written = asyncio.Event()
+    held: list[str] = []
+    send_text = WebSocket.send_text
+
+    async def slow_welcome(websocket: WebSocket, data: str) -> None:
+        if '"welcome"' in data and not written.is_set():
+            held.append(data)
+            await written.wait()
+        await send_text(websocket, data)
+
+    monkeypatch.setattr(WebSocket, "send_text", slow_welcome)
+    finished = [ChunkRef(job_id=job_id, chunk=0, attempt=assign.attempt)]
+    back = FakeAgent.connect(leader.ws_url, leader.agent_token, "node1", finished=finished)
+    coming_back = asyncio.create_task(back.__aenter__())
+    await wait_for(lambda: bool(held), 10.0, "the Welcome written")
+    clock = [farm.now()]
+    farm.clock = lambda: clock[0]
+    clock[0] += farm.config.node_timeout + 1.0  # the leader took that long to write it
+    await farm.queue_tick()
+    node = farm.scheduler.nodes["node1"]
+    chunk = farm.scheduler.jobs[job_id].chunks[0]
+    assert node.online, "lost while its Welcome waited"
+    assert chunk.state == "assigned"
+    written.set()
+    agent = await coming_back
+    try:
+        await run_chunk(agent, assign)
+    finally:
+        await back.__aexit__(None, None, None)
+    assert farm.scheduler.jobs[job_id].state == "done"
+    assert len(chunk.attempts) == 1, "rendered again"
 
 
 class TestLostNode:

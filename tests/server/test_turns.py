@@ -193,10 +193,12 @@ class FakeLink:
         self.name = name
         self.cost = cost
         self.answer = answer  # what writing the answer to each frame costs, if anything
-        self.account = Account()
+        self.account = Account()  # its reads'
+        self.writes = Account()  # its writes' (``SendQueue``), beside its reads'
         self.used = 0.0
 
     async def frame(self, went: list[str], cost: float | None = None) -> None:
+        """Read a frame."""
         cost = self.cost if cost is None else cost
         if self.turns.full():
             await self.turns.share(self.account)
@@ -205,11 +207,22 @@ class FakeLink:
         self.used += cost
         self.turns.charge(self.account, cost)
 
-    async def flood(self, went: list[str], until: asyncio.Event) -> None:
+    async def write(self, went: list[str], cost: float) -> None:
+        """Write a frame: an answer to a read, a Welcome, a lease renewal."""
+        if self.turns.full():
+            await self.turns.share(self.writes, self.account)
+        went.append(f"{self.name} writes")
+        self.clock[0] += cost
+        self.used += cost
+        self.turns.charge(self.writes, cost, self.account)
+
+    async def flood(
+        self, went: list[str], until: asyncio.Event, answers: list[str] | None = None
+    ) -> None:
         while not until.is_set():
             await self.frame(went)
             if self.answer:
-                await self.frame([], self.answer)
+                await self.write([] if answers is None else answers, self.answer)
             await asyncio.sleep(0)  # its next frame arrives a turn later
 
 
@@ -265,3 +278,28 @@ async def test_a_link_streaming_light_frames_gets_its_part_of_the_loop_beside_he
     heavy_used = [link.used for link in heavy]
     assert min(heavy_used) >= 0.5 * max(heavy_used), Counter(went)  # none starved
     assert sum(heavy_used) >= 0.5 * clock[0]  # and together at least half the loop
+
+
+async def test_a_links_writes_wait_in_the_costly_line_while_its_reads_are_costly() -> None:
+    """A hundred links of costly frames, each answered with a cheap write (an ``Ack`` a
+    frame). Their answers waited in the cheap line, and a healthy node's ``Welcome``
+    and ``LeaseRenewed`` behind as many as 129 of them: 0.9 s on a loaded leader, its
+    lease lapsed, it was lost and renders it had finished were rendered again. A
+    link's writes now wait in the costly line while its reads are costly."""
+    loop = asyncio.get_running_loop()
+    clock = [0.0]
+    turns = Turns(loop, budget=0.008, clock=lambda: clock[0])
+    floods = [FakeLink(turns, clock, f"flood{n}", 0.002) for n in range(40)]
+    for flood in floods:
+        turns.charge(flood.account, 0.002)  # each read a costly frame lately
+    quiet = FakeLink(turns, clock, "quiet", 0.0001)
+    went: list[str] = []
+    answers = [loop.create_task(flood.write(went, 0.00005)) for flood in floods]
+    welcome = loop.create_task(quiet.write(went, 0.00005))  # asked last
+    assert not turns.full()  # a frame began this turn (the tasks' first steps are in it)
+    clock[0] += 0.009  # and used its share up: they all wait
+    await asyncio.sleep(0)
+    assert turns.in_line == 41
+    await asyncio.wait_for(asyncio.gather(*answers, welcome), 5.0)
+    assert went.index("quiet writes") <= 1, went
+    assert sorted(went) == sorted(["quiet writes", *(f"flood{n} writes" for n in range(40))])

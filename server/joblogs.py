@@ -35,7 +35,7 @@ from typing import NamedTuple
 from farmtui.printable import printable
 from farmtui.protocol import ChunkFinished, EventView
 from server import logfiles
-from server.logwriter import LogWriter
+from server.logwriter import LogWriter, weigh_lines
 
 log = logging.getLogger("farmtui.leader.joblogs")
 
@@ -364,7 +364,10 @@ class JobLogs:
             # Joined on the writer thread: 87,000 lines (a message that fits in a batch)
             # took the loop 5-10 ms here.
             self.writer.write(
-                self._append_lines, chunk_log_path(job_id, chunk, attempt), tuple(lines)
+                self._append_lines,
+                chunk_log_path(job_id, chunk, attempt),
+                tuple(lines),
+                weight=weigh_lines(lines),
             )
 
     def chunk_finished(self, report: ChunkFinished, node: str, now: float) -> None:

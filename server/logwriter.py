@@ -13,8 +13,11 @@ the queue runs dry, and at least every ``FLUSH_EVERY`` items under load, so
 ``tail -f`` sees lines within moments.
 
 A filer that stops answering must not cost the leader its memory: past
-``MAX_QUEUED`` waiting items, new writes are dropped and counted, and the
-count is logged once the queue drains again. Writes are queued as tuples of
+``MAX_QUEUED`` waiting items, or ``MAX_QUEUED_LINE_BYTES`` of queued lines
+(``weigh_lines``), new writes are dropped and counted, and the count is
+logged once the queue drains again. Items alone were no bound: one item can
+hold a message's 87,000 lines (700 kB), and a hundred links streaming such
+messages to their node logs took a leader from 160 to 806 MB. Writes are queued as tuples of
 an operation number and plain values (``write``), not closures: the garbage
 collector stops looking at such a tuple after its first pass, so a backlog of
 a slow filer does not make every collection longer.
@@ -26,8 +29,10 @@ import concurrent.futures
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
+
+from farmtui.protocol import MAX_BATCH_BYTES
 
 log = logging.getLogger("farmtui.leader.logwriter")
 
@@ -40,6 +45,15 @@ PlainValue = str | int | float | None | tuple["PlainValue", ...]
 FLUSH_EVERY = 512
 # Waiting items beyond which writes are dropped (a hung filer).
 MAX_QUEUED = 200_000
+# Bytes of waiting lines (as ``weigh_lines`` counts them) beyond which writes of lines
+# are dropped: a minute of a hundred agents' output, a second of a flood of 87,000-line
+# messages (about 5 MB each).
+MAX_QUEUED_LINE_BYTES = 128 * 1024 * 1024
+# What a line costs besides its characters: its string's header and its place in a tuple.
+LINE_OVERHEAD = 57
+# Lines whose characters are counted one by one; beyond, an agent's message (it fits
+# in a batch) is taken to be as long as a batch. Counting 87,000 lines took 2.4 ms.
+COUNTED_LINES = 1024
 
 _STOP = object()
 
@@ -52,6 +66,10 @@ class LogWriter:
         self._flushers: list[Callable[[], None]] = []
         self._operations: list[Callable[..., None]] = []
         self._closed = False
+        # Bytes of the lines waiting (``write(..., weight=)``); lines are queued on the
+        # loop and written here, hence the lock.
+        self._weight = 0
+        self._weight_lock = threading.Lock()
         self.dropped = 0
         self._dropped_reported = 0
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -66,21 +84,36 @@ class LogWriter:
         self._operations.append(function)
         return len(self._operations) - 1
 
-    def write(self, operation: int, *args: PlainValue) -> None:
-        """Queue ``operation(*args)`` (see ``operation``); never blocks, never raises."""
-        self._put((operation, *args))
+    def write(self, operation: int, *args: PlainValue, weight: int = 0) -> None:
+        """Queue ``operation(*args)`` (see ``operation``); never blocks, never raises.
+
+        ``weight``: the bytes of lines it holds (``weigh_lines``), counted against
+        ``MAX_QUEUED_LINE_BYTES`` until it has run.
+        """
+        if weight:
+            with self._weight_lock:
+                if self._weight + weight > MAX_QUEUED_LINE_BYTES:
+                    self.dropped += 1
+                    return
+                self._weight += weight
+        self._put((operation, weight, *args))
 
     def submit(self, work: Callable[[], None]) -> None:
         """Queue ``work``; never blocks, never raises."""
         self._put(work)
 
     def _put(self, item: object) -> None:
-        if self._closed:
-            return
-        if self._queue.qsize() >= MAX_QUEUED:
-            self.dropped += 1
+        if self._closed or self._queue.qsize() >= MAX_QUEUED:
+            if type(item) is tuple and item[1]:
+                self._done(item[1])
+            if not self._closed:
+                self.dropped += 1
             return
         self._queue.put(item)
+
+    def _done(self, weight: int) -> None:
+        with self._weight_lock:
+            self._weight -= weight
 
     def call(self, work: Callable[[], T]) -> concurrent.futures.Future[T]:
         """Run ``work`` after everything submitted before it; its result, or its exception."""
@@ -129,7 +162,11 @@ class LogWriter:
                     return
                 try:
                     if type(item) is tuple:
-                        self._operations[item[0]](*item[1:])
+                        try:
+                            self._operations[item[0]](*item[2:])
+                        finally:
+                            if item[1]:
+                                self._done(item[1])
                     else:
                         item()  # type: ignore[operator]
                 except Exception:
@@ -155,3 +192,13 @@ class LogWriter:
                 self.dropped,
             )
             self._dropped_reported = self.dropped
+
+
+def weigh_lines(lines: Sequence[str]) -> int:
+    """What ``lines`` hold in memory, about, in bytes, for ``LogWriter.write(weight=)``.
+
+    Never less than they hold: past ``COUNTED_LINES`` lines their characters are
+    not counted but taken to be a batch's worth, the most an agent's message carries.
+    """
+    characters = sum(map(len, lines)) if len(lines) <= COUNTED_LINES else MAX_BATCH_BYTES
+    return 1 + LINE_OVERHEAD * len(lines) + characters

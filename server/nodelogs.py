@@ -15,7 +15,7 @@ from io import TextIOWrapper
 from pathlib import Path
 
 from server import logfiles
-from server.logwriter import LogWriter
+from server.logwriter import LogWriter, weigh_lines
 
 log = logging.getLogger("farmtui.leader.nodelogs")
 
@@ -40,7 +40,7 @@ class NodeLogs:
         loop 10-20 ms here, in the group commit, where no link is charged for it.)"""
         kept = self.lines.setdefault(node, deque(maxlen=KEEP_LINES))
         kept.extend(line.rstrip("\n") for line in lines[-KEEP_LINES:])
-        self.writer.write(self._append, node, tuple(lines))
+        self.writer.write(self._append, node, tuple(lines), weight=weigh_lines(lines))
 
     def _write(self, node: str, lines: tuple[str, ...]) -> None:
         text = "".join(line.rstrip("\n") + "\n" for line in lines)

@@ -165,6 +165,44 @@ async def test_a_hung_filer_costs_the_loop_nothing_and_drops_are_reported(
     assert "900 log writes dropped so far" in caplog.text
 
 
+async def test_a_hung_filer_holds_a_bounded_weight_of_lines_not_a_number_of_messages(
+    tmp_path: Path,
+) -> None:
+    """A message of 87,000 empty lines is one queued item of 700 kB: a hundred links
+    streaming such messages to their node logs took a leader from 160 to 806 MB while
+    the queue held far fewer items than its bound. Lines are now bounded by what they
+    hold; what is dropped is counted, and writes go on once the filer answers."""
+    writer = LogWriter()
+    nodes = NodeLogs(tmp_path, writer)
+    filer, hung = threading.Event(), threading.Event()
+
+    def hang() -> None:
+        hung.set()
+        filer.wait(60)
+
+    writer.submit(hang)
+    assert hung.wait(30)
+    flood = [""] * 87_000
+    for number in range(100):
+        nodes.append(f"flood{number}", flood)
+    kept = logwriter.MAX_QUEUED_LINE_BYTES // logwriter.weigh_lines(flood)
+    assert 10 <= kept <= 40  # a few seconds of such a flood, about 128 MB at most
+    assert writer.dropped == 100 - kept
+    nodes.append("node1", ["small lines", "still fit"])  # far less than one of those
+    assert writer.dropped == 100 - kept
+    filer.set()
+    await asyncio.wrap_future(writer.call(lambda: None))
+    assert (tmp_path / "nodes/node1.log").read_text() == "small lines\nstill fit\n"
+    assert len((tmp_path / f"nodes/flood{kept - 1}.log").read_text()) == 87_000
+    assert not (tmp_path / f"nodes/flood{kept}.log").exists()
+    for number in range(kept + 5):  # drained, the whole bound is free again
+        nodes.append(f"again{number % 5}", flood)
+        await asyncio.wrap_future(writer.call(lambda: None))
+    assert writer.dropped == 100 - kept
+    nodes.close()
+    writer.close()
+
+
 async def test_a_job_deleted_while_its_lines_are_queued_leaves_no_folder(tmp_path: Path) -> None:
     logs = JobLogs(tmp_path)
     for number in range(500):

@@ -171,6 +171,11 @@ class AgentLink:
         future.add_done_callback(_Committed(self, message), context=self.context)
         return future
 
+    def heard(self) -> None:
+        """A frame of its agent's arrived (``Scheduler.node_heard``), on its current link."""
+        if self.leader.agents.get(self.name) is self:
+            self.leader.scheduler.node_heard(self.name, self.leader.now())
+
     def _node_online(self) -> bool:
         node = self.leader.scheduler.nodes.get(self.name)
         return node is not None and node.online
@@ -327,9 +332,7 @@ async def agent_endpoint(websocket: WebSocket) -> None:
     config = leader.config
     stale: list[ChunkRef] = []
     # Its messages wait until Welcome is written first (``SendQueue.open``).
-    link = AgentLink(
-        leader, websocket, hello.name, batches=hello.batches, held=True, reads=account
-    )
+    link = AgentLink(leader, websocket, hello.name, batches=hello.batches, held=True, reads=account)
 
     def connect(now: float) -> Changes:
         changes, unwanted = leader.scheduler.node_connected(hello, now)
@@ -431,6 +434,15 @@ async def serve(link: AgentLink, account: Account) -> None:
             log.warning("node %s: %s; closing its link", link.name, why)
             link.close(CLOSE_TOO_BIG, why)
             return
+        # Its agent is alive now, however long the frame waits for its turn: a busy
+        # leader's wait must not count as the node's silence.
+        link.heard()
+        if len(data) > LOOK_OVER_BYTES:
+            # Costly, whatever the link's last frames cost: a flooding link that had just
+            # reconnected (lost, closed, back) had its first frames of 80 kB take the
+            # cheap line, ahead of healthy nodes'; a steady stream of such links kept
+            # them waiting up to 0.8 s a frame.
+            account.lately = max(account.lately, COSTLY)
         if turn.full():
             await turn.share(account)
         began = time.thread_time()

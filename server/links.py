@@ -84,15 +84,15 @@ class SendQueue:
     def ack(self, seq: int) -> bool:
         """Acknowledge everything up to ``seq`` (committed), in the next frame.
 
-        Acks are cumulative, so a peer that reads batches gets one ``Ack`` per
-        frame, for the highest number committed by then, however many of its
-        messages that frame acknowledges (one a message was a third of what
-        the leader encoded and sent per chunk).
+        Acks are cumulative, so a peer gets one ``Ack`` per frame, for the
+        highest number committed by then, however many of its messages that
+        frame acknowledges (one a message was a third of what the leader
+        encoded and sent per chunk). A peer that does not read batches gets it
+        as a frame of its own: one a message, a link of a thousand numbered
+        messages a frame queued ten thousand and was closed as too far behind.
         """
         if self.closed:
             return False
-        if not self.batches:
-            return self.send(Ack(seq=seq))
         if seq > self._ack:
             self._ack = seq
             self._ready.set()
@@ -131,7 +131,13 @@ class SendQueue:
                 began = time.thread_time()
                 # The first message (Welcome) goes alone: the peer reads it before it
                 # knows whether this leader speaks batches.
-                frame = self._batch() if self.batches and sent else self.queue.popleft()
+                if self.batches and sent:
+                    frame = self._batch()
+                elif acking:
+                    self._ack_sent = self._ack
+                    frame = encode(Ack(seq=self._ack))
+                else:
+                    frame = self.queue.popleft()
                 text = frame.decode()
                 # Charged what it took up to the send, not the send: awaited, that may
                 # wait for the peer's socket, and other tasks' time with it.

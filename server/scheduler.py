@@ -473,6 +473,14 @@ class Scheduler:
         changes.readings.add(name)
         return changes
 
+    def node_heard(self, name: str, now: float) -> None:
+        """A frame of an online node's agent arrived: it is alive, whatever the frame says
+        and however long it waits to be read. Like a heartbeat, it brings no lost node
+        back and commits nothing."""
+        node = self.nodes.get(name)
+        if node is not None and node.online and now > node.last_seen:
+            node.last_seen = now
+
     @_noting
     def node_disconnected(self, name: str, now: float) -> Changes:
         """Its link closed: dispatch nothing more to it.

@@ -18,6 +18,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from farmtui.protocol import (
+    LOOK_OVER_BYTES,
     MAX_BATCH_FRAME_BYTES,
     MAX_FRAME_READ_BYTES,
     MAX_SLOTS,
@@ -42,6 +43,7 @@ from server import repeated_warnings
 from server.agent_link import CLOSE_LOST, AgentLink
 from server.config import LeaderConfig
 from server.model import Changes
+from server.turns import COSTLY, Account, turns
 from tests.helpers.fake_agent import FakeAgent
 from tests.helpers.leader import InProcessLeader, leader_in_process, wait_for
 
@@ -335,6 +337,79 @@ async def test_a_node_is_heard_until_its_welcome_is_written(
         await back.__aexit__(None, None, None)
     assert farm.scheduler.jobs[job_id].state == "done"
     assert len(chunk.attempts) == 1, "rendered again"
+
+
+async def test_a_node_is_heard_when_its_frame_arrives_however_long_it_waits_for_its_turn(
+    leader: InProcessLeader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under floods a healthy node's frames waited up to 0.8 s for their turn of the loop;
+    counted as silence, that had it declared lost while its agent kept sending."""
+    farm = leader.leader
+    async with FakeAgent.connect(leader.ws_url, leader.agent_token, "node1") as agent:
+        node = farm.scheduler.nodes["node1"]
+        turn = turns(asyncio.get_running_loop())
+        waiting: list[Account] = []
+        turned = asyncio.Event()
+
+        async def share(account: Account, linked: Account | None = None) -> None:
+            waiting.append(account)
+            await turned.wait()
+
+        monkeypatch.setattr(turn, "full", lambda: True)
+        monkeypatch.setattr(turn, "share", share)
+        clock = [farm.now()]
+        farm.clock = lambda: clock[0]
+        connected = clock[0]
+        clock[0] += farm.config.node_timeout - 0.5
+        await agent.send(Heartbeat(beat=1))
+        await wait_for(lambda: bool(waiting), 10.0, "the heartbeat waiting for its turn")
+        clock[0] = connected + farm.config.node_timeout + 1.0  # silent since it connected?
+        await farm.queue_tick()
+        assert node.online, "lost while its heartbeat waited for its turn"
+        turned.set()
+        assert isinstance(await agent.expect(LeaseRenewed), LeaseRenewed)
+
+
+async def test_a_large_frame_waits_in_the_costly_line_even_as_its_links_first(
+    leader: InProcessLeader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Flooding links that were lost and came straight back had their first frames of
+    80 kB (several ms of the loop each) go in the cheap line, ahead of healthy nodes'."""
+    async with FakeAgent.connect(leader.ws_url, leader.agent_token, "flood") as agent:
+        turn = turns(asyncio.get_running_loop())
+        costly: list[bool] = []
+
+        async def share(account: Account, linked: Account | None = None) -> None:
+            costly.append(account.lately >= COSTLY)
+
+        monkeypatch.setattr(turn, "full", lambda: True)
+        monkeypatch.setattr(turn, "share", share)
+        lines = ["x" * 100]
+        outputs = [
+            encode(ChunkOutput(job_id="j-nosuch", chunk=0, attempt=1, lines=lines, seq=n))
+            for n in range(1, 601)
+        ]
+        assert len(encode_batch(outputs)) > LOOK_OVER_BYTES
+        await agent.send_raw(encode_batch(outputs))
+        await agent.expect_ack(600)
+        await agent.send(Heartbeat(beat=1))
+        await agent.expect(LeaseRenewed)
+    assert costly[:1] == [True]
+
+
+async def test_a_peer_that_does_not_read_batches_gets_one_ack_for_many_messages(
+    leader: InProcessLeader,
+) -> None:
+    """Acks are cumulative for every peer: one a message, a link sending frames of a
+    thousand numbered messages queued ten thousand and was closed as too far behind."""
+    async with FakeAgent.connect(leader.ws_url, leader.agent_token, "node1") as agent:
+        beats = [encode(Heartbeat(beat=0, seq=agent.next_seq())) for _ in range(1000)]
+        await agent.send_raw(encode_batch(beats))
+        acks = [await agent.expect(Ack)]
+        while acks[-1].seq < 1000:
+            acks.append(await agent.expect(Ack))
+        assert len(acks) < 50, len(acks)  # one a group commit, not one a message
+        assert all(frame == 1 for frame in agent.frames)  # never a batch
 
 
 class TestLostNode:

@@ -88,8 +88,9 @@ class SendQueue:
         highest number committed by then, however many of its messages that
         frame acknowledges (one a message was a third of what the leader
         encoded and sent per chunk). A peer that does not read batches gets it
-        as a frame of its own: one a message, a link of a thousand numbered
-        messages a frame queued ten thousand and was closed as too far behind.
+        as a frame of its own. (One an Ack a message, a link sending frames of a
+        thousand numbered messages had ten thousand queued and was closed as
+        too far behind.)
         """
         if self.closed:
             return False

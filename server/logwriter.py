@@ -17,10 +17,12 @@ A filer that stops answering must not cost the leader its memory: past
 (``weigh_lines``), new writes are dropped and counted, and the count is
 logged once the queue drains again. Items alone were no bound: one item can
 hold a message's 87,000 lines (700 kB), and a hundred links streaming such
-messages to their node logs took a leader from 160 to 806 MB. Writes are queued as tuples of
-an operation number and plain values (``write``), not closures: the garbage
-collector stops looking at such a tuple after its first pass, so a backlog of
-a slow filer does not make every collection longer.
+messages to their node logs took a leader from 160 MB to 2 GB.
+
+Writes are queued as tuples of an operation number, their weight and plain
+values (``write``), not closures: the garbage collector stops looking at
+such a tuple after its first pass, so a backlog of a slow filer does not
+make every collection longer.
 """
 
 from __future__ import annotations

@@ -26,19 +26,22 @@ and its writes each have an ``Account``, charged with the loop thread's CPU
 seconds each frame takes: decoding and applying, or writing; not wall time,
 which on a loaded machine counted the thread's preemption against whichever
 link it hit). A frame of a link whose frames took ``COSTLY`` or more
-lately waits in the costly line, which goes only once the cheap line has had as
-much of the loop as the last costly frame took (or is empty): links that keep
-the loop busy share at most half of it, and an agent's heartbeat, its reports
-and its ``LeaseRenewed`` wait for at most one of their frames. A link's writes
-wait in the costly line too while its reads are costly (``linked``): they are
-answers to those reads (an ``Ack`` a frame). In the cheap line, a hundred
-flooding links' Acks had a healthy node's ``Welcome`` and ``LeaseRenewed`` wait
-up to 0.9 s behind them (a loaded machine, ``flood.py hbseq1000 100``): its
-lease lapsed, it was lost and frames it had finished were rendered again. With one line, a
-place being one frame whatever it cost, thirty links of frames just under a
-batch's limit (2-5 ms of decoding each) made a healthy node's every frame wait
-a round of theirs: a job took 25 s against 4.3 s with 47 attempts killed, and
-a hundred such links had the node lost and frames rendered twice.
+lately (or any frame over 64 kB: ``agent_link.serve``) waits in the costly
+line, which goes only once the cheap line has had as much of the loop as the
+last costly frame took (or is empty): links that keep the loop busy share at
+most half of it, and an agent's heartbeat, its reports and its
+``LeaseRenewed`` wait for at most one of their frames. With one line, a place
+being one frame whatever it cost, thirty links of frames just under a batch's
+limit (2-5 ms of decoding each) made a healthy node's every frame wait a
+round of theirs: a job took 25 s against 4.3 s with 47 attempts killed, and a
+hundred such links had the node lost and frames rendered twice.
+
+A link's writes wait in the costly line too while its reads are costly
+(``linked``): they are answers to those reads (an ``Ack`` a frame). In the
+cheap line, a hundred flooding links' Acks had a healthy node's ``Welcome``
+and ``LeaseRenewed`` wait up to 0.9 s behind them (a loaded machine,
+``flood.py hbseq1000 100``): its lease lapsed, it was lost, and frames it had
+finished were rendered again.
 
 Fair queueing proper (each link's place in virtual time by all it has used)
 was tried and put back: with 300 busy agents, one whose frame took 20 ms (a

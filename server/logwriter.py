@@ -199,8 +199,13 @@ class LogWriter:
 def weigh_lines(lines: Sequence[str]) -> int:
     """What ``lines`` hold in memory, about, in bytes, for ``LogWriter.write(weight=)``.
 
-    Never less than they hold: past ``COUNTED_LINES`` lines their characters are
-    not counted but taken to be a batch's worth, the most an agent's message carries.
+    Never less than they hold: a line with a character past Latin-1 (an emoji)
+    takes 2 or 4 bytes for each of its characters, so such lines count 4; past
+    ``COUNTED_LINES`` lines the characters are not counted but taken to be a
+    batch's worth (the most an agent's message carries), 4 bytes each.
     """
-    characters = sum(map(len, lines)) if len(lines) <= COUNTED_LINES else MAX_BATCH_BYTES
+    if len(lines) > COUNTED_LINES:
+        characters = 4 * MAX_BATCH_BYTES
+    else:
+        characters = sum(len(line) if line.isascii() else 4 * len(line) for line in lines)
     return 1 + LINE_OVERHEAD * len(lines) + characters

@@ -203,6 +203,16 @@ async def test_a_hung_filer_holds_a_bounded_weight_of_lines_not_a_number_of_mess
     writer.close()
 
 
+def test_lines_weigh_what_they_hold_in_memory() -> None:
+    """A line with one emoji holds four bytes for each of its characters."""
+    ascii_lines = ["x" * 100] * 10
+    wide = ["x" * 99 + "\N{PILE OF POO}"] * 10
+    assert logwriter.weigh_lines(wide) >= sum(len(line) * 4 for line in wide)
+    assert logwriter.weigh_lines(ascii_lines) < logwriter.weigh_lines(wide)
+    many = [""] * (logwriter.COUNTED_LINES + 1)  # not counted: a batch's worth, at the most
+    assert logwriter.weigh_lines(many) >= 4 * logwriter.MAX_BATCH_BYTES
+
+
 async def test_a_job_deleted_while_its_lines_are_queued_leaves_no_folder(tmp_path: Path) -> None:
     logs = JobLogs(tmp_path)
     for number in range(500):

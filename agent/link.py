@@ -14,8 +14,9 @@ backoff applies only once a whole round found no active leader. A link that
 was up and broke goes on with the next URL first, so the leader that just
 died is tried last.
 
-The lease: every heartbeat is numbered, and the leader answers each one it
-has processed with ``LeaseRenewed``. The agent's lease then lasts
+The lease: every heartbeat is numbered, and the leader answers those it has
+processed with ``LeaseRenewed`` (for the latest of them, when several wait to
+be written: the renewal is cumulative). The agent's lease then lasts
 ``Welcome.lease`` seconds from the moment it *sent* that heartbeat (or the
 hello, for the Welcome), never from when the answer arrived, so it always
 ends before the leader's ``node_timeout`` (counted from when the leader heard

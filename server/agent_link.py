@@ -51,7 +51,6 @@ from farmtui.protocol import (
     ChunkRef,
     Heartbeat,
     LeaderToAgentMessage,
-    LeaseRenewed,
     OsName,
     ProtocolError,
     Refused,
@@ -218,7 +217,7 @@ class AgentLink:
         ):
             # Never past our own lease, nor to a node lost meanwhile: checked now, as it
             # is sent, not at the commit.
-            self.send(LeaseRenewed(beat=message.beat))
+            self.out.renew(message.beat)  # cumulative: one a frame for all of them
         if message.seq > 0 and self.held_back is None:
             self.out.ack(message.seq)  # cumulative: one Ack a frame for all of them
 

@@ -16,7 +16,14 @@ from collections import deque
 import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from farmtui.protocol import MAX_BATCH_BYTES, MAX_BATCH_MESSAGES, Ack, encode, encode_batch
+from farmtui.protocol import (
+    MAX_BATCH_BYTES,
+    MAX_BATCH_MESSAGES,
+    Ack,
+    LeaseRenewed,
+    encode,
+    encode_batch,
+)
 from server.turns import Account, turns
 
 log = logging.getLogger("farmtui.leader.links")
@@ -44,6 +51,11 @@ class SendQueue:
         # The highest sequence number to acknowledge, and the highest sent (``ack``).
         self._ack = 0
         self._ack_sent = 0
+        # The same for the highest heartbeat answered (``renew``).
+        self._beat = 0
+        self._beat_sent = 0
+        # The last frame was an Ack or a renewal alone: a message queued goes next.
+        self._owed_last = False
         self._ready = asyncio.Event()
         # Nothing is written until ``open`` puts the first message ahead of what is queued.
         self._held = held
@@ -99,6 +111,21 @@ class SendQueue:
             self._ready.set()
         return True
 
+    def renew(self, beat: int) -> bool:
+        """Renew the peer's lease up to heartbeat ``beat`` (``LeaseRenewed``), in the next frame.
+
+        Cumulative like ``ack``: the agent's lease runs from the latest heartbeat
+        answered, and the ones before it add nothing. (One a heartbeat, a peer
+        that does not read batches and sent a thousand heartbeats a frame had ten
+        thousand queued and was closed as too far behind.)
+        """
+        if self.closed:
+            return False
+        if beat > self._beat:
+            self._beat = beat
+            self._ready.set()
+        return True
+
     def close(self) -> None:
         """Stop after what is queued (or at once when overflowed)."""
         if not self.closed:
@@ -114,8 +141,8 @@ class SendQueue:
         granted = False  # this frame's place in the turn is won: never queue again for it
         try:
             while True:
-                acking = self._ack > self._ack_sent and sent > 0
-                if self._held or (not self.queue and not acking):
+                owing = (self._ack > self._ack_sent or self._beat > self._beat_sent) and sent > 0
+                if self._held or (not self.queue and not owing):
                     if self.closed:  # held: never opened, nothing of it may go out
                         break
                     granted = False
@@ -134,11 +161,12 @@ class SendQueue:
                 # knows whether this leader speaks batches.
                 if self.batches and sent:
                     frame = self._batch()
-                elif acking:
-                    self._ack_sent = self._ack
-                    frame = encode(Ack(seq=self._ack))
+                elif owing and not (self.queue and self._owed_last):
+                    frame = self._owed()
+                    self._owed_last = True
                 else:
                     frame = self.queue.popleft()
+                    self._owed_last = False
                 text = frame.decode()
                 # Charged what it took up to the send, not the send: awaited, that may
                 # wait for the peer's socket, and other tasks' time with it.
@@ -166,6 +194,10 @@ class SendQueue:
             self._ack_sent = self._ack
             batch.append(encode(Ack(seq=self._ack)))
             size = len(batch[0])
+        if self._beat > self._beat_sent:
+            self._beat_sent = self._beat
+            batch.append(encode(LeaseRenewed(beat=self._beat)))
+            size += len(batch[-1])
         while (
             queue
             and len(batch) < MAX_BATCH_MESSAGES
@@ -174,6 +206,14 @@ class SendQueue:
             size += len(queue[0]) + 1
             batch.append(queue.popleft())
         return encode_batch(batch)
+
+    def _owed(self) -> bytes:
+        """An Ack or a renewal due, as a frame of its own (a peer that does not read batches)."""
+        if self._ack > self._ack_sent:
+            self._ack_sent = self._ack
+            return encode(Ack(seq=self._ack))
+        self._beat_sent = self._beat
+        return encode(LeaseRenewed(beat=self._beat))
 
     async def first_written(self) -> None:
         """Until the first message is written (``open``'s), or the link is gone."""

@@ -412,6 +412,25 @@ async def test_a_peer_that_does_not_read_batches_gets_one_ack_for_many_messages(
         assert all(frame == 1 for frame in agent.frames)  # never a batch
 
 
+async def test_a_peer_that_does_not_read_batches_gets_one_renewal_for_many_heartbeats(
+    leader: InProcessLeader,
+) -> None:
+    """Renewals are cumulative too: one a heartbeat, a link sending frames of a thousand
+    heartbeats queued ten thousand frames and was closed as too far behind."""
+    async with FakeAgent.connect(leader.ws_url, leader.agent_token, "node1") as agent:
+        for frame in range(20):
+            beats = [encode(Heartbeat(beat=frame * 1000 + n)) for n in range(1, 1001)]
+            await agent.send_raw(encode_batch(beats))
+        renewals = [await agent.expect(LeaseRenewed)]
+        while renewals[-1].beat < 20_000:
+            renewals.append(await agent.expect(LeaseRenewed))
+        assert len(renewals) < 1000, len(renewals)  # a few a frame at most, not 20,000
+        assert [r.beat for r in renewals] == sorted(r.beat for r in renewals)
+        assert all(frame == 1 for frame in agent.frames)  # never a batch
+        await agent.send(Heartbeat(beat=20_001))  # the link is still open, and answered
+        assert (await agent.expect(LeaseRenewed)).beat == 20_001
+
+
 class TestLostNode:
     @pytest.fixture
     def leader_config(self) -> LeaderConfig:

@@ -141,7 +141,7 @@ class SendQueue:
         granted = False  # this frame's place in the turn is won: never queue again for it
         try:
             while True:
-                owing = (self._ack > self._ack_sent or self._beat > self._beat_sent) and sent > 0
+                owing = sent > 0 and self._owing()
                 if self._held or (not self.queue and not owing):
                     if self.closed:  # held: never opened, nothing of it may go out
                         break
@@ -162,7 +162,7 @@ class SendQueue:
                 if self.batches and sent:
                     frame = self._batch()
                 elif owing and not (self.queue and self._owed_last):
-                    frame = self._owed()
+                    frame = self._due()
                     self._owed_last = True
                 else:
                     frame = self.queue.popleft()
@@ -189,15 +189,10 @@ class SendQueue:
         queue = self.queue
         batch: list[bytes] = []
         size = 0
-        if self._ack > self._ack_sent:
-            # Everything acknowledged was committed before anything queued here was sent.
-            self._ack_sent = self._ack
-            batch.append(encode(Ack(seq=self._ack)))
-            size = len(batch[0])
-        if self._beat > self._beat_sent:
-            self._beat_sent = self._beat
-            batch.append(encode(LeaseRenewed(beat=self._beat)))
-            size += len(batch[-1])
+        # First: everything acknowledged was committed before anything queued here was sent.
+        while self._owing():
+            batch.append(self._due())
+            size += len(batch[-1]) + 1
         while (
             queue
             and len(batch) < MAX_BATCH_MESSAGES
@@ -207,8 +202,12 @@ class SendQueue:
             batch.append(queue.popleft())
         return encode_batch(batch)
 
-    def _owed(self) -> bytes:
-        """An Ack or a renewal due, as a frame of its own (a peer that does not read batches)."""
+    def _owing(self) -> bool:
+        """Whether an Ack or a renewal is due (``ack``, ``renew``)."""
+        return self._ack > self._ack_sent or self._beat > self._beat_sent
+
+    def _due(self) -> bytes:
+        """The Ack due, else the renewal due, encoded, and counted as sent."""
         if self._ack > self._ack_sent:
             self._ack_sent = self._ack
             return encode(Ack(seq=self._ack))

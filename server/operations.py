@@ -265,9 +265,10 @@ async def move(
         job_or_404(leader, before)
 
     def step(now: float) -> Changes:
-        # Checked as it moves: the queue may change while the move waits.
+        # Checked as it moves (``on_jobs`` found it there): the queue may change while
+        # the move waits.
         if not principal.is_admin:
-            _only_past_own(leader, principal, job_or_404(leader, job_id), where, before)
+            _only_past_own(leader, principal, leader.scheduler.jobs[job_id], where, before)
         return leader.scheduler.move(job_id, where, before, principal.name, now)
 
     await write(leader, on_jobs(leader, [job_id], step), Conflict)

@@ -1,0 +1,156 @@
+"""Where the CPU of scale.py's (d) goes: each process' milliseconds per ``/bin/true`` chunk.
+
+(d) runs ``/bin/true`` through a real leader and one real agent with 2
+slots, against ``xargs -P2``. Its rate alone does not say which process
+bounds it. This runs the same farm and, around each job (submit to finish,
+the leader's clock), reads the CPU time (user + system) of:
+
+- the agent's process;
+- the leader's process (all its threads);
+- the agent's shim zygote with what it reaped: its shims, and through them
+  the renderers (a shim serves a job's chunks and exits ``IDLE_FOR`` seconds
+  after the last, when its time is added to its zygote's: so each job is
+  measured once its shims have all exited);
+
+and the whole machine's busy share from ``/proc/stat``. Divided by the
+chunks, these are what a chunk costs each, beside xargs -P2's rate in the
+same round (whose whole cost per command is about ``2 cores / rate``).
+
+    python bench/true_cpu.py [--commands 3000] [--runs 3]
+
+Linux only (``/proc``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+import scale  # noqa: E402
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int, *, reaped: bool = False) -> float:
+    """User + system time of ``pid`` (and of its reaped children when ``reaped``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    user, system, child_user, child_system = (int(f) for f in fields[11:15])
+    own = user + system
+    return (own + child_user + child_system if reaped else own) / TICKS
+
+
+def machine() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs; idle and iowait are not busy."""
+    counts = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    total = sum(counts)
+    return total - counts[3] - counts[4], total
+
+
+def zygotes_of(parent: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes()
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError):
+            continue
+        if ppid == parent and b"zygote.py" in command:
+            found.append(int(entry.name))
+    return found
+
+
+def wait_childless(pids: list[int], within: float = 30.0) -> None:
+    """Until no process in ``pids`` has a child (its shims exited, their time added)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        children = 0
+        for entry in Path("/proc").iterdir():
+            try:
+                stat = (entry / "stat").read_text() if entry.name.isdigit() else ""
+            except OSError:
+                continue
+            if stat and int(stat.rsplit(")", 1)[1].split()[1]) in pids:
+                children += 1
+        if not children:
+            return
+        time.sleep(0.2)  # between polls of a condition
+    raise SystemExit(f"the zygote's shims still run {within:g} s after the job")
+
+
+def measure(commands: int, runs: int) -> list[dict[str, Any]]:
+    records: list[dict[str, Any]] = []
+    with scale.BenchFarm(Path(tempfile.mkdtemp(prefix="true-cpu")) / "d", "") as farm:
+        farm.start()
+        agent = farm.local.start_agent(1, slots=2, name="bench-agent")
+        farm.local.wait_nodes_online([agent.name], timeout=60)
+        with farm.client() as client:
+            scale.run_true_job(client, 10, 60, "warm-up")  # starts the zygote
+            zygotes = zygotes_of(agent.process.pid)
+            for run in range(1, runs + 1):
+                xargs_s = scale.run_xargs(commands)
+
+                def sample() -> tuple[float, float, float, tuple[int, int]]:
+                    return (
+                        cpu_seconds(agent.process.pid),
+                        cpu_seconds(farm.pid),
+                        sum(cpu_seconds(z, reaped=True) for z in zygotes),
+                        machine(),
+                    )
+
+                wait_childless(zygotes)
+                before = sample()
+                record = scale.run_true_job(client, commands, 600.0, f"true-{run}")
+                wait_childless(zygotes)
+                after = sample()
+                client.action("delete", [record["job_id"]])
+                busy = (after[3][0] - before[3][0]) / max(after[3][1] - before[3][1], 1)
+                spent = zip(before[:3], after[:3], strict=True)
+                per_chunk = [1000 * (b - a) / commands for a, b in spent]
+                record.update(
+                    xargs_rate=commands / xargs_s,
+                    agent_ms=per_chunk[0],
+                    leader_ms=per_chunk[1],
+                    shims_ms=per_chunk[2],
+                    machine_busy=busy,
+                )
+                records.append(record)
+                print(
+                    f"run {run}: farm {record['rate']:.0f}/s,"
+                    f" xargs -P2 {record['xargs_rate']:.0f}/s;"
+                    f" ms of CPU a chunk: agent {per_chunk[0]:.2f}, leader {per_chunk[1]:.2f},"
+                    f" zygote+shims+renderers {per_chunk[2]:.2f}; machine {100 * busy:.0f}% busy",
+                    flush=True,
+                )
+    return records
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--commands", type=int, default=3000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "true_cpu.json")
+    args = parser.parse_args()
+    records = measure(args.commands, args.runs)
+    keys = ("rate", "xargs_rate", "agent_ms", "leader_ms", "shims_ms", "machine_busy")
+    medians = {k: statistics.median(r[k] for r in records) for k in keys}
+    print("medians: " + ", ".join(f"{k} {v:.2f}" for k, v in medians.items()))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"runs": records, "medians": medians}, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -306,6 +306,9 @@ class Shim:
         self.kill_started = 0.0
         self.termed: dict[int, float] = {}
         self.group_signalled = False
+        # The renderer had exited (unreaped) before the first signal of a kill: it ended
+        # on its own, and the kill was for what it left behind, or for nothing.
+        self.ended_first = False
         self.group_termed: float | None = None
         self.group_killed = False
         self.next_sweep = 0.0
@@ -341,7 +344,7 @@ class Shim:
         self.more = self.again is not None and not self.signalled and self.again()
         again = ', "next": true' if self.more else ""
         self.done = (
-            f'{{"event": "done", "returncode": {returncode}, "cause": "{self.cause or "exit"}", '
+            f'{{"event": "done", "returncode": {returncode}, "cause": "{self.ending()}", '
             f'"killed": {len(self.termed)}, "complete": true{again}}}'
         )
         if not self.more:  # one that takes more leaves it to its zygote (``serve``)
@@ -358,7 +361,7 @@ class Shim:
                 return True
             if pid == self.renderer:
                 self.returncode = os.waitstatus_to_exitcode(status)
-                if not self.group_signalled:  # it ended on its own: nothing was signalled yet
+                if not self.group_signalled or self.ended_first:  # it ended on its own
                     write_exit(self.exit_file, self.returncode)
                 emit(f'{{"event": "exited", "returncode": {self.returncode}}}')
 
@@ -466,6 +469,11 @@ class Shim:
 
     # ---------------------------------------------------------------- killing
 
+    def ending(self) -> str:
+        """Why the tree ended, as the ``done`` line says: ``exit`` when the renderer ended
+        on its own, even with a kill already decided (its leftovers were killed)."""
+        return "exit" if self.ended_first or not self.cause else self.cause
+
     def request_kill(self, cause: str, grace: float, now: float) -> None:
         """Start killing the tree (at the next sweep, right away), or shorten the grace."""
         if self.cause:
@@ -517,6 +525,12 @@ class Shim:
         alive = [pid for pid in tree if processes[pid][2] not in GONE]
         if not self.group_signalled:
             self.group_signalled = True
+            # A lease that lapsed, or an agent that died, as the renderer was exiting: if
+            # it is a zombie here, before any signal, it ended on its own. It is then
+            # credited (cause "exit", its exit file written), not killed and rendered
+            # again. (Not in the scan: as if alive, the safe side.)
+            state = processes.get(self.renderer, (0, 0, b"R"))[2]
+            self.ended_first = self.returncode is None and state in GONE
             # The group id is ours while the renderer is unreaped (alive or a zombie).
             if self.returncode is None and send(-self.renderer, signal.SIGTERM):
                 self.group_termed = now

@@ -691,9 +691,16 @@ class ChunkRun:
                 shim.kill(self.sup.kill_grace, "the agent stopped")
         self._flush_output()
         self._scan_files(force=True)
-        if result.cause == "exit" and self.stop is not None and self.stop.reason == LEASE_LAPSED:
+        if result.cause == "exit" and self._lapsed():
             await self._lease_again()
         await self._conclude(result.returncode, started)
+
+    def _lapsed(self) -> bool:
+        """Whether the lease ran out for this attempt: told so, or not yet (the watchdog's
+        look comes later than the render's end, read after a freeze of the agent)."""
+        if self.stop is not None:
+            return self.stop.reason == LEASE_LAPSED
+        return time.monotonic() > self.sup.lease_until
 
     async def _lease_again(self) -> None:
         """The render ended by itself, and was told to stop for a lapsed lease only after:

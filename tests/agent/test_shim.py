@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import os
 import signal
+import subprocess
 import sys
 import textwrap
 import time
@@ -195,6 +197,60 @@ async def test_a_renderer_that_ends_on_its_own_leaves_its_exit_status_for_a_new_
     shim.kill(0.5, "stop")
     assert (await shim.wait()).cause == "kill"
     assert not killed.exists()
+
+
+# Drives the shim's own kill in a process of its own (the shim reaps with waitpid(-1)):
+# the renderer has exited, unreaped, when a lapsed lease starts the kill; or is alive.
+ENDED_AS_THE_LEASE_LAPSED = textwrap.dedent(
+    """
+    import json, os, sys, time
+    sys.path.insert(0, sys.argv[1])
+    from agent import shim as s
+    exit_file, live = sys.argv[2], sys.argv[3] == "alive"
+    pid = os.fork()
+    if pid == 0:
+        os.setpgid(0, 0)
+        if live:
+            time.sleep(600)
+        os._exit(0)
+    deadline = time.monotonic() + 30
+    while not live and open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z":
+        assert time.monotonic() < deadline, "the renderer never exited"
+        time.sleep(0.01)  # between polls of a condition
+    shim = s.Shim(5.0, time.monotonic(), os.pipe()[0], exit_file)
+    shim.renderer = pid
+    now = time.monotonic()
+    shim.request_kill("lease", 0.2, now)
+    shim.sweep(now)
+    while shim.reap():
+        time.sleep(0.01)  # between polls of a condition
+    print(json.dumps({"cause": shim.ending(), "returncode": shim.returncode}))
+    """
+)
+
+
+@pytest.mark.parametrize("renderer", ["exited", "alive"])
+def test_a_renderer_that_ended_as_the_lease_lapsed_is_credited_not_killed(
+    tmp_path: Path, renderer: str
+) -> None:
+    # Seen under CPU hogs with a leader restart and a 0.9 s SIGSTOP of the agent: the
+    # lease lapsed as the renderer was exiting, the attempt was reported killed, and
+    # its frame rendered a second time. Ended before any signal, it ended on its own.
+    exit_file = tmp_path / "chunk.exit"
+    driver = subprocess.run(
+        [sys.executable, "-c", ENDED_AS_THE_LEASE_LAPSED, str(REPO), str(exit_file), renderer],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    report = json.loads(driver.stdout)
+    if renderer == "exited":
+        assert report == {"cause": "exit", "returncode": 0}
+        assert exit_file.read_text().strip() == "0"  # a restarted agent credits it
+    else:
+        assert report == {"cause": "lease", "returncode": -signal.SIGTERM}
+        assert not exit_file.exists()
 
 
 async def test_the_agents_death_never_breaks_the_renderers_output_pipe(

@@ -233,9 +233,9 @@ ENDED_AS_THE_LEASE_LAPSED = textwrap.dedent(
 def test_a_renderer_that_ended_as_the_lease_lapsed_is_credited_not_killed(
     tmp_path: Path, renderer: str
 ) -> None:
-    # Seen under CPU hogs with a leader restart and a 0.9 s SIGSTOP of the agent: the
-    # lease lapsed as the renderer was exiting, the attempt was reported killed, and
-    # its frame rendered a second time. Ended before any signal, it ended on its own.
+    # A lapsed lease's kill that starts between the shim's reap and its scan finds the
+    # renderer exited, not yet reaped: it was reported killed (no exit file), and its
+    # frame rendered a second time. Ended before any signal, it ended on its own.
     exit_file = tmp_path / "chunk.exit"
     driver = subprocess.run(
         [sys.executable, "-c", ENDED_AS_THE_LEASE_LAPSED, str(REPO), str(exit_file), renderer],

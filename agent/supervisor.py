@@ -703,8 +703,9 @@ class ChunkRun:
         return time.monotonic() > self.sup.lease_until
 
     async def _lease_again(self) -> None:
-        """The render ended by itself, and was told to stop for a lapsed lease only after:
-        its end waits until the lease is renewed, then is judged and delivered as ever.
+        """The render ended by itself, and the lease ran out before its end was judged
+        (the watchdog told it to stop, or will): its end waits until the lease is
+        renewed, then is judged and delivered as ever.
 
         A leader slow to answer (a flood of other links) let the lease lapse between a
         render's end and the agent's reading of it: the attempt was reported killed,

@@ -12,20 +12,19 @@ the leader's clock), reads the CPU time (user + system) of:
   after the last, when its time is added to its zygote's: so each job is
   measured once its shims have all exited);
 
-and the whole machine's busy share from ``/proc/stat``. Divided by the
+and the whole machine's busy share (psutil). Divided by the
 chunks, these are what a chunk costs each, beside xargs -P2's rate in the
 same round (whose whole cost per command is about ``2 cores / rate``).
 
     python bench/true_cpu.py [--commands 3000] [--runs 3]
 
-Linux only (``/proc``).
+Linux only (psutil's CPU time of reaped children).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -33,61 +32,44 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 import scale  # noqa: E402
 
-TICKS = os.sysconf("SC_CLK_TCK")
-
 
 def cpu_seconds(pid: int, *, reaped: bool = False) -> float:
     """User + system time of ``pid`` (and of its reaped children when ``reaped``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    user, system, child_user, child_system = (int(f) for f in fields[11:15])
-    own = user + system
-    return (own + child_user + child_system if reaped else own) / TICKS
+    times = psutil.Process(pid).cpu_times()
+    own = times.user + times.system
+    return own + times.children_user + times.children_system if reaped else own
 
 
-def machine() -> tuple[int, int]:
-    """(busy, total) jiffies of all CPUs; idle and iowait are not busy."""
-    counts = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    total = sum(counts)
-    return total - counts[3] - counts[4], total
+def machine() -> tuple[float, float]:
+    """(busy, total) CPU seconds of all CPUs; idle and iowait are not busy."""
+    times = psutil.cpu_times()
+    total = sum(times)
+    return total - times.idle - times.iowait, total
 
 
 def zygotes_of(parent: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            command = (entry / "cmdline").read_bytes()
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError):
-            continue
-        if ppid == parent and b"zygote.py" in command:
-            found.append(int(entry.name))
-    return found
+    return [
+        child.pid
+        for child in psutil.Process(parent).children()
+        if any("zygote.py" in arg for arg in child.cmdline())
+    ]
 
 
 def wait_childless(pids: list[int], within: float = 30.0) -> None:
     """Until no process in ``pids`` has a child (its shims exited, their time added)."""
     deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        children = 0
-        for entry in Path("/proc").iterdir():
-            try:
-                stat = (entry / "stat").read_text() if entry.name.isdigit() else ""
-            except OSError:
-                continue
-            if stat and int(stat.rsplit(")", 1)[1].split()[1]) in pids:
-                children += 1
-        if not children:
-            return
+    while any(psutil.Process(pid).children() for pid in pids):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the zygote's shims still run {within:g} s after the job")
         time.sleep(0.2)  # between polls of a condition
-    raise SystemExit(f"the zygote's shims still run {within:g} s after the job")
 
 
 def measure(commands: int, runs: int) -> list[dict[str, Any]]:
@@ -116,7 +98,7 @@ def measure(commands: int, runs: int) -> list[dict[str, Any]]:
                 wait_childless(zygotes)
                 after = sample()
                 client.action("delete", [record["job_id"]])
-                busy = (after[3][0] - before[3][0]) / max(after[3][1] - before[3][1], 1)
+                busy = (after[3][0] - before[3][0]) / max(after[3][1] - before[3][1], 1e-9)
                 spent = zip(before[:3], after[:3], strict=True)
                 per_chunk = [1000 * (b - a) / commands for a, b in spent]
                 record.update(

@@ -22,7 +22,7 @@ End of stdin (the agent died) or a lapsed lease kills the tree with a grace
 of at most 0.2 s; so do SIGTERM, SIGINT and SIGHUP sent to the shim, with the
 full ``--grace``. Status, on stderr, one JSON object a line::
 
-    {"event": "started", "pid": N}
+    {"event": "started", "pid": N, "at": T}            T: its start, wall clock
     {"event": "spawn_failed", "error": "..."}          then exit
     {"event": "exited", "returncode": RC}              the renderer itself, -N = signal N
     {"event": "stuck", "alive": N}                     every 5 s while SIGKILL does not work
@@ -655,6 +655,9 @@ def serve(
         refuse(why)
     if unchanged is not None and not unchanged():
         refuse("its supervisor was changed by another process")
+    # Said with the start: a queued chunk may start while its agent is frozen, and its
+    # render time (and timeouts) run from here, not from when the agent hears of it.
+    began = time.time()
     try:
         shim.renderer = spawn(argv, environ)
     except (OSError, ValueError) as exc:
@@ -662,7 +665,7 @@ def serve(
         error = quote(f"cannot start {argv[0]!r}: {reason}")
         emit(f'{{"event": "spawn_failed", "error": {error}}}')
         os._exit(0)
-    emit(f'{{"event": "started", "pid": {shim.renderer}}}')
+    emit(f'{{"event": "started", "pid": {shim.renderer}, "at": {began!r}}}')
     shim.hold_output()
     # Only the tree writes to the output pipe now: its end of file means the tree closed it.
     null = os.open("/dev/null", os.O_WRONLY)

@@ -70,6 +70,7 @@ class _Status(msgspec.Struct, tag_field="event", kw_only=True):
 
 class Started(_Status, tag="started"):
     pid: int
+    at: float = 0.0  # wall clock, as the renderer was started (0: not said)
 
 
 class SpawnFailed(_Status, tag="spawn_failed"):
@@ -183,6 +184,7 @@ class Shim:
         self.output: asyncio.StreamReader = process.stdout
         # The renderer's pid; None when it did not start.
         self.pid: int | None = None
+        self.started_at = 0.0  # the renderer's start as the shim said it (wall clock)
         # The renderer's exit status as soon as it exits, before its helpers are gone.
         self.returncode: int | None = None
         self._control = process.stdin
@@ -439,8 +441,8 @@ class Shim:
             self._last_words = text
             return
         match status:
-            case Started(pid=pid):
-                self.pid = pid
+            case Started(pid=pid, at=at):
+                self.pid, self.started_at = pid, at
                 self._mark_started()
             case SpawnFailed(error=error):
                 self._result = ShimResult(None, "spawn_failed", 0, error)

@@ -212,6 +212,7 @@ class ChunkRun:
         # start the moment that one's tree is gone: its shim, the token that takes it
         # back, the chunk ahead; and, for a chunk rendering, the one queued on its shim.
         self.queued: Shim | None = None
+        self.queued_at = math.inf  # wall clock: its shim cannot have started it before
         self.token: int | None = None
         self.following: ChunkRun | None = None
         self.successor: ChunkRun | None = None
@@ -269,6 +270,7 @@ class ChunkRun:
         argv, cwd, env, exit_file = self._start_args
         ahead.successor, self.following = self, ahead
         followed: tuple[Shim, int] | None = None
+        handed = self.sup.wall()
         try:
             followed = await Shim.follow(
                 ahead.shim,
@@ -287,6 +289,7 @@ class ChunkRun:
         if followed is None:
             return
         self.queued, self.token = followed
+        self.queued_at = handed
         log.debug("chunk %s queued behind %s", self.marker, ahead.marker)
         if self.stop is not None and not self.unqueue():  # told to stop meanwhile
             self.queued.kill(self.sup.kill_grace, self.stop.reason)
@@ -499,6 +502,11 @@ class ChunkRun:
         try:
             async with self.sup.spawning():
                 shim = await self._start_queued(cwd) if self.queued is not None else None
+                if shim is not None and self.queued_at <= shim.started_at < started:
+                    # Its shim started it before this loop heard (the agent was frozen
+                    # or busy): its render time and timeouts run from that start.
+                    self.spawned_at -= started - shim.started_at
+                    started = shim.started_at
                 if shim is None:
                     shim = await Shim.start(
                         argv,

@@ -191,6 +191,29 @@ async def test_a_queued_chunk_starts_while_the_agent_is_busy(
     assert farm.supervisor.rendering == 0, "a slot was never given back"
 
 
+async def test_a_queued_chunk_rendered_while_the_agent_was_frozen_keeps_its_render_time(
+    farm: Any, python: str, tmp_path: Path
+) -> None:
+    """The shim starts a queued chunk, and it renders to its end, while the agent's
+    loop is held: its render time runs from its renderer's start, not from the
+    moment the agent heard of it (which left it a few milliseconds)."""
+    farm.supervisor.slots = 1
+    tally = tmp_path / "tally"
+    farm.supervisor.assign(tallied(python, tally, 1, 0.2))
+    farm.supervisor.assign(tallied(python, tally, 2, 0.5))
+    await poll_until(lambda: queued(farm, 2), what="chunk 2 to be queued on chunk 1's shim")
+    assert frozen_until(lambda: runs(tally).get(2, (0.0, None))[1] is not None), (
+        "the queued chunk did not render while the agent was held"
+    )
+    began, ended = runs(tally)[2]
+    assert ended is not None
+    report = await poll_until(lambda: finished(farm, 2), what="chunk 2's report")
+    assert report.outcome == "done"
+    assert report.started <= began, "its start was taken from when the agent heard of it"
+    assert report.finished - report.started >= ended - began >= 0.5
+    await poll_until(lambda: not farm.supervisor.runs, what="every chunk to end")
+
+
 async def test_chunks_handed_over_together_each_queue_on_a_shim_of_their_job(
     farm: Any, python: str, tmp_path: Path
 ) -> None:

@@ -562,7 +562,9 @@ class ChunkRun:
             # An orphan reaped earlier under this pid was another process: never this one's end.
             self.sup.forget_orphan(shim.pid)
             log.info("chunk %s started pid %d: %s", self.marker, shim.pid, " ".join(argv))
-            self.sup.reporter.send(ChunkStarted(**self._ids(), pid=shim.pid, command=argv))
+            self.sup.reporter.send(
+                ChunkStarted(**self._ids(), pid=shim.pid, command=argv, started=started)
+            )
             self.sup.may_follow(self.assign.job_id)
             await self._supervise(shim, started)
         finally:

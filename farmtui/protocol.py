@@ -118,6 +118,10 @@ ChunkSize = Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
 Count = Annotated[int, msgspec.Meta(ge=0, le=1_000_000)]
 # A duration in seconds; 0 is allowed here, farmtui.jobfields says where it means nothing.
 Seconds = Annotated[float, msgspec.Meta(ge=0, le=MAX_SECONDS)]
+# A node's wall clock as it reports a render's times (0: not known). Bounded so that what
+# the leader writes from it (a chunk log's times, render times) is a date: 2100-01-01.
+MAX_TIMESTAMP = 4_102_444_800.0
+Timestamp = Annotated[float, msgspec.Meta(ge=0, le=MAX_TIMESTAMP)]
 Percent = Annotated[float, msgspec.Meta(gt=0, le=100)]
 # How many records a history read (failures, events) may ask for at once.
 MAX_HISTORY = 5000
@@ -521,6 +525,10 @@ class ChunkStarted(AgentMessage, tag="chunk_started", kw_only=True):
     attempt: int
     pid: int
     command: list[str] = []
+    # When the renderer started, on the node's clock as ChunkFinished's times are (0: the
+    # leader's time of hearing). A chunk queued on a shim may start while its agent is
+    # frozen, long before the leader hears of it.
+    started: Timestamp = 0.0
 
 
 class ChunkOutput(AgentMessage, tag="chunk_output", kw_only=True):
@@ -573,8 +581,8 @@ class ChunkFinished(AgentMessage, tag="chunk_finished", kw_only=True):
     exit_status: str | None = None  # "0", "1", "SIGKILL" ...
     reason: str = ""
     timeout_kind: Literal["min_render", "max_render", "max_start"] | None = None
-    started: float = 0.0
-    finished: float = 0.0
+    started: Timestamp = 0.0
+    finished: Timestamp = 0.0
     missing: list[int] = []
     # The chunk rendered but its copy to the sync root failed; the node keeps
     # the staged files for a retry sync.

@@ -179,8 +179,11 @@ class _Started(_Step):
     def announce(self) -> None:
         if self.current:
             m, leader = self.message, self.reports.leader
+            # The node's clock, as the footer's: a header heard after a freeze of the agent
+            # read later than the footer of the same render.
+            when = m.started if m.started > 0 else leader.now()
             leader.joblogs.chunk_started(
-                m.job_id, m.chunk, m.attempt, self.reports.node, m.command, leader.now()
+                m.job_id, m.chunk, m.attempt, self.reports.node, m.command, when
             )
 
 

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from farmtui.printable import printable
-from farmtui.protocol import ChunkFinished, EventView
+from farmtui.protocol import MAX_TIMESTAMP, ChunkFinished, EventView
 from server import logfiles
 from server.logwriter import LogWriter, weigh_lines
 
@@ -67,8 +67,10 @@ def chunk_log_path(job_id: str, chunk: int, attempt: int) -> str:
 
 def iso_time(timestamp: float) -> str:
     """``2026-12-01T20:43:07.318+00:00``: local time with its offset, to the millisecond."""
-    if timestamp < 0:  # before 1970: not a time the leader's clock gives
-        return datetime.fromtimestamp(timestamp).astimezone().isoformat(timespec="milliseconds")
+    if not 0 <= timestamp <= MAX_TIMESTAMP:
+        # Not a time a clock of the farm gives: said as it is rather than raising
+        # (``datetime`` does, far enough either way), so the line is still written.
+        return f"{timestamp!r} (not a date)"
     # Rounded to the microsecond, then cut to the millisecond, as datetime does.
     fraction, seconds = math.modf(timestamp)
     whole, micros = int(seconds), round(fraction * 1e6)

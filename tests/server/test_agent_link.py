@@ -42,6 +42,7 @@ from farmtui.protocol import (
 from server import repeated_warnings
 from server.agent_link import CLOSE_LOST, AgentLink
 from server.config import LeaderConfig
+from server.joblogs import iso_time
 from server.model import Changes
 from server.turns import COSTLY, Account, turns
 from tests.helpers.fake_agent import FakeAgent
@@ -154,6 +155,31 @@ async def test_welcome_assign_report_ack_and_logs(leader: InProcessLeader) -> No
     assert "started on node1" in events
 
 
+async def test_a_chunk_logs_start_is_the_renderers_as_its_node_reported_it(
+    leader: InProcessLeader,
+) -> None:
+    """A chunk its shim started while the agent was frozen is heard of late: its
+    log's header says when it started, on the node's clock as its footer does,
+    not when the leader heard (which read later than the footer's end)."""
+    job_id = await submit(leader)
+    async with FakeAgent.connect(leader.ws_url, leader.agent_token, "node1") as agent:
+        assign = await agent.expect(AssignChunk)
+        ref = {"job_id": job_id, "chunk": 0, "attempt": assign.attempt}
+        began = time.time() - 30
+        await agent.send(ChunkStarted(**ref, pid=1, command=["render"], started=began, seq=1))
+        await agent.send(
+            ChunkFinished(
+                **ref, outcome="done", exit_status="0", started=began, finished=began + 1, seq=2
+            )
+        )
+        await agent.expect_ack(2)
+    async with leader.http() as http:
+        log = (await http.get(f"/api/jobs/{job_id}/logs", params={"chunk": 0})).text
+    lines = log.splitlines()
+    assert f"# started: {iso_time(began)}" in lines
+    assert f"# finished: {iso_time(began + 1)} on node1" in lines
+
+
 async def test_stale_attempt_reports_are_ignored(leader: InProcessLeader) -> None:
     job_id = await submit(leader)
     async with FakeAgent.connect(leader.ws_url, leader.agent_token, "node1") as agent:
@@ -181,11 +207,16 @@ async def test_malformed_messages_change_nothing(leader: InProcessLeader) -> Non
         await agent.send_raw(b"\xff\xfe binary junk")
         # Nested deep enough to overflow the decoder, and still within a batch's size.
         await agent.send_raw('{"type": "heartbeat", "x": ' + "[" * 100_000 + "]" * 100_000 + "}")
+        # Times that are no date: a chunk log's footer could not be written from them.
+        ref = {"job_id": job_id, "chunk": 0, "attempt": 1, "seq": 5}
+        far = {"outcome": "done", "started": 1.0, "finished": 1e300}
+        await agent.send_raw(json.dumps({"type": "chunk_finished", **ref, **far}))
+        await agent.send_raw(json.dumps({"type": "chunk_started", **ref, "pid": 1, "started": -1}))
         # The link is still up and in order: the next good message is acknowledged.
         await agent.send(AgentLog(lines=["still here"], seq=7))
         await agent.expect_ack(7)
         link = leader.leader.agents["node1"]
-        assert link.ignored == 5
+        assert link.ignored == 7
         assert leader.leader.store.commits == commits
         assert chunk_on_disk(leader, job_id, 0) == before
         assert leader.leader.scheduler.jobs[job_id].chunks[0].state == "assigned"

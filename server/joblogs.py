@@ -402,12 +402,14 @@ class JobLogs:
         self.writer.wait()
 
     def close(self) -> None:
-        """Write what is queued and close every file."""
+        """Write what is queued and close every file; a shared writer's owner closes it.
+
+        Not waiting for a shared writer here: its owner's ``close`` waits a bounded
+        time, and a filer that stopped answering must not keep the leader from stopping.
+        """
         self._submit(self._files.close_all)
         if self._own_writer:
             self.writer.close()
-        else:
-            self.writer.wait()
 
     # --- reading ------------------------------------------------------------------
     # Both are asked for at once (not when first awaited), so they see exactly the

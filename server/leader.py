@@ -466,7 +466,7 @@ class Leader:
         await self.webhooks.aclose()
         self.joblogs.close()
         self.nodelogs.close()
-        self.logwriter.close()
+        await asyncio.to_thread(self.logwriter.close)  # bounded: a filer may hang
         self.store.close()
         if self.lease is not None:
             # Last, after every commit: a standby takes over at its next poll.

@@ -43,6 +43,9 @@ T = TypeVar("T")
 # it has seen them, however long they wait for a slow filer.
 PlainValue = str | int | float | None | tuple["PlainValue", ...]
 
+# Seconds ``close`` waits for what is queued: a filer that stopped answering must not
+# keep the leader from stopping (what is left is lost, and said so).
+CLOSE_WAIT = 30.0
 # Items between two flushes while the queue never runs dry.
 FLUSH_EVERY = 512
 # Waiting items beyond which writes are dropped (a hung filer).
@@ -141,17 +144,16 @@ class LogWriter:
         if not self._closed:
             self.call(lambda: None).result(timeout)
 
-    def close(self, timeout: float = 30.0) -> None:
-        """Write what is queued, flush, and stop the thread."""
+    def close(self, timeout: float | None = None) -> None:
+        """Write what is queued, flush, and stop the thread; wait ``CLOSE_WAIT`` at most."""
         if self._closed:
             return
+        timeout = CLOSE_WAIT if timeout is None else timeout
         self._closed = True
         self._queue.put(_STOP)
         self._thread.join(timeout)
         if self._thread.is_alive():
-            log.error(
-                "the log writer did not finish within %.0f s; some lines may be lost", timeout
-            )
+            log.error("the log writer did not finish within %g s; some lines may be lost", timeout)
 
     # --- the writer thread ----------------------------------------------------------
     def _run(self) -> None:

@@ -97,7 +97,5 @@ class NodeLogs:
 
     def close(self) -> None:
         self.writer.submit(self._close_all)
-        if self._own_writer:
+        if self._own_writer:  # a shared writer's owner closes it (``JobLogs.close``)
             self.writer.close()
-        else:
-            self.writer.wait()

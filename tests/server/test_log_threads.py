@@ -27,6 +27,7 @@ from server.joblogs import JobLogs, events_path, iso_time
 from server.logwriter import LogWriter
 from server.nodelogs import NodeLogs
 from server.redaction import RedactTokens
+from tests.helpers.leader import leader_in_process
 
 
 def event(job_id: str, text: str) -> EventView:
@@ -163,6 +164,30 @@ async def test_a_hung_filer_costs_the_loop_nothing_and_drops_are_reported(
     assert lines == [f"line {number}" for number in range(100)]
     writer.close()
     assert "900 log writes dropped so far" in caplog.text
+
+
+async def test_a_leader_whose_filer_hangs_still_stops(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Stopping waited for the job and node logs' writer without a bound, on the
+    event loop: a sync root that stopped answering kept the leader from stopping."""
+    monkeypatch.setattr(logwriter, "CLOSE_WAIT", 0.5)
+    filer, hung = threading.Event(), threading.Event()
+
+    def hang() -> None:  # the sync root stops answering
+        hung.set()
+        filer.wait(60)
+
+    try:
+        async with leader_in_process(tmp_path) as farm:
+            farm.leader.logwriter.submit(hang)
+            assert hung.wait(30)
+            farm.leader.joblogs.chunk_output("abc", 0, 1, ["never written"])
+            began = time.monotonic()
+        assert time.monotonic() - began < 20, "the leader did not stop while its filer hung"
+        assert "the log writer did not finish within 0.5 s" in caplog.text
+    finally:
+        filer.set()
 
 
 async def test_a_hung_filer_holds_a_bounded_weight_of_lines_not_a_number_of_messages(

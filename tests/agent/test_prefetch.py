@@ -210,7 +210,7 @@ async def test_a_queued_chunk_rendered_while_the_agent_was_frozen_keeps_its_rend
     report = await poll_until(lambda: finished(farm, 2), what="chunk 2's report")
     assert report.outcome == "done"
     assert report.started <= began, "its start was taken from when the agent heard of it"
-    assert report.finished - report.started >= ended - began >= 0.5
+    assert report.finished - report.started >= ended - began
     await poll_until(lambda: not farm.supervisor.runs, what="every chunk to end")
 
 

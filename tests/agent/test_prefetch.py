@@ -14,8 +14,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from msgspec.structs import replace
+
 from agent.supervisor import ChunkKey
-from farmtui.protocol import AssignChunk, ChunkFinished, ChunkStarted
+from farmtui.protocol import AssignChunk, ChunkFinished, ChunkStarted, ChunkTimeouts
 from tests.agent.conftest import poll_until
 
 # Renders for SECONDS, or (given a path) until that file exists.
@@ -196,11 +198,13 @@ async def test_a_queued_chunk_rendered_while_the_agent_was_frozen_keeps_its_rend
 ) -> None:
     """The shim starts a queued chunk, and it renders to its end, while the agent's
     loop is held: its render time runs from its renderer's start, not from the
-    moment the agent heard of it (which left it a few milliseconds)."""
+    moment the agent heard of it (which left it a few milliseconds, and failed a
+    job's minimum render time)."""
     farm.supervisor.slots = 1
     tally = tmp_path / "tally"
     farm.supervisor.assign(tallied(python, tally, 1, 0.2))
-    farm.supervisor.assign(tallied(python, tally, 2, 0.5))
+    timeouts = ChunkTimeouts(min_render=0.3)
+    farm.supervisor.assign(replace(tallied(python, tally, 2, 0.5), timeouts=timeouts))
     await poll_until(lambda: queued(farm, 2), what="chunk 2 to be queued on chunk 1's shim")
     assert frozen_until(lambda: runs(tally).get(2, (0.0, None))[1] is not None), (
         "the queued chunk did not render while the agent was held"

@@ -97,5 +97,5 @@ class NodeLogs:
 
     def close(self) -> None:
         self.writer.submit(self._close_all)
-        if self._own_writer:  # a shared writer's owner closes it (``JobLogs.close``)
+        if self._own_writer:  # a shared writer is closed by its owner (the leader, bounded)
             self.writer.close()

@@ -76,6 +76,7 @@ from agent.staging import (
     plan_files,
 )
 from agent.zygote_client import ForkedProcess, Zygote
+from farmtui.config import TOKEN_VARIABLE
 from farmtui.protocol import (
     AgentToLeader,
     AssignChunk,
@@ -472,7 +473,11 @@ class ChunkRun:
             self._finish(Verdict("failed", str(exc)), started=started)
             self._clean_staging()
             return
-        env = {**os.environ, **a.env, MARKER_VARIABLE: self.marker}
+        # Never the agent's token: a renderer that prints its environment (a common way to
+        # debug a job) wrote it into a chunk log every viewer of the farm can read.
+        env = {k: v for k, v in os.environ.items() if k != TOKEN_VARIABLE}
+        env.update(a.env)
+        env[MARKER_VARIABLE] = self.marker
         if a.gpus is not None:
             env.update(visible_devices(a.gpus))
         if self.sup.storage.sync_root is not None:

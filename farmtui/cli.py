@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, get_args
 
 import msgspec
 
-from farmtui.config import DEFAULT_PORT
+from farmtui.config import DEFAULT_PORT, TOKEN_VARIABLE
 from farmtui.errors import FarmError, InputError, LeaderError
 from farmtui.printable import printable
 from farmtui.protocol import (
@@ -230,11 +230,11 @@ def cmd_agent(args: argparse.Namespace) -> int:
         token = args.token.strip()
     elif args.token_file:
         token = read_token_file(args.token_file)
-    elif os.environ.get("FARM_TOKEN"):
-        token = os.environ["FARM_TOKEN"].strip()
+    elif os.environ.get(TOKEN_VARIABLE):
+        token = os.environ[TOKEN_VARIABLE].strip()
     else:
         raise InputError("farm agent needs --token or --token-file (the leader's agent.token)")
-    check_token(token, "--token" if args.token else args.token_file or "FARM_TOKEN")
+    check_token(token, "--token" if args.token else args.token_file or TOKEN_VARIABLE)
     try:
         from agent.main import run_agent
     except ImportError as exc:

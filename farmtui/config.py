@@ -32,6 +32,9 @@ from urllib.parse import urlsplit
 from farmtui.errors import ConfigError
 
 DEFAULT_PORT = 7878
+# The environment variable that holds a token: a secret, so an agent never hands it on to
+# the renderers it starts (``agent.supervisor``).
+TOKEN_VARIABLE = "FARM_TOKEN"
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,8 +240,8 @@ def resolve(
         secret, token_source = token.strip(), "--token"
     elif token_file:
         secret, token_source = read_token_file(token_file), token_file
-    elif env.get("FARM_TOKEN"):
-        secret, token_source = env["FARM_TOKEN"].strip(), "FARM_TOKEN"
+    elif env.get(TOKEN_VARIABLE):
+        secret, token_source = env[TOKEN_VARIABLE].strip(), TOKEN_VARIABLE
     elif env.get("FARM_TOKEN_FILE"):
         secret, token_source = read_token_file(env["FARM_TOKEN_FILE"]), env["FARM_TOKEN_FILE"]
     elif (path := user_config().token_file) is not None:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from agent.supervisor import JOB_FOLDER_KEPT, SYNC_ROOT_VARIABLE
+from farmtui.config import TOKEN_VARIABLE
 from farmtui.protocol import AssignChunk
 from farmtui.renderers import build_argv
 from tests.helpers.staging import left_in
@@ -52,6 +53,31 @@ async def test_the_renderer_runs_in_its_attempts_folder_and_leaves_nothing_behin
     assert (farm.sync_root / "renders/shot/frame_0001.png").read_bytes() == b"frame"
     assert not list(farm.sync_root.rglob("junk.txt")), "nothing lands in the sync root"
     assert left_in(farm.staging / "job1") == [], "the attempt's folder goes with it"
+
+
+@pytest.fixture
+def token_in_environment(monkeypatch: pytest.MonkeyPatch) -> str:
+    """The agent was started with its token in ``FARM_TOKEN`` (before its zygote)."""
+    monkeypatch.setenv(TOKEN_VARIABLE, "farm-secret-0123456789")
+    return "farm-secret-0123456789"
+
+
+async def test_a_renderer_never_gets_the_agents_token(
+    token_in_environment: str, farm: Any, demo_chunk: Chunk, python: str
+) -> None:
+    """A job that prints its environment (a common way to debug one) wrote the
+    token the agent was started with into a chunk log any viewer can read."""
+    dump = "import json, os; print('ENV ' + json.dumps(dict(os.environ)))"
+    assign = demo_chunk([1], argv=[python, "-c", dump], renderer="generic", staging=False)
+    assign.env = {"JOB_VARIABLE": "kept"}
+    farm.supervisor.assign(assign)
+    finished = await farm.finish()
+    assert finished.outcome == "failed"  # no frame written: only its output matters here
+    (line,) = [line for line in farm.recorder.output() if line.startswith("ENV ")]
+    seen = json.loads(line.removeprefix("ENV "))
+    assert seen["JOB_VARIABLE"] == "kept"
+    assert TOKEN_VARIABLE not in seen
+    assert token_in_environment not in line
 
 
 async def test_a_relative_scene_is_given_to_the_renderer_in_the_sync_root(

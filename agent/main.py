@@ -17,6 +17,7 @@ import re
 import signal
 import socket
 import ssl
+import stat
 import sys
 import tempfile
 import uuid
@@ -30,6 +31,7 @@ from agent.outbox import Outbox
 from agent.process_tree import become_subreaper
 from agent.staging import UploadToLeader
 from agent.supervisor import Storage, Supervisor
+from farmtui.config import TOKEN_VARIABLE
 from farmtui.protocol import MAX_PREFETCH, MAX_SLOTS, MAX_TAGS, ChunkFinished, GpuInfo
 
 log = logging.getLogger("farmtui.agent")
@@ -48,7 +50,25 @@ def default_state_dir(name: str) -> Path:
 
 
 def default_staging_dir(name: str) -> Path:
-    return Path(tempfile.gettempdir()) / f"farmtui-{os.getuid()}" / _folder_name(name) / "staging"
+    """``<tmp>/farmtui-<uid>/<name>/staging``, below a folder only this user may enter.
+
+    The temporary folder is everyone's: another local user could make
+    ``farmtui-<uid>`` first (or put a symlink in it), then swap a render's
+    frames or turn one into a symlink the copy to the sync root follows. So
+    that folder must be this user's own, not a symlink, and is kept 0700.
+    """
+    own = Path(tempfile.gettempdir()) / f"farmtui-{os.getuid()}"
+    with contextlib.suppress(FileExistsError):
+        own.mkdir(mode=0o700)
+    info = os.lstat(own)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+        raise AgentError(
+            f"{own} is not a folder of this user's own (someone else made it): "
+            "remove it, or pass --staging DIR"
+        )
+    if stat.S_IMODE(info.st_mode) != 0o700:
+        os.chmod(own, 0o700)  # an older agent's, made with the umask's 0755
+    return own / _folder_name(name) / "staging"
 
 
 def agent_id(state_dir: Path) -> str:
@@ -121,8 +141,8 @@ class Agent:
         trust = _trust(ca)
         self.name = name or socket.gethostname()
         self.state_dir = state_dir or default_state_dir(self.name)
-        self._lock = lock_state(self.state_dir)
         self.staging = staging or default_staging_dir(self.name)
+        self._lock = lock_state(self.state_dir)
         self._logging = agent_log.attach(self.state_dir, to_stderr=log_to_stderr)
         self.log_stream = self._logging.stream
         try:
@@ -287,7 +307,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--leader", required=True, help="http://host:port of the leader (several: URL1,URL2)"
     )
-    parser.add_argument("--token", default=os.environ.get("FARM_TOKEN", ""))
+    parser.add_argument("--token", default=os.environ.get(TOKEN_VARIABLE, ""))
     parser.add_argument("--name")
     parser.add_argument("--slots", type=int, default=1)
     parser.add_argument("--staging", type=Path)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import stat
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable
 from http import HTTPStatus
@@ -20,7 +22,7 @@ from websockets.http11 import Request, Response
 
 from agent import agent_log
 from agent.errors import LeaderRefused
-from agent.main import Agent, run_agent
+from agent.main import Agent, default_staging_dir, run_agent
 from farmtui.protocol import (
     Ack,
     AgentHello,
@@ -416,3 +418,47 @@ def test_a_second_agent_on_the_same_state_folder_is_refused(tmp_path: Path) -> N
         f"farm agent: another agent is running with the state folder {tmp_path / 'state'}; "
         "give each agent its own --state (and --name)"
     ]
+
+
+@pytest.mark.parametrize("planted", ["symlink", "other-user"])
+def test_a_staging_folder_another_user_planted_in_tmp_is_refused(
+    tmp_path: Path, planted: str
+) -> None:
+    """The default staging is under the temporary folder, which is everyone's: a
+    folder (or a symlink) another local user made there first let them swap a
+    render's frames for anything this user could read."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir(mode=0o1777)
+    theirs = tmp / f"farmtui-{os.getuid()}"
+    if planted == "symlink":
+        (tmp / "attacker").mkdir(mode=0o777)
+        theirs.symlink_to(tmp / "attacker")
+    else:
+        if os.getuid() != 0:
+            pytest.skip("making a folder another user owns needs root")
+        theirs.mkdir(mode=0o777)
+        os.chown(theirs, 65534, 65534)
+    done = subprocess.run(
+        [sys.executable, "-m", "agent.main", "--leader", "http://127.0.0.1:9",
+         "--token", TOKEN, "--name", "node1", "--state", str(tmp_path / "state")],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={**os.environ, "TMPDIR": str(tmp)},
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"farm agent: {theirs} is not a folder of this user's own (someone else made it): "
+        "remove it, or pass --staging DIR"
+    ]
+    if planted == "symlink":
+        assert not list((tmp / "attacker").iterdir()), "something was made through the symlink"
+
+
+def test_the_default_staging_folder_is_this_users_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    older = tmp_path / f"farmtui-{os.getuid()}"
+    older.mkdir(mode=0o755)  # as an agent before this check made it
+    staging = default_staging_dir("node1")
+    assert staging == older / "node1" / "staging"
+    assert stat.S_IMODE(older.stat().st_mode) == 0o700

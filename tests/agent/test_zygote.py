@@ -357,16 +357,24 @@ async def test_a_chunk_queued_on_a_busy_shim_starts_there_or_is_skipped_once_tak
     assert ran == ["first", "second", "third", "fifth"]
 
 
+def gated(gate: Path) -> list[str]:
+    """A render that lasts until ``gate`` exists: on a loaded machine, queuing a chunk
+    behind a render of a fixed 0.2 s sometimes took longer, and found its shim gone."""
+    return ["sh", "-c", 'while [ ! -e "$1" ]; do sleep 0.01; done', "sh", str(gate)]
+
+
 async def test_a_shim_starts_the_chunk_queued_on_it_before_it_says_the_last_one_ended(
     chunks: ForkedChunks, tmp_path: Path
 ) -> None:
     """Saying it wakes the agent, whose work on the last chunk would otherwise take the
     CPU from the next renderer as it starts (``shim.hold_closing``)."""
-    first, _ = await chunks.start(["sleep", "0.2"])
+    gate = tmp_path / "gate"
+    first, _ = await chunks.start(gated(gate))
     # A large environment makes the shim's way to the next renderer long (milliseconds):
     # a shim that said the last chunk ended first would be seen with no renderer.
     padding = {f"FARMTUI_TEST_{i}": "x" * 16 for i in range(2000)}
     second, _ = await chunks.follow(first, ["sleep", "30"], env=padding)
+    gate.touch()
     assert await asyncio.wait_for(first.wait(), 30) == ShimResult(0, "exit", killed=0)
     renderers = psutil.Process(first.shim_pid).children()
     assert [p.cmdline() for p in renderers] == [["sleep", "30"]], "told before it started"
@@ -386,10 +394,12 @@ async def test_a_chunk_queued_on_a_shim_that_cannot_start_leaves_the_one_ahead_r
     folder = tmp_path / "gone" if fault == "no such folder" else tmp_path
     folder.mkdir(exist_ok=True)
     argv = ["/no/such/renderer"] if fault == "no such program" else ["true"]
-    first, _ = await chunks.start(["sleep", "0.3"])
+    gate = tmp_path / "gate"
+    first, _ = await chunks.start(gated(gate))
     second, _ = await chunks.follow(first, argv, cwd=folder)
     if fault == "no such folder":
         folder.rmdir()  # gone after it was handed over, before its turn
+    gate.touch()
     assert await asyncio.wait_for(first.wait(), 30) == ShimResult(0, "exit", killed=0)
     assert first.passes_on, "the shim did not take the queued chunk"
     if fault == "no such folder":
@@ -403,13 +413,14 @@ async def test_a_chunk_queued_on_a_shim_that_cannot_start_leaves_the_one_ahead_r
 
 
 async def test_a_chunk_whose_request_never_came_whole_leaves_the_one_ahead_reported(
-    chunks: ForkedChunks,
+    chunks: ForkedChunks, tmp_path: Path
 ) -> None:
     """The agent went (or gave up) while writing the next chunk's request: the shim
     holding the last chunk's end still says it before it exits."""
     import socket
 
-    first, _ = await chunks.start(["sleep", "0.3"])
+    gate = tmp_path / "gate"
+    first, _ = await chunks.start(gated(gate))
     assert isinstance(first.process, ForkedProcess)
     assert first.process.more is not None
     control, control_write = os.pipe()
@@ -422,6 +433,7 @@ async def test_a_chunk_whose_request_never_came_whole_leaves_the_one_ahead_repor
     socket.send_fds(first.process.more, [b"next"], [control, output, status, token])
     for fd in (control, output, status, token):
         os.close(fd)
+    gate.touch()
     try:
         assert await asyncio.wait_for(first.wait(), 30) == ShimResult(0, "exit", killed=0)
         assert first.passes_on

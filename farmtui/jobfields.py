@@ -405,8 +405,36 @@ def _nest(given: Given, keys: Iterable[str]) -> dict[str, Any]:
     return nested
 
 
+def _check_text(given: Given) -> None:
+    """Refuse a value that is not UTF-8 text, naming it (not a traceback as it is sent).
+
+    A shell hands Python bytes of another encoding (a Latin-1 file name) as lone
+    surrogates, which JSON cannot carry.
+    """
+    for key, value in given.values.items():
+        if not _is_utf8(value):
+            raise JobFieldError(
+                f"{given.labels.get(key, key)}: is not UTF-8 text", BY_KEY[key].path
+            )
+
+
+def _is_utf8(value: object) -> bool:
+    if isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, dict):
+        return all(_is_utf8(k) and _is_utf8(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return all(_is_utf8(item) for item in value)
+    return True
+
+
 def to_spec(given: Given, **extra: Any) -> JobSpec:
     """A JobSpec from what was given (and ``extra`` JSON-shaped fields), limits from the Struct."""
+    _check_text(given)
     data = {**_nest(given, given.values), **extra}
     _split_frame_dependencies(data, given)
     try:
@@ -442,6 +470,7 @@ def to_patch(given: Given, timeouts: Timeouts | None = None) -> JobPatch:
     refused = [key for key in given.values if not BY_KEY[key].settable]
     if refused:
         raise JobFieldError(f"{given.labels[refused[0]]}: cannot change after submission")
+    _check_text(given)
     data = _nest(given, [key for key in given.values if given.values[key] is not None])
     cleared = [BY_KEY[key].path for key in given.values if given.values[key] is None]
     if "timeouts" in data or cleared:
@@ -512,6 +541,17 @@ def _show(value: object) -> str:
     return repr(value) if isinstance(value, str) else str(value)
 
 
+def _holds_nul(value: object) -> bool:
+    """Whether a NUL byte is in ``value``, its items or its keys and values."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_holds_nul(item) for item in value)
+    return False
+
+
 def _bounds(info: msgspec.inspect.Type | None) -> str:
     """``0-100``, ``>= 1``, ``> 0 and <= 100`` from the Struct's own limits."""
     if not isinstance(info, msgspec.inspect.IntType | msgspec.inspect.FloatType):
@@ -571,7 +611,9 @@ def explain(
         else:
             text = f"must have at most {limit} {unit}"
     elif "matching regex" in problem:
-        text = rule or "has characters that are not allowed"
+        # A NUL first: no rule of a field says why a program cannot be given one.
+        nul = _holds_nul(value)
+        text = "must not hold a NUL byte" if nul else rule or "has characters that are not allowed"
     elif typed := _TYPE.match(problem):
         want = typed.group("want").split(" | ")[0]
         text = rule or _WANT.get(want, f"must be {want}")

@@ -128,8 +128,11 @@ MAX_HISTORY = 5000
 HistoryLimit = Annotated[int, msgspec.Meta(ge=1, le=MAX_HISTORY)]
 Multiplier = Annotated[float, msgspec.Meta(gt=0, le=1000)]
 NonEmptyText = Annotated[str, msgspec.Meta(min_length=1)]
+# A word of a command or an environment value: the system cannot pass a NUL byte on,
+# so every attempt would fail on every node ("embedded null byte").
+ProcessText = Annotated[str, msgspec.Meta(pattern=r"^[^\x00]*\Z")]
 # A command as an argv list: never empty.
-Command = Annotated[list[str], msgspec.Meta(min_length=1)]
+Command = Annotated[list[ProcessText], msgspec.Meta(min_length=1)]
 EnvName = Annotated[str, msgspec.Meta(min_length=1, pattern=r"^[^=\x00]+\Z")]
 # Tags (pools) and version strings: short printable text, shown by every front end.
 Label = Annotated[
@@ -206,7 +209,7 @@ class JobSpec(Record, kw_only=True, omit_defaults=True, forbid_unknown_fields=Tr
     # Output pattern relative to the sync root, '#' marks padding.
     output: NonEmptyText | None = None
     # argv template; tokens {start} {end} {step} {frames} {outdir} {output} {scene}.
-    argv: list[str] = []
+    argv: list[ProcessText] = []
     scout: NonEmptyText | None = None
     after: list[str] = []
     # Frame by frame: frame N of this job waits for frames N+start .. N+end of each
@@ -228,7 +231,7 @@ class JobSpec(Record, kw_only=True, omit_defaults=True, forbid_unknown_fields=Tr
     retry_cap: Seconds | None = None
     pre_job: Command | None = None
     post_job: Command | None = None
-    env: dict[EnvName, str] = {}
+    env: dict[EnvName, ProcessText] = {}
     # Stage output on the node, copy to the sync root when the chunk completes.
     staging: bool = True
     webhook: NonEmptyText | None = None

@@ -30,6 +30,10 @@ from tests.helpers.farm import run_farm
         (["--env", "NOEQUALS"], "--env: 'NOEQUALS' is not K=V"),
         (["--renderer", "blender", "--output", "r/f_####.png"], "needs a scene"),
         (["--renderer", "povray"], "unknown renderer 'povray'"),
+        # Bytes of another encoding, as a shell hands them to Python: a traceback before.
+        (["--name", "caf\udce9"], "--name: is not UTF-8 text"),
+        (["--env", "K=caf\udce9"], "--env: is not UTF-8 text"),
+        (["--output", "r/\udce9/f_####.png"], "--output: is not UTF-8 text"),
     ],
 )
 def test_submit_validates_locally_exits_2_and_sends_nothing(

@@ -183,6 +183,22 @@ async def test_malformed_json_is_400(leader: InProcessLeader) -> None:
     assert leader.leader.scheduler.jobs == {}
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("argv", ["echo", "a\x00b"]), ("env", {"K": "a\x00b"}), ("pre_job", ["true\x00"])],
+)
+async def test_a_nul_byte_in_a_command_is_refused_at_submit(
+    leader: InProcessLeader, field: str, value: object
+) -> None:
+    """No program can be given one: the job was taken, then every attempt failed on
+    every node ("embedded null byte") until its retries ran out."""
+    async with leader.http() as http:
+        response = await http.post("/api/jobs", json={**SPEC, field: value})
+    assert response.status_code == 422
+    assert one_line_error(response) == f"{field}: must not hold a NUL byte"
+    assert leader.leader.scheduler.jobs == {}
+
+
 async def test_json_nested_past_the_decoders_depth_is_400(leader: InProcessLeader) -> None:
     """Not a 500 "leader error: RecursionError": the decoder walks what it skips too."""
     deep = '{"job_ids": [], "action": "pause", "x": ' + '{"a": ' * 50_000 + "1" + "}" * 50_001

@@ -1302,7 +1302,10 @@ class Supervisor:
         it ends ``killed`` and the leader requeues it; False, and nothing done, if
         it runs (or is not here)."""
         run = self.runs.get(key)
-        if run is None or run.ended or run.slotted:
+        # ``slotted`` alone is not "started": it goes with the slot as soon as the tree is
+        # gone, while the render's output is still checked and copied (``spawned_at`` is
+        # set once it took its slot, and stays).
+        if run is None or run.ended or run.slotted or run.spawned_at is not None:
             return False
         if run.recovered is not None or run.assign.sync_from:
             return False  # no render to wait for: its end is known, or it only copies

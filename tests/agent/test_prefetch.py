@@ -9,11 +9,13 @@ end, wall clock) turns "never more than the slots at once" into an assertion.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from msgspec.structs import replace
 
 from agent.supervisor import ChunkKey
@@ -144,6 +146,38 @@ async def test_a_chunk_taken_back_ends_if_it_waits_and_runs_on_if_it_renders(
     assert first.outcome == "done", "a rendering chunk was taken back"
     assert 2 not in runs(tally), "the chunk taken back ran"
     assert farm.supervisor.rendering == 0, "a slot was never given back"
+
+
+async def test_a_chunk_whose_renderer_exited_is_not_taken_back_while_its_output_is_copied(
+    farm: Any, python: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its slot goes as soon as its tree is gone; its output is checked and copied
+    after. A take-back in that window (the job paused, a job of higher priority
+    waiting) stopped it as if it never started: it ended killed with exit status 0,
+    and its frame was rendered again."""
+    from agent.supervisor import ChunkRun
+
+    concluding, go_on = asyncio.Event(), asyncio.Event()
+    conclude = ChunkRun._conclude
+
+    async def held(run: ChunkRun, returncode: int | None, started: float) -> None:
+        concluding.set()
+        await go_on.wait()  # its output being copied: a big frame, a slow filer
+        await conclude(run, returncode, started)
+
+    monkeypatch.setattr(ChunkRun, "_conclude", held)
+    farm.supervisor.slots = 1
+    tally = tmp_path / "tally"
+    farm.supervisor.assign(tallied(python, tally, 1, 0.1))
+    await asyncio.wait_for(concluding.wait(), 30)
+    try:
+        assert farm.supervisor.rendering == 0, "its slot is still held"
+        took_back = farm.supervisor.withdraw(("job1", 1, 1), "not started: the job was paused")
+    finally:
+        go_on.set()
+    report = await poll_until(lambda: finished(farm, 1), what="chunk 1's report")
+    assert not took_back
+    assert report.outcome == "done", report.reason
 
 
 # ---------------------------------------------------------------- queued on a shim

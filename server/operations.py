@@ -376,6 +376,8 @@ async def set_limit(
 
 def create_token(leader: Leader, principal: Principal, role: str, name: str) -> str:
     authorize(principal, "create_token")
+    if (short := leader.room_refusal()) is not None:
+        raise Unavailable(short)  # as every other change: a full disk takes no new rows
     try:
         return leader.tokens.create(role, name)
     except StoreError as exc:

@@ -609,6 +609,44 @@ async def _assigned_to_node7(farm: InProcessLeader, node7: FakeAgent, output: st
     return job
 
 
+async def test_a_name_has_one_role(leader: InProcessLeader) -> None:
+    """Jobs belong to a name: a user token named ``admin`` owned (and could cancel)
+    every job the admin submitted. Another token of the same name and role is
+    fine: a new one is made before the old is revoked."""
+    async with leader.http() as http:
+        refused = await http.post("/api/tokens", json={"role": "user", "name": "admin"})
+        assert refused.status_code == 409
+        assert refused.json()["error"] == (
+            "the name 'admin' is taken by a token of role admin: "
+            "jobs belong to a name, so each name has one role"
+        )
+        first = await http.post("/api/tokens", json={"role": "user", "name": "alice"})
+        second = await http.post("/api/tokens", json={"role": "user", "name": "alice"})
+        assert (first.status_code, second.status_code) == (201, 201)
+        viewer = await http.post("/api/tokens", json={"role": "viewer", "name": "alice"})
+        assert viewer.status_code == 409
+        long = await http.post("/api/tokens", json={"role": "user", "name": "x" * 5000})
+        assert long.status_code == 400
+        assert len(long.json()["error"]) < 200, "the whole name echoed"
+    roles = {p.role for p in leader.leader.tokens.by_hash.values() if p.name in ("admin", "alice")}
+    assert roles == {"admin", "user"}
+
+
+async def test_no_token_is_made_while_the_disk_is_short(
+    leader: InProcessLeader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every other change is refused below the disk's reserve; a token was still
+    saved (and worked after a restart)."""
+    monkeypatch.setattr(leader.leader, "room_refusal", lambda: "the leader's disk is nearly full")
+    before = dict(leader.leader.tokens.by_hash)
+    async with leader.http() as http:
+        response = await http.post("/api/tokens", json={"role": "user", "name": "bob"})
+    assert response.status_code == 503
+    assert response.json()["error"] == "the leader's disk is nearly full"
+    assert leader.leader.tokens.by_hash == before
+    assert "bob" not in {row.name for row in leader.leader.store.tokens()}
+
+
 async def test_agents_upload_only_the_output_of_their_own_current_attempt(
     leader: InProcessLeader,
 ) -> None:

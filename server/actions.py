@@ -65,17 +65,24 @@ def _lift_blocks(job: Job, changes: Changes, now: float, actor: str) -> None:
         changes.jobs.add(job.id)
 
 
-def _reopen(job: Job, changes: Changes, now: float, actor: str) -> None:
-    """Leave a sticky or final state so the job's chunks decide again."""
+def _reopen(
+    job: Job, changes: Changes, now: float, actor: str, *, cancelled_too: bool = False
+) -> None:
+    """Leave a sticky or final state so the job's chunks decide again.
+
+    ``cancelled_too`` (resume): its cancelled chunks render again. Retrying failed
+    chunks leaves them cancelled: a bulk "retry failed" over a selection restarted
+    every cancelled job in it.
+    """
     _lift_blocks(job, changes, now, actor)
     if job.state in ("cancelled", "done", "failed"):
-        for chunk in job.chunks.made():
-            if chunk.state == "cancelled":
-                reset_for_rerun(job, chunk, changes)
-        if job.chunks.untouched == "cancelled":
-            move_untouched(job, "queued", changes)
-        job.state = "queued"
-        job.finished = None
+        if cancelled_too:
+            for chunk in job.chunks.made():
+                if chunk.state == "cancelled":
+                    reset_for_rerun(job, chunk, changes)
+            if job.chunks.untouched == "cancelled":
+                move_untouched(job, "queued", changes)
+        set_job_state(job, "queued", changes, now, actor)  # said in the job's events
     refresh_job(job, changes, now, actor)
 
 
@@ -132,11 +139,14 @@ def job_action(
             return "resumed"
         if state in ("cancelled", "failed"):
             count = _retry_failed(job, changes)
-            _reopen(job, changes, now, actor)
+            _reopen(job, changes, now, actor, cancelled_too=True)
             return f"resumed ({count} failed chunks re-queued)"
         return f"resume: no effect (job is {state})"
     if action == "retry-failed":
         count = _retry_failed(job, changes)
+        if count == 0 and state in ("cancelled", "done", "failed"):
+            _lift_blocks(job, changes, now, actor)  # what it also does for a job rendering
+            return f"retry failed: no failed chunk (job is {state})"
         _reopen(job, changes, now, actor)
         return f"retry failed: {count} chunks re-queued"
     if action == "retry-sync":

@@ -112,6 +112,36 @@ def test_retry_failed_requeues_only_failed_chunks(farm: Farm) -> None:
     assert farm.state(job) == "done"
 
 
+def test_retry_failed_on_a_cancelled_job_leaves_its_cancelled_chunks_cancelled(
+    farm: Farm,
+) -> None:
+    """A bulk "retry failed" over a selection restarted every cancelled job in it,
+    and its events said "0 chunks re-queued" and never that it left cancelled."""
+    job = farm.submit("j", frames="1-3", retries=0)
+    farm.node("n1", slots=1)
+    farm.dispatch()
+    farm.finish(job, 0, "failed")
+    farm.scheduler.job_action([job], "cancel", "bob", farm.now)
+    assert farm.chunk_states(job) == ["failed", "cancelled", "cancelled"]
+    changes = farm.scheduler.job_action([job], "retry-failed", "bob", farm.now)
+    assert farm.chunk_states(job) == ["queued", "cancelled", "cancelled"]
+    texts = [(e.text, e.actor) for e in changes.events]
+    assert ("job cancelled -> queued", "bob") in texts
+    assert ("retry failed: 1 chunks re-queued", "bob") in texts
+    farm.dispatch()
+    farm.finish(job, 0)
+    assert farm.state(job) == "cancelled", "its cancelled chunks were rendered"
+
+    other = farm.submit("k", frames="1-2")
+    farm.scheduler.job_action([other], "cancel", "bob", farm.now)
+    changes = farm.scheduler.job_action([other], "retry-failed", "bob", farm.now)
+    assert farm.state(other) == "cancelled"
+    assert farm.chunk_states(other) == ["cancelled", "cancelled"]
+    assert [e.text for e in changes.events] == ["retry failed: no failed chunk (job is cancelled)"]
+    farm.scheduler.job_action([other], "resume", "bob", farm.now)
+    assert farm.chunk_states(other) == ["queued", "queued"], "resume renders them again"
+
+
 def test_retry_sync_reruns_failed_and_unsynced_chunks(farm: Farm) -> None:
     job = farm.submit("j", frames="1-3", retries=0)
     farm.node("n1", slots=3)

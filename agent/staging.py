@@ -33,7 +33,7 @@ import httpx
 
 from agent.errors import FenceError, PathEscapeError
 from farmtui.frames import frame_path
-from farmtui.protocol import ROOT_ID_FILE
+from farmtui.protocol import ROOT_ID_FILE, leader_owned
 
 # Prefix of the per-attempt folders renderers write into when staging is off.
 PARTIAL_PREFIX = ".farmtui-"
@@ -62,6 +62,20 @@ def confine(root: Path, relative: str, what: str) -> Path:
     real = os.path.realpath(path)
     if real != real_root and not real.startswith(real_root + os.sep):
         raise PathEscapeError(f"{what} {relative!r} leads outside {root} (symlink?); refused")
+    return path
+
+
+def confine_output(root: Path, relative: str, what: str) -> Path:
+    """``confine`` for where a job's output lands in the sync root: never, through a
+    symlink a renderer left there (``links/jobs -> ../jobs``), in the leader's own
+    folders, where it would replace another job's log."""
+    path = confine(root, relative, what)
+    real = PurePosixPath(os.path.realpath(path)).relative_to(os.path.realpath(root))
+    if real.parts and leader_owned(real):
+        raise PathEscapeError(
+            f"{what} {relative!r} leads into {real.parts[0]}, which only the leader writes "
+            "(symlink?); refused"
+        )
     return path
 
 
@@ -168,7 +182,8 @@ def plan_files(
 
 def partial_folder(root: Path, outdir: str, job_id: str, chunk: int, attempt: int) -> Path:
     """Where a chunk attempt writes when staging is off: a folder inside its output folder."""
-    return confine(root, outdir, "output folder") / f"{PARTIAL_PREFIX}{job_id}.{chunk}.{attempt}"
+    folder = confine_output(root, outdir, "output folder")
+    return folder / f"{PARTIAL_PREFIX}{job_id}.{chunk}.{attempt}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +219,7 @@ class CopyToSyncRoot:
         self.root = root
 
     def _copy(self, relative: str, source: Path, fence: Fence) -> None:
-        target = confine(self.root, relative, "output file")
+        target = confine_output(self.root, relative, "output file")
         target.parent.mkdir(parents=True, exist_ok=True)
         temporary = target.with_name(f".{target.name}.farmtui-{uuid.uuid4().hex[:8]}.tmp")
         try:
@@ -226,7 +241,7 @@ class RenameIntoPlace:
         self.root = root
 
     def _rename(self, relative: str, source: Path, fence: Fence) -> None:
-        target = confine(self.root, relative, "output file")
+        target = confine_output(self.root, relative, "output file")
         fence.check()
         os.replace(source, target)
 

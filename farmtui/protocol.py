@@ -21,6 +21,7 @@ The first message on each link carries ``PROTOCOL_VERSION``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import PurePath
 from typing import Annotated, Literal, TypeVar
 
 import msgspec
@@ -621,6 +622,15 @@ class LeaderToAgentMessage(msgspec.Struct, tag_field="type", kw_only=True):
 
 # The file in the sync root that holds its id (``Welcome.root_id``; ``server.sync_root``).
 ROOT_ID_FILE = ".farmtui-root"
+# What only the leader writes in the sync root (first path parts, compared
+# case-folded for case-insensitive file systems): the job logs, the node logs
+# and the root's id. No upload and no job output may go there.
+LEADER_PATHS = ("jobs", "nodes", ROOT_ID_FILE)
+
+
+def leader_owned(relative: PurePath) -> bool:
+    """Whether a path relative to the sync root is the root itself or the leader's own."""
+    return not relative.parts or relative.parts[0].casefold() in LEADER_PATHS
 
 
 class Welcome(LeaderToAgentMessage, tag="welcome", kw_only=True):

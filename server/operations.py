@@ -12,13 +12,15 @@ is undone by the leader and answered here, once for every write, with 503
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 from collections.abc import Callable, Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import Path, PurePath, PurePosixPath
 from typing import NamedTuple
 
 from farmtui.frames import OutputPatternError, check_output_pattern
 from farmtui.protocol import (
+    LEADER_PATHS,
     LIMIT_NAME_PATTERN,
     ChunkAction,
     JobAction,
@@ -30,6 +32,7 @@ from farmtui.protocol import (
     LimitView,
     MoveWhere,
     NodeView,
+    leader_owned,
 )
 from server import dispatch_order
 from server.assignments import expected_outputs
@@ -46,7 +49,7 @@ from server.leader import Leader
 from server.model import Changes, Chunk, Job
 from server.paths import confine
 from server.resources import LIMITS_SETTING, Limit, encode_limits
-from server.rights import LEADER_PATHS, Principal, authorize, leader_owned, may
+from server.rights import Principal, authorize, may
 from server.scheduler import SchedulerError
 from server.submission import check_paths, prepare
 from server.views import MAX_PAGE_CHUNKS, ChunkPage
@@ -117,6 +120,16 @@ async def write(
 LIMIT_NAME = re.compile(LIMIT_NAME_PATTERN)
 
 
+def _resolved(root: Path, folder: PurePath) -> PurePosixPath | None:
+    """``folder`` (relative to the sync root) as the file system resolves it now,
+    relative to the root's own resolved path; None when it leads outside."""
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(root.joinpath(*folder.parts))
+    if real != real_root and not real.startswith(real_root + os.sep):
+        return None
+    return PurePosixPath(os.path.relpath(real, real_root))
+
+
 class Submitted(NamedTuple):
     """The job, and whether this request made it (False: its idempotency key had)."""
 
@@ -156,6 +169,14 @@ async def submit(
             raise BadRequest(
                 f"output pattern {spec.output!r} is in {pattern.parts[0]}/, which only the "
                 "leader writes"
+            )
+        # As the file system has it now: a symlink in the sync root (a renderer's) may
+        # lead elsewhere. Nodes check again as they copy; this says so at once.
+        real = await asyncio.to_thread(_resolved, leader.root, pattern.parent)
+        if real is None or (real.parts and leader_owned(real)):
+            where = "outside the sync root" if real is None else f"into {real.parts[0]}/"
+            raise BadRequest(
+                f"output pattern {spec.output!r} leads {where} through a symlink; refused"
             )
     try:
         check_paths(spec, leader.root)  # the scene stays in the sync root
@@ -393,7 +414,7 @@ def upload_target(
 ) -> Path:
     """Where ``principal`` may write ``relative`` in the sync root; 400, 403 or 409 if not.
 
-    Nobody writes the leader's own files (``rights.LEADER_PATHS``). Admins
+    Nobody writes the leader's own files (``protocol.LEADER_PATHS``). Admins
     write anything else. An agent writes only an output file of a chunk
     attempt that is current; with a per-node token, of an attempt assigned
     to its node (the shared token cannot tell which node it is, so any

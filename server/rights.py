@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import PurePath
 from typing import Literal, get_args
 
-from farmtui.protocol import ROOT_ID_FILE, Role
+from farmtui.protocol import Role
 from server.errors import Forbidden
 
 Who = Literal["viewer", "user_own", "user_others", "admin", "agent_shared", "agent_node"]
@@ -65,16 +64,6 @@ SHARED_AGENT = "agent"
 
 # Node names, and so the names of per-node agent tokens: printable, no spaces.
 NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-
-# What only the leader writes in the sync root (first path parts, compared
-# case-folded for case-insensitive file systems): the job logs, the node logs
-# and the root's id. No upload and no job output may go there.
-LEADER_PATHS = ("jobs", "nodes", ROOT_ID_FILE)
-
-
-def leader_owned(relative: PurePath) -> bool:
-    """Whether a path relative to the sync root is the root itself or the leader's own."""
-    return not relative.parts or relative.parts[0].casefold() in LEADER_PATHS
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from agent.errors import FenceError
+from agent.errors import FenceError, PathEscapeError
 from agent.staging import ChunkFiles, CopyToSyncRoot, Fence, RenameIntoPlace
 from farmtui.protocol import AssignChunk, FramesWritten
 
@@ -52,6 +52,27 @@ async def test_an_attempt_that_may_no_longer_write_leaves_the_sync_root_alone(
         ".farmtui-job1.1.1",
         "f_0001.png",
     ]
+
+
+@pytest.mark.parametrize("delivery", [CopyToSyncRoot, RenameIntoPlace])
+async def test_no_output_lands_in_the_leaders_folders_through_a_symlink(
+    tmp_path: Path, delivery: Callable[[Path], CopyToSyncRoot | RenameIntoPlace]
+) -> None:
+    """A renderer left ``links/jobs -> ../jobs`` in the shared sync root; a job whose
+    output went through it replaced another job's chunk log."""
+    root = tmp_path / "root"
+    log = root / "jobs/victim/chunk-0001.attempt-1.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("the victim's log\n")
+    (root / "links").mkdir()
+    (root / "links/jobs").symlink_to("../jobs")
+    source = root / "links/.farmtui-job1.1.1/forged.log"
+    source.parent.mkdir()
+    source.write_text("# farmtui: FORGED LOG\n")
+    relative = "links/jobs/victim/chunk-0001.attempt-1.log"
+    with pytest.raises(PathEscapeError, match="leads into jobs, which only the leader writes"):
+        await delivery(root).deliver(relative, source, _fence())
+    assert log.read_text() == "the victim's log\n"
 
 
 def test_an_empty_file_is_not_a_frame(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ from websockets.exceptions import InvalidStatus
 
 from agent.staging import Fence, UploadToLeader
 from farmtui.protocol import (
+    LEADER_PATHS,
     ROOT_ID_FILE,
     AgentHello,
     AssignChunk,
@@ -727,6 +728,28 @@ async def test_no_output_pattern_points_into_the_leaders_folders(leader: InProce
         assert (await http.get("/api/jobs")).json() == []
 
 
+async def test_no_output_pattern_reaches_the_leaders_folders_through_a_symlink(
+    leader: InProcessLeader, tmp_path: Path
+) -> None:
+    """A renderer can leave symlinks in a shared sync root: a user's job then wrote
+    another job's chunk log through ``links/jobs -> ../jobs``, or wrote outside."""
+    links = leader.root / "links"
+    links.mkdir()
+    (links / "jobs").symlink_to("../jobs")
+    (links / "out").symlink_to(tmp_path)
+    async with leader.http() as http:
+        for output, where in [
+            ("links/jobs/victim/chunk-####.attempt-1.log", "into jobs/"),
+            ("links/out/f_####.png", "outside the sync root"),
+        ]:
+            response = await http.post("/api/jobs", json={**SPEC, "output": output})
+            assert response.status_code == 400, output
+            assert response.json()["error"] == (
+                f"output pattern {output!r} leads {where} through a symlink; refused"
+            )
+        assert (await http.get("/api/jobs")).json() == []
+
+
 def _leftovers(folder: Path) -> list[str]:
     return [path.name for path in folder.rglob("*") if path.name.endswith(".upload")]
 
@@ -851,5 +874,5 @@ def test_every_refusal_names_the_rule() -> None:
     assert rights.node_refusal(agent, "node7") is None
     assert rights.node_refusal(shared, "anything") is None
     # The leader's own names, as the leader spells them.
-    assert ROOT_ID_FILE in rights.LEADER_PATHS
-    assert events_path("j1").split("/")[0] in rights.LEADER_PATHS
+    assert ROOT_ID_FILE in LEADER_PATHS
+    assert events_path("j1").split("/")[0] in LEADER_PATHS

@@ -22,6 +22,7 @@ from farmtui.protocol import (
     EventView,
     Failures,
     FailureView,
+    FrameRun,
     FramesChanged,
     FrameState,
     JobDetail,
@@ -118,9 +119,15 @@ class WatchedJob:
         self.blocked_nodes = dict(detail.blocked_nodes)
         # Grid order is ascending frame number, whatever order the frame list has.
         # Built with map/zip/sorted so a 100,000-frame job loads in a few milliseconds.
-        states = detail.frame_states
-        frames = list(map(int, states))
-        codes = bytearray(map(FRAME_CODE.__getitem__, states.values()))
+        if detail.next_after is not None and detail.frame_runs_complete:
+            # One page of a big job's chunks: ``frame_states`` has only that page's
+            # frames (the grid stopped at frame 10,000, its legend counted those);
+            # the runs cover every frame.
+            frames, codes = _frames_of_runs(detail.frame_runs)
+        else:
+            states = detail.frame_states
+            frames = list(map(int, states))
+            codes = bytearray(map(FRAME_CODE.__getitem__, states.values()))
         ascending = sorted(frames)
         if frames != ascending:
             order = sorted(range(len(frames)), key=frames.__getitem__)
@@ -197,6 +204,17 @@ class WatchedJob:
     def state_of(self, frame: int) -> FrameState | None:
         i = self.index.get(frame)
         return None if i is None else FRAME_STATES[self.states[i]]
+
+
+def _frames_of_runs(runs: Iterable[FrameRun]) -> tuple[list[int], bytearray]:
+    """Every frame of ``runs`` and its state code, run after run."""
+    frames: list[int] = []
+    codes = bytearray()
+    for run in runs:
+        span = range(run.first, run.last + 1, run.step)
+        frames.extend(span)
+        codes.extend(bytes((FRAME_CODE[run.state],)) * len(span))
+    return frames, codes
 
 
 def dispatch_key(job: JobView) -> tuple[bool, int, int, float, str]:

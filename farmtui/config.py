@@ -121,15 +121,61 @@ def check_token(token: str, source: str) -> str:
     return token
 
 
+# A token is 43 characters: a token file is read this far at most (``/dev/zero`` grew
+# a reader's memory without end), and a pipe (``--token-file <(pass show farm)``) is
+# waited for this long (one nobody writes to hung the command).
+MAX_TOKEN_FILE_BYTES = 4096
+TOKEN_PIPE_WAIT = 10.0
+
+
 def read_token_file(path: str | Path) -> str:
     """The token in ``path`` (surrounding whitespace dropped), or ConfigError."""
     try:
-        token = Path(path).expanduser().read_text(encoding="utf-8").strip()
+        data = _read_bounded(Path(path).expanduser(), str(path))
     except OSError as exc:
         raise ConfigError(f"cannot read token file {path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_TOKEN_FILE_BYTES:
+        raise ConfigError(f"token file {path} is far too big to hold a token")
+    try:
+        token = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ConfigError(f"token file {path} is not text") from None
     if not token:
         raise ConfigError(f"token file {path} is empty")
     return token
+
+
+def _read_bounded(path: Path, shown: str) -> bytes:
+    """Up to ``MAX_TOKEN_FILE_BYTES + 1`` bytes of a regular file or a pipe."""
+    import select
+    import time
+
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        kind = os.fstat(fd).st_mode
+        if stat.S_ISREG(kind):
+            return os.read(fd, MAX_TOKEN_FILE_BYTES + 1)
+        if not (stat.S_ISFIFO(kind) or stat.S_ISSOCK(kind)):
+            raise ConfigError(f"token file {shown} is not a file")
+        data = b""
+        deadline = time.monotonic() + TOKEN_PIPE_WAIT
+        while len(data) <= MAX_TOKEN_FILE_BYTES:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise ConfigError(f"token file {shown}: nothing came in {TOKEN_PIPE_WAIT:g} s")
+            try:
+                block = os.read(fd, MAX_TOKEN_FILE_BYTES + 1 - len(data))
+            except BlockingIOError:  # a FIFO with no writer yet reads as ready
+                block = None
+            if block == b"":
+                if data or time.monotonic() >= deadline:
+                    break
+                time.sleep(0.05)  # no writer has opened it yet: poll until the deadline
+                continue
+            data += block or b""
+        return data
+    finally:
+        os.close(fd)
 
 
 def load_user_config(env: Mapping[str, str] | None = None) -> UserConfig:

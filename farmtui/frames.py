@@ -51,7 +51,7 @@ def parse_frames(text: str) -> list[int]:
             f"frame list {text!r} has a frame or step that is not a whole number "
             "(whole frames only)"
         )
-    if _FRAME_LIST.fullmatch(spec) is None:
+    if _FRAME_LIST.fullmatch(spec) is None or "" in spec.split(","):  # "1,,2" is a typo
         raise FrameListError(f"malformed frame list {text!r} ({_HINT})")
     simple = _simple_frames(spec, text)
     if simple is not None:

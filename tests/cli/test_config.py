@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import stat
 from pathlib import Path
 
 import pytest
 
+from farmtui import config
 from farmtui.config import (
     config_path,
     load_user_config,
     normalize_url,
+    read_token_file,
     resolve,
     write_user_config,
 )
@@ -149,3 +152,34 @@ def test_a_token_that_cannot_be_one_is_refused_without_repeating_it(token: str) 
         resolve(leader="http://farm:7878", token=token)
     assert "ab" not in str(caught.value)
     assert "words" not in str(caught.value)
+
+
+def test_a_token_file_that_is_no_file_or_far_too_big_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``/dev/zero`` grew the reader's memory without end; a FIFO nobody writes to
+    hung the command; a 50 MB file ended as "Connection reset by peer"."""
+    monkeypatch.setattr(config, "TOKEN_PIPE_WAIT", 0.3)
+    with pytest.raises(ConfigError, match="^token file /dev/zero is not a file$"):
+        read_token_file("/dev/zero")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match="nothing came in 0.3 s$"):
+        read_token_file(fifo)
+    big = tmp_path / "big"
+    big.write_bytes(b"x" * 50_000)
+    with pytest.raises(ConfigError, match="far too big to hold a token$"):
+        read_token_file(big)
+    binary = tmp_path / "binary"
+    binary.write_bytes(b"\xff\xfe")
+    with pytest.raises(ConfigError, match="is not text$"):
+        read_token_file(binary)
+
+
+def test_a_token_comes_through_a_pipe(tmp_path: Path) -> None:
+    """``--token-file <(pass show farm)``: a pipe its writer fills."""
+    read, write = os.pipe()
+    os.write(write, b"  the-token\n")
+    os.close(write)
+    assert read_token_file(f"/dev/fd/{read}") == "the-token"
+    os.close(read)

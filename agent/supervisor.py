@@ -910,8 +910,22 @@ class ChunkRun:
             refusal=self.refusal,
         )
         try:
-            for relative, source in wanted:
-                await self.delivery.deliver(relative, source, fence)
+            while wanted:
+                try:
+                    await self.delivery.deliver(*wanted[0], fence)
+                except FenceError as refused:
+                    if not self._lapsed():
+                        raise
+                    # The lease ran out while the render's files were copied (the agent
+                    # frozen, the leader slow to answer): as for a render that ended by
+                    # itself, the copy waits for the lease, then goes on; killed only if
+                    # the leader says the chunk moved meanwhile.
+                    await self._lease_again()
+                    if self.stop is not None:
+                        fence.check()  # the leader's word now: it says why
+                        raise refused from None
+                    continue
+                wanted.pop(0)
         except FenceError as exc:
             # Not the job's fault: the farm took the attempt away (no retry used).
             log.warning("chunk %s: %s", self.marker, exc)

@@ -268,22 +268,6 @@ async def test_output_pattern_is_inferred_when_the_leader_sends_none(
     assert finished.outcome == "done", finished.reason
 
 
-async def test_a_lease_lost_while_copying_is_the_farms_fault_and_copies_nothing(
-    farm: Any, demo_chunk: Chunk
-) -> None:
-    class LeaseRunsOutFirst:
-        async def deliver(self, relative: str, source: Path, fence: Fence) -> None:
-            farm.supervisor.lease_until = 0.0  # the leader went quiet during the render
-            await CopyToSyncRoot(farm.sync_root).deliver(relative, source, fence)
-
-    farm.supervisor.storage = Storage(sync_root=farm.sync_root, delivery=LeaseRunsOutFirst())
-    farm.supervisor.assign(demo_chunk([1]))
-    finished = await farm.finish()
-    assert finished.outcome == "killed", "a retry is not the job's to pay for"
-    assert "lease ran out" in finished.reason
-    assert not (farm.sync_root / "renders/shot/frame_0001.png").exists()
-
-
 async def test_retry_sync_copies_the_kept_output_without_rendering_again(
     farm: Any, demo_chunk: Chunk
 ) -> None:
@@ -522,6 +506,48 @@ async def test_a_render_that_ended_before_the_lease_ran_out_is_delivered_once_it
     finished = await farm.finish()
     assert finished.outcome == "done", finished.reason
     assert (farm.sync_root / "renders/shot/frame_0001.png").read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize("moved", [False, True], ids=["lease-back", "chunk-moved"])
+async def test_a_lease_that_runs_out_while_the_output_is_copied_waits_for_the_lease(
+    farm: Any, demo_chunk: Chunk, monkeypatch: pytest.MonkeyPatch, moved: bool
+) -> None:
+    """A break round froze an agent while it copied a finished render's frames (300 MB
+    each) past its lease: the attempt ended killed with exit status 0 and the chunk was
+    rendered again, though its node was never lost. The copy now waits for the lease
+    and goes on; only the leader's word that the chunk moved ends it killed."""
+    from agent.staging import CopyToSyncRoot
+
+    deliver = CopyToSyncRoot.deliver
+    lapsed: list[bool] = []
+
+    async def lapse_first(self: CopyToSyncRoot, relative: str, source: Path, fence: Any) -> None:
+        if not lapsed:  # the freeze, as the first file goes
+            lapsed.append(True)
+            farm.supervisor.lease_until = 0.0
+            assert farm.supervisor.lease_ran_out() == 1
+        await deliver(self, relative, source, fence)
+
+    monkeypatch.setattr(CopyToSyncRoot, "deliver", lapse_first)
+    farm.supervisor.assign(demo_chunk([1, 2]))
+    run = await poll_until(
+        lambda: next((r for r in farm.supervisor.runs.values() if r.awaiting_lease), None),
+        what="the copy to wait for the lease",
+    )
+    assert farm.recorder.finished() is None
+    assert not (farm.sync_root / "renders/shot/frame_0001.png").exists()
+    if moved:
+        farm.supervisor.kill(run.key, "the leader no longer wants it")
+    farm.supervisor.renew_lease(time.monotonic() + 60.0)
+    finished = await farm.finish()
+    if moved:
+        assert finished.outcome == "killed"
+        assert finished.reason == "attempt 1 may no longer write: the leader no longer wants it"
+        assert not (farm.sync_root / "renders/shot/frame_0001.png").exists()
+        return
+    assert (finished.outcome, finished.exit_status) == ("done", "0"), finished.reason
+    for frame in ("frame_0001.png", "frame_0002.png"):
+        assert (farm.sync_root / "renders/shot" / frame).read_bytes().startswith(b"\x89PNG")
 
 
 async def test_a_render_waiting_for_the_lease_that_the_leader_moved_meanwhile_is_killed(

@@ -159,6 +159,9 @@ def job_action(
                 copies += chunk.staged_on is not None
                 reset_for_rerun(job, chunk, changes)
                 count += 1
+        if count == 0 and state in ("cancelled", "done", "failed"):
+            _lift_blocks(job, changes, now, actor)
+            return f"retry sync: nothing to copy or retry (job is {state})"
         _reopen(job, changes, now, actor)
         return f"retry sync: {count} chunks re-queued ({copies} copy their staged output)"
     if action == "requeue":

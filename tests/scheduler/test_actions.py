@@ -138,6 +138,11 @@ def test_retry_failed_on_a_cancelled_job_leaves_its_cancelled_chunks_cancelled(
     assert farm.state(other) == "cancelled"
     assert farm.chunk_states(other) == ["cancelled", "cancelled"]
     assert [e.text for e in changes.events] == ["retry failed: no failed chunk (job is cancelled)"]
+    changes = farm.scheduler.job_action([other], "retry-sync", "bob", farm.now)
+    assert farm.state(other) == "cancelled"
+    assert [e.text for e in changes.events] == [
+        "retry sync: nothing to copy or retry (job is cancelled)"
+    ]
     farm.scheduler.job_action([other], "resume", "bob", farm.now)
     assert farm.chunk_states(other) == ["queued", "queued"], "resume renders them again"
 

@@ -355,10 +355,14 @@ class ConsoleState:
         Events already shown (received live, or back-filled before a reconnect)
         are kept once; the console's own lines keep their place in time.
         """
-        seen: set[tuple[float, str, str | None, str]] = set()
+        seen: set[tuple[int, str, str | None, str]] = set()
         merged: list[EventView] = []
         for event in sorted([*self.events, *events], key=lambda e: e.time):
-            key = (event.time, event.text, event.job_id, event.level)
+            # As a restarted leader reads them back from the job's events.log: to the
+            # millisecond, on one line. Compared exactly, every line seen before a
+            # restart was shown twice after it.
+            millis = round(event.time * 1e6) // 1000
+            key = (millis, " ".join(event.text.splitlines()), event.job_id, event.level)
             if key not in seen:
                 seen.add(key)
                 merged.append(event)

@@ -11,6 +11,7 @@ from farmtui.console.state import Change, ConsoleState, GroupHeader
 from farmtui.protocol import (
     ChunksChanged,
     ChunkView,
+    EventView,
     FramesChanged,
     JobsChanged,
     JobsRemoved,
@@ -154,3 +155,27 @@ def test_a_watched_job_the_list_does_not_hold_stays_out_of_it(
     assert "j6" not in state.jobs  # archived from the start: watched, never listed
     state.apply(JobWatched(detail=leader.detail("j6")), Change())
     assert "j6" not in state.jobs
+
+
+def test_events_a_restarted_leader_reads_back_are_not_shown_twice() -> None:
+    """After a leader restart the console back-fills the Monitor Log from events the
+    leader read back from the jobs' ``events.log``: to the millisecond and on one
+    line. Compared exactly with those it had live, every one of them showed twice."""
+    from server.history import parse_event_line
+    from server.joblogs import event_line
+
+    state = ConsoleState()
+    live = [
+        EventView(time=1_796_510_675.123456, level="info", text="job j1 queued -> rendering",
+                  job_id="j1", actor="alice"),
+        EventView(time=1_796_510_675.999999, level="warn", text="chunk 3 failed:\nexit 1",
+                  job_id="j1"),
+    ]  # fmt: skip
+    state.backfill(live)
+    read_back = [parse_event_line(event_line(e).rstrip("\n"), "j1") for e in live]
+    assert all(e is not None for e in read_back)
+    state.backfill([e for e in read_back if e is not None])
+    assert [" ".join(e.text.splitlines()) for e in state.events] == [
+        "job j1 queued -> rendering",
+        "chunk 3 failed: exit 1",
+    ]

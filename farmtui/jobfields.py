@@ -26,7 +26,7 @@ from __future__ import annotations
 import difflib
 import re
 import shlex
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Final, TypeVar
@@ -412,24 +412,26 @@ def _check_text(given: Given) -> None:
     surrogates, which JSON cannot carry.
     """
     for key, value in given.values.items():
-        if not _is_utf8(value):
+        try:
+            for text in _texts(value):
+                text.encode()
+        except UnicodeEncodeError:
             raise JobFieldError(
                 f"{given.labels.get(key, key)}: is not UTF-8 text", BY_KEY[key].path
-            )
+            ) from None
 
 
-def _is_utf8(value: object) -> bool:
+def _texts(value: object) -> Iterator[str]:
+    """Every string in ``value``: itself, its items, or its keys and values."""
     if isinstance(value, str):
-        try:
-            value.encode()
-        except UnicodeEncodeError:
-            return False
-        return True
-    if isinstance(value, dict):
-        return all(_is_utf8(k) and _is_utf8(v) for k, v in value.items())
-    if isinstance(value, list | tuple):
-        return all(_is_utf8(item) for item in value)
-    return True
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _texts(key)
+            yield from _texts(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _texts(item)
 
 
 def to_spec(given: Given, **extra: Any) -> JobSpec:
@@ -541,17 +543,6 @@ def _show(value: object) -> str:
     return repr(value) if isinstance(value, str) else str(value)
 
 
-def _holds_nul(value: object) -> bool:
-    """Whether a NUL byte is in ``value``, its items or its keys and values."""
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
-    if isinstance(value, list | tuple):
-        return any(_holds_nul(item) for item in value)
-    return False
-
-
 def _bounds(info: msgspec.inspect.Type | None) -> str:
     """``0-100``, ``>= 1``, ``> 0 and <= 100`` from the Struct's own limits."""
     if not isinstance(info, msgspec.inspect.IntType | msgspec.inspect.FloatType):
@@ -612,7 +603,7 @@ def explain(
             text = f"must have at most {limit} {unit}"
     elif "matching regex" in problem:
         # A NUL first: no rule of a field says why a program cannot be given one.
-        nul = _holds_nul(value)
+        nul = any("\x00" in text for text in _texts(value))
         text = "must not hold a NUL byte" if nul else rule or "has characters that are not allowed"
     elif typed := _TYPE.match(problem):
         want = typed.group("want").split(" | ")[0]

@@ -12,7 +12,6 @@ is undone by the leader and answered here, once for every write, with 503
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path, PurePath, PurePosixPath
@@ -120,16 +119,6 @@ async def write(
 LIMIT_NAME = re.compile(LIMIT_NAME_PATTERN)
 
 
-def _resolved(root: Path, folder: PurePath) -> PurePosixPath | None:
-    """``folder`` (relative to the sync root) as the file system resolves it now,
-    relative to the root's own resolved path; None when it leads outside."""
-    real_root = os.path.realpath(root)
-    real = os.path.realpath(root.joinpath(*folder.parts))
-    if real != real_root and not real.startswith(real_root + os.sep):
-        return None
-    return PurePosixPath(os.path.relpath(real, real_root))
-
-
 class Submitted(NamedTuple):
     """The job, and whether this request made it (False: its idempotency key had)."""
 
@@ -172,7 +161,11 @@ async def submit(
             )
         # As the file system has it now: a symlink in the sync root (a renderer's) may
         # lead elsewhere. Nodes check again as they copy; this says so at once.
-        real = await asyncio.to_thread(_resolved, leader.root, pattern.parent)
+        try:  # already refused above if written to escape: only a symlink can
+            target = await asyncio.to_thread(confine, leader.root, str(pattern.parent))
+            real: PurePath | None = target.relative_to(leader.root.resolve())
+        except BadRequest:
+            real = None
         if real is None or (real.parts and leader_owned(real)):
             where = "outside the sync root" if real is None else f"into {real.parts[0]}/"
             raise BadRequest(

@@ -46,6 +46,7 @@ from server.errors import (
     TooLarge,
     Unavailable,
     Unprocessable,
+    shown,
 )
 from server.joblogs import chunk_log_path, events_path
 from server.leader import Leader
@@ -521,7 +522,7 @@ async def upload_file(request: Request) -> Response:
                 raise TooLarge(f"file is over the {limit} byte limit")
             upload.write(part)
         if operations.upload_target(leader, principal, relative, fence) != target:
-            raise Conflict(f"{operations.shown(relative)} changed during the upload: not written")
+            raise Conflict(f"{shown(relative)} changed during the upload: not written")
         upload.commit()
     except OSError as exc:
         raise write_error(exc, relative) from None
@@ -537,8 +538,8 @@ def write_error(exc: OSError, relative: str) -> RequestError:
     """A failed write as one line: the reason, never the server's path."""
     reason = exc.strerror or type(exc).__name__
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return Unavailable(f"cannot write {operations.shown(relative)}: {reason}; try again later")
-    return BadRequest(f"cannot write {operations.shown(relative)}: {reason}")
+        return Unavailable(f"cannot write {shown(relative)}: {reason}; try again later")
+    return BadRequest(f"cannot write {shown(relative)}: {reason}")
 
 
 def upload_fence(request: Request) -> UploadFence | None:

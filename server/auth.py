@@ -25,7 +25,7 @@ from typing import get_args
 from starlette.datastructures import Headers, QueryParams
 
 from farmtui.protocol import USER_NAME_PATTERN, Role
-from server.errors import BadRequest, Conflict, Forbidden, Unauthorized
+from server.errors import BadRequest, Conflict, Forbidden, Unauthorized, shown
 from server.rights import NODE_NAME, SHARED_AGENT, Action, Principal, could, refusal
 from server.store import FarmStore
 
@@ -50,16 +50,16 @@ def new_token() -> str:
 
 def check_name(name: str, role: str = "user") -> str:
     """A name a new token may have; an agent token's name is the one node it may be."""
-    # Quoted whole only when short: an error line is not the place for 5,000 characters.
-    shown = repr(name) if len(name) <= 70 else f"{name[:64]!r}... ({len(name)} characters)"
     if role == "agent":
         if not NODE_NAME.fullmatch(name):
             raise BadRequest(
-                f"an agent token is named for its node: {shown} must be 1-64 letters, "
+                f"an agent token is named for its node: {shown(name)} must be 1-64 letters, "
                 "digits, '.', '_' or '-'"
             )
     elif not _NAME.fullmatch(name):
-        raise BadRequest(f"token name {shown} must be 1-64 letters, digits, '.', '_', '@' or '-'")
+        raise BadRequest(
+            f"token name {shown(name)} must be 1-64 letters, digits, '.', '_', '@' or '-'"
+        )
     if name == SHARED_AGENT:
         raise BadRequest(
             f"the token name {SHARED_AGENT!r} is reserved for the leader's shared agent.token"

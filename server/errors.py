@@ -89,3 +89,9 @@ class Unavailable(RequestError):
     """The leader cannot save changes now (its disk is full); reads still work."""
 
     status = 503
+
+
+def shown(text: str, limit: int = 80) -> str:
+    """A client's text (a path, a name) for an error message, quoted and cut short: an
+    error line is no place for a 5,000-character name."""
+    return repr(text if len(text) <= limit else text[: limit - 1] + "…")

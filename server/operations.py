@@ -43,6 +43,7 @@ from server.errors import (
     RequestError,
     StoreError,
     Unavailable,
+    shown,
 )
 from server.leader import Leader
 from server.model import Changes, Chunk, Job
@@ -448,8 +449,3 @@ def _running_on(chunk: Chunk | None, number: int) -> str | None:
     if chunk is None or chunk.state != "assigned" or chunk.attempt != number:
         return None
     return next((a.node for a in reversed(chunk.attempts) if a.number == number), None)
-
-
-def shown(relative: str, limit: int = 80) -> str:
-    """A client's path for an error message, cut short (a 300-character name is no help)."""
-    return repr(relative if len(relative) <= limit else relative[: limit - 1] + "…")

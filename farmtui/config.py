@@ -165,14 +165,14 @@ def _read_bounded(path: Path, shown: str) -> bytes:
                 raise ConfigError(f"token file {shown}: nothing came in {TOKEN_PIPE_WAIT:g} s")
             try:
                 block = os.read(fd, MAX_TOKEN_FILE_BYTES + 1 - len(data))
-            except BlockingIOError:  # a FIFO with no writer yet reads as ready
-                block = None
-            if block == b"":
-                if data or time.monotonic() >= deadline:
-                    break
-                time.sleep(0.05)  # no writer has opened it yet: poll until the deadline
+            except BlockingIOError:
                 continue
-            data += block or b""
+            if block:
+                data += block
+            elif data:
+                break  # its writer closed it: the whole token is in
+            else:
+                time.sleep(0.05)  # no writer has opened it yet (it reads as ended)
         return data
     finally:
         os.close(fd)

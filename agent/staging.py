@@ -56,21 +56,25 @@ def check_relative(relative: str, what: str) -> PurePosixPath:
 
 def confine(root: Path, relative: str, what: str) -> Path:
     """``root / relative`` for a job's path, also refusing symlinks that lead out of ``root``."""
+    return _confined(root, relative, what)[0]
+
+
+def _confined(root: Path, relative: str, what: str) -> tuple[Path, PurePosixPath]:
+    """``confine``'s path, and where it really leads, relative to the real ``root``."""
     rel = check_relative(relative, what)
     path = root.joinpath(*rel.parts) if rel.parts else root
     real_root = os.path.realpath(root)
     real = os.path.realpath(path)
     if real != real_root and not real.startswith(real_root + os.sep):
         raise PathEscapeError(f"{what} {relative!r} leads outside {root} (symlink?); refused")
-    return path
+    return path, PurePosixPath(os.path.relpath(real, real_root))
 
 
 def confine_output(root: Path, relative: str, what: str) -> Path:
     """``confine`` for where a job's output lands in the sync root: never, through a
     symlink a renderer left there (``links/jobs -> ../jobs``), in the leader's own
     folders, where it would replace another job's log."""
-    path = confine(root, relative, what)
-    real = PurePosixPath(os.path.realpath(path)).relative_to(os.path.realpath(root))
+    path, real = _confined(root, relative, what)
     if real.parts and leader_owned(real):
         raise PathEscapeError(
             f"{what} {relative!r} leads into {real.parts[0]}, which only the leader writes "

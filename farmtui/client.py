@@ -73,6 +73,7 @@ import msgspec
 
 from farmtui import config, errors
 from farmtui.protocol import (
+    IDEMPOTENCY_KEY,
     STANDBY_REFUSAL,
     ChunkAction,
     FailureView,
@@ -97,7 +98,6 @@ FINAL_STATES = frozenset({"done", "failed", "cancelled"})
 SUBMIT_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)
 # No try starts later than this after the first (a timed-out try already took long).
 SUBMIT_RETRY_WINDOW = 10.0
-IDEMPOTENCY_KEY = "Idempotency-Key"
 
 Transport: TypeAlias = Callable[[str, str, dict[str, str], bytes | None], tuple[int, str, bytes]]
 """Sends one request and returns its answer; FarmClient's is a kept connection to the leader.

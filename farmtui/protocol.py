@@ -620,6 +620,9 @@ class LeaderToAgentMessage(msgspec.Struct, tag_field="type", kw_only=True):
     pass
 
 
+# The HTTP header of a submit's idempotency key: a retry with it finds the job it made.
+IDEMPOTENCY_KEY = "Idempotency-Key"
+
 # The file in the sync root that holds its id (``Welcome.root_id``; ``server.sync_root``).
 ROOT_ID_FILE = ".farmtui-root"
 # What only the leader writes in the sync root (first path parts, compared

@@ -22,6 +22,7 @@ from starlette.routing import Route
 
 from farmtui.jobfields import explain
 from farmtui.protocol import (
+    IDEMPOTENCY_KEY,
     LOOK_OVER_BYTES,
     MAX_HISTORY,
     ApiError,
@@ -46,6 +47,7 @@ from server.errors import (
     TooLarge,
     Unavailable,
     Unprocessable,
+    UnsupportedMediaType,
     shown,
 )
 from server.joblogs import chunk_log_path, events_path
@@ -61,7 +63,6 @@ T = TypeVar("T", bound=msgspec.Struct)
 # Logs served over HTTP: at most this much from their end.
 MAX_LOG_BYTES = 32 * 1024 * 1024
 # ``POST /api/jobs``: a client's key for one submit, so that sending it again is harmless.
-IDEMPOTENCY_KEY = "Idempotency-Key"
 _IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 
 
@@ -155,7 +156,26 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(parts)
 
 
+def check_json_type(request: Request) -> None:
+    """415 for a body that says it is not JSON (a form, XML): it would be read as JSON.
+
+    A request with no Content-Type at all is read as JSON; curl's ``-d`` without ``-H``
+    says it is a form, and is told the header to add.
+    """
+    given = request.headers.get("content-type")
+    if given is None:
+        return
+    media = given.split(";", 1)[0].strip().lower()
+    if media != "application/json" and not (
+        media.startswith("application/") and media.endswith("+json")
+    ):
+        raise UnsupportedMediaType(
+            f"body is {shown(media)}, not JSON: send it with Content-Type: application/json"
+        )
+
+
 async def decode_body(request: Request, kind: type[T]) -> T:
+    check_json_type(request)
     body = await read_body(request, leader_of(request).config.max_request_bytes)
     try:
         if len(body) > LOOK_OVER_BYTES:

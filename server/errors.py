@@ -81,6 +81,10 @@ class TooLarge(RequestError):
     status = 413
 
 
+class UnsupportedMediaType(RequestError):
+    status = 415
+
+
 class Unprocessable(RequestError):
     status = 422
 

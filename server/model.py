@@ -433,6 +433,9 @@ class Job:
     scout_released: bool = False
     # The submitter's idempotency key: a retried submit with it finds this job.
     submit_key: str | None = None
+    # What that submit asked for (``submission.request_digest``): the same key with another
+    # request is refused rather than answered with this job.
+    submit_digest: str | None = None
     # Who put the job in its current state (None: the leader itself), for "paused by alice".
     state_by: str | None = None
     # Live counters (never stored; ``frame_states.tally_of`` builds them on first use).

@@ -23,6 +23,7 @@ import msgspec
 from starlette.routing import BaseRoute, Route
 
 from farmtui.protocol import (
+    IDEMPOTENCY_KEY,
     ApiError,
     EventView,
     FailureView,
@@ -35,7 +36,6 @@ from farmtui.protocol import (
     NodeView,
 )
 from server.api import (
-    IDEMPOTENCY_KEY,
     ChunkActionBody,
     JobActionBody,
     JobActionResult,
@@ -105,7 +105,8 @@ OPERATIONS: dict[str, Operation] = {
     "whoami": Operation("Whose token this is, and its role.", WhoAmI),
     "submit_job": Operation(
         "Submit a job. 201 and the new job; 200 and the earlier job when the "
-        "Idempotency-Key was seen (a retried submit never makes two jobs).",
+        "Idempotency-Key was seen (a retried submit never makes two jobs); 422 when that "
+        "key was used for another spec.",
         JobView,
         status=201,
         body=JobSpec,
@@ -113,7 +114,7 @@ OPERATIONS: dict[str, Operation] = {
             Param(
                 IDEMPOTENCY_KEY,
                 {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,128}$"},
-                "the client's key for this submit; sending it again is harmless",
+                "the client's key for this submit; sending it again with the same spec is harmless",
                 where="header",
             ),
         ),

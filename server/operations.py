@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 from farmtui.frames import OutputPatternError, check_output_pattern
 from farmtui.protocol import (
+    IDEMPOTENCY_KEY,
     LEADER_PATHS,
     LIMIT_NAME_PATTERN,
     ChunkAction,
@@ -43,6 +44,7 @@ from server.errors import (
     RequestError,
     StoreError,
     Unavailable,
+    Unprocessable,
     shown,
 )
 from server.leader import Leader
@@ -51,7 +53,7 @@ from server.paths import confine
 from server.resources import LIMITS_SETTING, Limit, encode_limits
 from server.rights import Principal, authorize, may
 from server.scheduler import SchedulerError
-from server.submission import check_paths, prepare
+from server.submission import check_paths, prepare, request_digest
 from server.views import MAX_PAGE_CHUNKS, ChunkPage
 from server.webhooks import check_job_webhook
 
@@ -147,7 +149,8 @@ async def submit(
             f"priority {spec.priority} needs an admin: users submit with priority "
             f"{lowest}-100 (lower renders sooner)"
         )
-    earlier = _earlier(leader, owner, key)
+    digest = None if key is None else await asyncio.to_thread(request_digest, spec)
+    earlier = _earlier(leader, owner, key, digest)
     if earlier is not None:
         return earlier
     if spec.output is not None:
@@ -187,24 +190,36 @@ async def submit(
     def step(now: float) -> Changes:
         # Checked as the job is added: the same key may have been submitted again while
         # this one was prepared, or waited in the group commit.
-        earlier = _earlier(leader, owner, key)
+        earlier = _earlier(leader, owner, key, digest)
         if earlier is not None:
             found.append(earlier)
             return Changes()
-        return leader.scheduler.submit(job_id, spec, owner, now, key=key, prepared=prepared)
+        return leader.scheduler.submit(
+            job_id, spec, owner, now, key=key, prepared=prepared, digest=digest
+        )
 
     await write(leader, step, BadRequest)
     return found[0] if found else Submitted(view_of(leader, job_id), created=True)
 
 
-def _earlier(leader: Leader, owner: str, key: str | None) -> Submitted | None:
-    """The job ``owner`` submitted with ``key`` before, if any is still there."""
+def _earlier(leader: Leader, owner: str, key: str | None, digest: str | None) -> Submitted | None:
+    """The job ``owner`` submitted with ``key`` before, if any is still there.
+
+    Unprocessable when that submit asked for something else (``request_digest``): the
+    key was reused for a new job, and answering with the old one would lose the new.
+    """
     if key is None:
         return None
     earlier = leader.scheduler.job_for_key(owner, key)
-    if earlier is None or leader.job(earlier) is None:
+    job = None if earlier is None else leader.job(earlier)
+    if job is None:
         return None
-    return Submitted(leader.scheduler.job_view(earlier), created=False)
+    if job.submit_digest is not None and job.submit_digest != digest:
+        raise Unprocessable(
+            f"{IDEMPOTENCY_KEY} {shown(key)} was used for another submit (job {job.id}); "
+            "a new job needs a new key"
+        )
+    return Submitted(leader.scheduler.job_view(job.id), created=False)
 
 
 async def job_action(

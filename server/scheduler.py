@@ -344,12 +344,14 @@ class Scheduler:
         now: float,
         key: str | None = None,
         prepared: Prepared | None = None,
+        digest: str | None = None,
     ) -> Changes:
         """Validate and add a job (chunks, scout chunks, pre/post chunks).
 
         SchedulerError (and no change) on bad input. ``key`` is the submitter's
-        idempotency key (see ``job_for_key``). ``prepared``: what ``prepare``
-        made of ``spec`` for this job id beforehand (in a thread).
+        idempotency key (see ``job_for_key``), ``digest`` what the request
+        asked for. ``prepared``: what ``prepare`` made of ``spec`` for this job
+        id beforehand (in a thread).
         """
         if prepared is None:
             prepared = prepare(job_id, spec)
@@ -365,6 +367,7 @@ class Scheduler:
             queue_key=dispatch_order.next_key(self.jobs.values()),
             created=now,
             submit_key=key,
+            submit_digest=digest,
         )
         job.chunks = prepared.chunks
         self._adopt(job)

@@ -174,6 +174,7 @@ def _job_fingerprint(job: Job) -> tuple[object, ...]:
         tuple(job.node_errors.items()),
         job.scout_released,
         job.submit_key,
+        job.submit_digest,
         job.chunks.untouched,
     )
 

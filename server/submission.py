@@ -14,6 +14,7 @@ render chunks, the post-job script (if any).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Container
 from pathlib import Path
@@ -51,6 +52,18 @@ def prepare(job_id: str, spec: JobSpec) -> Prepared:
         raise SchedulerError(str(exc)) from None
     spec = with_command(spec)
     return Prepared(spec, len(frames), build_chunks(job_id, spec, frames))
+
+
+_canonical = msgspec.json.Encoder(order="sorted")
+
+
+def request_digest(spec: JobSpec) -> str:
+    """What a submit asked for, whatever the order of its keys: its idempotency key's twin.
+
+    A client retrying sends the same spec; one that sends another under the same key
+    has mixed up its keys, and is told so rather than handed the first job.
+    """
+    return hashlib.sha256(_canonical.encode(spec)).hexdigest()
 
 
 def validate(job_id: str, spec: JobSpec, known_jobs: Container[str]) -> None:

@@ -5,12 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import NamedTuple
 
+import msgspec
+
 from farmtui.protocol import (
     AttemptView,
     ChunkRef,
     ChunkView,
     FrameRun,
     JobDetail,
+    JobSpec,
     JobView,
     NodeView,
 )
@@ -21,6 +24,7 @@ from server.reasons import Farm, why_waiting
 from server.retries import retry_policy
 from server.scheduler_config import SchedulerConfig
 from server.transitions import job_name
+from server.url_origin import origin_only
 
 # Reasons that hold the job until an operator or the farm changes something:
 # no estimate of the time remaining is given then.
@@ -71,6 +75,17 @@ class Waiting(NamedTuple):
     now: float
 
 
+def spec_shown(spec: JobSpec) -> JobSpec:
+    """The spec as every reader sees it: its webhook by origin only (``url_origin``).
+
+    Any token that reads sees every job; a webhook's path is often its secret, so
+    not even the owner reads it back (they wrote it; the leader keeps it whole).
+    """
+    if spec.webhook is None:
+        return spec
+    return msgspec.structs.replace(spec, webhook=origin_only(spec.webhook))
+
+
 def job_view(
     job: Job,
     position: int,
@@ -104,7 +119,7 @@ def job_view(
         started=job.started,
         finished=job.finished,
         stats=stats,
-        spec=job.spec,
+        spec=spec_shown(job.spec),
         reason=reason,
         blocked_nodes=dict(job.blocked),
     )

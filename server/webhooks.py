@@ -22,6 +22,7 @@ import msgspec
 
 from farmtui.protocol import JobView
 from server.errors import BadRequest, Forbidden
+from server.url_origin import origin_only
 
 log = logging.getLogger("farmtui.leader.webhooks")
 
@@ -111,27 +112,15 @@ def check_job_webhook(url: str | None, allow: Sequence[str], *, unrestricted: bo
     try:
         parse_webhook(url)
     except ValueError as exc:
-        raise BadRequest(f"webhook {redact_url(url)} {exc}") from None
+        raise BadRequest(f"webhook {origin_only(url)} {exc}") from None
     if unrestricted or webhook_allowed(url, allow):
         return
     if not allow:
         raise Forbidden("job webhooks need an admin: this leader's webhook_allow is empty")
     raise Forbidden(
-        f"webhook {redact_url(url)} is not allowed: a job webhook must start with one of "
+        f"webhook {origin_only(url)} is not allowed: a job webhook must start with one of "
         "this leader's webhook_allow prefixes"
     )
-
-
-def redact_url(url: str) -> str:
-    """A URL for a log or an error: its origin, never its path (a webhook's secret)."""
-    try:
-        parsed = httpx.URL(url)
-    except (httpx.InvalidURL, TypeError, ValueError):
-        return "(not a URL)"
-    if parsed.scheme not in _DEFAULT_PORTS or not parsed.host:
-        return "(not an http(s) URL)"
-    port = f":{parsed.port}" if parsed.port else ""
-    return f"{parsed.scheme}://{parsed.host}{port}/…"
 
 
 class WebhookBody(msgspec.Struct, kw_only=True):
@@ -164,7 +153,7 @@ class Webhooks:
         for url in dict.fromkeys(urls):
             if len(self.tasks) >= MAX_PENDING:
                 log.warning(
-                    "webhook %s dropped: %d POSTs still pending", redact_url(url), len(self.tasks)
+                    "webhook %s dropped: %d POSTs still pending", origin_only(url), len(self.tasks)
                 )
                 continue
             task = asyncio.get_running_loop().create_task(self._post(url, payload))
@@ -193,8 +182,8 @@ class Webhooks:
             self.sent += 1
         except (httpx.HTTPError, OSError, ValueError) as exc:
             self.failed += 1
-            why = str(exc).replace(url, redact_url(url)) or type(exc).__name__
-            log.warning("webhook %s failed: %s", redact_url(url), why)
+            why = str(exc).replace(url, origin_only(url)) or type(exc).__name__
+            log.warning("webhook %s failed: %s", origin_only(url), why)
 
     async def aclose(self) -> None:
         """Give pending POSTs a moment, then stop them."""

@@ -82,6 +82,33 @@ async def test_a_deleted_job_frees_its_key(leader: InProcessLeader) -> None:
         assert again.json()["id"] != first
 
 
+async def test_a_key_reused_for_another_spec_is_refused(leader: InProcessLeader) -> None:
+    """A script that reuses its key for its next job must hear so, not get the first job
+    back as if the second were made: its second shot would never render."""
+    async with leader.http() as http:
+        first = await post(http, "nightly")
+        other = await http.post(
+            "/api/jobs", json={**SPEC, "name": "shot2"}, headers={"Idempotency-Key": "nightly"}
+        )
+        assert other.status_code == 422
+        error = other.json()["error"]
+        assert "Idempotency-Key 'nightly' was used for another submit" in error
+        assert first.json()["id"] in error
+        assert "\n" not in error
+        assert await job_ids(http) == [first.json()["id"]]
+
+
+async def test_the_same_spec_in_another_key_order_is_a_retry(leader: InProcessLeader) -> None:
+    """A retry from another client library may order the keys otherwise."""
+    body = dict(reversed(list({**SPEC, "env": {"A": "1", "B": "2"}}.items())))
+    body_again = {**SPEC, "env": {"B": "2", "A": "1"}}
+    async with leader.http() as http:
+        first = await http.post("/api/jobs", json=body, headers={"Idempotency-Key": "k2"})
+        again = await http.post("/api/jobs", json=body_again, headers={"Idempotency-Key": "k2"})
+        assert (first.status_code, again.status_code) == (201, 200)
+        assert again.json()["id"] == first.json()["id"]
+
+
 @pytest.mark.parametrize("key", ["", "x" * 129, "has space", "slash/no", "é".encode()])
 async def test_a_malformed_key_is_400(leader: InProcessLeader, key: str | bytes) -> None:
     async with leader.http() as http:
@@ -108,6 +135,10 @@ async def test_a_key_survives_a_restart(tmp_path: Path) -> None:
         assert again.status_code == 200
         assert again.json()["id"] == first.json()["id"]
         assert await job_ids(http) == [first.json()["id"]]
+        other = await http.post(
+            "/api/jobs", json={**SPEC, "frames": "1-8"}, headers={"Idempotency-Key": "survivor"}
+        )
+        assert other.status_code == 422
 
 
 # --- the client retries through a connection that loses the answer -------------------

@@ -184,6 +184,30 @@ async def test_malformed_json_is_400(leader: InProcessLeader) -> None:
 
 
 @pytest.mark.parametrize(
+    "content_type",
+    ["application/xml", "application/x-www-form-urlencoded", "text/plain", "multipart/form-data"],
+)
+async def test_a_body_that_is_not_json_by_its_type_is_415(
+    leader: InProcessLeader, content_type: str
+) -> None:
+    """curl's ``-d`` without ``-H`` says "form": told the header to add, nothing made."""
+    body = b'{"frames": "1-4", "argv": ["render"]}'
+    async with leader.http() as http:
+        response = await http.post(
+            "/api/jobs", content=body, headers={"content-type": content_type}
+        )
+        assert response.status_code == 415
+        assert one_line_error(response) == (
+            f"body is '{content_type}', not JSON: send it with Content-Type: application/json"
+        )
+        for accepted in ("application/json; charset=utf-8", "application/vnd.farm+json", None):
+            headers = {} if accepted is None else {"content-type": accepted}
+            made = await http.post("/api/jobs", content=body, headers=headers)
+            assert made.status_code == 201, made.text
+    assert len(leader.leader.scheduler.jobs) == 3
+
+
+@pytest.mark.parametrize(
     ("field", "value"),
     [("argv", ["echo", "a\x00b"]), ("env", {"K": "a\x00b"}), ("pre_job", ["true\x00"])],
 )

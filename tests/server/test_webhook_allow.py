@@ -20,10 +20,13 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from websockets.asyncio.client import connect
 
+from farmtui.protocol import ConsoleHello, encode
 from server.config import LeaderConfig, check_config
 from server.errors import BadRequest, ConfigError, Forbidden
-from server.webhooks import check_job_webhook, redact_url, webhook_allowed
+from server.url_origin import origin_only
+from server.webhooks import check_job_webhook, webhook_allowed
 from tests.helpers.leader import InProcessLeader, leader_in_process, wait_for
 
 ALLOW = ["https://hooks.example.com/farm", "http://127.0.0.1:9000/"]
@@ -72,7 +75,7 @@ def test_refusals_never_show_a_webhooks_path() -> None:
     with pytest.raises(Forbidden) as refused:
         check_job_webhook(secret, ALLOW, unrestricted=False)
     assert "SECRET" not in str(refused.value)
-    assert redact_url(secret) == "https://hooks.slack.com/…"
+    assert origin_only(secret) == "https://hooks.slack.com/…"
 
 
 @pytest.mark.parametrize(
@@ -173,6 +176,35 @@ async def test_a_users_job_webhook_within_webhook_allow_is_accepted_and_posted(
         async with farm.http() as http:
             await http.post("/api/jobs/actions", json={"action": "complete", "ids": [job_id]})
         await wait_for(lambda: endpoint.hits == ["/hooks/alice"], 10.0, "the job's webhook")
+
+
+async def test_readers_see_a_job_webhook_by_its_origin_only(
+    tmp_path: Path, endpoint: Endpoint
+) -> None:
+    """A webhook's path is often its key (Slack's is): no reader reads it back, not over
+    REST, not in a console, not the owner; the leader still POSTs to all of it."""
+    secret = f"{endpoint.url}/hooks/T0/B0/SECRET"
+    config = LeaderConfig(webhook_allow=[f"{endpoint.url}/hooks"])
+    async with leader_in_process(tmp_path, config) as farm:
+        alice, viewer = farm.token("user", "alice"), farm.token("viewer", "watcher")
+        job_id = (await post_job(farm, alice, secret)).json()["id"]
+        for token in (viewer, alice, farm.admin_token):
+            async with farm.http(token) as http:
+                for url in ("/api/jobs", f"/api/jobs/{job_id}", "/api/jobs?limit=5"):
+                    read = await http.get(url)
+                    assert read.status_code == 200
+                    assert "SECRET" not in read.text
+                    assert f"{endpoint.url}/…" in read.text
+            headers = {"Authorization": f"Bearer {token}"}
+            async with connect(f"{farm.ws_url}/ws/console", additional_headers=headers) as ws:
+                await ws.send(encode(ConsoleHello()).decode())
+                async with asyncio.timeout(10):
+                    while job_id not in (frame := await ws.recv()):
+                        pass
+                assert "SECRET" not in frame
+        async with farm.http() as http:
+            await http.post("/api/jobs/actions", json={"action": "complete", "ids": [job_id]})
+        await wait_for(lambda: endpoint.hits == ["/hooks/T0/B0/SECRET"], 10.0, "the webhook")
 
 
 async def test_admins_set_any_job_webhook(tmp_path: Path, endpoint: Endpoint) -> None:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from farmtui import cli, config
+from farmtui import config
+from farmtui.cli import shared
 from farmtui.client import FarmClient
 from tests.cli.fake_leader import FakeLeader
 from tests.helpers.farm import farm_agents, farm_leader  # noqa: F401
@@ -34,7 +35,7 @@ def fake_leader(monkeypatch: pytest.MonkeyPatch) -> FakeLeader:
         conn = config.resolve(args.leader, args.token, args.token_file)
         return FarmClient(conn.leader, conn.token, transport=fake.transport())
 
-    monkeypatch.setattr(cli, "connect", connect)
+    monkeypatch.setattr(shared, "connect", connect)
     return fake
 
 

@@ -1,0 +1,57 @@
+"""``farm``: the one command line of farmtui (see SPEC.md, "The command line contract").
+
+Thin on purpose: argparse here, the work elsewhere. Data commands go through
+``farmtui.client``; ``leader``, ``agent``, ``console`` and ``up`` import their
+packages only when run, so ``farm jobs`` starts fast and never loads textual
+or uvicorn. Every data command takes ``--json`` and then prints one JSON
+document. Errors are one line on stderr; exit 2 for bad input (nothing was
+sent), 1 for a leader that is down or refused.
+
+The commands live in the modules of this package, grouped by what a user does:
+``parser`` (every command's flags, built from ``shared_flags`` and
+``argument_types``), ``submission``, ``reading_jobs``, ``job_control``,
+``nodes_and_limits``, ``tokens``, ``processes`` (leader, agent, console, up),
+``migrate`` and ``renderers_and_addons``; ``shared`` connects and prints.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from farmtui.cli.parser import Handler
+from farmtui.cli.parser import build_parser as build_parser
+from farmtui.errors import FarmError, LeaderError
+from farmtui.printable import printable
+
+
+def split_command_argv(argv: list[str]) -> tuple[list[str], list[str]]:
+    """``farm submit ... -- CMD ARGS`` -> (farm's own arguments, the job's argv)."""
+    if argv[:1] == ["submit"] and "--" in argv:
+        cut = argv.index("--")
+        return argv[:cut], argv[cut + 1 :]
+    return argv, []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``farm`` console script; returns the exit code."""
+    own, command = split_command_argv(list(sys.argv[1:] if argv is None else argv))
+    args = build_parser(own).parse_args(own)
+    if command:
+        args.argv = command
+    handler: Handler = args.run
+    try:
+        return handler(args)
+    except FarmError as exc:
+        sys.stderr.write(f"farm {args.command}: {printable(str(exc))}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("\n")
+        return 130
+    except BrokenPipeError:
+        # `farm jobs | head`: the reader left; not an error worth a traceback.
+        sys.stderr.close()
+        return 0
+
+
+__all__ = ["LeaderError", "main"]

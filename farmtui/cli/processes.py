@@ -1,0 +1,196 @@
+"""Commands that run a farm process: ``leader``, ``agent``, ``console`` and ``up``.
+
+Each imports its package only when run, so the data commands never load the
+leader, the agent, textual or uvicorn.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from farmtui.config import TOKEN_VARIABLE
+from farmtui.errors import FarmError, InputError
+
+if TYPE_CHECKING:
+    from farmtui.protocol import GpuInfo
+
+
+def cmd_leader(args: argparse.Namespace) -> int:
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise InputError("--tls-cert and --tls-key go together")
+    for flag, value in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):
+        if value and not Path(value).is_file():
+            raise InputError(f"{flag} {value}: no such file")
+    if args.print_service and args.store:
+        raise InputError("--print-service does not take --store: put store = URL in leader.toml")
+    if args.print_service:
+        from farmtui.service_units import LeaderService, leader_unit
+
+        sys.stdout.write(
+            leader_unit(
+                LeaderService(
+                    data=Path(args.data),
+                    root=Path(args.root),
+                    host=args.host,
+                    port=args.port,
+                    tls_cert=Path(args.tls_cert) if args.tls_cert else None,
+                    tls_key=Path(args.tls_key) if args.tls_key else None,
+                    user=args.service_user,
+                )
+            )
+        )
+        return 0
+    try:
+        from server.errors import LeaderError as LeaderSetupError
+        from server.main import run_leader
+    except ImportError as exc:
+        raise FarmError(f"the leader is not installed here ({exc})") from None
+    try:
+        run_leader(
+            Path(args.data),
+            Path(args.root),
+            host=args.host,
+            port=args.port,
+            tls_cert=Path(args.tls_cert) if args.tls_cert else None,
+            tls_key=Path(args.tls_key) if args.tls_key else None,
+            store=args.store,
+            advertise=args.advertise,
+        )
+    except LeaderSetupError as exc:
+        raise FarmError(str(exc)) from None
+    except OSError as exc:
+        raise FarmError(f"the leader stopped: {exc}") from None
+    return 0
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    import os
+
+    from farmtui.config import check_token, leader_urls, normalize_leaders, read_token_file
+
+    leader = args.leader or os.environ.get("FARM_LEADER")
+    if not leader:
+        raise InputError("farm agent needs --leader URL (or FARM_LEADER)")
+    if args.print_service:
+        return print_agent_service(args, normalize_leaders(leader))
+    if args.token:
+        token = args.token.strip()
+    elif args.token_file:
+        token = read_token_file(args.token_file)
+    elif os.environ.get(TOKEN_VARIABLE):
+        token = os.environ[TOKEN_VARIABLE].strip()
+    else:
+        raise InputError("farm agent needs --token or --token-file (the leader's agent.token)")
+    check_token(token, "--token" if args.token else args.token_file or TOKEN_VARIABLE)
+    try:
+        from agent.main import run_agent
+    except ImportError as exc:
+        raise FarmError(f"the agent is not installed here ({exc})") from None
+    run_agent(
+        leader_urls(leader),
+        token,
+        name=args.name,
+        slots=args.slots,
+        staging=Path(args.staging) if args.staging else None,
+        tags=_split_tags(args.tags),
+        state_dir=Path(args.state) if args.state else None,
+        ca=_agent_ca(args.ca, os.environ.get("FARM_CA")),
+        gpus=_agent_gpus(args.gpus),
+        gpu_only=args.gpu_only,
+        prefetch=args.prefetch,
+    )
+    return 0
+
+
+def _agent_gpus(flag: str | None) -> list[GpuInfo] | None:
+    """``--gpus``: the node's GPUs by hand; None (not given): the agent asks nvidia-smi."""
+    if flag is None:
+        return None
+    from agent.gpus import GpuListError, parse_given
+
+    try:
+        return parse_given(flag)
+    except GpuListError as exc:
+        raise InputError(str(exc)) from None
+
+
+def _agent_ca(flag: str | None, env: str | None) -> Path | None:
+    """The CA file an agent trusts for an https leader (``--ca``, then FARM_CA), checked."""
+    from farmtui.config import check_ca_file
+
+    if flag:
+        return Path(check_ca_file(flag, "--ca"))
+    return Path(check_ca_file(env, "FARM_CA")) if env else None
+
+
+def print_agent_service(args: argparse.Namespace, leader: str) -> int:
+    """``farm agent --print-service``: the systemd unit that runs this agent."""
+    import os
+
+    from farmtui.service_units import AgentService, agent_unit
+
+    if args.token or not args.token_file:
+        # A unit file is readable by every user of the machine.
+        raise InputError(
+            "farm agent --print-service takes the token from a file: give --token-file F "
+            "(readable by the service's user only), not --token"
+        )
+    unit = agent_unit(
+        AgentService(
+            leader=leader,
+            token_file=Path(args.token_file),
+            name=args.name,
+            slots=args.slots,
+            staging=Path(args.staging) if args.staging else None,
+            state=Path(args.state) if args.state else None,
+            tags=_split_tags(args.tags) or [],
+            gpus=args.gpus,
+            gpu_only=args.gpu_only,
+            prefetch=args.prefetch,
+            # The unit's agent sees neither this shell's FARM_CA nor its folder.
+            ca=_agent_ca(args.ca, os.environ.get("FARM_CA")),
+            user=args.service_user,
+        )
+    )
+    sys.stdout.write(unit)
+    return 0
+
+
+def cmd_console(args: argparse.Namespace) -> int:
+    from farmtui import config
+
+    conn = config.resolve(args.leader, args.token, args.token_file, ca=args.ca)
+    try:
+        from farmtui.console.app import run_console
+    except ImportError as exc:
+        raise FarmError(f"the console is not available ({exc})") from None
+    run_console(conn.leader, conn.token, ca=conn.ca)
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from farmtui.localfarm import UpOptions, run_up
+
+    if args.agents < 0:
+        raise InputError("--agents must be >= 0")
+    data = Path(args.data)
+    return run_up(
+        UpOptions(
+            data=data,
+            root=Path(args.root) if args.root else data / "root",
+            port=args.port,
+            agents=args.agents,
+            slots=args.slots,
+            demo=args.demo,
+            console=not args.no_console,
+        )
+    )
+
+
+def _split_tags(text: str | None) -> list[str] | None:
+    if not text:
+        return None
+    return [tag.strip() for tag in text.split(",") if tag.strip()]

@@ -6,9 +6,10 @@ what the agent's main thread is doing while a farm runs such a job: it starts
 the (d) farm (one leader, one real agent × 2 slots), submits ``--chunks``
 one-frame chunks of ``/bin/true``, samples the agent with ``py-spy`` for
 ``--seconds`` once they flow, and prints each of the agent's functions by the
-share of the main thread's samples it was in (inclusive), and the leaves by
-their own share. ``py-spy`` counts a thread waiting in ``epoll`` as busy: that
-leaf is the loop's idle time.
+share of the main thread's samples it was in (inclusive), the leaves by
+their own share, and the samples by part of a chunk's way (``PARTS``).
+``py-spy`` counts a thread waiting in ``epoll`` as busy: that part is the
+loop's idle time.
 
     pip install py-spy
     python bench/agent_profile.py [--chunks 12000] [--seconds 8] [--top 40]
@@ -36,6 +37,34 @@ import scale  # noqa: E402
 from farmtui.protocol import JobSpec  # noqa: E402
 
 _LINE = re.compile(r":\d+\)$")
+
+# The parts of a chunk's way through the agent, by the functions that do them (a name
+# ending in "." stands for all of a class' methods). A sample counts for the part of its
+# innermost matching frame: a log record written while concluding is a log record.
+PARTS = (
+    ("waiting in epoll (idle)", ("EpollSelector.select",)),
+    ("log records", ("Logger._log", "Logger.log", "Logger.info", "Logger.warning")),
+    ("the journal", ("Journal.write", "Journal.drop")),
+    (
+        "the attempt's folders",
+        ("SpareFolders.make", "SpareFolders.keep", "ChunkRun._plan", "ChunkRun._clean_staging"),
+    ),
+    ("starting a chunk on its shim", ("Shim.start", "ChunkRun.queue_behind")),
+    (
+        "following a shim",
+        ("ChunkRun._supervise", "Shim.follow", "Zygote.follow", "Shim.wait", "Shim.reaped"),
+    ),
+    ("the link to the leader", ("LeaderLink.", "Outbox.", "_Frame.")),
+)
+
+
+def part_of(frames: list[str]) -> str:
+    for frame in reversed(frames):
+        name = frame.split(" (", 1)[0]
+        for part, names in PARTS:
+            if any(name == n or (n.endswith(".") and name.startswith(n)) for n in names):
+                return part
+    return "the rest (the loop's own work, tasks, concluding)"
 
 
 def sample(chunks: int, seconds: float, out: Path) -> int:
@@ -84,11 +113,15 @@ def sample(chunks: int, seconds: float, out: Path) -> int:
             return client.show(job.id).job.stats.chunks_done
 
 
-def shares(raw: Path) -> tuple[int, collections.Counter[str], collections.Counter[str]]:
-    """(main thread's samples, inclusive samples by function, own samples by leaf)."""
+Counts = collections.Counter[str]
+
+
+def shares(raw: Path) -> tuple[int, Counts, Counts, Counts]:
+    """(main thread's samples, inclusive by function, own by leaf, by part of ``PARTS``)."""
     total = 0
-    inclusive: collections.Counter[str] = collections.Counter()
-    own: collections.Counter[str] = collections.Counter()
+    inclusive: Counts = collections.Counter()
+    own: Counts = collections.Counter()
+    parts: Counts = collections.Counter()
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         frames = [_LINE.sub(")", frame) for frame in stack.split(";")]
@@ -97,9 +130,10 @@ def shares(raw: Path) -> tuple[int, collections.Counter[str], collections.Counte
         samples = int(count)
         total += samples
         own[frames[-1]] += samples
+        parts[part_of(frames)] += samples
         for frame in set(frames):
             inclusive[frame] += samples
-    return total, inclusive, own
+    return total, inclusive, own, parts
 
 
 def main() -> None:
@@ -112,8 +146,11 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     done = sample(args.chunks, args.seconds, out)
-    total, inclusive, own = shares(out)
+    total, inclusive, own, parts = shares(out)
     print(f"{done} chunks done; {total} samples of the agent's main thread")
+    print("by part, each sample counted once:")
+    for part, count in parts.most_common():
+        print(f"  {100 * count / total:5.1f}%  {part}")
     print("inclusive, the agent's own functions:")
     # Not the frames every sample is in (the entry point down to the agent's main).
     ours = [

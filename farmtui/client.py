@@ -408,7 +408,8 @@ class FarmClient:
         """Submit a job; retried on a failed connection without ever making two.
 
         ``key`` (default: a new random one) identifies this submit to the
-        leader: a request with a key it has seen answers the job it made then.
+        leader: a request with a key it has seen answers the job it made then
+        (a LeaderError, 422, if that submit's spec was another).
         """
         response = self.request(
             "POST",

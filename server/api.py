@@ -156,22 +156,33 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(parts)
 
 
+_JSON_MEDIA = re.compile(r"application/(?:json|[a-z0-9!#$&^_.-]+\+json)")
+
+
 def check_json_type(request: Request) -> None:
-    """415 for a body that says it is not JSON (a form, XML): it would be read as JSON.
+    """415 for a body that says it is not JSON (a form, XML) or not UTF-8: it would be
+    read as JSON.
 
     A request with no Content-Type at all is read as JSON; curl's ``-d`` without ``-H``
     says it is a form, and is told the header to add.
     """
-    given = request.headers.get("content-type")
-    if given is None:
+    given = request.headers.getlist("content-type")
+    if not given:
         return
-    media = given.split(";", 1)[0].strip().lower()
-    if media != "application/json" and not (
-        media.startswith("application/") and media.endswith("+json")
-    ):
+    if len(given) > 1:
+        raise UnsupportedMediaType("body has two Content-Type headers; send one")
+    media, _, parameters = given[0].partition(";")
+    media = media.strip().lower()
+    if not _JSON_MEDIA.fullmatch(media):
+        said = f"is {shown(media)}" if media else "has an empty Content-Type"
         raise UnsupportedMediaType(
-            f"body is {shown(media)}, not JSON: send it with Content-Type: application/json"
+            f"body {said}, not JSON: send it with Content-Type: application/json"
         )
+    for parameter in parameters.split(";"):
+        name, _, value = parameter.partition("=")
+        charset = value.strip().strip('"').lower()
+        if name.strip().lower() == "charset" and charset not in ("utf-8", "utf8"):
+            raise UnsupportedMediaType(f"JSON is UTF-8; charset={shown(charset)} refused")
 
 
 async def decode_body(request: Request, kind: type[T]) -> T:

@@ -149,7 +149,7 @@ async def submit(
             f"priority {spec.priority} needs an admin: users submit with priority "
             f"{lowest}-100 (lower renders sooner)"
         )
-    digest = None if key is None else await asyncio.to_thread(request_digest, spec)
+    digest = None if key is None else await asyncio.to_thread(request_digest, spec, owner)
     earlier = _earlier(leader, owner, key, digest)
     if earlier is not None:
         return earlier

@@ -54,16 +54,31 @@ def prepare(job_id: str, spec: JobSpec) -> Prepared:
     return Prepared(spec, len(frames), build_chunks(job_id, spec, frames))
 
 
-_canonical = msgspec.json.Encoder(order="sorted")
+_sorted = msgspec.json.Encoder(order="sorted")
 
 
-def request_digest(spec: JobSpec) -> str:
-    """What a submit asked for, whatever the order of its keys: its idempotency key's twin.
+def request_digest(spec: JobSpec, owner: str) -> str:
+    """What a submit asked for, however it was written: its idempotency key's twin.
 
     A client retrying sends the same spec; one that sends another under the same key
-    has mixed up its keys, and is told so rather than handed the first job.
+    has mixed up its keys, and is told so rather than handed the first job. Every
+    field is hashed, defaults too, with keys sorted: a retry that writes a default
+    out, or names its own owner, or orders its keys otherwise, is the same request.
     """
-    return hashlib.sha256(_canonical.encode(spec)).hexdigest()
+    asked = _every_field(msgspec.structs.replace(spec, owner=owner))
+    return hashlib.sha256(_sorted.encode(asked)).hexdigest()
+
+
+def _every_field(value: object) -> object:
+    # Not the spec's own encoding: it leaves out a field equal to its default only when
+    # it is the default object itself (a small int, not "generic" or 2.0 typed again).
+    if isinstance(value, msgspec.Struct):
+        return {name: _every_field(getattr(value, name)) for name in value.__struct_fields__}
+    if isinstance(value, dict):
+        return {key: _every_field(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_every_field(item) for item in value]
+    return value
 
 
 def validate(job_id: str, spec: JobSpec, known_jobs: Container[str]) -> None:

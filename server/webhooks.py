@@ -57,12 +57,15 @@ def parse_webhook(url: str) -> WebhookURL:
         raise ValueError("has spaces or control characters")
     try:
         parsed = httpx.URL(url)
-    except (httpx.InvalidURL, TypeError, ValueError) as exc:
-        raise ValueError(str(exc) or "is not a URL") from None
+    except (httpx.InvalidURL, TypeError, ValueError):
+        # Not httpx's words: they quote the part it could not read, which may be a password.
+        raise ValueError("is not a URL") from None
     if parsed.scheme not in _DEFAULT_PORTS:
         raise ValueError("must be an http:// or https:// URL")
     if not parsed.host:
         raise ValueError("has no host")
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        raise ValueError("has a port that is not 1-65535")
     path = unquote(parsed.raw_path.split(b"?", 1)[0].decode("ascii"))
     if "\\" in path or any(part in (".", "..") for part in path.split("/")):
         raise ValueError("has '.', '..' or a backslash in its path")

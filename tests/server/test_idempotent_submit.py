@@ -109,6 +109,27 @@ async def test_the_same_spec_in_another_key_order_is_a_retry(leader: InProcessLe
         assert again.json()["id"] == first.json()["id"]
 
 
+async def test_a_retry_that_writes_defaults_out_is_still_a_retry(
+    leader: InProcessLeader,
+) -> None:
+    """A client that builds its request again may write out what it left out before:
+    the renderer's default, its own name as owner, a default float."""
+    alice = leader.token("user", "alice")
+    spec = {"frames": "1-4", "argv": ["render"]}
+    spelled_out = {
+        **spec,
+        "renderer": "generic",
+        "owner": "alice",
+        "timeouts": {"auto_multiplier": 2.0},
+        "chunk": 1,
+    }
+    async with leader.http(alice) as http:
+        first = await http.post("/api/jobs", json=spec, headers={"Idempotency-Key": "k3"})
+        again = await http.post("/api/jobs", json=spelled_out, headers={"Idempotency-Key": "k3"})
+        assert (first.status_code, again.status_code) == (201, 200), again.text
+        assert again.json()["id"] == first.json()["id"]
+
+
 @pytest.mark.parametrize("key", ["", "x" * 129, "has space", "slash/no", "é".encode()])
 async def test_a_malformed_key_is_400(leader: InProcessLeader, key: str | bytes) -> None:
     async with leader.http() as http:

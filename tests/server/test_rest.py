@@ -208,6 +208,38 @@ async def test_a_body_that_is_not_json_by_its_type_is_415(
 
 
 @pytest.mark.parametrize(
+    ("headers", "error"),
+    [
+        (
+            [("content-type", "application/json"), ("content-type", "text/plain")],
+            "body has two Content-Type headers; send one",
+        ),
+        (
+            [("content-type", "")],
+            "body has an empty Content-Type, not JSON: send it with Content-Type: application/json",
+        ),
+        (
+            [("content-type", "application/+json")],
+            "body is 'application/+json', not JSON: send it with Content-Type: application/json",
+        ),
+        (
+            [("content-type", "application/json; charset=utf-16")],
+            "JSON is UTF-8; charset='utf-16' refused",
+        ),
+    ],
+)
+async def test_a_content_type_that_cannot_be_read_as_json_is_415(
+    leader: InProcessLeader, headers: list[tuple[str, str]], error: str
+) -> None:
+    body = b'{"frames": "1-4", "argv": ["render"]}'
+    async with leader.http() as http:
+        response = await http.post("/api/jobs", content=body, headers=headers)
+    assert response.status_code == 415
+    assert one_line_error(response) == error
+    assert leader.leader.scheduler.jobs == {}
+
+
+@pytest.mark.parametrize(
     ("field", "value"),
     [("argv", ["echo", "a\x00b"]), ("env", {"K": "a\x00b"}), ("pre_job", ["true\x00"])],
 )

@@ -79,6 +79,20 @@ def test_refusals_never_show_a_webhooks_path() -> None:
 
 
 @pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("https://hookuser:pa/ss@hooks.example.com/x", "is not a URL"),
+        ("http://127.0.0.1:99999/x", "has a port that is not 1-65535"),
+    ],
+)
+def test_a_webhook_that_is_no_url_is_refused_without_quoting_it(url: str, why: str) -> None:
+    """httpx's own words quoted the part it could not read: there, half a password."""
+    with pytest.raises(BadRequest) as refused:
+        check_job_webhook(url, [], unrestricted=True)
+    assert str(refused.value) == f"webhook (not a URL) {why}"
+
+
+@pytest.mark.parametrize(
     "entry",
     ["hooks.example.com", "ftp://hooks.example.com/", "https://h.example/x?y=1", "https://u@h/"],
 )

@@ -327,8 +327,11 @@ class Leader:
         if self.role == "active":
             await self._activate(None)
             return
-        from server.lease import LeaseKeeper
+        from server.lease import LeaseKeeper, lease_outlives_takeover
 
+        shortfall = lease_outlives_takeover(self.config)
+        if shortfall is not None:
+            log.warning("%s", shortfall)
         self.lease = LeaseKeeper.create(
             self.settings.store_url,
             self.config.leader_lease,

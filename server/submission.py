@@ -61,24 +61,36 @@ def request_digest(spec: JobSpec, owner: str) -> str:
     """What a submit asked for, however it was written: its idempotency key's twin.
 
     A client retrying sends the same spec; one that sends another under the same key
-    has mixed up its keys, and is told so rather than handed the first job. Every
-    field is hashed, defaults too, with keys sorted: a retry that writes a default
-    out, or names its own owner, or orders its keys otherwise, is the same request.
+    has mixed up its keys, and is told so rather than handed the first job. A retry
+    that writes a default out, names its own owner or orders its keys otherwise is
+    the same request; so is one read by a leader whose specs gained a field since.
     """
-    asked = _every_field(msgspec.structs.replace(spec, owner=owner))
+    asked = _set_fields(msgspec.structs.replace(spec, owner=owner))
     return hashlib.sha256(_sorted.encode(asked)).hexdigest()
 
 
-def _every_field(value: object) -> object:
-    # Not the spec's own encoding: it leaves out a field equal to its default only when
-    # it is the default object itself (a small int, not "generic" or 2.0 typed again).
+def _set_fields(value: object) -> object:
+    # Not the spec's own encoding: it leaves a field out only when it holds the default
+    # object itself, so the same request hashed differently from process to process.
     if isinstance(value, msgspec.Struct):
-        return {name: _every_field(getattr(value, name)) for name in value.__struct_fields__}
+        return {
+            field.name: _set_fields(getattr(value, field.name))
+            for field in msgspec.structs.fields(value)
+            if getattr(value, field.name) != _default(field)
+        }
     if isinstance(value, dict):
-        return {key: _every_field(item) for key, item in value.items()}
+        return {key: _set_fields(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_every_field(item) for item in value]
+        return [_set_fields(item) for item in value]
     return value
+
+
+def _default(field: msgspec.structs.FieldInfo) -> object:
+    if field.default is not msgspec.NODEFAULT:
+        return field.default
+    if field.default_factory is not msgspec.NODEFAULT:
+        return field.default_factory()
+    return msgspec.NODEFAULT  # a required field: always hashed
 
 
 def validate(job_id: str, spec: JobSpec, known_jobs: Container[str]) -> None:

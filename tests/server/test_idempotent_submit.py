@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 
 from farmtui.client import FarmClient
 from farmtui.protocol import JobSpec
+from server.submission import _set_fields
 from tests.helpers.leader import InProcessLeader, leader_in_process
 
 SPEC: dict[str, Any] = {
@@ -128,6 +130,25 @@ async def test_a_retry_that_writes_defaults_out_is_still_a_retry(
         again = await http.post("/api/jobs", json=spelled_out, headers={"Idempotency-Key": "k3"})
         assert (first.status_code, again.status_code) == (201, 200), again.text
         assert again.json()["id"] == first.json()["id"]
+
+
+class _SpecBefore(msgspec.Struct, omit_defaults=True):
+    frames: str
+    chunk: int = 1
+
+
+class _SpecAfter(msgspec.Struct, omit_defaults=True):
+    frames: str
+    chunk: int = 1
+    gpus: int = 0  # a field a later leader added
+
+
+def test_a_retry_across_an_upgrade_that_added_a_field_is_still_a_retry() -> None:
+    """A submit answered by one leader and retried at a newer one (a rolling upgrade,
+    a failover to an upgraded standby) hashes the same when the new field is unset."""
+    before = _set_fields(_SpecBefore(frames="1-4", chunk=2))
+    assert _set_fields(_SpecAfter(frames="1-4", chunk=2)) == before
+    assert _set_fields(_SpecAfter(frames="1-4", chunk=2, gpus=1)) != before
 
 
 @pytest.mark.parametrize("key", ["", "x" * 129, "has space", "slash/no", "é".encode()])

@@ -1,7 +1,7 @@
 """Simulated render nodes: many agents as real WebSocket clients on one asyncio loop.
 
 Each simulated agent speaks the real protocol of ``agent/link.py`` and
-``farmtui/protocol.py``: ``AgentHello`` (name, slots, agent id), ``Welcome``,
+``farmtui/protocol/agent_messages.py``: ``AgentHello`` (name, slots, agent id), ``Welcome``,
 numbered heartbeats at the leader's ``heartbeat_interval`` answered by
 ``LeaseRenewed``, seq-numbered reports answered by a cumulative ``Ack``. On
 ``AssignChunk`` it sends ``ChunkStarted`` then ``ChunkFinished(outcome="done")``

@@ -1,0 +1,32 @@
+"""What leaders, agents and clients agree on besides the messages themselves.
+
+The protocol version every link's first message carries, the HTTP headers and
+refusal a client recognises, and the paths of the sync root that only the
+leader writes.
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePath
+
+PROTOCOL_VERSION = 1
+# Set on a leader's refusals when it is a standby (issue 14): a client with several
+# leader URLs tries the next one. ``GET /healthz`` says the same in its body.
+ROLE_HEADER = "X-Farm-Role"
+# How a standby's one-line refusal begins (clients recognise it without the header).
+STANDBY_REFUSAL = "this leader is a standby"
+
+# The HTTP header of a submit's idempotency key: a retry with it finds the job it made.
+IDEMPOTENCY_KEY = "Idempotency-Key"
+
+# The file in the sync root that holds its id (``Welcome.root_id``; ``server.sync_root``).
+ROOT_ID_FILE = ".farmtui-root"
+# What only the leader writes in the sync root (first path parts, compared
+# case-folded for case-insensitive file systems): the job logs, the node logs
+# and the root's id. No upload and no job output may go there.
+LEADER_PATHS = ("jobs", "nodes", ROOT_ID_FILE)
+
+
+def leader_owned(relative: PurePath) -> bool:
+    """Whether a path relative to the sync root is the root itself or the leader's own."""
+    return not relative.parts or relative.parts[0].casefold() in LEADER_PATHS

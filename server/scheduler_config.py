@@ -1,6 +1,6 @@
 """The scheduler's settings and its one refusal type.
 
-They live apart from ``scheduler.py`` so the small rule modules (retries,
+They live apart from the ``server.scheduler`` package so the small rule modules (retries,
 timeouts, actions) can use them without importing the state machine itself;
 ``server.scheduler`` re-exports both, which is where callers import them from.
 """

@@ -1,0 +1,213 @@
+"""Nodes coming, going and being told apart: hellos, heartbeats, silence, enable and block.
+
+A hello settles every attempt that holds a slot on the node against what its
+agent says it still runs; a lost node's chunks requeue with no retry used.
+"""
+
+from __future__ import annotations
+
+from farmtui.protocol import AgentHello, ChunkRef
+from server import outcomes
+from server.model import Changes, Node
+from server.prefetch import withdraw_waiting
+from server.retries import OPERATOR_BLOCK, is_blocked
+from server.scheduler.dispatch_index import DispatchIndex, _noting
+from server.scheduler_config import SchedulerError
+from server.transitions import refresh_job, settle_stopped
+
+
+class NodeHeld(SchedulerError):
+    """A hello for a node name another agent still holds: try again later."""
+
+
+class NodeEvents(DispatchIndex):
+    """Nodes: hellos, heartbeats, links closed, nodes lost, enabled and blocked."""
+
+    @_noting
+    def node_connected(self, hello: AgentHello, now: float) -> tuple[Changes, list[ChunkRef]]:
+        """A node (re)registered. Returns the attempts it runs that it must kill.
+
+        Every attempt that holds a slot here is settled against what the agent
+        says it still runs and what it finished without an acknowledgement yet:
+
+        - running, and still the chunk's current attempt here: it goes on;
+        - running, but not wanted any more (told to stop, or unknown): it keeps
+          its slot and is killed again (a kill sent while the link was down is lost);
+        - finished but not acknowledged: it keeps its slot; the report follows
+          from the agent's outbox and is credited then, never rendered again;
+        - neither: the agent no longer has it (restarted without its state).
+          A current attempt is preempted (no retry used); a stopping one is over.
+        """
+        changes = Changes()
+        node = self.nodes.get(hello.name)
+        if node is None:
+            node = Node(name=hello.name, slots=hello.slots)
+            self.nodes[hello.name] = node
+        if node.agent_id != hello.agent_id and (node.online or node.running):
+            # Another agent holds the name: its link is open, or trees it ran may
+            # still be alive (it died a moment ago). Only the agent that ran them
+            # can say they are gone, else the node must be lost first.
+            raise NodeHeld(
+                f"node name {node.name} is held by another agent (id {node.agent_id or '?'}) "
+                f"until it is lost ({self.config.node_timeout:g} s of silence); "
+                "is another machine using the same name?"
+            )
+        node.agent_id = hello.agent_id
+        node.slots = hello.slots
+        node.tags = list(hello.tags)
+        node.cpu_count = hello.cpu_count
+        node.memory_total = hello.memory_total
+        node.version = hello.version
+        node.os = hello.os
+        node.gpus = list(hello.gpus)
+        node.gpu_only = hello.gpu_only
+        # Ahead of slots it has: a node of none (a hand-made hello) would sit on them.
+        node.prefetch = hello.prefetch if hello.slots > 0 else 0
+        node.online = True
+        node.last_seen = now
+        changes.nodes.add(node.name)
+        stale: list[ChunkRef] = []
+        running = {(ref.job_id, ref.chunk, ref.attempt) for ref in hello.running}
+        reported = running | {(ref.job_id, ref.chunk, ref.attempt) for ref in hello.finished}
+        for ref in hello.running:
+            key = (ref.job_id, ref.chunk, ref.attempt)
+            if not self._is_current(node.name, key):
+                # Unwanted: it holds a slot (and its GPUs and licences, as its record
+                # says) until the agent confirms it is dead.
+                if key not in node.running:
+                    node.running.add(key)
+                    self.resources.hold(node.name, key, self._holding_of(key))
+                stale.append(ref)
+        for key in sorted(node.running - reported):
+            job_id, index, attempt = key
+            chunk = self._chunk(job_id, index)
+            if chunk is not None and self._is_current(node.name, key):
+                job = self.jobs[job_id]
+                outcomes.preempt(
+                    job, chunk, self.nodes, changes, now, "lost", "node came back without it"
+                )
+                refresh_job(job, changes, now)
+            else:
+                settle_stopped(node, key, chunk, changes)
+        changes.event(now, "info", f"node {node.name} connected ({node.slots} slots)", None, None)
+        return changes, stale
+
+    def _is_current(self, node: str, key: tuple[str, int, int]) -> bool:
+        """Whether ``key`` is its chunk's current attempt, assigned to ``node``."""
+        return self._live(node, *key) is not None
+
+    @_noting
+    def node_heartbeat(self, name: str, cpu: float, memory: float, now: float) -> Changes:
+        """Live readings of an online node. A lost one is not brought back by its
+        heartbeat (its link stayed open while it was frozen): only a hello, which
+        settles what its agent still runs against the chunks that moved."""
+        changes = Changes()
+        node = self.nodes.get(name)
+        if node is None or not node.online:
+            return changes
+        node.cpu_percent = cpu
+        node.memory_percent = memory
+        node.last_seen = now
+        # Live readings only: a heartbeat commits nothing.
+        changes.readings.add(name)
+        return changes
+
+    def node_heard(self, name: str, now: float) -> None:
+        """A frame of an online node's agent arrived: it is alive, whatever the frame says
+        and however long it waits to be read. Like a heartbeat, it brings no lost node
+        back and commits nothing."""
+        node = self.nodes.get(name)
+        if node is not None and node.online and now > node.last_seen:
+            node.last_seen = now
+
+    @_noting
+    def node_disconnected(self, name: str, now: float) -> Changes:
+        """Its link closed: dispatch nothing more to it.
+
+        Its chunks keep their lease: the agent may reconnect and report them
+        running. ``tick`` declares the node lost after ``node_timeout`` of
+        silence, and only then are its chunks requeued.
+        """
+        changes = Changes()
+        node = self.nodes.get(name)
+        if node is None or not node.online:
+            return changes
+        node.online = False
+        changes.readings.add(name)  # online is the link's business: nothing to commit
+        changes.event(now, "warn", f"node {name} disconnected", None, None)
+        return changes
+
+    @_noting
+    def node_lost(self, name: str, now: float) -> Changes:
+        """Heartbeats stopped for ``node_timeout``: its chunks become preempted and requeue.
+
+        By now the node's lease has expired, so its supervisors have killed
+        every tree it ran: each slot is free and each chunk may run elsewhere.
+        No retry is used: the farm lost them, the job did nothing wrong.
+        """
+        changes = Changes()
+        node = self.nodes.get(name)
+        if node is None:
+            return changes
+        node.online = False
+        changes.nodes.add(name)
+        lost = 0
+        for key in sorted(node.running):
+            job_id, index, _attempt = key
+            chunk = self._chunk(job_id, index)
+            if chunk is not None and self._is_current(name, key):
+                job = self.jobs[job_id]
+                outcomes.preempt(
+                    job, chunk, self.nodes, changes, now, "lost", f"node {name} lost", lost=True
+                )
+                refresh_job(job, changes, now)
+                lost += 1
+            else:
+                settle_stopped(node, key, chunk, changes)
+        node.running = set()
+        changes.event(now, "warn", f"node {name} lost ({lost} chunks requeued)", None, None)
+        return changes
+
+    @_noting
+    def set_node_enabled(self, name: str, enabled: bool, actor: str, now: float) -> Changes:
+        """Disabled nodes get no new chunks; what runs there finishes."""
+        node = self.nodes.get(name)
+        if node is None:
+            raise SchedulerError(f"unknown node {name}")
+        changes = Changes()
+        if node.enabled != enabled:
+            node.enabled = enabled
+            changes.nodes.add(name)
+            word = "enabled" if enabled else "disabled"
+            changes.event(now, "info", f"node {name} {word}", None, actor)
+            if not enabled:
+                why = f"not started: node {name} was disabled by {actor}"
+                for job_id in sorted({job_id for job_id, _, _ in node.running}):
+                    job = self.jobs.get(job_id)
+                    if job is not None:
+                        withdraw_waiting(job, self.nodes, changes, why, only=name)
+        return changes
+
+    @_noting
+    def block_node(self, job_id: str, name: str, blocked: bool, actor: str, now: float) -> Changes:
+        """An operator keeps a node off one job (until unblocked), or lets it back.
+
+        What runs there now finishes; letting a node back also forgets the
+        errors that counted towards an automatic block.
+        """
+        job = self._job(job_id)
+        if name not in self.nodes:
+            raise SchedulerError(f"unknown node {name}")
+        changes = Changes()
+        was = is_blocked(job, name, now)
+        if blocked:
+            job.blocked[name] = now + OPERATOR_BLOCK
+            withdraw_waiting(job, self.nodes, changes, f"not started: {actor} blocked {name}", name)
+        else:
+            job.blocked.pop(name, None)
+            job.node_errors.pop(name, None)
+        changes.jobs.add(job_id)
+        if was != blocked:
+            word = "blocked for this job" if blocked else "may render this job again"
+            changes.event(now, "info", f"node {name} {word}", job_id, actor)
+        return changes

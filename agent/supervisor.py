@@ -39,10 +39,10 @@ from typing import Any, Protocol
 
 import msgspec
 
+from agent.chunk_delivery import KEPT_MARK
 from agent.chunk_outcome import Verdict
 from agent.chunk_run import (
     _SAFE_NAME,
-    KEPT_MARK,
     LEASE_LAPSED,
     ChunkKey,
     ChunkRun,

@@ -1,0 +1,253 @@
+"""How a chunk attempt ends: its verdict, its files delivered, its ChunkFinished.
+
+:class:`ChunkDelivery` is the part of :class:`agent.chunk_run.ChunkRun` that
+reports frames as their files appear, judges the end with
+:func:`agent.chunk_outcome.decide`, copies, renames or uploads the files into
+place (fenced by the attempt), reports ``ChunkFinished``, and removes the
+attempt's folders or keeps its staged output for a retry sync. A mixin: the
+attempt's state is ChunkRun's (see there), declared here so that the type
+checker checks this part as strictly as the rest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, TypedDict
+
+from agent.chunk_outcome import Stop, TimeoutKind, Verdict, decide
+from agent.errors import ChunkSetupError, FenceError
+from agent.process_tree import exit_status
+from agent.removal import remove_folder
+from agent.staging import ChunkFiles, Delivery, Fence
+from farmtui.protocol import AssignChunk, ChunkFinished, ChunkStarted, ChunkTimeouts, FramesWritten
+
+if TYPE_CHECKING:
+    from agent.supervisor import Supervisor
+
+# The supervisor's logger: a chunk's lines in the agent log read as before.
+log = logging.getLogger("farmtui.agent.supervisor")
+
+# In an attempt's staging folder: its copy failed; keep it for a retry sync.
+KEPT_MARK = ".farmtui-kept"
+
+
+class _Ids(TypedDict):
+    job_id: str
+    chunk: int
+    attempt: int
+
+
+class ChunkDelivery:
+    """The end of a :class:`agent.chunk_run.ChunkRun`: judge, deliver, report, clean up."""
+
+    # ChunkRun's state that this part reads and sets (see ChunkRun.__init__).
+    sup: Supervisor
+    assign: AssignChunk
+    marker: str
+    timeouts: ChunkTimeouts
+    stop: Stop | None
+    revoked: str | None
+    files: ChunkFiles | None
+    workdir: Path | None
+    delivery: Delivery | None
+    reported: set[int]
+    _last_scan: float
+    keep_staged: bool
+    ended: bool
+    disk_trouble: str | None
+
+    if TYPE_CHECKING:  # ChunkRun's, used here
+
+        def refusal(self) -> str | None: ...
+        def _chunk_folder(self, attempt: int | None = None) -> Path: ...
+        def _files_in(
+            self, write_root: Path, *, staged: bool, inside_outdir: bool = False
+        ) -> ChunkFiles: ...
+        def _lapsed(self) -> bool: ...
+        async def _lease_again(self) -> None: ...
+        def _elapsed(self) -> float: ...
+        def _notify(self, kind: TimeoutKind) -> None: ...
+
+    # ------------------------------------------------------------------ frames and folders
+
+    def _scan_files(self, force: bool = False) -> None:
+        """Report frames whose files have appeared (staged=True until they are in place)."""
+        now = time.monotonic()
+        if self.files is None or (not force and now - self._last_scan < self.sup.scan_interval):
+            return
+        self._last_scan = now
+        new = [f for f in self.files.frames_present() if f not in self.reported]
+        if new:
+            self.reported.update(new)
+            self.sup.reporter.send(
+                FramesWritten(**self._ids(), frames=new, staged=self.files.staged)
+            )
+
+    def _clean_staging(self) -> None:
+        """Remove this attempt's folders once nothing in them is needed (or mark output kept)."""
+        kept: Path | None = None
+        files = self.files
+        if files is not None and files.staged:
+            if self.keep_staged:
+                kept = files.write_root
+                with contextlib.suppress(OSError):
+                    (kept / KEPT_MARK).touch()
+            else:
+                self._put_away(files.write_root)
+        folders = [files.write_root] if files is not None and files.staged else []
+        if self.workdir is not None and self.workdir != kept:
+            self._put_away(self.workdir)
+            folders.append(self.workdir)
+        for folder in folders:
+            if folder != kept and folder.is_relative_to(self.sup.staging_root):
+                self.sup.job_folder_emptied(folder.parent)
+
+    def _put_away(self, folder: Path) -> None:
+        """Kept for a later attempt when empty, else removed with what is in it."""
+        if not self.sup.spares.keep(folder):
+            remove_folder(folder)
+
+    # ------------------------------------------------------------------ the end
+
+    async def _conclude(self, returncode: int | None, started: float) -> None:
+        assert self.files is not None
+        missing, others = self.files.missing()
+        verdict = decide(
+            stop=self.stop,
+            returncode=returncode,
+            elapsed=self._elapsed(),
+            timeouts=self.timeouts,
+            missing=missing,
+            others=others,
+        )
+        if verdict.notify is not None:
+            self._notify(verdict.notify)
+        status = None if returncode is None else exit_status(returncode)
+        if verdict.deliver != "none":
+            frames = (
+                self.files.frames_present()
+                if verdict.deliver == "present"
+                else list(self.files.expected)
+            )
+            error = await self._deliver(frames)
+            if error and verdict.outcome == "done":
+                verdict = Verdict("killed" if self.revoked else "failed", error)
+            elif error:
+                verdict = replace(verdict, reason=f"{verdict.reason}; {error}")
+        self._finish(verdict, started=started, status=status)
+
+    async def _copy_kept_output(self, started: float) -> None:
+        """Retry sync: copy the output an earlier attempt staged here, without a render."""
+        a = self.assign
+        self.sup.reporter.send(
+            ChunkStarted(
+                **self._ids(), pid=0, command=[f"copy the output staged by attempt {a.sync_from}"]
+            )
+        )
+        try:
+            kept = self._chunk_folder(a.sync_from)
+            folder = self._chunk_folder()
+            if not kept.is_dir():
+                why = f"the output staged by attempt {a.sync_from} is no longer on this node"
+                self._finish(Verdict("failed", why), started=started)
+                return
+            os.replace(kept, folder)  # this attempt owns it now
+            (folder / KEPT_MARK).unlink(missing_ok=True)
+            self.delivery = self.sup.storage.delivery
+            self.files = self._files_in(folder, staged=True)
+        except (ChunkSetupError, OSError) as exc:
+            self._finish(Verdict("failed", f"cannot use the staged output: {exc}"), started)
+            return
+        missing, others = self.files.missing()
+        if missing or others:
+            why = f"the staged output of attempt {a.sync_from} is incomplete"
+            self._finish(Verdict("failed", why, missing=tuple(missing)), started=started)
+            return
+        self._scan_files(force=True)
+        error = await self._deliver(list(self.files.expected))
+        verdict = Verdict("killed" if self.revoked else "failed", error) if error else None
+        self._finish(verdict or Verdict("done", ""), started=started, status="0")
+
+    async def _deliver(self, frames: list[int]) -> str:
+        """Copy, rename or upload the files of ``frames`` (and frame-less outputs); '' or why not.
+
+        Fenced: nothing lands once this attempt may no longer write.
+        """
+        files = self.files
+        assert files is not None
+        if not files.staged or self.delivery is None:
+            return ""
+        wanted = [files.expected[f] for f in frames if f in files.expected]
+        wanted += [(rel, p) for rel, p in files.extra if files.present(p)]
+        fence = Fence(
+            job_id=self.assign.job_id,
+            chunk=self.assign.chunk,
+            attempt=self.assign.attempt,
+            refusal=self.refusal,
+        )
+        try:
+            while wanted:
+                try:
+                    await self.delivery.deliver(*wanted[0], fence)
+                except FenceError as refused:
+                    if not self._lapsed():
+                        raise
+                    # The lease ran out while the render's files were copied (the agent
+                    # frozen, the leader slow to answer): as for a render that ended by
+                    # itself, the copy waits for the lease, then goes on; killed only if
+                    # the leader says the chunk moved meanwhile.
+                    await self._lease_again()
+                    if self.stop is not None:
+                        fence.check()  # the leader's word now: it says why
+                        raise refused from None
+                    continue
+                wanted.pop(0)
+        except FenceError as exc:
+            # Not the job's fault: the farm took the attempt away (no retry used).
+            log.warning("chunk %s: %s", self.marker, exc)
+            self.revoked = self.revoked or str(exc)
+            return str(exc)
+        except Exception as exc:  # any failure fails the chunk; the files stay staged
+            log.error("chunk %s: delivery failed: %s", self.marker, exc)
+            # Output staged on this node waits there for a retry sync.
+            self.keep_staged = files.write_root.is_relative_to(self.sup.staging_root)
+            return f"copy to the sync root failed: {exc}"
+        delivered = [f for f in frames if f in files.expected]
+        if delivered:
+            self.sup.reporter.send(FramesWritten(**self._ids(), frames=delivered, staged=False))
+        return ""
+
+    def _finish(self, verdict: Verdict, started: float, status: str | None = None) -> None:
+        self.ended = True
+        level = logging.INFO if verdict.outcome == "done" else logging.WARNING
+        reason = verdict.reason
+        if verdict.outcome == "failed" and self.disk_trouble:
+            reason = f"{reason}; {self.disk_trouble}" if reason else self.disk_trouble
+        log.log(
+            level, "chunk %s %s%s", self.marker, verdict.outcome, f": {reason}" if reason else ""
+        )
+        self.sup.reporter.send(
+            ChunkFinished(
+                **self._ids(),
+                outcome=verdict.outcome,
+                exit_status=status,
+                reason=reason,
+                timeout_kind=verdict.kind,
+                started=started,
+                finished=self.sup.wall(),
+                missing=list(verdict.missing),
+                kept_staged=self.keep_staged,
+            )
+        )
+
+    def _ids(self) -> _Ids:
+        return {
+            "job_id": self.assign.job_id,
+            "chunk": self.assign.chunk,
+            "attempt": self.assign.attempt,
+        }

@@ -67,7 +67,6 @@ from server.retries import expire_blocks
 from server.scheduler.chunk_reports import ChunkReports
 from server.scheduler.dispatch_index import _noting
 from server.scheduler.dispatch_pass import DispatchPass
-from server.scheduler.dispatch_pass import _NodePicker as _NodePicker
 from server.scheduler.node_events import NodeEvents, NodeHeld
 from server.scheduler.operator_actions import OperatorActions
 from server.scheduler.reads import FarmReads

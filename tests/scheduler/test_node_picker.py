@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server.scheduler import _NodePicker
+from server.scheduler.dispatch_pass import _NodePicker
 
 names = st.sampled_from([f"n{i:02d}" for i in range(12)])
 

@@ -41,11 +41,6 @@ class WebhookURL(msgspec.Struct, frozen=True):
     port: int
     path: str
 
-    @property
-    def origin(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 address
-        return f"{self.scheme}://{host}:{self.port}"
-
 
 def parse_webhook(url: str) -> WebhookURL:
     """``url`` as httpx will send to it; ValueError unless it is a plain http(s) URL.

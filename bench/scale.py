@@ -82,6 +82,9 @@ from farmtui.localfarm import Child, LocalFarm, free_port, stop_processes  # noq
 from farmtui.protocol import JobSpec  # noqa: E402
 from tests.helpers.sim_agents import SimReport, Swarm, quantile  # noqa: E402
 
+sys.path.insert(0, str(HERE))
+from disk_settle import create_cost_us, settle  # noqa: E402
+
 Record = dict[str, Any]
 
 SLOTS = 4
@@ -274,6 +277,16 @@ class Monitor:
 
 # Where each farm's sync root goes (``--sync-root-in``); None: beside its data folder.
 SYNC_ROOT_IN: Path | None = None
+# Wait for the disk to settle before each run (``disk_settle``); --no-settle: not.
+SETTLE = True
+
+
+def disk_ready(tmp: Path) -> float:
+    """µs of CPU a new file costs where the sync root goes, once settled (``disk_settle``)."""
+    if SYNC_ROOT_IN is not None:  # a tmpfs: nothing to wait for, and its probe is removed
+        with tempfile.TemporaryDirectory(dir=SYNC_ROOT_IN) as probe:
+            return create_cost_us(Path(probe))
+    return settle(tmp, say) if SETTLE else create_cost_us(tmp)
 
 
 class BenchFarm:
@@ -475,6 +488,13 @@ def lost_nodes(log_text: str) -> int:
     return len(re.findall(r"node \S+ lost", log_text))
 
 
+def dropped_log_writes(log_text: str) -> int:
+    """Job and node log writes the leader dropped (its writer was behind its bounds):
+    a rate bought by not writing the chunks' logs is not the farm's rate."""
+    found = re.findall(r"(\d+) log writes dropped so far", log_text)
+    return max(map(int, found), default=0)
+
+
 def leader_events(log_text: str) -> dict[str, Any]:
     """The leader's own count of events and mean cost, logged when it stops."""
     found = re.findall(r"leader stopped \((\d+) events, mean ([\d.]+) ms\)", log_text)
@@ -655,6 +675,7 @@ def run_sim(
 def dispatch_run(
     shape: Shape, cap: float, run: int, tmp: Path, toml: str, profile: Path | None = None
 ) -> Record:
+    create_us = disk_ready(tmp)
     with BenchFarm(tmp / f"{shape.key}-{run}", toml) as farm:
         farm.start()
         ids, submit_s, total = submit_load(farm, shape, cap)
@@ -686,8 +707,10 @@ def dispatch_run(
         - (report.first_assign or report.started),
         "leader_chunks_done": done,
         "harness_cpu": window.pop("other_cpu"),
+        "create_us": create_us,
         "store_mb": store,
         "lost_in_log": lost_nodes(text),
+        "log_writes_dropped": dropped_log_writes(text),
         **window,
         **stalls(text, report.first_assign or report.started, report.stopped),
         **(lags_after.since(lags_before) if lags_before and lags_after else {}),
@@ -745,6 +768,7 @@ def true_runs(commands: int, runs: int, cap: float, tmp: Path, toml: str) -> lis
             run_xargs(10)  # warm-up, not counted
             run_true_job(client, 10, cap, "warm-up")
             for run in range(1, runs + 1):
+                create_us = disk_ready(tmp)
                 xargs_s = run_xargs(commands)
                 offset = farm.log_offset()
                 began = time.time()
@@ -755,15 +779,17 @@ def true_runs(commands: int, runs: int, cap: float, tmp: Path, toml: str) -> lis
                     xargs_rate=commands / xargs_s,
                     commands=commands,
                     agent_cpu=window.pop("other_cpu"),
+                    create_us=create_us,
                     **window,
                     **stalls(farm.log_since(offset), began, time.time()),
                 )
-                client.action("delete", [record["job_id"]])
+                # The job is kept, not deleted: its thousand chunk logs deleted would make
+                # every new file dearer for minutes (``disk_settle``), the next run's too.
                 records.append(record)
                 say(
                     f"  run {run}: farm {_num(record['rate'])}/s "
                     f"({record['done']}/{commands} in {record['seconds']:.2f} s), "
-                    f"xargs -P2 {_num(record['xargs_rate'])}/s"
+                    f"xargs -P2 {_num(record['xargs_rate'])}/s, a new file {create_us:.0f} µs"
                 )
     return records
 
@@ -1153,6 +1179,7 @@ def rows(results: Record) -> list[tuple[str, str, str, str, str]]:
             f"({_num(s.get('beats_late_over_50ms'))} beats late > 50 ms); "
             f"logged {_ms(s.get('stall_max_logged'))}; "
             f"lost/doubles {faults}; lease lapses {_num(s.get('lease_lapses'))}; "
+            f"log writes dropped {_num(s.get('log_writes_dropped'))}; "
             f"machine busy {_pct(s.get('machine_busy'))}"
         )
         table.append((results[key]["label"], result, health, _range(s, "leader_cpu", _pct), notes))
@@ -1247,6 +1274,10 @@ def targets(results: Record) -> list[str]:
                 for k in ("lost_in_log", "told_lost", "attempt_on_two_agents", "rerendered")
             )
             lines.append(f"{key}: no node lost, no attempt on two agents: {verdict(faults == 0)}")
+            dropped = int(s.get("log_writes_dropped") or 0)
+            lines.append(
+                f"{key}: every chunk's log written ({dropped} dropped): {verdict(not dropped)}"
+            )
     if "d" in results:
         rate = results["d"]["summary"].get("rate") or 0.0
         lines.append(
@@ -1336,13 +1367,25 @@ def main() -> int:
         type=Path,
         help="make each farm's sync root in this folder (a tmpfs: no disk cost for its logs)",
     )
+    parser.add_argument(
+        "--no-settle",
+        action="store_true",
+        help="do not wait for new files to be cheap on the disk again (disk_settle.py)",
+    )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="leave the farms' folder in place (printed) rather than delete it at the end: "
+        "deleted, its files make the next minutes' new files dearer (disk_settle.py)",
+    )
     parser.add_argument("--out", type=Path, default=HERE / "results" / "scale.json")
     parser.add_argument(
         "--merge", action="store_true", help="keep the other scenarios already in --out"
     )
     args = parser.parse_args()
-    global SYNC_ROOT_IN
+    global SYNC_ROOT_IN, SETTLE
     SYNC_ROOT_IN = args.sync_root_in
+    SETTLE = not args.no_settle
     # Every child (leader, agents, farm show, the harness) runs this checkout's code.
     os.environ["PYTHONPATH"] = load_env()["PYTHONPATH"]
     code = leader_code()
@@ -1376,7 +1419,12 @@ def main() -> int:
     commands, submits, frames = sized(1_000), sized(1_000), sized(1_000_000)
     results: Record = {}
     profile: Record | None = None
-    with tempfile.TemporaryDirectory(prefix="farm-scale-") as folder:
+    with contextlib.ExitStack() as stack:
+        if args.keep:
+            folder = tempfile.mkdtemp(prefix="farm-scale-")
+            say(f"the farms are kept in {folder}")
+        else:
+            folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="farm-scale-"))
         tmp = Path(folder)
         for key in [k for k in chosen if k in shapes]:
             shape = shapes[key]
@@ -1393,7 +1441,9 @@ def main() -> int:
                     f"leader CPU {_pct(record['leader_cpu'])}, "
                     f"harness CPU {_pct(record['harness_cpu'])}, "
                     f"machine busy {_pct(record['machine_busy'])}, "
-                    f"problems {record['sim']['problems'][:3]}"
+                    f"problems {record['sim']['problems'][:3]}, "
+                    f"log writes dropped {record['log_writes_dropped']:,}, "
+                    f"a new file {record['create_us']:.0f} µs"
                 )
                 for line in [*record.get("stall_max_stack", [])[:25], *record["gc_pauses"][:5]]:
                     say(f"    | {line}")

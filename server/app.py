@@ -20,7 +20,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from farmtui.protocol import ROLE_HEADER
 from server.agent_link import agent_endpoint
-from server.api import error_response, routes
+from server.api import routes
+from server.api_requests import error_response
 from server.config import LeaderSettings
 from server.console_link import console_endpoint
 from server.errors import RequestError

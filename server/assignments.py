@@ -14,13 +14,9 @@ from pathlib import PurePosixPath
 
 from farmtui.frames import frame_path
 from farmtui.protocol import AssignChunk, ChunkTimeouts
+from server.joblogs import chunk_log_path
 from server.model import Chunk, Job
 from server.path_mapping import PathRule, map_assignment
-
-
-def log_path(job_id: str, index: int, attempt: int) -> str:
-    """Where a chunk attempt's output lands in the sync root."""
-    return f"jobs/{job_id}/chunk-{index:04d}.attempt-{attempt}.log"
 
 
 def expected_outputs(job: Job, chunk: Chunk) -> list[str]:
@@ -75,7 +71,7 @@ def build_assignment(
         staging=False if scripted else spec.staging,
         env=dict(spec.env),
         timeouts=timeouts,
-        log_path=log_path(job.id, chunk.index, chunk.attempt),
+        log_path=chunk_log_path(job.id, chunk.index, chunk.attempt),
         output="" if scripted else (spec.output or ""),
         scene=spec.scene or "",
         sync_from=sync_from,

@@ -83,7 +83,13 @@ class Tokens:
         }
 
     def create(self, role: str, name: str) -> str:
-        """A new token for ``name`` with ``role``; only its hash is kept.
+        """A new token for ``name`` with ``role``, stored; only its hash is kept."""
+        token, principal = self.new(role, name)
+        self.add(token, principal)
+        return token
+
+    def new(self, role: str, name: str) -> tuple[str, Principal]:
+        """A new token for ``name`` with ``role``, not stored yet (``add``).
 
         What a token may touch goes by its name (a user's own jobs), so a name has
         one role: a user token named ``admin`` owned every job the admin submitted.
@@ -97,9 +103,7 @@ class Tokens:
                 f"the name {name!r} is taken by a token of role {' and '.join(sorted(held))}: "
                 "jobs belong to a name, so each name has one role"
             )
-        token = new_token()
-        self.add(token, principal)
-        return token
+        return new_token(), principal
 
     def add(self, token: str, principal: Principal) -> None:
         token_hash = hash_token(token)

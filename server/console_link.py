@@ -189,6 +189,11 @@ class ConsoleLink:
         self.replies.append(Reply(request_id=request_id, ok=error is None, error=error))
         self.wake.set()
 
+    def farm_reloaded(self) -> None:
+        """The farm was reloaded from the store after a failed commit: views this console
+        was sent may show what was undone, so it gets a Snapshot again."""
+        self._start_resync()
+
     def _start_resync(self) -> None:
         self.resyncs += 1
         self.resync = True
@@ -350,7 +355,8 @@ class ConsoleLink:
             case FetchNodeLog(node=node, tail=tail):
                 if node not in leader.scheduler.nodes:
                     raise NotFound(f"unknown node {node}")
-                self.post(NodeLog(node=node, lines=leader.nodelogs.tail(node, tail)))
+                self._room_to_read()
+                self._in_background(self._send_node_log(node, tail))
             case BlockNode(job_id=job_id, node=node, blocked=blocked):
                 await operations.block_node(leader, who, job_id, node, blocked)
             case FetchFailures(limit=limit):
@@ -414,6 +420,14 @@ class ConsoleLink:
             log.warning("cannot read the failed attempts' logs: %s", exc)
             failures = leader.failures.newest(limit)
         self.post(Failures(failures=failures))
+
+    async def _send_node_log(self, node: str, tail: int) -> None:
+        try:
+            lines = await self.leader.nodelogs.tail(node, tail)
+        except OSError as exc:
+            log.warning("cannot read the log of node %s: %s", node, exc)
+            lines = self.leader.nodelogs.kept(node, tail)  # those since the leader started
+        self.post(NodeLog(node=node, lines=lines))
 
     async def _send_events(self, job_id: str | None, limit: int) -> None:
         history = self.leader.history

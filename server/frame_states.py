@@ -96,7 +96,12 @@ def _count(tally: Tally, chunk: Chunk, frames: Mapping[str, int], sign: int) -> 
     tally.version += 1
     if tally.run_block:
         tally.dirty_blocks.add(chunk.index // tally.run_block)
-    tally.chunks[(stage(chunk), chunk.state)] += sign
+    key = (stage(chunk), chunk.state)
+    left = tally.chunks[key] + sign
+    if left:
+        tally.chunks[key] = left
+    else:
+        del tally.chunks[key]
     for state, count in frames.items():
         tally.frames[state] += sign * count
     if chunk.state == "assigned":
@@ -117,8 +122,6 @@ def _count(tally: Tally, chunk: Chunk, frames: Mapping[str, int], sign: int) -> 
         tally.timed_frames += sign * len(chunk.frames)
         if not tally.times:
             tally.time_sum = 0.0  # no drift left behind by the additions
-    if not tally.chunks[(stage(chunk), chunk.state)]:
-        del tally.chunks[(stage(chunk), chunk.state)]
 
 
 def count_from_scratch(job: Job) -> Tally:

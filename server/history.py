@@ -71,9 +71,15 @@ class History:
 
     async def latest(self, limit: int) -> list[EventView]:
         """The farm's last ``limit`` events, oldest first."""
-        if self._filling is None:
-            self._filling = asyncio.ensure_future(self._fill())
-        await asyncio.shield(self._filling)
+        filling = self._filling
+        if filling is None:
+            filling = self._filling = asyncio.ensure_future(self._fill())
+        try:
+            await asyncio.shield(filling)
+        except Exception:
+            if self._filling is filling:  # a log that could not be read: tried again next time
+                self._filling = None
+            raise
         return list(self._recent)[-limit:]
 
     async def _fill(self) -> None:

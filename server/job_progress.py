@@ -33,7 +33,7 @@ STAGES: tuple[Stage, ...] = ("pre", "scout", "render", "post")
 def count(tally: Tally, stages: Iterable[Stage], states: Iterable[str] | None = None) -> int:
     """Chunks of these stages in these states (all states when None)."""
     wanted = tuple(stages)
-    picked = None if states is None else frozenset(states)
+    picked = states if states is None or isinstance(states, frozenset) else frozenset(states)
     return sum(
         n
         for (where, state), n in tally.chunks.items()
@@ -41,16 +41,9 @@ def count(tally: Tally, stages: Iterable[Stage], states: Iterable[str] | None = 
     )
 
 
-def unfinished(tally: Tally, stages: Iterable[Stage]) -> int:
-    wanted = tuple(stages)
-    return sum(
-        n for (where, state), n in tally.chunks.items() if where in wanted and state not in FINISHED
-    )
-
-
 @dataclass(slots=True)
 class Gates:
-    """Which stages are finished and which are stuck."""
+    """Which stages are finished and which are stuck, and the counts the job's state needs."""
 
     pre_done: bool = True
     pre_stuck: bool = False
@@ -59,21 +52,57 @@ class Gates:
     scouts_stuck: bool = False
     renders_done: bool = True
     renders_stuck: bool = False
+    # Unfinished chunks: of every stage, and of the render stage after the scouts.
+    left: int = 0
+    renders_left: int = 0
+    # Stages with chunks waiting for a slot.
+    pending: frozenset[Stage] = frozenset()
+    failed: int = 0
+    cancelled: int = 0
 
 
 def gates(job: Job) -> Gates:
+    """The job's ``Gates``, from one pass over its counters, kept until they change.
+
+    One pass, not a ``count`` per field: a job's state is derived again at
+    every change to one of its chunks, twice or more for each chunk rendered.
+    """
     tally = tally_of(job)
     version, cached = tally.derived
     if version == tally.version and isinstance(cached, Gates):
         return cached
+    present: set[Stage] = set()
+    unfinished: dict[Stage, int] = dict.fromkeys(STAGES, 0)
+    stuck: set[Stage] = set()
+    pending: set[Stage] = set()
+    failed = cancelled = 0
+    for (where, state), n in tally.chunks.items():
+        if not n:
+            continue
+        present.add(where)
+        if state not in FINISHED:
+            unfinished[where] += n
+        if state in STUCK:
+            stuck.add(where)
+            if state == "failed":
+                failed += n
+            elif state == "cancelled":
+                cancelled += n
+        elif state in PENDING:
+            pending.add(where)
     g = Gates(
-        pre_done=unfinished(tally, ("pre",)) == 0,
-        pre_stuck=count(tally, ("pre",), STUCK) > 0,
-        has_scouts=count(tally, ("scout",)) > 0,
-        scouts_done=unfinished(tally, ("scout",)) == 0,
-        scouts_stuck=count(tally, ("scout",), STUCK) > 0,
-        renders_done=unfinished(tally, ("scout", "render")) == 0,
-        renders_stuck=count(tally, ("scout", "render"), STUCK) > 0,
+        pre_done=not unfinished["pre"],
+        pre_stuck="pre" in stuck,
+        has_scouts="scout" in present,
+        scouts_done=not unfinished["scout"],
+        scouts_stuck="scout" in stuck,
+        renders_done=not unfinished["scout"] and not unfinished["render"],
+        renders_stuck="scout" in stuck or "render" in stuck,
+        left=sum(unfinished.values()),
+        renders_left=unfinished["render"],
+        pending=frozenset(pending),
+        failed=failed,
+        cancelled=cancelled,
     )
     tally.derived = (tally.version, g)
     return g
@@ -112,33 +141,31 @@ def waiting_at_scouts(job: Job, g: Gates) -> bool:
     """Scouts are done, the rest waits for an operator to un-hold the job."""
     if not g.has_scouts or not g.scouts_done or job.scout_released:
         return False
-    return unfinished(tally_of(job), ("render",)) > 0
+    return g.renders_left > 0
 
 
 def can_progress(job: Job, g: Gates) -> bool:
     """Is a chunk running, or could one still run without an operator?"""
-    tally = tally_of(job)
-    if tally.running:
+    if tally_of(job).running:
         return True
-    return any(count(tally, (where,), PENDING) > 0 and not stage_dead(g, where) for where in STAGES)
+    return any(not stage_dead(g, where) for where in g.pending)
 
 
 def derive_state(job: Job) -> JobState:
     """The state a job's chunks call for, honouring the sticky operator states."""
-    tally = tally_of(job)
-    if unfinished(tally, STAGES) == 0:
+    g = gates(job)
+    if not g.left:
         return "done"
     if job.state in ("cancelled", "paused", "holding"):
         return job.state
-    g = gates(job)
     if waiting_at_scouts(job, g):
         return "holding"
     if can_progress(job, g):
-        running = job.started is not None or bool(tally.running)
+        running = job.started is not None or bool(tally_of(job).running)
         return "rendering" if running else "queued"
-    if count(tally, STAGES, ("failed",)):
+    if g.failed:
         return "failed"
-    if count(tally, STAGES, ("cancelled",)):
+    if g.cancelled:
         return "cancelled"
     # Only operator-held chunks are left: the job waits for them.
     return "rendering" if job.started is not None else "queued"

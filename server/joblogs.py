@@ -5,12 +5,14 @@
   start time), the renderer's raw output, and a footer (outcome, exit status
   or signal, duration).
 
-Every write and read runs on one writer thread (:mod:`server.logwriter`), in
-the order asked: the event loop never opens, writes or flushes a file in the
-sync root, which on a farm is a filer that may be slow. Files stay open while
-they are written and are flushed when the writer catches up, so an output
-line costs a buffered write, not an open. A read runs after the writes asked
-for before it, so what the leader has announced is in what it reads back.
+Every write and read runs elsewhere, in the order asked: in the leader, in a
+process of its own (:mod:`server.log_process`); alone (tests, scripts), on a
+writer thread (:mod:`server.logwriter`). The event loop never opens, writes or
+flushes a file in the sync root, which on a farm is a filer that may be slow.
+Files stay open while they are written and are flushed when the writer
+catches up, so an output line costs a buffered write, not an open. A read
+runs after the writes asked for before it, so what the leader has announced
+is in what it reads back.
 
 Users' renderers may share the sync root, so nothing under ``jobs/`` is
 trusted: files are opened through :mod:`server.logfiles` (no symlink is ever
@@ -22,27 +24,36 @@ method here raises, so a chunk's state changes whatever happens to its log.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import errno
 import logging
 import math
 import os
 import shlex
+import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from farmtui.printable import printable
 from farmtui.protocol import MAX_TIMESTAMP, ChunkFinished, EventView
 from server import logfiles
-from server.logwriter import LogWriter, weigh_lines
+from server.logwriter import LogSink, LogWriter, PlainValue, weigh_lines
 
 log = logging.getLogger("farmtui.leader.joblogs")
+T = TypeVar("T")
 
 # Open files kept at most; the least recently written are closed first.
 MAX_OPEN = 256
 # Reading a log for the console or the API: at most this much from its end.
 TAIL_BYTES = 512 * 1024
+# Failures of the whole file system, reported once every ``DISK_REPORT_EVERY`` s.
+WHOLE_DISK = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
+DISK_REPORT_EVERY = 10.0
+# Seconds a read waits for the logs' writer (behind a filer that stopped answering).
+READ_WAIT = 10.0
 # Text a log file keeps before it is written without waiting for a flush.
 WRITE_AT = 64 * 1024
 # Logs whose failure was reported, so a broken log costs one line, not one per write.
@@ -154,6 +165,10 @@ class _Files:
         self._dirty: set[str] = set()
         # Logs whose last write failed and was reported (see ``_failed``).
         self._broken: set[str] = set()
+        # The last failure of the whole file system reported (errno, when), and the
+        # failures not reported since (see ``_failed``).
+        self._disk_failure: tuple[int, float] | None = None
+        self._disk_quiet = 0
 
     # --- writing ------------------------------------------------------------------
     def _file(self, relative: str) -> _LogFile:
@@ -176,6 +191,18 @@ class _Files:
             self._broken.clear()
         self._broken.add(relative)
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        if isinstance(exc, OSError) and exc.errno in WHOLE_DISK:
+            # Every new chunk log fails the same way on a full disk: a line for each was
+            # twenty a second. One line a while, with how many more failed meanwhile.
+            now = time.monotonic()
+            last = self._disk_failure
+            if last is not None and last[0] == exc.errno and now - last[1] < DISK_REPORT_EVERY:
+                self._disk_quiet += 1
+                return
+            quiet, self._disk_quiet = self._disk_quiet, 0
+            self._disk_failure = (exc.errno, now)
+            if quiet:
+                why += f" ({quiet} more logs could not be written since the last report)"
         log.error("cannot write the log %s: %s", relative, why or type(exc).__name__)
 
     def write_lines(self, relative: str, lines: tuple[str, ...]) -> None:
@@ -219,8 +246,8 @@ class _Files:
     ) -> None:
         self.write(relative, _started_header(job_id, chunk, attempt, node, command, now))
 
-    def write_footer(self, relative: str, footer: Footer) -> None:
-        self.write_and_close(relative, _finished_footer(footer))
+    def write_footer(self, relative: str, *footer: PlainValue) -> None:
+        self.write_and_close(relative, _finished_footer(Footer(*footer)))  # type: ignore[arg-type]
 
     def close_file(self, relative: str) -> None:
         handle = self._open.pop(relative, None)
@@ -244,11 +271,13 @@ class _Files:
         self._dirty.clear()
 
     def forget_job(self, job_id: str) -> None:
+        """Close the job's files and remove its log folder."""
         prefix = job_dir(job_id) + "/"
         for relative in [r for r in self._open if r.startswith(prefix)]:
             self.close_file(relative)
         self._broken = {r for r in self._broken if not r.startswith(prefix)}
         self.folders.forget(tuple(logfiles.parts_of(job_dir(job_id))))
+        logfiles.remove_folder(self.root, job_dir(job_id))
 
     def close_all(self) -> None:
         self.flush()
@@ -259,6 +288,20 @@ class _Files:
     def tail_bytes(self, relative: str, max_bytes: int) -> tuple[bytes, bool] | None:
         self.flush()
         return logfiles.read_tail(self.root, relative, max_bytes)
+
+    def read(self, relative: str, max_bytes: int) -> bytes | None:
+        found = self.tail_bytes(relative, max_bytes)
+        return None if found is None else found[0]
+
+    def tail(self, relative: str, max_bytes: int) -> list[str] | None:
+        found = self.tail_bytes(relative, max_bytes)
+        if found is None:
+            return None
+        data, cut = found
+        lines = data.decode("utf-8", errors="replace").splitlines()
+        if cut and lines:
+            lines = lines[1:]  # a partial first line
+        return lines
 
 
 class Footer(NamedTuple):
@@ -313,10 +356,10 @@ class JobLogs:
     too); ``tail`` and ``read`` are awaited and see every write asked before.
     """
 
-    def __init__(self, root: Path, writer: LogWriter | None = None) -> None:
+    def __init__(self, root: Path, writer: LogSink | None = None) -> None:
         self.root = root
         self._own_writer = writer is None
-        self.writer = LogWriter() if writer is None else writer
+        self.writer: LogSink = LogWriter() if writer is None else writer
         self._files = _Files(root)
         self.writer.on_idle(self._files.flush)
         # The loop queues values, and the text is made on the writer thread: formatting
@@ -328,9 +371,10 @@ class JobLogs:
         self._append_events = self.writer.operation(files.write_events)
         self._append_header = self.writer.operation(files.write_header)
         self._append_footer = self.writer.operation(files.write_footer)
-
-    def _submit(self, work: Callable[[], None]) -> None:
-        self.writer.submit(work)
+        self._forget = self.writer.operation(files.forget_job)
+        self._close_all = self.writer.operation(files.close_all)
+        self._read = self.writer.operation(files.read)
+        self._tail = self.writer.operation(files.tail)
 
     def _write(self, relative: str, text: str) -> None:
         self.writer.write(self._append, relative, text)
@@ -374,28 +418,21 @@ class JobLogs:
 
     def chunk_finished(self, report: ChunkFinished, node: str, now: float) -> None:
         relative = chunk_log_path(report.job_id, report.chunk, report.attempt)
-        footer = Footer(
-            node=node,
-            finished=report.finished or now,
-            started=report.started,
-            outcome=report.outcome,
-            timeout_kind=report.timeout_kind or "",
-            exit_status=report.exit_status or "",
-            reason=report.reason or "",
-            missing=", ".join(map(str, report.missing)),
-        )
-        self.writer.write(self._append_footer, relative, footer)
+        footer = (
+            node,
+            report.finished or now,
+            report.started,
+            report.outcome,
+            report.timeout_kind or "",
+            report.exit_status or "",
+            report.reason or "",
+            ", ".join(map(str, report.missing)),
+        )  # Footer's fields, in order: plain values to queue (and send, see ``log_process``)
+        self.writer.write(self._append_footer, relative, *footer)
 
     def forget_job(self, job_id: str) -> None:
         """Close the job's files and remove its log folder (after what was asked before)."""
-        files = self._files
-        root = self.root
-
-        def forget() -> None:
-            files.forget_job(job_id)
-            logfiles.remove_folder(root, job_dir(job_id))
-
-        self._submit(forget)
+        self.writer.write(self._forget, job_id)
 
     def flush(self) -> None:
         """Block until everything asked so far is written and flushed: tests, shutdown."""
@@ -407,7 +444,7 @@ class JobLogs:
         Not waiting for a shared writer here: its owner's ``close`` waits a bounded
         time, and a filer that stopped answering must not keep the leader from stopping.
         """
-        self._submit(self._files.close_all)
+        self.writer.write(self._close_all)
         if self._own_writer:
             self.writer.close()
 
@@ -417,26 +454,22 @@ class JobLogs:
     # the tail read here and then only the lines that came after it.
     def read(self, relative: str, max_bytes: int = TAIL_BYTES) -> asyncio.Future[bytes | None]:
         """The last ``max_bytes`` of a log, None if there is none (or a symlink is there)."""
-        files = self._files
-
-        def read() -> bytes | None:
-            found = files.tail_bytes(relative, max_bytes)
-            return None if found is None else found[0]
-
-        return asyncio.wrap_future(self.writer.call(read))
+        return answer(self.writer.call_op(self._read, relative, max_bytes))
 
     def tail(self, relative: str, max_bytes: int = TAIL_BYTES) -> asyncio.Future[list[str] | None]:
         """The last lines of a log (None if it does not exist yet)."""
-        files = self._files
+        return answer(self.writer.call_op(self._tail, relative, max_bytes))
 
-        def tail() -> list[str] | None:
-            found = files.tail_bytes(relative, max_bytes)
-            if found is None:
-                return None
-            data, cut = found
-            lines = data.decode("utf-8", errors="replace").splitlines()
-            if cut and lines:
-                lines = lines[1:]  # a partial first line
-            return lines
 
-        return asyncio.wrap_future(self.writer.call(tail))
+def answer(asked: concurrent.futures.Future[T]) -> asyncio.Future[T]:
+    """The writer's answer, or OSError after ``READ_WAIT`` s: a filer that stopped
+    answering fails a read in one line rather than holding it (and its console's turn)."""
+
+    async def within_read_wait() -> T:
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(asked), READ_WAIT)
+        except TimeoutError:
+            why = f"the sync root did not answer within {READ_WAIT:g} s"
+            raise OSError(errno.ETIMEDOUT, why) from None
+
+    return asyncio.ensure_future(within_read_wait())

@@ -30,7 +30,7 @@ import os
 import secrets
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -45,18 +45,18 @@ from farmtui.protocol import (
     NodeView,
 )
 from server.auth import Principal, Tokens
+from server.commit_line import CommitLine, Group
 from server.config import LeaderSettings
 from server.disk_room import DiskRoom
 from server.errors import NoRoom, StoreError
 from server.failures import FailureLog
 from server.heap import frozen_heap
 from server.history import History
-from server.joblogs import JobLogs, chunk_log_path
-from server.logwriter import LogWriter
+from server.joblogs import chunk_log_path
+from server.log_process import LogProcess, attach_logs
 from server.metrics import ChangeCounters
 from server.migrate import MOVED_TO, check_not_moved
 from server.model import Attempt, Changes, Chunk, Job
-from server.nodelogs import NodeLogs
 from server.resources import LIMITS_SETTING, decode_limits
 from server.rights import SHARED_AGENT
 from server.scheduler import Scheduler
@@ -118,6 +118,10 @@ class ConsoleConnection(Protocol):
 
     def task_output(self, key: OutputKey, lines: list[str]) -> None: ...
 
+    def farm_reloaded(self) -> None:
+        """Send the whole farm again (a Snapshot): what it was told may have been undone."""
+        ...
+
     def close(self, code: int, reason: str) -> None: ...
 
 
@@ -139,7 +143,6 @@ class Metrics:
     events: int = 0
     seconds: float = 0.0
     slowest: float = 0.0
-    commit_seconds: float = 0.0
 
     def record(self, seconds: float) -> None:
         self.events += 1
@@ -259,12 +262,12 @@ class Leader:
         self.tokens = Tokens(self.store)
         self.admin_token, self.agent_token = self._own_tokens(remember=not shared)
         self.scheduler = Scheduler(self.config)
-        # Log files are written on one thread, in order: the sync root may be a slow filer.
-        self.logwriter = LogWriter()
-        self.joblogs = JobLogs(self.root, self.logwriter)
+        # Log files are written in order by a process of their own: the sync root may be a
+        # slow filer, and a thread of ours competed with the loop (``server.log_process``).
+        self.logwriter = LogProcess(self.root)
+        self.joblogs, self.nodelogs = attach_logs(self.root, self.logwriter)
         self.failures = FailureLog(lambda: self.scheduler.jobs)
         self.history = History(lambda: self.scheduler.jobs, self.joblogs)
-        self.nodelogs = NodeLogs(self.root, self.logwriter)
         self.webhooks = Webhooks(self.config.webhook, self.config.webhook_timeout)
         self.agents: dict[str, AgentConnection] = {}
         self.consoles: set[ConsoleConnection] = set()
@@ -280,6 +283,12 @@ class Leader:
         # A dispatch pass that stopped at its budget has its next one queued (``_dispatch_more``).
         self._more_queued = False
         self._pending: StepLine[_Pending] = StepLine()
+        # Settings and tokens are written one at a time, on a thread (``operations``).
+        self.setting_writes = asyncio.Lock()
+        # Applied groups on their way to the store, committed on a thread of their own.
+        self.commit_line = CommitLine(
+            lambda batches: self.store.write(batches), self._landed, self._commit_failed
+        )
         # ``write`` calls waiting for the steps that were waiting when they came.
         self._marks: list[tuple[Mark, asyncio.Future[None]]] = []
         # (node, agent id) of hellos read and waiting in the group commit (``hello_waiting``).
@@ -463,6 +472,7 @@ class Leader:
         if not self.stepped_down:
             with contextlib.suppress(StoreError):  # the agents send them again
                 self._apply_group(budget=None)
+        self.commit_line.close()  # what is on its way is written (or failed) first
         for handle in self._retry_wakeups:
             handle.cancel()
         self._retry_wakeups.clear()
@@ -475,10 +485,12 @@ class Leader:
             # Last, after every commit: a standby takes over at its next poll.
             await self.lease.release()
         log.info(
-            "leader stopped (%d events, mean %.3f ms; %d loop stalls over %.0f ms, "
-            "longest %.0f ms)",
+            "leader stopped (%d events, mean %.3f ms; %d commits, mean %.3f ms on their "
+            "thread; %d loop stalls over %.0f ms, longest %.0f ms)",
             self.metrics.events,
             self.metrics.mean_ms,
+            self.commit_line.commits,
+            self.commit_line.seconds * 1000 / max(1, self.commit_line.commits),
             self.watchdog.stalls,
             self.watchdog.threshold * 1000,
             self.watchdog.longest * 1000,
@@ -601,7 +613,10 @@ class Leader:
         changes = step(now)
         if dispatch and refusal is None:
             changes.merge(self.scheduler.dispatch(now))
-        self.commit(changes)
+        group = self.commit(changes)
+        self.commit_line.drain()  # this turn, as its caller expects: waits for the one in flight
+        if group.error is not None:
+            raise group.error
         self._wake_for_retries(changes, now)
         self._dispatch_more()
         self.metrics.record(time.perf_counter() - began)
@@ -660,6 +675,7 @@ class Leader:
         changes = step(self.now())
         if _stores_anything(changes):
             # Not committed, so not announced: whatever it was must not reach anyone.
+            self.commit_line.drain()  # the store is read next: no commit in flight
             self._rebuild_from_store(StoreError("a live change tried to change the farm"))
             raise RuntimeError("apply_live: the step changed what the store keeps")
         self.publish(changes)
@@ -754,7 +770,7 @@ class Leader:
         if refusal is None and any(item.dispatch for item in applied):
             group.merge(self.scheduler.dispatch(now))
         try:
-            self.commit(group)
+            self.commit(group, applied)
         except Exception as exc:
             for item in applied:
                 _fail(item.future, exc)
@@ -763,7 +779,14 @@ class Leader:
             self.metrics.record(time.perf_counter() - began)
         self._wake_for_retries(group, now)
         self._dispatch_more()
-        for item in applied:
+
+    def _landed(self, group: Group) -> None:
+        """A group is committed (``commit_line``): announce it, answer its steps."""
+        try:
+            self.publish(group.changes, group.links)
+        except Exception:
+            log.exception("a committed change could not be announced")
+        for item in group.steps:
             if item.announce is not None:
                 try:
                     item.announce()
@@ -824,14 +847,15 @@ class Leader:
     _commit_failure_logged: tuple[str, float] | None = None
     _commit_failures_quiet: int = 0
 
-    def commit(self, changes: Changes) -> None:
-        """Save ``changes`` in one transaction, then announce them.
+    def commit(self, changes: Changes, steps: Sequence[_Pending] = ()) -> Group:
+        """Queue ``changes`` for their commit (``commit_line``), then their announcement.
 
-        When the save fails (StoreError: the disk is full ...), nothing is
-        announced: the scheduler is rebuilt from the store, so memory again
-        holds exactly what is on disk, and the StoreError goes up to the caller,
-        which answers with it (REST 503, console Reply) or leaves an agent's
-        message unacknowledged so the agent sends it again.
+        Their rows are built now, from memory as it is. When the commit fails
+        (StoreError: the disk is full ...), nothing of it is announced: the
+        scheduler is rebuilt from the store, so memory again holds exactly what
+        is on disk, and each step's future fails with the StoreError, which its
+        caller answers (REST 503, console Reply) or an agent's message is left
+        unacknowledged so the agent sends it again (``_commit_failed``).
         """
         if not self.leases_allowed():
             # A standby, or an active leader whose lease ran out by its own clock:
@@ -840,21 +864,46 @@ class Leader:
                 lease = self.config.leader_lease
                 self.step_down(f"the lease ran out (not renewed within {lease:g} s)")
             raise Fenced(self.refusal() or "this leader is not active: nothing was changed")
-        began = time.perf_counter()
-        try:
-            self.store.save(changes, self.scheduler)
-        except Fenced as exc:
-            self.step_down(f"a commit was fenced ({exc.detail or exc})")
-            raise
-        except StoreError as exc:
-            if self.lease is not None and not self.lease.held():
-                self.step_down(f"a commit failed and the lease ran out ({exc})")
-                raise
-            self._rebuild_from_store(exc)
-            raise
-        finally:
-            self.metrics.commit_seconds += time.perf_counter() - began
-        self.publish(changes)
+        if self.commit_line.closed:
+            # Stopping: a link that closes now (its disconnect) must not reach the store,
+            # which is closed next; its agent sends what it had again to the next leader.
+            raise StoreError("the leader is stopping: nothing was changed")
+        group = Group(changes, steps, self._links_of(changes))
+        self.commit_line.put(group, self.store.written.queued(changes, self.scheduler))
+        return group
+
+    def _links_of(self, changes: Changes) -> dict[str, AgentConnection | None]:
+        """The connections of the nodes ``changes`` sends messages to, as they are now."""
+        nodes = {assignment.node for assignment in changes.assignments}
+        nodes.update(kill.node for kill in changes.kills)
+        nodes.update(node for node, _ in changes.timeout_updates)
+        nodes.update(discard.node for discard in changes.discards)
+        return {node: self.agents.get(node) for node in nodes}
+
+    def _commit_failed(self, groups: list[Group], error: BaseException) -> None:
+        """A commit failed: it and every group applied behind it are undone.
+
+        Called with the commits' thread idle, so the store can be read again.
+        """
+        if not isinstance(error, StoreError):
+            # A bug. Told as a failed save all the same: an agent whose report fails any
+            # other way takes it for a bad report and drops it, though it was never kept.
+            log.error("a commit failed: %r", error, exc_info=error)
+            error = StoreError(
+                f"the leader could not save the change ({type(error).__name__}, see its log): "
+                "it may not have been saved",
+                repr(error),
+            )
+        if isinstance(error, Fenced):
+            self.step_down(f"a commit was fenced ({error.detail or error})")
+        elif self.lease is not None and not self.lease.held():
+            self.step_down(f"a commit failed and the lease ran out ({error})")
+        else:
+            self._rebuild_from_store(error)
+        for group in groups:
+            group.error = error
+            for item in group.steps:
+                _fail(item.future, error)
 
     def _rebuild_from_store(self, error: StoreError) -> None:
         """Undo a change that could not be committed by reloading what the store holds.
@@ -889,6 +938,11 @@ class Leader:
             os.kill(os.getpid(), signal.SIGTERM)
             return
         self.scheduler.reload(jobs, nodes, self.now())
+        # What was read meanwhile may hold what was undone (``commit_line``: reads see
+        # the groups applied before their commits return): a job list, a console's views.
+        self._views_version += 1
+        for console in self.consoles:
+            console.farm_reloaded()
 
     def _log_commit_failure(self, error: StoreError) -> None:
         """One ERROR line per distinct failure every ``COMMIT_FAILURE_LOG_INTERVAL`` s.
@@ -908,15 +962,21 @@ class Leader:
         self._commit_failure_logged = (text, now)
         self._commit_failures_quiet = 0
 
-    def publish(self, changes: Changes) -> None:
-        """Announce committed changes: agents first, then logs, consoles and webhooks."""
+    def publish(
+        self, changes: Changes, links: Mapping[str, AgentConnection | None] | None = None
+    ) -> None:
+        """Announce committed changes: agents first, then logs, consoles and webhooks.
+
+        ``links``: the nodes' connections when the changes were applied (``commit``);
+        a message for a node connected again since is not sent (``send_to_node``).
+        """
         for assignment in changes.assignments:
             message = assignment.message
             if not message.log_path:
                 message = msgspec.structs.replace(
                     message, log_path=chunk_log_path(message.job_id, message.chunk, message.attempt)
                 )
-            self.send_to_node(assignment.node, message)
+            self.send_to_node(assignment.node, message, links)
         for kill in changes.kills:
             self.send_to_node(
                 kill.node,
@@ -927,13 +987,15 @@ class Leader:
                     reason=kill.reason,
                     waiting_only=kill.waiting_only,
                 ),
+                links,
             )
         for node, update in changes.timeout_updates:
-            self.send_to_node(node, update)
+            self.send_to_node(node, update, links)
         for discard in changes.discards:
             self.send_to_node(
                 discard.node,
                 DiscardStaged(job_id=discard.job_id, chunk=discard.chunk, attempt=discard.attempt),
+                links,
             )
         if changes.events:
             self.joblogs.events(changes.events)
@@ -976,8 +1038,23 @@ class Leader:
         for console in list(self.consoles):
             console.changed(changes)
 
-    def send_to_node(self, node: str, message: LeaderToAgentMessage) -> None:
+    def send_to_node(
+        self,
+        node: str,
+        message: LeaderToAgentMessage,
+        links: Mapping[str, AgentConnection | None] | None = None,
+    ) -> None:
         link = self.agents.get(node)
+        if links is not None and node in links and links[node] is not link:
+            # Decided for the node's connection before it connected again: its hello,
+            # applied since, kept what it still runs and took back the rest. Sent to the
+            # new connection, an assignment it had taken back ran beside its next attempt.
+            log.info(
+                "node %s connected again since; %s for its previous connection not sent",
+                node,
+                type(message).__name__,
+            )
+            return
         if link is None:
             # The scheduler requeues it when the node reconnects without it or is lost.
             log.warning("node %s is not connected; %s not sent", node, type(message).__name__)

@@ -1,4 +1,8 @@
-"""One thread that does the leader's log I/O, in the order it was asked for.
+"""One thread that does log I/O, in the order it was asked for.
+
+The leader's own job and node logs go to a process instead
+(:mod:`server.log_process`, which keeps this module's bounds); this thread
+serves ``JobLogs`` and ``NodeLogs`` made on their own (tests, scripts).
 
 The job and node logs live in the sync root, which on a real farm is NFS or
 SMB: opening a chunk's log there (folder by folder, never through a symlink)
@@ -32,7 +36,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Any, Protocol, TypeVar
 
 from farmtui.protocol import MAX_BATCH_BYTES
 
@@ -63,19 +67,66 @@ COUNTED_LINES = 1024
 _STOP = object()
 
 
+class LogSink(Protocol):
+    """Where ``JobLogs`` and ``NodeLogs`` send their work: ``LogWriter`` (a thread),
+    ``log_process.LogProcess`` (a process) or, in that process, ``log_process.Inline``."""
+
+    @property
+    def dropped(self) -> int: ...
+    def operation(self, function: Callable[..., Any]) -> int: ...
+    def on_idle(self, flusher: Callable[[], None]) -> None: ...
+    def write(self, operation: int, *args: PlainValue, weight: int = 0) -> None: ...
+    def call_op(self, operation: int, *args: PlainValue) -> concurrent.futures.Future[Any]: ...
+    def wait(self, timeout: float | None = None) -> None: ...
+    def close(self, timeout: float | None = None) -> None: ...
+
+
+class Backlog:
+    """What waits for a writer (a thread or a process), within the bounds above: past
+    ``MAX_QUEUED`` items or ``MAX_QUEUED_LINE_BYTES`` of lines, a write is dropped and
+    counted. Items are tuples of (operation, weight of its lines, ...) or not tuples."""
+
+    def __init__(self) -> None:
+        self.queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self.closed = False  # a write then is dropped and not counted: the writer is gone
+        self.dropped = 0
+        # Bytes of the lines waiting; lines are queued on the loop and taken by the
+        # writer's thread, hence the lock.
+        self._weight = 0
+        self._lock = threading.Lock()
+
+    def put(self, item: object, weight: int = 0) -> bool:
+        """Queue ``item``, which holds ``weight`` bytes of lines; False: dropped."""
+        if self.closed:
+            return False
+        if weight:
+            with self._lock:
+                if self._weight + weight > MAX_QUEUED_LINE_BYTES:
+                    self.dropped += 1
+                    return False
+                self._weight += weight
+        if self.queue.qsize() >= MAX_QUEUED:
+            self.done(weight)
+            self.dropped += 1
+            return False
+        self.queue.put(item)
+        return True
+
+    def done(self, weight: int) -> None:
+        """An item put with ``weight`` bytes of lines was written (or given up)."""
+        if weight:
+            with self._lock:
+                self._weight -= weight
+
+
 class LogWriter:
     """Runs submitted work on one thread; ``flushers`` run whenever it catches up."""
 
     def __init__(self, name: str = "farmtui-logs") -> None:
-        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._backlog = Backlog()
+        self._queue = self._backlog.queue
         self._flushers: list[Callable[[], None]] = []
-        self._operations: list[Callable[..., None]] = []
-        self._closed = False
-        # Bytes of the lines waiting (``write(..., weight=)``); lines are queued on the
-        # loop and written here, hence the lock.
-        self._weight = 0
-        self._weight_lock = threading.Lock()
-        self.dropped = 0
+        self._operations: list[Callable[..., Any]] = []
         self._dropped_reported = 0
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -84,7 +135,7 @@ class LogWriter:
         """Run ``flusher`` on the writer thread each time it has caught up."""
         self._flushers.append(flusher)
 
-    def operation(self, function: Callable[..., None]) -> int:
+    def operation(self, function: Callable[..., Any]) -> int:
         """Register what ``write(number, ...)`` does on the writer thread; its number."""
         self._operations.append(function)
         return len(self._operations) - 1
@@ -95,30 +146,16 @@ class LogWriter:
         ``weight``: the bytes of lines it holds (``weigh_lines``), counted against
         ``MAX_QUEUED_LINE_BYTES`` until it has run.
         """
-        if weight:
-            with self._weight_lock:
-                if self._weight + weight > MAX_QUEUED_LINE_BYTES:
-                    self.dropped += 1
-                    return
-                self._weight += weight
-        self._put((operation, weight, *args))
+        self._backlog.put((operation, weight, *args), weight)
 
     def submit(self, work: Callable[[], None]) -> None:
         """Queue ``work``; never blocks, never raises."""
-        self._put(work)
+        self._backlog.put(work)
 
-    def _put(self, item: object) -> None:
-        if self._closed or self._queue.qsize() >= MAX_QUEUED:
-            if type(item) is tuple and item[1]:
-                self._done(item[1])
-            if not self._closed:
-                self.dropped += 1
-            return
-        self._queue.put(item)
-
-    def _done(self, weight: int) -> None:
-        with self._weight_lock:
-            self._weight -= weight
+    @property
+    def dropped(self) -> int:
+        """Writes dropped so far (the bounds were reached)."""
+        return self._backlog.dropped
 
     def call(self, work: Callable[[], T]) -> concurrent.futures.Future[T]:
         """Run ``work`` after everything submitted before it; its result, or its exception."""
@@ -133,23 +170,28 @@ class LogWriter:
             except BaseException as exc:  # handed to whoever waits for it
                 future.set_exception(exc)
 
-        if self._closed:
+        if self._backlog.closed:
             future.set_exception(RuntimeError("the log writer is closed"))
         else:
             self._queue.put(run)  # never dropped: someone waits for it
         return future
 
+    def call_op(self, operation: int, *args: PlainValue) -> concurrent.futures.Future[Any]:
+        """Run ``operation(*args)`` (see ``operation``) after everything queued before it."""
+        function = self._operations[operation]
+        return self.call(lambda: function(*args))
+
     def wait(self, timeout: float | None = None) -> None:
         """Block until everything submitted so far is written and flushed (not on the loop)."""
-        if not self._closed:
+        if not self._backlog.closed:
             self.call(lambda: None).result(timeout)
 
     def close(self, timeout: float | None = None) -> None:
         """Write what is queued, flush, and stop the thread; wait ``CLOSE_WAIT`` at most."""
-        if self._closed:
+        if self._backlog.closed:
             return
         timeout = CLOSE_WAIT if timeout is None else timeout
-        self._closed = True
+        self._backlog.closed = True
         self._queue.put(_STOP)
         self._thread.join(timeout)
         if self._thread.is_alive():
@@ -169,8 +211,7 @@ class LogWriter:
                         try:
                             self._operations[item[0]](*item[2:])
                         finally:
-                            if item[1]:
-                                self._done(item[1])
+                            self._backlog.done(item[1])
                     else:
                         item()  # type: ignore[operator]
                 except Exception:
@@ -185,17 +226,22 @@ class LogWriter:
             self._flush()
 
     def _flush(self) -> None:
-        for flusher in self._flushers:
-            try:
-                flusher()
-            except Exception:
-                log.exception("flushing the logs failed")
+        run_flushers(self._flushers)
         if self.dropped != self._dropped_reported:
             log.error(
                 "the sync root is not keeping up: %d log writes dropped so far",
                 self.dropped,
             )
             self._dropped_reported = self.dropped
+
+
+def run_flushers(flushers: Sequence[Callable[[], None]]) -> None:
+    """Each flusher (``on_idle``), a failing one logged and not stopping the others."""
+    for flusher in flushers:
+        try:
+            flusher()
+        except Exception:
+            log.exception("flushing the logs failed")
 
 
 def weigh_lines(lines: Sequence[str]) -> int:

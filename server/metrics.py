@@ -221,13 +221,14 @@ class _FarmCollector(Collector):
         metrics = leader.metrics
         yield CounterMetricFamily(
             "farmtui_commits",
-            "Changes committed to the store (each one transaction).",
-            value=metrics.events,
+            "Commits to the store (one transaction each, holding the groups of changes "
+            "that waited for it).",
+            value=leader.commit_line.commits,
         )
         yield CounterMetricFamily(
             "farmtui_commit_seconds",
-            "Time spent committing changes to the store.",
-            value=metrics.commit_seconds,
+            "Time spent committing changes to the store (on the commits' thread).",
+            value=leader.commit_line.seconds,
         )
         yield CounterMetricFamily(
             "farmtui_step_seconds",

@@ -94,7 +94,7 @@ _LIMIT_JOBS = Param("limit", {"type": "integer", "minimum": 1}, "one page of at 
 _PAGE_AFTER_JOB = Param("after", {"type": "string"}, "the page after this job id")
 
 
-# Keyed by the handler's name in ``server.api``; the route says path and method.
+# Keyed by the handler's name (``server.api.routes``); the route says path and method.
 OPERATIONS: dict[str, Operation] = {
     "healthz": Operation(
         "The leader is up, and its role: active, or a standby that refuses everything else "

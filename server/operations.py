@@ -380,16 +380,19 @@ async def set_limit(
 ) -> list[LimitView]:
     """Define or change the limit ``name`` (``spec``), or remove it (None); the farm's limits.
 
-    The limits are written to the store first, in the step (so two changes that
-    wait together each start from the other's): if that fails nothing changed,
+    The limits are written to the store first: if that fails nothing changed,
     and once it succeeds memory follows, whether or not the event's commit does.
+    One change at a time (``Leader.setting_writes``), so each starts from the one
+    before; the write on a thread, so a commit in flight on the commits' thread
+    (which holds the store) or a slow database never holds the event loop.
     """
     authorize(principal, "set_limit")
     if not LIMIT_NAME.fullmatch(name):
         raise BadRequest(f"{name!r} is not a limit name (letters, digits, '.', '-', '_')")
     scheduler = leader.scheduler
-
-    def step(now: float) -> Changes:
+    async with leader.setting_writes:
+        if (short := leader.room_refusal()) is not None:
+            raise Unavailable(short)  # as every other change: not even the setting
         limits = dict(scheduler.resources.limits)
         if spec is None:
             if limits.pop(name, None) is None:
@@ -397,31 +400,45 @@ async def set_limit(
             limit = None
         else:
             limit = limits[name] = Limit(name, spec.units, spec.per_node)
-        leader.store.set_setting(LIMITS_SETTING, encode_limits(limits.values()))
-        return scheduler.set_limit(limit, name, principal.name, now)
-
-    await write(leader, step, Conflict)
+        try:
+            await asyncio.to_thread(
+                leader.store.set_setting, LIMITS_SETTING, encode_limits(limits.values())
+            )
+        except StoreError as exc:
+            raise Unavailable(str(exc)) from None
+        await write(
+            leader, lambda now: scheduler.set_limit(limit, name, principal.name, now), Conflict
+        )
     return scheduler.limit_views()
 
 
-def create_token(leader: Leader, principal: Principal, role: str, name: str) -> str:
+async def create_token(leader: Leader, principal: Principal, role: str, name: str) -> str:
+    """A new token; stored on a thread, one at a time (see ``set_limit``)."""
     authorize(principal, "create_token")
-    if (short := leader.room_refusal()) is not None:
-        raise Unavailable(short)  # as every other change: a full disk takes no new rows
-    try:
-        return leader.tokens.create(role, name)
-    except StoreError as exc:
-        raise Unavailable(str(exc)) from None
+    async with leader.setting_writes:
+        if (short := leader.room_refusal()) is not None:
+            raise Unavailable(short)  # as every other change: a full disk takes no new rows
+        token, made = leader.tokens.new(role, name)
+        try:
+            await asyncio.to_thread(leader.tokens.add, token, made)
+        except StoreError as exc:
+            raise Unavailable(str(exc)) from None
+    return token
 
 
 # ``?job=&chunk=&attempt=`` of an upload: the chunk attempt whose output it is.
 UploadFence = tuple[str, int, int]
 
 
-def upload_target(
-    leader: Leader, principal: Principal, relative: str, fence: UploadFence | None
-) -> Path:
-    """Where ``principal`` may write ``relative`` in the sync root; 400, 403 or 409 if not.
+def upload_allowed(
+    leader: Leader,
+    principal: Principal,
+    relative: str,
+    target: Path,
+    fence: UploadFence | None,
+) -> None:
+    """Whether ``principal`` may write ``relative`` (``target``: ``paths.confine`` of it,
+    found on a thread, as it reads the disk); 403 or 409 if not.
 
     Nobody writes the leader's own files (``protocol.LEADER_PATHS``). Admins
     write anything else. An agent writes only an output file of a chunk
@@ -429,7 +446,6 @@ def upload_target(
     to its node (the shared token cannot tell which node it is, so any
     node's). Asked before the body is read and again before the file lands.
     """
-    target = confine(leader.root, relative)
     if leader_owned(PurePosixPath(relative)) or leader_owned(target.relative_to(leader.root)):
         raise Forbidden(
             f"{shown(relative)} is the leader's own ({', '.join(LEADER_PATHS)}): not written"
@@ -440,7 +456,7 @@ def upload_target(
                 "agent tokens upload only the output files of a chunk attempt: "
                 "name it with ?job=&chunk=&attempt="
             )
-        return target
+        return
     authorize(principal, "upload_output")
     job_id, index, number = fence
     job = leader.job(job_id)
@@ -450,13 +466,12 @@ def upload_target(
     if job is None or chunk is None or node is None:
         raise Conflict(f"{attempt} is not current: not written")
     if principal.is_admin:
-        return target
+        return
     if principal.node is not None and principal.node != node:
         raise Forbidden(f"{attempt} runs on node {node}, not {principal.node}: not written")
     outputs = {PurePosixPath(path) for path in expected_outputs(job, chunk)}
     if PurePosixPath(relative) not in outputs:
         raise Forbidden(f"{shown(relative)} is not an output file of {attempt}: not written")
-    return target
 
 
 def _running_on(chunk: Chunk | None, number: int) -> str | None:

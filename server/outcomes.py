@@ -54,15 +54,12 @@ def succeed(
         note = describe_auto(job, chunk, config)
         if note is not None:
             changes.event(now, "info", note, job.id, None)
-        push_auto_timeouts(job, config, changes)
+            push_auto_timeouts(job, config, changes)
 
 
 def push_auto_timeouts(job: Job, config: SchedulerConfig, changes: Changes) -> None:
-    """If the auto timeout is known now, send the new limits to the job's running chunks."""
-    running = tally_of(job).running
-    if not running or auto_max_render(job, job.chunks[next(iter(running))], config) is None:
-        return  # not known yet (it is per job: the chunk only scales it)
-    for index in sorted(running):
+    """The auto timeout just became known: send the new limits to the job's running chunks."""
+    for index in sorted(tally_of(job).running):
         other = job.chunks[index]
         if other.state != "assigned" or other.kind != "render" or other.node is None:
             continue

@@ -171,6 +171,8 @@ class Resources:
 
     def free_gpus(self, node: Node, count: int, memory: int = 0) -> tuple[int, ...] | None:
         """``count`` free GPUs of the node with ``memory`` MiB or more (lowest first), or None."""
+        if count <= 0:
+            return ()  # asked at every assignment, and most jobs want no GPU
         busy = self._gpus.get(node.name, ())
         found = [
             gpu.index

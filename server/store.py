@@ -14,10 +14,11 @@ SQLite durability: WAL with ``synchronous=NORMAL`` by default. A commit is
 then a write into the WAL without an fsync, which survives a crash of the
 leader process (the OS has the bytes) and keeps the database consistent on a
 power cut, where only the last moments may be lost. It keeps a commit well
-under a millisecond, so the store runs on the event loop thread.
-``synchronous="full"`` in leader.toml fsyncs every commit for those who
-prefer that. Checkpoints, which copy the WAL into the database and sync it,
-run on a thread of their own (``server.checkpointer``).
+under a millisecond. ``synchronous="full"`` in leader.toml fsyncs every
+commit for those who prefer that. Either way commits are written on a thread
+of their own (``server.commit_line``), never on the event loop's.
+Checkpoints, which copy the WAL into the database and sync it, run on a
+thread of their own too (``server.checkpointer``).
 
 A SQLite commit that fails (the disk is full, an I/O error) leaves the
 database as it was. SQLite rolls a transaction back by itself on some of
@@ -32,11 +33,14 @@ import fcntl
 import functools
 import os
 import sqlite3
+import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Concatenate, Literal, ParamSpec, Protocol, TypeVar
+
+import msgspec
 
 from server.checkpointer import Checkpointer
 from server.errors import StoreError
@@ -44,6 +48,8 @@ from server.model import Changes, Job, Node
 from server.scheduler import Scheduler
 from server.store_rows import (
     FarmRows,
+    Rows,
+    SavesChanges,
     StoredChunk,
     TokenRow,
     WrittenRows,
@@ -85,7 +91,8 @@ Synchronous = Literal["normal", "full"]
 class FarmStore(Protocol):
     """What the leader, its tokens and ``farm migrate`` need of a store.
 
-    Not thread-safe: one thread (the event loop's) uses a store.
+    Safe to use from two threads: the leader writes its commits on a thread of
+    their own (``server.commit_line``) and does the rest on the event loop's.
     """
 
     # Where the farm is, for messages: a path, or the URL without its password.
@@ -100,8 +107,16 @@ class FarmStore(Protocol):
         """Every job (with its chunks) and every node; StoreError if unreadable."""
         ...
 
+    # What the rows on disk say (the rows a ``Changes`` writes come from here).
+    written: WrittenRows
+
     def save(self, changes: Changes, scheduler: Scheduler) -> None:
         """Write what ``changes`` names in one transaction; StoreError and nothing written."""
+        ...
+
+    def write(self, batches: Sequence[Rows]) -> None:
+        """Write ``batches`` (``WrittenRows.queued``, ``merge_rows``) in order in one
+        transaction, from any thread; StoreError and nothing written."""
         ...
 
     def tokens(self) -> list[TokenRow]: ...
@@ -177,15 +192,37 @@ def farm_not_empty(where: str, counts: dict[str, int]) -> StoreError:
 _TABLES = ("jobs", "chunks", "nodes", "tokens", "settings")
 
 
-class Store:
-    """The one writer of ``farm.db`` (SQLite). Not thread-safe: use it from one thread."""
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _one_at_a_time(
+    method: Callable[Concatenate[Store, _P], _R],
+) -> Callable[Concatenate[Store, _P], _R]:
+    """The connection used by one thread at a time: the loop's, or the commits' own."""
+
+    @functools.wraps(method)
+    def one_at_a_time(store: Store, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with store._using:
+            return method(store, *args, **kwargs)
+
+    return one_at_a_time
+
+
+class Store(SavesChanges):
+    """The one writer of ``farm.db`` (SQLite).
+
+    Commits are written on a thread of their own (``server.commit_line``), the
+    rest on the event loop's: every use of the connection holds ``_using``.
+    """
 
     def __init__(self, path: Path, synchronous: Synchronous = "normal") -> None:
         self.path = path
         self.where = str(path)
+        self._using = threading.RLock()
         try:
             _private(path)
-            self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=True)
+            self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute(f"PRAGMA synchronous={synchronous.upper()}")
             self.db.execute("PRAGMA foreign_keys=ON")
@@ -193,6 +230,7 @@ class Store:
             # and so does cutting the WAL back (no journal_size_limit here).
             self.db.execute("PRAGMA wal_autocheckpoint=0")
             self._migrate()
+            self.db.executescript(INCOMING)
             persisted = [row[0] for row in self.db.execute("SELECT id FROM jobs")]
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open {path}: {exc}") from None
@@ -218,10 +256,12 @@ class Store:
             self.db.execute("COMMIT")
 
     @property
+    @_one_at_a_time
     def schema_version(self) -> int:
         version: int = self.db.execute("PRAGMA user_version").fetchone()[0]
         return version
 
+    @_one_at_a_time
     def free_bytes(self) -> int:
         """Room SQLite already holds: ``farm.db``'s free pages, which new rows reuse.
 
@@ -270,6 +310,7 @@ class Store:
             os.close(fd)  # a lock we took is freed with it
         return 0
 
+    @_one_at_a_time
     def close(self) -> None:
         if self._held is not None:
             self._held()  # once, whichever comes first
@@ -278,6 +319,7 @@ class Store:
         self.db.close()
 
     # --- the farm ---------------------------------------------------------------
+    @_one_at_a_time
     def load(self) -> tuple[list[Job], list[Node]]:
         """Every job (with its chunks, in index order) and every node; StoreError if unreadable."""
         db = self.db
@@ -292,38 +334,31 @@ class Store:
         self.written.loaded(jobs)
         return jobs, nodes
 
-    def save(self, changes: Changes, scheduler: Scheduler) -> None:
-        """Persist every job, chunk and node ``changes`` names, and the removals, in one commit.
+    @_one_at_a_time
+    def write(self, batches: Sequence[Rows]) -> None:
+        """Write ``batches`` in order in one commit, from any thread (``server.commit_line``).
 
         StoreError (and nothing written) when the commit fails.
         """
-        rows = self.written.rows(changes, scheduler)
-        if rows is None:
-            return
         db = self.db
-        with _transaction(db):
-            if rows.deleted:
-                gone = [(job_id,) for job_id in sorted(rows.deleted)]
-                _batched(db, "DELETE FROM chunks WHERE job_id IN (VALUES ", gone, ")")
-                _batched(db, "DELETE FROM jobs WHERE id IN (VALUES ", gone, ")")
-            if rows.jobs:
-                _batched(db, "INSERT OR REPLACE INTO jobs (id, data) VALUES ", rows.jobs)
-            if rows.chunks:
-                _batched(
-                    db, "INSERT OR REPLACE INTO chunks (job_id, idx, data) VALUES ", rows.chunks
-                )
-            if rows.nodes:
-                _batched(db, "INSERT OR REPLACE INTO nodes (name, data) VALUES ", rows.nodes)
-        self.written.committed(rows)
+        _roll_back(db)  # left open by a ROLLBACK that failed last time
+        try:
+            # One statement, so its own transaction: see ``INCOMING``.
+            db.execute(_WRITE_INCOMING, (_incoming(batches),))
+        except sqlite3.Error as exc:
+            _roll_back(db)
+            raise save_error(exc) from None
         self.commits += 1
 
     # --- tokens -----------------------------------------------------------------
+    @_one_at_a_time
     def tokens(self) -> list[TokenRow]:
         return [
             TokenRow(*row)
             for row in self.db.execute("SELECT hash, name, role, created FROM tokens")
         ]
 
+    @_one_at_a_time
     def add_token(
         self, token_hash: str, name: str, role: str, created: float | None = None
     ) -> None:
@@ -334,16 +369,19 @@ class Store:
             )
 
     # --- the leader's own settings -------------------------------------------------
+    @_one_at_a_time
     def setting(self, key: str) -> str | None:
         row = self.db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
+    @_one_at_a_time
     def set_setting(self, key: str, value: str) -> None:
         with _transaction(self.db):
             self.db.execute(
                 "INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", (key, value)
             )
 
+    @_one_at_a_time
     def claim_setting(self, key: str, value: str) -> str:
         with _transaction(self.db):
             self.db.execute(
@@ -353,6 +391,7 @@ class Store:
         return str(row[0])
 
     # --- every row, for ``farm migrate`` ---------------------------------------------
+    @_one_at_a_time
     def export_rows(self) -> FarmRows:
         db = self.db
         with _transaction(db):  # one snapshot of the five tables
@@ -367,6 +406,7 @@ class Store:
                 settings=list(db.execute("SELECT key, value FROM settings ORDER BY key")),
             )
 
+    @_one_at_a_time
     def import_rows(self, rows: FarmRows) -> None:
         db = self.db
         with _transaction(db, "BEGIN IMMEDIATE"):
@@ -395,35 +435,50 @@ def _private(path: Path) -> None:
             os.chmod(name, 0o600)
 
 
-# Rows one statement takes at most (3 columns: 768 parameters, SQLite allows 32,766).
-BATCH_ROWS = 256
+# A commit's rows go to SQLite in one statement, which is its own transaction
+# (autocommit): a JSON array of ``[kind, key, index, data]`` read by ``json_each``
+# into a view whose trigger writes each row where it belongs, in the array's order.
+# The commits' thread lets go of the GIL for each statement's step and waits for it
+# again after, up to a switch interval (5 ms) while the event loop is busy: in a
+# statement a row, a commit of 200 rows took 1,029 ms beside a busy thread; in
+# batches of up to 256 rows (a statement a table and a size), 22-81 ms; in one
+# statement, 6-10 ms (``bench/gil_convoy.py``). Temporary: made by each connection.
+INCOMING = """
+    CREATE TEMP VIEW incoming (kind, key, idx, data) AS SELECT NULL, NULL, NULL, NULL WHERE 0;
+    CREATE TEMP TRIGGER incoming_row INSTEAD OF INSERT ON incoming BEGIN
+        DELETE FROM chunks WHERE NEW.kind = 0 AND job_id = NEW.key;
+        DELETE FROM jobs WHERE NEW.kind = 0 AND id = NEW.key;
+        INSERT OR REPLACE INTO jobs (id, data) SELECT NEW.key, NEW.data WHERE NEW.kind = 1;
+        INSERT OR REPLACE INTO chunks (job_id, idx, data)
+            SELECT NEW.key, NEW.idx, NEW.data WHERE NEW.kind = 2;
+        INSERT OR REPLACE INTO nodes (name, data) SELECT NEW.key, NEW.data WHERE NEW.kind = 3;
+    END;
+"""
+_WRITE_INCOMING = (
+    "INSERT INTO incoming SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), "
+    "json_extract(value, '$[2]'), json_extract(value, '$[3]') FROM json_each(?)"
+)
+_DELETE, _JOB, _CHUNK, _NODE = range(4)
+_incoming_encoder = msgspec.json.Encoder()
 
 
-def _batched(
-    db: sqlite3.Connection, head: str, rows: Sequence[tuple[object, ...]], tail: str = ""
-) -> None:
-    """``head (?, ?), (?, ?) ... tail`` for all of ``rows``, in a few statements.
+def _incoming(batches: Sequence[Rows]) -> str:
+    """``batches`` as ``INCOMING``'s array: deletions first, then jobs, chunks, nodes.
 
-    ``executemany`` steps SQLite once a row, and each step lets go of the GIL. With
-    another thread busy (the job logs' writer, at thousands of chunks a second) the
-    event loop then waited up to a switch interval (5 ms) to get it back, once a row:
-    beside a thread busy in Python a 200-row commit took 326 ms at the median, in
-    batches 22 ms (``bench/gil_convoy.py``). A batch holds a power of two of rows, so
-    SQLite's statement cache keeps a handful of statements a table.
+    Text: SQLite 3.45 and later read a BLOB given to ``json_each`` as its binary JSON.
     """
-    done = 0
-    while done < len(rows):
-        count = min(BATCH_ROWS, 1 << ((len(rows) - done).bit_length() - 1))
-        batch = rows[done : done + count]
-        sql = _row_list(head, len(batch[0]), count, tail)
-        db.execute(sql, [value for row in batch for value in row])
-        done += count
-
-
-@functools.cache
-def _row_list(head: str, width: int, count: int, tail: str) -> str:
-    row = f"({', '.join('?' * width)})"
-    return head + ", ".join([row] * count) + tail
+    return _incoming_encoder.encode(
+        [
+            row
+            for rows in batches
+            for row in (
+                *((_DELETE, job_id, None, None) for job_id in sorted(rows.deleted)),
+                *((_JOB, job_id, None, data) for job_id, data in rows.jobs),
+                *((_CHUNK, job_id, index, data) for job_id, index, data in rows.chunks),
+                *((_NODE, name, None, data) for name, data in rows.nodes),
+            )
+        ]
+    ).decode()
 
 
 @contextlib.contextmanager

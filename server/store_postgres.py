@@ -57,7 +57,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -66,10 +66,16 @@ from psycopg.rows import TupleRow
 
 from server.errors import StoreError
 from server.lease import session_name
-from server.model import Changes, Job, Node
-from server.scheduler import Scheduler
+from server.model import Job, Node
 from server.store import Fenced
-from server.store_rows import FarmRows, TokenRow, WrittenRows, farm_from_rows
+from server.store_rows import (
+    FarmRows,
+    Rows,
+    SavesChanges,
+    TokenRow,
+    WrittenRows,
+    farm_from_rows,
+)
 from server.store_schema import MIGRATIONS, SCHEMA_VERSION, statements
 from server.store_url import redacted, scrubbed
 
@@ -112,8 +118,8 @@ _UPSERT_NODE = (
 )
 
 
-class PostgresStore:
-    """The farm in a PostgreSQL database. Not thread-safe: use it from one thread."""
+class PostgresStore(SavesChanges):
+    """The farm in a PostgreSQL database."""
 
     def __init__(
         self, url: str, idle_timeout: float | None = None, holder: str | None = None
@@ -132,6 +138,9 @@ class PostgresStore:
         # leader stuck that long has lost its lease by then anyway.
         self.deadline = idle_timeout
         self._conn: Connection | None = None
+        # Commits are written on a thread of their own (``server.commit_line``), the rest
+        # on the event loop's: every use of the connection holds this.
+        self._using = threading.RLock()
         self._used = time.monotonic()  # when the connection last answered
         try:
             given = conninfo_to_dict(url)
@@ -206,9 +215,10 @@ class PostgresStore:
         return 0 if row is None else int(row[0])
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        with self._using:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
 
     # --- the farm ---------------------------------------------------------------
     def load(self) -> tuple[list[Job], list[Node]]:
@@ -222,26 +232,23 @@ class PostgresStore:
         self.written.loaded(jobs)
         return jobs, nodes
 
-    def save(self, changes: Changes, scheduler: Scheduler) -> None:
-        """Persist every job, chunk and node ``changes`` names, and the removals, in one commit.
+    def write(self, batches: Sequence[Rows]) -> None:
+        """Write ``batches`` in order in one commit, from any thread (``server.commit_line``).
 
         StoreError (and nothing written, unless the link broke mid-commit) when it fails.
         """
-        rows = self.written.rows(changes, scheduler)
-        if rows is None:
-            return
         with self._writing() as cursor:
-            if rows.deleted:
-                gone = [(job_id,) for job_id in rows.deleted]
-                cursor.executemany("DELETE FROM chunks WHERE job_id = %s", gone)
-                cursor.executemany("DELETE FROM jobs WHERE id = %s", gone)
-            if rows.jobs:
-                cursor.executemany(_UPSERT_JOB, rows.jobs)
-            if rows.chunks:
-                cursor.executemany(_UPSERT_CHUNK, rows.chunks)
-            if rows.nodes:
-                cursor.executemany(_UPSERT_NODE, rows.nodes)
-        self.written.committed(rows)
+            for rows in batches:
+                if rows.deleted:
+                    gone = [(job_id,) for job_id in rows.deleted]
+                    cursor.executemany("DELETE FROM chunks WHERE job_id = %s", gone)
+                    cursor.executemany("DELETE FROM jobs WHERE id = %s", gone)
+                if rows.jobs:
+                    cursor.executemany(_UPSERT_JOB, rows.jobs)
+                if rows.chunks:
+                    cursor.executemany(_UPSERT_CHUNK, rows.chunks)
+                if rows.nodes:
+                    cursor.executemany(_UPSERT_NODE, rows.nodes)
         self.commits += 1
 
     # --- tokens -----------------------------------------------------------------
@@ -349,6 +356,10 @@ class PostgresStore:
 
         Any failure becomes StoreError with one line; the database is as it was.
         """
+        with self._using:
+            yield from self._writing_now(bounded)
+
+    def _writing_now(self, bounded: bool) -> Iterator[psycopg.Cursor[TupleRow]]:
         try:
             conn = self._connection()
         except psycopg.Error as exc:
@@ -373,6 +384,10 @@ class PostgresStore:
     @contextlib.contextmanager
     def _reading(self, what: str, bounded: bool = True) -> Iterator[Connection]:
         """One read-only snapshot (REPEATABLE READ) of the database."""
+        with self._using:
+            yield from self._reading_now(what, bounded)
+
+    def _reading_now(self, what: str, bounded: bool) -> Iterator[Connection]:
         deadline: _Deadline | None = None
         try:
             conn = self._connection()

@@ -19,9 +19,10 @@ their rows from here, so they write and read exactly the same farm.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import msgspec
 
@@ -311,9 +312,79 @@ class WrittenRows:
         ]
         return rows
 
+    def queued(self, changes: Changes, scheduler: Scheduler) -> Rows | None:
+        """``rows``, counted as written at once: for commits that wait on a thread.
+
+        The next group's rows are built before this one's commit returns, and must
+        be built against what the disk will say then: a job row changed here and
+        changed back next would otherwise look unchanged to the next group and
+        never be written back. When a queued commit fails, the leader reloads
+        the store (``loaded``), which is the truth again.
+        """
+        rows = self.rows(changes, scheduler)
+        if rows is not None:
+            self.committed(rows)
+        return rows
+
     def committed(self, rows: Rows) -> None:
         self._persisted -= rows.deleted
         self._persisted.update(job_id for job_id, _ in rows.jobs)
         for job_id in rows.deleted:
             self._written.pop(job_id, None)
         self._written.update(rows.fingerprints)
+
+
+class SavesChanges:
+    """``save`` for both stores, from their ``written`` rows and their ``write``."""
+
+    written: WrittenRows
+
+    def write(self, batches: Sequence[Rows]) -> None:
+        raise NotImplementedError
+
+    def save(self, changes: Changes, scheduler: Scheduler) -> None:
+        """Persist every job, chunk and node ``changes`` names, and the removals, in one
+        commit, now, on this thread (scripts, tests; the leader queues its commits on a
+        thread of their own: ``server.commit_line``).
+
+        StoreError (and nothing written; with PostgreSQL, unless the link broke
+        mid-commit) when the commit fails.
+        """
+        rows = self.written.rows(changes, scheduler)
+        if rows is None:
+            return
+        self.write([rows])
+        self.written.committed(rows)
+
+
+_Row = TypeVar("_Row", bound=tuple[object, ...])
+
+
+def merge_rows(waiting: list[Rows], later: Rows) -> None:
+    """Add ``later`` to the rows that will be written together, in order, in one commit.
+
+    Merged into the last, where a later row of the same key replaces an earlier
+    one and a deletion drops the earlier rows of its job; unless ``later``
+    writes a job the last deletes (an id freed and used again): written after
+    it then, so that the deletion does not take the new job's rows with it.
+    """
+    if not waiting or not waiting[-1].deleted.isdisjoint(job_id for job_id, _ in later.jobs):
+        waiting.append(later)
+        return
+    last = waiting[-1]
+    gone = later.deleted
+    last.deleted |= gone
+    last.jobs = _merged(last.jobs, later.jobs, gone)
+    last.chunks = _merged(last.chunks, later.chunks, gone)
+    last.nodes = _merged(last.nodes, later.nodes, frozenset())
+    last.fingerprints.update(later.fingerprints)
+
+
+def _merged(first: list[_Row], later: list[_Row], gone: AbstractSet[str]) -> list[_Row]:
+    """One row a key (all but the row's last field, its data), the later one winning."""
+    if not later and not gone:
+        return first
+    rows = {row[:-1]: row for row in first if row[0] not in gone}
+    for row in later:
+        rows[row[:-1]] = row
+    return list(rows.values())

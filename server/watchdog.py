@@ -133,7 +133,19 @@ class LoopWatchdog:
                 self._where = self._loop_stack()
 
     def _loop_stack(self) -> str:
-        frame = sys._current_frames().get(self._loop_thread or -1)
+        # Not with the collector on: CPython 3.11's _current_frames holds the lock of the
+        # threads' list while it allocates, and a collection then may run Python code
+        # (weakref callbacks) that hands the interpreter to a thread starting or ending,
+        # which waits for that lock: every thread of the process stopped for good (seen
+        # in CI; python/cpython#106883, fixed the same way in later releases).
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            frames = sys._current_frames()
+        finally:
+            if collecting:
+                gc.enable()
+        frame = frames.get(self._loop_thread or -1)
         if frame is None:
             return "  (the loop's thread is gone)"
         stack = traceback.extract_stack(frame)[-STACK_DEPTH:]

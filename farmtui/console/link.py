@@ -38,9 +38,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus, WebSocketException
 from websockets.http11 import Response
 
-from farmtui.client import ssl_context, untrusted_certificate
 from farmtui.console import heap
 from farmtui.console.settings import CONNECT_TIMEOUT
+from farmtui.http_connection import ssl_context, untrusted_certificate
 from farmtui.protocol import (
     MAX_MESSAGE_BYTES,
     ROLE_HEADER,

@@ -117,7 +117,6 @@ class ChunkReports(DispatchIndex):
                 )
             return changes
         job, chunk = live
-        label = f"chunk {chunk.index} attempt {chunk.attempt} on {node}"
         nodes, config = self.nodes, self.config
         if report.outcome == "done":
             short = takes_ahead(job)
@@ -137,6 +136,7 @@ class ChunkReports(DispatchIndex):
         else:
             response = job.spec.timeouts.on_timeout
             kind = (report.timeout_kind or "timeout").replace("_", " ")
+            label = f"chunk {chunk.index} attempt {chunk.attempt} on {node}"
             changes.event(
                 now, "warn", f"{label}: {kind} timeout, on timeout: {response}", job.id, None
             )

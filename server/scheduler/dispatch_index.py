@@ -18,7 +18,7 @@ from typing import Concatenate, ParamSpec, TypeVar
 from server import dispatch_order
 from server.estimates import SlotCensus
 from server.frame_states import tally_of
-from server.job_progress import PENDING, STAGES, count
+from server.job_progress import gates
 from server.model import Changes, Node
 from server.prefetch import takes_ahead
 from server.scheduler.state import SchedulerState
@@ -138,7 +138,7 @@ class DispatchIndex(SchedulerState):
             job is not None
             and not job.archived
             and job.state in ("queued", "rendering")
-            and count(tally_of(job), STAGES, PENDING) > 0
+            and gates(job).pending  # kept until the job's counters change
         ):
             key = dispatch_order.dispatch_key(job)
         _place(self._index, self._indexed, job_id, key)

@@ -19,8 +19,8 @@ from typing import Any
 import httpx
 import msgspec
 
-from farmtui.client import Transport
 from farmtui.frames import chunk_frames, parse_frames
+from farmtui.http_connection import Transport
 from farmtui.protocol import ChunkView, JobDetail, JobPatch, JobSpec, JobStats, JobView, NodeView
 
 GOOD_TOKEN = "good-token"

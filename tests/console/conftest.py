@@ -88,10 +88,11 @@ async def settled(pilot: Pilot[None], deadline: float | None = None) -> None:
     """Wait until no change from the leader waits for a repaint."""
     # A repaint is never held longer than REPAINT_EVERY: one still due seconds
     # later is a console that stopped painting (a timer that never fired).
+    # A console that has quit paints nothing more, and need not.
     until = max(deadline if deadline is not None else 0.0, time.monotonic()) + 3.0
     for screen in pilot.app.screen_stack:
         if isinstance(screen, MainScreen):
-            while screen.repaint_pending:
+            while screen.repaint_pending and pilot.app.return_code is None:
                 if time.monotonic() > until:
                     raise AssertionError("the console never repainted the leader's changes")
                 await pilot.pause(0.02)

@@ -15,10 +15,12 @@ process use ``tests.helpers.farm.farm_leader``.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +31,7 @@ from starlette.applications import Starlette
 from server.config import LeaderConfig, LeaderSettings
 from server.handshakes import LeaderServer
 from server.leader import Leader
+from server.log_process import LogProcess
 from server.main import uvicorn_config
 
 START_DEADLINE = 15.0
@@ -138,3 +141,16 @@ async def leader_in_process(
         server.should_exit = True
         await asyncio.wait_for(task, 15.0)
         sock.close()
+
+
+@contextmanager
+def hung_log_writer(writer: LogProcess) -> Iterator[int]:
+    """The job and node logs' writer process stopped (SIGSTOP) as a filer that stopped
+    answering would leave it, until the block ends (SIGCONT); its process id."""
+    pid = writer.started()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield pid
+    finally:
+        with suppress(ProcessLookupError):  # killed meanwhile (a leader that stopped)
+            os.kill(pid, signal.SIGCONT)

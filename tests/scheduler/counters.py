@@ -7,6 +7,8 @@ import math
 from server import dispatch_order
 from server.estimates import eligible_slots
 from server.frame_states import PENDING, count_from_scratch, frame_runs, job_frame_states
+from server.job_progress import FINISHED, STAGES, STUCK, Gates, count, gates
+from server.model import Stage, Tally
 from server.prefetch import takes_ahead
 from server.scheduler import Scheduler
 
@@ -41,6 +43,8 @@ def check_counters(scheduler: Scheduler) -> None:
             for frame in range(first, last + (1 if step > 0 else -1), step)
         }
         assert expanded == job_frame_states(job)
+        # The gates, read in one pass over the live counters, say what counting each says.
+        assert gates(job) == gates_by_counting(fresh), f"{job.id}: gates"
     # The slot census says what a walk over the nodes says.
     for job in scheduler.jobs.values():
         census = scheduler._census.eligible(job)
@@ -56,3 +60,25 @@ def check_counters(scheduler: Scheduler) -> None:
     # Those whose chunks may wait ahead of a slot are the short-chunk ones among them.
     ahead = [key for key in expected if takes_ahead(scheduler.jobs[key[2]])]
     assert scheduler._ahead == ahead
+
+
+def gates_by_counting(tally: Tally) -> Gates:
+    """A job's ``Gates`` with one ``count`` per field, the way they were first written."""
+
+    def left(stages: tuple[Stage, ...]) -> int:
+        return count(tally, stages) - count(tally, stages, FINISHED)
+
+    return Gates(
+        pre_done=left(("pre",)) == 0,
+        pre_stuck=count(tally, ("pre",), STUCK) > 0,
+        has_scouts=count(tally, ("scout",)) > 0,
+        scouts_done=left(("scout",)) == 0,
+        scouts_stuck=count(tally, ("scout",), STUCK) > 0,
+        renders_done=left(("scout", "render")) == 0,
+        renders_stuck=count(tally, ("scout", "render"), STUCK) > 0,
+        left=left(STAGES),
+        renders_left=left(("render",)),
+        pending=frozenset(s for s in STAGES if count(tally, (s,), PENDING) > 0),
+        failed=count(tally, STAGES, ("failed",)),
+        cancelled=count(tally, STAGES, ("cancelled",)),
+    )

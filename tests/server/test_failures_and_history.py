@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import threading
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from server.failures import last_error_line
 from server.history import parse_event_line
 from server.joblogs import event_line
 from tests.helpers.fake_agent import FakeAgent
-from tests.helpers.leader import InProcessLeader, leader_in_process
+from tests.helpers.leader import InProcessLeader, hung_log_writer, leader_in_process
 from tests.server.test_console_link import console, submit
 
 
@@ -141,16 +141,16 @@ async def test_the_job_list_in_pages(leader: InProcessLeader) -> None:
 
 async def test_a_console_cannot_queue_up_the_log_thread(leader: InProcessLeader) -> None:
     job_id = await submit(leader)
-    # A slow disk: the log thread is busy until the test lets it go.
-    disk = threading.Event()
-    leader.leader.logwriter.call(lambda: disk.wait(30))
+    # A filer that stopped answering: the logs' writer waits until the test lets it go.
+    writer = leader.leader.logwriter
+    await asyncio.to_thread(writer.started)
     async with console(leader) as c:
         await c.expect(Snapshot)
-        replies = [await c.request(FetchEvents(job_id=job_id, limit=10)) for _ in range(6)]
-        assert [r.ok for r in replies] == [True] * 4 + [False] * 2
-        assert replies[-1].error is not None
-        assert "4 reads are already under way" in replies[-1].error
-        disk.set()
+        with hung_log_writer(writer):
+            replies = [await c.request(FetchEvents(job_id=job_id, limit=10)) for _ in range(6)]
+            assert [r.ok for r in replies] == [True] * 4 + [False] * 2
+            assert replies[-1].error is not None
+            assert "4 reads are already under way" in replies[-1].error
         for _ in range(4):
             fetched = await c.expect(EventsFetched)
             assert any("submitted" in e.text for e in fetched.events)

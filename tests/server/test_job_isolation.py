@@ -234,7 +234,8 @@ def test_reading_a_log_never_follows_a_symlink_nor_opens_a_fifo(tmp_path: Path) 
     nodes = NodeLogs(root)
     (root / "nodes").mkdir()
     (root / "nodes" / "n1.log").symlink_to(target)
-    assert nodes.tail("n1", 10) == []
+    assert asyncio.run(nodes.tail("n1", 10)) == []
+    nodes.close()
 
 
 def test_a_hard_link_at_a_log_path_is_replaced_not_appended_to(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ event-loop time, and nothing may be lost or reordered on the way.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import io
 import logging
@@ -27,7 +28,7 @@ from server.joblogs import JobLogs, events_path, iso_time
 from server.logwriter import LogWriter
 from server.nodelogs import NodeLogs
 from server.redaction import RedactTokens
-from tests.helpers.leader import leader_in_process
+from tests.helpers.leader import hung_log_writer, leader_in_process
 
 
 def event(job_id: str, text: str) -> EventView:
@@ -129,7 +130,7 @@ async def test_a_message_of_many_lines_is_kept_whole_on_disk_and_its_tail_in_mem
         nodes.append("node1", lines)
         written = await logs.tail("jobs/abc/chunk-0000.attempt-1.log")
         assert written == [line.rstrip("\n") for line in lines]
-        assert nodes.tail("node1", 3) == ["86997", "", "86999"]
+        assert await nodes.tail("node1", 3) == ["86997", "", "86999"]
         await asyncio.wrap_future(writer.call(lambda: None))  # what was asked before is done
         text = (tmp_path / "nodes/node1.log").read_text()
         assert text.splitlines() == [line.rstrip("\n") for line in lines]
@@ -171,23 +172,17 @@ async def test_a_leader_whose_filer_hangs_still_stops(
 ) -> None:
     """Stopping waited for the job and node logs' writer without a bound, on the
     event loop: a sync root that stopped answering kept the leader from stopping."""
-    monkeypatch.setattr(logwriter, "CLOSE_WAIT", 0.5)
-    filer, hung = threading.Event(), threading.Event()
-
-    def hang() -> None:  # the sync root stops answering
-        hung.set()
-        filer.wait(60)
-
-    try:
+    with contextlib.ExitStack() as hung:
         async with leader_in_process(tmp_path) as farm:
-            farm.leader.logwriter.submit(hang)
-            assert hung.wait(30)
-            farm.leader.joblogs.chunk_output("abc", 0, 1, ["never written"])
+            writer = farm.leader.logwriter
+            await asyncio.to_thread(writer.started)
+            monkeypatch.setattr(logwriter, "CLOSE_WAIT", 0.5)
+            hung.enter_context(hung_log_writer(writer))
+            # More than a pipe holds: the writer's thread waits for the stopped child.
+            farm.leader.joblogs.chunk_output("abc", 0, 1, ["never written " * 100] * 2000)
             began = time.monotonic()
-        assert time.monotonic() - began < 20, "the leader did not stop while its filer hung"
-        assert "the log writer did not finish within 0.5 s" in caplog.text
-    finally:
-        filer.set()
+    assert time.monotonic() - began < 20, "the leader did not stop while its filer hung"
+    assert "the log writer did not finish within 0.5 s" in caplog.text
 
 
 async def test_a_hung_filer_holds_a_bounded_weight_of_lines_not_a_number_of_messages(
@@ -315,3 +310,34 @@ def test_log_times_read_as_datetime_writes_them(timestamp: float) -> None:
     """The per-second cache behind every log line's time changes nothing in it."""
     expected = datetime.fromtimestamp(timestamp).astimezone().isoformat(timespec="milliseconds")
     assert iso_time(timestamp) == expected
+
+
+async def test_a_nodes_log_after_a_restart_shows_the_lines_before_it_then_the_new(
+    tmp_path: Path,
+) -> None:
+    """A restarted leader whose node spoke again showed only the lines since the restart."""
+    (tmp_path / "nodes").mkdir()
+    (tmp_path / "nodes/n1.log").write_text("before 1\nbefore 2\n")
+    nodes = NodeLogs(tmp_path)
+    try:
+        nodes.append("n1", ["after 1"])
+        assert await nodes.tail("n1", 10) == ["before 1", "before 2", "after 1"]
+        nodes.append("n1", ["after 2"])
+        assert await nodes.tail("n1", 2) == ["after 1", "after 2"]
+    finally:
+        nodes.close()
+
+
+async def test_a_long_nodes_log_after_a_restart_begins_with_a_whole_line(tmp_path: Path) -> None:
+    """Its end is read (256 kB): the first line read was the end of a cut one."""
+    (tmp_path / "nodes").mkdir()
+    # Lines of 200 bytes: fewer than the 2,000 kept fit in what is read.
+    lines = [f"line {number:05d} " + "x" * 188 for number in range(20_000)]
+    (tmp_path / "nodes/n1.log").write_text("".join(line + "\n" for line in lines))
+    nodes = NodeLogs(tmp_path)
+    try:
+        shown = await nodes.tail("n1", 2000)
+    finally:
+        nodes.close()
+    assert shown == lines[-len(shown) :]
+    assert len(shown) > 1000

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -10,6 +13,7 @@ import msgspec
 import pytest
 
 from farmtui.protocol import AgentHello
+from server import api_uploads
 from server.config import LeaderConfig
 from tests.helpers.leader import InProcessLeader, wait_for
 
@@ -368,6 +372,69 @@ async def test_upload_writes_into_the_root(leader: InProcessLeader) -> None:
     assert response.status_code == 204, response.text
     assert (leader.root / "renders/shot/f_0001.png").read_bytes() == b"PNG data"
     assert not [p for p in (leader.root / "renders/shot").iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("stuck", ["its path", "a write"])
+async def test_an_upload_on_a_disk_that_stopped_answering_holds_up_no_other_request(
+    leader: InProcessLeader, monkeypatch: pytest.MonkeyPatch, stuck: str
+) -> None:
+    """A filer that stops answering mid-upload (resolving the path, or writing): /healthz
+    (and every node's lease renewal) is still answered meanwhile, and the file lands
+    whole once the disk answers."""
+    waiting, answered = threading.Event(), threading.Event()
+    returned: list[float] = []
+
+    def stuck_on_the_disk(step: Callable[..., Any]) -> Callable[..., Any]:
+        def stuck_step(*args: Any) -> Any:
+            if not returned:  # the first time only
+                waiting.set()
+                answered.wait(timeout=15)  # the disk answers once /healthz did, or later
+                returned.append(time.monotonic())
+            return step(*args)
+
+        return stuck_step
+
+    if stuck == "its path":
+        monkeypatch.setattr(api_uploads, "confine", stuck_on_the_disk(api_uploads.confine))
+    else:
+        write = stuck_on_the_disk(api_uploads.Upload.write)
+        monkeypatch.setattr(api_uploads.Upload, "write", write)
+    async with leader.http() as http:
+        upload = asyncio.create_task(http.put("/api/files/renders/big.exr", content=b"EXR" * 10))
+        assert await asyncio.to_thread(waiting.wait, 15), "the upload never reached the disk"
+        health = await http.get("/healthz")
+        healthy_at = time.monotonic()
+        answered.set()
+        response = await upload
+    assert health.status_code == 200
+    assert returned
+    assert healthy_at < returned[0], "/healthz waited for the upload's disk"
+    assert response.status_code == 204, response.text
+    assert (leader.root / "renders/big.exr").read_bytes() == b"EXR" * 10
+
+
+async def test_an_upload_whose_folder_is_moved_meanwhile_lands_nowhere_and_leaves_nothing(
+    leader: InProcessLeader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The folder renamed while the body streams: the temporary file was left in it."""
+    writing, moved = threading.Event(), threading.Event()
+    write = api_uploads.Upload.write
+
+    def write_then_wait(self: api_uploads.Upload, data: bytes) -> None:
+        write(self, data)
+        writing.set()
+        moved.wait(timeout=15)
+
+    monkeypatch.setattr(api_uploads.Upload, "write", write_then_wait)
+    async with leader.http() as http:
+        upload = asyncio.create_task(http.put("/api/files/out/d/f.bin", content=b"x" * 1000))
+        assert await asyncio.to_thread(writing.wait, 15)
+        (leader.root / "out/d").rename(leader.root / "out/elsewhere")
+        moved.set()
+        response = await upload
+    assert response.status_code == 409, response.text
+    assert "changed during the upload" in one_line_error(response)
+    assert [p.name for p in (leader.root / "out").rglob("*")] == ["elsewhere"]
 
 
 @pytest.mark.parametrize(

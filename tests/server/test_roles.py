@@ -178,7 +178,8 @@ class Matrix:
     def state(self) -> State:
         """Everything a request could change: the database, the views, the files."""
         leader = self.farm.leader
-        database = "\n".join(leader.store.db.iterdump())
+        with leader.store._using:  # not in the middle of a commit on the commits' thread
+            database = "\n".join(leader.store.db.iterdump())
         # last_seen moves with the clock (the tick forgives a stalled loop), not with requests.
         nodes = [msgspec.structs.replace(n, last_seen=0.0) for n in leader.scheduler.node_views()]
         views = msgspec.json.encode([leader.scheduler.job_views(True), nodes])

@@ -13,7 +13,7 @@ import asyncio
 import functools
 import logging
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ from server.errors import StoreError
 from server.model import Attempt, Changes
 from server.scheduler import Scheduler, SchedulerConfig, SchedulerError
 from server.store import DISK_FULL, Store, save_error
+from server.store_rows import Rows
 from tests.helpers.fake_agent import FakeAgent
 from tests.helpers.leader import InProcessLeader, leader_in_process
 from tests.server.test_console_link import Console
@@ -69,23 +70,27 @@ BIG: dict[str, Any] = {**SPEC, "name": "big", "frames": "1-400", "chunk": 1, "en
 def disk_full(store: Store) -> Iterator[None]:
     """No new page for the database: every write that grows it fails with SQLITE_FULL."""
     db = store.db
-    limit = db.execute("PRAGMA max_page_count").fetchone()[0]
-    pages = db.execute("PRAGMA page_count").fetchone()[0]
-    db.execute(f"PRAGMA max_page_count={pages}")
+    with store._using:  # not in the middle of a commit on the commits' thread
+        limit = db.execute("PRAGMA max_page_count").fetchone()[0]
+        pages = db.execute("PRAGMA page_count").fetchone()[0]
+        db.execute(f"PRAGMA max_page_count={pages}")
     try:
         yield
     finally:
-        db.execute(f"PRAGMA max_page_count={limit}")
+        with store._using:
+            db.execute(f"PRAGMA max_page_count={limit}")
 
 
 @contextmanager
 def read_only(store: Store) -> Iterator[None]:
     """SQLite refuses every write (SQLITE_READONLY), also those that fit in place."""
-    store.db.execute("PRAGMA query_only=ON")
+    with store._using:  # not in the middle of a commit on the commits' thread
+        store.db.execute("PRAGMA query_only=ON")
     try:
         yield
     finally:
-        store.db.execute("PRAGMA query_only=OFF")
+        with store._using:
+            store.db.execute("PRAGMA query_only=OFF")
 
 
 def error_of(response: httpx.Response) -> str:
@@ -206,6 +211,7 @@ async def test_writes_that_cannot_be_saved_answer_503_and_change_nothing(
         assert len(failures) == 1, "identical failures are logged once"
         assert DISK_FULL in failures[0].getMessage()
         assert set(farm.leader.scheduler.jobs) == {job_id}
+        await asyncio.to_thread(farm.leader.logwriter.wait, 10.0)  # what was logged is on disk
         assert sorted(p.name for p in (farm.root / "jobs").iterdir()) == [job_id]
 
         # Pause and priority rewrite rows in place (no new page): refuse every write.
@@ -334,15 +340,15 @@ async def test_reports_that_arrive_together_are_committed_together_and_failed_to
 
         # Submitted in one turn of the loop: one commit for the three of them.
         saved: list[set[tuple[str, int]]] = []
-        save = farm.store.save
+        write = farm.store.write
 
-        def recording(changes: Changes, scheduler: Scheduler) -> None:
-            saved.append(set(changes.chunks))
-            save(changes, scheduler)
+        def recording(batches: Sequence[Rows]) -> None:
+            saved.append({(job, index) for rows in batches for job, index, _ in rows.chunks})
+            write(batches)
 
-        farm.store.save = recording  # type: ignore[method-assign]
+        farm.store.write = recording  # type: ignore[method-assign]
         await asyncio.gather(*[farm.submit(alive(a), dispatch=False) for a in assigns])
-        farm.store.save = save  # type: ignore[method-assign]
+        farm.store.write = write  # type: ignore[method-assign]
         ours = {(job_id, a.chunk) for a in assigns}
         # One transaction held the three of them (a tick may have committed apart).
         assert [chunks & ours for chunks in saved if chunks & ours] == [ours]
@@ -550,16 +556,22 @@ async def test_an_agent_report_the_disk_refused_is_never_acknowledged_and_comes_
             # The link is closed without an Ack: the agent keeps the report in its outbox.
             heard = await until_closed(agent)
         assert not any(isinstance(message, Ack) for message in heard)
-    chunk = farm.chunk(job_id, assign.chunk)
-    assert chunk is not None
-    assert not chunk.attempts[-1].alive
+
+    def alive() -> bool:
+        # Read afresh each time: a failed commit reloads the jobs from the store, and
+        # the last one's failure may reach the loop after the link closed.
+        chunk = farm.chunk(job_id, assign.chunk)
+        assert chunk is not None
+        return chunk.attempts[-1].alive
+
+    assert not alive()
     hello_running = [ChunkRef(job_id=job_id, chunk=assign.chunk, attempt=assign.attempt)]
     async with FakeAgent.connect(
         leader.ws_url, leader.agent_token, "node1", running=hello_running
     ) as agent:
         await agent.send(report)
         await agent.expect_ack(1)
-    assert chunk.attempts[-1].alive
+    assert alive()
 
 
 async def until_closed(agent: FakeAgent) -> list[object]:

@@ -71,6 +71,7 @@ async def test_done_notification_goes_to_both_webhooks(tmp_path: Path, receiver:
             await agent.send(ChunkFinished(**ref, outcome="done", exit_status="0", seq=3))
             await agent.expect_ack(3)
         await wait_for(lambda: len(receiver.received) >= 2, 10.0, "two webhook POSTs")
+        await asyncio.to_thread(farm.leader.logwriter.wait, 10.0)  # the logs are on disk
         events = (farm.root / f"jobs/{job_id}/events.log").read_text()
     paths = sorted(path for path, _ in receiver.received)
     assert paths == ["/job", "/leader"]

@@ -135,6 +135,11 @@ class SimReport(msgspec.Struct, kw_only=True):
     ack_max: float | None = None
     heartbeat_interval: float | None = None
     lease: float | None = None
+    # WebSocket frames and the messages in them, each way: how well each side batches.
+    frames_in: int = 0
+    messages_in: int = 0
+    frames_out: int = 0
+    messages_out: int = 0
     # Whether every expected completion arrived before the cap.
     finished: bool = False
     expect: int | None = None
@@ -204,6 +209,10 @@ class Tally:
     lease_lapses: int = 0
     heartbeat_interval: float | None = None
     lease: float | None = None
+    frames_in: int = 0
+    messages_in: int = 0
+    frames_out: int = 0
+    messages_out: int = 0
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def problem(self, text: str) -> None:
@@ -292,6 +301,10 @@ class Tally:
             ack_max=max(self.ack_latencies, default=None),
             heartbeat_interval=self.heartbeat_interval,
             lease=self.lease,
+            frames_in=self.frames_in,
+            messages_in=self.messages_in,
+            frames_out=self.frames_out,
+            messages_out=self.messages_out,
             finished=expect is not None and self.completions >= expect,
             expect=expect,
         )
@@ -351,7 +364,9 @@ class SimAgent:
         with contextlib.suppress(ConnectionClosed):
             while True:
                 while self.queue:
+                    self.tally.frames_out += 1
                     if not batches:
+                        self.tally.messages_out += 1
                         await ws.send(self.queue.popleft())
                         continue
                     # As the real agent: what is queued goes in one frame.
@@ -364,6 +379,7 @@ class SimAgent:
                     ):
                         size += len(self.queue[0]) + 1
                         batch.append(self.queue.popleft())
+                    self.tally.messages_out += len(batch)
                     await ws.send(encode_batch([data.encode() for data in batch]).decode())
                 self.wakeup.clear()
                 await self.wakeup.wait()
@@ -462,7 +478,9 @@ class SimAgent:
         self.lapsed = False
 
     def handle(self, data: str | bytes) -> None:
+        self.tally.frames_in += 1
         for message in decode_batch(leader_to_agent, leader_to_agent_batch, data):
+            self.tally.messages_in += 1
             self.handle_one(message)
 
     def handle_one(self, message: object) -> None:

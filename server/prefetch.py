@@ -9,10 +9,17 @@ fraction of a second that round trip was most of their time.
 Only chunks that are short are taken ahead: a chunk waiting behind a
 half-hour render would hold up its job while another node sits idle. So a
 job qualifies once its render chunks have taken less than ``PREFETCH_BELOW``
-seconds on average (none is known before its first chunk is done) and the
-last one done did too (a job whose frames turn heavy stops at once, not when
-its average catches up), and not when its chunks hold something scarce while
-they wait (GPUs, units of a limit).
+seconds on average and the last one done did too (a job whose frames turn
+heavy stops at once, not when its average catches up), and not when its
+chunks hold something scarce while they wait (GPUs, units of a limit).
+
+Before a chunk of its own is done, a job qualifies when its kind of work
+(``work_kind``: the same owner, renderer, scene, command and chunk size) is
+short: the last job of that kind to have a chunk done had short chunks, and
+none of that kind has turned long since (``ShortKinds``). Without that, a
+queue of many small jobs (a thousand jobs of a hundred quick chunks) never
+took anything ahead: each job's chunks were all given out before the first
+of them ended, so no job with chunks still waiting was ever known short.
 
 What waits ahead is taken back (the agent stops a chunk only if its renderer
 has not started; it comes back with no retry used) when nothing new of its
@@ -41,15 +48,62 @@ ASKED_BACK_KEPT = 4096
 STARTABLE = PENDING - {"waiting-retry"}
 
 
-def takes_ahead(job: Job) -> bool:
-    """Whether a node may hold the job's chunks ahead of a free slot: O(1)."""
+# Kinds of work remembered as short (``ShortKinds``): the least recent goes beyond this.
+KINDS_KEPT = 1024
+
+Kind = tuple[str, str, str | None, int, tuple[str, ...]]
+
+
+def work_kind(job: Job) -> Kind:
+    """What makes two jobs the same work on other frames: whose, which renderer, scene and
+    command, and how many frames a chunk."""
+    spec = job.spec
+    return (job.owner, spec.renderer, spec.scene, spec.chunk, tuple(spec.argv))
+
+
+class ShortKinds:
+    """The kinds of work (``work_kind``) whose chunks were short when last seen."""
+
+    __slots__ = ("_kinds",)
+
+    def __init__(self) -> None:
+        self._kinds: dict[Kind, None] = {}  # in the order learnt: the oldest goes first
+
+    def __contains__(self, kind: object) -> bool:
+        return kind in self._kinds
+
+    def __len__(self) -> int:
+        return len(self._kinds)
+
+    def learn(self, kind: Kind, short: bool) -> bool:
+        """A job of ``kind`` turned short or long (or had its first chunk done, ``short``
+        saying which); True when that changed what the kind is known as."""
+        known = kind in self._kinds
+        if short:
+            self._kinds.pop(kind, None)
+            self._kinds[kind] = None
+            if len(self._kinds) > KINDS_KEPT:
+                del self._kinds[next(iter(self._kinds))]
+        else:
+            self._kinds.pop(kind, None)
+        return known != short
+
+
+def takes_ahead(job: Job, kinds: ShortKinds | None = None) -> bool:
+    """Whether a node may hold the job's chunks ahead of a free slot: O(1).
+
+    ``kinds``: the farm's short kinds of work, for a job none of whose chunks
+    is done yet.
+    """
     spec = job.spec
     if spec.gpus or spec.limits:
         return False
     tally = tally_of(job)
     if tally.last_time is not None and tally.last_time >= PREFETCH_BELOW:
         return False
-    return bool(tally.times) and tally.time_sum < PREFETCH_BELOW * len(tally.times)
+    if not tally.times:
+        return kinds is not None and len(kinds) > 0 and work_kind(job) in kinds
+    return tally.time_sum < PREFETCH_BELOW * len(tally.times)
 
 
 def withdraw_waiting(

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from farmtui.protocol import ChunkFinished
 from server import outcomes
-from server.frame_states import tracking
+from server.frame_states import tally_of, tracking
 from server.model import Changes, Notification
-from server.prefetch import PREFETCH_BELOW, takes_ahead, withdraw_waiting
+from server.prefetch import PREFETCH_BELOW, Kind, takes_ahead, withdraw_waiting, work_kind
 from server.scheduler.dispatch_index import DispatchIndex, _noting
 from server.transitions import refresh_job, settle_stopped
 
@@ -71,6 +71,22 @@ class ChunkReports(DispatchIndex):
         record.attempts[-1].alive = True
         return changes
 
+    def _refile_kind(self, kind: Kind) -> None:
+        """The jobs of the dispatch index none of whose chunks is done go by their kind of
+        work, which turned short or long: file them again (whether they may wait ahead).
+
+        O(jobs in the index), only when a kind turns: at most twice for each job that
+        has its first chunk done, and for a queue of jobs of one kind once in all. Not
+        through ``Changes.jobs``: nothing of theirs that is stored or shown changed.
+        """
+        fresh = [
+            job_id
+            for job_id in self._indexed
+            if not tally_of(self.jobs[job_id]).times and work_kind(self.jobs[job_id]) == kind
+        ]
+        for job_id in fresh:
+            self._reindex(job_id)
+
     @_noting
     def chunk_timed_out(
         self,
@@ -119,11 +135,22 @@ class ChunkReports(DispatchIndex):
         job, chunk = live
         nodes, config = self.nodes, self.config
         if report.outcome == "done":
-            short = takes_ahead(job)
+            kinds = self._short_kinds
+            first = not tally_of(job).times  # none of its own done yet: it went by its kind
+            short = takes_ahead(job, kinds)
             outcomes.succeed(job, chunk, report, "done", nodes, config, changes, now)
-            if short and not takes_ahead(job):
-                # Its chunks turned long: those waiting behind a long render on a busy
-                # node come back, for a free slot anywhere.
+            still = takes_ahead(job, kinds)
+            if (first and tally_of(job).times) or still != short:
+                work = work_kind(job)
+                if kinds.learn(work, still):
+                    self._refile_kind(work)
+            went_ahead = first and job.id in self._ahead_by_kind
+            if first:
+                self._ahead_by_kind.discard(job.id)
+            if not still and (short or went_ahead):
+                # Its chunks turned long (or its first is, and chunks of it went ahead while
+                # its kind was short): those waiting behind a long render on a busy node
+                # come back, for a free slot anywhere.
                 why = f"not started: its chunks now take {PREFETCH_BELOW:g} s or more"
                 withdraw_waiting(job, nodes, changes, why)
         elif report.outcome == "killed":

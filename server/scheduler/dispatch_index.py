@@ -142,7 +142,8 @@ class DispatchIndex(SchedulerState):
         ):
             key = dispatch_order.dispatch_key(job)
         _place(self._index, self._indexed, job_id, key)
-        ahead = key if key is not None and job is not None and takes_ahead(job) else None
+        short = job is not None and takes_ahead(job, self._short_kinds)
+        ahead = key if key is not None and short else None
         _place(self._ahead, self._aheaded, job_id, ahead)
 
     def _renode(self, name: str) -> bool:

@@ -132,8 +132,11 @@ class DispatchPass(DispatchIndex):
                 # would start as the failed one exits, before the leader could block
                 # the node (``block_after``) and take it back.
                 kept = {name: room.pop(name) for name in job.node_errors if name in room}
-                wakeup = min(wakeup, self._dispatch_job(job, room, changes, now)[0])
+                due, started = self._dispatch_job(job, room, changes, now)
+                wakeup = min(wakeup, due)
                 room.update(kept)
+                if started and not tally_of(job).times:
+                    self._ahead_by_kind.add(job.id)  # by its kind: none of its own is done
             else:
                 self._keep_room_for(job, room, now)
         return wakeup

@@ -15,6 +15,7 @@ from server import dispatch_order, reasons
 from server.estimates import SlotCensus
 from server.frame_waits import PARK_BUDGET, FrameWaits
 from server.model import Changes, Chunk, Job, Node
+from server.prefetch import ShortKinds
 from server.resources import Holding, Resources
 from server.retries import is_blocked
 from server.scheduler_config import SchedulerConfig, SchedulerError
@@ -54,6 +55,12 @@ class SchedulerState:
         self._took_back_at: dict[str, float] = {}
         self._ahead: list[tuple[int, float, str]] = []
         self._aheaded: dict[str, tuple[int, float, str]] = {}
+        # Kinds of work known short, for jobs none of whose chunks is done yet. Live only,
+        # like the nodes' readings: a restarted leader learns them again.
+        self._short_kinds = ShortKinds()
+        # Jobs none of whose chunks was done yet that had chunks taken ahead by their kind:
+        # if their first is long, what waits comes back (``chunk_finished``).
+        self._ahead_by_kind: set[str] = set()
         # Each node's (online, enabled, slots, tags) as the census last counted it.
         self._shapes: dict[str, tuple[object, ...]] = {}
         self._census = SlotCensus(self.nodes)

@@ -58,7 +58,7 @@ def check_counters(scheduler: Scheduler) -> None:
     ]
     assert scheduler.dispatch_index() == expected
     # Those whose chunks may wait ahead of a slot are the short-chunk ones among them.
-    ahead = [key for key in expected if takes_ahead(scheduler.jobs[key[2]])]
+    ahead = [key for key in expected if takes_ahead(scheduler.jobs[key[2]], scheduler._short_kinds)]
     assert scheduler._ahead == ahead
 
 

@@ -7,11 +7,15 @@ fraction of a second that round trip was most of their time.
 
 from __future__ import annotations
 
-from farmtui.protocol import JobPatch
+from farmtui.protocol import JobPatch, JobSpec
 from server.model import Changes
-from server.prefetch import PREFETCH_BELOW
+from server.prefetch import PREFETCH_BELOW, takes_ahead
+from server.scheduler import Scheduler
 from server.scheduler_config import SchedulerConfig
 from tests.scheduler.paper_farm import Farm
+
+# A command none of whose chunks has run yet: how long they take is not known.
+OTHER_WORK = ["simulate", "{start}", "{end}"]
 
 
 def short_job(farm: Farm, frames: str = "1-10") -> str:
@@ -98,7 +102,7 @@ def test_a_job_that_comes_first_gets_the_next_slot_not_the_short_job_behind_it()
     short = short_job(farm, frames="1-100")
     farm.dispatch()
     assert farm.running()["n1"] == [(short, 1), (short, 2)], "one running, one waiting"
-    urgent = farm.submit(frames="1-10", chunk=1, priority=1)
+    urgent = farm.submit(frames="1-10", chunk=1, priority=1, argv=OTHER_WORK)
     farm.dispatch()
     farm.finish(short, 1, took=0.2)  # chunk 2 starts on the agent at once
     farm.dispatch()
@@ -219,7 +223,7 @@ def test_a_job_that_comes_first_takes_back_what_waits_for_its_node() -> None:
     farm.dispatch()
     assert farm.running()["n1"] == [(short, 1), (short, 2)], "one running, one waiting"
     assert _taken_back(farm.advance(1)) == [], "nothing comes before the short job yet"
-    urgent = farm.submit(frames="1-10", chunk=1, priority=1)
+    urgent = farm.submit(frames="1-10", chunk=1, priority=1, argv=OTHER_WORK)
     farm.dispatch()
     asked = farm.advance(1)
     # Both are asked: the agent stops only the one that has not started.
@@ -277,3 +281,98 @@ def test_a_job_takes_back_only_as_much_room_as_it_could_use_now() -> None:
     # Chunks 0 and 3 could start now; 1 and 2 could not: room on two nodes, not three.
     taken = _taken_back(farm.advance(1))
     assert len({node for node, _, _ in taken}) == 2, taken
+
+
+# --- a job none of whose chunks is done yet, by its kind of work -----------------------
+
+
+def test_a_queue_of_small_jobs_of_one_kind_takes_chunks_ahead_from_the_first_job_on() -> None:
+    """A thousand jobs of a hundred quick chunks took nothing ahead: each job's chunks
+    were all given out before the first of them ended, so no job with chunks still
+    waiting was ever known short. Once one job of the kind has a short chunk done, the
+    jobs queued behind it wait ahead from their start."""
+    farm = Farm()
+    farm.node("n1", slots=1, prefetch=1)
+    first = farm.submit(frames="1-2", chunk=1)
+    queued = farm.submit(frames="1-3", chunk=1)
+    farm.dispatch()
+    assert farm.running()["n1"] == [(first, 0)], "no chunk of the kind is done yet"
+    farm.finish(first, 0, took=0.2)
+    farm.dispatch()
+    assert farm.running()["n1"] == [(first, 1), (queued, 0)], "the next job waits ahead"
+    farm.finish(first, 1, took=0.2)
+    farm.dispatch()
+    assert farm.running()["n1"] == [(queued, 0), (queued, 1)]
+
+
+def test_only_the_same_work_goes_by_the_kind() -> None:
+    """Another command, scene, chunk size or owner may take any time: it waits for a
+    chunk of its own to be done."""
+    for other in (
+        {"argv": OTHER_WORK},
+        {"chunk": 10},
+        {
+            "renderer": "blender",
+            "scene": "shots/a.blend",
+            "output": "out/f_####.png",
+            "argv": [],
+        },
+    ):
+        farm = Farm()
+        farm.node("n1", slots=1, prefetch=1)
+        first = farm.submit(frames="1-2", chunk=1)
+        unknown = farm.submit(frames="1-30", **{"chunk": 1, **other})
+        farm.dispatch()
+        farm.finish(first, 0, took=0.2)
+        farm.dispatch()
+        assert farm.running()["n1"] == [(first, 1)], other
+        farm.finish(first, 1, took=0.2)
+        farm.dispatch()
+        assert farm.running()["n1"] == [(unknown, 0)], other
+    farm = Farm()
+    farm.node("n1", slots=1, prefetch=1)
+    first = farm.submit(frames="1-2", chunk=1)
+    farm.dispatch()
+    farm.finish(first, 0, took=0.2)
+    bobs = "b1"
+    farm.scheduler.submit(
+        bobs, JobSpec(frames="1-3", chunk=1, argv=["render", "{start}", "{end}"]), "bob", farm.now
+    )
+    farm.dispatch()
+    assert farm.running()["n1"] == [(first, 1)], "another owner's work is not alice's"
+
+
+def test_a_kind_that_turns_long_stops_its_queued_jobs_waiting_ahead() -> None:
+    """The first chunk done of a job of a short kind took 8 s: the jobs of that kind
+    queued behind it no longer wait ahead, and what waits is taken back."""
+    farm = Farm()
+    farm.node("n1", slots=1, prefetch=1)
+    first = farm.submit(frames="1-2", chunk=1)
+    second = farm.submit(frames="1-3", chunk=1)
+    third = farm.submit(frames="1-3", chunk=1)
+    farm.dispatch()
+    farm.finish(first, 0, took=0.2)
+    farm.dispatch()
+    farm.finish(first, 1, took=0.2)
+    farm.dispatch()
+    assert farm.running()["n1"] == [(second, 0), (second, 1)]
+    changes = farm.finish(second, 0, took=PREFETCH_BELOW + 3)
+    assert _taken_back(changes) == [("n1", second, 1)], "it waits behind a long render"
+    farm.finish(second, 1, "killed")  # it had not started: it comes back
+    farm.dispatch()
+    assert farm.running()["n1"] == [(second, 1)], "nothing of the kind waits ahead now"
+    assert third in farm.scheduler.jobs
+
+
+def test_a_restarted_leader_learns_the_kinds_again() -> None:
+    """Kinds are live knowledge, like the nodes' readings: after a restart a queued job
+    waits for a chunk of its kind to be done again."""
+    farm = Farm()
+    farm.node("n1", slots=1, prefetch=1)
+    first = farm.submit(frames="1-2", chunk=1)
+    queued = farm.submit(frames="1-3", chunk=1)
+    farm.dispatch()
+    farm.finish(first, 0, took=0.2)
+    restarted = Scheduler(SchedulerConfig())
+    restarted.load(list(farm.scheduler.jobs.values()), list(farm.scheduler.nodes.values()), 0.0)
+    assert not takes_ahead(restarted.jobs[queued], restarted._short_kinds)

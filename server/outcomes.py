@@ -21,6 +21,13 @@ from server.timeouts import auto_max_render, chunk_timeouts, describe_auto
 from server.transitions import end_attempt, release, set_chunk_state, take_off_node
 
 
+def ran_for(report: ChunkFinished) -> float | None:
+    """How long the attempt's renderer ran, by the node's clock (None: the report lacks it)."""
+    if report.started > 0 and report.finished >= report.started:
+        return report.finished - report.started
+    return None
+
+
 def succeed(
     job: Job,
     chunk: Chunk,
@@ -34,11 +41,9 @@ def succeed(
     """The chunk is done (``outcome`` "timeout" for on_timeout=complete)."""
     auto_known = auto_max_render(job, chunk, config) is not None
     attempt = chunk.attempts[-1]
-    if report.started > 0 and report.finished >= report.started:
-        render_time = report.finished - report.started
-    else:
-        render_time = now - attempt.started
-    end_attempt(chunk, now, outcome, report.reason, report.exit_status)
+    ran = ran_for(report)
+    render_time = now - attempt.started if ran is None else ran
+    end_attempt(chunk, now, outcome, report.reason, report.exit_status, ran)
     release(nodes, chunk, changes)
     chunk.finished = now
     kept = render_time if chunk.kind == "render" else None
@@ -95,7 +100,7 @@ def fail(
         # Rendered, but the copy to the sync root failed: retry sync copies it from there.
         chunk.staged_on = node
         chunk.staged_attempt = chunk.attempt
-    end_attempt(chunk, now, outcome, reason, report.exit_status)
+    end_attempt(chunk, now, outcome, reason, report.exit_status, ran_for(report))
     take_off_node(chunk, nodes, changes, now, outcome, reason, kill=False)
     chunk.errors += 1
     blocked = note_node_error(job, node, config, now)
@@ -162,6 +167,6 @@ def requeue_after_timeout(
     now: float,
 ) -> None:
     """on_timeout=requeue: run it again, no error counted."""
-    end_attempt(chunk, now, "timeout", report.reason, report.exit_status)
+    end_attempt(chunk, now, "timeout", report.reason, report.exit_status, ran_for(report))
     take_off_node(chunk, nodes, changes, now, "timeout", report.reason, kill=False)
     set_chunk_state(job, chunk, "queued", changes)

@@ -29,11 +29,20 @@ def end_attempt(
     outcome: str,
     reason: str | None = None,
     exit_status: str | None = None,
+    ran: float | None = None,
 ) -> None:
-    """Close the chunk's current attempt record (if it is still open)."""
+    """Close the chunk's current attempt record (if it is still open).
+
+    ``ran``: how long its renderer ran, by the node's clock (``ran_for``). The
+    attempt then began that long before ``now``, not at its hand-out: a chunk
+    held ahead of a slot (``server.prefetch``) waited there before it started,
+    and two handed out in one pass showed one start. Never before the hand-out.
+    """
     if chunk.attempts and chunk.attempts[-1].number == chunk.attempt:
         attempt = chunk.attempts[-1]
         if attempt.finished is None:
+            if ran is not None:
+                attempt.started = min(now, max(attempt.started, now - ran))
             attempt.finished = now
             attempt.outcome = outcome
             attempt.reason = reason or None

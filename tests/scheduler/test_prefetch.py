@@ -7,6 +7,8 @@ fraction of a second that round trip was most of their time.
 
 from __future__ import annotations
 
+import pytest
+
 from farmtui.protocol import JobPatch, JobSpec
 from server.model import Changes
 from server.prefetch import PREFETCH_BELOW, takes_ahead
@@ -376,3 +378,23 @@ def test_a_restarted_leader_learns_the_kinds_again() -> None:
     restarted = Scheduler(SchedulerConfig())
     restarted.load(list(farm.scheduler.jobs.values()), list(farm.scheduler.nodes.values()), 0.0)
     assert not takes_ahead(restarted.jobs[queued], restarted._short_kinds)
+
+
+def test_a_chunk_that_waited_ahead_started_when_its_renderer_did() -> None:
+    """Its attempt showed the hand-out as its start, so the time it waited for the slot
+    read as rendering, and two handed out in one pass showed one start."""
+    farm = Farm()
+    farm.node("n1", slots=1, prefetch=1)
+    job_id = short_job(farm)
+    farm.dispatch()
+    handed_out = farm.now
+    assert farm.running()["n1"] == [(job_id, 1), (job_id, 2)], "one running, one waiting"
+    farm.now += 3.0
+    farm.finish(job_id, 1, took=3.0)  # chunk 2 starts now, on the agent
+    farm.now += 0.5
+    farm.finish(job_id, 2, took=0.5)
+    (first,) = farm.scheduler.jobs[job_id].chunks[1].attempts
+    (waited,) = farm.scheduler.jobs[job_id].chunks[2].attempts
+    assert first.started == handed_out
+    assert waited.started == pytest.approx(handed_out + 3.0)
+    assert waited.finished == pytest.approx(handed_out + 3.5)

@@ -408,6 +408,8 @@ class Tally:
     run_blocks: object = None
     run_block: int = 0  # chunks per block of ``run_blocks``; 0: none kept
     dirty_blocks: set[int] = field(default_factory=set)
+    # The job's kind of work (``prefetch.work_kind``), worked out on first use.
+    kind: object = None
 
 
 @dataclass(slots=True)

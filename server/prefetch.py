@@ -14,12 +14,16 @@ heavy stops at once, not when its average catches up), and not when its
 chunks hold something scarce while they wait (GPUs, units of a limit).
 
 Before a chunk of its own is done, a job qualifies when its kind of work
-(``work_kind``: the same owner, renderer, scene, command and chunk size) is
-short: the last job of that kind to have a chunk done had short chunks, and
-none of that kind has turned long since (``ShortKinds``). Without that, a
-queue of many small jobs (a thousand jobs of a hundred quick chunks) never
-took anything ahead: each job's chunks were all given out before the first
-of them ended, so no job with chunks still waiting was ever known short.
+(``work_kind``: the same owner, renderer, scene, output, command,
+environment and chunk size) is short: the last job of that kind whose chunks
+were judged had short ones (``ShortKinds``). Without that, a queue of many
+small jobs (a thousand jobs of a hundred quick chunks) never took anything
+ahead: each job's chunks were all given out before the first of them ended,
+so no job with chunks still waiting was ever known short. Such a job whose
+first chunk takes ``PREFETCH_BELOW`` seconds or more (its end says so, or
+the clock: ``Scheduler.tick``) makes its kind long and takes back what of it
+waits. A kind is looked up when the dispatch pass comes to the job, never
+by going over the queue when a kind turns.
 
 What waits ahead is taken back (the agent stops a chunk only if its renderer
 has not started; it comes back with no retry used) when nothing new of its
@@ -51,14 +55,25 @@ STARTABLE = PENDING - {"waiting-retry"}
 # Kinds of work remembered as short (``ShortKinds``): the least recent goes beyond this.
 KINDS_KEPT = 1024
 
-Kind = tuple[str, str, str | None, int, tuple[str, ...]]
+Kind = tuple[str, str, str | None, str | None, int, tuple[str, ...], tuple[tuple[str, str], ...]]
 
 
 def work_kind(job: Job) -> Kind:
-    """What makes two jobs the same work on other frames: whose, which renderer, scene and
-    command, and how many frames a chunk."""
-    spec = job.spec
-    return (job.owner, spec.renderer, spec.scene, spec.chunk, tuple(spec.argv))
+    """What makes two jobs the same work on other frames: whose, which renderer, scene,
+    output, command and environment, and how many frames a chunk. Worked out once."""
+    tally = tally_of(job)
+    if tally.kind is None:
+        spec = job.spec
+        tally.kind = (
+            job.owner,
+            spec.renderer,
+            spec.scene,
+            spec.output,
+            spec.chunk,
+            tuple(spec.argv),
+            tuple(sorted(spec.env.items())),
+        )
+    return tally.kind  # type: ignore[return-value]
 
 
 class ShortKinds:
@@ -75,18 +90,16 @@ class ShortKinds:
     def __len__(self) -> int:
         return len(self._kinds)
 
-    def learn(self, kind: Kind, short: bool) -> bool:
-        """A job of ``kind`` turned short or long (or had its first chunk done, ``short``
-        saying which); True when that changed what the kind is known as."""
-        known = kind in self._kinds
+    def __bool__(self) -> bool:
+        return bool(self._kinds)
+
+    def learn(self, kind: Kind, short: bool) -> None:
+        """A job of ``kind`` was judged short or long: so is the kind, from now on. O(1)."""
+        self._kinds.pop(kind, None)
         if short:
-            self._kinds.pop(kind, None)
             self._kinds[kind] = None
             if len(self._kinds) > KINDS_KEPT:
                 del self._kinds[next(iter(self._kinds))]
-        else:
-            self._kinds.pop(kind, None)
-        return known != short
 
 
 def takes_ahead(job: Job, kinds: ShortKinds | None = None) -> bool:
@@ -102,7 +115,7 @@ def takes_ahead(job: Job, kinds: ShortKinds | None = None) -> bool:
     if tally.last_time is not None and tally.last_time >= PREFETCH_BELOW:
         return False
     if not tally.times:
-        return kinds is not None and len(kinds) > 0 and work_kind(job) in kinds
+        return kinds is not None and bool(kinds) and work_kind(job) in kinds
     return tally.time_sum < PREFETCH_BELOW * len(tally.times)
 
 

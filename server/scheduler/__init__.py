@@ -270,6 +270,7 @@ class Scheduler(NodeEvents, ChunkReports, OperatorActions, DispatchPass, TakingB
             for name in expire_blocks(job, now):
                 changes.jobs.add(job.id)
                 changes.event(now, "info", f"node {name} may render this job again", job.id, None)
+        self._judge_by_clock(changes, now)
         self._take_back_for_first(changes, now)
         return changes
 

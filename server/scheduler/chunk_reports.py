@@ -9,8 +9,8 @@ from __future__ import annotations
 from farmtui.protocol import ChunkFinished
 from server import outcomes
 from server.frame_states import tally_of, tracking
-from server.model import Changes, Notification
-from server.prefetch import PREFETCH_BELOW, Kind, takes_ahead, withdraw_waiting, work_kind
+from server.model import Changes, Job, Notification
+from server.prefetch import PREFETCH_BELOW, takes_ahead, withdraw_waiting, work_kind
 from server.scheduler.dispatch_index import DispatchIndex, _noting
 from server.transitions import refresh_job, settle_stopped
 
@@ -71,21 +71,39 @@ class ChunkReports(DispatchIndex):
         record.attempts[-1].alive = True
         return changes
 
-    def _refile_kind(self, kind: Kind) -> None:
-        """The jobs of the dispatch index none of whose chunks is done go by their kind of
-        work, which turned short or long: file them again (whether they may wait ahead).
+    def _judged(self, job: Job, short: bool, changes: Changes) -> None:
+        """The job has a render time more; ``short``: it took chunks ahead by its own before.
 
-        O(jobs in the index), only when a kind turns: at most twice for each job that
-        has its first chunk done, and for a queue of jobs of one kind once in all. Not
-        through ``Changes.jobs``: nothing of theirs that is stored or shown changed.
+        Its kind of work is now as the job is (O(1): no job of the queue is looked at,
+        the dispatch pass looks the kind up when it comes to one). If its chunks are
+        long now (turned, or its first is and chunks of it went ahead by its kind):
+        those waiting behind a long render on a busy node come back, for a free slot
+        anywhere.
         """
-        fresh = [
-            job_id
-            for job_id in self._indexed
-            if not tally_of(self.jobs[job_id]).times and work_kind(self.jobs[job_id]) == kind
-        ]
-        for job_id in fresh:
-            self._reindex(job_id)
+        still = takes_ahead(job)
+        by_kind = self._ahead_by_kind.pop(job.id, None) is not None
+        if still != short or by_kind or len(tally_of(job).times) == 1:
+            self._short_kinds.learn(work_kind(job), still)
+        if not still and (short or by_kind):
+            why = f"not started: its chunks now take {PREFETCH_BELOW:g} s or more"
+            withdraw_waiting(job, self.nodes, changes, why)
+
+    def _judge_by_clock(self, changes: Changes, now: float) -> None:
+        """Jobs that took chunks ahead by their kind, none of whose chunks is done
+        ``PREFETCH_BELOW`` s after the first was handed out: long. Their kind is long from
+        now on, and what of them waits comes back (``tick``). Without this, such a chunk
+        waited behind its job's first render for as long as that ran, a node idle meanwhile.
+        O(such jobs): a job leaves at its first render time.
+        """
+        for job_id, since in list(self._ahead_by_kind.items()):
+            job = self.jobs.get(job_id)
+            if job is None or tally_of(job).times or job.state not in ("queued", "rendering"):
+                del self._ahead_by_kind[job_id]
+            elif now - since >= PREFETCH_BELOW:
+                del self._ahead_by_kind[job_id]
+                self._short_kinds.learn(work_kind(job), False)
+                why = f"not started: its first chunk has taken {PREFETCH_BELOW:g} s or more"
+                withdraw_waiting(job, self.nodes, changes, why)
 
     @_noting
     def chunk_timed_out(
@@ -134,25 +152,11 @@ class ChunkReports(DispatchIndex):
             return changes
         job, chunk = live
         nodes, config = self.nodes, self.config
+        kinds = self._short_kinds
+        short = takes_ahead(job, kinds)
+        timed = len(tally_of(job).times)
         if report.outcome == "done":
-            kinds = self._short_kinds
-            first = not tally_of(job).times  # none of its own done yet: it went by its kind
-            short = takes_ahead(job, kinds)
             outcomes.succeed(job, chunk, report, "done", nodes, config, changes, now)
-            still = takes_ahead(job, kinds)
-            if (first and tally_of(job).times) or still != short:
-                work = work_kind(job)
-                if kinds.learn(work, still):
-                    self._refile_kind(work)
-            went_ahead = first and job.id in self._ahead_by_kind
-            if first:
-                self._ahead_by_kind.discard(job.id)
-            if not still and (short or went_ahead):
-                # Its chunks turned long (or its first is, and chunks of it went ahead while
-                # its kind was short): those waiting behind a long render on a busy node
-                # come back, for a free slot anywhere.
-                why = f"not started: its chunks now take {PREFETCH_BELOW:g} s or more"
-                withdraw_waiting(job, nodes, changes, why)
         elif report.outcome == "killed":
             # Not asked for by the leader (that attempt would be stale): the agent
             # lost its lease or was stopped. The farm's fault: no retry used.
@@ -177,5 +181,7 @@ class ChunkReports(DispatchIndex):
                 outcomes.fail(
                     job, chunk, node, report, "timeout", fatal, nodes, config, changes, now
                 )
+        if len(tally_of(job).times) > timed:  # a render time more: judged by its own chunks
+            self._judged(job, short and timed > 0, changes)
         refresh_job(job, changes, now)
         return changes

@@ -18,6 +18,7 @@ from server.frame_states import tally_of
 from server.frame_waits import PARK_BUDGET, blocker
 from server.job_progress import PENDING, gate_open, gates
 from server.model import NO_FRAMES, Assignment, Attempt, Changes, Chunk, Job
+from server.prefetch import takes_ahead
 from server.resources import Holding
 from server.scheduler.dispatch_index import DispatchIndex
 from server.scheduler.state import ASSIGN_BUDGET
@@ -95,7 +96,7 @@ class DispatchPass(DispatchIndex):
             if not self._dependencies_done(job):
                 continue
             wakeup = min(wakeup, self._dispatch_job(job, free, changes, now)[0])
-        if self._spare and self._ahead and self._assigns_left > 0:
+        if self._spare and (self._ahead or self._short_kinds) and self._assigns_left > 0:
             wakeup = min(wakeup, self._dispatch_ahead(free, changes, now))
         if self._assigns_left <= 0:
             self._dirty_after = True  # the next pass goes on from here
@@ -115,19 +116,28 @@ class DispatchPass(DispatchIndex):
         Filled from the short jobs behind it, the room was refilled at every
         chunk's end and a new job of a higher priority never got a slot there
         until the short job was over.
+
+        A job none of whose chunks is done goes by its kind of work, looked up
+        here (``server.prefetch``): filed in the index as its kind was when the
+        job last changed, it may have turned since, either way.
         """
         room = {name: free.get(name, 0) + spare for name, spare in self._spare.items()}
         wakeup = math.inf
-        ahead = self._aheaded
+        ahead, kinds = self._aheaded, self._short_kinds
+        last = self._ahead[-1] if self._ahead else None
         for key in self._index:
             if not room or self._assigns_left <= 0:
                 break
-            if key[2] not in ahead and key > self._ahead[-1]:
-                break  # no short job behind it: nothing more may wait ahead
             job = self.jobs[key[2]]
+            if key[2] in ahead:
+                short = takes_ahead(job, kinds)
+            else:
+                short = bool(kinds) and not tally_of(job).times and takes_ahead(job, kinds)
+                if not short and (last is None or key > last):
+                    break  # no short job behind it: nothing more may wait ahead
             if not self._dependencies_done(job):
                 continue
-            if key[2] in ahead:
+            if short:
                 # Not to a node that failed one of its chunks: the chunk held there
                 # would start as the failed one exits, before the leader could block
                 # the node (``block_after``) and take it back.
@@ -135,8 +145,9 @@ class DispatchPass(DispatchIndex):
                 due, started = self._dispatch_job(job, room, changes, now)
                 wakeup = min(wakeup, due)
                 room.update(kept)
-                if started and not tally_of(job).times:
-                    self._ahead_by_kind.add(job.id)  # by its kind: none of its own is done
+                if started and not tally_of(job).times and job.id not in self._ahead_by_kind:
+                    # By its kind: none of its own is done. Judged by the clock meanwhile.
+                    self._ahead_by_kind[job.id] = job.started or now
             else:
                 self._keep_room_for(job, room, now)
         return wakeup

@@ -58,9 +58,10 @@ class SchedulerState:
         # Kinds of work known short, for jobs none of whose chunks is done yet. Live only,
         # like the nodes' readings: a restarted leader learns them again.
         self._short_kinds = ShortKinds()
-        # Jobs none of whose chunks was done yet that had chunks taken ahead by their kind:
-        # if their first is long, what waits comes back (``chunk_finished``).
-        self._ahead_by_kind: set[str] = set()
+        # Jobs none of whose chunks is done yet that had chunks taken ahead by their kind,
+        # and when their first chunk was handed out: one that takes PREFETCH_BELOW s or
+        # more takes back what waits (``chunk_finished``, ``_judge_by_clock``).
+        self._ahead_by_kind: dict[str, float] = {}
         # Each node's (online, enabled, slots, tags) as the census last counted it.
         self._shapes: dict[str, tuple[object, ...]] = {}
         self._census = SlotCensus(self.nodes)

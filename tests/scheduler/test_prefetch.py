@@ -312,6 +312,7 @@ def test_only_the_same_work_goes_by_the_kind() -> None:
     chunk of its own to be done."""
     for other in (
         {"argv": OTHER_WORK},
+        {"env": {"QUALITY": "final"}},
         {"chunk": 10},
         {
             "renderer": "blender",
@@ -398,3 +399,74 @@ def test_a_chunk_that_waited_ahead_started_when_its_renderer_did() -> None:
     assert first.started == handed_out
     assert waited.started == pytest.approx(handed_out + 3.0)
     assert waited.finished == pytest.approx(handed_out + 3.5)
+
+
+def _queue_of_one_kind(farm: Farm) -> tuple[str, str]:
+    """n1 (1 slot, 1 ahead) runs a job of the kind short; the next job's first chunk
+    runs and its second waits ahead, by the kind."""
+    farm.node("n1", slots=1, prefetch=1)
+    first = farm.submit(frames="1-1", chunk=1)
+    second = farm.submit(frames="1-3", chunk=1)
+    farm.dispatch()
+    farm.finish(first, 0, took=0.2)
+    farm.dispatch()
+    assert farm.running()["n1"] == [(second, 0), (second, 1)]
+    return first, second
+
+
+def test_a_first_chunk_still_running_after_5_s_takes_back_what_waits_behind_it() -> None:
+    """The chunk waiting ahead started only when its job's first (long) render ended,
+    while another node sat idle: the leader knows the chunks are long once the first
+    has run for 5 s, and the next tick takes back what waits."""
+    farm = Farm()
+    _, second = _queue_of_one_kind(farm)
+    assert _taken_back(farm.advance(1)) == []
+    asked = farm.advance(PREFETCH_BELOW)
+    assert ("n1", second, 1) in _taken_back(asked)
+    third = farm.submit(frames="1-3", chunk=1)
+    farm.finish(second, 1, "killed")  # it had not started: it comes back
+    farm.dispatch()
+    held = farm.running()["n1"]
+    assert held == [(second, 0)], "the kind is long now: nothing of it waits ahead"
+    assert third in farm.scheduler.jobs
+
+
+def test_a_first_chunk_that_timed_out_and_completed_makes_its_kind_long() -> None:
+    farm = Farm()
+    farm.node("n1", slots=1, prefetch=1)
+    first = farm.submit(
+        frames="1-1", chunk=1, timeouts={"max_render": 30, "on_timeout": "complete"}
+    )
+    second = farm.submit(
+        frames="1-3", chunk=1, timeouts={"max_render": 30, "on_timeout": "complete"}
+    )
+    farm.dispatch()
+    farm.finish(first, 0, took=0.2)  # the kind is short
+    farm.dispatch()
+    assert farm.running()["n1"] == [(second, 0), (second, 1)]
+    changes = farm.finish(second, 0, "timeout", took=30.0, timeout_kind="max_render")
+    assert _taken_back(changes) == [("n1", second, 1)]
+    farm.finish(second, 1, "killed")
+    farm.dispatch()
+    assert farm.running()["n1"] == [(second, 1)], "nothing of the kind waits ahead now"
+
+
+def test_a_kind_forgotten_among_too_many_goes_back_to_waiting_for_its_own_chunks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past the kinds kept, the oldest is forgotten: a job of it queued while it was
+    known takes nothing ahead any more."""
+    monkeypatch.setattr("server.prefetch.KINDS_KEPT", 1)
+    farm = Farm()
+    farm.node("n1", slots=1, prefetch=1)
+    other = farm.submit(frames="1-1", chunk=1, priority=10, argv=OTHER_WORK)
+    first = farm.submit(frames="1-2", chunk=1)
+    farm.dispatch()
+    farm.finish(other, 0, took=0.2)  # OTHER_WORK is short
+    later = farm.submit(frames="1-3", chunk=1, priority=60, argv=OTHER_WORK)
+    farm.dispatch()
+    assert farm.running()["n1"] == [(first, 0)], "the room is kept for the job before it"
+    farm.finish(first, 0, took=0.2)  # the default kind is short: OTHER_WORK is forgotten
+    farm.dispatch()
+    assert farm.running()["n1"] == [(first, 1)], "OTHER_WORK waits for a chunk of its own"
+    assert later in farm.scheduler.jobs

@@ -54,6 +54,8 @@ STARTABLE = PENDING - {"waiting-retry"}
 
 # Kinds of work remembered as short (``ShortKinds``): the least recent goes beyond this.
 KINDS_KEPT = 1024
+# The jobs of the dispatch order one pass looks at for room ahead of a slot, at most.
+AHEAD_LOOKED_AT = 64
 
 Kind = tuple[str, str, str | None, str | None, int, tuple[str, ...], tuple[tuple[str, str], ...]]
 

@@ -6,6 +6,8 @@ that is no longer current changes nothing (but a stale end frees its slot).
 
 from __future__ import annotations
 
+import heapq
+
 from farmtui.protocol import ChunkFinished
 from server import outcomes
 from server.frame_states import tally_of, tracking
@@ -25,6 +27,11 @@ class ChunkReports(DispatchIndex):
         changes = Changes()
         if self._live(node, job_id, chunk, attempt) is None:
             return changes
+        if job_id not in self._first_started and not tally_of(self.jobs[job_id]).times:
+            # Its first render began: a job that went ahead by its kind is judged from now.
+            self._first_started[job_id] = now
+            if job_id in self._ahead_by_kind:
+                heapq.heappush(self._judge_at, (now, job_id))
         # Only an event: nothing the store keeps or a console shows changes (the chunk
         # was "assigned" since its dispatch), so its row is not written again.
         changes.event(
@@ -81,7 +88,9 @@ class ChunkReports(DispatchIndex):
         anywhere.
         """
         still = takes_ahead(job)
-        by_kind = self._ahead_by_kind.pop(job.id, None) is not None
+        by_kind = job.id in self._ahead_by_kind
+        self._ahead_by_kind.discard(job.id)
+        self._first_started.pop(job.id, None)
         if still != short or by_kind or len(tally_of(job).times) == 1:
             self._short_kinds.learn(work_kind(job), still)
         if not still and (short or by_kind):
@@ -89,21 +98,24 @@ class ChunkReports(DispatchIndex):
             withdraw_waiting(job, self.nodes, changes, why)
 
     def _judge_by_clock(self, changes: Changes, now: float) -> None:
-        """Jobs that took chunks ahead by their kind, none of whose chunks is done
-        ``PREFETCH_BELOW`` s after the first was handed out: long. Their kind is long from
-        now on, and what of them waits comes back (``tick``). Without this, such a chunk
-        waited behind its job's first render for as long as that ran, a node idle meanwhile.
-        O(such jobs): a job leaves at its first render time.
+        """Jobs that took chunks ahead by their kind whose first render began
+        ``PREFETCH_BELOW`` s ago and has not ended: long. Their kind is long from now on,
+        and what of them waits comes back (``tick``). Without this, such a chunk waited
+        behind its job's first render for as long as that ran, a node idle meanwhile.
+        O(jobs judged): a heap by when their first render began.
         """
-        for job_id, since in list(self._ahead_by_kind.items()):
+        heap = self._judge_at
+        while heap and now - heap[0][0] >= PREFETCH_BELOW:
+            _, job_id = heapq.heappop(heap)
             job = self.jobs.get(job_id)
-            if job is None or tally_of(job).times or job.state not in ("queued", "rendering"):
-                del self._ahead_by_kind[job_id]
-            elif now - since >= PREFETCH_BELOW:
-                del self._ahead_by_kind[job_id]
-                self._short_kinds.learn(work_kind(job), False)
-                why = f"not started: its first chunk has taken {PREFETCH_BELOW:g} s or more"
-                withdraw_waiting(job, self.nodes, changes, why)
+            if job_id not in self._ahead_by_kind or job is None or tally_of(job).times:
+                continue  # gone, or judged by its own render time since
+            self._ahead_by_kind.discard(job_id)
+            if job.state not in ("queued", "rendering"):
+                continue
+            self._short_kinds.learn(work_kind(job), False)
+            why = f"not started: its first chunk has rendered for {PREFETCH_BELOW:g} s or more"
+            withdraw_waiting(job, self.nodes, changes, why)
 
     @_noting
     def chunk_timed_out(

@@ -18,7 +18,7 @@ from server.frame_states import tally_of
 from server.frame_waits import PARK_BUDGET, blocker
 from server.job_progress import PENDING, gate_open, gates
 from server.model import NO_FRAMES, Assignment, Attempt, Changes, Chunk, Job
-from server.prefetch import takes_ahead
+from server.prefetch import AHEAD_LOOKED_AT, takes_ahead
 from server.resources import Holding
 from server.scheduler.dispatch_index import DispatchIndex
 from server.scheduler.state import ASSIGN_BUDGET
@@ -119,21 +119,24 @@ class DispatchPass(DispatchIndex):
 
         A job none of whose chunks is done goes by its kind of work, looked up
         here (``server.prefetch``): filed in the index as its kind was when the
-        job last changed, it may have turned since, either way.
+        job last changed, it may have turned since, either way. So while any kind
+        is known short, the walk goes on past jobs that are not, to at most
+        ``AHEAD_LOOKED_AT`` jobs: a job deeper in the queue gets a slot when
+        its turn comes, and a pass costs the same however long the queue.
         """
         room = {name: free.get(name, 0) + spare for name, spare in self._spare.items()}
         wakeup = math.inf
         ahead, kinds = self._aheaded, self._short_kinds
         last = self._ahead[-1] if self._ahead else None
-        for key in self._index:
-            if not room or self._assigns_left <= 0:
+        for looked, key in enumerate(self._index):
+            if not room or self._assigns_left <= 0 or looked >= AHEAD_LOOKED_AT:
                 break
             job = self.jobs[key[2]]
             if key[2] in ahead:
                 short = takes_ahead(job, kinds)
             else:
                 short = bool(kinds) and not tally_of(job).times and takes_ahead(job, kinds)
-                if not short and (last is None or key > last):
+                if not short and not kinds and (last is None or key > last):
                     break  # no short job behind it: nothing more may wait ahead
             if not self._dependencies_done(job):
                 continue
@@ -146,8 +149,11 @@ class DispatchPass(DispatchIndex):
                 wakeup = min(wakeup, due)
                 room.update(kept)
                 if started and not tally_of(job).times and job.id not in self._ahead_by_kind:
-                    # By its kind: none of its own is done. Judged by the clock meanwhile.
-                    self._ahead_by_kind[job.id] = job.started or now
+                    # By its kind: none of its own is done. Judged by the clock meanwhile,
+                    # from when its first chunk started rendering (``chunk_started``).
+                    self._ahead_by_kind.add(job.id)
+                    if (first := self._first_started.get(job.id)) is not None:
+                        heapq.heappush(self._judge_at, (first, job.id))
             else:
                 self._keep_room_for(job, room, now)
         return wakeup

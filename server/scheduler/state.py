@@ -58,10 +58,14 @@ class SchedulerState:
         # Kinds of work known short, for jobs none of whose chunks is done yet. Live only,
         # like the nodes' readings: a restarted leader learns them again.
         self._short_kinds = ShortKinds()
-        # Jobs none of whose chunks is done yet that had chunks taken ahead by their kind,
-        # and when their first chunk was handed out: one that takes PREFETCH_BELOW s or
-        # more takes back what waits (``chunk_finished``, ``_judge_by_clock``).
-        self._ahead_by_kind: dict[str, float] = {}
+        # Jobs none of whose chunks is done yet that had chunks taken ahead by their kind:
+        # one whose first takes PREFETCH_BELOW s or more takes back what waits
+        # (``chunk_finished``, ``_judge_by_clock``). When the first chunk of each job
+        # none of whose chunks is done started rendering (its ChunkStarted), and a heap of
+        # (that time, job id) of those that took chunks ahead by their kind.
+        self._ahead_by_kind: set[str] = set()
+        self._first_started: dict[str, float] = {}
+        self._judge_at: list[tuple[float, str]] = []
         # Each node's (online, enabled, slots, tags) as the census last counted it.
         self._shapes: dict[str, tuple[object, ...]] = {}
         self._census = SlotCensus(self.nodes)

@@ -420,6 +420,8 @@ def test_a_first_chunk_still_running_after_5_s_takes_back_what_waits_behind_it()
     has run for 5 s, and the next tick takes back what waits."""
     farm = Farm()
     _, second = _queue_of_one_kind(farm)
+    assert _taken_back(farm.advance(PREFETCH_BELOW + 1)) == [], "it has not started yet"
+    farm.scheduler.chunk_started("n1", second, 0, 1, farm.now)  # its first render begins
     assert _taken_back(farm.advance(1)) == []
     asked = farm.advance(PREFETCH_BELOW)
     assert ("n1", second, 1) in _taken_back(asked)
@@ -470,3 +472,22 @@ def test_a_kind_forgotten_among_too_many_goes_back_to_waiting_for_its_own_chunks
     farm.dispatch()
     assert farm.running()["n1"] == [(first, 1)], "OTHER_WORK waits for a chunk of its own"
     assert later in farm.scheduler.jobs
+
+
+def test_a_queue_of_one_kind_behind_a_job_that_cannot_start_still_takes_chunks_ahead() -> None:
+    """Jobs queued before their kind was known, behind one waiting for another job:
+    the pass stopped at that job and never came to them, so nothing waited ahead."""
+    farm = Farm()
+    farm.node("n0", slots=1)
+    blocker = farm.submit(frames="1-1", chunk=1, priority=10, argv=OTHER_WORK)
+    farm.dispatch()
+    assert farm.running()["n0"] == [(blocker, 0)], "a long render"
+    farm.node("n1", slots=1, prefetch=1)
+    farm.submit(frames="1-2", chunk=1, priority=20, after=[blocker], argv=["comp", "{start}"])
+    first = farm.submit(frames="1-1", chunk=1)
+    queued = farm.submit(frames="1-3", chunk=1)
+    farm.dispatch()
+    assert farm.running()["n1"] == [(first, 0)]
+    farm.finish(first, 0, took=0.2)  # the kind is short
+    farm.dispatch()
+    assert farm.running()["n1"] == [(queued, 0), (queued, 1)]

@@ -89,9 +89,6 @@ class ShortKinds:
     def __contains__(self, kind: object) -> bool:
         return kind in self._kinds
 
-    def __len__(self) -> int:
-        return len(self._kinds)
-
     def __bool__(self) -> bool:
         return bool(self._kinds)
 

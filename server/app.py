@@ -26,6 +26,7 @@ from server.config import LeaderSettings
 from server.console_link import console_endpoint
 from server.errors import RequestError
 from server.leader import Leader
+from server.store_wait import StoreUnreachable
 
 log = logging.getLogger("farmtui.leader")
 
@@ -74,11 +75,19 @@ class StandbyGate:
         await self.app(scope, receive, send)
 
 
-def create_app(settings: LeaderSettings) -> Starlette:
-    """The leader app; the leader itself opens at start-up and closes at shutdown."""
+def create_app(settings: LeaderSettings, stand_in: StoreUnreachable | None = None) -> Starlette:
+    """The leader app; the leader itself opens at start-up and closes at shutdown.
+
+    ``stand_in``: no leader, only its answers while the store is unreachable
+    (``server.store_wait``).
+    """
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if stand_in is not None:
+            app.state.leader = stand_in
+            yield
+            return
         leader = Leader(settings)
         await leader.start()
         app.state.leader = leader

@@ -12,6 +12,8 @@ the same socket: a new leader, a standby, with nothing of the deposed one's
 memory. That was chosen over exiting for a service manager to restart: the
 port never closes, so clients keep a leader that answers (and names the
 active one), and it works the same under systemd, in a terminal and in tests.
+While the database does not answer, a stand-in answers on the port as a
+standby that knows no active leader (``server.store_wait``).
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ import signal
 import socket
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,19 +42,22 @@ from farmtui.protocol import MAX_FRAME_READ_BYTES
 from server.app import create_app
 from server.config import LeaderSettings
 from server.disk_room import give_back_if_full
-from server.errors import LeaderError, StoreError
+from server.errors import LeaderError
 from server.handshakes import LeaderServer
 from server.http_head import BoundedHttpToolsProtocol
 from server.store import open_store
 from server.store_url import parse_store_url
+from server.store_wait import StoreUnreachable, store_error, wait_for_store
 from server.sync_root import check_store_before_start
 
 log = logging.getLogger("farmtui.leader")
 
 
-def uvicorn_config(settings: LeaderSettings, *, log_config: bool = True) -> uvicorn.Config:
+def uvicorn_config(
+    settings: LeaderSettings, *, log_config: bool = True, stand_in: StoreUnreachable | None = None
+) -> uvicorn.Config:
     return uvicorn.Config(
-        create_app(settings),
+        create_app(settings, stand_in),
         host=settings.host,
         port=settings.port,
         ws="websockets-sansio",
@@ -173,26 +177,38 @@ def run_leader(
                 if not stepped_down.is_set() or not server.started:
                     break
                 # A database that went away may be why it stepped down: the new
-                # standby starts once it answers (clients wait in the socket's backlog).
-                _wait_for_store(settings.store_url)
+                # standby starts once it answers, and a stand-in answers till then.
+                if not _stand_in_until_store_answers(sock, settings):
+                    break  # stopped by a signal meanwhile
                 log.warning("serving again as a standby on %s:%d", host, port)
     if not server.started:
         raise LeaderError(f"the leader could not start on {host}:{port}")
 
 
-def _wait_for_store(url: str, longest: float = 5.0) -> None:
-    """Return once the store opens; log each distinct failure once while it does not."""
-    delay, said = 0.25, ""
-    while True:
-        try:
-            open_store(url).close()
-            return
-        except StoreError as exc:
-            if str(exc) != said:
-                said = str(exc)
-                log.error("waiting for the store before serving again: %s", said)
-        time.sleep(delay)
-        delay = min(2 * delay, longest)
+def _stand_in_until_store_answers(sock: socket.socket, settings: LeaderSettings) -> bool:
+    """Serve ``StoreUnreachable`` on ``sock`` until the store opens: True. False: the
+    stand-in stopped first (SIGTERM, SIGINT), and so does the leader."""
+    why = store_error(settings.store_url)
+    if why is None:  # the usual step-down: deposed, with the database there
+        return True
+    log.error("waiting for the store before serving again: %s", why)
+    server = LeaderServer(uvicorn_config(settings, log_config=False, stand_in=StoreUnreachable()))
+    stop, answered = threading.Event(), threading.Event()
+
+    def look() -> None:
+        if wait_for_store(settings.store_url, stop, said=why):
+            answered.set()
+            server.should_exit = True
+
+    looking = threading.Thread(target=look, name="store-wait", daemon=True)
+    looking.start()
+    try:
+        with sock.dup() as listening:
+            server.run(sockets=[listening])
+    finally:
+        stop.set()
+        looking.join()
+    return answered.is_set()
 
 
 def _stop_serving(flag: threading.Event, serving: list[uvicorn.Server]) -> Callable[[], None]:

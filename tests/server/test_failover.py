@@ -10,16 +10,20 @@ so a loaded machine does not fail the test.
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import httpx
 import psycopg
 import pytest
 
 from farmtui.client import FarmClient
 from tests.e2e.fault_support import attempt_summary, farm_fault_problems, wait_until
-from tests.helpers.failover import FailoverFarm
+from tests.helpers.failover import FailoverFarm, LeaderProcess, failover_toml
 from tests.helpers.farm import needs_agent
+from tests.helpers.tcp_proxy import TcpProxy
 
 pytestmark = [needs_agent, pytest.mark.slow]
 
@@ -151,3 +155,87 @@ def test_the_cli_with_two_urls_uses_the_active_one_whether_the_first_is_standby_
         assert '"via-standby-first"' in done.stdout
         with FarmClient(f"{a.url},{b.url}", farm.token()) as client:
             assert [j.id for j in client.jobs()] == [job]
+
+
+def _through(proxy: TcpProxy, url: str) -> str:
+    """``url`` with the proxy's port in place of the database's."""
+    return url.replace(f":{urlsplit(url).port}/", f":{proxy.port}/", 1)
+
+
+def _cut_off(farm: FailoverFarm, proxy: TcpProxy, url: str) -> LeaderProcess:
+    """Leader ``a``, reaching the database through ``proxy`` (the others directly)."""
+    toml = failover_toml(_through(proxy, url))
+    farm.leaders["a"] = LeaderProcess("a", farm.folder / "leaders", farm.root, toml)
+    return farm.leaders["a"]
+
+
+def _stands_in(leader: LeaderProcess) -> bool:
+    return leader.health() == {"ok": True, "role": "standby", "active": None}
+
+
+def test_a_leader_cut_off_from_its_database_answers_as_a_standby_till_it_is_back(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """The active leader's link to PostgreSQL is cut: it steps down and b takes over.
+    Until the link is back, a's port answers as a standby that knows no active leader;
+    before, it only listened, and a client given a's URL first waited for its own
+    timeout before it tried b. Then a stands by behind b."""
+    parts = urlsplit(postgres_url)
+    assert parts.hostname is not None
+    assert parts.port is not None
+    with (
+        TcpProxy(parts.hostname, parts.port) as proxy,
+        FailoverFarm(tmp_path, postgres_url) as farm,
+    ):
+        a = _cut_off(farm, proxy, postgres_url)
+        farm.start("a")
+        b = farm.start("b")
+        assert a.role() == "active"
+        proxy.cut()
+        farm.wait_active(TAKEOVER_BOUND, not_="a")
+        wait_until(lambda: _stands_in(a), 30.0, "a's stand-in while its database is away")
+        answer = httpx.get(
+            a.url + "/api/jobs", headers={"Authorization": f"Bearer {farm.token()}"}, timeout=10.0
+        )
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["X-Farm-Role"] == "standby"
+        assert "cannot reach its database" in answer.json()["error"]
+        alone = farm.cli("jobs", leader=a.url, check=False)
+        assert alone.returncode != 0
+        assert "cannot reach its database" in alone.stderr
+        assert len(alone.stderr.strip().splitlines()) == 1, alone.stderr
+        first = farm.cli("jobs", "--json", leader=f"{a.url},{b.url}")
+        assert first.stdout.strip() == "[]"
+
+        proxy.restore()
+        wait_until(
+            lambda: a.health() == {"ok": True, "role": "standby", "active": b.url},
+            30.0,
+            "a standing by behind b once its database is back",
+        )
+        assert b.role() == "active"
+        log = a.log_text()
+        assert "waiting for the store before serving again" in log
+        assert "serving again as a standby" in log
+        assert parts.password
+        assert parts.password not in log
+
+
+def test_a_leader_waiting_for_its_database_stops_on_sigterm(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """Before, SIGTERM went unheard until the database answered again."""
+    parts = urlsplit(postgres_url)
+    assert parts.hostname is not None
+    assert parts.port is not None
+    with (
+        TcpProxy(parts.hostname, parts.port) as proxy,
+        FailoverFarm(tmp_path, postgres_url, names=("a",)) as farm,
+    ):
+        a = _cut_off(farm, proxy, postgres_url)
+        farm.start("a")
+        farm.wait_active(TAKEOVER_BOUND)
+        proxy.cut()
+        wait_until(lambda: _stands_in(a), 30.0, "a's stand-in while its database is away")
+        a.process.send_signal(signal.SIGTERM)
+        assert a.process.wait(timeout=30.0) == 0

@@ -1,0 +1,96 @@
+"""A TCP proxy on loopback whose link can be cut and put back: a network partition.
+
+    with TcpProxy("127.0.0.1", 5432) as proxy:     # listens on proxy.port
+        ...                                        # connect to 127.0.0.1:proxy.port
+        proxy.cut()       # every connection through it closed, new ones refused
+        proxy.restore()   # accepted again, on the same port
+
+Threads, one per direction of each connection: a test's proxy carries a few.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from collections.abc import Callable
+
+
+class TcpProxy:
+    def __init__(self, host: str, port: int) -> None:
+        self.upstream = (host, port)
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        self.port: int = probe.getsockname()[1]
+        probe.close()
+        self._lock = threading.Lock()
+        self._links: set[socket.socket] = set()
+        self._listener: socket.socket | None = None
+        self._threads: list[threading.Thread] = []
+
+    def __enter__(self) -> TcpProxy:
+        self.restore()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cut()
+        for thread in self._threads:
+            thread.join(timeout=5.0)
+
+    def restore(self) -> None:
+        """Accept connections again (on the same port)."""
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self._listener = listener
+        self._start(self._accept, listener)
+
+    def cut(self) -> None:
+        """Close every connection through the proxy and refuse new ones."""
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
+            listener.close()
+        with self._lock:
+            links, self._links = self._links, set()
+        for link in links:
+            with contextlib.suppress(OSError):
+                link.shutdown(socket.SHUT_RDWR)
+            link.close()
+
+    def _start(self, target: Callable[..., None], *args: object) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # cut
+            try:
+                server = socket.create_connection(self.upstream, timeout=5.0)
+            except OSError:
+                client.close()
+                continue
+            server.settimeout(None)
+            with self._lock:
+                if self._listener is not listener:  # cut meanwhile
+                    client.close()
+                    server.close()
+                    return
+                self._links.update((client, server))
+            self._start(_pump, client, server)
+            self._start(_pump, server, client)
+
+
+def _pump(source: socket.socket, sink: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while data := source.recv(65536):
+            sink.sendall(data)
+    for side in (source, sink):
+        with contextlib.suppress(OSError):
+            side.shutdown(socket.SHUT_RDWR)

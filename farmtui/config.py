@@ -271,9 +271,12 @@ def resolve(
             user = load_user_config(env)
         return user
 
-    if leader:
+    # A flag or variable given empty is an error, never a fall-back to the next source:
+    # a script's ``--token "$ARTIST_TOKEN"`` with the variable unset ran as the admin
+    # of the user config.
+    if leader is not None:
         url, leader_source = leader, "--leader"
-    elif env.get("FARM_LEADER"):
+    elif env.get("FARM_LEADER") is not None:
         url, leader_source = env["FARM_LEADER"], "FARM_LEADER"
     elif user_config().leader:
         url, leader_source = user_config().leader or "", str(config_path(env))
@@ -282,13 +285,15 @@ def resolve(
             "no leader configured: pass --leader URL, set FARM_LEADER, or start one with `farm up`"
         )
 
-    if token:
+    if token is not None:
         secret, token_source = token.strip(), "--token"
-    elif token_file:
+    elif token_file is not None:
+        if not token_file:
+            raise ConfigError("--token-file is empty")
         secret, token_source = read_token_file(token_file), token_file
-    elif env.get(TOKEN_VARIABLE):
+    elif env.get(TOKEN_VARIABLE) is not None:
         secret, token_source = env[TOKEN_VARIABLE].strip(), TOKEN_VARIABLE
-    elif env.get("FARM_TOKEN_FILE"):
+    elif env.get("FARM_TOKEN_FILE") is not None:
         secret, token_source = read_token_file(env["FARM_TOKEN_FILE"]), env["FARM_TOKEN_FILE"]
     elif (path := user_config().token_file) is not None:
         secret, token_source = read_token_file(path), str(path)

@@ -30,6 +30,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import msgspec
+
+from farmtui.printable import is_printable, printable
 from farmtui.protocol import (
     AgentHello,
     AgentLog,
@@ -80,7 +83,7 @@ class AgentReports:
             case ChunkTimedOut():
                 step = _TimedOut(self, message)
             case ChunkFinished():
-                step = _Finished(self, message)
+                step = _Finished(self, plain_words(message))
             case AgentLog():
                 step = _AgentLog(self, message)
             case AgentHello():
@@ -307,3 +310,35 @@ def _alive(reports: AgentReports, job_id: str, chunk: int, attempt: int, now: fl
     if record is None or record.alive:
         return Changes()
     return reports.leader.scheduler.chunk_alive(reports.node, job_id, chunk, attempt, now)
+
+
+# A node's reason for an attempt's end is kept (the store, each view of the attempt) and
+# written where people read it: more than this is cut (a node is not to flood either).
+MAX_REASON = 2000
+
+
+def plain_words(report: ChunkFinished) -> ChunkFinished:
+    """``report`` with its node's own words (reason, exit status) as plain text.
+
+    They go into the job's events.log, the chunk log's footer and the leader's
+    log, which people read on a terminal (``tail -f``): a node's reason of
+    ``\x1b]0;...`` retitled it, or cleared it. The views escape what they show;
+    those files are written as they are, so the words are made printable once,
+    here, as the leader reads them.
+    """
+    reason, status = report.reason, report.exit_status
+    if (
+        len(reason) <= MAX_REASON
+        and is_printable(reason)
+        and (status is None or (len(status) <= MAX_REASON and is_printable(status)))
+    ):
+        return report
+    return msgspec.structs.replace(
+        report,
+        reason=printable(_cut(reason)),
+        exit_status=None if status is None else printable(_cut(status)),
+    )
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_REASON else text[:MAX_REASON] + "…"

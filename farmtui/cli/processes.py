@@ -71,20 +71,23 @@ def cmd_agent(args: argparse.Namespace) -> int:
 
     from farmtui.config import check_token, leader_urls, normalize_leaders, read_token_file
 
-    leader = args.leader or os.environ.get("FARM_LEADER")
-    if not leader:
+    # Given empty, a flag or variable is an error, not a fall-back (``config.resolve``).
+    leader = args.leader if args.leader is not None else os.environ.get("FARM_LEADER")
+    if leader is None:
         raise InputError("farm agent needs --leader URL (or FARM_LEADER)")
     if args.print_service:
         return print_agent_service(args, normalize_leaders(leader))
-    if args.token:
-        token = args.token.strip()
-    elif args.token_file:
-        token = read_token_file(args.token_file)
-    elif os.environ.get(TOKEN_VARIABLE):
-        token = os.environ[TOKEN_VARIABLE].strip()
+    if args.token is not None:
+        token, source = args.token.strip(), "--token"
+    elif args.token_file is not None:
+        if not args.token_file:
+            raise InputError("--token-file is empty")
+        token, source = read_token_file(args.token_file), args.token_file
+    elif os.environ.get(TOKEN_VARIABLE) is not None:
+        token, source = os.environ[TOKEN_VARIABLE].strip(), TOKEN_VARIABLE
     else:
         raise InputError("farm agent needs --token or --token-file (the leader's agent.token)")
-    check_token(token, "--token" if args.token else args.token_file or TOKEN_VARIABLE)
+    check_token(token, source)
     try:
         from agent.main import run_agent
     except ImportError as exc:

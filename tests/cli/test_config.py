@@ -82,6 +82,32 @@ def test_each_setting_falls_back_on_its_own(
     assert resolve(leader="http://flag:2").token == "from-file"
 
 
+@pytest.mark.parametrize(
+    ("flags", "env", "error"),
+    [
+        ({"token": ""}, {"FARM_TOKEN": "from-env"}, "the token from --token is empty"),
+        ({"token": "  "}, {}, "the token from --token is empty"),
+        ({"token_file": ""}, {"FARM_TOKEN": "from-env"}, "--token-file is empty"),
+        ({}, {"FARM_TOKEN": ""}, "the token from FARM_TOKEN is empty"),
+        ({"leader": ""}, {"FARM_LEADER": "http://env-leader:1"}, "the leader URL is empty"),
+        ({}, {"FARM_LEADER": ""}, "the leader URL is empty"),
+    ],
+)
+def test_a_setting_given_empty_is_an_error_not_the_next_source(
+    user_config: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    flags: dict[str, str],
+    env: dict[str, str],
+    error: str,
+) -> None:
+    """A script's ``--token "$ARTIST_TOKEN"`` with the variable unset ran with the admin
+    token of the user config (or of FARM_TOKEN)."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=error):
+        resolve(**flags)
+
+
 def test_token_file_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     token = tmp_path / "t"
     token.write_text("  spaced  \n", encoding="utf-8")

@@ -1027,3 +1027,44 @@ async def test_a_frame_longer_than_a_batch_closes_the_link_unread_and_changes_no
     async with FakeAgent.connect(leader.ws_url, leader.agent_token, "node1") as again:
         await again.send(Heartbeat(beat=1))
         assert (await again.expect(LeaseRenewed)).beat == 1
+
+
+async def test_a_nodes_words_reach_the_logs_people_tail_as_plain_text(
+    leader: InProcessLeader, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A node's reason and exit status went byte for byte into events.log, the chunk
+    log's footer and the leader's own log: a reason of ``ESC]0;...`` retitled the
+    terminal of whoever ran ``tail -f`` on them, ``ESC[2J`` cleared it."""
+    job_id = await submit(leader, retries=0)
+    evil = "\x1b]0;PWNED\x07\x1b[2J\x9b31mboom\u202e" + "x" * 5000
+    async with FakeAgent.connect(leader.ws_url, leader.agent_token, "node1") as agent:
+        assign = await agent.expect(AssignChunk)
+        ref = {"job_id": job_id, "chunk": assign.chunk, "attempt": assign.attempt}
+        await agent.send(ChunkStarted(**ref, pid=1, command=["render"], seq=1))
+        now = time.time()
+        finished = ChunkFinished(
+            **ref, outcome="failed", exit_status="\x1b[2J", reason=evil, started=now,
+            finished=now, seq=2,
+        )  # fmt: skip
+        with caplog.at_level(logging.INFO, logger="farmtui.leader"):
+            await agent.send(finished)
+            await agent.expect_ack(2)
+    async with leader.http() as http:
+        detail = (await http.get(f"/api/jobs/{job_id}")).json()
+        log = (await http.get(f"/api/jobs/{job_id}/logs", params={"chunk": 0})).text
+        events = (await http.get(f"/api/jobs/{job_id}/events")).text
+    written = {
+        "events.log": (leader.root / f"jobs/{job_id}/events.log").read_text(),
+        "the chunk log": (leader.root / assign.log_path).read_text(),
+        "the leader's log": caplog.text,
+        "the REST events": events,
+        "the REST chunk log": log,
+    }
+    for where, text in written.items():
+        assert "PWNED" in text, where  # it is there, as text
+        assert not set(text) & {"\x1b", "\x07", "\x9b", "\u202e"}, where
+        assert "x" * 2001 not in text, where  # cut, not a node's flood
+    assert "\\x1b]0;PWNED\\x07" in written["events.log"]
+    attempt = detail["chunks"][0]["attempts"][-1]
+    assert attempt["outcome"] == "failed"
+    assert attempt["exit_status"] == "\\x1b[2J"

@@ -94,6 +94,8 @@ def load_jobfile(path: Path) -> Given:
         raise JobFileError(f"job file {path} is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise JobFileError(f"job file {path} is not valid TOML: {exc}") from None
+    except RecursionError:  # x = [[[... 5,000 deep: tomllib recurses a level a bracket
+        raise JobFileError(f"job file {path} is nested too deeply; refused") from None
     given = normalize(data, lambda key: f"job file {path}: {key}")
     scene = given.values.get("scene")
     if isinstance(scene, str) and not Path(scene).is_absolute():

@@ -130,8 +130,34 @@ def _values_over(document: object, limit: int) -> bool:
     return False
 
 
+def _yaml_document(text: str) -> Any:
+    """A YAML template's text as openjd-model's ``document_string_to_object`` reads it, but
+    with the pure-Python loader: the C one it uses recursed a level a nesting with no
+    check, and a 100,000-deep ``[[[...`` ended ``farm submit`` in a segmentation fault
+    where Python's raises RecursionError. Templates are small: its speed is not missed."""
+    import yaml
+    from openjd.model import DecodeValidationError
+
+    try:
+        document = yaml.load(text, Loader=yaml.SafeLoader)  # noqa: S506 - the safe loader
+    except yaml.YAMLError:
+        document = None
+    if not isinstance(document, dict):
+        raise DecodeValidationError(
+            "The document is not a valid YAML document consisting of key-value pairs."
+        )
+    return document
+
+
 def load_template(path: Path) -> JobTemplate:
     """The template at ``path``, validated by openjd-model; TemplateError otherwise."""
+    try:
+        return _load_template(path)
+    except RecursionError:
+        raise TemplateError(f"template {path}: nested too deeply; refused") from None
+
+
+def _load_template(path: Path) -> JobTemplate:
     from openjd.model import (
         DecodeValidationError,
         DocumentType,
@@ -145,9 +171,11 @@ def load_template(path: Path) -> JobTemplate:
         raise TemplateError(f"cannot read template {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
         raise TemplateError(f"template {path} is not UTF-8 text") from None
-    kind = DocumentType.JSON if path.suffix.lower() == ".json" else DocumentType.YAML
     try:
-        document = document_string_to_object(document=text, document_type=kind)
+        if path.suffix.lower() == ".json":
+            document = document_string_to_object(document=text, document_type=DocumentType.JSON)
+        else:
+            document = _yaml_document(text)
     except DecodeValidationError as exc:
         raise TemplateError(f"template {path}: {_one_line(str(exc))}") from None
     if _values_over(document, MAX_TEMPLATE_VALUES):

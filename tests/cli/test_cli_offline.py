@@ -183,3 +183,28 @@ def test_a_command_builds_only_its_own_parser_and_keeps_every_flag() -> None:
     submit = run_farm("submit", "--help")
     assert "--frames" in submit.stdout
     assert "--print-service" in run_farm("agent", "--help").stdout
+
+
+NESTED = {
+    "nested.toml": "x = " + "[" * 5000 + "]" * 5000 + "\n",
+    "inline.toml": "x = " + "{a = " * 5000 + "1" + "}" * 5000 + "\n",
+    "nested.template.json": "[" * 100_000 + "]" * 100_000,
+    "nested.template.yaml": "a: " + "[" * 100_000 + "]" * 100_000 + "\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(NESTED))
+def test_a_job_file_nested_too_deeply_is_one_line_not_a_crash(
+    tmp_path: Path, name: str, listening_port: tuple[int, socket.socket]
+) -> None:
+    """A traceback for the TOML and JSON, a segmentation fault for the YAML (its C
+    parser's stack), before."""
+    path = tmp_path / name
+    path.write_text(NESTED[name])
+    port, server = listening_port
+    done = run_farm("submit", str(path), "--leader", f"http://127.0.0.1:{port}", "--token", "t")
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stdout == ""
+    assert done.stderr.count("\n") == 1, done.stderr[-2000:]
+    assert "nested too deeply" in done.stderr
+    assert not was_contacted(server)

@@ -15,6 +15,8 @@ from array import array
 from collections.abc import Sequence
 from pathlib import PurePosixPath
 
+from farmtui.path_limits import path_size_refusal
+
 # A job of more frames than this is almost certainly a typo (1-1000000000).
 MAX_FRAMES = 1_000_000
 # Frame numbers go this far either side of 0: a renderer takes them as 32-bit
@@ -192,6 +194,8 @@ def check_output_pattern(pattern: str) -> PurePosixPath:
         raise OutputPatternError(f"output pattern {pattern!r} escapes the sync root")
     if "\\" in pattern or "\x00" in pattern:
         raise OutputPatternError(f"output pattern {pattern!r} has a backslash or NUL")
+    if (too_big := path_size_refusal(pattern, "output pattern")) is not None:
+        raise OutputPatternError(too_big)
     if _PADDING.search(path.name) is None:
         raise OutputPatternError(
             f"output pattern {pattern!r} needs '#' padding in its file name (frame_####.png)"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
 
+from farmtui.path_limits import path_size_refusal
 from server.errors import BadRequest
 
 
@@ -18,6 +19,8 @@ def confine(root: Path, relative: str) -> Path:
         raise BadRequest("empty path")
     if "\x00" in relative or "\\" in relative:
         raise BadRequest(f"path {relative!r} has a backslash or NUL")
+    if (too_big := path_size_refusal(relative, "the path")) is not None:
+        raise BadRequest(too_big)
     pure = PurePosixPath(relative)
     if pure.is_absolute() or relative.startswith("~"):
         raise BadRequest(f"path {relative!r} must be relative to the sync root")

@@ -27,6 +27,7 @@ from tests.helpers.farm import run_farm
         (["--retry-delay", "-3"], "--retry-delay: bad duration '-3'"),
         (["--output", "../up/frame_####.png"], "escapes the sync root"),
         (["--output", "renders/frame.png"], "needs '#' padding"),
+        (["--output", "d/" * 200 + "f_####.png"], "more than 128 folders deep"),
         (["--scout", "1,99", "--frames", "1-10"], "scout frame 99 is not in the frame list"),
         (["--on-timeout", "panic"], "--on-timeout: 'panic' is not one of"),
         (["--env", "NOEQUALS"], "--env: 'NOEQUALS' is not K=V"),

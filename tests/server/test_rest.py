@@ -448,6 +448,23 @@ async def test_upload_path_traversal_is_refused(leader: InProcessLeader, path: s
     assert not (leader.root.parent / "outside.png").exists()
 
 
+@pytest.mark.parametrize(
+    ("path", "says"),
+    [("d/" * 2000 + "f.png", "more than 128 folders deep"), ("x" * 5000, "longer than 4096")],
+)
+async def test_an_upload_too_deep_or_too_long_is_a_400_and_no_traceback(
+    leader: InProcessLeader, caplog: pytest.LogCaptureFixture, path: str, says: str
+) -> None:
+    """2,000 folders deep was a RecursionError: a 500 and 7,000 lines of traceback in the
+    leader's log for each request."""
+    async with leader.http() as http:
+        response = await http.put(f"{leader.url}/api/files/{path}", content=b"x")
+    assert response.status_code == 400, response.text[:300]
+    assert says in one_line_error(response)
+    assert "Traceback" not in caplog.text
+    assert not (leader.root / "d").exists()
+
+
 async def test_upload_needs_agent_or_admin(leader: InProcessLeader) -> None:
     viewer = leader.token("viewer", "val")
     async with leader.http(viewer) as http:

@@ -28,7 +28,7 @@ from agent import gpus as gpu_inventory
 from agent.errors import AgentError, LeaderRefused
 from agent.link import LeaderLink
 from agent.outbox import Outbox
-from agent.process_tree import become_subreaper
+from agent.process_tree import become_subreaper, not_dumpable
 from agent.staging import UploadToLeader
 from agent.supervisor import Storage, Supervisor
 from farmtui.config import TOKEN_VARIABLE
@@ -278,6 +278,7 @@ def run_agent(
     raises ``SystemExit`` with a one-line message (exit status 1).
     """
     become_subreaper()
+    not_dumpable()
     try:
         agent = Agent(
             leader,

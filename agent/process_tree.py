@@ -43,6 +43,27 @@ def become_subreaper() -> bool:
     return True
 
 
+_PR_SET_DUMPABLE = 4
+
+
+def not_dumpable() -> bool:
+    """Other processes of our user may not read our memory, environment or descriptors.
+
+    Renderers run as the agent's user: a job's command read the agent's token from
+    ``/proc/<agent>/environ`` (``FARM_TOKEN``, exported where the agent was started)
+    and could have read its memory or taken its socket (Linux; the shims do the same,
+    ``agent.shim.not_dumpable``). Its token file it can still read: see the README's
+    Security section.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+        log.warning("prctl(PR_SET_DUMPABLE) failed: %s", os.strerror(ctypes.get_errno()))
+        return False
+    return True
+
+
 def exit_status(returncode: int) -> str:
     """``0`` -> ``"0"``; ``-9`` -> ``"SIGKILL"`` (a negative code is the signal that ended it)."""
     if returncode < 0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 import sys
 import textwrap
 import uuid
@@ -152,3 +153,20 @@ async def test_kill_latency_for_nine_process_trees(tmp_path: Path, eventually: A
         await proc.wait()
         latencies.append(report.seconds)
     assert max(latencies) < 1.0, latencies
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux's")
+@pytest.mark.parametrize("protected", [True, False])
+def test_the_agent_is_made_not_dumpable(protected: bool) -> None:
+    """A job's command runs as the agent's user: it read FARM_TOKEN (exported where the
+    agent was started) from /proc/<agent>/environ. Not dumpable, only root may. (The
+    tests run as root, which may read it all the same: the flag is what is checked.)"""
+    call = "not_dumpable()" if protected else "None"
+    code = (
+        "import ctypes; from agent.process_tree import not_dumpable; "
+        f"{call}; print(ctypes.CDLL(None).prctl(3, 0, 0, 0, 0))"  # PR_GET_DUMPABLE
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == ("0" if protected else "1")

@@ -89,6 +89,7 @@ from farmtui.protocol import (
     MoveWhere,
     NodeView,
     Role,
+    TokenView,
 )
 
 T = TypeVar("T")
@@ -502,6 +503,12 @@ class FarmClient:
 
     def create_token(self, role: Role, name: str = "") -> TokenInfo:
         return self._post("/api/tokens", {"role": role, "name": name}, TokenInfo)
+
+    def tokens(self) -> list[TokenView]:
+        return self._get("/api/tokens", list[TokenView])
+
+    def revoke_token(self, token_id: str) -> TokenView:
+        return _decode(self.request("DELETE", f"/api/tokens/{_seg(token_id)}"), TokenView)
 
     def upload(self, path: str, data: bytes) -> None:
         """Put a file into the sync root (agents that cannot see it); ``path`` is relative."""

@@ -25,6 +25,7 @@ from farmtui.protocol import (
     JobView,
     LimitView,
     NodeView,
+    TokenView,
 )
 from farmtui.reasons import reason_line
 
@@ -278,6 +279,22 @@ def nodes_table(nodes: Sequence[NodeView]) -> str:
     ]
     headers = ["NAME", "STATE", "BUSY", "GPUS", "CPU", "MEM", "TAGS", "SEEN", "VERSION"]
     return table(headers, rows, right={2, 3, 4, 5})
+
+
+def tokens_table(tokens: Sequence[TokenView]) -> str:
+    """``farm token list``: the leader's own two are marked (they cannot be revoked)."""
+    now = time.time()
+    rows = [
+        [
+            token.id,
+            token.name,
+            token.role,
+            f"{format_duration(max(0.0, now - token.created))} ago",
+            "the leader's own" if token.leaders else "",
+        ]
+        for token in tokens
+    ]
+    return table(["ID", "NAME", "ROLE", "MADE", ""], rows, right=set())
 
 
 def gpus_cell(node: NodeView) -> str:

@@ -63,7 +63,7 @@ from farmtui.protocol import (
     over_long_list,
 )
 from server.agent_reports import AgentReports
-from server.auth import bearer_token
+from server.auth import bearer_token, hash_token
 from server.errors import NoRoom, StoreError
 from server.leader import Leader
 from server.links import SendQueue, close_websocket, receive_data
@@ -105,6 +105,9 @@ CLOSE_ROOM = 1013
 
 class AgentLink:
     """One connected agent: routes its messages and carries the leader's to it."""
+
+    # The hash of the token it connected with (``Leader.revoked``).
+    token_hash = ""
 
     def __init__(
         self,
@@ -274,7 +277,8 @@ async def agent_endpoint(websocket: WebSocket) -> None:
         log.debug("agent refused: %s", standby)
         await refuse(websocket, standby, CLOSE_STANDBY, retry=True, quiet=True)
         return
-    principal = leader.tokens.lookup(bearer_token(websocket.headers, websocket.query_params))
+    bearer = bearer_token(websocket.headers, websocket.query_params)
+    principal = leader.tokens.lookup(bearer)
     if principal is None:
         await refuse(websocket, "unauthorized: missing or unknown agent token", CLOSE_POLICY)
         return
@@ -332,6 +336,7 @@ async def agent_endpoint(websocket: WebSocket) -> None:
     stale: list[ChunkRef] = []
     # Its messages wait until Welcome is written first (``SendQueue.open``).
     link = AgentLink(leader, websocket, hello.name, batches=hello.batches, held=True, reads=account)
+    link.token_hash = hash_token(bearer or "")  # closed if that token is revoked
 
     def connect(now: float) -> Changes:
         changes, unwanted = leader.scheduler.node_connected(hello, now)

@@ -298,8 +298,22 @@ async def _block(request: Request, blocked: bool) -> Response:
     )
 
 
+async def list_tokens(request: Request) -> Response:
+    """``GET /api/tokens``: every token's id, name, role and age; never a secret."""
+    principal = who(request, "manage_tokens")
+    leader = leader_of(request)
+    return json_response(await asyncio.to_thread(operations.list_tokens, leader, principal))
+
+
+async def revoke_token(request: Request) -> Response:
+    """``DELETE /api/tokens/{id}``: the token is refused from now on, its links closed."""
+    principal = who(request, "manage_tokens")
+    wanted = request.path_params["token_id"]
+    return json_response(await operations.revoke_token(leader_of(request), principal, wanted))
+
+
 async def create_token(request: Request) -> Response:
-    principal = who(request, "create_token")
+    principal = who(request, "manage_tokens")
     body = await decode_body(request, TokenBody)
     if body.role == "agent" and not body.name:
         raise BadRequest(
@@ -339,5 +353,7 @@ routes = [
     Route("/api/limits/{name}", put_limit, methods=["PUT"]),
     Route("/api/limits/{name}", delete_limit, methods=["DELETE"]),
     Route("/api/tokens", create_token, methods=["POST"]),
+    Route("/api/tokens", list_tokens, methods=["GET"]),
+    Route("/api/tokens/{token_id}", revoke_token, methods=["DELETE"]),
     Route("/api/files/{path:path}", upload_file, methods=["PUT"]),
 ]

@@ -25,7 +25,7 @@ from typing import get_args
 from starlette.datastructures import Headers, QueryParams
 
 from farmtui.protocol import USER_NAME_PATTERN, Role
-from server.errors import BadRequest, Conflict, Forbidden, Unauthorized, shown
+from server.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized, shown
 from server.rights import NODE_NAME, SHARED_AGENT, Action, Principal, could, refusal
 from server.store import FarmStore
 
@@ -38,6 +38,15 @@ _NAME = re.compile(USER_NAME_PATTERN)  # the same rule as a job's owner
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+# A token's id, what ``farm token list`` shows and ``farm token revoke`` takes: the first
+# digits of its hash, which tell nothing of the secret.
+TOKEN_ID_DIGITS = 12
+
+
+def token_id(token_hash: str) -> str:
+    return token_hash[:TOKEN_ID_DIGITS]
 
 
 def new_token() -> str:
@@ -109,6 +118,20 @@ class Tokens:
         token_hash = hash_token(token)
         self.store.add_token(token_hash, principal.name, principal.role)
         self.by_hash[token_hash] = principal
+
+    def find(self, wanted: str) -> str:
+        """The hash of the one token whose id is ``wanted``; NotFound or Conflict."""
+        found = [h for h in self.by_hash if token_id(h) == wanted.lower()]
+        if not found:
+            raise NotFound(f"no token with the id {shown(wanted)} (farm token list)")
+        if len(found) > 1:  # 48 bits: never seen, but never guessed either
+            raise Conflict(f"several tokens have the id {shown(wanted)}")
+        return found[0]
+
+    def remove(self, token_hash: str) -> Principal:
+        """Forget a token, in the store first (on a thread: it waits for the disk)."""
+        self.store.remove_token(token_hash)
+        return self.by_hash.pop(token_hash)
 
     def lookup(self, token: str | None) -> Principal | None:
         if not token:

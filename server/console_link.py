@@ -68,7 +68,7 @@ from farmtui.protocol import (
     encode,
 )
 from server import operations
-from server.auth import bearer_token
+from server.auth import bearer_token, hash_token
 from server.errors import NotFound, RequestError, Unavailable
 from server.joblogs import chunk_log_path
 from server.leader import Leader, OutputKey
@@ -109,6 +109,9 @@ MAX_READS = 4
 
 class ConsoleLink:
     """One console: what it has not been told yet, and the task that tells it."""
+
+    # The hash of the token it connected with (``Leader.revoked``).
+    token_hash = ""
 
     def __init__(
         self, leader: Leader, websocket: WebSocket, principal: Principal, include_archived: bool
@@ -472,7 +475,8 @@ async def console_endpoint(websocket: WebSocket) -> None:
             )
         )
         return
-    principal = leader.tokens.lookup(bearer_token(websocket.headers, websocket.query_params))
+    bearer = bearer_token(websocket.headers, websocket.query_params)
+    principal = leader.tokens.lookup(bearer)
     if principal is None or not could(principal, "read"):
         status, error = (
             (401, "missing or unknown token")
@@ -512,6 +516,7 @@ async def console_endpoint(websocket: WebSocket) -> None:
         )
         return
     link = ConsoleLink(leader, websocket, principal, hello.include_archived)
+    link.token_hash = hash_token(bearer or "")  # closed if that token is revoked
     leader.consoles.add(link)
     log.info("console of %s (%s) connected", principal.name, principal.role)
     bad_frames = RepeatedWarnings(log, f"console {principal.name}")

@@ -76,6 +76,8 @@ log = logging.getLogger("farmtui.leader")
 LeaderRole = Literal["active", "standby"]
 # Close code for links of a leader that stepped down (the peer tries the next leader).
 CLOSE_STEPPED_DOWN = 1012  # service restart
+# Close code for links whose token was revoked (policy violation: the peer gives up).
+CLOSE_REVOKED = 1008
 
 ADMIN_TOKEN_FILE = "admin.token"
 AGENT_TOKEN_FILE = "agent.token"
@@ -105,6 +107,7 @@ class AgentConnection(Protocol):
     """What the leader needs from an agent link."""
 
     name: str
+    token_hash: str
 
     def send(self, message: LeaderToAgentMessage) -> None: ...
 
@@ -113,6 +116,8 @@ class AgentConnection(Protocol):
 
 class ConsoleConnection(Protocol):
     """What the leader needs from a console link."""
+
+    token_hash: str
 
     def changed(self, changes: Changes) -> None: ...
 
@@ -1060,6 +1065,20 @@ class Leader:
             log.warning("node %s is not connected; %s not sent", node, type(message).__name__)
             return
         link.send(message)
+
+    def revoked(self, token_hash: str) -> int:
+        """Close the agent and console links opened with a token just revoked; how many.
+
+        Requests are checked one by one, so a revoked token's next one is refused;
+        a link was checked once, when it opened, and would have gone on.
+        """
+        links: list[AgentConnection | ConsoleConnection] = [
+            *(a for a in self.agents.values() if a.token_hash == token_hash),
+            *(c for c in self.consoles if c.token_hash == token_hash),
+        ]
+        for link in links:
+            link.close(CLOSE_REVOKED, "its token was revoked")
+        return len(links)
 
     # --- reads ----------------------------------------------------------------------
     def job_list_json(self, include_archived: bool) -> bytes:

@@ -34,6 +34,7 @@ from farmtui.protocol import (
     LimitSpec,
     LimitView,
     NodeView,
+    TokenView,
 )
 from server.api import (
     ChunkActionBody,
@@ -213,6 +214,14 @@ OPERATIONS: dict[str, Operation] = {
         TokenResult,
         status=201,
         body=TokenBody,
+    ),
+    "list_tokens": Operation(
+        "Every token the farm accepts (admins): id, name, role, when made; never a secret.",
+        list[TokenView],
+    ),
+    "revoke_token": Operation(
+        "Revoke a token by its id (admins): refused from now on, its open links closed.",
+        TokenView,
     ),
     "upload_file": Operation(
         "Store a finished file under the sync root (agents that cannot see it). "

@@ -12,6 +12,7 @@ is undone by the leader and answered here, once for every write, with 503
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path, PurePath, PurePosixPath
@@ -32,10 +33,12 @@ from farmtui.protocol import (
     LimitView,
     MoveWhere,
     NodeView,
+    TokenView,
     leader_owned,
 )
 from server import dispatch_order
 from server.assignments import expected_outputs
+from server.auth import check_role, hash_token, token_id
 from server.errors import (
     BadRequest,
     Conflict,
@@ -56,6 +59,8 @@ from server.scheduler import SchedulerError
 from server.submission import check_paths, prepare, request_digest
 from server.views import MAX_PAGE_CHUNKS, ChunkPage
 from server.webhooks import check_job_webhook
+
+log = logging.getLogger("farmtui.leader")
 
 
 def job_or_404(leader: Leader, job_id: str) -> Job:
@@ -414,7 +419,7 @@ async def set_limit(
 
 async def create_token(leader: Leader, principal: Principal, role: str, name: str) -> str:
     """A new token; stored on a thread, one at a time (see ``set_limit``)."""
-    authorize(principal, "create_token")
+    authorize(principal, "manage_tokens")
     async with leader.setting_writes:
         if (short := leader.room_refusal()) is not None:
             raise Unavailable(short)  # as every other change: a full disk takes no new rows
@@ -424,6 +429,50 @@ async def create_token(leader: Leader, principal: Principal, role: str, name: st
         except StoreError as exc:
             raise Unavailable(str(exc)) from None
     return token
+
+
+def list_tokens(leader: Leader, principal: Principal) -> list[TokenView]:
+    """Every token the farm accepts, oldest first: ids, names and roles, no secrets."""
+    authorize(principal, "manage_tokens")
+    rows = leader.store.tokens()  # on a thread: the caller's
+    own = {hash_token(leader.admin_token), hash_token(leader.agent_token)}
+    return [
+        TokenView(
+            id=token_id(row.hash),
+            name=row.name,
+            role=check_role(row.role),
+            created=row.created,
+            leaders=row.hash in own,
+        )
+        for row in sorted(rows, key=lambda row: (row.created, row.name))
+    ]
+
+
+async def revoke_token(leader: Leader, principal: Principal, wanted: str) -> TokenView:
+    """Forget the token whose id is ``wanted`` and close the links it opened."""
+    authorize(principal, "manage_tokens")
+    async with leader.setting_writes:
+        token_hash = leader.tokens.find(wanted)
+        if token_hash in (hash_token(leader.admin_token), hash_token(leader.agent_token)):
+            raise Conflict(
+                f"token {token_id(token_hash)} is the leader's own (admin.token or agent.token "
+                "in its data folder), made again from that file at each start: replace the "
+                "file and restart the leader instead"
+            )
+        try:
+            gone = await asyncio.to_thread(leader.tokens.remove, token_hash)
+        except StoreError as exc:
+            raise Unavailable(str(exc)) from None
+    closed = leader.revoked(token_hash)
+    log.warning(
+        "token %s (%s, %s) revoked by %s; %d link(s) it opened closed",
+        token_id(token_hash),
+        gone.name,
+        gone.role,
+        principal.name,
+        closed,
+    )
+    return TokenView(id=token_id(token_hash), name=gone.name, role=gone.role, created=0.0)
 
 
 # ``?job=&chunk=&attempt=`` of an upload: the chunk attempt whose output it is.

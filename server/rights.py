@@ -38,7 +38,7 @@ Action = Literal[
     "set_priority",
     "set_node_enabled",
     "set_limit",
-    "create_token",
+    "manage_tokens",
     "agent_link",
     "upload_output",
     "upload_any",
@@ -196,10 +196,10 @@ RIGHTS: dict[Action, Right] = {
         "change limits",
         {"admin": YES},
     ),
-    "create_token": Right(
-        "make a token",
-        "`POST /api/tokens`",
-        "create tokens",
+    "manage_tokens": Right(
+        "make, list or revoke tokens",
+        "`POST /api/tokens`, `GET /api/tokens`, `DELETE /api/tokens/{id}`",
+        "manage tokens",
         {"admin": YES},
     ),
     "agent_link": Right(

@@ -125,6 +125,8 @@ class FarmStore(Protocol):
         self, token_hash: str, name: str, role: str, created: float | None = None
     ) -> None: ...
 
+    def remove_token(self, token_hash: str) -> None: ...
+
     def setting(self, key: str) -> str | None: ...
 
     def set_setting(self, key: str, value: str) -> None: ...
@@ -367,6 +369,11 @@ class Store(SavesChanges):
                 "INSERT OR REPLACE INTO tokens (hash, name, role, created) VALUES (?, ?, ?, ?)",
                 (token_hash, name, role, time.time() if created is None else created),
             )
+
+    @_one_at_a_time
+    def remove_token(self, token_hash: str) -> None:
+        with _transaction(self.db):
+            self.db.execute("DELETE FROM tokens WHERE hash = ?", (token_hash,))
 
     # --- the leader's own settings -------------------------------------------------
     @_one_at_a_time

@@ -268,6 +268,10 @@ class PostgresStore(SavesChanges):
                 (token_hash, name, role, time.time() if created is None else created),
             )
 
+    def remove_token(self, token_hash: str) -> None:
+        with self._writing() as cursor:
+            cursor.execute("DELETE FROM tokens WHERE hash = %s", (token_hash,))
+
     # --- the leader's own settings -------------------------------------------------
     def setting(self, key: str) -> str | None:
         with self._reading("read the settings of") as conn:

@@ -319,9 +319,10 @@ def _build_parser(only: str | None) -> Parser:
         logs.add_argument("--interval", type=positive_float, default=1.0, help=argparse.SUPPRESS)
 
     if wanted("token"):
-        token = add("token", cmd_token, "make a token (admin)", data_cmd)
-        token.add_argument("verb", choices=("create",))
-        token.add_argument("--role", required=True, choices=ROLES)
+        token = add("token", cmd_token, "make, list or revoke tokens (admin)", data_cmd)
+        token.add_argument("verb", choices=("create", "list", "revoke"))
+        token.add_argument("target", nargs="?", metavar="ID", help="revoke: the token's id")
+        token.add_argument("--role", choices=ROLES, help="create: its role")
         token.add_argument(
             "--name",
             metavar="NAME",

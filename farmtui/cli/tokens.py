@@ -1,4 +1,4 @@
-"""``farm token create`` and ``farm whoami``: making tokens, and who a token says you are."""
+"""``farm token create|list|revoke`` and ``farm whoami``: tokens, and whose a token is."""
 
 from __future__ import annotations
 
@@ -6,16 +6,37 @@ import argparse
 
 from farmtui.cli import shared
 from farmtui.cli.shared import emit, emit_json
+from farmtui.errors import InputError
 from farmtui.printable import printable
+from farmtui.tables import tokens_table
 
 
 def cmd_token(args: argparse.Namespace) -> int:
+    """``farm token create|list|revoke``: admins make, list and revoke tokens."""
+    verb, role, target = args.verb, args.role, args.target
+    if verb == "create" and (role is None or target is not None):
+        raise InputError("farm token create takes --role ROLE [--name NAME], no ID")
+    if verb != "create" and (role is not None or args.name is not None):
+        raise InputError(f"farm token {verb} takes no --role or --name")
+    if verb == "revoke" and not target:
+        raise InputError("farm token revoke needs the token's ID (farm token list)")
+    if verb == "list" and target is not None:
+        raise InputError("farm token list takes no ID")
+    info: object
     with shared.connect(args) as farm:
-        info = farm.create_token(args.role, args.name or "")
+        if verb == "create":
+            made = farm.create_token(role, args.name or "")
+            info, shown = made, made.token
+        elif verb == "list":
+            tokens = farm.tokens()
+            info, shown = tokens, tokens_table(tokens)
+        else:
+            gone = farm.revoke_token(target)
+            info, shown = gone, printable(f"revoked token {gone.id} ({gone.name}, {gone.role})")
     if args.json:
         emit_json(info)
     else:
-        emit(info.token)
+        emit(shown)
     return 0
 
 

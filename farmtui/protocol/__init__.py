@@ -179,6 +179,7 @@ from farmtui.protocol.records import (
     ReasonKind,
     Record,
     Timeouts,
+    TokenView,
     WaitReason,
 )
 from farmtui.protocol.vocabulary import (
@@ -198,6 +199,7 @@ from farmtui.protocol.vocabulary import (
 )
 
 __all__ = [
+    "TokenView",
     "Ack",
     "AgentHello",
     "AgentLog",

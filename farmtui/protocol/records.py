@@ -44,6 +44,7 @@ from farmtui.protocol.vocabulary import (
     Level,
     NodeState,
     OnTimeout,
+    Role,
 )
 
 
@@ -316,6 +317,19 @@ class LimitView(Record, kw_only=True):
     per_node: int = 0
     # Jobs that ask for it and have chunks waiting.
     waiting_jobs: int = 0
+
+
+class TokenView(Record, kw_only=True):
+    """A token as ``GET /api/tokens`` lists it: never its secret, nor its whole hash."""
+
+    # The first digits of its SHA-256: what ``farm token revoke`` takes.
+    id: str
+    name: str
+    role: Role
+    created: float
+    # The leader's own admin.token or agent.token: made again from its file at each start,
+    # so never revoked (replace the file instead).
+    leaders: bool = False
 
 
 class LimitSpec(Record, kw_only=True, forbid_unknown_fields=True):

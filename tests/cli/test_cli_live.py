@@ -191,6 +191,25 @@ def test_token_create_makes_a_working_viewer_token(farm_leader: LiveLeader) -> N
     assert refused.stderr.count("\n") == 1
 
 
+@needs_leader
+def test_token_list_and_revoke_withdraw_a_token(farm_leader: LiveLeader) -> None:
+    made = farm_leader.cli("token", "create", "--role", "user", "--name", "leaky", "--json")
+    leaky = json.loads(made.stdout)["token"]
+    listed = farm_leader.cli("token", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert leaky not in listed.stdout
+    (entry,) = [t for t in json.loads(listed.stdout) if t["name"] == "leaky"]
+    table = farm_leader.cli("token", "list")
+    assert entry["id"] in table.stdout
+    assert "the leader's own" in table.stdout
+    done = farm_leader.cli("token", "revoke", entry["id"])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"revoked token {entry['id']} (leaky, user)\n"
+    refused = farm_leader.cli("jobs", token=leaky)
+    assert refused.returncode == 1
+    assert refused.stderr == "farm jobs: the leader refused the token\n"
+
+
 @needs_agent
 def test_farm_up_no_console_demo_renders_and_stops_everything(tmp_path: Path) -> None:
     data = tmp_path / "farm-data"

@@ -209,3 +209,29 @@ def test_a_job_file_nested_too_deeply_is_one_line_not_a_crash(
     assert done.stderr.count("\n") == 1, done.stderr[-2000:]
     assert "nested too deeply" in done.stderr
     assert not was_contacted(server)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["create"], "farm token create takes --role ROLE"),
+        (["create", "abc", "--role", "user"], "farm token create takes --role ROLE"),
+        (["revoke"], "farm token revoke needs the token's ID"),
+        (["list", "abc"], "farm token list takes no ID"),
+        (["revoke", "abc", "--role", "user"], "farm token revoke takes no --role"),
+    ],
+)
+def test_token_commands_check_their_arguments_before_calling(
+    args: list[str],
+    message: str,
+    listening_port: tuple[int, socket.socket],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    port, server = listening_port
+    code = cli.main(["token", *args, "--leader", f"http://127.0.0.1:{port}", "--token", "t"])
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert out == ""
+    assert err.count("\n") == 1
+    assert message in err
+    assert not was_contacted(server)

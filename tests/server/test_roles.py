@@ -12,6 +12,7 @@ a file under the sync root.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -454,6 +455,16 @@ async def create_token(m: Matrix, who: Who) -> Act:
     return lambda: rest(m, who, "POST", "/api/tokens", json=body)
 
 
+async def list_tokens(m: Matrix, who: Who) -> Act:
+    return lambda: rest(m, who, "GET", "/api/tokens")
+
+
+async def revoke_token(m: Matrix, who: Who) -> Act:
+    secret = m.farm.token("viewer", m.fresh("leaver"))
+    token_id = hashlib.sha256(secret.encode()).hexdigest()[:12]
+    return lambda: rest(m, who, "DELETE", f"/api/tokens/{token_id}")
+
+
 async def agent_link(m: Matrix, who: Who) -> Act:
     # A per-node token says its own name; anyone else a name nobody holds.
     name = "node7" if who == "agent_node" else m.fresh("host")
@@ -492,7 +503,7 @@ PROBES: dict[Action, list[Probe]] = {
     "set_priority": [set_priority_rest, set_priority_console],
     "set_node_enabled": [set_node_enabled_rest, set_node_enabled_console],
     "set_limit": [set_limit_rest, delete_limit_rest],
-    "create_token": [create_token],
+    "manage_tokens": [create_token, list_tokens, revoke_token],
     "agent_link": [agent_link],
     "upload_output": [upload_output],
     "upload_any": [upload_any],

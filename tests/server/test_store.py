@@ -218,6 +218,10 @@ def test_settings_and_tokens(store_url: str) -> None:
     assert store.setting("root_id") == "abd"
     assert store.setting("missing") is None
     assert [tuple(t) for t in store.tokens()] == [("hash1", "alice", "user", 1_700_000_000.123456)]
+    store.add_token("hash2", "bob", "viewer")
+    store.remove_token("hash1")  # revoked: gone for good
+    store.close()
+    assert [t.name for t in open_store(store_url).tokens()] == ["bob"]
 
 
 def test_open_store_picks_the_store_from_the_url(tmp_path: Path, postgres_url: str) -> None:

@@ -1,0 +1,81 @@
+"""Tokens listed and revoked: a leaked token stops working at once, its links with it."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+
+from websockets.exceptions import ConnectionClosed
+
+from tests.helpers.fake_agent import FakeAgent
+from tests.helpers.leader import InProcessLeader
+from tests.server.test_console_link import console
+
+
+def token_id(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()[:12]
+
+
+async def closed_with(ws: object) -> int | None:
+    """The close code once the leader closes ``ws`` (websockets' client connection)."""
+    try:
+        async with asyncio.timeout(10):
+            while True:
+                await ws.recv()  # type: ignore[attr-defined]
+    except ConnectionClosed as exc:
+        return exc.rcvd.code if exc.rcvd is not None else None
+
+
+async def test_the_list_names_every_token_and_shows_no_secret(leader: InProcessLeader) -> None:
+    alice = leader.token("user", "alice")
+    async with leader.http() as http:
+        answer = await http.get("/api/tokens")
+    assert answer.status_code == 200, answer.text
+    listed = {(t["name"], t["role"]): t for t in answer.json()}
+    assert listed[("alice", "user")]["id"] == token_id(alice)
+    assert listed[("admin", "admin")]["leaders"] is True
+    assert listed[("agent", "agent")]["leaders"] is True
+    assert listed[("alice", "user")]["leaders"] is False
+    for secret in (alice, leader.admin_token, leader.agent_token):
+        assert secret not in answer.text
+        assert hashlib.sha256(secret.encode()).hexdigest() not in answer.text
+
+
+async def test_a_revoked_token_is_refused_and_the_links_it_opened_are_closed(
+    leader: InProcessLeader,
+) -> None:
+    viewer = leader.token("viewer", "val")
+    node = leader.token("agent", "node7")
+    async with (
+        console(leader, viewer) as seen,
+        FakeAgent.connect(leader.ws_url, node, "node7") as agent,
+    ):
+        assert "node7" in leader.leader.agents
+        async with leader.http() as http:
+            for secret in (viewer, node):
+                answer = await http.delete(f"/api/tokens/{token_id(secret)}")
+                assert answer.status_code == 200, answer.text
+                assert answer.json()["id"] == token_id(secret)
+        assert await closed_with(seen.ws) == 1008
+        assert await closed_with(agent.ws) == 1008
+    async with leader.http(viewer) as http:
+        assert (await http.get("/api/jobs")).status_code == 401
+    async with leader.http() as http:
+        names = {t["name"] for t in (await http.get("/api/tokens")).json()}
+        assert "val" not in names
+        assert "node7" not in names
+        again = await http.delete(f"/api/tokens/{token_id(viewer)}")
+        assert again.status_code == 404
+        assert "no token with the id" in again.json()["error"]
+    # Revoked in the store too: a restarted leader refuses it as well.
+    assert leader.leader.store.tokens()
+    assert all(row.name not in ("val", "node7") for row in leader.leader.store.tokens())
+
+
+async def test_the_leaders_own_tokens_are_not_revoked(leader: InProcessLeader) -> None:
+    async with leader.http() as http:
+        for secret in (leader.admin_token, leader.agent_token):
+            answer = await http.delete(f"/api/tokens/{token_id(secret)}")
+            assert answer.status_code == 409, answer.text
+            assert "replace the file" in answer.json()["error"]
+        assert (await http.get("/api/whoami")).status_code == 200

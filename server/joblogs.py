@@ -290,8 +290,21 @@ class _Files:
         return logfiles.read_tail(self.root, relative, max_bytes)
 
     def read(self, relative: str, max_bytes: int) -> bytes | None:
+        """The log's last ``max_bytes``; cut, from its first whole line, after a line that
+        says so (``farm logs`` of a long chunk log began mid-line and said nothing)."""
         found = self.tail_bytes(relative, max_bytes)
-        return None if found is None else found[0]
+        if found is None:
+            return None
+        data, cut = found
+        if not cut:
+            return data
+        whole = data[data.find(b"\n") + 1 :] if b"\n" in data else b""
+        size = f"{max_bytes // 2**20} MiB" if max_bytes % 2**20 == 0 else f"{max_bytes} bytes"
+        notice = (
+            f"# farmtui: only the last {size} of this log are served; "
+            f"all of it is {relative} in the sync root\n"
+        )
+        return notice.encode() + whole
 
     def tail(self, relative: str, max_bytes: int) -> list[str] | None:
         found = self.tail_bytes(relative, max_bytes)

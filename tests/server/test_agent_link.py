@@ -1068,3 +1068,29 @@ async def test_a_nodes_words_reach_the_logs_people_tail_as_plain_text(
     attempt = detail["chunks"][0]["attempts"][-1]
     assert attempt["outcome"] == "failed"
     assert attempt["exit_status"] == "\\x1b[2J"
+
+
+async def test_a_log_too_long_to_serve_says_it_was_cut(
+    leader: InProcessLeader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``farm logs`` of a chunk log over the limit began mid-line and did not say that
+    the start was left out."""
+    monkeypatch.setattr("server.api_logs.MAX_LOG_BYTES", 200)
+    job_id = await submit(leader)
+    async with FakeAgent.connect(leader.ws_url, leader.agent_token, "node1") as agent:
+        assign = await agent.expect(AssignChunk)
+        ref = {"job_id": job_id, "chunk": assign.chunk, "attempt": assign.attempt}
+        await agent.send(ChunkStarted(**ref, pid=1, command=["render"], seq=1))
+        lines = [f"line {n} of the render's output" for n in range(40)]
+        await agent.send(ChunkOutput(**ref, lines=lines, seq=2))
+        await agent.expect_ack(2)
+    async with leader.http() as http:
+        log = (await http.get(f"/api/jobs/{job_id}/logs", params={"chunk": 0})).text
+    first, *rest = log.splitlines()
+    assert first == (
+        "# farmtui: only the last 200 bytes of this log are served; "
+        f"all of it is {assign.log_path} in the sync root"
+    )
+    assert rest
+    assert all(line in lines for line in rest)  # whole lines only
+    assert rest[-1] == lines[-1]

@@ -64,12 +64,19 @@ def succeed(
 
 def push_auto_timeouts(job: Job, config: SchedulerConfig, changes: Changes) -> None:
     """The auto timeout just became known: send the new limits to the job's running chunks."""
+    push_timeouts(job, config, changes, auto=True)
+
+
+def push_timeouts(job: Job, config: SchedulerConfig, changes: Changes, auto: bool = False) -> None:
+    """Send the job's running chunks (those waiting on their nodes too) their limits as
+    they are now: an operator changed them, or (``auto``) the auto timeout became known,
+    which only render chunks have."""
     for index in sorted(tally_of(job).running):
         other = job.chunks[index]
-        if other.state != "assigned" or other.kind != "render" or other.node is None:
+        if other.state != "assigned" or other.node is None:
             continue
-        if auto_max_render(job, other, config) is None:
-            return
+        if auto and (other.kind != "render" or auto_max_render(job, other, config) is None):
+            continue
         message = UpdateTimeouts(
             job_id=job.id,
             chunk=other.index,

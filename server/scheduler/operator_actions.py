@@ -7,6 +7,7 @@ import msgspec
 from farmtui.protocol import ChunkAction, JobAction, JobPatch, MoveWhere
 from server import actions, dispatch_order
 from server.model import Changes, Job
+from server.outcomes import push_timeouts
 from server.prefetch import withdraw_waiting
 from server.scheduler.dispatch_index import DispatchIndex, _noting
 from server.scheduler_config import SchedulerError
@@ -126,7 +127,9 @@ class OperatorActions(DispatchIndex):
 
     @_noting
     def patch(self, job_id: str, patch: JobPatch, actor: str, now: float) -> Changes:
-        """Change settings of a submitted job; they apply to chunks dispatched from now on."""
+        """Change settings of a submitted job; they apply to chunks dispatched from now on,
+        and new timeouts to those already rendering too (a stuck frame's lowered maximum
+        stops it, a raised one saves a slow one)."""
         job = self._jobs_for([job_id])[0]
         fields = validate_patch(patch, job.spec)
         # The console's editor sends every setting it shows: the event names only
@@ -142,5 +145,7 @@ class OperatorActions(DispatchIndex):
             # Where and how many may run changed: what waits for a slot is dispatched again.
             why = f"not started: {actor} changed its settings"
             withdraw_waiting(job, self.nodes, changes, why)
+        if "timeouts" in fields:
+            push_timeouts(job, self.config, changes)
         refresh_job(job, changes, now, actor)
         return changes

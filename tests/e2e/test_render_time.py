@@ -361,6 +361,24 @@ def test_hung_renderer_is_stopped_at_max_render_time_and_not_retried(
     assert "max render timeout, on timeout: fail" in farm.events_cli(job)
 
 
+def test_a_maximum_set_on_a_rendering_job_stops_its_hung_chunk(farm: Farm, tmp_path: Path) -> None:
+    """``farm set --timeout-max`` applied only to chunks dispatched later: a wrangler
+    lowering the limit of a job whose frame hung had to kill it by hand."""
+    farm.start().agents("node1")
+    pids = tmp_path / "pids"
+    job = farm.submit(
+        "--name", "hung", "--on-timeout", "fail",
+        argv=farm.render("--hang", "--pids", str(pids)),
+    )  # fmt: skip
+    tree = poll(lambda: renderer_tree(pids), 10.0, "the renderer tree")
+    farm.farm("set", job, "--timeout-max", "1s", "--on-timeout", "fail")
+    farm.wait_state(job, "failed")  # by this attempt: with no retry, there is no next
+    (attempt,) = only_chunk(farm.show_cli(job))["attempts"]
+    assert attempt["outcome"] == "timeout"
+    assert "max_render" in attempt["reason"]
+    wait_gone(tree)
+
+
 def test_renderer_that_quits_before_min_render_time_is_an_error(farm: Farm) -> None:
     farm.start().agents("node1")
     job = farm.submit(

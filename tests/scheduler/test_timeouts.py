@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
+from farmtui.protocol import JobPatch, Timeouts
 from server.scheduler import SchedulerConfig
 from tests.scheduler.paper_farm import Farm
 
@@ -165,3 +166,19 @@ def test_a_patch_names_only_the_settings_it_changes(farm: Farm) -> None:
         farm.now,
     )
     assert unchanged.events == []
+
+
+def test_new_timeouts_reach_the_chunks_already_on_their_nodes(farm: Farm) -> None:
+    """An operator's new limits went only to chunks dispatched later: a hung frame kept
+    its slot past a lowered maximum."""
+    job = farm.submit("j", frames="1-3", chunk=1, timeouts={"max_render": 3600.0})
+    farm.node("n1", slots=2)
+    farm.dispatch()
+    lowered = JobPatch(timeouts=Timeouts(max_render=600.0, per_frame=False))
+    changes = farm.scheduler.patch(job, lowered, "admin", farm.now)
+    assert [(node, u.chunk, u.timeouts.max_render) for node, u in changes.timeout_updates] == [
+        ("n1", 0, 600.0),
+        ("n1", 1, 600.0),
+    ]
+    renamed = farm.scheduler.patch(job, JobPatch(name="renamed"), "admin", farm.now)
+    assert renamed.timeout_updates == []  # nothing to tell them

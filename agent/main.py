@@ -32,7 +32,14 @@ from agent.process_tree import become_subreaper, not_dumpable
 from agent.staging import UploadToLeader
 from agent.supervisor import Storage, Supervisor
 from farmtui.config import TOKEN_VARIABLE
-from farmtui.protocol import MAX_PREFETCH, MAX_SLOTS, MAX_TAGS, ChunkFinished, GpuInfo
+from farmtui.protocol import (
+    AGENT_EXIT_REFUSED,
+    MAX_PREFETCH,
+    MAX_SLOTS,
+    MAX_TAGS,
+    ChunkFinished,
+    GpuInfo,
+)
 
 log = logging.getLogger("farmtui.agent")
 
@@ -275,7 +282,8 @@ def run_agent(
     others standing by: ``agent.link``); ``name`` defaults to the hostname,
     ``staging`` to a per-agent temporary folder, ``state_dir`` (id, log,
     outbox) to ``~/.local/state/farmtui/agents/<name>``. A refused token
-    raises ``SystemExit`` with a one-line message (exit status 1).
+    says so in one line and exits with ``AGENT_EXIT_REFUSED`` (a service manager then
+    does not start it again: the same token would be refused again).
     """
     become_subreaper()
     not_dumpable()
@@ -298,7 +306,8 @@ def run_agent(
     try:
         asyncio.run(_run_until_signal(agent))
     except LeaderRefused as exc:
-        raise SystemExit(f"farm agent: {exc}") from None
+        print(f"farm agent: {exc}", file=sys.stderr)
+        raise SystemExit(AGENT_EXIT_REFUSED) from None
     except (KeyboardInterrupt, asyncio.CancelledError):
         pass
 

@@ -130,23 +130,35 @@ def _values_over(document: object, limit: int) -> bool:
     return False
 
 
-def _yaml_document(text: str) -> Any:
-    """A YAML template's text as openjd-model's ``document_string_to_object`` reads it, but
-    with the pure-Python loader: the C one it uses recursed a level a nesting with no
-    check, and a 100,000-deep ``[[[...`` ended ``farm submit`` in a segmentation fault
-    where Python's raises RecursionError. Templates are small: its speed is not missed."""
-    import yaml
-    from openjd.model import DecodeValidationError
+# Deepest nesting of lists and maps a YAML template may have: openjd-model's C loader
+# recursed a level a nesting with no check (100,000 deep: a segmentation fault).
+MAX_YAML_NESTING = 200
 
+
+def _check_yaml_nesting(text: str) -> None:
+    """RecursionError if the template nests deeper than ``MAX_YAML_NESTING``.
+
+    Counted on the parser's events (libyaml's, when PyYAML has it: the same
+    parser as openjd-model's, which builds no tree and keeps its own stack),
+    so the template is then read by openjd-model itself, exactly as before.
+    Not readable: said by that read.
+    """
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    opened = (yaml.SequenceStartEvent, yaml.MappingStartEvent)
+    closed = (yaml.SequenceEndEvent, yaml.MappingEndEvent)
+    depth = 0
     try:
-        document = yaml.load(text, Loader=yaml.SafeLoader)  # noqa: S506 - the safe loader
+        for event in yaml.parse(text, Loader=loader):
+            if isinstance(event, opened):
+                depth += 1
+                if depth > MAX_YAML_NESTING:
+                    raise RecursionError(f"nested more than {MAX_YAML_NESTING} deep")
+            elif isinstance(event, closed):
+                depth -= 1
     except yaml.YAMLError:
-        document = None
-    if not isinstance(document, dict):
-        raise DecodeValidationError(
-            "The document is not a valid YAML document consisting of key-value pairs."
-        )
-    return document
+        return
 
 
 def load_template(path: Path) -> JobTemplate:
@@ -173,9 +185,11 @@ def _load_template(path: Path) -> JobTemplate:
         raise TemplateError(f"template {path} is not UTF-8 text") from None
     try:
         if path.suffix.lower() == ".json":
-            document = document_string_to_object(document=text, document_type=DocumentType.JSON)
+            kind = DocumentType.JSON
         else:
-            document = _yaml_document(text)
+            kind = DocumentType.YAML
+            _check_yaml_nesting(text)
+        document = document_string_to_object(document=text, document_type=kind)
     except DecodeValidationError as exc:
         raise TemplateError(f"template {path}: {_one_line(str(exc))}") from None
     if _values_over(document, MAX_TEMPLATE_VALUES):

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from farmtui.config import DEFAULT_PORT
 from farmtui.errors import InputError
+from farmtui.protocol.conventions import AGENT_EXIT_REFUSED
 
 DEFAULT_USER = "farm"
 LEADER_UNIT = "farmtui-leader.service"
@@ -197,6 +198,9 @@ StateDirectory={AGENT_STATE_DIRECTORY}
 StateDirectoryMode=0700
 Restart=always
 RestartSec=2
+# Refused by the leader (its token revoked or wrong, its name another's): the same
+# token would be refused again, every two seconds, for good.
+RestartPreventExitStatus={AGENT_EXIT_REFUSED}
 # KillMode=mixed, for the exactly-once rules. Each renderer tree runs in a
 # session of its own under a per-chunk supervisor (the shim), not under the
 # agent; the agent must be the one to stop them.

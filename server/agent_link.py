@@ -64,7 +64,7 @@ from farmtui.protocol import (
 )
 from server.agent_reports import AgentReports
 from server.auth import bearer_token, hash_token
-from server.errors import NoRoom, StoreError
+from server.errors import NoRoom, StoreError, Unauthorized
 from server.leader import Leader
 from server.links import SendQueue, close_websocket, receive_data
 from server.model import Changes
@@ -339,6 +339,10 @@ async def agent_endpoint(websocket: WebSocket) -> None:
     link.token_hash = hash_token(bearer or "")  # closed if that token is revoked
 
     def connect(now: float) -> Changes:
+        if leader.tokens.lookup(bearer) is None:
+            # Revoked while its hello waited (``Leader.revoked`` closes only links
+            # registered): asked again as it registers, nothing changed yet.
+            raise Unauthorized("unauthorized: its token was revoked")
         changes, unwanted = leader.scheduler.node_connected(hello, now)
         stale.extend(unwanted)
         # In place before this group's dispatch can give the node work: what it is
@@ -513,6 +517,9 @@ async def _refuse_hello(websocket: WebSocket, name: str, exc: Exception, lost_af
     elif isinstance(exc, StoreError):
         log.warning("node %s not registered: %s", name, exc)
         await refuse(websocket, str(exc), 1011, retry=True)
+    elif isinstance(exc, Unauthorized):
+        log.warning("node %s not registered: %s", name, exc)
+        await refuse(websocket, str(exc), CLOSE_POLICY)
     else:
         log.error("node %s could not register", name, exc_info=exc)
         await refuse(websocket, f"leader error: {type(exc).__name__}", 1011, retry=True)

@@ -335,8 +335,8 @@ def plain_words(report: ChunkFinished) -> ChunkFinished:
         return report
     return msgspec.structs.replace(
         report,
-        reason=printable(_cut(reason)),
-        exit_status=None if status is None else printable(_cut(status)),
+        reason=_cut(printable(reason)),
+        exit_status=None if status is None else _cut(printable(status)),
     )
 
 

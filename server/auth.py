@@ -128,9 +128,8 @@ class Tokens:
             raise Conflict(f"several tokens have the id {shown(wanted)}")
         return found[0]
 
-    def remove(self, token_hash: str) -> Principal:
-        """Forget a token, in the store first (on a thread: it waits for the disk)."""
-        self.store.remove_token(token_hash)
+    def forget(self, token_hash: str) -> Principal:
+        """No longer accept a token (the store's row is removed first: ``remove_token``)."""
         return self.by_hash.pop(token_hash)
 
     def lookup(self, token: str | None) -> Principal | None:

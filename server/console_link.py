@@ -71,7 +71,7 @@ from server import operations
 from server.auth import bearer_token, hash_token
 from server.errors import NotFound, RequestError, Unavailable
 from server.joblogs import chunk_log_path
-from server.leader import Leader, OutputKey
+from server.leader import CLOSE_REVOKED, Leader, OutputKey
 from server.links import close_websocket, receive_data
 from server.model import Changes
 from server.repeated_warnings import RepeatedWarnings
@@ -517,6 +517,11 @@ async def console_endpoint(websocket: WebSocket) -> None:
         return
     link = ConsoleLink(leader, websocket, principal, hello.include_archived)
     link.token_hash = hash_token(bearer or "")  # closed if that token is revoked
+    if leader.tokens.lookup(bearer) is None:
+        # Revoked while its hello was awaited: ``Leader.revoked`` closed only the
+        # consoles registered then, and this one had its rights checked before.
+        await close_websocket(websocket, CLOSE_REVOKED, "its token was revoked")
+        return
     leader.consoles.add(link)
     log.info("console of %s (%s) connected", principal.name, principal.role)
     bad_frames = RepeatedWarnings(log, f"console {principal.name}")

@@ -47,7 +47,7 @@ from server.handshakes import LeaderServer
 from server.http_head import BoundedHttpToolsProtocol
 from server.store import open_store
 from server.store_url import parse_store_url
-from server.store_wait import StoreUnreachable, store_error, wait_for_store
+from server.store_wait import StoreUnreachable, wait_for_store
 from server.sync_root import check_store_before_start
 
 log = logging.getLogger("farmtui.leader")
@@ -155,7 +155,7 @@ def run_leader(
         # Config made with a log_config would put direct handlers back (a stderr
         # nobody reads would then block the loop).
         logging.config.dictConfig(logging_config())
-        with _signals_end_quietly(), logging_off_the_loop(LOGGERS):
+        with _signals_end_quietly() as stop_asked, logging_off_the_loop(LOGGERS):
             while True:
                 stepped_down = threading.Event()
                 serving: list[uvicorn.Server] = []
@@ -174,29 +174,36 @@ def run_leader(
                 # (and listening, so clients wait in its backlog) for the next round.
                 with sock.dup() as listening:
                     server.run(sockets=[listening])
-                if not stepped_down.is_set() or not server.started:
+                # A signal while it stepped down (its server shutting down) is one to stop.
+                if not stepped_down.is_set() or not server.started or stop_asked.is_set():
                     break
                 # A database that went away may be why it stepped down: the new
                 # standby starts once it answers, and a stand-in answers till then.
-                if not _stand_in_until_store_answers(sock, settings):
-                    break  # stopped by a signal meanwhile
+                if not _stand_in_until_store_answers(sock, settings, stop_asked):
+                    break  # asked to stop meanwhile
                 log.warning("serving again as a standby on %s:%d", host, port)
     if not server.started:
         raise LeaderError(f"the leader could not start on {host}:{port}")
 
 
-def _stand_in_until_store_answers(sock: socket.socket, settings: LeaderSettings) -> bool:
+def _stand_in_until_store_answers(
+    sock: socket.socket, settings: LeaderSettings, stop_asked: threading.Event
+) -> bool:
     """Serve ``StoreUnreachable`` on ``sock`` until the store opens: True. False: the
-    stand-in stopped first (SIGTERM, SIGINT), and so does the leader."""
-    why = store_error(settings.store_url)
-    if why is None:  # the usual step-down: deposed, with the database there
-        return True
-    log.error("waiting for the store before serving again: %s", why)
+    leader was asked to stop (SIGTERM, SIGINT) first.
+
+    The stand-in answers from the start, the store being tried on a thread: a
+    database that does not answer at all holds a try for its connect timeout, and
+    the port went unanswered meanwhile. (After the usual step-down, deposed with
+    the database there, the stand-in serves for a moment.)
+    """
+    if stop_asked.is_set():
+        return False
     server = LeaderServer(uvicorn_config(settings, log_config=False, stand_in=StoreUnreachable()))
     stop, answered = threading.Event(), threading.Event()
 
     def look() -> None:
-        if wait_for_store(settings.store_url, stop, said=why):
+        if wait_for_store(settings.store_url, stop):
             answered.set()
             server.should_exit = True
 
@@ -208,7 +215,7 @@ def _stand_in_until_store_answers(sock: socket.socket, settings: LeaderSettings)
     finally:
         stop.set()
         looking.join()
-    return answered.is_set()
+    return answered.is_set() and not stop_asked.is_set()
 
 
 def _stop_serving(flag: threading.Event, serving: list[uvicorn.Server]) -> Callable[[], None]:
@@ -271,26 +278,30 @@ def listen(host: str, port: int) -> Iterator[socket.socket]:
 
 
 @contextmanager
-def _signals_end_quietly() -> Iterator[None]:
-    """Make SIGINT/SIGTERM end ``run_leader`` with a plain return.
+def _signals_end_quietly() -> Iterator[threading.Event]:
+    """Make SIGINT/SIGTERM end ``run_leader`` with a plain return; the event says one came.
 
     uvicorn shuts down gracefully on those signals and then raises the signal
-    again for the previous handler; a no-op handler there lets ``farm leader``
-    exit 0 after a clean shutdown instead of dying of the signal.
+    again for the previous handler; a handler here that only notes it lets
+    ``farm leader`` exit 0 after a clean shutdown instead of dying of the
+    signal, and one that came while a stepped-down leader's server shut down
+    (or between two servers) stops the leader rather than go unheard.
     """
+    asked = threading.Event()
+
+    def ended(signum: int, frame: object) -> None:
+        log.info("leader shut down on signal %d", signum)
+        asked.set()
+
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield asked
         return
-    previous = {sig: signal.signal(sig, _ignore) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, ended) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield
+        yield asked
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
-
-def _ignore(signum: int, frame: object) -> None:
-    log.info("leader shut down on signal %d", signum)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

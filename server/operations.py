@@ -460,9 +460,12 @@ async def revoke_token(leader: Leader, principal: Principal, wanted: str) -> Tok
                 "file and restart the leader instead"
             )
         try:
-            gone = await asyncio.to_thread(leader.tokens.remove, token_hash)
+            created = await asyncio.to_thread(_remove_token, leader, token_hash)
         except StoreError as exc:
             raise Unavailable(str(exc)) from None
+        # In memory on the loop, once the store has it: from this turn on, no request,
+        # hello or console with it is let in (they ask again as they register).
+        gone = leader.tokens.forget(token_hash)
     closed = leader.revoked(token_hash)
     log.warning(
         "token %s (%s, %s) revoked by %s; %d link(s) it opened closed",
@@ -472,7 +475,14 @@ async def revoke_token(leader: Leader, principal: Principal, wanted: str) -> Tok
         principal.name,
         closed,
     )
-    return TokenView(id=token_id(token_hash), name=gone.name, role=gone.role, created=0.0)
+    return TokenView(id=token_id(token_hash), name=gone.name, role=gone.role, created=created)
+
+
+def _remove_token(leader: Leader, token_hash: str) -> float:
+    """Remove a token's row (on a thread: it waits for the disk); when it was made."""
+    made = next((row.created for row in leader.store.tokens() if row.hash == token_hash), 0.0)
+    leader.store.remove_token(token_hash)
+    return made
 
 
 # ``?job=&chunk=&attempt=`` of an upload: the chunk attempt whose output it is.

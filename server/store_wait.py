@@ -53,20 +53,21 @@ def store_error(url: str) -> str | None:
     return None
 
 
-def wait_for_store(url: str, stop: threading.Event, said: str | None = None) -> bool:
-    """True once the store at ``url`` opens; False if ``stop`` is set first.
+def wait_for_store(url: str, stop: threading.Event) -> bool:
+    """True once the store at ``url`` opens (tried at once, then less and less often);
+    False if ``stop`` is set first.
 
-    Each distinct failure is logged once (``said``: the one already logged); the
-    URL's password is not in them (``server.store_postgres`` says what failed
-    without it).
+    Each distinct failure is logged once; the URL's password is not in them
+    (``server.store_postgres`` says what failed without it).
     """
-    delay = FIRST_RETRY
-    while not stop.wait(delay):
+    delay, said = FIRST_RETRY, None
+    while not stop.is_set():
         why = store_error(url)
         if why is None:
             return True
         if why != said:
             said = why
             log.error("waiting for the store before serving again: %s", why)
+        stop.wait(delay)
         delay = min(2 * delay, LONGEST_RETRY)
     return False

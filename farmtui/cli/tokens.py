@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 
 from farmtui.cli import shared
 from farmtui.cli.shared import emit, emit_json
@@ -20,6 +21,8 @@ def cmd_token(args: argparse.Namespace) -> int:
         raise InputError(f"farm token {verb} takes no --role or --name")
     if verb == "revoke" and not target:
         raise InputError("farm token revoke needs the token's ID (farm token list)")
+    if verb == "revoke" and not re.fullmatch(r"[0-9a-fA-F]{1,64}", target):
+        raise InputError(f"{printable(target)!r} is not a token ID (farm token list)")
     if verb == "list" and target is not None:
         raise InputError("farm token list takes no ID")
     info: object

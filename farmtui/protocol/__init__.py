@@ -111,6 +111,7 @@ from farmtui.protocol.console_messages import (
     leader_to_console,
 )
 from farmtui.protocol.conventions import (
+    AGENT_EXIT_REFUSED,
     IDEMPOTENCY_KEY,
     LEADER_PATHS,
     PROTOCOL_VERSION,
@@ -199,6 +200,7 @@ from farmtui.protocol.vocabulary import (
 )
 
 __all__ = [
+    "AGENT_EXIT_REFUSED",
     "TokenView",
     "Ack",
     "AgentHello",

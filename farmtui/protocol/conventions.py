@@ -16,6 +16,10 @@ ROLE_HEADER = "X-Farm-Role"
 # How a standby's one-line refusal begins (clients recognise it without the header).
 STANDBY_REFUSAL = "this leader is a standby"
 
+# An agent's exit status when the leader refused its token or its name (sysexits'
+# EX_NOPERM): starting it again changes nothing, so its service unit does not.
+AGENT_EXIT_REFUSED = 77
+
 # The HTTP header of a submit's idempotency key: a retry with it finds the job it made.
 IDEMPOTENCY_KEY = "Idempotency-Key"
 

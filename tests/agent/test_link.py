@@ -24,6 +24,7 @@ from agent import agent_log
 from agent.errors import LeaderRefused
 from agent.main import Agent, default_staging_dir, run_agent
 from farmtui.protocol import (
+    AGENT_EXIT_REFUSED,
     Ack,
     AgentHello,
     AgentLog,
@@ -265,7 +266,9 @@ async def test_kill_chunk_kills_the_renderer_tree(
         assert not _alive(started.pid)
 
 
-def test_a_wrong_token_stops_run_agent_with_a_clear_error(tmp_path: Path) -> None:
+def test_a_wrong_token_stops_run_agent_with_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     # run_agent blocks in this thread, as under `farm agent`; the leader runs in another.
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
@@ -286,7 +289,9 @@ def test_a_wrong_token_stops_run_agent_with_a_clear_error(tmp_path: Path) -> Non
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
         loop.close()
-    assert str(caught.value) == (
+    # Its own exit status: its service unit does not start it again (RestartPreventExitStatus).
+    assert caught.value.code == AGENT_EXIT_REFUSED
+    assert capsys.readouterr().err.splitlines()[-1] == (
         "farm agent: the leader refused the agent token (HTTP 401) at "
         f"ws://127.0.0.1:{fake.port}/ws/agent"
     )

@@ -219,6 +219,7 @@ def test_a_job_file_nested_too_deeply_is_one_line_not_a_crash(
         (["revoke"], "farm token revoke needs the token's ID"),
         (["list", "abc"], "farm token list takes no ID"),
         (["revoke", "abc", "--role", "user"], "farm token revoke takes no --role"),
+        (["revoke", "a/b"], "'a/b' is not a token ID"),
     ],
 )
 def test_token_commands_check_their_arguments_before_calling(

@@ -17,7 +17,7 @@ from openjd.model import IntRangeExpr
 from farmtui.errors import InputError
 from farmtui.frames import chunk_frames, parse_frames
 from farmtui.jobfields import Given, read
-from farmtui.openjd import TemplateError, parse_params, plan_jobs
+from farmtui.openjd import TemplateError, load_template, parse_params, plan_jobs
 from farmtui.renderers import expand, frame_tokens
 
 
@@ -401,3 +401,11 @@ def test_cyclic_step_dependencies_are_refused_in_one_line(tmp_path: Path) -> Non
         script: {actions: {onRun: {command: r}}}
     """
     assert refusal(tmp_path, body).endswith("Step dependencies form a cycle: a -> b -> a")
+
+
+def test_a_template_libyaml_reads_is_read_as_before(tmp_path: Path) -> None:
+    """The nesting check must not change what is accepted: a tab after a key's colon,
+    which libyaml (openjd-model's loader) takes and PyYAML's own scanner refuses."""
+    path = tmp_path / "tab.template.yaml"
+    path.write_text(INT_STEP.replace("specificationVersion: ", "specificationVersion:\t"))
+    assert load_template(path).name == "Shot {{Param.Shot}}"

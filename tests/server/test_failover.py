@@ -221,10 +221,13 @@ def test_a_leader_cut_off_from_its_database_answers_as_a_standby_till_it_is_back
         assert parts.password not in log
 
 
-def test_a_leader_waiting_for_its_database_stops_on_sigterm(
-    tmp_path: Path, postgres_url: str
+@pytest.mark.parametrize("when", ["as it steps down", "while it stands in"])
+def test_a_leader_cut_off_from_its_database_stops_on_sigterm(
+    tmp_path: Path, postgres_url: str, when: str
 ) -> None:
-    """Before, SIGTERM went unheard until the database answered again."""
+    """Before, SIGTERM went unheard until the database answered again; and one that came
+    while the leader stepped down (its server shutting down) was noted and dropped,
+    the stand-in then serving until SIGKILL."""
     parts = urlsplit(postgres_url)
     assert parts.hostname is not None
     assert parts.port is not None
@@ -236,6 +239,9 @@ def test_a_leader_waiting_for_its_database_stops_on_sigterm(
         farm.start("a")
         farm.wait_active(TAKEOVER_BOUND)
         proxy.cut()
-        wait_until(lambda: _stands_in(a), 30.0, "a's stand-in while its database is away")
+        if when == "as it steps down":
+            wait_until(lambda: "stepping down" in a.log_text(), 30.0, "a stepping down")
+        else:
+            wait_until(lambda: _stands_in(a), 30.0, "a's stand-in while its database is away")
         a.process.send_signal(signal.SIGTERM)
         assert a.process.wait(timeout=30.0) == 0

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+from collections.abc import Iterator
 
+import pytest
 from websockets.exceptions import ConnectionClosed
 
 from tests.helpers.fake_agent import FakeAgent
@@ -79,3 +82,51 @@ async def test_the_leaders_own_tokens_are_not_revoked(leader: InProcessLeader) -
             assert answer.status_code == 409, answer.text
             assert "replace the file" in answer.json()["error"]
         assert (await http.get("/api/whoami")).status_code == 200
+
+
+async def test_a_console_that_says_hello_after_its_token_was_revoked_is_closed(
+    leader: InProcessLeader,
+) -> None:
+    """A console opened with a token and holding its hello back was let in after the
+    token was revoked: an admin's, with every right, on a link nothing would close."""
+    from websockets.asyncio.client import connect
+
+    from farmtui.protocol import ConsoleHello, encode
+
+    mallory = leader.token("admin", "mallory")
+    headers = {"Authorization": f"Bearer {mallory}"}
+    async with connect(f"{leader.ws_url}/ws/console", additional_headers=headers) as ws:
+        async with leader.http() as http:
+            answer = await http.delete(f"/api/tokens/{token_id(mallory)}")
+            assert answer.status_code == 200, answer.text
+        await ws.send(encode(ConsoleHello()).decode())
+        assert await closed_with(ws) == 1008
+    assert not leader.leader.consoles
+
+
+async def test_an_agent_whose_hello_waited_while_its_token_was_revoked_is_refused(
+    leader: InProcessLeader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hello checked, then waiting for the group commit, when the token is revoked:
+    it must not register (``Leader.revoked`` closes only links registered)."""
+    from websockets.asyncio.client import connect
+
+    from farmtui.protocol import AgentHello, encode
+
+    farm = leader.leader
+    node = leader.token("agent", "node9")
+    waiting = farm.hello_waiting
+
+    @contextlib.contextmanager
+    def revoked_meanwhile(name: str, agent_id: str) -> Iterator[None]:
+        farm.tokens.forget(hashlib.sha256(node.encode()).hexdigest())
+        with waiting(name, agent_id):
+            yield
+
+    monkeypatch.setattr(farm, "hello_waiting", revoked_meanwhile)
+    headers = {"Authorization": f"Bearer {node}"}
+    async with connect(f"{leader.ws_url}/ws/agent", additional_headers=headers) as ws:
+        await ws.send(encode(AgentHello(name="node9", slots=1)).decode())
+        assert await closed_with(ws) == 1008
+    assert "node9" not in farm.agents
+    assert "node9" not in farm.scheduler.nodes or not farm.scheduler.nodes["node9"].online

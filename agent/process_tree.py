@@ -30,20 +30,12 @@ MARKER_VARIABLE = "FARMTUI_CHUNK"
 log = logging.getLogger("farmtui.agent.process_tree")
 
 _PR_SET_CHILD_SUBREAPER = 36
+_PR_SET_DUMPABLE = 4
 
 
 def become_subreaper() -> bool:
     """Make orphaned descendants of this process its children (Linux only)."""
-    if not sys.platform.startswith("linux"):
-        return False
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        log.warning("prctl(PR_SET_CHILD_SUBREAPER) failed: %s", os.strerror(ctypes.get_errno()))
-        return False
-    return True
-
-
-_PR_SET_DUMPABLE = 4
+    return _prctl(_PR_SET_CHILD_SUBREAPER, 1, "PR_SET_CHILD_SUBREAPER")
 
 
 def not_dumpable() -> bool:
@@ -55,11 +47,16 @@ def not_dumpable() -> bool:
     ``agent.shim.not_dumpable``). Its token file it can still read: see the README's
     Security section.
     """
+    return _prctl(_PR_SET_DUMPABLE, 0, "PR_SET_DUMPABLE")
+
+
+def _prctl(option: int, value: int, name: str) -> bool:
+    """``prctl(option, value)``; False (and a warning) where it fails or is not Linux's."""
     if not sys.platform.startswith("linux"):
         return False
     libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
-        log.warning("prctl(PR_SET_DUMPABLE) failed: %s", os.strerror(ctypes.get_errno()))
+    if libc.prctl(option, value, 0, 0, 0) != 0:
+        log.warning("prctl(%s) failed: %s", name, os.strerror(ctypes.get_errno()))
         return False
     return True
 

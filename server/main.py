@@ -215,7 +215,12 @@ def _stand_in_until_store_answers(
     finally:
         stop.set()
         looking.join()
-    return answered.is_set() and not stop_asked.is_set()
+    if not answered.is_set() and not stop_asked.is_set():
+        # Not a signal, not the store: the stand-in could not serve. Wait as before it
+        # (clients in the socket's backlog) rather than end the leader.
+        log.error("the stand-in stopped; waiting for the store with the port unanswered")
+        wait_for_store(settings.store_url, stop_asked)
+    return not stop_asked.is_set()
 
 
 def _stop_serving(flag: threading.Event, serving: list[uvicorn.Server]) -> Callable[[], None]:

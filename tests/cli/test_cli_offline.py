@@ -48,14 +48,22 @@ def test_submit_validates_locally_exits_2_and_sends_nothing(
     port, server = listening_port
     command = [] if "--renderer" in args else ["--", "true"]
     argv = ["submit", "--leader", f"http://127.0.0.1:{port}", "--token", "t", *args, *command]
+    err = refused_locally(argv, server, capsys)
+    assert err.startswith("farm submit: ")
+    assert message in err
+
+
+def refused_locally(
+    argv: list[str], server: socket.socket, capsys: pytest.CaptureFixture[str]
+) -> str:
+    """``farm ARGV``'s one-line error (exit 2, nothing on stdout), the leader never called."""
     code = cli.main(argv)
     out, err = capsys.readouterr()
     assert code == 2
     assert out == ""
     assert err.count("\n") == 1
-    assert err.startswith("farm submit: ")
-    assert message in err
     assert not was_contacted(server)
+    return err
 
 
 def test_a_generic_job_without_a_command_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
@@ -229,10 +237,5 @@ def test_token_commands_check_their_arguments_before_calling(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     port, server = listening_port
-    code = cli.main(["token", *args, "--leader", f"http://127.0.0.1:{port}", "--token", "t"])
-    out, err = capsys.readouterr()
-    assert code == 2
-    assert out == ""
-    assert err.count("\n") == 1
-    assert message in err
-    assert not was_contacted(server)
+    argv = ["token", *args, "--leader", f"http://127.0.0.1:{port}", "--token", "t"]
+    assert message in refused_locally(argv, server, capsys)

@@ -155,7 +155,7 @@ def run_leader(
         # Config made with a log_config would put direct handlers back (a stderr
         # nobody reads would then block the loop).
         logging.config.dictConfig(logging_config())
-        with _signals_end_quietly() as stop_asked, logging_off_the_loop(LOGGERS):
+        with _signals_end_quietly() as stop, logging_off_the_loop(LOGGERS):
             while True:
                 stepped_down = threading.Event()
                 serving: list[uvicorn.Server] = []
@@ -170,24 +170,21 @@ def run_leader(
                     )
                 )
                 serving.append(server)
-                # A duplicate: uvicorn closes the sockets it served on; ours stays open
-                # (and listening, so clients wait in its backlog) for the next round.
-                with sock.dup() as listening:
-                    server.run(sockets=[listening])
+                stop.serve(server, sock)
                 # A signal while it stepped down (its server shutting down) is one to stop.
-                if not stepped_down.is_set() or not server.started or stop_asked.is_set():
+                if not stepped_down.is_set() or not server.started or stop.asked.is_set():
                     break
                 # A database that went away may be why it stepped down: the new
                 # standby starts once it answers, and a stand-in answers till then.
-                if not _stand_in_until_store_answers(sock, settings, stop_asked):
+                if not _stand_in_until_store_answers(sock, settings, stop):
                     break  # asked to stop meanwhile
                 log.warning("serving again as a standby on %s:%d", host, port)
-    if not server.started:
+    if not server.started and not stop.asked.is_set():
         raise LeaderError(f"the leader could not start on {host}:{port}")
 
 
 def _stand_in_until_store_answers(
-    sock: socket.socket, settings: LeaderSettings, stop_asked: threading.Event
+    sock: socket.socket, settings: LeaderSettings, stop: StopSignals
 ) -> bool:
     """Serve ``StoreUnreachable`` on ``sock`` until the store opens: True. False: the
     leader was asked to stop (SIGTERM, SIGINT) first.
@@ -197,30 +194,33 @@ def _stand_in_until_store_answers(
     the port went unanswered meanwhile. (After the usual step-down, deposed with
     the database there, the stand-in serves for a moment.)
     """
-    if stop_asked.is_set():
+    if stop.asked.is_set():
         return False
     server = LeaderServer(uvicorn_config(settings, log_config=False, stand_in=StoreUnreachable()))
-    stop, answered = threading.Event(), threading.Event()
+    done, answered = threading.Event(), threading.Event()
 
     def look() -> None:
-        if wait_for_store(settings.store_url, stop):
+        if wait_for_store(settings.store_url, done):
             answered.set()
             server.should_exit = True
 
     looking = threading.Thread(target=look, name="store-wait", daemon=True)
     looking.start()
     try:
-        with sock.dup() as listening:
-            server.run(sockets=[listening])
+        stop.serve(server, sock)
     finally:
-        stop.set()
-        looking.join()
-    if not answered.is_set() and not stop_asked.is_set():
+        done.set()
+        # A try in progress holds the thread for the database's connect timeout (as
+        # long as systemd's stop timeout with ?connect_timeout=30): a leader asked to
+        # stop does not wait for it. The thread is a daemon; the try's result is unused.
+        if not stop.asked.is_set():
+            looking.join()
+    if not answered.is_set() and not stop.asked.is_set():
         # Not a signal, not the store: the stand-in could not serve. Wait as before it
         # (clients in the socket's backlog) rather than end the leader.
         log.error("the stand-in stopped; waiting for the store with the port unanswered")
-        wait_for_store(settings.store_url, stop_asked)
-    return not stop_asked.is_set()
+        wait_for_store(settings.store_url, stop.asked)
+    return not stop.asked.is_set()
 
 
 def _stop_serving(flag: threading.Event, serving: list[uvicorn.Server]) -> Callable[[], None]:
@@ -282,28 +282,57 @@ def listen(host: str, port: int) -> Iterator[socket.socket]:
         sock.close()
 
 
+class StopSignals:
+    """SIGINT/SIGTERM seen by ``run_leader`` between and around its servers.
+
+    uvicorn handles the signals only while a server runs (``capture_signals``);
+    one that comes just before (or while a stepped-down leader's server shuts
+    down, or between two servers) sets ``asked`` and also stops the server
+    about to run, which would otherwise serve until the next signal.
+    """
+
+    def __init__(self) -> None:
+        self.asked = threading.Event()
+        self._server: uvicorn.Server | None = None
+
+    def ended(self, signum: int, frame: object) -> None:
+        log.info("leader shut down on signal %d", signum)
+        self.asked.set()
+        if self._server is not None:
+            self._server.should_exit = True
+
+    def serve(self, server: uvicorn.Server, sock: socket.socket) -> None:
+        """Run ``server`` on a duplicate of ``sock``, unless a signal came first."""
+        self._server = server
+        try:
+            # Checked after ``_server`` is set: a signal before is seen here, one after
+            # by the server (uvicorn starts up, sees should_exit, shuts down).
+            if self.asked.is_set():
+                return
+            # A duplicate: uvicorn closes the sockets it served on; ours stays open
+            # (and listening, so clients wait in its backlog) for the next round.
+            with sock.dup() as listening:
+                server.run(sockets=[listening])
+        finally:
+            self._server = None
+
+
 @contextmanager
-def _signals_end_quietly() -> Iterator[threading.Event]:
-    """Make SIGINT/SIGTERM end ``run_leader`` with a plain return; the event says one came.
+def _signals_end_quietly() -> Iterator[StopSignals]:
+    """Make SIGINT/SIGTERM end ``run_leader`` with a plain return (``StopSignals``).
 
     uvicorn shuts down gracefully on those signals and then raises the signal
     again for the previous handler; a handler here that only notes it lets
     ``farm leader`` exit 0 after a clean shutdown instead of dying of the
-    signal, and one that came while a stepped-down leader's server shut down
-    (or between two servers) stops the leader rather than go unheard.
+    signal.
     """
-    asked = threading.Event()
-
-    def ended(signum: int, frame: object) -> None:
-        log.info("leader shut down on signal %d", signum)
-        asked.set()
-
+    stop = StopSignals()
     if threading.current_thread() is not threading.main_thread():
-        yield asked
+        yield stop
         return
-    previous = {sig: signal.signal(sig, ended) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, stop.ended) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield asked
+        yield stop
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -3,6 +3,7 @@
     with TcpProxy("127.0.0.1", 5432) as proxy:     # listens on proxy.port
         ...                                        # connect to 127.0.0.1:proxy.port
         proxy.cut()       # every connection through it closed, new ones refused
+        proxy.blackhole() # ... or new ones accepted and never answered (packets dropped)
         proxy.restore()   # accepted again, on the same port
 
 Threads, one per direction of each connection: a test's proxy carries a few.
@@ -39,12 +40,22 @@ class TcpProxy:
 
     def restore(self) -> None:
         """Accept connections again (on the same port)."""
+        self.cut()
+        self._listener = self._listen()
+        self._start(self._accept, self._listener)
+
+    def blackhole(self) -> None:
+        """Cut, then take connections and never answer: a link whose packets are dropped,
+        where a client waits for its own timeout rather than being refused at once."""
+        self.cut()
+        self._listener = self._listen()  # the kernel completes handshakes; nobody reads
+
+    def _listen(self) -> socket.socket:
         listener = socket.socket()
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", self.port))
         listener.listen(64)
-        self._listener = listener
-        self._start(self._accept, listener)
+        return listener
 
     def cut(self) -> None:
         """Close every connection through the proxy and refuse new ones."""

@@ -259,17 +259,64 @@ def test_retry_sync_copies_the_kept_output_on_its_node_without_a_render(farm: Fa
     assert (again.node, again.message.sync_from, again.message.attempt) == (node, 1, 2)
 
 
-def test_kept_output_on_a_node_that_is_gone_is_rendered_again_and_discarded(farm: Farm) -> None:
+def test_kept_output_on_a_node_that_is_gone_is_rendered_again_and_discarded() -> None:
+    farm = Farm(SchedulerConfig(node_timeout=10.0))
     job = farm.submit("j", frames="1", retries=0)
     farm.node("n1")
     node = _failed_copy(farm, job)
     farm.scheduler.node_disconnected(node, farm.now)
     farm.node("n2")
     farm.scheduler.job_action([job], "retry-sync", "bob", farm.now)
+    assert farm.dispatch().assignments == [], "a dropped link may come back"
+    farm.advance(11)
     changes = farm.dispatch()
     [again] = changes.assignments
     assert (again.node, again.message.sync_from) == ("n2", 0)
     assert [(d.node, d.attempt) for d in changes.discards] == [(node, 1)]
+
+
+def test_kept_output_waits_for_its_node_after_a_leader_restart(tmp_path: Path) -> None:
+    """Every node is offline after a restart until its hello: the first dispatch pass
+    rendered such a chunk again on a node back first, and had the holder delete it."""
+    farm = Farm(SchedulerConfig(node_timeout=10.0))
+    job = farm.submit("j", frames="1", retries=1)
+    farm.node("n1")
+    _failed_copy(farm, job)  # a retry is due: it copies the kept output on n1
+    farm.node("n2")
+    store = Store(tmp_path / "farm.db")
+    store.save(Changes(jobs={job}, chunks={(job, 0)}, nodes={"n1", "n2"}), farm.scheduler)
+    jobs, nodes = store.load()
+    restarted = Farm(SchedulerConfig(node_timeout=10.0))
+    restarted.now = farm.now + 60.0  # past the retry's back-off
+    restarted.scheduler.load(jobs, nodes, restarted.now)
+    restarted.node("n2")
+    assert restarted.dispatch().assignments == []
+    restarted.advance(5.0)
+    restarted.node("n1")
+    changes = restarted.dispatch()
+    [again] = changes.assignments
+    assert (again.node, again.message.sync_from, again.message.attempt) == ("n1", 1, 2)
+    assert changes.discards == []
+
+
+def test_kept_output_of_a_node_that_never_comes_back_is_rendered_after_node_timeout(
+    tmp_path: Path,
+) -> None:
+    farm = Farm(SchedulerConfig(node_timeout=10.0))
+    job = farm.submit("j", frames="1", retries=1)
+    farm.node("n1")
+    _failed_copy(farm, job)
+    store = Store(tmp_path / "farm.db")
+    store.save(Changes(jobs={job}, chunks={(job, 0)}, nodes={"n1"}), farm.scheduler)
+    jobs, nodes = store.load()
+    restarted = Farm(SchedulerConfig(node_timeout=10.0))
+    restarted.now = farm.now + 60.0
+    restarted.scheduler.load(jobs, nodes, restarted.now)
+    restarted.node("n2")
+    assert restarted.dispatch().assignments == []
+    restarted.advance(11.0)
+    [again] = restarted.dispatch().assignments
+    assert (again.node, again.message.sync_from) == ("n2", 0)
 
 
 def test_a_deleted_jobs_id_stays_taken_while_its_attempt_holds_a_slot(farm: Farm) -> None:

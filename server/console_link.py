@@ -68,10 +68,11 @@ from farmtui.protocol import (
     encode,
 )
 from server import operations
+from server.announcements import CLOSE_REVOKED, OutputKey
 from server.auth import bearer_token, hash_token
 from server.errors import NotFound, RequestError, Unavailable
 from server.joblogs import chunk_log_path
-from server.leader import CLOSE_REVOKED, Leader, OutputKey
+from server.leader import Leader
 from server.links import close_websocket, receive_data
 from server.model import Changes
 from server.repeated_warnings import RepeatedWarnings

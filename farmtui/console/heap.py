@@ -13,7 +13,7 @@ painting part of the screen), ``settle`` runs one full collection and freezes
 what survives: the console's long-lived heap (its widgets, the farm it
 shows) then stays out of the collector's later full passes, which otherwise
 walked it for 100-160 ms in the middle of a stream of frame events, as the
-leader's heap does (``server.leader._long_lived_heap``). A cycle that dies
+leader's heap does (``server.heap``). A cycle that dies
 while frozen (a closed dialog, a replaced job's widgets) is freed at the
 next settle; settles come at most every ``SETTLE_EVERY`` seconds, so that is
 as long as such garbage can wait.

@@ -740,7 +740,7 @@ async def test_a_batch_is_acknowledged_once_for_its_highest_committed_number(
     # Acks are cumulative: a frame of reports committed together gets one Ack, for the
     # last of them. (A loaded machine let the group budget cut the batch in two groups,
     # rightly acknowledged as each was committed: not what this test is about.)
-    monkeypatch.setattr("server.leader.GROUP_BUDGET", math.inf)
+    monkeypatch.setattr("server.group_commit.GROUP_BUDGET", math.inf)
     job_id = await submit(leader, frames="1-2", chunk=1)
     async with FakeAgent.connect(
         leader.ws_url, leader.agent_token, "node1", slots=2, batches=True
@@ -798,9 +798,9 @@ async def test_a_hello_is_welcomed_ahead_of_the_reports_waiting_in_the_group_com
 ) -> None:
     """After a restart a farm's resent reports fill the group commit; a hello behind
     them waited so long that its agent's lease lapsed and it killed its renders."""
-    from server import leader as leader_module
+    from server import group_commit
 
-    monkeypatch.setattr(leader_module, "GROUP_BUDGET", 0.0)  # one step a group
+    monkeypatch.setattr(group_commit, "GROUP_BUDGET", 0.0)  # one step a group
     farm = leader.leader
     applied: list[int] = []
     backlog = [farm.submit(slow_report(applied, i), dispatch=False) for i in range(300)]
@@ -816,9 +816,9 @@ async def test_a_closed_link_is_recorded_ahead_of_the_backlog_without_applying_i
 ) -> None:
     """A link's close applied every report waiting first, in one turn of the loop
     (170-240 ms while a restarted leader's agents reconnected)."""
-    from server import leader as leader_module
+    from server import group_commit
 
-    monkeypatch.setattr(leader_module, "GROUP_BUDGET", 0.0)  # one step a group
+    monkeypatch.setattr(group_commit, "GROUP_BUDGET", 0.0)  # one step a group
     farm = leader.leader
     applied: list[int] = []
     async with FakeAgent.connect(leader.ws_url, leader.agent_token, "node1"):
@@ -837,9 +837,9 @@ async def test_a_burst_of_hellos_is_registered_in_groups_with_the_loop_free_betw
     registered and committed on its own in the turn it was read: 300 of them held the
     loop for ~0.5 s. They now go through the group commit like reports, and each agent
     still gets its Welcome before the work its own registration made possible."""
-    from server import leader as leader_module
+    from server import group_commit
 
-    monkeypatch.setattr(leader_module, "GROUP_BUDGET", 0.0)  # one step a group
+    monkeypatch.setattr(group_commit, "GROUP_BUDGET", 0.0)  # one step a group
     job_id = await submit(leader, frames="1-4", chunk=1)
     farm = leader.leader
     order: list[str] = []

@@ -54,8 +54,11 @@ class FakeWebSocket:
         self.frames.append(text)
 
 
-async def measure(chunks: int, agents: int, slots: int, rules: bool | None) -> dict[str, Any]:
-    """``rules``: None, one job (as before); False, two jobs; True, two jobs under the rules."""
+async def measure(
+    chunks: int, agents: int, slots: int, rules: bool | None, jobs: int = 1
+) -> dict[str, Any]:
+    """``rules``: None, ``jobs`` jobs sharing ``chunks`` (one: as before); False, two jobs;
+    True, two jobs under the rules."""
     from farmtui import protocol
     from farmtui.protocol import AgentHello, AssignChunk, ChunkFinished, ChunkStarted, JobSpec
     from server.agent_link import AgentLink
@@ -73,6 +76,13 @@ async def measure(chunks: int, agents: int, slots: int, rules: bool | None) -> d
     leader = Leader(settings)
     await leader.start()
     specs = {"bench": JobSpec(name="bench", frames=f"1-{chunks}", chunk=1, argv=["true"])}
+    if jobs > 1:  # scale.py's (c2): many jobs, each made into chunks on first dispatch
+        each = chunks // jobs
+        specs = {
+            f"bench{n}": JobSpec(name=f"bench{n}", frames=f"1-{each}", chunk=1, argv=["true"])
+            for n in range(jobs)
+        }
+        chunks = each
     gpus: list[Any] = []
     if rules is not None:
         from farmtui.protocol import GpuInfo
@@ -186,11 +196,13 @@ async def measure(chunks: int, agents: int, slots: int, rules: bool | None) -> d
 
 
 def run_tree(
-    tree: Path, chunks: int, agents: int, slots: int, rules: bool | None = None
+    tree: Path, chunks: int, agents: int, slots: int, rules: bool | None = None, jobs: int = 1
 ) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(tree)}
     command = [sys.executable, str(HERE / "leader_core.py"), "--child"]
     command += ["--chunks", str(chunks), "--agents", str(agents), "--slots", str(slots)]
+    if jobs > 1:
+        command += ["--jobs", str(jobs)]
     if rules is not None:
         command.append("--with-rules" if rules else "--two-jobs")
     out = subprocess.run(command, env=env, cwd=tree, capture_output=True, text=True, check=True)
@@ -204,6 +216,7 @@ def main() -> None:
     parser.add_argument("--agents", type=int, default=10)
     parser.add_argument("--slots", type=int, default=4)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--jobs", type=int, default=1, help="jobs sharing --chunks (c2: 1000)")
     parser.add_argument("--old", help="another checkout to run beside this one")
     parser.add_argument("--out", default=str(HERE / "results" / "leader_core.json"))
     parser.add_argument(
@@ -215,7 +228,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         rules = True if args.with_rules else False if args.two_jobs else None
-        print(json.dumps(asyncio.run(measure(args.chunks, args.agents, args.slots, rules))))
+        result = measure(args.chunks, args.agents, args.slots, rules, args.jobs)
+        print(json.dumps(asyncio.run(result)))
         return
     if args.rules:
         variants: dict[str, tuple[Path, bool | None]] = {
@@ -232,7 +246,7 @@ def main() -> None:
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
     for number in range(args.runs):
         for name, (tree, rules) in variants.items():
-            result = run_tree(tree, args.chunks, args.agents, args.slots, rules)
+            result = run_tree(tree, args.chunks, args.agents, args.slots, rules, args.jobs)
             runs[name].append(result)
             print(f"run {number + 1} {name}: {result}", flush=True)
     summary = {
@@ -247,7 +261,7 @@ def main() -> None:
     if args.rules:
         ratio = summary["rules"]["us_per_chunk"] / summary["plain"]["us_per_chunk"]
         print(f"cost of the rules per chunk: x{ratio:.3f} (the issue allows x1.10)")
-    shape = {"chunks": args.chunks, "agents": args.agents, "slots": args.slots}
+    shape = {"chunks": args.chunks, "agents": args.agents, "slots": args.slots, "jobs": args.jobs}
     record = {"benchmark": "leader_core", "shape": shape, "runs": runs, "median": summary}
     Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
     print(f"wrote {args.out}")

@@ -104,15 +104,31 @@ def lock_state(state_dir: Path) -> int:
     could not tell them apart. The lock goes with the process (it is not
     inherited by renderers), so a crashed agent never leaves it behind.
     """
-    state_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(state_dir / "agent.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    return _hold(state_dir, "agent.lock", "state folder", "--state (and --name)")
+
+
+def lock_staging(staging: Path) -> int:
+    """Hold ``<staging>/.agent.lock`` for this process's life; AgentError if another agent does.
+
+    An agent starting removes the attempt folders a previous run of it left in
+    staging: on another running agent's staging folder it removed that agent's
+    live folders, and its chunks failed to start (a retry used each).
+    """
+    return _hold(staging, ".agent.lock", "staging folder", "--staging")
+
+
+def _hold(folder: Path, name: str, what: str, flag: str) -> int:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise AgentError(f"cannot use the {what} {folder}: {exc.strerror or exc}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
         raise AgentError(
-            f"another agent is running with the state folder {state_dir}; "
-            "give each agent its own --state (and --name)"
+            f"another agent is running with the {what} {folder}; give each agent its own {flag}"
         ) from None
     return fd
 
@@ -150,12 +166,18 @@ class Agent:
         self.state_dir = state_dir or default_state_dir(self.name)
         self.staging = staging or default_staging_dir(self.name)
         self._lock = lock_state(self.state_dir)
+        try:
+            self._staging_lock = lock_staging(self.staging)
+        except AgentError:
+            os.close(self._lock)
+            raise
         self._logging = agent_log.attach(self.state_dir, to_stderr=log_to_stderr)
         self.log_stream = self._logging.stream
         try:
             self.outbox = Outbox(self.state_dir / "outbox.jsonl")
         except OSError as exc:  # its files are made once, in full: a full disk says so here
             agent_log.detach(self._logging)
+            os.close(self._staging_lock)
             os.close(self._lock)
             raise AgentError(
                 f"cannot keep the outbox in {self.state_dir}: {exc.strerror or exc}"
@@ -218,7 +240,8 @@ class Agent:
             await asyncio.shield(self.supervisor.kill_all("the agent stopped"))
             log.info("agent %s stopped", self.name)
             agent_log.detach(self._logging)
-            os.close(self._lock)  # the next agent on this state folder may start
+            os.close(self._staging_lock)
+            os.close(self._lock)  # the next agent on these folders may start
 
 
 async def _run_until_signal(agent: Agent) -> None:

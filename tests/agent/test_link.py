@@ -417,12 +417,45 @@ def test_a_second_agent_on_the_same_state_folder_is_refused(tmp_path: Path) -> N
         )  # fmt: skip
     finally:
         agent_log.detach(first._logging)
+        os.close(first._staging_lock)
         os.close(first._lock)
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
         f"farm agent: another agent is running with the state folder {tmp_path / 'state'}; "
         "give each agent its own --state (and --name)"
     ]
+
+
+def test_a_second_agent_on_the_same_staging_folder_is_refused(tmp_path: Path) -> None:
+    """Its start removes the attempt folders a previous run left in staging: on a
+    running agent's staging, that agent's live folders went and its chunks failed."""
+    first = Agent(
+        "http://127.0.0.1:9",
+        TOKEN,
+        name="node1",
+        state_dir=tmp_path / "state1",
+        staging=tmp_path / "staging",
+        log_to_stderr=False,
+    )
+    live = tmp_path / "staging" / "job1" / "0.1"
+    live.mkdir(parents=True)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "agent.main", "--leader", "http://127.0.0.1:9",
+             "--token", TOKEN, "--name", "node2", "--state", str(tmp_path / "state2"),
+             "--staging", str(tmp_path / "staging")],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    finally:
+        agent_log.detach(first._logging)
+        os.close(first._staging_lock)
+        os.close(first._lock)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"farm agent: another agent is running with the staging folder {tmp_path / 'staging'}; "
+        "give each agent its own --staging"
+    ]
+    assert live.is_dir(), "the first agent's attempt folder is left alone"
 
 
 @pytest.mark.parametrize("planted", ["symlink", "other-user"])

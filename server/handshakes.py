@@ -34,6 +34,7 @@ import select
 import socket
 import ssl
 from collections.abc import Callable
+from types import FrameType
 
 import uvicorn
 
@@ -230,6 +231,16 @@ class _Spoken:
 
 class LeaderServer(uvicorn.Server):
     """uvicorn's server; with TLS, its connections come in through ``HandshakeDoor``."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        # The signals it caught (``server.main.StopSignals``): uvicorn passes them on
+        # when its server ends, but not when the app's start-up failed (SystemExit).
+        self.caught: list[int] = []
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.caught.append(sig)
+        super().handle_exit(sig, frame)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         context = self.config.ssl

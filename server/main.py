@@ -156,6 +156,7 @@ def run_leader(
         # nobody reads would then block the loop).
         logging.config.dictConfig(logging_config())
         with _signals_end_quietly() as stop, logging_off_the_loop(LOGGERS):
+            served = False  # a server of this leader has started (a later one may not)
             while True:
                 stepped_down = threading.Event()
                 serving: list[uvicorn.Server] = []
@@ -172,14 +173,26 @@ def run_leader(
                 serving.append(server)
                 stop.serve(server, sock)
                 # A signal while it stepped down (its server shutting down) is one to stop.
-                if not stepped_down.is_set() or not server.started or stop.asked.is_set():
+                if stop.asked.is_set():
                     break
+                if server.started:
+                    served = True
+                    if not stepped_down.is_set():
+                        break
+                elif not served:
+                    break  # it could not start at all: said below, in one line
+                else:
+                    # Its store answered the stand-in, and failed the leader a moment
+                    # later (a database that comes and goes): stand in again.
+                    log.error("the leader could not start again; standing in for it")
                 # A database that went away may be why it stepped down: the new
                 # standby starts once it answers, and a stand-in answers till then.
                 if not _stand_in_until_store_answers(sock, settings, stop):
                     break  # asked to stop meanwhile
                 log.warning("serving again as a standby on %s:%d", host, port)
-    if not server.started and not stop.asked.is_set():
+            if stop.signum is not None:
+                log.info("leader shut down on signal %d", stop.signum)
+    if not served and not stop.asked.is_set():
         raise LeaderError(f"the leader could not start on {host}:{port}")
 
 
@@ -293,15 +306,27 @@ class StopSignals:
 
     def __init__(self) -> None:
         self.asked = threading.Event()
+        self.signum: int | None = None
         self._server: uvicorn.Server | None = None
+        self._handling = False
 
     def ended(self, signum: int, frame: object) -> None:
-        log.info("leader shut down on signal %d", signum)
-        self.asked.set()
-        if self._server is not None:
-            self._server.should_exit = True
+        # A signal handler runs between two bytecodes of the main thread, and another
+        # signal may come while it runs (a storm of SIGTERMs): that one returns at once,
+        # for Event.set's lock is not re-entrant (it hung the leader for good). Nothing
+        # is logged here for the same reason: ``run_leader`` says which signal it was.
+        if self._handling:
+            return
+        self._handling = True
+        try:
+            self.signum = signum
+            if self._server is not None:
+                self._server.should_exit = True
+            self.asked.set()
+        finally:
+            self._handling = False
 
-    def serve(self, server: uvicorn.Server, sock: socket.socket) -> None:
+    def serve(self, server: LeaderServer, sock: socket.socket) -> None:
         """Run ``server`` on a duplicate of ``sock``, unless a signal came first."""
         self._server = server
         try:
@@ -312,7 +337,14 @@ class StopSignals:
             # A duplicate: uvicorn closes the sockets it served on; ours stays open
             # (and listening, so clients wait in its backlog) for the next round.
             with sock.dup() as listening:
-                server.run(sockets=[listening])
+                try:
+                    server.run(sockets=[listening])
+                except SystemExit:
+                    # uvicorn's way out when the app's start-up failed (its store did not
+                    # open): ``server.started`` says so. The signals it caught meanwhile
+                    # it did not pass on: they are ours to act on.
+                    for signum in server.caught:
+                        self.ended(signum, None)
         finally:
             self._server = None
 
@@ -324,7 +356,9 @@ def _signals_end_quietly() -> Iterator[StopSignals]:
     uvicorn shuts down gracefully on those signals and then raises the signal
     again for the previous handler; a handler here that only notes it lets
     ``farm leader`` exit 0 after a clean shutdown instead of dying of the
-    signal.
+    signal. Once one came, the leader is on its way out of the process and
+    more are ignored: restored, the default handler killed a leader that had
+    shut down cleanly with the next of a burst of signals (status -15).
     """
     stop = StopSignals()
     if threading.current_thread() is not threading.main_thread():
@@ -335,7 +369,7 @@ def _signals_end_quietly() -> Iterator[StopSignals]:
         yield stop
     finally:
         for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            signal.signal(sig, signal.SIG_IGN if stop.asked.is_set() else handler)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

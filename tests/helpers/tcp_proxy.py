@@ -5,6 +5,7 @@
         proxy.cut()       # every connection through it closed, new ones refused
         proxy.blackhole() # ... or new ones accepted and never answered (packets dropped)
         proxy.restore()   # accepted again, on the same port
+        proxy.restore(accept=1)  # ... the next one only, then refused again
 
 Threads, one per direction of each connection: a test's proxy carries a few.
 """
@@ -38,11 +39,12 @@ class TcpProxy:
         for thread in self._threads:
             thread.join(timeout=5.0)
 
-    def restore(self) -> None:
-        """Accept connections again (on the same port)."""
+    def restore(self, accept: int | None = None) -> None:
+        """Accept connections again (on the same port); ``accept``: only that many, then
+        refuse new ones (those accepted go on): a link that comes back for a moment."""
         self.cut()
         self._listener = self._listen()
-        self._start(self._accept, self._listener)
+        self._start(self._accept, self._listener, accept)
 
     def blackhole(self) -> None:
         """Cut, then take connections and never answer: a link whose packets are dropped,
@@ -76,12 +78,14 @@ class TcpProxy:
         self._threads.append(thread)
         thread.start()
 
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
+    def _accept(self, listener: socket.socket, most: int | None) -> None:
+        while most is None or most > 0:
             try:
                 client, _ = listener.accept()
             except OSError:
                 return  # cut
+            if most is not None:
+                most -= 1
             try:
                 server = socket.create_connection(self.upstream, timeout=5.0)
             except OSError:
@@ -96,6 +100,10 @@ class TcpProxy:
                 self._links.update((client, server))
             self._start(_pump, client, server)
             self._start(_pump, server, client)
+        with self._lock:  # as many as asked: new ones are refused
+            if self._listener is listener:
+                self._listener = None
+                listener.close()
 
 
 def _pump(source: socket.socket, sink: socket.socket) -> None:

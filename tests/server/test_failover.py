@@ -221,6 +221,34 @@ def test_a_leader_cut_off_from_its_database_answers_as_a_standby_till_it_is_back
         assert parts.password not in log
 
 
+def test_a_database_that_drops_again_as_the_leader_comes_back_leaves_it_standing_in(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """The stand-in's try reaches the database, the leader's own open a moment later
+    does not. Before, uvicorn ended the start-up with SystemExit(3): the leader
+    exited by itself and its port closed."""
+    parts = urlsplit(postgres_url)
+    assert parts.hostname is not None
+    assert parts.port is not None
+    with (
+        TcpProxy(parts.hostname, parts.port) as proxy,
+        FailoverFarm(tmp_path, postgres_url, names=("a",)) as farm,
+    ):
+        a = _cut_off(farm, proxy, postgres_url)
+        farm.start("a")
+        farm.wait_active(TAKEOVER_BOUND)
+        proxy.cut()
+        wait_until(lambda: _stands_in(a), 30.0, "a's stand-in while its database is away")
+        proxy.restore(accept=1)  # the stand-in's try gets through; the next is refused
+        wait_until(
+            lambda: "could not start again" in a.log_text(), 30.0, "a failing to start again"
+        )
+        assert a.process.poll() is None, a.log_text()[-2000:]
+        wait_until(lambda: _stands_in(a), 30.0, "a standing in again")
+        proxy.restore()
+        wait_until(lambda: a.role() == "active", 60.0, "a active once its database is back")
+
+
 @pytest.mark.parametrize(
     "when", ["as it steps down", "while it stands in", "while its database does not answer"]
 )

@@ -7,6 +7,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -98,6 +99,55 @@ def test_a_signal_just_before_a_server_runs_stops_it(when: str) -> None:
         stop.serve(server, sock)  # type: ignore[arg-type]
     assert stop.asked.is_set()
     assert server.should_exit or not server.ran
+
+
+@pytest.mark.timeout(10)
+def test_a_signal_inside_the_handler_of_the_last_one_is_no_deadlock() -> None:
+    """A burst of SIGTERMs: one came while the handler of the one before held the stop
+    event's lock (Event.set, not re-entrant), and the leader hung until SIGKILL."""
+    stop = StopSignals()
+    server = _Server()
+    nested: list[bool] = []
+
+    class Held(threading.Event):
+        def set(self) -> None:
+            with self._cond:  # as Event.set holds it, the next signal comes
+                if not nested:
+                    nested.append(True)
+                    stop.ended(signal.SIGINT, None)
+            super().set()
+
+    stop.asked = Held()
+    stop._server = server  # type: ignore[assignment]
+    stop.ended(signal.SIGTERM, None)
+    assert nested
+    assert stop.asked.is_set()
+    assert server.should_exit
+    assert stop.signum == signal.SIGTERM
+
+
+@pytest.mark.slow
+def test_a_burst_of_sigterms_ends_the_leader_cleanly(tmp_path: Path) -> None:
+    """A service manager and an impatient operator both signalling: it hung now and
+    then (above), and the signals after its shutdown killed it with status -15."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "server.main", "--data", str(tmp_path / "d"),
+         "--root", str(tmp_path / "r"), "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", process)
+        end = time.monotonic() + 30.0
+        while process.poll() is None and time.monotonic() < end:
+            process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, output.decode()[-2000:]
+    assert b"leader stopped" in output
 
 
 @pytest.mark.slow

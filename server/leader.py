@@ -331,6 +331,9 @@ class Leader(GroupCommit):
         )
         if self.lease is not None:
             self.lease.lose(reason)
+        # A load or commit the database holds (frozen) fails now, not when it thaws:
+        # ``stop`` closes the store next, and nothing else will use it.
+        self.store.abandon()
         if self._tick_task is not None:
             self._tick_task.cancel()
         for handle in self._retry_wakeups:

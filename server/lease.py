@@ -63,6 +63,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import TupleRow
 
 from server.config import LeaderConfig
+from server.pg_cut import shut_down
 from server.scheduler_config import LEASE_FRACTION
 from server.store_url import redacted, scrubbed
 
@@ -157,6 +158,8 @@ class LeaseRow:
         self.holder = holder
         self.advertise = advertise
         self._conn: AsyncConnection | None = None
+        # Its link was cut (``abandon``): the next statement goes on a new connection.
+        self._abandoned = False
         given = conninfo_to_dict(url)
         timeout_ms = max(500, int(duration * 1000 / 2))
         self._options: dict[str, Any] = {
@@ -176,7 +179,8 @@ class LeaseRow:
 
     async def _connection(self) -> AsyncConnection:
         conn = self._conn
-        if conn is None or conn.closed or conn.broken:
+        if conn is None or conn.closed or conn.broken or self._abandoned:
+            self._abandoned = False
             if conn is not None:
                 await conn.close()
             self._conn = None
@@ -248,6 +252,12 @@ class LeaseRow:
         if self._conn is not None:
             await self._conn.close()
             self._conn = None
+
+    def abandon(self) -> None:
+        """Fail the statement under way now, if any (``shut_down``), rather than wait for it."""
+        if self._conn is not None:
+            self._abandoned = True
+            shut_down(self._conn)
 
     def reason(self, exc: BaseException) -> str:
         """One line, without the password."""
@@ -428,6 +438,9 @@ class LeaseKeeper:
         self.stopped = True  # a deposed leader starts again as a standby (server.main)
         if self._expiry is not None:
             self._expiry.cancel()
+        # A renewal the database holds (frozen) fails now: cancelled instead as the
+        # takeover gave up, it held the deposed leader's start-up 10 s more.
+        self.row.abandon()
         self.on_lost(reason)
 
     def held(self) -> bool:

@@ -148,6 +148,11 @@ class FarmStore(Protocol):
 
     def close(self) -> None: ...
 
+    def abandon(self) -> None:
+        """From any thread: end at once whatever call waits on the store now (it fails),
+        for a leader that stepped down and will not use it again."""
+        ...
+
     def hold(self) -> None:
         """Claim the store for this leader while it runs (SQLite: one leader at a time);
         StoreError when another leader holds it."""
@@ -319,6 +324,9 @@ class Store(SavesChanges):
             self._held = None
         self.checkpointer.close()
         self.db.close()
+
+    def abandon(self) -> None:
+        """Nothing to do: a local file does not freeze (a SQLite leader never steps down)."""
 
     # --- the farm ---------------------------------------------------------------
     @_one_at_a_time

@@ -53,8 +53,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
-import socket
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -67,6 +65,7 @@ from psycopg.rows import TupleRow
 from server.errors import StoreError
 from server.lease import session_name
 from server.model import Job, Node
+from server.pg_cut import shut_down
 from server.store import Fenced
 from server.store_rows import (
     FarmRows,
@@ -219,6 +218,18 @@ class PostgresStore(SavesChanges):
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+
+    def abandon(self) -> None:
+        """Cut the link under the call on it, if any, without waiting for that call.
+
+        A database frozen in the middle of a standby's takeover held its load,
+        which has no deadline, for as long as it stayed frozen; the leader,
+        deposed 2 s later, then waited for it to close the store, on its event
+        loop, and no SIGTERM was heard until the database thawed.
+        """
+        conn = self._conn  # read without ``_using``: its holder is the call to end
+        if conn is not None:
+            shut_down(conn)
 
     # --- the farm ---------------------------------------------------------------
     def load(self) -> tuple[list[Job], list[Node]]:
@@ -484,9 +495,4 @@ class _Deadline:
             if self._done:
                 return
             self.cut = True
-            try:
-                fd = self.conn.pgconn.socket
-            except psycopg.OperationalError:
-                return  # already closed
-            with contextlib.suppress(OSError), socket.socket(fileno=os.dup(fd)) as link:
-                link.shutdown(socket.SHUT_RDWR)
+            shut_down(self.conn)

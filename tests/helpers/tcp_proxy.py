@@ -6,6 +6,8 @@
         proxy.blackhole() # ... or new ones accepted and never answered (packets dropped)
         proxy.restore()   # accepted again, on the same port
         proxy.restore(accept=1)  # ... the next one only, then refused again
+        proxy.freeze_on(b"SELECT")  # once a client sends that, nothing is forwarded:
+                                    # a server frozen (SIGSTOP) with its links open
 
 Threads, one per direction of each connection: a test's proxy carries a few.
 """
@@ -29,6 +31,8 @@ class TcpProxy:
         self._links: set[socket.socket] = set()
         self._listener: socket.socket | None = None
         self._threads: list[threading.Thread] = []
+        self._trigger: bytes | None = None
+        self.frozen = threading.Event()
 
     def __enter__(self) -> TcpProxy:
         self.restore()
@@ -46,6 +50,11 @@ class TcpProxy:
         self._listener = self._listen()
         self._start(self._accept, self._listener, accept)
 
+    def freeze_on(self, trigger: bytes) -> None:
+        """Once a client sends ``trigger``, forward nothing more either way (the bytes are
+        read and kept back) until ``cut`` or ``restore``: every link open, none answered."""
+        self._trigger = trigger
+
     def blackhole(self) -> None:
         """Cut, then take connections and never answer: a link whose packets are dropped,
         where a client waits for its own timeout rather than being refused at once."""
@@ -61,6 +70,8 @@ class TcpProxy:
 
     def cut(self) -> None:
         """Close every connection through the proxy and refuse new ones."""
+        self._trigger = None
+        self.frozen.clear()
         listener, self._listener = self._listener, None
         if listener is not None:
             with contextlib.suppress(OSError):
@@ -98,18 +109,24 @@ class TcpProxy:
                     server.close()
                     return
                 self._links.update((client, server))
-            self._start(_pump, client, server)
-            self._start(_pump, server, client)
+            self._start(self._pump, client, server, True)
+            self._start(self._pump, server, client, False)
         with self._lock:  # as many as asked: new ones are refused
             if self._listener is listener:
                 self._listener = None
                 listener.close()
 
-
-def _pump(source: socket.socket, sink: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        while data := source.recv(65536):
-            sink.sendall(data)
-    for side in (source, sink):
+    def _pump(self, source: socket.socket, sink: socket.socket, from_client: bool) -> None:
         with contextlib.suppress(OSError):
-            side.shutdown(socket.SHUT_RDWR)
+            while data := source.recv(65536):
+                trigger = self._trigger
+                if from_client and trigger is not None and trigger in data:
+                    self.frozen.set()
+                if self.frozen.is_set():
+                    continue  # read and kept back, as a frozen server's kernel does
+                sink.sendall(data)
+        if self.frozen.is_set():
+            return  # a frozen server closes nothing: its timeouts do not run either
+        for side in (source, sink):
+            with contextlib.suppress(OSError):
+                side.shutdown(socket.SHUT_RDWR)

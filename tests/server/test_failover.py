@@ -249,6 +249,34 @@ def test_a_database_that_drops_again_as_the_leader_comes_back_leaves_it_standing
         wait_until(lambda: a.role() == "active", 60.0, "a active once its database is back")
 
 
+def test_a_database_that_freezes_while_the_leader_loads_the_farm_does_not_hold_its_stop(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """The farm's load has no deadline (a big farm takes long). The database froze while
+    a standby took over and loaded the farm: deposed 2 s later, it waited on its event
+    loop for the load to let go of the store, and SIGTERM went unheard until the
+    database thawed (40 s and more)."""
+    parts = urlsplit(postgres_url)
+    assert parts.hostname is not None
+    assert parts.port is not None
+    with (
+        TcpProxy(parts.hostname, parts.port) as proxy,
+        FailoverFarm(tmp_path, postgres_url) as farm,
+    ):
+        a = _cut_off(farm, proxy, postgres_url)
+        b = farm.start("b")
+        farm.wait_active(TAKEOVER_BOUND)
+        farm.start("a")
+        proxy.freeze_on(b"SELECT data FROM jobs")  # the load's first statement
+        b.process.send_signal(signal.SIGTERM)
+        assert b.process.wait(timeout=30.0) == 0
+        wait_until(proxy.frozen.is_set, 30.0, "the database frozen as a loads the farm")
+        wait_until(lambda: "stepping down" in a.log_text(), 30.0, "a stepping down")
+        a.process.send_signal(signal.SIGTERM)
+        # Frozen for good: only cutting its own links ends the leader's waits.
+        assert a.process.wait(timeout=20.0) == 0, a.log_text()[-2000:]
+
+
 @pytest.mark.parametrize(
     "when", ["as it steps down", "while it stands in", "while its database does not answer"]
 )

@@ -394,6 +394,7 @@ class LeaderLink:
                 for m in self.outbox.pending()
                 if isinstance(m, ChunkFinished)
             ],
+            kept=self.supervisor.kept_outputs(),
         )
 
     def _apply_welcome(self, welcome: Welcome) -> None:

@@ -57,6 +57,7 @@ from agent.spare_folders import SpareFolders
 from agent.staging import Delivery
 from agent.zygote_client import Zygote
 from farmtui.protocol import AgentToLeader, AssignChunk, ChunkRef, ChunkTimeouts
+from farmtui.protocol.records import MAX_KEPT_LISTED
 
 log = logging.getLogger("farmtui.agent.supervisor")
 
@@ -314,6 +315,24 @@ class Supervisor:
         with contextlib.suppress(OSError):
             folder.parent.rmdir()
 
+    def kept_outputs(self) -> list[ChunkRef]:
+        """The attempts whose staged output is kept here (a failed copy), for the hello."""
+        kept: list[ChunkRef] = []
+        try:
+            jobs = [job for job in self.staging_root.iterdir() if _SAFE_NAME.fullmatch(job.name)]
+        except OSError:
+            return kept
+        for job in jobs:
+            with contextlib.suppress(OSError):
+                for attempt in job.iterdir():
+                    chunk, _, number = attempt.name.partition(".")
+                    if _number(chunk) and _number(number) and (attempt / KEPT_MARK).exists():
+                        ref = ChunkRef(job_id=job.name, chunk=int(chunk), attempt=int(number))
+                        kept.append(ref)
+                        if len(kept) == MAX_KEPT_LISTED:
+                            return kept
+        return kept
+
     def clean_abandoned_staging(self) -> int:
         """At start: remove attempt folders a previous run left, except kept output.
 
@@ -477,7 +496,7 @@ class Supervisor:
 
 
 def _int(text: str) -> int:
-    return int(text) if text.isdigit() else -1
+    return int(text) if _number(text) else -1
 
 
 def _exit_status(text: str) -> int:
@@ -488,3 +507,8 @@ def _exit_status(text: str) -> int:
 
 
 _EXIT_STATUS = re.compile(r"-?[0-9]{1,3}")
+
+
+def _number(text: str) -> bool:
+    """Digits 0-9 only (``str.isdigit`` takes ``²`` too, which ``int`` refuses)."""
+    return text.isascii() and text.isdigit()

@@ -152,18 +152,23 @@ def job_action(
     if action == "retry-sync":
         # Chunks whose staged output a node kept after a failed copy go back to
         # that node to be copied again, without a render (see Scheduler.dispatch).
-        count = copies = 0
+        count = copies = away = 0
         for chunk in job.chunks.made():
             unsynced = chunk.state == "done" and not set(chunk.frames) <= set(chunk.done)
             if chunk.state in ("failed", "waiting-retry") or unsynced:
-                copies += chunk.staged_on is not None
+                holder = nodes.get(chunk.staged_on) if chunk.staged_on is not None else None
+                if holder is not None and holder.enabled:
+                    copies += holder.online
+                    away += not holder.online
                 reset_for_rerun(job, chunk, changes)
                 count += 1
         if count == 0 and state in ("cancelled", "done", "failed"):
             _lift_blocks(job, changes, now, actor)
             return f"retry sync: nothing to copy or retry (job is {state})"
         _reopen(job, changes, now, actor)
-        return f"retry sync: {count} chunks re-queued ({copies} copy their staged output)"
+        # An offline holder is waited for until it would be lost; then the chunk renders.
+        offline = f", {away} wait for their offline node" if away else ""
+        return f"retry sync: {count} chunks re-queued ({copies} copy their staged output{offline})"
     if action == "requeue":
         # An untouched chunk is already as a requeue leaves it.
         for chunk in job.chunks.made():

@@ -15,7 +15,7 @@ from farmtui.protocol.limits import (
     Timestamp,
     Version,
 )
-from farmtui.protocol.records import ChunkRef, GpuInfo, HeldRefs, Record
+from farmtui.protocol.records import ChunkRef, GpuInfo, HeldRefs, KeptRefs, Record
 from farmtui.protocol.vocabulary import ChunkKind, OnTimeout
 
 # Agent -> leader
@@ -52,6 +52,10 @@ class AgentHello(AgentMessage, tag="hello", kw_only=True):
     gpu_only: bool = False
     # Chunks of short-chunk jobs it takes ahead of a free slot (the agent's --prefetch).
     prefetch: Annotated[int, msgspec.Meta(ge=0, le=MAX_PREFETCH)] = 0
+    # Staged output it keeps from attempts whose copy to the sync root failed: the
+    # leader has it discard those no chunk waits for (a DiscardStaged sent while the
+    # node was away is lost).
+    kept: KeptRefs = []
 
 
 class Heartbeat(AgentMessage, tag="heartbeat", kw_only=True):

@@ -277,6 +277,10 @@ class ChunkRef(Record, kw_only=True):
 
 # The attempts an agent can hold at once, whatever its --slots and --prefetch were.
 HeldRefs = Annotated[list[ChunkRef], msgspec.Meta(max_length=MAX_SLOTS + MAX_PREFETCH)]
+# The kept outputs (failed copies) one hello lists; a node with more lists the rest in
+# its next hellos, as those listed go.
+MAX_KEPT_LISTED = 1024
+KeptRefs = Annotated[list[ChunkRef], msgspec.Meta(max_length=MAX_KEPT_LISTED)]
 
 
 class GpuInfo(Record, kw_only=True):

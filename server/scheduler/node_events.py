@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from farmtui.protocol import AgentHello, ChunkRef
 from server import outcomes
-from server.model import Changes, Node
+from server.model import Changes, Discard, Node
 from server.prefetch import withdraw_waiting
 from server.retries import OPERATOR_BLOCK, is_blocked
 from server.scheduler.dispatch_index import DispatchIndex, _noting
@@ -89,8 +89,39 @@ class NodeEvents(DispatchIndex):
                 refresh_job(job, changes, now)
             else:
                 settle_stopped(node, key, chunk, changes)
+        self._discard_unwanted(node.name, hello.kept, reported, changes)
         changes.event(now, "info", f"node {node.name} connected ({node.slots} slots)", None, None)
         return changes, stale
+
+    def _discard_unwanted(
+        self,
+        node: str,
+        kept: list[ChunkRef],
+        reported: set[tuple[str, int, int]],
+        changes: Changes,
+    ) -> None:
+        """Have the node delete the staged output it keeps that no chunk waits for.
+
+        A DiscardStaged sent while the node was away (its output waited for it
+        until ``node_timeout``, then the chunk was rendered elsewhere; the job was
+        deleted) is lost with the link, and the output stayed on the node's disk,
+        likely the one that filled up. Kept: what the chunk waits for here, what
+        the node's own reports still to come will settle, and what an attempt of
+        the chunk running here may be copying.
+        """
+        for ref in kept:
+            key = (ref.job_id, ref.chunk, ref.attempt)
+            if key in reported:
+                continue  # its ChunkFinished (kept_staged) follows from the outbox
+            chunk = self._chunk(ref.job_id, ref.chunk)
+            if chunk is not None and (
+                (chunk.staged_on == node and chunk.staged_attempt == ref.attempt)
+                or (chunk.state == "assigned" and chunk.node == node)
+            ):
+                continue
+            changes.discards.append(
+                Discard(node=node, job_id=ref.job_id, chunk=ref.chunk, attempt=ref.attempt)
+            )
 
     def _is_current(self, node: str, key: tuple[str, int, int]) -> bool:
         """Whether ``key`` is its chunk's current attempt, assigned to ``node``."""

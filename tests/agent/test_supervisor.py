@@ -22,6 +22,7 @@ from farmtui.protocol import (
     AssignChunk,
     ChunkFinished,
     ChunkProgress,
+    ChunkRef,
     ChunkStarted,
     FramesWritten,
 )
@@ -256,6 +257,14 @@ async def test_a_failed_copy_fails_the_chunk_and_keeps_the_staged_files(
     assert finished.kept_staged, "the leader learns where a retry sync can copy from"
     assert (farm.staging / "job1/1.1/renders/shot/frame_0001.png").exists()
     assert (farm.staging / "job1/1.1" / KEPT_MARK).exists()
+    # Listed in every hello, so that a discard lost while the node was away comes again.
+    ref = ChunkRef(job_id="job1", chunk=1, attempt=1)
+    assert farm.supervisor.kept_outputs() == [ref]
+    (farm.staging / "job1" / "\u00b2.1").mkdir()  # a renderer's folder: not a number
+    assert farm.supervisor.kept_outputs() == [ref]
+    assert farm.supervisor.clean_abandoned_staging() == 1, "that folder only"
+    farm.supervisor.discard_staged("job1", 1, 1)
+    assert farm.supervisor.kept_outputs() == []
 
 
 async def test_output_pattern_is_inferred_when_the_leader_sends_none(

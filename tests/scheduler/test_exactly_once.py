@@ -266,7 +266,8 @@ def test_kept_output_on_a_node_that_is_gone_is_rendered_again_and_discarded() ->
     node = _failed_copy(farm, job)
     farm.scheduler.node_disconnected(node, farm.now)
     farm.node("n2")
-    farm.scheduler.job_action([job], "retry-sync", "bob", farm.now)
+    said = farm.scheduler.job_action([job], "retry-sync", "bob", farm.now).events[-1].text
+    assert said.endswith("(0 copy their staged output, 1 wait for their offline node)")
     assert farm.dispatch().assignments == [], "a dropped link may come back"
     farm.advance(11)
     changes = farm.dispatch()
@@ -317,6 +318,24 @@ def test_kept_output_of_a_node_that_never_comes_back_is_rendered_after_node_time
     restarted.advance(11.0)
     [again] = restarted.dispatch().assignments
     assert (again.node, again.message.sync_from) == ("n2", 0)
+
+
+def test_kept_output_nobody_waits_for_is_discarded_when_its_node_says_hello() -> None:
+    """The discard sent while the node was away was lost with its link: the output
+    stayed on the node's disk (likely the full one) for good."""
+    farm = Farm(SchedulerConfig(node_timeout=10.0))
+    gone = farm.submit("gone", frames="1", retries=1)
+    waiting = farm.submit("waiting", frames="1", retries=1)
+    farm.node("n1")
+    _failed_copy(farm, gone)
+    _failed_copy(farm, waiting)
+    farm.scheduler.node_disconnected("n1", farm.now)
+    farm.scheduler.job_action([gone], "delete", "bob", farm.now)
+    kept = [ChunkRef(job_id=job, chunk=0, attempt=1) for job in (gone, waiting)]
+    later = ChunkRef(job_id="reported", chunk=0, attempt=1)  # its report is still to come
+    hello = AgentHello(name="n1", slots=1, kept=[*kept, later], finished=[later])
+    changes, _ = farm.scheduler.node_connected(hello, farm.now)
+    assert [(d.node, d.job_id, d.attempt) for d in changes.discards] == [("n1", gone, 1)]
 
 
 def test_a_deleted_jobs_id_stays_taken_while_its_attempt_holds_a_slot(farm: Farm) -> None:

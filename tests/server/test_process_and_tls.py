@@ -151,6 +151,41 @@ def test_a_burst_of_sigterms_ends_the_leader_cleanly(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_ctrl_c_twice_is_a_clean_stop_without_a_traceback(tmp_path: Path) -> None:
+    """uvicorn forced its way out on the second, skipping the app's shutdown, which ran
+    anyway as its task was cancelled and left a CancelledError traceback in the log."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "server.main", "--data", str(tmp_path / "d"),
+         "--root", str(tmp_path / "r"), "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    lines: list[bytes] = []
+    assert process.stdout is not None
+    reader = threading.Thread(target=lambda: lines.extend(process.stdout or ()), daemon=True)
+    reader.start()
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", process)
+        process.send_signal(signal.SIGINT)
+        # The second once it is shutting down (two sent at once are delivered as one).
+        end = time.monotonic() + 30.0
+        while not any(b"Shutting down" in line for line in lines):
+            assert time.monotonic() < end, b"".join(lines).decode()[-2000:]
+            time.sleep(0.01)  # polling with a deadline
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=30)
+        reader.join(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    output = b"".join(lines)
+    assert process.returncode == 0, output.decode()[-2000:]
+    assert b"leader stopped" in output
+    assert b"Traceback" not in output, output.decode()[-2000:]
+
+
+@pytest.mark.slow
 def test_a_stderr_nobody_reads_never_stops_the_leader_nor_its_exit(tmp_path: Path) -> None:
     """journald stalled, a terminal suspended over SSH: the pipe fills and stays full."""
     port = free_port()

@@ -88,8 +88,13 @@ def create_app(settings: LeaderSettings, stand_in: StoreUnreachable | None = Non
             app.state.leader = stand_in
             yield
             return
-        leader = Leader(settings)
-        await leader.start()
+        try:
+            leader = Leader(settings)
+            await leader.start()
+        except BaseException as exc:
+            if settings.on_start_failed is not None:
+                settings.on_start_failed(exc)
+            raise
         app.state.leader = leader
         try:
             yield

@@ -200,6 +200,9 @@ class LeaderSettings:
     # Called when this leader steps down (its lease is lost): ``server.main`` then
     # stops serving and starts again as a standby. None: it stays a refusing standby.
     on_step_down: Callable[[], None] | None = None
+    # Called with what stopped the app's start-up (``server.main``: a store that fails
+    # again is waited for, anything else ends the leader).
+    on_start_failed: Callable[[BaseException], None] | None = None
 
     @classmethod
     def from_data(

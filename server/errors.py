@@ -43,6 +43,11 @@ class StoreError(LeaderError):
         self.detail = detail
 
 
+class FarmMoved(StoreError):
+    """``farm migrate`` moved the farm to another store: this one is a backup now, and
+    a leader on it must not start, however often it tries."""
+
+
 class NoRoom(StoreError):
     """Refused before anything changed: the data folder's disk is below its reserve
     (``server.disk_room``)."""

@@ -240,13 +240,12 @@ class LeaderServer(uvicorn.Server):
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self.caught.append(sig)
-        if self.should_exit:
-            # A second Ctrl-C: uvicorn would force its way out, skipping the app's
-            # shutdown, which then ran anyway as its task was cancelled and left a
-            # CancelledError traceback in the log. The shutdown is bounded (a few
-            # seconds for connections, then the leader's stop): let it finish.
-            return
         super().handle_exit(sig, frame)
+        # Never forced: on a second Ctrl-C uvicorn skipped the app's shutdown, which then
+        # ran anyway as its task was cancelled and left a CancelledError traceback in the
+        # log. The shutdown is bounded (a few seconds for connections, then the leader's
+        # stop): let it finish.
+        self.force_exit = False
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         context = self.config.ssl

@@ -19,6 +19,7 @@ standby that knows no active leader (``server.store_wait``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import dataclasses
 import errno
@@ -42,12 +43,12 @@ from farmtui.protocol import MAX_FRAME_READ_BYTES
 from server.app import create_app
 from server.config import LeaderSettings
 from server.disk_room import give_back_if_full
-from server.errors import LeaderError
+from server.errors import FarmMoved, LeaderError, StoreError
 from server.handshakes import LeaderServer
 from server.http_head import BoundedHttpToolsProtocol
 from server.store import open_store
 from server.store_url import parse_store_url
-from server.store_wait import StoreUnreachable, wait_for_store
+from server.store_wait import FIRST_RETRY, LONGEST_RETRY, StoreUnreachable, wait_for_store
 from server.sync_root import check_store_before_start
 
 log = logging.getLogger("farmtui.leader")
@@ -157,15 +158,19 @@ def run_leader(
         logging.config.dictConfig(logging_config())
         with _signals_end_quietly() as stop, logging_off_the_loop(LOGGERS):
             served = False  # a server of this leader has started (a later one may not)
+            failed: list[BaseException] = []  # why the last start failed
+            pause = 0.0  # before the stand-in first tries the store
             while True:
                 stepped_down = threading.Event()
                 serving: list[uvicorn.Server] = []
+                failed.clear()
                 server = LeaderServer(
                     uvicorn_config(
                         dataclasses.replace(
                             settings,
                             own_process=True,
                             on_step_down=_stop_serving(stepped_down, serving),
+                            on_start_failed=failed.append,
                         ),
                         log_config=False,
                     )
@@ -176,28 +181,34 @@ def run_leader(
                 if stop.asked.is_set():
                     break
                 if server.started:
-                    served = True
+                    served, pause = True, 0.0
                     if not stepped_down.is_set():
                         break
-                elif not served:
-                    break  # it could not start at all: said below, in one line
+                elif not served or not _store_went_away(failed):
+                    break  # it cannot start, and would not next time: said below
                 else:
-                    # Its store answered the stand-in, and failed the leader a moment
-                    # later (a database that comes and goes): stand in again.
-                    log.error("the leader could not start again; standing in for it")
+                    # Its store answered the stand-in and failed the leader a moment
+                    # later (a database that comes and goes): stand in again, trying
+                    # the store less and less often while that goes on.
+                    log.error("the leader could not start again (%s); standing in", failed[0])
+                    pause = min(2 * pause or FIRST_RETRY, LONGEST_RETRY)
                 # A database that went away may be why it stepped down: the new
                 # standby starts once it answers, and a stand-in answers till then.
-                if not _stand_in_until_store_answers(sock, settings, stop):
+                if not _stand_in_until_store_answers(sock, settings, stop, pause):
                     break  # asked to stop meanwhile
                 log.warning("serving again as a standby on %s:%d", host, port)
             if stop.signum is not None:
                 log.info("leader shut down on signal %d", stop.signum)
-    if not served and not stop.asked.is_set():
-        raise LeaderError(f"the leader could not start on {host}:{port}")
+    if not server.started and not stop.asked.is_set():
+        why = failed[0] if failed else None
+        if isinstance(why, LeaderError):  # the store, the sync root: said in one line
+            raise LeaderError(str(why))
+        again = " again" if served else ""
+        raise LeaderError(f"the leader could not start{again} on {host}:{port} (see its log)")
 
 
 def _stand_in_until_store_answers(
-    sock: socket.socket, settings: LeaderSettings, stop: StopSignals
+    sock: socket.socket, settings: LeaderSettings, stop: StopSignals, pause: float = 0.0
 ) -> bool:
     """Serve ``StoreUnreachable`` on ``sock`` until the store opens: True. False: the
     leader was asked to stop (SIGTERM, SIGINT) first.
@@ -205,7 +216,8 @@ def _stand_in_until_store_answers(
     The stand-in answers from the start, the store being tried on a thread: a
     database that does not answer at all holds a try for its connect timeout, and
     the port went unanswered meanwhile. (After the usual step-down, deposed with
-    the database there, the stand-in serves for a moment.)
+    the database there, the stand-in serves for a moment.) ``pause``: seconds
+    before its first try.
     """
     if stop.asked.is_set():
         return False
@@ -213,6 +225,8 @@ def _stand_in_until_store_answers(
     done, answered = threading.Event(), threading.Event()
 
     def look() -> None:
+        if done.wait(pause):
+            return  # stopped before its first try
         if wait_for_store(settings.store_url, done):
             answered.set()
             server.should_exit = True
@@ -234,6 +248,14 @@ def _stand_in_until_store_answers(
         log.error("the stand-in stopped; waiting for the store with the port unanswered")
         wait_for_store(settings.store_url, stop.asked)
     return not stop.asked.is_set()
+
+
+def _store_went_away(failed: list[BaseException]) -> bool:
+    """Whether a start failed on its store, which may answer again (not on a sync root
+    that is another farm's, a farm moved away, or a bug: those would fail every time)."""
+    return (
+        bool(failed) and isinstance(failed[0], StoreError) and not isinstance(failed[0], FarmMoved)
+    )
 
 
 def _stop_serving(flag: threading.Event, serving: list[uvicorn.Server]) -> Callable[[], None]:
@@ -336,15 +358,16 @@ class StopSignals:
                 return
             # A duplicate: uvicorn closes the sockets it served on; ours stays open
             # (and listening, so clients wait in its backlog) for the next round.
-            with sock.dup() as listening:
-                try:
-                    server.run(sockets=[listening])
-                except SystemExit:
-                    # uvicorn's way out when the app's start-up failed (its store did not
-                    # open): ``server.started`` says so. The signals it caught meanwhile
-                    # it did not pass on: they are ours to act on.
-                    for signum in server.caught:
-                        self.ended(signum, None)
+            # SystemExit: uvicorn's way out when the app's start-up failed (its store did
+            # not open); ``server.started`` says so, and the signals it caught meanwhile
+            # it did not pass on.
+            with sock.dup() as listening, contextlib.suppress(SystemExit):
+                server.run(sockets=[listening])
+            # Passed on or not (uvicorn raises them again after a normal end), the
+            # signals it caught are ours to act on: one that came while a stepped-down
+            # server shut down must not be lost.
+            for signum in server.caught:
+                self.ended(signum, None)
         finally:
             self._server = None
 
@@ -368,8 +391,27 @@ def _signals_end_quietly() -> Iterator[StopSignals]:
     try:
         yield stop
     finally:
+        if stop.asked.is_set():
+            # SIG_IGN, not a function: Python puts the default back for a function's
+            # signals as it exits. One caught a moment before, not yet handled, is then
+            # reported "ignored due to race condition" with a traceback: not worth one.
+            sys.unraisablehook = _quiet_about_ignored_signals(sys.unraisablehook)
         for sig, handler in previous.items():
             signal.signal(sig, signal.SIG_IGN if stop.asked.is_set() else handler)
+
+
+def _quiet_about_ignored_signals(
+    hook: Callable[[Any], object],
+) -> Callable[[Any], object]:
+    """``hook``, but silent about a signal dropped once SIGINT/SIGTERM are ignored."""
+
+    def unraisable(info: Any) -> object:
+        value = info.exc_value
+        if isinstance(value, OSError) and "ignored due to race condition" in str(value):
+            return None
+        return hook(info)
+
+    return unraisable
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from server.errors import StoreError
+from server.errors import FarmMoved, StoreError
 from server.store import open_store
 from server.store_url import parse_store_url, redacted
 
@@ -80,9 +80,9 @@ def migrate(source_url: str, target_url: str) -> Migrated:
 
 
 def check_not_moved(moved_to: str | None, where: str) -> None:
-    """StoreError in one line when the farm at ``where`` was moved to another store."""
+    """FarmMoved in one line when the farm at ``where`` was moved to another store."""
     if moved_to:
-        raise StoreError(
+        raise FarmMoved(
             f"the farm in {where} was moved to {moved_to} by farm migrate: start the "
             f"leader with --store {moved_to} (this copy is kept only as a backup)"
         )

@@ -20,6 +20,7 @@ import psycopg
 import pytest
 
 from farmtui.client import FarmClient
+from farmtui.protocol import ROOT_ID_FILE
 from tests.e2e.fault_support import attempt_summary, farm_fault_problems, wait_until
 from tests.helpers.failover import FailoverFarm, LeaderProcess, failover_toml
 from tests.helpers.farm import needs_agent
@@ -247,6 +248,33 @@ def test_a_database_that_drops_again_as_the_leader_comes_back_leaves_it_standing
         wait_until(lambda: _stands_in(a), 30.0, "a standing in again")
         proxy.restore()
         wait_until(lambda: a.role() == "active", 60.0, "a active once its database is back")
+
+
+def test_a_leader_that_cannot_start_again_for_good_ends_in_one_line(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """Its sync root was swapped for another farm's while its database was away: the
+    stand-in saw the database back, the leader's start failed, and it went back to
+    the stand-in, four tracebacks a second for ever. Only its store coming and going
+    is waited for."""
+    parts = urlsplit(postgres_url)
+    assert parts.hostname is not None
+    assert parts.port is not None
+    with (
+        TcpProxy(parts.hostname, parts.port) as proxy,
+        FailoverFarm(tmp_path, postgres_url, names=("a",)) as farm,
+    ):
+        a = _cut_off(farm, proxy, postgres_url)
+        farm.start("a")
+        farm.wait_active(TAKEOVER_BOUND)
+        proxy.cut()
+        wait_until(lambda: _stands_in(a), 30.0, "a's stand-in while its database is away")
+        (farm.root / ROOT_ID_FILE).write_text("0123456789abcdef0123456789abcdef\n")
+        proxy.restore()
+        assert a.process.wait(timeout=60.0) == 1, a.log_text()[-2000:]
+        last = a.log_text().strip().splitlines()[-1]
+        assert last.startswith("farm leader: the sync root"), last
+        assert "belongs to another farm" in last
 
 
 def test_a_database_that_freezes_while_the_leader_loads_the_farm_does_not_hold_its_stop(

@@ -81,6 +81,7 @@ class _Server:
         self.should_exit = False
         self.ran = False
         self.during = during
+        self.caught: list[int] = []  # the signals uvicorn's handler saw (none here)
 
     def run(self, sockets: list[socket.socket]) -> None:
         self.ran = True

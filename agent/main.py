@@ -30,7 +30,7 @@ from agent.link import LeaderLink
 from agent.outbox import Outbox
 from agent.process_tree import become_subreaper, not_dumpable
 from agent.staging import UploadToLeader
-from agent.supervisor import Storage, Supervisor
+from agent.supervisor import STAGING_LOCK, Storage, Supervisor
 from farmtui.config import TOKEN_VARIABLE
 from farmtui.protocol import (
     AGENT_EXIT_REFUSED,
@@ -114,7 +114,7 @@ def lock_staging(staging: Path) -> int:
     staging: on another running agent's staging folder it removed that agent's
     live folders, and its chunks failed to start (a retry used each).
     """
-    return _hold(staging, ".agent.lock", "staging folder", "--staging")
+    return _hold(staging, STAGING_LOCK, "staging folder", "--staging")
 
 
 def _hold(folder: Path, name: str, what: str, flag: str) -> int:

@@ -66,6 +66,8 @@ log = logging.getLogger("farmtui.agent.supervisor")
 # (``.exit``, written by its shim). An agent that died in between finds there a render
 # that ended meanwhile, and reports it rather than have it rendered again.
 JOURNAL = ".attempts"
+# In an agent's staging folder while it runs (``agent.main.lock_staging``).
+STAGING_LOCK = ".agent.lock"
 # Seconds a job's emptied staging folder waits for the job's next chunk here before it
 # goes: made and removed with each chunk, it was two of an attempt's costliest calls.
 JOB_FOLDER_KEPT = 30.0
@@ -315,13 +317,20 @@ class Supervisor:
         with contextlib.suppress(OSError):
             folder.parent.rmdir()
 
+    def _ours(self) -> list[Path]:
+        """What staging holds, but another agent's staging folder inside it: that one
+        holds its lock, and its files are not ours to clean up or list (they went at
+        this agent's start)."""
+        try:
+            entries = list(self.staging_root.iterdir())
+        except OSError:
+            return []
+        return [entry for entry in entries if not (entry / STAGING_LOCK).exists()]
+
     def kept_outputs(self) -> list[ChunkRef]:
         """The attempts whose staged output is kept here (a failed copy), for the hello."""
         kept: list[ChunkRef] = []
-        try:
-            jobs = [job for job in self.staging_root.iterdir() if _SAFE_NAME.fullmatch(job.name)]
-        except OSError:
-            return kept
+        jobs = [job for job in self._ours() if _SAFE_NAME.fullmatch(job.name)]
         for job in jobs:
             with contextlib.suppress(OSError):
                 for attempt in job.iterdir():
@@ -339,11 +348,7 @@ class Supervisor:
         Kept output (a failed copy) waits for a retry sync or a discard.
         """
         removed = 0
-        try:
-            jobs = list(self.staging_root.iterdir())
-        except OSError:
-            return 0
-        for job in jobs:
+        for job in self._ours():
             if not job.is_dir():
                 continue
             for attempt in list(job.iterdir()):

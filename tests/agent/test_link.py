@@ -23,6 +23,7 @@ from websockets.http11 import Request, Response
 from agent import agent_log
 from agent.errors import LeaderRefused
 from agent.main import Agent, default_staging_dir, run_agent
+from agent.supervisor import KEPT_MARK
 from farmtui.protocol import (
     AGENT_EXIT_REFUSED,
     Ack,
@@ -456,6 +457,40 @@ def test_a_second_agent_on_the_same_staging_folder_is_refused(tmp_path: Path) ->
         "give each agent its own --staging"
     ]
     assert live.is_dir(), "the first agent's attempt folder is left alone"
+
+
+def test_an_agent_leaves_alone_another_agents_staging_inside_its_own(tmp_path: Path) -> None:
+    """Its start-up clean-up took the inner agent's folder for a job's, and removed that
+    agent's live attempt folders and kept output."""
+    inner = Agent(
+        "http://127.0.0.1:9",
+        TOKEN,
+        name="inner",
+        state_dir=tmp_path / "state-inner",
+        staging=tmp_path / "staging" / "inner",
+        log_to_stderr=False,
+    )
+    kept = tmp_path / "staging" / "inner" / "jobA" / "3.1"
+    kept.mkdir(parents=True)
+    (kept / KEPT_MARK).touch()
+    outer = Agent(
+        "http://127.0.0.1:9",
+        TOKEN,
+        name="outer",
+        state_dir=tmp_path / "state-outer",
+        staging=tmp_path / "staging",
+        log_to_stderr=False,
+    )
+    try:
+        assert outer.supervisor.clean_abandoned_staging() == 0
+        assert outer.supervisor.kept_outputs() == []
+        assert inner.supervisor.kept_outputs() == [ChunkRef(job_id="jobA", chunk=3, attempt=1)]
+    finally:
+        for agent in (outer, inner):
+            agent_log.detach(agent._logging)
+            os.close(agent._staging_lock)
+            os.close(agent._lock)
+    assert kept.is_dir()
 
 
 @pytest.mark.parametrize("planted", ["symlink", "other-user"])

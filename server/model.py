@@ -55,6 +55,8 @@ class Attempt(msgspec.Struct, gc=False, omit_defaults=True):
     # The node's GPUs it had to itself, and the limits it held a unit of.
     gpus: tuple[int, ...] = ()
     limits: tuple[str, ...] = ()
+    # The attempt whose kept output it copies (a retry sync: no render); 0: a render.
+    copy_of: int = 0
 
 
 class Chunk(msgspec.Struct, gc=False):

@@ -342,6 +342,7 @@ class DispatchPass(DispatchIndex):
                 started=now,
                 gpus=holding.gpus,
                 limits=holding.limits,
+                copy_of=sync_from,
             ),
         )
         key = (job.id, chunk.index, chunk.attempt)

@@ -338,6 +338,24 @@ def test_kept_output_nobody_waits_for_is_discarded_when_its_node_says_hello() ->
     assert [(d.node, d.job_id, d.attempt) for d in changes.discards] == [("n1", gone, 1)]
 
 
+def test_a_copy_of_kept_output_taken_away_leaves_the_output_kept() -> None:
+    """The copy's AssignChunk was lost with the link: the hello preempted the copy and,
+    the chunk no longer naming the holder, had the holder delete the output."""
+    farm = Farm(SchedulerConfig(node_timeout=10.0))
+    job = farm.submit("j", frames="1", retries=0)
+    farm.node("n1")
+    _failed_copy(farm, job)
+    farm.scheduler.job_action([job], "retry-sync", "bob", farm.now)
+    [copy] = farm.dispatch().assignments
+    assert (copy.node, copy.message.sync_from, copy.message.attempt) == ("n1", 1, 2)
+    farm.scheduler.node_disconnected("n1", farm.now)
+    kept = [ChunkRef(job_id=job, chunk=0, attempt=1)]
+    changes, _ = farm.scheduler.node_connected(AgentHello(name="n1", slots=1, kept=kept), farm.now)
+    assert changes.discards == []
+    [again] = farm.dispatch().assignments
+    assert (again.node, again.message.sync_from, again.message.attempt) == ("n1", 1, 3)
+
+
 def test_a_deleted_jobs_id_stays_taken_while_its_attempt_holds_a_slot(farm: Farm) -> None:
     job = farm.submit("j", frames="1")
     farm.node("n1")

@@ -239,11 +239,20 @@ def test_a_database_that_drops_again_as_the_leader_comes_back_leaves_it_standing
         farm.start("a")
         farm.wait_active(TAKEOVER_BOUND)
         proxy.cut()
-        wait_until(lambda: _stands_in(a), 30.0, "a's stand-in while its database is away")
-        proxy.restore(accept=1)  # the stand-in's try gets through; the next is refused
+        # The stand-in's own line: the deposed leader answers as a standby too while it
+        # shuts down, and its lease's release at the end would take the one connection.
         wait_until(
-            lambda: "could not start again" in a.log_text(), 30.0, "a failing to start again"
+            lambda: "waiting for the store before serving again" in a.log_text(),
+            30.0,
+            "a's stand-in trying its database",
         )
+        proxy.restore(accept=1)  # the stand-in's try gets through; the next is refused
+        try:
+            wait_until(
+                lambda: "could not start again" in a.log_text(), 30.0, "a failing to start again"
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{a.log_text()[-4000:]}") from None
         assert a.process.poll() is None, a.log_text()[-2000:]
         wait_until(lambda: _stands_in(a), 30.0, "a standing in again")
         proxy.restore()

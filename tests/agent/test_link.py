@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any, TypeVar
@@ -401,25 +401,32 @@ async def test_stale_chunks_in_welcome_are_killed(
         assert not _alive(started.pid)
 
 
-def test_a_second_agent_on_the_same_state_folder_is_refused(tmp_path: Path) -> None:
-    first = Agent(
+@contextlib.contextmanager
+def _idle_agent(name: str, state: Path, staging: Path) -> Iterator[Agent]:
+    """An agent made, never run: it holds its state and staging folders' locks."""
+    agent = Agent(
         "http://127.0.0.1:9",
         TOKEN,
-        name="node1",
-        state_dir=tmp_path / "state",
-        staging=tmp_path / "staging",
+        name=name,
+        state_dir=state,
+        staging=staging,
         log_to_stderr=False,
     )
     try:
+        yield agent
+    finally:
+        agent_log.detach(agent._logging)
+        os.close(agent._staging_lock)
+        os.close(agent._lock)
+
+
+def test_a_second_agent_on_the_same_state_folder_is_refused(tmp_path: Path) -> None:
+    with _idle_agent("node1", tmp_path / "state", tmp_path / "staging"):
         done = subprocess.run(
             [sys.executable, "-m", "agent.main", "--leader", "http://127.0.0.1:9",
              "--token", TOKEN, "--name", "node1", "--state", str(tmp_path / "state")],
             capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
-    finally:
-        agent_log.detach(first._logging)
-        os.close(first._staging_lock)
-        os.close(first._lock)
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
         f"farm agent: another agent is running with the state folder {tmp_path / 'state'}; "
@@ -430,27 +437,15 @@ def test_a_second_agent_on_the_same_state_folder_is_refused(tmp_path: Path) -> N
 def test_a_second_agent_on_the_same_staging_folder_is_refused(tmp_path: Path) -> None:
     """Its start removes the attempt folders a previous run left in staging: on a
     running agent's staging, that agent's live folders went and its chunks failed."""
-    first = Agent(
-        "http://127.0.0.1:9",
-        TOKEN,
-        name="node1",
-        state_dir=tmp_path / "state1",
-        staging=tmp_path / "staging",
-        log_to_stderr=False,
-    )
     live = tmp_path / "staging" / "job1" / "0.1"
-    live.mkdir(parents=True)
-    try:
+    with _idle_agent("node1", tmp_path / "state1", tmp_path / "staging"):
+        live.mkdir(parents=True)
         done = subprocess.run(
             [sys.executable, "-m", "agent.main", "--leader", "http://127.0.0.1:9",
              "--token", TOKEN, "--name", "node2", "--state", str(tmp_path / "state2"),
              "--staging", str(tmp_path / "staging")],
             capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
-    finally:
-        agent_log.detach(first._logging)
-        os.close(first._staging_lock)
-        os.close(first._lock)
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
         f"farm agent: another agent is running with the staging folder {tmp_path / 'staging'}; "
@@ -462,34 +457,17 @@ def test_a_second_agent_on_the_same_staging_folder_is_refused(tmp_path: Path) ->
 def test_an_agent_leaves_alone_another_agents_staging_inside_its_own(tmp_path: Path) -> None:
     """Its start-up clean-up took the inner agent's folder for a job's, and removed that
     agent's live attempt folders and kept output."""
-    inner = Agent(
-        "http://127.0.0.1:9",
-        TOKEN,
-        name="inner",
-        state_dir=tmp_path / "state-inner",
-        staging=tmp_path / "staging" / "inner",
-        log_to_stderr=False,
-    )
-    kept = tmp_path / "staging" / "inner" / "jobA" / "3.1"
-    kept.mkdir(parents=True)
-    (kept / KEPT_MARK).touch()
-    outer = Agent(
-        "http://127.0.0.1:9",
-        TOKEN,
-        name="outer",
-        state_dir=tmp_path / "state-outer",
-        staging=tmp_path / "staging",
-        log_to_stderr=False,
-    )
-    try:
+    staging = tmp_path / "staging"
+    kept = staging / "inner" / "jobA" / "3.1"
+    with (
+        _idle_agent("inner", tmp_path / "state-inner", staging / "inner") as inner,
+        _idle_agent("outer", tmp_path / "state-outer", staging) as outer,
+    ):
+        kept.mkdir(parents=True)
+        (kept / KEPT_MARK).touch()
         assert outer.supervisor.clean_abandoned_staging() == 0
         assert outer.supervisor.kept_outputs() == []
         assert inner.supervisor.kept_outputs() == [ChunkRef(job_id="jobA", chunk=3, attempt=1)]
-    finally:
-        for agent in (outer, inner):
-            agent_log.detach(agent._logging)
-            os.close(agent._staging_lock)
-            os.close(agent._lock)
     assert kept.is_dir()
 
 

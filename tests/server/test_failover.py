@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -170,6 +172,19 @@ def _cut_off(farm: FailoverFarm, proxy: TcpProxy, url: str) -> LeaderProcess:
     return farm.leaders["a"]
 
 
+@contextmanager
+def _farm_cut_off(
+    tmp_path: Path, url: str, names: tuple[str, ...] = ("a", "b")
+) -> Iterator[tuple[TcpProxy, FailoverFarm, LeaderProcess]]:
+    """A farm of leaders ``names`` on PostgreSQL at ``url``, ``a`` (not started) reaching
+    it through a TcpProxy whose link a test can cut."""
+    parts = urlsplit(url)
+    assert parts.hostname is not None
+    assert parts.port is not None
+    with TcpProxy(parts.hostname, parts.port) as proxy, FailoverFarm(tmp_path, url, names) as farm:
+        yield proxy, farm, _cut_off(farm, proxy, url)
+
+
 def _stands_in(leader: LeaderProcess) -> bool:
     return leader.health() == {"ok": True, "role": "standby", "active": None}
 
@@ -181,14 +196,7 @@ def test_a_leader_cut_off_from_its_database_answers_as_a_standby_till_it_is_back
     Until the link is back, a's port answers as a standby that knows no active leader;
     before, it only listened, and a client given a's URL first waited for its own
     timeout before it tried b. Then a stands by behind b."""
-    parts = urlsplit(postgres_url)
-    assert parts.hostname is not None
-    assert parts.port is not None
-    with (
-        TcpProxy(parts.hostname, parts.port) as proxy,
-        FailoverFarm(tmp_path, postgres_url) as farm,
-    ):
-        a = _cut_off(farm, proxy, postgres_url)
+    with _farm_cut_off(tmp_path, postgres_url) as (proxy, farm, a):
         farm.start("a")
         b = farm.start("b")
         assert a.role() == "active"
@@ -218,8 +226,9 @@ def test_a_leader_cut_off_from_its_database_answers_as_a_standby_till_it_is_back
         log = a.log_text()
         assert "waiting for the store before serving again" in log
         assert "serving again as a standby" in log
-        assert parts.password
-        assert parts.password not in log
+        password = urlsplit(postgres_url).password
+        assert password
+        assert password not in log
 
 
 def test_a_database_that_drops_again_as_the_leader_comes_back_leaves_it_standing_in(
@@ -228,14 +237,7 @@ def test_a_database_that_drops_again_as_the_leader_comes_back_leaves_it_standing
     """The stand-in's try reaches the database, the leader's own open a moment later
     does not. Before, uvicorn ended the start-up with SystemExit(3): the leader
     exited by itself and its port closed."""
-    parts = urlsplit(postgres_url)
-    assert parts.hostname is not None
-    assert parts.port is not None
-    with (
-        TcpProxy(parts.hostname, parts.port) as proxy,
-        FailoverFarm(tmp_path, postgres_url, names=("a",)) as farm,
-    ):
-        a = _cut_off(farm, proxy, postgres_url)
+    with _farm_cut_off(tmp_path, postgres_url, names=("a",)) as (proxy, farm, a):
         farm.start("a")
         farm.wait_active(TAKEOVER_BOUND)
         proxy.cut()
@@ -266,14 +268,7 @@ def test_a_leader_that_cannot_start_again_for_good_ends_in_one_line(
     stand-in saw the database back, the leader's start failed, and it went back to
     the stand-in, four tracebacks a second for ever. Only its store coming and going
     is waited for."""
-    parts = urlsplit(postgres_url)
-    assert parts.hostname is not None
-    assert parts.port is not None
-    with (
-        TcpProxy(parts.hostname, parts.port) as proxy,
-        FailoverFarm(tmp_path, postgres_url, names=("a",)) as farm,
-    ):
-        a = _cut_off(farm, proxy, postgres_url)
+    with _farm_cut_off(tmp_path, postgres_url, names=("a",)) as (proxy, farm, a):
         farm.start("a")
         farm.wait_active(TAKEOVER_BOUND)
         proxy.cut()
@@ -293,14 +288,7 @@ def test_a_database_that_freezes_while_the_leader_loads_the_farm_does_not_hold_i
     a standby took over and loaded the farm: deposed 2 s later, it waited on its event
     loop for the load to let go of the store, and SIGTERM went unheard until the
     database thawed (40 s and more)."""
-    parts = urlsplit(postgres_url)
-    assert parts.hostname is not None
-    assert parts.port is not None
-    with (
-        TcpProxy(parts.hostname, parts.port) as proxy,
-        FailoverFarm(tmp_path, postgres_url) as farm,
-    ):
-        a = _cut_off(farm, proxy, postgres_url)
+    with _farm_cut_off(tmp_path, postgres_url) as (proxy, farm, a):
         b = farm.start("b")
         farm.wait_active(TAKEOVER_BOUND)
         farm.start("a")
@@ -325,16 +313,9 @@ def test_a_leader_cut_off_from_its_database_stops_on_sigterm(
     the stand-in then serving until SIGKILL. A database whose packets are dropped
     held the stop for its connect timeout (here a minute, past systemd's 30 s stop
     timeout): the leader waited for its try to end."""
-    parts = urlsplit(postgres_url)
-    assert parts.hostname is not None
-    assert parts.port is not None
     if when == "while its database does not answer":
         postgres_url += "?connect_timeout=60"
-    with (
-        TcpProxy(parts.hostname, parts.port) as proxy,
-        FailoverFarm(tmp_path, postgres_url, names=("a",)) as farm,
-    ):
-        a = _cut_off(farm, proxy, postgres_url)
+    with _farm_cut_off(tmp_path, postgres_url, names=("a",)) as (proxy, farm, a):
         farm.start("a")
         farm.wait_active(TAKEOVER_BOUND)
         if when == "while its database does not answer":

@@ -37,6 +37,15 @@ def wait_healthy(url: str, process: subprocess.Popen[bytes], deadline: float = 2
     raise TimeoutError("the leader did not answer /healthz")
 
 
+def _leader_process(tmp_path: Path) -> tuple[int, subprocess.Popen[bytes]]:
+    """``python -m server.main`` on a free port, its output (both streams) on a pipe."""
+    port = free_port()
+    command = [sys.executable, "-m", "server.main", "--data", str(tmp_path / "d")]
+    command += ["--root", str(tmp_path / "r"), "--port", str(port)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return port, process
+
+
 def test_sigterm_is_a_graceful_shutdown(tmp_path: Path) -> None:
     port = free_port()
     process = subprocess.Popen(
@@ -131,12 +140,7 @@ def test_a_signal_inside_the_handler_of_the_last_one_is_no_deadlock() -> None:
 def test_a_burst_of_sigterms_ends_the_leader_cleanly(tmp_path: Path) -> None:
     """A service manager and an impatient operator both signalling: it hung now and
     then (above), and the signals after its shutdown killed it with status -15."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "server.main", "--data", str(tmp_path / "d"),
-         "--root", str(tmp_path / "r"), "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    port, process = _leader_process(tmp_path)
     try:
         wait_healthy(f"http://127.0.0.1:{port}", process)
         end = time.monotonic() + 30.0
@@ -155,12 +159,7 @@ def test_a_burst_of_sigterms_ends_the_leader_cleanly(tmp_path: Path) -> None:
 def test_ctrl_c_twice_is_a_clean_stop_without_a_traceback(tmp_path: Path) -> None:
     """uvicorn forced its way out on the second, skipping the app's shutdown, which ran
     anyway as its task was cancelled and left a CancelledError traceback in the log."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "server.main", "--data", str(tmp_path / "d"),
-         "--root", str(tmp_path / "r"), "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    port, process = _leader_process(tmp_path)
     lines: list[bytes] = []
     assert process.stdout is not None
     reader = threading.Thread(target=lambda: lines.extend(process.stdout or ()), daemon=True)

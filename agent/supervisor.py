@@ -28,6 +28,7 @@ import contextlib
 import hashlib
 import logging
 import math
+import os
 import re
 import shutil
 import time
@@ -354,7 +355,12 @@ class Supervisor:
             for attempt in list(job.iterdir()):
                 chunk, _, number = attempt.name.partition(".")
                 recovered = (job.name, _int(chunk), _int(number)) in self.runs
-                if attempt.is_dir() and not recovered and not (attempt / KEPT_MARK).exists():
+                if (
+                    attempt.is_dir()
+                    and not recovered
+                    and not (attempt / KEPT_MARK).exists()
+                    and not _holds_a_staging(attempt)
+                ):
                     shutil.rmtree(attempt, ignore_errors=True)
                     removed += 1
             with contextlib.suppress(OSError):
@@ -517,3 +523,9 @@ _EXIT_STATUS = re.compile(r"-?[0-9]{1,3}")
 def _number(text: str) -> bool:
     """Digits 0-9 only (``str.isdigit`` takes ``²`` too, which ``int`` refuses)."""
     return text.isascii() and text.isdigit()
+
+
+def _holds_a_staging(folder: Path) -> bool:
+    """Whether another agent's staging folder is somewhere in ``folder`` (its lock): at
+    start-up only, before the folder is removed, so the walk's cost does not matter."""
+    return any(STAGING_LOCK in files for _, _, files in os.walk(folder))

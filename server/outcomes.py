@@ -159,11 +159,6 @@ def preempt(
     """
     take_off_node(chunk, nodes, changes, now, outcome, reason, kill=False, lost=lost)
     attempt = chunk.attempt
-    last = chunk.attempts[-1] if chunk.attempts else None
-    if last is not None and last.number == attempt and last.copy_of and chunk.staged_on is None:
-        # A copy of kept output taken away (its AssignChunk lost with the link, its node
-        # lost): the output is still kept there, and waits for that node again.
-        chunk.staged_on, chunk.staged_attempt = last.node, last.copy_of
     set_chunk_state(job, chunk, "preempted", changes)
     changes.event(
         now, "warn", f"chunk {chunk.index} attempt {attempt} preempted: {reason}", job.id, None

@@ -69,6 +69,7 @@ class NodeEvents(DispatchIndex):
         stale: list[ChunkRef] = []
         running = {(ref.job_id, ref.chunk, ref.attempt) for ref in hello.running}
         reported = running | {(ref.job_id, ref.chunk, ref.attempt) for ref in hello.finished}
+        kept = {(ref.job_id, ref.chunk, ref.attempt) for ref in hello.kept}
         for ref in hello.running:
             key = (ref.job_id, ref.chunk, ref.attempt)
             if not self._is_current(node.name, key):
@@ -86,6 +87,12 @@ class NodeEvents(DispatchIndex):
                 outcomes.preempt(
                     job, chunk, self.nodes, changes, now, "lost", "node came back without it"
                 )
+                copied = chunk.attempts[-1].copy_of
+                if copied and (job_id, index, copied) in kept:
+                    # A copy of kept output it never received (its AssignChunk lost
+                    # with the link): the output it was to copy is still kept there
+                    # and waits for it again. (A copy that began moved it away.)
+                    chunk.staged_on, chunk.staged_attempt = node.name, copied
                 refresh_job(job, changes, now)
             else:
                 settle_stopped(node, key, chunk, changes)

@@ -459,16 +459,20 @@ def test_an_agent_leaves_alone_another_agents_staging_inside_its_own(tmp_path: P
     agent's live attempt folders and kept output."""
     staging = tmp_path / "staging"
     kept = staging / "inner" / "jobA" / "3.1"
+    deeper = staging / "sub" / "deeper" / "jobB" / "1.1"
     with (
         _idle_agent("inner", tmp_path / "state-inner", staging / "inner") as inner,
+        _idle_agent("deeper", tmp_path / "state-deeper", staging / "sub" / "deeper"),
         _idle_agent("outer", tmp_path / "state-outer", staging) as outer,
     ):
-        kept.mkdir(parents=True)
-        (kept / KEPT_MARK).touch()
+        for folder in (kept, deeper):
+            folder.mkdir(parents=True)
+            (folder / KEPT_MARK).touch()
         assert outer.supervisor.clean_abandoned_staging() == 0
         assert outer.supervisor.kept_outputs() == []
         assert inner.supervisor.kept_outputs() == [ChunkRef(job_id="jobA", chunk=3, attempt=1)]
     assert kept.is_dir()
+    assert deeper.is_dir()
 
 
 @pytest.mark.parametrize("planted", ["symlink", "other-user"])

@@ -354,6 +354,12 @@ def test_a_copy_of_kept_output_taken_away_leaves_the_output_kept() -> None:
     assert changes.discards == []
     [again] = farm.dispatch().assignments
     assert (again.node, again.message.sync_from, again.message.attempt) == ("n1", 1, 3)
+    # This copy began (it moved the output into its own folder) and the agent died:
+    # the hello lists no kept output, and the chunk renders again.
+    farm.scheduler.node_disconnected("n1", farm.now)
+    farm.scheduler.node_connected(AgentHello(name="n1", slots=1), farm.now)
+    [render] = farm.dispatch().assignments
+    assert (render.node, render.message.sync_from, render.message.attempt) == ("n1", 0, 4)
 
 
 def test_a_deleted_jobs_id_stays_taken_while_its_attempt_holds_a_slot(farm: Farm) -> None:

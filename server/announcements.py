@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 
@@ -91,8 +91,9 @@ class Announcing:
     # Bumped by every commit that changes what a job view shows (``Leader.job_list_json``).
     _views_version: int
 
-    def now(self) -> float:
-        raise NotImplementedError  # the leader's clock
+    if TYPE_CHECKING:  # Leader's, used here
+
+        def now(self) -> float: ...
 
     def publish(
         self, changes: Changes, links: Mapping[str, AgentConnection | None] | None = None

@@ -138,17 +138,12 @@ class GroupCommit(Announcing):
     _loop: asyncio.AbstractEventLoop | None
     role: Literal["active", "standby"]
 
-    def leases_allowed(self) -> bool:
-        raise NotImplementedError  # the leader's
+    if TYPE_CHECKING:  # Leader's, used here
 
-    def refusal(self) -> str | None:
-        raise NotImplementedError  # the leader's
-
-    def step_down(self, reason: str) -> None:
-        raise NotImplementedError  # the leader's
-
-    def chunk(self, job_id: str, index: int) -> Chunk | None:
-        raise NotImplementedError  # the leader's
+        def leases_allowed(self) -> bool: ...
+        def refusal(self) -> str | None: ...
+        def step_down(self, reason: str) -> None: ...
+        def chunk(self, job_id: str, index: int) -> Chunk | None: ...
 
     def run(
         self, step: Callable[[float], Changes], *, dispatch: bool = True, needs_room: bool = True

@@ -9,6 +9,8 @@ pause is gentle and kills nothing.
 
 from __future__ import annotations
 
+import math
+
 from farmtui.protocol import ChunkAction, ChunkState, JobAction
 from server.job_progress import FINISHED, PENDING, gates
 from server.model import Changes, Chunk, Job, Node
@@ -16,6 +18,7 @@ from server.prefetch import withdraw_waiting
 from server.retries import is_operator_block
 from server.transitions import (
     discard_staged,
+    holder_awaited,
     refresh_job,
     reset_for_rerun,
     set_chunk_state,
@@ -119,6 +122,7 @@ def job_action(
     now: float,
     nodes: dict[str, Node],
     changes: Changes,
+    node_timeout: float,
 ) -> str:
     """Apply ``action`` to ``job``; the event text describing what happened.
 
@@ -156,17 +160,15 @@ def job_action(
         for chunk in job.chunks.made():
             unsynced = chunk.state == "done" and not set(chunk.frames) <= set(chunk.done)
             if chunk.state in ("failed", "waiting-retry") or unsynced:
-                holder = nodes.get(chunk.staged_on) if chunk.staged_on is not None else None
-                if holder is not None and holder.enabled:
-                    copies += holder.online
-                    away += not holder.online
+                until = holder_awaited(chunk, nodes, node_timeout, now)
+                copies += until == math.inf
+                away += 0 < until < math.inf
                 reset_for_rerun(job, chunk, changes)
                 count += 1
         if count == 0 and state in ("cancelled", "done", "failed"):
             _lift_blocks(job, changes, now, actor)
             return f"retry sync: nothing to copy or retry (job is {state})"
         _reopen(job, changes, now, actor)
-        # An offline holder is waited for until it would be lost; then the chunk renders.
         offline = f", {away} wait for their offline node" if away else ""
         return f"retry sync: {count} chunks re-queued ({copies} copy their staged output{offline})"
     if action == "requeue":

@@ -8,6 +8,8 @@ these, so a kill always frees the node's slot, a state change always reaches
 
 from __future__ import annotations
 
+import math
+
 from farmtui.protocol import ChunkState, JobState, Level
 from server.frame_states import tracking
 from server.job_progress import derive_state
@@ -118,6 +120,25 @@ def settle_stopped(
         chunk.stopping_attempt = 0
         changes.chunks.add((chunk.job_id, chunk.index))
     return held
+
+
+def holder_awaited(chunk: Chunk, nodes: dict[str, Node], node_timeout: float, now: float) -> float:
+    """Until when the chunk waits for the node holding its staged output to copy it
+    again (infinity: online); 0: not at all, it is rendered again elsewhere.
+
+    An offline holder is waited for until it would be judged lost (``node_timeout``
+    of silence): a link that dropped for a moment, and every node right after a
+    leader restart (offline until its hello), still holds the output. Before, the
+    first dispatch pass after a restart rendered such chunks again elsewhere and
+    had the holder delete what it kept.
+    """
+    holder = nodes.get(chunk.staged_on or "")
+    if holder is None or not holder.enabled:
+        return 0.0
+    if holder.online:
+        return math.inf
+    until = holder.last_seen + node_timeout
+    return until if until > now else 0.0
 
 
 def discard_staged(chunk: Chunk, changes: Changes) -> None:

@@ -23,7 +23,7 @@ from server.resources import Holding
 from server.scheduler.dispatch_index import DispatchIndex
 from server.scheduler.state import ASSIGN_BUDGET
 from server.timeouts import chunk_timeouts
-from server.transitions import discard_staged, refresh_job, set_chunk_state
+from server.transitions import discard_staged, holder_awaited, refresh_job, set_chunk_state
 
 
 class _NodePicker:
@@ -260,7 +260,9 @@ class DispatchPass(DispatchIndex):
                     self.frame_waits.park(job.id, index, blocked)
                     self._parks_left -= 1
                     continue
-            if chunk.staged_on is not None and (until := self._holder_awaited(chunk, now)):
+            if chunk.staged_on is not None and (
+                until := holder_awaited(chunk, self.nodes, self.config.node_timeout, now)
+            ):
                 if chunk.staged_on not in free:
                     aside.append(index)  # wait for the node that holds its staged output
                     wakeup = min(wakeup, until)  # offline: rendered elsewhere once lost
@@ -293,24 +295,6 @@ class DispatchPass(DispatchIndex):
     def _fitter(self, job: Job, now: float) -> Callable[[str], bool]:
         tags = set(job.spec.tags)
         return lambda name: self._fits(job, tags, name, now)
-
-    def _holder_awaited(self, chunk: Chunk, now: float) -> float:
-        """Until when the chunk waits for the node holding its staged output to copy it
-        again (infinity: online); 0: not at all, it is rendered again elsewhere.
-
-        An offline holder is waited for until it would be judged lost (``node_timeout``
-        of silence): a link that dropped for a moment, and every node right after a
-        leader restart (offline until its hello), still holds the output. Before, the
-        first dispatch pass after a restart rendered such chunks again elsewhere and
-        had the holder delete what it kept.
-        """
-        holder = self.nodes.get(chunk.staged_on or "")
-        if holder is None or not holder.enabled:
-            return 0.0
-        if holder.online:
-            return math.inf
-        until = holder.last_seen + self.config.node_timeout
-        return until if until > now else 0.0
 
     def _assign(self, job: Job, chunk: Chunk, node: str, changes: Changes, now: float) -> None:
         self._assigns_left -= 1

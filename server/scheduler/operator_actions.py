@@ -34,7 +34,9 @@ class OperatorActions(DispatchIndex):
         changes = Changes()
         before = self.positions()
         for job in jobs:
-            text = actions.job_action(job, action, actor, now, self.nodes, changes)
+            text = actions.job_action(
+                job, action, actor, now, self.nodes, changes, self.config.node_timeout
+            )
             changes.event(now, "info", text, job.id, actor)
             if action == "delete":
                 del self.jobs[job.id]

@@ -48,7 +48,7 @@ from server.handshakes import LeaderServer
 from server.http_head import BoundedHttpToolsProtocol
 from server.store import open_store
 from server.store_url import parse_store_url
-from server.store_wait import FIRST_RETRY, LONGEST_RETRY, StoreUnreachable, wait_for_store
+from server.store_wait import StoreUnreachable, next_retry, wait_for_store
 from server.sync_root import check_store_before_start
 
 log = logging.getLogger("farmtui.leader")
@@ -191,7 +191,7 @@ def run_leader(
                     # later (a database that comes and goes): stand in again, trying
                     # the store less and less often while that goes on.
                     log.error("the leader could not start again (%s); standing in", failed[0])
-                    pause = min(2 * pause or FIRST_RETRY, LONGEST_RETRY)
+                    pause = next_retry(pause)
                 # A database that went away may be why it stepped down: the new
                 # standby starts once it answers, and a stand-in answers till then.
                 if not _stand_in_until_store_answers(sock, settings, stop, pause):
@@ -225,9 +225,7 @@ def _stand_in_until_store_answers(
     done, answered = threading.Event(), threading.Event()
 
     def look() -> None:
-        if done.wait(pause):
-            return  # stopped before its first try
-        if wait_for_store(settings.store_url, done):
+        if wait_for_store(settings.store_url, done, first=pause):
             answered.set()
             server.should_exit = True
 

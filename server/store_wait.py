@@ -53,21 +53,25 @@ def store_error(url: str) -> str | None:
     return None
 
 
-def wait_for_store(url: str, stop: threading.Event) -> bool:
-    """True once the store at ``url`` opens (tried at once, then less and less often);
-    False if ``stop`` is set first.
+def next_retry(delay: float) -> float:
+    """The wait after one of ``delay`` (0: none yet): doubling from the first to the longest."""
+    return min(2 * delay or FIRST_RETRY, LONGEST_RETRY)
+
+
+def wait_for_store(url: str, stop: threading.Event, first: float = 0.0) -> bool:
+    """True once the store at ``url`` opens (tried after ``first`` seconds, then less and
+    less often); False if ``stop`` is set first.
 
     Each distinct failure is logged once; the URL's password is not in them
     (``server.store_postgres`` says what failed without it).
     """
-    delay, said = FIRST_RETRY, None
-    while not stop.is_set():
+    delay, said = first, None
+    while not stop.wait(delay):
         why = store_error(url)
         if why is None:
             return True
         if why != said:
             said = why
             log.error("waiting for the store before serving again: %s", why)
-        stop.wait(delay)
-        delay = min(2 * delay, LONGEST_RETRY)
+        delay = next_retry(delay)
     return False

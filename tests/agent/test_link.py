@@ -420,13 +420,22 @@ def _idle_agent(name: str, state: Path, staging: Path) -> Iterator[Agent]:
         os.close(agent._lock)
 
 
+def _agent_main(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m agent.main`` given a leader nobody answers at and ``args``, to its end."""
+    command = [sys.executable, "-m", "agent.main", "--leader", "http://127.0.0.1:9"]
+    return subprocess.run(
+        [*command, "--token", TOKEN, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+
+
 def test_a_second_agent_on_the_same_state_folder_is_refused(tmp_path: Path) -> None:
     with _idle_agent("node1", tmp_path / "state", tmp_path / "staging"):
-        done = subprocess.run(
-            [sys.executable, "-m", "agent.main", "--leader", "http://127.0.0.1:9",
-             "--token", TOKEN, "--name", "node1", "--state", str(tmp_path / "state")],
-            capture_output=True, text=True, timeout=60, check=False,
-        )  # fmt: skip
+        done = _agent_main("--name", "node1", "--state", str(tmp_path / "state"))
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
         f"farm agent: another agent is running with the state folder {tmp_path / 'state'}; "
@@ -440,11 +449,9 @@ def test_a_second_agent_on_the_same_staging_folder_is_refused(tmp_path: Path) ->
     live = tmp_path / "staging" / "job1" / "0.1"
     with _idle_agent("node1", tmp_path / "state1", tmp_path / "staging"):
         live.mkdir(parents=True)
-        done = subprocess.run(
-            [sys.executable, "-m", "agent.main", "--leader", "http://127.0.0.1:9",
-             "--token", TOKEN, "--name", "node2", "--state", str(tmp_path / "state2"),
-             "--staging", str(tmp_path / "staging")],
-            capture_output=True, text=True, timeout=60, check=False,
+        done = _agent_main(
+            "--name", "node2", "--state", str(tmp_path / "state2"),
+            "--staging", str(tmp_path / "staging"),
         )  # fmt: skip
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
@@ -493,12 +500,9 @@ def test_a_staging_folder_another_user_planted_in_tmp_is_refused(
             pytest.skip("making a folder another user owns needs root")
         theirs.mkdir(mode=0o777)
         os.chown(theirs, 65534, 65534)
-    done = subprocess.run(
-        [sys.executable, "-m", "agent.main", "--leader", "http://127.0.0.1:9",
-         "--token", TOKEN, "--name", "node1", "--state", str(tmp_path / "state")],
-        capture_output=True, text=True, timeout=60, check=False,
-        env={**os.environ, "TMPDIR": str(tmp)},
-    )  # fmt: skip
+    done = _agent_main(
+        "--name", "node1", "--state", str(tmp_path / "state"), env={"TMPDIR": str(tmp)}
+    )
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
         f"farm agent: {theirs} is not a folder of this user's own (someone else made it): "

@@ -16,7 +16,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import WebSocketRoute
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from farmtui.protocol import ROLE_HEADER
 from server.agent_link import agent_endpoint
@@ -24,7 +24,7 @@ from server.api import routes
 from server.api_requests import error_response
 from server.config import LeaderSettings
 from server.console_link import console_endpoint
-from server.errors import RequestError
+from server.errors import LeaderError, RequestError
 from server.leader import Leader
 from server.store_wait import StoreUnreachable
 
@@ -75,6 +75,32 @@ class StandbyGate:
         await self.app(scope, receive, send)
 
 
+class OneLineStartFailure:
+    """A start-up that failed on its store or its sync root leaves no traceback in the log.
+
+    Starlette sends uvicorn the failed lifespan's traceback, which uvicorn logs
+    whole: a PostgreSQL database that came and went as the leader started again
+    left one a try (``server.main.run_leader`` says why in one line, and stands
+    in). A bug's traceback is still logged.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_quietly(message: Message) -> None:
+            failure = getattr(scope["app"].state, "start_failure", None)
+            if message["type"] == "lifespan.startup.failed" and isinstance(failure, LeaderError):
+                message = {**message, "message": ""}  # uvicorn logs an empty one not at all
+            await send(message)
+
+        await self.app(scope, receive, send_quietly)
+
+
 def create_app(settings: LeaderSettings, stand_in: StoreUnreachable | None = None) -> Starlette:
     """The leader app; the leader itself opens at start-up and closes at shutdown.
 
@@ -88,12 +114,16 @@ def create_app(settings: LeaderSettings, stand_in: StoreUnreachable | None = Non
             app.state.leader = stand_in
             yield
             return
+        leader: Leader | None = None
         try:
-            leader = Leader(settings)
+            leader = Leader(settings)  # (it closes what it opened if it fails)
             await leader.start()
         except BaseException as exc:
+            app.state.start_failure = exc
             if settings.on_start_failed is not None:
                 settings.on_start_failed(exc)
+            if leader is not None:
+                await leader.abandon_start()
             raise
         app.state.leader = leader
         try:
@@ -112,6 +142,6 @@ def create_app(settings: LeaderSettings, stand_in: StoreUnreachable | None = Non
             HTTPException: http_error,
             Exception: internal_error,
         },
-        middleware=[Middleware(StandbyGate)],
+        middleware=[Middleware(OneLineStartFailure), Middleware(StandbyGate)],
         lifespan=lifespan,
     )

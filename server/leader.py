@@ -118,28 +118,33 @@ class Leader(GroupCommit):
         )
         # How others reach this leader; a standby names the active one's in its refusals.
         self.advertise = settings.advertised
-        # SQLite: changes are refused while its disk is nearly full (server.disk_room).
-        self.disk_room = (
-            DiskRoom(
-                self.store.path.parent,
-                int(self.config.disk_reserve_mb * 1024**2),
-                self.store.free_bytes,
-                ballast=True,
-            )
-            if isinstance(self.store, Store)
-            else None
-        )
         # SQLite: always active. PostgreSQL: a standby until the lease is ours (``start``).
         self.role: LeaderRole = "standby" if shared else "active"
         self.lease: LeaseKeeper | None = None
         self._lease_task: asyncio.Task[None] | None = None
         self.stepped_down = False
-        # First: a leader refused here leaves no tokens behind.
-        check_not_moved(self.store.setting(MOVED_TO), self.store.where)
-        self.store.hold()
-        self.root_id = claim_root(self.root, self.store)
-        self.tokens = Tokens(self.store)
-        self.admin_token, self.agent_token = self._own_tokens(remember=not shared)
+        # A start refused from here on (a full disk, a farm moved away, a root that is
+        # another farm's) must not leave the store open, or locked.
+        with contextlib.ExitStack() as undo:
+            undo.callback(self.store.close)
+            # SQLite: changes are refused while its disk is nearly full (server.disk_room).
+            self.disk_room = (
+                DiskRoom(
+                    self.store.path.parent,
+                    int(self.config.disk_reserve_mb * 1024**2),
+                    self.store.free_bytes,
+                    ballast=True,
+                )
+                if isinstance(self.store, Store)
+                else None
+            )
+            # First: a leader refused here leaves no tokens behind.
+            check_not_moved(self.store.setting(MOVED_TO), self.store.where)
+            self.store.hold()
+            self.root_id = claim_root(self.root, self.store)
+            self.tokens = Tokens(self.store)
+            self.admin_token, self.agent_token = self._own_tokens(remember=not shared)
+            undo.pop_all()
         self.scheduler = Scheduler(self.config)
         # Log files are written in order by a process of their own: the sync root may be a
         # slow filer, and a thread of ours competed with the loop (``server.log_process``).
@@ -345,6 +350,26 @@ class Leader(GroupCommit):
             console.close(CLOSE_STEPPED_DOWN, "this leader stepped down")
         if self.settings.on_step_down is not None:
             self.settings.on_step_down()
+
+    async def abandon_start(self) -> None:
+        """Close what a start that failed had opened (its tasks, its logs, the lease's
+        and the store's connections), without the stop's last commit or log line.
+
+        A PostgreSQL leader whose database comes and goes tries again and again: each
+        try left a connection or two to the garbage collector.
+        """
+        for task in (self._tick_task, self._watchdog_task, self._lease_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self.commit_line.close()
+        self.joblogs.close()
+        self.nodelogs.close()
+        await asyncio.to_thread(self.logwriter.close)
+        self.store.abandon()  # a call the database holds fails now, not at its timeout
+        self.store.close()
+        if self.lease is not None:
+            await self.lease.abandon()
 
     async def stop(self) -> None:
         for task in (self._tick_task, self._watchdog_task, self._lease_task):

@@ -269,6 +269,8 @@ class LeaseRow:
 # agents to reconnect: loading the farm, the agents' next try at each URL. The
 # takeover itself was measured at p50 3.2 s, p99 3.7 s with the defaults (bench/README).
 TAKEOVER_MARGIN = 1.5
+# A leader whose start failed waits this long at most to hand back a lease it took.
+RELEASE_AT_ONCE = 1.0
 
 
 def lease_outlives_takeover(config: LeaderConfig) -> str | None:
@@ -445,6 +447,22 @@ class LeaseKeeper:
 
     def held(self) -> bool:
         return self.state.held()
+
+    async def abandon(self) -> None:
+        """The leader's start failed: hand back a lease it took if the database answers
+        at once (else it runs out as a dead leader's would), and close the connection."""
+        term = self.state.term
+        self.stopped = True
+        self.state.lost()
+        if self._expiry is not None:
+            self._expiry.cancel()
+        if term is not None:
+            with contextlib.suppress(psycopg.Error, TimeoutError):
+                async with asyncio.timeout(RELEASE_AT_ONCE):
+                    await self.row.release(term)
+        self.row.abandon()
+        with contextlib.suppress(psycopg.Error):
+            await self.row.close()
 
     async def release(self) -> None:
         """Hand the lease over at once (a clean stop); a standby takes over at its next poll.

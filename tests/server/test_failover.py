@@ -236,7 +236,8 @@ def test_a_database_that_drops_again_as_the_leader_comes_back_leaves_it_standing
 ) -> None:
     """The stand-in's try reaches the database, the leader's own open a moment later
     does not. Before, uvicorn ended the start-up with SystemExit(3): the leader
-    exited by itself and its port closed."""
+    exited by itself and its port closed. Then it logged the start-up's traceback
+    at each such try."""
     with _farm_cut_off(tmp_path, postgres_url, names=("a",)) as (proxy, farm, a):
         farm.start("a")
         farm.wait_active(TAKEOVER_BOUND)
@@ -256,6 +257,8 @@ def test_a_database_that_drops_again_as_the_leader_comes_back_leaves_it_standing
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n{a.log_text()[-4000:]}") from None
         assert a.process.poll() is None, a.log_text()[-2000:]
+        # Said in one line, not by uvicorn's traceback of the start-up.
+        assert "Traceback" not in a.log_text(), a.log_text()[-4000:]
         wait_until(lambda: _stands_in(a), 30.0, "a standing in again")
         proxy.restore()
         wait_until(lambda: a.role() == "active", 60.0, "a active once its database is back")
@@ -279,6 +282,7 @@ def test_a_leader_that_cannot_start_again_for_good_ends_in_one_line(
         last = a.log_text().strip().splitlines()[-1]
         assert last.startswith("farm leader: the sync root"), last
         assert "belongs to another farm" in last
+        assert "Traceback" not in a.log_text(), a.log_text()[-4000:]
 
 
 def test_a_database_that_freezes_while_the_leader_loads_the_farm_does_not_hold_its_stop(

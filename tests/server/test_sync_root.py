@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from farmtui.protocol import ROOT_ID_FILE
+from server.config import LeaderSettings
 from server.errors import LeaderError
+from server.leader import Leader
 from server.store import open_store
 from server.sync_root import check_store_before_start, claim_root
 
@@ -48,3 +51,19 @@ def test_the_check_before_start_creates_no_database(tmp_path: Path) -> None:
         check_store_before_start(root, f"sqlite:{tmp_path / 'new.db'}", tmp_path)
     assert not (tmp_path / "new.db").exists()
     check_store_before_start(tmp_path / "fresh-root", f"sqlite:{tmp_path / 'new.db'}", tmp_path)
+
+
+def test_a_leader_refused_its_root_leaves_its_database_unlocked(tmp_path: Path) -> None:
+    """A start refused after the store was opened (here: the root is another farm's)
+    held the database's lock for as long as the failed leader was referenced (by its
+    error's traceback, in ``run_leader``): the next try said another leader ran on it."""
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / ROOT_ID_FILE).write_text("0123456789abcdef0123456789abcdef\n")
+    settings = LeaderSettings(data=tmp_path / "data", root=root)
+    with pytest.raises(LeaderError, match="belongs to another farm") as refused:
+        Leader(settings)
+    assert refused.value.__traceback__ is not None  # the refused leader is still referenced
+    leader = Leader(dataclasses.replace(settings, root=tmp_path / "its-own-root"))
+    assert leader.role == "active"
+    leader.store.close()

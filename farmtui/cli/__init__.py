@@ -18,11 +18,20 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from farmtui.cli.parser import Handler
-from farmtui.cli.parser import build_parser as build_parser
 from farmtui.errors import FarmError, LeaderError
 from farmtui.printable import printable
+
+if TYPE_CHECKING:
+    from farmtui.cli.parser import Handler, Parser
+
+
+def build_parser(argv: Sequence[str] = ()) -> Parser:
+    """``farmtui.cli.parser.build_parser``, imported when first needed (see ``main``)."""
+    from farmtui.cli.parser import build_parser as build
+
+    return build(argv)
 
 
 def split_command_argv(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -36,7 +45,13 @@ def split_command_argv(argv: list[str]) -> tuple[list[str], list[str]]:
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``farm`` console script; returns the exit code."""
     own, command = split_command_argv(list(sys.argv[1:] if argv is None else argv))
-    args = build_parser(own).parse_args(own)
+    try:
+        # Most of ``farm``'s start is importing its commands: a Ctrl-C meanwhile is
+        # the same quiet 130 as one during the command, not a traceback.
+        args = build_parser(own).parse_args(own)
+    except KeyboardInterrupt:
+        sys.stderr.write("\n")
+        return 130
     if command:
         args.argv = command
     handler: Handler = args.run

@@ -194,6 +194,28 @@ def test_a_command_builds_only_its_own_parser_and_keeps_every_flag() -> None:
     assert "--print-service" in run_farm("agent", "--help").stdout
 
 
+
+def test_ctrl_c_while_farm_loads_its_commands_exits_130_without_a_traceback() -> None:
+    """Most of `farm`'s start is importing its commands (~70 ms): a Ctrl-C then printed
+    a KeyboardInterrupt traceback. The interrupt is raised here at that import."""
+    code = (
+        "import sys\n"
+        "class CtrlC:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'farmtui.cli.reading_jobs':\n"
+        "            raise KeyboardInterrupt\n"
+        "sys.meta_path.insert(0, CtrlC())\n"
+        "from farmtui.cli import main\n"
+        "raise SystemExit(main(['jobs']))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 130, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stdout == ""
+
+
 NESTED = {
     "nested.toml": "x = " + "[" * 5000 + "]" * 5000 + "\n",
     "inline.toml": "x = " + "{a = " * 5000 + "1" + "}" * 5000 + "\n",

@@ -194,7 +194,6 @@ def test_a_command_builds_only_its_own_parser_and_keeps_every_flag() -> None:
     assert "--print-service" in run_farm("agent", "--help").stdout
 
 
-
 def test_ctrl_c_while_farm_loads_its_commands_exits_130_without_a_traceback() -> None:
     """Most of `farm`'s start is importing its commands (~70 ms): a Ctrl-C then printed
     a KeyboardInterrupt traceback. The interrupt is raised here at that import."""

@@ -63,6 +63,7 @@ from farmtui.protocol import (
     DiscardStaged,
     GpuInfo,
     Heartbeat,
+    KeptStaged,
     KillChunk,
     LeaderToAgent,
     LeaseRenewed,
@@ -78,6 +79,7 @@ from farmtui.protocol import (
     leader_to_agent_batch,
     platform_os,
 )
+from farmtui.protocol.records import MAX_KEPT_LISTED
 
 log = logging.getLogger("farmtui.agent.link")
 
@@ -174,6 +176,8 @@ class LeaderLink:
         self._ws: ClientConnection | None = None
         self._sent_seq = 0
         self._welcomed = False
+        # The node's kept outputs its last hello could not list (``KeptStaged``).
+        self._kept_rest: list[ChunkRef] = []
 
     # ------------------------------------------------------------------ sending
 
@@ -375,6 +379,21 @@ class LeaderLink:
 
     def _hello(self) -> AgentHello:
         assert self.supervisor is not None
+        running = self.supervisor.running()
+        finished = [
+            ChunkRef(job_id=m.job_id, chunk=m.chunk, attempt=m.attempt)
+            for m in self.outbox.pending()
+            if isinstance(m, ChunkFinished)
+        ]
+        # What the hello cannot list goes in pages after the Welcome, but what its
+        # running and finished lists name: the leader settles those with them.
+        kept = self.supervisor.kept_outputs()
+        reported = {(ref.job_id, ref.chunk, ref.attempt) for ref in (*running, *finished)}
+        self._kept_rest = [
+            ref
+            for ref in kept[MAX_KEPT_LISTED:]
+            if (ref.job_id, ref.chunk, ref.attempt) not in reported
+        ]
         return AgentHello(
             name=self.name,
             slots=self.slots,
@@ -388,13 +407,9 @@ class LeaderLink:
             gpus=self.gpus,
             gpu_only=self.gpu_only,
             prefetch=self.prefetch,
-            running=self.supervisor.running(),
-            finished=[
-                ChunkRef(job_id=m.job_id, chunk=m.chunk, attempt=m.attempt)
-                for m in self.outbox.pending()
-                if isinstance(m, ChunkFinished)
-            ],
-            kept=self.supervisor.kept_outputs(),
+            running=running,
+            finished=finished,
+            kept=kept[:MAX_KEPT_LISTED],
         )
 
     def _apply_welcome(self, welcome: Welcome) -> None:
@@ -416,6 +431,9 @@ class LeaderLink:
             )
         # Renders that ended while the agent was down: delivered and reported now.
         self.supervisor.resume()
+        if welcome.kept_pages and self._kept_rest:
+            self.send(KeptStaged(kept=self._kept_rest))  # in pages (``report_size.fit``)
+        self._kept_rest = []
 
     async def _session(self, ws: ClientConnection) -> None:
         hello_sent = self.clock()

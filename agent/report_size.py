@@ -24,9 +24,12 @@ from farmtui.protocol import (
     AgentToLeader,
     ChunkFinished,
     ChunkOutput,
+    ChunkRef,
     ChunkStarted,
     FramesWritten,
+    KeptStaged,
 )
+from farmtui.protocol.records import MAX_KEPT_LISTED
 
 # Bytes of bulk (lines, frames, text) a message may carry: the rest of a batch's room
 # is for its other fields (type, ids, seq), which are short.
@@ -34,6 +37,7 @@ ROOM = MAX_BATCH_BYTES - 4096
 CHAR = 6  # the most JSON bytes a character takes
 FRAME = 12  # the most JSON bytes a frame number takes, with its comma
 ITEM = 3  # a string's quotes and comma
+REF = 64  # a ChunkRef's JSON bytes but its job id's
 
 
 def fit(message: AgentToLeader) -> list[AgentToLeader]:
@@ -65,11 +69,27 @@ def fit(message: AgentToLeader) -> list[AgentToLeader]:
                     missing=message.missing[:kept],
                 )
             ]
+        case KeptStaged():
+            return [msgspec.structs.replace(message, kept=page) for page in pages(message.kept)]
         case ChunkStarted():
             command = shorten_command(message.command)
             if command is not message.command:
                 return [msgspec.structs.replace(message, command=command)]
     return [message]
+
+
+def pages(refs: list[ChunkRef]) -> list[list[ChunkRef]]:
+    """``refs`` in order, ``MAX_KEPT_LISTED`` at most a page, each page in the room."""
+    parts: list[list[ChunkRef]] = [[]]
+    size = 0
+    for ref in refs:
+        cost = REF + CHAR * len(ref.job_id)
+        if len(parts[-1]) == MAX_KEPT_LISTED or size + cost > ROOM:
+            parts.append([])
+            size = 0
+        parts[-1].append(ref)
+        size += cost
+    return parts
 
 
 def split_lines(lines: list[str], room: int) -> list[list[str]]:

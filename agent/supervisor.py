@@ -58,7 +58,6 @@ from agent.spare_folders import SpareFolders
 from agent.staging import Delivery
 from agent.zygote_client import Zygote
 from farmtui.protocol import AgentToLeader, AssignChunk, ChunkRef, ChunkTimeouts
-from farmtui.protocol.records import MAX_KEPT_LISTED
 
 log = logging.getLogger("farmtui.agent.supervisor")
 
@@ -329,7 +328,8 @@ class Supervisor:
         return [entry for entry in entries if not (entry / STAGING_LOCK).exists()]
 
     def kept_outputs(self) -> list[ChunkRef]:
-        """The attempts whose staged output is kept here (a failed copy), for the hello."""
+        """The attempts whose staged output is kept here (a failed copy), for the hello
+        and the ``KeptStaged`` pages after it."""
         kept: list[ChunkRef] = []
         jobs = [job for job in self._ours() if _SAFE_NAME.fullmatch(job.name)]
         for job in jobs:
@@ -337,10 +337,9 @@ class Supervisor:
                 for attempt in job.iterdir():
                     chunk, _, number = attempt.name.partition(".")
                     if _number(chunk) and _number(number) and (attempt / KEPT_MARK).exists():
-                        ref = ChunkRef(job_id=job.name, chunk=int(chunk), attempt=int(number))
-                        kept.append(ref)
-                        if len(kept) == MAX_KEPT_LISTED:
-                            return kept
+                        kept.append(
+                            ChunkRef(job_id=job.name, chunk=int(chunk), attempt=int(number))
+                        )
         return kept
 
     def clean_abandoned_staging(self) -> int:

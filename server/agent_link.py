@@ -499,6 +499,7 @@ def welcome(leader: Leader, name: str, stale: list[ChunkRef], os_name: OsName) -
         lease=leader.config.agent_lease,
         stale=stale,
         batches=True,
+        kept_pages=True,
     )
 
 

@@ -44,6 +44,7 @@ from farmtui.protocol import (
     ChunkTimedOut,
     FramesWritten,
     Heartbeat,
+    KeptStaged,
 )
 from server.leader import Leader
 from server.model import Changes
@@ -86,6 +87,8 @@ class AgentReports:
                 step = _Finished(self, plain_words(message))
             case AgentLog():
                 step = _AgentLog(self, message)
+            case KeptStaged():
+                step = _KeptStaged(self, message)
             case AgentHello():
                 raise ValueError("hello is only valid as the first message")
         return self.leader.submit(
@@ -295,6 +298,20 @@ class _AgentLog(_Step):
 
     def announce(self) -> None:
         self.reports.leader.nodelogs.append(self.reports.node, self.message.lines)
+
+
+class _KeptStaged(_Step):
+    __slots__ = ("message",)
+
+    def __init__(self, reports: AgentReports, message: KeptStaged) -> None:
+        super().__init__(reports)
+        self.message = message
+
+    def __call__(self, now: float) -> Changes:
+        return self.reports.leader.scheduler.kept_staged(self.reports.node, self.message.kept)
+
+    def needs_room(self) -> bool:
+        return False  # it stores nothing: the node deletes files
 
 
 def _not_alive_yet(reports: AgentReports, job_id: str, chunk: int, attempt: int) -> bool:

@@ -142,6 +142,14 @@ class AgentLog(AgentMessage, tag="agent_log", kw_only=True):
     lines: list[str]
 
 
+class KeptStaged(AgentMessage, tag="kept_staged", kw_only=True):
+    """More of the staged output the node keeps than its hello could list
+    (``AgentHello.kept``), a page a message after the Welcome, to a leader that
+    reads them (``Welcome.kept_pages``): none of it is in the hello's lists."""
+
+    kept: KeptRefs
+
+
 AgentToLeader = (
     AgentHello
     | Heartbeat
@@ -152,6 +160,7 @@ AgentToLeader = (
     | ChunkTimedOut
     | ChunkFinished
     | AgentLog
+    | KeptStaged
 )
 
 
@@ -183,6 +192,8 @@ class Welcome(LeaderToAgentMessage, tag="welcome", kw_only=True):
     batches: bool = False
     # Chunks from AgentHello.running the leader no longer wants: kill them.
     stale: list[ChunkRef] = []
+    # The leader reads ``KeptStaged``: the agent lists there what its hello could not.
+    kept_pages: bool = False
 
 
 class ChunkTimeouts(Record, kw_only=True):

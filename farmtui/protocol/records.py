@@ -277,8 +277,7 @@ class ChunkRef(Record, kw_only=True):
 
 # The attempts an agent can hold at once, whatever its --slots and --prefetch were.
 HeldRefs = Annotated[list[ChunkRef], msgspec.Meta(max_length=MAX_SLOTS + MAX_PREFETCH)]
-# The kept outputs (failed copies) one hello lists; a node with more lists the rest in
-# its next hellos, as those listed go.
+# The kept outputs (failed copies) one message lists: a hello, then ``KeptStaged`` pages.
 MAX_KEPT_LISTED = 1024
 KeptRefs = Annotated[list[ChunkRef], msgspec.Meta(max_length=MAX_KEPT_LISTED)]
 

@@ -100,6 +100,16 @@ class NodeEvents(DispatchIndex):
         changes.event(now, "info", f"node {node.name} connected ({node.slots} slots)", None, None)
         return changes, stale
 
+    def kept_staged(self, name: str, kept: list[ChunkRef]) -> Changes:
+        """More of the node's kept output than its hello listed (``KeptStaged``): what no
+        chunk waits for is deleted, as for the hello's own list. None of it is in the
+        hello's running or finished lists (the agent leaves those out)."""
+        changes = Changes()
+        node = self.nodes.get(name)
+        if node is not None and node.online:
+            self._discard_unwanted(name, kept, set(), changes)
+        return changes
+
     def _discard_unwanted(
         self,
         node: str,

@@ -36,6 +36,7 @@ from farmtui.protocol import (
     ChunkStarted,
     FramesWritten,
     Heartbeat,
+    KeptStaged,
     KillChunk,
     LeaderToAgent,
     LeaseRenewed,
@@ -44,6 +45,7 @@ from farmtui.protocol import (
     agent_to_leader,
     encode,
 )
+from farmtui.protocol.records import MAX_KEPT_LISTED
 
 M = TypeVar("M")
 TOKEN = "agent-secret"
@@ -60,8 +62,10 @@ class FakeLeader:
         refuse: str | None = None,
         lease: float = 15.0,
         stale: list[ChunkRef] | None = None,
+        kept_pages: bool = True,
     ) -> None:
         self.sync_root = sync_root
+        self.kept_pages = kept_pages
         self.auto_ack = auto_ack
         self.refuse = refuse
         # Refusals that may pass (disk full, name held) still to answer.
@@ -105,6 +109,7 @@ class FakeLeader:
             root_id="root-123",
             lease=self.lease,
             stale=self.stale,
+            kept_pages=self.kept_pages,
         )
         await self.send_to(connection, welcome)
         self.connection = connection
@@ -399,6 +404,41 @@ async def test_stale_chunks_in_welcome_are_killed(
         finished = (await eventually(leader.finished, what="ChunkFinished"))[0]
         assert finished.outcome == "killed"
         assert not _alive(started.pid)
+
+
+@pytest.mark.parametrize("pages", [True, False], ids=["leader-reads-pages", "older-leader"])
+async def test_kept_output_past_what_a_hello_lists_follows_it_in_pages(
+    tmp_path: Path, running_agent: AgentStarter, eventually: Any, pages: bool
+) -> None:
+    """A hello lists ``MAX_KEPT_LISTED`` kept outputs; the rest were never listed while
+    those stayed, and what no chunk waited for stayed on the node's disk."""
+    staging = tmp_path / "staging"
+    every = {("jobA", n, 1) for n in range(MAX_KEPT_LISTED + 300)}
+    for job, chunk, attempt in every:
+        folder = staging / job / f"{chunk}.{attempt}"
+        folder.mkdir(parents=True)
+        (folder / KEPT_MARK).touch()
+    leader = FakeLeader(_sync_root(tmp_path), kept_pages=pages)
+    await leader.start()
+    try:
+        async with running_agent(leader.url):
+            await eventually(lambda: leader.hellos, what="the hello")
+            listed = {(r.job_id, r.chunk, r.attempt) for r in leader.hellos[0].kept}
+            assert len(listed) == MAX_KEPT_LISTED
+            if pages:
+                await eventually(
+                    lambda: sum(len(m.kept) for m in leader.of(KeptStaged)) == 300,
+                    what="the kept outputs the hello could not list",
+                )
+            else:  # a leader that does not read them: nothing it would refuse
+                await eventually(lambda: leader.of(Heartbeat), what="a heartbeat")
+                assert leader.of(KeptStaged) == []
+        paged = [(r.job_id, r.chunk, r.attempt) for m in leader.of(KeptStaged) for r in m.kept]
+        if pages:
+            assert len(paged) == 300
+            assert listed | set(paged) == every
+    finally:
+        await leader.stop()
 
 
 @contextlib.contextmanager

@@ -14,9 +14,11 @@ from farmtui.protocol import (
     AgentToLeader,
     ChunkFinished,
     ChunkOutput,
+    ChunkRef,
     ChunkStarted,
     FramesWritten,
     Heartbeat,
+    KeptStaged,
     agent_to_leader,
     encode,
 )
@@ -68,6 +70,17 @@ def test_many_frames_written_go_in_several_reports() -> None:
     parts = fitted(FramesWritten(**IDS, frames=frames, staged=True))
     assert len(parts) >= 3
     assert [f for part in parts for f in part.frames] == frames  # type: ignore[union-attr]
+
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 5_000), st.integers(1, 255))
+def test_kept_outputs_go_in_pages_the_leader_reads(count: int, name: int) -> None:
+    """At most ``MAX_KEPT_LISTED`` a page, each within a batch, whatever a job folder's
+    name (a staging folder's names are up to 255 characters)."""
+    refs = [ChunkRef(job_id="j" * name, chunk=n, attempt=1) for n in range(count)]
+    parts = fitted(KeptStaged(kept=refs))
+    assert [r for part in parts for r in part.kept] == refs  # type: ignore[union-attr]
 
 
 def test_a_huge_chunks_missing_frames_are_shortened_not_refused() -> None:

@@ -31,9 +31,11 @@ from farmtui.protocol import (
     ChunkOutput,
     ChunkRef,
     ChunkStarted,
+    DiscardStaged,
     FramesWritten,
     GpuInfo,
     Heartbeat,
+    KeptStaged,
     LeaseRenewed,
     Refused,
     encode,
@@ -301,6 +303,22 @@ async def test_agent_log_is_kept_and_served(leader: InProcessLeader) -> None:
     expected = "agent up\nslot 1 idle\n"
     await wait_for(lambda: on_disk.exists() and on_disk.read_text() == expected, what=expected)
     assert [(n["name"], n["state"]) for n in nodes] == [("node1", "online")]
+
+
+async def test_kept_output_past_what_a_hello_lists_is_discarded_too(
+    leader: InProcessLeader,
+) -> None:
+    """A node that kept more failed copies than its hello lists (``MAX_KEPT_LISTED``)
+    lists the rest after the Welcome: what no chunk waits for is deleted all the same,
+    where it used to stay on the node's disk until its next hello."""
+    async with FakeAgent.connect(leader.ws_url, leader.agent_token, "node1") as agent:
+        assert agent.welcome is not None
+        assert agent.welcome.kept_pages
+        rest = [ChunkRef(job_id="0badc0de", chunk=n, attempt=1) for n in range(300)]
+        await agent.send(KeptStaged(kept=rest))
+        discards = [await agent.expect(DiscardStaged) for _ in rest]
+    assert sorted(d.chunk for d in discards) == list(range(300))
+    assert {(d.job_id, d.attempt) for d in discards} == {("0badc0de", 1)}
 
 
 async def test_heartbeat_updates_the_node(leader: InProcessLeader) -> None:

@@ -72,7 +72,6 @@ def test_many_frames_written_go_in_several_reports() -> None:
     assert [f for part in parts for f in part.frames] == frames  # type: ignore[union-attr]
 
 
-
 @settings(max_examples=20, deadline=None)
 @given(st.integers(0, 5_000), st.integers(1, 255))
 def test_kept_outputs_go_in_pages_the_leader_reads(count: int, name: int) -> None:

@@ -52,6 +52,7 @@ from agent.chunk_run import (
 from agent.chunk_run import (
     SYNC_ROOT_VARIABLE as SYNC_ROOT_VARIABLE,  # re-exported: importers of agent.supervisor
 )
+from agent.discards import Discards
 from agent.journal import Journal
 from agent.process_tree import find_marked_with_suffix, has_zombie_children, kill_tree, reap_orphans
 from agent.spare_folders import SpareFolders
@@ -121,6 +122,8 @@ class Supervisor:
         self.spares = SpareFolders(self.staging_root)
         # Job folders in staging that an attempt left, maybe empty: when (``clock``).
         self._emptied: dict[Path, float] = {}
+        # Kept output the leader no longer wants, deleted off the loop.
+        self.discards = Discards(self.job_folder_emptied)
         self.storage = storage
         self.clock = clock
         self.wall = wall
@@ -311,11 +314,8 @@ class Supervisor:
         """Delete the staged output kept from an attempt nobody will copy any more."""
         if not _SAFE_NAME.fullmatch(job_id):
             return
-        folder = self.staging_root / job_id / f"{chunk}.{attempt}"
         log.info("discarding the staged output of %s chunk %d attempt %d", job_id, chunk, attempt)
-        shutil.rmtree(folder, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            folder.parent.rmdir()
+        self.discards.add(self.staging_root / job_id / f"{chunk}.{attempt}")
 
     def _ours(self) -> list[Path]:
         """What staging holds, but another agent's staging folder inside it: that one
@@ -486,6 +486,7 @@ class Supervisor:
         for run in runs:
             run.request_stop("killed", reason)
         await self.wait_idle()
+        await self.discards.wait()
         self.remove_job_folders()
         self.spares.clear()
         if self.zygote is not None:

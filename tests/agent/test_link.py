@@ -20,7 +20,7 @@ import pytest
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from agent import agent_log
+from agent import agent_log, discards
 from agent.errors import LeaderRefused
 from agent.main import Agent, default_staging_dir, run_agent
 from agent.supervisor import KEPT_MARK
@@ -34,6 +34,7 @@ from farmtui.protocol import (
     ChunkFinished,
     ChunkRef,
     ChunkStarted,
+    DiscardStaged,
     FramesWritten,
     Heartbeat,
     KeptStaged,
@@ -439,6 +440,43 @@ async def test_kept_output_past_what_a_hello_lists_follows_it_in_pages(
             assert listed | set(paged) == every
     finally:
         await leader.stop()
+
+
+async def test_kept_output_is_deleted_off_the_loop_which_keeps_its_heartbeats(
+    leader: FakeLeader,
+    running_agent: AgentStarter,
+    eventually: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A node told to delete thousands of kept outputs (after a long outage of the sync
+    root) deleted them on its event loop: seconds without a heartbeat or a lease renewal.
+    Here the disk takes as long as the test likes to delete one."""
+    folder = tmp_path / "staging" / "jobA" / "3.1"
+    folder.mkdir(parents=True)
+    (folder / KEPT_MARK).touch()
+    deleting, disk_answers = threading.Event(), threading.Event()
+
+    def slow_disk(path: Path) -> None:
+        deleting.set()
+        disk_answers.wait(60)
+        real_remove(path)
+
+    real_remove = discards.remove_entry
+    monkeypatch.setattr(discards, "remove_entry", slow_disk)
+    async with running_agent(leader.url):
+        await eventually(lambda: leader.connection, what="the agent to connect")
+        await leader.send(DiscardStaged(job_id="jobA", chunk=3, attempt=1))
+        await eventually(deleting.is_set, what="the deletion to begin")
+        beats = len(leader.of(Heartbeat))
+        try:
+            await eventually(
+                lambda: len(leader.of(Heartbeat)) >= beats + 3,
+                what="heartbeats while the disk deletes",
+            )
+        finally:
+            disk_answers.set()
+        await eventually(lambda: not folder.exists(), what="the kept output deleted")
 
 
 @contextlib.contextmanager

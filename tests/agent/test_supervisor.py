@@ -264,6 +264,7 @@ async def test_a_failed_copy_fails_the_chunk_and_keeps_the_staged_files(
     assert farm.supervisor.kept_outputs() == [ref]
     assert farm.supervisor.clean_abandoned_staging() == 1, "that folder only"
     farm.supervisor.discard_staged("job1", 1, 1)
+    await farm.supervisor.discards.wait()
     assert farm.supervisor.kept_outputs() == []
 
 

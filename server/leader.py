@@ -270,7 +270,12 @@ class Leader(GroupCommit):
         self.run(
             lambda now: self.scheduler.load(jobs, nodes, now), dispatch=False, needs_room=False
         )
-        self._restored = {name for name, node in self.scheduler.nodes.items() if node.running}
+        # Not a node already silent under the last leader (``Node.unheard``): no link of
+        # it waits in this one's backlog, and with the leniency below a leader restarting
+        # more often than node_timeout never judged a dead node's chunks lost.
+        self._restored = {
+            name for name, node in self.scheduler.nodes.items() if node.running and not node.unheard
+        }
         self._restored_until = self.now() + RESTORE_TIMEOUTS * self.config.node_timeout
         self.counters.start(self.scheduler.jobs)
         if self.settings.own_process:

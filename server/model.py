@@ -458,6 +458,10 @@ class Node:
     cpu_percent: float = 0.0
     memory_percent: float = 0.0
     last_seen: float = 0.0
+    # Seconds of silence as last stored, in steps (``Scheduler.tick``): a restarted
+    # leader goes on counting them rather than start again from nothing, or a leader
+    # restarting more often than ``node_timeout`` never moved a dead node's chunks.
+    unheard: float = 0.0
     version: str = ""
     # The OS its hello named ("linux", "windows", "darwin"; "" from an old agent).
     os: str = ""

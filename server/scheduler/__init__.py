@@ -56,6 +56,7 @@ nothing new since its last pass, costs nothing. Reads of a whole job
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable
 
@@ -76,6 +77,9 @@ from server.scheduler_config import SchedulerConfig, SchedulerError
 from server.submission import Prepared, prepare, validate
 from server.transitions import refresh_job
 
+# A node's silence is stored in this many steps up to node_timeout (``_note_silence``).
+SILENCE_STEPS = 10
+
 __all__ = ["NodeHeld", "Scheduler", "SchedulerConfig", "SchedulerError"]
 
 
@@ -86,7 +90,9 @@ class Scheduler(NodeEvents, ChunkReports, OperatorActions, DispatchPass, TakingB
     def load(self, jobs: list[Job], nodes: list[Node], now: float) -> Changes:
         """Adopt the store's picture after a restart.
 
-        All nodes start offline with ``last_seen=now``. Each keeps the slots
+        All nodes start offline, silent for as long as the store last noted
+        (``Node.unheard``: leader time only, never the time the farm had no
+        leader, when no node could reach one). Each keeps the slots
         its attempts held (running, or told to stop and not yet confirmed
         dead): a node that reconnects settles them (``node_connected``), one
         that does not is declared lost after ``node_timeout`` (``tick``), by
@@ -99,7 +105,7 @@ class Scheduler(NodeEvents, ChunkReports, OperatorActions, DispatchPass, TakingB
         self.submit_keys = {}
         for node in nodes:
             node.online = False
-            node.last_seen = now
+            node.last_seen = now - node.unheard
             self.nodes[node.name] = node
         for job in jobs:
             self._adopt(job)
@@ -266,6 +272,7 @@ class Scheduler(NodeEvents, ChunkReports, OperatorActions, DispatchPass, TakingB
             silent = now - node.last_seen > self.config.node_timeout
             if silent and (node.online or node.running):
                 changes.merge(self.node_lost(node.name, now))
+            self._note_silence(node, now, changes)
         for job in self.jobs.values():
             for name in expire_blocks(job, now):
                 changes.jobs.add(job.id)
@@ -273,6 +280,22 @@ class Scheduler(NodeEvents, ChunkReports, OperatorActions, DispatchPass, TakingB
         self._judge_by_clock(changes, now)
         self._take_back_for_first(changes, now)
         return changes
+
+    def _note_silence(self, node: Node, now: float, changes: Changes) -> None:
+        """Store how long the node has been silent, a step at a time (``Node.unheard``).
+
+        A step is a tenth of ``node_timeout``: a healthy node (heard every few
+        seconds) is never written for it, a silent one about ten times until it
+        is judged lost, and none past that (a node gone for good is not written
+        again and again). A restart credits it at most a step too little.
+        """
+        timeout = self.config.node_timeout
+        step = timeout / SILENCE_STEPS
+        silence = max(0.0, now - node.last_seen)
+        noted = min(math.floor(silence / step), SILENCE_STEPS + 1) * step
+        if noted != node.unheard:
+            node.unheard = noted
+            changes.nodes.add(node.name)
 
     # --- limits (licences) ------------------------------------------------------
     def set_limits(self, limits: list[Limit]) -> None:

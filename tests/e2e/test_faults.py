@@ -228,6 +228,42 @@ def test_agent_killed_mid_chunk(make_farm: FarmMaker) -> None:
     assert done["outcome"] == "done"
 
 
+def test_a_dead_nodes_chunk_moves_though_the_leader_restarts_more_often_than_node_timeout(
+    make_farm: FarmMaker,
+) -> None:
+    """Each restarted leader counted the dead node's silence from nothing: killed more
+    often than ``node_timeout``, it kept the chunk on the dead node for good."""
+    timeout = 4.0
+    farm = make_farm(fault_toml(node_timeout=timeout))
+    farm.start_leader()
+    farm.start_agents("node1")
+    job = farm.submit(farm.tally_argv(1.0), "--name", "stuck", "--retries", "0")
+    wait_until(lambda: farm.tally.runs().get(1), 15.0, "the render on node1")
+    farm.kill_agent("node1")
+    farm.start_agents("node2")
+    restarts = 0
+    while farm.chunk_node(job) == "node1":
+        assert restarts < 8, f"still on the dead node after {restarts} restarts"
+        # A leader that lives a little over half a node_timeout, then kill -9. (The
+        # schedule of the fault, not a wait for something.)
+        time.sleep(timeout * 0.6)
+        if farm.chunk_node(job) != "node1":
+            break
+        farm.kill_leader()
+        farm.start_leader()
+        restarts += 1
+    print(f"\nthe dead node's chunk moved after {restarts} leader restarts")
+    assert restarts >= 1, "the chunk moved before any restart: nothing was tested"
+    detail = farm.wait_job(job, "done", "failed")
+    detail = farm.show_cli(job)
+    assert_kept_promises(farm, detail, range(1, 2))
+    (chunk,) = render_chunks(detail)
+    assert [(a["node"], a["outcome"]) for a in chunk["attempts"]] == [
+        ("node1", "lost"),
+        ("node2", "done"),
+    ]
+
+
 def test_a_render_that_ended_while_its_agent_was_dead_is_credited_not_rendered_again(
     make_farm: FarmMaker,
 ) -> None:

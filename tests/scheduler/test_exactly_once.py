@@ -392,3 +392,52 @@ def test_a_node_name_held_by_another_agent_is_refused_until_that_node_is_lost() 
     assert farm.chunk_states(job) == ["preempted"]
     farm.scheduler.node_connected(other, farm.now)
     assert farm.dispatch().assignments[0].node == "n1"
+
+
+def _restart(farm: Farm, store: Store, down: float) -> Farm:
+    """The leader dies and starts again ``down`` seconds later from what ``store`` holds."""
+    jobs, nodes = store.load()
+    restarted = Farm(farm.scheduler.config)
+    restarted.now = farm.now + down
+    restarted.scheduler.load(jobs, nodes, restarted.now)
+    return restarted
+
+
+def test_a_dead_node_is_judged_lost_however_often_the_leader_restarts(tmp_path: Path) -> None:
+    """A restarted leader counted a node's silence from nothing: restarting more often
+    than ``node_timeout``, it never moved a dead node's chunk. The silence is stored in
+    steps as it grows, and a restart goes on counting it; the time with no leader at all
+    (when no node could reach one) is never held against a node."""
+    store = Store(tmp_path / "farm.db")
+    farm = Farm(SchedulerConfig(node_timeout=10.0))
+    job = farm.submit("j", frames="1", retries=0)
+    farm.node("n1")
+    farm.dispatch()
+    store.save(Changes(jobs={job}, chunks={(job, 0)}, nodes={"n1"}), farm.scheduler)
+    farm.scheduler.node_disconnected("n1", farm.now)  # it died
+    uptime = 0.0
+    while farm.chunk_states(job) == ["assigned"]:
+        assert uptime < 30.0, "the chunk never moved"
+        for _ in range(6):  # six seconds of this leader's life, then kill -9
+            store.save(farm.advance(1.0), farm.scheduler)
+            uptime += 1.0
+        farm = _restart(farm, store, down=120.0)
+    assert 10.0 <= uptime <= 12.0 + 6.0, uptime
+    farm.node("n2")
+    [moved] = farm.dispatch().assignments
+    assert (moved.node, moved.message.attempt) == ("n2", 2)
+
+
+def test_a_healthy_nodes_silence_is_never_written(tmp_path: Path) -> None:
+    """Heartbeats commit nothing (issue 10): a node heard every few seconds is not
+    written for its silence, one gone for good is written a bounded number of times."""
+    farm = Farm(SchedulerConfig(node_timeout=60.0))
+    farm.node("n1")
+    farm.node("gone")
+    farm.scheduler.node_disconnected("gone", farm.now)
+    written = []
+    for _ in range(600):
+        changes = farm.advance(1.0, silent=("gone",))
+        assert "n1" not in changes.nodes
+        written += [name for name in changes.nodes if name == "gone"]
+    assert 5 <= len(written) <= 12, len(written)

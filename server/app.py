@@ -123,7 +123,10 @@ def create_app(settings: LeaderSettings, stand_in: StoreUnreachable | None = Non
             if settings.on_start_failed is not None:
                 settings.on_start_failed(exc)
             if leader is not None:
-                await leader.abandon_start()
+                try:
+                    await leader.abandon_start()
+                except Exception:  # the start's own failure is the one to report
+                    log.exception("closing a leader that failed to start")
             raise
         app.state.leader = leader
         try:

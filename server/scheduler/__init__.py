@@ -284,14 +284,22 @@ class Scheduler(NodeEvents, ChunkReports, OperatorActions, DispatchPass, TakingB
     def _note_silence(self, node: Node, now: float, changes: Changes) -> None:
         """Store how long the node has been silent, a step at a time (``Node.unheard``).
 
-        A step is a tenth of ``node_timeout``: a healthy node (heard every few
-        seconds) is never written for it, a silent one about ten times until it
-        is judged lost, and none past that (a node gone for good is not written
-        again and again). A restart credits it at most a step too little.
+        Only while its link is closed. No lease is granted to it then (a renewal
+        goes only to a node online), and its next link's hello stores 0 before
+        its Welcome grants one (``node_connected``). So a restart never credits
+        silence from before a lease the node still holds: a node heard again
+        once its silence was stored, then the leader killed, had its chunk
+        moved within seconds while its lease still ran.
+
+        A step is a tenth of ``node_timeout``: a silent node is written about
+        ten times until it is judged lost, and none past that (a node gone for
+        good is not written again and again). A restart credits at most a step
+        too little. A node frozen with its link open is counted from the first
+        restart, which closes its link.
         """
         timeout = self.config.node_timeout
         step = timeout / SILENCE_STEPS
-        silence = max(0.0, now - node.last_seen)
+        silence = 0.0 if node.online else max(0.0, now - node.last_seen)
         noted = min(math.floor(silence / step), SILENCE_STEPS + 1) * step
         if noted != node.unheard:
             node.unheard = noted

@@ -65,6 +65,7 @@ class NodeEvents(DispatchIndex):
         node.prefetch = hello.prefetch if hello.slots > 0 else 0
         node.online = True
         node.last_seen = now
+        node.unheard = 0.0  # stored with the hello, before its Welcome grants a lease
         changes.nodes.add(node.name)
         stale: list[ChunkRef] = []
         running = {(ref.job_id, ref.chunk, ref.attempt) for ref in hello.running}

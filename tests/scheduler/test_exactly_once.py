@@ -441,3 +441,37 @@ def test_a_healthy_nodes_silence_is_never_written(tmp_path: Path) -> None:
         assert "n1" not in changes.nodes
         written += [name for name in changes.nodes if name == "gone"]
     assert 5 <= len(written) <= 12, len(written)
+
+
+def test_a_node_back_after_a_long_silence_keeps_its_chunk_through_a_restart(
+    tmp_path: Path,
+) -> None:
+    """Its hello stores that it is heard again, before its Welcome grants it a lease: a
+    leader killed right after must not credit the silence before it, or the chunk moved
+    within seconds while the node's lease still ran (two nodes at once)."""
+    store = Store(tmp_path / "farm.db")
+    farm = Farm(SchedulerConfig(node_timeout=10.0))
+    job = farm.submit("j", frames="1", retries=0)
+    farm.node("n1")
+    farm.dispatch()
+    store.save(Changes(jobs={job}, chunks={(job, 0)}, nodes={"n1"}), farm.scheduler)
+    farm.scheduler.node_disconnected("n1", farm.now)
+    for _ in range(8):
+        store.save(farm.advance(1.0), farm.scheduler)
+    hello = AgentHello(name="n1", slots=1, running=[farm.ref(job, 0)])
+    changes, _ = farm.scheduler.node_connected(hello, farm.now)
+    store.save(changes, farm.scheduler)  # committed: then its Welcome, and a lease
+    farm = _restart(farm, store, down=1.0)
+    for _ in range(6):
+        farm.advance(1.0)
+    assert farm.chunk_states(job) == ["assigned"]
+
+
+def test_a_node_silent_with_its_link_open_is_not_credited_its_silence(tmp_path: Path) -> None:
+    """Only a node whose link closed gets no lease: one silent with its link open (a
+    heartbeat late, a frozen agent) is judged by the restarted leader from scratch."""
+    farm = Farm(SchedulerConfig(node_timeout=10.0))
+    farm.node("n1")
+    written = [farm.advance(1.0, silent=("n1",)).nodes for _ in range(8)]
+    assert not any(written)
+    assert farm.scheduler.nodes["n1"].unheard == 0.0

@@ -123,6 +123,13 @@ def test_a_frozen_active_is_deposed_and_steps_down_when_it_thaws(
             return "stepping down" in a.log_text() and a.role() == "standby"
 
         wait_until(stepped_down, 30.0, "the thawed leader to step down")
+
+        # (It answers as a standby while its deposed server shuts down, too.)
+        def restarted() -> bool:
+            log = a.log_text()
+            return "leader up as a standby" in log[log.index("stepping down") :]
+
+        wait_until(restarted, 30.0, "its restarted self")
         _check_every_frame_once(farm, jobs, frames)
         assert b.role() == "active"
         log = a.log_text()

@@ -93,8 +93,8 @@ class OneLineStartFailure:
             return
 
         async def send_quietly(message: Message) -> None:
-            failure = getattr(scope["app"].state, "start_failure", None)
-            if message["type"] == "lifespan.startup.failed" and isinstance(failure, LeaderError):
+            said = getattr(scope["app"].state, "start_failure_said", False)
+            if message["type"] == "lifespan.startup.failed" and said:
                 message = {**message, "message": ""}  # uvicorn logs an empty one not at all
             await send(message)
 
@@ -119,7 +119,9 @@ def create_app(settings: LeaderSettings, stand_in: StoreUnreachable | None = Non
             leader = Leader(settings)  # (it closes what it opened if it fails)
             await leader.start()
         except BaseException as exc:
-            app.state.start_failure = exc
+            # Said in one line by run_leader (not the error itself: kept here, its
+            # traceback would keep the failed leader, and its store, alive).
+            app.state.start_failure_said = isinstance(exc, LeaderError)
             if settings.on_start_failed is not None:
                 settings.on_start_failed(exc)
             if leader is not None:

@@ -56,7 +56,14 @@ class FrozenHeap:
         self.whole_walks = 0
 
     def install(self) -> None:
-        """Freeze what lives now, and from now on what survives each full collection."""
+        """Freeze what lives now, and from now on what survives each full collection.
+
+        What an earlier install froze is walked first: a PostgreSQL leader that
+        stepped down and became active again froze its new farm beside the old
+        one, which no collection ever walked again (with its log writer's pipe:
+        an open descriptor and a farm's memory a takeover).
+        """
+        gc.unfreeze()
         gc.collect()
         gc.freeze()
         self.walked = max(1, gc.get_freeze_count())

@@ -105,17 +105,10 @@ class Leader(GroupCommit):
         os.chmod(settings.data, 0o700)
         settings.root.mkdir(parents=True, exist_ok=True)
         self.root = settings.root.resolve()
-        # SQLite (<data>/farm.db) unless --store or leader.toml names another; either store's
-        # commit runs on the loop (see server.store_postgres for what that costs).
+        # SQLite (<data>/farm.db) unless --store or leader.toml names another.
         shared = parse_store_url(settings.store_url)[0] == "postgresql"
         # Who this leader is in the lease row, and in the names of its database sessions.
         self.holder = secrets.token_hex(16)
-        self.store = open_store(
-            settings.store_url,
-            self.config.synchronous,
-            lease=self.config.leader_lease if shared else None,
-            holder=self.holder,
-        )
         # How others reach this leader; a standby names the active one's in its refusals.
         self.advertise = settings.advertised
         # SQLite: always active. PostgreSQL: a standby until the lease is ours (``start``).
@@ -123,8 +116,50 @@ class Leader(GroupCommit):
         self.lease: LeaseKeeper | None = None
         self._lease_task: asyncio.Task[None] | None = None
         self.stepped_down = False
+        self.scheduler = Scheduler(self.config)
+        self.agents = {}
+        self.consoles: set[ConsoleConnection] = set()
+        self.followers: dict[OutputKey, set[ConsoleConnection]] = {}
+        self.metrics = Metrics()
+        # Chunks dispatched and done, events by level: for ``/metrics`` (server.metrics).
+        self.counters = ChangeCounters()
+        self._tick_task: asyncio.Task[None] | None = None
+        self._watchdog_task: asyncio.Task[None] | None = None
+        self.watchdog = LoopWatchdog()
+        # Wake-ups at the end of chunks' retry backoffs (see ``_wake_for_retries``).
+        self._retry_wakeups: set[asyncio.TimerHandle] = set()
+        # A dispatch pass that stopped at its budget has its next one queued
+        # (``_dispatch_more``).
+        self._more_queued = False
+        self._pending = StepLine()
+        # Settings and tokens are written one at a time, on a thread (``operations``).
+        self.setting_writes = asyncio.Lock()
+        # ``write`` calls waiting for the steps that were waiting when they came.
+        self._marks = []
+        # (node, agent id) of hellos read and waiting in the group commit (``hello_waiting``).
+        self._hellos_waiting: collections.Counter[tuple[str, str]] = collections.Counter()
+        # Nodes loaded at start-up that have not said hello since (``_tick``), and when
+        # the last of them did.
+        self._restored: set[str] = set()
+        self._restored_arriving: float | None = None
+        # Nodes coming back count for those not back yet only until then (``_tick``).
+        self._restored_until = math.inf
+        # Bumped by every commit that changes what a job view shows (``job_list_json``).
+        self._views_version = 0
+        self._job_lists: dict[bool, tuple[int, float, bytes]] = {}
+        self.started = False
+        # The loop ``start`` ran on. Python 3.11's asyncio.get_running_loop() makes a
+        # getpid() system call each time (to notice a fork); once a report, that was
+        # 2% of the loop's time with 300 agents.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.store = open_store(
+            settings.store_url,
+            self.config.synchronous,
+            lease=self.config.leader_lease if shared else None,
+            holder=self.holder,
+        )
         # A start refused from here on (a full disk, a farm moved away, a root that is
-        # another farm's) must not leave the store open, or locked.
+        # another farm's, no descriptor left) must not leave the store open, or locked.
         with contextlib.ExitStack() as undo:
             undo.callback(self.store.close)
             # SQLite: changes are refused while its disk is nearly full (server.disk_room).
@@ -144,53 +179,20 @@ class Leader(GroupCommit):
             self.root_id = claim_root(self.root, self.store)
             self.tokens = Tokens(self.store)
             self.admin_token, self.agent_token = self._own_tokens(remember=not shared)
+            # Log files are written in order by a process of their own: the sync root may
+            # be a slow filer, and a thread of ours competed with the loop
+            # (``server.log_process``).
+            self.logwriter = LogProcess(self.root)
+            undo.callback(self.logwriter.close)
+            self.joblogs, self.nodelogs = attach_logs(self.root, self.logwriter)
+            self.failures = FailureLog(lambda: self.scheduler.jobs)
+            self.history = History(lambda: self.scheduler.jobs, self.joblogs)
+            self.webhooks = Webhooks(self.config.webhook, self.config.webhook_timeout)
+            # Applied groups on their way to the store, committed on a thread of their own.
+            self.commit_line = CommitLine(
+                lambda batches: self.store.write(batches), self._landed, self._commit_failed
+            )
             undo.pop_all()
-        self.scheduler = Scheduler(self.config)
-        # Log files are written in order by a process of their own: the sync root may be a
-        # slow filer, and a thread of ours competed with the loop (``server.log_process``).
-        self.logwriter = LogProcess(self.root)
-        self.joblogs, self.nodelogs = attach_logs(self.root, self.logwriter)
-        self.failures = FailureLog(lambda: self.scheduler.jobs)
-        self.history = History(lambda: self.scheduler.jobs, self.joblogs)
-        self.webhooks = Webhooks(self.config.webhook, self.config.webhook_timeout)
-        self.agents = {}
-        self.consoles: set[ConsoleConnection] = set()
-        self.followers: dict[OutputKey, set[ConsoleConnection]] = {}
-        self.metrics = Metrics()
-        # Chunks dispatched and done, events by level: for ``/metrics`` (server.metrics).
-        self.counters = ChangeCounters()
-        self._tick_task: asyncio.Task[None] | None = None
-        self._watchdog_task: asyncio.Task[None] | None = None
-        self.watchdog = LoopWatchdog()
-        # Wake-ups at the end of chunks' retry backoffs (see ``_wake_for_retries``).
-        self._retry_wakeups: set[asyncio.TimerHandle] = set()
-        # A dispatch pass that stopped at its budget has its next one queued (``_dispatch_more``).
-        self._more_queued = False
-        self._pending = StepLine()
-        # Settings and tokens are written one at a time, on a thread (``operations``).
-        self.setting_writes = asyncio.Lock()
-        # Applied groups on their way to the store, committed on a thread of their own.
-        self.commit_line = CommitLine(
-            lambda batches: self.store.write(batches), self._landed, self._commit_failed
-        )
-        # ``write`` calls waiting for the steps that were waiting when they came.
-        self._marks = []
-        # (node, agent id) of hellos read and waiting in the group commit (``hello_waiting``).
-        self._hellos_waiting: collections.Counter[tuple[str, str]] = collections.Counter()
-        # Nodes loaded at start-up that have not said hello since (``_tick``), and when
-        # the last of them did.
-        self._restored: set[str] = set()
-        self._restored_arriving: float | None = None
-        # Nodes coming back count for those not back yet only until then (``_tick``).
-        self._restored_until = math.inf
-        # Bumped by every commit that changes what a job view shows (``job_list_json``).
-        self._views_version = 0
-        self._job_lists: dict[bool, tuple[int, float, bytes]] = {}
-        self.started = False
-        # The loop ``start`` ran on. Python 3.11's asyncio.get_running_loop() makes a
-        # getpid() system call each time (to notice a fork); once a report, that was
-        # 2% of the loop's time with 300 agents.
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     def _own_tokens(self, remember: bool) -> tuple[str, str]:
         """This leader's admin and agent tokens, from (or made into) its data folder.

@@ -393,6 +393,7 @@ class LogProcess:
         except (OSError, ValueError, msgspec.DecodeError) as exc:
             log.error("the log writer's answers could not be read: %s", exc)
         finally:
+            stream.close()  # the only end left open here (its stdin is the sender's)
             child.wait()
             # What it was sent and did not answer never will be: those reads fail, not hang.
             with self._calls_lock:

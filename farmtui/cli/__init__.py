@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from farmtui.errors import FarmError, LeaderError
+from farmtui.interrupts import interrupts_held
 from farmtui.printable import printable
 
 if TYPE_CHECKING:
@@ -29,7 +30,8 @@ if TYPE_CHECKING:
 
 def build_parser(argv: Sequence[str] = ()) -> Parser:
     """``farmtui.cli.parser.build_parser``, imported when first needed (see ``main``)."""
-    from farmtui.cli.parser import build_parser as build
+    with interrupts_held():
+        from farmtui.cli.parser import build_parser as build
 
     return build(argv)
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from farmtui.config import TOKEN_VARIABLE
 from farmtui.errors import FarmError, InputError
+from farmtui.interrupts import interrupts_held
 
 if TYPE_CHECKING:
     from farmtui.protocol import GpuInfo
@@ -44,8 +45,9 @@ def cmd_leader(args: argparse.Namespace) -> int:
         )
         return 0
     try:
-        from server.errors import LeaderError as LeaderSetupError
-        from server.main import run_leader
+        with interrupts_held():
+            from server.errors import LeaderError as LeaderSetupError
+            from server.main import run_leader
     except ImportError as exc:
         raise FarmError(f"the leader is not installed here ({exc})") from None
     try:
@@ -89,7 +91,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
         raise InputError("farm agent needs --token or --token-file (the leader's agent.token)")
     check_token(token, source)
     try:
-        from agent.main import run_agent
+        with interrupts_held():
+            from agent.main import run_agent
     except ImportError as exc:
         raise FarmError(f"the agent is not installed here ({exc})") from None
     run_agent(
@@ -167,7 +170,8 @@ def cmd_console(args: argparse.Namespace) -> int:
 
     conn = config.resolve(args.leader, args.token, args.token_file, ca=args.ca)
     try:
-        from farmtui.console.app import run_console
+        with interrupts_held():
+            from farmtui.console.app import run_console
     except ImportError as exc:
         raise FarmError(f"the console is not available ({exc})") from None
     run_console(conn.leader, conn.token, ca=conn.ca)
@@ -175,7 +179,8 @@ def cmd_console(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from farmtui.localfarm import UpOptions, run_up
+    with interrupts_held():
+        from farmtui.localfarm import UpOptions, run_up
 
     if args.agents < 0:
         raise InputError("--agents must be >= 0")

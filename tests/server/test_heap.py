@@ -107,3 +107,17 @@ def test_a_dead_cycle_that_was_frozen_is_freed_once_the_heap_doubled(
     assert dead() is None, "the dead cycle was never freed"
     assert heap.whole_walks == 1
     assert len(grown) > 0
+
+
+def test_a_leader_active_again_lets_go_of_the_farm_it_froze_before(heap: FrozenHeap) -> None:
+    """A PostgreSQL leader that stepped down and took over again froze its new farm
+    beside the old one, which nothing walked again: a farm's memory (and its log
+    writer's pipe) per takeover."""
+    old_farm = Cell()
+    old_farm.other = Cell()
+    old_farm.other.other = old_farm  # a cycle: only the collector frees it
+    gone = weakref.ref(old_farm)
+    heap.install()  # the first activation froze it, alive
+    del old_farm  # stepped down: nothing refers to it now
+    heap.install()  # active again
+    assert gone() is None

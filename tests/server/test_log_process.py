@@ -57,6 +57,24 @@ async def test_writes_and_reads_keep_their_order_in_another_process(logs, tmp_pa
     assert (tmp_path / LOG).read_text().splitlines()[-1] == "line 2999"
 
 
+def test_a_writer_closed_leaves_no_descriptor_open(tmp_path: Path) -> None:
+    """Its answers' pipe stayed open after the child ended: a descriptor per log writer,
+    and a PostgreSQL leader starts one at each takeover."""
+    before = set(os.listdir("/proc/self/fd"))
+    for _ in range(3):
+        writer = LogProcess(tmp_path)
+        joblogs, nodelogs = attach_logs(tmp_path, writer)
+        nodelogs.append("node1", ["hello"])
+        writer.wait(WAIT)
+        joblogs.close()
+        nodelogs.close()
+        writer.close()
+    deadline = time.monotonic() + WAIT  # its reader thread closes the pipe as it ends
+    while not set(os.listdir("/proc/self/fd")) <= before:
+        assert time.monotonic() < deadline, "a log writer's pipe stayed open"
+        time.sleep(0.01)
+
+
 async def test_a_killed_writer_is_started_again_and_its_reads_fail_rather_than_hang(
     logs, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:  # type: ignore[no-untyped-def]

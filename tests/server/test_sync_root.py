@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -11,6 +13,7 @@ from farmtui.protocol import ROOT_ID_FILE
 from server.config import LeaderSettings
 from server.errors import LeaderError
 from server.leader import Leader
+from server.log_process import LogProcess
 from server.store import open_store
 from server.sync_root import check_store_before_start, claim_root
 
@@ -65,5 +68,24 @@ def test_a_leader_refused_its_root_leaves_its_database_unlocked(tmp_path: Path) 
         Leader(settings)
     assert refused.value.__traceback__ is not None  # the refused leader is still referenced
     leader = Leader(dataclasses.replace(settings, root=tmp_path / "its-own-root"))
+    assert leader.role == "active"
+    leader.store.close()
+
+
+def test_a_leader_that_cannot_start_its_log_writer_leaves_its_database_unlocked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same for a failure later in its set-up (here: no descriptor left)."""
+
+    def no_descriptor(self: Any, root: Path) -> None:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    settings = LeaderSettings(data=tmp_path / "data", root=tmp_path / "root")
+    with monkeypatch.context() as patched:
+        patched.setattr(LogProcess, "__init__", no_descriptor)
+        with pytest.raises(OSError, match="Too many open files") as refused:
+            Leader(settings)
+    assert refused.value.__traceback__ is not None
+    leader = Leader(settings)
     assert leader.role == "active"
     leader.store.close()

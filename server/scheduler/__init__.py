@@ -103,8 +103,13 @@ class Scheduler(NodeEvents, ChunkReports, OperatorActions, DispatchPass, TakingB
         self.nodes = {}
         self._positions = None
         self.submit_keys = {}
+        # The most ``_note_silence`` writes, computed as it does (a node_timeout changed
+        # since makes more of it no credit at all).
+        most = (SILENCE_STEPS + 1) * (self.config.node_timeout / SILENCE_STEPS)
         for node in nodes:
             node.online = False
+            if not 0.0 <= node.unheard <= most:  # not what ``_note_silence`` writes
+                node.unheard = 0.0  # no credit: the safe side
             node.last_seen = now - node.unheard
             self.nodes[node.name] = node
         for job in jobs:

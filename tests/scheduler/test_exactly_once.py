@@ -475,3 +475,22 @@ def test_a_node_silent_with_its_link_open_is_not_credited_its_silence(tmp_path: 
     written = [farm.advance(1.0, silent=("n1",)).nodes for _ in range(8)]
     assert not any(written)
     assert farm.scheduler.nodes["n1"].unheard == 0.0
+
+
+@pytest.mark.parametrize("planted", [-5.0, 1e308, 11.5])
+def test_a_stored_silence_that_was_never_written_gives_no_credit(
+    tmp_path: Path, planted: float
+) -> None:
+    """Only what ``_note_silence`` writes (0 to 1.1 × node_timeout) is credited: anything
+    else (a store edited by hand, a node_timeout lowered since) counts as no silence."""
+    farm = Farm(SchedulerConfig(node_timeout=10.0))
+    job = farm.submit("j", frames="1", retries=0)
+    farm.node("n1")
+    farm.dispatch()
+    farm.scheduler.nodes["n1"].unheard = planted
+    store = Store(tmp_path / "farm.db")
+    store.save(Changes(jobs={job}, chunks={(job, 0)}, nodes={"n1"}), farm.scheduler)
+    farm = _restart(farm, store, down=1.0)
+    assert farm.scheduler.nodes["n1"].unheard == 0.0
+    farm.advance(9.0)
+    assert farm.chunk_states(job) == ["assigned"]

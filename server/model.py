@@ -462,6 +462,10 @@ class Node:
     # leader goes on counting them rather than start again from nothing, or a leader
     # restarting more often than ``node_timeout`` never moved a dead node's chunks.
     unheard: float = 0.0
+    # The node_timeout of the leader whose Welcome granted its lease (0: this one's). A
+    # leader restarted with a shorter one, or a standby configured so, judges the node
+    # by the longer until its next hello: its lease (a share of that timeout) may run.
+    lease_timeout: float = 0.0
     version: str = ""
     # The OS its hello named ("linux", "windows", "darwin"; "" from an old agent).
     os: str = ""

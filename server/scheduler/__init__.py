@@ -77,8 +77,8 @@ from server.scheduler_config import SchedulerConfig, SchedulerError
 from server.submission import Prepared, prepare, validate
 from server.transitions import refresh_job
 
-# A node's silence is stored in this many steps up to node_timeout (``_note_silence``).
-SILENCE_STEPS = 10
+# A node's silence is stored in this many steps up to its timeout (``_note_silence``).
+SILENCE_STEPS = 20
 
 __all__ = ["NodeHeld", "Scheduler", "SchedulerConfig", "SchedulerError"]
 
@@ -103,13 +103,10 @@ class Scheduler(NodeEvents, ChunkReports, OperatorActions, DispatchPass, TakingB
         self.nodes = {}
         self._positions = None
         self.submit_keys = {}
-        # The most ``_note_silence`` writes, computed as it does (a node_timeout changed
-        # since makes more of it no credit at all).
-        most = (SILENCE_STEPS + 1) * (self.config.node_timeout / SILENCE_STEPS)
         for node in nodes:
             node.online = False
-            if not 0.0 <= node.unheard <= most:  # not what ``_note_silence`` writes
-                node.unheard = 0.0  # no credit: the safe side
+            if not 0.0 <= node.unheard <= _most_noted(self._timeout_of(node)):
+                node.unheard = 0.0  # not what ``_note_silence`` writes: no credit, the safe side
             node.last_seen = now - node.unheard
             self.nodes[node.name] = node
         for job in jobs:
@@ -274,7 +271,7 @@ class Scheduler(NodeEvents, ChunkReports, OperatorActions, DispatchPass, TakingB
             if waiting is not None and waiting.agent_id == agent_id:
                 waiting.last_seen = max(waiting.last_seen, now)
         for node in list(self.nodes.values()):
-            silent = now - node.last_seen > self.config.node_timeout
+            silent = now - node.last_seen > self._timeout_of(node)
             if silent and (node.online or node.running):
                 changes.merge(self.node_lost(node.name, now))
             self._note_silence(node, now, changes)
@@ -286,26 +283,37 @@ class Scheduler(NodeEvents, ChunkReports, OperatorActions, DispatchPass, TakingB
         self._take_back_for_first(changes, now)
         return changes
 
+    def _timeout_of(self, node: Node) -> float:
+        """The silence after which ``node`` is lost: ours, or the longer one of the leader
+        that granted its lease (``Node.lease_timeout``), until its next hello here."""
+        return max(self.config.node_timeout, node.lease_timeout)
+
     def _note_silence(self, node: Node, now: float, changes: Changes) -> None:
-        """Store how long the node has been silent, a step at a time (``Node.unheard``).
+        """Store how long a node holding chunks has been silent (``Node.unheard``), a
+        step at a time: a restarted leader goes on counting it.
 
         Only while its link is closed. No lease is granted to it then (a renewal
         goes only to a node online), and its next link's hello stores 0 before
         its Welcome grants one (``node_connected``). So a restart never credits
         silence from before a lease the node still holds: a node heard again
         once its silence was stored, then the leader killed, had its chunk
-        moved within seconds while its lease still ran.
+        moved within seconds while its lease still ran. A node frozen with its
+        link open is counted from the first restart, which closes its link.
 
-        A step is a tenth of ``node_timeout``: a silent node is written about
-        ten times until it is judged lost, and none past that (a node gone for
-        good is not written again and again). A restart credits at most a step
-        too little. A node frozen with its link open is counted from the first
-        restart, which closes its link.
+        A step is a twentieth of the node's timeout: a silent node is written
+        about twenty times until it is judged lost, and none past that (a node
+        gone for good is not written again and again). A restart credits at
+        most a step too little, and a leader that dies within a step of its
+        start credits nothing. A node holding no chunk is not written: after a
+        start a farm comes back with hundreds of them offline for a moment.
         """
-        timeout = self.config.node_timeout
-        step = timeout / SILENCE_STEPS
+        if not node.running:
+            return
+        timeout = self._timeout_of(node)
         silence = 0.0 if node.online else max(0.0, now - node.last_seen)
-        noted = min(math.floor(silence / step), SILENCE_STEPS + 1) * step
+        noted = _noted(
+            min(math.floor(silence / (timeout / SILENCE_STEPS)), SILENCE_STEPS + 1), timeout
+        )
         if noted != node.unheard:
             node.unheard = noted
             changes.nodes.add(node.name)
@@ -361,3 +369,13 @@ class Scheduler(NodeEvents, ChunkReports, OperatorActions, DispatchPass, TakingB
             )
             for name, limit in sorted(self.resources.limits.items())
         ]
+
+
+def _noted(steps: int, timeout: float) -> float:
+    """``steps`` steps of silence for a node of ``timeout``, as stored (rounded: no
+    0.8999999999999999 in the rows)."""
+    return round(steps * timeout / SILENCE_STEPS, 6)
+
+
+def _most_noted(timeout: float) -> float:
+    return _noted(SILENCE_STEPS + 1, timeout)

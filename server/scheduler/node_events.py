@@ -66,6 +66,7 @@ class NodeEvents(DispatchIndex):
         node.online = True
         node.last_seen = now
         node.unheard = 0.0  # stored with the hello, before its Welcome grants a lease
+        node.lease_timeout = self.config.node_timeout  # and under which timeout
         changes.nodes.add(node.name)
         stale: list[ChunkRef] = []
         running = {(ref.job_id, ref.chunk, ref.attempt) for ref in hello.running}

@@ -221,6 +221,8 @@ def test_ctrl_c_while_farm_builds_its_message_decoders_waits_until_they_are_buil
     `farm jobs`. The Ctrl-C now comes once the modules are loaded, as a quiet 130."""
     code = (
         "import atexit, os, signal, sys\n"
+        # As in a terminal: a test run started in the background inherits SIGINT ignored.
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "class CtrlC:\n"
         "    def find_spec(self, name, path=None, target=None):\n"
         "        if name == 'farmtui.protocol.agent_messages':\n"

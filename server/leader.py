@@ -365,10 +365,7 @@ class Leader(GroupCommit):
         A PostgreSQL leader whose database comes and goes tries again and again: each
         try left a connection or two to the garbage collector.
         """
-        for task in (self._tick_task, self._watchdog_task, self._lease_task):
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+        await self._end_tasks()
         self.commit_line.close()
         self.joblogs.close()
         self.nodelogs.close()
@@ -378,11 +375,14 @@ class Leader(GroupCommit):
         if self.lease is not None:
             await self.lease.abandon()
 
-    async def stop(self) -> None:
+    async def _end_tasks(self) -> None:
         for task in (self._tick_task, self._watchdog_task, self._lease_task):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
+
+    async def stop(self) -> None:
+        await self._end_tasks()
         if not self.stepped_down:
             with contextlib.suppress(StoreError):  # the agents send them again
                 self._apply_group(budget=None)

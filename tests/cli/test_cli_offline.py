@@ -194,21 +194,24 @@ def test_a_command_builds_only_its_own_parser_and_keeps_every_flag() -> None:
     assert "--print-service" in run_farm("agent", "--help").stdout
 
 
+def _farm_jobs_after(setup: str) -> subprocess.CompletedProcess[str]:
+    """``farm jobs`` in a Python that first runs ``setup`` (the interrupt to test)."""
+    code = setup + "from farmtui.cli import main\nraise SystemExit(main(['jobs']))\n"
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
 def test_ctrl_c_while_farm_loads_its_commands_exits_130_without_a_traceback() -> None:
     """Most of `farm`'s start is importing its commands (~70 ms): a Ctrl-C then printed
     a KeyboardInterrupt traceback. The interrupt is raised here at that import."""
-    code = (
+    done = _farm_jobs_after(
         "import sys\n"
         "class CtrlC:\n"
         "    def find_spec(self, name, path=None, target=None):\n"
         "        if name == 'farmtui.cli.reading_jobs':\n"
         "            raise KeyboardInterrupt\n"
         "sys.meta_path.insert(0, CtrlC())\n"
-        "from farmtui.cli import main\n"
-        "raise SystemExit(main(['jobs']))\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
     )
     assert done.returncode == 130, done.stderr
     assert "Traceback" not in done.stderr
@@ -219,7 +222,7 @@ def test_ctrl_c_while_farm_builds_its_message_decoders_waits_until_they_are_buil
     """msgspec crashed the interpreter (SIGSEGV) now and then when a KeyboardInterrupt
     landed as it first built a decoder's types: 19 crashes in 300 Ctrl-Cs 45-68 ms into
     `farm jobs`. The Ctrl-C now comes once the modules are loaded, as a quiet 130."""
-    code = (
+    done = _farm_jobs_after(
         "import atexit, os, signal, sys\n"
         # As in a terminal: a test run started in the background inherits SIGINT ignored.
         "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
@@ -232,11 +235,6 @@ def test_ctrl_c_while_farm_builds_its_message_decoders_waits_until_they_are_buil
         "    module = sys.modules.get('farmtui.protocol.agent_messages')\n"
         "    print('built' if hasattr(module, 'agent_to_leader') else 'interrupted')\n"
         "atexit.register(built)\n"
-        "from farmtui.cli import main\n"
-        "raise SystemExit(main(['jobs']))\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
     )
     assert done.returncode == 130, done.stderr
     assert done.stdout.strip() == "built"

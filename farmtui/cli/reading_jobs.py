@@ -8,6 +8,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import msgspec
+
 from farmtui.cli import shared
 from farmtui.cli.shared import emit, emit_json
 from farmtui.errors import InputError
@@ -15,6 +17,7 @@ from farmtui.printable import printable
 
 if TYPE_CHECKING:
     from farmtui.client import FarmClient
+    from farmtui.protocol import JobDetail
 
 # Chunks ``farm show`` lists unless told (a million-chunk job is summed up by its frames).
 SHOWN_CHUNKS = 50
@@ -46,10 +49,21 @@ def cmd_show(args: argparse.Namespace) -> int:
         else:
             detail = farm.show(job_id, args.chunks or SHOWN_CHUNKS, args.after)
     if args.json:
-        emit_json(detail)
+        emit_json(show_document(detail))
     else:
         emit(detail_text(detail))
     return 0
+
+
+def show_document(detail: JobDetail) -> dict[str, object]:
+    """``farm show --json``: the job's own fields (``id``, ``name``, ``state``,
+    ``priority``, ``frames`` ...) at the top, as SPEC.md promises scripts reading
+    ``.state``, beside the detail (``job``, ``chunks``, ``frame_states`` ...)."""
+    job = msgspec.to_builtins(detail.job)
+    assert isinstance(job, dict)
+    document = msgspec.to_builtins(detail)
+    assert isinstance(document, dict)
+    return {**job, **document}
 
 
 def show_openjd(args: argparse.Namespace) -> int:

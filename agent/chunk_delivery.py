@@ -189,6 +189,7 @@ class ChunkDelivery:
             chunk=self.assign.chunk,
             attempt=self.assign.attempt,
             refusal=self.refusal,
+            owner=self.sup.render_user.uid if self.sup.render_user is not None else None,
         )
         try:
             while wanted:
@@ -211,6 +212,9 @@ class ChunkDelivery:
             # Not the job's fault: the farm took the attempt away (no retry used).
             log.warning("chunk %s: %s", self.marker, exc)
             self.revoked = self.revoked or str(exc)
+            return str(exc)
+        except ChunkSetupError as exc:  # what it left is not fit to deliver, now or later
+            log.error("chunk %s: %s", self.marker, exc)
             return str(exc)
         except Exception as exc:  # any failure fails the chunk; the files stay staged
             log.error("chunk %s: delivery failed: %s", self.marker, exc)

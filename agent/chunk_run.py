@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import re
+import shutil
 import time
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
@@ -153,6 +154,7 @@ class ChunkRun(ChunkDelivery):
         self.slotted = False
         # Waiting for a slot: its place in the queue, and what it starts with.
         self.turn: asyncio.Future[None] | None = None
+        # (the command as its shim runs it, its folder, environment and exit file)
         self._start_args: tuple[list[str], Path, dict[str, str], Path | None] | None = None
         # Queued on the shim of a chunk of its job still rendering (``queue_behind``), to
         # start the moment that one's tree is gone: its shim, the token that takes it
@@ -213,14 +215,14 @@ class ChunkRun(ChunkDelivery):
         assert ahead.shim is not None
         assert self.sup.zygote is not None
         assert self._start_args is not None
-        argv, cwd, env, exit_file = self._start_args
+        launch, cwd, env, exit_file = self._start_args
         ahead.successor, self.following = self, ahead
         followed: tuple[Shim, int] | None = None
         handed = self.sup.wall()
         try:
             followed = await Shim.follow(
                 ahead.shim,
-                argv,
+                launch,
                 cwd=cwd,
                 env=env,
                 grace=self.sup.kill_grace,
@@ -413,11 +415,21 @@ class ChunkRun(ChunkDelivery):
             return
         try:
             argv, cwd = self._prepare()
+            env = self._environment()
+            launch = self._as_render_user(argv, env)
         except (ChunkSetupError, OSError) as exc:
             log.error("chunk %s cannot start: %s", self.marker, exc)
             self._finish(Verdict("failed", str(exc)), started=started)
             self._clean_staging()
             return
+        exit_file = self._remember(started)
+        try:
+            await self._render(argv, launch, cwd, env, exit_file)
+        finally:
+            self.sup.release_slot(self)
+
+    def _environment(self) -> dict[str, str]:
+        a = self.assign
         # Never the agent's token: a renderer that prints its environment (a common way to
         # debug a job) wrote it into a chunk log every viewer of the farm can read.
         env = {k: v for k, v in os.environ.items() if k != TOKEN_VARIABLE}
@@ -427,18 +439,37 @@ class ChunkRun(ChunkDelivery):
             env.update(visible_devices(a.gpus))
         if self.sup.storage.sync_root is not None:
             env[SYNC_ROOT_VARIABLE] = str(self.sup.storage.sync_root)
-        exit_file = self._remember(started)
-        try:
-            await self._render(argv, cwd, env, exit_file)
-        finally:
-            self.sup.release_slot(self)
+        return env
+
+    def _as_render_user(self, argv: list[str], env: dict[str, str]) -> list[str]:
+        """What the shim runs: ``argv``, or ``argv`` as the render user, the folders it
+        writes in given to it (``agent.render_user``)."""
+        user = self.sup.render_user
+        if user is None:
+            return argv
+        # setpriv would say so only in its exit status (127), after the chunk started.
+        if shutil.which(argv[0], path=env.get("PATH")) is None:
+            raise ChunkSetupError(f"cannot start {argv[0]!r}: no such program")
+        assert self.workdir is not None
+        assert self.files is not None
+        user.hand_over(self.workdir, self.files.outdir)
+        if self.files.staged and not self.files.write_root.is_relative_to(self.workdir):
+            user.hand_over(self.files.write_root, self.files.outdir)  # staging off
+        user.environment(env)
+        return user.command(argv)
 
     async def _render(
-        self, argv: list[str], cwd: Path, env: dict[str, str], exit_file: Path | None
+        self,
+        argv: list[str],
+        launch: list[str],
+        cwd: Path,
+        env: dict[str, str],
+        exit_file: Path | None,
     ) -> None:
-        """Wait for a slot, start the renderer under its shim, supervise it, conclude."""
+        """Wait for a slot, start the renderer under its shim (``launch``: ``argv`` as
+        the shim runs it), supervise it, conclude."""
         a = self.assign
-        self._start_args = (argv, cwd, env, exit_file)
+        self._start_args = (launch, cwd, env, exit_file)
         if not await self.sup.take_slot(self):
             # Told to stop while it waited: it never started (its journal entry goes too).
             self.sup.reporter.send(ChunkStarted(**self._ids(), pid=0, command=argv))
@@ -459,7 +490,7 @@ class ChunkRun(ChunkDelivery):
                     started = shim.started_at
                 if shim is None:
                     shim = await Shim.start(
-                        argv,
+                        launch,
                         cwd=cwd,
                         env=env,
                         grace=self.sup.kill_grace,

@@ -6,7 +6,8 @@
     ├── LeaderRefused     the leader said no (wrong token, Refused): stop, do not retry
     ├── LeaderBusy        the leader said "not now" (disk full, name held): try again later
     ├── ChunkSetupError   a chunk cannot start (bad token, path escaping its root ...)
-    │   └── PathEscapeError
+    │   ├── PathEscapeError
+    │   └── OutputRefused
     └── FenceError        an attempt that is no longer current tried to write the sync root
 """
 
@@ -31,6 +32,11 @@ class ChunkSetupError(AgentError):
 
 class PathEscapeError(ChunkSetupError):
     """An output path from a job that would land outside the sync root or staging folder."""
+
+
+class OutputRefused(ChunkSetupError):
+    """A rendered file the agent will not deliver: not a regular file (a symlink, a
+    FIFO), or not its render user's (``agent.render_user``)."""
 
 
 class FenceError(AgentError):

@@ -29,6 +29,7 @@ from agent.errors import AgentError, LeaderRefused
 from agent.link import LeaderLink
 from agent.outbox import Outbox
 from agent.process_tree import become_subreaper, not_dumpable
+from agent.render_user import RenderUser
 from agent.staging import UploadToLeader
 from agent.supervisor import STAGING_LOCK, Storage, Supervisor
 from farmtui.config import TOKEN_VARIABLE
@@ -56,25 +57,28 @@ def default_state_dir(name: str) -> Path:
     return Path(base) / "farmtui" / "agents" / _folder_name(name)
 
 
-def default_staging_dir(name: str) -> Path:
+def default_staging_dir(name: str, *, passable: bool = False) -> Path:
     """``<tmp>/farmtui-<uid>/<name>/staging``, below a folder only this user may enter.
 
     The temporary folder is everyone's: another local user could make
     ``farmtui-<uid>`` first (or put a symlink in it), then swap a render's
     frames or turn one into a symlink the copy to the sync root follows. So
-    that folder must be this user's own, not a symlink, and is kept 0700.
+    that folder must be this user's own, not a symlink, and is kept 0700;
+    ``passable`` (renderers run as another user, who must reach their folders
+    in it): 0711, others may pass through it, not list or change it.
     """
+    mode = 0o711 if passable else 0o700
     own = Path(tempfile.gettempdir()) / f"farmtui-{os.getuid()}"
     with contextlib.suppress(FileExistsError):
-        own.mkdir(mode=0o700)
+        own.mkdir(mode=mode)
     info = os.lstat(own)
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
         raise AgentError(
             f"{own} is not a folder of this user's own (someone else made it): "
             "remove it, or pass --staging DIR"
         )
-    if stat.S_IMODE(info.st_mode) != 0o700:
-        os.chmod(own, 0o700)  # an older agent's, made with the umask's 0755
+    if stat.S_IMODE(info.st_mode) != mode:
+        os.chmod(own, mode)  # an older agent's, made with the umask's 0755 (or 0711)
     return own / _folder_name(name) / "staging"
 
 
@@ -151,9 +155,11 @@ class Agent:
         gpus: list[GpuInfo] | None = None,
         gpu_only: bool = False,
         prefetch: int | None = None,
+        render_user: str | None = None,
     ) -> None:
         """``gpus``: the node's GPUs as given by hand; None finds them with nvidia-smi.
-        ``prefetch``: chunks held ahead of a free slot (``server.prefetch``); None: ``slots``."""
+        ``prefetch``: chunks held ahead of a free slot (``server.prefetch``); None: ``slots``.
+        ``render_user``: the user renderers run as (``agent.render_user``); None: ours."""
         if not 1 <= slots <= MAX_SLOTS:
             raise AgentError(f"slots must be 1 to {MAX_SLOTS}, not {slots}")
         if tags and len(tags) > MAX_TAGS:
@@ -162,15 +168,26 @@ class Agent:
         if not 0 <= ahead <= MAX_PREFETCH:
             raise AgentError(f"prefetch must be 0 to {MAX_PREFETCH}, not {prefetch}")
         trust = _trust(ca)
+        runs_as = None if render_user is None else RenderUser.named(render_user)
+        if runs_as is not None:
+            # The folders made for each attempt (a job's, in staging) are for it to pass.
+            os.umask(0o022)
         self.name = name or socket.gethostname()
         self.state_dir = state_dir or default_state_dir(self.name)
-        self.staging = staging or default_staging_dir(self.name)
+        self.staging = staging or default_staging_dir(self.name, passable=runs_as is not None)
         self._lock = lock_state(self.state_dir)
         try:
             self._staging_lock = lock_staging(self.staging)
         except AgentError:
             os.close(self._lock)
             raise
+        if runs_as is not None:
+            try:
+                runs_as.check_reaches(self.staging, "--staging")
+            except AgentError:
+                os.close(self._staging_lock)
+                os.close(self._lock)
+                raise
         self._logging = agent_log.attach(self.state_dir, to_stderr=log_to_stderr)
         self.log_stream = self._logging.stream
         try:
@@ -205,17 +222,20 @@ class Agent:
                 delivery=UploadToLeader(self.link.leader, token, verify=trust or True),
             ),
             slots=slots,
+            render_user=runs_as,
         )
         self.link.supervisor = self.supervisor
 
     async def run(self) -> None:
         """Run until cancelled or refused; every chunk is killed on the way out."""
+        runs_as = self.supervisor.render_user
         log.info(
-            "agent %s starting: leader %s, state %s, staging %s",
+            "agent %s starting: leader %s, state %s, staging %s%s",
             self.name,
             ", ".join(self.link.leaders),
             self.state_dir,
             self.staging,
+            f", renderers run as {runs_as.name}" if runs_as is not None else "",
         )
         reaper = asyncio.create_task(self.supervisor.reap_forever())
         try:
@@ -298,6 +318,7 @@ def run_agent(
     gpus: list[GpuInfo] | None = None,
     gpu_only: bool = False,
     prefetch: int | None = None,
+    render_user: str | None = None,
 ) -> None:
     """Run an agent until SIGINT/SIGTERM. Blocking.
 
@@ -323,6 +344,7 @@ def run_agent(
             gpus=gpus,
             gpu_only=gpu_only,
             prefetch=prefetch,
+            render_user=render_user,
         )
     except AgentError as exc:
         raise SystemExit(f"farm agent: {exc}") from None
@@ -349,6 +371,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--gpus", help="0,1 or 0:24G,1:24G; none: no GPU (default: nvidia-smi)")
     parser.add_argument("--gpu-only", action="store_true", help="only jobs that ask for GPUs")
     parser.add_argument("--prefetch", type=int, help="chunks held ahead of a free slot")
+    parser.add_argument("--render-user", help="run renderers as this user (the agent as root)")
     args = parser.parse_args(argv)
     tags = [t for t in args.tags.split(",") if t]
     try:
@@ -366,6 +389,7 @@ def main(argv: list[str] | None = None) -> None:
         gpus=gpus,
         gpu_only=args.gpu_only,
         prefetch=args.prefetch,
+        render_user=args.render_user,
     )
 
 

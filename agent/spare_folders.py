@@ -26,8 +26,11 @@ KEPT = 32  # at most, the empty folders waiting (a few per slot is plenty)
 
 
 class SpareFolders:
-    def __init__(self, staging_root: Path) -> None:
+    def __init__(self, staging_root: Path, *, reuse: bool = True) -> None:
+        """``reuse``: False, every folder is made anew and none kept (renderers run as
+        another user, who could write in a spare folder until it is taken)."""
         self.staging_root = staging_root
+        self.reuse = reuse
         self.root = staging_root / SPARE
         self._free: list[Path] = []
         self._next = 0
@@ -60,7 +63,11 @@ class SpareFolders:
 
         False (and ``folder`` left as it is) otherwise: the caller removes it.
         """
-        if len(self._free) >= KEPT or not folder.is_relative_to(self.staging_root):
+        if (
+            not self.reuse
+            or len(self._free) >= KEPT
+            or not folder.is_relative_to(self.staging_root)
+        ):
             return False
         spare = self.root / str(self._next)
         try:

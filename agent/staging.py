@@ -18,20 +18,21 @@ to its root: traversal is refused.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import re
-import shutil
 import ssl
+import stat
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Protocol
+from typing import BinaryIO, Protocol
 from urllib.parse import quote
 
 import httpx
 
-from agent.errors import FenceError, PathEscapeError
+from agent.errors import FenceError, OutputRefused, PathEscapeError
 from farmtui.frames import frame_path
 from farmtui.protocol import ROOT_ID_FILE, leader_owned
 
@@ -203,11 +204,88 @@ class Fence:
     chunk: int
     attempt: int
     refusal: Callable[[], str | None]
+    # The user its files must belong to: its renderer ran as another user than the
+    # agent's (``agent.render_user``). None: the agent's own.
+    owner: int | None = None
 
     def check(self) -> None:
         why = self.refusal()
         if why is not None:
             raise FenceError(f"attempt {self.attempt} may no longer write: {why}")
+
+    def check_landed(self, target: Path, landed: os.stat_result) -> None:
+        """Asked again once a file has landed as ``landed``: told to stop while it
+        landed (an NFS rename that hung for seconds), it is taken back, so a stopped
+        attempt leaves no file where its next attempt, or nobody, should write."""
+        if self.refusal() is None:
+            return
+        try:
+            now = os.lstat(target)
+        except OSError:
+            now = None
+        if now is not None and (now.st_dev, now.st_ino) == (landed.st_dev, landed.st_ino):
+            target.unlink(missing_ok=True)
+        self.check()
+
+
+def rendered_entry(source: Path, owner: int | None) -> os.stat_result:
+    """``source`` as a renderer left it, never followed: OutputRefused unless a regular
+    file (and, with a render user, that user's)."""
+    try:
+        info = os.lstat(source)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot read {source}: {exc.strerror}") from None
+    _check_rendered(source, info, owner)
+    return info
+
+
+def open_output(source: Path, owner: int | None) -> BinaryIO:
+    """A rendered file opened for reading; OutputRefused unless it is a regular file
+    (and, with a render user, that user's).
+
+    A renderer may leave anything under a file's name: a symlink to a file only
+    the agent may read (the agent may run as root), or a FIFO whose open would
+    wait for a writer forever. The file opened is the one checked: no symlink
+    is followed at its name, none is opened blocking, and its owner is read from it.
+    """
+    try:
+        fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OutputRefused(f"output file {source.name} is a symlink; refused") from None
+        raise
+    try:
+        _check_rendered(source, os.fstat(fd), owner)
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb", buffering=0)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _check_rendered(source: Path, info: os.stat_result, owner: int | None) -> None:
+    if not stat.S_ISREG(info.st_mode):
+        raise OutputRefused(f"output file {source.name} is not a regular file; refused")
+    if owner is not None and info.st_uid != owner:
+        raise OutputRefused(
+            f"output file {source.name} belongs to uid {info.st_uid}, not to the render "
+            f"user ({owner}); refused"
+        )
+
+
+def copy_contents(source: BinaryIO, target: BinaryIO) -> None:
+    """All of ``source`` into ``target``, in the kernel where it can (as shutil.copyfile)."""
+    block = min(max(os.fstat(source.fileno()).st_size, 2**23), 2**30)
+    try:
+        while os.sendfile(target.fileno(), source.fileno(), None, block):
+            pass
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+            raise
+    # Both offsets moved together: go on from where the kernel stopped.
+    while data := source.read(1024 * 1024):
+        target.write(data)
 
 
 class Delivery(Protocol):
@@ -224,15 +302,19 @@ class CopyToSyncRoot:
 
     def _copy(self, relative: str, source: Path, fence: Fence) -> None:
         target = confine_output(self.root, relative, "output file")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = target.with_name(f".{target.name}.farmtui-{uuid.uuid4().hex[:8]}.tmp")
-        try:
-            shutil.copyfile(source, temporary)
-            fence.check()
-            os.replace(temporary, target)
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
+        with open_output(source, fence.owner) as rendered:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            temporary = target.with_name(f".{target.name}.farmtui-{uuid.uuid4().hex[:8]}.tmp")
+            try:
+                with temporary.open("xb", buffering=0) as copy:
+                    copy_contents(rendered, copy)
+                    landed = os.fstat(copy.fileno())
+                fence.check()
+                os.replace(temporary, target)
+            except BaseException:
+                temporary.unlink(missing_ok=True)
+                raise
+        fence.check_landed(target, landed)
 
     async def deliver(self, relative: str, source: Path, fence: Fence) -> None:
         await asyncio.to_thread(self._copy, relative, source, fence)
@@ -246,8 +328,16 @@ class RenameIntoPlace:
 
     def _rename(self, relative: str, source: Path, fence: Fence) -> None:
         target = confine_output(self.root, relative, "output file")
+        checked = rendered_entry(source, fence.owner)
         fence.check()
         os.replace(source, target)
+        landed = os.lstat(target)
+        if (landed.st_dev, landed.st_ino) != (checked.st_dev, checked.st_ino):
+            # Put in its place between the look and the rename (the renderer's user may
+            # write in its folder): whatever it is, it does not stay in the sync root.
+            target.unlink(missing_ok=True)
+            raise OutputRefused(f"output file {source.name} changed as it was moved; refused")
+        fence.check_landed(target, landed)
 
     async def deliver(self, relative: str, source: Path, fence: Fence) -> None:
         await asyncio.to_thread(self._rename, relative, source, fence)
@@ -275,13 +365,18 @@ class UploadToLeader:
     async def deliver(self, relative: str, source: Path, fence: Fence) -> None:
         check_relative(relative, "output file")
         fence.check()
+        rendered = await asyncio.to_thread(open_output, source, fence.owner)
+        try:
+            await self._upload(relative, rendered, fence)
+        finally:
+            rendered.close()
 
+    async def _upload(self, relative: str, rendered: BinaryIO, fence: Fence) -> None:
         async def blocks() -> AsyncIterator[bytes]:
-            with source.open("rb") as file:
-                while block := await asyncio.to_thread(file.read, _UPLOAD_BLOCK):
-                    yield block
+            while block := await asyncio.to_thread(rendered.read, _UPLOAD_BLOCK):
+                yield block
 
-        size = await asyncio.to_thread(os.path.getsize, source)
+        size = os.fstat(rendered.fileno()).st_size
         async with httpx.AsyncClient(
             timeout=self.timeout, transport=self.transport, verify=self.verify
         ) as client:

@@ -55,6 +55,7 @@ from agent.chunk_run import (
 from agent.discards import Discards
 from agent.journal import Journal
 from agent.process_tree import find_marked_with_suffix, has_zombie_children, kill_tree, reap_orphans
+from agent.render_user import RenderUser
 from agent.spare_folders import SpareFolders
 from agent.staging import Delivery
 from agent.zygote_client import Zygote
@@ -108,8 +109,10 @@ class Supervisor:
         kill_grace: float = 0.5,
         zygote: bool = True,
         slots: int | None = None,
+        render_user: RenderUser | None = None,
     ) -> None:
-        """``slots``: how many renderers may run at once (None: every chunk starts at once)."""
+        """``slots``: how many renderers may run at once (None: every chunk starts at once).
+        ``render_user``: the user renderers run as (None: the agent's own)."""
         self.reporter = reporter
         self.agent_id = agent_id
         # What marks this agent's renderer trees (environment, log lines): derived from
@@ -119,7 +122,9 @@ class Supervisor:
         # Absolute: renderers are given paths in it and run in another folder.
         self.staging_root = staging_root.absolute()
         self.journal = Journal(self.staging_root / JOURNAL)
-        self.spares = SpareFolders(self.staging_root)
+        self.render_user = render_user
+        # A spare folder would be one the render user may write in while it waits.
+        self.spares = SpareFolders(self.staging_root, reuse=render_user is None)
         # Job folders in staging that an attempt left, maybe empty: when (``clock``).
         self._emptied: dict[Path, float] = {}
         # Kept output the leader no longer wants, deleted off the loop.

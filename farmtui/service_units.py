@@ -60,6 +60,8 @@ class AgentService:
     ca: Path | None = None
     user: str = DEFAULT_USER
     python: str = sys.executable
+    # ``--render-user``: renderers run as this user, the agent as root (not ``user``).
+    render_user: str | None = None
 
 
 def exec_argument(value: str) -> str:
@@ -86,9 +88,9 @@ def _absolute(path: Path) -> Path:
     return path.expanduser().absolute()
 
 
-def _user(user: str) -> str:
+def _user(user: str, flag: str = "--service-user") -> str:
     if not user or not all(c.isalnum() or c in "_.-" for c in user) or user[0] == "-":
-        raise InputError(f"--service-user {user!r} is not a user name")
+        raise InputError(f"{flag} {user!r} is not a user name")
     return user
 
 
@@ -170,14 +172,27 @@ def agent_unit(service: AgentService) -> str:
         argv += ["--prefetch", str(service.prefetch)]
     if service.ca is not None:
         argv += ["--ca", str(_absolute(service.ca))]
-    user = _user(service.user)
+    if service.render_user is not None:
+        argv += ["--render-user", _user(service.render_user, "--render-user")]
+        user = "root"
+        account = f"""\
+#   useradd --system --no-create-home --shell /usr/sbin/nologin {service.render_user}
+#   (renderers run as {service.render_user}, the agent as root: the token file must be
+#   root's alone, chmod 0600; {service.render_user} needs to read scenes, not the token)"""
+        # Renderers must pass through it to their folders in staging; they may not list it.
+        state_mode = "0711"
+    else:
+        user = _user(service.user)
+        account = f"""\
+#   useradd --system --home-dir {state_root} --shell /usr/sbin/nologin {user}
+#   (the token file must be readable by {user}, and by nobody else: chmod 0600)"""
+        state_mode = "0700"
     # Description= expands systemd's %-specifiers too.
     node = f" (node {service.name.replace('%', '%%')})" if service.name else ""
     return f"""\
 # {AGENT_UNIT}, written by `farm agent --print-service`.
 # Install (as root):
-#   useradd --system --home-dir {state_root} --shell /usr/sbin/nologin {user}
-#   (the token file must be readable by {user}, and by nobody else: chmod 0600)
+{account}
 #   farm agent --print-service ... > /etc/systemd/system/{AGENT_UNIT}
 #   systemctl daemon-reload && systemctl enable --now {AGENT_UNIT}
 [Unit]
@@ -195,7 +210,7 @@ ExecStart={_command(service.python, argv)}
 # renders ended while it was down and reports them instead of rendering them
 # again. So it must outlive the process: not under /tmp, and no PrivateTmp=.
 StateDirectory={AGENT_STATE_DIRECTORY}
-StateDirectoryMode=0700
+StateDirectoryMode={state_mode}
 Restart=always
 RestartSec=2
 # Refused by the leader (its token revoked or wrong, its name another's): the same

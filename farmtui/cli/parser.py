@@ -193,6 +193,12 @@ def _build_parser(only: str | None) -> Parser:
             help="agent id, log and unsent-message outbox "
             "(default ~/.local/state/farmtui/agents/NAME)",
         )
+        agent.add_argument(
+            "--render-user",
+            metavar="USER",
+            help="run every renderer as this unprivileged user, out of reach of the agent's "
+            "token and files (the agent runs as root)",
+        )
         add_service_flags(agent, "agent")
 
     if wanted("console"):

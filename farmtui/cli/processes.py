@@ -90,6 +90,12 @@ def cmd_agent(args: argparse.Namespace) -> int:
     else:
         raise InputError("farm agent needs --token or --token-file (the leader's agent.token)")
     check_token(token, source)
+    if source == "--token":
+        # A process's command line is every local user's to read (ps), for its whole life.
+        sys.stderr.write(
+            "farm agent: --token shows the token to every user of this machine (ps); "
+            "--token-file F or FARM_TOKEN keep it private\n"
+        )
     try:
         with interrupts_held():
             from agent.main import run_agent
@@ -107,6 +113,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
         gpus=_agent_gpus(args.gpus),
         gpu_only=args.gpu_only,
         prefetch=args.prefetch,
+        render_user=args.render_user,
     )
     return 0
 
@@ -144,6 +151,17 @@ def print_agent_service(args: argparse.Namespace, leader: str) -> int:
             "farm agent --print-service takes the token from a file: give --token-file F "
             "(readable by the service's user only), not --token"
         )
+    from farmtui.protocol import MAX_TAGS
+    from farmtui.service_units import DEFAULT_USER
+
+    tags = _split_tags(args.tags) or []
+    if len(tags) > MAX_TAGS:  # the agent would refuse them at its first start
+        raise InputError(f"a node has at most {MAX_TAGS} tags, not {len(tags)}")
+    if args.render_user and args.service_user not in (DEFAULT_USER, "root"):
+        raise InputError(
+            "--render-user runs the agent as root (it starts renderers as that user): "
+            "leave out --service-user"
+        )
     unit = agent_unit(
         AgentService(
             leader=leader,
@@ -152,13 +170,14 @@ def print_agent_service(args: argparse.Namespace, leader: str) -> int:
             slots=args.slots,
             staging=Path(args.staging) if args.staging else None,
             state=Path(args.state) if args.state else None,
-            tags=_split_tags(args.tags) or [],
+            tags=tags,
             gpus=args.gpus,
             gpu_only=args.gpu_only,
             prefetch=args.prefetch,
             # The unit's agent sees neither this shell's FARM_CA nor its folder.
             ca=_agent_ca(args.ca, os.environ.get("FARM_CA")),
             user=args.service_user,
+            render_user=args.render_user,
         )
     )
     sys.stdout.write(unit)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -9,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from agent.errors import FenceError, PathEscapeError
+from agent.errors import FenceError, OutputRefused, PathEscapeError
 from agent.staging import ChunkFiles, CopyToSyncRoot, Fence, RenameIntoPlace
 from farmtui.protocol import AssignChunk, FramesWritten
 
@@ -97,3 +99,60 @@ async def test_a_renderer_that_leaves_an_empty_frame_fails_its_chunk(
     assert finished.missing == [1]
     assert not farm.recorder.of(FramesWritten)
     assert not (farm.sync_root / "renders/shot/frame_0001.png").exists()
+
+
+@pytest.mark.parametrize("delivery", [CopyToSyncRoot, RenameIntoPlace])
+async def test_an_output_left_as_a_symlink_is_never_followed(
+    tmp_path: Path, delivery: Callable[[Path], CopyToSyncRoot | RenameIntoPlace]
+) -> None:
+    """A renderer left its frame as a symlink to a file it may not read; the agent
+    (root, renderers run as another user) copied that file into the sync root."""
+    root = tmp_path / "root"
+    secret = tmp_path / "secret"
+    secret.write_text("only the agent's user reads this\n")
+    source = root / "renders/.farmtui-job1.1.1/f_0001.png"
+    source.parent.mkdir(parents=True)
+    source.symlink_to(secret)
+    with pytest.raises(OutputRefused, match="f_0001.png is (a symlink|not a regular file)"):
+        await delivery(root).deliver("renders/f_0001.png", source, _fence())
+    assert not (root / "renders/f_0001.png").exists()
+
+
+async def test_an_output_left_as_a_fifo_is_refused_without_waiting(tmp_path: Path) -> None:
+    """Opening a FIFO for reading waits for a writer: the copy's thread, for good."""
+    source = tmp_path / "f_0001.png"
+    os.mkfifo(source)
+    with pytest.raises(OutputRefused, match="not a regular file"):
+        await asyncio.wait_for(
+            CopyToSyncRoot(tmp_path / "root").deliver("renders/f_0001.png", source, _fence()),
+            timeout=10.0,
+        )
+
+
+async def test_with_a_render_user_only_that_users_files_are_delivered(tmp_path: Path) -> None:
+    source = tmp_path / "f_0001.png"
+    source.write_bytes(b"frame")
+    someone_else = os.getuid() + 1
+    fence = Fence(job_id="job1", chunk=1, attempt=1, refusal=lambda: None, owner=someone_else)
+    with pytest.raises(OutputRefused, match=f"not to the render user \\({someone_else}\\)"):
+        await CopyToSyncRoot(tmp_path / "root").deliver("renders/f_0001.png", source, fence)
+    mine = Fence(job_id="job1", chunk=1, attempt=1, refusal=lambda: None, owner=os.getuid())
+    await CopyToSyncRoot(tmp_path / "root").deliver("renders/f_0001.png", source, mine)
+    assert (tmp_path / "root/renders/f_0001.png").read_bytes() == b"frame"
+
+
+@pytest.mark.parametrize("delivery", [CopyToSyncRoot, RenameIntoPlace])
+async def test_a_file_that_landed_as_its_attempt_was_stopped_is_taken_back(
+    tmp_path: Path, delivery: Callable[[Path], CopyToSyncRoot | RenameIntoPlace]
+) -> None:
+    """Break round 26 (F2): the rename into an NFS sync root hung for seconds; the
+    operator cancelled the job meanwhile, and its frame landed all the same."""
+    root = tmp_path / "root"
+    source = root / "renders/.farmtui-job1.1.1/f_0001.png"
+    source.parent.mkdir(parents=True)
+    source.write_bytes(b"a frame of a cancelled attempt")
+    asked = iter([None])  # current as it starts landing, stopped once it has
+    fence = Fence(job_id="job1", chunk=1, attempt=1, refusal=lambda: next(asked, "cancelled"))
+    with pytest.raises(FenceError, match="cancelled"):
+        await delivery(root).deliver("renders/f_0001.png", source, fence)
+    assert not (root / "renders/f_0001.png").exists()

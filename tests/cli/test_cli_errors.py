@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 from pathlib import Path
 from typing import Any
@@ -181,3 +182,22 @@ def test_an_agent_whose_state_disk_is_full_says_so_in_one_line(tmp_path: Path) -
         said = str(stopped.value.code)
         assert "\n" not in said
         assert f"cannot keep the outbox in {state / 'n1'}: No space left on device" in said
+
+
+def test_an_agent_given_its_token_on_the_command_line_is_warned_and_a_bad_render_user_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["agent", "--leader", "http://127.0.0.1:1", "--token", "t", "--name", "n1"]
+    argv += ["--state", str(tmp_path / "state"), "--staging", str(tmp_path / "staging")]
+    with pytest.raises(SystemExit) as stopped:
+        cli.main([*argv, "--render-user", "no-such-user-here"])
+    said = str(stopped.value.code)
+    if os.geteuid() == 0:
+        assert said == "farm agent: --render-user no-such-user-here: no such user on this machine"
+    else:
+        assert said.startswith("farm agent: --render-user no-such-user-here needs the agent to")
+    # ps shows every process's command line to every user of the machine.
+    assert capsys.readouterr().err == (
+        "farm agent: --token shows the token to every user of this machine (ps); "
+        "--token-file F or FARM_TOKEN keep it private\n"
+    )

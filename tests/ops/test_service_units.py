@@ -271,3 +271,32 @@ def test_a_percent_in_the_node_name_is_not_a_systemd_specifier_in_the_descriptio
         agent_unit(AgentService(leader="http://x", token_file=Path("/t"), name="n%n"))
     )
     assert unit["Unit"]["Description"].endswith("(node n%%n)")
+
+
+def test_an_agent_unit_with_a_render_user_runs_the_agent_as_root_and_lets_renderers_pass(
+    tmp_path: Path,
+) -> None:
+    token = tmp_path / "agent.token"
+    token.write_text("secret-agent-token\n")
+    base = ["agent", "--leader", "http://farm.lan:7878", "--token-file", str(token)]
+    printed = farm(*base, "--render-user", "render", "--print-service")
+    unit = parse_unit(printed.stdout)
+    service = unit["Service"]
+    assert (service["User"], service["Group"]) == ("root", "root")
+    assert exec_start(unit)[-2:] == ["--render-user", "render"]
+    # Renderers (as render) pass through the state folder to their attempts' folders.
+    assert service["StateDirectoryMode"] == "0711"
+    assert "useradd --system --no-create-home --shell /usr/sbin/nologin render" in printed.stdout
+
+    refused = farm(
+        *base, "--render-user", "render", "--service-user", "farm2", "--print-service", check=False
+    )
+    assert refused.returncode == 2
+    assert refused.stderr.strip() == (
+        "farm agent: --render-user runs the agent as root (it starts renderers as that user): "
+        "leave out --service-user"
+    )
+    many = ",".join(f"t{n}" for n in range(65))
+    refused = farm(*base, "--tags", many, "--print-service", check=False)
+    assert refused.returncode == 2
+    assert refused.stderr.strip() == "farm agent: a node has at most 64 tags, not 65"

@@ -136,6 +136,8 @@ class TokenInfo(msgspec.Struct, kw_only=True):
     token: str
     role: Role
     name: str = ""
+    # What ``revoke_token`` takes.
+    id: str = ""
 
 
 class WhoAmI(msgspec.Struct, kw_only=True):

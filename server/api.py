@@ -34,7 +34,7 @@ from server import operations
 from server.api_logs import chunk_log, farm_events, job_events, list_failures, node_log
 from server.api_requests import decode_body, int_param, json_response, leader_of, who
 from server.api_uploads import upload_file
-from server.auth import bearer_token
+from server.auth import bearer_token, hash_token, token_id
 from server.errors import BadRequest
 from server.path_mapping import OS_NAMES, node_os
 from server.path_mapping import view as path_map_view
@@ -77,6 +77,8 @@ class TokenResult(msgspec.Struct, kw_only=True):
     token: str
     role: Role
     name: str
+    # What ``farm token revoke`` takes (``farm token list`` shows it too).
+    id: str = ""
 
 
 class WhoAmI(msgspec.Struct, kw_only=True):
@@ -322,7 +324,8 @@ async def create_token(request: Request) -> Response:
         )
     name = body.name or f"{body.role}-{secrets.token_hex(3)}"
     token = await operations.create_token(leader_of(request), principal, body.role, name)
-    return json_response(TokenResult(token=token, role=body.role, name=name), 201)
+    made = TokenResult(token=token, role=body.role, name=name, id=token_id(hash_token(token)))
+    return json_response(made, 201)
 
 
 routes = [

@@ -243,7 +243,7 @@ FIELDS: tuple[Field, ...] = (
     Field("per-frame-timeouts", ("timeouts", "per_frame"), _as_is,
           "apply min/max render time per frame rather than per chunk", None),
     Field("on-timeout", ("timeouts", "on_timeout"), _lower,
-          "notify, requeue, error (default), fail or complete", "ACTION"),
+          "notify, requeue, error, fail or complete (default error)", "ACTION"),
     Field("auto-timeout", ("timeouts", "auto"), _as_is, "turn the auto timeout on", None),
     Field("auto-timeout-chunks", ("timeouts", "auto_min_chunks"), _integer,
           "auto timeout after N completed chunks", "N"),

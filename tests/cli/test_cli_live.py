@@ -200,6 +200,8 @@ def test_token_list_and_revoke_withdraw_a_token(farm_leader: LiveLeader) -> None
     assert listed.returncode == 0, listed.stderr
     assert leaky not in listed.stdout
     (entry,) = [t for t in json.loads(listed.stdout) if t["name"] == "leaky"]
+    # What revoke takes, from the create itself: no list to search in a script.
+    assert json.loads(made.stdout)["id"] == entry["id"]
     table = farm_leader.cli("token", "list")
     assert entry["id"] in table.stdout
     assert "the leader's own" in table.stdout

@@ -20,6 +20,7 @@ from server import operations
 from server.api_requests import int_param, json_response, leader_of, text_response, who
 from server.errors import BadRequest, Conflict, NotFound
 from server.joblogs import chunk_log_path, events_path
+from server.nodelogs import KEEP_LINES
 from server.leader import Leader
 
 # Logs served over HTTP: at most this much from their end.
@@ -119,7 +120,10 @@ async def node_log(request: Request) -> Response:
     name = request.path_params["name"]
     if name not in leader.scheduler.nodes:
         raise NotFound(f"unknown node {name}")
-    tail = int_param(request, "tail", 500) or 0
+    tail = int_param(request, "tail", 500)
+    assert tail is not None
+    if not 0 <= tail <= KEEP_LINES:
+        raise BadRequest(f"tail={tail} is not between 0 and {KEEP_LINES}")
     try:
         lines = await leader.nodelogs.tail(name, tail)
     except OSError as exc:

@@ -484,6 +484,17 @@ async def test_nodes_and_logs_of_unknown(leader: InProcessLeader) -> None:
         assert response.status_code == 400
 
 
+async def test_a_nodes_log_tail_out_of_range_is_refused(leader: InProcessLeader) -> None:
+    farm = leader.leader
+    farm.run(lambda now: farm.scheduler.node_connected(AgentHello(name="n1", slots=1), now)[0])
+    async with leader.http() as http:
+        for bad in ("-5", "2001"):
+            response = await http.get("/api/nodes/n1/log", params={"tail": bad})
+            assert response.status_code == 400
+            assert one_line_error(response) == f"tail={bad} is not between 0 and 2000"
+        assert (await http.get("/api/nodes/n1/log", params={"tail": "10"})).status_code == 200
+
+
 class TestUploadLimit:
     @pytest.fixture
     def leader_config(self) -> LeaderConfig:

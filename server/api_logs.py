@@ -20,8 +20,8 @@ from server import operations
 from server.api_requests import int_param, json_response, leader_of, text_response, who
 from server.errors import BadRequest, Conflict, NotFound
 from server.joblogs import chunk_log_path, events_path
-from server.nodelogs import KEEP_LINES
 from server.leader import Leader
+from server.nodelogs import KEEP_LINES
 
 # Logs served over HTTP: at most this much from their end.
 MAX_LOG_BYTES = 32 * 1024 * 1024

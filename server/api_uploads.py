@@ -77,6 +77,13 @@ async def upload_file(request: Request) -> Response:
             raise Conflict(f"{shown(relative)} changed during the upload: not written")
         operations.upload_allowed(leader, principal, relative, target, fence)
         await asyncio.to_thread(upload.commit)
+        try:
+            operations.upload_allowed(leader, principal, relative, target, fence)
+        except RequestError:
+            # Stopped while it landed (a rename the filer held for seconds): it does not
+            # stay where the attempt's next run, or nobody, should write.
+            await asyncio.to_thread(upload.take_back)
+            raise
     except FolderMoved:
         raise Conflict(f"{shown(relative)} changed during the upload: not written") from None
     except OSError as exc:
@@ -137,6 +144,7 @@ class Upload:
             os.close(self.folder)
             raise
         self.committed = False
+        self.file_id = (0, 0)  # the file's (device, inode) once committed
         self.closed = False
         self._lock = threading.Lock()
 
@@ -147,6 +155,8 @@ class Upload:
     def commit(self) -> None:
         """Rename it into place; FolderMoved if the target's name leads elsewhere now."""
         with self._lock:
+            written = os.fstat(self.handle.fileno())
+            self.file_id = (written.st_dev, written.st_ino)
             self.handle.close()
             here = os.fstat(self.folder)
             try:
@@ -157,6 +167,16 @@ class Upload:
                 raise FolderMoved()
             os.replace(self.name, self.target.name, src_dir_fd=self.folder, dst_dir_fd=self.folder)
             self.committed = True
+
+    def take_back(self) -> None:
+        """Remove the committed file, if the target's name still leads to it."""
+        with self._lock:
+            try:
+                there = os.stat(self.target.name, dir_fd=self.folder, follow_symlinks=False)
+            except FileNotFoundError:
+                return
+            if (there.st_dev, there.st_ino) == self.file_id:
+                os.unlink(self.target.name, dir_fd=self.folder)
 
     def abort(self) -> None:
         """Remove the temporary file unless it was committed, and let go of the folder

@@ -484,6 +484,38 @@ async def test_nodes_and_logs_of_unknown(leader: InProcessLeader) -> None:
         assert response.status_code == 400
 
 
+async def test_an_upload_that_landed_as_its_attempt_was_stopped_is_taken_back(
+    leader: InProcessLeader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Break round 26 (F2): a rename the filer held while the operator retried the chunk
+    left the stopped attempt's frame in the sync root."""
+    farm = leader.leader
+    async with leader.http() as http:
+        job = (await http.post("/api/jobs", json=SPEC)).json()["id"]
+    farm.run(lambda now: farm.scheduler.node_connected(AgentHello(name="n1", slots=1), now)[0])
+    loop = asyncio.get_running_loop()
+    commit = api_uploads.Upload.commit
+
+    def retried_as_it_lands(upload: api_uploads.Upload) -> None:
+        commit(upload)
+        retried = threading.Event()
+
+        def retry() -> None:
+            farm.run(lambda now: farm.scheduler.chunk_action(job, [0], "retry", "admin", now))
+            retried.set()
+
+        loop.call_soon_threadsafe(retry)
+        assert retried.wait(10.0)
+
+    monkeypatch.setattr(api_uploads.Upload, "commit", retried_as_it_lands)
+    path = "/api/files/renders/shot/f_0001.png"
+    async with leader.http(leader.agent_token) as http:
+        late = await http.put(path, params={"job": job, "chunk": 0, "attempt": 1}, content=b"1")
+    assert late.status_code == 409, late.text
+    assert not (leader.root / "renders/shot/f_0001.png").exists()
+    assert not list((leader.root / "renders/shot").iterdir()), "no temporary file either"
+
+
 async def test_a_nodes_log_tail_out_of_range_is_refused(leader: InProcessLeader) -> None:
     farm = leader.leader
     farm.run(lambda now: farm.scheduler.node_connected(AgentHello(name="n1", slots=1), now)[0])

@@ -11,9 +11,11 @@ checker checks this part as strictly as the rest.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
+import stat
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -21,8 +23,9 @@ from typing import TYPE_CHECKING, TypedDict
 
 from agent.chunk_outcome import Stop, TimeoutKind, Verdict, decide
 from agent.errors import ChunkSetupError, FenceError
+from agent.no_follow import take_back
 from agent.process_tree import exit_status
-from agent.removal import remove_folder
+from agent.removal import remove_entry, remove_folder
 from agent.staging import ChunkFiles, Delivery, Fence
 from farmtui.protocol import AssignChunk, ChunkFinished, ChunkStarted, ChunkTimeouts, FramesWritten
 
@@ -34,6 +37,23 @@ log = logging.getLogger("farmtui.agent.supervisor")
 
 # In an attempt's staging folder: its copy failed; keep it for a retry sync.
 KEPT_MARK = ".farmtui-kept"
+
+
+def mark_kept(folder: Path) -> None:
+    """Put ``KEPT_MARK`` in ``folder``: made anew, never through what a renderer put there."""
+    mark = folder / KEPT_MARK
+    remove_entry(mark)
+    os.close(os.open(mark, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+
+
+def is_kept(folder: Path) -> bool:
+    """Whether ``folder`` holds a kept output: a mark the agent made (a regular file of
+    its own user's), not one a renderer left, nor a symlink."""
+    try:
+        info = os.lstat(folder / KEPT_MARK)
+    except OSError:
+        return False
+    return stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid()
 
 
 class _Ids(TypedDict):
@@ -96,7 +116,7 @@ class ChunkDelivery:
             if self.keep_staged:
                 kept = files.write_root
                 with contextlib.suppress(OSError):
-                    (kept / KEPT_MARK).touch()
+                    mark_kept(kept)
             else:
                 self._put_away(files.write_root)
         folders = [files.write_root] if files is not None and files.staged else []
@@ -116,6 +136,14 @@ class ChunkDelivery:
 
     async def _conclude(self, returncode: int | None, started: float) -> None:
         assert self.files is not None
+        try:
+            await self._take_back()
+        except (OSError, ChunkSetupError) as exc:
+            # What it left may still change under other renderers: neither delivered nor kept.
+            why = f"cannot take its folder back from the render user: {exc}"
+            log.error("chunk %s: %s", self.marker, why)
+            self._finish(Verdict("failed", why), started=started)
+            return
         missing, others = self.files.missing()
         verdict = decide(
             stop=self.stop,
@@ -140,6 +168,22 @@ class ChunkDelivery:
             elif error:
                 verdict = replace(verdict, reason=f"{verdict.reason}; {error}")
         self._finish(verdict, started=started, status=status)
+
+    async def _take_back(self) -> None:
+        """With a render user, its renderer gone: the attempt's folders, and what it wrote
+        in them, become the agent's (``agent.no_follow.take_back``) before anything is
+        judged, delivered or kept."""
+        user = self.sup.render_user
+        if user is None:
+            return
+        folders = [(self.sup.staging_root, self.workdir)]
+        root = self.sup.storage.sync_root
+        if self.files is not None and self.files.staged and root is not None:
+            folders.append((root, self.files.write_root))  # staging off: its partial folder
+        for base, folder in folders:
+            if folder is not None and folder.is_relative_to(base):
+                parts = folder.relative_to(base).parts
+                await asyncio.to_thread(take_back, base, parts, user.uid)
 
     async def _copy_kept_output(self, started: float) -> None:
         """Retry sync: copy the output an earlier attempt staged here, without a render."""
@@ -189,7 +233,8 @@ class ChunkDelivery:
             chunk=self.assign.chunk,
             attempt=self.assign.attempt,
             refusal=self.refusal,
-            owner=self.sup.render_user.uid if self.sup.render_user is not None else None,
+            # Taken back from the render user: the agent's own now, or not its renderer's.
+            owner=os.geteuid() if self.sup.render_user is not None else None,
         )
         try:
             while wanted:

@@ -41,6 +41,7 @@ from agent.errors import ChunkSetupError
 from agent.gpus import visible_devices
 from agent.journal import JournalEntry
 from agent.lines import LineSplitter
+from agent.no_follow import make_folder
 from agent.process_tree import MARKER_VARIABLE, exit_status, kill_tree
 from agent.shim import claim
 from agent.shim_client import REFUSED, Shim, StartTimeout
@@ -391,9 +392,27 @@ class ChunkRun(ChunkDelivery):
             # Command builders put the scene in the argv as given (blender -b shot.blend).
             argv = [scene if arg == a.scene else arg for arg in argv]
         self.sup.spares.make(folder)  # first: the outdir may be inside it
-        outdir.mkdir(parents=True, exist_ok=True)
+        self._make_outdir(outdir)
         self.workdir = folder
         return argv, folder
+
+    def _make_outdir(self, outdir: Path) -> None:
+        """Make the folder the renderer writes in: in staging, in its attempt's folder,
+        which only the agent may write yet; in the sync root (staging off), a step at a
+        time without following a symlink, and with a render user, given to it."""
+        root = self.sup.storage.sync_root
+        if outdir.is_relative_to(self.sup.staging_root) or root is None:
+            outdir.mkdir(parents=True, exist_ok=True)
+            return
+        user = self.sup.render_user
+        # Staged into its own folder in the output folder (it has outputs): the render
+        # user's to write in. Else it writes where the job says, as the folders let it.
+        theirs = user is not None and self.files is not None and self.files.staged
+        make_folder(
+            root,
+            outdir.relative_to(root).parts,
+            owner=(user.uid, user.gid) if theirs and user is not None else None,
+        )
 
     # ------------------------------------------------------------------ running
 
@@ -453,8 +472,8 @@ class ChunkRun(ChunkDelivery):
         assert self.workdir is not None
         assert self.files is not None
         user.hand_over(self.workdir, self.files.outdir)
-        if self.files.staged and not self.files.write_root.is_relative_to(self.workdir):
-            user.hand_over(self.files.write_root, self.files.outdir)  # staging off
+        # Its job's folder (the agent's) is for it to pass through, whatever the umask.
+        os.chmod(self.workdir.parent, 0o711)
         user.environment(env)
         return user.command(argv)
 

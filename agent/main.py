@@ -169,9 +169,6 @@ class Agent:
             raise AgentError(f"prefetch must be 0 to {MAX_PREFETCH}, not {prefetch}")
         trust = _trust(ca)
         runs_as = None if render_user is None else RenderUser.named(render_user)
-        if runs_as is not None:
-            # The folders made for each attempt (a job's, in staging) are for it to pass.
-            os.umask(0o022)
         self.name = name or socket.gethostname()
         self.state_dir = state_dir or default_state_dir(self.name)
         self.staging = staging or default_staging_dir(self.name, passable=runs_as is not None)

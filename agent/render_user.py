@@ -12,11 +12,13 @@ processes' memory and environment, nor signal them.
 
 What the renderer must write is handed over to it: the attempt's working
 folder and output folder, made by the agent first, then given to the user
-with ``lchown`` (never through a symlink). What it wrote is taken back with
-care (``agent.staging.open_output``): only a regular file of that user's is
-copied, so a symlink left in its place cannot make the agent (root) copy a
-file the user could not read. Every renderer on a node runs as that one
-user: chunks of different jobs can still reach each other's folders.
+with ``lchown`` (never through a symlink). Once its renderer is gone, they
+are taken back, with what it wrote in them (``agent.no_follow.take_back``),
+before anything is judged, delivered or kept; only regular files taken back
+are delivered (``agent.staging.open_output``), and the agent writes in the
+sync root only through folders it opened without following a symlink
+(``agent.no_follow``). Every renderer on a node runs as that one user: chunks
+of different jobs rendering at once can still reach each other's folders.
 """
 
 from __future__ import annotations

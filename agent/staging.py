@@ -18,6 +18,7 @@ to its root: traversal is refused.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import re
@@ -33,11 +34,13 @@ from urllib.parse import quote
 import httpx
 
 from agent.errors import FenceError, OutputRefused, PathEscapeError
+from agent.no_follow import open_folder
 from farmtui.frames import frame_path
 from farmtui.protocol import ROOT_ID_FILE, leader_owned
 
 # Prefix of the per-attempt folders renderers write into when staging is off.
 PARTIAL_PREFIX = ".farmtui-"
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _UPLOAD_BLOCK = 1024 * 1024
 
 
@@ -204,8 +207,9 @@ class Fence:
     chunk: int
     attempt: int
     refusal: Callable[[], str | None]
-    # The user its files must belong to: its renderer ran as another user than the
-    # agent's (``agent.render_user``). None: the agent's own.
+    # The uid its files must have: with a render user (``agent.render_user``), the
+    # agent's own, once it took them back from that user (``agent.no_follow.take_back``).
+    # None: any.
     owner: int | None = None
 
     def check(self) -> None:
@@ -213,35 +217,42 @@ class Fence:
         if why is not None:
             raise FenceError(f"attempt {self.attempt} may no longer write: {why}")
 
-    def check_landed(self, target: Path, landed: os.stat_result) -> None:
-        """Asked again once a file has landed as ``landed``: told to stop while it
-        landed (an NFS rename that hung for seconds), it is taken back, so a stopped
-        attempt leaves no file where its next attempt, or nobody, should write."""
+    def check_landed(self, folder: int, name: str, landed: os.stat_result) -> None:
+        """Asked again once file ``name`` has landed in ``folder`` (a descriptor) as
+        ``landed``: told to stop while it landed (an NFS rename that hung for seconds),
+        it is taken back, so a stopped attempt leaves no file where its next attempt,
+        or nobody, should write."""
         if self.refusal() is None:
             return
         try:
-            now = os.lstat(target)
+            now = os.stat(name, dir_fd=folder, follow_symlinks=False)
         except OSError:
             now = None
         if now is not None and (now.st_dev, now.st_ino) == (landed.st_dev, landed.st_ino):
-            target.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name, dir_fd=folder)
         self.check()
 
 
-def rendered_entry(source: Path, owner: int | None) -> os.stat_result:
-    """``source`` as a renderer left it, never followed: OutputRefused unless a regular
-    file (and, with a render user, that user's)."""
-    try:
-        info = os.lstat(source)
-    except OSError as exc:
-        raise OSError(exc.errno, f"cannot read {source}: {exc.strerror}") from None
-    _check_rendered(source, info, owner)
-    return info
+def output_path(relative: str) -> PurePosixPath:
+    """A job's output path in the sync root, as written: never in the leader's folders.
+
+    Deliveries reach it a folder at a time without following a symlink
+    (``agent.no_follow``), so the path as written is where the file lands.
+    """
+    rel = check_relative(relative, "output file")
+    if not rel.parts:
+        raise PathEscapeError("output file '' names no file; refused")
+    if leader_owned(rel):
+        raise PathEscapeError(
+            f"output file {relative!r} is in {rel.parts[0]}, which only the leader writes; refused"
+        )
+    return rel
 
 
 def open_output(source: Path, owner: int | None) -> BinaryIO:
     """A rendered file opened for reading; OutputRefused unless it is a regular file
-    (and, with a render user, that user's).
+    (and, with ``owner``, one of that uid's).
 
     A renderer may leave anything under a file's name: a symlink to a file only
     the agent may read (the agent may run as root), or a FIFO whose open would
@@ -268,8 +279,8 @@ def _check_rendered(source: Path, info: os.stat_result, owner: int | None) -> No
         raise OutputRefused(f"output file {source.name} is not a regular file; refused")
     if owner is not None and info.st_uid != owner:
         raise OutputRefused(
-            f"output file {source.name} belongs to uid {info.st_uid}, not to the render "
-            f"user ({owner}); refused"
+            f"output file {source.name} is not its renderer's (it belongs to uid "
+            f"{info.st_uid}); refused"
         )
 
 
@@ -301,23 +312,33 @@ class CopyToSyncRoot:
         self.root = root
 
     def _copy(self, relative: str, source: Path, fence: Fence) -> None:
-        target = confine_output(self.root, relative, "output file")
+        rel = output_path(relative)
         with open_output(source, fence.owner) as rendered:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            temporary = target.with_name(f".{target.name}.farmtui-{uuid.uuid4().hex[:8]}.tmp")
+            folder = open_folder(self.root, rel.parent.parts, make=True, what=relative)
             try:
-                with temporary.open("xb", buffering=0) as copy:
-                    copy_contents(rendered, copy)
-                    landed = os.fstat(copy.fileno())
-                fence.check()
-                os.replace(temporary, target)
-            except BaseException:
-                temporary.unlink(missing_ok=True)
-                raise
-        fence.check_landed(target, landed)
+                _land_copy(folder, rel.name, rendered, fence)
+            finally:
+                os.close(folder)
 
     async def deliver(self, relative: str, source: Path, fence: Fence) -> None:
         await asyncio.to_thread(self._copy, relative, source, fence)
+
+
+def _land_copy(folder: int, name: str, rendered: BinaryIO, fence: Fence) -> None:
+    """Copy ``rendered`` to ``name`` in ``folder`` (a descriptor): whole, then renamed."""
+    temporary = f".{name}.farmtui-{uuid.uuid4().hex[:8]}.tmp"
+    made = os.open(temporary, _NEW_FILE, 0o666, dir_fd=folder)
+    try:
+        with os.fdopen(made, "wb", buffering=0) as copy:
+            copy_contents(rendered, copy)
+            landed = os.fstat(copy.fileno())
+        fence.check()
+        os.replace(temporary, name, src_dir_fd=folder, dst_dir_fd=folder)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary, dir_fd=folder)
+        raise
+    fence.check_landed(folder, name, landed)
 
 
 class RenameIntoPlace:
@@ -327,20 +348,39 @@ class RenameIntoPlace:
         self.root = root
 
     def _rename(self, relative: str, source: Path, fence: Fence) -> None:
-        target = confine_output(self.root, relative, "output file")
-        checked = rendered_entry(source, fence.owner)
-        fence.check()
-        os.replace(source, target)
-        landed = os.lstat(target)
-        if (landed.st_dev, landed.st_ino) != (checked.st_dev, checked.st_ino):
-            # Put in its place between the look and the rename (the renderer's user may
-            # write in its folder): whatever it is, it does not stay in the sync root.
-            target.unlink(missing_ok=True)
-            raise OutputRefused(f"output file {source.name} changed as it was moved; refused")
-        fence.check_landed(target, landed)
+        rel = output_path(relative)
+        written = PurePosixPath(source.relative_to(self.root))
+        origin = open_folder(self.root, written.parent.parts, what=str(written))
+        try:
+            target = open_folder(self.root, rel.parent.parts, make=True, what=relative)
+            try:
+                _move(origin, written.name, target, rel.name, fence)
+            finally:
+                os.close(target)
+        finally:
+            os.close(origin)
 
     async def deliver(self, relative: str, source: Path, fence: Fence) -> None:
         await asyncio.to_thread(self._rename, relative, source, fence)
+
+
+def _move(origin: int, source: str, folder: int, name: str, fence: Fence) -> None:
+    """Rename ``source`` in ``origin`` to ``name`` in ``folder`` (descriptors, both)."""
+    try:
+        checked = os.stat(source, dir_fd=origin, follow_symlinks=False)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot read {source}: {exc.strerror}") from None
+    _check_rendered(Path(source), checked, fence.owner)
+    fence.check()
+    os.replace(source, name, src_dir_fd=origin, dst_dir_fd=folder)
+    landed = os.stat(name, dir_fd=folder, follow_symlinks=False)
+    if (landed.st_dev, landed.st_ino) != (checked.st_dev, checked.st_ino):
+        # Put in its place between the look and the rename (a renderer of the agent's
+        # own user may write in its folder): whatever it is, it does not stay.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name, dir_fd=folder)
+        raise OutputRefused(f"output file {source} changed as it was moved; refused")
+    fence.check_landed(folder, name, landed)
 
 
 class UploadToLeader:

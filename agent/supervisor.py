@@ -40,7 +40,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from agent.chunk_delivery import KEPT_MARK
+from agent.chunk_delivery import is_kept
 from agent.chunk_outcome import Verdict
 from agent.chunk_run import (
     _SAFE_NAME,
@@ -341,7 +341,7 @@ class Supervisor:
             with contextlib.suppress(OSError):
                 for attempt in job.iterdir():
                     chunk, _, number = attempt.name.partition(".")
-                    if _number(chunk) and _number(number) and (attempt / KEPT_MARK).exists():
+                    if _number(chunk) and _number(number) and is_kept(attempt):
                         kept.append(
                             ChunkRef(job_id=job.name, chunk=int(chunk), attempt=int(number))
                         )
@@ -362,7 +362,7 @@ class Supervisor:
                 if (
                     attempt.is_dir()
                     and not recovered
-                    and not (attempt / KEPT_MARK).exists()
+                    and not is_kept(attempt)
                     and not _holds_a_staging(attempt)
                 ):
                     shutil.rmtree(attempt, ignore_errors=True)

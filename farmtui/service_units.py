@@ -177,6 +177,7 @@ def agent_unit(service: AgentService) -> str:
         user = "root"
         account = f"""\
 #   useradd --system --no-create-home --shell /usr/sbin/nologin {service.render_user}
+#   (unless {service.render_user} is there already)
 #   (renderers run as {service.render_user}, the agent as root: the token file must be
 #   root's alone, chmod 0600; {service.render_user} needs to read scenes, not the token)"""
         # Renderers must pass through it to their folders in staging; they may not list it.

@@ -157,6 +157,11 @@ def print_agent_service(args: argparse.Namespace, leader: str) -> int:
     tags = _split_tags(args.tags) or []
     if len(tags) > MAX_TAGS:  # the agent would refuse them at its first start
         raise InputError(f"a node has at most {MAX_TAGS} tags, not {len(tags)}")
+    if args.render_user in ("root", "0"):
+        raise InputError(
+            f"--render-user {args.render_user} would run renderers as root: "
+            "name an unprivileged user"
+        )
     if args.render_user and args.service_user not in (DEFAULT_USER, "root"):
         raise InputError(
             "--render-user runs the agent as root (it starts renderers as that user): "

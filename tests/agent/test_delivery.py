@@ -72,7 +72,11 @@ async def test_no_output_lands_in_the_leaders_folders_through_a_symlink(
     source.parent.mkdir()
     source.write_text("# farmtui: FORGED LOG\n")
     relative = "links/jobs/victim/chunk-0001.attempt-1.log"
-    with pytest.raises(PathEscapeError, match="leads into jobs, which only the leader writes"):
+    with pytest.raises(PathEscapeError, match="jobs on its way is a symlink or not a folder"):
+        await delivery(root).deliver(relative, source, _fence())
+    assert log.read_text() == "the victim's log\n"
+    relative = "jobs/victim/chunk-0001.attempt-1.log"
+    with pytest.raises(PathEscapeError, match="is in jobs, which only the leader writes"):
         await delivery(root).deliver(relative, source, _fence())
     assert log.read_text() == "the victim's log\n"
 
@@ -129,12 +133,15 @@ async def test_an_output_left_as_a_fifo_is_refused_without_waiting(tmp_path: Pat
         )
 
 
-async def test_with_a_render_user_only_that_users_files_are_delivered(tmp_path: Path) -> None:
+async def test_with_an_owner_only_that_uids_files_are_delivered(tmp_path: Path) -> None:
+    """With a render user, the files the agent took back from it (``no_follow.take_back``)."""
     source = tmp_path / "f_0001.png"
     source.write_bytes(b"frame")
+    (tmp_path / "root").mkdir()
     someone_else = os.getuid() + 1
     fence = Fence(job_id="job1", chunk=1, attempt=1, refusal=lambda: None, owner=someone_else)
-    with pytest.raises(OutputRefused, match=f"not to the render user \\({someone_else}\\)"):
+    match = f"is not its renderer's \\(it belongs to uid {os.getuid()}\\)"
+    with pytest.raises(OutputRefused, match=match):
         await CopyToSyncRoot(tmp_path / "root").deliver("renders/f_0001.png", source, fence)
     mine = Fence(job_id="job1", chunk=1, attempt=1, refusal=lambda: None, owner=os.getuid())
     await CopyToSyncRoot(tmp_path / "root").deliver("renders/f_0001.png", source, mine)

@@ -21,9 +21,9 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from agent import agent_log, discards
+from agent.chunk_delivery import KEPT_MARK
 from agent.errors import LeaderRefused
 from agent.main import Agent, default_staging_dir, run_agent
-from agent.supervisor import KEPT_MARK
 from farmtui.protocol import (
     AGENT_EXIT_REFUSED,
     Ack,

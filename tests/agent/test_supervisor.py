@@ -15,9 +15,10 @@ import msgspec
 import psutil
 import pytest
 
+from agent.chunk_delivery import KEPT_MARK
 from agent.journal import Journal
 from agent.staging import CopyToSyncRoot, Fence, UploadToLeader, partial_folder
-from agent.supervisor import JOURNAL, KEPT_MARK, Storage
+from agent.supervisor import JOURNAL, Storage
 from farmtui.protocol import (
     AssignChunk,
     ChunkFinished,

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from farmtui.localfarm import LocalFarm, free_port
 from tests.e2e.e2e_support import submit, wait_job
 from tests.helpers.farm import LiveLeader
 
@@ -87,3 +88,38 @@ def test_a_renderer_run_as_the_render_user_cannot_read_the_agents_token(
         for path in farm_leader.root.rglob("*")
         if path.is_file() and not path.is_symlink()
     )
+
+
+def test_with_staging_off_the_render_users_frames_land_through_its_own_folder(
+    passable_staging: Path, tmp_path: Path
+) -> None:
+    """The attempt's folder in the output folder is the render user's while it renders,
+    the agent's again before its frames are renamed into place."""
+    # A sync root the render user can reach (pytest's tmp_path is closed to others).
+    farm = LocalFarm(tmp_path / "data", passable_staging / "root", port=free_port())
+    try:
+        farm.start_leader()
+        leader = LiveLeader(farm, tmp_path / "config")
+        extra = ["--staging", str(passable_staging / "staging"), "--render-user", RENDER_USER]
+        child = farm.start_agent(1, 1, name="isolated", extra=extra)
+        farm.wait_nodes_online([child.name])
+        job = submit(
+            leader, "--name", "off", "--frames", "1-2", "--chunk", "1", "--no-staging",
+            "--retries", "0", "--output", "renders/off/f_####.txt",
+            "--", "sh", "-c", 'id -u > "$(echo "$1" | sed "s/####/$(printf %04d "$2")/")"',
+            "sh", "{output}", "{start}",
+        )  # fmt: skip
+        with leader.client() as client:
+            detail = wait_job(client, job, ("done", "failed"))
+        assert detail.job.state == "done", [c.attempts for c in detail.chunks]
+        uid = str(pwd.getpwnam(RENDER_USER).pw_uid)
+        for frame in ("0001", "0002"):
+            landed = farm.root / f"renders/off/f_{frame}.txt"
+            assert landed.read_text().strip() == uid
+            assert landed.stat().st_uid == 0, "taken back before it was renamed into place"
+        assert sorted(p.name for p in (farm.root / "renders/off").iterdir()) == [
+            "f_0001.txt",
+            "f_0002.txt",
+        ]
+    finally:
+        farm.stop(grace=5.0)

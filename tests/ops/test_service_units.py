@@ -296,6 +296,11 @@ def test_an_agent_unit_with_a_render_user_runs_the_agent_as_root_and_lets_render
         "farm agent: --render-user runs the agent as root (it starts renderers as that user): "
         "leave out --service-user"
     )
+    refused = farm(*base, "--render-user", "root", "--print-service", check=False)
+    assert refused.returncode == 2
+    assert refused.stderr.strip() == (
+        "farm agent: --render-user root would run renderers as root: name an unprivileged user"
+    )
     many = ",".join(f"t{n}" for n in range(65))
     refused = farm(*base, "--tags", many, "--print-service", check=False)
     assert refused.returncode == 2

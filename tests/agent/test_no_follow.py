@@ -1,0 +1,160 @@
+"""What the agent writes where renderers write too: never through a symlink (break round 26)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent.chunk_delivery import KEPT_MARK, is_kept, mark_kept
+from agent.errors import OutputRefused, PathEscapeError
+from agent.no_follow import MOST_LEVELS, make_folder, open_folder, take_back
+from agent.staging import CopyToSyncRoot, Fence
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+NOBODY = 65534
+
+
+def test_a_folder_is_reached_and_made_a_step_at_a_time_never_through_a_symlink(
+    tmp_path: Path,
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    root = tmp_path / "root"
+    (root / "shots").mkdir(parents=True)
+    (root / "shots/a").symlink_to(elsewhere)
+    with pytest.raises(PathEscapeError, match="a on its way is a symlink or not a folder"):
+        make_folder(root, ("shots", "a", "renders"))
+    assert not list(elsewhere.iterdir())
+    make_folder(root, ("shots", "b", "renders"))
+    assert (root / "shots/b/renders").is_dir()
+    with pytest.raises(FileNotFoundError):
+        os.close(open_folder(root, ("shots", "c")))
+
+
+# A renderer's swapper, in a process of its own: renameat2(RENAME_EXCHANGE) of a folder
+# and a symlink, atomically, again and again (what the break round's C program did).
+SWAPPER = """
+import ctypes, sys
+libc = ctypes.CDLL(None, use_errno=True)
+one, other = sys.argv[1].encode(), sys.argv[2].encode()
+if libc.renameat2(-100, one, -100, other, 2) != 0:
+    sys.exit("no renameat2")
+print("swapping", flush=True)
+while True:
+    libc.renameat2(-100, one, -100, other, 2)
+"""
+
+
+def test_a_folder_swapped_for_a_symlink_during_copies_never_lets_one_out(
+    tmp_path: Path,
+) -> None:
+    """Break round 26 (F1): a renderer swapped a folder of a job's output path for a
+    symlink to /etc/cron.d while the agent (root) copied; 17 copies in 150 landed there
+    (27 in 300 here before the change)."""
+    root = tmp_path / "root"
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    folder = root / "shots/d"
+    folder.mkdir(parents=True)
+    link = root / "shots/link"
+    link.symlink_to(victim)
+    source = tmp_path / "frame.txt"
+    source.write_text("* * * * * root id\n")
+    swapper = subprocess.Popen(
+        [sys.executable, "-c", SWAPPER, str(folder), str(link)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert swapper.stdout is not None
+        if swapper.stdout.readline() != "swapping\n":
+            pytest.skip("no renameat2 here")
+        landed = asyncio.run(_copies(CopyToSyncRoot(root), source, 300))
+    finally:
+        swapper.kill()
+        swapper.wait()
+    assert not list(victim.iterdir()), "nothing lands through the symlink"
+    assert landed == len(list(root.rglob("pwn_*"))), "every copy said landed is in the root"
+
+
+async def _copies(delivery: CopyToSyncRoot, source: Path, count: int) -> int:
+    """Copy ``source`` to ``count`` names in shots/d; how many landed."""
+    fence = Fence(job_id="j", chunk=0, attempt=1, refusal=lambda: None)
+    landed = 0
+    for number in range(count):
+        with contextlib.suppress(PathEscapeError, FileNotFoundError):
+            await delivery.deliver(f"shots/d/pwn_{number:04d}.txt", source, fence)
+            landed += 1
+    return landed
+
+
+def test_the_kept_mark_is_made_where_it_belongs_never_through_a_planted_symlink(
+    tmp_path: Path,
+) -> None:
+    """Break round 26 (F2): a renderer left ``.farmtui-kept -> /etc/nologin`` and failed
+    its copy; the agent (root) made that file."""
+    attempt = tmp_path / "0.1"
+    attempt.mkdir()
+    target = tmp_path / "made-by-the-agent"
+    (attempt / KEPT_MARK).symlink_to(target)
+    assert not is_kept(attempt), "a symlink is not the agent's mark"
+    mark_kept(attempt)
+    assert not target.exists()
+    assert stat.S_ISREG(os.lstat(attempt / KEPT_MARK).st_mode)
+    assert is_kept(attempt)
+
+
+@needs_root
+def test_what_the_render_user_wrote_becomes_the_agents_and_loses_its_set_id_bits(
+    tmp_path: Path,
+) -> None:
+    attempt = tmp_path / "0.1"
+    renders = attempt / "renders"
+    renders.mkdir(parents=True)
+    frame = renders / "f_0001.exr"
+    frame.write_bytes(b"frame")
+    tool = renders / "tool"
+    tool.write_bytes(b"#!/bin/sh\n")
+    roots = tmp_path / "roots-own"
+    roots.write_text("root's\n")
+    linked = renders / "linked"
+    os.link(roots, linked)  # what a hard link to another's file would be
+    (renders / "link").symlink_to(roots)
+    for path in (attempt, renders, frame, tool):
+        os.chown(path, NOBODY, NOBODY)
+    os.chmod(tool, 0o6755)
+    os.chmod(renders, 0o777)
+
+    take_back(tmp_path, ("0.1",), NOBODY)
+
+    for path in (attempt, renders, frame, tool):
+        info = os.lstat(path)
+        assert (info.st_uid, info.st_gid) == (0, 0), path
+    assert stat.S_IMODE(os.stat(tool).st_mode) == 0o755, "no set-id bit, no write by others"
+    assert stat.S_IMODE(os.stat(renders).st_mode) == 0o755
+    assert not linked.exists(), "a file of another's is not the render's"
+    assert roots.read_text() == "root's\n"
+    assert (renders / "link").is_symlink(), "a symlink is left alone, not followed"
+    assert frame.read_bytes() == b"frame"
+    # Its mark, forged by the renderer, is not the agent's.
+    forged = tmp_path / "0.2"
+    forged.mkdir()
+    (forged / KEPT_MARK).touch()
+    os.chown(forged / KEPT_MARK, NOBODY, NOBODY)
+    assert not is_kept(forged)
+
+
+@needs_root
+def test_a_tree_too_deep_is_not_taken_back(tmp_path: Path) -> None:
+    deep = tmp_path / "0.1"
+    path = deep
+    for _ in range(MOST_LEVELS + 2):
+        path = path / "d"
+    path.mkdir(parents=True)
+    with pytest.raises(OutputRefused, match=f"over {MOST_LEVELS} levels deep"):
+        take_back(tmp_path, ("0.1",), NOBODY)

@@ -22,6 +22,7 @@ import contextlib
 import errno
 import os
 import re
+import shutil
 import ssl
 import stat
 import uuid
@@ -192,6 +193,20 @@ def partial_folder(root: Path, outdir: str, job_id: str, chunk: int, attempt: in
     """Where a chunk attempt writes when staging is off: a folder inside its output folder."""
     folder = confine_output(root, outdir, "output folder")
     return folder / f"{PARTIAL_PREFIX}{job_id}.{chunk}.{attempt}"
+
+
+def remove_partial_folder(root: Path, outdir: str, job_id: str, chunk: int, attempt: int) -> None:
+    """An attempt's folder inside its output folder (staging off) and what is in it, gone;
+    never through a symlink. Never raises."""
+    try:
+        rel = partial_folder(root, outdir, job_id, chunk, attempt).relative_to(root)
+        parent = open_folder(root, rel.parent.parts)
+    except (OSError, ValueError, PathEscapeError):
+        return
+    try:
+        shutil.rmtree(rel.name, dir_fd=parent, ignore_errors=True)
+    finally:
+        os.close(parent)
 
 
 @dataclass(frozen=True, slots=True)

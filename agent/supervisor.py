@@ -57,7 +57,7 @@ from agent.journal import Journal
 from agent.process_tree import find_marked_with_suffix, has_zombie_children, kill_tree, reap_orphans
 from agent.render_user import RenderUser
 from agent.spare_folders import SpareFolders
-from agent.staging import Delivery
+from agent.staging import Delivery, remove_partial_folder
 from agent.zygote_client import Zygote
 from farmtui.protocol import AgentToLeader, AssignChunk, ChunkRef, ChunkTimeouts
 
@@ -123,6 +123,8 @@ class Supervisor:
         self.staging_root = staging_root.absolute()
         self.journal = Journal(self.staging_root / JOURNAL)
         self.render_user = render_user
+        # Attempts that rendered with staging off when the agent died (``recover``).
+        self._cut_short: list[AssignChunk] = []
         # A spare folder would be one the render user may write in while it waits.
         self.spares = SpareFolders(self.staging_root, reuse=render_user is None)
         # Job folders in staging that an attempt left, maybe empty: when (``clock``).
@@ -383,6 +385,10 @@ class Supervisor:
         for found in self.journal.found():
             entry = found.entry
             if not found.status:  # cut short by the agent's death: the leader reruns it
+                with contextlib.suppress(ValueError, msgspec.DecodeError):
+                    cut = _journal_decoder.decode(found.record).assign
+                    if not cut.staging and cut.outputs:  # maybe a folder in its output folder
+                        self._cut_short.append(cut)
                 # Removed, not reused: its shim, if it outlived the sweep, may still write.
                 self.journal.drop(entry, reuse=False)
                 continue
@@ -404,6 +410,14 @@ class Supervisor:
 
     def resume(self) -> None:
         """Conclude the recovered attempts (after the Welcome: delivery needs the storage)."""
+        root = self.storage.sync_root
+        if root is not None and self._cut_short:
+            # Staging off, cut short by the agent's death: the folder each had in its
+            # output folder (its frames half written) goes, on a thread (a filer's).
+            asyncio.get_running_loop().run_in_executor(
+                None, _remove_partial_folders, root, self._cut_short
+            )
+        self._cut_short = []
         for run in self.runs.values():
             if run.recovered is not None and run.task is None:
                 run.task = asyncio.create_task(self._run(run), name=f"chunk {run.marker}")
@@ -534,3 +548,8 @@ def _holds_a_staging(folder: Path) -> bool:
     """Whether another agent's staging folder is somewhere in ``folder`` (its lock): at
     start-up only, before the folder is removed, so the walk's cost does not matter."""
     return any(STAGING_LOCK in files for _, _, files in os.walk(folder))
+
+
+def _remove_partial_folders(root: Path, cut_short: list[AssignChunk]) -> None:
+    for assign in cut_short:
+        remove_partial_folder(root, assign.outdir, assign.job_id, assign.chunk, assign.attempt)

@@ -89,6 +89,27 @@ async def test_non_zero_exit_fails_and_nothing_is_copied(farm: Any, demo_chunk: 
     assert left_in(farm.staging / "job1") == [], "a failed attempt leaves no staging behind"
 
 
+async def test_the_folder_of_a_render_cut_short_by_the_agents_death_goes_at_its_restart(
+    farm: Any, demo_chunk: Chunk
+) -> None:
+    """Staging off: an agent killed mid-render left the attempt's folder in the output
+    folder, a frame half written in it, for good (break round 26b, F4)."""
+    assign = demo_chunk([1, 2], attempt=2, staging=False)
+    partial = partial_folder(farm.sync_root, assign.outdir, "job1", 1, 2)
+    partial.mkdir(parents=True)
+    (partial / "frame_0001.png").write_bytes(b"half")
+    journal = farm.staging / JOURNAL
+    journal.mkdir(parents=True)
+    (journal / "job1.1.2.json").write_bytes(
+        msgspec.json.encode({"assign": assign, "started": 1000.0})
+    )  # no exit status: cut short, the leader renders it again
+    assert farm.supervisor.recover() == 0
+    assert partial.exists(), "the sync root is known only once the leader has said"
+    farm.supervisor.resume()
+    await poll_until(lambda: not partial.exists(), what="the cut-short attempt's folder to go")
+    assert (farm.sync_root / "renders/shot").is_dir()
+
+
 async def test_without_staging_frames_are_renamed_into_place_when_the_chunk_succeeds(
     farm: Any, demo_chunk: Chunk
 ) -> None:

@@ -56,6 +56,14 @@ def is_kept(folder: Path) -> bool:
     return stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid()
 
 
+def take_back_attempt(base: Path, parts: tuple[str, ...], render_uid: int) -> None:
+    """An attempt's folder taken back from the render user (``no_follow.take_back``), and
+    a kept mark its renderer left in it removed: the agent's own from now on, it would
+    pass for one of the agent's."""
+    take_back(base, parts, render_uid)
+    remove_entry(base.joinpath(*parts) / KEPT_MARK)
+
+
 class _Ids(TypedDict):
     job_id: str
     chunk: int
@@ -183,7 +191,7 @@ class ChunkDelivery:
         for base, folder in folders:
             if folder is not None and folder.is_relative_to(base):
                 parts = folder.relative_to(base).parts
-                await asyncio.to_thread(take_back, base, parts, user.uid)
+                await asyncio.to_thread(take_back_attempt, base, parts, user.uid)
 
     async def _copy_kept_output(self, started: float) -> None:
         """Retry sync: copy the output an earlier attempt staged here, without a render."""
@@ -235,6 +243,7 @@ class ChunkDelivery:
             refusal=self.refusal,
             # Taken back from the render user: the agent's own now, or not its renderer's.
             owner=os.geteuid() if self.sup.render_user is not None else None,
+            folder=files.write_root,
         )
         try:
             while wanted:

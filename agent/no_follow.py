@@ -89,35 +89,43 @@ def take_back(base: Path, parts: Sequence[str], render_uid: int) -> None:
     agent's before what is in it is looked at, so no entry in it can be
     swapped meanwhile; each regular file of the user's becomes the agent's
     (through its descriptor: the file looked at is the file changed), without
-    its set-id bits. A regular file of anyone else's is removed: a renderer
+    its set-id bits. A file with other names (hard links: one may be outside,
+    where the user put it) is replaced by a copy of its own, the other names
+    left as they were. A regular file of anyone else's is removed: a renderer
     has no way to make one here but a hard link to another's file. Symlinks
-    and other odd entries stay as they are: nothing follows or reads them
-    (a delivery refuses them). OutputRefused for a tree deeper than
-    ``MOST_LEVELS``.
+    and other odd entries stay as they are: nothing follows or reads them (a
+    delivery refuses them). Folders are walked a branch at a time: a wide
+    tree holds no more descriptors than a deep one. OutputRefused for a tree
+    deeper than ``MOST_LEVELS``.
     """
     try:
         top = open_folder(base, parts)
     except FileNotFoundError:
         return
-    folders = [(top, 0)]
+    # The open folders from the top down to the one looked into, each with the names of
+    # its folders still to look into.
+    branch: list[tuple[int, list[str]]] = []
     try:
-        while folders:
-            folder, depth = folders.pop()
-            try:
-                _claim(folder)
-                for name in os.listdir(folder):
-                    opened = _take_entry(folder, name, render_uid)
-                    if opened is not None:
-                        if depth + 1 > MOST_LEVELS:
-                            os.close(opened)
-                            raise OutputRefused(
-                                f"its folder is over {MOST_LEVELS} levels deep; refused"
-                            )
-                        folders.append((opened, depth + 1))
-            finally:
+        _claim(top)
+        branch.append((top, _take_entries(top, render_uid)))
+        while branch:
+            folder, waiting = branch[-1]
+            if not waiting:
                 os.close(folder)
+                branch.pop()
+                continue
+            inner = os.open(waiting.pop(), _FOLDER, dir_fd=folder)
+            if len(branch) > MOST_LEVELS:
+                os.close(inner)
+                raise OutputRefused(f"its folder is over {MOST_LEVELS} levels deep; refused")
+            try:
+                _claim(inner)
+                branch.append((inner, _take_entries(inner, render_uid)))
+            except BaseException:
+                os.close(inner)
+                raise
     finally:
-        for folder, _ in folders:
+        for folder, _ in branch:
             os.close(folder)
 
 
@@ -127,23 +135,53 @@ def _claim(fd: int) -> None:
     os.fchmod(fd, stat.S_IMODE(info.st_mode) & ~_DROPPED_MODE)
 
 
-def _take_entry(folder: int, name: str, render_uid: int) -> int | None:
-    """Take one entry back; a folder's descriptor, to be looked into."""
-    try:
-        kind = os.stat(name, dir_fd=folder, follow_symlinks=False).st_mode
-    except FileNotFoundError:
-        return None
-    if stat.S_ISDIR(kind):
-        return os.open(name, _FOLDER, dir_fd=folder)
-    if not stat.S_ISREG(kind):
-        return None
+def _take_entries(folder: int, render_uid: int) -> list[str]:
+    """Take back the files in ``folder`` (the agent's already); the names of its folders."""
+    folders = []
+    for name in os.listdir(folder):
+        try:
+            kind = os.stat(name, dir_fd=folder, follow_symlinks=False).st_mode
+        except FileNotFoundError:
+            continue
+        if stat.S_ISDIR(kind):
+            folders.append(name)
+        elif stat.S_ISREG(kind):
+            _take_file(folder, name, render_uid)
+    return folders
+
+
+def _take_file(folder: int, name: str, render_uid: int) -> None:
     fd = os.open(name, _FILE, dir_fd=folder)
     try:
         info = os.fstat(fd)
-        if info.st_uid == render_uid and stat.S_ISREG(info.st_mode):
+        if not stat.S_ISREG(info.st_mode):
+            return
+        if info.st_uid != render_uid:
+            os.unlink(name, dir_fd=folder)
+        elif info.st_nlink > 1:
+            _detach(folder, name, fd, info)
+        else:
             _claim(fd)
-            return None
     finally:
         os.close(fd)
-    os.unlink(name, dir_fd=folder)
-    return None
+
+
+def _detach(folder: int, name: str, fd: int, info: os.stat_result) -> None:
+    """Put a copy of its own (the agent's) in place of ``name``, a file with other names."""
+    copy_name = f".{name}.farmtui-{os.getpid()}.copy"
+    mode = stat.S_IMODE(info.st_mode) & ~_DROPPED_MODE
+    os.set_blocking(fd, True)
+    copy = os.open(
+        copy_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode, dir_fd=folder
+    )
+    try:
+        while os.sendfile(copy, fd, None, 2**30):
+            pass
+        os.fchmod(copy, mode)
+        os.replace(copy_name, name, src_dir_fd=folder, dst_dir_fd=folder)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(copy_name, dir_fd=folder)
+        raise
+    finally:
+        os.close(copy)

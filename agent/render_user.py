@@ -18,7 +18,8 @@ before anything is judged, delivered or kept; only regular files taken back
 are delivered (``agent.staging.open_output``), and the agent writes in the
 sync root only through folders it opened without following a symlink
 (``agent.no_follow``). Every renderer on a node runs as that one user: chunks
-of different jobs rendering at once can still reach each other's folders.
+of different jobs rendering at once can still reach each other's folders, and
+a file one opened then stays open to it until its own tree is gone.
 """
 
 from __future__ import annotations

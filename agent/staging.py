@@ -34,10 +34,10 @@ from urllib.parse import quote
 
 import httpx
 
-from agent.errors import FenceError, OutputRefused, PathEscapeError
-from agent.no_follow import open_folder
+from agent.errors import ChunkSetupError, FenceError, OutputRefused, PathEscapeError
+from agent.no_follow import open_folder, take_back
 from farmtui.frames import frame_path
-from farmtui.protocol import ROOT_ID_FILE, leader_owned
+from farmtui.protocol import ROOT_ID_FILE, AssignChunk, leader_owned
 
 # Prefix of the per-attempt folders renderers write into when staging is off.
 PARTIAL_PREFIX = ".farmtui-"
@@ -68,8 +68,13 @@ def _confined(root: Path, relative: str, what: str) -> tuple[Path, PurePosixPath
     """``confine``'s path, and where it really leads, relative to the real ``root``."""
     rel = check_relative(relative, what)
     path = root.joinpath(*rel.parts) if rel.parts else root
-    real_root = os.path.realpath(root)
-    real = os.path.realpath(path)
+    try:
+        real_root = os.path.realpath(root)
+        real = os.path.realpath(path)
+    except OSError as exc:  # a folder on its way swapped for a symlink as it was looked at
+        raise PathEscapeError(
+            f"{what} {relative!r} could not be followed ({exc.strerror}); refused"
+        ) from None
     if real != real_root and not real.startswith(real_root + os.sep):
         raise PathEscapeError(f"{what} {relative!r} leads outside {root} (symlink?); refused")
     return path, PurePosixPath(os.path.relpath(real, real_root))
@@ -195,13 +200,17 @@ def partial_folder(root: Path, outdir: str, job_id: str, chunk: int, attempt: in
     return folder / f"{PARTIAL_PREFIX}{job_id}.{chunk}.{attempt}"
 
 
-def remove_partial_folder(root: Path, outdir: str, job_id: str, chunk: int, attempt: int) -> None:
+def remove_partial_folder(root: Path, assign: AssignChunk, render_uid: int | None = None) -> None:
     """An attempt's folder inside its output folder (staging off) and what is in it, gone;
-    never through a symlink. Never raises."""
+    never through a symlink. ``render_uid``: taken back from that user first, so that
+    none of it can change while it is removed. Never raises."""
     try:
-        rel = partial_folder(root, outdir, job_id, chunk, attempt).relative_to(root)
+        where = partial_folder(root, assign.outdir, assign.job_id, assign.chunk, assign.attempt)
+        rel = where.relative_to(root)
+        if render_uid is not None:
+            take_back(root, rel.parts, render_uid)
         parent = open_folder(root, rel.parent.parts)
-    except (OSError, ValueError, PathEscapeError):
+    except (OSError, ValueError, ChunkSetupError):
         return
     try:
         shutil.rmtree(rel.name, dir_fd=parent, ignore_errors=True)
@@ -226,6 +235,9 @@ class Fence:
     # agent's own, once it took them back from that user (``agent.no_follow.take_back``).
     # None: any.
     owner: int | None = None
+    # The folder its files were written in (its staging folder): each is reached from it
+    # a folder at a time, never through a symlink. None: by its path.
+    folder: Path | None = None
 
     def check(self) -> None:
         why = self.refusal()
@@ -265,17 +277,28 @@ def output_path(relative: str) -> PurePosixPath:
     return rel
 
 
-def open_output(source: Path, owner: int | None) -> BinaryIO:
+def open_output(source: Path, owner: int | None, folder: Path | None = None) -> BinaryIO:
     """A rendered file opened for reading; OutputRefused unless it is a regular file
     (and, with ``owner``, one of that uid's).
 
     A renderer may leave anything under a file's name: a symlink to a file only
     the agent may read (the agent may run as root), or a FIFO whose open would
-    wait for a writer forever. The file opened is the one checked: no symlink
-    is followed at its name, none is opened blocking, and its owner is read from it.
+    wait for a writer forever; or a symlink in place of a folder on its way.
+    The file opened is the one checked: no symlink is followed at its name nor,
+    from ``folder`` (where it was written), on its way; none is opened blocking;
+    its owner is read from it.
     """
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
-        fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        if folder is None:
+            fd = os.open(source, flags)
+        else:
+            written = source.relative_to(folder)
+            parent = open_folder(folder, written.parent.parts, what=str(written))
+            try:
+                fd = os.open(written.name, flags, dir_fd=parent)
+            finally:
+                os.close(parent)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise OutputRefused(f"output file {source.name} is a symlink; refused") from None
@@ -328,7 +351,7 @@ class CopyToSyncRoot:
 
     def _copy(self, relative: str, source: Path, fence: Fence) -> None:
         rel = output_path(relative)
-        with open_output(source, fence.owner) as rendered:
+        with open_output(source, fence.owner, fence.folder) as rendered:
             folder = open_folder(self.root, rel.parent.parts, make=True, what=relative)
             try:
                 _land_copy(folder, rel.name, rendered, fence)
@@ -420,7 +443,7 @@ class UploadToLeader:
     async def deliver(self, relative: str, source: Path, fence: Fence) -> None:
         check_relative(relative, "output file")
         fence.check()
-        rendered = await asyncio.to_thread(open_output, source, fence.owner)
+        rendered = await asyncio.to_thread(open_output, source, fence.owner, fence.folder)
         try:
             await self._upload(relative, rendered, fence)
         finally:

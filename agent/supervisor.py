@@ -414,8 +414,9 @@ class Supervisor:
         if root is not None and self._cut_short:
             # Staging off, cut short by the agent's death: the folder each had in its
             # output folder (its frames half written) goes, on a thread (a filer's).
+            uid = self.render_user.uid if self.render_user is not None else None
             asyncio.get_running_loop().run_in_executor(
-                None, _remove_partial_folders, root, self._cut_short
+                None, _remove_partial_folders, root, self._cut_short, uid
             )
         self._cut_short = []
         for run in self.runs.values():
@@ -550,6 +551,8 @@ def _holds_a_staging(folder: Path) -> bool:
     return any(STAGING_LOCK in files for _, _, files in os.walk(folder))
 
 
-def _remove_partial_folders(root: Path, cut_short: list[AssignChunk]) -> None:
+def _remove_partial_folders(
+    root: Path, cut_short: list[AssignChunk], render_uid: int | None
+) -> None:
     for assign in cut_short:
-        remove_partial_folder(root, assign.outdir, assign.job_id, assign.chunk, assign.attempt)
+        remove_partial_folder(root, assign, render_uid)

@@ -27,7 +27,12 @@ def confine(root: Path, relative: str) -> Path:
     if any(part == ".." for part in pure.parts):
         raise BadRequest(f"path {relative!r} escapes the sync root")
     base = root.resolve()
-    target = (base / pure).resolve()
+    try:
+        target = (base / pure).resolve()
+    except (OSError, RuntimeError) as exc:
+        # A folder on its way swapped for a symlink as it was looked at (EINVAL), a loop.
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "a symlink loop"
+        raise BadRequest(f"path {relative!r} could not be followed ({why}); try again") from None
     if target != base and base not in target.parents:
         raise BadRequest(f"path {relative!r} escapes the sync root")
     return target

@@ -157,7 +157,7 @@ def print_agent_service(args: argparse.Namespace, leader: str) -> int:
     tags = _split_tags(args.tags) or []
     if len(tags) > MAX_TAGS:  # the agent would refuse them at its first start
         raise InputError(f"a node has at most {MAX_TAGS} tags, not {len(tags)}")
-    if args.render_user in ("root", "0"):
+    if args.render_user is not None and _names_root(args.render_user):
         raise InputError(
             f"--render-user {args.render_user} would run renderers as root: "
             "name an unprivileged user"
@@ -187,6 +187,11 @@ def print_agent_service(args: argparse.Namespace, leader: str) -> int:
     )
     sys.stdout.write(unit)
     return 0
+
+
+def _names_root(user: str) -> bool:
+    """``root``, ``0``, ``00``...: the agent would refuse it at every start of the unit."""
+    return user == "root" or (user.isdigit() and int(user) == 0)
 
 
 def cmd_console(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import resource
 import stat
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.chunk_delivery import KEPT_MARK, is_kept, mark_kept
+from agent.chunk_delivery import KEPT_MARK, is_kept, mark_kept, take_back_attempt
 from agent.errors import OutputRefused, PathEscapeError
 from agent.no_follow import MOST_LEVELS, make_folder, open_folder, take_back
 from agent.staging import CopyToSyncRoot, Fence
@@ -158,3 +159,74 @@ def test_a_tree_too_deep_is_not_taken_back(tmp_path: Path) -> None:
     path.mkdir(parents=True)
     with pytest.raises(OutputRefused, match=f"over {MOST_LEVELS} levels deep"):
         take_back(tmp_path, ("0.1",), NOBODY)
+
+
+def test_a_folder_on_a_files_way_swapped_for_a_symlink_is_refused_when_it_is_read(
+    tmp_path: Path,
+) -> None:
+    """Break round 26c (N1): a renderer put ``leak -> /root-only`` in place of its output
+    folder; the agent (root) copied ``/root-only/f_0001.txt`` into the sync root."""
+    secret = tmp_path / "root-only"
+    secret.mkdir(mode=0o700)
+    (secret / "f_0001.txt").write_text("a host key\n")
+    attempt = tmp_path / "staging/job/0.1"
+    (attempt / "renders").mkdir(parents=True)
+    (attempt / "renders/leak").symlink_to(secret)
+    root = tmp_path / "root"
+    root.mkdir()
+    fence = Fence(job_id="j", chunk=0, attempt=1, refusal=lambda: None, folder=attempt)
+    source = attempt / "renders/leak/f_0001.txt"
+    with pytest.raises(PathEscapeError, match="leak on its way is a symlink"):
+        asyncio.run(CopyToSyncRoot(root).deliver("renders/leak/f_0001.txt", source, fence))
+    assert not list(root.rglob("f_0001.txt"))
+
+
+@needs_root
+def test_a_hard_link_to_a_file_elsewhere_is_copied_not_taken(tmp_path: Path) -> None:
+    """Break round 26c (N3): a file of the render user's outside its folder, hard linked
+    into it, became root's with the user's content (a 4777 one, root's 0755)."""
+    attempt = tmp_path / "0.1"
+    attempt.mkdir()
+    outside = tmp_path / "outside"
+    outside.write_text("the user's\n")
+    os.chown(outside, NOBODY, NOBODY)
+    os.chmod(outside, 0o4777)
+    os.link(outside, attempt / "f_0001.txt")
+    os.chown(attempt, NOBODY, NOBODY)
+    take_back(tmp_path, ("0.1",), NOBODY)
+    kept = os.stat(outside)
+    assert (kept.st_uid, stat.S_IMODE(kept.st_mode)) == (NOBODY, 0o4777), "left as it was"
+    inside = os.stat(attempt / "f_0001.txt")
+    assert (inside.st_uid, inside.st_nlink, stat.S_IMODE(inside.st_mode)) == (0, 1, 0o755)
+    assert (attempt / "f_0001.txt").read_text() == "the user's\n"
+
+
+@needs_root
+def test_a_wide_tree_is_taken_back_with_few_descriptors(tmp_path: Path) -> None:
+    """Break round 26c (N4): every folder of a level was opened at once; 1,100 of them
+    failed the chunk at the usual limit of 1,024 descriptors."""
+    attempt = tmp_path / "0.1"
+    for number in range(400):
+        (attempt / f"cache{number}").mkdir(parents=True)
+    os.chown(attempt, NOBODY, NOBODY)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    in_use = len(os.listdir("/proc/self/fd"))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (in_use + 64, hard))
+    try:
+        take_back(tmp_path, ("0.1",), NOBODY)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert {os.stat(folder).st_uid for folder in attempt.iterdir()} == {0}
+
+
+@needs_root
+def test_a_kept_mark_the_renderer_left_is_removed_with_the_take_back(tmp_path: Path) -> None:
+    """Break round 26c (N5): taken back, a renderer's forged mark became the agent's."""
+    attempt = tmp_path / "job/0.1"
+    attempt.mkdir(parents=True)
+    (attempt / KEPT_MARK).write_text("")
+    for path in (attempt, attempt / KEPT_MARK):
+        os.chown(path, NOBODY, NOBODY)
+    take_back_attempt(tmp_path, ("job", "0.1"), NOBODY)
+    assert not (attempt / KEPT_MARK).exists()
+    assert not is_kept(attempt)

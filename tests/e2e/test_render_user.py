@@ -68,9 +68,18 @@ def test_a_renderer_run_as_the_render_user_cannot_read_the_agents_token(
         "--output", "renders/leak/f_####.txt",
         "--", "sh", "-c", LINK, "sh", "{output}", str(secret),
     )  # fmt: skip
+    hidden = tmp_path / "root-only"
+    hidden.mkdir(mode=0o700)
+    (hidden / "f_0001.txt").write_text("only root reads this\n")
+    swap = submit(
+        farm_leader, "--name", "swap", "--frames", "1", "--retries", "0",
+        "--output", "renders/swap/f_####.txt",
+        "--", "sh", "-c", 'rm -rf "$1" && ln -s "$2" "$1"', "sh", "{outdir}", str(hidden),
+    )  # fmt: skip
     with farm_leader.client() as client:
         spied = wait_job(client, spy, ("done", "failed"))
         leaked = wait_job(client, leak, ("done", "failed"))
+        swapped = wait_job(client, swap, ("done", "failed"))
 
     assert spied.job.state == "done", [c.attempts for c in spied.chunks]
     written = (farm_leader.root / "renders/spy/f_0001.txt").read_text()
@@ -83,6 +92,11 @@ def test_a_renderer_run_as_the_render_user_cannot_read_the_agents_token(
     (attempt,) = leaked.chunks[0].attempts
     assert "symlink; refused" in attempt.reason, attempt
     assert not (farm_leader.root / "renders/leak/f_0001.txt").exists()
+    # Its output folder a symlink to a root-only folder (break round 26c, N1): not read.
+    assert swapped.job.state == "failed"
+    (attempt,) = swapped.chunks[0].attempts
+    assert "swap on its way is a symlink" in attempt.reason, attempt
+    assert not (farm_leader.root / "renders/swap").exists()
     assert not any(
         "only root reads this" in path.read_text(errors="replace")
         for path in farm_leader.root.rglob("*")

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -307,3 +308,26 @@ async def test_reports_about_an_attempt_that_ended_add_nothing_to_its_log(
     assert text.count("# farmtui: job") == 1
     assert "too late" not in text
     assert state(leader, job_id) == "done"
+
+
+def test_a_path_whose_folder_is_swapped_as_it_is_checked_is_a_one_line_refusal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Break round 26c (N7): a folder flipping between a symlink and a folder made
+    ``realpath`` fail with EINVAL, and a submit answered with a traceback's 500."""
+    from server.errors import BadRequest
+    from server.paths import confine
+
+    realpath = os.path.realpath
+
+    def flipped(path: str, *args: Any, **kwargs: Any) -> str:
+        if "shots" in str(path):  # not the sync root itself
+            raise OSError(22, "Invalid argument")
+        return realpath(path, *args, **kwargs)
+
+    monkeypatch.setattr(os.path, "realpath", flipped)
+    with pytest.raises(BadRequest) as refused:
+        confine(tmp_path, "shots/a/scene.blend")
+    assert str(refused.value) == (
+        "path 'shots/a/scene.blend' could not be followed (Invalid argument); try again"
+    )

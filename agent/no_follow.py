@@ -52,21 +52,25 @@ def open_folder(base: Path, parts: Sequence[str], *, make: bool = False, what: s
 
 
 def _step(folder: int, part: str, make: bool, what: str) -> int:
-    for _ in range(2):  # made between a look and a mkdir by someone else: looked at again
-        try:
-            return os.open(part, _FOLDER, dir_fd=folder)
-        except FileNotFoundError:
-            if not make:
-                raise
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(part, dir_fd=folder)
-        except OSError as exc:
-            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                raise PathEscapeError(
-                    f"{what}: {part} on its way is a symlink or not a folder; refused"
-                ) from None
+    try:
+        return _open_step(folder, part, what)
+    except FileNotFoundError:
+        if not make:
             raise
-    return os.open(part, _FOLDER, dir_fd=folder)
+    with contextlib.suppress(FileExistsError):  # made by someone else meanwhile: as it is
+        os.mkdir(part, dir_fd=folder)
+    return _open_step(folder, part, what)
+
+
+def _open_step(folder: int, part: str, what: str) -> int:
+    try:
+        return os.open(part, _FOLDER, dir_fd=folder)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise PathEscapeError(
+                f"{what}: {part} on its way is a symlink or not a folder; refused"
+            ) from None
+        raise
 
 
 def make_folder(base: Path, parts: Sequence[str], owner: tuple[int, int] | None = None) -> None:

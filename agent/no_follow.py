@@ -94,13 +94,13 @@ def take_back(base: Path, parts: Sequence[str], render_uid: int) -> None:
     swapped meanwhile; each regular file of the user's becomes the agent's
     (through its descriptor: the file looked at is the file changed), without
     its set-id bits. A file with other names (hard links: one may be outside,
-    where the user put it) is replaced by a copy of its own, the other names
-    left as they were. A regular file of anyone else's is removed: a renderer
-    has no way to make one here but a hard link to another's file. Symlinks
-    and other odd entries stay as they are: nothing follows or reads them (a
-    delivery refuses them). Folders are walked a branch at a time: a wide
-    tree holds no more descriptors than a deep one. OutputRefused for a tree
-    deeper than ``MOST_LEVELS``.
+    where the user put it, even while it is taken back) goes back to the user
+    and is replaced here by a copy of its own. A regular file of anyone else's
+    is removed: a renderer has no way to make one here but a hard link to
+    another's file. Symlinks and other odd entries stay as they are: nothing
+    follows or reads them (a delivery refuses them). Folders are walked a
+    branch at a time: a wide tree holds no more descriptors than a deep one.
+    OutputRefused for a tree deeper than ``MOST_LEVELS``.
     """
     try:
         top = open_folder(base, parts)
@@ -162,10 +162,20 @@ def _take_file(folder: int, name: str, render_uid: int) -> None:
             return
         if info.st_uid != render_uid:
             os.unlink(name, dir_fd=folder)
-        elif info.st_nlink > 1:
+            return
+        if info.st_nlink > 1:
             _detach(folder, name, fd, info)
-        else:
-            _claim(fd)
+            return
+        _claim(fd)
+        # The agent's now, the user can give it no other name (fs.protected_hardlinks).
+        # One it gave it between the look and the claim (another of its renderers racing:
+        # break round 26d made 2,877 files root's that way) counts now. That name may be
+        # anywhere the user chose: the file goes back to the user as it was, and this
+        # name gets a copy of its own.
+        if os.fstat(fd).st_nlink > 1:
+            os.fchown(fd, info.st_uid, info.st_gid)
+            os.fchmod(fd, stat.S_IMODE(info.st_mode))
+            _detach(folder, name, fd, info)
     finally:
         os.close(fd)
 

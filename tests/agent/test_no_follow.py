@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from agent import no_follow
 from agent.chunk_delivery import KEPT_MARK, is_kept, mark_kept, take_back_attempt
 from agent.errors import OutputRefused, PathEscapeError
 from agent.no_follow import MOST_LEVELS, make_folder, open_folder, take_back
@@ -230,3 +231,35 @@ def test_a_kept_mark_the_renderer_left_is_removed_with_the_take_back(tmp_path: P
     take_back_attempt(tmp_path, ("job", "0.1"), NOBODY)
     assert not (attempt / KEPT_MARK).exists()
     assert not is_kept(attempt)
+
+
+@needs_root
+def test_a_hard_link_made_while_the_file_is_taken_back_leaves_nothing_of_roots_outside(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Break round 26d (U1): the next chunk of the job, already rendering as the same
+    user, linked each file elsewhere between the take-back's look and its claim; 2,877
+    files with its content became root's where it chose."""
+    attempt = tmp_path / "0.1"
+    attempt.mkdir()
+    frame = attempt / "f_0001.txt"
+    frame.write_text("the user's\n")
+    for path in (attempt, frame):
+        os.chown(path, NOBODY, NOBODY)
+    outside = tmp_path / "chosen-by-the-user"
+    claim = no_follow._claim
+
+    def linked_in_the_gap(fd: int) -> None:
+        if stat.S_ISREG(os.fstat(fd).st_mode) and not outside.exists():
+            os.link(frame, outside)  # the racing renderer, a moment before the claim
+        claim(fd)
+
+    monkeypatch.setattr(no_follow, "_claim", linked_in_the_gap)
+    before = stat.S_IMODE(os.stat(frame).st_mode)
+    take_back(tmp_path, ("0.1",), NOBODY)
+    given_back = os.stat(outside)
+    assert given_back.st_uid == NOBODY, "given back to the user, not root's"
+    assert stat.S_IMODE(given_back.st_mode) == before
+    inside = os.stat(frame)
+    assert (inside.st_uid, inside.st_nlink) == (0, 1)
+    assert frame.read_text() == "the user's\n"

@@ -1,29 +1,25 @@
-"""Folders reached one step at a time, never through a symlink; a render user's taken back.
+"""The agent's side of ``farmtui.no_follow``; a render user's folders taken back.
 
 The agent writes into folders its renderers can write too: the sync root (a
 job's output folder, the per-attempt folder inside it when staging is off)
-and each attempt's staging folder. A path checked first and used after
-(``os.path.realpath``, then ``open``) leaves a moment in which a renderer can
-swap a folder on the way for a symlink: run as root with renderers as
-another user (``agent.render_user``), the agent then wrote files of a job's
-choosing into ``/etc/cron.d`` (break round 26). So what the agent writes
-there it reaches through descriptors: each folder opened in the one before
-it with ``O_NOFOLLOW``, every file made, renamed or removed in an open
-folder. A symlink on the way is refused, whatever it points to.
+and each attempt's staging folder; it reaches them a step at a time without
+following a symlink (``farmtui.no_follow``). Run as root with renderers as
+another user (``agent.render_user``), it also takes an attempt's folders
+back from that user once its renderer is gone (``take_back``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import stat
 from collections.abc import Sequence
 from pathlib import Path
 
 from agent.errors import OutputRefused, PathEscapeError
+from farmtui import no_follow as folders
+from farmtui.no_follow import FOLDER_FLAGS
 
-_FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 # A render user's folders this deep are not taken back (nor delivered): no frame needs it.
 MOST_LEVELS = 64
@@ -33,55 +29,20 @@ _DROPPED_MODE = stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX | stat.S_IWGRP | stat
 
 
 def open_folder(base: Path, parts: Sequence[str], *, make: bool = False, what: str = "") -> int:
-    """A descriptor of ``base/parts...``, each step opened without following a symlink.
-
-    ``make``: missing folders are made. PathEscapeError when a step is a symlink
-    or not a folder; FileNotFoundError when one is missing and not to be made.
-    ``base`` itself is the operator's (the sync root, the staging folder): followed.
-    """
-    fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    """``farmtui.no_follow.open_folder``; PathEscapeError for a symlink on the way (the
+    chunk fails, its output not kept: it would be refused again)."""
     try:
-        for part in parts:
-            following = _step(fd, part, make, what or "/".join(parts))
-            os.close(fd)
-            fd = following
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-def _step(folder: int, part: str, make: bool, what: str) -> int:
-    try:
-        return _open_step(folder, part, what)
-    except FileNotFoundError:
-        if not make:
-            raise
-    with contextlib.suppress(FileExistsError):  # made by someone else meanwhile: as it is
-        os.mkdir(part, dir_fd=folder)
-    return _open_step(folder, part, what)
-
-
-def _open_step(folder: int, part: str, what: str) -> int:
-    try:
-        return os.open(part, _FOLDER, dir_fd=folder)
-    except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise PathEscapeError(
-                f"{what}: {part} on its way is a symlink or not a folder; refused"
-            ) from None
-        raise
+        return folders.open_folder(base, parts, make=make, what=what)
+    except folders.NotAFolder as exc:
+        raise PathEscapeError(str(exc)) from None
 
 
 def make_folder(base: Path, parts: Sequence[str], owner: tuple[int, int] | None = None) -> None:
-    """Make ``base/parts...`` (and what is missing on the way), never through a symlink;
-    ``owner``: the last folder given to that (uid, gid), through its descriptor."""
-    fd = open_folder(base, parts, make=True)
+    """``farmtui.no_follow.make_folder``; PathEscapeError for a symlink on the way."""
     try:
-        if owner is not None:
-            os.fchown(fd, *owner)
-    finally:
-        os.close(fd)
+        folders.make_folder(base, parts, owner)
+    except folders.NotAFolder as exc:
+        raise PathEscapeError(str(exc)) from None
 
 
 def take_back(base: Path, parts: Sequence[str], render_uid: int) -> None:
@@ -118,7 +79,7 @@ def take_back(base: Path, parts: Sequence[str], render_uid: int) -> None:
                 os.close(folder)
                 branch.pop()
                 continue
-            inner = os.open(waiting.pop(), _FOLDER, dir_fd=folder)
+            inner = os.open(waiting.pop(), FOLDER_FLAGS, dir_fd=folder)
             if len(branch) > MOST_LEVELS:
                 os.close(inner)
                 raise OutputRefused(f"its folder is over {MOST_LEVELS} levels deep; refused")

@@ -21,6 +21,7 @@ from pathlib import Path
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from farmtui.no_follow import NotAFolder, open_folder
 from server import operations
 from server.api_requests import Disconnected, leader_of, who
 from server.errors import BadRequest, Conflict, RequestError, TooLarge, Unavailable, shown
@@ -51,7 +52,7 @@ async def upload_file(request: Request) -> Response:
         raise TooLarge(f"file of {length} bytes is over the {limit} byte limit")
     upload: Upload | None = None
     try:
-        opening = asyncio.ensure_future(asyncio.to_thread(Upload, target))
+        opening = asyncio.ensure_future(asyncio.to_thread(Upload, leader.root, target))
         try:
             upload = await asyncio.shield(opening)
         except asyncio.CancelledError:
@@ -124,7 +125,8 @@ class Upload:
     """A file written under a temporary name and renamed into place only when complete.
 
     The temporary name is short (a long target name still fits) and made with
-    ``O_EXCL | O_NOFOLLOW`` in the target's folder, kept open: whatever
+    ``O_EXCL | O_NOFOLLOW`` in the target's folder, reached from the sync root
+    a folder at a time without following a symlink and kept open: whatever
     happens to that folder's name meanwhile (renamed, a symlink put in its
     place), the temporary file is made, renamed and removed in the folder it
     was made in, and lands only if the target's name still leads there. Each
@@ -132,11 +134,17 @@ class Upload:
     (a request cancelled mid-write has its ``abort`` wait for that write).
     """
 
-    def __init__(self, target: Path) -> None:
-        target.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, root: Path, target: Path) -> None:
+        """``target``: ``paths.confine`` of the path, in ``root``; its folders are made and
+        opened a step at a time from ``root``, never through a symlink (FolderMoved)."""
+        self.root = root.resolve()
         self.target = target
+        self.steps = target.relative_to(self.root).parts[:-1]
         self.name = f".farmtui-{secrets.token_hex(8)}.upload"
-        self.folder = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            self.folder = open_folder(self.root, self.steps, make=True)
+        except NotAFolder:
+            raise FolderMoved() from None
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
         try:
             self.handle = os.fdopen(os.open(self.name, flags, 0o644, dir_fd=self.folder), "wb")
@@ -160,9 +168,13 @@ class Upload:
             self.handle.close()
             here = os.fstat(self.folder)
             try:
-                there = os.stat(self.target.parent, follow_symlinks=False)
-            except FileNotFoundError:
+                again = open_folder(self.root, self.steps)
+            except (FileNotFoundError, NotAFolder):
                 raise FolderMoved() from None
+            try:
+                there = os.fstat(again)
+            finally:
+                os.close(again)
             if (here.st_dev, here.st_ino) != (there.st_dev, there.st_ino):
                 raise FolderMoved()
             os.replace(self.name, self.target.name, src_dir_fd=self.folder, dst_dir_fd=self.folder)

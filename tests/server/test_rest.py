@@ -6,6 +6,7 @@ import asyncio
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -411,6 +412,24 @@ async def test_an_upload_on_a_disk_that_stopped_answering_holds_up_no_other_requ
     assert healthy_at < returned[0], "/healthz waited for the upload's disk"
     assert response.status_code == 204, response.text
     assert (leader.root / "renders/big.exr").read_bytes() == b"EXR" * 10
+
+
+async def test_an_upload_whose_folder_became_a_symlink_after_its_check_lands_nowhere(
+    leader: InProcessLeader, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Break round 26d (U4): a folder on an upload's path, checked while a folder, was a
+    symlink a moment later; its folders were made and opened by path, through it."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (leader.root / "shots").mkdir()
+    (leader.root / "shots/d").symlink_to(elsewhere)
+    # What the check saw a moment before the swap: a folder inside the sync root.
+    monkeypatch.setattr(api_uploads, "confine", lambda root, relative: root.resolve() / relative)
+    async with leader.http() as http:
+        response = await http.put("/api/files/shots/d/sub/x.png", content=b"x")
+    assert response.status_code == 409, response.text
+    assert "changed during the upload" in one_line_error(response)
+    assert not list(elsewhere.iterdir())
 
 
 async def test_an_upload_whose_folder_is_moved_meanwhile_lands_nowhere_and_leaves_nothing(

@@ -52,7 +52,7 @@ async def upload_file(request: Request) -> Response:
         raise TooLarge(f"file of {length} bytes is over the {limit} byte limit")
     upload: Upload | None = None
     try:
-        opening = asyncio.ensure_future(asyncio.to_thread(Upload, leader.root, target))
+        opening = asyncio.ensure_future(asyncio.to_thread(Upload, leader.root, target, relative))
         try:
             upload = await asyncio.shield(opening)
         except asyncio.CancelledError:
@@ -134,17 +134,19 @@ class Upload:
     (a request cancelled mid-write has its ``abort`` wait for that write).
     """
 
-    def __init__(self, root: Path, target: Path) -> None:
-        """``target``: ``paths.confine`` of the path, in ``root``; its folders are made and
-        opened a step at a time from ``root``, never through a symlink (FolderMoved)."""
+    def __init__(self, root: Path, target: Path, relative: str) -> None:
+        """``target``: ``paths.confine`` of ``relative``, in ``root``; its folders are made
+        and opened a step at a time from ``root``, never through a symlink (BadRequest)."""
         self.root = root.resolve()
         self.target = target
         self.steps = target.relative_to(self.root).parts[:-1]
         self.name = f".farmtui-{secrets.token_hex(8)}.upload"
         try:
-            self.folder = open_folder(self.root, self.steps, make=True)
-        except NotAFolder:
-            raise FolderMoved() from None
+            self.folder = open_folder(
+                self.root, self.steps, make=True, what=f"cannot write {shown(relative)}"
+            )
+        except NotAFolder as exc:
+            raise BadRequest(str(exc)) from None
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
         try:
             self.handle = os.fdopen(os.open(self.name, flags, 0o644, dir_fd=self.folder), "wb")

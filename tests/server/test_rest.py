@@ -427,8 +427,10 @@ async def test_an_upload_whose_folder_became_a_symlink_after_its_check_lands_now
     monkeypatch.setattr(api_uploads, "confine", lambda root, relative: root.resolve() / relative)
     async with leader.http() as http:
         response = await http.put("/api/files/shots/d/sub/x.png", content=b"x")
-    assert response.status_code == 409, response.text
-    assert "changed during the upload" in one_line_error(response)
+    assert response.status_code == 400, response.text
+    assert one_line_error(response) == (
+        "cannot write 'shots/d/sub/x.png': d on its way is a symlink or not a folder; refused"
+    )
     assert not list(elsewhere.iterdir())
 
 

@@ -100,6 +100,7 @@ class ChunkDelivery:
         async def _lease_again(self) -> None: ...
         def _elapsed(self) -> float: ...
         def _notify(self, kind: TimeoutKind) -> None: ...
+        def _release_slot(self) -> None: ...
 
     # ------------------------------------------------------------------ frames and folders
 
@@ -152,6 +153,8 @@ class ChunkDelivery:
             log.error("chunk %s: %s", self.marker, why)
             self._finish(Verdict("failed", why), started=started)
             return
+        finally:
+            self._release_slot()  # with a render user, held till now
         missing, others = self.files.missing()
         verdict = decide(
             stop=self.stop,

@@ -653,7 +653,10 @@ class ChunkRun(ChunkDelivery):
                     shim.kill(self.sup.kill_grace, self.stop.reason)
                 self._housekeeping()
             result = waiter.result()
-            self.sup.release_slot(self)  # the tree is gone: a waiting chunk starts now
+            if self.sup.render_user is None:
+                self.sup.release_slot(self)  # the tree is gone: a waiting chunk starts now
+            # else once its folders are taken back (``_conclude``): the next renderer, of
+            # another job maybe, runs as the same user.
             if result.cause == "shim_died":
                 self.shim_uncertain = True
                 # The second line: the shim is gone without saying the tree is dead.
@@ -680,6 +683,9 @@ class ChunkRun(ChunkDelivery):
         if result.cause == "exit" and self._lapsed():
             await self._lease_again()
         await self._conclude(result.returncode, started)
+
+    def _release_slot(self) -> None:
+        self.sup.release_slot(self)
 
     def _lapsed(self) -> bool:
         """Whether the lease ran out for this attempt: told so, or not yet (the watchdog's

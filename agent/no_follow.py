@@ -11,7 +11,9 @@ back from that user once its renderer is gone (``take_back``).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import secrets
 import stat
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +23,7 @@ from farmtui import no_follow as folders
 from farmtui.no_follow import FOLDER_FLAGS
 
 _FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 # A render user's folders this deep are not taken back (nor delivered): no frame needs it.
 MOST_LEVELS = 64
 # What the render user may not keep once a file or folder is the agent's again: the
@@ -52,16 +55,14 @@ def take_back(base: Path, parts: Sequence[str], render_uid: int) -> None:
     delivered, or while it is kept for a retry sync (days, maybe), by the
     renderers of other jobs running as the same user. Each folder becomes the
     agent's before what is in it is looked at, so no entry in it can be
-    swapped meanwhile; each regular file of the user's becomes the agent's
-    (through its descriptor: the file looked at is the file changed), without
-    its set-id bits. A file with other names (hard links: one may be outside,
-    where the user put it, even while it is taken back) goes back to the user
-    and is replaced here by a copy of its own. A regular file of anyone else's
-    is removed: a renderer has no way to make one here but a hard link to
-    another's file. Symlinks and other odd entries stay as they are: nothing
-    follows or reads them (a delivery refuses them). Folders are walked a
-    branch at a time: a wide tree holds no more descriptors than a deep one.
-    OutputRefused for a tree deeper than ``MOST_LEVELS``.
+    swapped meanwhile; each regular file of the user's is replaced by the
+    agent's own copy of it (``_take_file``), without its set-id bits. A
+    regular file of anyone else's is removed: a renderer has no way to make
+    one here but a hard link to another's file. Symlinks and other odd
+    entries stay as they are: nothing follows or reads them (a delivery
+    refuses them). Folders are walked a branch at a time: a wide tree holds
+    no more descriptors than a deep one. OutputRefused for a tree deeper
+    than ``MOST_LEVELS``.
     """
     try:
         top = open_folder(base, parts)
@@ -116,6 +117,16 @@ def _take_entries(folder: int, render_uid: int) -> list[str]:
 
 
 def _take_file(folder: int, name: str, render_uid: int) -> None:
+    """Replace a file of the user's with the agent's own copy; remove anyone else's.
+
+    A copy, never the file itself given to the agent: the user may have given
+    it another name anywhere it can write (a hard link), even as it is taken
+    back (break round 26d: the next chunk of the job, rendering as the same
+    user, linked its files elsewhere between a look at their link count and
+    their chown, and left files of its content root's there, 2,877 of them;
+    a link still under way in the kernel beat even a second look). And a
+    descriptor the user opened on it earlier writes into its file, not the copy.
+    """
     fd = os.open(name, _FILE, dir_fd=folder)
     try:
         info = os.fstat(fd)
@@ -124,39 +135,61 @@ def _take_file(folder: int, name: str, render_uid: int) -> None:
         if info.st_uid != render_uid:
             os.unlink(name, dir_fd=folder)
             return
-        if info.st_nlink > 1:
-            _detach(folder, name, fd, info)
-            return
-        _claim(fd)
-        # The agent's now, the user can give it no other name (fs.protected_hardlinks).
-        # One it gave it between the look and the claim (another of its renderers racing:
-        # break round 26d made 2,877 files root's that way) counts now. That name may be
-        # anywhere the user chose: the file goes back to the user as it was, and this
-        # name gets a copy of its own.
-        if os.fstat(fd).st_nlink > 1:
-            os.fchown(fd, info.st_uid, info.st_gid)
-            os.fchmod(fd, stat.S_IMODE(info.st_mode))
-            _detach(folder, name, fd, info)
+        copy_name = f".farmtui-{secrets.token_hex(6)}.copy"  # short: any name fits beside it
+        mode = stat.S_IMODE(info.st_mode) & ~_DROPPED_MODE
+        copy = os.open(copy_name, _NEW_FILE, mode, dir_fd=folder)
+        try:
+            os.set_blocking(fd, True)
+            copy_data(fd, copy, info.st_size)
+            os.fchmod(copy, mode)
+            os.replace(copy_name, name, src_dir_fd=folder, dst_dir_fd=folder)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(copy_name, dir_fd=folder)
+            raise
+        finally:
+            os.close(copy)
     finally:
         os.close(fd)
 
 
-def _detach(folder: int, name: str, fd: int, info: os.stat_result) -> None:
-    """Put a copy of its own (the agent's) in place of ``name``, a file with other names."""
-    copy_name = f".{name}.farmtui-{os.getpid()}.copy"
-    mode = stat.S_IMODE(info.st_mode) & ~_DROPPED_MODE
-    os.set_blocking(fd, True)
-    copy = os.open(
-        copy_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode, dir_fd=folder
-    )
+def copy_data(source: int, target: int, size: int) -> None:
+    """The first ``size`` bytes of ``source`` into ``target``, holes left as holes.
+
+    Only the parts that hold data are copied (``SEEK_DATA``/``SEEK_HOLE``): a
+    renderer's sparse terabyte costs the agent no more disk than it cost the
+    renderer. Bytes past ``size`` (the file growing meanwhile) are not copied.
+    """
+    offset = 0
+    while offset < size:
+        try:
+            start = os.lseek(source, offset, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # no data past offset: the rest is a hole
+                break
+            raise
+        if start >= size:
+            break
+        end = min(os.lseek(source, start, os.SEEK_HOLE), size)
+        while start < end:
+            copied = _copy_range(source, target, start, end - start)
+            if copied == 0:  # it shrank meanwhile
+                end = start
+                break
+            start += copied
+        offset = end if end > offset else size
+    os.ftruncate(target, size)
+
+
+def _copy_range(source: int, target: int, offset: int, count: int) -> int:
+    """Copy up to ``count`` bytes at ``offset``, in the kernel where it can; how many."""
     try:
-        while os.sendfile(copy, fd, None, 2**30):
-            pass
-        os.fchmod(copy, mode)
-        os.replace(copy_name, name, src_dir_fd=folder, dst_dir_fd=folder)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(copy_name, dir_fd=folder)
-        raise
-    finally:
-        os.close(copy)
+        return os.copy_file_range(source, target, count, offset, offset)
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+            raise
+    data = os.pread(source, min(count, 1024 * 1024), offset)
+    written = 0
+    while written < len(data):
+        written += os.pwrite(target, data[written:], offset + written)
+    return len(data)

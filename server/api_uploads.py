@@ -16,7 +16,7 @@ import errno
 import os
 import secrets
 import threading
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -52,7 +52,7 @@ async def upload_file(request: Request) -> Response:
         raise TooLarge(f"file of {length} bytes is over the {limit} byte limit")
     upload: Upload | None = None
     try:
-        opening = asyncio.ensure_future(asyncio.to_thread(Upload, leader.root, target, relative))
+        opening = asyncio.ensure_future(asyncio.to_thread(Upload, leader.root, relative))
         try:
             upload = await asyncio.shield(opening)
         except asyncio.CancelledError:
@@ -134,12 +134,13 @@ class Upload:
     (a request cancelled mid-write has its ``abort`` wait for that write).
     """
 
-    def __init__(self, root: Path, target: Path, relative: str) -> None:
-        """``target``: ``paths.confine`` of ``relative``, in ``root``; its folders are made
-        and opened a step at a time from ``root``, never through a symlink (BadRequest)."""
+    def __init__(self, root: Path, relative: str) -> None:
+        """``relative`` (checked by ``paths.confine``): its folders are made and opened a
+        step at a time from ``root`` as written, never through a symlink (BadRequest), as
+        a node's own copy does (``farmtui.no_follow``)."""
         self.root = root.resolve()
-        self.target = target
-        self.steps = target.relative_to(self.root).parts[:-1]
+        *steps, self.file_name = PurePosixPath(relative).parts
+        self.steps = tuple(steps)
         self.name = f".farmtui-{secrets.token_hex(8)}.upload"
         try:
             self.folder = open_folder(
@@ -179,18 +180,18 @@ class Upload:
                 os.close(again)
             if (here.st_dev, here.st_ino) != (there.st_dev, there.st_ino):
                 raise FolderMoved()
-            os.replace(self.name, self.target.name, src_dir_fd=self.folder, dst_dir_fd=self.folder)
+            os.replace(self.name, self.file_name, src_dir_fd=self.folder, dst_dir_fd=self.folder)
             self.committed = True
 
     def take_back(self) -> None:
         """Remove the committed file, if the target's name still leads to it."""
         with self._lock:
             try:
-                there = os.stat(self.target.name, dir_fd=self.folder, follow_symlinks=False)
+                there = os.stat(self.file_name, dir_fd=self.folder, follow_symlinks=False)
             except FileNotFoundError:
                 return
             if (there.st_dev, there.st_ino) == self.file_id:
-                os.unlink(self.target.name, dir_fd=self.folder)
+                os.unlink(self.file_name, dir_fd=self.folder)
 
     def abort(self) -> None:
         """Remove the temporary file unless it was committed, and let go of the folder

@@ -180,6 +180,13 @@ async def submit(
             raise BadRequest(
                 f"output pattern {spec.output!r} leads {where} through a symlink; refused"
             )
+        if real != pattern.parent:
+            # Nodes write output through no symlink at all (``farmtui.no_follow``): every
+            # chunk would fail at its end, after its render.
+            raise BadRequest(
+                f"output pattern {spec.output!r} goes through a symlink in the sync root; "
+                f"nodes write through none: use the folder it leads to ({real}/)"
+            )
     try:
         check_paths(spec, leader.root)  # the scene stays in the sync root
     except SchedulerError as exc:

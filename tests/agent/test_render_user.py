@@ -7,12 +7,19 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
+import msgspec
 import pytest
 
+from agent import chunk_delivery
 from agent.errors import AgentError
 from agent.render_user import RenderUser
+from agent.staging import CopyToSyncRoot
+from agent.supervisor import Storage, Supervisor
+from farmtui.protocol import ChunkStarted
+from tests.agent.conftest import Recorder, demo_assign, make_sync_root, poll_until
 
 needs_root = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv"
@@ -87,3 +94,45 @@ def test_the_folders_handed_over_are_the_users_and_no_symlink_is_followed(
     assert os.lstat(attempt / "link").st_uid == user.uid
     assert os.stat(target).st_uid == 0, "what the symlink points to stays root's"
     assert os.stat(tmp_path).st_uid == 0, "nothing above the attempt's folder is handed over"
+
+
+@needs_root
+async def test_with_one_slot_the_next_renderer_starts_once_the_last_ones_output_is_taken_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Break round 26e (N6): the slot went to the next chunk, of another job maybe, as
+    soon as the tree was gone; its renderer (the same user) ran while the last one's
+    frames were being taken back, and could change them."""
+    base = Path(tempfile.mkdtemp(prefix="farmtui-slot-"))
+    os.chmod(base, 0o711)
+    taken_back: list[float] = []
+    take_back_attempt = chunk_delivery.take_back_attempt
+
+    def slow_take_back(*args: object) -> None:
+        time.sleep(0.3)  # a big frame's copy: what the next renderer must not overlap
+        take_back_attempt(*args)  # type: ignore[arg-type]
+        taken_back.append(time.time())
+
+    monkeypatch.setattr(chunk_delivery, "take_back_attempt", slow_take_back)
+    root = make_sync_root(base / "sync")
+    recorder = Recorder()
+    supervisor = Supervisor(
+        recorder,
+        agent_id="slot-test",
+        staging_root=base / "staging",
+        storage=Storage(sync_root=root, delivery=CopyToSyncRoot(root)),
+        slots=1,
+        render_user=RenderUser.named(NOBODY),
+    )
+    write = 'echo frame > "$(echo "$1" | sed s/####/0001/)"'
+    try:
+        for job in ("first", "second"):
+            assign = demo_assign([1], argv=["sh", "-c", write, "sh", "{output}"])
+            supervisor.assign(msgspec.structs.replace(assign, job_id=job))
+        await poll_until(lambda: len(taken_back) == 2, within=30.0, what="both taken back")
+    finally:
+        await supervisor.kill_all("the test is over")
+        shutil.rmtree(base, ignore_errors=True)
+    started = {m.job_id: m.started for m in recorder.of(ChunkStarted) if m.pid}
+    assert started["second"] is not None
+    assert started["second"] >= taken_back[0], "the second began before the first was taken back"

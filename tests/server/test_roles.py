@@ -749,6 +749,8 @@ async def test_no_output_pattern_reaches_the_leaders_folders_through_a_symlink(
     links.mkdir()
     (links / "jobs").symlink_to("../jobs")
     (links / "out").symlink_to(tmp_path)
+    (leader.root / "shots").mkdir()
+    (links / "shots").symlink_to("../shots")
     async with leader.http() as http:
         for output, where in [
             ("links/jobs/victim/chunk-####.attempt-1.log", "into jobs/"),
@@ -759,6 +761,15 @@ async def test_no_output_pattern_reaches_the_leaders_folders_through_a_symlink(
             assert response.json()["error"] == (
                 f"output pattern {output!r} leads {where} through a symlink; refused"
             )
+        # One that stays inside is refused too, at once: nodes write through no symlink,
+        # and every chunk would have failed at its end (break round 26e, N5).
+        output = "links/shots/a/f_####.png"
+        response = await http.post("/api/jobs", json={**SPEC, "output": output})
+        assert response.status_code == 400
+        assert response.json()["error"] == (
+            f"output pattern {output!r} goes through a symlink in the sync root; nodes "
+            "write through none: use the folder it leads to (shots/a/)"
+        )
         assert (await http.get("/api/jobs")).json() == []
 
 

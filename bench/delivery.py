@@ -2,7 +2,7 @@
 
 ``CopyToSyncRoot.deliver`` as a chunk's end calls it: ``--files`` frames of
 ``--mb`` MB each, copied from a staging folder into a sync root on the same
-disk, one after the other. Since the twenty-sixth session every frame is
+disk, one after the other. Since the twenty-fifth session every frame is
 opened, and every folder on its way into the sync root, one step at a time
 without following a symlink (``agent.no_follow``), where before a path was
 checked with ``realpath`` and then used. This measures what that costs,
@@ -10,7 +10,13 @@ side by side with ``--old TREE`` (``git archive REV | tar -x -C TREE``),
 alternating, medians of ``--runs``. Each run has its own folders, under
 ``--in`` (default: the system's temporary folder).
 
+``--take-back`` (this checkout alone, as root) first gives the frames to the
+user ``nobody`` and times what an agent with ``--render-user`` adds before
+its copies: taking the attempt's folder back (``agent.no_follow.take_back``,
+a copy of every frame of the user's).
+
     python bench/delivery.py --old /tmp/base --runs 5
+    python bench/delivery.py --take-back --runs 5
 """
 
 from __future__ import annotations
@@ -29,9 +35,10 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+NOBODY = 65534
 
 
-async def measure(files: int, mb: float, where: Path) -> dict[str, Any]:
+async def measure(files: int, mb: float, where: Path, take_back: bool) -> dict[str, Any]:
     from agent.staging import CopyToSyncRoot, Fence
 
     staged = where / "staging/job/0.1/renders/shot"
@@ -46,6 +53,15 @@ async def measure(files: int, mb: float, where: Path) -> dict[str, Any]:
                 out.write(block)
             out.write(block[:part])
     os.sync()  # the frames on disk before the clock starts, as a render's would be
+    taken_ms = None
+    if take_back:
+        from agent.no_follow import take_back as take
+
+        for path in [staged.parents[1], *staged.parents[1].rglob("*")]:
+            os.chown(path, NOBODY, NOBODY)
+        began = time.perf_counter()
+        take(where / "staging", ("job", "0.1"), NOBODY)
+        taken_ms = round(1000 * (time.perf_counter() - began) / files, 3)
     fence = Fence(job_id="job", chunk=0, attempt=1, refusal=lambda: None)
     delivery = CopyToSyncRoot(root)
     started = time.perf_counter()
@@ -59,14 +75,19 @@ async def measure(files: int, mb: float, where: Path) -> dict[str, Any]:
         "files": files,
         "ms_per_file": round(1000 * wall / files, 3),
         "cpu_ms_per_file": round(1000 * cpu / files, 3),
+        "take_back_ms_per_file": taken_ms,
     }
 
 
-def run_tree(tree: Path, files: int, mb: float, base: Path) -> dict[str, Any]:
+def run_tree(
+    tree: Path, files: int, mb: float, base: Path, take_back: bool = False
+) -> dict[str, Any]:
     where = Path(tempfile.mkdtemp(prefix="delivery-", dir=base))
     try:
         command = [sys.executable, str(HERE / "delivery.py"), "--child", str(where)]
         command += ["--files", str(files), "--mb", str(mb)]
+        if take_back:
+            command.append("--take-back")
         env = {**os.environ, "PYTHONPATH": str(tree)}
         out = subprocess.run(command, env=env, cwd=tree, capture_output=True, text=True, check=True)
         result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
@@ -82,10 +103,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--old", help="another checkout to run beside this one")
     parser.add_argument("--in", dest="base", default=tempfile.gettempdir())
+    parser.add_argument("--take-back", action="store_true", help="time a render user's take-back")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(asyncio.run(measure(args.files, args.mb, Path(args.child)))))
+        result = asyncio.run(measure(args.files, args.mb, Path(args.child), args.take_back))
+        print(json.dumps(result))
         return
     trees = {"this": HERE.parent}
     if args.old:
@@ -93,13 +116,16 @@ def main() -> None:
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
     for number in range(args.runs):
         for name, tree in trees.items():
-            result = run_tree(tree, args.files, args.mb, Path(args.base))
+            result = run_tree(tree, args.files, args.mb, Path(args.base), args.take_back)
             results[name].append(result)
             print(f"run {number + 1} {name}: {result}", flush=True)
     for name, runs in results.items():
         wall = statistics.median(r["ms_per_file"] for r in runs)
         cpu = statistics.median(r["cpu_ms_per_file"] for r in runs)
         print(f"{name}: median {wall:.3f} ms a file, {cpu:.3f} ms of CPU ({args.mb:g} MB frames)")
+        if args.take_back:
+            taken = statistics.median(r["take_back_ms_per_file"] for r in runs)
+            print(f"{name}: its take-back {taken:.3f} ms a file before that")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,9 @@ from agent.errors import OutputRefused, PathEscapeError
 from farmtui import no_follow as folders
 from farmtui.no_follow import FOLDER_FLAGS
 
-_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+# Blocking: an entry of a folder taken back cannot turn into a FIFO, and one the user
+# holds a lease on is given up to the agent (after /proc/sys/fs/lease-break-time at most).
+_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 # A render user's folders this deep are not taken back (nor delivered): no frame needs it.
 MOST_LEVELS = 64
@@ -48,7 +50,7 @@ def make_folder(base: Path, parts: Sequence[str], owner: tuple[int, int] | None 
         raise PathEscapeError(str(exc)) from None
 
 
-def take_back(base: Path, parts: Sequence[str], render_uid: int) -> None:
+def take_back(base: Path, parts: Sequence[str], render_uid: int, *, files: bool = True) -> None:
     """Make the folder a render user wrote in, and what it wrote there, the agent's again.
 
     Once its renderer is gone, nothing a chunk left may change before it is
@@ -56,43 +58,124 @@ def take_back(base: Path, parts: Sequence[str], render_uid: int) -> None:
     renderers of other jobs running as the same user. Each folder becomes the
     agent's before what is in it is looked at, so no entry in it can be
     swapped meanwhile; each regular file of the user's is replaced by the
-    agent's own copy of it (``_take_file``), without its set-id bits. A
-    regular file of anyone else's is removed: a renderer has no way to make
+    agent's own copy of it (``_TakeBack.take_file``), without its set-id bits.
+    A regular file of anyone else's is removed: a renderer has no way to make
     one here but a hard link to another's file. Symlinks and other odd
     entries stay as they are: nothing follows or reads them (a delivery
     refuses them). Folders are walked a branch at a time: a wide tree holds
     no more descriptors than a deep one. OutputRefused for a tree deeper
-    than ``MOST_LEVELS``.
+    than ``MOST_LEVELS``. ``files``: False, the folders only (a folder about
+    to be removed: its files are not copied only to be deleted).
     """
     try:
         top = open_folder(base, parts)
     except FileNotFoundError:
         return
-    # The open folders from the top down to the one looked into, each with the names of
-    # its folders still to look into.
-    branch: list[tuple[int, list[str]]] = []
     try:
-        _claim(top)
-        branch.append((top, _take_entries(top, render_uid)))
-        while branch:
-            folder, waiting = branch[-1]
-            if not waiting:
-                os.close(folder)
-                branch.pop()
-                continue
-            inner = os.open(waiting.pop(), FOLDER_FLAGS, dir_fd=folder)
-            if len(branch) > MOST_LEVELS:
-                os.close(inner)
-                raise OutputRefused(f"its folder is over {MOST_LEVELS} levels deep; refused")
-            try:
-                _claim(inner)
-                branch.append((inner, _take_entries(inner, render_uid)))
-            except BaseException:
-                os.close(inner)
-                raise
+        _TakeBack(top, render_uid, files).run()
     finally:
-        for folder, _ in branch:
-            os.close(folder)
+        os.close(top)
+
+
+class _TakeBack:
+    def __init__(self, top: int, render_uid: int, files: bool) -> None:
+        self.top = top
+        self.render_uid = render_uid
+        self.files = files
+        # The copy made of each file taken (its device and inode): where it is, from the
+        # top. The file's other names here link to that copy: a renderer's 2,000 names for
+        # one frame made the agent write it 2,000 times (break round 26f).
+        self.copies: dict[tuple[int, int], tuple[tuple[str, ...], str]] = {}
+
+    def run(self) -> None:
+        # The open folders from the top down to the one looked into: each with where it
+        # is and the names of its folders still to look into.
+        _claim(self.top)
+        branch: list[tuple[int, tuple[str, ...], list[str]]] = []
+        branch.append((self.top, (), self.take_entries(self.top, ())))
+        try:
+            while branch:
+                folder, where, waiting = branch[-1]
+                if not waiting:
+                    if folder != self.top:
+                        os.close(folder)
+                    branch.pop()
+                    continue
+                name = waiting.pop()
+                inner = os.open(name, FOLDER_FLAGS, dir_fd=folder)
+                if len(branch) > MOST_LEVELS:
+                    os.close(inner)
+                    raise OutputRefused(f"its folder is over {MOST_LEVELS} levels deep; refused")
+                try:
+                    _claim(inner)
+                    inner_where = (*where, name)
+                    branch.append((inner, inner_where, self.take_entries(inner, inner_where)))
+                except BaseException:
+                    os.close(inner)
+                    raise
+        finally:
+            for folder, _, _ in branch:
+                if folder != self.top:
+                    os.close(folder)
+
+    def take_entries(self, folder: int, where: tuple[str, ...]) -> list[str]:
+        """Take back the files in ``folder`` (the agent's already); the names of its folders."""
+        folders = []
+        for name in os.listdir(folder):
+            try:
+                kind = os.stat(name, dir_fd=folder, follow_symlinks=False).st_mode
+            except FileNotFoundError:
+                continue
+            if stat.S_ISDIR(kind):
+                folders.append(name)
+            elif stat.S_ISREG(kind) and self.files:
+                self.take_file(folder, where, name)
+        return folders
+
+    def take_file(self, folder: int, where: tuple[str, ...], name: str) -> None:
+        """Replace a file of the user's with the agent's own copy; remove anyone else's.
+
+        A copy, never the file itself given to the agent: the user may have given
+        it another name anywhere it can write (a hard link), even as it is taken
+        back (break round 26d: the next chunk of the job, rendering as the same
+        user, linked its files elsewhere between a look at their link count and
+        their chown, and left files of its content root's there, 2,877 of them;
+        a link still under way in the kernel beat even a second look). And a
+        descriptor the user opened on it earlier writes into its file, not the copy.
+        """
+        fd = os.open(name, _FILE, dir_fd=folder)
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                return
+            if info.st_uid != self.render_uid:
+                os.unlink(name, dir_fd=folder)
+                return
+            key = (info.st_dev, info.st_ino)
+            copied = self.copies.get(key)
+            if copied is None:
+                _replace_with_copy(folder, name, fd, info)
+                self.copies[key] = (where, name)
+            else:
+                self.link_copy(copied, folder, name)
+        finally:
+            os.close(fd)
+
+    def link_copy(self, copied: tuple[tuple[str, ...], str], folder: int, name: str) -> None:
+        """Give ``name`` in ``folder`` the copy already made of its file."""
+        where, copy_name = copied
+        origin = _open_below(self.top, where)
+        link_name = f".farmtui-{secrets.token_hex(6)}.link"
+        try:
+            os.link(copy_name, link_name, src_dir_fd=origin, dst_dir_fd=folder)
+            os.replace(link_name, name, src_dir_fd=folder, dst_dir_fd=folder)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(link_name, dir_fd=folder)
+            raise
+        finally:
+            if origin != self.top:
+                os.close(origin)
 
 
 def _claim(fd: int) -> None:
@@ -101,56 +184,31 @@ def _claim(fd: int) -> None:
     os.fchmod(fd, stat.S_IMODE(info.st_mode) & ~_DROPPED_MODE)
 
 
-def _take_entries(folder: int, render_uid: int) -> list[str]:
-    """Take back the files in ``folder`` (the agent's already); the names of its folders."""
-    folders = []
-    for name in os.listdir(folder):
-        try:
-            kind = os.stat(name, dir_fd=folder, follow_symlinks=False).st_mode
-        except FileNotFoundError:
-            continue
-        if stat.S_ISDIR(kind):
-            folders.append(name)
-        elif stat.S_ISREG(kind):
-            _take_file(folder, name, render_uid)
-    return folders
+def _open_below(top: int, where: tuple[str, ...]) -> int:
+    """A folder below ``top`` already taken back (the agent's: nothing swaps it now)."""
+    fd = top
+    for part in where:
+        inner = os.open(part, FOLDER_FLAGS, dir_fd=fd)
+        if fd != top:
+            os.close(fd)
+        fd = inner
+    return fd
 
 
-def _take_file(folder: int, name: str, render_uid: int) -> None:
-    """Replace a file of the user's with the agent's own copy; remove anyone else's.
-
-    A copy, never the file itself given to the agent: the user may have given
-    it another name anywhere it can write (a hard link), even as it is taken
-    back (break round 26d: the next chunk of the job, rendering as the same
-    user, linked its files elsewhere between a look at their link count and
-    their chown, and left files of its content root's there, 2,877 of them;
-    a link still under way in the kernel beat even a second look). And a
-    descriptor the user opened on it earlier writes into its file, not the copy.
-    """
-    fd = os.open(name, _FILE, dir_fd=folder)
+def _replace_with_copy(folder: int, name: str, fd: int, info: os.stat_result) -> None:
+    copy_name = f".farmtui-{secrets.token_hex(6)}.copy"  # short: any name fits beside it
+    mode = stat.S_IMODE(info.st_mode) & ~_DROPPED_MODE
+    copy = os.open(copy_name, _NEW_FILE, mode, dir_fd=folder)
     try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            return
-        if info.st_uid != render_uid:
-            os.unlink(name, dir_fd=folder)
-            return
-        copy_name = f".farmtui-{secrets.token_hex(6)}.copy"  # short: any name fits beside it
-        mode = stat.S_IMODE(info.st_mode) & ~_DROPPED_MODE
-        copy = os.open(copy_name, _NEW_FILE, mode, dir_fd=folder)
-        try:
-            os.set_blocking(fd, True)
-            copy_data(fd, copy, info.st_size)
-            os.fchmod(copy, mode)
-            os.replace(copy_name, name, src_dir_fd=folder, dst_dir_fd=folder)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(copy_name, dir_fd=folder)
-            raise
-        finally:
-            os.close(copy)
+        copy_data(fd, copy, info.st_size)
+        os.fchmod(copy, mode)
+        os.replace(copy_name, name, src_dir_fd=folder, dst_dir_fd=folder)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(copy_name, dir_fd=folder)
+        raise
     finally:
-        os.close(fd)
+        os.close(copy)
 
 
 def copy_data(source: int, target: int, size: int) -> None:

@@ -64,6 +64,12 @@ class RenderUser:
                 f"--render-user {who} is root: renderers would run as root; "
                 "name an unprivileged user"
             )
+        if _hard_links_unprotected():
+            raise AgentError(
+                "--render-user needs fs.protected_hardlinks = 1 (sysctl -w "
+                "fs.protected_hardlinks=1): else the user could link the agent's files, its "
+                "output among them, wherever it likes"
+            )
         setpriv = shutil.which("setpriv")
         if setpriv is None:
             raise AgentError("--render-user needs setpriv (util-linux) on the PATH")
@@ -133,3 +139,11 @@ class RenderUser:
         if info.st_gid in self.groups:
             return bool(info.st_mode & stat.S_IXGRP)
         return bool(info.st_mode & stat.S_IXOTH)
+
+
+def _hard_links_unprotected() -> bool:
+    """Whether users may hard link files they do not own (Linux's fs.protected_hardlinks)."""
+    try:
+        return Path("/proc/sys/fs/protected_hardlinks").read_text().strip() == "0"
+    except OSError:
+        return False

@@ -202,15 +202,19 @@ def partial_folder(root: Path, outdir: str, job_id: str, chunk: int, attempt: in
 
 def remove_partial_folder(root: Path, assign: AssignChunk, render_uid: int | None = None) -> None:
     """An attempt's folder inside its output folder (staging off) and what is in it, gone;
-    never through a symlink. ``render_uid``: taken back from that user first, so that
-    none of it can change while it is removed. Never raises."""
+    never through a symlink. ``render_uid``: its folders taken back from that user first,
+    so that none of it moves while it is removed. Never raises."""
     try:
         where = partial_folder(root, assign.outdir, assign.job_id, assign.chunk, assign.attempt)
         rel = where.relative_to(root)
-        if render_uid is not None:
-            take_back(root, rel.parts, render_uid)
+    except (ValueError, ChunkSetupError):
+        return
+    if render_uid is not None:  # its folders only: its files are not copied to be deleted
+        with contextlib.suppress(OSError, ChunkSetupError):
+            take_back(root, rel.parts, render_uid, files=False)
+    try:
         parent = open_folder(root, rel.parent.parts)
-    except (OSError, ValueError, ChunkSetupError):
+    except (OSError, ChunkSetupError):
         return
     try:
         shutil.rmtree(rel.name, dir_fd=parent, ignore_errors=True)

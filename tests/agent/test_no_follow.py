@@ -17,7 +17,8 @@ from agent import no_follow
 from agent.chunk_delivery import KEPT_MARK, is_kept, mark_kept, take_back_attempt
 from agent.errors import OutputRefused, PathEscapeError
 from agent.no_follow import MOST_LEVELS, make_folder, open_folder, take_back
-from agent.staging import CopyToSyncRoot, Fence
+from agent.staging import CopyToSyncRoot, Fence, partial_folder, remove_partial_folder
+from tests.agent.conftest import demo_assign
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
 NOBODY = 65534
@@ -282,3 +283,49 @@ def test_a_sparse_file_is_copied_as_sparse_and_no_further_than_it_was(tmp_path: 
     with target.open("rb") as read:
         read.seek(512 * 1024**2)
         assert read.read(4) == b"data"
+
+
+@needs_root
+def test_a_file_of_many_names_is_copied_once(tmp_path: Path) -> None:
+    """Break round 26f: a 1 MB frame given 2,000 names made the agent (root) write 2 GB."""
+    attempt = tmp_path / "0.1"
+    (attempt / "more").mkdir(parents=True)
+    frame = attempt / "f_0001.exr"
+    frame.write_bytes(b"frame" * 1000)
+    names = [frame, *(attempt / f"alias{n}" for n in range(20))]
+    names += [attempt / "more" / f"alias{n}" for n in range(20)]
+    for name in names[1:]:
+        os.link(frame, name)
+    for path in [attempt, attempt / "more", frame]:
+        os.chown(path, NOBODY, NOBODY)
+    user_file = os.stat(frame).st_ino
+    take_back(tmp_path, ("0.1",), NOBODY)
+    inodes = {os.stat(name).st_ino for name in names}
+    assert len(inodes) == 1, "one copy, linked under every name"
+    assert inodes != {user_file}
+    copy = os.stat(frame)
+    assert (copy.st_uid, copy.st_nlink) == (0, len(names))
+    assert frame.read_bytes() == b"frame" * 1000
+
+
+@needs_root
+def test_a_cut_short_folder_is_removed_without_copying_its_files(tmp_path: Path) -> None:
+    """Break round 26f: removing a staging-off attempt's folder after the agent's death
+    copied its 1.5 GB first; on a full disk it stayed, its files still the user's."""
+    root = tmp_path / "root"
+    assign = demo_assign([1], staging=False)
+    partial = partial_folder(root, assign.outdir, assign.job_id, assign.chunk, assign.attempt)
+    partial.mkdir(parents=True)
+    big = partial / "big"
+    with big.open("wb") as out:
+        out.truncate(64 * 1024**2)
+        out.write(b"not a hole")
+    for path in (partial, big):
+        os.chown(path, NOBODY, NOBODY)
+    copied: list[int] = []
+    real_copy = no_follow.copy_data
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(no_follow, "copy_data", lambda *args: copied.append(1) or real_copy(*args))
+        remove_partial_folder(root, assign, NOBODY)
+    assert not partial.exists()
+    assert copied == []

@@ -28,6 +28,9 @@ _FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 # A render user's folders this deep are not taken back (nor delivered): no frame needs it.
 MOST_LEVELS = 64
+# Files of several names (hard links) in one attempt's folder, each held open while it
+# is taken back: more are refused rather than copied once per name.
+MOST_SHARED = 256
 # What the render user may not keep once a file or folder is the agent's again: the
 # set-id bits (its program would run as root), and writing by group or others.
 _DROPPED_MODE = stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX | stat.S_IWGRP | stat.S_IWOTH
@@ -82,12 +85,21 @@ class _TakeBack:
         self.top = top
         self.render_uid = render_uid
         self.files = files
-        # The copy made of each file taken (its device and inode): where it is, from the
-        # top. The file's other names here link to that copy: a renderer's 2,000 names for
-        # one frame made the agent write it 2,000 times (break round 26f).
-        self.copies: dict[tuple[int, int], tuple[tuple[str, ...], str]] = {}
+        # The copy made of each file of several names (its device and inode): where it
+        # is, from the top, and the file itself, held open so that its inode number is not
+        # another file's meanwhile (break round 26g). The file's other names here link to
+        # that copy: a renderer's 2,000 names for one frame made the agent write it 2,000
+        # times (break round 26f).
+        self.copies: dict[tuple[int, int], tuple[tuple[str, ...], str, int]] = {}
 
     def run(self) -> None:
+        try:
+            self.walk()
+        finally:
+            for _, _, held in self.copies.values():
+                os.close(held)
+
+    def walk(self) -> None:
         # The open folders from the top down to the one looked into: each with where it
         # is and the names of its folders still to look into.
         _claim(self.top)
@@ -153,17 +165,24 @@ class _TakeBack:
                 return
             key = (info.st_dev, info.st_ino)
             copied = self.copies.get(key)
-            if copied is None:
-                _replace_with_copy(folder, name, fd, info)
-                self.copies[key] = (where, name)
-            else:
+            if copied is not None:
                 self.link_copy(copied, folder, name)
+                return
+            _replace_with_copy(folder, name, fd, info)
+            if info.st_nlink > 1:
+                if len(self.copies) >= MOST_SHARED:
+                    raise OutputRefused(
+                        f"over {MOST_SHARED} of its files have several names; refused"
+                    )
+                self.copies[key] = (where, name, fd)
+                fd = -1  # held till the end
         finally:
-            os.close(fd)
+            if fd >= 0:
+                os.close(fd)
 
-    def link_copy(self, copied: tuple[tuple[str, ...], str], folder: int, name: str) -> None:
+    def link_copy(self, copied: tuple[tuple[str, ...], str, int], folder: int, name: str) -> None:
         """Give ``name`` in ``folder`` the copy already made of its file."""
-        where, copy_name = copied
+        where, copy_name, _ = copied
         origin = _open_below(self.top, where)
         link_name = f".farmtui-{secrets.token_hex(6)}.link"
         try:

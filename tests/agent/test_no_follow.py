@@ -329,3 +329,19 @@ def test_a_cut_short_folder_is_removed_without_copying_its_files(tmp_path: Path)
         remove_partial_folder(root, assign, NOBODY)
     assert not partial.exists()
     assert copied == []
+
+
+@needs_root
+def test_too_many_files_of_several_names_are_refused(tmp_path: Path) -> None:
+    """Each is held open while its folder is taken back (so that its inode number is no
+    new file's meanwhile, break round 26g): at most ``MOST_SHARED`` of them."""
+    attempt = tmp_path / "0.1"
+    attempt.mkdir()
+    for number in range(no_follow.MOST_SHARED + 1):
+        frame = attempt / f"f_{number:04d}"
+        frame.write_bytes(b"x")
+        os.link(frame, attempt / f"alias_{number:04d}")
+        os.chown(frame, NOBODY, NOBODY)
+    os.chown(attempt, NOBODY, NOBODY)
+    with pytest.raises(OutputRefused, match="files have several names"):
+        take_back(tmp_path, ("0.1",), NOBODY)

@@ -26,6 +26,8 @@ from farmtui.no_follow import FOLDER_FLAGS
 # holds a lease on is given up to the agent (after /proc/sys/fs/lease-break-time at most).
 _FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+# A copy the kernel will not make this way here: the next way is tried.
+_NOT_HERE = (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP)
 # A render user's folders this deep are not taken back (nor delivered): no frame needs it.
 MOST_LEVELS = 64
 # Files of several names (hard links) in one attempt's folder, each held open while it
@@ -259,11 +261,21 @@ def copy_data(source: int, target: int, size: int) -> None:
 
 
 def _copy_range(source: int, target: int, offset: int, count: int) -> int:
-    """Copy up to ``count`` bytes at ``offset``, in the kernel where it can; how many."""
+    """Copy up to ``count`` bytes at ``offset``, in the kernel where it can; how many.
+
+    ``copy_file_range`` within one file system; across two (a node's staging and
+    an NFS sync root: EXDEV) ``sendfile``; bytes read and written, else.
+    """
     try:
         return os.copy_file_range(source, target, count, offset, offset)
     except OSError as exc:
-        if exc.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        if exc.errno not in _NOT_HERE:
+            raise
+    os.lseek(target, offset, os.SEEK_SET)
+    try:
+        return os.sendfile(target, source, offset, count)
+    except OSError as exc:
+        if exc.errno not in _NOT_HERE:
             raise
     data = os.pread(source, min(count, 1024 * 1024), offset)
     written = 0

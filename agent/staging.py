@@ -35,7 +35,7 @@ from urllib.parse import quote
 import httpx
 
 from agent.errors import ChunkSetupError, FenceError, OutputRefused, PathEscapeError
-from agent.no_follow import open_folder, take_back
+from agent.no_follow import copy_data, open_folder, take_back
 from farmtui.frames import frame_path
 from farmtui.protocol import ROOT_ID_FILE, AssignChunk, leader_owned
 
@@ -326,21 +326,6 @@ def _check_rendered(source: Path, info: os.stat_result, owner: int | None) -> No
         )
 
 
-def copy_contents(source: BinaryIO, target: BinaryIO) -> None:
-    """All of ``source`` into ``target``, in the kernel where it can (as shutil.copyfile)."""
-    block = min(max(os.fstat(source.fileno()).st_size, 2**23), 2**30)
-    try:
-        while os.sendfile(target.fileno(), source.fileno(), None, block):
-            pass
-        return
-    except OSError as exc:
-        if exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-            raise
-    # Both offsets moved together: go on from where the kernel stopped.
-    while data := source.read(1024 * 1024):
-        target.write(data)
-
-
 class Delivery(Protocol):
     """Puts a finished chunk's staged files where the leader sees them."""
 
@@ -371,9 +356,11 @@ def _land_copy(folder: int, name: str, rendered: BinaryIO, fence: Fence) -> None
     temporary = f".{name}.farmtui-{uuid.uuid4().hex[:8]}.tmp"
     made = os.open(temporary, _NEW_FILE, 0o666, dir_fd=folder)
     try:
-        with os.fdopen(made, "wb", buffering=0) as copy:
-            copy_contents(rendered, copy)
-            landed = os.fstat(copy.fileno())
+        try:
+            copy_data(rendered.fileno(), made, os.fstat(rendered.fileno()).st_size)
+            landed = os.fstat(made)
+        finally:
+            os.close(made)
         fence.check()
         os.replace(temporary, name, src_dir_fd=folder, dst_dir_fd=folder)
     except BaseException:

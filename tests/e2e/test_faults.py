@@ -672,13 +672,13 @@ def test_a_chunk_waiting_on_a_frozen_node_never_starts_after_it_moved(
     farm = make_farm(NODE_TOML)
     farm.start_leader()
     farm.start_agents("node1", slots=1)
-    frames = range(1, 9)
-    job = farm.submit(farm.tally_argv(3.0), "--name", "held", "--frames", "1-8", "--chunk", "1")
+    frames = range(1, 5)
+    job = farm.submit(farm.tally_argv(3.0), "--name", "held", "--frames", "1-4", "--chunk", "1")
     # Alone, node1 is handed its first chunk ahead with the one that starts as its first
     # ends: frozen now, that render has most of its 3 s to go when the lease runs out.
     wait_until(lambda: waits_for_a_slot(farm, "node1"), 30.0, "a chunk waiting on node1")
     frozen = farm.freeze("node1")
-    farm.start_agents("node2", slots=1)
+    farm.start_agents("node2", slots=2)
     wait_until(lambda: farm.node_states().get("node1") == "offline", 30.0, "node1 declared lost")
     assert time.time() - frozen >= NODE_TIMEOUT - 0.5
     farm.thaw("node1")
@@ -709,7 +709,7 @@ def test_a_job_of_a_higher_priority_takes_back_what_waits_ahead_each_frame_once(
     farm = make_farm("")
     farm.start_leader()
     farm.start_agents("node1", slots=1)
-    short = farm.submit(farm.tally_argv(3.0), "--name", "short", "--frames", "1-5", "--chunk", "1")
+    short = farm.submit(farm.tally_argv(3.0), "--name", "short", "--frames", "1-4", "--chunk", "1")
     wait_until(lambda: waits_for_a_slot(farm, "node1"), 60.0, "a chunk waiting for the slot")
     # Right after a render starts: its 3 s leave the leader's tick (1 s) time to ask.
     started = len(farm.tally.all_runs())
@@ -724,7 +724,7 @@ def test_a_job_of_a_higher_priority_takes_back_what_waits_ahead_each_frame_once(
     assert after[0] == 101, f"renders started after the urgent submit: {after}"
     detail = farm.wait_job(short, "done", timeout=90.0)
     detail = farm.show_cli(short)
-    assert_kept_promises(farm, detail, range(1, 6))
+    assert_kept_promises(farm, detail, range(1, 5))
     outcomes = [a["outcome"] for c in render_chunks(detail) for a in c["attempts"]]
     assert "killed" in outcomes, attempt_summary(detail)  # the one taken back
 
@@ -780,7 +780,7 @@ def test_links_flooding_large_frames_never_make_a_healthy_node_lost(
     farm = make_farm(NODE_TOML)
     farm.start_leader()
     farm.start_agents("node1", slots=2, extra=["--tags", "render"])
-    frames = range(1, 31)
+    frames = range(1, 13)
     job = farm.submit(
         farm.tally_argv(0.2),
         "--name", "flooded", "--frames", f"{frames[0]}-{frames[-1]}", "--chunk", "1",

@@ -48,6 +48,11 @@ def cpu_seconds(pid: int, *, reaped: bool = False) -> float:
     return own + times.children_user + times.children_system if reaped else own
 
 
+def system_seconds(pid: int) -> float:
+    """System (kernel) time alone of ``pid``: how much of its CPU its system calls take."""
+    return float(psutil.Process(pid).cpu_times().system)
+
+
 def machine() -> tuple[float, float]:
     """(busy, total) CPU seconds of all CPUs; idle and iowait are not busy."""
     times = psutil.cpu_times()
@@ -85,12 +90,13 @@ def measure(commands: int, runs: int) -> list[dict[str, Any]]:
                 create_us = scale.disk_ready(farm.folder)
                 xargs_s = scale.run_xargs(commands)
 
-                def sample() -> tuple[float, float, float, tuple[float, float]]:
+                def sample() -> tuple[float, float, float, tuple[float, float], float]:
                     return (
                         cpu_seconds(agent.process.pid),
                         cpu_seconds(farm.pid),
                         sum(cpu_seconds(z, reaped=True) for z in zygotes),
                         machine(),
+                        system_seconds(agent.process.pid),
                     )
 
                 wait_childless(zygotes)
@@ -102,9 +108,11 @@ def measure(commands: int, runs: int) -> list[dict[str, Any]]:
                 busy = (after[3][0] - before[3][0]) / max(after[3][1] - before[3][1], 1e-9)
                 spent = zip(before[:3], after[:3], strict=True)
                 per_chunk = [1000 * (b - a) / commands for a, b in spent]
+                agent_system_ms = 1000 * (after[4] - before[4]) / commands
                 record.update(
                     xargs_rate=commands / xargs_s,
                     agent_ms=per_chunk[0],
+                    agent_system_ms=agent_system_ms,
                     leader_ms=per_chunk[1],
                     shims_ms=per_chunk[2],
                     machine_busy=busy,
@@ -114,7 +122,8 @@ def measure(commands: int, runs: int) -> list[dict[str, Any]]:
                 print(
                     f"run {run}: farm {record['rate']:.0f}/s,"
                     f" xargs -P2 {record['xargs_rate']:.0f}/s;"
-                    f" ms of CPU a chunk: agent {per_chunk[0]:.2f}, leader {per_chunk[1]:.2f},"
+                    f" ms of CPU a chunk: agent {per_chunk[0]:.2f} ({agent_system_ms:.2f} in the kernel),"
+                    f" leader {per_chunk[1]:.2f},"
                     f" zygote+shims+renderers {per_chunk[2]:.2f}; machine {100 * busy:.0f}% busy;"
                     f" a new file {create_us:.0f} µs",
                     flush=True,
@@ -129,7 +138,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "results" / "true_cpu.json")
     args = parser.parse_args()
     records = measure(args.commands, args.runs)
-    keys = ("rate", "xargs_rate", "agent_ms", "leader_ms", "shims_ms", "machine_busy")
+    keys = (
+        "rate",
+        "xargs_rate",
+        "agent_ms",
+        "agent_system_ms",
+        "leader_ms",
+        "shims_ms",
+        "machine_busy",
+    )
     medians = {k: statistics.median(r[k] for r in records) for k in keys}
     print("medians: " + ", ".join(f"{k} {v:.2f}" for k, v in medians.items()))
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -5,8 +5,9 @@ slots, against ``xargs -P2``. Its rate alone does not say which process
 bounds it. This runs the same farm and, around each job (submit to finish,
 the leader's clock), reads the CPU time (user + system) of:
 
-- the agent's process;
-- the leader's process (all its threads);
+- the agent's process (all its threads; its kernel time also alone);
+- the leader's process (all its threads) and its log writer's process
+  (``server/log_process.py``, a child of the leader that writes the chunk logs);
 - the agent's shim zygote with what it reaped: its shims, and through them
   the renderers (a shim serves a job's chunks and exits ``IDLE_FOR`` seconds
   after the last, when its time is added to its zygote's: so each job is
@@ -60,6 +61,11 @@ def machine() -> tuple[float, float]:
     return total - times.idle - times.iowait, total
 
 
+def children_seconds(parent: int) -> float:
+    """CPU time of ``parent``'s children alive now (the leader's: its log writer's process)."""
+    return sum(cpu_seconds(child.pid) for child in psutil.Process(parent).children())
+
+
 def zygotes_of(parent: int) -> list[int]:
     return [
         child.pid
@@ -93,7 +99,7 @@ def measure(commands: int, runs: int) -> list[dict[str, Any]]:
                 def sample() -> tuple[float, float, float, tuple[float, float], float]:
                     return (
                         cpu_seconds(agent.process.pid),
-                        cpu_seconds(farm.pid),
+                        cpu_seconds(farm.pid) + children_seconds(farm.pid),
                         sum(cpu_seconds(z, reaped=True) for z in zygotes),
                         machine(),
                         system_seconds(agent.process.pid),

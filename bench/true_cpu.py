@@ -128,7 +128,8 @@ def measure(commands: int, runs: int) -> list[dict[str, Any]]:
                 print(
                     f"run {run}: farm {record['rate']:.0f}/s,"
                     f" xargs -P2 {record['xargs_rate']:.0f}/s;"
-                    f" ms of CPU a chunk: agent {per_chunk[0]:.2f} ({agent_system_ms:.2f} in the kernel),"
+                    f" ms of CPU a chunk: agent {per_chunk[0]:.2f}"
+                    f" ({agent_system_ms:.2f} in the kernel),"
                     f" leader {per_chunk[1]:.2f},"
                     f" zygote+shims+renderers {per_chunk[2]:.2f}; machine {100 * busy:.0f}% busy;"
                     f" a new file {create_us:.0f} µs",

@@ -21,6 +21,7 @@ from tests.helpers.farm import run_farm
         (["--frames", "1-x"], "--frames: malformed frame list '1-x'"),
         (["--frames", "1,,2"], "--frames: malformed frame list '1,,2'"),
         (["--frames", "1,"], "--frames: malformed frame list '1,'"),
+        (["--frames", "1-99999999999999999999"], "has a frame beyond ±999,999,999"),
         (["--frames", "1-10", "--chunk", "0"], "--chunk: 0 is out of range"),
         (["--priority", "101"], "--priority: 101 is out of range (0-100)"),
         (["--timeout-max", "5x"], "--timeout-max: bad duration '5x'"),

@@ -189,7 +189,11 @@ def test_bad_input_gives_one_line_errors_and_changes_nothing(
         answer = http.post("/api/jobs", json=spec)
         assert answer.status_code == 400
         assert "escapes the sync root" in answer.json()["error"]
-        for frames, error in (("1-x", "malformed frame list"), ("1-100000000", "too many")):
+        for frames, error in (
+            ("1-x", "malformed frame list"),
+            ("1-100000000", "too many"),
+            ("1-99999999999999999999", "beyond ±999,999,999"),  # a 500 before: an overflow
+        ):
             answer = http.post("/api/jobs", json={"frames": frames, "argv": ["true"]})
             assert answer.status_code == 400
             assert error in answer.json()["error"]

@@ -81,9 +81,33 @@ def test_the_fast_reading_of_common_frame_lists_is_fileseqs(text: str) -> None:
     assert parse_frames(text) == expected
 
 
-def test_a_frame_list_far_too_long_is_refused_before_it_is_expanded() -> None:
+@pytest.mark.parametrize("text", ["1-999999999,5", "1-5000000y2", "1-2,-999999999-999999999:7"])
+def test_a_frame_list_far_too_long_is_refused_before_it_is_expanded(text: str) -> None:
     with pytest.raises(FrameListError, match="too many frames"):
-        parse_frames("1-1000000000000,5")
+        parse_frames(text)
+
+
+@given(
+    st.integers(-40, 40),
+    st.integers(-40, 40),
+    st.integers(1, 90),
+    st.sampled_from(["", "3,"]),
+)
+def test_staggered_lists_read_as_fileseq_reads_them(
+    first: int, last: int, step: int, before: str
+) -> None:
+    """``1-10:3``: every third frame, then every second, then the rest (a step past the
+    span is read as the span, in a walk of bounded length: the same frames, in order)."""
+    text = f"{before}{first}-{last}:{step}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = [int(frame) for frame in FrameSet(text)]
+    assert parse_frames(text) == expected
+
+
+def test_a_staggered_step_of_twenty_digits_is_read_as_its_span() -> None:
+    """fileseq walks every step from the one written down to 1: this one for good."""
+    assert parse_frames("1-10:99999999999999999999") == parse_frames("1-10:9")
 
 
 def test_a_million_frames_are_read_and_one_more_is_refused() -> None:
@@ -96,7 +120,19 @@ def test_a_million_frames_are_read_and_one_more_is_refused() -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["1,1000000000", "-" + "9" * 400, "1-2000000000x1000000000", "1-3y2,2000000000"]
+    "text",
+    [
+        "1,1000000000",
+        "-" + "9" * 400,
+        "1-2000000000x1000000000",
+        "1-3y2,2000000000",
+        # Spans of twenty digits: counted before they are checked, they overflowed.
+        "1-99999999999999999999",
+        "99999999999999999999-1",
+        "1,1-99999999999999999999x7",
+        "1-99999999999999999999y3",
+        "-99999999999999999999-1:2",
+    ],
 )
 def test_frame_numbers_past_a_billion_are_refused(text: str) -> None:
     with pytest.raises(FrameListError, match="has a frame beyond ±999,999,999"):

@@ -381,7 +381,14 @@ def _console(farm: LocalFarm, client: FarmClient) -> int:
         say("the console is not available here; showing a plain job table (Ctrl-C to stop)")
         watch_table(farm, client, clear=sys.stdout.isatty())
         return 0
-    run_console(farm.url, farm.admin_token(), local_farm=True)
+    if run_console(farm.url, farm.admin_token(), local_farm=True) == 0:
+        return 0
+    # A console that died is no operator's quit: the farm's renders go on.
+    say(
+        "the console stopped on an error (above); the farm goes on: `farm console` "
+        "opens it again, Ctrl-C stops the farm"
+    )
+    watch_table(farm, client, clear=False)
     return 0
 
 

@@ -203,8 +203,7 @@ def cmd_console(args: argparse.Namespace) -> int:
             from farmtui.console.app import run_console
     except ImportError as exc:
         raise FarmError(f"the console is not available ({exc})") from None
-    run_console(conn.leader, conn.token, ca=conn.ca)
-    return 0
+    return run_console(conn.leader, conn.token, ca=conn.ca)  # 1: it stopped on an error
 
 
 def cmd_up(args: argparse.Namespace) -> int:

@@ -9,10 +9,12 @@ from typing import ClassVar
 
 from textual import events
 from textual.app import App
+from textual.command import CommandPalette
 from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.widgets import Input
 
+from farmtui.console.command_palette import DismissedOnce
 from farmtui.console.commands import FarmCommands
 from farmtui.console.confirmations import quit_farm_confirmation
 from farmtui.console.keymap import load_keymap
@@ -68,6 +70,11 @@ class FarmConsole(App[None]):
         if settings is None:
             settings, self._settings_problems = load_settings()
         self.settings = settings
+
+    def action_command_palette(self) -> None:
+        """Textual's palette, guarded against a second dismissal (``command_palette``)."""
+        if self.use_command_palette and not isinstance(self.screen, CommandPalette):
+            self.push_screen(DismissedOnce(id="--command-palette"))
 
     def get_default_screen(self) -> Screen[None]:
         return MainScreen(
@@ -160,12 +167,13 @@ class FarmConsole(App[None]):
         self.push_screen(ConfirmScreen(confirmation), answered)
 
 
-def run_console(
-    leader: str, token: str, *, local_farm: bool = False, ca: str | None = None
-) -> None:
-    """Run the console full-screen against ``leader`` (``http://host:port``) until quit.
+def run_console(leader: str, token: str, *, local_farm: bool = False, ca: str | None = None) -> int:
+    """Run the console full-screen against ``leader`` (``http://host:port``) until quit:
+    0 when quit, 1 when it stopped on an error (Textual has printed it).
 
     ``local_farm``: started by ``farm up``; ``ca``: the CA file of an https leader
     (``--ca``; see ``FarmConsole``).
     """
-    FarmConsole(leader, token, local_farm=local_farm, ca=ca).run()
+    app = FarmConsole(leader, token, local_farm=local_farm, ca=ca)
+    app.run()
+    return app.return_code or 0

@@ -287,3 +287,35 @@ def test_token_commands_check_their_arguments_before_calling(
     port, server = listening_port
     argv = ["token", *args, "--leader", f"http://127.0.0.1:{port}", "--token", "t"]
     assert message in refused_locally(argv, server, capsys)
+
+
+def test_farm_up_keeps_the_farm_when_its_console_stops_on_an_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A console that died (Textual printed its error, exit code 1) is no quit: before,
+    ``farm up`` took it for ``ctrl+q`` and stopped the farm, renders and all, exit 0."""
+    import farmtui.console.app
+    from farmtui import localfarm
+
+    watched: list[bool] = []
+
+    def watch_table(farm: object, client: object, clear: bool) -> None:
+        watched.append(clear)
+        raise KeyboardInterrupt  # the operator's Ctrl-C, which run_up turns into 130
+
+    monkeypatch.setattr(farmtui.console.app, "run_console", lambda *a, **k: 1)
+    monkeypatch.setattr(localfarm, "watch_table", watch_table)
+
+    class Farm:
+        url = "http://127.0.0.1:1"
+
+        def admin_token(self) -> str:
+            return "t"
+
+    with pytest.raises(KeyboardInterrupt):
+        localfarm._console(Farm(), object())  # type: ignore[arg-type]
+    assert watched == [False]
+    assert "the farm goes on" in capsys.readouterr().out
+    monkeypatch.setattr(farmtui.console.app, "run_console", lambda *a, **k: 0)
+    assert localfarm._console(Farm(), object()) == 0  # type: ignore[arg-type]
+    assert watched == [False]  # a quit: nothing more to watch

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from textual import events
 from textual.command import CommandPalette
 
 from farmtui.console.actions import CHUNK_ACTIONS, JOB_ACTIONS
@@ -109,3 +110,30 @@ def test_console_never_imports_server_or_agent() -> None:
 def test_protocol_does_not_pull_textual() -> None:
     assert "textual" not in _modules("import farmtui.protocol")
     assert "textual" not in _modules("import farmtui.console.state")
+
+
+async def test_enter_pressed_twice_in_the_palette_leaves_the_console_running(
+    farm: RealFarm,
+) -> None:
+    """Textual dismissed its palette once per Enter: the second popped the main screen
+    and the console (under ``farm up``, the farm with it) died with ScreenStackError."""
+    job = farm.submit("shot_010")
+    app = farm.app()
+    async with app.run_test(size=(100, 40)) as pilot:
+        await synced(pilot, app, job.id)
+        for after in ("enter", "escape"):
+            await pilot.press("ctrl+p")
+            await wait_for(pilot, lambda: isinstance(app.screen, CommandPalette))
+            await pilot.press(*"jobs: hold")
+            await wait_for(pilot, lambda: "Jobs: Hold" in screen_text(app))
+            # Both keys read at once, as a terminal hands over a burst of typing.
+            assert app._driver is not None
+            for key, char in (("enter", "\r"), (after, "\r" if after == "enter" else "\x1b")):
+                event = events.Key(key, char)
+                event.set_sender(app)
+                app._driver.send_message(event)
+            await wait_for(pilot, lambda: isinstance(app.screen, MainScreen))
+            await pilot.pause()
+            assert app.is_running
+            assert isinstance(app.screen, MainScreen)
+        await wait_for(pilot, lambda: farm.client.show(job.id).job.state == "holding")

@@ -48,9 +48,9 @@ async def test_slash_searches_the_monitor_log_and_esc_clears(leader: ScriptedLea
         await wait_for(pilot, lambda: "node-c disabled" in monitor(app), what="back-fill")
         await pilot.press("slash")
         await pilot.press(*"node-b")
-        await pilot.pause()
+        # Applied once the typing stops (each keystroke redrew the log before).
+        await wait_for(pilot, lambda: "node-c disabled" not in monitor(app), what="search")
         assert FAILED_J3 in monitor(app)
-        assert "node-c disabled" not in monitor(app)
         assert "node-c disabled" not in screen_text(app)
         await pilot.press("enter")  # keeps the search
         assert "node-c disabled" not in monitor(app)
@@ -99,3 +99,49 @@ async def test_events_tab_loads_the_jobs_log_and_appends_live(leader: ScriptedLe
         await wait_for(
             pilot, lambda: "retry on chunks 3" in screen_text(app), within=10.0, what="painted"
         )
+
+
+async def test_events_that_arrived_while_the_log_was_hidden_are_added_not_redrawn(
+    leader: ScriptedLeader,
+) -> None:
+    """A view switch redrew all 5,000 kept events: under a flood of events a key took
+    seconds (break round 27a). Now only what arrived while hidden is written, wrapped
+    at the width the log has once shown."""
+    app = make_app(leader)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await synced(pilot, app)
+        await pilot.press("3")
+        await wait_for(pilot, lambda: "node-c disabled" in monitor(app), what="back-fill")
+        panel = app.screen.query_one(LogsPanel)
+        redraws: list[int] = []
+        panel.rewrite_monitor = lambda: redraws.append(1)  # type: ignore[method-assign]
+        await pilot.press("1")  # the jobs view: at 80 columns the log is hidden
+        for number in range(30):
+            leader.event("info", f"flood line {number}")
+        await wait_for(pilot, lambda: any("flood line 29" in e.text for e in app.state.events))
+        await pilot.pause()
+        assert "flood line 0" not in monitor(app)  # held: a hidden log has no width to wrap at
+        await pilot.press("3")
+        await wait_for(pilot, lambda: "flood line 29" in monitor(app), what="caught up")
+        assert all(f"flood line {n}\n" in monitor(app) + "\n" for n in range(30))
+        assert redraws == []
+
+
+async def test_a_redraw_shows_the_latest_matching_events_and_says_how_many_are_older(
+    leader: ScriptedLeader,
+) -> None:
+    from farmtui.console.widgets.logs_panel import REWRITTEN
+
+    app = make_app(leader)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await synced(pilot, app)
+        await pilot.press("3")
+        for number in range(REWRITTEN + 200):
+            app.state.log("info", f"kept line {number}")
+        panel = app.screen.query_one(LogsPanel)
+        panel.rewrite_monitor()
+        await pilot.pause()
+        lines = monitor(app)
+        assert f"kept line {REWRITTEN + 199}" in lines
+        assert "kept line 199\n" not in lines
+        assert "older matching event(s) not shown" in lines.splitlines()[0]

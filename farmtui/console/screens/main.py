@@ -144,8 +144,6 @@ class MainScreen(LinkPainting, Filtering, Triage, ScreenParts):
         self._waiting_shown = False
         self._last_repaint = float("-inf")
         self._repaint_cost = 0.0
-        # The Monitor Log is not written while another view hides it; redrawn when shown.
-        self._monitor_behind = False
         # Toasts are paced too (``_announce``): notices waiting for the next one.
         self._notices: list[Notice] = []
         self._notice_timer: Later | None = None
@@ -203,7 +201,6 @@ class MainScreen(LinkPainting, Filtering, Triage, ScreenParts):
         self.view = view
         if view != "jobs":
             self.side_view = view
-        self._catch_up_monitor()
         for side in SIDE_VIEWS:
             self.set_class(side == self.side_view, f"-side-{side}")
         self.set_class(view == "jobs", "-view-jobs")

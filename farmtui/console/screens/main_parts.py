@@ -76,7 +76,6 @@ class ScreenParts(Screen[None]):
     _waiting_shown: bool
     _last_repaint: float
     _repaint_cost: float
-    _monitor_behind: bool
     _notices: list[Notice]
     _notice_timer: Later | None
 
@@ -86,9 +85,6 @@ class ScreenParts(Screen[None]):
         raise NotImplementedError
 
     def _update_status(self) -> None:  # LinkPainting
-        raise NotImplementedError
-
-    def _catch_up_monitor(self) -> None:  # LinkPainting
         raise NotImplementedError
 
     @property

@@ -6,8 +6,6 @@ from __future__ import annotations
 import time
 from urllib.parse import urlsplit
 
-from textual import events
-
 from farmtui.console import heap
 from farmtui.console.later import later
 from farmtui.console.link import LinkBatch, LinkProblem, LinkStatus
@@ -123,11 +121,8 @@ class LinkPainting(ScreenParts):
             self.logs.task_pane.task_output(output)
         for node_log in change.node_logs:
             self.logs.node_log(node_log)
-        if not self._monitor_visible():
-            self._monitor_behind = self._monitor_behind or bool(
-                change.events or change.events_backfilled
-            )
-        elif change.events_backfilled:
+        # A hidden Monitor Log holds the lines (``PaneLog``) till it has a width again.
+        if change.events_backfilled:
             self.logs.rewrite_monitor()
         elif change.events:
             self.logs.add_events(change.events)
@@ -227,20 +222,6 @@ class LinkPainting(ScreenParts):
         self.jobs.set_rows(self.job_list.rows(self.state))
         if self.jobs.cursor_key is not None and self.state.watched is None:
             self._schedule_watch(self.jobs.cursor_key)
-
-    def _monitor_visible(self) -> bool:
-        """Whether the Logs pane is on screen: its own view, or beside the others at 200 columns."""
-        return self.side_view == "logs" or self.has_class("-xwide")
-
-    def _catch_up_monitor(self) -> None:
-        """Redraw the Monitor Log if events arrived while it was hidden."""
-        if self._monitor_behind and self._monitor_visible():
-            self._monitor_behind = False
-            self.logs.rewrite_monitor()
-
-    def on_resize(self, _: events.Resize) -> None:
-        # Widened to 200 columns, the Logs pane comes into view beside the others.
-        self.call_after_refresh(self._catch_up_monitor)
 
     def _update_status(self) -> None:
         rows = self.jobs.rows

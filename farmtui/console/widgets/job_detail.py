@@ -19,7 +19,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
 from textual.message import Message
-from textual.widgets import ProgressBar, RichLog, Static, TabbedContent, TabPane
+from textual.widgets import ProgressBar, Static, TabbedContent, TabPane
 
 from farmtui.console import fmt
 from farmtui.console.later import later
@@ -28,6 +28,7 @@ from farmtui.console.widgets.chunk_table import AttemptHistory, ChunkTable
 from farmtui.console.widgets.event_line import event_line
 from farmtui.console.widgets.frame_grid import FrameGrid, FrameLegend
 from farmtui.console.widgets.line_table import LineTable
+from farmtui.console.widgets.pane_log import PaneLog
 from farmtui.printable import printable
 from farmtui.protocol import EventView, JobView
 from farmtui.reasons import clock, reason_line
@@ -146,7 +147,7 @@ class JobDetailPanel(Vertical):
             with TabPane("Settings", id="tab-settings"), VerticalScroll(id="settings-scroll"):
                 yield Static("", id="detail-settings")
             with TabPane("Events", id="tab-events"):
-                yield RichLog(id="job-events", max_lines=5000, wrap=True, markup=False)
+                yield PaneLog(id="job-events", max_lines=5000)
 
     def action_next_tab(self) -> None:
         """Cycle the inner tabs and focus what is in the new one."""
@@ -186,7 +187,7 @@ class JobDetailPanel(Vertical):
         self.show_history()
         self.show_job()
         self._events_asked = self._events_of = None
-        self.query_one("#job-events", RichLog).clear()
+        self.query_one("#job-events", PaneLog).clear()
         self._fetch_events()
 
     # -- the Events tab ----------------------------------------------------------------
@@ -210,25 +211,23 @@ class JobDetailPanel(Vertical):
         if watched is None or watched.job_id != job_id:
             return
         self._events_of = job_id
-        log = self.query_one("#job-events", RichLog)
+        log = self.query_one("#job-events", PaneLog)
         log.clear()
-        for event in events:
-            log.write(event_line(event, self.state))
-        if not events:
-            log.write(Text("No events recorded for this job yet.", style="dim"))
+        log.write_lines(
+            [event_line(event, self.state) for event in events]
+            or [Text("No events recorded for this job yet.", style="dim")]
+        )
 
     def add_events(self, events: list[EventView]) -> None:
         """Live events: those of the job shown are appended to its loaded log."""
         if self._events_of is None:
             return
-        log = self.query_one("#job-events", RichLog)
-        for event in events:
-            if event.job_id == self._events_of:
-                log.write(event_line(event, self.state))
+        lines = [event_line(e, self.state) for e in events if e.job_id == self._events_of]
+        self.query_one("#job-events", PaneLog).write_lines(lines)
 
     def event_lines(self) -> list[str]:
         """The Events tab's lines as plain text (for tests and copy)."""
-        return [strip.text for strip in self.query_one("#job-events", RichLog).lines]
+        return [strip.text for strip in self.query_one("#job-events", PaneLog).lines]
 
     def show_history(self) -> None:
         """Show the attempts of the chunk under the chunk table's cursor."""

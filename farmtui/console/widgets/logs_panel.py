@@ -22,9 +22,11 @@ and lets ESC through to the terminal.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
+from rich.text import Text
 from textual import on
 from textual.actions import SkipAction
 from textual.app import ComposeResult
@@ -32,13 +34,22 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.timer import Timer
-from textual.widgets import ContentSwitcher, Input, Log, RichLog, Select
+from textual.widgets import ContentSwitcher, Input, Log, Select
 
 from farmtui.console import fmt
 from farmtui.console.state import ConsoleState
 from farmtui.console.widgets.event_line import event_line, event_matches
+from farmtui.console.widgets.pane_log import PaneLog
 from farmtui.console.widgets.task_output import OutputSource, TaskOutputPane
 from farmtui.protocol import EventView, NodeLog
+
+# A rewrite of the Monitor Log (a new level or search, a back-fill) shows this many of
+# the latest matching events: Rich wraps each line it is given, ~0.2 ms a line here, and
+# a rewrite of all 5,000 kept held a console under a flood of events for seconds at
+# every keystroke of a search (break round 27a). Events that arrive later are added.
+REWRITTEN = 1000
+# A search is applied this long after its last keystroke, not at each.
+SEARCH_SETTLES = 0.2
 
 Source = Literal["monitor", "peer", "task"]
 LevelFilter = Literal["all", "info", "warn", "error"]
@@ -73,6 +84,7 @@ class LogsPanel(Vertical):
         self.search = ""
         self._peer_lines: list[str] = []
         self._peer_timer: Timer | None = None
+        self._search_timer: Timer | None = None
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="logs-bar"):
@@ -93,7 +105,7 @@ class LogsPanel(Vertical):
             yield Select[str]([], prompt="pick a node", compact=True, id="logs-node")
             yield Input(placeholder="search: Enter keeps, Esc clears", id="logs-search")
         with ContentSwitcher(initial="monitor-log", id="logs-switch"):
-            yield RichLog(id="monitor-log", max_lines=5000, wrap=True, markup=False)
+            yield PaneLog(id="monitor-log", max_lines=5000, max_held=REWRITTEN)
             yield Log(id="peer-log", max_lines=5000)
             yield TaskOutputPane(self.state, id="task-pane")
 
@@ -149,26 +161,42 @@ class LogsPanel(Vertical):
         return event_matches(event, self.state, self.search)
 
     def rewrite_monitor(self) -> None:
-        """Redraw the monitor log under the current level filter and search."""
-        log = self.query_one("#monitor-log", RichLog)
+        """Redraw the monitor log under the current level filter and search: the latest
+        ``REWRITTEN`` matching events, with a line saying how many older ones match."""
+        log = self.query_one("#monitor-log", PaneLog)
         log.clear()
-        shown = 0
-        for event in self.state.events:
+        wanted: list[EventView] = []
+        older = 0
+        for event in reversed(self.state.events):
             if self._wanted(event):
-                log.write(event_line(event, self.state, self.search))
-                shown += 1
+                if len(wanted) < REWRITTEN:
+                    wanted.append(event)
+                else:
+                    older += 1
+        wanted.reverse()
+        if older:
+            log.write_lines(
+                [
+                    Text(
+                        f"… {older} older matching event(s) not shown: narrow the level or search",
+                        style="dim",
+                    )
+                ]
+            )
+        self._write(wanted)
         field = self.query_one("#logs-search", Input)
-        field.set_class(bool(self.search) and not shown, "-empty")
+        field.set_class(bool(self.search) and not wanted, "-empty")
 
-    def add_events(self, events: list[EventView]) -> None:
-        log = self.query_one("#monitor-log", RichLog)
-        for event in events:
-            if self._wanted(event):
-                log.write(event_line(event, self.state, self.search))
+    def add_events(self, events: Iterable[EventView]) -> None:
+        self._write([event for event in events if self._wanted(event)])
+
+    def _write(self, events: list[EventView]) -> None:
+        lines = [event_line(event, self.state, self.search) for event in events]
+        self.query_one("#monitor-log", PaneLog).write_lines(lines)
 
     def monitor_lines(self) -> list[str]:
         """The monitor log's lines as plain text, wrapped as shown (for tests and copy)."""
-        return [strip.text for strip in self.query_one("#monitor-log", RichLog).lines]
+        return [strip.text for strip in self.query_one("#monitor-log", PaneLog).lines]
 
     # -- search ------------------------------------------------------------------
 
@@ -184,12 +212,23 @@ class LogsPanel(Vertical):
     @on(Input.Changed, "#logs-search")
     def _search_changed(self, event: Input.Changed) -> None:
         event.stop()
-        self.search = event.value.strip()
-        self.rewrite_monitor()
+        if self._search_timer is not None:
+            self._search_timer.stop()
+        self._search_timer = self.set_timer(SEARCH_SETTLES, self._apply_search)
+
+    def _apply_search(self) -> None:
+        self._search_timer = None
+        search = self.query_one("#logs-search", Input).value.strip()
+        if search != self.search:
+            self.search = search
+            self.rewrite_monitor()
 
     @on(Input.Submitted, "#logs-search")
     def _search_submitted(self, event: Input.Submitted) -> None:
         event.stop()
+        if self._search_timer is not None:
+            self._search_timer.stop()
+        self._apply_search()  # Enter: at once
         if not self.search:
             event.input.display = False
         self.query_one("#monitor-log").focus()

@@ -258,6 +258,15 @@ def frames_line(detail: JobDetail) -> str:
     return line if detail.frame_runs_complete else line + "  (and more, too ragged to list)"
 
 
+def slots_cell(node: NodeView) -> str:
+    """``used/slots``, and ``+N`` for the chunks held ahead of a free slot (a node given
+    short chunks holds a few beyond its slots, each starting as a slot frees): ``4/4+2``.
+    Before, those counted as rendering: ``6/4``."""
+    held = len(node.running)
+    ahead = max(held - node.slots, 0)
+    return f"{held - ahead}/{node.slots}" + (f"+{ahead}" if ahead else "")
+
+
 def nodes_table(nodes: Sequence[NodeView]) -> str:
     if not nodes:
         return "no nodes (start one with `farm agent --leader URL --token-file F`)"
@@ -266,7 +275,7 @@ def nodes_table(nodes: Sequence[NodeView]) -> str:
         [
             node.name,
             node.state,
-            f"{len(node.running)}/{node.slots}",
+            slots_cell(node),
             gpus_cell(node),
             # An offline node's last readings are old news: not shown as if current.
             f"{node.cpu_percent:.0f}%" if node.state != "offline" else "-",

@@ -69,3 +69,16 @@ def test_job_summary_and_detail_lines_stay_one_line_each() -> None:
     assert r"renderer  blender  scene /proj/\x1b]0;t\x07.blend" in lines
     assert r"output    out/\n####.png" in lines
     assert any(line.split()[:4] == ["0", "1", "queued", r"n\x1b[2J"] for line in lines)
+
+
+def test_chunks_held_ahead_of_a_slot_are_not_counted_as_rendering() -> None:
+    """A node of 4 slots holding 8 short chunks showed 8/4 (break round 27a)."""
+    from farmtui.protocol import ChunkRef, NodeView
+    from farmtui.tables import nodes_table, slots_cell
+
+    def node(held: int) -> NodeView:
+        refs = [ChunkRef(job_id="j", chunk=n, attempt=1) for n in range(held)]
+        return NodeView(name="n1", state="online", slots=4, running=refs)
+
+    assert [slots_cell(node(n)) for n in (0, 3, 4, 8)] == ["0/4", "3/4", "4/4", "4/4+4"]
+    assert "4/4+4" in nodes_table([node(8)])

@@ -272,7 +272,8 @@ class JobDetailPanel(Vertical):
             Text(
                 f"{stats.frames_done}/{stats.frames_total} frames · "
                 f"chunks {stats.chunks_done}/{stats.chunks_total} done, "
-                f"{stats.chunks_running} run, {stats.chunks_failed} fail · "
+                # Assigned: rendering, or held on a node ahead of a free slot.
+                f"{stats.chunks_running} on nodes, {stats.chunks_failed} fail · "
                 f"ETR {fmt.duration(stats.etr)}",
                 no_wrap=True,
                 overflow="ellipsis",

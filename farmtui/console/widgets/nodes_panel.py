@@ -22,6 +22,7 @@ from farmtui.console import fmt
 from farmtui.console.state import ConsoleState
 from farmtui.console.widgets.line_table import Cell, Column, LineTable
 from farmtui.protocol import NodeView
+from farmtui.tables import slots_cell
 
 NODE_STATE_STYLES = {
     "online": Style(color="bright_green"),
@@ -46,7 +47,7 @@ class NodesPanel(LineTable):
     COLUMNS: ClassVar[tuple[Column, ...]] = (
         Column("name", "Node", 0),
         Column("state", "St", 3),
-        Column("slots", "Slots", 5, "right"),
+        Column("slots", "Slots", 7, "right"),
         Column("gpus", "GPUs", 8, "right", optional=4),
         Column("cpu", "CPU", SPARK_WIDTH + 5),
         Column("mem", "Mem", 8, "right"),
@@ -100,7 +101,7 @@ class NodesPanel(LineTable):
         return [
             (node.name, None),
             (fmt.NODE_STATE_SHORT.get(node.state, node.state), NODE_STATE_STYLES.get(node.state)),
-            (f"{len(node.running)}/{node.slots}", None),
+            (slots_cell(node), None),
             (gpus_cell(node), None),
             (cpu, None if offline else SPARK_STYLE),
             (mem, None),

@@ -67,7 +67,7 @@ from farmtui.protocol import (
     decode_checked,
     encode,
 )
-from server import operations
+from server import joblogs, operations
 from server.announcements import CLOSE_REVOKED, OutputKey
 from server.auth import bearer_token, hash_token
 from server.errors import NotFound, RequestError, Unavailable
@@ -393,7 +393,8 @@ class ConsoleLink:
         # that arrive meanwhile are held and sent after the tail, so none is
         # lost or shown twice. Lines held before now are in the file this read
         # sees: they go, and so does an earlier read of the same log.
-        tail = leader.joblogs.tail(chunk_log_path(job_id, index, attempt))
+        path = chunk_log_path(job_id, index, attempt)
+        tail = leader.joblogs.tail(path, joblogs.TAIL_BYTES, say_cut=True)
         self.output.pop(key, None)
         if request.follow:
             self.following = key

@@ -299,14 +299,11 @@ class _Files:
         if not cut:
             return data
         whole = data[data.find(b"\n") + 1 :] if b"\n" in data else b""
-        size = f"{max_bytes // 2**20} MiB" if max_bytes % 2**20 == 0 else f"{max_bytes} bytes"
-        notice = (
-            f"# farmtui: only the last {size} of this log are served; "
-            f"all of it is {relative} in the sync root\n"
-        )
-        return notice.encode() + whole
+        return (_cut_notice(relative, max_bytes) + "\n").encode() + whole
 
-    def tail(self, relative: str, max_bytes: int) -> list[str] | None:
+    def tail(self, relative: str, max_bytes: int, say_cut: bool = False) -> list[str] | None:
+        """The log's last lines; ``say_cut``: after a line that says so if it was cut (a
+        console's Task Output began mid-output and said nothing)."""
         found = self.tail_bytes(relative, max_bytes)
         if found is None:
             return None
@@ -314,7 +311,23 @@ class _Files:
         lines = data.decode("utf-8", errors="replace").splitlines()
         if cut and lines:
             lines = lines[1:]  # a partial first line
+            if say_cut:
+                lines.insert(0, _cut_notice(relative, max_bytes))
         return lines
+
+
+def _cut_notice(relative: str, max_bytes: int) -> str:
+    """The line before a log served cut: how much of it, and where all of it is."""
+    if max_bytes % 2**20 == 0:
+        size = f"{max_bytes // 2**20} MiB"
+    elif max_bytes % 2**10 == 0:
+        size = f"{max_bytes // 2**10} KiB"
+    else:
+        size = f"{max_bytes} bytes"
+    return (
+        f"# farmtui: only the last {size} of this log are served; "
+        f"all of it is {relative} in the sync root"
+    )
 
 
 class Footer(NamedTuple):
@@ -469,9 +482,12 @@ class JobLogs:
         """The last ``max_bytes`` of a log, None if there is none (or a symlink is there)."""
         return answer(self.writer.call_op(self._read, relative, max_bytes))
 
-    def tail(self, relative: str, max_bytes: int = TAIL_BYTES) -> asyncio.Future[list[str] | None]:
-        """The last lines of a log (None if it does not exist yet)."""
-        return answer(self.writer.call_op(self._tail, relative, max_bytes))
+    def tail(
+        self, relative: str, max_bytes: int = TAIL_BYTES, *, say_cut: bool = False
+    ) -> asyncio.Future[list[str] | None]:
+        """The last lines of a log (None if it does not exist yet); ``say_cut``: after a
+        line that says where all of it is, when it is longer."""
+        return answer(self.writer.call_op(self._tail, relative, max_bytes, say_cut))
 
 
 def answer(asked: concurrent.futures.Future[T]) -> asyncio.Future[T]:

@@ -299,3 +299,31 @@ async def test_a_console_frame_longer_than_any_message_is_refused_unread(
         reply = await c.request(SetPriority(job_id=job_id, priority=90))
         assert reply.ok
     assert leader.leader.scheduler.jobs[job_id].priority == 90
+
+
+async def test_task_output_of_a_log_too_long_to_serve_says_it_was_cut(
+    leader: InProcessLeader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The console's Task Output of a chunk log over the limit began mid-output, its
+    command line gone, and said nothing (break round 27a); ``farm logs`` said so."""
+    monkeypatch.setattr("server.joblogs.TAIL_BYTES", 300)
+    job_id = await submit(leader)
+    async with (
+        console(leader) as c,
+        FakeAgent.connect(leader.ws_url, leader.agent_token, "node1") as agent,
+    ):
+        await c.expect(Snapshot)
+        assign = await agent.expect(AssignChunk)
+        ref = {"job_id": job_id, "chunk": assign.chunk, "attempt": assign.attempt}
+        await agent.send(ChunkStarted(**ref, pid=1, command=["render"], seq=1))
+        lines = [f"line {n} of the render's output" for n in range(40)]
+        await agent.send(ChunkOutput(**ref, lines=lines, seq=2))
+        await agent.expect_ack(2)
+        assert (await c.request(FetchTaskOutput(job_id=job_id, chunk=assign.chunk))).ok
+        shown = (await c.expect(TaskOutput, lambda m: not m.append)).lines
+    assert shown[0] == (
+        "# farmtui: only the last 300 bytes of this log are served; "
+        f"all of it is {assign.log_path} in the sync root"
+    )
+    assert all(line in lines for line in shown[1:])
+    assert shown[-1] == lines[-1]

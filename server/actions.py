@@ -202,6 +202,7 @@ def job_action(
     if action == "hold":
         if state in ("queued", "rendering", "paused"):
             set_job_state(job, "holding", changes, now, actor)
+            job.paused_under_hold = state == "paused"
             withdraw_waiting(job, nodes, changes, f"not started: the job was held by {actor}")
             return "held: nothing new starts until un-held"
         return f"hold: no effect (job is {state})"
@@ -211,6 +212,9 @@ def job_action(
         g = gates(job)
         if g.has_scouts and g.scouts_done:
             job.scout_released = True
+        if job.paused_under_hold:  # held while paused: un-held, still paused
+            set_job_state(job, "paused", changes, now, actor)
+            return "un-held: still paused (resume starts it)"
         job.state = "queued"
         refresh_job(job, changes, now, actor)
         return "un-held"

@@ -435,6 +435,8 @@ class Job:
     node_errors: dict[str, int] = field(default_factory=dict)
     # Scout frames rendered and the job has been un-held past them.
     scout_released: bool = False
+    # Held while paused: un-held, it is paused again (a hold never resumes a job).
+    paused_under_hold: bool = False
     # The submitter's idempotency key: a retried submit with it finds this job.
     submit_key: str | None = None
     # What that submit asked for (``submission.request_digest``): the same key with another

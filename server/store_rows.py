@@ -174,6 +174,7 @@ def _job_fingerprint(job: Job) -> tuple[object, ...]:
         tuple(job.blocked.items()),
         tuple(job.node_errors.items()),
         job.scout_released,
+        job.paused_under_hold,
         job.submit_key,
         job.submit_digest,
         job.chunks.untouched,

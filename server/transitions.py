@@ -211,6 +211,8 @@ def set_job_state(
         return
     job.state = state
     job.state_by = actor
+    if state != "holding":
+        job.paused_under_hold = False  # only a hold of a paused job keeps the pause
     if state in ("done", "failed", "cancelled"):
         job.finished = now
     else:

@@ -81,6 +81,28 @@ def test_hold_and_unhold(farm: Farm) -> None:
     assert len(farm.dispatch().assignments) == 1
 
 
+def test_a_paused_job_held_and_un_held_is_still_paused(farm: Farm) -> None:
+    """Un-held, a job held while paused started rendering: the hold undid the pause
+    (break round 27a). A store reloaded in between keeps it too."""
+    job = rendering_job(farm, nodes=1)
+    farm.scheduler.job_action([job], "pause", "bob", farm.now)
+    farm.scheduler.job_action([job], "hold", "bob", farm.now)
+    assert farm.state(job) == "holding"
+    from server.store_rows import decode_job, encode_job
+
+    assert decode_job(encode_job(farm.scheduler.jobs[job])).paused_under_hold  # stored
+    farm.finish(job, 0)
+    farm.scheduler.job_action([job], "unhold", "bob", farm.now)
+    assert farm.state(job) == "paused"
+    assert farm.dispatch().assignments == []
+    farm.scheduler.job_action([job], "resume", "bob", farm.now)
+    assert len(farm.dispatch().assignments) == 1
+    # Held again, not paused: un-held, it renders.
+    farm.scheduler.job_action([job], "hold", "bob", farm.now)
+    farm.scheduler.job_action([job], "unhold", "bob", farm.now)
+    assert farm.state(job) != "paused"
+
+
 def test_requeue_renders_done_frames_again_keeping_attempt_history(farm: Farm) -> None:
     job = farm.submit("j", frames="1-2")
     farm.node("n1", slots=2)

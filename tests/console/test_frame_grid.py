@@ -136,3 +136,31 @@ async def test_a_held_job_shows_its_waiting_frames_as_held(leader: ScriptedLeade
         assert cells(grid)[1][0] == GLYPHS["done"]  # done frames stay done
         assert "‖held 40" in screen_text(app)  # 10 held + 30 waiting
         assert "(job held)" in screen_text(app)
+
+
+async def test_frames_in_chunks_the_console_never_loaded_are_refused_not_dropped(
+    leader: ScriptedLeader, monkeypatch: object
+) -> None:
+    """A job of more chunks than a page: the console knows the first page. ``k`` on
+    frames picked past it acted on the loaded chunks alone, and Enter there did
+    nothing, silently (break round 27a: ``ctrl+a`` on a million frames)."""
+    import pytest
+
+    assert isinstance(monkeypatch, pytest.MonkeyPatch)
+    monkeypatch.setattr("server.console_link.MAX_PAGE_CHUNKS", 5)  # frames 1-50 of j1
+    app = make_app(leader)
+    async with app.run_test(size=(80, 24)) as pilot:
+        grid = await open_grid(pilot, app)
+        await pilot.press("end")
+        assert grid.cursor_frame == 100
+        await pilot.press("space", "home", "space")  # frames 1 and 100
+        await pilot.press("k")
+        await pilot.pause()
+        assert not isinstance(app.screen, ConfirmScreen)
+        notices = [n.message for n in app._notifications]
+        assert any("1 of the picked frames are in chunks" in n for n in notices), notices
+        assert leader.count(RunChunkAction) == 0
+        await pilot.press("end", "enter")
+        await pilot.pause()
+        notices = [n.message for n in app._notifications]
+        assert any("Frame 100 is in a chunk this console has not loaded" in n for n in notices)

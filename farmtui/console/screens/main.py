@@ -443,9 +443,28 @@ class MainScreen(LinkPainting, Filtering, Triage, ScreenParts):
             return [int(key) for key in focused.targets()]
         return []
 
+    def _unloaded_frames(self) -> int:
+        """How many of the frames picked in the grid are in chunks this console was never
+        sent (a job of more than a page of chunks: the first page, and those that change)."""
+        watched = self.state.watched
+        focused = self.focused
+        if watched is None or not isinstance(focused, FrameGrid):
+            return 0
+        return sum(watched.chunk_of(frame) is None for frame in focused.target_frames())
+
     def action_chunk_mode(self) -> None:
         """``k``: chunk action mode for the chunks picked in the grid or a chunk list."""
         watched = self.state.watched
+        if watched is not None and (unloaded := self._unloaded_frames()):
+            # Acting on the loaded part alone changed less than was picked, silently.
+            self.notify(
+                f"{unloaded:,} of the picked frames are in chunks this console has not "
+                f"loaded ({watched.job.stats.chunks_total:,} chunks; it loads the first "
+                f"{len(watched.chunk_order):,} and those that change): pick fewer, or use "
+                f"`farm chunks {watched.job_id} ACTION FIRST-LAST`",
+                severity="warning",
+            )
+            return
         chunks = self.chunk_targets()
         if watched is None or not chunks:
             self.notify(
@@ -486,7 +505,9 @@ class MainScreen(LinkPainting, Filtering, Triage, ScreenParts):
         watched = self.state.watched
         chunk = watched.chunk_of(event.frame) if watched is not None else None
         if chunk is None:
-            self.notify(f"No chunk renders frame {event.frame}", severity="warning")
+            loaded = watched is not None and event.frame in watched.index
+            why = "is in a chunk this console has not loaded" if loaded else "has no chunk"
+            self.notify(f"Frame {event.frame} {why}", severity="warning")
             return
         self.detail.show_chunk(chunk)
 

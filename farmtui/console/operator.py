@@ -137,8 +137,11 @@ class Operator:
     def send_once_confirmed(
         self, confirmation: Confirmation | None, message: ConsoleMessage, label: str
     ) -> None:
-        """Send ``message`` now when it is cheap, else once the operator accepts its cost."""
-        if confirmation is None:
+        """Send ``message`` now when it is cheap, else once the operator accepts its cost.
+
+        A viewer is not asked: the leader refuses every change of a viewer's, and its
+        answer says so at once (the rule stays the leader's: ``server/rights.py``)."""
+        if confirmation is None or (self.state.synced and self.state.role == "viewer"):
             self.send(message, label)
             return
 

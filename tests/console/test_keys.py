@@ -332,3 +332,27 @@ async def test_an_escape_turned_into_an_option_character_is_an_escape(
         app.post_message(events.Key("inverted_exclamation_mark", "¡"))
         await wait_for(pilot, lambda: logs.search == "", what="the search cleared")
         assert "¡" not in logs.query_one("#logs-search", Input).value
+
+
+async def test_a_viewer_is_refused_a_delete_at_once_not_after_confirming_it(
+    leader: ScriptedLeader,
+) -> None:
+    """A viewer's delete asked "delete …?" first and was refused only after ``y``
+    (break round 27a); pause was refused at once. The leader's refusal is shown now."""
+    from farmtui.console.screens.confirm import ConfirmScreen
+    from farmtui.protocol import RunJobAction
+
+    token = leader.call(lambda: leader.leader.tokens.create("viewer", "vera"))
+    app = make_app(leader, token=token)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await synced(pilot, app)
+        assert app.state.role == "viewer"
+        await pilot.press("delete")
+        await wait_for(pilot, lambda: leader.count(RunJobAction) == 1, what="sent")
+        assert not isinstance(app.screen, ConfirmScreen)
+        await wait_for(
+            pilot,
+            lambda: any("viewer may not" in n.message for n in app._notifications),
+            what="the leader's refusal",
+        )
+        assert leader.job("j1").state != "deleted"

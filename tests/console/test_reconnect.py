@@ -85,6 +85,9 @@ async def test_wrong_token_keeps_retrying_and_says_why(leader: ScriptedLeader) -
             what="401 shown as a refusal",
         )
         assert not app.state.synced
+        # No role the leader never granted: "?(viewer)@..." before.
+        assert "(viewer)" not in screen_text(app)
+        assert "?@127.0.0.1" in screen_text(app)
 
 
 async def test_a_silent_leader_is_given_up_on_after_the_connect_timeout_of_console_toml(

@@ -231,7 +231,7 @@ class LinkPainting(ScreenParts):
             live=self.link.stale_since is None,
             stale_since=self.link.stale_since,
             user=self.state.user or "?",
-            role=self.state.role,
+            role=self.state.role if self.state.user else "",
             jobs=len(self.state.jobs),
             shown=sum(1 for row in rows if isinstance(row, str)),
             selected=len(self.jobs.selected),

@@ -94,7 +94,10 @@ class StatusBar(Static):
             requests = "request" if waiting.count == 1 else "requests"
             unanswered = f" · {waiting.count} {requests} unanswered {fmt.duration(waiting.oldest)}"
             parts.append(Content.styled(unanswered, "bold $warning"))
-        parts.append(printable(f" {user}({role})@{leader} · "))
+        # Before the leader said who this is (a token it refused, a link not up yet), no
+        # role is shown: "?(viewer)" claimed one it never granted.
+        who = f"{user}({role})" if role else user
+        parts.append(printable(f" {who}@{leader} · "))
         parts.append(f"{shown}/{jobs} jobs" if shown != jobs else f"{jobs} jobs")
         if selected:
             parts.append(f" · {selected} sel")

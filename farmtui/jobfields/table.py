@@ -16,7 +16,7 @@ from typing import Final
 from farmtui.durations import parse_duration
 from farmtui.jobfields.errors import FieldPath
 from farmtui.jobfields.scene_path import check_scene
-from farmtui.protocol import MAX_NAME_LENGTH, JobPatch
+from farmtui.protocol import MAX_LIMITS, MAX_NAME_LENGTH, MAX_TAGS, JobPatch
 
 # ``farm jobs`` builds its parser from FIELDS: fileseq (farmtui.frames, 50 ms) and
 # the renderers are imported where a frame list or a command is first checked.
@@ -228,12 +228,14 @@ FIELDS: tuple[Field, ...] = (
     Field("max-running", ("max_running",), _integer, "at most N chunks at once (0: no limit)",
           "N"),
     Field("tags", ("tags",), _list, "only nodes with all these tags", "a,b",
-          rule="must be a list of strings or a comma-separated string"),
+          rule=f"must be a list of at most {MAX_TAGS} tags (each 1-64 characters, no "
+          "control characters) or a comma-separated string"),
     Field("gpus", ("gpus",), _integer, "GPUs each chunk gets to itself (default 0)", "N"),
     Field("gpu-memory", ("gpu_memory",), _memory, "least memory of each GPU: 8G, 12000M",
           "SIZE"),
     Field("limits", ("limits",), _list, "farm limits (licences) each chunk holds a unit of",
-          "a,b", rule="must be a list of limit names or a comma-separated string"),
+          "a,b", rule=f"must be a list of at most {MAX_LIMITS} limit names (letters, digits, "
+          "'_', '.', '-') or a comma-separated string"),
     Field("timeout-min", ("timeouts", "min_render"), _duration,
           "minimum render time (catches renderers that quit early)", "D"),
     Field("timeout-max", ("timeouts", "max_render"), _duration,

@@ -121,6 +121,9 @@ def test_bad_frames_in_a_job_file(tmp_path: Path) -> None:
         ("per-frame-timeouts = 1", "job.toml: per-frame-timeouts: must be true or false"),
         ('argv = "sleep 1"', "job.toml: argv: must be a list of strings"),
         ("env = { A = 1 }", "job.toml: env: must be a table of strings"),
+        # A tag of an escape sequence was "not a list of strings": it was one.
+        ('tags = ["\\u001b[31mred"]', "tags: must be a list of at most 64 tags (each 1-64"),
+        ('limits = ["a b"]', "limits: must be a list of at most"),
         ('env = { "A=B" = "1" }', "job.toml: env: must be a table of strings"),
         ("auto-timeout-percent = 0", "auto-timeout-percent: 0 is out of range (> 0 and <= 100)"),
         ("auto-timeout-multiplier = inf", "auto-timeout-multiplier: inf is out of range"),

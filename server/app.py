@@ -47,6 +47,37 @@ async def internal_error(request: Request, exc: Exception) -> Response:
     return error_response(500, f"leader error: {type(exc).__name__} (see the leader's log)")
 
 
+class InternalErrors:
+    """A bug in a request: one 500 to the client, its traceback once in the log.
+
+    Not a Starlette exception handler for ``Exception``: Starlette raises the
+    exception again after its handler answered, and uvicorn logged the traceback a
+    second time ("Exception in ASGI application"), each bad request two of them.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except Exception as exc:
+            if started:  # half an answer out: nothing to do but let the server close it
+                raise
+            response = await internal_error(Request(scope), exc)
+            await response(scope, receive, send)
+
+
 # What a standby answers itself; everything else is refused (``StandbyGate``).
 STANDBY_PATHS = frozenset({"/healthz", "/api/openapi.json"})
 
@@ -145,8 +176,11 @@ def create_app(settings: LeaderSettings, stand_in: StoreUnreachable | None = Non
         exception_handlers={
             RequestError: request_error,
             HTTPException: http_error,
-            Exception: internal_error,
         },
-        middleware=[Middleware(OneLineStartFailure), Middleware(StandbyGate)],
+        middleware=[
+            Middleware(OneLineStartFailure),
+            Middleware(StandbyGate),
+            Middleware(InternalErrors),
+        ],
         lifespan=lifespan,
     )

@@ -652,3 +652,24 @@ async def test_the_job_list_shows_every_change_at_once(leader: InProcessLeader) 
         # The list kept for all readers: the list built from scratch.
         scheduler = leader.leader.scheduler
         assert leader.leader.job_list_json(False) == msgspec.json.encode(scheduler.job_views(False))
+
+
+async def test_a_bug_in_a_request_is_one_500_and_one_traceback_in_the_log(
+    leader: InProcessLeader, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Starlette raised the exception again after the 500 went out, and uvicorn logged
+    its traceback a second time: each bad request, two (break round 27b)."""
+
+    def bug(*args: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("server.operations.list_tokens", bug)
+    caplog.set_level("INFO")
+    async with leader.http() as http:
+        answer = await http.get("/api/tokens")
+        assert answer.status_code == 500
+        assert answer.json()["error"] == "leader error: RuntimeError (see the leader's log)"
+        assert (await http.get("/healthz")).status_code == 200  # the next request is served
+    tracebacks = [r for r in caplog.records if r.exc_info is not None]
+    assert len(tracebacks) == 1, [r.getMessage() for r in tracebacks]
+    assert tracebacks[0].getMessage() == "GET /api/tokens failed"

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import ClassVar
 
 from textual import events
 from textual.app import App
-from textual.command import CommandPalette
+from textual.command import CommandListItem, CommandPalette, SimpleProvider
 from textual.notifications import SeverityLevel
 from textual.screen import Screen
+from textual.theme import ThemeProvider
+from textual.widget import AwaitMount
 from textual.widgets import Input
 
 from farmtui.console.command_palette import DismissedOnce
@@ -75,6 +77,19 @@ class FarmConsole(App[None]):
         """Textual's palette, guarded against a second dismissal (``command_palette``)."""
         if self.use_command_palette and not isinstance(self.screen, CommandPalette):
             self.push_screen(DismissedOnce(id="--command-palette"))
+
+    def search_commands(
+        self, commands: Sequence[CommandListItem], placeholder: str = "Search for commands…"
+    ) -> AwaitMount:
+        """Textual's list of commands (the palette's "Keys", "Maximize" …), guarded too."""
+        # A provider instance, as Textual's own search_commands passes (its hint says a class).
+        provider = SimpleProvider(self.screen, list(commands))
+        palette = DismissedOnce(providers=[provider], placeholder=placeholder)  # type: ignore[list-item]
+        return self.push_screen(palette)
+
+    def search_themes(self) -> None:
+        """The palette's theme list: a second palette, guarded too (break round 27c)."""
+        self.push_screen(DismissedOnce(providers=[ThemeProvider], placeholder="Search for themes…"))
 
     def get_default_screen(self) -> Screen[None]:
         return MainScreen(

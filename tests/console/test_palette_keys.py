@@ -137,3 +137,34 @@ async def test_enter_pressed_twice_in_the_palette_leaves_the_console_running(
             assert app.is_running
             assert isinstance(app.screen, MainScreen)
         await wait_for(pilot, lambda: farm.client.show(job.id).job.state == "holding")
+
+
+async def test_enter_pressed_thrice_into_the_theme_list_leaves_the_console_running(
+    farm: RealFarm,
+) -> None:
+    """The palette's "theme" opens a second palette, Textual's own: Enter, Enter, Enter
+    there killed the console after the first palette was guarded (break round 27c)."""
+    job = farm.submit("shot_010")
+    app = farm.app()
+    async with app.run_test(size=(100, 40)) as pilot:
+        await synced(pilot, app, job.id)
+        for last in ("enter", "escape"):
+            await pilot.press("ctrl+p")
+            await wait_for(pilot, lambda: isinstance(app.screen, CommandPalette))
+            await pilot.press(*"theme")
+            await wait_for(pilot, lambda: "Change the current theme" in screen_text(app))
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: "Search for themes" in screen_text(app))
+            await pilot.press("down")
+            assert app._driver is not None
+            for key, char in (("enter", "\r"), (last, "\r" if last == "enter" else "\x1b")):
+                event = events.Key(key, char)
+                event.set_sender(app)
+                app._driver.send_message(event)
+            await wait_for(pilot, lambda: isinstance(app.screen, MainScreen | CommandPalette))
+            for _ in range(5):
+                await pilot.pause()
+            assert app.is_running
+            while isinstance(app.screen, CommandPalette):
+                await pilot.press("escape")
+            assert isinstance(app.screen, MainScreen)

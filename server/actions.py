@@ -135,6 +135,10 @@ def job_action(
             set_job_state(job, "paused", changes, now, actor)
             withdraw_waiting(job, nodes, changes, f"not started: the job was paused by {actor}")
             return "paused: running chunks finish, nothing new starts"
+        if state == "holding" and not job.paused_under_hold:
+            job.paused_under_hold = True  # held, it renders nothing: the pause waits under it
+            changes.jobs.add(job.id)
+            return "paused under its hold: un-held, it stays paused"
         return f"pause: no effect (job is {state})"
     if action == "resume":
         if state == "paused":

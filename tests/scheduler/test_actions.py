@@ -97,6 +97,12 @@ def test_a_paused_job_held_and_un_held_is_still_paused(farm: Farm) -> None:
     assert farm.dispatch().assignments == []
     farm.scheduler.job_action([job], "resume", "bob", farm.now)
     assert len(farm.dispatch().assignments) == 1
+    # Held, then paused: the pause waits under the hold (it was dropped: break round 27c).
+    farm.scheduler.job_action([job], "hold", "bob", farm.now)
+    farm.scheduler.job_action([job], "pause", "bob", farm.now)
+    farm.scheduler.job_action([job], "unhold", "bob", farm.now)
+    assert farm.state(job) == "paused"
+    farm.scheduler.job_action([job], "resume", "bob", farm.now)
     # Held again, not paused: un-held, it renders.
     farm.scheduler.job_action([job], "hold", "bob", farm.now)
     farm.scheduler.job_action([job], "unhold", "bob", farm.now)

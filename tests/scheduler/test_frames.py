@@ -105,6 +105,39 @@ def test_staggered_lists_read_as_fileseq_reads_them(
     assert parse_frames(text) == expected
 
 
+_any_item = st.builds(
+    lambda first, last, step, form: (
+        str(first)
+        if form == ""
+        else f"{first}-{last}"
+        if form == "-"
+        else f"{first}-{last}{form}{step}"
+    ),
+    st.integers(-40, 40),
+    st.integers(-40, 40),
+    st.integers(-50, 50),
+    st.sampled_from(["", "-", "x", "y", ":"]),
+)
+
+
+@given(st.lists(_any_item, min_size=1, max_size=6).map(",".join))
+def test_every_form_is_read_as_fileseq_reads_it_or_refused_as_it_refuses(text: str) -> None:
+    """Every item is read by farmtui itself (fileseq took time growing with the square
+    of a list's items, and walked staggers in Python): the same frames, the same order,
+    the same refusals (a zero step, a negative step up a rising range)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            expected: list[int] | None = [int(frame) for frame in FrameSet(text)]
+        except Exception:  # noqa: BLE001 - whatever fileseq refuses with
+            expected = None
+    if expected is None:
+        with pytest.raises(FrameListError):
+            parse_frames(text)
+    else:
+        assert parse_frames(text) == expected
+
+
 def test_a_staggered_step_of_twenty_digits_is_read_as_its_span() -> None:
     """fileseq walks every step from the one written down to 1: this one for good."""
     assert parse_frames("1-10:99999999999999999999") == parse_frames("1-10:9")

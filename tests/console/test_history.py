@@ -145,3 +145,25 @@ async def test_a_redraw_shows_the_latest_matching_events_and_says_how_many_are_o
         assert f"kept line {REWRITTEN + 199}" in lines
         assert "kept line 199\n" not in lines
         assert "older matching event(s) not shown" in lines.splitlines()[0]
+
+
+async def test_lines_are_wrapped_again_when_the_terminal_narrows(leader: ScriptedLeader) -> None:
+    """Wrapped once, at the width they were written at, lines were cut with a scrollbar
+    when the terminal narrowed (break round 27c)."""
+    app = make_app(leader)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await synced(pilot, app)
+        await pilot.press("3")
+        words = " ".join(f"word{n}" for n in range(30))
+        app.screen._log("info", words)  # type: ignore[attr-defined]
+        await wait_for(pilot, lambda: "word29" in monitor(app), what="the line")
+        await pilot.resize_terminal(50, 30)
+        panel = app.screen.query_one(LogsPanel)
+        width = lambda: panel.query_one("#monitor-log").scrollable_content_region.width  # noqa: E731
+        await wait_for(
+            pilot,
+            lambda: max(len(line.rstrip()) for line in panel.monitor_lines()) <= width(),
+            what="lines wrapped at the new width",
+        )
+        assert "word29" in monitor(app)
+        assert " ".join(monitor(app).split()).count(words) == 1

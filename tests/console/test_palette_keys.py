@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from textual import events
+from textual.app import App
 from textual.command import CommandPalette
 
 from farmtui.console.actions import CHUNK_ACTIONS, JOB_ACTIONS
@@ -112,6 +113,16 @@ def test_protocol_does_not_pull_textual() -> None:
     assert "textual" not in _modules("import farmtui.console.state")
 
 
+def send_at_once(app: App[None], *keys: str) -> None:
+    """``keys`` read at once, as a terminal hands over a burst of typing (``pilot.press``
+    lets the app settle between keys)."""
+    assert app._driver is not None
+    for key in keys:
+        event = events.Key(key, {"enter": "\r", "escape": "\x1b"}.get(key, key))
+        event.set_sender(app)
+        app._driver.send_message(event)
+
+
 async def test_enter_pressed_twice_in_the_palette_leaves_the_console_running(
     farm: RealFarm,
 ) -> None:
@@ -126,12 +137,7 @@ async def test_enter_pressed_twice_in_the_palette_leaves_the_console_running(
             await wait_for(pilot, lambda: isinstance(app.screen, CommandPalette))
             await pilot.press(*"jobs: hold")
             await wait_for(pilot, lambda: "Jobs: Hold" in screen_text(app))
-            # Both keys read at once, as a terminal hands over a burst of typing.
-            assert app._driver is not None
-            for key, char in (("enter", "\r"), (after, "\r" if after == "enter" else "\x1b")):
-                event = events.Key(key, char)
-                event.set_sender(app)
-                app._driver.send_message(event)
+            send_at_once(app, "enter", after)
             await wait_for(pilot, lambda: isinstance(app.screen, MainScreen))
             await pilot.pause()
             assert app.is_running
@@ -156,11 +162,7 @@ async def test_enter_pressed_thrice_into_the_theme_list_leaves_the_console_runni
             await pilot.press("enter")
             await wait_for(pilot, lambda: "Search for themes" in screen_text(app))
             await pilot.press("down")
-            assert app._driver is not None
-            for key, char in (("enter", "\r"), (last, "\r" if last == "enter" else "\x1b")):
-                event = events.Key(key, char)
-                event.set_sender(app)
-                app._driver.send_message(event)
+            send_at_once(app, "enter", last)
             await wait_for(pilot, lambda: isinstance(app.screen, MainScreen | CommandPalette))
             for _ in range(5):
                 await pilot.pause()

@@ -5,8 +5,8 @@ read exactly as fileseq, the industry's parser, reads them (the tests compare
 the two), so farmtui reads them as other pipeline tools do, with one
 restriction: frames and steps are whole numbers. fileseq also reads subframes
 (``1.5``, ``1-10x0.5``); a renderer would be handed frame 1 for them, so they
-are refused. The reading is farmtui's own, at C speed (``_items``). Output patterns mark
-padding with ``#`` (``renders/shot/frame_####.png``).
+are refused. The reading is farmtui's own, at C speed (``_items``). Output
+patterns mark padding with ``#`` (``renders/shot/frame_####.png``).
 """
 
 from __future__ import annotations
@@ -57,10 +57,11 @@ def parse_frames(text: str) -> list[int]:
     if _FRAME_LIST.fullmatch(spec) is None or "" in spec.split(","):  # "1,,2" is a typo
         raise FrameListError(f"malformed frame list {text!r} ({_HINT})")
     items = _items(spec, text)
-    if len(items) == 1:
-        return list(items[0])
     # Duplicates dropped, the first place kept, as fileseq does.
-    return list(dict.fromkeys(frame for item in items for frame in item))
+    frames = list(items[0]) if len(items) == 1 else list(dict.fromkeys(chain(*items)))
+    if not frames:  # "1-1y1": all but every frame
+        raise FrameListError(f"frame list {text!r} has no frames")
+    return frames
 
 
 def _check_numbers(frames: list[int], text: str) -> None:

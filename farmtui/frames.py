@@ -26,12 +26,10 @@ MAX_FRAMES = 1_000_000
 MAX_FRAME_NUMBER = 999_999_999
 
 _PADDING = re.compile(r"#+")
-# What a frame list is made of: whole numbers, '-', ',' and the step forms
-# 'x' (every Nth), 'y' (all but every Nth) and ':' (staggered). No subframes.
-_FRAME_LIST = re.compile(r"[-0-9,xy:]+")
 _SUBFRAME = re.compile(r"\d*\.\d*")
 # Any one item of a frame list as fileseq reads it (whole numbers only): first frame,
-# last frame, the step's form and the step.
+# last frame, the step's form ('x' every Nth, 'y' all but every Nth, ':' staggered) and
+# the step.
 _ITEM = re.compile(r"(-?\d+)(?:-(-?\d+)(?:([:xy])(-?\d+))?)?")
 _HINT = "expected e.g. 1-100, 1-100x5, 1,5,10-20, 100-1"
 
@@ -54,22 +52,12 @@ def parse_frames(text: str) -> list[int]:
             f"frame list {text!r} has a frame or step that is not a whole number "
             "(whole frames only)"
         )
-    if _FRAME_LIST.fullmatch(spec) is None or "" in spec.split(","):  # "1,,2" is a typo
-        raise FrameListError(f"malformed frame list {text!r} ({_HINT})")
     items = _items(spec, text)
     # Duplicates dropped, the first place kept, as fileseq does.
     frames = list(items[0]) if len(items) == 1 else list(dict.fromkeys(chain(*items)))
     if not frames:  # "1-1y1": all but every frame
         raise FrameListError(f"frame list {text!r} has no frames")
     return frames
-
-
-def _check_numbers(frames: list[int], text: str) -> None:
-    if max(frames) > MAX_FRAME_NUMBER or min(frames) < -MAX_FRAME_NUMBER:
-        raise FrameListError(
-            f"frame list {text!r} has a frame beyond ±{MAX_FRAME_NUMBER:,} (frames are "
-            "32-bit numbers to a renderer)"
-        )
 
 
 def _items(spec: str, text: str) -> list[Sequence[int]]:
@@ -90,12 +78,16 @@ def _items(spec: str, text: str) -> list[Sequence[int]]:
     total = 0
     for item in spec.split(","):
         match = _ITEM.fullmatch(item)
-        if match is None:
+        if match is None:  # also an empty item: "1,,2" is a typo
             raise FrameListError(f"malformed frame list {text!r} ({_HINT})")
         first, last, form, step_text = match.groups()
         a = int(first)
         b = a if last is None else int(last)
-        _check_numbers([a, b], text)
+        if max(abs(a), abs(b)) > MAX_FRAME_NUMBER:
+            raise FrameListError(
+                f"frame list {text!r} has a frame beyond ±{MAX_FRAME_NUMBER:,} (frames are "
+                "32-bit numbers to a renderer)"
+            )
         step = 1 if step_text is None else int(step_text)
         if step == 0 or (step < 0 and b > a):  # fileseq's own refusals
             raise FrameListError(f"malformed frame list {text!r} ({_HINT})")

@@ -429,33 +429,28 @@ class MainScreen(LinkPainting, Filtering, Triage, ScreenParts):
     def on_descendant_blur(self, event: events.DescendantBlur) -> None:
         self.refresh_bindings()
 
-    def chunk_targets(self) -> list[int]:
+    def chunk_targets(self) -> tuple[list[int], int]:
         """The chunks ``k`` acts on: of the frames picked in the grid, or the chunks picked
-        in a chunk list; none when the focus is elsewhere."""
+        in a chunk list; none when the focus is elsewhere. And how many of the frames
+        picked are in chunks this console was never sent (a job of more than a page of
+        chunks: it has the first page, and those that change)."""
         watched = self.state.watched
         focused = self.focused
         if watched is None or focused is None:
-            return []
+            return [], 0
         if isinstance(focused, FrameGrid):
-            chunks = {watched.chunk_of(frame) for frame in focused.target_frames()}
-            return sorted(chunk for chunk in chunks if chunk is not None)
+            chunks = [watched.chunk_of(frame) for frame in focused.target_frames()]
+            known = {chunk for chunk in chunks if chunk is not None}
+            return sorted(known), len(chunks) - sum(chunk is not None for chunk in chunks)
         if isinstance(focused, ChunkTable | TaskChunkList):
-            return [int(key) for key in focused.targets()]
-        return []
-
-    def _unloaded_frames(self) -> int:
-        """How many of the frames picked in the grid are in chunks this console was never
-        sent (a job of more than a page of chunks: the first page, and those that change)."""
-        watched = self.state.watched
-        focused = self.focused
-        if watched is None or not isinstance(focused, FrameGrid):
-            return 0
-        return sum(watched.chunk_of(frame) is None for frame in focused.target_frames())
+            return [int(key) for key in focused.targets()], 0
+        return [], 0
 
     def action_chunk_mode(self) -> None:
         """``k``: chunk action mode for the chunks picked in the grid or a chunk list."""
         watched = self.state.watched
-        if watched is not None and (unloaded := self._unloaded_frames()):
+        chunks, unloaded = self.chunk_targets()
+        if watched is not None and unloaded:
             # Acting on the loaded part alone changed less than was picked, silently.
             self.notify(
                 f"{unloaded:,} of the picked frames are in chunks this console has not "
@@ -465,7 +460,6 @@ class MainScreen(LinkPainting, Filtering, Triage, ScreenParts):
                 severity="warning",
             )
             return
-        chunks = self.chunk_targets()
         if watched is None or not chunks:
             self.notify(
                 "Pick frames in the frame grid or chunks in the chunk table first "

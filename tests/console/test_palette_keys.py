@@ -9,6 +9,7 @@ from pathlib import Path
 from textual import events
 from textual.app import App
 from textual.command import CommandPalette
+from textual.pilot import Pilot
 
 from farmtui.console.actions import CHUNK_ACTIONS, JOB_ACTIONS
 from farmtui.console.keymap import config_path, load_keymap
@@ -113,6 +114,14 @@ def test_protocol_does_not_pull_textual() -> None:
     assert "textual" not in _modules("import farmtui.console.state")
 
 
+async def palette_offering(pilot: Pilot[None], app: App[None], typed: str, shown: str) -> None:
+    """Open the command palette and type ``typed`` until it offers ``shown``."""
+    await pilot.press("ctrl+p")
+    await wait_for(pilot, lambda: isinstance(app.screen, CommandPalette))
+    await pilot.press(*typed)
+    await wait_for(pilot, lambda: shown in screen_text(app))
+
+
 def send_at_once(app: App[None], *keys: str) -> None:
     """``keys`` read at once, as a terminal hands over a burst of typing (``pilot.press``
     lets the app settle between keys)."""
@@ -133,10 +142,7 @@ async def test_enter_pressed_twice_in_the_palette_leaves_the_console_running(
     async with app.run_test(size=(100, 40)) as pilot:
         await synced(pilot, app, job.id)
         for after in ("enter", "escape"):
-            await pilot.press("ctrl+p")
-            await wait_for(pilot, lambda: isinstance(app.screen, CommandPalette))
-            await pilot.press(*"jobs: hold")
-            await wait_for(pilot, lambda: "Jobs: Hold" in screen_text(app))
+            await palette_offering(pilot, app, "jobs: hold", "Jobs: Hold")
             send_at_once(app, "enter", after)
             await wait_for(pilot, lambda: isinstance(app.screen, MainScreen))
             await pilot.pause()
@@ -155,10 +161,7 @@ async def test_enter_pressed_thrice_into_the_theme_list_leaves_the_console_runni
     async with app.run_test(size=(100, 40)) as pilot:
         await synced(pilot, app, job.id)
         for last in ("enter", "escape"):
-            await pilot.press("ctrl+p")
-            await wait_for(pilot, lambda: isinstance(app.screen, CommandPalette))
-            await pilot.press(*"theme")
-            await wait_for(pilot, lambda: "Change the current theme" in screen_text(app))
+            await palette_offering(pilot, app, "theme", "Change the current theme")
             await pilot.press("enter")
             await wait_for(pilot, lambda: "Search for themes" in screen_text(app))
             await pilot.press("down")

@@ -89,6 +89,15 @@ def _reopen(
     refresh_job(job, changes, now, actor)
 
 
+# What starts a job an operator stopped (``_stopped_by_operator``).
+_UNDO = {"paused": "resume", "holding": "unhold"}
+
+
+def _stopped_by_operator(job: Job) -> bool:
+    """Paused, or held by someone (not the farm's own hold after a job's scout frames)."""
+    return job.state == "paused" or (job.state == "holding" and job.state_by is not None)
+
+
 def move_untouched(job: Job, state: ChunkState, changes: Changes) -> None:
     """Every chunk not made yet goes to ``state`` at once (cancel, complete, back to queued).
 
@@ -184,6 +193,11 @@ def job_action(
         move_untouched(job, "queued", changes)
         _lift_blocks(job, changes, now, actor)
         job.started = None
+        if _stopped_by_operator(job):
+            # A requeue resets the frames, not an operator's pause or hold: the job
+            # renders again once resumed or un-held, as retry-failed leaves it.
+            refresh_job(job, changes, now, actor)
+            return f"re-queued the whole job; still {state} ({_UNDO[state]} starts it)"
         set_job_state(job, "queued", changes, now, actor)
         refresh_job(job, changes, now, actor)
         return "re-queued the whole job"

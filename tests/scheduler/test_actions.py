@@ -125,6 +125,36 @@ def test_requeue_renders_done_frames_again_keeping_attempt_history(farm: Farm) -
     assert [len(c.attempts) for c in detail.chunks] == [2, 2]
 
 
+@pytest.mark.parametrize(("stop", "start"), [("pause", "resume"), ("hold", "unhold")])
+def test_requeue_of_a_stopped_job_waits_for_its_operator(farm: Farm, stop: str, start: str) -> None:
+    """A requeue renders the frames again, but a paused or held job stays stopped:
+    it started rendering at once (break round 27a)."""
+    job = farm.submit("j", frames="1-2")
+    farm.node("n1", slots=2)
+    farm.dispatch()
+    farm.finish(job, 0)
+    farm.scheduler.job_action([job], stop, "bob", farm.now)  # type: ignore[arg-type]
+    stopped = farm.state(job)
+    farm.scheduler.job_action([job], "requeue", "bob", farm.now)
+    assert farm.state(job) == stopped
+    farm.finish(job, 1, "killed", node="n1", attempt=1)  # the requeue stopped it
+    assert farm.chunk_states(job) == ["queued", "queued"]
+    assert farm.dispatch().assignments == []
+    farm.scheduler.job_action([job], start, "bob", farm.now)  # type: ignore[arg-type]
+    assert len(farm.dispatch().assignments) == 2
+
+
+def test_requeue_of_a_job_held_after_its_scouts_renders_the_scouts_again(farm: Farm) -> None:
+    job = farm.submit("j", frames="1-4", scout="1")
+    farm.node("n1", slots=1)
+    farm.dispatch()
+    farm.finish(job, 0)
+    assert farm.state(job) == "holding"  # the farm's own hold: scouts done
+    farm.scheduler.job_action([job], "requeue", "bob", farm.now)
+    assert farm.state(job) == "queued"
+    assert [a.message.chunk for a in farm.dispatch().assignments] == [0]
+
+
 def test_retry_failed_requeues_only_failed_chunks(farm: Farm) -> None:
     job = farm.submit("j", frames="1-2", retries=0)
     farm.node("n1", slots=2)

@@ -167,7 +167,7 @@ def create_app(settings: LeaderSettings, stand_in: StoreUnreachable | None = Non
         finally:
             await leader.stop()
 
-    return Starlette(
+    app = Starlette(
         routes=[
             *routes,
             WebSocketRoute("/ws/agent", agent_endpoint),
@@ -184,3 +184,7 @@ def create_app(settings: LeaderSettings, stand_in: StoreUnreachable | None = Non
         ],
         lifespan=lifespan,
     )
+    # A path no route takes is a 404 in one line: Starlette's default redirect to the
+    # path without its last slash sent ``PUT /api/limits/..%2f`` elsewhere (307).
+    app.router.redirect_slashes = False
+    return app

@@ -289,6 +289,12 @@ async def test_unknown_job_is_404(leader: InProcessLeader) -> None:
         assert (await http.get("/api/jobs/nope/events")).status_code == 404
         assert (await http.post("/api/nodes/nope/disable")).status_code == 404
         assert (await http.get("/api/no/such/route")).status_code == 404
+        # A path no route takes is an error in one line, not Starlette's redirect to
+        # the same path without its last slash (a client would follow it elsewhere).
+        for method, path in (("PUT", "/api/limits/..%2f"), ("GET", "/api/jobs/")):
+            response = await http.request(method, path, json={"units": 2})
+            assert response.status_code == 404
+            one_line_error(response)
 
 
 async def test_actions_with_one_unknown_id_change_nothing(leader: InProcessLeader) -> None:

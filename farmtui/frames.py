@@ -100,8 +100,10 @@ def _items(spec: str, text: str) -> list[Sequence[int]]:
         else:
             total += span + 1
         if total > MAX_FRAMES:
+            # Counted before expanding: a frame named in two items counts twice.
+            repeats = " (a frame named twice counts twice)" if parsed else ""
             raise FrameListError(
-                f"frame list {text!r} has too many frames; the limit is {MAX_FRAMES}"
+                f"frame list {text!r} has too many frames; the limit is {MAX_FRAMES}{repeats}"
             )
         parsed.append((a, b, form, step))
     return [_expand(*item) for item in parsed]

@@ -150,6 +150,9 @@ def test_a_million_frames_are_read_and_one_more_is_refused() -> None:
     assert frames[-1] == 1_000_000
     with pytest.raises(FrameListError, match="too many frames; the limit is 1000000"):
         parse_frames("1-1000001")
+    # Counted before anything is expanded, a repeated frame too, and the refusal says so.
+    with pytest.raises(FrameListError, match="a frame named twice counts twice"):
+        parse_frames("1-1000000,1")
 
 
 @pytest.mark.parametrize(

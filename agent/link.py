@@ -178,6 +178,8 @@ class LeaderLink:
         self._welcomed = False
         # The node's kept outputs its last hello could not list (``KeptStaged``).
         self._kept_rest: list[ChunkRef] = []
+        # Set at each Ack: what ``reported`` waits on.
+        self._acked = asyncio.Event()
 
     # ------------------------------------------------------------------ sending
 
@@ -241,6 +243,25 @@ class LeaderLink:
             self._wakeup.clear()
             await self._wakeup.wait()
 
+    # ------------------------------------------------------------------ stopping
+
+    def say_stopping(self) -> bool:
+        """Tell the leader this agent is going (nothing more is dispatched to it);
+        whether it is connected to hear it."""
+        if self._ws is None:
+            return False
+        self.send(Heartbeat(stopping=True))
+        return True
+
+    async def reported(self) -> bool:
+        """Wait, while connected, until the leader has acknowledged every report made
+        so far; whether it has. What it has not, the outbox keeps for the next start."""
+        target = self.outbox.last_seq
+        while self.outbox.acked < target and self._ws is not None:
+            self._acked.clear()
+            await self._acked.wait()
+        return self.outbox.acked >= target
+
     def _batches(self) -> bool:
         return self.welcome is not None and self.welcome.batches
 
@@ -281,6 +302,7 @@ class LeaderLink:
                     self._extend_lease(sent)
             case Ack(seq=seq):
                 self.outbox.ack(seq)
+                self._acked.set()
             case Refused(error=error, retry=retry):
                 raise (LeaderBusy if retry else LeaderRefused)(
                     f"the leader refused this agent: {error}"

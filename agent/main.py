@@ -41,10 +41,14 @@ from farmtui.protocol import (
     ChunkFinished,
     GpuInfo,
 )
+from farmtui.protocol.limits import NODE_NAME_PATTERN
 
 log = logging.getLogger("farmtui.agent")
 
 VERSION = "0.1.0"
+# How long a stopping agent waits for the leader to confirm the reports of the chunks
+# it killed; what is left then goes with the next start (from the outbox).
+STOP_REPORTS_WAIT = 5.0
 
 
 def _folder_name(name: str) -> str:
@@ -170,6 +174,12 @@ class Agent:
         trust = _trust(ca)
         runs_as = None if render_user is None else RenderUser.named(render_user)
         self.name = name or socket.gethostname()
+        if not re.fullmatch(NODE_NAME_PATTERN, self.name):
+            # Said before anything prints it: a name with an escape reached the terminal.
+            raise AgentError(
+                f"bad node name {self.name!r} (letters, digits, . _ -; "
+                "64 at most, a letter or digit first): give --name"
+            )
         self.state_dir = state_dir or default_state_dir(self.name)
         self.staging = staging or default_staging_dir(self.name, passable=runs_as is not None)
         self._lock = lock_state(self.state_dir)
@@ -225,6 +235,11 @@ class Agent:
             render_user=runs_as,
         )
         self.link.supervisor = self.supervisor
+        self._stop = asyncio.Event()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
 
     async def run(self) -> None:
         """Run until cancelled or refused; every chunk is killed on the way out."""
@@ -253,7 +268,7 @@ class Agent:
             abandoned = await asyncio.to_thread(self.supervisor.clean_abandoned_staging)
             if abandoned:
                 log.info("removed %d staging folder(s) a previous run left behind", abandoned)
-            await self.link.run()
+            await self._linked_until_stopped()
         finally:
             reaper.cancel()
             # Renderers run in their own sessions: they would outlive the agent.
@@ -263,14 +278,57 @@ class Agent:
             os.close(self._staging_lock)
             os.close(self._lock)  # the next agent on these folders may start
 
+    def stop(self) -> None:
+        """Stop (SIGTERM, Ctrl-C): kill every chunk, report it, then go (``run``)."""
+        self._stop.set()
+
+    async def _linked_until_stopped(self) -> None:
+        """Run the link until ``stop``; then stop the chunks while it still carries
+        their reports, so the leader moves them at once rather than after
+        ``node_timeout`` of silence."""
+        link = asyncio.create_task(self.link.run())
+        stop = asyncio.create_task(self._stop.wait())
+        try:
+            await asyncio.wait({link, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if link.done():
+                link.result()  # LeaderRefused ...
+                return
+            self.supervisor.stopping = True
+            told = self.link.say_stopping()
+            await asyncio.shield(self.supervisor.kill_all("the agent stopped"))
+            reported = False
+            if told:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(STOP_REPORTS_WAIT):
+                        reported = await self.link.reported()
+            if reported:
+                log.info("agent %s stopping: the leader has every report", self.name)
+            else:
+                log.warning(
+                    "agent %s stopping: the leader did not confirm every report; "
+                    "the next start sends the rest",
+                    self.name,
+                )
+        finally:
+            for task in (link, stop):
+                task.cancel()
+            await asyncio.gather(link, stop, return_exceptions=True)
+
 
 async def _run_until_signal(agent: Agent) -> None:
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
     assert task is not None
     use_pidfd_child_watcher()
+
+    def on_signal() -> None:
+        if agent.stopping:
+            task.cancel()  # a second signal: go now (renderers are killed all the same)
+        agent.stop()
+
     with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        for number in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(number, on_signal)
     await agent.run()
 
 

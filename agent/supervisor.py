@@ -131,6 +131,8 @@ class Supervisor:
         self._emptied: dict[Path, float] = {}
         # Kept output the leader no longer wants, deleted off the loop.
         self.discards = Discards(self.job_folder_emptied)
+        # The agent is stopping: a chunk assigned now is refused (``assign``).
+        self.stopping = False
         self.storage = storage
         self.clock = clock
         self.wall = wall
@@ -434,6 +436,10 @@ class Supervisor:
             return self.runs[key]
         run = ChunkRun(self, message)
         self.runs[key] = run
+        if self.stopping:
+            # Sent before the leader read that this agent is going: reported killed
+            # at once (no retry used), it moves to another node.
+            run.request_stop("killed", "not started: the agent is stopping")
         run.task = asyncio.create_task(self._run(run), name=f"chunk {run.marker}")
         return run
 

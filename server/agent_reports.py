@@ -161,7 +161,9 @@ class _Heartbeat(_Step):
     def __call__(self, now: float) -> Changes:
         m = self.message
         scheduler = self.reports.leader.scheduler
-        return scheduler.node_heartbeat(self.reports.node, m.cpu_percent, m.memory_percent, now)
+        return scheduler.node_heartbeat(
+            self.reports.node, m.cpu_percent, m.memory_percent, now, stopping=m.stopping
+        )
 
     def needs_room(self) -> bool:
         return False  # live readings: it stores nothing (``Leader.apply_live``)

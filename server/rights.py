@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 from farmtui.protocol import Role
+from farmtui.protocol.limits import NODE_NAME_PATTERN
 from server.errors import Forbidden
 
 Who = Literal["viewer", "user_own", "user_others", "admin", "agent_shared", "agent_node"]
@@ -62,8 +63,8 @@ COLUMNS: dict[Who, str] = {
 # be any node.
 SHARED_AGENT = "agent"
 
-# Node names, and so the names of per-node agent tokens: printable, no spaces.
-NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# Node names, and so the names of per-node agent tokens (``NODE_NAME_PATTERN``).
+NODE_NAME = re.compile(NODE_NAME_PATTERN)
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,6 +64,9 @@ class Heartbeat(AgentMessage, tag="heartbeat", kw_only=True):
     # Numbered so that ``LeaseRenewed`` can say which one it answers: the
     # agent's lease runs from the moment it *sent* that heartbeat.
     beat: int = 0
+    # The agent is stopping (SIGTERM, Ctrl-C): dispatch nothing more to it. It then
+    # kills what it runs and reports each chunk before it goes, so they move at once.
+    stopping: bool = False
 
 
 class ChunkStarted(AgentMessage, tag="chunk_started", kw_only=True):

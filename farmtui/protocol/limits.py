@@ -60,6 +60,9 @@ Version = Annotated[str, msgspec.Meta(max_length=64, pattern=f"^[^{CONTROL_CHARA
 # Who owns a job: a token's name (the leader's token-name rule is this pattern).
 USER_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}"
 UserName = Annotated[str, msgspec.Meta(pattern=f"^{USER_NAME_PATTERN}\\Z")]
+# A node's name, and so the name of its agent token: printable, no spaces. The agent
+# checks its own before it says anything with it; the leader refuses a hello without.
+NODE_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
 # A farm-wide limit's name (a licence: "nuke", "houdini-engine"): a word, as typed in job files.
 LIMIT_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
 LimitName = Annotated[str, msgspec.Meta(pattern=f"^{LIMIT_NAME_PATTERN}\\Z")]

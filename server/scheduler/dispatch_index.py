@@ -150,7 +150,7 @@ class DispatchIndex(SchedulerState):
         """Recount the node's free slots; True when it has more than before."""
         node = self.nodes.get(name)
         free = spare = 0
-        if node is not None and node.online and node.enabled:
+        if node is not None and node.online and node.enabled and name not in self.stopping:
             free = max(0, node.slots - len(node.running))
             spare = min(node.prefetch, max(0, node.slots + node.prefetch - len(node.running)))
         shape = None if node is None else _shape(node)

@@ -39,6 +39,7 @@ class NodeEvents(DispatchIndex):
           A current attempt is preempted (no retry used); a stopping one is over.
         """
         changes = Changes()
+        self.stopping.discard(hello.name)
         node = self.nodes.get(hello.name)
         if node is None:
             node = Node(name=hello.name, slots=hello.slots)
@@ -147,10 +148,16 @@ class NodeEvents(DispatchIndex):
         return self._live(node, *key) is not None
 
     @_noting
-    def node_heartbeat(self, name: str, cpu: float, memory: float, now: float) -> Changes:
+    def node_heartbeat(
+        self, name: str, cpu: float, memory: float, now: float, *, stopping: bool = False
+    ) -> Changes:
         """Live readings of an online node. A lost one is not brought back by its
         heartbeat (its link stayed open while it was frozen): only a hello, which
-        settles what its agent still runs against the chunks that moved."""
+        settles what its agent still runs against the chunks that moved.
+
+        ``stopping``: its agent is going; nothing more is dispatched to it (what it
+        runs, it reports killed before it goes, and those chunks move at once).
+        """
         changes = Changes()
         node = self.nodes.get(name)
         if node is None or not node.online:
@@ -158,6 +165,8 @@ class NodeEvents(DispatchIndex):
         node.cpu_percent = cpu
         node.memory_percent = memory
         node.last_seen = now
+        if stopping:
+            self.stopping.add(name)
         # Live readings only: a heartbeat commits nothing.
         changes.readings.add(name)
         return changes

@@ -88,6 +88,9 @@ class SchedulerState:
         # last pass stopped at a budget with work left (the leader runs the next soon).
         self._assigns_left = ASSIGN_BUDGET
         self.cut_short = False
+        # Nodes whose agent said it is stopping: no free slot until their next hello.
+        # Live only: the agent is gone by the time a restarted leader could read it.
+        self.stopping: set[str] = set()
 
     def _chunk(self, job_id: str, index: int) -> Chunk | None:
         job = self.jobs.get(job_id)

@@ -184,6 +184,19 @@ def test_an_agent_whose_state_disk_is_full_says_so_in_one_line(tmp_path: Path) -
         assert f"cannot keep the outbox in {state / 'n1'}: No space left on device" in said
 
 
+def test_an_agent_name_with_an_escape_is_refused_before_anything_prints_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It was written raw to the agent's log and terminal, then refused by the leader."""
+    argv = ["agent", "--leader", "http://127.0.0.1:1", "--token", "t", "--name", "x\x1b[31m"]
+    with pytest.raises(SystemExit) as stopped:
+        cli.main([*argv, "--state", str(tmp_path / "state"), "--staging", str(tmp_path / "s")])
+    said = str(stopped.value.code)
+    assert said.startswith("farm agent: bad node name 'x\\x1b[31m'"), said
+    assert "\x1b" not in said + capsys.readouterr().err
+    assert not (tmp_path / "state").exists()
+
+
 def test_an_agent_given_its_token_on_the_command_line_is_warned_and_a_bad_render_user_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

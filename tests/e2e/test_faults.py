@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import errno
 import re
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -226,6 +227,49 @@ def test_agent_killed_mid_chunk(make_farm: FarmMaker) -> None:
     assert (lost["node"], lost["outcome"]) == (node, "lost")
     assert done["node"] != node
     assert done["outcome"] == "done"
+
+
+def test_a_stopped_agent_reports_its_chunks_and_they_move_at_once(make_farm: FarmMaker) -> None:
+    """SIGTERM: the agent kills its trees, tells the leader, and exits 0; its chunks run
+    elsewhere at once. Its reports waited in its outbox for its next start, so the
+    chunks waited out ``node_timeout`` (break round 28a)."""
+    farm = make_farm(fault_toml(node_timeout=60.0))  # a lease of 36 s: far past this test
+    farm.start_leader()
+    farm.start_agents("node1", slots=2)
+    argv = farm.tally_argv(3.0, "--stubborn-helper")
+    job = farm.submit(argv, "--name", "stop", "--frames", "1-2", "--retries", "0")
+    wait_until(lambda: farm.tally.with_helper(1) and farm.tally.with_helper(2), 15.0, "helpers")
+    farm.start_agents("node2", slots=2)
+    stopping = farm.agent("node1").process
+    stopped = time.time()
+    stopping.send_signal(signal.SIGTERM)
+    assert stopping.wait(timeout=20.0) == 0
+
+    again = wait_until(
+        lambda: (
+            (farm.tally.nth_run(1, 1), farm.tally.nth_run(2, 1))
+            if all(farm.tally.nth_run(f, 1) for f in (1, 2))
+            else None
+        ),
+        15.0,
+        "both frames again",
+    )
+    print(f"\nagent stopped: its chunks running elsewhere after "
+          f"{max(r.start for r in again if r) - stopped:.2f} s (node_timeout 60 s)")  # fmt: skip
+    for frame, second in zip((1, 2), again, strict=True):
+        first = farm.tally.runs()[frame][0]
+        assert second is not None
+        assert first.seen_dead is not None, first.describe()
+        assert first.seen_dead < second.start, first.describe()
+    assert "the leader has every report" in farm.agent_log("node1")
+    farm.wait_job(job, "done", "failed")
+    detail = farm.show_cli(job)
+    assert_kept_promises(farm, detail, range(1, 3))
+    for chunk in render_chunks(detail):
+        assert [(a["node"], a["outcome"]) for a in chunk["attempts"]] == [
+            ("node1", "killed"),
+            ("node2", "done"),
+        ], attempt_summary(detail)
 
 
 def test_a_dead_nodes_chunk_moves_though_the_leader_restarts_more_often_than_node_timeout(

@@ -234,3 +234,19 @@ def test_a_disconnected_node_gets_no_new_work_but_keeps_its_chunk_for_the_lease(
     assert farm.scheduler.node_views()[0].state == "offline"
     farm.advance(30, silent=("n1",))
     assert farm.chunk_states(job)[0] == "preempted"
+
+
+def test_a_stopping_node_is_given_nothing_until_its_next_hello(farm: Farm) -> None:
+    """Its agent is going: what it ran it reports killed, and those chunks go elsewhere."""
+    job = farm.submit("j", frames="1-4", chunk=1)
+    farm.node("n1", slots=2)
+    assert len(farm.dispatch().assignments) == 2
+    farm.scheduler.node_heartbeat("n1", 1.0, 1.0, farm.now, stopping=True)
+    farm.finish(job, 0, "killed")
+    farm.finish(job, 1, "killed")
+    assert farm.dispatch().assignments == []
+    farm.node("n2", slots=2)
+    assert {a.node for a in farm.dispatch().assignments} == {"n2"}
+    assert farm.scheduler.job_detail(job).chunks[0].errors == 0  # no retry used
+    farm.node("n1", slots=2)  # started again: its hello
+    assert {a.node for a in farm.dispatch().assignments} == {"n1"}

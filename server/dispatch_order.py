@@ -66,10 +66,11 @@ def move(jobs: list[Job], job: Job, where: MoveWhere | None, before: Job | None)
         others = [j for j in members if j is not job]
         target = others.index(before)
         return _place(others, job, target)
-    if where == "up":
-        return _swap(members, index, index - 1)
-    if where == "down":
-        return _swap(members, index, index + 1)
+    if where in ("up", "down"):
+        other = index - 1 if where == "up" else index + 1
+        if not 0 <= other < len(members):
+            raise SchedulerError(_edge(jobs, job, where))
+        return _swap(members, index, other)
     if where == "top":
         others = [j for j in members if j is not job]
         return _place(others, job, 0)
@@ -99,9 +100,23 @@ def passed_by(jobs: list[Job], job: Job, where: MoveWhere | None, before: Job | 
     return [j for j in others if (members.index(j) < index) != (after.index(j) < after.index(job))]
 
 
+def _edge(jobs: list[Job], job: Job, where: MoveWhere) -> str:
+    """Why ``job``, at the edge of its priority group, moves no further ``where``."""
+    order = in_dispatch_order(jobs)
+    step = -1 if where == "up" else 1
+    index = order.index(job) + step
+    edge = "first" if where == "up" else "last"
+    said = f"job {job.id} is already {edge} of priority {job.priority}"
+    if not 0 <= index < len(order):
+        return said
+    beyond = order[index]
+    return (
+        f"{said}; moving it {where} would pass job {beyond.id} (priority "
+        f"{beyond.priority}): priority always wins; change the priority instead"
+    )
+
+
 def _swap(members: list[Job], a: int, b: int) -> list[Job]:
-    if b < 0 or b >= len(members):
-        return []  # already at the edge of its group
     first, second = members[a], members[b]
     first.queue_key, second.queue_key = second.queue_key, first.queue_key
     return [first, second]

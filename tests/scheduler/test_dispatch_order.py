@@ -45,8 +45,14 @@ def test_moves_within_a_group(farm: Farm) -> None:
     # Top of its group is not the top of the queue: priority always wins.
     farm.scheduler.move("b", "top", None, "op", farm.now)
     assert farm.order() == ["hi", "b", "c", "a", "d"]
-    # Already at the edge: nothing changes.
-    assert not farm.scheduler.move("b", "up", None, "op", farm.now)
+    # Already at the edge of its group: refused, naming what it would have passed.
+    with pytest.raises(SchedulerError, match="would pass job hi .priority 5.: priority always"):
+        farm.scheduler.move("b", "up", None, "op", farm.now)
+    with pytest.raises(SchedulerError, match="job hi is already first of priority 5$"):
+        farm.scheduler.move("hi", "up", None, "op", farm.now)
+    with pytest.raises(SchedulerError, match="job d is already last of priority 50$"):
+        farm.scheduler.move("d", "down", None, "op", farm.now)
+    assert farm.order() == ["hi", "b", "c", "a", "d"]
 
 
 def test_drag_and_drop_before_a_job_of_the_same_group(farm: Farm) -> None:

@@ -34,6 +34,12 @@ class PathEscapeError(ChunkSetupError):
     """An output path from a job that would land outside the sync root or staging folder."""
 
 
+class DestinationBlocked(AgentError):
+    """Something in the sync root stands where an output's folder goes (a file, a
+    symlink): the copy fails, but the staged output is fine and is kept; once that is
+    moved out of the way, a retry sync copies it without a render."""
+
+
 class OutputRefused(ChunkSetupError):
     """A rendered file the agent will not deliver: not a regular file (a symlink, a
     FIFO), or not its render user's (``agent.render_user``)."""

@@ -34,7 +34,13 @@ from urllib.parse import quote
 
 import httpx
 
-from agent.errors import ChunkSetupError, FenceError, OutputRefused, PathEscapeError
+from agent.errors import (
+    ChunkSetupError,
+    DestinationBlocked,
+    FenceError,
+    OutputRefused,
+    PathEscapeError,
+)
 from agent.no_follow import copy_data, open_folder, take_back
 from farmtui.frames import frame_path
 from farmtui.protocol import ROOT_ID_FILE, AssignChunk, leader_owned
@@ -341,7 +347,10 @@ class CopyToSyncRoot:
     def _copy(self, relative: str, source: Path, fence: Fence) -> None:
         rel = output_path(relative)
         with open_output(source, fence.owner, fence.folder) as rendered:
-            folder = open_folder(self.root, rel.parent.parts, make=True, what=relative)
+            try:
+                folder = open_folder(self.root, rel.parent.parts, make=True, what=relative)
+            except PathEscapeError as exc:  # in the sync root, not in what was rendered
+                raise DestinationBlocked(str(exc)) from None
             try:
                 _land_copy(folder, rel.name, rendered, fence)
             finally:

@@ -290,6 +290,33 @@ async def test_a_failed_copy_fails_the_chunk_and_keeps_the_staged_files(
     assert farm.supervisor.kept_outputs() == []
 
 
+async def test_a_file_in_the_way_of_the_output_folder_keeps_the_staged_files_for_a_retry_sync(
+    farm: Any, demo_chunk: Chunk
+) -> None:
+    """The copy was refused as a path escape, whose output is not kept: the retry
+    sync then rendered again (audit 28a). The rendered files were never at fault."""
+    farm.supervisor.storage = Storage(
+        sync_root=farm.sync_root, delivery=CopyToSyncRoot(farm.sync_root)
+    )
+    (farm.sync_root / "renders").mkdir(exist_ok=True)
+    (farm.sync_root / "renders/shot").write_text("in the way\n")
+    farm.supervisor.assign(demo_chunk([1]))
+    finished = await farm.finish()
+    assert finished.outcome == "failed"
+    assert finished.reason == (
+        "copy to the sync root failed: renders/shot/frame_0001.png: shot on its way is a "
+        "symlink or not a folder; refused"
+    )
+    assert finished.kept_staged
+    (farm.sync_root / "renders/shot").unlink()
+    farm.recorder.messages.clear()
+    sync = msgspec.structs.replace(demo_chunk([1], attempt=2), sync_from=1)
+    farm.supervisor.assign(sync)
+    assert (await farm.finish()).outcome == "done"
+    assert farm.recorder.output() == [], "no renderer ran"
+    assert (farm.sync_root / "renders/shot/frame_0001.png").read_bytes()[:4] == b"\x89PNG"
+
+
 async def test_output_pattern_is_inferred_when_the_leader_sends_none(
     farm: Any, demo_chunk: Chunk
 ) -> None:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 
+import msgspec
+
 from farmtui.durations import format_duration
 from farmtui.frames import format_frames
 from farmtui.printable import printable
@@ -252,10 +254,26 @@ def frames_by_runs(runs: Sequence[FrameRun]) -> str:
 
 
 def frames_line(detail: JobDetail) -> str:
+    """The job's frames by state; a job held as a whole shows its waiting frames held,
+    as the console's frame grid does (the data still says "unassigned": no chunk of
+    theirs is held)."""
+    held = detail.job.state == "holding"
     if not detail.frame_runs:  # a leader from before frame runs
-        return frames_by_state(detail.frame_states)
-    line = frames_by_runs(detail.frame_runs)
-    return line if detail.frame_runs_complete else line + "  (and more, too ragged to list)"
+        states = detail.frame_states
+        if held:
+            states = {f: "held" if s == "unassigned" else s for f, s in states.items()}
+        line = frames_by_state(states)
+    else:
+        runs = detail.frame_runs
+        if held:
+            runs = [
+                msgspec.structs.replace(r, state="held") if r.state == "unassigned" else r
+                for r in runs
+            ]
+        line = frames_by_runs(runs)
+        if not detail.frame_runs_complete:
+            line += "  (and more, too ragged to list)"
+    return line + "  (job held)" if held else line
 
 
 def slots_cell(node: NodeView) -> str:

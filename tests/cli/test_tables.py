@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from farmtui.printable import is_printable, printable
-from farmtui.protocol import AttemptView, ChunkView, JobDetail, JobSpec, JobView
-from farmtui.tables import chunks_table, detail_text, job_summary, table
+from farmtui.protocol import AttemptView, ChunkView, FrameRun, JobDetail, JobSpec, JobView
+from farmtui.tables import chunks_table, detail_text, frames_line, job_summary, table
 
 
 def test_a_chunk_whose_last_attempt_is_still_stopping_says_where() -> None:
@@ -18,6 +18,27 @@ def test_a_chunk_whose_last_attempt_is_still_stopping_says_where() -> None:
     )
     row = chunks_table([chunk]).splitlines()[-1]
     assert "queued (stopping on n1)" in row
+
+
+def test_a_job_held_as_a_whole_shows_its_waiting_frames_held_as_the_console_does() -> None:
+    """``farm show`` said "unassigned" where the console's grid said held (audit 28a)."""
+    runs = [FrameRun(1, 18, "done", 17), FrameRun(2, 17, "unassigned"), FrameRun(36, 36, "done")]
+    job = JobView(
+        id="j1",
+        name="s",
+        owner="a",
+        state="holding",
+        priority=50,
+        position=0,
+        frames="1-36",
+        chunk=1,
+        renderer="generic",
+        spec=JobSpec(),
+    )
+    detail = JobDetail(job=job, chunks=[], frame_states={}, frame_runs=runs)
+    assert frames_line(detail) == "frames    done 1-18x17,36 (3)  held 2-17 (16)  (job held)"
+    job.state = "rendering"
+    assert frames_line(detail) == "frames    done 1-18x17,36 (3)  unassigned 2-17 (16)"
 
 
 # --- untrusted text (issue 9, item 6): control characters are shown, never sent raw ---

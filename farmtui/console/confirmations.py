@@ -97,8 +97,13 @@ def _marked_done(frames: int) -> str:
 # -- jobs ------------------------------------------------------------------------------
 
 
+def _on_nodes(n: int) -> str:
+    """``3 chunks on nodes``: running, or held ahead of a slot (a job's stats count both)."""
+    return f"{count(n, 'chunk')} on {'a node' if n == 1 else 'nodes'}"
+
+
 def _kills(running: int) -> str:
-    return f"; {count(running, 'running chunk')} killed now" if running else ""
+    return f"; {_on_nodes(running)} killed now" if running else ""
 
 
 def requeue_cost(jobs: Sequence[JobView]) -> str:
@@ -111,7 +116,7 @@ def requeue_cost(jobs: Sequence[JobView]) -> str:
     else:
         text = "Requeue renders everything again; no frame is done yet, so no finished work is lost"
     if running:
-        text += f", and restarts {count(running, 'running chunk')} from scratch"
+        text += f", and restarts {_on_nodes(running)} from scratch"
     return text + "."
 
 
@@ -128,8 +133,8 @@ def complete_cost(jobs: Sequence[JobView]) -> str:
 def cancel_cost(jobs: Sequence[JobView]) -> str:
     running = sum(job.stats.chunks_running for job in jobs)
     kills = (
-        f"kills {count(running, 'running chunk')} now on every node (the whole renderer "
-        "process tree) and starts nothing more"
+        f"kills {_on_nodes(running)} now (the whole renderer process tree on every node) "
+        "and starts nothing more"
         if running
         else "starts nothing more"
     )
@@ -188,8 +193,10 @@ def _stops(chunks: Sequence[ChunkView], now: float) -> str:
     if len(running) == 1:
         chunk = running[0]
         where = f" on {chunk.node}" if chunk.node else ""
+        if chunk.started is None:  # held ahead of a slot there
+            return f"; takes chunk {chunk.index} back{where} before it starts"
         return f"; kills chunk {chunk.index} after {about(spent)} of rendering{where}"
-    return f"; kills {count(len(running), 'running chunk')} ({about(spent)} of rendering lost)"
+    return f"; kills {_on_nodes(len(running))} ({about(spent)} of rendering lost)"
 
 
 def set_done_cost(job: JobView, chunks: Sequence[ChunkView], now: float) -> str:
@@ -228,7 +235,7 @@ def retry_cost(job: JobView, chunks: Sequence[ChunkView], now: float) -> str | N
     if done:
         text = f"Retry re-renders {count(done, 'done frame')} {farm_time([(job, done)])}"
     else:
-        text = f"Retry starts {count(len(running), 'running chunk')} again from scratch"
+        text = f"Retry starts {_on_nodes(len(running))} again from scratch"
     return text + _stops(chunks, now) + "."
 
 

@@ -137,7 +137,8 @@ CHUNK_STATE_SHORT: dict[str, str] = {
     "queued": "wait",
     "assigned": "rend",
     "waiting-retry": "retry",
-    "preempted": "lost",
+    # Requeued by the farm, no retry used: its node lost, taken back, its agent stopped.
+    "preempted": "requ",
     "done": "done",
     "failed": "fail",
     "held": "held",

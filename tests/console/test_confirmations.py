@@ -45,7 +45,7 @@ async def test_requeue_states_the_frames_and_farm_time_it_costs(leader: Scripted
         text = cost_shown(app)
         assert "Requeue 2 jobs?" in text
         assert "Requeue re-renders 30 done frames ≈ 3 min of farm time" in text
-        assert "1 running chunk" in text
+        assert "restarts 1 chunk on a node from scratch" in text
         await pilot.press("escape")
         await wait_for(pilot, lambda: isinstance(app.screen, MainScreen))
         assert leader.count(RunJobAction) == 0

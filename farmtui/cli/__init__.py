@@ -50,7 +50,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         # Most of ``farm``'s start is importing its commands: a Ctrl-C meanwhile is
         # the same quiet 130 as one during the command, not a traceback.
-        args = build_parser(own).parse_args(own)
+        args, unknown = build_parser(own).parse_known_args(own)
+        if unknown:  # said by the command they were given to, not by ``farm``
+            from farmtui.cli.parser import usage_error
+
+            usage_error(f"farm {args.command}", f"unrecognized arguments: {' '.join(unknown)}")
     except KeyboardInterrupt:
         sys.stderr.write("\n")
         return 130

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, get_args
@@ -51,10 +52,19 @@ class Parser(argparse.ArgumentParser):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.commands: list[str] = []  # the commands built into it (see build_parser)
+        # ``--frames -3-2`` (negative frames) is a value, not an unknown flag: any
+        # argument that starts like a negative number is one, as from Python 3.13 on
+        # (3.11 takes only ``-3`` and ``-3.5``). No flag of ours looks like a number.
+        self._negative_number_matcher = re.compile(r"-\.?\d")
 
     def error(self, message: str) -> NoReturn:
-        sys.stderr.write(f"{self.prog}: {printable(message)} (see `{self.prog} --help`)\n")
-        raise SystemExit(2)
+        usage_error(self.prog, message)
+
+
+def usage_error(prog: str, message: str) -> NoReturn:
+    """``farm submit: ... (see `farm submit --help`)`` and exit 2."""
+    sys.stderr.write(f"{prog}: {printable(message)} (see `{prog} --help`)\n")
+    raise SystemExit(2)
 
 
 def _parents() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:

@@ -116,6 +116,20 @@ def test_usage_errors_are_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert "invalid choice: 'sideways'" in err
+    # An unknown flag is the command's error, said in its name (it was plain "farm").
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["submit", "--bogus", "--", "true"])
+    assert caught.value.code == 2
+    assert capsys.readouterr().err == (
+        "farm submit: unrecognized arguments: --bogus (see `farm submit --help`)\n"
+    )
+
+
+def test_negative_frames_are_a_value_not_an_unknown_flag() -> None:
+    """``--frames -3-2`` was "expected one argument" (only ``--frames=-3-2`` worked)."""
+    parser = cli.build_parser(["submit"])
+    args = parser.parse_args(["submit", "--frames", "-3-2", "--scout", "-3,-1"])
+    assert (args.frames, args.scout) == ("-3-2", "-3,-1")
 
 
 def test_priority_is_checked_before_any_request(capsys: pytest.CaptureFixture[str]) -> None:

@@ -12,7 +12,7 @@ import msgspec
 
 from farmtui.cli import shared
 from farmtui.cli.shared import emit, emit_json
-from farmtui.errors import InputError
+from farmtui.errors import InputError, NotFound
 from farmtui.printable import printable
 
 if TYPE_CHECKING:
@@ -27,7 +27,15 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     from farmtui.tables import jobs_table
 
     with shared.connect(args) as farm:
-        jobs = farm.jobs(include_archived=args.all, limit=args.limit, after=args.after)
+        try:
+            jobs = farm.jobs(include_archived=args.all, limit=args.limit, after=args.after)
+        except NotFound:
+            if args.after is None:
+                raise
+            # ``--after`` by name or id prefix, as every other command takes a job:
+            # looked up (a listing of every job) only when it is not an id.
+            after = farm.resolve_job(args.after)
+            jobs = farm.jobs(include_archived=args.all, limit=args.limit, after=after)
     if args.json:
         emit_json(jobs)
     else:

@@ -80,6 +80,18 @@ def test_submit_jobs_show(farm_leader: LiveLeader) -> None:
 
     assert json.loads(done.stdout)["job"]["id"] == job_id
 
+    # Pages of jobs, the page's last job named as any command takes one (by name too).
+    second = submit_json(farm_leader, "--name", "next", "--", "sleep", "0")
+    for after in (job_id, "live", job_id[:8]):
+        done = farm_leader.cli("jobs", "--limit", "1", "--after", after, "--json")
+        assert done.returncode == 0, done.stderr
+        assert [listed["id"] for listed in json.loads(done.stdout)] == [second["id"]]
+    done = farm_leader.cli("jobs", "--after", "nothing-like-it")
+    assert (done.returncode, done.stderr) == (
+        1,
+        "farm jobs: no job 'nothing-like-it' on the farm\n",
+    )
+
 
 @needs_leader
 def test_job_file_with_flag_override(farm_leader: LiveLeader, tmp_path: Path) -> None:

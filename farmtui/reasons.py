@@ -19,7 +19,7 @@ def clock(timestamp: float, now: float | None = None) -> str:
 
 
 def reason_line(reason: WaitReason | None, now: float | None = None) -> str:
-    """``retry (attempt 3/4) at 12:31:20``, ``blocked on 3/3 nodes until 12:39:00``; "" for none."""
+    """``retry 2 of 3 at 12:31:20``, ``blocked on 3/3 nodes until 12:39:00``; "" for none."""
     if reason is None:
         return ""
     if reason.until is None:

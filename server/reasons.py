@@ -110,7 +110,9 @@ def why_waiting(job: Job, farm: Farm, policy: RetryPolicy, now: float) -> WaitRe
             retry_at, errors = due
             return WaitReason(
                 kind="retry",
-                text=f"retry (attempt {errors + 1}/{policy.retries + 1})",
+                # Retries used of those allowed, not the attempt's number: attempts the
+                # farm cut short (a lost node, a take-back) use none.
+                text=f"retry {errors} of {policy.retries}",
                 until=retry_at,
             )
     parked = farm.frame_waits.waiting.get(job.id)

@@ -298,7 +298,7 @@ class JobDetailPanel(Vertical):
             self.grid.refresh()  # waiting frames are drawn held while the job is
 
     def _show_why(self, job: JobView) -> None:
-        """``why: retry (attempt 3/4) at 12:31:20`` and the nodes kept off the job."""
+        """``why: retry 2 of 3 at 12:31:20`` and the nodes kept off the job."""
         now = self.state.clock()
         why = self.query_one("#detail-why", Static)
         reason = reason_line(job.reason, now)

@@ -201,7 +201,10 @@ class ChunkDelivery:
         a = self.assign
         self.sup.reporter.send(
             ChunkStarted(
-                **self._ids(), pid=0, command=[f"copy the output staged by attempt {a.sync_from}"]
+                **self._ids(),
+                pid=0,
+                command=[f"copy the output staged by attempt {a.sync_from}"],
+                started=started,  # the node's clock, as its end's (the log's header and footer)
             )
         )
         try:

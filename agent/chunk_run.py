@@ -491,9 +491,10 @@ class ChunkRun(ChunkDelivery):
         self._start_args = (launch, cwd, env, exit_file)
         if not await self.sup.take_slot(self):
             # Told to stop while it waited: it never started (its journal entry goes too).
-            self.sup.reporter.send(ChunkStarted(**self._ids(), pid=0, command=argv))
+            now = self.sup.wall()
+            self.sup.reporter.send(ChunkStarted(**self._ids(), pid=0, command=argv, started=now))
             assert self.stop is not None
-            self._finish(Verdict(self.stop.outcome, self.stop.reason), self.sup.wall())
+            self._finish(Verdict(self.stop.outcome, self.stop.reason), now)
             self._clean_staging()
             self._drop_journal()
             return
@@ -525,14 +526,18 @@ class ChunkRun(ChunkDelivery):
             self.shim_uncertain = True
             log.error("chunk %s: %s; giving it up", self.marker, exc)
             await kill_tree(self.marker, grace=self.sup.kill_grace, keep=self.sup.tracked)
-            self.sup.reporter.send(ChunkStarted(**self._ids(), pid=0, command=argv))
+            self.sup.reporter.send(
+                ChunkStarted(**self._ids(), pid=0, command=argv, started=started)
+            )
             # Not the job's fault: no retry used, and it may run elsewhere.
             self._finish(Verdict("killed", f"not started: {exc}"), started)
             self._clean_staging()
             self._drop_journal()
             return
         except OSError as exc:  # the shim itself could not start (no python?)
-            self.sup.reporter.send(ChunkStarted(**self._ids(), pid=0, command=argv))
+            self.sup.reporter.send(
+                ChunkStarted(**self._ids(), pid=0, command=argv, started=started)
+            )
             self._finish(Verdict("failed", f"cannot start the chunk supervisor: {exc}"), started)
             self._clean_staging()
             self._drop_journal()
@@ -541,7 +546,9 @@ class ChunkRun(ChunkDelivery):
         try:
             if shim.pid is None:
                 result = await shim.wait()
-                self.sup.reporter.send(ChunkStarted(**self._ids(), pid=0, command=argv))
+                self.sup.reporter.send(
+                    ChunkStarted(**self._ids(), pid=0, command=argv, started=started)
+                )
                 if result.cause == "shim_died":
                     # Killed between taking the chunk and saying so: what it may have
                     # started carries the marker. Not the job's fault: no retry used.

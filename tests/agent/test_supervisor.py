@@ -351,6 +351,8 @@ async def test_retry_sync_copies_the_kept_output_without_rendering_again(
     assert rendered > 0
     started = farm.recorder.of(ChunkStarted)[0]
     assert started.command == ["copy the output staged by attempt 1"]
+    # On the node's clock, as its end: its log's header came after its footer (audit 28a).
+    assert 0 < started.started <= finished.finished
     for frame in (1, 2):
         assert (farm.sync_root / f"renders/shot/frame_{frame:04d}.png").read_bytes()[:4] == (
             b"\x89PNG"

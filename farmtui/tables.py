@@ -276,6 +276,12 @@ def frames_line(detail: JobDetail) -> str:
     return line + "  (job held)" if held else line
 
 
+def failure_error(failure: FailureView) -> str:
+    """``exited 1; Error: out of memory``: why the attempt failed, then the renderer's
+    last error line (a copy failure's reason is the whole story; its last line is not)."""
+    return "; ".join(part for part in (failure.reason, failure.error_line) if part)
+
+
 def slots_cell(node: NodeView) -> str:
     """``used/slots``, and ``+N`` for the chunks held ahead of a free slot (a node given
     short chunks holds a few beyond its slots, each starting as a slot frees): ``4/4+2``.
@@ -364,7 +370,7 @@ def failures_table(failures: Sequence[FailureView]) -> str:
             f.node,
             str(f.attempt),
             f.chunk_state,
-            "; ".join(part for part in (f.reason, f.error_line) if part),
+            failure_error(f),
         ]
         for f in failures
     ]

@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 from farmtui.printable import is_printable, printable
-from farmtui.protocol import AttemptView, ChunkView, FrameRun, JobDetail, JobSpec, JobView
-from farmtui.tables import chunks_table, detail_text, frames_line, job_summary, table
+from farmtui.protocol import (
+    AttemptView,
+    ChunkView,
+    FailureView,
+    FrameRun,
+    JobDetail,
+    JobSpec,
+    JobView,
+)
+from farmtui.tables import chunks_table, detail_text, failure_error, frames_line, job_summary, table
 
 
 def test_a_chunk_whose_last_attempt_is_still_stopping_says_where() -> None:
@@ -39,6 +47,20 @@ def test_a_job_held_as_a_whole_shows_its_waiting_frames_held_as_the_console_does
     assert frames_line(detail) == "frames    done 1-18x17,36 (3)  held 2-17 (16)  (job held)"
     job.state = "rendering"
     assert frames_line(detail) == "frames    done 1-18x17,36 (3)  unassigned 2-17 (16)"
+
+
+def test_a_failure_says_why_before_the_renderers_last_line_in_the_cli_and_the_console() -> None:
+    """The console's failures view showed a copy failure's last output line alone
+    ("rendering"), not that the copy failed (audit 28a): one rule for both now."""
+    copy = FailureView(
+        job_id="j", job_name="n", chunk=0, frames="1", node="n1", attempt=1, finished=0.0,
+        outcome="failed", reason="copy to the sync root failed: disk full",
+        error_line="rendering",
+    )  # fmt: skip
+    assert failure_error(copy) == "copy to the sync root failed: disk full; rendering"
+    from farmtui.console.widgets import failures_panel
+
+    assert failures_panel.failure_error is failure_error
 
 
 # --- untrusted text (issue 9, item 6): control characters are shown, never sent raw ---

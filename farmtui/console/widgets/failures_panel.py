@@ -31,6 +31,7 @@ from farmtui.console.widgets.chunk_table import CHUNK_STATE_STYLES
 from farmtui.console.widgets.line_table import Cell, Column, LineTable
 from farmtui.printable import printable
 from farmtui.protocol import FailureView
+from farmtui.tables import failure_error
 
 
 def failure_key(failure: FailureView) -> str:
@@ -111,7 +112,7 @@ class FailuresTable(LineTable):
                 fmt.CHUNK_STATE_SHORT.get(failure.chunk_state, failure.chunk_state),
                 CHUNK_STATE_STYLES.get(failure.chunk_state),
             ),
-            (failure.error_line or failure.reason or failure.outcome, None),
+            (failure_error(failure) or failure.outcome, None),
         ]
 
     def _blocked_nodes(self, job_id: str) -> dict[str, float]:

@@ -268,12 +268,13 @@ def chunk_action(
 ) -> str:
     """Apply ``action`` to some chunks of one job; the event text."""
     why = f"{action} by {actor}"
+    finished = [chunk.index for chunk in chunks if chunk.state in FINISHED]
     for chunk in chunks:
         if action == "retry":
             _rerun(job, chunk, nodes, changes, now, why)
         elif action == "hold":
             if chunk.state in FINISHED:
-                continue
+                continue  # said in the event: a done chunk has nothing left to hold
             _stop(job, chunk, nodes, changes, now, why)
             set_chunk_state(job, chunk, "held", changes)
         elif action == "set-failed":
@@ -293,4 +294,8 @@ def chunk_action(
         job.state = "queued"
         job.finished = None
     refresh_job(job, changes, now, actor)
-    return f"{action} on chunks {', '.join(str(c.index) for c in chunks)}"
+    text = f"{action} on chunks {', '.join(str(c.index) for c in chunks)}"
+    if action == "hold" and finished:
+        ended = ", ".join(map(str, finished))
+        text += f" (no effect on {ended}: {'it has' if len(finished) == 1 else 'they have'} ended)"
+    return text

@@ -6,6 +6,7 @@ import msgspec
 
 from farmtui.protocol import ChunkAction, JobAction, JobPatch, MoveWhere
 from server import actions, dispatch_order
+from server.job_progress import FINISHED
 from server.model import Changes, Job
 from server.outcomes import push_timeouts
 from server.prefetch import withdraw_waiting
@@ -80,6 +81,10 @@ class OperatorActions(DispatchIndex):
             raise SchedulerError(f"job {job_id} has no chunk {', '.join(map(str, bad))}")
         changes = Changes()
         picked = [job.chunks[i] for i in dict.fromkeys(chunks)]
+        if action == "hold" and all(c.state in FINISHED for c in picked):
+            # Nothing would change: said to whoever asked, not only in the job's events.
+            names = ", ".join(str(c.index) for c in picked)
+            raise SchedulerError(f"chunk {names} of job {job_id} ended already: nothing to hold")
         text = actions.chunk_action(job, picked, action, actor, now, self.nodes, changes)
         changes.event(now, "info", text, job_id, actor)
         return changes

@@ -97,6 +97,22 @@ async def test_chunk_actions_only_in_the_k_mode_shown_in_the_footer(leader: Scri
         assert leader.job("j1").state == "rendering"
 
 
+async def test_k_on_the_settings_tab_says_where_chunks_are_picked(leader: ScriptedLeader) -> None:
+    """It did nothing there, silently: the ``h`` typed after it held the whole job."""
+    app = make_app(leader)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await synced(pilot, app)
+        await pilot.press("enter", "t", "t")  # the detail's Settings tab
+        assert "k chunk action" in key_bar(app)
+        await pilot.press("k")
+        await wait_for(
+            pilot,
+            lambda: any("Pick frames in the frame grid" in n.message for n in app._notifications),
+            what="where to pick chunks",
+        )
+        assert isinstance(app.screen, MainScreen)
+
+
 async def test_priority_is_typed_and_applied_once_on_enter(leader: ScriptedLeader) -> None:
     app = make_app(leader)
     async with app.run_test(size=(80, 24)) as pilot:

@@ -334,3 +334,18 @@ def test_done_chunks_show_the_node_that_rendered_them(farm: Farm) -> None:
     farm.finish(job, 0)
     assert farm.scheduler.chunk_view(job, 0).node == "n1"
     assert farm.scheduler.chunk_view(job, 1).node is None
+
+
+def test_holding_only_chunks_that_ended_is_refused_and_a_mix_says_what_it_skipped(
+    farm: Farm,
+) -> None:
+    """It logged "hold on chunks 0" and changed nothing, without a word (audit 28a)."""
+    job = farm.submit("j", frames="1-3")
+    farm.node("n1")
+    farm.dispatch()
+    farm.finish(job, 0)
+    with pytest.raises(SchedulerError, match="chunk 0 of job j ended already: nothing to hold"):
+        farm.scheduler.chunk_action(job, [0], "hold", "bob", farm.now)
+    changes = farm.scheduler.chunk_action(job, [0, 2], "hold", "bob", farm.now)
+    assert changes.events[-1].text == "hold on chunks 0, 2 (no effect on 0: it has ended)"
+    assert farm.chunk_states(job) == ["done", "queued", "held"]

@@ -420,10 +420,12 @@ class MainScreen(LinkPainting, Filtering, Triage, ScreenParts):
         self.app.push_screen(EditSettingsScreen(job), edited)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """``k`` is offered (in the key bar) only where there are chunks to act on."""
+        """``k`` is offered (in the key bar) where there are chunks to act on, and in the
+        whole job detail: pressed on its Settings tab, it said nothing, so the next key
+        (``h``) held the whole job; there it says where chunks are picked."""
         if action == "chunk_mode":
             chunks_here = isinstance(self.focused, FrameGrid | ChunkTable | TaskChunkList)
-            return True if chunks_here else None
+            return True if chunks_here or self.view == "detail" else None
         return True
 
     def on_descendant_blur(self, event: events.DescendantBlur) -> None:

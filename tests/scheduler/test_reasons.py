@@ -103,9 +103,7 @@ def test_a_retry_backing_off_gives_its_time_and_attempt() -> None:
     farm.dispatch()
     farm.finish(job, 0, outcome="failed")
     farm.dispatch()
-    assert reason(farm, job) == WaitReason(
-        kind="retry", text="retry 1 of 3", until=1000.0 + 30.0
-    )
+    assert reason(farm, job) == WaitReason(kind="retry", text="retry 1 of 3", until=1000.0 + 30.0)
     farm.advance(31.0)
     farm.dispatch()
     assert reason(farm, job) is None  # it runs again

@@ -28,6 +28,7 @@ from farmtui.protocol import (
     LimitView,
     NodeView,
     TokenView,
+    is_operator_block,
 )
 from farmtui.reasons import reason_line
 
@@ -161,7 +162,9 @@ def detail_text(detail: JobDetail) -> str:
     if detail.blocked_nodes:
         now = time.time()
         blocked = ", ".join(
-            f"{node} ({format_duration(until - now)} left)"
+            f"{node} (until unblocked)"
+            if is_operator_block(until, now)
+            else f"{node} ({format_duration(until - now)} left)"
             for node, until in sorted(detail.blocked_nodes.items())
         )
         lines.append(f"blocked   {blocked}")

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import math
 
-from farmtui.protocol import ChunkAction, ChunkState, JobAction
+from farmtui.protocol import ChunkAction, ChunkState, JobAction, is_operator_block
 from server.job_progress import FINISHED, PENDING, gates
 from server.model import Changes, Chunk, Job, Node
 from server.prefetch import withdraw_waiting
-from server.retries import is_operator_block
 from server.transitions import (
     discard_staged,
     holder_awaited,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from farmtui.protocol import MAX_SECONDS
 from server.model import Job
 from server.scheduler_config import SchedulerConfig
 
@@ -44,15 +43,6 @@ def note_node_error(job: Job, node: str, config: SchedulerConfig, now: float) ->
     job.node_errors[node] = count
     return False
 
-
-# An operator's block of a node for a job lasts until lifted (a year, in the
-# records); automatic blocks last ``block_for``, minutes to hours: a block with
-# more than half a year to go is an operator's, and a retry does not lift it.
-OPERATOR_BLOCK = MAX_SECONDS
-
-
-def is_operator_block(until: float, now: float) -> bool:
-    return until - now > OPERATOR_BLOCK / 2
 
 
 def is_blocked(job: Job, node: str, now: float) -> bool:

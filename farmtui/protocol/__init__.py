@@ -115,10 +115,12 @@ from farmtui.protocol.conventions import (
     AGENT_EXIT_REFUSED,
     IDEMPOTENCY_KEY,
     LEADER_PATHS,
+    OPERATOR_BLOCK,
     PROTOCOL_VERSION,
     ROLE_HEADER,
     ROOT_ID_FILE,
     STANDBY_REFUSAL,
+    is_operator_block,
     leader_owned,
 )
 from farmtui.protocol.limits import (
@@ -268,6 +270,7 @@ __all__ = [
     "JobsRemoved",
     "KillChunk",
     "LEADER_PATHS",
+    "OPERATOR_BLOCK",
     "LIMIT_NAME_PATTERN",
     "LOOK_OVER_BYTES",
     "Label",
@@ -351,6 +354,7 @@ __all__ = [
     "encode",
     "encode_batch",
     "encoder",
+    "is_operator_block",
     "leader_owned",
     "leader_to_agent",
     "leader_to_agent_batch",

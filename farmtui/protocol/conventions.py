@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import PurePath
 
+from farmtui.protocol.limits import MAX_SECONDS
+
 PROTOCOL_VERSION = 1
 # Set on a leader's refusals when it is a standby (issue 14): a client with several
 # leader URLs tries the next one. ``GET /healthz`` says the same in its body.
@@ -34,3 +36,13 @@ LEADER_PATHS = ("jobs", "nodes", ROOT_ID_FILE)
 def leader_owned(relative: PurePath) -> bool:
     """Whether a path relative to the sync root is the root itself or the leader's own."""
     return not relative.parts or relative.parts[0].casefold() in LEADER_PATHS
+
+
+# An operator's block of a node for a job lasts until lifted (a year, in the
+# records); automatic blocks last ``block_for``, minutes to hours: a block with
+# more than half a year to go is an operator's, and a retry does not lift it.
+OPERATOR_BLOCK = MAX_SECONDS
+
+
+def is_operator_block(until: float, now: float) -> bool:
+    return until - now > OPERATOR_BLOCK / 2

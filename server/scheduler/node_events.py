@@ -6,11 +6,11 @@ agent says it still runs; a lost node's chunks requeue with no retry used.
 
 from __future__ import annotations
 
-from farmtui.protocol import AgentHello, ChunkRef
+from farmtui.protocol import OPERATOR_BLOCK, AgentHello, ChunkRef
 from server import outcomes
 from server.model import Changes, Discard, Node
 from server.prefetch import withdraw_waiting
-from server.retries import OPERATOR_BLOCK, is_blocked
+from server.retries import is_blocked
 from server.scheduler.dispatch_index import DispatchIndex, _noting
 from server.scheduler_config import SchedulerError
 from server.transitions import refresh_job, settle_stopped

@@ -63,6 +63,26 @@ def test_a_failure_says_why_before_the_renderers_last_line_in_the_cli_and_the_co
     assert failures_panel.failure_error is failure_error
 
 
+def test_a_block_by_an_operator_lasts_until_unblocked_not_a_year() -> None:
+    """It showed as ``n1 (365d00h left)`` (audit 28a): a manual block has no end."""
+    import time
+
+    from farmtui.protocol import OPERATOR_BLOCK
+
+    job = JobView(
+        id="j1", name="s", owner="a", state="rendering", priority=50, position=0,
+        frames="1", chunk=1, renderer="generic", spec=JobSpec(),
+    )  # fmt: skip
+    now = time.time()
+    detail = JobDetail(
+        job=job, chunks=[], frame_states={},
+        blocked_nodes={"n1": now + OPERATOR_BLOCK, "n2": now + 600},
+    )  # fmt: skip
+    (line,) = [line for line in detail_text(detail).splitlines() if line.startswith("blocked")]
+    assert line.startswith("blocked   n1 (until unblocked), n2 (")
+    assert line.endswith(" left)")
+
+
 # --- untrusted text (issue 9, item 6): control characters are shown, never sent raw ---
 
 

@@ -30,7 +30,7 @@ from farmtui.console.widgets.frame_grid import FrameGrid, FrameLegend
 from farmtui.console.widgets.line_table import LineTable
 from farmtui.console.widgets.pane_log import PaneLog
 from farmtui.printable import printable
-from farmtui.protocol import EventView, JobView
+from farmtui.protocol import EventView, JobView, is_operator_block
 from farmtui.reasons import clock, reason_line
 
 
@@ -307,7 +307,10 @@ class JobDetailPanel(Vertical):
         blocked = self.query_one("#detail-blocked", Static)
         blocked.display = bool(job.blocked_nodes)
         nodes = " · ".join(
-            f"{node} until {clock(until, now)}" for node, until in sorted(job.blocked_nodes.items())
+            f"{node} until unblocked"
+            if is_operator_block(until, now)
+            else f"{node} until {clock(until, now)}"
+            for node, until in sorted(job.blocked_nodes.items())
         )
         blocked.update(_one_line(f"blocked: {nodes}  (b unblocks)", "red"))
         self.refresh_bindings()

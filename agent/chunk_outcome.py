@@ -71,7 +71,7 @@ def decide(
         if timeouts.on_timeout == "notify":
             notify = "min_render"
         else:
-            why = f"min_render timeout after {elapsed:.1f} s (limit {timeouts.min_render:g} s)"
+            why = timeout_reason("min_render", elapsed, timeouts.min_render)
             if returncode is not None:
                 why += f", {reason_for_exit(returncode)}"
             return Verdict("timeout", why, "min_render")
@@ -92,3 +92,10 @@ def decide(
             notify=notify,
         )
     return Verdict("done", "", deliver="expected", notify=notify)
+
+
+def timeout_reason(kind: TimeoutKind, elapsed: float, limit: float) -> str:
+    """``max_render timeout after 61.0 s (limit 60 s)``; an auto timeout's limit is a
+    mean times a multiplier, shown to a tenth (it was ``limit 2.02525 s``)."""
+    shown = f"{limit:.1f}".removesuffix(".0")
+    return f"{kind} timeout after {elapsed:.1f} s (limit {shown} s)"

@@ -36,7 +36,7 @@ import msgspec
 
 from agent.adapters import Adapter, adapter_for
 from agent.chunk_delivery import ChunkDelivery
-from agent.chunk_outcome import Outcome, Stop, TimeoutKind, Verdict
+from agent.chunk_outcome import Outcome, Stop, TimeoutKind, Verdict, timeout_reason
 from agent.errors import ChunkSetupError
 from agent.gpus import visible_devices
 from agent.journal import JournalEntry
@@ -782,9 +782,7 @@ class ChunkRun(ChunkDelivery):
         if self.timeouts.on_timeout == "notify":
             self._notify(kind)
             return
-        self.request_stop(
-            "timeout", f"{kind} timeout after {elapsed:.1f} s (limit {limit:g} s)", kind
-        )
+        self.request_stop("timeout", timeout_reason(kind, elapsed, limit), kind)
 
     def _notify(self, kind: TimeoutKind) -> None:
         if kind in self.notified:

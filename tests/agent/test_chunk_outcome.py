@@ -66,3 +66,14 @@ def test_too_fast_is_a_min_render_timeout_unless_it_only_notifies() -> None:
     assert fast.reason.endswith("exited with 0")
     notify = _decide(elapsed=0.5, timeouts=ChunkTimeouts(min_render=2.0, on_timeout="notify"))
     assert (notify.outcome, notify.notify) == ("done", "min_render")
+
+
+def test_a_timeouts_limit_is_shown_to_a_tenth_of_a_second() -> None:
+    """An auto timeout (a mean times a multiplier) showed as ``limit 2.02525 s``."""
+    from agent.chunk_outcome import timeout_reason
+
+    assert timeout_reason("max_render", 3.04, 2.02525) == (
+        "max_render timeout after 3.0 s (limit 2 s)"
+    )
+    assert timeout_reason("max_render", 61.0, 60.0).endswith("(limit 60 s)")
+    assert timeout_reason("min_render", 1.0, 2.25).endswith("(limit 2.2 s)")

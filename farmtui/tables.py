@@ -132,6 +132,39 @@ def scheduling_line(job: JobView) -> str:
     return "; ".join(parts)
 
 
+def limits_line(job: JobView) -> str:
+    """The settings ``farm set`` changes that bound a job's chunks: ``max-running 4;
+    retries 2 (delay 10s); max render 1h00m, on timeout requeue``. Unset ones (the
+    farm's defaults) are left out."""
+    spec, t = job.spec, job.spec.timeouts
+    parts: list[str] = []
+    if spec.max_running:
+        parts.append(f"max-running {spec.max_running}")
+    if spec.retries is not None:
+        delays = [
+            f"{what} {format_duration(value)}"
+            for what, value in (("delay", spec.retry_delay), ("cap", spec.retry_cap))
+            if value is not None
+        ]
+        parts.append(f"retries {spec.retries}" + (f" ({', '.join(delays)})" if delays else ""))
+    limits = [
+        f"{what} {format_duration(value)}"
+        for what, value in (
+            ("min render", t.min_render),
+            ("max render", t.max_render),
+            ("max start", t.max_start),
+            ("scripts", t.script_timeout),  # pre- and post-job scripts
+        )
+        if value is not None
+    ]
+    if t.auto:
+        limits.append(f"auto timeout x{t.auto_multiplier:g}")
+    if limits:
+        each = " per frame" if t.per_frame else ""
+        parts.append(f"{', '.join(limits)}{each}, on timeout {t.on_timeout}")
+    return "; ".join(parts)
+
+
 def detail_text(detail: JobDetail) -> str:
     """``farm show``: the job, its chunks with their latest attempt, and frames by state."""
     job = detail.job
@@ -159,6 +192,9 @@ def detail_text(detail: JobDetail) -> str:
     needs = scheduling_line(job)
     if needs:
         lines.append(f"needs     {needs}")
+    limits = limits_line(job)
+    if limits:
+        lines.append(f"limits    {limits}")
     if detail.blocked_nodes:
         now = time.time()
         blocked = ", ".join(

@@ -83,6 +83,27 @@ def test_a_block_by_an_operator_lasts_until_unblocked_not_a_year() -> None:
     assert line.endswith(" left)")
 
 
+def test_show_gives_the_limits_farm_set_changes() -> None:
+    """``farm show`` never showed a job's timeouts, retries or machine limit (audit 28a)."""
+    from farmtui.protocol import Timeouts
+
+    spec = JobSpec(
+        max_running=4, retries=2, retry_delay=10,
+        timeouts=Timeouts(max_render=3600, per_frame=True, on_timeout="requeue"),
+    )  # fmt: skip
+    job = JobView(
+        id="j1", name="s", owner="a", state="queued", priority=50, position=0,
+        frames="1", chunk=1, renderer="generic", spec=spec,
+    )  # fmt: skip
+    text = detail_text(JobDetail(job=job, chunks=[], frame_states={}))
+    assert (
+        "limits    max-running 4; retries 2 (delay 10s); max render 1h00m per frame, "
+        "on timeout requeue"
+    ) in text.splitlines()
+    job.spec = JobSpec()
+    assert "limits" not in detail_text(JobDetail(job=job, chunks=[], frame_states={}))
+
+
 # --- untrusted text (issue 9, item 6): control characters are shown, never sent raw ---
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from agent import no_follow
 from agent.chunk_delivery import KEPT_MARK, is_kept, mark_kept, take_back_attempt
-from agent.errors import OutputRefused, PathEscapeError
+from agent.errors import DestinationBlocked, OutputRefused, PathEscapeError
 from agent.no_follow import MOST_LEVELS, make_folder, open_folder, take_back
 from agent.staging import CopyToSyncRoot, Fence, partial_folder, remove_partial_folder
 from tests.agent.conftest import demo_assign
@@ -90,7 +90,7 @@ async def _copies(delivery: CopyToSyncRoot, source: Path, count: int) -> int:
     fence = Fence(job_id="j", chunk=0, attempt=1, refusal=lambda: None)
     landed = 0
     for number in range(count):
-        with contextlib.suppress(PathEscapeError, FileNotFoundError):
+        with contextlib.suppress(PathEscapeError, DestinationBlocked, FileNotFoundError):
             await delivery.deliver(f"shots/d/pwn_{number:04d}.txt", source, fence)
             landed += 1
     return landed

@@ -27,6 +27,15 @@ from tests.console.scripted_leader import (
 from tests.helpers.farm import farm_agents, farm_leader  # noqa: F401  (the real-farm tmux test)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test here drives the real console (``-m "not console"`` leaves them out:
+    some 600 Pilot runs, most of the suite's time on two cores)."""
+    here = Path(__file__).parent
+    for item in items:
+        if item.path.is_relative_to(here):
+            item.add_marker(pytest.mark.console)
+
+
 @pytest.fixture(autouse=True)
 def _calm_terminal(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No cursor blink, no animations, no user keys.toml, UTC clock: stable screens."""

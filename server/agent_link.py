@@ -65,6 +65,7 @@ from farmtui.protocol import (
 from server.agent_reports import AgentReports
 from server.auth import bearer_token, hash_token
 from server.errors import NoRoom, StoreError, Unauthorized
+from server.group_commit import Answer
 from server.leader import Leader
 from server.links import SendQueue, close_websocket, receive_data
 from server.model import Changes
@@ -152,6 +153,46 @@ class AgentLink:
         A heartbeat is answered with ``LeaseRenewed`` once it is processed: the
         agent's lease then runs from the moment it sent that heartbeat.
         """
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._lost(message):
+            future.cancel()
+            return future
+        # One small object, and the link's context rather than a copy of it per message.
+        future.add_done_callback(_Committed(self, message), context=self.context)
+        self._take(message, future)
+        return future
+
+    def handle_frame(
+        self, messages: list[AgentToLeader]
+    ) -> tuple[asyncio.Future[None] | None, int]:
+        """``handle`` for a frame's messages: the future of its last report still to be
+        committed (done once that one is dealt with), if any, and how many of them are.
+
+        One future a frame, not a message: each report is answered as its group lands
+        (``_Receipt``), so its Ack joins the assignments of that group in one frame.
+        """
+        last: _Receipt | None = None
+        reports = 0
+        for message in messages:
+            if self._lost(message):
+                continue
+            receipt = _Receipt(self, message)
+            try:
+                self._take(message, receipt)
+            except Exception:
+                self.ignored += 1
+                log.exception("node %s: %s failed", self.name, type(message).__name__)
+                continue
+            if not receipt.answered:  # a heartbeat is applied at once: not one to wait for
+                last = receipt
+                reports += 1
+        if last is None:
+            return None, 0
+        last.frame = asyncio.get_running_loop().create_future()
+        return last.frame, reports
+
+    def _lost(self, message: AgentToLeader) -> bool:
+        """A heartbeat of a node lost meanwhile: it is not applied, and the link closes."""
         if isinstance(message, Heartbeat) and not self._node_online():
             # Frozen past node_timeout with its link open: its chunks have moved. A
             # renewed lease would let its trees run on beside their new attempts; its
@@ -159,19 +200,15 @@ class AgentLink:
             if self.closing is None:
                 log.warning("node %s was lost; closing its link to hear its hello", self.name)
                 self.close(CLOSE_LOST, "this node was declared lost: say hello again")
-            gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            gone.cancel()
-            return gone
+            return True
+        return False
+
+    def _take(self, message: AgentToLeader, answer: Answer) -> None:
         if self.held_back is not None and message.seq > 0 and not isinstance(message, Heartbeat):
             # An earlier report was refused: this one comes again after it, in order.
-            future = asyncio.get_running_loop().create_future()
-            future.set_exception(NoRoom("an earlier report waits for room"))
+            answer.set_exception(NoRoom("an earlier report waits for room"))
         else:
-            future = self.reports.apply(message)
-        # One small object, and the link's context rather than a copy of it per message:
-        # with hundreds of agents a thousand or two of these wait for their commits.
-        future.add_done_callback(_Committed(self, message), context=self.context)
-        return future
+            self.reports.queue(message, answer)
 
     def heard(self) -> None:
         """A frame of its agent's arrived (``Scheduler.node_heard``), on its current link."""
@@ -182,10 +219,8 @@ class AgentLink:
         node = self.leader.scheduler.nodes.get(self.name)
         return node is not None and node.online
 
-    def _committed(self, message: AgentToLeader, future: asyncio.Future[None]) -> None:
-        if future.cancelled():
-            return
-        exc = future.exception()
+    def _committed(self, message: AgentToLeader, exc: BaseException | None) -> None:
+        """``message`` is committed (``exc`` None), or failed: acknowledge it, or not."""
         if isinstance(exc, NoRoom):
             if message.seq > 0:  # kept in the agent's outbox: it comes again
                 self._hold_back()
@@ -257,7 +292,40 @@ class _Committed:
         self.message = message
 
     def __call__(self, future: asyncio.Future[None]) -> None:
-        self.link._committed(self.message, future)
+        if not future.cancelled():
+            self.link._committed(self.message, future.exception())
+
+
+class _Receipt:
+    """``AgentLink._committed`` for one message of a frame, called as the group commit
+    answers it (an ``Answer``); the frame's last report's also ends ``frame``, which
+    ``serve`` waits for."""
+
+    __slots__ = ("link", "message", "answered", "frame")
+
+    def __init__(self, link: AgentLink, message: AgentToLeader) -> None:
+        self.link = link
+        self.message = message
+        self.answered = False
+        self.frame: asyncio.Future[None] | None = None
+
+    def done(self) -> bool:
+        return self.answered
+
+    def set_result(self, result: None, /) -> None:
+        self._answer(None)
+
+    def set_exception(self, exception: BaseException, /) -> None:
+        self._answer(exception)
+
+    def _answer(self, exc: BaseException | None) -> None:
+        self.answered = True
+        try:
+            self.link._committed(self.message, exc)
+        except Exception:  # called by the group commit: the rest of the group is answered
+            log.exception("node %s: %s not answered", self.link.name, type(self.message).__name__)
+        if self.frame is not None and not self.frame.done():
+            self.frame.set_result(None)
 
 
 async def agent_endpoint(websocket: WebSocket) -> None:
@@ -475,18 +543,7 @@ def _handle_frame(link: AgentLink, data: str | bytes) -> tuple[asyncio.Future[No
         link.ignored += 1
         link.bad_frames.warn(f"ignored a message: {str(exc)[:300]}")
         return None, 0
-    last: asyncio.Future[None] | None = None
-    reports = 0
-    for message in messages:
-        try:
-            future = link.handle(message)
-            if not future.done():  # a heartbeat is applied at once: not one to wait for
-                last = future
-                reports += 1
-        except Exception:
-            link.ignored += 1
-            log.exception("node %s: %s failed", link.name, type(message).__name__)
-    return last, reports
+    return link.handle_frame(messages)
 
 
 def welcome(leader: Leader, name: str, stale: list[ChunkRef], os_name: OsName) -> Welcome:

@@ -1,10 +1,10 @@
 """What each message from an agent does to the farm.
 
 The agent link decodes a message and hands it here; this module turns it
-into a step for the leader's group commit (``Leader.submit``) and returns the
-future that is done once the step is committed: then, and only then, the link
+into a step for the leader's group commit (``Leader.queue``), whose answer is
+given once the step is committed: then, and only then, the link
 acknowledges it. What the message adds to the job logs is written after the
-commit (commit, then announce). A commit that fails fails the future, so the
+commit (commit, then announce). A commit that fails fails the answer, so the
 link never acknowledges the message and the agent sends it again from its
 outbox.
 
@@ -27,7 +27,6 @@ broken by another job never keeps a chunk's report from being acknowledged.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import msgspec
@@ -46,6 +45,7 @@ from farmtui.protocol import (
     Heartbeat,
     KeptStaged,
 )
+from server.group_commit import Answer
 from server.leader import Leader
 from server.model import Changes
 
@@ -68,11 +68,13 @@ class AgentReports:
         record = self.leader.attempt_of(self.node, job_id, chunk, attempt)
         return record is not None and record.finished is None
 
-    def apply(self, message: AgentToLeader) -> asyncio.Future[None]:
-        """Queue ``message`` for the group commit; the future is done once it is committed."""
+    def queue(self, message: AgentToLeader, answer: Answer) -> None:
+        """Queue ``message`` for the group commit; ``answer`` is answered once it is
+        committed, or failed (``GroupCommit.queue``)."""
         match message:
             case Heartbeat():
-                return self._heartbeat(message)
+                self._heartbeat(message, answer)
+                return
             case ChunkStarted():
                 step: _Step = _Started(self, message)
             case ChunkOutput():
@@ -91,31 +93,31 @@ class AgentReports:
                 step = _KeptStaged(self, message)
             case AgentHello():
                 raise ValueError("hello is only valid as the first message")
-        return self.leader.submit(
+        self.leader.queue(
             step,
+            answer,
             dispatch=step.dispatches,
             announce=step.announce if step.announces else None,
             needs_room=step.needs_room(),
             source=self.node,
         )
 
-    def _heartbeat(self, message: Heartbeat) -> asyncio.Future[None]:
+    def _heartbeat(self, message: Heartbeat, answer: Answer) -> None:
         step = _Heartbeat(self, message)
         if message.seq > 0:
             # Numbered (an agent's are not): its Ack is cumulative, so it waits its turn.
-            return self.leader.submit(step, source=self.node)
+            self.leader.queue(step, answer, source=self.node)
+            return
         # Applied and answered as soon as it is read (``Leader.apply_live``): the node
         # is heard now, and its lease renewed a turn of the loop later, however many
         # reports wait in the group commit. It stores nothing, so nothing waits for a
         # commit; a node that came back online is dispatched to by the next group.
-        done: asyncio.Future[None] = self.leader.running_loop().create_future()
         try:
             self.leader.apply_live(step)
         except Exception as exc:
-            done.set_exception(exc)
+            answer.set_exception(exc)
         else:
-            done.set_result(None)
-        return done
+            answer.set_result(None)
 
 
 class _Step:

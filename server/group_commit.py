@@ -25,7 +25,7 @@ import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from server.announcements import AgentConnection, Announcing
 from server.commit_line import CommitLine, Group
@@ -51,6 +51,15 @@ COMMIT_FAILURE_LOG_INTERVAL = 10.0
 GROUP_BUDGET = 0.003
 
 
+class Answer(Protocol):
+    """Who is told once a step's group is committed and announced, or the step failed:
+    a future (``submit``), or what a caller answers on the spot (``queue``)."""
+
+    def done(self) -> bool: ...
+    def set_result(self, result: None, /) -> None: ...
+    def set_exception(self, exception: BaseException, /) -> None: ...
+
+
 @dataclass(slots=True)
 class _Pending:
     """A step waiting for the group commit (see ``Leader.submit``)."""
@@ -58,7 +67,7 @@ class _Pending:
     step: Callable[[float], Changes]
     dispatch: bool
     announce: Callable[[], None] | None
-    future: asyncio.Future[None]
+    future: Answer
     needs_room: bool = True
 
 
@@ -80,7 +89,7 @@ class Metrics:
         return 1000 * self.seconds / self.events if self.events else 0.0
 
 
-def _fail(future: asyncio.Future[None], exc: BaseException) -> None:
+def _fail(future: Answer, exc: BaseException) -> None:
     """Fail a step's future, unless its waiter was cancelled (a tick, at shutdown):
     the rest of its group is still answered."""
     if not future.done():
@@ -260,15 +269,43 @@ class GroupCommit(Announcing):
         (a tick, a hello, a disconnect), in their order. ``needs_room``: see
         ``run``; False only for changes that must not wait for room.
         """
-        loop = self.running_loop()
-        future: asyncio.Future[None] = loop.create_future()
+        future: asyncio.Future[None] = self.running_loop().create_future()
+        self.queue(
+            step,
+            future,
+            dispatch=dispatch,
+            announce=announce,
+            ahead=ahead,
+            needs_room=needs_room,
+            source=source,
+        )
+        return future
+
+    def queue(
+        self,
+        step: Callable[[float], Changes],
+        answer: Answer,
+        *,
+        dispatch: bool = True,
+        announce: Callable[[], None] | None = None,
+        ahead: bool = False,
+        needs_room: bool = True,
+        source: str | None = None,
+    ) -> None:
+        """``submit``, answering ``answer`` rather than a future of its own.
+
+        An agent's reports: their answer is an Ack, queued on the spot as their group
+        lands, so it goes out in the same frame as the assignments that group made.
+        A future per report cost a callback and a turn of the loop each, and its
+        Ack came a turn after the assignments, in a frame of its own (two writes
+        to each agent per group).
+        """
         # Ahead: behind those ahead already (a node's disconnect, then its next hello).
         self._pending.put(
-            _Pending(step, dispatch, announce, future, needs_room), source, ahead=ahead
+            _Pending(step, dispatch, announce, answer, needs_room), source, ahead=ahead
         )
         if len(self._pending) == 1:
-            loop.call_soon(self._apply_pending)
-        return future
+            self.running_loop().call_soon(self._apply_pending)
 
     def running_loop(self) -> asyncio.AbstractEventLoop:
         """The event loop the leader runs on (that of ``start``), as get_running_loop() says."""

@@ -533,8 +533,10 @@ async def test_frames_are_read_ahead_of_their_commits_so_a_heartbeat_is_not_held
         link = farm.agents["node1"]
         assert isinstance(link, AgentLink)
         read: list[object] = []
-        handle = link.handle
-        monkeypatch.setattr(link, "handle", lambda message: read.append(message) or handle(message))
+        handle_frame = link.handle_frame
+        monkeypatch.setattr(
+            link, "handle_frame", lambda messages: read.extend(messages) or handle_frame(messages)
+        )
         with monkeypatch.context() as patch:
             patch.setattr(farm, "_apply_pending", lambda: None)  # nothing gets committed
             for n in range(5):

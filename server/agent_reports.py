@@ -100,6 +100,7 @@ class AgentReports:
             announce=step.announce if step.announces else None,
             needs_room=step.needs_room(),
             source=self.node,
+            report=step.about_a_chunk,
         )
 
     def _heartbeat(self, message: Heartbeat, answer: Answer) -> None:
@@ -134,6 +135,9 @@ class _Step:
     dispatches = False
     # What it adds to the logs after the commit (``announce``), if anything.
     announces = False
+    # A report about a chunk: its scheduler event reads neither the dispatch index nor
+    # the free slots (``GroupCommit.queue``'s ``report``).
+    about_a_chunk = False
 
     def __init__(self, reports: AgentReports) -> None:
         self.reports = reports
@@ -173,6 +177,7 @@ class _Heartbeat(_Step):
 
 class _Started(_Step):
     __slots__ = ("message",)
+    about_a_chunk = True
     announces = True
 
     def __init__(self, reports: AgentReports, message: ChunkStarted) -> None:
@@ -199,6 +204,7 @@ class _Started(_Step):
 
 class _Output(_Step):
     __slots__ = ("message",)
+    about_a_chunk = True
     announces = True
 
     def __init__(self, reports: AgentReports, message: ChunkOutput) -> None:
@@ -222,6 +228,7 @@ class _Output(_Step):
 
 class _Progress(_Step):
     __slots__ = ("message",)
+    about_a_chunk = True
 
     def __init__(self, reports: AgentReports, message: ChunkProgress) -> None:
         super().__init__(reports)
@@ -238,6 +245,7 @@ class _Progress(_Step):
 
 class _Written(_Step):
     __slots__ = ("message",)
+    about_a_chunk = True
 
     def __init__(self, reports: AgentReports, message: FramesWritten) -> None:
         super().__init__(reports)
@@ -254,6 +262,7 @@ class _Written(_Step):
 
 class _TimedOut(_Step):
     __slots__ = ("message",)
+    about_a_chunk = True
 
     def __init__(self, reports: AgentReports, message: ChunkTimedOut) -> None:
         super().__init__(reports)
@@ -268,6 +277,7 @@ class _TimedOut(_Step):
 
 class _Finished(_Step):
     __slots__ = ("message",)
+    about_a_chunk = True
     dispatches = True
     announces = True
 

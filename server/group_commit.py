@@ -69,6 +69,9 @@ class _Pending:
     announce: Callable[[], None] | None
     future: Answer
     needs_room: bool = True
+    # An agent's report about a chunk: its event leaves the dispatch index to the group
+    # (``Scheduler.defer_notes``).
+    report: bool = False
 
 
 @dataclass(slots=True)
@@ -291,8 +294,12 @@ class GroupCommit(Announcing):
         ahead: bool = False,
         needs_room: bool = True,
         source: str | None = None,
+        report: bool = False,
     ) -> None:
-        """``submit``, answering ``answer`` rather than a future of its own.
+        """``submit``, answering ``answer`` rather than a future of its own. ``report``:
+        ``step`` is an agent's report about a chunk, whose scheduler event reads neither
+        the dispatch index nor the free slots: those are brought up to date once for a
+        run of such steps (``Scheduler.defer_notes``).
 
         An agent's reports: their answer is an Ack, queued on the spot as their group
         lands, so it goes out in the same frame as the assignments that group made.
@@ -302,7 +309,7 @@ class GroupCommit(Announcing):
         """
         # Ahead: behind those ahead already (a node's disconnect, then its next hello).
         self._pending.put(
-            _Pending(step, dispatch, announce, answer, needs_room), source, ahead=ahead
+            _Pending(step, dispatch, announce, answer, needs_room, report), source, ahead=ahead
         )
         if len(self._pending) == 1:
             self.running_loop().call_soon(self._apply_pending)
@@ -337,21 +344,34 @@ class GroupCommit(Announcing):
         group = Changes()
         applied: list[_Pending] = []
         refusal = self.room_refusal()
-        while (item := pending.take()) is not None:
-            if refusal is not None and item.needs_room:
-                _fail(item.future, NoRoom(refusal))  # before it changed anything: no undo
-                continue
-            try:
-                # Merged and let go at once: a step's own Changes (a dozen sets and lists)
-                # kept until the group was answered outlived the young collections, and
-                # with 300 agents was half of what the garbage collector walked.
-                group.merge(item.step(now))
-            except Exception as exc:
-                _fail(item.future, exc)
-                continue
-            applied.append(item)
-            if budget is not None and time.perf_counter() - began > budget:
-                break
+        scheduler = self.scheduler
+        reports = False  # a run of reports is applied: the index waits for ``group``
+        try:
+            while (item := pending.take()) is not None:
+                if refusal is not None and item.needs_room:
+                    _fail(item.future, NoRoom(refusal))  # before it changed anything: no undo
+                    continue
+                if item.report != reports:
+                    reports = item.report
+                    if reports:
+                        scheduler.defer_notes()
+                    else:  # any other step sees the index up to date
+                        scheduler.note_deferred(group)
+                try:
+                    # Merged and let go at once: a step's own Changes (a dozen sets and
+                    # lists) kept until the group was answered outlived the young
+                    # collections, and with 300 agents was half of what the garbage
+                    # collector walked.
+                    group.merge(item.step(now))
+                except Exception as exc:
+                    _fail(item.future, exc)
+                    continue
+                applied.append(item)
+                if budget is not None and time.perf_counter() - began > budget:
+                    break
+        finally:
+            if reports:
+                scheduler.note_deferred(group)
         if pending:
             self.running_loop().call_soon(self._apply_pending)
         if self._marks:

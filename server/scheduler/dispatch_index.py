@@ -71,6 +71,8 @@ def _noting(
 
     def noted(self: _S, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
         result = method(self, *args, **kwargs)
+        if self._notes_deferred:
+            return result  # the group's Changes are noted at once (``note_deferred``)
         changes = result[0] if isinstance(result, tuple) else result
         if isinstance(changes, Changes):
             self._note(changes)
@@ -106,6 +108,23 @@ class DispatchIndex(SchedulerState):
             self._reindex(job_id)
         self._dirty = True
         self._wakeup = math.inf
+
+    def defer_notes(self) -> None:
+        """From now until ``note_deferred``, events leave the index and the free slots as
+        they are: the group commit's run of agents' reports about chunks, whose events
+        never read them (each of the ~60 chunks of a group re-filed its job and its node,
+        and the group's dispatch pass then the same ones again).
+
+        Only for events that read neither (nothing between them may look at the
+        index: a dispatch pass, a view, a tick's taking back).
+        """
+        self._notes_deferred = True
+
+    def note_deferred(self, changes: Changes) -> None:
+        """Bring the index up to date with ``changes``, which name at least what every
+        event since ``defer_notes`` changed (re-noting what was noted is harmless)."""
+        self._notes_deferred = False
+        self._note(changes)
 
     def _note(self, changes: Changes, *, dirty: bool = True) -> None:
         """Update the index and free slots for what ``changes`` names (see ``_noting``)."""

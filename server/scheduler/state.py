@@ -75,6 +75,8 @@ class SchedulerState:
         # made a chunk dispatchable (a retry due, a node block over) at ``_wakeup``.
         self._dirty = True
         self._wakeup = math.inf
+        # Events leave the dispatch index to the group commit meanwhile (``defer_notes``).
+        self._notes_deferred = False
         # The latest time an event or a dispatch pass was given: views read reasons at it.
         self._clock_seen = 0.0
         # The farm's limits, and the GPUs and limit units the attempts hold.

@@ -44,7 +44,6 @@ def note_node_error(job: Job, node: str, config: SchedulerConfig, now: float) ->
     return False
 
 
-
 def is_blocked(job: Job, node: str, now: float) -> bool:
     until = job.blocked.get(node)
     return until is not None and until > now

@@ -44,7 +44,7 @@ from agent.lines import LineSplitter
 from agent.no_follow import make_folder
 from agent.process_tree import MARKER_VARIABLE, exit_status, kill_tree
 from agent.shim import claim
-from agent.shim_client import REFUSED, Shim, StartTimeout
+from agent.shim_client import REFUSED, Shim, ShimResult, StartTimeout
 from agent.staging import (
     ChunkFiles,
     Delivery,
@@ -82,6 +82,9 @@ FLUSH_SECONDS = 0.1
 FLUSH_LINES = 200
 # Why a chunk is stopped when the node's lease runs out.
 LEASE_LAPSED = "the lease ran out: lost contact with the leader"
+# Why a stopping agent stops its renders (``Supervisor.kill_all``). A render that
+# ended by itself meanwhile is concluded and delivered, not thrown away.
+AGENT_STOPPED = "the agent stopped"
 # How often a render that ended by itself looks whether the lease is back (``_lease_again``).
 LEASE_LOOK_EVERY = 0.25
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -123,6 +126,9 @@ class ChunkRun(ChunkDelivery):
         self.revoked: str | None = None
         # Its render ended by itself, and its end waits for the lease (``_lease_again``).
         self.awaiting_lease = False
+        # Its renderer ended by itself (not stopped): what is left is to judge and
+        # deliver it, which a stopping agent lets it finish (``Supervisor.kill_all``).
+        self.render_ended = False
         self.wake = asyncio.Event()
         self.files: ChunkFiles | None = None
         # The renderer's working folder: this attempt's own, on this node.
@@ -660,6 +666,10 @@ class ChunkRun(ChunkDelivery):
                     shim.kill(self.sup.kill_grace, self.stop.reason)
                 self._housekeeping()
             result = waiter.result()
+            if result.cause == "exit" and (
+                not killing or self._ended_before_the_agent_stop(result)
+            ):
+                self.render_ended = True
             if self.sup.render_user is None:
                 self.sup.release_slot(self)  # the tree is gone: a waiting chunk starts now
             # else once its folders are taken back (``_conclude``): the next renderer, of
@@ -684,7 +694,7 @@ class ChunkRun(ChunkDelivery):
             if not reader.done():
                 reader.cancel()
             if not waiter.done():  # cancelled (agent stopping): the shim kills the tree
-                shim.kill(self.sup.kill_grace, "the agent stopped")
+                shim.kill(self.sup.kill_grace, AGENT_STOPPED)
         self._flush_output()
         self._scan_files(force=True)
         if result.cause == "exit" and self._lapsed():
@@ -693,6 +703,20 @@ class ChunkRun(ChunkDelivery):
 
     def _release_slot(self) -> None:
         self.sup.release_slot(self)
+
+    def _ended_before_the_agent_stop(self, result: ShimResult) -> bool:
+        """The stopping agent's kill came as its renderer ended by itself (its shim found
+        nothing left to kill): the render is whole, so it is judged and delivered as
+        ever, not reported killed and rendered again elsewhere. Only the agent's own
+        stop: the leader's (a cancel, a chunk that moved) stands whatever the renderer did.
+        """
+        stop = self.stop
+        if stop is None or stop.reason != AGENT_STOPPED or result.killed:
+            return False
+        log.info("chunk %s: its render ended by itself as the agent stopped", self.marker)
+        self.stop = None
+        self.revoked = None
+        return True
 
     def _lapsed(self) -> bool:
         """Whether the lease ran out for this attempt: told so, or not yet (the watchdog's

@@ -180,6 +180,8 @@ class LeaderLink:
         self._kept_rest: list[ChunkRef] = []
         # Set at each Ack: what ``reported`` waits on.
         self._acked = asyncio.Event()
+        # The agent is going (``say_stopping``): said again after each hello.
+        self.stopping = False
 
     # ------------------------------------------------------------------ sending
 
@@ -246,21 +248,23 @@ class LeaderLink:
     # ------------------------------------------------------------------ stopping
 
     def say_stopping(self) -> bool:
-        """Tell the leader this agent is going (nothing more is dispatched to it);
-        whether it is connected to hear it."""
+        """Tell the leader this agent is going (nothing more is dispatched to it), now and
+        after any reconnection (a hello makes the node a taker again); whether it is
+        connected to hear it now."""
+        self.stopping = True
         if self._ws is None:
             return False
         self.send(Heartbeat(stopping=True))
         return True
 
     async def reported(self) -> bool:
-        """Wait, while connected, until the leader has acknowledged every report made
-        so far; whether it has. What it has not, the outbox keeps for the next start."""
-        target = self.outbox.last_seq
-        while self.outbox.acked < target and self._ws is not None:
+        """Wait, while connected, until the leader has acknowledged every report, those
+        made while waiting too (chunks it sent meanwhile, refused); whether it has. What
+        it has not, the outbox keeps for the next start."""
+        while self.outbox.acked < self.outbox.last_seq and self._ws is not None:
             self._acked.clear()
             await self._acked.wait()
-        return self.outbox.acked >= target
+        return self.outbox.acked >= self.outbox.last_seq
 
     def _batches(self) -> bool:
         return self.welcome is not None and self.welcome.batches
@@ -476,6 +480,8 @@ class LeaderLink:
         self._welcomed = True
         # Unacknowledged messages first, in order; the queue skips what this sent.
         await self._resend_outbox(ws)
+        if self.stopping:  # a leader that restarted meanwhile heard a taker's hello
+            self.send(Heartbeat(stopping=True))
         tasks = [
             asyncio.create_task(self._receiver(ws)),
             asyncio.create_task(self._sender(ws)),

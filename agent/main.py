@@ -25,6 +25,7 @@ from pathlib import Path
 
 from agent import agent_log
 from agent import gpus as gpu_inventory
+from agent.chunk_run import AGENT_STOPPED
 from agent.errors import AgentError, LeaderRefused
 from agent.link import LeaderLink
 from agent.outbox import Outbox
@@ -272,7 +273,7 @@ class Agent:
         finally:
             reaper.cancel()
             # Renderers run in their own sessions: they would outlive the agent.
-            await asyncio.shield(self.supervisor.kill_all("the agent stopped"))
+            await asyncio.shield(self.supervisor.kill_all(AGENT_STOPPED))
             log.info("agent %s stopped", self.name)
             agent_log.detach(self._logging)
             os.close(self._staging_lock)
@@ -281,6 +282,19 @@ class Agent:
     def stop(self) -> None:
         """Stop (SIGTERM, Ctrl-C): kill every chunk, report it, then go (``run``)."""
         self._stop.set()
+
+    async def _all_reported(self) -> bool:
+        """Whether the leader confirmed every report, ``STOP_REPORTS_WAIT`` at most: those
+        of the chunks killed, and of any it sent before it heard this agent is going
+        (each refused at once, and reported)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(STOP_REPORTS_WAIT):
+                while True:
+                    reported = await self.link.reported()
+                    if not self.supervisor.runs:
+                        return reported
+                    await self.supervisor.wait_idle()
+        return False
 
     async def _linked_until_stopped(self) -> None:
         """Run the link until ``stop``; then stop the chunks while it still carries
@@ -294,15 +308,12 @@ class Agent:
                 link.result()  # LeaderRefused ...
                 return
             self.supervisor.stopping = True
-            told = self.link.say_stopping()
-            await asyncio.shield(self.supervisor.kill_all("the agent stopped"))
-            reported = False
-            if told:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(STOP_REPORTS_WAIT):
-                        reported = await self.link.reported()
-            if reported:
+            self.link.say_stopping()
+            await asyncio.shield(self.supervisor.kill_all(AGENT_STOPPED))
+            if await self._all_reported():
                 log.info("agent %s stopping: the leader has every report", self.name)
+            elif not self.outbox.pending():
+                log.info("agent %s stopping: nothing left to report", self.name)
             else:
                 log.warning(
                     "agent %s stopping: the leader did not confirm every report; "

@@ -507,9 +507,18 @@ class Supervisor:
         return True
 
     async def kill_all(self, reason: str) -> None:
-        """Stop every chunk and wait until each has reported its end; stop the shim zygote."""
+        """Stop every render and wait until each chunk has reported its end; stop the shim
+        zygote.
+
+        A chunk whose renderer ended by itself, or that only copies a render's output
+        (a retry sync, a render that ended while the agent was down) is not stopped: it
+        is judged, delivered and reported as ever. Stopped, its whole render was thrown
+        away and rendered again on another node (break round 28b).
+        """
         runs = list(self.runs.values())
         for run in runs:
+            if run.render_ended or run.recovered is not None or run.assign.sync_from:
+                continue
             run.request_stop("killed", reason)
         await self.wait_idle()
         await self.discards.wait()

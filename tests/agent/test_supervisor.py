@@ -317,6 +317,36 @@ async def test_a_file_in_the_way_of_the_output_folder_keeps_the_staged_files_for
     assert (farm.sync_root / "renders/shot/frame_0001.png").read_bytes()[:4] == b"\x89PNG"
 
 
+async def test_a_stopping_agent_delivers_a_render_that_ended_by_itself(
+    farm: Any, demo_chunk: Chunk
+) -> None:
+    """Break round 28b: the agent's stop reached a chunk whose renderer had exited 0 and
+    whose frames were being copied; it was reported killed and rendered again elsewhere."""
+    import asyncio
+
+    from agent.chunk_run import AGENT_STOPPED
+
+    copying, go_on = asyncio.Event(), asyncio.Event()
+    copy = CopyToSyncRoot(farm.sync_root)
+
+    class Slow:
+        async def deliver(self, relative: str, source: Path, fence: Fence) -> None:
+            copying.set()
+            await go_on.wait()
+            await copy.deliver(relative, source, fence)
+
+    farm.supervisor.storage = Storage(sync_root=farm.sync_root, delivery=Slow())
+    farm.supervisor.assign(demo_chunk([1]))
+    await asyncio.wait_for(copying.wait(), 30.0)
+    stopping = asyncio.ensure_future(farm.supervisor.kill_all(AGENT_STOPPED))
+    await asyncio.sleep(0)  # one turn: kill_all has asked its chunks to stop
+    go_on.set()
+    await stopping
+    finished = await farm.finish()
+    assert (finished.outcome, finished.reason) == ("done", "")
+    assert (farm.sync_root / "renders/shot/frame_0001.png").read_bytes()[:4] == b"\x89PNG"
+
+
 async def test_output_pattern_is_inferred_when_the_leader_sends_none(
     farm: Any, demo_chunk: Chunk
 ) -> None:

@@ -56,7 +56,7 @@ from hypothesis.stateful import (
 
 from farmtui.protocol import AgentHello, AssignChunk, ChunkFinished, ChunkRef, JobSpec, Timeouts
 from server.model import Changes, Chunk
-from server.scheduler import Scheduler, SchedulerConfig
+from server.scheduler import Scheduler, SchedulerConfig, SchedulerError
 from tests.scheduler.counters import check_counters
 
 Key = tuple[str, int, int]  # (job id, chunk index, attempt)
@@ -265,7 +265,10 @@ class FarmModel(RuleBasedStateMachine):
         """Run an operator action; a done chunk it takes out of done starts a new epoch."""
         jobs = [self.sched.jobs[job_id] for job_id in job_ids]
         done = [(job.id, c.index) for job in jobs for c in job.chunks if c.state == "done"]
-        self._run(call)
+        try:
+            self._run(call)
+        except SchedulerError:
+            return  # refused in one line, nothing changed (a hold of chunks that ended)
         for key in done:
             chunk = self._chunk(*key)
             if chunk is not None and chunk.state != "done":

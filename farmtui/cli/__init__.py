@@ -16,6 +16,7 @@ The commands live in the modules of this package, grouped by what a user does:
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -36,6 +37,10 @@ def build_parser(argv: Sequence[str] = ()) -> Parser:
     return build(argv)
 
 
+def _stopped_while_loading(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def split_command_argv(argv: list[str]) -> tuple[list[str], list[str]]:
     """``farm submit ... -- CMD ARGS`` -> (farm's own arguments, the job's argv)."""
     if argv[:1] == ["submit"] and "--" in argv:
@@ -47,6 +52,11 @@ def split_command_argv(argv: list[str]) -> tuple[list[str], list[str]]:
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``farm`` console script; returns the exit code."""
     own, command = split_command_argv(list(sys.argv[1:] if argv is None else argv))
+    if argv is None and own[:1] in (["agent"], ["leader"]):
+        # Stopped while it loads (a service manager's stop just after its start): nothing
+        # runs yet, so it goes with exit 0, as a stop later does (the default was 143).
+        # The daemon puts its own handler in place once it runs.
+        signal.signal(signal.SIGTERM, _stopped_while_loading)
     try:
         # Most of ``farm``'s start is importing its commands: a Ctrl-C meanwhile is
         # the same quiet 130 as one during the command, not a traceback.

@@ -28,21 +28,17 @@ def test_a_chunk_whose_last_attempt_is_still_stopping_says_where() -> None:
     assert "queued (stopping on n1)" in row
 
 
+def a_job(state: str, *, frames: str = "1", spec: JobSpec | None = None) -> JobView:
+    return JobView(
+        id="j1", name="s", owner="a", state=state, priority=50, position=0,  # type: ignore[arg-type]
+        frames=frames, chunk=1, renderer="generic", spec=spec or JobSpec(),
+    )  # fmt: skip
+
+
 def test_a_job_held_as_a_whole_shows_its_waiting_frames_held_as_the_console_does() -> None:
     """``farm show`` said "unassigned" where the console's grid said held (audit 28a)."""
     runs = [FrameRun(1, 18, "done", 17), FrameRun(2, 17, "unassigned"), FrameRun(36, 36, "done")]
-    job = JobView(
-        id="j1",
-        name="s",
-        owner="a",
-        state="holding",
-        priority=50,
-        position=0,
-        frames="1-36",
-        chunk=1,
-        renderer="generic",
-        spec=JobSpec(),
-    )
+    job = a_job("holding", frames="1-36")
     detail = JobDetail(job=job, chunks=[], frame_states={}, frame_runs=runs)
     assert frames_line(detail) == "frames    done 1-18x17,36 (3)  held 2-17 (16)  (job held)"
     job.state = "rendering"
@@ -69,10 +65,7 @@ def test_a_block_by_an_operator_lasts_until_unblocked_not_a_year() -> None:
 
     from farmtui.protocol import OPERATOR_BLOCK
 
-    job = JobView(
-        id="j1", name="s", owner="a", state="rendering", priority=50, position=0,
-        frames="1", chunk=1, renderer="generic", spec=JobSpec(),
-    )  # fmt: skip
+    job = a_job("rendering")
     now = time.time()
     detail = JobDetail(
         job=job, chunks=[], frame_states={},
@@ -91,10 +84,7 @@ def test_show_gives_the_limits_farm_set_changes() -> None:
         max_running=4, retries=2, retry_delay=10,
         timeouts=Timeouts(max_render=3600, per_frame=True, on_timeout="requeue"),
     )  # fmt: skip
-    job = JobView(
-        id="j1", name="s", owner="a", state="queued", priority=50, position=0,
-        frames="1", chunk=1, renderer="generic", spec=spec,
-    )  # fmt: skip
+    job = a_job("queued", spec=spec)
     text = detail_text(JobDetail(job=job, chunks=[], frame_states={}))
     assert (
         "limits    max-running 4; retries 2 (delay 10s); max render 1h00m per frame, "

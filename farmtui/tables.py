@@ -292,11 +292,17 @@ def frames_by_runs(runs: Sequence[FrameRun]) -> str:
     return printable("frames    " + "  ".join(parts)) if parts else "frames    -"
 
 
+def held_as_a_whole(job: JobView) -> bool:
+    """Held as a whole (job state ``holding``): its waiting frames are shown held, in
+    ``farm show`` and the console's frame grid alike."""
+    return job.state == "holding"
+
+
 def frames_line(detail: JobDetail) -> str:
     """The job's frames by state; a job held as a whole shows its waiting frames held,
     as the console's frame grid does (the data still says "unassigned": no chunk of
     theirs is held)."""
-    held = detail.job.state == "holding"
+    held = held_as_a_whole(detail.job)
     if not detail.frame_runs:  # a leader from before frame runs
         states = detail.frame_states
         if held:

@@ -40,6 +40,7 @@ from farmtui.protocol import (
     Snapshot,
     TaskOutput,
 )
+from farmtui.tables import held_as_a_whole
 
 # Grid order of frame states; a frame's state is stored as its index here.
 FRAME_STATES: tuple[FrameState, ...] = (
@@ -143,8 +144,7 @@ class WatchedJob:
 
     @property
     def held(self) -> bool:
-        """Held as a whole (job state ``holding``): its waiting frames are held too."""
-        return self.job.state == "holding"
+        return held_as_a_whole(self.job)
 
     def chunk_of(self, frame: int) -> int | None:
         """The index of the chunk that renders ``frame``."""

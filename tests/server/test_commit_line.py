@@ -252,6 +252,28 @@ async def test_a_failure_of_another_kind_is_a_failed_save_too(leader: InProcessL
                 await change
 
 
+async def test_a_dispatch_pass_that_fails_still_commits_and_acknowledges_the_group(
+    leader: InProcessLeader, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug in a dispatch pass left its group unanswered: the agent's link read no more
+    frames, its reports and heartbeats unheard (break round 28c, by reading)."""
+    farm = leader.leader
+    job_id = await submit(leader, frames="1-2", chunk=2)
+    async with FakeAgent.connect(leader.ws_url, leader.agent_token, "node1") as agent:
+        assign = await agent.expect(AssignChunk)
+        ref = {"job_id": job_id, "chunk": assign.chunk, "attempt": assign.attempt}
+
+        def broken(now: float) -> Changes:
+            raise RuntimeError("a bug in the dispatch pass")
+
+        monkeypatch.setattr(farm.scheduler, "dispatch", broken)
+        await agent.send(ChunkFinished(**ref, outcome="done", exit_status="0", seq=1))
+        ack = await agent.expect(Ack)
+        assert ack.seq == 1
+    assert chunk_on_disk(leader, job_id, assign.chunk)["state"] == "done"
+    assert "a dispatch pass failed" in caplog.text
+
+
 async def test_a_node_back_before_a_commit_lands_gets_none_of_its_old_messages(
     leader: InProcessLeader,
 ) -> None:

@@ -247,15 +247,12 @@ class LeaderLink:
 
     # ------------------------------------------------------------------ stopping
 
-    def say_stopping(self) -> bool:
+    def say_stopping(self) -> None:
         """Tell the leader this agent is going (nothing more is dispatched to it), now and
-        after any reconnection (a hello makes the node a taker again); whether it is
-        connected to hear it now."""
+        after any reconnection (a hello makes the node a taker again)."""
         self.stopping = True
-        if self._ws is None:
-            return False
-        self.send(Heartbeat(stopping=True))
-        return True
+        if self._ws is not None:
+            self.send(Heartbeat(stopping=True))
 
     async def reported(self) -> bool:
         """Wait, while connected, until the leader has acknowledged every report, those

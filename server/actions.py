@@ -267,7 +267,7 @@ def chunk_action(
 ) -> str:
     """Apply ``action`` to some chunks of one job; the event text."""
     why = f"{action} by {actor}"
-    finished = [chunk.index for chunk in chunks if chunk.state in FINISHED]
+    ended = [chunk.index for chunk in chunks if chunk.state in FINISHED]
     for chunk in chunks:
         if action == "retry":
             _rerun(job, chunk, nodes, changes, now, why)
@@ -294,7 +294,7 @@ def chunk_action(
         job.finished = None
     refresh_job(job, changes, now, actor)
     text = f"{action} on chunks {', '.join(str(c.index) for c in chunks)}"
-    if action == "hold" and finished:
-        ended = ", ".join(map(str, finished))
-        text += f" (no effect on {ended}: {'it has' if len(finished) == 1 else 'they have'} ended)"
+    if action == "hold" and ended:
+        names = ", ".join(map(str, ended))
+        text += f" (no effect on {names}: {'it has' if len(ended) == 1 else 'they have'} ended)"
     return text

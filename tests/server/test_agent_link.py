@@ -1090,6 +1090,18 @@ async def test_a_nodes_words_reach_the_logs_people_tail_as_plain_text(
     assert attempt["exit_status"] == "\\x1b[2J"
 
 
+async def render_forty_lines(agent: FakeAgent, job_id: str) -> tuple[AssignChunk, list[str]]:
+    """Take the job's chunk and report it started and 40 lines of output, acknowledged;
+    the assignment and the lines."""
+    assign = await agent.expect(AssignChunk)
+    ref = {"job_id": job_id, "chunk": assign.chunk, "attempt": assign.attempt}
+    await agent.send(ChunkStarted(**ref, pid=1, command=["render"], seq=1))
+    lines = [f"line {n} of the render's output" for n in range(40)]
+    await agent.send(ChunkOutput(**ref, lines=lines, seq=2))
+    await agent.expect_ack(2)
+    return assign, lines
+
+
 async def test_a_log_too_long_to_serve_says_it_was_cut(
     leader: InProcessLeader, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1098,12 +1110,7 @@ async def test_a_log_too_long_to_serve_says_it_was_cut(
     monkeypatch.setattr("server.api_logs.MAX_LOG_BYTES", 200)
     job_id = await submit(leader)
     async with FakeAgent.connect(leader.ws_url, leader.agent_token, "node1") as agent:
-        assign = await agent.expect(AssignChunk)
-        ref = {"job_id": job_id, "chunk": assign.chunk, "attempt": assign.attempt}
-        await agent.send(ChunkStarted(**ref, pid=1, command=["render"], seq=1))
-        lines = [f"line {n} of the render's output" for n in range(40)]
-        await agent.send(ChunkOutput(**ref, lines=lines, seq=2))
-        await agent.expect_ack(2)
+        assign, lines = await render_forty_lines(agent, job_id)
     async with leader.http() as http:
         log = (await http.get(f"/api/jobs/{job_id}/logs", params={"chunk": 0})).text
     first, *rest = log.splitlines()

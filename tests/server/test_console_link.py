@@ -41,6 +41,7 @@ from farmtui.protocol import (
 )
 from tests.helpers.fake_agent import FakeAgent
 from tests.helpers.leader import InProcessLeader, wait_for
+from tests.server.test_agent_link import render_forty_lines
 
 M = TypeVar("M", bound=LeaderToConsoleMessage)
 
@@ -313,12 +314,7 @@ async def test_task_output_of_a_log_too_long_to_serve_says_it_was_cut(
         FakeAgent.connect(leader.ws_url, leader.agent_token, "node1") as agent,
     ):
         await c.expect(Snapshot)
-        assign = await agent.expect(AssignChunk)
-        ref = {"job_id": job_id, "chunk": assign.chunk, "attempt": assign.attempt}
-        await agent.send(ChunkStarted(**ref, pid=1, command=["render"], seq=1))
-        lines = [f"line {n} of the render's output" for n in range(40)]
-        await agent.send(ChunkOutput(**ref, lines=lines, seq=2))
-        await agent.expect_ack(2)
+        assign, lines = await render_forty_lines(agent, job_id)
         assert (await c.request(FetchTaskOutput(job_id=job_id, chunk=assign.chunk))).ok
         shown = (await c.expect(TaskOutput, lambda m: not m.append)).lines
     assert shown[0] == (

@@ -386,6 +386,7 @@ class Leader(GroupCommit):
         if not self.stepped_down:
             with contextlib.suppress(StoreError):  # the agents send them again
                 self._apply_group(budget=None)
+                self.run(self.scheduler.contacts, dispatch=False)
         self.commit_line.close()  # what is on its way is written (or failed) first
         for handle in self._retry_wakeups:
             handle.cancel()

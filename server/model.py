@@ -459,7 +459,12 @@ class Node:
     memory_total: int = 0
     cpu_percent: float = 0.0
     memory_percent: float = 0.0
+    # When it was last heard (wall clock); after a restart, ``unheard`` seconds before the
+    # start: the silence clock that declares a node lost, which counts only leader time.
     last_seen: float = 0.0
+    # When a node not heard since this leader started was last heard, as its row says (0:
+    # heard since, or never): what ``farm nodes`` shows, rather than the silence clock.
+    seen_before_start: float = 0.0
     # Seconds of silence as last stored, in steps (``Scheduler.tick``): a restarted
     # leader goes on counting them rather than start again from nothing, or a leader
     # restarting more often than ``node_timeout`` never moved a dead node's chunks.

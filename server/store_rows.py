@@ -140,11 +140,16 @@ def encode_node(node: Node) -> str:
     # Online state is the live link's business, not the disk's. The attempts
     # holding its slots are kept: a restarted leader must still fence them.
     # Not ``dataclasses.replace``: a copy of the node for every row was most of its cost.
+    # A node not heard since the leader started keeps its true last contact on disk, not
+    # the silence clock's ``last_seen``, which a restart counts from the start.
     online, node.online = node.online, False
+    last_seen = node.last_seen
+    node.last_seen = node.seen_before_start or last_seen
     try:
         return _encoder.encode(node).decode()
     finally:
         node.online = online
+        node.last_seen = last_seen
 
 
 def pristine(chunk: Chunk) -> bool:
@@ -306,10 +311,12 @@ class WrittenRows:
             if chunk is None or (job_id in fresh_ids and pristine(chunk)):
                 continue  # a fresh job's untouched chunk: load rebuilds it from the spec
             rows.chunks.append((job_id, index, encode_chunk(chunk)))
+        names = changes.nodes
+        if scheduler.unsaved_contacts:  # they go with a commit made anyway
+            names = names | scheduler.unsaved_contacts
+            scheduler.unsaved_contacts.clear()
         rows.nodes = [
-            (name, encode_node(scheduler.nodes[name]))
-            for name in changes.nodes
-            if name in scheduler.nodes
+            (name, encode_node(scheduler.nodes[name])) for name in names if name in scheduler.nodes
         ]
         return rows
 

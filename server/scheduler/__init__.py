@@ -107,6 +107,7 @@ class Scheduler(NodeEvents, ChunkReports, OperatorActions, DispatchPass, TakingB
             node.online = False
             if not 0.0 <= node.unheard <= _most_noted(self._timeout_of(node)):
                 node.unheard = 0.0  # not what ``_note_silence`` writes: no credit, the safe side
+            node.seen_before_start = node.last_seen  # as last written: not the silence clock
             node.last_seen = now - node.unheard
             self.nodes[node.name] = node
         for job in jobs:
@@ -151,6 +152,7 @@ class Scheduler(NodeEvents, ChunkReports, OperatorActions, DispatchPass, TakingB
             if before is not None:
                 node.online = before.online
                 node.last_seen = before.last_seen
+                node.seen_before_start = before.seen_before_start
                 node.cpu_percent = before.cpu_percent
                 node.memory_percent = before.memory_percent
         self._rebuild_indexes()

@@ -66,6 +66,7 @@ class NodeEvents(DispatchIndex):
         node.prefetch = hello.prefetch if hello.slots > 0 else 0
         node.online = True
         node.last_seen = now
+        node.seen_before_start = 0.0
         node.unheard = 0.0  # stored with the hello, before its Welcome grants a lease
         node.lease_timeout = self.config.node_timeout  # and under which timeout
         changes.nodes.add(node.name)
@@ -193,7 +194,16 @@ class NodeEvents(DispatchIndex):
             return changes
         node.online = False
         changes.readings.add(name)  # online is the link's business: nothing to commit
+        self.unsaved_contacts.add(name)  # but when it was last heard, with the next one
         changes.event(now, "warn", f"node {name} disconnected", None, None)
+        return changes
+
+    def contacts(self, now: float) -> Changes:
+        """The rows of every node heard since this leader started, for its stop: a
+        restarted leader shows when each was last heard (``Node.seen_before_start``)."""
+        changes = Changes()
+        changes.nodes = {name for name, node in self.nodes.items() if node.online}
+        changes.nodes |= self.unsaved_contacts
         return changes
 
     @_noting

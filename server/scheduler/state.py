@@ -93,6 +93,10 @@ class SchedulerState:
         # Nodes whose agent said it is stopping: no free slot until their next hello.
         # Live only: the agent is gone by the time a restarted leader could read it.
         self.stopping: set[str] = set()
+        # Nodes whose link closed since their row was last written: their last contact
+        # goes to the store with the next commit that writes anything (``StoreRows.rows``),
+        # or the leader's stop (``contacts``); a disconnect is not worth a commit of its own.
+        self.unsaved_contacts: set[str] = set()
 
     def _chunk(self, job_id: str, index: int) -> Chunk | None:
         job = self.jobs.get(job_id)

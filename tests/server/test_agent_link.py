@@ -992,6 +992,52 @@ async def test_after_a_restart_nodes_trickling_back_keep_a_dead_node_only_so_lon
         assert not farm.scheduler.nodes["node1"].running, "the dead node still holds its chunk"
 
 
+def node_on_disk(leader: InProcessLeader, name: str) -> dict[str, Any]:
+    db = sqlite3.connect(leader.data / "farm.db")
+    try:
+        row = db.execute("SELECT data FROM nodes WHERE name = ?", (name,)).fetchone()
+    finally:
+        db.close()
+    node: dict[str, Any] = json.loads(row[0])
+    return node
+
+
+async def test_after_a_restart_farm_nodes_says_when_each_node_was_last_heard(
+    tmp_path: Path,
+) -> None:
+    """`farm nodes` showed every node not back yet as seen when the leader restarted
+    ("0s ago" for one gone for a day). A node's last contact is now stored: a closed
+    link's with the next commit (none of its own), every node's at the leader's stop."""
+    async with leader_in_process(tmp_path) as first:
+        farm = first.leader
+        hour_ago = farm.now() - 3600.0
+        clock = [hour_ago]
+        farm.clock = lambda: clock[0]
+        async with FakeAgent.connect(first.ws_url, first.agent_token, "gone") as agent:
+            clock[0] = hour_ago + 100.0
+            await agent.send(Heartbeat(beat=1))
+            await agent.expect(LeaseRenewed)
+        await wait_for(lambda: not farm.scheduler.nodes["gone"].online)
+        assert node_on_disk(first, "gone")["last_seen"] == hour_ago  # its hello's row
+        await submit(first)  # a commit made anyway takes the closed link's contact along
+        assert node_on_disk(first, "gone")["last_seen"] == hour_ago + 100.0
+        clock[0] = hour_ago + 200.0
+        stays = FakeAgent.connect(first.ws_url, first.agent_token, "idle")
+        idle = await stays.__aenter__()
+        clock[0] = hour_ago + 300.0
+        await idle.send(Heartbeat(beat=1))
+        await idle.expect(LeaseRenewed)
+    await stays.__aexit__(None, None, None)  # connected until the leader stopped
+    async with leader_in_process(tmp_path) as second:
+        async with second.http() as http:
+            nodes = {n["name"]: n for n in (await http.get("/api/nodes")).json()}
+        assert nodes["gone"]["state"] == "offline"
+        assert nodes["gone"]["last_seen"] == hour_ago + 100.0
+        assert nodes["idle"]["last_seen"] == hour_ago + 300.0  # written at the stop
+        # Its silence clock is the leader's own, as before: not lost for the hour it was not.
+        assert second.leader.scheduler.nodes["gone"].last_seen > hour_ago + 3000.0
+
+
 async def test_a_link_flooding_bad_frames_gets_a_few_warnings_and_a_count(
     leader: InProcessLeader, caplog: pytest.LogCaptureFixture
 ) -> None:

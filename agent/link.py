@@ -243,7 +243,8 @@ class LeaderLink:
                 self._queue.popleft()
             await frame.flush()
             self._wakeup.clear()
-            await self._wakeup.wait()
+            if not self._queue:  # (what came while the frame went out is not left waiting)
+                await self._wakeup.wait()
 
     # ------------------------------------------------------------------ stopping
 

@@ -34,6 +34,7 @@ import asyncio
 import gc
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -189,6 +190,7 @@ async def measure(
     loop_cpu = time.thread_time() - loop_cpu_started
     gc.callbacks.remove(on_gc)
     await leader.stop()
+    shutil.rmtree(tmp, ignore_errors=True)  # half a gigabyte a run: /tmp filled up
     leader_wall = wall - agent_seconds
     return {
         "chunks": done,

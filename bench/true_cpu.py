@@ -85,7 +85,10 @@ def wait_childless(pids: list[int], within: float = 30.0) -> None:
 
 def measure(commands: int, runs: int) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
-    with scale.BenchFarm(Path(tempfile.mkdtemp(prefix="true-cpu")) / "d", "") as farm:
+    with (
+        tempfile.TemporaryDirectory(prefix="true-cpu") as tmp,
+        scale.BenchFarm(Path(tmp) / "d", "") as farm,
+    ):
         farm.start()
         agent = farm.local.start_agent(1, slots=2, name="bench-agent")
         farm.local.wait_nodes_online([agent.name], timeout=60)

@@ -23,7 +23,9 @@ from websockets.http11 import Request, Response
 from agent import agent_log, discards
 from agent.chunk_delivery import KEPT_MARK
 from agent.errors import LeaderRefused
+from agent.link import LeaderLink
 from agent.main import Agent, default_staging_dir, run_agent
+from agent.outbox import Outbox
 from farmtui.protocol import (
     AGENT_EXIT_REFUSED,
     Ack,
@@ -599,3 +601,48 @@ def test_the_default_staging_folder_is_this_users_alone(
     staging = default_staging_dir("node1")
     assert staging == older / "node1" / "staging"
     assert stat.S_IMODE(older.stat().st_mode) == 0o700
+
+
+class _SlowSocket:
+    """A leader's socket whose first frame takes a while to go out (a full send buffer)."""
+
+    def __init__(self) -> None:
+        self.frames: list[str] = []
+        self.first_out = asyncio.Event()
+
+    async def send(self, data: str) -> None:
+        if not self.frames:
+            self.frames.append(data)
+            await self.first_out.wait()
+            return
+        self.frames.append(data)
+
+
+async def test_a_message_queued_while_a_frame_goes_out_is_sent_after_it(
+    tmp_path: Path, eventually: Any
+) -> None:
+    """A report queued while the last frame waited for room in the socket stayed queued
+    until the agent next had something to say: a finished chunk's report could wait for
+    the next heartbeat."""
+    link = LeaderLink(
+        leader="http://127.0.0.1:1",
+        token="t",
+        name="node1",
+        slots=1,
+        tags=[],
+        outbox=Outbox(tmp_path / "outbox"),
+    )
+    link.welcome = Welcome(node="node1", batches=True)
+    ws = _SlowSocket()
+    sender = asyncio.create_task(link._sender(ws))  # type: ignore[arg-type]
+    try:
+        link.send(Heartbeat(beat=1))
+        await eventually(lambda: len(ws.frames) == 1, what="the first frame")
+        link.send(Heartbeat(beat=2))  # while the first frame is still going out
+        ws.first_out.set()
+        await eventually(lambda: len(ws.frames) == 2, within=2, what="the second frame")
+        assert '"beat":2' in ws.frames[1]
+    finally:
+        sender.cancel()
+        await asyncio.gather(sender, return_exceptions=True)
+        link.outbox.close()

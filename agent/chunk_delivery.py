@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict
 
 from agent.chunk_outcome import Stop, TimeoutKind, Verdict, decide
-from agent.errors import ChunkSetupError, FenceError
+from agent.errors import ChunkSetupError, FenceError, LeaderAway
 from agent.no_follow import take_back
 from agent.process_tree import exit_status
 from agent.removal import remove_entry, remove_folder
@@ -37,6 +37,10 @@ log = logging.getLogger("farmtui.agent.supervisor")
 
 # In an attempt's staging folder: its copy failed; keep it for a retry sync.
 KEPT_MARK = ".farmtui-kept"
+# An upload no leader took is tried again after this long, doubled each time up to
+# ``UPLOAD_RETRY_MAX`` (a leader restart takes seconds; a failover, a node_timeout).
+UPLOAD_RETRY_FIRST = 0.25
+UPLOAD_RETRY_MAX = 2.0
 
 
 def mark_kept(folder: Path) -> None:
@@ -88,6 +92,7 @@ class ChunkDelivery:
     keep_staged: bool
     ended: bool
     disk_trouble: str | None
+    wake: asyncio.Event
 
     if TYPE_CHECKING:  # ChunkRun's, used here
 
@@ -251,10 +256,19 @@ class ChunkDelivery:
             owner=os.geteuid() if self.sup.render_user is not None else None,
             folder=files.write_root,
         )
+        tries = 0
         try:
             while wanted:
                 try:
                     await self.delivery.deliver(*wanted[0], fence)
+                except LeaderAway as away:
+                    # Down, restarting, failing over: the farm's doing, not the job's, and
+                    # the output is here. It waits (its slot free for the next chunk) and
+                    # goes once a leader answers, as the lease allows (the branch below);
+                    # the leader's stop meanwhile (the chunk moved, cancelled) ends it.
+                    await self._await_leader(away, tries)
+                    tries += 1
+                    continue
                 except FenceError as refused:
                     if not self._lapsed():
                         raise
@@ -285,6 +299,19 @@ class ChunkDelivery:
         if delivered:
             self.sup.reporter.send(FramesWritten(**self._ids(), frames=delivered, staged=False))
         return ""
+
+    async def _await_leader(self, away: LeaderAway, tries: int) -> None:
+        """Wait a while (longer each try), or until told to stop, before an upload is tried
+        again; through the leader the link has then (a failover names another)."""
+        if tries == 0:
+            log.warning(
+                "chunk %s: %s; its output waits here until a leader takes it", self.marker, away
+            )
+        self.wake.clear()
+        with contextlib.suppress(TimeoutError):
+            pause = min(UPLOAD_RETRY_MAX, UPLOAD_RETRY_FIRST * 2 ** min(tries, 8))
+            await asyncio.wait_for(self.wake.wait(), pause)
+        self.delivery = self.sup.storage.delivery
 
     def _finish(self, verdict: Verdict, started: float, status: str | None = None) -> None:
         self.ended = True

@@ -5,6 +5,7 @@
     AgentError
     ├── LeaderRefused     the leader said no (wrong token, Refused): stop, do not retry
     ├── LeaderBusy        the leader said "not now" (disk full, name held): try again later
+    ├── LeaderAway        no leader took an upload (down, restarting, a standby): it waits
     ├── ChunkSetupError   a chunk cannot start (bad token, path escaping its root ...)
     │   ├── PathEscapeError
     │   └── OutputRefused
@@ -24,6 +25,11 @@ class LeaderRefused(AgentError):
 
 class LeaderBusy(AgentError):
     """The leader refused for now (its disk is full, another agent holds the name)."""
+
+
+class LeaderAway(AgentError):
+    """An upload no leader took: none answered (down, restarting) or a standby did. Not
+    the job's fault, and the output is on the node: it goes once a leader answers."""
 
 
 class ChunkSetupError(AgentError):

@@ -38,12 +38,13 @@ from agent.errors import (
     ChunkSetupError,
     DestinationBlocked,
     FenceError,
+    LeaderAway,
     OutputRefused,
     PathEscapeError,
 )
 from agent.no_follow import copy_data, open_folder, take_back
 from farmtui.frames import frame_path
-from farmtui.protocol import ROOT_ID_FILE, AssignChunk, leader_owned
+from farmtui.protocol import ROLE_HEADER, ROOT_ID_FILE, AssignChunk, leader_owned
 
 # Prefix of the per-attempt folders renderers write into when staging is off.
 PARTIAL_PREFIX = ".farmtui-"
@@ -455,19 +456,24 @@ class UploadToLeader:
                 yield block
 
         size = os.fstat(rendered.fileno()).st_size
-        async with httpx.AsyncClient(
-            timeout=self.timeout, transport=self.transport, verify=self.verify
-        ) as client:
-            # The leader writes the file only while this attempt is current.
-            response = await client.put(
-                f"{self.leader}/api/files/{quote(relative)}",
-                params={"job": fence.job_id, "chunk": fence.chunk, "attempt": fence.attempt},
-                content=blocks(),
-                headers={
-                    "Authorization": f"Bearer {self.token}",
-                    "Content-Length": str(size),
-                },
-            )
+        try:
+            async with httpx.AsyncClient(
+                timeout=self.timeout, transport=self.transport, verify=self.verify
+            ) as client:
+                # The leader writes the file only while this attempt is current.
+                response = await client.put(
+                    f"{self.leader}/api/files/{quote(relative)}",
+                    params={"job": fence.job_id, "chunk": fence.chunk, "attempt": fence.attempt},
+                    content=blocks(),
+                    headers={
+                        "Authorization": f"Bearer {self.token}",
+                        "Content-Length": str(size),
+                    },
+                )
+        except httpx.TransportError as exc:  # refused, reset, timed out: no leader took it
+            raise LeaderAway(f"cannot reach the leader at {self.leader}: {exc}") from None
+        if response.headers.get(ROLE_HEADER) == "standby":
+            raise LeaderAway(f"the leader at {self.leader} is a standby now")
         if response.status_code >= 300:
             raise OSError(
                 f"upload of {relative} refused: HTTP {response.status_code} {response.text[:200]}"

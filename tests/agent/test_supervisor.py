@@ -20,6 +20,7 @@ from agent.journal import Journal
 from agent.staging import CopyToSyncRoot, Fence, UploadToLeader, partial_folder
 from agent.supervisor import JOURNAL, Storage
 from farmtui.protocol import (
+    ROLE_HEADER,
     AssignChunk,
     ChunkFinished,
     ChunkProgress,
@@ -262,6 +263,33 @@ async def test_upload_when_the_sync_root_is_not_visible(farm: Any, demo_chunk: C
     ]
     assert all(body.startswith(b"\x89PNG") for body in received.values())
     assert _frames(farm.recorder.of(FramesWritten), staged=True) == [1, 2]
+
+
+async def test_an_upload_no_leader_takes_waits_for_one_and_then_goes(
+    farm: Any, demo_chunk: Chunk
+) -> None:
+    """A refused connection (the leader restarting) and a standby's answer (a failover)
+    are the farm's doing: the upload is tried again, through the leader the link has
+    then, and the chunk ends done; it failed, a retry used."""
+    answers = iter(["refused", "standby", "refused"])
+    received: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        request.read()
+        answer = next(answers, "ok")
+        if answer == "refused":
+            raise httpx.ConnectError("All connection attempts failed")
+        if answer == "standby":
+            return httpx.Response(503, headers={ROLE_HEADER: "standby"}, text="a standby")
+        received.append(request.url.path)
+        return httpx.Response(204)
+
+    upload = UploadToLeader("http://leader:7878", "t", transport=httpx.MockTransport(handler))
+    farm.supervisor.storage = Storage(sync_root=None, delivery=upload)
+    farm.supervisor.assign(demo_chunk([1], staging=False))
+    finished = await farm.finish()
+    assert finished.outcome == "done", finished.reason
+    assert received == ["/api/files/renders/shot/frame_0001.png"]
 
 
 async def test_a_failed_copy_fails_the_chunk_and_keeps_the_staged_files(

@@ -543,12 +543,13 @@ class FaultFarm:
         self._client = FarmClient(local.url, local.admin_token())
         return at
 
-    def kill_leader(self) -> float:
-        """``kill -9`` the leader; the moment of the signal. Returns once it is reaped."""
+    def kill_leader(self, signum: int = signal.SIGKILL) -> float:
+        """``kill -9`` the leader (or send it ``signum``); the moment of the signal.
+        Returns once it is reaped."""
         leader = self.local.leader
         assert leader is not None
         at = time.time()
-        leader.process.send_signal(signal.SIGKILL)
+        leader.process.send_signal(signum)
         leader.process.wait()
         return at
 

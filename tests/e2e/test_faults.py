@@ -23,6 +23,7 @@ from __future__ import annotations
 import errno
 import re
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -525,6 +526,51 @@ def test_chunk_finished_while_leader_down_is_credited_once(
         attempt_summary(detail)
     )
     assert len(farm.tally.runs()[1]) == 1
+
+
+@pytest.mark.parametrize("signal_name", ["KILL", "TERM"])
+def test_an_upload_the_leader_was_away_for_goes_once_it_is_back_no_retry_used(
+    make_farm: FarmMaker, signal_name: str
+) -> None:
+    """A node that does not see the sync root uploads each frame to the leader. One
+    that finished while the leader restarted (a crash, or a routine restart) failed its
+    chunk ("copy to the sync root failed: All connection attempts failed"), a retry used
+    and with `--retries 0` the job failed. The output waits on the node instead, and goes
+    once the leader is back."""
+    # The sync root is named to Linux nodes as a folder none has: node1 uploads.
+    farm = make_farm(LEADER_TOML)
+    root = farm.local.root
+    (farm.local.data / "leader.toml").write_text(
+        LEADER_TOML + f'[[path_map]]\nfrom = "{root}"\nto.linux = "/nonexistent/farm-root"\n'
+    )
+    farm.start_leader()
+    farm.start_agents("node1")
+    uploads = "the sync root is not visible here: uploading"
+    wait_until(lambda: uploads in farm.agent_log("node1"), 10.0, "node1 to upload")
+    go = farm.folder / "go"  # the render ends once the leader is down
+    write_when_told = (
+        "import os, pathlib, sys, time\n"
+        "while not os.path.exists(sys.argv[2]): time.sleep(0.02)\n"
+        "pathlib.Path(sys.argv[1].replace('####', '0001')).write_text('rendered')\n"
+    )
+    job = farm.submit(
+        [sys.executable, "-c", write_when_told, "{output}", str(go)],
+        *("--name", "uploaded", "--output", "renders/up/f_####.png", "--retries", "0"),
+    )
+    wait_until(lambda: farm.chunk_node(job), 10.0, "the chunk on node1")
+    farm.kill_leader(getattr(signal, f"SIG{signal_name}"))
+    go.touch()
+    waiting = "its output waits here until a leader takes it"
+    wait_until(lambda: waiting in farm.agent_log("node1"), 15.0, "the upload to wait")
+    farm.start_leader()
+    farm.wait_job(job, "done", "failed", timeout=30.0)
+    detail = farm.show_cli(job)
+    (chunk,) = render_chunks(detail)
+    assert [(a["number"], a["outcome"]) for a in chunk["attempts"]] == [(1, "done")], (
+        attempt_summary(detail)
+    )
+    assert chunk["errors"] == 0
+    assert (root / "renders" / "up" / "f_0001.png").read_text() == "rendered"
 
 
 # --- 7. a node's disk fills up -----------------------------------------------------------

@@ -282,6 +282,7 @@ class ChunkDelivery:
                         raise refused from None
                     continue
                 wanted.pop(0)
+                tries = 0  # (a later file that waits says so again)
         except FenceError as exc:
             # Not the job's fault: the farm took the attempt away (no retry used).
             log.warning("chunk %s: %s", self.marker, exc)

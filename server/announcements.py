@@ -145,6 +145,8 @@ class Announcing:
         if changes.jobs or changes.removed or changes.nodes:
             self._views_version += 1
         now = self.now()
+        for ended in changes.ended:
+            self.joblogs.attempt_ended(ended, now)
         for note in changes.notifications:
             self.joblogs.event(
                 EventView(

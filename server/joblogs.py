@@ -35,12 +35,15 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import NamedTuple, TypeVar
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 from farmtui.printable import printable
 from farmtui.protocol import MAX_TIMESTAMP, ChunkFinished, EventView
 from server import logfiles
 from server.logwriter import LogSink, LogWriter, PlainValue, weigh_lines
+
+if TYPE_CHECKING:
+    from server.model import EndedAttempt
 
 log = logging.getLogger("farmtui.leader.joblogs")
 T = TypeVar("T")
@@ -249,6 +252,11 @@ class _Files:
     def write_footer(self, relative: str, *footer: PlainValue) -> None:
         self.write_and_close(relative, _finished_footer(Footer(*footer)))  # type: ignore[arg-type]
 
+    def end_begun(self, relative: str, *footer: PlainValue) -> None:
+        """``write_footer``, for a log whose header was written (its render started)."""
+        if relative in self._open or os.path.lexists(self.root / relative):
+            self.write_footer(relative, *footer)
+
     def close_file(self, relative: str) -> None:
         handle = self._open.pop(relative, None)
         self._dirty.discard(relative)
@@ -397,6 +405,7 @@ class JobLogs:
         self._append_events = self.writer.operation(files.write_events)
         self._append_header = self.writer.operation(files.write_header)
         self._append_footer = self.writer.operation(files.write_footer)
+        self._end_begun = self.writer.operation(files.end_begun)
         self._forget = self.writer.operation(files.forget_job)
         self._close_all = self.writer.operation(files.close_all)
         self._read = self.writer.operation(files.read)
@@ -455,6 +464,13 @@ class JobLogs:
             ", ".join(map(str, report.missing)),
         )  # Footer's fields, in order: plain values to queue (and send, see ``log_process``)
         self.writer.write(self._append_footer, relative, *footer)
+
+    def attempt_ended(self, ended: EndedAttempt, now: float) -> None:
+        """The footer of an attempt the leader ended (stopped, its node lost), if its render
+        had begun a log: its agent's late report is stale and adds nothing to it."""
+        relative = chunk_log_path(ended.job_id, ended.chunk, ended.attempt)
+        footer = (ended.node, now, ended.started, ended.outcome, "", "", ended.reason, "")
+        self.writer.write(self._end_begun, relative, *footer)
 
     def forget_job(self, job_id: str) -> None:
         """Close the job's files and remove its log folder (after what was asked before)."""

@@ -11,6 +11,7 @@ from bisect import bisect_right
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import msgspec
 from sortedcontainers import SortedList
@@ -524,6 +525,18 @@ class Notification(msgspec.Struct, kw_only=True, frozen=True):
     text: str
 
 
+class EndedAttempt(NamedTuple):
+    """An attempt the leader ended (``Changes.ended``), for its chunk log's footer."""
+
+    job_id: str
+    chunk: int
+    attempt: int
+    node: str
+    started: float
+    outcome: str
+    reason: str
+
+
 @dataclass(slots=True)
 class Changes:
     """What one scheduler call changed, for the I/O layer to persist and announce.
@@ -553,6 +566,9 @@ class Changes:
     # (node, message): new limits for chunks already running there (the auto
     # timeout became known while they ran).
     timeout_updates: list[tuple[str, UpdateTimeouts]] = field(default_factory=list)
+    # Attempts the leader ended itself (stopped, their node lost), whose agent reports
+    # nothing more that a log takes: their chunk log's footer is the leader's.
+    ended: list[EndedAttempt] = field(default_factory=list)
 
     def merge(self, other: Changes) -> Changes:
         self.jobs |= other.jobs
@@ -568,6 +584,7 @@ class Changes:
         self.notifications += other.notifications
         self.frames += other.frames
         self.timeout_updates += other.timeout_updates
+        self.ended += other.ended
         return self
 
     def event(

@@ -18,7 +18,13 @@ from server.prefetch import withdraw_waiting
 from server.retries import note_node_error, retry_policy
 from server.scheduler_config import SchedulerConfig
 from server.timeouts import auto_max_render, chunk_timeouts, describe_auto
-from server.transitions import end_attempt, release, set_chunk_state, take_off_node
+from server.transitions import (
+    end_attempt,
+    note_ended,
+    release,
+    set_chunk_state,
+    take_off_node,
+)
 
 
 def ran_for(report: ChunkFinished) -> float | None:
@@ -151,13 +157,18 @@ def preempt(
     outcome: str,
     reason: str,
     lost: bool = False,
+    *,
+    reported: bool = False,
 ) -> None:
     """The farm took the chunk away (node lost, restart): requeue it, no retry used.
 
     ``lost``: the node is lost and its lease expired; it is also told to stop
-    the chunk, in case it is still there.
+    the chunk, in case it is still there. ``reported``: its agent said so (its report
+    ends the attempt's log), not the leader.
     """
     take_off_node(chunk, nodes, changes, now, outcome, reason, kill=False, lost=lost)
+    if not reported:
+        note_ended(chunk, changes)
     attempt = chunk.attempt
     set_chunk_state(job, chunk, "preempted", changes)
     changes.event(

@@ -13,7 +13,17 @@ import math
 from farmtui.protocol import ChunkState, JobState, Level
 from server.frame_states import tracking
 from server.job_progress import derive_state
-from server.model import NO_FRAMES, Changes, Chunk, Discard, Job, Kill, Node, Notification
+from server.model import (
+    NO_FRAMES,
+    Changes,
+    Chunk,
+    Discard,
+    EndedAttempt,
+    Job,
+    Kill,
+    Node,
+    Notification,
+)
 
 # Job states an operator sets and only an operator lifts.
 STICKY: frozenset[str] = frozenset({"paused", "holding", "cancelled"})
@@ -61,6 +71,24 @@ def release(nodes: dict[str, Node], chunk: Chunk, changes: Changes) -> None:
         changes.nodes.add(node.name)
 
 
+def note_ended(chunk: Chunk, changes: Changes) -> None:
+    """The leader ended ``chunk``'s attempt, not a report: its log's footer says so."""
+    record = chunk.attempts[-1] if chunk.attempts else None
+    if record is None or record.number != chunk.attempt or chunk.node is None:
+        return
+    changes.ended.append(
+        EndedAttempt(
+            chunk.job_id,
+            chunk.index,
+            chunk.attempt,
+            chunk.node,
+            record.started,
+            record.outcome,
+            record.reason or "",
+        )
+    )
+
+
 def take_off_node(
     chunk: Chunk,
     nodes: dict[str, Node],
@@ -95,6 +123,8 @@ def take_off_node(
             )
         )
     end_attempt(chunk, now, outcome, reason)
+    if kill and chunk.node is not None:  # its agent's report of the kill is stale then
+        note_ended(chunk, changes)
     if kill and not lost and chunk.node is not None:
         chunk.stopping_node = chunk.node
         chunk.stopping_attempt = chunk.attempt

@@ -173,7 +173,7 @@ class ChunkReports(DispatchIndex):
             # Not asked for by the leader (that attempt would be stale): the agent
             # lost its lease or was stopped. The farm's fault: no retry used.
             reason = report.reason or "killed on the node"
-            outcomes.preempt(job, chunk, nodes, changes, now, "killed", reason)
+            outcomes.preempt(job, chunk, nodes, changes, now, "killed", reason, reported=True)
         elif report.outcome == "failed":
             outcomes.fail(job, chunk, node, report, "failed", False, nodes, config, changes, now)
         else:

@@ -36,6 +36,7 @@ from farmtui.protocol import (
     GpuInfo,
     Heartbeat,
     KeptStaged,
+    KillChunk,
     LeaseRenewed,
     Refused,
     encode,
@@ -181,6 +182,34 @@ async def test_a_chunk_logs_start_is_the_renderers_as_its_node_reported_it(
     lines = log.splitlines()
     assert f"# started: {iso_time(began)}" in lines
     assert f"# finished: {iso_time(began + 1)} on node1" in lines
+
+
+async def test_a_chunk_log_the_leader_ended_says_how_and_its_late_report_adds_nothing(
+    leader: InProcessLeader,
+) -> None:
+    """A chunk log whose attempt the leader ended (a cancel, its node lost) stopped
+    after its output, no end said: the agent's report of the kill comes for an attempt
+    already over. The leader writes its footer; the late report adds no second one."""
+    job_id = await submit(leader)
+    async with FakeAgent.connect(leader.ws_url, leader.agent_token, "node1") as agent:
+        assign = await agent.expect(AssignChunk)
+        ref = {"job_id": job_id, "chunk": 0, "attempt": assign.attempt}
+        await agent.send(ChunkStarted(**ref, pid=1, command=["render"], seq=1))
+        await agent.expect_ack(1)
+        async with leader.http() as http:
+            cancel = {"action": "cancel", "ids": [job_id]}
+            assert (await http.post("/api/jobs/actions", json=cancel)).status_code == 200
+        await agent.expect(KillChunk)
+        now = time.time()
+        killed = ChunkFinished(**ref, outcome="killed", started=now - 1, finished=now, seq=2)
+        await agent.send(killed)
+        await agent.expect_ack(2)
+    async with leader.http() as http:
+        log = (await http.get(f"/api/jobs/{job_id}/logs", params={"chunk": 0})).text
+    lines = log.splitlines()
+    assert lines[-1] == "# reason: cancel by admin", log
+    assert lines[-2].startswith("# outcome: killed; exit status: none"), log
+    assert sum(line.startswith("# outcome:") for line in lines) == 1, log
 
 
 async def test_stale_attempt_reports_are_ignored(leader: InProcessLeader) -> None:

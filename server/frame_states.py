@@ -93,26 +93,37 @@ def _timed(chunk: Chunk) -> float | None:
 
 def _count(tally: Tally, chunk: Chunk, frames: Mapping[str, int], sign: int) -> None:
     """Add (``sign`` 1) or take away (-1) one chunk's share of the job's counters."""
+    _count_chunk(tally, chunk, sign)
+    for state, count in frames.items():
+        tally.frames[state] += sign * count
+
+
+def _count_chunk(tally: Tally, chunk: Chunk, sign: int) -> None:
+    """``_count`` but for the frames: the chunk itself, its state, its render time.
+
+    ``stage`` and ``_timed`` written out: this runs twice at every chunk transition.
+    """
     tally.version += 1
     if tally.run_block:
         tally.dirty_blocks.add(chunk.index // tally.run_block)
-    key = (stage(chunk), chunk.state)
+    state = chunk.state
+    kind = chunk.kind
+    where = ("scout" if chunk.scout else "render") if kind == "render" else kind
+    key = (where, state)
     left = tally.chunks[key] + sign
     if left:
         tally.chunks[key] = left
     else:
         del tally.chunks[key]
-    for state, count in frames.items():
-        tally.frames[state] += sign * count
-    if chunk.state == "assigned":
+    if state == "assigned":
         if sign > 0:
             tally.running.add(chunk.index)
         else:
             tally.running.discard(chunk.index)
-    elif sign > 0 and chunk.state in PENDING:
+    elif sign > 0 and state in PENDING:
         heapq.heappush(tally.ready, chunk.index)
-    timed = _timed(chunk)
-    if timed is not None:
+    elif state == "done" and kind == "render" and chunk.render_time is not None:
+        timed = chunk.render_time
         if sign > 0:
             tally.last_time = timed
             tally.times.add(timed)
@@ -200,12 +211,6 @@ def _one_state(chunk: Chunk) -> FrameState | None:
     return uniform
 
 
-def _counts(chunk: Chunk, uniform: FrameState | None) -> Mapping[str, int]:
-    if uniform is not None:
-        return {uniform: len(chunk.frames)} if chunk.frames else {}
-    return Counter(chunk_frame_states(chunk).values())
-
-
 class tracking:  # noqa: N801 - used as ``with tracking(...)``, like a function
     """Record the chunk (and its job) as touched, plus every frame whose state changes inside.
 
@@ -230,10 +235,12 @@ class tracking:  # noqa: N801 - used as ``with tracking(...)``, like a function
             self.before = chunk_frame_states(chunk)
         tally = self.job.tally
         if tally is not None:
-            before = self.before
-            counts: Mapping[str, int]
-            counts = Counter(before.values()) if before is not None else _counts(chunk, uniform)
-            _count(tally, chunk, counts, -1)
+            if uniform is not None:  # no dict of counts to build: one state, its frames
+                _count_chunk(tally, chunk, -1)
+                if chunk.frames:
+                    tally.frames[uniform] -= len(chunk.frames)
+            elif self.before is not None:
+                _count(tally, chunk, Counter(self.before.values()), -1)
 
     def __exit__(
         self,
@@ -248,7 +255,9 @@ class tracking:  # noqa: N801 - used as ``with tracking(...)``, like a function
         tally = self.job.tally
         if uniform is not None and self.before is None:
             if tally is not None:
-                _count(tally, chunk, _counts(chunk, uniform), 1)
+                _count_chunk(tally, chunk, 1)
+                if chunk.frames:
+                    tally.frames[uniform] += len(chunk.frames)
             if uniform != self.uniform and chunk.frames:
                 changes.frames.append((chunk.job_id, list(chunk.frames), uniform))
         else:

@@ -35,7 +35,7 @@ from prometheus_client.registry import Collector
 
 from farmtui.protocol import ChunkState, FrameState, JobState, NodeState
 from server.frame_states import PENDING, tally_of
-from server.model import Changes, Job, Tally
+from server.model import Changes, Job, Stage, Tally
 from server.watchdog import LAG_BUCKETS
 
 if TYPE_CHECKING:
@@ -53,8 +53,16 @@ NODE_STATES: tuple[str, ...] = get_args(NodeState)
 LEVELS = ("info", "warn", "error")
 
 
+# Each stage's key of its done chunks in a job's counters (``Tally.chunks``).
+_DONE_KEYS: tuple[tuple[Stage, str], ...] = tuple(
+    (where, "done") for where in ("pre", "scout", "render", "post")
+)
+
+
 def _done_chunks(tally: Tally) -> int:
-    return sum(n for (_, state), n in tally.chunks.items() if state == "done")
+    """Four lookups, not a walk of the counters: once a job a commit touches."""
+    chunks = tally.chunks
+    return sum(chunks.get(key, 0) for key in _DONE_KEYS)
 
 
 class ChangeCounters:
@@ -81,14 +89,14 @@ class ChangeCounters:
     def observe(self, changes: Changes, jobs: Mapping[str, Job]) -> None:
         """Count one committed change (after the commit)."""
         self.dispatched += len(changes.assignments)
-        for event in changes.events:
-            self.events[event.level] += 1
+        self.events.update(event.level for event in changes.events)
         if self._done is None:
             return  # the load itself
         for job_id in changes.removed:
             self._done.pop(job_id, None)
-        touched = changes.jobs | {job_id for job_id, _ in changes.chunks}
-        for job_id in touched:
+        # A chunk's state changes only in ``frame_states.tracking``, which names its job
+        # in ``jobs``: the jobs of ``chunks`` alone have no chunk done or undone.
+        for job_id in changes.jobs:
             job = jobs.get(job_id)
             if job is None:
                 continue

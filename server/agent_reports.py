@@ -145,7 +145,9 @@ class _Step:
         # announcement (a log line) is written.
         self.current = False
 
-    def __call__(self, now: float) -> Changes:
+    def __call__(self, now: float, into: Changes | None = None) -> Changes:
+        """Apply the message; ``into``: the group's Changes, which a step about a chunk
+        may add to and return rather than make its own (``GroupCommit.queue``)."""
         raise NotImplementedError
 
     def announce(self) -> None:
@@ -164,7 +166,7 @@ class _Heartbeat(_Step):
         super().__init__(reports)
         self.message = message
 
-    def __call__(self, now: float) -> Changes:
+    def __call__(self, now: float, into: Changes | None = None) -> Changes:
         m = self.message
         scheduler = self.reports.leader.scheduler
         return scheduler.node_heartbeat(
@@ -184,11 +186,11 @@ class _Started(_Step):
         super().__init__(reports)
         self.message = message
 
-    def __call__(self, now: float) -> Changes:
+    def __call__(self, now: float, into: Changes | None = None) -> Changes:
         m, reports = self.message, self.reports
         self.current = reports.current(m.job_id, m.chunk, m.attempt)
         return reports.leader.scheduler.chunk_started(
-            reports.node, m.job_id, m.chunk, m.attempt, now
+            reports.node, m.job_id, m.chunk, m.attempt, now, into
         )
 
     def announce(self) -> None:
@@ -211,7 +213,7 @@ class _Output(_Step):
         super().__init__(reports)
         self.message = message
 
-    def __call__(self, now: float) -> Changes:
+    def __call__(self, now: float, into: Changes | None = None) -> Changes:
         m, reports = self.message, self.reports
         self.current = reports.current(m.job_id, m.chunk, m.attempt)
         return _alive(reports, m.job_id, m.chunk, m.attempt, now)
@@ -234,7 +236,7 @@ class _Progress(_Step):
         super().__init__(reports)
         self.message = message
 
-    def __call__(self, now: float) -> Changes:
+    def __call__(self, now: float, into: Changes | None = None) -> Changes:
         m = self.message
         return _alive(self.reports, m.job_id, m.chunk, m.attempt, now)
 
@@ -251,7 +253,7 @@ class _Written(_Step):
         super().__init__(reports)
         self.message = message
 
-    def __call__(self, now: float) -> Changes:
+    def __call__(self, now: float, into: Changes | None = None) -> Changes:
         m, node = self.message, self.reports.node
         scheduler = self.reports.leader.scheduler
         changes = scheduler.chunk_alive(node, m.job_id, m.chunk, m.attempt, now)
@@ -268,7 +270,7 @@ class _TimedOut(_Step):
         super().__init__(reports)
         self.message = message
 
-    def __call__(self, now: float) -> Changes:
+    def __call__(self, now: float, into: Changes | None = None) -> Changes:
         m = self.message
         return self.reports.leader.scheduler.chunk_timed_out(
             self.reports.node, m.job_id, m.chunk, m.attempt, m.kind, m.elapsed, now
@@ -285,10 +287,10 @@ class _Finished(_Step):
         super().__init__(reports)
         self.message = message
 
-    def __call__(self, now: float) -> Changes:
+    def __call__(self, now: float, into: Changes | None = None) -> Changes:
         m, reports = self.message, self.reports
         self.current = reports.current(m.job_id, m.chunk, m.attempt)
-        return reports.leader.scheduler.chunk_finished(reports.node, m, now)
+        return reports.leader.scheduler.chunk_finished(reports.node, m, now, into)
 
     def announce(self) -> None:
         if self.current:
@@ -304,7 +306,7 @@ class _AgentLog(_Step):
         super().__init__(reports)
         self.message = message
 
-    def __call__(self, now: float) -> Changes:
+    def __call__(self, now: float, into: Changes | None = None) -> Changes:
         return Changes()
 
     def needs_room(self) -> bool:
@@ -321,7 +323,7 @@ class _KeptStaged(_Step):
         super().__init__(reports)
         self.message = message
 
-    def __call__(self, now: float) -> Changes:
+    def __call__(self, now: float, into: Changes | None = None) -> Changes:
         return self.reports.leader.scheduler.kept_staged(self.reports.node, self.message.kept)
 
     def needs_room(self) -> bool:

@@ -25,7 +25,7 @@ import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol, cast
 
 from server.announcements import AgentConnection, Announcing
 from server.commit_line import CommitLine, Group
@@ -58,6 +58,12 @@ class Answer(Protocol):
     def done(self) -> bool: ...
     def set_result(self, result: None, /) -> None: ...
     def set_exception(self, exception: BaseException, /) -> None: ...
+
+
+class ReportStep(Protocol):
+    """An agent's report about a chunk, as the group commit applies it (``queue``)."""
+
+    def __call__(self, now: float, into: Changes | None = None) -> Changes: ...
 
 
 @dataclass(slots=True)
@@ -297,9 +303,10 @@ class GroupCommit(Announcing):
         report: bool = False,
     ) -> None:
         """``submit``, answering ``answer`` rather than a future of its own. ``report``:
-        ``step`` is an agent's report about a chunk, whose scheduler event reads neither
-        the dispatch index nor the free slots: those are brought up to date once for a
-        run of such steps (``Scheduler.defer_notes``).
+        ``step`` is an agent's report about a chunk (a ``ReportStep``: it is given the
+        group's Changes to add to), whose scheduler event reads neither the dispatch
+        index nor the free slots: those are brought up to date once for a run of such
+        steps (``Scheduler.defer_notes``).
 
         An agent's reports: their answer is an Ack, queued on the spot as their group
         lands, so it goes out in the same frame as the assignments that group made.
@@ -358,11 +365,19 @@ class GroupCommit(Announcing):
                     else:  # any other step sees the index up to date
                         scheduler.note_deferred(group)
                 try:
-                    # Merged and let go at once: a step's own Changes (a dozen sets and
-                    # lists) kept until the group was answered outlived the young
-                    # collections, and with 300 agents was half of what the garbage
-                    # collector walked.
-                    group.merge(item.step(now))
+                    if reports:
+                        # Written into the group's Changes: a Changes of its own (a dozen
+                        # sets and lists) made and merged for each report was a tenth of
+                        # a report's step. A step that raises leaves in it what it had
+                        # changed (committed with the rest, as memory holds it).
+                        changes = cast(ReportStep, item.step)(now, group)
+                        if changes is not group:
+                            group.merge(changes)
+                    else:
+                        # Merged and let go at once: a step's own Changes kept until the
+                        # group was answered outlived the young collections, and with 300
+                        # agents was half of what the garbage collector walked.
+                        group.merge(item.step(now))
                 except Exception as exc:
                     _fail(item.future, exc)
                     continue

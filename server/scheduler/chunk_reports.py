@@ -22,9 +22,16 @@ class ChunkReports(DispatchIndex):
 
     @_noting
     def chunk_started(
-        self, node: str, job_id: str, chunk: int, attempt: int, now: float
+        self,
+        node: str,
+        job_id: str,
+        chunk: int,
+        attempt: int,
+        now: float,
+        into: Changes | None = None,
     ) -> Changes:
-        changes = Changes()
+        """``into``: the Changes to add to (the group commit's), returned; else new ones."""
+        changes = Changes() if into is None else into
         if self._live(node, job_id, chunk, attempt) is None:
             return changes
         if job_id not in self._first_started and not tally_of(self.jobs[job_id]).times:
@@ -141,13 +148,17 @@ class ChunkReports(DispatchIndex):
         return changes
 
     @_noting
-    def chunk_finished(self, node: str, report: ChunkFinished, now: float) -> Changes:
+    def chunk_finished(
+        self, node: str, report: ChunkFinished, now: float, into: Changes | None = None
+    ) -> Changes:
         """Success, failure with retry/backoff/blocklist, or the job's on_timeout response.
 
         A report about an attempt that is no longer current still says its tree
         is gone: the slot it held is freed, and its chunk may start again.
+
+        ``into``: the Changes to add to (the group commit's), returned; else new ones.
         """
-        changes = Changes()
+        changes = Changes() if into is None else into
         live = self._live(node, report.job_id, report.chunk, report.attempt)
         if live is None:
             holder = self.nodes.get(node)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict
 
 from agent.chunk_outcome import Stop, TimeoutKind, Verdict, decide
-from agent.errors import ChunkSetupError, FenceError, LeaderAway
+from agent.errors import ChunkSetupError, DeliveryPostponed, FenceError, LeaderAway, UploadCut
 from agent.no_follow import take_back
 from agent.process_tree import exit_status
 from agent.removal import remove_entry, remove_folder
@@ -41,6 +41,8 @@ KEPT_MARK = ".farmtui-kept"
 # ``UPLOAD_RETRY_MAX`` (a leader restart takes seconds; a failover, a node_timeout).
 UPLOAD_RETRY_FIRST = 0.25
 UPLOAD_RETRY_MAX = 2.0
+# Uploads of one file a leader may cut midway in a row before the copy has failed.
+UPLOAD_CUTS = 3
 
 
 def mark_kept(folder: Path) -> None:
@@ -93,6 +95,7 @@ class ChunkDelivery:
     ended: bool
     disk_trouble: str | None
     wake: asyncio.Event
+    postponed: bool
 
     if TYPE_CHECKING:  # ChunkRun's, used here
 
@@ -232,7 +235,14 @@ class ChunkDelivery:
             self._finish(Verdict("failed", why, missing=tuple(missing)), started=started)
             return
         self._scan_files(force=True)
-        error = await self._deliver(list(self.files.expected))
+        try:
+            error = await self._deliver(list(self.files.expected))
+        except DeliveryPostponed:
+            with contextlib.suppress(OSError):  # kept again, as it was, for a later retry sync
+                os.replace(folder, kept)
+                mark_kept(kept)
+            self.files = None
+            raise
         verdict = Verdict("killed" if self.revoked else "failed", error) if error else None
         self._finish(verdict or Verdict("done", ""), started=started, status="0")
 
@@ -256,7 +266,7 @@ class ChunkDelivery:
             owner=os.geteuid() if self.sup.render_user is not None else None,
             folder=files.write_root,
         )
-        tries = 0
+        tries = cuts = 0
         try:
             while wanted:
                 try:
@@ -267,6 +277,15 @@ class ChunkDelivery:
                     # goes once a leader answers, as the lease allows (the branch below);
                     # the leader's stop meanwhile (the chunk moved, cancelled) ends it.
                     await self._await_leader(away, tries)
+                    tries += 1
+                    continue
+                except UploadCut as cut:
+                    # The leader died midway (tried again: it is away or back), or refused
+                    # the file unread (too large ...): the same answer each time, so a few.
+                    cuts += 1
+                    if cuts >= UPLOAD_CUTS:
+                        raise OSError(f"{cut} ({cuts} times)") from None
+                    await self._await_leader(cut, tries)
                     tries += 1
                     continue
                 except FenceError as refused:
@@ -282,7 +301,9 @@ class ChunkDelivery:
                         raise refused from None
                     continue
                 wanted.pop(0)
-                tries = 0  # (a later file that waits says so again)
+                tries = cuts = 0  # (a later file that waits says so again)
+        except DeliveryPostponed:
+            raise  # not a failed copy: the output stays, and the agent's next start copies it
         except FenceError as exc:
             # Not the job's fault: the farm took the attempt away (no retry used).
             log.warning("chunk %s: %s", self.marker, exc)
@@ -301,17 +322,26 @@ class ChunkDelivery:
             self.sup.reporter.send(FramesWritten(**self._ids(), frames=delivered, staged=False))
         return ""
 
-    async def _await_leader(self, away: LeaderAway, tries: int) -> None:
+    async def _await_leader(self, away: LeaderAway | UploadCut, tries: int) -> None:
         """Wait a while (longer each try), or until told to stop, before an upload is tried
-        again; through the leader the link has then (a failover names another)."""
+        again; through the leader the link has then (a failover names another).
+        DeliveryPostponed if the agent stops meanwhile: it would wait for a leader that
+        may never come, and a second signal threw the render away (break round 29d)."""
         if tries == 0:
             log.warning(
                 "chunk %s: %s; its output waits here until a leader takes it", self.marker, away
             )
-        self.wake.clear()
-        with contextlib.suppress(TimeoutError):
-            pause = min(UPLOAD_RETRY_MAX, UPLOAD_RETRY_FIRST * 2 ** min(tries, 8))
-            await asyncio.wait_for(self.wake.wait(), pause)
+        if not self.sup.stopping:
+            self.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                pause = min(UPLOAD_RETRY_MAX, UPLOAD_RETRY_FIRST * 2 ** min(tries, 8))
+                await asyncio.wait_for(self.wake.wait(), pause)
+        if self.sup.stopping:
+            self.postponed = True
+            log.warning(
+                "chunk %s: the agent stops; its output stays here for its next start", self.marker
+            )
+            raise DeliveryPostponed(self.marker)
         self.delivery = self.sup.storage.delivery
 
     def _finish(self, verdict: Verdict, started: float, status: str | None = None) -> None:

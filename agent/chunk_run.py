@@ -37,7 +37,7 @@ import msgspec
 from agent.adapters import Adapter, adapter_for
 from agent.chunk_delivery import ChunkDelivery
 from agent.chunk_outcome import Outcome, Stop, TimeoutKind, Verdict, timeout_reason
-from agent.errors import ChunkSetupError
+from agent.errors import ChunkSetupError, DeliveryPostponed
 from agent.gpus import visible_devices
 from agent.journal import JournalEntry
 from agent.lines import LineSplitter
@@ -129,6 +129,8 @@ class ChunkRun(ChunkDelivery):
         # Its renderer ended by itself (not stopped): what is left is to judge and
         # deliver it, which a stopping agent lets it finish (``Supervisor.kill_all``).
         self.render_ended = False
+        # Its delivery waited for a leader when the agent stopped (``DeliveryPostponed``).
+        self.postponed = False
         self.wake = asyncio.Event()
         self.files: ChunkFiles | None = None
         # The renderer's working folder: this attempt's own, on this node.
@@ -183,9 +185,13 @@ class ChunkRun(ChunkDelivery):
         )
 
     def request_stop(self, outcome: Outcome, reason: str, kind: TimeoutKind | None = None) -> None:
-        if self.stop is None:
+        # The leader's word (the chunk moved while the node was lost) replaces a lapsed
+        # lease's: kept behind it, it was cleared when the lease came back, and a render
+        # that ended waiting for its lease was delivered after all (break round 29d).
+        lapsed = self.stop is not None and self.stop.reason == LEASE_LAPSED
+        if self.stop is None or (lapsed and reason != LEASE_LAPSED):
             self.stop = Stop(outcome, reason, kind)
-        if outcome == "killed" and self.revoked is None:
+        if outcome == "killed" and (self.revoked is None or self.revoked == LEASE_LAPSED):
             self.revoked = reason
         if not self.unqueue():
             assert self.queued is not None  # its shim has it: stop it there, started or not
@@ -428,8 +434,9 @@ class ChunkRun(ChunkDelivery):
             try:
                 await self._conclude_recovered(*self.recovered)
             finally:
-                self._clean_staging()
-                self._drop_journal()
+                if self.ended:  # else (the agent stops, its copy waits) the next start's
+                    self._clean_staging()
+                    self._drop_journal()
             return
         started = self.sup.wall()
         if a.sync_from:
@@ -582,7 +589,12 @@ class ChunkRun(ChunkDelivery):
             await self._supervise(shim, started)
         finally:
             await self._forget(shim)
-            self._clean_staging()
+            # A render over but not concluded (the agent stops while its copy waits, or
+            # goes at once): its output and journal entry stay for the next start, which
+            # concludes it. Its output removed, that start found the frames missing and
+            # failed a finished render (break round 29d).
+            if self.ended or not self.render_ended:
+                self._clean_staging()
             if self.ended:  # its ChunkFinished is in the outbox: nothing left to recover
                 self._drop_journal()
 
@@ -746,6 +758,10 @@ class ChunkRun(ChunkDelivery):
         self.awaiting_lease = True
         try:
             while self.stop is None and time.monotonic() > self.sup.lease_until:
+                if self.sup.stopping:  # a lease that may never come: the next start's
+                    self.postponed = True
+                    log.warning("chunk %s: the agent stops; its output stays here", self.marker)
+                    raise DeliveryPostponed(self.marker)
                 self.wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), LEASE_LOOK_EVERY)

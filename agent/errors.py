@@ -6,6 +6,8 @@
     ├── LeaderRefused     the leader said no (wrong token, Refused): stop, do not retry
     ├── LeaderBusy        the leader said "not now" (disk full, name held): try again later
     ├── LeaderAway        no leader took an upload (down, restarting, a standby): it waits
+    ├── UploadCut         a leader closed an upload midway (died, or refused it unread)
+    ├── DeliveryPostponed the agent stops while a delivery waits: the next start does it
     ├── ChunkSetupError   a chunk cannot start (bad token, path escaping its root ...)
     │   ├── PathEscapeError
     │   └── OutputRefused
@@ -30,6 +32,17 @@ class LeaderBusy(AgentError):
 class LeaderAway(AgentError):
     """An upload no leader took: none answered (down, restarting) or a standby did. Not
     the job's fault, and the output is on the node: it goes once a leader answers."""
+
+
+class UploadCut(AgentError):
+    """A leader closed the connection while an upload's body went: it died, or it refused
+    the file before reading it (too large, not allowed, not current) and the agent never
+    read why. Tried again a few times (``UPLOAD_CUTS``), then a failed copy."""
+
+
+class DeliveryPostponed(AgentError):
+    """The agent stops while a finished render's delivery waits for a leader: its output
+    and journal entry stay on the node, and the agent's next start delivers it."""
 
 
 class ChunkSetupError(AgentError):

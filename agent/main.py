@@ -334,7 +334,10 @@ async def _run_until_signal(agent: Agent) -> None:
 
     def on_signal() -> None:
         if agent.stopping:
-            task.cancel()  # a second signal: go now (renderers are killed all the same)
+            # A second signal: go now (renderers are killed all the same; what is being
+            # copied stays for the next start).
+            agent.supervisor.give_up_copies()
+            task.cancel()
         agent.stop()
 
     with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):

@@ -41,6 +41,7 @@ from agent.errors import (
     LeaderAway,
     OutputRefused,
     PathEscapeError,
+    UploadCut,
 )
 from agent.no_follow import copy_data, open_folder, take_back
 from farmtui.frames import frame_path
@@ -422,6 +423,11 @@ def _move(origin: int, source: str, folder: int, name: str, fence: Fence) -> Non
     fence.check_landed(folder, name, landed)
 
 
+def _why(exc: httpx.TransportError) -> str:
+    """httpx's message, or its kind when it has none (a reset says nothing)."""
+    return str(exc) or type(exc).__name__
+
+
 class UploadToLeader:
     """``PUT {leader}/api/files/{relative}`` with the agent token, for nodes without the share."""
 
@@ -470,8 +476,11 @@ class UploadToLeader:
                         "Content-Length": str(size),
                     },
                 )
-        except httpx.TransportError as exc:  # refused, reset, timed out: no leader took it
-            raise LeaderAway(f"cannot reach the leader at {self.leader}: {exc}") from None
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:  # down, restarting
+            raise LeaderAway(f"cannot reach the leader at {self.leader}: {_why(exc)}") from None
+        except httpx.TransportError as exc:
+            why = f"the leader at {self.leader} closed the upload of {relative} midway"
+            raise UploadCut(f"{why}: {_why(exc)}") from None
         if response.headers.get(ROLE_HEADER) == "standby":
             raise LeaderAway(f"the leader at {self.leader} is a standby now")
         if response.status_code >= 300:

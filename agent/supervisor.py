@@ -53,6 +53,7 @@ from agent.chunk_run import (
     SYNC_ROOT_VARIABLE as SYNC_ROOT_VARIABLE,  # re-exported: importers of agent.supervisor
 )
 from agent.discards import Discards
+from agent.errors import DeliveryPostponed
 from agent.journal import Journal
 from agent.process_tree import find_marked_with_suffix, has_zombie_children, kill_tree, reap_orphans
 from agent.render_user import RenderUser
@@ -446,6 +447,8 @@ class Supervisor:
     async def _run(self, run: ChunkRun) -> None:
         try:
             await run.run()
+        except DeliveryPostponed:
+            pass  # the agent stops: nothing reported, the next start delivers and reports it
         except Exception:
             log.exception("chunk %s crashed in the agent", run.marker)
             if run.shim is not None:
@@ -515,9 +518,11 @@ class Supervisor:
         is judged, delivered and reported as ever. Stopped, its whole render was thrown
         away and rendered again on another node (break round 28b).
         """
+        self.stopping = True
         runs = list(self.runs.values())
         for run in runs:
             if run.render_ended or run.recovered is not None or run.assign.sync_from:
+                run.wake.set()  # a copy waiting for a leader leaves it to the next start
                 continue
             run.request_stop("killed", reason)
         await self.wait_idle()
@@ -526,6 +531,15 @@ class Supervisor:
         self.spares.clear()
         if self.zygote is not None:
             await self.zygote.aclose()  # a later chunk starts another
+
+    def give_up_copies(self) -> None:
+        """The agent goes at once (a second signal): renders that are over but not yet
+        delivered stop where they are; their output and journal entry stay on the node,
+        and the agent's next start delivers and reports them."""
+        for run in self.runs.values():
+            over = run.render_ended or run.recovered is not None
+            if over and not run.ended and run.task is not None:
+                run.task.cancel()
 
     async def wait_idle(self) -> None:
         tasks = [run.task for run in self.runs.values() if run.task is not None]

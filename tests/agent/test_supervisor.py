@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import signal
@@ -290,6 +291,62 @@ async def test_an_upload_no_leader_takes_waits_for_one_and_then_goes(
     finished = await farm.finish()
     assert finished.outcome == "done", finished.reason
     assert received == ["/api/files/renders/shot/frame_0001.png"]
+
+
+@pytest.mark.parametrize("cuts", [1, 5])
+async def test_an_upload_a_leader_cuts_midway_is_tried_again_a_few_times(
+    farm: Any, demo_chunk: Chunk, cuts: int
+) -> None:
+    """A leader that refuses a large file before reading it (too large, not current)
+    closes the connection under the agent's body, which never reads why: that was taken
+    for a leader away, and the upload tried again for ever. A leader that died midway is
+    back on a later try; one that cuts every try fails the copy (its output kept)."""
+    tries: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        tries.append(1)
+        if len(tries) <= cuts:
+            raise httpx.WriteError("")  # a reset under the body: httpx says nothing
+        request.read()
+        return httpx.Response(204)
+
+    upload = UploadToLeader("http://leader:7878", "t", transport=httpx.MockTransport(handler))
+    farm.supervisor.storage = Storage(sync_root=None, delivery=upload)
+    farm.supervisor.assign(demo_chunk([1]))
+    finished = await farm.finish()
+    if cuts == 1:
+        assert finished.outcome == "done", finished.reason
+        return
+    assert finished.outcome == "failed"
+    assert finished.reason == (
+        "copy to the sync root failed: the leader at http://leader:7878 closed the upload"
+        " of renders/shot/frame_0001.png midway: WriteError (3 times)"
+    )
+    assert finished.kept_staged
+    assert len(tries) == 3
+
+
+async def test_a_copy_the_agent_gives_up_going_at_once_stays_for_its_next_start(
+    farm: Any, demo_chunk: Chunk
+) -> None:
+    """A second signal makes the agent go at once: a finished render's copy in flight
+    stops there, its frames and journal entry kept (they were removed, the journal
+    saying the render ended well: the next start failed it for missing frames)."""
+    copying = asyncio.Event()
+
+    class Stuck:
+        async def deliver(self, relative: str, source: Path, fence: Fence) -> None:
+            copying.set()
+            await asyncio.Event().wait()  # a slow filer
+
+    farm.supervisor.storage = Storage(sync_root=farm.sync_root, delivery=Stuck())
+    farm.supervisor.assign(demo_chunk([1]))
+    await poll_until(copying.is_set, what="the copy to begin")
+    farm.supervisor.give_up_copies()
+    await farm.supervisor.wait_idle()
+    assert farm.recorder.finished() is None, "its end is the next start's to report"
+    assert (farm.staging / "job1/1.1/renders/shot/frame_0001.png").exists()
+    assert len(farm.supervisor.journal.found()) == 1
 
 
 async def test_a_failed_copy_fails_the_chunk_and_keeps_the_staged_files(
@@ -667,6 +724,34 @@ async def test_a_lease_that_runs_out_while_the_output_is_copied_waits_for_the_le
     assert (finished.outcome, finished.exit_status) == ("done", "0"), finished.reason
     for frame in ("frame_0001.png", "frame_0002.png"):
         assert (farm.sync_root / "renders/shot" / frame).read_bytes().startswith(b"\x89PNG")
+
+
+async def test_the_leaders_stop_while_a_copy_waits_for_the_lease_is_not_forgotten(
+    farm: Any, demo_chunk: Chunk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lease ran out as the frames were copied, and the node's next Welcome said
+    the chunk had moved before the copy noticed: the lapse's stop, kept in its place,
+    was cleared when the lease came back, and the copy went on (break round 29d)."""
+    from agent.staging import CopyToSyncRoot
+
+    deliver = CopyToSyncRoot.deliver
+
+    async def lapse_then_moved(
+        self: CopyToSyncRoot, relative: str, source: Path, fence: Any
+    ) -> None:
+        farm.supervisor.lease_until = 0.0
+        farm.supervisor.lease_ran_out()
+        (run,) = farm.supervisor.runs.values()
+        farm.supervisor.kill(run.key, "the leader no longer wants it")  # Welcome.stale
+        farm.supervisor.renew_lease(time.monotonic() + 60.0)
+        await deliver(self, relative, source, fence)
+
+    monkeypatch.setattr(CopyToSyncRoot, "deliver", lapse_then_moved)
+    farm.supervisor.assign(demo_chunk([1]))
+    finished = await farm.finish()
+    assert finished.outcome == "killed"
+    assert "the leader no longer wants it" in finished.reason
+    assert not (farm.sync_root / "renders/shot/frame_0001.png").exists()
 
 
 async def test_a_render_waiting_for_the_lease_that_the_leader_moved_meanwhile_is_killed(

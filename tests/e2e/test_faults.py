@@ -528,16 +528,9 @@ def test_chunk_finished_while_leader_down_is_credited_once(
     assert len(farm.tally.runs()[1]) == 1
 
 
-@pytest.mark.parametrize("signal_name", ["KILL", "TERM"])
-def test_an_upload_the_leader_was_away_for_goes_once_it_is_back_no_retry_used(
-    make_farm: FarmMaker, signal_name: str
-) -> None:
-    """A node that does not see the sync root uploads each frame to the leader. One
-    that finished while the leader restarted (a crash, or a routine restart) failed its
-    chunk ("copy to the sync root failed: All connection attempts failed"), a retry used
-    and with `--retries 0` the job failed. The output waits on the node instead, and goes
-    once the leader is back."""
-    # The sync root is named to Linux nodes as a folder none has: node1 uploads.
+def _uploading_farm(make_farm: FarmMaker) -> FaultFarm:
+    """A leader whose sync root Linux nodes are told is a folder none has, and node1,
+    which therefore uploads every frame to the leader."""
     farm = make_farm(LEADER_TOML)
     root = farm.local.root
     (farm.local.data / "leader.toml").write_text(
@@ -547,22 +540,27 @@ def test_an_upload_the_leader_was_away_for_goes_once_it_is_back_no_retry_used(
     farm.start_agents("node1")
     uploads = "the sync root is not visible here: uploading"
     wait_until(lambda: uploads in farm.agent_log("node1"), 10.0, "node1 to upload")
-    go = farm.folder / "go"  # the render ends once the leader is down
+    return farm
+
+
+def _submit_told_render(farm: FaultFarm) -> tuple[str, Path]:
+    """A one-frame job whose render writes its frame once told (a ``go`` file), counting
+    its runs in ``runs``; its id and the ``go`` file."""
+    go = farm.folder / "go"
     write_when_told = (
         "import os, pathlib, sys, time\n"
+        "with open(sys.argv[3], 'a') as runs: runs.write('run\\n')\n"
         "while not os.path.exists(sys.argv[2]): time.sleep(0.02)\n"
         "pathlib.Path(sys.argv[1].replace('####', '0001')).write_text('rendered')\n"
     )
-    job = farm.submit(
-        [sys.executable, "-c", write_when_told, "{output}", str(go)],
-        *("--name", "uploaded", "--output", "renders/up/f_####.png", "--retries", "0"),
-    )
+    argv = [sys.executable, "-c", write_when_told, "{output}", str(go), str(farm.folder / "runs")]
+    options = ("--name", "uploaded", "--output", "renders/up/f_####.png", "--retries", "0")
+    job = farm.submit(argv, *options)
     wait_until(lambda: farm.chunk_node(job), 10.0, "the chunk on node1")
-    farm.kill_leader(getattr(signal, f"SIG{signal_name}"))
-    go.touch()
-    waiting = "its output waits here until a leader takes it"
-    wait_until(lambda: waiting in farm.agent_log("node1"), 15.0, "the upload to wait")
-    farm.start_leader()
+    return job, go
+
+
+def _assert_uploaded_once(farm: FaultFarm, job: str) -> None:
     farm.wait_job(job, "done", "failed", timeout=30.0)
     detail = farm.show_cli(job)
     (chunk,) = render_chunks(detail)
@@ -570,7 +568,50 @@ def test_an_upload_the_leader_was_away_for_goes_once_it_is_back_no_retry_used(
         attempt_summary(detail)
     )
     assert chunk["errors"] == 0
-    assert (root / "renders" / "up" / "f_0001.png").read_text() == "rendered"
+    assert (farm.local.root / "renders/up/f_0001.png").read_text() == "rendered"
+    assert (farm.folder / "runs").read_text() == "run\n", "rendered again"
+
+
+@pytest.mark.parametrize("signal_name", ["KILL", "TERM"])
+def test_an_upload_the_leader_was_away_for_goes_once_it_is_back_no_retry_used(
+    make_farm: FarmMaker, signal_name: str
+) -> None:
+    """A node that does not see the sync root uploads each frame to the leader. One
+    that finished while the leader restarted (a crash, or a routine restart) failed its
+    chunk ("copy to the sync root failed: All connection attempts failed"), a retry used
+    and with `--retries 0` the job failed. The output waits on the node instead, and goes
+    once the leader is back."""
+    farm = _uploading_farm(make_farm)
+    job, go = _submit_told_render(farm)
+    farm.kill_leader(getattr(signal, f"SIG{signal_name}"))
+    go.touch()
+    waiting = "its output waits here until a leader takes it"
+    wait_until(lambda: waiting in farm.agent_log("node1"), 15.0, "the upload to wait")
+    farm.start_leader()
+    _assert_uploaded_once(farm, job)
+
+
+def test_an_agent_stopped_while_its_upload_waits_delivers_it_at_its_next_start(
+    make_farm: FarmMaker,
+) -> None:
+    """SIGTERM of an agent whose finished render waited for the leader: it did not exit
+    (a second signal neither), and the third threw the frames away while its journal
+    said the render ended well, so its next start failed the chunk for missing frames
+    (break round 29d). It exits at once now, its output kept, and its next start
+    uploads it: no render again, no retry used."""
+    farm = _uploading_farm(make_farm)
+    job, go = _submit_told_render(farm)
+    farm.kill_leader()
+    go.touch()
+    waiting = "its output waits here until a leader takes it"
+    wait_until(lambda: waiting in farm.agent_log("node1"), 15.0, "the upload to wait")
+    agent = farm.agent("node1").process
+    agent.send_signal(signal.SIGTERM)
+    assert agent.wait(timeout=15.0) == 0
+    assert "its output stays here for its next start" in farm.agent_log("node1")
+    farm.start_leader()
+    farm.restart_agent("node1")
+    _assert_uploaded_once(farm, job)
 
 
 # --- 7. a node's disk fills up -----------------------------------------------------------

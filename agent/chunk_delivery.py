@@ -95,7 +95,6 @@ class ChunkDelivery:
     ended: bool
     disk_trouble: str | None
     wake: asyncio.Event
-    postponed: bool
 
     if TYPE_CHECKING:  # ChunkRun's, used here
 
@@ -337,7 +336,6 @@ class ChunkDelivery:
                 pause = min(UPLOAD_RETRY_MAX, UPLOAD_RETRY_FIRST * 2 ** min(tries, 8))
                 await asyncio.wait_for(self.wake.wait(), pause)
         if self.sup.stopping:
-            self.postponed = True
             log.warning(
                 "chunk %s: the agent stops; its output stays here for its next start", self.marker
             )

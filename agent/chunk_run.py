@@ -129,8 +129,6 @@ class ChunkRun(ChunkDelivery):
         # Its renderer ended by itself (not stopped): what is left is to judge and
         # deliver it, which a stopping agent lets it finish (``Supervisor.kill_all``).
         self.render_ended = False
-        # Its delivery waited for a leader when the agent stopped (``DeliveryPostponed``).
-        self.postponed = False
         self.wake = asyncio.Event()
         self.files: ChunkFiles | None = None
         # The renderer's working folder: this attempt's own, on this node.
@@ -759,7 +757,6 @@ class ChunkRun(ChunkDelivery):
         try:
             while self.stop is None and time.monotonic() > self.sup.lease_until:
                 if self.sup.stopping:  # a lease that may never come: the next start's
-                    self.postponed = True
                     log.warning("chunk %s: the agent stops; its output stays here", self.marker)
                     raise DeliveryPostponed(self.marker)
                 self.wake.clear()

@@ -236,7 +236,7 @@ class ChunkDelivery:
         self._scan_files(force=True)
         try:
             error = await self._deliver(list(self.files.expected))
-        except DeliveryPostponed:
+        except (DeliveryPostponed, asyncio.CancelledError):  # the agent stops, or goes now
             with contextlib.suppress(OSError):  # kept again, as it was, for a later retry sync
                 os.replace(folder, kept)
                 mark_kept(kept)
@@ -279,8 +279,8 @@ class ChunkDelivery:
                     tries += 1
                     continue
                 except UploadCut as cut:
-                    # The leader died midway (tried again: it is away or back), or refused
-                    # the file unread (too large ...): the same answer each time, so a few.
+                    # An active leader refused the file unread (too large ...): the same
+                    # answer each time, so a few tries (one that died midway is away).
                     cuts += 1
                     if cuts >= UPLOAD_CUTS:
                         raise OSError(f"{cut} ({cuts} times)") from None

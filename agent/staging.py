@@ -423,6 +423,10 @@ def _move(origin: int, source: str, folder: int, name: str, fence: Fence) -> Non
     fence.check_landed(folder, name, landed)
 
 
+# How long a leader has to answer ``/healthz`` after an upload was cut midway.
+PROBE_TIMEOUT = 5.0
+
+
 def _why(exc: httpx.TransportError) -> str:
     """httpx's message, or its kind when it has none (a reset says nothing)."""
     return str(exc) or type(exc).__name__
@@ -456,6 +460,20 @@ class UploadToLeader:
         finally:
             rendered.close()
 
+    async def _away(self) -> str | None:
+        """Why no active leader is there (``GET /healthz``), or None if one is."""
+        try:
+            async with httpx.AsyncClient(
+                timeout=PROBE_TIMEOUT, transport=self.transport, verify=self.verify
+            ) as client:
+                response = await client.get(f"{self.leader}/healthz")
+            role = response.json().get("role") if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError, AttributeError) as exc:
+            return f"cannot reach the leader at {self.leader}: {exc or type(exc).__name__}"
+        if role != "active":
+            return f"the leader at {self.leader} is not active ({role or response.status_code})"
+        return None
+
     async def _upload(self, relative: str, rendered: BinaryIO, fence: Fence) -> None:
         async def blocks() -> AsyncIterator[bytes]:
             while block := await asyncio.to_thread(rendered.read, _UPLOAD_BLOCK):
@@ -479,8 +497,19 @@ class UploadToLeader:
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:  # down, restarting
             raise LeaderAway(f"cannot reach the leader at {self.leader}: {_why(exc)}") from None
         except httpx.TransportError as exc:
-            why = f"the leader at {self.leader} closed the upload of {relative} midway"
-            raise UploadCut(f"{why}: {_why(exc)}") from None
+            # Cut midway: a leader that died, a standby (a leader cut off from its
+            # database) or a forwarder with nothing behind it, all the farm's doing; or
+            # an active leader that refused the file before reading it, which says why
+            # only to a client that reads before it has sent everything.
+            away = await self._away()
+            if away is not None:
+                raise LeaderAway(away) from None
+            why = (
+                f"the leader at {self.leader} closed the upload of {relative} midway"
+                f" ({_why(exc)}): a refusal unread (a file over its max_upload_bytes,"
+                " an attempt no longer current, a full disk?)"
+            )
+            raise UploadCut(why) from None
         if response.headers.get(ROLE_HEADER) == "standby":
             raise LeaderAway(f"the leader at {self.leader} is a standby now")
         if response.status_code >= 300:

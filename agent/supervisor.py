@@ -537,7 +537,7 @@ class Supervisor:
         delivered stop where they are; their output and journal entry stay on the node,
         and the agent's next start delivers and reports them."""
         for run in self.runs.values():
-            over = run.render_ended or run.recovered is not None
+            over = run.render_ended or run.recovered is not None or run.assign.sync_from
             if over and not run.ended and run.task is not None:
                 run.task.cancel()
 

@@ -293,19 +293,26 @@ async def test_an_upload_no_leader_takes_waits_for_one_and_then_goes(
     assert received == ["/api/files/renders/shot/frame_0001.png"]
 
 
+@pytest.mark.parametrize("role", ["active", "standby", "gone"])
 @pytest.mark.parametrize("cuts", [1, 5])
-async def test_an_upload_a_leader_cuts_midway_is_tried_again_a_few_times(
-    farm: Any, demo_chunk: Chunk, cuts: int
+async def test_an_upload_cut_midway_waits_for_a_leader_or_is_tried_a_few_times(
+    farm: Any, demo_chunk: Chunk, cuts: int, role: str
 ) -> None:
     """A leader that refuses a large file before reading it (too large, not current)
     closes the connection under the agent's body, which never reads why: that was taken
-    for a leader away, and the upload tried again for ever. A leader that died midway is
-    back on a later try; one that cuts every try fails the copy (its output kept)."""
-    tries: list[int] = []
+    for a leader away, and the upload tried for ever. Now ``/healthz`` says which: a
+    leader gone or a standby (cut off from its database) is the farm's doing, and the
+    upload waits for it (no retry used); an active one that cuts every try has refused
+    the file, and the copy fails after a few (its output kept for a retry sync)."""
+    puts: list[str] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
-        tries.append(1)
-        if len(tries) <= cuts:
+        if request.url.path == "/healthz":
+            if role == "gone":
+                raise httpx.ConnectError("All connection attempts failed")
+            return httpx.Response(200, json={"ok": True, "role": role, "active": None})
+        puts.append(request.url.path)
+        if len(puts) <= cuts:
             raise httpx.WriteError("")  # a reset under the body: httpx says nothing
         request.read()
         return httpx.Response(204)
@@ -314,16 +321,18 @@ async def test_an_upload_a_leader_cuts_midway_is_tried_again_a_few_times(
     farm.supervisor.storage = Storage(sync_root=None, delivery=upload)
     farm.supervisor.assign(demo_chunk([1]))
     finished = await farm.finish()
-    if cuts == 1:
+    if cuts == 1 or role != "active":
         assert finished.outcome == "done", finished.reason
+        assert len(puts) == cuts + 1
         return
     assert finished.outcome == "failed"
-    assert finished.reason == (
+    assert finished.reason.startswith(
         "copy to the sync root failed: the leader at http://leader:7878 closed the upload"
-        " of renders/shot/frame_0001.png midway: WriteError (3 times)"
+        " of renders/shot/frame_0001.png midway (WriteError): a refusal unread"
     )
+    assert finished.reason.endswith("(3 times)")
     assert finished.kept_staged
-    assert len(tries) == 3
+    assert len(puts) == 3
 
 
 async def test_a_copy_the_agent_gives_up_going_at_once_stays_for_its_next_start(
@@ -347,6 +356,39 @@ async def test_a_copy_the_agent_gives_up_going_at_once_stays_for_its_next_start(
     assert farm.recorder.finished() is None, "its end is the next start's to report"
     assert (farm.staging / "job1/1.1/renders/shot/frame_0001.png").exists()
     assert len(farm.supervisor.journal.found()) == 1
+
+
+async def test_a_retry_sync_given_up_going_at_once_keeps_the_output_for_another(
+    farm: Any, demo_chunk: Chunk
+) -> None:
+    """A second signal gave a retry sync's copy in flight no heed (the agent went once it
+    was over, 9 s later); given up, the output it had taken over was left unmarked in its
+    own attempt's folder, for nobody (break round 29f). Now it is kept as it was."""
+
+    class Broken:
+        async def deliver(self, relative: str, source: Path, fence: Fence) -> None:
+            raise OSError("disk full")
+
+    farm.supervisor.storage = Storage(sync_root=farm.sync_root, delivery=Broken())
+    farm.supervisor.assign(demo_chunk([1]))
+    assert (await farm.finish()).kept_staged
+    copying = asyncio.Event()
+
+    class Stuck:
+        async def deliver(self, relative: str, source: Path, fence: Fence) -> None:
+            copying.set()
+            await asyncio.Event().wait()  # a slow filer
+
+    farm.supervisor.storage = Storage(sync_root=farm.sync_root, delivery=Stuck())
+    farm.recorder.messages.clear()
+    farm.supervisor.assign(msgspec.structs.replace(demo_chunk([1], attempt=2), sync_from=1))
+    await poll_until(copying.is_set, what="the retry sync's copy to begin")
+    farm.supervisor.give_up_copies()
+    await farm.supervisor.wait_idle()
+    assert farm.recorder.finished() is None
+    assert (farm.staging / "job1/1.1/renders/shot/frame_0001.png").exists()
+    assert (farm.staging / "job1/1.1" / KEPT_MARK).exists()
+    assert not (farm.staging / "job1/1.2").exists()
 
 
 async def test_a_failed_copy_fails_the_chunk_and_keeps_the_staged_files(

@@ -27,6 +27,7 @@ from server.api_requests import Disconnected, leader_of, who
 from server.errors import BadRequest, Conflict, RequestError, TooLarge, Unavailable, shown
 from server.operations import UploadFence
 from server.paths import confine
+from server.upload_records import TOKEN_BYTES, temporary_name
 
 # Bytes of the body gathered before they are written (each write is a hop to a thread).
 WRITE_EVERY = 1024 * 1024
@@ -52,7 +53,9 @@ async def upload_file(request: Request) -> Response:
         raise TooLarge(f"file of {length} bytes is over the {limit} byte limit")
     upload: Upload | None = None
     try:
-        opening = asyncio.ensure_future(asyncio.to_thread(Upload, leader.root, relative))
+        opening = asyncio.ensure_future(
+            asyncio.to_thread(Upload, leader.root, relative, leader.upload_records)
+        )
         try:
             upload = await asyncio.shield(opening)
         except asyncio.CancelledError:
@@ -134,25 +137,39 @@ class Upload:
     (a request cancelled mid-write has its ``abort`` wait for that write).
     """
 
-    def __init__(self, root: Path, relative: str) -> None:
+    def __init__(self, root: Path, relative: str, records: Path | None = None) -> None:
         """``relative`` (checked by ``paths.confine``): its folders are made and opened a
         step at a time from ``root`` as written, never through a symlink (BadRequest), as
-        a node's own copy does (``farmtui.no_follow``)."""
+        a node's own copy does (``farmtui.no_follow``). ``records``: where the upload is
+        noted while its temporary file may exist (``sweep_uploads``)."""
         self.root = root.resolve()
         *steps, self.file_name = PurePosixPath(relative).parts
         self.steps = tuple(steps)
-        self.name = f".farmtui-{secrets.token_hex(8)}.upload"
+        token = secrets.token_hex(TOKEN_BYTES)
+        self.name = temporary_name(token)
+        self.record = None if records is None else records / token
+        if self.record is not None:
+            try:
+                self.record.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                self.record.write_text(relative, encoding="utf-8")
+            except OSError:  # only the litter of a leader killed midway is at stake
+                self.record = None
         try:
             self.folder = open_folder(
                 self.root, self.steps, make=True, what=f"cannot write {shown(relative)}"
             )
         except NotAFolder as exc:
+            self._forget()
             raise BadRequest(str(exc)) from None
+        except BaseException:
+            self._forget()
+            raise
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
         try:
             self.handle = os.fdopen(os.open(self.name, flags, 0o644, dir_fd=self.folder), "wb")
         except BaseException:
             os.close(self.folder)
+            self._forget()
             raise
         self.committed = False
         self.file_id = (0, 0)  # the file's (device, inode) once committed
@@ -208,6 +225,12 @@ class Upload:
                         os.unlink(self.name, dir_fd=self.folder)
             finally:
                 os.close(self.folder)
+                self._forget()
+
+    def _forget(self) -> None:
+        if self.record is not None:
+            with contextlib.suppress(OSError):
+                self.record.unlink()
 
 
 def _abort_once_open(opening: asyncio.Future[Upload]) -> None:

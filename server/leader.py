@@ -56,6 +56,7 @@ from server.step_line import StepLine
 from server.store import Store, find_chunk, open_store
 from server.store_url import parse_store_url
 from server.sync_root import claim_root
+from server.upload_records import sweep_uploads
 from server.watchdog import THRESHOLD as STALL_THRESHOLD
 from server.watchdog import LoopWatchdog
 from server.webhooks import Webhooks
@@ -105,6 +106,8 @@ class Leader(GroupCommit):
         os.chmod(settings.data, 0o700)
         settings.root.mkdir(parents=True, exist_ok=True)
         self.root = settings.root.resolve()
+        # Uploads in flight (``api_uploads.Upload``): what a leader killed midway left.
+        self.upload_records = settings.data / "uploads"
         # SQLite (<data>/farm.db) unless --store or leader.toml names another.
         shared = parse_store_url(settings.store_url)[0] == "postgresql"
         # Who this leader is in the lease row, and in the names of its database sessions.
@@ -219,6 +222,9 @@ class Leader(GroupCommit):
         and then by the lease keeper, in the background."""
         loop = self._loop = asyncio.get_running_loop()
         self._watchdog_task = loop.create_task(self.watchdog.run())
+        swept = await asyncio.to_thread(sweep_uploads, self.root, self.upload_records)
+        if swept:
+            log.info("removed %d unfinished upload(s) a previous run left", swept)
         if self.role == "active":
             await self._activate(None)
             return

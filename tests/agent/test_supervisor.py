@@ -335,22 +335,27 @@ async def test_an_upload_cut_midway_waits_for_a_leader_or_is_tried_a_few_times(
     assert len(puts) == 3
 
 
+class _StuckCopy:
+    """A slow filer: a copy that begins (``copying``) and never ends."""
+
+    def __init__(self) -> None:
+        self.copying = asyncio.Event()
+
+    async def deliver(self, relative: str, source: Path, fence: Fence) -> None:
+        self.copying.set()
+        await asyncio.Event().wait()
+
+
 async def test_a_copy_the_agent_gives_up_going_at_once_stays_for_its_next_start(
     farm: Any, demo_chunk: Chunk
 ) -> None:
     """A second signal makes the agent go at once: a finished render's copy in flight
     stops there, its frames and journal entry kept (they were removed, the journal
     saying the render ended well: the next start failed it for missing frames)."""
-    copying = asyncio.Event()
-
-    class Stuck:
-        async def deliver(self, relative: str, source: Path, fence: Fence) -> None:
-            copying.set()
-            await asyncio.Event().wait()  # a slow filer
-
-    farm.supervisor.storage = Storage(sync_root=farm.sync_root, delivery=Stuck())
+    stuck = _StuckCopy()
+    farm.supervisor.storage = Storage(sync_root=farm.sync_root, delivery=stuck)
     farm.supervisor.assign(demo_chunk([1]))
-    await poll_until(copying.is_set, what="the copy to begin")
+    await poll_until(stuck.copying.is_set, what="the copy to begin")
     farm.supervisor.give_up_copies()
     await farm.supervisor.wait_idle()
     assert farm.recorder.finished() is None, "its end is the next start's to report"
@@ -372,17 +377,11 @@ async def test_a_retry_sync_given_up_going_at_once_keeps_the_output_for_another(
     farm.supervisor.storage = Storage(sync_root=farm.sync_root, delivery=Broken())
     farm.supervisor.assign(demo_chunk([1]))
     assert (await farm.finish()).kept_staged
-    copying = asyncio.Event()
-
-    class Stuck:
-        async def deliver(self, relative: str, source: Path, fence: Fence) -> None:
-            copying.set()
-            await asyncio.Event().wait()  # a slow filer
-
-    farm.supervisor.storage = Storage(sync_root=farm.sync_root, delivery=Stuck())
+    stuck = _StuckCopy()
+    farm.supervisor.storage = Storage(sync_root=farm.sync_root, delivery=stuck)
     farm.recorder.messages.clear()
     farm.supervisor.assign(msgspec.structs.replace(demo_chunk([1], attempt=2), sync_from=1))
-    await poll_until(copying.is_set, what="the retry sync's copy to begin")
+    await poll_until(stuck.copying.is_set, what="the retry sync's copy to begin")
     farm.supervisor.give_up_copies()
     await farm.supervisor.wait_idle()
     assert farm.recorder.finished() is None

@@ -11,7 +11,7 @@ import heapq
 from farmtui.protocol import ChunkFinished
 from server import outcomes
 from server.frame_states import tally_of, tracking
-from server.model import Changes, Job, Notification
+from server.model import Changes, Discard, Job, Notification
 from server.prefetch import PREFETCH_BELOW, takes_ahead, withdraw_waiting, work_kind
 from server.scheduler.dispatch_index import DispatchIndex, _noting
 from server.transitions import refresh_job, settle_stopped
@@ -171,6 +171,18 @@ class ChunkReports(DispatchIndex):
                     f"chunk {report.chunk} attempt {report.attempt} stopped on {node}",
                     report.job_id if report.job_id in self.jobs else None,
                     None,
+                )
+            waited_for = chunk is not None and (chunk.staged_on, chunk.staged_attempt) == (
+                node,
+                report.attempt,
+            )
+            if report.kept_staged and not waited_for:
+                # Output kept for a retry sync of an attempt that had moved on (its node
+                # lost meanwhile): nobody will copy it. Its hello left it to this report.
+                changes.discards.append(
+                    Discard(
+                        node=node, job_id=report.job_id, chunk=report.chunk, attempt=report.attempt
+                    )
                 )
             return changes
         job, chunk = live

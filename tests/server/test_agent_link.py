@@ -212,6 +212,30 @@ async def test_a_chunk_log_the_leader_ended_says_how_and_its_late_report_adds_no
     assert sum(line.startswith("# outcome:") for line in lines) == 1, log
 
 
+async def test_output_kept_by_an_attempt_that_had_moved_on_is_discarded(
+    leader: InProcessLeader,
+) -> None:
+    """A node's report of a failed copy, its output kept for a retry sync, that came
+    after its attempt ended (its node lost meanwhile, a cancel): nobody will copy that
+    output, and it stayed on the node's disk (break round 29f). The node is told to
+    delete it."""
+    job_id = await submit(leader)
+    async with FakeAgent.connect(leader.ws_url, leader.agent_token, "node1") as agent:
+        assign = await agent.expect(AssignChunk)
+        ref = {"job_id": job_id, "chunk": 0, "attempt": assign.attempt}
+        await agent.send(ChunkStarted(**ref, pid=1, command=["render"], seq=1))
+        await agent.expect_ack(1)
+        async with leader.http() as http:
+            cancel = {"action": "cancel", "ids": [job_id]}
+            assert (await http.post("/api/jobs/actions", json=cancel)).status_code == 200
+        await agent.expect(KillChunk)
+        late = ChunkFinished(**ref, outcome="failed", reason="copy failed", kept_staged=True, seq=2)
+        await agent.send(late)
+        await agent.expect_ack(2)
+        discard = await agent.expect(DiscardStaged)
+        assert (discard.job_id, discard.chunk, discard.attempt) == (job_id, 0, assign.attempt)
+
+
 async def test_stale_attempt_reports_are_ignored(leader: InProcessLeader) -> None:
     job_id = await submit(leader)
     async with FakeAgent.connect(leader.ws_url, leader.agent_token, "node1") as agent:

@@ -184,6 +184,22 @@ async def test_a_chunk_logs_start_is_the_renderers_as_its_node_reported_it(
     assert f"# finished: {iso_time(began + 1)} on node1" in lines
 
 
+async def started_then_cancelled(
+    leader: InProcessLeader, agent: FakeAgent, job_id: str
+) -> dict[str, Any]:
+    """The job's chunk 0 started on ``agent``, then its job cancelled (the agent told to
+    kill it): the attempt's ``job_id``, ``chunk`` and ``attempt``, for its late report."""
+    assign = await agent.expect(AssignChunk)
+    ref: dict[str, Any] = {"job_id": job_id, "chunk": 0, "attempt": assign.attempt}
+    await agent.send(ChunkStarted(**ref, pid=1, command=["render"], seq=1))
+    await agent.expect_ack(1)
+    async with leader.http() as http:
+        cancel = {"action": "cancel", "ids": [job_id]}
+        assert (await http.post("/api/jobs/actions", json=cancel)).status_code == 200
+    await agent.expect(KillChunk)
+    return ref
+
+
 async def test_a_chunk_log_the_leader_ended_says_how_and_its_late_report_adds_nothing(
     leader: InProcessLeader,
 ) -> None:
@@ -192,14 +208,7 @@ async def test_a_chunk_log_the_leader_ended_says_how_and_its_late_report_adds_no
     already over. The leader writes its footer; the late report adds no second one."""
     job_id = await submit(leader)
     async with FakeAgent.connect(leader.ws_url, leader.agent_token, "node1") as agent:
-        assign = await agent.expect(AssignChunk)
-        ref = {"job_id": job_id, "chunk": 0, "attempt": assign.attempt}
-        await agent.send(ChunkStarted(**ref, pid=1, command=["render"], seq=1))
-        await agent.expect_ack(1)
-        async with leader.http() as http:
-            cancel = {"action": "cancel", "ids": [job_id]}
-            assert (await http.post("/api/jobs/actions", json=cancel)).status_code == 200
-        await agent.expect(KillChunk)
+        ref = await started_then_cancelled(leader, agent, job_id)
         now = time.time()
         killed = ChunkFinished(**ref, outcome="killed", started=now - 1, finished=now, seq=2)
         await agent.send(killed)
@@ -221,19 +230,12 @@ async def test_output_kept_by_an_attempt_that_had_moved_on_is_discarded(
     delete it."""
     job_id = await submit(leader)
     async with FakeAgent.connect(leader.ws_url, leader.agent_token, "node1") as agent:
-        assign = await agent.expect(AssignChunk)
-        ref = {"job_id": job_id, "chunk": 0, "attempt": assign.attempt}
-        await agent.send(ChunkStarted(**ref, pid=1, command=["render"], seq=1))
-        await agent.expect_ack(1)
-        async with leader.http() as http:
-            cancel = {"action": "cancel", "ids": [job_id]}
-            assert (await http.post("/api/jobs/actions", json=cancel)).status_code == 200
-        await agent.expect(KillChunk)
+        ref = await started_then_cancelled(leader, agent, job_id)
         late = ChunkFinished(**ref, outcome="failed", reason="copy failed", kept_staged=True, seq=2)
         await agent.send(late)
         await agent.expect_ack(2)
         discard = await agent.expect(DiscardStaged)
-        assert (discard.job_id, discard.chunk, discard.attempt) == (job_id, 0, assign.attempt)
+        assert (discard.job_id, discard.chunk, discard.attempt) == tuple(ref.values())
 
 
 async def test_stale_attempt_reports_are_ignored(leader: InProcessLeader) -> None:

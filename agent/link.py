@@ -274,7 +274,9 @@ class LeaderLink:
         assert supervisor is not None
         match message:
             case AssignChunk():
-                log.info(
+                # Not at INFO: its start (or its wait for a slot) is the chunk's next line,
+                # and each line was a few % of a short chunk's cost here (``agent_profile``).
+                log.debug(
                     "assigned %s chunk %d attempt %d (frames %s)",
                     message.job_id,
                     message.chunk,

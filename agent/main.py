@@ -403,6 +403,7 @@ def run_agent(
     """
     become_subreaper()
     not_dumpable()
+    agent_log.lean_records()
     try:
         agent = Agent(
             leader,

@@ -75,7 +75,11 @@ def confine(root: Path, relative: str, what: str) -> Path:
 def _confined(root: Path, relative: str, what: str) -> tuple[Path, PurePosixPath]:
     """``confine``'s path, and where it really leads, relative to the real ``root``."""
     rel = check_relative(relative, what)
-    path = root.joinpath(*rel.parts) if rel.parts else root
+    if not rel.parts:
+        # The root itself (a chunk with no output folder, in staging): nothing to follow.
+        # Two realpaths of the same path, for every short chunk, were a few % of an agent.
+        return root, PurePosixPath(".")
+    path = root.joinpath(*rel.parts)
     try:
         real_root = os.path.realpath(root)
         real = os.path.realpath(path)

@@ -253,11 +253,13 @@ async def test_agent_says_hello_renders_a_chunk_and_reports_with_sequence_number
         await eventually(lambda: agent.outbox.pending() == [], what="the outbox to drain")
         await eventually(lambda: leader.of(Heartbeat), what="a heartbeat")
         logs = await eventually(
-            lambda: [line for m in leader.of(AgentLog) for line in m.lines if "assigned" in line],
+            lambda: [line for m in leader.of(AgentLog) for line in m.lines if "started" in line],
             what="the agent log",
         )
-        assert "job1 chunk 1 attempt 1" in logs[0]
-    assert (agent.state_dir / "agent.log").read_text().count("assigned job1") == 1
+        assert "chunk job1:1:1:" in logs[0]
+    written = (agent.state_dir / "agent.log").read_text()
+    assert written.count("chunk job1:1:1:") >= 2  # its start and its end, each once
+    assert written.count("started pid") == 1
 
 
 async def test_kill_chunk_kills_the_renderer_tree(

@@ -221,8 +221,11 @@ class ChunkDelivery:
                 why = f"the output staged by attempt {a.sync_from} is no longer on this node"
                 self._finish(Verdict("failed", why), started=started)
                 return
-            os.replace(kept, folder)  # this attempt owns it now
-            (folder / KEPT_MARK).unlink(missing_ok=True)
+            # This attempt owns it now. Its mark goes with it: an agent killed while it
+            # copies (kill -9) finds it kept at its next start, under this attempt's
+            # number, and lists it in its hello, so the leader copies it again rather
+            # than render the chunk again (unmarked, it went as a leftover).
+            os.replace(kept, folder)
             self.delivery = self.sup.storage.delivery
             self.files = self._files_in(folder, staged=True)
         except (ChunkSetupError, OSError) as exc:

@@ -95,8 +95,12 @@ class NodeEvents(DispatchIndex):
                 if copied and (job_id, index, copied) in kept:
                     # A copy of kept output it never received (its AssignChunk lost
                     # with the link): the output it was to copy is still kept there
-                    # and waits for it again. (A copy that began moved it away.)
+                    # and waits for it again.
                     chunk.staged_on, chunk.staged_attempt = node.name, copied
+                elif copied and key in kept:
+                    # A copy that began (it took the output into its own folder, still
+                    # kept) and whose agent died: the next copy takes it from there.
+                    chunk.staged_on, chunk.staged_attempt = node.name, attempt
                 refresh_job(job, changes, now)
             else:
                 settle_stopped(node, key, chunk, changes)

@@ -6,6 +6,7 @@ import asyncio
 import errno
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -388,6 +389,86 @@ async def test_a_retry_sync_given_up_going_at_once_keeps_the_output_for_another(
     assert (farm.staging / "job1/1.1/renders/shot/frame_0001.png").exists()
     assert (farm.staging / "job1/1.1" / KEPT_MARK).exists()
     assert not (farm.staging / "job1/1.2").exists()
+
+
+_REPO = Path(__file__).resolve().parents[2]
+
+
+# A process whose supervisor copies kept output (a retry sync) to a filer that never
+# answers; it says so in ``COPYING`` and waits there to be killed.
+_COPIER = """
+import asyncio, sys
+from pathlib import Path
+import msgspec
+from agent.supervisor import Storage, Supervisor
+from farmtui.protocol import AssignChunk
+
+staging, sync_root, assign = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+
+class Nothing:
+    def send(self, message):
+        pass
+
+class StuckFiler:
+    async def deliver(self, relative, source, fence):
+        (staging.parent / "COPYING").write_text(relative)
+        await asyncio.Event().wait()
+
+async def main():
+    supervisor = Supervisor(
+        Nothing(), agent_id="copier", staging_root=staging, zygote=False,
+        storage=Storage(sync_root=sync_root, delivery=StuckFiler()),
+    )
+    supervisor.assign(msgspec.json.decode(assign, type=AssignChunk))
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+async def test_an_agent_killed_during_a_retry_sync_keeps_the_output_for_the_next_copy(
+    farm: Any, demo_chunk: Chunk, tmp_path: Path
+) -> None:
+    """``kill -9`` of an agent whose retry sync was copying: its next start removed the
+    output (moved into the copy's own folder, unmarked) as a leftover, and the chunk was
+    rendered again (break round 29f). Now the next start lists it kept under the copy's
+    attempt, and the copy after takes it from there: no render."""
+
+    class Broken:
+        async def deliver(self, relative: str, source: Path, fence: Fence) -> None:
+            raise OSError("disk full")
+
+    farm.supervisor.storage = Storage(sync_root=farm.sync_root, delivery=Broken())
+    farm.supervisor.assign(demo_chunk([1]))
+    assert (await farm.finish()).kept_staged
+    copy = msgspec.structs.replace(demo_chunk([1], attempt=2), sync_from=1)
+    copier = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _COPIER,
+        str(farm.staging),
+        str(farm.sync_root),
+        msgspec.json.encode(copy).decode(),
+        env={**os.environ, "PYTHONPATH": str(_REPO)},
+    )
+    try:
+        await poll_until((tmp_path / "COPYING").exists, what="the retry sync's copy to begin")
+    finally:
+        copier.kill()  # SIGKILL: nothing of the agent's own clean-up runs
+        await copier.wait()
+
+    assert farm.supervisor.clean_abandoned_staging() == 0, "the output is not a leftover"
+    assert farm.supervisor.kept_outputs() == [ChunkRef(job_id="job1", chunk=1, attempt=2)]
+    farm.supervisor.storage = Storage(
+        sync_root=farm.sync_root, delivery=CopyToSyncRoot(farm.sync_root)
+    )
+    farm.recorder.messages.clear()
+    farm.supervisor.assign(msgspec.structs.replace(demo_chunk([1], attempt=3), sync_from=2))
+    finished = await farm.finish()
+    assert finished.outcome == "done", finished.reason
+    assert (farm.sync_root / "renders/shot/frame_0001.png").read_bytes().startswith(b"\x89PNG")
+    assert farm.recorder.of(ChunkStarted)[0].pid == 0, "copied, not rendered"
+    assert farm.supervisor.kept_outputs() == []
 
 
 async def test_a_failed_copy_fails_the_chunk_and_keeps_the_staged_files(

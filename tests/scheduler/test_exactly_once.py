@@ -354,12 +354,19 @@ def test_a_copy_of_kept_output_taken_away_leaves_the_output_kept() -> None:
     assert changes.discards == []
     [again] = farm.dispatch().assignments
     assert (again.node, again.message.sync_from, again.message.attempt) == ("n1", 1, 3)
-    # This copy began (it moved the output into its own folder) and the agent died:
-    # the hello lists no kept output, and the chunk renders again.
+    # This copy began (it took the output into its own folder, kept) and its agent was
+    # killed: the hello lists the output under the copy's attempt, copied from there.
+    farm.scheduler.node_disconnected("n1", farm.now)
+    moved = [ChunkRef(job_id=job, chunk=0, attempt=3)]
+    changes, _ = farm.scheduler.node_connected(AgentHello(name="n1", slots=1, kept=moved), farm.now)
+    assert changes.discards == []
+    [resumed] = farm.dispatch().assignments
+    assert (resumed.node, resumed.message.sync_from, resumed.message.attempt) == ("n1", 3, 4)
+    # Its node came back without it at all (the staging folder lost): rendered again.
     farm.scheduler.node_disconnected("n1", farm.now)
     farm.scheduler.node_connected(AgentHello(name="n1", slots=1), farm.now)
     [render] = farm.dispatch().assignments
-    assert (render.node, render.message.sync_from, render.message.attempt) == ("n1", 0, 4)
+    assert (render.node, render.message.sync_from, render.message.attempt) == ("n1", 0, 5)
 
 
 def test_a_deleted_jobs_id_stays_taken_while_its_attempt_holds_a_slot(farm: Farm) -> None:

@@ -16,11 +16,13 @@ lock, not in the writing.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import stat
 import sys
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,19 +117,29 @@ def may_block(stream: object) -> bool:
         return True
 
 
-def lean_records() -> None:
-    """Records without their caller, thread and process: for the agent's process alone.
+@contextlib.contextmanager
+def lean_records() -> Iterator[None]:
+    """Records made without their caller, thread and process, while the agent runs.
 
     The agent's lines print none of them (``FORMAT``), and finding them was half
     of what a line cost (29 against 14 us here, with the agent's three handlers;
     the logging HOWTO's "Optimization"), for three or four lines a short chunk.
-    Process-wide, so set where the agent's process starts, not in ``attach``,
-    which tests call in a process whose other logs may want them.
+    Process-wide switches: set where the agent's process runs it (``run_agent``)
+    and put back after, not in ``attach``, which tests call in a process whose
+    other logs want them.
     """
+    saved = (logging._srcfile, logging.logThreads, logging.logProcesses, logging.logMultiprocessing)
     logging._srcfile = None  # the HOWTO's switch for the caller
-    logging.logThreads = False
-    logging.logProcesses = False
-    logging.logMultiprocessing = False
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+    try:
+        yield
+    finally:
+        (
+            logging._srcfile,
+            logging.logThreads,
+            logging.logProcesses,
+            logging.logMultiprocessing,
+        ) = saved
 
 
 def attach(state_dir: Path, *, to_stderr: bool = True) -> AgentLogging:

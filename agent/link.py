@@ -380,13 +380,17 @@ class LeaderLink:
                 continue
             now = self.clock()
             if now > self.lease_until and supervisor.runs:
-                stopped = supervisor.lease_ran_out()
-                if stopped:
+                killed, waiting = supervisor.lease_ran_out()
+                if killed or waiting:
+                    # A finished render's copy is not killed: it waits (the line said
+                    # "killing" of it, and the operator looked for a render lost).
+                    what = [f"killing {killed} chunk(s)"] if killed else []
+                    if waiting:
+                        what.append(f"{waiting} finished render(s) wait for it to deliver")
                     log.error(
-                        "the lease ran out %.1f s ago (no answer from the leader): "
-                        "killing %d chunk(s)",
+                        "the lease ran out %.1f s ago (no answer from the leader): %s",
                         now - self.lease_until,
-                        stopped,
+                        "; ".join(what),
                     )
             silent = now - self.last_contact
             # A healthy leader speaks at least once a heartbeat (its LeaseRenewed).

@@ -403,31 +403,31 @@ def run_agent(
     """
     become_subreaper()
     not_dumpable()
-    agent_log.lean_records()
-    try:
-        agent = Agent(
-            leader,
-            token,
-            name=name,
-            slots=slots,
-            staging=staging,
-            tags=tags,
-            state_dir=state_dir,
-            ca=ca,
-            gpus=gpus,
-            gpu_only=gpu_only,
-            prefetch=prefetch,
-            render_user=render_user,
-        )
-    except AgentError as exc:
-        raise SystemExit(f"farm agent: {exc}") from None
-    try:
-        asyncio.run(_run_until_signal(agent))
-    except LeaderRefused as exc:
-        print(f"farm agent: {exc}", file=sys.stderr)
-        raise SystemExit(AGENT_EXIT_REFUSED) from None
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        pass
+    with agent_log.lean_records():
+        try:
+            agent = Agent(
+                leader,
+                token,
+                name=name,
+                slots=slots,
+                staging=staging,
+                tags=tags,
+                state_dir=state_dir,
+                ca=ca,
+                gpus=gpus,
+                gpu_only=gpu_only,
+                prefetch=prefetch,
+                render_user=render_user,
+            )
+        except AgentError as exc:
+            raise SystemExit(f"farm agent: {exc}") from None
+        try:
+            asyncio.run(_run_until_signal(agent))
+        except LeaderRefused as exc:
+            print(f"farm agent: {exc}", file=sys.stderr)
+            raise SystemExit(AGENT_EXIT_REFUSED) from None
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            pass
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -470,19 +470,24 @@ class Supervisor:
         run.request_stop("killed", reason or "killed on the leader's request")
         return True
 
-    def lease_ran_out(self) -> int:
-        """Stop every render still running: the node's lease ran out. How many were not
-        stopping already.
+    def lease_ran_out(self) -> tuple[int, int]:
+        """Stop every render still running: the node's lease ran out. Of those not
+        stopping already: how many renders are killed (or never start), and how many
+        finished renders' ends (their copies) now wait for the lease to come back.
 
-        Not those whose render ended by itself and wait for the lease to come back
-        (``ChunkRun._lease_again``): nothing of theirs runs.
+        Not those whose end waits for the lease already (``ChunkRun._lease_again``):
+        nothing of theirs runs.
         """
-        stopped = 0
+        killed = waiting = 0
         for run in list(self.runs.values()):
             if not run.ended and not run.awaiting_lease:
-                stopped += run.stop is None
+                if run.stop is None:
+                    if run.render_ended:
+                        waiting += 1
+                    else:
+                        killed += 1
                 run.request_stop("killed", LEASE_LAPSED)  # revoked, whatever else stops it
-        return stopped
+        return killed, waiting
 
     def withdraw(self, key: ChunkKey, reason: str) -> bool:
         """Stop a chunk only if its renderer has not started (it waits for a slot):

@@ -18,6 +18,7 @@ import psutil
 import pytest
 
 from agent.chunk_delivery import KEPT_MARK
+from agent.chunk_run import LEASE_LAPSED
 from agent.journal import Journal
 from agent.staging import CopyToSyncRoot, Fence, UploadToLeader, partial_folder
 from agent.supervisor import JOURNAL, Storage
@@ -200,6 +201,20 @@ async def test_kill_reports_killed_with_the_signal_name(
     assert finished.outcome == "killed"
     assert finished.reason == "cancelled by alice"
     assert finished.exit_status == "SIGTERM"
+
+
+async def test_a_lease_that_runs_out_kills_what_renders_and_counts_it_apart(
+    farm: Any, demo_chunk: Chunk, eventually: Any
+) -> None:
+    """The link's log line says how many renders the lapse kills, apart from finished
+    renders whose copies wait for the lease (it counted those as killed too)."""
+    run = farm.supervisor.assign(demo_chunk([1], extra=["--hang"]))
+    await eventually(lambda: run.first_output_at is not None, what="the renderer to print")
+    farm.supervisor.lease_until = 0.0
+    assert farm.supervisor.lease_ran_out() == (1, 0)
+    assert farm.supervisor.lease_ran_out() == (0, 0), "stopping already: counted once"
+    finished = await farm.finish()
+    assert (finished.outcome, finished.reason) == ("killed", LEASE_LAPSED)
 
 
 async def test_odd_output_long_lines_binary_and_no_final_newline(
@@ -778,7 +793,7 @@ async def _lease_lapses_as_the_render_ends(
             lapsed.append(True)
             farm.supervisor.lease_until = 0.0
             if watchdog:
-                assert farm.supervisor.lease_ran_out() == 1
+                assert farm.supervisor.lease_ran_out() == (0, 1), "its render is over"
 
     monkeypatch.setattr(farm.supervisor, "release_slot", lapse_then_release)
 
@@ -796,7 +811,7 @@ async def test_a_render_that_ended_before_the_lease_ran_out_is_delivered_once_it
         lambda: next((r for r in farm.supervisor.runs.values() if r.awaiting_lease), None),
         what="the end to wait for the lease",
     )
-    assert farm.supervisor.lease_ran_out() == 0  # nothing of it runs: not stopped again
+    assert farm.supervisor.lease_ran_out() == (0, 0)  # nothing of it runs: not stopped again
     assert farm.recorder.finished() is None
     assert not (farm.sync_root / "renders/shot/frame_0001.png").exists()
     assert run.ref in farm.supervisor.running()  # a hello now says it is still the node's
@@ -823,7 +838,7 @@ async def test_a_lease_that_runs_out_while_the_output_is_copied_waits_for_the_le
         if not lapsed:  # the freeze, as the first file goes
             lapsed.append(True)
             farm.supervisor.lease_until = 0.0
-            assert farm.supervisor.lease_ran_out() == 1
+            assert farm.supervisor.lease_ran_out() == (0, 1), "waits to copy, not killed"
         await deliver(self, relative, source, fence)
 
     monkeypatch.setattr(CopyToSyncRoot, "deliver", lapse_first)

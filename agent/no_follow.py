@@ -15,7 +15,7 @@ import errno
 import os
 import secrets
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from agent.errors import OutputRefused, PathEscapeError
@@ -28,6 +28,9 @@ _FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 # A copy the kernel will not make this way here: the next way is tried.
 _NOT_HERE = (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP)
+# The most a copy asks of the kernel in one call (``copy_data``): between two, it may be
+# stopped. A fraction of a second on a filer; the kernel's own copy loop is no faster.
+COPY_BLOCK = 16 * 1024 * 1024
 # A render user's folders this deep are not taken back (nor delivered): no frame needs it.
 MOST_LEVELS = 64
 # Files of several names (hard links) in one attempt's folder, each held open while it
@@ -232,12 +235,15 @@ def _replace_with_copy(folder: int, name: str, fd: int, info: os.stat_result) ->
         os.close(copy)
 
 
-def copy_data(source: int, target: int, size: int) -> None:
+def copy_data(source: int, target: int, size: int, check: Callable[[], None] | None = None) -> None:
     """The first ``size`` bytes of ``source`` into ``target``, holes left as holes.
 
     Only the parts that hold data are copied (``SEEK_DATA``/``SEEK_HOLE``): a
     renderer's sparse terabyte costs the agent no more disk than it cost the
     renderer. Bytes past ``size`` (the file growing meanwhile) are not copied.
+    ``check`` is called before each ``COPY_BLOCK`` and may raise to stop the copy:
+    a copy runs on a thread nobody can cancel, and one kernel call of a whole large
+    frame kept a stopped attempt (or an agent told to go at once) copying to its end.
     """
     offset = 0
     while offset < size:
@@ -251,7 +257,9 @@ def copy_data(source: int, target: int, size: int) -> None:
             break
         end = min(os.lseek(source, start, os.SEEK_HOLE), size)
         while start < end:
-            copied = _copy_range(source, target, start, end - start)
+            if check is not None:
+                check()
+            copied = _copy_range(source, target, start, min(end - start, COPY_BLOCK))
             if copied == 0:  # it shrank meanwhile
                 end = start
                 break

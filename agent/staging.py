@@ -372,7 +372,7 @@ def _land_copy(folder: int, name: str, rendered: BinaryIO, fence: Fence) -> None
     made = os.open(temporary, _NEW_FILE, 0o666, dir_fd=folder)
     try:
         try:
-            copy_data(rendered.fileno(), made, os.fstat(rendered.fileno()).st_size)
+            copy_data(rendered.fileno(), made, os.fstat(rendered.fileno()).st_size, fence.check)
             landed = os.fstat(made)
         finally:
             os.close(made)

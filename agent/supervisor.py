@@ -134,6 +134,8 @@ class Supervisor:
         self.discards = Discards(self.job_folder_emptied)
         # The agent is stopping: a chunk assigned now is refused (``assign``).
         self.stopping = False
+        # It goes at once (``give_up_copies``): copies in flight stop where they are.
+        self.copies_given_up = False
         self.storage = storage
         self.clock = clock
         self.wall = wall
@@ -540,7 +542,9 @@ class Supervisor:
     def give_up_copies(self) -> None:
         """The agent goes at once (a second signal): renders that are over but not yet
         delivered stop where they are; their output and journal entry stay on the node,
-        and the agent's next start delivers and reports them."""
+        and the agent's next start delivers and reports them. A copy on its thread stops
+        at its next block (``ChunkRun.refusal``), leaving no file at its final name."""
+        self.copies_given_up = True
         for run in self.runs.values():
             over = run.render_ended or run.recovered is not None or run.assign.sync_from
             if over and not run.ended and run.task is not None:

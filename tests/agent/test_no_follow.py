@@ -345,3 +345,26 @@ def test_too_many_files_of_several_names_are_refused(tmp_path: Path) -> None:
     os.chown(attempt, NOBODY, NOBODY)
     with pytest.raises(OutputRefused, match="files have several names"):
         take_back(tmp_path, ("0.1",), NOBODY)
+
+
+def test_a_copy_asks_before_each_block_whether_to_go_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copy runs on a thread: asked between blocks, a stopped one ends within a block."""
+    monkeypatch.setattr(no_follow, "COPY_BLOCK", 4096)
+    source = tmp_path / "frame"
+    source.write_bytes(os.urandom(5 * 4096))
+    asked: list[int] = []
+
+    def check() -> None:
+        asked.append(1)
+        if len(asked) == 3:
+            raise RuntimeError("stop")
+
+    target = tmp_path / "copy"
+    with source.open("rb") as read, target.open("wb") as written, pytest.raises(RuntimeError):
+        no_follow.copy_data(read.fileno(), written.fileno(), 5 * 4096, check)
+    assert target.stat().st_size == 2 * 4096
+    with source.open("rb") as read, target.open("wb") as written:
+        no_follow.copy_data(read.fileno(), written.fileno(), 5 * 4096, lambda: None)
+    assert target.read_bytes() == source.read_bytes()

@@ -7,6 +7,7 @@ import errno
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +20,7 @@ import pytest
 
 from agent.chunk_delivery import KEPT_MARK
 from agent.chunk_run import LEASE_LAPSED
+from agent.errors import FenceError
 from agent.journal import Journal
 from agent.staging import CopyToSyncRoot, Fence, UploadToLeader, partial_folder
 from agent.supervisor import JOURNAL, Storage
@@ -377,6 +379,52 @@ async def test_a_copy_the_agent_gives_up_going_at_once_stays_for_its_next_start(
     assert farm.recorder.finished() is None, "its end is the next start's to report"
     assert (farm.staging / "job1/1.1/renders/shot/frame_0001.png").exists()
     assert len(farm.supervisor.journal.found()) == 1
+
+
+async def test_a_copy_on_its_thread_stops_at_its_next_block_when_the_agent_goes_at_once(
+    farm: Any, demo_chunk: Chunk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node that copies into the sync root does so on a thread, which a second signal
+    cannot cancel: the agent waited for the whole file (a large frame on a slow filer)
+    before it went (break round 29g). The copy now stops at its next block, leaving no
+    file in the sync root, its output and journal entry kept for the next start."""
+    from agent import no_follow, staging
+
+    monkeypatch.setattr(no_follow, "COPY_BLOCK", 16)  # the demo's frame is a few blocks
+    first_block = threading.Event()
+    go_on = threading.Event()
+    blocks: list[int] = []
+    ended: list[BaseException | None] = []
+    copy_range, copy_data = no_follow._copy_range, staging.copy_data
+
+    def slow_filer(source: int, target: int, offset: int, count: int) -> int:
+        blocks.append(offset)
+        first_block.set()
+        go_on.wait(30)
+        return copy_range(source, target, offset, count)
+
+    def watched(*args: Any) -> None:
+        try:
+            copy_data(*args)
+        except BaseException as exc:
+            ended.append(exc)
+            raise
+        ended.append(None)
+
+    monkeypatch.setattr(no_follow, "_copy_range", slow_filer)
+    monkeypatch.setattr(staging, "copy_data", watched)
+    farm.supervisor.assign(demo_chunk([1]))
+    await poll_until(first_block.is_set, what="the copy's first block")
+    farm.supervisor.give_up_copies()
+    await farm.supervisor.wait_idle()
+    go_on.set()
+    await poll_until(lambda: ended, what="the copy's thread to end")
+    assert isinstance(ended[0], FenceError), ended
+    assert len(blocks) == 1, "stopped at the next block, not at the end of the file"
+    assert list((farm.sync_root / "renders/shot").iterdir()) == [], "nothing landed"
+    assert (farm.staging / "job1/1.1/renders/shot/frame_0001.png").exists()
+    assert len(farm.supervisor.journal.found()) == 1
+    assert farm.recorder.finished() is None, "its end is the next start's to report"
 
 
 async def test_a_retry_sync_given_up_going_at_once_keeps_the_output_for_another(

@@ -78,6 +78,10 @@ JOB_LIST_TTL = 0.5
 # as heard as of the last one: for at most this many node_timeouts from start-up (the
 # heaviest restart measured, 600 agents and CPU hogs, accepted its last at ~2.8).
 RESTORE_TIMEOUTS = 4.0
+# Every node heard has its last contact written this often (with a tick): a leader
+# killed (kill -9, a crash) restarts knowing when each node was last heard to within
+# this, not as of its row's last write (a hello hours ago for a node idle since).
+CONTACTS_EVERY = 60.0
 
 _encoder = msgspec.json.Encoder()
 
@@ -147,6 +151,8 @@ class Leader(GroupCommit):
         self._restored_arriving: float | None = None
         # Nodes coming back count for those not back yet only until then (``_tick``).
         self._restored_until = math.inf
+        # When a tick next writes the nodes' last contacts (``CONTACTS_EVERY``).
+        self._contacts_due = -math.inf
         # Bumped by every commit that changes what a job view shows (``job_list_json``).
         self._views_version = 0
         self._job_lists: dict[bool, tuple[int, float, bytes]] = {}
@@ -480,6 +486,10 @@ class Leader(GroupCommit):
             busy=max(0.0, busy - stalled),
             arriving=arriving,
         )
+        if now >= self._contacts_due:
+            # Heartbeats commit nothing of their own: their contacts go now and then.
+            self._contacts_due = now + CONTACTS_EVERY
+            changes.nodes |= self.scheduler.contacts(now).nodes
         nodes = self.scheduler.nodes
         self._restored = {
             name

@@ -47,6 +47,7 @@ from server import repeated_warnings
 from server.agent_link import CLOSE_LOST, AgentLink
 from server.config import LeaderConfig
 from server.joblogs import iso_time
+from server.leader import CONTACTS_EVERY
 from server.model import Changes
 from server.turns import COSTLY, Account, turns
 from tests.helpers.fake_agent import FakeAgent
@@ -1091,6 +1092,35 @@ async def test_after_a_restart_farm_nodes_says_when_each_node_was_last_heard(
         assert nodes["idle"]["last_seen"] == hour_ago + 300.0  # written at the stop
         # Its silence clock is the leader's own, as before: not lost for the hour it was not.
         assert second.leader.scheduler.nodes["gone"].last_seen > hour_ago + 3000.0
+
+
+async def test_a_killed_leader_knows_within_a_minute_when_an_idle_node_was_last_heard(
+    tmp_path: Path,
+) -> None:
+    """Heartbeats commit nothing, and a node's contact was written only with its other
+    changes or at the leader's stop: after a kill -9, `farm nodes` said a node idle (and
+    heard every second) until the crash was last seen at its hello, hours before (break
+    round 29e). Every ``CONTACTS_EVERY`` a tick now writes them: what a kill finds."""
+    # Its silence is not what is tested: long enough for the clock's jumps below.
+    config = LeaderConfig(node_timeout=10 * CONTACTS_EVERY)
+    async with leader_in_process(tmp_path, config) as first:
+        farm = first.leader
+        start = farm.now()
+        clock = [start]
+        farm.clock = lambda: clock[0]
+        async with FakeAgent.connect(first.ws_url, first.agent_token, "idle") as idle:
+            clock[0] = start + 30.0
+            await idle.send(Heartbeat(beat=1))
+            await idle.expect(LeaseRenewed)
+            clock[0] = start + 1.0 + CONTACTS_EVERY
+            await farm.queue_tick()
+            await farm.queue_tick()  # the first may have come due before the heartbeat
+            assert node_on_disk(first, "idle")["last_seen"] == start + 30.0
+            clock[0] = start + 40.0 + CONTACTS_EVERY
+            await idle.send(Heartbeat(beat=2))
+            await idle.expect(LeaseRenewed)
+            await farm.queue_tick()
+            assert node_on_disk(first, "idle")["last_seen"] == start + 30.0, "once a minute"
 
 
 async def test_a_link_flooding_bad_frames_gets_a_few_warnings_and_a_count(

@@ -152,7 +152,7 @@ class Leader(GroupCommit):
         # Nodes coming back count for those not back yet only until then (``_tick``).
         self._restored_until = math.inf
         # When a tick next writes the nodes' last contacts (``CONTACTS_EVERY``).
-        self._contacts_due = -math.inf
+        self._contacts_due = math.inf
         # Bumped by every commit that changes what a job view shows (``job_list_json``).
         self._views_version = 0
         self._job_lists: dict[bool, tuple[int, float, bytes]] = {}
@@ -291,6 +291,8 @@ class Leader(GroupCommit):
             name for name, node in self.scheduler.nodes.items() if node.running and not node.unheard
         }
         self._restored_until = self.now() + RESTORE_TIMEOUTS * self.config.node_timeout
+        # Nobody is heard yet (a hello writes its node's row): the first in a minute.
+        self._contacts_due = self.now() + CONTACTS_EVERY
         self.counters.start(self.scheduler.jobs)
         if self.settings.own_process:
             # The farm just loaded is here to stay: no full collection walks it again.

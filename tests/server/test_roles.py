@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import re
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
@@ -181,7 +182,9 @@ class Matrix:
         leader = self.farm.leader
         with leader.store._using:  # not in the middle of a commit on the commits' thread
             database = "\n".join(leader.store.db.iterdump())
-        # last_seen moves with the clock (the tick forgives a stalled loop), not with requests.
+        # last_seen moves with the clock (the tick forgives a stalled loop, and writes the
+        # nodes' last contacts now and then: ``CONTACTS_EVERY``), not with requests.
+        database = _LAST_SEEN.sub('"last_seen":0', database)
         nodes = [msgspec.structs.replace(n, last_seen=0.0) for n in leader.scheduler.node_views()]
         views = msgspec.json.encode([leader.scheduler.job_views(True), nodes])
         root = self.farm.root
@@ -192,6 +195,9 @@ class Matrix:
             if path.is_file()
         }
         return database, views, files
+
+
+_LAST_SEEN = re.compile(r'"last_seen":[0-9.e+-]+')
 
 
 def difference(before: State, after: State) -> str:

@@ -93,6 +93,7 @@ class ChunkDelivery:
     _last_scan: float
     keep_staged: bool
     ended: bool
+    given_up: bool
     disk_trouble: str | None
     wake: asyncio.Event
 
@@ -206,6 +207,7 @@ class ChunkDelivery:
     async def _copy_kept_output(self, started: float) -> None:
         """Retry sync: copy the output an earlier attempt staged here, without a render."""
         a = self.assign
+        log.info("chunk %s copies the output staged by attempt %d", self.marker, a.sync_from)
         self.sup.reporter.send(
             ChunkStarted(
                 **self._ids(),
@@ -248,6 +250,9 @@ class ChunkDelivery:
         verdict = Verdict("killed" if self.revoked else "failed", error) if error else None
         self._finish(verdict or Verdict("done", ""), started=started, status="0")
 
+    def _given_up(self) -> bool:
+        return self.given_up
+
     async def _deliver(self, frames: list[int]) -> str:
         """Copy, rename or upload the files of ``frames`` (and frame-less outputs); '' or why not.
 
@@ -267,6 +272,7 @@ class ChunkDelivery:
             # Taken back from the render user: the agent's own now, or not its renderer's.
             owner=os.geteuid() if self.sup.render_user is not None else None,
             folder=files.write_root,
+            given_up=self._given_up,
         )
         tries = cuts = 0
         try:

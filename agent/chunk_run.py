@@ -85,8 +85,6 @@ LEASE_LAPSED = "the lease ran out: lost contact with the leader"
 # Why a stopping agent stops its renders (``Supervisor.kill_all``). A render that
 # ended by itself meanwhile is concluded and delivered, not thrown away.
 AGENT_STOPPED = "the agent stopped"
-# Why a copy stops when the agent goes at once (a second signal): its output stays here.
-AGENT_GOES = "the agent stops at once; its output waits for its next start"
 # How often a render that ended by itself looks whether the lease is back (``_lease_again``).
 LEASE_LOOK_EVERY = 0.25
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -148,6 +146,9 @@ class ChunkRun(ChunkDelivery):
         self.keep_staged = False
         # Its ChunkFinished is sent (into the outbox): it no longer runs here.
         self.ended = False
+        # The agent goes at once (``Supervisor.give_up_copies``): its copy in flight stops
+        # where it is, on its thread too (``Fence.going_on``), its output kept here.
+        self.given_up = False
         # Found in the journal by a restarted agent: (renderer's exit status, started,
         # ended), both wall clock; the render is over, only its conclusion is left.
         self.recovered: tuple[int, float, float] | None = None
@@ -307,8 +308,6 @@ class ChunkRun(ChunkDelivery):
         """None while this attempt may write the sync root; else why not (see ``Fence``)."""
         if self.revoked is not None:
             return self.revoked
-        if self.sup.copies_given_up:  # asked by a copy's thread too: it stops within a block
-            return AGENT_GOES
         if time.monotonic() > self.sup.lease_until:
             return "the node's lease ran out"
         return None

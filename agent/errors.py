@@ -66,3 +66,8 @@ class OutputRefused(ChunkSetupError):
 
 class FenceError(AgentError):
     """A delivery refused because its attempt may no longer write (stopped, lease run out)."""
+
+
+class CopyGivenUp(AgentError):
+    """A copy stopped midway because the agent goes at once: its attempt may still write,
+    its output waits on the node for the next start (``Fence.going_on``)."""

@@ -168,6 +168,8 @@ class LeaderLink:
         self._background: set[asyncio.Task[None]] = set()
         # The lease's end on the monotonic clock (shared by every process here).
         self.lease_until = 0.0
+        # The lease whose end was logged (``_watch``): once a lapse.
+        self._lapse_told = -1.0
         self._beat = 0
         self._beat_sent: dict[int, float] = {}
         self._queue: deque[AgentToLeader] = deque()
@@ -381,16 +383,18 @@ class LeaderLink:
             now = self.clock()
             if now > self.lease_until and supervisor.runs:
                 killed, waiting = supervisor.lease_ran_out()
-                if killed or waiting:
-                    # A finished render's copy is not killed: it waits (the line said
-                    # "killing" of it, and the operator looked for a render lost).
+                if killed or waiting or self._lapse_told != self.lease_until:
+                    # Once a lapse, and again for what it stops later. The renders' own
+                    # supervisors stop them at the same moment, often first (nothing left
+                    # to count). A finished render's copy is not killed: it waits.
+                    self._lapse_told = self.lease_until
                     what = [f"killing {killed} chunk(s)"] if killed else []
                     if waiting:
                         what.append(f"{waiting} finished render(s) wait for it to deliver")
                     log.error(
                         "the lease ran out %.1f s ago (no answer from the leader): %s",
                         now - self.lease_until,
-                        "; ".join(what),
+                        "; ".join(what) or "nothing is rendered nor delivered until it is back",
                     )
             silent = now - self.last_contact
             # A healthy leader speaks at least once a heartbeat (its LeaseRenewed).

@@ -36,6 +36,7 @@ import httpx
 
 from agent.errors import (
     ChunkSetupError,
+    CopyGivenUp,
     DestinationBlocked,
     FenceError,
     LeaderAway,
@@ -234,6 +235,10 @@ def remove_partial_folder(root: Path, assign: AssignChunk, render_uid: int | Non
         os.close(parent)
 
 
+def _never() -> bool:
+    return False
+
+
 @dataclass(frozen=True, slots=True)
 class Fence:
     """The attempt a delivery belongs to, and whether it may still write.
@@ -254,11 +259,22 @@ class Fence:
     # The folder its files were written in (its staging folder): each is reached from it
     # a folder at a time, never through a symlink. None: by its path.
     folder: Path | None = None
+    # True once the agent goes at once (a second signal): the attempt may still write,
+    # but its copy stops where it is, its output kept for the next start. Asked from the
+    # copy's thread, which nothing else can stop.
+    given_up: Callable[[], bool] = _never
 
     def check(self) -> None:
         why = self.refusal()
         if why is not None:
             raise FenceError(f"attempt {self.attempt} may no longer write: {why}")
+
+    def going_on(self) -> None:
+        """``check``, and CopyGivenUp once the agent goes at once: before each block of a
+        copy, and before its file takes its final name."""
+        self.check()
+        if self.given_up():
+            raise CopyGivenUp(f"attempt {self.attempt}: the agent goes; its copy stops here")
 
     def check_landed(self, folder: int, name: str, landed: os.stat_result) -> None:
         """Asked again once file ``name`` has landed in ``folder`` (a descriptor) as
@@ -372,11 +388,11 @@ def _land_copy(folder: int, name: str, rendered: BinaryIO, fence: Fence) -> None
     made = os.open(temporary, _NEW_FILE, 0o666, dir_fd=folder)
     try:
         try:
-            copy_data(rendered.fileno(), made, os.fstat(rendered.fileno()).st_size, fence.check)
+            copy_data(rendered.fileno(), made, os.fstat(rendered.fileno()).st_size, fence.going_on)
             landed = os.fstat(made)
         finally:
             os.close(made)
-        fence.check()
+        fence.going_on()
         os.replace(temporary, name, src_dir_fd=folder, dst_dir_fd=folder)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -134,8 +134,6 @@ class Supervisor:
         self.discards = Discards(self.job_folder_emptied)
         # The agent is stopping: a chunk assigned now is refused (``assign``).
         self.stopping = False
-        # It goes at once (``give_up_copies``): copies in flight stop where they are.
-        self.copies_given_up = False
         self.storage = storage
         self.clock = clock
         self.wall = wall
@@ -527,11 +525,19 @@ class Supervisor:
         """
         self.stopping = True
         runs = list(self.runs.values())
+        delivering = 0
         for run in runs:
             if run.render_ended or run.recovered is not None or run.assign.sync_from:
                 run.wake.set()  # a copy waiting for a leader leaves it to the next start
+                delivering += not run.ended
                 continue
             run.request_stop("killed", reason)
+        if delivering:
+            log.info(
+                "stopping once %d finished render(s) are delivered (a second signal leaves"
+                " them here for the next start)",
+                delivering,
+            )
         await self.wait_idle()
         await self.discards.wait()
         self.remove_job_folders()
@@ -543,12 +549,19 @@ class Supervisor:
         """The agent goes at once (a second signal): renders that are over but not yet
         delivered stop where they are; their output and journal entry stay on the node,
         and the agent's next start delivers and reports them. A copy on its thread stops
-        at its next block (``ChunkRun.refusal``), leaving no file at its final name."""
-        self.copies_given_up = True
+        at its next block (``Fence.going_on``), leaving no file at its final name."""
+        given_up = 0
         for run in self.runs.values():
             over = run.render_ended or run.recovered is not None or run.assign.sync_from
             if over and not run.ended and run.task is not None:
+                run.given_up = True
                 run.task.cancel()
+                given_up += 1
+        if given_up:
+            log.warning(
+                "going at once: %d chunk(s) not delivered yet stay here, for the next start",
+                given_up,
+            )
 
     async def wait_idle(self) -> None:
         tasks = [run.task for run in self.runs.values() if run.task is not None]

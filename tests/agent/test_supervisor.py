@@ -20,7 +20,7 @@ import pytest
 
 from agent.chunk_delivery import KEPT_MARK
 from agent.chunk_run import LEASE_LAPSED
-from agent.errors import FenceError
+from agent.errors import CopyGivenUp
 from agent.journal import Journal
 from agent.staging import CopyToSyncRoot, Fence, UploadToLeader, partial_folder
 from agent.supervisor import JOURNAL, Storage
@@ -419,12 +419,26 @@ async def test_a_copy_on_its_thread_stops_at_its_next_block_when_the_agent_goes_
     await farm.supervisor.wait_idle()
     go_on.set()
     await poll_until(lambda: ended, what="the copy's thread to end")
-    assert isinstance(ended[0], FenceError), ended
+    assert isinstance(ended[0], CopyGivenUp), ended
     assert len(blocks) == 1, "stopped at the next block, not at the end of the file"
     assert list((farm.sync_root / "renders/shot").iterdir()) == [], "nothing landed"
     assert (farm.staging / "job1/1.1/renders/shot/frame_0001.png").exists()
     assert len(farm.supervisor.journal.found()) == 1
     assert farm.recorder.finished() is None, "its end is the next start's to report"
+
+
+async def test_a_render_that_ends_after_the_copies_were_given_up_is_delivered_as_ever(
+    farm: Any, demo_chunk: Chunk, eventually: Any
+) -> None:
+    """Giving up the copies in flight is for those chunks alone: a render still running
+    then, that ends a moment later, was refused its copy by the first version (break
+    round 30b) and reported killed, to be rendered again."""
+    run = farm.supervisor.assign(demo_chunk([1], seconds_per_frame=0.5))
+    await eventually(lambda: run.first_output_at is not None, what="the renderer to print")
+    farm.supervisor.give_up_copies()  # nothing is being copied yet
+    finished = await farm.finish()
+    assert finished.outcome == "done", finished.reason
+    assert (farm.sync_root / "renders/shot/frame_0001.png").read_bytes().startswith(b"\x89PNG")
 
 
 async def test_a_retry_sync_given_up_going_at_once_keeps_the_output_for_another(

@@ -36,6 +36,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -44,6 +45,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from agent.agent_log import LogStream
+from agent.copy_records import CopyRecords
 from agent.errors import LeaderBusy, LeaderRefused
 from agent.outbox import Outbox, is_reliable
 from agent.report_size import fit
@@ -446,13 +448,25 @@ class LeaderLink:
             kept=kept[:MAX_KEPT_LISTED],
         )
 
+    @staticmethod
+    async def _sweep_copies(records: CopyRecords, root: Path) -> None:
+        if removed := await asyncio.to_thread(records.sweep, root):
+            log.info("removed %d copy(ies) a killed run of the agent left unfinished", removed)
+
     def _apply_welcome(self, welcome: Welcome) -> None:
         assert self.supervisor is not None
         self.welcome = welcome
         root = sync_root_visible(welcome.sync_root, welcome.root_id)
         if root is not None:
-            self.supervisor.storage = Storage(sync_root=root, delivery=CopyToSyncRoot(root))
+            records = self.supervisor.copy_records
+            self.supervisor.storage = Storage(
+                sync_root=root, delivery=CopyToSyncRoot(root, records)
+            )
             log.info("welcomed as %s; writing to the shared sync root %s", welcome.node, root)
+            # On a thread: the sync root may be a filer that hangs.
+            task = asyncio.get_running_loop().create_task(self._sweep_copies(records, root))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         else:
             self.supervisor.storage = Storage(
                 sync_root=None,

@@ -34,6 +34,7 @@ from urllib.parse import quote
 
 import httpx
 
+from agent.copy_records import CopyRecords, temporary_name
 from agent.errors import (
     ChunkSetupError,
     CopyGivenUp,
@@ -361,10 +362,15 @@ class Delivery(Protocol):
 
 
 class CopyToSyncRoot:
-    """Copy into a shared sync root: temporary name in the destination folder, then replace."""
+    """Copy into a shared sync root: temporary name in the destination folder, then replace.
 
-    def __init__(self, root: Path) -> None:
+    ``records``: where each temporary file is noted while it may exist, for the sweep of
+    an agent killed midway (``agent.copy_records``).
+    """
+
+    def __init__(self, root: Path, records: CopyRecords | None = None) -> None:
         self.root = root
+        self.records = records
 
     def _copy(self, relative: str, source: Path, fence: Fence) -> None:
         rel = output_path(relative)
@@ -374,7 +380,7 @@ class CopyToSyncRoot:
             except PathEscapeError as exc:  # in the sync root, not in what was rendered
                 raise DestinationBlocked(str(exc)) from None
             try:
-                _land_copy(folder, rel.name, rendered, fence)
+                _land_copy(folder, rel.name, rendered, fence, self.records, rel.parent.parts)
             finally:
                 os.close(folder)
 
@@ -382,9 +388,29 @@ class CopyToSyncRoot:
         await asyncio.to_thread(self._copy, relative, source, fence)
 
 
-def _land_copy(folder: int, name: str, rendered: BinaryIO, fence: Fence) -> None:
-    """Copy ``rendered`` to ``name`` in ``folder`` (a descriptor): whole, then renamed."""
-    temporary = f".{name}.farmtui-{uuid.uuid4().hex[:8]}.tmp"
+def _land_copy(
+    folder: int,
+    name: str,
+    rendered: BinaryIO,
+    fence: Fence,
+    records: CopyRecords | None = None,
+    steps: Sequence[str] = (),
+) -> None:
+    """Copy ``rendered`` to ``name`` in ``folder`` (a descriptor, ``steps`` from the sync
+    root): whole, then renamed."""
+    temporary = temporary_name(name, uuid.uuid4().hex[:8])
+    noted = records is not None and records.note(temporary, steps)
+    try:
+        _copy_then_rename(folder, temporary, name, rendered, fence)
+    finally:
+        if noted:
+            assert records is not None
+            records.done(temporary)  # renamed into place, or removed
+
+
+def _copy_then_rename(
+    folder: int, temporary: str, name: str, rendered: BinaryIO, fence: Fence
+) -> None:
     made = os.open(temporary, _NEW_FILE, 0o666, dir_fd=folder)
     try:
         try:

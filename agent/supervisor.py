@@ -52,6 +52,7 @@ from agent.chunk_run import (
 from agent.chunk_run import (
     SYNC_ROOT_VARIABLE as SYNC_ROOT_VARIABLE,  # re-exported: importers of agent.supervisor
 )
+from agent.copy_records import CopyRecords
 from agent.discards import Discards
 from agent.errors import DeliveryPostponed
 from agent.journal import Journal
@@ -123,6 +124,8 @@ class Supervisor:
         # Absolute: renderers are given paths in it and run in another folder.
         self.staging_root = staging_root.absolute()
         self.journal = Journal(self.staging_root / JOURNAL)
+        # Copies into the sync root whose temporary files may exist (``agent.copy_records``).
+        self.copy_records = CopyRecords(self.staging_root)
         self.render_user = render_user
         # Attempts that rendered with staging off when the agent died (``recover``).
         self._cut_short: list[AssignChunk] = []

@@ -22,6 +22,7 @@ from websockets.http11 import Request, Response
 
 from agent import agent_log, discards
 from agent.chunk_delivery import KEPT_MARK
+from agent.copy_records import RECORDS, temporary_name
 from agent.errors import LeaderRefused
 from agent.link import LeaderLink
 from agent.main import Agent, default_staging_dir, run_agent
@@ -648,3 +649,22 @@ async def test_a_message_queued_while_a_frame_goes_out_is_sent_after_it(
         sender.cancel()
         await asyncio.gather(sender, return_exceptions=True)
         link.outbox.close()
+
+
+async def test_a_welcome_that_shows_the_sync_root_sweeps_the_copies_a_killed_run_left(
+    leader: FakeLeader, running_agent: AgentStarter, eventually: Any, tmp_path: Path
+) -> None:
+    """What an agent killed mid-copy left in the sync root (``agent.copy_records``) goes
+    once its next run is welcomed to that sync root, on a thread (the root may hang)."""
+    left = temporary_name("frame_0001.png", "89abcdef")
+    (leader.sync_root / "renders").mkdir()
+    (leader.sync_root / "renders" / left).write_bytes(b"half a frame")
+    (tmp_path / "staging" / RECORDS).mkdir(parents=True)
+    (tmp_path / "staging" / RECORDS / left).write_text("renders")
+    async with running_agent(leader.url) as agent:
+        await eventually(lambda: leader.connection, what="the agent to connect")
+        await eventually(
+            lambda: not (leader.sync_root / "renders" / left).exists(), what="the sweep"
+        )
+    said = (agent.state_dir / "agent.log").read_text()
+    assert "removed 1 copy(ies) a killed run of the agent left unfinished" in said

@@ -124,6 +124,7 @@ def _stores_anything(changes: Changes) -> bool:
         changes.jobs
         or changes.chunks
         or changes.nodes
+        or changes.contacts
         or changes.removed
         or changes.assignments
         or changes.kills

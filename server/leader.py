@@ -491,7 +491,7 @@ class Leader(GroupCommit):
         if now >= self._contacts_due:
             # Heartbeats commit nothing of their own: their contacts go now and then.
             self._contacts_due = now + CONTACTS_EVERY
-            changes.nodes |= self.scheduler.contacts(now).nodes
+            changes.contacts |= self.scheduler.contacts(now).nodes
         nodes = self.scheduler.nodes
         self._restored = {
             name

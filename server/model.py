@@ -552,6 +552,9 @@ class Changes:
     nodes: set[str] = field(default_factory=set)
     # Nodes whose live readings changed (heartbeat, online): for consoles, not the store.
     readings: set[str] = field(default_factory=set)
+    # Nodes whose last contact is written (``Leader._tick``): for the store, not consoles
+    # (what they show of a node did not change).
+    contacts: set[str] = field(default_factory=set)
     removed: set[str] = field(default_factory=set)
     # Jobs whose untouched chunks all changed at once: a console watching one is
     # sent it afresh rather than frame by frame.
@@ -575,6 +578,7 @@ class Changes:
         self.chunks |= other.chunks
         self.nodes |= other.nodes
         self.readings |= other.readings
+        self.contacts |= other.contacts
         self.removed |= other.removed
         self.refreshed |= other.refreshed
         self.assignments += other.assignments
@@ -598,6 +602,7 @@ class Changes:
             or self.chunks
             or self.nodes
             or self.readings
+            or self.contacts
             or self.removed
             or self.assignments
             or self.kills

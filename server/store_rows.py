@@ -284,7 +284,9 @@ class WrittenRows:
 
     def rows(self, changes: Changes, scheduler: Scheduler) -> Rows | None:
         """The rows ``changes`` names, or None when there is nothing to write."""
-        if not (changes.jobs or changes.chunks or changes.nodes or changes.removed):
+        if not (
+            changes.jobs or changes.chunks or changes.nodes or changes.contacts or changes.removed
+        ):
             return None
         jobs = scheduler.jobs
         rows = Rows(deleted=set(changes.removed), jobs=[], chunks=[], nodes=[])
@@ -311,7 +313,7 @@ class WrittenRows:
             if chunk is None or (job_id in fresh_ids and pristine(chunk)):
                 continue  # a fresh job's untouched chunk: load rebuilds it from the spec
             rows.chunks.append((job_id, index, encode_chunk(chunk)))
-        names = changes.nodes
+        names = changes.nodes | changes.contacts if changes.contacts else changes.nodes
         if scheduler.unsaved_contacts:  # they go with a commit made anyway
             names = names | scheduler.unsaved_contacts
             scheduler.unsaved_contacts.clear()

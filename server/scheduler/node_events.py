@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from farmtui.protocol import OPERATOR_BLOCK, AgentHello, ChunkRef
 from server import outcomes
+from server.frame_states import PENDING
 from server.model import Changes, Discard, Node
 from server.prefetch import withdraw_waiting
 from server.retries import is_blocked
@@ -104,9 +105,51 @@ class NodeEvents(DispatchIndex):
                 refresh_job(job, changes, now)
             else:
                 settle_stopped(node, key, chunk, changes)
+        self._adopt_kept(node.name, hello.kept, reported, changes, now)
         self._discard_unwanted(node.name, hello.kept, reported, changes)
         changes.event(now, "info", f"node {node.name} connected ({node.slots} slots)", None, None)
         return changes, stale
+
+    def _adopt_kept(
+        self,
+        node: str,
+        kept: list[ChunkRef],
+        reported: set[tuple[str, int, int]],
+        changes: Changes,
+        now: float,
+    ) -> None:
+        """Output the node kept for a chunk that moved while it was lost, but has not
+        started anywhere since: copied from there rather than rendered again.
+
+        A node lost (past ``node_timeout``) in the middle of a retry sync's copy came
+        back with the output, still kept, while its chunk waited for a slot; the leader
+        had it deleted and rendered the chunk again, on that same node (break round
+        30b). Only the chunk's last attempt's output, nothing newer begun: what it kept
+        is whole (a render that ended, its copy cut short), and the copy checks it is.
+        """
+        for ref in kept:
+            key = (ref.job_id, ref.chunk, ref.attempt)
+            chunk = self._chunk(ref.job_id, ref.chunk)
+            if (
+                key in reported
+                or chunk is None
+                or chunk.state not in PENDING
+                or chunk.attempt != ref.attempt
+                or chunk.staged_on is not None
+                or chunk.stopping_node is not None
+            ):
+                continue
+            chunk.staged_on, chunk.staged_attempt = node, ref.attempt
+            changes.chunks.add((ref.job_id, ref.chunk))
+            refresh_job(self.jobs[ref.job_id], changes, now)
+            changes.event(
+                now,
+                "info",
+                f"chunk {ref.chunk}: node {node} is back with the output of attempt "
+                f"{ref.attempt}; copied from there, not rendered again",
+                ref.job_id,
+                None,
+            )
 
     def kept_staged(self, name: str, kept: list[ChunkRef]) -> Changes:
         """More of the node's kept output than its hello listed (``KeptStaged``): what no

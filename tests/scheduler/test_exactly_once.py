@@ -369,6 +369,44 @@ def test_a_copy_of_kept_output_taken_away_leaves_the_output_kept() -> None:
     assert (render.node, render.message.sync_from, render.message.attempt) == ("n1", 0, 5)
 
 
+def test_a_node_lost_during_a_retry_sync_copies_its_output_if_back_before_the_chunk_moves() -> None:
+    """Lost (past node_timeout) in the middle of a retry sync's copy, the node came back
+    with the output still kept while its chunk waited for a slot: the leader had it
+    deleted and rendered the chunk again, on that very node (break round 30b)."""
+    farm = Farm(SchedulerConfig(node_timeout=10.0))
+    job = farm.submit("j", frames="1", retries=0)
+    farm.node("n1")
+    _failed_copy(farm, job)
+    farm.scheduler.job_action([job], "retry-sync", "bob", farm.now)
+    [copy] = farm.dispatch().assignments
+    assert (copy.node, copy.message.sync_from, copy.message.attempt) == ("n1", 1, 2)
+    farm.scheduler.node_disconnected("n1", farm.now)
+    farm.scheduler.node_lost("n1", farm.now + 11.0)
+    assert farm.chunk_states(job) == ["preempted"]
+    kept = [ChunkRef(job_id=job, chunk=0, attempt=2)]
+    changes, _ = farm.scheduler.node_connected(AgentHello(name="n1", slots=1, kept=kept), farm.now)
+    assert changes.discards == []
+    [again] = farm.dispatch().assignments
+    assert (again.node, again.message.sync_from, again.message.attempt) == ("n1", 2, 3)
+
+
+def test_a_lost_nodes_kept_output_is_deleted_once_its_chunk_started_elsewhere() -> None:
+    farm = Farm(SchedulerConfig(node_timeout=10.0))
+    job = farm.submit("j", frames="1", retries=0)
+    farm.node("n1")
+    _failed_copy(farm, job)
+    farm.scheduler.job_action([job], "retry-sync", "bob", farm.now)
+    farm.dispatch()
+    farm.scheduler.node_disconnected("n1", farm.now)
+    farm.scheduler.node_lost("n1", farm.now + 11.0)
+    farm.node("n2")
+    [render] = farm.dispatch().assignments
+    assert (render.node, render.message.sync_from, render.message.attempt) == ("n2", 0, 3)
+    kept = [ChunkRef(job_id=job, chunk=0, attempt=2)]
+    changes, _ = farm.scheduler.node_connected(AgentHello(name="n1", slots=1, kept=kept), farm.now)
+    assert [(d.node, d.attempt) for d in changes.discards] == [("n1", 2)]
+
+
 def test_a_deleted_jobs_id_stays_taken_while_its_attempt_holds_a_slot(farm: Farm) -> None:
     job = farm.submit("j", frames="1")
     farm.node("n1")

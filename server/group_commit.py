@@ -62,8 +62,8 @@ class Answer(Protocol):
 
 class Waiting(Answer, Protocol):
     """A step in the group commit, and its own answer: a ``submit``'s (``_Pending``),
-    or an agent's report (``queue``), one object each rather than three (its step,
-    its answer, the entry that held both: a sixth of what reading a report made)."""
+    or an agent's report (``queue``): one object a report rather than three (its
+    step, its answer, and an entry holding both), two every chunk rendered."""
 
     # Dispatch after its group.
     dispatch: bool

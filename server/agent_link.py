@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import functools
 import logging
 import time
@@ -62,10 +61,9 @@ from farmtui.protocol import (
     encode,
     over_long_list,
 )
-from server.agent_reports import AgentReports
+from server.agent_reports import AgentReports, Step
 from server.auth import bearer_token, hash_token
 from server.errors import NoRoom, StoreError, Unauthorized
-from server.group_commit import Answer
 from server.leader import Leader
 from server.links import SendQueue, close_websocket, receive_data
 from server.model import Changes
@@ -128,11 +126,10 @@ class AgentLink:
         self.out = SendQueue(
             websocket, f"agent {name}", SEND_QUEUE_LIMIT, batches=batches, held=held, reads=reads
         )
-        self.reports = AgentReports(leader, name)
+        self.reports = AgentReports(leader, name, self._committed)
         self.ignored = 0
         self.bad_frames = RepeatedWarnings(log, f"node {name}")
         self.closing: asyncio.Task[None] | None = None
-        self.context = contextvars.copy_context()
         # Set once a report was refused for lack of room (``_hold_back``).
         self.held_back: asyncio.Task[None] | None = None
 
@@ -148,7 +145,8 @@ class AgentLink:
             )
 
     def handle(self, message: AgentToLeader) -> asyncio.Future[None]:
-        """Queue one message; acknowledge it once its effects are committed.
+        """Queue one message; acknowledge it once its effects are committed. The future
+        is done once it is answered (committed, or failed: then not acknowledged).
 
         A heartbeat is answered with ``LeaseRenewed`` once it is processed: the
         agent's lease then runs from the moment it sent that heartbeat.
@@ -157,9 +155,11 @@ class AgentLink:
         if self._lost(message):
             future.cancel()
             return future
-        # One small object, and the link's context rather than a copy of it per message.
-        future.add_done_callback(_Committed(self, message), context=self.context)
-        self._take(message, future)
+        step = self._take(message)
+        if step.answered:
+            future.set_result(None)
+        else:
+            step.frame = future
         return future
 
     def handle_frame(
@@ -169,22 +169,22 @@ class AgentLink:
         committed (done once that one is dealt with), if any, and how many of them are.
 
         One future a frame, not a message: each report is answered as its group lands
-        (``_Receipt``), so its Ack joins the assignments of that group in one frame.
+        (``agent_reports.Step``), so its Ack joins the assignments of that group in one
+        frame.
         """
-        last: _Receipt | None = None
+        last: Step | None = None
         reports = 0
         for message in messages:
             if self._lost(message):
                 continue
-            receipt = _Receipt(self, message)
             try:
-                self._take(message, receipt)
+                step = self._take(message)
             except Exception:
                 self.ignored += 1
                 log.exception("node %s: %s failed", self.name, type(message).__name__)
                 continue
-            if not receipt.answered:  # a heartbeat is applied at once: not one to wait for
-                last = receipt
+            if not step.answered:  # a heartbeat is applied at once: not one to wait for
+                last = step
                 reports += 1
         if last is None:
             return None, 0
@@ -203,12 +203,12 @@ class AgentLink:
             return True
         return False
 
-    def _take(self, message: AgentToLeader, answer: Answer) -> None:
+    def _take(self, message: AgentToLeader) -> Step:
+        """The message queued (or refused), as the step that is answered once committed."""
         if self.held_back is not None and message.seq > 0 and not isinstance(message, Heartbeat):
             # An earlier report was refused: this one comes again after it, in order.
-            answer.set_exception(NoRoom("an earlier report waits for room"))
-        else:
-            self.reports.queue(message, answer)
+            return self.reports.refuse(message, NoRoom("an earlier report waits for room"))
+        return self.reports.queue(message)
 
     def heard(self) -> None:
         """A frame of its agent's arrived (``Scheduler.node_heard``), on its current link."""
@@ -280,52 +280,6 @@ class AgentLink:
             return  # gone meanwhile: its next link's hello brings its reports
         log.info("node %s: room again; asking for its held reports", self.name)
         self.close(CLOSE_ROOM, "the leader has room again: send your reports again")
-
-
-class _Committed:
-    """``AgentLink._committed`` for one message, as its future's done-callback."""
-
-    __slots__ = ("link", "message")
-
-    def __init__(self, link: AgentLink, message: AgentToLeader) -> None:
-        self.link = link
-        self.message = message
-
-    def __call__(self, future: asyncio.Future[None]) -> None:
-        if not future.cancelled():
-            self.link._committed(self.message, future.exception())
-
-
-class _Receipt:
-    """``AgentLink._committed`` for one message of a frame, called as the group commit
-    answers it (an ``Answer``); the frame's last report's also ends ``frame``, which
-    ``serve`` waits for."""
-
-    __slots__ = ("link", "message", "answered", "frame")
-
-    def __init__(self, link: AgentLink, message: AgentToLeader) -> None:
-        self.link = link
-        self.message = message
-        self.answered = False
-        self.frame: asyncio.Future[None] | None = None
-
-    def done(self) -> bool:
-        return self.answered
-
-    def set_result(self, result: None, /) -> None:
-        self._answer(None)
-
-    def set_exception(self, exception: BaseException, /) -> None:
-        self._answer(exception)
-
-    def _answer(self, exc: BaseException | None) -> None:
-        self.answered = True
-        try:
-            self.link._committed(self.message, exc)
-        except Exception:  # called by the group commit: the rest of the group is answered
-            log.exception("node %s: %s not answered", self.link.name, type(self.message).__name__)
-        if self.frame is not None and not self.frame.done():
-            self.frame.set_result(None)
 
 
 async def agent_endpoint(websocket: WebSocket) -> None:

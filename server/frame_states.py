@@ -211,6 +211,41 @@ def _one_state(chunk: Chunk) -> FrameState | None:
     return uniform
 
 
+def uncount_uniform(job: Job, chunk: Chunk) -> FrameState | None:
+    """The state all of the chunk's frames share, the chunk's share taken out of its
+    job's counters; None, changing nothing, when its frames may differ or the
+    counters are not built yet (``tracking`` is then the way)."""
+    uniform = _one_state(chunk)
+    tally = job.tally
+    if uniform is None or tally is None:
+        return None
+    _count_chunk(tally, chunk, -1)
+    if chunk.frames:
+        tally.frames[uniform] -= len(chunk.frames)
+    return uniform
+
+
+def count_uniform(changes: Changes, job: Job, chunk: Chunk, was: FrameState) -> None:
+    """After ``uncount_uniform`` said ``was`` and the chunk changed, its frames sharing
+    one state still: the chunk counted again, and recorded as ``tracking`` does.
+
+    The pair is ``tracking`` for ``set_chunk_state``'s common case, two transitions
+    of every chunk rendered: the object, its ``with`` and its three calls were half
+    of each (2.4 µs).
+    """
+    tally = job.tally
+    assert tally is not None  # ``uncount_uniform`` found it
+    now = _UNIFORM.get(chunk.state, "assigned")
+    _count_chunk(tally, chunk, 1)
+    frames = chunk.frames
+    if frames:
+        tally.frames[now] += len(frames)
+        if now != was:
+            changes.frames.append((chunk.job_id, list(frames), now))
+    changes.chunks.add((chunk.job_id, chunk.index))
+    changes.jobs.add(chunk.job_id)
+
+
 class tracking:  # noqa: N801 - used as ``with tracking(...)``, like a function
     """Record the chunk (and its job) as touched, plus every frame whose state changes inside.
 

@@ -25,7 +25,7 @@ import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol, cast
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from server.announcements import AgentConnection, Announcing
 from server.commit_line import CommitLine, Group
@@ -53,31 +53,62 @@ GROUP_BUDGET = 0.003
 
 class Answer(Protocol):
     """Who is told once a step's group is committed and announced, or the step failed:
-    a future (``submit``), or what a caller answers on the spot (``queue``)."""
+    a future (``submit``), or the step itself (``queue``)."""
 
     def done(self) -> bool: ...
     def set_result(self, result: None, /) -> None: ...
     def set_exception(self, exception: BaseException, /) -> None: ...
 
 
-class ReportStep(Protocol):
-    """An agent's report about a chunk, as the group commit applies it (``queue``)."""
+class Waiting(Answer, Protocol):
+    """A step in the group commit, and its own answer: a ``submit``'s (``_Pending``),
+    or an agent's report (``queue``): one object a report rather than three (its
+    step, its answer, and an entry holding both), two every chunk rendered."""
 
-    def __call__(self, now: float, into: Changes | None = None) -> Changes: ...
+    # Dispatch after its group.
+    dispatch: bool
+    # Refused while the disk is short (``room_refusal``).
+    needs_room: bool
+    # An agent's report about a chunk: its event reads neither the dispatch index nor
+    # the free slots, which wait for the group (``Scheduler.defer_notes``), and it
+    # writes into the group's Changes (``apply``'s ``into``).
+    report: bool
+
+    def apply(self, now: float, into: Changes) -> Changes:
+        """The step; a report may add to ``into`` and return it rather than make its own."""
+        ...
+
+    def announce(self) -> None:
+        """After its group is committed, before it is answered: what it adds to the logs."""
+        ...
 
 
 @dataclass(slots=True)
 class _Pending:
-    """A step waiting for the group commit (see ``Leader.submit``)."""
+    """A step waiting for the group commit (see ``Leader.submit``), answered by its future."""
 
     step: Callable[[float], Changes]
     dispatch: bool
-    announce: Callable[[], None] | None
-    future: Answer
+    after: Callable[[], None] | None
+    future: asyncio.Future[None]
     needs_room: bool = True
-    # An agent's report about a chunk: its event leaves the dispatch index to the group
-    # (``Scheduler.defer_notes``).
-    report: bool = False
+    report = False
+
+    def apply(self, now: float, into: Changes) -> Changes:
+        return self.step(now)
+
+    def announce(self) -> None:
+        if self.after is not None:
+            self.after()
+
+    def done(self) -> bool:
+        return self.future.done()
+
+    def set_result(self, result: None, /) -> None:
+        self.future.set_result(result)
+
+    def set_exception(self, exception: BaseException, /) -> None:
+        self.future.set_exception(exception)
 
 
 @dataclass(slots=True)
@@ -98,11 +129,11 @@ class Metrics:
         return 1000 * self.seconds / self.events if self.events else 0.0
 
 
-def _fail(future: Answer, exc: BaseException) -> None:
-    """Fail a step's future, unless its waiter was cancelled (a tick, at shutdown):
-    the rest of its group is still answered."""
-    if not future.done():
-        future.set_exception(exc)
+def _fail(step: Answer, exc: BaseException) -> None:
+    """Fail a step, unless its waiter was cancelled (a tick, at shutdown): the rest of
+    its group is still answered."""
+    if not step.done():
+        step.set_exception(exc)
 
 
 def _no_change(now: float) -> Changes:
@@ -147,7 +178,7 @@ class GroupCommit(Announcing):
     started: bool
     metrics: Metrics
     commit_line: CommitLine
-    _pending: StepLine[_Pending]
+    _pending: StepLine[Waiting]
     # ``write`` calls waiting for the steps that were waiting when they came.
     _marks: list[tuple[Mark, asyncio.Future[None]]]
     # Wake-ups at the end of chunks' retry backoffs (see ``_wake_for_retries``).
@@ -281,33 +312,12 @@ class GroupCommit(Announcing):
         """
         future: asyncio.Future[None] = self.running_loop().create_future()
         self.queue(
-            step,
-            future,
-            dispatch=dispatch,
-            announce=announce,
-            ahead=ahead,
-            needs_room=needs_room,
-            source=source,
+            _Pending(step, dispatch, announce, future, needs_room), source=source, ahead=ahead
         )
         return future
 
-    def queue(
-        self,
-        step: Callable[[float], Changes],
-        answer: Answer,
-        *,
-        dispatch: bool = True,
-        announce: Callable[[], None] | None = None,
-        ahead: bool = False,
-        needs_room: bool = True,
-        source: str | None = None,
-        report: bool = False,
-    ) -> None:
-        """``submit``, answering ``answer`` rather than a future of its own. ``report``:
-        ``step`` is an agent's report about a chunk (a ``ReportStep``: it is given the
-        group's Changes to add to), whose scheduler event reads neither the dispatch
-        index nor the free slots: those are brought up to date once for a run of such
-        steps (``Scheduler.defer_notes``).
+    def queue(self, step: Waiting, *, source: str | None = None, ahead: bool = False) -> None:
+        """``submit`` a step that is its own answer (an agent's report: ``Waiting``).
 
         An agent's reports: their answer is an Ack, queued on the spot as their group
         lands, so it goes out in the same frame as the assignments that group made.
@@ -316,9 +326,7 @@ class GroupCommit(Announcing):
         to each agent per group).
         """
         # Ahead: behind those ahead already (a node's disconnect, then its next hello).
-        self._pending.put(
-            _Pending(step, dispatch, announce, answer, needs_room, report), source, ahead=ahead
-        )
+        self._pending.put(step, source, ahead=ahead)
         if len(self._pending) == 1:
             self.running_loop().call_soon(self._apply_pending)
 
@@ -350,14 +358,14 @@ class GroupCommit(Announcing):
         began = time.perf_counter()
         now = self.now()
         group = Changes()
-        applied: list[_Pending] = []
+        applied: list[Waiting] = []
         refusal = self.room_refusal()
         scheduler = self.scheduler
         reports = False  # a run of reports is applied: the index waits for ``group``
         try:
             while (item := pending.take()) is not None:
                 if refusal is not None and item.needs_room:
-                    _fail(item.future, NoRoom(refusal))  # before it changed anything: no undo
+                    _fail(item, NoRoom(refusal))  # before it changed anything: no undo
                     continue
                 if item.report != reports:
                     reports = item.report
@@ -366,21 +374,18 @@ class GroupCommit(Announcing):
                     else:  # any other step sees the index up to date
                         scheduler.note_deferred(group)
                 try:
-                    if reports:
-                        # Written into the group's Changes: a Changes of its own (a dozen
-                        # sets and lists) made and merged for each report was a tenth of
-                        # a report's step. A step that raises leaves in it what it had
-                        # changed (committed with the rest, as memory holds it).
-                        changes = cast(ReportStep, item.step)(now, group)
-                        if changes is not group:
-                            group.merge(changes)
-                    else:
-                        # Merged and let go at once: a step's own Changes kept until the
-                        # group was answered outlived the young collections, and with 300
-                        # agents was half of what the garbage collector walked.
-                        group.merge(item.step(now))
+                    # A report writes into the group's Changes: a Changes of its own (a
+                    # dozen sets and lists) made and merged for each was a tenth of its
+                    # step. A step that raises leaves in it what it had changed
+                    # (committed with the rest, as memory holds it). Another step's own
+                    # Changes is merged and let go at once: kept until the group was
+                    # answered, they outlived the young collections, and with 300
+                    # agents were half of what the garbage collector walked.
+                    changes = item.apply(now, group)
+                    if changes is not group:
+                        group.merge(changes)
                 except Exception as exc:
-                    _fail(item.future, exc)
+                    _fail(item, exc)
                     continue
                 applied.append(item)
                 if budget is not None and time.perf_counter() - began > budget:
@@ -405,7 +410,7 @@ class GroupCommit(Announcing):
             self.commit(group, applied)
         except Exception as exc:
             for item in applied:
-                _fail(item.future, exc)
+                _fail(item, exc)
             return
         finally:
             self.metrics.record(time.perf_counter() - began)
@@ -419,13 +424,12 @@ class GroupCommit(Announcing):
         except Exception:
             log.exception("a committed change could not be announced")
         for item in group.steps:
-            if item.announce is not None:
-                try:
-                    item.announce()
-                except Exception:
-                    log.exception("a committed change could not be logged")
-            if not item.future.done():  # its waiter was cancelled (a tick, at shutdown)
-                item.future.set_result(None)
+            try:
+                item.announce()
+            except Exception:
+                log.exception("a committed change could not be logged")
+            if not item.done():  # its waiter was cancelled (a tick, at shutdown)
+                item.set_result(None)
 
     def _wake_for_retries(self, changes: Changes, now: float) -> None:
         """Dispatch again when a chunk's backoff ends, not only at the next tick.
@@ -479,7 +483,7 @@ class GroupCommit(Announcing):
     _commit_failure_logged: tuple[str, float] | None = None
     _commit_failures_quiet: int = 0
 
-    def commit(self, changes: Changes, steps: Sequence[_Pending] = ()) -> Group:
+    def commit(self, changes: Changes, steps: Sequence[Waiting] = ()) -> Group:
         """Queue ``changes`` for their commit (``commit_line``), then their announcement.
 
         Their rows are built now, from memory as it is. When the commit fails
@@ -535,7 +539,7 @@ class GroupCommit(Announcing):
         for group in groups:
             group.error = error
             for item in group.steps:
-                _fail(item.future, error)
+                _fail(item, error)
 
     def _rebuild_from_store(self, error: StoreError) -> None:
         """Undo a change that could not be committed by reloading what the store holds.

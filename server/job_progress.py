@@ -28,6 +28,7 @@ FINISHED = frozenset({"done", "excluded"})
 STUCK = frozenset({"failed", "cancelled", "held"})
 
 STAGES: tuple[Stage, ...] = ("pre", "scout", "render", "post")
+_NO_STAGES: frozenset[Stage] = frozenset()
 
 
 def count(tally: Tally, stages: Iterable[Stage], states: Iterable[str] | None = None) -> int:
@@ -71,35 +72,48 @@ def gates(job: Job) -> Gates:
     version, cached = tally.derived
     if version == tally.version and isinstance(cached, Gates):
         return cached
-    present: set[Stage] = set()
-    unfinished: dict[Stage, int] = dict.fromkeys(STAGES, 0)
-    stuck: set[Stage] = set()
-    pending: set[Stage] = set()
-    failed = cancelled = 0
+    # Counts and flags in locals, not sets and dicts: derived again at every chunk
+    # transition, twice for each chunk rendered.
+    has_scouts = pre_stuck = scouts_stuck = renders_stuck = False
+    pre_left = scouts_left = renders_left = left = failed = cancelled = 0
+    pending: set[Stage] | frozenset[Stage] = _NO_STAGES
     for (where, state), n in tally.chunks.items():
         if not n:
             continue
-        present.add(where)
-        if state not in FINISHED:
-            unfinished[where] += n
+        if where == "scout":
+            has_scouts = True
+        if state in FINISHED:
+            continue
+        left += n
+        if where == "render":
+            renders_left += n
+        elif where == "scout":
+            scouts_left += n
+        elif where == "pre":
+            pre_left += n
         if state in STUCK:
-            stuck.add(where)
+            if where == "pre":
+                pre_stuck = True
+            elif where == "scout":
+                scouts_stuck = True
+            elif where == "render":
+                renders_stuck = True
             if state == "failed":
                 failed += n
             elif state == "cancelled":
                 cancelled += n
-        elif state in PENDING:
-            pending.add(where)
+        elif state in PENDING and where not in pending:
+            pending = pending | {where}
     g = Gates(
-        pre_done=not unfinished["pre"],
-        pre_stuck="pre" in stuck,
-        has_scouts="scout" in present,
-        scouts_done=not unfinished["scout"],
-        scouts_stuck="scout" in stuck,
-        renders_done=not unfinished["scout"] and not unfinished["render"],
-        renders_stuck="scout" in stuck or "render" in stuck,
-        left=sum(unfinished.values()),
-        renders_left=unfinished["render"],
+        pre_done=not pre_left,
+        pre_stuck=pre_stuck,
+        has_scouts=has_scouts,
+        scouts_done=not scouts_left,
+        scouts_stuck=scouts_stuck,
+        renders_done=not scouts_left and not renders_left,
+        renders_stuck=scouts_stuck or renders_stuck,
+        left=left,
+        renders_left=renders_left,
         pending=frozenset(pending),
         failed=failed,
         cancelled=cancelled,

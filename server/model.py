@@ -413,6 +413,9 @@ class Tally:
     dirty_blocks: set[int] = field(default_factory=set)
     # The job's kind of work (``prefetch.work_kind``), worked out on first use.
     kind: object = None
+    # (spec, {chunk kind: AssignChunk}): what every assignment of the job's chunks of a
+    # kind says alike, while the job has that spec (``assignments.build_assignment``).
+    alike: object = None
 
 
 @dataclass(slots=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 
 from farmtui.protocol import ChunkState, JobState, Level
-from server.frame_states import tracking
+from server.frame_states import count_uniform, tracking, uncount_uniform
 from server.job_progress import derive_state
 from server.model import (
     NO_FRAMES,
@@ -202,16 +202,28 @@ def set_chunk_state(
     changes: Changes,
     render_time: float | None | _Keep = KEEP,
 ) -> None:
-    with tracking(changes, job, chunk):
-        chunk.state = state
-        if not isinstance(render_time, _Keep):
-            chunk.render_time = render_time
-        if state != "assigned":
-            chunk.node = None
-        if state != "waiting-retry":
-            chunk.retry_at = None
-        if state == "done":
-            chunk.done = chunk.frames
+    # Its frames in one state after as before (an assigned chunk with nothing written:
+    # all but a rare case) are counted without a ``tracking``.
+    mixed_after = state == "assigned" and bool(chunk.done or chunk.staged)
+    was = None if mixed_after else uncount_uniform(job, chunk)
+    if was is None:
+        with tracking(changes, job, chunk):
+            _enter_state(chunk, state, render_time)
+    else:
+        _enter_state(chunk, state, render_time)
+        count_uniform(changes, job, chunk, was)
+
+
+def _enter_state(chunk: Chunk, state: ChunkState, render_time: float | None | _Keep) -> None:
+    chunk.state = state
+    if not isinstance(render_time, _Keep):
+        chunk.render_time = render_time
+    if state != "assigned":
+        chunk.node = None
+    if state != "waiting-retry":
+        chunk.retry_at = None
+    if state == "done":
+        chunk.done = chunk.frames
 
 
 def reset_for_rerun(job: Job, chunk: Chunk, changes: Changes) -> None:

@@ -25,6 +25,9 @@ from server.scheduler.state import ASSIGN_BUDGET
 from server.timeouts import chunk_timeouts
 from server.transitions import discard_staged, holder_awaited, refresh_job, set_chunk_state
 
+# What an attempt holds that asked for no GPU nor unit of a limit (most): one for all.
+_NOTHING_HELD = Holding()
+
 
 class _NodePicker:
     """For one job in one dispatch pass: the eligible node with the most free slots
@@ -314,10 +317,12 @@ class DispatchPass(DispatchIndex):
         chunk.finished = None
         chunk.render_time = None
         holder = self.nodes[node]
-        holding = Holding()
-        if not sync_from:  # a copy of staged output renders nothing: it holds no GPU nor licence
-            gpus = self.resources.free_gpus(holder, job.spec.gpus, job.spec.gpu_memory) or ()
-            holding = Holding(gpus if job.spec.gpus else (), tuple(job.spec.limits))
+        spec = job.spec
+        holding = _NOTHING_HELD
+        # A copy of staged output renders nothing: it holds no GPU nor licence.
+        if not sync_from and (spec.gpus or spec.limits):
+            gpus = self.resources.free_gpus(holder, spec.gpus, spec.gpu_memory) or ()
+            holding = Holding(gpus if spec.gpus else (), tuple(spec.limits))
         chunk.attempts = (
             *chunk.attempts,
             Attempt(

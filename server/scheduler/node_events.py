@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from farmtui.protocol import OPERATOR_BLOCK, AgentHello, ChunkRef
 from server import outcomes
-from server.frame_states import PENDING
 from server.model import Changes, Discard, Node
 from server.prefetch import withdraw_waiting
 from server.retries import is_blocked
@@ -118,14 +117,17 @@ class NodeEvents(DispatchIndex):
         changes: Changes,
         now: float,
     ) -> None:
-        """Output the node kept for a chunk that moved while it was lost, but has not
-        started anywhere since: copied from there rather than rendered again.
+        """A retry sync's copy this node was making when it was lost, back with the output
+        before its chunk started anywhere else: copied from there, not rendered again.
 
         A node lost (past ``node_timeout``) in the middle of a retry sync's copy came
         back with the output, still kept, while its chunk waited for a slot; the leader
         had it deleted and rendered the chunk again, on that same node (break round
-        30b). Only the chunk's last attempt's output, nothing newer begun: what it kept
-        is whole (a render that ended, its copy cut short), and the copy checks it is.
+        30b). Only that: the chunk's last attempt was this node's copy of output it
+        kept, ended by the node's loss, and nothing touched the chunk since (an operator's
+        requeue or retry queues it afresh: "preempted" no more). Not any attempt a hello
+        names: a node's word alone would let it claim another node's output, or a chunk
+        never rendered, and hold it past the job's tags (break round 30c).
         """
         for ref in kept:
             key = (ref.job_id, ref.chunk, ref.attempt)
@@ -133,10 +135,19 @@ class NodeEvents(DispatchIndex):
             if (
                 key in reported
                 or chunk is None
-                or chunk.state not in PENDING
-                or chunk.attempt != ref.attempt
+                or chunk.state != "preempted"
+                or not chunk.attempts
                 or chunk.staged_on is not None
                 or chunk.stopping_node is not None
+            ):
+                continue
+            last = chunk.attempts[-1]
+            if (
+                last.number != ref.attempt
+                or chunk.attempt != ref.attempt
+                or last.node != node
+                or not last.copy_of
+                or last.outcome != "lost"
             ):
                 continue
             chunk.staged_on, chunk.staged_attempt = node, ref.attempt

@@ -390,6 +390,43 @@ def test_a_node_lost_during_a_retry_sync_copies_its_output_if_back_before_the_ch
     assert (again.node, again.message.sync_from, again.message.attempt) == ("n1", 2, 3)
 
 
+def test_a_hello_cannot_claim_output_it_was_not_copying_when_it_was_lost() -> None:
+    """Break round 30c: the first version adopted any kept output a hello named for a
+    pending chunk's attempt number, so output kept from before an operator's requeue
+    was copied in place of the render asked for, a node claimed output another node
+    rendered, and one claimed chunks never rendered, past the job's tags."""
+    farm = Farm(SchedulerConfig(node_timeout=10.0))
+    job = farm.submit("j", frames="1", retries=0)
+    farm.node("n1")
+    _failed_copy(farm, job)
+    farm.scheduler.job_action([job], "retry-sync", "bob", farm.now)
+    farm.dispatch()
+    farm.scheduler.node_disconnected("n1", farm.now)
+    farm.scheduler.node_lost("n1", farm.now + 11.0)
+    farm.scheduler.job_action([job], "requeue", "bob", farm.now)  # render it all again
+    kept = [ChunkRef(job_id=job, chunk=0, attempt=2)]
+    changes, _ = farm.scheduler.node_connected(AgentHello(name="n1", slots=1, kept=kept), farm.now)
+    assert [(d.node, d.attempt) for d in changes.discards] == [("n1", 2)]
+    [render] = farm.dispatch().assignments
+    assert (render.node, render.message.sync_from) == ("n1", 0)
+
+    other = Farm(SchedulerConfig(node_timeout=10.0))
+    job = other.submit("j", frames="1-3", retries=0)
+    other.node("n1")
+    _failed_copy(other, job)
+    other.scheduler.job_action([job], "retry-sync", "bob", other.now)
+    other.dispatch()
+    other.scheduler.node_disconnected("n1", other.now)
+    other.scheduler.node_lost("n1", other.now + 11.0)
+    # Another node names n1's copy, and chunks never rendered (attempt 0).
+    lies = [ChunkRef(job_id=job, chunk=0, attempt=2), ChunkRef(job_id=job, chunk=1, attempt=0)]
+    changes, _ = other.scheduler.node_connected(AgentHello(name="liar", slots=1, kept=lies), 0)
+    assert sorted((d.node, d.chunk) for d in changes.discards) == [("liar", 0), ("liar", 1)]
+    assert not any(
+        e.text.startswith("chunk") and "is back with the output" in e.text for e in changes.events
+    )
+
+
 def test_a_lost_nodes_kept_output_is_deleted_once_its_chunk_started_elsewhere() -> None:
     farm = Farm(SchedulerConfig(node_timeout=10.0))
     job = farm.submit("j", frames="1", retries=0)

@@ -4,6 +4,7 @@ assignments, and a polling helper (never sleep to wait for something)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 import uuid
@@ -21,6 +22,9 @@ from farmtui.protocol import AgentToLeader, AssignChunk, ChunkFinished, ChunkTim
 from farmtui.renderers import build_argv
 
 M = TypeVar("M")
+
+# The repository's root: what a test's own Python processes import from.
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -41,6 +45,30 @@ async def poll_until(
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {within} s waiting for {what}")
         await asyncio.sleep(0.01)
+
+
+class BrokenFiler:
+    """A delivery to a sync root that is full: every copy fails (its output kept)."""
+
+    async def deliver(self, relative: str, source: Path, fence: Any) -> None:
+        raise OSError("disk full")
+
+
+async def kill_9_when(script: str, args: list[str], sign: Path, *, within: float = 30.0) -> None:
+    """Run ``script`` (Python, with the repository importable) as a process of its own
+    until ``sign`` exists, then SIGKILL it: nothing of an agent's clean-up runs."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        script,
+        *args,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    try:
+        await poll_until(sign.exists, within=within, what=f"{sign.name} to appear")
+    finally:
+        process.kill()
+        await process.wait()
 
 
 @dataclass

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from agent.copy_records import RECORDS, CopyRecords, temporary_name
-from tests.agent.conftest import demo_assign, poll_until
-
-_REPO = Path(__file__).resolve().parents[2]
+from tests.agent.conftest import demo_assign, kill_9_when
 
 # An agent's supervisor copying a rendered chunk into the sync root (``argv[2]``) to a
 # filer that takes the first block and then hangs: it says so in ``COPYING`` and waits
@@ -61,21 +57,12 @@ async def test_a_copy_cut_by_kill_9_leaves_its_temporary_file_only_until_the_nex
     """Break round 30b: each kill -9 of an agent in the middle of a copy left its
     ``.frame.farmtui-XXXXXXXX.tmp`` in the sync root for good. The next start's sweep
     removes it, and nothing else."""
-    assign = demo_assign([1])
-    copier = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        _COPIER,
+    copying = [
         str(farm.staging),
         str(farm.sync_root),
-        msgspec.json.encode(assign).decode(),
-        env={**os.environ, "PYTHONPATH": str(_REPO)},
-    )
-    try:
-        await poll_until((tmp_path / "COPYING").exists, within=30, what="the copy to begin")
-    finally:
-        copier.kill()  # SIGKILL: nothing of the agent's own clean-up runs
-        await copier.wait()
+        msgspec.json.encode(demo_assign([1])).decode(),
+    ]
+    await kill_9_when(_COPIER, copying, tmp_path / "COPYING")
     shot = farm.sync_root / "renders/shot"
     [left] = list(shot.iterdir())
     assert left.name.startswith(".frame_0001.png.farmtui-"), left.name

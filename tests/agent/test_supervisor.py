@@ -6,7 +6,6 @@ import asyncio
 import errno
 import os
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -33,7 +32,7 @@ from farmtui.protocol import (
     ChunkStarted,
     FramesWritten,
 )
-from tests.agent.conftest import poll_until
+from tests.agent.conftest import BrokenFiler, kill_9_when, poll_until
 from tests.helpers.staging import left_in
 
 Chunk = Callable[..., AssignChunk]
@@ -448,11 +447,7 @@ async def test_a_retry_sync_given_up_going_at_once_keeps_the_output_for_another(
     was over, 9 s later); given up, the output it had taken over was left unmarked in its
     own attempt's folder, for nobody (break round 29f). Now it is kept as it was."""
 
-    class Broken:
-        async def deliver(self, relative: str, source: Path, fence: Fence) -> None:
-            raise OSError("disk full")
-
-    farm.supervisor.storage = Storage(sync_root=farm.sync_root, delivery=Broken())
+    farm.supervisor.storage = Storage(sync_root=farm.sync_root, delivery=BrokenFiler())
     farm.supervisor.assign(demo_chunk([1]))
     assert (await farm.finish()).kept_staged
     stuck = _StuckCopy()
@@ -466,9 +461,6 @@ async def test_a_retry_sync_given_up_going_at_once_keeps_the_output_for_another(
     assert (farm.staging / "job1/1.1/renders/shot/frame_0001.png").exists()
     assert (farm.staging / "job1/1.1" / KEPT_MARK).exists()
     assert not (farm.staging / "job1/1.2").exists()
-
-
-_REPO = Path(__file__).resolve().parents[2]
 
 
 # A process whose supervisor copies kept output (a retry sync) to a filer that never
@@ -511,28 +503,12 @@ async def test_an_agent_killed_during_a_retry_sync_keeps_the_output_for_the_next
     rendered again (break round 29f). Now the next start lists it kept under the copy's
     attempt, and the copy after takes it from there: no render."""
 
-    class Broken:
-        async def deliver(self, relative: str, source: Path, fence: Fence) -> None:
-            raise OSError("disk full")
-
-    farm.supervisor.storage = Storage(sync_root=farm.sync_root, delivery=Broken())
+    farm.supervisor.storage = Storage(sync_root=farm.sync_root, delivery=BrokenFiler())
     farm.supervisor.assign(demo_chunk([1]))
     assert (await farm.finish()).kept_staged
     copy = msgspec.structs.replace(demo_chunk([1], attempt=2), sync_from=1)
-    copier = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        _COPIER,
-        str(farm.staging),
-        str(farm.sync_root),
-        msgspec.json.encode(copy).decode(),
-        env={**os.environ, "PYTHONPATH": str(_REPO)},
-    )
-    try:
-        await poll_until((tmp_path / "COPYING").exists, what="the retry sync's copy to begin")
-    finally:
-        copier.kill()  # SIGKILL: nothing of the agent's own clean-up runs
-        await copier.wait()
+    copying = [str(farm.staging), str(farm.sync_root), msgspec.json.encode(copy).decode()]
+    await kill_9_when(_COPIER, copying, tmp_path / "COPYING")
 
     assert farm.supervisor.clean_abandoned_staging() == 0, "the output is not a leftover"
     assert farm.supervisor.kept_outputs() == [ChunkRef(job_id="job1", chunk=1, attempt=2)]
@@ -551,11 +527,7 @@ async def test_an_agent_killed_during_a_retry_sync_keeps_the_output_for_the_next
 async def test_a_failed_copy_fails_the_chunk_and_keeps_the_staged_files(
     farm: Any, demo_chunk: Chunk
 ) -> None:
-    class Broken:
-        async def deliver(self, relative: str, source: Path, fence: Fence) -> None:
-            raise OSError("disk full")
-
-    farm.supervisor.storage = Storage(sync_root=farm.sync_root, delivery=Broken())
+    farm.supervisor.storage = Storage(sync_root=farm.sync_root, delivery=BrokenFiler())
     farm.supervisor.assign(demo_chunk([1]))
     finished = await farm.finish()
     assert finished.outcome == "failed"
@@ -644,12 +616,8 @@ async def test_output_pattern_is_inferred_when_the_leader_sends_none(
 async def test_retry_sync_copies_the_kept_output_without_rendering_again(
     farm: Any, demo_chunk: Chunk
 ) -> None:
-    class Broken:
-        async def deliver(self, relative: str, source: Path, fence: Fence) -> None:
-            raise OSError("disk full")
-
     copy = CopyToSyncRoot(farm.sync_root)
-    farm.supervisor.storage = Storage(sync_root=farm.sync_root, delivery=Broken())
+    farm.supervisor.storage = Storage(sync_root=farm.sync_root, delivery=BrokenFiler())
     farm.supervisor.assign(demo_chunk([1, 2]))
     assert (await farm.finish()).kept_staged
     rendered = len(farm.recorder.output())

@@ -369,12 +369,11 @@ def test_a_copy_of_kept_output_taken_away_leaves_the_output_kept() -> None:
     assert (render.node, render.message.sync_from, render.message.attempt) == ("n1", 0, 5)
 
 
-def test_a_node_lost_during_a_retry_sync_copies_its_output_if_back_before_the_chunk_moves() -> None:
-    """Lost (past node_timeout) in the middle of a retry sync's copy, the node came back
-    with the output still kept while its chunk waited for a slot: the leader had it
-    deleted and rendered the chunk again, on that very node (break round 30b)."""
+def _lost_while_copying(frames: str = "1") -> tuple[Farm, str]:
+    """A farm whose node n1 was lost (past node_timeout) during a retry sync's copy
+    (attempt 2 of chunk 0, copying what attempt 1 kept): the chunk is preempted."""
     farm = Farm(SchedulerConfig(node_timeout=10.0))
-    job = farm.submit("j", frames="1", retries=0)
+    job = farm.submit("j", frames=frames, retries=0)
     farm.node("n1")
     _failed_copy(farm, job)
     farm.scheduler.job_action([job], "retry-sync", "bob", farm.now)
@@ -382,7 +381,15 @@ def test_a_node_lost_during_a_retry_sync_copies_its_output_if_back_before_the_ch
     assert (copy.node, copy.message.sync_from, copy.message.attempt) == ("n1", 1, 2)
     farm.scheduler.node_disconnected("n1", farm.now)
     farm.scheduler.node_lost("n1", farm.now + 11.0)
-    assert farm.chunk_states(job) == ["preempted"]
+    assert farm.chunk_states(job)[0] == "preempted"
+    return farm, job
+
+
+def test_a_node_lost_during_a_retry_sync_copies_its_output_if_back_before_the_chunk_moves() -> None:
+    """Lost (past node_timeout) in the middle of a retry sync's copy, the node came back
+    with the output still kept while its chunk waited for a slot: the leader had it
+    deleted and rendered the chunk again, on that very node (break round 30b)."""
+    farm, job = _lost_while_copying()
     kept = [ChunkRef(job_id=job, chunk=0, attempt=2)]
     changes, _ = farm.scheduler.node_connected(AgentHello(name="n1", slots=1, kept=kept), farm.now)
     assert changes.discards == []
@@ -395,14 +402,7 @@ def test_a_hello_cannot_claim_output_it_was_not_copying_when_it_was_lost() -> No
     pending chunk's attempt number, so output kept from before an operator's requeue
     was copied in place of the render asked for, a node claimed output another node
     rendered, and one claimed chunks never rendered, past the job's tags."""
-    farm = Farm(SchedulerConfig(node_timeout=10.0))
-    job = farm.submit("j", frames="1", retries=0)
-    farm.node("n1")
-    _failed_copy(farm, job)
-    farm.scheduler.job_action([job], "retry-sync", "bob", farm.now)
-    farm.dispatch()
-    farm.scheduler.node_disconnected("n1", farm.now)
-    farm.scheduler.node_lost("n1", farm.now + 11.0)
+    farm, job = _lost_while_copying()
     farm.scheduler.job_action([job], "requeue", "bob", farm.now)  # render it all again
     kept = [ChunkRef(job_id=job, chunk=0, attempt=2)]
     changes, _ = farm.scheduler.node_connected(AgentHello(name="n1", slots=1, kept=kept), farm.now)
@@ -410,14 +410,7 @@ def test_a_hello_cannot_claim_output_it_was_not_copying_when_it_was_lost() -> No
     [render] = farm.dispatch().assignments
     assert (render.node, render.message.sync_from) == ("n1", 0)
 
-    other = Farm(SchedulerConfig(node_timeout=10.0))
-    job = other.submit("j", frames="1-3", retries=0)
-    other.node("n1")
-    _failed_copy(other, job)
-    other.scheduler.job_action([job], "retry-sync", "bob", other.now)
-    other.dispatch()
-    other.scheduler.node_disconnected("n1", other.now)
-    other.scheduler.node_lost("n1", other.now + 11.0)
+    other, job = _lost_while_copying(frames="1-3")
     # Another node names n1's copy, and chunks never rendered (attempt 0).
     lies = [ChunkRef(job_id=job, chunk=0, attempt=2), ChunkRef(job_id=job, chunk=1, attempt=0)]
     changes, _ = other.scheduler.node_connected(AgentHello(name="liar", slots=1, kept=lies), 0)
@@ -428,14 +421,7 @@ def test_a_hello_cannot_claim_output_it_was_not_copying_when_it_was_lost() -> No
 
 
 def test_a_lost_nodes_kept_output_is_deleted_once_its_chunk_started_elsewhere() -> None:
-    farm = Farm(SchedulerConfig(node_timeout=10.0))
-    job = farm.submit("j", frames="1", retries=0)
-    farm.node("n1")
-    _failed_copy(farm, job)
-    farm.scheduler.job_action([job], "retry-sync", "bob", farm.now)
-    farm.dispatch()
-    farm.scheduler.node_disconnected("n1", farm.now)
-    farm.scheduler.node_lost("n1", farm.now + 11.0)
+    farm, job = _lost_while_copying()
     farm.node("n2")
     [render] = farm.dispatch().assignments
     assert (render.node, render.message.sync_from, render.message.attempt) == ("n2", 0, 3)

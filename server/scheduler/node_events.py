@@ -129,6 +129,9 @@ class NodeEvents(DispatchIndex):
         names: a node's word alone would let it claim another node's output, or a chunk
         never rendered, and hold it past the job's tags (break round 30c).
         """
+        holder = self.nodes.get(node)
+        if holder is None or not holder.enabled:
+            return  # disabled: it copies nothing either (``holder_awaited``)
         for ref in kept:
             key = (ref.job_id, ref.chunk, ref.attempt)
             chunk = self._chunk(ref.job_id, ref.chunk)

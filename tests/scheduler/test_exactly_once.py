@@ -395,6 +395,12 @@ def test_a_node_lost_during_a_retry_sync_copies_its_output_if_back_before_the_ch
     assert changes.discards == []
     [again] = farm.dispatch().assignments
     assert (again.node, again.message.sync_from, again.message.attempt) == ("n1", 2, 3)
+    # Disabled meanwhile, it copies nothing (30e: said so, then rendered elsewhere).
+    farm, job = _lost_while_copying()
+    farm.scheduler.set_node_enabled("n1", False, "bob", farm.now)
+    changes, _ = farm.scheduler.node_connected(AgentHello(name="n1", slots=1, kept=kept), farm.now)
+    assert [(d.node, d.attempt) for d in changes.discards] == [("n1", 2)]
+    assert not any("is back with the output" in event.text for event in changes.events)
 
 
 def test_a_hello_cannot_claim_output_it_was_not_copying_when_it_was_lost() -> None:

@@ -14,13 +14,12 @@ As the leader does for its uploads (``server.upload_records``).
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import threading
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
-from farmtui.no_follow import NotAFolder, open_folder
+from farmtui.no_follow import NotAFolder, remove_in
 
 # Under the staging root, beside the journal (``agent.supervisor.JOURNAL``).
 RECORDS = ".copies"
@@ -85,14 +84,8 @@ class CopyRecords:
                         steps = PurePosixPath(text).parts if text else ()
                         if ".." in steps or (steps and steps[0] == "/"):
                             raise ValueError(f"not a folder in the sync root: {text!r}")
-                        folder = open_folder(root, steps)
-                        try:
-                            os.unlink(record.name, dir_fd=folder)
-                            removed += 1
-                        except FileNotFoundError:
-                            pass  # killed before it was made, or after it was renamed
-                        finally:
-                            os.close(folder)
+                        # Not there: killed before it was made, or after it was renamed.
+                        removed += remove_in(root, steps, record.name)
                 with contextlib.suppress(OSError):
                     record.unlink()
         return removed

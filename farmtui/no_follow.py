@@ -67,6 +67,20 @@ def _open_step(folder: int, part: str, what: str) -> int:
         raise
 
 
+def remove_in(base: Path, parts: Sequence[str], name: str) -> bool:
+    """Remove ``name`` from ``base/parts...``, reached as ``open_folder`` does; whether it
+    was there. What a clean-up at start-up removes (a temporary file a killed process
+    left in the sync root) is found this way, never through a symlink planted since."""
+    folder = open_folder(base, parts)
+    try:
+        os.unlink(name, dir_fd=folder)
+        return True
+    except FileNotFoundError:
+        return False
+    finally:
+        os.close(folder)
+
+
 def make_folder(base: Path, parts: Sequence[str], owner: tuple[int, int] | None = None) -> None:
     """Make ``base/parts...`` (and what is missing on the way), never through a symlink;
     ``owner``: the last folder given to that (uid, gid), through its descriptor."""

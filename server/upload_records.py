@@ -12,11 +12,10 @@ walking the sync root (a filer of millions of files).
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 from pathlib import Path, PurePosixPath
 
-from farmtui.no_follow import NotAFolder, open_folder
+from farmtui.no_follow import NotAFolder, remove_in
 
 # Random bytes of an upload's token (hex: twice as many characters).
 TOKEN_BYTES = 8
@@ -38,14 +37,7 @@ def sweep_uploads(root: Path, records: Path) -> int:
             with contextlib.suppress(OSError, ValueError, NotAFolder):
                 if _TOKEN.fullmatch(record.name):
                     steps = PurePosixPath(record.read_text(encoding="utf-8")).parts[:-1]
-                    folder = open_folder(root.resolve(), tuple(steps))
-                    try:
-                        os.unlink(temporary_name(record.name), dir_fd=folder)
-                        removed += 1
-                    except FileNotFoundError:
-                        pass
-                    finally:
-                        os.close(folder)
+                    removed += remove_in(root.resolve(), steps, temporary_name(record.name))
             with contextlib.suppress(OSError):
                 record.unlink()
     return removed

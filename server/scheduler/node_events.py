@@ -97,21 +97,19 @@ class NodeEvents(DispatchIndex):
                     # with the link): the output it was to copy is still kept there
                     # and waits for it again.
                     chunk.staged_on, chunk.staged_attempt = node.name, copied
-                elif copied and key in kept:
-                    # A copy that began (it took the output into its own folder, still
-                    # kept) and whose agent died: the next copy takes it from there.
-                    chunk.staged_on, chunk.staged_attempt = node.name, attempt
+                # (A copy that began took the output into its own folder, still kept: its
+                # agent died, and ``_adopt_kept`` has the next copy take it from there.)
                 refresh_job(job, changes, now)
             else:
                 settle_stopped(node, key, chunk, changes)
-        self._adopt_kept(node.name, hello.kept, reported, changes, now)
+        self._adopt_kept(node, hello.kept, reported, changes, now)
         self._discard_unwanted(node.name, hello.kept, reported, changes)
         changes.event(now, "info", f"node {node.name} connected ({node.slots} slots)", None, None)
         return changes, stale
 
     def _adopt_kept(
         self,
-        node: str,
+        holder: Node,
         kept: list[ChunkRef],
         reported: set[tuple[str, int, int]],
         changes: Changes,
@@ -129,9 +127,9 @@ class NodeEvents(DispatchIndex):
         names: a node's word alone would let it claim another node's output, or a chunk
         never rendered, and hold it past the job's tags (break round 30c).
         """
-        holder = self.nodes.get(node)
-        if holder is None or not holder.enabled:
+        if not holder.enabled:
             return  # disabled: it copies nothing either (``holder_awaited``)
+        node = holder.name
         for ref in kept:
             key = (ref.job_id, ref.chunk, ref.attempt)
             chunk = self._chunk(ref.job_id, ref.chunk)

@@ -32,7 +32,6 @@ import os
 import re
 import shutil
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,9 +144,13 @@ class Supervisor:
         self.kill_grace = kill_grace
         self.runs: dict[ChunkKey, ChunkRun] = {}
         self.slots = slots
-        # Renderers holding a slot, and the chunks waiting for one (first come, first served).
+        # Renderers holding a slot, the chunks holding one (in the order they took it),
+        # and the chunks waiting for one, by their turn (first come, first served). Each
+        # looked up directly: a scan of every chunk here at each start and end made a
+        # chunk's cost grow with the chunks held ahead (``--prefetch``).
         self.rendering = 0
-        self._turns: deque[asyncio.Future[None]] = deque()
+        self._slotted: dict[ChunkRun, None] = {}
+        self._waiting: dict[asyncio.Future[None], ChunkRun] = {}
         # Shim pids asyncio waits for: never reaped by reap_orphans.
         self.tracked: set[int] = set()
         # Orphans reaped lately: pid -> exit code (``orphan_exit``).
@@ -164,12 +167,12 @@ class Supervisor:
         """Wait for a free slot for ``run``'s renderer; False if it was told to stop first."""
         if run.stop is not None:
             return False  # stopped while it was being set up: it never starts
-        if self.slots is None or (self.rendering < self.slots and not self._turns):
+        if self.slots is None or (self.rendering < self.slots and not self._waiting):
             self.rendering += 1
-            run.slotted = True
+            self._take(run)
             return True
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._turns.append(turn)
+        self._waiting[turn] = run
         run.turn = turn
         log.info(
             "chunk %s waits for a slot (%d of %d rendering)", run.marker, self.rendering, self.slots
@@ -192,39 +195,42 @@ class Supervisor:
                     waker.cancel()
         finally:
             if turn.done() and not turn.cancelled():
-                run.slotted = True  # handed over by a renderer that exited (passed on if unused)
+                self._take(run)  # handed over by a renderer that exited (passed on if unused)
             else:
                 turn.cancel()  # stopped, or the agent stops: never its turn
+                self._waiting.pop(turn, None)
                 run.unqueue()  # (cancelled while queued: that shim must not start it either)
+                if (first := self._first_unqueued()) is not None:
+                    first.wake.set()  # it may queue on a shim now that this one is gone
         return run.slotted and (run.stop is None or run.committed)
+
+    def _take(self, run: ChunkRun) -> None:
+        run.slotted = True
+        self._slotted[run] = None
+
+    def _first_unqueued(self) -> ChunkRun | None:
+        """The first chunk in line for a slot not queued on a shim: the only one that may
+        queue on one (``_ahead_of``). Those before it are each queued on a rendering
+        chunk's shim, one a shim: a look costs at most the node's slots."""
+        for run in self._waiting.values():
+            if run.queued is None:
+                return run
+        return None
 
     def _ahead_of(self, run: ChunkRun) -> ChunkRun | None:
         """A chunk of ``run``'s job rendering whose shim may take ``run`` next; None: none,
         or a chunk that came first waits for any slot (it keeps its place)."""
-        if self.zygote is None or run.assign.sync_from:
+        if self.zygote is None or run.assign.sync_from or self._first_unqueued() is not run:
             return None
-        owners = {id(other.turn): other for other in self.runs.values() if other.turn}
-        for turn in self._turns:
-            if turn is run.turn:
-                break
-            first = owners.get(id(turn))
-            if first is not None and not turn.done() and first.queued is None:
-                return None
         job = run.assign.job_id
-        return next((other for other in self.runs.values() if other.can_take_next(job)), None)
+        return next((other for other in self._slotted if other.can_take_next(job)), None)
 
     def may_follow(self, job: str) -> None:
-        """A renderer of ``job`` started, or a chunk of it queued on a shim: the chunks of
-        that job waiting for a slot look again for a shim to queue on."""
-        for other in self.runs.values():
-            turn = other.turn
-            if (
-                turn is not None
-                and not turn.done()
-                and not other.queued
-                and other.assign.job_id == job
-            ):
-                other.wake.set()
+        """A renderer of ``job`` started, or a chunk of it queued on a shim: the first chunk
+        waiting for a slot looks again for a shim to queue on, if it is of that job."""
+        first = self._first_unqueued()
+        if first is not None and first.assign.job_id == job:
+            first.wake.set()
 
     def release_slot(self, run: ChunkRun) -> None:
         """``run``'s renderer is gone: its slot goes to the chunk queued on its shim, else
@@ -232,24 +238,19 @@ class Supervisor:
         if not run.slotted:
             return
         run.slotted = False
+        self._slotted.pop(run, None)
         successor, run.successor = run.successor, None
-        if successor is not None and successor.turn is not None and not successor.turn.done():
-            with contextlib.suppress(ValueError):
-                self._turns.remove(successor.turn)
-            successor.turn.set_result(None)
-            return
-        self._turns = deque(turn for turn in self._turns if not turn.done())
-        if not self._turns:
-            self.rendering -= 1
-            return
-        # First come, first served; but one queued on another shim waits for it, unless
-        # all that wait are (then the first starts here, taken back from that shim).
-        owners = {id(other.turn): other for other in self.runs.values() if other.turn}
-        turn = next(
-            (t for t in self._turns if (o := owners.get(id(t))) is None or o.queued is None),
-            self._turns[0],
-        )
-        self._turns.remove(turn)
+        turn = successor.turn if successor is not None else None
+        if turn is None or turn.done() or self._waiting.pop(turn, None) is None:
+            if not self._waiting:
+                self.rendering -= 1
+                return
+            # First come, first served; but one queued on another shim waits for it, unless
+            # all that wait are (then the first starts here, taken back from that shim).
+            first = self._first_unqueued()
+            turn = first.turn if first is not None else next(iter(self._waiting))
+            assert turn is not None
+            del self._waiting[turn]
         turn.set_result(None)
 
     @contextlib.asynccontextmanager

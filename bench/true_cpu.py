@@ -83,14 +83,19 @@ def wait_childless(pids: list[int], within: float = 30.0) -> None:
         time.sleep(0.2)  # between polls of a condition
 
 
-def measure(commands: int, runs: int) -> list[dict[str, Any]]:
+def measure(commands: int, runs: int, prefetch: int | None = None) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
     with (
         tempfile.TemporaryDirectory(prefix="true-cpu") as tmp,
         scale.BenchFarm(Path(tmp) / "d", "") as farm,
     ):
         farm.start()
-        agent = farm.local.start_agent(1, slots=2, name="bench-agent")
+        agent = farm.local.start_agent(
+            1,
+            slots=2,
+            name="bench-agent",
+            extra=() if prefetch is None else ("--prefetch", str(prefetch)),
+        )
         farm.local.wait_nodes_online([agent.name], timeout=60)
         with farm.client() as client:
             scale.run_true_job(client, 10, 60, "warm-up")  # starts the zygote
@@ -145,9 +150,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--commands", type=int, default=3000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--prefetch", type=int, help="the agent's --prefetch (default: as many as its slots)"
+    )
     parser.add_argument("--out", type=Path, default=HERE / "results" / "true_cpu.json")
     args = parser.parse_args()
-    records = measure(args.commands, args.runs)
+    records = measure(args.commands, args.runs, args.prefetch)
     keys = (
         "rate",
         "xargs_rate",

@@ -34,10 +34,16 @@ waits for a slot on that node.
 
 from __future__ import annotations
 
+import math
+
 from server.frame_states import PENDING, tally_of
 from server.model import Changes, Job, Kill, Node
 
 PREFETCH_BELOW = 5.0  # seconds: a render chunk's mean time, for its job's chunks to wait
+# A node holds one chunk of a job ahead of each slot; more only while one chunk is so
+# brief that it does not cover its report's round trip: about this much of the job's
+# work a slot (``depth``), up to the node's ``--prefetch``.
+AHEAD_SECONDS = 1.0
 
 # Taking back what waits for a job that comes first (``Scheduler.tick``): the jobs
 # at the head of the dispatch order looked at, how many of them take back, how
@@ -116,6 +122,32 @@ def takes_ahead(job: Job, kinds: ShortKinds | None = None) -> bool:
     if not tally.times:
         return kinds is not None and bool(kinds) and work_kind(job) in kinds
     return tally.time_sum < PREFETCH_BELOW * len(tally.times)
+
+
+def ahead_a_slot(job: Job) -> float:
+    """How many chunks of ``job`` a node may hold ahead of each of its slots: O(1).
+
+    One; as many as ``AHEAD_SECONDS`` of the job's work when its chunks are
+    briefer than that (their mean, or the last one done if it took longer: a
+    job whose frames turn heavy goes back to one at once). One chunk ahead
+    hides the round trip of a report through the leader for a chunk of a
+    second; for chunks of milliseconds (a script a frame) a slot ran dry
+    between two of them. More chunks of seconds would only hold a job's last
+    frames on one node while others idle.
+    """
+    tally = tally_of(job)
+    if not tally.times:
+        return 1.0
+    took = max(tally.time_sum / len(tally.times), tally.last_time or 0.0)
+    return math.inf if took <= 0 else max(1.0, AHEAD_SECONDS // took)
+
+
+def depth(node: Node, per_slot: float) -> int:
+    """Chunks ``node`` may hold ahead of its slots of a job of ``per_slot`` a slot
+    (``ahead_a_slot``): never more than its prefetch."""
+    if per_slot * node.slots >= node.prefetch:
+        return node.prefetch
+    return int(per_slot) * node.slots
 
 
 def withdraw_waiting(

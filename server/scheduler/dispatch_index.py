@@ -93,6 +93,7 @@ class DispatchIndex(SchedulerState):
         self._indexed = {}
         self._free = {}
         self._spare = {}
+        self._deep = set()
         self._ahead = []
         self._aheaded = {}
         self._shapes = {}
@@ -194,6 +195,10 @@ class DispatchIndex(SchedulerState):
             self._spare[name] = spare
         else:
             self._spare.pop(name, None)
+        if spare and node is not None and node.prefetch > node.slots:
+            self._deep.add(name)
+        else:
+            self._deep.discard(name)
         return free + spare > before
 
     def dispatch_index(self) -> list[tuple[int, float, str]]:

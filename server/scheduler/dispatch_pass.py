@@ -18,7 +18,7 @@ from server.frame_states import tally_of
 from server.frame_waits import PARK_BUDGET, blocker
 from server.job_progress import PENDING, gate_open, gates
 from server.model import NO_FRAMES, Assignment, Attempt, Changes, Chunk, Job
-from server.prefetch import AHEAD_LOOKED_AT, takes_ahead
+from server.prefetch import AHEAD_LOOKED_AT, ahead_a_slot, depth, takes_ahead
 from server.resources import Holding
 from server.scheduler.dispatch_index import DispatchIndex
 from server.scheduler.state import ASSIGN_BUDGET
@@ -148,7 +148,8 @@ class DispatchPass(DispatchIndex):
                 # would start as the failed one exits, before the leader could block
                 # the node (``block_after``) and take it back.
                 kept = {name: room.pop(name) for name in job.node_errors if name in room}
-                due, started = self._dispatch_job(job, room, changes, now)
+                per_slot = ahead_a_slot(job) if self._deep else math.inf
+                due, started = self._dispatch_job(job, room, changes, now, per_slot=per_slot)
                 wakeup = min(wakeup, due)
                 room.update(kept)
                 if started and not tally_of(job).times and job.id not in self._ahead_by_kind:
@@ -210,9 +211,18 @@ class DispatchPass(DispatchIndex):
         return wakeup
 
     def _dispatch_job(
-        self, job: Job, free: dict[str, int], changes: Changes, now: float, most: int = 0
+        self,
+        job: Job,
+        free: dict[str, int],
+        changes: Changes,
+        now: float,
+        most: int = 0,
+        per_slot: float = math.inf,
     ) -> tuple[float, int]:
         """Assign the job's waiting chunks, in chunk order, to ``free`` slots (``most``: at most).
+
+        ``per_slot``: in room ahead of the slots, how many of its chunks a node may
+        hold a slot (``server.prefetch.ahead_a_slot``).
 
         Returns when one of the chunks it could not start may become startable by
         the clock alone (a retry due, a node block over), or infinity; and how
@@ -273,7 +283,7 @@ class DispatchPass(DispatchIndex):
                 node: str | None = chunk.staged_on
             else:
                 if picker is None:
-                    picker = _NodePicker(free, self._fitter(job, now))
+                    picker = _NodePicker(free, self._fitter(job, now, per_slot))
                 node = picker.pick()
             if node is None:
                 aside.append(index)
@@ -295,9 +305,19 @@ class DispatchPass(DispatchIndex):
             refresh_job(job, changes, now)
         return wakeup, started
 
-    def _fitter(self, job: Job, now: float) -> Callable[[str], bool]:
+    def _fitter(self, job: Job, now: float, per_slot: float = math.inf) -> Callable[[str], bool]:
         tags = set(job.spec.tags)
-        return lambda name: self._fits(job, tags, name, now)
+        if per_slot == math.inf:
+            return lambda name: self._fits(job, tags, name, now)
+        nodes = self.nodes
+
+        def fits(name: str) -> bool:
+            # Checked as the node comes up to take a chunk: it holds more with each.
+            node = nodes[name]
+            room = len(node.running) < node.slots + depth(node, per_slot)
+            return room and self._fits(job, tags, name, now)
+
+        return fits
 
     def _assign(self, job: Job, chunk: Chunk, node: str, changes: Changes, now: float) -> None:
         self._assigns_left -= 1

@@ -49,6 +49,9 @@ class SchedulerState:
         # Room for chunks taken ahead of a free slot (``server.prefetch``), by node; and
         # the jobs of the dispatch index whose chunks may be taken ahead, in its order.
         self._spare: dict[str, int] = {}
+        # The nodes whose room ahead is deeper than a chunk a slot (``prefetch.depth``):
+        # with none, no job's room there needs a closer look.
+        self._deep: set[str] = set()
         # Chunks held ahead that were asked back for a job before theirs (asked once).
         self._asked_back: set[tuple[str, int, int]] = set()
         # When each job last took chunks back (job id -> time), for TAKE_BACK_EVERY.

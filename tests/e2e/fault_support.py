@@ -660,13 +660,15 @@ class FaultFarm:
         child.process.wait()
         return at
 
-    def restart_agent(self, name: str, slots: int = 1, wait: bool = True) -> Child:
+    def restart_agent(
+        self, name: str, slots: int = 1, wait: bool = True, extra: Sequence[str] = ()
+    ) -> Child:
         """Start the agent again with the same name, staging and ``--state`` (its outbox)."""
         old = self.agent(name)
         if old.alive():
             stop_processes([old.process], grace=5.0)
         self.local.agents.remove(old)
-        (child,) = self.start_agents(name, slots=slots, wait=wait)
+        (child,) = self.start_agents(name, slots=slots, wait=wait, extra=extra)
         return child
 
     def freeze(self, name: str) -> float:

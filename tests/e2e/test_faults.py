@@ -794,6 +794,39 @@ def test_an_agent_killed_with_a_chunk_waiting_for_its_slot_renders_each_frame_on
     assert detail["job"]["state"] == "done"
 
 
+def test_an_agent_killed_with_many_brief_chunks_waiting_renders_each_frame_once(
+    make_farm: FarmMaker,
+) -> None:
+    """With ``--prefetch 8`` a node holds more than a chunk a slot of a job of brief chunks
+    (``server.prefetch.depth``); killed with them waiting, none is rendered twice, and no
+    more renderers than slots ever run at once."""
+    farm = make_farm(NODE_TOML)
+    farm.start_leader()
+    deep = ("--prefetch", "8")
+    farm.start_agents("node1", slots=2, extra=deep)
+    frames = range(1, 81)
+    job = farm.submit(farm.tally_argv(0.0), "--name", "brief", "--frames", "1-80", "--chunk", "1")
+
+    def deep_queue() -> bool:
+        return farm.show(job)["job"]["stats"]["chunks_running"] > 2 + 2
+
+    wait_until(deep_queue, 60.0, "more than a chunk a slot held on node1")
+    farm.kill_agent("node1")
+    farm.restart_agent("node1", slots=2, extra=deep)
+    detail = farm.wait_job(job, "done", "failed", timeout=120.0)
+    assert_kept_promises(farm, farm.show_cli(job), frames)
+    assert detail["job"]["state"] == "done"
+    edges = sorted(
+        [(run.start, 1) for run in farm.tally.all_runs()]
+        + [(run.alive_until, -1) for run in farm.tally.all_runs()]
+    )
+    alive = most = 0
+    for _, step in edges:
+        alive += step
+        most = max(most, alive)
+    assert most <= 2, f"{most} renderers at once on a node of 2 slots"
+
+
 def test_a_chunk_waiting_on_a_frozen_node_never_starts_after_it_moved(
     make_farm: FarmMaker,
 ) -> None:

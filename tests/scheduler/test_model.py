@@ -63,7 +63,7 @@ Key = tuple[str, int, int]  # (job id, chunk index, attempt)
 ChunkKey = tuple[str, int]  # (job id, chunk index)
 
 NODES = {"n1": 1, "n2": 2, "n3": 1}
-PREFETCH = {"n2": 1}
+PREFETCH = {"n2": 1, "n3": 4}  # n3 holds more ahead than its slots: ``prefetch.depth``
 CONFIG = SchedulerConfig(
     node_timeout=15.0, retry_delay=1.0, retry_cap=4.0, block_after=2, block_for=20.0
 )

@@ -40,6 +40,46 @@ def test_a_node_holds_a_chunk_of_a_short_chunk_job_ahead_of_its_slot() -> None:
     assert farm.running()["n1"] == [(job_id, 2), (job_id, 3)]
 
 
+def brief_job(farm: Farm, took: float) -> str:
+    """A job of 100 chunks whose first took ``took`` s, on n1 (2 slots)."""
+    job_id = farm.submit(frames="1-100", chunk=1)
+    farm.dispatch()
+    assert farm.running()["n1"] == [(job_id, 0), (job_id, 1)], "nothing ahead before a time"
+    farm.finish(job_id, 0, took=took)
+    farm.dispatch()
+    return job_id
+
+
+@pytest.mark.parametrize(
+    ("took", "ahead"),
+    [(0.001, 8), (0.2, 8), (0.4, 4), (0.9, 2), (2.0, 2), (PREFETCH_BELOW - 0.1, 2)],
+)
+def test_a_node_holds_about_a_second_of_a_jobs_work_a_slot_ahead(took: float, ahead: int) -> None:
+    """One chunk ahead of a slot hides a report's round trip for chunks of a second; for
+    chunks of milliseconds a slot ran dry between two of them (a node of 2 slots ran
+    /bin/true at 600 a second with 2 ahead, 790 with 32). More than a second of a job's
+    work a slot would hold its last frames on one node while others idle."""
+    farm = Farm()
+    farm.node("n1", slots=2, prefetch=8)
+    job_id = brief_job(farm, took)
+    held = farm.running()["n1"]
+    assert len(held) == 2 + ahead, f"chunks of {took} s: {len(held) - 2} ahead of 2 slots"
+    assert held == [(job_id, index) for index in range(1, 3 + ahead)]
+
+
+def test_a_job_whose_chunk_turns_heavy_takes_no_more_than_a_chunk_a_slot_ahead() -> None:
+    farm = Farm()
+    farm.node("n1", slots=2, prefetch=8)
+    job_id = brief_job(farm, 0.01)
+    assert len(farm.running()["n1"]) == 10
+    for index in range(1, 8):  # seven end, the last one slowly: 3 chunks on the node
+        farm.finish(job_id, index, took=3.0 if index == 7 else 0.01)
+    farm.dispatch()
+    assert farm.running()["n1"] == [(job_id, index) for index in range(8, 12)], (
+        "2 rendering, one ahead of each slot"
+    )
+
+
 def test_chunks_of_long_chunk_jobs_never_wait_on_a_busy_node() -> None:
     """A chunk waiting behind a long render would hold up its job while others idle."""
     farm = Farm()

@@ -85,12 +85,13 @@ def work_kind(job: Job) -> Kind:
 
 
 class ShortKinds:
-    """The kinds of work (``work_kind``) whose chunks were short when last seen."""
+    """The kinds of work (``work_kind``) whose chunks were short when last seen, and how
+    many of their chunks a node may hold ahead of a slot (``ahead_a_slot``)."""
 
     __slots__ = ("_kinds",)
 
     def __init__(self) -> None:
-        self._kinds: dict[Kind, None] = {}  # in the order learnt: the oldest goes first
+        self._kinds: dict[Kind, float] = {}  # in the order learnt: the oldest goes first
 
     def __contains__(self, kind: object) -> bool:
         return kind in self._kinds
@@ -98,11 +99,16 @@ class ShortKinds:
     def __bool__(self) -> bool:
         return bool(self._kinds)
 
-    def learn(self, kind: Kind, short: bool) -> None:
-        """A job of ``kind`` was judged short or long: so is the kind, from now on. O(1)."""
+    def per_slot(self, kind: Kind) -> float:
+        """Chunks of ``kind`` ahead of a slot, as its last job judged had them (1: not known)."""
+        return self._kinds.get(kind, 1.0)
+
+    def learn(self, kind: Kind, short: bool, per_slot: float = 1.0) -> None:
+        """A job of ``kind`` was judged short or long: so is the kind, from now on; and a
+        short one's chunks as brief as that job's (``per_slot``). O(1)."""
         self._kinds.pop(kind, None)
         if short:
-            self._kinds[kind] = None
+            self._kinds[kind] = per_slot
             if len(self._kinds) > KINDS_KEPT:
                 del self._kinds[next(iter(self._kinds))]
 
@@ -124,12 +130,15 @@ def takes_ahead(job: Job, kinds: ShortKinds | None = None) -> bool:
     return tally.time_sum < PREFETCH_BELOW * len(tally.times)
 
 
-def ahead_a_slot(job: Job) -> float:
+def ahead_a_slot(job: Job, kinds: ShortKinds | None = None) -> float:
     """How many chunks of ``job`` a node may hold ahead of each of its slots: O(1).
 
     One; as many as ``AHEAD_SECONDS`` of the job's work when its chunks are
     briefer than that (their mean, or the last one done if it took longer: a
-    job whose frames turn heavy goes back to one at once). One chunk ahead
+    job whose frames turn heavy goes back to one at once). Before one of its
+    chunks is done, as its kind of work's last job judged (``kinds``): a queue
+    of many small jobs of brief chunks fills a deep node as one job does,
+    where each new job found every such node already full. One chunk ahead
     hides the round trip of a report through the leader for a chunk of a
     second; for chunks of milliseconds (a script a frame) a slot ran dry
     between two of them. More chunks of seconds would only hold a job's last
@@ -137,7 +146,7 @@ def ahead_a_slot(job: Job) -> float:
     """
     tally = tally_of(job)
     if not tally.times:
-        return 1.0
+        return 1.0 if kinds is None else kinds.per_slot(work_kind(job))
     took = max(tally.time_sum / len(tally.times), tally.last_time or 0.0)
     return math.inf if took <= 0 else max(1.0, AHEAD_SECONDS // took)
 

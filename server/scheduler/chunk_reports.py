@@ -12,7 +12,13 @@ from farmtui.protocol import ChunkFinished
 from server import outcomes
 from server.frame_states import tally_of, tracking
 from server.model import Changes, Discard, Job, Notification
-from server.prefetch import PREFETCH_BELOW, takes_ahead, withdraw_waiting, work_kind
+from server.prefetch import (
+    PREFETCH_BELOW,
+    ahead_a_slot,
+    takes_ahead,
+    withdraw_waiting,
+    work_kind,
+)
 from server.scheduler.dispatch_index import DispatchIndex, _noting
 from server.transitions import refresh_job, settle_stopped
 
@@ -99,7 +105,7 @@ class ChunkReports(DispatchIndex):
         self._ahead_by_kind.discard(job.id)
         self._first_started.pop(job.id, None)
         if still != short or by_kind or len(tally_of(job).times) == 1:
-            self._short_kinds.learn(work_kind(job), still)
+            self._short_kinds.learn(work_kind(job), still, ahead_a_slot(job))
         if not still and (short or by_kind):
             why = f"not started: its chunks now take {PREFETCH_BELOW:g} s or more"
             withdraw_waiting(job, self.nodes, changes, why)

@@ -148,7 +148,7 @@ class DispatchPass(DispatchIndex):
                 # would start as the failed one exits, before the leader could block
                 # the node (``block_after``) and take it back.
                 kept = {name: room.pop(name) for name in job.node_errors if name in room}
-                per_slot = ahead_a_slot(job) if self._deep else math.inf
+                per_slot = ahead_a_slot(job, kinds) if self._deep else math.inf
                 due, started = self._dispatch_job(job, room, changes, now, per_slot=per_slot)
                 wakeup = min(wakeup, due)
                 room.update(kept)

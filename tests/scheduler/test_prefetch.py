@@ -80,6 +80,23 @@ def test_a_job_whose_chunk_turns_heavy_takes_no_more_than_a_chunk_a_slot_ahead()
     )
 
 
+def test_a_new_job_of_a_brief_kind_of_work_fills_a_deep_node_before_its_own_chunk_ends() -> None:
+    """A queue of small jobs of one kind of brief chunks: each new job's chunks are all
+    given out before one of them ends, so it goes by its kind's last job."""
+    farm = Farm()
+    farm.node("n1", slots=2, prefetch=8)
+    first = farm.submit(frames="1-3", chunk=1)
+    farm.dispatch()
+    for index in range(3):
+        farm.finish(first, index, took=0.01)
+        farm.dispatch()
+    second = farm.submit(frames="1-100", chunk=1)  # the same command: the same kind
+    farm.dispatch()
+    assert farm.running()["n1"] == [(second, index) for index in range(10)], (
+        "2 rendering and 8 ahead, as the first job's chunks of 10 ms had"
+    )
+
+
 def test_chunks_of_long_chunk_jobs_never_wait_on_a_busy_node() -> None:
     """A chunk waiting behind a long render would hold up its job while others idle."""
     farm = Farm()

@@ -154,9 +154,7 @@ def ahead_a_slot(job: Job, kinds: ShortKinds | None = None) -> float:
 def depth(node: Node, per_slot: float) -> int:
     """Chunks ``node`` may hold ahead of its slots of a job of ``per_slot`` a slot
     (``ahead_a_slot``): never more than its prefetch."""
-    if per_slot * node.slots >= node.prefetch:
-        return node.prefetch
-    return int(per_slot) * node.slots
+    return min(node.prefetch, node.slots * int(min(per_slot, node.prefetch)))
 
 
 def withdraw_waiting(

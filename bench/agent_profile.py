@@ -67,14 +67,19 @@ def part_of(frames: list[str]) -> str:
     return "the rest (the loop's own work, tasks, concluding)"
 
 
-def sample(chunks: int, seconds: float, out: Path) -> int:
+def sample(chunks: int, seconds: float, out: Path, prefetch: int | None = None) -> int:
     """Run the farm, sample its agent into ``out``; the chunks done when sampling ended."""
     with (
         tempfile.TemporaryDirectory(prefix="agent-profile-") as tmp,
         scale.BenchFarm(Path(tmp) / "d", "") as farm,
     ):
         farm.start()
-        agent = farm.local.start_agent(1, slots=2, name="bench-agent")
+        agent = farm.local.start_agent(
+            1,
+            slots=2,
+            name="bench-agent",
+            extra=() if prefetch is None else ("--prefetch", str(prefetch)),
+        )
         farm.local.wait_nodes_online([agent.name], timeout=60)
         with farm.client() as client:
             scale.run_true_job(client, 10, 60, "warm-up")
@@ -141,11 +146,14 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=12000)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--top", type=int, default=40)
+    parser.add_argument(
+        "--prefetch", type=int, help="the agent's --prefetch (default: as many as its slots)"
+    )
     parser.add_argument("--out", default=str(HERE / "results" / "agent_profile.txt"))
     args = parser.parse_args()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    done = sample(args.chunks, args.seconds, out)
+    done = sample(args.chunks, args.seconds, out, args.prefetch)
     total, inclusive, own, parts = shares(out)
     print(f"{done} chunks done; {total} samples of the agent's main thread")
     print("by part, each sample counted once:")

@@ -42,7 +42,7 @@ from farmtui.protocol import (
     ChunkFinished,
     GpuInfo,
 )
-from farmtui.protocol.limits import NODE_NAME_PATTERN
+from farmtui.protocol.limits import NODE_NAME_PATTERN, PREFETCH_PER_SLOT, default_prefetch
 
 log = logging.getLogger("farmtui.agent")
 
@@ -163,13 +163,14 @@ class Agent:
         render_user: str | None = None,
     ) -> None:
         """``gpus``: the node's GPUs as given by hand; None finds them with nvidia-smi.
-        ``prefetch``: chunks held ahead of a free slot (``server.prefetch``); None: ``slots``.
+        ``prefetch``: chunks held ahead of a free slot (``server.prefetch``); None:
+        ``default_prefetch(slots)``.
         ``render_user``: the user renderers run as (``agent.render_user``); None: ours."""
         if not 1 <= slots <= MAX_SLOTS:
             raise AgentError(f"slots must be 1 to {MAX_SLOTS}, not {slots}")
         if tags and len(tags) > MAX_TAGS:
             raise AgentError(f"a node has at most {MAX_TAGS} tags, not {len(tags)}")
-        ahead = min(slots, MAX_PREFETCH) if prefetch is None else prefetch
+        ahead = default_prefetch(slots) if prefetch is None else prefetch
         if not 0 <= ahead <= MAX_PREFETCH:
             raise AgentError(f"prefetch must be 0 to {MAX_PREFETCH}, not {prefetch}")
         trust = _trust(ca)
@@ -443,7 +444,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tags", default="", help="comma list")
     parser.add_argument("--gpus", help="0,1 or 0:24G,1:24G; none: no GPU (default: nvidia-smi)")
     parser.add_argument("--gpu-only", action="store_true", help="only jobs that ask for GPUs")
-    parser.add_argument("--prefetch", type=int, help="chunks held ahead of a free slot")
+    parser.add_argument(
+        "--prefetch",
+        type=int,
+        help=f"chunks held ahead of a free slot (default {PREFETCH_PER_SLOT} a slot,"
+        f" at most {MAX_PREFETCH})",
+    )
     parser.add_argument("--render-user", help="run renderers as this user (the agent as root)")
     args = parser.parse_args(argv)
     tags = [t for t in args.tags.split(",") if t]

@@ -146,9 +146,7 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=12000)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--top", type=int, default=40)
-    parser.add_argument(
-        "--prefetch", type=int, help="the agent's --prefetch (default: as many as its slots)"
-    )
+    parser.add_argument("--prefetch", type=int, help="the agent's --prefetch (default: its own)")
     parser.add_argument("--out", default=str(HERE / "results" / "agent_profile.txt"))
     args = parser.parse_args()
     out = Path(args.out)

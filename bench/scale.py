@@ -1360,7 +1360,7 @@ def main() -> int:
     parser.add_argument(
         "--prefetch",
         type=int,
-        help="chunks each simulated agent takes ahead (default: as many as its slots)",
+        help="chunks each simulated agent takes ahead (default: the real agent's)",
     )
     parser.add_argument(
         "--sync-root-in",

@@ -150,9 +150,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--commands", type=int, default=3000)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument(
-        "--prefetch", type=int, help="the agent's --prefetch (default: as many as its slots)"
-    )
+    parser.add_argument("--prefetch", type=int, help="the agent's --prefetch (default: its own)")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "true_cpu.json")
     args = parser.parse_args()
     records = measure(args.commands, args.runs, args.prefetch)

@@ -54,7 +54,7 @@ class AgentService:
     # ``--gpus`` as given (None: the agent asks nvidia-smi), and ``--gpu-only``.
     gpus: str | None = None
     gpu_only: bool = False
-    # ``--prefetch`` as given (None: the agent's default, as many as its slots).
+    # ``--prefetch`` as given (None: the agent's default).
     prefetch: int | None = None
     # The private CA the agent trusts for an https leader (``--ca``).
     ca: Path | None = None

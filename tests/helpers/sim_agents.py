@@ -7,7 +7,7 @@ numbered heartbeats at the leader's ``heartbeat_interval`` answered by
 ``AssignChunk`` it sends ``ChunkStarted`` then ``ChunkFinished(outcome="done")``
 at once (or after ``render_seconds``), so the leader's cost per event is all
 that limits the rate. As the real agent, it says it takes ``prefetch`` chunks
-ahead of its slots (by default as many as its slots): one given while every
+ahead of its slots (by default as many as the real agent's): one given while every
 slot renders waits, and starts as a slot frees; a ``KillChunk`` with
 ``waiting_only`` takes back only a chunk that waits. Reports stay in a
 per-agent outbox until acknowledged; a dropped link is reconnected and the
@@ -78,6 +78,7 @@ from farmtui.protocol import (
     leader_to_agent,
     leader_to_agent_batch,
 )
+from farmtui.protocol.limits import default_prefetch
 
 ChunkKey = tuple[str, int]
 AttemptKey = tuple[str, int, int]
@@ -638,7 +639,7 @@ class Swarm:
                 f"{prefix}-{index:04d}",
                 slots,
                 render_seconds,
-                slots if prefetch is None else prefetch,  # the real agent's default
+                default_prefetch(slots) if prefetch is None else prefetch,
             )
             for index in range(1, agents + 1)
         ]
@@ -765,7 +766,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--gpus", type=int, default=0, help="GPUs each agent says it has")
     parser.add_argument(
-        "--prefetch", type=int, help="chunks taken ahead of the slots (default: as many as slots)"
+        "--prefetch", type=int, help="chunks taken ahead of the slots (default: the agent's)"
     )
     parser.add_argument("--out", help="write the report (JSON) here instead of stdout")
     args = parser.parse_args(argv)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 
+from farmtui.protocol.limits import default_prefetch
 from server.config import LeaderConfig
 from tests.helpers.leader import InProcessLeader
 from tests.helpers.sim_agents import Swarm
@@ -103,7 +104,7 @@ async def test_simulated_agents_take_chunks_ahead_as_the_real_agent_does(
     job_id = await submit(leader, "1-8")
     async with Swarm(leader.url, leader.agent_token, 1, 1, render_seconds=0.1) as swarm:
         agent = swarm.agents[0]
-        assert agent.prefetch == 1  # as many as its slots, the real agent's default
+        assert agent.prefetch == default_prefetch(1)  # the real agent's default
         assert await swarm.wait_completions(8, within=20)
     report = swarm.report()
     assert agent.waited >= 1  # the leader gave a chunk while the slot was busy

@@ -42,7 +42,7 @@ from farmtui.protocol import (
     ChunkFinished,
     GpuInfo,
 )
-from farmtui.protocol.limits import NODE_NAME_PATTERN, PREFETCH_PER_SLOT, default_prefetch
+from farmtui.protocol.limits import NODE_NAME_PATTERN, default_prefetch
 
 log = logging.getLogger("farmtui.agent")
 
@@ -447,8 +447,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--prefetch",
         type=int,
-        help=f"chunks held ahead of a free slot (default {PREFETCH_PER_SLOT} a slot,"
-        f" at most {MAX_PREFETCH})",
+        help=f"chunks held ahead of a free slot (default one a slot, at most {MAX_PREFETCH})",
     )
     parser.add_argument("--render-user", help="run renderers as this user (the agent as root)")
     args = parser.parse_args(argv)

@@ -73,16 +73,17 @@ MAX_GPUS = 64
 MAX_SLOTS = 256
 SlotCount = Annotated[int, msgspec.Meta(ge=0, le=MAX_SLOTS)]
 MAX_PREFETCH = 64
-# An agent's --prefetch unless given: this many a slot, at most MAX_PREFETCH. Only a
-# job of chunks briefer than a second fills more than one a slot (the leader's
-# ``server.prefetch.ahead_a_slot``): a node of two slots ran 2,000 × /bin/true at about
-# 600 a second with one ahead a slot, 680-790 with 32 in all.
-PREFETCH_PER_SLOT = 16
 
 
 def default_prefetch(slots: int) -> int:
-    """An agent's ``--prefetch`` when none is given."""
-    return min(PREFETCH_PER_SLOT * slots, MAX_PREFETCH)
+    """An agent's ``--prefetch`` when none is given: one chunk a slot.
+
+    Deeper helps a node of chunks of milliseconds (2 slots ran 2,000 × /bin/true at
+    about 600 a second with 2 ahead, 680-790 with 32; the leader fills past one a
+    slot only for chunks under a second, ``server.prefetch.ahead_a_slot``), but 300
+    agents holding 64 each made the leader's loop lag past 50 ms (bench/README.md).
+    """
+    return min(slots, MAX_PREFETCH)
 
 
 # GPUs a node may list, numbered 0 .. MAX_NODE_GPUS - 1.

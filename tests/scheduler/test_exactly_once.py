@@ -341,13 +341,7 @@ def test_kept_output_nobody_waits_for_is_discarded_when_its_node_says_hello() ->
 def test_a_copy_of_kept_output_taken_away_leaves_the_output_kept() -> None:
     """The copy's AssignChunk was lost with the link: the hello preempted the copy and,
     the chunk no longer naming the holder, had the holder delete the output."""
-    farm = Farm(SchedulerConfig(node_timeout=10.0))
-    job = farm.submit("j", frames="1", retries=0)
-    farm.node("n1")
-    _failed_copy(farm, job)
-    farm.scheduler.job_action([job], "retry-sync", "bob", farm.now)
-    [copy] = farm.dispatch().assignments
-    assert (copy.node, copy.message.sync_from, copy.message.attempt) == ("n1", 1, 2)
+    farm, job = _retry_syncing()
     farm.scheduler.node_disconnected("n1", farm.now)
     kept = [ChunkRef(job_id=job, chunk=0, attempt=1)]
     changes, _ = farm.scheduler.node_connected(AgentHello(name="n1", slots=1, kept=kept), farm.now)
@@ -369,9 +363,9 @@ def test_a_copy_of_kept_output_taken_away_leaves_the_output_kept() -> None:
     assert (render.node, render.message.sync_from, render.message.attempt) == ("n1", 0, 5)
 
 
-def _lost_while_copying(frames: str = "1") -> tuple[Farm, str]:
-    """A farm whose node n1 was lost (past node_timeout) during a retry sync's copy
-    (attempt 2 of chunk 0, copying what attempt 1 kept): the chunk is preempted."""
+def _retry_syncing(frames: str = "1") -> tuple[Farm, str]:
+    """A farm whose node n1 was given a retry sync's copy: attempt 2 of chunk 0, copying
+    what attempt 1 kept when its copy into the sync root failed."""
     farm = Farm(SchedulerConfig(node_timeout=10.0))
     job = farm.submit("j", frames=frames, retries=0)
     farm.node("n1")
@@ -379,6 +373,13 @@ def _lost_while_copying(frames: str = "1") -> tuple[Farm, str]:
     farm.scheduler.job_action([job], "retry-sync", "bob", farm.now)
     [copy] = farm.dispatch().assignments
     assert (copy.node, copy.message.sync_from, copy.message.attempt) == ("n1", 1, 2)
+    return farm, job
+
+
+def _lost_while_copying(frames: str = "1") -> tuple[Farm, str]:
+    """A farm whose node n1 was lost (past node_timeout) during a retry sync's copy
+    (``_retry_syncing``): the chunk is preempted."""
+    farm, job = _retry_syncing(frames)
     farm.scheduler.node_disconnected("n1", farm.now)
     farm.scheduler.node_lost("n1", farm.now + 11.0)
     assert farm.chunk_states(job)[0] == "preempted"

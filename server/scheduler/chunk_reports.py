@@ -15,6 +15,8 @@ from server.model import Changes, Discard, Job, Notification
 from server.prefetch import (
     PREFETCH_BELOW,
     ahead_a_slot,
+    depth,
+    take_back,
     takes_ahead,
     withdraw_waiting,
     work_kind,
@@ -224,5 +226,32 @@ class ChunkReports(DispatchIndex):
                 )
         if len(tally_of(job).times) > timed:  # a render time more: judged by its own chunks
             self._judged(job, short and timed > 0, changes)
+            if short and timed > 0:
+                self._hold_fewer(job, node, changes)
         refresh_job(job, changes, now)
         return changes
+
+    def _hold_fewer(self, job: Job, name: str, changes: Changes) -> None:
+        """A chunk of a job that takes chunks ahead ended on ``name``: if its chunks now take
+        longer, so that the node holds more of them than it would be given now (``depth``),
+        the last given of those beyond go back (taken back only if not started).
+
+        Without this, a job of brief chunks whose frames turned heavier (still under
+        ``PREFETCH_BELOW``) kept every chunk a deep node held, one after another on that
+        node while others idled at the job's end. Each node is trimmed as its own next
+        chunk of the job ends. O(1) unless the node holds more than it would be given, then
+        O(what it holds).
+        """
+        node = self.nodes.get(name)
+        if node is None or not node.prefetch:
+            return
+        allowed = node.slots + depth(node, ahead_a_slot(job))
+        if len(node.running) <= allowed:
+            return
+        held = sorted(ref for ref in node.running if ref[0] == job.id)
+        asked = self._asked_back
+        why = f"not started: its chunks take longer now; {name} holds fewer of them ahead"
+        for ref in held[allowed:]:  # the last given: the last in line there
+            if ref not in asked:
+                asked.add(ref)
+                take_back(name, ref, why, changes)

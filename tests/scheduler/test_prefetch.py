@@ -548,3 +548,19 @@ def test_a_queue_of_one_kind_behind_a_job_that_cannot_start_still_takes_chunks_a
     farm.finish(first, 0, took=0.2)  # the kind is short
     farm.dispatch()
     assert farm.running()["n1"] == [(queued, 0), (queued, 1)]
+
+
+def test_a_deep_node_gives_back_what_it_holds_beyond_a_jobs_new_depth() -> None:
+    """A job of brief chunks fills a deep node; its frames turn heavier (still short):
+    the chunks that node holds beyond what it would be given now go back, the last given
+    first. Before, they all rendered one after another there while other nodes idled."""
+    farm = Farm()
+    farm.node("n1", slots=2, prefetch=8)
+    job_id = brief_job(farm, 0.01)
+    assert len(farm.running()["n1"]) == 10, "2 rendering, 8 ahead"
+    changes = farm.finish(job_id, 1, took=3.0)  # the mean is still under the bar
+    assert _taken_back(changes) == [("n1", job_id, index) for index in range(6, 11)], (
+        "of the 9 still held, 2 render and 2 wait ahead (one a slot): the last 5 given go back"
+    )
+    # Asked once: the next report from that node asks nothing again.
+    assert _taken_back(farm.finish(job_id, 2, took=3.0)) == []

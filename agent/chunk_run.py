@@ -55,7 +55,6 @@ from agent.staging import (
     plan_files,
 )
 from agent.zygote_client import ForkedProcess
-from farmtui.config import TOKEN_VARIABLE
 from farmtui.protocol import (
     AssignChunk,
     ChunkOutput,
@@ -463,9 +462,7 @@ class ChunkRun(ChunkDelivery):
 
     def _environment(self) -> dict[str, str]:
         a = self.assign
-        # Never the agent's token: a renderer that prints its environment (a common way to
-        # debug a job) wrote it into a chunk log every viewer of the farm can read.
-        env = {k: v for k, v in os.environ.items() if k != TOKEN_VARIABLE}
+        env = dict(self.sup.environ)
         env.update(a.env)
         env[MARKER_VARIABLE] = self.marker
         if a.gpus is not None:

@@ -60,6 +60,7 @@ from agent.render_user import RenderUser
 from agent.spare_folders import SpareFolders
 from agent.staging import Delivery, remove_partial_folder
 from agent.zygote_client import Zygote
+from farmtui.config import TOKEN_VARIABLE
 from farmtui.protocol import AgentToLeader, AssignChunk, ChunkRef, ChunkTimeouts
 
 log = logging.getLogger("farmtui.agent.supervisor")
@@ -126,6 +127,11 @@ class Supervisor:
         # Copies into the sync root whose temporary files may exist (``agent.copy_records``).
         self.copy_records = CopyRecords(self.staging_root)
         self.render_user = render_user
+        # What every renderer's environment starts from, read once: a copy of
+        # ``os.environ`` (each value decoded anew) for each chunk was a few % of a short
+        # chunk's cost. Never the agent's token: a renderer that prints its environment (a
+        # common way to debug a job) wrote it into a chunk log every viewer can read.
+        self.environ = {k: v for k, v in os.environ.items() if k != TOKEN_VARIABLE}
         # Attempts that rendered with staging off when the agent died (``recover``).
         self._cut_short: list[AssignChunk] = []
         # A spare folder would be one the render user may write in while it waits.

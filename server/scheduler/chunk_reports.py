@@ -226,7 +226,7 @@ class ChunkReports(DispatchIndex):
                 )
         if len(tally_of(job).times) > timed:  # a render time more: judged by its own chunks
             self._judged(job, short and timed > 0, changes)
-            if short and timed > 0:
+            if short and takes_ahead(job):  # (turned long, all that waited went back)
                 self._hold_fewer(job, node, changes)
         refresh_job(job, changes, now)
         return changes

@@ -564,3 +564,20 @@ def test_a_deep_node_gives_back_what_it_holds_beyond_a_jobs_new_depth() -> None:
     )
     # Asked once: the next report from that node asks nothing again.
     assert _taken_back(farm.finish(job_id, 2, took=3.0)) == []
+
+
+def test_a_new_job_of_a_brief_kind_gives_back_what_it_holds_beyond_its_own_first_chunk() -> None:
+    """Filled as its kind's last job had it (chunks of 10 ms), a job whose own first chunk
+    takes 3 s keeps one chunk ahead of each slot on that node."""
+    farm = Farm()
+    farm.node("n1", slots=2, prefetch=8)
+    first = farm.submit(frames="1-3", chunk=1)
+    farm.dispatch()
+    for index in range(3):
+        farm.finish(first, index, took=0.01)
+        farm.dispatch()
+    second = farm.submit(frames="1-100", chunk=1)
+    farm.dispatch()
+    assert len(farm.running()["n1"]) == 10
+    changes = farm.finish(second, 0, took=3.0)
+    assert _taken_back(changes) == [("n1", second, index) for index in range(5, 10)]

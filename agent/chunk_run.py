@@ -30,7 +30,7 @@ import shutil
 import time
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -657,15 +657,14 @@ class ChunkRun(ChunkDelivery):
 
     async def _supervise(self, shim: Shim, started: float) -> None:
         reader = asyncio.create_task(self._read(shim.output))
-        waiter = asyncio.create_task(shim.wait())
+        ended = shim.ended  # (not a task of ``wait``: one task less a chunk)
         waker = asyncio.create_task(self.wake.wait())
         shim.renew(self.sup.lease_until)  # a renewal may have come while it started
         killing = False
         try:
-            while not waiter.done():
-                await asyncio.wait(
-                    {waiter, waker}, timeout=self.sup.tick, return_when="FIRST_COMPLETED"
-                )
+            while not ended.done():
+                either: set[asyncio.Future[Any]] = {ended, waker}
+                await asyncio.wait(either, timeout=self.sup.tick, return_when="FIRST_COMPLETED")
                 if waker.done():
                     self.wake.clear()
                     waker = asyncio.create_task(self.wake.wait())
@@ -675,7 +674,7 @@ class ChunkRun(ChunkDelivery):
                     killing = True
                     shim.kill(self.sup.kill_grace, self.stop.reason)
                 self._housekeeping()
-            result = waiter.result()
+            result = await shim.wait()  # at once: its status is all read
             if result.cause == "exit" and (
                 not killing or self._ended_before_the_agent_stop(result)
             ):
@@ -703,7 +702,7 @@ class ChunkRun(ChunkDelivery):
             waker.cancel()
             if not reader.done():
                 reader.cancel()
-            if not waiter.done():  # cancelled (agent stopping): the shim kills the tree
+            if not ended.done():  # cancelled (agent stopping): the shim kills the tree
                 shim.kill(self.sup.kill_grace, AGENT_STOPPED)
         self._flush_output()
         self._scan_files(force=True)

@@ -274,7 +274,8 @@ class Shim:
         could not enter ``cwd``.
         """
         try:
-            await asyncio.wait_for(asyncio.shield(self._started), START_TIMEOUT)
+            if not self._started.done():
+                await asyncio.wait_for(asyncio.shield(self._started), START_TIMEOUT)
         except TimeoutError:
             # Closed first: a frozen shim that wakes up finds no agent and starts nothing.
             self._give_up()
@@ -356,6 +357,11 @@ class Shim:
         """Kill the tree: SIGTERM, then SIGKILL what is alive ``grace`` seconds later."""
         words = " ".join(reason.split())
         self._send(f"kill {_check_grace(grace)!r} {words}".rstrip())
+
+    @property
+    def ended(self) -> asyncio.Future[None]:
+        """Done once the shim said all it will about this chunk: ``wait`` returns at once."""
+        return self._status
 
     async def wait(self) -> ShimResult:
         """The end of the tree, as the shim confirmed it (or ``shim_died``)."""

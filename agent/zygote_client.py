@@ -115,6 +115,8 @@ class ForkedProcess:
 
     async def reaped(self, within: float) -> int | None:
         """The exit status once known, None after ``within`` seconds or when it never will be."""
+        if self._ended.done():  # mostly, by the time it is asked: no timer, no turn of the loop
+            return self._ended.result()
         with contextlib.suppress(TimeoutError):
             return await asyncio.wait_for(asyncio.shield(self._ended), within)
         return None

@@ -34,6 +34,7 @@ import msgspec
 
 from agent import shim as shim_program
 from agent import zygote as zygote_program
+from agent.pipe_ends import PipeReader, PipeWriter
 
 log = logging.getLogger("farmtui.agent.zygote")
 
@@ -49,6 +50,8 @@ FORK_TIMEOUT = 10.0
 # likely over, and an idle shim is a process on the node for nothing.
 MAX_IDLE = 64
 IDLE_FOR = 5.0
+# A stream's buffer limit, as asyncio's subprocess pipes have it.
+STREAM_LIMIT = 2**16
 
 
 class _Reply(msgspec.Struct, tag_field="event", kw_only=True):
@@ -87,10 +90,10 @@ class ForkedProcess:
 
     def __init__(
         self,
-        stdin: asyncio.StreamWriter,
+        stdin: PipeWriter,
         stdout: asyncio.StreamReader,
         stderr: asyncio.StreamReader,
-        readers: list[asyncio.BaseTransport],
+        readers: list[PipeReader],
     ) -> None:
         self.pid = 0
         self.stdin = stdin
@@ -521,20 +524,17 @@ class Zygote:
         return True
 
     async def _pipes(self) -> tuple[ForkedProcess, list[int]]:
-        """A process with the agent's ends of three new pipes; the shim's ends, to send."""
-        loop = asyncio.get_running_loop()
+        """A process with the agent's ends of three new pipes; the shim's ends, to send.
+
+        (A coroutine all the same: its callers' ``await`` is where another task may run.)
+        """
         control_read, control_write = os.pipe()
         output_read, output_write = os.pipe()
         status_read, status_write = os.pipe()
-        output, output_transport = await _read_pipe(output_read)
-        status, status_transport = await _read_pipe(status_read)
-        # A pipe's descriptor wrapped, not a file opened: nothing blocks. The transport closes it.
-        control = open(control_write, "wb", buffering=0)  # noqa: SIM115, ASYNC230
-        transport, protocol = await loop.connect_write_pipe(
-            asyncio.streams.FlowControlMixin, control
-        )
-        stdin = asyncio.StreamWriter(transport, protocol, None, loop)
-        process = ForkedProcess(stdin, output, status, [output_transport, status_transport])
+        output = asyncio.StreamReader(limit=STREAM_LIMIT)
+        status = asyncio.StreamReader(limit=STREAM_LIMIT)
+        readers = [PipeReader(output_read, output), PipeReader(status_read, status)]
+        process = ForkedProcess(PipeWriter(control_write), output, status, readers)
         return process, [control_read, output_write, status_write]
 
     async def _nothing_started(self, process: ForkedProcess) -> bool:
@@ -622,7 +622,7 @@ class Zygote:
 
 async def _read_pipe(fd: int) -> tuple[asyncio.StreamReader, asyncio.BaseTransport]:
     """A stream reading the pipe ``fd`` (its transport closes it at end of file)."""
-    stream = asyncio.StreamReader(limit=2**16)  # asyncio's subprocess pipes have the same
+    stream = asyncio.StreamReader(limit=STREAM_LIMIT)
     pipe = open(fd, "rb", buffering=0)  # noqa: SIM115, ASYNC230  # wraps the descriptor
     transport, _ = await asyncio.get_running_loop().connect_read_pipe(
         lambda: asyncio.StreamReaderProtocol(stream), pipe

@@ -58,6 +58,13 @@ ASKED_BACK_KEPT = 4096
 STARTABLE = PENDING - {"waiting-retry"}
 
 
+# A node gives back what it holds of a job beyond the job's depth now (its chunks took
+# longer: ``ChunkReports._hold_fewer``) only when that is at least this much of the job's
+# work a slot (seconds), and at most once in TAKE_BACK_EVERY a job and node. The times of
+# brief chunks wobble by a factor of two (a Python start-up, a busy machine): given back at
+# once, they came back with the next pass, up to six times a chunk (break round 32a).
+HOLD_FEWER_WORTH = 2.0
+
 # Kinds of work remembered as short (``ShortKinds``): the least recent goes beyond this.
 KINDS_KEPT = 1024
 # The jobs of the dispatch order one pass looks at for room ahead of a slot, at most.
@@ -144,11 +151,19 @@ def ahead_a_slot(job: Job, kinds: ShortKinds | None = None) -> float:
     between two of them. More chunks of seconds would only hold a job's last
     frames on one node while others idle.
     """
+    took = chunk_time(job)
+    if took is None:
+        return 1.0 if kinds is None else kinds.per_slot(work_kind(job))
+    return math.inf if took <= 0 else max(1.0, AHEAD_SECONDS // took)
+
+
+def chunk_time(job: Job) -> float | None:
+    """What a chunk of ``job`` takes, as what it holds ahead goes by: its chunks' mean
+    time, or the last one's if that took longer (None: none done yet). O(1)."""
     tally = tally_of(job)
     if not tally.times:
-        return 1.0 if kinds is None else kinds.per_slot(work_kind(job))
-    took = max(tally.time_sum / len(tally.times), tally.last_time or 0.0)
-    return math.inf if took <= 0 else max(1.0, AHEAD_SECONDS // took)
+        return None
+    return max(tally.time_sum / len(tally.times), tally.last_time or 0.0)
 
 
 def depth(node: Node, per_slot: float) -> int:

@@ -7,14 +7,19 @@ that is no longer current changes nothing (but a stale end frees its slot).
 from __future__ import annotations
 
 import heapq
+import math
 
 from farmtui.protocol import ChunkFinished
 from server import outcomes
 from server.frame_states import tally_of, tracking
 from server.model import Changes, Discard, Job, Notification
 from server.prefetch import (
+    ASKED_BACK_KEPT,
+    HOLD_FEWER_WORTH,
     PREFETCH_BELOW,
+    TAKE_BACK_EVERY,
     ahead_a_slot,
+    chunk_time,
     depth,
     take_back,
     takes_ahead,
@@ -227,31 +232,41 @@ class ChunkReports(DispatchIndex):
         if len(tally_of(job).times) > timed:  # a render time more: judged by its own chunks
             self._judged(job, short and timed > 0, changes)
             if short and takes_ahead(job):  # (turned long, all that waited went back)
-                self._hold_fewer(job, node, changes)
+                self._hold_fewer(job, node, changes, now)
         refresh_job(job, changes, now)
         return changes
 
-    def _hold_fewer(self, job: Job, name: str, changes: Changes) -> None:
+    def _hold_fewer(self, job: Job, name: str, changes: Changes, now: float) -> None:
         """A chunk of a job that takes chunks ahead ended on ``name``: if its chunks now take
         longer, so that the node holds more of them than it would be given now (``depth``),
         the last given of those beyond go back (taken back only if not started).
 
         Without this, a job of brief chunks whose frames turned heavier (still under
         ``PREFETCH_BELOW``) kept every chunk a deep node held, one after another on that
-        node while others idled at the job's end. Each node is trimmed as its own next
-        chunk of the job ends. O(1) unless the node holds more than it would be given, then
-        O(what it holds).
+        node while others idled at the job's end. Only when what goes back is worth it
+        (``HOLD_FEWER_WORTH``) and not again soon for the same job and node: the wobble of
+        brief chunks' times made chunks go back and come again (break round 32a). Each node
+        is trimmed as its own next chunk of the job ends. O(1) unless the node holds more
+        than it would be given, then O(what it holds).
         """
         node = self.nodes.get(name)
-        if node is None or not node.prefetch:
+        took = chunk_time(job)
+        if node is None or not node.prefetch or took is None:
             return
         allowed = node.slots + depth(node, ahead_a_slot(job))
         if len(node.running) <= allowed:
             return
         held = sorted(ref for ref in node.running if ref[0] == job.id)
-        asked = self._asked_back
+        beyond = held[allowed:]  # the last given: the last in line there
+        if len(beyond) * took < HOLD_FEWER_WORTH * node.slots:
+            return
+        key = (job.id, name)
+        if now - self._held_fewer_at.get(key, -math.inf) < TAKE_BACK_EVERY:
+            return
+        if len(self._held_fewer_at) > ASKED_BACK_KEPT:
+            recent = self._held_fewer_at.items()
+            self._held_fewer_at = {k: t for k, t in recent if now - t < TAKE_BACK_EVERY}
+        self._held_fewer_at[key] = now
         why = f"not started: its chunks take longer now; {name} holds fewer of them ahead"
-        for ref in held[allowed:]:  # the last given: the last in line there
-            if ref not in asked:
-                asked.add(ref)
-                take_back(name, ref, why, changes)
+        for ref in beyond:
+            take_back(name, ref, why, changes)

@@ -56,6 +56,9 @@ class SchedulerState:
         self._asked_back: set[tuple[str, int, int]] = set()
         # When each job last took chunks back (job id -> time), for TAKE_BACK_EVERY.
         self._took_back_at: dict[str, float] = {}
+        # When a node last gave back what it held of a job beyond the job's depth ((job id,
+        # node) -> time: ``ChunkReports._hold_fewer``).
+        self._held_fewer_at: dict[tuple[str, str], float] = {}
         self._ahead: list[tuple[int, float, str]] = []
         self._aheaded: dict[str, tuple[int, float, str]] = {}
         # Kinds of work known short, for jobs none of whose chunks is done yet. Live only,

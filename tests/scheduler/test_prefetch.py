@@ -11,7 +11,7 @@ import pytest
 
 from farmtui.protocol import JobPatch, JobSpec
 from server.model import Changes
-from server.prefetch import PREFETCH_BELOW, takes_ahead
+from server.prefetch import PREFETCH_BELOW, TAKE_BACK_EVERY, takes_ahead
 from server.scheduler import Scheduler
 from server.scheduler_config import SchedulerConfig
 from tests.scheduler.paper_farm import Farm
@@ -562,7 +562,9 @@ def test_a_deep_node_gives_back_what_it_holds_beyond_a_jobs_new_depth() -> None:
     assert _taken_back(changes) == [("n1", job_id, index) for index in range(6, 11)], (
         "of the 9 still held, 2 render and 2 wait ahead (one a slot): the last 5 given go back"
     )
-    # Asked once: the next report from that node asks nothing again.
+    # Not again soon for that job and node: what the next pass gives is not asked back
+    # at once (the chunks it held ahead stay 2 of them a slot, at most).
+    farm.dispatch()
     assert _taken_back(farm.finish(job_id, 2, took=3.0)) == []
 
 
@@ -581,3 +583,36 @@ def test_a_new_job_of_a_brief_kind_gives_back_what_it_holds_beyond_its_own_first
     assert len(farm.running()["n1"]) == 10
     changes = farm.finish(second, 0, took=3.0)
     assert _taken_back(changes) == [("n1", second, index) for index in range(5, 10)]
+
+
+def test_the_wobble_of_brief_chunks_times_gives_nothing_back() -> None:
+    """Chunks of a few hundredths of a second take twice as long now and then (a Python
+    start-up, a busy machine): what a node holds beyond the depth that says is a fraction
+    of a second of work, not worth sending back and forth (break round 32a: up to six
+    times a chunk)."""
+    farm = Farm()
+    farm.node("n1", slots=2, prefetch=32)
+    job_id = brief_job(farm, 0.01)
+    assert len(farm.running()["n1"]) == 34
+    changes = farm.finish(job_id, 1, took=0.1)  # 10 a slot now: 11 held beyond
+    assert _taken_back(changes) == []
+
+
+def test_a_job_whose_frames_turn_heavy_now_and_then_gives_back_at_most_every_ten_seconds() -> None:
+    farm = Farm()
+    farm.node("n1", slots=2, prefetch=8)
+    job_id = brief_job(farm, 0.01)
+
+    def brief(indexes: range) -> None:
+        for index in indexes:
+            farm.finish(job_id, index, took=0.01)
+            farm.dispatch()
+
+    brief(range(1, 21))
+    assert _taken_back(farm.finish(job_id, 21, took=3.0)) != []
+    brief(range(22, 26))  # brief again: the node fills again, then a heavy frame
+    assert len(farm.running()["n1"]) == 10
+    assert _taken_back(farm.finish(job_id, 26, took=3.0)) == [], "not again within 10 s"
+    farm.dispatch()
+    farm.advance(TAKE_BACK_EVERY)
+    assert _taken_back(farm.finish(job_id, 27, took=3.0)) != [], "once 10 s went by"

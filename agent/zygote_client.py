@@ -35,6 +35,7 @@ import msgspec
 from agent import shim as shim_program
 from agent import zygote as zygote_program
 from agent.pipe_ends import PipeReader, PipeWriter
+from farmtui.config import TOKEN_VARIABLE
 
 log = logging.getLogger("farmtui.agent.zygote")
 
@@ -207,8 +208,10 @@ class Zygote:
         # apart), and so every shim forked from one: a chunk's request says only how its
         # own differs from it. All of it in each request was 2 KB of JSON to write here
         # and to read and encode in the shim, on the way from one renderer to the next.
-        name = zygote_program.MARKER_VARIABLE
-        self._environ = {k: v for k, v in os.environb.items() if k != name}
+        # Never the agent's token: as root, a renderer reads its shim's environment in
+        # /proc (break round 32a); a renderer is never given it either (``Supervisor``).
+        left_out = (zygote_program.MARKER_VARIABLE, os.fsencode(TOKEN_VARIABLE))
+        self._environ = {k: v for k, v in os.environb.items() if k not in left_out}
         self._base = {os.fsdecode(k): os.fsdecode(v) for k, v in self._environ.items()}
 
     @property

@@ -66,8 +66,17 @@ async def test_a_renderer_never_gets_the_agents_token(
     token_in_environment: str, farm: Any, demo_chunk: Chunk, python: str
 ) -> None:
     """A job that prints its environment (a common way to debug one) wrote the
-    token the agent was started with into a chunk log any viewer can read."""
-    dump = "import json, os; print('ENV ' + json.dumps(dict(os.environ)))"
+    token the agent was started with into a chunk log any viewer can read. Nor is it
+    in its supervisor's environment, which a renderer running as root can read."""
+    dump = (
+        "import json, os\n"
+        "try:\n"
+        "    parent = open(f'/proc/{os.getppid()}/environ', 'rb').read().decode('latin-1')\n"
+        "except OSError:\n"  # another user's, or not dumpable: unreadable, as it should be
+        "    parent = ''\n"
+        "print('ENV ' + json.dumps(dict(os.environ)))\n"
+        "print('PARENT ' + json.dumps(parent))\n"
+    )
     assign = demo_chunk([1], argv=[python, "-c", dump], renderer="generic", staging=False)
     assign.env = {"JOB_VARIABLE": "kept"}
     farm.supervisor.assign(assign)
@@ -78,6 +87,8 @@ async def test_a_renderer_never_gets_the_agents_token(
     assert seen["JOB_VARIABLE"] == "kept"
     assert TOKEN_VARIABLE not in seen
     assert token_in_environment not in line
+    (parent,) = [line for line in farm.recorder.output() if line.startswith("PARENT ")]
+    assert token_in_environment not in parent
 
 
 async def test_a_relative_scene_is_given_to_the_renderer_in_the_sync_root(

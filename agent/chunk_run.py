@@ -674,7 +674,7 @@ class ChunkRun(ChunkDelivery):
                     killing = True
                     shim.kill(self.sup.kill_grace, self.stop.reason)
                 self._housekeeping()
-            result = await shim.wait()  # at once: its status is all read
+            result = await shim.wait()  # its status is all read: what it said
             if result.cause == "exit" and (
                 not killing or self._ended_before_the_agent_stop(result)
             ):

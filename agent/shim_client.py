@@ -360,7 +360,8 @@ class Shim:
 
     @property
     def ended(self) -> asyncio.Future[None]:
-        """Done once the shim said all it will about this chunk: ``wait`` returns at once."""
+        """Done once the shim said all it will about this chunk (``wait`` then only looks
+        for the exit status of a shim that died without a word)."""
         return self._status
 
     async def wait(self) -> ShimResult:

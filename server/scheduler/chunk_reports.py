@@ -244,10 +244,12 @@ class ChunkReports(DispatchIndex):
         Without this, a job of brief chunks whose frames turned heavier (still under
         ``PREFETCH_BELOW``) kept every chunk a deep node held, one after another on that
         node while others idled at the job's end. Only when what goes back is worth it
-        (``HOLD_FEWER_WORTH``) and not again soon for the same job and node: the wobble of
-        brief chunks' times made chunks go back and come again (break round 32a). Each node
-        is trimmed as its own next chunk of the job ends. O(1) unless the node holds more
-        than it would be given, then O(what it holds).
+        (``HOLD_FEWER_WORTH``), another node has a free slot for it, and not again soon
+        for the same job and node: the wobble of brief chunks' times made chunks go back
+        and come again (break round 32a), and with no other node free they came back
+        to the same one (32b). Each node is trimmed as its own next chunk of the job
+        ends. O(1) unless the node holds more than it would be given, then O(what it
+        holds).
         """
         node = self.nodes.get(name)
         took = chunk_time(job)
@@ -260,6 +262,8 @@ class ChunkReports(DispatchIndex):
         beyond = held[allowed:]  # the last given: the last in line there
         if len(beyond) * took < HOLD_FEWER_WORTH * node.slots:
             return
+        if next((other for other in self._free if other != name), None) is None:
+            return  # no other node has a free slot now: they would come back here
         key = (job.id, name)
         if now - self._held_fewer_at.get(key, -math.inf) < TAKE_BACK_EVERY:
             return

@@ -558,14 +558,11 @@ def test_a_deep_node_gives_back_what_it_holds_beyond_a_jobs_new_depth() -> None:
     farm.node("n1", slots=2, prefetch=8)
     job_id = brief_job(farm, 0.01)
     assert len(farm.running()["n1"]) == 10, "2 rendering, 8 ahead"
+    farm.node("n2", slots=1)  # where what goes back can start now
     changes = farm.finish(job_id, 1, took=3.0)  # the mean is still under the bar
     assert _taken_back(changes) == [("n1", job_id, index) for index in range(6, 11)], (
         "of the 9 still held, 2 render and 2 wait ahead (one a slot): the last 5 given go back"
     )
-    # Not again soon for that job and node: what the next pass gives is not asked back
-    # at once (the chunks it held ahead stay 2 of them a slot, at most).
-    farm.dispatch()
-    assert _taken_back(farm.finish(job_id, 2, took=3.0)) == []
 
 
 def test_a_new_job_of_a_brief_kind_gives_back_what_it_holds_beyond_its_own_first_chunk() -> None:
@@ -581,6 +578,7 @@ def test_a_new_job_of_a_brief_kind_gives_back_what_it_holds_beyond_its_own_first
     second = farm.submit(frames="1-100", chunk=1)
     farm.dispatch()
     assert len(farm.running()["n1"]) == 10
+    farm.node("n2", slots=1)
     changes = farm.finish(second, 0, took=3.0)
     assert _taken_back(changes) == [("n1", second, index) for index in range(5, 10)]
 
@@ -603,16 +601,31 @@ def test_a_job_whose_frames_turn_heavy_now_and_then_gives_back_at_most_every_ten
     farm.node("n1", slots=2, prefetch=8)
     job_id = brief_job(farm, 0.01)
 
-    def brief(indexes: range) -> None:
-        for index in indexes:
-            farm.finish(job_id, index, took=0.01)
-            farm.dispatch()
+    def first_on(node: str) -> int:
+        return farm.running()[node][0][1]
 
-    brief(range(1, 21))
-    assert _taken_back(farm.finish(job_id, 21, took=3.0)) != []
-    brief(range(22, 26))  # brief again: the node fills again, then a heavy frame
+    for _ in range(20):
+        farm.finish(job_id, first_on("n1"), took=0.01)
+        farm.dispatch()
+    farm.node("n2", slots=1)
+    assert _taken_back(farm.finish(job_id, first_on("n1"), took=3.0)) != []
+    for _ in range(4):  # brief again: n1 fills again (n2 takes one), then a heavy frame
+        farm.finish(job_id, first_on("n1"), took=0.01)
+        farm.dispatch()
     assert len(farm.running()["n1"]) == 10
-    assert _taken_back(farm.finish(job_id, 26, took=3.0)) == [], "not again within 10 s"
-    farm.dispatch()
+    farm.finish(job_id, first_on("n2"), took=0.01)  # n2 free again
+    heavy = farm.finish(job_id, first_on("n1"), took=3.0)
+    assert _taken_back(heavy) == [], "not again within 10 s"
     farm.advance(TAKE_BACK_EVERY)
-    assert _taken_back(farm.finish(job_id, 27, took=3.0)) != [], "once 10 s went by"
+    assert _taken_back(farm.finish(job_id, first_on("n1"), took=3.0)) != [], "10 s later"
+
+
+def test_a_node_alone_keeps_what_it_holds_beyond_a_jobs_new_depth() -> None:
+    """With no other node free to start them, chunks given back would come back to the
+    same node, each with a new attempt, for nothing (break round 32b)."""
+    farm = Farm()
+    farm.node("n1", slots=2, prefetch=8)
+    job_id = brief_job(farm, 0.01)
+    farm.node("n2", slots=1)
+    farm.dispatch()  # n2 busy too
+    assert _taken_back(farm.finish(job_id, 1, took=3.0)) == []

@@ -702,6 +702,7 @@ class ChunkRun(ChunkDelivery):
             waker.cancel()
             if not reader.done():
                 reader.cancel()
+                shim.close_output()
             if not ended.done():  # cancelled (agent stopping): the shim kills the tree
                 shim.kill(self.sup.kill_grace, AGENT_STOPPED)
         self._flush_output()

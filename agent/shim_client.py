@@ -358,6 +358,12 @@ class Shim:
         words = " ".join(reason.split())
         self._send(f"kill {_check_grace(grace)!r} {words}".rstrip())
 
+    def close_output(self) -> None:
+        """Read no more of the renderer's output (something outside its tree holds the pipe
+        open after its end); an exec'd shim's pipe goes with its transport."""
+        if isinstance(self.process, ForkedProcess):
+            self.process.close_output()
+
     @property
     def ended(self) -> asyncio.Future[None]:
         """Done once the shim said all it will about this chunk (``wait`` then only looks

@@ -96,6 +96,7 @@ class ForkedProcess:
         stderr: asyncio.StreamReader,
         readers: list[PipeReader],
     ) -> None:
+        """``readers``: of the output pipe, then of the status pipe."""
         self.pid = 0
         self.stdin = stdin
         self.stdout = stdout
@@ -164,6 +165,11 @@ class ForkedProcess:
                 more.close()
             else:
                 idle(self, more)
+
+    def close_output(self) -> None:
+        """The agent reads no more of the renderer's output: let go of the pipe (paused on
+        a full buffer, it would never see its end: break round 32b)."""
+        self._readers[0].close()
 
     def _discard(self) -> None:
         """Never started: close every pipe end the agent holds."""

@@ -6,8 +6,12 @@ from __future__ import annotations
 import asyncio
 import os
 import select
+from collections.abc import Callable
+from typing import Any
 
 from agent.pipe_ends import READ_SIZE, PipeReader, PipeWriter
+from farmtui.protocol import AssignChunk
+from tests.agent.conftest import poll_until
 
 LIMIT = 2**16
 
@@ -91,3 +95,39 @@ async def test_a_reader_closed_early_ends_its_stream() -> None:
     reader.close()
     assert await asyncio.wait_for(waiting, 5.0) == b""
     os.close(write_end)
+
+
+async def test_an_output_pipe_held_open_outside_the_renderers_tree_is_let_go(
+    farm: Any, demo_chunk: Callable[..., AssignChunk], python: str
+) -> None:
+    """Something outside the render's tree (here: this test) holds its output pipe open
+    after the renderer exited. The chunk ends (5 s later, as before) and the agent lets
+    go of the pipe: a write there is told so (EPIPE) rather than blocking for good once
+    the pipe is full, the agent holding a descriptor for each such chunk (break round
+    32b: its reader, paused on a full buffer, never saw the end)."""
+    # Says its pid, then waits for this test to hold its output before it exits.
+    script = "import os, time; print('PID', os.getpid(), flush=True); time.sleep(1.0)"
+    assign = demo_chunk([1], argv=[python, "-c", script], renderer="generic", staging=False)
+    farm.supervisor.assign(assign)
+    said = await poll_until(
+        lambda: [line for line in farm.recorder.output() if line.startswith("PID ")],
+        within=20.0,
+        what="the renderer's pid",
+    )
+    pid = int(said[0].split()[1])
+    writer = os.open(f"/proc/{pid}/fd/1", os.O_WRONLY | os.O_NONBLOCK)  # the same pipe
+    try:
+        await farm.finish(within=30.0)
+        block = b"x" * 65536
+        written = 0
+        try:
+            for _ in range(64):  # 4 MiB: more than a reader would hold before pausing
+                written += os.write(writer, block)
+        except BrokenPipeError:
+            pass
+        except BlockingIOError:
+            raise AssertionError(f"the pipe is held full ({written} bytes taken)") from None
+        else:
+            raise AssertionError(f"{written} bytes taken after the chunk ended")
+    finally:
+        os.close(writer)

@@ -80,10 +80,9 @@ def test_a_job_whose_chunk_turns_heavy_takes_no_more_than_a_chunk_a_slot_ahead()
     )
 
 
-def test_a_new_job_of_a_brief_kind_of_work_fills_a_deep_node_before_its_own_chunk_ends() -> None:
-    """A queue of small jobs of one kind of brief chunks: each new job's chunks are all
-    given out before one of them ends, so it goes by its kind's last job."""
-    farm = Farm()
+def second_of_a_brief_kind(farm: Farm) -> str:
+    """A job of 100 chunks given out after a job of the same work whose chunks took
+    10 ms, on n1 (2 slots, prefetch 8)."""
     farm.node("n1", slots=2, prefetch=8)
     first = farm.submit(frames="1-3", chunk=1)
     farm.dispatch()
@@ -92,6 +91,14 @@ def test_a_new_job_of_a_brief_kind_of_work_fills_a_deep_node_before_its_own_chun
         farm.dispatch()
     second = farm.submit(frames="1-100", chunk=1)  # the same command: the same kind
     farm.dispatch()
+    return second
+
+
+def test_a_new_job_of_a_brief_kind_of_work_fills_a_deep_node_before_its_own_chunk_ends() -> None:
+    """A queue of small jobs of one kind of brief chunks: each new job's chunks are all
+    given out before one of them ends, so it goes by its kind's last job."""
+    farm = Farm()
+    second = second_of_a_brief_kind(farm)
     assert farm.running()["n1"] == [(second, index) for index in range(10)], (
         "2 rendering and 8 ahead, as the first job's chunks of 10 ms had"
     )
@@ -569,14 +576,7 @@ def test_a_new_job_of_a_brief_kind_gives_back_what_it_holds_beyond_its_own_first
     """Filled as its kind's last job had it (chunks of 10 ms), a job whose own first chunk
     takes 3 s keeps one chunk ahead of each slot on that node."""
     farm = Farm()
-    farm.node("n1", slots=2, prefetch=8)
-    first = farm.submit(frames="1-3", chunk=1)
-    farm.dispatch()
-    for index in range(3):
-        farm.finish(first, index, took=0.01)
-        farm.dispatch()
-    second = farm.submit(frames="1-100", chunk=1)
-    farm.dispatch()
+    second = second_of_a_brief_kind(farm)
     assert len(farm.running()["n1"]) == 10
     farm.node("n2", slots=1)
     changes = farm.finish(second, 0, took=3.0)

@@ -12,6 +12,9 @@ reported. Figures: chunks a second, and the agent's own CPU per chunk
 in a subprocess, alternating with this one, so both see the same machine.
 
     python bench/agent_alone.py --old /tmp/base --runs 5 --chunks 1000
+
+``--ahead N`` hands it N chunks beyond its slots, which it holds to them (an agent's
+``--prefetch``): each waits for a slot, and may be queued on a renderer's shim.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
 
-async def run_chunks(chunks: int, slots: int, argv: list[str]) -> dict[str, Any]:
+async def run_chunks(chunks: int, slots: int, ahead: int, argv: list[str]) -> dict[str, Any]:
     from agent.process_tree import become_subreaper
     from agent.staging import CopyToSyncRoot
     from agent.supervisor import Storage, Supervisor
@@ -63,6 +66,8 @@ async def run_chunks(chunks: int, slots: int, argv: list[str]) -> dict[str, Any]
             staging_root=tmp / "staging",
             storage=Storage(sync_root=tmp / "sync", delivery=CopyToSyncRoot(tmp / "sync")),
             zygote=True,
+            # With chunks ahead, the supervisor holds them to its slots, as an agent does.
+            slots=slots if ahead else None,
         )
 
         def assign(number: int) -> None:
@@ -90,7 +95,7 @@ async def run_chunks(chunks: int, slots: int, argv: list[str]) -> dict[str, Any]
         began = time.perf_counter()
         given = 0
         while reports.done < chunks + 1:
-            while given < chunks and given - (reports.done - 1) < slots:
+            while given < chunks and given - (reports.done - 1) < slots + ahead:
                 given += 1
                 assign(given)
             await reports.event.wait()
@@ -114,6 +119,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--chunks", type=int, default=1000)
     parser.add_argument("--slots", type=int, default=2)
+    parser.add_argument(
+        "--ahead", type=int, default=0, help="chunks handed over beyond the slots (--prefetch)"
+    )
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--old", help="another checkout to run beside this one")
     parser.add_argument("--out", default=str(HERE / "results" / "agent_alone.json"))
@@ -122,10 +130,12 @@ def main() -> None:
     args = parser.parse_args()
     argv = args.argv or ["/bin/true"]
     if args.child:
-        print(json.dumps(asyncio.run(run_chunks(args.chunks, args.slots, argv))))
+        print(json.dumps(asyncio.run(run_chunks(args.chunks, args.slots, args.ahead, argv))))
         return
     checkouts = side_by_side.trees(args.old, ROOT)
-    child = ["--chunks", str(args.chunks), "--slots", str(args.slots), "--", *argv]
+    child = ["--chunks", str(args.chunks), "--slots", str(args.slots)]
+    child += ["--ahead", str(args.ahead)] if args.ahead else []  # (older trees lack it)
+    child += ["--", *argv]
     runs = side_by_side.alternate(
         Path(__file__),
         checkouts,

@@ -7,7 +7,8 @@ the leader's clock), reads the CPU time (user + system) of:
 
 - the agent's process (all its threads; its kernel time also alone);
 - the leader's process (all its threads) and its log writer's process
-  (``server/log_process.py``, a child of the leader that writes the chunk logs);
+  (``server/log_process.py``, a child of the leader that writes the chunk logs),
+  also by part: its event loop's thread, its other threads, the log writer;
 - the agent's shim zygote with what it reaped: its shims, and through them
   the renderers (a shim serves a job's chunks and exits ``IDLE_FOR`` seconds
   after the last, when its time is added to its zygote's: so each job is
@@ -61,6 +62,20 @@ def machine() -> tuple[float, float]:
     return total - times.idle - times.iowait, total
 
 
+def leader_parts(pid: int) -> tuple[float, float, float]:
+    """The leader's CPU seconds by part: its event loop's thread (the main one), its
+    other threads (the commit line, the log sender ...), its children (the log writer)."""
+    process = psutil.Process(pid)
+    loop = others = 0.0
+    for thread in process.threads():
+        spent = thread.user_time + thread.system_time
+        if thread.id == pid:
+            loop += spent
+        else:
+            others += spent
+    return loop, others, children_seconds(pid)
+
+
 def children_seconds(parent: int) -> float:
     """CPU time of ``parent``'s children alive now (the leader's: its log writer's process)."""
     return sum(cpu_seconds(child.pid) for child in psutil.Process(parent).children())
@@ -104,13 +119,16 @@ def measure(commands: int, runs: int, prefetch: int | None = None) -> list[dict[
                 create_us = scale.disk_ready(farm.folder)
                 xargs_s = scale.run_xargs(commands)
 
-                def sample() -> tuple[float, float, float, tuple[float, float], float]:
+                def sample() -> tuple[
+                    float, float, float, tuple[float, float], float, tuple[float, float, float]
+                ]:
                     return (
                         cpu_seconds(agent.process.pid),
                         cpu_seconds(farm.pid) + children_seconds(farm.pid),
                         sum(cpu_seconds(z, reaped=True) for z in zygotes),
                         machine(),
                         system_seconds(agent.process.pid),
+                        leader_parts(farm.pid),
                     )
 
                 wait_childless(zygotes)
@@ -123,12 +141,18 @@ def measure(commands: int, runs: int, prefetch: int | None = None) -> list[dict[
                 spent = zip(before[:3], after[:3], strict=True)
                 per_chunk = [1000 * (b - a) / commands for a, b in spent]
                 agent_system_ms = 1000 * (after[4] - before[4]) / commands
+                loop_ms, threads_ms, writer_ms = (
+                    1000 * (b - a) / commands for a, b in zip(before[5], after[5], strict=True)
+                )
                 record.update(
                     xargs_rate=commands / xargs_s,
                     agent_ms=per_chunk[0],
                     agent_system_ms=agent_system_ms,
                     leader_ms=per_chunk[1],
                     shims_ms=per_chunk[2],
+                    leader_loop_ms=loop_ms,
+                    leader_threads_ms=threads_ms,
+                    log_writer_ms=writer_ms,
                     machine_busy=busy,
                     create_us=create_us,
                 )
@@ -138,7 +162,8 @@ def measure(commands: int, runs: int, prefetch: int | None = None) -> list[dict[
                     f" xargs -P2 {record['xargs_rate']:.0f}/s;"
                     f" ms of CPU a chunk: agent {per_chunk[0]:.2f}"
                     f" ({agent_system_ms:.2f} in the kernel),"
-                    f" leader {per_chunk[1]:.2f},"
+                    f" leader {per_chunk[1]:.2f} (its loop {loop_ms:.2f}, other threads"
+                    f" {threads_ms:.2f}, log writer {writer_ms:.2f}),"
                     f" zygote+shims+renderers {per_chunk[2]:.2f}; machine {100 * busy:.0f}% busy;"
                     f" a new file {create_us:.0f} µs",
                     flush=True,
@@ -160,6 +185,9 @@ def main() -> None:
         "agent_ms",
         "agent_system_ms",
         "leader_ms",
+        "leader_loop_ms",
+        "leader_threads_ms",
+        "log_writer_ms",
         "shims_ms",
         "machine_busy",
     )

@@ -252,8 +252,10 @@ class ChunkReports(DispatchIndex):
         holds).
         """
         node = self.nodes.get(name)
+        if node is None or node.prefetch <= node.slots:
+            return  # never more than a chunk a slot ahead: within any job's depth
         took = chunk_time(job)
-        if node is None or not node.prefetch or took is None:
+        if took is None:
             return
         allowed = node.slots + depth(node, ahead_a_slot(job))
         if len(node.running) <= allowed:

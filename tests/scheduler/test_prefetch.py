@@ -592,7 +592,7 @@ def test_the_wobble_of_brief_chunks_times_gives_nothing_back() -> None:
     farm.node("n1", slots=2, prefetch=32)
     job_id = brief_job(farm, 0.01)
     assert len(farm.running()["n1"]) == 34
-    changes = farm.finish(job_id, 1, took=0.1)  # 10 a slot now: 11 held beyond
+    changes = farm.finish(job_id, 1, took=0.1)  # 9 a slot now: 13 held beyond, 1.3 s
     assert _taken_back(changes) == []
 
 

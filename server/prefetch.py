@@ -172,6 +172,18 @@ def depth(node: Node, per_slot: float) -> int:
     return min(node.prefetch, node.slots * int(min(per_slot, node.prefetch)))
 
 
+def held_at_most(node: Node, per_slot: float) -> int:
+    """Chunks of a job of ``per_slot`` a slot ``node`` may hold in all: one a slot
+    rendering, and ``depth`` ahead of them."""
+    return node.slots + depth(node, per_slot)
+
+
+def holds_deep(node: Node) -> bool:
+    """Whether ``node`` may hold more than a chunk a slot ahead (``--prefetch`` beyond its
+    slots): only there does a job's ``depth`` differ from one job to another."""
+    return node.prefetch > node.slots
+
+
 def withdraw_waiting(
     job: Job, nodes: dict[str, Node], changes: Changes, reason: str, only: str | None = None
 ) -> None:

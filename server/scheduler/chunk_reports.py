@@ -20,7 +20,8 @@ from server.prefetch import (
     TAKE_BACK_EVERY,
     ahead_a_slot,
     chunk_time,
-    depth,
+    held_at_most,
+    holds_deep,
     take_back,
     takes_ahead,
     withdraw_waiting,
@@ -252,12 +253,12 @@ class ChunkReports(DispatchIndex):
         holds).
         """
         node = self.nodes.get(name)
-        if node is None or node.prefetch <= node.slots:
+        if node is None or not holds_deep(node):
             return  # never more than a chunk a slot ahead: within any job's depth
         took = chunk_time(job)
         if took is None:
             return
-        allowed = node.slots + depth(node, ahead_a_slot(job))
+        allowed = held_at_most(node, ahead_a_slot(job))
         if len(node.running) <= allowed:
             return
         held = sorted(ref for ref in node.running if ref[0] == job.id)

@@ -20,7 +20,7 @@ from server.estimates import SlotCensus
 from server.frame_states import tally_of
 from server.job_progress import gates
 from server.model import Changes, Node
-from server.prefetch import takes_ahead
+from server.prefetch import holds_deep, takes_ahead
 from server.scheduler.state import SchedulerState
 
 
@@ -195,7 +195,7 @@ class DispatchIndex(SchedulerState):
             self._spare[name] = spare
         else:
             self._spare.pop(name, None)
-        if spare and node is not None and node.prefetch > node.slots:
+        if spare and node is not None and holds_deep(node):
             self._deep.add(name)
         else:
             self._deep.discard(name)

@@ -18,7 +18,7 @@ from server.frame_states import tally_of
 from server.frame_waits import PARK_BUDGET, blocker
 from server.job_progress import PENDING, gate_open, gates
 from server.model import NO_FRAMES, Assignment, Attempt, Changes, Chunk, Job
-from server.prefetch import AHEAD_LOOKED_AT, ahead_a_slot, depth, takes_ahead
+from server.prefetch import AHEAD_LOOKED_AT, ahead_a_slot, held_at_most, takes_ahead
 from server.resources import Holding
 from server.scheduler.dispatch_index import DispatchIndex
 from server.scheduler.state import ASSIGN_BUDGET
@@ -314,7 +314,7 @@ class DispatchPass(DispatchIndex):
         def fits(name: str) -> bool:
             # Checked as the node comes up to take a chunk: it holds more with each.
             node = nodes[name]
-            room = len(node.running) < node.slots + depth(node, per_slot)
+            room = len(node.running) < held_at_most(node, per_slot)
             return room and self._fits(job, tags, name, now)
 
         return fits

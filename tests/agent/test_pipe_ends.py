@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import select
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -51,10 +52,11 @@ async def test_control_lines_wait_for_room_in_a_full_pipe_and_arrive_in_order() 
     for line in lines:
         writer.write(line)
     received = bytearray()
-    while len(received) < sum(map(len, lines)):
+    deadline = time.monotonic() + 10.0
+    while len(received) < sum(map(len, lines)) and time.monotonic() < deadline:
         if select.select([read_end], [], [], 0)[0]:
             received += os.read(read_end, 65536)
-        await asyncio.sleep(0)  # the loop writes what waited as room comes
+        await asyncio.sleep(0)  # a turn of the loop: it writes what waited as room comes
     assert bytes(received) == b"".join(lines)
     writer.close()
     assert os.read(read_end, 10) == b"", "then end of file"

@@ -209,6 +209,13 @@ def test_a_leader_cut_off_from_its_database_answers_as_a_standby_till_it_is_back
         assert a.role() == "active"
         proxy.cut()
         farm.wait_active(TAKEOVER_BOUND, not_="a")
+        # The stand-in's own line first: the deposed leader also answers as a standby
+        # knowing no active leader while it shuts down, but without the database's reason.
+        wait_until(
+            lambda: "waiting for the store before serving again" in a.log_text(),
+            30.0,
+            "a's stand-in trying its database",
+        )
         wait_until(lambda: _stands_in(a), 30.0, "a's stand-in while its database is away")
         answer = httpx.get(
             a.url + "/api/jobs", headers={"Authorization": f"Bearer {farm.token()}"}, timeout=10.0

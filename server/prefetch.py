@@ -35,6 +35,8 @@ waits for a slot on that node.
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable
+from typing import Generic, TypeVar
 
 from server.frame_states import PENDING, tally_of
 from server.model import Changes, Job, Kill, Node
@@ -56,6 +58,27 @@ ASKED_BACK_KEPT = 4096
 # The chunks of such a job that wait for nothing but a slot: not those waiting out
 # a retry's backoff (one already due starts on a free slot like any other).
 STARTABLE = PENDING - {"waiting-retry"}
+
+
+K = TypeVar("K", bound=Hashable)
+
+
+class Spaced(Generic[K]):
+    """When each key (a job, a job on a node) last took chunks back, so that it does at
+    most once every ``TAKE_BACK_EVERY`` seconds: a rule a pass does not see cannot make
+    chunks bounce. What is older than that goes once more than ``ASKED_BACK_KEPT`` are kept."""
+
+    def __init__(self) -> None:
+        self._at: dict[K, float] = {}
+
+    def recent(self, key: K, now: float) -> bool:
+        """Whether ``key`` took back within the last ``TAKE_BACK_EVERY`` seconds."""
+        return now - self._at.get(key, -math.inf) < TAKE_BACK_EVERY
+
+    def took(self, key: K, now: float) -> None:
+        if len(self._at) > ASKED_BACK_KEPT:
+            self._at = {k: t for k, t in self._at.items() if now - t < TAKE_BACK_EVERY}
+        self._at[key] = now
 
 
 # A node gives back what it holds of a job beyond the job's depth now (its chunks took

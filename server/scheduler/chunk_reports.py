@@ -7,17 +7,14 @@ that is no longer current changes nothing (but a stale end frees its slot).
 from __future__ import annotations
 
 import heapq
-import math
 
 from farmtui.protocol import ChunkFinished
 from server import outcomes
 from server.frame_states import tally_of, tracking
 from server.model import Changes, Discard, Job, Notification
 from server.prefetch import (
-    ASKED_BACK_KEPT,
     HOLD_FEWER_WORTH,
     PREFETCH_BELOW,
-    TAKE_BACK_EVERY,
     ahead_a_slot,
     chunk_time,
     held_at_most,
@@ -267,13 +264,9 @@ class ChunkReports(DispatchIndex):
             return
         if next((other for other in self._free if other != name), None) is None:
             return  # no other node has a free slot now: they would come back here
-        key = (job.id, name)
-        if now - self._held_fewer_at.get(key, -math.inf) < TAKE_BACK_EVERY:
+        if self._held_fewer_at.recent((job.id, name), now):
             return
-        if len(self._held_fewer_at) > ASKED_BACK_KEPT:
-            recent = self._held_fewer_at.items()
-            self._held_fewer_at = {k: t for k, t in recent if now - t < TAKE_BACK_EVERY}
-        self._held_fewer_at[key] = now
+        self._held_fewer_at.took((job.id, name), now)
         why = f"not started: its chunks take longer now; {name} holds fewer of them ahead"
         for ref in beyond:
             take_back(name, ref, why, changes)

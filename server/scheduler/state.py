@@ -15,7 +15,7 @@ from server import dispatch_order, reasons
 from server.estimates import SlotCensus
 from server.frame_waits import PARK_BUDGET, FrameWaits
 from server.model import Changes, Chunk, Job, Node
-from server.prefetch import ShortKinds
+from server.prefetch import ShortKinds, Spaced
 from server.resources import Holding, Resources
 from server.retries import is_blocked
 from server.scheduler_config import SchedulerConfig, SchedulerError
@@ -54,11 +54,11 @@ class SchedulerState:
         self._deep: set[str] = set()
         # Chunks held ahead that were asked back for a job before theirs (asked once).
         self._asked_back: set[tuple[str, int, int]] = set()
-        # When each job last took chunks back (job id -> time), for TAKE_BACK_EVERY.
-        self._took_back_at: dict[str, float] = {}
+        # When each job last took chunks back (job id).
+        self._took_back_at: Spaced[str] = Spaced()
         # When a node last gave back what it held of a job beyond the job's depth ((job id,
-        # node) -> time: ``ChunkReports._hold_fewer``).
-        self._held_fewer_at: dict[tuple[str, str], float] = {}
+        # node): ``ChunkReports._hold_fewer``).
+        self._held_fewer_at: Spaced[tuple[str, str]] = Spaced()
         self._ahead: list[tuple[int, float, str]] = []
         self._aheaded: dict[str, tuple[int, float, str]] = {}
         # Kinds of work known short, for jobs none of whose chunks is done yet. Live only,

@@ -5,8 +5,6 @@ Once a tick (``Scheduler.tick``); what is held ahead and why is ``server.prefetc
 
 from __future__ import annotations
 
-import math
-
 from server import dispatch_order
 from server.frame_states import tally_of
 from server.job_progress import STAGES, count, gate_open, gates
@@ -16,7 +14,6 @@ from server.prefetch import (
     FIRST_LOOKED_AT,
     FIRST_TAKING_BACK,
     STARTABLE,
-    TAKE_BACK_EVERY,
     take_back,
 )
 from server.scheduler.state import SchedulerState
@@ -52,9 +49,6 @@ class TakingBack(SchedulerState):
         if len(self._asked_back) > ASKED_BACK_KEPT:
             held = {ref for node in self.nodes.values() for ref in node.running}
             self._asked_back &= held
-        if len(self._took_back_at) > ASKED_BACK_KEPT:
-            recent = {j: t for j, t in self._took_back_at.items() if now - t < TAKE_BACK_EVERY}
-            self._took_back_at = recent
         ranks: dict[str, tuple[int, float, str]] = {}
         asked = self._asked_back
 
@@ -91,14 +85,14 @@ class TakingBack(SchedulerState):
                     asked.add(attempt)
                     take_back(node.name, attempt, why, changes)
             if took:
-                self._took_back_at[job.id] = now
+                self._took_back_at.took(job.id, now)
 
     def _first_waiting(self, now: float) -> list[tuple[tuple[int, float, str], Job, int]]:
         """The first jobs in dispatch order that could start a chunk now: (key, job, how many)."""
         found: list[tuple[tuple[int, float, str], Job, int]] = []
         for key in self._index[:FIRST_LOOKED_AT]:
             job = self.jobs[key[2]]
-            if now - self._took_back_at.get(job.id, -math.inf) < TAKE_BACK_EVERY:
+            if self._took_back_at.recent(job.id, now):
                 continue
             tally = tally_of(job)
             if not tally.ready or job.spec.after_frames or not self._dependencies_done(job):

@@ -27,6 +27,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import time
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
@@ -43,7 +44,7 @@ from agent.journal import JournalEntry
 from agent.lines import LineSplitter
 from agent.no_follow import make_folder
 from agent.process_tree import MARKER_VARIABLE, exit_status, kill_tree
-from agent.shim import claim
+from agent.shim import GONE_GRACE, claim
 from agent.shim_client import REFUSED, Shim, ShimResult, StartTimeout
 from agent.staging import (
     ChunkFiles,
@@ -64,7 +65,7 @@ from farmtui.protocol import (
     ChunkTimedOut,
     ChunkTimeouts,
 )
-from farmtui.renderers import RendererError, expand, frame_tokens
+from farmtui.renderers import RendererError, expand, frame_tokens, printf_sequence
 
 if TYPE_CHECKING:
     from agent.supervisor import Supervisor
@@ -86,6 +87,10 @@ LEASE_LAPSED = "the lease ran out: lost contact with the leader"
 AGENT_STOPPED = "the agent stopped"
 # How often a render that ended by itself looks whether the lease is back (``_lease_again``).
 LEASE_LOOK_EVERY = 0.25
+# Beyond the grace it was given, seconds a shim has to answer a kill before this process
+# kills the tree itself (``_kill_for_the_shim``): well within the leader's margin after a
+# lapsed lease (0.4 x node_timeout, 0.6 s at the least).
+SHIM_ANSWER_MARGIN = 0.2
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -401,8 +406,10 @@ class ChunkRun(ChunkDelivery):
         if not argv:
             raise ChunkSetupError("the job has no command (empty argv)")
         if scene != a.scene:
-            # Command builders put the scene in the argv as given (blender -b shot.blend).
-            argv = [scene if arg == a.scene else arg for arg in argv]
+            # Command builders put the scene in the argv as given (blender -b shot.blend), or
+            # an image sequence's as ffmpeg reads it (frame_####.png as frame_%04d.png).
+            given = {a.scene: scene, printf_sequence(a.scene): printf_sequence(scene)}
+            argv = [given.get(arg, arg) for arg in argv]
         self.sup.spares.make(folder)  # first: the outdir may be inside it
         self._make_outdir(outdir)
         self.workdir = folder
@@ -661,6 +668,8 @@ class ChunkRun(ChunkDelivery):
         waker = asyncio.create_task(self.wake.wait())
         shim.renew(self.sup.lease_until)  # a renewal may have come while it started
         killing = False
+        # When its shim must have killed the tree and said so (monotonic), or None.
+        answer_by: float | None = None
         try:
             while not ended.done():
                 either: set[asyncio.Future[Any]] = {ended, waker}
@@ -673,6 +682,10 @@ class ChunkRun(ChunkDelivery):
                 if self.stop is not None and not killing:
                     killing = True
                     shim.kill(self.sup.kill_grace, self.stop.reason)
+                    answer_by = time.monotonic() + self._shim_answers_within()
+                if answer_by is not None and time.monotonic() > answer_by and not ended.done():
+                    answer_by = None
+                    await self._kill_for_the_shim(shim)
                 self._housekeeping()
             result = await shim.wait()  # its status is all read: what it said
             if result.cause == "exit" and (
@@ -710,6 +723,30 @@ class ChunkRun(ChunkDelivery):
         if result.cause == "exit" and self._lapsed():
             await self._lease_again()
         await self._conclude(result.returncode, started)
+
+    def _shim_answers_within(self) -> float:
+        """Seconds its shim has to kill the tree and say so: its grace, and a margin."""
+        assert self.stop is not None
+        grace = GONE_GRACE if self.stop.reason == LEASE_LAPSED else self.sup.kill_grace
+        return grace + SHIM_ANSWER_MARGIN
+
+    async def _kill_for_the_shim(self, shim: Shim) -> None:
+        """The shim did not answer a kill: stopped (SIGSTOP, a debugger) or frozen, it
+        cannot kill the tree, so this process does. Break round 33a: a stopped shim left
+        its renderer running past the lease, and the chunk started on another node."""
+        log.error(
+            "chunk %s: its supervisor (pid %d) did not answer; killing its processes",
+            self.marker,
+            shim.shim_pid,
+        )
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(shim.shim_pid, signal.SIGCONT)  # a stopped one then does its part too
+        # The shim carries the marker as well: a supervisor that cannot kill goes with
+        # its tree, and its end (``shim_died``) is the chunk's.
+        report = await kill_tree(self.marker, grace=0.0, keep=self.sup.tracked)
+        self.shim_uncertain = True
+        if report.signalled:
+            log.info("chunk %s: %d process(es) killed", self.marker, report.signalled)
 
     def _release_slot(self) -> None:
         self.sup.release_slot(self)

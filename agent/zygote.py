@@ -417,7 +417,7 @@ def fork_shim(shim: ModuleType, fds: list[int], origin: Origin) -> int | None:
     return pid
 
 
-def reap() -> None:
+def reap(children: set[int]) -> None:
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -425,7 +425,17 @@ def reap() -> None:
             return
         if pid == 0:
             return
+        children.discard(pid)
         reply({"event": "exited", "pid": pid, "returncode": os.waitstatus_to_exitcode(status)})
+
+
+def wake(children: set[int]) -> None:
+    """SIGCONT every shim still here: the agent is gone, and a shim stopped by a signal
+    would never see it and kill its tree (break round 33a: its renderer rendered on while
+    the chunk ran on another node). A shim that was not stopped ignores it."""
+    for pid in children:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGCONT)
 
 
 def on_signal(signum: int, frame: object) -> None:
@@ -449,15 +459,17 @@ def main() -> None:
     gc.disable()
     gc.freeze()
     reply({"event": "ready", "pid": os.getpid(), "room": origin.room[1]})
+    children: set[int] = set()
     while True:
         ready, _, _ = select.select([0, wake_read], [], [])
         if wake_read in ready:
             with contextlib.suppress(BlockingIOError):
                 os.read(wake_read, 512)
-            reap()
+            reap(children)
         if 0 in ready:
             data, fds, _, _ = socket.recv_fds(requests, MAX_REQUEST, 4)
-            if not data:  # the agent is gone; the shims do not need us
+            if not data:  # the agent is gone; the shims need us for nothing more
+                wake(children)
                 break
             valid = len(fds) in (3, 4) and data.isdigit()
             # Changed by a renderer (a shim's parent is within its reach): every shim
@@ -473,11 +485,12 @@ def main() -> None:
             if pid is None:
                 reply({"event": "refused", "id": int(data) if data.isdigit() else -1})
             else:
+                children.add(pid)
                 reply({"event": "spawned", "id": int(data), "pid": pid})
             if changed:  # the agent logs this line as the zygote's words
                 print("changed by another process (limits, niceness, CPUs, OOM)", flush=True)
                 break
-    reap()
+    reap(children)
     os._exit(0)
 
 

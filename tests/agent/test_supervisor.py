@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import signal
@@ -216,6 +217,31 @@ async def test_a_lease_that_runs_out_kills_what_renders_and_counts_it_apart(
     assert farm.supervisor.lease_ran_out() == (0, 0), "stopping already: counted once"
     finished = await farm.finish()
     assert (finished.outcome, finished.reason) == ("killed", LEASE_LAPSED)
+
+
+@pytest.mark.parametrize("stop", ["lease", "kill"])
+async def test_a_stopped_shim_does_not_keep_its_renderer_alive(
+    farm: Any, demo_chunk: Chunk, eventually: Any, stop: str
+) -> None:
+    """The shim kills the tree; one stopped by a signal cannot, so the agent does. Break round
+    33a: a stopped shim's renderer rendered on past the lease while the chunk ran elsewhere."""
+    run = farm.supervisor.assign(demo_chunk([1], extra=["--hang"]))
+    await eventually(lambda: run.first_output_at is not None, what="the renderer to print")
+    renderer, shim = psutil.Process(run.pid), run.shim.shim_pid
+    os.kill(shim, signal.SIGSTOP)
+    try:
+        if stop == "lease":
+            farm.supervisor.lease_until = 0.0
+            assert farm.supervisor.lease_ran_out() == (1, 0)
+        else:
+            assert farm.supervisor.kill(run.key, "cancelled by alice")
+        await eventually(lambda: not renderer.is_running(), what="the renderer's end")
+        finished = await farm.finish()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(shim, signal.SIGCONT)
+    reason = LEASE_LAPSED if stop == "lease" else "cancelled by alice"
+    assert (finished.outcome, finished.reason) == ("killed", reason)
 
 
 async def test_odd_output_long_lines_binary_and_no_final_newline(

@@ -547,9 +547,12 @@ AGENT = textwrap.dedent(
 )
 
 
+@pytest.mark.parametrize("shim_stopped", [False, True], ids=["shim running", "shim stopped"])
 async def test_the_tree_and_the_zygote_go_when_the_agent_is_killed_with_sigkill(
-    tmp_path: Path, eventually: Poll
+    tmp_path: Path, eventually: Poll, shim_stopped: bool
 ) -> None:
+    """Also when the shim was stopped by a signal: the zygote wakes it as the agent goes
+    (break round 33a: its renderer rendered on while the chunk ran on another node)."""
     (tmp_path / "tree.py").write_text(TREE)
     (tmp_path / "parent.py").write_text(AGENT)
     pids, report = tmp_path / "pids", tmp_path / "report"
@@ -577,6 +580,8 @@ async def test_the_tree_and_the_zygote_go_when_the_agent_is_killed_with_sigkill(
         waiting = [pid for pid in idle if pid != shim_pid]
         recorded = [int(p.name) for p in pids.iterdir()]
 
+        if shim_stopped:
+            os.kill(shim_pid, signal.SIGSTOP)
         killed = time.monotonic()
         agent.kill()
         await eventually(

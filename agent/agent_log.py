@@ -27,12 +27,27 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from farmtui.logqueue import LogThread
+from farmtui.printable import printable
 
 LOGGER = "farmtui.agent"
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 
-class OnceFormatter(logging.Formatter):
+class PlainFormatter(logging.Formatter):
+    """A line's message with its control characters shown as escapes (``printable``).
+
+    Lines quote what a job's submitter wrote (its command, paths built from its output
+    pattern): a newline in them forged a line of its own in the agent log, the node's log
+    on the sync root and the agent's stderr, and an ESC reached whoever ran ``tail -f``
+    (break round 33b). A traceback after the message keeps its lines.
+    """
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+        record.message = printable(record.message)
+        return super().formatMessage(record)
+
+
+class OnceFormatter(PlainFormatter):
     """Formats a record once for every handler that shares this formatter.
 
     The log file and the stream to the leader print each line alike. Formatting
@@ -55,7 +70,7 @@ class LogStream(logging.Handler):
     def __init__(self, limit: int = 5000, formatter: logging.Formatter | None = None) -> None:
         super().__init__(logging.INFO)
         self._lines: deque[str] = deque(maxlen=limit)
-        self.setFormatter(formatter or logging.Formatter(FORMAT))
+        self.setFormatter(formatter or PlainFormatter(FORMAT))
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -156,7 +171,7 @@ def attach(state_dir: Path, *, to_stderr: bool = True) -> AgentLogging:
     thread: LogThread | None = None
     if to_stderr:
         console = logging.StreamHandler()
-        console.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        console.setFormatter(PlainFormatter("%(levelname)s %(message)s"))
         handlers.append(console)
         if may_block(console.stream):
             thread = LogThread("farmtui-agent-log")

@@ -92,6 +92,10 @@ def agent_id(state_dir: Path) -> str:
 
     Stable across restarts, so a restarted agent can find and kill the trees
     its previous run left behind.
+
+    The id tells the node's own agent from another claiming its name (the leader
+    refuses that one), so only this user may read it: the file is 0600, and a state
+    folder made here 0700 (break round 33b: both were the umask's, 0644 and 0755).
     """
     path = state_dir / "agent-id"
     try:
@@ -100,8 +104,12 @@ def agent_id(state_dir: Path) -> str:
         value = ""
     if not value:
         value = uuid.uuid4().hex[:12]
-        state_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(value + "\n", encoding="utf-8")
+        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(value + "\n")
+    if stat.S_IMODE(path.stat().st_mode) != 0o600:
+        os.chmod(path, 0o600)  # an older agent's, made with the umask's 0644
     return value
 
 
@@ -113,7 +121,7 @@ def lock_state(state_dir: Path) -> int:
     could not tell them apart. The lock goes with the process (it is not
     inherited by renderers), so a crashed agent never leaves it behind.
     """
-    return _hold(state_dir, "agent.lock", "state folder", "--state (and --name)")
+    return _hold(state_dir, "agent.lock", "state folder", "--state (and --name)", mode=0o700)
 
 
 def lock_staging(staging: Path) -> int:
@@ -126,9 +134,10 @@ def lock_staging(staging: Path) -> int:
     return _hold(staging, STAGING_LOCK, "staging folder", "--staging")
 
 
-def _hold(folder: Path, name: str, what: str, flag: str) -> int:
+def _hold(folder: Path, name: str, what: str, flag: str, mode: int = 0o777) -> int:
+    """``mode``: the folder's if made here (less the umask's)."""
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(mode=mode, parents=True, exist_ok=True)
         fd = os.open(folder / name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError as exc:
         raise AgentError(f"cannot use the {what} {folder}: {exc.strerror or exc}") from None

@@ -18,6 +18,7 @@ from itertools import chain, compress
 from pathlib import PurePosixPath
 
 from farmtui.path_limits import path_size_refusal
+from farmtui.printable import has_control
 
 # A job of more frames than this is almost certainly a typo (1-1000000000).
 MAX_FRAMES = 1_000_000
@@ -209,6 +210,8 @@ def check_output_pattern(pattern: str) -> PurePosixPath:
         raise OutputPatternError(f"output pattern {pattern!r} escapes the sync root")
     if "\\" in pattern or "\x00" in pattern:
         raise OutputPatternError(f"output pattern {pattern!r} has a backslash or NUL")
+    if has_control(pattern):  # a file name with an ESC or a newline in the shared root
+        raise OutputPatternError(f"output pattern {pattern!r} has a control character")
     if (too_big := path_size_refusal(pattern, "output pattern")) is not None:
         raise OutputPatternError(too_big)
     if _PADDING.search(path.name) is None:

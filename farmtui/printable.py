@@ -64,3 +64,9 @@ def printable(text: str, *, multiline: bool = False) -> str:
 def is_printable(text: str) -> bool:
     """Whether ``printable`` would show ``text`` unchanged as one line."""
     return _ONE_LINE.search(text) is None
+
+
+def has_control(text: str) -> bool:
+    """Whether ``text`` holds a character no name may hold (``CONTROL_CHARACTERS``): paths
+    refuse them too, as the names of files and folders everyone lists."""
+    return _ONE_LINE.search(text) is not None

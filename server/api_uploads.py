@@ -17,6 +17,7 @@ import os
 import secrets
 import threading
 from pathlib import Path, PurePosixPath
+from urllib.parse import unquote_to_bytes
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -44,6 +45,10 @@ async def upload_file(request: Request) -> Response:
     principal = who(request, "upload_output")
     leader = leader_of(request)
     relative = request.path_params["path"]
+    raw = request.scope.get("raw_path")
+    if raw is not None and not _utf8(unquote_to_bytes(raw)):
+        # Starlette reads it with replacement characters: the file got another name.
+        raise BadRequest("the path is not valid UTF-8")
     fence = upload_fence(request)
     target = await asyncio.to_thread(confine, leader.root, relative)  # reads the disk
     operations.upload_allowed(leader, principal, relative, target, fence)
@@ -237,3 +242,11 @@ def _abort_once_open(opening: asyncio.Future[Upload]) -> None:
     """An upload cancelled while its file was being made: removed once it is made."""
     if not opening.cancelled() and opening.exception() is None:
         asyncio.get_running_loop().run_in_executor(None, opening.result().abort)
+
+
+def _utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True

@@ -19,6 +19,7 @@ from collections import deque
 from io import TextIOWrapper
 from pathlib import Path
 
+from farmtui.printable import printable
 from server import logfiles
 from server.joblogs import answer
 from server.logwriter import LogSink, LogWriter, weigh_lines
@@ -51,12 +52,12 @@ class NodeLogs:
         the writer thread. (A message of 87,000 empty lines, which fits in a batch, took the
         loop 10-20 ms here, in the group commit, where no link is charged for it.)"""
         kept = self.lines.setdefault(node, deque(maxlen=KEEP_LINES))
-        kept.extend(line.rstrip("\n") for line in lines[-KEEP_LINES:])
+        kept.extend(_plain(line) for line in lines[-KEEP_LINES:])
         self._appended[node] = self._appended.get(node, 0) + len(lines)
         self.writer.write(self._append, node, tuple(lines), weight=weigh_lines(lines))
 
     def _write(self, node: str, lines: tuple[str, ...]) -> None:
-        text = "".join(line.rstrip("\n") + "\n" for line in lines)
+        text = "".join(_plain(line) + "\n" for line in lines)
         try:
             handle = self._files.get(node)
             if handle is None:
@@ -135,3 +136,10 @@ class NodeLogs:
         self.writer.write(self._close_files)
         if self._own_writer:  # a shared writer is closed by its owner (the leader, bounded)
             self.writer.close()
+
+
+def _plain(line: str) -> str:
+    """An agent's line as plain text: its token's holder writes it, and operators read the
+    file with ``tail -f`` (an ESC in one was a terminal escape there, a newline a forged
+    line: break round 33b)."""
+    return printable(line.rstrip("\n"), multiline=True).replace("\n", "\\n")  # tabs kept

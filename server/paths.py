@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path, PurePosixPath
 
 from farmtui.path_limits import path_size_refusal
+from farmtui.printable import has_control
 from server.errors import BadRequest
 
 
@@ -19,6 +20,8 @@ def confine(root: Path, relative: str) -> Path:
         raise BadRequest("empty path")
     if "\x00" in relative or "\\" in relative:
         raise BadRequest(f"path {relative!r} has a backslash or NUL")
+    if has_control(relative):
+        raise BadRequest(f"path {relative!r} has a control character")
     if (too_big := path_size_refusal(relative, "the path")) is not None:
         raise BadRequest(too_big)
     pure = PurePosixPath(relative)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path, PurePosixPath
 
 from farmtui.jobfields.errors import JobFieldError
+from farmtui.printable import has_control
 
 
 def check_scene(scene: str | None, root: Path | None = None) -> None:
@@ -20,6 +21,8 @@ def check_scene(scene: str | None, root: Path | None = None) -> None:
         return
     if "\x00" in scene or "\\" in scene:
         raise JobFieldError(f"scene {scene!r} has a backslash or NUL", ("scene",))
+    if has_control(scene):
+        raise JobFieldError(f"scene {scene!r} has a control character", ("scene",))
     if scene.startswith("~"):
         raise JobFieldError(
             f"scene {scene!r} must be relative to the sync root or inside it", ("scene",)

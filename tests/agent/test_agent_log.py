@@ -48,6 +48,24 @@ def test_a_log_file_it_cannot_write_is_said_once_until_it_can_again(
         agent_log.detach(attached)
 
 
+def test_a_line_quoting_a_jobs_command_cannot_forge_lines_nor_reach_the_terminal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A submitter's argv is quoted in "started pid N: ..." (break round 33b: a newline in it
+    forged a line in the agent log, and an ESC retitled the terminal of its reader)."""
+    attached = agent_log.attach(tmp_path)
+    logger = logging.getLogger(agent_log.LOGGER)
+    try:
+        logger.info("started pid %d: %s", 7, "true x\nINFO forged\x1b]0;pwned\x07")
+        attached.wait()
+    finally:
+        agent_log.detach(attached)
+    escaped = "started pid 7: true x\\nINFO forged\\x1b]0;pwned\\x07"
+    (line,) = (tmp_path / "agent.log").read_text().splitlines()
+    assert line.endswith(escaped)
+    assert capsys.readouterr().err == f"INFO {escaped}\n"
+
+
 class StalledTerminal(io.StringIO):
     """A stderr whose reader stopped (an SSH link gone quiet): a write waits for it."""
 

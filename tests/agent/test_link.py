@@ -25,7 +25,7 @@ from agent.chunk_delivery import KEPT_MARK
 from agent.copy_records import RECORDS, temporary_name
 from agent.errors import LeaderRefused
 from agent.link import LeaderLink
-from agent.main import Agent, default_staging_dir, run_agent
+from agent.main import Agent, agent_id, default_staging_dir, lock_state, run_agent
 from agent.outbox import Outbox
 from farmtui.protocol import (
     AGENT_EXIT_REFUSED,
@@ -604,6 +604,23 @@ def test_the_default_staging_folder_is_this_users_alone(
     staging = default_staging_dir("node1")
     assert staging == older / "node1" / "staging"
     assert stat.S_IMODE(older.stat().st_mode) == 0o700
+
+
+def test_the_agents_id_is_for_its_user_alone(tmp_path: Path) -> None:
+    """It tells the node's own agent from another claiming its name (break round 33b: the
+    file was 0644 in a 0755 folder)."""
+    state = tmp_path / "state"
+    lock = lock_state(state)
+    try:
+        made = agent_id(state)
+    finally:
+        os.close(lock)
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    path = state / "agent-id"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    path.chmod(0o644)  # as an agent before this made it
+    assert agent_id(state) == made
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
 class _SlowSocket:

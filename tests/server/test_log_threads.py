@@ -116,6 +116,22 @@ async def test_a_full_disk_is_reported_once_a_log_and_lines_come_again_once_ther
         logs.close()
 
 
+async def test_an_agents_lines_are_written_as_plain_text(tmp_path: Path) -> None:
+    """Whoever holds an agent token writes these lines; operators ``tail -f`` the file. An
+    ESC in one reached their terminal, and a newline forged a line (break round 33b)."""
+    writer = LogWriter("test-node-logs")
+    nodes = NodeLogs(tmp_path, writer)
+    try:
+        nodes.append("node1", ["started: x\nINFO forged line\x1b]0;pwned\x07", "plain\n"])
+        expected = ["started: x\\nINFO forged line\\x1b]0;pwned\\x07", "plain"]
+        assert nodes.kept("node1", 2) == expected
+        await asyncio.wrap_future(writer.call(lambda: None))  # what was asked before is done
+        assert (tmp_path / "nodes/node1.log").read_text().splitlines() == expected
+    finally:
+        nodes.close()
+        writer.close()
+
+
 async def test_a_message_of_many_lines_is_kept_whole_on_disk_and_its_tail_in_memory(
     tmp_path: Path,
 ) -> None:

@@ -72,11 +72,13 @@ def normalize_url(url: str) -> str:
     A URL with a user or password is refused without repeating it: the token
     is the credential, and a password in the URL would end up in messages.
     """
-    url = url.strip().rstrip("/")
-    if not url:
+    url = url.strip()
+    if not url.rstrip("/"):
         raise ConfigError("the leader URL is empty")
     if "://" not in url:
         url = "http://" + url
+    # After the scheme is known: "http://" stripped first read as the host "http:".
+    url = url.rstrip("/")
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018  # reading it checks it: ValueError for "host:abc"
@@ -88,8 +90,10 @@ def normalize_url(url: str) -> str:
             "the leader URL must not carry a user or password; give the token with "
             "--token, --token-file or FARM_TOKEN"
         )
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+    if parts.scheme.lower() not in ("http", "https"):
         raise ConfigError(f"the leader URL {url!r} must start with http:// or https://")
+    if not parts.hostname:
+        raise ConfigError(f"the leader URL {url!r} names no host: http://HOST:PORT")
     return url
 
 
@@ -117,6 +121,10 @@ def check_token(token: str, source: str) -> str:
     if any(c.isspace() or not c.isprintable() for c in token):
         raise ConfigError(
             f"the token from {source} has spaces or control characters; a token has neither"
+        )
+    if not token.isascii():  # it goes in an HTTP header: one was a traceback (break round 33b)
+        raise ConfigError(
+            f"the token from {source} has characters that are not ASCII; a token has none"
         )
     return token
 

@@ -164,6 +164,8 @@ def read_priority(text: str) -> int:
     """``farm priority JOB P``: P checked against JobSpec's limits."""
     given = normalize({"priority": text}, lambda key: key)
     try:
-        return to_spec(given).priority
+        priority = to_spec(given).priority
     except JobFieldError as exc:
         raise _refused(exc, given) from None
+    assert priority is not None  # given, so read
+    return priority

@@ -115,8 +115,21 @@ def _split_pattern(pattern: str) -> tuple[str, str, int, str]:
 
 def _need(value: str | None, what: str, renderer: str) -> str:
     if not value:
-        raise RendererError(f"renderer {renderer!r} needs a {what}")
+        article = "an" if what[0] in "aeiou" else "a"
+        raise RendererError(f"renderer {renderer!r} needs {article} {what}")
     return value
+
+
+def printf_sequence(scene: str) -> str:
+    """An image sequence named with the farm's padding (``shot/frame_####.png``) as ffmpeg's
+    image2 reader takes it (``shot/frame_%04d.png``), as the output's is; a name
+    without ``#`` (a movie, or a sequence already in ``%04d``) as it is."""
+    path = PurePosixPath(scene)
+    if "#" not in path.name:
+        return scene
+    _, head, width, tail = _split_pattern(scene)
+    name = printf_pattern(head.replace("%", "%%") + "#" * width + tail.replace("%", "%%"))
+    return scene[: len(scene) - len(path.name)] + name
 
 
 def _has_flag(extra: Sequence[str], *flags: str) -> bool:
@@ -184,7 +197,7 @@ def build_argv(
             "{frames}",
         ]
     if name == "ffmpeg":
-        scene = _need(scene, "input (--scene)", name)
+        scene = printf_sequence(_need(scene, "input (--scene)", name))
         _, head, width, tail = _split_pattern(_need(output_pattern, "output pattern", name))
         # '%' is the image2 muxer's own escape: a literal one in the name is '%%'.
         out = printf_pattern(head.replace("%", "%%") + "#" * width + tail.replace("%", "%%"))

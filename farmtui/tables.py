@@ -30,7 +30,7 @@ from farmtui.protocol import (
     TokenView,
     is_operator_block,
 )
-from farmtui.reasons import reason_line
+from farmtui.reasons import reason_line, shown_etr
 
 PRIORITY_HEADER = "PRI(low first)"
 
@@ -92,7 +92,7 @@ def jobs_table(jobs: Sequence[JobView]) -> str:
             job_state(job),
             progress_bar(job.stats.frames_done, job.stats.frames_total),
             f"{job.stats.frames_done}/{job.stats.frames_total}",
-            format_duration(job.stats.etr) if job.state not in ("done", "cancelled") else "-",
+            format_duration(shown_etr(job)),
             reason_line(job.reason, now),
         ]
         for job in jobs
@@ -183,7 +183,7 @@ def detail_text(detail: JobDetail) -> str:
         f" {stats.chunks_done}/{stats.chunks_total} chunks done,"
         f" {stats.chunks_running} running, {stats.chunks_failed} failed",
         f"times     mean {format_duration(stats.mean_render)},"
-        f" p90 {format_duration(stats.p90_render)}, ETR {format_duration(stats.etr)}",
+        f" p90 {format_duration(stats.p90_render)}, ETR {format_duration(shown_etr(job))}",
     ]
     if job.spec.output:
         lines.append(f"output    {job.spec.output}")

@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path, PurePath, PurePosixPath
 from typing import NamedTuple
 
+import msgspec
+
 from farmtui.frames import OutputPatternError, check_output_pattern
 from farmtui.protocol import (
     IDEMPOTENCY_KEY,
@@ -36,6 +38,7 @@ from farmtui.protocol import (
     TokenView,
     leader_owned,
 )
+from farmtui.protocol.limits import DEFAULT_PRIORITY
 from server import dispatch_order
 from server.assignments import expected_outputs
 from server.auth import check_role, hash_token, token_id
@@ -149,7 +152,14 @@ async def submit(
     owner = spec.owner or principal.name
     authorize(principal, "submit", owner)
     lowest = leader.config.user_priority_min
-    if spec.priority < lowest and not may(principal, "submit_urgent", owner):
+    urgent = may(principal, "submit_urgent", owner)
+    if spec.priority is None:
+        # Named by nobody: the default, but never below what the submitter may ask for (a farm
+        # that raised user_priority_min refused every plain user's submit: break round 33c).
+        spec = msgspec.structs.replace(
+            spec, priority=DEFAULT_PRIORITY if urgent else max(DEFAULT_PRIORITY, lowest)
+        )
+    elif spec.priority < lowest and not urgent:
         raise Forbidden(
             f"priority {spec.priority} needs an admin: users submit with priority "
             f"{lowest}-100 (lower renders sooner)"

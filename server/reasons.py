@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from farmtui.frames import format_frames
-from farmtui.protocol import WaitReason
+from farmtui.protocol import WaitReason, is_operator_block
 from server.frame_states import PENDING, tally_of
 from server.frame_waits import FrameWaits
 from server.job_progress import STAGES, count, gates, stage_open, waiting_at_scouts
@@ -207,11 +207,12 @@ def _node_reason(job: Job, farm: Farm, now: float) -> WaitReason | None:
         return WaitReason(kind="offline", text=f"every node it may use is {' or '.join(parts)}")
     ends = [job.blocked[n.name] for n in usable if job.blocked.get(n.name, 0.0) > now]
     if len(ends) == len(usable):
-        return WaitReason(
-            kind="blocked",
-            text=f"blocked on {len(ends)}/{len(usable)} nodes",
-            until=min(ends),
-        )
+        text = f"blocked on {len(ends)}/{len(usable)} nodes"
+        if is_operator_block(min(ends), now):
+            # Every block is an operator's: it lasts till lifted, not till a time (its record
+            # says a year from now, which read as a time passed today).
+            return WaitReason(kind="blocked", text=f"{text} until unblocked")
+        return WaitReason(kind="blocked", text=text, until=min(ends))
     open_nodes = [n for n in usable if job.blocked.get(n.name, 0.0) <= now]
     free = sum(farm.free.get(n.name, 0) for n in open_nodes)
     if free == 0:

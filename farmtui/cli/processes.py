@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from farmtui.config import TOKEN_VARIABLE
-from farmtui.errors import FarmError, InputError
+from farmtui.errors import AuthError, FarmError, InputError, PermissionDenied
 from farmtui.interrupts import interrupts_held
 
 if TYPE_CHECKING:
@@ -194,10 +194,28 @@ def _names_root(user: str) -> bool:
     return user == "root" or (user.isdigit() and int(user) == 0)
 
 
+# Seconds ``farm console`` gives the leader to say whether it takes the token, before
+# the console opens anyway (on a leader that is down, it shows so and keeps trying).
+TOKEN_CHECK_TIMEOUT = 3.0
+
+
 def cmd_console(args: argparse.Namespace) -> int:
     from farmtui import config
+    from farmtui.client import FarmClient
 
     conn = config.resolve(args.leader, args.token, args.token_file, ca=args.ca)
+    # A token the leader refuses is said in one line before the screen is taken (break
+    # round 33c: the console said "reconnecting" for ever). A leader that does not answer
+    # now is left to the console, which shows so and connects once one does.
+    with FarmClient(
+        conn.leader, conn.token, timeout=TOKEN_CHECK_TIMEOUT, verify=conn.ca or True
+    ) as farm:
+        try:
+            farm.whoami()
+        except (AuthError, PermissionDenied):
+            raise
+        except FarmError:
+            pass
     try:
         with interrupts_held():
             from farmtui.console.app import run_console

@@ -19,6 +19,9 @@ def cmd_token(args: argparse.Namespace) -> int:
         raise InputError("farm token create takes --role ROLE [--name NAME], no ID")
     if verb != "create" and (role is not None or args.name is not None):
         raise InputError(f"farm token {verb} takes no --role or --name")
+    if verb == "create" and role == "agent" and not args.name:
+        # Known here: said as an input error (exit 2), not as the leader's refusal (1).
+        raise InputError("an agent token is named for its node: --name NODE")
     if verb == "revoke" and not target:
         raise InputError("farm token revoke needs the token's ID (farm token list)")
     if verb == "revoke" and not re.fullmatch(r"[0-9a-fA-F]{1,64}", target):

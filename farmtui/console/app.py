@@ -9,6 +9,7 @@ from typing import ClassVar
 
 from textual import events
 from textual.app import App
+from textual.binding import Binding, BindingType
 from textual.command import CommandListItem, CommandPalette, SimpleProvider
 from textual.notifications import SeverityLevel
 from textual.screen import Screen
@@ -39,6 +40,19 @@ class FarmConsole(App[None]):
     CSS_PATH = "farm.tcss"
     TITLE = "farmtui"
     COMMANDS: ClassVar = App.COMMANDS | {FarmCommands}
+    # Textual's own says "return to the command prompt": under ``farm up`` the farm stops
+    # too, which the help screen (``?``) must say (break round 33c).
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding(
+            "ctrl+q",
+            "quit",
+            "Quit",
+            show=False,
+            priority=True,
+            tooltip="Quit the console; under farm up the farm stops with it (asks first while"
+            " chunks render).",
+        ),
+    ]
 
     def __init__(
         self,

@@ -27,6 +27,8 @@ RendererName = Annotated[
     str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+\Z")
 ]
 Priority = Annotated[int, msgspec.Meta(ge=0, le=100)]
+# A job's priority when its submitter names none (lower renders sooner).
+DEFAULT_PRIORITY = 50
 # A chunk of more frames than a job may have is a typo (the job's limit, farmtui.frames).
 ChunkSize = Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
 # Retries, machine limits: bounded, so that a typo cannot store an absurd number.

@@ -84,7 +84,9 @@ class JobSpec(Record, kw_only=True, omit_defaults=True, forbid_unknown_fields=Tr
     name: JobName = ""
     frames: NonEmptyText = "1"
     chunk: ChunkSize = 1
-    priority: Priority = 50
+    # None: the submitter's default, which the leader stores as a number:
+    # DEFAULT_PRIORITY, or ``user_priority_min`` for a user who may not go below it.
+    priority: Priority | None = None
     renderer: RendererName = "generic"
     # Relative to the sync root, or an absolute path inside it.
     scene: NonEmptyText | None = None

@@ -61,6 +61,7 @@ from collections import Counter
 from collections.abc import Iterable
 
 from farmtui.protocol import JobSpec, LimitView
+from farmtui.protocol.limits import DEFAULT_PRIORITY
 from server import dispatch_order, outcomes
 from server.model import Changes, Job, Node
 from server.resources import Limit
@@ -197,13 +198,14 @@ class Scheduler(NodeEvents, ChunkReports, OperatorActions, DispatchPass, TakingB
             prepared = prepare(job_id, spec)
         validate(job_id, prepared.spec, self.jobs)
         spec = prepared.spec
+        priority = DEFAULT_PRIORITY if spec.priority is None else spec.priority
         before = self.positions()
         job = Job(
             id=job_id,
             spec=spec,
             owner=owner,
             state="queued",
-            priority=spec.priority,
+            priority=priority,
             queue_key=dispatch_order.next_key(self.jobs.values()),
             created=now,
             submit_key=key,
@@ -219,7 +221,7 @@ class Scheduler(NodeEvents, ChunkReports, OperatorActions, DispatchPass, TakingB
         changes.event(
             now,
             "info",
-            f"submitted: {prepared.frames} frames in {renders} chunks, priority {spec.priority}",
+            f"submitted: {prepared.frames} frames in {renders} chunks, priority {priority}",
             job_id,
             owner,
         )

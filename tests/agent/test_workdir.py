@@ -126,6 +126,24 @@ def test_a_blender_command_gets_the_scene_from_the_sync_root(farm: Any) -> None:
     assert all(Path(arg).is_absolute() for arg in command if "frame_" in arg)
 
 
+def test_an_ffmpeg_image_sequence_in_the_farms_padding_is_read_from_the_sync_root(
+    farm: Any,
+) -> None:
+    """``--scene plates/frame_####.png``: ffmpeg reads ``%04d``, in the sync root (break
+    round 33c: the padding was passed on as written, and every chunk failed)."""
+    from agent.supervisor import ChunkRun
+
+    argv = build_argv("ffmpeg", "plates/frame_####.png", "renders/shot/frame_####.jpg")
+    assign = AssignChunk(
+        job_id="job1", chunk=0, attempt=1, renderer="ffmpeg", argv=argv, frames=[1, 2],
+        outputs=["renders/shot/frame_0001.jpg", "renders/shot/frame_0002.jpg"],
+        outdir="renders/shot", output="renders/shot/frame_####.jpg",
+        scene="plates/frame_####.png",
+    )  # fmt: skip
+    command, _ = ChunkRun(farm.supervisor, assign)._prepare()
+    assert command[command.index("-i") + 1] == str(farm.sync_root / "plates/frame_%04d.png")
+
+
 async def test_a_scene_escaping_the_sync_root_is_refused(
     farm: Any, demo_chunk: Chunk, python: str
 ) -> None:

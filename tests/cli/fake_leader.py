@@ -57,7 +57,7 @@ class FakeLeader:
             name=spec.name,
             owner="tester",
             state=state,  # type: ignore[arg-type]
-            priority=spec.priority,
+            priority=50 if spec.priority is None else spec.priority,
             position=len(self.jobs),
             frames=spec.frames,
             chunk=spec.chunk,

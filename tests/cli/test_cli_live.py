@@ -194,6 +194,16 @@ def test_wrong_token_is_an_error(farm_leader: LiveLeader) -> None:
 
 
 @needs_leader
+def test_a_console_with_a_wrong_token_says_so_in_one_line_and_stops(
+    farm_leader: LiveLeader,
+) -> None:
+    """It opened full-screen and said "reconnecting" for ever (break round 33c)."""
+    done = farm_leader.cli("console", token="not-a-token")
+    assert done.returncode == 1
+    assert done.stderr == "farm console: the leader refused the token\n"
+
+
+@needs_leader
 def test_token_create_makes_a_working_viewer_token(farm_leader: LiveLeader) -> None:
     done = farm_leader.cli("token", "create", "--role", "viewer", "--name", "ops", "--json")
     assert done.returncode == 0, done.stderr

@@ -290,6 +290,7 @@ def test_a_job_file_nested_too_deeply_is_one_line_not_a_crash(
         (["list", "abc"], "farm token list takes no ID"),
         (["revoke", "abc", "--role", "user"], "farm token revoke takes no --role"),
         (["revoke", "a/b"], "'a/b' is not a token ID"),
+        (["create", "--role", "agent"], "an agent token is named for its node: --name NODE"),
     ],
 )
 def test_token_commands_check_their_arguments_before_calling(

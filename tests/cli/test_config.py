@@ -164,6 +164,10 @@ def test_other_schemes_are_refused() -> None:
         ("http://[::1:7878", "is malformed"),
         ("ftp://farm:21", "must start with http"),
         ("http://wrangler:s3cret@farm:7878", "must not carry a user or password"),
+        # "http://" read as the host "http:" (break round 33c).
+        ("http://", "names no host"),
+        ("https:///", "names no host"),
+        ("http://:7878", "names no host"),
     ],
 )
 def test_a_bad_leader_url_is_one_line_that_never_repeats_a_password(url: str, says: str) -> None:
@@ -178,6 +182,13 @@ def test_a_token_that_cannot_be_one_is_refused_without_repeating_it(token: str) 
         resolve(leader="http://farm:7878", token=token)
     assert "ab" not in str(caught.value)
     assert "words" not in str(caught.value)
+
+
+def test_a_token_that_is_not_ascii_is_one_line_not_a_traceback() -> None:
+    """It goes in an HTTP header, which took only Latin-1: a traceback (break round 33b)."""
+    with pytest.raises(ConfigError, match="not ASCII") as caught:
+        resolve(leader="http://farm:7878", token="s3cr€t")
+    assert "s3cr" not in str(caught.value)
 
 
 def test_a_token_file_that_is_no_file_or_far_too_big_is_one_line(

@@ -249,6 +249,8 @@ async def test_help_overlay_lists_the_keys_of_the_view_from_the_bindings(
                 assert binding.description in text, binding.description
         assert "^o  Pause" in text
         assert "Jobs table" in text
+        # Not Textual's "return to the command prompt": under farm up the farm stops too.
+        assert "under farm up the farm stops with it" in text
         assert "Frame grid" not in text  # not the jobs view's
         await pilot.press("escape")
         await wait_for(pilot, lambda: isinstance(app.screen, MainScreen))

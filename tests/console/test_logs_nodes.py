@@ -80,6 +80,15 @@ async def test_peer_log_is_refreshed(leader: ScriptedLeader, monkeypatch: object
         # Appended, not duplicated.
         assert logs(app).peer_lines().count("node-b: agent started") == 1
         assert "node-b: rendering j1 chunk 4" in screen_text(app)
+        # An agent's own line without its date and logger: at 80 columns those filled the
+        # width, and every line read the same (break round 33c).
+        leader.agent_log(
+            "node-b",
+            ["2026-12-07 17:56:02,114 INFO    farmtui.agent.supervisor: chunk j1:4:1 done"],
+        )
+        said = "17:56:02 INFO  chunk j1:4:1 done"
+        await wait_for(pilot, lambda: said in logs(app).peer_lines())
+        assert said in screen_text(app)
         # Refreshing stops when another source is shown.
         logs(app).show_source("monitor")
         await pilot.pause()

@@ -65,8 +65,9 @@ def test_each_route_says_what_it_takes_and_answers() -> None:
     listing = doc["paths"]["/api/jobs"]["get"]["responses"]["200"]["content"]["application/json"]
     assert listing["schema"] == {"type": "array", "items": {"$ref": "#/components/schemas/JobView"}}
     spec = doc["components"]["schemas"]["JobSpec"]
-    assert spec["properties"]["priority"]["minimum"] == 0
-    assert spec["properties"]["priority"]["maximum"] == 100
+    # A number 0-100, or none: the submitter's default.
+    number, none = spec["properties"]["priority"]["anyOf"]
+    assert (number["minimum"], number["maximum"], none) == (0, 100, {"type": "null"})
     assert doc["paths"]["/healthz"]["get"]["security"] == []
     assert "security" not in doc["paths"]["/api/nodes"]["get"]  # the document's bearer token
     # Every $ref points at something that is there.

@@ -8,6 +8,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from farmtui import jobfile
+from server.config import read_config
 from tests.helpers.leader import leader_in_process
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
@@ -24,6 +25,15 @@ def test_the_readme_job_file_is_one_farm_submit_accepts(tmp_path: Path) -> None:
     assert spec.output == "renders/shot010/frame_####.png"
     assert spec.timeouts.max_render == 600
     assert spec.tags == ["linux"]
+
+
+def test_the_readme_leader_toml_is_one_a_leader_starts_with(tmp_path: Path) -> None:
+    """Copied as written, its metrics token ("...") stopped the leader (break round 33c)."""
+    block = re.search(r"The leader reads `<data>/leader.toml`.*?```toml\n(.*?)```", README, re.S)
+    assert block is not None, "the leader.toml example is gone from README.md"
+    (tmp_path / "leader.toml").write_text(block.group(1))
+    config = read_config(tmp_path)
+    assert (config.retries, config.user_priority_min, config.node_timeout) == (3, 50, 15.0)
 
 
 async def test_every_metric_the_readme_names_is_served(tmp_path: Path) -> None:

@@ -45,7 +45,8 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     run([*quiet, *source, "-frames:v", str(INPUT_FRAMES), "-start_number", "1", str(sequence)])
     video = folder / "plate.mkv"
     run([*quiet, *source, "-frames:v", str(INPUT_FRAMES), "-c:v", "ffv1", str(video)])
-    return {"video": video, "sequence": sequence, "folder": folder}
+    padded = folder / "src_####.png"
+    return {"video": video, "sequence": sequence, "padded": padded, "folder": folder}
 
 
 def pixel_digests(images: list[Path]) -> list[str]:
@@ -101,6 +102,7 @@ def render_chunk(scene: Path, frames: list[int], outdir: Path) -> None:
         ("video", "2,5,9-11,20", 3),  # gapped: chunks follow the runs: 2,5 9-11 20
         ("video", "12-1x4", 2),  # reversed and stepped: 12,8 4
         ("sequence", "24-19", 4),  # reversed: 24-21 20,19
+        ("padded", "1-12x3", 2),  # the sequence named with the farm's padding, src_####.png
     ],
 )
 def test_every_chunk_writes_exactly_its_frames(

@@ -187,3 +187,16 @@ def test_archived_jobs_leave_the_queue_and_its_positions(farm: Farm) -> None:
     assert assigned_jobs(farm) == ["b"]
     with pytest.raises(SchedulerError, match="archived"):
         farm.scheduler.move("a", "up", None, "op", farm.now)
+
+
+def test_a_refused_move_names_the_jobs_by_their_names() -> None:
+    """Their ids alone were all the refusal said (break round 33c)."""
+    farm = Farm()
+    farm.submit("0001aa", name="longA", priority=50)
+    farm.submit("0002bb", name="urgent", priority=10)
+    with pytest.raises(
+        SchedulerError,
+        match=r"^job longA \(0001aa\) is already first of priority 50; moving it up would pass "
+        r"job urgent \(0002bb\) \(priority 10\)",
+    ):
+        farm.scheduler.move("0001aa", "up", None, "op", farm.now)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from farmtui.protocol import AgentHello, WaitReason
+from farmtui.reasons import reason_line
 from server.scheduler import SchedulerConfig
 from tests.scheduler.paper_farm import Farm
 
@@ -152,7 +153,9 @@ def test_an_operators_block_holds_until_lifted_by_name_and_survives_retries() ->
     assert farm.running() == {"bad": []}
     found = reason(farm, job)
     assert found is not None
-    assert (found.kind, found.text) == ("blocked", "blocked on 1/1 nodes")
+    # Till lifted, not till the year its record says (which read as a time passed today).
+    assert found == WaitReason(kind="blocked", text="blocked on 1/1 nodes until unblocked")
+    assert reason_line(found, farm.now) == "blocked on 1/1 nodes until unblocked"
     assert farm.scheduler.job_view(job).blocked_nodes.keys() == {"bad"}
     farm.scheduler.block_node(job, "bad", False, "wrangler", farm.now)
     farm.dispatch()

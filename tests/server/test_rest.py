@@ -16,7 +16,7 @@ import pytest
 from farmtui.protocol import AgentHello
 from server import api_uploads
 from server.config import LeaderConfig
-from tests.helpers.leader import InProcessLeader, wait_for
+from tests.helpers.leader import InProcessLeader, leader_in_process, wait_for
 
 SPEC: dict[str, Any] = {
     "name": "shot",
@@ -333,6 +333,27 @@ async def test_output_pattern_escaping_the_root_is_refused(
     assert leader.leader.scheduler.jobs == {}
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("output", "renders/e\x1b[2J/f_####.png"),
+        ("output", "renders/nl\nINFO forged/f_####.png"),
+        ("output", "renders/a\u202eb/f_####.png"),
+        ("scene", "shots/a\x1b]0;pwned\x07.blend"),
+    ],
+)
+async def test_a_path_with_a_control_character_is_refused(
+    leader: InProcessLeader, field: str, value: str
+) -> None:
+    """Break round 33b: a user's job made folders named with an ESC, a newline or a bidi
+    override in the shared root, which every listing of it then showed."""
+    async with leader.http() as http:
+        response = await http.post("/api/jobs", json={**SPEC, field: value})
+    assert response.status_code == 400
+    assert "has a control character" in one_line_error(response)
+    assert leader.leader.scheduler.jobs == {}
+
+
 async def test_chunk_actions_and_patch(leader: InProcessLeader) -> None:
     async with leader.http() as http:
         job = await submit(http)
@@ -492,6 +513,27 @@ async def test_an_upload_too_deep_or_too_long_is_a_400_and_no_traceback(
     assert not (leader.root / "d").exists()
 
 
+@pytest.mark.parametrize(
+    ("path", "says"),
+    [
+        ("renders/ctl/e%1b%5b2J.txt", "has a control character"),
+        ("renders/ctl/a%09b.txt", "has a control character"),
+        ("renders/ctl/a%E2%80%AEb.txt", "has a control character"),  # a bidi override
+        ("renders/ctl/a%ff%fe.txt", "the path is not valid UTF-8"),
+    ],
+)
+async def test_an_upload_to_a_name_no_listing_shows_plainly_is_refused(
+    leader: InProcessLeader, path: str, says: str
+) -> None:
+    """Break round 33b: an ESC made it into a file name in the shared root, and bytes that
+    are not UTF-8 were stored under another name (U+FFFD)."""
+    async with leader.http() as http:
+        response = await http.put(f"{leader.url}/api/files/{path}", content=b"x")
+    assert response.status_code == 400, response.text
+    assert says in one_line_error(response)
+    assert not (leader.root / "renders/ctl").exists()
+
+
 async def test_upload_needs_agent_or_admin(leader: InProcessLeader) -> None:
     viewer = leader.token("viewer", "val")
     async with leader.http(viewer) as http:
@@ -613,6 +655,27 @@ async def test_a_user_submits_only_within_the_priority_range_admins_allow(
     async with leader.http() as http:
         assert (await http.post("/api/jobs", json={**SPEC, "priority": 0})).status_code == 201
         assert len((await http.get("/api/jobs")).json()) == 2
+
+
+async def test_a_job_whose_submitter_names_no_priority_gets_the_lowest_they_may_ask_for(
+    tmp_path: Path,
+) -> None:
+    """With ``user_priority_min`` raised, a plain user's submit was refused: the default, 50,
+    was below it (break round 33c). A priority the user names is still checked."""
+    config = LeaderConfig(tick_interval=0.05, user_priority_min=60)
+    async with leader_in_process(tmp_path, config) as leader:
+        async with leader.http(leader.token("user", "alice")) as http:
+            plain = await submit(http)
+            assert plain["priority"] == 60
+            named = await http.post("/api/jobs", json={**SPEC, "priority": 50})
+            assert named.status_code == 403
+            assert "priority 50 needs an admin: users submit with priority 60-100" in (
+                one_line_error(named)
+            )
+            assert (await submit(http, priority=80))["priority"] == 80
+        async with leader.http() as http:
+            assert (await submit(http))["priority"] == 50  # an admin's default
+            assert len((await http.get("/api/jobs")).json()) == 3
 
 
 async def test_a_user_reorders_only_among_their_own_jobs(leader: InProcessLeader) -> None:

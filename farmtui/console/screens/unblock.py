@@ -19,7 +19,7 @@ from textual.widgets.option_list import Option
 from farmtui.console import fmt
 from farmtui.printable import printable
 from farmtui.protocol import JobView
-from farmtui.reasons import clock
+from farmtui.reasons import block_end
 
 
 class UnblockScreen(ModalScreen[str | None]):
@@ -50,9 +50,7 @@ class UnblockScreen(ModalScreen[str | None]):
             yield OptionList(
                 *[
                     Option(
-                        Text(
-                            f"Unblock {printable(node)}  (blocked until {clock(until, self.now)})"
-                        ),
+                        Text(f"Unblock {printable(node)}  (blocked {block_end(until, self.now)})"),
                         id=node,
                     )
                     for node, until in sorted(self.job.blocked_nodes.items())

@@ -30,8 +30,8 @@ from farmtui.console.widgets.frame_grid import FrameGrid, FrameLegend
 from farmtui.console.widgets.line_table import LineTable
 from farmtui.console.widgets.pane_log import PaneLog
 from farmtui.printable import printable
-from farmtui.protocol import EventView, JobView, is_operator_block
-from farmtui.reasons import clock, reason_line
+from farmtui.protocol import EventView, JobView
+from farmtui.reasons import block_end, reason_line, shown_etr
 
 
 def settings_text(job: JobView) -> Text:
@@ -274,7 +274,7 @@ class JobDetailPanel(Vertical):
                 f"chunks {stats.chunks_done}/{stats.chunks_total} done, "
                 # Assigned: rendering, or held on a node ahead of a free slot.
                 f"{stats.chunks_running} on nodes, {stats.chunks_failed} fail · "
-                f"ETR {fmt.duration(stats.etr)}",
+                f"ETR {fmt.duration(shown_etr(job))}",
                 no_wrap=True,
                 overflow="ellipsis",
                 end="",
@@ -307,10 +307,7 @@ class JobDetailPanel(Vertical):
         blocked = self.query_one("#detail-blocked", Static)
         blocked.display = bool(job.blocked_nodes)
         nodes = " · ".join(
-            f"{node} until unblocked"
-            if is_operator_block(until, now)
-            else f"{node} until {clock(until, now)}"
-            for node, until in sorted(job.blocked_nodes.items())
+            f"{node} {block_end(until, now)}" for node, until in sorted(job.blocked_nodes.items())
         )
         blocked.update(_one_line(f"blocked: {nodes}  (b unblocks)", "red"))
         self.refresh_bindings()

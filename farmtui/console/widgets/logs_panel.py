@@ -22,6 +22,7 @@ and lets ESC through to the terminal.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import ClassVar, Literal
@@ -290,9 +291,9 @@ class LogsPanel(Vertical):
         overlap = _overlap(old, new)
         if overlap is None:
             log.clear()
-            log.write_lines(fmt.log_lines(new))
+            log.write_lines(fmt.log_lines([_compact(line) for line in new]))
         else:
-            log.write_lines(fmt.log_lines(new[overlap:]))
+            log.write_lines(fmt.log_lines([_compact(line) for line in new[overlap:]]))
         self._peer_lines = list(new)
 
     # -- task output -------------------------------------------------------------
@@ -330,3 +331,16 @@ def _overlap(old: list[str], new: list[str]) -> int | None:
         if old[-size:] == new[:size]:
             return size
     return None
+
+
+# An agent log line: ``2026-12-07 17:56:02,114 INFO    farmtui.agent.supervisor: ...``.
+_AGENT_LINE = re.compile(r"^\d{4}-\d\d-\d\d (\d\d:\d\d:\d\d)[,.]\d+ (\w+) +farmtui\.[\w.]+: ")
+
+
+def _compact(line: str) -> str:
+    """``17:56:02 INFO chunk ...``: at 80 columns the date and the logger's name filled the
+    width, and every line showed the same (break round 33c). Other lines as they are."""
+    found = _AGENT_LINE.match(line)
+    if found is None:
+        return line
+    return f"{found[1]} {found[2]:<5} {line[found.end() :]}"

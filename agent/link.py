@@ -549,6 +549,7 @@ class LeaderLink:
         try:
             while True:
                 self._welcomed = False
+                opened = False
                 self._use(index)
                 # Only pass ssl when given: ssl=None would turn TLS off for wss://.
                 options: dict[str, Any] = {}
@@ -570,6 +571,7 @@ class LeaderLink:
                         proxy=None,
                         **options,
                     ) as ws:
+                        opened = True
                         log.info("connected to %s", self.url)
                         await self._session(ws)
                 except InvalidStatus as exc:
@@ -586,7 +588,10 @@ class LeaderLink:
                     TimeoutError,
                     ProtocolError,
                 ) as exc:
-                    log.warning("link to %s lost: %s", self.url, exc or type(exc).__name__)
+                    # "lost" only for a link that was up (break round 33c: an agent that
+                    # never reached its leader said "lost" at every try).
+                    what = "link to %s lost: %s" if opened else "cannot reach the leader at %s: %s"
+                    log.warning(what, self.url, exc or type(exc).__name__)
                 except LeaderBusy as exc:
                     log.warning("%s; trying again", exc)
                 if self._welcomed:

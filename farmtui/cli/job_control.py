@@ -21,6 +21,10 @@ CONFIRM_ACTIONS = frozenset({"cancel", "delete"})
 SHOWN_CHUNKS_AFTER_ACTION = 1_000
 
 
+# Actions whose whole effect is a job's state: the same state after says it did nothing.
+STATE_ACTIONS = frozenset({"pause", "resume", "hold", "unhold", "cancel"})
+
+
 def cmd_action(args: argparse.Namespace) -> int:
     from farmtui.tables import job_summary
 
@@ -39,8 +43,12 @@ def cmd_action(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(result)
     else:
+        before = {job.id: job.state for job in jobs}
         for job in result.jobs:
-            emit(job_summary(job))
+            # Said, not left to the reader to notice (break round 33c: "farm pause" of a
+            # done job printed its row as if paused).
+            same = action in STATE_ACTIONS and before.get(job.id) == job.state
+            emit(job_summary(job) + (f"  ({action} changed nothing)" if same else ""))
         for removed in result.removed:
             emit(f"{removed}  deleted")
     return 0

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -636,6 +638,33 @@ class _SlowSocket:
             await self.first_out.wait()
             return
         self.frames.append(data)
+
+
+async def test_a_leader_never_reached_is_said_so_not_a_link_lost(
+    tmp_path: Path, eventually: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An agent that never reached its leader said "link to ... lost" at every try (break
+    round 33c)."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # nobody listens once it is closed
+    link = LeaderLink(
+        leader=f"http://127.0.0.1:{port}",
+        token="t",
+        name="node1",
+        slots=1,
+        tags=[],
+        outbox=Outbox(tmp_path / "outbox"),
+    )
+    caplog.set_level(logging.WARNING, logger="farmtui.agent")
+    running = asyncio.create_task(link.run())
+    try:
+        await eventually(lambda: "cannot reach the leader at ws://" in caplog.text)
+        assert "lost" not in caplog.text
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        link.outbox.close()
 
 
 async def test_a_message_queued_while_a_frame_goes_out_is_sent_after_it(

@@ -131,11 +131,17 @@ def test_jobs_and_show_say_why_a_job_is_not_rendering(farm_leader: LiveLeader) -
     assert "no node has tag gpupool7" in done.stdout
     done = farm_leader.cli("show", job_id)
     assert "why       no node has tag gpupool7" in done.stdout.splitlines()
-    assert farm_leader.cli("pause", job_id).returncode == 0
+    paused = farm_leader.cli("pause", job_id)
+    assert paused.returncode == 0
+    assert "changed nothing" not in paused.stdout
     done = farm_leader.cli("show", job_id, "--json")
     reason = json.loads(done.stdout)["job"]["reason"]
     assert reason["kind"] == "paused"
     assert reason["text"].startswith("paused by ")
+    # Again: said, not left to the reader to notice (break round 33c).
+    again = farm_leader.cli("pause", job_id)
+    assert again.returncode == 0
+    assert again.stdout.rstrip().endswith("(pause changed nothing)")
 
 
 @needs_agent

@@ -15,6 +15,7 @@ from farmtui.console.screens.edit_settings import EditSettingsScreen
 from farmtui.protocol import JobView, Timeouts
 from tests.console.conftest import synced, wait_for
 from tests.console.real_farm import RealFarm
+from tests.console.screen import screen_text
 
 
 def an_hour_max(farm: RealFarm) -> JobView:
@@ -67,13 +68,15 @@ async def test_a_change_the_leader_would_refuse_is_refused_here(farm: RealFarm) 
             await type_into(pilot, screen, widget, text)
             await pilot.press("ctrl+s")
             await wait_for(
-                pilot,
-                lambda message=message: any(
-                    n.message.startswith(message) for n in app._notifications
-                ),
-                what=message,
+                pilot, lambda message=message: screen.refusal.startswith(message), what=message
             )
             assert app.screen is screen  # still open, to correct the value
+            # Said in the dialog, the buttons in sight: a toast covered them at 80x24.
+            await pilot.pause()
+            said = screen.query_one("#edit-refusal").region
+            assert said.height
+            assert not said.overlaps(screen.query_one("#edit-buttons").region)
+            assert message[:40] in screen_text(app)
             field.value = before
         await pilot.press("escape")
         await wait_for(pilot, lambda: not isinstance(app.screen, EditSettingsScreen))

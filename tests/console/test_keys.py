@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from textual.color import Color
 from textual.widgets import Input
+from textual.widgets._toast import Toast
 
 from farmtui.console.app import FarmConsole
 from farmtui.console.screens.chunk_mode import ChunkActionMode
@@ -234,7 +235,7 @@ async def test_help_overlay_lists_the_keys_of_the_view_from_the_bindings(
     path.parent.mkdir(parents=True)
     path.write_text('[keys]\n"jobs.pause" = "ctrl+o"\n"grid.heat" = "M"\n')
     app = make_app(leader)
-    async with app.run_test(size=(100, 40)) as pilot:
+    async with app.run_test(size=(100, 40), notifications=True) as pilot:
         await synced(pilot, app)
         await pilot.press("question_mark")
         await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
@@ -251,6 +252,11 @@ async def test_help_overlay_lists_the_keys_of_the_view_from_the_bindings(
         assert "Jobs table" in text
         # Not Textual's "return to the command prompt": under farm up the farm stops too.
         assert "under farm up the farm stops with it" in text
+        # A toast over a dialog shows at its top, not over the bottom's keys and buttons.
+        app.notify("job shot_010 finished", title="Job finished")
+        await wait_for(pilot, lambda: bool(overlay.query(Toast)))
+        await pilot.pause()
+        assert all(toast.region.y < 10 for toast in overlay.query(Toast))
         assert "Frame grid" not in text  # not the jobs view's
         await pilot.press("escape")
         await wait_for(pilot, lambda: isinstance(app.screen, MainScreen))

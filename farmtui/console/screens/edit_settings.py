@@ -14,10 +14,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Grid, Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, Select
+from textual.widgets import Button, Input, Label, Select, Static
 
 from farmtui.console import fmt
 from farmtui.jobfields import CLEAR, JobFieldError, check_patch, read, to_patch
+from farmtui.printable import printable
 from farmtui.protocol import JobPatch, JobView
 
 ON_TIMEOUT = ("error", "requeue", "notify", "fail", "complete")
@@ -82,6 +83,9 @@ class EditSettingsScreen(ModalScreen[JobPatch | None]):
                     id="edit-on-timeout",
                     compact=True,
                 )
+            # What the form refuses, in the dialog: a toast at the bottom of 80x24 covered
+            # the buttons, and several piled up (break round 33c).
+            yield Static("", id="edit-refusal", markup=False)
             with Horizontal(id="edit-buttons"):
                 yield Button("Save (ctrl+s)", variant="primary", id="edit-save")
                 yield Button("Cancel (esc)", id="edit-cancel")
@@ -100,9 +104,20 @@ class EditSettingsScreen(ModalScreen[JobPatch | None]):
         try:
             patch = self.patch()
         except JobFieldError as exc:
-            self.notify(str(exc), severity="error", markup=False)
+            self.refusal = str(exc)
             return
         self.dismiss(patch)
+
+    @property
+    def refusal(self) -> str:
+        """What the form refuses now ("" for nothing), as the dialog shows it."""
+        return str(self.query_one("#edit-refusal", Static).content)
+
+    @refusal.setter
+    def refusal(self, text: str) -> None:
+        shown = self.query_one("#edit-refusal", Static)
+        shown.update(printable(text))
+        shown.display = bool(text)
 
     def _value(self, widget_id: str) -> str:
         return self.query_one(f"#{widget_id}", Input).value.strip()

@@ -4,6 +4,7 @@ confirmation, reorder, filter. Effects are checked in the leader's own state."""
 from __future__ import annotations
 
 import pytest
+from textual.widgets import OptionList
 
 from farmtui.console.actions import JOB_ACTIONS
 from farmtui.console.app import FarmConsole
@@ -226,6 +227,10 @@ async def test_right_click_menu_acts_on_that_row_only(leader: ScriptedLeader) ->
         text = screen_text(app)
         for spec in JOB_ACTIONS:
             assert spec.label in text
+        menu = app.screen.query_one(OptionList)
+        moves = [str(menu.get_option_at_index(i).prompt) for i in range(menu.option_count)]
+        # With their keys, as the job actions have theirs (break round 33c).
+        assert "Move up      ^↑" in [line.rstrip() for line in moves]
         await pilot.press("down", "enter")  # Resume
         await wait_for(pilot, lambda: leader.count(RunJobAction) == 1)
         sent = leader.last(RunJobAction)

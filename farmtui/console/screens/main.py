@@ -523,7 +523,10 @@ class MainScreen(LinkPainting, Filtering, Triage, ScreenParts):
             items.append((RunJobs("unarchive"), "Unarchive"))
         if job.reviewed:
             items.append((RunJobs("unreview"), "Not reviewed"))
-        items += [(MoveJobs(where), f"Move {where}") for where in MOVES]
+        items += [
+            (MoveJobs(where), f"{'Move ' + where:<13}{keys.get(f'jobs.move_{where}', '')}")
+            for where in MOVES
+        ]
         items.append((OpenDetail(), "Open detail    enter"))
 
         def chosen(command: MenuCommand | None) -> None:

@@ -119,6 +119,14 @@ def _is_gone(pid: int) -> bool:
         return True
 
 
+def is_stopped(pid: int) -> bool:
+    """Whether ``pid`` is stopped: by a signal (SIGSTOP, SIGTSTP) or a tracer (a debugger)."""
+    try:
+        return psutil.Process(pid).status() in (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP)
+    except psutil.Error:
+        return False
+
+
 def _our_zombies(keep: Collection[int]) -> Iterator[int]:
     try:
         children = psutil.Process().children(recursive=False)

@@ -98,6 +98,7 @@ import select
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any, NamedTuple
@@ -114,6 +115,9 @@ MAX_REQUEST = 64
 # before it exits and a fresh fork takes its place (nothing accumulates for ever).
 NEXT_FD = 3
 MAX_CHUNKS = 1000
+# Seconds the shims have to end once the agent is gone and they are woken (``wake``): they
+# kill their trees with a grace of 0.2 s.
+WAKE_WAIT = 1.0
 LIMITS = tuple(getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_"))
 
 
@@ -430,12 +434,66 @@ def reap(children: set[int]) -> None:
 
 
 def wake(children: set[int]) -> None:
-    """SIGCONT every shim still here: the agent is gone, and a shim stopped by a signal
-    would never see it and kill its tree (break round 33a: its renderer rendered on while
-    the chunk ran on another node). A shim that was not stopped ignores it."""
+    """The agent is gone: every shim still here must kill its tree, and does once it sees
+    that; one stopped cannot (break round 33a: its renderer rendered on while the chunk ran
+    on another node). So each is sent SIGCONT; one still here ``WAKE_WAIT`` seconds later
+    (a debugger holds it: SIGCONT does not end a ptrace stop, break round 33d) is killed,
+    with every process that wears its chunk's marker."""
     for pid in children:
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGCONT)
+    deadline = time.monotonic() + WAKE_WAIT
+    while children and time.monotonic() < deadline:
+        _reap_quietly(children)
+        time.sleep(0.02)
+    if children:
+        _kill_with_their_trees(children)
+
+
+def _reap_quietly(children: set[int]) -> None:
+    """``reap`` with nobody to tell: the agent is gone."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            children.clear()
+            return
+        if pid == 0:
+            return
+        children.discard(pid)
+
+
+def _kill_with_their_trees(shims: set[int]) -> None:
+    needles = [needle for pid in shims if (needle := _marker_needle(pid))]
+    if needles:
+        for name in os.listdir("/proc"):
+            if not name.isdigit() or int(name) == os.getpid():
+                continue
+            try:
+                with open(f"/proc/{name}/environ", "rb") as file:
+                    environ = b"\0" + file.read()
+            except OSError:
+                continue
+            if any(needle in environ for needle in needles):
+                with contextlib.suppress(OSError):
+                    os.kill(int(name), signal.SIGKILL)
+    for pid in shims:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _marker_needle(pid: int) -> bytes:
+    """``\\0FARMTUI_CHUNK=<marker>\\0`` as the shim ``pid`` wears it; b"" for none."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as file:
+            environ = file.read()
+    except OSError:
+        return b""
+    for entry in environ.split(b"\0"):
+        if entry.startswith(MARKER_VARIABLE + b"="):
+            marker = entry[len(MARKER_VARIABLE) + 1 :]
+            return b"\0" + entry + b"\0" if marker.strip(b".") else b""
+    return b""
 
 
 def on_signal(signum: int, frame: object) -> None:
@@ -465,9 +523,16 @@ def main() -> None:
         if wake_read in ready:
             with contextlib.suppress(BlockingIOError):
                 os.read(wake_read, 512)
-            reap(children)
+            try:
+                reap(children)
+            except OSError:  # telling the agent failed: it is gone (its idle shims went first)
+                wake(children)
+                break
         if 0 in ready:
-            data, fds, _, _ = socket.recv_fds(requests, MAX_REQUEST, 4)
+            try:
+                data, fds, _, _ = socket.recv_fds(requests, MAX_REQUEST, 4)
+            except OSError:  # reset: gone as well
+                data, fds = b"", []
             if not data:  # the agent is gone; the shims need us for nothing more
                 wake(children)
                 break
@@ -490,7 +555,8 @@ def main() -> None:
             if changed:  # the agent logs this line as the zygote's words
                 print("changed by another process (limits, niceness, CPUs, OOM)", flush=True)
                 break
-    reap(children)
+    with contextlib.suppress(OSError):  # the agent may be gone
+        reap(children)
     os._exit(0)
 
 

@@ -129,7 +129,9 @@ def printf_sequence(scene: str) -> str:
         return scene
     _, head, width, tail = _split_pattern(scene)
     name = printf_pattern(head.replace("%", "%%") + "#" * width + tail.replace("%", "%%"))
-    return scene[: len(scene) - len(path.name)] + name
+    # ffmpeg reads the whole path as the pattern: a "%" in a folder is doubled too (a folder
+    # "plates 100%" failed every chunk: break round 33d).
+    return scene[: len(scene) - len(path.name)].replace("%", "%%") + name
 
 
 def _has_flag(extra: Sequence[str], *flags: str) -> bool:

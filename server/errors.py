@@ -103,4 +103,10 @@ class Unavailable(RequestError):
 def shown(text: str, limit: int = 80) -> str:
     """A client's text (a path, a name) for an error message, quoted and cut short: an
     error line is no place for a 5,000-character name."""
-    return repr(text if len(text) <= limit else text[: limit - 1] + "…")
+    return repr(cut(text, limit))
+
+
+def cut(text: str, limit: int = 80) -> str:
+    """``text`` cut to ``limit`` characters (the last one "…"): a job id a client named, in
+    "unknown job ...", was echoed whole at 10,000 characters (break round 33b)."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"

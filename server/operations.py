@@ -51,6 +51,7 @@ from server.errors import (
     StoreError,
     Unavailable,
     Unprocessable,
+    cut,
     shown,
 )
 from server.leader import Leader
@@ -69,7 +70,7 @@ log = logging.getLogger("farmtui.leader")
 def job_or_404(leader: Leader, job_id: str) -> Job:
     job = leader.job(job_id)
     if job is None:
-        raise NotFound(f"unknown job {job_id}")
+        raise NotFound(f"unknown job {cut(job_id)}")
     return job
 
 
@@ -153,21 +154,23 @@ async def submit(
     authorize(principal, "submit", owner)
     lowest = leader.config.user_priority_min
     urgent = may(principal, "submit_urgent", owner)
+    if spec.priority is not None and spec.priority < lowest and not urgent:
+        raise Forbidden(
+            f"priority {spec.priority} needs an admin: users submit with priority "
+            f"{lowest}-100 (lower renders sooner)"
+        )
+    # Of the request as asked, before its priority is filled in: a retry is the same request
+    # whatever user_priority_min says by then.
+    digest = None if key is None else await asyncio.to_thread(request_digest, spec, owner)
+    earlier = _earlier(leader, owner, key, digest)
+    if earlier is not None:
+        return earlier
     if spec.priority is None:
         # Named by nobody: the default, but never below what the submitter may ask for (a farm
         # that raised user_priority_min refused every plain user's submit: break round 33c).
         spec = msgspec.structs.replace(
             spec, priority=DEFAULT_PRIORITY if urgent else max(DEFAULT_PRIORITY, lowest)
         )
-    elif spec.priority < lowest and not urgent:
-        raise Forbidden(
-            f"priority {spec.priority} needs an admin: users submit with priority "
-            f"{lowest}-100 (lower renders sooner)"
-        )
-    digest = None if key is None else await asyncio.to_thread(request_digest, spec, owner)
-    earlier = _earlier(leader, owner, key, digest)
-    if earlier is not None:
-        return earlier
     if spec.output is not None:
         try:
             pattern = check_output_pattern(spec.output)

@@ -26,6 +26,8 @@ from farmtui.frames import parse_frames
 from farmtui.jobfields import JobFieldError, check_job, check_patch, check_scene, command_for
 from farmtui.jobfields import repair_spec as _repair_spec
 from farmtui.protocol import JobPatch, JobSpec
+from farmtui.protocol.limits import DEFAULT_PRIORITY
+from server.errors import cut
 from server.model import CUT, ChunkLayout, ChunkList, Job, chunks_decoded
 from server.scheduler_config import SchedulerError
 
@@ -65,7 +67,11 @@ def request_digest(spec: JobSpec, owner: str) -> str:
     that writes a default out, names its own owner or orders its keys otherwise is
     the same request; so is one read by a leader whose specs gained a field since.
     """
-    asked = _set_fields(msgspec.structs.replace(spec, owner=owner))
+    # No priority and the default one are the same request: before a spec's priority could
+    # be left for the leader to fill in, 50 was its default and left out of the digest, so a
+    # retry across that change must hash alike (break round 33d).
+    priority = None if spec.priority == DEFAULT_PRIORITY else spec.priority
+    asked = _set_fields(msgspec.structs.replace(spec, owner=owner, priority=priority))
     return hashlib.sha256(_sorted.encode(asked)).hexdigest()
 
 
@@ -103,7 +109,7 @@ def validate(job_id: str, spec: JobSpec, known_jobs: Container[str]) -> None:
         if dep == job_id:
             raise SchedulerError(f"job {job_id} cannot wait for itself")
         if dep not in known_jobs:
-            raise SchedulerError(f"unknown job {dep} in after")
+            raise SchedulerError(f"unknown job {cut(dep)} in after")
 
 
 def check_paths(spec: JobSpec, root: Path) -> None:

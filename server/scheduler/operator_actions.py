@@ -6,6 +6,7 @@ import msgspec
 
 from farmtui.protocol import ChunkAction, JobAction, JobPatch, MoveWhere
 from server import actions, dispatch_order
+from server.errors import cut
 from server.job_progress import FINISHED
 from server.model import Changes, Job
 from server.outcomes import push_timeouts
@@ -22,7 +23,7 @@ class OperatorActions(DispatchIndex):
     def _jobs_for(self, job_ids: list[str]) -> list[Job]:
         unknown = [job_id for job_id in job_ids if job_id not in self.jobs]
         if unknown:
-            raise SchedulerError(f"unknown job {', '.join(unknown)}")
+            raise SchedulerError(f"unknown job {cut(', '.join(unknown))}")
         return [self.jobs[job_id] for job_id in dict.fromkeys(job_ids)]
 
     @_noting

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 from server import dispatch_order, reasons
+from server.errors import cut
 from server.estimates import SlotCensus
 from server.frame_waits import PARK_BUDGET, FrameWaits
 from server.model import Changes, Chunk, Job, Node
@@ -125,7 +126,7 @@ class SchedulerState:
     def _job(self, job_id: str) -> Job:
         job = self.jobs.get(job_id)
         if job is None:
-            raise SchedulerError(f"unknown job {job_id}")
+            raise SchedulerError(f"unknown job {cut(job_id)}")
         return job
 
     def _holding_of(self, key: tuple[str, int, int]) -> Holding:

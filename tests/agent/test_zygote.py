@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import gc
 import math
 import os
@@ -29,6 +30,7 @@ from agent import zygote as zygote_program
 from agent.journal import Journal
 from agent.process_tree import MARKER_VARIABLE, find_marked, kill_tree
 from agent.shim_client import Shim, ShimResult
+from agent.zygote import WAKE_WAIT
 from agent.zygote_client import ForkedProcess, Spawned, Zygote
 from farmtui.protocol import AssignChunk, ChunkTimeouts
 from tests.agent.test_shim import (
@@ -51,6 +53,8 @@ from tests.agent.test_shim import (
     test_the_renderer_exit_status_passes_through,
     test_the_renderer_gets_its_own_group_default_signals_and_three_fds,
 )
+
+PTRACE_ATTACH = 16
 
 if TYPE_CHECKING:
     from tests.agent.conftest import Farm
@@ -547,12 +551,21 @@ AGENT = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("shim_stopped", [False, True], ids=["shim running", "shim stopped"])
+def _trace(pid: int) -> bool:
+    """Hold ``pid`` as a debugger does (PTRACE_ATTACH): SIGCONT does not resume it."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+    return bool(libc.ptrace(PTRACE_ATTACH, pid, None, None) == 0)
+
+
+@pytest.mark.parametrize("stopped", [None, "signal", "tracer"])
 async def test_the_tree_and_the_zygote_go_when_the_agent_is_killed_with_sigkill(
-    tmp_path: Path, eventually: Poll, shim_stopped: bool
+    tmp_path: Path, eventually: Poll, stopped: str | None
 ) -> None:
-    """Also when the shim was stopped by a signal: the zygote wakes it as the agent goes
-    (break round 33a: its renderer rendered on while the chunk ran on another node)."""
+    """Also when the shim was stopped by a signal (the zygote wakes it as the agent goes:
+    break round 33a, its renderer rendered on while the chunk ran on another node), or is
+    held by a debugger, which SIGCONT does not resume (the zygote kills it and its tree a
+    moment later: break round 33d)."""
     (tmp_path / "tree.py").write_text(TREE)
     (tmp_path / "parent.py").write_text(AGENT)
     pids, report = tmp_path / "pids", tmp_path / "report"
@@ -580,15 +593,19 @@ async def test_the_tree_and_the_zygote_go_when_the_agent_is_killed_with_sigkill(
         waiting = [pid for pid in idle if pid != shim_pid]
         recorded = [int(p.name) for p in pids.iterdir()]
 
-        if shim_stopped:
+        if stopped == "signal":
             os.kill(shim_pid, signal.SIGSTOP)
+        if stopped == "tracer" and not _trace(shim_pid):
+            pytest.skip("this process may not trace its shim (ptrace)")
+        # Woken, the shims kill their trees; one a debugger holds goes WAKE_WAIT later.
+        limit = 2.0 + (WAKE_WAIT if stopped == "tracer" else 0.0)
         killed = time.monotonic()
         agent.kill()
         await eventually(
-            lambda: all(_dead(pid) for pid in recorded), what="the tree's death", within=2.0
+            lambda: all(_dead(pid) for pid in recorded), what="the tree's death", within=limit
         )
-        assert time.monotonic() - killed < 2.0
-        await eventually(lambda: _dead(shim_pid), what="the shim's exit", within=2.0)
+        assert time.monotonic() - killed < limit
+        await eventually(lambda: _dead(shim_pid), what="the shim's exit", within=limit)
         await eventually(lambda: _dead(zygote_pid), what="the zygote's exit", within=2.0)
         for pid in waiting:
             await eventually(lambda pid=pid: _dead(pid), what="the idle shim's exit", within=2.0)

@@ -46,7 +46,18 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     video = folder / "plate.mkv"
     run([*quiet, *source, "-frames:v", str(INPUT_FRAMES), "-c:v", "ffv1", str(video)])
     padded = folder / "src_####.png"
-    return {"video": video, "sequence": sequence, "padded": padded, "folder": folder}
+    # ffmpeg reads a "%" anywhere in the path as its pattern's: one in a folder's name too.
+    percent = folder / "plates 100%"
+    percent.mkdir()
+    for frame in folder.glob("src_*.png"):
+        shutil.copy(frame, percent / frame.name)
+    return {
+        "video": video,
+        "sequence": sequence,
+        "padded": padded,
+        "percent": percent / "src_####.png",
+        "folder": folder,
+    }
 
 
 def pixel_digests(images: list[Path]) -> list[str]:
@@ -103,6 +114,7 @@ def render_chunk(scene: Path, frames: list[int], outdir: Path) -> None:
         ("video", "12-1x4", 2),  # reversed and stepped: 12,8 4
         ("sequence", "24-19", 4),  # reversed: 24-21 20,19
         ("padded", "1-12x3", 2),  # the sequence named with the farm's padding, src_####.png
+        ("percent", "3-6", 2),  # the same in a folder named "plates 100%"
     ],
 )
 def test_every_chunk_writes_exactly_its_frames(

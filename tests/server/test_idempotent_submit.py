@@ -16,7 +16,7 @@ import pytest
 
 from farmtui.client import FarmClient
 from farmtui.protocol import JobSpec
-from server.submission import _set_fields
+from server.submission import _set_fields, request_digest
 from tests.helpers.leader import InProcessLeader, leader_in_process
 
 SPEC: dict[str, Any] = {
@@ -149,6 +149,30 @@ def test_a_retry_across_an_upgrade_that_added_a_field_is_still_a_retry() -> None
     before = _set_fields(_SpecBefore(frames="1-4", chunk=2))
     assert _set_fields(_SpecAfter(frames="1-4", chunk=2)) == before
     assert _set_fields(_SpecAfter(frames="1-4", chunk=2, gpus=1)) != before
+
+
+def test_no_priority_and_the_default_one_are_the_same_request() -> None:
+    """A spec's priority became "none: the leader fills it in" where it had been 50 by
+    default: a submit made before and retried after hashes alike (break round 33d)."""
+    unnamed = request_digest(JobSpec(frames="1-4", argv=["render"]), "alice")
+    assert request_digest(JobSpec(frames="1-4", argv=["render"], priority=50), "alice") == unnamed
+    assert request_digest(JobSpec(frames="1-4", argv=["render"], priority=60), "alice") != unnamed
+
+
+async def test_a_retry_after_the_priority_range_changed_is_still_a_retry(tmp_path: Path) -> None:
+    """The job's priority is filled in from user_priority_min; the request stays the one asked."""
+    async with leader_in_process(tmp_path) as leader:
+        alice = leader.token("user", "alice")
+        async with leader.http(alice) as http:
+            first = await http.post("/api/jobs", json=SPEC, headers={"Idempotency-Key": "k9"})
+            assert first.status_code == 201
+            leader.leader.config = msgspec.structs.replace(
+                leader.leader.config, user_priority_min=60
+            )
+            again = await http.post("/api/jobs", json=SPEC, headers={"Idempotency-Key": "k9"})
+            assert again.status_code == 200, again.text
+            assert again.json()["id"] == first.json()["id"]
+            assert again.json()["priority"] == 50
 
 
 @pytest.mark.parametrize("key", ["", "x" * 129, "has space", "slash/no", "é".encode()])

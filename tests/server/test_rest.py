@@ -295,6 +295,13 @@ async def test_unknown_job_is_404(leader: InProcessLeader) -> None:
             response = await http.request(method, path, json={"units": 2})
             assert response.status_code == 404
             one_line_error(response)
+        # A long id is not echoed whole (10,000 characters were: break round 33b).
+        for response in (
+            await http.get("/api/jobs/" + "x" * 10_000),
+            await http.post("/api/jobs/actions", json={"action": "pause", "ids": ["x" * 10_000]}),
+        ):
+            assert response.status_code == 404
+            assert len(one_line_error(response)) < 120
 
 
 async def test_actions_with_one_unknown_id_change_nothing(leader: InProcessLeader) -> None:

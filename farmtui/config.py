@@ -72,7 +72,7 @@ def normalize_url(url: str) -> str:
     A URL with a user or password is refused without repeating it: the token
     is the credential, and a password in the URL would end up in messages.
     """
-    url = url.strip()
+    url = given = url.strip()
     if not url.rstrip("/"):
         raise ConfigError("the leader URL is empty")
     if "://" not in url:
@@ -92,8 +92,8 @@ def normalize_url(url: str) -> str:
         )
     if parts.scheme.lower() not in ("http", "https"):
         raise ConfigError(f"the leader URL {url!r} must start with http:// or https://")
-    if not parts.hostname:
-        raise ConfigError(f"the leader URL {url!r} names no host: http://HOST:PORT")
+    if not parts.hostname:  # (shown as given: "http://" stripped of its slashes read "http:")
+        raise ConfigError(f"the leader URL {given!r} names no host: http://HOST:PORT")
     return url
 
 

@@ -207,15 +207,18 @@ def cmd_console(args: argparse.Namespace) -> int:
     # A token the leader refuses is said in one line before the screen is taken (break
     # round 33c: the console said "reconnecting" for ever). A leader that does not answer
     # now is left to the console, which shows so and connects once one does.
-    with FarmClient(
-        conn.leader, conn.token, timeout=TOKEN_CHECK_TIMEOUT, verify=conn.ca or True
-    ) as farm:
-        try:
-            farm.whoami()
-        except (AuthError, PermissionDenied):
-            raise
-        except FarmError:
-            pass
+    # Only of one leader: with several, the client asks each which is active, and leaders
+    # that did not answer held the screen back for 8-16 s (break round 33d).
+    if "," not in conn.leader:
+        with FarmClient(
+            conn.leader, conn.token, timeout=TOKEN_CHECK_TIMEOUT, verify=conn.ca or True
+        ) as farm:
+            try:
+                farm.whoami()
+            except (AuthError, PermissionDenied):
+                raise
+            except FarmError:
+                pass
     try:
         with interrupts_held():
             from farmtui.console.app import run_console

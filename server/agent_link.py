@@ -302,7 +302,9 @@ async def agent_endpoint(websocket: WebSocket) -> None:
     bearer = bearer_token(websocket.headers, websocket.query_params)
     principal = leader.tokens.lookup(bearer)
     if principal is None:
-        await refuse(websocket, "unauthorized: missing or unknown agent token", CLOSE_POLICY)
+        await refuse(
+            websocket, "unauthorized: missing, unknown or revoked agent token", CLOSE_POLICY
+        )
         return
     if not could(principal, "agent_link"):
         why = refusal(principal, "agent_link") or "forbidden"

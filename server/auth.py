@@ -189,7 +189,7 @@ def authenticate(tokens: Tokens, token: str | None, action: Action) -> Principal
         raise Unauthorized("missing token: send Authorization: Bearer <token>")
     principal = tokens.lookup(token)
     if principal is None:
-        raise Unauthorized("unknown token")
+        raise Unauthorized("unknown or revoked token")
     if not could(principal, action):
         raise Forbidden(refusal(principal, action) or f"role {principal.role} may not do this")
     return principal

@@ -481,7 +481,7 @@ async def console_endpoint(websocket: WebSocket) -> None:
     principal = leader.tokens.lookup(bearer)
     if principal is None or not could(principal, "read"):
         status, error = (
-            (401, "missing or unknown token")
+            (401, "missing, unknown or revoked token")
             if principal is None
             else (403, refusal(principal, "read") or "forbidden")
         )

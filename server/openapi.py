@@ -247,7 +247,7 @@ OPERATIONS: dict[str, Operation] = {
 # Statuses any operation may answer with {"error": "one line"}.
 _ERRORS = {
     "400": "malformed request",
-    "401": "missing or unknown token",
+    "401": "missing, unknown or revoked token",
     "403": "the token's role may not do this",
     "404": "no such job, chunk or node",
     "409": "refused by the farm's rules (e.g. a move across priority groups)",

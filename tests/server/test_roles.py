@@ -868,7 +868,7 @@ async def test_a_refused_console_request_says_why_in_one_line(
     assert replies[2].error == "only admins may change priority"
     for token, status, reason in [
         (leader.agent_token, 403, "the shared agent token may not read jobs, nodes or logs"),
-        ("nonsense", 401, "missing or unknown token"),
+        ("nonsense", 401, "missing, unknown or revoked token"),
     ]:
         with pytest.raises(InvalidStatus) as refused:
             async with connect(

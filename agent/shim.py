@@ -570,8 +570,13 @@ class Shim:
                 send(pid, signal.SIGKILL)  # again on every sweep: D state may hold it a while
 
     def marked(self, pid: int) -> bool:
-        environ = read_all(f"/proc/{pid}/environ")
-        return environ.startswith(self.needle) or b"\0" + self.needle in environ
+        return wears(pid, self.needle)
+
+
+def wears(pid: int, needle: bytes) -> bool:
+    """Whether process ``pid``'s environment holds ``needle`` (``FARMTUI_CHUNK=<marker>\\0``)."""
+    environ = read_all(f"/proc/{pid}/environ")
+    return environ.startswith(needle) or b"\0" + needle in environ
 
 
 def claim(token: int) -> bool:

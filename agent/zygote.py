@@ -433,21 +433,20 @@ def reap(children: set[int]) -> None:
         reply({"event": "exited", "pid": pid, "returncode": os.waitstatus_to_exitcode(status)})
 
 
-def wake(children: set[int]) -> None:
+def wake(shim: ModuleType, children: set[int]) -> None:
     """The agent is gone: every shim still here must kill its tree, and does once it sees
     that; one stopped cannot (break round 33a: its renderer rendered on while the chunk ran
     on another node). So each is sent SIGCONT; one still here ``WAKE_WAIT`` seconds later
     (a debugger holds it: SIGCONT does not end a ptrace stop, break round 33d) is killed,
     with every process that wears its chunk's marker."""
     for pid in children:
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGCONT)
+        shim.send(pid, signal.SIGCONT)
     deadline = time.monotonic() + WAKE_WAIT
     while children and time.monotonic() < deadline:
         _reap_quietly(children)
         time.sleep(0.02)
     if children:
-        _kill_with_their_trees(children)
+        _kill_with_their_trees(shim, children)
 
 
 def _reap_quietly(children: set[int]) -> None:
@@ -463,36 +462,26 @@ def _reap_quietly(children: set[int]) -> None:
         children.discard(pid)
 
 
-def _kill_with_their_trees(shims: set[int]) -> None:
-    needles = [needle for pid in shims if (needle := _marker_needle(pid))]
+def _kill_with_their_trees(shim: ModuleType, shims: set[int]) -> None:
+    """SIGKILL each of ``shims`` and every process wearing its chunk's marker."""
+    needles = [needle for pid in shims if (needle := _marker_needle(shim, pid))]
     if needles:
+        me = os.getpid()
         for name in os.listdir("/proc"):
-            if not name.isdigit() or int(name) == os.getpid():
-                continue
-            try:
-                with open(f"/proc/{name}/environ", "rb") as file:
-                    environ = b"\0" + file.read()
-            except OSError:
-                continue
-            if any(needle in environ for needle in needles):
-                with contextlib.suppress(OSError):
-                    os.kill(int(name), signal.SIGKILL)
+            if name.isdigit() and int(name) != me:
+                pid = int(name)
+                if any(shim.wears(pid, needle) for needle in needles):
+                    shim.send(pid, signal.SIGKILL)
     for pid in shims:
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
+        shim.send(pid, signal.SIGKILL)
 
 
-def _marker_needle(pid: int) -> bytes:
-    """``\\0FARMTUI_CHUNK=<marker>\\0`` as the shim ``pid`` wears it; b"" for none."""
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as file:
-            environ = file.read()
-    except OSError:
-        return b""
-    for entry in environ.split(b"\0"):
+def _marker_needle(shim: ModuleType, pid: int) -> bytes:
+    """``FARMTUI_CHUNK=<marker>\\0`` as the shim ``pid`` wears it; b"" for none."""
+    for entry in shim.read_all(f"/proc/{pid}/environ").split(b"\0"):
         if entry.startswith(MARKER_VARIABLE + b"="):
             marker = entry[len(MARKER_VARIABLE) + 1 :]
-            return b"\0" + entry + b"\0" if marker.strip(b".") else b""
+            return entry + b"\0" if marker.strip(b".") else b""
     return b""
 
 
@@ -526,7 +515,7 @@ def main() -> None:
             try:
                 reap(children)
             except OSError:  # telling the agent failed: it is gone (its idle shims went first)
-                wake(children)
+                wake(shim, children)
                 break
         if 0 in ready:
             try:
@@ -534,7 +523,7 @@ def main() -> None:
             except OSError:  # reset: gone as well
                 data, fds = b"", []
             if not data:  # the agent is gone; the shims need us for nothing more
-                wake(children)
+                wake(shim, children)
                 break
             valid = len(fds) in (3, 4) and data.isdigit()
             # Changed by a renderer (a shim's parent is within its reach): every shim

@@ -35,8 +35,12 @@ def reason_line(reason: WaitReason | None, now: float | None = None) -> str:
     return f"{reason.text} {word} {clock(reason.until, now)}"
 
 
+# A job in these states is over: nothing of it is left to estimate, or to show as going on.
+FINISHED: frozenset[str] = frozenset({"done", "cancelled"})
+
+
 def shown_etr(job: JobView) -> float | None:
     """The estimate of time remaining as shown: none (a dash) once the job is over, where
     the record says 0 (``farm show`` and the console said "ETR 0s" of a finished job while
     ``farm jobs`` showed a dash)."""
-    return None if job.state in ("done", "cancelled") else job.stats.etr
+    return None if job.state in FINISHED else job.stats.etr

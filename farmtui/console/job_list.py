@@ -17,6 +17,7 @@ from typing import Literal
 from farmtui.console.fmt import JOB_STATE_SHORT
 from farmtui.console.state import JOB_STATES, ConsoleState, GroupBy, GroupHeader, Row
 from farmtui.protocol import JobView
+from farmtui.reasons import FINISHED
 
 SortColumn = Literal["dispatch", "name", "owner", "state", "progress", "etr"]
 SORT_CYCLE: tuple[SortColumn, ...] = ("dispatch", "name", "owner", "state", "progress", "etr")
@@ -29,7 +30,6 @@ SORT_COLUMN_KEY: dict[SortColumn, str] = {
     "progress": "progress",
     "etr": "etr",
 }
-FINISHED: frozenset[str] = frozenset({"done", "cancelled"})
 FILTER_KEYS = ("state", "owner", "name", "id", "renderer", "pri")
 
 

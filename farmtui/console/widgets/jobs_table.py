@@ -18,7 +18,7 @@ from rich.style import Style
 from farmtui.console import fmt
 from farmtui.console.state import ConsoleState, GroupHeader
 from farmtui.console.widgets.line_table import Cell, Column, LineTable
-from farmtui.reasons import reason_line
+from farmtui.reasons import FINISHED, reason_line
 
 PRIORITY_HINT = "Pri↑: lower number renders sooner (0–100, default 50)"
 
@@ -90,7 +90,7 @@ class JobsTable(LineTable):
             (state, STATE_STYLES.get(job.state)),
             (fmt.bar(fraction, 8) + fmt.percent(stats.frames_done, total), bar_style),
             (f"{stats.frames_done}/{total}", None),
-            (fmt.duration(stats.etr) if job.state not in ("done", "cancelled") else "", None),
+            ("" if job.state in FINISHED else fmt.duration(stats.etr), None),
             (reason_line(job.reason, self.state.clock()), REASON_STYLE),
         ]
 

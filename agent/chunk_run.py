@@ -65,7 +65,13 @@ from farmtui.protocol import (
     ChunkTimedOut,
     ChunkTimeouts,
 )
-from farmtui.renderers import RendererError, expand, frame_tokens, printf_sequence
+from farmtui.renderers import (
+    RendererError,
+    expand,
+    frame_tokens,
+    outdir_tokens,
+    printf_sequence,
+)
 
 if TYPE_CHECKING:
     from agent.supervisor import Supervisor
@@ -400,7 +406,7 @@ class ChunkRun(ChunkDelivery):
         self.files = self._plan()
         outdir = self.files.outdir
         tokens = frame_tokens(a.frames) if a.frames else {}
-        tokens["outdir"] = str(outdir)
+        tokens.update(outdir_tokens(str(outdir)))
         if pattern:
             tokens["output"] = str(outdir / PurePosixPath(pattern).name)
         scene = self._scene()

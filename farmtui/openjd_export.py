@@ -90,13 +90,16 @@ def job_template(job: JobView) -> dict[str, Any]:
              "default": spec.scene}
         )  # fmt: skip
         values["scene"] = "{{Param.Scene}}"
-    if uses & {"outdir", "output"} and spec.output:
+    if uses & {"outdir", "outdir_printf", "output"} and spec.output:
         folder = str(PurePosixPath(spec.output).parent)
         parameters.append(
             {"name": "OutputDir", "type": "PATH", "objectType": "DIRECTORY", "dataFlow": "OUT",
              "default": folder}
         )  # fmt: skip
         values["outdir"] = "{{Param.OutputDir}}"
+        # OpenJD has no way to double a "%" in a parameter's value: an output folder
+        # with one fails ffmpeg there as it did here before {outdir_printf}.
+        values["outdir_printf"] = "{{Param.OutputDir}}"
         values["output"] = "{{Param.OutputDir}}/" + PurePosixPath(spec.output).name
 
     frame_parameter: dict[str, Any] = {"name": "Frame", "range": "{{Param.Frames}}"}

@@ -7,8 +7,10 @@ each chunk, once it knows where the chunk must write (staging or sync root).
 
 Tokens: ``{start}`` ``{end}`` ``{step}`` ``{frames}`` (comma list)
 ``{outdir}`` ``{output}`` (``{outdir}`` joined with the pattern's file name,
-``####`` left as written) and ``{scene}``. ``{{`` and ``}}`` stand for literal
-braces; any other ``{name}`` is an error, so a typo never reaches a renderer.
+``####`` left as written), ``{outdir_printf}`` (``{outdir}`` with each ``%``
+doubled, for a printf-style file pattern such as ffmpeg's) and ``{scene}``.
+``{{`` and ``}}`` stand for literal braces; any other ``{name}`` is an error, so a
+typo never reaches a renderer.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from typing import overload
 from farmtui.frames import printf_pattern
 from farmtui.protocol import JobSpec
 
-TOKENS = frozenset({"start", "end", "step", "frames", "outdir", "output", "scene"})
+TOKENS = frozenset(
+    {"start", "end", "step", "frames", "outdir", "outdir_printf", "output", "scene"}
+)
 
 # Renderers with a command builder; "generic" needs an argv from the submitter.
 RENDERERS = ("blender", "ffmpeg", "demo", "generic", "aerender", "nuke", "houdini", "maya")
@@ -80,6 +84,11 @@ def expand(argv: Sequence[str], tokens: Mapping[str, str]) -> list[str]:
         return tokens[name]
 
     return [_TOKEN.sub(substitute, arg) for arg in argv]
+
+
+def outdir_tokens(outdir: str) -> dict[str, str]:
+    """``{outdir}`` and ``{outdir_printf}`` for a chunk that writes into ``outdir``."""
+    return {"outdir": outdir, "outdir_printf": outdir.replace("%", "%%")}
 
 
 def frame_tokens(frames: Sequence[int]) -> dict[str, str]:
@@ -219,7 +228,9 @@ def build_argv(
             "1",
             "-frame_pts",
             "1",
-            "{outdir}/" + out,
+            # ffmpeg reads the whole output path as its pattern: a "%" in the node's folder
+            # (its state folder, the job's outdir) must be doubled, which only the node can do.
+            "{outdir_printf}/" + out,
         ]
     if name == "aerender":
         scene = _need(scene, "project (.aep)", name)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from farmtui.protocol import JobSpec
-from farmtui.renderers import RendererError, build_argv, expand, frame_tokens
+from farmtui.renderers import RendererError, build_argv, expand, frame_tokens, outdir_tokens
 
 
 def test_expand_substitutes_every_token_and_keeps_literal_braces() -> None:
@@ -98,13 +98,14 @@ def test_blender_renders_exactly_the_chunk_frames_into_outdir() -> None:
 
 def test_ffmpeg_uses_printf_padding_and_names_files_after_the_job_frames() -> None:
     argv = build_argv("ffmpeg", "plate.mov", "renders/plate_####.png", [])
-    assert argv[-1] == "{outdir}/plate_%04d.png"
+    assert argv[-1] == "{outdir_printf}/plate_%04d.png"
     # Files are named after each frame's timestamp (its job frame), never numbered
     # consecutively from -start_number (which names a stepped chunk 1,2,3 for 1,4,7).
     assert "-start_number" not in argv
     assert argv[argv.index("-frame_pts") + 1] == "1"
     assert argv[argv.index("-r") + 1] == "1"
-    assert expand(argv, {**frame_tokens([10, 13]), "outdir": "/o"})[argv.index("-vf") + 1] == (
+    tokens = {**frame_tokens([10, 13]), **outdir_tokens("/o")}
+    assert expand(argv, tokens)[argv.index("-vf") + 1] == (
         r"settb=1,setpts=N+1,trim=end_frame=13,"
         r"select=between(n+1\,10\,13)*not(mod(n+1-10\,3))"
     )
@@ -112,7 +113,7 @@ def test_ffmpeg_uses_printf_padding_and_names_files_after_the_job_frames() -> No
 
 def test_ffmpeg_keeps_a_literal_percent_in_the_file_name() -> None:
     argv = build_argv("ffmpeg", "plate.mov", "renders/100%_####.png", [])
-    assert argv[-1] == "{outdir}/100%%_%04d.png"
+    assert argv[-1] == "{outdir_printf}/100%%_%04d.png"
 
 
 def test_demo() -> None:
@@ -206,7 +207,7 @@ def test_build_argv_from_a_job_spec() -> None:
 
 
 def test_every_template_expands_with_chunk_tokens() -> None:
-    tokens = {**frame_tokens([1, 2]), "outdir": "/o", "output": "/o/f_####.png", "scene": "s"}
+    tokens = {**frame_tokens([1, 2]), **outdir_tokens("/o"), "output": "/o/f_##.png", "scene": "s"}
     for renderer in ["blender", "ffmpeg", "demo", "aerender", "nuke", "houdini", "maya"]:
         expand(build_argv(renderer, "scene.file", "r/f_####.png"), tokens)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from farmtui.frames import chunk_frames, frame_path, parse_frames
-from farmtui.renderers import build_argv, expand, frame_tokens
+from farmtui.renderers import build_argv, expand, frame_tokens, outdir_tokens
 
 FFMPEG = shutil.which("ffmpeg")
 FFPROBE = shutil.which("ffprobe")
@@ -102,7 +102,7 @@ def probe(image: Path) -> dict[str, object]:
 def render_chunk(scene: Path, frames: list[int], outdir: Path) -> None:
     """What a node does for one chunk: expand the job's argv for it and run it."""
     argv = build_argv("ffmpeg", str(scene), PATTERN, ["-loglevel", "error"])
-    run(expand(argv, {**frame_tokens(frames), "outdir": str(outdir)}))
+    run(expand(argv, {**frame_tokens(frames), **outdir_tokens(str(outdir))}))
 
 
 @pytest.mark.parametrize(
@@ -148,3 +148,18 @@ def test_a_chunk_past_the_end_of_the_input_writes_only_what_exists(
     """Frames the input lacks are missing, so the agent's output check fails the chunk."""
     render_chunk(inputs["video"], [22, 24, 26], tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plate_0022.png", "plate_0024.png"]
+
+
+def test_a_node_folder_with_a_percent_sign_gets_every_frame(
+    inputs: dict[str, Path], tmp_path: Path
+) -> None:
+    """ffmpeg reads its whole output path as the pattern; a node's state folder or a job's
+    outdir named "100%" once failed every chunk."""
+    outdir = tmp_path / "state 100%" / "renders %d"
+    outdir.mkdir(parents=True)
+    render_chunk(inputs["video"], [3, 4, 5], outdir)
+    assert sorted(p.name for p in outdir.iterdir()) == [
+        "plate_0003.png",
+        "plate_0004.png",
+        "plate_0005.png",
+    ]

@@ -23,9 +23,7 @@ from typing import overload
 from farmtui.frames import printf_pattern
 from farmtui.protocol import JobSpec
 
-TOKENS = frozenset(
-    {"start", "end", "step", "frames", "outdir", "outdir_printf", "output", "scene"}
-)
+TOKENS = frozenset({"start", "end", "step", "frames", "outdir", "outdir_printf", "output", "scene"})
 
 # Renderers with a command builder; "generic" needs an argv from the submitter.
 RENDERERS = ("blender", "ffmpeg", "demo", "generic", "aerender", "nuke", "houdini", "maya")

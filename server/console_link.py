@@ -234,6 +234,7 @@ class ConsoleLink:
                     role=self.principal.role,
                     jobs=scheduler.job_views(self.include_archived),
                     nodes=scheduler.node_views(),
+                    default_retries=self.leader.config.retries,
                 )
             )
             if self.watched is not None:

@@ -54,6 +54,11 @@ def duration(seconds: float | None) -> str:
     return f"{secs}s"
 
 
+def leader_default(value: int | None) -> str:
+    """A job field left to the leader: the leader's value, when it said what it is."""
+    return "leader default" if value is None else f"{value} (leader default)"
+
+
 def clock(timestamp: float | None) -> str:
     """A wall-clock time of day in local time, ``HH:MM:SS``."""
     if timestamp is None:

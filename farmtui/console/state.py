@@ -229,6 +229,8 @@ class ConsoleState:
         self.clock = clock
         self.user = ""
         self.role: Role = "viewer"
+        # The leader's retries for a job without its own (None: not told).
+        self.default_retries: int | None = None
         self.jobs: dict[str, JobView] = {}
         self.nodes: dict[str, NodeView] = {}
         self.watched: WatchedJob | None = None
@@ -268,6 +270,7 @@ class ConsoleState:
         match message:
             case Snapshot():
                 self.user, self.role = message.user, message.role
+                self.default_retries = message.default_retries
                 self.jobs = {job.id: job for job in message.jobs}
                 self.nodes = {node.name: node for node in message.nodes}
                 self._record_cpu(message.nodes)

@@ -148,6 +148,9 @@ class Snapshot(LeaderToConsoleMessage, tag="snapshot", kw_only=True):
     role: Role
     jobs: list[JobView]
     nodes: list[NodeView]
+    # The retries a job without its own gets (the leader's ``retries``); None from a
+    # leader too old to say.
+    default_retries: int | None = None
 
 
 class JobsChanged(LeaderToConsoleMessage, tag="jobs_changed", kw_only=True):

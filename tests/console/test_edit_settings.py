@@ -12,7 +12,9 @@ from textual.widgets import Input
 
 from farmtui.console.app import FarmConsole
 from farmtui.console.screens.edit_settings import EditSettingsScreen
+from farmtui.console.widgets.job_detail import JobDetailPanel
 from farmtui.protocol import JobView, Timeouts
+from server.scheduler_config import SchedulerConfig
 from tests.console.conftest import synced, wait_for
 from tests.console.real_farm import RealFarm
 from tests.console.screen import screen_text
@@ -102,3 +104,19 @@ async def test_a_good_change_is_sent_with_the_other_timeouts_kept(farm: RealFarm
             None,
             "requeue",
         )
+
+
+async def test_a_job_without_its_own_retries_shows_the_leaders(farm: RealFarm) -> None:
+    """The leader's number is shown, not just "leader default", in the dialog and the tab."""
+    leaders = f"{SchedulerConfig().retries} (leader default)"  # the shared leader's config
+    job = farm.submit("shot_020")
+    assert job.spec.retries is None
+    app = farm.app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await open_settings(pilot, app, job)
+        assert screen.query_one("#edit-retries", Input).placeholder == leaders
+        assert leaders in screen_text(app)
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not isinstance(app.screen, EditSettingsScreen))
+        app.query_one(JobDetailPanel).show_tab("tab-settings")
+        await wait_for(pilot, lambda: f"Retries  {leaders}" in screen_text(app), what=leaders)

@@ -48,9 +48,10 @@ class EditSettingsScreen(ModalScreen[JobPatch | None]):
         Binding("ctrl+s", "save", "Save", id="edit.save"),
     ]
 
-    def __init__(self, job: JobView) -> None:
+    def __init__(self, job: JobView, default_retries: int | None = None) -> None:
         super().__init__()
         self.job = job
+        self.default_retries = default_retries  # the leader's, for a job without its own
 
     def compose(self) -> ComposeResult:
         spec = self.job.spec
@@ -63,7 +64,7 @@ class EditSettingsScreen(ModalScreen[JobPatch | None]):
                     _seconds(spec.retries),
                     id="edit-retries",
                     type="integer",
-                    placeholder="leader default",
+                    placeholder=fmt.leader_default(self.default_retries),
                 )
                 yield Label("Max running")
                 yield Input(str(spec.max_running), id="edit-max-running", type="integer")

@@ -34,8 +34,9 @@ from farmtui.protocol import EventView, JobView
 from farmtui.reasons import block_end, reason_line, shown_etr
 
 
-def settings_text(job: JobView) -> Text:
-    """The job's settings as a two-column list (timeouts, retries, scout, tags, limit)."""
+def settings_text(job: JobView, default_retries: int | None = None) -> Text:
+    """The job's settings as a two-column list (timeouts, retries, scout, tags, limit);
+    ``default_retries``: the leader's, for a job without its own."""
     spec = job.spec
     t = spec.timeouts
     rows = [
@@ -48,7 +49,7 @@ def settings_text(job: JobView) -> Text:
         ("After", ", ".join(spec.after) or fmt.EMPTY),
         (
             "Retries",
-            f"{'leader default' if spec.retries is None else spec.retries}"
+            f"{fmt.leader_default(default_retries) if spec.retries is None else spec.retries}"
             f"  delay {fmt.duration(spec.retry_delay)} cap {fmt.duration(spec.retry_cap)}",
         ),
         ("Min render", fmt.duration(t.min_render)),
@@ -291,7 +292,9 @@ class JobDetailPanel(Vertical):
             )
         )
         self._show_why(job)
-        self.query_one("#detail-settings", Static).update(settings_text(job))
+        self.query_one("#detail-settings", Static).update(
+            settings_text(job, self.state.default_retries)
+        )
         self.query_one(FrameLegend).show(watched)
         if watched.held != self._held:
             self._held = watched.held

@@ -30,7 +30,6 @@ from agent import zygote as zygote_program
 from agent.journal import Journal
 from agent.process_tree import MARKER_VARIABLE, find_marked, kill_tree
 from agent.shim_client import Shim, ShimResult
-from agent.zygote import WAKE_WAIT
 from agent.zygote_client import ForkedProcess, Spawned, Zygote
 from farmtui.protocol import AssignChunk, ChunkTimeouts
 from tests.agent.test_shim import (
@@ -598,7 +597,7 @@ async def test_the_tree_and_the_zygote_go_when_the_agent_is_killed_with_sigkill(
         if stopped == "tracer" and not _trace(shim_pid):
             pytest.skip("this process may not trace its shim (ptrace)")
         # Woken, the shims kill their trees; one a debugger holds goes WAKE_WAIT later.
-        limit = 2.0 + (WAKE_WAIT if stopped == "tracer" else 0.0)
+        limit = 2.0 + (zygote_program.WAKE_WAIT if stopped == "tracer" else 0.0)
         killed = time.monotonic()
         agent.kill()
         await eventually(

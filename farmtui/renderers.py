@@ -38,16 +38,28 @@ _PADDING = re.compile(r"#+")
 
 # ffmpeg renders exactly a chunk's frames {start}-{end}x{step} (ascending, however
 # the job runs) and names each file after its job frame: frame N of the job is
-# input frame N (1-based, n+1). The image2 muxer numbers files consecutively from
-# -start_number, which is wrong for a stepped chunk (1,4,7 -> 1,2,3), so instead
-# every frame's timestamp is set to its job frame number in a time base of one
-# second (settb=1, setpts=N+1), `-r 1` keeps that time base through the encoder,
-# and -frame_pts names each file after its timestamp. trim stops decoding after
-# the chunk's last frame, so a chunk at the start of a long input ends early.
+# a movie's frame N (1-based, n+1), an image sequence's file N. The image2 muxer
+# numbers files consecutively from -start_number, which is wrong for a stepped
+# chunk (1,4,7 -> 1,2,3), so instead every frame's timestamp is set to its job
+# frame number in a time base of one second (settb=1, setpts=N+1), `-r 1` keeps
+# that time base through the encoder, and -frame_pts names each file after its
+# timestamp. trim stops decoding after the chunk's last frame, so a chunk at the
+# start of a long input ends early.
 FFMPEG_CHUNK_FILTER = (
     r"settb=1,setpts=N+1,trim=end_frame={end},"
     r"select=between(n+1\,{start}\,{end})*not(mod(n+1-{start}\,{step}))"
 )
+# An image sequence is read from the chunk's first file on (-start_number {start}:
+# its files need not start at 1 or within 0-4, where image2 looks by itself). Its
+# n-th image is file {start}+n; trim's end cannot be written as {end}-{start}+1 in a
+# template, so the timestamps run up to -1 at the chunk's last file (trim drops what
+# follows, and ffmpeg stops reading there) and are then moved to the files' numbers.
+FFMPEG_SEQUENCE_FILTER = (
+    r"settb=1,setpts=N+{start}-{end}-1,trim=end_pts=0,setpts=PTS+{end}+1,"
+    r"select=not(mod(n\,{step}))"
+)
+# A frame field of a printf-style name ("%04d", "%d"), a doubled "%%" left out.
+_PRINTF_FIELD = re.compile(r"%0?\d*d")
 
 
 class RendererError(ValueError):
@@ -127,18 +139,26 @@ def _need(value: str | None, what: str, renderer: str) -> str:
     return value
 
 
+def is_image_sequence(scene: str) -> bool:
+    """A file name with a frame field: ``frame_####.png`` or ``frame_%04d.png``."""
+    name = PurePosixPath(scene).name
+    return "#" in name or _PRINTF_FIELD.search(name.replace("%%", "")) is not None
+
+
 def printf_sequence(scene: str) -> str:
     """An image sequence named with the farm's padding (``shot/frame_####.png``) as ffmpeg's
-    image2 reader takes it (``shot/frame_%04d.png``), as the output's is; a name
-    without ``#`` (a movie, or a sequence already in ``%04d``) as it is."""
+    image2 reader takes it (``shot/frame_%04d.png``), as the output's is; one already in
+    ``%04d`` with its folder's ``%`` doubled; a movie as it is."""
     path = PurePosixPath(scene)
-    if "#" not in path.name:
+    if not is_image_sequence(scene):
         return scene
-    _, head, width, tail = _split_pattern(scene)
-    name = printf_pattern(head.replace("%", "%%") + "#" * width + tail.replace("%", "%%"))
     # ffmpeg reads the whole path as the pattern: a "%" in a folder is doubled too (a folder
-    # "plates 100%" failed every chunk: break round 33d).
-    return scene[: len(scene) - len(path.name)].replace("%", "%%") + name
+    # "plates 100%" failed every chunk: break rounds 33d and 34a).
+    folder = scene[: len(scene) - len(path.name)].replace("%", "%%")
+    if "#" not in path.name:
+        return folder + path.name
+    _, head, width, tail = _split_pattern(scene)
+    return folder + printf_pattern(head.replace("%", "%%") + "#" * width + tail.replace("%", "%%"))
 
 
 def _has_flag(extra: Sequence[str], *flags: str) -> bool:
@@ -206,20 +226,22 @@ def build_argv(
             "{frames}",
         ]
     if name == "ffmpeg":
-        scene = printf_sequence(_need(scene, "input (--scene)", name))
+        scene = _need(scene, "input (--scene)", name)
         _, head, width, tail = _split_pattern(_need(output_pattern, "output pattern", name))
         # '%' is the image2 muxer's own escape: a literal one in the name is '%%'.
         out = printf_pattern(head.replace("%", "%%") + "#" * width + tail.replace("%", "%%"))
+        sequence = is_image_sequence(scene)
         return [
             "ffmpeg",
             "-hide_banner",
             "-nostdin",
             "-y",
+            *(["-start_number", "{start}"] if sequence else []),
             "-i",
-            scene,
+            printf_sequence(scene),
             *extra,
             "-vf",
-            FFMPEG_CHUNK_FILTER,
+            FFMPEG_SEQUENCE_FILTER if sequence else FFMPEG_CHUNK_FILTER,
             "-fps_mode",
             "passthrough",
             "-r",

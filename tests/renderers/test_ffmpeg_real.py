@@ -51,6 +51,12 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     percent.mkdir()
     for frame in folder.glob("src_*.png"):
         shutil.copy(frame, percent / frame.name)
+    # Sequences numbered from 0 and from 1001: image2 looks for a first file in 0-4 only.
+    for first in (0, 1001):
+        shifted = folder / f"from{first}"
+        shifted.mkdir()
+        for index in range(INPUT_FRAMES):
+            shutil.copy(folder / f"src_{index + 1:04d}.png", shifted / f"p_{first + index:04d}.png")
     return {
         "video": video,
         "sequence": sequence,
@@ -163,3 +169,38 @@ def test_a_node_folder_with_a_percent_sign_gets_every_frame(
         "plate_0004.png",
         "plate_0005.png",
     ]
+
+
+@pytest.mark.parametrize(
+    ("first", "frames", "chunk"),
+    [
+        (0, "0-11", 4),  # a sequence from file 0: frame 0 of the job is p_0000
+        (1001, "1001-1012x3", 2),  # from file 1001, stepped: 1001,1004 1007,1010
+        (1001, "1010-1003", 3),  # reversed: 1010-1008 1007-1005 1004,1003
+        (0, "5,9-11", 3),  # gapped: chunks follow the runs
+    ],
+)
+def test_each_file_of_an_image_sequence_is_its_own_frame(
+    inputs: dict[str, Path], tmp_path: Path, first: int, frames: str, chunk: int
+) -> None:
+    """Frame N of the job is file N of the sequence, wherever its numbers start (a
+    sequence from 0 was written one file late, one from 1001 failed every chunk)."""
+    source = inputs["folder"] / f"from{first}"
+    for index, chunk_of in enumerate(chunk_frames(parse_frames(frames), chunk)):
+        for padding, scene in enumerate((source / "p_####.png", source / "p_%04d.png")):
+            outdir = tmp_path / f"chunk{index}-{padding}"
+            outdir.mkdir()
+            render_chunk(scene, chunk_of, outdir)
+            expected = sorted(Path(frame_path(PATTERN, frame)).name for frame in chunk_of)
+            assert sorted(p.name for p in outdir.iterdir()) == expected, (frames, chunk_of)
+            written = [outdir / Path(frame_path(PATTERN, frame)).name for frame in chunk_of]
+            originals = [source / f"p_{frame:04d}.png" for frame in chunk_of]
+            assert pixel_digests(written) == pixel_digests(originals)
+
+
+def test_a_printf_sequence_in_a_folder_with_a_percent_sign(
+    inputs: dict[str, Path], tmp_path: Path
+) -> None:
+    """An input already written in %04d has its folder's "%" doubled too."""
+    render_chunk(inputs["folder"] / "plates 100%" / "src_%04d.png", [3, 4], tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plate_0003.png", "plate_0004.png"]

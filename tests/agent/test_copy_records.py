@@ -9,6 +9,7 @@ from typing import Any
 import msgspec
 
 from agent.copy_records import RECORDS, CopyRecords, temporary_name
+from farmtui.path_limits import MAX_NAME_BYTES
 from tests.agent.conftest import demo_assign, kill_9_when
 
 # An agent's supervisor copying a rendered chunk into the sync root (``argv[2]``) to a
@@ -103,3 +104,12 @@ async def test_the_sweep_removes_only_a_copys_own_file_never_through_a_symlink(
         [made, made.replace("0123abcd", "0123abce")]
     )
     assert list(records.folder.iterdir()) == []
+
+
+def test_the_longest_name_a_job_may_have_still_has_a_temporary_file(tmp_path: Path) -> None:
+    """A name the submit check lets through is never too long for its copy's temporary file
+    (245-byte names rendered, then failed their copy into place on every retry)."""
+    longest = "é" * (MAX_NAME_BYTES // 2)
+    temporary = tmp_path / temporary_name(longest, "0123abcd")
+    temporary.write_bytes(b"frame")
+    assert len(temporary.name.encode()) <= 255

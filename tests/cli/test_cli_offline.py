@@ -29,6 +29,8 @@ from tests.helpers.farm import run_farm
         (["--output", "../up/frame_####.png"], "escapes the sync root"),
         (["--output", "renders/frame.png"], "needs '#' padding"),
         (["--output", "d/" * 200 + "f_####.png"], "more than 128 folders deep"),
+        # Rendered, then refused by the filesystem at its copy into place, on every retry.
+        (["--output", "r/" + "x" * 228 + "_####.png"], "has a name longer than 232 bytes"),
         (["--scout", "1,99", "--frames", "1-10"], "scout frame 99 is not in the frame list"),
         (["--on-timeout", "panic"], "--on-timeout: 'panic' is not one of"),
         (["--env", "NOEQUALS"], "--env: 'NOEQUALS' is not K=V"),

@@ -505,7 +505,11 @@ async def test_upload_path_traversal_is_refused(leader: InProcessLeader, path: s
 
 @pytest.mark.parametrize(
     ("path", "says"),
-    [("d/" * 2000 + "f.png", "more than 128 folders deep"), ("x" * 5000, "longer than 4096")],
+    [
+        ("d/" * 2000 + "f.png", "more than 128 folders deep"),
+        ("x" * 5000, "longer than 4096"),
+        ("d/" + "y" * 240 + ".png", "has a name longer than 232 bytes"),
+    ],
 )
 async def test_an_upload_too_deep_or_too_long_is_a_400_and_no_traceback(
     leader: InProcessLeader, caplog: pytest.LogCaptureFixture, path: str, says: str

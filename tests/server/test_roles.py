@@ -791,8 +791,8 @@ async def test_upload_errors_are_one_line_4xx_without_server_paths(
     async with leader.http() as http:
         assert (await http.put("/api/files/renders/a.png", content=b"x")).status_code == 204
         for path, reason in [
-            (f"renders/{long_name}", "File name too long"),
-            (f"renders/{long_name}/x.png", "File name too long"),
+            (f"renders/{long_name}", "has a name longer than 232 bytes"),
+            (f"renders/{long_name}/x.png", "has a name longer than 232 bytes"),
             ("renders/a.png/b.png", "cannot write 'renders/a.png/b.png'"),
         ]:
             response = await http.put(f"/api/files/{path}", content=b"x")
@@ -803,17 +803,13 @@ async def test_upload_errors_are_one_line_4xx_without_server_paths(
             assert len(error) < 200
             assert str(leader.root) not in error
             assert str(leader.data) not in error
-    # A job whose output names are too long: its agent gets a 400 as well.
-    async with FakeAgent.connect(leader.ws_url, leader.token("agent", "node7"), "node7") as agent:
-        job = await _assigned_to_node7(leader, agent, f"long/{'g' * 300}_####.png")
-        async with leader.http(leader.agent_token) as http:
-            response = await http.put(
-                f"/api/files/long/{'g' * 300}_0001.png",
-                params={"job": job, "chunk": 0, "attempt": 1},
-                content=b"x",
-            )
-        assert response.status_code == 400, response.text
-        assert "File name too long" in response.json()["error"]
+    # A job whose output names are too long is refused before any node renders it.
+    async with leader.http() as http:
+        response = await http.post(
+            "/api/jobs", json={**SPEC, "name": "long", "output": f"long/{'g' * 300}_####.png"}
+        )
+    assert response.status_code == 400, response.text
+    assert "has a name longer than 232 bytes" in response.json()["error"]
     assert _leftovers(leader.root) == []
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 

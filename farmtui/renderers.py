@@ -58,6 +58,28 @@ FFMPEG_SEQUENCE_FILTER = (
     r"settb=1,setpts=N+{start}-{end}-1,trim=end_pts=0,setpts=PTS+{end}+1,"
     r"select=not(mod(n\,{step}))"
 )
+# The format Blender writes a file extension in (its -F names). Blender replaces an
+# image extension that is not its format's (a PNG scene asked for f_####.jpg wrote
+# f_0001.png, and the chunk failed for files it never wrote), so -F says it.
+# ".exr": the scene's own flavour, single or multilayer (-F would drop a
+# multilayer scene's passes); ask for one in the command's options (-F OPEN_EXR).
+# Any other name (none: a scene with File Extensions off) is left to the scene.
+BLENDER_FORMATS: dict[str, str | None] = {
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".exr": None,
+    ".bmp": "BMP",
+    ".tga": "TGA",
+    ".hdr": "HDR",
+    ".dpx": "DPX",
+    ".cin": "CINEON",
+    ".jp2": "JP2",
+    ".webp": "WEBP",
+    ".rgb": "IRIS",
+}
 # A frame field of a printf-style name ("%04d", "%d"), a doubled "%%" left out.
 _PRINTF_FIELD = re.compile(r"%0?\d*d")
 
@@ -130,6 +152,25 @@ def _split_pattern(pattern: str) -> tuple[str, str, int, str]:
     last = matches[-1]
     folder = "" if str(path.parent) == "." else str(path.parent)
     return folder, name[: last.start()], len(last.group()), name[last.end() :]
+
+
+def _literal(text: str) -> str:
+    """``text`` as an argv template writes it: a brace in a name is not a token."""
+    return text.replace("{", "{{").replace("}", "}}")
+
+
+def _literal_pattern(pattern: str) -> tuple[str, int, str]:
+    """The output pattern's file name around its padding, its braces written as literal."""
+    _, head, width, tail = _split_pattern(pattern)
+    return _literal(head), width, _literal(tail)
+
+
+def _blender_format(tail: str, extra: Sequence[str]) -> list[str]:
+    """``-F FORMAT`` for the pattern's extension, unless the options already give one."""
+    fmt = BLENDER_FORMATS.get(PurePosixPath("f" + tail).suffix.lower())
+    if fmt is None or _has_flag(extra, "-F", "--render-format"):
+        return []
+    return ["-F", fmt]
 
 
 def _need(value: str | None, what: str, renderer: str) -> str:
@@ -211,23 +252,25 @@ def build_argv(
         # --frames=: a chunk of negative frames ("-5,-4") is a value, not an option.
         return ["farm", "demo-render", "--frames={frames}", "--output={output}", *extra]
     if name == "blender":
-        scene = _need(scene, "scene (.blend)", name)
-        _, head, width, tail = _split_pattern(_need(output_pattern, "output pattern", name))
+        scene = _literal(_need(scene, "scene (.blend)", name))
+        pattern = _need(output_pattern, "output pattern", name)
+        head, width, tail = _literal_pattern(pattern)
         # Blender reads its arguments in order: the scene first, then the output
-        # path, then -f renders exactly the chunk's frames (gaps and order kept).
+        # path and format, then -f renders exactly the chunk's frames (gaps and order kept).
         return [
             "blender",
             "-b",
             scene,
             "-o",
             "{outdir}/" + head + "#" * width + tail,
+            *_blender_format(_split_pattern(pattern)[3], extra),
             *extra,
             "-f",
             "{frames}",
         ]
     if name == "ffmpeg":
-        scene = _need(scene, "input (--scene)", name)
-        _, head, width, tail = _split_pattern(_need(output_pattern, "output pattern", name))
+        scene = _literal(_need(scene, "input (--scene)", name))
+        head, width, tail = _literal_pattern(_need(output_pattern, "output pattern", name))
         # '%' is the image2 muxer's own escape: a literal one in the name is '%%'.
         out = printf_pattern(head.replace("%", "%%") + "#" * width + tail.replace("%", "%%"))
         sequence = is_image_sequence(scene)
@@ -253,8 +296,8 @@ def build_argv(
             "{outdir_printf}/" + out,
         ]
     if name == "aerender":
-        scene = _need(scene, "project (.aep)", name)
-        _, head, width, tail = _split_pattern(_need(output_pattern, "output pattern", name))
+        scene = _literal(_need(scene, "project (.aep)", name))
+        head, width, tail = _literal_pattern(_need(output_pattern, "output pattern", name))
         comp = [] if _has_flag(extra, "-comp", "-rqindex") else ["-rqindex", "1"]
         # No -reuse: every chunk's whole tree dies with the chunk.
         return [
@@ -279,12 +322,12 @@ def build_argv(
             "OFF",
         ]
     if name == "nuke":
-        scene = _need(scene, "script (.nk)", name)
+        scene = _literal(_need(scene, "script (.nk)", name))
         # Nuke writes where the script's Write nodes say; pick one with -X in extra.
         return ["nuke", "-x", "-F", "{start}-{end}x{step}", *extra, scene]
     if name == "houdini":
-        scene = _need(scene, "scene (.hip)", name)
-        _, head, width, tail = _split_pattern(_need(output_pattern, "output pattern", name))
+        scene = _literal(_need(scene, "scene (.hip)", name))
+        head, width, tail = _literal_pattern(_need(output_pattern, "output pattern", name))
         rop = [] if _has_flag(extra, "-d") else ["-d", "/out/mantra1"]
         # hrender.py ships in $HFS/bin; run it under hython without a shell.
         return [
@@ -305,8 +348,8 @@ def build_argv(
             scene,
         ]
     if name == "maya":
-        scene = _need(scene, "scene (.ma/.mb)", name)
-        _, head, width, tail = _split_pattern(_need(output_pattern, "output pattern", name))
+        scene = _literal(_need(scene, "scene (.ma/.mb)", name))
+        head, width, tail = _literal_pattern(_need(output_pattern, "output pattern", name))
         separator = head[-1] if head and head[-1] in "._" else ""
         prefix = head[:-1] if separator else head
         ext = tail.lstrip(".")

@@ -122,6 +122,13 @@ def check_job(spec: JobSpec, root: Path | None = None) -> list[int]:
             raise JobFieldError(str(exc), ("output",)) from None
     check_scene(spec.scene, root)
     command_for(spec)
+    if spec.renderer.lower() == "blender" and not spec.argv and frames and min(frames) < 0:
+        # Blender's -f reads "-3" as three frames back from the scene's end frame.
+        raise JobFieldError(
+            f"blender cannot render negative frames ({min(frames)}): its -f counts them "
+            "back from the scene's end frame",
+            ("frames",),
+        )
     check_settings(spec)
     check_scheduling(spec)
     return frames

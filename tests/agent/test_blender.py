@@ -89,3 +89,27 @@ async def test_blender_renders_exactly_the_chunk_frames(farm: Any, tiny_blend: P
     assert progress
     assert {p.frame for p in progress} <= set(frames)
     assert progress[-1].fraction == pytest.approx(1.0)
+
+
+async def test_a_png_scene_asked_for_jpeg_files_writes_jpeg(farm: Any, tiny_blend: Path) -> None:
+    """The pattern's extension picks Blender's format: a PNG scene wrote f_0001.png for
+    f_####.jpg, and every attempt failed for the files it never wrote."""
+    pattern = "renders/jpeg/f_####.jpg"
+    assign = AssignChunk(
+        job_id="jpegjob",
+        chunk=0,
+        attempt=1,
+        renderer="blender",
+        argv=build_argv("blender", str(tiny_blend), pattern, []),
+        frames=[4],
+        outputs=[frame_path(pattern, 4)],
+        outdir="renders/jpeg",
+        output=pattern,
+    )
+    farm.supervisor.assign(assign)
+    finished = await farm.finish(within=120)
+
+    assert finished.outcome == "done", finished.reason
+    written = farm.sync_root / "renders/jpeg/f_0004.jpg"
+    assert written.read_bytes().startswith(b"\xff\xd8\xff")  # a JPEG's magic
+    assert [p.name for p in written.parent.iterdir()] == ["f_0004.jpg"]

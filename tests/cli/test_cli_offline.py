@@ -35,6 +35,18 @@ from tests.helpers.farm import run_farm
         (["--on-timeout", "panic"], "--on-timeout: 'panic' is not one of"),
         (["--env", "NOEQUALS"], "--env: 'NOEQUALS' is not K=V"),
         (["--renderer", "blender", "--output", "r/f_####.png"], "needs a scene"),
+        (
+            [
+                "--renderer",
+                "blender",
+                "--scene",
+                "a.blend",
+                "--output",
+                "r/f_####.png",
+                "--frames=-3-1",
+            ],
+            "blender cannot render negative frames (-3)",
+        ),  # fmt: skip
         (["--renderer", "povray"], "unknown renderer 'povray'"),
         # Bytes of another encoding, as a shell hands them to Python: a traceback before.
         (["--name", "caf\udce9"], "--name: is not UTF-8 text"),

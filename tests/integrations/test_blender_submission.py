@@ -230,7 +230,7 @@ def test_the_spec_is_built_from_the_scene_and_is_a_valid_job_spec(root: Path) ->
     # ... and farmtui's Blender command builder renders exactly those frames into it.
     assert command_for(spec) == [
         "blender", "-b", "project/shot.farm-s.blend",
-        "-o", "{outdir}/shot_####.png", "-f", "{frames}",
+        "-o", "{outdir}/shot_####.png", "-F", "PNG", "-f", "{frames}",
     ]  # fmt: skip
 
 

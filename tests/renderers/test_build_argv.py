@@ -89,11 +89,47 @@ def test_blender_renders_exactly_the_chunk_frames_into_outdir() -> None:
         "shots/a.blend",
         "-o",
         "{outdir}/frame_####.png",
+        "-F",
+        "PNG",
         "-E",
         "CYCLES",
         "-f",
         "{frames}",
     ]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "extra", "format_args"),
+    [
+        ("r/f_####.jpg", [], ["-F", "JPEG"]),
+        ("r/f_####.TIFF", [], ["-F", "TIFF"]),
+        ("r/f_####.exr", [], []),  # the scene's own EXR, single or multilayer
+        ("r/f_####", [], []),  # a scene with File Extensions off writes f_0001
+        ("r/f_####.j2c", [], []),  # other names: the scene's format
+        ("r/f_####.png", ["-F", "OPEN_EXR"], []),  # the submitter's own -F wins
+    ],
+)
+def test_blender_is_told_the_format_of_the_pattern_s_extension(
+    pattern: str, extra: list[str], format_args: list[str]
+) -> None:
+    """A PNG scene asked for f_####.jpg wrote f_0001.png and failed for files it never wrote."""
+    argv = build_argv("blender", "a.blend", pattern, extra)
+    output = argv.index("-o") + 2
+    assert argv[output : output + len(format_args)] == format_args
+    assert argv.count("-F") == (1 if format_args or extra else 0)
+
+
+def test_braces_in_a_scene_or_output_name_are_not_tokens() -> None:
+    """A folder "v{2} final" was refused as an unknown token; "{frames}" in an output
+    name was filled with the chunk's frames."""
+    argv = build_argv("blender", "shots/v{2} final/a.blend", "r/{frames}/f{v}_####.png")
+    expanded = expand(argv, {**frame_tokens([1, 2]), **outdir_tokens("/o")})
+    assert expanded[2] == "shots/v{2} final/a.blend"
+    assert expanded[4] == "/o/f{v}_####.png"
+    ffmpeg = build_argv("ffmpeg", "in/{a}/p_####.png", "r/c{b}_####.png")
+    expanded = expand(ffmpeg, {**frame_tokens([1, 2]), **outdir_tokens("/o")})
+    assert "in/{a}/p_%04d.png" in expanded
+    assert expanded[-1] == "/o/c{b}_%04d.png"
 
 
 def test_ffmpeg_uses_printf_padding_and_names_files_after_the_job_frames() -> None:

@@ -212,7 +212,7 @@ class _Started(Step):
         m, reports = self.message, self.reports
         self.current = reports.current(m.job_id, m.chunk, m.attempt)
         return reports.leader.scheduler.chunk_started(
-            reports.node, m.job_id, m.chunk, m.attempt, now, into
+            reports.node, m.job_id, m.chunk, m.attempt, now, into, ran=m.pid > 0
         )
 
     def announce(self) -> None:

@@ -25,6 +25,7 @@ from server.prefetch import (
     work_kind,
 )
 from server.scheduler.dispatch_index import DispatchIndex, _noting
+from server.scheduler.state import FirstRender
 from server.transitions import refresh_job, settle_stopped
 
 
@@ -40,14 +41,22 @@ class ChunkReports(DispatchIndex):
         attempt: int,
         now: float,
         into: Changes | None = None,
+        *,
+        ran: bool = True,
     ) -> Changes:
-        """``into``: the Changes to add to (the group commit's), returned; else new ones."""
+        """``into``: the Changes to add to (the group commit's), returned; else new ones.
+
+        ``ran`` False: the agent says the attempt never started (taken back from its
+        queue, or its supervisor could not start it); it sends the command for the
+        chunk log's header, but nothing started, so no event says so and the job's
+        first-render clock does not start.
+        """
         changes = Changes() if into is None else into
-        if self._live(node, job_id, chunk, attempt) is None:
+        if not ran or self._live(node, job_id, chunk, attempt) is None:
             return changes
-        if job_id not in self._first_started and not tally_of(self.jobs[job_id]).times:
+        if not tally_of(self.jobs[job_id]).times and self._first_render_at(job_id) is None:
             # Its first render began: a job that went ahead by its kind is judged from now.
-            self._first_started[job_id] = now
+            self._first_started[job_id] = FirstRender(now, chunk, attempt)
             if job_id in self._ahead_by_kind:
                 heapq.heappush(self._judge_at, (now, job_id))
         # Only an event: nothing the store keeps or a console shows changes (the chunk
@@ -124,10 +133,12 @@ class ChunkReports(DispatchIndex):
         """
         heap = self._judge_at
         while heap and now - heap[0][0] >= PREFETCH_BELOW:
-            _, job_id = heapq.heappop(heap)
+            began, job_id = heapq.heappop(heap)
             job = self.jobs.get(job_id)
             if job_id not in self._ahead_by_kind or job is None or tally_of(job).times:
                 continue  # gone, or judged by its own render time since
+            if self._first_render_at(job_id) != began:
+                continue  # that render ended without a time (cancelled, requeued, lost)
             self._ahead_by_kind.discard(job_id)
             if job.state not in ("queued", "rendering"):
                 continue

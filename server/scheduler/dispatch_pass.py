@@ -156,7 +156,7 @@ class DispatchPass(DispatchIndex):
                     # By its kind: none of its own is done. Judged by the clock meanwhile,
                     # from when its first chunk started rendering (``chunk_started``).
                     self._ahead_by_kind.add(job.id)
-                    if (first := self._first_started.get(job.id)) is not None:
+                    if (first := self._first_render_at(job.id)) is not None:
                         heapq.heappush(self._judge_at, (first, job.id))
             else:
                 self._keep_room_for(job, room, now)

@@ -10,6 +10,7 @@ node may take a job's chunk, the dispatch ranks.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 from server import dispatch_order, reasons
 from server.errors import cut
@@ -27,6 +28,14 @@ from server.scheduler_config import SchedulerConfig, SchedulerError
 # same again to commit and announce them). With 300 agents starting at once, passes of
 # 512 made turns of 45-65 ms; in steady state a pass assigns 40-100 (scale.py c1).
 ASSIGN_BUDGET = 256
+
+
+class FirstRender(NamedTuple):
+    """The first render of a job none of whose chunks is done: when, which attempt."""
+
+    at: float
+    chunk: int
+    attempt: int
 
 
 class SchedulerState:
@@ -71,7 +80,7 @@ class SchedulerState:
         # none of whose chunks is done started rendering (its ChunkStarted), and a heap of
         # (that time, job id) of those that took chunks ahead by their kind.
         self._ahead_by_kind: set[str] = set()
-        self._first_started: dict[str, float] = {}
+        self._first_started: dict[str, FirstRender] = {}
         self._judge_at: list[tuple[float, str]] = []
         # Each node's (online, enabled, slots, tags) as the census last counted it.
         self._shapes: dict[str, tuple[object, ...]] = {}
@@ -110,6 +119,24 @@ class SchedulerState:
         if job is None or not 0 <= index < len(job.chunks):
             return None
         return job.chunks[index]
+
+    def _first_render_at(self, job_id: str) -> float | None:
+        """When the job's first render began, while that attempt is current and unfinished.
+
+        Ended without a render time (cancelled, requeued, its node lost), it says nothing
+        of how long the job's chunks take: a job cancelled 28 s into its first chunk and
+        resumed was judged long at once by that killed render (break round 34b).
+        """
+        first = self._first_started.get(job_id)
+        if first is None:
+            return None
+        job = self.jobs.get(job_id)
+        if job is not None and 0 <= first.chunk < len(job.chunks):
+            chunk = job.chunks.look(first.chunk)
+            if chunk.state == "assigned" and chunk.attempt == first.attempt:
+                return first.at
+        del self._first_started[job_id]
+        return None
 
     def _live(self, node: str, job_id: str, index: int, attempt: int) -> tuple[Job, Chunk] | None:
         """The job and chunk a report is about, or None when the report is stale."""

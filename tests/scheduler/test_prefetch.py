@@ -629,3 +629,25 @@ def test_a_node_alone_keeps_what_it_holds_beyond_a_jobs_new_depth() -> None:
     farm.node("n2", slots=1)
     farm.dispatch()  # n2 busy too
     assert _taken_back(farm.finish(job_id, 1, took=3.0)) == []
+
+
+def test_a_first_render_that_was_killed_does_not_judge_the_job_when_it_runs_again() -> None:
+    """Cancelled 1 s into its first render and resumed 28 s later, a job was judged long
+    at once by that killed render's clock, and what waited ahead came back (34b)."""
+    farm = Farm()
+    _, second = _queue_of_one_kind(farm)
+    farm.scheduler.chunk_started("n1", second, 0, 1, farm.now)  # its first render begins
+    farm.advance(1)
+    farm.scheduler.job_action([second], "cancel", "alice", farm.now)
+    farm.finish(second, 0, "killed", attempt=1, node="n1")
+    farm.finish(second, 1, "killed", attempt=1, node="n1")
+    farm.advance(28)
+    farm.scheduler.job_action([second], "resume", "alice", farm.now)
+    farm.dispatch()
+    assert farm.running()["n1"] == [(second, 0), (second, 1)], "one runs, one waits ahead"
+    assert _taken_back(farm.advance(0.1)) == []
+    first = farm.scheduler.jobs[second].chunks[0]
+    farm.scheduler.chunk_started("n1", second, 0, first.attempt, farm.now)
+    assert _taken_back(farm.advance(1)) == []
+    # Its new first render is judged by its own clock.
+    assert ("n1", second, 1) in _taken_back(farm.advance(PREFETCH_BELOW))

@@ -160,6 +160,33 @@ async def test_welcome_assign_report_ack_and_logs(leader: InProcessLeader) -> No
     assert "started on node1" in events
 
 
+async def test_an_attempt_taken_back_unstarted_is_not_said_to_have_started(
+    leader: InProcessLeader,
+) -> None:
+    """An agent reports a chunk it took back from its queue with pid 0 (for its log's
+    header); the job's events said "started on node1" for it (break round 34b)."""
+    job_id = await submit(leader)
+    async with FakeAgent.connect(leader.ws_url, leader.agent_token, "node1") as agent:
+        assign = await agent.expect(AssignChunk)
+        ref = {"job_id": job_id, "chunk": assign.chunk, "attempt": assign.attempt}
+        await agent.send(ChunkStarted(**ref, pid=0, command=["render", "1", "2"], seq=1))
+        now = time.time()
+        reason = "not started: the job was paused by admin"
+        finished = ChunkFinished(
+            **ref, outcome="killed", reason=reason, started=now, finished=now, seq=2
+        )
+        await agent.send(finished)
+        await agent.expect_ack(2)
+    async with leader.http() as http:
+        events = (await http.get(f"/api/jobs/{job_id}/events")).text
+        params = {"chunk": 0, "attempt": 1}
+        log = (await http.get(f"/api/jobs/{job_id}/logs", params=params)).text
+    assert "-> node1" in events
+    assert "not started" in events
+    assert "started on node1" not in events
+    assert "# command: render 1 2" in log  # its log still says what it would have run
+
+
 async def test_a_chunk_logs_start_is_the_renderers_as_its_node_reported_it(
     leader: InProcessLeader,
 ) -> None:

@@ -564,8 +564,9 @@ async def _hello(
 
 
 async def test_a_node_token_is_only_its_node_and_never_drops_the_real_one(
-    leader: InProcessLeader,
+    leader: InProcessLeader, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO)
     node7, node8 = leader.token("agent", "node7"), leader.token("agent", "node8")
     headers = {"Authorization": f"Bearer {node7}"}
     async with connect(f"{leader.ws_url}/ws/agent", additional_headers=headers) as ws:
@@ -592,6 +593,9 @@ async def test_a_node_token_is_only_its_node_and_never_drops_the_real_one(
         assert refused.retry
         assert "node name node7 is held by another agent" in refused.error
         assert "secret-agent-id-7" not in refused.error
+        # Nor in the leader's log, which logged it whole (break round 34b).
+        assert "held by another agent (tag " in caplog.text
+        assert "secret-agent-id-7" not in caplog.text
         assert leader.leader.agents["node7"] is link
         assert "node8" not in leader.leader.scheduler.nodes
         # The real node7 still gets work over its link.

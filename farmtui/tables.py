@@ -12,6 +12,7 @@ escape (``\\x1b``, ``\\n``), so it can neither drive the terminal nor split a ro
 from __future__ import annotations
 
 import time
+import unicodedata
 from collections.abc import Mapping, Sequence
 
 import msgspec
@@ -35,23 +36,35 @@ from farmtui.reasons import reason_line, shown_etr
 PRIORITY_HEADER = "PRI(low first)"
 
 
+def cell_width(text: str) -> int:
+    """The terminal columns ``text`` takes: two for a wide character (日, 長, most
+    emoji), none for a combining mark or a zero-width joiner, one for the rest."""
+    width = 0
+    for char in text:
+        if unicodedata.combining(char) or unicodedata.category(char) == "Cf":
+            continue
+        width += 2 if unicodedata.east_asian_width(char) in "WF" else 1
+    return width
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> str:
     """Columns padded to their widest cell; column numbers in ``right`` align right.
 
     Cells are shown through ``printable`` (escaped before measuring, so the
-    columns line up with what is printed).
+    columns line up with what is printed), and measured in terminal columns: a
+    name in 日本語 pushed the columns after it out of line.
     """
     headers = [printable(header) for header in headers]
     rows = [[printable(cell) for cell in row] for row in rows]
-    widths = [len(h) for h in headers]
+    widths = [cell_width(h) for h in headers]
     for row in rows:
-        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
+        widths = [max(w, cell_width(cell)) for w, cell in zip(widths, row, strict=True)]
     lines = []
     for row in [list(headers), *rows]:
-        cells = [
-            cell.rjust(width) if i in right else cell.ljust(width)
-            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
-        ]
+        cells = []
+        for i, (cell, width) in enumerate(zip(row, widths, strict=True)):
+            pad = " " * (width - cell_width(cell))
+            cells.append(pad + cell if i in right else cell + pad)
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
 

@@ -12,7 +12,15 @@ from farmtui.protocol import (
     JobSpec,
     JobView,
 )
-from farmtui.tables import chunks_table, detail_text, failure_error, frames_line, job_summary, table
+from farmtui.tables import (
+    cell_width,
+    chunks_table,
+    detail_text,
+    failure_error,
+    frames_line,
+    job_summary,
+    table,
+)
 
 
 def test_a_chunk_whose_last_attempt_is_still_stopping_says_where() -> None:
@@ -156,3 +164,21 @@ def test_chunks_held_ahead_of_a_slot_are_not_counted_as_rendering() -> None:
 
     assert [slots_cell(node(n)) for n in (0, 3, 4, 8)] == ["0/4", "3/4", "4/4", "4/4+4"]
     assert "4/4+4" in nodes_table([node(8)])
+
+
+def test_columns_line_up_after_wide_and_combining_characters() -> None:
+    """A name in 日本語 pushed every column after it out of line in `farm jobs`."""
+    rows = [
+        ["日本 shot", "alice", "done"],
+        ["plain", "bob", "held"],
+        ["e\u0301te", "長長長長", "x"],
+    ]
+    lines = table(["NAME", "OWNER", "STATE"], rows, right=set()).splitlines()
+    # The third column starts at the same terminal column on every line.
+    starts = set()
+    for line, row in zip(lines, [["NAME", "OWNER", "STATE"], *rows], strict=True):
+        before = line[: line.rindex(row[2])]
+        starts.add(cell_width(before))
+    assert len(starts) == 1, lines
+    assert cell_width("日本") == 4
+    assert cell_width("e\u0301") == 1

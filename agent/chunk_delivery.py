@@ -172,6 +172,12 @@ class ChunkDelivery:
             missing=missing,
             others=others,
         )
+        if verdict.missing:
+            # Its files under another name (a format's own extension, another padding) say
+            # why at once: "did not write frame(s) 1, 2" alone sent artists hunting.
+            found = await asyncio.to_thread(self.files.unexpected)
+            if found:
+                verdict = replace(verdict, reason=f"{verdict.reason}; it wrote {', '.join(found)}")
         if verdict.notify is not None:
             self._notify(verdict.notify)
         status = None if returncode is None else exit_status(returncode)

@@ -163,6 +163,20 @@ class ChunkFiles:
     def files(self) -> list[tuple[str, Path]]:
         return [*self.expected.values(), *self.extra]
 
+    def unexpected(self, most: int = 3) -> list[str]:
+        """Up to ``most`` names of files in the attempt's own output folder that no frame
+        expects (``f_0001.png`` for ``f_####.jpg``); none when it writes into the shared
+        sync root, where other chunks' files lie."""
+        if not self.staged:
+            return []
+        wanted = {path.name for _, path in self.files()}
+        try:
+            with os.scandir(self.outdir) as entries:
+                names = sorted(e.name for e in entries if e.is_file() and e.name not in wanted)
+        except OSError:
+            return []
+        return names[:most] + ([f"{len(names) - most} more"] if len(names) > most else [])
+
 
 def plan_files(
     *,

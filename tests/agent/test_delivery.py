@@ -165,3 +165,16 @@ async def test_a_file_that_landed_as_its_attempt_was_stopped_is_taken_back(
     with pytest.raises(FenceError, match="cancelled"):
         await delivery(root).deliver("renders/f_0001.png", source, fence)
     assert not (root / "renders/f_0001.png").exists()
+
+
+async def test_a_chunk_that_wrote_its_frames_under_another_name_says_what_it_wrote(
+    farm: Any, demo_chunk: Callable[..., AssignChunk]
+) -> None:
+    """A PNG scene asked for .jpg files wrote f_0001.png: "did not write frame(s) 1" alone
+    sent artists hunting for why (break round 34a)."""
+    write = "import pathlib, sys; pathlib.Path(sys.argv[1]).write_bytes(b'\\x89PNG')"
+    argv = [sys.executable, "-c", write, "{outdir}/frame_0001.jpg"]
+    farm.supervisor.assign(demo_chunk([1], argv=argv))
+    finished = await farm.finish()
+    assert finished.outcome == "failed"
+    assert finished.reason == "exited 0 but did not write frame(s) 1; it wrote frame_0001.jpg"

@@ -141,8 +141,8 @@ def test_scene_and_output_become_path_parameters(tmp_path: Path) -> None:
     assert names == ["Frames", "Scene", "OutputDir"]
     args = template["steps"][0]["script"]["actions"]["onRun"]["args"]
     assert args == [
-        "-b", "{{Param.Scene}}", "-o", "{{Param.OutputDir}}/frame_####.png", "-f",
-        "{{Task.Param.Frame}}",
+        "-b", "{{Param.Scene}}", "-o", "{{Param.OutputDir}}/frame_####.png", "-F", "PNG",
+        "-f", "{{Task.Param.Frame}}",
     ]  # fmt: skip
     instantiate(template, tmp_path)
 

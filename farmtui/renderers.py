@@ -63,7 +63,9 @@ FFMPEG_SEQUENCE_FILTER = (
 # f_0001.png, and the chunk failed for files it never wrote), so -F says it.
 # ".exr": the scene's own flavour, single or multilayer (-F would drop a
 # multilayer scene's passes); ask for one in the command's options (-F OPEN_EXR).
-# Any other name (none: a scene with File Extensions off) is left to the scene.
+# ".tga" (TGA or raw TGA), ".bmp" (-F BMP on an RGBA scene wrote a broken header
+# in Blender 3.4) and ".cin" (-F CINEON hung Blender 3.4 on an 8-bit scene) are the
+# scene's too, as is any other name (none: a scene with File Extensions off).
 BLENDER_FORMATS: dict[str, str | None] = {
     ".png": "PNG",
     ".jpg": "JPEG",
@@ -71,17 +73,20 @@ BLENDER_FORMATS: dict[str, str | None] = {
     ".tif": "TIFF",
     ".tiff": "TIFF",
     ".exr": None,
-    ".bmp": "BMP",
-    ".tga": "TGA",
     ".hdr": "HDR",
     ".dpx": "DPX",
-    ".cin": "CINEON",
     ".jp2": "JP2",
     ".webp": "WEBP",
     ".rgb": "IRIS",
 }
 # A frame field of a printf-style name ("%04d", "%d"), a doubled "%%" left out.
 _PRINTF_FIELD = re.compile(r"%0?\d*d")
+# Files ffmpeg reads one image each (its image2 reader); any other name is a movie,
+# "#" or "%20d" in it or not (a movie "my%20day.mp4" was read as a sequence).
+IMAGE_EXTENSIONS = frozenset(
+    {".png", ".jpg", ".jpeg", ".exr", ".tif", ".tiff", ".dpx", ".tga", ".bmp", ".webp",
+     ".hdr", ".cin", ".jp2", ".j2c", ".sgi", ".rgb", ".gif", ".ppm", ".pgm", ".pbm"}
+)  # fmt: skip
 
 
 class RendererError(ValueError):
@@ -181,9 +186,11 @@ def _need(value: str | None, what: str, renderer: str) -> str:
 
 
 def is_image_sequence(scene: str) -> bool:
-    """A file name with a frame field: ``frame_####.png`` or ``frame_%04d.png``."""
-    name = PurePosixPath(scene).name
-    return "#" in name or _PRINTF_FIELD.search(name.replace("%%", "")) is not None
+    """An image's name with a frame field: ``frame_####.png`` or ``frame_%04d.png``."""
+    path = PurePosixPath(scene)
+    if path.suffix.lower() not in IMAGE_EXTENSIONS:
+        return False
+    return "#" in path.name or _PRINTF_FIELD.search(path.name.replace("%%", "")) is not None
 
 
 def printf_sequence(scene: str) -> str:
@@ -279,7 +286,9 @@ def build_argv(
             "-hide_banner",
             "-nostdin",
             "-y",
-            *(["-start_number", "{start}"] if sequence else []),
+            # From exactly the chunk's first file: image2 looks 4 numbers further for one
+            # by default, and a missing first file made the chunk write its neighbours.
+            *(["-start_number", "{start}", "-start_number_range", "1"] if sequence else []),
             "-i",
             printf_sequence(scene),
             *extra,

@@ -10,6 +10,7 @@ imported inside the checks, not when the package is (see ``table.py``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import msgspec
@@ -122,16 +123,40 @@ def check_job(spec: JobSpec, root: Path | None = None) -> list[int]:
             raise JobFieldError(str(exc), ("output",)) from None
     check_scene(spec.scene, root)
     command_for(spec)
-    if spec.renderer.lower() == "blender" and not spec.argv and frames and min(frames) < 0:
-        # Blender's -f reads "-3" as three frames back from the scene's end frame.
-        raise JobFieldError(
-            f"blender cannot render negative frames ({min(frames)}): its -f counts them "
-            "back from the scene's end frame",
-            ("frames",),
-        )
+    check_renderer_frames(spec, frames)
     check_settings(spec)
     check_scheduling(spec)
     return frames
+
+
+# Blender's last frame (MAXFRAME): -f 1048575 renders 1048574 again.
+BLENDER_MAX_FRAME = 1_048_574
+
+
+def check_renderer_frames(spec: JobSpec, frames: Sequence[int]) -> None:
+    """Frames a renderer's own command line cannot name, refused at submit, not on nodes."""
+    renderer = spec.renderer.lower()
+    if spec.argv or not frames or renderer not in ("blender", "ffmpeg"):
+        return
+    low, high = min(frames), max(frames)
+    if low < 0 and renderer == "blender":
+        # Blender's -f reads "-3" as three frames back from the scene's end frame.
+        raise JobFieldError(
+            f"blender cannot render negative frames ({low}): its -f counts them "
+            "back from the scene's end frame",
+            ("frames",),
+        )
+    if low < 0:
+        raise JobFieldError(
+            f"ffmpeg cannot render negative frames ({low}): frame N is a movie's Nth "
+            "frame or an image sequence's file N",
+            ("frames",),
+        )
+    if renderer == "blender" and high > BLENDER_MAX_FRAME:
+        raise JobFieldError(
+            f"blender cannot render frame {high}: its last frame is {BLENDER_MAX_FRAME:,}",
+            ("frames",),
+        )
 
 
 def check_scheduling(spec: JobSpec) -> None:

@@ -204,3 +204,34 @@ def test_a_printf_sequence_in_a_folder_with_a_percent_sign(
     """An input already written in %04d has its folder's "%" doubled too."""
     render_chunk(inputs["folder"] / "plates 100%" / "src_%04d.png", [3, 4], tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plate_0003.png", "plate_0004.png"]
+
+
+def test_a_chunk_whose_first_file_is_missing_writes_nothing_in_its_place(
+    inputs: dict[str, Path], tmp_path: Path
+) -> None:
+    """image2 looked up to 4 numbers on for a first file: with p_1003 missing, the chunk
+    1003-1005 wrote p_1004-1006 as frames 1003-1005, and was done (break round 34c)."""
+    holed = tmp_path / "holed"
+    shutil.copytree(inputs["folder"] / "from1001", holed)
+    (holed / "p_1003.png").unlink()
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    argv = build_argv("ffmpeg", str(holed / "p_####.png"), PATTERN, ["-loglevel", "error"])
+    done = subprocess.run(
+        expand(argv, {**frame_tokens([1003, 1004, 1005]), **outdir_tokens(str(outdir))}),
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert list(outdir.iterdir()) == []
+
+
+def test_a_movie_whose_name_looks_like_a_pattern_is_read_as_a_movie(
+    inputs: dict[str, Path], tmp_path: Path
+) -> None:
+    """ "my%20day.mp4" was taken for an image sequence and every chunk failed."""
+    movie = tmp_path / "my%20day #2.mkv"
+    shutil.copy(inputs["video"], movie)
+    render_chunk(movie, [2, 3], tmp_path)
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["plate_0002.png", "plate_0003.png"]

@@ -25,7 +25,7 @@ from server.prefetch import (
     work_kind,
 )
 from server.scheduler.dispatch_index import DispatchIndex, _noting
-from server.scheduler.state import FirstRender
+from server.scheduler.state import FIRST_RENDERS_KEPT
 from server.transitions import refresh_job, settle_stopped
 
 
@@ -54,10 +54,17 @@ class ChunkReports(DispatchIndex):
         changes = Changes() if into is None else into
         if not ran or self._live(node, job_id, chunk, attempt) is None:
             return changes
-        if not tally_of(self.jobs[job_id]).times and self._first_render_at(job_id) is None:
-            # Its first render began: a job that went ahead by its kind is judged from now.
-            self._first_started[job_id] = FirstRender(now, chunk, attempt)
-            if job_id in self._ahead_by_kind:
+        if not tally_of(self.jobs[job_id]).times:
+            # A first render began: a job that went ahead by its kind is judged by the
+            # earliest that still runs (``_first_render_at``, ``_judge_by_clock``).
+            if len(self._first_started.get(job_id, ())) >= FIRST_RENDERS_KEPT:
+                self._first_render_at(job_id)  # those that ended go
+            renders = self._first_started.setdefault(job_id, {})
+            if len(renders) < FIRST_RENDERS_KEPT:
+                renders[(chunk, attempt)] = now
+            if len(renders) == 1 and job_id in self._ahead_by_kind:
+                # Its clock starts; with earlier ones kept, it runs already (re-armed
+                # in ``_judge_by_clock`` if those ended).
                 heapq.heappush(self._judge_at, (now, job_id))
         # Only an event: nothing the store keeps or a console shows changes (the chunk
         # was "assigned" since its dispatch), so its row is not written again.
@@ -133,12 +140,18 @@ class ChunkReports(DispatchIndex):
         """
         heap = self._judge_at
         while heap and now - heap[0][0] >= PREFETCH_BELOW:
-            began, job_id = heapq.heappop(heap)
+            _, job_id = heapq.heappop(heap)
             job = self.jobs.get(job_id)
             if job_id not in self._ahead_by_kind or job is None or tally_of(job).times:
                 continue  # gone, or judged by its own render time since
-            if self._first_render_at(job_id) != began:
-                continue  # that render ended without a time (cancelled, requeued, lost)
+            began = self._first_render_at(job_id)
+            if began is None:
+                continue  # its renders ended without a time; the next to start re-arms it
+            if now - began < PREFETCH_BELOW:
+                # That render ended without a time (cancelled, killed, lost): the
+                # earliest still running is judged in its turn.
+                heapq.heappush(heap, (began, job_id))
+                continue
             self._ahead_by_kind.discard(job_id)
             if job.state not in ("queued", "rendering"):
                 continue

@@ -10,7 +10,6 @@ node may take a job's chunk, the dispatch ranks.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
 from server import dispatch_order, reasons
 from server.errors import cut
@@ -29,13 +28,10 @@ from server.scheduler_config import SchedulerConfig, SchedulerError
 # 512 made turns of 45-65 ms; in steady state a pass assigns 40-100 (scale.py c1).
 ASSIGN_BUDGET = 256
 
-
-class FirstRender(NamedTuple):
-    """The first render of a job none of whose chunks is done: when, which attempt."""
-
-    at: float
-    chunk: int
-    attempt: int
+# The first renders of a job none of whose chunks is done that are kept, by (chunk,
+# attempt): the earliest that still runs is the one the clock reads, and later ones
+# barely matter while so many run.
+FIRST_RENDERS_KEPT = 64
 
 
 class SchedulerState:
@@ -80,7 +76,7 @@ class SchedulerState:
         # none of whose chunks is done started rendering (its ChunkStarted), and a heap of
         # (that time, job id) of those that took chunks ahead by their kind.
         self._ahead_by_kind: set[str] = set()
-        self._first_started: dict[str, FirstRender] = {}
+        self._first_started: dict[str, dict[tuple[int, int], float]] = {}
         self._judge_at: list[tuple[float, str]] = []
         # Each node's (online, enabled, slots, tags) as the census last counted it.
         self._shapes: dict[str, tuple[object, ...]] = {}
@@ -121,22 +117,25 @@ class SchedulerState:
         return job.chunks[index]
 
     def _first_render_at(self, job_id: str) -> float | None:
-        """When the job's first render began, while that attempt is current and unfinished.
+        """When the earliest render of the job that still runs began (no chunk of it done).
 
-        Ended without a render time (cancelled, requeued, its node lost), it says nothing
-        of how long the job's chunks take: a job cancelled 28 s into its first chunk and
-        resumed was judged long at once by that killed render (break round 34b).
+        One that ended without a render time (cancelled, requeued, killed, its node
+        lost) says nothing of how long the job's chunks take: a job cancelled 28 s into
+        its first chunk and resumed was judged long at once by that killed render (break
+        round 34b); the clock reads the next that still runs (34c). O(FIRST_RENDERS_KEPT).
         """
-        first = self._first_started.get(job_id)
-        if first is None:
+        renders = self._first_started.get(job_id)
+        if renders is None:
             return None
         job = self.jobs.get(job_id)
-        if job is not None and 0 <= first.chunk < len(job.chunks):
-            chunk = job.chunks.look(first.chunk)
-            if chunk.state == "assigned" and chunk.attempt == first.attempt:
-                return first.at
-        del self._first_started[job_id]
-        return None
+        for key in list(renders):
+            chunk = job.chunks.look(key[0]) if job and 0 <= key[0] < len(job.chunks) else None
+            if chunk is None or chunk.state != "assigned" or chunk.attempt != key[1]:
+                del renders[key]
+        if not renders:
+            del self._first_started[job_id]
+            return None
+        return min(renders.values())
 
     def _live(self, node: str, job_id: str, index: int, attempt: int) -> tuple[Job, Chunk] | None:
         """The job and chunk a report is about, or None when the report is stale."""

@@ -651,3 +651,23 @@ def test_a_first_render_that_was_killed_does_not_judge_the_job_when_it_runs_agai
     assert _taken_back(farm.advance(1)) == []
     # Its new first render is judged by its own clock.
     assert ("n1", second, 1) in _taken_back(farm.advance(PREFETCH_BELOW))
+
+
+def test_a_first_render_killed_early_leaves_the_clock_to_the_next_that_still_runs() -> None:
+    """Two first renders ran; the first to start was killed at once: what waited ahead
+    stayed for the whole of the other's 30 s render, the kind never judged long (34c)."""
+    farm = Farm()
+    farm.node("n1", slots=2, prefetch=1)
+    first = farm.submit(frames="1-1", chunk=1)
+    farm.dispatch()
+    farm.finish(first, 0, took=0.2)
+    second = farm.submit(frames="1-5", chunk=1)
+    farm.dispatch()
+    held = farm.running()["n1"]
+    assert len(held) > 2, held
+    farm.scheduler.chunk_started("n1", second, 0, 1, farm.now)
+    farm.advance(0.5)
+    farm.scheduler.chunk_started("n1", second, 1, 1, farm.now)
+    farm.finish(second, 0, "killed", attempt=1, node="n1")
+    assert _taken_back(farm.advance(PREFETCH_BELOW - 1)) == []
+    assert ("n1", second, 2) in _taken_back(farm.advance(2)), "judged by chunk 1's render"

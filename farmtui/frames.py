@@ -212,16 +212,17 @@ def check_output_pattern(pattern: str) -> PurePosixPath:
         raise OutputPatternError(f"output pattern {pattern!r} has a backslash or NUL")
     if has_control(pattern):  # a file name with an ESC or a newline in the shared root
         raise OutputPatternError(f"output pattern {pattern!r} has a control character")
+    if (too_big := path_size_refusal(pattern, "output pattern")) is not None:
+        raise OutputPatternError(too_big)
     padding = list(_PADDING.finditer(path.name))
-    # Its files' names as long as the widest frame number makes them (-999999999).
-    widest, what = pattern, "output pattern"
     if padding:
+        # Its files' names as long as the widest frame number (-999999999) makes them.
         last = padding[-1]
         wide = "#" * max(len(last.group()), len(str(-MAX_FRAME_NUMBER)))
-        widest = str(path.with_name(path.name[: last.start()] + wide + path.name[last.end() :]))
-        what = "output pattern (with its widest frame number)"
-    if (too_big := path_size_refusal(widest, what)) is not None:
-        raise OutputPatternError(too_big)
+        name = path.name[: last.start()] + wide + path.name[last.end() :]
+        what = f"output pattern's file name with a {len(wide)}-character frame number"
+        if (too_big := path_size_refusal(name, what)) is not None:
+            raise OutputPatternError(too_big)
     if not padding:
         raise OutputPatternError(
             f"output pattern {pattern!r} needs '#' padding in its file name (frame_####.png)"

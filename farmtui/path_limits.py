@@ -25,7 +25,7 @@ def path_size_refusal(path: str, what: str) -> str | None:
     if path.count("/") >= MAX_PATH_DEPTH:
         return f"{what} is more than {MAX_PATH_DEPTH} folders deep"
     for name in path.split("/"):
-        if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+        if (size := len(name.encode("utf-8", "surrogatepass"))) > MAX_NAME_BYTES:
             shown = name if len(name) <= 24 else name[:24] + "…"
-            return f"{what} has a name longer than {MAX_NAME_BYTES} bytes ({shown!r})"
+            return f"{what} has a name longer than {MAX_NAME_BYTES} bytes ({shown!r}: {size})"
     return None

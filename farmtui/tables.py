@@ -36,12 +36,18 @@ from farmtui.reasons import reason_line, shown_etr
 PRIORITY_HEADER = "PRI(low first)"
 
 
+_ZERO_WIDTH = frozenset({"Mn", "Me", "Cf"})
+
+
 def cell_width(text: str) -> int:
     """The terminal columns ``text`` takes: two for a wide character (日, 長, most
-    emoji), none for a combining mark or a zero-width joiner, one for the rest."""
+    emoji), none for a mark drawn on the one before it (combining accents, Thai
+    vowels, enclosing circles), a format character (a zero-width joiner) or a
+    Hangul vowel or final consonant of a decomposed syllable (macOS file names),
+    one for the rest. Emoji joined into one glyph still count each."""
     width = 0
     for char in text:
-        if unicodedata.combining(char) or unicodedata.category(char) == "Cf":
+        if unicodedata.category(char) in _ZERO_WIDTH or "\u1160" <= char <= "\u11ff":
             continue
         width += 2 if unicodedata.east_asian_width(char) in "WF" else 1
     return width

@@ -48,13 +48,28 @@ from tests.helpers.farm import run_farm
             "blender cannot render negative frames (-3)",
         ),  # fmt: skip
         (
-            ["--renderer", "blender", "--scene", "a.blend", "--output", "r/f_####.png",
-             "--frames", "1048574-1048576"],
+            [
+                "--renderer",
+                "blender",
+                "--scene",
+                "a.blend",
+                "--output",
+                "r/f_####.png",
+                "--frames",
+                "1048574-1048576",
+            ],
             "blender cannot render frame 1048576: its last frame is 1,048,574",
         ),  # fmt: skip
         (
-            ["--renderer", "ffmpeg", "--scene", "p/p_####.png", "--output", "r/f_####.png",
-             "--frames=-5-5"],
+            [
+                "--renderer",
+                "ffmpeg",
+                "--scene",
+                "p/p_####.png",
+                "--output",
+                "r/f_####.png",
+                "--frames=-5-5",
+            ],
             "ffmpeg cannot render negative frames (-5)",
         ),  # fmt: skip
         (["--renderer", "povray"], "unknown renderer 'povray'"),

@@ -182,3 +182,7 @@ def test_columns_line_up_after_wide_and_combining_characters() -> None:
     assert len(starts) == 1, lines
     assert cell_width("日本") == 4
     assert cell_width("e\u0301") == 1
+    # As tmux draws them: Thai vowel marks, a decomposed Hangul syllable, an enclosing mark.
+    assert cell_width("\u0e17\u0e35\u0e48\u0e19\u0e35\u0e48") == 2
+    assert cell_width("\u1100\u1161\u11a8") == 2
+    assert cell_width("x\u20dd") == 1

@@ -41,6 +41,7 @@ from farmtui.protocol import (
     MAX_TAGS,
     ChunkFinished,
     GpuInfo,
+    agent_tag,
 )
 from farmtui.protocol.limits import NODE_NAME_PATTERN, default_prefetch
 
@@ -256,8 +257,9 @@ class Agent:
         """Run until cancelled or refused; every chunk is killed on the way out."""
         runs_as = self.supervisor.render_user
         log.info(
-            "agent %s starting: leader %s, state %s, staging %s%s",
+            "agent %s (%s) starting: leader %s, state %s, staging %s%s",
             self.name,
+            agent_tag(self.supervisor.agent_id),
             ", ".join(self.link.leaders),
             self.state_dir,
             self.staging,

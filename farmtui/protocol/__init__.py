@@ -120,6 +120,7 @@ from farmtui.protocol.conventions import (
     ROLE_HEADER,
     ROOT_ID_FILE,
     STANDBY_REFUSAL,
+    agent_tag,
     is_operator_block,
     leader_owned,
 )
@@ -354,6 +355,7 @@ __all__ = [
     "encode",
     "encode_batch",
     "encoder",
+    "agent_tag",
     "is_operator_block",
     "leader_owned",
     "leader_to_agent",

@@ -7,6 +7,7 @@ leader writes.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import PurePath
 
 from farmtui.protocol.limits import MAX_SECONDS
@@ -46,3 +47,12 @@ OPERATOR_BLOCK = MAX_SECONDS
 
 def is_operator_block(until: float, now: float) -> bool:
     return until - now > OPERATOR_BLOCK / 2
+
+
+def agent_tag(agent_id: str | None) -> str:
+    """What logs name an agent by: a value derived from its id. Whoever presents the
+    id itself in a hello takes the node's name over, so it never leaves the agent's
+    state folder; the agent logs its tag at start, so the leader's word can be traced."""
+    if not agent_id:
+        return "no id"
+    return "tag " + hashlib.sha256(b"farmtui-agent:" + agent_id.encode()).hexdigest()[:12]

@@ -6,9 +6,7 @@ agent says it still runs; a lost node's chunks requeue with no retry used.
 
 from __future__ import annotations
 
-import hashlib
-
-from farmtui.protocol import OPERATOR_BLOCK, AgentHello, ChunkRef
+from farmtui.protocol import OPERATOR_BLOCK, AgentHello, ChunkRef, agent_tag
 from server import outcomes
 from server.model import Changes, Discard, Node
 from server.prefetch import withdraw_waiting
@@ -16,14 +14,6 @@ from server.retries import is_blocked
 from server.scheduler.dispatch_index import DispatchIndex, _noting
 from server.scheduler_config import SchedulerError
 from server.transitions import refresh_job, settle_stopped
-
-
-def _tag(agent_id: str | None) -> str:
-    """A value derived from an agent's id, for logs: whoever presents the id itself in a
-    hello takes the node's name over, so it never leaves the agent's state folder."""
-    if not agent_id:
-        return "no id"
-    return "tag " + hashlib.sha256(b"farmtui-agent:" + agent_id.encode()).hexdigest()[:12]
 
 
 class NodeHeld(SchedulerError):
@@ -59,7 +49,7 @@ class NodeEvents(DispatchIndex):
             # still be alive (it died a moment ago). Only the agent that ran them
             # can say they are gone, else the node must be lost first.
             raise NodeHeld(
-                f"node name {node.name} is held by another agent ({_tag(node.agent_id)}) "
+                f"node name {node.name} is held by another agent ({agent_tag(node.agent_id)}) "
                 f"until it is lost ({self.config.node_timeout:g} s of silence); "
                 "is another machine using the same name?"
             )

@@ -40,6 +40,7 @@ from farmtui.protocol import (
     AgentHello,
     ChunkOutput,
     Heartbeat,
+    agent_tag,
     encode,
 )
 from tests.e2e.fault_support import (
@@ -263,6 +264,10 @@ def test_a_stopped_agent_reports_its_chunks_and_they_move_at_once(make_farm: Far
         assert first.seen_dead is not None, first.describe()
         assert first.seen_dead < second.start, first.describe()
     assert "the leader has every report" in farm.agent_log("node1")
+    # Its log names it by the tag the leader's log uses, never by its id.
+    own_id = (farm.local.data / "agents" / "node1" / "agent-id").read_text().strip()
+    assert f"agent node1 ({agent_tag(own_id)}) starting" in farm.agent_log("node1")
+    assert own_id not in farm.agent_log("node1")
     farm.wait_job(job, "done", "failed")
     detail = farm.show_cli(job)
     assert_kept_promises(farm, detail, range(1, 3))

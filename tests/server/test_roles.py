@@ -51,6 +51,7 @@ from farmtui.protocol import (
     ShowArchived,
     WatchJob,
     Welcome,
+    agent_tag,
     encode,
     leader_to_agent,
     leader_to_console,
@@ -594,7 +595,8 @@ async def test_a_node_token_is_only_its_node_and_never_drops_the_real_one(
         assert "node name node7 is held by another agent" in refused.error
         assert "secret-agent-id-7" not in refused.error
         # Nor in the leader's log, which logged it whole (break round 34b).
-        assert "held by another agent (tag " in caplog.text
+        # A tag the real node7's agent logs at its start (agent/main.py), to trace it.
+        assert f"held by another agent ({agent_tag('secret-agent-id-7')})" in caplog.text
         assert "secret-agent-id-7" not in caplog.text
         assert leader.leader.agents["node7"] is link
         assert "node8" not in leader.leader.scheduler.nodes

@@ -215,18 +215,17 @@ def check_output_pattern(pattern: str) -> PurePosixPath:
     if (too_big := path_size_refusal(pattern, "output pattern")) is not None:
         raise OutputPatternError(too_big)
     padding = list(_PADDING.finditer(path.name))
-    if padding:
-        # Its files' names as long as the widest frame number (-999999999) makes them.
-        last = padding[-1]
-        wide = "#" * max(len(last.group()), len(str(-MAX_FRAME_NUMBER)))
-        name = path.name[: last.start()] + wide + path.name[last.end() :]
-        what = f"output pattern's file name with a {len(wide)}-character frame number"
-        if (too_big := path_size_refusal(name, what)) is not None:
-            raise OutputPatternError(too_big)
     if not padding:
         raise OutputPatternError(
             f"output pattern {pattern!r} needs '#' padding in its file name (frame_####.png)"
         )
+    # Its files' names as long as the widest frame number (-999999999) makes them.
+    last = padding[-1]
+    wide = "#" * max(len(last.group()), len(str(-MAX_FRAME_NUMBER)))
+    name = path.name[: last.start()] + wide + path.name[last.end() :]
+    what = f"output pattern's file name with a {len(wide)}-character frame number"
+    if (too_big := path_size_refusal(name, what)) is not None:
+        raise OutputPatternError(too_big)
     return path
 
 

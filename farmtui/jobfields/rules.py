@@ -146,12 +146,17 @@ def check_renderer_frames(spec: JobSpec, frames: Sequence[int]) -> None:
             "back from the scene's end frame",
             ("frames",),
         )
-    if low < 0:
-        raise JobFieldError(
-            f"ffmpeg cannot render negative frames ({low}): frame N is a movie's Nth "
-            "frame or an image sequence's file N",
-            ("frames",),
-        )
+    if renderer == "ffmpeg":
+        from farmtui.renderers import is_image_sequence
+
+        first = 0 if is_image_sequence(spec.scene or "") else 1
+        if low < first:
+            # Frame N is an image sequence's file N, a movie's Nth frame counted from 1.
+            what = "an image sequence" if first == 0 else "a movie"
+            raise JobFieldError(
+                f"ffmpeg cannot render frame {low} of {what}: its frames start at {first}",
+                ("frames",),
+            )
     if renderer == "blender" and high > BLENDER_MAX_FRAME:
         raise JobFieldError(
             f"blender cannot render frame {high}: its last frame is {BLENDER_MAX_FRAME:,}",

@@ -70,7 +70,7 @@ from tests.helpers.farm import run_farm
                 "r/f_####.png",
                 "--frames=-5-5",
             ],
-            "ffmpeg cannot render negative frames (-5)",
+            "ffmpeg cannot render frame -5 of an image sequence: its frames start at 0",
         ),  # fmt: skip
         (["--renderer", "povray"], "unknown renderer 'povray'"),
         # Bytes of another encoding, as a shell hands them to Python: a traceback before.

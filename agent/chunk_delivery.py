@@ -27,6 +27,7 @@ from agent.no_follow import take_back
 from agent.process_tree import exit_status
 from agent.removal import remove_entry, remove_folder
 from agent.staging import ChunkFiles, Delivery, Fence
+from farmtui.printable import utf8_text
 from farmtui.protocol import AssignChunk, ChunkFinished, ChunkStarted, ChunkTimeouts, FramesWritten
 
 if TYPE_CHECKING:
@@ -360,7 +361,7 @@ class ChunkDelivery:
     def _finish(self, verdict: Verdict, started: float, status: str | None = None) -> None:
         self.ended = True
         level = logging.INFO if verdict.outcome == "done" else logging.WARNING
-        reason = verdict.reason
+        reason = utf8_text(verdict.reason)  # it may quote a file or an error of the node's
         if verdict.outcome == "failed" and self.disk_trouble:
             reason = f"{reason}; {self.disk_trouble}" if reason else self.disk_trouble
         log.log(

@@ -47,6 +47,7 @@ from agent.errors import (
 )
 from agent.no_follow import copy_data, open_folder, take_back
 from farmtui.frames import frame_path
+from farmtui.printable import utf8_text
 from farmtui.protocol import ROLE_HEADER, ROOT_ID_FILE, AssignChunk, leader_owned
 
 # Prefix of the per-attempt folders renderers write into when staging is off.
@@ -172,7 +173,9 @@ class ChunkFiles:
         wanted = {path.name for _, path in self.files()}
         try:
             with os.scandir(self.outdir) as entries:
-                names = sorted(e.name for e in entries if e.is_file() and e.name not in wanted)
+                names = sorted(
+                    utf8_text(e.name) for e in entries if e.is_file() and e.name not in wanted
+                )
         except OSError:
             return []
         return names[:most] + ([f"{len(names) - most} more"] if len(names) > most else [])

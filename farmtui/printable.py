@@ -70,3 +70,19 @@ def has_control(text: str) -> bool:
     """Whether ``text`` holds a character no name may hold (``CONTROL_CHARACTERS``): paths
     refuse them too, as the names of files and folders everyone lists."""
     return _ONE_LINE.search(text) is not None
+
+
+def utf8_text(text: str) -> str:
+    """``text`` as valid UTF-8: a file name's undecodable bytes (``\\udcff``, as
+    ``os.scandir`` gives them) written out as escapes (``\\xff``). A message holding one
+    could not be encoded: the agent that sent it died, then the next the chunk went to."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate no file name gives
+        raw = text.encode("utf-8", "backslashreplace")
+    return raw.decode("utf-8", "backslashreplace")

@@ -13,7 +13,7 @@ import pytest
 
 from agent.errors import DestinationBlocked, FenceError, OutputRefused, PathEscapeError
 from agent.staging import ChunkFiles, CopyToSyncRoot, Fence, RenameIntoPlace
-from farmtui.protocol import AssignChunk, FramesWritten
+from farmtui.protocol import AssignChunk, FramesWritten, encode
 
 
 def _fence(refusal: str | None = None) -> Fence:
@@ -178,3 +178,16 @@ async def test_a_chunk_that_wrote_its_frames_under_another_name_says_what_it_wro
     finished = await farm.finish()
     assert finished.outcome == "failed"
     assert finished.reason == "exited 0 but did not write frame(s) 1; it wrote frame_0001.jpg"
+
+
+async def test_a_stray_file_whose_name_is_not_utf8_is_named_in_escapes(
+    farm: Any, demo_chunk: Callable[..., AssignChunk]
+) -> None:
+    """Its name, undecodable, made the report unencodable: the agent died, and then the
+    next one the chunk went to (break round 34d)."""
+    write = "import os, sys; open(os.path.join(os.fsencode(sys.argv[1]), b'\\xff\\xfe.png'), 'w')"
+    farm.supervisor.assign(demo_chunk([1], argv=[sys.executable, "-c", write, "{outdir}"]))
+    finished = await farm.finish()
+    assert finished.outcome == "failed"
+    assert finished.reason == "exited 0 but did not write frame(s) 1; it wrote \\xff\\xfe.png"
+    encode(finished)  # what the agent sends and keeps in its outbox

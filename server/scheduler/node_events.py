@@ -49,8 +49,9 @@ class NodeEvents(DispatchIndex):
             # still be alive (it died a moment ago). Only the agent that ran them
             # can say they are gone, else the node must be lost first.
             raise NodeHeld(
-                f"node name {node.name} is held by another agent ({agent_tag(node.agent_id)}) "
-                f"until it is lost ({self.config.node_timeout:g} s of silence); "
+                f"node name {node.name} is held by another agent ({agent_tag(node.agent_id)}; "
+                f"this one is {agent_tag(hello.agent_id)}) until it is lost "
+                f"({self.config.node_timeout:g} s of silence); "
                 "is another machine using the same name?"
             )
         node.agent_id = hello.agent_id

@@ -596,7 +596,8 @@ async def test_a_node_token_is_only_its_node_and_never_drops_the_real_one(
         assert "secret-agent-id-7" not in refused.error
         # Nor in the leader's log, which logged it whole (break round 34b).
         # A tag the real node7's agent logs at its start (agent/main.py), to trace it.
-        assert f"held by another agent ({agent_tag('secret-agent-id-7')})" in caplog.text
+        holder, newcomer = agent_tag("secret-agent-id-7"), agent_tag("intruder")
+        assert f"held by another agent ({holder}; this one is {newcomer})" in caplog.text
         assert "secret-agent-id-7" not in caplog.text
         assert leader.leader.agents["node7"] is link
         assert "node8" not in leader.leader.scheduler.nodes

@@ -171,7 +171,8 @@ def _literal_pattern(pattern: str) -> tuple[str, int, str]:
 
 
 def _blender_format(tail: str, extra: Sequence[str]) -> list[str]:
-    """``-F FORMAT`` for the pattern's extension, unless the options already give one."""
+    """``-F FORMAT`` for the extension ending ``tail`` (the pattern's name after its
+    padding), unless the options already give one."""
     fmt = BLENDER_FORMATS.get(PurePosixPath("f" + tail).suffix.lower())
     if fmt is None or _has_flag(extra, "-F", "--render-format"):
         return []
@@ -260,8 +261,7 @@ def build_argv(
         return ["farm", "demo-render", "--frames={frames}", "--output={output}", *extra]
     if name == "blender":
         scene = _literal(_need(scene, "scene (.blend)", name))
-        pattern = _need(output_pattern, "output pattern", name)
-        head, width, tail = _literal_pattern(pattern)
+        head, width, tail = _literal_pattern(_need(output_pattern, "output pattern", name))
         # Blender reads its arguments in order: the scene first, then the output
         # path and format, then -f renders exactly the chunk's frames (gaps and order kept).
         return [
@@ -270,7 +270,7 @@ def build_argv(
             scene,
             "-o",
             "{outdir}/" + head + "#" * width + tail,
-            *_blender_format(_split_pattern(pattern)[3], extra),
+            *_blender_format(tail, extra),
             *extra,
             "-f",
             "{frames}",

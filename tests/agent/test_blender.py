@@ -55,21 +55,25 @@ def tiny_blend(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return scene
 
 
+def blender_chunk(scene: Path, pattern: str, frames: list[int], chunk: int = 0) -> AssignChunk:
+    """A chunk of a Blender job as the leader hands it over: the adapter's command line."""
+    return AssignChunk(
+        job_id="blendjob",
+        chunk=chunk,
+        attempt=1,
+        renderer="blender",
+        argv=build_argv("blender", str(scene), pattern, []),
+        frames=frames,
+        outputs=[frame_path(pattern, f) for f in frames],
+        outdir=pattern.rsplit("/", 1)[0],
+        output=pattern,
+    )
+
+
 async def test_blender_renders_exactly_the_chunk_frames(farm: Any, tiny_blend: Path) -> None:
     pattern = "renders/blender/frame_####.png"
     frames = [2, 3, 5]
-    assign = AssignChunk(
-        job_id="blendjob",
-        chunk=1,
-        attempt=1,
-        renderer="blender",
-        argv=build_argv("blender", str(tiny_blend), pattern, []),
-        frames=frames,
-        outputs=[frame_path(pattern, f) for f in frames],
-        outdir="renders/blender",
-        output=pattern,
-    )
-    farm.supervisor.assign(assign)
+    farm.supervisor.assign(blender_chunk(tiny_blend, pattern, frames, chunk=1))
     finished = await farm.finish(within=120)
 
     assert finished.outcome == "done", finished.reason
@@ -94,19 +98,7 @@ async def test_blender_renders_exactly_the_chunk_frames(farm: Any, tiny_blend: P
 async def test_a_png_scene_asked_for_jpeg_files_writes_jpeg(farm: Any, tiny_blend: Path) -> None:
     """The pattern's extension picks Blender's format: a PNG scene wrote f_0001.png for
     f_####.jpg, and every attempt failed for the files it never wrote."""
-    pattern = "renders/jpeg/f_####.jpg"
-    assign = AssignChunk(
-        job_id="jpegjob",
-        chunk=0,
-        attempt=1,
-        renderer="blender",
-        argv=build_argv("blender", str(tiny_blend), pattern, []),
-        frames=[4],
-        outputs=[frame_path(pattern, 4)],
-        outdir="renders/jpeg",
-        output=pattern,
-    )
-    farm.supervisor.assign(assign)
+    farm.supervisor.assign(blender_chunk(tiny_blend, "renders/jpeg/f_####.jpg", [4]))
     finished = await farm.finish(within=120)
 
     assert finished.outcome == "done", finished.reason

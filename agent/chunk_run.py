@@ -69,8 +69,10 @@ from farmtui.renderers import (
     RendererError,
     expand,
     frame_tokens,
+    input_list,
     outdir_tokens,
     printf_sequence,
+    tokens_used,
 )
 
 if TYPE_CHECKING:
@@ -100,6 +102,8 @@ SHIM_ANSWER_MARGIN = 0.2
 # More seconds, once, for a shim that is not stopped but has not answered a kill (other
 # than a lapsed lease's) by then: slow, not stuck (``_later_for_a_working_shim``).
 SHIM_SLOW_LIMIT = 5.0
+# Where an attempt's ``{input_list}`` is written, in its working folder.
+INPUT_LIST = Path(".farmtui", "inputs.ffconcat")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -412,7 +416,11 @@ class ChunkRun(ChunkDelivery):
         scene = self._scene()
         if scene:
             tokens["scene"] = scene
+        listed: str | None = None
         try:
+            if "input_list" in tokens_used(a.argv):
+                listed = input_list(scene, a.frames)
+                tokens["input_list"] = str(folder / INPUT_LIST)
             argv = expand(a.argv, tokens)
         except RendererError as exc:
             raise ChunkSetupError(str(exc)) from None
@@ -425,6 +433,10 @@ class ChunkRun(ChunkDelivery):
             argv = [given.get(arg, arg) for arg in argv]
         self.sup.spares.make(folder)  # first: the outdir may be inside it
         self._make_outdir(outdir)
+        if listed is not None:
+            # In a folder of its own: never taken for a file the renderer wrote.
+            (folder / INPUT_LIST).parent.mkdir(mode=0o755)
+            (folder / INPUT_LIST).write_text(listed, encoding="utf-8", errors="surrogateescape")
         self.workdir = folder
         return argv, folder
 

@@ -29,6 +29,7 @@ from farmtui.errors import FarmError
 from farmtui.frames import openjd_range, parse_frames
 from farmtui.jobfields import command_for
 from farmtui.protocol import JobView
+from farmtui.renderers import image2_form, tokens_used
 
 TAGS_ATTRIBUTE = "attr.farmtui.tags"
 _TOKEN = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -68,12 +69,15 @@ def job_template(job: JobView) -> dict[str, Any]:
     """The job as an OpenJD job template (a dict for YAML or JSON), validated."""
     spec = job.spec
     argv = command_for(spec)
+    if spec.scene and "input_list" in tokens_used(argv):
+        # A template has no step that writes the list: ffmpeg reads the files in a row.
+        argv = image2_form(argv, spec.scene)
     frames = parse_frames(spec.frames)
     chunked = spec.chunk > 1
     if spec.scene:
         # A renderer's template names the scene itself (blender -b shot.blend).
         argv = ["{scene}" if arg == spec.scene else arg for arg in argv]
-    uses = {m.group(1) for arg in argv for m in _TOKEN.finditer(arg) if m.group(1)}
+    uses = tokens_used(argv)
 
     parameters: list[dict[str, Any]] = [
         {

@@ -8,7 +8,9 @@ each chunk, once it knows where the chunk must write (staging or sync root).
 Tokens: ``{start}`` ``{end}`` ``{step}`` ``{frames}`` (comma list)
 ``{outdir}`` ``{output}`` (``{outdir}`` joined with the pattern's file name,
 ``####`` left as written), ``{outdir_printf}`` (``{outdir}`` with each ``%``
-doubled, for a printf-style file pattern such as ffmpeg's) and ``{scene}``.
+doubled, for a printf-style file pattern such as ffmpeg's), ``{scene}`` and
+``{input_list}`` (an ffconcat list of exactly the chunk's files of the scene's
+image sequence, written by the agent into the attempt's folder).
 ``{{`` and ``}}`` stand for literal braces; any other ``{name}`` is an error, so a
 typo never reaches a renderer.
 """
@@ -20,10 +22,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import PurePosixPath
 from typing import overload
 
-from farmtui.frames import printf_pattern
+from farmtui.frames import frame_path, printf_pattern
 from farmtui.protocol import JobSpec
 
-TOKENS = frozenset({"start", "end", "step", "frames", "outdir", "outdir_printf", "output", "scene"})
+TOKENS = frozenset(
+    {"start", "end", "step", "frames", "outdir", "outdir_printf", "output", "scene", "input_list"}
+)
 
 # Renderers with a command builder; "generic" needs an argv from the submitter.
 RENDERERS = ("blender", "ffmpeg", "demo", "generic", "aerender", "nuke", "houdini", "maya")
@@ -49,8 +53,17 @@ FFMPEG_CHUNK_FILTER = (
     r"settb=1,setpts=N+1,trim=end_frame={end},"
     r"select=between(n+1\,{start}\,{end})*not(mod(n+1-{start}\,{step}))"
 )
-# An image sequence is read from the chunk's first file on (-start_number {start}:
-# its files need not start at 1 or within 0-4, where image2 looks by itself). Its
+# An image sequence is read from a list of exactly the chunk's files, one image per
+# frame (ffmpeg's concat reader, {input_list}): its image2 reader reads consecutive
+# files and stops at the first gap, so a plate on twos (only odd files, a job of
+# 1-39x2) failed every chunk. The list is ascending; its n-th image is frame
+# {start}+n*{step}. -xerror: a file missing or unreadable fails the chunk, naming it
+# ("Impossible to open '.../p_0007.png'"), instead of ending the chunk early.
+FFMPEG_LIST_INPUT = ("-xerror", "-f", "concat", "-safe", "0", "-i", "{input_list}")
+FFMPEG_LIST_FILTER = r"settb=1,setpts=N*{step}+{start}"
+# The same read by image2 from the chunk's first file on (-start_number {start}: its
+# files need not start at 1 or within 0-4, where image2 looks by itself), for a
+# runner that cannot write a list (an OpenJD template): consecutive files only. Its
 # n-th image is file {start}+n; trim's end cannot be written as {end}-{start}+1 in a
 # template, so the timestamps run up to -1 at the chunk's last file (trim drops what
 # follows, and ffmpeg stops reading there) and are then moved to the files' numbers.
@@ -81,6 +94,8 @@ BLENDER_FORMATS: dict[str, str | None] = {
 }
 # A frame field of a printf-style name ("%04d", "%d"), a doubled "%%" left out.
 _PRINTF_FIELD = re.compile(r"%0?\d*d")
+# A printf-style name's fields and its "%%" (a literal "%"), read left to right.
+_PRINTF_TOKEN = re.compile(r"%%|%0?\d*d")
 # Files ffmpeg reads one image each (its image2 reader); any other name is a movie,
 # "#" or "%20d" in it or not (a movie "my%20day.mp4" was read as a sequence).
 IMAGE_EXTENSIONS = frozenset(
@@ -121,6 +136,11 @@ def expand(argv: Sequence[str], tokens: Mapping[str, str]) -> list[str]:
         return tokens[name]
 
     return [_TOKEN.sub(substitute, arg) for arg in argv]
+
+
+def tokens_used(argv: Sequence[str]) -> set[str]:
+    """The names of the tokens ``argv`` uses (a literal ``{{name}}`` is not one)."""
+    return {m.group(1) for arg in argv for m in _TOKEN.finditer(arg) if m.group(1)}
 
 
 def outdir_tokens(outdir: str) -> dict[str, str]:
@@ -210,6 +230,46 @@ def printf_sequence(scene: str) -> str:
     return folder + printf_pattern(head.replace("%", "%%") + "#" * width + tail.replace("%", "%%"))
 
 
+def sequence_file(scene: str, frame: int) -> str:
+    """The file of an image sequence (``frame_####.png`` or ``frame_%04d.png``) for ``frame``."""
+    path = PurePosixPath(scene)
+    folder, name = scene[: len(scene) - len(path.name)], path.name
+    if "#" in name:
+        return folder + frame_path(name, frame)
+    return folder + _PRINTF_TOKEN.sub(
+        lambda m: "%" if m.group(0) == "%%" else m.group(0) % frame, name
+    )
+
+
+def input_list(scene: str, frames: Sequence[int]) -> str:
+    """``{input_list}``'s content: ffmpeg's concat list of the sequence's file for each
+    of ``frames``, ascending (see ``FFMPEG_LIST_INPUT``)."""
+    if not is_image_sequence(scene):
+        raise RendererError(f"{{input_list}} needs an image sequence as its scene, not {scene!r}")
+    if "\n" in scene or "\r" in scene:
+        raise RendererError("{input_list} cannot list a scene whose name has a line break")
+    # Quoted, a quote closed, escaped and opened again: the reader takes the rest as it is.
+    lines = ["ffconcat version 1.0"]
+    for frame in sorted(frames):
+        quoted = sequence_file(scene, frame).replace("'", "'\\''")
+        lines.append(f"file '{quoted}'")
+    return "\n".join(lines) + "\n"
+
+
+def image2_form(argv: Sequence[str], scene: str) -> list[str]:
+    """``argv`` with its ``{input_list}`` input read by image2 from the chunk's first
+    file on instead, for a runner that cannot write a list (an OpenJD template): it
+    reads consecutive files only (``FFMPEG_SEQUENCE_FILTER``)."""
+    argv = list(argv)
+    size = len(FFMPEG_LIST_INPUT)
+    for at in range(len(argv) - size + 1):
+        if tuple(argv[at : at + size]) == FFMPEG_LIST_INPUT:
+            read = ["-start_number", "{start}", "-start_number_range", "1", "-i"]
+            argv[at : at + size] = [*read, _literal(printf_sequence(scene))]
+            break
+    return [FFMPEG_SEQUENCE_FILTER if arg == FFMPEG_LIST_FILTER else arg for arg in argv]
+
+
 def _has_flag(extra: Sequence[str], *flags: str) -> bool:
     return any(arg in flags for arg in extra)
 
@@ -286,14 +346,10 @@ def build_argv(
             "-hide_banner",
             "-nostdin",
             "-y",
-            # From exactly the chunk's first file: image2 looks 4 numbers further for one
-            # by default, and a missing first file made the chunk write its neighbours.
-            *(["-start_number", "{start}", "-start_number_range", "1"] if sequence else []),
-            "-i",
-            printf_sequence(scene),
+            *(FFMPEG_LIST_INPUT if sequence else ["-i", scene]),
             *extra,
             "-vf",
-            FFMPEG_SEQUENCE_FILTER if sequence else FFMPEG_CHUNK_FILTER,
+            FFMPEG_LIST_FILTER if sequence else FFMPEG_CHUNK_FILTER,
             "-fps_mode",
             "passthrough",
             "-r",

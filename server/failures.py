@@ -26,7 +26,11 @@ FAILED = frozenset({"failed", "timeout"})
 # Bytes of an attempt's log read for its last error line.
 TAIL_BYTES = 8192
 # Words that mark a line as an error, in the renderers' own output.
-_ERROR_WORDS = ("error", "fatal", "traceback", "exception", "failed", "abort", "segmentation")
+_ERROR_WORDS = (
+    "error", "fatal", "traceback", "exception", "failed", "abort", "segmentation", "impossible"
+)  # fmt: skip
+# A renderer's last words that only say it gave up: the error line before says why.
+_GAVE_UP = frozenset({"conversion failed!"})
 
 Key = tuple[str, int, int]  # job id, chunk index, attempt number
 
@@ -143,6 +147,6 @@ def last_error_line(lines: list[str]) -> str:
     own = [line.strip() for line in lines if line.strip() and not line.startswith("# ")]
     for line in reversed(own):
         lowered = line.lower()
-        if any(word in lowered for word in _ERROR_WORDS):
+        if lowered not in _GAVE_UP and any(word in lowered for word in _ERROR_WORDS):
             return line
     return own[-1] if own else ""

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ import pytest
 
 from agent.supervisor import JOB_FOLDER_KEPT, SYNC_ROOT_VARIABLE
 from farmtui.config import TOKEN_VARIABLE
+from farmtui.frames import frame_path
 from farmtui.protocol import AssignChunk
 from farmtui.renderers import build_argv
 from tests.helpers.staging import left_in
@@ -126,22 +129,41 @@ def test_a_blender_command_gets_the_scene_from_the_sync_root(farm: Any) -> None:
     assert all(Path(arg).is_absolute() for arg in command if "frame_" in arg)
 
 
-def test_an_ffmpeg_image_sequence_in_the_farms_padding_is_read_from_the_sync_root(
+def make_images(folder: Path, name: str, frames: list[int]) -> None:
+    """A PNG for each of ``frames``, each of its own colour, by the real ffmpeg."""
+    folder.mkdir(parents=True)
+    for frame in frames:
+        colour = f"color=c=0x{frame % 10}0{frame % 10}0{frame % 10}0:s=16x16"
+        make = ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", colour, "-frames:v", "1"]
+        subprocess.run([*make, str(folder / name.format(frame))], check=True, timeout=60)
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the real ffmpeg")
+async def test_an_ffmpeg_plate_on_twos_is_read_from_the_sync_root_file_by_file(
     farm: Any,
 ) -> None:
-    """``--scene plates/frame_####.png``: ffmpeg reads ``%04d``, in the sync root (break
-    round 33c: the padding was passed on as written, and every chunk failed)."""
-    from agent.supervisor import ChunkRun
-
-    argv = build_argv("ffmpeg", "plates/frame_####.png", "renders/shot/frame_####.jpg")
+    """``--scene plates/frame_####.png``: ffmpeg reads the chunk's own files, in the sync
+    root (break round 33c: the padding was passed on as written, and every chunk failed),
+    a plate with only its odd files too (ffmpeg's image2 stopped at the first gap). The
+    list of the files is the attempt's, and goes with it."""
+    make_images(farm.sync_root / "plates", "frame_{:04d}.png", [1, 3, 5])
+    pattern = "renders/shot/frame_####.png"
     assign = AssignChunk(
-        job_id="job1", chunk=0, attempt=1, renderer="ffmpeg", argv=argv, frames=[1, 2],
-        outputs=["renders/shot/frame_0001.jpg", "renders/shot/frame_0002.jpg"],
-        outdir="renders/shot", output="renders/shot/frame_####.jpg",
-        scene="plates/frame_####.png",
+        job_id="job1", chunk=0, attempt=1, renderer="ffmpeg",
+        argv=build_argv("ffmpeg", "plates/frame_####.png", pattern), frames=[1, 3, 5],
+        outputs=[frame_path(pattern, f) for f in (1, 3, 5)],
+        outdir="renders/shot", output=pattern, scene="plates/frame_####.png",
     )  # fmt: skip
-    command, _ = ChunkRun(farm.supervisor, assign)._prepare()
-    assert command[command.index("-i") + 1] == str(farm.sync_root / "plates/frame_%04d.png")
+    farm.supervisor.assign(assign)
+    finished = await farm.finish()
+    assert finished.outcome == "done", finished.reason
+    written = farm.sync_root / "renders" / "shot"
+    assert sorted(p.name for p in written.iterdir()) == [
+        "frame_0001.png",
+        "frame_0003.png",
+        "frame_0005.png",
+    ]
+    assert left_in(farm.staging / "job1") == []
 
 
 async def test_a_scene_escaping_the_sync_root_is_refused(

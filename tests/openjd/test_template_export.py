@@ -147,6 +147,20 @@ def test_scene_and_output_become_path_parameters(tmp_path: Path) -> None:
     instantiate(template, tmp_path)
 
 
+def test_an_ffmpeg_image_sequence_is_read_by_image2_in_a_template(tmp_path: Path) -> None:
+    """On the farm ffmpeg reads a list of the chunk's files, which only an agent writes;
+    a template reads the sequence from the chunk's first file on."""
+    job = view(frames="1-3", renderer="ffmpeg", scene="plates/p_%04d.png", output="out/c_####.png")
+    args = job_template(job)["steps"][0]["script"]["actions"]["onRun"]["args"]
+    assert "{input_list}" not in " ".join(args)
+    at = args.index("-start_number")
+    assert args[at : at + 6] == [
+        "-start_number", "{{Task.Param.Frame}}", "-start_number_range", "1", "-i",
+        "{{Param.Scene}}",
+    ]  # fmt: skip
+    instantiate(job_template(job), tmp_path)
+
+
 def test_a_template_reads_back_as_the_same_job(tmp_path: Path) -> None:
     job = view(
         name="round trip",

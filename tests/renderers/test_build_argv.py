@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 
 from farmtui.protocol import JobSpec
-from farmtui.renderers import RendererError, build_argv, expand, frame_tokens, outdir_tokens
+from farmtui.renderers import (
+    RendererError,
+    build_argv,
+    expand,
+    frame_tokens,
+    input_list,
+    outdir_tokens,
+)
 
 
 def test_expand_substitutes_every_token_and_keeps_literal_braces() -> None:
@@ -126,10 +133,12 @@ def test_braces_in_a_scene_or_output_name_are_not_tokens() -> None:
     expanded = expand(argv, {**frame_tokens([1, 2]), **outdir_tokens("/o")})
     assert expanded[2] == "shots/v{2} final/a.blend"
     assert expanded[4] == "/o/f{v}_####.png"
-    ffmpeg = build_argv("ffmpeg", "in/{a}/p_####.png", "r/c{b}_####.png")
+    ffmpeg = build_argv("ffmpeg", "in/{a}/p.mov", "r/c{b}_####.png")
     expanded = expand(ffmpeg, {**frame_tokens([1, 2]), **outdir_tokens("/o")})
-    assert "in/{a}/p_%04d.png" in expanded
+    assert "in/{a}/p.mov" in expanded
     assert expanded[-1] == "/o/c{b}_%04d.png"
+    listed = input_list("in/{a}/p_####.png", [2, 1])
+    assert listed == "ffconcat version 1.0\nfile 'in/{a}/p_0001.png'\nfile 'in/{a}/p_0002.png'\n"
 
 
 def test_ffmpeg_uses_printf_padding_and_names_files_after_the_job_frames() -> None:

@@ -17,7 +17,14 @@ from pathlib import Path
 import pytest
 
 from farmtui.frames import chunk_frames, frame_path, parse_frames
-from farmtui.renderers import build_argv, expand, frame_tokens, outdir_tokens
+from farmtui.renderers import (
+    build_argv,
+    expand,
+    frame_tokens,
+    input_list,
+    outdir_tokens,
+    tokens_used,
+)
 
 FFMPEG = shutil.which("ffmpeg")
 FFPROBE = shutil.which("ffprobe")
@@ -105,10 +112,20 @@ def probe(image: Path) -> dict[str, object]:
     return stream
 
 
-def render_chunk(scene: Path, frames: list[int], outdir: Path) -> None:
-    """What a node does for one chunk: expand the job's argv for it and run it."""
+def chunk_argv(scene: Path, frames: list[int], outdir: Path) -> list[str]:
+    """What a node runs for one chunk: the job's argv expanded for it, with the list of
+    its files written (beside ``outdir``, as the agent does in the attempt's folder)."""
     argv = build_argv("ffmpeg", str(scene), PATTERN, ["-loglevel", "error"])
-    run(expand(argv, {**frame_tokens(frames), **outdir_tokens(str(outdir))}))
+    tokens = {**frame_tokens(frames), **outdir_tokens(str(outdir))}
+    if "input_list" in tokens_used(argv):
+        listed = outdir.with_name(outdir.name + ".ffconcat")
+        listed.write_text(input_list(str(scene), frames))
+        tokens["input_list"] = str(listed)
+    return expand(argv, tokens)
+
+
+def render_chunk(scene: Path, frames: list[int], outdir: Path) -> None:
+    run(chunk_argv(scene, frames, outdir))
 
 
 @pytest.mark.parametrize(
@@ -206,25 +223,43 @@ def test_a_printf_sequence_in_a_folder_with_a_percent_sign(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plate_0003.png", "plate_0004.png"]
 
 
-def test_a_chunk_whose_first_file_is_missing_writes_nothing_in_its_place(
-    inputs: dict[str, Path], tmp_path: Path
+@pytest.mark.parametrize("hole", [1003, 1004])
+def test_a_chunk_with_a_file_missing_fails_and_names_it(
+    inputs: dict[str, Path], tmp_path: Path, hole: int
 ) -> None:
     """image2 looked up to 4 numbers on for a first file: with p_1003 missing, the chunk
-    1003-1005 wrote p_1004-1006 as frames 1003-1005, and was done (break round 34c)."""
+    1003-1005 wrote p_1004-1006 as frames 1003-1005, and was done (break round 34c).
+    A file missing further in ended the chunk early, its error naming no file."""
     holed = tmp_path / "holed"
     shutil.copytree(inputs["folder"] / "from1001", holed)
-    (holed / "p_1003.png").unlink()
+    (holed / f"p_{hole}.png").unlink()
     outdir = tmp_path / "out"
     outdir.mkdir()
-    argv = build_argv("ffmpeg", str(holed / "p_####.png"), PATTERN, ["-loglevel", "error"])
-    done = subprocess.run(
-        expand(argv, {**frame_tokens([1003, 1004, 1005]), **outdir_tokens(str(outdir))}),
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
+    argv = chunk_argv(holed / "p_####.png", [1003, 1004, 1005], outdir)
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode != 0
-    assert list(outdir.iterdir()) == []
+    assert f"Impossible to open '{holed}/p_{hole}.png'" in done.stderr
+    assert {p.name for p in outdir.iterdir()} <= {"plate_1003.png"}
+
+
+@pytest.mark.parametrize(("frames", "chunk"), [("1-23x2", 4), ("23-1x2", 5), ("3-15x4", 2)])
+def test_a_plate_on_twos_renders_from_its_own_files(
+    inputs: dict[str, Path], tmp_path: Path, frames: str, chunk: int
+) -> None:
+    """A sequence with only the odd files (a plate shot on twos) failed every chunk:
+    image2 reads consecutive files and stopped at the first number missing."""
+    twos = tmp_path / "it's 100% twos"
+    twos.mkdir()
+    for frame in range(1, INPUT_FRAMES + 1, 2):
+        shutil.copy(inputs["folder"] / f"src_{frame:04d}.png", twos / f"t_{frame:04d}.png")
+    for index, chunk_of in enumerate(chunk_frames(parse_frames(frames), chunk)):
+        outdir = tmp_path / f"chunk{index}"
+        outdir.mkdir()
+        render_chunk(twos / "t_%04d.png", chunk_of, outdir)
+        written = [outdir / Path(frame_path(PATTERN, frame)).name for frame in chunk_of]
+        assert sorted(outdir.iterdir()) == sorted(written), (frames, chunk_of)
+        originals = [twos / f"t_{frame:04d}.png" for frame in chunk_of]
+        assert pixel_digests(written) == pixel_digests(originals)
 
 
 def test_a_movie_whose_name_looks_like_a_pattern_is_read_as_a_movie(

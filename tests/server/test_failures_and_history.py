@@ -124,6 +124,18 @@ def test_the_last_error_line_skips_the_leaders_footer() -> None:
     assert last_error_line([]) == ""
 
 
+def test_the_last_error_line_of_ffmpeg_names_the_file_it_could_not_open() -> None:
+    """ffmpeg ends with "Conversion failed!", which says nothing of why."""
+    lines = [
+        "frame=    1 fps=0.0 q=0.0 size=N/A time=00:00:00.00 bitrate=N/A speed=   0x",
+        "[concat @ 0x5567dcc01a00] Impossible to open '/plates/p_1004.png'",
+        "/staging/j/3.1/.farmtui/inputs.ffconcat: No such file or directory",
+        "Conversion failed!",
+        "# finished: failed (exited with 1)",
+    ]
+    assert last_error_line(lines) == lines[1]
+
+
 async def test_the_job_list_in_pages(leader: InProcessLeader) -> None:
     ids = [await submit(leader, name=f"job{n}") for n in range(5)]
     async with leader.http() as http:

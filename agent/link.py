@@ -82,6 +82,7 @@ from farmtui.protocol import (
     platform_os,
 )
 from farmtui.protocol.records import MAX_KEPT_LISTED
+from farmtui.renderers import TOKENS
 
 log = logging.getLogger("farmtui.agent.link")
 
@@ -446,6 +447,7 @@ class LeaderLink:
             running=running,
             finished=finished,
             kept=kept[:MAX_KEPT_LISTED],
+            tokens=sorted(TOKENS),
         )
 
     @staticmethod

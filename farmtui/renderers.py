@@ -28,6 +28,9 @@ from farmtui.protocol import JobSpec
 TOKENS = frozenset(
     {"start", "end", "step", "frames", "outdir", "outdir_printf", "output", "scene", "input_list"}
 )
+# The tokens every agent knows: those of the agents whose hello did not yet list theirs.
+# A job using another is given only to a node whose agent said it knows it.
+FIRST_TOKENS = frozenset({"start", "end", "step", "frames", "outdir", "output", "scene"})
 
 # Renderers with a command builder; "generic" needs an argv from the submitter.
 RENDERERS = ("blender", "ffmpeg", "demo", "generic", "aerender", "nuke", "houdini", "maya")

@@ -28,6 +28,7 @@ from farmtui.protocol import (
     Level,
     UpdateTimeouts,
 )
+from farmtui.renderers import FIRST_TOKENS
 
 # The one empty frame set every chunk shares: ``frozenset()`` makes a new object
 # each time, and each one is another object for the garbage collector to walk.
@@ -450,6 +451,9 @@ class Job:
     state_by: str | None = None
     # Live counters (never stored; ``frame_states.tally_of`` builds them on first use).
     tally: Tally | None = field(default=None, compare=False, repr=False)
+    # (spec, the argv tokens it uses beyond FIRST_TOKENS), while the job has that spec
+    # (``agent_tokens.tokens_needed``).
+    needs: tuple[JobSpec, frozenset[str]] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(slots=True)
@@ -485,6 +489,9 @@ class Node:
     # Its GPUs (from its hello), and whether only jobs that ask for GPUs run here.
     gpus: list[GpuInfo] = field(default_factory=list)
     gpu_only: bool = False
+    # The argv tokens its agent expands (its hello's, FIRST_TOKENS from an old agent),
+    # sorted: its row is written the same each time.
+    tokens: tuple[str, ...] = tuple(sorted(FIRST_TOKENS))
     # Chunks it holds ahead of its slots, each waiting for one to free (``server.prefetch``).
     prefetch: int = 0
     # (job_id, chunk index, attempt) of every attempt that holds a slot here:

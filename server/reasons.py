@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 
 from farmtui.frames import format_frames
 from farmtui.protocol import WaitReason, is_operator_block
+from server.agent_tokens import tokens_needed
 from server.frame_states import PENDING, tally_of
 from server.frame_waits import FrameWaits
 from server.job_progress import STAGES, count, gates, stage_open, waiting_at_scouts
@@ -199,6 +200,14 @@ def _node_reason(job: Job, farm: Farm, now: float) -> WaitReason | None:
         matching = [node for node in matching if not node.gpu_only]
         if not matching:
             return WaitReason(kind="gpus", text="every node it may use takes GPU jobs only")
+    if needs := tokens_needed(job):
+        matching = [node for node in matching if needs.issubset(node.tokens)]
+        if not matching:
+            listed = " ".join(f"{{{name}}}" for name in sorted(needs))
+            return WaitReason(
+                kind="tags",
+                text=f"no node's agent knows {listed}: upgrade farmtui on the nodes",
+            )
     usable = [node for node in matching if node.online and node.enabled]
     if not usable:
         offline = sum(1 for node in matching if not node.online)

@@ -13,6 +13,7 @@ from farmtui.protocol.limits import (
     SlotCount,
     Tags,
     Timestamp,
+    TokenNames,
     Version,
 )
 from farmtui.protocol.records import ChunkRef, GpuInfo, HeldRefs, KeptRefs, Record
@@ -56,6 +57,10 @@ class AgentHello(AgentMessage, tag="hello", kw_only=True):
     # leader has it discard those no chunk waits for (a DiscardStaged sent while the
     # node was away is lost).
     kept: KeptRefs = []
+    # The argv tokens it expands; none (an agent from before this field): only the
+    # first ones (``farmtui.renderers.FIRST_TOKENS``). A chunk whose command uses
+    # another would fail here on every attempt ("unknown token").
+    tokens: TokenNames = []
 
 
 class Heartbeat(AgentMessage, tag="heartbeat", kw_only=True):

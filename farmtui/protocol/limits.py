@@ -59,6 +59,11 @@ Label = Annotated[
 MAX_TAGS = 64
 Tags = Annotated[list[Label], msgspec.Meta(max_length=MAX_TAGS)]
 Version = Annotated[str, msgspec.Meta(max_length=64, pattern=f"^[^{CONTROL_CHARACTERS}]*\\Z")]
+# The names of the argv tokens an agent knows (``farmtui.renderers.TOKENS``).
+TokenNames = Annotated[
+    list[Annotated[str, msgspec.Meta(max_length=32, pattern=r"^[A-Za-z_][A-Za-z0-9_]*\Z")]],
+    msgspec.Meta(max_length=64),
+]
 # Who owns a job: a token's name (the leader's token-name rule is this pattern).
 USER_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}"
 UserName = Annotated[str, msgspec.Meta(pattern=f"^{USER_NAME_PATTERN}\\Z")]

@@ -7,6 +7,7 @@ agent says it still runs; a lost node's chunks requeue with no retry used.
 from __future__ import annotations
 
 from farmtui.protocol import OPERATOR_BLOCK, AgentHello, ChunkRef, agent_tag
+from farmtui.renderers import FIRST_TOKENS
 from server import outcomes
 from server.model import Changes, Discard, Node
 from server.prefetch import withdraw_waiting
@@ -63,6 +64,7 @@ class NodeEvents(DispatchIndex):
         node.os = hello.os
         node.gpus = list(hello.gpus)
         node.gpu_only = hello.gpu_only
+        node.tokens = tuple(sorted(FIRST_TOKENS.union(hello.tokens)))
         # Ahead of slots it has: a node of none (a hand-made hello) would sit on them.
         node.prefetch = hello.prefetch if hello.slots > 0 else 0
         node.online = True

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 from server import dispatch_order, reasons
+from server.agent_tokens import tokens_needed
 from server.errors import cut
 from server.estimates import SlotCensus
 from server.frame_waits import PARK_BUDGET, FrameWaits
@@ -178,6 +179,8 @@ class SchedulerState:
         node = self.nodes[name]
         if not tags.issubset(node.tags) or is_blocked(job, name, now):
             return False
+        if (needs := tokens_needed(job)) and not needs.issubset(node.tokens):
+            return False  # its agent would fail every attempt with "unknown token"
         if spec.gpus:
             if not self.resources.has_gpus(node, spec.gpus, spec.gpu_memory):
                 return False

@@ -117,6 +117,46 @@ def test_two_agents_render_a_real_blender_scene(
     assert len({c.node for c in detail.chunks}) == 2
 
 
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")
+def test_an_ffmpeg_plate_on_twos_renders_and_a_missing_file_is_named(
+    farm_leader: LiveLeader, farm_agents: AgentFactory
+) -> None:
+    """A plate with only its odd files failed every chunk (ffmpeg's image2 reads files
+    in a row). The agent lists each chunk's own files; one missing fails its chunk, and
+    ``farm failures`` names the file, not ffmpeg's closing "Conversion failed!"."""
+    farm_agents(1, slots=2)
+    project = farm_leader.root
+    plates = project / "plates"
+    plates.mkdir()
+    for frame in range(1, 10, 2):
+        make = ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=16x16:rate=1"]
+        make += ["-vf", f"trim=start_frame={frame}", "-frames:v", "1"]
+        subprocess.run([*make, str(plates / f"p_{frame:04d}.png")], check=True, timeout=60)
+    job_id = submit(
+        farm_leader, "--renderer", "ffmpeg", "--scene", "plates/p_####.png", "--frames",
+        "1-9x2", "--chunk", "3", "--output", "renders/comp/c_####.png", cwd=project,
+    )  # fmt: skip
+    with farm_leader.client() as client:
+        detail = wait_job(client, job_id, ("done", "failed"), timeout=60)
+    assert detail.job.state == "done", [c.attempts for c in detail.chunks]
+    written = sorted(p.name for p in (project / "renders/comp").iterdir())
+    assert written == [f"c_{frame:04d}.png" for frame in range(1, 10, 2)]
+    assert all(is_png(project / "renders/comp" / name) for name in written)
+
+    (plates / "p_0005.png").unlink()
+    held = submit(
+        farm_leader, "--renderer", "ffmpeg", "--scene", "plates/p_####.png", "--frames",
+        "1-9x2", "--chunk", "3", "--retries", "0", "--output", "renders/late/c_####.png",
+        cwd=project,
+    )  # fmt: skip
+    with farm_leader.client() as client:
+        wait_job(client, held, ("done", "failed"), timeout=60)
+    (failure,) = farm_json(farm_leader, "failures")
+    assert failure["frames"] == "1-5x2"
+    assert failure["reason"] == "exited with 1"
+    assert failure["error_line"].endswith(f"Impossible to open '{plates}/p_0005.png'")
+
+
 def test_a_renderer_that_exits_0_without_its_frame_fails_the_chunk(
     farm_leader: LiveLeader, farm_agents: AgentFactory
 ) -> None:

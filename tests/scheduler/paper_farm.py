@@ -28,9 +28,11 @@ class Farm:
         gpu_memory: int = 24576,
         gpu_only: bool = False,
         prefetch: int = 0,
+        tokens: list[str] | None = None,
     ) -> Changes:
         """A node joins; ``gpus``: the indices of its GPUs, each of ``gpu_memory`` MiB;
-        ``prefetch``: chunks of short-chunk jobs it holds ahead of its slots."""
+        ``prefetch``: chunks of short-chunk jobs it holds ahead of its slots; ``tokens``:
+        the argv tokens its agent knows (None: an old agent's hello, which says none)."""
         inventory = [GpuInfo(index=i, name="RTX", memory=gpu_memory) for i in gpus or []]
         hello = AgentHello(
             name=name,
@@ -39,6 +41,7 @@ class Farm:
             gpus=inventory,
             gpu_only=gpu_only,
             prefetch=prefetch,
+            tokens=tokens or [],
         )
         changes, stale = self.scheduler.node_connected(hello, self.now)
         assert stale == []

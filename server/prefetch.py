@@ -21,8 +21,14 @@ small jobs (a thousand jobs of a hundred quick chunks) never took anything
 ahead: each job's chunks were all given out before the first of them ended,
 so no job with chunks still waiting was ever known short. Such a job whose
 first chunk takes ``PREFETCH_BELOW`` seconds or more (its end says so, or
-the clock: ``Scheduler.tick``) makes its kind long and takes back what of it
-waits. A kind is looked up when the dispatch pass comes to the job, never
+the clock) makes its kind long and takes back what of it waits.
+
+The clock: a render of a job that takes chunks ahead that has run
+``PREFETCH_BELOW`` seconds and not ended makes the job long at once (its
+first, or one after brief ones: frames that turn heavy), until a render
+time says otherwise, and takes back what of it waits (``Scheduler.tick``).
+Without it a chunk waited ahead behind a long render for as long as that
+ran, while a node sat idle. A kind is looked up when the dispatch pass comes to the job, never
 by going over the queue when a kind turns.
 
 What waits ahead is taken back (the agent stops a chunk only if its renderer
@@ -153,6 +159,8 @@ def takes_ahead(job: Job, kinds: ShortKinds | None = None) -> bool:
     if spec.gpus or spec.limits:
         return False
     tally = tally_of(job)
+    if tally.rendering_long:
+        return False
     if tally.last_time is not None and tally.last_time >= PREFETCH_BELOW:
         return False
     if not tally.times:

@@ -6,8 +6,6 @@ that is no longer current changes nothing (but a stale end frees its slot).
 
 from __future__ import annotations
 
-import heapq
-
 from farmtui.protocol import ChunkFinished
 from server import outcomes
 from server.frame_states import tally_of, tracking
@@ -25,7 +23,6 @@ from server.prefetch import (
     work_kind,
 )
 from server.scheduler.dispatch_index import DispatchIndex, _noting
-from server.scheduler.state import FIRST_RENDERS_KEPT
 from server.transitions import refresh_job, settle_stopped
 
 
@@ -54,18 +51,9 @@ class ChunkReports(DispatchIndex):
         changes = Changes() if into is None else into
         if not ran or self._live(node, job_id, chunk, attempt) is None:
             return changes
-        if not tally_of(self.jobs[job_id]).times:
-            # A first render began: a job that went ahead by its kind is judged by the
-            # earliest that still runs (``_first_render_at``, ``_judge_by_clock``).
-            if len(self._first_started.get(job_id, ())) >= FIRST_RENDERS_KEPT:
-                self._first_render_at(job_id)  # those that ended go
-            renders = self._first_started.setdefault(job_id, {})
-            if len(renders) < FIRST_RENDERS_KEPT:
-                renders[(chunk, attempt)] = now
-            if len(renders) == 1 and job_id in self._ahead_by_kind:
-                # Its clock starts; with earlier ones kept, it runs already (re-armed
-                # in ``_judge_by_clock`` if those ended).
-                heapq.heappush(self._judge_at, (now, job_id))
+        if takes_ahead(self.jobs[job_id], self._short_kinds):
+            # Its chunks may wait ahead behind this render: judged by the clock too.
+            self._renders.append((now, job_id, chunk, attempt))
         # Only an event: nothing the store keeps or a console shows changes (the chunk
         # was "assigned" since its dispatch), so its row is not written again.
         changes.event(
@@ -121,10 +109,10 @@ class ChunkReports(DispatchIndex):
         those waiting behind a long render on a busy node come back, for a free slot
         anywhere.
         """
+        tally_of(job).rendering_long = False  # this render time says what its chunks take
         still = takes_ahead(job)
         by_kind = job.id in self._ahead_by_kind
         self._ahead_by_kind.discard(job.id)
-        self._first_started.pop(job.id, None)
         if still != short or by_kind or len(tally_of(job).times) == 1:
             self._short_kinds.learn(work_kind(job), still, ahead_a_slot(job))
         if not still and (short or by_kind):
@@ -132,31 +120,29 @@ class ChunkReports(DispatchIndex):
             withdraw_waiting(job, self.nodes, changes, why)
 
     def _judge_by_clock(self, changes: Changes, now: float) -> None:
-        """Jobs that took chunks ahead by their kind whose first render began
-        ``PREFETCH_BELOW`` s ago and has not ended: long. Their kind is long from now on,
-        and what of them waits comes back (``tick``). Without this, such a chunk waited
-        behind its job's first render for as long as that ran, a node idle meanwhile.
-        O(jobs judged): a heap by when their first render began.
+        """Jobs with a render that began ``PREFETCH_BELOW`` s ago and has not ended, that
+        still take chunks ahead: long now (``Tally.rendering_long``), and so is their kind,
+        and what of them waits comes back (``tick``). Their first render, or one after
+        brief ones (frames that turned heavy). Without this, a chunk waited ahead behind
+        such a render for as long as it ran, a node idle meanwhile. O(renders begun since
+        the last tick): they are judged in the order they began.
         """
-        heap = self._judge_at
-        while heap and now - heap[0][0] >= PREFETCH_BELOW:
-            _, job_id = heapq.heappop(heap)
+        renders, kinds = self._renders, self._short_kinds
+        while renders and now - renders[0][0] >= PREFETCH_BELOW:
+            _, job_id, index, attempt = renders.popleft()
             job = self.jobs.get(job_id)
-            if job_id not in self._ahead_by_kind or job is None or tally_of(job).times:
-                continue  # gone, or judged by its own render time since
-            began = self._first_render_at(job_id)
-            if began is None:
-                continue  # its renders ended without a time; the next to start re-arms it
-            if now - began < PREFETCH_BELOW:
-                # That render ended without a time (cancelled, killed, lost): the
-                # earliest still running is judged in its turn.
-                heapq.heappush(heap, (began, job_id))
+            if job is None or job.state not in ("queued", "rendering"):
                 continue
+            chunk = job.chunks.look(index) if 0 <= index < len(job.chunks) else None
+            if chunk is None or chunk.state != "assigned" or chunk.attempt != attempt:
+                continue  # it ended (done, or without a time: cancelled, killed, lost)
+            if not takes_ahead(job, kinds):
+                continue  # long already
+            tally_of(job).rendering_long = True
             self._ahead_by_kind.discard(job_id)
-            if job.state not in ("queued", "rendering"):
-                continue
             self._short_kinds.learn(work_kind(job), False)
-            why = f"not started: its first chunk has rendered for {PREFETCH_BELOW:g} s or more"
+            changes.jobs.add(job_id)  # out of the index of jobs that go ahead
+            why = f"not started: a chunk of it has rendered for {PREFETCH_BELOW:g} s or more"
             withdraw_waiting(job, self.nodes, changes, why)
 
     @_noting

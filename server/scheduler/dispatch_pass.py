@@ -152,12 +152,10 @@ class DispatchPass(DispatchIndex):
                 due, started = self._dispatch_job(job, room, changes, now, per_slot=per_slot)
                 wakeup = min(wakeup, due)
                 room.update(kept)
-                if started and not tally_of(job).times and job.id not in self._ahead_by_kind:
-                    # By its kind: none of its own is done. Judged by the clock meanwhile,
-                    # from when its first chunk started rendering (``chunk_started``).
+                if started and not tally_of(job).times:
+                    # By its kind: none of its own is done. Its first render time says
+                    # what the kind is from then on (``_judged``).
                     self._ahead_by_kind.add(job.id)
-                    if (first := self._first_render_at(job.id)) is not None:
-                        heapq.heappush(self._judge_at, (first, job.id))
             else:
                 self._keep_room_for(job, room, now)
         return wakeup

@@ -43,7 +43,6 @@ class OperatorActions(DispatchIndex):
             if action == "delete":
                 del self.jobs[job.id]
                 self._ahead_by_kind.discard(job.id)
-                self._first_started.pop(job.id, None)
                 changes.removed.add(job.id)
         if action == "delete":
             self._hold_orphans([job.id for job in jobs], actor, changes, now)

@@ -10,6 +10,7 @@ node may take a job's chunk, the dispatch ranks.
 from __future__ import annotations
 
 import math
+from collections import deque
 
 from server import dispatch_order, reasons
 from server.agent_tokens import tokens_needed
@@ -28,11 +29,6 @@ from server.scheduler_config import SchedulerConfig, SchedulerError
 # same again to commit and announce them). With 300 agents starting at once, passes of
 # 512 made turns of 45-65 ms; in steady state a pass assigns 40-100 (scale.py c1).
 ASSIGN_BUDGET = 256
-
-# The first renders of a job none of whose chunks is done that are kept, by (chunk,
-# attempt): the earliest that still runs is the one the clock reads, and later ones
-# barely matter while so many run.
-FIRST_RENDERS_KEPT = 64
 
 
 class SchedulerState:
@@ -72,13 +68,13 @@ class SchedulerState:
         # like the nodes' readings: a restarted leader learns them again.
         self._short_kinds = ShortKinds()
         # Jobs none of whose chunks is done yet that had chunks taken ahead by their kind:
-        # one whose first takes PREFETCH_BELOW s or more takes back what waits
-        # (``chunk_finished``, ``_judge_by_clock``). When the first chunk of each job
-        # none of whose chunks is done started rendering (its ChunkStarted), and a heap of
-        # (that time, job id) of those that took chunks ahead by their kind.
+        # their first render time (or the clock) says what their kind is from then on
+        # (``chunk_finished``, ``_judge_by_clock``).
         self._ahead_by_kind: set[str] = set()
-        self._first_started: dict[str, dict[tuple[int, int], float]] = {}
-        self._judge_at: list[tuple[float, str]] = []
+        # (when it began, job id, chunk, attempt) of each render of a job that took chunks
+        # ahead as it began (its ChunkStarted), oldest first: one still running
+        # PREFETCH_BELOW s later makes its job long (``_judge_by_clock``).
+        self._renders: deque[tuple[float, str, int, int]] = deque()
         # Each node's (online, enabled, slots, tags) as the census last counted it.
         self._shapes: dict[str, tuple[object, ...]] = {}
         self._census = SlotCensus(self.nodes)
@@ -116,27 +112,6 @@ class SchedulerState:
         if job is None or not 0 <= index < len(job.chunks):
             return None
         return job.chunks[index]
-
-    def _first_render_at(self, job_id: str) -> float | None:
-        """When the earliest render of the job that still runs began (no chunk of it done).
-
-        One that ended without a render time (cancelled, requeued, killed, its node
-        lost) says nothing of how long the job's chunks take: a job cancelled 28 s into
-        its first chunk and resumed was judged long at once by that killed render (break
-        round 34b); the clock reads the next that still runs (34c). O(FIRST_RENDERS_KEPT).
-        """
-        renders = self._first_started.get(job_id)
-        if renders is None:
-            return None
-        job = self.jobs.get(job_id)
-        for key in list(renders):
-            chunk = job.chunks.look(key[0]) if job and 0 <= key[0] < len(job.chunks) else None
-            if chunk is None or chunk.state != "assigned" or chunk.attempt != key[1]:
-                del renders[key]
-        if not renders:
-            del self._first_started[job_id]
-            return None
-        return min(renders.values())
 
     def _live(self, node: str, job_id: str, index: int, attempt: int) -> tuple[Job, Chunk] | None:
         """The job and chunk a report is about, or None when the report is stale."""

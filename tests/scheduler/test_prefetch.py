@@ -671,3 +671,29 @@ def test_a_first_render_killed_early_leaves_the_clock_to_the_next_that_still_run
     farm.finish(second, 0, "killed", attempt=1, node="n1")
     assert _taken_back(farm.advance(PREFETCH_BELOW - 1)) == []
     assert ("n1", second, 2) in _taken_back(farm.advance(2)), "judged by chunk 1's render"
+
+
+def test_a_render_turning_long_after_brief_ones_takes_back_what_waits_behind_it() -> None:
+    """A brief first chunk, then 30 s ones: the clock judged only a job's first render, so
+    what waited ahead on n1 stayed behind each long render while n2 sat idle (34d)."""
+    farm = Farm()
+    farm.node("n1", slots=1, prefetch=1)
+    job_id = short_job(farm)
+    farm.dispatch()
+    assert farm.running()["n1"] == [(job_id, 1), (job_id, 2)], "one running, one waiting"
+    farm.scheduler.chunk_started("n1", job_id, 1, 1, farm.now)  # heavy frames from here on
+    farm.node("n2", slots=1)
+    assert _taken_back(farm.advance(PREFETCH_BELOW - 1)) == []
+    # (A render that started goes on: the agent stops only what has not.)
+    assert ("n1", job_id, 2) in _taken_back(farm.advance(1))
+    farm.finish(job_id, 2, "killed", node="n1")  # it had not started: it comes back
+    farm.dispatch()
+    assert farm.running() == {"n1": [(job_id, 1)], "n2": [(job_id, 2)]}
+    farm.scheduler.chunk_started("n2", job_id, 2, 2, farm.now)
+    farm.advance(PREFETCH_BELOW)
+    farm.dispatch()
+    assert farm.running() == {"n1": [(job_id, 1)], "n2": [(job_id, 2)]}, "nothing ahead"
+    # Its render ends, long: its time says the same from now on.
+    farm.finish(job_id, 1, took=30.0, node="n1")
+    farm.dispatch()
+    assert farm.running()["n1"] == [(job_id, 3)]

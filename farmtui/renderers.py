@@ -307,7 +307,7 @@ def build_argv(
         spec = renderer
         if spec.argv:
             return list(spec.argv)
-        argv = build_argv(spec.renderer, spec.scene, spec.output, ())
+        argv = build_argv(spec.renderer, spec.scene, spec.output, spec.extra_args)
         if spec.gpus and spec.renderer.lower() == "blender":
             # Cycles reads its device after "--"; the agent's CUDA_VISIBLE_DEVICES says which.
             argv += ["--", "--cycles-device", "CUDA"]

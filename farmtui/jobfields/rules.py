@@ -10,6 +10,7 @@ imported inside the checks, not when the package is (see ``table.py``).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -78,6 +79,19 @@ def command_for(spec: JobSpec) -> list[str]:
         expand(argv, dict.fromkeys(TOKENS, ""))
     except RendererError as exc:
         raise JobFieldError(str(exc), ("argv",)) from None
+    if spec.extra_args:
+        # A command given whole (not the one built with them, as a client sends it)
+        # would leave them out without a word.
+        built: list[str] | None = None
+        if spec.renderer.lower() != "generic":
+            with contextlib.suppress(RendererError):
+                built = build_argv(msgspec.structs.replace(spec, argv=[]))
+        if built is None or (spec.argv and spec.argv != built):
+            raise JobFieldError(
+                "extra-args go into a renderer's built command; a command of your own "
+                "(after `--`) takes its options in it",
+                ("extra_args",),
+            )
     for token, value, what in (
         ("output", spec.output, "output pattern"),
         ("scene", spec.scene, "scene"),

@@ -94,6 +94,9 @@ class JobSpec(Record, kw_only=True, omit_defaults=True, forbid_unknown_fields=Tr
     output: NonEmptyText | None = None
     # argv template; tokens {start} {end} {step} {frames} {outdir} {output} {scene}.
     argv: list[ProcessText] = []
+    # Options the renderer's built command gets where it reads options (blender:
+    # ["-E", "CYCLES"]); only for a renderer with a command builder.
+    extra_args: list[ProcessText] = []
     scout: NonEmptyText | None = None
     after: list[str] = []
     # Frame by frame: frame N of this job waits for frames N+start .. N+end of each

@@ -267,3 +267,29 @@ def test_scheduling_fields_refuse_what_means_nothing(tmp_path: Path, lines: str,
     message = str(caught.value)
     assert says in message, message
     assert "\n" not in message
+
+
+def test_extra_args_go_where_the_renderer_reads_options() -> None:
+    """Options after `--` replaced a built command whole: `-E CYCLES` could not be added
+    to a Blender job without writing its command out."""
+    given = {"renderer": "blender", "scene": "s.blend", "output": "r/f_####.png"}
+    flags = normalize({"extra-args": "-E CYCLES -t 4"}, lambda k: f"--{k}")
+    spec = build_spec(flags.over(normalize(given, lambda k: k)))
+    assert spec.extra_args == ["-E", "CYCLES", "-t", "4"]
+    assert spec.argv[spec.argv.index("-f") - 4 :] == ["-E", "CYCLES", "-t", "4", "-f", "{frames}"]
+    from_file = normalize({**given, "extra_args": ["-E", "BLENDER_EEVEE"]}, lambda k: k)
+    assert "BLENDER_EEVEE" in build_spec(from_file).argv
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        {"argv": ["render", "{start}"]},  # a generic job: its command is all there is
+        {"renderer": "blender", "scene": "s.blend", "output": "r/f_####.png",
+         "argv": ["blender", "-b", "s.blend", "-f", "{frames}"]},
+    ],
+)  # fmt: skip
+def test_extra_args_with_a_command_of_ones_own_are_refused(given: dict[str, object]) -> None:
+    flags = normalize({"extra-args": "-E CYCLES"}, lambda k: f"--{k}")
+    with pytest.raises(InputError, match=r"^--extra-args: extra-args go into a renderer's built"):
+        build_spec(flags.over(normalize(given, lambda k: k)))

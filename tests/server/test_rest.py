@@ -44,6 +44,23 @@ def one_line_error(response: httpx.Response) -> str:
     return message
 
 
+async def test_extra_args_are_built_into_the_command_or_refused(leader: InProcessLeader) -> None:
+    blender = {"renderer": "blender", "scene": "s.blend", "argv": []}
+    blender["extra_args"] = ["-E", "CYCLES"]
+    async with leader.http() as http:
+        job = await submit(http, **blender)
+        argv = job["spec"]["argv"]
+        assert argv[argv.index("-f") - 2 :] == ["-E", "CYCLES", "-f", "{frames}"]
+        # As the CLI sends it: the command built with them, and them.
+        assert (await submit(http, **{**blender, "argv": argv}))["spec"]["argv"] == argv
+        for wrong in ({"extra_args": ["-x"]}, {**blender, "argv": ["blender", "{frames}"]}):
+            response = await http.post("/api/jobs", json={**SPEC, **wrong})
+            assert response.status_code == 400
+            assert "extra-args go into a renderer's built command" in one_line_error(response)
+        listed = (await http.get("/api/jobs")).json()
+    assert len(listed) == 2, "nothing else made"
+
+
 async def test_healthz_needs_no_token(leader: InProcessLeader) -> None:
     async with leader.http(None) as http:
         response = await http.get("/healthz")

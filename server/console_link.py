@@ -235,6 +235,8 @@ class ConsoleLink:
                     jobs=scheduler.job_views(self.include_archived),
                     nodes=scheduler.node_views(),
                     default_retries=self.leader.config.retries,
+                    default_retry_delay=self.leader.config.retry_delay,
+                    default_retry_cap=self.leader.config.retry_cap,
                 )
             )
             if self.watched is not None:

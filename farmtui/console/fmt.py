@@ -54,9 +54,9 @@ def duration(seconds: float | None) -> str:
     return f"{secs}s"
 
 
-def leader_default(value: int | None) -> str:
-    """A job field left to the leader: the leader's value, when it said what it is."""
-    return "leader default" if value is None else f"{value} (leader default)"
+def leader_default(shown: str | None) -> str:
+    """A job field left to the leader: the leader's value (as shown), when it said it."""
+    return "leader default" if shown is None else f"{shown} (leader default)"
 
 
 def clock(timestamp: float | None) -> str:

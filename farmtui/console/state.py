@@ -71,6 +71,15 @@ GROUP_CYCLE: dict[GroupBy, GroupBy] = {"none": "priority", "priority": "state", 
 
 
 @dataclass(frozen=True)
+class RetryDefaults:
+    """The leader's retry settings for a job without its own (None: it did not say)."""
+
+    retries: int | None = None
+    delay: float | None = None
+    cap: float | None = None
+
+
+@dataclass(frozen=True)
 class GroupHeader:
     """A group's title line in the jobs table (not a job)."""
 
@@ -229,8 +238,8 @@ class ConsoleState:
         self.clock = clock
         self.user = ""
         self.role: Role = "viewer"
-        # The leader's retries for a job without its own (None: not told).
-        self.default_retries: int | None = None
+        # The leader's retry settings for a job without its own (None: not told).
+        self.retry_defaults = RetryDefaults()
         self.jobs: dict[str, JobView] = {}
         self.nodes: dict[str, NodeView] = {}
         self.watched: WatchedJob | None = None
@@ -270,7 +279,9 @@ class ConsoleState:
         match message:
             case Snapshot():
                 self.user, self.role = message.user, message.role
-                self.default_retries = message.default_retries
+                self.retry_defaults = RetryDefaults(
+                    message.default_retries, message.default_retry_delay, message.default_retry_cap
+                )
                 self.jobs = {job.id: job for job in message.jobs}
                 self.nodes = {node.name: node for node in message.nodes}
                 self._record_cpu(message.nodes)

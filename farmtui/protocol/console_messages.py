@@ -148,9 +148,11 @@ class Snapshot(LeaderToConsoleMessage, tag="snapshot", kw_only=True):
     role: Role
     jobs: list[JobView]
     nodes: list[NodeView]
-    # The retries a job without its own gets (the leader's ``retries``); None from a
-    # leader too old to say.
+    # The retries, first retry delay and longest delay a job without its own gets (the
+    # leader's ``retries``, ``retry_delay``, ``retry_cap``); None from a leader too old to say.
     default_retries: int | None = None
+    default_retry_delay: float | None = None
+    default_retry_cap: float | None = None
 
 
 class JobsChanged(LeaderToConsoleMessage, tag="jobs_changed", kw_only=True):

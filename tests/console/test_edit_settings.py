@@ -10,6 +10,7 @@ from __future__ import annotations
 from textual.pilot import Pilot
 from textual.widgets import Input
 
+from farmtui.console import fmt
 from farmtui.console.app import FarmConsole
 from farmtui.console.screens.edit_settings import EditSettingsScreen
 from farmtui.console.widgets.job_detail import JobDetailPanel
@@ -107,7 +108,8 @@ async def test_a_good_change_is_sent_with_the_other_timeouts_kept(farm: RealFarm
 
 
 async def test_a_job_without_its_own_retries_shows_the_leaders(farm: RealFarm) -> None:
-    """The leader's number is shown, not just "leader default", in the dialog and the tab."""
+    """The leader's numbers are shown, not just "leader default" or a dash, in the dialog
+    and the tab: its retries, first retry delay and longest delay."""
     leaders = f"{SchedulerConfig().retries} (leader default)"  # the shared leader's config
     job = farm.submit("shot_020")
     assert job.spec.retries is None
@@ -119,4 +121,9 @@ async def test_a_job_without_its_own_retries_shows_the_leaders(farm: RealFarm) -
         await pilot.press("escape")
         await wait_for(pilot, lambda: not isinstance(app.screen, EditSettingsScreen))
         app.query_one(JobDetailPanel).show_tab("tab-settings")
-        await wait_for(pilot, lambda: f"Retries  {leaders}" in screen_text(app), what=leaders)
+        config = SchedulerConfig()
+        row = (
+            f"Retries  {leaders}  delay {fmt.duration(config.retry_delay)} (leader default)"
+            f"  cap {fmt.duration(config.retry_cap)} (leader default)"
+        )
+        await wait_for(pilot, lambda: row in screen_text(app), what=row)

@@ -64,7 +64,9 @@ class EditSettingsScreen(ModalScreen[JobPatch | None]):
                     _seconds(spec.retries),
                     id="edit-retries",
                     type="integer",
-                    placeholder=fmt.leader_default(self.default_retries),
+                    placeholder=fmt.leader_default(
+                        None if self.default_retries is None else str(self.default_retries)
+                    ),
                 )
                 yield Label("Max running")
                 yield Input(str(spec.max_running), id="edit-max-running", type="integer")

@@ -417,7 +417,7 @@ class MainScreen(LinkPainting, Filtering, Triage, ScreenParts):
             if patch is not None:
                 self.operator.patch(job, patch)
 
-        self.app.push_screen(EditSettingsScreen(job, self.state.default_retries), edited)
+        self.app.push_screen(EditSettingsScreen(job, self.state.retry_defaults.retries), edited)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """``k`` is offered (in the key bar) where there are chunks to act on, and in the

@@ -11,6 +11,7 @@ with control characters escaped (``farmtui.printable``), never as markup.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -23,7 +24,7 @@ from textual.widgets import ProgressBar, Static, TabbedContent, TabPane
 
 from farmtui.console import fmt
 from farmtui.console.later import later
-from farmtui.console.state import ConsoleState
+from farmtui.console.state import ConsoleState, RetryDefaults
 from farmtui.console.widgets.chunk_table import AttemptHistory, ChunkTable
 from farmtui.console.widgets.event_line import event_line
 from farmtui.console.widgets.frame_grid import FrameGrid, FrameLegend
@@ -34,11 +35,22 @@ from farmtui.protocol import EventView, JobView
 from farmtui.reasons import block_end, reason_line, shown_etr
 
 
-def settings_text(job: JobView, default_retries: int | None = None) -> Text:
+def _leaders(value: float | None, show: Callable[[float], str] = str) -> str:
+    """A setting the job leaves to the leader, as the leader said it is."""
+    return fmt.leader_default(None if value is None else show(value))
+
+
+def settings_text(job: JobView, defaults: RetryDefaults | None = None) -> Text:
     """The job's settings as a two-column list (timeouts, retries, scout, tags, limit);
-    ``default_retries``: the leader's, for a job without its own."""
+    ``defaults``: the leader's retry settings, for a job without its own."""
     spec = job.spec
     t = spec.timeouts
+    leaders = defaults or RetryDefaults()
+    retries = str(spec.retries) if spec.retries is not None else _leaders(leaders.retries)
+    delay, cap = (
+        fmt.duration(own) if own is not None else _leaders(leader, fmt.duration)
+        for own, leader in ((spec.retry_delay, leaders.delay), (spec.retry_cap, leaders.cap))
+    )
     rows = [
         ("Frames", f"{job.frames}  (chunks of {job.chunk})"),
         ("Renderer", job.renderer + (f"  scene {spec.scene}" if spec.scene else "")),
@@ -49,8 +61,7 @@ def settings_text(job: JobView, default_retries: int | None = None) -> Text:
         ("After", ", ".join(spec.after) or fmt.EMPTY),
         (
             "Retries",
-            f"{fmt.leader_default(default_retries) if spec.retries is None else spec.retries}"
-            f"  delay {fmt.duration(spec.retry_delay)} cap {fmt.duration(spec.retry_cap)}",
+            f"{retries}  delay {delay}  cap {cap}",
         ),
         ("Min render", fmt.duration(t.min_render)),
         ("Max render", fmt.duration(t.max_render)),
@@ -293,7 +304,7 @@ class JobDetailPanel(Vertical):
         )
         self._show_why(job)
         self.query_one("#detail-settings", Static).update(
-            settings_text(job, self.state.default_retries)
+            settings_text(job, self.state.retry_defaults)
         )
         self.query_one(FrameLegend).show(watched)
         if watched.held != self._held:

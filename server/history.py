@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 
 from farmtui.protocol import EventView, Level
-from server.joblogs import JobLogs, events_path
+from server.joblogs import JobLogs, events_path, iso_time
 from server.model import Changes, Job
 
 # Farm events kept in memory for the Monitor Log.
@@ -97,5 +97,7 @@ class History:
         self._recent = deque(merged[-KEPT:], maxlen=KEPT)
 
 
-def _identity(event: EventView) -> tuple[float, str | None, str]:
-    return round(event.time, 3), event.job_id, " ".join(event.text.splitlines())
+def _identity(event: EventView) -> tuple[str, str | None, str]:
+    # Its time as its log line has it: cut to the millisecond, not rounded (an event of
+    # .4008 s read back from its log as .400 was shown twice after a restart).
+    return iso_time(event.time), event.job_id, " ".join(event.text.splitlines())

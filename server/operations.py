@@ -200,8 +200,8 @@ async def submit(
                 f"output pattern {spec.output!r} goes through a symlink in the sync root; "
                 f"nodes write through none: use the folder it leads to ({real}/)"
             )
-    try:
-        check_paths(spec, leader.root)  # the scene stays in the sync root
+    try:  # the scene stays in the sync root
+        warning = await asyncio.to_thread(check_paths, spec, leader.root)
     except SchedulerError as exc:
         raise BadRequest(str(exc)) from None
     check_webhook(leader, principal, spec.webhook)
@@ -219,9 +219,12 @@ async def submit(
         if earlier is not None:
             found.append(earlier)
             return Changes()
-        return leader.scheduler.submit(
+        changes = leader.scheduler.submit(
             job_id, spec, owner, now, key=key, prepared=prepared, digest=digest
         )
+        if warning is not None:
+            changes.event(now, "warn", warning, job_id, None)
+        return changes
 
     await write(leader, step, BadRequest)
     return found[0] if found else Submitted(view_of(leader, job_id), created=True)

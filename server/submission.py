@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import re
 from collections.abc import Container
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -112,16 +114,48 @@ def validate(job_id: str, spec: JobSpec, known_jobs: Container[str]) -> None:
             raise SchedulerError(f"unknown job {cut(dep)} in after")
 
 
-def check_paths(spec: JobSpec, root: Path) -> None:
+def check_paths(spec: JobSpec, root: Path) -> str | None:
     """The job's scene stays in the sync root (SPEC.md, Security); SchedulerError otherwise.
 
     Apart from ``validate`` because the scheduler does not know the sync root:
     it judges relative paths there; an absolute one only the leader can judge.
+    File system calls (a run in a thread): the sync root may be a slow share.
+
+    Returns a warning when the scene is not there (yet): not a refusal, since a
+    pre-job script or a job this one waits for may make it, but its chunks fail
+    on every node unless something does.
     """
     try:
         check_scene(spec.scene, root)
     except JobFieldError as exc:
         raise SchedulerError(str(exc)) from None
+    if spec.scene is None or spec.renderer.lower() == "generic":
+        return None  # a generic command's {scene} may be anything it reads
+    try:
+        if (root / spec.scene).exists() or sequence_present(spec.scene, root):
+            return None
+    except OSError:
+        return None  # it cannot be told from here; the nodes will say
+    return (
+        f"scene {spec.scene} is not in the sync root: its chunks fail on every node "
+        "unless something makes it first (a pre-job script, a job this one waits for)"
+    )
+
+
+def sequence_present(scene: str, root: Path) -> bool:
+    """Whether a file of the image sequence ``scene`` (``plates/p_####.png``) is in its
+    folder (False for a single file's name). Stops at the first one found."""
+    from farmtui.renderers import is_image_sequence
+
+    if not is_image_sequence(scene):
+        return False
+    path = root / scene
+    head = re.split(r"#|%0?\d*d", path.name, maxsplit=1)[0]
+    try:
+        with os.scandir(path.parent) as entries:
+            return any(entry.name.startswith(head) for entry in entries)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
 
 
 def with_command(spec: JobSpec) -> JobSpec:

@@ -17,11 +17,13 @@ from farmtui.protocol import (
     Failures,
     FetchEvents,
     FetchFailures,
+    JobSpec,
     Snapshot,
 )
 from server.failures import last_error_line
-from server.history import parse_event_line
+from server.history import History, parse_event_line
 from server.joblogs import event_line
+from server.model import Changes, Job
 from tests.helpers.fake_agent import FakeAgent
 from tests.helpers.leader import InProcessLeader, hung_log_writer, leader_in_process
 from tests.server.test_console_link import console, submit
@@ -115,6 +117,22 @@ def test_event_lines_read_back_as_the_events_they_were() -> None:
     ):
         assert parse_event_line(event_line(event).rstrip("\n"), "j") == event
     assert parse_event_line("not an event", "j") is None
+
+
+async def test_an_event_in_memory_and_in_its_log_is_shown_once() -> None:
+    """The farm's events are filled in from the jobs' logs at the first read: one logged
+    at .4008 s (its log says .400) was kept twice, and the Monitor Log showed it twice."""
+    job = Job(id="j", spec=JobSpec(), owner="o", state="queued", priority=50, queue_key=0.0,
+              created=1764620587.0)  # fmt: skip
+    event = EventView(time=1764620587.4008, level="warn", text="x", job_id="j", actor=None)
+
+    class Logs:
+        async def tail(self, path: object, size: int) -> list[str]:
+            return [event_line(event).rstrip("\n")]
+
+    history = History(lambda: {"j": job}, Logs())  # type: ignore[arg-type]
+    history.observe(Changes(events=[event]))
+    assert [e.text for e in await history.latest(10)] == ["x"]
 
 
 def test_the_last_error_line_skips_the_leaders_footer() -> None:

@@ -61,6 +61,41 @@ async def test_extra_args_are_built_into_the_command_or_refused(leader: InProces
     assert len(listed) == 2, "nothing else made"
 
 
+async def test_a_scene_not_in_the_sync_root_is_taken_with_a_warning(
+    leader: InProcessLeader,
+) -> None:
+    """A pre-job script or a job it waits for may make it: not refused, but said, where
+    before its chunks failed on every node without a word at submit."""
+    (leader.root / "shots").mkdir()
+    (leader.root / "shots/a.blend").write_bytes(b"BLENDER")
+    (leader.root / "plates").mkdir()
+    (leader.root / "plates/p_0001.png").write_bytes(b"png")
+    blender = {"renderer": "blender", "argv": [], "output": "r/f_####.png"}
+    ffmpeg = {"renderer": "ffmpeg", "argv": []}
+    async with leader.http() as http:
+        jobs = {
+            scene: (await submit(http, **kind, scene=scene))["id"]
+            for kind, scene in (
+                (blender, "shots/a.blend"),
+                (blender, "shots/b.blend"),
+                (ffmpeg, "plates/p_####.png"),
+                (ffmpeg, "plates/q_%04d.png"),
+                (ffmpeg, "gone/p_####.png"),
+            )
+        }
+        events = (await http.get("/api/events")).json()
+    warned = {
+        scene: [e["text"] for e in events if e["job_id"] == job_id and e["level"] == "warn"]
+        for scene, job_id in jobs.items()
+    }
+    assert warned["shots/a.blend"] == warned["plates/p_####.png"] == []
+    assert warned["shots/b.blend"] == [
+        "scene shots/b.blend is not in the sync root: its chunks fail on every node unless "
+        "something makes it first (a pre-job script, a job this one waits for)"
+    ]
+    assert len(warned["plates/q_%04d.png"]) == len(warned["gone/p_####.png"]) == 1
+
+
 async def test_healthz_needs_no_token(leader: InProcessLeader) -> None:
     async with leader.http(None) as http:
         response = await http.get("/healthz")

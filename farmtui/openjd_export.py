@@ -29,7 +29,7 @@ from farmtui.errors import FarmError
 from farmtui.frames import openjd_range, parse_frames
 from farmtui.jobfields import command_for
 from farmtui.protocol import JobView
-from farmtui.renderers import image2_form, tokens_used
+from farmtui.renderers import image2_form, literal, tokens_used
 
 TAGS_ATTRIBUTE = "attr.farmtui.tags"
 _TOKEN = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -75,8 +75,9 @@ def job_template(job: JobView) -> dict[str, Any]:
     frames = parse_frames(spec.frames)
     chunked = spec.chunk > 1
     if spec.scene:
-        # A renderer's template names the scene itself (blender -b shot.blend).
-        argv = ["{scene}" if arg == spec.scene else arg for arg in argv]
+        # A renderer's template names the scene itself (blender -b shot.blend), its
+        # braces doubled (literal, not tokens).
+        argv = ["{scene}" if arg == literal(spec.scene) else arg for arg in argv]
     uses = tokens_used(argv)
 
     parameters: list[dict[str, Any]] = [

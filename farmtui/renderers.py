@@ -182,7 +182,7 @@ def _split_pattern(pattern: str) -> tuple[str, str, int, str]:
     return folder, name[: last.start()], len(last.group()), name[last.end() :]
 
 
-def _literal(text: str) -> str:
+def literal(text: str) -> str:
     """``text`` as an argv template writes it: a brace in a name is not a token."""
     return text.replace("{", "{{").replace("}", "}}")
 
@@ -190,7 +190,7 @@ def _literal(text: str) -> str:
 def _literal_pattern(pattern: str) -> tuple[str, int, str]:
     """The output pattern's file name around its padding, its braces written as literal."""
     _, head, width, tail = _split_pattern(pattern)
-    return _literal(head), width, _literal(tail)
+    return literal(head), width, literal(tail)
 
 
 def _blender_format(tail: str, extra: Sequence[str]) -> list[str]:
@@ -268,7 +268,7 @@ def image2_form(argv: Sequence[str], scene: str) -> list[str]:
     for at in range(len(argv) - size + 1):
         if tuple(argv[at : at + size]) == FFMPEG_LIST_INPUT:
             read = ["-start_number", "{start}", "-start_number_range", "1", "-i"]
-            argv[at : at + size] = [*read, _literal(printf_sequence(scene))]
+            argv[at : at + size] = [*read, literal(printf_sequence(scene))]
             break
     return [FFMPEG_SEQUENCE_FILTER if arg == FFMPEG_LIST_FILTER else arg for arg in argv]
 
@@ -323,7 +323,7 @@ def build_argv(
         # --frames=: a chunk of negative frames ("-5,-4") is a value, not an option.
         return ["farm", "demo-render", "--frames={frames}", "--output={output}", *extra]
     if name == "blender":
-        scene = _literal(_need(scene, "scene (.blend)", name))
+        scene = literal(_need(scene, "scene (.blend)", name))
         head, width, tail = _literal_pattern(_need(output_pattern, "output pattern", name))
         # Blender reads its arguments in order: the scene first, then the output
         # path and format, then -f renders exactly the chunk's frames (gaps and order kept).
@@ -339,7 +339,7 @@ def build_argv(
             "{frames}",
         ]
     if name == "ffmpeg":
-        scene = _literal(_need(scene, "input (--scene)", name))
+        scene = literal(_need(scene, "input (--scene)", name))
         head, width, tail = _literal_pattern(_need(output_pattern, "output pattern", name))
         # '%' is the image2 muxer's own escape: a literal one in the name is '%%'.
         out = printf_pattern(head.replace("%", "%%") + "#" * width + tail.replace("%", "%%"))
@@ -364,7 +364,7 @@ def build_argv(
             "{outdir_printf}/" + out,
         ]
     if name == "aerender":
-        scene = _literal(_need(scene, "project (.aep)", name))
+        scene = literal(_need(scene, "project (.aep)", name))
         head, width, tail = _literal_pattern(_need(output_pattern, "output pattern", name))
         comp = [] if _has_flag(extra, "-comp", "-rqindex") else ["-rqindex", "1"]
         # No -reuse: every chunk's whole tree dies with the chunk.
@@ -390,11 +390,11 @@ def build_argv(
             "OFF",
         ]
     if name == "nuke":
-        scene = _literal(_need(scene, "script (.nk)", name))
+        scene = literal(_need(scene, "script (.nk)", name))
         # Nuke writes where the script's Write nodes say; pick one with -X in extra.
         return ["nuke", "-x", "-F", "{start}-{end}x{step}", *extra, scene]
     if name == "houdini":
-        scene = _literal(_need(scene, "scene (.hip)", name))
+        scene = literal(_need(scene, "scene (.hip)", name))
         head, width, tail = _literal_pattern(_need(output_pattern, "output pattern", name))
         rop = [] if _has_flag(extra, "-d") else ["-d", "/out/mantra1"]
         # hrender.py ships in $HFS/bin; run it under hython without a shell.
@@ -416,7 +416,7 @@ def build_argv(
             scene,
         ]
     if name == "maya":
-        scene = _literal(_need(scene, "scene (.ma/.mb)", name))
+        scene = literal(_need(scene, "scene (.ma/.mb)", name))
         head, width, tail = _literal_pattern(_need(output_pattern, "output pattern", name))
         separator = head[-1] if head and head[-1] in "._" else ""
         prefix = head[:-1] if separator else head

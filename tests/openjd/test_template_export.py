@@ -161,6 +161,20 @@ def test_an_ffmpeg_image_sequence_is_read_by_image2_in_a_template(tmp_path: Path
     instantiate(job_template(job), tmp_path)
 
 
+def test_a_scene_with_braces_is_a_scene_parameter_as_written(tmp_path: Path) -> None:
+    """Its command has the braces doubled (literal, not tokens): it was left in the
+    command as a fixed text, not made the Scene parameter."""
+    job = view(frames="1-3", renderer="blender", scene="shots/v{2}/a.blend", output="r/f_####.png")
+    template = job_template(job)
+    assert template["steps"][0]["script"]["actions"]["onRun"]["args"][:2] == [
+        "-b",
+        "{{Param.Scene}}",
+    ]
+    (scene,) = [p for p in template["parameterDefinitions"] if p["name"] == "Scene"]
+    assert scene["default"] == "shots/v{2}/a.blend"
+    instantiate(template, tmp_path)
+
+
 def test_a_template_reads_back_as_the_same_job(tmp_path: Path) -> None:
     job = view(
         name="round trip",

@@ -21,15 +21,16 @@ small jobs (a thousand jobs of a hundred quick chunks) never took anything
 ahead: each job's chunks were all given out before the first of them ended,
 so no job with chunks still waiting was ever known short. Such a job whose
 first chunk takes ``PREFETCH_BELOW`` seconds or more (its end says so, or
-the clock) makes its kind long and takes back what of it waits.
+the clock) makes its kind long and takes back what of it waits. A kind is
+looked up when the dispatch pass comes to the job, never by going over the
+queue when a kind turns.
 
 The clock: a render of a job that takes chunks ahead that has run
 ``PREFETCH_BELOW`` seconds and not ended makes the job long at once (its
 first, or one after brief ones: frames that turn heavy), until a render
 time says otherwise, and takes back what of it waits (``Scheduler.tick``).
 Without it a chunk waited ahead behind a long render for as long as that
-ran, while a node sat idle. A kind is looked up when the dispatch pass comes to the job, never
-by going over the queue when a kind turns.
+ran, while a node sat idle.
 
 What waits ahead is taken back (the agent stops a chunk only if its renderer
 has not started; it comes back with no retry used) when nothing new of its

@@ -10,14 +10,15 @@ of its commands' tokens (``SchedulerState._fits``).
 from __future__ import annotations
 
 from farmtui.renderers import FIRST_TOKENS, tokens_used
+from server.frame_states import tally_of
 from server.model import Job
 
 
 def tokens_needed(job: Job) -> frozenset[str]:
     """The tokens of ``job``'s commands (render, pre- and post-job) beyond FIRST_TOKENS;
     worked out once for each spec the job has."""
-    spec = job.spec
-    if job.needs is None or job.needs[0] is not spec:
+    spec, tally = job.spec, tally_of(job)
+    if tally.needs is None or tally.needs[0] is not spec:
         used = tokens_used([*spec.argv, *(spec.pre_job or ()), *(spec.post_job or ())])
-        job.needs = (spec, frozenset(used - FIRST_TOKENS))
-    return job.needs[1]
+        tally.needs = (spec, frozenset(used - FIRST_TOKENS))
+    return tally.needs[1]

@@ -420,6 +420,9 @@ class Tally:
     # (spec, {chunk kind: AssignChunk}): what every assignment of the job's chunks of a
     # kind says alike, while the job has that spec (``assignments.build_assignment``).
     alike: object = None
+    # (spec, the argv tokens its commands use beyond FIRST_TOKENS), while the job has
+    # that spec (``agent_tokens.tokens_needed``).
+    needs: tuple[JobSpec, frozenset[str]] | None = None
 
 
 @dataclass(slots=True)
@@ -454,9 +457,6 @@ class Job:
     state_by: str | None = None
     # Live counters (never stored; ``frame_states.tally_of`` builds them on first use).
     tally: Tally | None = field(default=None, compare=False, repr=False)
-    # (spec, the argv tokens it uses beyond FIRST_TOKENS), while the job has that spec
-    # (``agent_tokens.tokens_needed``).
-    needs: tuple[JobSpec, frozenset[str]] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(slots=True)

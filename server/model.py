@@ -398,9 +398,9 @@ class Tally:
     timed_frames: int = 0
     # The render time of the chunk done last since the counters were built (None: none).
     last_time: float | None = None
-    # A render of it ran PREFETCH_BELOW s or more and had not ended (``Scheduler.tick``):
-    # its chunks are long until the next render time says otherwise (``prefetch``).
-    rendering_long: bool = False
+    # (chunk index, attempt) of its renders seen still running PREFETCH_BELOW s after
+    # they began (``Scheduler.tick``): while one runs, its chunks are long (``prefetch``).
+    long_renders: set[tuple[int, int]] = field(default_factory=set)
     # Heap of chunk indices that may wait for a slot (checked when popped).
     ready: list[int] = field(default_factory=list)
     # Heap of (retry_at, index) of waiting-retry chunks that were not due yet.

@@ -160,13 +160,25 @@ def takes_ahead(job: Job, kinds: ShortKinds | None = None) -> bool:
     if spec.gpus or spec.limits:
         return False
     tally = tally_of(job)
-    if tally.rendering_long:
+    if tally.long_renders and renders_long(job):
         return False
     if tally.last_time is not None and tally.last_time >= PREFETCH_BELOW:
         return False
     if not tally.times:
         return kinds is not None and bool(kinds) and work_kind(job) in kinds
     return tally.time_sum < PREFETCH_BELOW * len(tally.times)
+
+
+def renders_long(job: Job) -> bool:
+    """Whether a render of ``job`` seen running ``PREFETCH_BELOW`` s still runs (those
+    that ended go from ``Tally.long_renders``): O(long renders)."""
+    long = tally_of(job).long_renders
+    for key in list(long):
+        index, attempt = key
+        chunk = job.chunks.look(index) if 0 <= index < len(job.chunks) else None
+        if chunk is None or chunk.state != "assigned" or chunk.attempt != attempt:
+            long.discard(key)
+    return bool(long)
 
 
 def ahead_a_slot(job: Job, kinds: ShortKinds | None = None) -> float:

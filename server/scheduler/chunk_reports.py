@@ -51,9 +51,9 @@ class ChunkReports(DispatchIndex):
         changes = Changes() if into is None else into
         if not ran or self._live(node, job_id, chunk, attempt) is None:
             return changes
-        if takes_ahead(self.jobs[job_id], self._short_kinds):
-            # Its chunks may wait ahead behind this render: judged by the clock too.
-            self._renders.append((now, job_id, chunk, attempt))
+        # Judged by the clock (``_judge_by_clock``), whatever its job is now: chunks of it
+        # may be taken ahead later, while it still renders.
+        self._renders.append((now, job_id, chunk, attempt))
         # Only an event: nothing the store keeps or a console shows changes (the chunk
         # was "assigned" since its dispatch), so its row is not written again.
         changes.event(
@@ -109,7 +109,6 @@ class ChunkReports(DispatchIndex):
         those waiting behind a long render on a busy node come back, for a free slot
         anywhere.
         """
-        tally_of(job).rendering_long = False  # this render time says what its chunks take
         still = takes_ahead(job)
         by_kind = job.id in self._ahead_by_kind
         self._ahead_by_kind.discard(job.id)
@@ -120,25 +119,26 @@ class ChunkReports(DispatchIndex):
             withdraw_waiting(job, self.nodes, changes, why)
 
     def _judge_by_clock(self, changes: Changes, now: float) -> None:
-        """Jobs with a render that began ``PREFETCH_BELOW`` s ago and has not ended, that
-        still take chunks ahead: long now (``Tally.rendering_long``), and so is their kind,
-        and what of them waits comes back (``tick``). Their first render, or one after
-        brief ones (frames that turned heavy). Without this, a chunk waited ahead behind
-        such a render for as long as it ran, a node idle meanwhile. O(renders begun since
-        the last tick): they are judged in the order they began.
+        """Renders that began ``PREFETCH_BELOW`` s ago and have not ended: long. While one
+        runs its job takes no chunk ahead (``Tally.long_renders``); a job that did is long
+        now, and so is its kind, and what of it waits comes back (``tick``). Its first
+        render, or one after brief ones (frames that turned heavy). Without this, a chunk
+        waited ahead behind such a render for as long as it ran, a node idle meanwhile.
+        O(renders begun since the last tick): they are judged in the order they began.
         """
         renders, kinds = self._renders, self._short_kinds
         while renders and now - renders[0][0] >= PREFETCH_BELOW:
             _, job_id, index, attempt = renders.popleft()
             job = self.jobs.get(job_id)
-            if job is None or job.state not in ("queued", "rendering"):
+            if job is None:
                 continue
             chunk = job.chunks.look(index) if 0 <= index < len(job.chunks) else None
             if chunk is None or chunk.state != "assigned" or chunk.attempt != attempt:
                 continue  # it ended (done, or without a time: cancelled, killed, lost)
-            if not takes_ahead(job, kinds):
-                continue  # long already
-            tally_of(job).rendering_long = True
+            short = takes_ahead(job, kinds)
+            tally_of(job).long_renders.add((index, attempt))
+            if not short:
+                continue  # nothing of it waits ahead (paused, long already, not known)
             self._ahead_by_kind.discard(job_id)
             self._short_kinds.learn(work_kind(job), False)
             changes.jobs.add(job_id)  # out of the index of jobs that go ahead

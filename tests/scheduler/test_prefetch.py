@@ -675,7 +675,9 @@ def test_a_first_render_killed_early_leaves_the_clock_to_the_next_that_still_run
 
 def test_a_render_turning_long_after_brief_ones_takes_back_what_waits_behind_it() -> None:
     """A brief first chunk, then 30 s ones: the clock judged only a job's first render, so
-    what waited ahead on n1 stayed behind each long render while n2 sat idle (34d)."""
+    what waited ahead on n1 stayed behind each long render while n2 sat idle (34d). And
+    while the long render runs, a brief chunk ending elsewhere does not make the job take
+    chunks ahead again behind it (break round 35a)."""
     farm = Farm()
     farm.node("n1", slots=1, prefetch=1)
     job_id = short_job(farm)
@@ -690,10 +692,47 @@ def test_a_render_turning_long_after_brief_ones_takes_back_what_waits_behind_it(
     farm.dispatch()
     assert farm.running() == {"n1": [(job_id, 1)], "n2": [(job_id, 2)]}
     farm.scheduler.chunk_started("n2", job_id, 2, 2, farm.now)
-    farm.advance(PREFETCH_BELOW)
+    farm.finish(job_id, 2, took=0.3, node="n2", attempt=2)  # a brief one, on n2
     farm.dispatch()
-    assert farm.running() == {"n1": [(job_id, 1)], "n2": [(job_id, 2)]}, "nothing ahead"
-    # Its render ends, long: its time says the same from now on.
+    assert farm.running() == {"n1": [(job_id, 1)], "n2": [(job_id, 3)]}, "none behind n1's"
+    # The long render ends: the job's own times say what it is from then on.
     farm.finish(job_id, 1, took=30.0, node="n1")
     farm.dispatch()
-    assert farm.running()["n1"] == [(job_id, 3)]
+    assert farm.running()["n1"] == [(job_id, 4)]
+
+
+def test_a_long_render_of_a_paused_job_keeps_it_from_taking_chunks_ahead_once_resumed() -> None:
+    """Paused while its render ran, a job left the clock: resumed, its chunks waited
+    behind that render again (break round 35a)."""
+    farm = Farm()
+    farm.node("n1", slots=1, prefetch=1)
+    job_id = short_job(farm)
+    farm.dispatch()
+    farm.scheduler.chunk_started("n1", job_id, 1, 1, farm.now)
+    farm.advance(1)
+    farm.scheduler.job_action([job_id], "pause", "alice", farm.now)
+    farm.finish(job_id, 2, "killed", node="n1")  # taken back by the pause
+    farm.advance(PREFETCH_BELOW)
+    farm.scheduler.job_action([job_id], "resume", "alice", farm.now)
+    farm.dispatch()
+    assert farm.running()["n1"] == [(job_id, 1)], "nothing waits behind its long render"
+
+
+def test_a_long_first_render_that_began_before_the_job_was_known_short_is_timed() -> None:
+    """Its first render began before any chunk of it had ended (nothing went ahead yet);
+    a brief one ended beside it and chunks went ahead: the long one was never timed, and
+    they waited behind it while n2 sat idle (break round 35a)."""
+    farm = Farm()
+    farm.node("n1", slots=2, prefetch=1)
+    job_id = farm.submit(frames="1-10", chunk=1, argv=OTHER_WORK)
+    farm.dispatch()
+    assert farm.running()["n1"] == [(job_id, 0), (job_id, 1)]
+    farm.scheduler.chunk_started("n1", job_id, 0, 1, farm.now)  # long
+    farm.advance(0.3)
+    farm.finish(job_id, 1, took=0.3, node="n1")
+    farm.dispatch()
+    held = [index for _, index in farm.running()["n1"]]
+    assert len(held) > 2, "brief by its own time: chunks wait ahead"
+    farm.node("n2", slots=1)
+    taken = _taken_back(farm.advance(PREFETCH_BELOW))
+    assert {("n1", job_id, index) for index in held if index != 0} <= set(taken)

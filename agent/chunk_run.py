@@ -66,6 +66,7 @@ from farmtui.protocol import (
     ChunkTimeouts,
 )
 from farmtui.renderers import (
+    INPUT_LIST,
     RendererError,
     expand,
     frame_tokens,
@@ -102,8 +103,6 @@ SHIM_ANSWER_MARGIN = 0.2
 # More seconds, once, for a shim that is not stopped but has not answered a kill (other
 # than a lapsed lease's) by then: slow, not stuck (``_later_for_a_working_shim``).
 SHIM_SLOW_LIMIT = 5.0
-# Where an attempt's ``{input_list}`` is written, in its working folder.
-INPUT_LIST = Path(".farmtui", "inputs.ffconcat")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 

@@ -25,6 +25,8 @@ from typing import overload
 from farmtui.frames import frame_path, printf_pattern
 from farmtui.protocol import JobSpec
 
+# Where the agent writes a chunk's ``{input_list}``, in the attempt's working folder.
+INPUT_LIST = ".farmtui/inputs.ffconcat"
 TOKENS = frozenset(
     {"start", "end", "step", "frames", "outdir", "outdir_printf", "output", "scene", "input_list"}
 )
@@ -252,10 +254,12 @@ def input_list(scene: str, frames: Sequence[int]) -> str:
     if "\n" in scene or "\r" in scene:
         raise RendererError("{input_list} cannot list a scene whose name has a line break")
     # Quoted, a quote closed, escaped and opened again: the reader takes the rest as it is.
+    # Each file is opened by ffmpeg's image2 reader, which would read its name as a
+    # pattern again ("100%done" as %d, "x%{y}" as a glob): pattern_type none says not to.
     lines = ["ffconcat version 1.0"]
     for frame in sorted(frames):
         quoted = sequence_file(scene, frame).replace("'", "'\\''")
-        lines.append(f"file '{quoted}'")
+        lines += [f"file '{quoted}'", "option pattern_type none"]
     return "\n".join(lines) + "\n"
 
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 from farmtui.frames import format_frames
 from farmtui.protocol import FailureView
+from farmtui.renderers import INPUT_LIST
 from server.joblogs import JobLogs, chunk_log_path
 from server.model import Attempt, Changes, Chunk, Job
 from server.transitions import job_name
@@ -27,10 +28,13 @@ FAILED = frozenset({"failed", "timeout"})
 TAIL_BYTES = 8192
 # Words that mark a line as an error, in the renderers' own output.
 _ERROR_WORDS = (
-    "error", "fatal", "traceback", "exception", "failed", "abort", "segmentation", "impossible"
+    "error", "fatal", "traceback", "exception", "failed", "abort", "segmentation", "impossible",
+    "could not open",
 )  # fmt: skip
-# A renderer's last words that only say it gave up: the error line before says why.
+# A renderer's last words that only say it gave up, and ffmpeg's about the list of a
+# chunk's files as a whole: the error line before says why (which file).
 _GAVE_UP = frozenset({"conversion failed!"})
+_LIST_LINE = f"{INPUT_LIST}: "
 
 Key = tuple[str, int, int]  # job id, chunk index, attempt number
 
@@ -147,6 +151,8 @@ def last_error_line(lines: list[str]) -> str:
     own = [line.strip() for line in lines if line.strip() and not line.startswith("# ")]
     for line in reversed(own):
         lowered = line.lower()
-        if lowered not in _GAVE_UP and any(word in lowered for word in _ERROR_WORDS):
+        if lowered in _GAVE_UP or _LIST_LINE in line:
+            continue
+        if any(word in lowered for word in _ERROR_WORDS):
             return line
     return own[-1] if own else ""

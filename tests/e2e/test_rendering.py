@@ -154,7 +154,7 @@ def test_an_ffmpeg_plate_on_twos_renders_and_a_missing_file_is_named(
     (failure,) = farm_json(farm_leader, "failures")
     assert failure["frames"] == "1-5x2"
     assert failure["reason"] == "exited with 1"
-    assert failure["error_line"].endswith(f"Impossible to open '{plates}/p_0005.png'")
+    assert f"{plates}/p_0005.png" in failure["error_line"]
 
 
 def test_a_renderer_that_exits_0_without_its_frame_fails_the_chunk(

@@ -138,7 +138,13 @@ def test_braces_in_a_scene_or_output_name_are_not_tokens() -> None:
     assert "in/{a}/p.mov" in expanded
     assert expanded[-1] == "/o/c{b}_%04d.png"
     listed = input_list("in/{a}/p_####.png", [2, 1])
-    assert listed == "ffconcat version 1.0\nfile 'in/{a}/p_0001.png'\nfile 'in/{a}/p_0002.png'\n"
+    assert listed.splitlines() == [
+        "ffconcat version 1.0",
+        "file 'in/{a}/p_0001.png'",
+        "option pattern_type none",
+        "file 'in/{a}/p_0002.png'",
+        "option pattern_type none",
+    ]
 
 
 def test_ffmpeg_uses_printf_padding_and_names_files_after_the_job_frames() -> None:

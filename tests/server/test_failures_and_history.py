@@ -152,6 +152,12 @@ def test_the_last_error_line_of_ffmpeg_names_the_file_it_could_not_open() -> Non
         "# finished: failed (exited with 1)",
     ]
     assert last_error_line(lines) == lines[1]
+    lines = [
+        "[image2 @ 0x561a75b4ad00] Could not open file : /plates/100%done/p_0009.png",
+        "/staging/j/3.1/.farmtui/inputs.ffconcat: Input/output error",
+        "Conversion failed!",
+    ]
+    assert last_error_line(lines) == lines[0]
 
 
 async def test_the_job_list_in_pages(leader: InProcessLeader) -> None:

@@ -97,6 +97,8 @@ BLENDER_FORMATS: dict[str, str | None] = {
     ".webp": "WEBP",
     ".rgb": "IRIS",
 }
+# ffmpeg's names for the video filter option, merged into the adapter's (``_ffmpeg_filters``).
+_FFMPEG_VIDEO_FILTER = frozenset({"-vf", "-filter:v", "-filter:v:0"})
 # A frame field of a printf-style name ("%04d", "%d"), a doubled "%%" left out.
 _PRINTF_FIELD = re.compile(r"%0?\d*d")
 # A printf-style name's fields and its "%%" (a literal "%"), read left to right.
@@ -274,7 +276,36 @@ def image2_form(argv: Sequence[str], scene: str) -> list[str]:
             read = ["-start_number", "{start}", "-start_number_range", "1", "-i"]
             argv[at : at + size] = [*read, literal(printf_sequence(scene))]
             break
-    return [FFMPEG_SEQUENCE_FILTER if arg == FFMPEG_LIST_FILTER else arg for arg in argv]
+    # The adapter's filter first, the submitter's after it (``_ffmpeg_filters``).
+    return [
+        FFMPEG_SEQUENCE_FILTER + arg.removeprefix(FFMPEG_LIST_FILTER)
+        if arg == FFMPEG_LIST_FILTER or arg.startswith(FFMPEG_LIST_FILTER + ",")
+        else arg
+        for arg in argv
+    ]
+
+
+def _ffmpeg_filters(extra: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``extra`` without its video filters, and those filters: they go after the adapter's,
+    which picks the chunk's frames (ffmpeg keeps only the last -vf it is given, so one
+    before the adapter's was dropped without a word)."""
+    if _has_flag(extra, "-filter_complex", "-lavfi"):
+        raise RendererError(
+            "ffmpeg's -filter_complex cannot go with the adapter's -vf, which picks each "
+            "chunk's frames; give a -vf, or the whole command to a generic job"
+        )
+    rest: list[str] = []
+    filters: list[str] = []
+    options = iter(extra)
+    for option in options:
+        if option in _FFMPEG_VIDEO_FILTER:
+            value = next(options, None)
+            if value is None:
+                raise RendererError(f"ffmpeg's {option} needs a filter after it")
+            filters.append(value)
+        else:
+            rest.append(option)
+    return rest, filters
 
 
 def _has_flag(extra: Sequence[str], *flags: str) -> bool:
@@ -348,6 +379,7 @@ def build_argv(
         # '%' is the image2 muxer's own escape: a literal one in the name is '%%'.
         out = printf_pattern(head.replace("%", "%%") + "#" * width + tail.replace("%", "%%"))
         sequence = is_image_sequence(scene)
+        extra, filters = _ffmpeg_filters(extra)
         return [
             "ffmpeg",
             "-hide_banner",
@@ -356,7 +388,7 @@ def build_argv(
             *(FFMPEG_LIST_INPUT if sequence else ["-i", scene]),
             *extra,
             "-vf",
-            FFMPEG_LIST_FILTER if sequence else FFMPEG_CHUNK_FILTER,
+            ",".join([FFMPEG_LIST_FILTER if sequence else FFMPEG_CHUNK_FILTER, *filters]),
             "-fps_mode",
             "passthrough",
             "-r",

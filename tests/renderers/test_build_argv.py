@@ -8,10 +8,13 @@ import pytest
 
 from farmtui.protocol import JobSpec
 from farmtui.renderers import (
+    FFMPEG_LIST_FILTER,
+    FFMPEG_SEQUENCE_FILTER,
     RendererError,
     build_argv,
     expand,
     frame_tokens,
+    image2_form,
     input_list,
     outdir_tokens,
 )
@@ -268,3 +271,16 @@ def test_a_blender_gpu_job_asks_cycles_for_the_gpus_the_agent_gives_it() -> None
     gpu = build_argv(JobSpec(**base, gpus=1))
     assert gpu[-5:] == ["-f", "{frames}", "--", "--cycles-device", "CUDA"]
     assert "--cycles-device" not in build_argv(JobSpec(**base))
+
+
+def test_an_ffmpeg_filter_in_the_extra_options_is_merged_after_the_adapters() -> None:
+    argv = build_argv("ffmpeg", "p_####.png", "o/c_####.png", ["-vf", "scale=16:12", "-an"])
+    assert argv.count("-vf") == 1
+    assert argv[argv.index("-vf") + 1] == FFMPEG_LIST_FILTER + ",scale=16:12"
+    assert "-an" in argv
+    # An OpenJD template reads the sequence with image2: the same filters after its own.
+    exported = image2_form(argv, "p_####.png")
+    assert exported[exported.index("-vf") + 1] == FFMPEG_SEQUENCE_FILTER + ",scale=16:12"
+    for refused in (["-filter_complex", "x"], ["-lavfi", "x"], ["-vf"]):
+        with pytest.raises(RendererError, match="ffmpeg's"):
+            build_argv("ffmpeg", "p.mov", "o/c_####.png", refused)

@@ -278,3 +278,18 @@ def test_a_movie_whose_name_looks_like_a_pattern_is_read_as_a_movie(
     shutil.copy(inputs["video"], movie)
     render_chunk(movie, [2, 3], tmp_path)
     assert sorted(p.name for p in tmp_path.glob("*.png")) == ["plate_0002.png", "plate_0003.png"]
+
+
+def test_a_filter_of_the_submitters_follows_the_adapters(
+    inputs: dict[str, Path], tmp_path: Path
+) -> None:
+    """ffmpeg keeps the last -vf it is given: one in the extra options (before the
+    adapter's) was dropped without a word, and the job was done at the input's size."""
+    argv = build_argv("ffmpeg", str(inputs["padded"]), PATTERN, ["-vf", "scale=16:12"])
+    tokens = {**frame_tokens([3, 5]), **outdir_tokens(str(tmp_path))}
+    listed = tmp_path / "inputs.ffconcat"
+    listed.write_text(input_list(str(inputs["padded"]), [3, 5]))
+    run(expand(argv, {**tokens, "input_list": str(listed)}))
+    for frame in (3, 5):
+        info = probe(tmp_path / Path(frame_path(PATTERN, frame)).name)
+        assert (info["width"], info["height"]) == (16, 12)

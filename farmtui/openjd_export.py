@@ -34,12 +34,15 @@ from farmtui.renderers import image2_form, literal, tokens_used
 TAGS_ATTRIBUTE = "attr.farmtui.tags"
 _TOKEN = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _FRAME_TOKENS = frozenset({"start", "end", "step", "frames"})
+# What the chunk runner fills in itself.
+_RUNNER_TOKENS = _FRAME_TOKENS | {"input_list"}
 
 # Cuts farmtui's frame tokens from a chunk's OpenJD range (argv[1], "1-10:2,15"),
-# puts them into the command (argv[2:]) and execs it. No '{{' in it: it is an
-# OpenJD format string too.
+# puts them into the command (argv[3:]) and execs it. With an image sequence in
+# argv[2] it writes {input_list} as an agent does (``farmtui.renderers.input_list``),
+# into the session's folder. No '{{' in it: it is an OpenJD format string too.
 CHUNK_RUNNER = """\
-import os, re, sys
+import os, re, sys, tempfile
 frames = []
 for part in sys.argv[1].replace(' ', '').split(','):
     a, b, s = re.fullmatch(r'(-?[0-9]+)(?:-(-?[0-9]+)(?::(-?[0-9]+))?)?', part).groups()
@@ -50,13 +53,29 @@ steps = set(y - x for x, y in zip(frames, frames[1:]))
 tokens = {'frames': ','.join(map(str, frames))}
 if len(steps) <= 1:
     tokens.update(start=str(frames[0]), end=str(frames[-1]), step=str(steps.pop() if steps else 1))
+if sys.argv[2]:
+    folder, name = os.path.split(sys.argv[2])
+    def one(frame):
+        if '#' in name:
+            pad = list(re.finditer('#+', name))[-1]
+            return name[:pad.start()] + '%0*d' % (len(pad.group()), frame) + name[pad.end():]
+        field = lambda m: '%' if m.group() == '%%' else m.group() % frame
+        return re.sub('%%|%0?[0-9]*d', field, name)
+    lines = ['ffconcat version 1.0']
+    for frame in frames:
+        path = os.path.join(folder, one(frame)).replace("'", "'" + chr(92) + "''")
+        lines += ["file '" + path + "'", 'option pattern_type none']
+    fd, tokens['input_list'] = tempfile.mkstemp(suffix='.ffconcat', dir='.')
+    os.write(fd, ('\\n'.join(lines) + '\\n').encode())
+    os.close(fd)
 def fill(m):
     if m.group(1) is None:
         return m.group(0)[0]
     if m.group(1) not in tokens:
         sys.exit('frames ' + tokens['frames'] + ' are not evenly spaced for ' + m.group(0))
     return tokens[m.group(1)]
-argv = [re.sub(r'[{][{]|[}][}]|[{](start|end|step|frames)[}]', fill, a) for a in sys.argv[2:]]
+argv = [re.sub(r'[{][{]|[}][}]|[{](start|end|step|frames|input_list)[}]', fill, a)
+        for a in sys.argv[3:]]
 os.execvp(argv[0], argv)
 """
 
@@ -69,11 +88,13 @@ def job_template(job: JobView) -> dict[str, Any]:
     """The job as an OpenJD job template (a dict for YAML or JSON), validated."""
     spec = job.spec
     argv = command_for(spec)
-    if spec.scene and "input_list" in tokens_used(argv):
-        # A template has no step that writes the list: ffmpeg reads the files in a row.
-        argv = image2_form(argv, spec.scene)
     frames = parse_frames(spec.frames)
     chunked = spec.chunk > 1
+    listed = bool(spec.scene) and "input_list" in tokens_used(argv)
+    if listed and not chunked:
+        # A task of one frame: ffmpeg's image2 reader reads its one file; a chunk's list
+        # is written by the runner below, as an agent writes it.
+        argv, listed = image2_form(argv, spec.scene or ""), False
     if spec.scene:
         # A renderer's template names the scene itself (blender -b shot.blend), its
         # braces doubled (literal, not tokens).
@@ -89,7 +110,7 @@ def job_template(job: JobView) -> dict[str, Any]:
         }
     ]
     values: dict[str, str] = {}
-    if "scene" in uses and spec.scene:
+    if ("scene" in uses or listed) and spec.scene:
         parameters.append(
             {"name": "Scene", "type": "PATH", "objectType": "FILE", "dataFlow": "IN",
              "default": spec.scene}
@@ -116,9 +137,9 @@ def job_template(job: JobView) -> dict[str, Any]:
             "defaultTaskCount": spec.chunk,
             "rangeConstraint": "NONCONTIGUOUS",
         }
-        if uses & _FRAME_TOKENS:
+        if uses & _FRAME_TOKENS or listed:
             command = "python3"
-            args = ["-c", CHUNK_RUNNER, "{{Task.Param.Frame}}"]
+            args = ["-c", CHUNK_RUNNER, "{{Task.Param.Frame}}", values["scene"] if listed else ""]
             args += [_fill(arg, values, keep_frames=True) for arg in argv]
         else:
             command, *args = (_fill(arg, values) for arg in argv)
@@ -182,7 +203,7 @@ def _fill(arg: str, values: dict[str, str], *, keep_frames: bool = False) -> str
         name = match.group(1)
         if name is None:
             return match.group(0)[0]
-        if keep_frames and name in _FRAME_TOKENS:
+        if keep_frames and name in _RUNNER_TOKENS:
             return match.group(0)
         if name not in values:
             raise ExportError(f"the command uses {{{name}}}, which this job has no value for")

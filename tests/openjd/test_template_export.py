@@ -60,8 +60,8 @@ def instantiate(template: dict[str, Any], tmp_path: Path) -> Any:
     return create_job(job_template=parsed, job_parameter_values=values), values
 
 
-def run_task(job: Any, values: Any, frame_value: str) -> list[str]:
-    """Run the step's onRun as an OpenJD runner would for one task or chunk; its argv."""
+def task_argv(job: Any, values: Any, frame_value: str) -> list[str]:
+    """The step's onRun as an OpenJD runner resolves it for one task or chunk."""
     symbols = SymbolTable()
     for name, value in values.items():
         symbols[f"Param.{name}"] = value.value
@@ -72,6 +72,12 @@ def run_task(job: Any, values: Any, frame_value: str) -> list[str]:
     argv += [arg.resolve(symtab=symbols) for arg in action.args or ()]
     if argv[0] == "python3" and shutil.which("python3") is None:
         argv[0] = sys.executable
+    return argv
+
+
+def run_task(job: Any, values: Any, frame_value: str) -> list[str]:
+    """Run the step's onRun as an OpenJD runner would for one task or chunk; its argv."""
+    argv = task_argv(job, values, frame_value)
     done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
     assert done.returncode == 0, done.stderr
     printed: list[str] = json.loads(done.stdout)
@@ -159,6 +165,32 @@ def test_an_ffmpeg_image_sequence_is_read_by_image2_in_a_template(tmp_path: Path
         "{{Param.Scene}}",
     ]  # fmt: skip
     instantiate(job_template(job), tmp_path)
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the real ffmpeg")
+def test_a_chunk_of_a_plate_on_twos_renders_from_a_template(tmp_path: Path) -> None:
+    """The template read a chunk with image2, from its first file on: of a plate on twos
+    it wrote the first frame, and exited 0 (break round 35a). Its runner writes the
+    chunk's list of files, as an agent does."""
+    plates = tmp_path / "plates 100%done"
+    plates.mkdir()
+    for frame in (1, 3, 5, 7):
+        make = ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=16x16:rate=1"]
+        make += ["-vf", f"trim=start_frame={frame}", "-frames:v", "1", "-f", "image2"]
+        make += ["-update", "1", str(plates / f"p_{frame:04d}.png")]
+        subprocess.run(make, check=True, timeout=60)
+    job = view(
+        frames="1-7x2", chunk=2, renderer="ffmpeg", scene=f"{plates}/p_####.png",
+        output="r/c_####.png",
+    )  # fmt: skip
+    instantiated, values = instantiate(job_template(job), tmp_path)
+    (tmp_path / "r").mkdir()  # (ffmpeg makes no folder; an agent makes it on the farm)
+    for chunk in ("1-3:2", "5-7:2"):
+        argv = task_argv(instantiated, values, chunk)
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+    written = sorted(p.name for p in (tmp_path / "r").iterdir())
+    assert written == ["c_0001.png", "c_0003.png", "c_0005.png", "c_0007.png"]
 
 
 def test_a_scene_with_braces_is_a_scene_parameter_as_written(tmp_path: Path) -> None:

@@ -359,6 +359,11 @@ def build_argv(
         return ["farm", "demo-render", "--frames={frames}", "--output={output}", *extra]
     if name == "blender":
         scene = literal(_need(scene, "scene (.blend)", name))
+        if "--" in extra:
+            raise RendererError(
+                "blender's options cannot hold `--`: what follows it is for Python, and "
+                "the chunk's -f would be too"
+            )
         head, width, tail = _literal_pattern(_need(output_pattern, "output pattern", name))
         # Blender reads its arguments in order: the scene first, then the output
         # path and format, then -f renders exactly the chunk's frames (gaps and order kept).

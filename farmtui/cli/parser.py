@@ -60,6 +60,34 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         usage_error(self.prog, message)
 
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        return super().parse_known_args(None if args is None else _glued(list(args)), namespace)
+
+
+# Flags whose value is a renderer's options, so it starts with "-" ("-E CYCLES", "-a"):
+# argparse took a lone "-a" after one for an unknown flag of its own.
+OPTION_VALUED = frozenset({"--extra-args"})
+
+
+def _glued(args: list[str]) -> list[str]:
+    """``--extra-args -a`` as ``--extra-args=-a``; nothing after ``--`` (the command)."""
+    out: list[str] = []
+    at = 0
+    while at < len(args):
+        arg = args[at]
+        if arg == "--":
+            return out + args[at:]
+        following = args[at + 1] if at + 1 < len(args) else None
+        if arg in OPTION_VALUED and following and following.startswith("-") and following != "--":
+            out.append(f"{arg}={following}")
+            at += 2
+            continue
+        out.append(arg)
+        at += 1
+    return out
+
 
 def usage_error(prog: str, message: str) -> NoReturn:
     """``farm submit: ... (see `farm submit --help`)`` and exit 2."""

@@ -67,7 +67,14 @@ def command_for(spec: JobSpec) -> list[str]:
     missing what it needs, an unknown ``{token}``, or ``{output}``/``{scene}``
     in a job that has none (a typo fails here, not on every node).
     """
-    from farmtui.renderers import TOKENS, RendererError, build_argv, expand
+    from farmtui.renderers import (
+        TOKENS,
+        RendererError,
+        build_argv,
+        expand,
+        is_image_sequence,
+        tokens_used,
+    )
 
     if spec.renderer.lower() == "generic" and not spec.argv:
         raise JobFieldError(
@@ -92,6 +99,12 @@ def command_for(spec: JobSpec) -> list[str]:
                 "(after `--`) takes its options in it",
                 ("extra_args",),
             )
+    if "input_list" in tokens_used(argv) and not is_image_sequence(spec.scene or ""):
+        raise JobFieldError(
+            "the command uses {input_list} but the job's scene is not an image sequence "
+            "(plates/p_####.png)",
+            ("argv",),
+        )
     for token, value, what in (
         ("output", spec.output, "output pattern"),
         ("scene", spec.scene, "scene"),

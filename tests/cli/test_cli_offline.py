@@ -171,6 +171,13 @@ def test_negative_frames_are_a_value_not_an_unknown_flag() -> None:
     assert (args.frames, args.scout) == ("-3-2", "-3,-1")
 
 
+def test_renderer_options_are_a_value_not_an_unknown_flag() -> None:
+    """``--extra-args -a`` was "expected one argument" (break round 35a)."""
+    parser = cli.build_parser(["submit"])
+    args = parser.parse_args(["submit", "--extra-args", "-a", "--frames", "1"])
+    assert (args.extra_args, args.frames) == ("-a", "1")
+
+
 def test_priority_is_checked_before_any_request(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["priority", "abc", "200", "--leader", "h:1", "--token", "t"]) == 2
     assert "priority: 200 is out of range" in capsys.readouterr().err

@@ -293,3 +293,23 @@ def test_extra_args_with_a_command_of_ones_own_are_refused(given: dict[str, obje
     flags = normalize({"extra-args": "-E CYCLES"}, lambda k: f"--{k}")
     with pytest.raises(InputError, match=r"^--extra-args: extra-args go into a renderer's built"):
         build_spec(flags.over(normalize(given, lambda k: k)))
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({"argv": ["x", "{input_list}"]}, "not an image sequence"),
+        ({"argv": ["x", "{input_list}"], "scene": "a.mov"}, "not an image sequence"),
+        (
+            {"renderer": "blender", "scene": "s.blend", "output": "r/f_####.png",
+             "extra_args": ["-a", "--", "--x"]},
+            "blender's options cannot hold `--`",
+        ),
+    ],
+)  # fmt: skip
+def test_commands_that_would_fail_on_every_node_are_refused_at_submit(
+    given: dict[str, object], message: str
+) -> None:
+    """Both were taken, and failed every attempt on every node (break round 35a)."""
+    with pytest.raises(InputError, match=message):
+        build_spec(normalize(given, lambda k: k))

@@ -64,7 +64,7 @@ if sys.argv[2]:
     lines = ['ffconcat version 1.0']
     for frame in frames:
         path = os.path.join(folder, one(frame)).replace("'", "'" + chr(92) + "''")
-        lines += ["file '" + path + "'", 'option pattern_type none']
+        lines += ["file '" + path + "'", 'option pattern_type none', 'duration 1']
     fd, tokens['input_list'] = tempfile.mkstemp(suffix='.ffconcat', dir='.')
     os.write(fd, ('\\n'.join(lines) + '\\n').encode())
     os.close(fd)

@@ -258,10 +258,12 @@ def input_list(scene: str, frames: Sequence[int]) -> str:
     # Quoted, a quote closed, escaped and opened again: the reader takes the rest as it is.
     # Each file is opened by ffmpeg's image2 reader, which would read its name as a
     # pattern again ("100%done" as %d, "x%{y}" as a glob): pattern_type none says not to.
+    # A duration gives each image a time (the filter sets the frames' own): without
+    # one, the reader logged three lines of "DTS ... out of order" a frame.
     lines = ["ffconcat version 1.0"]
     for frame in sorted(frames):
         quoted = sequence_file(scene, frame).replace("'", "'\\''")
-        lines += [f"file '{quoted}'", "option pattern_type none"]
+        lines += [f"file '{quoted}'", "option pattern_type none", "duration 1"]
     return "\n".join(lines) + "\n"
 
 

@@ -145,8 +145,10 @@ def test_braces_in_a_scene_or_output_name_are_not_tokens() -> None:
         "ffconcat version 1.0",
         "file 'in/{a}/p_0001.png'",
         "option pattern_type none",
+        "duration 1",
         "file 'in/{a}/p_0002.png'",
         "option pattern_type none",
+        "duration 1",
     ]
 
 

@@ -54,6 +54,14 @@ def duration(seconds: float | None) -> str:
     return f"{secs}s"
 
 
+def setting(seconds: float | None) -> str:
+    """A duration a job is set to, as set: ``0.4`` -> ``0.4s`` (``duration`` said 0s),
+    ``90`` -> ``1m30s``."""
+    if seconds is not None and 0 < seconds < 60 and seconds != int(seconds):
+        return f"{seconds:.2f}".rstrip("0").rstrip(".") + "s"
+    return duration(seconds)
+
+
 def leader_default(shown: str | None) -> str:
     """A job field left to the leader: the leader's value (as shown), when it said it."""
     return "leader default" if shown is None else f"{shown} (leader default)"

@@ -127,3 +127,18 @@ async def test_a_job_without_its_own_retries_shows_the_leaders(farm: RealFarm) -
             f"  cap {fmt.duration(config.retry_cap)} (leader default)"
         )
         await wait_for(pilot, lambda: row in screen_text(app), what=row)
+
+
+def test_a_settings_duration_under_a_minute_is_shown_as_set() -> None:
+    """A job's own --retry-delay 0.4s showed as "delay 0s" (break round 35a)."""
+    from farmtui.console.widgets.job_detail import settings_text
+    from farmtui.protocol import JobSpec, JobView, Timeouts
+
+    spec = JobSpec(retry_delay=0.4, retry_cap=90, timeouts=Timeouts(max_render=1.5))
+    job = JobView(
+        id="j", name="n", owner="o", state="queued", priority=50, position=0, frames="1",
+        chunk=1, renderer="generic", spec=spec,
+    )  # fmt: skip
+    text = settings_text(job).plain
+    assert "delay 0.4s  cap 1m30s" in text
+    assert "Max render  1.5s" in text

@@ -48,7 +48,7 @@ def settings_text(job: JobView, defaults: RetryDefaults | None = None) -> Text:
     leaders = defaults or RetryDefaults()
     retries = str(spec.retries) if spec.retries is not None else _leaders(leaders.retries)
     delay, cap = (
-        fmt.duration(own) if own is not None else _leaders(leader, fmt.duration)
+        fmt.setting(own) if own is not None else _leaders(leader, fmt.setting)
         for own, leader in ((spec.retry_delay, leaders.delay), (spec.retry_cap, leaders.cap))
     )
     rows = [
@@ -63,9 +63,9 @@ def settings_text(job: JobView, defaults: RetryDefaults | None = None) -> Text:
             "Retries",
             f"{retries}  delay {delay}  cap {cap}",
         ),
-        ("Min render", fmt.duration(t.min_render)),
-        ("Max render", fmt.duration(t.max_render)),
-        ("Max start", fmt.duration(t.max_start)),
+        ("Min render", fmt.setting(t.min_render)),
+        ("Max render", fmt.setting(t.max_render)),
+        ("Max start", fmt.setting(t.max_start)),
         ("Per frame", "yes" if t.per_frame else "no"),
         ("On timeout", t.on_timeout),
         (

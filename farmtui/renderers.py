@@ -63,7 +63,7 @@ FFMPEG_CHUNK_FILTER = (
 # files and stops at the first gap, so a plate on twos (only odd files, a job of
 # 1-39x2) failed every chunk. The list is ascending; its n-th image is frame
 # {start}+n*{step}. -xerror: a file missing or unreadable fails the chunk, naming it
-# ("Impossible to open '.../p_0007.png'"), instead of ending the chunk early.
+# ("Could not open file : .../p_0007.png"), instead of ending the chunk early.
 FFMPEG_LIST_INPUT = ("-xerror", "-f", "concat", "-safe", "0", "-i", "{input_list}")
 FFMPEG_LIST_FILTER = r"settb=1,setpts=N*{step}+{start}"
 # The same read by image2 from the chunk's first file on (-start_number {start}: its

@@ -10,7 +10,8 @@ from farmtui.protocol import WaitReason
 from farmtui.renderers import TOKENS, build_argv
 from tests.scheduler.paper_farm import Farm
 
-PLATE = build_argv("ffmpeg", "plates/p_####.png", "out/c_####.png")
+SCENE = "plates/p_####.png"
+PLATE = build_argv("ffmpeg", SCENE, "out/c_####.png")
 
 
 def placed(farm: Farm) -> dict[tuple[str, int], str]:
@@ -20,14 +21,14 @@ def placed(farm: Farm) -> dict[tuple[str, int], str]:
 def test_a_job_using_a_new_token_goes_only_to_agents_that_know_it(farm: Farm) -> None:
     farm.node("old", slots=2)  # its hello lists no tokens
     farm.node("new", slots=1, tokens=sorted(TOKENS))
-    farm.submit("comp", frames="1-3", renderer="ffmpeg", argv=PLATE)
+    farm.submit("comp", frames="1-3", renderer="ffmpeg", argv=PLATE, scene=SCENE)
     farm.submit("plain", frames="1-2")
     assert placed(farm) == {("comp", 0): "new", ("plain", 0): "old", ("plain", 1): "old"}
 
 
 def test_a_job_no_agent_can_run_says_why(farm: Farm) -> None:
     farm.node("old", slots=2)
-    farm.submit("comp", frames="1", renderer="ffmpeg", argv=PLATE)
+    farm.submit("comp", frames="1", renderer="ffmpeg", argv=PLATE, scene=SCENE)
     farm.submit("pre", frames="1", pre_job=["prep", "{outdir_printf}"], output="o/f_####.png")
     assert placed(farm) == {}
     assert farm.scheduler.job_view("comp", now=farm.now).reason == WaitReason(

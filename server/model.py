@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_right
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -400,7 +400,8 @@ class Tally:
     last_time: float | None = None
     # (chunk index, attempt) of its renders seen still running PREFETCH_BELOW s after
     # they began (``Scheduler.tick``): while one runs, its chunks are long (``prefetch``).
-    long_renders: set[tuple[int, int]] = field(default_factory=set)
+    # Oldest first; one that ended goes once it is at the front (``prefetch.renders_long``).
+    long_renders: deque[tuple[int, int]] = field(default_factory=deque)
     # Heap of chunk indices that may wait for a slot (checked when popped).
     ready: list[int] = field(default_factory=list)
     # Heap of (retry_at, index) of waiting-retry chunks that were not due yet.

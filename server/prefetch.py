@@ -170,15 +170,17 @@ def takes_ahead(job: Job, kinds: ShortKinds | None = None) -> bool:
 
 
 def renders_long(job: Job) -> bool:
-    """Whether a render of ``job`` seen running ``PREFETCH_BELOW`` s still runs (those
-    that ended go from ``Tally.long_renders``): O(long renders)."""
+    """Whether a render of ``job`` seen running ``PREFETCH_BELOW`` s still runs: O(1)
+    amortized, whatever the job's size. The first still running answers; those that
+    ended before it go from ``Tally.long_renders``, each once."""
     long = tally_of(job).long_renders
-    for key in list(long):
-        index, attempt = key
+    while long:
+        index, attempt = long[0]
         chunk = job.chunks.look(index) if 0 <= index < len(job.chunks) else None
-        if chunk is None or chunk.state != "assigned" or chunk.attempt != attempt:
-            long.discard(key)
-    return bool(long)
+        if chunk is not None and chunk.state == "assigned" and chunk.attempt == attempt:
+            return True
+        long.popleft()
+    return False
 
 
 def ahead_a_slot(job: Job, kinds: ShortKinds | None = None) -> float:

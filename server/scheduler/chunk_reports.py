@@ -136,7 +136,7 @@ class ChunkReports(DispatchIndex):
             if chunk is None or chunk.state != "assigned" or chunk.attempt != attempt:
                 continue  # it ended (done, or without a time: cancelled, killed, lost)
             short = takes_ahead(job, kinds)
-            tally_of(job).long_renders.add((index, attempt))
+            tally_of(job).long_renders.append((index, attempt))
             if not short:
                 continue  # nothing of it waits ahead (paused, long already, not known)
             self._ahead_by_kind.discard(job_id)

@@ -97,8 +97,17 @@ BLENDER_FORMATS: dict[str, str | None] = {
     ".webp": "WEBP",
     ".rgb": "IRIS",
 }
-# ffmpeg's names for the video filter option, merged into the adapter's (``_ffmpeg_filters``).
-_FFMPEG_VIDEO_FILTER = frozenset({"-vf", "-filter:v", "-filter:v:0"})
+# ffmpeg's names for the (video) filter option, merged into the adapter's, and those of
+# the options that cannot go with it (``_ffmpeg_filters``).
+_FFMPEG_VIDEO_FILTER = re.compile(r"-vf|-filter(:v)?(:\d+)?")
+_FFMPEG_OTHER_FILTERS = re.compile(r"-(filter_complex|lavfi|filter_script).*")
+# Blender options that would undo the adapter's scene, output or chunk of frames.
+_BLENDER_ADAPTERS_OWN = frozenset(
+    {"-a", "--render-anim", "-f", "--render-frame", "-s", "--frame-start", "-e", "--frame-end",
+     "-j", "--frame-jump", "-o", "--render-output", "-b", "--background"}
+)  # fmt: skip
+# What ffmpeg's image2 reader may read as a pattern in a file's name.
+_PATTERN_CHARACTERS = frozenset("%*?[]{}")
 # A frame field of a printf-style name ("%04d", "%d"), a doubled "%%" left out.
 _PRINTF_FIELD = re.compile(r"%0?\d*d")
 # A printf-style name's fields and its "%%" (a literal "%"), read left to right.
@@ -256,14 +265,20 @@ def input_list(scene: str, frames: Sequence[int]) -> str:
     if "\n" in scene or "\r" in scene:
         raise RendererError("{input_list} cannot list a scene whose name has a line break")
     # Quoted, a quote closed, escaped and opened again: the reader takes the rest as it is.
-    # Each file is opened by ffmpeg's image2 reader, which would read its name as a
-    # pattern again ("100%done" as %d, "x%{y}" as a glob): pattern_type none says not to.
-    # A duration gives each image a time (the filter sets the frames' own): without
-    # one, the reader logged three lines of "DTS ... out of order" a frame.
+    # A file whose name has a pattern's characters is opened by ffmpeg's image2 reader,
+    # which would read it as a pattern again ("100%done" as %d, "x%{y}" as a glob):
+    # pattern_type none says not to (to any other reader, it is an unused option, and
+    # a warning a frame in the chunk's log). A duration gives each image a time (the
+    # filter sets the frames' own): without one, the reader logged three lines of
+    # "DTS ... out of order" a frame.
     lines = ["ffconcat version 1.0"]
     for frame in sorted(frames):
-        quoted = sequence_file(scene, frame).replace("'", "'\\''")
-        lines += [f"file '{quoted}'", "option pattern_type none", "duration 1"]
+        path = sequence_file(scene, frame)
+        quoted = path.replace("'", "'\\''")
+        lines.append(f"file '{quoted}'")
+        if _PATTERN_CHARACTERS.intersection(path):
+            lines.append("option pattern_type none")
+        lines.append("duration 1")
     return "\n".join(lines) + "\n"
 
 
@@ -291,16 +306,16 @@ def _ffmpeg_filters(extra: Sequence[str]) -> tuple[list[str], list[str]]:
     """``extra`` without its video filters, and those filters: they go after the adapter's,
     which picks the chunk's frames (ffmpeg keeps only the last -vf it is given, so one
     before the adapter's was dropped without a word)."""
-    if _has_flag(extra, "-filter_complex", "-lavfi"):
+    if other := next((arg for arg in extra if _FFMPEG_OTHER_FILTERS.fullmatch(arg)), None):
         raise RendererError(
-            "ffmpeg's -filter_complex cannot go with the adapter's -vf, which picks each "
+            f"ffmpeg's {other} cannot go with the adapter's -vf, which picks each "
             "chunk's frames; give a -vf, or the whole command to a generic job"
         )
     rest: list[str] = []
     filters: list[str] = []
     options = iter(extra)
     for option in options:
-        if option in _FFMPEG_VIDEO_FILTER:
+        if _FFMPEG_VIDEO_FILTER.fullmatch(option):
             value = next(options, None)
             if value is None:
                 raise RendererError(f"ffmpeg's {option} needs a filter after it")
@@ -365,6 +380,11 @@ def build_argv(
             raise RendererError(
                 "blender's options cannot hold `--`: what follows it is for Python, and "
                 "the chunk's -f would be too"
+            )
+        if taken := next((arg for arg in extra if arg in _BLENDER_ADAPTERS_OWN), None):
+            raise RendererError(
+                f"blender's {taken} is the adapter's: it names the scene, the output and "
+                "each chunk's frames (-a rendered the whole range in every chunk)"
             )
         head, width, tail = _literal_pattern(_need(output_pattern, "output pattern", name))
         # Blender reads its arguments in order: the scene first, then the output

@@ -132,7 +132,7 @@ def check_paths(spec: JobSpec, root: Path) -> str | None:
     if spec.scene is None or spec.renderer.lower() == "generic":
         return None  # a generic command's {scene} may be anything it reads
     try:
-        if (root / spec.scene).exists() or sequence_present(spec.scene, root):
+        if (root / spec.scene).is_file() or sequence_present(spec.scene, root):
             return None
     except OSError:
         return None  # it cannot be told from here; the nodes will say
@@ -150,10 +150,11 @@ def sequence_present(scene: str, root: Path) -> bool:
     if not is_image_sequence(scene):
         return False
     path = root / scene
-    head = re.split(r"#|%0?\d*d", path.name, maxsplit=1)[0]
+    head, _, tail = re.split(r"(#+|%0?\d*d)", path.name, maxsplit=1)
+    named = re.compile(re.escape(head) + r"-?\d+" + re.escape(tail))
     try:
         with os.scandir(path.parent) as entries:
-            return any(entry.name.startswith(head) for entry in entries)
+            return any(named.fullmatch(entry.name) for entry in entries)
     except (FileNotFoundError, NotADirectoryError):
         return False
 

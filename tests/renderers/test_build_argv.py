@@ -283,6 +283,18 @@ def test_an_ffmpeg_filter_in_the_extra_options_is_merged_after_the_adapters() ->
     # An OpenJD template reads the sequence with image2: the same filters after its own.
     exported = image2_form(argv, "p_####.png")
     assert exported[exported.index("-vf") + 1] == FFMPEG_SEQUENCE_FILTER + ",scale=16:12"
-    for refused in (["-filter_complex", "x"], ["-lavfi", "x"], ["-vf"]):
+    for merged in (["-filter", "scale=16:12"], ["-filter:0", "scale=16:12"]):
+        argv = build_argv("ffmpeg", "p_####.png", "o/c_####.png", merged)
+        assert argv[argv.index("-vf") + 1] == FFMPEG_LIST_FILTER + ",scale=16:12"
+    refused = [["-filter_complex", "x"], ["-lavfi", "x"], ["-lavfi:v", "x"], ["-vf"]]
+    refused += [["-filter_complex_script", "f"], ["-filter_script:v", "f"]]
+    for options in refused:
         with pytest.raises(RendererError, match="ffmpeg's"):
-            build_argv("ffmpeg", "p.mov", "o/c_####.png", refused)
+            build_argv("ffmpeg", "p.mov", "o/c_####.png", options)
+
+
+@pytest.mark.parametrize("option", ["-a", "-f", "-s", "-e", "-j", "-o", "-b", "--render-anim"])
+def test_blender_options_that_undo_the_chunk_are_refused(option: str) -> None:
+    """-a rendered the scene's whole range in every chunk (break round 35b)."""
+    with pytest.raises(RendererError, match=f"blender's {option} is the adapter's"):
+        build_argv("blender", "a.blend", "o/f_####.png", [option, "1"])

@@ -305,3 +305,4 @@ def test_a_chunk_read_from_its_list_logs_no_timestamp_noise(
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     assert "out of order" not in done.stderr
+    assert "Unused options" not in done.stderr  # an option only image2 reads, for each

@@ -70,6 +70,7 @@ async def test_a_scene_not_in_the_sync_root_is_taken_with_a_warning(
     (leader.root / "shots/a.blend").write_bytes(b"BLENDER")
     (leader.root / "plates").mkdir()
     (leader.root / "plates/p_0001.png").write_bytes(b"png")
+    (leader.root / "plates/q_notes.txt").write_bytes(b"not a frame of q_%04d.png")
     blender = {"renderer": "blender", "argv": [], "output": "r/f_####.png"}
     ffmpeg = {"renderer": "ffmpeg", "argv": []}
     async with leader.http() as http:
@@ -81,6 +82,7 @@ async def test_a_scene_not_in_the_sync_root_is_taken_with_a_warning(
                 (ffmpeg, "plates/p_####.png"),
                 (ffmpeg, "plates/q_%04d.png"),
                 (ffmpeg, "gone/p_####.png"),
+                (blender, "shots"),  # a folder is no scene
             )
         }
         events = (await http.get("/api/events")).json()
@@ -94,6 +96,7 @@ async def test_a_scene_not_in_the_sync_root_is_taken_with_a_warning(
         "something makes it first (a pre-job script, a job this one waits for)"
     ]
     assert len(warned["plates/q_%04d.png"]) == len(warned["gone/p_####.png"]) == 1
+    assert len(warned["shots"]) == 1
 
 
 async def test_healthz_needs_no_token(leader: InProcessLeader) -> None:

@@ -175,12 +175,16 @@ def renders_long(job: Job) -> bool:
     ended before it go from ``Tally.long_renders``, each once."""
     long = tally_of(job).long_renders
     while long:
-        index, attempt = long[0]
-        chunk = job.chunks.look(index) if 0 <= index < len(job.chunks) else None
-        if chunk is not None and chunk.state == "assigned" and chunk.attempt == attempt:
+        if still_runs(job, *long[0]):
             return True
         long.popleft()
     return False
+
+
+def still_runs(job: Job, index: int, attempt: int) -> bool:
+    """Whether attempt ``attempt`` of the job's chunk ``index`` has not ended."""
+    chunk = job.chunks.look(index) if 0 <= index < len(job.chunks) else None
+    return chunk is not None and chunk.state == "assigned" and chunk.attempt == attempt
 
 
 def ahead_a_slot(job: Job, kinds: ShortKinds | None = None) -> float:

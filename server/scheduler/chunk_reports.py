@@ -17,6 +17,7 @@ from server.prefetch import (
     chunk_time,
     held_at_most,
     holds_deep,
+    still_runs,
     take_back,
     takes_ahead,
     withdraw_waiting,
@@ -132,8 +133,7 @@ class ChunkReports(DispatchIndex):
             job = self.jobs.get(job_id)
             if job is None:
                 continue
-            chunk = job.chunks.look(index) if 0 <= index < len(job.chunks) else None
-            if chunk is None or chunk.state != "assigned" or chunk.attempt != attempt:
+            if not still_runs(job, index, attempt):
                 continue  # it ended (done, or without a time: cancelled, killed, lost)
             short = takes_ahead(job, kinds)
             tally_of(job).long_renders.append((index, attempt))

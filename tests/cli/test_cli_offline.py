@@ -14,6 +14,9 @@ from farmtui.localfarm import free_port
 from tests.cli.fake_leader import was_contacted
 from tests.helpers.farm import run_farm
 
+# A Blender job's own flags, each refusal's frames added to them.
+BLENDER_JOB = ["--renderer", "blender", "--scene", "a.blend", "--output", "r/f_####.png"]
+
 
 @pytest.mark.parametrize(
     ("args", "message"),
@@ -35,31 +38,11 @@ from tests.helpers.farm import run_farm
         (["--on-timeout", "panic"], "--on-timeout: 'panic' is not one of"),
         (["--env", "NOEQUALS"], "--env: 'NOEQUALS' is not K=V"),
         (["--renderer", "blender", "--output", "r/f_####.png"], "needs a scene"),
+        ([*BLENDER_JOB, "--frames=-3-1"], "blender cannot render negative frames (-3)"),
         (
-            [
-                "--renderer",
-                "blender",
-                "--scene",
-                "a.blend",
-                "--output",
-                "r/f_####.png",
-                "--frames=-3-1",
-            ],
-            "blender cannot render negative frames (-3)",
-        ),  # fmt: skip
-        (
-            [
-                "--renderer",
-                "blender",
-                "--scene",
-                "a.blend",
-                "--output",
-                "r/f_####.png",
-                "--frames",
-                "1048574-1048576",
-            ],
+            [*BLENDER_JOB, "--frames", "1048574-1048576"],
             "blender cannot render frame 1048576: its last frame is 1,048,574",
-        ),  # fmt: skip
+        ),
         (
             [
                 "--renderer",

@@ -169,7 +169,13 @@ class FailoverFarm:
     def active(self) -> LeaderProcess | None:
         """The leader that says it is active (None if none does); AssertionError if two do."""
         found = [leader for leader in self.leaders.values() if leader.role() == "active"]
-        assert len(found) <= 1, f"two active leaders: {[leader.name for leader in found]}"
+        if len(found) > 1:
+            # Asked one after another, a handover between two answers shows both active
+            # (seen on a loaded machine). Two at once is an earlier one still active
+            # after a later one said so.
+            still = [leader.name for leader in found[:-1] if leader.role() == "active"]
+            assert not still, f"two active leaders: {[*still, found[-1].name]}"
+            found = found[-1:]
         return found[0] if found else None
 
     def wait_active(self, timeout: float = 30.0, *, not_: str | None = None) -> LeaderProcess:

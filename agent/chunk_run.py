@@ -64,6 +64,7 @@ from farmtui.protocol import (
     ChunkStarted,
     ChunkTimedOut,
     ChunkTimeouts,
+    RunningRef,
 )
 from farmtui.renderers import (
     INPUT_LIST,
@@ -203,6 +204,17 @@ class ChunkRun(ChunkDelivery):
     def ref(self) -> ChunkRef:
         return ChunkRef(
             job_id=self.assign.job_id, chunk=self.assign.chunk, attempt=self.assign.attempt
+        )
+
+    @property
+    def running_ref(self) -> RunningRef:
+        """As a hello lists it: with how long its renderer has run, once it has begun."""
+        began = self.spawned_at
+        return RunningRef(
+            job_id=self.assign.job_id,
+            chunk=self.assign.chunk,
+            attempt=self.assign.attempt,
+            rendered_for=None if began is None else max(0.0, self.sup.clock() - began),
         )
 
     def request_stop(self, outcome: Outcome, reason: str, kind: TimeoutKind | None = None) -> None:

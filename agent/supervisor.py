@@ -61,7 +61,7 @@ from agent.spare_folders import SpareFolders
 from agent.staging import Delivery, remove_partial_folder
 from agent.zygote_client import Zygote
 from farmtui.config import TOKEN_VARIABLE
-from farmtui.protocol import AgentToLeader, AssignChunk, ChunkRef, ChunkTimeouts
+from farmtui.protocol import AgentToLeader, AssignChunk, ChunkRef, ChunkTimeouts, RunningRef
 
 log = logging.getLogger("farmtui.agent.supervisor")
 
@@ -436,9 +436,9 @@ class Supervisor:
             if run.recovered is not None and run.task is None:
                 run.task = asyncio.create_task(self._run(run), name=f"chunk {run.marker}")
 
-    def running(self) -> list[ChunkRef]:
+    def running(self) -> list[RunningRef]:
         """Attempts still running here; those that reported their end are the outbox's."""
-        return [run.ref for run in self.runs.values() if not run.ended]
+        return [run.running_ref for run in self.runs.values() if not run.ended]
 
     def assign(self, message: AssignChunk) -> ChunkRun:
         """Start a chunk; a repeated assignment of a running attempt is ignored."""

@@ -16,7 +16,7 @@ from farmtui.protocol.limits import (
     TokenNames,
     Version,
 )
-from farmtui.protocol.records import ChunkRef, GpuInfo, HeldRefs, KeptRefs, Record
+from farmtui.protocol.records import ChunkRef, GpuInfo, HeldRefs, KeptRefs, Record, RunningRefs
 from farmtui.protocol.vocabulary import ChunkKind, OnTimeout
 
 # Agent -> leader
@@ -37,7 +37,7 @@ class AgentHello(AgentMessage, tag="hello", kw_only=True):
     tags: Tags = []
     version: Version = ""
     # Chunks this agent is still running (after a reconnect): never more than it can hold.
-    running: HeldRefs = []
+    running: RunningRefs = []
     # Attempts that ended here but whose ChunkFinished the leader has not yet
     # acknowledged: it follows from the outbox, so they are not lost.
     finished: HeldRefs = []

@@ -280,8 +280,18 @@ class ChunkRef(Record, kw_only=True):
     attempt: int
 
 
+class RunningRef(ChunkRef, kw_only=True, omit_defaults=True):
+    """An attempt an agent still runs, as its hello lists it."""
+
+    # How long its renderer has run, by the agent's clock; None: it waits for a slot.
+    # A leader started again goes on timing the render from there (``server.prefetch``):
+    # one that has run PREFETCH_BELOW seconds is long, whatever the leader saw of it.
+    rendered_for: Seconds | None = None
+
+
 # The attempts an agent can hold at once, whatever its --slots and --prefetch were.
 HeldRefs = Annotated[list[ChunkRef], msgspec.Meta(max_length=MAX_SLOTS + MAX_PREFETCH)]
+RunningRefs = Annotated[list[RunningRef], msgspec.Meta(max_length=MAX_SLOTS + MAX_PREFETCH)]
 # The kept outputs (failed copies) one message lists: a hello, then ``KeptStaged`` pages.
 MAX_KEPT_LISTED = 1024
 KeptRefs = Annotated[list[ChunkRef], msgspec.Meta(max_length=MAX_KEPT_LISTED)]

@@ -125,6 +125,8 @@ class ChunkReports(DispatchIndex):
         now, and so is its kind, and what of it waits comes back (``tick``). Its first
         render, or one after brief ones (frames that turned heavy). Without this, a chunk
         waited ahead behind such a render for as long as it ran, a node idle meanwhile.
+        And a node whose every slot holds a long render, of any job, gives back what
+        waits there and takes no more ahead until one ends (``_node_long``).
         O(renders begun since the last tick): they are judged in the order they began.
         """
         renders, kinds = self._renders, self._short_kinds
@@ -137,13 +139,36 @@ class ChunkReports(DispatchIndex):
                 continue  # it ended (done, or without a time: cancelled, killed, lost)
             short = takes_ahead(job, kinds)
             tally_of(job).long_renders.append((index, attempt))
-            if not short:
-                continue  # nothing of it waits ahead (paused, long already, not known)
-            self._ahead_by_kind.discard(job_id)
-            self._short_kinds.learn(work_kind(job), False)
-            changes.jobs.add(job_id)  # out of the index of jobs that go ahead
-            why = f"not started: a chunk of it has rendered for {PREFETCH_BELOW:g} s or more"
-            withdraw_waiting(job, self.nodes, changes, why)
+            if short:
+                self._ahead_by_kind.discard(job_id)
+                self._short_kinds.learn(work_kind(job), False)
+                changes.jobs.add(job_id)  # out of the index of jobs that go ahead
+                why = f"not started: a chunk of it has rendered for {PREFETCH_BELOW:g} s or more"
+                withdraw_waiting(job, self.nodes, changes, why)
+            # (Not short: nothing of it waits ahead; paused, long already, or not known.)
+            self._node_long(job.chunks[index].node, (job_id, index, attempt), changes)
+
+    def _node_long(self, name: str | None, render: tuple[str, int, int], changes: Changes) -> None:
+        """``render`` on node ``name`` is long. Once every slot there holds one, what waits
+        ahead there comes back (its agent stops only what has not started; no retry
+        used) for a free slot elsewhere, and the node takes nothing ahead until one of
+        them ends (``_all_slots_long``). Before, a chunk held ahead behind another job's
+        hour-long render waited the hour while other nodes sat idle (break round 35b)."""
+        node = self.nodes.get(name or "")
+        if node is None or not node.prefetch:
+            return  # a node that takes nothing ahead holds nothing waiting
+        self._long_on.setdefault(node.name, set()).add(render)
+        if not self._all_slots_long(node):
+            return
+        self._renode(node.name)  # no room ahead there now
+        long = self._long_on[node.name]
+        asked = {(kill.job_id, kill.chunk, kill.attempt) for kill in changes.kills}
+        why = (
+            f"not started: every slot of {node.name} holds a render of {PREFETCH_BELOW:g} s or more"
+        )
+        for waiting in sorted(node.running - long - asked - self._asked_back):
+            self._asked_back.add(waiting)
+            take_back(node.name, waiting, why, changes)
 
     @_noting
     def chunk_timed_out(

@@ -173,6 +173,8 @@ class DispatchIndex(SchedulerState):
         if node is not None and node.online and node.enabled and name not in self.stopping:
             free = max(0, node.slots - len(node.running))
             spare = min(node.prefetch, max(0, node.slots + node.prefetch - len(node.running)))
+            if spare and self._all_slots_long(node):
+                spare = 0  # what waited here would wait as long as those renders
         shape = None if node is None else _shape(node)
         self._census_forgotten = self._shapes.get(name) != shape
         if self._census_forgotten:

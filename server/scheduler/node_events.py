@@ -85,7 +85,9 @@ class NodeEvents(DispatchIndex):
                 if key not in node.running:
                     node.running.add(key)
                     self.resources.hold(node.name, key, self._holding_of(key))
-                stale.append(ref)
+                stale.append(ChunkRef(job_id=ref.job_id, chunk=ref.chunk, attempt=ref.attempt))
+            elif ref.rendered_for is not None:
+                self._time_render(key, now - ref.rendered_for)
         for key in sorted(node.running - reported):
             job_id, index, attempt = key
             chunk = self._chunk(job_id, index)
@@ -109,6 +111,16 @@ class NodeEvents(DispatchIndex):
         self._discard_unwanted(node.name, hello.kept, reported, changes)
         changes.event(now, "info", f"node {node.name} connected ({node.slots} slots)", None, None)
         return changes, stale
+
+    def _time_render(self, key: tuple[str, int, int], began: float) -> None:
+        """Time a render an agent's hello says has run since ``began`` (``_judge_by_clock``):
+        a leader started again, or back from a lost link, knew nothing of it, and chunks
+        went ahead behind a render of an hour. Judged no earlier than the renders before
+        it in the queue, which keeps it in order: PREFETCH_BELOW s after the hello at most."""
+        renders = self._renders
+        if renders:
+            began = max(began, renders[-1][0])
+        renders.append((began, *key))
 
     def _adopt_kept(
         self,

@@ -71,10 +71,13 @@ class SchedulerState:
         # their first render time (or the clock) says what their kind is from then on
         # (``chunk_finished``, ``_judge_by_clock``).
         self._ahead_by_kind: set[str] = set()
-        # (when it began, job id, chunk, attempt) of each render of a job that took chunks
-        # ahead as it began (its ChunkStarted), oldest first: one still running
-        # PREFETCH_BELOW s later makes its job long (``_judge_by_clock``).
+        # (when it began, job id, chunk, attempt) of each render (its ChunkStarted, or
+        # a hello after the leader's start), oldest first: one still running
+        # PREFETCH_BELOW s later is long (``_judge_by_clock``).
         self._renders: deque[tuple[float, str, int, int]] = deque()
+        # The long renders each node runs, judged so (pruned of those that ended as the
+        # node is counted): a node whose every slot holds one gets no chunk ahead.
+        self._long_on: dict[str, set[tuple[str, int, int]]] = {}
         # Each node's (online, enabled, slots, tags) as the census last counted it.
         self._shapes: dict[str, tuple[object, ...]] = {}
         self._census = SlotCensus(self.nodes)
@@ -124,6 +127,17 @@ class SchedulerState:
         ):
             return None
         return self.jobs[job_id], chunk
+
+    def _all_slots_long(self, node: Node) -> bool:
+        """Whether every slot of ``node`` holds a render known long (``_judge_by_clock``):
+        a chunk held ahead there would wait as long as the shortest of them."""
+        long = self._long_on.get(node.name)
+        if not long:
+            return False
+        long &= node.running
+        if not long:
+            del self._long_on[node.name]
+        return len(long) >= node.slots
 
     def _job(self, job_id: str) -> Job:
         job = self.jobs.get(job_id)

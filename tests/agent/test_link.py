@@ -408,7 +408,9 @@ async def test_stale_chunks_in_welcome_are_killed(
         leader.stale = [ChunkRef(job_id="job1", chunk=1, attempt=1)]
         await leader.start()
         await eventually(lambda: len(leader.hellos) == 2, what="the reconnect")
-        assert leader.hellos[1].running == [ChunkRef(job_id="job1", chunk=1, attempt=1)]
+        [held] = leader.hellos[1].running
+        assert (held.job_id, held.chunk, held.attempt) == ("job1", 1, 1)
+        assert held.rendered_for is not None, "its renderer runs"
         finished = (await eventually(leader.finished, what="ChunkFinished"))[0]
         assert finished.outcome == "killed"
         assert not _alive(started.pid)

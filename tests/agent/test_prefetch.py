@@ -110,6 +110,27 @@ async def test_a_chunk_killed_while_it_waits_ends_without_ever_starting(
     assert farm.supervisor.rendering == 0, "a slot was never given back"
 
 
+async def test_a_hello_says_how_long_each_render_has_run_and_which_chunks_wait(
+    farm: Any, python: str, tmp_path: Path
+) -> None:
+    """A leader started again times the renders a hello names from there: a render of
+    an hour is long at once, and nothing waits ahead behind it (``server.prefetch``)."""
+    farm.supervisor.slots = 1
+    tally = tmp_path / "tally"
+    release = tmp_path / "release"
+    farm.supervisor.assign(tallied(python, tally, 1, release))
+    farm.supervisor.assign(tallied(python, tally, 2, 0.1))
+    await poll_until(lambda: 1 in runs(tally), what="chunk 1 to start")
+
+    def timed() -> dict[int, float | None]:
+        return {ref.chunk: ref.rendered_for for ref in farm.supervisor.running()}
+
+    await poll_until(lambda: (timed()[1] or 0.0) >= 0.3, what="chunk 1's render time to grow")
+    assert timed()[2] is None, "a chunk waiting for the slot has not rendered"
+    release.touch()
+    await poll_until(lambda: not farm.supervisor.runs, within=20, what="every chunk to end")
+
+
 async def test_a_waiting_chunk_whose_turn_comes_after_the_lease_never_runs(
     farm: Any, python: str, tmp_path: Path
 ) -> None:

@@ -870,7 +870,9 @@ async def test_a_render_that_ended_before_the_lease_ran_out_is_delivered_once_it
     assert farm.supervisor.lease_ran_out() == (0, 0)  # nothing of it runs: not stopped again
     assert farm.recorder.finished() is None
     assert not (farm.sync_root / "renders/shot/frame_0001.png").exists()
-    assert run.ref in farm.supervisor.running()  # a hello now says it is still the node's
+    # A hello now says it is still the node's.
+    held = [(ref.job_id, ref.chunk, ref.attempt) for ref in farm.supervisor.running()]
+    assert (run.ref.job_id, run.ref.chunk, run.ref.attempt) in held
     farm.supervisor.renew_lease(time.monotonic() + 60.0)
     finished = await farm.finish()
     assert finished.outcome == "done", finished.reason

@@ -24,6 +24,7 @@ from farmtui.protocol import (
     AgentMessage,
     ChunkRef,
     LeaderToAgentMessage,
+    RunningRef,
     Welcome,
     decode_batch,
     encode,
@@ -71,7 +72,10 @@ class FakeAgent:
                 AgentHello(
                     name=name,
                     slots=slots,
-                    running=running or [],
+                    running=[
+                        RunningRef(job_id=r.job_id, chunk=r.chunk, attempt=r.attempt)
+                        for r in running or []
+                    ],
                     finished=finished or [],
                     tags=tags or [],
                     batches=batches,

@@ -70,6 +70,7 @@ from farmtui.protocol import (
     KillChunk,
     LeaseRenewed,
     Refused,
+    RunningRef,
     UpdateTimeouts,
     Welcome,
     decode_batch,
@@ -528,7 +529,8 @@ class SimAgent:
             batches=self.swarm.batches,
             gpus=self.swarm.gpus,
             running=[
-                ChunkRef(job_id=j, chunk=c, attempt=a) for j, c, a in [*self.running, *self.waiting]
+                RunningRef(job_id=j, chunk=c, attempt=a)
+                for j, c, a in [*self.running, *self.waiting]
             ],
             finished=[
                 ChunkRef(job_id=f.job_id, chunk=f.chunk, attempt=f.attempt) for f in finished

@@ -4,9 +4,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from farmtui.protocol import AgentHello, ChunkFinished, ChunkRef, GpuInfo, JobSpec, Timeouts
+from farmtui.protocol import (
+    AgentHello,
+    ChunkFinished,
+    ChunkRef,
+    GpuInfo,
+    JobSpec,
+    RunningRef,
+    Timeouts,
+)
 from server.model import Changes
 from server.scheduler import Scheduler, SchedulerConfig
+
+
+def held(ref: ChunkRef) -> RunningRef:
+    """``ref`` as a hello lists it among the attempts its node still runs (its render
+    time not said, as an older agent's hello)."""
+    return RunningRef(job_id=ref.job_id, chunk=ref.chunk, attempt=ref.attempt)
 
 
 class Farm:
@@ -117,6 +131,10 @@ class Farm:
 
     def order(self) -> list[str]:
         return [v.id for v in self.scheduler.job_views(include_archived=False)]
+
+    def held(self, job_id: str, chunk: int) -> RunningRef:
+        """The attempt as a hello lists it among those its node still runs."""
+        return held(self.ref(job_id, chunk))
 
     def ref(self, job_id: str, chunk: int) -> ChunkRef:
         record = self.scheduler.jobs[job_id].chunks[chunk]

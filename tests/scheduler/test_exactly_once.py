@@ -16,13 +16,15 @@ from farmtui.protocol import AgentHello, ChunkFinished, ChunkRef, JobSpec
 from server.model import Changes
 from server.scheduler import NodeHeld, Scheduler, SchedulerConfig
 from server.store import Store
-from tests.scheduler.paper_farm import Farm
+from tests.scheduler.paper_farm import Farm, held
 
 
 def _hello(
     name: str, *, running: Sequence[ChunkRef] = (), finished: Sequence[ChunkRef] = ()
 ) -> AgentHello:
-    return AgentHello(name=name, slots=1, running=list(running), finished=list(finished))
+    return AgentHello(
+        name=name, slots=1, running=[held(ref) for ref in running], finished=list(finished)
+    )
 
 
 def _attempts(farm: Farm, job: str, chunk: int) -> list[tuple[int, str]]:
@@ -61,7 +63,7 @@ def test_a_leader_restart_credits_reports_from_the_outbox(tmp_path: Path) -> Non
     jobs, nodes = store.load()
     after = Scheduler(SchedulerConfig())
     after.load(jobs, nodes, 2000.0)
-    hello = AgentHello(name="n1", slots=2, running=[refs[1]], finished=[refs[0]])
+    hello = AgentHello(name="n1", slots=2, running=[held(refs[1])], finished=[refs[0]])
     _, stale = after.node_connected(hello, 2001.0)
     assert stale == []
     report = ChunkFinished(job_id=job, chunk=0, attempt=1, outcome="done", exit_status="0")
@@ -94,7 +96,7 @@ def test_a_stopping_attempt_is_killed_again_after_a_reconnect_and_fences_its_chu
     # The kill was lost with the link; the agent comes back still running it.
     farm.scheduler.node_disconnected(node, farm.now)
     _, stale = farm.scheduler.node_connected(
-        AgentHello(name=node, slots=1, running=[old]), farm.now
+        AgentHello(name=node, slots=1, running=[held(old)]), farm.now
     )
     assert stale == [old]
     assert farm.dispatch().assignments == [], "no second attempt while the first may live"
@@ -542,7 +544,7 @@ def test_a_node_back_after_a_long_silence_keeps_its_chunk_through_a_restart(
     farm.scheduler.node_disconnected("n1", farm.now)
     for _ in range(8):
         store.save(farm.advance(1.0), farm.scheduler)
-    hello = AgentHello(name="n1", slots=1, running=[farm.ref(job, 0)])
+    hello = AgentHello(name="n1", slots=1, running=[farm.held(job, 0)])
     changes, _ = farm.scheduler.node_connected(hello, farm.now)
     store.save(changes, farm.scheduler)  # committed: then its Welcome, and a lease
     farm = _restart(farm, store, down=1.0)

@@ -54,7 +54,15 @@ from hypothesis.stateful import (
     rule,
 )
 
-from farmtui.protocol import AgentHello, AssignChunk, ChunkFinished, ChunkRef, JobSpec, Timeouts
+from farmtui.protocol import (
+    AgentHello,
+    AssignChunk,
+    ChunkFinished,
+    ChunkRef,
+    JobSpec,
+    RunningRef,
+    Timeouts,
+)
 from server.model import Changes, Chunk
 from server.scheduler import Scheduler, SchedulerConfig, SchedulerError
 from tests.scheduler.counters import check_counters
@@ -289,7 +297,7 @@ class FarmModel(RuleBasedStateMachine):
             name=agent.name,
             slots=agent.slots,
             prefetch=agent.prefetch,
-            running=[ChunkRef(job_id=j, chunk=c, attempt=a) for j, c, a in holds],
+            running=[RunningRef(job_id=j, chunk=c, attempt=a) for j, c, a in holds],
             finished=[ChunkRef(job_id=j, chunk=c, attempt=a) for j, c, a in finished],
         )
         listed = set(holds)

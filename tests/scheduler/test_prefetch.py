@@ -7,13 +7,16 @@ fraction of a second that round trip was most of their time.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from farmtui.protocol import JobPatch, JobSpec
+from farmtui.protocol import AgentHello, JobPatch, JobSpec, RunningRef
 from server.model import Changes
 from server.prefetch import PREFETCH_BELOW, TAKE_BACK_EVERY, takes_ahead
 from server.scheduler import Scheduler
 from server.scheduler_config import SchedulerConfig
+from server.store import Store
 from tests.scheduler.paper_farm import Farm
 
 # A command none of whose chunks has run yet: how long they take is not known.
@@ -736,3 +739,75 @@ def test_a_long_first_render_that_began_before_the_job_was_known_short_is_timed(
     farm.node("n2", slots=1)
     taken = _taken_back(farm.advance(PREFETCH_BELOW))
     assert {("n1", job_id, index) for index in held if index != 0} <= set(taken)
+
+
+def _behind_another_jobs_render(slots: int) -> tuple[Farm, str, str]:
+    """n1 (``slots`` slots, one ahead) renders a frame of ``heavy`` (one chunk; its kind
+    not known) and holds chunks of ``short`` (short by its kind) ahead of its slots."""
+    farm = Farm()
+    farm.node("n1", slots=slots, prefetch=1)
+    first = farm.submit(frames="1-1", chunk=1)
+    farm.dispatch()
+    farm.finish(first, 0, took=0.2)  # its kind is short from now on
+    heavy = farm.submit(frames="1-1", chunk=1, argv=OTHER_WORK)
+    short = farm.submit(frames="1-10", chunk=1)
+    farm.dispatch()
+    held = farm.running()["n1"]
+    assert held == [(heavy, 0)] + [(short, index) for index in range(slots)], held
+    farm.scheduler.chunk_started("n1", heavy, 0, 1, farm.now)
+    return farm, heavy, short
+
+
+def test_what_waits_behind_another_jobs_long_render_comes_back() -> None:
+    """A chunk of a short job held ahead on a node whose one slot renders another job's
+    long frame waited as long as that render, while n2 sat idle (break round 35b): the
+    clock took back only the long render's own job. Now it comes back once that render
+    has run PREFETCH_BELOW s, and the node takes nothing ahead until it ends."""
+    farm, heavy, short = _behind_another_jobs_render(slots=1)
+    assert farm.running()["n1"] == [(heavy, 0), (short, 0)]
+    assert _taken_back(farm.advance(PREFETCH_BELOW - 1)) == []
+    assert _taken_back(farm.advance(1)) == [("n1", short, 0)]
+    assert _taken_back(farm.advance(1)) == [], "asked once"
+    farm.finish(short, 0, "killed", node="n1")  # it had not started: back, no retry used
+    farm.node("n2", slots=1)
+    farm.dispatch()
+    assert farm.running() == {"n1": [(heavy, 0)], "n2": [(short, 0)]}, "none ahead on n1"
+    farm.finish(heavy, 0, took=30.0)
+    farm.dispatch()
+    assert farm.running()["n1"] == [(short, 1), (short, 2)], "n1 takes chunks ahead again"
+
+
+def test_a_node_with_a_slot_free_of_long_renders_keeps_what_waits_there() -> None:
+    """One of two slots holds a long render: what waits ahead starts on the other."""
+    farm, heavy, short = _behind_another_jobs_render(slots=2)
+    assert farm.running()["n1"] == [(heavy, 0), (short, 0), (short, 1)]
+    assert _taken_back(farm.advance(PREFETCH_BELOW + 1)) == []
+
+
+def test_a_render_a_hello_names_is_timed_from_when_it_began(tmp_path: Path) -> None:
+    """A leader started again knew nothing of a render begun before its start: chunks
+    went ahead behind it for as long as it ran. The agent's hello says how long each
+    of its renders has run."""
+    farm, heavy, short = _behind_another_jobs_render(slots=1)
+    store = Store(tmp_path / "farm.db")
+    made = {(heavy, 0), (short, 0)}
+    store.save(Changes(jobs={heavy, short}, chunks=made, nodes={"n1"}), farm.scheduler)
+    jobs, nodes = store.load()
+    store.close()
+    restarted = Farm()
+    restarted.now = farm.now + 1.0
+    restarted.scheduler.load(jobs, nodes, restarted.now)
+    hello = AgentHello(
+        name="n1",
+        slots=1,
+        prefetch=1,
+        running=[
+            RunningRef(job_id=heavy, chunk=0, attempt=1, rendered_for=40.0),
+            RunningRef(job_id=short, chunk=0, attempt=1),  # it waits for the slot
+        ],
+    )
+    restarted.scheduler.node_connected(hello, restarted.now)
+    assert _taken_back(restarted.advance(0.1)) == [("n1", short, 0)]
+    restarted.finish(short, 0, "killed", node="n1")
+    restarted.dispatch()
+    assert restarted.running()["n1"] == [(heavy, 0)], "nothing goes ahead behind it"

@@ -7,7 +7,7 @@ import pytest
 from farmtui.protocol import AgentHello, ChunkRef
 from server.model import Chunk
 from server.scheduler import Scheduler, SchedulerConfig
-from tests.scheduler.paper_farm import Farm
+from tests.scheduler.paper_farm import Farm, held
 
 
 def chunk0(farm: Farm, job: str) -> Chunk:
@@ -133,7 +133,7 @@ def test_node_reconnect_keeps_its_chunks_and_kills_the_ones_it_should_not_run(
     wrong = ChunkRef(job_id=job, chunk=2, attempt=99)
     unknown = ChunkRef(job_id="gone", chunk=0, attempt=1)
     changes, kill = farm.scheduler.node_connected(
-        AgentHello(name="n1", slots=3, running=[keep, wrong, unknown]), farm.now
+        AgentHello(name="n1", slots=3, running=[held(r) for r in (keep, wrong, unknown)]), farm.now
     )
     assert kill == [wrong, unknown]
     # Chunk 1 it forgot, chunk 2 it runs under another attempt: both lost, no error.
@@ -201,7 +201,7 @@ def test_leader_restart_keeps_chunks_whose_node_comes_back() -> None:
     after.load(jobs, nodes, 2000.0)
     assert all(v.state == "offline" for v in after.node_views())
     ref = before.ref(job, 0)
-    _, kill = after.node_connected(AgentHello(name="n1", slots=1, running=[ref]), 2001.0)
+    _, kill = after.node_connected(AgentHello(name="n1", slots=1, running=[held(ref)]), 2001.0)
     assert kill == []
     after.node_heartbeat("n1", 1.0, 1.0, 2014.0)
     after.tick(2016.0)  # n2 never came back

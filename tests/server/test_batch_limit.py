@@ -22,6 +22,7 @@ from farmtui.protocol import (
     KillChunk,
     LeaseRenewed,
     ProtocolError,
+    RunningRef,
     agent_to_leader,
     agent_to_leader_batch,
     decode_batch,
@@ -98,12 +99,16 @@ def test_the_largest_hello_a_node_may_send_is_read() -> None:
     tag and held chunk a node may list, in four-byte characters, is within it."""
     wide = "\U0001f600"
     held = [ChunkRef(job_id="0123abcd", chunk=999_999, attempt=1000)] * (MAX_SLOTS + MAX_PREFETCH)
+    # A render time of the most digits a float of the bound may print.
+    running = RunningRef(
+        job_id="0123abcd", chunk=999_999, attempt=1000, rendered_for=31535999.123456789
+    )
     hello = AgentHello(
         name="n" * 64,
         slots=MAX_SLOTS,
         tags=[wide * 64] * MAX_TAGS,
         version=wide * 64,
-        running=held,
+        running=[running] * len(held),
         finished=held,
         agent_id="a" * 64,
         os="linux",

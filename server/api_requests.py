@@ -130,7 +130,7 @@ def _job_field_words(
 ) -> str | None:
     """How the CLI would word this refusal, or None when the body is too odd to say."""
     try:
-        refused = explain(exc, msgspec.json.decode(body), kind)
+        refused = explain(exc, msgspec.json.decode(body), kind, split_nothing=True)
     except (msgspec.DecodeError, RecursionError, ValueError, TypeError):
         return None  # e.g. nested past msgspec's depth limit, or a lone surrogate
     return str(refused) if refused.path else None

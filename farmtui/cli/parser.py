@@ -31,7 +31,7 @@ from farmtui.cli.nodes_and_limits import cmd_limit, cmd_node, cmd_nodes, cmd_pat
 from farmtui.cli.processes import cmd_agent, cmd_console, cmd_leader, cmd_up
 from farmtui.cli.reading_jobs import SHOWN_CHUNKS, cmd_failures, cmd_jobs, cmd_logs, cmd_show
 from farmtui.cli.renderers_and_addons import cmd_blender_addon, cmd_demo_render
-from farmtui.cli.shared_flags import add_field_flags, add_service_flags
+from farmtui.cli.shared_flags import OPTION_VALUED, add_field_flags, add_service_flags
 from farmtui.cli.submission import cmd_submit
 from farmtui.cli.tokens import cmd_token, cmd_whoami
 from farmtui.config import DEFAULT_PORT
@@ -64,11 +64,6 @@ class Parser(argparse.ArgumentParser):
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
     ) -> tuple[argparse.Namespace, list[str]]:
         return super().parse_known_args(None if args is None else _glued(list(args)), namespace)
-
-
-# Flags whose value is a renderer's options, so it starts with "-" ("-E CYCLES", "-a"):
-# argparse took a lone "-a" after one for an unknown flag of its own.
-OPTION_VALUED = frozenset({"--extra-args"})
 
 
 def _glued(args: list[str]) -> list[str]:

@@ -3,7 +3,36 @@
 from __future__ import annotations
 
 import argparse
+import shlex
+from collections.abc import Sequence
 from typing import Any
+
+# Flags whose value is a renderer's options, so it starts with "-" ("-E CYCLES", "-a"):
+# argparse took a lone "-a" after one for an unknown flag of its own (``parser._glued``).
+OPTION_VALUED = frozenset({"--extra-args"})
+
+
+class RendererOptions(argparse.Action):
+    """``--extra-args``: each one given is split as a shell would and added to those before.
+
+    Given twice, the first was dropped without a word (argparse keeps the last); and a lone
+    ``--`` (argparse takes it out of ``--extra-args=--`` as an end of options) left none.
+    """
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        if not isinstance(values, str):
+            parser.error(f"{option_string}: '--' alone is no option of a renderer")
+        try:
+            words = shlex.split(values)
+        except ValueError as exc:
+            parser.error(f"{option_string}: cannot split {values!r}: {exc}")
+        setattr(namespace, self.dest, [*(getattr(namespace, self.dest) or []), *words])
 
 
 def add_service_flags(parser: argparse.ArgumentParser, what: str) -> None:
@@ -38,6 +67,10 @@ def add_field_flags(parser: argparse.ArgumentParser, *, settable_only: bool) -> 
                 parser.add_argument(field.flag, action="store_true", default=None, help=field.help)
         elif field.repeat:
             parser.add_argument(field.flag, action="append", metavar=field.metavar, help=field.help)
+        elif field.flag in OPTION_VALUED:
+            parser.add_argument(
+                field.flag, action=RendererOptions, metavar=field.metavar, help=field.help
+            )
         else:
             help_text = field.help
             if settable_only:  # a submitted job has its values: no "(default ...)"

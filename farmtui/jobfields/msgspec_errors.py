@@ -90,11 +90,15 @@ def explain(
     data: object,
     kind: type[msgspec.Struct],
     label: Callable[[FieldPath], str] | None = None,
+    *,
+    split_nothing: bool = False,
 ) -> JobFieldError:
     """msgspec's ``Expected `int` >= 1 - at `$.chunk``` as ``chunk: 0 is out of range (>= 1)``.
 
     ``data`` is what was converted (to quote the value), ``kind`` the Struct (for its
     limits), ``label(path)`` how the user named the field (default: its JSON path).
+    ``split_nothing``: ``data`` is a request's JSON, whose strings were not split into
+    lists as the CLI and a job file split them (``--tags a,b``).
     """
     name_of = label or (lambda path: ".".join(path))
     match = _AT.match(str(exc))
@@ -137,6 +141,8 @@ def explain(
     elif typed := _TYPE.match(problem):
         want = typed.group("want").split(" | ")[0]
         text = rule or _WANT.get(want, f"must be {want}")
+        if split_nothing and want == "array" and typed.group("got") == "str":
+            text = "must be a list, not a string"  # a rule's "or a string" is not true here
         if want == "int" and isinstance(value, float):
             text = f"{_show(value)} is not a whole number"
     elif enum := _ENUM.match(problem):

@@ -46,8 +46,10 @@ HistoryLimit = Annotated[int, msgspec.Meta(ge=1, le=MAX_HISTORY)]
 Multiplier = Annotated[float, msgspec.Meta(gt=0, le=1000)]
 NonEmptyText = Annotated[str, msgspec.Meta(min_length=1)]
 # A word of a command or an environment value: the system cannot pass a NUL byte on,
-# so every attempt would fail on every node ("embedded null byte").
-ProcessText = Annotated[str, msgspec.Meta(pattern=r"^[^\x00]*\Z")]
+# so every attempt would fail on every node ("embedded null byte"); nor one over 128 KiB
+# (Linux's MAX_ARG_STRLEN: "Argument list too long"), up to four bytes a character.
+MAX_PROCESS_TEXT = 131_071 // 4
+ProcessText = Annotated[str, msgspec.Meta(pattern=r"^[^\x00]*\Z", max_length=MAX_PROCESS_TEXT)]
 # A command as an argv list: never empty.
 Command = Annotated[list[ProcessText], msgspec.Meta(min_length=1)]
 EnvName = Annotated[str, msgspec.Meta(min_length=1, pattern=r"^[^=\x00]+\Z")]

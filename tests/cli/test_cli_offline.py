@@ -158,7 +158,33 @@ def test_renderer_options_are_a_value_not_an_unknown_flag() -> None:
     """``--extra-args -a`` was "expected one argument" (break round 35a)."""
     parser = cli.build_parser(["submit"])
     args = parser.parse_args(["submit", "--extra-args", "-a", "--frames", "1"])
-    assert (args.extra_args, args.frames) == ("-a", "1")
+    assert (args.extra_args, args.frames) == (["-a"], "1")
+
+
+def test_renderer_options_given_twice_are_all_kept() -> None:
+    """Given twice, the first ``--extra-args`` was dropped without a word (break round 35b)."""
+    parser = cli.build_parser(["submit"])
+    given = ["submit", "--extra-args", "-E CYCLES", "--extra-args=-t 8", "--extra-args", "-a"]
+    assert parser.parse_args(given).extra_args == ["-E", "CYCLES", "-t", "8", "-a"]
+
+
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [
+        (["--extra-args=--"], "--extra-args: '--' alone is no option of a renderer"),
+        (["--extra-args", "-E 'CYCLES"], '--extra-args: cannot split "-E \'CYCLES": '),
+    ],
+)
+def test_renderer_options_that_say_nothing_are_refused_in_one_line(
+    capsys: pytest.CaptureFixture[str], given: list[str], said: str
+) -> None:
+    """``--extra-args=--`` was dropped without a word (argparse takes a lone ``--`` out)."""
+    with pytest.raises(SystemExit) as ended:
+        cli.build_parser(["submit"]).parse_args(["submit", *given, "--frames", "1"])
+    assert ended.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"farm submit: {said}"), err
+    assert err.count("\n") == 1, err
 
 
 def test_priority_is_checked_before_any_request(capsys: pytest.CaptureFixture[str]) -> None:

@@ -57,6 +57,16 @@ async def test_extra_args_are_built_into_the_command_or_refused(leader: InProces
             response = await http.post("/api/jobs", json={**SPEC, **wrong})
             assert response.status_code == 400
             assert "extra-args go into a renderer's built command" in one_line_error(response)
+        # The CLI and a job file split a string; the API does not, and says so (its words
+        # were the job file's: "a string of options or a list of strings").
+        response = await http.post("/api/jobs", json={**blender, "extra_args": "-E CYCLES"})
+        assert response.status_code == 422
+        assert one_line_error(response) == "extra_args: must be a list, not a string"
+        # A word no system passes on to a program (over 128 KiB): refused at submit, not
+        # failed on every node ("Argument list too long").
+        response = await http.post("/api/jobs", json={**blender, "extra_args": ["x" * 40_000]})
+        assert response.status_code == 422
+        assert one_line_error(response) == "extra_args: must have at most 32767 characters"
         listed = (await http.get("/api/jobs")).json()
     assert len(listed) == 2, "nothing else made"
 

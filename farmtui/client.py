@@ -78,6 +78,7 @@ from farmtui.protocol import (
     IDEMPOTENCY_KEY,
     STANDBY_REFUSAL,
     ChunkAction,
+    EventView,
     FailureView,
     JobAction,
     JobDetail,
@@ -467,6 +468,10 @@ class FarmClient:
     def events(self, job_id: str) -> str:
         """The job's event log (every state change and who caused it) as text."""
         return self.request("GET", f"/api/jobs/{_seg(job_id)}/events").text
+
+    def farm_events(self, limit: int) -> list[EventView]:
+        """The farm's latest ``limit`` events, every job's and the nodes', oldest first."""
+        return self._get(f"/api/events?limit={limit}", list[EventView])
 
     def logs(self, job_id: str, chunk: int, attempt: int | None = None) -> str:
         """A chunk attempt's raw output (the latest attempt by default) as text."""

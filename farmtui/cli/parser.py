@@ -18,6 +18,7 @@ from farmtui.cli.argument_types import (
     prefetch_count,
     slot_count,
 )
+from farmtui.cli.farm_events import LEVELS, cmd_events
 from farmtui.cli.job_control import (
     cmd_action,
     cmd_block,
@@ -322,6 +323,18 @@ def _build_parser(only: str | None) -> Parser:
             "failures", cmd_failures, "failed attempts farm-wide, newest first", data_cmd
         )
         failures.add_argument("--limit", type=history_limit, default=50, metavar="N")
+
+    if wanted("events"):
+        events = add(
+            "events", cmd_events, "the farm's latest events, every job's and node's", data_cmd
+        )
+        events.add_argument("--limit", type=history_limit, default=50, metavar="N")
+        events.add_argument("--job", metavar="JOB", help="only this job's")
+        events.add_argument(
+            "--level", choices=LEVELS, default="info", help="only this level and above"
+        )
+        events.add_argument("--follow", "-f", action="store_true", help="then each new one")
+        events.add_argument("--interval", type=positive_float, default=1.0, help=argparse.SUPPRESS)
 
     if wanted("node"):
         node = add("node", cmd_node, "enable or disable a node, or read its agent log", data_cmd)

@@ -292,6 +292,41 @@ def test_render_follow_logs_and_show_attempts(
     assert events.stdout.strip()
     nodes = json.loads(farm_leader.cli("nodes", "--json").stdout)
     assert [n["name"] for n in nodes] == [agent.name]
+    _farm_events_read_and_follow(farm_leader, job_id, agent.name)
+
+
+def _farm_events_read_and_follow(leader: LiveLeader, job_id: str, node: str) -> None:
+    """``farm events``: the farm's events (the console's Monitor Log) with no console."""
+    every = leader.cli("events", "--limit", "500")
+    assert every.returncode == 0, every.stderr
+    assert f"node {node} connected" in every.stdout
+    assert f"{job_id} leader: chunk 1 attempt 1 started on {node}" in every.stdout
+    mine = json.loads(leader.cli("events", "--job", job_id, "--json", "--limit", "500").stdout)
+    assert mine, "the job's events"
+    assert {event["job_id"] for event in mine} == {job_id}
+    warned = leader.cli("events", "--level", "warn", "--limit", "500")
+    assert warned.returncode == 0, warned.stderr
+    assert " INFO " not in warned.stdout
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "farmtui", "events", "--follow", "--limit", "1"],
+        env={**leader.env(), "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert follower.stdout is not None
+        first = follower.stdout.readline()
+        assert first.strip(), "the latest event first"
+        job = submit_json(leader, "--name", "followed", "--tags", "nowhere", "--", "true")
+        line = follower.stdout.readline()
+        while str(job["id"]) not in line:
+            line = follower.stdout.readline()
+            assert line, follower.stderr.read() if follower.stderr else ""
+        assert "submitted: 1 frames in 1 chunks" in line, line
+    finally:
+        follower.send_signal(signal.SIGINT)
+        assert follower.wait(timeout=30) == 130
 
 
 def test_farm_up_refuses_a_busy_port(tmp_path: Path) -> None:

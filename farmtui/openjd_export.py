@@ -10,7 +10,9 @@ The template runs the same command on the same frames with any OpenJD tool:
 - the argv is ``onRun``'s command and args. With one frame per task every frame
   token is ``{{Task.Param.Frame}}``. A chunk is an OpenJD range expression, which
   farmtui's ``{start}``/``{end}``/``{step}``/``{frames}`` are cut from: the command
-  runs under a few lines of Python (``python3 -c``) that cut them and exec it;
+  runs under a few lines of Python (``python3 -c``) that cut them and exec it. The
+  same lines write an ffmpeg task's list of its files (``{input_list}``) and double
+  a ``%`` in its output folder (``{outdir_printf}``), as an agent does;
 - tags are a host requirement (``attr.farmtui.tags`` allOf), the environment a
   job environment of variables, the maximum render time the action's timeout.
 
@@ -29,18 +31,20 @@ from farmtui.errors import FarmError
 from farmtui.frames import openjd_range, parse_frames
 from farmtui.jobfields import command_for
 from farmtui.protocol import JobView
-from farmtui.renderers import image2_form, literal, tokens_used
+from farmtui.renderers import literal, tokens_used
 
 TAGS_ATTRIBUTE = "attr.farmtui.tags"
 _TOKEN = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _FRAME_TOKENS = frozenset({"start", "end", "step", "frames"})
 # What the chunk runner fills in itself.
-_RUNNER_TOKENS = _FRAME_TOKENS | {"input_list"}
+_RUNNER_TOKENS = _FRAME_TOKENS | {"input_list", "outdir_printf"}
 
 # Cuts farmtui's frame tokens from a chunk's OpenJD range (argv[1], "1-10:2,15"),
-# puts them into the command (argv[3:]) and execs it. With an image sequence in
+# puts them into the command (argv[4:]) and execs it. With an image sequence in
 # argv[2] it writes {input_list} as an agent does (``farmtui.renderers.input_list``),
-# into the session's folder. No '{{' in it: it is an OpenJD format string too.
+# into the session's folder (OpenJD removes it with the session). With an output
+# folder in argv[3] it is {outdir_printf}, each '%' doubled (OpenJD cannot double it).
+# No '{{' in it: it is an OpenJD format string too.
 CHUNK_RUNNER = """\
 import os, re, sys, tempfile
 frames = []
@@ -68,14 +72,15 @@ if sys.argv[2]:
     fd, tokens['input_list'] = tempfile.mkstemp(suffix='.ffconcat', dir='.')
     os.write(fd, ('\\n'.join(lines) + '\\n').encode())
     os.close(fd)
+tokens['outdir_printf'] = sys.argv[3].replace('%', '%%')
 def fill(m):
     if m.group(1) is None:
         return m.group(0)[0]
     if m.group(1) not in tokens:
         sys.exit('frames ' + tokens['frames'] + ' are not evenly spaced for ' + m.group(0))
     return tokens[m.group(1)]
-argv = [re.sub(r'[{][{]|[}][}]|[{](start|end|step|frames|input_list)[}]', fill, a)
-        for a in sys.argv[3:]]
+argv = [re.sub(r'[{][{]|[}][}]|[{](start|end|step|frames|input_list|outdir_printf)[}]', fill, a)
+        for a in sys.argv[4:]]
 os.execvp(argv[0], argv)
 """
 
@@ -91,10 +96,6 @@ def job_template(job: JobView) -> dict[str, Any]:
     frames = parse_frames(spec.frames)
     chunked = spec.chunk > 1
     listed = bool(spec.scene) and "input_list" in tokens_used(argv)
-    if listed and not chunked:
-        # A task of one frame: ffmpeg's image2 reader reads its one file; a chunk's list
-        # is written by the runner below, as an agent writes it.
-        argv, listed = image2_form(argv, spec.scene or ""), False
     if spec.scene:
         # A renderer's template names the scene itself (blender -b shot.blend), its
         # braces doubled (literal, not tokens).
@@ -123,9 +124,6 @@ def job_template(job: JobView) -> dict[str, Any]:
              "default": folder}
         )  # fmt: skip
         values["outdir"] = "{{Param.OutputDir}}"
-        # OpenJD has no way to double a "%" in a parameter's value: an output folder
-        # with one fails ffmpeg there as it did here before {outdir_printf}.
-        values["outdir_printf"] = "{{Param.OutputDir}}"
         values["output"] = "{{Param.OutputDir}}/" + PurePosixPath(spec.output).name
 
     frame_parameter: dict[str, Any] = {"name": "Frame", "range": "{{Param.Frames}}"}
@@ -137,12 +135,6 @@ def job_template(job: JobView) -> dict[str, Any]:
             "defaultTaskCount": spec.chunk,
             "rangeConstraint": "NONCONTIGUOUS",
         }
-        if uses & _FRAME_TOKENS or listed:
-            command = "python3"
-            args = ["-c", CHUNK_RUNNER, "{{Task.Param.Frame}}", values["scene"] if listed else ""]
-            args += [_fill(arg, values, keep_frames=True) for arg in argv]
-        else:
-            command, *args = (_fill(arg, values) for arg in argv)
     else:
         frame_parameter["type"] = "INT"
         values.update(
@@ -151,6 +143,14 @@ def job_template(job: JobView) -> dict[str, Any]:
             frames="{{Task.Param.Frame}}",
             step="1",
         )
+    if "outdir_printf" in uses and "outdir" not in values:
+        raise ExportError("the command uses {outdir_printf}, which this job has no value for")
+    if listed or "outdir_printf" in uses or (chunked and uses & _FRAME_TOKENS):
+        command = "python3"
+        args = ["-c", CHUNK_RUNNER, "{{Task.Param.Frame}}", values["scene"] if listed else ""]
+        args.append(values["outdir"] if "outdir_printf" in uses else "")
+        args += [_fill(arg, values, keep_frames=True) for arg in argv]
+    else:
         command, *args = (_fill(arg, values) for arg in argv)
 
     on_run: dict[str, Any] = {"command": command}

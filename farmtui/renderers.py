@@ -66,16 +66,6 @@ FFMPEG_CHUNK_FILTER = (
 # ("Could not open file : .../p_0007.png"), instead of ending the chunk early.
 FFMPEG_LIST_INPUT = ("-xerror", "-f", "concat", "-safe", "0", "-i", "{input_list}")
 FFMPEG_LIST_FILTER = r"settb=1,setpts=N*{step}+{start}"
-# The same read by image2 from the chunk's first file on (-start_number {start}: its
-# files need not start at 1 or within 0-4, where image2 looks by itself), for a
-# runner that cannot write a list (an OpenJD template): consecutive files only. Its
-# n-th image is file {start}+n; trim's end cannot be written as {end}-{start}+1 in a
-# template, so the timestamps run up to -1 at the chunk's last file (trim drops what
-# follows, and ffmpeg stops reading there) and are then moved to the files' numbers.
-FFMPEG_SEQUENCE_FILTER = (
-    r"settb=1,setpts=N+{start}-{end}-1,trim=end_pts=0,setpts=PTS+{end}+1,"
-    r"select=not(mod(n\,{step}))"
-)
 # The format Blender writes a file extension in (its -F names). Blender replaces an
 # image extension that is not its format's (a PNG scene asked for f_####.jpg wrote
 # f_0001.png, and the chunk failed for files it never wrote), so -F says it.
@@ -280,26 +270,6 @@ def input_list(scene: str, frames: Sequence[int]) -> str:
             lines.append("option pattern_type none")
         lines.append("duration 1")
     return "\n".join(lines) + "\n"
-
-
-def image2_form(argv: Sequence[str], scene: str) -> list[str]:
-    """``argv`` with its ``{input_list}`` input read by image2 from the chunk's first
-    file on instead, for a runner that cannot write a list (an OpenJD template): it
-    reads consecutive files only (``FFMPEG_SEQUENCE_FILTER``)."""
-    argv = list(argv)
-    size = len(FFMPEG_LIST_INPUT)
-    for at in range(len(argv) - size + 1):
-        if tuple(argv[at : at + size]) == FFMPEG_LIST_INPUT:
-            read = ["-start_number", "{start}", "-start_number_range", "1", "-i"]
-            argv[at : at + size] = [*read, literal(printf_sequence(scene))]
-            break
-    # The adapter's filter first, the submitter's after it (``_ffmpeg_filters``).
-    return [
-        FFMPEG_SEQUENCE_FILTER + arg.removeprefix(FFMPEG_LIST_FILTER)
-        if arg == FFMPEG_LIST_FILTER or arg.startswith(FFMPEG_LIST_FILTER + ",")
-        else arg
-        for arg in argv
-    ]
 
 
 def _ffmpeg_filters(extra: Sequence[str]) -> tuple[list[str], list[str]]:

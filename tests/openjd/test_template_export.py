@@ -153,44 +153,49 @@ def test_scene_and_output_become_path_parameters(tmp_path: Path) -> None:
     instantiate(template, tmp_path)
 
 
-def test_an_ffmpeg_image_sequence_is_read_by_image2_in_a_template(tmp_path: Path) -> None:
-    """On the farm ffmpeg reads a list of the chunk's files, which only an agent writes;
-    a template reads the sequence from the chunk's first file on."""
-    job = view(frames="1-3", renderer="ffmpeg", scene="plates/p_%04d.png", output="out/c_####.png")
-    args = job_template(job)["steps"][0]["script"]["actions"]["onRun"]["args"]
-    assert "{input_list}" not in " ".join(args)
-    at = args.index("-start_number")
-    assert args[at : at + 6] == [
-        "-start_number", "{{Task.Param.Frame}}", "-start_number_range", "1", "-i",
-        "{{Param.Scene}}",
-    ]  # fmt: skip
-    instantiate(job_template(job), tmp_path)
-
-
-@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the real ffmpeg")
-def test_a_chunk_of_a_plate_on_twos_renders_from_a_template(tmp_path: Path) -> None:
-    """The template read a chunk with image2, from its first file on: of a plate on twos
-    it wrote the first frame, and exited 0 (break round 35a). Its runner writes the
-    chunk's list of files, as an agent does."""
+def _plate(tmp_path: Path, frames: tuple[int, ...]) -> Path:
+    """A plate of 16x16 PNGs ``p_0001.png`` ... in a folder whose name has a '%'."""
     plates = tmp_path / "plates 100%done"
     plates.mkdir()
-    for frame in (1, 3, 5, 7):
+    for frame in frames:
         make = ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=16x16:rate=1"]
         make += ["-vf", f"trim=start_frame={frame}", "-frames:v", "1", "-f", "image2"]
         make += ["-update", "1", str(plates / f"p_{frame:04d}.png")]
         subprocess.run(make, check=True, timeout=60)
+    return plates
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the real ffmpeg")
+@pytest.mark.parametrize(("chunk", "tasks"), [(2, ("1-3:2", "5-7:2")), (1, ("1", "3", "5", "7"))])
+def test_a_plate_on_twos_renders_from_a_template(
+    tmp_path: Path, chunk: int, tasks: tuple[str, ...]
+) -> None:
+    """The template read a chunk with image2, from its first file on: of a plate on twos
+    it wrote the first frame, and exited 0 (break round 35a). A task of one frame had no
+    Scene parameter for a '####' plate, and an output folder with a '%' failed it (35b).
+    Its runner writes the task's list of files and doubles the '%', as an agent does."""
+    plates = _plate(tmp_path, (1, 3, 5, 7))
     job = view(
-        frames="1-7x2", chunk=2, renderer="ffmpeg", scene=f"{plates}/p_####.png",
-        output="r/c_####.png",
+        frames="1-7x2", chunk=chunk, renderer="ffmpeg", scene=f"{plates}/p_####.png",
+        output="r 5%/c_####.png",
     )  # fmt: skip
-    instantiated, values = instantiate(job_template(job), tmp_path)
-    (tmp_path / "r").mkdir()  # (ffmpeg makes no folder; an agent makes it on the farm)
-    for chunk in ("1-3:2", "5-7:2"):
-        argv = task_argv(instantiated, values, chunk)
+    template = job_template(job)
+    names = [p["name"] for p in template["parameterDefinitions"]]
+    assert names == ["Frames", "Scene", "OutputDir"]
+    instantiated, values = instantiate(template, tmp_path)
+    (tmp_path / "r 5%").mkdir()  # (ffmpeg makes no folder; an agent makes it on the farm)
+    for task in tasks:
+        argv = task_argv(instantiated, values, task)
         done = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=tmp_path)
         assert done.returncode == 0, done.stderr
-    written = sorted(p.name for p in (tmp_path / "r").iterdir())
+    written = sorted(p.name for p in (tmp_path / "r 5%").iterdir())
     assert written == ["c_0001.png", "c_0003.png", "c_0005.png", "c_0007.png"]
+    # A file missing fails its task, naming it, as on the farm.
+    (plates / "p_0005.png").unlink()
+    argv = task_argv(instantiated, values, next(task for task in tasks if task.startswith("5")))
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode != 0
+    assert "p_0005.png" in done.stderr
 
 
 def test_a_scene_with_braces_is_a_scene_parameter_as_written(tmp_path: Path) -> None:

@@ -9,12 +9,10 @@ import pytest
 from farmtui.protocol import JobSpec
 from farmtui.renderers import (
     FFMPEG_LIST_FILTER,
-    FFMPEG_SEQUENCE_FILTER,
     RendererError,
     build_argv,
     expand,
     frame_tokens,
-    image2_form,
     input_list,
     outdir_tokens,
 )
@@ -280,9 +278,6 @@ def test_an_ffmpeg_filter_in_the_extra_options_is_merged_after_the_adapters() ->
     assert argv.count("-vf") == 1
     assert argv[argv.index("-vf") + 1] == FFMPEG_LIST_FILTER + ",scale=16:12"
     assert "-an" in argv
-    # An OpenJD template reads the sequence with image2: the same filters after its own.
-    exported = image2_form(argv, "p_####.png")
-    assert exported[exported.index("-vf") + 1] == FFMPEG_SEQUENCE_FILTER + ",scale=16:12"
     for merged in (["-filter", "scale=16:12"], ["-filter:0", "scale=16:12"]):
         argv = build_argv("ffmpeg", "p_####.png", "o/c_####.png", merged)
         assert argv[argv.index("-vf") + 1] == FFMPEG_LIST_FILTER + ",scale=16:12"

@@ -192,6 +192,8 @@ class MainScreen(LinkPainting, Filtering, Triage, ScreenParts):
         self._set_view(view)
         if view == "detail":
             self.detail.focus_tab()
+        elif view == "logs":
+            self.logs.focus_shown()
         else:
             self.query_one(VIEW_FOCUS[view]).focus()
         if view == "failures":

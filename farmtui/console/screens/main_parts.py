@@ -35,7 +35,6 @@ View = Literal["jobs", "detail", "logs", "nodes", "failures"]
 SIDE_VIEWS: tuple[View, ...] = ("detail", "logs", "nodes", "failures")
 VIEW_FOCUS: dict[View, str] = {
     "jobs": "#jobs",
-    "logs": "#logs-source",
     "nodes": "#nodes",
     "failures": "#failures",
 }

@@ -125,6 +125,15 @@ class LogsPanel(Vertical):
             select.value = source
         self._switch(source)
 
+    def focus_shown(self) -> None:
+        """The shown source takes the keyboard (its log, or Task Output's chunk list):
+        arrows scroll it, Tab reaches the pickers. The source picker had it, and the
+        first arrow pressed to scroll opened the picker's list instead."""
+        if self.source == "task":
+            self.task_pane.chunk_list.focus()
+        else:
+            self.query_one("#monitor-log" if self.source == "monitor" else "#peer-log").focus()
+
     def on_select_changed(self, event: Select.Changed) -> None:
         event.stop()
         value = event.value

@@ -127,8 +127,8 @@ class LogsPanel(Vertical):
 
     def focus_shown(self) -> None:
         """The shown source takes the keyboard (its log, or Task Output's chunk list):
-        arrows scroll it, Tab reaches the pickers. The source picker had it, and the
-        first arrow pressed to scroll opened the picker's list instead."""
+        arrows scroll it, Shift+Tab reaches the pickers above it. The source picker had
+        it, and the first arrow pressed to scroll opened the picker's list instead."""
         if self.source == "task":
             self.task_pane.chunk_list.focus()
         else:

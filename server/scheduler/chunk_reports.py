@@ -17,17 +17,17 @@ from server.prefetch import (
     chunk_time,
     held_at_most,
     holds_deep,
-    still_runs,
     take_back,
     takes_ahead,
     withdraw_waiting,
     work_kind,
 )
-from server.scheduler.dispatch_index import DispatchIndex, _noting
+from server.scheduler.dispatch_index import _noting
+from server.scheduler.render_clock import RenderClock
 from server.transitions import refresh_job, settle_stopped
 
 
-class ChunkReports(DispatchIndex):
+class ChunkReports(RenderClock):
     """Reports from agents (stale attempts are ignored: return empty Changes)."""
 
     @_noting
@@ -118,57 +118,6 @@ class ChunkReports(DispatchIndex):
         if not still and (short or by_kind):
             why = f"not started: its chunks now take {PREFETCH_BELOW:g} s or more"
             withdraw_waiting(job, self.nodes, changes, why)
-
-    def _judge_by_clock(self, changes: Changes, now: float) -> None:
-        """Renders that began ``PREFETCH_BELOW`` s ago and have not ended: long. While one
-        runs its job takes no chunk ahead (``Tally.long_renders``); a job that did is long
-        now, and so is its kind, and what of it waits comes back (``tick``). Its first
-        render, or one after brief ones (frames that turned heavy). Without this, a chunk
-        waited ahead behind such a render for as long as it ran, a node idle meanwhile.
-        And a node whose every slot holds a long render, of any job, gives back what
-        waits there and takes no more ahead until one ends (``_node_long``).
-        O(renders begun since the last tick): they are judged in the order they began.
-        """
-        renders, kinds = self._renders, self._short_kinds
-        while renders and now - renders[0][0] >= PREFETCH_BELOW:
-            _, job_id, index, attempt = renders.popleft()
-            job = self.jobs.get(job_id)
-            if job is None:
-                continue
-            if not still_runs(job, index, attempt):
-                continue  # it ended (done, or without a time: cancelled, killed, lost)
-            short = takes_ahead(job, kinds)
-            tally_of(job).long_renders.append((index, attempt))
-            if short:
-                self._ahead_by_kind.discard(job_id)
-                self._short_kinds.learn(work_kind(job), False)
-                changes.jobs.add(job_id)  # out of the index of jobs that go ahead
-                why = f"not started: a chunk of it has rendered for {PREFETCH_BELOW:g} s or more"
-                withdraw_waiting(job, self.nodes, changes, why)
-            # (Not short: nothing of it waits ahead; paused, long already, or not known.)
-            self._node_long(job.chunks[index].node, (job_id, index, attempt), changes)
-
-    def _node_long(self, name: str | None, render: tuple[str, int, int], changes: Changes) -> None:
-        """``render`` on node ``name`` is long. Once every slot there holds one, what waits
-        ahead there comes back (its agent stops only what has not started; no retry
-        used) for a free slot elsewhere, and the node takes nothing ahead until one of
-        them ends (``_all_slots_long``). Before, a chunk held ahead behind another job's
-        hour-long render waited the hour while other nodes sat idle (break round 35b)."""
-        node = self.nodes.get(name or "")
-        if node is None or not node.prefetch:
-            return  # a node that takes nothing ahead holds nothing waiting
-        self._long_on.setdefault(node.name, set()).add(render)
-        if not self._all_slots_long(node):
-            return
-        self._renode(node.name)  # no room ahead there now
-        long = self._long_on[node.name]
-        asked = {(kill.job_id, kill.chunk, kill.attempt) for kill in changes.kills}
-        why = (
-            f"not started: every slot of {node.name} holds a render of {PREFETCH_BELOW:g} s or more"
-        )
-        for waiting in sorted(node.running - long - asked - self._asked_back):
-            self._asked_back.add(waiting)
-            take_back(node.name, waiting, why, changes)
 
     @_noting
     def chunk_timed_out(

@@ -12,7 +12,8 @@ from server import outcomes
 from server.model import Changes, Discard, Node
 from server.prefetch import withdraw_waiting
 from server.retries import is_blocked
-from server.scheduler.dispatch_index import DispatchIndex, _noting
+from server.scheduler.dispatch_index import _noting
+from server.scheduler.render_clock import RenderClock
 from server.scheduler_config import SchedulerError
 from server.transitions import refresh_job, settle_stopped
 
@@ -21,7 +22,7 @@ class NodeHeld(SchedulerError):
     """A hello for a node name another agent still holds: try again later."""
 
 
-class NodeEvents(DispatchIndex):
+class NodeEvents(RenderClock):
     """Nodes: hellos, heartbeats, links closed, nodes lost, enabled and blocked."""
 
     @_noting
@@ -86,8 +87,6 @@ class NodeEvents(DispatchIndex):
                     node.running.add(key)
                     self.resources.hold(node.name, key, self._holding_of(key))
                 stale.append(ChunkRef(job_id=ref.job_id, chunk=ref.chunk, attempt=ref.attempt))
-            elif ref.rendered_for is not None:
-                self._time_render(key, now - ref.rendered_for)
         for key in sorted(node.running - reported):
             job_id, index, attempt = key
             chunk = self._chunk(job_id, index)
@@ -109,18 +108,21 @@ class NodeEvents(DispatchIndex):
                 settle_stopped(node, key, chunk, changes)
         self._adopt_kept(node, hello.kept, reported, changes, now)
         self._discard_unwanted(node.name, hello.kept, reported, changes)
+        self._clock_on_hello(node, hello, changes, now)
         changes.event(now, "info", f"node {node.name} connected ({node.slots} slots)", None, None)
         return changes, stale
 
-    def _time_render(self, key: tuple[str, int, int], began: float) -> None:
-        """Time a render an agent's hello says has run since ``began`` (``_judge_by_clock``):
-        a leader started again, or back from a lost link, knew nothing of it, and chunks
-        went ahead behind a render of an hour. Judged no earlier than the renders before
-        it in the queue, which keeps it in order: PREFETCH_BELOW s after the hello at most."""
-        renders = self._renders
-        if renders:
-            began = max(began, renders[-1][0])
-        renders.append((began, *key))
+    def _clock_on_hello(self, node: Node, hello: AgentHello, changes: Changes, now: float) -> None:
+        """Its renders on the clock, from how long each has run (``RenderClock``); and what
+        was asked back from it may be asked again: the ask may have been lost with the
+        link, and the chunk waited behind a render of a minute (break round 36a)."""
+        for ref in hello.running:
+            key = (ref.job_id, ref.chunk, ref.attempt)
+            self._asked_back.discard(key)
+            if ref.rendered_for is not None and self._is_current(node.name, key):
+                self._time_render(key, ref.rendered_for, now, changes)
+        if node.prefetch:
+            self._give_back_waiting(node, changes)
 
     def _adopt_kept(
         self,

@@ -75,6 +75,9 @@ class SchedulerState:
         # a hello after the leader's start), oldest first: one still running
         # PREFETCH_BELOW s later is long (``_judge_by_clock``).
         self._renders: deque[tuple[float, str, int, int]] = deque()
+        # The same of renders an agent's hello told of, begun less than PREFETCH_BELOW s
+        # before it: a heap by when they began (``RenderClock._time_render``).
+        self._told_renders: list[tuple[float, str, int, int]] = []
         # The long renders each node runs, judged so (pruned of those that ended as the
         # node is counted): a node whose every slot holds one gets no chunk ahead.
         self._long_on: dict[str, set[tuple[str, int, int]]] = {}

@@ -784,10 +784,28 @@ def test_a_node_with_a_slot_free_of_long_renders_keeps_what_waits_there() -> Non
     assert _taken_back(farm.advance(PREFETCH_BELOW + 1)) == []
 
 
-def test_a_render_a_hello_names_is_timed_from_when_it_began(tmp_path: Path) -> None:
+def _hello(heavy: str, short: str, rendered_for: float) -> AgentHello:
+    """n1's hello: ``heavy``'s render has run ``rendered_for`` s, ``short``'s chunk waits."""
+    return AgentHello(
+        name="n1",
+        slots=1,
+        prefetch=1,
+        running=[
+            RunningRef(job_id=heavy, chunk=0, attempt=1, rendered_for=rendered_for),
+            RunningRef(job_id=short, chunk=0, attempt=1),  # it waits for the slot
+        ],
+    )
+
+
+@pytest.mark.parametrize("rendered_for", [40.0, PREFETCH_BELOW - 2])
+def test_a_render_a_hello_names_is_timed_from_when_it_began(
+    tmp_path: Path, rendered_for: float
+) -> None:
     """A leader started again knew nothing of a render begun before its start: chunks
     went ahead behind it for as long as it ran. The agent's hello says how long each
-    of its renders has run."""
+    of its renders has run: one long already is judged at once, before a dispatch pass
+    could hand a chunk ahead behind it (a chunk bounced), and however many renders began
+    elsewhere in the last seconds (they held it back 5 s: break round 36a)."""
     farm, heavy, short = _behind_another_jobs_render(slots=1)
     store = Store(tmp_path / "farm.db")
     made = {(heavy, 0), (short, 0)}
@@ -797,17 +815,31 @@ def test_a_render_a_hello_names_is_timed_from_when_it_began(tmp_path: Path) -> N
     restarted = Farm()
     restarted.now = farm.now + 1.0
     restarted.scheduler.load(jobs, nodes, restarted.now)
-    hello = AgentHello(
-        name="n1",
-        slots=1,
-        prefetch=1,
-        running=[
-            RunningRef(job_id=heavy, chunk=0, attempt=1, rendered_for=40.0),
-            RunningRef(job_id=short, chunk=0, attempt=1),  # it waits for the slot
-        ],
+    restarted.node("n2", slots=1, tags=["sim"])
+    other = restarted.submit(frames="1-5", chunk=1, argv=OTHER_WORK, tags=["sim"], priority=10)
+    restarted.dispatch()
+    assert restarted.running()["n2"] == [(other, 0)]
+    restarted.scheduler.chunk_started("n2", other, 0, 1, restarted.now)  # just began
+    changes, _ = restarted.scheduler.node_connected(
+        _hello(heavy, short, rendered_for), restarted.now
     )
-    restarted.scheduler.node_connected(hello, restarted.now)
-    assert _taken_back(restarted.advance(0.1)) == [("n1", short, 0)]
+    if rendered_for >= PREFETCH_BELOW:
+        assert _taken_back(changes) == [("n1", short, 0)], "at once"
+    else:
+        assert _taken_back(changes) == []
+        assert _taken_back(restarted.advance(1.9)) == []
+        assert _taken_back(restarted.advance(0.2)) == [("n1", short, 0)], "when 5 s old"
     restarted.finish(short, 0, "killed", node="n1")
     restarted.dispatch()
     assert restarted.running()["n1"] == [(heavy, 0)], "nothing goes ahead behind it"
+
+
+def test_a_take_back_lost_with_the_link_is_asked_again_when_the_node_is_back() -> None:
+    """The link dropped with the take-back in it: the node came back, its hello saying
+    the chunk still waited, and it was never asked again; it waited out the long render
+    while other nodes idled (break round 36a)."""
+    farm, heavy, short = _behind_another_jobs_render(slots=1)
+    assert _taken_back(farm.advance(PREFETCH_BELOW)) == [("n1", short, 0)]
+    farm.scheduler.node_disconnected("n1", farm.now)  # the ask went with the link
+    changes, _ = farm.scheduler.node_connected(_hello(heavy, short, PREFETCH_BELOW + 1), farm.now)
+    assert _taken_back(changes) == [("n1", short, 0)]

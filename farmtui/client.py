@@ -85,6 +85,7 @@ from farmtui.protocol import (
     JobPatch,
     JobSpec,
     JobView,
+    Level,
     LimitSpec,
     LimitView,
     MoveWhere,
@@ -469,9 +470,15 @@ class FarmClient:
         """The job's event log (every state change and who caused it) as text."""
         return self.request("GET", f"/api/jobs/{_seg(job_id)}/events").text
 
-    def farm_events(self, limit: int) -> list[EventView]:
-        """The farm's latest ``limit`` events, every job's and the nodes', oldest first."""
-        return self._get(f"/api/events?limit={limit}", list[EventView])
+    def farm_events(
+        self, limit: int, job_id: str | None = None, level: Level = "info"
+    ) -> list[EventView]:
+        """The farm's latest ``limit`` events of ``level`` and above, every job's and the
+        nodes', oldest first; ``job_id``: only that job's."""
+        params: dict[str, str | int] = {"limit": limit, "level": level}
+        if job_id is not None:
+            params["job"] = job_id
+        return self._get("/api/events", list[EventView], params)
 
     def logs(self, job_id: str, chunk: int, attempt: int | None = None) -> str:
         """A chunk attempt's raw output (the latest attempt by default) as text."""

@@ -15,10 +15,10 @@ import contextlib
 from starlette.requests import Request
 from starlette.responses import Response
 
-from farmtui.protocol import MAX_HISTORY
+from farmtui.protocol import LEVELS, MAX_HISTORY
 from server import operations
 from server.api_requests import int_param, json_response, leader_of, text_response, who
-from server.errors import BadRequest, Conflict, NotFound
+from server.errors import BadRequest, Conflict, NotFound, shown
 from server.joblogs import chunk_log_path, events_path
 from server.leader import Leader
 from server.nodelogs import KEEP_LINES
@@ -58,13 +58,22 @@ async def list_failures(request: Request) -> Response:
 
 
 async def farm_events(request: Request) -> Response:
-    """``GET /api/events?limit=N``: the farm's latest events, oldest first."""
+    """``GET /api/events?limit=N[&job=ID][&level=warn]``: the farm's latest events, oldest
+    first; ``job``: that job's (from its own log, however many the farm had since);
+    ``level``: of that level and above."""
     who(request, "read")
     limit = _history_limit(request, 500)
     leader = leader_of(request)
+    job_id = request.query_params.get("job")
+    if job_id is not None:
+        operations.job_or_404(leader, job_id)
+    level = request.query_params.get("level", "info")
+    if level not in LEVELS:
+        raise BadRequest(f"level={shown(level)} is not one of {', '.join(LEVELS)}")
     await _after_commits(leader)  # the events of every change a read has shown
     try:
-        return json_response(await leader.history.latest(limit))
+        levels = LEVELS[LEVELS.index(level) :]
+        return json_response(await leader.history.latest(limit, job_id, levels))
     except OSError as exc:
         raise _unreadable(exc) from None
 

@@ -13,10 +13,10 @@ import asyncio
 import heapq
 import re
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Mapping
 from datetime import datetime
 
-from farmtui.protocol import EventView, Level
+from farmtui.protocol import LEVELS, EventView, Level
 from server.joblogs import JobLogs, events_path, iso_time
 from server.model import Changes, Job
 
@@ -69,8 +69,14 @@ class History:
         events = [e for e in (parse_event_line(line, job_id) for line in lines) if e is not None]
         return events[-limit:]
 
-    async def latest(self, limit: int) -> list[EventView]:
-        """The farm's last ``limit`` events, oldest first."""
+    async def latest(
+        self, limit: int, job_id: str | None = None, levels: Container[str] = LEVELS
+    ) -> list[EventView]:
+        """The farm's last ``limit`` events of ``levels``, oldest first; ``job_id``: that
+        job's, from its own log (the farm's kept ones may hold none of them)."""
+        if job_id is not None:
+            events = await self.of_job(job_id, KEPT)
+            return [e for e in events if e.level in levels][-limit:]
         filling = self._filling
         if filling is None:
             filling = self._filling = asyncio.ensure_future(self._fill())
@@ -80,7 +86,9 @@ class History:
             if self._filling is filling:  # a log that could not be read: tried again next time
                 self._filling = None
             raise
-        return list(self._recent)[-limit:]
+        if levels is LEVELS:
+            return list(self._recent)[-limit:]
+        return [e for e in self._recent if e.level in levels][-limit:]
 
     async def _fill(self) -> None:
         busy = heapq.nlargest(

@@ -24,6 +24,7 @@ from starlette.routing import BaseRoute, Route
 
 from farmtui.protocol import (
     IDEMPOTENCY_KEY,
+    LEVELS,
     ApiError,
     EventView,
     FailureView,
@@ -181,7 +182,15 @@ OPERATIONS: dict[str, Operation] = {
     "farm_events": Operation(
         "The farm's latest events, oldest first.",
         list[EventView],
-        params=(Param("limit", {"type": "integer", "minimum": 1}, "at most N (default 500)"),),
+        params=(
+            Param("limit", {"type": "integer", "minimum": 1}, "at most N (default 500)"),
+            Param("job", {"type": "string"}, "only this job's, from its own log"),
+            Param(
+                "level",
+                {"type": "string", "enum": list(LEVELS)},
+                "this level and above (default info: all)",
+            ),
+        ),
     ),
     "list_nodes": Operation("Render nodes, their slots, load and running chunks.", list[NodeView]),
     "path_map": Operation(

@@ -8,22 +8,18 @@ terminal with no console.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from farmtui.cli import shared
 from farmtui.cli.shared import emit_json
+from farmtui.errors import LeaderDown, LeaderError
 from farmtui.printable import printable
-from farmtui.protocol import EventView, Level
+from farmtui.protocol import EventView
 
-if TYPE_CHECKING:
-    from farmtui.client import FarmClient
-
-# ``--level warn``: the levels shown, the one named and those above it.
-LEVELS: tuple[Level, ...] = ("info", "warn", "error")
 # How long ``--follow`` waits for a leader that stopped answering (a restart, a failover).
 FOLLOW_OUTAGE = 300.0
 # The latest events ``--follow`` reads each time: more than came since the last read,
@@ -31,51 +27,47 @@ FOLLOW_OUTAGE = 300.0
 FOLLOW_BATCH = 1000
 
 Key = tuple[float, str, str, str | None, str | None]
-Filter = Callable[[Sequence[EventView]], list[EventView]]
 
 
 def cmd_events(args: argparse.Namespace) -> int:
     with shared.connect(args) as farm:
         job_id = None if args.job is None else farm.resolve_job(args.job)
-        wanted = frozenset(LEVELS[LEVELS.index(args.level) :])
 
-        def kept(events: Sequence[EventView]) -> list[EventView]:
-            return [e for e in events if e.level in wanted and job_id in (None, e.job_id)]
+        def read(limit: int) -> list[EventView]:
+            return farm.farm_events(limit, job_id, args.level)
 
         if not args.follow:
-            events = kept(farm.farm_events(args.limit))
+            events = read(args.limit)
             if args.json:
                 emit_json(events)
             else:
                 for event in events:
                     _print(event)
             return 0
-        return _follow(farm, args.limit, kept, interval=args.interval, as_json=args.json)
+        return _follow(read, args.limit, interval=args.interval, as_json=args.json)
 
 
 def _follow(
-    farm: FarmClient,
-    limit: int,
-    kept: Filter,
-    *,
-    interval: float,
-    as_json: bool,
+    read: Callable[[int], list[EventView]], limit: int, *, interval: float, as_json: bool
 ) -> int:
     """The latest ``limit`` events, then each new one as it comes, until Ctrl-C.
 
-    A leader that stops answering is waited for (``FOLLOW_OUTAGE``). An event is new
-    when it is later than the last one shown, or as late and not shown: the leader
-    keeps its events in the order they happened, and gives the latest ones.
+    A leader that stops answering is waited for (``FOLLOW_OUTAGE``), and one that
+    answers for a moment that it is not serving (a proxy's 502, a standby's 503 during
+    a failover). An event is new when it is later than the last one read, or as late
+    and not read: the leader keeps its events in the order they happened, and gives
+    the latest ones. Every read is ``FOLLOW_BATCH`` long, the first too: read only
+    ``limit`` long, it left older events of the same moment to look new the next time.
     """
-    from farmtui.errors import LeaderDown
-
-    latest, seen = -1.0, set[Key]()
+    latest, seen = -math.inf, set[Key]()
     first = True
     away: float | None = None
     while True:
         try:
-            batch = farm.farm_events(limit if first else FOLLOW_BATCH)
-        except LeaderDown as exc:
+            batch = read(max(limit, FOLLOW_BATCH))
+        except (LeaderDown, LeaderError) as exc:
+            if not _passing(exc):
+                raise
             now = time.monotonic()
             if away is None:
                 away = now
@@ -91,16 +83,22 @@ def _follow(
                 f"farm events: more than {FOLLOW_BATCH} events came within {interval:g} s; "
                 "the earliest of them are not shown\n"
             )
-        first = False
         if fresh:
             latest = max(latest, max(e.time for e in fresh))
             seen = {_key(e) for e in batch if e.time == latest}
-        for event in kept(fresh):
+        for event in fresh[-limit:] if first else fresh:
             if as_json:
                 emit_json(event)
             else:
                 _print(event)
+        first = False
         time.sleep(interval)
+
+
+def _passing(exc: LeaderDown | LeaderError) -> bool:
+    """Whether ``exc`` says the leader is away for a moment: unreachable, or a proxy or
+    a standby in front of it answering for it (502, 503, 504) while it restarts."""
+    return isinstance(exc, LeaderDown) or exc.status in (502, 503, 504)
 
 
 def _key(event: EventView) -> Key:

@@ -18,7 +18,7 @@ from farmtui.cli.argument_types import (
     prefetch_count,
     slot_count,
 )
-from farmtui.cli.farm_events import LEVELS, cmd_events
+from farmtui.cli.farm_events import cmd_events
 from farmtui.cli.job_control import (
     cmd_action,
     cmd_block,
@@ -37,7 +37,7 @@ from farmtui.cli.submission import cmd_submit
 from farmtui.cli.tokens import cmd_token, cmd_whoami
 from farmtui.config import DEFAULT_PORT
 from farmtui.printable import printable
-from farmtui.protocol import ChunkAction, JobAction, MoveWhere, OsName, Role
+from farmtui.protocol import LEVELS, ChunkAction, JobAction, MoveWhere, OsName, Role
 
 JOB_ACTIONS: tuple[str, ...] = get_args(JobAction)
 CHUNK_ACTIONS: tuple[str, ...] = get_args(ChunkAction)

@@ -191,6 +191,7 @@ from farmtui.protocol.records import (
     WaitReason,
 )
 from farmtui.protocol.vocabulary import (
+    LEVELS,
     ChunkAction,
     ChunkKind,
     ChunkState,
@@ -207,6 +208,7 @@ from farmtui.protocol.vocabulary import (
 )
 
 __all__ = [
+    "LEVELS",
     "AGENT_EXIT_REFUSED",
     "TokenView",
     "Ack",

@@ -33,6 +33,8 @@ def platform_os(platform: str) -> OsName:
 
 
 Level = Literal["info", "warn", "error"]
+# The levels from the least to the most severe: "warn and above" is LEVELS[1:].
+LEVELS: tuple[Level, ...] = ("info", "warn", "error")
 
 # Job actions, as named on the CLI, the REST API and the console link.
 JobAction = Literal[

@@ -9,8 +9,9 @@ from __future__ import annotations
 from farmtui.protocol import OPERATOR_BLOCK, AgentHello, ChunkRef, agent_tag
 from farmtui.renderers import FIRST_TOKENS
 from server import outcomes
-from server.model import Changes, Discard, Node
-from server.prefetch import withdraw_waiting
+from server.frame_states import tally_of
+from server.model import Changes, Discard, Job, Node
+from server.prefetch import PREFETCH_BELOW, take_back, takes_ahead, withdraw_waiting
 from server.retries import is_blocked
 from server.scheduler.dispatch_index import _noting
 from server.scheduler.render_clock import RenderClock
@@ -114,15 +115,38 @@ class NodeEvents(RenderClock):
 
     def _clock_on_hello(self, node: Node, hello: AgentHello, changes: Changes, now: float) -> None:
         """Its renders on the clock, from how long each has run (``RenderClock``); and what
-        was asked back from it may be asked again: the ask may have been lost with the
-        link, and the chunk waited behind a render of a minute (break round 36a)."""
+        waits there for a slot that may not start there now is asked back again. A take-back
+        lost with the link was never asked again: a chunk waited out a render of a minute
+        (break round 36a), started on a node disabled or of a job paused meanwhile (36b)."""
         for ref in hello.running:
             key = (ref.job_id, ref.chunk, ref.attempt)
-            self._asked_back.discard(key)
-            if ref.rendered_for is not None and self._is_current(node.name, key):
+            self._asked_back.discard(key)  # (asked for a job before it: the tick asks again)
+            if not self._is_current(node.name, key):
+                continue
+            if ref.rendered_for is not None:
                 self._time_render(key, ref.rendered_for, now, changes)
+            elif why := self._no_longer_waits(self.jobs[ref.job_id], node, now):
+                take_back(node.name, key, f"not started: {why}", changes)
         if node.prefetch:
             self._give_back_waiting(node, changes)
+
+    def _no_longer_waits(self, job: Job, node: Node, now: float) -> str | None:
+        """Why a chunk of ``job`` waiting for a slot on ``node`` may not start there now, as
+        the rules that take such chunks back have it (``server.prefetch``); None: it may."""
+        if job.state not in ("queued", "rendering"):
+            return f"the job is {job.state}"
+        if not node.enabled:
+            return f"node {node.name} is disabled"
+        if not self._fits(job, set(job.spec.tags), node.name, now):
+            return f"node {node.name} may not render this job now"
+        if tally_of(job).times and not takes_ahead(job):
+            # (None of its own done: its kind decided, which a leader started again has
+            # not learnt yet; what of it runs long is judged by the clock.)
+            return f"its chunks take {PREFETCH_BELOW:g} s or more"
+        limit = job.spec.max_running
+        if limit and len(tally_of(job).running) > limit:
+            return f"more than {limit} of its chunks would run at once"
+        return None
 
     def _adopt_kept(
         self,

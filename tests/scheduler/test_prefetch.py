@@ -843,3 +843,42 @@ def test_a_take_back_lost_with_the_link_is_asked_again_when_the_node_is_back() -
     farm.scheduler.node_disconnected("n1", farm.now)  # the ask went with the link
     changes, _ = farm.scheduler.node_connected(_hello(heavy, short, PREFETCH_BELOW + 1), farm.now)
     assert _taken_back(changes) == [("n1", short, 0)]
+
+
+@pytest.mark.parametrize("rule", ["pause", "disable", "block", "max_running"])
+def test_what_may_no_longer_wait_is_asked_back_again_when_its_node_is_back(rule: str) -> None:
+    """The take-back went with a dropped link: a paused job's chunk, or one on a node
+    disabled meanwhile, started there a second later (break round 36b)."""
+    farm = Farm()
+    farm.node("n1", slots=1, prefetch=1)
+    job_id = short_job(farm)
+    farm.dispatch()
+    assert farm.running()["n1"] == [(job_id, 1), (job_id, 2)], "one running, one waiting"
+    farm.scheduler.node_disconnected("n1", farm.now)
+    if rule == "pause":
+        farm.scheduler.job_action([job_id], "pause", "alice", farm.now)
+    elif rule == "disable":
+        farm.scheduler.set_node_enabled("n1", False, "alice", farm.now)
+    elif rule == "block":
+        farm.scheduler.block_node(job_id, "n1", True, "alice", farm.now)
+    else:
+        farm.scheduler.patch(job_id, JobPatch(max_running=1), "alice", farm.now)
+    hello = AgentHello(
+        name="n1",
+        slots=1,
+        prefetch=1,
+        running=[
+            RunningRef(job_id=job_id, chunk=1, attempt=1, rendered_for=0.1),
+            RunningRef(job_id=job_id, chunk=2, attempt=1),
+        ],
+    )
+    changes, _ = farm.scheduler.node_connected(hello, farm.now)
+    assert _taken_back(changes) == [("n1", job_id, 2)]
+    # What may wait there still is left alone.
+    farm = Farm()
+    farm.node("n1", slots=1, prefetch=1)
+    job_id = short_job(farm)
+    farm.dispatch()
+    farm.scheduler.node_disconnected("n1", farm.now)
+    changes, _ = farm.scheduler.node_connected(hello, farm.now)
+    assert _taken_back(changes) == []

@@ -94,6 +94,30 @@ async def test_failures_before_a_restart_are_found_after_it(tmp_path: Path) -> N
     assert any("attempt 1 -> node1" in text for text in texts)
 
 
+async def test_the_farms_events_of_one_job_or_level_are_asked_of_the_leader(
+    leader: InProcessLeader,
+) -> None:
+    """``farm events --job``/``--level`` filtered the farm's latest N events on the client:
+    a job's events older than those, however many, were not found (break round 36b)."""
+    first = await submit(leader, name="one")
+    for n in range(30):
+        await submit(leader, name=f"later {n}")
+    async with leader.http() as http:
+        latest = (await http.get("/api/events", params={"limit": 10})).json()
+        mine = (await http.get("/api/events", params={"limit": 10, "job": first})).json()
+        warned = (await http.get("/api/events", params={"limit": 100, "level": "warn"})).json()
+        unknown = await http.get("/api/events", params={"job": "j-nosuch"})
+        odd = await http.get("/api/events", params={"level": "loud"})
+    assert all(e["job_id"] != first for e in latest)
+    assert mine, "its own events, from its log"
+    assert {e["job_id"] for e in mine} == {first}
+    assert any("submitted" in e["text"] for e in mine)
+    assert all(e["level"] in ("warn", "error") for e in warned)
+    assert unknown.status_code == 404
+    assert odd.status_code == 400
+    assert odd.json()["error"] == "level='loud' is not one of info, warn, error"
+
+
 async def test_a_jobs_event_log_and_the_farms_latest_events(leader: InProcessLeader) -> None:
     first = await submit(leader, name="one")
     async with console(leader) as c:

@@ -79,8 +79,9 @@ def fill(m):
     if m.group(1) not in tokens:
         sys.exit('frames ' + tokens['frames'] + ' are not evenly spaced for ' + m.group(0))
     return tokens[m.group(1)]
-argv = [re.sub(r'[{][{]|[}][}]|[{](start|end|step|frames|input_list|outdir_printf)[}]', fill, a)
-        for a in sys.argv[4:]]
+tokens.update(lb='{', rb='}')
+argv = [re.sub(r'[{][{]|[}][}]|[{](start|end|step|frames|input_list|outdir_printf|lb|rb)[}]',
+               fill, a) for a in sys.argv[4:]]
 os.execvp(argv[0], argv)
 """
 
@@ -193,15 +194,17 @@ def _name(job: JobView) -> str:
 
 
 def _fill(arg: str, values: dict[str, str], *, keep_frames: bool = False) -> str:
-    """A farmtui argument with its tokens as OpenJD text (frame tokens kept for the runner)."""
+    """A farmtui argument with its tokens as OpenJD text (frame tokens kept for the runner).
 
-    if keep_frames and ("{{" in arg or "}}" in arg):
-        # The runner would read a literal "{start}" as the token; OpenJD "{{" as its own.
-        raise ExportError(f"argument {arg!r} has a literal brace that a chunk cannot keep")
+    For the runner a literal brace is ``{lb}`` or ``{rb}``: doubled, OpenJD would read
+    it as its own ``{{``; alone, the runner would read ``{start}`` as the token.
+    """
 
     def one(match: re.Match[str]) -> str:
         name = match.group(1)
         if name is None:
+            if keep_frames:
+                return "{lb}" if match.group(0) == "{{" else "{rb}"
             return match.group(0)[0]
         if keep_frames and name in _RUNNER_TOKENS:
             return match.group(0)

@@ -340,6 +340,10 @@ def build_argv(
         if not extra:
             raise RendererError("renderer 'generic' needs a command: farm submit ... -- ARGV")
         return extra
+    if "" in extra:
+        # Blender read it as a scene to open, ffmpeg as an output to write: every
+        # chunk failed on every node.
+        raise RendererError(f"{name}'s options cannot hold an empty word")
     if name == "demo":
         # `farm` as the node finds it, like any renderer: never this machine's interpreter.
         # --frames=: a chunk of negative frames ("-5,-4") is a value, not an option.
@@ -371,6 +375,8 @@ def build_argv(
             "{frames}",
         ]
     if name == "ffmpeg":
+        if "--" in extra:
+            raise RendererError("ffmpeg's options cannot hold `--`: ffmpeg takes none")
         scene = literal(_need(scene, "input (--scene)", name))
         head, width, tail = _literal_pattern(_need(output_pattern, "output pattern", name))
         # '%' is the image2 muxer's own escape: a literal one in the name is '%%'.

@@ -86,6 +86,8 @@ def command_for(spec: JobSpec) -> list[str]:
         expand(argv, dict.fromkeys(TOKENS, ""))
     except RendererError as exc:
         raise JobFieldError(str(exc), ("argv",)) from None
+    if not argv[0]:
+        raise JobFieldError("the command's program is empty", ("argv",))
     if spec.extra_args:
         # A command given whole (not the one built with them, as a client sends it)
         # would leave them out without a word.

@@ -120,6 +120,7 @@ def test_bad_frames_in_a_job_file(tmp_path: Path) -> None:
         (f'name = "{"n" * 201}"', "job.toml: name: must have at most 200 characters"),
         ("per-frame-timeouts = 1", "job.toml: per-frame-timeouts: must be true or false"),
         ('argv = "sleep 1"', "job.toml: argv: must be a list of strings"),
+        ('argv = ["", "x"]', "job.toml: argv: the command's program is empty"),
         ("env = { A = 1 }", "job.toml: env: must be a table of strings"),
         # A tag of an escape sequence was "not a list of strings": it was one.
         ('tags = ["\\u001b[31mred"]', "tags: must be a list of at most 64 tags (each 1-64"),

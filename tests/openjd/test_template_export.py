@@ -25,7 +25,7 @@ from openjd.model import (
 
 from farmtui.frames import parse_frames
 from farmtui.openjd import plan_jobs
-from farmtui.openjd_export import TAGS_ATTRIBUTE, ExportError, job_template, to_yaml
+from farmtui.openjd_export import TAGS_ATTRIBUTE, job_template, to_yaml
 from farmtui.protocol import JobSpec, JobView, Timeouts
 
 # Prints its arguments as JSON: stands in for a renderer.
@@ -241,9 +241,14 @@ def test_yaml_reads_back_as_the_template() -> None:
     assert "\x1b" not in to_yaml(template)  # control characters are escaped, never raw
 
 
-def test_a_literal_brace_in_a_chunked_command_is_refused() -> None:
-    with pytest.raises(ExportError, match="literal brace"):
-        job_template(view(frames="1-10", chunk=2, argv=["echo", "{{start}}", "{frames}"]))
+@pytest.mark.parametrize("chunk", [1, 2])
+def test_a_literal_brace_reaches_the_command_as_written(tmp_path: Path, chunk: int) -> None:
+    """Refused in a chunk (the runner read "{start}" as its token, OpenJD "{{" as its own),
+    and in every ffmpeg job once their tasks of one frame went through the runner too
+    (break round 36b)."""
+    job = view(frames="1-10", chunk=chunk, argv=[*ECHO, "{{start}}", "a}}b{{", "{start}"])
+    instantiated, values = instantiate(job_template(job), tmp_path)
+    assert run_task(instantiated, values, "3-4" if chunk == 2 else "3") == ["{start}", "a}b{", "3"]
 
 
 def test_gpus_travel_as_openjd_gpu_amounts_and_come_back(tmp_path: Path) -> None:

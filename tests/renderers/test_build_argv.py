@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -293,3 +294,20 @@ def test_blender_options_that_undo_the_chunk_are_refused(option: str) -> None:
     """-a rendered the scene's whole range in every chunk (break round 35b)."""
     with pytest.raises(RendererError, match=f"blender's {option} is the adapter's"):
         build_argv("blender", "a.blend", "o/f_####.png", [option, "1"])
+
+
+@pytest.mark.parametrize(
+    ("renderer", "scene", "options", "said"),
+    [
+        ("blender", "a.blend", ["-E", ""], "blender's options cannot hold an empty word"),
+        ("ffmpeg", "a.mov", [""], "ffmpeg's options cannot hold an empty word"),
+        ("ffmpeg", "a.mov", ["--"], "ffmpeg's options cannot hold `--`"),
+    ],
+)
+def test_options_that_fail_every_chunk_are_refused(
+    renderer: str, scene: str, options: list[str], said: str
+) -> None:
+    """Blender read an empty word as a scene to open, ffmpeg as an output to write; ffmpeg
+    refused a '--': every chunk failed on every node (break round 36b)."""
+    with pytest.raises(RendererError, match=re.escape(said)):
+        build_argv(renderer, scene, "o/f_####.png", options)

@@ -36,15 +36,22 @@ from farmtui.renderers import literal, tokens_used
 TAGS_ATTRIBUTE = "attr.farmtui.tags"
 _TOKEN = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _FRAME_TOKENS = frozenset({"start", "end", "step", "frames"})
-# What the chunk runner fills in itself.
-_RUNNER_TOKENS = _FRAME_TOKENS | {"input_list", "outdir_printf"}
+# The paths the runner is given in argv[4:7], and fills in itself: a path OpenJD put
+# into the command's words would be read again by the runner ("x{start}.mov" as a token).
+_RUNNER_PATHS = ("scene", "outdir", "output")
+# What the chunk runner fills in itself; "lb" and "rb" are literal braces.
+_RUNNER_TOKENS = _FRAME_TOKENS | {"input_list", "outdir_printf", *_RUNNER_PATHS}
+# A farmtui argument's tokens and its literal braces: doubled, or alone.
+_TOKEN_OR_BRACE = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}|[{}]")
 
 # Cuts farmtui's frame tokens from a chunk's OpenJD range (argv[1], "1-10:2,15"),
-# puts them into the command (argv[4:]) and execs it. With an image sequence in
+# puts them into the command (argv[7:]) and execs it. With an image sequence in
 # argv[2] it writes {input_list} as an agent does (``farmtui.renderers.input_list``),
 # into the session's folder (OpenJD removes it with the session). With an output
 # folder in argv[3] it is {outdir_printf}, each '%' doubled (OpenJD cannot double it).
-# No '{{' in it: it is an OpenJD format string too.
+# argv[4:7] are {scene}, {outdir} and {output}: filled in one pass with the rest, a
+# path is never read for tokens. {lb} and {rb} are literal braces. No '{{' in it: it
+# is an OpenJD format string too.
 CHUNK_RUNNER = """\
 import os, re, sys, tempfile
 frames = []
@@ -73,15 +80,15 @@ if sys.argv[2]:
     os.write(fd, ('\\n'.join(lines) + '\\n').encode())
     os.close(fd)
 tokens['outdir_printf'] = sys.argv[3].replace('%', '%%')
+tokens.update(scene=sys.argv[4], outdir=sys.argv[5], output=sys.argv[6], lb='{', rb='}')
 def fill(m):
     if m.group(1) is None:
         return m.group(0)[0]
     if m.group(1) not in tokens:
         sys.exit('frames ' + tokens['frames'] + ' are not evenly spaced for ' + m.group(0))
     return tokens[m.group(1)]
-tokens.update(lb='{', rb='}')
-argv = [re.sub(r'[{][{]|[}][}]|[{](start|end|step|frames|input_list|outdir_printf|lb|rb)[}]',
-               fill, a) for a in sys.argv[4:]]
+names = 'start|end|step|frames|input_list|outdir_printf|scene|outdir|output|lb|rb'
+argv = [re.sub('[{](' + names + ')[}]', fill, a) for a in sys.argv[7:]]
 os.execvp(argv[0], argv)
 """
 
@@ -146,10 +153,13 @@ def job_template(job: JobView) -> dict[str, Any]:
         )
     if "outdir_printf" in uses and "outdir" not in values:
         raise ExportError("the command uses {outdir_printf}, which this job has no value for")
-    if listed or "outdir_printf" in uses or (chunked and uses & _FRAME_TOKENS):
+    braced = any(_TOKEN_OR_BRACE.sub(_token_only, arg) != arg for arg in argv)
+    if listed or "outdir_printf" in uses or (chunked and uses & _FRAME_TOKENS) or braced:
+        # (A literal brace too: OpenJD has no way to write "{{" but as an expression.)
         command = "python3"
         args = ["-c", CHUNK_RUNNER, "{{Task.Param.Frame}}", values["scene"] if listed else ""]
         args.append(values["outdir"] if "outdir_printf" in uses else "")
+        args += [values.get(name, "") for name in _RUNNER_PATHS]
         args += [_fill(arg, values, keep_frames=True) for arg in argv]
     else:
         command, *args = (_fill(arg, values) for arg in argv)
@@ -193,26 +203,32 @@ def _name(job: JobView) -> str:
     return name or "farmtui job"
 
 
-def _fill(arg: str, values: dict[str, str], *, keep_frames: bool = False) -> str:
-    """A farmtui argument with its tokens as OpenJD text (frame tokens kept for the runner).
+def _token_only(match: re.Match[str]) -> str:
+    """A token as it is, a literal brace left out (``braced``: whether an argument has one)."""
+    return match.group(0) if match.group(1) is not None else ""
 
-    For the runner a literal brace is ``{lb}`` or ``{rb}``: doubled, OpenJD would read
-    it as its own ``{{``; alone, the runner would read ``{start}`` as the token.
+
+def _fill(arg: str, values: dict[str, str], *, keep_frames: bool = False) -> str:
+    """A farmtui argument with its tokens as OpenJD text (the runner's kept for it).
+
+    For the runner every literal brace is ``{lb}`` or ``{rb}``: doubled, OpenJD would
+    read it as its own ``{{``; alone, next to a token, as one too ("{start}}").
     """
 
     def one(match: re.Match[str]) -> str:
         name = match.group(1)
         if name is None:
             if keep_frames:
-                return "{lb}" if match.group(0) == "{{" else "{rb}"
+                return "{lb}" if match.group(0)[0] == "{" else "{rb}"
             return match.group(0)[0]
-        if keep_frames and name in _RUNNER_TOKENS:
-            return match.group(0)
+        runners = keep_frames and name in _RUNNER_TOKENS
+        if runners and name not in _RUNNER_PATHS:
+            return match.group(0)  # the runner's own: a chunk's frames, its list of files
         if name not in values:
             raise ExportError(f"the command uses {{{name}}}, which this job has no value for")
-        return values[name]
+        return match.group(0) if runners else values[name]
 
-    return _TOKEN.sub(one, arg)
+    return (_TOKEN_OR_BRACE if keep_frames else _TOKEN).sub(one, arg)
 
 
 def check(template: dict[str, Any]) -> None:

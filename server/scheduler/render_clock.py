@@ -61,7 +61,7 @@ class RenderClock(DispatchIndex):
     def _judge_long(self, render: Render, changes: Changes) -> None:
         """``render`` has run ``PREFETCH_BELOW`` s: its job takes no chunk ahead while it
         runs; a job that took chunks ahead is long now, and its kind, and what of it waits
-        comes back; its node's slots may all be long now (``_node_long``). Its first
+        comes back; its node's slots may all be long now (``_give_back_waiting``). Its first
         render, or one after brief ones (frames that turned heavy)."""
         job_id, index, attempt = render
         job = self.jobs.get(job_id)

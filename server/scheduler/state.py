@@ -71,9 +71,9 @@ class SchedulerState:
         # their first render time (or the clock) says what their kind is from then on
         # (``chunk_finished``, ``_judge_by_clock``).
         self._ahead_by_kind: set[str] = set()
-        # (when it began, job id, chunk, attempt) of each render (its ChunkStarted, or
-        # a hello after the leader's start), oldest first: one still running
-        # PREFETCH_BELOW s later is long (``_judge_by_clock``).
+        # (when it began, job id, chunk, attempt) of each render (its ChunkStarted),
+        # oldest first: one still running PREFETCH_BELOW s later is long
+        # (``_judge_by_clock``).
         self._renders: deque[tuple[float, str, int, int]] = deque()
         # The same of renders an agent's hello told of, begun less than PREFETCH_BELOW s
         # before it: a heap by when they began (``RenderClock._time_render``).

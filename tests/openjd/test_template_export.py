@@ -260,3 +260,19 @@ def test_gpus_travel_as_openjd_gpu_amounts_and_come_back(tmp_path: Path) -> None
     path.write_text(json.dumps(template))
     (plan,) = plan_jobs(path, {})
     assert (plan.spec.gpus, plan.spec.gpu_memory) == (2, 8192)
+
+
+@pytest.mark.parametrize("chunk", [1, 2])
+@pytest.mark.parametrize(
+    "scene", ["/tmp/x{lb}y{rb}.mov", "/tmp/x{start}y.mov", "/tmp/a{{b}}.mov", "/tmp/plain.mov"]
+)
+def test_paths_reach_the_command_as_written(tmp_path: Path, chunk: int, scene: str) -> None:
+    """The runner read a path OpenJD had put into its words for tokens: "x{lb}y" became
+    "x{y", "x{start}y" the chunk's frame; the wrong file read, without a word (36c)."""
+    job = view(
+        frames="1-10", chunk=chunk, scene=scene, output="/tmp/o{lb}/f_####.png",
+        argv=[*ECHO, "{scene}", "{output}", "{outdir}", "{{x}}", "{start}}"],
+    )  # fmt: skip
+    instantiated, values = instantiate(job_template(job), tmp_path)
+    printed = run_task(instantiated, values, "3-4" if chunk == 2 else "3")
+    assert printed == [scene, "/tmp/o{lb}/f_####.png", "/tmp/o{lb}", "{x}", "3}"]

@@ -82,8 +82,6 @@ if sys.argv[2]:
 tokens['outdir_printf'] = sys.argv[3].replace('%', '%%')
 tokens.update(scene=sys.argv[4], outdir=sys.argv[5], output=sys.argv[6], lb='{', rb='}')
 def fill(m):
-    if m.group(1) is None:
-        return m.group(0)[0]
     if m.group(1) not in tokens:
         sys.exit('frames ' + tokens['frames'] + ' are not evenly spaced for ' + m.group(0))
     return tokens[m.group(1)]

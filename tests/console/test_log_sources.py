@@ -56,8 +56,9 @@ async def test_the_chosen_source_survives_node_and_job_updates(leader: ScriptedL
         await synced(pilot, app)
         await pilot.press("4", "down", "l")  # node-b's agent log
         await wait_for(pilot, lambda: "node-b: connected to leader" in screen_text(app))
-        # Back to the Monitor Log with the dropdown, as an operator would.
-        await pilot.press("3", "enter", "up", "enter")
+        # Back to the Monitor Log with the dropdown, as an operator would (3 gives the
+        # keyboard to the log: the source picker is two Shift+Tabs up from it).
+        await pilot.press("3", "shift+tab", "shift+tab", "enter", "up", "enter")
         await wait_for(pilot, lambda: "synced as admin" in screen_text(app))
         for cpu in (50.0, 60.0):
             await farm_moves_on(pilot, app, leader, cpu)

@@ -20,8 +20,6 @@ from farmtui.errors import LeaderDown, LeaderError
 from farmtui.printable import printable
 from farmtui.protocol import EventView
 
-# How long ``--follow`` waits for a leader that stopped answering (a restart, a failover).
-FOLLOW_OUTAGE = 300.0
 # The latest events ``--follow`` reads each time: more than came since the last read,
 # unless the farm makes over this many an ``--interval`` (it says so then).
 FOLLOW_BATCH = 1000
@@ -52,7 +50,7 @@ def _follow(
 ) -> int:
     """The latest ``limit`` events, then each new one as it comes, until Ctrl-C.
 
-    A leader that stops answering is waited for (``FOLLOW_OUTAGE``), and one that
+    A leader that stops answering is waited for (``shared.FOLLOW_OUTAGE``), and one that
     answers for a moment that it is not serving (a proxy's 502, a standby's 503 during
     a failover). An event is new when it is later than the last one read, or as late
     and not read: the leader keeps its events in the order they happened, and gives
@@ -61,22 +59,16 @@ def _follow(
     """
     latest, seen = -math.inf, set[Key]()
     first = True
-    away: float | None = None
+    outage = shared.Outage("farm events")
     while True:
         try:
             batch = read(max(limit, FOLLOW_BATCH))
         except (LeaderDown, LeaderError) as exc:
             if not _passing(exc):
                 raise
-            now = time.monotonic()
-            if away is None:
-                away = now
-                sys.stderr.write(f"farm events: {printable(str(exc))}; still following\n")
-            elif now - away > FOLLOW_OUTAGE:
-                raise
-            time.sleep(interval)
+            outage.wait(exc, interval)
             continue
-        away = None
+        outage.over()
         fresh = [e for e in batch if e.time > latest or (e.time == latest and _key(e) not in seen)]
         if not first and len(fresh) == len(batch) == FOLLOW_BATCH:
             sys.stderr.write(

@@ -126,10 +126,6 @@ def cmd_logs(args: argparse.Namespace) -> int:
         )
 
 
-# How long ``farm logs --follow`` waits for a leader that stopped answering.
-FOLLOW_OUTAGE = 300.0
-
-
 def follow_log(
     farm: FarmClient,
     job_id: str,
@@ -142,7 +138,7 @@ def follow_log(
 ) -> int:
     """Print the log, then what is appended to it, until the job finishes (or Ctrl-C).
 
-    A leader that stops answering is waited for (``FOLLOW_OUTAGE``), so a
+    A leader that stops answering is waited for (``shared.FOLLOW_OUTAGE``), so a
     follow outlives the leader's restart.
 
     With ``--json`` each new piece is one JSON line ``{"job_id", "chunk", "log",
@@ -154,7 +150,7 @@ def follow_log(
     from farmtui.errors import LeaderDown, NotFound
 
     shown = ""
-    away: float | None = None  # since when the leader has not answered
+    outage = shared.Outage("farm logs")
     while True:
         try:
             # Read the state first so the final fetch below sees everything the job wrote.
@@ -165,15 +161,9 @@ def follow_log(
                 text = shown  # the attempt's log does not exist yet
         except LeaderDown as exc:
             # A leader restarting (an upgrade, a crash) is back within seconds: wait for it.
-            now = time.monotonic()
-            if away is None:
-                away = now
-                sys.stderr.write(f"farm logs: {printable(str(exc))}; still following\n")
-            elif now - away > FOLLOW_OUTAGE:
-                raise
-            time.sleep(interval)
+            outage.wait(exc, interval)
             continue
-        away = None
+        outage.over()
         restarted = not text.startswith(shown)  # a new attempt replaced the log
         piece = text if restarted else text[len(shown) :]
         if as_json:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -37,3 +38,31 @@ def connect(args: argparse.Namespace) -> FarmClient:
 
     conn = config.resolve(args.leader, args.token, args.token_file, ca=getattr(args, "ca", None))
     return FarmClient(conn.leader, conn.token, verify=conn.ca or True)
+
+
+# How long a ``--follow`` waits for a leader that stopped answering (a restart, a failover).
+FOLLOW_OUTAGE = 300.0
+
+
+class Outage:
+    """A ``--follow``'s wait for a leader that is away: said once, given up after
+    ``FOLLOW_OUTAGE`` (``prog``: the command that says it)."""
+
+    def __init__(self, prog: str) -> None:
+        self.prog = prog
+        self.since: float | None = None
+
+    def wait(self, exc: Exception, interval: float) -> None:
+        """The leader did not answer (``exc``): said the first time, then ``interval`` s of
+        sleep; ``exc`` raised again once the leader has been away ``FOLLOW_OUTAGE`` s."""
+        now = time.monotonic()
+        if self.since is None:
+            self.since = now
+            sys.stderr.write(f"{self.prog}: {printable(str(exc))}; still following\n")
+        elif now - self.since > FOLLOW_OUTAGE:
+            raise exc
+        time.sleep(interval)
+
+    def over(self) -> None:
+        """The leader answered."""
+        self.since = None
